@@ -1,0 +1,3 @@
+"""defocuskit: single-image defocus deblurring research toolkit."""
+
+__version__ = "0.1.0"

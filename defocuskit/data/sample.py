@@ -1,0 +1,101 @@
+"""What ingest passes between a source, its workers and the shard writer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# The shard metadata keys of DESIGN.md section 2, every one present (None where unknown).
+META_KEYS = (
+    "source", "split", "scene", "f_number", "ref_f_number", "focal_length_mm", "exposure_s",
+    "iso", "camera", "lens", "focus_distance_m", "blur_type", "bit_depth", "height", "width",
+    "align", "gain", "origin",
+)
+
+
+def empty_meta(**known: Any) -> dict[str, Any]:
+    """A metadata dict with every contract key, None unless given."""
+    unknown = set(known) - set(META_KEYS)
+    if unknown:
+        raise KeyError(f"not shard metadata keys: {sorted(unknown)}")
+    meta = dict.fromkeys(META_KEYS)
+    meta.update(known)
+    return meta
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of ingest work, cheap to list and picklable: a defocused shot with its reference.
+
+    `files` maps a role ("blur", "sharp", "coc", or source-specific roles) to an absolute path;
+    `meta` holds what is known before decoding (f_number, split, camera, origin, ...);
+    `options` holds source-specific instructions for `load` (e.g. {"register": "ecc"}).
+    """
+
+    source: str
+    split: str
+    scene: str
+    key: str
+    files: dict[str, str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    """A decoded sample: RGB uint8/uint16 arrays of equal size, optional CoC map in pixels."""
+
+    key: str
+    sharp: np.ndarray
+    blur: np.ndarray | None
+    meta: dict[str, Any]
+    coc: np.ndarray | None = None  # float32 (H, W), circle-of-confusion diameter in pixels
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An input skipped at listing or loading time, as written to rejects.jsonl."""
+
+    source: str
+    file: str
+    reason: str
+    key: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "file": self.file, "reason": self.reason, "key": self.key}
+
+
+class RejectError(Exception):
+    """Raised by a source's `load` for an input that must be skipped (or is fatal under --strict)."""
+
+    def __init__(self, file: str, reason: str):
+        self.file = str(file)
+        self.reason = reason
+        super().__init__(f"{file}: {reason}")
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Options shared by every source and by the writer."""
+
+    out: str = "shards"
+    workers: int = 0  # 0: all cores
+    shard_size: int = 64  # source pairs per shard (each gives one sample, or several with `patch`)
+    max_side: int | None = None  # downscale so that the longer side is at most this (INTER_AREA)
+    patch: int | None = None  # cut training patches of this size ...
+    stride: int | None = None  # ... every `stride` pixels (default: patch)
+    min_sharpness: float | None = None  # drop patches whose sharp reference is flatter than this
+    bit_depth: str = "auto"  # "auto" (16 where the source has more than 8 bits), "8" or "16"
+    split_by: str = "scene"  # for sources without official splits: "scene" (hash), "train", "test"
+    test_fraction: float = 0.1  # with split_by="scene"
+    scene_gap_s: float | None = None  # RAW: split a folder into scenes at capture-time gaps
+    register: str = "ecc"  # "ecc" or "homography" (feature based)
+    min_align_score: float = 0.8  # reject pairs whose registration score is lower
+    part: tuple[int, int] = (0, 1)  # (i, n): ingest only the i-th of n parts (0-based here)
+    strict: bool = False
+    seed: int = 0
+    synthetic_f_numbers: tuple[float, ...] = (1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
+    synthetic_ref_f_number: float = 22.0
+    synthetic_size: int = 256  # longer side of the rendered builtin scenes

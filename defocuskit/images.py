@@ -1,0 +1,132 @@
+"""Image files in and out: 8/16-bit PNG, JPEG, TIFF and camera RAW, always RGB, never cropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+RAW_EXTENSIONS = {
+    ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf",
+    ".orf", ".rw2", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".kdc", ".mos",
+    ".mrw", ".rwl",
+}
+RASTER_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+IMAGE_EXTENSIONS = RAW_EXTENSIONS | RASTER_EXTENSIONS
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read; the message names the file and the problem."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def is_raw(path: str | Path) -> bool:
+    """True for camera RAW file extensions (decoded with rawpy)."""
+    return Path(path).suffix.lower() in RAW_EXTENSIONS
+
+
+def _to_rgb(arr: np.ndarray, path: str | Path) -> np.ndarray:
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ImageError(path, f"unsupported image shape {arr.shape}")
+    return np.ascontiguousarray(arr[:, :, ::-1])  # OpenCV's BGR -> RGB
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as an RGB uint8 or uint16 array (H, W, 3); RAW goes through the ingest decoder."""
+    path = Path(path)
+    if is_raw(path):
+        from defocuskit.data.raw import decode_raw
+
+        return decode_raw(path)
+    if not path.is_file():
+        raise ImageError(path, "no such file")
+    data = np.fromfile(path, dtype=np.uint8)
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if arr is None:
+        raise ImageError(path, "not a readable image (corrupt, truncated or not an image)")
+    if arr.dtype not in (np.uint8, np.uint16):
+        if arr.dtype in (np.float32, np.float64):
+            arr = np.clip(np.rint(arr * 65535.0), 0, 65535).astype(np.uint16)
+        else:
+            raise ImageError(path, f"unsupported sample type {arr.dtype}")
+    return _to_rgb(arr, path)
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode PNG/JPEG bytes to an RGB (or single-channel, for coc maps) array, keeping 16 bits."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    if arr is None:
+        raise ImageError(name, "cannot decode image bytes")
+    if arr.ndim == 2:
+        return arr
+    return _to_rgb(arr, name)
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """Encode an RGB (H, W, 3) or single-channel (H, W) uint8/uint16 array as PNG bytes."""
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"encode_png needs uint8 or uint16, got {arr.dtype}")
+    bgr = arr[:, :, ::-1] if arr.ndim == 3 else arr
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_image(path: str | Path, arr: np.ndarray) -> None:
+    """Write an RGB uint8/uint16 array; the format follows the extension (16-bit needs PNG or TIFF)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bgr = arr[:, :, ::-1] if arr.ndim == 3 else arr
+    ext = path.suffix.lower() or ".png"
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
+    if arr.dtype == np.uint16 and ext in (".jpg", ".jpeg"):
+        raise ValueError(f"{path}: 16-bit output needs .png or .tif, not {ext}")
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr), params)
+    if not ok:
+        raise ValueError(f"{path}: cannot encode as {ext}")
+    tmp = path.with_name(path.name + ".tmp")
+    buf.tofile(tmp)
+    tmp.replace(path)
+
+
+def bit_depth(arr: np.ndarray) -> int:
+    """8 or 16, from the array's sample type."""
+    return 16 if arr.dtype == np.uint16 else 8
+
+
+def to_float(arr: np.ndarray) -> np.ndarray:
+    """uint8/uint16 -> float32 in [0, 1]."""
+    scale = 65535.0 if arr.dtype == np.uint16 else 255.0
+    return arr.astype(np.float32) / scale
+
+
+def from_float(x: np.ndarray, depth: int) -> np.ndarray:
+    """float in [0, 1] -> uint8 (depth 8) or uint16 (depth 16), rounded and clipped."""
+    if depth == 16:
+        return np.clip(np.rint(x * 65535.0), 0, 65535).astype(np.uint16)
+    if depth == 8:
+        return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    raise ValueError(f"bit depth must be 8 or 16, got {depth}")
+
+
+def srgb_to_linear(x: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB decoding, x in [0, 1]."""
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB encoding, x in [0, 1]."""
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)

@@ -1,0 +1,27 @@
+"""The methods defocuskit trains and runs, by name (an explicit table, no import-time magic)."""
+
+from __future__ import annotations
+
+import importlib
+
+from defocuskit.methods.base import Method
+
+# name -> module defining METHOD; imported only when asked for, so heavy deps stay lazy.
+_MODULES = {
+    "hidd": "defocuskit.methods.hidd",
+    "rddm": "defocuskit.methods.rddm",
+    "nafnet": "defocuskit.methods.nafnet",
+    "defocus-map": "defocuskit.methods.defocus_map",
+}
+
+
+def method_names() -> list[str]:
+    """Names of the trainable methods."""
+    return sorted(_MODULES)
+
+
+def get_method(name: str) -> Method:
+    """The Method called `name`; a clear error for an unknown one."""
+    if name not in _MODULES:
+        raise ValueError(f"unknown method '{name}' (known: {', '.join(method_names())})")
+    return importlib.import_module(_MODULES[name]).METHOD

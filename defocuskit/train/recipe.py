@@ -1,0 +1,217 @@
+"""Recipes: YAML files with dotted key=value overrides, checked against typed dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the key and what is wrong."""
+
+
+@dataclass
+class DataConfig:
+    train: str = "shards/train-*.tar"  # shard pattern (brace or glob), or a shard folder
+    image_size: int = 256  # training crop size
+    channels: int = 3  # 1: luminance (the HIDD paper reads grayscale)
+    batch_size: int = 8  # per process
+    num_workers: int = 2
+    shuffle_buffer: int = 256
+    resampled: bool = True  # endless stream of shards (webdataset resampled shards)
+    augment: bool = True  # flips and 90-degree rotations, applied alike to every member
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"  # "adam" or "adamw"
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "constant"  # "constant" or "cosine" (after warm-up)
+    grad_clip: float | None = 1.0
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    grad_accum: int = 1
+    mixed_precision: str = "no"  # "no", "fp16", "bf16"
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    log_with: str | None = None  # an Accelerate tracker name ("tensorboard", "wandb", ...)
+    max_minutes: float | None = None  # stop (and export) after this wall time
+
+
+@dataclass
+class Recipe:
+    method: str
+    output_dir: str = "runs/default"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: Any = None  # the method's ModelConfig
+    objective: Any = None  # the method's ObjectiveConfig
+    sampler: Any = None  # the method's SamplerConfig
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting YAML's forms (lists, ints for floats)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except RecipeError as e:
+                errors.append(str(e))
+        raise RecipeError(errors[0] if errors else f"{key}: wrong type")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise RecipeError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return build_dataclass(tp, value, key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise RecipeError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise RecipeError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise RecipeError(f"{key}: expected a string, got {value!r}")
+    raise RecipeError(f"{key}: unsupported type {tp}")
+
+
+def build_dataclass(cls: type, values: dict[str, Any] | None, prefix: str = "") -> Any:
+    """Instantiate dataclass `cls` from a dict, naming any unknown key or wrong type."""
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise RecipeError(f"{prefix or 'recipe'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in values:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise RecipeError(f"unknown recipe key '{where}' (known here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for k, v in values.items():
+        kwargs[k] = _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise RecipeError(f"{prefix or 'recipe'}: {e}") from None
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply dotted `key=value` overrides (values parsed as YAML) to a nested dict."""
+    out = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override '{item}' is not of the form key=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            if node.get(p) is None:
+                node[p] = {}
+            if not isinstance(node[p], dict):
+                raise RecipeError(f"override '{key}': '{p}' is not a section")
+            node = node[p]
+        node[parts[-1]] = _parse_value(text)
+    return out
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe YAML, apply overrides, and resolve it against the method's config classes."""
+    from defocuskit.methods import get_method
+
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections")
+    raw = apply_overrides(raw, list(overrides))
+    return resolve_recipe(raw)
+
+
+def resolve_recipe(raw: dict[str, Any]) -> Recipe:
+    """Turn a plain dict into a typed Recipe, with the method's own sections."""
+    from defocuskit.methods import get_method
+
+    if "method" not in raw:
+        raise RecipeError("recipe key 'method' is missing")
+    method = get_method(raw["method"])
+    raw = dict(raw)
+    sections = {
+        "model": method.ModelConfig,
+        "objective": method.ObjectiveConfig,
+        "sampler": method.SamplerConfig,
+    }
+    typed = {k: build_dataclass(cls, raw.pop(k, None), k) for k, cls in sections.items()}
+    recipe = build_dataclass(Recipe, raw)
+    for k, v in typed.items():
+        setattr(recipe, k, v)
+    return recipe
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain data (tuples as lists), ready for YAML/JSON."""
+
+    def plain(x: Any) -> Any:
+        if dataclasses.is_dataclass(x):
+            return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    return plain(recipe)
