@@ -2,9 +2,212 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Single-image defocus deblurring research toolkit.")
+
+
+@app.command("ingest")
+def ingest_cmd(
+    out: Path = typer.Option(..., "--out", help="Shard folder to write (resumable: run the same command again)."),
+    raw_dir: Optional[Path] = typer.Option(None, "--raw-dir", help="Your own captures: RAW/JPEG/TIFF, one folder per scene."),
+    dpdd: Optional[Path] = typer.Option(None, "--dpdd", help="DPDD root ({train_c,val_c,test_c}/{source,target})."),
+    realblur: Optional[Path] = typer.Option(None, "--realblur", help="RealBlur root."),
+    ded: Optional[Path] = typer.Option(None, "--ded", help="DED (Lytro) root."),
+    realdof: Optional[Path] = typer.Option(None, "--realdof", help="RealDOF root."),
+    vabd: Optional[Path] = typer.Option(None, "--vabd", help="VABD root."),
+    ebb: Optional[Path] = typer.Option(None, "--ebb", help="EBB! root."),
+    synthetic: Optional[str] = typer.Option(None, "--synthetic", help="'builtin': scikit-image photos rendered through a thin lens."),
+    workers: int = typer.Option(0, "--workers", help="Decoding processes (0: all cores)."),
+    shard_size: int = typer.Option(64, "--shard-size", help="Source pairs per shard."),
+    max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale so the longer side is at most this."),
+    patch: Optional[int] = typer.Option(None, "--patch", help="Cut training patches of this size."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Patch stride (default: the patch size)."),
+    min_sharpness: Optional[float] = typer.Option(None, "--min-sharpness", help="Drop flat patches (mean luminance gradient below this, e.g. 0.01)."),
+    bit_depth: str = typer.Option("auto", "--bit-depth", help="auto | 8 | 16"),
+    split_by: str = typer.Option("scene", "--split-by", help="For sources without official splits: scene | train | test."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", help="With --split-by scene."),
+    scene_gap: Optional[float] = typer.Option(None, "--scene-gap", help="RAW: split folders into scenes at capture gaps (seconds)."),
+    register: str = typer.Option("ecc", "--register", help="RAW registration: ecc | homography."),
+    min_align_score: float = typer.Option(0.8, "--min-align-score", help="Reject pairs registered worse than this."),
+    part: str = typer.Option("1/1", "--part", help="I/N: ingest only the I-th of N parts (job arrays); parts merge."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of recording it."),
+    seed: int = typer.Option(0, "--seed"),
+    synthetic_f_numbers: str = typer.Option("1.4,2,2.8,4,5.6,8", "--synthetic-f-numbers", help="Comma-separated f-numbers."),
+    synthetic_size: int = typer.Option(256, "--synthetic-size", help="Longer side of the synthetic scenes."),
+) -> None:
+    """Turn photo folders and public datasets into aperture-tagged WebDataset shards."""
+    from rich.console import Console
+
+    from defocuskit.data.ingest import IngestError, run_ingest
+    from defocuskit.data.inspect import manifest_table
+    from defocuskit.data.sample import IngestOptions
+
+    given = {"raw": raw_dir, "dpdd": dpdd, "realblur": realblur, "ded": ded, "realdof": realdof,
+             "vabd": vabd, "ebb": ebb, "synthetic": Path(synthetic) if synthetic else None}
+    sources = {k: v for k, v in given.items() if v is not None}
+    try:
+        i, n = (int(x) for x in part.split("/"))
+        f_numbers = tuple(float(x) for x in synthetic_f_numbers.split(","))
+    except ValueError:
+        raise typer.BadParameter("--part needs I/N and --synthetic-f-numbers numbers, e.g. 1/4 and 1.4,2,2.8") from None
+    if bit_depth not in ("auto", "8", "16"):
+        raise typer.BadParameter(f"--bit-depth must be auto, 8 or 16, not {bit_depth!r}")
+    opts = IngestOptions(
+        out=str(out), workers=workers, shard_size=shard_size, max_side=max_side, patch=patch, stride=stride,
+        min_sharpness=min_sharpness, bit_depth=bit_depth, split_by=split_by, test_fraction=test_fraction,
+        scene_gap_s=scene_gap, register=register, min_align_score=min_align_score, part=(i - 1, n),
+        strict=strict, seed=seed, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
+    )
+    console = Console()
+    try:
+        manifest = run_ingest(sources, opts)
+    except IngestError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: completed shards are kept; run the same command again to finish")
+        raise typer.Exit(130) from None
+    run = manifest["run"]
+    console.print(manifest_table(manifest))
+    console.print(f"{run['shards_written']} shards written, {run['shards_skipped']} already done, "
+                  f"{run['samples_written']} samples in {run['seconds']:.1f} s; rejects: {run['rejects_new']} new, "
+                  f"{manifest['rejects']} total (see {out / 'rejects.jsonl'})"
+                  + ("" if manifest["complete"] else "; other parts still missing"), soft_wrap=True)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    folder: Path = typer.Argument(..., help="A shard folder written by `defocuskit ingest`."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Contact sheet PNG (default FOLDER/contact_sheet.png)."),
+    n: int = typer.Option(6, "--n", help="Pairs on the contact sheet."),
+) -> None:
+    """Print a shard folder's manifest and write a contact sheet of a few pairs."""
+    from rich.console import Console
+
+    from defocuskit.data.inspect import inspect_shards, manifest_table
+    from defocuskit.data.shards import read_manifest
+
+    console = Console()
+    try:
+        manifest = read_manifest(folder)
+        console.print(manifest_table(manifest, title=f"{folder}: defocuskit {manifest['version']}, {manifest['created']}"))
+        path = inspect_shards(folder, sheet, n)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(f"contact sheet: {path}", soft_wrap=True)
+
+
+@app.command("train", context_settings={"allow_interspersed_args": True})
+def train_cmd(
+    recipe: Path = typer.Argument(..., help="Recipe YAML (recipes/*.yaml)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides, e.g. train.max_steps=100 data.train=shards/"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter counts, then exit."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over, deleting the run folder's checkpoints."),
+) -> None:
+    """Train a method from a recipe (one process, or under `accelerate launch -m defocuskit train ...`)."""
+    import os
+    import sys
+
+    from defocuskit.train.recipe import RecipeError, load_recipe, recipe_to_yaml
+
+    try:
+        resolved = load_recipe(recipe, overrides or [])
+        if dry_run:
+            from defocuskit.methods import get_method
+            from defocuskit.train.loop import check_recipe, format_counts, parameter_counts
+
+            method = get_method(resolved.method)
+            check_recipe(resolved, method)
+            typer.echo(recipe_to_yaml(resolved), nl=False)
+            model = method.build(resolved.model, resolved.objective, False)
+            typer.echo(f"# {method.name}: parameters\n" + "\n".join(f"#{line}" for line in format_counts(parameter_counts(model)).splitlines()))
+            return
+        from defocuskit.train.loop import TrainingError, train
+
+        try:
+            path = train(resolved, resume=not no_resume)
+        except TrainingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(1) from None
+    except (RecipeError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    if os.environ.get("RANK", "0") == "0":  # once under `accelerate launch`
+        typer.echo(f"model: {path}")
+
+
+@app.command("deblur")
+def deblur_cmd(
+    inputs: list[Path] = typer.Argument(..., help="Images: PNG (8/16-bit), JPEG, TIFF or camera RAW."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="An exported model (.safetensors from `defocuskit train`)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: <stem>.png at the input's size and bit depth."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (diffusion methods)."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Tile size (default: the model's training size)."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap in pixels (default: min(32, tile/4))."),
+    batch: int = typer.Option(4, "--batch", help="Tiles per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the samplers' noise (per tile batch)."),
+) -> None:
+    """Deblur images of any size in overlapping tiles (a defocus-map model writes <stem>_coc.png maps)."""
+    import sys
+
+    from defocuskit.infer import deblur_files
+
+    try:
+        written = deblur_files(list(inputs), checkpoint, out, steps=steps, tile=tile, overlap=overlap, batch=batch,
+                               device=device, seed=seed)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command("eval")
+def eval_cmd(
+    shards: Path = typer.Option(Path("shards"), "--shards", help="Shard folder written by `defocuskit ingest`."),
+    checkpoint: Optional[list[Path]] = typer.Option(None, "--checkpoint", help="Exported model (repeatable)."),
+    baseline: Optional[list[str]] = typer.Option(None, "--baseline", help="input | wiener (repeatable)."),
+    split: str = typer.Option("test", "--split", help="Which split of the shards to score."),
+    by_aperture: bool = typer.Option(True, "--by-aperture/--no-by-aperture", help="One row per f-number."),
+    stops: bool = typer.Option(False, "--stops", help="Group by full stops instead of the recorded f-number."),
+    align: bool = typer.Option(False, "--align", help="Register outputs to the reference before scoring (misaligned sets)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N pairs."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (diffusion methods)."),
+    save_images: Optional[Path] = typer.Option(None, "--save-images", help="Write every output under DIR/<method>/."),
+    report: Path = typer.Option(Path("report"), "--report", help="Folder for report.json, report.csv, aperture.png."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Tile size (default: each model's training size)."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap (default: min(32, tile/4))."),
+    batch: int = typer.Option(4, "--batch", help="Tiles per forward pass."),
+    device: str = typer.Option("cpu", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+    ssim: str = typer.Option("uniform7", "--ssim", help="uniform7 (skimage default) | gaussian11 (Wang et al.)."),
+    lpips_weights: Optional[list[Path]] = typer.Option(
+        None, "--lpips-weights", help="LPIPS-alex weight file(s); also $DEFOCUSKIT_LPIPS_WEIGHTS. Absent: LPIPS not reported."),
+) -> None:
+    """Score models and baselines on a shard split, per f-number, beside the blurred input."""
+    import sys
+
+    from defocuskit.data.shards import ShardError
+    from defocuskit.eval.evaluate import EvalError, evaluate
+
+    checkpoints, baselines = list(checkpoint or []), list(baseline or [])
+    if not checkpoints and not baselines:
+        baselines = ["input", "wiener"]
+        print("no --checkpoint or --baseline given: evaluating the input and wiener baselines", file=sys.stderr)
+    try:
+        evaluate(shards, checkpoints, baselines, split=split, by_aperture=by_aperture, stops=stops, align=align,
+                 limit=limit, steps=steps, save_images=save_images, report_dir=report, tile=tile, overlap=overlap,
+                 batch=batch, device=device, seed=seed, ssim_variant=ssim, lpips_weights=lpips_weights)
+    except (EvalError, ShardError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    typer.echo(f"report: {report / 'report.json'}, {report / 'report.csv'}")
 
 
 def main() -> None:

@@ -180,8 +180,43 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of sections")
-    raw = apply_overrides(raw, list(overrides))
+    raw = apply_overrides(raw, expand_short_keys(raw, list(overrides)))
     return resolve_recipe(raw)
+
+
+def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
+    """Give undotted keys that are not top-level recipe keys their section: `max_steps=9` -> `train.max_steps=9`.
+
+    A key found in no section is left as it is (and reported as unknown); one found in several is an error.
+    """
+    from defocuskit.methods import get_method
+
+    top = {f.name for f in dataclasses.fields(Recipe)}
+    name = raw.get("method")
+    for item in overrides:
+        if item.split("=", 1)[0].strip() == "method":
+            name = _parse_value(item.split("=", 1)[1])
+    sections: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+    if isinstance(name, str):
+        try:
+            method = get_method(name)
+        except ValueError:
+            method = None
+        if method is not None:
+            sections.update(model=method.ModelConfig, objective=method.ObjectiveConfig, sampler=method.SamplerConfig)
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if sep and "." not in key and key not in top:
+            owners = [s for s, cls in sections.items() if key in {f.name for f in dataclasses.fields(cls)}]
+            if len(owners) > 1:
+                choices = ", ".join(f"{o}.{key}" for o in owners)
+                raise RecipeError(f"override '{key}' is ambiguous: write one of {choices}")
+            if owners:
+                item = f"{owners[0]}.{key}={value}"
+        out.append(item)
+    return out
 
 
 def resolve_recipe(raw: dict[str, Any]) -> Recipe:
@@ -215,3 +250,8 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
         return x
 
     return plain(recipe)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML text (what `--dry-run` prints and each run folder keeps)."""
+    return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,43 @@
+"""The datasets `ingest` understands (DESIGN.md section 3): an explicit table, imported on demand.
+
+Every source module exposes
+    NAME: str
+    list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]   # cheap, deterministic order
+    load(task: Task, opts: IngestOptions) -> list[Sample]                      # raises RejectError to skip
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# name -> module; the order is the order in which ingest lists the sources given.
+SOURCES: dict[str, str] = {
+    "raw": "defocuskit.data.sources.raw",
+    "dpdd": "defocuskit.data.sources.dpdd",
+    "realblur": "defocuskit.data.sources.realblur",
+    "ded": "defocuskit.data.sources.ded",
+    "realdof": "defocuskit.data.sources.realdof",
+    "vabd": "defocuskit.data.sources.vabd",
+    "ebb": "defocuskit.data.sources.ebb",
+    "synthetic": "defocuskit.data.sources.synthetic",
+}
+
+# The command-line option of each source, for error messages.
+OPTION_OF = {
+    "raw": "--raw-dir", "dpdd": "--dpdd", "realblur": "--realblur", "ded": "--ded",
+    "realdof": "--realdof", "vabd": "--vabd", "ebb": "--ebb", "synthetic": "--synthetic",
+}
+
+
+def source_module_name(name: str) -> str:
+    """The module path of source `name`."""
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise KeyError(f"unknown source {name!r}; known: {', '.join(SOURCES)}") from None
+
+
+def get_source(name: str) -> ModuleType:
+    """Import and return the module of source `name`."""
+    return importlib.import_module(source_module_name(name))

@@ -1,0 +1,426 @@
+"""`defocuskit ingest`: list every source, decode in worker processes, write atomic, resumable shards.
+
+Sharding is deterministic: the tasks of all sources are listed (sources in `SOURCES` order, each in its
+own deterministic order), grouped by split, and each split's list is cut into consecutive groups of
+`shard_size` tasks; group g of split s is shard `{s}-{g:06d}.tar`. A shard is done when its tar and its
+record exist with the fingerprint of the current plan, so a rerun skips it; `--part I/N` takes the groups
+whose global index is I-1 modulo N. manifest.json and rejects.jsonl are regenerated from the records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import multiprocessing
+import os
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from defocuskit.data import shards
+from defocuskit.data.sample import META_KEYS, IngestOptions, Rejected, RejectError, Sample, Task
+from defocuskit.data.sources import OPTION_OF, SOURCES, get_source, source_module_name
+from defocuskit.images import ImageError, bit_depth, to_float
+
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class IngestError(RuntimeError):
+    """Ingest cannot go on (bad arguments, or a rejected input under --strict); the message says why."""
+
+
+# ------------------------------------------------------------------------ post-processing (pure)
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Edge measure of an RGB image: the mean gradient magnitude of its luminance.
+
+    Luminance Y is the channel mean in [0, 1]; the gradient uses central differences (np.gradient),
+    so the result is in [0, ~0.7]: about 0 for a flat patch, 0.01-0.05 for textured photo patches.
+    DPDNet (Abuolaim & Brown 2020) likewise drops its flattest training patches by sharpness energy.
+    """
+    y = to_float(image).mean(axis=2)
+    gy, gx = np.gradient(y)
+    return float(np.mean(np.hypot(gx, gy)))
+
+
+def resize_max_side(sample: Sample, max_side: int | None) -> Sample:
+    """Downscale (INTER_AREA) so the longer side is at most `max_side`; coc diameters scale along."""
+    h, w = sample.sharp.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return sample
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def shrink(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+
+    coc = shrink(sample.coc)
+    if coc is not None:
+        coc = coc.astype(np.float32) * np.float32(0.5 * (size[0] / w + size[1] / h))
+    return replace(sample, sharp=shrink(sample.sharp), blur=shrink(sample.blur), coc=coc)
+
+
+def convert_bit_depth(sample: Sample, depth: str) -> Sample:
+    """"auto" keeps the arrays' sample type; "8" / "16" convert (x / 257 rounded, or x * 257)."""
+    if depth == "auto":
+        return sample
+    if depth not in ("8", "16"):
+        raise ValueError(f"bit depth must be auto, 8 or 16, got {depth!r}")
+
+    def conv(a: np.ndarray | None) -> np.ndarray | None:
+        if a is None:
+            return None
+        if depth == "8" and a.dtype == np.uint16:
+            return np.rint(a / 257.0).astype(np.uint8)
+        if depth == "16" and a.dtype == np.uint8:
+            return a.astype(np.uint16) * np.uint16(257)
+        return a
+
+    return replace(sample, sharp=conv(sample.sharp), blur=conv(sample.blur))
+
+
+def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[Sample]:
+    """Aligned `patch` x `patch` crops of blur/sharp/coc every `stride` pixels; keys get `/p{y}_{x}`."""
+    stride = stride or patch
+    h, w = sample.sharp.shape[:2]
+    if h < patch or w < patch:
+        raise RejectError(str(sample.meta.get("origin") or sample.key),
+                          f"image {w}x{h} is smaller than the {patch}px patch")
+    out = []
+    for y in range(0, h - patch + 1, stride):
+        for x in range(0, w - patch + 1, stride):
+            win = (slice(y, y + patch), slice(x, x + patch))
+            out.append(Sample(
+                key=f"{sample.key}/p{y}_{x}", sharp=sample.sharp[win], meta=dict(sample.meta),
+                blur=None if sample.blur is None else sample.blur[win],
+                coc=None if sample.coc is None else sample.coc[win],
+            ))
+    return out
+
+
+def postprocess(sample: Sample, opts: IngestOptions) -> tuple[list[Sample], int]:
+    """--max-side, --bit-depth, --patch/--stride and --min-sharpness; returns (samples, flat ones dropped)."""
+    sample = convert_bit_depth(resize_max_side(sample, opts.max_side), opts.bit_depth)
+    pieces = cut_patches(sample, opts.patch, opts.stride) if opts.patch else [sample]
+    if opts.min_sharpness is None:
+        return pieces, 0
+    kept = [p for p in pieces if sharpness(p.sharp) >= opts.min_sharpness]
+    return kept, len(pieces) - len(kept)
+
+
+def finalize_meta(sample: Sample, task: Task) -> dict[str, Any]:
+    """Every contract key, with source/split/scene from the task where the source left them out and
+    height/width/bit_depth from the arrays as written."""
+    meta = {k: sample.meta.get(k) for k in META_KEYS}
+    meta.update({k: v for k, v in sample.meta.items() if k not in meta})
+    for k in ("source", "split", "scene"):
+        if meta[k] is None:
+            meta[k] = getattr(task, k)
+    meta["height"], meta["width"] = int(sample.sharp.shape[0]), int(sample.sharp.shape[1])
+    meta["bit_depth"] = bit_depth(sample.sharp)
+    return meta
+
+
+def _check(sample: Sample) -> None:
+    for role, a in (("sharp", sample.sharp), ("blur", sample.blur)):
+        if a is None:
+            continue
+        if a.dtype not in (np.uint8, np.uint16) or a.ndim != 3 or a.shape[2] != 3:
+            raise ValueError(f"{role} must be RGB uint8/uint16, got {a.dtype} {a.shape}")
+    if sample.blur is not None and (sample.blur.shape != sample.sharp.shape or sample.blur.dtype != sample.sharp.dtype):
+        raise ValueError(f"blur {sample.blur.shape} {sample.blur.dtype} and sharp {sample.sharp.shape} "
+                         f"{sample.sharp.dtype} differ")
+    if sample.coc is not None and sample.coc.shape != sample.sharp.shape[:2]:
+        raise ValueError(f"coc {sample.coc.shape} does not match the image {sample.sharp.shape[:2]}")
+    if "." in sample.key:
+        raise ValueError(f"sample key {sample.key!r} contains '.'")
+
+
+# ---------------------------------------------------------------------------------------- worker
+
+
+@dataclass
+class Encoded:
+    key: str
+    members: dict[str, bytes]
+    source: str
+    f_number: str
+
+
+@dataclass
+class WorkResult:
+    """What a worker returns for one task: encoded samples, or a reject."""
+
+    key: str
+    samples: list[Encoded] = field(default_factory=list)
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    dropped: int = 0
+
+
+def _first_file(task: Task) -> str:
+    return next(iter(task.files.values()), task.key)
+
+
+def process_task(module: str, task: Task, opts: IngestOptions) -> WorkResult:
+    """Decode one task with its source, post-process and PNG-encode; failures become a reject."""
+    try:
+        samples = importlib.import_module(module).load(task, opts)
+        result = WorkResult(task.key)
+        for raw in samples:
+            _check(raw)
+            kept, dropped = postprocess(raw, opts)
+            result.dropped += dropped
+            for s in kept:
+                meta = finalize_meta(s, task)
+                result.samples.append(Encoded(s.key, shards.encode_members(s.sharp, s.blur, s.coc, meta),
+                                              str(meta["source"]), shards.f_number_key(meta["f_number"])))
+        keys = [e.key for e in result.samples]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"the source gave duplicate sample keys for task {task.key}")
+        return result
+    except RejectError as exc:
+        rej = Rejected(task.source, exc.file, exc.reason, task.key)
+    except ImageError as exc:
+        rej = Rejected(task.source, exc.path, exc.reason, task.key)
+    except Exception as exc:  # any other failure on one input is that input's reject
+        rej = Rejected(task.source, _first_file(task), f"{type(exc).__name__}: {exc}", task.key)
+    return WorkResult(task.key, rejects=[rej.to_json()])
+
+
+def _init_worker() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process
+    cv2.setNumThreads(1)  # one process per core already
+
+
+def _results(jobs: list[tuple[str, Task]], opts: IngestOptions, workers: int) -> Iterator[WorkResult]:
+    """Results in job order: in-process for one worker, else a Pool fed a bounded ordered window
+    (the equivalent of imap with chunksize 1 that cannot pile up encoded images in memory)."""
+    if workers <= 1:
+        for module, task in jobs:
+            yield process_task(module, task, opts)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with ctx.Pool(workers, initializer=_init_worker) as pool:
+        feed = iter(jobs)
+        window = deque(pool.apply_async(process_task, (m, t, opts)) for m, t in islice(feed, 2 * workers))
+        while window:
+            result = window.popleft().get()
+            for m, t in islice(feed, 1):
+                window.append(pool.apply_async(process_task, (m, t, opts)))
+            yield result
+
+
+# ------------------------------------------------------------------------------------------ plan
+
+
+@dataclass
+class Group:
+    name: str
+    split: str
+    index: int  # global group counter over all splits, for --part
+    tasks: list[Task]
+    fingerprint: str = ""
+
+
+def content_options(opts: IngestOptions) -> dict[str, Any]:
+    """The options that change what a shard contains (not workers, part, strict or the output folder)."""
+    d = asdict(opts)
+    for k in ("out", "workers", "part", "strict"):
+        d.pop(k)
+    return d
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def list_all(sources: Mapping[str, Path], opts: IngestOptions) -> tuple[list[Task], list[dict[str, Any]]]:
+    """Every source's tasks in deterministic order, and the rejects found while listing."""
+    tasks, rejects, seen = [], [], set()
+    for name in (n for n in SOURCES if n in sources):
+        module = get_source(name)
+        for item in module.list_tasks(Path(sources[name]), opts):
+            if isinstance(item, Rejected):
+                if opts.strict:
+                    raise IngestError(f"{item.file}: {item.reason}")
+                rejects.append(item.to_json())
+                continue
+            if "." in item.key:
+                raise IngestError(f"source {name}: task key {item.key!r} contains '.'")
+            if not _SPLIT_RE.match(item.split):
+                raise IngestError(f"source {name}: task {item.key!r} has an invalid split name {item.split!r}")
+            if item.key in seen:
+                rej = Rejected(name, _first_file(item), "duplicate key (listed twice)", item.key)
+                if opts.strict:
+                    raise IngestError(f"{rej.file}: {rej.reason}")
+                rejects.append(rej.to_json())
+                continue
+            seen.add(item.key)
+            tasks.append(item)
+    return tasks, rejects
+
+
+def plan_groups(tasks: list[Task], shard_size: int, opts: IngestOptions) -> list[Group]:
+    """Consecutive groups of `shard_size` tasks per split (splits in sorted order), fingerprinted."""
+    if shard_size < 1:
+        raise IngestError(f"--shard-size must be at least 1, got {shard_size}")
+    by_split: dict[str, list[Task]] = {}
+    for t in tasks:
+        by_split.setdefault(t.split, []).append(t)
+    groups, content = [], content_options(opts)
+    for split in sorted(by_split):
+        items = by_split[split]
+        for g, start in enumerate(range(0, len(items), shard_size)):
+            chunk = items[start:start + shard_size]
+            fp = _digest({"keys": [t.key for t in chunk], "files": [t.files for t in chunk], "options": content})
+            groups.append(Group(shards.shard_name(split, g), split, len(groups), chunk, fp))
+    return groups
+
+
+def _check_sources(sources: Mapping[str, Path]) -> None:
+    if not sources:
+        raise IngestError("no source given: pass at least one of " + ", ".join(OPTION_OF.values()))
+    for name, root in sources.items():
+        source_module_name(name)  # unknown names fail here
+        if name == "synthetic":
+            if str(root) != "builtin":
+                raise IngestError(f"--synthetic {root}: only 'builtin' is available")
+        elif not Path(root).is_dir():
+            raise IngestError(f"{OPTION_OF.get(name, name)} {root}: no such directory")
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bool = True) -> dict:
+    """Ingest `sources` (name -> root) into the shard folder `opts.out`; returns the manifest.
+
+    The returned manifest also carries a "run" entry (not written to disk) with this run's numbers:
+    tasks, shards written/skipped, samples written, new rejects, flat patches dropped, seconds.
+    Raises IngestError (completed shards kept, no partial shard left) under --strict.
+    """
+    t0 = time.perf_counter()
+    _check_sources(sources)
+    part, nparts = opts.part
+    if not (nparts >= 1 and 0 <= part < nparts):
+        raise IngestError(f"--part must be I/N with 1 <= I <= N, got {part + 1}/{nparts}")
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks, listing_rejects = list_all(sources, opts)
+    groups = plan_groups(tasks, opts.shard_size, opts)
+    options = {**asdict(opts), "sources": {k: str(v) for k, v in sources.items()}}
+    listing = {"name": shards.LISTING_RECORD, "split": None, "samples": 0, "rejects": listing_rejects,
+               "fingerprint": _digest({"rejects": listing_rejects, "sources": options["sources"]})}
+    plan = {g.name: g.fingerprint for g in groups} | {listing["name"]: listing["fingerprint"]}
+    old = shards.read_record(out, listing["name"])
+    new_rejects = 0 if old and old.get("fingerprint") == listing["fingerprint"] else len(listing_rejects)
+    shards.write_record(out, listing)
+
+    pending, skipped = [], 0
+    for g in groups:
+        if g.index % nparts != part:
+            continue
+        rec = shards.read_record(out, g.name)
+        tar = out / f"{g.name}.tar"
+        if rec and rec.get("fingerprint") == g.fingerprint and (rec["samples"] == 0 or tar.is_file()):
+            skipped += 1
+            continue
+        shards.partial_path(out, g.name).unlink(missing_ok=True)  # left by an interrupted run
+        shards.spool_path(out, g.name).unlink(missing_ok=True)
+        shards.record_path(out, g.name).unlink(missing_ok=True)
+        tar.unlink(missing_ok=True)
+        pending.append(g)
+
+    stats = Counter()
+    jobs = [(g, t) for g in pending for t in g.tasks]
+    workers = max(1, min(opts.workers or os.cpu_count() or 1, len(jobs)))
+    results = _results([(source_module_name(t.source), t) for _, t in jobs], opts, workers)
+    writer: shards.AtomicShard | None = None
+    bar = _progress(progress, len(jobs))
+    try:
+        counts: Counter = Counter()
+        rejects: list[dict[str, Any]] = []
+        for (g, task), res in zip(jobs, results):
+            if res.rejects and opts.strict:
+                raise IngestError(f"{res.rejects[0]['file']}: {res.rejects[0]['reason']}")
+            for enc in res.samples:
+                writer = writer or shards.AtomicShard(out, g.name)
+                writer.write(enc.key, enc.members)
+                counts[(enc.source, enc.f_number)] += 1
+            rejects += res.rejects
+            stats.update(samples=len(res.samples), dropped=res.dropped, loaded=not res.rejects,
+                         rejects=len(res.rejects))
+            if bar:
+                bar[0].advance(bar[1])
+            if task is g.tasks[-1]:  # the group is complete: commit its shard, then its record
+                if writer:
+                    writer.commit()
+                    writer = None
+                shards.write_record(out, _record(g, counts, rejects))
+                stats["written"] += 1
+                counts, rejects = Counter(), []
+    except BaseException:
+        if writer:
+            writer.abort()
+        results.close()
+        _stop(bar)
+        shards.regenerate(out, plan, options)
+        raise
+    results.close()
+    _stop(bar)
+    manifest = shards.regenerate(out, plan, options)
+    manifest["run"] = {
+        "tasks": len(tasks), "shards_planned": len(groups), "shards_written": stats["written"],
+        "shards_skipped": skipped, "pairs_loaded": stats["loaded"], "samples_written": stats["samples"],
+        "rejects_new": new_rejects + stats["rejects"], "dropped_flat": stats["dropped"], "workers": workers,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return manifest
+
+
+def _record(g: Group, counts: Counter, rejects: list[dict[str, Any]]) -> dict[str, Any]:
+    by_source, by_f = Counter(), Counter()
+    for (src, f), n in counts.items():
+        by_source[src] += n
+        by_f[f] += n
+    return {
+        "name": g.name, "split": g.split, "fingerprint": g.fingerprint, "tasks": len(g.tasks),
+        "samples": sum(counts.values()), "by_source": dict(sorted(by_source.items())),
+        "by_f_number": dict(sorted(by_f.items(), key=lambda kv: shards.f_sort_key(kv[0]))),
+        "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
+        "rejects": rejects,
+    }
+
+
+def _progress(enabled: bool, total: int) -> tuple[Any, Any] | None:
+    """A rich progress bar counting input files (tasks) per second, or None."""
+    if not enabled or total == 0:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class FilesPerSecond(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed or 0:.1f} files/s")
+
+    bar = Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), FilesPerSecond(), TimeRemainingColumn())
+    bar.start()
+    return bar, bar.add_task("ingest", total=total)
+
+
+def _stop(bar: tuple[Any, Any] | None) -> None:
+    if bar:
+        bar[0].stop()

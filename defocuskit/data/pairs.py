@@ -1,0 +1,161 @@
+"""Shared loading for the sources: blur/sharp pairs (size check, gain, registration), sharp-only samples,
+split assignment for sources without official splits, and deterministic file listing."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import cv2
+import numpy as np
+
+from defocuskit.data.register import RegistrationError, align, match_gain
+from defocuskit.data.sample import IngestOptions, RejectError, Sample, Task, empty_meta
+from defocuskit.images import ImageError, bit_depth, from_float, read_image, to_float
+
+RESIZE_TOLERANCE = 0.02  # registered pairs may differ in size by less than this (focus breathing, crops)
+NO_ALIGN: dict[str, Any] = {"method": "none", "score": None, "matrix": None}
+
+
+def split_for(source: str, scene: str, opts: IngestOptions) -> str:
+    """Split of a scene for sources without official splits, from opts.split_by.
+
+    "scene": a seeded SHA-256 hash of the scene name puts it in "test" with probability
+    opts.test_fraction, else "train" (stable across runs and machines); "train"/"test": everything there.
+    """
+    if opts.split_by in ("train", "test"):
+        return opts.split_by
+    if opts.split_by != "scene":
+        raise ValueError(f"split_by must be 'scene', 'train' or 'test', got {opts.split_by!r}")
+    digest = hashlib.sha256(f"{opts.seed}:{source}:{scene}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    return "test" if u < opts.test_fraction else "train"
+
+
+def key_part(text: str) -> str:
+    """A webdataset-safe key component: no dots (webdataset splits member names at the first dot)."""
+    return re.sub(r"[.\s]+", "_", text.strip()).strip("_") or "_"
+
+
+def list_images(folder: Path, extensions: Iterable[str]) -> list[Path]:
+    """Files in `folder` (not recursive) with one of the extensions (case-insensitive), sorted by name."""
+    exts = {e.lower() for e in extensions}
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+
+
+def relpath(path: str | Path, root: Path) -> str:
+    """`path` relative to the source root, with forward slashes."""
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def _read(path: str) -> np.ndarray:
+    try:
+        return read_image(path)
+    except ImageError as exc:
+        raise RejectError(exc.path, exc.reason) from exc
+
+
+def _meta(task: Task) -> dict[str, Any]:
+    meta = empty_meta(source=task.source, split=task.split, scene=task.scene)
+    meta.update({k: v for k, v in task.meta.items() if k in meta and v is not None})
+    return meta
+
+
+def _resize_to(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    h, w = shape[:2]
+    shrink = img.shape[0] * img.shape[1] > h * w
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _register(blur: np.ndarray, sharp: np.ndarray, task: Task, opts: IngestOptions) -> tuple[np.ndarray, dict]:
+    """Try the task's method, then its fallback; keep the best-scoring registration."""
+    methods = [task.options["register"]]
+    fallback = task.options.get("fallback")
+    if fallback and fallback not in methods:
+        methods.append(fallback)
+    motion = task.options.get("motion", "affine")
+    best: tuple[np.ndarray, dict] | None = None
+    errors = []
+    for method in methods:
+        try:
+            warped, record = align(blur, sharp, method=method, motion=motion)
+        except RegistrationError as exc:
+            errors.append(f"{method}: {exc.reason}")
+            continue
+        if best is None or record["score"] > best[1]["score"]:
+            best = (warped, record)
+        if record["score"] >= opts.min_align_score:
+            break
+    if best is None:
+        raise RejectError(task.files["blur"], "registration failed (" + "; ".join(errors) + ")")
+    if best[1]["score"] < opts.min_align_score:
+        raise RejectError(task.files["blur"],
+                          f"registration score {best[1]['score']:.2f} < {opts.min_align_score}")
+    return best
+
+
+def load_pair(task: Task, opts: IngestOptions) -> Sample:
+    """Decode a blur/sharp pair; check sizes, match gain and register the blurred shot as the task asks.
+
+    task.options: "register" ("ecc" / "homography" / None), "motion" (ECC motion model, default affine),
+    "fallback" (a second method tried when the first fails or scores low), "gain" (bool).
+    Raises RejectError naming the file and the reason.
+    """
+    blur_path, sharp_path = task.files["blur"], task.files["sharp"]
+    blur, sharp = _read(blur_path), _read(sharp_path)
+    depth = max(bit_depth(blur), bit_depth(sharp))
+    method = task.options.get("register") or None
+    if method in ("none", False):
+        method = None
+    align_record: dict[str, Any] = dict(NO_ALIGN)
+    resized_from = None
+    blur_f = sharp_f = None
+    if blur.shape != sharp.shape:
+        (bh, bw), (sh, sw) = blur.shape[:2], sharp.shape[:2]
+        close = abs(bh - sh) < RESIZE_TOLERANCE * sh and abs(bw - sw) < RESIZE_TOLERANCE * sw
+        if method is None or not close:
+            raise RejectError(blur_path, f"size mismatch: blur {bw}x{bh} ({blur_path}) vs sharp {sw}x{sh} ({sharp_path})")
+        blur_f, resized_from = _resize_to(to_float(blur), sharp.shape), [bw, bh]
+    if method is not None:
+        blur_f = to_float(blur) if blur_f is None else blur_f
+        sharp_f = to_float(sharp)
+        blur_f, align_record = _register(blur_f, sharp_f, task, opts)
+        if resized_from is not None:
+            align_record["resized_from"] = resized_from
+    gain = None
+    if task.options.get("gain"):
+        blur_f = to_float(blur) if blur_f is None else blur_f
+        sharp_f = to_float(sharp) if sharp_f is None else sharp_f
+        blur_f, gain = match_gain(blur_f, sharp_f)
+        gain = round(gain, 6)
+    blur_out = from_float(blur_f, depth) if blur_f is not None else _as_depth(blur, depth)
+    sharp_out = _as_depth(sharp, depth)
+    meta = _meta(task)
+    meta.update(bit_depth=depth, height=sharp.shape[0], width=sharp.shape[1], align=align_record, gain=gain)
+    return Sample(key=task.key, sharp=sharp_out, blur=blur_out, meta=meta)
+
+
+def load_sharp(task: Task, opts: IngestOptions) -> Sample:
+    """Decode a sharp-only sample (the reference shot; no blur.png)."""
+    sharp = _read(task.files["sharp"])
+    meta = _meta(task)
+    meta.update(bit_depth=bit_depth(sharp), height=sharp.shape[0], width=sharp.shape[1], align=dict(NO_ALIGN))
+    return Sample(key=task.key, sharp=sharp, blur=None, meta=meta)
+
+
+def load_task(task: Task, opts: IngestOptions) -> list[Sample]:
+    """A source's `load`: a pair when the task has a blurred file, else a sharp-only sample."""
+    return [load_pair(task, opts) if "blur" in task.files else load_sharp(task, opts)]
+
+
+def _as_depth(img: np.ndarray, depth: int) -> np.ndarray:
+    if bit_depth(img) == depth:
+        return img
+    return from_float(to_float(img), depth)

@@ -1,0 +1,192 @@
+"""Camera RAW decoding with fixed, recorded settings, and EXIF reading (exifread, rawpy as fallback)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defocuskit.images import ImageError, is_raw
+
+# The one LibRaw configuration every RAW file is decoded with; written into the shard manifest.
+# Camera white balance, no auto-brightening, 16-bit output, sRGB primaries with the sRGB tone curve
+# (gamma 2.4 with a linear toe of slope 12.92), AHD demosaicing, orientation as the camera recorded it.
+RAW_SETTINGS: dict[str, Any] = {
+    "use_camera_wb": True,
+    "use_auto_wb": False,
+    "no_auto_bright": True,
+    "output_bps": 16,
+    "output_color": "sRGB",
+    "gamma": (2.4, 12.92),
+    "demosaic_algorithm": "AHD",
+    "user_flip": None,  # None: LibRaw applies the camera's orientation flag
+    "half_size": False,
+}
+
+EXIF_KEYS = ("f_number", "exposure_s", "iso", "focal_length_mm", "camera", "lens", "focus_distance_m", "datetime")
+
+_EXIF_TIME_FORMAT = "%Y:%m:%d %H:%M:%S"
+# Tags are looked up in the EXIF sub-IFD first, then in IFD0 (TIFF/EP and some DNG writers put them there).
+_TAGS = {
+    "f_number": ("EXIF FNumber", "Image FNumber"),
+    "exposure_s": ("EXIF ExposureTime", "Image ExposureTime"),
+    "iso": ("EXIF ISOSpeedRatings", "EXIF PhotographicSensitivity", "Image ISOSpeedRatings",
+            "Image PhotographicSensitivity"),
+    "focal_length_mm": ("EXIF FocalLength", "Image FocalLength"),
+    "lens": ("EXIF LensModel", "Image LensModel"),
+    "focus_distance_m": ("EXIF SubjectDistance", "Image SubjectDistance"),
+    "datetime": ("EXIF DateTimeOriginal", "Image DateTimeOriginal", "EXIF DateTimeDigitized", "Image DateTime"),
+}
+_MAGIC = (b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"\x89PNG", b"BM", b"RIFF")
+
+
+def _rawpy_kwargs() -> dict[str, Any]:
+    import rawpy
+
+    kwargs = dict(RAW_SETTINGS)
+    kwargs["output_color"] = getattr(rawpy.ColorSpace, RAW_SETTINGS["output_color"])
+    kwargs["demosaic_algorithm"] = getattr(rawpy.DemosaicAlgorithm, RAW_SETTINGS["demosaic_algorithm"])
+    return kwargs
+
+
+def decode_raw(path: str | Path) -> np.ndarray:
+    """Decode a camera RAW file to an RGB uint16 array (H, W, 3) with RAW_SETTINGS."""
+    import rawpy
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(path, "no such file")
+    try:
+        with rawpy.imread(str(path)) as raw:
+            rgb = raw.postprocess(**_rawpy_kwargs())
+    except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
+        raise ImageError(path, f"cannot decode RAW: corrupt, truncated or not a RAW file ({_libraw_reason(exc)})") from exc
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint16 or rgb.size == 0:
+        raise ImageError(path, f"RAW decoded to an unexpected array {rgb.shape} {rgb.dtype}")
+    return np.ascontiguousarray(rgb)
+
+
+def _libraw_reason(exc: Exception) -> str:
+    detail = exc.args[0] if exc.args else ""
+    if isinstance(detail, bytes):
+        detail = detail.decode(errors="replace")
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def _number(tag: Any) -> float | None:
+    values = getattr(tag, "values", tag)
+    if isinstance(values, (list, tuple)):
+        if not values:
+            return None
+        values = values[0]
+    try:
+        num = getattr(values, "numerator", None)
+        den = getattr(values, "denominator", None)
+        if den is not None and den == 0:
+            return None
+        value = float(num) / float(den) if num is not None and den is not None else float(values)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _text(tag: Any) -> str | None:
+    if tag is None:
+        return None
+    value = tag.values if hasattr(tag, "values") else tag
+    if isinstance(value, (list, tuple)):
+        return None
+    text = str(value).replace("\x00", "").strip()
+    return text or None
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text[:19], _EXIF_TIME_FORMAT)
+    except ValueError:
+        return None
+
+
+def _first(tags: dict, names: tuple[str, ...]) -> Any:
+    for name in names:
+        if name in tags:
+            return tags[name]
+    return None
+
+
+def _camera(make: str | None, model: str | None) -> str | None:
+    if make and model:
+        return model if model.lower().startswith(make.lower()) else f"{make} {model}"
+    return model or make
+
+
+def _exif_tags(path: Path) -> dict:
+    import exifread
+
+    try:
+        with open(path, "rb") as f:
+            return exifread.process_file(f, details=False)
+    except OSError as exc:
+        raise ImageError(path, f"cannot read file ({exc})") from exc
+    except Exception as exc:  # exifread raises assorted errors on corrupt headers
+        raise ImageError(path, f"corrupt EXIF header ({type(exc).__name__}: {exc})") from exc
+
+
+def _rawpy_fallback(path: Path, exif: dict[str, Any]) -> None:
+    """Fill missing EXIF fields from LibRaw's parsed metadata (rawpy's `other` and `lens`)."""
+    import rawpy
+
+    try:
+        with rawpy.imread(str(path)) as raw:
+            other = raw.other
+            lens = raw.lens
+    except (rawpy.LibRawError, OSError, ValueError) as exc:
+        raise ImageError(path, f"LibRaw cannot open it: corrupt, truncated or not a RAW file ({_libraw_reason(exc)})") from exc
+    fallback = {
+        "f_number": other.aperture,
+        "exposure_s": other.shutter_speed,
+        "iso": other.iso_speed,
+        "focal_length_mm": other.focal_length,
+    }
+    for key, value in fallback.items():
+        if exif[key] is None and value and np.isfinite(value) and value > 0:
+            exif[key] = round(float(value)) if key == "iso" else round(float(value), 6)
+    if exif["lens"] is None and lens.model:
+        exif["lens"] = lens.model.strip() or None
+    if exif["datetime"] is None and other.timestamp is not None and other.timestamp.year > 1970:
+        exif["datetime"] = other.timestamp
+
+
+def read_exif(path: str | Path) -> dict[str, Any]:
+    """The shot's EXIF: f_number, exposure_s, iso, focal_length_mm, camera, lens, focus_distance_m, datetime.
+
+    Missing values are None; rationals are floats; datetime is a `datetime`. RAW files fall back to
+    LibRaw's metadata for missing fields. Raises ImageError for unreadable files and corrupt headers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(path, "no such file")
+    if not is_raw(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head.startswith(_MAGIC):
+            raise ImageError(path, "not an image file (unrecognized header)")
+    tags = _exif_tags(path)
+    exif: dict[str, Any] = dict.fromkeys(EXIF_KEYS)
+    for key in ("f_number", "exposure_s", "iso", "focal_length_mm", "focus_distance_m"):
+        tag = _first(tags, _TAGS[key])
+        exif[key] = _number(tag) if tag is not None else None
+        if exif[key] is not None and exif[key] <= 0:
+            exif[key] = None
+    if exif["iso"] is not None:
+        exif["iso"] = round(exif["iso"])
+    exif["lens"] = _text(_first(tags, _TAGS["lens"]))
+    exif["camera"] = _camera(_text(tags.get("Image Make")), _text(tags.get("Image Model")))
+    exif["datetime"] = _parse_time(_text(_first(tags, _TAGS["datetime"])))
+    if is_raw(path):
+        _rawpy_fallback(path, exif)
+    return exif

@@ -1,0 +1,396 @@
+"""The shard folder (DESIGN.md section 2): atomic tar shards, per-shard records, manifest, rejects, reader.
+
+A shard folder holds `{split}-{NNNNNN}.tar` WebDataset shards, `manifest.json`, `rejects.jsonl` and a
+hidden `.records/` folder with one small JSON record per completed shard (its sample counts and rejects).
+`manifest.json` and `rejects.jsonl` are always regenerated from the records, so the parts of a
+`--part I/N` ingest merge by construction and a resumed run never counts a shard twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import tarfile
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from webdataset import TarWriter
+
+import defocuskit
+from defocuskit.images import decode_image, encode_png
+
+MANIFEST = "manifest.json"
+REJECTS = "rejects.jsonl"
+RECORDS = ".records"
+LISTING_RECORD = "_listing"  # pseudo-shard holding the rejects found while listing the sources
+COC_SCALE = 256.0  # coc.png stores the circle-of-confusion diameter in pixels x 256, 16-bit
+MEMBERS = ("blur.png", "sharp.png", "coc.png", "json")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+class ShardError(RuntimeError):
+    """A shard folder or shard spec that cannot be used; the message names it."""
+
+
+def shard_name(split: str, group: int) -> str:
+    """`train`, 3 -> `train-000003` (the shard file is this name plus `.tar`)."""
+    return f"{split}-{group:06d}"
+
+
+def f_number_key(f_number: Any) -> str:
+    """The manifest's f-number key: rounded to one decimal ("2.8", "16.0"), or "none" when unknown."""
+    if f_number is None:
+        return "none"
+    try:
+        return f"{round(float(f_number), 1):.1f}"
+    except (TypeError, ValueError):
+        return "none"
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON serialisable")
+
+
+def dumps(obj: Any) -> str:
+    """JSON text for metadata and records (numpy arrays and scalars allowed)."""
+    return json.dumps(obj, default=_json_default, sort_keys=False)
+
+
+def encode_coc(coc: np.ndarray) -> np.ndarray:
+    """Circle-of-confusion diameters (pixels, float) -> uint16 pixels x 256, clipped to the 16-bit range."""
+    return np.clip(np.rint(np.asarray(coc, np.float64) * COC_SCALE), 0, 65535).astype(np.uint16)
+
+
+def encode_members(sharp: np.ndarray, blur: np.ndarray | None, coc: np.ndarray | None,
+                   meta: Mapping[str, Any]) -> dict[str, bytes]:
+    """The tar members of one sample: sharp.png, blur.png (unless sharp-only), coc.png (if known), json."""
+    members = {"sharp.png": encode_png(sharp), "json": dumps(dict(meta)).encode("utf-8")}
+    if blur is not None:
+        members["blur.png"] = encode_png(blur)
+    if coc is not None:
+        members["coc.png"] = encode_png(encode_coc(coc))
+    return members
+
+
+def richness(members: Mapping[str, bytes]) -> tuple[int, int]:
+    """(members present, non-null metadata values): samples with more come first in their shard."""
+    try:
+        meta = json.loads(members.get("json", b"{}"))
+    except ValueError:
+        meta = {}
+    return len(members), sum(v is not None for v in meta.values())
+
+
+class AtomicShard:
+    """One shard, spooled while its samples arrive and written under a temporary name at commit.
+
+    DESIGN.md names `webdataset.ShardWriter`; it writes straight to the final name and would leave a
+    half-written shard after a crash. One `TarWriter` per shard on `.{name}.tar.partial`, fsynced and
+    renamed by `commit`, gives atomic shards (a `.tar` either is complete or does not exist).
+    At commit the samples are ordered richest first (see `richness`; stable otherwise), because
+    `datasets.load_dataset("webdataset")` infers its columns and types from the first five samples:
+    pairs with coc.png and full metadata must precede sharp-only samples and sparser metadata.
+    """
+
+    def __init__(self, folder: Path, name: str):
+        self.final = Path(folder) / f"{name}.tar"
+        self.partial = partial_path(folder, name)
+        self.spool_path = spool_path(folder, name)
+        self.samples = 0
+        self._spool = open(self.spool_path, "w+b")  # noqa: SIM115 (closed by commit/abort)
+        self._index: list[tuple[tuple[int, int], int, str, list[tuple[str, int, int]]]] = []
+
+    def write(self, key: str, members: Mapping[str, bytes]) -> None:
+        """Append one sample (its members as bytes)."""
+        entries = []
+        for member, data in members.items():
+            entries.append((member, self._spool.tell(), len(data)))
+            self._spool.write(data)
+        self._index.append((richness(members), len(self._index), key, entries))
+        self.samples += 1
+
+    def commit(self) -> Path:
+        """Write the tar (richest samples first), flush it to disk and give it its final name."""
+        order = sorted(self._index, key=lambda r: (-r[0][0], -r[0][1], r[1]))
+        self._spool.flush()
+        with open(self.partial, "wb") as stream:
+            # PAX headers: keys of user RAW folders may exceed the 100-character USTAR name limit.
+            tar = TarWriter(stream, encoder=False, format="PAX_FORMAT")
+            for _, _, key, entries in order:
+                sample = {"__key__": key}
+                for member, offset, size in entries:
+                    self._spool.seek(offset)
+                    sample[member] = self._spool.read(size)
+                tar.write(sample)
+            tar.close()
+            stream.flush()
+            os.fsync(stream.fileno())
+        self._spool.close()
+        self.spool_path.unlink(missing_ok=True)
+        os.replace(self.partial, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        """Drop the partial shard and its spool."""
+        with contextlib.suppress(Exception):
+            self._spool.close()
+        self.spool_path.unlink(missing_ok=True)
+        self.partial.unlink(missing_ok=True)
+
+
+def spool_path(folder: str | Path, name: str) -> Path:
+    """Where shard `name` keeps its samples until it is complete."""
+    return Path(folder) / f".{name}.tar.spool"
+
+
+def partial_path(folder: str | Path, name: str) -> Path:
+    """Where shard `name` is written before it is complete."""
+    return Path(folder) / f".{name}.tar.partial"
+
+
+def write_json_atomic(path: Path, obj: Any, *, lines: bool = False) -> None:
+    """Write JSON (or JSON lines from a list) to a temporary file in the same folder, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if lines:
+                f.writelines(dumps(item) + "\n" for item in obj)
+            else:
+                f.write(json.dumps(obj, indent=1, default=_json_default))
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def record_path(folder: str | Path, name: str) -> Path:
+    return Path(folder) / RECORDS / f"{name}.json"
+
+
+def write_record(folder: str | Path, record: Mapping[str, Any]) -> None:
+    """Store a completed shard's record (after its tar has been renamed)."""
+    path = record_path(folder, record["name"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, dict(record))
+
+
+def read_record(folder: str | Path, name: str) -> dict[str, Any] | None:
+    """A shard's record, or None when absent or unreadable."""
+    path = record_path(folder, name)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """An exclusive advisory lock on the folder, so that parts finishing together merge correctly."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: parts run one after another there
+        yield
+        return
+    with open(Path(folder) / ".lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any], expected_shards: int) -> dict:
+    """The manifest from shard records (listing record included); see DESIGN.md section 2."""
+    shards, table, rejects = [], Counter(), 0
+    for rec in records:
+        rejects += len(rec.get("rejects", ()))
+        if rec["name"] == LISTING_RECORD:
+            continue
+        for row in rec.get("table", ()):
+            table[(rec["split"], row["source"], row["f_number"])] += row["samples"]
+        if rec["samples"] > 0:
+            shards.append({k: rec[k] for k in ("name", "split", "samples", "by_source", "by_f_number")})
+    by_split, by_source, by_f = Counter(), Counter(), Counter()
+    for (split, source, f), n in table.items():
+        by_split[split] += n
+        by_source[source] += n
+        by_f[f] += n
+    done = sum(1 for r in records if r["name"] != LISTING_RECORD)
+    return {
+        "tool": "defocuskit",
+        "version": defocuskit.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "options": dict(options),
+        "complete": done >= expected_shards,
+        "expected_shards": expected_shards,
+        "shards": [dict(s, name=s["name"] + ".tar") for s in shards],
+        "counts": {
+            "samples": sum(table.values()),
+            "by_split": dict(sorted(by_split.items())),
+            "by_source": dict(sorted(by_source.items())),
+            "by_f_number": dict(sorted(by_f.items(), key=lambda kv: f_sort_key(kv[0]))),
+            "table": [{"split": s, "source": src, "f_number": f, "samples": n}
+                      for (s, src, f), n in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1], f_sort_key(kv[0][2])))],
+        },
+        "rejects": rejects,
+    }
+
+
+def f_sort_key(key: str) -> float:
+    """Numeric order of f-number keys, "none" last."""
+    return float("inf") if key == "none" else float(key)
+
+
+def regenerate(folder: str | Path, plan: Mapping[str, str], options: Mapping[str, Any]) -> dict:
+    """Rewrite manifest.json and rejects.jsonl from the records of the planned shards.
+
+    `plan` maps every shard of the plan (all parts) and the listing record to its fingerprint; the
+    records present whose fingerprint matches are merged, under a folder lock, so the last part to
+    finish writes the full manifest and records left by an earlier, different command are ignored.
+    """
+    folder = Path(folder)
+    with folder_lock(folder):
+        records = []
+        for name, fingerprint in plan.items():
+            rec = read_record(folder, name)
+            if rec is not None and rec.get("fingerprint") == fingerprint:
+                records.append(rec)
+        manifest = build_manifest(records, options, expected_shards=sum(n != LISTING_RECORD for n in plan))
+        rejects = [dict(rej, shard=rec["name"]) for rec in records for rej in rec.get("rejects", ())]
+        write_json_atomic(folder / REJECTS, rejects, lines=True)
+        write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------- reader
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of a shard folder."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no manifest (not a shard folder written by `defocuskit ingest`?)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ShardError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _expand_braces(spec: str) -> list[str]:
+    from braceexpand import braceexpand
+
+    return list(braceexpand(spec))
+
+
+def _split_of(url: str) -> str:
+    return os.path.basename(url).rsplit("-", 1)[0]
+
+
+def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
+    """Shard paths from a shard folder, a glob pattern or a brace pattern ("shards/train-{000000..000003}.tar").
+
+    A folder uses its manifest (or globs `*.tar` without one); `split` keeps the shards of that split.
+    Remote specs (`pipe:`, `s3://`, ...) are brace-expanded but not checked.
+    """
+    text = str(spec)
+    remote = text.startswith("pipe:") or "://" in text
+    path = Path(text)
+    if not remote and path.is_dir():
+        if (path / MANIFEST).is_file():
+            urls = [str(path / s["name"]) for s in read_manifest(path)["shards"]]
+        else:
+            urls = sorted(glob.glob(str(path / "*.tar")))
+    elif remote:
+        urls = _expand_braces(text)
+    else:
+        urls, missing = [], []
+        for pattern in _expand_braces(text):
+            if glob.has_magic(pattern):
+                urls.extend(sorted(glob.glob(pattern)))
+            elif os.path.exists(pattern):
+                urls.append(pattern)
+            else:
+                missing.append(pattern)
+        if urls and missing:
+            raise FileNotFoundError(f"{spec}: {len(missing)} shard(s) missing, e.g. {missing[0]}")
+    if split is not None:
+        urls = [u for u in urls if _split_of(u) == split]
+    if not urls:
+        raise FileNotFoundError(f"no shards match {spec!s}" + (f" (split {split!r})" if split else ""))
+    return urls
+
+
+def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A raw WebDataset sample (bytes members) -> {key, sharp, blur, coc, meta}; 16-bit PNGs stay 16-bit.
+
+    `coc` is float32 (H, W) in pixels (or None), `blur` is None for sharp-only samples.
+    """
+    key = raw.get("__key__", "<unknown>")
+
+    def member(name: str) -> Any:
+        value = raw.get(name)
+        if isinstance(value, Mapping) and "bytes" in value:  # datasets' Image(decode=False)
+            value = value["bytes"]
+        return value
+
+    if member("sharp.png") is None:
+        raise ShardError(f"sample {key}: no sharp.png member")
+    meta = member("json")
+    if isinstance(meta, (bytes, bytearray, str)):
+        meta = json.loads(meta)
+    coc = member("coc.png")
+    blur = member("blur.png")
+    return {
+        "key": key,
+        "sharp": decode_image(member("sharp.png"), f"{key}.sharp.png"),
+        "blur": None if blur is None else decode_image(blur, f"{key}.blur.png"),
+        "coc": None if coc is None else decode_image(coc, f"{key}.coc.png").astype(np.float32) / COC_SCALE,
+        "meta": dict(meta or {}),
+    }
+
+
+def iter_raw(url: str) -> Iterator[dict[str, Any]]:
+    """Raw samples of one local tar shard, grouped by key as WebDataset groups them."""
+    current: dict[str, Any] = {}
+    with tarfile.open(url, "r") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            base = os.path.basename(info.name)
+            if "." not in base:
+                continue
+            stem, ext = base.split(".", 1)
+            key = os.path.join(os.path.dirname(info.name), stem)
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            current["__key__"] = key
+            current["__url__"] = url
+            current[ext] = tar.extractfile(info).read()
+    if current:
+        yield current
+
+
+def iter_samples(spec: str | Path, split: str | None = None) -> Iterator[dict[str, Any]]:
+    """Decoded samples of the shards that `spec` names, in shard order."""
+    for url in shard_urls(spec, split):
+        for raw in iter_raw(url):
+            yield decode_sample(raw)

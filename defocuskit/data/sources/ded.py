@@ -1,0 +1,68 @@
+"""DED (the light-field defocus estimation and deblurring set of DED-Net / DID-ANet): Lytro Illum, f/2.0.
+
+Layout: `sharp/<prefix>_<n>.jpg` (the all-in-focus ground truth), `image/image_<n>.jpg` (the defocused
+shot) and `filtered/defocus_filterd_<n>.png` (sic; a filtered defocus map, recorded in origin only, not
+used as a CoC map), paired by the number <n>; scene subfolders, where present, are kept. No official
+split: opts.split_by decides.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator
+
+from defocuskit.data.pairs import key_part, load_task, relpath, split_for
+from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+
+NAME = "ded"
+F_NUMBER = 2.0  # Lytro Illum, fixed aperture
+CAMERA = "Lytro Illum"
+_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def _number(path: Path) -> str | None:
+    match = _NUMBER.search(path.stem)
+    return str(int(match.group(1))) if match else None
+
+
+def _index(folder: Path, suffixes: set[str]) -> dict[tuple[str, str], Path]:
+    """(scene subfolder, number) -> file, for every image under `folder`."""
+    found: dict[tuple[str, str], Path] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower() in suffixes and (n := _number(path)) is not None:
+            found.setdefault((path.parent.relative_to(folder).as_posix(), n), path)
+    return found
+
+
+def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
+    """One pair task per sharp image that has a defocused image of the same number."""
+    root = Path(root)
+    sharp = _index(root / "sharp", {".jpg", ".jpeg", ".png"})
+    image = _index(root / "image", {".jpg", ".jpeg", ".png"})
+    filtered = _index(root / "filtered", {".png"})
+    if not sharp:
+        yield Rejected(NAME, str(root / "sharp"), "no sharp images found")
+        return
+    for (sub, n), blur in sorted(image.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
+        if (sub, n) not in sharp:
+            yield Rejected(NAME, str(blur), f"no sharp image numbered {n} under sharp/")
+    for (sub, n), ref in sorted(sharp.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
+        blur = image.get((sub, n))
+        if blur is None:
+            yield Rejected(NAME, str(ref), f"no defocused image image/{sub + '/' if sub != '.' else ''}image_{n}.jpg")
+            continue
+        scene = key_part(n if sub == "." else f"{sub}/{n}")
+        origin = [relpath(blur, root), relpath(ref, root)]
+        if (sub, n) in filtered:
+            origin.append(relpath(filtered[(sub, n)], root))
+        meta = {"f_number": F_NUMBER, "camera": CAMERA, "blur_type": "defocus", "origin": origin}
+        split = split_for(NAME, scene, opts)
+        yield Task(NAME, split, scene, f"{NAME}/{scene}", {"blur": str(blur), "sharp": str(ref)}, meta, {})
+
+
+def load(task: Task, opts: IngestOptions) -> list[Sample]:
+    """Decode the 8-bit pair (rendered from one light field: aligned)."""
+    return load_task(task, opts)

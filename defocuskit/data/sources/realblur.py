@@ -1,0 +1,65 @@
+"""RealBlur (Rim et al., ECCV 2020): real MOTION blur, tagged blur_type "motion" with f_number null.
+
+Layout: `RealBlur-J_ECC_IMCORR_centroid_itensity_ref/sceneNNN/{gt/gt_K.png, blur/blur_K.png}` and
+`RealBlur-R_BM3D_ECC_IMCORR_centroid_itensity_ref/...` (the misspelling is real); splits come from
+`RealBlur_{J,R}_{train,test}_list.txt`, one "gt_path blur_path" line per pair, relative to the root.
+Scenes in no list are ignored. The pairs are registered by the authors already.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from defocuskit.data.pairs import key_part, load_task
+from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+
+NAME = "realblur"
+VARIANTS = ("J", "R")
+SPLITS = ("train", "test")
+
+
+def _pairs(list_file: Path) -> Iterator[tuple[int, str, str] | Rejected]:
+    for lineno, line in enumerate(list_file.read_text().splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 2:
+            yield Rejected(NAME, f"{list_file}:{lineno}", f"expected 'gt_path blur_path', got {line.strip()!r}")
+            continue
+        yield lineno, fields[0], fields[1]
+
+
+def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
+    """One pair task per list line of every RealBlur_{J,R}_{train,test}_list.txt present."""
+    root = Path(root)
+    lists = [(v, s, root / f"RealBlur_{v}_{s}_list.txt") for v in VARIANTS for s in SPLITS]
+    if not any(f.is_file() for _, _, f in lists):
+        yield Rejected(NAME, str(root), "no RealBlur_{J,R}_{train,test}_list.txt found")
+        return
+    seen: set[str] = set()
+    for variant, split, list_file in lists:
+        if not list_file.is_file():
+            continue
+        for item in _pairs(list_file):
+            if isinstance(item, Rejected):
+                yield item
+                continue
+            lineno, gt_rel, blur_rel = item
+            gt, blur = root / gt_rel, root / blur_rel
+            missing = [p for p in (gt, blur) if not p.is_file()]
+            if missing:
+                yield Rejected(NAME, str(missing[0]), f"listed in {list_file.name}:{lineno} but missing")
+                continue
+            scene = key_part(gt.parent.parent.name)
+            key = f"{NAME}/{variant}/{scene}/{key_part(gt.stem)}"
+            if key in seen:
+                continue
+            seen.add(key)
+            meta = {"f_number": None, "blur_type": "motion", "origin": [blur_rel, gt_rel]}
+            yield Task(NAME, split, f"{variant}/{scene}", key, {"blur": str(blur), "sharp": str(gt)}, meta, {})
+
+
+def load(task: Task, opts: IngestOptions) -> list[Sample]:
+    """Decode the 8-bit pair as is."""
+    return load_task(task, opts)

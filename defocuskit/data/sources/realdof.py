@@ -1,0 +1,34 @@
+"""RealDOF (Lee et al., CVPR 2021): `{source,target}/*.png`, 50 pairs, paired by sorted order, test only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from defocuskit.data.pairs import key_part, list_images, load_task, relpath
+from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+
+NAME = "realdof"
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+
+
+def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
+    """One test pair per source/target image, in sorted order."""
+    root = Path(root)
+    sources, targets = list_images(root / "source", EXTENSIONS), list_images(root / "target", EXTENSIONS)
+    if not sources and not targets:
+        yield Rejected(NAME, str(root), "no source/ and target/ images found")
+        return
+    if len(sources) != len(targets):
+        yield Rejected(NAME, str(root),
+                       f"{len(sources)} source vs {len(targets)} target images: cannot pair by sorted order")
+        return
+    for blur, sharp in zip(sources, targets):
+        scene = key_part(blur.stem)
+        meta = {"blur_type": "defocus", "origin": [relpath(blur, root), relpath(sharp, root)]}
+        yield Task(NAME, "test", scene, f"{NAME}/test/{scene}", {"blur": str(blur), "sharp": str(sharp)}, meta, {})
+
+
+def load(task: Task, opts: IngestOptions) -> list[Sample]:
+    """Decode the (already aligned) pair."""
+    return load_task(task, opts)

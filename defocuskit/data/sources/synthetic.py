@@ -1,0 +1,113 @@
+"""`--synthetic builtin`: aperture stacks rendered from the photographs shipped inside scikit-image.
+
+Nothing is downloaded. Scenes, depth and camera are described in `defocuskit.data.render`: 7
+photographs, each with 3 seeded variants (28 scenes), rendered at `opts.synthetic_f_numbers` with
+the reference at `opts.synthetic_ref_f_number`, longer side `opts.synthetic_size`, noise seeded by
+`opts.seed`. Each scene gives one sample per f-number plus one sharp-only sample.
+
+Splits: a photograph and all its variants go to the same split (no leakage of a view between
+train and test). With `split_by="scene"` a photograph is held out for test when a stable hash of
+its name falls below `test_fraction`; at least one photograph is always held out and at least one
+kept for training. `split_by="train"` / `"test"` put everything in that split.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from defocuskit.data.render import PHOTOS, builtin_scene, builtin_scene_names, photo_of, render_stack, stable_hash
+from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task, empty_meta
+from defocuskit.images import from_float, linear_to_srgb
+
+NAME = "synthetic"
+CAMERA = "defocuskit thin-lens renderer"
+
+
+def f_number_tag(f_number: float) -> str:
+    """Key-safe f-number: 2.8 -> "f2_8", 8.0 -> "f8" (no dots in WebDataset keys)."""
+    return "f" + f"{float(f_number):g}".replace(".", "_")
+
+
+def test_photos(opts: IngestOptions) -> set[str]:
+    """The photographs held out for the test split under `opts.split_by` / `opts.test_fraction`."""
+    if opts.split_by == "train":
+        return set()
+    if opts.split_by == "test":
+        return set(PHOTOS)
+    if opts.split_by != "scene":
+        raise ValueError(f"split_by must be 'scene', 'train' or 'test', got {opts.split_by!r}")
+    score = {p: (stable_hash(f"synthetic/{p}") % 1_000_000) / 1_000_000 for p in PHOTOS}
+    held = {p for p, s in score.items() if s < opts.test_fraction}
+    ranked = sorted(PHOTOS, key=lambda p: score[p])
+    if not held:
+        held = {ranked[0]}
+    if len(held) == len(PHOTOS):
+        held.discard(ranked[-1])
+    return held
+
+
+def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
+    """One task per (scene, f-number) and one sharp-only task per scene."""
+    if Path(root) != Path("builtin"):
+        raise ValueError(f"--synthetic accepts only 'builtin', got {str(root)!r}")
+    if not opts.synthetic_f_numbers:
+        raise ValueError("synthetic_f_numbers is empty: give at least one f-number to render")
+    for n in (*opts.synthetic_f_numbers, opts.synthetic_ref_f_number):
+        if not np.isfinite(n) or n <= 0:
+            raise ValueError(f"synthetic f-numbers must be positive, got {n!r}")
+    held = test_photos(opts)
+    for scene in builtin_scene_names():
+        split = "test" if photo_of(scene) in held else "train"
+        rendered = builtin_scene(scene, int(opts.synthetic_size), int(opts.seed))  # ~0.05 s: depth layout, focus
+        base = {"ref_f_number": float(opts.synthetic_ref_f_number), "camera": CAMERA, "blur_type": "defocus",
+                "focal_length_mm": rendered.focal_length_mm,
+                "focus_distance_m": round(rendered.focus_distance_m, 4),
+                "origin": [f"skimage.data/{photo_of(scene)}"]}
+        for f_number in (*opts.synthetic_f_numbers, None):
+            tag = "sharp" if f_number is None else f_number_tag(f_number)
+            yield Task(
+                source=NAME, split=split, scene=scene, key=f"{NAME}/{scene}/{tag}", files={},
+                meta={**base, "f_number": None if f_number is None else float(f_number)},
+                options={"scene": scene, "f_number": None if f_number is None else float(f_number)},
+            )
+
+
+@functools.lru_cache(maxsize=4)
+def _stack(scene: str, size: int, seed: int, f_numbers: tuple[float, ...], ref_f_number: float) -> dict:
+    """The rendered stack of one scene, cached so the f-numbers of a scene render it once per process."""
+    return render_stack(builtin_scene(scene, size, seed), f_numbers, ref_f_number=ref_f_number, seed=seed)
+
+
+def load(task: Task, opts: IngestOptions) -> list[Sample]:
+    """Render the task's shot and the reference; 16-bit sRGB (8-bit if opts.bit_depth == "8"), CoC in px."""
+    scene = task.options.get("scene")
+    if scene not in builtin_scene_names():
+        raise RejectError(task.key, f"unknown built-in scene {scene!r}")
+    f_number = task.options.get("f_number")
+    f_numbers = tuple(float(n) for n in opts.synthetic_f_numbers)
+    if f_number is not None and float(f_number) not in f_numbers:
+        f_numbers = (*f_numbers, float(f_number))
+    depth = 8 if str(opts.bit_depth) == "8" else 16
+    stack = _stack(scene, int(opts.synthetic_size), int(opts.seed), f_numbers, float(opts.synthetic_ref_f_number))
+    sharp = from_float(linear_to_srgb(stack["sharp"]), depth)
+    blur, coc = None, None
+    if f_number is not None:
+        blurred, coc_px = stack["shots"][float(f_number)]
+        blur = from_float(linear_to_srgb(blurred), depth)
+        coc = coc_px.astype(np.float32)
+    camera = stack["camera"]
+    meta = empty_meta(
+        source=NAME, split=task.split, scene=scene,
+        f_number=None if f_number is None else float(f_number),
+        ref_f_number=float(opts.synthetic_ref_f_number),
+        focal_length_mm=camera["focal_length_mm"], focus_distance_m=round(camera["focus_distance_m"], 4),
+        camera=CAMERA, lens=f"{camera['focal_length_mm']:g} mm thin lens", blur_type="defocus",
+        bit_depth=depth, height=int(sharp.shape[0]), width=int(sharp.shape[1]),
+        align={"method": "none", "score": 1.0, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]},
+        gain=1.0, origin=list(task.meta.get("origin", [])),
+    )
+    return [Sample(key=task.key, sharp=sharp, blur=blur, meta=meta, coc=coc)]

@@ -1,0 +1,60 @@
+"""VABD (Chen et al., arXiv:2410.14400): `{train,test}/{input,8,2_8,1_8}/NNNN.JPG`, Canon EOS 70D, 50 mm.
+
+`input` is the f/16 all-in-focus reference; the folder names give the defocused shots' f-numbers.
+One pair per defocused aperture plus the reference as a sharp-only sample. The stacks are nearly
+aligned (about 1 px of shift and the lens's focus breathing) and differ a little in exposure:
+each pair is registered (opts.register, ECC affine by default) and gain-matched. depth/ and focal/
+are ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from defocuskit.data.pairs import key_part, list_images, load_task, relpath
+from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+
+NAME = "vabd"
+REF_FOLDER, REF_F_NUMBER = "input", 16.0
+APERTURES = {"8": 8.0, "2_8": 2.8, "1_8": 1.8}
+CAMERA, FOCAL_LENGTH_MM = "Canon EOS 70D", 50.0
+EXTENSIONS = {".jpg", ".jpeg", ".png"}
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in list_images(folder, EXTENSIONS)}
+
+
+def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
+    """Per scene: the f/16 reference as a sharp-only task, then one pair task per defocused aperture."""
+    root = Path(root)
+    splits = [s for s in ("train", "test") if (root / s / REF_FOLDER).is_dir()]
+    if not splits:
+        yield Rejected(NAME, str(root), "no train/input or test/input folder found")
+        return
+    for split in splits:
+        refs = _by_stem(root / split / REF_FOLDER)
+        shots = {folder: _by_stem(root / split / folder) for folder in APERTURES}
+        for folder, files in shots.items():
+            for stem in sorted(set(files) - set(refs)):
+                yield Rejected(NAME, str(files[stem]), f"no f/16 reference {split}/{REF_FOLDER}/{stem}.*")
+        for stem, ref in refs.items():
+            scene = key_part(stem)
+            base = {"camera": CAMERA, "focal_length_mm": FOCAL_LENGTH_MM, "blur_type": "defocus",
+                    "ref_f_number": REF_F_NUMBER}
+            yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f16", {"sharp": str(ref)},
+                       {**base, "f_number": REF_F_NUMBER, "origin": [relpath(ref, root)]}, {})
+            for folder, f_number in APERTURES.items():
+                blur = shots[folder].get(stem)
+                if blur is None:
+                    continue
+                meta = {**base, "f_number": f_number, "origin": [relpath(blur, root), relpath(ref, root)]}
+                options = {"register": opts.register, "motion": "affine", "gain": True}
+                yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f{folder}",
+                           {"blur": str(blur), "sharp": str(ref)}, meta, options)
+
+
+def load(task: Task, opts: IngestOptions) -> list[Sample]:
+    """Decode; pairs are registered onto the reference and gain-matched."""
+    return load_task(task, opts)

@@ -1,0 +1,64 @@
+"""Full-reference image metrics of the evaluation protocol (DESIGN.md section 6), on float arrays in [0, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.metrics import structural_similarity
+
+# What each SSIM variant computes, as written into report protocols.
+SSIM_VARIANTS: dict[str, str] = {
+    "uniform7": "skimage.metrics.structural_similarity(channel_axis=-1, data_range=1): "
+    "7x7 uniform window, sample covariance, mean over channels",
+    "gaussian11": "skimage.metrics.structural_similarity(channel_axis=-1, data_range=1, gaussian_weights=True, "
+    "sigma=1.5, use_sample_covariance=False): 11x11 Gaussian window (Wang et al. 2004)",
+}
+PSNR_DESCRIPTION = "10*log10(1/MSE), MSE over all pixels and channels in [0,1], per image, then averaged"
+MAE_DESCRIPTION = "mean |x - y| over all pixels and channels in [0,1], per image, then averaged"
+
+
+def to_unit(arr: np.ndarray) -> np.ndarray:
+    """uint8 (/255) or uint16 (/65535) -> float64 in [0, 1]; float input is returned as float64, unchanged."""
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float64) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float64) / 65535.0
+    if np.issubdtype(arr.dtype, np.floating):
+        return arr.astype(np.float64)
+    raise ValueError(f"to_unit: expected uint8, uint16 or float, got {arr.dtype}")
+
+
+def _check_pair(x: np.ndarray, y: np.ndarray) -> None:
+    if x.shape != y.shape:
+        raise ValueError(f"images differ in shape: {x.shape} vs {y.shape}")
+    if x.ndim != 3:
+        raise ValueError(f"expected (H, W, C) arrays, got shape {x.shape}")
+
+
+def psnr(x: np.ndarray, y: np.ndarray, max_db: float | None = None) -> float:
+    """PSNR in dB for data range 1 over all pixels and channels; inf for identical images unless capped at `max_db`."""
+    _check_pair(x, y)
+    mse = float(np.mean((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2))
+    value = float("inf") if mse == 0.0 else 10.0 * np.log10(1.0 / mse)
+    return float(value if max_db is None else min(value, max_db))
+
+
+def ssim(x: np.ndarray, y: np.ndarray, variant: str = "uniform7") -> float:
+    """SSIM (data range 1, mean over channels), variant "uniform7" (scikit-image default) or "gaussian11"."""
+    _check_pair(x, y)
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if variant == "uniform7":
+        return float(structural_similarity(x, y, channel_axis=-1, data_range=1.0))
+    if variant == "gaussian11":
+        return float(
+            structural_similarity(
+                x, y, channel_axis=-1, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            )
+        )
+    raise ValueError(f"unknown SSIM variant '{variant}' (known: {', '.join(SSIM_VARIANTS)})")
+
+
+def mae(x: np.ndarray, y: np.ndarray) -> float:
+    """Mean absolute error over all pixels and channels."""
+    _check_pair(x, y)
+    return float(np.mean(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))

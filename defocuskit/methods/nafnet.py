@@ -1,0 +1,91 @@
+"""NAFNet (Chen et al. 2022) as the plain supervised baseline on aligned pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from defocuskit.methods.base import Batch, Method
+from defocuskit.models.nafnet import NAFNet, psnr_loss
+
+
+@dataclass
+class ModelConfig:
+    """Defaults: NAFNet-width64 of the paper's GoPro model (67.9 M parameters)."""
+
+    image_channels: int = 3  # must equal data.channels
+    width: int = 64
+    enc_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 28])
+    middle_blocks: int = 1
+    dec_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+
+
+@dataclass
+class ObjectiveConfig:
+    loss: str = "psnr"  # NAFNet's PSNR loss; "l1" as the alternative
+
+
+@dataclass
+class SamplerConfig:
+    """NAFNet runs one forward pass: nothing to choose."""
+
+
+_LOSSES = ("psnr", "l1")
+
+
+def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
+    """The NAFNet U-Net with a global residual (restores blur -> sharp)."""
+    if objective_cfg.loss not in _LOSSES:
+        raise ValueError(f"objective.loss: '{objective_cfg.loss}' is not one of {', '.join(_LOSSES)}")
+    c = model_cfg.image_channels
+    return NAFNet(c, c, model_cfg.width, model_cfg.enc_blocks, model_cfg.middle_blocks, model_cfg.dec_blocks)
+
+
+def _check_channels(model: nn.Module, blur: torch.Tensor) -> None:
+    model = getattr(model, "module", model)  # a DistributedDataParallel wrapper holds the net in .module
+    if blur.shape[1] != model.in_ch:
+        raise ValueError(
+            f"nafnet: images have {blur.shape[1]} channels but model.image_channels is {model.in_ch}"
+            " (set it equal to data.channels)"
+        )
+
+
+def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
+    """PSNR loss (or L1) of the restored image against the sharp one."""
+    _check_channels(model, batch["blur"])
+    pred = model(batch["blur"])
+    if objective_cfg.loss == "l1":
+        return (pred - batch["sharp"]).abs().mean()
+    return psnr_loss(pred, batch["sharp"])
+
+
+@torch.no_grad()
+def restore(
+    model: nn.Module,
+    blur: torch.Tensor,
+    sampler_cfg: SamplerConfig,
+    objective_cfg: ObjectiveConfig,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """One forward pass, clamped to [0, 1]."""
+    _check_channels(model, blur)
+    out = model(blur).clamp(0, 1)
+    if callback is not None:
+        callback(0, 1)
+    return out
+
+
+METHOD = Method(
+    name="nafnet",
+    data="paired",
+    ModelConfig=ModelConfig,
+    ObjectiveConfig=ObjectiveConfig,
+    SamplerConfig=SamplerConfig,
+    build=build,
+    loss=loss,
+    restore=restore,
+)

@@ -1,0 +1,141 @@
+"""Thin-lens optics: f-number -> circle of confusion, and defocus point-spread functions.
+
+Used by the synthetic renderer, the evaluator (full-stop grouping) and the Wiener baseline.
+Units: focal length and CoC in millimetres, distances in metres, pixel pitch in micrometres.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Standard full stops (powers of sqrt(2), marked values as engraved on lenses).
+FULL_STOPS: tuple[float, ...] = (1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0, 11.0, 16.0, 22.0, 32.0)
+
+_SUPERSAMPLE = 8  # sub-pixel grid per axis used to anti-alias the disc PSF
+
+
+def _check_positive(name: str, value: float | np.ndarray) -> None:
+    if np.any(np.asarray(value) <= 0):
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+def signed_coc_diameter_mm(
+    f_number: float, focal_length_mm: float, focus_distance_m: float, depth_m: float | np.ndarray
+) -> float | np.ndarray:
+    """Signed blur-circle diameter on the sensor: negative in front of the focus plane, positive behind it."""
+    _check_positive("f_number", f_number)
+    _check_positive("focal_length_mm", focal_length_mm)
+    _check_positive("depth_m", depth_m)
+    s = float(focus_distance_m) * 1000.0
+    f = float(focal_length_mm)
+    if s <= f:
+        raise ValueError(f"focus_distance_m ({focus_distance_m} m) must exceed the focal length ({f} mm)")
+    d = np.asarray(depth_m, dtype=np.float64) * 1000.0
+    aperture = f / float(f_number)  # entrance-pupil diameter A = f / N
+    # Thin lens (1/f = 1/s + 1/s'): blur circle c = A * (d - s) / d * f / (s - f)
+    c = aperture * (d - s) / d * f / (s - f)
+    return float(c) if c.ndim == 0 else c
+
+
+def coc_diameter_mm(
+    f_number: float, focal_length_mm: float, focus_distance_m: float, depth_m: float | np.ndarray
+) -> float | np.ndarray:
+    """Circle-of-confusion diameter (mm on the sensor) of a point at `depth_m`, lens focused at `focus_distance_m`."""
+    c = signed_coc_diameter_mm(f_number, focal_length_mm, focus_distance_m, depth_m)
+    return abs(c) if isinstance(c, float) else np.abs(c)
+
+
+def coc_diameter_px(
+    f_number: float,
+    focal_length_mm: float,
+    focus_distance_m: float,
+    depth_m: float | np.ndarray,
+    pixel_pitch_um: float,
+) -> float | np.ndarray:
+    """Circle-of-confusion diameter in pixels for a sensor of the given pixel pitch."""
+    _check_positive("pixel_pitch_um", pixel_pitch_um)
+    return coc_diameter_mm(f_number, focal_length_mm, focus_distance_m, depth_m) * 1000.0 / float(pixel_pitch_um)
+
+
+def coc_at_infinity_px(
+    f_number: float, focal_length_mm: float, focus_distance_m: float, pixel_pitch_um: float
+) -> float:
+    """CoC diameter in pixels of a background at infinity: the limit A * f / (s - f) of the thin-lens formula."""
+    _check_positive("f_number", f_number)
+    _check_positive("pixel_pitch_um", pixel_pitch_um)
+    s = float(focus_distance_m) * 1000.0
+    f = float(focal_length_mm)
+    if s <= f:
+        raise ValueError(f"focus_distance_m ({focus_distance_m} m) must exceed the focal length ({f} mm)")
+    return (f / float(f_number)) * f / (s - f) * 1000.0 / float(pixel_pitch_um)
+
+
+def pixel_pitch_um(sensor_width_mm: float, image_width_px: int) -> float:
+    """Pixel pitch (micrometres) of a sensor of this width imaged onto `image_width_px` pixels."""
+    _check_positive("sensor_width_mm", sensor_width_mm)
+    _check_positive("image_width_px", image_width_px)
+    return float(sensor_width_mm) * 1000.0 / float(image_width_px)
+
+
+def full_stop(f_number: float) -> float:
+    """The nearest standard full stop, measured in stops (log2 of N^2), e.g. 1.8 -> 2.0, 3.5 -> 4.0."""
+    _check_positive("f_number", f_number)
+    stops = np.log2(np.asarray(FULL_STOPS) ** 2)
+    return FULL_STOPS[int(np.argmin(np.abs(stops - np.log2(float(f_number) ** 2))))]
+
+
+def psf_size(diameter_px: float) -> int:
+    """The odd kernel size that holds a disc of this diameter (1 for a delta)."""
+    if diameter_px <= 1.0:
+        return 1
+    return 2 * int(np.ceil(diameter_px / 2.0)) + 1
+
+
+def disc_psf(diameter_px: float, size: int | None = None) -> np.ndarray:
+    """Uniform-disc (pillbox) PSF of the given diameter, anti-aliased by supersampling, summing to 1.
+
+    A diameter of at most 1 pixel gives a delta. `size` (odd) pads or crops the kernel; by default
+    it is the smallest odd size that holds the disc.
+    """
+    if not np.isfinite(diameter_px) or diameter_px < 0:
+        raise ValueError(f"disc_psf: diameter must be finite and >= 0, got {diameter_px}")
+    size = psf_size(diameter_px) if size is None else int(size)
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"disc_psf: size must be odd and positive, got {size}")
+    kernel = np.zeros((size, size), np.float32)
+    c = size // 2
+    if diameter_px <= 1.0:
+        kernel[c, c] = 1.0
+        return kernel
+    r = diameter_px / 2.0
+    # Pixel (i, j) covers [j - c - 1/2, j - c + 1/2]; sample it at S x S sub-pixel centres.
+    sub = (np.arange(_SUPERSAMPLE) + 0.5) / _SUPERSAMPLE - 0.5
+    coords = (np.arange(size) - c)[:, None] + sub[None, :]  # (size, S)
+    y = coords[:, None, :, None]
+    x = coords[None, :, None, :]
+    inside = (y**2 + x**2) <= r * r  # (size, size, S, S)
+    kernel = inside.mean(axis=(2, 3)).astype(np.float32)
+    total = kernel.sum()
+    if total <= 0:  # disc smaller than the sub-pixel grid near the cropped centre
+        kernel[:] = 0.0
+        kernel[c, c] = 1.0
+        return kernel
+    return kernel / total
+
+
+def gaussian_psf(sigma_px: float, size: int | None = None) -> np.ndarray:
+    """Isotropic Gaussian PSF (odd size, default 2 * ceil(3 sigma) + 1), summing to 1; sigma 0 gives a delta."""
+    if not np.isfinite(sigma_px) or sigma_px < 0:
+        raise ValueError(f"gaussian_psf: sigma must be finite and >= 0, got {sigma_px}")
+    size = 2 * int(np.ceil(3.0 * sigma_px)) + 1 if size is None else int(size)
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"gaussian_psf: size must be odd and positive, got {size}")
+    kernel = np.zeros((size, size), np.float32)
+    c = size // 2
+    if sigma_px == 0:
+        kernel[c, c] = 1.0
+        return kernel
+    ax = np.arange(size) - c
+    g = np.exp(-(ax**2) / (2.0 * sigma_px**2))
+    kernel = np.outer(g, g).astype(np.float32)
+    return kernel / kernel.sum()

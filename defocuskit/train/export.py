@@ -1,0 +1,78 @@
+"""Exported models: one `.safetensors` file with the EMA weights, the method name and the resolved recipe."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+import defocuskit
+from defocuskit.methods import get_method
+from defocuskit.methods.base import Method
+from defocuskit.train.recipe import Recipe, resolve_recipe
+
+MODEL_FORMAT = "defocuskit-model-1"
+
+
+def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], method: str, recipe: dict[str, Any]) -> None:
+    """Write `state_dict` as safetensors with the method and recipe in the metadata (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses tensors that share storage (tied weights): give every entry its own copy.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    metadata = {
+        "method": method,
+        "recipe": json.dumps(recipe),
+        "format": MODEL_FORMAT,
+        "defocuskit_version": defocuskit.__version__,
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the metadata ("method", "recipe" parsed, "format", "defocuskit_version") of a model file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != MODEL_FORMAT or "method" not in meta or "recipe" not in meta:
+        raise ValueError(f"{path}: no defocuskit metadata (not a model exported by `defocuskit train`)")
+    try:
+        meta["recipe"] = json.loads(meta["recipe"])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: the recipe in the metadata is not valid JSON ({e})") from None
+    return tensors, meta
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", expect_method: str | None = None
+) -> tuple[Method, Recipe, nn.Module]:
+    """Rebuild the network of an exported model, load its weights (strict) and put it in eval mode."""
+    tensors, meta = read_model_file(path)
+    if expect_method is not None and meta["method"] != expect_method:
+        raise ValueError(f"{path}: a '{meta['method']}' model, but a '{expect_method}' model is needed")
+    recipe = resolve_recipe(meta["recipe"])
+    method = get_method(recipe.method)
+    model = method.build(recipe.model, recipe.objective, False)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit the '{method.name}' network of its recipe: {e}") from None
+    return method, recipe, model.to(device).eval()

@@ -1,0 +1,263 @@
+"""The by-aperture evaluator: real VABD optics end to end, report schema, grouping, and every bad-input path."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from defocuskit.eval.evaluate import EvalError, Scoring, evaluate, evaluate_samples
+from defocuskit.eval.report import ROW_KEYS
+from defocuskit.images import read_image
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"  # ../shared/fixtures/real
+VABD = FIXTURES / "VABD"
+ROW_SCHEMA = {"method", "f_number", "n", "psnr", "ssim", "mae", "lpips", "psnr_input", "ssim_input", "mae_input"}
+IMAGE_SCHEMA = {"key", "method", "f_number", "psnr", "ssim", "mae"}
+
+
+@pytest.fixture(scope="module")
+def vabd_shards(tmp_path_factory) -> Path:
+    """The VABD fixture ingested at a reduced size (integration: the real ingest and VABD source)."""
+    from defocuskit.data.ingest import run_ingest
+    from defocuskit.data.sample import IngestOptions
+
+    out = tmp_path_factory.mktemp("vabd_shards")
+    run_ingest({"vabd": VABD}, IngestOptions(out=str(out), workers=1, max_side=384), progress=False)
+    return out
+
+
+def _write_shards(folder: Path, split: str, samples: list[dict]) -> Path:
+    """Shards of the contract (DESIGN.md section 2), written with webdataset's ShardWriter."""
+    import webdataset as wds
+
+    from defocuskit.data.shards import encode_members
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with wds.ShardWriter(str(folder / f"{split}-%06d.tar"), maxcount=100, verbose=0) as sink:
+        for s in samples:
+            sink.write({"__key__": s["key"], **encode_members(s["sharp"], s["blur"], s.get("coc"), s["meta"])})
+    return folder
+
+
+def _crop_pairs(n: int = 3, size: tuple[int, int] = (48, 64)) -> list[dict]:
+    """Real sharp crops (VABD f/16) with their real f/1.8 counterparts, small."""
+    h, w = size
+    out = []
+    for i, stem in enumerate(["0001", "0002", "0003"][:n]):
+        sharp = read_image(VABD / "train" / "input" / f"{stem}.JPG")
+        blur = read_image(VABD / "train" / "1_8" / f"{stem}.JPG")
+        y, x = 400, 600
+        out.append({"key": f"s{i}", "sharp": sharp[y:y + h, x:x + w], "blur": blur[y:y + h, x:x + w], "coc": None,
+                    "meta": {"source": "vabd", "f_number": None, "focal_length_mm": 50.0}})
+    return out
+
+
+def export_identity_nafnet(path: Path) -> Path:
+    """A tiny exported NAFNet whose last layer is zero: with its global residual, the identity."""
+    from torch import nn
+
+    from defocuskit.methods import get_method
+    from defocuskit.train.export import save_model
+    from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+
+    recipe = resolve_recipe({"method": "nafnet", "data": {"image_size": 32},
+                             "model": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}})
+    model = get_method("nafnet").build(recipe.model, recipe.objective, False)
+    nn.init.zeros_(model.ending.weight)
+    nn.init.zeros_(model.ending.bias)
+    save_model(path, model.state_dict(), "nafnet", recipe_to_dict(recipe))
+    return path
+
+
+# ----------------------------------------------------------------------------- real optics
+
+
+def test_vabd_by_aperture_input_baseline(vabd_shards: Path, tmp_path: Path) -> None:
+    report = evaluate(vabd_shards, [], ["input"], split="train", report_dir=tmp_path / "rep", progress=False)
+    rows = {r["f_number"]: r for r in report["rows"] if r["method"] == "input"}
+    assert set(rows) == {1.8, 2.8, 8.0, None}
+    assert all(rows[f]["n"] == 3 for f in (1.8, 2.8, 8.0)) and rows[None]["n"] == 9
+    # Real optics: the blurred shot drifts further from the f/16 reference as the aperture opens.
+    assert rows[8.0]["psnr_input"] > rows[2.8]["psnr_input"] > rows[1.8]["psnr_input"]
+    assert rows[8.0]["ssim_input"] > rows[1.8]["ssim_input"]
+    assert rows[1.8]["psnr"] == rows[1.8]["psnr_input"] and rows[1.8]["psnr_gain"] == 0.0
+    mean_all = np.mean([im["psnr"] for im in report["images"]])
+    assert rows[None]["psnr"] == pytest.approx(mean_all, abs=1e-9)
+    assert any("sharp-only" in n for n in report["notes"])  # the f/16 references are not scored
+
+    rep = tmp_path / "rep"
+    data = json.loads((rep / "report.json").read_text())
+    assert {"protocol", "rows", "images"} <= set(data)
+    for row in data["rows"]:
+        assert ROW_SCHEMA <= set(row)
+        assert row["lpips"] is None
+    for im in data["images"]:
+        assert IMAGE_SCHEMA <= set(im)
+    proto = data["protocol"]
+    assert "structural_similarity" in proto["ssim"] and proto["ssim_variant"] == "uniform7"
+    assert proto["lpips"].startswith("unavailable:")
+    assert proto["bit_depth"] == {"vabd": [8]}
+    assert proto["alignment"].startswith("none") and proto["grouping"] == "f_number rounded to 0.1"
+    assert {"numpy", "scikit-image", "torch", "defocuskit"} <= set(proto["libraries"])
+    with (rep / "report.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    assert list(table[0]) == list(ROW_KEYS) and len(table) == 4
+    assert [r["f_number"] for r in table] == ["1.8", "2.8", "8.0", "all"]
+    assert float(table[0]["psnr_input"]) == pytest.approx(rows[1.8]["psnr_input"])
+    png = cv2.imread(str(rep / "aperture.png"))
+    assert png is not None and png.shape[0] > 100
+
+
+def test_vabd_full_stops_and_wiener(vabd_shards: Path, tmp_path: Path) -> None:
+    report = evaluate(vabd_shards, [], ["input", "wiener"], split="train", stops=True, limit=4,
+                      report_dir=tmp_path / "rep", save_images=tmp_path / "img", progress=False)
+    assert report["protocol"]["grouping"] == "full stops (defocuskit.optics.full_stop)"
+    groups = {r["f_number"] for r in report["rows"]}
+    assert 2.0 in groups and 1.8 not in groups  # f/1.8 falls in the f/2 stop
+    assert sum(r["n"] for r in report["rows"] if r["method"] == "input" and r["f_number"] is not None) == 4
+    wiener = [r for r in report["rows"] if r["method"] == "wiener"]
+    assert wiener and all(np.isfinite(r["psnr"]) for r in wiener)
+    assert "Wiener" in report["protocol"]["methods"]["wiener"]["description"]
+    saved = list((tmp_path / "img" / "wiener").glob("*.png"))
+    assert len(saved) == 4 and read_image(saved[0]).shape[2] == 3
+
+
+def test_empty_split_is_a_clear_error(vabd_shards: Path, tmp_path: Path) -> None:
+    with pytest.raises(EvalError, match=r"split 'test'.*available: train"):
+        evaluate(vabd_shards, [], ["input"], split="test", report_dir=tmp_path, progress=False)
+
+
+# ----------------------------------------------------------------------------- small real crops
+
+
+def test_missing_f_numbers_fall_back_to_one_row(tmp_path: Path) -> None:
+    shards = _write_shards(tmp_path / "shards", "test", _crop_pairs())
+    report = evaluate(shards, [], ["input"], split="test", report_dir=tmp_path / "rep", progress=False)
+    assert [(r["method"], r["f_number"], r["n"]) for r in report["rows"]] == [("input", None, 3)]
+    assert any("no sample has an f_number" in n for n in report["notes"])
+    assert any("aperture.png not written" in n for n in report["notes"])
+    assert not (tmp_path / "rep" / "aperture.png").exists()
+
+
+def test_mismatched_pair_is_a_reported_skip(tmp_path: Path) -> None:
+    pairs = _crop_pairs()
+    pairs[1]["blur"] = pairs[1]["blur"][:40]
+    for p, f in zip(pairs, (1.8, 2.8, 2.8)):
+        p["meta"]["f_number"] = f
+    shards = _write_shards(tmp_path / "shards", "test", pairs)
+    report = evaluate(shards, [], ["input"], split="test", report_dir=tmp_path / "rep", progress=False)
+    assert report["skipped"] == [{"key": "s1", "method": None, "reason": "blur is 64x40, sharp is 64x48 (width x height)"}]
+    assert {r["f_number"]: r["n"] for r in report["rows"]} == {1.8: 1, 2.8: 1, None: 2}
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["skipped"][0]["key"] == "s1"
+
+
+def test_wiener_without_f_number_or_coc_is_skipped_per_method(tmp_path: Path) -> None:
+    pairs = _crop_pairs(2)
+    pairs[0]["meta"]["f_number"] = 2.8
+    result = evaluate_samples(pairs, {"wiener": _wiener()}, progress=False)
+    assert [s["key"] for s in result["skipped"]] == ["s1"] and result["skipped"][0]["method"] == "wiener"
+    assert [r["n"] for r in result["rows"]] == [1, 1]
+
+
+def _wiener():
+    from defocuskit.eval.evaluate import _baseline_runner
+
+    return _baseline_runner("wiener")[0]
+
+
+def test_align_registers_before_scoring() -> None:
+    sharp = read_image(VABD / "train" / "input" / "0002.JPG")[300:428, 500:660]
+    full = read_image(VABD / "train" / "input" / "0002.JPG")
+    shifted = full[303:431, 502:662]  # the same view, moved by (3, 2) pixels
+    sample = {"key": "shift", "sharp": sharp, "blur": shifted, "coc": None, "meta": {"f_number": 2.8}}
+    plain = evaluate_samples([sample], {"input": lambda b, s: b}, progress=False)
+    aligned = evaluate_samples([sample], {"input": lambda b, s: b}, scoring=Scoring(align=True), progress=False)
+    assert aligned["rows"][0]["psnr"] > plain["rows"][0]["psnr"] + 5.0
+
+
+def test_identity_output_scores_inputs_exactly_16bit() -> None:
+    rng = np.random.default_rng(0)
+    pairs = _crop_pairs(2)
+    for p in pairs:  # 16-bit versions with low bits that an 8-bit path would lose
+        p["sharp"] = (p["sharp"].astype(np.uint16) << 8) + rng.integers(0, 256, p["sharp"].shape, dtype=np.uint16)
+        p["blur"] = (p["blur"].astype(np.uint16) << 8) + rng.integers(0, 256, p["blur"].shape, dtype=np.uint16)
+        p["meta"]["f_number"] = 1.8
+    result = evaluate_samples(pairs, {"copy": lambda b, s: b.copy(), "sharp": lambda b, s: s["sharp"] / 65535.0},
+                              progress=False)
+    rows = {(r["method"], r["f_number"]): r for r in result["rows"]}
+    assert rows[("copy", 1.8)]["psnr"] == pytest.approx(rows[("copy", 1.8)]["psnr_input"], abs=1e-9)
+    assert rows[("sharp", 1.8)]["psnr"] == 100.0 and rows[("sharp", 1.8)]["ssim"] == pytest.approx(1.0)
+    assert result["bit_depth"] == {"vabd": [16]}
+    ref = np.mean([10 * np.log10(1 / np.mean((p["blur"] / 65535.0 - p["sharp"] / 65535.0) ** 2)) for p in pairs])
+    assert rows[("copy", 1.8)]["psnr_input"] == pytest.approx(ref, abs=1e-6)
+
+
+def test_checkpoints_side_by_side_and_bad_checkpoint(tmp_path: Path) -> None:
+    pairs = _crop_pairs()
+    for p in pairs:
+        p["meta"]["f_number"] = 4.0
+    shards = _write_shards(tmp_path / "shards", "test", pairs)
+    ckpt = export_identity_nafnet(tmp_path / "runs" / "naf" / "model.safetensors")
+    report = evaluate(shards, [ckpt], ["input"], split="test", overlap=8, report_dir=tmp_path / "rep", progress=False)
+    rows = {(r["method"], r["f_number"]): r for r in report["rows"]}
+    assert ("naf", 4.0) in rows and ("input", 4.0) in rows
+    assert rows[("naf", 4.0)]["psnr"] == pytest.approx(rows[("input", 4.0)]["psnr"], abs=1e-9)
+    assert report["protocol"]["methods"]["naf"]["method"] == "nafnet"
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(EvalError, match="broken.safetensors"):
+        evaluate(shards, [tmp_path / "broken.safetensors"], [], split="test", report_dir=tmp_path / "r2", progress=False)
+    with pytest.raises(EvalError, match="no 'steps'"):
+        evaluate(shards, [ckpt], [], split="test", steps=4, overlap=8, report_dir=tmp_path / "r2", progress=False)
+    with pytest.raises(EvalError, match="nothing to evaluate"):
+        evaluate(shards, [], [], split="test", report_dir=tmp_path / "r2", progress=False)
+
+
+def test_cli_eval_defaults_and_errors(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from defocuskit.cli import app
+
+    pairs = _crop_pairs(2)
+    for p, f in zip(pairs, (2.8, 8.0)):
+        p["meta"]["f_number"] = f
+    shards = _write_shards(tmp_path / "shards", "test", pairs)
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", "--shards", str(shards), "--report", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    assert "input and wiener" in res.output
+    methods = {r["method"] for r in json.loads((tmp_path / "rep" / "report.json").read_text())["rows"]}
+    assert methods == {"input", "wiener"}
+    res = runner.invoke(app, ["eval", "--shards", str(shards), "--split", "val", "--baseline", "input",
+                              "--report", str(tmp_path / "rep2")])
+    assert res.exit_code == 2 and "split 'val'" in res.output
+    res = runner.invoke(app, ["eval", "--shards", str(shards), "--baseline", "median", "--report", str(tmp_path / "r3")])
+    assert res.exit_code == 2 and "median" in res.output
+
+
+def test_lpips_column_with_weights_and_nan_output_skipped(tmp_path: Path, monkeypatch) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from defocuskit.eval.lpips import ENV_VAR, LPIPSAlex
+
+    torch.manual_seed(0)
+    net = LPIPSAlex()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items() if k not in ("shift", "scale")},
+              tmp_path / "lpips.safetensors")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "lpips.safetensors"))
+    pairs = _crop_pairs(2)
+    for p in pairs:
+        p["meta"]["f_number"] = 2.8
+    shards = _write_shards(tmp_path / "shards", "test", pairs)
+    report = evaluate(shards, [], ["input"], split="test", report_dir=tmp_path / "rep", progress=False)
+    row = report["rows"][0]
+    assert row["lpips"] is not None and row["lpips"] == pytest.approx(row["lpips_input"])
+    assert report["protocol"]["lpips"].startswith("LPIPS")
+    result = evaluate_samples(pairs, {"bad": lambda b, s: b * np.nan}, progress=False)
+    assert [s["reason"] for s in result["skipped"]] == ["output has non-finite values (NaN or inf)"] * 2
+    assert result["rows"] == []

@@ -1,0 +1,97 @@
+"""Exported models: safetensors with method + recipe metadata; round trip, wrong method, bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from defocuskit.methods import get_method
+from defocuskit.train.ema import EMA
+from defocuskit.train.export import load_model, read_model_file, save_model
+from defocuskit.train.recipe import load_recipe, recipe_to_dict
+
+TINY = Path(__file__).resolve().parents[1] / "recipes" / "hidd-tiny.yaml"
+
+
+@pytest.fixture()
+def exported(tmp_path):
+    recipe = load_recipe(TINY)
+    torch.manual_seed(0)
+    model = get_method("hidd").build(recipe.model, recipe.objective, True)
+    path = tmp_path / "model.safetensors"
+    save_model(path, model.state_dict(), "hidd", recipe_to_dict(recipe))
+    return path, model, recipe
+
+
+def test_round_trip(exported):
+    path, model, recipe = exported
+    tensors, meta = read_model_file(path)
+    assert meta["method"] == "hidd" and meta["format"] == "defocuskit-model-1" and meta["defocuskit_version"]
+    assert meta["recipe"] == recipe_to_dict(recipe)
+    method, recipe2, loaded = load_model(path, expect_method="hidd")
+    assert method.name == "hidd" and recipe2 == recipe and not loaded.training
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    assert not list(path.parent.glob(".*tmp*"))  # written under a temporary name, then renamed
+
+
+def test_wrong_method_names_file_and_methods(exported):
+    path, _, _ = exported
+    with pytest.raises(ValueError, match=r"model\.safetensors.*'hidd'.*'nafnet'"):
+        load_model(path, expect_method="nafnet")
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        read_model_file(tmp_path / "missing.safetensors")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    with pytest.raises(ValueError, match="corrupt.safetensors"):
+        read_model_file(corrupt)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(ValueError, match="no defocuskit metadata"):
+        read_model_file(plain)
+
+
+def test_weights_that_do_not_fit_the_recipe(exported, tmp_path):
+    path, model, recipe = exported
+    tensors, meta = read_model_file(path)
+    tensors.pop(next(iter(tensors)))
+    broken = tmp_path / "broken.safetensors"
+    save_model(broken, tensors, "hidd", meta["recipe"])
+    with pytest.raises(ValueError, match="broken.safetensors"):
+        load_model(broken)
+
+
+def test_tied_weights_and_ema_export(tmp_path):
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(3, 3)
+            self.b = torch.nn.Linear(3, 3)
+            self.b.weight = self.a.weight
+            self.register_buffer("count", torch.zeros(()))
+
+    net = Tied()
+    ema = EMA(net, decay=0.5)
+    with torch.no_grad():
+        net.a.weight.add_(1.0)
+        net.count.fill_(7)
+    ema.update(net)  # first update: decay min(0.5, 1/10) = 0.1
+    avg = ema.averaged_state_dict(net)
+    torch.testing.assert_close(avg["a.weight"], avg["b.weight"])
+    torch.testing.assert_close(avg["a.weight"], net.a.weight.detach() - 0.1)
+    assert avg["count"].item() == 7
+    save_model(tmp_path / "tied.safetensors", avg, "hidd", {"method": "hidd"})
+    tensors, meta = read_model_file(tmp_path / "tied.safetensors")
+    assert set(tensors) == {"a.weight", "a.bias", "b.weight", "b.bias", "count"} and meta["recipe"] == {"method": "hidd"}
+    # EMA state round trip (what Accelerate checkpoints)
+    other = EMA(net, decay=0.5)
+    other.load_state_dict(json.loads(json.dumps({k: v for k, v in ema.state_dict().items() if k in ("decay", "num_updates")}))
+                          | {"shadow": ema.shadow, "buffers": ema.buffers})
+    assert other.num_updates == 1 and torch.equal(other.shadow["a.weight"], ema.shadow["a.weight"])

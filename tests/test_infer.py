@@ -1,0 +1,236 @@
+"""Tiled full-resolution inference: coverage, blending, exactness, determinism, file round trips."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from defocuskit.images import read_image, to_float, write_image
+from defocuskit.infer import blend_window, deblur_files, resolve_sampler, restore_image, tile_starts
+from defocuskit.methods.base import Method
+from defocuskit.train.recipe import DataConfig, Recipe
+
+VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"  # ../shared/fixtures
+
+
+@dataclass
+class _Sampler:
+    steps: int = 10
+
+
+@dataclass
+class _NoSteps:
+    pass
+
+
+def _method(restore, output: str = "image") -> Method:
+    return Method(name="identity", data="paired", ModelConfig=dict, ObjectiveConfig=dict, SamplerConfig=_Sampler,
+                  build=lambda *a: nn.Identity(), loss=lambda *a: torch.zeros(()), restore=restore, output=output)
+
+
+def _recipe(size: int = 32, sampler=None) -> Recipe:
+    return Recipe(method="identity", data=DataConfig(image_size=size), sampler=sampler or _Sampler())
+
+
+class _Recorder:
+    """An identity 'method' that records what the tiling sends through it."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        self.steps: list[int] = []
+
+    def __call__(self, model, blur, sampler_cfg, objective_cfg, generator=None, callback=None):
+        self.shapes.append(tuple(blur.shape))
+        self.steps.append(getattr(sampler_cfg, "steps", -1))
+        if callback is not None:
+            callback(0, 1)
+        return blur.clone()
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(70, 32, 8), (53, 32, 8), (32, 32, 8), (20, 32, 8), (1000, 256, 32),
+                                                 (33, 32, 0), (97, 16, 15)])
+def test_tile_starts_cover_every_pixel(length: int, tile: int, overlap: int) -> None:
+    starts = tile_starts(length, tile, overlap)
+    covered = np.zeros(max(length, tile), bool)
+    for s in starts:
+        covered[s : s + tile] = True
+    assert covered[:length].all()
+    assert starts[0] == 0 and starts == sorted(set(starts))
+    if length >= tile:
+        assert starts[-1] == length - tile  # flush with the edge, never past it
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+
+
+def test_tile_starts_rejects_bad_overlap() -> None:
+    with pytest.raises(ValueError, match="overlap"):
+        tile_starts(100, 32, 32)
+
+
+def test_blend_window_smooth_and_positive() -> None:
+    w = blend_window(32, 8)
+    assert w.shape == (32, 32) and w.dtype == np.float32
+    assert (w > 0).all() and w.max() == pytest.approx(1.0)
+    assert np.allclose(w, w.T) and np.allclose(w, w[::-1, ::-1])
+    assert (np.diff(w[16, :9]) > 0).all()  # a rising ramp over the overlap
+    assert (w[8:24, 8:24] == 1).all()
+    assert (blend_window(16, 0) == 1).all()
+
+
+@pytest.mark.parametrize("shape", [(70, 53, 3), (20, 25, 3), (32, 32, 3), (1, 40, 3), (33, 100, 1)])
+def test_identity_restore_is_exact(shape: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(1)
+    image = rng.random(shape, dtype=np.float32)
+    rec = _Recorder()
+    out = restore_image(_method(rec), _recipe(32), nn.Identity(), image, overlap=8, batch=3, progress=False)
+    assert out.shape == shape and out.dtype == np.float32
+    assert np.abs(out - image).max() < 1e-6
+    # Memory bound: never more than `batch` tiles of the training size at once.
+    assert rec.shapes and all(s[0] <= 3 and s[2:] == (32, 32) for s in rec.shapes)
+
+
+def test_real_photo_tiles_blend_exactly() -> None:
+    img = to_float(read_image(VABD / "1_8" / "0002.JPG"))[200:300, 400:530]  # 100 x 130: not a tile multiple
+    rec = _Recorder()
+    out = restore_image(_method(rec), _recipe(48), nn.Identity(), img, overlap=12, batch=4, progress=True)
+    assert np.abs(out - img).max() < 1e-6
+    assert sum(s[0] for s in rec.shapes) == len(tile_starts(100, 48, 12)) * len(tile_starts(130, 48, 12))
+
+
+def test_noise_is_deterministic_per_seed() -> None:
+    def noisy(model, blur, sampler_cfg, objective_cfg, generator=None, callback=None):
+        return blur + 0.1 * torch.randn(blur.shape, generator=generator)
+
+    image = np.full((50, 45, 3), 0.5, np.float32)
+    kw = dict(overlap=8, batch=2, progress=False)
+    a = restore_image(_method(noisy), _recipe(32), nn.Identity(), image, seed=3, **kw)
+    b = restore_image(_method(noisy), _recipe(32), nn.Identity(), image, seed=3, **kw)
+    c = restore_image(_method(noisy), _recipe(32), nn.Identity(), image, seed=4, **kw)
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_steps_override_and_refusal() -> None:
+    rec = _Recorder()
+    image = np.zeros((40, 40, 3), np.float32)
+    restore_image(_method(rec), _recipe(32), nn.Identity(), image, overlap=4, steps=3, progress=False)
+    assert set(rec.steps) == {3}
+    assert resolve_sampler(_recipe(32), None).steps == 10
+    with pytest.raises(ValueError, match="no 'steps'"):
+        resolve_sampler(_recipe(32, _NoSteps()), 5)
+
+
+def test_defocus_map_output_has_one_channel() -> None:
+    def coc(model, blur, sampler_cfg, objective_cfg, generator=None, callback=None):
+        return blur.mean(dim=1, keepdim=True) * 10.0
+
+    image = np.random.default_rng(0).random((45, 70, 3), dtype=np.float32)
+    out = restore_image(_method(coc, "defocus_map"), _recipe(32), nn.Identity(), image, overlap=8, progress=False)
+    assert out.shape == (45, 70, 1)
+    assert np.abs(out[:, :, 0] - image.mean(axis=2) * 10).max() < 1e-5
+
+
+# ----------------------------------------------------------------------- with exported checkpoints
+
+
+def _export_nafnet(path: Path, identity: bool = True) -> Path:
+    from defocuskit.train.export import save_model
+    from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+
+    raw = {"method": "nafnet", "data": {"image_size": 32},
+           "model": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}}
+    recipe = resolve_recipe(raw)
+    from defocuskit.methods import get_method
+
+    method = get_method("nafnet")
+    model = method.build(recipe.model, recipe.objective, False)
+    if identity:  # NAFNet adds its input back: a zero last layer makes the network the identity
+        nn.init.zeros_(model.ending.weight)
+        nn.init.zeros_(model.ending.bias)
+    save_model(path, model.state_dict(), "nafnet", recipe_to_dict(recipe))
+    return path
+
+
+def test_deblur_files_keeps_size_and_bit_depth(tmp_path: Path) -> None:
+    pytest.importorskip("defocuskit.train.export")
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    crop = read_image(VABD / "2_8" / "0003.JPG")[500:545, 700:770]
+    rng = np.random.default_rng(0)
+    img16 = (crop.astype(np.uint16) << 8) + rng.integers(0, 256, crop.shape, dtype=np.uint16)
+    write_image(tmp_path / "in" / "photo16.png", img16)
+    write_image(tmp_path / "in" / "photo8.jpg", crop)
+    jpg = read_image(tmp_path / "in" / "photo8.jpg")
+    written = deblur_files([tmp_path / "in" / "photo16.png", tmp_path / "in" / "photo8.jpg"], ckpt, tmp_path / "out",
+                           overlap=8, batch=2, progress=False)
+    assert [p.name for p in written] == ["photo16.png", "photo8.png"]
+    out16, out8 = read_image(written[0]), read_image(written[1])
+    assert out16.dtype == np.uint16 and out16.shape == img16.shape
+    assert out8.dtype == np.uint8 and out8.shape == jpg.shape
+    # The identity network through tiling and 16-bit I/O: every value comes back (rounding only).
+    assert np.abs(out16.astype(np.int64) - img16).max() <= 1
+    assert np.abs(out8.astype(np.int64) - jpg).max() <= 1
+
+
+def test_deblur_files_errors_before_work(tmp_path: Path) -> None:
+    pytest.importorskip("defocuskit.train.export")
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors", identity=False)
+    write_image(tmp_path / "a.png", np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match="no 'steps'"):  # NAFNet's sampler has no steps
+        deblur_files([tmp_path / "a.png"], ckpt, tmp_path / "out", steps=5, progress=False)
+    assert not (tmp_path / "out").exists()  # refused before any output
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="junk.safetensors"):
+        deblur_files([tmp_path / "a.png"], tmp_path / "junk.safetensors", tmp_path / "out", progress=False)
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        deblur_files([tmp_path / "a.png"], tmp_path / "missing.safetensors", tmp_path / "out", progress=False)
+    with pytest.raises(ValueError, match="no such file"):
+        deblur_files([tmp_path / "nope.png"], ckpt, tmp_path / "out", progress=False)
+    write_image(tmp_path / "sub" / "a.jpg", np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(ValueError, match="rename"):
+        deblur_files([tmp_path / "a.png", tmp_path / "sub" / "a.jpg"], ckpt, tmp_path / "out", progress=False)
+
+
+def test_defocus_map_checkpoint_writes_coc_png(tmp_path: Path) -> None:
+    from defocuskit.methods import get_method
+    from defocuskit.train.export import save_model
+    from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+
+    recipe = resolve_recipe({"method": "defocus-map", "data": {"image_size": 32},
+                             "model": {"hidden_sizes": [8, 8, 8, 8], "depths": [1, 1, 1, 1],
+                                       "num_attention_heads": [1, 1, 1, 1], "decoder_hidden_size": 8}})
+    model = get_method("defocus-map").build(recipe.model, recipe.objective, False)
+    save_model(tmp_path / "coc.safetensors", model.state_dict(), "defocus-map", recipe_to_dict(recipe))
+    write_image(tmp_path / "shot.png", read_image(VABD / "1_8" / "0001.JPG")[:40, :50])
+    (out,) = deblur_files([tmp_path / "shot.png"], tmp_path / "coc.safetensors", tmp_path / "maps",
+                          overlap=8, progress=False)
+    assert out.name == "shot_coc.png"
+    import cv2
+
+    coc = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert coc.dtype == np.uint16 and coc.shape == (40, 50)
+    assert coc.max() > 0  # softplus output: a positive CoC, stored as pixels x 256
+
+
+def test_cli_deblur(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from defocuskit.cli import app
+
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    img = read_image(VABD / "8" / "0001.JPG")[100:150, 200:260]
+    write_image(tmp_path / "x.png", img)
+    runner = CliRunner()
+    res = runner.invoke(app, ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
+                              "--tile", "32", "--overlap", "8", "--batch", "3", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert np.abs(read_image(tmp_path / "o" / "x.png").astype(int) - img).max() <= 1
+    res = runner.invoke(app, ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none.safetensors"),
+                              "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "none.safetensors" in res.output
+    res = runner.invoke(app, ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
+                              "--overlap", "40"])
+    assert res.exit_code == 2 and "overlap" in res.output

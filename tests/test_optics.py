@@ -1,0 +1,97 @@
+"""Thin-lens circle of confusion and PSFs."""
+
+import numpy as np
+import pytest
+
+from defocuskit.optics import (
+    FULL_STOPS, coc_at_infinity_px, coc_diameter_mm, coc_diameter_px, disc_psf, full_stop, gaussian_psf,
+    pixel_pitch_um, signed_coc_diameter_mm,
+)
+
+
+def test_coc_matches_thin_lens_by_hand():
+    # f = 50 mm, N = 2 -> A = 25 mm; s = 2 m, d = 4 m: c = 25 * (2000/4000) * 50 / 1950
+    assert coc_diameter_mm(2.0, 50.0, 2.0, 4.0) == pytest.approx(25 * 0.5 * 50 / 1950, rel=1e-9)
+
+
+def test_coc_is_zero_at_focus_and_grows_away_from_it():
+    depths = np.array([0.5, 1.0, 1.5, 2.0, 3.0, 10.0, 100.0])
+    c = coc_diameter_mm(2.8, 50.0, 2.0, depths)
+    assert c[3] == pytest.approx(0.0, abs=1e-12)
+    assert np.all(np.diff(c[:4]) < 0) and np.all(np.diff(c[3:]) > 0)
+    signed = signed_coc_diameter_mm(2.8, 50.0, 2.0, depths)
+    assert np.all(signed[:3] < 0) and np.all(signed[4:] > 0)
+
+
+def test_coc_inversely_proportional_to_f_number():
+    c = [coc_diameter_px(n, 50.0, 1.2, 8.0, 90.0) for n in (1.4, 2.8, 5.6, 11.0)]
+    assert c[0] > c[1] > c[2] > c[3]
+    assert c[0] / c[1] == pytest.approx(2.0)
+    assert c[0] * 1.4 == pytest.approx(c[3] * 11.0)
+
+
+def test_coc_at_infinity_is_the_far_limit():
+    far = coc_diameter_px(1.4, 50.0, 1.0, 1e9, 91.8)
+    assert coc_at_infinity_px(1.4, 50.0, 1.0, 91.8) == pytest.approx(far, rel=1e-6)
+    # the renderer's camera: APS-C onto 256 px, 50 mm at 1 m, f/1.4 -> background blur 10-20 px
+    assert 10 <= coc_at_infinity_px(1.4, 50.0, 1.0, pixel_pitch_um(23.5, 256)) <= 25
+
+
+def test_pixel_pitch():
+    assert pixel_pitch_um(36.0, 6000) == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("bad", [dict(f_number=0.0), dict(focus_distance_m=0.04), dict(depth_m=-1.0)])
+def test_bad_optics_raise(bad):
+    args = dict(f_number=2.0, focal_length_mm=50.0, focus_distance_m=2.0, depth_m=3.0) | bad
+    with pytest.raises(ValueError):
+        coc_diameter_mm(**args)
+
+
+def test_full_stop():
+    assert full_stop(1.8) == 2.0
+    assert full_stop(3.5) == 4.0
+    assert full_stop(5.0) == 5.6
+    assert full_stop(1.2) == 1.4
+    assert full_stop(22) == 22.0
+    assert all(full_stop(n) == n for n in FULL_STOPS)
+
+
+@pytest.mark.parametrize("d", [0.0, 0.5, 1.0])
+def test_small_disc_is_a_delta(d):
+    k = disc_psf(d)
+    assert k.shape == (1, 1) and k[0, 0] == 1.0
+    k = disc_psf(d, size=5)
+    assert k[2, 2] == 1.0 and k.sum() == 1.0
+
+
+@pytest.mark.parametrize("d", [1.5, 3.0, 7.3, 11.0, 20.0])
+def test_disc_sums_to_one_and_has_its_diameter(d):
+    k = disc_psf(d)
+    assert k.shape[0] % 2 == 1 and k.shape[0] == k.shape[1] and k.shape[0] >= d
+    assert k.sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.allclose(k, k.T) and np.allclose(k, k[::-1, ::-1])
+    c = k.shape[0] // 2
+    y, x = np.mgrid[-c:c + 1, -c:c + 1]
+    second_moment = float((k * (x**2 + y**2)).sum())  # uniform disc: E[r^2] = R^2 / 2
+    if d >= 7:
+        assert second_moment == pytest.approx((d / 2) ** 2 / 2, rel=0.05)
+    support = np.sqrt(x**2 + y**2)[k > 0].max()
+    assert d / 2 - 1 <= support <= d / 2 + 1
+
+
+def test_disc_grows_continuously_from_a_delta():
+    assert disc_psf(1.05)[1, 1] > 0.9
+
+
+def test_bad_psf_arguments():
+    with pytest.raises(ValueError):
+        disc_psf(-1.0)
+    with pytest.raises(ValueError):
+        disc_psf(5.0, size=4)
+
+
+def test_gaussian_psf():
+    k = gaussian_psf(2.0)
+    assert k.shape == (13, 13) and k.sum() == pytest.approx(1.0, abs=1e-6)
+    assert gaussian_psf(0.0)[0, 0] == 1.0

@@ -1,0 +1,80 @@
+"""Recipes: overrides (dotted and short), type errors and unknown keys named, round trip of the resolved recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from defocuskit.train.recipe import (
+    Recipe,
+    RecipeError,
+    apply_overrides,
+    expand_short_keys,
+    load_recipe,
+    recipe_to_dict,
+    recipe_to_yaml,
+    resolve_recipe,
+)
+
+TINY = Path(__file__).resolve().parents[1] / "recipes" / "hidd-tiny.yaml"
+
+
+def test_dotted_and_short_overrides():
+    r = load_recipe(TINY, ["train.max_steps=7", "data.train=shards/x-{000..003}.tar", "lr=1e-3", "optim.betas=[0.5, 0.9]",
+                           "optim.grad_clip=null", "max_minutes=2", "model.nf=16"])
+    assert isinstance(r, Recipe) and r.train.max_steps == 7 and r.data.train == "shards/x-{000..003}.tar"
+    assert r.optim.lr == 1e-3 and isinstance(r.optim.lr, float) and r.optim.betas == (0.5, 0.9)
+    assert r.optim.grad_clip is None and r.train.max_minutes == 2.0 and r.model.nf == 16
+
+
+def test_short_key_routing():
+    raw = {"method": "hidd"}
+    assert expand_short_keys(raw, ["max_steps=3", "seed=1", "nf=4", "bogus=1"]) == [
+        "train.max_steps=3", "seed=1", "model.nf=4", "bogus=1"]
+    assert apply_overrides({"a": {"b": 1}}, ["a.c=x", "d.e=2"]) == {"a": {"b": 1, "c": "x"}, "d": {"e": 2}}
+    with pytest.raises(RecipeError, match=r"ambiguous.*data\.channels.*model\.channels"):
+        expand_short_keys(raw, ["channels=3"])
+    with pytest.raises(RecipeError, match="key=value"):
+        apply_overrides({}, ["novalue"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.max_steps=many", "train.max_steps"),
+        ("data.augment=3", "data.augment"),
+        ("optim.betas=[0.9]", "optim.betas"),
+        ("model.nf=2.5", "model.nf"),
+        ("output_dir=[1]", "output_dir"),
+    ],
+)
+def test_wrong_type_names_the_key(override, key):
+    with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
+        load_recipe(TINY, [override])
+
+
+@pytest.mark.parametrize("override, key", [("train.max_stepz=1", "train.max_stepz"), ("model.width=8", "model.width"),
+                                           ("nonsense=1", "nonsense"), ("data.train.x=1", "data.train")])
+def test_unknown_key_names_the_key(override, key):
+    with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
+        load_recipe(TINY, [override])
+
+
+def test_missing_file_and_unknown_method(tmp_path):
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        load_recipe(TINY, ["method=nope"])
+
+
+def test_round_trip_through_dict_and_yaml(tmp_path):
+    r = load_recipe(TINY, ["optim.betas=[0.8, 0.99]", "seed=5"])
+    d = recipe_to_dict(r)
+    assert d["optim"]["betas"] == [0.8, 0.99] and d["model"]["ch_mult"] == list(r.model.ch_mult)
+    assert resolve_recipe(d) == r
+    path = tmp_path / "resolved.yaml"
+    path.write_text(recipe_to_yaml(r))
+    assert yaml.safe_load(path.read_text()) == d
+    assert load_recipe(path) == r

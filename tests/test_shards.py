@@ -1,0 +1,130 @@
+"""Shard format: members, atomic writer, reader API, and loading with webdataset and datasets.
+
+This module is also a tiny fake source (NAME / list_tasks / load): 16-bit pairs with a coc map,
+plus one sharp-only sample, the member mix the synthetic source writes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defocuskit.data import sources as sources_table
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.sample import IngestOptions, Sample, Task, empty_meta
+from defocuskit.data.shards import (
+    AtomicShard, decode_sample, encode_members, f_number_key, iter_raw, iter_samples, read_manifest, shard_urls,
+)
+from defocuskit.images import decode_image
+
+NAME = "fake16"
+
+
+def list_tasks(root: Path, opts: IngestOptions):
+    for i in range(9):
+        split = "test" if i == 8 else "train"
+        yield Task(source=NAME, split=split, scene=f"sc{i}", key=f"{NAME}/{split}/sc{i}", files={})
+
+
+def load(task: Task, opts: IngestOptions) -> list[Sample]:
+    i = int(task.scene[2:])
+    rng = np.random.default_rng(i)
+    sharp = rng.integers(0, 65535, (24, 32, 3)).astype(np.uint16)
+    if i == 0:  # sharp-only, the first in its shard: the writer must put it after the pairs
+        return [Sample(task.key, sharp=sharp, blur=None, meta=empty_meta(source=NAME, split=task.split, scene=task.scene))]
+    meta = empty_meta(source=NAME, split=task.split, scene=task.scene, f_number=1.4 * i, ref_f_number=22.0,
+                      blur_type="defocus", align={"method": "none", "score": 1.0, "matrix": np.eye(3)})
+    coc = np.linspace(0, 40, 24 * 32, dtype=np.float32).reshape(24, 32)
+    return [Sample(task.key, sharp=sharp, blur=sharp // 2, meta=meta, coc=coc)]
+
+
+@pytest.fixture
+def shards_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setitem(sources_table.SOURCES, NAME, __name__)
+    out = tmp_path / "shards"
+    run_ingest({NAME: tmp_path}, IngestOptions(out=str(out), workers=1, shard_size=6), progress=False)
+    return out
+
+
+def test_f_number_key():
+    assert [f_number_key(f) for f in (2, 2.8, 1.4 * 3, 16, None, "x")] == ["2.0", "2.8", "4.2", "16.0", "none", "none"]
+
+
+def test_members_round_trip_keeps_16_bits_and_coc():
+    sharp = np.arange(2 * 3 * 3, dtype=np.uint16).reshape(2, 3, 3) * 3000
+    coc = np.array([[0.0, 1.5, 3.25], [10.0, 100.0, 255.99]], np.float32)
+    members = encode_members(sharp, None, coc, {"f_number": 2.8, "align": np.eye(2)})
+    assert set(members) == {"sharp.png", "coc.png", "json"}
+    sample = decode_sample({"__key__": "a/b", **members})
+    assert sample["blur"] is None and sample["sharp"].dtype == np.uint16
+    np.testing.assert_array_equal(sample["sharp"], sharp)
+    np.testing.assert_allclose(sample["coc"], coc, atol=1 / 512)
+    assert sample["meta"] == {"f_number": 2.8, "align": [[1.0, 0.0], [0.0, 1.0]]}
+
+
+def test_atomic_shard_puts_richest_first_and_abort_leaves_nothing(tmp_path):
+    small = np.zeros((4, 4, 3), np.uint8)
+    w = AtomicShard(tmp_path, "train-000000")
+    w.write("k/only", encode_members(small, None, None, {"f_number": None}))
+    w.write("k/pair", encode_members(small, small, None, {"f_number": 2.0}))
+    assert not (tmp_path / "train-000000.tar").exists()
+    w.commit()
+    assert [r["__key__"] for r in iter_raw(str(tmp_path / "train-000000.tar"))] == ["k/pair", "k/only"]
+    w = AtomicShard(tmp_path, "train-000001")
+    w.write("k/x", encode_members(small, small, None, {}))
+    w.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-000000.tar"]
+
+
+def test_manifest_counts_and_reader(shards_dir):
+    m = read_manifest(shards_dir)
+    assert m["tool"] == "defocuskit" and m["options"]["shard_size"] == 6
+    assert [s["name"] for s in m["shards"]] == ["test-000000.tar", "train-000000.tar", "train-000001.tar"]
+    assert m["counts"]["samples"] == 9 and m["counts"]["by_split"] == {"test": 1, "train": 8}
+    assert m["counts"]["by_f_number"]["none"] == 1 and m["counts"]["by_f_number"]["8.4"] == 1
+    assert sum(r["samples"] for r in m["counts"]["table"]) == 9 and m["rejects"] == 0
+    samples = list(iter_samples(shards_dir, "train"))
+    assert len(samples) == 8
+    pair = next(s for s in samples if s["key"] == f"{NAME}/train/sc1")
+    assert pair["sharp"].dtype == np.uint16 and pair["blur"].shape == (24, 32, 3)
+    assert pair["meta"]["bit_depth"] == 16 and pair["meta"]["height"] == 24 and pair["meta"]["f_number"] == 1.4
+    assert pair["coc"].dtype == np.float32 and abs(float(pair["coc"].max()) - 40.0) < 1e-2
+    only = next(s for s in samples if s["key"] == f"{NAME}/train/sc0")
+    assert only["blur"] is None and only["coc"] is None
+
+
+def test_shard_urls_specs(shards_dir):
+    assert len(shard_urls(shards_dir)) == 3
+    assert [Path(u).name for u in shard_urls(shards_dir, "train")] == ["train-000000.tar", "train-000001.tar"]
+    assert len(shard_urls(str(shards_dir / "train-{000000..000001}.tar"))) == 2
+    assert len(shard_urls(str(shards_dir / "*.tar"), split="test")) == 1
+    (shards_dir / "manifest.json").unlink()  # a folder without manifest: glob
+    assert len(shard_urls(shards_dir, "train")) == 2
+    with pytest.raises(FileNotFoundError, match="val"):
+        shard_urls(shards_dir, "val")
+    with pytest.raises(FileNotFoundError, match="nothing-"):
+        shard_urls(str(shards_dir / "nothing-{000000..000002}.tar"))
+
+
+def test_webdataset_and_datasets_load_the_same_samples(shards_dir, tmp_path):
+    import datasets
+    import webdataset as wds
+
+    urls = shard_urls(shards_dir, "train")
+    wds_samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+    ds = datasets.load_dataset("webdataset", data_files={"train": urls}, split="train",
+                               cache_dir=str(tmp_path / "hf"))
+    assert len(wds_samples) == len(ds) == 8
+    ds = ds.cast_column("sharp.png", datasets.Image(decode=False)).cast_column("blur.png", datasets.Image(decode=False))
+    by_key = {r["__key__"]: r for r in ds}
+    for raw in wds_samples:
+        a = decode_sample(raw)
+        row = by_key[raw["__key__"]]
+        b = decode_image(row["sharp.png"]["bytes"])
+        assert b.dtype == np.uint16
+        np.testing.assert_array_equal(a["sharp"], b)
+        assert row["json"]["f_number"] == json.loads(raw["json"])["f_number"]
+        assert (row["blur.png"] is None) == (a["blur"] is None)

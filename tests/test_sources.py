@@ -1,0 +1,212 @@
+"""The dataset adapters on fixture folders in the real layouts (and the real VABD / EBB photos)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import copy_resized
+from defocuskit.data.pairs import key_part, load_pair, split_for
+from defocuskit.data.sample import META_KEYS, IngestOptions, Rejected, RejectError, Task
+from defocuskit.data.sources import ded, dpdd, ebb, realblur, realdof, vabd
+from defocuskit.images import read_image, write_image
+
+OPTS = IngestOptions()
+
+
+def _img(seed: int, depth: int = 8, shape=(48, 64)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    top = 65535 if depth == 16 else 255
+    return rng.integers(0, top, (*shape, 3), dtype=np.uint16 if depth == 16 else np.uint8)
+
+
+def _split(items):
+    tasks = [t for t in items if isinstance(t, Task)]
+    rejected = [r for r in items if isinstance(r, Rejected)]
+    return tasks, rejected
+
+
+def _check_sample(sample, task):
+    assert set(sample.meta) == set(META_KEYS)
+    assert sample.key == task.key and "." not in sample.key
+    assert sample.meta["source"] == task.source and sample.meta["split"] == task.split
+    assert (sample.meta["height"], sample.meta["width"]) == sample.sharp.shape[:2]
+    if sample.blur is not None:
+        assert sample.blur.shape == sample.sharp.shape and sample.blur.dtype == sample.sharp.dtype
+
+
+def test_dpdd_pairs_by_sorted_order(tmp_path):
+    root = tmp_path / "dd_dp_dataset_png"
+    # consecutive Canon frame numbers: the f/22 target is numbered one below or above its f/4 source
+    names = [("1P0A1001", "1P0A1000"), ("1P0A1004", "1P0A1005"), ("1P0A1010", "1P0A1009")]
+    written = {}
+    for i, (src, tgt) in enumerate(names):
+        written[src] = (_img(i, 16), _img(100 + i, 16))
+        write_image(root / "train_c" / "source" / f"{src}.png", written[src][0])
+        write_image(root / "train_c" / "target" / f"{tgt}.png", written[src][1])
+        write_image(root / "train_l" / "source" / f"{src}.png", _img(200 + i, 16))  # dual-pixel views
+    write_image(root / "train_c" / "source" / "1P0A1001_l.png", _img(300, 16))
+    for name in ("1P0A2001", "1P0A2003"):
+        write_image(root / "val_c" / "source" / f"{name}.png", _img(400, 16))
+    write_image(root / "val_c" / "target" / "1P0A2002.png", _img(401, 16))
+
+    tasks, rejected = _split(list(dpdd.list_tasks(tmp_path, OPTS)))  # the parent folder is accepted too
+    assert [t.key for t in tasks] == ["dpdd/train/1P0A1001", "dpdd/train/1P0A1004", "dpdd/train/1P0A1010"]
+    assert [Path(t.files["sharp"]).stem for t in tasks] == ["1P0A1000", "1P0A1005", "1P0A1009"]
+    assert len(rejected) == 1 and rejected[0].file.endswith("val_c") and "2 source vs 1 target" in rejected[0].reason
+    for task in tasks:
+        (sample,) = dpdd.load(task, OPTS)
+        _check_sample(sample, task)
+        blur, sharp = written[task.scene]
+        np.testing.assert_array_equal(sample.blur, blur)
+        np.testing.assert_array_equal(sample.sharp, sharp)
+        assert sample.meta["f_number"] == 4.0 and sample.meta["ref_f_number"] == 22.0
+        assert sample.meta["camera"] == "Canon EOS 5D Mark IV" and sample.meta["bit_depth"] == 16
+        assert sample.meta["align"]["method"] == "none" and sample.meta["gain"] is None
+        assert sample.meta["origin"][0].startswith("dd_dp_dataset_png/train_c/source/")
+
+
+def test_realblur_lists(tmp_path):
+    j, r = "RealBlur-J_ECC_IMCORR_centroid_itensity_ref", "RealBlur-R_BM3D_ECC_IMCORR_centroid_itensity_ref"
+    for variant, scene, k in [(j, "scene001", 1), (j, "scene001", 2), (j, "scene002", 5), (j, "scene003", 1),
+                              (r, "scene001", 1)]:
+        write_image(tmp_path / variant / scene / "gt" / f"gt_{k}.png", _img(k))
+        write_image(tmp_path / variant / scene / "blur" / f"blur_{k}.png", _img(10 + k))
+
+    def line(variant, scene, k):
+        return f"{variant}/{scene}/gt/gt_{k}.png {variant}/{scene}/blur/blur_{k}.png\n"
+
+    (tmp_path / "RealBlur_J_train_list.txt").write_text(line(j, "scene001", 1) + line(j, "scene001", 2))
+    (tmp_path / "RealBlur_J_test_list.txt").write_text(line(j, "scene002", 5) + line(j, "scene002", 9) + "\n")
+    (tmp_path / "RealBlur_R_test_list.txt").write_text(line(r, "scene001", 1))
+    tasks, rejected = _split(list(realblur.list_tasks(tmp_path, OPTS)))
+    assert [(t.key, t.split) for t in tasks] == [
+        ("realblur/J/scene001/gt_1", "train"), ("realblur/J/scene001/gt_2", "train"),
+        ("realblur/J/scene002/gt_5", "test"), ("realblur/R/scene001/gt_1", "test")]  # scene003: in no list
+    assert len(rejected) == 1 and rejected[0].file.endswith("scene002/gt/gt_9.png")
+    assert "missing" in rejected[0].reason and "RealBlur_J_test_list.txt:2" in rejected[0].reason
+    (sample,) = realblur.load(tasks[2], OPTS)
+    _check_sample(sample, tasks[2])
+    assert sample.meta["blur_type"] == "motion" and sample.meta["f_number"] is None and sample.meta["bit_depth"] == 8
+    np.testing.assert_array_equal(sample.blur, _img(15))
+
+
+def test_ded_pairs_by_number(tmp_path):
+    for n in (1, 2, 10):
+        write_image(tmp_path / "sharp" / f"sharp_{n}.jpg", _img(n))
+        write_image(tmp_path / "image" / f"image_{n}.jpg", _img(20 + n))
+        write_image(tmp_path / "filtered" / f"defocus_filterd_{n}.png", _img(40 + n))
+    write_image(tmp_path / "sharp" / "sharp_3.jpg", _img(3))  # no defocused image
+    write_image(tmp_path / "image" / "image_11.jpg", _img(4))  # no sharp image
+    tasks, rejected = _split(list(ded.list_tasks(tmp_path, IngestOptions(split_by="train"))))
+    assert [t.key for t in tasks] == ["ded/1", "ded/2", "ded/10"]
+    assert all(Path(t.files["blur"]).name == f"image_{t.scene}.jpg" for t in tasks)
+    assert tasks[2].meta["origin"] == ["image/image_10.jpg", "sharp/sharp_10.jpg", "filtered/defocus_filterd_10.png"]
+    assert {Path(r.file).name for r in rejected} == {"sharp_3.jpg", "image_11.jpg"}
+    assert {t.split for t in tasks} == {"train"}
+    (sample,) = ded.load(tasks[0], OPTS)
+    _check_sample(sample, tasks[0])
+    assert sample.meta["f_number"] == 2.0 and sample.meta["camera"] == "Lytro Illum" and sample.coc is None
+    by_scene = [t.split for t in ded.list_tasks(tmp_path, IngestOptions(test_fraction=0.5, seed=3))
+                if isinstance(t, Task)]
+    assert by_scene == [split_for("ded", s, IngestOptions(test_fraction=0.5, seed=3)) for s in ("1", "2", "10")]
+
+
+def test_split_for_and_keys():
+    scenes = [f"scene{i:03d}" for i in range(400)]
+    opts = IngestOptions(test_fraction=0.25, seed=7)
+    splits = [split_for("raw", s, opts) for s in scenes]
+    assert splits == [split_for("raw", s, opts) for s in scenes]
+    assert 0.17 < splits.count("test") / len(scenes) < 0.33
+    assert splits != [split_for("raw", s, IngestOptions(test_fraction=0.25, seed=8)) for s in scenes]
+    assert key_part("IMG 0001.v2") == "IMG_0001_v2"
+    with pytest.raises(ValueError, match="split_by"):
+        split_for("raw", "a", IngestOptions(split_by="random"))
+
+
+def test_realdof_and_size_mismatch(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "source" / f"{i:03d}_blur.png", _img(i, shape=(48, 64) if i != 1 else (50, 64)))
+        write_image(tmp_path / "target" / f"{i:03d}_gt.png", _img(10 + i))
+    tasks, rejected = _split(list(realdof.list_tasks(tmp_path, OPTS)))
+    assert not rejected and [t.split for t in tasks] == ["test"] * 3
+    assert [t.key for t in tasks] == ["realdof/test/000_blur", "realdof/test/001_blur", "realdof/test/002_blur"]
+    with pytest.raises(RejectError, match="size mismatch") as info:
+        realdof.load(tasks[1], OPTS)
+    assert "64x50" in info.value.reason and "64x48" in info.value.reason and "001_gt.png" in info.value.reason
+    assert info.value.file.endswith("001_blur.png")
+    (tmp_path / "target" / "002_gt.png").unlink()
+    _, rejected = _split(list(realdof.list_tasks(tmp_path, OPTS)))
+    assert "3 source vs 2 target" in rejected[0].reason
+
+
+def test_vabd_real_photos(tmp_path, real_fixture_root):
+    root = copy_resized(real_fixture_root / "VABD", tmp_path / "VABD")
+    tasks, rejected = _split(list(vabd.list_tasks(root, OPTS)))
+    assert not rejected and len(tasks) == 12 and {t.split for t in tasks} == {"train"}
+    assert [t.key for t in tasks[:4]] == ["vabd/train/0001/f16", "vabd/train/0001/f8", "vabd/train/0001/f2_8",
+                                          "vabd/train/0001/f1_8"]
+    for task in tasks[:8]:
+        (sample,) = vabd.load(task, OPTS)
+        _check_sample(sample, task)
+        assert sample.meta["camera"] == "Canon EOS 70D" and sample.meta["focal_length_mm"] == 50.0
+        assert sample.meta["ref_f_number"] == 16.0 and sample.sharp.shape == (256, 384, 3)
+        if sample.blur is None:
+            assert sample.meta["f_number"] == 16.0
+            continue
+        assert sample.meta["f_number"] == {"f8": 8.0, "f2_8": 2.8, "f1_8": 1.8}[task.key.rsplit("/", 1)[1]]
+        align = sample.meta["align"]
+        assert align["method"] == "ecc" and align["score"] >= 0.8 and np.abs(np.array(align["matrix"])[:, 2]).max() < 2
+        assert 0.3 < sample.meta["gain"] < 2.0 and sample.blur.dtype == np.uint8
+
+
+def test_ebb_real_photos(tmp_path, real_fixture_root):
+    root = copy_resized(real_fixture_root / "EBB", tmp_path / "EBB")
+    (root / "test" / "target" / "4547.jpg").unlink()
+    tasks, rejected = _split(list(ebb.list_tasks(root, OPTS)))
+    assert not rejected
+    assert [t.key for t in tasks] == ["ebb/train/2977", "ebb/train/2978", "ebb/train/2979",
+                                      "ebb/test/4545", "ebb/test/4546", "ebb/test/4547/f16"]
+    assert tasks[5].files == {"sharp": str(root / "test" / "input" / "4547.jpg")}
+    for task in tasks[3:]:
+        (sample,) = ebb.load(task, OPTS)
+        _check_sample(sample, task)
+        if sample.blur is not None:
+            assert sample.meta["f_number"] == 1.8 and sample.meta["align"]["score"] >= 0.8
+            assert sample.meta["gain"] is not None
+
+
+def test_ebb_full_size_pair(real_fixture_root):
+    task = next(t for t in ebb.list_tasks(real_fixture_root / "EBB", OPTS) if t.key == "ebb/train/2977")
+    (sample,) = ebb.load(task, OPTS)
+    m = np.array(sample.meta["align"]["matrix"])
+    assert sample.blur.shape == (1024, 1536, 3) and sample.meta["align"]["score"] >= 0.9
+    assert np.abs(m[:, 2]).max() > 5  # EBB pairs are off by about a dozen pixels
+    assert sample.meta["origin"] == ["train/target/2977.jpg", "train/input/2977.jpg"]
+
+
+def test_load_pair_registration_failure_and_near_size(tmp_path, real_fixture_root):
+    sharp = read_image(real_fixture_root / "VABD" / "train" / "input" / "0002.JPG")
+    sharp = cv2.resize(sharp, (384, 256), interpolation=cv2.INTER_AREA)
+    write_image(tmp_path / "sharp.png", sharp)
+    write_image(tmp_path / "noise.png", _img(5, shape=(256, 384)))
+    task = Task("raw", "train", "s", "raw/s/noise", {"blur": str(tmp_path / "noise.png"), "sharp": str(tmp_path / "sharp.png")},
+                {"f_number": 2.0}, {"register": "ecc", "fallback": "homography", "gain": True})
+    with pytest.raises(RejectError, match="noise.png") as info:
+        load_pair(task, OPTS)
+    assert "registration" in info.value.reason
+    # a blurred shot 1% larger (focus breathing, other crop) is resized onto the reference when registering
+    blur = read_image(real_fixture_root / "VABD" / "train" / "8" / "0002.JPG")
+    write_image(tmp_path / "blur.png", cv2.resize(blur, (388, 259), interpolation=cv2.INTER_AREA))
+    task = Task("raw", "train", "s", "raw/s/blur", {"blur": str(tmp_path / "blur.png"), "sharp": str(tmp_path / "sharp.png")},
+                {"f_number": 8.0}, {"register": "ecc", "gain": True})
+    sample = load_pair(task, OPTS)
+    assert sample.blur.shape == sharp.shape and sample.meta["align"]["resized_from"] == [388, 259]
+    assert sample.meta["f_number"] == 8.0 and sample.meta["align"]["score"] >= 0.8
+    with pytest.raises(RejectError, match="size mismatch"):
+        load_pair(Task("raw", "train", "s", "k", task.files, {}, {}), OPTS)
+    with pytest.raises(RejectError, match="missing.png"):
+        load_pair(Task("raw", "train", "s", "k", {"blur": str(tmp_path / "missing.png"), "sharp": task.files["sharp"]}, {}, {}), OPTS)

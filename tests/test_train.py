@@ -1,0 +1,242 @@
+"""The training loop: the real CLI on the tiny HIDD recipe (one process, resume, kill, NaN, 2 CPU processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from defocuskit.cli import app
+from defocuskit.images import encode_png
+from defocuskit.methods import get_method
+from defocuskit.train.data import ShardStream, crop_and_augment, make_loader
+from defocuskit.train.export import read_model_file
+from defocuskit.train.loop import list_checkpoints, lr_factor, parameter_counts
+from defocuskit.train.recipe import OptimConfig, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "recipes" / "hidd-tiny.yaml")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def write_shards(folder: Path, n_shards: int, per_shard: int, paired: bool = False, seed: int = 0) -> str:
+    """Tiny shards: smooth random images (some smaller than the 32 px crop); blur = 255 - sharp when paired."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in range(n_shards):
+        with wds.TarWriter(str(folder / f"train-{s:06d}.tar")) as w:
+            for i in range(per_shard):
+                h, wd = (40, 48) if i % 4 else (20, 24)
+                base = rng.random((h // 4 + 1, wd // 4 + 1, 3))
+                sharp = np.kron(base, np.ones((4, 4, 1)))[:h, :wd]
+                sharp = (np.clip(sharp + 0.1 * rng.random((h, wd, 3)), 0, 1) * 255).astype(np.uint8)
+                sample = {"__key__": f"s{s}-{i:03d}", "sharp.png": encode_png(sharp),
+                          "json": json.dumps({"f_number": 2.8}).encode()}
+                if paired:
+                    sample["blur.png"] = encode_png(255 - sharp)
+                w.write(sample)
+    return str(folder / "train-*.tar")
+
+
+def cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "defocuskit", "train", TINY, *args], cwd=REPO, env=env or ENV,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+STEPS, EVERY = 30, 5
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> str:
+    return write_shards(tmp_path_factory.mktemp("shards"), n_shards=2, per_shard=8)
+
+
+@pytest.fixture(scope="module")
+def run_a(shards, tmp_path_factory) -> Path:
+    """The uninterrupted reference run (short-form override `max_steps=` as users type it)."""
+    out = tmp_path_factory.mktemp("runs") / "a"
+    cli(f"data.train={shards}", f"output_dir={out}", f"max_steps={STEPS}", f"checkpoint_every={EVERY}",
+        "train.log_every=1", "train.keep_checkpoints=2")
+    return out
+
+
+def test_loss_falls_and_model_exported(run_a):
+    curve = losses(run_a)
+    assert sorted(curve) == list(range(1, STEPS + 1))
+    first = np.mean([curve[s] for s in range(1, 6)])
+    last = np.mean([curve[s] for s in range(STEPS - 4, STEPS + 1)])
+    assert last < 0.95 * first, (first, last)
+    tensors, meta = read_model_file(run_a / "model.safetensors")
+    assert meta["method"] == "hidd" and meta["recipe"]["train"]["max_steps"] == STEPS
+    assert all(torch.isfinite(t).all() for t in tensors.values())
+    assert (run_a / "recipe.yaml").read_text().count("max_steps: 30") == 1
+    assert [s for s, _ in list_checkpoints(run_a)] == [STEPS - EVERY, STEPS]  # keep_checkpoints=2
+
+
+def test_resume_after_stop_and_kill_continues_the_curve(run_a, shards, tmp_path):
+    out = tmp_path / "b"
+    common = [f"data.train={shards}", f"output_dir={out}", f"train.checkpoint_every={EVERY}", "train.log_every=1"]
+    cli(*common, "train.max_steps=15")
+    assert [s for s, _ in list_checkpoints(out)][-1] == 15
+    # resume towards 30, killed (SIGKILL) right after the step-20 checkpoint appears
+    proc = subprocess.Popen([sys.executable, "-m", "defocuskit", "train", TINY, *common, f"train.max_steps={STEPS}"],
+                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "step-0000020").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    step, newest = list_checkpoints(out)[-1]
+    assert step >= 20
+    weights = load_file(str(newest / "model.safetensors"))
+    assert weights and all(torch.isfinite(t).all() for t in weights.values())
+    cli(*common, f"train.max_steps={STEPS}")  # the same command again resumes from the newest checkpoint
+    a, b = losses(run_a), losses(out)
+    assert sorted(b) == list(range(1, STEPS + 1))
+    for s in range(1, STEPS + 1):
+        assert abs(a[s] - b[s]) <= 1e-5 * max(1.0, abs(a[s])), (s, a[s], b[s])
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(run_a, shards, tmp_path):
+    out = tmp_path / "nan"
+    shutil.copytree(run_a / "checkpoints", out / "checkpoints")
+    proc = cli(f"data.train={shards}", f"output_dir={out}", "optim.lr=1e30", "optim.grad_clip=null",
+               "train.max_steps=40", f"train.checkpoint_every={EVERY}", check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "not finite" in proc.stderr and "step 3" in proc.stderr and "Traceback" not in proc.stderr
+    step, newest = list_checkpoints(out)[-1]
+    assert step == STEPS
+    assert all(torch.isfinite(t).all() for t in load_file(str(newest / "model.safetensors")).values())
+    assert not (out / "model.safetensors").exists()
+
+
+def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
+    shards = write_shards(tmp_path / "shards", n_shards=2, per_shard=6, seed=3)
+    out = tmp_path / "ddp"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "defocuskit", "train", TINY,
+           f"data.train={shards}", f"output_dir={out}", "train.max_steps=6", "train.checkpoint_every=3",
+           "train.log_every=1"]
+    env = {**ENV, "ACCELERATE_USE_CPU": "1", "DEFOCUSKIT_LOG_KEYS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    seen = []
+    for rank in (0, 1):
+        lines = [json.loads(x) for x in (out / f"seen-keys-rank{rank}.jsonl").read_text().splitlines()]
+        assert [x["step"] for x in lines] == list(range(1, 7))
+        seen.append({k for x in lines for k in x["keys"]})
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    sums = [json.loads((out / f"weights-rank{r}.json").read_text()) for r in (0, 1)]
+    assert sums[0] == sums[1] and sums[0]["step"] == 6
+    assert (out / "checkpoints" / "step-0000006" / "random_states_1.pkl").is_file()
+
+
+# ------------------------------------------------------------------------- errors before any work (in-process)
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("train.max_stepz=3", "train.max_stepz"),
+        ("optim.lr=fast", "optim.lr"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("model.channels=3", "model.channels"),
+        ("data.train=/nonexistent/train-*.tar", "/nonexistent/train-*.tar"),
+    ],
+)
+def test_bad_recipe_or_data_is_exit_2_before_work(override, needle, shards, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", TINY, f"data.train={shards}", f"output_dir={out}", override]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_paired_method_on_sharp_only_shards(shards, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", str(REPO / "recipes" / "nafnet-tiny.yaml"), f"data.train={shards}", f"output_dir={out}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "blur.png" in result.output and shards in result.output, result.output
+    assert not out.exists()
+
+
+def test_checkpoint_of_incompatible_recipe(run_a, shards):
+    result = CliRunner().invoke(app, ["train", TINY, f"data.train={shards}", f"output_dir={run_a}", "model.nf=16"])
+    assert result.exit_code == 2 and "model" in result.output and "checkpoint" in result.output, result.output
+
+
+def test_dry_run_prints_resolved_recipe_and_parameters(shards, tmp_path):
+    result = CliRunner().invoke(app, ["train", TINY, "--dry-run", "max_steps=7", f"output_dir={tmp_path / 'x'}"])
+    assert result.exit_code == 0, result.output
+    assert "max_steps: 7" in result.output and "total" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------------------- data and schedule
+
+
+def test_paired_crops_align_and_small_pairs_are_padded(tmp_path):
+    spec = write_shards(tmp_path, n_shards=1, per_shard=8, paired=True)
+    recipe = load_recipe(str(REPO / "recipes" / "nafnet-tiny.yaml"),
+                         [f"data.train={spec}", "data.batch_size=8", "data.augment=true", "data.shuffle_buffer=0"])
+    batch = next(iter(make_loader(recipe, get_method("nafnet"), 0, 1)))
+    assert batch["sharp"].shape == batch["blur"].shape == (8, 3, 32, 32)
+    assert len(set(batch["key"])) == 8  # the 20x24 samples are padded, not dropped
+    torch.testing.assert_close(batch["blur"], 1.0 - batch["sharp"])  # same crop and transform for both
+    assert batch["f_number"].dtype == torch.float32
+
+
+def test_crop_pads_by_reflection():
+    img = np.arange(4 * 5, dtype=np.uint8).reshape(4, 5)
+    out = crop_and_augment({"a": img}, 6, False, np.random.default_rng(0))["a"]
+    assert out.shape == (6, 6) and set(np.unique(out)) <= set(np.unique(img))
+
+
+def test_stream_resumes_exactly_and_splits_samples_when_few_shards(tmp_path):
+    spec = write_shards(tmp_path, n_shards=1, per_shard=8)
+    recipe = load_recipe(TINY, [f"data.train={spec}", "data.num_workers=0", "data.augment=true"])
+    urls = [str(p) for p in sorted(tmp_path.glob("*.tar"))]
+    full = ShardStream(urls, recipe.data, "sharp", 0, 0, 1)
+    bs = recipe.data.batch_size
+    it = iter(torch.utils.data.DataLoader(full, batch_size=bs))
+    first = [next(it) for _ in range(5)]
+    resumed = next(iter(torch.utils.data.DataLoader(ShardStream(urls, recipe.data, "sharp", 0, 0, 1, 3), batch_size=bs)))
+    assert resumed["key"] == first[3]["key"]
+    torch.testing.assert_close(resumed["sharp"], first[3]["sharp"])
+    # one shard, two processes: each keeps alternate samples, so their streams are disjoint within a pass
+    recipe.data.resampled = False
+    recipe.data.shuffle_buffer = 0
+    keys = [[s["key"] for _, s in zip(range(4), ShardStream(urls, recipe.data, "sharp", 0, r, 2))] for r in (0, 1)]
+    assert not set(keys[0]) & set(keys[1]) and len(set(keys[0] + keys[1])) == 8
+
+
+def test_lr_schedule_and_parameter_counts():
+    f = lr_factor(OptimConfig(warmup_steps=4, schedule="cosine"), max_steps=14)
+    assert [round(f(s), 3) for s in (0, 3, 4, 9, 14)] == [0.25, 1.0, 1.0, 0.5, 0.0]
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    assert parameter_counts(net) == {"total": 13, "0": 9, "1": 4}

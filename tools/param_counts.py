@@ -1,0 +1,52 @@
+"""Print the parameter counts of the paper-size RDDM parts, the defocus-map estimator and the NAFNet baseline.
+
+    python tools/param_counts.py [--recipes recipes]
+
+Builds each network from its recipe (random weights, nothing loaded) and counts parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from torch import nn
+
+from defocuskit.methods import get_method
+from defocuskit.train.recipe import load_recipe
+
+
+def count(module: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def build(recipe_path: Path) -> nn.Module:
+    recipe = load_recipe(recipe_path)
+    return get_method(recipe.method).build(recipe.model, recipe.objective, False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", type=Path, default=Path("recipes"), help="folder with rddm.yaml, nafnet.yaml, defocus-map.yaml")
+    args = parser.parse_args()
+    rddm = build(args.recipes / "rddm.yaml")
+    rows = [
+        ("RDDM pre-deblur (NAFNet w32 at 1/8, deformable outer level)", count(rddm.pre_deblur)),
+        ("RDDM guidance: ResNet-50 stages 1-3 trunk", count(rddm.guidance.resnet)),
+        ("RDDM guidance net (two 1x1 convs)", count(rddm.guidance.fuse)),
+        ("RDDM denoiser without the ResNet trunk", count(rddm.denoiser) + count(rddm.guidance.fuse)),
+        ("RDDM denoiser with the ResNet trunk", count(rddm.denoiser) + count(rddm.guidance)),
+        ("RDDM defocus-map estimator (SegFormer MiT-b0, frozen)", count(rddm.map_estimator)),
+        ("RDDM total (pre-deblur + denoiser + trunk + estimator)", count(rddm)),
+        ("RDDM trained in recipes/rddm.yaml (all but the estimator)", count(rddm) - count(rddm.map_estimator)),
+        ("defocus-map estimator (recipes/defocus-map.yaml)", count(build(args.recipes / "defocus-map.yaml"))),
+        ("NAFNet baseline (recipes/nafnet.yaml, width 64)", count(build(args.recipes / "nafnet.yaml"))),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, n in rows:
+        print(f"{name:<{width}}  {n:>12,}  ({n / 1e6:.2f} M)")
+
+
+if __name__ == "__main__":
+    main()
