@@ -210,6 +210,27 @@ def eval_cmd(
     typer.echo(f"report: {report / 'report.json'}, {report / 'report.csv'}")
 
 
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's shards, runs and report."),
+    minutes: float = typer.Option(5.0, "--minutes", help="Training time for all models together."),
+    size: int = typer.Option(128, "--size", help="Longer side of the synthetic scenes."),
+    workers: int = typer.Option(0, "--workers", help="Ingest processes (0: all cores)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Evaluation device (default: cuda when present, else cpu)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N test pairs."),
+) -> None:
+    """Run the whole pipeline on the built-in synthetic set: ingest, train every method, evaluate by aperture."""
+    import sys
+
+    from defocuskit.demo import run_demo
+
+    try:
+        run_demo(out=out, minutes=minutes, size=size, workers=workers, device=device, limit=limit)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

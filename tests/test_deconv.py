@@ -10,7 +10,7 @@ from defocuskit.deconv import wiener_deblur, wiener_deconvolve
 from defocuskit.images import read_image, to_float
 from defocuskit.optics import disc_psf
 
-PHOTO = Path("/work/shared/fixtures/real/VABD/train/input/0001.JPG")
+PHOTO = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train" / "input" / "0001.JPG"
 
 
 def psnr(a, b):

@@ -15,13 +15,6 @@ from defocuskit.models.ncsnpp import NCSNpp
 from defocuskit.train.recipe import load_recipe
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CPUs are shared: one intra-op thread avoids oversubscription (10x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -10,13 +10,6 @@ from defocuskit.models.layers import AttnBlock, fir_downsample2d, fir_kernel_2d,
 from defocuskit.models.ncsnpp import NCSNpp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CPUs are shared: one intra-op thread avoids oversubscription (10x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(**kw) -> NCSNpp:

@@ -9,13 +9,6 @@ from defocuskit.diffusion.pc_sampler import sample_pc_deblur
 from defocuskit.diffusion.vesde import reverse_sigmas
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CPUs are shared: one intra-op thread avoids oversubscription (10x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 MU, S0 = 0.5, 0.1  # every pixel of the "dataset" is N(MU, S0^2)

@@ -35,13 +35,6 @@ def _write_model(path: Path, method: str, model_section: dict) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convs gain nothing from threads, and on shared cores OpenMP spinning makes them 30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

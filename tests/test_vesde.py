@@ -10,13 +10,6 @@ import torch
 from defocuskit.diffusion.vesde import dsm_loss, reverse_sigmas, sample_sigmas, sigma_at
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The CPUs are shared: one intra-op thread avoids oversubscription (10x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 MU, S0 = 0.5, 0.1  # a Gaussian "dataset": every pixel N(MU, S0^2)

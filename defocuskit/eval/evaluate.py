@@ -191,6 +191,8 @@ def _checkpoint_runner(path: Path, *, steps: int | None, tile: int | None, overl
         raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
     if method.output != "image":
         raise EvalError(f"{path}: a '{method.name}' model estimates {method.output.replace('_', ' ')}s; eval scores images")
+    if not hasattr(recipe.sampler, "steps"):
+        steps = None  # --steps applies to the sampling methods; a one-pass model beside them runs as it is
     try:
         sampler = resolve_sampler(recipe, steps)
     except ValueError as exc:

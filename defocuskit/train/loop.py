@@ -20,6 +20,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -339,7 +340,8 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizer: Any, sch
     batches = iter(loader)
     keys_file = open(out / f"seen-keys-rank{rank}.jsonl", "a") if log_keys else None  # noqa: SIM115
     metrics = open(out / METRICS, "a") if accelerator.is_main_process else None  # noqa: SIM115
-    bar = tqdm(total=t.max_steps, initial=start, disable=not accelerator.is_main_process, dynamic_ncols=True)
+    bar = tqdm(total=t.max_steps, initial=start, disable=not accelerator.is_main_process, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s, not per step
     t_start = t_log = time.time()
     wait, losses, step = 0.0, [], start
     try:
@@ -384,7 +386,10 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizer: Any, sch
                 images = len(losses) * t.grad_accum * recipe.data.batch_size * world
                 record = {"step": step, "loss": sum(losses) / len(losses), "lr": lr,
                           "images_per_s": images / max(now - t_log, 1e-9), "data_wait_s": wait, "time": now}
-                bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.3g}", img_s=f"{record['images_per_s']:.1f}")
+                postfix = {"loss": f"{record['loss']:.4g}", "lr": f"{lr:.3g}", "img_s": f"{record['images_per_s']:.1f}"}
+                if t.max_minutes is not None:  # the time budget, not max_steps, ends time-bounded runs
+                    postfix["left"] = f"{max(0.0, t.max_minutes * 60 - (now - t_start)):.0f}s"
+                bar.set_postfix(postfix, refresh=False)
                 if metrics is not None:
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
