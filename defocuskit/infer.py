@@ -12,11 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from defocuskit.data.shards import encode_coc
 from defocuskit.images import ImageError, bit_depth, from_float, read_image, to_float, write_image
 from defocuskit.methods.base import Method
 from defocuskit.train.recipe import Recipe
 
-COC_SCALE = 256.0  # defocus maps are written as 16-bit PNG, pixels x 256 (DESIGN.md section 2)
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -197,7 +197,7 @@ def deblur_files(
             tile=size, overlap=overlap, batch=batch, seed=seed, device=device, progress=progress, sampler_cfg=sampler,
         )
         if method.output == "defocus_map":
-            coc = np.clip(np.rint(result[:, :, 0] * COC_SCALE), 0, 65535).astype(np.uint16)
+            coc = encode_coc(result[:, :, 0])  # 16-bit PNG, pixels x 256, as coc.png in the shards
             dest = out / f"{p.stem}_coc.png"
             write_image(dest, coc)
         else:

@@ -47,6 +47,11 @@ def list_images(folder: Path, extensions: Iterable[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
 
 
+def images_by_stem(folder: Path, extensions: Iterable[str]) -> dict[str, Path]:
+    """`list_images` keyed by file stem (for layouts that pair files by name across folders)."""
+    return {p.stem: p for p in list_images(folder, extensions)}
+
+
 def relpath(path: str | Path, root: Path) -> str:
     """`path` relative to the source root, with forward slashes."""
     try:

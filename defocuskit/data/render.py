@@ -307,6 +307,21 @@ def scene_camera(scene: Scene, focal_length_mm: float | None = None, focus_dista
     }
 
 
+def render_shot(
+    scene: Scene,
+    f_number: float,
+    camera: dict,
+    seed: int = 0,
+    n_layers: int = 16,
+    noise: SensorNoise | None = SensorNoise(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """One shot of a scene at `f_number` with `camera` (scene_camera); its noise stream depends only on
+    (seed, scene, f-number), so a shot is the same whichever others are rendered, in whichever process."""
+    rng = np.random.default_rng([seed, stable_hash(scene.name), int(round(float(f_number) * 100))])
+    return render_defocus(scene.rgb, scene.depth_m, float(f_number), camera["focal_length_mm"],
+                          camera["focus_distance_m"], camera["pixel_pitch_um"], rng, n_layers, noise)
+
+
 def render_stack(
     scene: Scene,
     f_numbers: tuple[float, ...] | list[float],
@@ -322,19 +337,12 @@ def render_stack(
 
     Returns {"sharp": the reference shot at `ref_f_number` (through the same model, with noise),
     "sharp_coc": its CoC map, "shots": {f_number: (blurred, coc_px)}, "camera": parameters used}.
-    Every shot has its own noise stream, so a shot does not depend on which others are rendered.
     """
     camera = scene_camera(scene, focal_length_mm, focus_distance_m, pixel_pitch_um)
-
-    def shot(n: float) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([seed, stable_hash(scene.name), int(round(float(n) * 100))])
-        return render_defocus(scene.rgb, scene.depth_m, float(n), camera["focal_length_mm"],
-                              camera["focus_distance_m"], camera["pixel_pitch_um"], rng, n_layers, noise)
-
-    sharp, sharp_coc = shot(ref_f_number)
+    sharp, sharp_coc = render_shot(scene, ref_f_number, camera, seed, n_layers, noise)
     return {
         "sharp": sharp,
         "sharp_coc": sharp_coc,
-        "shots": {float(n): shot(n) for n in f_numbers},
+        "shots": {float(n): render_shot(scene, n, camera, seed, n_layers, noise) for n in f_numbers},
         "camera": {**camera, "ref_f_number": float(ref_f_number)},
     }

@@ -299,6 +299,10 @@ def evaluate(
         label = _label(Path(path), set(runners))
         runners[label], infos[label] = _checkpoint_runner(Path(path), steps=steps, tile=tile, overlap=overlap,
                                                           batch=batch, device=device, seed=seed)
+    sampled = [label for label, info in infos.items() if "steps" in (info.get("sampler") or {})]
+    if steps is not None and checkpoints and not sampled:
+        raise EvalError(f"--steps {steps}: no 'steps' setting in the sampler of any model given "
+                        f"({', '.join(str(p) for p in checkpoints)}); it applies to the diffusion methods")
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 

@@ -39,6 +39,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset
 
 from defocuskit.data.shards import decode_sample, shard_urls
+from defocuskit.images import to_float
 from defocuskit.methods.base import DataKind, Method
 from defocuskit.train.recipe import DataConfig, Recipe
 
@@ -94,11 +95,6 @@ def check_data(recipe: Recipe, method: Method) -> list[str]:
     return urls
 
 
-def _to_float(arr: np.ndarray) -> np.ndarray:
-    scale = 65535.0 if arr.dtype == np.uint16 else 255.0
-    return arr.astype(np.float32) / scale
-
-
 def _pad_to(arr: np.ndarray, size: int) -> np.ndarray:
     ph, pw = max(0, size - arr.shape[0]), max(0, size - arr.shape[1])
     if ph == 0 and pw == 0:
@@ -137,7 +133,7 @@ def to_tensors(sample: dict[str, Any], kind: DataKind, cfg: DataConfig, rng: np.
         if n == "coc":
             out[n] = torch.from_numpy(images[n].astype(np.float32))[None]
             continue
-        x = _to_float(images[n])
+        x = to_float(images[n])
         if cfg.channels == 1:
             x = (x @ BT601)[..., None]  # ITU-R BT.601 luma weights
         out[n] = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))

@@ -381,7 +381,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizer: Any, sch
             counter.step = step
             bar.update(1)
             losses.append(float(stats[:, 0].mean()))
-            if step % t.log_every == 0 or step == t.max_steps:
+            if step % t.log_every == 0 or step == t.max_steps or bool(stats[0, 1]):  # the last step is always logged
                 now = time.time()
                 images = len(losses) * t.grad_accum * recipe.data.batch_size * world
                 record = {"step": step, "loss": sum(losses) / len(losses), "lr": lr,

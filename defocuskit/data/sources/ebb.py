@@ -11,17 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from defocuskit.data.pairs import key_part, list_images, load_task, relpath
+from defocuskit.data.pairs import images_by_stem, key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 
 NAME = "ebb"
 F_NUMBER, REF_F_NUMBER = 1.8, 16.0
 CAMERA, FOCAL_LENGTH_MM = "Canon 7D", 50.0
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
-
-
-def _by_stem(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in list_images(folder, EXTENSIONS)}
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
@@ -32,7 +28,8 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
         yield Rejected(NAME, str(root), "no train/input or test/input folder found")
         return
     for split in splits:
-        refs, targets = _by_stem(root / split / "input"), _by_stem(root / split / "target")
+        refs = images_by_stem(root / split / "input", EXTENSIONS)
+        targets = images_by_stem(root / split / "target", EXTENSIONS)
         for stem in sorted(set(targets) - set(refs)):
             yield Rejected(NAME, str(targets[stem]), f"no f/16 reference {split}/input/{stem}.*")
         for stem, ref in refs.items():

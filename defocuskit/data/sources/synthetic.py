@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from defocuskit.data.render import PHOTOS, builtin_scene, builtin_scene_names, photo_of, render_stack, stable_hash
+from defocuskit.data.render import (
+    PHOTOS, Scene, builtin_scene, builtin_scene_names, photo_of, render_shot, scene_camera, stable_hash,
+)
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task, empty_meta
 from defocuskit.images import from_float, linear_to_srgb
 
@@ -76,30 +78,39 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
             )
 
 
-@functools.lru_cache(maxsize=4)
-def _stack(scene: str, size: int, seed: int, f_numbers: tuple[float, ...], ref_f_number: float) -> dict:
-    """The rendered stack of one scene, cached so the f-numbers of a scene render it once per process."""
-    return render_stack(builtin_scene(scene, size, seed), f_numbers, ref_f_number=ref_f_number, seed=seed)
+@functools.lru_cache(maxsize=8)
+def _scene(scene: str, size: int, seed: int) -> tuple[Scene, dict]:
+    """A built-in scene and its camera, built once per process."""
+    built = builtin_scene(scene, size, seed)
+    return built, scene_camera(built)
+
+
+@functools.lru_cache(maxsize=8)
+def _reference(scene: str, size: int, seed: int, ref_f_number: float) -> np.ndarray:
+    """The scene's reference shot, rendered once per process for all of its f-numbers."""
+    built, camera = _scene(scene, size, seed)
+    return render_shot(built, ref_f_number, camera, seed)[0]
 
 
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
-    """Render the task's shot and the reference; 16-bit sRGB (8-bit if opts.bit_depth == "8"), CoC in px."""
+    """Render the task's shot and the reference; 16-bit sRGB (8-bit if opts.bit_depth == "8"), CoC in px.
+
+    Only the task's own shot is rendered (plus the reference, cached): workers that receive the
+    f-numbers of one scene split its rendering between them instead of each rendering the whole stack.
+    """
     scene = task.options.get("scene")
     if scene not in builtin_scene_names():
         raise RejectError(task.key, f"unknown built-in scene {scene!r}")
     f_number = task.options.get("f_number")
-    f_numbers = tuple(float(n) for n in opts.synthetic_f_numbers)
-    if f_number is not None and float(f_number) not in f_numbers:
-        f_numbers = (*f_numbers, float(f_number))
     depth = 8 if str(opts.bit_depth) == "8" else 16
-    stack = _stack(scene, int(opts.synthetic_size), int(opts.seed), f_numbers, float(opts.synthetic_ref_f_number))
-    sharp = from_float(linear_to_srgb(stack["sharp"]), depth)
+    size, seed, ref_f_number = int(opts.synthetic_size), int(opts.seed), float(opts.synthetic_ref_f_number)
+    built, camera = _scene(scene, size, seed)
+    sharp = from_float(linear_to_srgb(_reference(scene, size, seed, ref_f_number)), depth)
     blur, coc = None, None
     if f_number is not None:
-        blurred, coc_px = stack["shots"][float(f_number)]
+        blurred, coc_px = render_shot(built, float(f_number), camera, seed)
         blur = from_float(linear_to_srgb(blurred), depth)
         coc = coc_px.astype(np.float32)
-    camera = stack["camera"]
     meta = empty_meta(
         source=NAME, split=task.split, scene=scene,
         f_number=None if f_number is None else float(f_number),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from defocuskit.data.pairs import key_part, list_images, load_task, relpath
+from defocuskit.data.pairs import images_by_stem, key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 
 NAME = "vabd"
@@ -20,10 +20,6 @@ REF_FOLDER, REF_F_NUMBER = "input", 16.0
 APERTURES = {"8": 8.0, "2_8": 2.8, "1_8": 1.8}
 CAMERA, FOCAL_LENGTH_MM = "Canon EOS 70D", 50.0
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
-
-
-def _by_stem(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in list_images(folder, EXTENSIONS)}
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
@@ -34,8 +30,8 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
         yield Rejected(NAME, str(root), "no train/input or test/input folder found")
         return
     for split in splits:
-        refs = _by_stem(root / split / REF_FOLDER)
-        shots = {folder: _by_stem(root / split / folder) for folder in APERTURES}
+        refs = images_by_stem(root / split / REF_FOLDER, EXTENSIONS)
+        shots = {folder: images_by_stem(root / split / folder, EXTENSIONS) for folder in APERTURES}
         for folder, files in shots.items():
             for stem in sorted(set(files) - set(refs)):
                 yield Rejected(NAME, str(files[stem]), f"no f/16 reference {split}/{REF_FOLDER}/{stem}.*")
