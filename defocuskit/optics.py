@@ -19,6 +19,14 @@ def _check_positive(name: str, value: float | np.ndarray) -> None:
         raise ValueError(f"{name} must be positive, got {value!r}")
 
 
+def _focus_and_focal_mm(focus_distance_m: float, focal_length_mm: float) -> tuple[float, float]:
+    """(focus distance, focal length) in mm; the lens must focus beyond its focal length."""
+    s, f = float(focus_distance_m) * 1000.0, float(focal_length_mm)
+    if s <= f:
+        raise ValueError(f"focus_distance_m ({focus_distance_m} m) must exceed the focal length ({f} mm)")
+    return s, f
+
+
 def signed_coc_diameter_mm(
     f_number: float, focal_length_mm: float, focus_distance_m: float, depth_m: float | np.ndarray
 ) -> float | np.ndarray:
@@ -26,10 +34,7 @@ def signed_coc_diameter_mm(
     _check_positive("f_number", f_number)
     _check_positive("focal_length_mm", focal_length_mm)
     _check_positive("depth_m", depth_m)
-    s = float(focus_distance_m) * 1000.0
-    f = float(focal_length_mm)
-    if s <= f:
-        raise ValueError(f"focus_distance_m ({focus_distance_m} m) must exceed the focal length ({f} mm)")
+    s, f = _focus_and_focal_mm(focus_distance_m, focal_length_mm)
     d = np.asarray(depth_m, dtype=np.float64) * 1000.0
     aperture = f / float(f_number)  # entrance-pupil diameter A = f / N
     # Thin lens (1/f = 1/s + 1/s'): blur circle c = A * (d - s) / d * f / (s - f)
@@ -63,10 +68,7 @@ def coc_at_infinity_px(
     """CoC diameter in pixels of a background at infinity: the limit A * f / (s - f) of the thin-lens formula."""
     _check_positive("f_number", f_number)
     _check_positive("pixel_pitch_um", pixel_pitch_um)
-    s = float(focus_distance_m) * 1000.0
-    f = float(focal_length_mm)
-    if s <= f:
-        raise ValueError(f"focus_distance_m ({focus_distance_m} m) must exceed the focal length ({f} mm)")
+    s, f = _focus_and_focal_mm(focus_distance_m, focal_length_mm)
     return (f / float(f_number)) * f / (s - f) * 1000.0 / float(pixel_pitch_um)
 
 
