@@ -19,6 +19,22 @@ DataKind = Literal["sharp", "paired", "coc"]
 #   batch["f_number"] (B,) float, NaN where unknown.
 Batch = dict[str, torch.Tensor]
 
+# Per-sample conditions handed to `restore` beside the images (each optional):
+#   conditions["coc"]: (B, 1, H, W) circle-of-confusion diameter in pixels (defocus map, coc.png or optics).
+Conditions = dict[str, torch.Tensor]
+
+
+def _unchanged(cfg: Any) -> Any:
+    return cfg
+
+
+def _one_pass(cfg: Any) -> int:
+    return 1
+
+
+def _no_conditions(cfg: Any) -> frozenset[str]:
+    return frozenset()
+
 
 @dataclass(frozen=True)
 class Method:
@@ -29,10 +45,18 @@ class Method:
         (the exported .safetensors carries every weight).
     loss(model, batch, objective_cfg) -> scalar tensor
         the training objective; randomness from torch's global RNG (the loop reseeds it per step).
-    restore(model, blur, sampler_cfg, objective_cfg, generator, callback) -> tensor
+    restore(model, blur, sampler_cfg, objective_cfg, generator, callback, conditions) -> tensor
         deblurs a batch (B, C, H, W) in [0, 1]; returns the same shape, for the "deblur"
         output of the method (an image, or a defocus map for the map estimator).
-        `callback(i, n)` reports progress over sampler steps.
+        `callback(i, n)` reports progress over sampler steps; `conditions` are per-sample inputs
+        beside the image (see Conditions), those named by `needs`.
+    resolve_sampler(sampler_cfg) -> sampler_cfg
+        the config as it will run (defaults that depend on other keys filled in).
+    nfe(sampler_cfg) -> int
+        network evaluations per sample path (per tile): steps x evaluations per step.
+    needs(sampler_cfg) -> frozenset of condition names restore requires with this config.
+    upgrade_recipe(raw) -> raw
+        a recipe dict read from an older model file, in today's keys.
     """
 
     name: str
@@ -44,3 +68,7 @@ class Method:
     loss: Callable[[nn.Module, Batch, Any], torch.Tensor]
     restore: Callable[..., torch.Tensor]
     output: Literal["image", "defocus_map"] = "image"
+    resolve_sampler: Callable[[Any], Any] = _unchanged
+    nfe: Callable[[Any], int] = _one_pass
+    needs: Callable[[Any], frozenset[str]] = _no_conditions
+    upgrade_recipe: Callable[[dict[str, Any]], dict[str, Any]] = _unchanged

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defocuskit.methods.base import Batch, Method
+from defocuskit.methods.base import Batch, Conditions, Method
 from defocuskit.models.defocus_map import DefocusMapEstimator
 
 
@@ -83,6 +83,7 @@ def restore(
     objective_cfg: ObjectiveConfig,
     generator: torch.Generator | None = None,
     callback: Callable[[int, int], None] | None = None,
+    conditions: Conditions | None = None,
 ) -> torch.Tensor:
     """The defocus map (B, 1, H, W) in pixels of circle-of-confusion diameter."""
     coc = model(_rgb(blur))

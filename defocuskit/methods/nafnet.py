@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from defocuskit.methods.base import Batch, Method
+from defocuskit.methods.base import Batch, Conditions, Method
 from defocuskit.models.nafnet import NAFNet, psnr_loss
 
 
@@ -70,6 +70,7 @@ def restore(
     objective_cfg: ObjectiveConfig,
     generator: torch.Generator | None = None,
     callback: Callable[[int, int], None] | None = None,
+    conditions: Conditions | None = None,
 ) -> torch.Tensor:
     """One forward pass, clamped to [0, 1]."""
     _check_channels(model, blur)

@@ -21,7 +21,7 @@ from torch import nn
 
 from defocuskit.diffusion.ddim_residual import ResidualSchedule, sample_residual_ddim, sample_timesteps
 from defocuskit.methods import defocus_map
-from defocuskit.methods.base import Batch, Method
+from defocuskit.methods.base import Batch, Conditions, Method
 from defocuskit.models.nafnet import psnr_loss
 from defocuskit.models.rddm import RDDM, GuidanceNet, PreDeblur, ResidualDenoiser
 from defocuskit.train.recipe import RecipeError, build_dataclass
@@ -67,6 +67,10 @@ class SamplerConfig:
     steps: int = 2  # DDIM steps, 1-4
     eta: float = 0.0
     timestep_spacing: str = "trailing"  # "trailing" starts from t = T - 1, where r_T is pure noise
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"sampler.steps: RDDM samples in 1 to {MAX_STEPS} steps, got {self.steps}")
 
 
 def schedule_of(objective_cfg: ObjectiveConfig, sampler_cfg: SamplerConfig | None = None) -> ResidualSchedule:
@@ -188,6 +192,7 @@ def restore(
     objective_cfg: ObjectiveConfig,
     generator: torch.Generator | None = None,
     callback: Callable[[int, int], None] | None = None,
+    conditions: Conditions | None = None,
 ) -> torch.Tensor:
     """Map -> pre-deblur -> DDIM residual in sampler_cfg.steps steps -> pre + residual, clamped to [0, 1]."""
     if not 1 <= sampler_cfg.steps <= MAX_STEPS:
@@ -216,4 +221,5 @@ METHOD = Method(
     build=build,
     loss=loss,
     restore=restore,
+    nfe=lambda cfg: int(cfg.steps),  # one denoiser evaluation per DDIM step (plus the one-pass pre-deblur)
 )

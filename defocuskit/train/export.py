@@ -68,8 +68,9 @@ def load_model(
     tensors, meta = read_model_file(path)
     if expect_method is not None and meta["method"] != expect_method:
         raise ValueError(f"{path}: a '{meta['method']}' model, but a '{expect_method}' model is needed")
-    recipe = resolve_recipe(meta["recipe"])
-    method = get_method(recipe.method)
+    raw = meta["recipe"]
+    method = get_method(str(raw.get("method")))
+    recipe = resolve_recipe(method.upgrade_recipe(raw))  # files of older versions read in today's keys
     model = method.build(recipe.model, recipe.objective, False)
     try:
         model.load_state_dict(tensors, strict=True)

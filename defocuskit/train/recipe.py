@@ -142,6 +142,8 @@ def build_dataclass(cls: type, values: dict[str, Any] | None, prefix: str = "") 
         return cls(**kwargs)
     except TypeError as e:
         raise RecipeError(f"{prefix or 'recipe'}: {e}") from None
+    except ValueError as e:  # a config's own range checks (__post_init__) name their key
+        raise RecipeError(str(e)) from None
 
 
 def _parse_value(text: str) -> Any:

@@ -1,0 +1,161 @@
+"""The thin-lens defocus forward model y = K_c x in torch: a spatially varying disc blur, layered by CoC.
+
+K_c is built from a per-pixel circle-of-confusion diameter c (pixels). The map is split into depth
+layers by CoC (soft assignment between neighbouring levels, as the synthetic renderer does), and
+every model here has the layered form
+
+    K x = sum_k P_k * (d_k conv (Q_k * x))      (d_k the disc PSF of level k, zero padding)
+
+which is linear in x, so its adjoint is K^T y = sum_k Q_k * (d_k conv (P_k * y)) (the discs are
+symmetric). The three models differ only in P and Q:
+
+- `over` (default): occlusion-aware compositing. Each layer's colour and its alpha are blurred by
+  its own disc and layers are composited back to front with the "over" operator, then divided by
+  the accumulated alpha (Porter & Duff; Hasinoff & Kutulakos; the renderer in data/render.py).
+  With only an unsigned CoC map the depth order is unknown: a larger CoC is taken as farther,
+  which holds for the usual photograph focused on its nearest subject.
+- `scatter`: every pixel spreads its light over its own disc, normalised so that K 1 = 1.
+- `gather`: every pixel averages the image over its own disc (the part of it inside the image).
+
+Images are (B, C, H, W); the map is (B, 1, H, W). `prox` solves min ||K x - y||^2 + rho ||x - x0||^2
+by conjugate gradients.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from defocuskit.optics import disc_psf
+
+MODELS = ("over", "scatter", "gather")
+LEVEL_SPACING_PX = 0.25  # the finest CoC step between layers, as the renderer
+_EPS = 1e-6
+
+
+def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
+    """IEC 61966-2-1 sRGB decoding of x clamped to [0, 1]."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
+    """IEC 61966-2-1 sRGB encoding of x clamped to [0, 1]."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+
+
+def coc_levels(coc: torch.Tensor, n_levels: int) -> torch.Tensor:
+    """The CoC values (pixels) of the layers: evenly spaced over the map's range, at most `n_levels`."""
+    lo, hi = float(coc.min()), float(coc.max())
+    if hi - lo < 1e-3:
+        return torch.tensor([0.5 * (lo + hi)], dtype=torch.float64)
+    n = int(min(n_levels, math.ceil((hi - lo) / LEVEL_SPACING_PX) + 1))
+    return torch.linspace(lo, hi, max(n, 2), dtype=torch.float64)
+
+
+def layer_weights(coc: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """(B, L, H, W) soft layer membership: linear interpolation between the two levels around each pixel's CoC."""
+    if len(levels) == 1:
+        return torch.ones_like(coc)
+    lo, hi, n = float(levels[0]), float(levels[-1]), len(levels)
+    pos = (coc - lo) / (hi - lo) * (n - 1)
+    i0 = pos.floor().clamp(0, n - 2)
+    frac = pos - i0
+    k = torch.arange(n, device=coc.device, dtype=coc.dtype)[None, :, None, None]
+    return torch.where(i0 == k, 1.0 - frac, 0.0) + torch.where(i0 + 1 == k, frac, 0.0)
+
+
+class DefocusOperator:
+    """K_c for one batch of CoC maps (B, 1, H, W): `forward` blurs, `adjoint` applies K^T, `prox` inverts."""
+
+    def __init__(self, coc: torch.Tensor, model: str = "over", n_levels: int = 12):
+        if coc.dim() != 4 or coc.shape[1] != 1:
+            raise ValueError(f"DefocusOperator: expected a CoC map (B, 1, H, W), got shape {tuple(coc.shape)}")
+        if model not in MODELS:
+            raise ValueError(f"DefocusOperator: unknown model '{model}' (known: {', '.join(MODELS)})")
+        if n_levels < 1:
+            raise ValueError(f"DefocusOperator: n_levels must be >= 1, got {n_levels}")
+        if not torch.isfinite(coc).all() or (coc < 0).any():
+            raise ValueError("DefocusOperator: the CoC map must be finite and >= 0")
+        coc = coc.float()
+        self.shape = tuple(coc.shape[-2:])
+        self.levels = coc_levels(coc, n_levels)
+        discs = [torch.from_numpy(disc_psf(float(d))) for d in self.levels]
+        self.radius = max(k.shape[0] for k in discs) // 2
+        h, w = self.shape
+        self._fft_shape = (h + 2 * self.radius, w + 2 * self.radius)
+        kernels = torch.zeros(len(discs), *self._fft_shape)
+        for i, k in enumerate(discs):  # centred at the origin of the circular grid
+            r = k.shape[0] // 2
+            kernels[i, : k.shape[0], : k.shape[1]] = k
+            kernels[i] = torch.roll(kernels[i], (-r, -r), dims=(0, 1))
+        self._otf = torch.fft.rfft2(kernels.to(coc.device))  # (L, H', W'//2+1)
+        weights = layer_weights(coc, self.levels.to(coc.device, coc.dtype))  # (B, L, H, W)
+        self.P, self.Q = self._factors(weights, model)
+
+    def _conv(self, layers: torch.Tensor) -> torch.Tensor:
+        """Each layer (B, L, C, H, W) filtered by its level's disc, zero padding, same size."""
+        r, (h, w) = self.radius, self.shape
+        padded = F.pad(layers, (r, r, r, r))
+        out = torch.fft.irfft2(torch.fft.rfft2(padded) * self._otf[None, :, None], s=self._fft_shape)
+        return out[..., r : r + h, r : r + w]
+
+    def _factors(self, weights: torch.Tensor, model: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, Q), each (B, L, 1, H, W), of the layered form."""
+        q = weights[:, :, None]
+        if model == "gather":  # normalised by each disc's coverage of the image: K 1 = 1 at the borders too
+            return q / self._conv(torch.ones_like(q)).clamp_min(_EPS), torch.ones_like(q)
+        coverage = self._conv(q)  # each layer's blurred membership
+        if model == "scatter":
+            return (1.0 / coverage.sum(dim=1, keepdim=True).clamp_min(_EPS)).expand_as(q), q
+        alpha = coverage.clamp(0.0, 1.0)
+        # Back to front (largest CoC first): layer k is seen through every layer nearer than it.
+        # Levels ascend in CoC, so the layers nearer than k are j < k: T_k = prod_{j<k} (1 - alpha_j).
+        transmit = torch.cumprod(1.0 - alpha, dim=1)
+        transmit = torch.cat([torch.ones_like(transmit[:, :1]), transmit[:, :-1]], dim=1)
+        accumulated = (1.0 - torch.prod(1.0 - alpha, dim=1, keepdim=True)).clamp_min(_EPS)
+        return transmit / accumulated, q
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or tuple(x.shape[-2:]) != self.shape or x.shape[0] != self.P.shape[0]:
+            raise ValueError(f"DefocusOperator: image {tuple(x.shape)} does not match the CoC map "
+                             f"({self.P.shape[0]}, 1, {self.shape[0]}, {self.shape[1]})")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """K x: the defocused image (B, C, H, W)."""
+        self._check(x)
+        return (self.P * self._conv(self.Q * x[:, None])).sum(dim=1)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """K^T y (B, C, H, W)."""
+        self._check(y)
+        return (self.Q * self._conv(self.P * y[:, None])).sum(dim=1)
+
+    def prox(self, y: torch.Tensor, x0: torch.Tensor, rho: float, steps: int = 30) -> torch.Tensor:
+        """argmin_x ||K x - y||^2 + rho ||x - x0||^2, by `steps` conjugate-gradient steps from x0."""
+        if rho < 0 or steps < 0:
+            raise ValueError(f"prox: need rho >= 0 and steps >= 0, got rho={rho}, steps={steps}")
+
+        def normal(v: torch.Tensor) -> torch.Tensor:  # (K^T K + rho I) v
+            return self.adjoint(self.forward(v)) + rho * v
+
+        def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # per image
+            return (a * b).flatten(1).sum(dim=1)[:, None, None, None]
+
+        x = x0.clone()
+        r = self.adjoint(y) + rho * x0 - normal(x)
+        p, rr = r.clone(), dot(r, r)
+        for _ in range(steps):
+            if float(rr.max()) <= 1e-20:
+                break
+            ap = normal(p)
+            alpha = rr / dot(p, ap).clamp_min(1e-30)
+            x = x + alpha * p
+            r = r - alpha * ap
+            rr_new = dot(r, r)
+            p = r + (rr_new / rr.clamp_min(1e-30)) * p
+            rr = rr_new
+        return x
