@@ -1,4 +1,5 @@
-"""Reference points for the evaluator: the blurred input itself, and Wiener deconvolution with a disc PSF."""
+"""Reference points for the evaluator: the blurred input itself, Wiener deconvolution with a disc PSF, and the
+thin-lens proximal step without a prior."""
 
 from __future__ import annotations
 
@@ -8,20 +9,20 @@ import numpy as np
 
 from defocuskit import optics
 
-BASELINES = ("input", "wiener")
+BASELINES = ("input", "wiener", "prox")
 
-# Assumptions where the shard metadata is silent (stated in every report that uses the Wiener baseline).
-DEFAULT_FOCAL_LENGTH_MM = 50.0
-DEFAULT_FOCUS_DISTANCE_M = 2.0
-DEFAULT_SENSOR_WIDTH_MM = 36.0  # full-frame equivalent: pixel pitch = 36 mm / image width
 DEFAULT_NSR = 0.01
+PROX_RHO, PROX_CG_STEPS = 0.2, 30
+
+PROX_DESCRIPTION = (
+    f"the thin-lens proximal step alone, no learned prior: argmin ||K_c x - y||^2 + {PROX_RHO:g} ||x - y||^2 in "
+    f"linear light (lens_blur.DefocusOperator, 'over' layers), {PROX_CG_STEPS} conjugate-gradient steps, sRGB in and "
+    "out; CoC as the Wiener baseline's"
+)
 
 WIENER_ASSUMPTIONS = (
-    "Wiener deconvolution with a uniform disc PSF; diameter from the shard's coc.png where present, else the "
-    "thin-lens CoC of a background at infinity, optics.coc_at_infinity_px(f_number, focal_length_mm, "
-    f"focus_distance_m, pitch), with focal length {DEFAULT_FOCAL_LENGTH_MM:g} mm and focus distance "
-    f"{DEFAULT_FOCUS_DISTANCE_M:g} m where the metadata has none, and pitch = {DEFAULT_SENSOR_WIDTH_MM:g} mm "
-    f"(full-frame width) / image width; noise-to-signal ratio {DEFAULT_NSR:g}"
+    "Wiener deconvolution with a uniform disc PSF; diameter from the CoC source (default: the shard's coc.png "
+    f"where present, else {optics.COC_FROM_METADATA}); noise-to-signal ratio {DEFAULT_NSR:g}"
 )
 
 
@@ -34,15 +35,10 @@ def wiener_coc_px(meta: dict[str, Any], width: int, coc: np.ndarray | None = Non
     """The disc diameter (pixels) for the Wiener baseline: the coc map if given, else from the f-number."""
     if coc is not None:
         return np.asarray(coc, np.float32)
-    f_number = meta.get("f_number")
-    if f_number is None:
-        raise ValueError(f"sample '{meta.get('scene') or meta.get('key')}': the Wiener baseline needs coc.png or an f_number")
-    focal = meta.get("focal_length_mm") or DEFAULT_FOCAL_LENGTH_MM
-    distance = meta.get("focus_distance_m") or DEFAULT_FOCUS_DISTANCE_M
-    if distance * 1000.0 <= focal:
-        distance = DEFAULT_FOCUS_DISTANCE_M
-    pitch = optics.pixel_pitch_um(DEFAULT_SENSOR_WIDTH_MM, width)
-    return float(optics.coc_at_infinity_px(float(f_number), float(focal), float(distance), pitch))
+    try:
+        return optics.coc_from_metadata(meta, width)
+    except ValueError as exc:
+        raise ValueError(f"the Wiener baseline needs coc.png or an f_number: {exc}") from None
 
 
 def wiener_baseline(
@@ -53,3 +49,17 @@ def wiener_baseline(
 
     coc_px = wiener_coc_px(meta, blur.shape[1], coc)
     return np.clip(wiener_deblur(blur.astype(np.float32), coc_px, nsr), 0.0, 1.0)
+
+
+def prox_baseline(blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | None = None) -> np.ndarray:
+    """The physics data step alone (PROX_DESCRIPTION) on a float (H, W, C) image in [0, 1]; float in [0, 1]."""
+    import torch
+
+    from defocuskit.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
+
+    coc_px = wiener_coc_px(meta, blur.shape[1], coc)
+    coc_map = np.array(np.broadcast_to(np.asarray(coc_px, np.float32), blur.shape[:2]))
+    y = srgb_to_linear(torch.from_numpy(np.ascontiguousarray(blur.transpose(2, 0, 1), np.float32))[None])
+    operator = DefocusOperator(torch.from_numpy(np.ascontiguousarray(coc_map))[None, None])
+    out = linear_to_srgb(operator.prox(y, y, PROX_RHO, PROX_CG_STEPS))
+    return out[0].numpy().transpose(1, 2, 0)

@@ -147,6 +147,11 @@ def deblur_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="An exported model (.safetensors from `defocuskit train`)."),
     out: Path = typer.Option(..., "--out", help="Output folder: <stem>.png at the input's size and bit depth."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (diffusion methods)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler by name (hidd: released | pc | fast)."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Sampler setting sampler.KEY=VALUE (repeatable)."),
+    coc: Optional[str] = typer.Option(None, "--coc", help="CoC map for physics consistency: map | fnumber."),
+    coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
+    f_number: Optional[float] = typer.Option(None, "--f-number", help="--coc fnumber: the shot's f-number (default: EXIF)."),
     tile: Optional[int] = typer.Option(None, "--tile", help="Tile size (default: the model's training size)."),
     overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap in pixels (default: min(32, tile/4))."),
     batch: int = typer.Option(4, "--batch", help="Tiles per forward pass."),
@@ -159,26 +164,34 @@ def deblur_cmd(
     from defocuskit.infer import deblur_files
 
     try:
-        written = deblur_files(list(inputs), checkpoint, out, steps=steps, tile=tile, overlap=overlap, batch=batch,
-                               device=device, seed=seed)
+        written = deblur_files(list(inputs), checkpoint, out, steps=steps, sampler=sampler, sets=list(set_ or []),
+                               coc=coc, coc_model=coc_model, f_number=f_number, tile=tile, overlap=overlap,
+                               batch=batch, device=device, seed=seed)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     for path in written:
         typer.echo(str(path))
+    typer.echo(f"provenance: {out / 'deblur.json'}", err=True)
 
 
 @app.command("eval")
 def eval_cmd(
     shards: Path = typer.Option(Path("shards"), "--shards", help="Shard folder written by `defocuskit ingest`."),
     checkpoint: Optional[list[Path]] = typer.Option(None, "--checkpoint", help="Exported model (repeatable)."),
-    baseline: Optional[list[str]] = typer.Option(None, "--baseline", help="input | wiener (repeatable)."),
+    baseline: Optional[list[str]] = typer.Option(None, "--baseline", help="input | wiener | prox (repeatable)."),
     split: str = typer.Option("test", "--split", help="Which split of the shards to score."),
     by_aperture: bool = typer.Option(True, "--by-aperture/--no-by-aperture", help="One row per f-number."),
     stops: bool = typer.Option(False, "--stops", help="Group by full stops instead of the recorded f-number."),
     align: bool = typer.Option(False, "--align", help="Register outputs to the reference before scoring (misaligned sets)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N pairs."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (diffusion methods)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (every model whose sampler has steps)."),
+    sampler: Optional[list[str]] = typer.Option(
+        None, "--sampler", help="[LABEL:]NAME: sampler by name for every model with named samplers, or the one labelled."),
+    set_: Optional[list[str]] = typer.Option(
+        None, "--set", help="[LABEL:]sampler.KEY=VALUE (repeatable); LABEL is the checkpoint's run-folder name."),
+    coc: Optional[str] = typer.Option(None, "--coc", help="CoC map for physics consistency and baselines: map | oracle | fnumber."),
+    coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Write every output under DIR/<method>/."),
     report: Path = typer.Option(Path("report"), "--report", help="Folder for report.json, report.csv, aperture.png."),
     tile: Optional[int] = typer.Option(None, "--tile", help="Tile size (default: each model's training size)."),
@@ -202,7 +215,8 @@ def eval_cmd(
         print("no --checkpoint or --baseline given: evaluating the input and wiener baselines", file=sys.stderr)
     try:
         evaluate(shards, checkpoints, baselines, split=split, by_aperture=by_aperture, stops=stops, align=align,
-                 limit=limit, steps=steps, save_images=save_images, report_dir=report, tile=tile, overlap=overlap,
+                 limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []), coc=coc,
+                 coc_model=coc_model, save_images=save_images, report_dir=report, tile=tile, overlap=overlap,
                  batch=batch, device=device, seed=seed, ssim_variant=ssim, lpips_weights=lpips_weights)
     except (EvalError, ShardError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

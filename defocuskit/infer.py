@@ -15,8 +15,7 @@ from torch import nn
 from defocuskit.data.shards import encode_coc
 from defocuskit.images import ImageError, bit_depth, from_float, read_image, to_float, write_image
 from defocuskit.methods.base import Method
-from defocuskit.train.recipe import Recipe
-
+from defocuskit.train.recipe import Recipe, RecipeError, apply_overrides, build_dataclass, recipe_to_dict
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -42,16 +41,60 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-def resolve_sampler(recipe: Recipe, steps: int | None) -> Any:
-    """The recipe's sampler config, with `steps` replaced when given; an error if the sampler has no steps."""
+def _override_key(item: str, option: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"{option} '{item}' is not of the form sampler.KEY=VALUE")
+    if key.startswith("sampler."):
+        key = key[len("sampler."):]
+    elif "." in key:
+        raise ValueError(f"{option} '{item}': only sampler settings can be changed at inference (sampler.KEY=VALUE)")
+    return key, value
+
+
+def resolve_sampler(recipe: Recipe, steps: int | None = None, *, name: str | None = None,
+                    sets: list[str] | tuple[str, ...] = ()) -> Any:
+    """The recipe's sampler config with `--sampler NAME`, `--set sampler.KEY=VALUE` and `--steps` applied.
+
+    Values are parsed as YAML and checked like recipe keys; an unknown key or a wrong value is an
+    error naming it.
+    """
     sampler = recipe.sampler
-    if steps is None:
-        return sampler
-    if steps < 1:
+    if steps is not None and steps < 1:
         raise ValueError(f"--steps must be positive, got {steps}")
-    if sampler is None or not dataclasses.is_dataclass(sampler) or not hasattr(sampler, "steps"):
-        raise ValueError(f"--steps: the '{recipe.method}' sampler has no 'steps' setting")
-    return dataclasses.replace(sampler, steps=steps)
+    items = [*([f"name={name}"] if name is not None else []), *sets, *([f"steps={steps}"] if steps is not None else [])]
+    if not items:
+        return sampler
+    known = {f.name for f in dataclasses.fields(sampler)} if dataclasses.is_dataclass(sampler) else set()
+    raw = dict(recipe_to_dict(recipe).get("sampler") or {})
+    updates = []
+    for item in items:
+        key, value = _override_key(item, "--set")
+        if key not in known:
+            if item.startswith("steps=") and steps is not None:
+                raise ValueError(f"--steps: the '{recipe.method}' sampler has no 'steps' setting")
+            if item.startswith("name=") and name is not None:
+                raise ValueError(f"--sampler: the '{recipe.method}' method has no named samplers")
+            raise ValueError(f"--set sampler.{key}: the '{recipe.method}' sampler has no such key "
+                             f"(known: {', '.join(sorted(known)) or 'none'})")
+        updates.append(f"{key}={value}")
+    try:
+        return build_dataclass(type(sampler), apply_overrides(raw, updates), "sampler")
+    except RecipeError as exc:
+        raise ValueError(f"sampler settings for the '{recipe.method}' model: {exc}") from None
+
+
+def sampler_settings(method: Method, sampler: Any) -> dict[str, Any]:
+    """The full sampler settings as they run, with the NFE per tile (what deblur.json and report.json record)."""
+    resolved = method.resolve_sampler(sampler)
+    settings = {f.name: _plain(getattr(resolved, f.name)) for f in dataclasses.fields(resolved)} \
+        if dataclasses.is_dataclass(resolved) else {}
+    return {"settings": settings, "nfe": int(method.nfe(resolved)), "needs": sorted(method.needs(resolved))}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def resolve_overlap(tile: int, overlap: int | None) -> int:
@@ -91,8 +134,12 @@ def restore_image(
     device: str = "cpu",
     progress: bool = True,
     sampler_cfg: Any = None,
+    coc: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run `method` on a float32 (H, W, C) image in [0, 1] tile by tile; returns float32 (H, W, C_out).
+
+    `coc` (H, W), the circle-of-confusion map in pixels, is cut into the same tiles and handed to
+    the method as `conditions["coc"]`; a sampler that needs it (physics consistency) fails without it.
 
     Tiles of `tile` pixels (default: the recipe's training size) overlap by `overlap` (default
     min(32, tile // 4)) and are blended with
@@ -106,13 +153,20 @@ def restore_image(
     if batch < 1:
         raise ValueError(f"batch must be positive, got {batch}")
     overlap = resolve_overlap(tile, overlap)
-    sampler = sampler_cfg if sampler_cfg is not None else resolve_sampler(recipe, steps)
+    sampler = method.resolve_sampler(sampler_cfg if sampler_cfg is not None else resolve_sampler(recipe, steps))
     height, width, _ = image.shape
+    if "coc" in method.needs(sampler) and coc is None:
+        raise ValueError(f"the '{method.name}' sampler with consistency=physics needs a CoC map: "
+                         "--coc map --coc-model FILE | --coc oracle | --coc fnumber")
+    if coc is not None and coc.shape != (height, width):
+        raise ValueError(f"CoC map {coc.shape[1]}x{coc.shape[0]} does not match the image {width}x{height}")
     # Pad (reflect) an image smaller than a tile up to the tile; cropped back at the end.
     pad_h, pad_w = max(0, tile - height), max(0, tile - width)
     if pad_h or pad_w:
         mode = "reflect" if min(height, width) > 1 else "edge"
         image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+        if coc is not None:
+            coc = np.pad(coc, ((0, pad_h), (0, pad_w)), mode=mode)
     ph, pw = image.shape[:2]
     boxes = [(y, x) for y in tile_starts(ph, tile, overlap) for x in tile_starts(pw, tile, overlap)]
     window = blend_window(tile, overlap)
@@ -131,9 +185,14 @@ def restore_image(
             chunk = boxes[b * batch : (b + 1) * batch]
             tiles = np.stack([image[y : y + tile, x : x + tile] for y, x in chunk])
             blur = torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2))).float().to(device)
+            conditions = None
+            if coc is not None:
+                maps = np.stack([coc[y : y + tile, x : x + tile] for y, x in chunk])[:, None]
+                conditions = {"coc": torch.from_numpy(np.ascontiguousarray(maps, np.float32)).to(device)}
             gen = torch.Generator(device=device).manual_seed(tile_seed(seed, b * batch))
             cb: Callable[[int, int], None] | None = on_step if bar is not None else None
-            out = method.restore(model, blur, sampler, recipe.objective, generator=gen, callback=cb)
+            out = method.restore(model, blur, sampler, recipe.objective, generator=gen, callback=cb,
+                                 conditions=conditions)
             out = out.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
             if out.shape[1:3] != (tile, tile):
                 raise ValueError(f"method '{method.name}' returned tiles of {out.shape[1:3]}, expected {(tile, tile)}")
@@ -149,12 +208,31 @@ def restore_image(
     return np.ascontiguousarray(result[:height, :width])
 
 
+def _f_number_meta(path: Path, f_number: float | None) -> dict[str, Any]:
+    """The optics that `--coc fnumber` reads: --f-number where given, else the file's EXIF."""
+    from defocuskit.data.raw import read_exif
+
+    try:
+        exif = read_exif(path)
+    except ImageError:
+        exif = {}
+    meta = {k: exif.get(k) for k in ("f_number", "focal_length_mm", "focus_distance_m")}
+    if f_number is not None:
+        meta["f_number"] = float(f_number)
+    return meta
+
+
 def deblur_files(
     inputs: list[Path],
     checkpoint: Path,
     out: Path,
     *,
     steps: int | None = None,
+    sampler: str | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+    coc: str | None = None,
+    coc_model: Path | None = None,
+    f_number: float | None = None,
     tile: int | None = None,
     overlap: int | None = None,
     batch: int = 4,
@@ -162,11 +240,18 @@ def deblur_files(
     seed: int = 0,
     progress: bool = True,
 ) -> list[Path]:
-    """Deblur each input with the exported model; writes out/<stem>.png (input size and bit depth).
+    """Deblur each input with the exported model; writes out/<stem>.png (input size and bit depth) and out/deblur.json.
 
     A defocus-map model writes out/<stem>_coc.png instead: 16-bit, CoC diameter in pixels x 256.
-    Every check (checkpoint, sampler steps, tiling, input files) runs before any image is processed.
+    `sampler`/`sets`/`steps` change the sampler (checked like recipe keys); `coc` names where the CoC
+    map of physics consistency comes from (coc_source.COC_SOURCES). deblur.json records, per input,
+    the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source and seconds.
+    Every check (checkpoint, sampler, CoC source, tiling, input files) runs before any image is processed.
     """
+    import json
+    import time
+
+    from defocuskit.coc_source import CocSource
     from defocuskit.train.export import load_model
 
     inputs = [Path(p) for p in inputs]
@@ -181,7 +266,21 @@ def deblur_files(
             raise ValueError(f"{p} and {stems[p.stem]} would both be written as {p.stem}.png; rename one")
         stems[p.stem] = p
     method, recipe, model = load_model(Path(checkpoint), device=device)
-    sampler = resolve_sampler(recipe, steps)
+    sampler_cfg = method.resolve_sampler(resolve_sampler(recipe, steps, name=sampler, sets=sets))
+    info = sampler_settings(method, sampler_cfg)
+    if coc == "oracle":
+        raise ValueError("--coc oracle reads the true CoC of synthetic shards (coc.png): use it with "
+                         "`defocuskit eval`; for photographs use --coc map or --coc fnumber")
+    source = CocSource.create(coc, coc_model, device)
+    if "coc" in info["needs"] and source is None:
+        raise ValueError(f"{checkpoint}: sampler.consistency=physics needs a CoC map: --coc map --coc-model FILE "
+                         "or --coc fnumber [--f-number N]")
+    optics_of: dict[Path, dict[str, Any]] = {}
+    if source is not None and source.kind == "fnumber" and "coc" in info["needs"]:
+        optics_of = {p: _f_number_meta(p, f_number) for p in inputs}
+        missing = [str(p) for p, meta in optics_of.items() if meta["f_number"] is None]
+        if missing:
+            raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
     size = int(tile or recipe.data.image_size)
     overlap = resolve_overlap(size, overlap)
     if batch < 1:
@@ -189,19 +288,40 @@ def deblur_files(
     model.eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, records = [], []
     for p in inputs:
+        started = time.perf_counter()
         arr = read_image(p)
+        image = to_float(arr)
+        coc_map = None
+        if source is not None and "coc" in info["needs"]:
+            coc_map = source(image, optics_of.get(p), name=str(p))
         result = restore_image(
-            method, recipe, model, to_float(arr),
-            tile=size, overlap=overlap, batch=batch, seed=seed, device=device, progress=progress, sampler_cfg=sampler,
+            method, recipe, model, image, tile=size, overlap=overlap, batch=batch, seed=seed, device=device,
+            progress=progress, sampler_cfg=sampler_cfg, coc=coc_map,
         )
         if method.output == "defocus_map":
-            coc = encode_coc(result[:, :, 0])  # 16-bit PNG, pixels x 256, as coc.png in the shards
             dest = out / f"{p.stem}_coc.png"
-            write_image(dest, coc)
+            write_image(dest, encode_coc(result[:, :, 0]))  # 16-bit PNG, pixels x 256, as coc.png in the shards
         else:
             dest = out / f"{p.stem}.png"
             write_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
         written.append(dest)
+        records.append({
+            "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
+            "sampler": info["settings"], "nfe": info["nfe"], "seed": seed, "tile": size, "overlap": overlap,
+            "coc": source.describe() if source is not None and "coc" in info["needs"] else None,
+            "seconds": round(time.perf_counter() - started, 3),
+        })
+        _write_json(out / "deblur.json", {"images": records})
     return written
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temporary name, then rename: a reader never sees half a file."""
+    import json
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -79,6 +79,32 @@ def pixel_pitch_um(sensor_width_mm: float, image_width_px: int) -> float:
     return float(sensor_width_mm) * 1000.0 / float(image_width_px)
 
 
+# Assumptions where the metadata is silent (stated wherever they are used).
+DEFAULT_FOCAL_LENGTH_MM = 50.0
+DEFAULT_FOCUS_DISTANCE_M = 2.0
+DEFAULT_SENSOR_WIDTH_MM = 36.0  # full-frame equivalent: pixel pitch = 36 mm / image width
+
+COC_FROM_METADATA = (
+    "the thin-lens CoC of a background at infinity, optics.coc_at_infinity_px(f_number, focal_length_mm, "
+    f"focus_distance_m, pitch), with focal length {DEFAULT_FOCAL_LENGTH_MM:g} mm and focus distance "
+    f"{DEFAULT_FOCUS_DISTANCE_M:g} m where the metadata has none, and pitch = {DEFAULT_SENSOR_WIDTH_MM:g} mm "
+    "(full-frame width) / image width"
+)
+
+
+def coc_from_metadata(meta: dict, width: int) -> float:
+    """One CoC diameter (pixels) for a whole shot from its f-number and optics (see COC_FROM_METADATA)."""
+    f_number = meta.get("f_number")
+    if f_number is None:
+        raise ValueError(f"sample '{meta.get('scene') or meta.get('key') or '?'}' has no f_number")
+    focal = float(meta.get("focal_length_mm") or DEFAULT_FOCAL_LENGTH_MM)
+    distance = float(meta.get("focus_distance_m") or DEFAULT_FOCUS_DISTANCE_M)
+    if distance * 1000.0 <= focal:
+        distance = DEFAULT_FOCUS_DISTANCE_M
+    pitch = pixel_pitch_um(DEFAULT_SENSOR_WIDTH_MM, width)
+    return float(coc_at_infinity_px(float(f_number), focal, distance, pitch))
+
+
 def full_stop(f_number: float) -> float:
     """The nearest standard full stop, measured in stops (log2 of N^2), e.g. 1.8 -> 2.0, 3.5 -> 4.0."""
     _check_positive("f_number", f_number)

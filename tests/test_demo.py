@@ -20,7 +20,15 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     report = json.loads((out / "report" / "report.json").read_text())
     methods = {row["method"] for row in report["rows"]}
     trained = {m.name for m in DEMO_MODELS if m.name != "defocus-map"}  # the map estimator feeds RDDM
-    assert methods == trained | {"input", "wiener"}
+    assert methods == trained | {"input", "wiener", "prox"}
+    # CoC maps come from the demo's own estimator, never the shards' coc.png; HIDD runs its recipe's sampler.
+    assert report["protocol"]["coc"]["source"] == "map"
+    from defocuskit.train.recipe import load_recipe
+
+    tiny = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "hidd-tiny.yaml")
+    hidd = report["protocol"]["methods"]["hidd"]
+    assert hidd["sampler"]["name"] == tiny.sampler.name
+    assert hidd["sampler"]["consistency"] == tiny.sampler.consistency
     f_numbers = {row["f_number"] for row in report["rows"] if row["method"] == "input"}
     assert None in f_numbers and len(f_numbers - {None}) >= 2  # per-aperture rows and the "all" row
     for row in report["rows"]:

@@ -44,7 +44,7 @@ class _Recorder:
         self.shapes: list[tuple[int, ...]] = []
         self.steps: list[int] = []
 
-    def __call__(self, model, blur, sampler_cfg, objective_cfg, generator=None, callback=None):
+    def __call__(self, model, blur, sampler_cfg, objective_cfg, generator=None, callback=None, conditions=None):
         self.shapes.append(tuple(blur.shape))
         self.steps.append(getattr(sampler_cfg, "steps", -1))
         if callback is not None:
@@ -102,7 +102,7 @@ def test_real_photo_tiles_blend_exactly() -> None:
 
 
 def test_noise_is_deterministic_per_seed() -> None:
-    def noisy(model, blur, sampler_cfg, objective_cfg, generator=None, callback=None):
+    def noisy(model, blur, sampler_cfg, objective_cfg, generator=None, callback=None, conditions=None):
         return blur + 0.1 * torch.randn(blur.shape, generator=generator)
 
     image = np.full((50, 45, 3), 0.5, np.float32)
@@ -125,7 +125,7 @@ def test_steps_override_and_refusal() -> None:
 
 
 def test_defocus_map_output_has_one_channel() -> None:
-    def coc(model, blur, sampler_cfg, objective_cfg, generator=None, callback=None):
+    def coc(model, blur, sampler_cfg, objective_cfg, generator=None, callback=None, conditions=None):
         return blur.mean(dim=1, keepdim=True) * 10.0
 
     image = np.random.default_rng(0).random((45, 70, 3), dtype=np.float32)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from rich.console import Console
 
+from defocuskit.coc_source import CocError, CocSource
 from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics
 from defocuskit.eval.report import aggregate, group_of, print_table, write_report
@@ -132,6 +133,8 @@ def evaluate_samples(
                     out = run(blur_f, sample)
                     # The input baseline returns the input itself: its scores are the input's, computed once.
                     scores = inp_scores if out is blur_f else _score(_prepare(out, ref, depth, scoring.align), ref, scoring)
+                except CocError:
+                    raise  # a CoC source that cannot serve (e.g. --coc oracle without coc.png) stops the run
                 except (ValueError, RegistrationError) as exc:  # a reported skip for this method and sample
                     skipped.append({"key": key, "method": name, "reason": str(exc)})
                     continue
@@ -178,12 +181,12 @@ def _available_splits(folder: Path) -> str:
     return ", ".join(f"{k} ({v} samples)" if v else k for k, v in sorted(found.items()))
 
 
-def _checkpoint_runner(path: Path, *, steps: int | None, tile: int | None, overlap: int | None, batch: int,
-                       device: str, seed: int) -> tuple[Runner, dict[str, Any]]:
+def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tile: int | None,
+                       overlap: int | None, batch: int, device: str, seed: int,
+                       coc: CocSource | None) -> tuple[Runner, dict[str, Any]]:
     """Load an exported model once; a Runner that deblurs one image with it, and what the report says of it."""
-    from defocuskit.infer import resolve_overlap, resolve_sampler, restore_image
+    from defocuskit.infer import resolve_overlap, resolve_sampler, restore_image, sampler_settings
     from defocuskit.train.export import load_model
-    from defocuskit.train.recipe import recipe_to_dict
 
     try:
         method, recipe, model = load_model(path, device=device)
@@ -191,42 +194,95 @@ def _checkpoint_runner(path: Path, *, steps: int | None, tile: int | None, overl
         raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
     if method.output != "image":
         raise EvalError(f"{path}: a '{method.name}' model estimates {method.output.replace('_', ' ')}s; eval scores images")
-    if not hasattr(recipe.sampler, "steps"):
-        steps = None  # --steps applies to the sampling methods; a one-pass model beside them runs as it is
     try:
-        sampler = resolve_sampler(recipe, steps)
-    except ValueError as exc:
-        raise EvalError(f"{path}: {exc}") from exc
-    size = int(tile or recipe.data.image_size)
-    try:
+        sampler_cfg = method.resolve_sampler(resolve_sampler(recipe, steps, name=sampler, sets=sets))
+        info = sampler_settings(method, sampler_cfg)
+        size = int(tile or recipe.data.image_size)
         overlap = resolve_overlap(size, overlap)
     except ValueError as exc:
         raise EvalError(f"{path}: {exc}") from exc
+    needs_coc = "coc" in info["needs"]
+    if needs_coc and coc is None:
+        raise EvalError(f"{path}: sampler.consistency=physics needs a CoC map: --coc map --coc-model FILE | "
+                        "--coc oracle | --coc fnumber")
     model.eval()
 
     def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
+        coc_map = coc(blur, sample.get("meta"), sample.get("coc"), name=sample["key"]) if needs_coc and coc else None
         return restore_image(method, recipe, model, blur, tile=size, overlap=overlap, batch=batch, seed=seed,
-                             device=device, progress=False, sampler_cfg=sampler)
+                             device=device, progress=False, sampler_cfg=sampler_cfg, coc=coc_map)
 
-    sampler_dict = recipe_to_dict(recipe).get("sampler")
-    if dataclasses.is_dataclass(sampler):
-        sampler_dict = {f.name: getattr(sampler, f.name) for f in dataclasses.fields(sampler)}
-    info = {"kind": "checkpoint", "path": str(path), "method": method.name, "sampler": sampler_dict,
+    desc = {"kind": "checkpoint", "path": str(path), "method": method.name, "sampler": info["settings"],
+            "nfe": info["nfe"], "coc": coc.describe() if needs_coc and coc else None,
             "tile": size, "overlap": overlap, "batch": batch, "seed": seed, "channels": recipe.data.channels}
-    return run, info
+    return run, desc
 
 
-def _baseline_runner(name: str) -> tuple[Runner, dict[str, Any]]:
+def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, dict[str, Any]]:
     from defocuskit import baselines
 
     if name == "input":
         return (lambda blur, sample: baselines.input_baseline(blur)), {"kind": "baseline", "description": "the blurred input"}
-    if name == "wiener":
-        def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
-            return baselines.wiener_baseline(blur, dict(sample.get("meta") or {}, key=sample["key"]), sample.get("coc"))
+    if name in ("wiener", "prox"):
+        restore = baselines.wiener_baseline if name == "wiener" else baselines.prox_baseline
 
-        return run, {"kind": "baseline", "description": baselines.WIENER_ASSUMPTIONS}
+        def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
+            meta = dict(sample.get("meta") or {}, key=sample["key"])
+            coc_map = coc(blur, meta, sample.get("coc"), name=sample["key"]) if coc is not None else sample.get("coc")
+            return restore(blur, meta, coc_map)
+
+        desc = baselines.WIENER_ASSUMPTIONS if name == "wiener" else baselines.PROX_DESCRIPTION
+        return run, {"kind": "baseline", "description": desc, "coc": coc.describe() if coc is not None else None}
     raise EvalError(f"unknown baseline '{name}' (known: {', '.join(baselines.BASELINES)})")
+
+
+def split_label(item: str, labels: set[str], option: str) -> tuple[str | None, str]:
+    """`LABEL:rest` -> (LABEL, rest) for a known label; `rest` alone -> (None, rest); an unknown label is an error."""
+    head, sep, rest = item.partition(":")
+    if not sep or "=" in head:
+        return None, item
+    if head not in labels:
+        raise EvalError(f"{option} {item}: no checkpoint is labelled '{head}' (labels: {', '.join(sorted(labels)) or 'none'})")
+    return head, rest
+
+
+def _sampler_keys(path: Path) -> set[str]:
+    """The sampler keys of the model in `path`."""
+    from defocuskit.methods import get_method
+    from defocuskit.train.export import read_model_file
+
+    try:
+        _, meta = read_model_file(path)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
+    return {f.name for f in dataclasses.fields(get_method(str(meta["recipe"].get("method"))).SamplerConfig)}
+
+
+def per_checkpoint_settings(paths: dict[str, Path], samplers: list[str], sets: list[str]
+                            ) -> dict[str, tuple[str | None, list[str]]]:
+    """For each checkpoint label, its `--sampler` NAME and `--set` items.
+
+    A `LABEL:` prefix aims an item at one checkpoint; an item without it goes to every checkpoint
+    whose sampler has that key (`name` for --sampler), and is an error when none has.
+    """
+    keys = {label: _sampler_keys(path) for label, path in paths.items()}
+    chosen: dict[str, tuple[str | None, list[str]]] = {label: (None, []) for label in paths}
+    for item in samplers:
+        label, name = split_label(item, set(paths), "--sampler")
+        targets = [label] if label else [lb for lb in paths if "name" in keys[lb]]
+        if not targets:
+            raise EvalError(f"--sampler {item}: no model given has named samplers")
+        for lb in targets:
+            chosen[lb] = (name, chosen[lb][1])
+    for item in sets:
+        label, rest = split_label(item, set(paths), "--set")
+        key = rest.partition("=")[0].strip().removeprefix("sampler.")
+        targets = [label] if label else [lb for lb in paths if key in keys[lb]]
+        if not targets:
+            raise EvalError(f"--set {item}: no model given has a sampler key '{key}'")
+        for lb in targets:
+            chosen[lb][1].append(rest)
+    return chosen
 
 
 def _label(path: Path, taken: set[str]) -> str:
@@ -258,6 +314,10 @@ def evaluate(
     align: bool = False,
     limit: int | None = None,
     steps: int | None = None,
+    samplers: list[str] | None = None,
+    sets: list[str] | None = None,
+    coc: str | None = None,
+    coc_model: Path | None = None,
     save_images: Path | None = None,
     report_dir: Path = Path("report"),
     tile: int | None = None,
@@ -291,18 +351,30 @@ def evaluate(
         shard_urls(shards, split)
     except FileNotFoundError:
         raise EvalError(f"split '{split}' has no shards in {shards} (available: {_available_splits(shards)})") from None
+    try:
+        coc_source = CocSource.create(coc, coc_model, device)
+    except CocError as exc:
+        raise EvalError(str(exc)) from None
     runners: dict[str, Runner] = {}
     infos: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(baselines):
-        runners[name], infos[name] = _baseline_runner(name)
+        runners[name], infos[name] = _baseline_runner(name, coc_source)
+    paths: dict[str, Path] = {}
     for path in checkpoints:
-        label = _label(Path(path), set(runners))
-        runners[label], infos[label] = _checkpoint_runner(Path(path), steps=steps, tile=tile, overlap=overlap,
-                                                          batch=batch, device=device, seed=seed)
-    sampled = [label for label, info in infos.items() if "steps" in (info.get("sampler") or {})]
-    if steps is not None and checkpoints and not sampled:
-        raise EvalError(f"--steps {steps}: no 'steps' setting in the sampler of any model given "
-                        f"({', '.join(str(p) for p in checkpoints)}); it applies to the diffusion methods")
+        paths[_label(Path(path), set(runners) | set(paths))] = Path(path)
+    chosen = per_checkpoint_settings(paths, list(samplers or []), list(sets or []))
+    steps_for = {label: steps for label in paths}
+    if steps is not None:
+        with_steps = {lb for lb, p in paths.items() if "steps" in _sampler_keys(p)}
+        if checkpoints and not with_steps:
+            raise EvalError(f"--steps {steps}: no 'steps' setting in the sampler of any model given "
+                            f"({', '.join(str(p) for p in checkpoints)}); it applies to the diffusion methods")
+        steps_for = {lb: (steps if lb in with_steps else None) for lb in paths}
+    for label, path in paths.items():
+        name, items = chosen[label]
+        runners[label], infos[label] = _checkpoint_runner(
+            path, steps=steps_for[label], sampler=name, sets=items, tile=tile, overlap=overlap, batch=batch,
+            device=device, seed=seed, coc=coc_source)
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 
@@ -316,9 +388,12 @@ def evaluate(
         lpips_desc = (f"unavailable: no LPIPS-alex weights given (--lpips-weights or ${ENV_VAR}); "
                       "the lpips package is not installed and nothing is downloaded")
     scoring = Scoring(ssim_variant=ssim_variant, align=align, lpips_model=lpips_model)
-    result = evaluate_samples(iter_samples(shards, split), runners, scoring=scoring, by_aperture=by_aperture,
-                              stops=stops, limit=limit, save_images=save_images, progress=progress,
-                              console=Console(stderr=True) if progress else console)
+    try:
+        result = evaluate_samples(iter_samples(shards, split), runners, scoring=scoring, by_aperture=by_aperture,
+                                  stops=stops, limit=limit, save_images=save_images, progress=progress,
+                                  console=Console(stderr=True) if progress else console)
+    except CocError as exc:
+        raise EvalError(str(exc)) from None
     if result["pairs"] == 0 and not result["skipped"]:
         raise EvalError(f"split '{split}' of {shards} has no paired samples (with blur.png) to score")
     protocol = {
@@ -338,6 +413,8 @@ def evaluate(
                      else "none: outputs scored as produced, pixel for pixel",
         "grouping": ("full stops (defocuskit.optics.full_stop)" if stops else "f_number rounded to 0.1")
                     if by_aperture else "none (--no-by-aperture): one 'all' row per method",
+        "coc": coc_source.describe() if coc_source is not None else
+               "no --coc: Wiener uses the shard's coc.png where present, else the f-number; no model needed one",
         "methods": infos,
         "libraries": _libraries(),
     }
