@@ -58,7 +58,8 @@ def resolve_sampler(recipe: Recipe, steps: int | None = None, *, name: str | Non
     """The recipe's sampler config with `--sampler NAME`, `--set sampler.KEY=VALUE` and `--steps` applied.
 
     Values are parsed as YAML and checked like recipe keys; an unknown key or a wrong value is an
-    error naming it.
+    error naming it. A `name` other than the recipe's resets `steps` to that sampler's default (the
+    recipe's steps were meant for its own sampler) unless steps are given too.
     """
     sampler = recipe.sampler
     if steps is not None and steps < 1:
@@ -79,6 +80,9 @@ def resolve_sampler(recipe: Recipe, steps: int | None = None, *, name: str | Non
             raise ValueError(f"--set sampler.{key}: the '{recipe.method}' sampler has no such key "
                              f"(known: {', '.join(sorted(known)) or 'none'})")
         updates.append(f"{key}={value}")
+    steps_given = any(u.split("=", 1)[0].strip() == "steps" for u in updates)
+    if name is not None and name != raw.get("name") and "steps" in known and not steps_given:
+        updates.append("steps=null")
     try:
         return build_dataclass(type(sampler), apply_overrides(raw, updates), "sampler")
     except RecipeError as exc:
@@ -248,7 +252,6 @@ def deblur_files(
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source and seconds.
     Every check (checkpoint, sampler, CoC source, tiling, input files) runs before any image is processed.
     """
-    import json
     import time
 
     from defocuskit.coc_source import CocSource

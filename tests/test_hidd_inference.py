@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -108,6 +109,12 @@ def test_resolve_sampler_name_and_set_are_checked_like_recipe_keys(hidd_file: Pa
     cfg = resolve_sampler(recipe, name="fast", sets=["sampler.consistency=physics", "zeta=0.5"])
     assert (cfg.name, cfg.consistency, cfg.zeta, cfg.steps) == ("fast", "physics", 0.5, None)
     assert resolve_sampler(recipe, 7, name="pc").steps == 7
+    # a recipe's steps belong to its own sampler: naming another one takes that one's default
+    paper = dataclasses.replace(recipe, sampler=SamplerConfig(name="pc", steps=1000))
+    assert resolve_sampler(paper, name="fast").steps is None
+    assert get_method("hidd").nfe(resolve_sampler(paper, name="fast")) == 40
+    assert resolve_sampler(paper, name="fast", sets=["sampler.steps=12"]).steps == 12
+    assert resolve_sampler(paper, name="pc").steps == 1000
     with pytest.raises(ValueError, match="sampler.name"):
         resolve_sampler(recipe, name="ddpm")
     with pytest.raises(ValueError, match="sampler.nope"):
@@ -125,6 +132,25 @@ def test_rddm_steps_out_of_range_is_refused_when_resolved() -> None:
     with pytest.raises(ValueError, match="1 to 4"):
         resolve_sampler(recipe, 30)
     assert resolve_sampler(recipe, 3).steps == 3
+
+
+def test_eval_steps_beyond_rddm_range_names_the_per_checkpoint_form(tmp_path: Path) -> None:
+    from defocuskit.eval.evaluate import EvalError, _checkpoint_runner
+    from defocuskit.methods.rddm import RDDM
+
+    recipe = resolve_recipe({"method": "rddm", "data": {"image_size": 32},
+                             "model": {"map_model": {"hidden_sizes": [8, 8, 8, 8], "depths": [1, 1, 1, 1],
+                                                     "num_attention_heads": [1, 1, 1, 1], "decoder_hidden_size": 8},
+                                       "pre_width": 8, "pre_enc_blocks": [1], "pre_dec_blocks": [1], "width": 8,
+                                       "enc_blocks": [1], "dec_blocks": [1], "guidance_channels": 8,
+                                       "resnet_hidden_sizes": [8, 8, 8], "resnet_depths": [1, 1, 1],
+                                       "resnet_embedding_size": 8}})
+    model = get_method("rddm").build(recipe.model, recipe.objective, False)
+    assert isinstance(model, RDDM)
+    save_model(tmp_path / "rddm" / "model.safetensors", model.state_dict(), "rddm", recipe_to_dict(recipe))
+    with pytest.raises(EvalError, match=r"1 to 4 steps.*--set LABEL:sampler.steps"):
+        _checkpoint_runner(tmp_path / "rddm" / "model.safetensors", steps=30, sampler=None, sets=[], tile=None,
+                           overlap=None, batch=1, device="cpu", seed=0, coc=None)
 
 
 def test_model_files_of_the_previous_version_still_load(tmp_path: Path) -> None:

@@ -45,9 +45,9 @@ SMALL_PRIOR = (
     "train.max_steps=1000000", "train.checkpoint_every=1000000",
 )
 SAMPLERS = {
-    "consistency": ("predictor + consistency", dict(corrector=False)),
-    "paper": ("predictor + corrector + consistency (paper)", dict(corrector=True)),
-    "predictor": ("predictor alone", dict(corrector=False, consistency=(0.0, 0.0))),
+    "consistency": ("predictor + consistency", dict(name="pc", corrector=False)),
+    "paper": ("predictor + corrector + consistency (paper)", dict(name="pc", corrector=True)),
+    "predictor": ("predictor alone", dict(name="pc", corrector=False, weights=(0.0, 0.0))),
 }
 
 
@@ -72,7 +72,7 @@ def main() -> None:
     run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(shards), synthetic_size=args.size), progress=False)
     if args.model is None:
         recipe = load_recipe(RECIPE, [*SMALL_PRIOR, f"data.train={shards}", f"output_dir={args.out / 'hidd'}",
-                                      f"train.max_minutes={args.minutes}", "sampler.normalize_each_step=false"])
+                                      f"train.max_minutes={args.minutes}", "sampler.name=pc"])
         model_path = train(recipe, resume=False)
     else:
         model_path = args.model

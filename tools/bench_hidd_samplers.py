@@ -57,13 +57,17 @@ def pick(samples: list[dict], per_aperture: int) -> list[dict]:
 
 
 def variants(recipe: Any, full_steps: int) -> dict[str, Any]:
-    """The sampler configs compared: released and pc at full length, fast with each consistency."""
+    """The sampler configs compared: released and pc at `full_steps`, fast (its default steps) with each consistency.
+
+    Every other key comes from the prior's recipe, so a prior whose recipe names 1000 steps does not hand
+    them to the fast sampler.
+    """
     base = recipe.sampler
     return {
         "released": dataclasses.replace(base, name="released", steps=full_steps, consistency="identity"),
         "pc": dataclasses.replace(base, name="pc", steps=full_steps, consistency="identity"),
-        "fast+identity": dataclasses.replace(base, name="fast", consistency="identity"),
-        "fast+physics": dataclasses.replace(base, name="fast", consistency="physics"),
+        "fast+identity": dataclasses.replace(base, name="fast", steps=None, consistency="identity"),
+        "fast+physics": dataclasses.replace(base, name="fast", steps=None, consistency="physics"),
     }
 
 
@@ -77,6 +81,8 @@ def main() -> None:
     parser.add_argument("--real-size", type=int, default=256, help="longer side of the ingested real fixtures")
     parser.add_argument("--per-aperture", type=int, default=4, help="images per f-number (cheap variants)")
     parser.add_argument("--full-per-aperture", type=int, default=1, help="images per f-number for released / pc")
+    parser.add_argument("--full-per-aperture-real", type=int, default=0,
+                        help="images per f-number for released / pc on the real fixtures (0: skip them there)")
     parser.add_argument("--full-steps", type=int, default=1000, help="steps of released / pc (paper: 1000)")
     parser.add_argument("--tile", type=int, default=None, help="tile size (default: the prior's training size)")
     parser.add_argument("--only", default="", help="comma-separated variant names to run (default: all)")
@@ -129,11 +135,12 @@ def main() -> None:
         runners["input"] = (lambda blur, sample: blur, args.per_aperture)
         runners["wiener"] = (baseline_runner(baselines.wiener_baseline), args.per_aperture)
         runners["prox"] = (baseline_runner(baselines.prox_baseline), args.per_aperture)
+        full_per = args.full_per_aperture if dataset == "synthetic" else args.full_per_aperture_real
         for name, cfg in configs.items():
             runners[name] = (model_runner(cfg, method.needs(cfg) != frozenset()),
-                             args.full_per_aperture if name in FULL else args.per_aperture)
+                             full_per if name in FULL else args.per_aperture)
         for name, (run, per) in runners.items():
-            if only and name not in only:
+            if (only and name not in only) or per < 1:
                 continue
             needs_coc = name in ("wiener", "prox") or (name in configs and method.needs(configs[name]))
             if not needs_coc and (dataset, name) in coc_free_done:  # same result as in the other CoC block
@@ -155,7 +162,9 @@ def main() -> None:
             per_tile = method.nfe(method.resolve_sampler(configs[name])) if name in configs else 0
             nfe_image = per_tile * tiles * (3 // recipe.data.channels)
             for row in res["rows"]:
+                settings = dataclasses.asdict(method.resolve_sampler(configs[name])) if name in configs else None
                 rec = {"block": block if needs_coc else f"{dataset}, any CoC", "variant": name, **row,
+                       "settings": settings,
                        "nfe_per_tile": per_tile, "nfe_per_image": nfe_image,
                        "s_per_image": float(np.mean(seconds)) if seconds else None, "skipped": len(res["skipped"])}
                 results.append(rec)

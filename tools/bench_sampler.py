@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from defocuskit.diffusion.pc_sampler import sample_pc_deblur  # noqa: E402
+from defocuskit.diffusion.pc_sampler import sample_released  # noqa: E402
 from defocuskit.diffusion.vesde import reverse_sigmas  # noqa: E402
 from defocuskit.methods.hidd import ModelConfig, ObjectiveConfig, SamplerConfig, build  # noqa: E402
 
@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=SamplerConfig.steps, help="the full schedule to extrapolate to")
+    parser.add_argument("--steps", type=int, default=1000, help="the full schedule to extrapolate to (paper: 1000)")
     parser.add_argument("--measure-steps", type=int, default=3, help="steps actually run and timed")
     parser.add_argument("--warmup-steps", type=int, default=1)
     parser.add_argument("--chains", type=int, default=SamplerConfig.corrector_chains)
@@ -69,10 +69,10 @@ def main() -> None:
     model = CountingModel(net, per_image, args.images)
 
     def run(k: int) -> None:
-        sample_pc_deblur(
-            model, blurred, sigmas[: k + 1], snr=sampler.snr, corrector=not args.no_corrector,
-            corrector_chains=sampler.corrector_chains, consistency=sampler.consistency,
-            carry_mean=sampler.carry_mean, normalize_each_step=sampler.normalize_each_step,
+        sample_released(
+            model, sigmas[0] * torch.randn_like(blurred), sigmas[: k + 1], blurred=blurred, snr=sampler.snr,
+            corrector=not args.no_corrector, corrector_chains=sampler.corrector_chains, weights=sampler.weights,
+            carry_mean=sampler.carry_mean,
         )
 
     if args.warmup_steps:

@@ -200,7 +200,9 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
         size = int(tile or recipe.data.image_size)
         overlap = resolve_overlap(size, overlap)
     except ValueError as exc:
-        raise EvalError(f"{path}: {exc}") from exc
+        hint = (f" (--steps {steps} goes to every model with steps; give each its own with "
+                "--set LABEL:sampler.steps=N)") if steps is not None else ""
+        raise EvalError(f"{path}: {exc}{hint}") from exc
     needs_coc = "coc" in info["needs"]
     if needs_coc and coc is None:
         raise EvalError(f"{path}: sampler.consistency=physics needs a CoC map: --coc map --coc-model FILE | "

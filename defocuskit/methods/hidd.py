@@ -61,14 +61,14 @@ class SamplerConfig:
     carry_mean: bool = True  # carry the noise-free mean between updates, as the released loop
     weights: tuple[float, float] = (0.08, 0.15)  # consistency after the predictor, after the corrector
     # fast (CCDF warm start + DiffPIR-style steps)
-    sigma_start: float = 0.3  # the blurred input is noised to this level to start
-    dc_sigma: float = 0.05  # noise level at which data and prior weigh equally: rho_i = (dc_sigma / sigma_i)^2
+    sigma_start: float = 0.1  # the blurred input is noised to this level to start
+    dc_sigma: float = 0.008  # noise level at which data and prior weigh equally: rho_i = (dc_sigma / sigma_i)^2
     zeta: float = 0.3  # share of fresh noise when re-noising (DiffPIR zeta)
     # data consistency (released: identity only)
     consistency: str = "identity"  # identity: pull towards the blurred image | physics: thin-lens blur K_c
     blur_model: str = "over"  # physics: over | scatter | gather (lens_blur.MODELS)
     blur_levels: int = 12  # physics: CoC layers
-    cg_steps: int = 30  # physics: conjugate-gradient steps per data step
+    cg_steps: int = 10  # physics: conjugate-gradient steps per data step (warm-started from the step's x0)
     linear_light: bool = True  # physics: solve in linear light (sRGB in and out)
 
     def __post_init__(self) -> None:
