@@ -312,3 +312,15 @@ def test_eval_settings_go_to_the_labelled_checkpoint_only(hidd_file: Path, plain
     with pytest.raises(EvalError, match="nafnet"):
         evaluate(plain_shards, [hidd_file, nafnet], [], report_dir=tmp_path / "r2", progress=False,
                  sets=["nafnet:sampler.steps=3"])
+
+
+def test_map_coc_is_estimated_once_per_image(tmp_path: Path) -> None:
+    from defocuskit.coc_source import CocSource
+
+    source = CocSource.create("map", export_tiny_map(tmp_path / "map.safetensors"))
+    image = np.random.default_rng(1).random((24, 30, 3), dtype=np.float32)
+    first = source(image, name="a")
+    assert source(image, name="a") is first  # Wiener, prox and the model share one estimate
+    again = source(image.copy(), name="a")
+    assert again is not first and np.array_equal(again, first)
+    assert first.shape == (24, 30) and (first >= 0).all()
