@@ -249,25 +249,29 @@ def split_label(item: str, labels: set[str], option: str) -> tuple[str | None, s
 
 
 def _sampler_keys(path: Path) -> set[str]:
-    """The sampler keys of the model in `path`."""
+    """The sampler keys of the model in `path`, from the file's metadata alone (no tensors are read)."""
+    import json
+
+    from safetensors import safe_open
+
     from defocuskit.methods import get_method
-    from defocuskit.train.export import read_model_file
 
     try:
-        _, meta = read_model_file(path)
-    except (ValueError, FileNotFoundError, OSError) as exc:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+        method = get_method(str(json.loads(meta["recipe"]).get("method")))
+    except Exception as exc:  # unreadable file, missing or foreign metadata, unknown method
         raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
-    return {f.name for f in dataclasses.fields(get_method(str(meta["recipe"].get("method"))).SamplerConfig)}
+    return {f.name for f in dataclasses.fields(method.SamplerConfig)}
 
 
-def per_checkpoint_settings(paths: dict[str, Path], samplers: list[str], sets: list[str]
+def per_checkpoint_settings(paths: dict[str, Path], keys: dict[str, set[str]], samplers: list[str], sets: list[str]
                             ) -> dict[str, tuple[str | None, list[str]]]:
     """For each checkpoint label, its `--sampler` NAME and `--set` items.
 
     A `LABEL:` prefix aims an item at one checkpoint; an item without it goes to every checkpoint
     whose sampler has that key (`name` for --sampler), and is an error when none has.
     """
-    keys = {label: _sampler_keys(path) for label, path in paths.items()}
     chosen: dict[str, tuple[str | None, list[str]]] = {label: (None, []) for label in paths}
     for item in samplers:
         label, name = split_label(item, set(paths), "--sampler")
@@ -364,10 +368,11 @@ def evaluate(
     paths: dict[str, Path] = {}
     for path in checkpoints:
         paths[_label(Path(path), set(runners) | set(paths))] = Path(path)
-    chosen = per_checkpoint_settings(paths, list(samplers or []), list(sets or []))
+    keys = {label: _sampler_keys(path) for label, path in paths.items()}  # each file's metadata read once
+    chosen = per_checkpoint_settings(paths, keys, list(samplers or []), list(sets or []))
     steps_for = {label: steps for label in paths}
     if steps is not None:
-        with_steps = {lb for lb, p in paths.items() if "steps" in _sampler_keys(p)}
+        with_steps = {lb for lb in paths if "steps" in keys[lb]}
         if checkpoints and not with_steps:
             raise EvalError(f"--steps {steps}: no 'steps' setting in the sampler of any model given "
                             f"({', '.join(str(p) for p in checkpoints)}); it applies to the diffusion methods")
