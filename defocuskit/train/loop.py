@@ -2,11 +2,13 @@
 
 Run folder (`output_dir`): recipe.yaml (resolved, written before training), metrics.jsonl,
 checkpoints/step-NNNNNNN/ (Accelerate `save_state` folders, written under a temporary name and renamed
-when complete), model.safetensors (the EMA weights, exported at the end).
+when complete; the loop's own state in them is safetensors and JSON, see `defocuskit.train.state`),
+model.safetensors (the EMA weights, exported at the end).
 
 Reproducibility: before every micro-batch the global RNGs are reseeded from (seed, rank, step, micro),
-and the data of batch b is a fixed function of (seed, rank, b) (see `defocuskit.train.data`), so a
-resumed run continues exactly the stream and the loss curve of the uninterrupted one.
+and the data of batch b is a fixed function of (seed, rank, b) (see `defocuskit.train.stream`), so a
+resumed run continues exactly the stream and the loss curve of the uninterrupted one, and starts at
+once: the stream seeks to its position, whatever the step.
 With DEFOCUSKIT_LOG_KEYS=1 each process also records the sample keys it trained on
 (seen-keys-rank{R}.jsonl) and a checksum of its final weights (weights-rank{R}.json).
 """
@@ -32,10 +34,11 @@ from torch import nn
 
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
-from defocuskit.train.data import check_data, make_loader
+from defocuskit.train.data import ShardStream, check_data
 from defocuskit.train.ema import EMA
 from defocuskit.train.export import save_model
 from defocuskit.train.recipe import OptimConfig, Recipe, RecipeError, recipe_to_dict, recipe_to_yaml
+from defocuskit.train.state import CheckpointError, LoopState, StepCounter
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -47,19 +50,6 @@ RESUME_KEYS = (("method",), ("model",), ("data", "channels"), ("optim", "name"))
 
 class TrainingError(RuntimeError):
     """Training stopped (non-finite loss or weights); the message names the step and the last good checkpoint."""
-
-
-class StepCounter:
-    """The number of optimizer steps taken, checkpointed with the rest of the state."""
-
-    def __init__(self) -> None:
-        self.step = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.step = int(state["step"])
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -214,6 +204,38 @@ def save_checkpoint(accelerator: Any, model: nn.Module, recipe: Recipe, step: in
     return final
 
 
+def _load_checkpoint(accelerator: Any, checkpoint: Path) -> None:
+    """Accelerate `load_state` (with the loop's hooks); any failure names the checkpoint and what to do."""
+    import pickle
+
+    advice = "Delete that folder to resume from an earlier checkpoint, or start over with --no-resume"
+    try:
+        accelerator.load_state(str(checkpoint))
+    except CheckpointError as e:
+        raise TrainingError(f"cannot resume: {e}") from None
+    except pickle.UnpicklingError:
+        raise TrainingError(
+            f"cannot resume from {checkpoint}: its optimizer.bin holds objects other than tensors and plain "
+            f"containers; refused (read with torch.load(weights_only=True), which runs no code). {advice}"
+        ) from None
+    except Exception as e:  # a damaged or altered checkpoint: refuse, naming it, whatever the library raised
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise TrainingError(f"cannot resume from {checkpoint}: {type(e).__name__}: {reason}. {advice}") from None
+
+
+def _check_data_position(accelerator: Any, saved: dict[str, Any] | None, stream: ShardStream, batch: int) -> None:
+    """Warn when the data stream cannot continue where the checkpoint left it (other shards or layout)."""
+    if saved is None or not accelerator.is_main_process:
+        return
+    now = stream.position(batch)
+    changed = [k for k in ("shards", "world_size", "num_workers", "shuffle_block") if saved.get(k) != now.get(k)]
+    if changed:
+        accelerator.print(
+            f"warning: the training data differ from the checkpoint's ({', '.join(changed)} changed): the run goes "
+            f"on from batch {batch} of the new stream, not the exact continuation of the interrupted run"
+        )
+
+
 def _clean_run_folder(out: Path, fresh: bool) -> None:
     """Remove temporary leftovers of killed runs; with `fresh`, also earlier checkpoints and metrics."""
     folder = out / CHECKPOINTS
@@ -266,7 +288,7 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
 
     method = get_method(recipe.method)
     check_recipe(recipe, method)
-    check_data(recipe, method)
+    urls = check_data(recipe, method)
     out = Path(recipe.output_dir)
     checkpoints = list_checkpoints(out) if resume else []
     if checkpoints:
@@ -295,13 +317,17 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
     net = accelerator.unwrap_model(model)
     ema = EMA(net, t.ema_decay)
     counter = StepCounter()
-    accelerator.register_for_checkpointing(scheduler, ema, counter)
+    stream = ShardStream(urls, recipe.data, method.data, recipe.seed, rank, world)
+    state = LoopState(accelerator, scheduler, ema, counter, lambda step: stream.position(step * t.grad_accum))
+    state.register()  # scheduler, EMA, step, data position and RNG as safetensors/JSON: nothing is unpickled
 
     if checkpoints:
-        accelerator.load_state(str(checkpoints[-1][1]))
+        _load_checkpoint(accelerator, checkpoints[-1][1])
         _apply_optim_recipe(optimizer, scheduler, recipe.optim)
+        _check_data_position(accelerator, state.saved_data, stream, counter.step * t.grad_accum)
         accelerator.print(f"resumed from {checkpoints[-1][1]} (step {counter.step})")
     start = counter.step
+    stream.start_batch = start * t.grad_accum
     if accelerator.is_main_process:
         _truncate_metrics(out / METRICS, start)
     if t.log_with:
@@ -310,7 +336,7 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
     log_keys = os.environ.get(LOG_KEYS_ENV) == "1"
     step = start
     if step < t.max_steps:
-        step = _run(accelerator, model, net, optimizer, scheduler, ema, counter, recipe, method, start, log_keys)
+        step = _run(accelerator, model, net, optimizer, scheduler, ema, counter, recipe, method, stream, log_keys)
     last = list_checkpoints(out)
     if not last or last[-1][0] != step:
         save_checkpoint(accelerator, net, recipe, step)
@@ -329,15 +355,16 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
 
 
 def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizer: Any, scheduler: Any, ema: EMA,
-         counter: StepCounter, recipe: Recipe, method: Method, start: int, log_keys: bool) -> int:
-    """The steps from `start` to `train.max_steps` (or until `train.max_minutes`); the last step done."""
+         counter: StepCounter, recipe: Recipe, method: Method, stream: ShardStream, log_keys: bool) -> int:
+    """The steps from `counter.step` to `train.max_steps` (or until `train.max_minutes`); the last step done."""
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     t = recipe.train
     out = Path(recipe.output_dir)
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    loader = make_loader(recipe, method, rank, world, start_batch=start * t.grad_accum)
-    batches = iter(loader)
+    start = counter.step
+    batches = iter(DataLoader(stream, batch_size=recipe.data.batch_size, num_workers=stream.num_workers))
     keys_file = open(out / f"seen-keys-rank{rank}.jsonl", "a") if log_keys else None  # noqa: SIM115
     metrics = open(out / METRICS, "a") if accelerator.is_main_process else None  # noqa: SIM115
     bar = tqdm(total=t.max_steps, initial=start, disable=not accelerator.is_main_process, dynamic_ncols=True,

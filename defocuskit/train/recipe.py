@@ -171,8 +171,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a recipe YAML, apply overrides, and resolve it against the method's config classes."""
-    from defocuskit.methods import get_method
-
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}")

@@ -1,0 +1,68 @@
+"""Crops, augmentation and tensors of one training sample (pure functions of the sample and an RNG).
+
+Crops: a random `image_size` crop at the same place in every member (sharp, blur, coc); images smaller
+than the crop are first padded by reflection (numpy's "reflect") to the crop size, never dropped.
+Augmentation: one of the 8 flips/90-degree rotations, the same for every member.
+Values: uint8 / 255 and uint16 / 65535 to float32 in [0, 1]; `data.channels: 1` gives luminance with
+the ITU-R BT.601 weights (0.299, 0.587, 0.114), what OpenCV's and PIL's grayscale conversions use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from defocuskit.images import to_float
+from defocuskit.methods.base import DataKind
+from defocuskit.train.recipe import DataConfig
+
+BT601 = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _pad_to(arr: np.ndarray, size: int) -> np.ndarray:
+    ph, pw = max(0, size - arr.shape[0]), max(0, size - arr.shape[1])
+    if ph == 0 and pw == 0:
+        return arr
+    pad = [(ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)] + [(0, 0)] * (arr.ndim - 2)
+    return np.pad(arr, pad, mode="reflect" if min(arr.shape[:2]) > 1 else "edge")
+
+
+def crop_and_augment(
+    images: dict[str, np.ndarray], size: int, augment: bool, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """The same random `size` crop (reflect-padded if smaller) and dihedral transform for every member."""
+    shapes = {v.shape[:2] for v in images.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"members differ in size: {sorted(shapes)}")
+    images = {k: _pad_to(v, size) for k, v in images.items()}
+    h, w = next(iter(images.values())).shape[:2]
+    y = int(rng.integers(0, h - size + 1))
+    x = int(rng.integers(0, w - size + 1))
+    t = int(rng.integers(0, 8)) if augment else 0
+    out = {}
+    for k, v in images.items():
+        v = v[y : y + size, x : x + size]
+        if t & 4:
+            v = v[:, ::-1]
+        out[k] = np.ascontiguousarray(np.rot90(v, t & 3))
+    return out
+
+
+def to_tensors(sample: dict[str, Any], kind: DataKind, cfg: DataConfig, rng: np.random.Generator) -> dict[str, Any]:
+    """A decoded shard sample -> the method's tensors (C, H, W) in [0, 1], coc (1, H, W) in pixels."""
+    names = {"sharp": ["sharp"], "paired": ["sharp", "blur"], "coc": ["sharp", "blur", "coc"]}[kind]
+    images = crop_and_augment({n: sample[n] for n in names}, cfg.image_size, cfg.augment, rng)
+    out: dict[str, Any] = {"key": sample["key"]}
+    for n in names:
+        if n == "coc":
+            out[n] = torch.from_numpy(images[n].astype(np.float32))[None]
+            continue
+        x = to_float(images[n])
+        if cfg.channels == 1:
+            x = (x @ BT601)[..., None]  # ITU-R BT.601 luma weights
+        out[n] = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    f = sample["meta"].get("f_number")
+    out["f_number"] = torch.tensor(float("nan") if f is None else float(f), dtype=torch.float32)
+    return out
