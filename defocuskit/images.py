@@ -42,18 +42,54 @@ def _to_rgb(arr: np.ndarray, path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, ::-1])  # OpenCV's BGR -> RGB
 
 
+def _check_file(path: Path) -> int:
+    """The size of `path` in bytes; ImageError if it is missing, not a file, empty or not readable."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageError(path, "no such file") from None
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageError(path, f"cannot read ({exc.strerror or exc})") from None
+    if not path.is_file():
+        raise ImageError(path, "not a file")
+    if st.st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    return st.st_size
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    """The bytes of `path` as a uint8 array; ImageError naming the file for every I/O problem."""
+    _check_file(path)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageError(path, f"cannot read ({exc.strerror or exc})") from None
+    if data.size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    return data
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as an RGB uint8 or uint16 array (H, W, 3); RAW goes through the ingest decoder."""
+    """Read an image as an RGB uint8 or uint16 array (H, W, 3); RAW goes through the ingest decoder.
+
+    A missing, empty, unreadable (permissions), truncated or corrupt file raises ImageError naming it.
+    """
     path = Path(path)
     if is_raw(path):
         from defocuskit.data.raw import decode_raw
 
+        _check_readable(path)
         return decode_raw(path)
-    if not path.is_file():
-        raise ImageError(path, "no such file")
-    data = np.fromfile(path, dtype=np.uint8)
-    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    if arr is None:
+    data = _read_bytes(path)
+    try:
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error:
+        arr = None
+    if arr is None or arr.size == 0:
         raise ImageError(path, "not a readable image (corrupt, truncated or not an image)")
     if arr.dtype not in (np.uint8, np.uint16):
         if arr.dtype in (np.float32, np.float64):
@@ -61,6 +97,39 @@ def read_image(path: str | Path) -> np.ndarray:
         else:
             raise ImageError(path, f"unsupported sample type {arr.dtype}")
     return _to_rgb(arr, path)
+
+
+def _check_readable(path: Path) -> None:
+    """ImageError unless `path` is a non-empty file that can be opened for reading."""
+    _check_file(path)
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except PermissionError:
+        raise ImageError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageError(path, f"cannot read ({exc.strerror or exc})") from None
+
+
+def check_image(path: str | Path) -> None:
+    """Raise ImageError if `path` cannot be read as an image: missing, empty, unreadable or undecodable.
+
+    PNG, JPEG, TIFF and the other raster formats are decoded in full (truncation is found); a camera
+    RAW file is opened and its header parsed, but not demosaiced.
+    """
+    path = Path(path)
+    if not is_raw(path):
+        read_image(path)
+        return
+    _check_readable(path)
+    import rawpy
+
+    try:
+        with rawpy.imread(str(path)):
+            pass
+    except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
+        raise ImageError(path, "cannot decode RAW: corrupt, truncated or not a RAW file "
+                               f"({type(exc).__name__})") from None
 
 
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:

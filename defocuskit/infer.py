@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from defocuskit.data.shards import encode_coc
-from defocuskit.images import ImageError, bit_depth, from_float, read_image, to_float, write_image
+from defocuskit.images import ImageError, bit_depth, check_image, from_float, read_image, to_float, write_image
 from defocuskit.methods.base import Method
 from defocuskit.train.recipe import Recipe, RecipeError, apply_overrides, build_dataclass, recipe_to_dict
 
@@ -226,6 +226,21 @@ def _f_number_meta(path: Path, f_number: float | None) -> dict[str, Any]:
     return meta
 
 
+def _check_inputs(inputs: list[Path]) -> None:
+    """Raise ImageError (one bad file) or ValueError (several, each named with its fault) unless every input reads."""
+    errors: list[ImageError] = []
+    for p in inputs:
+        try:
+            check_image(p)
+        except ImageError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ValueError(f"{len(errors)} of {len(inputs)} input images cannot be read; nothing was deblurred:\n"
+                         + "\n".join(f"  {e}" for e in errors))
+
+
 def deblur_files(
     inputs: list[Path],
     checkpoint: Path,
@@ -250,7 +265,8 @@ def deblur_files(
     `sampler`/`sets`/`steps` change the sampler (checked like recipe keys); `coc` names where the CoC
     map of physics consistency comes from (coc_source.COC_SOURCES). deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source and seconds.
-    Every check (checkpoint, sampler, CoC source, tiling, input files) runs before any image is processed.
+    Every check (checkpoint, sampler, CoC source, tiling, input files) runs before any image is processed:
+    an input that is missing, empty, unreadable or corrupt stops the run with every bad file named.
     """
     import time
 
@@ -260,9 +276,6 @@ def deblur_files(
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise ValueError("no input images given")
-    for p in inputs:
-        if not p.is_file():
-            raise ImageError(p, "no such file")
     stems: dict[str, Path] = {}
     for p in inputs:
         if p.stem in stems:
@@ -278,6 +291,7 @@ def deblur_files(
     if "coc" in info["needs"] and source is None:
         raise ValueError(f"{checkpoint}: sampler.consistency=physics needs a CoC map: --coc map --coc-model FILE "
                          "or --coc fnumber [--f-number N]")
+    _check_inputs(inputs)
     optics_of: dict[Path, dict[str, Any]] = {}
     if source is not None and source.kind == "fnumber" and "coc" in info["needs"]:
         optics_of = {p: _f_number_meta(p, f_number) for p in inputs}

@@ -57,7 +57,7 @@ def _crop_pairs(n: int = 3, size: tuple[int, int] = (48, 64)) -> list[dict]:
     return out
 
 
-def export_identity_nafnet(path: Path) -> Path:
+def export_identity_nafnet(path: Path, poison: str | None = None) -> Path:
     """A tiny exported NAFNet whose last layer is zero: with its global residual, the identity."""
     from torch import nn
 
@@ -70,7 +70,10 @@ def export_identity_nafnet(path: Path) -> Path:
     model = get_method("nafnet").build(recipe.model, recipe.objective, False)
     nn.init.zeros_(model.ending.weight)
     nn.init.zeros_(model.ending.bias)
-    save_model(path, model.state_dict(), "nafnet", recipe_to_dict(recipe))
+    state = model.state_dict()
+    if poison is not None:  # what a diverged training run exports
+        state[poison].view(-1)[:3] = float("inf")
+    save_model(path, state, "nafnet", recipe_to_dict(recipe))
     return path
 
 
@@ -261,3 +264,27 @@ def test_lpips_column_with_weights_and_nan_output_skipped(tmp_path: Path, monkey
     result = evaluate_samples(pairs, {"bad": lambda b, s: b * np.nan}, progress=False)
     assert [s["reason"] for s in result["skipped"]] == ["output has non-finite values (NaN or inf)"] * 2
     assert result["rows"] == []
+
+
+def test_cli_eval_refuses_a_model_with_nan_weights_before_scoring(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import defocuskit.eval.evaluate as evaluate_module
+    from defocuskit.cli import app
+
+    flat = np.full((32, 32, 3), 100, np.uint8)
+    shards = _write_shards(tmp_path / "shards", "test", [{"key": "k0", "sharp": flat, "blur": flat, "coc": None,
+                                                          "meta": {"source": "t", "f_number": 4.0}}])
+    good = export_identity_nafnet(tmp_path / "runs" / "good" / "model.safetensors")
+    bad = export_identity_nafnet(tmp_path / "runs" / "bad" / "model.safetensors", poison="intro.bias")
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("samples scored despite a broken model")
+
+    monkeypatch.setattr(evaluate_module, "evaluate_samples", no_scoring)
+    res = CliRunner().invoke(app, ["eval", "--shards", str(shards), "--checkpoint", str(good), "--checkpoint", str(bad),
+                                   "--baseline", "input", "--report", str(tmp_path / "rep")])
+    assert res.exit_code == 2, res.output
+    assert isinstance(res.exception, SystemExit)  # a clean error, no traceback
+    assert str(bad) in res.output and "'intro.bias' holds 3 NaN/inf values of 8" in res.output
+    assert not (tmp_path / "rep" / "report.json").exists()

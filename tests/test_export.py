@@ -95,3 +95,23 @@ def test_tied_weights_and_ema_export(tmp_path):
     other.load_state_dict(json.loads(json.dumps({k: v for k, v in ema.state_dict().items() if k in ("decay", "num_updates")}))
                           | {"shadow": ema.shadow, "buffers": ema.buffers})
     assert other.num_updates == 1 and torch.equal(other.shadow["a.weight"], ema.shadow["a.weight"])
+
+
+def test_non_finite_weights_are_refused_naming_file_and_tensor(exported, tmp_path):
+    path, model, recipe = exported
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    name = next(k for k, v in state.items() if v.is_floating_point() and v.numel() >= 3)
+    state[name].view(-1)[:2] = float("nan")
+    state[name].view(-1)[2] = float("inf")
+    broken = tmp_path / "diverged.safetensors"
+    save_model(broken, state, "hidd", recipe_to_dict(recipe))
+    expect = rf"diverged\.safetensors: tensor '{name}' holds 3 NaN/inf values of {state[name].numel()};.*broken"
+    with pytest.raises(ValueError, match=expect):
+        load_model(broken)
+    with pytest.raises(ValueError, match=expect):
+        read_model_file(broken)
+    other = next(k for k, v in state.items() if k != name and v.is_floating_point())
+    state[other].view(-1)[0] = float("-inf")
+    save_model(broken, state, "hidd", recipe_to_dict(recipe))
+    with pytest.raises(ValueError, match=r"and 1 more tensor\)"):
+        load_model(broken)

@@ -137,7 +137,7 @@ def test_defocus_map_output_has_one_channel() -> None:
 # ----------------------------------------------------------------------- with exported checkpoints
 
 
-def _export_nafnet(path: Path, identity: bool = True) -> Path:
+def _export_nafnet(path: Path, identity: bool = True, poison: str | None = None) -> Path:
     from defocuskit.train.export import save_model
     from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
 
@@ -151,7 +151,10 @@ def _export_nafnet(path: Path, identity: bool = True) -> Path:
     if identity:  # NAFNet adds its input back: a zero last layer makes the network the identity
         nn.init.zeros_(model.ending.weight)
         nn.init.zeros_(model.ending.bias)
-    save_model(path, model.state_dict(), "nafnet", recipe_to_dict(recipe))
+    state = model.state_dict()
+    if poison is not None:  # what a diverged training run exports
+        state[poison].view(-1)[:5] = float("nan")
+    save_model(path, state, "nafnet", recipe_to_dict(recipe))
     return path
 
 
@@ -234,3 +237,88 @@ def test_cli_deblur(tmp_path: Path) -> None:
     res = runner.invoke(app, ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
                               "--overlap", "40"])
     assert res.exit_code == 2 and "overlap" in res.output
+
+
+# ----------------------------------------------------------------------- broken models and image files
+
+
+def test_cli_deblur_refuses_a_model_with_nan_weights(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from defocuskit.cli import app
+
+    ckpt = _export_nafnet(tmp_path / "runs" / "x" / "model.safetensors", poison="ending.weight")
+    write_image(tmp_path / "x.png", np.full((40, 40, 3), 128, np.uint8))
+    res = CliRunner().invoke(app, ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(ckpt),
+                                   "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    assert isinstance(res.exception, SystemExit)  # a clean error, no traceback
+    assert "model.safetensors" in res.output and "'ending.weight' holds 5 NaN/inf values of 216" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_read_image_empty_corrupt_and_unreadable_files(tmp_path: Path, monkeypatch) -> None:
+    from defocuskit.images import ImageError, check_image, encode_png
+
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty\.png: empty file \(0 bytes\)"):
+        read_image(tmp_path / "empty.png")
+    with pytest.raises(ImageError, match="empty file"):
+        check_image(tmp_path / "empty.png")
+    (tmp_path / "empty.nef").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty\.nef: empty file"):
+        read_image(tmp_path / "empty.nef")
+    png = encode_png(np.full((16, 16, 3), 7, np.uint8))
+    (tmp_path / "cut.png").write_bytes(png[: len(png) // 2])
+    with pytest.raises(ImageError, match=r"cut\.png: .*corrupt, truncated"):
+        read_image(tmp_path / "cut.png")
+    (tmp_path / "ok.png").write_bytes(png)
+    check_image(tmp_path / "ok.png")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(np, "fromfile", denied)  # we may run as root: chmod would not stop us
+    with pytest.raises(ImageError, match=r"ok\.png: permission denied"):
+        read_image(tmp_path / "ok.png")
+    (tmp_path / "shot.nef").write_bytes(b"\x00" * 64)
+    monkeypatch.setattr("defocuskit.images.open", denied, raising=False)  # RAW files are opened, not np.fromfile'd
+    with pytest.raises(ImageError, match=r"shot\.nef: permission denied"):
+        read_image(tmp_path / "shot.nef")
+
+
+def test_cli_deblur_bad_images_refused_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from defocuskit.cli import app
+
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    write_image(tmp_path / "in" / "good.png", np.full((40, 40, 3), 128, np.uint8))
+    (tmp_path / "in" / "empty.png").write_bytes(b"")
+    runner = CliRunner()
+    res = runner.invoke(app, ["deblur", str(tmp_path / "in" / "good.png"), str(tmp_path / "in" / "empty.png"),
+                              "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output
+    assert "empty.png: empty file (0 bytes)" in res.output
+    assert not (tmp_path / "o").exists()  # refused before the model ran on good.png
+    (tmp_path / "in" / "junk.jpg").write_bytes(b"not a jpeg at all")
+    res = runner.invoke(app, ["deblur", str(tmp_path / "in" / "empty.png"), str(tmp_path / "in" / "good.png"),
+                              str(tmp_path / "in" / "junk.jpg"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    assert "2 of 3 input images" in res.output and "empty.png" in res.output and "junk.jpg" in res.output
+    assert not (tmp_path / "o").exists()
+
+    real_fromfile = np.fromfile
+
+    def fromfile(file, *args, **kwargs):
+        if Path(file).name == "good.png":
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_fromfile(file, *args, **kwargs)
+
+    monkeypatch.setattr(np, "fromfile", fromfile)
+    res = runner.invoke(app, ["deblur", str(tmp_path / "in" / "good.png"), "--checkpoint", str(ckpt),
+                              "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    assert "good.png: permission denied" in res.output
+    assert not (tmp_path / "o").exists()

@@ -191,6 +191,8 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     try:
         method, recipe, model = load_model(path, device=device)
     except (ValueError, FileNotFoundError, OSError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(f"{path}: "):  # already names the file and the fault
+            raise EvalError(str(exc)) from exc
         raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
     if method.output != "image":
         raise EvalError(f"{path}: a '{method.name}' model estimates {method.output.replace('_', ' ')}s; eval scores images")

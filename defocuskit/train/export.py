@@ -58,7 +58,25 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         meta["recipe"] = json.loads(meta["recipe"])
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: the recipe in the metadata is not valid JSON ({e})") from None
+    check_finite(tensors, path)
     return tensors, meta
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Raise ValueError naming the first tensor that holds NaN or inf (and how many others do) in `path`."""
+    broken: list[tuple[str, int, int]] = []
+    for name, t in tensors.items():
+        if not (t.is_floating_point() or t.is_complex()):
+            continue
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            broken.append((name, bad, t.numel()))
+    if not broken:
+        return
+    name, bad, total = broken[0]
+    others = f" (and {len(broken) - 1} more tensor{'s' if len(broken) > 2 else ''})" if len(broken) > 1 else ""
+    raise ValueError(f"{path}: tensor '{name}' holds {bad} NaN/inf value{'s' if bad != 1 else ''} of {total}{others}; "
+                     "the model is broken (was training diverging?)")
 
 
 def load_model(
