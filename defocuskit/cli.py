@@ -31,6 +31,8 @@ def ingest_cmd(
     split_by: str = typer.Option("scene", "--split-by", help="For sources without official splits: scene | train | test."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="With --split-by scene."),
     scene_gap: Optional[float] = typer.Option(None, "--scene-gap", help="RAW: split folders into scenes at capture gaps (seconds)."),
+    f_number_csv: Optional[Path] = typer.Option(None, "--f-number-csv", help="RAW: CSV with columns file,f_number (files relative to --raw-dir); overrides EXIF."),
+    f_number_pattern: Optional[str] = typer.Option(None, "--f-number-pattern", help="RAW: regex whose first group, found in a file name, is the f-number ('_' read as '.'), for files without EXIF FNumber, e.g. 'f(\\d+(?:[._]\\d+)?)'."),
     register: str = typer.Option("ecc", "--register", help="RAW registration: ecc | homography."),
     min_align_score: float = typer.Option(0.8, "--min-align-score", help="Reject pairs registered worse than this."),
     part: str = typer.Option("1/1", "--part", help="I/N: ingest only the I-th of N parts (job arrays); parts merge."),
@@ -59,7 +61,8 @@ def ingest_cmd(
     opts = IngestOptions(
         out=str(out), workers=workers, shard_size=shard_size, max_side=max_side, patch=patch, stride=stride,
         min_sharpness=min_sharpness, bit_depth=bit_depth, split_by=split_by, test_fraction=test_fraction,
-        scene_gap_s=scene_gap, register=register, min_align_score=min_align_score, part=(i - 1, n),
+        scene_gap_s=scene_gap, f_number_csv=str(f_number_csv) if f_number_csv else None,
+        f_number_pattern=f_number_pattern, register=register, min_align_score=min_align_score, part=(i - 1, n),
         strict=strict, seed=seed, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
     )
     console = Console()

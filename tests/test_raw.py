@@ -121,7 +121,7 @@ def test_raw_source_bad_inputs(tmp_path, dng_writer, dng_bracket):
     items = list(raw_source.list_tasks(dng_bracket, IngestOptions(split_by="train")))
     rejected = {Path(r.file).name: r.reason for r in items if isinstance(r, Rejected)}
     assert set(rejected) == {"broken.CR2", "broken2.jpg", "IMG_0009.dng", "IMG_0004.dng"}
-    assert rejected["IMG_0009.dng"] == "f-number unknown: no EXIF FNumber"
+    assert rejected["IMG_0009.dng"].startswith("f-number unknown: no EXIF FNumber")
     assert "LibRaw" in rejected["broken.CR2"] and "not an image" in rejected["broken2.jpg"]
     assert len([t for t in items if isinstance(t, Task)]) == 3
 
@@ -141,15 +141,23 @@ def test_raw_truncated_dng(tmp_path, dng_writer):
         raw_source.load(pair, opts)
     assert "truncated" in info.value.reason
     rejected = [r for r in raw_source.list_tasks(tmp_path / "photos", opts) if isinstance(r, Rejected)]
-    assert [Path(r.file).name for r in rejected] == ["b.dng"]  # LibRaw checks the size when listing
+    assert [Path(r.file).name for r in rejected] == ["b.dng", "a.dng"]  # LibRaw checks the size when listing
+    assert rejected[1].reason == "scene 's' has one usable shot: no pair to make"  # a.dng is left alone
 
 
-def test_raw_prefers_raw_over_jpeg_and_single_shot_scene(tmp_path, dng_writer):
+def test_raw_prefers_raw_over_jpeg_and_rejects_single_shot_scene(tmp_path, dng_writer):
     root = tmp_path / "photos"
     dng_writer(root / "one" / "DSC_1.dng", mosaic_rggb(np.full((64, 96, 3), 0.5)), f_number=5.6)
     cv2.imwrite(str(root / "one" / "DSC_1.jpg"), np.full((64, 96, 3), 128, np.uint8))
-    tasks = list(raw_source.list_tasks(root, IngestOptions(split_by="test")))
-    assert len(tasks) == 1 and tasks[0].files == {"sharp": str(root / "one" / "DSC_1.dng")}
+    items = list(raw_source.list_tasks(root, IngestOptions(split_by="test")))
+    # the JPEG twin is not used; the single f/5.6 shot is no all-in-focus reference and has no pair
+    assert [(Path(r.file).name, r.reason) for r in items] == [
+        ("DSC_1.jpg", "another file of the same shot is used: DSC_1.dng"),
+        ("DSC_1.dng", "scene 'one' has one usable shot: no pair to make")]
+    dng_writer(root / "one" / "DSC_2.dng", mosaic_rggb(np.full((64, 96, 3), 0.4)), f_number=2.0)
+    tasks = [t for t in raw_source.list_tasks(root, IngestOptions(split_by="test")) if isinstance(t, Task)]
+    assert [t.files for t in tasks] == [{"sharp": str(root / "one" / "DSC_1.dng")},
+                                        {"blur": str(root / "one" / "DSC_2.dng"), "sharp": str(root / "one" / "DSC_1.dng")}]
     assert tasks[0].split == "test" and tasks[0].meta["f_number"] == pytest.approx(5.6)
     (sample,) = raw_source.load(tasks[0], IngestOptions())
     assert sample.blur is None and sample.sharp.dtype == np.uint16

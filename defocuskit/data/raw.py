@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,7 @@ def decode_raw(path: str | Path) -> np.ndarray:
     import rawpy
 
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(path, "no such file")
+    check_readable(path)
     try:
         with rawpy.imread(str(path)) as raw:
             rgb = raw.postprocess(**_rawpy_kwargs())
@@ -66,6 +66,27 @@ def decode_raw(path: str | Path) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint16 or rgb.size == 0:
         raise ImageError(path, f"RAW decoded to an unexpected array {rgb.shape} {rgb.dtype}")
     return np.ascontiguousarray(rgb)
+
+
+def io_reason(exc: OSError) -> str:
+    """A short reason for an OSError met while reading a file or listing a folder."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    return f"cannot read ({exc.strerror or exc})"
+
+
+def check_readable(path: str | Path) -> None:
+    """Raise ImageError unless `path` is a regular file that can be opened for reading."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ImageError(path, "not a regular file")
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ImageError(path, io_reason(exc)) from None
 
 
 def _libraw_reason(exc: Exception) -> str:
@@ -131,7 +152,7 @@ def _exif_tags(path: Path) -> dict:
         with open(path, "rb") as f:
             return exifread.process_file(f, details=False)
     except OSError as exc:
-        raise ImageError(path, f"cannot read file ({exc})") from exc
+        raise ImageError(path, io_reason(exc)) from exc
     except Exception as exc:  # exifread raises assorted errors on corrupt headers
         raise ImageError(path, f"corrupt EXIF header ({type(exc).__name__}: {exc})") from exc
 
@@ -165,14 +186,17 @@ def read_exif(path: str | Path) -> dict[str, Any]:
     """The shot's EXIF: f_number, exposure_s, iso, focal_length_mm, camera, lens, focus_distance_m, datetime.
 
     Missing values are None; rationals are floats; datetime is a `datetime`. RAW files fall back to
-    LibRaw's metadata for missing fields. Raises ImageError for unreadable files and corrupt headers.
+    LibRaw's metadata for missing fields. Raises ImageError for missing or unreadable files (permissions
+    included) and corrupt headers.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(path, "no such file")
+    check_readable(path)
     if not is_raw(path):
-        with open(path, "rb") as f:
-            head = f.read(4)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError as exc:
+            raise ImageError(path, io_reason(exc)) from None
         if not head.startswith(_MAGIC):
             raise ImageError(path, "not an image file (unrecognized header)")
     tags = _exif_tags(path)

@@ -91,6 +91,8 @@ class IngestOptions:
     split_by: str = "scene"  # for sources without official splits: "scene" (hash), "train", "test"
     test_fraction: float = 0.1  # with split_by="scene"
     scene_gap_s: float | None = None  # RAW: split a folder into scenes at capture-time gaps
+    f_number_csv: str | None = None  # RAW: CSV with columns file,f_number (files relative to the raw dir); beats EXIF
+    f_number_pattern: str | None = None  # RAW: regex on file names, group 1 the f-number ('_' as '.'); where EXIF has none
     register: str = "ecc"  # "ecc" or "homography" (feature based)
     min_align_score: float = 0.8  # reject pairs whose registration score is lower
     part: tuple[int, int] = (0, 1)  # (i, n): ingest only the i-th of n parts (0-based here)

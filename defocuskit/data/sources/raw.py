@@ -1,27 +1,51 @@
-"""The user's own aperture brackets (--raw-dir): camera RAW files and JPEG/TIFF, one scene per folder.
+"""The user's own aperture brackets (--raw-dir): camera RAW files and PNG/JPEG/TIFF, one scene per folder.
 
 Each folder is a scene (with opts.scene_gap_s, a folder's shots sorted by capture time are split into
-scenes at larger gaps). The f-number comes from EXIF FNumber (LibRaw's metadata as a fallback); a shot
-without one is rejected. Per scene, the shot with the largest f-number is the reference (ties: earliest,
-then by name): it becomes a sharp-only sample, and every other shot a pair registered (opts.register)
-and gain-matched onto it. Where a RAW file and a JPEG/TIFF share a stem, only the RAW file is used.
+scenes at larger gaps). The f-number of a shot comes from, in this order: a row of opts.f_number_csv
+(overrides EXIF), EXIF FNumber (LibRaw's metadata as a fallback for RAW files), opts.f_number_pattern
+matched against the file name; a shot with none is rejected. Per scene, the shot with the largest
+f-number is the reference (ties: earliest, then by name): it becomes a sharp-only sample, and every
+shot at a smaller f-number a pair registered (opts.register) and gain-matched onto it. A scene needs
+two f-numbers: a single shot, or shots that all share one f-number, are rejected (none of them is an
+all-in-focus reference), as are further shots at the reference's f-number.
+
+Where a RAW file and a TIFF/PNG/JPEG share a stem, only the RAW file is used (then TIFF, PNG, JPEG).
+Every image file that is not used gets a reject line with the reason: unreadable files and folders
+(permissions), hidden files, image formats the source cannot decode (HEIC, AVIF, ...), the unused twin
+of a shot. Files that are not images (.xmp/.txt sidecars, videos) and hidden folders' contents are
+ignored without one (a hidden folder itself gets one line).
+
+Keys are `raw/<scene>/<stem>`: a folder or file name that is not already a safe key component (it
+holds dots or white space) is written in its safe form plus '-' and six hex digits of the SHA-256 of the
+(NFC-normalised) original name, so `a b.JPG`, `a_b.JPG` and `a.b.jpeg` stay three samples, with the
+same keys on every run and machine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import hashlib
+import math
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
 from defocuskit.data.pairs import key_part, load_task, relpath, split_for
-from defocuskit.data.raw import read_exif
-from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
-from defocuskit.images import RAW_EXTENSIONS, ImageError, is_raw
+from defocuskit.data.raw import check_readable, io_reason, read_exif
+from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
+from defocuskit.images import RAW_EXTENSIONS, RASTER_EXTENSIONS, ImageError, is_raw
 
 NAME = "raw"
-RASTER = {".jpg": 2, ".jpeg": 2, ".tif": 1, ".tiff": 1}  # preference when stems collide: RAW (0) first
-SHOT_EXTENSIONS = RAW_EXTENSIONS | set(RASTER)
+# preference when stems collide: RAW (0) first, then lossless, then JPEG
+RASTER = {".tif": 1, ".tiff": 1, ".png": 2, ".jpg": 3, ".jpeg": 3, ".webp": 4, ".bmp": 4}
+SHOT_EXTENSIONS = RAW_EXTENSIONS | RASTER_EXTENSIONS
+# photo formats the source cannot decode: rejected by name rather than ignored
+UNSUPPORTED_EXTENSIONS = {".heic", ".heif", ".hif", ".avif", ".jxl", ".jp2", ".j2k"}
+HASH_CHARS = 6
 _SHOT_META = ("f_number", "exposure_s", "iso", "focal_length_mm", "camera", "lens", "focus_distance_m")
 
 
@@ -34,27 +58,251 @@ class Shot:
     def order(self) -> tuple[datetime, str]:
         return (self.exif["datetime"] or datetime.max, self.path.name)
 
+    @property
+    def f_number(self) -> float:
+        return self.exif["f_number"]
 
-def _rank(path: Path) -> int:
-    return 0 if is_raw(path) else RASTER[path.suffix.lower()]
+
+@dataclass(frozen=True)
+class GivenFNumbers:
+    """f-numbers the user gave: per file (the CSV, keyed by path relative to the root) and a name pattern."""
+
+    table: dict[str, float] = field(default_factory=dict)
+    pattern: re.Pattern | None = None
 
 
-def _folders(root: Path) -> dict[Path, list[Path]]:
-    """Shot files per folder, one per stem (RAW preferred), sorted by name."""
-    folders: dict[Path, dict[str, Path]] = {}
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in SHOT_EXTENSIONS or path.name.startswith("."):
-            continue
-        stems = folders.setdefault(path.parent, {})
-        best = stems.get(path.stem)
-        if best is None or (_rank(path), path.name) < (_rank(best), best.name):
-            stems[path.stem] = path
-    return {folder: sorted(stems.values()) for folder, stems in sorted(folders.items())}
+def _ingest_error(message: str) -> Exception:
+    from defocuskit.data.ingest import IngestError  # lazy: ingest imports the sources
+
+    return IngestError(message)
+
+
+# ------------------------------------------------------------------------------------------ keys
+
+
+def safe_name(name: str) -> str:
+    """`name` as a key component: itself when it is safe already, else its safe form, '-' and a short
+    hash of the name (so names differing only in dots or white space stay distinct)."""
+    name = unicodedata.normalize("NFC", name)
+    safe = key_part(name)
+    if safe == name:
+        return safe
+    return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:HASH_CHARS]}"
 
 
 def _scene_name(folder: Path, root: Path) -> str:
     rel = folder.relative_to(root).parts or (root.resolve().name,)
-    return "/".join(key_part(part) for part in rel)
+    return "/".join(safe_name(part) for part in rel)
+
+
+def _key(scene: str, shot: Shot) -> str:
+    return f"{NAME}/{scene}/{safe_name(shot.path.stem)}"
+
+
+# -------------------------------------------------------------------------------------- f-numbers
+
+
+def _parse_f_number(text: str) -> float | None:
+    """A positive finite f-number from '2.8', '2_8', 'f/2.8' or 'F2.8'; None if it is not one."""
+    text = re.sub(r"^[fF]/?", "", text.strip()).replace("_", ".")
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
+def _compile_pattern(pattern: str) -> re.Pattern:
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise _ingest_error(f"--f-number-pattern {pattern!r}: not a regular expression ({exc})") from None
+    if compiled.groups < 1:
+        raise _ingest_error(f"--f-number-pattern {pattern!r}: has no group; put the f-number in parentheses, "
+                            r"e.g. 'f(\d+(?:[._]\d+)?)'")
+    return compiled
+
+
+def read_f_number_csv(csv_path: str | Path, root: Path) -> dict[str, float]:
+    """The rows of an f-number CSV (header with columns `file` and `f_number`; files relative to `root`)
+    as {path relative to root: f-number}. Raises IngestError naming the CSV and line of a bad row."""
+    csv_path = Path(csv_path)
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            return _csv_rows(csv.reader(f), csv_path, root)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        reason = io_reason(exc) if isinstance(exc, OSError) else str(exc)
+        raise _ingest_error(f"--f-number-csv {csv_path}: {reason}") from None
+
+
+def _csv_rows(reader: Any, csv_path: Path, root: Path) -> dict[str, float]:
+    header = [h.strip().lower() for h in next(reader, [])]
+    missing = [c for c in ("file", "f_number") if c not in header]
+    if missing:
+        raise _ingest_error(f"{csv_path}:1: missing column {', '.join(missing)} (header: {','.join(header)}); "
+                            "needs the columns file,f_number")
+    col_file, col_f = header.index("file"), header.index("f_number")
+    table: dict[str, float] = {}
+    lines: dict[str, int] = {}
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        line = reader.line_num
+        cells = row + [""] * (len(header) - len(row))
+        name, value = cells[col_file].strip(), cells[col_f].strip()
+        rel = _csv_file(csv_path, line, name, root)
+        f_number = _parse_f_number(value)
+        if f_number is None:
+            raise _ingest_error(f"{csv_path}:{line}: f_number {value!r} of {name!r} is not a positive number")
+        if rel in table:
+            raise _ingest_error(f"{csv_path}:{line}: {name!r} is listed twice (also on line {lines[rel]})")
+        table[rel], lines[rel] = f_number, line
+    return table
+
+
+def _csv_file(csv_path: Path, line: int, name: str, root: Path) -> str:
+    """A CSV row's file as a path relative to root; IngestError if it is missing or not a shot file."""
+    if not name:
+        raise _ingest_error(f"{csv_path}:{line}: empty file name")
+    path = root / name.replace("\\", "/")
+    if not path.is_file():
+        raise _ingest_error(f"{csv_path}:{line}: no such file {name!r} under {root}")
+    if path.suffix.lower() not in SHOT_EXTENSIONS:
+        raise _ingest_error(f"{csv_path}:{line}: {name!r} is not an image file --raw-dir reads")
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise _ingest_error(f"{csv_path}:{line}: {name!r} is outside {root}") from None
+
+
+def given_f_numbers(root: Path, opts: IngestOptions) -> GivenFNumbers:
+    """opts.f_number_csv and opts.f_number_pattern, read and checked (IngestError when bad)."""
+    table = read_f_number_csv(opts.f_number_csv, root) if opts.f_number_csv else {}
+    pattern = _compile_pattern(opts.f_number_pattern) if opts.f_number_pattern else None
+    return GivenFNumbers(table, pattern)
+
+
+def _resolve_f_number(path: Path, exif: dict[str, Any], root: Path, given: GivenFNumbers) -> str | None:
+    """Set exif["f_number"] from the CSV, EXIF or the name pattern; the reject reason when there is none."""
+    listed = given.table.get(relpath(path, root))
+    if listed is not None:
+        exif["f_number"] = listed
+        return None
+    if exif["f_number"] is not None:
+        return None
+    hint = " (give it with --f-number-csv or --f-number-pattern)"
+    if given.pattern is None:
+        return "f-number unknown: no EXIF FNumber" + hint
+    match = given.pattern.search(path.name)
+    if match is None or match.group(1) is None:
+        return ("f-number unknown: no EXIF FNumber, and the name does not match --f-number-pattern "
+                f"{given.pattern.pattern!r}")
+    value = _parse_f_number(match.group(1))
+    if value is None:
+        return (f"f-number unknown: no EXIF FNumber, and --f-number-pattern found {match.group(1)!r}, "
+                "not a positive number")
+    exif["f_number"] = value
+    return None
+
+
+# ---------------------------------------------------------------------------------------- listing
+
+
+def _reject(path: Path, reason: str) -> Rejected:
+    return Rejected(NAME, str(path), reason)
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    with os.scandir(folder) as it:
+        return sorted(it, key=lambda e: e.name)
+
+
+def _classify(entry: os.DirEntry) -> tuple[str, Rejected | None]:
+    """("dir" | "file" | "skip", a reject line for an image file that is not used)."""
+    path = Path(entry.path)
+    suffix = path.suffix.lower()
+    image = suffix in SHOT_EXTENSIONS or suffix in UNSUPPORTED_EXTENSIONS
+    try:
+        is_dir = entry.is_dir()
+        is_file = not is_dir and entry.is_file()
+    except OSError as exc:
+        return "skip", _reject(path, f"cannot read: {io_reason(exc)}")
+    if entry.name.startswith("."):
+        if is_dir:
+            return "skip", _reject(path, "hidden folder (name starts with '.'): not searched")
+        return "skip", _reject(path, "hidden file (name starts with '.'): not used") if image else None
+    if is_dir:
+        return "dir", None
+    if not image:
+        return "skip", None  # sidecars (.xmp, .txt), videos and the like: not photos
+    if not is_file:
+        return "skip", _reject(path, "not a regular file (a broken link?)")
+    if suffix in UNSUPPORTED_EXTENSIONS:
+        return "skip", _reject(path, f"unsupported image format ({suffix}): convert it to TIFF, PNG or JPEG")
+    return "file", None
+
+
+def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[tuple[Path, list[Path]] | Rejected]:
+    """Depth first, sorted by name: each folder with its shot files, and reject lines for what is skipped."""
+    try:
+        st = folder.stat()
+        entries = _entries(folder)
+    except OSError as exc:
+        yield _reject(folder, f"cannot list folder: {io_reason(exc)}")
+        return
+    if (st.st_dev, st.st_ino) in seen:  # a link back to a folder already searched
+        return
+    seen.add((st.st_dev, st.st_ino))
+    files, subfolders = [], []
+    for entry in entries:
+        kind, rejected = _classify(entry)
+        if rejected is not None:
+            yield rejected
+        if kind == "file":
+            files.append(Path(entry.path))
+        elif kind == "dir":
+            subfolders.append(Path(entry.path))
+    if files:
+        yield folder, files
+    for sub in subfolders:
+        yield from _walk(sub, seen)
+
+
+def _rank(path: Path) -> tuple[int, str]:
+    return (0 if is_raw(path) else RASTER.get(path.suffix.lower(), 5), path.name)
+
+
+def _one_per_stem(files: list[Path]) -> tuple[list[Path], list[Rejected]]:
+    """One file per stem (RAW, then TIFF, PNG, JPEG), sorted by name; the others as reject lines."""
+    stems: dict[str, list[Path]] = {}
+    for path in files:
+        stems.setdefault(path.stem, []).append(path)
+    used, rejects = [], []
+    for twins in stems.values():
+        best, *rest = sorted(twins, key=_rank)
+        used.append(best)
+        rejects += [_reject(p, f"another file of the same shot is used: {best.name}") for p in rest]
+    return sorted(used), rejects
+
+
+def _read_shots(files: list[Path], root: Path, opts: IngestOptions,
+                given: GivenFNumbers) -> Iterator[Shot | Rejected]:
+    for path in files:
+        try:
+            exif = read_exif(path)
+        except ImageError as exc:
+            yield _reject(path, f"unreadable file or EXIF header: {exc.reason}")
+            continue
+        except OSError as exc:
+            yield _reject(path, f"unreadable file: {io_reason(exc)}")
+            continue
+        reason = _resolve_f_number(path, exif, root, given)
+        if reason is not None:
+            yield _reject(path, reason)
+        elif opts.scene_gap_s is not None and exif["datetime"] is None:
+            yield _reject(path, "capture time unknown: no EXIF DateTimeOriginal (needed by scene_gap_s)")
+        else:
+            yield Shot(path, exif)
 
 
 def _by_time_gaps(shots: list[Shot], gap_s: float) -> list[list[Shot]]:
@@ -68,65 +316,87 @@ def _by_time_gaps(shots: list[Shot], gap_s: float) -> list[list[Shot]]:
     return groups
 
 
-def _read_shots(files: list[Path], opts: IngestOptions) -> Iterator[Shot | Rejected]:
-    for path in files:
-        try:
-            exif = read_exif(path)
-        except ImageError as exc:
-            yield Rejected(NAME, str(path), f"unreadable file or EXIF header: {exc.reason}")
-            continue
-        if exif["f_number"] is None:
-            yield Rejected(NAME, str(path), "f-number unknown: no EXIF FNumber")
-        elif opts.scene_gap_s is not None and exif["datetime"] is None:
-            yield Rejected(NAME, str(path), "capture time unknown: no EXIF DateTimeOriginal (needed by scene_gap_s)")
-        else:
-            yield Shot(path, exif)
+def _scene_rejects(scene: str, shots: list[Shot]) -> list[Rejected] | None:
+    """Reject lines for every shot of a scene that has no reference to pair with, else None."""
+    if len(shots) == 1:
+        return [_reject(shots[0].path, f"scene {scene!r} has one usable shot: no pair to make")]
+    f_numbers = {s.f_number for s in shots}
+    if len(f_numbers) == 1:
+        reason = f"no reference: all {len(shots)} shots of scene {scene!r} at f/{shots[0].f_number:g}"
+        return [_reject(s.path, reason) for s in sorted(shots, key=lambda s: s.path.name)]
+    return None
 
 
-def _scene_tasks(scene: str, shots: list[Shot], root: Path, opts: IngestOptions) -> Iterator[Task]:
+def _scene_tasks(scene: str, shots: list[Shot], root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
+    rejects = _scene_rejects(scene, shots)
+    if rejects is not None:
+        yield from rejects
+        return
     split = split_for(NAME, scene, opts)
-    ref = min(shots, key=lambda s: (-s.exif["f_number"], *s.order))
-    ref_f = ref.exif["f_number"]
+    ref = min(shots, key=lambda s: (-s.f_number, *s.order))
+    ref_f = ref.f_number
 
     def meta(shot: Shot, origin: list[str]) -> dict[str, Any]:
         known = {k: shot.exif[k] for k in _SHOT_META}
         return {**known, "ref_f_number": ref_f, "blur_type": "defocus", "origin": origin}
 
-    yield Task(NAME, split, scene, f"{NAME}/{scene}/{key_part(ref.path.stem)}", {"sharp": str(ref.path)},
+    yield Task(NAME, split, scene, _key(scene, ref), {"sharp": str(ref.path)},
                meta(ref, [relpath(ref.path, root)]), {})
     fallback = "homography" if opts.register == "ecc" else None
     options = {"register": opts.register, "motion": "affine", "fallback": fallback, "gain": True}
     for shot in sorted(shots, key=lambda s: s.path.name):
         if shot is ref:
             continue
-        yield Task(NAME, split, scene, f"{NAME}/{scene}/{key_part(shot.path.stem)}",
-                   {"blur": str(shot.path), "sharp": str(ref.path)},
+        if shot.f_number == ref_f:
+            reason = f"same f-number as the reference {ref.path.name} (f/{ref_f:g}): not a defocus pair"
+            yield _reject(shot.path, reason)
+            continue
+        yield Task(NAME, split, scene, _key(scene, shot), {"blur": str(shot.path), "sharp": str(ref.path)},
                    meta(shot, [relpath(shot.path, root), relpath(ref.path, root)]), dict(options))
 
 
-def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
-    """Per scene: the reference as a sharp-only task, then one pair task per other shot."""
-    root = Path(root)
-    folders = _folders(root)
-    if not folders:
-        yield Rejected(NAME, str(root), "no RAW, JPEG or TIFF files found")
+def _folder_items(folder: Path, files: list[Path], root: Path, opts: IngestOptions,
+                  given: GivenFNumbers) -> Iterator[Task | Rejected]:
+    """One folder's reject lines and tasks (one scene, or several with opts.scene_gap_s)."""
+    used, twins = _one_per_stem(files)
+    yield from twins
+    shots: list[Shot] = []
+    for item in _read_shots(used, root, opts, given):
+        if isinstance(item, Rejected):
+            yield item
+        else:
+            shots.append(item)
+    if not shots:
         return
-    for folder, files in folders.items():
-        shots: list[Shot] = []
-        for item in _read_shots(files, opts):
-            if isinstance(item, Rejected):
-                yield item
-            else:
-                shots.append(item)
-        if not shots:
+    scene = _scene_name(folder, root)
+    groups = [shots] if opts.scene_gap_s is None else _by_time_gaps(shots, opts.scene_gap_s)
+    for i, group in enumerate(groups):
+        name = scene if len(groups) == 1 else f"{scene}/t{i:02d}"
+        yield from _scene_tasks(name, group, root, opts)
+
+
+def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
+    """Per scene: the reference as a sharp-only task, then one pair task per other shot; reject lines
+    for every image file not used. Raises IngestError for a bad f-number CSV or pattern."""
+    root = Path(root)
+    given = given_f_numbers(root, opts)
+    found = False
+    for item in _walk(root, set()):
+        if isinstance(item, Rejected):
+            yield item
             continue
-        scene = _scene_name(folder, root)
-        groups = [shots] if opts.scene_gap_s is None else _by_time_gaps(shots, opts.scene_gap_s)
-        for i, group in enumerate(groups):
-            name = scene if len(groups) == 1 else f"{scene}/t{i:02d}"
-            yield from _scene_tasks(name, group, root, opts)
+        found = True
+        yield from _folder_items(*item, root, opts, given)
+    if not found:
+        yield _reject(root, "no RAW, TIFF, PNG or JPEG files found")
 
 
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
-    """Decode (RAW -> 16-bit with RAW_SETTINGS, JPEG -> 8-bit); pairs are registered and gain-matched."""
+    """Decode (RAW -> 16-bit with RAW_SETTINGS, JPEG -> 8-bit); pairs are registered and gain-matched.
+    A file that cannot be read (permissions) raises RejectError naming it."""
+    for path in task.files.values():
+        try:
+            check_readable(path)
+        except ImageError as exc:
+            raise RejectError(exc.path, exc.reason) from None
     return load_task(task, opts)

@@ -1,0 +1,302 @@
+"""--raw-dir on folders as users keep them: collision-free keys, a reject line for every image file that
+is not used (unreadable, no f-number, no pair to make, unsupported), f-numbers from a CSV or the file
+name, and permission errors as rejects rather than crashes. Small textured JPEG/PNG/TIFF shots whose
+EXIF FNumber is written with Pillow; every ingest has at least one valid pair."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, TiffImagePlugin
+from typer.testing import CliRunner
+
+from defocuskit.cli import app
+from defocuskit.data.ingest import IngestError, run_ingest
+from defocuskit.data.sample import IngestOptions, RejectError, Task
+from defocuskit.data.shards import iter_raw, shard_urls
+from defocuskit.data.sources import raw as raw_source
+
+_EXIF_IFD, _F_NUMBER = 0x8769, 0x829D
+
+
+def _texture(seed: int = 0) -> np.ndarray:
+    """A smooth random RGB texture (64 x 96, uint8) that ECC registers onto its blurred copy."""
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.random((64, 96, 3)).astype(np.float32), (0, 0), 2.0)
+    return np.rint(255 * (base - base.min()) / (base.max() - base.min())).astype(np.uint8)
+
+
+def _shot(path: Path, f_number: float | None = None, blur: float = 0.0, seed: int = 0) -> Path:
+    """Write the scene `seed` (Gaussian-blurred by `blur` pixels) to path; EXIF FNumber when given."""
+    img = _texture(seed)
+    if blur:
+        img = cv2.GaussianBlur(img, (0, 0), blur)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".tif", ".tiff"):  # no EXIF
+        assert f_number is None
+        cv2.imwrite(str(path), img[:, :, ::-1])
+        return path
+    exif = Image.Exif()
+    if f_number is not None:
+        exif.get_ifd(_EXIF_IFD)[_F_NUMBER] = TiffImagePlugin.IFDRational(round(f_number * 10), 10)
+    fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
+    Image.fromarray(img).save(path, format=fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+    return path
+
+
+def _pair_scene(folder: Path, names: dict[str, float | None], ref: str = "ref.jpg") -> Path:
+    """A scene: `ref` sharp at f/16, every other name a blurred shot at its f-number (None: no EXIF)."""
+    _shot(folder / ref, 16.0)
+    for i, (name, f_number) in enumerate(names.items()):
+        _shot(folder / name, f_number, blur=1.0 + 0.2 * i)
+    return folder
+
+
+def _ingest(root: Path, out: Path, **options) -> tuple[dict, dict[str, dict], list[dict]]:
+    """run_ingest of one --raw-dir: (manifest, {key: json metadata} of the written samples, rejects)."""
+    opts = IngestOptions(out=str(out), workers=1, split_by="train", register="ecc", **options)
+    manifest = run_ingest({"raw": root}, opts, progress=False)
+    return manifest, _samples(out), _rejects(out)
+
+
+def _samples(out: Path) -> dict[str, dict]:
+    return {s["__key__"]: json.loads(s["json"]) for url in shard_urls(out) for s in iter_raw(url)}
+
+
+def _rejects(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+
+
+def _reasons(rejects: list[dict]) -> dict[str, str]:
+    return {Path(r["file"]).name: r["reason"] for r in rejects}
+
+
+def _short_hash(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:6]
+
+
+# ------------------------------------------------------------------------------------------ keys
+
+
+def test_file_names_differing_in_dots_or_spaces_stay_distinct(tmp_path):
+    root = tmp_path / "photos"
+    _pair_scene(root / "s", {"a b.JPG": 2.8, "a_b.JPG": 4.0, "a.b.jpeg": 5.6})
+    manifest, samples, rejects = _ingest(root, tmp_path / "out")
+    assert rejects == []
+    assert sorted(samples) == sorted(["raw/s/ref", "raw/s/a_b", f"raw/s/a_b-{_short_hash('a b')}",
+                                      f"raw/s/a_b-{_short_hash('a.b')}"])
+    by_origin = {m["origin"][0]: m["f_number"] for m in samples.values()}
+    assert by_origin == {"s/ref.jpg": 16.0, "s/a b.JPG": 2.8, "s/a_b.JPG": 4.0, "s/a.b.jpeg": 5.6}
+    # the same keys on every run (and machine): a hash of the name, not of an absolute path or a counter
+    again = [t.key for t in raw_source.list_tasks(root, IngestOptions(split_by="train"))]
+    assert sorted(again) == sorted(samples)
+
+
+def test_scene_folders_differing_in_spaces_stay_distinct(tmp_path):
+    root = tmp_path / "photos"
+    _pair_scene(root / "x y", {"b.jpg": 2.8})
+    _pair_scene(root / "x_y", {"b.jpg": 4.0})
+    _, samples, rejects = _ingest(root, tmp_path / "out")
+    assert rejects == []
+    scene = f"x_y-{_short_hash('x y')}"
+    assert sorted(samples) == sorted([f"raw/{scene}/ref", f"raw/{scene}/b", "raw/x_y/ref", "raw/x_y/b"])
+    assert {m["scene"] for m in samples.values()} == {scene, "x_y"}
+    assert all("." not in k for k in samples)
+
+
+# ------------------------------------------------------------------------ scenes without a pair
+
+
+def test_single_shot_scene_is_rejected_not_a_reference(tmp_path):
+    root = tmp_path / "photos"
+    _pair_scene(root / "good", {"b.jpg": 2.8})
+    _shot(root / "lonely" / "only.jpg", 2.8)
+    _, samples, rejects = _ingest(root, tmp_path / "out")
+    assert sorted(samples) == ["raw/good/b", "raw/good/ref"]
+    assert _reasons(rejects) == {"only.jpg": "scene 'lonely' has one usable shot: no pair to make"}
+
+
+def test_scene_with_one_f_number_has_no_reference(tmp_path):
+    root = tmp_path / "photos"
+    _pair_scene(root / "good", {"b.jpg": 2.8, "z.jpg": 16.0})  # z: a second f/16 shot (ties: earliest, then by name)
+    for i in range(3):
+        _shot(root / "flat" / f"f{i}.jpg", 2.8, blur=i)
+    _, samples, rejects = _ingest(root, tmp_path / "out")
+    assert sorted(samples) == ["raw/good/b", "raw/good/ref"]
+    reasons = _reasons(rejects)
+    assert {n: reasons[n] for n in ("f0.jpg", "f1.jpg", "f2.jpg")} == dict.fromkeys(
+        ("f0.jpg", "f1.jpg", "f2.jpg"), "no reference: all 3 shots of scene 'flat' at f/2.8")
+    assert reasons["z.jpg"] == "same f-number as the reference ref.jpg (f/16): not a defocus pair"
+    assert len(rejects) == 4
+
+
+# ---------------------------------------------------------------- every image file is accounted for
+
+
+def test_every_image_file_is_used_or_has_a_reject_line(tmp_path):
+    root = tmp_path / "photos"
+    scene = _pair_scene(root / "s", {"b.png": 2.8})  # a PNG with EXIF (eXIf chunk) is a shot
+    _shot(scene / "c.png")  # PNG without EXIF
+    _shot(scene / "d.tif")  # TIFF without EXIF
+    _shot(scene / "e.tiff")
+    _shot(scene / "e.jpg", 4.0)  # the JPEG twin of e.tiff: the TIFF is preferred
+    (scene / "f.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (scene / "._ref.jpg").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble metadata
+    (scene / "ref.xmp").write_text("<x:xmpmeta/>")  # sidecars are not photos: ignored without a line
+    (scene / "notes.txt").write_text("tripod, 50mm")
+    (root / ".thumbnails").mkdir()
+    _shot(root / ".thumbnails" / "t.jpg", 2.8)
+    _, samples, rejects = _ingest(root, tmp_path / "out")
+    assert sorted(samples) == ["raw/s/b", "raw/s/ref"]
+    reasons = _reasons(rejects)
+    assert set(reasons) == {"c.png", "d.tif", "e.tiff", "e.jpg", "f.heic", "._ref.jpg", ".thumbnails"}
+    hint = " (give it with --f-number-csv or --f-number-pattern)"
+    assert reasons["c.png"] == reasons["d.tif"] == reasons["e.tiff"] == "f-number unknown: no EXIF FNumber" + hint
+    assert reasons["e.jpg"] == "another file of the same shot is used: e.tiff"
+    assert "unsupported image format (.heic)" in reasons["f.heic"]
+    assert "hidden file" in reasons["._ref.jpg"] and "hidden folder" in reasons[".thumbnails"]
+
+
+# ----------------------------------------------------------------------------- given f-numbers
+
+
+def test_f_numbers_from_csv_and_name_pattern_through_the_cli(tmp_path):
+    root = tmp_path / "photos"
+    _shot(root / "s" / "ref_f16.jpg")  # no EXIF: f/16 from the name
+    _shot(root / "s" / "wide_f2_8.jpg", blur=1.5)  # no EXIF: f/2.8 from the name ('_' read as '.')
+    _shot(root / "s" / "exif.jpg", 4.0, blur=1.0)  # EXIF f/4, but the CSV says f/5.6: the CSV wins
+    _shot(root / "s" / "IMG 7.png", blur=1.2)  # no EXIF, no f-number in the name: the CSV gives f/8
+    _shot(root / "s" / "nothing.jpg", blur=1.1)  # nowhere: rejected
+    csv_path = tmp_path / "f.csv"
+    csv_path.write_text("file,f_number,comment\ns/exif.jpg,5.6,override\ns/IMG 7.png,f/8,\n")
+    out = tmp_path / "out"
+    pattern = r"f(\d+(?:[._]\d+)?)"
+    result = CliRunner().invoke(app, ["ingest", "--raw-dir", str(root), "--out", str(out), "--workers", "1",
+                                      "--split-by", "train", "--f-number-csv", str(csv_path),
+                                      "--f-number-pattern", pattern])
+    assert result.exit_code == 0, result.output
+    f_numbers = {m["origin"][0]: (m["f_number"], m["ref_f_number"]) for m in _samples(out).values()}
+    assert f_numbers == {"s/ref_f16.jpg": (16.0, 16.0), "s/wide_f2_8.jpg": (2.8, 16.0),
+                         "s/exif.jpg": (5.6, 16.0), "s/IMG 7.png": (8.0, 16.0)}
+    assert _reasons(_rejects(out)) == {
+        "nothing.jpg": f"f-number unknown: no EXIF FNumber, and the name does not match --f-number-pattern {pattern!r}"}
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("name,f\ns/b.jpg,2.8\n", r"f\.csv:1: missing column file, f_number"),
+    ("file,f_number\ns/b.jpg,2.8\ns/ref.jpg,wide\n",
+     r"f\.csv:3: f_number 'wide' of 's/ref\.jpg' is not a positive number"),
+    ("file,f_number\ns/b.jpg,0\n", r"f\.csv:2: f_number '0'"),
+    ("file,f_number\n\ns/gone.jpg,2.8\n", r"f\.csv:3: no such file 's/gone\.jpg'"),
+    ("file,f_number\ns/b.jpg,2.8\ns/b.jpg,4\n", r"f\.csv:3: 's/b\.jpg' is listed twice \(also on line 2\)"),
+])
+def test_bad_f_number_csv_is_an_error_naming_file_and_line(tmp_path, text, error):
+    root = _pair_scene(tmp_path / "photos" / "s", {"b.jpg": 2.8}).parent
+    csv_path = tmp_path / "f.csv"
+    csv_path.write_text(text)
+    with pytest.raises(IngestError, match=error):
+        run_ingest({"raw": root}, IngestOptions(out=str(tmp_path / "out"), workers=1, f_number_csv=str(csv_path)),
+                   progress=False)
+
+
+def test_bad_f_number_pattern_is_an_error(tmp_path):
+    root = _pair_scene(tmp_path / "photos" / "s", {"b.jpg": 2.8}).parent
+    for pattern, error in [(r"f\d+", "has no group"), (r"f(\d+", "not a regular expression")]:
+        with pytest.raises(IngestError, match=error):
+            list(raw_source.list_tasks(root, IngestOptions(f_number_pattern=pattern)))
+
+
+# -------------------------------------------------------------------------- permission errors
+
+
+def _deny_open(monkeypatch, denied: Path) -> None:
+    """open() of `denied` raises PermissionError, as for a file without read permission."""
+    real_open = builtins.open
+
+    def fake_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file) == denied:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+def test_unreadable_file_is_a_reject_not_a_crash(tmp_path, monkeypatch):
+    root = tmp_path / "photos"
+    _pair_scene(root / "s", {"b.jpg": 2.8, "c.jpg": 4.0})
+    _deny_open(monkeypatch, root / "s" / "c.jpg")
+    _, samples, rejects = _ingest(root, tmp_path / "out")
+    assert sorted(samples) == ["raw/s/b", "raw/s/ref"]
+    assert [(r["file"], r["reason"]) for r in rejects] == [
+        (str(root / "s" / "c.jpg"), "unreadable file or EXIF header: permission denied")]
+
+
+def test_unreadable_folder_is_a_reject(tmp_path, monkeypatch):
+    root = tmp_path / "photos"
+    _pair_scene(root / "good", {"b.jpg": 2.8})
+    _pair_scene(root / "locked", {"b.jpg": 2.8})
+    real_scandir = os.scandir
+
+    def fake_scandir(path="."):
+        if Path(path) == root / "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", fake_scandir)
+    _, samples, rejects = _ingest(root, tmp_path / "out")
+    assert sorted(samples) == ["raw/good/b", "raw/good/ref"]
+    assert [(r["file"], r["reason"]) for r in rejects] == [
+        (str(root / "locked"), "cannot list folder: permission denied")]
+
+
+def test_file_unreadable_after_listing_is_rejected_at_load(tmp_path, monkeypatch):
+    root = tmp_path / "photos"
+    _pair_scene(root / "s", {"b.jpg": 2.8})
+    pair = next(t for t in raw_source.list_tasks(root, IngestOptions()) if isinstance(t, Task) and "blur" in t.files)
+    _deny_open(monkeypatch, root / "s" / "ref.jpg")
+    with pytest.raises(RejectError, match="permission denied") as info:
+        raw_source.load(pair, IngestOptions())
+    assert info.value.file == str(root / "s" / "ref.jpg")
+
+
+def _permissions_enforced(tmp_path: Path) -> bool:
+    """False where this process reads a file without read permission (root, CAP_DAC_OVERRIDE)."""
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    try:
+        probe.read_text()
+        return False
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o644)
+        probe.unlink()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_chmod_000_file_and_folder_are_rejects(tmp_path):
+    if not _permissions_enforced(tmp_path):
+        pytest.skip("this process reads files without read permission (root)")
+    root = tmp_path / "photos"
+    _pair_scene(root / "s", {"b.jpg": 2.8, "c.jpg": 4.0})
+    _pair_scene(root / "locked", {"b.jpg": 2.8})
+    (root / "s" / "c.jpg").chmod(0)
+    (root / "locked").chmod(0)
+    try:
+        _, samples, rejects = _ingest(root, tmp_path / "out")
+    finally:
+        (root / "s" / "c.jpg").chmod(0o644)
+        (root / "locked").chmod(0o755)
+    assert sorted(samples) == ["raw/s/b", "raw/s/ref"]
+    assert {r["file"]: r["reason"] for r in rejects} == {
+        str(root / "locked"): "cannot list folder: permission denied",
+        str(root / "s" / "c.jpg"): "unreadable file or EXIF header: permission denied"}
+
