@@ -138,3 +138,19 @@ def test_resume_reads_one_block_whatever_the_step(shards, monkeypatch):
         read.clear()
         next(iter(ShardStream(urls, recipe.data, "sharp", 0, 0, 1, start_batch=start)))
         assert len(read) <= 8, (start, len(read))  # one shuffle block, not the samples before it
+
+
+def test_seek_with_two_loader_workers(shards):
+    """Batches come round-robin from two DataLoader workers; a stream started at batch b goes on identically."""
+    recipe = load_recipe(TINY, [f"data.train={shards}", "data.num_workers=2", "data.shuffle_buffer=4",
+                                "data.batch_size=2"])
+    urls = sorted(str(p) for p in Path(shards).parent.glob("*.tar"))
+
+    def batches(start: int, n: int) -> list[list[str]]:
+        stream = ShardStream(urls, recipe.data, "sharp", 0, 0, 1, start_batch=start)
+        loader = torch.utils.data.DataLoader(stream, batch_size=2, num_workers=stream.num_workers)
+        return [b["key"] for _, b in zip(range(n), loader)]
+
+    full = batches(0, 12)
+    assert batches(5, 7) == full[5:]
+    assert ShardStream(urls, recipe.data, "sharp", 0, 0, 1).position(5)["workers"][1]["delivered"] == 2 * 2

@@ -20,7 +20,8 @@ Seeking: the sample counts of the shards come from their tar headers (`defocuski
 so the position of delivered sample n -- (epoch, shard in the epoch's order, sample within the shard) --
 is arithmetic, and the stream starts there by seeking, reading no earlier sample. A resumed run
 therefore starts at once at any step and continues the exact stream of the uninterrupted run.
-Batch b of a process comes from worker b % num_workers (the DataLoader's round-robin).
+Batch b of a process comes from (logical) worker b % num_workers: the DataLoader's round-robin, with the
+workers' roles rotated when a run starts at a batch that is not a multiple of num_workers.
 """
 
 from __future__ import annotations
@@ -167,7 +168,10 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
-        worker, nworkers = (0, 1) if info is None else (info.id, info.num_workers)
+        nworkers = 1 if info is None else info.num_workers
+        # the DataLoader asks its worker 0 first: it serves batch start_batch, which worker
+        # start_batch % nworkers served in the uninterrupted run
+        worker = 0 if info is None else (info.id + self.start_batch) % nworkers
         urls = self._worker_urls(worker, nworkers)
         n = self.delivered_before(self.start_batch, worker, nworkers)
         k, m = divmod(n, self.block)
