@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
-from defocuskit.data.register import RegistrationError, align, match_gain
-from defocuskit.images import linear_to_srgb, read_image, srgb_to_linear, to_float
+from defocuskit.data.pairs import load_pair
+from defocuskit.data.register import RegistrationError, align, match_gain, registration_quality
+from defocuskit.data.sample import IngestOptions, RejectError, Task
+from defocuskit.images import from_float, linear_to_srgb, read_image, srgb_to_linear, to_float, write_image
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +86,118 @@ def test_bad_arguments(vabd_ref):
         align(vabd_ref, vabd_ref, method="sift")
     with pytest.raises(ValueError, match="shapes"):
         match_gain(vabd_ref[:10], vabd_ref)
+
+
+# --- blur-aware registration quality on the real aperture stacks -------------------------------------
+
+VABD_PAIRS = [(scene, folder) for scene in ("0001", "0002", "0003") for folder in ("8", "2_8", "1_8")]
+EBB_PAIRS = [("train", "2977"), ("train", "2978"), ("train", "2979"), ("test", "4545"), ("test", "4546"),
+             ("test", "4547")]
+CLEAR_PASS, CLEAR_FAIL = 0.88, 0.7  # default threshold 0.8; measured: real pairs >= 0.916, moved or pasted <= 0.571
+
+
+@pytest.fixture(scope="module")
+def photo(real_fixture_root):
+    """photo(relative path) -> float RGB, decoded once per module."""
+    cache: dict[str, np.ndarray] = {}
+
+    def load(rel: str) -> np.ndarray:
+        if rel not in cache:
+            cache[rel] = to_float(read_image(real_fixture_root / rel))
+        return cache[rel]
+
+    return load
+
+
+def _moved(shot: np.ndarray, box: tuple[int, int, int, int], dx: int) -> np.ndarray:
+    """`shot` with the region box = (y0, y1, x0, x1) copied dx px to the right: a moved subject."""
+    y0, y1, x0, x1 = box
+    out = shot.copy()
+    out[y0:y1, x0 + dx:x1 + dx] = shot[y0:y1, x0:x1]
+    return out
+
+
+@pytest.mark.parametrize("scene,folder", VABD_PAIRS)
+def test_vabd_pairs_pass_blur_aware_score(photo, scene, folder):
+    _, record = align(photo(f"VABD/train/{folder}/{scene}.JPG"), photo(f"VABD/train/input/{scene}.JPG"))
+    assert record["score"] >= CLEAR_PASS and record["raw_score"] > 0.5 and record["quality_tiles"] > 300
+    assert record["displaced"] is not None and record["displaced"] < 0.01
+    assert json.loads(json.dumps(record)) == record  # plain floats and lists for the shard metadata
+    low, high = record["matched_blur_px"]
+    assert 0 <= low <= high
+
+
+@pytest.mark.parametrize("split,stem", EBB_PAIRS)
+def test_ebb_pairs_pass_blur_aware_score(photo, split, stem):
+    _, record = align(photo(f"EBB/{split}/target/{stem}.jpg"), photo(f"EBB/{split}/input/{stem}.jpg"))
+    assert record["score"] >= CLEAR_PASS and record["displaced"] < 0.01
+
+
+@pytest.mark.parametrize("scene", ["0001", "0002"])
+def test_raw_correlation_recorded_and_lower_for_f1_8(photo, scene):
+    _, record = align(photo(f"VABD/train/1_8/{scene}.JPG"), photo(f"VABD/train/input/{scene}.JPG"))
+    assert record["raw_score"] < record["score"] and record["matched_blur_px"][0] > 2  # ~6 px blur matched
+
+
+def test_heavy_defocus_lowers_raw_correlation_not_score(photo):
+    ref = photo("VABD/train/input/0002.JPG")
+    disc = np.zeros((121, 121), np.float32)
+    cv2.circle(disc, (60, 60), 60, 1.0, -1)
+    background = cv2.filter2D(ref, -1, disc / disc.sum(), borderType=cv2.BORDER_REFLECT)
+    focus = np.zeros(ref.shape[:2], np.float32)
+    focus[300:800, 600:900] = 1.0
+    focus = cv2.GaussianBlur(focus, (0, 0), 5)[..., None]
+    _, record = align(focus * ref + (1 - focus) * background, ref)
+    assert record["raw_score"] < 0.85 and record["score"] > record["raw_score"] + 0.08 and record["score"] >= CLEAR_PASS
+
+
+def test_swapped_scenes_fail(photo):
+    pairs = [("VABD/train/1_8/0001.JPG", "VABD/train/input/0002.JPG"),
+             ("EBB/train/target/2977.jpg", "EBB/train/input/2978.jpg"),
+             ("EBB/test/target/4546.jpg", "EBB/test/input/4547.jpg")]
+    for moving, reference in pairs:
+        try:
+            _, record = align(photo(moving), photo(reference))
+        except RegistrationError:
+            pass
+        else:
+            assert record["score"] < CLEAR_FAIL
+        # as shot (the scenes are roughly aligned by framing), the blur-aware score is far below 0.8
+        quality = registration_quality(*(cv2.resize(photo(p), (1024, 683), interpolation=cv2.INTER_AREA)
+                                         for p in (reference, moving)))
+        assert quality["score"] < 0.5 and quality["consistency"] < 0.5
+
+
+def test_moved_subject_fails(photo):
+    ref, shot = photo("VABD/train/input/0003.JPG"), photo("VABD/train/1_8/0003.JPG")
+    _, record = align(_moved(shot, (100, 1024, 700, 1300), 40), ref)  # the bust and pedestal, 40 px to the right
+    assert record["raw_score"] > 0.8  # the raw correlation alone would have kept this pair
+    assert record["score"] < CLEAR_FAIL and record["displaced"] > 0.01 and record["consistency"] > 0.8
+
+
+@pytest.mark.parametrize("scene", ["0001", "0003"])
+def test_pasted_block_fails(photo, scene):
+    ref, shot = photo(f"VABD/train/input/{scene}.JPG"), photo(f"VABD/train/1_8/{scene}.JPG").copy()
+    shot[450:962, 100:612] = ref[100:612, 900:1412]  # a 512 px block of the reference, pasted elsewhere
+    _, record = align(shot, ref)
+    assert record["raw_score"] > 0.8 and record["score"] < 0.5 and record["displaced"] > 0.02
+
+
+def test_pair_reject_reason_names_scores(tmp_path, photo, real_fixture_root):
+    ref, shot = photo("VABD/train/input/0003.JPG"), photo("VABD/train/1_8/0003.JPG")
+    write_image(tmp_path / "moved.png", from_float(_moved(shot, (100, 1024, 700, 1300), 40), 8))
+    task = Task("vabd", "train", "0003", "vabd/train/0003/f1_8",
+                {"blur": str(tmp_path / "moved.png"), "sharp": str(real_fixture_root / "VABD/train/input/0003.JPG")},
+                {"f_number": 1.8}, {"register": "ecc", "motion": "affine", "gain": True})
+    with pytest.raises(RejectError, match=r"registration score 0\.\d\d < 0\.8 \(raw correlation 0\.9\d, \d+% of the "
+                                          r"textured area displaced\)"):
+        load_pair(task, IngestOptions())
+
+
+def test_registration_quality_identity_flat_and_shapes(vabd_ref):
+    same = registration_quality(vabd_ref, vabd_ref)
+    assert same["score"] == pytest.approx(1.0) and same["displaced"] == 0.0 and same["matched_blur"] == [0.0, 0.0]
+    flat = np.full((64, 96), 0.5, np.float32)
+    assert registration_quality(flat, flat)["score"] is None
+    with pytest.raises(ValueError, match="shapes"):
+        registration_quality(flat, flat[:32])

@@ -80,7 +80,11 @@ def _resize_to(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _register(blur: np.ndarray, sharp: np.ndarray, task: Task, opts: IngestOptions) -> tuple[np.ndarray, dict]:
-    """Try the task's method, then its fallback; keep the best-scoring registration."""
+    """Try the task's method, then its fallback; keep the best-scoring registration.
+
+    The score is `align`'s blur-aware registration quality (not the raw ECC correlation, which falls with
+    the defocus blur itself); a pair scoring below opts.min_align_score is rejected.
+    """
     methods = [task.options["register"]]
     fallback = task.options.get("fallback")
     if fallback and fallback not in methods:
@@ -101,9 +105,16 @@ def _register(blur: np.ndarray, sharp: np.ndarray, task: Task, opts: IngestOptio
     if best is None:
         raise RejectError(task.files["blur"], "registration failed (" + "; ".join(errors) + ")")
     if best[1]["score"] < opts.min_align_score:
-        raise RejectError(task.files["blur"],
-                          f"registration score {best[1]['score']:.2f} < {opts.min_align_score}")
+        raise RejectError(task.files["blur"], _reject_reason(best[1], opts.min_align_score))
     return best
+
+
+def _reject_reason(record: dict, threshold: float) -> str:
+    """E.g. "registration score 0.52 < 0.8 (raw correlation 0.41, 7% of the textured area displaced)"."""
+    details = [f"raw correlation {record['raw_score']:.2f}"] if record.get("raw_score") is not None else []
+    if record.get("displaced"):
+        details.append(f"{100 * record['displaced']:.0f}% of the textured area displaced")
+    return f"registration score {record['score']:.2f} < {threshold}" + (f" ({', '.join(details)})" if details else "")
 
 
 def load_pair(task: Task, opts: IngestOptions) -> Sample:
