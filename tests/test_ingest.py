@@ -249,3 +249,252 @@ def test_real_dpdd_source_if_present(tmp_path):
     assert manifest["counts"]["by_f_number"] == {"4.0": 5} and manifest["rejects"] == 1
     sample = next(iter_samples(tmp_path / "out", "train"))
     assert sample["sharp"].dtype == np.uint16 and sample["meta"]["ref_f_number"] == 22.0
+
+
+# ------------------------------------------------------------------- no sample is an error, not a success
+
+
+def _rejects_of(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+
+
+def test_all_rejected_inputs_fail_naming_the_cause(tmp_path, fake):
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("s00", "s01", "t00"):
+        (root / f"{name}.png").write_bytes(b"this is not a png")
+    out = tmp_path / "out"
+    with pytest.raises(IngestError, match=r"no sample written: 3 inputs, all rejected \(see .*rejects\.jsonl\); "
+                                          r"most common reason \(3 of 3\): not a readable image"):
+        run_ingest({NAME: root}, opts(out), progress=False)
+    manifest = read_manifest(out)  # written, so that the user can read the rejects
+    assert manifest["complete"] is False and manifest["error"].startswith("no sample written")
+    assert manifest["counts"]["samples"] == 0 and len(_rejects_of(out)) == 3
+    with pytest.raises(IngestError, match="no sample written"):  # and so does a rerun (all shards done)
+        run_ingest({NAME: root}, opts(out), progress=False)
+
+
+def test_all_rejected_and_empty_sources_exit_non_zero(tmp_path, fake, monkeypatch):
+    from defocuskit.cli import app
+
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "s00.png").write_bytes(b"broken")
+    monkeypatch.setitem(sources_table.SOURCES, "dpdd", __name__)  # the fake source stands in for --dpdd
+    result = CliRunner().invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "a"), "--workers", "1"])
+    assert result.exit_code == 1 and "no sample written: 1 inputs, all rejected" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["ingest", "--dpdd", str(empty), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and f"no inputs found under --dpdd {empty}" in result.output
+    assert read_manifest(tmp_path / "b")["complete"] is False
+
+
+def test_empty_raw_dir_fails(tmp_path):
+    empty = tmp_path / "photos"
+    empty.mkdir()
+    with pytest.raises(IngestError, match=r"no sample written: no inputs found under --raw-dir .*photos"):
+        run_ingest({"raw": empty}, IngestOptions(out=str(tmp_path / "out"), workers=1), progress=False)
+
+
+def test_a_part_with_nothing_to_do_succeeds_and_the_last_part_judges(tmp_path, fake):
+    root = make_inputs(tmp_path / "in", n_train=2, n_test=0)  # one group: part 2/2 has nothing to do
+    out = tmp_path / "out"
+    idle = run_ingest({NAME: root}, opts(out, part=(1, 2)), progress=False)
+    assert idle["complete"] is False and idle["run"]["shards_written"] == 0
+    done = run_ingest({NAME: root}, opts(out, part=(0, 2)), progress=False)
+    assert done["complete"] is True and done["counts"]["samples"] == 2
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(4):
+        (bad / f"s{i:02d}.png").write_bytes(b"broken")
+    out = tmp_path / "out-bad"
+    run_ingest({NAME: bad}, opts(out, part=(0, 2)), progress=False)  # the other part may still have samples
+    with pytest.raises(IngestError, match="no sample written: 4 inputs, all rejected"):
+        run_ingest({NAME: bad}, opts(out, part=(1, 2)), progress=False)
+
+
+# ---------------------------------------------------------------------------- reruns true to content
+
+
+def test_a_rejected_file_that_is_replaced_is_read_again(tmp_path, fake):
+    root = make_inputs(tmp_path / "in", corrupt=True)
+    out = tmp_path / "out"
+    first = run_ingest({NAME: root}, opts(out), progress=False)
+    assert [Path(r["file"]).name for r in _rejects_of(out)] == ["s99.png"]
+    write_image(root / "s99.png", np.random.default_rng(9).integers(0, 255, (32, 32, 3)).astype(np.uint8))
+    again = run_ingest({NAME: root}, opts(out), progress=False)
+    assert again["run"]["shards_written"] == 1 and again["run"]["shards_skipped"] == len(first["shards"]) - 1
+    assert _rejects_of(out) == [] and again["rejects"] == 0
+    assert "fake/train/s99" in keys_of(out) and again["counts"]["samples"] == first["counts"]["samples"] + 1
+    os.utime(root / "s00.png")  # a touch re-reads its group (size, mtime_ns and content are in the fingerprint)
+    touched = run_ingest({NAME: root}, opts(out), progress=False)
+    assert touched["run"]["shards_written"] == 1 and touched["counts"] == again["counts"]
+
+
+def test_same_size_and_mtime_but_other_content_changes_the_fingerprint(tmp_path):
+    from defocuskit.data.ingest import plan_groups
+    from defocuskit.data.stamps import stamp_files
+
+    path = tmp_path / "a.png"
+    path.write_bytes(b"a" * (3 << 20))  # larger than the two hashed MiB: the change is in the last one
+    before = path.stat().st_mtime_ns
+    task = Task(NAME, "train", "a", "fake/train/a", {"sharp": str(path)})
+    fp = plan_groups([task], 1, IngestOptions(), stamp_files([str(path)]).of)[0].fingerprint
+    path.write_bytes(b"a" * ((3 << 20) - 1) + b"b")
+    os.utime(path, ns=(before, before))
+    assert path.stat().st_mtime_ns == before
+    assert plan_groups([task], 1, IngestOptions(), stamp_files([str(path)]).of)[0].fingerprint != fp
+
+
+def test_a_listing_reject_that_is_fixed_disappears(tmp_path, fake):
+    root = make_inputs(tmp_path / "in", n_train=2, n_test=0)
+    (root / "orphan.txt").write_text("x")
+    out = tmp_path / "out"
+    run_ingest({NAME: root}, opts(out), progress=False)
+    assert [r["reason"] for r in _rejects_of(out)] == ["no partner shot"]
+    (root / "orphan.txt").unlink()
+    again = run_ingest({NAME: root}, opts(out), progress=False)
+    assert _rejects_of(out) == [] and again["rejects"] == 0 and again["run"]["shards_skipped"] == 1
+
+
+def test_unreadable_file_is_a_reject_naming_it_not_a_crash(tmp_path, fake, monkeypatch):
+    from defocuskit.data import stamps
+
+    root = make_inputs(tmp_path / "in")
+    locked = str(root / "s03.png")
+    real_hash = stamps.content_hash
+
+    def deny(path, size):
+        if path == locked:
+            raise PermissionError(13, "Permission denied", path)
+        return real_hash(path, size)
+
+    monkeypatch.setattr(stamps, "content_hash", deny)
+    out = tmp_path / "out"
+    manifest = run_ingest({NAME: root}, opts(out), progress=False)
+    assert [(r["file"], r["reason"]) for r in _rejects_of(out)] == [(locked, "unreadable file: permission denied")]
+    assert manifest["counts"]["samples"] == 8 and "fake/train/s03" not in keys_of(out)
+    with pytest.raises(IngestError, match=r"s03\.png: unreadable file: permission denied"):
+        run_ingest({NAME: root}, opts(tmp_path / "strict", strict=True), progress=False)
+    monkeypatch.setattr(stamps, "content_hash", real_hash)  # readable again: its group is read again
+    again = run_ingest({NAME: root}, opts(out), progress=False)
+    assert again["run"]["shards_written"] == 1 and _rejects_of(out) == [] and "fake/train/s03" in keys_of(out)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions enforced (not root)")
+def test_chmod_000_file_is_a_reject(tmp_path, fake):
+    root = make_inputs(tmp_path / "in")
+    (root / "s03.png").chmod(0)
+    try:
+        manifest = run_ingest({NAME: root}, opts(tmp_path / "out"), progress=False)
+    finally:
+        (root / "s03.png").chmod(0o644)
+    assert [(Path(r["file"]).name, r["reason"]) for r in _rejects_of(tmp_path / "out")] == [
+        ("s03.png", "unreadable file: permission denied")]
+    assert manifest["counts"]["samples"] == 8
+
+
+# ----------------------------------------------------------------- other options into the same folder
+
+
+def _tars(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob("*-*.tar"))
+
+
+def _assert_manifest_is_the_one_list(out: Path, manifest: dict) -> None:
+    assert _tars(out) == sorted(s["name"] for s in manifest["shards"])
+    keys = [s["key"] for url in sorted(out.glob("train-*.tar")) for s in iter_samples(url)]
+    assert len(keys) == len(set(keys)) == manifest["counts"]["by_split"]["train"]
+    records = sorted(p.stem for p in (out / ".records").iterdir())
+    assert records == sorted([s["name"][:-4] for s in manifest["shards"]] + ["_listing"])
+
+
+def test_rerun_with_other_content_options_replaces_the_shards(tmp_path, fake):
+    root = make_inputs(tmp_path / "in", n_train=7, n_test=2)
+    out = tmp_path / "out"
+    small = run_ingest({NAME: root}, opts(out, shard_size=2), progress=False)
+    assert _tars(out) == ["test-000000.tar"] + [f"train-{i:06d}.tar" for i in range(4)]
+    big = run_ingest({NAME: root}, opts(out, shard_size=3), progress=False)  # fewer shards: 2 and 3 are stale
+    assert big["run"]["shards_skipped"] == 0 and big["run"]["stale_removed"] == 2
+    _assert_manifest_is_the_one_list(out, big)
+    assert big["counts"] == small["counts"] and big["complete"] is True
+    resized = run_ingest({NAME: root}, opts(out, shard_size=3, max_side=16), progress=False)
+    _assert_manifest_is_the_one_list(out, resized)
+    assert next(iter_samples(out))["sharp"].shape == (16, 16, 3)
+    again = run_ingest({NAME: root}, opts(out, shard_size=3, max_side=16), progress=False)
+    assert again["run"]["shards_skipped"] == 4 and again["run"]["stale_removed"] == 0
+
+
+def test_fewer_inputs_leave_no_stale_shard(tmp_path, fake):
+    root = make_inputs(tmp_path / "in", n_train=7, n_test=2)
+    out = tmp_path / "out"
+    run_ingest({NAME: root}, opts(out), progress=False)
+    for name in ("s04", "s05", "s06", "t00", "t01"):
+        (root / f"{name}.png").unlink()
+    manifest = run_ingest({NAME: root}, opts(out), progress=False)
+    assert _tars(out) == ["train-000000.tar", "train-000001.tar"]
+    assert sorted(keys_of(out)) == [f"fake/train/s{i:02d}" for i in range(4)]
+    assert sorted(p.stem for p in (out / ".records").iterdir()) == ["_listing", "train-000000", "train-000001"]
+    assert manifest["counts"]["samples"] == 4
+
+
+def test_leftovers_of_killed_runs_are_removed_by_the_next_successful_run(tmp_path, fake):
+    root = make_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    run_ingest({NAME: root}, opts(out), progress=False)
+    leftovers = [out / ".records" / ".train-000001.json.k2j3h4.tmp", out / ".records" / ".stray.tmp",
+                 out / ".train-000001.tar.partial", out / ".train-000001.tar.spool",
+                 out / ".train-000009.tar.partial", out / ".manifest.json.a1b2.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"x")
+    manifest = run_ingest({NAME: root}, opts(out), progress=False)
+    assert manifest["run"]["shards_skipped"] == 4
+    assert not [p for p in leftovers if p.exists()]
+    assert not list((out / ".records").glob("*.tmp"))
+
+
+def test_a_part_keeps_what_another_part_may_be_writing(tmp_path, fake):
+    root = make_inputs(tmp_path / "in")  # 4 groups: test-0 (0), train-0 (1), train-1 (2), train-2 (3)
+    out = tmp_path / "out"
+    run_ingest({NAME: root}, opts(out, part=(1, 2)), progress=False)  # groups 1 and 3
+    theirs, stale = out / ".test-000000.tar.partial", out / ".train-000000.tar.spool"
+    for path in (theirs, stale, out / "train-000007.tar"):
+        path.write_bytes(b"x")
+    run_ingest({NAME: root}, opts(out, part=(1, 2)), progress=False)
+    assert theirs.exists() and not stale.exists() and not (out / "train-000007.tar").exists()
+    merged = run_ingest({NAME: root}, opts(out, part=(0, 2)), progress=False)
+    assert merged["complete"] is True and not theirs.exists()
+    _assert_manifest_is_the_one_list(out, merged)
+
+
+def test_replaced_real_photo_is_read_again(tmp_path, real_fixture_root):
+    from conftest import copy_resized
+
+    root = copy_resized(real_fixture_root / "VABD", tmp_path / "VABD", width=192)
+    good = (root / "train" / "2_8" / "0002.JPG").read_bytes()
+    (root / "train" / "2_8" / "0002.JPG").write_bytes(good[: len(good) // 3])  # a truncated copy
+    o = IngestOptions(out=str(tmp_path / "out"), workers=1, shard_size=4)
+    first = run_ingest({"vabd": root}, o, progress=False)
+    assert [Path(r["file"]).name for r in _rejects_of(tmp_path / "out")] == ["0002.JPG"]
+    (root / "train" / "2_8" / "0002.JPG").write_bytes(good)
+    again = run_ingest({"vabd": root}, o, progress=False)
+    assert again["run"]["shards_written"] == 1 and again["run"]["shards_skipped"] == 2
+    assert _rejects_of(tmp_path / "out") == [] and again["counts"]["samples"] == first["counts"]["samples"] + 1
+
+
+def test_no_sample_message_names_the_cause(tmp_path):
+    from defocuskit.data.ingest import no_sample_message
+
+    src, log = {"raw": tmp_path / "photos"}, tmp_path / "out" / "rejects.jsonl"
+    root_reject = [{"file": str(tmp_path / "photos"), "reason": "no RAW, TIFF, PNG or JPEG files found"}]
+    assert no_sample_message(src, 0, root_reject, 0, log) == (
+        f"no sample written: no inputs found under --raw-dir {tmp_path / 'photos'} "
+        "(no RAW, TIFF, PNG or JPEG files found)")
+    rejects = [{"file": f"/p/{i}.jpg", "reason": "bad" if i else "other"} for i in range(3)]
+    assert no_sample_message(src, 0, rejects, 0, log).startswith(
+        f"no sample written: all 3 inputs under --raw-dir {tmp_path / 'photos'} rejected while listing")
+    assert no_sample_message(src, 5, rejects, 0, log) == (
+        f"no sample written: 5 inputs, all rejected (see {log}); most common reason (2 of 3): bad (e.g. /p/1.jpg)")
+    assert no_sample_message(src, 2, [], 8, log, min_sharpness=0.02) == (
+        "no sample written: all 8 patches of the 2 inputs are flatter than --min-sharpness 0.02")

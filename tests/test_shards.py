@@ -128,3 +128,28 @@ def test_webdataset_and_datasets_load_the_same_samples(shards_dir, tmp_path):
         np.testing.assert_array_equal(a["sharp"], b)
         assert row["json"]["f_number"] == json.loads(raw["json"])["f_number"]
         assert (row["blur.png"] is None) == (a["blur"] is None)
+
+
+def test_publish_replaces_an_older_shard_and_the_lock_is_reentrant(tmp_path):
+    from defocuskit.data.shards import folder_lock
+
+    small = np.zeros((4, 4, 3), np.uint8)
+    for key in ("k/old", "k/new"):
+        w = AtomicShard(tmp_path, "train-000000")
+        w.write(key, encode_members(small, small, None, {}))
+        w.seal()
+        assert not (tmp_path / ".train-000000.tar.spool").exists()
+        with folder_lock(tmp_path), folder_lock(tmp_path):  # nested: does not wait for itself
+            w.publish()
+    assert [r["__key__"] for r in iter_raw(str(tmp_path / "train-000000.tar"))] == ["k/new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "train-000000.tar"]
+
+
+def test_manifest_is_not_complete_without_samples(shards_dir):
+    from defocuskit.data.shards import build_manifest
+
+    m = read_manifest(shards_dir)
+    assert m["complete"] is True and m["done_shards"] == m["expected_shards"] == 3 and "error" not in m
+    empty = build_manifest([{"name": "train-000000", "split": "train", "samples": 0, "table": [], "rejects": [{}]}],
+                           {}, expected_shards=1, error="no sample written")
+    assert empty["complete"] is False and empty["error"] == "no sample written" and empty["rejects"] == 1

@@ -210,3 +210,94 @@ def test_load_pair_registration_failure_and_near_size(tmp_path, real_fixture_roo
         load_pair(Task("raw", "train", "s", "k", task.files, {}, {}), OPTS)
     with pytest.raises(RejectError, match="missing.png"):
         load_pair(Task("raw", "train", "s", "k", {"blur": str(tmp_path / "missing.png"), "sharp": task.files["sharp"]}, {}, {}), OPTS)
+
+
+# ------------------------------------------------------------------------------------------ layouts
+
+
+def test_ebb_given_as_vabd_fails_naming_the_expected_folders(tmp_path, real_fixture_root):
+    from defocuskit.data.ingest import IngestError, run_ingest
+    from defocuskit.data.sources.layout import LayoutError
+
+    root = real_fixture_root / "EBB"
+    with pytest.raises(LayoutError) as info:
+        list(vabd.list_tasks(root, OPTS))
+    text = str(info.value)
+    assert text.startswith(f"--vabd {root}: expected {{train,test}}/{{input,8,2_8,1_8}}/ (VABD)")
+    assert "none of 8/, 2_8/, 1_8/" in text and "found {test,train}/{depth,focal,input,target}" in text
+    assert text.endswith("is this EBB (--ebb)?")
+    with pytest.raises(IngestError, match=r"expected \{train,test\}/\{input,8,2_8,1_8\}/"):
+        run_ingest({"vabd": root}, IngestOptions(out=str(tmp_path / "out"), workers=1), progress=False)
+    assert not (tmp_path / "out").exists()  # failed before any work
+
+
+def test_vabd_given_as_ebb_fails(real_fixture_root):
+    from defocuskit.data.sources.layout import LayoutError
+
+    root = real_fixture_root / "VABD"
+    with pytest.raises(LayoutError) as info:
+        list(ebb.list_tasks(root, OPTS))
+    text = str(info.value)
+    assert text.startswith(f"--ebb {root}: expected {{train,test}}/{{input,target}}/ (EBB); train/ has no target/")
+    assert "found train/{1_8,2_8,8,depth,focal,input}" in text and text.endswith("is this VABD (--vabd)?")
+
+
+def test_wrong_folders_fail_through_the_cli(tmp_path, real_fixture_root):
+    from typer.testing import CliRunner
+
+    from defocuskit.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["ingest", "--vabd", str(real_fixture_root / "EBB"), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 1 and "{train,test}/{input,8,2_8,1_8}/" in result.output
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["ingest", "--dpdd", str(tmp_path / "empty"), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "{train_c,val_c,test_c}/{source,target}/" in result.output
+    assert "found an empty folder" in result.output
+
+
+@pytest.mark.parametrize("module, expected", [
+    (dpdd, "{train_c,val_c,test_c}/{source,target}/"), (realblur, "RealBlur_{J,R}_{train,test}_list.txt"),
+    (ded, "sharp/, image/"), (realdof, "source/ and target/"), (vabd, "{train,test}/{input,8,2_8,1_8}/"),
+    (ebb, "{train,test}/{input,target}/")])
+def test_every_dataset_fails_on_an_empty_folder(tmp_path, module, expected):
+    from defocuskit.data.sources.layout import LayoutError
+
+    with pytest.raises(LayoutError, match="found an empty folder$") as info:
+        list(module.list_tasks(tmp_path, OPTS))
+    assert expected in str(info.value) and f"({module.TITLE})" in str(info.value)
+
+
+def test_half_layouts_fail_naming_what_is_missing(tmp_path):
+    from defocuskit.data.sources.layout import LayoutError
+
+    write_image(tmp_path / "train_c" / "source" / "a.png", _img(0))
+    with pytest.raises(LayoutError, match="train_c/ has no target/"):
+        dpdd.check_layout(tmp_path)
+    write_image(tmp_path / "sharp" / "sharp_1.jpg", _img(1))
+    with pytest.raises(LayoutError, match="no image/"):
+        ded.check_layout(tmp_path)
+    write_image(tmp_path / "source" / "a.png", _img(2))
+    found = r"; no target/; found train_c/source, sharp/ \(1 file\), source/ \(1 file\)"
+    with pytest.raises(LayoutError, match=found) as info:
+        realdof.check_layout(tmp_path)
+    assert "DPDD" not in str(info.value)  # the hint names only layouts that match
+
+
+def test_images_vabd_and_ebb_do_not_read_get_reject_lines(tmp_path):
+    for folder in ("input", "8", "target", "depth"):
+        write_image(tmp_path / "train" / folder / "0001.jpg", _img(0))
+    write_image(tmp_path / "train" / "0002.jpg", _img(1))  # loose in the split folder
+    write_image(tmp_path / "val" / "input" / "0003.jpg", _img(2))  # a split VABD does not have
+    (tmp_path / "train" / "8" / "notes.txt").write_text("x")  # not an image: ignored, as before
+    tasks, rejected = _split(list(vabd.list_tasks(tmp_path, OPTS)))
+    assert [t.key for t in tasks] == ["vabd/train/0001/f16", "vabd/train/0001/f8"]
+    reasons = {Path(r.file).relative_to(tmp_path).as_posix(): r.reason for r in rejected}
+    assert set(reasons) == {"val", "train/target", "train/0002.jpg"}  # depth/ is known and ignored
+    assert reasons["train/target"].startswith("folder not used (1 image): VABD reads input/, 8/, 2_8/, 1_8/")
+    assert "outside the folders VABD reads" in reasons["train/0002.jpg"]
+    write_image(tmp_path / "train" / "8" / "0009.jpg", _img(3))  # mismatched names: a reject, as before
+    _, rejected = _split(list(vabd.list_tasks(tmp_path, OPTS)))
+    assert any(r.file.endswith("0009.jpg") and "no f/16 reference" in r.reason for r in rejected)
+    _, rejected = _split(list(ebb.list_tasks(tmp_path, OPTS)))
+    assert {Path(r.file).relative_to(tmp_path).as_posix() for r in rejected} == {"val", "train/8", "train/0002.jpg"}

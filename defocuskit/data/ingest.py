@@ -1,10 +1,28 @@
 """`defocuskit ingest`: list every source, decode in worker processes, write atomic, resumable shards.
 
+Before any work every source's layout is checked: a folder that is not the dataset its option names
+fails (IngestError naming the expected folders, what is there and which option would fit).
+
 Sharding is deterministic: the tasks of all sources are listed (sources in `SOURCES` order, each in its
 own deterministic order), grouped by split, and each split's list is cut into consecutive groups of
-`shard_size` tasks; group g of split s is shard `{s}-{g:06d}.tar`. A shard is done when its tar and its
-record exist with the fingerprint of the current plan, so a rerun skips it; `--part I/N` takes the groups
-whose global index is I-1 modulo N. manifest.json and rejects.jsonl are regenerated from the records.
+`shard_size` tasks; group g of split s is shard `{s}-{g:06d}.tar`. A group's fingerprint covers its
+tasks (keys, listed metadata, and each input file's size, mtime_ns and a hash of its first and last
+MiB) and the content options, so a changed, fixed or replaced file is read again (a `touch` too).
+A shard is done when its tar and its record exist with the fingerprint of the current plan, so a rerun
+skips it; `--part I/N` takes the groups whose global index is I-1 modulo N. manifest.json and
+rejects.jsonl are regenerated from the records (the listing's rejects are listed again every run).
+
+A rerun into the same folder with other content options (--shard-size, --max-side, --patch, ...) or
+other inputs REPLACES the folder's shards: the new plan's shards are written (a shard of the same name
+is replaced atomically when its new tar is complete), the manifest is regenerated, and only then are
+the tars and records that the new plan does not hold removed, with the temporary files of killed runs
+(`shards.prune`). After a successful run the manifest is the one list of shards: no other
+`{split}-NNNNNN.tar` is left in the folder. Parts share the plan, so a part never removes another
+part's shards (nor the temporary files it may be writing).
+
+A plan that yields no sample is an error (IngestError naming the cause: no inputs, or every input
+rejected with the most common reason), judged at listing (no task) or, with parts, once every part
+is done; manifest.json ("complete": false, with the "error") and rejects.jsonl are written first.
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ import cv2
 import numpy as np
 
 from defocuskit.data import shards
+from defocuskit.data.stamps import Stamps, stamp_files
 from defocuskit.data.sample import META_KEYS, IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import OPTION_OF, SOURCES, get_source, source_module_name
 from defocuskit.images import ImageError, bit_depth, to_float
@@ -223,6 +242,14 @@ def _results(jobs: list[tuple[str, Task]], opts: IngestOptions, workers: int) ->
             yield result
 
 
+def _unreadable_reject(task: Task, stamps: Stamps) -> dict[str, Any] | None:
+    """The reject line of a task with an input file that cannot be read, else None."""
+    for path in task.files.values():
+        if path in stamps.unreadable:
+            return Rejected(task.source, path, f"unreadable file: {stamps.unreadable[path]}", task.key).to_json()
+    return None
+
+
 # ------------------------------------------------------------------------------------------ plan
 
 
@@ -273,8 +300,16 @@ def list_all(sources: Mapping[str, Path], opts: IngestOptions) -> tuple[list[Tas
     return tasks, rejects
 
 
-def plan_groups(tasks: list[Task], shard_size: int, opts: IngestOptions) -> list[Group]:
-    """Consecutive groups of `shard_size` tasks per split (splits in sorted order), fingerprinted."""
+def _task_identity(task: Task, stamps: Mapping[str, Any]) -> dict[str, Any]:
+    """What a task's output depends on: key, files with their stamps, listed metadata and options."""
+    return {"key": task.key, "files": task.files, "stamps": [stamps.get(p) for p in task.files.values()],
+            "meta": task.meta, "options": task.options}
+
+
+def plan_groups(tasks: list[Task], shard_size: int, opts: IngestOptions,
+                stamps: Mapping[str, Any] | None = None) -> list[Group]:
+    """Consecutive groups of `shard_size` tasks per split (splits in sorted order), fingerprinted by the
+    tasks (with the `stamps` of their files: size, mtime_ns, content hash) and the content options."""
     if shard_size < 1:
         raise IngestError(f"--shard-size must be at least 1, got {shard_size}")
     by_split: dict[str, list[Task]] = {}
@@ -285,14 +320,16 @@ def plan_groups(tasks: list[Task], shard_size: int, opts: IngestOptions) -> list
         items = by_split[split]
         for g, start in enumerate(range(0, len(items), shard_size)):
             chunk = items[start:start + shard_size]
-            fp = _digest({"keys": [t.key for t in chunk], "files": [t.files for t in chunk], "options": content})
+            fp = _digest({"tasks": [_task_identity(t, stamps or {}) for t in chunk], "options": content})
             groups.append(Group(shards.shard_name(split, g), split, len(groups), chunk, fp))
     return groups
 
 
 def _check_sources(sources: Mapping[str, Path]) -> None:
+    """Names, folders and dataset layouts of every source, before any work; IngestError naming each problem."""
     if not sources:
         raise IngestError("no source given: pass at least one of " + ", ".join(OPTION_OF.values()))
+    problems: list[IngestError] = []
     for name, root in sources.items():
         source_module_name(name)  # unknown names fail here
         if name == "synthetic":
@@ -300,6 +337,17 @@ def _check_sources(sources: Mapping[str, Path]) -> None:
                 raise IngestError(f"--synthetic {root}: only 'builtin' is available")
         elif not Path(root).is_dir():
             raise IngestError(f"{OPTION_OF.get(name, name)} {root}: no such directory")
+        else:
+            check = getattr(get_source(name), "check_layout", None)
+            try:
+                if check is not None:
+                    check(Path(root))
+            except IngestError as exc:
+                problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise IngestError("\n".join(str(p) for p in problems))
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -309,8 +357,11 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
     """Ingest `sources` (name -> root) into the shard folder `opts.out`; returns the manifest.
 
     The returned manifest also carries a "run" entry (not written to disk) with this run's numbers:
-    tasks, shards written/skipped, samples written, new rejects, flat patches dropped, seconds.
-    Raises IngestError (completed shards kept, no partial shard left) under --strict.
+    tasks, shards written/skipped, samples written, new rejects, flat patches dropped, stale files
+    removed, seconds. Raises IngestError (completed shards kept, no partial shard left) under --strict,
+    for a source whose layout is not its dataset's (before any work), and when the whole plan (all
+    parts) yields no sample (manifest.json and rejects.jsonl are written first, "complete" false).
+    A successful run removes the shards, records and temporary files of earlier plans (`shards.prune`).
     """
     t0 = time.perf_counter()
     _check_sources(sources)
@@ -320,40 +371,81 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     tasks, listing_rejects = list_all(sources, opts)
-    groups = plan_groups(tasks, opts.shard_size, opts)
+    stamps = stamp_files([p for t in tasks for p in t.files.values()]
+                         + [r["file"] for r in listing_rejects if os.path.isfile(r["file"])])
+    groups = plan_groups(tasks, opts.shard_size, opts, stamps.of)
     options = {**asdict(opts), "sources": {k: str(v) for k, v in sources.items()}}
-    listing = {"name": shards.LISTING_RECORD, "split": None, "samples": 0, "rejects": listing_rejects,
-               "fingerprint": _digest({"rejects": listing_rejects, "sources": options["sources"]})}
+    listing = _listing_record(listing_rejects, options["sources"], stamps)
     plan = {g.name: g.fingerprint for g in groups} | {listing["name"]: listing["fingerprint"]}
     old = shards.read_record(out, listing["name"])
     new_rejects = 0 if old and old.get("fingerprint") == listing["fingerprint"] else len(listing_rejects)
     shards.write_record(out, listing)
+    if not tasks:
+        raise _no_sample(out, plan, options, sources, 0)
 
+    mine = [g for g in groups if g.index % nparts == part]
+    pending, skipped = _pending(out, mine)
+    stats: Counter = Counter()
+    try:
+        workers = _write_groups(out, pending, stamps, opts, progress, stats)
+    except BaseException:
+        shards.regenerate(out, plan, options)
+        raise
+    manifest = shards.regenerate(out, plan, options)
+    if manifest["done_shards"] >= manifest["expected_shards"] and manifest["counts"]["samples"] == 0:
+        raise _no_sample(out, plan, options, sources, len(tasks))
+    removed = shards.prune(out, plan, {g.name for g in mine})
+    manifest["run"] = {
+        "tasks": len(tasks), "shards_planned": len(groups), "shards_written": stats["written"],
+        "shards_skipped": skipped, "pairs_loaded": stats["loaded"], "samples_written": stats["samples"],
+        "rejects_new": new_rejects + stats["rejects"], "dropped_flat": stats["dropped"], "workers": workers,
+        "stale_removed": len(removed), "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return manifest
+
+
+def _listing_record(rejects: list[dict[str, Any]], sources: Mapping[str, str], stamps: Stamps) -> dict[str, Any]:
+    """The pseudo-shard record of the listing's rejects, fingerprinted with the rejected files' stamps."""
+    seen = [stamps.of.get(r["file"]) for r in rejects]
+    fingerprint = _digest({"rejects": rejects, "sources": sources, "stamps": seen})
+    return {"name": shards.LISTING_RECORD, "split": None, "samples": 0, "rejects": rejects, "fingerprint": fingerprint}
+
+
+def _pending(out: Path, groups: list[Group]) -> tuple[list[Group], int]:
+    """The groups without a tar and record of their fingerprint (leftovers of theirs removed), and how
+    many are done. An older tar of the same name stays until the new one replaces it (or `prune`)."""
     pending, skipped = [], 0
     for g in groups:
-        if g.index % nparts != part:
-            continue
         rec = shards.read_record(out, g.name)
-        tar = out / f"{g.name}.tar"
-        if rec and rec.get("fingerprint") == g.fingerprint and (rec["samples"] == 0 or tar.is_file()):
+        done = rec and rec.get("fingerprint") == g.fingerprint
+        if done and (rec["samples"] == 0 or (out / f"{g.name}.tar").is_file()):
             skipped += 1
             continue
         shards.partial_path(out, g.name).unlink(missing_ok=True)  # left by an interrupted run
         shards.spool_path(out, g.name).unlink(missing_ok=True)
         shards.record_path(out, g.name).unlink(missing_ok=True)
-        tar.unlink(missing_ok=True)
         pending.append(g)
+    return pending, skipped
 
-    stats = Counter()
-    jobs = [(g, t) for g in pending for t in g.tasks]
-    workers = max(1, min(opts.workers or os.cpu_count() or 1, len(jobs)))
-    results = _results([(source_module_name(t.source), t) for _, t in jobs], opts, workers)
+
+def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestOptions, progress: bool,
+                  stats: Counter) -> int:
+    """Process the pending groups' tasks in worker processes and commit each group's shard and record
+    as soon as it is complete; a task with an unreadable input file is a reject without a worker.
+    Updates `stats`; returns the number of worker processes. On any exception no partial shard is left."""
+    todo = [(g, t) for g in pending for t in g.tasks]
+    blocked = {t.key: rej for _, t in todo if (rej := _unreadable_reject(t, stamps))}
+    work = [(source_module_name(t.source), t) for _, t in todo if t.key not in blocked]
+    workers = max(1, min(opts.workers or os.cpu_count() or 1, len(work)))
+    results = _results(work, opts, workers)
     writer: shards.AtomicShard | None = None
-    bar = _progress(progress, len(jobs))
+    bar = _progress(progress, len(todo))
     try:
         counts: Counter = Counter()
         rejects: list[dict[str, Any]] = []
-        for (g, task), res in zip(jobs, results):
+        dropped = 0
+        for g, task in todo:
+            res = WorkResult(task.key, rejects=[blocked[task.key]]) if task.key in blocked else next(results)
             if res.rejects and opts.strict:
                 raise IngestError(f"{res.rejects[0]['file']}: {res.rejects[0]['reason']}")
             for enc in res.samples:
@@ -361,37 +453,38 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
                 writer.write(enc.key, enc.members)
                 counts[(enc.source, enc.f_number)] += 1
             rejects += res.rejects
+            dropped += res.dropped
             stats.update(samples=len(res.samples), dropped=res.dropped, loaded=not res.rejects,
                          rejects=len(res.rejects))
             if bar:
                 bar[0].advance(bar[1])
             if task is g.tasks[-1]:  # the group is complete: commit its shard, then its record
-                if writer:
-                    writer.commit()
-                    writer = None
-                shards.write_record(out, _record(g, counts, rejects))
+                _commit(out, writer, _record(g, counts, rejects, dropped))
+                writer = None
                 stats["written"] += 1
-                counts, rejects = Counter(), []
+                counts, rejects, dropped = Counter(), [], 0
     except BaseException:
         if writer:
             writer.abort()
+        raise
+    finally:
         results.close()
         _stop(bar)
-        shards.regenerate(out, plan, options)
-        raise
-    results.close()
-    _stop(bar)
-    manifest = shards.regenerate(out, plan, options)
-    manifest["run"] = {
-        "tasks": len(tasks), "shards_planned": len(groups), "shards_written": stats["written"],
-        "shards_skipped": skipped, "pairs_loaded": stats["loaded"], "samples_written": stats["samples"],
-        "rejects_new": new_rejects + stats["rejects"], "dropped_flat": stats["dropped"], "workers": workers,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
-    return manifest
+    return workers
 
 
-def _record(g: Group, counts: Counter, rejects: list[dict[str, Any]]) -> dict[str, Any]:
+def _commit(out: Path, writer: shards.AtomicShard | None, record: dict[str, Any]) -> None:
+    """Seal the shard, then publish it and write its record together under the folder lock (so that a
+    part pruning the folder never sees a published shard without its record)."""
+    if writer:
+        writer.seal()
+    with shards.folder_lock(out):
+        if writer:
+            writer.publish()
+        shards.write_record(out, record)
+
+
+def _record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropped: int = 0) -> dict[str, Any]:
     by_source, by_f = Counter(), Counter()
     for (src, f), n in counts.items():
         by_source[src] += n
@@ -401,8 +494,49 @@ def _record(g: Group, counts: Counter, rejects: list[dict[str, Any]]) -> dict[st
         "samples": sum(counts.values()), "by_source": dict(sorted(by_source.items())),
         "by_f_number": dict(sorted(by_f.items(), key=lambda kv: shards.f_sort_key(kv[0]))),
         "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
-        "rejects": rejects,
+        "rejects": rejects, "dropped": dropped,
     }
+
+
+def _no_sample(out: Path, plan: Mapping[str, str], options: Mapping[str, Any], sources: Mapping[str, Path],
+               n_tasks: int) -> IngestError:
+    """The error of a plan that yields no sample, written into the manifest ("complete": false)."""
+    manifest = shards.regenerate(out, plan, options)  # rejects.jsonl of every part, merged
+    rejects_file = out / shards.REJECTS
+    rejects = [json.loads(line) for line in rejects_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    message = no_sample_message(sources, n_tasks, rejects, manifest.get("dropped_flat", 0), rejects_file,
+                                options.get("min_sharpness"))
+    shards.regenerate(out, plan, options, error=message)
+    return IngestError(message)
+
+
+def no_sample_message(sources: Mapping[str, Path], n_tasks: int, rejects: list[dict[str, Any]], dropped: int,
+                      rejects_file: Path, min_sharpness: float | None = None) -> str:
+    """Why no sample was written: no inputs, every input rejected (with the most common reason), or
+    every patch flatter than --min-sharpness."""
+    where = ", ".join(f"{OPTION_OF.get(n, n)} {p}" for n, p in sources.items())
+    see = f"see {rejects_file}"
+    roots = {str(Path(p)) for p in sources.values()}
+    if n_tasks == 0 and all(r["file"] in roots for r in rejects):
+        why = "; ".join(r["reason"] for r in rejects)
+        return f"no sample written: no inputs found under {where}" + (f" ({why})" if why else "")
+    if n_tasks == 0:
+        head = f"no sample written: all {len(rejects)} inputs under {where} rejected while listing ({see})"
+    elif rejects and not dropped:
+        head = f"no sample written: {n_tasks} inputs, all rejected ({see})"
+    elif dropped and not rejects:
+        head = (f"no sample written: all {dropped} patches of the {n_tasks} inputs are flatter than "
+                f"--min-sharpness {min_sharpness}")
+    elif dropped:
+        head = (f"no sample written: {n_tasks} inputs, {len(rejects)} rejected ({see}), the {dropped} patches "
+                f"of the others all flatter than --min-sharpness {min_sharpness}")
+    else:
+        head = f"no sample written: the sources gave no sample for their {n_tasks} inputs under {where}"
+    if not rejects:
+        return head
+    reason, count = Counter(r["reason"] for r in rejects).most_common(1)[0]
+    example = next(r["file"] for r in rejects if r["reason"] == reason)
+    return f"{head}; most common reason ({count} of {len(rejects)}): {reason} (e.g. {example})"
 
 
 def _progress(enabled: bool, total: int) -> tuple[Any, Any] | None:

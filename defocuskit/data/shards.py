@@ -4,6 +4,10 @@ A shard folder holds `{split}-{NNNNNN}.tar` WebDataset shards, `manifest.json`, 
 hidden `.records/` folder with one small JSON record per completed shard (its sample counts and rejects).
 `manifest.json` and `rejects.jsonl` are always regenerated from the records, so the parts of a
 `--part I/N` ingest merge by construction and a resumed run never counts a shard twice.
+
+Writers take the folder lock (`folder_lock`) to publish a shard with its record, to write a record and
+to regenerate or prune, so a run that holds the lock sees no half-published shard of another part:
+`prune` can then remove every shard that no record of the current plan backs.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ import contextlib
 import glob
 import json
 import os
+import re
 import tarfile
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,9 @@ RECORDS = ".records"
 LISTING_RECORD = "_listing"  # pseudo-shard holding the rejects found while listing the sources
 COC_SCALE = 256.0  # coc.png stores the circle-of-confusion diameter in pixels x 256, 16-bit
 MEMBERS = ("blur.png", "sharp.png", "coc.png", "json")
+SHARD_FILE = re.compile(r"^([A-Za-z0-9_]+-\d+)\.tar$")  # split-NNNNNN.tar
+TEMP_SHARD_FILE = re.compile(r"^\.([A-Za-z0-9_]+-\d+)\.tar\.(?:partial|spool)$")
+TEMP_JSON = re.compile(r"^\.(?:manifest\.json|rejects\.jsonl)\..*\.tmp$")  # left by write_json_atomic
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -125,6 +133,11 @@ class AtomicShard:
 
     def commit(self) -> Path:
         """Write the tar (richest samples first), flush it to disk and give it its final name."""
+        self.seal()
+        return self.publish()
+
+    def seal(self) -> None:
+        """Write the tar under its temporary name (richest samples first) and flush it to disk."""
         order = sorted(self._index, key=lambda r: (-r[0][0], -r[0][1], r[1]))
         self._spool.flush()
         with open(self.partial, "wb") as stream:
@@ -141,6 +154,9 @@ class AtomicShard:
             os.fsync(stream.fileno())
         self._spool.close()
         self.spool_path.unlink(missing_ok=True)
+
+    def publish(self) -> Path:
+        """Give the sealed tar its final name (atomically, replacing an older shard of that name)."""
         os.replace(self.partial, self.final)
         return self.final
 
@@ -186,10 +202,11 @@ def record_path(folder: str | Path, name: str) -> Path:
 
 
 def write_record(folder: str | Path, record: Mapping[str, Any]) -> None:
-    """Store a completed shard's record (after its tar has been renamed)."""
+    """Store a completed shard's record (after its tar has been renamed), under the folder lock."""
     path = record_path(folder, record["name"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, dict(record))
+    with folder_lock(folder):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, dict(record))
 
 
 def read_record(folder: str | Path, name: str) -> dict[str, Any] | None:
@@ -201,9 +218,22 @@ def read_record(folder: str | Path, name: str) -> dict[str, Any] | None:
         return None
 
 
+_HELD: dict[str, int] = {}  # folders whose lock this process holds, with the nesting depth
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path) -> Iterator[None]:
-    """An exclusive advisory lock on the folder, so that parts finishing together merge correctly."""
+    """An exclusive advisory lock on the folder, so that parts finishing together merge correctly.
+
+    Re-entrant within a process (a nested `with` on the same folder does not wait for itself)."""
+    key = os.path.realpath(folder)
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     try:
         import fcntl
     except ImportError:  # not POSIX: parts run one after another there
@@ -211,19 +241,26 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
         return
     with open(Path(folder) / ".lock", "a+") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        _HELD[key] = 1
         try:
             yield
         finally:
+            del _HELD[key]
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any], expected_shards: int) -> dict:
-    """The manifest from shard records (listing record included); see DESIGN.md section 2."""
-    shards, table, rejects = [], Counter(), 0
+def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any], expected_shards: int,
+                   error: str | None = None) -> dict:
+    """The manifest from shard records (listing record included); see DESIGN.md section 2.
+
+    "complete" is true when every planned shard is done and they hold at least one sample;
+    `error`, when given, says why the folder is not usable (e.g. every input was rejected)."""
+    shards, table, rejects, dropped = [], Counter(), 0, 0
     for rec in records:
         rejects += len(rec.get("rejects", ()))
         if rec["name"] == LISTING_RECORD:
             continue
+        dropped += rec.get("dropped", 0)
         for row in rec.get("table", ()):
             table[(rec["split"], row["source"], row["f_number"])] += row["samples"]
         if rec["samples"] > 0:
@@ -234,13 +271,14 @@ def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any],
         by_source[source] += n
         by_f[f] += n
     done = sum(1 for r in records if r["name"] != LISTING_RECORD)
-    return {
+    manifest = {
         "tool": "defocuskit",
         "version": defocuskit.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "options": dict(options),
-        "complete": done >= expected_shards,
+        "complete": done >= expected_shards and sum(table.values()) > 0 and error is None,
         "expected_shards": expected_shards,
+        "done_shards": done,
         "shards": [dict(s, name=s["name"] + ".tar") for s in shards],
         "counts": {
             "samples": sum(table.values()),
@@ -251,7 +289,11 @@ def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any],
                       for (s, src, f), n in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1], f_sort_key(kv[0][2])))],
         },
         "rejects": rejects,
+        "dropped_flat": dropped,
     }
+    if error is not None:
+        manifest["error"] = error
+    return manifest
 
 
 def f_sort_key(key: str) -> float:
@@ -259,25 +301,70 @@ def f_sort_key(key: str) -> float:
     return float("inf") if key == "none" else float(key)
 
 
-def regenerate(folder: str | Path, plan: Mapping[str, str], options: Mapping[str, Any]) -> dict:
+def _plan_records(folder: Path, plan: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The records present whose fingerprint is the plan's, in plan order."""
+    records = []
+    for name, fingerprint in plan.items():
+        rec = read_record(folder, name)
+        if rec is not None and rec.get("fingerprint") == fingerprint:
+            records.append(rec)
+    return records
+
+
+def regenerate(folder: str | Path, plan: Mapping[str, str], options: Mapping[str, Any],
+               error: str | None = None) -> dict:
     """Rewrite manifest.json and rejects.jsonl from the records of the planned shards.
 
     `plan` maps every shard of the plan (all parts) and the listing record to its fingerprint; the
     records present whose fingerprint matches are merged, under a folder lock, so the last part to
     finish writes the full manifest and records left by an earlier, different command are ignored.
+    `error` is written into the manifest (see `build_manifest`).
     """
     folder = Path(folder)
     with folder_lock(folder):
-        records = []
-        for name, fingerprint in plan.items():
-            rec = read_record(folder, name)
-            if rec is not None and rec.get("fingerprint") == fingerprint:
-                records.append(rec)
-        manifest = build_manifest(records, options, expected_shards=sum(n != LISTING_RECORD for n in plan))
+        records = _plan_records(folder, plan)
+        manifest = build_manifest(records, options, expected_shards=sum(n != LISTING_RECORD for n in plan),
+                                  error=error)
         rejects = [dict(rej, shard=rec["name"]) for rec in records for rej in rec.get("rejects", ())]
         write_json_atomic(folder / REJECTS, rejects, lines=True)
         write_json_atomic(folder / MANIFEST, manifest)
     return manifest
+
+
+def prune(folder: str | Path, plan: Mapping[str, str], mine: Collection[str]) -> list[Path]:
+    """Remove, under the folder lock, what the plan does not hold; returns the paths removed.
+
+    Removed: every `split-NNNNNN.tar` that no record of `plan` with samples backs (the shards of an
+    earlier plan: another --shard-size, other options or inputs), every record not of `plan`, the
+    `.tmp` files of interrupted record, manifest and rejects writes (all written under the lock), and
+    the `.partial` / `.spool` files of the shards in `mine` or in no plan (those of another part's
+    shards are kept: that part may be writing them). Call it after the manifest of a successful run.
+    """
+    folder = Path(folder)
+    removed = []
+    with folder_lock(folder):
+        backed = {r["name"] for r in _plan_records(folder, plan) if r.get("samples", 0) > 0}
+        for path in sorted(folder.iterdir()):
+            name = path.name
+            if match := SHARD_FILE.match(name):
+                stale = match.group(1) not in backed
+            elif match := TEMP_SHARD_FILE.match(name):
+                stale = match.group(1) not in plan or match.group(1) in mine
+            else:
+                stale = bool(TEMP_JSON.match(name))
+            if stale and path.is_file():
+                removed.append(path)
+        records = folder / RECORDS
+        for path in sorted(records.iterdir()) if records.is_dir() else ():
+            if path.name.endswith(".tmp"):
+                removed.append(path)
+            elif path.suffix == ".json":
+                rec = read_record(folder, path.stem)
+                if path.stem not in plan or rec is None or rec.get("fingerprint") != plan[path.stem]:
+                    removed.append(path)
+        for path in removed:
+            path.unlink(missing_ok=True)
+    return removed
 
 
 # ---------------------------------------------------------------------------------------- reader

@@ -4,6 +4,11 @@ Every source module exposes
     NAME: str
     list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]   # cheap, deterministic order
     load(task: Task, opts: IngestOptions) -> list[Sample]                      # raises RejectError to skip
+and, for a dataset with a fixed layout (see `layout`),
+    TITLE: str                                                                 # "VABD", for messages
+    layout_problem(root: Path) -> str | None                                   # what does not match, or None
+    check_layout(root: Path) -> None                                           # raises LayoutError (an IngestError)
+`ingest` calls every given source's `check_layout` before listing any.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Layout: `sharp/<prefix>_<n>.jpg` (the all-in-focus ground truth), `image/image_<
 shot) and `filtered/defocus_filterd_<n>.png` (sic; a filtered defocus map, recorded in origin only, not
 used as a CoC map), paired by the number <n>; scene subfolders, where present, are kept. No official
 split: opts.split_by decides.
+
+Layout: `sharp/` and `image/` must exist, else the source fails (LayoutError) before any work.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from typing import Iterator
 
 from defocuskit.data.pairs import key_part, load_task, relpath, split_for
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+from defocuskit.data.sources import layout
 
 NAME = "ded"
+TITLE = "DED"
+EXPECTED = "sharp/, image/ and optionally filtered/"
 F_NUMBER = 2.0  # Lytro Illum, fixed aperture
 CAMERA = "Lytro Illum"
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
@@ -37,9 +42,21 @@ def _index(folder: Path, suffixes: set[str]) -> dict[tuple[str, str], Path]:
     return found
 
 
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a DED folder, or None."""
+    lacking = layout.missing(Path(root), ("sharp", "image"))
+    return f"no {' or '.join(lacking)}" if lacking else None
+
+
+def check_layout(root: Path) -> None:
+    """Raise LayoutError (naming the expected folders and what is there) unless `root` is a DED folder."""
+    layout.check(NAME, root, EXPECTED, layout_problem(root))
+
+
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per sharp image that has a defocused image of the same number."""
     root = Path(root)
+    check_layout(root)
     sharp = _index(root / "sharp", {".jpg", ".jpeg", ".png"})
     image = _index(root / "image", {".jpg", ".jpeg", ".png"})
     filtered = _index(root / "filtered", {".png"})

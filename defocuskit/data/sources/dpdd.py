@@ -3,6 +3,9 @@
 Source and target file names are consecutive Canon frame numbers (they differ), so pairs are formed by
 sorted order within a split, never by name. The dual-pixel views (`*_l`, `*_r` folders or files) are
 ignored. The images are aligned already (tripod, same session): no registration.
+
+Layout: at least one split folder, and `source/` and `target/` in each one present, else the source
+fails (LayoutError) before any work.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from typing import Iterator
 
 from defocuskit.data.pairs import key_part, list_images, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+from defocuskit.data.sources import layout
 
 NAME = "dpdd"
+TITLE = "DPDD"
+EXPECTED = "{train_c,val_c,test_c}/{source,target}/"
 SPLITS = (("train_c", "train"), ("val_c", "val"), ("test_c", "test"))
 F_NUMBER, REF_F_NUMBER = 4.0, 22.0  # DPDD paper: source f/4, target f/22
 CAMERA = "Canon EOS 5D Mark IV"
@@ -30,13 +36,28 @@ def _centre_views(folder: Path) -> list[Path]:
     return [p for p in list_images(folder, {".png"}) if not p.stem.lower().endswith(("_l", "_r"))]
 
 
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a DPDD folder, or None."""
+    data = _dataset_root(Path(root))
+    present = [d for d, _ in SPLITS if (data / d).is_dir()]
+    if not present:
+        return "no train_c/, val_c/ or test_c/ folder"
+    for folder in present:
+        if lacking := layout.missing(data / folder, ("source", "target")):
+            return f"{folder}/ has no {' or '.join(lacking)}"
+    return None
+
+
+def check_layout(root: Path) -> None:
+    """Raise LayoutError (naming the expected folders and what is there) unless `root` is a DPDD folder."""
+    layout.check(NAME, root, EXPECTED, layout_problem(root))
+
+
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per source/target image pair of every split folder present."""
     root = Path(root)
+    check_layout(root)
     data = _dataset_root(root)
-    if not any((data / d).is_dir() for d, _ in SPLITS):
-        yield Rejected(NAME, str(root), "no DPDD split folders (train_c, val_c, test_c) found")
-        return
     for folder, split in SPLITS:
         split_dir = data / folder
         if not split_dir.is_dir():

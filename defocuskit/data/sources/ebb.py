@@ -4,6 +4,10 @@
 pixel-aligned (shifts of about a dozen pixels, ~1 % scale): each is registered with ECC affine,
 falling back to a feature homography, and gain-matched. An input without a target becomes a
 sharp-only sample. depth/ and focal/ are ignored.
+
+Layout: every split folder present needs `input/` and `target/`, else the source fails (LayoutError)
+before any work. Images in a folder the adapter does not know (e.g. VABD's `8/`) or lying loose in
+a split folder get reject lines.
 """
 
 from __future__ import annotations
@@ -13,38 +17,62 @@ from typing import Iterator
 
 from defocuskit.data.pairs import images_by_stem, key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+from defocuskit.data.sources import layout
 
 NAME = "ebb"
+TITLE = "EBB"
+SPLITS = ("train", "test")
+FOLDERS = ("input", "target")
+IGNORED = ("depth", "focal")
+EXPECTED = "{train,test}/{input,target}/"
+USES = "input/, target/ (depth/, focal/ ignored)"
 F_NUMBER, REF_F_NUMBER = 1.8, 16.0
 CAMERA, FOCAL_LENGTH_MM = "Canon 7D", 50.0
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
 
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being an EBB folder, or None."""
+    root = Path(root)
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if not present:
+        return "no train/ or test/ folder"
+    for split in present:
+        if lacking := layout.missing(root / split, FOLDERS):
+            return f"{split}/ has no {' or '.join(lacking)}"
+    return None
+
+
+def check_layout(root: Path) -> None:
+    """Raise LayoutError (naming the expected folders and what is there) unless `root` is an EBB folder."""
+    layout.check(NAME, root, EXPECTED, layout_problem(root))
+
+
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per input/target pair (matched by name); unmatched inputs are sharp-only tasks."""
     root = Path(root)
-    splits = [s for s in ("train", "test") if (root / s / "input").is_dir()]
-    if not splits:
-        yield Rejected(NAME, str(root), "no train/input or test/input folder found")
-        return
-    for split in splits:
+    check_layout(root)
+    yield from layout.unused_images(NAME, root, SPLITS, "train/, test/", depth=2)
+    for split in (s for s in SPLITS if (root / s).is_dir()):
+        yield from layout.unused_images(NAME, root / split, (*FOLDERS, *IGNORED), USES)
         refs = images_by_stem(root / split / "input", EXTENSIONS)
         targets = images_by_stem(root / split / "target", EXTENSIONS)
         for stem in sorted(set(targets) - set(refs)):
             yield Rejected(NAME, str(targets[stem]), f"no f/16 reference {split}/input/{stem}.*")
         for stem, ref in refs.items():
-            scene = key_part(stem)
-            base = {"camera": CAMERA, "focal_length_mm": FOCAL_LENGTH_MM, "blur_type": "defocus",
-                    "ref_f_number": REF_F_NUMBER}
-            blur = targets.get(stem)
-            if blur is None:
-                yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f16", {"sharp": str(ref)},
-                           {**base, "f_number": REF_F_NUMBER, "origin": [relpath(ref, root)]}, {})
-                continue
-            meta = {**base, "f_number": F_NUMBER, "origin": [relpath(blur, root), relpath(ref, root)]}
-            options = {"register": opts.register, "motion": "affine", "fallback": "homography", "gain": True}
-            yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}", {"blur": str(blur), "sharp": str(ref)},
-                       meta, options)
+            yield _task(root, split, stem, ref, targets.get(stem), opts)
+
+
+def _task(root: Path, split: str, stem: str, ref: Path, blur: Path | None, opts: IngestOptions) -> Task:
+    scene = key_part(stem)
+    base = {"camera": CAMERA, "focal_length_mm": FOCAL_LENGTH_MM, "blur_type": "defocus",
+            "ref_f_number": REF_F_NUMBER}
+    if blur is None:
+        return Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f16", {"sharp": str(ref)},
+                    {**base, "f_number": REF_F_NUMBER, "origin": [relpath(ref, root)]}, {})
+    meta = {**base, "f_number": F_NUMBER, "origin": [relpath(blur, root), relpath(ref, root)]}
+    options = {"register": opts.register, "motion": "affine", "fallback": "homography", "gain": True}
+    return Task(NAME, split, scene, f"{NAME}/{split}/{scene}", {"blur": str(blur), "sharp": str(ref)}, meta, options)
 
 
 def load(task: Task, opts: IngestOptions) -> list[Sample]:

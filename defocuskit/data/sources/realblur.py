@@ -4,6 +4,8 @@ Layout: `RealBlur-J_ECC_IMCORR_centroid_itensity_ref/sceneNNN/{gt/gt_K.png, blur
 `RealBlur-R_BM3D_ECC_IMCORR_centroid_itensity_ref/...` (the misspelling is real); splits come from
 `RealBlur_{J,R}_{train,test}_list.txt`, one "gt_path blur_path" line per pair, relative to the root.
 Scenes in no list are ignored. The pairs are registered by the authors already.
+
+Layout: at least one list file must exist, else the source fails (LayoutError) before any work.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from typing import Iterator
 
 from defocuskit.data.pairs import key_part, load_task
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+from defocuskit.data.sources import layout
 
 NAME = "realblur"
+TITLE = "RealBlur"
+EXPECTED = "RealBlur_{J,R}_{train,test}_list.txt beside RealBlur-{J,R}_..._itensity_ref/"
 VARIANTS = ("J", "R")
 SPLITS = ("train", "test")
 
@@ -30,13 +35,27 @@ def _pairs(list_file: Path) -> Iterator[tuple[int, str, str] | Rejected]:
         yield lineno, fields[0], fields[1]
 
 
+def _list_files(root: Path) -> list[tuple[str, str, Path]]:
+    return [(v, s, Path(root) / f"RealBlur_{v}_{s}_list.txt") for v in VARIANTS for s in SPLITS]
+
+
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a RealBlur folder, or None."""
+    if not any(f.is_file() for _, _, f in _list_files(root)):
+        return "no RealBlur_{J,R}_{train,test}_list.txt"
+    return None
+
+
+def check_layout(root: Path) -> None:
+    """Raise LayoutError (naming the expected files and what is there) unless `root` is a RealBlur folder."""
+    layout.check(NAME, root, EXPECTED, layout_problem(root))
+
+
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per list line of every RealBlur_{J,R}_{train,test}_list.txt present."""
     root = Path(root)
-    lists = [(v, s, root / f"RealBlur_{v}_{s}_list.txt") for v in VARIANTS for s in SPLITS]
-    if not any(f.is_file() for _, _, f in lists):
-        yield Rejected(NAME, str(root), "no RealBlur_{J,R}_{train,test}_list.txt found")
-        return
+    check_layout(root)
+    lists = _list_files(root)
     seen: set[str] = set()
     for variant, split, list_file in lists:
         if not list_file.is_file():

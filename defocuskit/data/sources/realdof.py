@@ -1,4 +1,7 @@
-"""RealDOF (Lee et al., CVPR 2021): `{source,target}/*.png`, 50 pairs, paired by sorted order, test only."""
+"""RealDOF (Lee et al., CVPR 2021): `{source,target}/*.png`, 50 pairs, paired by sorted order, test only.
+
+Layout: `source/` and `target/` must exist, else the source fails (LayoutError) before any work.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +10,29 @@ from typing import Iterator
 
 from defocuskit.data.pairs import key_part, list_images, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+from defocuskit.data.sources import layout
 
 NAME = "realdof"
+TITLE = "RealDOF"
+EXPECTED = "source/ and target/"
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+
+
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a RealDOF folder, or None."""
+    lacking = layout.missing(Path(root), ("source", "target"))
+    return f"no {' or '.join(lacking)}" if lacking else None
+
+
+def check_layout(root: Path) -> None:
+    """Raise LayoutError (naming the expected folders and what is there) unless `root` is a RealDOF folder."""
+    layout.check(NAME, root, EXPECTED, layout_problem(root))
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One test pair per source/target image, in sorted order."""
     root = Path(root)
+    check_layout(root)
     sources, targets = list_images(root / "source", EXTENSIONS), list_images(root / "target", EXTENSIONS)
     if not sources and not targets:
         yield Rejected(NAME, str(root), "no source/ and target/ images found")

@@ -5,6 +5,10 @@ One pair per defocused aperture plus the reference as a sharp-only sample. The s
 aligned (about 1 px of shift and the lens's focus breathing) and differ a little in exposure:
 each pair is registered (opts.register, ECC affine by default) and gain-matched. depth/ and focal/
 are ignored.
+
+Layout: every split folder present needs `input/` and at least one aperture folder, else the source
+fails (LayoutError) before any work. Images in a folder the adapter does not know (e.g. EBB's
+`target/`) or lying loose in a split folder get reject lines.
 """
 
 from __future__ import annotations
@@ -14,41 +18,70 @@ from typing import Iterator
 
 from defocuskit.data.pairs import images_by_stem, key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+from defocuskit.data.sources import layout
 
 NAME = "vabd"
+TITLE = "VABD"
+SPLITS = ("train", "test")
 REF_FOLDER, REF_F_NUMBER = "input", 16.0
 APERTURES = {"8": 8.0, "2_8": 2.8, "1_8": 1.8}
+IGNORED = ("depth", "focal")
+EXPECTED = "{train,test}/{input,8,2_8,1_8}/"
+USES = "input/, 8/, 2_8/, 1_8/ (depth/, focal/ ignored)"
 CAMERA, FOCAL_LENGTH_MM = "Canon EOS 70D", 50.0
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
+
+
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a VABD folder, or None."""
+    root = Path(root)
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if not present:
+        return "no train/ or test/ folder"
+    for split in present:
+        if not (root / split / REF_FOLDER).is_dir():
+            return f"{split}/ has no {REF_FOLDER}/ (the f/16 references)"
+        if not any((root / split / folder).is_dir() for folder in APERTURES):
+            return f"{split}/ has none of 8/, 2_8/, 1_8/ (the defocused shots)"
+    return None
+
+
+def check_layout(root: Path) -> None:
+    """Raise LayoutError (naming the expected folders and what is there) unless `root` is a VABD folder."""
+    layout.check(NAME, root, EXPECTED, layout_problem(root))
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """Per scene: the f/16 reference as a sharp-only task, then one pair task per defocused aperture."""
     root = Path(root)
-    splits = [s for s in ("train", "test") if (root / s / REF_FOLDER).is_dir()]
-    if not splits:
-        yield Rejected(NAME, str(root), "no train/input or test/input folder found")
-        return
-    for split in splits:
+    check_layout(root)
+    yield from layout.unused_images(NAME, root, SPLITS, "train/, test/", depth=2)
+    for split in (s for s in SPLITS if (root / s).is_dir()):
+        yield from layout.unused_images(NAME, root / split, (REF_FOLDER, *APERTURES, *IGNORED), USES)
         refs = images_by_stem(root / split / REF_FOLDER, EXTENSIONS)
         shots = {folder: images_by_stem(root / split / folder, EXTENSIONS) for folder in APERTURES}
         for folder, files in shots.items():
             for stem in sorted(set(files) - set(refs)):
                 yield Rejected(NAME, str(files[stem]), f"no f/16 reference {split}/{REF_FOLDER}/{stem}.*")
         for stem, ref in refs.items():
-            scene = key_part(stem)
-            base = {"camera": CAMERA, "focal_length_mm": FOCAL_LENGTH_MM, "blur_type": "defocus",
-                    "ref_f_number": REF_F_NUMBER}
-            yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f16", {"sharp": str(ref)},
-                       {**base, "f_number": REF_F_NUMBER, "origin": [relpath(ref, root)]}, {})
-            for folder, f_number in APERTURES.items():
-                blur = shots[folder].get(stem)
-                if blur is None:
-                    continue
-                meta = {**base, "f_number": f_number, "origin": [relpath(blur, root), relpath(ref, root)]}
-                options = {"register": opts.register, "motion": "affine", "gain": True}
-                yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f{folder}",
-                           {"blur": str(blur), "sharp": str(ref)}, meta, options)
+            yield from _scene_tasks(root, split, stem, ref, shots, opts)
+
+
+def _scene_tasks(root: Path, split: str, stem: str, ref: Path, shots: dict[str, dict[str, Path]],
+                 opts: IngestOptions) -> Iterator[Task]:
+    scene = key_part(stem)
+    base = {"camera": CAMERA, "focal_length_mm": FOCAL_LENGTH_MM, "blur_type": "defocus",
+            "ref_f_number": REF_F_NUMBER}
+    yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f16", {"sharp": str(ref)},
+               {**base, "f_number": REF_F_NUMBER, "origin": [relpath(ref, root)]}, {})
+    for folder, f_number in APERTURES.items():
+        blur = shots[folder].get(stem)
+        if blur is None:
+            continue
+        meta = {**base, "f_number": f_number, "origin": [relpath(blur, root), relpath(ref, root)]}
+        options = {"register": opts.register, "motion": "affine", "gain": True}
+        yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f{folder}",
+                   {"blur": str(blur), "sharp": str(ref)}, meta, options)
 
 
 def load(task: Task, opts: IngestOptions) -> list[Sample]:

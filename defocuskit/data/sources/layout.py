@@ -1,0 +1,151 @@
+"""Layout checks shared by the dataset adapters.
+
+A source given a folder that is not its dataset fails before any work, with one message that says
+what the adapter expected, what it found and, when another adapter's layout matches, which option
+fits, e.g. "--vabd /x: expected {train,test}/{input,8,2_8,1_8}/ (VABD); train/ has none of 8/, 2_8/,
+1_8/; found train/{depth,focal,input,target} — is this EBB (--ebb)?".
+
+A dataset module exposes `TITLE`, `layout_problem(root) -> str | None` (what keeps `root` from being
+that dataset, or None) and `check_layout(root)` (raises LayoutError); `ingest` calls `check_layout` of
+every source before listing any, and `list_tasks` calls it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from pathlib import Path
+
+# ingest loads the source modules by name at run time, never at import, so this import has no cycle
+from defocuskit.data.ingest import IngestError
+from defocuskit.data.sample import Rejected
+from defocuskit.data.sources import OPTION_OF, get_source
+from defocuskit.images import IMAGE_EXTENSIONS
+
+# the sources whose modules define layout_problem, in the order a hint names them
+DATASETS = ("dpdd", "realblur", "ded", "realdof", "vabd", "ebb")
+MAX_PARTS = 6  # groups of folders named by `describe`
+
+
+class LayoutError(IngestError):
+    """A source folder whose layout is not the dataset's; the message says what was expected and found."""
+
+
+def check(name: str, root: Path, expected: str, problem: str | None) -> None:
+    """Raise LayoutError for source `name` at `root` when `problem` is not None."""
+    if problem is not None:
+        raise LayoutError(message(name, Path(root), expected, problem))
+
+
+def message(name: str, root: Path, expected: str, problem: str) -> str:
+    """"--x ROOT: expected E (TITLE); PROBLEM; found F", plus a hint naming the sources whose layout fits."""
+    title = getattr(get_source(name), "TITLE", name)
+    text = f"{OPTION_OF.get(name, name)} {root}: expected {expected} ({title}); {problem}; found {describe(root)}"
+    fits = matching_sources(root, exclude=name)
+    if fits:
+        text += " — is this " + " or ".join(fits) + "?"
+    return text
+
+
+def matching_sources(root: Path, exclude: str) -> list[str]:
+    """"TITLE (--option)" of every dataset whose layout `root` has; your own captures if it only holds photos."""
+    fits = []
+    for name in DATASETS:
+        problem = getattr(get_source(name), "layout_problem", None)
+        if name == exclude or problem is None:
+            continue
+        try:
+            if problem(root) is None:
+                fits.append(f"{get_source(name).TITLE} ({OPTION_OF[name]})")
+        except OSError:
+            continue
+    if not fits and exclude != "raw" and _holds_images(root, depth=2):
+        fits.append(f"your own captures ({OPTION_OF['raw']})")
+    return fits
+
+
+# -------------------------------------------------------------------------------- what is there
+
+
+def _children(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(subfolders, files) of `folder`, hidden ones left out, sorted by name; OSError propagates."""
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+    return [p for p in entries if p.is_dir()], [p for p in entries if not p.is_dir()]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _braced(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
+
+
+def describe(root: Path) -> str:
+    """What a folder holds, two levels deep, folders with the same subfolders grouped:
+    "{test,train}/{depth,focal,input,target}, source/ (3 files), 2 files (a.txt, b.zip)"."""
+    try:
+        dirs, files = _children(Path(root))
+    except OSError as exc:
+        return f"a folder that cannot be listed ({exc.strerror or exc})"
+    if not dirs and not files:
+        return "an empty folder"
+    by_subdirs: dict[tuple[str, ...], list[str]] = {}
+    parts = []
+    for d in dirs:
+        try:
+            subdirs, subfiles = _children(d)
+        except OSError:
+            parts.append(f"{d.name}/ (cannot be listed)")
+            continue
+        if subdirs:
+            by_subdirs.setdefault(tuple(s.name for s in subdirs), []).append(d.name)
+        else:
+            parts.append(f"{d.name}/ ({_count(len(subfiles), 'file')})")
+    parts = [f"{_braced(names)}/{_braced(list(subs))}" for subs, names in by_subdirs.items()] + parts
+    if files:
+        shown = ", ".join(f.name for f in files[:3]) + (", ..." if len(files) > 3 else "")
+        parts.append(f"{_count(len(files), 'file')} ({shown})")
+    return ", ".join(parts[:MAX_PARTS]) + (", ..." if len(parts) > MAX_PARTS else "")
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _count_images(folder: Path, depth: int) -> int:
+    """Image files in `folder` and its non-hidden subfolders down to `depth` levels (unreadable: 0)."""
+    try:
+        dirs, files = _children(folder)
+    except OSError:
+        return 0
+    n = sum(1 for f in files if _is_image(f))
+    if depth > 1:
+        n += sum(_count_images(d, depth - 1) for d in dirs)
+    return n
+
+
+def _holds_images(folder: Path, depth: int) -> bool:
+    return _count_images(folder, depth) > 0
+
+
+def unused_images(source: str, folder: Path, known: Collection[str], uses: str,
+                  depth: int = 1) -> Iterator[Rejected]:
+    """Reject lines for the images an adapter would otherwise drop without a word: one per subfolder
+    of `folder` that is not in `known` but holds images (within `depth` levels), one per image lying
+    directly in `folder`. `uses` says what the adapter reads, for the reason."""
+    try:
+        dirs, files = _children(folder)
+    except OSError:
+        return
+    for d in dirs:
+        if d.name not in known and (n := _count_images(d, depth)):
+            yield Rejected(source, str(d), f"folder not used ({_count(n, 'image')}): "
+                                           f"{get_source(source).TITLE} reads {uses}")
+    for f in files:
+        if _is_image(f):
+            yield Rejected(source, str(f), f"image outside the folders {get_source(source).TITLE} reads ({uses})")
+
+
+def missing(folder: Path, names: Collection[str]) -> list[str]:
+    """The names in `names` that are not subfolders of `folder`, as "name/"."""
+    return [f"{n}/" for n in names if not (folder / n).is_dir()]
