@@ -53,7 +53,7 @@ def test_checkpoint_holds_no_pickle_of_ours(base_run):
     # the only torch-serialised files are Accelerate's own, read with weights_only=True
     assert {n for n in names if n.endswith((".bin", ".pkl"))} == {"optimizer.bin", "random_states_0.pkl"}
     state = json.loads((ckpt / LOOP_STATE).read_text())
-    assert state["step"] == 4 and state["ema"]["num_updates"] == 4 and state["scheduler"]["last_epoch"] == 4
+    assert state["step"] == 4 and state["ema"]["num_updates"] == 4 and state["schedulers"]["main"]["last_epoch"] == 4
     assert state["data"]["batch"] == 4 and state["data"]["workers"][0]["delivered"] == 4 * 4
 
 

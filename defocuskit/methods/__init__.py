@@ -12,6 +12,10 @@ _MODULES = {
     "rddm": "defocuskit.methods.rddm",
     "nafnet": "defocuskit.methods.nafnet",
     "defocus-map": "defocuskit.methods.defocus_map",
+    "jdrl": "defocuskit.methods.jdrl",
+    "dncnn": "defocuskit.methods.dncnn",
+    "ffdnet": "defocuskit.methods.ffdnet",
+    "cyclegan": "defocuskit.methods.cyclegan",
 }
 
 

@@ -36,6 +36,10 @@ def _no_conditions(cfg: Any) -> frozenset[str]:
     return frozenset()
 
 
+def _all_parameters(model: nn.Module, phase: str) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 @dataclass(frozen=True)
 class Method:
     """A deblurring method: its config sections, how to build its network, train it and run it.
@@ -45,6 +49,11 @@ class Method:
         (the exported .safetensors carries every weight).
     loss(model, batch, objective_cfg) -> scalar tensor
         the training objective; randomness from torch's global RNG (the loop reseeds it per step).
+        A method with several `phases` takes the phase as a fourth argument: loss(model, batch, cfg, phase).
+    phases: the optimizers, by name, each stepped once per training step in this order on the same
+        micro-batches (one, "main", for most methods; "generator", "discriminator" for a GAN). Each has
+        its own optimizer and LR schedule from the recipe's `optim` section, checkpointed and restored.
+    phase_parameters(model, phase) -> list of parameters that phase's optimizer updates.
     restore(model, blur, sampler_cfg, objective_cfg, generator, callback, conditions) -> tensor
         deblurs a batch (B, C, H, W) in [0, 1]; returns the same shape, for the "deblur"
         output of the method (an image, or a defocus map for the map estimator).
@@ -72,3 +81,5 @@ class Method:
     nfe: Callable[[Any], int] = _one_pass
     needs: Callable[[Any], frozenset[str]] = _no_conditions
     upgrade_recipe: Callable[[dict[str, Any]], dict[str, Any]] = _unchanged
+    phases: tuple[str, ...] = ("main",)
+    phase_parameters: Callable[[nn.Module, str], list[nn.Parameter]] = _all_parameters

@@ -295,9 +295,14 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
         check_resume(checkpoints[-1][1], recipe)
 
     t = recipe.train
+    handlers = []
+    if len(method.phases) > 1:  # a phase leaves the other phases' parameters without gradients
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
     accelerator = Accelerator(
         gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision,
-        log_with=t.log_with, project_dir=str(out),
+        log_with=t.log_with, project_dir=str(out), kwargs_handlers=handlers,
     )
     rank, world = accelerator.process_index, accelerator.num_processes
     if accelerator.is_main_process:
@@ -310,20 +315,22 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
     torch.manual_seed(recipe.seed)  # the same initial weights on every process
     model = method.build(recipe.model, recipe.objective, True)
     accelerator.print(f"{method.name}: parameters\n{format_counts(parameter_counts(model))}")
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], recipe.optim)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe.optim, t.max_steps))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    # the scheduler is not prepared: Accelerate would step it once per process; it counts optimizer steps here
+    optimizers = [make_optimizer(_phase_params(method, model, phase), recipe.optim) for phase in method.phases]
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_factor(recipe.optim, t.max_steps)) for o in optimizers]
+    model, *optimizers = accelerator.prepare(model, *optimizers)
+    # the schedulers are not prepared: Accelerate would step them once per process; they count optimizer steps here
     net = accelerator.unwrap_model(model)
     ema = EMA(net, t.ema_decay)
     counter = StepCounter()
     stream = ShardStream(urls, recipe.data, method.data, recipe.seed, rank, world)
-    state = LoopState(accelerator, scheduler, ema, counter, lambda step: stream.position(step * t.grad_accum))
+    state = LoopState(accelerator, dict(zip(method.phases, schedulers)), ema, counter,
+                      lambda step: stream.position(step * t.grad_accum))
     state.register()  # scheduler, EMA, step, data position and RNG as safetensors/JSON: nothing is unpickled
 
     if checkpoints:
         _load_checkpoint(accelerator, checkpoints[-1][1])
-        _apply_optim_recipe(optimizer, scheduler, recipe.optim)
+        for optimizer, scheduler in zip(optimizers, schedulers):
+            _apply_optim_recipe(optimizer, scheduler, recipe.optim)
         _check_data_position(accelerator, state.saved_data, stream, counter.step * t.grad_accum)
         accelerator.print(f"resumed from {checkpoints[-1][1]} (step {counter.step})")
     start = counter.step
@@ -336,7 +343,7 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
     log_keys = os.environ.get(LOG_KEYS_ENV) == "1"
     step = start
     if step < t.max_steps:
-        step = _run(accelerator, model, net, optimizer, scheduler, ema, counter, recipe, method, stream, log_keys)
+        step = _run(accelerator, model, net, optimizers, schedulers, ema, counter, recipe, method, stream, log_keys)
     last = list_checkpoints(out)
     if not last or last[-1][0] != step:
         save_checkpoint(accelerator, net, recipe, step)
@@ -354,8 +361,51 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
     return path
 
 
-def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizer: Any, scheduler: Any, ema: EMA,
-         counter: StepCounter, recipe: Recipe, method: Method, stream: ShardStream, log_keys: bool) -> int:
+def _phase_params(method: Method, model: nn.Module, phase: str) -> list[nn.Parameter]:
+    params = [p for p in method.phase_parameters(model, phase) if p.requires_grad]
+    if not params:
+        raise RecipeError(f"{method.name}: phase '{phase}' has no trainable parameters")
+    return params
+
+
+def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers: list[Any],
+          micro_batches: list[dict[str, torch.Tensor]], recipe: Recipe, method: Method, step: int,
+          timed_out: bool) -> torch.Tensor:
+    """One optimizer step of every phase in turn on the same micro-batches; the gathered (world, phases + 1)
+    losses and time-out flags. Stops (TrainingError) before stepping on a non-finite loss."""
+    t, rank, device = recipe.train, accelerator.process_index, accelerator.device
+    single = len(method.phases) == 1
+    gathered = []
+    for p, (phase, optimizer, scheduler) in enumerate(zip(method.phases, optimizers, schedulers)):
+        micro_losses = []
+        for micro, batch in enumerate(micro_batches):
+            reseed(recipe.seed, rank, step, p * t.grad_accum + micro)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    args = (model, batch, recipe.objective) if single else (model, batch, recipe.objective, phase)
+                    loss = method.loss(*args)
+                accelerator.backward(loss)
+            micro_losses.append(loss.detach().float())
+        local = torch.stack([torch.stack(micro_losses).mean(), torch.tensor(float(timed_out), device=device)])
+        stats = accelerator.gather(local).view(-1, 2)
+        if not torch.isfinite(stats[:, 0]).all():
+            good = list_checkpoints(recipe.output_dir)
+            what = "loss" if single else f"{phase} loss"
+            raise TrainingError(
+                f"{what} is {stats[:, 0].tolist()} (not finite) at step {step + 1}; stopped without saving. "
+                f"Last good checkpoint: {good[-1][1] if good else 'none'}"
+            )
+        if recipe.optim.grad_clip is not None:
+            accelerator.clip_grad_norm_(_phase_params(method, model, phase), recipe.optim.grad_clip)
+        optimizer.step()
+        model.zero_grad(set_to_none=True)  # every parameter: a phase leaves gradients on the others' too
+        scheduler.step()
+        gathered.append(stats[:, 0])
+    return torch.stack(gathered + [stats[:, 1]], dim=1)
+
+
+def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[Any], schedulers: list[Any],
+         ema: EMA, counter: StepCounter, recipe: Recipe, method: Method, stream: ShardStream, log_keys: bool) -> int:
     """The steps from `counter.step` to `train.max_steps` (or until `train.max_minutes`); the last step done."""
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -373,7 +423,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizer: Any, sch
     wait, losses, step = 0.0, [], start
     try:
         while step < t.max_steps:
-            micro_losses = []
+            micro_batches = []
             for micro in range(t.grad_accum):
                 t0 = time.perf_counter()
                 batch = next(batches)
@@ -381,38 +431,24 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizer: Any, sch
                 keys = batch.pop("key")
                 if keys_file is not None:
                     keys_file.write(json.dumps({"step": step + 1, "micro": micro, "keys": list(keys)}) + "\n")
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                reseed(recipe.seed, rank, step, micro)
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        loss = method.loss(model, batch, recipe.objective)
-                    accelerator.backward(loss)
-                micro_losses.append(loss.detach().float())
+                micro_batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
             timed_out = t.max_minutes is not None and (time.time() - t_start) / 60.0 >= t.max_minutes
-            local = torch.stack([torch.stack(micro_losses).mean(), torch.tensor(float(timed_out), device=device)])
-            stats = accelerator.gather(local).view(world, 2)
-            if not torch.isfinite(stats[:, 0]).all():
-                good = list_checkpoints(out)
-                raise TrainingError(
-                    f"loss is {stats[:, 0].tolist()} (not finite) at step {step + 1}; stopped without saving. "
-                    f"Last good checkpoint: {good[-1][1] if good else 'none'}"
-                )
-            if recipe.optim.grad_clip is not None:
-                accelerator.clip_grad_norm_(model.parameters(), recipe.optim.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            lr = optimizers[0].param_groups[0]["lr"]
+            stats = _step(accelerator, model, optimizers, schedulers, micro_batches, recipe, method, step, timed_out)
             ema.update(net)
             step += 1
             counter.step = step
             bar.update(1)
-            losses.append(float(stats[:, 0].mean()))
-            if step % t.log_every == 0 or step == t.max_steps or bool(stats[0, 1]):  # the last step is always logged
+            losses.append(stats[:, :-1].mean(0))
+            stop = bool(stats[0, -1])
+            if step % t.log_every == 0 or step == t.max_steps or stop:  # the last step is always logged
                 now = time.time()
                 images = len(losses) * t.grad_accum * recipe.data.batch_size * world
-                record = {"step": step, "loss": sum(losses) / len(losses), "lr": lr,
+                mean = torch.stack(losses).mean(0).tolist()
+                record = {"step": step, "loss": mean[0], "lr": lr,
                           "images_per_s": images / max(now - t_log, 1e-9), "data_wait_s": wait, "time": now}
+                if len(method.phases) > 1:
+                    record["losses"] = dict(zip(method.phases, mean))
                 postfix = {"loss": f"{record['loss']:.4g}", "lr": f"{lr:.3g}", "img_s": f"{record['images_per_s']:.1f}"}
                 if t.max_minutes is not None:  # the time budget, not max_steps, ends time-bounded runs
                     postfix["left"] = f"{max(0.0, t.max_minutes * 60 - (now - t_start)):.0f}s"
@@ -424,7 +460,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizer: Any, sch
                 t_log, wait, losses = now, 0.0, []
             if step % t.checkpoint_every == 0 and step < t.max_steps:
                 save_checkpoint(accelerator, net, recipe, step)
-            if bool(stats[0, 1]):
+            if stop:
                 accelerator.print(f"train.max_minutes ({t.max_minutes}) reached at step {step}: stopping")
                 break
     finally:

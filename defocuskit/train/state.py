@@ -5,7 +5,7 @@ unpickles them with `torch.load(weights_only=False)`: a file planted in a run fo
 resume. Instead the loop registers save/load hooks (`Accelerator.register_save_state_pre_hook` and
 `register_load_state_pre_hook`) that write and read, beside Accelerate's files:
 
-    loop_state.json            step, LR scheduler, EMA counters, data position (see ShardStream.position)
+    loop_state.json            step, LR schedulers (one per optimizer phase), EMA counters, data position
     ema.safetensors            the EMA's float32 shadow weights and buffers
     rng-rank{R}.safetensors    the torch / numpy / python RNG states of process R
 
@@ -85,10 +85,10 @@ def load_rng(path: Path) -> None:
 
 
 class LoopState:
-    """Save/load hooks for the scheduler, EMA, step counter, data position and RNG of the training loop."""
+    """Save/load hooks for the schedulers (by phase), EMA, step counter, data position and RNG of the loop."""
 
-    def __init__(self, accelerator: Any, scheduler: Any, ema: EMA, counter: StepCounter, position: Any):
-        self.accelerator, self.scheduler, self.ema, self.counter = accelerator, scheduler, ema, counter
+    def __init__(self, accelerator: Any, schedulers: dict[str, Any], ema: EMA, counter: StepCounter, position: Any):
+        self.accelerator, self.schedulers, self.ema, self.counter = accelerator, schedulers, ema, counter
         self.position = position  # batch -> JSON-able data position (ShardStream.position)
         self.saved_data: dict[str, Any] | None = None  # the data position of the loaded checkpoint
 
@@ -108,7 +108,7 @@ class LoopState:
         tensors |= {f"buffers/{k}": v.detach().cpu().contiguous().clone() for k, v in self.ema.buffers.items()}
         save_file(tensors, str(out / EMA_FILE))
         _write_json(out / LOOP_STATE, {
-            "format": FORMAT, "step": self.counter.step, "scheduler": _scheduler_state(self.scheduler),
+            "format": FORMAT, "step": self.counter.step, "schedulers": {k: _scheduler_state(v) for k, v in self.schedulers.items()},
             "ema": {"decay": self.ema.decay, "num_updates": self.ema.num_updates},
             "data": self.position(self.counter.step),
         })
@@ -133,7 +133,11 @@ class LoopState:
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{folder / EMA_FILE}: not a readable safetensors file ({e})") from None
         self.ema.load_state_dict({**ema, "num_updates": state["ema"]["num_updates"]})
-        self.scheduler.load_state_dict({**state["scheduler"], "lr_lambdas": [None] * len(self.scheduler.lr_lambdas)})
+        if set(state["schedulers"]) != set(self.schedulers):
+            raise CheckpointError(f"{folder / LOOP_STATE}: schedulers {sorted(state['schedulers'])}, but this method "
+                                  f"trains {sorted(self.schedulers)}")
+        for phase, scheduler in self.schedulers.items():
+            scheduler.load_state_dict({**state["schedulers"][phase], "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
         self.counter.step = int(state["step"])
         self.saved_data = state.get("data")
         rng = folder / RNG_FILE.format(rank=self.accelerator.process_index)
@@ -154,7 +158,7 @@ class LoopState:
             raise CheckpointError(f"{path}: not readable JSON ({e})") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not a defocuskit loop state (format {FORMAT} expected)")
-        missing = [k for k in ("step", "scheduler", "ema") if k not in state]
+        missing = [k for k in ("step", "schedulers", "ema") if k not in state]
         if missing:
             raise CheckpointError(f"{path}: missing keys {missing}")
         return state

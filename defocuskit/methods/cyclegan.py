@@ -1,0 +1,112 @@
+"""CycleGAN (Zhu et al., ICCV 2017) as the HIDD paper's unpaired baseline: blur <-> sharp, two optimizers.
+
+Trained with two phases per step (the `Method.phases` interface): the generators (adversarial + cycle +
+identity loss), then the discriminators, each with its own Adam and LR schedule, as the released code
+alternates them (`optimize_parameters`: G step, then D step). Deblurring runs G_blur2sharp.
+
+Differences from the released code, named: the image pool of 50 earlier fakes (`--pool_size 50`) is
+not kept (`--pool_size 0`): its contents would be training state outside the weights and break exact
+resume; the discriminators see fakes of the generators just updated (the released code reuses the
+fakes of the same iteration, made before the G step). Pairs come from paired shards; with
+`objective.unpaired` (default) each blurred image is matched with another sample's sharp image (the
+batch's sharp images rolled by one), so the model never sees a blur with its own reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from defocuskit.methods.base import Batch, Conditions, Method
+from defocuskit.models.cyclegan import CycleGAN
+
+PHASES = ("generator", "discriminator")
+
+
+@dataclass
+class ModelConfig:
+    """Defaults: the released `resnet_9blocks` generator and 70x70 PatchGAN (paper appendix 7.2)."""
+
+    channels: int = 3  # must equal data.channels
+    ngf: int = 64  # generator filters in the first layer (--ngf)
+    ndf: int = 64  # discriminator filters in the first layer (--ndf)
+    n_blocks: int = 9  # residual blocks (9 for 256 px training images, paper 7.2)
+    n_down: int = 2  # stride-2 downsamplings (d128, d256)
+    d_layers: int = 3  # PatchGAN depth (--n_layers_D 3: 70x70 receptive field)
+
+
+@dataclass
+class ObjectiveConfig:
+    lambda_cycle: float = 10.0  # lambda in eq. (3) (released --lambda_A / --lambda_B 10)
+    lambda_identity: float = 0.5  # identity loss weight relative to lambda (released --lambda_identity 0.5)
+    unpaired: bool = True  # match each blur with another sample's sharp image
+
+
+@dataclass
+class SamplerConfig:
+    """One generator pass: nothing to choose."""
+
+
+def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
+    """Both generators and both discriminators (the exported file carries all four)."""
+    return CycleGAN(model_cfg.channels, model_cfg.ngf, model_cfg.ndf, model_cfg.n_blocks, model_cfg.n_down,
+                    model_cfg.d_layers, objective_cfg.lambda_cycle, objective_cfg.lambda_identity)
+
+
+def _net(model: nn.Module) -> CycleGAN:
+    return getattr(model, "module", model)  # DistributedDataParallel holds the net in .module
+
+
+def phase_parameters(model: nn.Module, phase: str) -> list[nn.Parameter]:
+    """The generators' parameters for "generator", the discriminators' for "discriminator"."""
+    net = _net(model)
+    if phase == "generator":
+        return net.generators()
+    if phase == "discriminator":
+        return net.discriminators()
+    raise ValueError(f"cyclegan: unknown phase {phase!r} ({', '.join(PHASES)})")
+
+
+def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str) -> torch.Tensor:
+    """The phase's loss, computed in the model's forward (so that DDP synchronises its gradients)."""
+    blur, sharp = batch["blur"], batch["sharp"]
+    if blur.shape[1] != _net(model).channels:
+        raise ValueError(f"cyclegan: images have {blur.shape[1]} channels but model.channels is "
+                         f"{_net(model).channels} (set it equal to data.channels)")
+    if objective_cfg.unpaired and sharp.shape[0] > 1:
+        sharp = sharp.roll(1, dims=0)
+    return model(blur, sharp, phase)
+
+
+@torch.no_grad()
+def restore(
+    model: nn.Module,
+    blur: torch.Tensor,
+    sampler_cfg: SamplerConfig,
+    objective_cfg: ObjectiveConfig,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, int], None] | None = None,
+    conditions: Conditions | None = None,
+) -> torch.Tensor:
+    """G_blur2sharp, one pass, any size, clamped to [0, 1]."""
+    out = _net(model).deblur(blur)
+    if callback is not None:
+        callback(0, 1)
+    return out
+
+
+METHOD = Method(
+    name="cyclegan",
+    data="paired",
+    ModelConfig=ModelConfig,
+    ObjectiveConfig=ObjectiveConfig,
+    SamplerConfig=SamplerConfig,
+    build=build,
+    loss=loss,
+    restore=restore,
+    phases=PHASES,
+    phase_parameters=phase_parameters,
+)
