@@ -5,6 +5,13 @@ photographs, each with 3 seeded variants (28 scenes), rendered at `opts.syntheti
 the reference at `opts.synthetic_ref_f_number`, longer side `opts.synthetic_size`, noise seeded by
 `opts.seed`. Each scene gives one sample per f-number plus one sharp-only sample.
 
+Misalignment (`opts.synthetic_misalign_px` > 0): the sharp reference of every pair is moved by a random
+affine map seeded by (seed, key): a shift of up to that many pixels along each axis and a scale of
+1 +- 1 % about the image centre, what real tripod brackets show (EBB at full size: shifts up to about a
+dozen pixels, ~1 % scale). The blurred shot and its CoC map stay put, as the shot the model sees; the
+map M is recorded in `align` ({"method": "injected", "matrix": M}, sharp.png(x) = reference(M x)), so a misaligned
+training set for JDRL and its perfectly aligned twin come from one renderer.
+
 Splits: a photograph and all its variants go to the same split (no leakage of a view between
 train and test). With `split_by="scene"` a photograph is held out for test when a stable hash of
 its name falls below `test_fraction`; at least one photograph is always held out and at least one
@@ -17,6 +24,7 @@ import functools
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from defocuskit.data.render import (
@@ -24,6 +32,8 @@ from defocuskit.data.render import (
 )
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task, empty_meta
 from defocuskit.images import from_float, linear_to_srgb
+
+MISALIGN_SCALE = 0.01  # relative scale jitter of an injected misalignment
 
 NAME = "synthetic"
 CAMERA = "defocuskit thin-lens renderer"
@@ -111,6 +121,11 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         blurred, coc_px = render_shot(built, float(f_number), camera, seed)
         blur = from_float(linear_to_srgb(blurred), depth)
         coc = coc_px.astype(np.float32)
+    align = {"method": "none", "score": 1.0, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]}
+    if blur is not None and opts.synthetic_misalign_px > 0:
+        matrix = misalignment(task.key, sharp.shape[:2], float(opts.synthetic_misalign_px), seed)
+        sharp = warp_reflect(sharp, matrix)
+        align = {"method": "injected", "score": None, "matrix": matrix.tolist()}
     meta = empty_meta(
         source=NAME, split=task.split, scene=scene,
         f_number=None if f_number is None else float(f_number),
@@ -118,7 +133,26 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         focal_length_mm=camera["focal_length_mm"], focus_distance_m=round(camera["focus_distance_m"], 4),
         camera=CAMERA, lens=f"{camera['focal_length_mm']:g} mm thin lens", blur_type="defocus",
         bit_depth=depth, height=int(sharp.shape[0]), width=int(sharp.shape[1]),
-        align={"method": "none", "score": 1.0, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]},
+        align=align,
         gain=1.0, origin=list(task.meta.get("origin", [])),
     )
     return [Sample(key=task.key, sharp=sharp, blur=blur, meta=meta, coc=coc)]
+
+
+def misalignment(key: str, shape: tuple[int, int], max_shift_px: float, seed: int) -> np.ndarray:
+    """A 3x3 affine map (moved image coordinates -> original): uniform shift up to `max_shift_px` per axis and
+    a scale 1 +- MISALIGN_SCALE about the centre, seeded by (seed, key)."""
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, stable_hash(f"misalign/{key}") & 0xFFFFFFFF])
+    dx, dy = rng.uniform(-max_shift_px, max_shift_px, 2)
+    s = 1.0 + rng.uniform(-MISALIGN_SCALE, MISALIGN_SCALE)
+    cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2
+    return np.array([[s, 0.0, cx - s * cx + dx], [0.0, s, cy - s * cy + dy], [0.0, 0.0, 1.0]])
+
+
+def warp_reflect(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """image(matrix x) at every pixel x (bilinear, reflected borders), in the image's own sample type."""
+    h, w = image.shape[:2]
+    out = cv2.warpAffine(image.astype(np.float32), matrix[:2].astype(np.float32), (w, h),
+                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+    info = np.iinfo(image.dtype)
+    return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)

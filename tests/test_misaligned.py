@@ -1,0 +1,53 @@
+"""Misaligned training pairs: the synthetic set with injected misalignment, and scoring against a moved GT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.sample import IngestOptions
+from defocuskit.data.shards import iter_samples
+from defocuskit.images import to_float
+
+
+def _ingest(out: Path, misalign: float) -> dict[str, dict]:
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=1, synthetic_size=64,
+                                                             synthetic_f_numbers=(2.0,), synthetic_misalign_px=misalign),
+               progress=False)
+    return {s["key"]: s for s in iter_samples(out)}
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory) -> tuple[dict, dict]:
+    root = tmp_path_factory.mktemp("mis")
+    return _ingest(root / "aligned", 0.0), _ingest(root / "moved", 4.0)
+
+
+def test_injected_misalignment_moves_only_the_reference(both):
+    aligned, moved = both
+    pairs = [k for k, s in moved.items() if s["blur"] is not None]
+    assert pairs and set(aligned) == set(moved)
+    shifts = []
+    for key in pairs:
+        a, m = aligned[key], moved[key]
+        assert np.array_equal(a["blur"], m["blur"]) and np.array_equal(a["coc"], m["coc"])  # the shot stays put
+        matrix = np.array(m["meta"]["align"]["matrix"])
+        assert m["meta"]["align"]["method"] == "injected" and a["meta"]["align"]["method"] == "none"
+        h, w = m["sharp"].shape[:2]
+        centre = np.array([(w - 1) / 2, (h - 1) / 2])
+        shift = matrix[:2, 2] + (np.diag(matrix)[:2] - 1) * centre  # M x = s (x - c) + c + shift
+        assert np.abs(shift).max() <= 4.0 + 1e-9
+        assert abs(matrix[0, 0] - 1) <= 0.01 and matrix[0, 0] == matrix[1, 1]
+        # sharp.png(x) = reference(M x): warping the aligned reference by M reproduces the moved one
+        ref = to_float(a["sharp"])
+        redo = cv2.warpAffine(ref, matrix[:2].astype(np.float32), ref.shape[1::-1],
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
+        assert np.abs(redo - to_float(m["sharp"]))[4:-4, 4:-4].max() < 2 / 255
+        shifts.append(matrix[:2, 2])
+    assert np.std(np.array(shifts), axis=0).min() > 0.5  # a different map per sample
+    sharp_only = [k for k, s in moved.items() if s["blur"] is None]
+    assert all(np.array_equal(aligned[k]["sharp"], moved[k]["sharp"]) for k in sharp_only)
