@@ -91,9 +91,9 @@ class IngestOptions:
     split_by: str = "scene"  # for sources without official splits: "scene" (hash), "train", "test"
     test_fraction: float = 0.1  # with split_by="scene"
     scene_gap_s: float | None = None  # RAW: split a folder into scenes at capture-time gaps
-    f_number_csv: str | None = None  # RAW: CSV with columns file,f_number (files relative to the raw dir); beats EXIF
-    f_number_pattern: str | None = None  # RAW: regex on file names, group 1 the f-number ('_' as '.'); where EXIF has none
-    register: str = "ecc"  # "ecc" or "homography" (feature based)
+    f_number_csv: str | None = None  # RAW, pairs: CSV with columns file,f_number (files relative to the source dir); beats EXIF
+    f_number_pattern: str | None = None  # RAW, pairs: regex on file names, group 1 the f-number ('_' as '.'); where EXIF has none
+    register: str = "ecc"  # "ecc", "homography" (feature based) or "none" (pairs kept as shot: no warp, no gain)
     min_align_score: float = 0.8  # reject pairs whose registration score is lower
     part: tuple[int, int] = (0, 1)  # (i, n): ingest only the i-th of n parts (0-based here)
     strict: bool = False
@@ -101,3 +101,4 @@ class IngestOptions:
     synthetic_f_numbers: tuple[float, ...] = (1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
     synthetic_ref_f_number: float = 22.0
     synthetic_size: int = 256  # longer side of the rendered builtin scenes
+    synthetic_misalign_px: float = 0.0  # > 0: each sharp reference moved by a random shift up to this and ~1 % scale
