@@ -17,6 +17,8 @@ from defocuskit.images import ImageError, bit_depth, from_float, read_image, to_
 
 RESIZE_TOLERANCE = 0.02  # registered pairs may differ in size by less than this (focus breathing, crops)
 NO_ALIGN: dict[str, Any] = {"method": "none", "score": None, "matrix": None}
+AS_SHOT = "none"  # task.options["register"] of `--register none`: no warp and no gain, the pair as shot
+REGISTER_CHOICES = ("ecc", "homography", AS_SHOT)  # the values of IngestOptions.register (--register)
 
 
 def split_for(source: str, scene: str, opts: IngestOptions) -> str:
@@ -120,15 +122,18 @@ def _reject_reason(record: dict, threshold: float) -> str:
 def load_pair(task: Task, opts: IngestOptions) -> Sample:
     """Decode a blur/sharp pair; check sizes, match gain and register the blurred shot as the task asks.
 
-    task.options: "register" ("ecc" / "homography" / None), "motion" (ECC motion model, default affine),
-    "fallback" (a second method tried when the first fails or scores low), "gain" (bool).
+    task.options: "register" ("ecc" / "homography" / None / "none"), "motion" (ECC motion model, default
+    affine), "fallback" (a second method tried when the first fails or scores low), "gain" (bool).
+    "none" (`--register none`) keeps the pair as shot: no warp, no fallback and no gain either, so the
+    stored blur is the input blur (align {"method": "none", "score": null, "matrix": null}, gain null).
     Raises RejectError naming the file and the reason.
     """
     blur_path, sharp_path = task.files["blur"], task.files["sharp"]
     blur, sharp = _read(blur_path), _read(sharp_path)
     depth = max(bit_depth(blur), bit_depth(sharp))
     method = task.options.get("register") or None
-    if method in ("none", False):
+    as_shot = method == AS_SHOT
+    if method in (AS_SHOT, False):
         method = None
     align_record: dict[str, Any] = dict(NO_ALIGN)
     resized_from = None
@@ -137,7 +142,9 @@ def load_pair(task: Task, opts: IngestOptions) -> Sample:
         (bh, bw), (sh, sw) = blur.shape[:2], sharp.shape[:2]
         close = abs(bh - sh) < RESIZE_TOLERANCE * sh and abs(bw - sw) < RESIZE_TOLERANCE * sw
         if method is None or not close:
-            raise RejectError(blur_path, f"size mismatch: blur {bw}x{bh} ({blur_path}) vs sharp {sw}x{sh} ({sharp_path})")
+            kept = " (--register none keeps pairs as shot: no resize)" if as_shot and close else ""
+            raise RejectError(blur_path, f"size mismatch: blur {bw}x{bh} ({blur_path}) vs sharp {sw}x{sh} "
+                                         f"({sharp_path}){kept}")
         blur_f, resized_from = _resize_to(to_float(blur), sharp.shape), [bw, bh]
     if method is not None:
         blur_f = to_float(blur) if blur_f is None else blur_f
@@ -146,7 +153,7 @@ def load_pair(task: Task, opts: IngestOptions) -> Sample:
         if resized_from is not None:
             align_record["resized_from"] = resized_from
     gain = None
-    if task.options.get("gain"):
+    if task.options.get("gain") and not as_shot:
         blur_f = to_float(blur) if blur_f is None else blur_f
         sharp_f = to_float(sharp) if sharp_f is None else sharp_f
         blur_f, gain = match_gain(blur_f, sharp_f)

@@ -25,13 +25,16 @@ SOURCES: dict[str, str] = {
     "realdof": "defocuskit.data.sources.realdof",
     "vabd": "defocuskit.data.sources.vabd",
     "ebb": "defocuskit.data.sources.ebb",
+    "sdd": "defocuskit.data.sources.sdd",
+    "pairs": "defocuskit.data.sources.pairs",
     "synthetic": "defocuskit.data.sources.synthetic",
 }
 
 # The command-line option of each source, for error messages.
 OPTION_OF = {
     "raw": "--raw-dir", "dpdd": "--dpdd", "realblur": "--realblur", "ded": "--ded",
-    "realdof": "--realdof", "vabd": "--vabd", "ebb": "--ebb", "synthetic": "--synthetic",
+    "realdof": "--realdof", "vabd": "--vabd", "ebb": "--ebb", "sdd": "--sdd", "pairs": "--pairs",
+    "synthetic": "--synthetic",
 }
 
 

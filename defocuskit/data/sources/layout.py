@@ -149,3 +149,16 @@ def unused_images(source: str, folder: Path, known: Collection[str], uses: str,
 def missing(folder: Path, names: Collection[str]) -> list[str]:
     """The names in `names` that are not subfolders of `folder`, as "name/"."""
     return [f"{n}/" for n in names if not (folder / n).is_dir()]
+
+
+def nested_images(source: str, folder: Path, uses: str, depth: int = 2) -> Iterator[Rejected]:
+    """Reject lines for the subfolders of `folder` that hold images (within `depth` levels), for an
+    adapter that reads only the files lying directly in `folder`; `uses` says what it reads."""
+    try:
+        dirs, _ = _children(folder)
+    except OSError:
+        return
+    for d in dirs:
+        if n := _count_images(d, depth):
+            yield Rejected(source, str(d), f"folder not used ({_count(n, 'image')}): "
+                                           f"{get_source(source).TITLE} reads {uses}")
