@@ -160,7 +160,7 @@ def restore_image(
     sampler = method.resolve_sampler(sampler_cfg if sampler_cfg is not None else resolve_sampler(recipe, steps))
     height, width, _ = image.shape
     if "coc" in method.needs(sampler) and coc is None:
-        raise ValueError(f"the '{method.name}' sampler with consistency=physics needs a CoC map: "
+        raise ValueError(f"'{method.name}' with these settings needs a CoC map (conditions['coc']): "
                          "--coc map --coc-model FILE | --coc oracle | --coc fnumber")
     if coc is not None and coc.shape != (height, width):
         raise ValueError(f"CoC map {coc.shape[1]}x{coc.shape[0]} does not match the image {width}x{height}")
@@ -289,7 +289,7 @@ def deblur_files(
                          "`defocuskit eval`; for photographs use --coc map or --coc fnumber")
     source = CocSource.create(coc, coc_model, device)
     if "coc" in info["needs"] and source is None:
-        raise ValueError(f"{checkpoint}: sampler.consistency=physics needs a CoC map: --coc map --coc-model FILE "
+        raise ValueError(f"{checkpoint}: this model (its sampler or network) needs a CoC map: --coc map --coc-model FILE "
                          "or --coc fnumber [--f-number N]")
     _check_inputs(inputs)
     optics_of: dict[Path, dict[str, Any]] = {}
