@@ -20,6 +20,8 @@ def ingest_cmd(
     realdof: Optional[Path] = typer.Option(None, "--realdof", help="RealDOF root."),
     vabd: Optional[Path] = typer.Option(None, "--vabd", help="VABD root."),
     ebb: Optional[Path] = typer.Option(None, "--ebb", help="EBB! root."),
+    sdd: Optional[Path] = typer.Option(None, "--sdd", help="SDD root (JDRL, Li et al.: {train_patches,test}/{gt,blur}/, paired by file name)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Your own misaligned pairs: DIR/{blur,sharp}/ or DIR/{train,test}/{blur,sharp}/ (paired by file stem, else by sorted order)."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", help="'builtin': scikit-image photos rendered through a thin lens."),
     workers: int = typer.Option(0, "--workers", help="Decoding processes (0: all cores)."),
     shard_size: int = typer.Option(64, "--shard-size", help="Source pairs per shard."),
@@ -31,25 +33,30 @@ def ingest_cmd(
     split_by: str = typer.Option("scene", "--split-by", help="For sources without official splits: scene | train | test."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="With --split-by scene."),
     scene_gap: Optional[float] = typer.Option(None, "--scene-gap", help="RAW: split folders into scenes at capture gaps (seconds)."),
-    f_number_csv: Optional[Path] = typer.Option(None, "--f-number-csv", help="RAW: CSV with columns file,f_number (files relative to --raw-dir); overrides EXIF."),
-    f_number_pattern: Optional[str] = typer.Option(None, "--f-number-pattern", help="RAW: regex whose first group, found in a file name, is the f-number ('_' read as '.'), for files without EXIF FNumber, e.g. 'f(\\d+(?:[._]\\d+)?)'."),
-    register: str = typer.Option("ecc", "--register", help="RAW registration: ecc | homography."),
+    f_number_csv: Optional[Path] = typer.Option(None, "--f-number-csv", help="RAW and --pairs: CSV with columns file,f_number (files relative to --raw-dir / --pairs); overrides EXIF."),
+    f_number_pattern: Optional[str] = typer.Option(None, "--f-number-pattern", help="RAW and --pairs: regex whose first group, found in a file name, is the f-number ('_' read as '.'), for files without EXIF FNumber, e.g. 'f(\\d+(?:[._]\\d+)?)'."),
+    register: str = typer.Option("ecc", "--register", help="Registration of misaligned pairs (RAW, VABD, EBB, SDD, --pairs): ecc (homography fallback) | homography | none (keep pairs as shot: no warp, no gain)."),
     min_align_score: float = typer.Option(0.8, "--min-align-score", help="Reject pairs registered worse than this."),
     part: str = typer.Option("1/1", "--part", help="I/N: ingest only the I-th of N parts (job arrays); parts merge."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of recording it."),
     seed: int = typer.Option(0, "--seed"),
     synthetic_f_numbers: str = typer.Option("1.4,2,2.8,4,5.6,8", "--synthetic-f-numbers", help="Comma-separated f-numbers."),
     synthetic_size: int = typer.Option(256, "--synthetic-size", help="Longer side of the synthetic scenes."),
+    synthetic_misalign: float = typer.Option(
+        0.0, "--synthetic-misalign", help="Move each synthetic reference by a random shift up to this many pixels "
+        "and ~1 percent scale (misaligned training pairs, e.g. for jdrl; recorded in align)."),
 ) -> None:
     """Turn photo folders and public datasets into aperture-tagged WebDataset shards."""
     from rich.console import Console
 
     from defocuskit.data.ingest import IngestError, run_ingest
     from defocuskit.data.inspect import manifest_table
+    from defocuskit.data.pairs import REGISTER_CHOICES
     from defocuskit.data.sample import IngestOptions
 
     given = {"raw": raw_dir, "dpdd": dpdd, "realblur": realblur, "ded": ded, "realdof": realdof,
-             "vabd": vabd, "ebb": ebb, "synthetic": Path(synthetic) if synthetic else None}
+             "vabd": vabd, "ebb": ebb, "sdd": sdd, "pairs": pairs,
+             "synthetic": Path(synthetic) if synthetic else None}
     sources = {k: v for k, v in given.items() if v is not None}
     try:
         i, n = (int(x) for x in part.split("/"))
@@ -58,12 +65,15 @@ def ingest_cmd(
         raise typer.BadParameter("--part needs I/N and --synthetic-f-numbers numbers, e.g. 1/4 and 1.4,2,2.8") from None
     if bit_depth not in ("auto", "8", "16"):
         raise typer.BadParameter(f"--bit-depth must be auto, 8 or 16, not {bit_depth!r}")
+    if register not in REGISTER_CHOICES:
+        raise typer.BadParameter(f"--register must be {' | '.join(REGISTER_CHOICES)}, not {register!r}")
     opts = IngestOptions(
         out=str(out), workers=workers, shard_size=shard_size, max_side=max_side, patch=patch, stride=stride,
         min_sharpness=min_sharpness, bit_depth=bit_depth, split_by=split_by, test_fraction=test_fraction,
         scene_gap_s=scene_gap, f_number_csv=str(f_number_csv) if f_number_csv else None,
         f_number_pattern=f_number_pattern, register=register, min_align_score=min_align_score, part=(i - 1, n),
         strict=strict, seed=seed, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
+        synthetic_misalign_px=synthetic_misalign,
     )
     console = Console()
     try:
@@ -187,6 +197,9 @@ def eval_cmd(
     by_aperture: bool = typer.Option(True, "--by-aperture/--no-by-aperture", help="One row per f-number."),
     stops: bool = typer.Option(False, "--stops", help="Group by full stops instead of the recorded f-number."),
     align: bool = typer.Option(False, "--align", help="Register outputs to the reference before scoring (misaligned sets)."),
+    align_by: str = typer.Option(
+        "ecc", "--align-by", help="With --align: ecc (output registered onto the reference, affine) | flow (the "
+        "reference warped onto each output by optical flow: JDRL's protocol)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N pairs."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (every model whose sampler has steps)."),
     sampler: Optional[list[str]] = typer.Option(
@@ -217,7 +230,7 @@ def eval_cmd(
         baselines = ["input", "wiener"]
         print("no --checkpoint or --baseline given: evaluating the input and wiener baselines", file=sys.stderr)
     try:
-        evaluate(shards, checkpoints, baselines, split=split, by_aperture=by_aperture, stops=stops, align=align,
+        evaluate(shards, checkpoints, baselines, split=split, by_aperture=by_aperture, stops=stops, align=align and align_by,
                  limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []), coc=coc,
                  coc_model=coc_model, save_images=save_images, report_dir=report, tile=tile, overlap=overlap,
                  batch=batch, device=device, seed=seed, ssim_variant=ssim, lpips_weights=lpips_weights)
@@ -235,17 +248,41 @@ def demo_cmd(
     workers: int = typer.Option(0, "--workers", help="Ingest processes (0: all cores)."),
     device: Optional[str] = typer.Option(None, "--device", help="Evaluation device (default: cuda when present, else cpu)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N test pairs."),
+    preset: str = typer.Option("default", "--preset", help="default (defocus-map, NAFNet, RDDM, HIDD) | misaligned "
+                               "(JDRL vs NAFNet on misaligned and aligned pairs) | baselines (DnCNN, FFDNet, CycleGAN, HIDD)."),
 ) -> None:
-    """Run the whole pipeline on the built-in synthetic set: ingest, train every method, evaluate by aperture."""
+    """Run the whole pipeline on the built-in synthetic set: ingest, train the preset's models, evaluate by aperture."""
     import sys
 
     from defocuskit.demo import run_demo
 
     try:
-        run_demo(out=out, minutes=minutes, size=size, workers=workers, device=device, limit=limit)
+        run_demo(out=out, minutes=minutes, size=size, workers=workers, device=device, limit=limit, preset=preset)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
+
+
+@app.command("pseudo-coc")
+def pseudo_coc_cmd(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A trained JDRL model (.safetensors)."),
+    shards: Path = typer.Option(..., "--shards", help="Shard folder with paired samples."),
+    out: Path = typer.Option(..., "--out", help="New shard folder: the same samples with a pseudo coc.png."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only this split (default: all)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
+) -> None:
+    """Pairs into triplets: write the JDRL reblurring module's blur map as coc.png (for defocus-map training)."""
+    import sys
+
+    from defocuskit.data.shards import ShardError
+    from defocuskit.pseudo_coc import write_pseudo_coc
+
+    try:
+        manifest = write_pseudo_coc(checkpoint, shards, out, split=split, device=device)
+    except (ShardError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    typer.echo(f"{manifest['counts']['samples']} samples with pseudo coc.png in {out}")
 
 
 def main() -> None:

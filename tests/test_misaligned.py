@@ -22,8 +22,12 @@ def _ingest(out: Path, misalign: float) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory) -> tuple[dict, dict]:
-    root = tmp_path_factory.mktemp("mis")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mis")
+
+
+@pytest.fixture(scope="module")
+def both(root) -> tuple[dict, dict]:
     return _ingest(root / "aligned", 0.0), _ingest(root / "moved", 4.0)
 
 
@@ -51,3 +55,27 @@ def test_injected_misalignment_moves_only_the_reference(both):
     assert np.std(np.array(shifts), axis=0).min() > 0.5  # a different map per sample
     sharp_only = [k for k, s in moved.items() if s["blur"] is None]
     assert all(np.array_equal(aligned[k]["sharp"], moved[k]["sharp"]) for k in sharp_only)
+
+
+def test_flow_alignment_brings_the_reference_onto_the_output():
+    from defocuskit.eval.evaluate import flow_aligned_reference
+
+    rng = np.random.default_rng(0)
+    ref = cv2.GaussianBlur(rng.random((64, 80, 3)).astype(np.float32), (0, 0), 1.5).astype(np.float64)
+    ref = (ref - ref.min()) / (ref.max() - ref.min())
+    out = np.roll(ref, (-2, 3), axis=(0, 1))  # the output's content sits 3 px right and 2 px up of the reference's
+    moved = flow_aligned_reference(out, ref)
+    inner = (slice(8, -8), slice(8, -8))
+    assert np.abs(moved - out)[inner].mean() < 0.25 * np.abs(ref - out)[inner].mean()
+
+
+def test_eval_flow_protocol_is_named_and_scores_against_the_moved_reference(both, root, tmp_path):
+    from defocuskit.eval.evaluate import evaluate
+
+    shards = root / "moved"
+    plain = evaluate(shards, [], ["input"], split="train", limit=6, report_dir=tmp_path / "plain", progress=False)
+    flow = evaluate(shards, [], ["input"], split="train", limit=6, align="flow", report_dir=tmp_path / "flow",
+                    progress=False)
+    assert "JDRL" in flow["protocol"]["alignment"] and plain["protocol"]["alignment"].startswith("none")
+    psnr = {name: np.mean([r["psnr"] for r in rep["images"]]) for name, rep in (("plain", plain), ("flow", flow))}
+    assert psnr["flow"] > psnr["plain"] + 0.5, psnr

@@ -32,7 +32,7 @@ class Scoring:
     """How outputs are scored (the evaluation protocol's choices)."""
 
     ssim_variant: str = "uniform7"
-    align: bool = False
+    align: str | bool | None = None  # None, "ecc" (True: output registered onto the GT), "flow" (GT onto the output)
     lpips_model: Any = None  # an eval.lpips.LPIPSAlex, or None: LPIPS unavailable
 
 
@@ -50,19 +50,47 @@ def _score(out: np.ndarray, ref: np.ndarray, scoring: Scoring) -> dict[str, floa
     }
 
 
-def _prepare(out: np.ndarray, ref: np.ndarray, depth: int, align: bool) -> np.ndarray:
-    """The output as scored: rounded to the reference's bit depth (as written), registered to it with --align."""
+ALIGN_MODES = {
+    "ecc": "each output, and the blurred input, registered to the sharp reference before scoring "
+           "(defocuskit.data.register.align, ECC affine, reflected borders)",
+    "flow": "JDRL's protocol on misaligned test pairs (Li et al.; liyucs/JDRL test_model.py): the sharp reference "
+            "warped onto each output, and onto the blurred input, by dense optical flow (defocuskit.flow, OpenCV "
+            "DIS on luminance, bilinear; where the flow leaves the frame the reference is kept as is) before scoring",
+}
+
+
+def _prepare(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """(output, reference) as scored: the output rounded to the reference's bit depth (as written); with
+    align "ecc" the output registered onto the reference, with "flow" the reference warped onto the output."""
     if out.shape[:2] != ref.shape[:2]:
         raise ValueError(f"output is {out.shape[1]}x{out.shape[0]}, reference {ref.shape[1]}x{ref.shape[0]}")
     if not np.isfinite(out).all():
         raise ValueError("output has non-finite values (NaN or inf)")
     unit = metrics.to_unit(from_float(np.clip(out, 0.0, 1.0), depth))
-    if align:
+    if align is True or align == "ecc":
         from defocuskit.data.register import align as register
 
         unit, _ = register(unit, ref, method="ecc", motion="affine")
-        unit = np.asarray(unit, np.float64)
-    return unit
+        return np.asarray(unit, np.float64), ref
+    if align == "flow":
+        return unit, flow_aligned_reference(unit, ref)
+    return unit, ref
+
+
+def flow_aligned_reference(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """`ref` (H, W, C) warped onto `out`'s grid by dense optical flow; pixels whose flow leaves the frame keep `ref`."""
+    import torch
+
+    from defocuskit.flow import in_frame_mask, warp_onto
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, np.float32).transpose(2, 0, 1))[None]
+
+    warped, flow = warp_onto(tensor(out), tensor(ref))
+    inside = in_frame_mask(flow)
+    moved = (warped * inside)[0].numpy().transpose(1, 2, 0).astype(np.float64)
+    keep = 1.0 - inside[0, 0].numpy()[..., None].astype(np.float64)
+    return moved + keep * ref
 
 
 def _safe_name(key: str) -> str:
@@ -122,7 +150,7 @@ def evaluate_samples(
             ref = metrics.to_unit(sharp)
             blur_f = to_float(blur)
             try:
-                inp_scores = _score(_prepare(blur_f, ref, depth, scoring.align), ref, scoring)
+                inp_scores = _score(*_prepare(blur_f, ref, depth, scoring.align), scoring)
             except (ValueError, RegistrationError) as exc:
                 skipped.append({"key": key, "method": None, "reason": f"blurred input: {exc}"})
                 continue
@@ -132,7 +160,7 @@ def evaluate_samples(
                 try:
                     out = run(blur_f, sample)
                     # The input baseline returns the input itself: its scores are the input's, computed once.
-                    scores = inp_scores if out is blur_f else _score(_prepare(out, ref, depth, scoring.align), ref, scoring)
+                    scores = inp_scores if out is blur_f else _score(*_prepare(out, ref, depth, scoring.align), scoring)
                 except CocError:
                     raise  # a CoC source that cannot serve (e.g. --coc oracle without coc.png) stops the run
                 except (ValueError, RegistrationError) as exc:  # a reported skip for this method and sample
@@ -207,7 +235,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
         raise EvalError(f"{path}: {exc}{hint}") from exc
     needs_coc = "coc" in info["needs"]
     if needs_coc and coc is None:
-        raise EvalError(f"{path}: sampler.consistency=physics needs a CoC map: --coc map --coc-model FILE | "
+        raise EvalError(f"{path}: this model (its sampler or network) needs a CoC map: --coc map --coc-model FILE | "
                         "--coc oracle | --coc fnumber")
     model.eval()
 
@@ -319,7 +347,7 @@ def evaluate(
     split: str = "test",
     by_aperture: bool = True,
     stops: bool = False,
-    align: bool = False,
+    align: bool | str = False,
     limit: int | None = None,
     steps: int | None = None,
     samplers: list[str] | None = None,
@@ -340,13 +368,18 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score checkpoints and baselines on `split` of a shard folder; writes report.json, report.csv, aperture.png.
 
-    Every check (shard folder, split, models, options) runs before any sample is scored.
+    Every check (shard folder, split, models, options) runs before any sample is scored. `align`: False,
+    True or "ecc" (outputs registered onto the reference), "flow" (the reference warped onto each output:
+    JDRL's protocol for misaligned test pairs).
     """
     from defocuskit.data.shards import iter_samples, shard_urls
     from defocuskit.eval.plots import plot_aperture
 
     console = console or Console()
     shards = Path(shards)
+    align_mode = "ecc" if align is True else (align or None)
+    if align_mode is not None and align_mode not in ALIGN_MODES:
+        raise EvalError(f"unknown alignment '{align}' (known: {', '.join(ALIGN_MODES)})")
     if not checkpoints and not baselines:
         raise EvalError("nothing to evaluate: give at least one --checkpoint or --baseline")
     if ssim_variant not in metrics.SSIM_VARIANTS:
@@ -396,7 +429,7 @@ def evaluate(
     else:
         lpips_desc = (f"unavailable: no LPIPS-alex weights given (--lpips-weights or ${ENV_VAR}); "
                       "the lpips package is not installed and nothing is downloaded")
-    scoring = Scoring(ssim_variant=ssim_variant, align=align, lpips_model=lpips_model)
+    scoring = Scoring(ssim_variant=ssim_variant, align=align_mode, lpips_model=lpips_model)
     try:
         result = evaluate_samples(iter_samples(shards, split), runners, scoring=scoring, by_aperture=by_aperture,
                                   stops=stops, limit=limit, save_images=save_images, progress=progress,
@@ -417,9 +450,7 @@ def evaluate(
         "bit_depth": result["bit_depth"],
         "quantization": "references and inputs at their stored bit depth; outputs rounded to the reference's "
                         "bit depth (as saved) before scoring",
-        "alignment": ("each output, and the blurred input, registered to the sharp reference before scoring "
-                      "(defocuskit.data.register.align, ECC affine, reflected borders)") if align
-                     else "none: outputs scored as produced, pixel for pixel",
+        "alignment": ALIGN_MODES[align_mode] if align_mode else "none: outputs scored as produced, pixel for pixel",
         "grouping": ("full stops (defocuskit.optics.full_stop)" if stops else "f_number rounded to 0.1")
                     if by_aperture else "none (--no-by-aperture): one 'all' row per method",
         "coc": coc_source.describe() if coc_source is not None else

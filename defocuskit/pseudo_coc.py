@@ -1,0 +1,128 @@
+"""Pairs into triplets (JDRL paper): a trained JDRL model's reblurring-module blur map as a pseudo CoC map.
+
+For every paired sample of a shard folder, the deblurring network restores the blurry image and the
+reblurring module, fed (restored, blurry), predicts per-pixel isotropic kernels; their expected
+disc-equivalent radius R (pixels; `ReblurModule.forward`) gives the circle-of-confusion diameter
+
+    coc = 2 R
+
+written as `coc.png` into a new shard folder beside the sample's untouched blur.png, sharp.png and its
+metadata (plus "coc_source"), so that `defocus-map` (data kind "coc") trains on real misaligned pairs.
+Only the blurry image is used: the sharp image may be misaligned and is not needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from defocuskit.data import shards
+from defocuskit.images import decode_image, encode_png, to_float
+from defocuskit.train.augment import BT601
+
+COC_SOURCE = "jdrl-reblur"
+COC_RULE = "coc = 2 x expected disc-equivalent kernel radius of the JDRL reblurring module"
+
+
+def _stamp(path: str | Path) -> dict[str, Any]:
+    st = os.stat(path)
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def coc_map(model: torch.nn.Module, blur: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """The pseudo CoC diameter (H, W) in pixels of a blurry uint8/uint16 (H, W, C) image."""
+    x = to_float(blur)
+    if model.deblur.in_ch == 1 and x.shape[2] == 3:
+        x = (x @ BT601)[..., None]  # the model was trained on luminance (data.channels 1)
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float().to(device)
+    _, radius = model.pseudo_map(t)
+    return (2.0 * radius[0, 0]).float().cpu().numpy()
+
+
+def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | Path, *, split: str | None = None,
+                     device: str = "cpu") -> dict[str, Any]:
+    """Write a shard folder `out`: the paired samples of `shards_in` with a JDRL pseudo `coc.png`; its manifest.
+
+    Samples without blur.png are left out (recorded in rejects.jsonl); an existing coc.png is replaced.
+    Rerunning the same command skips shards already written for the same checkpoint and input shard.
+    """
+    from defocuskit.train.export import load_model
+
+    out = Path(out)
+    if Path(shards_in).resolve() == out.resolve():
+        raise ValueError(f"--out must be a new folder, not the input shard folder {shards_in}")
+    _, _, model = load_model(checkpoint, device=device, expect_method="jdrl")
+    urls = shards.shard_urls(shards_in, split)
+    out.mkdir(parents=True, exist_ok=True)
+    model_stamp = _stamp(checkpoint)
+    plan = {}
+    for url in urls:
+        name = Path(url).name[: -len(".tar")]
+        if name in plan:
+            raise ValueError(f"two input shards are named {name}.tar; give one shard folder")
+        plan[name] = _digest({"model": model_stamp, "shard": _stamp(url), "rule": COC_RULE})
+    for url in urls:
+        name = Path(url).name[: -len(".tar")]
+        record = shards.read_record(out, name)
+        if record and record.get("fingerprint") == plan[name] and (out / f"{name}.tar").is_file():
+            continue
+        _convert_shard(model, url, out, name, plan[name], str(checkpoint), device)
+    options = {"pseudo_coc": {"checkpoint": str(checkpoint), "shards": str(shards_in), "split": split,
+                              "rule": COC_RULE}}
+    manifest = shards.regenerate(out, plan, options)
+    shards.prune(out, plan, set(plan))
+    return manifest
+
+
+def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, fingerprint: str, checkpoint: str,
+                   device: str) -> None:
+    """One input shard -> one output shard of the same name, committed with its record."""
+    writer = shards.AtomicShard(out, name)
+    counts: Counter = Counter()
+    rejects: list[dict[str, Any]] = []
+    split = name.rsplit("-", 1)[0]
+    try:
+        for raw in shards.iter_raw(url):
+            key = raw["__key__"]
+            if "blur.png" not in raw or "sharp.png" not in raw:
+                rejects.append({"file": f"{url}:{key}", "reason": "no blur.png/sharp.png pair: no pseudo CoC"})
+                continue
+            meta = json.loads(raw["json"]) if "json" in raw else {}
+            blur = decode_image(raw["blur.png"], f"{key}.blur.png")
+            coc = coc_map(model, blur, device)
+            meta = dict(meta, coc_source=COC_SOURCE, coc_model=Path(checkpoint).name)
+            members = {"blur.png": raw["blur.png"], "sharp.png": raw["sharp.png"],
+                       "coc.png": encode_png(shards.encode_coc(coc)),
+                       "json": shards.dumps(meta).encode("utf-8")}
+            writer.write(key, members)
+            counts[(str(meta.get("source")), shards.f_number_key(meta.get("f_number")))] += 1
+        writer.seal()
+    except BaseException:
+        writer.abort()
+        raise
+    by_source, by_f = Counter(), Counter()
+    for (src, f), n in counts.items():
+        by_source[src] += n
+        by_f[f] += n
+    record = {
+        "name": name, "split": split, "fingerprint": fingerprint, "samples": sum(counts.values()),
+        "by_source": dict(sorted(by_source.items())),
+        "by_f_number": dict(sorted(by_f.items(), key=lambda kv: shards.f_sort_key(kv[0]))),
+        "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
+        "rejects": rejects, "dropped": 0,
+    }
+    with shards.folder_lock(out):
+        writer.publish()
+        shards.write_record(out, record)
