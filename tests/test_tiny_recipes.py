@@ -79,3 +79,34 @@ def test_tiny_recipes_train_under_accelerate_and_deblur(shards: Path, tmp_path: 
         result = read_image(written)
         assert result.shape == (53, 70, 3) and result.dtype == np.uint16, name
     assert (tmp_path / "out-map" / "odd_coc.png").is_file()
+
+
+def test_new_methods_train_under_accelerate_deblur_odd_sizes_and_appear_in_eval(shards: Path, tmp_path: Path) -> None:
+    """JDRL and the HIDD paper's CNN baselines: 2 CPU processes, odd-sized 16-bit deblur, eval --by-aperture.
+    (CycleGAN's two-process run is in tests/test_cyclegan.py.)"""
+    runs = tmp_path / "runs"
+    names = ("jdrl", "dncnn", "ffdnet")
+    for name in names:
+        losses = accelerate_train(f"{name}-tiny.yaml", runs / name, f"data.train={shards}", "train.max_steps=6")
+        assert len(losses) == 6 and all(np.isfinite(losses)), name
+
+    rng = np.random.default_rng(1)
+    image = tmp_path / "odd.png"
+    write_image(image, (rng.random((53, 70, 3)) * 65535).astype(np.uint16))
+    for name in names:
+        extra = ["--coc", "fnumber", "--f-number", "2.8"] if name == "ffdnet" else []  # FFDNet's level map
+        proc = subprocess.run([sys.executable, "-m", "defocuskit", "deblur", str(image), "--checkpoint",
+                               str(runs / name / "model.safetensors"), "--out", str(tmp_path / f"out-{name}"), *extra],
+                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        result = read_image(Path(proc.stdout.strip().splitlines()[-1]))
+        assert result.shape == (53, 70, 3) and result.dtype == np.uint16, name
+
+    proc = subprocess.run([sys.executable, "-m", "defocuskit", "eval", "--shards", str(shards), "--by-aperture",
+                           "--limit", "2", "--coc", "fnumber", "--report", str(tmp_path / "report"),
+                           *[a for n in names for a in ("--checkpoint", str(runs / n / "model.safetensors"))]],
+                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "report" / "report.json").read_text())["rows"]
+    assert set(names) <= {r["method"] for r in rows}
+    assert any(r["f_number"] is not None for r in rows if r["method"] == "jdrl")
