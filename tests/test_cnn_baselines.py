@@ -68,7 +68,7 @@ def test_ffdnet_paper_size(channels: int, depth: int, features: int) -> None:
     assert _count(net) == expected
     assert sum(isinstance(m, nn.Conv2d) for m in net.modules()) == depth
     default = ffdnet.ModelConfig()
-    assert (default.channels, default.depth, default.features, default.residual) == (3, 12, 96, False)
+    assert (default.channels, default.depth, default.features, default.residual) == (3, 12, 96, True)
 
 
 @pytest.mark.parametrize("name", ["dncnn", "ffdnet"])
@@ -114,7 +114,7 @@ def test_dncnn_residual_learning() -> None:
 
 
 def test_ffdnet_uses_the_level_map() -> None:
-    method, model = _tiny("ffdnet")
+    method, model = _tiny("ffdnet", residual=False, identity_init=False)  # the paper's variant, randomly initialised
     sampler, obj = method.SamplerConfig(), method.ObjectiveConfig()
     blur = torch.rand(1, 3, 33, 41)
     sharp_scene = method.restore(model, blur, sampler, obj, conditions={"coc": torch.zeros(1, 1, 33, 41)})
@@ -130,12 +130,11 @@ def test_ffdnet_uses_the_level_map() -> None:
         moved = model(blur, model.level(coc, blur))
     assert not torch.allclose(moved[..., :10], base[..., :10])
     torch.testing.assert_close(moved[..., 24:], base[..., 24:])  # 4 layers of 3x3 at half resolution reach 8 px
-    # residual=True (an option, not the paper): a zero last layer returns the input
-    _, residual = _tiny("ffdnet", residual=True)
-    with torch.no_grad():
-        residual.body[-1].weight.zero_()
-        residual.body[-1].bias.zero_()
+    # the default (residual + identity_init, not the paper): the untrained net returns its input
+    _, residual = _tiny("ffdnet", residual=True, identity_init=True)
     assert torch.equal(method.restore(residual, blur, sampler, obj, conditions={"coc": coc}), blur)
+    with pytest.raises(ValueError, match="identity_init needs residual"):
+        _tiny("ffdnet", residual=False, identity_init=True)
 
 
 def test_ffdnet_needs_a_coc_map() -> None:
@@ -160,7 +159,7 @@ def test_ffdnet_without_level_map() -> None:
     blur, obj = torch.rand(2, 3, 16, 16), ffdnet.ObjectiveConfig()
     out = method.restore(model, blur, ffdnet.SamplerConfig(), obj)  # no conditions needed
     assert out.shape == blur.shape
-    assert method.loss(model, {"blur": blur, "sharp": blur}, obj).item() > 0  # trains without batch["coc"]
+    assert method.loss(model, {"blur": blur, "sharp": blur.flip(-1)}, obj).item() > 0  # trains without batch["coc"]
     with pytest.raises(ValueError, match="trained without a level map"):
         method.restore(model, blur, ffdnet.SamplerConfig(level_map="coc"), obj,
                        conditions={"coc": torch.zeros(2, 1, 16, 16)})
@@ -205,3 +204,25 @@ def test_tiny_recipe_trains_through_cli_and_exports(name: str, shards: Path, tmp
     assert (coc is not None) == (name == "ffdnet")
     result = restore_image(method, recipe, model, image, progress=False, coc=coc)
     assert result.shape == image.shape and result.min() >= 0 and result.max() <= 1
+
+
+@pytest.mark.parametrize("name", ["dncnn", "ffdnet", "cyclegan"])
+def test_untrained_baselines_return_their_input_by_default(name: str) -> None:
+    """The sound defaults start at the identity (the papers' inits are options): an untrained net cannot lose to its input."""
+    method = get_method(name)
+    net = method.build(method.ModelConfig(channels=3, **({"depth": 4, "features": 8} if name != "cyclegan" else
+                                                        {"ngf": 8, "ndf": 8, "n_blocks": 1})),
+                       method.ObjectiveConfig(), False)
+    blur = torch.rand(1, 3, 24, 36)
+    out = method.restore(net, blur, method.SamplerConfig(), method.ObjectiveConfig(),
+                         conditions={"coc": torch.full((1, 1, 24, 36), 3.0)})
+    torch.testing.assert_close(out, blur, atol=1e-6, rtol=0)
+    paper = {"dncnn": {"identity_init": False}, "ffdnet": {"residual": False, "identity_init": False},
+             "cyclegan": {"global_residual": False}}[name]
+    torch.manual_seed(0)
+    released = method.build(method.ModelConfig(channels=3, **({"depth": 4, "features": 8} if name != "cyclegan" else
+                                                             {"ngf": 8, "ndf": 8, "n_blocks": 1}), **paper),
+                            method.ObjectiveConfig(), False)
+    out = method.restore(released, blur, method.SamplerConfig(), method.ObjectiveConfig(),
+                         conditions={"coc": torch.full((1, 1, 24, 36), 3.0)})
+    assert (out - blur).abs().mean() > 0.01

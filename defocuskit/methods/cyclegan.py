@@ -4,7 +4,8 @@ Trained with two phases per step (the `Method.phases` interface): the generators
 identity loss), then the discriminators, each with its own Adam and LR schedule, as the released code
 alternates them (`optimize_parameters`: G step, then D step). Deblurring runs G_blur2sharp.
 
-Differences from the released code, named: the image pool of 50 earlier fakes (`--pool_size 50`) is
+Differences from the released code, named: the generators are global residuals by default
+(`model.global_residual`; false is the released generator); the image pool of 50 earlier fakes (`--pool_size 50`) is
 not kept (`--pool_size 0`): its contents would be training state outside the weights and break exact
 resume; the discriminators see fakes of the generators just updated (the released code reuses the
 fakes of the same iteration, made before the G step). Pairs come from paired shards; with
@@ -36,6 +37,10 @@ class ModelConfig:
     n_blocks: int = 9  # residual blocks (9 for 256 px training images, paper 7.2)
     n_down: int = 2  # stride-2 downsamplings (d128, d256)
     d_layers: int = 3  # PatchGAN depth (--n_layers_D 3: 70x70 receptive field)
+    # True (sound default): each generator returns its input plus a correction, starting as the identity;
+    # False: the released generator that synthesises the image from scratch, which a short run leaves
+    # ~14 dB below its input (measured, docs/benchmarks.md)
+    global_residual: bool = True
 
 
 @dataclass
@@ -53,7 +58,8 @@ class SamplerConfig:
 def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
     """Both generators and both discriminators (the exported file carries all four)."""
     return CycleGAN(model_cfg.channels, model_cfg.ngf, model_cfg.ndf, model_cfg.n_blocks, model_cfg.n_down,
-                    model_cfg.d_layers, objective_cfg.lambda_cycle, objective_cfg.lambda_identity)
+                    model_cfg.d_layers, objective_cfg.lambda_cycle, objective_cfg.lambda_identity,
+                    model_cfg.global_residual)
 
 
 def _net(model: nn.Module) -> CycleGAN:

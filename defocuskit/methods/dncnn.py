@@ -27,6 +27,10 @@ class ModelConfig:
     channels: int = 3  # must equal data.channels; 3 as CDnCNN, 1 as the grayscale DnCNN-S
     depth: int = 17  # Sec. III-A: depth 17 (35x35 receptive field) for a known level; 20 for the blind models
     features: int = 64  # Sec. III-B: 64 filters of 3x3 per layer
+    # True (sound default): the last conv starts at zero, so the untrained net returns its input (R = 0) and
+    # training can only move it from there; False: He init of every layer as the paper (Sec. IV-A), whose
+    # random initial residual costs a short run several dB below the input (measured, docs/benchmarks.md)
+    identity_init: bool = True
 
     def __post_init__(self) -> None:
         for key in ("channels", "features"):
@@ -52,7 +56,7 @@ class SamplerConfig:
 
 def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
     """The DnCNN network (no frozen parts: `for_training` changes nothing)."""
-    return DnCNN(model_cfg.channels, model_cfg.depth, model_cfg.features)
+    return DnCNN(model_cfg.channels, model_cfg.depth, model_cfg.features, model_cfg.identity_init)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

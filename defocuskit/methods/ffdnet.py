@@ -42,7 +42,11 @@ class ModelConfig:
     features: int = 96  # Sec. III-A: 96 feature channels for colour images, 64 for grayscale
     level_map: str = "coc"  # coc: CoC map / coc_scale | none: a constant zero map (ablation)
     coc_scale: float = 16.0  # pixels of CoC that read 1.0 in the map (synthetic 256 px scenes: CoC up to ~20 px)
-    residual: bool = False  # False as the paper (the net outputs the sharp sub-images); True: blur - output
+    # True (sound default): blur - output, with the last conv starting at zero (identity_init), so the
+    # untrained net returns its input; False, False: the paper (the net outputs the sharp sub-images from a
+    # He-initialised start), which a short run leaves ~14 dB below its input (measured, docs/benchmarks.md)
+    residual: bool = True
+    identity_init: bool = True
 
     def __post_init__(self) -> None:
         if self.level_map not in LEVEL_MAPS:
@@ -77,7 +81,7 @@ class CocFFDNet(FFDNet):
     """FFDNet whose level map is made from a CoC map in pixels (or is zero), per its ModelConfig."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg.channels, cfg.depth, cfg.features, cfg.residual)
+        super().__init__(cfg.channels, cfg.depth, cfg.features, cfg.residual, cfg.identity_init)
         self.level_map = cfg.level_map
         self.coc_scale = float(cfg.coc_scale)
 

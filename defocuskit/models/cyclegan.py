@@ -40,7 +40,8 @@ class ResnetBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """c7s1-ngf, `n_down` stride-2 downsamplings, `n_blocks` residual blocks, as many upsamplings, c7s1-out."""
 
-    def __init__(self, in_ch: int, out_ch: int, ngf: int = 64, n_blocks: int = 9, n_down: int = 2):
+    def __init__(self, in_ch: int, out_ch: int, ngf: int = 64, n_blocks: int = 9, n_down: int = 2,
+                 global_residual: bool = False):
         super().__init__()
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
         ch = ngf
@@ -55,9 +56,13 @@ class ResnetGenerator(nn.Module):
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_ch, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         self.multiple = 2 ** n_down
+        self.global_residual = global_residual and in_ch == out_ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] in, [-1, 1] out; H and W must be multiples of `multiple`."""
+        """[-1, 1] in, [-1, 1] out; H and W must be multiples of `multiple`. With `global_residual` the
+        output is x + the network's (tanh) output, clamped: a correction of the input rather than a new image."""
+        if self.global_residual:
+            return (x + self.net(x)).clamp(-1.0, 1.0)
         return self.net(x)
 
 
@@ -92,14 +97,18 @@ class CycleGAN(nn.Module):
     """
 
     def __init__(self, channels: int, ngf: int, ndf: int, n_blocks: int, n_down: int, d_layers: int,
-                 lambda_cycle: float, lambda_identity: float):
+                 lambda_cycle: float, lambda_identity: float, global_residual: bool = False):
         super().__init__()
-        self.g_blur2sharp = ResnetGenerator(channels, channels, ngf, n_blocks, n_down)
-        self.g_sharp2blur = ResnetGenerator(channels, channels, ngf, n_blocks, n_down)
+        self.g_blur2sharp = ResnetGenerator(channels, channels, ngf, n_blocks, n_down, global_residual)
+        self.g_sharp2blur = ResnetGenerator(channels, channels, ngf, n_blocks, n_down, global_residual)
         self.d_blur = PatchDiscriminator(channels, ndf, d_layers)
         self.d_sharp = PatchDiscriminator(channels, ndf, d_layers)
         self.channels, self.lambda_cycle, self.lambda_identity = channels, lambda_cycle, lambda_identity
         _init_normal(self)
+        if global_residual:  # the generators start as the identity: their last conv at zero
+            for g in (self.g_blur2sharp, self.g_sharp2blur):
+                nn.init.zeros_(g.net[-2].weight)
+                nn.init.zeros_(g.net[-2].bias)
 
     def generators(self) -> list[nn.Parameter]:
         return [*self.g_blur2sharp.parameters(), *self.g_sharp2blur.parameters()]

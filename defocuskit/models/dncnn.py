@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 
-def conv_stack(in_channels: int, out_channels: int, depth: int, features: int) -> nn.Sequential:
-    """The `depth`-layer 3x3 stack Conv+ReLU, (depth - 2) x (Conv+BN+ReLU), Conv, He-initialised."""
+def conv_stack(in_channels: int, out_channels: int, depth: int, features: int,
+               zero_last: bool = False) -> nn.Sequential:
+    """The `depth`-layer 3x3 stack Conv+ReLU, (depth - 2) x (Conv+BN+ReLU), Conv, He-initialised
+    (with `zero_last`, the last conv starts at zero: the stack outputs 0 until trained)."""
     if depth < 2:
         raise ValueError(f"depth must be at least 2 (first and last layer), got {depth}")
     if min(in_channels, out_channels, features) < 1:
@@ -30,17 +32,20 @@ def conv_stack(in_channels: int, out_channels: int, depth: int, features: int) -
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")  # He et al. 2015 initialisation (DnCNN Sec. IV-A)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+    if zero_last:
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
     return nn.Sequential(*layers)
 
 
 class DnCNN(nn.Module):
     """DnCNN with residual learning: forward(y) = y - R(y), R = `body` (Sec. III-B)."""
 
-    def __init__(self, channels: int = 3, depth: int = 17, features: int = 64) -> None:
+    def __init__(self, channels: int = 3, depth: int = 17, features: int = 64, identity_init: bool = True) -> None:
         super().__init__()
         self.channels = channels
         self.depth = depth
-        self.body = conv_stack(channels, channels, depth, features)
+        self.body = conv_stack(channels, channels, depth, features, zero_last=identity_init)
 
     def residual(self, y: torch.Tensor) -> torch.Tensor:
         """R(y): the predicted residual y - x (here blur - sharp)."""

@@ -24,13 +24,16 @@ class FFDNet(nn.Module):
     x - output instead (DnCNN-style residual learning), an option of this port.
     """
 
-    def __init__(self, channels: int = 3, depth: int = 12, features: int = 96, residual: bool = False) -> None:
+    def __init__(self, channels: int = 3, depth: int = 12, features: int = 96, residual: bool = False,
+                 identity_init: bool = False) -> None:
         super().__init__()
         self.channels = channels
         self.depth = depth
         self.residual = residual
         # Sec. III-A: input 4C sub-images + the level map M, output 4C sub-images, Conv+BN+ReLU in between
-        self.body = conv_stack(4 * channels + 1, 4 * channels, depth, features)
+        if identity_init and not residual:
+            raise ValueError("ffdnet: identity_init needs residual (the zero-initialised net then returns its input)")
+        self.body = conv_stack(4 * channels + 1, 4 * channels, depth, features, zero_last=identity_init)
 
     def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         if level.shape[0] != x.shape[0] or level.shape[1] != 1 or level.shape[-2:] != x.shape[-2:]:
