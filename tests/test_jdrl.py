@@ -3,6 +3,8 @@ the tiny recipe through the CLI, and the pseudo-CoC shard writer."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import subprocess
@@ -127,7 +129,8 @@ def test_loss_is_finite_and_backpropagates_in_both_stages():
     assert method.data == "paired" and method.output == "image"
     objective = ObjectiveConfig(reblur_start_step=1)
     torch.manual_seed(1)
-    model = method.build(TINY, objective, True)
+    # the released output (no global residual): a zero-initialised output layer would pass no gradient inward yet
+    model = method.build(dataclasses.replace(TINY, global_residual=False), objective, True)
     sharp = _texture(32, 32, 1).repeat(2, 1, 1, 1)
     batch = {"blur": F.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False), "sharp": torch.roll(sharp, 1, 3)}
     grads = []
@@ -206,3 +209,17 @@ def test_tiny_recipe_trains_both_stages_and_feeds_pseudo_coc(shards: Path, tmp_p
         assert s["coc"] is not None and s["coc"].shape == s["blur"].shape[:2]
         assert np.isfinite(s["coc"]).all() and s["coc"].min() >= 0
         assert np.array_equal(s["blur"], by_key[s["key"]]["blur"]) and s["meta"]["coc_source"] == "jdrl-reblur"
+
+
+def test_untrained_jdrl_returns_its_input_by_default_and_the_released_output_does_not():
+    from defocuskit.methods import get_method
+
+    method = get_method("jdrl")
+    cfg = dict(widths=[8, 16], map_channels=4, map_blocks=1, fusion_channels=4, reblur_channels=4, reblur_blocks=1)
+    blur = torch.rand(1, 3, 21, 30)
+    net = method.build(method.ModelConfig(**cfg), method.ObjectiveConfig(), False).eval()
+    out = method.restore(net, blur, method.SamplerConfig(), method.ObjectiveConfig())
+    torch.testing.assert_close(out, blur, atol=1e-6, rtol=0)
+    released = method.build(method.ModelConfig(**cfg, global_residual=False), method.ObjectiveConfig(), False).eval()
+    out = method.restore(released, blur, method.SamplerConfig(), method.ObjectiveConfig())
+    assert (out - blur).abs().mean() > 0.05

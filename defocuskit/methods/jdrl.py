@@ -49,6 +49,9 @@ class ModelConfig:
     reblur_blocks: int = 3  # residual blocks per branch
     kernel_sizes: list[int] = field(default_factory=lambda: [3, 5, 7, 9, 11, 13, 15])
     kernel_norm: str = "softmax"  # "softmax" over the K x K entries (released) or "sum"
+    # True (sound default): the output is the blurred input plus a correction that starts at zero; False: the
+    # released sigmoid image output, which a short run leaves ~3 dB below its input (measured, docs/benchmarks.md)
+    global_residual: bool = True
 
 
 @dataclass
@@ -83,7 +86,7 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     if m.kernel_norm not in KERNEL_NORMS:
         raise ValueError(f"model.kernel_norm: '{m.kernel_norm}' is not one of {', '.join(KERNEL_NORMS)}")
     deblur = DeblurNet(m.image_channels, m.widths, m.dropout, m.dropout_levels, m.map_channels, m.map_blocks,
-                       m.fusion_channels)
+                       m.fusion_channels, m.global_residual)
     reblur = ReblurModule(m.image_channels, m.reblur_channels, m.reblur_blocks, m.kernel_sizes, m.kernel_norm)
     return JDRL(deblur, reblur)
 

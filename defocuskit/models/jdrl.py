@@ -231,14 +231,16 @@ class MapFusion(nn.Module):
 class DeblurNet(nn.Module):
     """The released U-Net deblurring network with a self-predicted blur map as degradation prior.
 
-    forward(blur) -> (sharp estimate in [0, 1], blur map (B, 1, H, W) in pixels of kernel radius);
+    forward(blur) -> (sharp estimate (in [0, 1] as released; blur + a correction with `global_residual`),
+    blur map (B, 1, H, W) in pixels of kernel radius);
     any size in (replicate-padded to a multiple of 2**(levels - 1), cropped back).
     """
 
     def __init__(self, image_channels: int = 3, widths: list[int] | tuple[int, ...] = (64, 128, 256, 512, 1024),
                  dropout: float = 0.4, dropout_levels: int = 2, map_channels: int = 64, map_blocks: int = 3,
-                 fusion_channels: int = 64) -> None:
+                 fusion_channels: int = 64, global_residual: bool = False) -> None:
         super().__init__()
+        self.global_residual = global_residual
         widths = list(widths)
         if len(widths) < 2:
             raise ValueError(f"DeblurNet needs at least two levels, got widths {widths}")
@@ -261,6 +263,9 @@ class DeblurNet(nn.Module):
         for name, m in self.named_modules():  # VGG_Deblur.__init_weight: kaiming normal, fan_out, relu
             if isinstance(m, nn.Conv2d) and not name.startswith(("fusions", "estimator")):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if global_residual:  # the output is blur + a correction that starts at zero: the untrained net is the identity
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def estimate_map(self, blur: torch.Tensor) -> torch.Tensor:
         """The blur map (B, 1, H, W), kernel radius in pixels (>= 0), predicted from the blurry image."""
@@ -280,7 +285,10 @@ class DeblurNet(nn.Module):
             skips.append(x)
         for up, dec, skip in zip(self.ups, self.decoders, reversed(skips[:-1])):
             x = dec(torch.cat([up(x), skip], dim=1))
-        out = torch.sigmoid(self.out(x))  # model_deblur.py returns sigmoid(out)
+        if self.global_residual:
+            out = F.pad(blur, (0, pw, 0, ph), mode="replicate") + self.out(x) if ph or pw else blur + self.out(x)
+        else:
+            out = torch.sigmoid(self.out(x))  # model_deblur.py returns sigmoid(out)
         return out[..., :h, :w], blur_map[..., :h, :w]
 
 
