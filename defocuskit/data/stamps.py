@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from defocuskit.data.raw import io_reason as _io_reason
+
 HASH_SPAN = 1 << 20  # bytes hashed at each end of an input file
 
 
@@ -32,14 +34,6 @@ def file_stamp(path: str) -> list[Any]:
     """[size, mtime_ns, content hash] of an input file; raises OSError when it cannot be read."""
     st = os.stat(path)
     return [st.st_size, st.st_mtime_ns, content_hash(path, st.st_size)]
-
-
-def _io_reason(exc: OSError) -> str:
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, FileNotFoundError):
-        return "no such file"
-    return f"cannot read ({exc.strerror or exc})"
 
 
 @dataclass
