@@ -1,7 +1,7 @@
 """The loop's own training state in a checkpoint folder: safetensors and JSON, never pickle.
 
 Accelerate's `register_for_checkpointing` pickles registered objects (`custom_checkpoint_*.pkl`) and
-unpickles them with `torch.load(weights_only=False)`: a file planted in a run folder would run code on
+unpickles them with torch.load and weights_only off: a file planted in a run folder would run code on
 resume. Instead the loop registers save/load hooks (`Accelerator.register_save_state_pre_hook` and
 `register_load_state_pre_hook`) that write and read, beside Accelerate's files:
 
