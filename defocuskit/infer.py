@@ -89,12 +89,17 @@ def resolve_sampler(recipe: Recipe, steps: int | None = None, *, name: str | Non
         raise ValueError(f"sampler settings for the '{recipe.method}' model: {exc}") from None
 
 
-def sampler_settings(method: Method, sampler: Any) -> dict[str, Any]:
-    """The full sampler settings as they run, with the NFE per tile (what deblur.json and report.json record)."""
+def sampler_settings(method: Method, sampler: Any, objective: Any = None) -> dict[str, Any]:
+    """The full sampler settings as they run, with the NFE per tile and, where a scheduler sets them (and the
+    recipe's `objective` is given), the timesteps visited: what deblur.json and report.json record."""
     resolved = method.resolve_sampler(sampler)
     settings = {f.name: _plain(getattr(resolved, f.name)) for f in dataclasses.fields(resolved)} \
         if dataclasses.is_dataclass(resolved) else {}
-    return {"settings": settings, "nfe": int(method.nfe(resolved)), "needs": sorted(method.needs(resolved))}
+    info = {"settings": settings, "nfe": int(method.nfe(resolved)), "needs": sorted(method.needs(resolved))}
+    timesteps = method.timesteps(resolved, objective) if objective is not None else None
+    if timesteps is not None:
+        info["timesteps"] = [int(t) for t in timesteps]
+    return info
 
 
 def _plain(value: Any) -> Any:
@@ -283,7 +288,7 @@ def deblur_files(
         stems[p.stem] = p
     method, recipe, model = load_model(Path(checkpoint), device=device)
     sampler_cfg = method.resolve_sampler(resolve_sampler(recipe, steps, name=sampler, sets=sets))
-    info = sampler_settings(method, sampler_cfg)
+    info = sampler_settings(method, sampler_cfg, recipe.objective)
     if coc == "oracle":
         raise ValueError("--coc oracle reads the true CoC of synthetic shards (coc.png): use it with "
                          "`defocuskit eval`; for photographs use --coc map or --coc fnumber")
@@ -326,7 +331,8 @@ def deblur_files(
         written.append(dest)
         records.append({
             "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
-            "sampler": info["settings"], "nfe": info["nfe"], "seed": seed, "tile": size, "overlap": overlap,
+            "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
+            "tile": size, "overlap": overlap,
             "coc": source.describe() if source is not None and "coc" in info["needs"] else None,
             "seconds": round(time.perf_counter() - started, 3),
         })

@@ -213,3 +213,18 @@ def test_missing_or_wrong_map_checkpoint_is_a_clear_error(map_file, tmp_path):
         method.build(_cfg(map_file, map_model=other), ObjectiveConfig(), True)
     with pytest.raises(ValueError, match="map_model"):
         method.build(_cfg(map_file), ObjectiveConfig(), False)
+
+
+def test_ddim_timesteps_are_recorded_as_run():
+    """deblur.json / report.json record the DDIM grid: 1300 training steps, trailing spacing (this port's default)."""
+    from defocuskit.infer import sampler_settings
+    from defocuskit.methods import get_method
+
+    method = get_method("rddm")
+    objective = method.ObjectiveConfig()
+    two = sampler_settings(method, method.SamplerConfig(steps=2), objective)
+    three = sampler_settings(method, method.SamplerConfig(steps=3), objective)
+    assert two["timesteps"] == [1299, 649] and three["timesteps"] == [1299, 866, 432]
+    leading = sampler_settings(method, method.SamplerConfig(steps=2, timestep_spacing="leading"), objective)
+    assert leading["timesteps"] == [650, 0]  # diffusers' `leading` grid, what the released code's defaults give
+    assert "timesteps" not in sampler_settings(get_method("nafnet"), get_method("nafnet").SamplerConfig(), None)

@@ -226,7 +226,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
         raise EvalError(f"{path}: a '{method.name}' model estimates {method.output.replace('_', ' ')}s; eval scores images")
     try:
         sampler_cfg = method.resolve_sampler(resolve_sampler(recipe, steps, name=sampler, sets=sets))
-        info = sampler_settings(method, sampler_cfg)
+        info = sampler_settings(method, sampler_cfg, recipe.objective)
         size = int(tile or recipe.data.image_size)
         overlap = resolve_overlap(size, overlap)
     except ValueError as exc:
@@ -245,7 +245,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                              device=device, progress=False, sampler_cfg=sampler_cfg, coc=coc_map)
 
     desc = {"kind": "checkpoint", "path": str(path), "method": method.name, "sampler": info["settings"],
-            "nfe": info["nfe"], "coc": coc.describe() if needs_coc and coc else None,
+            "nfe": info["nfe"], "timesteps": info.get("timesteps"), "coc": coc.describe() if needs_coc and coc else None,
             "tile": size, "overlap": overlap, "batch": batch, "seed": seed, "channels": recipe.data.channels}
     return run, desc
 

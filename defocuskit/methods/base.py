@@ -36,6 +36,10 @@ def _no_conditions(cfg: Any) -> frozenset[str]:
     return frozenset()
 
 
+def _no_timesteps(sampler_cfg: Any, objective_cfg: Any) -> list[int] | None:
+    return None
+
+
 def _all_parameters(model: nn.Module, phase: str) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -64,6 +68,8 @@ class Method:
     nfe(sampler_cfg) -> int
         network evaluations per sample path (per tile): steps x evaluations per step.
     needs(sampler_cfg) -> frozenset of condition names restore requires with this config.
+    timesteps(sampler_cfg, objective_cfg) -> the training timesteps the sampler visits, in order, where a
+        scheduler sets them (recorded in deblur.json / report.json), else None.
     upgrade_recipe(raw) -> raw
         a recipe dict read from an older model file, in today's keys.
     """
@@ -81,5 +87,6 @@ class Method:
     nfe: Callable[[Any], int] = _one_pass
     needs: Callable[[Any], frozenset[str]] = _no_conditions
     upgrade_recipe: Callable[[dict[str, Any]], dict[str, Any]] = _unchanged
+    timesteps: Callable[[Any, Any], list[int] | None] = _no_timesteps
     phases: tuple[str, ...] = ("main",)
     phase_parameters: Callable[[nn.Module, str], list[nn.Parameter]] = _all_parameters

@@ -19,7 +19,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from defocuskit.diffusion.ddim_residual import ResidualSchedule, sample_residual_ddim, sample_timesteps
+from defocuskit.diffusion.ddim_residual import (
+    ResidualSchedule, make_scheduler, sample_residual_ddim, sample_timesteps,
+)
 from defocuskit.methods import defocus_map
 from defocuskit.methods.base import Batch, Conditions, Method
 from defocuskit.models.nafnet import psnr_loss
@@ -82,6 +84,13 @@ def schedule_of(objective_cfg: ObjectiveConfig, sampler_cfg: SamplerConfig | Non
         beta_end=objective_cfg.beta_end,
         timestep_spacing=spacing,
     )
+
+
+def timesteps(sampler_cfg: SamplerConfig, objective_cfg: ObjectiveConfig) -> list[int]:
+    """The DDIM timesteps the sampler visits for `sampler_cfg.steps` (diffusers' DDIMScheduler.set_timesteps)."""
+    scheduler = make_scheduler(schedule_of(objective_cfg, sampler_cfg))
+    scheduler.set_timesteps(sampler_cfg.steps)
+    return [int(t) for t in scheduler.timesteps]
 
 
 def _map_config_of(cfg: defocus_map.ModelConfig) -> defocus_map.ModelConfig:
@@ -222,4 +231,5 @@ METHOD = Method(
     loss=loss,
     restore=restore,
     nfe=lambda cfg: int(cfg.steps),  # one denoiser evaluation per DDIM step (plus the one-pass pre-deblur)
+    timesteps=timesteps,
 )
