@@ -24,6 +24,11 @@ Batch = dict[str, torch.Tensor]
 Conditions = dict[str, torch.Tensor]
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel (.module) or torch.compile (._orig_mod) wrapper."""
+    return getattr(model, "module", getattr(model, "_orig_mod", model))
+
+
 def _unchanged(cfg: Any) -> Any:
     return cfg
 

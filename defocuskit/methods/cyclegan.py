@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from defocuskit.methods.base import Batch, Conditions, Method
+from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.cyclegan import CycleGAN
 
 PHASES = ("generator", "discriminator")
@@ -62,13 +62,9 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
                     model_cfg.global_residual)
 
 
-def _net(model: nn.Module) -> CycleGAN:
-    return getattr(model, "module", model)  # DistributedDataParallel holds the net in .module
-
-
 def phase_parameters(model: nn.Module, phase: str) -> list[nn.Parameter]:
     """The generators' parameters for "generator", the discriminators' for "discriminator"."""
-    net = _net(model)
+    net = unwrap(model)
     if phase == "generator":
         return net.generators()
     if phase == "discriminator":
@@ -79,9 +75,9 @@ def phase_parameters(model: nn.Module, phase: str) -> list[nn.Parameter]:
 def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str) -> torch.Tensor:
     """The phase's loss, computed in the model's forward (so that DDP synchronises its gradients)."""
     blur, sharp = batch["blur"], batch["sharp"]
-    if blur.shape[1] != _net(model).channels:
+    if blur.shape[1] != unwrap(model).channels:
         raise ValueError(f"cyclegan: images have {blur.shape[1]} channels but model.channels is "
-                         f"{_net(model).channels} (set it equal to data.channels)")
+                         f"{unwrap(model).channels} (set it equal to data.channels)")
     if objective_cfg.unpaired and sharp.shape[0] > 1:
         sharp = sharp.roll(1, dims=0)
     return model(blur, sharp, phase)
@@ -98,7 +94,7 @@ def restore(
     conditions: Conditions | None = None,
 ) -> torch.Tensor:
     """G_blur2sharp, one pass, any size, clamped to [0, 1]."""
-    out = _net(model).deblur(blur)
+    out = unwrap(model).deblur(blur)
     if callback is not None:
         callback(0, 1)
     return out

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defocuskit.methods.base import Batch, Conditions, Method
+from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.dncnn import DnCNN
 
 
@@ -57,11 +57,6 @@ class SamplerConfig:
 def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
     """The DnCNN network (no frozen parts: `for_training` changes nothing)."""
     return DnCNN(model_cfg.channels, model_cfg.depth, model_cfg.features, model_cfg.identity_init)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The network inside a DistributedDataParallel (.module) or torch.compile (._orig_mod) wrapper."""
-    return getattr(model, "module", getattr(model, "_orig_mod", model))
 
 
 @contextmanager

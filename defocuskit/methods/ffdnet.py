@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defocuskit.methods.base import Batch, Conditions, Method
-from defocuskit.methods.dncnn import eval_mode, unwrap
+from defocuskit.methods.base import Batch, Conditions, Method, unwrap
+from defocuskit.methods.dncnn import eval_mode
 from defocuskit.models.ffdnet import FFDNet
 
 LEVEL_MAPS = ("coc", "none")

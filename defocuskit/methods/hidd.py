@@ -19,7 +19,7 @@ from defocuskit.diffusion.fast_sampler import fast_sigmas, sample_fast
 from defocuskit.diffusion.pc_sampler import nfe_per_step, randn_like, sample_pc, sample_released
 from defocuskit.diffusion.vesde import dsm_loss, reverse_sigmas
 from defocuskit.lens_blur import DefocusOperator
-from defocuskit.methods.base import Batch, Conditions, Method
+from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.ncsnpp import NCSNpp
 
 
@@ -189,7 +189,7 @@ def restore(
     if blur.dim() != 4:
         raise ValueError(f"hidd restore: expected (B, C, H, W), got shape {tuple(blur.shape)}")
     cfg = resolve_sampler(sampler_cfg)
-    net = getattr(model, "module", getattr(model, "_orig_mod", model))  # DDP- or compile-wrapped
+    net = unwrap(model)
     channels = getattr(net, "channels", blur.shape[1])
     b, c, _, _ = blur.shape
     coc = (conditions or {}).get("coc")

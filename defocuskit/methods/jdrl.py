@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defocuskit.flow import PRESETS
-from defocuskit.methods.base import Batch, Conditions, Method
+from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.jdrl import JDRL, KERNEL_NORMS, DeblurNet, ReblurModule
 
 
@@ -91,10 +91,6 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     return JDRL(deblur, reblur)
 
 
-def _unwrap(model: nn.Module) -> JDRL:
-    return getattr(model, "module", model)  # a DistributedDataParallel wrapper holds the net in .module
-
-
 def _check_channels(net: JDRL, blur: torch.Tensor) -> None:
     if blur.shape[1] != net.deblur.in_ch:
         raise ValueError(f"jdrl: images have {blur.shape[1]} channels but model.image_channels is "
@@ -108,13 +104,13 @@ def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Te
 
 def in_reblur_stage(model: nn.Module, objective_cfg: ObjectiveConfig) -> bool:
     """Whether the next call of `loss` trains stage 2 (masked flow loss + reblur loss)."""
-    return int(_unwrap(model).step) >= objective_cfg.reblur_start_step
+    return int(unwrap(model).step) >= objective_cfg.reblur_start_step
 
 
 def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
     """Stage 1: Charbonnier against the flow-warped sharp image; stage 2: masked two-way flow loss
     + reblur_weight x reblur loss + map_weight x blur-map loss (see the module docstring)."""
-    net = _unwrap(model)
+    net = unwrap(model)
     blur, sharp = batch["blur"], batch["sharp"]
     _check_channels(net, blur)
     o = objective_cfg
@@ -144,7 +140,7 @@ def restore(
     conditions: Conditions | None = None,
 ) -> torch.Tensor:
     """One pass of the deblurring network (any size: padded and cropped back), clamped to [0, 1]."""
-    net = _unwrap(model)
+    net = unwrap(model)
     _check_channels(net, blur)
     out = net.deblur(blur)[0].clamp(0, 1)
     if callback is not None:

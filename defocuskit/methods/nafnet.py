@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from defocuskit.methods.base import Batch, Conditions, Method
+from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.nafnet import NAFNet, psnr_loss
 
 
@@ -45,7 +45,7 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
 
 
 def _check_channels(model: nn.Module, blur: torch.Tensor) -> None:
-    model = getattr(model, "module", model)  # a DistributedDataParallel wrapper holds the net in .module
+    model = unwrap(model)
     if blur.shape[1] != model.in_ch:
         raise ValueError(
             f"nafnet: images have {blur.shape[1]} channels but model.image_channels is {model.in_ch}"

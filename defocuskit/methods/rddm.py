@@ -23,7 +23,7 @@ from defocuskit.diffusion.ddim_residual import (
     ResidualSchedule, make_scheduler, sample_residual_ddim, sample_timesteps,
 )
 from defocuskit.methods import defocus_map
-from defocuskit.methods.base import Batch, Conditions, Method
+from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.nafnet import psnr_loss
 from defocuskit.models.rddm import RDDM, GuidanceNet, PreDeblur, ResidualDenoiser
 from defocuskit.train.recipe import RecipeError, build_dataclass
@@ -207,7 +207,7 @@ def restore(
     if not 1 <= sampler_cfg.steps <= MAX_STEPS:
         raise ValueError(f"sampler.steps: RDDM samples in 1 to {MAX_STEPS} steps, got {sampler_cfg.steps}")
     _check_rgb(blur)
-    rddm: RDDM = getattr(model, "module", model)
+    rddm: RDDM = unwrap(model)
     pre, cond = rddm.condition(blur)
     guidance = rddm.guidance_map(cond)  # does not depend on the step: computed once
 
