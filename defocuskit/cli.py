@@ -23,6 +23,9 @@ def ingest_cmd(
     sdd: Optional[Path] = typer.Option(None, "--sdd", help="SDD root (JDRL, Li et al.: {train_patches,test}/{gt,blur}/, paired by file name)."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Your own misaligned pairs: DIR/{blur,sharp}/ or DIR/{train,test}/{blur,sharp}/ (paired by file stem, else by sorted order)."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", help="'builtin': scikit-image photos rendered through a thin lens."),
+    cuhk_blur: Optional[Path] = typer.Option(None, "--cuhk-blur", help="CUHK blur detection root ({image,images}/*.jpg + gt/*.png): out-of-focus photos with binary blur maps (blur.png + blurmask.png, no sharp.png)."),
+    cuhk_white_is: str = typer.Option("auto", "--cuhk-white-is", help="--cuhk-blur: what white in gt/ marks: auto (decided from the photos' sharpness) | blurred | sharp."),
+    cuhk_test_fraction: float = typer.Option(0.0, "--cuhk-test-fraction", help="--cuhk-blur: about this share of the photos (seed-free hash of the name) go to test; the rest to train."),
     workers: int = typer.Option(0, "--workers", help="Decoding processes (0: all cores)."),
     shard_size: int = typer.Option(64, "--shard-size", help="Source pairs per shard."),
     max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale so the longer side is at most this."),
@@ -56,7 +59,7 @@ def ingest_cmd(
 
     given = {"raw": raw_dir, "dpdd": dpdd, "realblur": realblur, "ded": ded, "realdof": realdof,
              "vabd": vabd, "ebb": ebb, "sdd": sdd, "pairs": pairs,
-             "synthetic": Path(synthetic) if synthetic else None}
+             "synthetic": Path(synthetic) if synthetic else None, "cuhk-blur": cuhk_blur}
     sources = {k: v for k, v in given.items() if v is not None}
     try:
         i, n = (int(x) for x in part.split("/"))
@@ -65,6 +68,10 @@ def ingest_cmd(
         raise typer.BadParameter("--part needs I/N and --synthetic-f-numbers numbers, e.g. 1/4 and 1.4,2,2.8") from None
     if bit_depth not in ("auto", "8", "16"):
         raise typer.BadParameter(f"--bit-depth must be auto, 8 or 16, not {bit_depth!r}")
+    if cuhk_white_is not in ("auto", "blurred", "sharp"):
+        raise typer.BadParameter(f"--cuhk-white-is must be auto, blurred or sharp, not {cuhk_white_is!r}")
+    if not 0.0 <= cuhk_test_fraction < 1.0:
+        raise typer.BadParameter(f"--cuhk-test-fraction must be in [0, 1), not {cuhk_test_fraction}")
     if register not in REGISTER_CHOICES:
         raise typer.BadParameter(f"--register must be {' | '.join(REGISTER_CHOICES)}, not {register!r}")
     opts = IngestOptions(
@@ -73,7 +80,7 @@ def ingest_cmd(
         scene_gap_s=scene_gap, f_number_csv=str(f_number_csv) if f_number_csv else None,
         f_number_pattern=f_number_pattern, register=register, min_align_score=min_align_score, part=(i - 1, n),
         strict=strict, seed=seed, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
-        synthetic_misalign_px=synthetic_misalign,
+        synthetic_misalign_px=synthetic_misalign, cuhk_white_is=cuhk_white_is, cuhk_test_fraction=cuhk_test_fraction,
     )
     console = Console()
     try:

@@ -73,8 +73,9 @@ def sharpness(image: np.ndarray) -> float:
 
 
 def resize_max_side(sample: Sample, max_side: int | None) -> Sample:
-    """Downscale (INTER_AREA) so the longer side is at most `max_side`; coc diameters scale along."""
-    h, w = sample.sharp.shape[:2]
+    """Downscale (INTER_AREA) so the longer side is at most `max_side`; coc diameters scale along, a
+    blur map is averaged and thresholded again at 128 (it stays 0/255)."""
+    h, w = sample.image.shape[:2]
     if not max_side or max(h, w) <= max_side:
         return sample
     scale = max_side / max(h, w)
@@ -86,7 +87,10 @@ def resize_max_side(sample: Sample, max_side: int | None) -> Sample:
     coc = shrink(sample.coc)
     if coc is not None:
         coc = coc.astype(np.float32) * np.float32(0.5 * (size[0] / w + size[1] / h))
-    return replace(sample, sharp=shrink(sample.sharp), blur=shrink(sample.blur), coc=coc)
+    mask = shrink(sample.blurmask)
+    if mask is not None:
+        mask = np.where(mask >= 128, 255, 0).astype(np.uint8)
+    return replace(sample, sharp=shrink(sample.sharp), blur=shrink(sample.blur), coc=coc, blurmask=mask)
 
 
 def convert_bit_depth(sample: Sample, depth: str) -> Sample:
@@ -109,9 +113,9 @@ def convert_bit_depth(sample: Sample, depth: str) -> Sample:
 
 
 def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[Sample]:
-    """Aligned `patch` x `patch` crops of blur/sharp/coc every `stride` pixels; keys get `/p{y}_{x}`."""
+    """Aligned `patch` x `patch` crops of blur/sharp/coc/blurmask every `stride` pixels; keys get `/p{y}_{x}`."""
     stride = stride or patch
-    h, w = sample.sharp.shape[:2]
+    h, w = sample.image.shape[:2]
     if h < patch or w < patch:
         raise RejectError(str(sample.meta.get("origin") or sample.key),
                           f"image {w}x{h} is smaller than the {patch}px patch")
@@ -120,33 +124,36 @@ def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[S
         for x in range(0, w - patch + 1, stride):
             win = (slice(y, y + patch), slice(x, x + patch))
             out.append(Sample(
-                key=f"{sample.key}/p{y}_{x}", sharp=sample.sharp[win], meta=dict(sample.meta),
-                blur=None if sample.blur is None else sample.blur[win],
+                key=f"{sample.key}/p{y}_{x}", sharp=None if sample.sharp is None else sample.sharp[win],
+                meta=dict(sample.meta), blur=None if sample.blur is None else sample.blur[win],
                 coc=None if sample.coc is None else sample.coc[win],
+                blurmask=None if sample.blurmask is None else sample.blurmask[win],
             ))
     return out
 
 
 def postprocess(sample: Sample, opts: IngestOptions) -> tuple[list[Sample], int]:
-    """--max-side, --bit-depth, --patch/--stride and --min-sharpness; returns (samples, flat ones dropped)."""
+    """--max-side, --bit-depth, --patch/--stride and --min-sharpness; returns (samples, flat ones dropped).
+
+    --min-sharpness judges the sharp reference; blur-map samples have none and are all kept."""
     sample = convert_bit_depth(resize_max_side(sample, opts.max_side), opts.bit_depth)
     pieces = cut_patches(sample, opts.patch, opts.stride) if opts.patch else [sample]
     if opts.min_sharpness is None:
         return pieces, 0
-    kept = [p for p in pieces if sharpness(p.sharp) >= opts.min_sharpness]
+    kept = [p for p in pieces if p.sharp is None or sharpness(p.sharp) >= opts.min_sharpness]
     return kept, len(pieces) - len(kept)
 
 
 def finalize_meta(sample: Sample, task: Task) -> dict[str, Any]:
     """Every contract key, with source/split/scene from the task where the source left them out and
-    height/width/bit_depth from the arrays as written."""
+    height/width/bit_depth from the arrays as written (the blurred photo in a blur-map sample)."""
     meta = {k: sample.meta.get(k) for k in META_KEYS}
     meta.update({k: v for k, v in sample.meta.items() if k not in meta})
     for k in ("source", "split", "scene"):
         if meta[k] is None:
             meta[k] = getattr(task, k)
-    meta["height"], meta["width"] = int(sample.sharp.shape[0]), int(sample.sharp.shape[1])
-    meta["bit_depth"] = bit_depth(sample.sharp)
+    meta["height"], meta["width"] = int(sample.image.shape[0]), int(sample.image.shape[1])
+    meta["bit_depth"] = bit_depth(sample.image)
     return meta
 
 
@@ -156,11 +163,18 @@ def _check(sample: Sample) -> None:
             continue
         if a.dtype not in (np.uint8, np.uint16) or a.ndim != 3 or a.shape[2] != 3:
             raise ValueError(f"{role} must be RGB uint8/uint16, got {a.dtype} {a.shape}")
-    if sample.blur is not None and (sample.blur.shape != sample.sharp.shape or sample.blur.dtype != sample.sharp.dtype):
+    if sample.sharp is None:
+        if sample.blur is None or sample.blurmask is None:
+            raise ValueError("a sample without a sharp reference must be a blur-map sample (blur and blurmask)")
+    elif sample.blur is not None and (sample.blur.shape, sample.blur.dtype) != (sample.sharp.shape, sample.sharp.dtype):
         raise ValueError(f"blur {sample.blur.shape} {sample.blur.dtype} and sharp {sample.sharp.shape} "
                          f"{sample.sharp.dtype} differ")
-    if sample.coc is not None and sample.coc.shape != sample.sharp.shape[:2]:
-        raise ValueError(f"coc {sample.coc.shape} does not match the image {sample.sharp.shape[:2]}")
+    if sample.coc is not None and sample.coc.shape != sample.image.shape[:2]:
+        raise ValueError(f"coc {sample.coc.shape} does not match the image {sample.image.shape[:2]}")
+    mask = sample.blurmask
+    if mask is not None and (mask.dtype != np.uint8 or mask.shape != sample.image.shape[:2]):
+        raise ValueError(f"blurmask {sample.blurmask.dtype} {sample.blurmask.shape} must be uint8 of the image's "
+                         f"size {sample.image.shape[:2]}")
     if "." in sample.key:
         raise ValueError(f"sample key {sample.key!r} contains '.'")
 
@@ -201,7 +215,7 @@ def process_task(module: str, task: Task, opts: IngestOptions) -> WorkResult:
             result.dropped += dropped
             for s in kept:
                 meta = finalize_meta(s, task)
-                result.samples.append(Encoded(s.key, shards.encode_members(s.sharp, s.blur, s.coc, meta),
+                result.samples.append(Encoded(s.key, shards.encode_members(s.sharp, s.blur, s.coc, meta, s.blurmask),
                                               str(meta["source"]), shards.f_number_key(meta["f_number"])))
         keys = [e.key for e in result.samples]
         if len(set(keys)) != len(keys):
@@ -267,6 +281,8 @@ def content_options(opts: IngestOptions) -> dict[str, Any]:
     d = asdict(opts)
     for k in ("out", "workers", "part", "strict"):
         d.pop(k)
+    for k in ("cuhk_white_is", "cuhk_test_fraction"):  # carried by the CUHK tasks (split, meta): only they change
+        d.pop(k)
     return d
 
 
@@ -298,6 +314,17 @@ def list_all(sources: Mapping[str, Path], opts: IngestOptions) -> tuple[list[Tas
             seen.add(item.key)
             tasks.append(item)
     return tasks, rejects
+
+
+def resolved_options(sources: Mapping[str, Path], tasks: list[Task]) -> dict[str, Any]:
+    """What the sources decided while listing, for manifest.json's options: each given source module's
+    `manifest_options(tasks)` (e.g. CUHK blur's mask polarity), merged."""
+    resolved: dict[str, Any] = {}
+    for name in (n for n in SOURCES if n in sources):
+        hook = getattr(get_source(name), "manifest_options", None)
+        if hook is not None:
+            resolved.update(hook([t for t in tasks if t.source == name]))
+    return resolved
 
 
 def _task_identity(task: Task, stamps: Mapping[str, Any]) -> dict[str, Any]:
@@ -374,7 +401,7 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
     stamps = stamp_files([p for t in tasks for p in t.files.values()]
                          + [r["file"] for r in listing_rejects if os.path.isfile(r["file"])])
     groups = plan_groups(tasks, opts.shard_size, opts, stamps.of)
-    options = {**asdict(opts), "sources": {k: str(v) for k, v in sources.items()}}
+    options = {**asdict(opts), "sources": {k: str(v) for k, v in sources.items()}, **resolved_options(sources, tasks)}
     listing = _listing_record(listing_rejects, options["sources"], stamps)
     plan = {g.name: g.fingerprint for g in groups} | {listing["name"]: listing["fingerprint"]}
     old = shards.read_record(out, listing["name"])

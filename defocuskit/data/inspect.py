@@ -1,4 +1,6 @@
-"""`defocuskit inspect`: a shard folder's manifest as a table, and a contact sheet of a few pairs."""
+"""`defocuskit inspect`: a shard folder's manifest as a table, and a contact sheet of a few pairs.
+
+Blur-map samples (blur.png + blurmask.png, no sharp.png) show the photo beside its mask (white = blurred)."""
 
 from __future__ import annotations
 
@@ -54,7 +56,15 @@ def _label(text: str, width: int) -> np.ndarray:
 
 
 def _pair_tile(sample: Mapping[str, Any]) -> np.ndarray:
-    """blur | sharp side by side, with a label naming source, f-number and key."""
+    """blur | sharp (or blur | blur map) side by side, with a label naming source, f-number and key."""
+    if sample.get("sharp") is None:
+        mask = sample.get("blurmask")
+        if mask is None:
+            raise ValueError(f"sample {sample['key']}: neither a sharp image nor a blur map")
+        right = _fit(np.repeat(np.asarray(mask, np.uint8)[..., None], 3, axis=2), TILE)
+        body = np.concatenate([_fit(sample["blur"], TILE), np.full((TILE, 4, 3), 255, np.uint8), right], axis=1)
+        text = f"{sample['meta'].get('source')}  blur map (white = blurred)  {sample['key']}"
+        return np.concatenate([_label(text, body.shape[1]), body], axis=0)
     sharp = _fit(sample["sharp"], TILE)
     if sample["blur"] is None:
         blur = np.full_like(sharp, 64)

@@ -45,13 +45,23 @@ class Task:
 
 @dataclass
 class Sample:
-    """A decoded sample: RGB uint8/uint16 arrays of equal size, optional CoC map in pixels."""
+    """A decoded sample: RGB uint8/uint16 arrays of equal size, optional CoC map in pixels.
+
+    Blur-map samples (CUHK blur detection) have no sharp reference: `sharp` None, `blur` the photo and
+    `blurmask` uint8 (H, W), 255 = blurred (out of focus), 0 = in focus.
+    """
 
     key: str
-    sharp: np.ndarray
+    sharp: np.ndarray | None
     blur: np.ndarray | None
     meta: dict[str, Any]
     coc: np.ndarray | None = None  # float32 (H, W), circle-of-confusion diameter in pixels
+    blurmask: np.ndarray | None = None  # uint8 (H, W), 255 = blurred; blur-map samples only
+
+    @property
+    def image(self) -> np.ndarray:
+        """The reference array for sizes and bit depth: `sharp`, or `blur` in a blur-map sample."""
+        return self.sharp if self.sharp is not None else self.blur
 
 
 @dataclass(frozen=True)
@@ -102,3 +112,5 @@ class IngestOptions:
     synthetic_ref_f_number: float = 22.0
     synthetic_size: int = 256  # longer side of the rendered builtin scenes
     synthetic_misalign_px: float = 0.0  # > 0: each sharp reference moved by a random shift up to this and ~1 % scale
+    cuhk_white_is: str = "auto"  # CUHK blur: what white in gt/ marks: "auto" (decided from the images), "blurred", "sharp"
+    cuhk_test_fraction: float = 0.0  # CUHK blur: about this share of the images (seed-free hash of the stem) to "test"

@@ -36,7 +36,8 @@ REJECTS = "rejects.jsonl"
 RECORDS = ".records"
 LISTING_RECORD = "_listing"  # pseudo-shard holding the rejects found while listing the sources
 COC_SCALE = 256.0  # coc.png stores the circle-of-confusion diameter in pixels x 256, 16-bit
-MEMBERS = ("blur.png", "sharp.png", "coc.png", "json")
+MEMBERS = ("blur.png", "sharp.png", "coc.png", "blurmask.png", "json")
+BLURMASK_BLURRED = 255  # blurmask.png: 255 = blurred (out of focus), 0 = in focus
 SHARD_FILE = re.compile(r"^([A-Za-z0-9_]+-\d+)\.tar$")  # split-NNNNNN.tar
 TEMP_SHARD_FILE = re.compile(r"^\.([A-Za-z0-9_]+-\d+)\.tar\.(?:partial|spool)$")
 TEMP_JSON = re.compile(r"^\.(?:manifest\.json|rejects\.jsonl)\..*\.tmp$")  # left by write_json_atomic
@@ -83,14 +84,22 @@ def encode_coc(coc: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(coc, np.float64) * COC_SCALE), 0, 65535).astype(np.uint16)
 
 
-def encode_members(sharp: np.ndarray, blur: np.ndarray | None, coc: np.ndarray | None,
-                   meta: Mapping[str, Any]) -> dict[str, bytes]:
-    """The tar members of one sample: sharp.png, blur.png (unless sharp-only), coc.png (if known), json."""
-    members = {"sharp.png": encode_png(sharp), "json": dumps(dict(meta)).encode("utf-8")}
+def encode_members(sharp: np.ndarray | None, blur: np.ndarray | None, coc: np.ndarray | None,
+                   meta: Mapping[str, Any], blurmask: np.ndarray | None = None) -> dict[str, bytes]:
+    """The tar members of one sample: sharp.png (absent in blur-map samples), blur.png (unless sharp-only),
+    coc.png (if known), blurmask.png (blur-map samples: uint8 (H, W), 255 = blurred), json."""
+    if sharp is None and (blur is None or blurmask is None):
+        raise ValueError("a sample without sharp.png must be a blur-map sample (blur and blurmask)")
+    members = {} if sharp is None else {"sharp.png": encode_png(sharp)}
+    members["json"] = dumps(dict(meta)).encode("utf-8")
     if blur is not None:
         members["blur.png"] = encode_png(blur)
     if coc is not None:
         members["coc.png"] = encode_png(encode_coc(coc))
+    if blurmask is not None:
+        if blurmask.dtype != np.uint8 or blurmask.ndim != 2:
+            raise ValueError(f"blurmask must be uint8 (H, W), got {blurmask.dtype} {blurmask.shape}")
+        members["blurmask.png"] = encode_png(blurmask)
     return members
 
 
@@ -426,9 +435,12 @@ def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
 
 
 def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A raw WebDataset sample (bytes members) -> {key, sharp, blur, coc, meta}; 16-bit PNGs stay 16-bit.
+    """A raw WebDataset sample (bytes members) -> {key, sharp, blur, coc, blurmask, meta}; 16-bit PNGs stay 16-bit.
 
-    `coc` is float32 (H, W) in pixels (or None), `blur` is None for sharp-only samples.
+    `coc` is float32 (H, W) in pixels (or None), `blur` is None for sharp-only samples. Blur-map samples
+    (blur.png + blurmask.png, no sharp.png; e.g. CUHK blur detection) give `sharp` None and `blurmask`
+    uint8 (H, W), 255 = blurred (out of focus), 0 = in focus; every other sample gives `blurmask` None.
+    A sample with neither sharp.png nor blur.png + blurmask.png is a ShardError naming its key.
     """
     key = raw.get("__key__", "<unknown>")
 
@@ -438,20 +450,31 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
             value = value["bytes"]
         return value
 
-    if member("sharp.png") is None:
-        raise ShardError(f"sample {key}: no sharp.png member")
+    sharp, blur, mask = member("sharp.png"), member("blur.png"), member("blurmask.png")
+    if sharp is None and (blur is None or mask is None):
+        raise ShardError(f"sample {key}: no sharp.png member (nor blur.png + blurmask.png of a blur-map sample)")
     meta = member("json")
     if isinstance(meta, (bytes, bytearray, str)):
         meta = json.loads(meta)
     coc = member("coc.png")
-    blur = member("blur.png")
     return {
         "key": key,
-        "sharp": decode_image(member("sharp.png"), f"{key}.sharp.png"),
+        "sharp": None if sharp is None else decode_image(sharp, f"{key}.sharp.png"),
         "blur": None if blur is None else decode_image(blur, f"{key}.blur.png"),
         "coc": None if coc is None else decode_image(coc, f"{key}.coc.png").astype(np.float32) / COC_SCALE,
+        "blurmask": None if mask is None else decode_blurmask(mask, f"{key}.blurmask.png"),
         "meta": dict(meta or {}),
     }
+
+
+def decode_blurmask(data: bytes, name: str) -> np.ndarray:
+    """blurmask.png bytes -> uint8 (H, W), 255 = blurred, 0 = in focus (a stray colour PNG is reduced to grey)."""
+    mask = decode_image(data, name)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if mask.dtype == np.uint16:
+        mask = (mask >> 8).astype(np.uint8)
+    return np.ascontiguousarray(mask, dtype=np.uint8)
 
 
 def iter_raw(url: str) -> Iterator[dict[str, Any]]:

@@ -111,7 +111,8 @@ def evaluate_samples(
 ) -> dict[str, Any]:
     """Score every paired sample with every runner; returns {"rows", "images", "skipped", "notes", "bit_depth"}.
 
-    Samples are shard samples ({"key", "sharp", "blur", "coc", "meta"}); sharp-only ones are ignored.
+    Samples are shard samples ({"key", "sharp", "blur", "coc", "meta"}); sharp-only ones and blur-map ones
+    (no sharp reference: CUHK blur detection) are counted in the notes, not scored.
     The blurred input's scores are computed once per sample and stored beside each method's.
     """
     console = console or Console(stderr=True)
@@ -119,7 +120,7 @@ def evaluate_samples(
     skipped: list[dict[str, Any]] = []
     notes: list[str] = []
     depths: dict[str, set[int]] = {}
-    n_pairs = n_sharp_only = n_no_f = 0
+    n_pairs = n_sharp_only = n_blur_map = n_no_f = 0
     if progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -135,6 +136,9 @@ def evaluate_samples(
             key, meta = sample["key"], dict(sample.get("meta") or {})
             if sample.get("blur") is None:
                 n_sharp_only += 1
+                continue
+            if sample.get("sharp") is None:
+                n_blur_map += 1
                 continue
             sharp, blur = sample["sharp"], sample["blur"]
             if sharp.shape != blur.shape:
@@ -178,6 +182,8 @@ def evaluate_samples(
                 bar.advance(task)
     if n_sharp_only:
         notes.append(f"{n_sharp_only} sharp-only sample(s) (no blur.png) were not scored")
+    if n_blur_map:
+        notes.append(f"{n_blur_map} blur-map sample(s) (no sharp.png reference) were not scored")
     if by_aperture and n_pairs and n_no_f == n_pairs:
         notes.append("no sample has an f_number: --by-aperture falls back to one 'all' row per method")
     elif by_aperture and n_no_f:
@@ -437,7 +443,7 @@ def evaluate(
     except CocError as exc:
         raise EvalError(str(exc)) from None
     if result["pairs"] == 0 and not result["skipped"]:
-        raise EvalError(f"split '{split}' of {shards} has no paired samples (with blur.png) to score")
+        raise EvalError(f"split '{split}' of {shards} has no paired samples (with blur.png and sharp.png) to score")
     protocol = {
         "split": split,
         "shards": str(shards),

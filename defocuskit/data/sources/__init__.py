@@ -8,7 +8,8 @@ and, for a dataset with a fixed layout (see `layout`),
     TITLE: str                                                                 # "VABD", for messages
     layout_problem(root: Path) -> str | None                                   # what does not match, or None
     check_layout(root: Path) -> None                                           # raises LayoutError (an IngestError)
-`ingest` calls every given source's `check_layout` before listing any.
+`ingest` calls every given source's `check_layout` before listing any. Optionally
+    manifest_options(tasks: list[Task]) -> dict                                # what listing decided, for manifest.json
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ SOURCES: dict[str, str] = {
     "sdd": "defocuskit.data.sources.sdd",
     "pairs": "defocuskit.data.sources.pairs",
     "synthetic": "defocuskit.data.sources.synthetic",
+    "cuhk-blur": "defocuskit.data.sources.cuhk_blur",
 }
 
 # The command-line option of each source, for error messages.
 OPTION_OF = {
     "raw": "--raw-dir", "dpdd": "--dpdd", "realblur": "--realblur", "ded": "--ded",
     "realdof": "--realdof", "vabd": "--vabd", "ebb": "--ebb", "sdd": "--sdd", "pairs": "--pairs",
-    "synthetic": "--synthetic",
+    "synthetic": "--synthetic", "cuhk-blur": "--cuhk-blur",
 }
 
 

@@ -22,7 +22,7 @@ from defocuskit.data.sources import OPTION_OF, get_source
 from defocuskit.images import IMAGE_EXTENSIONS
 
 # the sources whose modules define layout_problem, in the order a hint names them
-DATASETS = ("dpdd", "realblur", "ded", "realdof", "vabd", "ebb")
+DATASETS = ("dpdd", "realblur", "ded", "realdof", "vabd", "ebb", "cuhk-blur")
 MAX_PARTS = 6  # groups of folders named by `describe`
 
 
