@@ -35,7 +35,7 @@ def test_paper_config_is_mit_b0():
 
 def test_method_learns_coc_and_restores_map():
     method = get_method("defocus-map")
-    assert method.data == "coc" and method.output == "defocus_map"
+    assert method.data == "map" and method.output == "defocus_map"
     torch.manual_seed(1)
     model = method.build(TINY, ObjectiveConfig(), True)
     blur = torch.rand(2, 3, 32, 32)
@@ -57,5 +57,9 @@ def test_method_learns_coc_and_restores_map():
     assert charb.item() > 0
     with pytest.raises(ValueError, match="coc"):
         method.loss(model, {"blur": blur}, obj)
+    # a batch of kind "map" with has_coc flags: only the flagged samples count
+    flagged = dict(batch, has_coc=torch.tensor([True, False]), coc=torch.stack([xx[0], torch.full_like(xx[0], 99.0)]))
+    first_only = method.loss(model, {"blur": blur[:1], "coc": xx[:1]}, obj)
+    torch.testing.assert_close(method.loss(model, flagged, obj), first_only)
     with pytest.raises(ValueError, match="objective.loss"):
         method.build(TINY, ObjectiveConfig(loss="l2"), True)

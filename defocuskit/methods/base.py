@@ -12,7 +12,8 @@ from torch import nn
 #   "sharp":  sharp images only (sharp-only and paired samples both give sharp.png)
 #   "paired": samples with blur.png and sharp.png
 #   "coc":    samples with blur.png and coc.png (the circle-of-confusion ground truth)
-DataKind = Literal["sharp", "paired", "coc"]
+#   "map":    samples with blur.png and coc.png or blurmask.png (a binary blur map): the defocus-map estimator
+DataKind = Literal["sharp", "paired", "coc", "map"]
 
 # A training batch: float tensors, images in [0, 1], shape (B, C, H, W), C = recipe data.channels:
 #   batch["sharp"], batch["blur"] (paired/coc), batch["coc"] (coc: (B, 1, H, W), pixels),

@@ -1,4 +1,11 @@
-"""The defocus-map estimator as a method of its own: regresses the circle of confusion from coc.png."""
+"""The defocus-map estimator as a method of its own: regresses the circle of confusion from coc.png and,
+with `model.blur_head`, detects blur from binary blur maps (blurmask.png, e.g. CUHK) as RDDM's release does.
+
+Data kind "map": samples with blur.png and coc.png and/or blurmask.png. The loss is
+coc_weight * (L1 or Charbonnier on CoC / coc_norm, over the samples that have coc.png)
++ blur_weight * (sigmoid binary cross-entropy of the blur logit, over the samples that have blurmask.png),
+each term a mean over its own samples; a term without samples in the batch is 0 (still in the graph).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from defocuskit.models.defocus_map import DefocusMapEstimator
 
 @dataclass
 class ModelConfig:
-    """SegFormer; the defaults are MiT-b0 (SegFormer paper, Table 6)."""
+    """SegFormer; the defaults are MiT-b0 (SegFormer paper, Table 6) with the CoC channel only."""
 
     hidden_sizes: list[int] = field(default_factory=lambda: [32, 64, 160, 256])
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
@@ -23,8 +30,12 @@ class ModelConfig:
     sr_ratios: list[int] = field(default_factory=lambda: [8, 4, 2, 1])
     decoder_hidden_size: int = 256
     drop_path_rate: float = 0.1
+    classifier_dropout_prob: float = 0.0  # dropout before the decode head's 1x1 classifier
     coc_scale: float = 4.0  # pixels per unit of softplus output
-    pretrained: str | None = None  # local folder or cached hub name for from_pretrained
+    blur_head: bool = False  # a second output channel: the blur-detection logit
+    # encoder weights: a hub id ("nvidia/mit-b1"), a save_pretrained folder or a .safetensors state dict;
+    # null: random init. Loaded for training only (an exported model carries every weight).
+    pretrained: str | None = None
 
 
 @dataclass
@@ -32,6 +43,15 @@ class ObjectiveConfig:
     loss: str = "l1"  # "l1" or "charbonnier", on coc / coc_norm
     coc_norm: float = 4.0  # pixels; the loss compares maps divided by this
     charbonnier_eps: float = 1e-3
+    coc_weight: float = 1.0  # weight of the CoC regression term (samples with coc.png)
+    blur_weight: float = 0.0  # weight of the blur-detection BCE term (samples with blurmask.png); needs blur_head
+
+    def __post_init__(self) -> None:
+        if self.coc_weight < 0 or self.blur_weight < 0:
+            raise ValueError(f"objective.coc_weight and objective.blur_weight must not be negative "
+                             f"(got {self.coc_weight}, {self.blur_weight})")
+        if self.coc_weight == 0 and self.blur_weight == 0:
+            raise ValueError("objective.coc_weight and objective.blur_weight are both 0: nothing to train")
 
 
 @dataclass
@@ -43,11 +63,14 @@ _LOSSES = ("l1", "charbonnier")
 
 
 def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
-    """The SegFormer CoC estimator (random init unless `pretrained` names weights)."""
+    """The SegFormer estimator (random init unless `pretrained` names encoder weights, for training only)."""
     if objective_cfg.loss not in _LOSSES:
         raise ValueError(f"objective.loss: '{objective_cfg.loss}' is not one of {', '.join(_LOSSES)}")
     if objective_cfg.coc_norm <= 0:
         raise ValueError(f"objective.coc_norm must be > 0, got {objective_cfg.coc_norm}")
+    if objective_cfg.blur_weight > 0 and not model_cfg.blur_head:
+        raise ValueError(f"objective.blur_weight is {objective_cfg.blur_weight} but model.blur_head is false: "
+                         "the blur-detection term needs model.blur_head: true")
     return DefocusMapEstimator(
         hidden_sizes=model_cfg.hidden_sizes,
         depths=model_cfg.depths,
@@ -57,6 +80,8 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
         drop_path_rate=model_cfg.drop_path_rate,
         coc_scale=model_cfg.coc_scale,
         pretrained=model_cfg.pretrained if for_training else None,
+        blur_head=model_cfg.blur_head,
+        classifier_dropout_prob=model_cfg.classifier_dropout_prob,
     )
 
 
@@ -64,15 +89,51 @@ def _rgb(blur: torch.Tensor) -> torch.Tensor:
     return blur.expand(-1, 3, -1, -1) if blur.shape[1] == 1 else blur
 
 
+def _which(batch: Batch, name: str) -> torch.Tensor:
+    """Boolean (B,): the samples that carry `name` (every sample when the batch has `name` but no has_ flag)."""
+    flag = batch.get(f"has_{name}")
+    if flag is not None:
+        return flag.to(device=batch["blur"].device, dtype=torch.bool).reshape(-1)
+    return torch.full((batch["blur"].shape[0],), name in batch, dtype=torch.bool, device=batch["blur"].device)
+
+
+def loss_terms(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> dict[str, torch.Tensor]:
+    """{"coc": CoC term, "blur": BCE term} (unweighted), each a mean over the samples that have its map;
+    0 (times a sum of the predictions, so the graph reaches every output) when the batch has none."""
+    use_coc, use_blur = objective_cfg.coc_weight > 0, objective_cfg.blur_weight > 0
+    has_coc, has_mask = _which(batch, "coc") & use_coc, _which(batch, "blurmask") & use_blur
+    if not ("coc" in batch or "blurmask" in batch):
+        raise ValueError("defocus-map: the batch has neither 'coc' nor 'blurmask' "
+                         "(the method trains on shards with coc.png or blurmask.png)")
+    out = model(_rgb(batch["blur"]), output="maps" if use_blur else "coc")
+    maps = out if isinstance(out, dict) else {"coc": out}
+    terms = {}
+    pred = maps["coc"]
+    if has_coc.any():
+        p = pred[has_coc] / objective_cfg.coc_norm
+        t = batch["coc"][has_coc].to(p) / objective_cfg.coc_norm
+        if objective_cfg.loss == "charbonnier":
+            terms["coc"] = torch.sqrt((p - t).pow(2) + objective_cfg.charbonnier_eps**2).mean()
+        else:
+            terms["coc"] = F.l1_loss(p, t)
+    else:
+        terms["coc"] = 0.0 * pred.sum()
+    if use_blur:
+        logit = maps["blur_logit"]
+        if has_mask.any():
+            target = batch["blurmask"][has_mask].to(logit)
+            terms["blur"] = F.binary_cross_entropy_with_logits(logit[has_mask], target)
+        else:
+            terms["blur"] = 0.0 * logit.sum()
+    else:
+        terms["blur"] = 0.0 * pred.sum()
+    return terms
+
+
 def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
-    """L1 (or Charbonnier) between predicted and ground-truth CoC maps, both divided by coc_norm."""
-    if "coc" not in batch:
-        raise ValueError("defocus-map: the batch has no 'coc' (the method trains on shards with coc.png)")
-    pred = model(_rgb(batch["blur"])) / objective_cfg.coc_norm
-    target = batch["coc"] / objective_cfg.coc_norm
-    if objective_cfg.loss == "charbonnier":
-        return torch.sqrt((pred - target).pow(2) + objective_cfg.charbonnier_eps**2).mean()
-    return F.l1_loss(pred, target)
+    """coc_weight * CoC L1/Charbonnier + blur_weight * blur BCE with logits (see `loss_terms`)."""
+    terms = loss_terms(model, batch, objective_cfg)
+    return objective_cfg.coc_weight * terms["coc"] + objective_cfg.blur_weight * terms["blur"]
 
 
 @torch.no_grad()
@@ -94,7 +155,7 @@ def restore(
 
 METHOD = Method(
     name="defocus-map",
-    data="coc",
+    data="map",
     ModelConfig=ModelConfig,
     ObjectiveConfig=ObjectiveConfig,
     SamplerConfig=SamplerConfig,

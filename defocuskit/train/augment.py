@@ -1,6 +1,6 @@
 """Crops, augmentation and tensors of one training sample (pure functions of the sample and an RNG).
 
-Crops: a random `image_size` crop at the same place in every member (sharp, blur, coc); images smaller
+Crops: a random `image_size` crop at the same place in every member (sharp, blur, coc, blurmask); images smaller
 than the crop are first padded by reflection (numpy's "reflect") to the crop size, never dropped.
 Augmentation: one of the 8 flips/90-degree rotations, the same for every member.
 Values: uint8 / 255 and uint16 / 65535 to float32 in [0, 1]; `data.channels: 1` gives luminance with
@@ -50,19 +50,44 @@ def crop_and_augment(
     return out
 
 
+def _image(x: np.ndarray, cfg: DataConfig) -> torch.Tensor:
+    """An image (H, W[, C]) of any bit depth -> float (C, H, W) in [0, 1], luminance when data.channels is 1."""
+    x = to_float(x)
+    if cfg.channels == 1:
+        x = (x @ BT601)[..., None]  # ITU-R BT.601 luma weights
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def _map_members(images: dict[str, np.ndarray], cfg: DataConfig) -> dict[str, Any]:
+    """Kind "map": the same keys for every sample (default collation works on mixed batches)."""
+    size = cfg.image_size
+    out: dict[str, Any] = {"blur": _image(images["blur"], cfg)}
+    coc = images.get("coc")
+    out["coc"] = torch.zeros(1, size, size) if coc is None else torch.from_numpy(coc.astype(np.float32))[None]
+    mask = images.get("blurmask")  # uint8, 255 = blurred; anything from 128 up counts as blurred
+    out["blurmask"] = (torch.zeros(1, size, size) if mask is None
+                       else torch.from_numpy((mask >= 128).astype(np.float32))[None])
+    out["has_coc"] = torch.tensor(coc is not None)
+    out["has_blurmask"] = torch.tensor(mask is not None)
+    return out
+
+
 def to_tensors(sample: dict[str, Any], kind: DataKind, cfg: DataConfig, rng: np.random.Generator) -> dict[str, Any]:
-    """A decoded shard sample -> the method's tensors (C, H, W) in [0, 1], coc (1, H, W) in pixels."""
-    names = {"sharp": ["sharp"], "paired": ["sharp", "blur"], "coc": ["sharp", "blur", "coc"]}[kind]
+    """A decoded shard sample -> the method's tensors (C, H, W) in [0, 1], coc (1, H, W) in pixels.
+
+    Kind "map" gives every sample blur, coc (zeros where absent), blurmask (1, H, W) in {0, 1} (1 = blurred;
+    zeros where absent) and the bool scalars has_coc, has_blurmask."""
+    if kind == "map":
+        names = ["blur"] + [n for n in ("coc", "blurmask") if sample.get(n) is not None]
+    else:
+        names = {"sharp": ["sharp"], "paired": ["sharp", "blur"], "coc": ["sharp", "blur", "coc"]}[kind]
     images = crop_and_augment({n: sample[n] for n in names}, cfg.image_size, cfg.augment, rng)
     out: dict[str, Any] = {"key": sample["key"]}
-    for n in names:
-        if n == "coc":
-            out[n] = torch.from_numpy(images[n].astype(np.float32))[None]
-            continue
-        x = to_float(images[n])
-        if cfg.channels == 1:
-            x = (x @ BT601)[..., None]  # ITU-R BT.601 luma weights
-        out[n] = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    if kind == "map":
+        out.update(_map_members(images, cfg))
+    else:
+        for n in names:
+            out[n] = torch.from_numpy(images[n].astype(np.float32))[None] if n == "coc" else _image(images[n], cfg)
     f = sample["meta"].get("f_number")
     out["f_number"] = torch.tensor(float("nan") if f is None else float(f), dtype=torch.float32)
     return out

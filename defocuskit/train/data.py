@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import DataLoader
 
@@ -16,36 +17,69 @@ from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.methods.base import Method
 from defocuskit.train.augment import BT601, crop_and_augment, to_tensors
 from defocuskit.train.recipe import DataConfig, Recipe
-from defocuskit.train.stream import REQUIRED, ShardStream
+from defocuskit.train.stream import REQUIRED, TERMS, ShardStream, describe, has_members
 
 __all__ = ["BT601", "REQUIRED", "ShardStream", "check_data", "crop_and_augment", "make_loader", "make_stream",
-           "to_tensors", "train_urls"]
+           "to_tensors", "train_specs", "train_urls"]
 
 
-def train_urls(cfg: DataConfig) -> list[str]:
-    """The training shards `data.train` names (a folder means its `train` split); an error if none."""
-    spec = cfg.train
-    split = "train" if Path(spec).is_dir() else None
+def train_specs(cfg: DataConfig) -> list[tuple[str, str]]:
+    """(name in errors, spec) of each entry of `data.train`: one string, or a list of them."""
+    if isinstance(cfg.train, str):
+        return [("data.train", cfg.train)]
+    if not cfg.train:
+        raise ValueError("data.train: an empty list names no shards")
+    return [(f"data.train[{i}]", spec) for i, spec in enumerate(cfg.train)]
+
+
+def _spec_urls(label: str, spec: str) -> list[str]:
+    split = "train" if Path(spec).is_dir() else None  # a folder means its `train` split
     try:
         return shard_urls(spec, split)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"data.train: {e}") from None
+        raise FileNotFoundError(f"{label}: {e}") from None
+
+
+def train_urls(cfg: DataConfig) -> list[str]:
+    """The training shards `data.train` names, in order (a folder means its `train` split); an error if none."""
+    return [u for label, spec in train_specs(cfg) for u in _spec_urls(label, spec)]
 
 
 def check_data(recipe: Recipe, method: Method) -> list[str]:
-    """The shard list, after checking that it exists and holds what the method needs (before any work)."""
-    urls = train_urls(recipe.data)
+    """The shard list, after checking that every spec of `data.train` exists and holds samples the method
+    can use, and that the shards feed every loss term with a positive weight (before any work)."""
     needed = REQUIRED[method.data]
-    local = [u for u in urls if is_local(u)]
-    missing = [u for u in local if not os.path.isfile(u)]
-    if missing:
-        raise FileNotFoundError(f"data.train: shard not found: {missing[0]}")
-    if local and not any(e.has(needed) for u in local for e in index_shard(u)):
-        raise ValueError(
-            f"data.train: the shards of '{recipe.data.train}' have no sample with {' + '.join(needed)}, "
-            f"which method '{method.name}' (data: {method.data}) needs"
-        )
+    urls: list[str] = []
+    local_all: list[str] = []
+    for label, spec in train_specs(recipe.data):
+        spec_urls = _spec_urls(label, spec)
+        local = [u for u in spec_urls if is_local(u)]
+        missing = [u for u in local if not os.path.isfile(u)]
+        if missing:
+            raise FileNotFoundError(f"{label}: shard not found: {missing[0]}")
+        if local and not any(has_members(e, needed) for u in local for e in index_shard(u)):
+            raise ValueError(
+                f"{label}: the shards of '{spec}' have no sample with {describe(needed)}, "
+                f"which method '{method.name}' (data: {method.data}) needs"
+            )
+        urls += spec_urls
+        local_all += local
+    if local_all and len(local_all) == len(urls):  # remote shards cannot be checked before training
+        for key, member in TERMS.get(method.data, ()):
+            weight = _value(recipe, key)
+            term_needs = tuple(m for m in needed if not isinstance(m, tuple)) + (member,)
+            if weight and weight > 0 and not any(has_members(e, term_needs) for u in local_all for e in index_shard(u)):
+                specs = ", ".join(repr(spec) for _, spec in train_specs(recipe.data))
+                raise ValueError(f"{key} is {weight} but the shards of {specs} have no sample with "
+                                 f"{describe(term_needs)} (set {key}: 0, or add shards that have {member})")
     return urls
+
+
+def _value(recipe: Recipe, dotted: str) -> Any:
+    node: Any = recipe
+    for part in dotted.split("."):
+        node = getattr(node, part, None)
+    return node
 
 
 def make_stream(recipe: Recipe, method: Method, rank: int, world_size: int, start_batch: int = 0) -> ShardStream:

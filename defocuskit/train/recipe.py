@@ -18,7 +18,8 @@ class RecipeError(ValueError):
 
 @dataclass
 class DataConfig:
-    train: str = "shards/train-*.tar"  # shard pattern (brace or glob), or a shard folder
+    # shard pattern (brace or glob) or shard folder, or a list of them (their shards together)
+    train: str | list[str] = "shards/train-*.tar"
     image_size: int = 256  # training crop size
     channels: int = 3  # 1: luminance (the HIDD paper reads grayscale)
     batch_size: int = 8  # per process

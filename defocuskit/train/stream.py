@@ -43,9 +43,28 @@ from defocuskit.methods.base import DataKind
 from defocuskit.train.augment import to_tensors
 from defocuskit.train.recipe import DataConfig
 
-# members a sample needs for each kind of method
-REQUIRED = {"sharp": ("sharp.png",), "paired": ("sharp.png", "blur.png"), "coc": ("sharp.png", "blur.png", "coc.png")}
+# members a sample needs for each kind of method; an entry that is a tuple means "any of these"
+Requirement = tuple[str | tuple[str, ...], ...]
+REQUIRED: dict[str, Requirement] = {
+    "sharp": ("sharp.png",), "paired": ("sharp.png", "blur.png"), "coc": ("sharp.png", "blur.png", "coc.png"),
+    "map": ("blur.png", ("coc.png", "blurmask.png")),  # the defocus-map estimator: CoC and/or binary blur map
+}
+# per data kind, the loss terms (objective weight key) and the member each one learns from
+TERMS: dict[str, tuple[tuple[str, str], ...]] = {
+    "map": (("objective.coc_weight", "coc.png"), ("objective.blur_weight", "blurmask.png")),
+}
 _MAX_EMPTY_EPOCHS = 10_000  # resampled epochs in a row that draw no usable sample before giving up
+
+
+def has_members(entry: ShardEntry, needed: Requirement) -> bool:
+    """Whether a sample has every member of `needed` (one of the alternatives where an entry is a tuple)."""
+    return all(any(m in entry.members for m in alts) if isinstance(alts, tuple) else alts in entry.members
+               for alts in needed)
+
+
+def describe(needed: Requirement) -> str:
+    """`needed` in words: "blur.png + (coc.png or blurmask.png)"."""
+    return " + ".join(f"({' or '.join(m)})" if isinstance(m, tuple) else m for m in needed)
 
 
 def _seed(*parts: int) -> int:
@@ -85,7 +104,7 @@ class ShardStream(IterableDataset):
     def usable(self, url: str) -> list[ShardEntry]:
         """The samples of shard `url` that have the members the method needs (indexed once, cached)."""
         if url not in self._usable:
-            self._usable[url] = [e for e in index_shard(url) if e.has(self.needed)]
+            self._usable[url] = [e for e in index_shard(url) if has_members(e, self.needed)]
         return self._usable[url]
 
     def _order(self, urls: list[str], worker: int, epoch: int) -> list[str]:
@@ -101,7 +120,7 @@ class ShardStream(IterableDataset):
 
     def _no_sample(self, urls: list[str], worker: int) -> ValueError:
         return ValueError(
-            f"data.train: no sample with {' + '.join(self.needed)} in shards {urls[:3]}"
+            f"data.train: no sample with {describe(self.needed)} in shards {urls[:3]}"
             f"{' ...' if len(urls) > 3 else ''} (process {self.rank}, worker {worker})"
         )
 
