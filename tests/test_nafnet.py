@@ -9,7 +9,7 @@ import torch
 
 from defocuskit.methods import get_method
 from defocuskit.methods.nafnet import ModelConfig, ObjectiveConfig, SamplerConfig
-from defocuskit.models.deform import ModulatedDeformConv2d
+from defocuskit.models.deform import DCNv4
 from defocuskit.models.nafnet import NAFBlock, NAFNet, psnr_loss
 
 
@@ -43,16 +43,21 @@ def test_unet_keeps_any_size(size):
 
 def test_global_residual_and_deformable_levels():
     torch.manual_seed(2)
-    net = NAFNet(4, 3, 8, [1, 1], 1, [1, 1], deform_levels=1)
+    net = NAFNet(4, 3, 8, [1, 1], 1, [1, 1], enc_dw=["dcn_norm", "conv"], dec_dw=["conv", "dcn"])
     with torch.no_grad():
         net.ending.weight.zero_()
         net.ending.bias.zero_()
     x = torch.rand(1, 4, 20, 24)
     assert torch.allclose(net(x), x[:, :3])  # zero ending conv: the output is the input
-    deform = [m for m in net.modules() if isinstance(m, ModulatedDeformConv2d)]
+    deform = [m for m in net.modules() if isinstance(m, DCNv4)]
     assert len(deform) == 2  # outer encoder and decoder level only
-    assert isinstance(net.encoders[0][0].conv2, ModulatedDeformConv2d)
-    assert not isinstance(net.encoders[1][0].conv2, ModulatedDeformConv2d)
+    assert isinstance(net.encoders[0][0].conv2[0], DCNv4)  # "dcn_norm": DCNv4 then layer norm
+    assert isinstance(net.decoders[1][0].conv2, DCNv4)
+    assert not isinstance(net.encoders[1][0].conv2, DCNv4)
+    with pytest.raises(ValueError, match="spatial layer 'dcnv9'"):
+        NAFNet(4, 3, 8, [1, 1], 1, [1, 1], enc_dw=["dcnv9", "conv"])
+    with pytest.raises(ValueError, match="one entry per level"):
+        NAFNet(4, 3, 8, [1, 1], 1, [1, 1], enc_dw=["conv"])
     with pytest.raises(ValueError, match="global residual"):
         NAFNet(1, 3, 8, [1], 1, [1])
 

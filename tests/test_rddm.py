@@ -11,18 +11,24 @@ import torch
 from defocuskit.diffusion.ddim_residual import make_scheduler, q_sample, sample_residual_ddim
 from defocuskit.methods import defocus_map, get_method
 from defocuskit.methods.rddm import ModelConfig, ObjectiveConfig, SamplerConfig
-from defocuskit.models.rddm import RDDM, GuidanceNet, PreDeblur, ResidualDenoiser
-from defocuskit.train.export import load_model, save_model
-from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+from defocuskit.models.deform import DCNv4
+from defocuskit.models.rddm import (
+    RDDM, PreDeblur, RDDBlock, ResidualDenoiser, SemanticEncoder, build_resnet, normalize_map,
+)
+from defocuskit.train.export import MODEL_FORMAT, load_model, save_model
+from defocuskit.train.recipe import load_recipe, recipe_to_dict, resolve_recipe
 
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MAP_TINY = {
     "hidden_sizes": [8, 16, 32, 32], "depths": [1, 1, 1, 1], "num_attention_heads": [1, 1, 1, 1],
     "decoder_hidden_size": 16, "drop_path_rate": 0.0,
 }
 RDDM_TINY = {
-    "pre_width": 8, "pre_enc_blocks": [1, 1], "pre_dec_blocks": [1, 1], "width": 8,
-    "enc_blocks": [1, 1], "dec_blocks": [1, 1], "guidance_channels": 8,
+    "pre_width": 8, "pre_enc_blocks": [1, 1], "pre_dec_blocks": [1, 1],
+    "pre_enc_dw": ["dcn_norm", "conv"], "pre_dec_dw": ["conv", "dcn_norm"],
+    "width": 8, "enc_blocks": [1, 1], "dec_blocks": [1, 1], "enc_dw": ["dcn", "conv"], "dec_dw": ["conv", "dcn_norm"],
     "resnet_hidden_sizes": [16, 32, 64], "resnet_depths": [1, 1, 1], "resnet_embedding_size": 8,
+    "resnet_pretrained": None,
 }
 
 
@@ -35,8 +41,6 @@ def _write_model(path: Path, method: str, model_section: dict) -> Path:
     return path
 
 
-
-
 @pytest.fixture(scope="module")
 def map_file(tmp_path_factory) -> Path:
     return _write_model(tmp_path_factory.mktemp("map") / "defocus-map.safetensors", "defocus-map", MAP_TINY)
@@ -46,49 +50,179 @@ def _cfg(map_file: Path | str, **kw) -> ModelConfig:
     return dataclasses.replace(ModelConfig(map_checkpoint=str(map_file), **RDDM_TINY), **kw)
 
 
-def _guidance() -> GuidanceNet:
-    return GuidanceNet(8, [16, 32, 64], [1, 1, 1], 8)
+def _semantic() -> SemanticEncoder:
+    return SemanticEncoder(build_resnet([16, 32, 64], [1, 1, 1], 8, None))
 
 
-def test_pre_deblur_works_at_one_eighth_any_size():
+def _kinds(levels) -> list[str]:
+    """The spatial layer of each level's blocks: conv, dcn or dcn_norm (one kind per level)."""
+    out = []
+    for blocks in levels:
+        conv2 = {type(b.conv2).__name__ + ("" if not isinstance(b.conv2, torch.nn.Sequential) else ":" + type(b.conv2[0]).__name__)
+                 for b in blocks}
+        assert len(conv2) == 1
+        out.append({"Conv2d": "conv", "DCNv4": "dcn", "Sequential:DCNv4": "dcn_norm"}[conv2.pop()])
+    return out
+
+
+def test_released_pre_deblur_layout():
+    """Predelur_network.py / the YAML: width 32, [1,1,1,6] + 1 + [1,1,1,1], DCNv4 on 3 of 4 levels, full resolution."""
+    recipe = load_recipe(RECIPES / "rddm.yaml")
+    m = recipe.model
+    pre = PreDeblur(3, m.pre_width, m.pre_enc_blocks, m.pre_middle_blocks, m.pre_dec_blocks, m.pre_enc_dw,
+                    m.pre_dec_dw, m.pre_scale, m.pre_global_residual)
+    net = pre.net
+    assert [len(e) for e in net.encoders] == [1, 1, 1, 6] and len(net.middle) == 1
+    assert [len(d) for d in net.decoders] == [1, 1, 1, 1]
+    assert _kinds(net.encoders) == ["dcn_norm", "dcn", "dcn", "conv"] and _kinds([net.middle]) == ["conv"]
+    assert _kinds(net.decoders) == ["conv", "dcn", "dcn", "dcn_norm"]
+    assert net.intro.in_channels == 4 and net.intro.out_channels == 32 and net.ending.out_channels == 3
+    assert sum(p.numel() for p in pre.parameters()) == 7_327_107  # the released NAFNetModified, counted
     torch.manual_seed(0)
-    pre = PreDeblur(3, 8, [1, 1], 1, [1, 1], scale=8, deform_levels=1)
+    blur, coc_map = torch.rand(1, 3, 40, 52), torch.rand(1, 1, 40, 52)
+    with torch.no_grad():
+        net.ending.weight.zero_()
+        net.ending.bias.zero_()
+        assert torch.all(pre(blur, coc_map) == 0)  # no global residual: the net's output is the image
+
+
+def test_pre_deblur_scale_option_works_at_any_size():
+    torch.manual_seed(0)
+    pre = PreDeblur(3, 8, [1, 1], 1, [1, 1], ["dcn_norm", "conv"], ["conv", "dcn"], scale=8, global_residual=True)
     blur = torch.rand(2, 3, 40, 52, requires_grad=True)
     out = pre(blur, torch.rand(2, 1, 40, 52))
-    assert out.shape == blur.shape
-    assert pre.net.intro.in_channels == 4 * 64  # RGB + map, 8x8 pixel-unshuffled
+    assert out.shape == blur.shape and pre.net.intro.in_channels == 4 * 64  # RGB + map, 8x8 pixel-unshuffled
     out.mean().backward()
-    assert blur.grad is not None and pre.net.intro.weight.grad.abs().sum() > 0
+    assert pre.net.intro.weight.grad.abs().sum() > 0
     with torch.no_grad():
         pre.net.ending.weight.zero_()
         pre.net.ending.bias.zero_()
-    assert torch.allclose(pre(blur, torch.rand(2, 1, 40, 52)), blur)  # global residual around the 1/8 net
+    assert torch.allclose(pre(blur, torch.rand(2, 1, 40, 52)), blur)
 
 
-def test_guidance_and_denoiser_forward_backward():
+def test_released_denoiser_layout_and_guidance():
+    """DenoisingNetwork.py: [1,1,1,14] + 1 + [1,1,1,1] RDD blocks, DCNv4 placement, 1856 guidance channels per block."""
+    recipe = load_recipe(RECIPES / "rddm.yaml")
+    m = recipe.model
+    resnet = build_resnet(m.resnet_hidden_sizes, m.resnet_depths, m.resnet_embedding_size, None)
+    semantic = SemanticEncoder(resnet)
+    assert semantic.channels == 64 + 256 + 512 + 1024 and len(resnet.encoder.stages) == 3
+    den = ResidualDenoiser(3, m.width, m.enc_blocks, m.middle_blocks, m.dec_blocks, semantic.channels, m.enc_dw, m.dec_dw)
+    assert [len(e) for e in den.encoders] == [1, 1, 1, 14] and len(den.middle) == 1
+    assert [len(d) for d in den.decoders] == [1, 1, 1, 1]
+    assert _kinds(den.encoders) == ["dcn", "dcn_norm", "dcn_norm", "conv"] and _kinds([den.middle]) == ["conv"]
+    assert _kinds(den.decoders) == ["conv", "dcn", "dcn", "dcn_norm"]
+    assert den.intro.in_channels == 7
+    assert all(b.guide[0].in_channels == 1856 for level in den.encoders for b in level)
+    assert sum(p.numel() for p in den.parameters()) == 82_267_443  # the released NAFNetFusionModifiedcat, counted
+    groups = {b.conv2.group if isinstance(b.conv2, DCNv4) else b.conv2[0].group
+              for b in den.encoders[1]}
+    assert groups == {8}  # released group = c // 16 (c = 128 at level 1)
+
+
+def test_rdd_block_fuses_guidance_twice_and_modulates_by_time():
     torch.manual_seed(1)
-    guidance = _guidance()
-    g = guidance(torch.rand(2, 3, 32, 40))
-    assert g.shape == (2, 8, 8, 10)  # ResNet stage 1 resolution (1/4)
-    assert len(guidance.resnet.encoder.stages) == 3
-    den = ResidualDenoiser(3, 8, [1, 1], 1, [1, 1], guidance_channels=8)
+    block = RDDBlock(16, 32, 12, "dcn")
+    with torch.no_grad():
+        for p in (block.beta, block.gamma):
+            p.fill_(1.0)
+    calls = []
+    block.fusion.register_forward_hook(lambda *a: calls.append(1))
+    x, g = torch.randn(2, 16, 6, 7), torch.randn(2, 12, 6, 7)
+    t1, t2 = torch.randn(2, 32), torch.randn(2, 32)
+    out = block(x, t1, g)
+    assert len(calls) == 2  # before the block and again after its channel attention
+    assert not torch.allclose(block(x, t2, g), out) and not torch.allclose(block(x, t1, torch.zeros_like(g)), out)
+
+
+def test_semantic_encoder_and_denoiser_forward_backward():
+    torch.manual_seed(1)
+    semantic = _semantic()
+    feats = semantic(torch.rand(2, 3, 32, 40))
+    assert [tuple(f.shape[1:]) for f in feats] == [(8, 8, 10), (16, 8, 10), (32, 4, 5), (64, 2, 3)]  # stem + 3 stages
+    den = ResidualDenoiser(3, 8, [1, 1], 1, [1, 1], semantic.channels, ["dcn", "conv"], ["conv", "dcn_norm"])
+    with torch.no_grad():  # blocks start as identities (beta = gamma = 0, as released): open them
+        for name, p in den.named_parameters():
+            if name.endswith(("beta", "gamma")) or "offset_mask." in name:
+                p.normal_(std=0.5)
     cond = torch.rand(2, 4, 30, 34)
     r_t = torch.randn(2, 3, 30, 34)
     t = torch.tensor([0, 1299])
-    out = den(r_t, t, cond, guidance(cond[:, :3]))
+    out = den(r_t, t, cond, semantic(cond[:, :3]))
     assert out.shape == r_t.shape
     out.square().mean().backward()
-    assert guidance.fuse[0].weight.grad.abs().sum() > 0
-    assert den.t_proj[0].weight.grad.abs().sum() > 0 and den.g_proj[-1].weight.grad.abs().sum() > 0
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in guidance.resnet.parameters())
+    assert den.time_mlp[1].weight.grad.abs().sum() > 0 and den.encoders[0][0].guide[0].weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in semantic.resnet.parameters())
     with torch.no_grad():
-        g = guidance(cond[:, :3])
-        # the timestep and the guidance both matter
-        assert not torch.allclose(den(r_t, torch.tensor([5, 5]), cond, g), out)
-        assert not torch.allclose(den(r_t, t, cond, torch.zeros_like(g)), out)
-    frozen = GuidanceNet(8, [16, 32, 64], [1, 1, 1], 8, resnet_trainable=False).train()
-    assert not frozen.resnet.training and frozen.fuse.training
-    assert not any(p.requires_grad for p in frozen.resnet.parameters())
+        f = semantic(cond[:, :3])
+        assert not torch.allclose(den(r_t, torch.tensor([5, 5]), cond, f), out)
+        assert not torch.allclose(den(r_t, t, cond, [torch.zeros_like(x) for x in f]), out)
+    frozen = SemanticEncoder(build_resnet([16, 32, 64], [1, 1, 1], 8, None), trainable=False).train()
+    assert not frozen.resnet.training and not any(p.requires_grad for p in frozen.resnet.parameters())
+
+
+def test_resnet_loads_pretrained_from_a_folder_or_a_safetensors_file(tmp_path):
+    from safetensors.torch import save_file
+    from transformers import ResNetConfig, ResNetModel
+
+    torch.manual_seed(5)
+    full = ResNetModel(ResNetConfig(embedding_size=8, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+                                    layer_type="bottleneck", downsample_in_first_stage=False))
+    full.save_pretrained(tmp_path / "resnet")
+    loaded = build_resnet([16, 32, 64], [1, 1, 1], 8, str(tmp_path / "resnet"))
+    assert len(loaded.encoder.stages) == 3  # stage 4 dropped
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, full.state_dict()[k]), k
+    save_file({"resnet." + k: v.contiguous() for k, v in full.state_dict().items()}, str(tmp_path / "r.safetensors"))
+    from_file = build_resnet([16, 32, 64], [1, 1, 1], 8, str(tmp_path / "r.safetensors"))
+    assert all(torch.equal(v, full.state_dict()[k]) for k, v in from_file.state_dict().items())
+    with pytest.raises(ValueError, match=r"model.resnet_pretrained.*nope.*resnet_pretrained: null"):
+        build_resnet([16, 32, 64], [1, 1, 1], 8, str(tmp_path / "nope.safetensors"))
+    with pytest.raises(ValueError, match=r"model.resnet_pretrained.*not the recipe"):
+        build_resnet([16, 32, 96], [1, 1, 1], 8, str(tmp_path / "resnet"))
+
+
+def test_map_normalisation_modes():
+    m = torch.stack([torch.full((1, 4, 4), 2.0), torch.linspace(0, 8, 16).view(1, 4, 4)])
+    batch = normalize_map(m, "minmax_batch", "coc", 4.0)
+    alone = normalize_map(m[:1], "minmax_batch", "coc", 4.0)
+    assert not torch.allclose(batch[:1], alone)  # released: an image's map depends on its batch mates
+    assert torch.allclose(normalize_map(m, "scale", "coc", 4.0)[:1], normalize_map(m[:1], "scale", "coc", 4.0))
+    assert torch.allclose(normalize_map(m, "scale", "coc", 4.0), m / 4)
+    assert torch.allclose(normalize_map(m, "scale", "blur", 4.0), torch.sigmoid(m))
+    per_image = normalize_map(m, "minmax_image", "coc", 4.0)
+    assert per_image[1].min() == 0 and per_image[1].max() == 1 and torch.isfinite(per_image).all()
+
+
+def test_map_is_taken_from_the_pre_deblurred_image(map_file):
+    torch.manual_seed(6)
+    model = get_method("rddm").build(_cfg(map_file), ObjectiveConfig(), True).eval()
+    seen = []
+    model.map_estimator.register_forward_hook(lambda mod, inp, out: seen.append((inp[0].clone(), out.clone())))
+    blur = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        pre, cond = model.condition(blur)
+    assert len(seen) == 2 and torch.equal(seen[0][0], blur)
+    assert torch.allclose(seen[1][0], pre)  # released: the denoiser's map is the pre-deblurred image's
+    assert torch.allclose(cond[:, 3:], seen[1][1] / model.map_estimator.coc_scale)
+    assert torch.equal(cond[:, :3], pre)
+
+
+def test_loss_reaches_the_pre_deblur_as_released(map_file):
+    method = get_method("rddm")
+    sharp = torch.rand(2, 3, 32, 32)
+    batch = {"blur": torch.nn.functional.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False), "sharp": sharp}
+
+    def grads(**kw):
+        torch.manual_seed(7)
+        model = method.build(_cfg(map_file, **kw), ObjectiveConfig(), True).train()
+        torch.manual_seed(8)
+        method.loss(model, batch, ObjectiveConfig()).backward()
+        pre = [p.grad for p in model.pre_deblur.parameters()]
+        return sum(0.0 if g is None else g.abs().sum().item() for g in pre)
+
+    assert grads() > 0  # one PSNR loss on the residual; its gradient reaches the pre-deblur
+    assert grads(detach_pre=True) == 0  # the port's earlier routing, kept as an option
 
 
 def test_q_sample_matches_diffusers_add_noise():
@@ -102,7 +236,7 @@ def test_q_sample_matches_diffusers_add_noise():
 @pytest.mark.parametrize("steps", [1, 2, 3, 4])
 def test_sampler_recovers_residual_of_an_oracle(steps):
     torch.manual_seed(2)
-    true = torch.randn(2, 3, 8, 8)
+    true = torch.rand(2, 3, 8, 8) * 2 - 1  # residuals of [0, 1] images lie in [-1, 1] (clip_sample keeps them)
     cond = torch.rand(2, 4, 8, 8)
     seen, progress = [], []
 
@@ -114,7 +248,7 @@ def test_sampler_recovers_residual_of_an_oracle(steps):
     gen = torch.Generator().manual_seed(0)
     out = sample_residual_ddim(oracle, cond, true.shape, steps, generator=gen, callback=lambda i, n: progress.append((i, n)))
     assert torch.allclose(out, true, atol=1e-5)
-    assert seen[0] == 1299 and len(seen) == steps  # trailing spacing starts from pure noise
+    assert seen[-1] == 0 and len(seen) == steps  # leading spacing, as released, ends at t = 0
     assert progress == [(i, steps) for i in range(steps)]
 
 
@@ -216,15 +350,43 @@ def test_missing_or_wrong_map_checkpoint_is_a_clear_error(map_file, tmp_path):
 
 
 def test_ddim_timesteps_are_recorded_as_run():
-    """deblur.json / report.json record the DDIM grid: 1300 training steps, trailing spacing (this port's default)."""
+    """deblur.json / report.json record the DDIM grid: as released, diffusers 0.25's DDIMScheduler defaults
+    (leading spacing, clip_sample) on 1300 training steps."""
     from defocuskit.infer import sampler_settings
-    from defocuskit.methods import get_method
 
     method = get_method("rddm")
     objective = method.ObjectiveConfig()
-    two = sampler_settings(method, method.SamplerConfig(steps=2), objective)
-    three = sampler_settings(method, method.SamplerConfig(steps=3), objective)
-    assert two["timesteps"] == [1299, 649] and three["timesteps"] == [1299, 866, 432]
-    leading = sampler_settings(method, method.SamplerConfig(steps=2, timestep_spacing="leading"), objective)
-    assert leading["timesteps"] == [650, 0]  # diffusers' `leading` grid, what the released code's defaults give
+    recipe = load_recipe(RECIPES / "rddm.yaml")
+    assert (recipe.sampler.timestep_spacing, recipe.sampler.clip_sample) == ("leading", True)
+    two = sampler_settings(method, recipe.sampler, objective)
+    three = sampler_settings(method, dataclasses.replace(recipe.sampler, steps=3), objective)
+    assert two["timesteps"] == [650, 0] and three["timesteps"] == [866, 433, 0]
+    trailing = sampler_settings(method, method.SamplerConfig(steps=2, timestep_spacing="trailing"), objective)
+    assert trailing["timesteps"] == [1299, 649]
     assert "timesteps" not in sampler_settings(get_method("nafnet"), get_method("nafnet").SamplerConfig(), None)
+    with pytest.raises(ValueError, match="timestep_spacing"):
+        method.SamplerConfig(timestep_spacing="random")
+
+
+def test_released_optimiser_and_objective_in_the_recipe():
+    recipe = load_recipe(RECIPES / "rddm.yaml")
+    o = recipe.optim
+    assert (o.name, o.lr, tuple(o.betas), o.eps, o.weight_decay, o.warmup_steps, o.schedule, o.grad_clip) == (
+        "adamw", 2e-4, (0.9, 0.999), 1e-6, 0.01, 200, "cosine", None)
+    assert recipe.train.max_steps == 1_000_000 and recipe.train.ema_decay == 0.999
+    assert (recipe.data.image_size, recipe.data.batch_size) == (320, 8)
+    assert recipe.objective.pre_weight == 0 and not recipe.model.detach_pre
+    assert recipe.model.resnet_pretrained == "microsoft/resnet-50" and recipe.model.map_head == "blur"
+
+
+def test_model_files_of_the_earlier_layout_are_refused_clearly(tmp_path):
+    from safetensors.torch import save_file
+
+    old = {"method": "rddm", "model": {**{k: v for k, v in RDDM_TINY.items() if "dw" not in k},
+                                       "pre_deform_levels": 1, "guidance_channels": 8, "map_model": MAP_TINY}}
+    import json
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "old.safetensors"),
+              metadata={"method": "rddm", "recipe": json.dumps(old), "format": MODEL_FORMAT})
+    with pytest.raises(ValueError, match="earlier RDDM layout.*retrain"):
+        load_model(tmp_path / "old.safetensors")

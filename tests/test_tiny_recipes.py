@@ -80,7 +80,7 @@ def test_tiny_recipes_train_under_accelerate_and_deblur(shards: Path, tmp_path: 
         assert result.shape == (53, 70, 3) and result.dtype == np.uint16, name
     assert (tmp_path / "out-map" / "odd_coc.png").is_file()
     provenance = json.loads((tmp_path / "out-rddm" / "deblur.json").read_text())["images"][0]
-    assert provenance["timesteps"] == [1299, 649] and provenance["nfe"] == 2  # the tiny recipe's 2 DDIM steps
+    assert provenance["timesteps"] == [650, 0] and provenance["nfe"] == 2  # 2 DDIM steps on the released (leading) grid
 
 
 def test_new_methods_train_under_accelerate_deblur_odd_sizes_and_appear_in_eval(shards: Path, tmp_path: Path) -> None:

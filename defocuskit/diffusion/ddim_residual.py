@@ -25,18 +25,19 @@ class ResidualSchedule:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     beta_schedule: str = "scaled_linear"
-    timestep_spacing: str = "trailing"  # sampling grid; "trailing" starts at t = T - 1
+    timestep_spacing: str = "leading"  # sampling grid; diffusers' default, as released ("trailing" starts at T - 1)
+    clip_sample: bool = True  # clip the predicted r_0 to [-1, 1] at each step (diffusers' default, as released)
 
 
 def make_scheduler(schedule: ResidualSchedule = ResidualSchedule()) -> DDIMScheduler:
-    """A fresh DDIMScheduler predicting the clean sample, no clipping (residuals are signed)."""
+    """A fresh DDIMScheduler predicting the clean sample (RDDM's `SR3scheduler` settings)."""
     return DDIMScheduler(
         num_train_timesteps=schedule.num_train_timesteps,
         beta_start=schedule.beta_start,
         beta_end=schedule.beta_end,
         beta_schedule=schedule.beta_schedule,
         prediction_type="sample",
-        clip_sample=False,
+        clip_sample=schedule.clip_sample,
         set_alpha_to_one=True,
         timestep_spacing=schedule.timestep_spacing,
     )

@@ -1,11 +1,14 @@
-"""RDDM (Feng et al., AAAI 2025): frozen defocus-map estimator, pre-deblur NAFNet, residual DDIM denoiser.
+"""RDDM (Feng et al., AAAI 2025) as released (eldestin/DiffDeblur): frozen defocus-map estimator, pre-deblur,
+semantic encoder and residual DDIM denoiser.
 
-Training is joint for the pre-deblur and the denoiser:
-loss = pre_weight * PSNRLoss(pre, sharp) + PSNRLoss(r0_hat, sharp - pre), the pre-deblurred image
-detached inside the residual term. The map estimator is trained first by recipes/defocus-map.yaml
-and loaded frozen from its .safetensors file (`model.map_checkpoint`); its architecture is copied
-into `model.map_model`, so the exported RDDM file (which holds the estimator's weights too) is
-self-contained.
+Training as the release's `main.py`: one PSNR loss between the predicted and the true residual
+gt - pre; the pre-deblur, the semantic encoder and the denoiser all learn from it (the gradient
+reaches the pre-deblur through the residual target, the condition and the guidance).
+`objective.pre_weight` adds a PSNR loss on the pre-deblur itself and `model.detach_pre` cuts its
+graph (this port's earlier routing; both off by default). The map estimator is trained first by
+recipes/defocus-map.yaml and loaded frozen from its .safetensors file (`model.map_checkpoint`);
+its architecture is copied into `model.map_model`, so the exported RDDM file (which holds the
+estimator's weights too) is self-contained.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -25,7 +28,7 @@ from defocuskit.diffusion.ddim_residual import (
 from defocuskit.methods import defocus_map
 from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.nafnet import psnr_loss
-from defocuskit.models.rddm import RDDM, GuidanceNet, PreDeblur, ResidualDenoiser
+from defocuskit.models.rddm import RDDM, PreDeblur, ResidualDenoiser, SemanticEncoder, build_resnet
 from defocuskit.train.recipe import RecipeError, build_dataclass
 
 MAX_STEPS = 4
@@ -33,26 +36,32 @@ MAX_STEPS = 4
 
 @dataclass
 class ModelConfig:
-    """Defaults: the paper's sizes (pre-deblur NAFNet width 32 at 1/8; denoiser NAFNet width 64, [1,1,1,14])."""
+    """Defaults: the released model (option/NAFNetAlign_guidance.yaml, Predelur_network.py, DenoisingNetwork.py)."""
 
     map_checkpoint: str | None = None  # defocus-map .safetensors, loaded frozen for training
     map_model: defocus_map.ModelConfig | None = None  # the estimator's architecture (copied from map_checkpoint)
+    map_head: str = "coc"  # "coc" (CoC regression) or "blur" (blur-detection logit; the release's map)
+    map_normalize: str = "scale"  # "scale", "minmax_image" or "minmax_batch" (released max_min_normalize)
     image_channels: int = 3  # RGB only (ResNet guidance)
     pre_width: int = 32
-    pre_enc_blocks: list[int] = field(default_factory=lambda: [1, 1, 1])
+    pre_enc_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 6])
     pre_middle_blocks: int = 1
-    pre_dec_blocks: list[int] = field(default_factory=lambda: [1, 1, 1])
-    pre_scale: int = 8  # the pre-deblur works at 1/pre_scale resolution (pixel-unshuffle)
-    pre_deform_levels: int = 1  # outer encoder/decoder levels with deformable convs
+    pre_dec_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    pre_enc_dw: list[str] = field(default_factory=lambda: ["dcn_norm", "dcn", "dcn", "conv"])
+    pre_dec_dw: list[str] = field(default_factory=lambda: ["conv", "dcn", "dcn", "dcn_norm"])
+    pre_scale: int = 1  # 1: full resolution, as released; 8: pixel-unshuffled 1/8 (an earlier reading of the paper)
+    pre_global_residual: bool = False
+    detach_pre: bool = False  # True: the residual loss does not reach the pre-deblur (not the release)
     width: int = 64
     enc_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 14])
     middle_blocks: int = 1
     dec_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
-    guidance_channels: int = 64
+    enc_dw: list[str] = field(default_factory=lambda: ["dcn", "dcn_norm", "dcn_norm", "conv"])
+    dec_dw: list[str] = field(default_factory=lambda: ["conv", "dcn", "dcn", "dcn_norm"])
     resnet_hidden_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024])  # ResNet-50 stages 1-3
     resnet_depths: list[int] = field(default_factory=lambda: [3, 4, 6])
     resnet_embedding_size: int = 64
-    resnet_pretrained: str | None = None  # local folder or cached hub name (e.g. microsoft/resnet-50)
+    resnet_pretrained: str | None = "microsoft/resnet-50"  # hub id, local folder or .safetensors; null: random init
     resnet_trainable: bool = True
 
 
@@ -61,28 +70,32 @@ class ObjectiveConfig:
     num_train_timesteps: int = 1300
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    pre_weight: float = 1.0  # weight of the pre-deblur's own PSNR loss
+    pre_weight: float = 0.0  # weight of a PSNR loss on the pre-deblur itself (0 as released)
 
 
 @dataclass
 class SamplerConfig:
     steps: int = 2  # DDIM steps, 1-4
     eta: float = 0.0
-    timestep_spacing: str = "trailing"  # "trailing" starts from t = T - 1, where r_T is pure noise
+    timestep_spacing: str = "leading"  # diffusers' default, as released: [650, 0] for 2 steps
+    clip_sample: bool = True  # as released (diffusers' default): predicted r_0 clipped to [-1, 1]
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"sampler.steps: RDDM samples in 1 to {MAX_STEPS} steps, got {self.steps}")
+        if self.timestep_spacing not in ("leading", "trailing", "linspace"):
+            raise ValueError(f"sampler.timestep_spacing: '{self.timestep_spacing}' is not leading, trailing or linspace")
 
 
 def schedule_of(objective_cfg: ObjectiveConfig, sampler_cfg: SamplerConfig | None = None) -> ResidualSchedule:
     """The residual diffusion's schedule from the recipe sections."""
-    spacing = sampler_cfg.timestep_spacing if sampler_cfg is not None else "trailing"
+    sampler_cfg = sampler_cfg if sampler_cfg is not None else SamplerConfig()
     return ResidualSchedule(
         num_train_timesteps=objective_cfg.num_train_timesteps,
         beta_start=objective_cfg.beta_start,
         beta_end=objective_cfg.beta_end,
-        timestep_spacing=spacing,
+        timestep_spacing=sampler_cfg.timestep_spacing,
+        clip_sample=sampler_cfg.clip_sample,
     )
 
 
@@ -156,26 +169,47 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
         model_cfg.pre_enc_blocks,
         model_cfg.pre_middle_blocks,
         model_cfg.pre_dec_blocks,
+        model_cfg.pre_enc_dw,
+        model_cfg.pre_dec_dw,
         model_cfg.pre_scale,
-        model_cfg.pre_deform_levels,
+        model_cfg.pre_global_residual,
     )
-    guidance = GuidanceNet(
-        model_cfg.guidance_channels,
+    resnet = build_resnet(
         model_cfg.resnet_hidden_sizes,
         model_cfg.resnet_depths,
         model_cfg.resnet_embedding_size,
-        model_cfg.resnet_pretrained if for_training else None,
-        model_cfg.resnet_trainable,
+        model_cfg.resnet_pretrained if for_training else None,  # a model file brings its own weights
     )
+    semantic = SemanticEncoder(resnet, model_cfg.resnet_trainable)
     denoiser = ResidualDenoiser(
         model_cfg.image_channels,
         model_cfg.width,
         model_cfg.enc_blocks,
         model_cfg.middle_blocks,
         model_cfg.dec_blocks,
-        model_cfg.guidance_channels,
+        semantic.channels,
+        model_cfg.enc_dw,
+        model_cfg.dec_dw,
     )
-    return RDDM(estimator, pre, guidance, denoiser, schedule_of(objective_cfg))
+    return RDDM(
+        estimator, pre, semantic, denoiser, schedule_of(objective_cfg),
+        model_cfg.map_head, model_cfg.map_normalize, model_cfg.detach_pre,
+    )
+
+
+_EARLIER_KEYS = ("pre_deform_levels", "guidance_channels")  # the port's layout before it followed the release
+
+
+def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
+    """Model files of the earlier RDDM layout cannot be read into today's networks: say so."""
+    model = raw.get("model") or {}
+    old = [k for k in _EARLIER_KEYS if k in model]
+    if old:
+        raise ValueError(
+            f"this RDDM model has defocuskit's earlier RDDM layout (model.{old[0]}), from before the port "
+            "followed the released code; retrain it with recipes/rddm.yaml"
+        )
+    return raw
 
 
 def _check_rgb(blur: torch.Tensor) -> None:
@@ -184,13 +218,16 @@ def _check_rgb(blur: torch.Tensor) -> None:
 
 
 def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
-    """pre_weight * PSNRLoss(pre, sharp) + PSNRLoss(predicted residual, true residual)."""
+    """PSNRLoss(predicted residual, sharp - pre) (+ pre_weight * PSNRLoss(pre, sharp))."""
     blur, sharp = batch["blur"], batch["sharp"]
     _check_rgb(blur)
     t = sample_timesteps(sharp.shape[0], schedule_of(objective_cfg), sharp.device)
     noise = torch.randn_like(sharp)
     pre, r0_hat, r0 = model(blur, sharp, t, noise)
-    return objective_cfg.pre_weight * psnr_loss(pre, sharp) + psnr_loss(r0_hat, r0)
+    total = psnr_loss(r0_hat, r0)  # released main.py: loss_F(residual_gt, sample_pred)
+    if objective_cfg.pre_weight:
+        total = total + objective_cfg.pre_weight * psnr_loss(pre, sharp)
+    return total
 
 
 @torch.no_grad()
@@ -203,16 +240,17 @@ def restore(
     callback: Callable[[int, int], None] | None = None,
     conditions: Conditions | None = None,
 ) -> torch.Tensor:
-    """Map -> pre-deblur -> DDIM residual in sampler_cfg.steps steps -> pre + residual, clamped to [0, 1]."""
+    """Map -> pre-deblur -> map of the pre-deblurred image -> DDIM residual in sampler_cfg.steps steps
+    -> pre + residual, clamped to [0, 1]."""
     if not 1 <= sampler_cfg.steps <= MAX_STEPS:
         raise ValueError(f"sampler.steps: RDDM samples in 1 to {MAX_STEPS} steps, got {sampler_cfg.steps}")
     _check_rgb(blur)
     rddm: RDDM = unwrap(model)
     pre, cond = rddm.condition(blur)
-    guidance = rddm.guidance_map(cond)  # does not depend on the step: computed once
+    features = rddm.semantic(pre)  # does not depend on the step: computed once
 
     def denoiser(r_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return rddm.denoiser(r_t, t, c, guidance=guidance)
+        return rddm.denoiser(r_t, t, c, features)
 
     schedule = schedule_of(objective_cfg, sampler_cfg)
     residual = sample_residual_ddim(
@@ -232,4 +270,5 @@ METHOD = Method(
     restore=restore,
     nfe=lambda cfg: int(cfg.steps),  # one denoiser evaluation per DDIM step (plus the one-pass pre-deblur)
     timesteps=timesteps,
+    upgrade_recipe=upgrade_recipe,
 )

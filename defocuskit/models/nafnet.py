@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defocuskit.models.deform import ModulatedDeformConv2d
+from defocuskit.models.deform import DCNv4
 
 
 class LayerNorm2d(nn.Module):
@@ -37,11 +37,26 @@ class SimpleGate(nn.Module):
         return a * b
 
 
+SPATIAL_LAYERS = ("conv", "dcn", "dcn_norm")
+DCN_GROUP_CHANNELS = 32  # RDDM release: DCNv4 group = c // 16 on 2c channels, i.e. 32 channels per group
+
+
+def spatial_layer(kind: str, channels: int) -> nn.Module:
+    """The 3x3 spatial layer of a NAF block: "conv" depthwise 3x3 (NAFNet); "dcn" DCNv4 and "dcn_norm"
+    DCNv4 then layer norm (RDDM's Pre-deblur / RDD blocks, released `DCNConv` / `DCNnorm`)."""
+    if kind == "conv":
+        return nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+    if kind not in SPATIAL_LAYERS:
+        raise ValueError(f"spatial layer '{kind}' is not one of {', '.join(SPATIAL_LAYERS)}")
+    dcn = DCNv4(channels, 3, group=max(1, channels // DCN_GROUP_CHANNELS), dw_kernel_size=3, output_bias=True)
+    return nn.Sequential(dcn, LayerNorm2d(channels)) if kind == "dcn_norm" else dcn
+
+
 class NAFBlock(nn.Module):
     """NAFNet block: LN, 1x1, depthwise 3x3, SimpleGate, simplified channel attention, 1x1; then a gated FFN.
 
     Both branches join the residual stream through learned per-channel scales (beta, gamma) that
-    start at zero. `deformable=True` makes the depthwise 3x3 a modulated deformable convolution.
+    start at zero. `dw` chooses the spatial layer in place of the depthwise 3x3 (see `spatial_layer`).
     """
 
     def __init__(
@@ -50,17 +65,14 @@ class NAFBlock(nn.Module):
         dw_expand: int = 2,
         ffn_expand: int = 2,
         dropout: float = 0.0,
-        deformable: bool = False,
+        dw: str = "conv",
     ) -> None:
         super().__init__()
-        dw = channels * dw_expand
+        dw_kind, dw = dw, channels * dw_expand
         ffn = channels * ffn_expand
         self.norm1 = LayerNorm2d(channels)
         self.conv1 = nn.Conv2d(channels, dw, 1)
-        if deformable:
-            self.conv2 = ModulatedDeformConv2d(dw, dw, 3, padding=1, groups=dw)
-        else:
-            self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
+        self.conv2 = spatial_layer(dw_kind, dw)
         self.sg = SimpleGate()
         self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, 1))
         self.conv3 = nn.Conv2d(dw // 2, channels, 1)
@@ -104,7 +116,7 @@ class NAFNet(nn.Module):
     """NAFNet U-Net: intro 3x3, encoder levels of NAF blocks, middle blocks, decoder levels with additive skips.
 
     `global_residual` adds the input's first `out_ch` channels to the output (needs in_ch >= out_ch).
-    `deform_levels` makes the blocks of the outermost encoder and decoder levels deformable.
+    `enc_dw` / `dec_dw` give each encoder / decoder level's spatial layer (`spatial_layer`; default "conv").
     """
 
     def __init__(
@@ -116,13 +128,18 @@ class NAFNet(nn.Module):
         middle_blocks: int = 1,
         dec_blocks: list[int] | tuple[int, ...] = (1, 1, 1, 1),
         global_residual: bool = True,
-        deform_levels: int = 0,
+        enc_dw: list[str] | tuple[str, ...] | None = None,
+        dec_dw: list[str] | tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
         if len(enc_blocks) != len(dec_blocks):
             raise ValueError(f"NAFNet: enc_blocks {list(enc_blocks)} and dec_blocks {list(dec_blocks)} differ in length")
         if global_residual and in_ch < out_ch:
             raise ValueError(f"NAFNet: a global residual needs in_ch ({in_ch}) >= out_ch ({out_ch})")
+        enc_dw = list(enc_dw) if enc_dw is not None else ["conv"] * len(enc_blocks)
+        dec_dw = list(dec_dw) if dec_dw is not None else ["conv"] * len(dec_blocks)
+        if len(enc_dw) != len(enc_blocks) or len(dec_dw) != len(dec_blocks):
+            raise ValueError(f"NAFNet: enc_dw {enc_dw} / dec_dw {dec_dw} need one entry per level")
         self.in_ch, self.out_ch = in_ch, out_ch
         self.global_residual = global_residual
         self.levels = len(enc_blocks)
@@ -131,17 +148,15 @@ class NAFNet(nn.Module):
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         self.decoders, self.ups = nn.ModuleList(), nn.ModuleList()
         ch = width
-        for i, n in enumerate(enc_blocks):
-            deform = i < deform_levels
-            self.encoders.append(nn.Sequential(*[NAFBlock(ch, deformable=deform) for _ in range(n)]))
+        for n, kind in zip(enc_blocks, enc_dw):
+            self.encoders.append(nn.Sequential(*[NAFBlock(ch, dw=kind) for _ in range(n)]))
             self.downs.append(downsample(ch))
             ch *= 2
         self.middle = nn.Sequential(*[NAFBlock(ch) for _ in range(middle_blocks)])
-        for i, n in enumerate(dec_blocks):
+        for n, kind in zip(dec_blocks, dec_dw):
             self.ups.append(upsample(ch))
             ch //= 2
-            deform = self.levels - 1 - i < deform_levels
-            self.decoders.append(nn.Sequential(*[NAFBlock(ch, deformable=deform) for _ in range(n)]))
+            self.decoders.append(nn.Sequential(*[NAFBlock(ch, dw=kind) for _ in range(n)]))
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(inp, 2**self.levels)

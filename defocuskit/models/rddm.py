@@ -1,21 +1,23 @@
-"""RDDM networks (Feng et al., "Residual Diffusion Deblurring Model", AAAI 2025).
+"""RDDM networks (Feng et al., "Residual Diffusion Deblurring Model", AAAI 2025), as released (eldestin/DiffDeblur).
 
-PreDeblur: a NAFNet working at 1/8 resolution on RGB + defocus map. The 1/8 resolution is taken
-losslessly: the (padded) input is pixel-unshuffled by 8 (8x8 blocks become 64x channels), the
-NAFNet runs on that 1/8-size tensor, its output is pixel-shuffled back and added to the blurred
-image. The outermost encoder/decoder level uses modulated deformable depthwise convolutions.
+PreDeblur (`Predelur_network.py: NAFNetModified`): a NAFNet U-Net on RGB + defocus map whose
+depthwise convolutions are DCNv4 layers on three of its four levels (`Pre-deblur blocks`); it
+outputs the pre-deblurred image directly (no global residual).
 
-GuidanceNet: ResNet-50 stages 1-3 of the pre-deblurred image through two 1x1 convs with LeakyReLU.
+SemanticEncoder (`DenoisingNetwork.py: resnet50`): ImageNet-normalised ResNet-50 stem and stages
+1-3 of the pre-deblurred image; all four feature maps (64 + 256 + 512 + 1024 channels) guide
+every block of the denoiser.
 
-ResidualDenoiser (the RDD network): a NAFNet U-Net on (pre-deblurred, map, noisy residual) that
-predicts the clean residual; at the entry of every encoder level, the middle and every decoder
-level it adds a projection of the timestep embedding and a 1x1 projection of the guidance map
-resized to that scale.
+ResidualDenoiser (`DenoisingNetwork.py: NAFNetFusionModifiedcat`): a U-Net of RDD blocks on
+(pre-deblurred, map, noisy residual) predicting the clean residual. Each RDD block modulates its
+two branches by a scale and shift from the timestep embedding, fuses the guidance features
+(resized to its scale, through its own two 1x1 convs) with its input and again after its
+channel attention, and uses DCNv4 on the outer levels; the output conv sees the intro features too.
 """
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,111 +25,164 @@ from torch import nn
 
 from defocuskit.diffusion.ddim_residual import ResidualSchedule, q_sample
 from defocuskit.models.defocus_map import DefocusMapEstimator, normalize_imagenet
-from defocuskit.models.nafnet import NAFBlock, NAFNet, downsample, pad_to_multiple, upsample
+from defocuskit.models.nafnet import NAFNet, SimpleGate, downsample, pad_to_multiple, spatial_layer, upsample
+
+MAP_HEADS = ("coc", "blur")
+MAP_NORMALIZE = ("scale", "minmax_image", "minmax_batch")
 
 
 class PreDeblur(nn.Module):
-    """(blur (B, C, H, W), map (B, 1, H, W) normalised) -> pre-deblurred image (B, C, H, W)."""
+    """(blur (B, C, H, W), map (B, 1, H, W)) -> pre-deblurred image (B, C, H, W).
+
+    `scale` > 1 runs the U-Net on the pixel-unshuffled input at 1/scale resolution (one reading of
+    the paper's "1/8"; the release runs it at full resolution, scale 1).
+    """
 
     def __init__(
         self,
         image_channels: int = 3,
         width: int = 32,
-        enc_blocks: list[int] | tuple[int, ...] = (1, 1, 1),
+        enc_blocks: list[int] | tuple[int, ...] = (1, 1, 1, 6),
         middle_blocks: int = 1,
-        dec_blocks: list[int] | tuple[int, ...] = (1, 1, 1),
-        scale: int = 8,
-        deform_levels: int = 1,
+        dec_blocks: list[int] | tuple[int, ...] = (1, 1, 1, 1),
+        enc_dw: list[str] | tuple[str, ...] = ("dcn_norm", "dcn", "dcn", "conv"),
+        dec_dw: list[str] | tuple[str, ...] = ("conv", "dcn", "dcn", "dcn_norm"),
+        scale: int = 1,
+        global_residual: bool = False,
     ) -> None:
         super().__init__()
-        self.scale = scale
+        if scale < 1:
+            raise ValueError(f"pre-deblur: scale must be >= 1, got {scale}")
+        self.scale, self.global_residual = scale, global_residual
         self.multiple = scale * 2 ** len(enc_blocks)
         self.net = NAFNet(
-            (image_channels + 1) * scale**2,
-            image_channels * scale**2,
-            width,
-            enc_blocks,
-            middle_blocks,
-            dec_blocks,
-            global_residual=False,
-            deform_levels=deform_levels,
+            (image_channels + 1) * scale**2, image_channels * scale**2, width, enc_blocks, middle_blocks,
+            dec_blocks, global_residual=False, enc_dw=enc_dw, dec_dw=dec_dw,
         )
 
     def forward(self, blur: torch.Tensor, coc_map: torch.Tensor) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(torch.cat([blur, coc_map], dim=1), self.multiple)
-        y = F.pixel_shuffle(self.net(F.pixel_unshuffle(x, self.scale)), self.scale)
-        return blur + y[..., :h, :w]
+        if self.scale > 1:
+            x = F.pixel_unshuffle(x, self.scale)
+        y = self.net(x)
+        if self.scale > 1:
+            y = F.pixel_shuffle(y, self.scale)
+        y = y[..., :h, :w]
+        return blur + y if self.global_residual else y
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of integer timesteps (B,) -> (B, dim)."""
-    # Vaswani et al. 2017, sec. 3.5, as used by DDPM
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-    return F.pad(emb, (0, dim % 2))
+def build_resnet(
+    hidden_sizes: list[int], depths: list[int], embedding_size: int, pretrained: str | None
+) -> nn.Module:
+    """A transformers ResNetModel with the given first three stages: random, or ImageNet weights from a
+    Hugging Face id / local folder (`from_pretrained`) or a local .safetensors file."""
+    from transformers import ResNetConfig, ResNetModel
 
+    config = ResNetConfig(
+        num_channels=3, embedding_size=embedding_size, hidden_sizes=list(hidden_sizes), depths=list(depths),
+        layer_type="bottleneck", hidden_act="relu", downsample_in_first_stage=False,
+    )
+    if not pretrained:
+        return ResNetModel(config)
+    hint = "give a local copy (a folder from save_pretrained or a .safetensors file) or `resnet_pretrained: null` for random init"
+    try:
+        if Path(pretrained).suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-class GuidanceNet(nn.Module):
-    """Semantic guidance: ResNet stages 1-3 of an RGB image, resized to 1/4 size, two 1x1 convs with LeakyReLU."""
-
-    def __init__(
-        self,
-        channels: int = 64,
-        resnet_hidden_sizes: list[int] | tuple[int, ...] = (256, 512, 1024),
-        resnet_depths: list[int] | tuple[int, ...] = (3, 4, 6),
-        resnet_embedding_size: int = 64,
-        resnet_pretrained: str | None = None,
-        resnet_trainable: bool = True,
-    ) -> None:
-        super().__init__()
-        from transformers import ResNetConfig, ResNetModel
-
-        if len(resnet_hidden_sizes) != 3 or len(resnet_depths) != 3:
-            raise ValueError("guidance: resnet_hidden_sizes and resnet_depths give the first three stages (3 values)")
-        if resnet_pretrained:
-            resnet = ResNetModel.from_pretrained(resnet_pretrained)
-            resnet.encoder.stages = resnet.encoder.stages[:3]
-        else:
-            config = ResNetConfig(
-                num_channels=3,
-                embedding_size=resnet_embedding_size,
-                hidden_sizes=list(resnet_hidden_sizes),
-                depths=list(resnet_depths),
-                layer_type="bottleneck",
-                hidden_act="relu",
-                downsample_in_first_stage=False,
-            )
             resnet = ResNetModel(config)
-        self.resnet = resnet
-        self.resnet_trainable = resnet_trainable
-        self.resnet.requires_grad_(resnet_trainable)
-        feat = sum(resnet.config.hidden_sizes[:3])
-        self.fuse = nn.Sequential(
-            nn.Conv2d(feat, channels, 1), nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(channels, channels, 1)
-        )
+            state = {k.removeprefix("resnet."): v for k, v in load_file(pretrained).items()}
+            own = resnet.state_dict()
+            missing = [k for k in own if k not in state]
+            if missing:
+                raise ValueError(f"{len(missing)} of the trunk's tensors are not in the file (e.g. {missing[0]})")
+            resnet.load_state_dict({k: state[k] for k in own}, strict=True)
+        else:
+            resnet = ResNetModel.from_pretrained(pretrained)
+            resnet.encoder.stages = resnet.encoder.stages[: len(depths)]
+            got = (list(resnet.config.hidden_sizes[: len(depths)]), list(resnet.config.depths[: len(depths)]),
+                   resnet.config.embedding_size)
+            if got != (list(hidden_sizes), list(depths), embedding_size):
+                raise ValueError(f"its stages {got} are not the recipe's {(list(hidden_sizes), list(depths), embedding_size)}")
+    except Exception as e:  # no network, wrong id, missing file, wrong shapes
+        raise ValueError(f"model.resnet_pretrained: cannot load '{pretrained}': {e}; {hint}") from None
+    return resnet
 
-    def train(self, mode: bool = True) -> GuidanceNet:
+
+class SemanticEncoder(nn.Module):
+    """rgb (B, 3, H, W) in [0, 1] -> [stem (1/4), stage 1 (1/4), stage 2 (1/8), stage 3 (1/16)] ResNet features."""
+
+    def __init__(self, resnet: nn.Module, trainable: bool = True) -> None:
+        super().__init__()
+        self.resnet = resnet
+        self.trainable = trainable
+        self.resnet.requires_grad_(trainable)
+        cfg = resnet.config
+        self.channels = cfg.embedding_size + sum(cfg.hidden_sizes[: len(resnet.encoder.stages)])
+
+    def train(self, mode: bool = True) -> SemanticEncoder:
         super().train(mode)
-        if not self.resnet_trainable:
+        if not self.trainable:
             self.resnet.eval()  # a frozen trunk keeps its batch-norm statistics
         return self
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        x = normalize_imagenet(rgb)
-        hidden = self.resnet(pixel_values=x, output_hidden_states=True).hidden_states[1:4]
-        size = hidden[0].shape[-2:]
-        feats = [hidden[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in hidden[1:]]
-        return self.fuse(torch.cat(feats, dim=1))
+    def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
+        out = self.resnet(pixel_values=normalize_imagenet(rgb), output_hidden_states=True)
+        return list(out.hidden_states)
+
+
+def resize_guidance(features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """The guidance features resized (nearest, as released) to `size` and concatenated."""
+    return torch.cat([F.interpolate(f, size=size, mode="nearest") for f in features], dim=1)
+
+
+class ChannelLayerNorm(nn.Module):
+    """Layer norm over channels with a gain only (the RDD block's `LayerNorm`, eps 1e-5)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        var, mean = torch.var_mean(x, dim=1, unbiased=False, keepdim=True)
+        return (x - mean) * (var + self.eps).rsqrt() * self.g
+
+
+class RDDBlock(nn.Module):
+    """RDD block (released `NAFBlockFusion`): a NAF block with time scale/shift and guidance fused twice."""
+
+    def __init__(self, channels: int, time_dim: int, guidance_channels: int, dw: str = "conv") -> None:
+        super().__init__()
+        c, dw_ch = channels, 2 * channels
+        self.mlp = nn.Sequential(SimpleGate(), nn.Linear(time_dim // 2, 4 * c))
+        self.guide = nn.Sequential(nn.Conv2d(guidance_channels, c, 1), nn.LeakyReLU(), nn.Conv2d(c, c, 1))
+        self.fusion = nn.Conv2d(2 * c, c, 1)
+        self.norm1, self.norm2 = ChannelLayerNorm(c), ChannelLayerNorm(c)
+        self.conv1 = nn.Conv2d(c, dw_ch, 1)
+        self.conv2 = spatial_layer(dw, dw_ch)
+        self.sg = SimpleGate()
+        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw_ch // 2, dw_ch // 2, 1))
+        self.conv3 = nn.Conv2d(dw_ch // 2, c, 1)
+        self.conv4 = nn.Conv2d(c, 2 * c, 1)
+        self.conv5 = nn.Conv2d(c, c, 1)
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, inp: torch.Tensor, temb: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        shift_att, scale_att, shift_ffn, scale_ffn = self.mlp(temb)[:, :, None, None].chunk(4, dim=1)
+        g = self.guide(guidance)
+        x = self.fusion(torch.cat([g, inp], dim=1))
+        x = self.norm1(x) * (scale_att + 1) + shift_att
+        x = self.sg(self.conv2(self.conv1(x)))
+        x = self.conv3(x * self.sca(x))
+        x = self.fusion(torch.cat([g, x], dim=1))  # guided again after the channel attention
+        y = inp + x * self.beta
+        x = self.norm2(y) * (scale_ffn + 1) + shift_ffn
+        return y + self.conv5(self.sg(self.conv4(x))) * self.gamma
 
 
 class ResidualDenoiser(nn.Module):
-    """(r_t, t, cond = [pre-deblurred, map], guidance map) -> predicted clean residual r_0, same size as r_t.
-
-    The guidance map (B, guidance_channels, h, w), from GuidanceNet, may have any size: it is
-    resized to every scale of the U-Net.
-    """
+    """(r_t, t, cond = [pre-deblurred, map], guidance features) -> predicted clean residual r_0, same size as r_t."""
 
     def __init__(
         self,
@@ -136,83 +191,103 @@ class ResidualDenoiser(nn.Module):
         enc_blocks: list[int] | tuple[int, ...] = (1, 1, 1, 14),
         middle_blocks: int = 1,
         dec_blocks: list[int] | tuple[int, ...] = (1, 1, 1, 1),
-        guidance_channels: int = 64,
+        guidance_channels: int = 64 + 256 + 512 + 1024,
+        enc_dw: list[str] | tuple[str, ...] = ("dcn", "dcn_norm", "dcn_norm", "conv"),
+        dec_dw: list[str] | tuple[str, ...] = ("conv", "dcn", "dcn", "dcn_norm"),
     ) -> None:
         super().__init__()
-        if len(enc_blocks) != len(dec_blocks):
-            raise ValueError("denoiser: enc_blocks and dec_blocks differ in length")
+        from diffusers.models.embeddings import Timesteps
+
+        if not len(enc_blocks) == len(dec_blocks) == len(enc_dw) == len(dec_dw):
+            raise ValueError("denoiser: enc_blocks, dec_blocks, enc_dw and dec_dw need one entry per level")
         self.image_channels = image_channels
-        self.levels = len(enc_blocks)
-        self.multiple = 2**self.levels
-        g = guidance_channels
-        self.temb_dim = 4 * width
+        self.multiple = 2 ** len(enc_blocks)
+        time_dim = 4 * width
         self.time_mlp = nn.Sequential(
-            nn.Linear(width, self.temb_dim), nn.SiLU(), nn.Linear(self.temb_dim, self.temb_dim), nn.SiLU()
+            Timesteps(width, flip_sin_to_cos=True, downscale_freq_shift=0.0),
+            nn.Linear(width, 2 * time_dim), SimpleGate(), nn.Linear(time_dim, time_dim),
         )
-        self.width = width
         self.intro = nn.Conv2d(2 * image_channels + 1, width, 3, padding=1)
         self.ending = nn.Conv2d(width, image_channels, 3, padding=1)
         self.encoders, self.downs, self.decoders, self.ups = (nn.ModuleList() for _ in range(4))
-        self.t_proj, self.g_proj = nn.ModuleList(), nn.ModuleList()  # encoder levels, middle, decoder levels
 
-        def inject(ch: int) -> None:
-            self.t_proj.append(nn.Linear(self.temb_dim, ch))
-            self.g_proj.append(nn.Conv2d(g, ch, 1))
+        def blocks(n: int, ch: int, dw: str) -> nn.ModuleList:
+            return nn.ModuleList(RDDBlock(ch, time_dim, guidance_channels, dw) for _ in range(n))
 
         ch = width
-        for n in enc_blocks:
-            inject(ch)
-            self.encoders.append(nn.Sequential(*[NAFBlock(ch) for _ in range(n)]))
+        for n, dw in zip(enc_blocks, enc_dw):
+            self.encoders.append(blocks(n, ch, dw))
             self.downs.append(downsample(ch))
             ch *= 2
-        inject(ch)
-        self.middle = nn.Sequential(*[NAFBlock(ch) for _ in range(middle_blocks)])
-        for n in dec_blocks:
+        self.middle = blocks(middle_blocks, ch, "conv")
+        for n, dw in zip(dec_blocks, dec_dw):
             self.ups.append(upsample(ch))
             ch //= 2
-            inject(ch)
-            self.decoders.append(nn.Sequential(*[NAFBlock(ch) for _ in range(n)]))
+            self.decoders.append(blocks(n, ch, dw))
 
-    def _inject(self, x: torch.Tensor, i: int, temb: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        g = F.interpolate(g, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return x + self.t_proj[i](temb)[:, :, None, None] + self.g_proj[i](g)
+    @staticmethod
+    def _run(blocks: nn.ModuleList, x: torch.Tensor, temb: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
+        g = resize_guidance(features, tuple(x.shape[-2:]))
+        for block in blocks:
+            x = block(x, temb, g)
+        return x
 
-    def forward(self, r_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
-        g = guidance
+    def forward(self, r_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(torch.cat([cond, r_t], dim=1), self.multiple)
-        temb = self.time_mlp(timestep_embedding(t, self.width))
-        x = self.intro(x)
-        skips, k = [], 0
+        temb = self.time_mlp(t.to(x.device).expand(x.shape[0]))
+        x = first = self.intro(x)
+        skips = []
         for enc, down in zip(self.encoders, self.downs):
-            x = enc(self._inject(x, k, temb, g))
-            k += 1
+            x = self._run(enc, x, temb, features)
             skips.append(x)
             x = down(x)
-        x = self.middle(self._inject(x, k, temb, g))
-        k += 1
+        x = self._run(self.middle, x, temb, features)
         for dec, up, skip in zip(self.decoders, self.ups, reversed(skips)):
-            x = dec(self._inject(up(x) + skip, k, temb, g))
-            k += 1
-        return self.ending(x)[..., :h, :w]
+            x = self._run(dec, up(x) + skip, temb, features)
+        return self.ending(x + first)[..., :h, :w]  # released ending skip from the intro features
+
+
+def normalize_map(m: torch.Tensor, mode: str, head: str, coc_scale: float) -> torch.Tensor:
+    """The estimator's raw map (CoC pixels or blur logit) as RDDM's condition.
+
+    "scale": CoC / coc_scale, or sigmoid of the blur logit (per pixel, the same for any crop or batch);
+    "minmax_image": min-max over each image; "minmax_batch": min-max over the whole batch (released
+    `max_min_normalize`; the map of an image then depends on the images batched or tiled with it).
+    """
+    if mode == "scale":
+        return m / coc_scale if head == "coc" else torch.sigmoid(m)
+    dims = tuple(range(1, m.dim())) if mode == "minmax_image" else tuple(range(m.dim()))
+    lo, hi = m.amin(dim=dims, keepdim=True), m.amax(dim=dims, keepdim=True)
+    return (m - lo) / (hi - lo).clamp_min(1e-8)  # the guard only keeps a flat map finite
 
 
 class RDDM(nn.Module):
-    """The RDDM pipeline's networks: a frozen defocus-map estimator, the pre-deblur, the semantic guidance
-    (ResNet trunk + guidance net) and the residual denoiser."""
+    """The RDDM pipeline's networks: a frozen defocus-map estimator, the pre-deblur, the semantic encoder
+    and the residual denoiser."""
 
     def __init__(
         self,
         map_estimator: DefocusMapEstimator,
         pre_deblur: PreDeblur,
-        guidance: GuidanceNet,
+        semantic: SemanticEncoder,
         denoiser: ResidualDenoiser,
         schedule: ResidualSchedule = ResidualSchedule(),
+        map_head: str = "coc",
+        map_normalize: str = "scale",
+        detach_pre: bool = False,
     ) -> None:
         super().__init__()
+        if map_head not in MAP_HEADS:
+            raise ValueError(f"model.map_head: '{map_head}' is not one of {', '.join(MAP_HEADS)}")
+        if map_normalize not in MAP_NORMALIZE:
+            raise ValueError(f"model.map_normalize: '{map_normalize}' is not one of {', '.join(MAP_NORMALIZE)}")
+        if map_head == "blur" and not getattr(map_estimator, "has_blur_head", False):
+            raise ValueError("model.map_head: 'blur' needs an estimator trained with a blur head (model.blur_head: true)")
         self.schedule = schedule
+        self.map_head, self.map_normalize, self.detach_pre = map_head, map_normalize, detach_pre
         self.map_estimator = map_estimator
         self.pre_deblur = pre_deblur
-        self.guidance = guidance
+        self.semantic = semantic
         self.denoiser = denoiser
         self.map_estimator.requires_grad_(False)
         self.map_estimator.eval()
@@ -222,30 +297,29 @@ class RDDM(nn.Module):
         self.map_estimator.eval()  # frozen: never in training mode
         return self
 
+    @torch.no_grad()
+    def defocus_map(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The estimator's map of `rgb` (B, 1, H, W), normalised as `map_normalize` says."""
+        est = self.map_estimator
+        raw = est(rgb) if self.map_head == "coc" else est.blur_logit(rgb)
+        return normalize_map(raw, self.map_normalize, self.map_head, est.coc_scale)
+
     def condition(self, blur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(pre-deblurred image, cond = [pre, normalised map]) for a blurred batch."""
-        with torch.no_grad():
-            coc_map = self.map_estimator(blur) / self.map_estimator.coc_scale
-        pre = self.pre_deblur(blur, coc_map)
-        return pre, torch.cat([pre, coc_map], dim=1)
-
-    def guidance_map(self, cond: torch.Tensor) -> torch.Tensor:
-        """Semantic guidance of the pre-deblurred image in `cond`, padded as the denoiser pads it.
-
-        It does not depend on the diffusion step: samplers compute it once per image."""
-        x, _ = pad_to_multiple(cond, self.denoiser.multiple)
-        return self.guidance(x[:, : self.denoiser.image_channels])
+        """(pre-deblurred image, cond = [pre, map of the pre-deblurred image]) for a blurred batch."""
+        pre = self.pre_deblur(blur, self.defocus_map(blur))
+        if self.detach_pre:
+            pre = pre.detach()
+        return pre, torch.cat([pre, self.defocus_map(pre)], dim=1)  # released: the map of the pre-deblurred image
 
     def forward(
         self, blur: torch.Tensor, sharp: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Training pass (through the module, so DDP sees it): (pre-deblurred, predicted r_0, true r_0).
 
-        The residual target r_0 = sharp - pre and the denoiser's condition use the pre-deblurred
-        image detached: the pre-deblur is trained by its own loss, the denoiser by the residual loss.
+        As released, r_0 = sharp - pre, the condition and the guidance all keep their graph to the
+        pre-deblur, which learns only through the residual loss (`detach_pre` cuts that).
         """
         pre, cond = self.condition(blur)
-        cond = cond.detach()
-        r0 = sharp - cond[:, : sharp.shape[1]]
+        r0 = sharp - pre
         r_t = q_sample(r0, t, noise, self.schedule)
-        return pre, self.denoiser(r_t, t, cond, self.guidance_map(cond)), r0
+        return pre, self.denoiser(r_t, t, cond, self.semantic(pre)), r0
