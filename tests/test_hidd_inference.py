@@ -141,10 +141,11 @@ def test_eval_steps_beyond_rddm_range_names_the_per_checkpoint_form(tmp_path: Pa
     recipe = resolve_recipe({"method": "rddm", "data": {"image_size": 32},
                              "model": {"map_model": {"hidden_sizes": [8, 8, 8, 8], "depths": [1, 1, 1, 1],
                                                      "num_attention_heads": [1, 1, 1, 1], "decoder_hidden_size": 8},
-                                       "pre_width": 8, "pre_enc_blocks": [1], "pre_dec_blocks": [1], "width": 8,
-                                       "enc_blocks": [1], "dec_blocks": [1], "guidance_channels": 8,
+                                       "pre_width": 8, "pre_enc_blocks": [1], "pre_dec_blocks": [1],
+                                       "pre_enc_dw": ["dcn"], "pre_dec_dw": ["conv"], "width": 8,
+                                       "enc_blocks": [1], "dec_blocks": [1], "enc_dw": ["dcn"], "dec_dw": ["conv"],
                                        "resnet_hidden_sizes": [8, 8, 8], "resnet_depths": [1, 1, 1],
-                                       "resnet_embedding_size": 8}})
+                                       "resnet_embedding_size": 8, "resnet_pretrained": None}})
     model = get_method("rddm").build(recipe.model, recipe.objective, False)
     assert isinstance(model, RDDM)
     save_model(tmp_path / "rddm" / "model.safetensors", model.state_dict(), "rddm", recipe_to_dict(recipe))

@@ -32,13 +32,11 @@ def main() -> None:
     args = parser.parse_args()
     rddm = build(args.recipes / "rddm.yaml")
     rows = [
-        ("RDDM pre-deblur (NAFNet w32 at 1/8, deformable outer level)", count(rddm.pre_deblur)),
-        ("RDDM guidance: ResNet-50 stages 1-3 trunk", count(rddm.guidance.resnet)),
-        ("RDDM guidance net (two 1x1 convs)", count(rddm.guidance.fuse)),
-        ("RDDM denoiser without the ResNet trunk", count(rddm.denoiser) + count(rddm.guidance.fuse)),
-        ("RDDM denoiser with the ResNet trunk", count(rddm.denoiser) + count(rddm.guidance)),
-        ("RDDM defocus-map estimator (SegFormer MiT-b0, frozen)", count(rddm.map_estimator)),
-        ("RDDM total (pre-deblur + denoiser + trunk + estimator)", count(rddm)),
+        ("RDDM pre-deblur (released NAFNetModified: w32, [1,1,1,6], DCNv4 on 3 levels)", count(rddm.pre_deblur)),
+        ("RDDM semantic encoder: ResNet-50 stem + stages 1-3", count(rddm.semantic)),
+        ("RDDM denoiser (released NAFNetFusionModifiedcat: w64, [1,1,1,14], RDD blocks)", count(rddm.denoiser)),
+        ("RDDM defocus-map estimator (SegFormer MiT-b1 shape, 2 outputs, frozen)", count(rddm.map_estimator)),
+        ("RDDM total (pre-deblur + semantic encoder + denoiser + estimator)", count(rddm)),
         ("RDDM trained in recipes/rddm.yaml (all but the estimator)", count(rddm) - count(rddm.map_estimator)),
         ("defocus-map estimator (recipes/defocus-map.yaml)", count(build(args.recipes / "defocus-map.yaml"))),
         ("NAFNet baseline (recipes/nafnet.yaml, width 64)", count(build(args.recipes / "nafnet.yaml"))),
