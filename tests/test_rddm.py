@@ -69,8 +69,9 @@ def test_released_pre_deblur_layout():
     """Predelur_network.py / the YAML: width 32, [1,1,1,6] + 1 + [1,1,1,1], DCNv4 on 3 of 4 levels, full resolution."""
     recipe = load_recipe(RECIPES / "rddm.yaml")
     m = recipe.model
+    assert m.pre_global_residual  # the port's default; the release's layout is global_residual=False
     pre = PreDeblur(3, m.pre_width, m.pre_enc_blocks, m.pre_middle_blocks, m.pre_dec_blocks, m.pre_enc_dw,
-                    m.pre_dec_dw, m.pre_scale, m.pre_global_residual)
+                    m.pre_dec_dw, m.pre_scale, global_residual=False)
     net = pre.net
     assert [len(e) for e in net.encoders] == [1, 1, 1, 6] and len(net.middle) == 1
     assert [len(d) for d in net.decoders] == [1, 1, 1, 1]

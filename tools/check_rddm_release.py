@@ -104,7 +104,7 @@ def main() -> None:
         rel_den = den_mod.NAFNetFusionModifiedcat(img_channel=7, width=64, enc_blk_nums=[1, 1, 1, 14], middle_blk_num=1,
                                                   dec_blk_nums=[1, 1, 1, 1], Finetune=False, res_50=True, dual=False)
     pre = PreDeblur(3, m.pre_width, m.pre_enc_blocks, m.pre_middle_blocks, m.pre_dec_blocks, m.pre_enc_dw, m.pre_dec_dw,
-                    m.pre_scale, m.pre_global_residual)
+                    m.pre_scale, global_residual=False)  # the release's layout
     den = ResidualDenoiser(3, m.width, m.enc_blocks, m.middle_blocks, m.dec_blocks, 64 + 256 + 512 + 1024, m.enc_dw, m.dec_dw)
     count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
     print(f"pre-deblur parameters: release {count(rel_pre):,}, port {count(pre):,}")

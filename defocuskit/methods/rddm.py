@@ -50,7 +50,7 @@ class ModelConfig:
     pre_enc_dw: list[str] = field(default_factory=lambda: ["dcn_norm", "dcn", "dcn", "conv"])
     pre_dec_dw: list[str] = field(default_factory=lambda: ["conv", "dcn", "dcn", "dcn_norm"])
     pre_scale: int = 1  # 1: full resolution, as released; 8: pixel-unshuffled 1/8 (an earlier reading of the paper)
-    pre_global_residual: bool = False
+    pre_global_residual: bool = True  # pre = blur + net; the release (False) lost to its input at small budgets
     detach_pre: bool = False  # True: the residual loss does not reach the pre-deblur (not the release)
     width: int = 64
     enc_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 14])
