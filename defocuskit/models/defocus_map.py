@@ -10,16 +10,16 @@ by transformers' `from_pretrained`), a local folder written by `save_pretrained`
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defocuskit.models.pretrained import read_pretrained
+
 # ImageNet statistics, the normalisation SegFormer and ResNet were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")  # "nvidia/mit-b1" (one slash at most, no leading "./")
 OUTPUTS = ("coc", "blur_logit", "maps")
 
 
@@ -63,23 +63,9 @@ def encoder_key(key: str) -> str | None:
 
 def _read_pretrained(pretrained: str) -> dict[str, torch.Tensor]:
     """The encoder weights that `pretrained` names, keyed by `encoder_key`."""
-    path = Path(pretrained).expanduser()
-    if path.is_file():
-        if path.suffix != ".safetensors":
-            raise ValueError(f"{path} is not a .safetensors file")
-        from safetensors.torch import load_file
+    from transformers import SegformerModel
 
-        state = load_file(str(path))
-    elif path.is_dir() or (_HUB_ID.match(pretrained) and not pretrained.endswith(".safetensors")):
-        from transformers import SegformerModel
-
-        try:  # SegformerForImageClassification / ...ForSemanticSegmentation checkpoints load as their base model
-            state = SegformerModel.from_pretrained(str(path) if path.is_dir() else pretrained).state_dict()
-        except Exception as e:  # noqa: BLE001 (no network, unknown id, broken folder: all say the same)
-            cause = " ".join(str(e).split()).rstrip(".")  # one line
-            raise ValueError(f"from_pretrained failed: {type(e).__name__}: {cause}") from None
-    else:
-        raise ValueError(f"no such file or folder: {path}")
+    state = read_pretrained(pretrained, SegformerModel)
     return {k: v for key, v in state.items() if (k := encoder_key(key)) is not None}
 
 

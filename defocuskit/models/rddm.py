@@ -17,7 +17,6 @@ channel attention, and uses DCNv4 on the outer levels; the output conv sees the 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,7 @@ from torch import nn
 from defocuskit.diffusion.ddim_residual import ResidualSchedule, q_sample
 from defocuskit.models.defocus_map import DefocusMapEstimator, normalize_imagenet
 from defocuskit.models.nafnet import NAFNet, SimpleGate, downsample, pad_to_multiple, spatial_layer, upsample
+from defocuskit.models.pretrained import read_pretrained
 
 MAP_HEADS = ("coc", "blur")
 MAP_NORMALIZE = ("scale", "minmax_image", "minmax_batch")
@@ -82,28 +82,24 @@ def build_resnet(
         num_channels=3, embedding_size=embedding_size, hidden_sizes=list(hidden_sizes), depths=list(depths),
         layer_type="bottleneck", hidden_act="relu", downsample_in_first_stage=False,
     )
+    resnet = ResNetModel(config)
     if not pretrained:
-        return ResNetModel(config)
+        return resnet
     hint = "give a local copy (a folder from save_pretrained or a .safetensors file) or `resnet_pretrained: null` for random init"
-    try:
-        if Path(pretrained).suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            resnet = ResNetModel(config)
-            state = {k.removeprefix("resnet."): v for k, v in load_file(pretrained).items()}
-            own = resnet.state_dict()
-            missing = [k for k in own if k not in state]
-            if missing:
-                raise ValueError(f"{len(missing)} of the trunk's tensors are not in the file (e.g. {missing[0]})")
-            resnet.load_state_dict({k: state[k] for k in own}, strict=True)
-        else:
-            resnet = ResNetModel.from_pretrained(pretrained)
-            resnet.encoder.stages = resnet.encoder.stages[: len(depths)]
-            got = (list(resnet.config.hidden_sizes[: len(depths)]), list(resnet.config.depths[: len(depths)]),
-                   resnet.config.embedding_size)
-            if got != (list(hidden_sizes), list(depths), embedding_size):
-                raise ValueError(f"its stages {got} are not the recipe's {(list(hidden_sizes), list(depths), embedding_size)}")
-    except Exception as e:  # no network, wrong id, missing file, wrong shapes
+    try:  # no network, wrong id, missing file, wrong shapes
+        state = {k.removeprefix("resnet."): v for k, v in read_pretrained(pretrained, ResNetModel).items()}
+        own = resnet.state_dict()
+        missing = [k for k in own if k not in state]
+        extra = [k for k in state if k not in own and k.startswith(("embedder.", "encoder."))
+                 and not (k.startswith("encoder.stages.") and int(k.split(".")[2]) >= len(depths))]  # later stages unused
+        wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+        if missing or extra or wrong:
+            k = (wrong or missing or extra)[0]
+            raise ValueError(f"its weights are not the recipe's stages (hidden_sizes {list(hidden_sizes)}, depths "
+                             f"{list(depths)}, embedding_size {embedding_size}): {len(wrong)} of other shape, "
+                             f"{len(missing)} missing, {len(extra)} unexpected, e.g. {k}")
+        resnet.load_state_dict({k: state[k] for k in own}, strict=True)
+    except ValueError as e:
         raise ValueError(f"model.resnet_pretrained: cannot load '{pretrained}': {e}; {hint}") from None
     return resnet
 
