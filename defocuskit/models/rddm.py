@@ -222,24 +222,27 @@ class ResidualDenoiser(nn.Module):
             self.decoders.append(blocks(n, ch, dw))
 
     @staticmethod
-    def _run(blocks: nn.ModuleList, x: torch.Tensor, temb: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
-        g = resize_guidance(features, tuple(x.shape[-2:]))
+    def _run(blocks: nn.ModuleList, x: torch.Tensor, temb: torch.Tensor, features: list[torch.Tensor],
+             resized: dict[tuple[int, int], torch.Tensor]) -> torch.Tensor:
+        size = tuple(x.shape[-2:])
+        if size not in resized:  # an encoder level and its decoder level share one resized copy
+            resized[size] = resize_guidance(features, size)
         for block in blocks:
-            x = block(x, temb, g)
+            x = block(x, temb, resized[size])
         return x
 
     def forward(self, r_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, features: list[torch.Tensor]) -> torch.Tensor:
         x, (h, w) = pad_to_multiple(torch.cat([cond, r_t], dim=1), self.multiple)
         temb = self.time_mlp(t.to(x.device).expand(x.shape[0]))
         x = first = self.intro(x)
-        skips = []
+        skips, resized = [], {}
         for enc, down in zip(self.encoders, self.downs):
-            x = self._run(enc, x, temb, features)
+            x = self._run(enc, x, temb, features, resized)
             skips.append(x)
             x = down(x)
-        x = self._run(self.middle, x, temb, features)
+        x = self._run(self.middle, x, temb, features, resized)
         for dec, up, skip in zip(self.decoders, self.ups, reversed(skips)):
-            x = self._run(dec, up(x) + skip, temb, features)
+            x = self._run(dec, up(x) + skip, temb, features, resized)
         return self.ending(x + first)[..., :h, :w]  # released ending skip from the intro features
 
 
