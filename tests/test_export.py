@@ -115,3 +115,15 @@ def test_non_finite_weights_are_refused_naming_file_and_tensor(exported, tmp_pat
     save_model(broken, state, "hidd", recipe_to_dict(recipe))
     with pytest.raises(ValueError, match=r"and 1 more tensor\)"):
         load_model(broken)
+
+
+def test_model_file_is_readable_by_others_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o077)  # a private umask (as on many clusters) must not make a shared model unreadable
+    try:
+        save_model(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, "nafnet", {"method": "nafnet"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644

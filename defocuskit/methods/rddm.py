@@ -25,11 +25,12 @@ from torch import nn
 from defocuskit.diffusion.ddim_residual import (
     ResidualSchedule, make_scheduler, sample_residual_ddim, sample_timesteps,
 )
+from defocuskit.config import RecipeError, build_dataclass
 from defocuskit.methods import defocus_map
 from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.nafnet import psnr_loss
+from defocuskit.modelfile import read_model_file
 from defocuskit.models.rddm import RDDM, PreDeblur, ResidualDenoiser, SemanticEncoder, build_resnet
-from defocuskit.train.recipe import RecipeError, build_dataclass
 
 MAX_STEPS = 4
 
@@ -112,8 +113,6 @@ def _map_config_of(cfg: defocus_map.ModelConfig) -> defocus_map.ModelConfig:
 
 def load_map_estimator(path: str) -> tuple[nn.Module, defocus_map.ModelConfig]:
     """The frozen map estimator and its ModelConfig from a defocus-map .safetensors file."""
-    from defocuskit.train.export import read_model_file
-
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"model.map_checkpoint: defocus-map file not found: {file} (train recipes/defocus-map.yaml first)")

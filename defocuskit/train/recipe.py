@@ -11,9 +11,7 @@ from typing import Any
 
 import yaml
 
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message names the key and what is wrong."""
+from defocuskit.config import RecipeError, parse_value, apply_overrides, build_dataclass
 
 
 @dataclass
@@ -67,109 +65,6 @@ class Recipe:
     sampler: Any = None  # the method's SamplerConfig
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check `value` against the annotation `tp`, converting YAML's forms (lists, ints for floats)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except RecipeError as e:
-                errors.append(str(e))
-        raise RecipeError(errors[0] if errors else f"{key}: wrong type")
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{key}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise RecipeError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, arg, f"{key}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        return build_dataclass(tp, value, key)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise RecipeError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise RecipeError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise RecipeError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise RecipeError(f"{key}: expected a string, got {value!r}")
-    raise RecipeError(f"{key}: unsupported type {tp}")
-
-
-def build_dataclass(cls: type, values: dict[str, Any] | None, prefix: str = "") -> Any:
-    """Instantiate dataclass `cls` from a dict, naming any unknown key or wrong type."""
-    values = {} if values is None else values
-    if not isinstance(values, dict):
-        raise RecipeError(f"{prefix or 'recipe'}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for k in values:
-        if k not in names:
-            where = f"{prefix}.{k}" if prefix else k
-            raise RecipeError(f"unknown recipe key '{where}' (known here: {', '.join(sorted(names))})")
-    kwargs = {}
-    for k, v in values.items():
-        kwargs[k] = _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k)
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise RecipeError(f"{prefix or 'recipe'}: {e}") from None
-    except ValueError as e:  # a config's own range checks (__post_init__) name their key
-        raise RecipeError(str(e)) from None
-
-
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply dotted `key=value` overrides (values parsed as YAML) to a nested dict."""
-    out = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
-    for item in overrides:
-        if "=" not in item:
-            raise RecipeError(f"override '{item}' is not of the form key=value")
-        key, text = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = out
-        for p in parts[:-1]:
-            if node.get(p) is None:
-                node[p] = {}
-            if not isinstance(node[p], dict):
-                raise RecipeError(f"override '{key}': '{p}' is not a section")
-            node = node[p]
-        node[parts[-1]] = _parse_value(text)
-    return out
-
-
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a recipe YAML, apply overrides, and resolve it against the method's config classes."""
     path = Path(path)
@@ -196,7 +91,7 @@ def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
     name = raw.get("method")
     for item in overrides:
         if item.split("=", 1)[0].strip() == "method":
-            name = _parse_value(item.split("=", 1)[1])
+            name = parse_value(item.split("=", 1)[1])
     sections: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
     if isinstance(name, str):
         try:

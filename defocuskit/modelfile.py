@@ -1,0 +1,79 @@
+"""Model files: one `.safetensors` file with the EMA weights, the method name and the resolved recipe in its
+metadata. Reading and writing them needs nothing above this module (methods read estimator files with it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+import defocuskit
+
+MODEL_FORMAT = "defocuskit-model-1"
+MODEL_FILE_MODE = stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH  # 0644
+
+
+def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], method: str, recipe: dict[str, Any]) -> None:
+    """Write `state_dict` as safetensors with the method and recipe in the metadata (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses tensors that share storage (tied weights): give every entry its own copy.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    metadata = {
+        "method": method,
+        "recipe": json.dumps(recipe),
+        "format": MODEL_FORMAT,
+        "defocuskit_version": defocuskit.__version__,
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, MODEL_FILE_MODE)  # readable by collaborators on shared storage, whatever the umask
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the metadata ("method", "recipe" parsed, "format", "defocuskit_version") of a model file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != MODEL_FORMAT or "method" not in meta or "recipe" not in meta:
+        raise ValueError(f"{path}: no defocuskit metadata (not a model exported by `defocuskit train`)")
+    try:
+        meta["recipe"] = json.loads(meta["recipe"])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: the recipe in the metadata is not valid JSON ({e})") from None
+    check_finite(tensors, path)
+    return tensors, meta
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Raise ValueError naming the first tensor that holds NaN or inf (and how many others do) in `path`."""
+    broken: list[tuple[str, int, int]] = []
+    for name, t in tensors.items():
+        if not (t.is_floating_point() or t.is_complex()):
+            continue
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:
+            broken.append((name, bad, t.numel()))
+    if not broken:
+        return
+    name, bad, total = broken[0]
+    others = f" (and {len(broken) - 1} more tensor{'s' if len(broken) > 2 else ''})" if len(broken) > 1 else ""
+    raise ValueError(f"{path}: tensor '{name}' holds {bad} NaN/inf value{'s' if bad != 1 else ''} of {total}{others}; "
+                     "the model is broken (was training diverging?)")
