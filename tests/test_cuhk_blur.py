@@ -72,7 +72,7 @@ def make_cuhk(root: Path, white_is: str, n: int = 5, image_dir: str = "image", e
 
 
 def ingest(*args: str) -> object:
-    return CliRunner().invoke(app, ["ingest", "--workers", "1", *args])
+    return CliRunner().invoke(app, ["ingest", "--workers", "0", *args])
 
 
 def samples_of(folder: Path) -> dict[str, dict]:
@@ -105,9 +105,10 @@ def test_auto_polarity_blur_maps_and_rejects(tmp_path, white_is, image_dir, ext)
         assert set(META_KEYS) <= set(meta)
         assert (meta["source"], meta["split"], meta["scene"]) == ("cuhk-blur", "train", stem)
         assert meta["blur_type"] == "defocus"
-        assert all(meta[k] is None for k in ("f_number", "ref_f_number", "align", "gain"))
+        assert all(meta[k] is None for k in ("f_number", "ref_f_number", "gain"))
+        assert meta["align"]["method"] == "none" and meta["align"]["score"] is None  # nothing registered
         assert (meta["bit_depth"], meta["height"], meta["width"]) == (8, H, W)
-        assert meta["origin"] == {"blur": f"{image_dir}/{stem}{ext}", "blurmask": f"gt/{stem}.png"}
+        assert meta["origin"] == [f"{image_dir}/{stem}{ext}", f"gt/{stem}.png"]
         assert {k: meta["blurmask"][k] for k in record} == record and meta["blurmask"]["evidence"] >= 0.7
     manifest = shards.read_manifest(out)
     assert manifest["counts"]["by_source"] == {"cuhk-blur": len(expected)}

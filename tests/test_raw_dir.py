@@ -61,7 +61,7 @@ def _pair_scene(folder: Path, names: dict[str, float | None], ref: str = "ref.jp
 
 def _ingest(root: Path, out: Path, **options) -> tuple[dict, dict[str, dict], list[dict]]:
     """run_ingest of one --raw-dir: (manifest, {key: json metadata} of the written samples, rejects)."""
-    opts = IngestOptions(out=str(out), workers=1, split_by="train", register="ecc", **options)
+    opts = IngestOptions(out=str(out), workers=0, split_by="train", register="ecc", **options)
     manifest = run_ingest({"raw": root}, opts, progress=False)
     return manifest, _samples(out), _rejects(out)
 
@@ -178,7 +178,7 @@ def test_f_numbers_from_csv_and_name_pattern_through_the_cli(tmp_path):
     csv_path.write_text("file,f_number,comment\ns/exif.jpg,5.6,override\ns/IMG 7.png,f/8,\n")
     out = tmp_path / "out"
     pattern = r"f(\d+(?:[._]\d+)?)"
-    result = CliRunner().invoke(app, ["ingest", "--raw-dir", str(root), "--out", str(out), "--workers", "1",
+    result = CliRunner().invoke(app, ["ingest", "--raw-dir", str(root), "--out", str(out), "--workers", "0",
                                       "--split-by", "train", "--f-number-csv", str(csv_path),
                                       "--f-number-pattern", pattern])
     assert result.exit_code == 0, result.output
@@ -202,7 +202,7 @@ def test_bad_f_number_csv_is_an_error_naming_file_and_line(tmp_path, text, error
     csv_path = tmp_path / "f.csv"
     csv_path.write_text(text)
     with pytest.raises(IngestError, match=error):
-        run_ingest({"raw": root}, IngestOptions(out=str(tmp_path / "out"), workers=1, f_number_csv=str(csv_path)),
+        run_ingest({"raw": root}, IngestOptions(out=str(tmp_path / "out"), workers=0, f_number_csv=str(csv_path)),
                    progress=False)
 
 

@@ -227,7 +227,7 @@ def test_ebb_given_as_vabd_fails_naming_the_expected_folders(tmp_path, real_fixt
     assert "none of 8/, 2_8/, 1_8/" in text and "found {test,train}/{depth,focal,input,target}" in text
     assert text.endswith("is this EBB (--ebb)?")
     with pytest.raises(IngestError, match=r"expected \{train,test\}/\{input,8,2_8,1_8\}/"):
-        run_ingest({"vabd": root}, IngestOptions(out=str(tmp_path / "out"), workers=1), progress=False)
+        run_ingest({"vabd": root}, IngestOptions(out=str(tmp_path / "out"), workers=0), progress=False)
     assert not (tmp_path / "out").exists()  # failed before any work
 
 

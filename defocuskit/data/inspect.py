@@ -1,9 +1,17 @@
-"""`defocuskit inspect`: a shard folder's manifest as a table, and a contact sheet of a few pairs.
+"""`defocuskit inspect`: a shard folder's manifest as a table, and a contact sheet of samples.
 
-Blur-map samples (blur.png + blurmask.png, no sharp.png) show the photo beside its mask (white = blurred)."""
+The sheet has one row per sample: a label (key, source, split, f-number, the registration's recorded gain
+and alignment score), the whole images (blur / sharp / coc / blurmask, as present) fitted to one height,
+and crops of blur and sharp in native pixels (enlarged only by pixel repetition, never resampled) of the
+region that shows the defocus best (`pick_crop`). Blur-map samples show the photo and its mask (white =
+blurred). The drawing primitives here (`pick_crop`, `text_strip`, `to_display`, `repeat_pixels`) also
+serve the evaluation figure (defocuskit.eval.figure)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,11 +19,143 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defocuskit.data.shards import iter_raw, decode_sample, read_manifest, shard_urls
+from defocuskit.data.shards import decode_sample, iter_raw, read_manifest, shard_urls
 from defocuskit.images import write_image
 
-TILE = 192  # height of one image in the contact sheet, pixels
-LABEL = 22  # height of the label strip above each pair
+TILE = 256  # height of a row of the contact sheet, pixels
+MAX_ASPECT = 1.5  # a whole image is at most this many TILEs wide
+GAP = 6  # pixels between cells and rows
+FONT_PX = 14  # label text size
+BACKGROUND = 32  # grey level of the sheet's background
+IMAGE_COLUMNS = ("blur", "sharp", "coc", "blurmask")
+
+
+# ----------------------------------------------------------------------------- drawing primitives
+
+
+@functools.lru_cache(maxsize=8)
+def _font(size: int) -> Any:
+    """DejaVu Sans (shipped with matplotlib) at `size` px; Pillow's built-in font where it cannot be read."""
+    from PIL import ImageFont
+
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except (OSError, ValueError, ImportError):
+        return ImageFont.load_default()
+
+
+def text_width(text: str, size: int = FONT_PX) -> int:
+    """Width in pixels of `text` drawn at `size`."""
+    left, _, right, _ = _font(size).getbbox(text)
+    return int(right - left)
+
+
+def _wrap(text: str, width: int, size: int) -> list[str]:
+    """Lines of `text` no wider than `width`, broken at " · " separators, then at spaces; overlong words cut."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        current = ""
+        for part in paragraph.replace(" · ", " ·\x00").split("\x00"):
+            candidate = current + (" " if current and not current.endswith(" ") else "") + part.strip()
+            if not current or text_width(candidate, size) <= width:
+                current = candidate
+            else:
+                lines.append(current)
+                current = part.strip()
+        lines.append(current)
+    out = []
+    for line in lines:
+        while text_width(line, size) > width and len(line) > 1:
+            line = line[:-2] + "…"
+        out.append(line)
+    return out
+
+
+def text_strip(text: str, width: int, size: int = FONT_PX, fg: tuple[int, int, int] = (240, 240, 240),
+               bg: int = BACKGROUND, align: str = "left") -> np.ndarray:
+    """An RGB uint8 strip `width` wide holding `text`, wrapped to as many lines as it needs."""
+    from PIL import Image, ImageDraw
+
+    lines = _wrap(text, max(1, width - 8), size)
+    line_h = int(size * 1.35)
+    img = Image.new("RGB", (max(1, width), line_h * len(lines) + 6), (bg, bg, bg))
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        x = 4 if align == "left" else max(4, (width - text_width(line, size)) // 2)
+        draw.text((x, 3 + i * line_h), line, font=_font(size), fill=fg)
+    return np.asarray(img, np.uint8).copy()
+
+
+def to_display(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB for display: uint16 >> 8, float in [0, 1] scaled and rounded, one channel repeated to three."""
+    arr = np.asarray(image)
+    if arr.dtype == np.uint16:
+        arr = (arr >> 8).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        arr = np.clip(np.rint(np.clip(arr, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise ValueError(f"cannot display an image of type {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def repeat_pixels(image: np.ndarray, zoom: int) -> np.ndarray:
+    """`image` enlarged `zoom` times by repeating each pixel (no resampling: every source pixel stays as is)."""
+    return image if zoom == 1 else np.repeat(np.repeat(image, zoom, axis=0), zoom, axis=1)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    arr = np.asarray(image)
+    scale = 65535.0 if arr.dtype == np.uint16 else 255.0 if arr.dtype == np.uint8 else 1.0
+    arr = arr.astype(np.float32) / np.float32(scale)
+    return arr.mean(axis=2) if arr.ndim == 3 else arr
+
+
+def _detail(image: np.ndarray) -> np.ndarray:
+    """Local fine-detail energy: the squared Laplacian, averaged over 5x5."""
+    lap = cv2.Laplacian(_gray(image), cv2.CV_32F, ksize=3)
+    return cv2.blur(lap * lap, (5, 5))
+
+
+def pick_crop(blur: np.ndarray | None, sharp: np.ndarray | None, size: int) -> tuple[int, int]:
+    """Top-left (y, x) of the `size` x `size` window that shows the defocus best: where the sharp image has the
+    most fine detail that the blurred one lost (sum of max(detail(sharp) - detail(blur), 0)).
+
+    With only one image given, the window with its most detail. Deterministic (the first best window);
+    a window with no detail anywhere gives the centre. `size` is clamped to the image.
+    """
+    if blur is None and sharp is None:
+        raise ValueError("pick_crop needs a blurred or a sharp image")
+    if blur is not None and sharp is not None and blur.shape[:2] != sharp.shape[:2]:
+        raise ValueError(f"pick_crop: blur is {blur.shape[1]}x{blur.shape[0]}, sharp is "
+                         f"{sharp.shape[1]}x{sharp.shape[0]} (width x height)")
+    if size < 1:
+        raise ValueError(f"pick_crop: crop size must be positive, got {size}")
+    h, w = (blur if blur is not None else sharp).shape[:2]  # type: ignore[union-attr]
+    s = min(int(size), h, w)
+    if blur is not None and sharp is not None:
+        score = np.maximum(_detail(sharp) - _detail(blur), 0.0)
+    else:
+        score = _detail(blur if blur is not None else sharp)  # type: ignore[arg-type]
+    ii = cv2.integral(score.astype(np.float64))
+    sums = ii[s:, s:] - ii[:-s, s:] - ii[s:, :-s] + ii[:-s, :-s]
+    if not np.isfinite(sums).all() or sums.max() <= 0:
+        return (h - s) // 2, (w - s) // 2
+    y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(y), int(x)
+
+
+def crop_size(height: int, width: int, limit: int = TILE) -> int:
+    """Side of the native-pixel crop shown for an image: half its shorter side, at most `limit`."""
+    return max(1, min(limit, min(height, width) // 2))
+
+
+# ----------------------------------------------------------------------------- the manifest
 
 
 def manifest_table(manifest: Mapping[str, Any], title: str | None = None) -> Any:
@@ -39,85 +179,205 @@ def manifest_table(manifest: Mapping[str, Any], title: str | None = None) -> Any
     return table
 
 
-def _to_u8(image: np.ndarray) -> np.ndarray:
-    return (image >> 8).astype(np.uint8) if image.dtype == np.uint16 else image
+# ----------------------------------------------------------------------------- the contact sheet
 
 
-def _fit(image: np.ndarray, height: int) -> np.ndarray:
+def _fit(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The whole image fitted into TILE x MAX_ASPECT*TILE: enlarged by whole-pixel repetition, or reduced
+    with area averaging; returns (view, scale)."""
     h, w = image.shape[:2]
-    width = max(1, round(w * height / h))
-    return cv2.resize(_to_u8(image), (width, height), interpolation=cv2.INTER_AREA)
+    scale = min(TILE / h, MAX_ASPECT * TILE / w)
+    if scale >= 1:
+        zoom = int(scale)
+        return repeat_pixels(image, zoom), float(zoom)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def _label(text: str, width: int) -> np.ndarray:
-    strip = np.full((LABEL, width, 3), 24, np.uint8)
-    cv2.putText(strip, text, (4, LABEL - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    return strip
+def _coc_view(coc: np.ndarray, top: float) -> np.ndarray:
+    """The CoC map in viridis, 0 px dark to `top` px bright."""
+    unit = np.clip(np.nan_to_num(coc) / top, 0, 1) if top > 0 else np.zeros_like(coc)
+    rgb = cv2.cvtColor(cv2.applyColorMap(np.rint(unit * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+    return rgb
 
 
-def _pair_tile(sample: Mapping[str, Any]) -> np.ndarray:
-    """blur | sharp (or blur | blur map) side by side, with a label naming source, f-number and key."""
-    if sample.get("sharp") is None:
-        mask = sample.get("blurmask")
-        if mask is None:
-            raise ValueError(f"sample {sample['key']}: neither a sharp image nor a blur map")
-        right = _fit(np.repeat(np.asarray(mask, np.uint8)[..., None], 3, axis=2), TILE)
-        body = np.concatenate([_fit(sample["blur"], TILE), np.full((TILE, 4, 3), 255, np.uint8), right], axis=1)
-        text = f"{sample['meta'].get('source')}  blur map (white = blurred)  {sample['key']}"
-        return np.concatenate([_label(text, body.shape[1]), body], axis=0)
-    sharp = _fit(sample["sharp"], TILE)
-    if sample["blur"] is None:
-        blur = np.full_like(sharp, 64)
-        cv2.putText(blur, "sharp only", (6, TILE // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (220, 220, 220), 1, cv2.LINE_AA)
+def _annotate(cell: np.ndarray, text: str) -> np.ndarray:
+    """`text` on a dark band across the top of `cell`."""
+    band = text_strip(text, cell.shape[1], size=12, bg=0)
+    out = cell.copy()
+    h = min(band.shape[0], out.shape[0])
+    out[:h] = (0.35 * out[:h] + 0.65 * band[:h]).astype(np.uint8)
+    return out
+
+
+def _outline(view: np.ndarray, y: int, x: int, size: int, scale: float) -> np.ndarray:
+    out = view.copy()
+    top, left = round(y * scale), round(x * scale)
+    side = max(2, round(size * scale))
+    cv2.rectangle(out, (left, top), (left + side - 1, top + side - 1), (255, 210, 0), 1)
+    return out
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def sample_label(sample: Mapping[str, Any]) -> str:
+    """One sample's row label: key · source · split · f-number vs reference · gain · alignment."""
+    meta = sample.get("meta") or {}
+    f, ref = meta.get("f_number"), meta.get("ref_f_number")
+    if sample.get("blur") is None:
+        aperture = "sharp only" + ("" if ref is None else f" (f/{ref:g})")
     else:
-        blur = _fit(sample["blur"], TILE)
-    body = np.concatenate([blur, np.full((TILE, 4, 3), 255, np.uint8), sharp], axis=1)
-    meta = sample["meta"]
-    f = meta.get("f_number")
-    ref = meta.get("ref_f_number")
-    text = f"{meta.get('source')}  {'f/%g' % f if f else 'f/?'}"
-    text += f" vs f/{ref:g}" if ref else ""
-    text += f"  {sample['key']}"
-    return np.concatenate([_label(text, body.shape[1]), body], axis=0)
+        aperture = ("f/?" if f is None else f"f/{f:g}") + ("" if ref is None else f" vs f/{ref:g}")
+    align = meta.get("align") or {}
+    score = align.get("score")
+    return (f"{sample['key']} · {meta.get('source') or '?'} · {meta.get('split') or '?'} · {aperture}"
+            f" · gain {_fmt(meta.get('gain'), '.3f')}"
+            f" · align {align.get('method') or '—'} score {_fmt(score, '.3f')}")
+
+
+@dataclasses.dataclass
+class SheetRow:
+    """One sample's cells (column name -> RGB uint8) and its label."""
+
+    key: str
+    label: str
+    cells: dict[str, np.ndarray]
+
+
+def sample_row(sample: Mapping[str, Any], coc_scale: float | None = None) -> SheetRow:
+    """The cells of one sample: whole images fitted to TILE, and native-pixel crops of blur and sharp.
+
+    The CoC map is coloured from 0 to `coc_scale` px (default: its own maximum), so that one scale can
+    serve a whole sheet."""
+    blur, sharp, coc, mask = (sample.get(k) for k in ("blur", "sharp", "coc", "blurmask"))
+    if blur is None and sharp is None:
+        raise ValueError(f"sample {sample.get('key')}: neither a blurred nor a sharp image")
+    first = blur if blur is not None else sharp
+    h, w = first.shape[:2]
+    c = crop_size(h, w)
+    y, x = pick_crop(blur, sharp, c)
+    zoom = max(1, TILE // c)
+    cells: dict[str, np.ndarray] = {}
+    label = sample_label(sample)
+    for name, image in (("blur", blur), ("sharp", sharp)):
+        if image is None:
+            continue
+        view, scale = _fit(to_display(image))
+        cells[name] = _outline(view, y, x, c, scale)
+    if coc is not None:
+        coc = np.asarray(coc, np.float32)
+        top = float(np.nanmax(coc)) if coc.size else 0.0
+        view, _ = _fit(_coc_view(coc, coc_scale if coc_scale is not None else top))
+        cells["coc"] = _annotate(view, f"CoC max {top:.1f} px" + (f" (colours 0–{coc_scale:.1f} px)"
+                                                                  if coc_scale is not None else ""))
+    if mask is not None:
+        cells["blurmask"], _ = _fit(to_display(np.asarray(mask, np.uint8)))
+    for name, image in (("blur", blur), ("sharp", sharp)):
+        if image is not None:
+            cells[f"{name} crop"] = repeat_pixels(to_display(image)[y:y + c, x:x + c], zoom)
+    label += f" · crop {c}x{c} px at (x {x}, y {y})" + (f", each pixel shown {zoom}x{zoom}" if zoom > 1 else ", 1:1")
+    return SheetRow(str(sample["key"]), label, cells)
+
+
+def _columns(rows: list[SheetRow]) -> list[str]:
+    present = {name for row in rows for name in row.cells}
+    order = [*IMAGE_COLUMNS, "blur crop", "sharp crop"]
+    return [name for name in order if name in present]
+
+
+COLUMN_TITLES = {"blur": "blur (whole)", "sharp": "sharp (whole)", "coc": "CoC map (whole, viridis)",
+                 "blurmask": "blur map (white = blurred)", "blur crop": "blur crop (native pixels)",
+                 "sharp crop": "sharp crop (native pixels)"}
+
+
+def _place(cell: np.ndarray, width: int) -> np.ndarray:
+    out = np.full((TILE, width, 3), BACKGROUND, np.uint8)
+    out[:cell.shape[0], :cell.shape[1]] = cell[:TILE, :width]
+    return out
+
+
+def _absent(width: int) -> np.ndarray:
+    cell = np.full((TILE, width, 3), BACKGROUND + 16, np.uint8)
+    strip = text_strip("absent", width, bg=BACKGROUND + 16, fg=(150, 150, 150), align="center")
+    top = (TILE - strip.shape[0]) // 2
+    cell[top:top + strip.shape[0]] = strip
+    return cell
+
+
+@dataclasses.dataclass
+class ContactSheet:
+    """The sheet image (RGB uint8), its column names and the sample key of each row, top to bottom."""
+
+    image: np.ndarray
+    columns: list[str]
+    keys: list[str]
+
+
+def contact_sheet(samples: list[Mapping[str, Any]], title: str | None = None) -> ContactSheet:
+    """One labelled row per sample under a header naming the columns."""
+    if not samples:
+        raise ValueError("no samples to show")
+    cocs = [float(np.nanmax(s["coc"])) for s in samples if s.get("coc") is not None and np.size(s["coc"])]
+    coc_scale = max(cocs) if cocs else None
+    rows = [sample_row(s, coc_scale) for s in samples]
+    columns = _columns(rows)
+    widths = [max(row.cells[c].shape[1] for row in rows if c in row.cells) for c in columns]
+    widths = [max(w, text_width(COLUMN_TITLES[c]) + 8) for w, c in zip(widths, columns)]
+    total = sum(widths) + GAP * (len(columns) + 1)
+    vgap = np.full((TILE, GAP, 3), BACKGROUND, np.uint8)
+
+    def line(parts: list[np.ndarray]) -> np.ndarray:
+        height = max(p.shape[0] for p in parts)
+        padded = [np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=BACKGROUND) for p in parts]
+        gap = np.full((height, GAP, 3), BACKGROUND, np.uint8)
+        return np.concatenate([gap] + [q for p in padded for q in (p, gap)], axis=1)
+
+    blocks = []
+    if title:
+        blocks.append(text_strip(title, total, size=FONT_PX + 2))
+    blocks.append(line([text_strip(COLUMN_TITLES[c], w, fg=(255, 220, 120)) for c, w in zip(columns, widths)]))
+    for row in rows:
+        blocks.append(np.full((GAP, total, 3), BACKGROUND, np.uint8))
+        blocks.append(text_strip(row.label, total, bg=BACKGROUND + 24))
+        cells = [_place(row.cells[c], w) if c in row.cells else _absent(w) for c, w in zip(columns, widths)]
+        blocks.append(np.concatenate([vgap] + [q for cell in cells for q in (cell, vgap)], axis=1))
+    blocks.append(np.full((GAP, total, 3), BACKGROUND, np.uint8))
+    return ContactSheet(np.concatenate(blocks, axis=0), columns, [row.key for row in rows])
+
+
+def _group(raw: Mapping[str, Any]) -> tuple[Any, ...]:
+    try:
+        meta = json.loads(raw["json"]) if "json" in raw else {}
+    except (TypeError, ValueError):
+        meta = {}
+    return meta.get("source"), meta.get("split"), meta.get("f_number"), "blurmask.png" in raw
 
 
 def pick_samples(folder: str | Path, n: int, scan: int = 16) -> list[dict[str, Any]]:
-    """Up to `n` decoded samples, preferring distinct (source, f-number), from the first samples of each shard."""
+    """Exactly `n` decoded samples (fewer only when the shards hold fewer), preferring distinct
+    (source, split, f-number), from the first `n * scan` samples of the shards in manifest order."""
+    if n < 1:
+        raise ValueError(f"the number of samples to show must be positive, got {n}")
     chosen: list[dict[str, Any]] = []
     spare: list[dict[str, Any]] = []
     seen = set()
+    budget = n * max(1, scan)
     for url in shard_urls(folder):
-        for i, raw in enumerate(iter_raw(url)):
-            if i >= max(1, scan // 4):
-                break
-            sample = decode_sample(raw)
-            group = (sample["meta"].get("source"), sample["meta"].get("f_number"))
-            (spare if group in seen else chosen).append(sample)
+        for raw in iter_raw(url):
+            budget -= 1
+            group = _group(raw)
+            if group not in seen:
+                chosen.append(raw)
+            elif len(spare) < n:
+                spare.append(raw)
             seen.add(group)
-            if len(chosen) >= n:
-                return chosen
-        if len(chosen) + len(spare) >= n * scan:
+            if len(chosen) >= n or budget <= 0:
+                break
+        if len(chosen) >= n or budget <= 0:
             break
-    return (chosen + spare)[:n]
-
-
-def contact_sheet(samples: list[Mapping[str, Any]], columns: int = 2) -> np.ndarray:
-    """A grid of labelled blur | sharp pairs (RGB uint8)."""
-    if not samples:
-        raise ValueError("no samples to show")
-    tiles = [_pair_tile(s) for s in samples]
-    width = max(t.shape[1] for t in tiles)
-    tiles = [np.pad(t, ((0, 0), (0, width - t.shape[1]), (0, 0)), constant_values=255) for t in tiles]
-    while len(tiles) % columns:
-        tiles.append(np.full_like(tiles[0], 255))
-    gap = 8
-    vgap = np.full((tiles[0].shape[0], gap, 3), 255, np.uint8)
-    rows = []
-    for r in range(0, len(tiles), columns):
-        parts = [p for t in tiles[r:r + columns] for p in (t, vgap)][:-1]
-        rows.append(np.concatenate(parts, axis=1))
-    hgap = np.full((gap, rows[0].shape[1], 3), 255, np.uint8)
-    return np.concatenate([p for row in rows for p in (row, hgap)][:-1], axis=0)
+    return [decode_sample(raw) for raw in (chosen + spare)[:n]]
 
 
 def inspect_shards(folder: str | Path, sheet: str | Path | None = None, n: int = 6) -> Path:
@@ -128,5 +388,7 @@ def inspect_shards(folder: str | Path, sheet: str | Path | None = None, n: int =
     samples = pick_samples(folder, n)
     if not samples:
         raise FileNotFoundError(f"{folder}: the shards hold no samples")
-    write_image(sheet, contact_sheet(samples, columns=min(2, len(samples))))
+    title = (f"{folder.name}: {len(samples)} sample(s); above each row: key · source · split · f-number · "
+             "the registration's recorded gain and alignment score · the crop; the yellow box marks the crop")
+    write_image(sheet, contact_sheet(samples, title).image)
     return sheet

@@ -7,22 +7,13 @@ from typing import Any
 
 import numpy as np
 
-# The shard metadata keys of DESIGN.md section 2, every one present (None where unknown).
-META_KEYS = (
-    "source", "split", "scene", "f_number", "ref_f_number", "focal_length_mm", "exposure_s",
-    "iso", "camera", "lens", "focus_distance_m", "blur_type", "bit_depth", "height", "width",
-    "align", "gain", "origin",
-)
+# The shard metadata keys (DESIGN.md section 2 plus the source-specific ones), defined in `metadata`:
+# sources fill the Python view (None where unknown); the shard writer stores the fixed schema.
+from defocuskit.data.metadata import META_KEYS, empty_meta  # noqa: F401 (re-exported for the sources)
 
 
-def empty_meta(**known: Any) -> dict[str, Any]:
-    """A metadata dict with every contract key, None unless given."""
-    unknown = set(known) - set(META_KEYS)
-    if unknown:
-        raise KeyError(f"not shard metadata keys: {sorted(unknown)}")
-    meta = dict.fromkeys(META_KEYS)
-    meta.update(known)
-    return meta
+class IngestError(RuntimeError):
+    """Ingest cannot go on (bad arguments, or a rejected input under --strict); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -86,12 +77,18 @@ class RejectError(Exception):
         super().__init__(f"{file}: {reason}")
 
 
+# The values of the IngestOptions fields with a fixed set of them (the CLI's choices).
+BIT_DEPTHS = ("auto", "8", "16")  # bit_depth (--bit-depth)
+SPLIT_BY = ("scene", "train", "test")  # split_by (--split-by)
+CUHK_WHITE_IS = ("auto", "blurred", "sharp")  # cuhk_white_is (--cuhk-white-is), as sources/cuhk_blur.WHITE_IS
+
+
 @dataclass(frozen=True)
 class IngestOptions:
     """Options shared by every source and by the writer."""
 
     out: str = "shards"
-    workers: int = 0  # 0: all cores
+    workers: int | None = None  # PyTorch's num_workers: 0 = the main process; N >= 1 = N processes; None = ingest.default_workers()
     shard_size: int = 64  # source pairs per shard (each gives one sample, or several with `patch`)
     max_side: int | None = None  # downscale so that the longer side is at most this (INTER_AREA)
     patch: int | None = None  # cut training patches of this size ...

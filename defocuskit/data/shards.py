@@ -1,4 +1,4 @@
-"""The shard folder (DESIGN.md section 2): atomic tar shards, per-shard records, manifest, rejects, reader.
+"""The shard folder (DESIGN.md section 2): atomic tar shards, per-shard records, manifest, rejects.
 
 A shard folder holds `{split}-{NNNNNN}.tar` WebDataset shards, `manifest.json`, `rejects.jsonl` and a
 hidden `.records/` folder with one small JSON record per completed shard (its sample counts and rejects).
@@ -7,17 +7,29 @@ hidden `.records/` folder with one small JSON record per completed shard (its sa
 
 Writers take the folder lock (`folder_lock`) to publish a shard with its record, to write a record and
 to regenerate or prune, so a run that holds the lock sees no half-published shard of another part:
-`prune` can then remove every shard that no record of the current plan backs.
+`prune` can then remove every shard that no record of the current plan backs. The reading side
+(`read_manifest`, `shard_urls`, `decode_sample`, `iter_raw`, `iter_samples`) lives in `reader` and is
+re-exported here.
+
+Shard format 2 (manifest "format": 2; a manifest without "format" is format 1). A sample's `json`
+holds the fixed schema of `defocuskit.data.metadata`: every key always present with one type, the
+groups `align` and `blurmask` with all their sub-keys, and no null. Unknown is -1 (-1.0 for a float
+key) for numbers that are never negative, "" for text, [] for `origin`; the two signed registration
+diagnostics hold 0 and their group says whether they are known (see `metadata`). -1, not NaN, because
+NaN is not strict JSON. `decode_sample` gives the Python view: None where unknown, for samples of
+both formats, so readers test `is None` as before.
+
+Which PNG members a sample has depends on its kind: pairs hold blur.png + sharp.png (+ coc.png where
+the CoC is known), sharp-only samples sharp.png, blur-map samples blur.png + blurmask.png; a reader
+that lines members up in columns (`datasets`) gets None for the members a sample lacks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import re
-import tarfile
 import tempfile
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
@@ -29,13 +41,17 @@ import numpy as np
 from webdataset import TarWriter
 
 import defocuskit
-from defocuskit.images import decode_image, encode_png
+from defocuskit.data import metadata
+from defocuskit.data.reader import (  # noqa: F401 (the reading side, re-exported: shards is the one import)
+    COC_SCALE, MANIFEST, ShardError, decode_blurmask, decode_sample, iter_raw, iter_samples, read_manifest,
+    shard_urls,
+)
+from defocuskit.images import encode_png
 
-MANIFEST = "manifest.json"
+FORMAT = metadata.FORMAT  # shard format written into manifest.json ("format"); see the module docstring
 REJECTS = "rejects.jsonl"
 RECORDS = ".records"
 LISTING_RECORD = "_listing"  # pseudo-shard holding the rejects found while listing the sources
-COC_SCALE = 256.0  # coc.png stores the circle-of-confusion diameter in pixels x 256, 16-bit
 MEMBERS = ("blur.png", "sharp.png", "coc.png", "blurmask.png", "json")
 BLURMASK_BLURRED = 255  # blurmask.png: 255 = blurred (out of focus), 0 = in focus
 SHARD_FILE = re.compile(r"^([A-Za-z0-9_]+-\d+)\.tar$")  # split-NNNNNN.tar
@@ -45,23 +61,21 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-class ShardError(RuntimeError):
-    """A shard folder or shard spec that cannot be used; the message names it."""
-
-
 def shard_name(split: str, group: int) -> str:
     """`train`, 3 -> `train-000003` (the shard file is this name plus `.tar`)."""
     return f"{split}-{group:06d}"
 
 
 def f_number_key(f_number: Any) -> str:
-    """The manifest's f-number key: rounded to one decimal ("2.8", "16.0"), or "none" when unknown."""
-    if f_number is None:
-        return "none"
+    """The manifest's f-number key: rounded to one decimal ("2.8", "16.0"), or "none" when unknown
+    (None, the stored -1, anything not a positive number)."""
     try:
-        return f"{round(float(f_number), 1):.1f}"
+        value = float(f_number)
     except (TypeError, ValueError):
         return "none"
+    if not value > 0 or value == float("inf"):
+        return "none"
+    return f"{round(value, 1):.1f}"
 
 
 def _json_default(obj: Any) -> Any:
@@ -87,11 +101,14 @@ def encode_coc(coc: np.ndarray) -> np.ndarray:
 def encode_members(sharp: np.ndarray | None, blur: np.ndarray | None, coc: np.ndarray | None,
                    meta: Mapping[str, Any], blurmask: np.ndarray | None = None) -> dict[str, bytes]:
     """The tar members of one sample: sharp.png (absent in blur-map samples), blur.png (unless sharp-only),
-    coc.png (if known), blurmask.png (blur-map samples: uint8 (H, W), 255 = blurred), json."""
+    coc.png (if known), blurmask.png (blur-map samples: uint8 (H, W), 255 = blurred), json.
+
+    `meta` (Python view, None where unknown) is stored in the fixed schema (`metadata.to_stored`);
+    metadata.MetadataError names a key outside the schema or a value of the wrong type."""
     if sharp is None and (blur is None or blurmask is None):
         raise ValueError("a sample without sharp.png must be a blur-map sample (blur and blurmask)")
     members = {} if sharp is None else {"sharp.png": encode_png(sharp)}
-    members["json"] = dumps(dict(meta)).encode("utf-8")
+    members["json"] = dumps(metadata.to_stored(meta)).encode("utf-8")
     if blur is not None:
         members["blur.png"] = encode_png(blur)
     if coc is not None:
@@ -104,12 +121,12 @@ def encode_members(sharp: np.ndarray | None, blur: np.ndarray | None, coc: np.nd
 
 
 def richness(members: Mapping[str, bytes]) -> tuple[int, int]:
-    """(members present, non-null metadata values): samples with more come first in their shard."""
+    """(members present, known metadata values): samples with more come first in their shard."""
     try:
         meta = json.loads(members.get("json", b"{}"))
     except ValueError:
         meta = {}
-    return len(members), sum(v is not None for v in meta.values())
+    return len(members), metadata.known_count(meta) if isinstance(meta, Mapping) else 0
 
 
 class AtomicShard:
@@ -283,6 +300,7 @@ def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any],
     manifest = {
         "tool": "defocuskit",
         "version": defocuskit.__version__,
+        "format": FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "options": dict(options),
         "complete": done >= expected_shards and sum(table.values()) > 0 and error is None,
@@ -374,133 +392,3 @@ def prune(folder: str | Path, plan: Mapping[str, str], mine: Collection[str]) ->
         for path in removed:
             path.unlink(missing_ok=True)
     return removed
-
-
-# ---------------------------------------------------------------------------------------- reader
-
-
-def read_manifest(folder: str | Path) -> dict:
-    """The manifest of a shard folder."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest (not a shard folder written by `defocuskit ingest`?)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ShardError(f"{path}: not valid JSON ({exc})") from exc
-
-
-def _expand_braces(spec: str) -> list[str]:
-    from braceexpand import braceexpand
-
-    return list(braceexpand(spec))
-
-
-def _split_of(url: str) -> str:
-    return os.path.basename(url).rsplit("-", 1)[0]
-
-
-def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
-    """Shard paths from a shard folder, a glob pattern or a brace pattern ("shards/train-{000000..000003}.tar").
-
-    A folder uses its manifest (or globs `*.tar` without one); `split` keeps the shards of that split.
-    Remote specs (`pipe:`, `s3://`, ...) are brace-expanded but not checked.
-    """
-    text = str(spec)
-    remote = text.startswith("pipe:") or "://" in text
-    path = Path(text)
-    if not remote and path.is_dir():
-        if (path / MANIFEST).is_file():
-            urls = [str(path / s["name"]) for s in read_manifest(path)["shards"]]
-        else:
-            urls = sorted(glob.glob(str(path / "*.tar")))
-    elif remote:
-        urls = _expand_braces(text)
-    else:
-        urls, missing = [], []
-        for pattern in _expand_braces(text):
-            if glob.has_magic(pattern):
-                urls.extend(sorted(glob.glob(pattern)))
-            elif os.path.exists(pattern):
-                urls.append(pattern)
-            else:
-                missing.append(pattern)
-        if urls and missing:
-            raise FileNotFoundError(f"{spec}: {len(missing)} shard(s) missing, e.g. {missing[0]}")
-    if split is not None:
-        urls = [u for u in urls if _split_of(u) == split]
-    if not urls:
-        raise FileNotFoundError(f"no shards match {spec!s}" + (f" (split {split!r})" if split else ""))
-    return urls
-
-
-def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A raw WebDataset sample (bytes members) -> {key, sharp, blur, coc, blurmask, meta}; 16-bit PNGs stay 16-bit.
-
-    `coc` is float32 (H, W) in pixels (or None), `blur` is None for sharp-only samples. Blur-map samples
-    (blur.png + blurmask.png, no sharp.png; e.g. CUHK blur detection) give `sharp` None and `blurmask`
-    uint8 (H, W), 255 = blurred (out of focus), 0 = in focus; every other sample gives `blurmask` None.
-    A sample with neither sharp.png nor blur.png + blurmask.png is a ShardError naming its key.
-    """
-    key = raw.get("__key__", "<unknown>")
-
-    def member(name: str) -> Any:
-        value = raw.get(name)
-        if isinstance(value, Mapping) and "bytes" in value:  # datasets' Image(decode=False)
-            value = value["bytes"]
-        return value
-
-    sharp, blur, mask = member("sharp.png"), member("blur.png"), member("blurmask.png")
-    if sharp is None and (blur is None or mask is None):
-        raise ShardError(f"sample {key}: no sharp.png member (nor blur.png + blurmask.png of a blur-map sample)")
-    meta = member("json")
-    if isinstance(meta, (bytes, bytearray, str)):
-        meta = json.loads(meta)
-    coc = member("coc.png")
-    return {
-        "key": key,
-        "sharp": None if sharp is None else decode_image(sharp, f"{key}.sharp.png"),
-        "blur": None if blur is None else decode_image(blur, f"{key}.blur.png"),
-        "coc": None if coc is None else decode_image(coc, f"{key}.coc.png").astype(np.float32) / COC_SCALE,
-        "blurmask": None if mask is None else decode_blurmask(mask, f"{key}.blurmask.png"),
-        "meta": dict(meta or {}),
-    }
-
-
-def decode_blurmask(data: bytes, name: str) -> np.ndarray:
-    """blurmask.png bytes -> uint8 (H, W), 255 = blurred, 0 = in focus (a stray colour PNG is reduced to grey)."""
-    mask = decode_image(data, name)
-    if mask.ndim == 3:
-        mask = mask[..., 0]
-    if mask.dtype == np.uint16:
-        mask = (mask >> 8).astype(np.uint8)
-    return np.ascontiguousarray(mask, dtype=np.uint8)
-
-
-def iter_raw(url: str) -> Iterator[dict[str, Any]]:
-    """Raw samples of one local tar shard, grouped by key as WebDataset groups them."""
-    current: dict[str, Any] = {}
-    with tarfile.open(url, "r") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            base = os.path.basename(info.name)
-            if "." not in base:
-                continue
-            stem, ext = base.split(".", 1)
-            key = os.path.join(os.path.dirname(info.name), stem)
-            if current and current["__key__"] != key:
-                yield current
-                current = {}
-            current["__key__"] = key
-            current["__url__"] = url
-            current[ext] = tar.extractfile(info).read()
-    if current:
-        yield current
-
-
-def iter_samples(spec: str | Path, split: str | None = None) -> Iterator[dict[str, Any]]:
-    """Decoded samples of the shards that `spec` names, in shard order."""
-    for url in shard_urls(spec, split):
-        for raw in iter_raw(url):
-            yield decode_sample(raw)

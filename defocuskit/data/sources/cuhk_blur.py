@@ -237,7 +237,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
         scene = key_part(stem)
         split = split_of(stem, opts.cuhk_test_fraction)
         meta = {"scene": stem, "blur_type": "defocus", "blurmask": dict(record),
-                "origin": {"blur": relpath(image, root), "blurmask": relpath(mask, root)}}
+                "origin": [relpath(image, root), relpath(mask, root)]}  # [photo, mask]
         yield Task(NAME, split, scene, f"{NAME}/{scene}", {"blur": str(image), "blurmask": str(mask)}, meta,
                    {"white_is": record["white_is"]})
 

@@ -1,0 +1,93 @@
+"""Reading the shards with Hugging Face `datasets`, 16-bit PNGs kept 16-bit.
+
+    import datasets
+    from defocuskit.data import hf_decode, hf_features
+
+    ds = datasets.load_dataset("webdataset", data_files={"train": urls}, split="train", features=hf_features())
+    pairs = ds.filter(lambda blur, sharp: blur is not None and sharp is not None,
+                      input_columns=["blur.png", "sharp.png"])
+    row = pairs.with_transform(hf_decode)[0]   # {key, sharp, blur, coc, blurmask, meta}; arrays uint8 / uint16
+
+Why features: without them `datasets` infers the columns from the first five samples of the first
+shard and decodes `.png` members with `datasets.Image`, i.e. through PIL, which turns 16-bit RGB into
+8-bit. `hf_features()` declares every member the shards can hold, the PNGs as bytes and `json` with
+the fixed metadata schema (`defocuskit.data.metadata`), so any mix of shards loads in one call (a
+member a sample lacks is None: `blur.png` of a sharp-only sample, `sharp.png` of a blur-map sample,
+`coc.png` where no CoC is known) and `hf_decode` decodes the PNGs with OpenCV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from defocuskit.data import metadata
+from defocuskit.data.shards import MEMBERS, decode_sample
+
+DECODED = ("key", "sharp", "blur", "coc", "blurmask", "meta")  # what hf_decode gives (decode_sample's keys)
+_PNG_MEMBERS = tuple(m for m in MEMBERS if m.endswith(".png"))
+
+
+def _feature(field: metadata.Field) -> Any:
+    import datasets
+
+    kinds = {
+        "str": datasets.Value("string"),
+        "float": datasets.Value("float64"),
+        "int": datasets.Value("int64"),
+        "strs": datasets.List(datasets.Value("string")),
+        "floats": datasets.List(datasets.Value("float64")),
+        "ints": datasets.List(datasets.Value("int64")),
+        "matrix": datasets.List(datasets.List(datasets.Value("float64"))),
+    }
+    return kinds[field.kind]
+
+
+def json_feature() -> dict[str, Any]:
+    """The `json` member's features: the metadata schema as a struct (format-2 types)."""
+    return {key: ({k: _feature(f) for k, f in field.items()} if isinstance(field, dict) else _feature(field))
+            for key, field in metadata.SCHEMA.items()}
+
+
+def hf_features() -> Any:
+    """`datasets.Features` of a defocuskit shard: every PNG member as bytes (16 bits kept; decode with
+    `hf_decode`), `json` as the metadata schema, `__key__` and `__url__` as text.
+
+    Pass it as `load_dataset("webdataset", ..., features=hf_features())`. Format-1 shards (null for
+    unknown) load too, with None where their metadata had null or lacked a key; only the `origin` of
+    their CUHK blur-map samples (then a {blur, blurmask} dict) does not fit the list type: re-ingest those."""
+    import datasets
+
+    columns: dict[str, Any] = {m: datasets.Value("large_binary") for m in _PNG_MEMBERS}
+    columns["json"] = json_feature()
+    columns["__key__"] = datasets.Value("string")
+    columns["__url__"] = datasets.Value("string")
+    return datasets.Features(columns)
+
+
+def _check_members(row: Mapping[str, Any]) -> None:
+    for member in _PNG_MEMBERS:
+        value = row.get(member)
+        if value is None or isinstance(value, (bytes, bytearray, memoryview)):
+            continue
+        if isinstance(value, Mapping) and isinstance(value.get("bytes"), (bytes, bytearray)):
+            continue
+        raise TypeError(f"sample {row.get('__key__', '?')}: member {member} is a {type(value).__name__}, not PNG "
+                        "bytes; load the shards with features=defocuskit.data.hf_features() (datasets.Image "
+                        "decodes through PIL, which turns 16-bit PNGs into 8-bit)")
+
+
+def hf_decode(example: Mapping[str, Any]) -> dict[str, Any]:
+    """A `datasets` row of `hf_features()` -> {key, sharp, blur, coc, blurmask, meta} (as `decode_sample`):
+    RGB uint8 / uint16 arrays as stored (None for members the sample lacks), coc float32 in pixels,
+    blurmask uint8, meta with None where unknown.
+
+    Takes one row (`ds.map`, `IterableDataset.map`) or a batch, a dict of lists (`ds.with_transform`,
+    `map(batched=True)`), and returns the same shape."""
+    if isinstance(example.get("__key__"), list):
+        columns = list(example)
+        rows = [dict(zip(columns, values)) for values in zip(*(example[c] for c in columns))]
+        decoded = [hf_decode(row) for row in rows]
+        return {k: [d[k] for d in decoded] for k in DECODED}
+    _check_members(example)
+    return decode_sample(example)

@@ -1,0 +1,136 @@
+"""What ingest does to a decoded sample before it is encoded (pure functions): --max-side, --bit-depth,
+--patch/--stride, --min-sharpness, the shape checks, and the metadata as written."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import cv2
+import numpy as np
+
+from defocuskit.data.sample import META_KEYS, IngestOptions, RejectError, Sample, Task
+from defocuskit.images import bit_depth, to_float
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Edge measure of an RGB image: the mean gradient magnitude of its luminance.
+
+    Luminance Y is the channel mean in [0, 1]; the gradient uses central differences (np.gradient),
+    so the result is in [0, ~0.7]: about 0 for a flat patch, 0.01-0.05 for textured photo patches.
+    DPDNet (Abuolaim & Brown 2020) likewise drops its flattest training patches by sharpness energy.
+    """
+    y = to_float(image).mean(axis=2)
+    gy, gx = np.gradient(y)
+    return float(np.mean(np.hypot(gx, gy)))
+
+
+def resize_max_side(sample: Sample, max_side: int | None) -> Sample:
+    """Downscale (INTER_AREA) so the longer side is at most `max_side`; coc diameters scale along, a
+    blur map is averaged and thresholded again at 128 (it stays 0/255)."""
+    h, w = sample.image.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return sample
+    scale = max_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def shrink(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+
+    coc = shrink(sample.coc)
+    if coc is not None:
+        coc = coc.astype(np.float32) * np.float32(0.5 * (size[0] / w + size[1] / h))
+    mask = shrink(sample.blurmask)
+    if mask is not None:
+        mask = np.where(mask >= 128, 255, 0).astype(np.uint8)
+    return replace(sample, sharp=shrink(sample.sharp), blur=shrink(sample.blur), coc=coc, blurmask=mask)
+
+
+def convert_bit_depth(sample: Sample, depth: str) -> Sample:
+    """"auto" keeps the arrays' sample type; "8" / "16" convert (x / 257 rounded, or x * 257)."""
+    if depth == "auto":
+        return sample
+    if depth not in ("8", "16"):
+        raise ValueError(f"bit depth must be auto, 8 or 16, got {depth!r}")
+
+    def conv(a: np.ndarray | None) -> np.ndarray | None:
+        if a is None:
+            return None
+        if depth == "8" and a.dtype == np.uint16:
+            return np.rint(a / 257.0).astype(np.uint8)
+        if depth == "16" and a.dtype == np.uint8:
+            return a.astype(np.uint16) * np.uint16(257)
+        return a
+
+    return replace(sample, sharp=conv(sample.sharp), blur=conv(sample.blur))
+
+
+def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[Sample]:
+    """Aligned `patch` x `patch` crops of blur/sharp/coc/blurmask every `stride` pixels; keys get `/p{y}_{x}`."""
+    stride = stride or patch
+    h, w = sample.image.shape[:2]
+    if h < patch or w < patch:
+        raise RejectError(str(sample.meta.get("origin") or sample.key),
+                          f"image {w}x{h} is smaller than the {patch}px patch")
+    out = []
+    for y in range(0, h - patch + 1, stride):
+        for x in range(0, w - patch + 1, stride):
+            win = (slice(y, y + patch), slice(x, x + patch))
+            out.append(Sample(
+                key=f"{sample.key}/p{y}_{x}", sharp=None if sample.sharp is None else sample.sharp[win],
+                meta=dict(sample.meta), blur=None if sample.blur is None else sample.blur[win],
+                coc=None if sample.coc is None else sample.coc[win],
+                blurmask=None if sample.blurmask is None else sample.blurmask[win],
+            ))
+    return out
+
+
+def postprocess(sample: Sample, opts: IngestOptions) -> tuple[list[Sample], int]:
+    """--max-side, --bit-depth, --patch/--stride and --min-sharpness; returns (samples, flat ones dropped).
+
+    --min-sharpness judges the sharp reference; blur-map samples have none and are all kept."""
+    sample = convert_bit_depth(resize_max_side(sample, opts.max_side), opts.bit_depth)
+    pieces = cut_patches(sample, opts.patch, opts.stride) if opts.patch else [sample]
+    if opts.min_sharpness is None:
+        return pieces, 0
+    kept = [p for p in pieces if p.sharp is None or sharpness(p.sharp) >= opts.min_sharpness]
+    return kept, len(pieces) - len(kept)
+
+
+def finalize_meta(sample: Sample, task: Task) -> dict[str, Any]:
+    """Every schema key, with source/split/scene from the task where the source left them out, origin
+    from the task's files where the source gave none, and height/width/bit_depth from the arrays as
+    written (the blurred photo in a blur-map sample)."""
+    meta = {k: sample.meta.get(k) for k in META_KEYS}
+    meta.update({k: v for k, v in sample.meta.items() if k not in meta})
+    for k in ("source", "split", "scene"):
+        if meta[k] is None:
+            meta[k] = getattr(task, k)
+    if not meta["origin"] and task.files:
+        meta["origin"] = list(task.files.values())
+    meta["height"], meta["width"] = int(sample.image.shape[0]), int(sample.image.shape[1])
+    meta["bit_depth"] = bit_depth(sample.image)
+    return meta
+
+
+def check_sample(sample: Sample) -> None:
+    """ValueError for a sample whose arrays or key the shard writer cannot take, saying what is wrong."""
+    for role, a in (("sharp", sample.sharp), ("blur", sample.blur)):
+        if a is None:
+            continue
+        if a.dtype not in (np.uint8, np.uint16) or a.ndim != 3 or a.shape[2] != 3:
+            raise ValueError(f"{role} must be RGB uint8/uint16, got {a.dtype} {a.shape}")
+    if sample.sharp is None:
+        if sample.blur is None or sample.blurmask is None:
+            raise ValueError("a sample without a sharp reference must be a blur-map sample (blur and blurmask)")
+    elif sample.blur is not None and (sample.blur.shape, sample.blur.dtype) != (sample.sharp.shape, sample.sharp.dtype):
+        raise ValueError(f"blur {sample.blur.shape} {sample.blur.dtype} and sharp {sample.sharp.shape} "
+                         f"{sample.sharp.dtype} differ")
+    if sample.coc is not None and sample.coc.shape != sample.image.shape[:2]:
+        raise ValueError(f"coc {sample.coc.shape} does not match the image {sample.image.shape[:2]}")
+    mask = sample.blurmask
+    if mask is not None and (mask.dtype != np.uint8 or mask.shape != sample.image.shape[:2]):
+        raise ValueError(f"blurmask {sample.blurmask.dtype} {sample.blurmask.shape} must be uint8 of the image's "
+                         f"size {sample.image.shape[:2]}")
+    if "." in sample.key:
+        raise ValueError(f"sample key {sample.key!r} contains '.'")

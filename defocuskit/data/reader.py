@@ -1,0 +1,157 @@
+"""Reading a shard folder (DESIGN.md section 2): the manifest, shard specs, and samples decoded with 16 bits kept.
+
+`decode_sample` gives the Python view of a sample's metadata (`metadata.to_python`: every schema key,
+None where unknown) for shards of format 1 (null for unknown) and 2 (the fixed schema); the writer
+side is `shards`, which re-exports everything here.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tarfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defocuskit.data import metadata
+from defocuskit.images import decode_image
+
+MANIFEST = "manifest.json"
+COC_SCALE = 256.0  # coc.png stores the circle-of-confusion diameter in pixels x 256, 16-bit
+
+
+class ShardError(RuntimeError):
+    """A shard folder or shard spec that cannot be used; the message names it."""
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of a shard folder."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no manifest (not a shard folder written by `defocuskit ingest`?)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ShardError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def _expand_braces(spec: str) -> list[str]:
+    from braceexpand import braceexpand
+
+    return list(braceexpand(spec))
+
+
+def _split_of(url: str) -> str:
+    return os.path.basename(url).rsplit("-", 1)[0]
+
+
+def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
+    """Shard paths from a shard folder, a glob pattern or a brace pattern ("shards/train-{000000..000003}.tar").
+
+    A folder uses its manifest (or globs `*.tar` without one); `split` keeps the shards of that split.
+    Remote specs (`pipe:`, `s3://`, ...) are brace-expanded but not checked.
+    """
+    text = str(spec)
+    remote = text.startswith("pipe:") or "://" in text
+    path = Path(text)
+    if not remote and path.is_dir():
+        if (path / MANIFEST).is_file():
+            urls = [str(path / s["name"]) for s in read_manifest(path)["shards"]]
+        else:
+            urls = sorted(glob.glob(str(path / "*.tar")))
+    elif remote:
+        urls = _expand_braces(text)
+    else:
+        urls, missing = [], []
+        for pattern in _expand_braces(text):
+            if glob.has_magic(pattern):
+                urls.extend(sorted(glob.glob(pattern)))
+            elif os.path.exists(pattern):
+                urls.append(pattern)
+            else:
+                missing.append(pattern)
+        if urls and missing:
+            raise FileNotFoundError(f"{spec}: {len(missing)} shard(s) missing, e.g. {missing[0]}")
+    if split is not None:
+        urls = [u for u in urls if _split_of(u) == split]
+    if not urls:
+        raise FileNotFoundError(f"no shards match {spec!s}" + (f" (split {split!r})" if split else ""))
+    return urls
+
+
+def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A raw WebDataset sample (bytes members) -> {key, sharp, blur, coc, blurmask, meta}; 16-bit PNGs stay 16-bit.
+
+    `coc` is float32 (H, W) in pixels (or None), `blur` is None for sharp-only samples; `meta` is the Python
+    view of the metadata (`metadata.to_python`: every schema key, None where unknown, shard formats 1 and 2;
+    the `json` member may be bytes, text or an already parsed dict, e.g. a `datasets` row). Blur-map samples
+    (blur.png + blurmask.png, no sharp.png; e.g. CUHK blur detection) give `sharp` None and `blurmask`
+    uint8 (H, W), 255 = blurred (out of focus), 0 = in focus; every other sample gives `blurmask` None.
+    A sample with neither sharp.png nor blur.png + blurmask.png is a ShardError naming its key.
+    """
+    key = raw.get("__key__", "<unknown>")
+
+    def member(name: str) -> Any:
+        value = raw.get(name)
+        if isinstance(value, Mapping) and "bytes" in value:  # datasets' Image(decode=False)
+            value = value["bytes"]
+        return value
+
+    sharp, blur, mask = member("sharp.png"), member("blur.png"), member("blurmask.png")
+    if sharp is None and (blur is None or mask is None):
+        raise ShardError(f"sample {key}: no sharp.png member (nor blur.png + blurmask.png of a blur-map sample)")
+    meta = member("json")
+    if isinstance(meta, (bytes, bytearray, str)):
+        meta = json.loads(meta)
+    coc = member("coc.png")
+    return {
+        "key": key,
+        "sharp": None if sharp is None else decode_image(sharp, f"{key}.sharp.png"),
+        "blur": None if blur is None else decode_image(blur, f"{key}.blur.png"),
+        "coc": None if coc is None else decode_image(coc, f"{key}.coc.png").astype(np.float32) / COC_SCALE,
+        "blurmask": None if mask is None else decode_blurmask(mask, f"{key}.blurmask.png"),
+        "meta": metadata.to_python(meta if isinstance(meta, Mapping) else None),
+    }
+
+
+def decode_blurmask(data: bytes, name: str) -> np.ndarray:
+    """blurmask.png bytes -> uint8 (H, W), 255 = blurred, 0 = in focus (a stray colour PNG is reduced to grey)."""
+    mask = decode_image(data, name)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if mask.dtype == np.uint16:
+        mask = (mask >> 8).astype(np.uint8)
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def iter_raw(url: str) -> Iterator[dict[str, Any]]:
+    """Raw samples of one local tar shard, grouped by key as WebDataset groups them."""
+    current: dict[str, Any] = {}
+    with tarfile.open(url, "r") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            base = os.path.basename(info.name)
+            if "." not in base:
+                continue
+            stem, ext = base.split(".", 1)
+            key = os.path.join(os.path.dirname(info.name), stem)
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            current["__key__"] = key
+            current["__url__"] = url
+            current[ext] = tar.extractfile(info).read()
+    if current:
+        yield current
+
+
+def iter_samples(spec: str | Path, split: str | None = None) -> Iterator[dict[str, Any]]:
+    """Decoded samples of the shards that `spec` names, in shard order."""
+    for url in shard_urls(spec, split):
+        for raw in iter_raw(url):
+            yield decode_sample(raw)

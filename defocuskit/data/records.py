@@ -1,0 +1,71 @@
+"""What ingest writes about its work besides the shards: each shard's record (sample counts by source and
+f-number, rejects, flat patches dropped) and the error of a plan that yields no sample."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from defocuskit.data import shards
+from defocuskit.data.plan import Group
+from defocuskit.data.sample import IngestError
+from defocuskit.data.sources import OPTION_OF
+
+
+def shard_record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropped: int = 0) -> dict[str, Any]:
+    """The record of a completed shard: `counts` maps (source, f-number key) to samples written."""
+    by_source, by_f = Counter(), Counter()
+    for (src, f), n in counts.items():
+        by_source[src] += n
+        by_f[f] += n
+    return {
+        "name": g.name, "split": g.split, "fingerprint": g.fingerprint, "tasks": len(g.tasks),
+        "samples": sum(counts.values()), "by_source": dict(sorted(by_source.items())),
+        "by_f_number": dict(sorted(by_f.items(), key=lambda kv: shards.f_sort_key(kv[0]))),
+        "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
+        "rejects": rejects, "dropped": dropped,
+    }
+
+
+def no_sample_error(out: Path, plan: Mapping[str, str], options: Mapping[str, Any], sources: Mapping[str, Path],
+                    n_tasks: int) -> IngestError:
+    """The error of a plan that yields no sample, written into the manifest ("complete": false)."""
+    manifest = shards.regenerate(out, plan, options)  # rejects.jsonl of every part, merged
+    rejects_file = out / shards.REJECTS
+    rejects = [json.loads(line) for line in rejects_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    message = no_sample_message(sources, n_tasks, rejects, manifest.get("dropped_flat", 0), rejects_file,
+                                options.get("min_sharpness"))
+    shards.regenerate(out, plan, options, error=message)
+    return IngestError(message)
+
+
+def no_sample_message(sources: Mapping[str, Path], n_tasks: int, rejects: list[dict[str, Any]], dropped: int,
+                      rejects_file: Path, min_sharpness: float | None = None) -> str:
+    """Why no sample was written: no inputs, every input rejected (with the most common reason), or
+    every patch flatter than --min-sharpness."""
+    where = ", ".join(f"{OPTION_OF.get(n, n)} {p}" for n, p in sources.items())
+    see = f"see {rejects_file}"
+    roots = {str(Path(p)) for p in sources.values()}
+    if n_tasks == 0 and all(r["file"] in roots for r in rejects):
+        why = "; ".join(r["reason"] for r in rejects)
+        return f"no sample written: no inputs found under {where}" + (f" ({why})" if why else "")
+    if n_tasks == 0:
+        head = f"no sample written: all {len(rejects)} inputs under {where} rejected while listing ({see})"
+    elif rejects and not dropped:
+        head = f"no sample written: {n_tasks} inputs, all rejected ({see})"
+    elif dropped and not rejects:
+        head = (f"no sample written: all {dropped} patches of the {n_tasks} inputs are flatter than "
+                f"--min-sharpness {min_sharpness}")
+    elif dropped:
+        head = (f"no sample written: {n_tasks} inputs, {len(rejects)} rejected ({see}), the {dropped} patches "
+                f"of the others all flatter than --min-sharpness {min_sharpness}")
+    else:
+        head = f"no sample written: the sources gave no sample for their {n_tasks} inputs under {where}"
+    if not rejects:
+        return head
+    reason, count = Counter(r["reason"] for r in rejects).most_common(1)[0]
+    example = next(r["file"] for r in rejects if r["reason"] == reason)
+    return f"{head}; most common reason ({count} of {len(rejects)}): {reason} (e.g. {example})"
