@@ -1,0 +1,373 @@
+"""The public Python API: `defocuskit.load(...)` gives a DeblurModel that deblurs numpy images and torch tensors.
+
+    import defocuskit
+    model = defocuskit.load("runs/nafnet-tiny/model.safetensors")   # a model file, a save_pretrained folder, a Hub id
+    sharp = model.deblur(image)   # numpy (H, W, C) / (H, W): uint8, uint16, float in [0, 1]; (B)CHW tensors
+
+Images come back in the container, dtype, shape and (tensors) device they came in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import defocuskit
+from defocuskit import hub, optics
+from defocuskit.devices import resolve_device
+from defocuskit.images import from_float
+from defocuskit.infer import resolve_sampler, restore_image, sampler_settings
+from defocuskit.train.export import load_model
+from defocuskit.train.recipe import recipe_to_dict, recipe_to_yaml
+
+Image = np.ndarray | torch.Tensor
+FLOAT_TOLERANCE = 1e-3  # float inputs may stray this far outside [0, 1] (resampling, rounding); they are clipped
+_INT_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+# ------------------------------------------------------------------------------------ images in and out
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How an input image came: to give the result back the same way."""
+
+    kind: str  # "numpy" or "tensor"
+    shape: tuple[int, ...]
+    dtype: Any
+    device: Any = None
+
+
+def _to_unit(arr: np.ndarray, dtype_name: str) -> np.ndarray:
+    """Integer samples scaled by their full range, floats checked to be in [0, 1]: float32."""
+    if arr.size == 0:
+        raise ValueError(f"image: empty ({arr.shape})")
+    scale = _INT_SCALES.get(arr.dtype)
+    if scale is not None:
+        return arr.astype(np.float32) / np.float32(scale)
+    if arr.dtype.kind != "f":
+        raise ValueError(f"image: unsupported dtype {dtype_name} (uint8, uint16, or float in [0, 1])")
+    x = arr.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError(f"image: {dtype_name} values hold NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -FLOAT_TOLERANCE or hi > 1.0 + FLOAT_TOLERANCE:
+        hint = " (8-bit values as floats? divide by 255)" if hi > 1.5 else ""
+        raise ValueError(f"image: {dtype_name} values must be in [0, 1]; found [{lo:.6g}, {hi:.6g}]{hint}")
+    return np.clip(x, 0.0, 1.0)
+
+
+def _read_input(image: Image) -> tuple[np.ndarray, _Layout]:
+    """(B, H, W, C) float32 in [0, 1] and the layout of `image` (numpy HxW / HxWxC, tensor CHW / BCHW)."""
+    if isinstance(image, np.ndarray):
+        shape = image.shape
+        if image.ndim == 2:
+            arr = image[None, :, :, None]
+        elif image.ndim == 3:
+            c = shape[2]
+            if c not in (1, 3):
+                hint = ("; it looks channels-first (C, H, W): pass image.transpose(1, 2, 0)" if shape[0] in (1, 3)
+                        else "; drop the alpha channel: image[..., :3]" if c == 4 else "")
+                raise ValueError(f"image: numpy shape {shape} has {c} channels in its last axis; expected (H, W, 1), "
+                                 f"(H, W, 3) or (H, W){hint}")
+            arr = image[None]
+        else:
+            raise ValueError(f"image: numpy shape {shape}; expected (H, W, C) with C 1 or 3, or (H, W)")
+        return _to_unit(arr, str(image.dtype)), _Layout("numpy", shape, image.dtype)
+    if isinstance(image, torch.Tensor):
+        shape = tuple(image.shape)
+        if image.dim() not in (3, 4):
+            hint = "; a grayscale (H, W) tensor: pass image[None]" if image.dim() == 2 else ""
+            raise ValueError(f"image: tensor shape {shape}; expected (C, H, W) or (B, C, H, W){hint}")
+        c = shape[-3]
+        if c not in (1, 3):
+            perm = "permute(2, 0, 1)" if image.dim() == 3 else "permute(0, 3, 1, 2)"
+            hint = f"; it looks channels-last: pass image.{perm}" if shape[-1] in (1, 3) else ""
+            raise ValueError(f"image: tensor shape {shape} has {c} channels in dim -3; expected 1 or 3 "
+                             f"(channels first: (C, H, W) or (B, C, H, W)){hint}")
+        t = image.detach()
+        if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+            t = t.float()  # float16 / bfloat16 have no numpy twin
+        arr = t.cpu().numpy()
+        arr = (arr[None] if arr.ndim == 3 else arr).transpose(0, 2, 3, 1)
+        return _to_unit(arr, str(image.dtype)), _Layout("tensor", shape, image.dtype, image.device)
+    raise TypeError(f"image: a numpy array or a torch tensor, got {type(image).__name__} "
+                    "(a PIL image: np.asarray(img))")
+
+
+def _write_output(out: np.ndarray, layout: _Layout) -> Image:
+    """(B, H, W, C) float results back in the layout, dtype and device of the input; integers rounded."""
+    out = np.clip(out, 0.0, 1.0)
+    if layout.kind == "numpy":
+        dtype = np.dtype(layout.dtype)
+        values = from_float(out, 8 if dtype == np.uint8 else 16) if dtype in _INT_SCALES else out.astype(dtype)
+        return np.ascontiguousarray(values.reshape(layout.shape))
+    if layout.dtype == torch.uint8 or layout.dtype == getattr(torch, "uint16", None):
+        values = from_float(out, 8 if layout.dtype == torch.uint8 else 16)
+    else:
+        values = out.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(values.transpose(0, 3, 1, 2)))
+    t = t[0] if len(layout.shape) == 3 else t
+    return t.to(device=layout.device, dtype=layout.dtype)
+
+
+def _plain(key: str, value: Any) -> str:
+    """A sampler setting as the YAML text `sampler.KEY=VALUE` carries."""
+    try:
+        return json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else list(o))
+    except TypeError:
+        raise ValueError(f"sampler setting {key}={value!r}: not a number, string, bool, None or list") from None
+
+
+# ------------------------------------------------------------------------------------ the model
+
+
+class DeblurModel:
+    """An exported defocuskit model, loaded and ready: `deblur` images (or `coc_map` for a defocus-map model),
+    `save_pretrained` / `push_to_hub` in the Hub layout. Build it with `defocuskit.load`."""
+
+    def __init__(self, model_file: str | Path, *, device: str = "auto", config: dict[str, Any] | None = None,
+                 source: str | None = None):
+        self.device = resolve_device(device)
+        self.path = Path(model_file)
+        self.source = source or str(self.path)
+        self._method, self._recipe, self._net = load_model(self.path, device=self.device)
+        if config is not None and config.get("method") != self._method.name:
+            raise ValueError(f"{self.source}: config.json names a '{config.get('method')}' model, but "
+                             f"{self.path.name} holds a '{self._method.name}' model")
+        self._eval = (config or {}).get("eval")
+        self._default = self._method.resolve_sampler(self._recipe.sampler)
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, **kwargs: Any) -> DeblurModel:
+        """The same as `defocuskit.load(source, ...)`."""
+        return load(source, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"DeblurModel(method={self.method!r}, source={self.source!r}, device={self.device!r})"
+
+    @property
+    def method(self) -> str:
+        """The method's name (hidd, rddm, nafnet, defocus-map, ...)."""
+        return self._method.name
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The resolved training recipe, as plain data."""
+        return recipe_to_dict(self._recipe)
+
+    @property
+    def output(self) -> str:
+        """"image" (deblur), or "defocus_map" (coc_map: a circle-of-confusion estimator)."""
+        return self._method.output
+
+    @property
+    def channels(self) -> int:
+        """The channels the network was trained on (1: colour images go through channel by channel)."""
+        return int(self._recipe.data.channels)
+
+    @property
+    def sampler(self) -> dict[str, Any]:
+        """The default sampler settings as they run (what `deblur` uses without sampler options)."""
+        return self.sampler_info()["settings"]
+
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per tile with the default sampler."""
+        return self.sampler_info()["nfe"]
+
+    def sampler_info(self, *, sampler: str | None = None, steps: int | None = None, **settings: Any) -> dict[str, Any]:
+        """The sampler as `deblur` with these options would run it: settings, nfe, needs (and timesteps where set)."""
+        return sampler_settings(self._method, self._sampler_cfg(sampler, steps, settings), self._recipe.objective)
+
+    def _sampler_cfg(self, sampler: str | None, steps: int | None, settings: dict[str, Any]) -> Any:
+        if sampler is None and steps is None and not settings:
+            return self._default
+        cfg = self._recipe.sampler
+        known = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
+        listing = ", ".join(sorted(known)) or "none"
+        for key, value in settings.items():
+            if key not in known:
+                raise ValueError(f"{key}={value!r}: the '{self.method}' sampler has no setting '{key}' "
+                                 f"(known: {listing})")
+        if steps is not None and "steps" not in known:
+            raise ValueError(f"steps={steps}: the '{self.method}' sampler has no 'steps' setting (known: {listing})")
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be positive, got {steps}")
+        if sampler is not None and "name" not in known:
+            raise ValueError(f"sampler={sampler!r}: the '{self.method}' model has no named samplers")
+        sets = [f"sampler.{k}={_plain(k, v)}" for k, v in settings.items()]
+        return self._method.resolve_sampler(resolve_sampler(self._recipe, steps, name=sampler, sets=sets))
+
+    def deblur(self, image: Image, *, steps: int | None = None, sampler: str | None = None, seed: int = 0,
+               tile: int | None = None, overlap: int | None = None, max_tile_pixels: int | None = None,
+               batch: int | None = None, coc: Image | DeblurModel | None = None, f_number: float | None = None,
+               progress: bool = False, **sampler_settings: Any) -> Image:
+        """Deblur `image`; returns the same container type, dtype, shape and device (integers rounded, floats clipped
+        to [0, 1]).
+
+        `image`: numpy (H, W, 3), (H, W, 1) or (H, W) as uint8, uint16 or float in [0, 1]; a torch tensor
+        (C, H, W) or (B, C, H, W) (channels always in dim -3), float in [0, 1] or uint8. A batch is deblurred
+        image by image, each as a single call would. `steps`, `sampler` (a name) and any sampler setting as a
+        keyword (`zeta=0.5`) change the sampler, checked like `--set sampler.KEY=VALUE`. A sampler that
+        needs a circle-of-confusion map takes `coc`: a map in pixels ((H, W), (1, H, W) or (B, 1, H, W)) or a
+        defocus-map DeblurModel, or `f_number` (one CoC per image from the thin lens). `tile`, `overlap`,
+        `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.infer.restore_image's (a convolutional
+        model runs whole images within a memory budget); `seed` seeds the sampler noise.
+        """
+        if self.output != "image":
+            raise ValueError(f"this '{self.method}' model estimates circle-of-confusion maps, not sharp images: "
+                             "use model.coc_map(image)")
+        cfg = self._sampler_cfg(sampler, steps, sampler_settings)
+        needs_coc = "coc" in self._method.needs(cfg)
+        images, layout = _read_input(image)
+        if not needs_coc and (coc is not None or f_number is not None):
+            given = "coc" if coc is not None else "f_number"
+            raise ValueError(f"{given}= is for samplers that need a circle-of-confusion map; the '{self.method}' "
+                             "model with these settings does not use one")
+        if needs_coc and coc is None and f_number is None:
+            raise ValueError(f"the '{self.method}' model with these sampler settings needs a circle-of-confusion map: "
+                             "pass coc= (a map in pixels, or a defocus-map model from defocuskit.load) or f_number=")
+        maps = _coc_maps(coc, f_number, images)
+        options = {"seed": seed, "tile": tile, "overlap": overlap, "max_tile_pixels": max_tile_pixels, "batch": batch,
+                   "progress": progress}
+        out = np.stack([self._restore(x, cfg, m, **options) for x, m in zip(images, maps)])
+        return _write_output(out, layout)
+
+    def coc_map(self, image: Image, *, tile: int | None = None, overlap: int | None = None,
+                max_tile_pixels: int | None = None, batch: int | None = None, progress: bool = False) -> Image:
+        """A defocus-map model's circle-of-confusion map of `image`, in pixels, float32: (H, W) numpy for a numpy
+        image; for a tensor (1, H, W) or (B, 1, H, W) on its device."""
+        if self.output != "defocus_map":
+            raise ValueError(f"this '{self.method}' model deblurs images: use model.deblur(image); coc_map needs a "
+                             "defocus-map model (recipes/defocus-map.yaml)")
+        images, layout = _read_input(image)
+        maps = np.stack([self._estimate(x, tile=tile, overlap=overlap, max_tile_pixels=max_tile_pixels, batch=batch,
+                                        progress=progress) for x in images])
+        if layout.kind == "numpy":
+            return maps[0]
+        t = torch.from_numpy(maps[:, None])
+        return (t[0] if len(layout.shape) == 3 else t).to(layout.device)
+
+    def _restore(self, x: np.ndarray, cfg: Any, coc: np.ndarray | None, *, seed: int = 0, progress: bool = False,
+                 **tiling: int | None) -> np.ndarray:
+        """One (H, W, C) float image through restore_image; gray in, gray out (a colour model sees it as RGB)."""
+        gray = x.shape[2] == 1
+        net_in = np.repeat(x, 3, axis=2) if gray and self.channels == 3 else x
+        given = {k: v for k, v in tiling.items() if v is not None}  # else restore_image's defaults
+        out = restore_image(self._method, self._recipe, self._net, net_in, seed=seed, device=self.device,
+                            progress=progress, sampler_cfg=cfg, coc=coc, **given)
+        return out.mean(axis=2, keepdims=True) if gray and out.shape[2] != 1 else out
+
+    def _estimate(self, x: np.ndarray, **options: Any) -> np.ndarray:
+        """The (H, W) float32 CoC map (pixels, >= 0) of one float (H, W, C) image by this defocus-map model."""
+        out = self._restore(x, self._default, None, **options)[:, :, 0]
+        return np.clip(out, 0.0, None).astype(np.float32)
+
+    # ------------------------------------------------------------------ the Hub layout
+
+    def _config(self, ev: dict[str, Any] | None) -> dict[str, Any]:
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+        info = self.sampler_info()
+        return {
+            "format": hub.HUB_FORMAT, "library_name": "defocuskit", "model_file": hub.MODEL_FILE,
+            "model_format": meta.get("format"), "sha256": hub.file_sha256(self.path),
+            "method": self.method, "output": self.output, "channels": self.channels,
+            "image_size": int(self._recipe.data.image_size),
+            "exported_with": meta.get("defocuskit_version"), "defocuskit_version": defocuskit.__version__,
+            "sampler": info["settings"], "nfe": info["nfe"], "needs": info["needs"], "timesteps": info.get("timesteps"),
+            "recipe": self.recipe, "eval": ev,
+        }
+
+    def _write(self, folder: str | Path, report: str | Path | None, report_label: str | None,
+               repo_id: str | None) -> Path:
+        if report is None and report_label is not None:
+            raise ValueError("report_label= names a checkpoint of a report: give report= too")
+        ev = hub.eval_from_report(report, self.path, self.method, report_label) if report is not None else self._eval
+        return hub.write_folder(folder, self.path, self._config(ev), recipe_to_yaml(self._recipe), repo_id)
+
+    def save_pretrained(self, folder: str | Path, report: str | Path | None = None, *,
+                        report_label: str | None = None) -> Path:
+        """Write the Hub layout into `folder`: model.safetensors (this model file, unchanged), config.json,
+        recipe.yaml, README.md (model card). `report`: a `defocuskit eval` report.json (or its folder) whose rows
+        for this model (found by path, or by `report_label`) go into the card; without one, the rows this model
+        was loaded with (if any) are kept. Returns the folder."""
+        return self._write(folder, report, report_label, None)
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload defocuskit model", report: str | Path | None = None,
+                    report_label: str | None = None) -> Any:
+        """save_pretrained into a temporary folder, create the Hub model repo `repo_id` if needed and upload the
+        folder; returns huggingface_hub's CommitInfo (its .commit_url, .oid)."""
+        with tempfile.TemporaryDirectory(prefix="defocuskit-hub-") as tmp:
+            folder = self._write(Path(tmp) / "model", report, report_label, repo_id)
+            return hub.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
+
+
+def _coc_maps(coc: Image | DeblurModel | None, f_number: float | None, images: np.ndarray) -> list[np.ndarray | None]:
+    """One (H, W) float32 CoC map (pixels) per image of the (B, H, W, C) batch, or Nones without a source."""
+    n, h, w = images.shape[:3]
+    if coc is not None and f_number is not None:
+        raise ValueError("give coc= or f_number=, not both")
+    if coc is None and f_number is None:
+        return [None] * n
+    if f_number is not None:
+        if not float(f_number) > 0:
+            raise ValueError(f"f_number must be positive, got {f_number}")
+        value = optics.coc_from_metadata({"f_number": float(f_number), "key": "image"}, w)
+        return [np.full((h, w), value, np.float32)] * n
+    if isinstance(coc, DeblurModel):
+        if coc.output != "defocus_map":
+            raise ValueError(f"coc=: a '{coc.method}' model, not a defocus-map model (recipes/defocus-map.yaml)")
+        return [coc._estimate(x) for x in images]
+    if isinstance(coc, torch.Tensor):
+        arr = coc.detach().float().cpu().numpy()
+    elif isinstance(coc, np.ndarray):
+        arr = coc.astype(np.float32)
+    else:
+        raise TypeError(f"coc=: a numpy array, a torch tensor or a defocus-map DeblurModel, got {type(coc).__name__}")
+    if arr.ndim == 2:
+        per = arr[None]
+    elif arr.ndim == 3 and arr.shape[0] == 1:
+        per = arr
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        per = arr[:, :, 0][None]
+    elif arr.ndim == 4 and arr.shape[1] == 1:
+        per = arr[:, 0]
+    else:
+        raise ValueError(f"coc=: shape {arr.shape}; expected (H, W), (1, H, W) or (B, 1, H, W)")
+    if per.shape[1:] != (h, w) or per.shape[0] not in (1, n):
+        raise ValueError(f"coc=: shape {arr.shape} does not fit {n} image(s) of {h}x{w} (H x W)")
+    if not np.isfinite(per).all() or per.min() < 0:
+        raise ValueError("coc=: the map must be finite and >= 0 (circle-of-confusion diameters in pixels)")
+    return [per[i if per.shape[0] > 1 else 0] for i in range(n)]
+
+
+def load(source: str | Path, *, device: str = "auto", revision: str | None = None, token: str | bool | None = None,
+         cache_dir: str | Path | None = None) -> DeblurModel:
+    """Load a model: a `.safetensors` model file, a folder written by save_pretrained, or (where no local path has
+    that name) a Hub repo id (`owner/name`, at `revision`, fetched with huggingface_hub into its cache).
+    `device`: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps."""
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"load: a path or a Hub repo id, got {type(source).__name__}")
+    path = Path(source).expanduser()
+    if path.is_file() or path.is_dir():
+        if revision is not None:
+            kind = "file" if path.is_file() else "folder"
+            raise ValueError(f"revision= is for Hub repo ids; {source} is a local {kind}")
+        model_file, config = (path, None) if path.is_file() else hub.read_folder(path)
+        return DeblurModel(model_file, device=device, config=config, source=str(source))
+    if isinstance(source, str) and hub.looks_like_repo_id(source):
+        model_file, config = hub.read_folder(hub.download(source, revision=revision, token=token, cache_dir=cache_dir))
+        return DeblurModel(model_file, device=device, config=config, source=source)
+    raise FileNotFoundError(f"model not found: {source} (no such file or folder, and not a Hub repo id owner/name)")

@@ -1,0 +1,280 @@
+"""The Hugging Face Hub layout of a model: a folder with the model file, a config, the recipe and a model card.
+
+    model.safetensors   the defocuskit model file, byte for byte (weights + method + recipe in its metadata)
+    config.json         method, formats, versions, recipe, default sampler settings and NFE, eval rows if known
+    recipe.yaml         the resolved recipe
+    README.md           the model card (YAML front matter for the Hub, then what the model is and how to use it)
+
+Everything here is plain files and JSON; huggingface_hub is imported only to download or upload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import defocuskit
+from defocuskit.modelfile import MODEL_FILE_MODE
+
+HUB_FORMAT = "defocuskit-hub-1"
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+RECIPE_FILE = "recipe.yaml"
+CARD_FILE = "README.md"
+DOWNLOADED = [MODEL_FILE, CONFIG_FILE]  # what `load` fetches of a Hub repo (the card and recipe are for people)
+
+# One line per method for the card (DESIGN.md section 1).
+METHOD_DESCRIPTIONS = {
+    "hidd": "a score-based diffusion prior of sharp images (VE-SDE, NCSN++) that deblurs by sampling with data "
+            "consistency to the blurred input (Li et al., \"Real-world defocus deblurring via score-based diffusion "
+            "models\", Sci. Rep. 2025)",
+    "rddm": "a residual diffusion deblurring model: a pre-deblur NAFNet guided by a defocus map, then a residual DDIM "
+            "denoiser in a few steps (Feng et al., \"Residual Diffusion Deblurring Model for Single Image Defocus "
+            "Deblurring\", AAAI 2025)",
+    "jdrl": "a deblurring network trained on misaligned pairs through a reblurring module with per-pixel isotropic "
+            "kernels (Li et al., \"Reblurring-Guided Single Image Defocus Deblurring\")",
+    "nafnet": "the supervised NAFNet restoration baseline (Chen et al., \"Simple Baselines for Image Restoration\", "
+              "2022)",
+    "dncnn": "the DnCNN residual CNN (Zhang et al. 2017), trained on defocus pairs",
+    "ffdnet": "FFDNet (Zhang et al. 2018) with its level-map input fed a circle-of-confusion map",
+    "cyclegan": "an unpaired blurred-to-sharp CycleGAN generator (Zhu et al. 2017)",
+    "defocus-map": "a defocus-map estimator (SegFormer): it predicts the per-pixel circle-of-confusion diameter in "
+                   "pixels, not a sharp image",
+}
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def looks_like_repo_id(source: str) -> bool:
+    """True for `owner/name` (one slash, Hub characters, not a model file name)."""
+    return bool(_REPO_ID.match(source)) and not source.endswith(".safetensors") and ".." not in source
+
+
+def read_folder(folder: Path) -> tuple[Path, dict[str, Any] | None]:
+    """The model file of a save_pretrained folder and its config.json (None where there is none)."""
+    model_file = folder / MODEL_FILE
+    if not model_file.is_file():
+        present = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
+        raise FileNotFoundError(f"{folder}: no {MODEL_FILE} in this folder (found: {present}); a model folder is "
+                                "what `save_pretrained` writes, or give the .safetensors file itself")
+    config = None
+    config_file = folder / CONFIG_FILE
+    if config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{config_file}: not valid JSON ({exc})") from None
+        if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:
+            raise ValueError(f"{config_file}: not a defocuskit model config (format {HUB_FORMAT!r} expected)")
+    return model_file, config
+
+
+def download(repo_id: str, *, revision: str | None = None, token: str | bool | None = None,
+             cache_dir: str | Path | None = None) -> Path:
+    """The local folder of a Hub model repo's files (the model file and config.json), fetched or from the cache."""
+    import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = huggingface_hub.snapshot_download(
+            repo_id, revision=revision, token=token, cache_dir=cache_dir, allow_patterns=DOWNLOADED,
+            library_name="defocuskit", library_version=defocuskit.__version__)
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+        raise FileNotFoundError(f"'{repo_id}' is no local file or folder, and the Hub model repo '{repo_id}'"
+                                f"{f' at revision {revision}' if revision else ''} cannot be fetched: "
+                                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return Path(folder)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- eval rows
+
+
+def eval_from_report(report: str | Path, model_file: Path, method: str, label: str | None = None) -> dict[str, Any]:
+    """This model's rows of a `defocuskit eval` report.json, with the split, protocol and its settings.
+
+    The model is found among the report's checkpoints by `label` (its name in the report) or, without one,
+    by the checkpoint path (the same file as `model_file`).
+    """
+    report = Path(report)
+    if report.is_dir():
+        report = report / "report.json"
+    try:
+        data = json.loads(report.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"report not found: {report} (the report.json of `defocuskit eval --report DIR`)") \
+            from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{report}: not valid JSON ({exc})") from None
+    try:
+        protocol, rows = data["protocol"], data["rows"]
+        entries = {k: v for k, v in protocol["methods"].items() if v.get("kind") == "checkpoint"}
+    except (KeyError, TypeError, AttributeError):
+        raise ValueError(f"{report}: not a defocuskit eval report (needs protocol.methods and rows)") from None
+    listing = ", ".join(f"{k} ({v.get('path')})" for k, v in entries.items()) or "none"
+    if label is None:
+        matches = [k for k, v in entries.items() if _same_file(v.get("path"), model_file)]
+        if not matches:
+            raise ValueError(f"{report}: none of its checkpoints is {model_file} (checkpoints: {listing}); "
+                             "name the one that is this model with report_label=")
+        label = matches[0]
+    elif label not in entries:
+        raise ValueError(f"{report}: no checkpoint labelled '{label}' (checkpoints: {listing})")
+    entry = entries[label]
+    if entry.get("method") != method:
+        raise ValueError(f"{report}: checkpoint '{label}' is a '{entry.get('method')}' model, "
+                         f"this one a '{method}' model")
+    mine = [r for r in rows if r.get("method") == label and r.get("source") is None]  # pooled rows, not --by-source
+    if not mine:
+        raise ValueError(f"{report}: no rows for checkpoint '{label}'")
+    keep = ("f_number", "n", "psnr", "psnr_input", "psnr_gain", "ssim", "ssim_input", "ssim_gain", "mae", "lpips")
+    return {
+        "report": report.name, "label": label, "split": protocol.get("split"), "shards": protocol.get("shards"),
+        "psnr": protocol.get("psnr"), "ssim": protocol.get("ssim"), "grouping": protocol.get("grouping"),
+        "settings": {k: entry.get(k) for k in ("sampler", "nfe", "timesteps", "coc", "tile", "overlap", "seed")},
+        "rows": [{k: r.get(k) for k in keep} for r in mine],
+    }
+
+
+def _same_file(path: str | None, model_file: Path) -> bool:
+    if not path:
+        return False
+    try:
+        return Path(path).resolve() == model_file.resolve() or os.path.samefile(path, model_file)
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------- the folder
+
+
+def write_folder(folder: str | Path, model_file: Path, config: dict[str, Any], recipe_yaml: str,
+                 repo_id: str | None = None) -> Path:
+    """Write the Hub layout into `folder` (created; files replaced): the model file copied byte for byte, config.json,
+    recipe.yaml and README.md (whose example loads `repo_id`), every file 0644. Returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / MODEL_FILE
+    if not (dest.exists() and os.path.samefile(dest, model_file)):
+        tmp = folder / f".{MODEL_FILE}.tmp-{os.getpid()}"
+        try:
+            shutil.copyfile(model_file, tmp)
+            os.chmod(tmp, MODEL_FILE_MODE)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+    _write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, allow_nan=False) + "\n")
+    _write_text(folder / RECIPE_FILE, "# resolved recipe; retrain with: defocuskit train recipe.yaml\n" + recipe_yaml)
+    _write_text(folder / CARD_FILE, model_card(config, recipe_yaml, repo_id))
+    return folder
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.chmod(tmp, MODEL_FILE_MODE)
+    os.replace(tmp, path)
+
+
+def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = None) -> str:
+    """The README.md model card: Hub front matter, what the model is, how to load it, data, eval table, recipe."""
+    method = config["method"]
+    recipe = config["recipe"]
+    front = {"library_name": "defocuskit", "tags": ["defocus-deblurring", "image-to-image", method],
+             "pipeline_tag": "image-to-image"}
+    name = repo_id or "OWNER/NAME"
+    what = METHOD_DESCRIPTIONS.get(method, f"a '{method}' model")
+    is_map = config.get("output") == "defocus_map"
+    call = "coc = model.coc_map(image)                      # float32 (H, W): CoC diameter in pixels" if is_map else \
+        "sharp = model.deblur(image)                    # same type, dtype and shape as the input"
+    data = recipe.get("data") or {}
+    train = data.get("train")
+    shards = train if isinstance(train, list) else [train]
+    needs = config.get("needs") or []
+    lines = [
+        "---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
+        f"# defocuskit `{method}` model", "",
+        (f"A `{method}` model for single-image defocus deblurring, trained with "
+         f"defocuskit {config.get('exported_with') or ''}: {what}."), "",
+        "## Use", "",
+        "```python",
+        "import defocuskit",
+        "from defocuskit.images import read_image",
+        "",
+        f"model = defocuskit.load(\"{name}\")   # or a local folder / model.safetensors file",
+        "image = read_image(\"photo.png\")               # RGB uint8 / uint16; float in [0, 1], (B)CHW tensors too",
+        call,
+        "```",
+        "",
+        f"Input: {'one channel (colour images channel by channel)' if data.get('channels') == 1 else 'RGB'}, any size "
+        f"(tiled at the training size, {data.get('image_size')} px, where needed). "
+        f"Sampler: `{json.dumps(config.get('sampler') or {})}`, {config.get('nfe')} network evaluation(s) per tile."
+        + (" This sampler needs a circle-of-confusion map: `model.deblur(image, coc=map_or_defocus_map_model)` or "
+           "`f_number=N`." if "coc" in needs else ""),
+        "",
+        "## Training data", "",
+        "Shards named in the recipe (`data.train`): " + ", ".join(f"`{s}`" for s in shards)
+        + f"; {data.get('channels')} channel(s), {data.get('image_size')} px crops, "
+          f"{(recipe.get('train') or {}).get('max_steps')} steps.",
+        "",
+    ]
+    lines += _eval_section(config.get("eval"))
+    lines += ["## Recipe", "", "```yaml", recipe_yaml.rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any, digits: int, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _eval_section(ev: dict[str, Any] | None) -> list[str]:
+    if not ev:
+        return ["## Evaluation", "", ("No evaluation recorded (`save_pretrained(..., report=\"report/report.json\")` "
+                                      "adds the table from `defocuskit eval`)."), ""]
+    lines = ["## Evaluation", "",
+             (f"`defocuskit eval`, split `{ev.get('split')}` of `{ev.get('shards')}` (checkpoint "
+              f"`{ev.get('label')}`); grouping: {ev.get('grouping')}. PSNR: {ev.get('psnr')}. SSIM: {ev.get('ssim')}."),
+             "",
+             "| f/N | n | PSNR | input PSNR | gain | SSIM | input SSIM | gain |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in ev["rows"]:
+        f = "all" if r.get("f_number") is None else f"f/{r['f_number']:g}"
+        cells = [f, str(r.get("n")), _fmt(r.get("psnr"), 2), _fmt(r.get("psnr_input"), 2),
+                 _fmt(r.get("psnr_gain"), 2, True), _fmt(r.get("ssim"), 4), _fmt(r.get("ssim_input"), 4),
+                 _fmt(r.get("ssim_gain"), 4, True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    settings = ev.get("settings") or {}
+    coc = settings.get("coc") or {}
+    lines += ["", (f"Settings of that run: sampler `{json.dumps(settings.get('sampler'))}`, "
+                   f"NFE {settings.get('nfe')}, seed {settings.get('seed')}"
+                   + (f"; CoC map: {coc.get('description')}." if coc.get("description") else ".")), ""]
+    return lines
+
+
+def push_folder(folder: Path, repo_id: str, *, private: bool = False, token: str | bool | None = None,
+                commit_message: str = "Upload defocuskit model") -> Any:
+    """Create the Hub model repo if needed and upload `folder` to it; returns huggingface_hub's CommitInfo."""
+    import huggingface_hub
+
+    api = huggingface_hub.HfApi(token=token)
+    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    target = getattr(url, "repo_id", None) or repo_id
+    return api.upload_folder(repo_id=target, folder_path=str(folder), commit_message=commit_message, repo_type="model")

@@ -1,0 +1,464 @@
+"""The public API: defocuskit.load / DeblurModel.deblur dtype and layout round trips, sampler keywords, CoC maps,
+the Hub layout (save_pretrained / from_pretrained / push_to_hub, huggingface_hub monkeypatched), the README example."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import defocuskit
+from defocuskit import api
+from defocuskit.methods import get_method
+from defocuskit.modelfile import save_model
+from defocuskit.train.recipe import load_recipe, recipe_to_dict, resolve_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _export(path: Path, recipe_file: str, *, identity: bool = False) -> Path:
+    recipe = load_recipe(ROOT / "recipes" / recipe_file)
+    method = get_method(recipe.method)
+    torch.manual_seed(0)
+    net = method.build(recipe.model, recipe.objective, False)
+    if identity:  # NAFNet adds its input back: a zero last layer makes it the identity
+        torch.nn.init.zeros_(net.ending.weight)
+        torch.nn.init.zeros_(net.ending.bias)
+    save_model(path, net.state_dict(), recipe.method, recipe_to_dict(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("models")
+    recipe = resolve_recipe({"method": "defocus-map", "data": {"image_size": 32},
+                             "model": {"hidden_sizes": [8, 8, 8, 8], "depths": [1, 1, 1, 1],
+                                       "num_attention_heads": [1, 1, 1, 1], "decoder_hidden_size": 8}})
+    torch.manual_seed(0)
+    net = get_method("defocus-map").build(recipe.model, recipe.objective, False)
+    save_model(d / "coc.safetensors", net.state_dict(), "defocus-map", recipe_to_dict(recipe))
+    return {"nafnet": _export(d / "nafnet.safetensors", "nafnet-tiny.yaml"),
+            "identity": _export(d / "identity.safetensors", "nafnet-tiny.yaml", identity=True),
+            "hidd": _export(d / "hidd.safetensors", "hidd-tiny.yaml"),
+            "coc": d / "coc.safetensors"}
+
+
+@pytest.fixture(scope="module")
+def nafnet(files) -> api.DeblurModel:
+    return defocuskit.load(files["nafnet"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def hidd(files) -> api.DeblurModel:
+    return defocuskit.load(files["hidd"], device="cpu")
+
+
+def _rgb(h: int = 40, w: int = 52, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((h, w, 3), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------- dtypes and layouts
+
+
+def test_numpy_round_trips_type_dtype_shape(nafnet) -> None:
+    x = _rgb()
+    for image in (np.rint(x * 255).astype(np.uint8), np.rint(x * 65535).astype(np.uint16), x, x.astype(np.float64),
+                  x[:, :, :1].copy(), x[:, :, 0].copy(), np.rint(x[:, :, 0] * 255).astype(np.uint8)):
+        out = nafnet.deblur(image)
+        assert isinstance(out, np.ndarray) and out.dtype == image.dtype and out.shape == image.shape
+    out = nafnet.deblur(x)
+    assert out.min() >= 0 and out.max() <= 1 and np.abs(out - x).mean() > 1e-3  # random weights: not the input
+
+
+def test_integers_are_scaled_by_their_range(nafnet, files) -> None:
+    x = _rgb()
+    u8, u16 = np.rint(x * 255).astype(np.uint8), np.rint(x * 65535).astype(np.uint16)
+    ref8 = nafnet.deblur(u8.astype(np.float32) / 255)
+    assert np.array_equal(nafnet.deblur(u8), np.rint(ref8 * 255))  # scaled in by 1/255, rounded (not truncated) out
+    ref16 = nafnet.deblur(u16.astype(np.float32) / 65535)
+    assert np.array_equal(nafnet.deblur(u16), np.rint(ref16 * 65535))
+    identity = defocuskit.load(files["identity"], device="cpu")
+    assert np.array_equal(identity.deblur(u8), u8) and np.array_equal(identity.deblur(u16), u16)
+    t8 = torch.from_numpy(u8.transpose(2, 0, 1).copy())
+    assert torch.equal(identity.deblur(t8), t8)
+
+
+def test_gray_through_a_colour_model_comes_back_gray(nafnet) -> None:
+    gray = _rgb()[:, :, 0].copy()
+    expected = nafnet.deblur(np.repeat(gray[:, :, None], 3, axis=2)).mean(axis=2)
+    np.testing.assert_allclose(nafnet.deblur(gray), expected, atol=1e-6)
+    np.testing.assert_allclose(nafnet.deblur(gray[:, :, None])[:, :, 0], expected, atol=1e-6)
+
+
+def test_tensors_channels_first(nafnet) -> None:
+    x = _rgb(64, 48)
+    ref = nafnet.deblur(x)
+    chw = torch.from_numpy(x.transpose(2, 0, 1).copy())  # (3, 64, 48): read as C, H, W, never guessed from sizes
+    out = nafnet.deblur(chw)
+    assert out.shape == (3, 64, 48) and out.dtype == torch.float32 and out.device == chw.device
+    np.testing.assert_allclose(out.numpy().transpose(1, 2, 0), ref, atol=1e-6)
+    out64 = nafnet.deblur(chw.double())
+    assert out64.dtype == torch.float64 and out64.shape == chw.shape
+    with pytest.raises(ValueError, match=r"channels-last.*permute\(2, 0, 1\)"):
+        nafnet.deblur(torch.from_numpy(x))  # (64, 48, 3) HWC tensor
+    with pytest.raises(ValueError, match=r"permute\(0, 3, 1, 2\)"):
+        nafnet.deblur(torch.from_numpy(x)[None])
+
+
+def test_batch_equals_single_calls(nafnet) -> None:
+    images = [_rgb(32, 40, seed=s) for s in range(3)]
+    batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy())
+    out = nafnet.deblur(batch, seed=3)
+    assert out.shape == batch.shape and out.dtype == batch.dtype
+    for i, image in enumerate(images):
+        single = nafnet.deblur(torch.from_numpy(image.transpose(2, 0, 1).copy()), seed=3)
+        assert torch.equal(out[i], single)
+    u8 = (batch * 255).round().to(torch.uint8)
+    assert nafnet.deblur(u8).dtype == torch.uint8 and nafnet.deblur(u8).shape == u8.shape
+
+
+def test_batch_of_a_sampler_with_noise_equals_single_calls(hidd) -> None:
+    images = [_rgb(32, 32, seed=s) for s in range(2)]
+    batch = torch.from_numpy(np.stack(images).transpose(0, 3, 1, 2).copy())
+    out = hidd.deblur(batch, steps=1, consistency="identity", seed=5)
+    for i in range(2):
+        assert torch.equal(out[i], hidd.deblur(batch[i], steps=1, consistency="identity", seed=5))
+    assert not torch.equal(out[0], hidd.deblur(batch[0], steps=1, consistency="identity", seed=6))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_model_and_tensors(files) -> None:
+    model = defocuskit.load(files["nafnet"])  # auto: cuda here
+    assert model.device == "cuda"
+    x = _rgb(32, 40)
+    t = torch.from_numpy(x.transpose(2, 0, 1).copy()).to("cuda:0", torch.float16)
+    out = model.deblur(t)
+    assert out.device == t.device and out.dtype == torch.float16 and out.shape == t.shape
+    cpu = defocuskit.load(files["nafnet"], device="cpu").deblur(x)
+    np.testing.assert_allclose(out.float().cpu().numpy().transpose(1, 2, 0), cpu, atol=5e-3)  # fp16, TF32
+
+
+def test_bad_images_are_refused_clearly(nafnet) -> None:
+    x = _rgb()
+    with pytest.raises(ValueError, match=r"float32 values must be in \[0, 1\]; found \[0.0484398, 254.986\].*255"):
+        nafnet.deblur(x * 255)
+    low = x.copy()
+    low[3, 4, 1] = -0.25
+    with pytest.raises(ValueError, match=r"found \[-0\.25, "):
+        nafnet.deblur(low)
+    np.testing.assert_array_equal(nafnet.deblur(np.clip(x + 5e-4, 0, 1.0005)).shape, x.shape)  # within tolerance
+    bad = x.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        nafnet.deblur(bad)
+    with pytest.raises(ValueError, match="unsupported dtype int32"):
+        nafnet.deblur((x * 255).astype(np.int32))
+    with pytest.raises(ValueError, match=r"alpha channel: image\[\.\.\., :3\]"):
+        nafnet.deblur(np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"channels-first.*transpose\(1, 2, 0\)"):
+        nafnet.deblur(np.zeros((3, 40, 52), np.uint8))
+    with pytest.raises(TypeError, match="numpy array or a torch tensor, got list"):
+        nafnet.deblur([[0.0]])
+
+
+# --------------------------------------------------------------------------------- sampler keywords, CoC maps
+
+
+def test_sampler_keywords_reach_the_sampler(hidd, monkeypatch) -> None:
+    seen = []
+    real = api.restore_image
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["sampler_cfg"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "restore_image", spy)
+    x = _rgb(32, 40)
+    a = hidd.deblur(x, steps=2, consistency="identity", zeta=0.9, seed=1)
+    assert (seen[-1].steps, seen[-1].consistency, seen[-1].zeta, seen[-1].name) == (2, "identity", 0.9, "fast")
+    assert np.array_equal(a, hidd.deblur(x, steps=2, consistency="identity", zeta=0.9, seed=1))  # seeded
+    assert not np.array_equal(a, hidd.deblur(x, steps=2, consistency="identity", zeta=0.1, seed=1))
+    hidd.deblur(x, sampler="pc", steps=1, consistency="identity")
+    assert (seen[-1].name, seen[-1].steps) == ("pc", 1)
+    assert hidd.sampler["zeta"] == 0.3 and hidd.nfe == 40  # defaults untouched
+    assert hidd.sampler_info(steps=3, zeta=0.5)["settings"]["zeta"] == 0.5
+    with pytest.raises(ValueError, match=r"guidance=0\.3.*no setting 'guidance' \(known: .*zeta"):
+        hidd.deblur(x, guidance=0.3)
+    with pytest.raises(ValueError, match="zeta"):
+        hidd.deblur(x, consistency="identity", zeta="lots")
+    with pytest.raises(ValueError, match="needs a circle-of-confusion map"):
+        hidd.deblur(x, steps=2)  # the tiny recipe's physics consistency
+
+
+def test_tiling_options_pass_through_only_when_given(nafnet, monkeypatch) -> None:
+    seen = []
+    real = api.restore_image
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "restore_image", spy)
+    x = _rgb(40, 52)
+    whole = nafnet.deblur(x)
+    assert not {"tile", "overlap", "batch", "max_tile_pixels"} & set(seen[-1])  # restore_image's own defaults
+    tiled = nafnet.deblur(x, tile=32, overlap=8, batch=2, max_tile_pixels=4096)
+    assert {k: seen[-1][k] for k in ("tile", "overlap", "batch", "max_tile_pixels")} == \
+        {"tile": 32, "overlap": 8, "batch": 2, "max_tile_pixels": 4096}
+    assert tiled.shape == whole.shape and not np.array_equal(tiled, whole)
+
+
+def test_methods_without_steps_or_settings(nafnet) -> None:
+    x = _rgb(32, 32)
+    with pytest.raises(ValueError, match=r"steps=5: the 'nafnet' sampler has no 'steps' setting"):
+        nafnet.deblur(x, steps=5)
+    with pytest.raises(ValueError, match=r"eta=0\.1.*\(known: none\)"):
+        nafnet.deblur(x, eta=0.1)
+    with pytest.raises(ValueError, match="no named samplers"):
+        nafnet.deblur(x, sampler="fast")
+    with pytest.raises(ValueError, match="f_number= is for samplers that need"):
+        nafnet.deblur(x, f_number=2.8)
+
+
+def test_coc_from_f_number_a_map_or_a_defocus_map_model(hidd, files) -> None:
+    x = _rgb(32, 40)
+    by_f = hidd.deblur(x, steps=2, f_number=1.4)
+    assert by_f.shape == x.shape
+    assert not np.array_equal(by_f, hidd.deblur(x, steps=2, f_number=16))  # the CoC reaches physics consistency
+    from defocuskit import optics
+
+    flat = np.full((32, 40), optics.coc_from_metadata({"f_number": 1.4}, 40), np.float32)
+    assert np.array_equal(hidd.deblur(x, steps=2, coc=flat), by_f)
+    with pytest.raises(ValueError, match=r"does not fit 1 image\(s\) of 32x40"):
+        hidd.deblur(x, steps=2, coc=flat[:, :30])
+    with pytest.raises(ValueError, match="not both"):
+        hidd.deblur(x, steps=2, coc=flat, f_number=2)
+
+    coc_model = defocuskit.load(files["coc"], device="cpu")
+    assert coc_model.output == "defocus_map"
+    with pytest.raises(ValueError, match=r"model\.coc_map\(image\)"):
+        coc_model.deblur(x)
+    with pytest.raises(ValueError, match=r"use model\.deblur\(image\)"):
+        hidd.coc_map(x)
+    m = coc_model.coc_map(x)
+    assert m.shape == (32, 40) and m.dtype == np.float32 and m.min() >= 0 and m.max() > 0
+    t = torch.from_numpy(np.stack([x, x]).transpose(0, 3, 1, 2).copy())
+    mt = coc_model.coc_map(t)
+    assert mt.shape == (2, 1, 32, 40) and mt.dtype == torch.float32
+    np.testing.assert_allclose(mt[1, 0].numpy(), m, atol=1e-6)
+    assert np.array_equal(hidd.deblur(x, steps=2, coc=coc_model), hidd.deblur(x, steps=2, coc=m))
+
+
+def test_one_channel_model_deblurs_colour_channel_by_channel(hidd) -> None:
+    x = _rgb(32, 32)
+    out = hidd.deblur(x, steps=1, consistency="identity")
+    assert out.shape == x.shape
+    gray = hidd.deblur(x[:, :, 0].copy(), steps=1, consistency="identity")
+    assert gray.shape == (32, 32)
+
+
+# --------------------------------------------------------------------------------- load, devices, errors
+
+
+def test_load_errors_and_devices(files, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="model not found: runs/none/model.safetensors"):
+        defocuskit.load("runs/none/model.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"empty: no model.safetensors"):
+        defocuskit.load(tmp_path / "empty")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match=r"other.safetensors: no defocuskit metadata"):
+        defocuskit.load(tmp_path / "other.safetensors")
+    with pytest.raises(ValueError, match="revision= is for Hub repo ids"):
+        defocuskit.load(files["nafnet"], revision="main")
+    from defocuskit.devices import resolve_device
+
+    assert defocuskit.load(files["nafnet"]).device == resolve_device("auto")  # device="auto" by default
+    with pytest.raises(ValueError, match="warp9: not a device name"):
+        defocuskit.load(files["nafnet"], device="warp9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"cuda:1"):
+            defocuskit.load(files["nafnet"], device="cuda:1")
+
+
+def test_import_is_cheap_and_lists_the_api() -> None:
+    code = "import sys, defocuskit; print('torch' in sys.modules, sorted(dir(defocuskit)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False ['DeblurModel', '__version__', 'load']"
+    assert defocuskit.DeblurModel is api.DeblurModel and defocuskit.load is api.load
+    with pytest.raises(AttributeError, match="no attribute 'deblurr'"):
+        defocuskit.deblurr  # noqa: B018
+
+
+# --------------------------------------------------------------------------------- the Hub layout
+
+
+def _report(tmp_path: Path, model_file: Path) -> Path:
+    """A report.json as `defocuskit eval` writes it (rows from eval.report.aggregate), with this model and another."""
+    from defocuskit.eval.report import aggregate
+
+    images = []
+    for label, psnr in (("nafnet", 30.0), ("hidd", 20.0)):
+        for f, gain in ((2.8, 1.5), (2.8, 2.5), (8.0, 0.25)):
+            images.append({"method": label, "f_number": f, "psnr": psnr + gain, "psnr_input": psnr, "ssim": 0.8,
+                           "ssim_input": 0.7, "mae": 0.02, "mae_input": 0.03, "lpips": None, "lpips_input": None})
+    report = {"protocol": {"split": "test", "shards": "shards/", "psnr": "PSNR per image", "ssim": "SSIM 7x7",
+                           "grouping": "f_number rounded to 0.1",
+                           "methods": {"nafnet": {"kind": "checkpoint", "path": str(model_file), "method": "nafnet",
+                                                  "sampler": {}, "nfe": 1, "seed": 0},
+                                       "hidd": {"kind": "checkpoint", "path": "runs/hidd/model.safetensors",
+                                                "method": "hidd", "sampler": {"steps": 40}, "nfe": 40, "seed": 0}}},
+              "rows": aggregate(images, ["nafnet", "hidd"], by_aperture=True), "images": images}
+    path = tmp_path / "report" / "report.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_save_pretrained_round_trip(nafnet, files, tmp_path) -> None:
+    report = _report(tmp_path, files["nafnet"])
+    folder = nafnet.save_pretrained(tmp_path / "hub", report=report)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "recipe.yaml"]
+    for p in folder.iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p
+    assert (folder / "model.safetensors").read_bytes() == files["nafnet"].read_bytes()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["method"] == "nafnet" and config["format"] == "defocuskit-hub-1" and config["nfe"] == 1
+    assert config["recipe"] == nafnet.recipe and config["model_format"] == "defocuskit-model-1"
+    assert [r["f_number"] for r in config["eval"]["rows"]] == [2.8, 8.0, None]
+    assert config["eval"]["rows"][0]["psnr_gain"] == pytest.approx(2.0)
+    import yaml
+
+    assert yaml.safe_load((folder / "recipe.yaml").read_text()) == nafnet.recipe
+
+    card = (folder / "README.md").read_text()
+    from huggingface_hub import ModelCard
+
+    data = ModelCard(card).data
+    assert data.library_name == "defocuskit" and data.pipeline_tag == "image-to-image"
+    assert data.tags == ["defocus-deblurring", "image-to-image", "nafnet"]
+    assert "width: 8" in card and "method: nafnet" in card  # the recipe
+    assert "| f/2.8 | 2 | 32.00 | 30.00 | +2.00 |" in card and "| f/8 | 1 | 30.25 | 30.00 | +0.25 |" in card
+    assert "22.00" not in card  # the other checkpoint's rows stay out
+
+    loaded = defocuskit.DeblurModel.from_pretrained(folder, device="cpu")
+    x = _rgb()
+    assert np.array_equal(loaded.deblur(x), nafnet.deblur(x))
+    again = loaded.save_pretrained(tmp_path / "again")  # the eval rows travel with the folder
+    assert "| f/2.8 | 2 | 32.00 |" in (again / "README.md").read_text()
+
+
+def test_report_rows_by_label_and_errors(hidd, nafnet, files, tmp_path) -> None:
+    report = _report(tmp_path, files["nafnet"])
+    card = (hidd.save_pretrained(tmp_path / "h", report=report, report_label="hidd") / "README.md").read_text()
+    assert "| f/2.8 | 2 | 22.00 | 20.00 | +2.00 |" in card and "32.00" not in card
+    with pytest.raises(ValueError, match=r"none of its checkpoints is .*hidd.safetensors.*report_label="):
+        hidd.save_pretrained(tmp_path / "x", report=report)
+    with pytest.raises(ValueError, match=r"no checkpoint labelled 'rddm' \(checkpoints: nafnet"):
+        hidd.save_pretrained(tmp_path / "x", report=report, report_label="rddm")
+    with pytest.raises(ValueError, match="'nafnet' model, this one a 'hidd' model"):
+        hidd.save_pretrained(tmp_path / "x", report=report, report_label="nafnet")
+    with pytest.raises(FileNotFoundError, match="report not found"):
+        nafnet.save_pretrained(tmp_path / "x", report=tmp_path / "nothing.json")
+
+
+def test_push_to_hub_uploads_the_folder(nafnet, files, tmp_path, monkeypatch) -> None:
+    import huggingface_hub
+
+    calls: dict[str, object] = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, **kwargs):
+            calls["create"] = (repo_id, kwargs)
+            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def upload_folder(self, *, repo_id, folder_path, commit_message, **kwargs):
+            folder = Path(folder_path)
+            calls["upload"] = (repo_id, commit_message, sorted(p.name for p in folder.iterdir()))
+            calls["card"] = (folder / "README.md").read_text()
+            calls["bytes"] = (folder / "model.safetensors").read_bytes()
+            return "commit-info"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    result = nafnet.push_to_hub("me/nafnet-tiny", private=True, token="tok", report=_report(tmp_path, files["nafnet"]))
+    assert result == "commit-info" and calls["token"] == "tok"
+    assert calls["create"] == ("me/nafnet-tiny", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert calls["upload"] == ("me/nafnet-tiny", "Upload defocuskit model",
+                               ["README.md", "config.json", "model.safetensors", "recipe.yaml"])
+    assert 'defocuskit.load("me/nafnet-tiny")' in calls["card"] and "| f/2.8 | 2 | 32.00 |" in calls["card"]
+    assert calls["bytes"] == files["nafnet"].read_bytes()
+
+
+def test_from_pretrained_hub_id_reads_the_snapshot(nafnet, tmp_path, monkeypatch) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    snapshot = nafnet.save_pretrained(tmp_path / "cache" / "snapshot")
+    asked = {}
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        asked.update(kwargs, repo_id=repo_id)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.chdir(tmp_path)  # no local folder of that name
+    model = defocuskit.DeblurModel.from_pretrained("me/nafnet-tiny", revision="v1", device="cpu")
+    assert asked["repo_id"] == "me/nafnet-tiny" and asked["revision"] == "v1"
+    assert asked["allow_patterns"] == ["model.safetensors", "config.json"] and asked["library_name"] == "defocuskit"
+    assert model.source == "me/nafnet-tiny" and model.path == snapshot / "model.safetensors"
+    x = _rgb()
+    assert np.array_equal(model.deblur(x), nafnet.deblur(x))
+
+    def offline(repo_id, **kwargs):
+        raise LocalEntryNotFoundError("offline mode is enabled")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(FileNotFoundError, match=r"'me/missing' is no local file or folder.*offline mode"):
+        defocuskit.load("me/missing")
+    config = json.loads((snapshot / "config.json").read_text())
+    (snapshot / "config.json").write_text(json.dumps(dict(config, method="hidd")))
+    with pytest.raises(ValueError, match="config.json names a 'hidd' model"):
+        defocuskit.load(snapshot)
+
+
+# --------------------------------------------------------------------------------- README
+
+
+def test_readme_python_api_example_runs(files, tmp_path, monkeypatch) -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Python API", 1)[1].split("\n### ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 3 and "defocuskit.load(\"runs/nafnet-tiny/model.safetensors\")" in blocks[0]
+    from defocuskit.images import read_image, write_image
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("nafnet-tiny", "hidd-tiny"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        os.link(files["nafnet" if name == "nafnet-tiny" else "hidd"], tmp_path / "runs" / name / "model.safetensors")
+    photo = np.rint(_rgb(36, 44) * 255).astype(np.uint8)
+    write_image("photo.png", photo)
+    scope: dict[str, object] = {}
+    # The README's own code, as a reader would paste it (the Hub block needs the network: not run).
+    exec(compile(blocks[0] + blocks[1], "README.md", "exec"), scope)  # noqa: S102
+    out = read_image("photo-sharp.png")
+    assert out.dtype == np.uint8 and out.shape == photo.shape
+    assert np.array_equal(out, scope["model"].deblur(photo))  # type: ignore[attr-defined]
+    assert scope["sharp"].shape == photo.shape  # type: ignore[attr-defined]
