@@ -1,10 +1,12 @@
-"""Full-resolution inference: any image size, in overlapping tiles of the model's training size, smoothly blended."""
+"""Full-resolution inference at the size the model can take: a convolutional model runs the whole (padded) image
+in one pass while it fits a memory budget; larger images and attention models run in overlapping tiles, blended."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,30 +17,10 @@ from torch import nn
 from defocuskit.data.shards import encode_coc
 from defocuskit.images import ImageError, bit_depth, check_image, from_float, read_image, to_float, write_image
 from defocuskit.methods.base import Method
+from defocuskit.tiling import (
+    check_tiling, plan_tiling, ramp, tile_seed, tile_starts,
+)
 from defocuskit.train.recipe import Recipe, RecipeError, apply_overrides, build_dataclass, recipe_to_dict
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles covering [0, length): stride tile - overlap, the last tile flush with the edge."""
-    if tile < 1:
-        raise ValueError(f"tile must be positive, got {tile}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, tile - overlap))
-    return starts + [length - tile]
-
-
-def blend_window(tile: int, overlap: int) -> np.ndarray:
-    """(tile, tile) float32 blending weights: separable raised-cosine ramps over the overlap, strictly positive."""
-    ramp = np.ones(tile, np.float64)
-    n = min(overlap, tile // 2)
-    if n > 0:
-        rise = 0.5 - 0.5 * np.cos(np.pi * np.arange(1, n + 1) / (n + 1))  # in (0, 1)
-        ramp[:n] = rise
-        ramp[tile - n :] = rise[::-1]
-    return np.outer(ramp, ramp).astype(np.float32)
 
 
 def _override_key(item: str, option: str) -> tuple[str, str]:
@@ -106,26 +88,20 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def resolve_overlap(tile: int, overlap: int | None) -> int:
-    """The tile overlap: `overlap` if given (checked to be in [0, tile)), else min(32, tile // 4)."""
-    if overlap is None:
-        return min(32, tile // 4)
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
-    return int(overlap)
-
-
-def tile_seed(seed: int, index: int) -> int:
-    """A 63-bit seed for the tile batch starting at tile `index`, from (seed, index)."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, index]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def _progress(enabled: bool) -> Any:
-    if not enabled:
-        return nullcontext(None)
+@contextmanager
+def _progress(progress: Any) -> Iterator[Any]:
+    """A rich Progress to add the tiles and steps tasks to: None (no bar), restore_image's own, or the caller's."""
+    if progress is False or progress is None:
+        yield None
+        return
+    if hasattr(progress, "add_task"):  # the caller's bar (eval's): tasks are added under its own
+        yield progress
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=True) as bar:
+        yield bar
 
 
 @torch.no_grad()
@@ -137,31 +113,36 @@ def restore_image(
     *,
     tile: int | None = None,
     overlap: int | None = None,
+    max_tile_pixels: int | None = None,
     batch: int = 4,
     steps: int | None = None,
     seed: int = 0,
     device: str = "cpu",
-    progress: bool = True,
+    progress: Any = True,
     sampler_cfg: Any = None,
     coc: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Run `method` on a float32 (H, W, C) image in [0, 1] tile by tile; returns float32 (H, W, C_out).
+    """Run `method` on a float32 (H, W, C) image in [0, 1]; returns float32 (H, W, C_out).
+
+    `plan_tiling` decides how: a convolutional method (`Method.whole_image`) runs the whole image,
+    reflect-padded to the network's multiple, in one pass while it has at most `max_tile_pixels`
+    pixels, else in the largest tiles within that budget; an attention method runs tiles of the
+    recipe's training size; an explicit `tile` runs tiles of that size. Tiles overlap by `overlap`
+    (default min(32, tile // 4)) and are blended with raised-cosine weights; `batch` tiles go through
+    the network at once, so memory is bounded by tile * batch. Padding is cropped back.
 
     `coc` (H, W), the circle-of-confusion map in pixels, is cut into the same tiles and handed to
     the method as `conditions["coc"]`; a sampler that needs it (physics consistency) fails without it.
-
-    Tiles of `tile` pixels (default: the recipe's training size) overlap by `overlap` (default
-    min(32, tile // 4)) and are blended with
-    raised-cosine weights; `batch` tiles go through the network at once, so memory is bounded by tile*batch.
     Each batch of tiles draws its noise from a generator seeded from (seed, index of its first tile):
-    the result is reproducible for a given seed, tile, overlap and batch.
+    the result is reproducible for a given seed, tiling and batch.
+
+    `progress`: True shows a bar of the tiles and of the sampler's steps inside each; a rich Progress
+    (eval's) gets those two tasks added, and removed when the image is done; False shows nothing.
     """
     if image.ndim != 3:
         raise ValueError(f"restore_image needs an (H, W, C) image, got shape {image.shape}")
-    tile = int(tile or recipe.data.image_size)
     if batch < 1:
         raise ValueError(f"batch must be positive, got {batch}")
-    overlap = resolve_overlap(tile, overlap)
     sampler = method.resolve_sampler(sampler_cfg if sampler_cfg is not None else resolve_sampler(recipe, steps))
     height, width, _ = image.shape
     if "coc" in method.needs(sampler) and coc is None:
@@ -169,49 +150,58 @@ def restore_image(
                          "--coc map --coc-model FILE | --coc oracle | --coc fnumber")
     if coc is not None and coc.shape != (height, width):
         raise ValueError(f"CoC map {coc.shape[1]}x{coc.shape[0]} does not match the image {width}x{height}")
-    # Pad (reflect) an image smaller than a tile up to the tile; cropped back at the end.
-    pad_h, pad_w = max(0, tile - height), max(0, tile - width)
-    if pad_h or pad_w:
+    plan = plan_tiling(method, recipe, model, height, width, tile=tile, overlap=overlap,
+                       max_tile_pixels=max_tile_pixels)
+    (th, tw), overlap, (ph, pw) = plan.tile, plan.overlap, plan.padded
+    # Pad (reflect) up to the tile (or the network's multiple for a whole-image pass); cropped back at the end.
+    if (ph, pw) != (height, width):
         mode = "reflect" if min(height, width) > 1 else "edge"
-        image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+        image = np.pad(image, ((0, ph - height), (0, pw - width), (0, 0)), mode=mode)
         if coc is not None:
-            coc = np.pad(coc, ((0, pad_h), (0, pad_w)), mode=mode)
-    ph, pw = image.shape[:2]
-    boxes = [(y, x) for y in tile_starts(ph, tile, overlap) for x in tile_starts(pw, tile, overlap)]
-    window = blend_window(tile, overlap)
+            coc = np.pad(coc, ((0, ph - height), (0, pw - width)), mode=mode)
+    ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
+    boxes = [(y, x) for y in ys for x in xs]
+    # raised-cosine ramps along an axis with several tiles; an axis in one tile keeps weight 1 (output exact)
+    window = np.outer(ramp(th, overlap if len(ys) > 1 else 0), ramp(tw, overlap if len(xs) > 1 else 0))
+    window = window.astype(np.float32)
     weight = np.zeros((ph, pw), np.float32)
     acc: np.ndarray | None = None
     n_batches = math.ceil(len(boxes) / batch)
     with _progress(progress) as bar:
-        tiles_task = bar.add_task("tiles", total=len(boxes)) if bar else None
-        steps_task = bar.add_task("steps", total=None) if bar else None
+        tiles_task = bar.add_task(f"  {plan.describe()}", total=len(boxes)) if bar else None
+        steps_task = bar.add_task("  steps", total=None) if bar else None
 
         def on_step(i: int, n: int) -> None:
             if bar is not None:
                 bar.update(steps_task, completed=i + 1, total=n)
 
-        for b in range(n_batches):
-            chunk = boxes[b * batch : (b + 1) * batch]
-            tiles = np.stack([image[y : y + tile, x : x + tile] for y, x in chunk])
-            blur = torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2))).float().to(device)
-            conditions = None
-            if coc is not None:
-                maps = np.stack([coc[y : y + tile, x : x + tile] for y, x in chunk])[:, None]
-                conditions = {"coc": torch.from_numpy(np.ascontiguousarray(maps, np.float32)).to(device)}
-            gen = torch.Generator(device=device).manual_seed(tile_seed(seed, b * batch))
-            cb: Callable[[int, int], None] | None = on_step if bar is not None else None
-            out = method.restore(model, blur, sampler, recipe.objective, generator=gen, callback=cb,
-                                 conditions=conditions)
-            out = out.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
-            if out.shape[1:3] != (tile, tile):
-                raise ValueError(f"method '{method.name}' returned tiles of {out.shape[1:3]}, expected {(tile, tile)}")
-            if acc is None:
-                acc = np.zeros((ph, pw, out.shape[3]), np.float32)
-            for (y, x), t in zip(chunk, out):
-                acc[y : y + tile, x : x + tile] += t * window[:, :, None]
-                weight[y : y + tile, x : x + tile] += window
-            if bar is not None:
-                bar.update(tiles_task, advance=len(chunk))
+        try:
+            for b in range(n_batches):
+                chunk = boxes[b * batch : (b + 1) * batch]
+                tiles = np.stack([image[y : y + th, x : x + tw] for y, x in chunk])
+                blur = torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2))).float().to(device)
+                conditions = None
+                if coc is not None:
+                    maps = np.stack([coc[y : y + th, x : x + tw] for y, x in chunk])[:, None]
+                    conditions = {"coc": torch.from_numpy(np.ascontiguousarray(maps, np.float32)).to(device)}
+                gen = torch.Generator(device=device).manual_seed(tile_seed(seed, b * batch))
+                cb: Callable[[int, int], None] | None = on_step if bar is not None else None
+                out = method.restore(model, blur, sampler, recipe.objective, generator=gen, callback=cb,
+                                     conditions=conditions)
+                out = out.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
+                if out.shape[1:3] != (th, tw):
+                    raise ValueError(f"method '{method.name}' returned tiles of {out.shape[1:3]}, expected {(th, tw)}")
+                if acc is None:
+                    acc = np.zeros((ph, pw, out.shape[3]), np.float32)
+                for (y, x), t in zip(chunk, out):
+                    acc[y : y + th, x : x + tw] += t * window[:, :, None]
+                    weight[y : y + th, x : x + tw] += window
+                if bar is not None:
+                    bar.update(tiles_task, advance=len(chunk))
+        finally:
+            if bar is not None and bar is progress:  # the caller's bar keeps only its own tasks
+                bar.remove_task(tiles_task)
+                bar.remove_task(steps_task)
     assert acc is not None
     result = acc / weight[:, :, None]
     return np.ascontiguousarray(result[:height, :width])
@@ -246,6 +236,52 @@ def _check_inputs(inputs: list[Path]) -> None:
                          + "\n".join(f"  {e}" for e in errors))
 
 
+def expand_inputs(items: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+    """The image files that `deblur` arguments name: a file as given; a folder -> its image files (not
+    recursive, sorted); a glob pattern (quoted, so that the shell left it) -> its image files, sorted.
+
+    Raises ImageError (one bad item) or ValueError (several, each named) for an item that is neither an
+    existing file, a folder with images, nor a pattern with image matches.
+    """
+    import glob
+    import re
+
+    from defocuskit.images import IMAGE_EXTENSIONS
+
+    def images(paths: list[Path]) -> list[Path]:
+        return sorted(p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                      and not p.name.startswith("."))
+
+    found: list[Path] = []
+    errors: list[ImageError] = []
+    kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+    for item in items:
+        path = Path(item)
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            inside = images(list(path.iterdir()))
+            found += inside
+            if not inside:
+                errors.append(ImageError(path, f"a folder without image files (looked for {kinds})"))
+        elif re.search(r"[*?[]", str(item)):
+            matched = images([Path(m) for m in glob.glob(str(item), recursive=True)])
+            found += matched
+            if not matched:
+                errors.append(ImageError(item, "no such file, and no image file matches it as a pattern"))
+        else:
+            errors.append(ImageError(path, "no such file or folder"))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ValueError(f"{len(errors)} of {len(items)} inputs name no image; nothing was deblurred:\n"
+                         + "\n".join(f"  {e}" for e in errors))
+    unique: dict[Path, Path] = {}
+    for p in found:
+        unique.setdefault(p.resolve(), p)  # a file named twice (itself and by its folder) is deblurred once
+    return list(unique.values())
+
+
 def deblur_files(
     inputs: list[Path],
     checkpoint: Path,
@@ -259,6 +295,7 @@ def deblur_files(
     f_number: float | None = None,
     tile: int | None = None,
     overlap: int | None = None,
+    max_tile_pixels: int | None = None,
     batch: int = 4,
     device: str = "cpu",
     seed: int = 0,
@@ -266,19 +303,24 @@ def deblur_files(
 ) -> list[Path]:
     """Deblur each input with the exported model; writes out/<stem>.png (input size and bit depth) and out/deblur.json.
 
+    `inputs`: image files, folders of images or glob patterns (`expand_inputs`).
+
     A defocus-map model writes out/<stem>_coc.png instead: 16-bit, CoC diameter in pixels x 256.
     `sampler`/`sets`/`steps` change the sampler (checked like recipe keys); `coc` names where the CoC
     map of physics consistency comes from (coc_source.COC_SOURCES). deblur.json records, per input,
-    the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source and seconds.
+    the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
+    network ran (`Tiling.record`: whole image or tiles of a size, under `max_tile_pixels`) and seconds.
     Every check (checkpoint, sampler, CoC source, tiling, input files) runs before any image is processed:
     an input that is missing, empty, unreadable or corrupt stops the run with every bad file named.
     """
     import time
 
     from defocuskit.coc_source import CocSource
+    from defocuskit.devices import resolve_device
     from defocuskit.train.export import load_model
 
-    inputs = [Path(p) for p in inputs]
+    device = resolve_device(device)
+    inputs = expand_inputs(inputs)
     if not inputs:
         raise ValueError("no input images given")
     stems: dict[str, Path] = {}
@@ -303,8 +345,7 @@ def deblur_files(
         missing = [str(p) for p, meta in optics_of.items() if meta["f_number"] is None]
         if missing:
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
-    size = int(tile or recipe.data.image_size)
-    overlap = resolve_overlap(size, overlap)
+    check_tiling(method, recipe, model, tile, overlap, max_tile_pixels)
     if batch < 1:
         raise ValueError(f"--batch must be positive, got {batch}")
     model.eval()
@@ -318,9 +359,11 @@ def deblur_files(
         coc_map = None
         if source is not None and "coc" in info["needs"]:
             coc_map = source(image, optics_of.get(p), name=str(p))
+        tiling = plan_tiling(method, recipe, model, *image.shape[:2], tile=tile, overlap=overlap,
+                             max_tile_pixels=max_tile_pixels)
         result = restore_image(
-            method, recipe, model, image, tile=size, overlap=overlap, batch=batch, seed=seed, device=device,
-            progress=progress, sampler_cfg=sampler_cfg, coc=coc_map,
+            method, recipe, model, image, tile=tile, overlap=overlap, max_tile_pixels=max_tile_pixels, batch=batch,
+            seed=seed, device=device, progress=progress, sampler_cfg=sampler_cfg, coc=coc_map,
         )
         if method.output == "defocus_map":
             dest = out / f"{p.stem}_coc.png"
@@ -332,7 +375,7 @@ def deblur_files(
         records.append({
             "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
             "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
-            "tile": size, "overlap": overlap,
+            **tiling.record(),
             "coc": source.describe() if source is not None and "coc" in info["needs"] else None,
             "seconds": round(time.perf_counter() - started, 3),
         })

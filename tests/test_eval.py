@@ -27,7 +27,7 @@ def vabd_shards(tmp_path_factory) -> Path:
     from defocuskit.data.sample import IngestOptions
 
     out = tmp_path_factory.mktemp("vabd_shards")
-    run_ingest({"vabd": VABD}, IngestOptions(out=str(out), workers=1, max_side=384), progress=False)
+    run_ingest({"vabd": VABD}, IngestOptions(out=str(out), workers=0, max_side=384), progress=False)
     return out
 
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from defocuskit.images import read_image, to_float, write_image
-from defocuskit.infer import blend_window, deblur_files, resolve_sampler, restore_image, tile_starts
+from defocuskit.infer import deblur_files, resolve_sampler, restore_image
+from defocuskit.tiling import blend_window, tile_starts
 from defocuskit.methods.base import Method
 from defocuskit.train.recipe import DataConfig, Recipe
 
@@ -235,7 +236,7 @@ def test_cli_deblur(tmp_path: Path) -> None:
                               "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "none.safetensors" in res.output
     res = runner.invoke(app, ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
-                              "--overlap", "40"])
+                              "--tile", "32", "--overlap", "40"])
     assert res.exit_code == 2 and "overlap" in res.output
 
 

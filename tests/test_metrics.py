@@ -55,7 +55,7 @@ def test_ssim_matches_skimage_both_variants(pair8) -> None:
     ref7 = structural_similarity(x, y, channel_axis=-1, data_range=1)
     ref11 = structural_similarity(x, y, channel_axis=-1, data_range=1, gaussian_weights=True, sigma=1.5,
                                   use_sample_covariance=False)
-    assert metrics.ssim(x, y) == pytest.approx(ref7, abs=1e-6)
+    assert metrics.ssim(x, y) == pytest.approx(ref7, abs=1e-12)  # OpenCV box filter, same formula as skimage
     assert metrics.ssim(x, y, "gaussian11") == pytest.approx(ref11, abs=1e-6)
     assert abs(ref7 - ref11) > 1e-4  # the variants differ, so naming one matters
     # Independent 7x7 uniform-window SSIM (sample covariance), one channel at a time, with numpy only.
@@ -164,3 +164,15 @@ def test_lpips_missing_tensors_named(tmp_path: Path) -> None:
         load_lpips([tmp_path / "alex.pth"])
     with pytest.raises(FileNotFoundError):
         load_lpips([tmp_path / "nope.pth"])
+
+
+@pytest.mark.parametrize("shape", [(9, 7, 1), (31, 50, 3), (200, 131, 3), (6, 40, 3)])
+def test_uniform7_ssim_is_skimages_to_the_last_digits(shape) -> None:
+    rng = np.random.default_rng(sum(shape))
+    x = rng.random(shape)
+    y = np.clip(x + 0.2 * rng.standard_normal(shape), 0.0, 1.0)
+    if min(shape[:2]) < 7:  # too small for a 7x7 window: skimage's own error
+        with pytest.raises(ValueError):
+            metrics.ssim(x, y)
+        return
+    assert metrics.ssim(x, y) == pytest.approx(structural_similarity(x, y, channel_axis=-1, data_range=1), abs=1e-12)

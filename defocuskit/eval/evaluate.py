@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -15,16 +16,13 @@ from defocuskit.coc_source import CocError, CocSource
 from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics
 from defocuskit.eval.report import aggregate, group_of, print_table, write_report
+from defocuskit.eval.runners import (  # noqa: F401 (EvalError, Runner and the runners are imported from here too)
+    ACTIVE_BAR, EvalError, Runner, _baseline_runner, _checkpoint_runner, _label, _sampler_keys,
+    per_checkpoint_settings, split_label,
+)
 from defocuskit.images import from_float, to_float, write_image
 
 PSNR_CAP_DB = 100.0  # per-image PSNR of identical images (inf) is reported as this, so means stay finite
-
-# A runner turns one sample's blurred input (float32 (H, W, 3) in [0, 1]) into the method's output.
-Runner = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
-
-
-class EvalError(ValueError):
-    """An evaluation that cannot run as asked; the message names the file, split or key."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +95,107 @@ def _safe_name(key: str) -> str:
     return key.replace("/", "_").replace(os.sep, "_")
 
 
+
+
+def _progress_bar(enabled: bool, console: Console) -> Any:
+    if not enabled:
+        return nullcontext(None)
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, transient=True)
+
+
+def _figure_label(group: float | None, key: str, by_aperture: bool) -> str:
+    if group is not None:
+        return f"f/{group:g} · {key}"
+    return f"{'no f-number' if by_aperture else 'all'} · {key}"
+
+
+def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner], scoring: Scoring, stops: bool,
+                   by_aperture: bool, limit: int | None, save_images: Path | None, bar: Any,
+                   total: int | None, figure: bool = False) -> dict[str, Any]:
+    """This process's part: per-image rows and skips, each with the sample's index, bit depths and counts;
+    with `figure`, per f-number group (index, figure row) of the first pair every method produced an output for."""
+    part: dict[str, Any] = {"images": [], "skipped": [], "depths": {}, "pairs": 0, "sharp_only": 0, "blur_map": 0,
+                            "no_f": 0, "figure": {}}
+    task = bar.add_task("scoring", total=None if total is None else total * len(runners)) if bar else None
+    for position, sample in enumerate(samples):
+        if limit is not None and part["pairs"] >= limit:
+            break
+        index = sample.get("index", position)
+        key, meta = sample["key"], dict(sample.get("meta") or {})
+        if sample.get("blur") is None:
+            part["sharp_only"] += 1
+            continue
+        if sample.get("sharp") is None:
+            part["blur_map"] += 1
+            continue
+        sharp, blur = sample["sharp"], sample["blur"]
+        if sharp.shape != blur.shape:
+            part["skipped"].append((index, {"key": key, "method": None, "reason": f"blur is {blur.shape[1]}x"
+                                   f"{blur.shape[0]}, sharp is {sharp.shape[1]}x{sharp.shape[0]} (width x height)"}))
+            if bar is not None:
+                bar.advance(task, len(runners))
+            continue
+        part["pairs"] += 1
+        depth = 16 if sharp.dtype == np.uint16 else 8
+        part["depths"].setdefault(str(meta.get("source") or "unknown"), set()).add(depth)
+        f_number = meta.get("f_number")
+        group = group_of(f_number, stops) if by_aperture else None
+        part["no_f"] += f_number is None
+        ref = metrics.to_unit(sharp)
+        blur_f = to_float(blur)
+        try:
+            inp_scored = _prepare(blur_f, ref, depth, scoring.align)
+            inp_scores = _score(*inp_scored, scoring)
+        except (ValueError, RegistrationError) as exc:
+            part["skipped"].append((index, {"key": key, "method": None, "reason": f"blurred input: {exc}"}))
+            if bar is not None:
+                bar.advance(task, len(runners))
+            continue
+        shown: dict[str, np.ndarray] | None = {} if figure and group not in part["figure"] else None
+        for name, run in runners.items():
+            if bar is not None:
+                bar.update(task, description=f"{name}: {key}")
+            try:
+                out = run(blur_f, sample)
+                # The input baseline returns the input itself: its scores are the input's, computed once.
+                if out is blur_f:
+                    scores = inp_scores
+                else:
+                    scored = _prepare(out, ref, depth, scoring.align)
+                    scores = _score(*scored, scoring)
+                    if shown is not None:
+                        shown[name] = scored[0]  # the output as scored (rounded; with ecc, registered)
+            except CocError:
+                raise  # a CoC source that cannot serve (e.g. --coc oracle without coc.png) stops the run
+            except (ValueError, RegistrationError) as exc:  # a reported skip for this method and sample
+                part["skipped"].append((index, {"key": key, "method": name, "reason": str(exc)}))
+                shown = None  # a figure row needs every method's output: the next pair of this group gets it
+                continue
+            finally:
+                if bar is not None:
+                    bar.advance(task)
+            part["images"].append((index, {
+                "key": key, "method": name, "source": meta.get("source"), "f_number": group,
+                "f_number_recorded": f_number, **scores,
+                **{f"{m}_input": v for m, v in inp_scores.items()},
+            }))
+            if save_images is not None:
+                dest = Path(save_images) / _safe_name(name) / f"{_safe_name(key)}.png"
+                write_image(dest, from_float(np.clip(out, 0.0, 1.0), depth))
+        if shown is not None:
+            from defocuskit.eval.figure import figure_row
+
+            registered = scoring.align is True or scoring.align == "ecc"  # the input as scored, registered too
+            part["figure"][group] = (index, figure_row(_figure_label(group, key, by_aperture),
+                                                       inp_scored[0] if registered else blur, sharp, shown))
+    return part
+
+
 def evaluate_samples(
     samples: Iterable[dict[str, Any]],
     runners: dict[str, Runner],
@@ -108,78 +207,55 @@ def evaluate_samples(
     save_images: Path | None = None,
     progress: bool = True,
     console: Console | None = None,
+    total: int | None = None,
+    gather: Callable[[Any], list[Any]] | None = None,
+    figure: bool = False,
 ) -> dict[str, Any]:
-    """Score every paired sample with every runner; returns {"rows", "images", "skipped", "notes", "bit_depth"}.
+    """Score every paired sample with every runner; returns {"rows", "images", "skipped", "notes", "bit_depth",
+    "pairs", "figure"}.
 
     Samples are shard samples ({"key", "sharp", "blur", "coc", "meta"}); sharp-only ones and blur-map ones
     (no sharp reference: CUHK blur detection) are counted in the notes, not scored.
     The blurred input's scores are computed once per sample and stored beside each method's.
+
+    Several processes: each scores its share of the samples, each sample carrying "index", its place in
+    the whole split; `gather` (ProcessGroup.gather) collects every process's part, and every process
+    returns the merged result, rows in index order: the result of one process scoring them all.
+    `total`: the pairs this process scores (the bar's total is that times the runners; default `limit`).
+    `figure`: "figure" holds, per f-number group in f-number order (no f-number last), the `figure.figure_row`
+    of the group's first pair (in index order) that every method produced an output for; else it is empty.
     """
     console = console or Console(stderr=True)
-    images: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    notes: list[str] = []
-    depths: dict[str, set[int]] = {}
-    n_pairs = n_sharp_only = n_blur_map = n_no_f = 0
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        bar_cm: Any = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                               console=console, transient=True)
-    else:
-        bar_cm = nullcontext(None)
-    with bar_cm as bar:
-        task = bar.add_task("scoring", total=limit) if bar else None
-        for sample in samples:
-            if limit is not None and n_pairs >= limit:
-                break
-            key, meta = sample["key"], dict(sample.get("meta") or {})
-            if sample.get("blur") is None:
-                n_sharp_only += 1
-                continue
-            if sample.get("sharp") is None:
-                n_blur_map += 1
-                continue
-            sharp, blur = sample["sharp"], sample["blur"]
-            if sharp.shape != blur.shape:
-                skipped.append({"key": key, "method": None, "reason": f"blur is {blur.shape[1]}x{blur.shape[0]}, "
-                                f"sharp is {sharp.shape[1]}x{sharp.shape[0]} (width x height)"})
-                continue
-            n_pairs += 1
-            depth = 16 if sharp.dtype == np.uint16 else 8
-            depths.setdefault(str(meta.get("source") or "unknown"), set()).add(depth)
-            f_number = meta.get("f_number")
-            group = group_of(f_number, stops) if by_aperture else None
-            n_no_f += f_number is None
-            ref = metrics.to_unit(sharp)
-            blur_f = to_float(blur)
+    gather = gather or (lambda obj: [obj])
+    try:
+        with _progress_bar(progress, console) as bar:
+            token = ACTIVE_BAR.set(bar)
             try:
-                inp_scores = _score(*_prepare(blur_f, ref, depth, scoring.align), scoring)
-            except (ValueError, RegistrationError) as exc:
-                skipped.append({"key": key, "method": None, "reason": f"blurred input: {exc}"})
-                continue
-            for name, run in runners.items():
-                if bar is not None:
-                    bar.update(task, description=f"{name}: {key}")
-                try:
-                    out = run(blur_f, sample)
-                    # The input baseline returns the input itself: its scores are the input's, computed once.
-                    scores = inp_scores if out is blur_f else _score(*_prepare(out, ref, depth, scoring.align), scoring)
-                except CocError:
-                    raise  # a CoC source that cannot serve (e.g. --coc oracle without coc.png) stops the run
-                except (ValueError, RegistrationError) as exc:  # a reported skip for this method and sample
-                    skipped.append({"key": key, "method": name, "reason": str(exc)})
-                    continue
-                images.append({
-                    "key": key, "method": name, "source": meta.get("source"), "f_number": group,
-                    "f_number_recorded": f_number, **scores,
-                    **{f"{m}_input": v for m, v in inp_scores.items()},
-                })
-                if save_images is not None:
-                    dest = Path(save_images) / _safe_name(name) / f"{_safe_name(key)}.png"
-                    write_image(dest, from_float(np.clip(out, 0.0, 1.0), depth))
-            if bar is not None:
-                bar.advance(task)
+                part = _score_samples(samples, runners, scoring, stops, by_aperture, limit, save_images, bar,
+                                      total if total is not None else limit, figure)
+            finally:
+                ACTIVE_BAR.reset(token)
+    except Exception as exc:
+        gather({"error": f"{type(exc).__name__}: {exc}"})  # the other processes stop too, instead of waiting
+        raise
+    parts = gather(part)
+    failed = [p["error"] for p in parts if "error" in p]
+    if failed:
+        raise EvalError(f"another eval process failed: {failed[0]}")
+    images = [row for _, row in sorted((r for p in parts for r in p["images"]), key=lambda r: r[0])]
+    skipped = [s for _, s in sorted((s for p in parts for s in p["skipped"]), key=lambda s: s[0])]
+    depths: dict[str, set[int]] = {}
+    for p in parts:
+        for source, found in p["depths"].items():
+            depths.setdefault(source, set()).update(found)
+    firsts: dict[float | None, tuple[int, Any]] = {}
+    for p in parts:  # per group, the row of the pair a single process would have met first
+        for group, (index, row) in p["figure"].items():
+            if group not in firsts or index < firsts[group][0]:
+                firsts[group] = (index, row)
+    n_pairs, n_sharp_only, n_blur_map, n_no_f = (sum(p[k] for p in parts)
+                                                 for k in ("pairs", "sharp_only", "blur_map", "no_f"))
+    notes: list[str] = []
     if n_sharp_only:
         notes.append(f"{n_sharp_only} sharp-only sample(s) (no blur.png) were not scored")
     if n_blur_map:
@@ -197,6 +273,7 @@ def evaluate_samples(
         "notes": notes,
         "bit_depth": {k: sorted(v) for k, v in sorted(depths.items())},
         "pairs": n_pairs,
+        "figure": [firsts[g][1] for g in sorted(firsts, key=lambda g: (g is None, g or 0.0))],
     }
 
 
@@ -214,125 +291,6 @@ def _available_splits(folder: Path) -> str:
         return "none"
     return ", ".join(f"{k} ({v} samples)" if v else k for k, v in sorted(found.items()))
 
-
-def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tile: int | None,
-                       overlap: int | None, batch: int, device: str, seed: int,
-                       coc: CocSource | None) -> tuple[Runner, dict[str, Any]]:
-    """Load an exported model once; a Runner that deblurs one image with it, and what the report says of it."""
-    from defocuskit.infer import resolve_overlap, resolve_sampler, restore_image, sampler_settings
-    from defocuskit.train.export import load_model
-
-    try:
-        method, recipe, model = load_model(path, device=device)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        if isinstance(exc, ValueError) and str(exc).startswith(f"{path}: "):  # already names the file and the fault
-            raise EvalError(str(exc)) from exc
-        raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
-    if method.output != "image":
-        raise EvalError(f"{path}: a '{method.name}' model estimates {method.output.replace('_', ' ')}s; eval scores images")
-    try:
-        sampler_cfg = method.resolve_sampler(resolve_sampler(recipe, steps, name=sampler, sets=sets))
-        info = sampler_settings(method, sampler_cfg, recipe.objective)
-        size = int(tile or recipe.data.image_size)
-        overlap = resolve_overlap(size, overlap)
-    except ValueError as exc:
-        hint = (f" (--steps {steps} goes to every model with steps; give each its own with "
-                "--set LABEL:sampler.steps=N)") if steps is not None else ""
-        raise EvalError(f"{path}: {exc}{hint}") from exc
-    needs_coc = "coc" in info["needs"]
-    if needs_coc and coc is None:
-        raise EvalError(f"{path}: this model (its sampler or network) needs a CoC map: --coc map --coc-model FILE | "
-                        "--coc oracle | --coc fnumber")
-    model.eval()
-
-    def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
-        coc_map = coc(blur, sample.get("meta"), sample.get("coc"), name=sample["key"]) if needs_coc and coc else None
-        return restore_image(method, recipe, model, blur, tile=size, overlap=overlap, batch=batch, seed=seed,
-                             device=device, progress=False, sampler_cfg=sampler_cfg, coc=coc_map)
-
-    desc = {"kind": "checkpoint", "path": str(path), "method": method.name, "sampler": info["settings"],
-            "nfe": info["nfe"], "timesteps": info.get("timesteps"), "coc": coc.describe() if needs_coc and coc else None,
-            "tile": size, "overlap": overlap, "batch": batch, "seed": seed, "channels": recipe.data.channels}
-    return run, desc
-
-
-def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, dict[str, Any]]:
-    from defocuskit import baselines
-
-    if name == "input":
-        return (lambda blur, sample: baselines.input_baseline(blur)), {"kind": "baseline", "description": "the blurred input"}
-    if name in ("wiener", "prox"):
-        restore = baselines.wiener_baseline if name == "wiener" else baselines.prox_baseline
-
-        def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
-            meta = dict(sample.get("meta") or {}, key=sample["key"])
-            coc_map = coc(blur, meta, sample.get("coc"), name=sample["key"]) if coc is not None else sample.get("coc")
-            return restore(blur, meta, coc_map)
-
-        desc = baselines.WIENER_ASSUMPTIONS if name == "wiener" else baselines.PROX_DESCRIPTION
-        return run, {"kind": "baseline", "description": desc, "coc": coc.describe() if coc is not None else None}
-    raise EvalError(f"unknown baseline '{name}' (known: {', '.join(baselines.BASELINES)})")
-
-
-def split_label(item: str, labels: set[str], option: str) -> tuple[str | None, str]:
-    """`LABEL:rest` -> (LABEL, rest) for a known label; `rest` alone -> (None, rest); an unknown label is an error."""
-    head, sep, rest = item.partition(":")
-    if not sep or "=" in head:
-        return None, item
-    if head not in labels:
-        raise EvalError(f"{option} {item}: no checkpoint is labelled '{head}' (labels: {', '.join(sorted(labels)) or 'none'})")
-    return head, rest
-
-
-def _sampler_keys(path: Path) -> set[str]:
-    """The sampler keys of the model in `path`, from the file's metadata alone (no tensors are read)."""
-    import json
-
-    from safetensors import safe_open
-
-    from defocuskit.methods import get_method
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-        method = get_method(str(json.loads(meta["recipe"]).get("method")))
-    except Exception as exc:  # unreadable file, missing or foreign metadata, unknown method
-        raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
-    return {f.name for f in dataclasses.fields(method.SamplerConfig)}
-
-
-def per_checkpoint_settings(paths: dict[str, Path], keys: dict[str, set[str]], samplers: list[str], sets: list[str]
-                            ) -> dict[str, tuple[str | None, list[str]]]:
-    """For each checkpoint label, its `--sampler` NAME and `--set` items.
-
-    A `LABEL:` prefix aims an item at one checkpoint; an item without it goes to every checkpoint
-    whose sampler has that key (`name` for --sampler), and is an error when none has.
-    """
-    chosen: dict[str, tuple[str | None, list[str]]] = {label: (None, []) for label in paths}
-    for item in samplers:
-        label, name = split_label(item, set(paths), "--sampler")
-        targets = [label] if label else [lb for lb in paths if "name" in keys[lb]]
-        if not targets:
-            raise EvalError(f"--sampler {item}: no model given has named samplers")
-        for lb in targets:
-            chosen[lb] = (name, chosen[lb][1])
-    for item in sets:
-        label, rest = split_label(item, set(paths), "--set")
-        key = rest.partition("=")[0].strip().removeprefix("sampler.")
-        targets = [label] if label else [lb for lb in paths if key in keys[lb]]
-        if not targets:
-            raise EvalError(f"--set {item}: no model given has a sampler key '{key}'")
-        for lb in targets:
-            chosen[lb][1].append(rest)
-    return chosen
-
-
-def _label(path: Path, taken: set[str]) -> str:
-    base = path.parent.name if path.stem == "model" and path.parent.name else path.stem
-    label, i = base, 2
-    while label in taken:
-        label, i = f"{base}#{i}", i + 1
-    return label
 
 
 def _libraries() -> dict[str, str]:
@@ -364,23 +322,36 @@ def evaluate(
     report_dir: Path = Path("report"),
     tile: int | None = None,
     overlap: int | None = None,
+    max_tile_pixels: int | None = None,
     batch: int = 4,
     device: str = "cpu",
     seed: int = 0,
     ssim_variant: str = "uniform7",
     lpips_weights: list[Path] | None = None,
+    by_source: bool = False,
+    figure: bool = False,
     progress: bool = True,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Score checkpoints and baselines on `split` of a shard folder; writes report.json, report.csv, aperture.png.
+    """Score checkpoints and baselines on `split` of a shard folder; writes report.json, report.csv, aperture.png
+    and, with `figure`, figure.png (per f-number group, crops of its first pair: input, each method, reference).
 
     Every check (shard folder, split, models, options) runs before any sample is scored. `align`: False,
     True or "ecc" (outputs registered onto the reference), "flow" (the reference warped onto each output:
-    JDRL's protocol for misaligned test pairs).
-    """
-    from defocuskit.data.shards import iter_samples, shard_urls
-    from defocuskit.eval.plots import plot_aperture
+    JDRL's protocol for misaligned test pairs). `limit`: the first N paired samples in shard order.
+    `by_source`: the rows per (source, f-number) as well as pooled (report.add_source_rows).
 
+    Under `accelerate launch -m defocuskit eval ...` every process scores its share of the pairs
+    (`processes.shard_share`; plain "cuda" becomes the process's own GPU) and the main process writes the
+    report, identical to a one-process run's; each process writes its own samples' --save-images files.
+    """
+    from defocuskit.data.shards import shard_urls
+    from defocuskit.devices import resolve_device
+    from defocuskit.eval.plots import aperture_title, plot_aperture
+    from defocuskit.eval.processes import count_pairs, process_group, shard_share, share_of
+
+    group = process_group()
+    device = group.device(resolve_device(device))
     console = console or Console()
     shards = Path(shards)
     align_mode = "ecc" if align is True else (align or None)
@@ -422,7 +393,7 @@ def evaluate(
         name, items = chosen[label]
         runners[label], infos[label] = _checkpoint_runner(
             path, steps=steps_for[label], sampler=name, sets=items, tile=tile, overlap=overlap, batch=batch,
-            device=device, seed=seed, coc=coc_source)
+            device=device, seed=seed, coc=coc_source, max_tile_pixels=max_tile_pixels)
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 
@@ -436,12 +407,29 @@ def evaluate(
         lpips_desc = (f"unavailable: no LPIPS-alex weights given (--lpips-weights or ${ENV_VAR}); "
                       "the lpips package is not installed and nothing is downloaded")
     scoring = Scoring(ssim_variant=ssim_variant, align=align_mode, lpips_model=lpips_model)
+    urls = shard_urls(shards, split)
+    pairs = count_pairs(urls)  # the bar's total, from the tar headers
+    mine = None if pairs is None else share_of(min(pairs, limit or pairs), group.rank, group.world)
+    progress = progress and group.is_main
+    if group.world > 1:
+        print(f"eval: process {group.rank} of {group.world} on {device} scores "
+              f"{'its share' if mine is None else mine} of {'the' if pairs is None else min(pairs, limit or pairs)} "
+              "pairs", file=sys.stderr, flush=True)
     try:
-        result = evaluate_samples(iter_samples(shards, split), runners, scoring=scoring, by_aperture=by_aperture,
-                                  stops=stops, limit=limit, save_images=save_images, progress=progress,
-                                  console=Console(stderr=True) if progress else console)
+        result = evaluate_samples(shard_share(urls, group, limit), runners, scoring=scoring, by_aperture=by_aperture,
+                                  stops=stops, save_images=save_images, progress=progress,
+                                  console=Console(stderr=True) if progress else console, total=mine,
+                                  gather=group.gather, figure=figure)
     except CocError as exc:
         raise EvalError(str(exc)) from None
+    tallies = group.gather({label: dict(run.ran) for label, run in runners.items() if hasattr(run, "ran")})
+    for label in infos:
+        if infos[label]["kind"] == "checkpoint":
+            counts: dict[str, int] = {}
+            for part in tallies:
+                for how, n in part.get(label, {}).items():
+                    counts[how] = counts.get(how, 0) + n
+            infos[label]["ran"] = dict(sorted(counts.items()))  # images per way the network ran
     if result["pairs"] == 0 and not result["skipped"]:
         raise EvalError(f"split '{split}' of {shards} has no paired samples (with blur.png and sharp.png) to score")
     protocol = {
@@ -466,12 +454,22 @@ def evaluate(
     }
     report = {"protocol": protocol, "rows": result["rows"], "images": result["images"],
               "skipped": result["skipped"], "notes": result["notes"]}
+    if not group.is_main:  # one process writes; every process has the gathered report
+        return report
     report_dir = Path(report_dir)
-    write_report(report, report_dir)
-    figure = report_dir / "aperture.png"
-    figure.unlink(missing_ok=True)  # never leave an earlier run's figure beside this report
-    if by_aperture and plot_aperture(report["rows"], figure) is None:
+    crops = report_dir / "figure.png"
+    crops.unlink(missing_ok=True)  # never leave an earlier run's figures beside this report
+    if figure and result["figure"]:
+        from defocuskit.eval.figure import write_figure
+
+        write_figure(crops, result["figure"], aperture_title(report))
+    elif figure:
+        report["notes"].append("figure.png not written: no pair that every method produced an output for")
+    write_report(report, report_dir, by_source=by_source)
+    plot = report_dir / "aperture.png"
+    plot.unlink(missing_ok=True)
+    if by_aperture and plot_aperture(report["rows"], plot, title=aperture_title(report)) is None:
         report["notes"].append("aperture.png not written: no f-number groups")
-        write_report(report, report_dir)
+        write_report(report, report_dir, by_source=by_source)
     print_table(report, console)
     return report

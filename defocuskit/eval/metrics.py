@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from skimage.metrics import structural_similarity
 
@@ -48,7 +49,7 @@ def ssim(x: np.ndarray, y: np.ndarray, variant: str = "uniform7") -> float:
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     if variant == "uniform7":
-        return float(structural_similarity(x, y, channel_axis=-1, data_range=1.0))
+        return _ssim_uniform7(x, y)
     if variant == "gaussian11":
         return float(
             structural_similarity(
@@ -56,6 +57,29 @@ def ssim(x: np.ndarray, y: np.ndarray, variant: str = "uniform7") -> float:
             )
         )
     raise ValueError(f"unknown SSIM variant '{variant}' (known: {', '.join(SSIM_VARIANTS)})")
+
+
+def _ssim_uniform7(x: np.ndarray, y: np.ndarray) -> float:
+    """skimage.metrics.structural_similarity(x, y, channel_axis=-1, data_range=1) computed with OpenCV's box filter.
+
+    The same formula (Wang et al. 2004, eq. 13, with skimage's sample covariance 49/48 and K1=0.01, K2=0.03),
+    window and cropping: the mean runs over pixels at least 3 from the border, whose 7x7 windows lie inside the
+    image, so the border mode cannot matter. Agrees with skimage to ~1e-13 (tests); 3.5x faster at 1536x1024.
+    """
+    if min(x.shape[:2]) < 7:
+        return float(structural_similarity(x, y, channel_axis=-1, data_range=1.0))  # skimage's own error/size rules
+
+    def mean7(a: np.ndarray) -> np.ndarray:
+        return cv2.blur(a, (7, 7), borderType=cv2.BORDER_REFLECT)  # all channels at once
+
+    c1, c2, cov_norm = 0.01**2, 0.03**2, 49.0 / 48.0
+    x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+    ux, uy = mean7(x), mean7(y)
+    uxx, uyy, uxy = ux * ux, uy * uy, ux * uy
+    vx, vy, vxy = mean7(x * x) - uxx, mean7(y * y) - uyy, mean7(x * y) - uxy
+    s = ((2 * uxy + c1) * (2 * cov_norm * vxy + c2)) / ((uxx + uyy + c1) * (cov_norm * (vx + vy) + c2))
+    per_channel = s[3:-3, 3:-3].reshape(-1, x.shape[2]).mean(axis=0, dtype=np.float64)
+    return float(per_channel.mean())  # mean over channels, as skimage's channel_axis
 
 
 def mae(x: np.ndarray, y: np.ndarray) -> float:

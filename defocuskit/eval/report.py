@@ -1,4 +1,8 @@
-"""Aggregating per-image scores into per-(method, f-number) rows, and writing them: console, JSON, CSV."""
+"""Aggregating per-image scores into per-(method, f-number) rows, optionally per source, and writing them:
+console, JSON, CSV.
+
+Each row holds, per metric, the mean and the spread over its images (population standard deviation,
+ddof=0), for the method, for the blurred input and for the per-image gain (method minus input)."""
 
 from __future__ import annotations
 
@@ -8,14 +12,22 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 METRICS = ("psnr", "ssim", "mae", "lpips")
+GAIN_METRICS = ("psnr", "ssim", "mae")
+STD_DESCRIPTION = ("*_std: population standard deviation (ddof=0) over the images of the row; *_gain_std: of the "
+                   "per-image gain (method minus blurred input on the same image)")
 ROW_KEYS = (
-    "method", "f_number", "n", "psnr", "ssim", "mae", "lpips",
-    "psnr_input", "ssim_input", "mae_input", "lpips_input", "psnr_gain", "ssim_gain", "mae_gain",
+    "method", "source", "f_number", "n",
+    *(k for m in METRICS for k in (m, f"{m}_std")),
+    *(k for m in METRICS for k in (f"{m}_input", f"{m}_input_std")),
+    *(k for m in GAIN_METRICS for k in (f"{m}_gain", f"{m}_gain_std")),
 )
+ALL = "all"  # how report.csv and the table write a pooled f-number or source (None in the rows)
 
 
 def group_of(f_number: float | None, stops: bool) -> float | None:
@@ -29,36 +41,68 @@ def group_of(f_number: float | None, stops: bool) -> float | None:
     return round(float(f_number), 1)
 
 
-def _mean(values: list[float | None]) -> float | None:
+def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
+    """(mean, population std) of the values; (None, None) when there are none or any is missing."""
     if not values or any(v is None for v in values):
-        return None
-    return float(sum(values) / len(values))  # type: ignore[arg-type]
+        return None, None
+    arr = np.asarray(values, np.float64)
+    return float(arr.mean()), float(arr.std())
 
 
-def _row(method: str, f_number: float | None, images: list[dict[str, Any]]) -> dict[str, Any]:
-    row: dict[str, Any] = {"method": method, "f_number": f_number, "n": len(images)}
+def _row(method: str, source: str | None, f_number: float | None, images: list[dict[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"method": method, "source": source, "f_number": f_number, "n": len(images)}
     for m in METRICS:
-        row[m] = _mean([im[m] for im in images])
-        row[f"{m}_input"] = _mean([im[f"{m}_input"] for im in images])
-    for m in ("psnr", "ssim", "mae"):
-        a, b = row[m], row[f"{m}_input"]
-        row[f"{m}_gain"] = None if a is None or b is None else a - b
+        row[m], row[f"{m}_std"] = _stats([im[m] for im in images])
+        row[f"{m}_input"], row[f"{m}_input_std"] = _stats([im[f"{m}_input"] for im in images])
+    for m in GAIN_METRICS:
+        gains = [None if im[m] is None or im[f"{m}_input"] is None else im[m] - im[f"{m}_input"] for im in images]
+        row[f"{m}_gain"], row[f"{m}_gain_std"] = _stats(gains)
     return row
 
 
-def aggregate(images: list[dict[str, Any]], methods: list[str], by_aperture: bool) -> list[dict[str, Any]]:
-    """Mean of each metric over the images of each (method, f-number group), then an "all" row (f_number None)."""
+def source_of(image: dict[str, Any]) -> str:
+    """The source name an image row is grouped under ("unknown" where the sample's json had none)."""
+    return str(image.get("source") or "unknown")
+
+
+def _rows_of(method: str, source: str | None, images: list[dict[str, Any]], by_aperture: bool) -> list[dict[str, Any]]:
+    rows = []
+    if by_aperture:
+        for g in sorted({im["f_number"] for im in images if im["f_number"] is not None}):
+            rows.append(_row(method, source, g, [im for im in images if im["f_number"] == g]))
+    rows.append(_row(method, source, None, images))
+    return rows
+
+
+def aggregate(images: list[dict[str, Any]], methods: list[str], by_aperture: bool,
+              by_source: bool = False) -> list[dict[str, Any]]:
+    """Rows of mean and std of each metric per (method, f-number group), then an "all" row (f_number None).
+
+    Pooled rows have `source` None. With `by_source`, each method's pooled rows are followed by the same
+    rows per source (`source` named; sources sorted), each ending with that source's "all" row.
+    """
     rows = []
     for method in methods:
         mine = [im for im in images if im["method"] == method]
         if not mine:
             continue
-        if by_aperture:
-            groups = sorted({im["f_number"] for im in mine if im["f_number"] is not None})
-            for g in groups:
-                rows.append(_row(method, g, [im for im in mine if im["f_number"] == g]))
-        rows.append(_row(method, None, mine))
+        rows.extend(_rows_of(method, None, mine, by_aperture))
+        if by_source:
+            for source in sorted({source_of(im) for im in mine}):
+                rows.extend(_rows_of(method, source, [im for im in mine if source_of(im) == source], by_aperture))
     return rows
+
+
+def add_source_rows(report: dict[str, Any]) -> dict[str, Any]:
+    """Replace `report["rows"]` by the rows per (source, f-number) as well as pooled, from `report["images"]`.
+
+    The methods keep the order of the existing rows; f-number groups come from the images (None where the
+    evaluation did not group by aperture). Returns the report.
+    """
+    methods = list(dict.fromkeys([r["method"] for r in report["rows"]] + [im["method"] for im in report["images"]]))
+    by_aperture = any(im["f_number"] is not None for im in report["images"])
+    report["rows"] = aggregate(report["images"], methods, by_aperture, by_source=True)
+    return report
 
 
 def _fmt(value: float | None, digits: int, signed: bool = False) -> str:
@@ -67,26 +111,50 @@ def _fmt(value: float | None, digits: int, signed: bool = False) -> str:
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def print_table(report: dict[str, Any], console: Console | None = None) -> None:
-    """The rows as a rich table: method, f/N, n, PSNR, gain, SSIM, gain, MAE, LPIPS."""
-    console = console or Console()
-    table = Table(title=f"defocuskit eval: split '{report['protocol'].get('split')}'")
-    for name in ("method", "f/N", "n", "PSNR", "ΔPSNR", "SSIM", "ΔSSIM", "MAE", "LPIPS"):
+def _pm(value: float | None, std: float | None, digits: int, signed: bool = False) -> str:
+    """"+0.52 ±0.76": a mean and its spread over images."""
+    text = _fmt(value, digits, signed)
+    return text if value is None or std is None else f"{text} ±{std:.{digits}f}"
+
+
+def _table(rows: list[dict[str, Any]], title: str, caption: str | None = None) -> Table:
+    """One table: method (named on the first row of its block), f/N, n, PSNR, gain ±std, SSIM, gain, MAE, LPIPS
+    (the LPIPS column only where a row has it)."""
+    lpips = any(r["lpips"] is not None for r in rows)
+    table = Table(title=title, caption=caption, box=box.MINIMAL, show_edge=False)
+    for name in ("method", "f/N", "n", "PSNR", "ΔPSNR ±sd", "SSIM", "ΔSSIM", "MAE") + (("LPIPS",) if lpips else ()):
         table.add_column(name, justify="left" if name == "method" else "right")
     previous = None
-    for row in report["rows"]:
+    for row in rows:
         if previous is not None and row["method"] != previous:
             table.add_section()
+        first = row["method"] != previous
         previous = row["method"]
         table.add_row(
-            row["method"],
-            "all" if row["f_number"] is None else f"f/{row['f_number']:g}",
+            row["method"] if first else "",
+            ALL if row["f_number"] is None else f"f/{row['f_number']:g}",
             str(row["n"]),
-            _fmt(row["psnr"], 2), _fmt(row["psnr_gain"], 2, signed=True),
+            _fmt(row["psnr"], 2), _pm(row["psnr_gain"], row.get("psnr_gain_std"), 2, signed=True),
             _fmt(row["ssim"], 4), _fmt(row["ssim_gain"], 4, signed=True),
-            _fmt(row["mae"], 4), _fmt(row["lpips"], 4),
+            _fmt(row["mae"], 4), *((_fmt(row["lpips"], 4),) if lpips else ()),
         )
-    console.print(table)
+    return table
+
+
+def print_table(report: dict[str, Any], console: Console | None = None) -> None:
+    """The rows as rich tables: all sources pooled, then (rows with a `source`) one table per source."""
+    console = console or Console()
+    split = report["protocol"].get("split")
+    rows = report["rows"]
+    pooled = [r for r in rows if r.get("source") is None]
+    sources = list(dict.fromkeys(r["source"] for r in rows if r.get("source") is not None))
+    scope = "all sources" if sources else ""
+    console.print(_table(pooled, f"defocuskit eval: split '{split}'" + (f", {scope}" if scope else ""),
+                         caption="Δ: gain over the blurred input; sd: std over images"))
+    if len(sources) == 1:
+        console.print(f"one source, '{sources[0]}': its rows are the rows above")
+    for source in sources if len(sources) > 1 else []:
+        console.print(_table([r for r in rows if r.get("source") == source], f"source '{source}', split '{split}'"))
     lpips = str(report["protocol"].get("lpips", ""))
     if lpips.startswith("unavailable"):
         console.print(f"LPIPS {lpips}")
@@ -96,8 +164,15 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
         console.print(f"[yellow]skipped {len(report['skipped'])} sample(s)[/yellow] (listed in report.json)")
 
 
-def write_report(report: dict[str, Any], report_dir: Path) -> dict[str, Path]:
-    """Write report.json (everything) and report.csv (the rows); returns their paths."""
+def write_report(report: dict[str, Any], report_dir: Path, by_source: bool = False) -> dict[str, Path]:
+    """Write report.json (everything) and report.csv (the rows); returns their paths.
+
+    With `by_source`, the rows are first recomputed per (source, f-number) from the images (`add_source_rows`).
+    The protocol records what the *_std columns are.
+    """
+    if by_source:
+        add_source_rows(report)
+    report.setdefault("protocol", {}).setdefault("std", STD_DESCRIPTION)
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     json_path = report_dir / "report.json"
@@ -107,5 +182,6 @@ def write_report(report: dict[str, Any], report_dir: Path) -> dict[str, Path]:
         writer = csv.DictWriter(fh, fieldnames=list(ROW_KEYS), extrasaction="ignore")
         writer.writeheader()
         for row in report["rows"]:
-            writer.writerow({k: ("all" if k == "f_number" and row[k] is None else row[k]) for k in ROW_KEYS})
+            writer.writerow({k: (ALL if k in ("f_number", "source") and row.get(k) is None else row.get(k))
+                             for k in ROW_KEYS})
     return {"json": json_path, "csv": csv_path}

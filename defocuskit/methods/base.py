@@ -50,6 +50,11 @@ def _all_parameters(model: nn.Module, phase: str) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def model_multiple(model: nn.Module) -> int:
+    """The `multiple` attribute of the network (1 where it has none): H and W it needs to be multiples of."""
+    return int(getattr(unwrap(model), "multiple", 1))
+
+
 @dataclass(frozen=True)
 class Method:
     """A deblurring method: its config sections, how to build its network, train it and run it.
@@ -78,6 +83,13 @@ class Method:
         scheduler sets them (recorded in deblur.json / report.json), else None.
     upgrade_recipe(raw) -> raw
         a recipe dict read from an older model file, in today's keys.
+    whole_image: how inference may run the network on a large input. True: in one pass over the whole
+        (padded) image, as far as a memory budget allows (translation-equivariant convolutions, whose
+        cost grows linearly with the pixels); False: in tiles of the training size (self-attention,
+        whose cost and whose learnt context depend on the input size). Each method says why.
+    pad_multiple(model) -> int
+        the multiple that the network needs H and W to be (a U-Net with k downsamplings: 2**k);
+        a whole-image pass reflect-pads the image to it and crops the output back.
     """
 
     name: str
@@ -96,3 +108,5 @@ class Method:
     timesteps: Callable[[Any, Any], list[int] | None] = _no_timesteps
     phases: tuple[str, ...] = ("main",)
     phase_parameters: Callable[[nn.Module, str], list[nn.Parameter]] = _all_parameters
+    whole_image: bool = False
+    pad_multiple: Callable[[nn.Module], int] = model_multiple

@@ -111,4 +111,8 @@ METHOD = Method(
     restore=restore,
     phases=PHASES,
     phase_parameters=phase_parameters,
+    # a ResNet generator of convolutions; its instance norm takes the statistics of the whole input, as the
+    # released test.py does on full frames (--preprocess none)
+    whole_image=True,
+    pad_multiple=lambda model: unwrap(model).g_blur2sharp.multiple,  # 2**n_down stride-2 convolutions
 )

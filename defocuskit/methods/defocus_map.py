@@ -163,4 +163,6 @@ METHOD = Method(
     loss=loss,
     restore=restore,
     output="defocus_map",
+    # SegFormer's efficient attention: memory grows with (HW)^2 / R^2: tiles of the training size
+    whole_image=False,
 )

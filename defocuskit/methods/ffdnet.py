@@ -180,4 +180,6 @@ METHOD = Method(
     restore=restore,
     needs=needs,
     upgrade_recipe=upgrade_recipe,
+    whole_image=True,  # pixel unshuffle + 3x3 convolutions: any even size (odd sizes padded by one)
+    pad_multiple=lambda model: 2,  # the 2x2 pixel unshuffle
 )

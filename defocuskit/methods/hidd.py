@@ -239,4 +239,7 @@ METHOD = Method(
     nfe=nfe,
     needs=needs,
     upgrade_recipe=upgrade_recipe,
+    # NCSN++ has self-attention at a fixed level: on a larger input it attends over more than it was trained
+    # on, at a quadratic cost; the paper samples 256x256 images: tiles of the training size
+    whole_image=False,
 )

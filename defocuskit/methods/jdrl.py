@@ -157,4 +157,6 @@ METHOD = Method(
     build=build,
     loss=loss,
     restore=restore,
+    whole_image=True,  # a convolutional U-Net with a convolutional map estimator: any size
+    pad_multiple=lambda model: unwrap(model).deblur.multiple,  # 2**(levels - 1) max-poolings
 )

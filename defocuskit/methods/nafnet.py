@@ -80,6 +80,11 @@ def restore(
     return out
 
 
+def pad_multiple(model: nn.Module) -> int:
+    """2**levels: the U-Net halves the resolution once per encoder level."""
+    return 2 ** unwrap(model).levels
+
+
 METHOD = Method(
     name="nafnet",
     data="paired",
@@ -89,4 +94,7 @@ METHOD = Method(
     build=build,
     loss=loss,
     restore=restore,
+    # convolutions only (the channel attention pools globally, as in the paper's full-frame testing): any size
+    whole_image=True,
+    pad_multiple=pad_multiple,
 )

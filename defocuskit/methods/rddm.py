@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -258,6 +259,12 @@ def restore(
     return (pre + residual).clamp(0, 1)
 
 
+def pad_multiple(model: nn.Module) -> int:
+    """The least common multiple of what the estimator, the pre-deblur, the ResNet (1/16) and the denoiser need."""
+    rddm: RDDM = unwrap(model)
+    return math.lcm(rddm.map_estimator.multiple, rddm.pre_deblur.multiple, 16, rddm.denoiser.multiple)
+
+
 METHOD = Method(
     name="rddm",
     data="paired",
@@ -270,4 +277,8 @@ METHOD = Method(
     nfe=lambda cfg: int(cfg.steps),  # one denoiser evaluation per DDIM step (plus the one-pass pre-deblur)
     timesteps=timesteps,
     upgrade_recipe=upgrade_recipe,
+    # the release tests whole DPDD frames; its map normalisation (minmax_*) and channel attention pool over the
+    # whole input, so tiles change the result. The estimator's efficient attention bounds the size (--max-tile-pixels)
+    whole_image=True,
+    pad_multiple=pad_multiple,
 )

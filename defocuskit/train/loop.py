@@ -404,11 +404,42 @@ def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers:
     return torch.stack(gathered + [stats[:, 1]], dim=1)
 
 
+BUDGET_BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {steps} [{elapsed}<{left} {ends}, {step_rate}{postfix}]"
+
+
+def training_bar(max_steps: int, start: int, max_minutes: float | None, disable: bool = False, **kwargs: Any) -> Any:
+    """The training progress bar: steps of max_steps with an ETA; under a time budget (train.max_minutes) the
+    time left is the sooner of the budget's end and the steps' ETA, and says which ends the run."""
+    from tqdm.auto import tqdm
+
+    class BudgetBar(tqdm):  # tqdm.auto's class: a terminal or a notebook bar
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            d = super().format_dict
+            elapsed, n, total = d["elapsed"], d["n"], d["total"]
+            rate = (n - d.get("initial", 0)) / elapsed if elapsed > 0 and n > d.get("initial", 0) else None
+            by_steps = (total - n) / rate if rate else math.inf
+            by_budget = max(0.0, max_minutes * 60.0 - elapsed)
+            left = min(by_steps, by_budget)
+            d.update(steps=f"{n}/{total} steps", left=self.format_interval(left),
+                     ends="budget" if by_budget <= by_steps else "max_steps",
+                     step_rate=f"{rate:.2f} step/s" if rate else "? step/s",
+                     # the bar and the percentage: the share of the run done, whichever of the two ends it
+                     n=int(1000 * elapsed / (elapsed + left)) if elapsed + left > 0 else 1000, total=1000)
+            return d
+
+    options = dict(total=max_steps, initial=start, disable=disable, dynamic_ncols=True,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s, not per step
+    options.update(kwargs)
+    if max_minutes is None:
+        return tqdm(**options)
+    return BudgetBar(bar_format=BUDGET_BAR_FORMAT, **options)
+
+
 def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[Any], schedulers: list[Any],
          ema: EMA, counter: StepCounter, recipe: Recipe, method: Method, stream: ShardStream, log_keys: bool) -> int:
     """The steps from `counter.step` to `train.max_steps` (or until `train.max_minutes`); the last step done."""
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
 
     t = recipe.train
     out = Path(recipe.output_dir)
@@ -417,8 +448,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
     batches = iter(DataLoader(stream, batch_size=recipe.data.batch_size, num_workers=stream.num_workers))
     keys_file = open(out / f"seen-keys-rank{rank}.jsonl", "a") if log_keys else None  # noqa: SIM115
     metrics = open(out / METRICS, "a") if accelerator.is_main_process else None  # noqa: SIM115
-    bar = tqdm(total=t.max_steps, initial=start, disable=not accelerator.is_main_process, dynamic_ncols=True,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s, not per step
+    bar = training_bar(t.max_steps, start, t.max_minutes, disable=not accelerator.is_main_process)
     t_start = t_log = time.time()
     wait, losses, step = 0.0, [], start
     try:
@@ -450,8 +480,6 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                 if len(method.phases) > 1:
                     record["losses"] = dict(zip(method.phases, mean))
                 postfix = {"loss": f"{record['loss']:.4g}", "lr": f"{lr:.3g}", "img_s": f"{record['images_per_s']:.1f}"}
-                if t.max_minutes is not None:  # the time budget, not max_steps, ends time-bounded runs
-                    postfix["left"] = f"{max(0.0, t.max_minutes * 60 - (now - t_start)):.0f}s"
                 bar.set_postfix(postfix, refresh=False)
                 if metrics is not None:
                     metrics.write(json.dumps(record) + "\n")

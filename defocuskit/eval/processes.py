@@ -1,0 +1,130 @@
+"""Eval in several processes (`accelerate launch -m defocuskit eval ...`): who scores which sample, with which
+seed, and how the per-image rows come back to the main process.
+
+The split is fixed by the shards alone: the paired samples (blur.png and sharp.png) are numbered in shard
+order, pair j goes to process j % world_size, and `--limit N` keeps pairs 0 .. N-1. The other samples
+(sharp-only references, blur-map samples) are only counted, by process 0. A sampler's noise is seeded
+from (seed, sample key), never from how many samples a process saw before, so every image comes out the
+same whatever the number of processes, and the gathered rows, put back in shard order, make the same report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tarfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from defocuskit.data.shards import decode_sample, iter_raw
+
+
+def _alone(obj: Any) -> list[Any]:
+    return [obj]
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessGroup:
+    """This process's place among the eval processes and how to collect one object from each of them."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    gather: Callable[[Any], list[Any]] = _alone  # every process's object, in rank order, on every process
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes the report."""
+        return self.rank == 0
+
+    def device(self, device: str) -> str:
+        """`device` for this process: plain "cuda" becomes this process's GPU (cuda:LOCAL_RANK) when several run."""
+        return f"cuda:{self.local_rank}" if self.world > 1 and device == "cuda" else device
+
+
+def process_group() -> ProcessGroup:
+    """The group `accelerate launch` set up (WORLD_SIZE > 1: Accelerate's PartialState starts it), else one process.
+
+    CPU processes (ACCELERATE_USE_CPU=1, or no CUDA) connect over gloo. Processes launched as several that
+    Accelerate still cannot connect would each score every sample and write the same report: an error instead.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched <= 1:
+        return ProcessGroup()
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object, parse_flag_from_env
+
+    from defocuskit.eval.runners import EvalError
+
+    # CPU processes connect over gloo: with ACCELERATE_USE_CPU=1, or on a machine without CUDA
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    if state.num_processes != launched:
+        raise EvalError(f"accelerate launched {launched} processes (WORLD_SIZE={launched}) but they are not connected "
+                        f"(accelerate sees {state.num_processes}: {state.distributed_type}); on CPUs give "
+                        "ACCELERATE_USE_CPU=1 (with --multi_gpu --num_processes N)")
+    return ProcessGroup(state.process_index, state.num_processes, state.local_process_index,
+                        lambda obj: list(gather_object([obj])))
+
+
+def sample_seed(seed: int, key: str) -> int:
+    """A 63-bit seed for the sample called `key`, from (seed, key): the same in any process, in any order."""
+    digest = hashlib.sha256(f"{int(seed)}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _members(names: list[str]) -> str:
+    """'pair', 'sharp-only', 'blur-map' or 'other' from the member names (extensions) of one sample."""
+    if "blur.png" in names and "sharp.png" in names:
+        return "pair"
+    if "sharp.png" in names:
+        return "sharp-only"
+    return "blur-map" if "blur.png" in names else "other"
+
+
+def count_pairs(urls: list[str]) -> int | None:
+    """The paired samples in local tar shards, from the tar headers alone (no image is read); None for
+    remote shards."""
+    if any(u.startswith("pipe:") or "://" in u for u in urls):
+        return None
+    pairs = 0
+    for url in urls:
+        current, names = None, []
+        with tarfile.open(url, "r") as tar:
+            for info in tar:
+                base = os.path.basename(info.name)
+                if not info.isfile() or "." not in base:
+                    continue
+                stem, ext = base.split(".", 1)
+                key = os.path.join(os.path.dirname(info.name), stem)
+                if key != current:
+                    pairs += current is not None and _members(names) == "pair"
+                    current, names = key, []
+                names.append(ext)
+        pairs += current is not None and _members(names) == "pair"
+    return pairs
+
+
+def share_of(pairs: int, rank: int, world: int) -> int:
+    """How many of `pairs` pairs (numbered 0 ..) process `rank` of `world` scores."""
+    return len(range(rank, pairs, world))
+
+
+def shard_share(urls: list[str], group: ProcessGroup, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """The decoded samples of this process's share, in shard order, each with its "index" in the whole split:
+    pair j (j < limit) when j % world == rank; every other kind of sample on process 0 only."""
+    index = pair = 0
+    for url in urls:
+        for raw in iter_raw(url):
+            kind = _members([k for k in raw if not k.startswith("__")])
+            if kind == "pair":
+                if limit is not None and pair >= limit:
+                    return
+                mine = pair % group.world == group.rank
+                pair += 1
+            else:
+                mine = group.is_main
+            if mine:
+                yield {**decode_sample(raw), "index": index}
+            index += 1

@@ -1,0 +1,165 @@
+"""What eval runs on each sample: an exported model loaded once, or a baseline; and which sampler settings go to
+which checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from defocuskit.coc_source import CocSource
+
+# A runner turns one sample's blurred input (float32 (H, W, 3) in [0, 1]) into the method's output.
+Runner = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
+
+# eval's progress bar while a sample is scored: a model runner adds its tiles / steps tasks to it
+ACTIVE_BAR: ContextVar[Any] = ContextVar("defocuskit_eval_bar", default=None)
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run as asked; the message names the file, split or key."""
+
+
+def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tile: int | None,
+                       overlap: int | None, batch: int, device: str, seed: int,
+                       coc: CocSource | None, max_tile_pixels: int | None = None) -> tuple[Runner, dict[str, Any]]:
+    """Load an exported model once; a Runner that deblurs one image with it, and what the report says of it.
+
+    The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
+    attribute counts how the network ran per image (`Tiling.describe`: whole image or tiles of a size).
+    """
+    from collections import Counter
+
+    from defocuskit.eval.processes import sample_seed
+    from defocuskit.infer import resolve_sampler, restore_image, sampler_settings
+    from defocuskit.tiling import DEFAULT_MAX_TILE_PIXELS, check_tiling, plan_tiling, resolve_overlap
+    from defocuskit.train.export import load_model
+
+    try:
+        method, recipe, model = load_model(path, device=device)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(f"{path}: "):  # already names the file and the fault
+            raise EvalError(str(exc)) from exc
+        raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
+    if method.output != "image":
+        raise EvalError(f"{path}: a '{method.name}' model estimates {method.output.replace('_', ' ')}s; eval scores images")
+    try:
+        sampler_cfg = method.resolve_sampler(resolve_sampler(recipe, steps, name=sampler, sets=sets))
+        info = sampler_settings(method, sampler_cfg, recipe.objective)
+        check_tiling(method, recipe, model, tile, overlap, max_tile_pixels)
+    except ValueError as exc:
+        hint = (f" (--steps {steps} goes to every model with steps; give each its own with "
+                "--set LABEL:sampler.steps=N)") if steps is not None else ""
+        raise EvalError(f"{path}: {exc}{hint}") from exc
+    needs_coc = "coc" in info["needs"]
+    if needs_coc and coc is None:
+        raise EvalError(f"{path}: this model (its sampler or network) needs a CoC map: --coc map --coc-model FILE | "
+                        "--coc oracle | --coc fnumber")
+    model.eval()
+    ran: Counter[str] = Counter()
+    tiling = dict(tile=tile, overlap=overlap, max_tile_pixels=max_tile_pixels)
+
+    def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
+        coc_map = coc(blur, sample.get("meta"), sample.get("coc"), name=sample["key"]) if needs_coc and coc else None
+        out = restore_image(method, recipe, model, blur, **tiling, batch=batch, seed=sample_seed(seed, sample["key"]),
+                            device=device, progress=ACTIVE_BAR.get() or False, sampler_cfg=sampler_cfg, coc=coc_map)
+        ran[plan_tiling(method, recipe, model, *blur.shape[:2], **tiling).describe()] += 1
+        return out
+
+    run.ran = ran  # type: ignore[attr-defined]
+    whole = tile is None and method.whole_image
+    size = None if whole else int(tile or recipe.data.image_size)
+    budget = (DEFAULT_MAX_TILE_PIXELS if max_tile_pixels is None else int(max_tile_pixels)) if whole else None
+    desc = {"kind": "checkpoint", "path": str(path), "method": method.name, "sampler": info["settings"],
+            "nfe": info["nfe"], "timesteps": info.get("timesteps"), "coc": coc.describe() if needs_coc and coc else None,
+            "tile": size, "overlap": overlap if size is None else resolve_overlap(size, overlap),
+            "max_tile_pixels": budget,
+            "inference": (f"whole image, reflect-padded to a multiple of {method.pad_multiple(model)}, while it has at "
+                          f"most {budget} pixels; larger images in the largest tiles within that" if whole else
+                          f"tiles of {size}x{size} px" + ("" if tile else " (the training size: the network attends "
+                                                           "over its input)")),
+            "batch": batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
+            "channels": recipe.data.channels}
+    return run, desc
+
+
+def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, dict[str, Any]]:
+    from defocuskit import baselines
+
+    if name == "input":
+        return (lambda blur, sample: baselines.input_baseline(blur)), {"kind": "baseline", "description": "the blurred input"}
+    if name in ("wiener", "prox"):
+        restore = baselines.wiener_baseline if name == "wiener" else baselines.prox_baseline
+
+        def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
+            meta = dict(sample.get("meta") or {}, key=sample["key"])
+            coc_map = coc(blur, meta, sample.get("coc"), name=sample["key"]) if coc is not None else sample.get("coc")
+            return restore(blur, meta, coc_map)
+
+        desc = baselines.WIENER_ASSUMPTIONS if name == "wiener" else baselines.PROX_DESCRIPTION
+        return run, {"kind": "baseline", "description": desc, "coc": coc.describe() if coc is not None else None}
+    raise EvalError(f"unknown baseline '{name}' (known: {', '.join(baselines.BASELINES)})")
+
+
+def split_label(item: str, labels: set[str], option: str) -> tuple[str | None, str]:
+    """`LABEL:rest` -> (LABEL, rest) for a known label; `rest` alone -> (None, rest); an unknown label is an error."""
+    head, sep, rest = item.partition(":")
+    if not sep or "=" in head:
+        return None, item
+    if head not in labels:
+        raise EvalError(f"{option} {item}: no checkpoint is labelled '{head}' (labels: {', '.join(sorted(labels)) or 'none'})")
+    return head, rest
+
+
+def _sampler_keys(path: Path) -> set[str]:
+    """The sampler keys of the model in `path`, from the file's metadata alone (no tensors are read)."""
+    import json
+
+    from safetensors import safe_open
+
+    from defocuskit.methods import get_method
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+        method = get_method(str(json.loads(meta["recipe"]).get("method")))
+    except Exception as exc:  # unreadable file, missing or foreign metadata, unknown method
+        raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
+    return {f.name for f in dataclasses.fields(method.SamplerConfig)}
+
+
+def per_checkpoint_settings(paths: dict[str, Path], keys: dict[str, set[str]], samplers: list[str], sets: list[str]
+                            ) -> dict[str, tuple[str | None, list[str]]]:
+    """For each checkpoint label, its `--sampler` NAME and `--set` items.
+
+    A `LABEL:` prefix aims an item at one checkpoint; an item without it goes to every checkpoint
+    whose sampler has that key (`name` for --sampler), and is an error when none has.
+    """
+    chosen: dict[str, tuple[str | None, list[str]]] = {label: (None, []) for label in paths}
+    for item in samplers:
+        label, name = split_label(item, set(paths), "--sampler")
+        targets = [label] if label else [lb for lb in paths if "name" in keys[lb]]
+        if not targets:
+            raise EvalError(f"--sampler {item}: no model given has named samplers")
+        for lb in targets:
+            chosen[lb] = (name, chosen[lb][1])
+    for item in sets:
+        label, rest = split_label(item, set(paths), "--set")
+        key = rest.partition("=")[0].strip().removeprefix("sampler.")
+        targets = [label] if label else [lb for lb in paths if key in keys[lb]]
+        if not targets:
+            raise EvalError(f"--set {item}: no model given has a sampler key '{key}'")
+        for lb in targets:
+            chosen[lb][1].append(rest)
+    return chosen
+
+
+def _label(path: Path, taken: set[str]) -> str:
+    base = path.parent.name if path.stem == "model" and path.parent.name else path.stem
+    label, i = base, 2
+    while label in taken:
+        label, i = f"{base}#{i}", i + 1
+    return label

@@ -1,0 +1,144 @@
+"""How an image is covered by network passes: the whole (padded) image while it fits a pixel budget, else
+overlapping tiles with raised-cosine blending weights; pure functions of sizes and the method's properties."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from defocuskit.methods.base import Method
+    from defocuskit.train.recipe import Recipe
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles covering [0, length): stride tile - overlap, the last tile flush with the edge."""
+    if tile < 1:
+        raise ValueError(f"tile must be positive, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, tile - overlap))
+    return starts + [length - tile]
+
+
+def ramp(length: int, overlap: int) -> np.ndarray:
+    """(length,) blending weights: 1 inside, raised-cosine ramps over `overlap` at both ends, strictly positive."""
+    weights = np.ones(length, np.float64)
+    n = min(overlap, length // 2)
+    if n > 0:
+        rise = 0.5 - 0.5 * np.cos(np.pi * np.arange(1, n + 1) / (n + 1))  # in (0, 1)
+        weights[:n] = rise
+        weights[length - n :] = rise[::-1]
+    return weights
+
+
+def blend_window(tile: int | tuple[int, int], overlap: int) -> np.ndarray:
+    """(tile, tile) (or (height, width)) float32 blending weights: separable raised-cosine ramps over the
+    overlap, strictly positive."""
+    th, tw = (tile, tile) if isinstance(tile, int) else tile
+    return np.outer(ramp(th, overlap), ramp(tw, overlap)).astype(np.float32)
+
+
+# 2048 x 2048: whole frames of DPDD (1680x1120), EBB! and VABD (1536x1024) and RealDOF (2320x1536) go through in
+# one pass; the paper-size NAFNet (width 64) added 2.8 GiB of CPU memory per Mpx in a whole 1024x1024 pass
+# (docs/benchmarks.md); --max-tile-pixels lowers the budget for smaller devices
+DEFAULT_MAX_TILE_PIXELS = 2048 * 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+    """How `restore_image` covers an image: one pass over the whole (padded) image, or overlapping tiles."""
+
+    whole: bool
+    tile: tuple[int, int]  # (height, width) of one network pass; the padded image when whole
+    overlap: int
+    padded: tuple[int, int]  # (height, width) of the image after padding
+    tiles: int  # network passes (tiles) per image
+    max_tile_pixels: int | None  # the budget that decided (None: the method always tiles, or --tile was given)
+
+    def describe(self) -> str:
+        """'whole 1536x1024' or 'tiles 32x32 overlap 8' (width x height): what ran, for the reports."""
+        if self.whole:
+            return f"whole {self.tile[1]}x{self.tile[0]}"
+        return f"tiles {self.tile[1]}x{self.tile[0]} overlap {self.overlap}"
+
+    def record(self) -> dict[str, Any]:
+        """What deblur.json records of the run: mode, tile [height, width], overlap, tiles, budget."""
+        return {"inference": "whole" if self.whole else "tiles", "tile": list(self.tile), "overlap": self.overlap,
+                "tiles": self.tiles, "max_tile_pixels": self.max_tile_pixels}
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def check_tiling(method: Method, recipe: Recipe, model: nn.Module, tile: int | None = None, overlap: int | None = None,
+                 max_tile_pixels: int | None = None) -> None:
+    """Raise ValueError, naming the option, for a tile, overlap or budget that no image could run with."""
+    if tile is not None and tile < 1:
+        raise ValueError(f"--tile must be positive, got {tile}")
+    if max_tile_pixels is not None and max_tile_pixels < 1:
+        raise ValueError(f"--max-tile-pixels must be positive, got {max_tile_pixels}")
+    if tile is not None or not method.whole_image:
+        resolve_overlap(int(tile or recipe.data.image_size), overlap)
+        return
+    m = int(method.pad_multiple(model))
+    budget = DEFAULT_MAX_TILE_PIXELS if max_tile_pixels is None else int(max_tile_pixels)
+    if budget < m * m:
+        raise ValueError(f"--max-tile-pixels {budget} is less than one {m}x{m} block, the smallest input "
+                         f"a '{method.name}' model takes")
+    if overlap is not None and overlap < 0:
+        raise ValueError(f"--overlap must not be negative, got {overlap}")
+
+
+def plan_tiling(method: Method, recipe: Recipe, model: nn.Module, height: int, width: int, *,
+                tile: int | None = None, overlap: int | None = None, max_tile_pixels: int | None = None) -> Tiling:
+    """How an image of (height, width) is run. An explicit `tile`: tiles of that size. A method that tiles
+    (`Method.whole_image` False): tiles of the recipe's training size. Otherwise the whole image, padded to
+    the network's multiple, in one pass while it has at most `max_tile_pixels` (default
+    DEFAULT_MAX_TILE_PIXELS) pixels; beyond that, tiles of the largest size (multiples of that multiple)
+    within the budget, a short side taken whole. Tile overlap: `overlap`, else min(32, tile side // 4)."""
+    check_tiling(method, recipe, model, tile, overlap, max_tile_pixels)
+
+    def tiles(th: int, tw: int, budget: int | None) -> Tiling:
+        ov = resolve_overlap(min(th, tw), overlap)
+        ph, pw = max(th, height), max(tw, width)
+        n = len(tile_starts(ph, th, ov)) * len(tile_starts(pw, tw, ov))
+        return Tiling(False, (th, tw), ov, (ph, pw), n, budget)
+
+    if tile is not None or not method.whole_image:
+        t = int(tile or recipe.data.image_size)
+        return tiles(t, t, None)
+    m = int(method.pad_multiple(model))
+    budget = DEFAULT_MAX_TILE_PIXELS if max_tile_pixels is None else int(max_tile_pixels)
+    ph, pw = _round_up(height, m), _round_up(width, m)
+    if ph * pw <= budget:
+        return Tiling(True, (ph, pw), 0, (ph, pw), 1, budget)
+    side = math.isqrt(budget) // m * m
+    th, tw = min(side, ph), min(side, pw)
+    if th < side:  # the short side fits in one tile: spend the rest of the budget along the long side
+        tw = min(pw, budget // th // m * m)
+    elif tw < side:
+        th = min(ph, budget // tw // m * m)
+    return tiles(th, tw, budget)
+
+
+def resolve_overlap(tile: int, overlap: int | None) -> int:
+    """The tile overlap: `overlap` if given (checked to be in [0, tile)), else min(32, tile // 4)."""
+    if overlap is None:
+        return min(32, tile // 4)
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
+    return int(overlap)
+
+
+def tile_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for the tile batch starting at tile `index`, from (seed, index)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, index]).generate_state(2, np.uint64)[0] >> 1)

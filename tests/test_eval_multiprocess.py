@@ -1,0 +1,187 @@
+"""Eval in several processes: `accelerate launch -m defocuskit eval` (2 CPU processes) writes the report of a
+one-process run byte for byte; the split, the per-sample seeds, the merge and the progress bar's total."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.sample import IngestOptions
+from defocuskit.data.shards import iter_samples, shard_urls
+from defocuskit.eval.evaluate import EvalError, evaluate, evaluate_samples
+from defocuskit.eval.processes import ProcessGroup, count_pairs, sample_seed, shard_share, share_of
+from defocuskit.methods import get_method
+from defocuskit.train.export import save_model
+from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+# one thread per process in both runs: accelerate gives each of its processes one; torch's CPU reductions
+# (NAFNet's global pooling) may round the last bit differently with another thread count
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic shards (test split: 8 pairs, then 4 sharp-only references), a tiny random NAFNet and a tiny HIDD
+    prior with a 2-step noisy sampler."""
+    root = tmp_path_factory.mktemp("mp")
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(root / "shards"), workers=0, synthetic_size=48,
+                                                             synthetic_f_numbers=(2.0, 5.6)), progress=False)
+    naf = resolve_recipe({"method": "nafnet", "data": {"image_size": 32},
+                          "model": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}})
+    torch.manual_seed(0)
+    net = get_method("nafnet").build(naf.model, naf.objective, False)
+    for p in net.parameters():
+        if p.dim() > 1:
+            torch.nn.init.normal_(p, std=0.05)  # not the identity: every pixel comes out of the network
+    save_model(root / "naf" / "model.safetensors", net.state_dict(), "nafnet", recipe_to_dict(naf))
+    hidd = resolve_recipe({"method": "hidd", "data": {"image_size": 32, "channels": 1},
+                           "model": {"channels": 1, "image_size": 32, "nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1,
+                                     "attn_resolutions": [16]}, "sampler": {"name": "fast", "steps": 2}})
+    torch.manual_seed(0)
+    prior = get_method("hidd").build(hidd.model, hidd.objective, False)
+    save_model(root / "hidd" / "model.safetensors", prior.state_dict(), "hidd", recipe_to_dict(hidd))
+    return root
+
+
+def _eval_command(setup: Path, out: Path) -> list[str]:
+    return ["-m", "defocuskit", "eval", "--shards", str(setup / "shards"), "--checkpoint",
+            str(setup / "naf" / "model.safetensors"), "--checkpoint", str(setup / "hidd" / "model.safetensors"),
+            "--baseline", "input", "--report", str(out / "report"), "--save-images", str(out / "images"),
+            "--figure"]
+
+
+def _launch_two(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`accelerate launch` of `python -m ...` in 2 processes on one machine, on a free port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    return subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+                           *command], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_processes_write_the_report_of_one_byte_for_byte(setup: Path, tmp_path: Path) -> None:
+    one = subprocess.run([sys.executable, *_eval_command(setup, tmp_path / "one")], cwd=REPO, env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-4000:]
+    two = _launch_two(_eval_command(setup, tmp_path / "two")[1:], ENV)
+    assert two.returncode == 0, two.stderr[-4000:]
+    for name in ("report.json", "report.csv", "figure.png"):  # figure.png: per f-number, the first pair's crops
+        assert (tmp_path / "one" / "report" / name).read_bytes() == (tmp_path / "two" / "report" / name).read_bytes()
+    for rank in (0, 1):  # connected: each process scores half the pairs
+        assert f"eval: process {rank} of 2 on cpu scores 4 of 8 pairs" in two.stderr, two.stderr[-3000:]
+    assert two.stdout.count("report: ") == 1  # the main process alone reports
+    report = json.loads((tmp_path / "one" / "report" / "report.json").read_text())
+    totals = {r["method"]: r["n"] for r in report["rows"] if r["f_number"] is None}
+    assert totals == {"input": 8, "naf": 8, "hidd": 8}  # 4 pairs on each process
+    methods = report["protocol"]["methods"]
+    assert sum(methods["naf"]["ran"].values()) == 8 and all(k.startswith("whole ") for k in methods["naf"]["ran"])
+    assert methods["hidd"]["ran"] == {"tiles 32x32 overlap 8": 8}
+    assert "4 sharp-only sample(s) (no blur.png) were not scored" in report["notes"]  # counted once, by process 0
+    # each process wrote its own samples' outputs: together, the same files with the same pixels
+    saved = {p.relative_to(tmp_path / "one" / "images"): p.read_bytes() for p in (tmp_path / "one" / "images").rglob("*.png")}
+    assert len(saved) == 24
+    assert saved == {p.relative_to(tmp_path / "two" / "images"): p.read_bytes()
+                     for p in (tmp_path / "two" / "images").rglob("*.png")}
+
+
+def test_shares_cover_the_pairs_once_in_shard_order(setup: Path) -> None:
+    urls = shard_urls(setup / "shards", "test")
+    everything = [(i, s["key"], s["blur"] is not None) for i, s in enumerate(iter_samples(setup / "shards", "test"))]
+    pairs = [(i, k) for i, k, paired in everything if paired]
+    assert count_pairs(urls) == len(pairs) == 8
+    for limit in (None, 5):
+        wanted = pairs[:limit]
+        got = []
+        for rank in range(3):
+            share = list(shard_share(urls, ProcessGroup(rank, 3), limit))
+            mine = [(s["index"], s["key"]) for s in share if s["blur"] is not None]
+            assert mine == wanted[rank::3] and len(mine) == share_of(len(wanted), rank, 3)
+            assert all(s["blur"] is not None for s in share) or rank == 0  # references: process 0 only
+            got += mine
+        assert sorted(got) == wanted
+
+
+def test_noise_is_seeded_by_the_sample_not_by_its_place(setup: Path) -> None:
+    from defocuskit.eval.runners import _checkpoint_runner
+
+    assert sample_seed(0, "a/f2") == sample_seed(0, "a/f2") != sample_seed(0, "a/f2_8") != sample_seed(1, "a/f2")
+    run, _ = _checkpoint_runner(setup / "hidd" / "model.safetensors", steps=None, sampler=None, sets=[], tile=None,
+                                overlap=None, batch=4, device="cpu", seed=0, coc=None)
+    first, second = [s for s in iter_samples(setup / "shards", "test") if s["blur"] is not None][:2]
+    both = evaluate_samples([first, second], {"hidd": run}, progress=False)
+    alone = evaluate_samples([second], {"hidd": run}, progress=False)
+    assert both["images"][1] == alone["images"][0]  # the same output after another sample or alone
+    renamed = dict(second, key="other/name")  # the same pixels under another key: other noise
+    blur = second["blur"].astype(np.float32) / (65535.0 if second["blur"].dtype == np.uint16 else 255.0)
+    assert not np.array_equal(run(blur, second), run(blur, renamed))
+    assert run.ran == {"tiles 32x32 overlap 8": 5}  # how the network ran, per image it restored
+
+
+def test_parts_merge_into_the_one_process_result_and_a_failure_stops_every_process(setup: Path) -> None:
+    from defocuskit.coc_source import CocError
+
+    urls = shard_urls(setup / "shards", "test")
+    runners = {"input": lambda blur, sample: blur, "half": lambda blur, sample: blur * 0.5}
+    single = evaluate_samples(shard_share(urls, ProcessGroup()), runners, progress=False)
+    parts: list[dict] = []
+    evaluate_samples(shard_share(urls, ProcessGroup(0, 2)), runners, progress=False,
+                     gather=lambda obj: parts.append(obj) or [obj])  # process 0, stopped at its gather
+    merged = evaluate_samples(shard_share(urls, ProcessGroup(1, 2)), runners, progress=False,
+                              gather=lambda obj: [parts[0], obj])  # process 1 receives both parts
+    assert merged == single and len(single["images"]) == 16
+    assert [im["key"] for im in merged["images"]] == [im["key"] for im in single["images"]]
+
+    def broken(blur, sample):
+        raise CocError("--coc oracle: no coc.png")
+
+    sent: list[dict] = []
+    with pytest.raises(CocError):  # the failing process sends its error before it raises
+        evaluate_samples(shard_share(urls, ProcessGroup(0, 2)), {"m": broken}, progress=False,
+                         gather=lambda obj: sent.append(obj) or [obj])
+    assert sent == [{"error": "CocError: --coc oracle: no coc.png"}]
+    with pytest.raises(EvalError, match="another eval process failed: CocError: --coc oracle"):
+        evaluate_samples(shard_share(urls, ProcessGroup(1, 2)), runners, progress=False,
+                         gather=lambda obj: [sent[0], obj])
+
+
+def test_eval_bar_has_a_total_an_eta_and_the_images_inner_progress(setup: Path, tmp_path: Path, monkeypatch) -> None:
+    from rich.console import Console
+    from rich.progress import Progress, TimeRemainingColumn
+
+    import defocuskit.eval.evaluate as evaluate_module
+
+    bars: list[Progress] = []
+    added: list[tuple[str, float | None]] = []
+    make = evaluate_module._progress_bar
+
+    def recording(enabled: bool, console: Console):
+        bar = make(enabled, Console(file=io.StringIO()))
+        add = bar.add_task
+        bar.add_task = lambda description, **kw: added.append((description, kw.get("total"))) or add(description, **kw)
+        bars.append(bar)
+        return bar
+
+    monkeypatch.setattr(evaluate_module, "_progress_bar", recording)
+    evaluate(setup / "shards", [setup / "naf" / "model.safetensors"], ["input"], limit=5,
+             report_dir=tmp_path / "report", progress=True, console=Console(file=io.StringIO()))
+    assert any(isinstance(c, TimeRemainingColumn) for c in bars[0].columns)
+    assert added[0] == ("scoring", 10)  # 5 pairs x 2 methods
+    inner = [d for d, _ in added[1:]]
+    assert len(inner) == 10 and inner[1::2] == ["  steps"] * 5 and all(d.startswith("  whole ") for d in inner[::2])
+    evaluate(setup / "shards", [], ["input"], report_dir=tmp_path / "all", progress=True,
+             console=Console(file=io.StringIO()))
+    assert added[-1] == ("scoring", 8)  # every pair of the split, counted from the tar headers
