@@ -7,7 +7,20 @@ from typing import Optional
 
 import typer
 
+from defocuskit.cli_options import (
+    DEVICE_HELP, WORKERS_HELP, AlignBy, Baseline, BitDepth, CuhkWhiteIs, DeblurCoc, EvalCoc, Preset, Register, SplitBy,
+    Ssim, print_version, value,
+)
+from defocuskit.cli_recipes import recipes_app
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Single-image defocus deblurring research toolkit.")
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True,
+                                 help="Print defocuskit's version (and torch's) and exit."),
+) -> None:
+    """Single-image defocus deblurring research toolkit."""
 
 
 @app.command("ingest")
@@ -24,21 +37,21 @@ def ingest_cmd(
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Your own misaligned pairs: DIR/{blur,sharp}/ or DIR/{train,test}/{blur,sharp}/ (paired by file stem, else by sorted order)."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", help="'builtin': scikit-image photos rendered through a thin lens."),
     cuhk_blur: Optional[Path] = typer.Option(None, "--cuhk-blur", help="CUHK blur detection root ({image,images}/*.jpg + gt/*.png): out-of-focus photos with binary blur maps (blur.png + blurmask.png, no sharp.png)."),
-    cuhk_white_is: str = typer.Option("auto", "--cuhk-white-is", help="--cuhk-blur: what white in gt/ marks: auto (decided from the photos' sharpness) | blurred | sharp."),
+    cuhk_white_is: CuhkWhiteIs = typer.Option("auto", "--cuhk-white-is", help="--cuhk-blur: what white in gt/ marks: auto (decided from the photos' sharpness) | blurred | sharp."),
     cuhk_test_fraction: float = typer.Option(0.0, "--cuhk-test-fraction", help="--cuhk-blur: about this share of the photos (seed-free hash of the name) go to test; the rest to train."),
-    workers: int = typer.Option(0, "--workers", help="Decoding processes (0: all cores)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Decoding and registration: {WORKERS_HELP}."),
     shard_size: int = typer.Option(64, "--shard-size", help="Source pairs per shard."),
     max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale so the longer side is at most this."),
     patch: Optional[int] = typer.Option(None, "--patch", help="Cut training patches of this size."),
     stride: Optional[int] = typer.Option(None, "--stride", help="Patch stride (default: the patch size)."),
     min_sharpness: Optional[float] = typer.Option(None, "--min-sharpness", help="Drop flat patches (mean luminance gradient below this, e.g. 0.01)."),
-    bit_depth: str = typer.Option("auto", "--bit-depth", help="auto | 8 | 16"),
-    split_by: str = typer.Option("scene", "--split-by", help="For sources without official splits: scene | train | test."),
+    bit_depth: BitDepth = typer.Option("auto", "--bit-depth", help="Sample type of the shards' images: auto (16-bit where the source has more than 8 bits), 8 or 16."),
+    split_by: SplitBy = typer.Option("scene", "--split-by", help="For sources without official splits: scene (a stable hash of the scene name, --test-fraction to test) | train | test (everything there)."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="With --split-by scene."),
     scene_gap: Optional[float] = typer.Option(None, "--scene-gap", help="RAW: split folders into scenes at capture gaps (seconds)."),
     f_number_csv: Optional[Path] = typer.Option(None, "--f-number-csv", help="RAW and --pairs: CSV with columns file,f_number (files relative to --raw-dir / --pairs); overrides EXIF."),
     f_number_pattern: Optional[str] = typer.Option(None, "--f-number-pattern", help="RAW and --pairs: regex whose first group, found in a file name, is the f-number ('_' read as '.'), for files without EXIF FNumber, e.g. 'f(\\d+(?:[._]\\d+)?)'."),
-    register: str = typer.Option("ecc", "--register", help="Registration of misaligned pairs (RAW, VABD, EBB, SDD, --pairs): ecc (homography fallback) | homography | none (keep pairs as shot: no warp, no gain)."),
+    register: Register = typer.Option("ecc", "--register", help="Registration of misaligned pairs (RAW, VABD, EBB, SDD, --pairs): ecc (homography fallback) | homography | none (keep pairs as shot: no warp, no gain)."),
     min_align_score: float = typer.Option(0.8, "--min-align-score", help="Reject pairs registered worse than this."),
     part: str = typer.Option("1/1", "--part", help="I/N: ingest only the I-th of N parts (job arrays); parts merge."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of recording it."),
@@ -54,7 +67,6 @@ def ingest_cmd(
 
     from defocuskit.data.ingest import IngestError, run_ingest
     from defocuskit.data.inspect import manifest_table
-    from defocuskit.data.pairs import REGISTER_CHOICES
     from defocuskit.data.sample import IngestOptions
 
     given = {"raw": raw_dir, "dpdd": dpdd, "realblur": realblur, "ded": ded, "realdof": realdof,
@@ -66,21 +78,15 @@ def ingest_cmd(
         f_numbers = tuple(float(x) for x in synthetic_f_numbers.split(","))
     except ValueError:
         raise typer.BadParameter("--part needs I/N and --synthetic-f-numbers numbers, e.g. 1/4 and 1.4,2,2.8") from None
-    if bit_depth not in ("auto", "8", "16"):
-        raise typer.BadParameter(f"--bit-depth must be auto, 8 or 16, not {bit_depth!r}")
-    if cuhk_white_is not in ("auto", "blurred", "sharp"):
-        raise typer.BadParameter(f"--cuhk-white-is must be auto, blurred or sharp, not {cuhk_white_is!r}")
     if not 0.0 <= cuhk_test_fraction < 1.0:
         raise typer.BadParameter(f"--cuhk-test-fraction must be in [0, 1), not {cuhk_test_fraction}")
-    if register not in REGISTER_CHOICES:
-        raise typer.BadParameter(f"--register must be {' | '.join(REGISTER_CHOICES)}, not {register!r}")
     opts = IngestOptions(
         out=str(out), workers=workers, shard_size=shard_size, max_side=max_side, patch=patch, stride=stride,
-        min_sharpness=min_sharpness, bit_depth=bit_depth, split_by=split_by, test_fraction=test_fraction,
+        min_sharpness=min_sharpness, bit_depth=value(bit_depth), split_by=value(split_by), test_fraction=test_fraction,
         scene_gap_s=scene_gap, f_number_csv=str(f_number_csv) if f_number_csv else None,
-        f_number_pattern=f_number_pattern, register=register, min_align_score=min_align_score, part=(i - 1, n),
+        f_number_pattern=f_number_pattern, register=value(register), min_align_score=min_align_score, part=(i - 1, n),
         strict=strict, seed=seed, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
-        synthetic_misalign_px=synthetic_misalign, cuhk_white_is=cuhk_white_is, cuhk_test_fraction=cuhk_test_fraction,
+        synthetic_misalign_px=synthetic_misalign, cuhk_white_is=value(cuhk_white_is), cuhk_test_fraction=cuhk_test_fraction,
     )
     console = Console()
     try:
@@ -103,7 +109,8 @@ def ingest_cmd(
 def inspect_cmd(
     folder: Path = typer.Argument(..., help="A shard folder written by `defocuskit ingest`."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Contact sheet PNG (default FOLDER/contact_sheet.png)."),
-    n: int = typer.Option(6, "--n", help="Pairs on the contact sheet."),
+    n: int = typer.Option(6, "--n", help="Samples on the contact sheet, one row each: exactly N (fewer only if the "
+                          "shards hold fewer), distinct source / split / f-number first."),
 ) -> None:
     """Print a shard folder's manifest and write a contact sheet of a few pairs."""
     from rich.console import Console
@@ -124,7 +131,8 @@ def inspect_cmd(
 
 @app.command("train", context_settings={"allow_interspersed_args": True})
 def train_cmd(
-    recipe: Path = typer.Argument(..., help="Recipe YAML (recipes/*.yaml)."),
+    recipe: str = typer.Argument(..., help="A recipe YAML file, or a packaged recipe by name (`defocuskit recipes` "
+                                 "lists them): nafnet-tiny, nafnet-tiny.yaml or recipes/nafnet-tiny.yaml."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides, e.g. train.max_steps=100 data.train=shards/"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter counts, then exit."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over, deleting the run folder's checkpoints."),
@@ -161,32 +169,42 @@ def train_cmd(
         typer.echo(f"model: {path}")
 
 
+app.add_typer(recipes_app, name="recipes")
+
+
 @app.command("deblur")
 def deblur_cmd(
-    inputs: list[Path] = typer.Argument(..., help="Images: PNG (8/16-bit), JPEG, TIFF or camera RAW."),
+    inputs: list[Path] = typer.Argument(..., help="Images (PNG 8/16-bit, JPEG, TIFF or camera RAW), folders of them, "
+                                        "or quoted glob patterns such as 'shots/*.NEF'."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="An exported model (.safetensors from `defocuskit train`)."),
     out: Path = typer.Option(..., "--out", help="Output folder: <stem>.png at the input's size and bit depth."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (diffusion methods)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler by name (hidd: released | pc | fast)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Sampler setting sampler.KEY=VALUE (repeatable)."),
-    coc: Optional[str] = typer.Option(None, "--coc", help="CoC map for physics consistency: map | fnumber."),
+    coc: Optional[DeblurCoc] = typer.Option(None, "--coc", help="CoC map for physics consistency: map (--coc-model) | "
+                                            "fnumber (the shot's optics)."),
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
     f_number: Optional[float] = typer.Option(None, "--f-number", help="--coc fnumber: the shot's f-number (default: EXIF)."),
-    tile: Optional[int] = typer.Option(None, "--tile", help="Tile size (default: the model's training size)."),
+    tile: Optional[int] = typer.Option(
+        None, "--tile", help="Tile size. Default: convolutional models run the whole image (up to --max-tile-pixels); "
+        "attention models (hidd, defocus-map) tiles of their training size."),
     overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap in pixels (default: min(32, tile/4))."),
+    max_tile_pixels: Optional[int] = typer.Option(
+        None, "--max-tile-pixels", help="Memory budget of one pass of a convolutional model: images with more pixels "
+        "run in the largest tiles within it (default 4194304 = 2048x2048)."),
     batch: int = typer.Option(4, "--batch", help="Tiles per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
+    device: str = typer.Option("auto", "--device", help=f"{DEVICE_HELP}."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samplers' noise (per tile batch)."),
 ) -> None:
-    """Deblur images of any size in overlapping tiles (a defocus-map model writes <stem>_coc.png maps)."""
+    """Deblur images of any size: whole or in overlapping tiles (a defocus-map model writes <stem>_coc.png maps)."""
     import sys
 
     from defocuskit.infer import deblur_files
 
     try:
         written = deblur_files(list(inputs), checkpoint, out, steps=steps, sampler=sampler, sets=list(set_ or []),
-                               coc=coc, coc_model=coc_model, f_number=f_number, tile=tile, overlap=overlap,
-                               batch=batch, device=device, seed=seed)
+                               coc=value(coc), coc_model=coc_model, f_number=f_number, tile=tile, overlap=overlap,
+                               max_tile_pixels=max_tile_pixels, batch=batch, device=device, seed=seed)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
@@ -199,12 +217,15 @@ def deblur_cmd(
 def eval_cmd(
     shards: Path = typer.Option(Path("shards"), "--shards", help="Shard folder written by `defocuskit ingest`."),
     checkpoint: Optional[list[Path]] = typer.Option(None, "--checkpoint", help="Exported model (repeatable)."),
-    baseline: Optional[list[str]] = typer.Option(None, "--baseline", help="input | wiener | prox (repeatable)."),
+    baseline: Optional[list[Baseline]] = typer.Option(None, "--baseline", help="A baseline to score (repeatable): input "
+                                                      "(the blurred photo) | wiener | prox (disc-PSF deconvolution)."),
     split: str = typer.Option("test", "--split", help="Which split of the shards to score."),
     by_aperture: bool = typer.Option(True, "--by-aperture/--no-by-aperture", help="One row per f-number."),
+    by_source: bool = typer.Option(False, "--by-source", help="Rows per source too (each with its total): table, "
+                                   "report.json, report.csv."),
     stops: bool = typer.Option(False, "--stops", help="Group by full stops instead of the recorded f-number."),
     align: bool = typer.Option(False, "--align", help="Register outputs to the reference before scoring (misaligned sets)."),
-    align_by: str = typer.Option(
+    align_by: AlignBy = typer.Option(
         "ecc", "--align-by", help="With --align: ecc (output registered onto the reference, affine) | flow (the "
         "reference warped onto each output by optical flow: JDRL's protocol)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N pairs."),
@@ -213,38 +234,55 @@ def eval_cmd(
         None, "--sampler", help="[LABEL:]NAME: sampler by name for every model with named samplers, or the one labelled."),
     set_: Optional[list[str]] = typer.Option(
         None, "--set", help="[LABEL:]sampler.KEY=VALUE (repeatable); LABEL is the checkpoint's run-folder name."),
-    coc: Optional[str] = typer.Option(None, "--coc", help="CoC map for physics consistency and baselines: map | oracle | fnumber."),
+    coc: Optional[EvalCoc] = typer.Option(None, "--coc", help="CoC map for physics consistency and baselines: map "
+                                          "(--coc-model) | oracle (the shards' coc.png) | fnumber (the shots' optics)."),
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Write every output under DIR/<method>/."),
     report: Path = typer.Option(Path("report"), "--report", help="Folder for report.json, report.csv, aperture.png."),
-    tile: Optional[int] = typer.Option(None, "--tile", help="Tile size (default: each model's training size)."),
+    tile: Optional[int] = typer.Option(
+        None, "--tile", help="Tile size for every model. Default: convolutional models run whole images (up to "
+        "--max-tile-pixels); attention models (hidd) tiles of their training size."),
     overlap: Optional[int] = typer.Option(None, "--overlap", help="Tile overlap (default: min(32, tile/4))."),
+    max_tile_pixels: Optional[int] = typer.Option(
+        None, "--max-tile-pixels", help="Memory budget of one pass of a convolutional model: larger images run in the "
+        "largest tiles within it (default 4194304 = 2048x2048)."),
     batch: int = typer.Option(4, "--batch", help="Tiles per forward pass."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("auto", "--device", help=f"{DEVICE_HELP}."),
     seed: int = typer.Option(0, "--seed"),
-    ssim: str = typer.Option("uniform7", "--ssim", help="uniform7 (skimage default) | gaussian11 (Wang et al.)."),
+    ssim: Ssim = typer.Option("uniform7", "--ssim", help="uniform7 (skimage default) | gaussian11 (Wang et al.)."),
     lpips_weights: Optional[list[Path]] = typer.Option(
         None, "--lpips-weights", help="LPIPS-alex weight file(s); also $DEFOCUSKIT_LPIPS_WEIGHTS. Absent: LPIPS not reported."),
+    figure: bool = typer.Option(
+        False, "--figure", help="Also write REPORT/figure.png: per f-number, crops of its first pair (input, each "
+        "method's output as scored, reference) with their PSNR on the crop. With --align-by ecc the input and "
+        "outputs are shown registered; with --align-by flow the crops are unaligned."),
 ) -> None:
-    """Score models and baselines on a shard split, per f-number, beside the blurred input."""
+    """Score models and baselines on a shard split, per f-number, beside the blurred input (several processes:
+    `accelerate launch -m defocuskit eval ...`)."""
+    import os
     import sys
 
     from defocuskit.data.shards import ShardError
     from defocuskit.eval.evaluate import EvalError, evaluate
 
-    checkpoints, baselines = list(checkpoint or []), list(baseline or [])
+    checkpoints, baselines = list(checkpoint or []), [value(b) for b in baseline or []]
     if not checkpoints and not baselines:
         baselines = ["input", "wiener"]
         print("no --checkpoint or --baseline given: evaluating the input and wiener baselines", file=sys.stderr)
     try:
-        evaluate(shards, checkpoints, baselines, split=split, by_aperture=by_aperture, stops=stops, align=align and align_by,
-                 limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []), coc=coc,
+        evaluate(shards, checkpoints, baselines, split=split, by_aperture=by_aperture, stops=stops,
+                 align=align and value(align_by), limit=limit, steps=steps, samplers=list(sampler or []),
+                 sets=list(set_ or []), coc=value(coc),
                  coc_model=coc_model, save_images=save_images, report_dir=report, tile=tile, overlap=overlap,
-                 batch=batch, device=device, seed=seed, ssim_variant=ssim, lpips_weights=lpips_weights)
+                 max_tile_pixels=max_tile_pixels, batch=batch, device=device, seed=seed, ssim_variant=value(ssim),
+                 lpips_weights=lpips_weights, by_source=by_source, figure=figure)
     except (EvalError, ShardError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
-    typer.echo(f"report: {report / 'report.json'}, {report / 'report.csv'}")
+    if os.environ.get("RANK", "0") == "0":  # once under `accelerate launch`: the main process wrote the report
+        plot, crops = report / "aperture.png", report / "figure.png"
+        typer.echo(f"report: {report / 'report.json'}, {report / 'report.csv'}"
+                   + (f"; plot: {plot}" if plot.exists() else "") + (f"; figure: {crops}" if figure and crops.exists() else ""))
 
 
 @app.command("demo")
@@ -252,11 +290,11 @@ def demo_cmd(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's shards, runs and report."),
     minutes: float = typer.Option(5.0, "--minutes", help="Training time for all models together."),
     size: int = typer.Option(128, "--size", help="Longer side of the synthetic scenes."),
-    workers: int = typer.Option(0, "--workers", help="Ingest processes (0: all cores)."),
-    device: Optional[str] = typer.Option(None, "--device", help="Evaluation device (default: cuda when present, else cpu)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Ingest: {WORKERS_HELP}."),
+    device: str = typer.Option("auto", "--device", help=f"Evaluation device: {DEVICE_HELP}."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N test pairs."),
-    preset: str = typer.Option("default", "--preset", help="default (defocus-map, NAFNet, RDDM, HIDD) | misaligned "
-                               "(JDRL vs NAFNet on misaligned and aligned pairs) | baselines (DnCNN, FFDNet, CycleGAN, HIDD)."),
+    preset: Preset = typer.Option("default", "--preset", help="default (defocus-map, NAFNet, RDDM, HIDD) | misaligned "
+                                  "(JDRL vs NAFNet on misaligned and aligned pairs) | baselines (DnCNN, FFDNet, CycleGAN, HIDD)."),
 ) -> None:
     """Run the whole pipeline on the built-in synthetic set: ingest, train the preset's models, evaluate by aperture."""
     import sys
@@ -264,7 +302,7 @@ def demo_cmd(
     from defocuskit.demo import run_demo
 
     try:
-        run_demo(out=out, minutes=minutes, size=size, workers=workers, device=device, limit=limit, preset=preset)
+        run_demo(out=out, minutes=minutes, size=size, workers=workers, device=device, limit=limit, preset=value(preset))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
@@ -276,7 +314,7 @@ def pseudo_coc_cmd(
     shards: Path = typer.Option(..., "--shards", help="Shard folder with paired samples."),
     out: Path = typer.Option(..., "--out", help="New shard folder: the same samples with a pseudo coc.png."),
     split: Optional[str] = typer.Option(None, "--split", help="Only this split (default: all)."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
+    device: str = typer.Option("auto", "--device", help=f"{DEVICE_HELP}."),
 ) -> None:
     """Pairs into triplets: write the JDRL reblurring module's blur map as coc.png (for defocus-map training)."""
     import sys

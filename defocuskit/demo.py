@@ -21,8 +21,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-
 
 @dataclass(frozen=True)
 class DemoModel:
@@ -59,33 +57,40 @@ PRESETS: dict[str, tuple[DemoModel, ...]] = {
 DEMO_MODELS = PRESETS["default"]
 
 
-def _recipe_path(name: str) -> Path:
-    """The packaged recipe file (the repository's recipes/ folder)."""
-    path = RECIPES / name
-    if not path.is_file():
-        raise FileNotFoundError(f"demo recipe not found: {path} (run the demo from a source checkout)")
-    return path
+def recipe_path(name: str) -> Path:
+    """The packaged recipe file of a demo model (inside the installed package, whatever the working directory)."""
+    from defocuskit.train.recipe import packaged_recipe
+
+    return packaged_recipe(name)
 
 
 def run_demo(
     out: Path = Path("demo-out"),
     minutes: float = 5.0,
     size: int = 128,
-    workers: int = 0,
-    device: str | None = None,
+    workers: int | None = None,
+    device: str = "auto",
     limit: int | None = None,
     console: Console | None = None,
     preset: str = "default",
 ) -> dict:
-    """Ingest the built-in set, train the preset's models for `minutes` in all, evaluate by aperture; the report."""
+    """Ingest the built-in set, train the preset's models for `minutes` in all, evaluate by aperture; the report.
+
+    `workers`: ingest processes as PyTorch's num_workers (IngestOptions.workers: 0 = the main process, N >= 1 =
+    N worker processes, None = one per core, at most 8);
+    `device`: the evaluation device (devices.resolve_device: "auto" = CUDA, else MPS, else CPU), checked first.
+    """
     from defocuskit.data.ingest import run_ingest
     from defocuskit.data.sample import IngestOptions
+    from defocuskit.devices import resolve_device
     from defocuskit.eval.evaluate import evaluate
     from defocuskit.train.loop import train
     from defocuskit.train.recipe import load_recipe
 
     if preset not in PRESETS:
         raise ValueError(f"unknown demo preset {preset!r} (known: {', '.join(PRESETS)})")
+    device = resolve_device(device)
+    recipes = {dm.recipe: recipe_path(dm.recipe) for dm in PRESETS[preset]}  # every recipe found before any work
     models = PRESETS[preset]
     console = console or Console()
     out = Path(out)
@@ -125,7 +130,7 @@ def run_demo(
         ]
         if dm.name == "rddm":
             overrides.append(f"model.map_checkpoint={map_file}")
-        recipe = load_recipe(_recipe_path(dm.recipe), overrides)
+        recipe = load_recipe(recipes[dm.recipe], overrides)
         model_path = train(recipe, resume=False)
         if dm.name == "defocus-map":
             map_file = model_path
@@ -148,7 +153,7 @@ def run_demo(
         coc="map" if map_file else None,
         coc_model=map_file,
         report_dir=report_dir,
-        device=device or "cpu",
+        device=device,
     )
     console.print(f"[{elapsed()}] done. Report: {report_dir / 'report.json'}, {report_dir / 'report.csv'}; plot: {report_dir / 'aperture.png'}")
     return report

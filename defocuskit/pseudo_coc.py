@@ -58,8 +58,10 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
     Samples without blur.png are left out (recorded in rejects.jsonl); an existing coc.png is replaced.
     Rerunning the same command skips shards already written for the same checkpoint and input shard.
     """
+    from defocuskit.devices import resolve_device
     from defocuskit.train.export import load_model
 
+    device = resolve_device(device)
     out = Path(out)
     if Path(shards_in).resolve() == out.resolve():
         raise ValueError(f"--out must be a new folder, not the input shard folder {shards_in}")

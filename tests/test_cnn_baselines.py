@@ -177,7 +177,7 @@ def test_ffdnet_without_level_map() -> None:
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny synthetic shards: blur.png, sharp.png and coc.png (48 px scenes at f/1.4)."""
     out = tmp_path_factory.mktemp("cnn") / "shards"
-    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=1, synthetic_size=48,
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=0, synthetic_size=48,
                                                              synthetic_f_numbers=(1.4,)), progress=False)
     return out
 

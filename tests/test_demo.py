@@ -12,7 +12,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "defocuskit", "demo", "--out", str(out), "--minutes", "0.2", "--size", "64",
-         "--limit", "6", "--workers", "1"],
+         "--limit", "6", "--workers", "0"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -41,7 +41,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
 def _demo(out: Path, preset: str, limit: int) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "defocuskit", "demo", "--preset", preset, "--out", str(out), "--minutes", "0.15",
-         "--size", "64", "--limit", str(limit), "--workers", "1"],
+         "--size", "64", "--limit", str(limit), "--workers", "0"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -252,7 +252,7 @@ def synthetic_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from defocuskit.data.sample import IngestOptions
 
     out = tmp_path_factory.mktemp("syn") / "shards"
-    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=1, synthetic_size=48,
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=0, synthetic_size=48,
                                                              synthetic_f_numbers=(2.0,)), progress=False)
     return out
 

@@ -48,7 +48,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     blur = cv2.GaussianBlur(sharp, (5, 5), 1.5)
     f_number = 2.8 if int(task.scene[1:]) % 2 == 0 else 4.0
     meta = empty_meta(source=NAME, split=task.split, scene=task.scene, f_number=f_number, ref_f_number=16.0,
-                      blur_type="defocus", origin={"sharp": Path(task.files["sharp"]).name})
+                      blur_type="defocus", origin=[Path(task.files["sharp"]).name])
     return [Sample(key=task.key, sharp=sharp, blur=blur, meta=meta)]
 
 
@@ -71,7 +71,7 @@ def fake(monkeypatch):
 
 
 def opts(out: Path, **kw) -> IngestOptions:
-    return IngestOptions(out=str(out), workers=kw.pop("workers", 1), shard_size=kw.pop("shard_size", 3), **kw)
+    return IngestOptions(out=str(out), workers=kw.pop("workers", 0), shard_size=kw.pop("shard_size", 3), **kw)
 
 
 def keys_of(folder: Path) -> list[str]:
@@ -203,11 +203,11 @@ def test_cli_ingest_and_inspect(tmp_path, fake, monkeypatch):
     assert runner.invoke(app, ["ingest", "--out", str(tmp_path / "x")]).exit_code != 0  # no source
     # the CLI has no option for the fake source: stand it in for --dpdd
     monkeypatch.setitem(sources_table.SOURCES, "dpdd", __name__)
-    result = runner.invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "out"), "--workers", "1",
+    result = runner.invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "out"), "--workers", "0",
                                  "--shard-size", "4"])
     assert result.exit_code == 0, result.output
     assert "rejects: 1 new, 1 total" in result.output and "f/2.8" in result.output
-    strict = runner.invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "s"), "--workers", "1",
+    strict = runner.invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "s"), "--workers", "0",
                                  "--strict"])
     assert strict.exit_code == 1 and "s99.png" in strict.output
     result = runner.invoke(app, ["inspect", str(tmp_path / "out"), "--n", "3"])
@@ -219,7 +219,7 @@ def test_cli_ingest_and_inspect(tmp_path, fake, monkeypatch):
 
 def test_real_synthetic_source_if_present(tmp_path):
     pytest.importorskip("defocuskit.data.sources.synthetic")
-    o = IngestOptions(out=str(tmp_path / "out"), workers=1, shard_size=50, synthetic_size=32,
+    o = IngestOptions(out=str(tmp_path / "out"), workers=0, shard_size=50, synthetic_size=32,
                       synthetic_f_numbers=(2.0,))
     manifest = run_ingest({"synthetic": Path("builtin")}, o, progress=False)
     assert manifest["counts"]["samples"] == len(keys_of(tmp_path / "out")) > 0
@@ -244,7 +244,7 @@ def test_real_dpdd_source_if_present(tmp_path):
                             rng.integers(0, 65535, (24, 36, 3)).astype(np.uint16))
     (root / "train_c" / "source" / "IMG_0199.png").write_bytes(b"\x89PNG broken")
     (root / "train_c" / "target" / "IMG_0200.png").write_bytes(b"\x89PNG broken")
-    manifest = run_ingest({"dpdd": root}, IngestOptions(out=str(tmp_path / "out"), workers=1), progress=False)
+    manifest = run_ingest({"dpdd": root}, IngestOptions(out=str(tmp_path / "out"), workers=0), progress=False)
     assert manifest["counts"]["by_split"] == {"test": 2, "train": 3}
     assert manifest["counts"]["by_f_number"] == {"4.0": 5} and manifest["rejects"] == 1
     sample = next(iter_samples(tmp_path / "out", "train"))
@@ -281,7 +281,7 @@ def test_all_rejected_and_empty_sources_exit_non_zero(tmp_path, fake, monkeypatc
     root.mkdir()
     (root / "s00.png").write_bytes(b"broken")
     monkeypatch.setitem(sources_table.SOURCES, "dpdd", __name__)  # the fake source stands in for --dpdd
-    result = CliRunner().invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "a"), "--workers", "1"])
+    result = CliRunner().invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "a"), "--workers", "0"])
     assert result.exit_code == 1 and "no sample written: 1 inputs, all rejected" in result.output
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -294,7 +294,7 @@ def test_empty_raw_dir_fails(tmp_path):
     empty = tmp_path / "photos"
     empty.mkdir()
     with pytest.raises(IngestError, match=r"no sample written: no inputs found under --raw-dir .*photos"):
-        run_ingest({"raw": empty}, IngestOptions(out=str(tmp_path / "out"), workers=1), progress=False)
+        run_ingest({"raw": empty}, IngestOptions(out=str(tmp_path / "out"), workers=0), progress=False)
 
 
 def test_a_part_with_nothing_to_do_succeeds_and_the_last_part_judges(tmp_path, fake):
@@ -474,7 +474,7 @@ def test_replaced_real_photo_is_read_again(tmp_path, real_fixture_root):
     root = copy_resized(real_fixture_root / "VABD", tmp_path / "VABD", width=192)
     good = (root / "train" / "2_8" / "0002.JPG").read_bytes()
     (root / "train" / "2_8" / "0002.JPG").write_bytes(good[: len(good) // 3])  # a truncated copy
-    o = IngestOptions(out=str(tmp_path / "out"), workers=1, shard_size=4)
+    o = IngestOptions(out=str(tmp_path / "out"), workers=0, shard_size=4)
     first = run_ingest({"vabd": root}, o, progress=False)
     assert [Path(r["file"]).name for r in _rejects_of(tmp_path / "out")] == ["0002.JPG"]
     (root / "train" / "2_8" / "0002.JPG").write_bytes(good)

@@ -173,7 +173,7 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from defocuskit.data.sample import IngestOptions
 
     out = tmp_path_factory.mktemp("jdrl") / "shards"
-    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=1, synthetic_size=64,
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=0, synthetic_size=64,
                                                              synthetic_f_numbers=(1.4, 4.0)), progress=False)
     return out
 

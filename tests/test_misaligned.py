@@ -15,7 +15,7 @@ from defocuskit.images import to_float
 
 
 def _ingest(out: Path, misalign: float) -> dict[str, dict]:
-    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=1, synthetic_size=64,
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=0, synthetic_size=64,
                                                              synthetic_f_numbers=(2.0,), synthetic_misalign_px=misalign),
                progress=False)
     return {s["key"]: s for s in iter_samples(out)}

@@ -25,7 +25,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "ACCELERAT
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "shards"
-    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=1, synthetic_size=64,
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=0, synthetic_size=64,
                                                              synthetic_f_numbers=(1.4, 4.0)), progress=False)
     return out
 

@@ -38,7 +38,8 @@ from defocuskit.data.ingest import run_ingest  # noqa: E402
 from defocuskit.data.sample import IngestOptions  # noqa: E402
 from defocuskit.data.shards import iter_samples  # noqa: E402
 from defocuskit.eval.evaluate import Scoring, evaluate_samples  # noqa: E402
-from defocuskit.infer import resolve_overlap, restore_image, tile_starts  # noqa: E402
+from defocuskit.infer import restore_image  # noqa: E402
+from defocuskit.tiling import resolve_overlap, tile_starts  # noqa: E402
 from defocuskit.train.export import load_model  # noqa: E402
 
 FULL = ("released", "pc")
@@ -103,7 +104,7 @@ def main() -> None:
     if args.fixtures is not None:
         real = args.out / "real-shards"
         run_ingest({"vabd": args.fixtures / "VABD", "ebb": args.fixtures / "EBB"},
-                   IngestOptions(out=str(real), workers=1, max_side=args.real_size, split_by="test"), progress=False)
+                   IngestOptions(out=str(real), workers=0, max_side=args.real_size, split_by="test"), progress=False)
         reals = [s for split in ("train", "test") for s in iter_samples(real, split=split)]
         for source, align in (("vabd", False), ("ebb", True)):
             mine = [s for s in reals if s["meta"].get("source") == source]

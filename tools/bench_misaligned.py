@@ -42,7 +42,7 @@ def main() -> None:
     shards = {}
     for name, register in (("as-shot", "none"), ("registered", "ecc")):
         shards[name] = args.work / f"shards-{name}"
-        m = run_ingest(sources, IngestOptions(out=str(shards[name]), workers=1, max_side=args.max_side,
+        m = run_ingest(sources, IngestOptions(out=str(shards[name]), workers=0, max_side=args.max_side,
                                               register=register), progress=False)
         print(f"ingest {name}: {m['counts']['samples']} samples, {m['rejects']} rejects", flush=True)
     models = {}

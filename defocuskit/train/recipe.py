@@ -1,8 +1,10 @@
-"""Recipes: YAML files with dotted key=value overrides, checked against typed dataclasses."""
+"""Recipes: YAML files with dotted key=value overrides, checked against typed dataclasses; the packaged recipes."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import shutil
 import types
 import typing
 from dataclasses import dataclass, field
@@ -12,6 +14,9 @@ from typing import Any
 import yaml
 
 from defocuskit.config import RecipeError, parse_value, apply_overrides, build_dataclass
+
+PACKAGED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # defocuskit/recipes: shipped in the wheel
+_COMMAND_LINE = re.compile(r"^(accelerate |defocuskit |python |PYTHONPATH=|Launch\b|\()")
 
 
 @dataclass
@@ -65,11 +70,83 @@ class Recipe:
     sampler: Any = None  # the method's SamplerConfig
 
 
+def packaged_recipe_names() -> list[str]:
+    """The names of the recipes shipped inside the package (their file names without .yaml), sorted."""
+    return sorted(p.stem for p in PACKAGED_RECIPES.glob("*.yaml"))
+
+
+def packaged_recipe(name: str) -> Path:
+    """The packaged recipe file of `name` ("nafnet-tiny" or "nafnet-tiny.yaml"); RecipeError naming the known ones."""
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    path = PACKAGED_RECIPES / f"{stem}.yaml"
+    if not stem or Path(stem).name != stem or not path.is_file():
+        raise RecipeError(f"no packaged recipe named '{name}' (packaged: {', '.join(packaged_recipe_names())})")
+    return path
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """The recipe file that a `train` argument names: an existing file wins; else the packaged recipe of
+    that name, with or without .yaml, also written recipes/NAME.yaml (the README's spelling) outside the
+    repository. RecipeError, with the packaged names, for anything else."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise RecipeError(f"{path}: a folder, not a recipe file")
+    if path.parent in (Path("."), Path("recipes")):
+        try:
+            return packaged_recipe(path.name)
+        except RecipeError:
+            pass
+    raise RecipeError(f"recipe not found: {name_or_path} is no file, nor a packaged recipe "
+                      f"(packaged: {', '.join(packaged_recipe_names())})")
+
+
+def describe_recipe(path: Path) -> dict[str, str]:
+    """A recipe file's name, method and one-line description: the first line of its header comment that is
+    not a command, with "..." where the sentence goes on."""
+    text = path.read_text()
+    try:
+        method = str((yaml.safe_load(text) or {}).get("method", "?"))
+    except (yaml.YAMLError, AttributeError):
+        method = "?"
+    header = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    prose = [i for i, line in enumerate(header) if line and not _COMMAND_LINE.match(line)]
+    description = ""
+    if prose:
+        i = prose[0]
+        description = header[i]
+        goes_on = i + 1 < len(header) and header[i + 1] and not _COMMAND_LINE.match(header[i + 1])
+        if goes_on and not description.endswith((".", ")", ":")):
+            description += " ..."
+    return {"name": path.stem, "method": method, "description": description}
+
+
+def copy_recipe(name: str, dest: str | Path, force: bool = False) -> Path:
+    """Copy the packaged recipe `name` to `dest` to edit it; the file written.
+
+    `dest` is a folder (kept name) when it is one, ends with a slash or has no suffix; else the new file's
+    name. An existing file is kept (RecipeError) unless `force`.
+    """
+    source = packaged_recipe(name)
+    dest = Path(dest)
+    folder = dest.is_dir() or str(dest).endswith(("/", "\\")) or (not dest.exists() and not dest.suffix)
+    target = dest / source.name if folder else dest
+    if target.exists() and not force:
+        raise RecipeError(f"{target} exists: give --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a recipe YAML, apply overrides, and resolve it against the method's config classes."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe file not found: {path}")
+    """Read a recipe YAML (a file, or a packaged recipe by name: `find_recipe`), apply overrides, and resolve
+    it against the method's config classes."""
+    path = find_recipe(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -1,0 +1,58 @@
+"""The command line's shared option types: choices as enums built from the constants the code checks
+against (one list each), and the help texts several commands share."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Iterable, Optional
+
+import typer
+
+from defocuskit.baselines import BASELINES
+from defocuskit.coc_source import COC_SOURCES
+from defocuskit.data.pairs import REGISTER_CHOICES
+from defocuskit.data.sample import BIT_DEPTHS, CUHK_WHITE_IS, SPLIT_BY
+from defocuskit.demo import PRESETS
+from defocuskit.eval.evaluate import ALIGN_MODES
+from defocuskit.eval.metrics import SSIM_VARIANTS
+
+
+WORKERS_HELP = ("worker processes, as PyTorch's num_workers: 0 = in the main process, N = N worker processes; "
+                "default: one per core, at most 8")
+DEVICE_HELP = "auto (CUDA if present, else MPS, else CPU) | cpu | cuda | cuda:N | mps"
+
+
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """A `str, Enum` typer choice of the values that the code defines (and checks) in one place."""
+    return Enum(name, [(v, v) for v in values], type=str)  # type: ignore[return-value]
+
+
+BitDepth = choices("BitDepth", BIT_DEPTHS)
+SplitBy = choices("SplitBy", SPLIT_BY)
+Register = choices("Register", REGISTER_CHOICES)
+CuhkWhiteIs = choices("CuhkWhiteIs", CUHK_WHITE_IS)
+Baseline = choices("Baseline", BASELINES)
+AlignBy = choices("AlignBy", ALIGN_MODES)
+Ssim = choices("Ssim", SSIM_VARIANTS)
+EvalCoc = choices("EvalCoc", COC_SOURCES)
+DeblurCoc = choices("DeblurCoc", [c for c in COC_SOURCES if c != "oracle"])  # oracle reads shards: eval only
+Preset = choices("Preset", PRESETS)
+
+
+def value(choice: Optional[Enum]) -> Optional[str]:
+    """The plain string of a choice (None stays None)."""
+    return None if choice is None else str(choice.value)
+
+
+def print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from defocuskit import __version__
+
+        try:
+            torch = version("torch")  # read from the installed metadata: torch itself is not imported
+        except PackageNotFoundError:
+            torch = "not installed"
+        typer.echo(f"defocuskit {__version__} (torch {torch})")
+        raise typer.Exit()

@@ -1,0 +1,149 @@
+"""Recipes ship inside the package: found by name from any folder, listed, copied to edit; from a built wheel too."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from defocuskit.cli import app
+from defocuskit.train.recipe import (PACKAGED_RECIPES, RecipeError, copy_recipe, describe_recipe, find_recipe,
+                                     load_recipe, packaged_recipe_names)
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_recipes_live_in_the_package_and_the_root_folder_links_to_them():
+    assert PACKAGED_RECIPES == REPO / "defocuskit" / "recipes"
+    link = REPO / "recipes"
+    assert link.is_symlink() and os.readlink(link) == os.path.join("defocuskit", "recipes")  # relative
+    names = packaged_recipe_names()
+    assert {"nafnet-tiny", "hidd", "rddm", "defocus-map-tiny", "jdrl"} <= set(names)
+    assert sorted(p.stem for p in link.glob("*.yaml")) == names
+
+
+def test_find_recipe_by_name_from_another_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    packaged = PACKAGED_RECIPES / "nafnet-tiny.yaml"
+    for spelling in ("nafnet-tiny", "nafnet-tiny.yaml", "recipes/nafnet-tiny.yaml", Path("recipes/nafnet-tiny.yaml")):
+        assert find_recipe(spelling) == packaged
+    assert load_recipe("hidd-tiny", ["train.max_steps=3"]).train.max_steps == 3
+    with pytest.raises(RecipeError, match=r"recipe not found: nafnet-small .*packaged: cyclegan, .*nafnet-tiny"):
+        find_recipe("nafnet-small")
+    with pytest.raises(RecipeError, match="recipe not found: configs/nafnet-tiny.yaml"):  # another folder: no fallback
+        find_recipe("configs/nafnet-tiny.yaml")
+    (tmp_path / "recipes").mkdir()
+    with pytest.raises(RecipeError, match="recipes: a folder, not a recipe file"):
+        find_recipe("recipes")
+    (tmp_path / "nafnet-tiny.yaml").write_text("method: nafnet\noutput_dir: runs/mine\n")
+    assert find_recipe("nafnet-tiny.yaml") == Path("nafnet-tiny.yaml")  # an existing file wins over the name
+    assert load_recipe("nafnet-tiny.yaml").output_dir == "runs/mine"
+
+
+def test_describe_recipe_reads_the_header(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("# accelerate launch -m defocuskit train recipes/x.yaml\n#\n# A tiny NAFNet for\n"
+                    "# smoke tests.\n# Launch:\n#   python -m defocuskit train x\nmethod: nafnet\n")
+    assert describe_recipe(path) == {"name": "x", "method": "nafnet", "description": "A tiny NAFNet for ..."}
+    info = describe_recipe(PACKAGED_RECIPES / "nafnet-tiny.yaml")
+    assert info["method"] == "nafnet" and info["description"].startswith("CPU smoke test of the NAFNet baseline")
+
+
+def test_cli_lists_and_copies_recipes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for args in (["recipes"], ["recipes", "ls"]):
+        result = runner.invoke(app, args, terminal_width=200)
+        assert result.exit_code == 0, result.output
+        rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in result.output.splitlines()
+                if line.count("│") >= 3}
+        assert {k: v for k, v in rows.items() if k not in ("", "name")} == {  # "": a wrapped description
+            n: describe_recipe(PACKAGED_RECIPES / f"{n}.yaml")["method"] for n in packaged_recipe_names()}
+    result = runner.invoke(app, ["recipes", "cp", "nafnet-tiny", "."])
+    assert result.exit_code == 0 and (tmp_path / "nafnet-tiny.yaml").read_text() == (
+        PACKAGED_RECIPES / "nafnet-tiny.yaml").read_text()
+    result = runner.invoke(app, ["recipes", "cp", "nafnet-tiny", "."])
+    assert result.exit_code == 2 and "--force" in result.output
+    (tmp_path / "nafnet-tiny.yaml").write_text("edited")
+    assert runner.invoke(app, ["recipes", "cp", "nafnet-tiny", ".", "--force"]).exit_code == 0
+    assert (tmp_path / "nafnet-tiny.yaml").read_text().startswith("# accelerate launch")
+    result = runner.invoke(app, ["recipes", "cp", "nope", "."])
+    assert result.exit_code == 2 and "no packaged recipe named 'nope'" in result.output and "hidd-tiny" in result.output
+    assert copy_recipe("hidd.yaml", "mine/my-hidd.yaml") == Path("mine/my-hidd.yaml")  # a file name
+    assert copy_recipe("hidd", "configs") == Path("configs/hidd.yaml")  # no suffix: a folder, made
+    assert copy_recipe("hidd", "more/") == Path("more/hidd.yaml")
+
+
+def test_train_dry_run_by_name_from_another_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "nafnet-tiny", "train.max_steps=7", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "method: nafnet" in result.output and "max_steps: 7" in result.output
+    result = runner.invoke(app, ["train", "nafnet-small", "--dry-run"])
+    assert result.exit_code == 2 and "recipe not found: nafnet-small" in result.output
+
+
+def test_demo_reads_its_recipes_from_the_package(tmp_path, monkeypatch):
+    from defocuskit.demo import PRESETS, recipe_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "nafnet-tiny.yaml").write_text("method: nafnet\n")  # never shadows the demo's recipe
+    for models in PRESETS.values():
+        for dm in models:
+            path = recipe_path(dm.recipe)
+            assert path.parent == PACKAGED_RECIPES and path.is_file()
+            assert load_recipe(path).method == load_recipe(REPO / "recipes" / dm.recipe).method
+
+
+def _build_wheel(tmp: Path) -> Path:
+    """A wheel of a copy of the working tree (the repository itself gets no build/ folder)."""
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    shutil.copytree(REPO / "defocuskit", src / "defocuskit", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "-w", str(tmp / "dist"), str(src)], check=True, capture_output=True, text=True, timeout=300)
+    (wheel,) = (tmp / "dist").glob("defocuskit-*.whl")
+    return wheel
+
+
+def test_installed_wheel_finds_its_recipes_outside_the_repository(tmp_path):
+    wheel = _build_wheel(tmp_path)
+    names = zipfile.ZipFile(wheel).namelist()
+    assert sorted(n for n in names if n.startswith("defocuskit/recipes/")) == [
+        f"defocuskit/recipes/{p.name}" for p in sorted(PACKAGED_RECIPES.glob("*.yaml"))]
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site),
+                    str(wheel)], check=True, capture_output=True, text=True, timeout=300)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+
+    def run(*args: str) -> str:
+        proc = subprocess.run([sys.executable, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    assert Path(run("-c", "import defocuskit; print(defocuskit.__file__)").strip()) == site / "defocuskit" / "__init__.py"
+    listing = run("-m", "defocuskit", "recipes")
+    assert str(site / "defocuskit" / "recipes") in listing
+    assert all(f"│ {name} " in listing for name in packaged_recipe_names())
+    run("-m", "defocuskit", "recipes", "cp", "nafnet-tiny", ".")
+    assert (work / "nafnet-tiny.yaml").read_text() == (PACKAGED_RECIPES / "nafnet-tiny.yaml").read_text()
+    (work / "nafnet-tiny.yaml").unlink()  # the dry run below must find the packaged recipe, not the copy
+    dry = run("-m", "defocuskit", "train", "nafnet-tiny", "--dry-run")
+    assert "method: nafnet" in dry and "output_dir: runs/nafnet-tiny" in dry
+    assert "# nafnet: parameters" in dry
+    demo = run("-c", "from defocuskit.demo import PRESETS, recipe_path\n"
+                     "print(sorted({str(recipe_path(m.recipe)) for ms in PRESETS.values() for m in ms}))")
+    from defocuskit.demo import PRESETS
+
+    assert demo.strip() == str(sorted({str(site / "defocuskit" / "recipes" / m.recipe)
+                                       for ms in PRESETS.values() for m in ms}))
