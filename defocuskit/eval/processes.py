@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tarfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from defocuskit.data.shards import decode_sample, iter_raw
+from defocuskit.data.tar_index import index_shard, is_local
 
 
 def _alone(obj: Any) -> list[Any]:
@@ -86,24 +86,9 @@ def _members(names: list[str]) -> str:
 def count_pairs(urls: list[str]) -> int | None:
     """The paired samples in local tar shards, from the tar headers alone (no image is read); None for
     remote shards."""
-    if any(u.startswith("pipe:") or "://" in u for u in urls):
+    if not all(is_local(u) for u in urls):
         return None
-    pairs = 0
-    for url in urls:
-        current, names = None, []
-        with tarfile.open(url, "r") as tar:
-            for info in tar:
-                base = os.path.basename(info.name)
-                if not info.isfile() or "." not in base:
-                    continue
-                stem, ext = base.split(".", 1)
-                key = os.path.join(os.path.dirname(info.name), stem)
-                if key != current:
-                    pairs += current is not None and _members(names) == "pair"
-                    current, names = key, []
-                names.append(ext)
-        pairs += current is not None and _members(names) == "pair"
-    return pairs
+    return sum(entry.has(("blur.png", "sharp.png")) for url in urls for entry in index_shard(url))
 
 
 def share_of(pairs: int, rank: int, world: int) -> int:
