@@ -121,6 +121,7 @@ def restore_image(
     progress: Any = True,
     sampler_cfg: Any = None,
     coc: np.ndarray | None = None,
+    channels_last: bool | None = None,
 ) -> np.ndarray:
     """Run `method` on a float32 (H, W, C) image in [0, 1]; returns float32 (H, W, C_out).
 
@@ -135,6 +136,9 @@ def restore_image(
     the method as `conditions["coc"]`; a sampler that needs it (physics consistency) fails without it.
     Each batch of tiles draws its noise from a generator seeded from (seed, index of its first tile):
     the result is reproducible for a given seed, tiling and batch.
+
+    `channels_last`: hand the network its input in channels-last memory format; None (default): where the
+    method says it is faster (`Method.channels_last`) and the device is a CPU.
 
     `progress`: True shows a bar of the tiles and of the sampler's steps inside each; a rich Progress
     (eval's) gets those two tasks added, and removed when the image is done; False shows nothing.
@@ -152,6 +156,9 @@ def restore_image(
         raise ValueError(f"CoC map {coc.shape[1]}x{coc.shape[0]} does not match the image {width}x{height}")
     plan = plan_tiling(method, recipe, model, height, width, tile=tile, overlap=overlap,
                        max_tile_pixels=max_tile_pixels)
+    if channels_last is None:
+        channels_last = method.channels_last and torch.device(device).type == "cpu"
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     (th, tw), overlap, (ph, pw) = plan.tile, plan.overlap, plan.padded
     # Pad (reflect) up to the tile (or the network's multiple for a whole-image pass); cropped back at the end.
     if (ph, pw) != (height, width):
@@ -179,7 +186,8 @@ def restore_image(
             for b in range(n_batches):
                 chunk = boxes[b * batch : (b + 1) * batch]
                 tiles = np.stack([image[y : y + th, x : x + tw] for y, x in chunk])
-                blur = torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2))).float().to(device)
+                nhwc = torch.from_numpy(tiles).float().to(device)
+                blur = nhwc.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)  # (B, C, H, W)
                 conditions = None
                 if coc is not None:
                     maps = np.stack([coc[y : y + th, x : x + tw] for y, x in chunk])[:, None]

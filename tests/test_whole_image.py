@@ -93,6 +93,44 @@ def test_whole_image_equals_a_single_tile_of_the_same_size() -> None:
     assert np.array_equal(whole, tiled)
 
 
+def test_layer_norm_of_a_channels_last_map_equals_the_nchw_one() -> None:
+    from defocuskit.models.nafnet import LayerNorm2d
+
+    torch.manual_seed(0)
+    norm = LayerNorm2d(6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 6, 9, 11) * 3 + 1
+    last = x.contiguous(memory_format=torch.channels_last)
+    out = norm(last)
+    torch.testing.assert_close(out, norm(x), atol=1e-5, rtol=1e-5)
+    assert out.shape == x.shape and out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("name", ["nafnet", "dncnn"])
+def test_cpu_inference_hands_channels_last_input_where_the_method_asks(name: str) -> None:
+    """Method.channels_last: NHWC input to the network on a CPU (faster, tools/bench_channels_last.py), the same
+    output to float rounding; channels_last=False keeps NCHW."""
+    method, recipe, net = _tiny(name)
+    assert method.channels_last
+    seen: list[bool] = []
+    hook = net.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)
+                                     and not args[0].is_contiguous()))
+    with torch.no_grad():  # weights off their (partly zero) initialisation, so that every layer matters
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    image = _photo(40, 48)
+    default = restore_image(method, recipe, net, image, progress=False)
+    nchw = restore_image(method, recipe, net, image, progress=False, channels_last=False)
+    restore_image(method, recipe, net, image, tile=16, progress=False)  # tiles get channels-last input too
+    hook.remove()
+    assert seen[0] and not seen[1] and all(seen[2:])
+    np.testing.assert_allclose(default, nchw, atol=1e-5)
+    assert np.abs(default - image).max() > 1e-2  # the network changed the image: the comparison means something
+
+
 def test_a_non_multiple_size_is_reflect_padded_and_cropped_back() -> None:
     method, recipe, net = _tiny("nafnet")
     image = _photo(37, 45)
@@ -119,7 +157,7 @@ def test_tiles_differ_from_the_whole_image_only_near_the_seams() -> None:
     whole = restore_image(method, recipe, net, image, progress=False)
     with torch.no_grad():
         direct = net(torch.from_numpy(image.transpose(2, 0, 1).copy())[None]).clamp(0, 1)[0].numpy().transpose(1, 2, 0)
-    np.testing.assert_allclose(whole, direct, atol=1e-6)
+    np.testing.assert_allclose(whole, direct, atol=1e-5)  # channels-last on CPU: the same to float rounding
     tiled = restore_image(method, recipe, net, image, tile=32, overlap=16, progress=False)
     seam = np.zeros((64, 80), bool)
     for axis, length in ((0, 64), (1, 80)):

@@ -10,7 +10,7 @@ shot) are written as they are into a test shard (no registration: the timing doe
 and exported once; `defocuskit.eval.evaluate` then scores the same shard with the same model file twice,
 in one process: the default, then --tile (--repeat: alternating, the fastest run of each reported). Printed:
 a markdown table of seconds per image (wall clock of evaluate divided by the images: loading, inference and
-scoring), the tiling that ran and the mean PSNR.
+scoring), the tiling that ran and the mean PSNR; then `restore_image` alone on the first image, per mode.
 
 --memory RECIPE: the peak resident memory that one whole-image pass of that recipe's network (random weights)
 adds, at each --sizes side (square images), each size in a fresh process (Linux ru_maxrss).
@@ -122,6 +122,30 @@ def time_eval(args: argparse.Namespace) -> None:
     for label, per_image, ran, psnr in rows:
         print(f"| {label} | {per_image:.2f} | {ran} | {psnr:.2f} |")
     print(f"\nspeed-up of the default over {rows[1][0]}: {rows[1][1] / rows[0][1]:.1f}x")
+    inference = time_restore(model, work / "shards", modes, args.repeat)
+    print(f"\n`restore_image` alone on the first image (no reading, no scoring), fastest of {args.repeat}:")
+    for label, seconds in inference.items():
+        print(f"- {label}: {seconds:.2f} s")
+    print(f"- speed-up: {inference[rows[1][0]] / inference['default']:.1f}x")
+
+
+def time_restore(model_file: Path, shards: Path, modes: tuple, repeat: int) -> dict[str, float]:
+    """Seconds of `restore_image` alone on the shard's first blurred image, per mode (alternating, fastest)."""
+    from defocuskit.data.reader import iter_samples
+    from defocuskit.infer import restore_image
+    from defocuskit.train.export import load_model
+
+    method, recipe, net = load_model(model_file)
+    from defocuskit.images import to_float
+
+    blur = to_float(next(s for s in iter_samples(shards, "test") if s["blur"] is not None)["blur"])
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        for label, tile in modes:
+            start = time.perf_counter()
+            restore_image(method, recipe, net, blur, tile=tile, progress=False)
+            best[label] = min(best.get(label, float("inf")), time.perf_counter() - start)
+    return best
 
 
 def memory_child(recipe_path: Path, side: int) -> None:

@@ -60,28 +60,54 @@ def ssim(x: np.ndarray, y: np.ndarray, variant: str = "uniform7") -> float:
     raise ValueError(f"unknown SSIM variant '{variant}' (known: {', '.join(SSIM_VARIANTS)})")
 
 
+SSIM_BLOCK_ROWS = 16  # output rows per block: a block's arrays stay in cache (2x faster than whole-image arrays)
+
+
 def _ssim_uniform7(x: np.ndarray, y: np.ndarray) -> float:
     """skimage.metrics.structural_similarity(x, y, channel_axis=-1, data_range=1) computed with OpenCV's box filter.
 
     The same formula (Wang et al. 2004, eq. 13, with skimage's sample covariance 49/48 and K1=0.01, K2=0.03),
     window and cropping: the mean runs over pixels at least 3 from the border, whose 7x7 windows lie inside the
-    image, so the border mode cannot matter. Agrees with skimage to ~1e-13 (tests); 3.5x faster at 1536x1024.
+    image, so the border mode cannot matter. That also lets the image go through in blocks of rows (each with the
+    3 rows either side its windows read), whose arrays stay in cache. Agrees with skimage to ~1e-13 (tests);
+    7x faster than skimage at 1536x1024.
     """
     if min(x.shape[:2]) < 7:
         from skimage.metrics import structural_similarity
 
         return float(structural_similarity(x, y, channel_axis=-1, data_range=1.0))  # skimage's own error/size rules
 
-    def mean7(a: np.ndarray) -> np.ndarray:
-        return cv2.blur(a, (7, 7), borderType=cv2.BORDER_REFLECT)  # all channels at once
+    def mean7(a: np.ndarray) -> np.ndarray:  # 7x7 means of the pixels at least 3 from the block's border
+        return cv2.blur(a, (7, 7), borderType=cv2.BORDER_REFLECT)[3:-3, 3:-3]  # all channels at once
 
     c1, c2, cov_norm = 0.01**2, 0.03**2, 49.0 / 48.0
-    x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
-    ux, uy = mean7(x), mean7(y)
-    uxx, uyy, uxy = ux * ux, uy * uy, ux * uy
-    vx, vy, vxy = mean7(x * x) - uxx, mean7(y * y) - uyy, mean7(x * y) - uxy
-    s = ((2 * uxy + c1) * (2 * cov_norm * vxy + c2)) / ((uxx + uyy + c1) * (cov_norm * (vx + vy) + c2))
-    per_channel = s[3:-3, 3:-3].reshape(-1, x.shape[2]).mean(axis=0, dtype=np.float64)
+    height, width, channels = x.shape
+    total = np.zeros(channels, np.float64)
+    for top in range(3, height - 3, SSIM_BLOCK_ROWS):
+        bottom = min(top + SSIM_BLOCK_ROWS, height - 3)
+        xs, ys = np.ascontiguousarray(x[top - 3 : bottom + 3]), np.ascontiguousarray(y[top - 3 : bottom + 3])
+        ux, uy = mean7(xs), mean7(ys)
+        a1 = ux * uy
+        a2 = mean7(xs * ys)
+        a2 -= a1
+        a2 *= 2 * cov_norm
+        a2 += c2  # 2 cov(x, y) + C2
+        a1 *= 2
+        a1 += c1  # 2 ux uy + C1
+        uxx, uyy = ux * ux, uy * uy
+        b2 = mean7(xs * xs)
+        b2 += mean7(ys * ys)
+        b2 -= uxx
+        b2 -= uyy
+        b2 *= cov_norm
+        b2 += c2  # var(x) + var(y) + C2
+        uxx += uyy
+        uxx += c1  # ux^2 + uy^2 + C1
+        a1 *= a2
+        uxx *= b2
+        a1 /= uxx
+        total += a1.sum(axis=(0, 1))
+    per_channel = total / ((height - 6) * (width - 6))
     return float(per_channel.mean())  # mean over channels, as skimage's channel_axis
 
 

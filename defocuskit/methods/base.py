@@ -90,6 +90,9 @@ class Method:
     pad_multiple(model) -> int
         the multiple that the network needs H and W to be (a U-Net with k downsamplings: 2**k);
         a whole-image pass reflect-pads the image to it and crops the output back.
+    channels_last: on a CPU, inference hands the network its input in channels-last memory format
+        (oneDNN's convolutions run NHWC without reordering each layer's input; the same values to float
+        rounding). True only where `tools/bench_channels_last.py` measured it faster (docs/benchmarks.md).
     """
 
     name: str
@@ -110,3 +113,4 @@ class Method:
     phase_parameters: Callable[[nn.Module, str], list[nn.Parameter]] = _all_parameters
     whole_image: bool = False
     pad_multiple: Callable[[nn.Module], int] = model_multiple
+    channels_last: bool = False

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
