@@ -70,7 +70,7 @@ def _ssim_uniform7(x: np.ndarray, y: np.ndarray) -> float:
     window and cropping: the mean runs over pixels at least 3 from the border, whose 7x7 windows lie inside the
     image, so the border mode cannot matter. That also lets the image go through in blocks of rows (each with the
     3 rows either side its windows read), whose arrays stay in cache. Agrees with skimage to ~1e-13 (tests);
-    7x faster than skimage at 1536x1024.
+    6x faster than skimage at 1536x1024 (tools/bench_ssim.py).
     """
     if min(x.shape[:2]) < 7:
         from skimage.metrics import structural_similarity

@@ -127,5 +127,5 @@ METHOD = Method(
     loss=loss,
     restore=restore,
     whole_image=True,  # a plain stack of 3x3 convolutions (35x35 receptive field): any size, same result as tiles
-    channels_last=True,  # CPU: 1.7x (tiny) / 1.4x (paper size) faster, tools/bench_channels_last.py
+    channels_last=True,  # CPU: 1.6-1.7x (tiny) / 1.3-1.4x (paper size) faster, tools/bench_channels_last.py
 )

@@ -158,6 +158,6 @@ METHOD = Method(
     loss=loss,
     restore=restore,
     whole_image=True,  # a convolutional U-Net with a convolutional map estimator: any size
-    channels_last=True,  # CPU: 1.3x faster (tiny and paper size), tools/bench_channels_last.py
+    channels_last=True,  # CPU: 1.3-1.6x (tiny) / 1.2-1.3x (paper size) faster, tools/bench_channels_last.py
     pad_multiple=lambda model: unwrap(model).deblur.multiple,  # 2**(levels - 1) max-poolings
 )

@@ -96,6 +96,6 @@ METHOD = Method(
     restore=restore,
     # convolutions only (the channel attention pools globally, as in the paper's full-frame testing): any size
     whole_image=True,
-    channels_last=True,  # CPU: 3.0x (tiny) / 1.7x (paper size) faster, tools/bench_channels_last.py
+    channels_last=True,  # CPU: 2.1-3.0x (tiny) / 1.7-1.9x (paper size) faster, tools/bench_channels_last.py
     pad_multiple=pad_multiple,
 )

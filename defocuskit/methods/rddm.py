@@ -280,6 +280,6 @@ METHOD = Method(
     # the release tests whole DPDD frames; its map normalisation (minmax_*) and channel attention pool over the
     # whole input, so tiles change the result. The estimator's efficient attention bounds the size (--max-tile-pixels)
     whole_image=True,
-    channels_last=True,  # CPU: 1.14x faster (tiny), tools/bench_channels_last.py
+    channels_last=True,  # CPU: 1.06-1.14x faster (tiny), tools/bench_channels_last.py
     pad_multiple=pad_multiple,
 )
