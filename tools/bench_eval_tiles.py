@@ -132,12 +132,11 @@ def time_eval(args: argparse.Namespace) -> None:
 def time_restore(model_file: Path, shards: Path, modes: tuple, repeat: int) -> dict[str, float]:
     """Seconds of `restore_image` alone on the shard's first blurred image, per mode (alternating, fastest)."""
     from defocuskit.data.reader import iter_samples
+    from defocuskit.images import to_float
     from defocuskit.infer import restore_image
     from defocuskit.train.export import load_model
 
     method, recipe, net = load_model(model_file)
-    from defocuskit.images import to_float
-
     blur = to_float(next(s for s in iter_samples(shards, "test") if s["blur"] is not None)["blur"])
     best: dict[str, float] = {}
     for _ in range(repeat):

@@ -2,8 +2,8 @@
 
     python tools/check_coc_estimator.py MODEL.safetensors SHARDS [--split test] [--limit N] [--device cpu]
 
-Every pair of the split that has a coc.png goes through the model as `--coc map` runs it at evaluation
-(`defocuskit.coc_source`: `restore_image`, tiles of the training size). Printed per f-number and for all: n, the
+Every pair of the split that has a coc.png goes through the model by `defocuskit.coc_source.CocSource`, the
+source that `--coc map` uses at evaluation (tiles of the training size). Printed per f-number and for all: n, the
 mean true CoC and the mean estimate (pixels of diameter), the mean absolute error (pixels, over all pixels of
 all images) and the mean over images of the per-image Pearson correlation between estimate and truth (what a
 depth-varying blur model needs; a constant map scores 0). The maps drive Wiener, prox, FFDNet's level map and
@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from defocuskit.coc_source import CocError, CocSource
 from defocuskit.data.reader import iter_samples
 from defocuskit.images import to_float
-from defocuskit.infer import restore_image
-from defocuskit.train.export import load_model
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -40,9 +39,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    method, recipe, net = load_model(args.model, args.device)
-    if method.output != "defocus_map":
-        raise SystemExit(f"{args.model}: a '{method.name}' model, not a defocus-map estimator")
+    try:
+        source = CocSource.create("map", args.model, args.device)
+    except CocError as exc:
+        raise SystemExit(str(exc)) from None
+    assert source is not None
     rows: dict[float | None, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     n = 0
     for sample in iter_samples(args.shards, args.split):
@@ -51,7 +52,7 @@ def main() -> None:
         if args.limit is not None and n >= args.limit:
             break
         n += 1
-        pred = restore_image(method, recipe, net, to_float(sample["blur"]), device=args.device, progress=False)[:, :, 0]
+        pred = source(to_float(sample["blur"]), name=sample["key"])
         true = sample["coc"]
         for key in (sample["meta"].get("f_number"), None):
             row = rows[key]
@@ -62,7 +63,7 @@ def main() -> None:
             row["corr"].append(correlation(pred, true))
     if n == 0:
         raise SystemExit(f"{args.shards}: no {args.split} pair with a coc.png")
-    print(f"model: {args.model} ({recipe.model.hidden_sizes} SegFormer, tiles of {recipe.data.image_size} px)")
+    print(f"model: {args.model}")
     print(f"data: {args.shards}, split {args.split}, {n} images with coc.png\n")
     print("| f-number | n | true CoC mean (px) | estimate mean (px) | MAE (px) | correlation per image |")
     print("|---|---:|---:|---:|---:|---:|")
