@@ -1,6 +1,6 @@
 """`python -m defocuskit` (and `accelerate launch -m defocuskit`) entry point."""
 
-from defocuskit.cli import main
+from defocuskit.cli.app import main
 
 if __name__ == "__main__":
     main()

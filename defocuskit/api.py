@@ -20,12 +20,13 @@ import numpy as np
 import torch
 
 import defocuskit
-from defocuskit import hub, optics
-from defocuskit.devices import resolve_device
-from defocuskit.images import from_float
-from defocuskit.infer import resolve_sampler, restore_image, sampler_settings
-from defocuskit.train.export import load_model
-from defocuskit.train.recipe import recipe_to_dict, recipe_to_yaml
+from defocuskit.io import hub
+from defocuskit.imaging import optics
+from defocuskit.io.devices import resolve_device
+from defocuskit.io.images import from_float
+from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
+from defocuskit.inference.load import load_model
+from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 
 Image = np.ndarray | torch.Tensor
 FLOAT_TOLERANCE = 1e-3  # float inputs may stray this far outside [0, 1] (resampling, rounding); they are clipped
@@ -219,7 +220,7 @@ class DeblurModel:
         keyword (`zeta=0.5`) change the sampler, checked like `--set sampler.KEY=VALUE`. A sampler that
         needs a circle-of-confusion map takes `coc`: a map in pixels ((H, W), (1, H, W) or (B, 1, H, W)) or a
         defocus-map DeblurModel, or `f_number` (one CoC per image from the thin lens). `tile`, `overlap`,
-        `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.infer.restore_image's (a convolutional
+        `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a convolutional
         model runs whole images within a memory budget); `seed` seeds the sampler noise.
         """
         if self.output != "image":
@@ -294,7 +295,8 @@ class DeblurModel:
         if report is None and report_label is not None:
             raise ValueError("report_label= names a checkpoint of a report: give report= too")
         ev = hub.eval_from_report(report, self.path, self.method, report_label) if report is not None else self._eval
-        return hub.write_folder(folder, self.path, self._config(ev), recipe_to_yaml(self._recipe), repo_id)
+        return hub.write_folder(folder, self.path, self._config(ev), recipe_to_yaml(self._recipe), repo_id,
+                                self._method.description)
 
     def save_pretrained(self, folder: str | Path, report: str | Path | None = None, *,
                         report_label: str | None = None) -> Path:

@@ -18,8 +18,9 @@ import torch
 import defocuskit
 from defocuskit import api
 from defocuskit.methods import get_method
-from defocuskit.modelfile import save_model
-from defocuskit.train.recipe import load_recipe, recipe_to_dict, resolve_recipe
+from defocuskit.io.modelfile import save_model
+from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.methods.recipes import load_recipe, resolve_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -238,7 +239,7 @@ def test_coc_from_f_number_a_map_or_a_defocus_map_model(hidd, files) -> None:
     by_f = hidd.deblur(x, steps=2, f_number=1.4)
     assert by_f.shape == x.shape
     assert not np.array_equal(by_f, hidd.deblur(x, steps=2, f_number=16))  # the CoC reaches physics consistency
-    from defocuskit import optics
+    from defocuskit.imaging import optics
 
     flat = np.full((32, 40), optics.coc_from_metadata({"f_number": 1.4}, 40), np.float32)
     assert np.array_equal(hidd.deblur(x, steps=2, coc=flat), by_f)
@@ -286,7 +287,7 @@ def test_load_errors_and_devices(files, tmp_path) -> None:
         defocuskit.load(tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="revision= is for Hub repo ids"):
         defocuskit.load(files["nafnet"], revision="main")
-    from defocuskit.devices import resolve_device
+    from defocuskit.io.devices import resolve_device
 
     assert defocuskit.load(files["nafnet"]).device == resolve_device("auto")  # device="auto" by default
     with pytest.raises(ValueError, match="warp9: not a device name"):
@@ -447,7 +448,7 @@ def test_readme_python_api_example_runs(files, tmp_path, monkeypatch) -> None:
     section = text.split("### Python API", 1)[1].split("\n### ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert len(blocks) == 3 and "defocuskit.load(\"runs/nafnet-tiny/model.safetensors\")" in blocks[0]
-    from defocuskit.images import read_image, write_image
+    from defocuskit.io.images import read_image, write_image
 
     monkeypatch.chdir(tmp_path)
     for name in ("nafnet-tiny", "hidd-tiny"):

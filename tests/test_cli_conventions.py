@@ -13,11 +13,12 @@ import torch
 from typer.testing import CliRunner
 
 import defocuskit
-from defocuskit import cli
-from defocuskit.cli import app
-from defocuskit.devices import resolve_device
-from defocuskit.images import ImageError, write_image
-from defocuskit.infer import deblur_files, expand_inputs
+from defocuskit.cli import app as cli
+from defocuskit.cli.app import app
+from defocuskit.io.devices import resolve_device
+from defocuskit.io.images import write_image
+from defocuskit.io.formats import ImageError
+from defocuskit.inference.files import deblur_files, expand_inputs
 
 runner = CliRunner()
 
@@ -52,13 +53,13 @@ def test_a_bad_choice_exits_2_naming_the_choices(args, option, choices, tmp_path
 
 
 def test_choices_come_from_where_the_code_defines_them():
-    from defocuskit.baselines import BASELINES
-    from defocuskit.coc_source import COC_SOURCES
+    from defocuskit.eval.baselines import BASELINES
+    from defocuskit.inference.coc_source import COC_SOURCES
     from defocuskit.data.pairs import REGISTER_CHOICES
     from defocuskit.data.sample import CUHK_WHITE_IS
     from defocuskit.data.sources.cuhk_blur import WHITE_IS
-    from defocuskit.demo import PRESETS
-    from defocuskit.eval.evaluate import ALIGN_MODES
+    from defocuskit.cli.demo import PRESETS
+    from defocuskit.eval.scoring import ALIGN_MODES
     from defocuskit.eval.metrics import SSIM_VARIANTS
 
     def values(enum):
@@ -107,7 +108,7 @@ def test_choices_reach_the_code_as_plain_strings(tmp_path, monkeypatch):
 
 
 def test_version_prints_the_version_without_importing_torch():
-    code = ("import sys\nfrom defocuskit.cli import app\ntry:\n    app(['--version'])\nexcept SystemExit as e:\n"
+    code = ("import sys\nfrom defocuskit.cli.app import app\ntry:\n    app(['--version'])\nexcept SystemExit as e:\n"
             "    print('exit', e.code, 'torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     lines = proc.stdout.splitlines()
@@ -234,8 +235,9 @@ def test_resolve_device(monkeypatch):
 
 def _export_tiny_nafnet(path: Path) -> Path:
     from defocuskit.methods import get_method
-    from defocuskit.train.export import save_model
-    from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.methods.recipes import resolve_recipe
 
     recipe = resolve_recipe({"method": "nafnet", "data": {"image_size": 32},
                              "model": {"width": 8, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}})
@@ -265,9 +267,9 @@ def test_unavailable_device_is_one_line_exit_2(tmp_path, monkeypatch):
 
 
 def test_device_defaults_to_auto(monkeypatch, tmp_path):
-    import defocuskit.demo as demo
-    import defocuskit.infer as infer
-    import defocuskit.pseudo_coc as pseudo_coc
+    import defocuskit.cli.demo as demo
+    import defocuskit.inference.files as infer
+    import defocuskit.cli.pseudo_coc as pseudo_coc
 
     seen = {}
     monkeypatch.setattr(infer, "deblur_files", lambda *a, **kw: seen.setdefault("deblur", kw["device"]) and [])

@@ -16,10 +16,12 @@ from torch import nn
 
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.sample import IngestOptions
-from defocuskit.infer import restore_image
+from defocuskit.inference.restore import restore_image
 from defocuskit.methods import dncnn, ffdnet, get_method
-from defocuskit.train.export import load_model, read_model_file
-from defocuskit.train.recipe import load_recipe, recipe_to_dict, resolve_recipe
+from defocuskit.inference.load import load_model
+from defocuskit.io.modelfile import read_model_file
+from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.methods.recipes import load_recipe, resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

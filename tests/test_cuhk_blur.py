@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from defocuskit.cli import app
-from defocuskit.data import shards
-from defocuskit.data.ingest import postprocess
-from defocuskit.data.sample import META_KEYS, IngestOptions, Sample
+from defocuskit.cli.app import app
+from defocuskit.data import reader, shards
+from defocuskit.data.postprocess import postprocess
+from defocuskit.data.sample import IngestOptions, Sample
+from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.sources import cuhk_blur
-from defocuskit.images import write_image
+from defocuskit.io.images import write_image
 
 H, W = 60, 80
 
@@ -76,7 +77,7 @@ def ingest(*args: str) -> object:
 
 
 def samples_of(folder: Path) -> dict[str, dict]:
-    return {s["key"]: s for s in shards.iter_samples(folder)}
+    return {s["key"]: s for s in reader.iter_samples(folder)}
 
 
 def rejects_of(folder: Path) -> dict[str, str]:
@@ -90,7 +91,7 @@ def test_auto_polarity_blur_maps_and_rejects(tmp_path, white_is, image_dir, ext)
     out = tmp_path / "out"
     result = ingest("--cuhk-blur", str(tmp_path / "cuhk"), "--out", str(out))
     assert result.exit_code == 0, result.output
-    for url in shards.shard_urls(out):
+    for url in reader.shard_urls(out):
         with tarfile.open(url) as tar:
             members = {name.split(".", 1)[1] for name in tar.getnames()}
         assert members == {"blur.png", "blurmask.png", "json"}
@@ -110,7 +111,7 @@ def test_auto_polarity_blur_maps_and_rejects(tmp_path, white_is, image_dir, ext)
         assert (meta["bit_depth"], meta["height"], meta["width"]) == (8, H, W)
         assert meta["origin"] == [f"{image_dir}/{stem}{ext}", f"gt/{stem}.png"]
         assert {k: meta["blurmask"][k] for k in record} == record and meta["blurmask"]["evidence"] >= 0.7
-    manifest = shards.read_manifest(out)
+    manifest = reader.read_manifest(out)
     assert manifest["counts"]["by_source"] == {"cuhk-blur": len(expected)}
     assert manifest["options"]["cuhk_blurmask"]["white_is"] == white_is
     assert manifest["options"]["cuhk_white_is"] == "auto"
@@ -132,7 +133,7 @@ def test_white_is_option_forces_the_polarity(tmp_path):
         s = samples_of(out)[f"cuhk-blur/{stem}"]
         assert np.array_equal(s["blurmask"], np.where(region, 0, 255))  # as told, even though it is wrong
         assert s["meta"]["blurmask"] == {"white_is": "sharp", "decided_by": "option", "evidence": None}
-    assert shards.read_manifest(out)["options"]["cuhk_blurmask"]["decided_by"] == "option"
+    assert reader.read_manifest(out)["options"]["cuhk_blurmask"]["decided_by"] == "option"
     bad = ingest("--cuhk-blur", str(tmp_path / "cuhk"), "--out", str(tmp_path / "x"), "--cuhk-white-is", "white")
     assert bad.exit_code != 0
 
@@ -146,7 +147,7 @@ def test_wrong_layout_fails_before_any_work(tmp_path):
     text = " ".join(result.output.split())
     assert f"--cuhk-blur {tmp_path / 'ded'}" in text and "image/ (or images/) and gt/" in text
     assert "no gt/" in text and "found image/ (1 file), sharp/ (1 file)" in text and "DED (--ded)" in text
-    assert not list(out.glob("*.tar")) and not (out / shards.MANIFEST).exists()
+    assert not list(out.glob("*.tar")) and not (out / reader.MANIFEST).exists()
 
 
 def test_ambiguous_or_missing_evidence_asks_for_the_option(tmp_path):
@@ -178,7 +179,7 @@ def test_test_fraction_splits_deterministically(tmp_path):
     assert splits[0] == splits[1] and set(splits[0].values()) == {"train", "test"}
     assert all(split == cuhk_blur.split_of(k.split("/")[1], 0.5) for k, split in splits[0].items())
     assert {p.name.split("-")[0] for p in (tmp_path / "a").glob("*.tar")} == {"train", "test"}
-    assert shards.read_manifest(tmp_path / "a")["counts"]["by_split"] == {
+    assert reader.read_manifest(tmp_path / "a")["counts"]["by_split"] == {
         s: list(splits[0].values()).count(s) for s in ("test", "train")}
     everything = [cuhk_blur.split_of(f"out_of_focus{i:04d}", 0.0) for i in range(50)]
     assert set(everything) == {"train"}
@@ -191,14 +192,14 @@ def test_decode_sample_round_trip_and_missing_members():
     mask = np.where(_region(0), 255, 0).astype(np.uint8)
     members = shards.encode_members(None, blur, None, {"source": "cuhk-blur"}, blurmask=mask)
     assert set(members) == {"blur.png", "blurmask.png", "json"}
-    s = shards.decode_sample({"__key__": "cuhk-blur/x", **members})
+    s = reader.decode_sample({"__key__": "cuhk-blur/x", **members})
     assert s["sharp"] is None and s["coc"] is None and np.array_equal(s["blur"], blur)
     assert s["blurmask"].dtype == np.uint8 and s["blurmask"].shape == (H, W) and np.array_equal(s["blurmask"], mask)
-    paired = shards.decode_sample({"__key__": "p", **shards.encode_members(blur, blur, None, {})})
+    paired = reader.decode_sample({"__key__": "p", **shards.encode_members(blur, blur, None, {})})
     assert paired["blurmask"] is None and paired["sharp"] is not None
     for partial in ({"blur.png": members["blur.png"]}, {"blurmask.png": members["blurmask.png"]}, {}):
-        with pytest.raises(shards.ShardError, match="sample cuhk-blur/y: no sharp.png"):
-            shards.decode_sample({"__key__": "cuhk-blur/y", "json": b"{}", **partial})
+        with pytest.raises(reader.ShardError, match="sample cuhk-blur/y: no sharp.png"):
+            reader.decode_sample({"__key__": "cuhk-blur/y", "json": b"{}", **partial})
 
 
 def test_postprocess_keeps_blur_maps_aligned_and_binary():
@@ -213,7 +214,7 @@ def test_postprocess_keeps_blur_maps_aligned_and_binary():
 
 def test_mixed_folder_evaluates_inspects_and_streams(tmp_path):
     from defocuskit.data.tar_index import index_shard
-    from defocuskit.train.recipe import DataConfig
+    from defocuskit.config.recipe import DataConfig
     from defocuskit.train.stream import ShardStream
 
     rng = np.random.default_rng(0)
@@ -237,11 +238,11 @@ def test_mixed_folder_evaluates_inspects_and_streams(tmp_path):
     assert f"{n_test_maps} blur-map sample(s) (no sharp.png reference) were not scored" in rep["notes"]
     res = CliRunner().invoke(app, ["inspect", str(out), "--n", "8"])
     assert res.exit_code == 0, res.output
-    for url in shards.shard_urls(out):
+    for url in reader.shard_urls(out):
         entries = index_shard(url)
         maps = [e for e in entries if e.key.startswith("cuhk-blur/")]
         assert all(e.has(("blur.png", "blurmask.png")) and not e.has(("sharp.png",)) for e in maps)
-    stream = ShardStream(shards.shard_urls(out), DataConfig(image_size=16, num_workers=0, shuffle_buffer=4),
+    stream = ShardStream(reader.shard_urls(out), DataConfig(image_size=16, num_workers=0, shuffle_buffer=4),
                          "sharp", 0, 0, 1)
     usable = [e.key for url in stream.urls for e in stream.usable(url)]
     assert sorted(usable) == ["realdof/test/000", "realdof/test/001"]

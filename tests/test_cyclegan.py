@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from defocuskit.methods import get_method
-from defocuskit.train.export import load_model
-from defocuskit.train.loop import list_checkpoints, train
-from defocuskit.train.recipe import load_recipe
+from defocuskit.inference.load import load_model
+from defocuskit.train.loop import train
+from defocuskit.train.checkpoints import list_checkpoints
+from defocuskit.methods.recipes import load_recipe
 from test_tiny_recipes import accelerate_train
 from test_train import write_shards
 

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from defocuskit.deconv import wiener_deblur, wiener_deconvolve
-from defocuskit.images import read_image, to_float
-from defocuskit.optics import disc_psf
+from defocuskit.imaging.deconv import wiener_deblur, wiener_deconvolve
+from defocuskit.io.images import read_image, to_float
+from defocuskit.imaging.optics import disc_psf
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train" / "input" / "0001.JPG"
 

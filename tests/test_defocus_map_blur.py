@@ -18,13 +18,14 @@ import yaml
 from safetensors.torch import save_file
 
 from defocuskit.data.shards import encode_coc
-from defocuskit.images import encode_png
+from defocuskit.io.images import encode_png
 from defocuskit.methods import get_method
 from defocuskit.methods.defocus_map import ModelConfig, ObjectiveConfig, loss_terms
 from defocuskit.models.defocus_map import DefocusMapEstimator
 from defocuskit.train.data import check_data, make_loader, train_urls
-from defocuskit.train.export import load_model
-from defocuskit.train.recipe import RecipeError, load_recipe
+from defocuskit.inference.load import load_model
+from defocuskit.config.typed import RecipeError
+from defocuskit.methods.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = str(REPO / "recipes" / "defocus-map-tiny.yaml")
@@ -193,7 +194,7 @@ def test_list_valued_data_train_is_checked_per_spec(tmp_path):
 
 def blur_bce(model: torch.nn.Module, folder: Path) -> float:
     """Mean BCE of the blur logit over the blur-map samples of `folder` (full images)."""
-    from defocuskit.data.shards import iter_samples
+    from defocuskit.data.reader import iter_samples
 
     losses = []
     for s in iter_samples(folder):

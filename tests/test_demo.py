@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from defocuskit.demo import DEMO_MODELS
+from defocuskit.cli.demo import DEMO_MODELS
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert methods == trained | {"input", "wiener", "prox"}
     # CoC maps come from the demo's own estimator, never the shards' coc.png; HIDD runs its recipe's sampler.
     assert report["protocol"]["coc"]["source"] == "map"
-    from defocuskit.train.recipe import load_recipe
+    from defocuskit.methods.recipes import load_recipe
 
     tiny = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "hidd-tiny.yaml")
     hidd = report["protocol"]["methods"]["hidd"]
@@ -49,8 +49,8 @@ def _demo(out: Path, preset: str, limit: int) -> dict:
 
 
 def test_misaligned_preset_trains_jdrl_on_moved_references(tmp_path: Path) -> None:
-    from defocuskit.data.shards import iter_samples
-    from defocuskit.demo import PRESETS
+    from defocuskit.data.reader import iter_samples
+    from defocuskit.cli.demo import PRESETS
 
     out = tmp_path / "demo"
     report = _demo(out, "misaligned", 4)

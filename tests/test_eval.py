@@ -10,9 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from defocuskit.eval.evaluate import EvalError, Scoring, evaluate, evaluate_samples
+from defocuskit.eval.evaluate import evaluate, evaluate_samples
+from defocuskit.eval.scoring import Scoring
+from defocuskit.eval.config import EvalError
 from defocuskit.eval.report import ROW_KEYS
-from defocuskit.images import read_image
+from defocuskit.io.images import read_image
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"  # ../shared/fixtures/real
 VABD = FIXTURES / "VABD"
@@ -32,7 +34,7 @@ def vabd_shards(tmp_path_factory) -> Path:
 
 
 def _write_shards(folder: Path, split: str, samples: list[dict]) -> Path:
-    """Shards of the contract (DESIGN.md section 2), written with webdataset's ShardWriter."""
+    """Shards of the contract (data/shards.py), written with webdataset's ShardWriter."""
     import webdataset as wds
 
     from defocuskit.data.shards import encode_members
@@ -62,8 +64,9 @@ def export_identity_nafnet(path: Path, poison: str | None = None) -> Path:
     from torch import nn
 
     from defocuskit.methods import get_method
-    from defocuskit.train.export import save_model
-    from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.methods.recipes import resolve_recipe
 
     recipe = resolve_recipe({"method": "nafnet", "data": {"image_size": 32},
                              "model": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}})
@@ -119,7 +122,7 @@ def test_vabd_by_aperture_input_baseline(vabd_shards: Path, tmp_path: Path) -> N
 def test_vabd_full_stops_and_wiener(vabd_shards: Path, tmp_path: Path) -> None:
     report = evaluate(vabd_shards, [], ["input", "wiener"], split="train", stops=True, limit=4,
                       report_dir=tmp_path / "rep", save_images=tmp_path / "img", progress=False)
-    assert report["protocol"]["grouping"] == "full stops (defocuskit.optics.full_stop)"
+    assert report["protocol"]["grouping"] == "full stops (defocuskit.imaging.optics.full_stop)"
     groups = {r["f_number"] for r in report["rows"]}
     assert 2.0 in groups and 1.8 not in groups  # f/1.8 falls in the f/2 stop
     assert sum(r["n"] for r in report["rows"] if r["method"] == "input" and r["f_number"] is not None) == 4
@@ -168,7 +171,7 @@ def test_wiener_without_f_number_or_coc_is_skipped_per_method(tmp_path: Path) ->
 
 
 def _wiener():
-    from defocuskit.eval.evaluate import _baseline_runner
+    from defocuskit.eval.runners import _baseline_runner
 
     return _baseline_runner("wiener")[0]
 
@@ -223,7 +226,7 @@ def test_checkpoints_side_by_side_and_bad_checkpoint(tmp_path: Path) -> None:
 def test_cli_eval_defaults_and_errors(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
 
     pairs = _crop_pairs(2)
     for p, f in zip(pairs, (2.8, 8.0)):
@@ -270,7 +273,7 @@ def test_cli_eval_refuses_a_model_with_nan_weights_before_scoring(tmp_path: Path
     from typer.testing import CliRunner
 
     import defocuskit.eval.evaluate as evaluate_module
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
 
     flat = np.full((32, 32, 3), 100, np.uint8)
     shards = _write_shards(tmp_path / "shards", "test", [{"key": "k0", "sharp": flat, "blur": flat, "coc": None,

@@ -12,17 +12,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from defocuskit.cli import app
+from defocuskit.cli.app import app
 from defocuskit.data.inspect import GAP, pick_crop, repeat_pixels, to_display
-from defocuskit.data.shards import iter_samples, shard_urls
+from defocuskit.data.reader import iter_samples, shard_urls
 from defocuskit.eval import metrics
 from defocuskit.eval.evaluate import evaluate_samples
 from defocuskit.eval.figure import CELL
 from defocuskit.eval.processes import ProcessGroup, shard_share
-from defocuskit.images import read_image
+from defocuskit.io.images import read_image
 from defocuskit.methods import get_method
-from defocuskit.train.export import save_model
-from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+from defocuskit.io.modelfile import save_model
+from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.methods.recipes import resolve_recipe
 
 H, W = 64, 96  # crops are min(96, 64) = 64 px: the crop's place along x is chosen
 # (key, f-number) in shard order: the first pair of f/4 is s0, of f/2 s1, of f/8 s4; in 2 processes,

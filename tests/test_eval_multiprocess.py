@@ -18,12 +18,14 @@ import torch
 
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.sample import IngestOptions
-from defocuskit.data.shards import iter_samples, shard_urls
-from defocuskit.eval.evaluate import EvalError, evaluate, evaluate_samples
+from defocuskit.data.reader import iter_samples, shard_urls
+from defocuskit.eval.evaluate import evaluate, evaluate_samples
+from defocuskit.eval.config import EvalError
 from defocuskit.eval.processes import ProcessGroup, count_pairs, sample_seed, shard_share, share_of
 from defocuskit.methods import get_method
-from defocuskit.train.export import save_model
-from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+from defocuskit.io.modelfile import save_model
+from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.methods.recipes import resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 # one thread per process in both runs: accelerate gives each of its processes one; torch's CPU reductions
@@ -132,7 +134,7 @@ def test_noise_is_seeded_by_the_sample_not_by_its_place(setup: Path) -> None:
 
 
 def test_parts_merge_into_the_one_process_result_and_a_failure_stops_every_process(setup: Path) -> None:
-    from defocuskit.coc_source import CocError
+    from defocuskit.inference.coc_source import CocError
 
     urls = shard_urls(setup / "shards", "test")
     runners = {"input": lambda blur, sample: blur, "half": lambda blur, sample: blur * 0.5}

@@ -11,8 +11,10 @@ from safetensors.torch import save_file
 
 from defocuskit.methods import get_method
 from defocuskit.train.ema import EMA
-from defocuskit.train.export import load_model, read_model_file, save_model
-from defocuskit.train.recipe import load_recipe, recipe_to_dict
+from defocuskit.inference.load import load_model
+from defocuskit.io.modelfile import read_model_file, save_model
+from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.methods.recipes import load_recipe
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "hidd-tiny.yaml"
 

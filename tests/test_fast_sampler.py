@@ -10,7 +10,7 @@ import torch
 from defocuskit.diffusion.consistency import identity_consistency, physics_consistency
 from defocuskit.diffusion.fast_sampler import fast_sigmas, sample_fast
 from defocuskit.diffusion.pc_sampler import randn_like
-from defocuskit.lens_blur import DefocusOperator
+from defocuskit.imaging.lens_blur import DefocusOperator
 
 MU, S0 = 0.5, 0.1  # every pixel of the "dataset" is N(MU, S0^2)
 

@@ -19,8 +19,9 @@ import pytest
 from defocuskit.data import hf_decode, hf_features, metadata
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.sample import IngestOptions
-from defocuskit.data.shards import AtomicShard, decode_sample, encode_members, iter_raw, read_manifest, shard_urls
-from defocuskit.images import write_image
+from defocuskit.data.shards import AtomicShard, encode_members
+from defocuskit.data.reader import decode_sample, iter_raw, read_manifest, shard_urls
+from defocuskit.io.images import write_image
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 KINDS = {"float": float, "int": int, "str": str}
@@ -190,7 +191,7 @@ def test_readme_webdataset_select_recipes_pick_each_kind(mixed):
 def test_plain_to_tuple_fails_on_a_mixed_shard(mixed):
     import webdataset as wds
 
-    from defocuskit.images import decode_image
+    from defocuskit.io.images import decode_image
 
     plain = wds.WebDataset(str(mixed), shardshuffle=False).decode(wds.handle_extension("png", decode_image))
     with pytest.raises(ValueError, match="didn't find"):

@@ -11,11 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from defocuskit.infer import restore_image
+from defocuskit.inference.restore import restore_image
 from defocuskit.methods import get_method
 from defocuskit.methods.hidd import METHOD, ModelConfig, ObjectiveConfig, SamplerConfig, resolve_sampler
 from defocuskit.models.ncsnpp import NCSNpp
-from defocuskit.train.recipe import DataConfig, Recipe, load_recipe, resolve_recipe
+from defocuskit.config.recipe import DataConfig, Recipe
+from defocuskit.methods.recipes import load_recipe, resolve_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY_MODEL = ModelConfig(image_size=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,))

@@ -11,12 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from defocuskit.images import read_image, write_image
-from defocuskit.infer import deblur_files, resolve_sampler, restore_image
+from defocuskit.io.images import read_image, write_image
+from defocuskit.inference.restore import resolve_sampler, restore_image
+from defocuskit.inference.files import deblur_files
 from defocuskit.methods import get_method
 from defocuskit.methods.hidd import ObjectiveConfig, SamplerConfig
-from defocuskit.train.export import save_model
-from defocuskit.train.recipe import Recipe, DataConfig, recipe_to_dict, resolve_recipe
+from defocuskit.io.modelfile import save_model
+from defocuskit.config.recipe import Recipe, DataConfig, recipe_to_dict
+from defocuskit.methods.recipes import resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"
@@ -103,7 +105,7 @@ def test_fast_default_is_at_most_one_fiftieth_of_released() -> None:
 
 
 def test_resolve_sampler_name_and_set_are_checked_like_recipe_keys(hidd_file: Path) -> None:
-    from defocuskit.train.export import load_model
+    from defocuskit.inference.load import load_model
 
     _, recipe, _ = load_model(hidd_file)
     cfg = resolve_sampler(recipe, name="fast", sets=["sampler.consistency=physics", "zeta=0.5"])
@@ -135,7 +137,8 @@ def test_rddm_steps_out_of_range_is_refused_when_resolved() -> None:
 
 
 def test_eval_steps_beyond_rddm_range_names_the_per_checkpoint_form(tmp_path: Path) -> None:
-    from defocuskit.eval.evaluate import EvalError, _checkpoint_runner
+    from defocuskit.eval.runners import _checkpoint_runner
+    from defocuskit.eval.config import EvalError
     from defocuskit.methods.rddm import RDDM
 
     recipe = resolve_recipe({"method": "rddm", "data": {"image_size": 32},
@@ -156,7 +159,7 @@ def test_eval_steps_beyond_rddm_range_names_the_per_checkpoint_form(tmp_path: Pa
 
 def test_model_files_of_the_previous_version_still_load(tmp_path: Path) -> None:
     """Files exported before named samplers (consistency as weights, normalize_each_step) keep working."""
-    from defocuskit.train.export import load_model
+    from defocuskit.inference.load import load_model
 
     path = export_tiny_hidd(tmp_path / "new.safetensors")
     from safetensors.torch import load_file
@@ -230,7 +233,7 @@ def test_deblur_bad_options_fail_before_any_output(hidd_file: Path, photo: Path,
 def test_cli_deblur_sampler_options(hidd_file: Path, photo: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
 
     runner = CliRunner()
     res = runner.invoke(app, ["deblur", str(photo), "--checkpoint", str(hidd_file), "--out", str(tmp_path / "o"),
@@ -293,7 +296,8 @@ def test_eval_records_sampler_nfe_and_coc_per_method(hidd_file: Path, synthetic_
 ])
 def test_eval_bad_sampler_or_coc_options_are_errors(hidd_file: Path, plain_shards: Path, tmp_path: Path,
                                                     kwargs: dict, message: str) -> None:
-    from defocuskit.eval.evaluate import EvalError, evaluate
+    from defocuskit.eval.evaluate import evaluate
+    from defocuskit.eval.config import EvalError
 
     with pytest.raises(EvalError, match=message):
         evaluate(plain_shards, [hidd_file], ["input"], report_dir=tmp_path / "r", progress=False, **kwargs)
@@ -301,7 +305,8 @@ def test_eval_bad_sampler_or_coc_options_are_errors(hidd_file: Path, plain_shard
 
 
 def test_eval_settings_go_to_the_labelled_checkpoint_only(hidd_file: Path, plain_shards: Path, tmp_path: Path) -> None:
-    from defocuskit.eval.evaluate import EvalError, evaluate
+    from defocuskit.eval.evaluate import evaluate
+    from defocuskit.eval.config import EvalError
     from tests.test_eval import export_identity_nafnet
 
     nafnet = export_identity_nafnet(tmp_path / "nafnet" / "model.safetensors")
@@ -316,7 +321,7 @@ def test_eval_settings_go_to_the_labelled_checkpoint_only(hidd_file: Path, plain
 
 
 def test_map_coc_is_estimated_once_per_image(tmp_path: Path) -> None:
-    from defocuskit.coc_source import CocSource
+    from defocuskit.inference.coc_source import CocSource
 
     source = CocSource.create("map", export_tiny_map(tmp_path / "map.safetensors"))
     image = np.random.default_rng(1).random((24, 30, 3), dtype=np.float32)

@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from defocuskit.images import read_image, to_float, write_image
-from defocuskit.infer import deblur_files, resolve_sampler, restore_image
-from defocuskit.tiling import blend_window, tile_starts
+from defocuskit.io.images import read_image, to_float, write_image
+from defocuskit.inference.restore import resolve_sampler, restore_image
+from defocuskit.inference.files import deblur_files
+from defocuskit.inference.tiling import blend_window, tile_starts
 from defocuskit.methods.base import Method
-from defocuskit.train.recipe import DataConfig, Recipe
+from defocuskit.config.recipe import DataConfig, Recipe
 
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"  # ../shared/fixtures
 
@@ -139,8 +140,9 @@ def test_defocus_map_output_has_one_channel() -> None:
 
 
 def _export_nafnet(path: Path, identity: bool = True, poison: str | None = None) -> Path:
-    from defocuskit.train.export import save_model
-    from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.methods.recipes import resolve_recipe
 
     raw = {"method": "nafnet", "data": {"image_size": 32},
            "model": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}}
@@ -160,7 +162,7 @@ def _export_nafnet(path: Path, identity: bool = True, poison: str | None = None)
 
 
 def test_deblur_files_keeps_size_and_bit_depth(tmp_path: Path) -> None:
-    pytest.importorskip("defocuskit.train.export")
+    pytest.importorskip("defocuskit.inference.load")
     ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
     crop = read_image(VABD / "2_8" / "0003.JPG")[500:545, 700:770]
     rng = np.random.default_rng(0)
@@ -180,7 +182,7 @@ def test_deblur_files_keeps_size_and_bit_depth(tmp_path: Path) -> None:
 
 
 def test_deblur_files_errors_before_work(tmp_path: Path) -> None:
-    pytest.importorskip("defocuskit.train.export")
+    pytest.importorskip("defocuskit.inference.load")
     ckpt = _export_nafnet(tmp_path / "nafnet.safetensors", identity=False)
     write_image(tmp_path / "a.png", np.zeros((40, 40, 3), np.uint8))
     with pytest.raises(ValueError, match="no 'steps'"):  # NAFNet's sampler has no steps
@@ -200,8 +202,9 @@ def test_deblur_files_errors_before_work(tmp_path: Path) -> None:
 
 def test_defocus_map_checkpoint_writes_coc_png(tmp_path: Path) -> None:
     from defocuskit.methods import get_method
-    from defocuskit.train.export import save_model
-    from defocuskit.train.recipe import recipe_to_dict, resolve_recipe
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.methods.recipes import resolve_recipe
 
     recipe = resolve_recipe({"method": "defocus-map", "data": {"image_size": 32},
                              "model": {"hidden_sizes": [8, 8, 8, 8], "depths": [1, 1, 1, 1],
@@ -222,7 +225,7 @@ def test_defocus_map_checkpoint_writes_coc_png(tmp_path: Path) -> None:
 def test_cli_deblur(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
 
     ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
     img = read_image(VABD / "8" / "0001.JPG")[100:150, 200:260]
@@ -246,7 +249,7 @@ def test_cli_deblur(tmp_path: Path) -> None:
 def test_cli_deblur_refuses_a_model_with_nan_weights(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
 
     ckpt = _export_nafnet(tmp_path / "runs" / "x" / "model.safetensors", poison="ending.weight")
     write_image(tmp_path / "x.png", np.full((40, 40, 3), 128, np.uint8))
@@ -259,7 +262,8 @@ def test_cli_deblur_refuses_a_model_with_nan_weights(tmp_path: Path) -> None:
 
 
 def test_read_image_empty_corrupt_and_unreadable_files(tmp_path: Path, monkeypatch) -> None:
-    from defocuskit.images import ImageError, check_image, encode_png
+    from defocuskit.io.images import check_image, encode_png
+    from defocuskit.io.formats import ImageError
 
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageError, match=r"empty\.png: empty file \(0 bytes\)"):
@@ -283,7 +287,7 @@ def test_read_image_empty_corrupt_and_unreadable_files(tmp_path: Path, monkeypat
     with pytest.raises(ImageError, match=r"ok\.png: permission denied"):
         read_image(tmp_path / "ok.png")
     (tmp_path / "shot.nef").write_bytes(b"\x00" * 64)
-    monkeypatch.setattr("defocuskit.images.open", denied, raising=False)  # RAW files are opened, not np.fromfile'd
+    monkeypatch.setattr("defocuskit.io.images.open", denied, raising=False)  # RAW files are opened, not np.fromfile'd
     with pytest.raises(ImageError, match=r"shot\.nef: permission denied"):
         read_image(tmp_path / "shot.nef")
 
@@ -291,7 +295,7 @@ def test_read_image_empty_corrupt_and_unreadable_files(tmp_path: Path, monkeypat
 def test_cli_deblur_bad_images_refused_before_any_work(tmp_path: Path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
 
     ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
     write_image(tmp_path / "in" / "good.png", np.full((40, 40, 3), 128, np.uint8))

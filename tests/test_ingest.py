@@ -20,10 +20,13 @@ import pytest
 from typer.testing import CliRunner
 
 from defocuskit.data import sources as sources_table
-from defocuskit.data.ingest import IngestError, cut_patches, postprocess, resize_max_side, run_ingest, sharpness
-from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task, empty_meta
-from defocuskit.data.shards import iter_samples, read_manifest, shard_urls
-from defocuskit.images import read_image, write_image
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.sample import IngestError
+from defocuskit.data.postprocess import cut_patches, postprocess, resize_max_side, sharpness
+from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+from defocuskit.data.metadata import empty_meta
+from defocuskit.data.reader import iter_samples, read_manifest, shard_urls
+from defocuskit.io.images import read_image, write_image
 
 NAME = "fake"
 
@@ -196,7 +199,7 @@ def test_postprocess_functions():
 
 
 def test_cli_ingest_and_inspect(tmp_path, fake, monkeypatch):
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
 
     root = make_inputs(tmp_path / "in", corrupt=True)
     runner = CliRunner()
@@ -275,7 +278,7 @@ def test_all_rejected_inputs_fail_naming_the_cause(tmp_path, fake):
 
 
 def test_all_rejected_and_empty_sources_exit_non_zero(tmp_path, fake, monkeypatch):
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
 
     root = tmp_path / "in"
     root.mkdir()
@@ -333,7 +336,7 @@ def test_a_rejected_file_that_is_replaced_is_read_again(tmp_path, fake):
 
 
 def test_same_size_and_mtime_but_other_content_changes_the_fingerprint(tmp_path):
-    from defocuskit.data.ingest import plan_groups
+    from defocuskit.data.plan import plan_groups
     from defocuskit.data.stamps import stamp_files
 
     path = tmp_path / "a.png"
@@ -484,7 +487,7 @@ def test_replaced_real_photo_is_read_again(tmp_path, real_fixture_root):
 
 
 def test_no_sample_message_names_the_cause(tmp_path):
-    from defocuskit.data.ingest import no_sample_message
+    from defocuskit.data.records import no_sample_message
 
     src, log = {"raw": tmp_path / "photos"}, tmp_path / "out" / "rejects.jsonl"
     root_reject = [{"file": str(tmp_path / "photos"), "reason": "no RAW, TIFF, PNG or JPEG files found"}]

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from defocuskit.flow import backward_warp, consistency_mask, estimate_flow, in_frame_mask
+from defocuskit.imaging.flow import backward_warp, consistency_mask, estimate_flow, in_frame_mask
 from defocuskit.methods import get_method
 from defocuskit.methods.jdrl import ModelConfig, ObjectiveConfig, SamplerConfig, in_reblur_stage
 from defocuskit.models.jdrl import (
@@ -184,8 +184,8 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_tiny_recipe_trains_both_stages_and_feeds_pseudo_coc(shards: Path, tmp_path: Path) -> None:
-    from defocuskit.data.shards import iter_samples, read_manifest
-    from defocuskit.train.export import read_model_file
+    from defocuskit.data.reader import iter_samples, read_manifest
+    from defocuskit.io.modelfile import read_model_file
 
     run = tmp_path / "run"
     proc = _cli("train", str(REPO / "recipes" / "jdrl-tiny.yaml"), f"data.train={shards}", f"output_dir={run}",

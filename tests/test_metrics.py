@@ -10,7 +10,7 @@ import torch
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from defocuskit.eval import metrics
-from defocuskit.images import read_image, write_image
+from defocuskit.io.images import read_image, write_image
 
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"  # ../shared/fixtures
 

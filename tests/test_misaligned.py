@@ -10,8 +10,8 @@ import pytest
 
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.sample import IngestOptions
-from defocuskit.data.shards import iter_samples
-from defocuskit.images import to_float
+from defocuskit.data.reader import iter_samples
+from defocuskit.io.images import to_float
 
 
 def _ingest(out: Path, misalign: float) -> dict[str, dict]:
@@ -58,7 +58,7 @@ def test_injected_misalignment_moves_only_the_reference(both):
 
 
 def test_flow_alignment_brings_the_reference_onto_the_output():
-    from defocuskit.eval.evaluate import flow_aligned_reference
+    from defocuskit.eval.scoring import flow_aligned_reference
 
     rng = np.random.default_rng(0)
     ref = cv2.GaussianBlur(rng.random((64, 80, 3)).astype(np.float32), (0, 0), 1.5).astype(np.float64)

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from defocuskit.cli import app
-from defocuskit.train.recipe import (PACKAGED_RECIPES, RecipeError, copy_recipe, describe_recipe, find_recipe,
-                                     load_recipe, packaged_recipe_names)
+from defocuskit.cli.app import app
+from defocuskit.config.recipe import PACKAGED_RECIPES, copy_recipe, describe_recipe, find_recipe, packaged_recipe_names
+from defocuskit.config.typed import RecipeError
+from defocuskit.methods.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -90,7 +91,7 @@ def test_train_dry_run_by_name_from_another_folder(tmp_path, monkeypatch):
 
 
 def test_demo_reads_its_recipes_from_the_package(tmp_path, monkeypatch):
-    from defocuskit.demo import PRESETS, recipe_path
+    from defocuskit.cli.demo import PRESETS, recipe_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "nafnet-tiny.yaml").write_text("method: nafnet\n")  # never shadows the demo's recipe
@@ -141,9 +142,9 @@ def test_installed_wheel_finds_its_recipes_outside_the_repository(tmp_path):
     dry = run("-m", "defocuskit", "train", "nafnet-tiny", "--dry-run")
     assert "method: nafnet" in dry and "output_dir: runs/nafnet-tiny" in dry
     assert "# nafnet: parameters" in dry
-    demo = run("-c", "from defocuskit.demo import PRESETS, recipe_path\n"
+    demo = run("-c", "from defocuskit.cli.demo import PRESETS, recipe_path\n"
                      "print(sorted({str(recipe_path(m.recipe)) for ms in PRESETS.values() for m in ms}))")
-    from defocuskit.demo import PRESETS
+    from defocuskit.cli.demo import PRESETS
 
     assert demo.strip() == str(sorted({str(site / "defocuskit" / "recipes" / m.recipe)
                                        for ms in PRESETS.values() for m in ms}))

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image, TiffImagePlugin
 from typer.testing import CliRunner
 
-from defocuskit.cli import app
-from defocuskit.data.ingest import IngestError, run_ingest
+from defocuskit.cli.app import app
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.sample import IngestError
 from defocuskit.data.sample import IngestOptions, Rejected, Task
-from defocuskit.data.shards import iter_samples
+from defocuskit.data.reader import iter_samples
 from defocuskit.data.sources import ebb, pairs, raw, sdd, vabd
-from defocuskit.images import read_image, write_image
+from defocuskit.io.images import read_image, write_image
 
 SHIFT = (3, 2)  # (dx, dy) of the blurred shot against its reference, in pixels
 _EXIF_IFD, _F_NUMBER = 0x8769, 0x829D

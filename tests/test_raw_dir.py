@@ -17,10 +17,11 @@ import pytest
 from PIL import Image, TiffImagePlugin
 from typer.testing import CliRunner
 
-from defocuskit.cli import app
-from defocuskit.data.ingest import IngestError, run_ingest
+from defocuskit.cli.app import app
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.sample import IngestError
 from defocuskit.data.sample import IngestOptions, RejectError, Task
-from defocuskit.data.shards import iter_raw, shard_urls
+from defocuskit.data.reader import iter_raw, shard_urls
 from defocuskit.data.sources import raw as raw_source
 
 _EXIF_IFD, _F_NUMBER = 0x8769, 0x829D

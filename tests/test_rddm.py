@@ -15,8 +15,10 @@ from defocuskit.models.deform import DCNv4
 from defocuskit.models.rddm import (
     RDDM, PreDeblur, RDDBlock, ResidualDenoiser, SemanticEncoder, build_resnet, normalize_map,
 )
-from defocuskit.train.export import MODEL_FORMAT, load_model, save_model
-from defocuskit.train.recipe import load_recipe, recipe_to_dict, resolve_recipe
+from defocuskit.inference.load import load_model
+from defocuskit.io.modelfile import MODEL_FORMAT, save_model
+from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.methods.recipes import load_recipe, resolve_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MAP_TINY = {
@@ -353,7 +355,7 @@ def test_missing_or_wrong_map_checkpoint_is_a_clear_error(map_file, tmp_path):
 def test_ddim_timesteps_are_recorded_as_run():
     """deblur.json / report.json record the DDIM grid: as released, diffusers 0.25's DDIMScheduler defaults
     (leading spacing, clip_sample) on 1300 training steps."""
-    from defocuskit.infer import sampler_settings
+    from defocuskit.inference.restore import sampler_settings
 
     method = get_method("rddm")
     objective = method.ObjectiveConfig()

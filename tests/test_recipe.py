@@ -7,16 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from defocuskit.train.recipe import (
-    Recipe,
-    RecipeError,
-    apply_overrides,
-    expand_short_keys,
-    load_recipe,
-    recipe_to_dict,
-    recipe_to_yaml,
-    resolve_recipe,
-)
+from defocuskit.config.recipe import Recipe, recipe_to_dict, recipe_to_yaml
+from defocuskit.config.typed import RecipeError, apply_overrides
+from defocuskit.methods.recipes import expand_short_keys, load_recipe, resolve_recipe
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "hidd-tiny.yaml"
 

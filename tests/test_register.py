@@ -11,7 +11,7 @@ import pytest
 from defocuskit.data.pairs import load_pair
 from defocuskit.data.register import RegistrationError, align, match_gain, registration_quality
 from defocuskit.data.sample import IngestOptions, RejectError, Task
-from defocuskit.images import from_float, linear_to_srgb, read_image, srgb_to_linear, to_float, write_image
+from defocuskit.io.images import from_float, linear_to_srgb, read_image, srgb_to_linear, to_float, write_image
 
 
 @pytest.fixture(scope="module")

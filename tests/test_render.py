@@ -9,7 +9,8 @@ import pytest
 from defocuskit.data.render import (
     PHOTOS, builtin_scene, builtin_scene_names, render_defocus, render_stack,
 )
-from defocuskit.data.sample import META_KEYS, IngestOptions, Sample, Task
+from defocuskit.data.sample import IngestOptions, Sample, Task
+from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.sources import synthetic
 
 
@@ -108,7 +109,7 @@ def test_background_coc_at_f1_4_and_256_px():
         scene = builtin_scene(name, 256, seed=0)
         _, coc = render_defocus(scene.rgb[:8, :8], scene.depth_m[:8, :8], 1.4, scene.focal_length_mm,
                                 scene.focus_distance_m, 23.5e3 / scene.rgb.shape[1], np.random.default_rng(0))
-        from defocuskit.optics import coc_diameter_px
+        from defocuskit.imaging.optics import coc_diameter_px
 
         full = coc_diameter_px(1.4, scene.focal_length_mm, scene.focus_distance_m, scene.depth_m,
                                23.5e3 / scene.rgb.shape[1])

@@ -18,7 +18,7 @@ from defocuskit.eval import metrics
 from defocuskit.eval.figure import CELL, figure_row, write_figure
 from defocuskit.eval.plots import aperture_figure, plot_aperture
 from defocuskit.eval.report import ROW_KEYS, aggregate, print_table, write_report
-from defocuskit.images import read_image
+from defocuskit.io.images import read_image
 
 # Hand-made per-image scores: (method, source, f-number, psnr, input psnr).
 SCORES = [
@@ -156,7 +156,7 @@ def _shards(folder: Path, n: int, per_shard: int) -> Path:
 def test_contact_sheet_honours_n_labels_and_native_crops(tmp_path: Path, per_shard: int) -> None:
     from typer.testing import CliRunner
 
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
 
     folder = _shards(tmp_path / "shards", 9, per_shard)
     samples = pick_samples(folder, 7)
@@ -220,7 +220,7 @@ def test_cli_eval_by_source_and_final_line(tmp_path: Path) -> None:
     import webdataset as wds
     from typer.testing import CliRunner
 
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
     from defocuskit.data.shards import encode_members
 
     folder = tmp_path / "shards"

@@ -10,9 +10,10 @@ import pytest
 
 from conftest import copy_resized
 from defocuskit.data.pairs import key_part, load_pair, split_for
-from defocuskit.data.sample import META_KEYS, IngestOptions, Rejected, RejectError, Task
+from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Task
+from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.sources import ded, dpdd, ebb, realblur, realdof, vabd
-from defocuskit.images import read_image, write_image
+from defocuskit.io.images import read_image, write_image
 
 OPTS = IngestOptions()
 
@@ -216,7 +217,8 @@ def test_load_pair_registration_failure_and_near_size(tmp_path, real_fixture_roo
 
 
 def test_ebb_given_as_vabd_fails_naming_the_expected_folders(tmp_path, real_fixture_root):
-    from defocuskit.data.ingest import IngestError, run_ingest
+    from defocuskit.data.ingest import run_ingest
+    from defocuskit.data.sample import IngestError
     from defocuskit.data.sources.layout import LayoutError
 
     root = real_fixture_root / "EBB"
@@ -245,7 +247,7 @@ def test_vabd_given_as_ebb_fails(real_fixture_root):
 def test_wrong_folders_fail_through_the_cli(tmp_path, real_fixture_root):
     from typer.testing import CliRunner
 
-    from defocuskit.cli import app
+    from defocuskit.cli.app import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["ingest", "--vabd", str(real_fixture_root / "EBB"), "--out", str(tmp_path / "a")])

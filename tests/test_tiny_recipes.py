@@ -16,7 +16,7 @@ import pytest
 
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.sample import IngestOptions
-from defocuskit.images import read_image, write_image
+from defocuskit.io.images import read_image, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "ACCELERATE_USE_CPU": "1"}

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from defocuskit.train import stream as stream_module
-from defocuskit.train.loop import TrainingError, list_checkpoints, train
-from defocuskit.train.recipe import load_recipe
+from defocuskit.train.loop import train
+from defocuskit.train.checks import TrainingError
+from defocuskit.train.checkpoints import list_checkpoints
+from defocuskit.methods.recipes import load_recipe
 from defocuskit.train.state import EMA_FILE, LOOP_STATE
 from defocuskit.train.stream import ShardStream, _kept
 from test_train import TINY, write_shards

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from defocuskit.images import read_image, to_float, write_image
-from defocuskit.infer import deblur_files, restore_image
-from defocuskit.tiling import DEFAULT_MAX_TILE_PIXELS, plan_tiling, tile_starts
+from defocuskit.io.images import read_image, to_float, write_image
+from defocuskit.inference.restore import restore_image
+from defocuskit.inference.files import deblur_files
+from defocuskit.inference.tiling import DEFAULT_MAX_TILE_PIXELS, plan_tiling, tile_starts
 from defocuskit.methods import get_method
-from defocuskit.train.recipe import load_recipe, resolve_recipe
+from defocuskit.methods.recipes import load_recipe, resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"
@@ -194,8 +195,8 @@ def test_a_budget_below_the_image_gives_the_largest_tiles_within_it() -> None:
 
 
 def test_deblur_json_records_what_ran(tmp_path: Path) -> None:
-    from defocuskit.train.export import save_model
-    from defocuskit.train.recipe import recipe_to_dict
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.config.recipe import recipe_to_dict
 
     method, recipe, net = _tiny("nafnet")
     save_model(tmp_path / "naf.safetensors", net.state_dict(), "nafnet", recipe_to_dict(recipe))
@@ -246,7 +247,7 @@ def test_a_sampler_reports_its_steps_inside_an_image_on_the_callers_bar() -> Non
 
 
 def test_training_bar_shows_the_time_left_under_a_budget() -> None:
-    from defocuskit.train.loop import training_bar
+    from defocuskit.train.progress import training_bar
 
     budget = training_bar(1_000_000, 0, 1.0, file=io.StringIO(), mininterval=0)
     budget.start_t -= 30  # 30 s into a one-minute budget, 10 of a million steps done

@@ -4,7 +4,7 @@
 
 Each recipe's network is built with random weights (seed 0; every parameter then perturbed by N(0, 0.02) so
 that zero-initialised residual scales do not hide the difference) and run by
-`defocuskit.infer.restore_image` on one random image of --size (whole image, default tiling), once with
+`defocuskit.inference.restore.restore_image` on one random image of --size (whole image, default tiling), once with
 `channels_last=False` and once with `channels_last=True`, alternating, --repeat times; the fastest run of each
 is printed, with the largest absolute difference between the two outputs. Methods that need a CoC map get a
 smooth random one. This decides `Method.channels_last` (True where the channels-last column is faster).
@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 import torch
 
-from defocuskit.infer import restore_image
+from defocuskit.inference.restore import restore_image
 from defocuskit.methods import get_method
-from defocuskit.train.recipe import load_recipe
+from defocuskit.methods.recipes import load_recipe
 
 DEFAULT_RECIPES = ("nafnet-tiny", "nafnet", "rddm-tiny", "jdrl-tiny", "jdrl", "dncnn-tiny", "dncnn",
                    "ffdnet-tiny", "ffdnet", "cyclegan-tiny", "cyclegan")

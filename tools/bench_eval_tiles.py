@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from defocuskit.methods import get_method
-from defocuskit.train.recipe import load_recipe, recipe_to_dict
+from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.methods.recipes import load_recipe
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "EBB"
 
@@ -58,7 +59,7 @@ def write_pairs(folder: Path, images: int, synthetic: bool) -> int:
     import webdataset as wds
 
     from defocuskit.data.shards import encode_members
-    from defocuskit.images import read_image
+    from defocuskit.io.images import read_image
 
     pairs = []
     if not synthetic:
@@ -81,7 +82,7 @@ def write_pairs(folder: Path, images: int, synthetic: bool) -> int:
 
 def export(recipe_path: Path, dest: Path) -> int:
     """Export the recipe's network with random weights (seed 0) like `defocuskit train` does; its parameter count."""
-    from defocuskit.train.export import save_model
+    from defocuskit.io.modelfile import save_model
 
     recipe = load_recipe(recipe_path)
     torch.manual_seed(0)
@@ -132,9 +133,9 @@ def time_eval(args: argparse.Namespace) -> None:
 def time_restore(model_file: Path, shards: Path, modes: tuple, repeat: int) -> dict[str, float]:
     """Seconds of `restore_image` alone on the shard's first blurred image, per mode (alternating, fastest)."""
     from defocuskit.data.reader import iter_samples
-    from defocuskit.images import to_float
-    from defocuskit.infer import restore_image
-    from defocuskit.train.export import load_model
+    from defocuskit.io.images import to_float
+    from defocuskit.inference.restore import restore_image
+    from defocuskit.inference.load import load_model
 
     method, recipe, net = load_model(model_file)
     blur = to_float(next(s for s in iter_samples(shards, "test") if s["blur"] is not None)["blur"])
@@ -149,7 +150,7 @@ def time_restore(model_file: Path, shards: Path, modes: tuple, repeat: int) -> d
 
 def memory_child(recipe_path: Path, side: int) -> None:
     """One whole-image pass at side x side; prints the peak resident memory it added, in MiB."""
-    from defocuskit.infer import restore_image
+    from defocuskit.inference.restore import restore_image
 
     recipe = load_recipe(recipe_path)
     method = get_method(recipe.method)

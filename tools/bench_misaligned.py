@@ -28,7 +28,7 @@ def main() -> None:
     from defocuskit.data.sample import IngestOptions
     from defocuskit.eval.evaluate import evaluate
     from defocuskit.train.loop import train
-    from defocuskit.train.recipe import load_recipe
+    from defocuskit.methods.recipes import load_recipe
     from report_table import table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -5,7 +5,7 @@
 
 Without --checkpoint the paper-size network of recipes/rddm.yaml is built with random weights
 (speed does not depend on the weights). "full" runs the whole frame through method.restore at once
-(the networks pad internally); "tiled" runs defocuskit.infer.restore_image, as `defocuskit deblur`
+(the networks pad internally); "tiled" runs defocuskit.inference.restore.restore_image, as `defocuskit deblur`
 does, with tiles of the training crop size. Each mode runs once after a small warm-up.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defocuskit.infer import resolve_sampler, restore_image
+from defocuskit.inference.restore import resolve_sampler, restore_image
 from defocuskit.methods import get_method
-from defocuskit.train.recipe import load_recipe
+from defocuskit.methods.recipes import load_recipe
 
 
 def _sync(device: str) -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.checkpoint is not None:
-        from defocuskit.train.export import load_model
+        from defocuskit.inference.load import load_model
 
         method, recipe, model = load_model(args.checkpoint, args.device, expect_method="rddm")
     else:

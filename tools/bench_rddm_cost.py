@@ -3,7 +3,7 @@
     python tools/bench_rddm_cost.py [--recipe recipes/rddm.yaml] [--height 1120 --width 1680] [--threads 2]
 
 Builds the model from the recipe with random weights (nothing is loaded or downloaded) and times
-`defocuskit.infer.restore_image` on one random image, as `defocuskit deblur` runs it (tiles of the
+`defocuskit.inference.restore.restore_image` on one random image, as `defocuskit deblur` runs it (tiles of the
 recipe's crop size, the recipe's sampler). Only APIs present in every defocuskit version since the
 RDDM port are used, so the same script measures an older checkout too:
     PYTHONPATH=/path/to/old/checkout python tools/bench_rddm_cost.py --recipe /path/to/old/checkout/recipes/rddm.yaml
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defocuskit.infer import restore_image
+from defocuskit.inference.restore import restore_image
 from defocuskit.methods import get_method
-from defocuskit.train.recipe import load_recipe
+from defocuskit.methods.recipes import load_recipe
 
 
 def count(module: torch.nn.Module) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 
 from defocuskit.data.register import (RegistrationError, _conjugate, _gray, _resize, _scale_matrix, _warp, align,
                                       registration_quality)
-from defocuskit.images import read_image, to_float
+from defocuskit.io.images import read_image, to_float
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 VABD_SCENES, VABD_APERTURES = ("0001", "0002", "0003"), ("8", "2_8", "1_8")

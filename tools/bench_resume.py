@@ -32,7 +32,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 def write_shards(folder: Path, n_shards: int = 8, per_shard: int = 64) -> str:
     import webdataset as wds
 
-    from defocuskit.images import encode_png
+    from defocuskit.io.images import encode_png
 
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def train(shards: str, out: Path, steps: int, *extra: str) -> float:
 
 
 def first_batch_seconds(shards: str, start: int, reread: bool) -> float:
-    from defocuskit.train.recipe import load_recipe
+    from defocuskit.methods.recipes import load_recipe
     from defocuskit.train.stream import ShardStream
 
     recipe = load_recipe(RECIPE, [f"data.train={shards}"])

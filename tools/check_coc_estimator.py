@@ -2,7 +2,7 @@
 
     python tools/check_coc_estimator.py MODEL.safetensors SHARDS [--split test] [--limit N] [--device cpu]
 
-Every pair of the split that has a coc.png goes through the model by `defocuskit.coc_source.CocSource`, the
+Every pair of the split that has a coc.png goes through the model by `defocuskit.inference.coc_source.CocSource`, the
 source that `--coc map` uses at evaluation (tiles of the training size). Printed per f-number and for all: n, the
 mean true CoC and the mean estimate (pixels of diameter), the mean absolute error (pixels, over all pixels of
 all images) and the mean over images of the per-image Pearson correlation between estimate and truth (what a
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from defocuskit.coc_source import CocError, CocSource
+from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.data.reader import iter_samples
-from defocuskit.images import to_float
+from defocuskit.io.images import to_float
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:

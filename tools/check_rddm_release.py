@@ -29,7 +29,7 @@ from torch import nn
 
 from defocuskit.models.deform import dcnv4_core
 from defocuskit.models.rddm import PreDeblur, ResidualDenoiser
-from defocuskit.train.recipe import load_recipe
+from defocuskit.methods.recipes import load_recipe
 
 
 class StandInDCNv4(nn.Module):

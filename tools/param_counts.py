@@ -13,7 +13,7 @@ from pathlib import Path
 from torch import nn
 
 from defocuskit.methods import get_method
-from defocuskit.train.recipe import load_recipe
+from defocuskit.methods.recipes import load_recipe
 
 
 def count(module: nn.Module) -> int:

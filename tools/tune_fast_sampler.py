@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from defocuskit.data.shards import iter_samples  # noqa: E402
+from defocuskit.data.reader import iter_samples  # noqa: E402
 from defocuskit.eval.metrics import psnr  # noqa: E402
-from defocuskit.images import to_float  # noqa: E402
-from defocuskit.infer import restore_image  # noqa: E402
-from defocuskit.train.export import load_model  # noqa: E402
+from defocuskit.io.images import to_float  # noqa: E402
+from defocuskit.inference.restore import restore_image  # noqa: E402
+from defocuskit.inference.load import load_model  # noqa: E402
 
 
 def main() -> None:

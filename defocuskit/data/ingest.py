@@ -44,17 +44,15 @@ from typing import Any
 import cv2
 
 from defocuskit.data import shards
-from defocuskit.data.plan import (  # noqa: F401 (plan_groups, list_all, ... re-exported)
-    Group, check_sources, content_options, first_file, list_all, listing_record, plan_groups, resolved_options,
+from defocuskit.data.plan import (
+    Group, check_sources, first_file, list_all, listing_record, plan_groups, resolved_options,
 )
-from defocuskit.data.postprocess import (  # noqa: F401 (the pure steps re-exported)
-    check_sample, convert_bit_depth, cut_patches, finalize_meta, postprocess, resize_max_side, sharpness,
-)
-from defocuskit.data.records import no_sample_error, no_sample_message, shard_record  # noqa: F401
+from defocuskit.data.postprocess import check_sample, finalize_meta, postprocess
+from defocuskit.data.records import no_sample_error, shard_record
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Task
 from defocuskit.data.sources import source_module_name
 from defocuskit.data.stamps import Stamps, stamp_files
-from defocuskit.images import ImageError
+from defocuskit.io.formats import ImageError
 
 DEFAULT_MAX_WORKERS = 8  # without --workers: one process per core, at most this many
 

@@ -19,8 +19,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defocuskit.data.shards import decode_sample, iter_raw, read_manifest, shard_urls
-from defocuskit.images import write_image
+from defocuskit.data.reader import decode_sample, iter_raw, read_manifest, shard_urls
+from defocuskit.io.images import write_image
 
 TILE = 256  # height of a row of the contact sheet, pixels
 MAX_ASPECT = 1.5  # a whole image is at most this many TILEs wide

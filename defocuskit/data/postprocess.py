@@ -9,8 +9,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defocuskit.data.sample import META_KEYS, IngestOptions, RejectError, Sample, Task
-from defocuskit.images import bit_depth, to_float
+from defocuskit.data.sample import IngestOptions, RejectError, Sample, Task
+from defocuskit.data.metadata import META_KEYS
+from defocuskit.io.images import bit_depth, to_float
 
 
 def sharpness(image: np.ndarray) -> float:

@@ -1,8 +1,8 @@
-"""Reading a shard folder (DESIGN.md section 2): the manifest, shard specs, and samples decoded with 16 bits kept.
+"""Reading a shard folder (the format: `shards`): the manifest, shard specs, and samples decoded with 16 bits kept.
 
 `decode_sample` gives the Python view of a sample's metadata (`metadata.to_python`: every schema key,
 None where unknown) for shards of format 1 (null for unknown) and 2 (the fixed schema); the writer
-side is `shards`, which re-exports everything here.
+side is `shards`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data import metadata
-from defocuskit.images import decode_image
+from defocuskit.io.images import decode_image
 
 MANIFEST = "manifest.json"
 COC_SCALE = 256.0  # coc.png stores the circle-of-confusion diameter in pixels x 256, 16-bit
@@ -155,3 +155,17 @@ def iter_samples(spec: str | Path, split: str | None = None) -> Iterator[dict[st
     for url in shard_urls(spec, split):
         for raw in iter_raw(url):
             yield decode_sample(raw)
+
+
+def describe_splits(folder: Path) -> str:
+    """The splits of a shard folder with their sample counts (from the manifest, else the shard names), for errors."""
+    try:
+        counts = read_manifest(folder)["counts"]["by_split"]
+        found = {str(k): int(v) for k, v in counts.items()}
+    except (FileNotFoundError, ShardError, KeyError, TypeError, ValueError):
+        found = {}
+        for tar in folder.glob("*-*.tar"):
+            found.setdefault(tar.name.rsplit("-", 1)[0], 0)
+    if not found:
+        return "none"
+    return ", ".join(f"{k} ({v} samples)" if v else k for k, v in sorted(found.items()))

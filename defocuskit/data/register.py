@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defocuskit.images import linear_to_srgb, srgb_to_linear
+from defocuskit.io.images import linear_to_srgb, srgb_to_linear
 
 _MOTIONS = {
     "translation": cv2.MOTION_TRANSLATION,

@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
-# The shard metadata keys (DESIGN.md section 2 plus the source-specific ones), defined in `metadata`:
+# The shard metadata keys (the shard contract's and the source-specific ones) are defined in `metadata`:
 # sources fill the Python view (None where unknown); the shard writer stores the fixed schema.
-from defocuskit.data.metadata import META_KEYS, empty_meta  # noqa: F401 (re-exported for the sources)
 
 
 class IngestError(RuntimeError):

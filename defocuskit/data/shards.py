@@ -1,4 +1,4 @@
-"""The shard folder (DESIGN.md section 2): atomic tar shards, per-shard records, manifest, rejects.
+"""The shard folder: atomic tar shards, per-shard records, manifest, rejects.
 
 A shard folder holds `{split}-{NNNNNN}.tar` WebDataset shards, `manifest.json`, `rejects.jsonl` and a
 hidden `.records/` folder with one small JSON record per completed shard (its sample counts and rejects).
@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime, timezone
@@ -42,11 +41,9 @@ from webdataset import TarWriter
 
 import defocuskit
 from defocuskit.data import metadata
-from defocuskit.data.reader import (  # noqa: F401 (the reading side, re-exported: shards is the one import)
-    COC_SCALE, MANIFEST, ShardError, decode_blurmask, decode_sample, iter_raw, iter_samples, read_manifest,
-    shard_urls,
-)
-from defocuskit.images import encode_png
+from defocuskit.data.reader import COC_SCALE, MANIFEST
+from defocuskit.io.images import encode_png
+from defocuskit.io.atomic import atomic_write
 
 FORMAT = metadata.FORMAT  # shard format written into manifest.json ("format"); see the module docstring
 REJECTS = "rejects.jsonl"
@@ -57,8 +54,6 @@ BLURMASK_BLURRED = 255  # blurmask.png: 255 = blurred (out of focus), 0 = in foc
 SHARD_FILE = re.compile(r"^([A-Za-z0-9_]+-\d+)\.tar$")  # split-NNNNNN.tar
 TEMP_SHARD_FILE = re.compile(r"^\.([A-Za-z0-9_]+-\d+)\.tar\.(?:partial|spool)$")
 TEMP_JSON = re.compile(r"^\.(?:manifest\.json|rejects\.jsonl)\..*\.tmp$")  # left by write_json_atomic
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def shard_name(split: str, group: int) -> str:
@@ -132,7 +127,7 @@ def richness(members: Mapping[str, bytes]) -> tuple[int, int]:
 class AtomicShard:
     """One shard, spooled while its samples arrive and written under a temporary name at commit.
 
-    DESIGN.md names `webdataset.ShardWriter`; it writes straight to the final name and would leave a
+    webdataset's `ShardWriter` writes straight to the final name and would leave a
     half-written shard after a crash. One `TarWriter` per shard on `.{name}.tar.partial`, fsynced and
     renamed by `commit`, gives atomic shards (a `.tar` either is complete or does not exist).
     At commit the samples are ordered richest first (see `richness`; stable otherwise), because
@@ -206,21 +201,8 @@ def partial_path(folder: str | Path, name: str) -> Path:
 
 def write_json_atomic(path: Path, obj: Any, *, lines: bool = False) -> None:
     """Write JSON (or JSON lines from a list) to a temporary file in the same folder, then rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if lines:
-                f.writelines(dumps(item) + "\n" for item in obj)
-            else:
-                f.write(json.dumps(obj, indent=1, default=_json_default))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = "".join(dumps(item) + "\n" for item in obj) if lines else json.dumps(obj, indent=1, default=_json_default)
+    atomic_write(path, text, fsync=True)
 
 
 def record_path(folder: str | Path, name: str) -> Path:
@@ -277,7 +259,8 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
 
 def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any], expected_shards: int,
                    error: str | None = None) -> dict:
-    """The manifest from shard records (listing record included); see DESIGN.md section 2.
+    """The manifest from shard records (listing record included): counts by split, source and
+    f-number, options, sources, rejects.
 
     "complete" is true when every planned shard is done and they hold at least one sample;
     `error`, when given, says why the folder is not usable (e.g. every input was rejected)."""

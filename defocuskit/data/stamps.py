@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from defocuskit.data.raw import io_reason as _io_reason
+from defocuskit.io.raw import io_reason as _io_reason
 
 HASH_SPAN = 1 << 20  # bytes hashed at each end of an input file
 

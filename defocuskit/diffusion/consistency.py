@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from defocuskit.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
+from defocuskit.imaging.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
 
 DataConsistency = Callable[[torch.Tensor, float], torch.Tensor]
 KINDS = ("identity", "physics")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from contextlib import nullcontext
@@ -12,84 +11,14 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from rich.console import Console
 
-from defocuskit.coc_source import CocError, CocSource
+from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics
-from defocuskit.eval.report import aggregate, group_of, print_table, write_report
-from defocuskit.eval.runners import (  # noqa: F401 (EvalError, Runner and the runners are imported from here too)
-    ACTIVE_BAR, EvalError, Runner, _baseline_runner, _checkpoint_runner, _label, _sampler_keys,
-    per_checkpoint_settings, split_label,
-)
-from defocuskit.images import from_float, to_float, write_image
-
-PSNR_CAP_DB = 100.0  # per-image PSNR of identical images (inf) is reported as this, so means stay finite
-
-
-@dataclasses.dataclass(frozen=True)
-class Scoring:
-    """How outputs are scored (the evaluation protocol's choices)."""
-
-    ssim_variant: str = "uniform7"
-    align: str | bool | None = None  # None, "ecc" (True: output registered onto the GT), "flow" (GT onto the output)
-    lpips_model: Any = None  # an eval.lpips.LPIPSAlex, or None: LPIPS unavailable
-
-
-def _score(out: np.ndarray, ref: np.ndarray, scoring: Scoring) -> dict[str, float | None]:
-    lp = None
-    if scoring.lpips_model is not None:
-        from defocuskit.eval.lpips import lpips_distance
-
-        lp = lpips_distance(scoring.lpips_model, out, ref)
-    return {
-        "psnr": metrics.psnr(out, ref, max_db=PSNR_CAP_DB),
-        "ssim": metrics.ssim(out, ref, scoring.ssim_variant),
-        "mae": metrics.mae(out, ref),
-        "lpips": lp,
-    }
-
-
-ALIGN_MODES = {
-    "ecc": "each output, and the blurred input, registered to the sharp reference before scoring "
-           "(defocuskit.data.register.align, ECC affine, reflected borders)",
-    "flow": "JDRL's protocol on misaligned test pairs (Li et al.; liyucs/JDRL test_model.py): the sharp reference "
-            "warped onto each output, and onto the blurred input, by dense optical flow (defocuskit.flow, OpenCV "
-            "DIS on luminance, bilinear; where the flow leaves the frame the reference is kept as is) before scoring",
-}
-
-
-def _prepare(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None) -> tuple[np.ndarray, np.ndarray]:
-    """(output, reference) as scored: the output rounded to the reference's bit depth (as written); with
-    align "ecc" the output registered onto the reference, with "flow" the reference warped onto the output."""
-    if out.shape[:2] != ref.shape[:2]:
-        raise ValueError(f"output is {out.shape[1]}x{out.shape[0]}, reference {ref.shape[1]}x{ref.shape[0]}")
-    if not np.isfinite(out).all():
-        raise ValueError("output has non-finite values (NaN or inf)")
-    unit = metrics.to_unit(from_float(np.clip(out, 0.0, 1.0), depth))
-    if align is True or align == "ecc":
-        from defocuskit.data.register import align as register
-
-        unit, _ = register(unit, ref, method="ecc", motion="affine")
-        return np.asarray(unit, np.float64), ref
-    if align == "flow":
-        return unit, flow_aligned_reference(unit, ref)
-    return unit, ref
-
-
-def flow_aligned_reference(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """`ref` (H, W, C) warped onto `out`'s grid by dense optical flow; pixels whose flow leaves the frame keep `ref`."""
-    import torch
-
-    from defocuskit.flow import in_frame_mask, warp_onto
-
-    def tensor(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a, np.float32).transpose(2, 0, 1))[None]
-
-    warped, flow = warp_onto(tensor(out), tensor(ref))
-    inside = in_frame_mask(flow)
-    moved = (warped * inside)[0].numpy().transpose(1, 2, 0).astype(np.float64)
-    keep = 1.0 - inside[0, 0].numpy()[..., None].astype(np.float64)
-    return moved + keep * ref
-
+from defocuskit.eval.report import aggregate, group_of, library_versions, print_table, write_report
+from defocuskit.eval.runners import ACTIVE_BAR, Runner, _baseline_runner, _checkpoint_runner, _label, _sampler_keys, per_checkpoint_settings
+from defocuskit.eval.config import EvalError
+from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, prepare_pair, score_pair
+from defocuskit.io.images import from_float, to_float, write_image
 
 def _safe_name(key: str) -> str:
     return key.replace("/", "_").replace(os.sep, "_")
@@ -149,8 +78,8 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
         ref = metrics.to_unit(sharp)
         blur_f = to_float(blur)
         try:
-            inp_scored = _prepare(blur_f, ref, depth, scoring.align)
-            inp_scores = _score(*inp_scored, scoring)
+            inp_scored = prepare_pair(blur_f, ref, depth, scoring.align)
+            inp_scores = score_pair(*inp_scored, scoring)
         except (ValueError, RegistrationError) as exc:
             part["skipped"].append((index, {"key": key, "method": None, "reason": f"blurred input: {exc}"}))
             if bar is not None:
@@ -166,8 +95,8 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
                 if out is blur_f:
                     scores = inp_scores
                 else:
-                    scored = _prepare(out, ref, depth, scoring.align)
-                    scores = _score(*scored, scoring)
+                    scored = prepare_pair(out, ref, depth, scoring.align)
+                    scores = score_pair(*scored, scoring)
                     if shown is not None:
                         shown[name] = scored[0]  # the output as scored (rounded; with ecc, registered)
             except CocError:
@@ -277,33 +206,6 @@ def evaluate_samples(
     }
 
 
-def _available_splits(folder: Path) -> str:
-    from defocuskit.data.shards import ShardError, read_manifest
-
-    try:
-        counts = read_manifest(folder)["counts"]["by_split"]
-        found = {str(k): int(v) for k, v in counts.items()}
-    except (FileNotFoundError, ShardError, KeyError, TypeError, ValueError):
-        found = {}
-        for tar in folder.glob("*-*.tar"):
-            found.setdefault(tar.name.rsplit("-", 1)[0], 0)
-    if not found:
-        return "none"
-    return ", ".join(f"{k} ({v} samples)" if v else k for k, v in sorted(found.items()))
-
-
-
-def _libraries() -> dict[str, str]:
-    import cv2
-    import skimage
-    import torch
-
-    import defocuskit
-
-    return {"numpy": np.__version__, "scikit-image": skimage.__version__, "torch": torch.__version__,
-            "opencv": cv2.__version__, "defocuskit": defocuskit.__version__}
-
-
 def evaluate(
     shards: Path,
     checkpoints: list[Path],
@@ -345,8 +247,8 @@ def evaluate(
     (`processes.shard_share`; plain "cuda" becomes the process's own GPU) and the main process writes the
     report, identical to a one-process run's; each process writes its own samples' --save-images files.
     """
-    from defocuskit.data.shards import shard_urls
-    from defocuskit.devices import resolve_device
+    from defocuskit.data.reader import describe_splits, shard_urls
+    from defocuskit.io.devices import resolve_device
     from defocuskit.eval.plots import aperture_title, plot_aperture
     from defocuskit.eval.processes import count_pairs, process_group, shard_share, share_of
 
@@ -368,7 +270,7 @@ def evaluate(
     try:
         shard_urls(shards, split)
     except FileNotFoundError:
-        raise EvalError(f"split '{split}' has no shards in {shards} (available: {_available_splits(shards)})") from None
+        raise EvalError(f"split '{split}' has no shards in {shards} (available: {describe_splits(shards)})") from None
     try:
         coc_source = CocSource.create(coc, coc_model, device)
     except CocError as exc:
@@ -445,12 +347,12 @@ def evaluate(
         "quantization": "references and inputs at their stored bit depth; outputs rounded to the reference's "
                         "bit depth (as saved) before scoring",
         "alignment": ALIGN_MODES[align_mode] if align_mode else "none: outputs scored as produced, pixel for pixel",
-        "grouping": ("full stops (defocuskit.optics.full_stop)" if stops else "f_number rounded to 0.1")
+        "grouping": ("full stops (defocuskit.imaging.optics.full_stop)" if stops else "f_number rounded to 0.1")
                     if by_aperture else "none (--no-by-aperture): one 'all' row per method",
         "coc": coc_source.describe() if coc_source is not None else
                "no --coc: Wiener uses the shard's coc.png where present, else the f-number; no model needed one",
         "methods": infos,
-        "libraries": _libraries(),
+        "libraries": library_versions(),
     }
     report = {"protocol": protocol, "rows": result["rows"], "images": result["images"],
               "skipped": result["skipped"], "notes": result["notes"]}

@@ -1,4 +1,5 @@
-"""Full-reference image metrics of the evaluation protocol (DESIGN.md section 6), on float arrays in [0, 1]."""
+"""Full-reference image metrics of the evaluation protocol, on float arrays in [0, 1]: PSNR per image over all
+pixels and channels, SSIM as scikit-image's (7x7 uniform window; the Gaussian 11x11 variant by name), MAE."""
 
 from __future__ import annotations
 

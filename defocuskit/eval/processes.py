@@ -16,8 +16,9 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from defocuskit.data.shards import decode_sample, iter_raw
+from defocuskit.data.reader import decode_sample, iter_raw
 from defocuskit.data.tar_index import index_shard, is_local
+from defocuskit.eval.config import EvalError
 
 
 def _alone(obj: Any) -> list[Any]:
@@ -55,8 +56,6 @@ def process_group() -> ProcessGroup:
     import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object, parse_flag_from_env
-
-    from defocuskit.eval.runners import EvalError
 
     # CPU processes connect over gloo: with ACCELERATE_USE_CPU=1, or on a machine without CUDA
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())

@@ -35,7 +35,7 @@ def group_of(f_number: float | None, stops: bool) -> float | None:
     if f_number is None or not math.isfinite(float(f_number)) or float(f_number) <= 0:
         return None
     if stops:
-        from defocuskit.optics import full_stop
+        from defocuskit.imaging.optics import full_stop
 
         return float(full_stop(float(f_number)))
     return round(float(f_number), 1)
@@ -185,3 +185,15 @@ def write_report(report: dict[str, Any], report_dir: Path, by_source: bool = Fal
             writer.writerow({k: (ALL if k in ("f_number", "source") and row.get(k) is None else row.get(k))
                              for k in ROW_KEYS})
     return {"json": json_path, "csv": csv_path}
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries that computed a report's numbers (recorded in its protocol)."""
+    import cv2
+    import skimage
+    import torch
+
+    import defocuskit
+
+    return {"numpy": np.__version__, "scikit-image": skimage.__version__, "torch": torch.__version__,
+            "opencv": cv2.__version__, "defocuskit": defocuskit.__version__}

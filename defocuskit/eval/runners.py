@@ -10,17 +10,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from defocuskit.coc_source import CocSource
+from defocuskit.eval.config import EvalError
+from defocuskit.inference.coc_source import CocSource
 
 # A runner turns one sample's blurred input (float32 (H, W, 3) in [0, 1]) into the method's output.
 Runner = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 
 # eval's progress bar while a sample is scored: a model runner adds its tiles / steps tasks to it
 ACTIVE_BAR: ContextVar[Any] = ContextVar("defocuskit_eval_bar", default=None)
-
-
-class EvalError(ValueError):
-    """An evaluation that cannot run as asked; the message names the file, split or key."""
 
 
 def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tile: int | None,
@@ -34,9 +31,9 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     from collections import Counter
 
     from defocuskit.eval.processes import sample_seed
-    from defocuskit.infer import resolve_sampler, restore_image, sampler_settings
-    from defocuskit.tiling import DEFAULT_MAX_TILE_PIXELS, check_tiling, plan_tiling, resolve_overlap
-    from defocuskit.train.export import load_model
+    from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
+    from defocuskit.inference.tiling import DEFAULT_MAX_TILE_PIXELS, check_tiling, plan_tiling, resolve_overlap
+    from defocuskit.inference.load import load_model
 
     try:
         method, recipe, model = load_model(path, device=device)
@@ -87,7 +84,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
 
 
 def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, dict[str, Any]]:
-    from defocuskit import baselines
+    from defocuskit.eval import baselines
 
     if name == "input":
         return (lambda blur, sample: baselines.input_baseline(blur)), {"kind": "baseline", "description": "the blurred input"}

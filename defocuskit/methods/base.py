@@ -90,6 +90,7 @@ class Method:
     pad_multiple(model) -> int
         the multiple that the network needs H and W to be (a U-Net with k downsamplings: 2**k);
         a whole-image pass reflect-pads the image to it and crops the output back.
+    description: what the method is, in one line naming its paper (the Hub model card says it).
     channels_last: on a CPU, inference hands the network its input in channels-last memory format
         (oneDNN's convolutions run NHWC without reordering each layer's input; the same values to float
         rounding). True only where `tools/bench_channels_last.py` measured it faster (docs/benchmarks.md).
@@ -104,6 +105,7 @@ class Method:
     loss: Callable[[nn.Module, Batch, Any], torch.Tensor]
     restore: Callable[..., torch.Tensor]
     output: Literal["image", "defocus_map"] = "image"
+    description: str = ""
     resolve_sampler: Callable[[Any], Any] = _unchanged
     nfe: Callable[[Any], int] = _one_pass
     needs: Callable[[Any], frozenset[str]] = _no_conditions

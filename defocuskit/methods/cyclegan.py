@@ -102,6 +102,9 @@ def restore(
 
 METHOD = Method(
     name="cyclegan",
+    description=(  # one line for the model card
+        "an unpaired blurred-to-sharp CycleGAN generator (Zhu et al. 2017)"
+    ),
     data="paired",
     ModelConfig=ModelConfig,
     ObjectiveConfig=ObjectiveConfig,

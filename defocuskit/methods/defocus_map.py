@@ -155,6 +155,10 @@ def restore(
 
 METHOD = Method(
     name="defocus-map",
+    description=(  # one line for the model card
+        "a defocus-map estimator (SegFormer): it predicts the per-pixel circle-of-confusion diameter in "
+        "pixels, not a sharp image"
+    ),
     data="map",
     ModelConfig=ModelConfig,
     ObjectiveConfig=ObjectiveConfig,

@@ -119,6 +119,9 @@ def restore(
 
 METHOD = Method(
     name="dncnn",
+    description=(  # one line for the model card
+        "the DnCNN residual CNN (Zhang et al. 2017), trained on defocus pairs"
+    ),
     data="paired",
     ModelConfig=ModelConfig,
     ObjectiveConfig=ObjectiveConfig,

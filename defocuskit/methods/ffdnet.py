@@ -171,6 +171,9 @@ def restore(
 
 METHOD = Method(
     name="ffdnet",
+    description=(  # one line for the model card
+        "FFDNet (Zhang et al. 2018) with its level-map input fed a circle-of-confusion map"
+    ),
     data="coc",
     ModelConfig=ModelConfig,
     ObjectiveConfig=ObjectiveConfig,

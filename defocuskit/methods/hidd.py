@@ -18,7 +18,7 @@ from defocuskit.diffusion.consistency import DataConsistency, identity_consisten
 from defocuskit.diffusion.fast_sampler import fast_sigmas, sample_fast
 from defocuskit.diffusion.pc_sampler import nfe_per_step, randn_like, sample_pc, sample_released
 from defocuskit.diffusion.vesde import dsm_loss, reverse_sigmas
-from defocuskit.lens_blur import DefocusOperator
+from defocuskit.imaging.lens_blur import DefocusOperator
 from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.ncsnpp import NCSNpp
 
@@ -73,7 +73,7 @@ class SamplerConfig:
 
     def __post_init__(self) -> None:
         from defocuskit.diffusion.consistency import KINDS
-        from defocuskit.lens_blur import MODELS
+        from defocuskit.imaging.lens_blur import MODELS
 
         if self.name not in SAMPLERS:
             raise ValueError(f"sampler.name: unknown sampler '{self.name}' (known: {', '.join(SAMPLERS)})")
@@ -228,6 +228,11 @@ def restore(
 
 METHOD = Method(
     name="hidd",
+    description=(  # one line for the model card
+        "a score-based diffusion prior of sharp images (VE-SDE, NCSN++) that deblurs by sampling with "
+        'data consistency to the blurred input (Li et al., "Real-world defocus deblurring via '
+        'score-based diffusion models", Sci. Rep. 2025)'
+    ),
     data="sharp",
     ModelConfig=ModelConfig,
     ObjectiveConfig=ObjectiveConfig,

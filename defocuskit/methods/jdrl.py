@@ -7,7 +7,7 @@ Training, as solver/solver.py schedules it (Charbonnier loss, eps 1e-3, utils/lo
 - stage 2: L = Charb(M * output, M * W(sharp -> output grid)) + Charb(M' * sharp, M' * W(output -> sharp grid))
            + reblur_weight * Charb(reblur(output, blurry), blurry) + map_weight * |map - reblur map| / r_max
 
-W warps by OpenCV DIS flow (defocuskit.flow; the released code uses PWC-Net), M and M' are validity masks
+W warps by OpenCV DIS flow (defocuskit.imaging.flow; the released code uses PWC-Net), M and M' are validity masks
 (in frame, forward-backward consistent; the released code keeps pixels whose flow colour is within 35 % of
 the image mean instead). The last term is the paper's pseudo supervision ("pairs into triplets"): the
 deblurring net's own blur map learns the reblurring module's map (detached), in units of the largest
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defocuskit.flow import PRESETS
+from defocuskit.imaging.flow import PRESETS
 from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.jdrl import JDRL, KERNEL_NORMS, DeblurNet, ReblurModule
 
@@ -150,6 +150,10 @@ def restore(
 
 METHOD = Method(
     name="jdrl",
+    description=(  # one line for the model card
+        "a deblurring network trained on misaligned pairs through a reblurring module with per-pixel "
+        'isotropic kernels (Li et al., "Reblurring-Guided Single Image Defocus Deblurring")'
+    ),
     data="paired",
     ModelConfig=ModelConfig,
     ObjectiveConfig=ObjectiveConfig,

@@ -87,6 +87,10 @@ def pad_multiple(model: nn.Module) -> int:
 
 METHOD = Method(
     name="nafnet",
+    description=(  # one line for the model card
+        'the supervised NAFNet restoration baseline (Chen et al., "Simple Baselines for Image '
+        'Restoration", 2022)'
+    ),
     data="paired",
     ModelConfig=ModelConfig,
     ObjectiveConfig=ObjectiveConfig,

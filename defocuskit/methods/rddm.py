@@ -26,11 +26,11 @@ from torch import nn
 from defocuskit.diffusion.ddim_residual import (
     ResidualSchedule, make_scheduler, sample_residual_ddim, sample_timesteps,
 )
-from defocuskit.config import RecipeError, build_dataclass
+from defocuskit.config.typed import RecipeError, build_dataclass
 from defocuskit.methods import defocus_map
 from defocuskit.methods.base import Batch, Conditions, Method, unwrap
 from defocuskit.models.nafnet import psnr_loss
-from defocuskit.modelfile import read_model_file
+from defocuskit.io.modelfile import read_model_file
 from defocuskit.models.rddm import RDDM, PreDeblur, ResidualDenoiser, SemanticEncoder, build_resnet
 
 MAX_STEPS = 4
@@ -267,6 +267,11 @@ def pad_multiple(model: nn.Module) -> int:
 
 METHOD = Method(
     name="rddm",
+    description=(  # one line for the model card
+        "a residual diffusion deblurring model: a pre-deblur NAFNet guided by a defocus map, then a "
+        'residual DDIM denoiser in a few steps (Feng et al., "Residual Diffusion Deblurring Model for '
+        'Single Image Defocus Deblurring", AAAI 2025)'
+    ),
     data="paired",
     ModelConfig=ModelConfig,
     ObjectiveConfig=ObjectiveConfig,

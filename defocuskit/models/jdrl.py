@@ -317,7 +317,7 @@ class JDRL(nn.Module):
         = output warped onto the sharp image's grid with "mask_back", "reblurred" and "reblur_map".
         "ghost" is 0 x (sum of the parameters not used in this stage), so that all get gradients.
         """
-        from defocuskit.flow import backward_warp, estimate_flow, valid_mask
+        from defocuskit.imaging.flow import backward_warp, estimate_flow, valid_mask
 
         output, blur_map = self.deblur(blur)
         result = {"output": output, "map": blur_map}

@@ -1,2 +1,2 @@
-"""Training: recipes (recipe.py), the shard data pipeline (data.py), EMA (ema.py), the one Accelerate loop
-(loop.py) and the exported `.safetensors` model (export.py). Import the submodules; nothing heavy loads here."""
+"""Training: the shard data pipeline (data.py, stream.py, augment.py), EMA (ema.py), the loop's state
+(state.py) and the one Accelerate loop (loop.py). Import the submodules; nothing heavy loads here."""

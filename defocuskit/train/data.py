@@ -12,16 +12,11 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from defocuskit.data.shards import shard_urls
+from defocuskit.data.reader import shard_urls
 from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.methods.base import Method
-from defocuskit.train.augment import BT601, crop_and_augment, to_tensors
-from defocuskit.train.recipe import DataConfig, Recipe
+from defocuskit.config.recipe import DataConfig, Recipe
 from defocuskit.train.stream import REQUIRED, TERMS, ShardStream, describe, has_members
-
-__all__ = ["BT601", "REQUIRED", "ShardStream", "check_data", "crop_and_augment", "make_loader", "make_stream",
-           "to_tensors", "train_specs", "train_urls"]
-
 
 def train_specs(cfg: DataConfig) -> list[tuple[str, str]]:
     """(name in errors, spec) of each entry of `data.train`: one string, or a list of them."""
@@ -82,13 +77,10 @@ def _value(recipe: Recipe, dotted: str) -> Any:
     return node
 
 
-def make_stream(recipe: Recipe, method: Method, rank: int, world_size: int, start_batch: int = 0) -> ShardStream:
-    """This process's sample stream, starting at batch `start_batch`."""
-    urls = check_data(recipe, method)
-    return ShardStream(urls, recipe.data, method.data, recipe.seed, rank, world_size, start_batch)
-
-
-def make_loader(recipe: Recipe, method: Method, rank: int, world_size: int, start_batch: int = 0) -> DataLoader:
-    """An endless DataLoader of this process's batches, starting at batch `start_batch` of its stream."""
-    stream = make_stream(recipe, method, rank, world_size, start_batch)
+def make_loader(recipe: Recipe, method: Method, rank: int, world_size: int, start_batch: int = 0,
+                urls: list[str] | None = None) -> DataLoader:
+    """An endless DataLoader of this process's batches (its `dataset` is the process's ShardStream), starting at
+    batch `start_batch`; `urls`: the shard list `check_data` returned, where the caller has it."""
+    urls = check_data(recipe, method) if urls is None else urls
+    stream = ShardStream(urls, recipe.data, method.data, recipe.seed, rank, world_size, start_batch)
     return DataLoader(stream, batch_size=recipe.data.batch_size, num_workers=stream.num_workers)

@@ -29,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from defocuskit.train.ema import EMA
+from defocuskit.io.atomic import atomic_write
 
 LOOP_STATE = "loop_state.json"
 EMA_FILE = "ema.safetensors"
@@ -45,10 +46,6 @@ class StepCounter:
 
     def __init__(self) -> None:
         self.step = 0
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=1))
 
 
 def _scheduler_state(scheduler: Any) -> dict[str, Any]:
@@ -107,11 +104,11 @@ class LoopState:
         tensors = {f"shadow/{k}": v.detach().cpu().contiguous() for k, v in self.ema.shadow.items()}
         tensors |= {f"buffers/{k}": v.detach().cpu().contiguous().clone() for k, v in self.ema.buffers.items()}
         save_file(tensors, str(out / EMA_FILE))
-        _write_json(out / LOOP_STATE, {
+        atomic_write(out / LOOP_STATE, json.dumps({
             "format": FORMAT, "step": self.counter.step, "schedulers": {k: _scheduler_state(v) for k, v in self.schedulers.items()},
             "ema": {"decay": self.ema.decay, "num_updates": self.ema.num_updates},
             "data": self.position(self.counter.step),
-        })
+        }, indent=1))
 
     def load_hook(self, models: list, input_dir: str) -> None:
         """Read what `save_hook` wrote; refuse folders with pickled custom state or without loop_state.json."""

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from defocuskit.data.shards import decode_sample
+from defocuskit.data.reader import decode_sample
 from defocuskit.data.tar_index import ShardEntry, index_shard, read_samples
 from defocuskit.methods.base import DataKind
 from defocuskit.train.augment import to_tensors
-from defocuskit.train.recipe import DataConfig
+from defocuskit.config.recipe import DataConfig
 
 # members a sample needs for each kind of method; an entry that is a tuple means "any of these"
 Requirement = tuple[str | tuple[str, ...], ...]

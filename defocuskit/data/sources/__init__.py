@@ -1,4 +1,4 @@
-"""The datasets `ingest` understands (DESIGN.md section 3): an explicit table, imported on demand.
+"""The datasets `ingest` understands (their layouts: README "Sources"): an explicit table, imported on demand.
 
 Every source module exposes
     NAME: str

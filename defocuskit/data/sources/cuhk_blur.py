@@ -31,11 +31,13 @@ from typing import Any, Iterable, Iterator
 import cv2
 import numpy as np
 
-from defocuskit.data.ingest import IngestError
+from defocuskit.data.sample import IngestError
 from defocuskit.data.pairs import key_part, list_images, relpath
-from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task, empty_meta
+from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
+from defocuskit.data.metadata import empty_meta
 from defocuskit.data.sources import layout
-from defocuskit.images import RASTER_EXTENSIONS, ImageError, read_image
+from defocuskit.io.images import read_image
+from defocuskit.io.formats import RASTER_EXTENSIONS, ImageError
 
 NAME = "cuhk-blur"
 TITLE = "CUHK blur detection"

@@ -16,10 +16,10 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 # ingest loads the source modules by name at run time, never at import, so this import has no cycle
-from defocuskit.data.ingest import IngestError
+from defocuskit.data.sample import IngestError
 from defocuskit.data.sample import Rejected
 from defocuskit.data.sources import OPTION_OF, get_source
-from defocuskit.images import IMAGE_EXTENSIONS
+from defocuskit.io.formats import IMAGE_EXTENSIONS
 
 # the sources whose modules define layout_problem, in the order a hint names them
 DATASETS = ("dpdd", "realblur", "ded", "realdof", "vabd", "ebb", "cuhk-blur")

@@ -34,14 +34,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from defocuskit.data.ingest import IngestError
+from defocuskit.data.sample import IngestError
 from defocuskit.data.pairs import AS_SHOT, REGISTER_CHOICES, load_task, relpath, split_for
-from defocuskit.data.raw import io_reason, read_exif
+from defocuskit.io.raw import io_reason, read_exif
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import layout
-from defocuskit.data.sources.raw import (UNSUPPORTED_EXTENSIONS, GivenFNumbers, _parse_f_number, given_f_numbers,
-                                         safe_name)
-from defocuskit.images import IMAGE_EXTENSIONS, ImageError
+from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS, safe_name
+from defocuskit.data.sources.fnumbers import GivenFNumbers, parse_f_number, given_f_numbers
+from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 
 NAME = "pairs"
 TITLE = "blur/sharp pairs"
@@ -176,7 +176,7 @@ def f_number_of(path: Path, exif: dict[str, Any], root: Path, given: GivenFNumbe
     if exif.get("f_number") is not None:
         return exif["f_number"]
     match = given.pattern.search(path.name) if given.pattern is not None else None
-    return _parse_f_number(match.group(1)) if match and match.group(1) is not None else None
+    return parse_f_number(match.group(1)) if match and match.group(1) is not None else None
 
 
 def shot_meta(blur: Path, sharp: Path, root: Path, given: GivenFNumbers) -> dict[str, Any]:

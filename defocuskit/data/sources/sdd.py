@@ -35,8 +35,8 @@ from defocuskit.data.pairs import load_task
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import layout
 from defocuskit.data.sources.pairs import folder_images, pair_names, pair_options, shot_meta
-from defocuskit.data.sources.raw import GivenFNumbers
-from defocuskit.images import ImageError
+from defocuskit.data.sources.fnumbers import GivenFNumbers
+from defocuskit.io.formats import ImageError
 
 NAME = "sdd"
 TITLE = "SDD"

@@ -7,27 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-RAW_EXTENSIONS = {
-    ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf",
-    ".orf", ".rw2", ".pef", ".srw", ".x3f", ".3fr", ".iiq", ".erf", ".kdc", ".mos",
-    ".mrw", ".rwl",
-}
-RASTER_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-IMAGE_EXTENSIONS = RAW_EXTENSIONS | RASTER_EXTENSIONS
-
-
-class ImageError(ValueError):
-    """An image file that cannot be read; the message names the file and the problem."""
-
-    def __init__(self, path: str | Path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
-
-
-def is_raw(path: str | Path) -> bool:
-    """True for camera RAW file extensions (decoded with rawpy)."""
-    return Path(path).suffix.lower() in RAW_EXTENSIONS
+from defocuskit.io.formats import ImageError, is_raw
+from defocuskit.io.raw import decode_raw
+from defocuskit.io.atomic import atomic_write
 
 
 def _to_rgb(arr: np.ndarray, path: str | Path) -> np.ndarray:
@@ -80,8 +62,6 @@ def read_image(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     if is_raw(path):
-        from defocuskit.data.raw import decode_raw
-
         _check_readable(path)
         return decode_raw(path)
     data = _read_bytes(path)
@@ -165,9 +145,7 @@ def write_image(path: str | Path, arr: np.ndarray) -> None:
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr), params)
     if not ok:
         raise ValueError(f"{path}: cannot encode as {ext}")
-    tmp = path.with_name(path.name + ".tmp")
-    buf.tofile(tmp)
-    tmp.replace(path)
+    atomic_write(path, buf.tobytes())
 
 
 def bit_depth(arr: np.ndarray) -> int:

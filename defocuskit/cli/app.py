@@ -7,11 +7,11 @@ from typing import Optional
 
 import typer
 
-from defocuskit.cli_options import (
+from defocuskit.cli.options import (
     DEVICE_HELP, WORKERS_HELP, AlignBy, Baseline, BitDepth, CuhkWhiteIs, DeblurCoc, EvalCoc, Preset, Register, SplitBy,
     Ssim, print_version, value,
 )
-from defocuskit.cli_recipes import recipes_app
+from defocuskit.cli.recipes import recipes_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Single-image defocus deblurring research toolkit.")
 
@@ -65,7 +65,8 @@ def ingest_cmd(
     """Turn photo folders and public datasets into aperture-tagged WebDataset shards."""
     from rich.console import Console
 
-    from defocuskit.data.ingest import IngestError, run_ingest
+    from defocuskit.data.ingest import run_ingest
+    from defocuskit.data.sample import IngestError
     from defocuskit.data.inspect import manifest_table
     from defocuskit.data.sample import IngestOptions
 
@@ -116,7 +117,7 @@ def inspect_cmd(
     from rich.console import Console
 
     from defocuskit.data.inspect import inspect_shards, manifest_table
-    from defocuskit.data.shards import read_manifest
+    from defocuskit.data.reader import read_manifest
 
     console = Console()
     try:
@@ -141,13 +142,15 @@ def train_cmd(
     import os
     import sys
 
-    from defocuskit.train.recipe import RecipeError, load_recipe, recipe_to_yaml
+    from defocuskit.config.recipe import recipe_to_yaml
+    from defocuskit.config.typed import RecipeError
+    from defocuskit.methods.recipes import load_recipe
 
     try:
         resolved = load_recipe(recipe, overrides or [])
         if dry_run:
             from defocuskit.methods import get_method
-            from defocuskit.train.loop import check_recipe, format_counts, parameter_counts
+            from defocuskit.train.checks import check_recipe, format_counts, parameter_counts
 
             method = get_method(resolved.method)
             check_recipe(resolved, method)
@@ -155,7 +158,8 @@ def train_cmd(
             model = method.build(resolved.model, resolved.objective, False)
             typer.echo(f"# {method.name}: parameters\n" + "\n".join(f"#{line}" for line in format_counts(parameter_counts(model)).splitlines()))
             return
-        from defocuskit.train.loop import TrainingError, train
+        from defocuskit.train.loop import train
+        from defocuskit.train.checks import TrainingError
 
         try:
             path = train(resolved, resume=not no_resume)
@@ -199,7 +203,7 @@ def deblur_cmd(
     """Deblur images of any size: whole or in overlapping tiles (a defocus-map model writes <stem>_coc.png maps)."""
     import sys
 
-    from defocuskit.infer import deblur_files
+    from defocuskit.inference.files import deblur_files
 
     try:
         written = deblur_files(list(inputs), checkpoint, out, steps=steps, sampler=sampler, sets=list(set_ or []),
@@ -262,8 +266,9 @@ def eval_cmd(
     import os
     import sys
 
-    from defocuskit.data.shards import ShardError
-    from defocuskit.eval.evaluate import EvalError, evaluate
+    from defocuskit.data.reader import ShardError
+    from defocuskit.eval.evaluate import evaluate
+    from defocuskit.eval.config import EvalError
 
     checkpoints, baselines = list(checkpoint or []), [value(b) for b in baseline or []]
     if not checkpoints and not baselines:
@@ -299,7 +304,7 @@ def demo_cmd(
     """Run the whole pipeline on the built-in synthetic set: ingest, train the preset's models, evaluate by aperture."""
     import sys
 
-    from defocuskit.demo import run_demo
+    from defocuskit.cli.demo import run_demo
 
     try:
         run_demo(out=out, minutes=minutes, size=size, workers=workers, device=device, limit=limit, preset=value(preset))
@@ -319,8 +324,8 @@ def pseudo_coc_cmd(
     """Pairs into triplets: write the JDRL reblurring module's blur map as coc.png (for defocus-map training)."""
     import sys
 
-    from defocuskit.data.shards import ShardError
-    from defocuskit.pseudo_coc import write_pseudo_coc
+    from defocuskit.data.reader import ShardError
+    from defocuskit.cli.pseudo_coc import write_pseudo_coc
 
     try:
         manifest = write_pseudo_coc(checkpoint, shards, out, split=split, device=device)

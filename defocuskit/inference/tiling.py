@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from defocuskit.methods.base import Method
-    from defocuskit.train.recipe import Recipe
+    from defocuskit.config.recipe import Recipe
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

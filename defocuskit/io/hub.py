@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 import defocuskit
-from defocuskit.modelfile import MODEL_FILE_MODE
+from defocuskit.io.modelfile import MODEL_FILE_MODE
+from defocuskit.io.atomic import atomic_path, atomic_write
 
 HUB_FORMAT = "defocuskit-hub-1"
 MODEL_FILE = "model.safetensors"
@@ -30,25 +31,6 @@ CONFIG_FILE = "config.json"
 RECIPE_FILE = "recipe.yaml"
 CARD_FILE = "README.md"
 DOWNLOADED = [MODEL_FILE, CONFIG_FILE]  # what `load` fetches of a Hub repo (the card and recipe are for people)
-
-# One line per method for the card (DESIGN.md section 1).
-METHOD_DESCRIPTIONS = {
-    "hidd": "a score-based diffusion prior of sharp images (VE-SDE, NCSN++) that deblurs by sampling with data "
-            "consistency to the blurred input (Li et al., \"Real-world defocus deblurring via score-based diffusion "
-            "models\", Sci. Rep. 2025)",
-    "rddm": "a residual diffusion deblurring model: a pre-deblur NAFNet guided by a defocus map, then a residual DDIM "
-            "denoiser in a few steps (Feng et al., \"Residual Diffusion Deblurring Model for Single Image Defocus "
-            "Deblurring\", AAAI 2025)",
-    "jdrl": "a deblurring network trained on misaligned pairs through a reblurring module with per-pixel isotropic "
-            "kernels (Li et al., \"Reblurring-Guided Single Image Defocus Deblurring\")",
-    "nafnet": "the supervised NAFNet restoration baseline (Chen et al., \"Simple Baselines for Image Restoration\", "
-              "2022)",
-    "dncnn": "the DnCNN residual CNN (Zhang et al. 2017), trained on defocus pairs",
-    "ffdnet": "FFDNet (Zhang et al. 2018) with its level-map input fed a circle-of-confusion map",
-    "cyclegan": "an unpaired blurred-to-sharp CycleGAN generator (Zhu et al. 2017)",
-    "defocus-map": "a defocus-map estimator (SegFormer): it predicts the per-pixel circle-of-confusion diameter in "
-                   "pixels, not a sharp image",
-}
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -165,41 +147,35 @@ def _same_file(path: str | None, model_file: Path) -> bool:
 
 
 def write_folder(folder: str | Path, model_file: Path, config: dict[str, Any], recipe_yaml: str,
-                 repo_id: str | None = None) -> Path:
+                 repo_id: str | None = None, description: str | None = None) -> Path:
     """Write the Hub layout into `folder` (created; files replaced): the model file copied byte for byte, config.json,
-    recipe.yaml and README.md (whose example loads `repo_id`), every file 0644. Returns the folder."""
+    recipe.yaml and README.md (whose example loads `repo_id`; `description`: what the method is, one line), every
+    file 0644. Returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / MODEL_FILE
     if not (dest.exists() and os.path.samefile(dest, model_file)):
-        tmp = folder / f".{MODEL_FILE}.tmp-{os.getpid()}"
-        try:
+        with atomic_path(dest, MODEL_FILE_MODE) as tmp:
             shutil.copyfile(model_file, tmp)
-            os.chmod(tmp, MODEL_FILE_MODE)
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
     _write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, allow_nan=False) + "\n")
     _write_text(folder / RECIPE_FILE, "# resolved recipe; retrain with: defocuskit train recipe.yaml\n" + recipe_yaml)
-    _write_text(folder / CARD_FILE, model_card(config, recipe_yaml, repo_id))
+    _write_text(folder / CARD_FILE, model_card(config, recipe_yaml, repo_id, description))
     return folder
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.chmod(tmp, MODEL_FILE_MODE)
-    os.replace(tmp, path)
+    atomic_write(path, text, mode=MODEL_FILE_MODE)
 
 
-def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = None) -> str:
+def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = None,
+               description: str | None = None) -> str:
     """The README.md model card: Hub front matter, what the model is, how to load it, data, eval table, recipe."""
     method = config["method"]
     recipe = config["recipe"]
     front = {"library_name": "defocuskit", "tags": ["defocus-deblurring", "image-to-image", method],
              "pipeline_tag": "image-to-image"}
     name = repo_id or "OWNER/NAME"
-    what = METHOD_DESCRIPTIONS.get(method, f"a '{method}' model")
+    what = description or f"a '{method}' model"
     is_map = config.get("output") == "defocus_map"
     call = "coc = model.coc_map(image)                      # float32 (H, W): CoC diameter in pixels" if is_map else \
         "sharp = model.deblur(image)                    # same type, dtype and shape as the input"
@@ -215,7 +191,7 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
         "## Use", "",
         "```python",
         "import defocuskit",
-        "from defocuskit.images import read_image",
+        "from defocuskit.io.images import read_image",
         "",
         f"model = defocuskit.load(\"{name}\")   # or a local folder / model.safetensors file",
         "image = read_image(\"photo.png\")               # RGB uint8 / uint16; float in [0, 1], (B)CHW tensors too",

@@ -9,10 +9,9 @@ from torch import nn
 
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
-from defocuskit.modelfile import MODEL_FORMAT, check_finite, read_model_file, save_model
-from defocuskit.train.recipe import Recipe, resolve_recipe
-
-__all__ = ["MODEL_FORMAT", "check_finite", "load_model", "read_model_file", "save_model"]
+from defocuskit.io.modelfile import read_model_file
+from defocuskit.config.recipe import Recipe
+from defocuskit.methods.recipes import resolve_recipe
 
 
 def load_model(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from defocuskit.optics import disc_psf
+from defocuskit.imaging.optics import disc_psf
 
 
 def _as_channels(image: np.ndarray) -> tuple[np.ndarray, bool]:

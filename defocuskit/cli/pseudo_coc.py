@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from defocuskit.data import shards
-from defocuskit.images import decode_image, encode_png, to_float
+from defocuskit.data import reader, shards
+from defocuskit.io.images import decode_image, encode_png, to_float
 from defocuskit.train.augment import BT601
 
 COC_SOURCE = "jdrl-reblur"
@@ -58,15 +58,15 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
     Samples without blur.png are left out (recorded in rejects.jsonl); an existing coc.png is replaced.
     Rerunning the same command skips shards already written for the same checkpoint and input shard.
     """
-    from defocuskit.devices import resolve_device
-    from defocuskit.train.export import load_model
+    from defocuskit.io.devices import resolve_device
+    from defocuskit.inference.load import load_model
 
     device = resolve_device(device)
     out = Path(out)
     if Path(shards_in).resolve() == out.resolve():
         raise ValueError(f"--out must be a new folder, not the input shard folder {shards_in}")
     _, _, model = load_model(checkpoint, device=device, expect_method="jdrl")
-    urls = shards.shard_urls(shards_in, split)
+    urls = reader.shard_urls(shards_in, split)
     out.mkdir(parents=True, exist_ok=True)
     model_stamp = _stamp(checkpoint)
     plan = {}
@@ -96,7 +96,7 @@ def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, finge
     rejects: list[dict[str, Any]] = []
     split = name.rsplit("-", 1)[0]
     try:
-        for raw in shards.iter_raw(url):
+        for raw in reader.iter_raw(url):
             key = raw["__key__"]
             if "blur.png" not in raw or "sharp.png" not in raw:
                 rejects.append({"file": f"{url}:{key}", "reason": "no blur.png/sharp.png pair: no pseudo CoC"})

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from defocuskit import optics
+from defocuskit.imaging import optics
 
 COC_SOURCES = ("map", "oracle", "fnumber")
 
@@ -54,7 +54,7 @@ class CocSource:
             return cls(kind, None, device)
         if model_path is None:
             raise CocError("--coc map needs --coc-model FILE (a model trained with recipes/defocus-map.yaml)")
-        from defocuskit.train.export import load_model
+        from defocuskit.inference.load import load_model
 
         try:
             method, recipe, model = load_model(Path(model_path), device=device)
@@ -89,7 +89,7 @@ class CocSource:
             return np.full((h, w), value, np.float32)
         if self._last is not None and self._last[0] == name and self._last[1] is image:
             return self._last[2]
-        from defocuskit.infer import restore_image
+        from defocuskit.inference.restore import restore_image
 
         method, recipe, model = self._model
         coc = restore_image(method, recipe, model, image, device=self.device, progress=False)[:, :, 0]

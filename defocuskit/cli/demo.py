@@ -59,7 +59,7 @@ DEMO_MODELS = PRESETS["default"]
 
 def recipe_path(name: str) -> Path:
     """The packaged recipe file of a demo model (inside the installed package, whatever the working directory)."""
-    from defocuskit.train.recipe import packaged_recipe
+    from defocuskit.config.recipe import packaged_recipe
 
     return packaged_recipe(name)
 
@@ -82,10 +82,10 @@ def run_demo(
     """
     from defocuskit.data.ingest import run_ingest
     from defocuskit.data.sample import IngestOptions
-    from defocuskit.devices import resolve_device
+    from defocuskit.io.devices import resolve_device
     from defocuskit.eval.evaluate import evaluate
     from defocuskit.train.loop import train
-    from defocuskit.train.recipe import load_recipe
+    from defocuskit.methods.recipes import load_recipe
 
     if preset not in PRESETS:
         raise ValueError(f"unknown demo preset {preset!r} (known: {', '.join(PRESETS)})")

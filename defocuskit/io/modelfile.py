@@ -4,7 +4,6 @@ metadata. Reading and writing them needs nothing above this module (methods read
 from __future__ import annotations
 
 import json
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 import defocuskit
+from defocuskit.io.atomic import atomic_path
 
 MODEL_FORMAT = "defocuskit-model-1"
 MODEL_FILE_MODE = stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH  # 0644
@@ -31,14 +31,8 @@ def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], method: st
         "format": MODEL_FORMAT,
         "defocuskit_version": defocuskit.__version__,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path, MODEL_FILE_MODE) as tmp:  # readable by collaborators on shared storage, whatever the umask
         save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, MODEL_FILE_MODE)  # readable by collaborators on shared storage, whatever the umask
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

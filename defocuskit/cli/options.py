@@ -8,12 +8,12 @@ from typing import Iterable, Optional
 
 import typer
 
-from defocuskit.baselines import BASELINES
-from defocuskit.coc_source import COC_SOURCES
+from defocuskit.eval.baselines import BASELINES
+from defocuskit.inference.coc_source import COC_SOURCES
 from defocuskit.data.pairs import REGISTER_CHOICES
 from defocuskit.data.sample import BIT_DEPTHS, CUHK_WHITE_IS, SPLIT_BY
-from defocuskit.demo import PRESETS
-from defocuskit.eval.evaluate import ALIGN_MODES
+from defocuskit.cli.demo import PRESETS
+from defocuskit.eval.scoring import ALIGN_MODES
 from defocuskit.eval.metrics import SSIM_VARIANTS
 
 

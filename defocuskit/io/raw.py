@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from defocuskit.images import ImageError, is_raw
+from defocuskit.io.formats import ImageError, is_raw
 
 # The one LibRaw configuration every RAW file is decoded with; written into the shard manifest.
 # Camera white balance, no auto-brightening, 16-bit output, sRGB primaries with the sRGB tone curve

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from defocuskit.config import RecipeError, parse_value, apply_overrides, build_dataclass
+from defocuskit.config.typed import RecipeError
 
 PACKAGED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # defocuskit/recipes: shipped in the wheel
 _COMMAND_LINE = re.compile(r"^(accelerate |defocuskit |python |PYTHONPATH=|Launch\b|\()")
@@ -139,75 +139,6 @@ def copy_recipe(name: str, dest: str | Path, force: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     return target
-
-
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Read a recipe YAML (a file, or a packaged recipe by name: `find_recipe`), apply overrides, and resolve
-    it against the method's config classes."""
-    path = find_recipe(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping of sections")
-    raw = apply_overrides(raw, expand_short_keys(raw, list(overrides)))
-    return resolve_recipe(raw)
-
-
-def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
-    """Give undotted keys that are not top-level recipe keys their section: `max_steps=9` -> `train.max_steps=9`.
-
-    A key found in no section is left as it is (and reported as unknown); one found in several is an error.
-    """
-    from defocuskit.methods import get_method
-
-    top = {f.name for f in dataclasses.fields(Recipe)}
-    name = raw.get("method")
-    for item in overrides:
-        if item.split("=", 1)[0].strip() == "method":
-            name = parse_value(item.split("=", 1)[1])
-    sections: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
-    if isinstance(name, str):
-        try:
-            method = get_method(name)
-        except ValueError:
-            method = None
-        if method is not None:
-            sections.update(model=method.ModelConfig, objective=method.ObjectiveConfig, sampler=method.SamplerConfig)
-    out = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if sep and "." not in key and key not in top:
-            owners = [s for s, cls in sections.items() if key in {f.name for f in dataclasses.fields(cls)}]
-            if len(owners) > 1:
-                choices = ", ".join(f"{o}.{key}" for o in owners)
-                raise RecipeError(f"override '{key}' is ambiguous: write one of {choices}")
-            if owners:
-                item = f"{owners[0]}.{key}={value}"
-        out.append(item)
-    return out
-
-
-def resolve_recipe(raw: dict[str, Any]) -> Recipe:
-    """Turn a plain dict into a typed Recipe, with the method's own sections."""
-    from defocuskit.methods import get_method
-
-    if "method" not in raw:
-        raise RecipeError("recipe key 'method' is missing")
-    method = get_method(raw["method"])
-    raw = dict(raw)
-    sections = {
-        "model": method.ModelConfig,
-        "objective": method.ObjectiveConfig,
-        "sampler": method.SamplerConfig,
-    }
-    typed = {k: build_dataclass(cls, raw.pop(k, None), k) for k, cls in sections.items()}
-    recipe = build_dataclass(Recipe, raw)
-    for k, v in typed.items():
-        setattr(recipe, k, v)
-    return recipe
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from defocuskit.optics import disc_psf
+from defocuskit.imaging.optics import disc_psf
 
 MODELS = ("over", "scatter", "gather")
 LEVEL_SPACING_PX = 0.25  # the finest CoC step between layers, as the renderer

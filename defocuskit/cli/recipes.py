@@ -23,7 +23,7 @@ def recipes_ls_cmd() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from defocuskit.train.recipe import PACKAGED_RECIPES, describe_recipe, packaged_recipe, packaged_recipe_names
+    from defocuskit.config.recipe import PACKAGED_RECIPES, describe_recipe, packaged_recipe, packaged_recipe_names
 
     table = Table(title=f"recipes in {PACKAGED_RECIPES}", title_justify="left")
     for column in ("name", "method", "description"):
@@ -46,7 +46,8 @@ def recipes_cp_cmd(
     """Copy a packaged recipe to edit it, then train it with `defocuskit train FILE`."""
     import sys
 
-    from defocuskit.train.recipe import RecipeError, copy_recipe
+    from defocuskit.config.recipe import copy_recipe
+    from defocuskit.config.typed import RecipeError
 
     try:
         target = copy_recipe(name, dest, force=force)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from defocuskit import optics
+from defocuskit.imaging import optics
 
 BASELINES = ("input", "wiener", "prox")
 
@@ -45,7 +45,7 @@ def wiener_baseline(
     blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | None = None, nsr: float = DEFAULT_NSR
 ) -> np.ndarray:
     """Wiener-deconvolve a float (H, W, 3) image in [0, 1] with the disc PSF of `wiener_coc_px`; float in [0, 1]."""
-    from defocuskit.deconv import wiener_deblur
+    from defocuskit.imaging.deconv import wiener_deblur
 
     coc_px = wiener_coc_px(meta, blur.shape[1], coc)
     return np.clip(wiener_deblur(blur.astype(np.float32), coc_px, nsr), 0.0, 1.0)
@@ -55,7 +55,7 @@ def prox_baseline(blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | None
     """The physics data step alone (PROX_DESCRIPTION) on a float (H, W, C) image in [0, 1]; float in [0, 1]."""
     import torch
 
-    from defocuskit.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
+    from defocuskit.imaging.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
 
     coc_px = wiener_coc_px(meta, blur.shape[1], coc)
     coc_map = np.array(np.broadcast_to(np.asarray(coc_px, np.float32), blur.shape[:2]))

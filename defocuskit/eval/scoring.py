@@ -1,0 +1,81 @@
+"""How one output is scored against its reference (the evaluation protocol's choices): rounded to the reference's
+bit depth as it would be written, optionally aligned (ECC onto the reference, or the reference warped onto it by
+flow), then PSNR, SSIM, MAE and LPIPS where its weights are given."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from defocuskit.eval import metrics
+from defocuskit.io.images import from_float
+
+PSNR_CAP_DB = 100.0  # per-image PSNR of identical images (inf) is reported as this, so means stay finite
+
+
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """How outputs are scored (the evaluation protocol's choices)."""
+
+    ssim_variant: str = "uniform7"
+    align: str | bool | None = None  # None, "ecc" (True: output registered onto the GT), "flow" (GT onto the output)
+    lpips_model: Any = None  # an eval.lpips.LPIPSAlex, or None: LPIPS unavailable
+
+
+def score_pair(out: np.ndarray, ref: np.ndarray, scoring: Scoring) -> dict[str, float | None]:
+    lp = None
+    if scoring.lpips_model is not None:
+        from defocuskit.eval.lpips import lpips_distance
+
+        lp = lpips_distance(scoring.lpips_model, out, ref)
+    return {
+        "psnr": metrics.psnr(out, ref, max_db=PSNR_CAP_DB),
+        "ssim": metrics.ssim(out, ref, scoring.ssim_variant),
+        "mae": metrics.mae(out, ref),
+        "lpips": lp,
+    }
+
+
+ALIGN_MODES = {
+    "ecc": "each output, and the blurred input, registered to the sharp reference before scoring "
+           "(defocuskit.data.register.align, ECC affine, reflected borders)",
+    "flow": "JDRL's protocol on misaligned test pairs (Li et al.; liyucs/JDRL test_model.py): the sharp reference "
+            "warped onto each output, and onto the blurred input, by dense optical flow (defocuskit.imaging.flow, OpenCV "
+            "DIS on luminance, bilinear; where the flow leaves the frame the reference is kept as is) before scoring",
+}
+
+
+def prepare_pair(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None) -> tuple[np.ndarray, np.ndarray]:
+    """(output, reference) as scored: the output rounded to the reference's bit depth (as written); with
+    align "ecc" the output registered onto the reference, with "flow" the reference warped onto the output."""
+    if out.shape[:2] != ref.shape[:2]:
+        raise ValueError(f"output is {out.shape[1]}x{out.shape[0]}, reference {ref.shape[1]}x{ref.shape[0]}")
+    if not np.isfinite(out).all():
+        raise ValueError("output has non-finite values (NaN or inf)")
+    unit = metrics.to_unit(from_float(np.clip(out, 0.0, 1.0), depth))
+    if align is True or align == "ecc":
+        from defocuskit.data.register import align as register
+
+        unit, _ = register(unit, ref, method="ecc", motion="affine")
+        return np.asarray(unit, np.float64), ref
+    if align == "flow":
+        return unit, flow_aligned_reference(unit, ref)
+    return unit, ref
+
+
+def flow_aligned_reference(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """`ref` (H, W, C) warped onto `out`'s grid by dense optical flow; pixels whose flow leaves the frame keep `ref`."""
+    import torch
+
+    from defocuskit.imaging.flow import in_frame_mask, warp_onto
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, np.float32).transpose(2, 0, 1))[None]
+
+    warped, flow = warp_onto(tensor(out), tensor(ref))
+    inside = in_frame_mask(flow)
+    moved = (warped * inside)[0].numpy().transpose(1, 2, 0).astype(np.float64)
+    keep = 1.0 - inside[0, 0].numpy()[..., None].astype(np.float64)
+    return moved + keep * ref

@@ -1,0 +1,187 @@
+"""Deblurring image files with an exported model (`defocuskit deblur`): inputs named by files, folders or
+patterns, every check before the first image, outputs at the input's size and bit depth, and deblur.json."""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defocuskit.data.shards import encode_coc
+from defocuskit.inference.coc_source import CocSource
+from defocuskit.inference.load import load_model
+from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
+from defocuskit.inference.tiling import check_tiling, plan_tiling
+from defocuskit.io.atomic import atomic_write
+from defocuskit.io.devices import resolve_device
+from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
+from defocuskit.io.images import bit_depth, check_image, from_float, read_image, to_float, write_image
+from defocuskit.io.raw import read_exif
+
+
+def _f_number_meta(path: Path, f_number: float | None) -> dict[str, Any]:
+    """The optics that `--coc fnumber` reads: --f-number where given, else the file's EXIF."""
+    try:
+        exif = read_exif(path)
+    except ImageError:
+        exif = {}
+    meta = {k: exif.get(k) for k in ("f_number", "focal_length_mm", "focus_distance_m")}
+    if f_number is not None:
+        meta["f_number"] = float(f_number)
+    return meta
+
+
+def _check_inputs(inputs: list[Path]) -> None:
+    """Raise ImageError (one bad file) or ValueError (several, each named with its fault) unless every input reads."""
+    errors: list[ImageError] = []
+    for p in inputs:
+        try:
+            check_image(p)
+        except ImageError as exc:
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ValueError(f"{len(errors)} of {len(inputs)} input images cannot be read; nothing was deblurred:\n"
+                         + "\n".join(f"  {e}" for e in errors))
+
+
+def expand_inputs(items: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+    """The image files that `deblur` arguments name: a file as given; a folder -> its image files (not
+    recursive, sorted); a glob pattern (quoted, so that the shell left it) -> its image files, sorted.
+
+    Raises ImageError (one bad item) or ValueError (several, each named) for an item that is neither an
+    existing file, a folder with images, nor a pattern with image matches.
+    """
+    def images(paths: list[Path]) -> list[Path]:
+        return sorted(p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                      and not p.name.startswith("."))
+
+    found: list[Path] = []
+    errors: list[ImageError] = []
+    kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+    for item in items:
+        path = Path(item)
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            inside = images(list(path.iterdir()))
+            found += inside
+            if not inside:
+                errors.append(ImageError(path, f"a folder without image files (looked for {kinds})"))
+        elif re.search(r"[*?[]", str(item)):
+            matched = images([Path(m) for m in glob.glob(str(item), recursive=True)])
+            found += matched
+            if not matched:
+                errors.append(ImageError(item, "no such file, and no image file matches it as a pattern"))
+        else:
+            errors.append(ImageError(path, "no such file or folder"))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ValueError(f"{len(errors)} of {len(items)} inputs name no image; nothing was deblurred:\n"
+                         + "\n".join(f"  {e}" for e in errors))
+    unique: dict[Path, Path] = {}
+    for p in found:
+        unique.setdefault(p.resolve(), p)  # a file named twice (itself and by its folder) is deblurred once
+    return list(unique.values())
+
+
+def deblur_files(
+    inputs: list[Path],
+    checkpoint: Path,
+    out: Path,
+    *,
+    steps: int | None = None,
+    sampler: str | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+    coc: str | None = None,
+    coc_model: Path | None = None,
+    f_number: float | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    max_tile_pixels: int | None = None,
+    batch: int = 4,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Path]:
+    """Deblur each input with the exported model; writes out/<stem>.png (input size and bit depth) and out/deblur.json.
+
+    `inputs`: image files, folders of images or glob patterns (`expand_inputs`).
+
+    A defocus-map model writes out/<stem>_coc.png instead: 16-bit, CoC diameter in pixels x 256.
+    `sampler`/`sets`/`steps` change the sampler (checked like recipe keys); `coc` names where the CoC
+    map of physics consistency comes from (coc_source.COC_SOURCES). deblur.json records, per input,
+    the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
+    network ran (`Tiling.record`: whole image or tiles of a size, under `max_tile_pixels`) and seconds.
+    Every check (checkpoint, sampler, CoC source, tiling, input files) runs before any image is processed:
+    an input that is missing, empty, unreadable or corrupt stops the run with every bad file named.
+    """
+    device = resolve_device(device)
+    inputs = expand_inputs(inputs)
+    if not inputs:
+        raise ValueError("no input images given")
+    stems: dict[str, Path] = {}
+    for p in inputs:
+        if p.stem in stems:
+            raise ValueError(f"{p} and {stems[p.stem]} would both be written as {p.stem}.png; rename one")
+        stems[p.stem] = p
+    method, recipe, model = load_model(Path(checkpoint), device=device)
+    sampler_cfg = method.resolve_sampler(resolve_sampler(recipe, steps, name=sampler, sets=sets))
+    info = sampler_settings(method, sampler_cfg, recipe.objective)
+    if coc == "oracle":
+        raise ValueError("--coc oracle reads the true CoC of synthetic shards (coc.png): use it with "
+                         "`defocuskit eval`; for photographs use --coc map or --coc fnumber")
+    source = CocSource.create(coc, coc_model, device)
+    if "coc" in info["needs"] and source is None:
+        raise ValueError(f"{checkpoint}: this model (its sampler or network) needs a CoC map: --coc map --coc-model FILE "
+                         "or --coc fnumber [--f-number N]")
+    _check_inputs(inputs)
+    optics_of: dict[Path, dict[str, Any]] = {}
+    if source is not None and source.kind == "fnumber" and "coc" in info["needs"]:
+        optics_of = {p: _f_number_meta(p, f_number) for p in inputs}
+        missing = [str(p) for p, meta in optics_of.items() if meta["f_number"] is None]
+        if missing:
+            raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
+    check_tiling(method, recipe, model, tile, overlap, max_tile_pixels)
+    if batch < 1:
+        raise ValueError(f"--batch must be positive, got {batch}")
+    model.eval()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written, records = [], []
+    for p in inputs:
+        started = time.perf_counter()
+        arr = read_image(p)
+        image = to_float(arr)
+        coc_map = None
+        if source is not None and "coc" in info["needs"]:
+            coc_map = source(image, optics_of.get(p), name=str(p))
+        tiling = plan_tiling(method, recipe, model, *image.shape[:2], tile=tile, overlap=overlap,
+                             max_tile_pixels=max_tile_pixels)
+        result = restore_image(
+            method, recipe, model, image, tile=tile, overlap=overlap, max_tile_pixels=max_tile_pixels, batch=batch,
+            seed=seed, device=device, progress=progress, sampler_cfg=sampler_cfg, coc=coc_map,
+        )
+        if method.output == "defocus_map":
+            dest = out / f"{p.stem}_coc.png"
+            write_image(dest, encode_coc(result[:, :, 0]))  # 16-bit PNG, pixels x 256, as coc.png in the shards
+        else:
+            dest = out / f"{p.stem}.png"
+            write_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
+        written.append(dest)
+        records.append({
+            "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
+            "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
+            **tiling.record(),
+            "coc": source.describe() if source is not None and "coc" in info["needs"] else None,
+            "seconds": round(time.perf_counter() - started, 3),
+        })
+        atomic_write(out / "deblur.json", json.dumps({"images": records}, indent=2) + "\n")
+    return written

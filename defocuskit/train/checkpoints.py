@@ -1,0 +1,143 @@
+"""The run folder's checkpoints: Accelerate `save_state` folders written under a temporary name and renamed when
+complete, the newest kept; resuming from one (with a clear error for a damaged or foreign one); the leftovers
+of killed runs; metrics.jsonl cut back to the resumed step."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from defocuskit.config.recipe import Recipe, recipe_to_dict
+from defocuskit.io.atomic import atomic_write
+from defocuskit.train.checks import TrainingError
+from defocuskit.train.state import CheckpointError
+from defocuskit.train.stream import ShardStream
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+# recipe keys a checkpoint must agree on to be resumed (they shape the saved state)
+RESUME_KEYS = (("method",), ("model",), ("data", "channels"), ("optim", "name"))
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (step, folder), oldest first; temporary and partial folders are ignored."""
+    folder = Path(output_dir) / CHECKPOINTS
+    found = []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit() and (p / "recipe.json").is_file():
+                found.append((int(p.name[5:]), p))
+    return sorted(found)
+
+
+def check_resume(checkpoint: Path, recipe: Recipe) -> None:
+    """A clear error when `checkpoint` was written by another method or an incompatible recipe."""
+    try:
+        saved = json.loads((checkpoint / "recipe.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{checkpoint}: not a readable defocuskit checkpoint ({e})") from None
+    now = recipe_to_dict(recipe)
+    for path in RESUME_KEYS:
+        a, b = saved, now
+        for p in path:
+            a, b = (a or {}).get(p), (b or {}).get(p)
+        if a != b:
+            key = ".".join(path)
+            raise ValueError(
+                f"{checkpoint}: checkpoint has {key}={a!r} but the recipe has {key}={b!r}; "
+                f"use another output_dir or --no-resume"
+            )
+
+
+def _remove(folder: Path) -> None:
+    trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
+    os.replace(folder, trash)  # a half-deleted folder must never look like a checkpoint
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def save_checkpoint(accelerator: Any, model: nn.Module, recipe: Recipe, step: int) -> Path:
+    """Accelerate `save_state` into a temporary folder, renamed to checkpoints/step-NNNNNNN when complete."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise TrainingError(f"weights are not finite after step {step}; no checkpoint written")
+    folder = Path(recipe.output_dir) / CHECKPOINTS
+    final = folder / f"step-{step:07d}"
+    tmp = folder / f".tmp-step-{step:07d}"
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "recipe.json").write_text(json.dumps(recipe_to_dict(recipe), indent=1))
+        if final.exists():
+            _remove(final)
+        os.replace(tmp, final)
+        for _, old in list_checkpoints(recipe.output_dir)[: -recipe.train.keep_checkpoints]:
+            _remove(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator: Any, checkpoint: Path) -> None:
+    """Accelerate `load_state` (with the loop's hooks); any failure names the checkpoint and what to do."""
+    import pickle
+
+    advice = "Delete that folder to resume from an earlier checkpoint, or start over with --no-resume"
+    try:
+        accelerator.load_state(str(checkpoint))
+    except CheckpointError as e:
+        raise TrainingError(f"cannot resume: {e}") from None
+    except pickle.UnpicklingError:
+        raise TrainingError(
+            f"cannot resume from {checkpoint}: its optimizer.bin holds objects other than tensors and plain "
+            f"containers; refused (read with torch.load(weights_only=True), which runs no code). {advice}"
+        ) from None
+    except Exception as e:  # a damaged or altered checkpoint: refuse, naming it, whatever the library raised
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise TrainingError(f"cannot resume from {checkpoint}: {type(e).__name__}: {reason}. {advice}") from None
+
+
+def check_data_position(accelerator: Any, saved: dict[str, Any] | None, stream: ShardStream, batch: int) -> None:
+    """Warn when the data stream cannot continue where the checkpoint left it (other shards or layout)."""
+    if saved is None or not accelerator.is_main_process:
+        return
+    now = stream.position(batch)
+    changed = [k for k in ("shards", "world_size", "num_workers", "shuffle_block") if saved.get(k) != now.get(k)]
+    if changed:
+        accelerator.print(
+            f"warning: the training data differ from the checkpoint's ({', '.join(changed)} changed): the run goes "
+            f"on from batch {batch} of the new stream, not the exact continuation of the interrupted run"
+        )
+
+
+def clean_run_folder(out: Path, fresh: bool) -> None:
+    """Remove temporary leftovers of killed runs; with `fresh`, also earlier checkpoints and metrics."""
+    folder = out / CHECKPOINTS
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith((".tmp-", ".trash-")) or (fresh and p.name.startswith("step-")):
+                shutil.rmtree(p, ignore_errors=True)
+    if fresh:
+        (out / METRICS).unlink(missing_ok=True)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines after `step` (written by a run that was stopped after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue
+    atomic_write(path, "".join(keep))

@@ -1,0 +1,43 @@
+"""The optimizers of the loop and their learning-rate schedule: a pure factor of the optimizer step, built into a
+LambdaLR at the start and rebuilt at resume from the restored step (the recipe's optim values win)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from defocuskit.config.recipe import OptimConfig
+
+
+def lr_factor(optim: OptimConfig, max_steps: int) -> Callable[[int], float]:
+    """LR multiplier after `step` optimizer steps: linear warm-up, then constant or cosine decay to 0 at max_steps."""
+
+    def factor(step: int) -> float:
+        if step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        if optim.schedule == "cosine":
+            span = max(1, max_steps - optim.warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - optim.warmup_steps) / span)))
+        return 1.0
+
+    return factor
+
+
+def make_optimizer(params: list[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW from the recipe's `optim` section."""
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optim.name]
+    return cls(params, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, optim: OptimConfig, max_steps: int,
+                   step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The LR schedule of `optimizer` positioned after `step` optimizer steps: the recipe's lr, betas, eps and
+    weight decay are set on every group first (at resume they win over the checkpoint's), then the LambdaLR
+    sets lr = optim.lr * lr_factor(step)."""
+    for group in optimizer.param_groups:
+        group.update(lr=optim.lr, initial_lr=optim.lr, betas=optim.betas, eps=optim.eps,
+                     weight_decay=optim.weight_decay)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(optim, max_steps), last_epoch=step - 1)
