@@ -144,7 +144,7 @@ class DeblurModel:
             raise ValueError(f"{self.source}: config.json names a '{config.get('method')}' model, but "
                              f"{self.path.name} holds a '{self._method.name}' model")
         self._eval = (config or {}).get("eval")
-        self._default = self._method.resolve_sampler(self._recipe.sampler)
+        self._default = self._recipe.sampler.resolved()
 
     @classmethod
     def from_pretrained(cls, source: str | Path, **kwargs: Any) -> DeblurModel:
@@ -186,7 +186,7 @@ class DeblurModel:
 
     def sampler_info(self, *, sampler: str | None = None, steps: int | None = None, **settings: Any) -> dict[str, Any]:
         """The sampler as `deblur` with these options would run it: settings, nfe, needs (and timesteps where set)."""
-        return sampler_settings(self._method, self._sampler_cfg(sampler, steps, settings), self._recipe.objective)
+        return sampler_settings(self._sampler_cfg(sampler, steps, settings), self._recipe.objective)
 
     def _sampler_cfg(self, sampler: str | None, steps: int | None, settings: dict[str, Any]) -> Any:
         if sampler is None and steps is None and not settings:
@@ -205,7 +205,7 @@ class DeblurModel:
         if sampler is not None and "name" not in known:
             raise ValueError(f"sampler={sampler!r}: the '{self.method}' model has no named samplers")
         sets = [f"sampler.{k}={_plain(k, v)}" for k, v in settings.items()]
-        return self._method.resolve_sampler(resolve_sampler(self._recipe, steps, name=sampler, sets=sets))
+        return resolve_sampler(self._recipe, steps, name=sampler, sets=sets).resolved()
 
     def deblur(self, image: Image, *, steps: int | None = None, sampler: str | None = None, seed: int = 0,
                tile: int | None = None, overlap: int | None = None, max_tile_pixels: int | None = None,
@@ -227,7 +227,7 @@ class DeblurModel:
             raise ValueError(f"this '{self.method}' model estimates circle-of-confusion maps, not sharp images: "
                              "use model.coc_map(image)")
         cfg = self._sampler_cfg(sampler, steps, sampler_settings)
-        needs_coc = "coc" in self._method.needs(cfg)
+        needs_coc = "coc" in cfg.needs()
         images, layout = _read_input(image)
         if not needs_coc and (coc is not None or f_number is not None):
             given = "coc" if coc is not None else "f_number"

@@ -22,6 +22,9 @@ from defocuskit.inference.load import load_model
 from defocuskit.io.modelfile import read_model_file
 from defocuskit.config.recipe import recipe_to_dict
 from defocuskit.methods.recipes import load_recipe, resolve_recipe
+from defocuskit.inference.restore import restore_batch
+from defocuskit.methods.base import RestoreContext
+from defocuskit.train.checks import check_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -79,11 +82,11 @@ def test_restore_keeps_odd_sizes_dtype_and_range(name: str, dtype: torch.dtype) 
     method, model = _tiny(name)
     blur = torch.rand(2, 3, 37, 53, dtype=dtype)
     coc = torch.rand(2, 1, 37, 53, dtype=dtype) * 4
-    out = method.restore(model, blur, method.SamplerConfig(), method.ObjectiveConfig(), conditions={"coc": coc})
+    out = restore_batch(method, model, blur, RestoreContext(method.SamplerConfig(), method.ObjectiveConfig(), conditions={"coc": coc}), model.channels)
     assert out.shape == blur.shape and out.dtype == dtype and out.min() >= 0 and out.max() <= 1
     # BatchNorm in eval mode: an image restored alone comes out the same; the model's mode is given back
-    alone = method.restore(model, blur[1:], method.SamplerConfig(), method.ObjectiveConfig(),
-                           conditions={"coc": coc[1:]})
+    alone = restore_batch(method, model, blur[1:], RestoreContext(method.SamplerConfig(), method.ObjectiveConfig(),
+                           conditions={"coc": coc[1:]}), model.channels)
     torch.testing.assert_close(alone, out[1:], atol=1e-5, rtol=0)  # float32 network, other batch size
     assert model.training
 
@@ -93,15 +96,15 @@ def test_grayscale_model_restores_colour_channel_by_channel(name: str) -> None:
     method, model = _tiny(name, channels=1)
     blur, coc = torch.rand(1, 3, 21, 19), torch.full((1, 1, 21, 19), 2.0)
     sampler, obj = method.SamplerConfig(), method.ObjectiveConfig()
-    out = method.restore(model, blur, sampler, obj, conditions={"coc": coc})
-    green = method.restore(model, blur[:, 1:2], sampler, obj, conditions={"coc": coc})
+    out = restore_batch(method, model, blur, RestoreContext(sampler, obj, conditions={"coc": coc}), model.channels)
+    green = restore_batch(method, model, blur[:, 1:2], RestoreContext(sampler, obj, conditions={"coc": coc}), model.channels)
     assert out.shape == blur.shape
     torch.testing.assert_close(out[:, 1:2], green)
 
 
 def test_dncnn_residual_learning() -> None:
     method, model = _tiny("dncnn")
-    assert method.data == "paired" and method.needs(method.SamplerConfig()) == frozenset()
+    assert method.data == "paired" and method.SamplerConfig().needs() == frozenset()
     y, x = torch.rand(2, 3, 20, 24), torch.rand(2, 3, 20, 24)
     torch.testing.assert_close(model(y), y - model.body(y))  # output = input - net(input)
     # the loss is the paper's residual MSE: R(y) against y - x (as a mean)
@@ -110,17 +113,17 @@ def test_dncnn_residual_learning() -> None:
     with torch.no_grad():  # a network that predicts no residual returns its input
         model.body[-1].weight.zero_()
         model.body[-1].bias.zero_()
-    assert torch.equal(method.restore(model, y, method.SamplerConfig(), method.ObjectiveConfig()), y)
-    with pytest.raises(ValueError, match="channels"):
-        method.loss(model, {"blur": y[:, :1], "sharp": x[:, :1]}, method.ObjectiveConfig())
+    assert torch.equal(restore_batch(method, model, y, RestoreContext(method.SamplerConfig(), method.ObjectiveConfig()), model.channels), y)
+    with pytest.raises(ValueError, match="channels"):  # the loss sees data.channels images: checked once, before
+        check_recipe(resolve_recipe({"method": "dncnn", "data": {"channels": 1}}), method)
 
 
 def test_ffdnet_uses_the_level_map() -> None:
     method, model = _tiny("ffdnet", residual=False, identity_init=False)  # the paper's variant, randomly initialised
     sampler, obj = method.SamplerConfig(), method.ObjectiveConfig()
     blur = torch.rand(1, 3, 33, 41)
-    sharp_scene = method.restore(model, blur, sampler, obj, conditions={"coc": torch.zeros(1, 1, 33, 41)})
-    blurred_scene = method.restore(model, blur, sampler, obj, conditions={"coc": torch.full((1, 1, 33, 41), 8.0)})
+    sharp_scene = restore_batch(method, model, blur, RestoreContext(sampler, obj, conditions={"coc": torch.zeros(1, 1, 33, 41)}), model.channels)
+    blurred_scene = restore_batch(method, model, blur, RestoreContext(sampler, obj, conditions={"coc": torch.full((1, 1, 33, 41), 8.0)}), model.channels)
     assert not torch.allclose(sharp_scene, blurred_scene)
     # the map is coc / coc_scale and spatially variant: a change on the left leaves the far right alone
     coc = torch.zeros(1, 1, 33, 41)
@@ -134,43 +137,43 @@ def test_ffdnet_uses_the_level_map() -> None:
     torch.testing.assert_close(moved[..., 24:], base[..., 24:])  # 4 layers of 3x3 at half resolution reach 8 px
     # the default (residual + identity_init, not the paper): the untrained net returns its input
     _, residual = _tiny("ffdnet", residual=True, identity_init=True)
-    assert torch.equal(method.restore(residual, blur, sampler, obj, conditions={"coc": coc}), blur)
+    assert torch.equal(restore_batch(method, residual, blur, RestoreContext(sampler, obj, conditions={"coc": coc}), residual.channels), blur)
     with pytest.raises(ValueError, match="identity_init needs residual"):
         _tiny("ffdnet", residual=False, identity_init=True)
 
 
 def test_ffdnet_needs_a_coc_map() -> None:
     method, model = _tiny("ffdnet")
-    assert method.data == "coc" and method.needs(ffdnet.SamplerConfig()) == {"coc"}
+    assert method.data == "coc" and ffdnet.SamplerConfig().needs() == {"coc"}
     blur, obj = torch.rand(2, 3, 16, 16), ffdnet.ObjectiveConfig()
     with pytest.raises(ValueError, match=r"needs conditions\['coc'\].*--coc"):
-        method.restore(model, blur, ffdnet.SamplerConfig(), obj)
+        restore_batch(method, model, blur, RestoreContext(ffdnet.SamplerConfig(), obj), model.channels)
     with pytest.raises(ValueError, match="does not fit"):
-        method.restore(model, blur, ffdnet.SamplerConfig(), obj, conditions={"coc": torch.zeros(2, 1, 8, 8)})
+        restore_batch(method, model, blur, RestoreContext(ffdnet.SamplerConfig(), obj, conditions={"coc": torch.zeros(2, 1, 8, 8)}), model.channels)
     with pytest.raises(ValueError, match="coc"):
         method.loss(model, {"blur": blur, "sharp": blur}, obj)
     # sampler.level_map none: a zero map, no condition needed
-    assert method.needs(ffdnet.SamplerConfig(level_map="none")) == frozenset()
-    zero = method.restore(model, blur, ffdnet.SamplerConfig(level_map="none"), obj)
-    torch.testing.assert_close(zero, method.restore(model, blur, ffdnet.SamplerConfig(), obj,
-                                                    conditions={"coc": torch.zeros(2, 1, 16, 16)}))
+    assert ffdnet.SamplerConfig(level_map="none").needs() == frozenset()
+    zero = restore_batch(method, model, blur, RestoreContext(ffdnet.SamplerConfig(level_map="none"), obj), model.channels)
+    torch.testing.assert_close(zero, restore_batch(method, model, blur, RestoreContext(ffdnet.SamplerConfig(), obj,
+                                                    conditions={"coc": torch.zeros(2, 1, 16, 16)}), model.channels))
 
 
 def test_ffdnet_without_level_map() -> None:
     method, model = _tiny("ffdnet", level_map="none")
     blur, obj = torch.rand(2, 3, 16, 16), ffdnet.ObjectiveConfig()
-    out = method.restore(model, blur, ffdnet.SamplerConfig(), obj)  # no conditions needed
+    out = restore_batch(method, model, blur, RestoreContext(ffdnet.SamplerConfig(), obj), model.channels)  # no conditions needed
     assert out.shape == blur.shape
     assert method.loss(model, {"blur": blur, "sharp": blur.flip(-1)}, obj).item() > 0  # trains without batch["coc"]
     with pytest.raises(ValueError, match="trained without a level map"):
-        method.restore(model, blur, ffdnet.SamplerConfig(level_map="coc"), obj,
-                       conditions={"coc": torch.zeros(2, 1, 16, 16)})
+        restore_batch(method, model, blur, RestoreContext(ffdnet.SamplerConfig(level_map="coc"), obj,
+                       conditions={"coc": torch.zeros(2, 1, 16, 16)}), model.channels)
     # a model file's recipe says what restore feeds: needs() follows model.level_map
     for level_map, needed in (("none", frozenset()), ("coc", frozenset({"coc"}))):
         recipe = load_recipe(REPO / "recipes" / "ffdnet-tiny.yaml", [f"model.level_map={level_map}"])
         assert recipe.sampler.level_map is None
         read_back = resolve_recipe(method.upgrade_recipe(recipe_to_dict(recipe)))
-        assert read_back.sampler.level_map == level_map and method.needs(read_back.sampler) == needed
+        assert read_back.sampler.level_map == level_map and read_back.sampler.needs() == needed
     with pytest.raises(ValueError, match="model.level_map"):
         ffdnet.ModelConfig(level_map="sigma")
 
@@ -202,7 +205,7 @@ def test_tiny_recipe_trains_through_cli_and_exports(name: str, shards: Path, tmp
     # the exported model restores an odd-sized image end to end (ffdnet with a CoC map)
     method, recipe, model = load_model(out / "model.safetensors")
     image = np.random.default_rng(0).random((37, 53, 3)).astype(np.float32)
-    coc = np.full((37, 53), 2.0, np.float32) if "coc" in method.needs(recipe.sampler) else None
+    coc = np.full((37, 53), 2.0, np.float32) if "coc" in recipe.sampler.needs() else None
     assert (coc is not None) == (name == "ffdnet")
     result = restore_image(method, recipe, model, image, progress=False, coc=coc)
     assert result.shape == image.shape and result.min() >= 0 and result.max() <= 1
@@ -216,8 +219,8 @@ def test_untrained_baselines_return_their_input_by_default(name: str) -> None:
                                                         {"ngf": 8, "ndf": 8, "n_blocks": 1})),
                        method.ObjectiveConfig(), False)
     blur = torch.rand(1, 3, 24, 36)
-    out = method.restore(net, blur, method.SamplerConfig(), method.ObjectiveConfig(),
-                         conditions={"coc": torch.full((1, 1, 24, 36), 3.0)})
+    out = restore_batch(method, net, blur, RestoreContext(method.SamplerConfig(), method.ObjectiveConfig(),
+                         conditions={"coc": torch.full((1, 1, 24, 36), 3.0)}), net.channels)
     torch.testing.assert_close(out, blur, atol=1e-6, rtol=0)
     paper = {"dncnn": {"identity_init": False}, "ffdnet": {"residual": False, "identity_init": False},
              "cyclegan": {"global_residual": False}}[name]
@@ -225,6 +228,6 @@ def test_untrained_baselines_return_their_input_by_default(name: str) -> None:
     released = method.build(method.ModelConfig(channels=3, **({"depth": 4, "features": 8} if name != "cyclegan" else
                                                              {"ngf": 8, "ndf": 8, "n_blocks": 1}), **paper),
                             method.ObjectiveConfig(), False)
-    out = method.restore(released, blur, method.SamplerConfig(), method.ObjectiveConfig(),
-                         conditions={"coc": torch.full((1, 1, 24, 36), 3.0)})
+    out = restore_batch(method, released, blur, RestoreContext(method.SamplerConfig(), method.ObjectiveConfig(),
+                         conditions={"coc": torch.full((1, 1, 24, 36), 3.0)}), released.channels)
     assert (out - blur).abs().mean() > 0.01

@@ -14,6 +14,7 @@ from defocuskit.inference.load import load_model
 from defocuskit.train.loop import train
 from defocuskit.train.checkpoints import list_checkpoints
 from defocuskit.methods.recipes import load_recipe
+from defocuskit.methods.base import RestoreContext
 from test_tiny_recipes import accelerate_train
 from test_train import write_shards
 
@@ -37,7 +38,7 @@ def test_restore_any_size_and_range():
     recipe = load_recipe(TINY)
     net = METHOD.build(recipe.model, recipe.objective, False).eval()
     blur = torch.rand(1, 3, 37, 53)
-    out = METHOD.restore(net, blur, METHOD.SamplerConfig(), recipe.objective)
+    out = METHOD.restore(net, blur, RestoreContext(METHOD.SamplerConfig(), recipe.objective))
     assert out.shape == blur.shape and 0 <= out.min() and out.max() <= 1
 
 
@@ -102,5 +103,5 @@ def test_two_cpu_processes_and_deblur(tmp_path):
     accelerate_train("cyclegan-tiny.yaml", out, f"data.train={shards}", "train.max_steps=4")
     method, recipe, model = load_model(out / "model.safetensors")
     assert method.name == "cyclegan" and recipe.method == "cyclegan"
-    out_img = method.restore(model, torch.rand(1, 3, 21, 30), recipe.sampler, recipe.objective)
+    out_img = method.restore(model, torch.rand(1, 3, 21, 30), RestoreContext(recipe.sampler, recipe.objective))
     assert out_img.shape == (1, 3, 21, 30) and torch.isfinite(out_img).all()

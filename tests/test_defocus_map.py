@@ -7,6 +7,7 @@ import torch
 
 from defocuskit.methods import get_method
 from defocuskit.methods.defocus_map import ModelConfig, ObjectiveConfig, SamplerConfig
+from defocuskit.methods.base import RestoreContext
 
 TINY = ModelConfig(
     hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1],
@@ -51,7 +52,7 @@ def test_method_learns_coc_and_restores_map():
     last = method.loss(model, batch, obj).item()
     assert last < 0.7 * first
     model.eval()
-    out = method.restore(model, blur, SamplerConfig(), obj)
+    out = method.restore(model, blur, RestoreContext(SamplerConfig(), obj))
     assert out.shape == (2, 1, 32, 32)
     charb = method.loss(model, batch, ObjectiveConfig(loss="charbonnier"))
     assert charb.item() > 0

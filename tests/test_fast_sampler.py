@@ -91,7 +91,7 @@ def test_one_network_evaluation_per_step_and_a_callback_each_step(steps: int):
     calls = []
     x, g = warm_start(X, sigmas, 0)
     out = sample_fast(model, x, sigmas, consistency=identity_consistency(X), generator=g,
-                      callback=lambda i, n: calls.append((i, n)))
+                      callback=lambda s: calls.append((s["i"], s["n"])))
     assert model.calls == steps
     assert calls == [(i, steps) for i in range(steps)]
     assert out.shape == X.shape and out.min() >= 0 and out.max() <= 1

@@ -13,10 +13,12 @@ from torch import nn
 
 from defocuskit.inference.restore import restore_image
 from defocuskit.methods import get_method
-from defocuskit.methods.hidd import METHOD, ModelConfig, ObjectiveConfig, SamplerConfig, resolve_sampler
+from defocuskit.methods.hidd import METHOD, ModelConfig, ObjectiveConfig, SamplerConfig
 from defocuskit.models.ncsnpp import NCSNpp
 from defocuskit.config.recipe import DataConfig, Recipe
 from defocuskit.methods.recipes import load_recipe, resolve_recipe
+from defocuskit.inference.restore import restore_batch
+from defocuskit.methods.base import RestoreContext
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY_MODEL = ModelConfig(image_size=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,))
@@ -45,9 +47,8 @@ def test_method_table_and_fields():
     assert (s.name, s.steps, s.snr, s.corrector_chains, s.weights, s.consistency) == (
         "pc", None, 0.021, 3, (0.08, 0.15), "identity")
     assert not hasattr(s, "normalize_each_step")
-    assert resolve_sampler(s).steps == 1000 and resolve_sampler(SamplerConfig(name="fast")).steps == 40
-    assert resolve_sampler(SamplerConfig(steps=7)).steps == 7
-    assert METHOD.resolve_sampler(s) == resolve_sampler(s)
+    assert s.resolved().steps == 1000 and SamplerConfig(name="fast").resolved().steps == 40
+    assert SamplerConfig(steps=7).resolved().steps == 7
     o = ObjectiveConfig()
     assert (o.sigma_min, o.sigma_max) == (0.01, 300.0)
 
@@ -63,10 +64,10 @@ def test_recipes_resolve(name, channels):
     if name == "hidd":
         assert (r.data.image_size, r.optim.lr, r.optim.warmup_steps, r.train.ema_decay) == (256, 2e-4, 5000, 0.999)
         assert r.optim.grad_clip == 1.0 and r.model.ch_mult == (1, 1, 2, 2, 2, 2, 2)
-        assert r.sampler.steps is None and METHOD.resolve_sampler(r.sampler).steps == 1000
+        assert r.sampler.steps is None and r.sampler.resolved().steps == 1000
     assert r.sampler.weights == (0.08, 0.15)
     if name == "hidd-tiny":  # the demo's recipe: the benchmark's best sampler (docs/benchmarks.md)
-        assert (r.sampler.name, r.sampler.consistency) == ("fast", "physics") and METHOD.needs(r.sampler) == {"coc"}
+        assert (r.sampler.name, r.sampler.consistency) == ("fast", "physics") and r.sampler.needs() == {"coc"}
     else:  # the paper recipes: pc, the released steps without per-tile rescaling
         assert r.sampler.name == "pc" and r.sampler.consistency == "identity"
 
@@ -122,7 +123,7 @@ def test_restore_runs_colour_channel_by_channel():
     blur = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     # no prior, no rescaling: 200 consistency steps bring every channel back to its own input
     cfg = SamplerConfig(name="pc", steps=200, corrector=False)
-    out = METHOD.restore(model, blur, cfg, ObjectiveConfig(), generator=torch.Generator().manual_seed(1))
+    out = restore_batch(METHOD, model, blur, RestoreContext(cfg, ObjectiveConfig(), generator=torch.Generator().manual_seed(1)), channels=1)
     assert out.shape == blur.shape
     assert set(model.seen) == {(6, 1, 16, 16)}  # 2 images x 3 channels, one channel each
     torch.testing.assert_close(out, blur, atol=1e-4, rtol=0)
@@ -132,7 +133,7 @@ def test_restore_pads_sizes_that_are_not_a_multiple_and_crops_back():
     model = ZeroScore()
     blur = torch.rand(1, 1, 18, 21)
     cfg = SamplerConfig(name="pc", steps=200, corrector=False)
-    out = METHOD.restore(model, blur, cfg, ObjectiveConfig())
+    out = restore_batch(METHOD, model, blur, RestoreContext(cfg, ObjectiveConfig()), channels=1)
     assert model.seen[0][-2:] == (20, 24)
     assert out.shape == blur.shape
     torch.testing.assert_close(out, blur, atol=1e-4, rtol=0)
@@ -144,8 +145,8 @@ def test_restore_with_tiny_ncsnpp_and_step_override():
     cfg = dataclasses.replace(SamplerConfig(), steps=3)
     calls = []
     blur = torch.rand(1, 3, 16, 16)
-    out = METHOD.restore(net, blur, cfg, ObjectiveConfig(), generator=torch.Generator().manual_seed(0),
-                         callback=lambda i, n: calls.append((i, n)))
+    out = restore_batch(METHOD, net, blur, RestoreContext(cfg, ObjectiveConfig(), generator=torch.Generator().manual_seed(0),
+                         callback=lambda s: calls.append((s["i"], s["n"]))), channels=1)
     assert out.shape == blur.shape and torch.isfinite(out).all()
     assert out.min() >= 0 and out.max() <= 1
     assert calls == [(0, 3), (1, 3), (2, 3)]
@@ -154,7 +155,7 @@ def test_restore_with_tiny_ncsnpp_and_step_override():
 def test_restore_rejects_mismatched_channels():
     net = METHOD.build(dataclasses.replace(TINY_MODEL, channels=3), ObjectiveConfig(), False)
     with pytest.raises(ValueError, match="3-channel model"):
-        METHOD.restore(net, torch.rand(1, 1, 32, 32), SamplerConfig(steps=1), ObjectiveConfig())
+        restore_batch(METHOD, net, torch.rand(1, 1, 32, 32), RestoreContext(SamplerConfig(steps=1), ObjectiveConfig()), channels=3)
 
 
 # ----------------------------------------------------------------------------- sampler config
@@ -210,14 +211,14 @@ def test_sampler_values_are_checked_when_a_recipe_resolves():
     (SamplerConfig(steps=7, predictor=False), 21),
 ])
 def test_nfe_per_sample_path(cfg, expected):
-    assert METHOD.nfe(cfg) == expected
+    assert cfg.nfe() == expected
 
 
 def test_needs_a_coc_map_only_with_physics_consistency():
     for name in ("released", "pc", "fast"):
-        assert METHOD.needs(SamplerConfig(name=name)) == frozenset()
+        assert SamplerConfig(name=name).needs() == frozenset()
     for name in ("pc", "fast"):
-        assert METHOD.needs(SamplerConfig(name=name, consistency="physics")) == {"coc"}
+        assert SamplerConfig(name=name, consistency="physics").needs() == {"coc"}
 
 
 OLD_SAMPLER = {"steps": 10, "snr": 0.021, "predictor": True, "corrector": True, "corrector_chains": 3,
@@ -267,7 +268,8 @@ def test_pc_restores_a_tiled_colour_image_unchanged_with_no_prior_but_released_d
     """With a zero score only the consistency steps act: pc converges to the input in every tile and channel,
     while the released loop's per-item min-max rescaling stretches each tile's channel to [0, 1] on its own."""
     image = colour_ramp()
-    recipe = Recipe(method="hidd", data=DataConfig(image_size=32, channels=1), objective=ObjectiveConfig())
+    recipe = Recipe(method="hidd", data=DataConfig(image_size=32, channels=1), model=ModelConfig(),
+                    objective=ObjectiveConfig())
     kw = dict(tile=32, overlap=8, batch=4, seed=3, progress=False)  # 3 x 2 overlapping tiles
 
     model = ZeroScore()
@@ -293,7 +295,7 @@ def test_physics_restore_with_a_coc_map(name):
     coc = torch.rand(2, 1, 18, 21, generator=torch.Generator().manual_seed(1)) * 4.0
     cfg = SamplerConfig(name=name, steps=4, consistency="physics", cg_steps=3, corrector=False)
     model = ZeroScore()
-    out = METHOD.restore(model, blur, cfg, ObjectiveConfig(), torch.Generator().manual_seed(2), conditions={"coc": coc})
+    out = restore_batch(METHOD, model, blur, RestoreContext(cfg, ObjectiveConfig(), torch.Generator().manual_seed(2), conditions={"coc": coc}), channels=1)
     assert out.shape == blur.shape and torch.isfinite(out).all()
     assert out.min() >= 0 and out.max() <= 1
     assert set(model.seen) == {(6, 1, 20, 24)}  # channel by channel, padded to a multiple of 4
@@ -302,10 +304,10 @@ def test_physics_restore_with_a_coc_map(name):
 def test_physics_restore_with_a_zero_coc_equals_identity_restore():
     blur = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     common = dict(name="fast", steps=5, linear_light=False, cg_steps=4)
-    physics = METHOD.restore(ZeroScore(), blur, SamplerConfig(consistency="physics", **common), ObjectiveConfig(),
-                             torch.Generator().manual_seed(4), conditions={"coc": torch.zeros(1, 1, 16, 16)})
-    identity = METHOD.restore(ZeroScore(), blur, SamplerConfig(consistency="identity", **common), ObjectiveConfig(),
-                              torch.Generator().manual_seed(4))
+    physics = restore_batch(METHOD, ZeroScore(), blur, RestoreContext(SamplerConfig(consistency="physics", **common), ObjectiveConfig(),
+                             torch.Generator().manual_seed(4), conditions={"coc": torch.zeros(1, 1, 16, 16)}), channels=1)
+    identity = restore_batch(METHOD, ZeroScore(), blur, RestoreContext(SamplerConfig(consistency="identity", **common), ObjectiveConfig(),
+                              torch.Generator().manual_seed(4)), channels=1)
     torch.testing.assert_close(physics, identity, atol=1e-5, rtol=0)
 
 
@@ -315,10 +317,10 @@ def test_physics_restore_gives_each_image_its_own_coc_map_for_every_channel():
     coc = torch.zeros(2, 1, 16, 16)
     coc[1] = 6.0
     common = dict(name="fast", steps=4, linear_light=False, cg_steps=4)
-    physics = METHOD.restore(ZeroScore(), blur, SamplerConfig(consistency="physics", **common), ObjectiveConfig(),
-                             torch.Generator().manual_seed(6), conditions={"coc": coc})
-    identity = METHOD.restore(ZeroScore(), blur, SamplerConfig(consistency="identity", **common), ObjectiveConfig(),
-                              torch.Generator().manual_seed(6))
+    physics = restore_batch(METHOD, ZeroScore(), blur, RestoreContext(SamplerConfig(consistency="physics", **common), ObjectiveConfig(),
+                             torch.Generator().manual_seed(6), conditions={"coc": coc}), channels=1)
+    identity = restore_batch(METHOD, ZeroScore(), blur, RestoreContext(SamplerConfig(consistency="identity", **common), ObjectiveConfig(),
+                              torch.Generator().manual_seed(6)), channels=1)
     torch.testing.assert_close(physics[0], identity[0], atol=1e-5, rtol=0)
     assert (physics[1] - identity[1]).abs().amax(dim=(1, 2)).min() > 1e-2  # every channel of image 1 is deblurred
 
@@ -327,4 +329,4 @@ def test_physics_restore_gives_each_image_its_own_coc_map_for_every_channel():
 def test_physics_restore_without_a_coc_map_is_a_clear_error(conditions):
     cfg = SamplerConfig(name="fast", steps=2, consistency="physics")
     with pytest.raises(ValueError, match="--coc"):
-        METHOD.restore(ZeroScore(), torch.rand(1, 3, 16, 16), cfg, ObjectiveConfig(), conditions=conditions)
+        restore_batch(METHOD, ZeroScore(), torch.rand(1, 3, 16, 16), RestoreContext(cfg, ObjectiveConfig(), conditions=conditions), channels=1)

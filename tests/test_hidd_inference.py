@@ -15,7 +15,7 @@ from defocuskit.io.images import read_image, write_image
 from defocuskit.inference.restore import resolve_sampler, restore_image
 from defocuskit.inference.files import deblur_files
 from defocuskit.methods import get_method
-from defocuskit.methods.hidd import ObjectiveConfig, SamplerConfig
+from defocuskit.methods.hidd import ModelConfig, ObjectiveConfig, SamplerConfig
 from defocuskit.io.modelfile import save_model
 from defocuskit.config.recipe import Recipe, DataConfig, recipe_to_dict
 from defocuskit.methods.recipes import resolve_recipe
@@ -88,17 +88,17 @@ def test_nfe_reported_equals_network_evaluations_per_tile(settings: dict) -> Non
     method = get_method("hidd")
     cfg = SamplerConfig(**settings)
     model = CountingZeroScore()
-    recipe = Recipe(method="hidd", data=DataConfig(image_size=16, channels=1), objective=ObjectiveConfig(), sampler=cfg)
+    recipe = Recipe(method="hidd", data=DataConfig(image_size=16, channels=1), model=ModelConfig(), objective=ObjectiveConfig(),
+                    sampler=cfg)
     image = np.random.default_rng(0).random((20, 27, 3), dtype=np.float32)  # 2 x 2 tiles of 16, 3 channels
     coc = np.full((20, 27), 2.0, np.float32)
     restore_image(method, recipe, model, image, tile=16, overlap=4, batch=3, progress=False, coc=coc)
     paths = 4 * 3  # tiles x colour channels, each its own sample path
-    assert model.items == method.nfe(cfg) * paths
+    assert model.items == cfg.nfe() * paths
 
 
 def test_fast_default_is_at_most_one_fiftieth_of_released() -> None:
-    method = get_method("hidd")
-    assert method.nfe(SamplerConfig(name="fast")) * 50 <= method.nfe(SamplerConfig(name="released"))
+    assert SamplerConfig(name="fast").nfe() * 50 <= SamplerConfig(name="released").nfe()
 
 
 # ----------------------------------------------------------------------------- sampler overrides
@@ -114,7 +114,7 @@ def test_resolve_sampler_name_and_set_are_checked_like_recipe_keys(hidd_file: Pa
     # a recipe's steps belong to its own sampler: naming another one takes that one's default
     paper = dataclasses.replace(recipe, sampler=SamplerConfig(name="pc", steps=1000))
     assert resolve_sampler(paper, name="fast").steps is None
-    assert get_method("hidd").nfe(resolve_sampler(paper, name="fast")) == 40
+    assert resolve_sampler(paper, name="fast").nfe() == 40
     assert resolve_sampler(paper, name="fast", sets=["sampler.steps=12"]).steps == 12
     assert resolve_sampler(paper, name="pc").steps == 1000
     with pytest.raises(ValueError, match="sampler.name"):

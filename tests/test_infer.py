@@ -16,17 +16,18 @@ from defocuskit.inference.files import deblur_files
 from defocuskit.inference.tiling import blend_window, tile_starts
 from defocuskit.methods.base import Method
 from defocuskit.config.recipe import DataConfig, Recipe
+from defocuskit.methods.base import Sampler
 
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"  # ../shared/fixtures
 
 
 @dataclass
-class _Sampler:
+class _Sampler(Sampler):
     steps: int = 10
 
 
 @dataclass
-class _NoSteps:
+class _NoSteps(Sampler):
     pass
 
 
@@ -46,11 +47,10 @@ class _Recorder:
         self.shapes: list[tuple[int, ...]] = []
         self.steps: list[int] = []
 
-    def __call__(self, model, blur, sampler_cfg, objective_cfg, generator=None, callback=None, conditions=None):
+    def __call__(self, model, blur, ctx):
         self.shapes.append(tuple(blur.shape))
-        self.steps.append(getattr(sampler_cfg, "steps", -1))
-        if callback is not None:
-            callback(0, 1)
+        self.steps.append(getattr(ctx.sampler, "steps", -1))
+        ctx.step(0, 1)
         return blur.clone()
 
 
@@ -104,8 +104,8 @@ def test_real_photo_tiles_blend_exactly() -> None:
 
 
 def test_noise_is_deterministic_per_seed() -> None:
-    def noisy(model, blur, sampler_cfg, objective_cfg, generator=None, callback=None, conditions=None):
-        return blur + 0.1 * torch.randn(blur.shape, generator=generator)
+    def noisy(model, blur, ctx):
+        return blur + 0.1 * torch.randn(blur.shape, generator=ctx.generator)
 
     image = np.full((50, 45, 3), 0.5, np.float32)
     kw = dict(overlap=8, batch=2, progress=False)
@@ -127,7 +127,7 @@ def test_steps_override_and_refusal() -> None:
 
 
 def test_defocus_map_output_has_one_channel() -> None:
-    def coc(model, blur, sampler_cfg, objective_cfg, generator=None, callback=None, conditions=None):
+    def coc(model, blur, ctx):
         return blur.mean(dim=1, keepdim=True) * 10.0
 
     image = np.random.default_rng(0).random((45, 70, 3), dtype=np.float32)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from defocuskit.imaging.flow import backward_warp, consistency_mask, estimate_flow, in_frame_mask
+from defocuskit.inference.restore import restore_batch
+from defocuskit.methods.base import RestoreContext
 from defocuskit.methods import get_method
 from defocuskit.methods.jdrl import ModelConfig, ObjectiveConfig, SamplerConfig, in_reblur_stage
 from defocuskit.models.jdrl import (
@@ -156,10 +158,10 @@ def test_restore_keeps_odd_sizes_and_the_range():
     torch.manual_seed(2)
     model = method.build(TINY, ObjectiveConfig(), False).eval()
     blur = torch.rand(2, 3, 37, 53)
-    out = method.restore(model, blur, SamplerConfig(), ObjectiveConfig())
+    out = restore_batch(method, model, blur, RestoreContext(SamplerConfig(), ObjectiveConfig()), 3)
     assert out.shape == blur.shape and out.min() >= 0 and out.max() <= 1
     with pytest.raises(ValueError, match="channels"):
-        method.restore(model, blur[:, :1], SamplerConfig(), ObjectiveConfig())
+        restore_batch(method, model, blur[:, :1], RestoreContext(SamplerConfig(), ObjectiveConfig()), 3)
     with pytest.raises(ValueError, match="objective.mask"):
         method.build(TINY, ObjectiveConfig(mask="colour"), False)
 
@@ -218,8 +220,8 @@ def test_untrained_jdrl_returns_its_input_by_default_and_the_released_output_doe
     cfg = dict(widths=[8, 16], map_channels=4, map_blocks=1, fusion_channels=4, reblur_channels=4, reblur_blocks=1)
     blur = torch.rand(1, 3, 21, 30)
     net = method.build(method.ModelConfig(**cfg), method.ObjectiveConfig(), False).eval()
-    out = method.restore(net, blur, method.SamplerConfig(), method.ObjectiveConfig())
+    out = method.restore(net, blur, RestoreContext(method.SamplerConfig(), method.ObjectiveConfig()))
     torch.testing.assert_close(out, blur, atol=1e-6, rtol=0)
     released = method.build(method.ModelConfig(**cfg, global_residual=False), method.ObjectiveConfig(), False).eval()
-    out = method.restore(released, blur, method.SamplerConfig(), method.ObjectiveConfig())
+    out = method.restore(released, blur, RestoreContext(method.SamplerConfig(), method.ObjectiveConfig()))
     assert (out - blur).abs().mean() > 0.05

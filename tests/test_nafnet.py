@@ -11,6 +11,9 @@ from defocuskit.methods import get_method
 from defocuskit.methods.nafnet import ModelConfig, ObjectiveConfig, SamplerConfig
 from defocuskit.models.deform import DCNv4
 from defocuskit.models.nafnet import NAFBlock, NAFNet, psnr_loss
+from defocuskit.methods.base import RestoreContext
+from defocuskit.methods.recipes import resolve_recipe
+from defocuskit.train.checks import check_recipe
 
 
 def _count(m: torch.nn.Module) -> int:
@@ -91,9 +94,9 @@ def test_method_trains_and_restores():
         opt.step()
     last = method.loss(model, batch, ObjectiveConfig()).item()
     assert last < first - 1.0  # at least 1 dB better
-    out = method.restore(model, blur, SamplerConfig(), ObjectiveConfig())
+    out = method.restore(model, blur, RestoreContext(SamplerConfig(), ObjectiveConfig()))
     assert out.shape == blur.shape and out.min() >= 0 and out.max() <= 1
-    with pytest.raises(ValueError, match="channels"):
-        method.loss(model, {"blur": blur[:, :1], "sharp": sharp[:, :1]}, ObjectiveConfig())
+    with pytest.raises(ValueError, match="channels"):  # the loss sees data.channels images: checked once, before
+        check_recipe(resolve_recipe({"method": "nafnet", "data": {"channels": 1}}), method)
     with pytest.raises(ValueError, match="objective.loss"):
         method.build(cfg, ObjectiveConfig(loss="ssim"), True)

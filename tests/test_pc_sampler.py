@@ -132,7 +132,7 @@ def test_network_evaluations_per_step(options, per_step):
         model = Counting(gaussian_score, images=2)
         calls = []
         x, g = start(X, sigmas, 0)
-        sampler(model, x, sigmas, generator=g, callback=lambda i, n: calls.append((i, n)), **kwargs, **options)
+        sampler(model, x, sigmas, generator=g, callback=lambda s: calls.append((s["i"], s["n"])), **kwargs, **options)
         assert model.nfe == 7 * per_step
         assert calls == [(i, 7) for i in range(7)]
 

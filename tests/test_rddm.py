@@ -19,6 +19,8 @@ from defocuskit.inference.load import load_model
 from defocuskit.io.modelfile import MODEL_FORMAT, save_model
 from defocuskit.config.recipe import recipe_to_dict
 from defocuskit.methods.recipes import load_recipe, resolve_recipe
+from defocuskit.inference.restore import restore_batch
+from defocuskit.methods.base import RestoreContext
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MAP_TINY = {
@@ -249,7 +251,7 @@ def test_sampler_recovers_residual_of_an_oracle(steps):
         return true
 
     gen = torch.Generator().manual_seed(0)
-    out = sample_residual_ddim(oracle, cond, true.shape, steps, generator=gen, callback=lambda i, n: progress.append((i, n)))
+    out = sample_residual_ddim(oracle, cond, true.shape, steps, generator=gen, callback=lambda s: progress.append((s["i"], s["n"])))
     assert torch.allclose(out, true, atol=1e-5)
     assert seen[-1] == 0 and len(seen) == steps  # leading spacing, as released, ends at t = 0
     assert progress == [(i, steps) for i in range(steps)]
@@ -306,15 +308,15 @@ def test_rddm_end_to_end(map_file):
     odd = torch.rand(1, 3, 30, 37)
     for steps in (1, 2, 3, 4):
         calls = []
-        out = method.restore(model, odd, SamplerConfig(steps=steps), obj, torch.Generator().manual_seed(0),
-                             lambda i, n: calls.append(i))
+        out = restore_batch(method, model, odd, RestoreContext(SamplerConfig(steps=steps), obj, torch.Generator().manual_seed(0),
+                             lambda s: calls.append(s["i"])), 3)
         assert out.shape == odd.shape and out.min() >= 0 and out.max() <= 1
         assert calls == list(range(steps))
     for bad in (0, 5):
         with pytest.raises(ValueError, match="sampler.steps"):
-            method.restore(model, odd, SamplerConfig(steps=bad), obj)
+            restore_batch(method, model, odd, RestoreContext(SamplerConfig(steps=bad), obj), 3)
     with pytest.raises(ValueError, match="RGB"):
-        method.restore(model, odd[:, :1], SamplerConfig(), obj)
+        restore_batch(method, model, odd[:, :1], RestoreContext(SamplerConfig(), obj), 3)
 
 
 def test_exported_rddm_is_self_contained(map_file, tmp_path):
@@ -361,12 +363,12 @@ def test_ddim_timesteps_are_recorded_as_run():
     objective = method.ObjectiveConfig()
     recipe = load_recipe(RECIPES / "rddm.yaml")
     assert (recipe.sampler.timestep_spacing, recipe.sampler.clip_sample) == ("leading", True)
-    two = sampler_settings(method, recipe.sampler, objective)
-    three = sampler_settings(method, dataclasses.replace(recipe.sampler, steps=3), objective)
+    two = sampler_settings(recipe.sampler, objective)
+    three = sampler_settings(dataclasses.replace(recipe.sampler, steps=3), objective)
     assert two["timesteps"] == [650, 0] and three["timesteps"] == [866, 433, 0]
-    trailing = sampler_settings(method, method.SamplerConfig(steps=2, timestep_spacing="trailing"), objective)
+    trailing = sampler_settings(method.SamplerConfig(steps=2, timestep_spacing="trailing"), objective)
     assert trailing["timesteps"] == [1299, 649]
-    assert "timesteps" not in sampler_settings(get_method("nafnet"), get_method("nafnet").SamplerConfig(), None)
+    assert "timesteps" not in sampler_settings(get_method("nafnet").SamplerConfig(), None)
     with pytest.raises(ValueError, match="timestep_spacing"):
         method.SamplerConfig(timestep_spacing="random")
 

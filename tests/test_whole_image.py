@@ -64,7 +64,7 @@ def test_convolutional_methods_run_an_odd_image_whole_in_one_padded_pass(name: s
     assert method.whole_image and method.pad_multiple(net) == multiple
     recorded, shapes = _recording(method)
     image = _photo(37, 45)
-    coc = np.full((37, 45), 2.0, np.float32) if "coc" in method.needs(method.resolve_sampler(recipe.sampler)) else None
+    coc = np.full((37, 45), 2.0, np.float32) if "coc" in recipe.sampler.resolved().needs() else None
     out = restore_image(recorded, recipe, net, image, progress=False, coc=coc)
     up = lambda n: -(-n // multiple) * multiple  # noqa: E731
     assert shapes == [(1, 3, up(37), up(45))]  # one pass over the image padded to the network's multiple
@@ -221,13 +221,12 @@ def test_a_sampler_reports_its_steps_inside_an_image_on_the_callers_bar() -> Non
     from rich.console import Console
     from rich.progress import Progress
 
-    def sampler(model, blur, sampler_cfg, objective_cfg, generator=None, callback=None, conditions=None):
+    def sampler(model, blur, ctx):
         for i in range(5):
-            if callback is not None:
-                callback(i, 5)
+            ctx.step(i, 5)
         return blur.clone()
 
-    method = dataclasses.replace(get_method("hidd"), restore=sampler, resolve_sampler=lambda cfg: cfg)
+    method = dataclasses.replace(get_method("hidd"), restore=sampler)
     recipe = resolve_recipe({"method": "hidd", "data": {"image_size": 32}})
     seen: list[tuple[str, float | None, float]] = []
     with Progress(console=Console(file=io.StringIO())) as bar:

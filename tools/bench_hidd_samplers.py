@@ -139,12 +139,12 @@ def main() -> None:
         runners["prox"] = (baseline_runner(baselines.prox_baseline), args.per_aperture)
         full_per = args.full_per_aperture if dataset == "synthetic" else args.full_per_aperture_real
         for name, cfg in configs.items():
-            runners[name] = (model_runner(cfg, method.needs(cfg) != frozenset()),
+            runners[name] = (model_runner(cfg, cfg.needs() != frozenset()),
                              full_per if name in FULL else args.per_aperture)
         for name, (run, per) in runners.items():
             if (only and name not in only) or per < 1:
                 continue
-            needs_coc = name in ("wiener", "prox") or (name in configs and method.needs(configs[name]))
+            needs_coc = name in ("wiener", "prox") or (name in configs and configs[name].needs())
             if not needs_coc and (dataset, name) in coc_free_done:  # same result as in the other CoC block
                 continue
             chosen = pick(samples, per)
@@ -161,10 +161,10 @@ def main() -> None:
                                    save_images=save)
             h, w = chosen[0]["blur"].shape[:2] if chosen else (0, 0)
             tiles = len(tile_starts(max(h, tile), tile, overlap)) * len(tile_starts(max(w, tile), tile, overlap))
-            per_tile = method.nfe(method.resolve_sampler(configs[name])) if name in configs else 0
+            per_tile = configs[name].resolved().nfe() if name in configs else 0
             nfe_image = per_tile * tiles * (3 // recipe.data.channels)
             for row in res["rows"]:
-                settings = dataclasses.asdict(method.resolve_sampler(configs[name])) if name in configs else None
+                settings = dataclasses.asdict(configs[name].resolved()) if name in configs else None
                 rec = {"block": block if needs_coc else f"{dataset}, any CoC", "variant": name, **row,
                        "settings": settings,
                        "nfe_per_tile": per_tile, "nfe_per_image": nfe_image,

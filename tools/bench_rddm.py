@@ -21,6 +21,7 @@ import torch
 from defocuskit.inference.restore import resolve_sampler, restore_image
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe
+from defocuskit.methods.base import RestoreContext
 
 
 def _sync(device: str) -> None:
@@ -58,12 +59,12 @@ def main() -> None:
     print(f"rddm: {params / 1e6:.2f} M parameters, {width}x{height}, {args.steps} steps, device {args.device}")
 
     with torch.no_grad():  # warm-up (allocator, kernels) on a small input
-        method.restore(model, blur[..., :128, :128], sampler, recipe.objective)
+        method.restore(model, blur[..., :128, :128], RestoreContext(sampler, recipe.objective))
     _sync(args.device)
     if args.mode in ("both", "full"):
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = method.restore(model, blur, sampler, recipe.objective, torch.Generator(args.device).manual_seed(0))
+            out = method.restore(model, blur, RestoreContext(sampler, recipe.objective, torch.Generator(args.device).manual_seed(0)))
         _sync(args.device)
         print(f"full frame: {time.perf_counter() - t0:.2f} s/image (output {tuple(out.shape)})")
         if args.device.startswith("cuda"):

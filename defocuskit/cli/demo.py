@@ -85,6 +85,7 @@ def run_demo(
     from defocuskit.io.devices import resolve_device
     from defocuskit.eval.evaluate import evaluate
     from defocuskit.train.loop import train
+    from defocuskit.methods import get_method
     from defocuskit.methods.recipes import load_recipe
 
     if preset not in PRESETS:
@@ -112,6 +113,7 @@ def run_demo(
                                                                  synthetic_size=size, synthetic_misalign_px=shift))
 
     checkpoints: list[Path] = []
+    trained: dict[str, Path] = {}  # method -> its model file, for the companions of later models (RDDM's estimator)
     map_file: Path | None = None
     total_train_s = minutes * 60.0
     for i, dm in enumerate(models, 1):
@@ -128,11 +130,13 @@ def run_demo(
             f"train.max_minutes={budget_min}",
             "train.checkpoint_every=1000000",
         ]
-        if dm.name == "rddm":
-            overrides.append(f"model.map_checkpoint={map_file}")
         recipe = load_recipe(recipes[dm.recipe], overrides)
-        model_path = train(recipe, resume=False)
-        if dm.name == "defocus-map":
+        method = get_method(recipe.method)
+        if method.companions:  # trained earlier in the preset
+            links = [f"{c.key}={trained[c.method]}" for c in method.companions]
+            recipe = load_recipe(recipes[dm.recipe], overrides + links)
+        model_path = trained[method.name] = train(recipe, resume=False)
+        if method.output == "defocus_map":
             map_file = model_path
         else:
             checkpoints.append(model_path)

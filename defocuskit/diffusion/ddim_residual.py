@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from diffusers import DDIMScheduler
@@ -72,12 +72,13 @@ def sample_residual_ddim(
     steps: int,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
     schedule: ResidualSchedule = ResidualSchedule(),
 ) -> torch.Tensor:
     """DDIM sampling of the residual in `steps` steps from r_T ~ N(0, I); returns r_0 of `shape`.
 
-    `callback(i, n)` is called after each step i (0-based) of n.
+    `callback({"i", "n", "x", "sigma", "denoised"})` is called after each step i (0-based) of n (k-diffusion's
+    keys: x the residual r_{t-1}, sigma the timestep t, denoised the predicted r_0).
     """
     if steps < 1:
         raise ValueError(f"DDIM steps must be >= 1, got {steps}")
@@ -92,5 +93,5 @@ def sample_residual_ddim(
         # Song et al. 2021, eq. (12): x_{t-1} from the predicted x_0 and the implied noise
         r = scheduler.step(r0_hat, t, r, eta=eta, generator=generator).prev_sample
         if callback is not None:
-            callback(i, n)
+            callback({"i": i, "n": n, "x": r, "sigma": int(t), "denoised": r0_hat})
     return r

@@ -17,7 +17,7 @@ and the last step returns the data-consistent x0. One network evaluation per ste
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -50,7 +50,7 @@ def sample_fast(
     zeta: float = 0.3,
     clamp_x0: bool = True,
     generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> torch.Tensor:
     """Deblur from the warm start x = X + sigmas[0] z (B, C, H, W); returns the last data-consistent estimate.
 
@@ -76,5 +76,5 @@ def sample_fast(
             z = randn_like(x, generator)
             x = x0 + sigma_next * ((1.0 - zeta) ** 0.5 * eps_hat + zeta**0.5 * z)  # DiffPIR eq. 15
         if callback is not None:
-            callback(i, n)
+            callback({"i": i, "n": n, "x": x, "sigma": sigma, "denoised": x0})
     return x0

@@ -36,7 +36,7 @@ first). No noise is added in the last step (score_sde's `denoise=True`).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -99,14 +99,15 @@ def sample_pc(
     carry_mean: bool = True,
     rescale_each_step: bool = False,
     generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> torch.Tensor:
     """Guided reverse diffusion from the state x (B, C, H, W) at sigmas[0]; returns the final state.
 
     model(x, sigma) -> score with sigma of shape (B,); sigmas: descending noise levels ending in
     0 (see `vesde.reverse_sigmas`), one step per consecutive pair; `consistency(x, w)` pulls
     towards the data after the predictor (w = weights[0]) and after the corrector (weights[1]);
-    None or a zero weight skips it. `callback(i, n)` is called after each step i of n.
+    None or a zero weight skips it. `callback({"i", "n", "x", "sigma"})` is called after each step i of n
+    (k-diffusion's keys).
     """
     levels = check_sigmas(sigmas, x, "sample_pc")
     if corrector_chains < 0:
@@ -154,7 +155,7 @@ def sample_pc(
         if rescale_each_step:
             x = _minmax(x)
         if callback is not None:
-            callback(i, n)
+            callback({"i": i, "n": n, "x": x, "sigma": sigma})
     return x
 
 
@@ -172,7 +173,7 @@ def sample_released(
     corrector_chains: int = 3,
     carry_mean: bool = True,
     generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
 ) -> torch.Tensor:
     """The released HIDD-DM loop: identity consistency towards `blurred` and per-item min-max rescaling each step."""
     return sample_pc(

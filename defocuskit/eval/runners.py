@@ -44,8 +44,8 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     if method.output != "image":
         raise EvalError(f"{path}: a '{method.name}' model estimates {method.output.replace('_', ' ')}s; eval scores images")
     try:
-        sampler_cfg = method.resolve_sampler(resolve_sampler(recipe, steps, name=sampler, sets=sets))
-        info = sampler_settings(method, sampler_cfg, recipe.objective)
+        sampler_cfg = resolve_sampler(recipe, steps, name=sampler, sets=sets).resolved()
+        info = sampler_settings(sampler_cfg, recipe.objective)
         check_tiling(method, recipe, model, tile, overlap, max_tile_pixels)
     except ValueError as exc:
         hint = (f" (--steps {steps} goes to every model with steps; give each its own with "

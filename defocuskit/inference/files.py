@@ -133,8 +133,8 @@ def deblur_files(
             raise ValueError(f"{p} and {stems[p.stem]} would both be written as {p.stem}.png; rename one")
         stems[p.stem] = p
     method, recipe, model = load_model(Path(checkpoint), device=device)
-    sampler_cfg = method.resolve_sampler(resolve_sampler(recipe, steps, name=sampler, sets=sets))
-    info = sampler_settings(method, sampler_cfg, recipe.objective)
+    sampler_cfg = resolve_sampler(recipe, steps, name=sampler, sets=sets).resolved()
+    info = sampler_settings(sampler_cfg, recipe.objective)
     if coc == "oracle":
         raise ValueError("--coc oracle reads the true CoC of synthetic shards (coc.png): use it with "
                          "`defocuskit eval`; for photographs use --coc map or --coc fnumber")

@@ -8,13 +8,15 @@ import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from defocuskit.methods.base import Method
+import torch.nn.functional as F
+
+from defocuskit.methods.base import Conditions, Method, RestoreContext
 from defocuskit.inference.tiling import (
     plan_tiling, ramp, tile_seed, tile_starts,
 )
@@ -70,14 +72,14 @@ def resolve_sampler(recipe: Recipe, steps: int | None = None, *, name: str | Non
         raise ValueError(f"sampler settings for the '{recipe.method}' model: {exc}") from None
 
 
-def sampler_settings(method: Method, sampler: Any, objective: Any = None) -> dict[str, Any]:
+def sampler_settings(sampler: Any, objective: Any = None) -> dict[str, Any]:
     """The full sampler settings as they run, with the NFE per tile and, where a scheduler sets them (and the
     recipe's `objective` is given), the timesteps visited: what deblur.json and report.json record."""
-    resolved = method.resolve_sampler(sampler)
+    resolved = sampler.resolved()
     settings = {f.name: _plain(getattr(resolved, f.name)) for f in dataclasses.fields(resolved)} \
         if dataclasses.is_dataclass(resolved) else {}
-    info = {"settings": settings, "nfe": int(method.nfe(resolved)), "needs": sorted(method.needs(resolved))}
-    timesteps = method.timesteps(resolved, objective) if objective is not None else None
+    info = {"settings": settings, "nfe": int(resolved.nfe()), "needs": sorted(resolved.needs())}
+    timesteps = resolved.timesteps(objective) if objective is not None else None
     if timesteps is not None:
         info["timesteps"] = [int(t) for t in timesteps]
     return info
@@ -101,6 +103,53 @@ def _progress(progress: Any) -> Iterator[Any]:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   transient=True) as bar:
         yield bar
+
+
+def model_channels(recipe: Recipe) -> int | None:
+    """The channels the network takes: model.channels where the method has that key (training checked it equal to
+    data.channels); None where it has none (the method takes the images as they come)."""
+    return getattr(recipe.model, "channels", None)
+
+
+def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad (replicate where the image is too small to reflect) bottom/right to a multiple of `multiple`."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+
+
+@torch.no_grad()
+def restore_batch(method: Method, model: nn.Module, blur: torch.Tensor, ctx: RestoreContext,
+                  channels: int | None = None) -> torch.Tensor:
+    """`method.restore` on a (B, C, H, W) batch in [0, 1] of any size the model can take: a one-channel model
+    (`channels`: the recipe's model.channels; None: the images') restores each colour channel as its own image (the
+    conditions repeated per channel); H and W are padded to the network's multiple (`Method.pad_multiple`) and
+    cropped back; the result has the input's device and dtype."""
+    if blur.dim() != 4:
+        raise ValueError(f"{method.name} restore: expected (B, C, H, W), got shape {tuple(blur.shape)}")
+    b, c, h, w = blur.shape
+    channels = c if channels is None else channels
+    conditions: Conditions = {k: v for k, v in (ctx.conditions or {}).items() if v is not None}
+    x = blur
+    if c != channels:
+        if channels != 1:
+            rgb = " (RGB)" if channels == 3 else ""
+            raise ValueError(f"{method.name}: a {channels}-channel model{rgb} cannot restore {c}-channel images "
+                             "(model.channels must equal data.channels)")
+        x = blur.reshape(b * c, 1, h, w)  # channel by channel, each with its sample's conditions
+        conditions = {k: v.repeat_interleave(c, dim=0) for k, v in conditions.items()}
+    param = next(model.parameters(), None)
+    if param is not None:
+        x = x.to(device=param.device, dtype=param.dtype)
+    multiple = int(method.pad_multiple(model))
+    x = _pad(x, multiple)
+    conditions = {k: _pad(v.to(device=x.device, dtype=torch.float32), multiple) for k, v in conditions.items()}
+    out = method.restore(model, x, dataclasses.replace(ctx, conditions=conditions))[..., :h, :w]
+    if c != channels:
+        out = out.reshape(b, c * out.shape[1], h, w)
+    return out.to(device=blur.device, dtype=blur.dtype)
 
 
 @torch.no_grad()
@@ -146,9 +195,9 @@ def restore_image(
         raise ValueError(f"restore_image needs an (H, W, C) image, got shape {image.shape}")
     if batch < 1:
         raise ValueError(f"batch must be positive, got {batch}")
-    sampler = method.resolve_sampler(sampler_cfg if sampler_cfg is not None else resolve_sampler(recipe, steps))
+    sampler = (sampler_cfg if sampler_cfg is not None else resolve_sampler(recipe, steps)).resolved()
     height, width, _ = image.shape
-    if "coc" in method.needs(sampler) and coc is None:
+    if "coc" in sampler.needs() and coc is None:
         raise ValueError(f"'{method.name}' with these settings needs a CoC map (conditions['coc']): "
                          "--coc map --coc-model FILE | --coc oracle | --coc fnumber")
     if coc is not None and coc.shape != (height, width):
@@ -177,9 +226,8 @@ def restore_image(
         tiles_task = bar.add_task(f"  {plan.describe()}", total=len(boxes)) if bar else None
         steps_task = bar.add_task("  steps", total=None) if bar else None
 
-        def on_step(i: int, n: int) -> None:
-            if bar is not None:
-                bar.update(steps_task, completed=i + 1, total=n)
+        def on_step(state: dict[str, Any]) -> None:
+            bar.update(steps_task, completed=state["i"] + 1, total=state["n"])
 
         try:
             for b in range(n_batches):
@@ -192,9 +240,9 @@ def restore_image(
                     maps = np.stack([coc[y : y + th, x : x + tw] for y, x in chunk])[:, None]
                     conditions = {"coc": torch.from_numpy(np.ascontiguousarray(maps, np.float32)).to(device)}
                 gen = torch.Generator(device=device).manual_seed(tile_seed(seed, b * batch))
-                cb: Callable[[int, int], None] | None = on_step if bar is not None else None
-                out = method.restore(model, blur, sampler, recipe.objective, generator=gen, callback=cb,
-                                     conditions=conditions)
+                ctx = RestoreContext(sampler, recipe.objective, gen, on_step if bar is not None else None,
+                                     conditions or {})
+                out = restore_batch(method, model, blur, ctx, model_channels(recipe))
                 out = out.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
                 if out.shape[1:3] != (th, tw):
                     raise ValueError(f"method '{method.name}' returned tiles of {out.shape[1:3]}, expected {(th, tw)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import torch
@@ -14,6 +14,12 @@ from torch import nn
 #   "coc":    samples with blur.png and coc.png (the circle-of-confusion ground truth)
 #   "map":    samples with blur.png and coc.png or blurmask.png (a binary blur map): the defocus-map estimator
 DataKind = Literal["sharp", "paired", "coc", "map"]
+# The shard members a sample must have for each kind; a tuple entry: one of these alternatives.
+Requirement = tuple[str | tuple[str, ...], ...]
+MEMBERS: dict[str, Requirement] = {
+    "sharp": ("sharp.png",), "paired": ("sharp.png", "blur.png"), "coc": ("sharp.png", "blur.png", "coc.png"),
+    "map": ("blur.png", ("coc.png", "blurmask.png")),
+}
 
 # A training batch: float tensors, images in [0, 1], shape (B, C, H, W), C = recipe data.channels:
 #   batch["sharp"], batch["blur"] (paired/coc), batch["coc"] (coc: (B, 1, H, W), pixels),
@@ -24,26 +30,76 @@ Batch = dict[str, torch.Tensor]
 #   conditions["coc"]: (B, 1, H, W) circle-of-confusion diameter in pixels (defocus map, coc.png or optics).
 Conditions = dict[str, torch.Tensor]
 
+# The sampler's progress, k-diffusion style: callback({"i": step, "n": steps, "x": ..., "sigma": ..., "denoised": ...})
+# after each step; "i" and "n" always, the tensors where the sampler has them.
+Callback = Callable[[dict[str, Any]], None]
+
+
+class Sampler:
+    """The base of every method's SamplerConfig dataclass: what running it costs and needs, as a diffusers scheduler
+    owns its timesteps. A method's sampler overrides what differs from one plain network pass."""
+
+    def resolved(self) -> Any:
+        """The config as it will run (defaults that depend on other keys filled in)."""
+        return self
+
+    def nfe(self) -> int:
+        """Network evaluations per sample path (per tile): steps x evaluations per step."""
+        return 1
+
+    def needs(self) -> frozenset[str]:
+        """The conditions (Conditions keys) restore requires with this config."""
+        return frozenset()
+
+    def timesteps(self, objective: Any) -> list[int] | None:
+        """The training timesteps the sampler visits, in order, where a scheduler sets them (recorded in deblur.json
+        and report.json); else None."""
+        return None
+
+
+@dataclass
+class RestoreContext:
+    """Everything restore gets beside the network and the images."""
+
+    sampler: Any  # the method's SamplerConfig, resolved
+    objective: Any  # the method's ObjectiveConfig (the noise schedule a sampler follows)
+    generator: torch.Generator | None = None  # the source of the sampler's noise
+    callback: Callback | None = None  # progress after each sampler step
+    conditions: Conditions = field(default_factory=dict)  # per-sample inputs beside the images (see Conditions)
+
+    def step(self, i: int, n: int, **tensors: Any) -> None:
+        """Report step i (0-based) of n to the callback, with the tensors the sampler has."""
+        if self.callback is not None:
+            self.callback({"i": i, "n": n, **tensors})
+
+
+@dataclass(frozen=True)
+class Companion:
+    """Another method's trained model file that this method's recipe names under `key` (RDDM: its defocus-map
+    estimator at model.map_checkpoint), needed to build it for training."""
+
+    key: str
+    method: str
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The network inside a DistributedDataParallel (.module) or torch.compile (._orig_mod) wrapper."""
     return getattr(model, "module", getattr(model, "_orig_mod", model))
 
 
-def _unchanged(cfg: Any) -> Any:
-    return cfg
+def _unchanged(raw: dict[str, Any]) -> dict[str, Any]:
+    return raw
 
 
-def _one_pass(cfg: Any) -> int:
-    return 1
-
-
-def _no_conditions(cfg: Any) -> frozenset[str]:
-    return frozenset()
-
-
-def _no_timesteps(sampler_cfg: Any, objective_cfg: Any) -> list[int] | None:
-    return None
+def rename_key(raw: dict[str, Any], section: str, old: str, new: str) -> dict[str, Any]:
+    """`raw` with `section.old` renamed `section.new` (for upgrade_recipe); unchanged where `old` is absent."""
+    part = raw.get(section)
+    if not isinstance(part, dict) or old not in part:
+        return raw
+    part = dict(part)
+    value = part.pop(old)
+    part.setdefault(new, value)
+    return {**raw, section: part}
 
 
 def _all_parameters(model: nn.Module, phase: str) -> list[nn.Parameter]:
@@ -62,35 +118,31 @@ class Method:
     build(model_cfg, objective_cfg, for_training) -> nn.Module
         the network(s); `for_training=False` skips loading frozen parts from other files
         (the exported .safetensors carries every weight).
-    loss(model, batch, objective_cfg) -> scalar tensor
-        the training objective; randomness from torch's global RNG (the loop reseeds it per step).
-        A method with several `phases` takes the phase as a fourth argument: loss(model, batch, cfg, phase).
+    loss(model, batch, objective_cfg, phase) -> scalar tensor
+        the training objective of `phase`; randomness from torch's global RNG (the loop reseeds it per step).
+        The batch's images have data.channels channels, which recipe validation checked against model.channels.
     phases: the optimizers, by name, each stepped once per training step in this order on the same
         micro-batches (one, "main", for most methods; "generator", "discriminator" for a GAN). Each has
         its own optimizer and LR schedule from the recipe's `optim` section, checkpointed and restored.
     phase_parameters(model, phase) -> list of parameters that phase's optimizer updates.
-    restore(model, blur, sampler_cfg, objective_cfg, generator, callback, conditions) -> tensor
-        deblurs a batch (B, C, H, W) in [0, 1]; returns the same shape, for the "deblur"
-        output of the method (an image, or a defocus map for the map estimator).
-        `callback(i, n)` reports progress over sampler steps; `conditions` are per-sample inputs
-        beside the image (see Conditions), those named by `needs`.
-    resolve_sampler(sampler_cfg) -> sampler_cfg
-        the config as it will run (defaults that depend on other keys filled in).
-    nfe(sampler_cfg) -> int
-        network evaluations per sample path (per tile): steps x evaluations per step.
-    needs(sampler_cfg) -> frozenset of condition names restore requires with this config.
-    timesteps(sampler_cfg, objective_cfg) -> the training timesteps the sampler visits, in order, where a
-        scheduler sets them (recorded in deblur.json / report.json), else None.
+    restore(model, blur, ctx: RestoreContext) -> tensor
+        deblurs a batch (B, C, H, W) in [0, 1], C the model's channels and H, W multiples of `pad_multiple`
+        (inference.restore.restore_batch adapts other inputs: one channel at a time, padded and cropped back);
+        returns (B, C_out, H, W) for the "deblur" output of the method (an image, or a defocus map).
+    SamplerConfig: a dataclass subclassing `Sampler` (its resolved, nfe, needs and timesteps).
     upgrade_recipe(raw) -> raw
-        a recipe dict read from an older model file, in today's keys.
+        a model file's recipe dict of an older version in today's keys.
+    data: the kind of shard samples it trains on; `members` the shard members they need (default: the kind's),
+        `terms` the loss terms (objective weight key, member) that only samples with that member feed.
+    companions: trained model files of other methods its recipe names (Companion), needed to train it.
+    description: what the method is, in one line naming its paper (the Hub model card says it).
     whole_image: how inference may run the network on a large input. True: in one pass over the whole
         (padded) image, as far as a memory budget allows (translation-equivariant convolutions, whose
         cost grows linearly with the pixels); False: in tiles of the training size (self-attention,
         whose cost and whose learnt context depend on the input size). Each method says why.
     pad_multiple(model) -> int
         the multiple that the network needs H and W to be (a U-Net with k downsamplings: 2**k);
-        a whole-image pass reflect-pads the image to it and crops the output back.
-    description: what the method is, in one line naming its paper (the Hub model card says it).
+        inference reflect-pads its input to it and crops the output back.
     channels_last: on a CPU, inference hands the network its input in channels-last memory format
         (oneDNN's convolutions run NHWC without reordering each layer's input; the same values to float
         rounding). True only where `tools/bench_channels_last.py` measured it faster (docs/benchmarks.md).
@@ -102,17 +154,25 @@ class Method:
     ObjectiveConfig: type
     SamplerConfig: type
     build: Callable[[Any, Any, bool], nn.Module]
-    loss: Callable[[nn.Module, Batch, Any], torch.Tensor]
-    restore: Callable[..., torch.Tensor]
+    loss: Callable[[nn.Module, Batch, Any, str], torch.Tensor]
+    restore: Callable[[nn.Module, torch.Tensor, RestoreContext], torch.Tensor]
     output: Literal["image", "defocus_map"] = "image"
     description: str = ""
-    resolve_sampler: Callable[[Any], Any] = _unchanged
-    nfe: Callable[[Any], int] = _one_pass
-    needs: Callable[[Any], frozenset[str]] = _no_conditions
     upgrade_recipe: Callable[[dict[str, Any]], dict[str, Any]] = _unchanged
-    timesteps: Callable[[Any, Any], list[int] | None] = _no_timesteps
     phases: tuple[str, ...] = ("main",)
     phase_parameters: Callable[[nn.Module, str], list[nn.Parameter]] = _all_parameters
+    members: Requirement | None = None
+    terms: tuple[tuple[str, str], ...] = ()
+    companions: tuple[Companion, ...] = ()
     whole_image: bool = False
     pad_multiple: Callable[[nn.Module], int] = model_multiple
     channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if not issubclass(self.SamplerConfig, Sampler):
+            raise TypeError(f"method '{self.name}': its SamplerConfig must subclass methods.base.Sampler")
+
+    @property
+    def required_members(self) -> Requirement:
+        """The shard members a training sample must have."""
+        return self.members if self.members is not None else MEMBERS[self.data]

@@ -16,12 +16,11 @@ batch's sharp images rolled by one), so the model never sees a blur with its own
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
-from defocuskit.methods.base import Batch, Conditions, Method, unwrap
+from defocuskit.methods.base import Batch, Method, RestoreContext, Sampler, unwrap
 from defocuskit.models.cyclegan import CycleGAN
 
 PHASES = ("generator", "discriminator")
@@ -51,7 +50,7 @@ class ObjectiveConfig:
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(Sampler):
     """One generator pass: nothing to choose."""
 
 
@@ -75,28 +74,16 @@ def phase_parameters(model: nn.Module, phase: str) -> list[nn.Parameter]:
 def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str) -> torch.Tensor:
     """The phase's loss, computed in the model's forward (so that DDP synchronises its gradients)."""
     blur, sharp = batch["blur"], batch["sharp"]
-    if blur.shape[1] != unwrap(model).channels:
-        raise ValueError(f"cyclegan: images have {blur.shape[1]} channels but model.channels is "
-                         f"{unwrap(model).channels} (set it equal to data.channels)")
     if objective_cfg.unpaired and sharp.shape[0] > 1:
         sharp = sharp.roll(1, dims=0)
     return model(blur, sharp, phase)
 
 
 @torch.no_grad()
-def restore(
-    model: nn.Module,
-    blur: torch.Tensor,
-    sampler_cfg: SamplerConfig,
-    objective_cfg: ObjectiveConfig,
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
-    conditions: Conditions | None = None,
-) -> torch.Tensor:
+def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.Tensor:
     """G_blur2sharp, one pass, any size, clamped to [0, 1]."""
     out = unwrap(model).deblur(blur)
-    if callback is not None:
-        callback(0, 1)
+    ctx.step(0, 1)
     return out
 
 

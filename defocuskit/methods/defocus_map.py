@@ -10,13 +10,12 @@ each term a mean over its own samples; a term without samples in the batch is 0 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defocuskit.methods.base import Batch, Conditions, Method
+from defocuskit.methods.base import Batch, Method, RestoreContext, Sampler
 from defocuskit.models.defocus_map import DefocusMapEstimator
 
 
@@ -55,7 +54,7 @@ class ObjectiveConfig:
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(Sampler):
     """The estimator runs one forward pass: nothing to choose."""
 
 
@@ -130,26 +129,17 @@ def loss_terms(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -
     return terms
 
 
-def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
+def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
     """coc_weight * CoC L1/Charbonnier + blur_weight * blur BCE with logits (see `loss_terms`)."""
     terms = loss_terms(model, batch, objective_cfg)
     return objective_cfg.coc_weight * terms["coc"] + objective_cfg.blur_weight * terms["blur"]
 
 
 @torch.no_grad()
-def restore(
-    model: nn.Module,
-    blur: torch.Tensor,
-    sampler_cfg: SamplerConfig,
-    objective_cfg: ObjectiveConfig,
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
-    conditions: Conditions | None = None,
-) -> torch.Tensor:
+def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.Tensor:
     """The defocus map (B, 1, H, W) in pixels of circle-of-confusion diameter."""
     coc = model(_rgb(blur))
-    if callback is not None:
-        callback(0, 1)
+    ctx.step(0, 1)
     return coc
 
 
@@ -167,6 +157,8 @@ METHOD = Method(
     loss=loss,
     restore=restore,
     output="defocus_map",
+    # each loss term learns from the samples that have its member: the shards must feed every weighted term
+    terms=(("objective.coc_weight", "coc.png"), ("objective.blur_weight", "blurmask.png")),
     # SegFormer's efficient attention: memory grows with (HW)^2 / R^2: tiles of the training size
     whole_image=False,
 )

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defocuskit.methods.base import Batch, Conditions, Method, unwrap
+from defocuskit.methods.base import Batch, Method, RestoreContext, Sampler, unwrap
 from defocuskit.models.dncnn import DnCNN
 
 
@@ -50,7 +49,7 @@ class ObjectiveConfig:
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(Sampler):
     """DnCNN runs one forward pass: nothing to choose."""
 
 
@@ -70,51 +69,20 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def per_channel(blur: torch.Tensor, channels: int, name: str) -> torch.Tensor:
-    """`blur` as the network's input: unchanged, or each colour channel as its own item for a 1-channel model."""
-    b, c, h, w = blur.shape
-    if c == channels:
-        return blur
-    if channels == 1:
-        return blur.reshape(b * c, 1, h, w)
-    raise ValueError(f"{name}: a {channels}-channel model cannot restore {c}-channel images "
-                     f"(model.channels must equal data.channels)")
-
-
-def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
+def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
     """MSE between the restored and the sharp image, equal to the MSE of R(blur) against blur - sharp."""
-    net = unwrap(model)
-    if batch["blur"].shape[1] != net.channels:
-        raise ValueError(f"dncnn: images have {batch['blur'].shape[1]} channels but model.channels is "
-                         f"{net.channels} (set it equal to data.channels)")
     # ||(y - R(y)) - x||^2 = ||R(y) - (y - x)||^2: the paper's residual loss (Eq. 1), as a mean (see ObjectiveConfig)
     return F.mse_loss(model(batch["blur"]), batch["sharp"])
 
 
 @torch.no_grad()
-def restore(
-    model: nn.Module,
-    blur: torch.Tensor,
-    sampler_cfg: SamplerConfig,
-    objective_cfg: ObjectiveConfig,
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
-    conditions: Conditions | None = None,
-) -> torch.Tensor:
-    """One forward pass, BatchNorm in eval mode, clamped to [0, 1]; any size, same shape and dtype back.
-
-    A 1-channel model restores each colour channel of a colour image as its own image.
-    """
-    if blur.dim() != 4:
-        raise ValueError(f"dncnn restore: expected (B, C, H, W), got shape {tuple(blur.shape)}")
+def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.Tensor:
+    """One forward pass, BatchNorm in eval mode, clamped to [0, 1]."""
     net = unwrap(model)
-    x = per_channel(blur, net.channels, "dncnn")
-    param = next(net.parameters())
     with eval_mode(net):  # BN with its running statistics (the exported file carries them as buffers)
-        out = net(x.to(device=param.device, dtype=param.dtype)).clamp(0.0, 1.0)
-    if callback is not None:
-        callback(0, 1)
-    return out.reshape(blur.shape).to(device=blur.device, dtype=blur.dtype)
+        out = net(blur).clamp(0.0, 1.0)
+    ctx.step(0, 1)
+    return out
 
 
 METHOD = Method(

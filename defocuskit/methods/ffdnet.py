@@ -11,7 +11,7 @@ synthetic shards); at restore `conditions["coc"]` supplies it, which `deblur` an
 map input). The method's data kind stays "coc" either way (the kind is fixed per method), so such a
 model still trains on shards that carry coc.png; it simply ignores the map.
 
-`needs(sampler_cfg)` sees only the sampler section, so the sampler carries `level_map` too: null (the
+`SamplerConfig.needs()` sees only the sampler section, so the sampler carries `level_map` too: null (the
 default) means "as the model was trained" and is filled in from `model.level_map` when a model file is
 read (`upgrade_recipe`); `sampler.level_map: none` runs a CoC-trained model with a zero map.
 """
@@ -19,13 +19,13 @@ read (`upgrade_recipe`); `sampler.level_map: none` runs a CoC-trained model with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defocuskit.methods.base import Batch, Conditions, Method, unwrap
+from defocuskit.methods.base import Batch, Method, RestoreContext, Sampler, unwrap
 from defocuskit.methods.dncnn import eval_mode
 from defocuskit.models.ffdnet import FFDNet
 
@@ -67,7 +67,7 @@ class ObjectiveConfig:
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(Sampler):
     """One forward pass; `level_map` says what the map input is fed at restore."""
 
     level_map: str | None = None  # None: as the model was trained (model.level_map) | coc | none (zero map)
@@ -75,6 +75,10 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         if self.level_map is not None and self.level_map not in LEVEL_MAPS:
             raise ValueError(f"sampler.level_map: '{self.level_map}' is not one of {', '.join(LEVEL_MAPS)} (or null)")
+
+    def needs(self) -> frozenset[str]:
+        """{"coc"} unless the level map is fed zeros (sampler.level_map none, filled from model.level_map)."""
+        return frozenset() if self.level_map == "none" else frozenset({"coc"})
 
 
 class CocFFDNet(FFDNet):
@@ -104,11 +108,6 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     return CocFFDNet(model_cfg)
 
 
-def needs(cfg: SamplerConfig) -> frozenset[str]:
-    """{"coc"} unless the level map is fed zeros (sampler.level_map none, filled from model.level_map)."""
-    return frozenset() if cfg.level_map == "none" else frozenset({"coc"})
-
-
 def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
     """A model file's recipe with sampler.level_map null filled from model.level_map (what restore will feed)."""
     sampler = dict(raw.get("sampler") or {})
@@ -117,13 +116,10 @@ def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "sampler": sampler}
 
 
-def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
+def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
     """MSE of the restored image (given the blurred image and its level map) against the sharp image."""
     net = unwrap(model)
     blur = batch["blur"]
-    if blur.shape[1] != net.channels:
-        raise ValueError(f"ffdnet: images have {blur.shape[1]} channels but model.channels is {net.channels} "
-                         "(set it equal to data.channels)")
     if net.level_map == "coc" and "coc" not in batch:
         raise ValueError("ffdnet: the batch has no 'coc' (it trains on shards with coc.png: data kind 'coc')")
     level = net.level(batch.get("coc"), blur)
@@ -131,42 +127,22 @@ def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torc
 
 
 @torch.no_grad()
-def restore(
-    model: nn.Module,
-    blur: torch.Tensor,
-    sampler_cfg: SamplerConfig,
-    objective_cfg: ObjectiveConfig,
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
-    conditions: Conditions | None = None,
-) -> torch.Tensor:
+def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.Tensor:
     """One forward pass, BatchNorm in eval mode, clamped to [0, 1]; any size, same shape and dtype back.
 
-    `conditions["coc"]` (B, 1, H, W), pixels, feeds the level map unless it is fed zeros. A 1-channel
-    model restores each colour channel as its own image, with the same CoC map.
+    `ctx.conditions["coc"]` (B, 1, H, W), pixels, feeds the level map unless it is fed zeros.
     """
-    if blur.dim() != 4:
-        raise ValueError(f"ffdnet restore: expected (B, C, H, W), got shape {tuple(blur.shape)}")
     net = unwrap(model)
-    feed = sampler_cfg.level_map or net.level_map
+    feed = ctx.sampler.level_map or net.level_map
     if feed == "coc" and net.level_map == "none":
         raise ValueError("ffdnet: this model was trained without a level map (model.level_map=none); "
                          "sampler.level_map=coc cannot feed it a CoC map")
-    b, c, h, w = blur.shape
-    coc = (conditions or {}).get("coc") if feed == "coc" else None
+    coc = ctx.conditions.get("coc") if feed == "coc" else None
     level = net.level(coc, blur, feed)  # checks presence and shape against the images
-    x = blur
-    if c != net.channels:
-        if net.channels != 1:
-            raise ValueError(f"ffdnet: a {net.channels}-channel model cannot restore {c}-channel images "
-                             "(model.channels must equal data.channels)")
-        x, level = x.reshape(b * c, 1, h, w), level.repeat_interleave(c, dim=0)  # channel by channel
-    param = next(net.parameters())
     with eval_mode(net):  # BN with its running statistics (the exported file carries them as buffers)
-        out = net(x.to(device=param.device, dtype=param.dtype), level.to(device=param.device, dtype=param.dtype))
-    if callback is not None:
-        callback(0, 1)
-    return out.clamp(0.0, 1.0).reshape(blur.shape).to(device=blur.device, dtype=blur.dtype)
+        out = net(blur, level.to(blur))
+    ctx.step(0, 1)
+    return out.clamp(0.0, 1.0)
 
 
 METHOD = Method(
@@ -181,7 +157,6 @@ METHOD = Method(
     build=build,
     loss=loss,
     restore=restore,
-    needs=needs,
     upgrade_recipe=upgrade_recipe,
     whole_image=True,  # pixel unshuffle + 3x3 convolutions: any even size (odd sizes padded by one)
     pad_multiple=lambda model: 2,  # the 2x2 pixel unshuffle

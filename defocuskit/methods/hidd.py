@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from defocuskit.diffusion.consistency import DataConsistency, identity_consistency, physics_consistency
@@ -19,7 +18,7 @@ from defocuskit.diffusion.fast_sampler import fast_sigmas, sample_fast
 from defocuskit.diffusion.pc_sampler import nfe_per_step, randn_like, sample_pc, sample_released
 from defocuskit.diffusion.vesde import dsm_loss, reverse_sigmas
 from defocuskit.imaging.lens_blur import DefocusOperator
-from defocuskit.methods.base import Batch, Conditions, Method, unwrap
+from defocuskit.methods.base import Batch, Method, RestoreContext, Sampler
 from defocuskit.models.ncsnpp import NCSNpp
 
 
@@ -48,7 +47,7 @@ DEFAULT_STEPS = {"released": 1000, "pc": 1000, "fast": 40}  # paper: 1000 steps;
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(Sampler):
     """The deblurring sampler: `name` picks one of SAMPLERS; the other keys configure it (unused ones are ignored)."""
 
     name: str = "pc"  # released (HIDD-DM as published; reproduction only) | pc | fast
@@ -93,23 +92,20 @@ class SamplerConfig:
             if not ok:
                 raise ValueError(f"sampler.{key}: out of range ({getattr(self, key)!r})")
 
+    def resolved(self) -> SamplerConfig:
+        """The config with `steps` filled in from the named sampler's default."""
+        return self if self.steps is not None else dataclasses.replace(self, steps=DEFAULT_STEPS[self.name])
 
-def resolve_sampler(cfg: SamplerConfig) -> SamplerConfig:
-    """The config with `steps` filled in from the named sampler's default."""
-    return cfg if cfg.steps is not None else dataclasses.replace(cfg, steps=DEFAULT_STEPS[cfg.name])
+    def nfe(self) -> int:
+        """Network evaluations per sample path (per tile and channel): steps x evaluations per step."""
+        cfg = self.resolved()
+        if cfg.name == "fast":
+            return int(cfg.steps)
+        return int(cfg.steps) * nfe_per_step(cfg.predictor, cfg.corrector, cfg.corrector_chains)
 
-
-def nfe(cfg: SamplerConfig) -> int:
-    """Network evaluations per sample path (per tile and channel): steps x evaluations per step."""
-    cfg = resolve_sampler(cfg)
-    if cfg.name == "fast":
-        return int(cfg.steps)
-    return int(cfg.steps) * nfe_per_step(cfg.predictor, cfg.corrector, cfg.corrector_chains)
-
-
-def needs(cfg: SamplerConfig) -> frozenset[str]:
-    """Per-sample conditions the sampler needs: a CoC map for physics consistency."""
-    return frozenset({"coc"}) if cfg.consistency == "physics" else frozenset()
+    def needs(self) -> frozenset[str]:
+        """Per-sample conditions the sampler needs: a CoC map for physics consistency."""
+        return frozenset({"coc"}) if self.consistency == "physics" else frozenset()
 
 
 def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
@@ -143,22 +139,13 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     )
 
 
-def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
+def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
     """Denoising score matching on the sharp images."""
     if "sharp" not in batch:
         raise KeyError("hidd loss: the batch has no 'sharp' images")
     return dsm_loss(
         model, batch["sharp"], objective_cfg.sigma_min, objective_cfg.sigma_max, reduce_mean=objective_cfg.reduce_mean
     )
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, int, int]:
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, h, w
 
 
 def _consistency(cfg: SamplerConfig, blurred: torch.Tensor, coc: torch.Tensor | None) -> DataConsistency:
@@ -170,60 +157,27 @@ def _consistency(cfg: SamplerConfig, blurred: torch.Tensor, coc: torch.Tensor | 
     return physics_consistency(blurred, operator, cfg.cg_steps, cfg.linear_light)
 
 
-def restore(
-    model: nn.Module,
-    blur: torch.Tensor,
-    sampler_cfg: SamplerConfig,
-    objective_cfg: ObjectiveConfig,
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
-    conditions: Conditions | None = None,
-) -> torch.Tensor:
+def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.Tensor:
     """Deblur (B, C, H, W) images in [0, 1] with the named sampler; returns the same shape, clamped to [0, 1].
-
-    A one-channel model deblurs each colour channel as its own batch item (with the same CoC map).
-    Sizes that are not a multiple of the network's 2 ** (levels - 1) are reflect-padded on the
-    bottom/right and cropped back afterwards. `conditions["coc"]` (B, 1, H, W), pixels, feeds
-    physics consistency.
-    """
-    if blur.dim() != 4:
-        raise ValueError(f"hidd restore: expected (B, C, H, W), got shape {tuple(blur.shape)}")
-    cfg = resolve_sampler(sampler_cfg)
-    net = unwrap(model)
-    channels = getattr(net, "channels", blur.shape[1])
-    b, c, _, _ = blur.shape
-    coc = (conditions or {}).get("coc")
-    if c == channels:
-        x = blur
-    elif channels == 1:
-        x = blur.reshape(b * c, 1, *blur.shape[-2:])  # channel by channel
-        coc = coc.repeat_interleave(c, dim=0) if coc is not None else None
-    else:
-        raise ValueError(f"hidd restore: a {channels}-channel model cannot deblur {c}-channel images")
-    param = next(model.parameters(), None)
-    if param is not None:
-        x = x.to(device=param.device, dtype=param.dtype)
-    multiple = getattr(net, "multiple", 1)
-    X, h, w = _pad_to_multiple(x, multiple)
-    if coc is not None:
-        coc = _pad_to_multiple(coc.to(device=X.device, dtype=torch.float32), multiple)[0]
-    common = dict(generator=generator, callback=callback)
+    `ctx.conditions["coc"]` (B, 1, H, W), pixels, feeds physics consistency."""
+    cfg = ctx.sampler.resolved()
+    X, coc = blur, ctx.conditions.get("coc")
+    common = dict(generator=ctx.generator, callback=ctx.callback)
     if cfg.name == "fast":
-        sigmas = fast_sigmas(cfg.steps, cfg.sigma_start, objective_cfg.sigma_min, device=X.device)
-        start = X + cfg.sigma_start * randn_like(X, generator)  # CCDF / SDEdit warm start
+        sigmas = fast_sigmas(cfg.steps, cfg.sigma_start, ctx.objective.sigma_min, device=X.device)
+        start = X + cfg.sigma_start * randn_like(X, ctx.generator)  # CCDF / SDEdit warm start
         out = sample_fast(model, start, sigmas, consistency=_consistency(cfg, X, coc), dc_sigma=cfg.dc_sigma,
                           zeta=cfg.zeta, **common)
     else:
-        sigmas = reverse_sigmas(cfg.steps, objective_cfg.sigma_min, objective_cfg.sigma_max, device=X.device)
-        start = sigmas[0] * randn_like(X, generator)  # HIDD-DM: sde.prior_sampling, pure noise
+        sigmas = reverse_sigmas(cfg.steps, ctx.objective.sigma_min, ctx.objective.sigma_max, device=X.device)
+        start = sigmas[0] * randn_like(X, ctx.generator)  # HIDD-DM: sde.prior_sampling, pure noise
         pc = dict(weights=cfg.weights, snr=cfg.snr, predictor=cfg.predictor, corrector=cfg.corrector,
                   corrector_chains=cfg.corrector_chains, carry_mean=cfg.carry_mean, **common)
         if cfg.name == "released":
             out = sample_released(model, start, sigmas, blurred=X, **pc)
         else:
             out = sample_pc(model, start, sigmas, consistency=_consistency(cfg, X, coc), **pc)
-    out = out[..., :h, :w].clamp(0.0, 1.0)
-    return out.reshape(b, c, h, w).to(device=blur.device, dtype=blur.dtype)
+    return out.clamp(0.0, 1.0)
 
 
 METHOD = Method(
@@ -240,9 +194,6 @@ METHOD = Method(
     build=build,
     loss=loss,
     restore=restore,
-    resolve_sampler=resolve_sampler,
-    nfe=nfe,
-    needs=needs,
     upgrade_recipe=upgrade_recipe,
     # NCSN++ has self-attention at a fixed level: on a larger input it attends over more than it was trained
     # on, at a quadratic cost; the paper samples 256x256 images: tiles of the training size

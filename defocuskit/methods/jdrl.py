@@ -23,14 +23,14 @@ optimizer steps.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from defocuskit.imaging.flow import PRESETS
-from defocuskit.methods.base import Batch, Conditions, Method, unwrap
+from defocuskit.methods.base import Batch, Method, RestoreContext, Sampler, rename_key, unwrap
 from defocuskit.models.jdrl import JDRL, KERNEL_NORMS, DeblurNet, ReblurModule
 
 
@@ -38,7 +38,7 @@ from defocuskit.models.jdrl import JDRL, KERNEL_NORMS, DeblurNet, ReblurModule
 class ModelConfig:
     """Defaults: the released sizes (model_deblur.py, kpn.py); the map estimator and fusion are this port's."""
 
-    image_channels: int = 3  # must equal data.channels
+    channels: int = 3  # must equal data.channels
     widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])  # VGG_Deblur encoder
     dropout: float = 0.4  # drop4, drop5 of VGG_Deblur
     dropout_levels: int = 2
@@ -65,7 +65,7 @@ class ObjectiveConfig:
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(Sampler):
     """JDRL deblurs in one forward pass of the deblurring network: nothing to choose."""
 
 
@@ -85,16 +85,10 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     m = model_cfg
     if m.kernel_norm not in KERNEL_NORMS:
         raise ValueError(f"model.kernel_norm: '{m.kernel_norm}' is not one of {', '.join(KERNEL_NORMS)}")
-    deblur = DeblurNet(m.image_channels, m.widths, m.dropout, m.dropout_levels, m.map_channels, m.map_blocks,
+    deblur = DeblurNet(m.channels, m.widths, m.dropout, m.dropout_levels, m.map_channels, m.map_blocks,
                        m.fusion_channels, m.global_residual)
-    reblur = ReblurModule(m.image_channels, m.reblur_channels, m.reblur_blocks, m.kernel_sizes, m.kernel_norm)
+    reblur = ReblurModule(m.channels, m.reblur_channels, m.reblur_blocks, m.kernel_sizes, m.kernel_norm)
     return JDRL(deblur, reblur)
-
-
-def _check_channels(net: JDRL, blur: torch.Tensor) -> None:
-    if blur.shape[1] != net.deblur.in_ch:
-        raise ValueError(f"jdrl: images have {blur.shape[1]} channels but model.image_channels is "
-                         f"{net.deblur.in_ch} (set it equal to data.channels)")
 
 
 def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -107,12 +101,11 @@ def in_reblur_stage(model: nn.Module, objective_cfg: ObjectiveConfig) -> bool:
     return int(unwrap(model).step) >= objective_cfg.reblur_start_step
 
 
-def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
+def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
     """Stage 1: Charbonnier against the flow-warped sharp image; stage 2: masked two-way flow loss
     + reblur_weight x reblur loss + map_weight x blur-map loss (see the module docstring)."""
     net = unwrap(model)
     blur, sharp = batch["blur"], batch["sharp"]
-    _check_channels(net, blur)
     o = objective_cfg
     stage2 = in_reblur_stage(net, o)
     out = model(blur, sharp, stage2, o.flow_preset, o.mask == "fb")
@@ -130,22 +123,17 @@ def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torc
 
 
 @torch.no_grad()
-def restore(
-    model: nn.Module,
-    blur: torch.Tensor,
-    sampler_cfg: SamplerConfig,
-    objective_cfg: ObjectiveConfig,
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
-    conditions: Conditions | None = None,
-) -> torch.Tensor:
+def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.Tensor:
     """One pass of the deblurring network (any size: padded and cropped back), clamped to [0, 1]."""
     net = unwrap(model)
-    _check_channels(net, blur)
     out = net.deblur(blur)[0].clamp(0, 1)
-    if callback is not None:
-        callback(0, 1)
+    ctx.step(0, 1)
     return out
+
+
+def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
+    """A recipe of defocuskit 0.1 (model.image_channels) in today's keys (model.channels)."""
+    return rename_key(raw, "model", "image_channels", "channels")
 
 
 METHOD = Method(
@@ -161,6 +149,7 @@ METHOD = Method(
     build=build,
     loss=loss,
     restore=restore,
+    upgrade_recipe=upgrade_recipe,
     whole_image=True,  # a convolutional U-Net with a convolutional map estimator: any size
     channels_last=True,  # CPU: 1.3-1.6x (tiny) / 1.2-1.3x (paper size) faster, tools/bench_channels_last.py
     pad_multiple=lambda model: unwrap(model).deblur.multiple,  # 2**(levels - 1) max-poolings

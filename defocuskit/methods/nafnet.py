@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
-
+from typing import Any
 import torch
 from torch import nn
 
-from defocuskit.methods.base import Batch, Conditions, Method, unwrap
+from defocuskit.methods.base import Batch, Method, RestoreContext, Sampler, rename_key, unwrap
 from defocuskit.models.nafnet import NAFNet, psnr_loss
 
 
@@ -16,7 +15,7 @@ from defocuskit.models.nafnet import NAFNet, psnr_loss
 class ModelConfig:
     """Defaults: NAFNet-width64 of the paper's GoPro model (67.9 M parameters)."""
 
-    image_channels: int = 3  # must equal data.channels
+    channels: int = 3  # must equal data.channels
     width: int = 64
     enc_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 28])
     middle_blocks: int = 1
@@ -29,7 +28,7 @@ class ObjectiveConfig:
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(Sampler):
     """NAFNet runs one forward pass: nothing to choose."""
 
 
@@ -40,22 +39,12 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     """The NAFNet U-Net with a global residual (restores blur -> sharp)."""
     if objective_cfg.loss not in _LOSSES:
         raise ValueError(f"objective.loss: '{objective_cfg.loss}' is not one of {', '.join(_LOSSES)}")
-    c = model_cfg.image_channels
+    c = model_cfg.channels
     return NAFNet(c, c, model_cfg.width, model_cfg.enc_blocks, model_cfg.middle_blocks, model_cfg.dec_blocks)
 
 
-def _check_channels(model: nn.Module, blur: torch.Tensor) -> None:
-    model = unwrap(model)
-    if blur.shape[1] != model.in_ch:
-        raise ValueError(
-            f"nafnet: images have {blur.shape[1]} channels but model.image_channels is {model.in_ch}"
-            " (set it equal to data.channels)"
-        )
-
-
-def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
+def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
     """PSNR loss (or L1) of the restored image against the sharp one."""
-    _check_channels(model, batch["blur"])
     pred = model(batch["blur"])
     if objective_cfg.loss == "l1":
         return (pred - batch["sharp"]).abs().mean()
@@ -63,26 +52,21 @@ def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torc
 
 
 @torch.no_grad()
-def restore(
-    model: nn.Module,
-    blur: torch.Tensor,
-    sampler_cfg: SamplerConfig,
-    objective_cfg: ObjectiveConfig,
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
-    conditions: Conditions | None = None,
-) -> torch.Tensor:
+def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.Tensor:
     """One forward pass, clamped to [0, 1]."""
-    _check_channels(model, blur)
     out = model(blur).clamp(0, 1)
-    if callback is not None:
-        callback(0, 1)
+    ctx.step(0, 1)
     return out
 
 
 def pad_multiple(model: nn.Module) -> int:
     """2**levels: the U-Net halves the resolution once per encoder level."""
     return 2 ** unwrap(model).levels
+
+
+def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
+    """A recipe of defocuskit 0.1 (model.image_channels) in today's keys (model.channels)."""
+    return rename_key(raw, "model", "image_channels", "channels")
 
 
 METHOD = Method(
@@ -102,4 +86,5 @@ METHOD = Method(
     whole_image=True,
     channels_last=True,  # CPU: 2.1-3.0x (tiny) / 1.7-1.9x (paper size) faster, tools/bench_channels_last.py
     pad_multiple=pad_multiple,
+    upgrade_recipe=upgrade_recipe,
 )

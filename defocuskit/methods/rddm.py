@@ -18,7 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ from defocuskit.diffusion.ddim_residual import (
 )
 from defocuskit.config.typed import RecipeError, build_dataclass
 from defocuskit.methods import defocus_map
-from defocuskit.methods.base import Batch, Conditions, Method, unwrap
+from defocuskit.methods.base import Batch, Companion, Method, RestoreContext, Sampler, rename_key, unwrap
 from defocuskit.models.nafnet import psnr_loss
 from defocuskit.io.modelfile import read_model_file
 from defocuskit.models.rddm import RDDM, PreDeblur, ResidualDenoiser, SemanticEncoder, build_resnet
@@ -44,7 +44,7 @@ class ModelConfig:
     map_model: defocus_map.ModelConfig | None = None  # the estimator's architecture (copied from map_checkpoint)
     map_head: str = "coc"  # "coc" (CoC regression) or "blur" (blur-detection logit; the release's map)
     map_normalize: str = "scale"  # "scale", "minmax_image" or "minmax_batch" (released max_min_normalize)
-    image_channels: int = 3  # RGB only (ResNet guidance)
+    channels: int = 3  # RGB only (ResNet guidance)
     pre_width: int = 32
     pre_enc_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 6])
     pre_middle_blocks: int = 1
@@ -76,7 +76,7 @@ class ObjectiveConfig:
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(Sampler):
     steps: int = 2  # DDIM steps, 1-4
     eta: float = 0.0
     timestep_spacing: str = "leading"  # diffusers' default, as released: [650, 0] for 2 steps
@@ -87,6 +87,16 @@ class SamplerConfig:
             raise ValueError(f"sampler.steps: RDDM samples in 1 to {MAX_STEPS} steps, got {self.steps}")
         if self.timestep_spacing not in ("leading", "trailing", "linspace"):
             raise ValueError(f"sampler.timestep_spacing: '{self.timestep_spacing}' is not leading, trailing or linspace")
+
+    def nfe(self) -> int:
+        """One denoiser evaluation per DDIM step (plus the one-pass pre-deblur)."""
+        return int(self.steps)
+
+    def timesteps(self, objective: ObjectiveConfig) -> list[int]:
+        """The DDIM timesteps the sampler visits for `steps` (diffusers' DDIMScheduler.set_timesteps)."""
+        scheduler = make_scheduler(schedule_of(objective, self))
+        scheduler.set_timesteps(self.steps)
+        return [int(t) for t in scheduler.timesteps]
 
 
 def schedule_of(objective_cfg: ObjectiveConfig, sampler_cfg: SamplerConfig | None = None) -> ResidualSchedule:
@@ -99,13 +109,6 @@ def schedule_of(objective_cfg: ObjectiveConfig, sampler_cfg: SamplerConfig | Non
         timestep_spacing=sampler_cfg.timestep_spacing,
         clip_sample=sampler_cfg.clip_sample,
     )
-
-
-def timesteps(sampler_cfg: SamplerConfig, objective_cfg: ObjectiveConfig) -> list[int]:
-    """The DDIM timesteps the sampler visits for `sampler_cfg.steps` (diffusers' DDIMScheduler.set_timesteps)."""
-    scheduler = make_scheduler(schedule_of(objective_cfg, sampler_cfg))
-    scheduler.set_timesteps(sampler_cfg.steps)
-    return [int(t) for t in scheduler.timesteps]
 
 
 def _map_config_of(cfg: defocus_map.ModelConfig) -> defocus_map.ModelConfig:
@@ -146,8 +149,8 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     """The RDDM networks. For training, the map estimator is loaded frozen from `map_checkpoint` and its
     architecture recorded in `model_cfg.map_model` (the one side effect, so the run's recipe carries it);
     otherwise it is built from `map_model` and its weights come with the RDDM file."""
-    if model_cfg.image_channels != 3:
-        raise ValueError(f"model.image_channels: RDDM works on RGB (3), got {model_cfg.image_channels}")
+    if model_cfg.channels != 3:
+        raise ValueError(f"model.channels: RDDM works on RGB (3), got {model_cfg.channels}")
     if for_training:
         if not model_cfg.map_checkpoint:
             raise ValueError("model.map_checkpoint: RDDM needs a trained defocus-map estimator (.safetensors)")
@@ -164,7 +167,7 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
             raise ValueError("model.map_model: missing, so the map estimator's architecture is unknown")
         estimator = defocus_map.build(_map_config_of(model_cfg.map_model), defocus_map.ObjectiveConfig(), False)
     pre = PreDeblur(
-        model_cfg.image_channels,
+        model_cfg.channels,
         model_cfg.pre_width,
         model_cfg.pre_enc_blocks,
         model_cfg.pre_middle_blocks,
@@ -182,7 +185,7 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     )
     semantic = SemanticEncoder(resnet, model_cfg.resnet_trainable)
     denoiser = ResidualDenoiser(
-        model_cfg.image_channels,
+        model_cfg.channels,
         model_cfg.width,
         model_cfg.enc_blocks,
         model_cfg.middle_blocks,
@@ -209,18 +212,12 @@ def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
             f"this RDDM model has defocuskit's earlier RDDM layout (model.{old[0]}), from before the port "
             "followed the released code; retrain it with recipes/rddm.yaml"
         )
-    return raw
+    return rename_key(raw, "model", "image_channels", "channels")  # defocuskit 0.1: model.image_channels
 
 
-def _check_rgb(blur: torch.Tensor) -> None:
-    if blur.shape[1] != 3:
-        raise ValueError(f"rddm: images have {blur.shape[1]} channels; RDDM needs RGB (data.channels: 3)")
-
-
-def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torch.Tensor:
+def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
     """PSNRLoss(predicted residual, sharp - pre) (+ pre_weight * PSNRLoss(pre, sharp))."""
     blur, sharp = batch["blur"], batch["sharp"]
-    _check_rgb(blur)
     t = sample_timesteps(sharp.shape[0], schedule_of(objective_cfg), sharp.device)
     noise = torch.randn_like(sharp)
     pre, r0_hat, r0 = model(blur, sharp, t, noise)
@@ -231,20 +228,11 @@ def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -> torc
 
 
 @torch.no_grad()
-def restore(
-    model: nn.Module,
-    blur: torch.Tensor,
-    sampler_cfg: SamplerConfig,
-    objective_cfg: ObjectiveConfig,
-    generator: torch.Generator | None = None,
-    callback: Callable[[int, int], None] | None = None,
-    conditions: Conditions | None = None,
-) -> torch.Tensor:
-    """Map -> pre-deblur -> map of the pre-deblurred image -> DDIM residual in sampler_cfg.steps steps
+def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.Tensor:
+    """Map -> pre-deblur -> map of the pre-deblurred image -> DDIM residual in ctx.sampler.steps steps
     -> pre + residual, clamped to [0, 1]."""
-    if not 1 <= sampler_cfg.steps <= MAX_STEPS:
-        raise ValueError(f"sampler.steps: RDDM samples in 1 to {MAX_STEPS} steps, got {sampler_cfg.steps}")
-    _check_rgb(blur)
+    if not 1 <= ctx.sampler.steps <= MAX_STEPS:
+        raise ValueError(f"sampler.steps: RDDM samples in 1 to {MAX_STEPS} steps, got {ctx.sampler.steps}")
     rddm: RDDM = unwrap(model)
     pre, cond = rddm.condition(blur)
     features = rddm.semantic(pre)  # does not depend on the step: computed once
@@ -252,9 +240,9 @@ def restore(
     def denoiser(r_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return rddm.denoiser(r_t, t, c, features)
 
-    schedule = schedule_of(objective_cfg, sampler_cfg)
+    schedule = schedule_of(ctx.objective, ctx.sampler)
     residual = sample_residual_ddim(
-        denoiser, cond, tuple(pre.shape), sampler_cfg.steps, sampler_cfg.eta, generator, callback, schedule
+        denoiser, cond, tuple(pre.shape), ctx.sampler.steps, ctx.sampler.eta, ctx.generator, ctx.callback, schedule
     )
     return (pre + residual).clamp(0, 1)
 
@@ -279,8 +267,7 @@ METHOD = Method(
     build=build,
     loss=loss,
     restore=restore,
-    nfe=lambda cfg: int(cfg.steps),  # one denoiser evaluation per DDIM step (plus the one-pass pre-deblur)
-    timesteps=timesteps,
+    companions=(Companion("model.map_checkpoint", "defocus-map"),),  # the frozen estimator it trains with
     upgrade_recipe=upgrade_recipe,
     # the release tests whole DPDD frames; its map normalisation (minmax_*) and channel attention pool over the
     # whole input, so tiles change the result. The estimator's efficient attention bounds the size (--max-tile-pixels)

@@ -62,7 +62,8 @@ def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
 
 
 def resolve_recipe(raw: dict[str, Any]) -> Recipe:
-    """Turn a plain dict into a typed Recipe, with the method's own sections."""
+    """Turn a plain dict into a typed Recipe with the method's own sections. (A model file's recipe of an older
+    version: `Method.upgrade_recipe` first.)"""
     if "method" not in raw:
         raise RecipeError("recipe key 'method' is missing")
     method = get_method(raw["method"])

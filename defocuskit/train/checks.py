@@ -3,7 +3,6 @@ the error it stops with, and the parameter counts it prints."""
 
 from __future__ import annotations
 
-import dataclasses
 
 from torch import nn
 
@@ -51,12 +50,9 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
         raise RecipeError("data.num_workers, data.shuffle_buffer and optim.warmup_steps must not be negative")
     if o.lr <= 0 or (o.grad_clip is not None and o.grad_clip <= 0):
         raise RecipeError(f"optim.lr and optim.grad_clip must be positive (got {o.lr}, {o.grad_clip})")
-    if dataclasses.is_dataclass(recipe.model) and hasattr(recipe.model, "channels"):
-        if recipe.model.channels != d.channels:
-            raise RecipeError(
-                f"model.channels ({recipe.model.channels}) differs from data.channels ({d.channels})"
-                f" for '{method.name}'"
-            )
+    channels = getattr(recipe.model, "channels", None)  # the one channel check: losses see data.channels images
+    if channels is not None and channels != d.channels:
+        raise RecipeError(f"model.channels ({channels}) differs from data.channels ({d.channels}) for '{method.name}'")
 
 
 def phase_params(method: Method, model: nn.Module, phase: str) -> list[nn.Parameter]:

@@ -16,7 +16,7 @@ from defocuskit.data.reader import shard_urls
 from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.methods.base import Method
 from defocuskit.config.recipe import DataConfig, Recipe
-from defocuskit.train.stream import REQUIRED, TERMS, ShardStream, describe, has_members
+from defocuskit.train.stream import ShardStream, describe, has_members
 
 def train_specs(cfg: DataConfig) -> list[tuple[str, str]]:
     """(name in errors, spec) of each entry of `data.train`: one string, or a list of them."""
@@ -43,7 +43,7 @@ def train_urls(cfg: DataConfig) -> list[str]:
 def check_data(recipe: Recipe, method: Method) -> list[str]:
     """The shard list, after checking that every spec of `data.train` exists and holds samples the method
     can use, and that the shards feed every loss term with a positive weight (before any work)."""
-    needed = REQUIRED[method.data]
+    needed = method.required_members
     urls: list[str] = []
     local_all: list[str] = []
     for label, spec in train_specs(recipe.data):
@@ -60,7 +60,7 @@ def check_data(recipe: Recipe, method: Method) -> list[str]:
         urls += spec_urls
         local_all += local
     if local_all and len(local_all) == len(urls):  # remote shards cannot be checked before training
-        for key, member in TERMS.get(method.data, ()):
+        for key, member in method.terms:
             weight = _value(recipe, key)
             term_needs = tuple(m for m in needed if not isinstance(m, tuple)) + (member,)
             if weight and weight > 0 and not any(has_members(e, term_needs) for u in local_all for e in index_shard(u)):
@@ -82,5 +82,6 @@ def make_loader(recipe: Recipe, method: Method, rank: int, world_size: int, star
     """An endless DataLoader of this process's batches (its `dataset` is the process's ShardStream), starting at
     batch `start_batch`; `urls`: the shard list `check_data` returned, where the caller has it."""
     urls = check_data(recipe, method) if urls is None else urls
-    stream = ShardStream(urls, recipe.data, method.data, recipe.seed, rank, world_size, start_batch)
+    stream = ShardStream(urls, recipe.data, method.data, recipe.seed, rank, world_size, start_batch,
+                         method.required_members)
     return DataLoader(stream, batch_size=recipe.data.batch_size, num_workers=stream.num_workers)

@@ -157,8 +157,7 @@ def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers:
             reseed(recipe.seed, rank, step, p * t.grad_accum + micro)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    args = (model, batch, recipe.objective) if single else (model, batch, recipe.objective, phase)
-                    loss = method.loss(*args)
+                    loss = method.loss(model, batch, recipe.objective, phase)
                 accelerator.backward(loss)
             micro_losses.append(loss.detach().float())
         local = torch.stack([torch.stack(micro_losses).mean(), torch.tensor(float(timed_out), device=device)])

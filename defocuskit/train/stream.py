@@ -39,20 +39,10 @@ from torch.utils.data import IterableDataset
 
 from defocuskit.data.reader import decode_sample
 from defocuskit.data.tar_index import ShardEntry, index_shard, read_samples
-from defocuskit.methods.base import DataKind
+from defocuskit.methods.base import MEMBERS, DataKind, Requirement
 from defocuskit.train.augment import to_tensors
 from defocuskit.config.recipe import DataConfig
 
-# members a sample needs for each kind of method; an entry that is a tuple means "any of these"
-Requirement = tuple[str | tuple[str, ...], ...]
-REQUIRED: dict[str, Requirement] = {
-    "sharp": ("sharp.png",), "paired": ("sharp.png", "blur.png"), "coc": ("sharp.png", "blur.png", "coc.png"),
-    "map": ("blur.png", ("coc.png", "blurmask.png")),  # the defocus-map estimator: CoC and/or binary blur map
-}
-# per data kind, the loss terms (objective weight key) and the member each one learns from
-TERMS: dict[str, tuple[tuple[str, str], ...]] = {
-    "map": (("objective.coc_weight", "coc.png"), ("objective.blur_weight", "blurmask.png")),
-}
 _MAX_EMPTY_EPOCHS = 10_000  # resampled epochs in a row that draw no usable sample before giving up
 
 
@@ -82,12 +72,12 @@ class ShardStream(IterableDataset):
     """The sample stream of one process (see the module docstring), as the method's tensors."""
 
     def __init__(self, urls: list[str], cfg: DataConfig, kind: DataKind, seed: int, rank: int, world_size: int,
-                 start_batch: int = 0):
+                 start_batch: int = 0, needed: Requirement | None = None):
         super().__init__()
         if cfg.channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {cfg.channels}")
         self.cfg, self.kind, self.seed, self.start_batch = cfg, kind, seed, start_batch
-        self.needed = REQUIRED[kind]
+        self.needed = MEMBERS[kind] if needed is None else needed  # the method's required members
         if len(urls) >= world_size:
             self.urls, self.sample_stride, self.sample_offset = list(urls[rank::world_size]), 1, 0
             self.order_rank = rank

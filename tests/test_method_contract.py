@@ -1,0 +1,219 @@
+"""One contract, every method (as diffusers runs one SchedulerCommonTest over every scheduler): each method named in
+`defocuskit.methods` builds from its tiny recipe, gives a finite loss that backpropagates in every phase, restores
+odd-sized images to their shape and dtype, repeats itself for the same seed, and exports and reloads to the same
+output. Pinned values (the first 5 training losses of each tiny recipe, one restore checksum at seed 0) make a
+silent numerical change fail; update them only for a change that is meant to alter the numbers, and say so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from defocuskit.config.recipe import Recipe, recipe_to_dict
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.sample import IngestOptions
+from defocuskit.inference.load import load_model
+from defocuskit.inference.restore import resolve_sampler
+from defocuskit.io.modelfile import save_model
+from defocuskit.methods import get_method, method_names
+from defocuskit.methods.base import Method, RestoreContext
+from defocuskit.methods.recipes import load_recipe, resolve_recipe
+from defocuskit.train.data import make_loader
+
+NAMES = method_names()
+FIRST_STEPS = 5
+# rtol of the pinned values: CPU reductions may round differently with the number of threads
+RTOL = 1e-4
+
+# metrics.jsonl "loss" of steps 1..5 of `defocuskit train NAME-tiny` on the synthetic shards below
+PINNED_LOSSES: dict[str, list[float]] = {
+    "cyclegan": [2.313875, 2.299379, 3.02216, 2.463691, 2.089993],
+    "defocus-map": [0.4667695, 0.5693221, 0.5371235, 0.5660383, 0.468751],
+    "dncnn": [0.001887253, 0.0009423721, 0.001423792, 0.0002419385, 0.002644791],
+    "ffdnet": [0.001887253, 0.0008572211, 0.001396542, 0.0002430509, 0.002601931],
+    "hidd": [507.4241, 516.3445, 516.6092, 488.6378, 499.2297],
+    "jdrl": [0.02331133, 0.02067192, 0.01949445, 0.01156476, 0.02219683],
+    "nafnet": [-11.71532, -12.09452, -12.62555, -14.38486, -15.66344],
+    "rddm": [-9.84027, -12.28412, -10.96854, -11.44953, -10.13135],
+}
+# (sum, weighted sum) of restore's output on a seeded 32x32 input, weights built under torch.manual_seed(0) and then
+# each moved by 0.02 N(0, 1) (seed 1), so that networks that start at the identity are not at it
+PINNED_RESTORE: dict[str, tuple[float, float]] = {
+    "cyclegan": (1529.198098, 773.5190935),
+    "defocus-map": (2788.676101, 1394.332395),
+    "dncnn": (1554.309817, 748.682996),
+    "ffdnet": (1564.836495, 768.4127222),
+    "hidd": (440.1124963, 223.5099254),
+    "jdrl": (1466.462093, 781.2716403),
+    "nafnet": (855.7712545, 372.10356),
+    "rddm": (1654.949716, 804.4821081),
+}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("contract") / "shards"
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=0, synthetic_size=64,
+                                                             synthetic_f_numbers=(1.4, 4.0)), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def companions(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A model file of every method that another method's recipe names as its companion (built at seed 0)."""
+    folder = tmp_path_factory.mktemp("companions")
+    files = {}
+    for name in NAMES:
+        for companion in get_method(name).companions:
+            if companion.method not in files:
+                recipe = load_recipe(f"{companion.method}-tiny", [f"data.train={shards}"])
+                method = get_method(companion.method)
+                torch.manual_seed(0)
+                net = method.build(recipe.model, recipe.objective, True)
+                files[companion.method] = folder / f"{companion.method}.safetensors"
+                save_model(files[companion.method], net.state_dict(), method.name, recipe_to_dict(recipe))
+    return files
+
+
+def tiny(name: str, shards: Path, companions: dict[str, Path], *overrides: str) -> tuple[Method, Recipe]:
+    """The method and its tiny recipe on the contract's shards, companions filled in."""
+    method = get_method(name)
+    links = [f"{c.key}={companions[c.method]}" for c in method.companions]
+    return method, load_recipe(f"{name}-tiny", [f"data.train={shards}", *links, *overrides])
+
+
+def built(method: Method, recipe: Recipe, seed: int = 0, moved: bool = False) -> torch.nn.Module:
+    """The method's network under torch.manual_seed(seed); `moved`: every parameter then moved by 0.02 N(0, 1)."""
+    torch.manual_seed(seed)
+    model = method.build(recipe.model, recipe.objective, True)
+    if moved:
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def restore(method: Method, recipe: Recipe, model: torch.nn.Module, blur: torch.Tensor, seed: int = 0,
+            coc: torch.Tensor | None = None) -> torch.Tensor:
+    """The method's restore through the one inference entry point, with a CoC map where its sampler needs one."""
+    from defocuskit.inference.restore import model_channels, restore_batch
+
+    sampler = resolve_sampler(recipe).resolved()
+    if coc is None and "coc" in sampler.needs():
+        coc = torch.full((blur.shape[0], 1, *blur.shape[-2:]), 2.0, dtype=blur.dtype)
+    ctx = RestoreContext(sampler, recipe.objective, torch.Generator().manual_seed(seed),
+                         conditions={"coc": coc} if coc is not None else {})
+    model.eval()
+    return restore_batch(method, model, blur, ctx, model_channels(recipe))
+
+
+def image(recipe: Recipe, height: int, width: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, recipe.data.channels, height, width, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loss_is_finite_and_every_phase_backpropagates(name, shards, companions) -> None:
+    method, recipe = tiny(name, shards, companions)
+    model = built(method, recipe)
+    batch = next(iter(make_loader(recipe, method, 0, 1)))
+    batch.pop("key")
+    for phase in method.phases:
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        loss = method.loss(model, batch, recipe.objective, phase)
+        assert loss.dim() == 0 and torch.isfinite(loss), (name, phase, loss)
+        loss.backward()
+        grads = [p.grad for p in method.phase_parameters(model, phase) if p.requires_grad]
+        assert grads and any(g is not None and g.abs().sum() > 0 for g in grads), (name, phase)
+        assert all(g is None or torch.isfinite(g).all() for g in grads), (name, phase)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_restore_keeps_shape_and_dtype_on_odd_sizes(name, shards, companions) -> None:
+    method, recipe = tiny(name, shards, companions)
+    model = built(method, recipe)
+    for dtype in (torch.float32, torch.float64):
+        blur = image(recipe, 29, 37, dtype=dtype)
+        out = restore(method, recipe, model, blur)
+        channels = 1 if method.output == "defocus_map" else blur.shape[1]
+        assert out.shape == (1, channels, 29, 37) and out.dtype == dtype, (name, out.shape, out.dtype)
+        assert torch.isfinite(out).all(), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_same_seed_gives_the_same_output(name, shards, companions) -> None:
+    method, recipe = tiny(name, shards, companions)
+    model = built(method, recipe, moved=True)
+    blur = image(recipe, 32, 32)
+    torch.testing.assert_close(restore(method, recipe, model, blur, seed=3), restore(method, recipe, model, blur, seed=3),
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_export_and_reload_give_the_same_output(name, shards, companions, tmp_path) -> None:
+    method, recipe = tiny(name, shards, companions)
+    model = built(method, recipe, moved=True)
+    file = tmp_path / "model.safetensors"
+    save_model(file, model.state_dict(), method.name, recipe_to_dict(recipe))
+    again, recipe_again, reloaded = load_model(file)
+    saved = recipe_to_dict(resolve_recipe(method.upgrade_recipe(recipe_to_dict(recipe))))  # as a file reads back
+    assert again is method and recipe_to_dict(recipe_again) == saved
+    blur = image(recipe, 32, 32)
+    torch.testing.assert_close(restore(method, recipe, reloaded, blur), restore(method, recipe, model, blur),
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pinned_first_training_losses(name, shards, companions, tmp_path) -> None:
+    from defocuskit.train.loop import train
+
+    method, recipe = tiny(name, shards, companions, f"output_dir={tmp_path / 'run'}", f"train.max_steps={FIRST_STEPS}",
+                          "train.log_every=1", "train.checkpoint_every=1000", "train.max_minutes=null")
+    train(recipe)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == FIRST_STEPS and all(np.isfinite(losses)), losses
+    assert name in PINNED_LOSSES, f"{name}: no pinned losses; measured {losses}"
+    np.testing.assert_allclose(losses, PINNED_LOSSES[name], rtol=RTOL, err_msg=name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pinned_restore_checksum(name, shards, companions) -> None:
+    method, recipe = tiny(name, shards, companions)
+    model = built(method, recipe, seed=0, moved=True)
+    out = restore(method, recipe, model, image(recipe, 32, 32, seed=0), seed=0).double()
+    weights = torch.linspace(0.0, 1.0, out.numel(), dtype=torch.float64).reshape(out.shape)
+    measured = (float(out.sum()), float((out * weights).sum()))
+    assert name in PINNED_RESTORE, f"{name}: no pinned checksum; measured {measured}"
+    np.testing.assert_allclose(measured, PINNED_RESTORE[name], rtol=RTOL, err_msg=name)
+
+
+def test_every_method_has_a_tiny_recipe_and_a_description() -> None:
+    from defocuskit.config.recipe import packaged_recipe_names
+
+    for name in NAMES:
+        assert f"{name}-tiny" in packaged_recipe_names(), name
+        assert get_method(name).description, name
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "channels" in {f for f in get_method(n).ModelConfig.__dataclass_fields__}])
+def test_model_files_written_before_the_channels_rename_load_and_give_the_same_output(name, shards, companions,
+                                                                                      tmp_path) -> None:
+    """defocuskit 0.1 wrote model.image_channels for nafnet, jdrl and rddm; such files read as model.channels."""
+    method, recipe = tiny(name, shards, companions)
+    model = built(method, recipe, moved=True)
+    raw = recipe_to_dict(recipe)
+    if name in ("nafnet", "jdrl", "rddm"):
+        raw["model"]["image_channels"] = raw["model"].pop("channels")
+    file = tmp_path / "old.safetensors"
+    save_model(file, model.state_dict(), method.name, raw)
+    _, recipe_again, reloaded = load_model(file)
+    assert recipe_again.model.channels == recipe.data.channels
+    blur = image(recipe, 32, 32)
+    torch.testing.assert_close(restore(method, recipe_again, reloaded, blur), restore(method, recipe, model, blur),
+                               rtol=0, atol=0)
