@@ -25,6 +25,7 @@ from defocuskit.imaging import optics
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.images import from_float
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
+from defocuskit.inference.tiling import TilingOptions
 from defocuskit.inference.load import load_model
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 
@@ -262,9 +263,9 @@ class DeblurModel:
         """One (H, W, C) float image through restore_image; gray in, gray out (a colour model sees it as RGB)."""
         gray = x.shape[2] == 1
         net_in = np.repeat(x, 3, axis=2) if gray and self.channels == 3 else x
-        given = {k: v for k, v in tiling.items() if v is not None}  # else restore_image's defaults
-        out = restore_image(self._method, self._recipe, self._net, net_in, seed=seed, device=self.device,
-                            progress=progress, sampler_cfg=cfg, coc=coc, **given)
+        options = TilingOptions(**{k: v for k, v in tiling.items() if v is not None})  # else the defaults
+        out = restore_image(self._method, self._recipe, self._net, net_in, tiling=options, seed=seed,
+                            device=self.device, progress=progress, sampler_cfg=cfg, coc=coc)
         return out.mean(axis=2, keepdims=True) if gray and out.shape[2] != 1 else out
 
     def _estimate(self, x: np.ndarray, **options: Any) -> np.ndarray:

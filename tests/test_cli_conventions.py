@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -98,8 +99,9 @@ def test_choices_reach_the_code_as_plain_strings(tmp_path, monkeypatch):
     result = _invoke("eval", "--shards", str(tmp_path), "--baseline", "prox", "--baseline", "input", "--align",
                      "--align-by", "flow", "--ssim", "gaussian11", "--coc", "oracle")
     assert result.exit_code == 0, result.output
-    args, kw = seen["eval"]
+    args, _ = seen["eval"]
     assert args[2] == ["prox", "input"] and all(type(b) is str for b in args[2])
+    kw = dataclasses.asdict(args[3])  # the EvalConfig
     assert (kw["align"], kw["ssim_variant"], kw["coc"], kw["device"]) == ("flow", "gaussian11", "oracle", "auto")
     assert all(type(kw[k]) is str for k in ("align", "ssim_variant", "coc"))
 

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from defocuskit.eval.evaluate import evaluate, evaluate_samples
+from defocuskit.eval.config import EvalConfig
 from defocuskit.eval.scoring import Scoring
 from defocuskit.eval.config import EvalError
 from defocuskit.eval.report import ROW_KEYS
 from defocuskit.io.images import read_image
+from defocuskit.inference.tiling import TilingOptions
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"  # ../shared/fixtures/real
 VABD = FIXTURES / "VABD"
@@ -84,7 +86,8 @@ def export_identity_nafnet(path: Path, poison: str | None = None) -> Path:
 
 
 def test_vabd_by_aperture_input_baseline(vabd_shards: Path, tmp_path: Path) -> None:
-    report = evaluate(vabd_shards, [], ["input"], split="train", report_dir=tmp_path / "rep", progress=False)
+    report = evaluate(vabd_shards, [], ["input"], EvalConfig(split="train", report_dir=tmp_path / "rep",
+                                                             progress=False))
     rows = {r["f_number"]: r for r in report["rows"] if r["method"] == "input"}
     assert set(rows) == {1.8, 2.8, 8.0, None}
     assert all(rows[f]["n"] == 3 for f in (1.8, 2.8, 8.0)) and rows[None]["n"] == 9
@@ -120,8 +123,9 @@ def test_vabd_by_aperture_input_baseline(vabd_shards: Path, tmp_path: Path) -> N
 
 
 def test_vabd_full_stops_and_wiener(vabd_shards: Path, tmp_path: Path) -> None:
-    report = evaluate(vabd_shards, [], ["input", "wiener"], split="train", stops=True, limit=4,
-                      report_dir=tmp_path / "rep", save_images=tmp_path / "img", progress=False)
+    report = evaluate(vabd_shards, [], ["input", "wiener"], EvalConfig(split="train", stops=True, limit=4,
+                                                                       report_dir=tmp_path / "rep",
+                                                                       save_images=tmp_path / "img", progress=False))
     assert report["protocol"]["grouping"] == "full stops (defocuskit.imaging.optics.full_stop)"
     groups = {r["f_number"] for r in report["rows"]}
     assert 2.0 in groups and 1.8 not in groups  # f/1.8 falls in the f/2 stop
@@ -135,7 +139,7 @@ def test_vabd_full_stops_and_wiener(vabd_shards: Path, tmp_path: Path) -> None:
 
 def test_empty_split_is_a_clear_error(vabd_shards: Path, tmp_path: Path) -> None:
     with pytest.raises(EvalError, match=r"split 'test'.*available: train"):
-        evaluate(vabd_shards, [], ["input"], split="test", report_dir=tmp_path, progress=False)
+        evaluate(vabd_shards, [], ["input"], EvalConfig(split="test", report_dir=tmp_path, progress=False))
 
 
 # ----------------------------------------------------------------------------- small real crops
@@ -143,7 +147,7 @@ def test_empty_split_is_a_clear_error(vabd_shards: Path, tmp_path: Path) -> None
 
 def test_missing_f_numbers_fall_back_to_one_row(tmp_path: Path) -> None:
     shards = _write_shards(tmp_path / "shards", "test", _crop_pairs())
-    report = evaluate(shards, [], ["input"], split="test", report_dir=tmp_path / "rep", progress=False)
+    report = evaluate(shards, [], ["input"], EvalConfig(split="test", report_dir=tmp_path / "rep", progress=False))
     assert [(r["method"], r["f_number"], r["n"]) for r in report["rows"]] == [("input", None, 3)]
     assert any("no sample has an f_number" in n for n in report["notes"])
     assert any("aperture.png not written" in n for n in report["notes"])
@@ -156,7 +160,7 @@ def test_mismatched_pair_is_a_reported_skip(tmp_path: Path) -> None:
     for p, f in zip(pairs, (1.8, 2.8, 2.8)):
         p["meta"]["f_number"] = f
     shards = _write_shards(tmp_path / "shards", "test", pairs)
-    report = evaluate(shards, [], ["input"], split="test", report_dir=tmp_path / "rep", progress=False)
+    report = evaluate(shards, [], ["input"], EvalConfig(split="test", report_dir=tmp_path / "rep", progress=False))
     assert report["skipped"] == [{"key": "s1", "method": None, "reason": "blur is 64x40, sharp is 64x48 (width x height)"}]
     assert {r["f_number"]: r["n"] for r in report["rows"]} == {1.8: 1, 2.8: 1, None: 2}
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["skipped"][0]["key"] == "s1"
@@ -209,18 +213,21 @@ def test_checkpoints_side_by_side_and_bad_checkpoint(tmp_path: Path) -> None:
         p["meta"]["f_number"] = 4.0
     shards = _write_shards(tmp_path / "shards", "test", pairs)
     ckpt = export_identity_nafnet(tmp_path / "runs" / "naf" / "model.safetensors")
-    report = evaluate(shards, [ckpt], ["input"], split="test", overlap=8, report_dir=tmp_path / "rep", progress=False)
+    report = evaluate(shards, [ckpt], ["input"], EvalConfig(split="test", report_dir=tmp_path / "rep",
+                                                            progress=False, tiling=TilingOptions(overlap=8)))
     rows = {(r["method"], r["f_number"]): r for r in report["rows"]}
     assert ("naf", 4.0) in rows and ("input", 4.0) in rows
     assert rows[("naf", 4.0)]["psnr"] == pytest.approx(rows[("input", 4.0)]["psnr"], abs=1e-9)
     assert report["protocol"]["methods"]["naf"]["method"] == "nafnet"
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(EvalError, match="broken.safetensors"):
-        evaluate(shards, [tmp_path / "broken.safetensors"], [], split="test", report_dir=tmp_path / "r2", progress=False)
+        evaluate(shards, [tmp_path / "broken.safetensors"], [], EvalConfig(split="test", report_dir=tmp_path / "r2",
+                                                                           progress=False))
     with pytest.raises(EvalError, match="no 'steps'"):
-        evaluate(shards, [ckpt], [], split="test", steps=4, overlap=8, report_dir=tmp_path / "r2", progress=False)
+        evaluate(shards, [ckpt], [], EvalConfig(split="test", steps=4, report_dir=tmp_path / "r2", progress=False,
+                                                tiling=TilingOptions(overlap=8)))
     with pytest.raises(EvalError, match="nothing to evaluate"):
-        evaluate(shards, [], [], split="test", report_dir=tmp_path / "r2", progress=False)
+        evaluate(shards, [], [], EvalConfig(split="test", report_dir=tmp_path / "r2", progress=False))
 
 
 def test_cli_eval_defaults_and_errors(tmp_path: Path) -> None:
@@ -260,7 +267,7 @@ def test_lpips_column_with_weights_and_nan_output_skipped(tmp_path: Path, monkey
     for p in pairs:
         p["meta"]["f_number"] = 2.8
     shards = _write_shards(tmp_path / "shards", "test", pairs)
-    report = evaluate(shards, [], ["input"], split="test", report_dir=tmp_path / "rep", progress=False)
+    report = evaluate(shards, [], ["input"], EvalConfig(split="test", report_dir=tmp_path / "rep", progress=False))
     row = report["rows"][0]
     assert row["lpips"] is not None and row["lpips"] == pytest.approx(row["lpips_input"])
     assert report["protocol"]["lpips"].startswith("LPIPS")

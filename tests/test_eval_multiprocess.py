@@ -20,12 +20,14 @@ from defocuskit.data.ingest import run_ingest
 from defocuskit.data.sample import IngestOptions
 from defocuskit.data.reader import iter_samples, shard_urls
 from defocuskit.eval.evaluate import evaluate, evaluate_samples
+from defocuskit.eval.config import EvalConfig
 from defocuskit.eval.config import EvalError
 from defocuskit.eval.processes import ProcessGroup, count_pairs, sample_seed, shard_share, share_of
 from defocuskit.methods import get_method
 from defocuskit.io.modelfile import save_model
 from defocuskit.config.recipe import recipe_to_dict
 from defocuskit.methods.recipes import resolve_recipe
+from defocuskit.inference.tiling import TilingOptions
 
 REPO = Path(__file__).resolve().parents[1]
 # one thread per process in both runs: accelerate gives each of its processes one; torch's CPU reductions
@@ -121,8 +123,8 @@ def test_noise_is_seeded_by_the_sample_not_by_its_place(setup: Path) -> None:
     from defocuskit.eval.runners import _checkpoint_runner
 
     assert sample_seed(0, "a/f2") == sample_seed(0, "a/f2") != sample_seed(0, "a/f2_8") != sample_seed(1, "a/f2")
-    run, _ = _checkpoint_runner(setup / "hidd" / "model.safetensors", steps=None, sampler=None, sets=[], tile=None,
-                                overlap=None, batch=4, device="cpu", seed=0, coc=None)
+    run, _ = _checkpoint_runner(setup / "hidd" / "model.safetensors", steps=None, sampler=None, sets=[], device="cpu",
+                                seed=0, coc=None, tiling=TilingOptions(tile=None, overlap=None, batch=4))
     first, second = [s for s in iter_samples(setup / "shards", "test") if s["blur"] is not None][:2]
     both = evaluate_samples([first, second], {"hidd": run}, progress=False)
     alone = evaluate_samples([second], {"hidd": run}, progress=False)
@@ -178,12 +180,12 @@ def test_eval_bar_has_a_total_an_eta_and_the_images_inner_progress(setup: Path, 
         return bar
 
     monkeypatch.setattr(evaluate_module, "_progress_bar", recording)
-    evaluate(setup / "shards", [setup / "naf" / "model.safetensors"], ["input"], limit=5,
-             report_dir=tmp_path / "report", progress=True, console=Console(file=io.StringIO()))
+    evaluate(setup / "shards", [setup / "naf" / "model.safetensors"], ["input"],
+             EvalConfig(limit=5, report_dir=tmp_path / "report", progress=True), console=Console(file=io.StringIO()))
     assert any(isinstance(c, TimeRemainingColumn) for c in bars[0].columns)
     assert added[0] == ("scoring", 10)  # 5 pairs x 2 methods
     inner = [d for d, _ in added[1:]]
     assert len(inner) == 10 and inner[1::2] == ["  steps"] * 5 and all(d.startswith("  whole ") for d in inner[::2])
-    evaluate(setup / "shards", [], ["input"], report_dir=tmp_path / "all", progress=True,
-             console=Console(file=io.StringIO()))
+    evaluate(setup / "shards", [], ["input"], EvalConfig(report_dir=tmp_path / "all", progress=True)
+             , console=Console(file=io.StringIO()))
     assert added[-1] == ("scoring", 8)  # every pair of the split, counted from the tar headers

@@ -18,6 +18,7 @@ from defocuskit.models.ncsnpp import NCSNpp
 from defocuskit.config.recipe import DataConfig, Recipe
 from defocuskit.methods.recipes import load_recipe, resolve_recipe
 from defocuskit.inference.restore import restore_batch
+from defocuskit.inference.tiling import TilingOptions
 from defocuskit.methods.base import RestoreContext
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -270,7 +271,7 @@ def test_pc_restores_a_tiled_colour_image_unchanged_with_no_prior_but_released_d
     image = colour_ramp()
     recipe = Recipe(method="hidd", data=DataConfig(image_size=32, channels=1), model=ModelConfig(),
                     objective=ObjectiveConfig())
-    kw = dict(tile=32, overlap=8, batch=4, seed=3, progress=False)  # 3 x 2 overlapping tiles
+    kw = dict(tiling=TilingOptions(tile=32, overlap=8, batch=4), seed=3, progress=False)  # 3 x 2 overlapping tiles
 
     model = ZeroScore()
     pc = restore_image(METHOD, recipe, model, image, sampler_cfg=SamplerConfig(name="pc", steps=200, corrector=False),

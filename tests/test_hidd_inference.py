@@ -19,6 +19,8 @@ from defocuskit.methods.hidd import ModelConfig, ObjectiveConfig, SamplerConfig
 from defocuskit.io.modelfile import save_model
 from defocuskit.config.recipe import Recipe, DataConfig, recipe_to_dict
 from defocuskit.methods.recipes import resolve_recipe
+from defocuskit.inference.tiling import TilingOptions
+from defocuskit.eval.config import EvalConfig
 
 REPO = Path(__file__).resolve().parents[1]
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"
@@ -92,7 +94,8 @@ def test_nfe_reported_equals_network_evaluations_per_tile(settings: dict) -> Non
                     sampler=cfg)
     image = np.random.default_rng(0).random((20, 27, 3), dtype=np.float32)  # 2 x 2 tiles of 16, 3 channels
     coc = np.full((20, 27), 2.0, np.float32)
-    restore_image(method, recipe, model, image, tile=16, overlap=4, batch=3, progress=False, coc=coc)
+    restore_image(method, recipe, model, image, progress=False, coc=coc, tiling=TilingOptions(tile=16, overlap=4,
+                                                                                              batch=3))
     paths = 4 * 3  # tiles x colour channels, each its own sample path
     assert model.items == cfg.nfe() * paths
 
@@ -153,8 +156,8 @@ def test_eval_steps_beyond_rddm_range_names_the_per_checkpoint_form(tmp_path: Pa
     assert isinstance(model, RDDM)
     save_model(tmp_path / "rddm" / "model.safetensors", model.state_dict(), "rddm", recipe_to_dict(recipe))
     with pytest.raises(EvalError, match=r"1 to 4 steps.*--set LABEL:sampler.steps"):
-        _checkpoint_runner(tmp_path / "rddm" / "model.safetensors", steps=30, sampler=None, sets=[], tile=None,
-                           overlap=None, batch=1, device="cpu", seed=0, coc=None)
+        _checkpoint_runner(tmp_path / "rddm" / "model.safetensors", steps=30, sampler=None, sets=[], device="cpu",
+                           seed=0, coc=None, tiling=TilingOptions(tile=None, overlap=None, batch=1))
 
 
 def test_model_files_of_the_previous_version_still_load(tmp_path: Path) -> None:
@@ -271,10 +274,10 @@ def plain_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_eval_records_sampler_nfe_and_coc_per_method(hidd_file: Path, synthetic_shards: Path, tmp_path: Path) -> None:
     from defocuskit.eval.evaluate import evaluate
 
-    report = evaluate(synthetic_shards, [hidd_file], ["input", "prox"], limit=2, report_dir=tmp_path / "r",
-                      samplers=["fast"], sets=["hidd:sampler.steps=2", "sampler.consistency=physics",
-                                               "sampler.cg_steps=3"],
-                      coc="oracle", progress=False)
+    report = evaluate(synthetic_shards, [hidd_file], ["input", "prox"],
+                      EvalConfig(limit=2, report_dir=tmp_path / "r", samplers=["fast"],
+                                 sets=["hidd:sampler.steps=2", "sampler.consistency=physics", "sampler.cg_steps=3"],
+                                 coc="oracle", progress=False))
     on_disk = json.loads((tmp_path / "r" / "report.json").read_text())
     info = on_disk["protocol"]["methods"]["hidd"]
     assert info["sampler"]["name"] == "fast" and info["sampler"]["steps"] == 2 and info["nfe"] == 2
@@ -300,7 +303,7 @@ def test_eval_bad_sampler_or_coc_options_are_errors(hidd_file: Path, plain_shard
     from defocuskit.eval.config import EvalError
 
     with pytest.raises(EvalError, match=message):
-        evaluate(plain_shards, [hidd_file], ["input"], report_dir=tmp_path / "r", progress=False, **kwargs)
+        evaluate(plain_shards, [hidd_file], ["input"], EvalConfig(report_dir=tmp_path / "r", progress=False, **kwargs))
     assert not (tmp_path / "r" / "report.json").exists()
 
 
@@ -310,14 +313,15 @@ def test_eval_settings_go_to_the_labelled_checkpoint_only(hidd_file: Path, plain
     from tests.test_eval import export_identity_nafnet
 
     nafnet = export_identity_nafnet(tmp_path / "nafnet" / "model.safetensors")
-    report = evaluate(plain_shards, [hidd_file, nafnet], [], report_dir=tmp_path / "r", progress=False, limit=1,
-                      steps=2, sets=["hidd:sampler.corrector=false"])
+    report = evaluate(plain_shards, [hidd_file, nafnet], [], EvalConfig(report_dir=tmp_path / "r", progress=False,
+                                                                        limit=1, steps=2,
+                                                                        sets=["hidd:sampler.corrector=false"]))
     methods = report["protocol"]["methods"]
     assert methods["hidd"]["sampler"]["steps"] == 2 and methods["hidd"]["nfe"] == 2
     assert methods["nafnet"]["nfe"] == 1 and not report["skipped"]
     with pytest.raises(EvalError, match="nafnet"):
-        evaluate(plain_shards, [hidd_file, nafnet], [], report_dir=tmp_path / "r2", progress=False,
-                 sets=["nafnet:sampler.steps=3"])
+        evaluate(plain_shards, [hidd_file, nafnet], [], EvalConfig(report_dir=tmp_path / "r2", progress=False,
+                                                                   sets=["nafnet:sampler.steps=3"]))
 
 
 def test_map_coc_is_estimated_once_per_image(tmp_path: Path) -> None:

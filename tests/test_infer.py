@@ -17,6 +17,7 @@ from defocuskit.inference.tiling import blend_window, tile_starts
 from defocuskit.methods.base import Method
 from defocuskit.config.recipe import DataConfig, Recipe
 from defocuskit.methods.base import Sampler
+from defocuskit.inference.tiling import TilingOptions
 
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"  # ../shared/fixtures
 
@@ -88,7 +89,8 @@ def test_identity_restore_is_exact(shape: tuple[int, int, int]) -> None:
     rng = np.random.default_rng(1)
     image = rng.random(shape, dtype=np.float32)
     rec = _Recorder()
-    out = restore_image(_method(rec), _recipe(32), nn.Identity(), image, overlap=8, batch=3, progress=False)
+    out = restore_image(_method(rec), _recipe(32), nn.Identity(), image, progress=False,
+                        tiling=TilingOptions(overlap=8, batch=3))
     assert out.shape == shape and out.dtype == np.float32
     assert np.abs(out - image).max() < 1e-6
     # Memory bound: never more than `batch` tiles of the training size at once.
@@ -98,7 +100,8 @@ def test_identity_restore_is_exact(shape: tuple[int, int, int]) -> None:
 def test_real_photo_tiles_blend_exactly() -> None:
     img = to_float(read_image(VABD / "1_8" / "0002.JPG"))[200:300, 400:530]  # 100 x 130: not a tile multiple
     rec = _Recorder()
-    out = restore_image(_method(rec), _recipe(48), nn.Identity(), img, overlap=12, batch=4, progress=True)
+    out = restore_image(_method(rec), _recipe(48), nn.Identity(), img, progress=True, tiling=TilingOptions(overlap=12,
+                                                                                                           batch=4))
     assert np.abs(out - img).max() < 1e-6
     assert sum(s[0] for s in rec.shapes) == len(tile_starts(100, 48, 12)) * len(tile_starts(130, 48, 12))
 
@@ -108,7 +111,7 @@ def test_noise_is_deterministic_per_seed() -> None:
         return blur + 0.1 * torch.randn(blur.shape, generator=ctx.generator)
 
     image = np.full((50, 45, 3), 0.5, np.float32)
-    kw = dict(overlap=8, batch=2, progress=False)
+    kw = dict(tiling=TilingOptions(overlap=8, batch=2), progress=False)
     a = restore_image(_method(noisy), _recipe(32), nn.Identity(), image, seed=3, **kw)
     b = restore_image(_method(noisy), _recipe(32), nn.Identity(), image, seed=3, **kw)
     c = restore_image(_method(noisy), _recipe(32), nn.Identity(), image, seed=4, **kw)
@@ -119,7 +122,8 @@ def test_noise_is_deterministic_per_seed() -> None:
 def test_steps_override_and_refusal() -> None:
     rec = _Recorder()
     image = np.zeros((40, 40, 3), np.float32)
-    restore_image(_method(rec), _recipe(32), nn.Identity(), image, overlap=4, steps=3, progress=False)
+    restore_image(_method(rec), _recipe(32), nn.Identity(), image, steps=3, progress=False,
+                  tiling=TilingOptions(overlap=4))
     assert set(rec.steps) == {3}
     assert resolve_sampler(_recipe(32), None).steps == 10
     with pytest.raises(ValueError, match="no 'steps'"):
@@ -131,7 +135,8 @@ def test_defocus_map_output_has_one_channel() -> None:
         return blur.mean(dim=1, keepdim=True) * 10.0
 
     image = np.random.default_rng(0).random((45, 70, 3), dtype=np.float32)
-    out = restore_image(_method(coc, "defocus_map"), _recipe(32), nn.Identity(), image, overlap=8, progress=False)
+    out = restore_image(_method(coc, "defocus_map"), _recipe(32), nn.Identity(), image, progress=False,
+                        tiling=TilingOptions(overlap=8))
     assert out.shape == (45, 70, 1)
     assert np.abs(out[:, :, 0] - image.mean(axis=2) * 10).max() < 1e-5
 
@@ -171,7 +176,7 @@ def test_deblur_files_keeps_size_and_bit_depth(tmp_path: Path) -> None:
     write_image(tmp_path / "in" / "photo8.jpg", crop)
     jpg = read_image(tmp_path / "in" / "photo8.jpg")
     written = deblur_files([tmp_path / "in" / "photo16.png", tmp_path / "in" / "photo8.jpg"], ckpt, tmp_path / "out",
-                           overlap=8, batch=2, progress=False)
+                           progress=False, tiling=TilingOptions(overlap=8, batch=2))
     assert [p.name for p in written] == ["photo16.png", "photo8.png"]
     out16, out8 = read_image(written[0]), read_image(written[1])
     assert out16.dtype == np.uint16 and out16.shape == img16.shape
@@ -212,8 +217,8 @@ def test_defocus_map_checkpoint_writes_coc_png(tmp_path: Path) -> None:
     model = get_method("defocus-map").build(recipe.model, recipe.objective, False)
     save_model(tmp_path / "coc.safetensors", model.state_dict(), "defocus-map", recipe_to_dict(recipe))
     write_image(tmp_path / "shot.png", read_image(VABD / "1_8" / "0001.JPG")[:40, :50])
-    (out,) = deblur_files([tmp_path / "shot.png"], tmp_path / "coc.safetensors", tmp_path / "maps",
-                          overlap=8, progress=False)
+    (out,) = deblur_files([tmp_path / "shot.png"], tmp_path / "coc.safetensors", tmp_path / "maps", progress=False,
+                          tiling=TilingOptions(overlap=8))
     assert out.name == "shot_coc.png"
     import cv2
 

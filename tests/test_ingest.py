@@ -27,6 +27,7 @@ from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.metadata import empty_meta
 from defocuskit.data.reader import iter_samples, read_manifest, shard_urls
 from defocuskit.io.images import read_image, write_image
+from defocuskit.data.sources import DatasetSource
 
 NAME = "fake"
 
@@ -53,6 +54,9 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     meta = empty_meta(source=NAME, split=task.split, scene=task.scene, f_number=f_number, ref_f_number=16.0,
                       blur_type="defocus", origin=[Path(task.files["sharp"]).name])
     return [Sample(key=task.key, sharp=sharp, blur=blur, meta=meta)]
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load)  # this module stands in for a source module
 
 
 def make_inputs(root: Path, n_train: int = 7, n_test: int = 2, size: int = 32, corrupt: bool = False) -> Path:

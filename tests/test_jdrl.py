@@ -22,18 +22,36 @@ from defocuskit.inference.restore import restore_batch
 from defocuskit.methods.base import RestoreContext
 from defocuskit.methods import get_method
 from defocuskit.methods.jdrl import ModelConfig, ObjectiveConfig, SamplerConfig, in_reblur_stage
-from defocuskit.models.jdrl import (
-    ReblurModule,
-    disc_radius,
-    isotropic_kernels,
-    orbit_values,
-    reblur_with_kernels,
-)
+from defocuskit.models.jdrl import ReblurModule, disc_radius, orbit_offsets, orbit_values, orbits
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 TINY = ModelConfig(widths=[8, 16, 32], dropout_levels=1, map_channels=8, map_blocks=1, fusion_channels=8,
                    reblur_channels=8, reblur_blocks=1)
+
+
+# The explicit per-pixel kernels: the reference the orbit-filter reblurring is checked against.
+
+
+def isotropic_kernels(profile: torch.Tensor, norm: str = "softmax") -> torch.Tensor:
+    """Per-pixel radial profiles (B, r + 1, H, W) -> explicit kernels (B, K, K, H, W), K = 2 r + 1."""
+    radius = profile.shape[1] - 1
+    size = 2 * radius + 1
+    index = torch.empty(size, size, dtype=torch.long)
+    for o, (a, b) in enumerate(orbits(radius)):
+        for dy, dx in orbit_offsets(a, b):
+            index[dy + radius, dx + radius] = o
+    values = orbit_values(profile, norm)
+    return values[:, index.to(values.device)]  # (B, K, K, H, W)
+
+
+def reblur_with_kernels(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Per-pixel kernels (B, K, K, H, W) applied to image (B, C, H, W) by unfolding (replicate padding)."""
+    b, c, h, w = image.shape
+    k = kernels.shape[1]
+    patches = F.unfold(F.pad(image, (k // 2,) * 4, mode="replicate"), k)  # (B, C*K*K, H*W)
+    patches = patches.view(b, c, k * k, h, w)
+    return (patches * kernels.reshape(b, 1, k * k, h, w)).sum(2)
 
 
 def _count(m: torch.nn.Module) -> int:

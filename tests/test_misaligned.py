@@ -71,11 +71,13 @@ def test_flow_alignment_brings_the_reference_onto_the_output():
 
 def test_eval_flow_protocol_is_named_and_scores_against_the_moved_reference(both, root, tmp_path):
     from defocuskit.eval.evaluate import evaluate
+    from defocuskit.eval.config import EvalConfig
 
     shards = root / "moved"
-    plain = evaluate(shards, [], ["input"], split="train", limit=6, report_dir=tmp_path / "plain", progress=False)
-    flow = evaluate(shards, [], ["input"], split="train", limit=6, align="flow", report_dir=tmp_path / "flow",
-                    progress=False)
+    plain = evaluate(shards, [], ["input"], EvalConfig(split="train", limit=6, report_dir=tmp_path / "plain",
+                                                       progress=False))
+    flow = evaluate(shards, [], ["input"], EvalConfig(split="train", limit=6, align="flow",
+                                                      report_dir=tmp_path / "flow", progress=False))
     assert "JDRL" in flow["protocol"]["alignment"] and plain["protocol"]["alignment"].startswith("none")
     psnr = {name: np.mean([r["psnr"] for r in rep["images"]]) for name, rep in (("plain", plain), ("flow", flow))}
     assert psnr["flow"] > psnr["plain"] + 0.5, psnr

@@ -17,6 +17,7 @@ from defocuskit.data.sample import IngestError
 from defocuskit.data.sample import IngestOptions, Rejected, Task
 from defocuskit.data.reader import iter_samples
 from defocuskit.data.sources import ebb, pairs, raw, sdd, vabd
+from defocuskit.data.sources.layout import check_layout
 from defocuskit.io.images import read_image, write_image
 
 SHIFT = (3, 2)  # (dx, dy) of the blurred shot against its reference, in pixels
@@ -272,4 +273,4 @@ def test_sdd_registers_by_default_and_checks_its_layout(tmp_path):
     (other / "train" / "sharp").mkdir(parents=True)
     with pytest.raises(IngestError, match=r"--sdd .*: expected \{train_patches,test\}/\{gt,blur\}/ \(SDD\); "
                                           r"no train_patches/ or test/ folder; found train/\{blur,sharp\}"):
-        sdd.check_layout(other)
+        check_layout(sdd.SOURCE, other)

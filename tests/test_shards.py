@@ -19,6 +19,7 @@ from defocuskit.data.metadata import empty_meta
 from defocuskit.data.shards import AtomicShard, encode_members, f_number_key
 from defocuskit.data.reader import decode_sample, iter_raw, iter_samples, read_manifest, shard_urls
 from defocuskit.io.images import decode_image
+from defocuskit.data.sources import DatasetSource
 
 NAME = "fake16"
 
@@ -39,6 +40,9 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
                       blur_type="defocus", align={"method": "none", "score": 1.0, "matrix": np.eye(3)})
     coc = np.linspace(0, 40, 24 * 32, dtype=np.float32).reshape(24, 32)
     return [Sample(task.key, sharp=sharp, blur=sharp // 2, meta=meta, coc=coc)]
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load)  # this module stands in for a source module
 
 
 @pytest.fixture

@@ -271,18 +271,18 @@ def test_every_dataset_fails_on_an_empty_folder(tmp_path, module, expected):
 
 
 def test_half_layouts_fail_naming_what_is_missing(tmp_path):
-    from defocuskit.data.sources.layout import LayoutError
+    from defocuskit.data.sources.layout import LayoutError, check_layout
 
     write_image(tmp_path / "train_c" / "source" / "a.png", _img(0))
     with pytest.raises(LayoutError, match="train_c/ has no target/"):
-        dpdd.check_layout(tmp_path)
+        check_layout(dpdd.SOURCE, tmp_path)
     write_image(tmp_path / "sharp" / "sharp_1.jpg", _img(1))
     with pytest.raises(LayoutError, match="no image/"):
-        ded.check_layout(tmp_path)
+        check_layout(ded.SOURCE, tmp_path)
     write_image(tmp_path / "source" / "a.png", _img(2))
     found = r"; no target/; found train_c/source, sharp/ \(1 file\), source/ \(1 file\)"
     with pytest.raises(LayoutError, match=found) as info:
-        realdof.check_layout(tmp_path)
+        check_layout(realdof.SOURCE, tmp_path)
     assert "DPDD" not in str(info.value)  # the hint names only layouts that match
 
 

@@ -19,6 +19,7 @@ from defocuskit.inference.files import deblur_files
 from defocuskit.inference.tiling import DEFAULT_MAX_TILE_PIXELS, plan_tiling, tile_starts
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe, resolve_recipe
+from defocuskit.inference.tiling import TilingOptions
 
 REPO = Path(__file__).resolve().parents[1]
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"
@@ -89,7 +90,7 @@ def test_whole_image_equals_a_single_tile_of_the_same_size() -> None:
     method, recipe, net = _tiny("nafnet")
     image = _photo(32, 32)
     whole = restore_image(method, recipe, net, image, progress=False)
-    tiled = restore_image(method, recipe, net, image, tile=32, progress=False)
+    tiled = restore_image(method, recipe, net, image, progress=False, tiling=TilingOptions(tile=32))
     assert plan_tiling(method, recipe, net, 32, 32).whole
     assert np.array_equal(whole, tiled)
 
@@ -125,7 +126,8 @@ def test_cpu_inference_hands_channels_last_input_where_the_method_asks(name: str
     image = _photo(40, 48)
     default = restore_image(method, recipe, net, image, progress=False)
     nchw = restore_image(method, recipe, net, image, progress=False, channels_last=False)
-    restore_image(method, recipe, net, image, tile=16, progress=False)  # tiles get channels-last input too
+    restore_image(method, recipe, net, image, progress=False,
+                  tiling=TilingOptions(tile=16))  # tiles get channels-last input too
     hook.remove()
     assert seen[0] and not seen[1] and all(seen[2:])
     np.testing.assert_allclose(default, nchw, atol=1e-5)
@@ -159,7 +161,7 @@ def test_tiles_differ_from_the_whole_image_only_near_the_seams() -> None:
     with torch.no_grad():
         direct = net(torch.from_numpy(image.transpose(2, 0, 1).copy())[None]).clamp(0, 1)[0].numpy().transpose(1, 2, 0)
     np.testing.assert_allclose(whole, direct, atol=1e-5)  # channels-last on CPU: the same to float rounding
-    tiled = restore_image(method, recipe, net, image, tile=32, overlap=16, progress=False)
+    tiled = restore_image(method, recipe, net, image, progress=False, tiling=TilingOptions(tile=32, overlap=16))
     seam = np.zeros((64, 80), bool)
     for axis, length in ((0, 64), (1, 80)):
         for start in tile_starts(length, 32, 16):
@@ -179,19 +181,20 @@ def test_tiles_differ_from_the_whole_image_only_near_the_seams() -> None:
 
 def test_a_budget_below_the_image_gives_the_largest_tiles_within_it() -> None:
     method, recipe, net = _tiny("nafnet")  # multiple 8
-    plan = plan_tiling(method, recipe, net, 70, 53, max_tile_pixels=1000)
+    plan = plan_tiling(method, recipe, net, 70, 53, tiling=TilingOptions(max_tile_pixels=1000))
     assert not plan.whole and plan.tile == (24, 24) and plan.max_tile_pixels == 1000  # 31 px rounded down to 8
-    short = plan_tiling(method, recipe, net, 20, 300, max_tile_pixels=1024)
+    short = plan_tiling(method, recipe, net, 20, 300, tiling=TilingOptions(max_tile_pixels=1024))
     assert short.tile == (24, 40)  # the short side whole (padded to 24), the rest of the budget along the long one
-    assert plan_tiling(method, recipe, net, 70, 53, max_tile_pixels=72 * 56).whole
+    assert plan_tiling(method, recipe, net, 70, 53, tiling=TilingOptions(max_tile_pixels=72 * 56)).whole
     assert plan_tiling(method, recipe, net, 70, 53).max_tile_pixels == DEFAULT_MAX_TILE_PIXELS
     recorded, shapes = _recording(method)
     image = _photo(70, 53)
-    out = restore_image(recorded, recipe, net, image, max_tile_pixels=1000, batch=2, progress=False)
+    out = restore_image(recorded, recipe, net, image, progress=False, tiling=TilingOptions(max_tile_pixels=1000,
+                                                                                           batch=2))
     assert out.shape == (70, 53, 3) and sum(s[0] for s in shapes) == plan.tiles
     assert all(s[0] <= 2 and s[2:] == (24, 24) for s in shapes)
     with pytest.raises(ValueError, match=r"--max-tile-pixels 40 is less than one 8x8 block"):
-        plan_tiling(method, recipe, net, 70, 53, max_tile_pixels=40)
+        plan_tiling(method, recipe, net, 70, 53, tiling=TilingOptions(max_tile_pixels=40))
 
 
 def test_deblur_json_records_what_ran(tmp_path: Path) -> None:
@@ -203,7 +206,7 @@ def test_deblur_json_records_what_ran(tmp_path: Path) -> None:
     write_image(tmp_path / "in" / "shot.png", (_photo(37, 45) * 255).round().astype(np.uint8))
     for out, kwargs in (("whole", {}), ("tiles", {"tile": 16}), ("budget", {"max_tile_pixels": 256})):
         deblur_files([tmp_path / "in" / "shot.png"], tmp_path / "naf.safetensors", tmp_path / out, progress=False,
-                     **kwargs)
+                     tiling=TilingOptions(**kwargs))
     (whole,) = json.loads((tmp_path / "whole" / "deblur.json").read_text())["images"]
     assert (whole["inference"], whole["tile"], whole["tiles"]) == ("whole", [40, 48], 1)
     assert whole["max_tile_pixels"] == DEFAULT_MAX_TILE_PIXELS
@@ -239,7 +242,7 @@ def test_a_sampler_reports_its_steps_inside_an_image_on_the_callers_bar() -> Non
             seen.append((task.description, task.total, task.completed))
 
         bar.update = spy  # type: ignore[method-assign]
-        restore_image(method, recipe, torch.nn.Identity(), _photo(40, 40), batch=4, progress=bar)
+        restore_image(method, recipe, torch.nn.Identity(), _photo(40, 40), progress=bar, tiling=TilingOptions(batch=4))
         assert [t.id for t in bar.tasks] == [outer]  # its own tasks are gone when the image is done
     assert ("  steps", 5, 5) in seen  # the sampler's steps, with their total
     assert ("  tiles 32x32 overlap 8", 4, 4) in seen

@@ -36,6 +36,7 @@ import torch
 from defocuskit.methods import get_method
 from defocuskit.config.recipe import recipe_to_dict
 from defocuskit.methods.recipes import load_recipe
+from defocuskit.inference.tiling import TilingOptions
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "EBB"
 
@@ -95,6 +96,7 @@ def time_eval(args: argparse.Namespace) -> None:
     from rich.console import Console
 
     from defocuskit.eval.evaluate import evaluate
+    from defocuskit.eval.config import EvalConfig
 
     work = Path(tempfile.mkdtemp(prefix="bench_eval_tiles-"))
     n = write_pairs(work / "shards", args.images, args.synthetic)
@@ -108,8 +110,10 @@ def time_eval(args: argparse.Namespace) -> None:
         rows = []
         for label, tile in modes:
             start = time.perf_counter()
-            report = evaluate(work / "shards", [model], [], split="test", tile=tile,
-                              report_dir=work / f"report-{tile}", progress=False, console=quiet)
+            report = evaluate(work / "shards", [model], [], EvalConfig(split="test",
+                                                                       report_dir=work / f"report-{tile}",
+                                                                       progress=False,
+                                                                       tiling=TilingOptions(tile=tile)), console=quiet)
             best[label] = min(best.get(label, float("inf")), (time.perf_counter() - start) / n)
             info = report["protocol"]["methods"]["nafnet"]
             psnr = next(r["psnr"] for r in report["rows"] if r["f_number"] is None)
@@ -143,7 +147,7 @@ def time_restore(model_file: Path, shards: Path, modes: tuple, repeat: int) -> d
     for _ in range(repeat):
         for label, tile in modes:
             start = time.perf_counter()
-            restore_image(method, recipe, net, blur, tile=tile, progress=False)
+            restore_image(method, recipe, net, blur, progress=False, tiling=TilingOptions(tile=tile))
             best[label] = min(best.get(label, float("inf")), time.perf_counter() - start)
     return best
 
@@ -159,7 +163,7 @@ def memory_child(recipe_path: Path, side: int) -> None:
     image = np.random.default_rng(0).random((side, side, 3), dtype=np.float32)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    restore_image(method, recipe, model, image, max_tile_pixels=side * side, progress=False)
+    restore_image(method, recipe, model, image, progress=False, tiling=TilingOptions(max_tile_pixels=side * side))
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"side": side, "added_mib": round((peak - before) / 1024), "seconds": round(seconds, 1)}))

@@ -42,6 +42,7 @@ from defocuskit.eval.scoring import Scoring  # noqa: E402
 from defocuskit.inference.restore import restore_image  # noqa: E402
 from defocuskit.inference.tiling import resolve_overlap, tile_starts  # noqa: E402
 from defocuskit.inference.load import load_model  # noqa: E402
+from defocuskit.inference.tiling import TilingOptions
 
 FULL = ("released", "pc")
 
@@ -124,8 +125,8 @@ def main() -> None:
         def model_runner(cfg: Any, needs_coc: bool) -> Callable:
             def run(blur: np.ndarray, sample: dict) -> np.ndarray:
                 coc_map = coc(blur, sample["meta"], sample.get("coc"), name=sample["key"]) if needs_coc else None
-                return restore_image(method, recipe, model, blur, tile=tile, overlap=overlap, device=args.device,
-                                     progress=False, sampler_cfg=cfg, coc=coc_map, seed=0)
+                return restore_image(method, recipe, model, blur, device=args.device, progress=False, sampler_cfg=cfg,
+                                     coc=coc_map, seed=0, tiling=TilingOptions(tile=tile, overlap=overlap))
             return run
 
         def baseline_runner(fn: Callable) -> Callable:

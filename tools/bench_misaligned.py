@@ -27,6 +27,7 @@ def main() -> None:
     from defocuskit.data.ingest import run_ingest
     from defocuskit.data.sample import IngestOptions
     from defocuskit.eval.evaluate import evaluate
+    from defocuskit.eval.config import EvalConfig
     from defocuskit.train.loop import train
     from defocuskit.methods.recipes import load_recipe
     from report_table import table
@@ -53,8 +54,9 @@ def main() -> None:
         models[label] = train(load_recipe(REPO / "recipes" / recipe, overrides), resume=False)
         steps = json.loads((args.work / "runs" / label / "metrics.jsonl").read_text().splitlines()[-1])["step"]
         print(f"trained {label} on the {data} pairs: {steps} steps in {args.minutes:g} min", flush=True)
-    report = evaluate(shards["as-shot"], list(models.values()), ["input"], split="test", by_aperture=True,
-                      align="flow", report_dir=args.work / "report", progress=False)
+    report = evaluate(shards["as-shot"], list(models.values()), ["input"],
+                      EvalConfig(split="test", by_aperture=True, align="flow", report_dir=args.work / "report",
+                                 progress=False))
     print(report["protocol"]["alignment"])
     print(table(report, "psnr"))
     print()

@@ -22,6 +22,7 @@ from defocuskit.inference.restore import resolve_sampler, restore_image
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe
 from defocuskit.methods.base import RestoreContext
+from defocuskit.inference.tiling import TilingOptions
 
 
 def _sync(device: str) -> None:
@@ -72,8 +73,8 @@ def main() -> None:
     if args.mode in ("both", "tiled"):
         tile = args.tile or recipe.data.image_size
         t0 = time.perf_counter()
-        restore_image(method, recipe, model, image, tile=tile, batch=args.batch, sampler_cfg=sampler,
-                      device=args.device, progress=False)
+        restore_image(method, recipe, model, image, sampler_cfg=sampler,
+                      device=args.device, progress=False, tiling=TilingOptions(tile=tile, batch=args.batch))
         _sync(args.device)
         print(f"tiled ({tile} px tiles, batch {args.batch}): {time.perf_counter() - t0:.2f} s/image")
 

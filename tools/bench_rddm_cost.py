@@ -22,6 +22,7 @@ import torch
 from defocuskit.inference.restore import restore_image
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe
+from defocuskit.inference.tiling import TilingOptions
 
 
 def count(module: torch.nn.Module) -> int:
@@ -46,7 +47,7 @@ def main() -> None:
     trained = count(model) - parts.get("map_estimator", 0)
     image = np.random.default_rng(0).random((args.height, args.width, 3), dtype=np.float32)
     start = time.perf_counter()
-    out = restore_image(method, recipe, model, image, tile=args.tile, progress=False)
+    out = restore_image(method, recipe, model, image, progress=False, tiling=TilingOptions(tile=args.tile))
     seconds = time.perf_counter() - start
     assert out.shape == image.shape and np.isfinite(out).all()
     print(json.dumps({

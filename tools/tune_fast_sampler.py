@@ -26,6 +26,7 @@ from defocuskit.eval.metrics import psnr  # noqa: E402
 from defocuskit.io.images import to_float  # noqa: E402
 from defocuskit.inference.restore import restore_image  # noqa: E402
 from defocuskit.inference.load import load_model  # noqa: E402
+from defocuskit.inference.tiling import TilingOptions
 
 
 def main() -> None:
@@ -59,7 +60,7 @@ def main() -> None:
         for s in picked:
             blur, sharp = to_float(s["blur"]), to_float(s["sharp"]).astype(np.float64)
             out = restore_image(method, recipe, model, blur, sampler_cfg=cfg, coc=s["coc"], progress=False,
-                                tile=args.tile)
+                                tiling=TilingOptions(tile=args.tile))
             gains[s["meta"]["f_number"]].append(psnr(np.clip(out, 0, 1).astype(np.float64), sharp)
                                                 - psnr(blur.astype(np.float64), sharp))
         per = (time.perf_counter() - t0) / max(len(picked), 1)

@@ -204,11 +204,12 @@ def deblur_cmd(
     import sys
 
     from defocuskit.inference.files import deblur_files
+    from defocuskit.inference.tiling import TilingOptions
 
     try:
         written = deblur_files(list(inputs), checkpoint, out, steps=steps, sampler=sampler, sets=list(set_ or []),
-                               coc=value(coc), coc_model=coc_model, f_number=f_number, tile=tile, overlap=overlap,
-                               max_tile_pixels=max_tile_pixels, batch=batch, device=device, seed=seed)
+                               coc=value(coc), coc_model=coc_model, f_number=f_number,
+                               tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
@@ -267,20 +268,21 @@ def eval_cmd(
     import sys
 
     from defocuskit.data.reader import ShardError
+    from defocuskit.eval.config import EvalConfig, EvalError
     from defocuskit.eval.evaluate import evaluate
-    from defocuskit.eval.config import EvalError
+    from defocuskit.inference.tiling import TilingOptions
 
     checkpoints, baselines = list(checkpoint or []), [value(b) for b in baseline or []]
     if not checkpoints and not baselines:
         baselines = ["input", "wiener"]
         print("no --checkpoint or --baseline given: evaluating the input and wiener baselines", file=sys.stderr)
     try:
-        evaluate(shards, checkpoints, baselines, split=split, by_aperture=by_aperture, stops=stops,
-                 align=align and value(align_by), limit=limit, steps=steps, samplers=list(sampler or []),
-                 sets=list(set_ or []), coc=value(coc),
-                 coc_model=coc_model, save_images=save_images, report_dir=report, tile=tile, overlap=overlap,
-                 max_tile_pixels=max_tile_pixels, batch=batch, device=device, seed=seed, ssim_variant=value(ssim),
-                 lpips_weights=lpips_weights, by_source=by_source, figure=figure)
+        config = EvalConfig(split=split, by_aperture=by_aperture, stops=stops, align=align and value(align_by),
+                            limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []),
+                            coc=value(coc), coc_model=coc_model, save_images=save_images, report_dir=report,
+                            tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
+                            ssim_variant=value(ssim), lpips_weights=lpips_weights, by_source=by_source, figure=figure)
+        evaluate(shards, checkpoints, baselines, config)
     except (EvalError, ShardError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None

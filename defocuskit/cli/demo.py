@@ -83,6 +83,7 @@ def run_demo(
     from defocuskit.data.ingest import run_ingest
     from defocuskit.data.sample import IngestOptions
     from defocuskit.io.devices import resolve_device
+    from defocuskit.eval.config import EvalConfig
     from defocuskit.eval.evaluate import evaluate
     from defocuskit.train.loop import train
     from defocuskit.methods import get_method
@@ -147,17 +148,8 @@ def run_demo(
     console.print(f"[{elapsed()}] 3/3 eval: scoring every model and the {'/'.join(baselines)} baselines by f-number "
                   "on the aligned test split" + (f"; CoC maps from the defocus-map model {map_file}" if map_file else ""))
     report_dir = out / "report"
-    report = evaluate(
-        shards,
-        checkpoints=checkpoints,
-        baselines=baselines,
-        split="test",
-        by_aperture=True,
-        limit=limit,
-        coc="map" if map_file else None,
-        coc_model=map_file,
-        report_dir=report_dir,
-        device=device,
-    )
+    config = EvalConfig(split="test", by_aperture=True, limit=limit, coc="map" if map_file else None,
+                        coc_model=map_file, report_dir=report_dir, device=device)
+    report = evaluate(shards, checkpoints, baselines, config)
     console.print(f"[{elapsed()}] done. Report: {report_dir / 'report.json'}, {report_dir / 'report.csv'}; plot: {report_dir / 'aperture.png'}")
     return report

@@ -30,7 +30,6 @@ This module runs the work (workers, shard writing, resume); `plan` lists and gro
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing
 import os
 import time
@@ -50,7 +49,7 @@ from defocuskit.data.plan import (
 from defocuskit.data.postprocess import check_sample, finalize_meta, postprocess
 from defocuskit.data.records import no_sample_error, shard_record
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Task
-from defocuskit.data.sources import source_module_name
+from defocuskit.data.sources import module_of, source_in
 from defocuskit.data.stamps import Stamps, stamp_files
 from defocuskit.io.formats import ImageError
 
@@ -81,7 +80,7 @@ class WorkResult:
 def process_task(module: str, task: Task, opts: IngestOptions) -> WorkResult:
     """Decode one task with its source, post-process and PNG-encode; failures become a reject."""
     try:
-        samples = importlib.import_module(module).load(task, opts)
+        samples = source_in(module).load(task, opts)
         result = WorkResult(task.key)
         for raw in samples:
             check_sample(raw)
@@ -224,7 +223,7 @@ def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestO
     Updates `stats`; returns the number of worker processes. On any exception no partial shard is left."""
     todo = [(g, t) for g in pending for t in g.tasks]
     blocked = {t.key: rej for _, t in todo if (rej := _unreadable_reject(t, stamps))}
-    work = [(source_module_name(t.source), t) for _, t in todo if t.key not in blocked]
+    work = [(module_of(t.source), t) for _, t in todo if t.key not in blocked]
     workers = min(default_workers() if opts.workers is None else opts.workers, len(work))
     results = _results(work, opts, workers)
     writer: shards.AtomicShard | None = None

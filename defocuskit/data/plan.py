@@ -19,7 +19,8 @@ from typing import Any
 
 from defocuskit.data import shards
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, Task
-from defocuskit.data.sources import OPTION_OF, SOURCES, get_source, source_module_name
+from defocuskit.data.sources import OPTIONS, SOURCES, get_source, option_of
+from defocuskit.data.sources.layout import check_layout
 from defocuskit.data.stamps import Stamps
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
@@ -60,8 +61,7 @@ def list_all(sources: Mapping[str, Path], opts: IngestOptions) -> tuple[list[Tas
     """Every source's tasks in deterministic order, and the rejects found while listing."""
     tasks, rejects, seen = [], [], set()
     for name in (n for n in SOURCES if n in sources):
-        module = get_source(name)
-        for item in module.list_tasks(Path(sources[name]), opts):
+        for item in get_source(name).list_tasks(Path(sources[name]), opts):
             if isinstance(item, Rejected):
                 if opts.strict:
                     raise IngestError(f"{item.file}: {item.reason}")
@@ -87,7 +87,7 @@ def resolved_options(sources: Mapping[str, Path], tasks: list[Task]) -> dict[str
     `manifest_options(tasks)` (e.g. CUHK blur's mask polarity), merged."""
     resolved: dict[str, Any] = {}
     for name in (n for n in SOURCES if n in sources):
-        hook = getattr(get_source(name), "manifest_options", None)
+        hook = get_source(name).manifest_options
         if hook is not None:
             resolved.update(hook([t for t in tasks if t.source == name]))
     return resolved
@@ -123,20 +123,18 @@ def plan_groups(tasks: list[Task], shard_size: int, opts: IngestOptions,
 def check_sources(sources: Mapping[str, Path]) -> None:
     """Names, folders and dataset layouts of every source, before any work; IngestError naming each problem."""
     if not sources:
-        raise IngestError("no source given: pass at least one of " + ", ".join(OPTION_OF.values()))
+        raise IngestError("no source given: pass at least one of " + ", ".join(OPTIONS.values()))
     problems: list[IngestError] = []
     for name, root in sources.items():
-        source_module_name(name)  # unknown names fail here
+        source = get_source(name)  # unknown names fail here
         if name == "synthetic":
             if str(root) != "builtin":
                 raise IngestError(f"--synthetic {root}: only 'builtin' is available")
         elif not Path(root).is_dir():
-            raise IngestError(f"{OPTION_OF.get(name, name)} {root}: no such directory")
+            raise IngestError(f"{option_of(name)} {root}: no such directory")
         else:
-            check = getattr(get_source(name), "check_layout", None)
             try:
-                if check is not None:
-                    check(Path(root))
+                check_layout(source, Path(root))
             except IngestError as exc:
                 problems.append(exc)
     if len(problems) == 1:

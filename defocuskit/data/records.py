@@ -12,7 +12,7 @@ from typing import Any
 from defocuskit.data import shards
 from defocuskit.data.plan import Group
 from defocuskit.data.sample import IngestError
-from defocuskit.data.sources import OPTION_OF
+from defocuskit.data.sources import option_of
 
 
 def shard_record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropped: int = 0) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def no_sample_message(sources: Mapping[str, Path], n_tasks: int, rejects: list[d
                       rejects_file: Path, min_sharpness: float | None = None) -> str:
     """Why no sample was written: no inputs, every input rejected (with the most common reason), or
     every patch flatter than --min-sharpness."""
-    where = ", ".join(f"{OPTION_OF.get(n, n)} {p}" for n, p in sources.items())
+    where = ", ".join(f"{option_of(n)} {p}" for n, p in sources.items())
     see = f"see {rejects_file}"
     roots = {str(Path(p)) for p in sources.values()}
     if n_tasks == 0 and all(r["file"] in roots for r in rejects):

@@ -242,11 +242,6 @@ def builtin_scene(name: str, size: int, seed: int) -> Scene:
     return Scene(name, rgb, depth_m, layers[str(choice)], FOCAL_LENGTH_MM, f"skimage.data.{photo}", "layered")
 
 
-def builtin_scenes(size: int, seed: int) -> list[Scene]:
-    """All built-in scenes (photographs and their variants), longer side `size`."""
-    return [builtin_scene(name, size, seed) for name in builtin_scene_names()]
-
-
 def render_defocus(
     rgb_linear: np.ndarray,
     depth_m: np.ndarray,

@@ -8,8 +8,7 @@ hidden `.records/` folder with one small JSON record per completed shard (its sa
 Writers take the folder lock (`folder_lock`) to publish a shard with its record, to write a record and
 to regenerate or prune, so a run that holds the lock sees no half-published shard of another part:
 `prune` can then remove every shard that no record of the current plan backs. The reading side
-(`read_manifest`, `shard_urls`, `decode_sample`, `iter_raw`, `iter_samples`) lives in `reader` and is
-re-exported here.
+(`read_manifest`, `shard_urls`, `decode_sample`, `iter_raw`, `iter_samples`) lives in `reader`.
 
 Shard format 2 (manifest "format": 2; a manifest without "format" is format 1). A sample's `json`
 holds the fixed schema of `defocuskit.data.metadata`: every key always present with one type, the

@@ -1,7 +1,39 @@
-"""What an evaluation is asked to do, and the error it raises when it cannot: below every other eval module."""
+"""What an evaluation is asked to do (EvalConfig), and the error it raises when it cannot: below every other eval
+module."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from defocuskit.inference.tiling import TilingOptions
 
 
 class EvalError(ValueError):
     """An evaluation that cannot run as asked; the message names the file, split or key."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The options of `evaluate` (the `defocuskit eval` command's), with their command-line defaults."""
+
+    split: str = "test"
+    by_aperture: bool = True  # rows per f-number (False: one 'all' row per method)
+    stops: bool = False  # group f-numbers into full stops
+    align: bool | str = False  # False | True or "ecc" (outputs registered onto the reference) | "flow"
+    limit: int | None = None  # the first N paired samples in shard order
+    steps: int | None = None  # sampler steps of every model that has them
+    samplers: list[str] = field(default_factory=list)  # [LABEL:]NAME: the sampler of each model
+    sets: list[str] = field(default_factory=list)  # [LABEL:]sampler.KEY=VALUE
+    coc: str | None = None  # where CoC maps come from (inference.coc_source.COC_SOURCES)
+    coc_model: Path | None = None  # the defocus-map model of --coc map
+    save_images: Path | None = None  # write every output here
+    report_dir: Path = Path("report")
+    tiling: TilingOptions = TilingOptions()
+    device: str = "cpu"
+    seed: int = 0
+    ssim_variant: str = "uniform7"
+    lpips_weights: list[Path] | None = None
+    by_source: bool = False  # rows per (source, f-number) as well
+    figure: bool = False  # figure.png: crops of the first pair of each f-number group
+    progress: bool = True

@@ -16,7 +16,7 @@ from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics
 from defocuskit.eval.report import aggregate, group_of, library_versions, print_table, write_report
 from defocuskit.eval.runners import ACTIVE_BAR, Runner, _baseline_runner, _checkpoint_runner, _label, _sampler_keys, per_checkpoint_settings
-from defocuskit.eval.config import EvalError
+from defocuskit.eval.config import EvalConfig, EvalError
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, prepare_pair, score_pair
 from defocuskit.io.images import from_float, to_float, write_image
 
@@ -206,42 +206,16 @@ def evaluate_samples(
     }
 
 
-def evaluate(
-    shards: Path,
-    checkpoints: list[Path],
-    baselines: list[str],
-    split: str = "test",
-    by_aperture: bool = True,
-    stops: bool = False,
-    align: bool | str = False,
-    limit: int | None = None,
-    steps: int | None = None,
-    samplers: list[str] | None = None,
-    sets: list[str] | None = None,
-    coc: str | None = None,
-    coc_model: Path | None = None,
-    save_images: Path | None = None,
-    report_dir: Path = Path("report"),
-    tile: int | None = None,
-    overlap: int | None = None,
-    max_tile_pixels: int | None = None,
-    batch: int = 4,
-    device: str = "cpu",
-    seed: int = 0,
-    ssim_variant: str = "uniform7",
-    lpips_weights: list[Path] | None = None,
-    by_source: bool = False,
-    figure: bool = False,
-    progress: bool = True,
-    console: Console | None = None,
-) -> dict[str, Any]:
-    """Score checkpoints and baselines on `split` of a shard folder; writes report.json, report.csv, aperture.png
-    and, with `figure`, figure.png (per f-number group, crops of its first pair: input, each method, reference).
+def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config: EvalConfig = EvalConfig(),
+             console: Console | None = None) -> dict[str, Any]:
+    """Score checkpoints and baselines on `config.split` of a shard folder; writes report.json, report.csv,
+    aperture.png and, with `config.figure`, figure.png (per f-number group, crops of its first pair: input, each
+    method, reference).
 
-    Every check (shard folder, split, models, options) runs before any sample is scored. `align`: False,
+    Every check (shard folder, split, models, options) runs before any sample is scored. `config.align`: False,
     True or "ecc" (outputs registered onto the reference), "flow" (the reference warped onto each output:
-    JDRL's protocol for misaligned test pairs). `limit`: the first N paired samples in shard order.
-    `by_source`: the rows per (source, f-number) as well as pooled (report.add_source_rows).
+    JDRL's protocol for misaligned test pairs). `config.limit`: the first N paired samples in shard order.
+    `config.by_source`: the rows per (source, f-number) as well as pooled (report.add_source_rows).
 
     Under `accelerate launch -m defocuskit eval ...` every process scores its share of the pairs
     (`processes.shard_share`; plain "cuda" becomes the process's own GPU) and the main process writes the
@@ -252,6 +226,13 @@ def evaluate(
     from defocuskit.eval.plots import aperture_title, plot_aperture
     from defocuskit.eval.processes import count_pairs, process_group, shard_share, share_of
 
+    c = config
+    split, by_aperture, stops, align, limit, steps = c.split, c.by_aperture, c.stops, c.align, c.limit, c.steps
+    coc, coc_model, save_images, report_dir, tiling, device = c.coc, c.coc_model, c.save_images, c.report_dir, \
+        c.tiling, c.device
+    seed, ssim_variant, lpips_weights, by_source, figure, progress = c.seed, c.ssim_variant, c.lpips_weights, \
+        c.by_source, c.figure, c.progress
+    samplers, sets = c.samplers, c.sets
     group = process_group()
     device = group.device(resolve_device(device))
     console = console or Console()
@@ -294,8 +275,8 @@ def evaluate(
     for label, path in paths.items():
         name, items = chosen[label]
         runners[label], infos[label] = _checkpoint_runner(
-            path, steps=steps_for[label], sampler=name, sets=items, tile=tile, overlap=overlap, batch=batch,
-            device=device, seed=seed, coc=coc_source, max_tile_pixels=max_tile_pixels)
+            path, steps=steps_for[label], sampler=name, sets=items, tiling=tiling, device=device, seed=seed,
+            coc=coc_source)
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from defocuskit.eval.config import EvalError
 from defocuskit.inference.coc_source import CocSource
+from defocuskit.inference.tiling import TilingOptions
 
 # A runner turns one sample's blurred input (float32 (H, W, 3) in [0, 1]) into the method's output.
 Runner = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
@@ -20,9 +21,8 @@ Runner = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 ACTIVE_BAR: ContextVar[Any] = ContextVar("defocuskit_eval_bar", default=None)
 
 
-def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tile: int | None,
-                       overlap: int | None, batch: int, device: str, seed: int,
-                       coc: CocSource | None, max_tile_pixels: int | None = None) -> tuple[Runner, dict[str, Any]]:
+def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tiling: TilingOptions,
+                       device: str, seed: int, coc: CocSource | None) -> tuple[Runner, dict[str, Any]]:
     """Load an exported model once; a Runner that deblurs one image with it, and what the report says of it.
 
     The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
@@ -33,6 +33,8 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     from defocuskit.eval.processes import sample_seed
     from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
     from defocuskit.inference.tiling import DEFAULT_MAX_TILE_PIXELS, check_tiling, plan_tiling, resolve_overlap
+
+    tile, overlap, max_tile_pixels = tiling.tile, tiling.overlap, tiling.max_tile_pixels
     from defocuskit.inference.load import load_model
 
     try:
@@ -46,7 +48,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     try:
         sampler_cfg = resolve_sampler(recipe, steps, name=sampler, sets=sets).resolved()
         info = sampler_settings(sampler_cfg, recipe.objective)
-        check_tiling(method, recipe, model, tile, overlap, max_tile_pixels)
+        check_tiling(method, recipe, model, tiling)
     except ValueError as exc:
         hint = (f" (--steps {steps} goes to every model with steps; give each its own with "
                 "--set LABEL:sampler.steps=N)") if steps is not None else ""
@@ -57,13 +59,12 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                         "--coc oracle | --coc fnumber")
     model.eval()
     ran: Counter[str] = Counter()
-    tiling = dict(tile=tile, overlap=overlap, max_tile_pixels=max_tile_pixels)
 
     def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
         coc_map = coc(blur, sample.get("meta"), sample.get("coc"), name=sample["key"]) if needs_coc and coc else None
-        out = restore_image(method, recipe, model, blur, **tiling, batch=batch, seed=sample_seed(seed, sample["key"]),
+        out = restore_image(method, recipe, model, blur, tiling=tiling, seed=sample_seed(seed, sample["key"]),
                             device=device, progress=ACTIVE_BAR.get() or False, sampler_cfg=sampler_cfg, coc=coc_map)
-        ran[plan_tiling(method, recipe, model, *blur.shape[:2], **tiling).describe()] += 1
+        ran[plan_tiling(method, recipe, model, *blur.shape[:2], tiling).describe()] += 1
         return out
 
     run.ran = ran  # type: ignore[attr-defined]
@@ -78,7 +79,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                           f"most {budget} pixels; larger images in the largest tiles within that" if whole else
                           f"tiles of {size}x{size} px" + ("" if tile else " (the training size: the network attends "
                                                            "over its input)")),
-            "batch": batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
+            "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
             "channels": recipe.data.channels}
     return run, desc
 

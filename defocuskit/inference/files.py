@@ -16,7 +16,7 @@ from defocuskit.data.shards import encode_coc
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
-from defocuskit.inference.tiling import check_tiling, plan_tiling
+from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
@@ -103,10 +103,7 @@ def deblur_files(
     coc: str | None = None,
     coc_model: Path | None = None,
     f_number: float | None = None,
-    tile: int | None = None,
-    overlap: int | None = None,
-    max_tile_pixels: int | None = None,
-    batch: int = 4,
+    tiling: TilingOptions = TilingOptions(),
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
@@ -119,7 +116,7 @@ def deblur_files(
     `sampler`/`sets`/`steps` change the sampler (checked like recipe keys); `coc` names where the CoC
     map of physics consistency comes from (coc_source.COC_SOURCES). deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
-    network ran (`Tiling.record`: whole image or tiles of a size, under `max_tile_pixels`) and seconds.
+    network ran (`Tiling.record`: whole image or tiles of a size, under `tiling.max_tile_pixels`) and seconds.
     Every check (checkpoint, sampler, CoC source, tiling, input files) runs before any image is processed:
     an input that is missing, empty, unreadable or corrupt stops the run with every bad file named.
     """
@@ -149,9 +146,7 @@ def deblur_files(
         missing = [str(p) for p, meta in optics_of.items() if meta["f_number"] is None]
         if missing:
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
-    check_tiling(method, recipe, model, tile, overlap, max_tile_pixels)
-    if batch < 1:
-        raise ValueError(f"--batch must be positive, got {batch}")
+    check_tiling(method, recipe, model, tiling)
     model.eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,10 +158,9 @@ def deblur_files(
         coc_map = None
         if source is not None and "coc" in info["needs"]:
             coc_map = source(image, optics_of.get(p), name=str(p))
-        tiling = plan_tiling(method, recipe, model, *image.shape[:2], tile=tile, overlap=overlap,
-                             max_tile_pixels=max_tile_pixels)
+        plan = plan_tiling(method, recipe, model, *image.shape[:2], tiling)
         result = restore_image(
-            method, recipe, model, image, tile=tile, overlap=overlap, max_tile_pixels=max_tile_pixels, batch=batch,
+            method, recipe, model, image, tiling=tiling,
             seed=seed, device=device, progress=progress, sampler_cfg=sampler_cfg, coc=coc_map,
         )
         if method.output == "defocus_map":
@@ -179,7 +173,7 @@ def deblur_files(
         records.append({
             "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
             "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
-            **tiling.record(),
+            **plan.record(),
             "coc": source.describe() if source is not None and "coc" in info["needs"] else None,
             "seconds": round(time.perf_counter() - started, 3),
         })

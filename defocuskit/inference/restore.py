@@ -17,9 +17,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from defocuskit.methods.base import Conditions, Method, RestoreContext
-from defocuskit.inference.tiling import (
-    plan_tiling, ramp, tile_seed, tile_starts,
-)
+from defocuskit.inference.tiling import TilingOptions, blend_window, plan_tiling, tile_seed, tile_starts
 from defocuskit.config.recipe import Recipe, recipe_to_dict
 from defocuskit.config.typed import RecipeError, apply_overrides, build_dataclass
 
@@ -159,10 +157,7 @@ def restore_image(
     model: nn.Module,
     image: np.ndarray,
     *,
-    tile: int | None = None,
-    overlap: int | None = None,
-    max_tile_pixels: int | None = None,
-    batch: int = 4,
+    tiling: TilingOptions = TilingOptions(),
     steps: int | None = None,
     seed: int = 0,
     device: str = "cpu",
@@ -173,11 +168,11 @@ def restore_image(
 ) -> np.ndarray:
     """Run `method` on a float32 (H, W, C) image in [0, 1]; returns float32 (H, W, C_out).
 
-    `plan_tiling` decides how: a convolutional method (`Method.whole_image`) runs the whole image,
-    reflect-padded to the network's multiple, in one pass while it has at most `max_tile_pixels`
+    `plan_tiling` decides how, from `tiling`: a convolutional method (`Method.whole_image`) runs the whole image,
+    reflect-padded to the network's multiple, in one pass while it has at most `tiling.max_tile_pixels`
     pixels, else in the largest tiles within that budget; an attention method runs tiles of the
-    recipe's training size; an explicit `tile` runs tiles of that size. Tiles overlap by `overlap`
-    (default min(32, tile // 4)) and are blended with raised-cosine weights; `batch` tiles go through
+    recipe's training size; an explicit `tiling.tile` runs tiles of that size. Tiles overlap by `tiling.overlap`
+    (default min(32, tile // 4)) and are blended with raised-cosine weights; `tiling.batch` tiles go through
     the network at once, so memory is bounded by tile * batch. Padding is cropped back.
 
     `coc` (H, W), the circle-of-confusion map in pixels, is cut into the same tiles and handed to
@@ -193,8 +188,6 @@ def restore_image(
     """
     if image.ndim != 3:
         raise ValueError(f"restore_image needs an (H, W, C) image, got shape {image.shape}")
-    if batch < 1:
-        raise ValueError(f"batch must be positive, got {batch}")
     sampler = (sampler_cfg if sampler_cfg is not None else resolve_sampler(recipe, steps)).resolved()
     height, width, _ = image.shape
     if "coc" in sampler.needs() and coc is None:
@@ -202,8 +195,8 @@ def restore_image(
                          "--coc map --coc-model FILE | --coc oracle | --coc fnumber")
     if coc is not None and coc.shape != (height, width):
         raise ValueError(f"CoC map {coc.shape[1]}x{coc.shape[0]} does not match the image {width}x{height}")
-    plan = plan_tiling(method, recipe, model, height, width, tile=tile, overlap=overlap,
-                       max_tile_pixels=max_tile_pixels)
+    plan = plan_tiling(method, recipe, model, height, width, tiling)
+    batch = tiling.batch
     if channels_last is None:
         channels_last = method.channels_last and torch.device(device).type == "cpu"
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -217,8 +210,7 @@ def restore_image(
     ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
     boxes = [(y, x) for y in ys for x in xs]
     # raised-cosine ramps along an axis with several tiles; an axis in one tile keeps weight 1 (output exact)
-    window = np.outer(ramp(th, overlap if len(ys) > 1 else 0), ramp(tw, overlap if len(xs) > 1 else 0))
-    window = window.astype(np.float32)
+    window = blend_window((th, tw), (overlap if len(ys) > 1 else 0, overlap if len(xs) > 1 else 0))
     weight = np.zeros((ph, pw), np.float32)
     acc: np.ndarray | None = None
     n_batches = math.ceil(len(boxes) / batch)

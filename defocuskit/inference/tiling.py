@@ -39,11 +39,12 @@ def ramp(length: int, overlap: int) -> np.ndarray:
     return weights
 
 
-def blend_window(tile: int | tuple[int, int], overlap: int) -> np.ndarray:
+def blend_window(tile: int | tuple[int, int], overlap: int | tuple[int, int]) -> np.ndarray:
     """(tile, tile) (or (height, width)) float32 blending weights: separable raised-cosine ramps over the
-    overlap, strictly positive."""
+    overlap (one for both axes, or (along H, along W)), strictly positive."""
     th, tw = (tile, tile) if isinstance(tile, int) else tile
-    return np.outer(ramp(th, overlap), ramp(tw, overlap)).astype(np.float32)
+    oy, ox = (overlap, overlap) if isinstance(overlap, int) else overlap
+    return np.outer(ramp(th, oy), ramp(tw, ox)).astype(np.float32)
 
 
 # 2048 x 2048: whole frames of DPDD (1680x1120), EBB! and VABD (1536x1024) and RealDOF (2320x1536) go through in
@@ -79,9 +80,22 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-def check_tiling(method: Method, recipe: Recipe, model: nn.Module, tile: int | None = None, overlap: int | None = None,
-                 max_tile_pixels: int | None = None) -> None:
-    """Raise ValueError, naming the option, for a tile, overlap or budget that no image could run with."""
+@dataclasses.dataclass(frozen=True)
+class TilingOptions:
+    """How inference may cut an image into network passes (`--tile`, `--overlap`, `--max-tile-pixels`, `--batch`):
+    None leaves it to the method (the whole image within the pixel budget, or tiles of its training size)."""
+
+    tile: int | None = None  # tiles of this size, whatever the method
+    overlap: int | None = None  # tile overlap; None: min(32, tile side // 4)
+    max_tile_pixels: int | None = None  # a whole-image pass's budget; None: DEFAULT_MAX_TILE_PIXELS
+    batch: int = 4  # tiles through the network at once
+
+
+def check_tiling(method: Method, recipe: Recipe, model: nn.Module, tiling: TilingOptions = TilingOptions()) -> None:
+    """Raise ValueError, naming the option, for a tile, overlap, budget or batch that no image could run with."""
+    tile, overlap, max_tile_pixels = tiling.tile, tiling.overlap, tiling.max_tile_pixels
+    if tiling.batch < 1:
+        raise ValueError(f"--batch must be positive, got {tiling.batch}")
     if tile is not None and tile < 1:
         raise ValueError(f"--tile must be positive, got {tile}")
     if max_tile_pixels is not None and max_tile_pixels < 1:
@@ -98,14 +112,15 @@ def check_tiling(method: Method, recipe: Recipe, model: nn.Module, tile: int | N
         raise ValueError(f"--overlap must not be negative, got {overlap}")
 
 
-def plan_tiling(method: Method, recipe: Recipe, model: nn.Module, height: int, width: int, *,
-                tile: int | None = None, overlap: int | None = None, max_tile_pixels: int | None = None) -> Tiling:
-    """How an image of (height, width) is run. An explicit `tile`: tiles of that size. A method that tiles
+def plan_tiling(method: Method, recipe: Recipe, model: nn.Module, height: int, width: int,
+                tiling: TilingOptions = TilingOptions()) -> Tiling:
+    """How an image of (height, width) is run. An explicit `tiling.tile`: tiles of that size. A method that tiles
     (`Method.whole_image` False): tiles of the recipe's training size. Otherwise the whole image, padded to
-    the network's multiple, in one pass while it has at most `max_tile_pixels` (default
+    the network's multiple, in one pass while it has at most `tiling.max_tile_pixels` (default
     DEFAULT_MAX_TILE_PIXELS) pixels; beyond that, tiles of the largest size (multiples of that multiple)
-    within the budget, a short side taken whole. Tile overlap: `overlap`, else min(32, tile side // 4)."""
-    check_tiling(method, recipe, model, tile, overlap, max_tile_pixels)
+    within the budget, a short side taken whole. Tile overlap: `tiling.overlap`, else min(32, tile side // 4)."""
+    check_tiling(method, recipe, model, tiling)
+    tile, overlap, max_tile_pixels = tiling.tile, tiling.overlap, tiling.max_tile_pixels
 
     def tiles(th: int, tw: int, budget: int | None) -> Tiling:
         ov = resolve_overlap(min(th, tw), overlap)

@@ -18,7 +18,7 @@ Misaligned Training Pairs"; released code liyucs/JDRL): the deblurring network a
 
 Per-pixel kernels are applied through "orbit sums": an isotropic kernel takes one value on each set of
 offsets {(+-a, +-b), (+-b, +-a)}, so reblurring = sum over orbits of value x (sum of the image over the
-orbit). This equals unfolding K x K patches (`reblur_with_kernels`, the reference) with 36 instead of
+orbit). This equals unfolding K x K patches (the reference in tests/test_jdrl.py) with 36 instead of
 225 products per pixel for K = 15, and all kernel sizes share the orbit sums.
 """
 
@@ -99,27 +99,6 @@ def disc_radius(values: torch.Tensor) -> torch.Tensor:
     counts, sq = (t.to(values) for t in orbit_stats(radius))
     m2 = (values * (counts * sq).view(1, -1, 1, 1)).sum(1, keepdim=True)  # E[d^2] = sum_offsets k d^2
     return torch.sqrt(2.0 * m2.clamp_min(1e-12))
-
-
-def isotropic_kernels(profile: torch.Tensor, norm: str = "softmax") -> torch.Tensor:
-    """Per-pixel radial profiles (B, r + 1, H, W) -> explicit kernels (B, K, K, H, W), K = 2 r + 1."""
-    radius = profile.shape[1] - 1
-    size = 2 * radius + 1
-    index = torch.empty(size, size, dtype=torch.long)
-    for o, (a, b) in enumerate(orbits(radius)):
-        for dy, dx in orbit_offsets(a, b):
-            index[dy + radius, dx + radius] = o
-    values = orbit_values(profile, norm)
-    return values[:, index.to(values.device)]  # (B, K, K, H, W)
-
-
-def reblur_with_kernels(image: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Per-pixel kernels (B, K, K, H, W) applied to image (B, C, H, W) by unfolding (replicate padding)."""
-    b, c, h, w = image.shape
-    k = kernels.shape[1]
-    patches = F.unfold(F.pad(image, (k // 2,) * 4, mode="replicate"), k)  # (B, C*K*K, H*W)
-    patches = patches.view(b, c, k * k, h, w)
-    return (patches * kernels.reshape(b, 1, k * k, h, w)).sum(2)
 
 
 def orbit_filters(max_radius: int) -> torch.Tensor:

@@ -1,23 +1,22 @@
 """The datasets `ingest` understands (their layouts: README "Sources"): an explicit table, imported on demand.
 
-Every source module exposes
-    NAME: str
-    list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]   # cheap, deterministic order
-    load(task: Task, opts: IngestOptions) -> list[Sample]                      # raises RejectError to skip
-and, for a dataset with a fixed layout (see `layout`),
-    TITLE: str                                                                 # "VABD", for messages
-    layout_problem(root: Path) -> str | None                                   # what does not match, or None
-    check_layout(root: Path) -> None                                           # raises LayoutError (an IngestError)
-`ingest` calls every given source's `check_layout` before listing any. Optionally
-    manifest_options(tasks: list[Task]) -> dict                                # what listing decided, for manifest.json
+Each source module defines `SOURCE = DatasetSource(...)`: its name, how it lists its tasks and loads one, and, for a dataset with a fixed layout, its title, the expected layout in words and
+`layout_problem(root)` (what keeps `root` from being that dataset, or None). `ingest` checks every given
+source's layout (`layout.check_layout`) before listing any.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-# name -> module; the order is the order in which ingest lists the sources given.
+from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+
+# name -> module; the order is the order in which ingest lists the sources given. Ingest's worker processes get
+# the module path, not the name, so a source that a program adds to this table loads in them too.
 SOURCES: dict[str, str] = {
     "raw": "defocuskit.data.sources.raw",
     "dpdd": "defocuskit.data.sources.dpdd",
@@ -31,23 +30,45 @@ SOURCES: dict[str, str] = {
     "synthetic": "defocuskit.data.sources.synthetic",
     "cuhk-blur": "defocuskit.data.sources.cuhk_blur",
 }
-
-# The command-line option of each source, for error messages.
-OPTION_OF = {
-    "raw": "--raw-dir", "dpdd": "--dpdd", "realblur": "--realblur", "ded": "--ded",
-    "realdof": "--realdof", "vabd": "--vabd", "ebb": "--ebb", "sdd": "--sdd", "pairs": "--pairs",
-    "synthetic": "--synthetic", "cuhk-blur": "--cuhk-blur",
+# name -> the command-line option that gives its folder, for messages
+OPTIONS: dict[str, str] = {
+    "raw": "--raw-dir", "dpdd": "--dpdd", "realblur": "--realblur", "ded": "--ded", "realdof": "--realdof",
+    "vabd": "--vabd", "ebb": "--ebb", "sdd": "--sdd", "pairs": "--pairs", "synthetic": "--synthetic",
+    "cuhk-blur": "--cuhk-blur",
 }
 
 
-def source_module_name(name: str) -> str:
-    """The module path of source `name`."""
+@dataclass(frozen=True)
+class DatasetSource:
+    """One dataset `ingest` reads."""
+
+    name: str
+    list_tasks: Callable[[Path, IngestOptions], Iterator[Task | Rejected]]  # cheap, deterministic order
+    load: Callable[[Task, IngestOptions], list[Sample]]  # raises RejectError to skip a task
+    title: str = ""  # "VABD", for messages
+    expected: str = ""  # the layout it expects, in words, for LayoutError
+    layout_problem: Callable[[Path], str | None] | None = None  # None: any folder (no fixed layout)
+    manifest_options: Callable[[list[Task]], dict[str, Any]] | None = None  # what listing decided, for manifest.json
+
+
+def module_of(name: str) -> str:
+    """The module path of source `name`; KeyError naming the known ones."""
     try:
         return SOURCES[name]
     except KeyError:
         raise KeyError(f"unknown source {name!r}; known: {', '.join(SOURCES)}") from None
 
 
-def get_source(name: str) -> ModuleType:
-    """Import and return the module of source `name`."""
-    return importlib.import_module(source_module_name(name))
+def source_in(module: str) -> DatasetSource:
+    """The DatasetSource that `module` defines (imported on first use)."""
+    return importlib.import_module(module).SOURCE
+
+
+def get_source(name: str) -> DatasetSource:
+    """The source called `name`; KeyError naming the known ones."""
+    return source_in(module_of(name))
+
+
+def option_of(name: str) -> str:
+    """The command-line option of source `name` (the name itself where it has none)."""
+    return OPTIONS.get(name, name)

@@ -38,6 +38,7 @@ from defocuskit.data.metadata import empty_meta
 from defocuskit.data.sources import layout
 from defocuskit.io.images import read_image
 from defocuskit.io.formats import RASTER_EXTENSIONS, ImageError
+from defocuskit.data.sources import DatasetSource
 
 NAME = "cuhk-blur"
 TITLE = "CUHK blur detection"
@@ -70,11 +71,6 @@ def layout_problem(root: Path) -> str | None:
     lacking = [] if image_dir(root) is not None else ["image/ (or images/)"]
     lacking += layout.missing(Path(root), (MASK_DIR,))
     return f"no {' or '.join(lacking)}" if lacking else None
-
-
-def check_layout(root: Path) -> None:
-    """Raise LayoutError (naming the expected folders and what is there) unless `root` is a CUHK folder."""
-    layout.check(NAME, root, EXPECTED, layout_problem(root))
 
 
 # -------------------------------------------------------------------------------------- masks
@@ -204,7 +200,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
 
     With `--cuhk-white-is auto` the photos and masks are read once here, to decide the polarity."""
     root = Path(root)
-    check_layout(root)
+    layout.check_layout(SOURCE, root)
     if opts.cuhk_white_is not in WHITE_IS:
         raise IngestError(f"--cuhk-white-is must be {' | '.join(WHITE_IS)}, not {opts.cuhk_white_is!r}")
     split_of("", opts.cuhk_test_fraction)  # checks the fraction before any work
@@ -272,3 +268,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     meta["blurmask"] = dict(task.meta["blurmask"])
     blurmask = to_blurmask(white_of(mask), task.options["white_is"])
     return [Sample(key=task.key, sharp=None, blur=image, meta=meta, blurmask=blurmask)]
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED,
+                       layout_problem=layout_problem, manifest_options=manifest_options)

@@ -17,6 +17,7 @@ from typing import Iterator
 from defocuskit.data.pairs import key_part, load_task, relpath, split_for
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import layout
+from defocuskit.data.sources import DatasetSource
 
 NAME = "ded"
 TITLE = "DED"
@@ -48,15 +49,10 @@ def layout_problem(root: Path) -> str | None:
     return f"no {' or '.join(lacking)}" if lacking else None
 
 
-def check_layout(root: Path) -> None:
-    """Raise LayoutError (naming the expected folders and what is there) unless `root` is a DED folder."""
-    layout.check(NAME, root, EXPECTED, layout_problem(root))
-
-
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per sharp image that has a defocused image of the same number."""
     root = Path(root)
-    check_layout(root)
+    layout.check_layout(SOURCE, root)
     sharp = _index(root / "sharp", {".jpg", ".jpeg", ".png"})
     image = _index(root / "image", {".jpg", ".jpeg", ".png"})
     filtered = _index(root / "filtered", {".png"})
@@ -83,3 +79,6 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Decode the 8-bit pair (rendered from one light field: aligned)."""
     return load_task(task, opts)
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)

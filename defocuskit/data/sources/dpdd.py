@@ -16,6 +16,7 @@ from typing import Iterator
 from defocuskit.data.pairs import key_part, list_images, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import layout
+from defocuskit.data.sources import DatasetSource
 
 NAME = "dpdd"
 TITLE = "DPDD"
@@ -48,15 +49,10 @@ def layout_problem(root: Path) -> str | None:
     return None
 
 
-def check_layout(root: Path) -> None:
-    """Raise LayoutError (naming the expected folders and what is there) unless `root` is a DPDD folder."""
-    layout.check(NAME, root, EXPECTED, layout_problem(root))
-
-
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per source/target image pair of every split folder present."""
     root = Path(root)
-    check_layout(root)
+    layout.check_layout(SOURCE, root)
     data = _dataset_root(root)
     for folder, split in SPLITS:
         split_dir = data / folder
@@ -80,3 +76,6 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Decode the 16-bit pair as is."""
     return load_task(task, opts)
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)

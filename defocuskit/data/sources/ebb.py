@@ -18,6 +18,7 @@ from typing import Iterator
 from defocuskit.data.pairs import images_by_stem, key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import layout
+from defocuskit.data.sources import DatasetSource
 
 NAME = "ebb"
 TITLE = "EBB"
@@ -43,15 +44,10 @@ def layout_problem(root: Path) -> str | None:
     return None
 
 
-def check_layout(root: Path) -> None:
-    """Raise LayoutError (naming the expected folders and what is there) unless `root` is an EBB folder."""
-    layout.check(NAME, root, EXPECTED, layout_problem(root))
-
-
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per input/target pair (matched by name); unmatched inputs are sharp-only tasks."""
     root = Path(root)
-    check_layout(root)
+    layout.check_layout(SOURCE, root)
     yield from layout.unused_images(NAME, root, SPLITS, "train/, test/", depth=2)
     for split in (s for s in SPLITS if (root / s).is_dir()):
         yield from layout.unused_images(NAME, root / split, (*FOLDERS, *IGNORED), USES)
@@ -78,3 +74,6 @@ def _task(root: Path, split: str, stem: str, ref: Path, blur: Path | None, opts:
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Decode, register the f/1.8 shot onto the f/16 reference and match its gain."""
     return load_task(task, opts)
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)

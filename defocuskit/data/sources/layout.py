@@ -5,9 +5,9 @@ what the adapter expected, what it found and, when another adapter's layout matc
 fits, e.g. "--vabd /x: expected {train,test}/{input,8,2_8,1_8}/ (VABD); train/ has none of 8/, 2_8/,
 1_8/; found train/{depth,focal,input,target} — is this EBB (--ebb)?".
 
-A dataset module exposes `TITLE`, `layout_problem(root) -> str | None` (what keeps `root` from being
-that dataset, or None) and `check_layout(root)` (raises LayoutError); `ingest` calls `check_layout` of
-every source before listing any, and `list_tasks` calls it too.
+A dataset's `DatasetSource` gives its title, the layout it expects in words and `layout_problem(root)` (what keeps
+`root` from being that dataset, or None); `check_layout(source, root)` raises LayoutError. `ingest` checks every
+given source before listing any, and each `list_tasks` checks its own root too.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-# ingest loads the source modules by name at run time, never at import, so this import has no cycle
-from defocuskit.data.sample import IngestError
-from defocuskit.data.sample import Rejected
-from defocuskit.data.sources import OPTION_OF, get_source
+from defocuskit.data.sample import IngestError, Rejected
+from defocuskit.data.sources import DatasetSource, get_source, option_of
 from defocuskit.io.formats import IMAGE_EXTENSIONS
 
-# the sources whose modules define layout_problem, in the order a hint names them
+# the datasets a layout hint may name ("is this EBB (--ebb)?"), in that order
 DATASETS = ("dpdd", "realblur", "ded", "realdof", "vabd", "ebb", "cuhk-blur")
 MAX_PARTS = 6  # groups of folders named by `describe`
 
@@ -30,16 +28,19 @@ class LayoutError(IngestError):
     """A source folder whose layout is not the dataset's; the message says what was expected and found."""
 
 
-def check(name: str, root: Path, expected: str, problem: str | None) -> None:
-    """Raise LayoutError for source `name` at `root` when `problem` is not None."""
+def check_layout(source: DatasetSource, root: Path) -> None:
+    """Raise LayoutError unless `root` has the layout of `source` (a source without a fixed layout takes any)."""
+    if source.layout_problem is None:
+        return
+    problem = source.layout_problem(Path(root))
     if problem is not None:
-        raise LayoutError(message(name, Path(root), expected, problem))
+        raise LayoutError(message(source.name, Path(root), source.expected, problem))
 
 
 def message(name: str, root: Path, expected: str, problem: str) -> str:
     """"--x ROOT: expected E (TITLE); PROBLEM; found F", plus a hint naming the sources whose layout fits."""
-    title = getattr(get_source(name), "TITLE", name)
-    text = f"{OPTION_OF.get(name, name)} {root}: expected {expected} ({title}); {problem}; found {describe(root)}"
+    title = get_source(name).title or name
+    text = f"{option_of(name)} {root}: expected {expected} ({title}); {problem}; found {describe(root)}"
     fits = matching_sources(root, exclude=name)
     if fits:
         text += " — is this " + " or ".join(fits) + "?"
@@ -50,16 +51,16 @@ def matching_sources(root: Path, exclude: str) -> list[str]:
     """"TITLE (--option)" of every dataset whose layout `root` has; your own captures if it only holds photos."""
     fits = []
     for name in DATASETS:
-        problem = getattr(get_source(name), "layout_problem", None)
+        problem = get_source(name).layout_problem
         if name == exclude or problem is None:
             continue
         try:
             if problem(root) is None:
-                fits.append(f"{get_source(name).TITLE} ({OPTION_OF[name]})")
+                fits.append(f"{get_source(name).title} ({option_of(name)})")
         except OSError:
             continue
     if not fits and exclude != "raw" and _holds_images(root, depth=2):
-        fits.append(f"your own captures ({OPTION_OF['raw']})")
+        fits.append(f"your own captures ({option_of('raw')})")
     return fits
 
 
@@ -140,10 +141,10 @@ def unused_images(source: str, folder: Path, known: Collection[str], uses: str,
     for d in dirs:
         if d.name not in known and (n := _count_images(d, depth)):
             yield Rejected(source, str(d), f"folder not used ({_count(n, 'image')}): "
-                                           f"{get_source(source).TITLE} reads {uses}")
+                                           f"{get_source(source).title} reads {uses}")
     for f in files:
         if _is_image(f):
-            yield Rejected(source, str(f), f"image outside the folders {get_source(source).TITLE} reads ({uses})")
+            yield Rejected(source, str(f), f"image outside the folders {get_source(source).title} reads ({uses})")
 
 
 def missing(folder: Path, names: Collection[str]) -> list[str]:
@@ -161,4 +162,4 @@ def nested_images(source: str, folder: Path, uses: str, depth: int = 2) -> Itera
     for d in dirs:
         if n := _count_images(d, depth):
             yield Rejected(source, str(d), f"folder not used ({_count(n, 'image')}): "
-                                           f"{get_source(source).TITLE} reads {uses}")
+                                           f"{get_source(source).title} reads {uses}")

@@ -42,6 +42,7 @@ from defocuskit.data.sources import layout
 from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS, safe_name
 from defocuskit.data.sources.fnumbers import GivenFNumbers, parse_f_number, given_f_numbers
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
+from defocuskit.data.sources import DatasetSource
 
 NAME = "pairs"
 TITLE = "blur/sharp pairs"
@@ -88,11 +89,6 @@ def layout_problem(root: Path) -> str | None:
         if lacking := layout.missing(root / split, FOLDERS):
             return f"{split}/ has no {' or '.join(lacking)}"
     return None
-
-
-def check_layout(root: Path) -> None:
-    """Raise LayoutError (naming the expected folders and what is there) unless `root` holds blur/sharp pairs."""
-    layout.check(NAME, root, EXPECTED, layout_problem(root))
 
 
 # ------------------------------------------------------------------------------------------- files
@@ -207,7 +203,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per blur/sharp pair; reject lines for every image not used. Raises IngestError for a
     bad f-number CSV or pattern, or an unknown registration method."""
     root = Path(root)
-    check_layout(root)
+    layout.check_layout(SOURCE, root)
     options = pair_options(opts)
     given = given_f_numbers(root, opts)
     if _flat(root):
@@ -249,3 +245,6 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     for sample in samples:
         sample.meta["pairing"] = task.meta.get("pairing")
     return samples
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)

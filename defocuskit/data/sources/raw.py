@@ -36,6 +36,7 @@ from defocuskit.io.raw import check_readable, io_reason, read_exif
 from defocuskit.data.sources.fnumbers import GivenFNumbers, given_f_numbers, resolve_f_number
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.io.formats import RAW_EXTENSIONS, RASTER_EXTENSIONS, ImageError, is_raw
+from defocuskit.data.sources import DatasetSource
 
 NAME = "raw"
 # preference when stems collide: RAW (0) first, then lossless, then JPEG
@@ -278,3 +279,6 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         except ImageError as exc:
             raise RejectError(exc.path, exc.reason) from None
     return load_task(task, opts)
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load)

@@ -16,6 +16,7 @@ from typing import Iterator
 from defocuskit.data.pairs import key_part, load_task
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import layout
+from defocuskit.data.sources import DatasetSource
 
 NAME = "realblur"
 TITLE = "RealBlur"
@@ -46,15 +47,10 @@ def layout_problem(root: Path) -> str | None:
     return None
 
 
-def check_layout(root: Path) -> None:
-    """Raise LayoutError (naming the expected files and what is there) unless `root` is a RealBlur folder."""
-    layout.check(NAME, root, EXPECTED, layout_problem(root))
-
-
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per list line of every RealBlur_{J,R}_{train,test}_list.txt present."""
     root = Path(root)
-    check_layout(root)
+    layout.check_layout(SOURCE, root)
     lists = _list_files(root)
     seen: set[str] = set()
     for variant, split, list_file in lists:
@@ -82,3 +78,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Decode the 8-bit pair as is."""
     return load_task(task, opts)
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED,
+                       layout_problem=layout_problem)

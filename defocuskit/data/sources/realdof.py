@@ -11,6 +11,7 @@ from typing import Iterator
 from defocuskit.data.pairs import key_part, list_images, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import layout
+from defocuskit.data.sources import DatasetSource
 
 NAME = "realdof"
 TITLE = "RealDOF"
@@ -24,15 +25,10 @@ def layout_problem(root: Path) -> str | None:
     return f"no {' or '.join(lacking)}" if lacking else None
 
 
-def check_layout(root: Path) -> None:
-    """Raise LayoutError (naming the expected folders and what is there) unless `root` is a RealDOF folder."""
-    layout.check(NAME, root, EXPECTED, layout_problem(root))
-
-
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One test pair per source/target image, in sorted order."""
     root = Path(root)
-    check_layout(root)
+    layout.check_layout(SOURCE, root)
     sources, targets = list_images(root / "source", EXTENSIONS), list_images(root / "target", EXTENSIONS)
     if not sources and not targets:
         yield Rejected(NAME, str(root), "no source/ and target/ images found")
@@ -50,3 +46,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Decode the (already aligned) pair."""
     return load_task(task, opts)
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED,
+                       layout_problem=layout_problem)

@@ -37,6 +37,7 @@ from defocuskit.data.sources import layout
 from defocuskit.data.sources.pairs import folder_images, pair_names, pair_options, shot_meta
 from defocuskit.data.sources.fnumbers import GivenFNumbers
 from defocuskit.io.formats import ImageError
+from defocuskit.data.sources import DatasetSource
 
 NAME = "sdd"
 TITLE = "SDD"
@@ -66,15 +67,10 @@ def layout_problem(root: Path) -> str | None:
     return None
 
 
-def check_layout(root: Path) -> None:
-    """Raise LayoutError (naming the expected folders and what is there) unless `root` is an SDD folder."""
-    layout.check(NAME, root, EXPECTED, layout_problem(root))
-
-
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per gt/blur pair of the same file name; reject lines for every image not used."""
     root = Path(root)
-    check_layout(root)
+    layout.check_layout(SOURCE, root)
     options = pair_options(opts)
     data = _dataset_root(root)
     yield from layout.unused_images(NAME, data, [d for d, _ in SPLITS], "train_patches/, test/", depth=2)
@@ -110,3 +106,6 @@ def _split_tasks(root: Path, folder: Path, split: str, options: dict) -> Iterato
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Decode; the blurred shot is registered onto the ground truth (unless `--register none`) and gain-matched."""
     return load_task(task, opts)
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)

@@ -33,6 +33,7 @@ from defocuskit.data.render import (
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.metadata import empty_meta
 from defocuskit.io.images import from_float, linear_to_srgb
+from defocuskit.data.sources import DatasetSource
 
 MISALIGN_SCALE = 0.01  # relative scale jitter of an injected misalignment
 
@@ -157,3 +158,6 @@ def warp_reflect(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
     info = np.iinfo(image.dtype)
     return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load)

@@ -19,6 +19,7 @@ from typing import Iterator
 from defocuskit.data.pairs import images_by_stem, key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import layout
+from defocuskit.data.sources import DatasetSource
 
 NAME = "vabd"
 TITLE = "VABD"
@@ -46,15 +47,10 @@ def layout_problem(root: Path) -> str | None:
     return None
 
 
-def check_layout(root: Path) -> None:
-    """Raise LayoutError (naming the expected folders and what is there) unless `root` is a VABD folder."""
-    layout.check(NAME, root, EXPECTED, layout_problem(root))
-
-
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """Per scene: the f/16 reference as a sharp-only task, then one pair task per defocused aperture."""
     root = Path(root)
-    check_layout(root)
+    layout.check_layout(SOURCE, root)
     yield from layout.unused_images(NAME, root, SPLITS, "train/, test/", depth=2)
     for split in (s for s in SPLITS if (root / s).is_dir()):
         yield from layout.unused_images(NAME, root / split, (REF_FOLDER, *APERTURES, *IGNORED), USES)
@@ -87,3 +83,6 @@ def _scene_tasks(root: Path, split: str, stem: str, ref: Path, shots: dict[str, 
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Decode; pairs are registered onto the reference and gain-matched."""
     return load_task(task, opts)
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)
