@@ -20,14 +20,14 @@ import numpy as np
 import torch
 
 import defocuskit
-from defocuskit.io import hub
+from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
-from defocuskit.io.devices import resolve_device
-from defocuskit.io.images import from_float
+from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
 from defocuskit.inference.tiling import TilingOptions
-from defocuskit.inference.load import load_model
-from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
+from defocuskit.io import hub
+from defocuskit.io.devices import resolve_device
+from defocuskit.io.images import from_float
 
 Image = np.ndarray | torch.Tensor
 FLOAT_TOLERANCE = 1e-3  # float inputs may stray this far outside [0, 1] (resampling, rounding); they are clipped

@@ -18,11 +18,11 @@ import torch
 
 import defocuskit
 from defocuskit import api
-from defocuskit.methods import get_method
-from defocuskit.io.modelfile import save_model
 from defocuskit.config.recipe import recipe_to_dict
-from defocuskit.methods.recipes import load_recipe, resolve_recipe
 from defocuskit.inference.tiling import TilingOptions
+from defocuskit.io.modelfile import save_model
+from defocuskit.methods import get_method
+from defocuskit.methods.recipes import load_recipe, resolve_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

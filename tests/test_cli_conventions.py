@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 import defocuskit
 from defocuskit.cli import app as cli
 from defocuskit.cli.app import app
-from defocuskit.io.devices import resolve_device
-from defocuskit.io.images import write_image
-from defocuskit.io.formats import ImageError
 from defocuskit.inference.files import deblur_files, expand_inputs
+from defocuskit.io.devices import resolve_device
+from defocuskit.io.formats import ImageError
+from defocuskit.io.images import write_image
 
 runner = CliRunner()
 
@@ -54,14 +54,14 @@ def test_a_bad_choice_exits_2_naming_the_choices(args, option, choices, tmp_path
 
 
 def test_choices_come_from_where_the_code_defines_them():
-    from defocuskit.eval.baselines import BASELINES
-    from defocuskit.inference.coc_source import COC_SOURCES
+    from defocuskit.cli.demo import PRESETS
     from defocuskit.data.pairs import REGISTER_CHOICES
     from defocuskit.data.sample import CUHK_WHITE_IS
     from defocuskit.data.sources.cuhk_blur import WHITE_IS
-    from defocuskit.cli.demo import PRESETS
-    from defocuskit.eval.scoring import ALIGN_MODES
+    from defocuskit.eval.baselines import BASELINES
     from defocuskit.eval.metrics import SSIM_VARIANTS
+    from defocuskit.eval.scoring import ALIGN_MODES
+    from defocuskit.inference.coc_source import COC_SOURCES
 
     def values(enum):
         return [e.value for e in enum]
@@ -236,9 +236,9 @@ def test_resolve_device(monkeypatch):
 
 
 def _export_tiny_nafnet(path: Path) -> Path:
-    from defocuskit.methods import get_method
-    from defocuskit.io.modelfile import save_model
     from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.methods import get_method
     from defocuskit.methods.recipes import resolve_recipe
 
     recipe = resolve_recipe({"method": "nafnet", "data": {"image_size": 32},
@@ -270,8 +270,8 @@ def test_unavailable_device_is_one_line_exit_2(tmp_path, monkeypatch):
 
 def test_device_defaults_to_auto(monkeypatch, tmp_path):
     import defocuskit.cli.demo as demo
-    import defocuskit.inference.files as infer
     import defocuskit.cli.pseudo_coc as pseudo_coc
+    import defocuskit.inference.files as infer
 
     seen = {}
     monkeypatch.setattr(infer, "deblur_files", lambda *a, **kw: seen.setdefault("deblur", kw["device"]) and [])

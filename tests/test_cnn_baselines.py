@@ -14,16 +14,15 @@ import pytest
 import torch
 from torch import nn
 
+from defocuskit.config.recipe import recipe_to_dict
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.sample import IngestOptions
-from defocuskit.inference.restore import restore_image
-from defocuskit.methods import dncnn, ffdnet, get_method
 from defocuskit.inference.load import load_model
+from defocuskit.inference.restore import restore_batch, restore_image
 from defocuskit.io.modelfile import read_model_file
-from defocuskit.config.recipe import recipe_to_dict
-from defocuskit.methods.recipes import load_recipe, resolve_recipe
-from defocuskit.inference.restore import restore_batch
+from defocuskit.methods import dncnn, ffdnet, get_method
 from defocuskit.methods.base import RestoreContext
+from defocuskit.methods.recipes import load_recipe, resolve_recipe
 from defocuskit.train.checks import check_recipe
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from defocuskit.cli.app import app
 from defocuskit.data import reader, shards
+from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.postprocess import postprocess
 from defocuskit.data.sample import IngestOptions, Sample
-from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.sources import cuhk_blur
 from defocuskit.io.images import write_image
 
@@ -213,8 +213,8 @@ def test_postprocess_keeps_blur_maps_aligned_and_binary():
 
 
 def test_mixed_folder_evaluates_inspects_and_streams(tmp_path):
-    from defocuskit.data.tar_index import index_shard
     from defocuskit.config.recipe import DataConfig
+    from defocuskit.data.tar_index import index_shard
     from defocuskit.train.stream import ShardStream
 
     rng = np.random.default_rng(0)

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from defocuskit.methods import get_method
-from defocuskit.inference.load import load_model
-from defocuskit.train.loop import train
-from defocuskit.train.checkpoints import list_checkpoints
-from defocuskit.methods.recipes import load_recipe
-from defocuskit.methods.base import RestoreContext
 from test_tiny_recipes import accelerate_train
 from test_train import write_shards
+
+from defocuskit.inference.load import load_model
+from defocuskit.methods import get_method
+from defocuskit.methods.base import RestoreContext
+from defocuskit.methods.recipes import load_recipe
+from defocuskit.train.checkpoints import list_checkpoints
+from defocuskit.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "recipes" / "cyclegan-tiny.yaml")

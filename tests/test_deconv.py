@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from defocuskit.imaging.deconv import wiener_deblur, wiener_deconvolve
-from defocuskit.io.images import read_image, to_float
 from defocuskit.imaging.optics import disc_psf
+from defocuskit.io.images import read_image, to_float
 
 PHOTO = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train" / "input" / "0001.JPG"
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from defocuskit.methods import get_method
-from defocuskit.methods.defocus_map import ModelConfig, ObjectiveConfig, SamplerConfig
 from defocuskit.methods.base import RestoreContext
+from defocuskit.methods.defocus_map import ModelConfig, ObjectiveConfig, SamplerConfig
 
 TINY = ModelConfig(
     hidden_sizes=[8, 16, 32, 32], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1],

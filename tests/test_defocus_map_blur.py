@@ -17,15 +17,15 @@ import webdataset as wds
 import yaml
 from safetensors.torch import save_file
 
+from defocuskit.config.typed import RecipeError
 from defocuskit.data.shards import encode_coc
+from defocuskit.inference.load import load_model
 from defocuskit.io.images import encode_png
 from defocuskit.methods import get_method
 from defocuskit.methods.defocus_map import ModelConfig, ObjectiveConfig, loss_terms
+from defocuskit.methods.recipes import load_recipe
 from defocuskit.models.defocus_map import DefocusMapEstimator
 from defocuskit.train.data import check_data, make_loader, train_urls
-from defocuskit.inference.load import load_model
-from defocuskit.config.typed import RecipeError
-from defocuskit.methods.recipes import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = str(REPO / "recipes" / "defocus-map-tiny.yaml")

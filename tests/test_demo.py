@@ -49,8 +49,8 @@ def _demo(out: Path, preset: str, limit: int) -> dict:
 
 
 def test_misaligned_preset_trains_jdrl_on_moved_references(tmp_path: Path) -> None:
-    from defocuskit.data.reader import iter_samples
     from defocuskit.cli.demo import PRESETS
+    from defocuskit.data.reader import iter_samples
 
     out = tmp_path / "demo"
     report = _demo(out, "misaligned", 4)

@@ -10,13 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
+from defocuskit.eval.config import EvalConfig, EvalError
 from defocuskit.eval.evaluate import evaluate, evaluate_samples
-from defocuskit.eval.config import EvalConfig
-from defocuskit.eval.scoring import Scoring
-from defocuskit.eval.config import EvalError
 from defocuskit.eval.report import ROW_KEYS
-from defocuskit.io.images import read_image
+from defocuskit.eval.scoring import Scoring
 from defocuskit.inference.tiling import TilingOptions
+from defocuskit.io.images import read_image
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"  # ../shared/fixtures/real
 VABD = FIXTURES / "VABD"
@@ -65,9 +64,9 @@ def export_identity_nafnet(path: Path, poison: str | None = None) -> Path:
     """A tiny exported NAFNet whose last layer is zero: with its global residual, the identity."""
     from torch import nn
 
-    from defocuskit.methods import get_method
-    from defocuskit.io.modelfile import save_model
     from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.methods import get_method
     from defocuskit.methods.recipes import resolve_recipe
 
     recipe = resolve_recipe({"method": "nafnet", "data": {"image_size": 32},

@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from defocuskit.cli.app import app
+from defocuskit.config.recipe import recipe_to_dict
 from defocuskit.data.inspect import GAP, pick_crop, repeat_pixels, to_display
 from defocuskit.data.reader import iter_samples, shard_urls
 from defocuskit.eval import metrics
@@ -20,9 +21,8 @@ from defocuskit.eval.evaluate import evaluate_samples
 from defocuskit.eval.figure import CELL
 from defocuskit.eval.processes import ProcessGroup, shard_share
 from defocuskit.io.images import read_image
-from defocuskit.methods import get_method
 from defocuskit.io.modelfile import save_model
-from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.methods import get_method
 from defocuskit.methods.recipes import resolve_recipe
 
 H, W = 64, 96  # crops are min(96, 64) = 64 px: the crop's place along x is chosen

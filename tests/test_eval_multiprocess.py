@@ -16,18 +16,17 @@ import numpy as np
 import pytest
 import torch
 
-from defocuskit.data.ingest import run_ingest
-from defocuskit.data.sample import IngestOptions
-from defocuskit.data.reader import iter_samples, shard_urls
-from defocuskit.eval.evaluate import evaluate, evaluate_samples
-from defocuskit.eval.config import EvalConfig
-from defocuskit.eval.config import EvalError
-from defocuskit.eval.processes import ProcessGroup, count_pairs, sample_seed, shard_share, share_of
-from defocuskit.methods import get_method
-from defocuskit.io.modelfile import save_model
 from defocuskit.config.recipe import recipe_to_dict
-from defocuskit.methods.recipes import resolve_recipe
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.reader import iter_samples, shard_urls
+from defocuskit.data.sample import IngestOptions
+from defocuskit.eval.config import EvalConfig, EvalError
+from defocuskit.eval.evaluate import evaluate, evaluate_samples
+from defocuskit.eval.processes import ProcessGroup, count_pairs, sample_seed, shard_share, share_of
 from defocuskit.inference.tiling import TilingOptions
+from defocuskit.io.modelfile import save_model
+from defocuskit.methods import get_method
+from defocuskit.methods.recipes import resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 # one thread per process in both runs: accelerate gives each of its processes one; torch's CPU reductions

@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from defocuskit.methods import get_method
-from defocuskit.train.ema import EMA
+from defocuskit.config.recipe import recipe_to_dict
 from defocuskit.inference.load import load_model
 from defocuskit.io.modelfile import read_model_file, save_model
-from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe
+from defocuskit.train.ema import EMA
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "hidd-tiny.yaml"
 

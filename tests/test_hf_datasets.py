@@ -18,9 +18,9 @@ import pytest
 
 from defocuskit.data import hf_decode, hf_features, metadata
 from defocuskit.data.ingest import run_ingest
+from defocuskit.data.reader import decode_sample, iter_raw, read_manifest, shard_urls
 from defocuskit.data.sample import IngestOptions
 from defocuskit.data.shards import AtomicShard, encode_members
-from defocuskit.data.reader import decode_sample, iter_raw, read_manifest, shard_urls
 from defocuskit.io.images import write_image
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -11,15 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from defocuskit.inference.restore import restore_image
-from defocuskit.methods import get_method
-from defocuskit.methods.hidd import METHOD, ModelConfig, ObjectiveConfig, SamplerConfig
-from defocuskit.models.ncsnpp import NCSNpp
 from defocuskit.config.recipe import DataConfig, Recipe
-from defocuskit.methods.recipes import load_recipe, resolve_recipe
-from defocuskit.inference.restore import restore_batch
+from defocuskit.inference.restore import restore_batch, restore_image
 from defocuskit.inference.tiling import TilingOptions
+from defocuskit.methods import get_method
 from defocuskit.methods.base import RestoreContext
+from defocuskit.methods.hidd import METHOD, ModelConfig, ObjectiveConfig, SamplerConfig
+from defocuskit.methods.recipes import load_recipe, resolve_recipe
+from defocuskit.models.ncsnpp import NCSNpp
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY_MODEL = ModelConfig(image_size=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,))

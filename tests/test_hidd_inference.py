@@ -11,16 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from defocuskit.io.images import read_image, write_image
-from defocuskit.inference.restore import resolve_sampler, restore_image
+from defocuskit.config.recipe import DataConfig, Recipe, recipe_to_dict
+from defocuskit.eval.config import EvalConfig
 from defocuskit.inference.files import deblur_files
+from defocuskit.inference.restore import resolve_sampler, restore_image
+from defocuskit.inference.tiling import TilingOptions
+from defocuskit.io.images import read_image, write_image
+from defocuskit.io.modelfile import save_model
 from defocuskit.methods import get_method
 from defocuskit.methods.hidd import ModelConfig, ObjectiveConfig, SamplerConfig
-from defocuskit.io.modelfile import save_model
-from defocuskit.config.recipe import Recipe, DataConfig, recipe_to_dict
 from defocuskit.methods.recipes import resolve_recipe
-from defocuskit.inference.tiling import TilingOptions
-from defocuskit.eval.config import EvalConfig
 
 REPO = Path(__file__).resolve().parents[1]
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"
@@ -140,8 +140,8 @@ def test_rddm_steps_out_of_range_is_refused_when_resolved() -> None:
 
 
 def test_eval_steps_beyond_rddm_range_names_the_per_checkpoint_form(tmp_path: Path) -> None:
-    from defocuskit.eval.runners import _checkpoint_runner
     from defocuskit.eval.config import EvalError
+    from defocuskit.eval.runners import _checkpoint_runner
     from defocuskit.methods.rddm import RDDM
 
     recipe = resolve_recipe({"method": "rddm", "data": {"image_size": 32},
@@ -299,8 +299,8 @@ def test_eval_records_sampler_nfe_and_coc_per_method(hidd_file: Path, synthetic_
 ])
 def test_eval_bad_sampler_or_coc_options_are_errors(hidd_file: Path, plain_shards: Path, tmp_path: Path,
                                                     kwargs: dict, message: str) -> None:
-    from defocuskit.eval.evaluate import evaluate
     from defocuskit.eval.config import EvalError
+    from defocuskit.eval.evaluate import evaluate
 
     with pytest.raises(EvalError, match=message):
         evaluate(plain_shards, [hidd_file], ["input"], EvalConfig(report_dir=tmp_path / "r", progress=False, **kwargs))
@@ -308,8 +308,8 @@ def test_eval_bad_sampler_or_coc_options_are_errors(hidd_file: Path, plain_shard
 
 
 def test_eval_settings_go_to_the_labelled_checkpoint_only(hidd_file: Path, plain_shards: Path, tmp_path: Path) -> None:
-    from defocuskit.eval.evaluate import evaluate
     from defocuskit.eval.config import EvalError
+    from defocuskit.eval.evaluate import evaluate
     from tests.test_eval import export_identity_nafnet
 
     nafnet = export_identity_nafnet(tmp_path / "nafnet" / "model.safetensors")

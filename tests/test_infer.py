@@ -10,14 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from defocuskit.io.images import read_image, to_float, write_image
-from defocuskit.inference.restore import resolve_sampler, restore_image
-from defocuskit.inference.files import deblur_files
-from defocuskit.inference.tiling import blend_window, tile_starts
-from defocuskit.methods.base import Method
 from defocuskit.config.recipe import DataConfig, Recipe
-from defocuskit.methods.base import Sampler
-from defocuskit.inference.tiling import TilingOptions
+from defocuskit.inference.files import deblur_files
+from defocuskit.inference.restore import resolve_sampler, restore_image
+from defocuskit.inference.tiling import TilingOptions, blend_window, tile_starts
+from defocuskit.io.images import read_image, to_float, write_image
+from defocuskit.methods.base import Method, Sampler
 
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"  # ../shared/fixtures
 
@@ -145,8 +143,8 @@ def test_defocus_map_output_has_one_channel() -> None:
 
 
 def _export_nafnet(path: Path, identity: bool = True, poison: str | None = None) -> Path:
-    from defocuskit.io.modelfile import save_model
     from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.io.modelfile import save_model
     from defocuskit.methods.recipes import resolve_recipe
 
     raw = {"method": "nafnet", "data": {"image_size": 32},
@@ -206,9 +204,9 @@ def test_deblur_files_errors_before_work(tmp_path: Path) -> None:
 
 
 def test_defocus_map_checkpoint_writes_coc_png(tmp_path: Path) -> None:
-    from defocuskit.methods import get_method
-    from defocuskit.io.modelfile import save_model
     from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.methods import get_method
     from defocuskit.methods.recipes import resolve_recipe
 
     recipe = resolve_recipe({"method": "defocus-map", "data": {"image_size": 32},
@@ -267,8 +265,8 @@ def test_cli_deblur_refuses_a_model_with_nan_weights(tmp_path: Path) -> None:
 
 
 def test_read_image_empty_corrupt_and_unreadable_files(tmp_path: Path, monkeypatch) -> None:
-    from defocuskit.io.images import check_image, encode_png
     from defocuskit.io.formats import ImageError
+    from defocuskit.io.images import check_image, encode_png
 
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageError, match=r"empty\.png: empty file \(0 bytes\)"):

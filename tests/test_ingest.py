@@ -21,13 +21,12 @@ from typer.testing import CliRunner
 
 from defocuskit.data import sources as sources_table
 from defocuskit.data.ingest import run_ingest
-from defocuskit.data.sample import IngestError
-from defocuskit.data.postprocess import cut_patches, postprocess, resize_max_side, sharpness
-from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.metadata import empty_meta
+from defocuskit.data.postprocess import cut_patches, postprocess, resize_max_side, sharpness
 from defocuskit.data.reader import iter_samples, read_manifest, shard_urls
-from defocuskit.io.images import read_image, write_image
+from defocuskit.data.sample import IngestError, IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource
+from defocuskit.io.images import read_image, write_image
 
 NAME = "fake"
 

@@ -4,7 +4,6 @@ the tiny recipe through the CLI, and the pseudo-CoC shard writer."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import subprocess
@@ -19,8 +18,8 @@ import torch.nn.functional as F
 
 from defocuskit.imaging.flow import backward_warp, consistency_mask, estimate_flow, in_frame_mask
 from defocuskit.inference.restore import restore_batch
-from defocuskit.methods.base import RestoreContext
 from defocuskit.methods import get_method
+from defocuskit.methods.base import RestoreContext
 from defocuskit.methods.jdrl import ModelConfig, ObjectiveConfig, SamplerConfig, in_reblur_stage
 from defocuskit.models.jdrl import ReblurModule, disc_radius, orbit_offsets, orbit_values, orbits
 

@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from defocuskit.imaging.lens_blur import MODELS, DefocusOperator, coc_levels, layer_weights, linear_to_srgb, srgb_to_linear
+from defocuskit.imaging.lens_blur import (
+    MODELS,
+    DefocusOperator,
+    coc_levels,
+    layer_weights,
+    linear_to_srgb,
+    srgb_to_linear,
+)
 from defocuskit.imaging.optics import disc_psf
 
 B, C, H, W = 2, 3, 40, 50

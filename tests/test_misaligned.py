@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from defocuskit.data.ingest import run_ingest
-from defocuskit.data.sample import IngestOptions
 from defocuskit.data.reader import iter_samples
+from defocuskit.data.sample import IngestOptions
 from defocuskit.io.images import to_float
 
 
@@ -70,8 +70,8 @@ def test_flow_alignment_brings_the_reference_onto_the_output():
 
 
 def test_eval_flow_protocol_is_named_and_scores_against_the_moved_reference(both, root, tmp_path):
-    from defocuskit.eval.evaluate import evaluate
     from defocuskit.eval.config import EvalConfig
+    from defocuskit.eval.evaluate import evaluate
 
     shards = root / "moved"
     plain = evaluate(shards, [], ["input"], EvalConfig(split="train", limit=6, report_dir=tmp_path / "plain",

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from defocuskit.methods import get_method
+from defocuskit.methods.base import RestoreContext
 from defocuskit.methods.nafnet import ModelConfig, ObjectiveConfig, SamplerConfig
+from defocuskit.methods.recipes import resolve_recipe
 from defocuskit.models.deform import DCNv4
 from defocuskit.models.nafnet import NAFBlock, NAFNet, psnr_loss
-from defocuskit.methods.base import RestoreContext
-from defocuskit.methods.recipes import resolve_recipe
 from defocuskit.train.checks import check_recipe
 
 

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from defocuskit.imaging.optics import (
-    FULL_STOPS, coc_at_infinity_px, coc_diameter_mm, coc_diameter_px, disc_psf, full_stop, gaussian_psf,
-    pixel_pitch_um, signed_coc_diameter_mm,
+    FULL_STOPS,
+    coc_at_infinity_px,
+    coc_diameter_mm,
+    coc_diameter_px,
+    disc_psf,
+    full_stop,
+    gaussian_psf,
+    pixel_pitch_um,
+    signed_coc_diameter_mm,
 )
 
 

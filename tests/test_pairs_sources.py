@@ -13,9 +13,8 @@ from typer.testing import CliRunner
 
 from defocuskit.cli.app import app
 from defocuskit.data.ingest import run_ingest
-from defocuskit.data.sample import IngestError
-from defocuskit.data.sample import IngestOptions, Rejected, Task
 from defocuskit.data.reader import iter_samples
+from defocuskit.data.sample import IngestError, IngestOptions, Rejected, Task
 from defocuskit.data.sources import ebb, pairs, raw, sdd, vabd
 from defocuskit.data.sources.layout import check_layout
 from defocuskit.io.images import read_image, write_image

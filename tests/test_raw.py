@@ -8,15 +8,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import mosaic_rggb
-from defocuskit.io.raw import RAW_SETTINGS, decode_raw, read_exif
+
+from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.register import match_gain
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Task
-from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.sources import raw as raw_source
-from defocuskit.io.images import read_image, srgb_to_linear, to_float
 from defocuskit.io.formats import ImageError
+from defocuskit.io.images import read_image, srgb_to_linear, to_float
+from defocuskit.io.raw import RAW_SETTINGS, decode_raw, read_exif
 
 # real VABD shots of one scene, stored as DNG with these EXIF f-numbers and exposure scales (linear)
 BRACKET = {"input": (16.0, 1.0, "10:00:00"), "2_8": (2.8, 0.5, "10:00:05"), "1_8": (1.8, 1.0, "10:00:09")}

@@ -19,9 +19,8 @@ from typer.testing import CliRunner
 
 from defocuskit.cli.app import app
 from defocuskit.data.ingest import run_ingest
-from defocuskit.data.sample import IngestError
-from defocuskit.data.sample import IngestOptions, RejectError, Task
 from defocuskit.data.reader import iter_raw, shard_urls
+from defocuskit.data.sample import IngestError, IngestOptions, RejectError, Task
 from defocuskit.data.sources import raw as raw_source
 
 _EXIF_IFD, _F_NUMBER = 0x8769, 0x829D

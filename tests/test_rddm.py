@@ -8,19 +8,25 @@ from pathlib import Path
 import pytest
 import torch
 
+from defocuskit.config.recipe import recipe_to_dict
 from defocuskit.diffusion.ddim_residual import make_scheduler, q_sample, sample_residual_ddim
+from defocuskit.inference.load import load_model
+from defocuskit.inference.restore import restore_batch
+from defocuskit.io.modelfile import MODEL_FORMAT, save_model
 from defocuskit.methods import defocus_map, get_method
+from defocuskit.methods.base import RestoreContext
 from defocuskit.methods.rddm import ModelConfig, ObjectiveConfig, SamplerConfig
+from defocuskit.methods.recipes import load_recipe, resolve_recipe
 from defocuskit.models.deform import DCNv4
 from defocuskit.models.rddm import (
-    RDDM, PreDeblur, RDDBlock, ResidualDenoiser, SemanticEncoder, build_resnet, normalize_map,
+    RDDM,
+    PreDeblur,
+    RDDBlock,
+    ResidualDenoiser,
+    SemanticEncoder,
+    build_resnet,
+    normalize_map,
 )
-from defocuskit.inference.load import load_model
-from defocuskit.io.modelfile import MODEL_FORMAT, save_model
-from defocuskit.config.recipe import recipe_to_dict
-from defocuskit.methods.recipes import load_recipe, resolve_recipe
-from defocuskit.inference.restore import restore_batch
-from defocuskit.methods.base import RestoreContext
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 MAP_TINY = {

@@ -6,11 +6,15 @@ import cv2
 import numpy as np
 import pytest
 
+from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.render import (
-    PHOTOS, builtin_scene, builtin_scene_names, render_defocus, render_stack,
+    PHOTOS,
+    builtin_scene,
+    builtin_scene_names,
+    render_defocus,
+    render_stack,
 )
 from defocuskit.data.sample import IngestOptions, Sample, Task
-from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.sources import synthetic
 
 

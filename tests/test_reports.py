@@ -12,7 +12,14 @@ import pytest
 from rich.console import Console
 
 from defocuskit.data.inspect import (
-    TILE, contact_sheet, crop_size, pick_crop, pick_samples, repeat_pixels, sample_label, to_display,
+    TILE,
+    contact_sheet,
+    crop_size,
+    pick_crop,
+    pick_samples,
+    repeat_pixels,
+    sample_label,
+    to_display,
 )
 from defocuskit.eval import metrics
 from defocuskit.eval.figure import CELL, figure_row, write_figure

@@ -14,12 +14,12 @@ import pytest
 
 from defocuskit.data import sources as sources_table
 from defocuskit.data.ingest import run_ingest
-from defocuskit.data.sample import IngestOptions, Sample, Task
 from defocuskit.data.metadata import empty_meta
-from defocuskit.data.shards import AtomicShard, encode_members, f_number_key
 from defocuskit.data.reader import decode_sample, iter_raw, iter_samples, read_manifest, shard_urls
-from defocuskit.io.images import decode_image
+from defocuskit.data.sample import IngestOptions, Sample, Task
+from defocuskit.data.shards import AtomicShard, encode_members, f_number_key
 from defocuskit.data.sources import DatasetSource
+from defocuskit.io.images import decode_image
 
 NAME = "fake16"
 

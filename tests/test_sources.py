@@ -7,11 +7,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import copy_resized
+
+from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.pairs import key_part, load_pair, split_for
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Task
-from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.sources import ded, dpdd, ebb, realblur, realdof, vabd
 from defocuskit.io.images import read_image, write_image
 

@@ -20,17 +20,17 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from defocuskit.cli.app import app
-from defocuskit.io.images import encode_png
-from defocuskit.methods import get_method
-from defocuskit.train.data import make_loader
-from defocuskit.train.augment import crop_and_augment
-from defocuskit.train.stream import ShardStream
-from defocuskit.io.modelfile import read_model_file
-from defocuskit.train.checks import parameter_counts
-from defocuskit.train.optim import lr_factor
-from defocuskit.train.checkpoints import list_checkpoints
 from defocuskit.config.recipe import OptimConfig
+from defocuskit.io.images import encode_png
+from defocuskit.io.modelfile import read_model_file
+from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe
+from defocuskit.train.augment import crop_and_augment
+from defocuskit.train.checkpoints import list_checkpoints
+from defocuskit.train.checks import parameter_counts
+from defocuskit.train.data import make_loader
+from defocuskit.train.optim import lr_factor
+from defocuskit.train.stream import ShardStream
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "recipes" / "hidd-tiny.yaml")

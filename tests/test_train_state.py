@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import TINY, write_shards
 
-from defocuskit.train import stream as stream_module
-from defocuskit.train.loop import train
-from defocuskit.train.checks import TrainingError
-from defocuskit.train.checkpoints import list_checkpoints
 from defocuskit.methods.recipes import load_recipe
+from defocuskit.train import stream as stream_module
+from defocuskit.train.checkpoints import list_checkpoints
+from defocuskit.train.checks import TrainingError
+from defocuskit.train.loop import train
 from defocuskit.train.state import EMA_FILE, LOOP_STATE
 from defocuskit.train.stream import ShardStream, _kept
-from test_train import TINY, write_shards
 
 
 def _recipe(shards: str, out: Path, steps: int, *extra: str):

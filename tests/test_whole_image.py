@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from defocuskit.io.images import read_image, to_float, write_image
-from defocuskit.inference.restore import restore_image
 from defocuskit.inference.files import deblur_files
-from defocuskit.inference.tiling import DEFAULT_MAX_TILE_PIXELS, plan_tiling, tile_starts
+from defocuskit.inference.restore import restore_image
+from defocuskit.inference.tiling import DEFAULT_MAX_TILE_PIXELS, TilingOptions, plan_tiling, tile_starts
+from defocuskit.io.images import read_image, to_float, write_image
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe, resolve_recipe
-from defocuskit.inference.tiling import TilingOptions
 
 REPO = Path(__file__).resolve().parents[1]
 VABD = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "VABD" / "train"
@@ -198,8 +197,8 @@ def test_a_budget_below_the_image_gives_the_largest_tiles_within_it() -> None:
 
 
 def test_deblur_json_records_what_ran(tmp_path: Path) -> None:
-    from defocuskit.io.modelfile import save_model
     from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.io.modelfile import save_model
 
     method, recipe, net = _tiny("nafnet")
     save_model(tmp_path / "naf.safetensors", net.state_dict(), "nafnet", recipe_to_dict(recipe))

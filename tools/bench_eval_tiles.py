@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defocuskit.methods import get_method
 from defocuskit.config.recipe import recipe_to_dict
-from defocuskit.methods.recipes import load_recipe
 from defocuskit.inference.tiling import TilingOptions
+from defocuskit.methods import get_method
+from defocuskit.methods.recipes import load_recipe
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "EBB"
 
@@ -95,8 +95,8 @@ def export(recipe_path: Path, dest: Path) -> int:
 def time_eval(args: argparse.Namespace) -> None:
     from rich.console import Console
 
-    from defocuskit.eval.evaluate import evaluate
     from defocuskit.eval.config import EvalConfig
+    from defocuskit.eval.evaluate import evaluate
 
     work = Path(tempfile.mkdtemp(prefix="bench_eval_tiles-"))
     n = write_pairs(work / "shards", args.images, args.synthetic)
@@ -137,9 +137,9 @@ def time_eval(args: argparse.Namespace) -> None:
 def time_restore(model_file: Path, shards: Path, modes: tuple, repeat: int) -> dict[str, float]:
     """Seconds of `restore_image` alone on the shard's first blurred image, per mode (alternating, fastest)."""
     from defocuskit.data.reader import iter_samples
-    from defocuskit.io.images import to_float
-    from defocuskit.inference.restore import restore_image
     from defocuskit.inference.load import load_model
+    from defocuskit.inference.restore import restore_image
+    from defocuskit.io.images import to_float
 
     method, recipe, net = load_model(model_file)
     blur = to_float(next(s for s in iter_samples(shards, "test") if s["blur"] is not None)["blur"])

@@ -27,14 +27,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from defocuskit.data.ingest import run_ingest  # noqa: E402
-from defocuskit.data.sample import IngestOptions  # noqa: E402
 from defocuskit.data.reader import iter_samples  # noqa: E402
+from defocuskit.data.sample import IngestOptions  # noqa: E402
 from defocuskit.eval.metrics import psnr, ssim  # noqa: E402
-from defocuskit.io.images import to_float  # noqa: E402
-from defocuskit.inference.restore import restore_image  # noqa: E402
 from defocuskit.inference.load import load_model  # noqa: E402
-from defocuskit.train.loop import train  # noqa: E402
+from defocuskit.inference.restore import restore_image  # noqa: E402
+from defocuskit.io.images import to_float  # noqa: E402
 from defocuskit.methods.recipes import load_recipe  # noqa: E402
+from defocuskit.train.loop import train  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "hidd-tiny.yaml"
 # A small prior (not the tiny test one): 64 px, nf 32, three levels.

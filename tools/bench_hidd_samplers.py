@@ -32,17 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from defocuskit.eval import baselines  # noqa: E402
-from defocuskit.inference.coc_source import CocSource  # noqa: E402
 from defocuskit.data.ingest import run_ingest  # noqa: E402
-from defocuskit.data.sample import IngestOptions  # noqa: E402
 from defocuskit.data.reader import iter_samples  # noqa: E402
+from defocuskit.data.sample import IngestOptions  # noqa: E402
+from defocuskit.eval import baselines  # noqa: E402
 from defocuskit.eval.evaluate import evaluate_samples
 from defocuskit.eval.scoring import Scoring  # noqa: E402
-from defocuskit.inference.restore import restore_image  # noqa: E402
-from defocuskit.inference.tiling import resolve_overlap, tile_starts  # noqa: E402
+from defocuskit.inference.coc_source import CocSource  # noqa: E402
 from defocuskit.inference.load import load_model  # noqa: E402
-from defocuskit.inference.tiling import TilingOptions
+from defocuskit.inference.restore import restore_image  # noqa: E402
+from defocuskit.inference.tiling import TilingOptions, resolve_overlap, tile_starts  # noqa: E402
 
 FULL = ("released", "pc")
 

@@ -24,13 +24,14 @@ sys.path.insert(0, str(REPO / "tools"))
 
 
 def main() -> None:
+    from report_table import table
+
     from defocuskit.data.ingest import run_ingest
     from defocuskit.data.sample import IngestOptions
-    from defocuskit.eval.evaluate import evaluate
     from defocuskit.eval.config import EvalConfig
-    from defocuskit.train.loop import train
+    from defocuskit.eval.evaluate import evaluate
     from defocuskit.methods.recipes import load_recipe
-    from report_table import table
+    from defocuskit.train.loop import train
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from defocuskit.inference.restore import resolve_sampler, restore_image
-from defocuskit.methods import get_method
-from defocuskit.methods.recipes import load_recipe
-from defocuskit.methods.base import RestoreContext
 from defocuskit.inference.tiling import TilingOptions
+from defocuskit.methods import get_method
+from defocuskit.methods.base import RestoreContext
+from defocuskit.methods.recipes import load_recipe
 
 
 def _sync(device: str) -> None:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from defocuskit.inference.restore import restore_image
+from defocuskit.inference.tiling import TilingOptions
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe
-from defocuskit.inference.tiling import TilingOptions
 
 
 def count(module: torch.nn.Module) -> int:

@@ -17,8 +17,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from defocuskit.data.register import (RegistrationError, _conjugate, _gray, _resize, _scale_matrix, _warp, align,
-                                      registration_quality)
+from defocuskit.data.register import (
+    RegistrationError,
+    _conjugate,
+    _gray,
+    _resize,
+    _scale_matrix,
+    _warp,
+    align,
+    registration_quality,
+)
 from defocuskit.io.images import read_image, to_float
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"

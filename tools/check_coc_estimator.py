@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.data.reader import iter_samples
+from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.io.images import to_float
 
 

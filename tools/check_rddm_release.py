@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from defocuskit.methods.recipes import load_recipe
 from defocuskit.models.deform import dcnv4_core
 from defocuskit.models.rddm import PreDeblur, ResidualDenoiser
-from defocuskit.methods.recipes import load_recipe
 
 
 class StandInDCNv4(nn.Module):

@@ -23,10 +23,10 @@ import yaml  # noqa: E402
 
 from defocuskit.data.reader import iter_samples  # noqa: E402
 from defocuskit.eval.metrics import psnr  # noqa: E402
-from defocuskit.io.images import to_float  # noqa: E402
-from defocuskit.inference.restore import restore_image  # noqa: E402
 from defocuskit.inference.load import load_model  # noqa: E402
+from defocuskit.inference.restore import restore_image  # noqa: E402
 from defocuskit.inference.tiling import TilingOptions
+from defocuskit.io.images import to_float  # noqa: E402
 
 
 def main() -> None:

@@ -8,8 +8,20 @@ from typing import Optional
 import typer
 
 from defocuskit.cli.options import (
-    DEVICE_HELP, WORKERS_HELP, AlignBy, Baseline, BitDepth, CuhkWhiteIs, DeblurCoc, EvalCoc, Preset, Register, SplitBy,
-    Ssim, print_version, value,
+    DEVICE_HELP,
+    WORKERS_HELP,
+    AlignBy,
+    Baseline,
+    BitDepth,
+    CuhkWhiteIs,
+    DeblurCoc,
+    EvalCoc,
+    Preset,
+    Register,
+    SplitBy,
+    Ssim,
+    print_version,
+    value,
 )
 from defocuskit.cli.recipes import recipes_app
 
@@ -66,9 +78,8 @@ def ingest_cmd(
     from rich.console import Console
 
     from defocuskit.data.ingest import run_ingest
-    from defocuskit.data.sample import IngestError
     from defocuskit.data.inspect import manifest_table
-    from defocuskit.data.sample import IngestOptions
+    from defocuskit.data.sample import IngestError, IngestOptions
 
     given = {"raw": raw_dir, "dpdd": dpdd, "realblur": realblur, "ded": ded, "realdof": realdof,
              "vabd": vabd, "ebb": ebb, "sdd": sdd, "pairs": pairs,
@@ -158,8 +169,8 @@ def train_cmd(
             model = method.build(resolved.model, resolved.objective, False)
             typer.echo(f"# {method.name}: parameters\n" + "\n".join(f"#{line}" for line in format_counts(parameter_counts(model)).splitlines()))
             return
-        from defocuskit.train.loop import train
         from defocuskit.train.checks import TrainingError
+        from defocuskit.train.loop import train
 
         try:
             path = train(resolved, resume=not no_resume)
@@ -326,8 +337,8 @@ def pseudo_coc_cmd(
     """Pairs into triplets: write the JDRL reblurring module's blur map as coc.png (for defocus-map training)."""
     import sys
 
-    from defocuskit.data.reader import ShardError
     from defocuskit.cli.pseudo_coc import write_pseudo_coc
+    from defocuskit.data.reader import ShardError
 
     try:
         manifest = write_pseudo_coc(checkpoint, shards, out, split=split, device=device)

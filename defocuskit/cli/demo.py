@@ -82,12 +82,12 @@ def run_demo(
     """
     from defocuskit.data.ingest import run_ingest
     from defocuskit.data.sample import IngestOptions
-    from defocuskit.io.devices import resolve_device
     from defocuskit.eval.config import EvalConfig
     from defocuskit.eval.evaluate import evaluate
-    from defocuskit.train.loop import train
+    from defocuskit.io.devices import resolve_device
     from defocuskit.methods import get_method
     from defocuskit.methods.recipes import load_recipe
+    from defocuskit.train.loop import train
 
     if preset not in PRESETS:
         raise ValueError(f"unknown demo preset {preset!r} (known: {', '.join(PRESETS)})")

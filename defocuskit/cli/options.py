@@ -8,14 +8,13 @@ from typing import Iterable, Optional
 
 import typer
 
-from defocuskit.eval.baselines import BASELINES
-from defocuskit.inference.coc_source import COC_SOURCES
+from defocuskit.cli.demo import PRESETS
 from defocuskit.data.pairs import REGISTER_CHOICES
 from defocuskit.data.sample import BIT_DEPTHS, CUHK_WHITE_IS, SPLIT_BY
-from defocuskit.cli.demo import PRESETS
-from defocuskit.eval.scoring import ALIGN_MODES
+from defocuskit.eval.baselines import BASELINES
 from defocuskit.eval.metrics import SSIM_VARIANTS
-
+from defocuskit.eval.scoring import ALIGN_MODES
+from defocuskit.inference.coc_source import COC_SOURCES
 
 WORKERS_HELP = ("worker processes, as PyTorch's num_workers: 0 = in the main process, N = N worker processes; "
                 "default: one per core, at most 8")

@@ -58,8 +58,8 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
     Samples without blur.png are left out (recorded in rejects.jsonl); an existing coc.png is replaced.
     Rerunning the same command skips shards already written for the same checkpoint and input shard.
     """
-    from defocuskit.io.devices import resolve_device
     from defocuskit.inference.load import load_model
+    from defocuskit.io.devices import resolve_device
 
     device = resolve_device(device)
     out = Path(out)

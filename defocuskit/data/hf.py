@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from defocuskit.data import metadata
-from defocuskit.data.shards import MEMBERS
 from defocuskit.data.reader import decode_sample
+from defocuskit.data.shards import MEMBERS
 
 DECODED = ("key", "sharp", "blur", "coc", "blurmask", "meta")  # what hf_decode gives (decode_sample's keys)
 _PNG_MEMBERS = tuple(m for m in MEMBERS if m.endswith(".png"))

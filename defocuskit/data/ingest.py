@@ -44,7 +44,13 @@ import cv2
 
 from defocuskit.data import shards
 from defocuskit.data.plan import (
-    Group, check_sources, first_file, list_all, listing_record, plan_groups, resolved_options,
+    Group,
+    check_sources,
+    first_file,
+    list_all,
+    listing_record,
+    plan_groups,
+    resolved_options,
 )
 from defocuskit.data.postprocess import check_sample, finalize_meta, postprocess
 from defocuskit.data.records import no_sample_error, shard_record

@@ -11,11 +11,11 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
+from defocuskit.data.metadata import empty_meta
 from defocuskit.data.register import RegistrationError, align, match_gain
 from defocuskit.data.sample import IngestOptions, RejectError, Sample, Task
-from defocuskit.data.metadata import empty_meta
-from defocuskit.io.images import bit_depth, from_float, read_image, to_float
 from defocuskit.io.formats import ImageError
+from defocuskit.io.images import bit_depth, from_float, read_image, to_float
 
 RESIZE_TOLERANCE = 0.02  # registered pairs may differ in size by less than this (focus breathing, crops)
 NO_ALIGN: dict[str, Any] = {"method": "none", "score": None, "matrix": None}

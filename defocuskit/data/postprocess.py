@@ -9,8 +9,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defocuskit.data.sample import IngestOptions, RejectError, Sample, Task
 from defocuskit.data.metadata import META_KEYS
+from defocuskit.data.sample import IngestOptions, RejectError, Sample, Task
 from defocuskit.io.images import bit_depth, to_float
 
 

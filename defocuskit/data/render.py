@@ -42,8 +42,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from defocuskit.io.images import srgb_to_linear
 from defocuskit.imaging.optics import disc_psf, pixel_pitch_um, signed_coc_diameter_mm
+from defocuskit.io.images import srgb_to_linear
 
 SENSOR_WIDTH_MM = 23.5  # APS-C
 FOCAL_LENGTH_MM = 50.0  # layered scenes

@@ -41,8 +41,8 @@ from webdataset import TarWriter
 import defocuskit
 from defocuskit.data import metadata
 from defocuskit.data.reader import COC_SCALE, MANIFEST
-from defocuskit.io.images import encode_png
 from defocuskit.io.atomic import atomic_write
+from defocuskit.io.images import encode_png
 
 FORMAT = metadata.FORMAT  # shard format written into manifest.json ("format"); see the module docstring
 REJECTS = "rejects.jsonl"

@@ -11,14 +11,23 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from rich.console import Console
 
-from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics
-from defocuskit.eval.report import aggregate, group_of, library_versions, print_table, write_report
-from defocuskit.eval.runners import ACTIVE_BAR, Runner, _baseline_runner, _checkpoint_runner, _label, _sampler_keys, per_checkpoint_settings
 from defocuskit.eval.config import EvalConfig, EvalError
+from defocuskit.eval.report import aggregate, group_of, library_versions, print_table, write_report
+from defocuskit.eval.runners import (
+    ACTIVE_BAR,
+    Runner,
+    _baseline_runner,
+    _checkpoint_runner,
+    _label,
+    _sampler_keys,
+    per_checkpoint_settings,
+)
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, prepare_pair, score_pair
+from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.io.images import from_float, to_float, write_image
+
 
 def _safe_name(key: str) -> str:
     return key.replace("/", "_").replace(os.sep, "_")
@@ -30,7 +39,12 @@ def _progress_bar(enabled: bool, console: Console) -> Any:
     if not enabled:
         return nullcontext(None)
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -222,9 +236,9 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     report, identical to a one-process run's; each process writes its own samples' --save-images files.
     """
     from defocuskit.data.reader import describe_splits, shard_urls
-    from defocuskit.io.devices import resolve_device
     from defocuskit.eval.plots import aperture_title, plot_aperture
     from defocuskit.eval.processes import count_pairs, process_group, shard_share, share_of
+    from defocuskit.io.devices import resolve_device
 
     c = config
     split, by_aperture, stops, align, limit, steps = c.split, c.by_aperture, c.stops, c.align, c.limit, c.steps

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from defocuskit.config.recipe import Recipe
+from defocuskit.io.modelfile import read_model_file
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
-from defocuskit.io.modelfile import read_model_file
-from defocuskit.config.recipe import Recipe
 from defocuskit.methods.recipes import resolve_recipe
 
 

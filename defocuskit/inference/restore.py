@@ -12,14 +12,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-import torch.nn.functional as F
-
-from defocuskit.methods.base import Conditions, Method, RestoreContext
-from defocuskit.inference.tiling import TilingOptions, blend_window, plan_tiling, tile_seed, tile_starts
 from defocuskit.config.recipe import Recipe, recipe_to_dict
 from defocuskit.config.typed import RecipeError, apply_overrides, build_dataclass
+from defocuskit.inference.tiling import TilingOptions, blend_window, plan_tiling, tile_seed, tile_starts
+from defocuskit.methods.base import Conditions, Method, RestoreContext
 
 
 def _override_key(item: str, option: str) -> tuple[str, str]:

@@ -12,8 +12,8 @@ import numpy as np
 if TYPE_CHECKING:
     from torch import nn
 
-    from defocuskit.methods.base import Method
     from defocuskit.config.recipe import Recipe
+    from defocuskit.methods.base import Method
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 import defocuskit
-from defocuskit.io.modelfile import MODEL_FILE_MODE
 from defocuskit.io.atomic import atomic_path, atomic_write
+from defocuskit.io.modelfile import MODEL_FILE_MODE
 
 HUB_FORMAT = "defocuskit-hub-1"
 MODEL_FILE = "model.safetensors"

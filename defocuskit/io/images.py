@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from defocuskit.io.atomic import atomic_write
 from defocuskit.io.formats import ImageError, is_raw
 from defocuskit.io.raw import decode_raw
-from defocuskit.io.atomic import atomic_write
 
 
 def _to_rgb(arr: np.ndarray, path: str | Path) -> np.ndarray:

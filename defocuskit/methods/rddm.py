@@ -23,14 +23,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from defocuskit.diffusion.ddim_residual import (
-    ResidualSchedule, make_scheduler, sample_residual_ddim, sample_timesteps,
-)
 from defocuskit.config.typed import RecipeError, build_dataclass
+from defocuskit.diffusion.ddim_residual import (
+    ResidualSchedule,
+    make_scheduler,
+    sample_residual_ddim,
+    sample_timesteps,
+)
+from defocuskit.io.modelfile import read_model_file
 from defocuskit.methods import defocus_map
 from defocuskit.methods.base import Batch, Companion, Method, RestoreContext, Sampler, rename_key, unwrap
 from defocuskit.models.nafnet import psnr_loss
-from defocuskit.io.modelfile import read_model_file
 from defocuskit.models.rddm import RDDM, PreDeblur, ResidualDenoiser, SemanticEncoder, build_resnet
 
 MAX_STEPS = 4

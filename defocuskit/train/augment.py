@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from defocuskit.config.recipe import DataConfig
 from defocuskit.io.images import to_float
 from defocuskit.methods.base import DataKind
-from defocuskit.config.recipe import DataConfig
 
 BT601 = np.array([0.299, 0.587, 0.114], np.float32)
 

@@ -3,7 +3,6 @@ the error it stops with, and the parameter counts it prints."""
 
 from __future__ import annotations
 
-
 from torch import nn
 
 from defocuskit.config.recipe import Recipe

@@ -12,11 +12,12 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from defocuskit.config.recipe import DataConfig, Recipe
 from defocuskit.data.reader import shard_urls
 from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.methods.base import Method
-from defocuskit.config.recipe import DataConfig, Recipe
 from defocuskit.train.stream import ShardStream, describe, has_members
+
 
 def train_specs(cfg: DataConfig) -> list[tuple[str, str]]:
     """(name in errors, spec) of each entry of `data.train`: one string, or a list of them."""

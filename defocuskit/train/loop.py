@@ -33,7 +33,13 @@ from defocuskit.io.modelfile import save_model
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
 from defocuskit.train.checkpoints import (
-    METRICS, check_data_position, check_resume, clean_run_folder, list_checkpoints, load_checkpoint, save_checkpoint,
+    METRICS,
+    check_data_position,
+    check_resume,
+    clean_run_folder,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
     truncate_metrics,
 )
 from defocuskit.train.checks import TrainingError, check_recipe, format_counts, parameter_counts, phase_params

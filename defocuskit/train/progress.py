@@ -7,7 +7,6 @@ import math
 import sys
 from typing import Any
 
-
 BUDGET_BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {steps} [{elapsed}<{left} {ends}, {step_rate}{postfix}]"
 
 

@@ -28,8 +28,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from defocuskit.train.ema import EMA
 from defocuskit.io.atomic import atomic_write
+from defocuskit.train.ema import EMA
 
 LOOP_STATE = "loop_state.json"
 EMA_FILE = "ema.safetensors"

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from defocuskit.config.recipe import DataConfig
 from defocuskit.data.reader import decode_sample
 from defocuskit.data.tar_index import ShardEntry, index_shard, read_samples
 from defocuskit.methods.base import MEMBERS, DataKind, Requirement
 from defocuskit.train.augment import to_tensors
-from defocuskit.config.recipe import DataConfig
 
 _MAX_EMPTY_EPOCHS = 10_000  # resampled epochs in a row that draw no usable sample before giving up
 

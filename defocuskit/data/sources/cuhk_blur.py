@@ -31,14 +31,12 @@ from typing import Any, Iterable, Iterator
 import cv2
 import numpy as np
 
-from defocuskit.data.sample import IngestError
-from defocuskit.data.pairs import key_part, list_images, relpath
-from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.metadata import empty_meta
-from defocuskit.data.sources import layout
-from defocuskit.io.images import read_image
+from defocuskit.data.pairs import key_part, list_images, relpath
+from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Sample, Task
+from defocuskit.data.sources import DatasetSource, layout
 from defocuskit.io.formats import RASTER_EXTENSIONS, ImageError
-from defocuskit.data.sources import DatasetSource
+from defocuskit.io.images import read_image
 
 NAME = "cuhk-blur"
 TITLE = "CUHK blur detection"

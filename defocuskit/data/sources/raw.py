@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from defocuskit.data.pairs import key_part, load_task, relpath, split_for
-from defocuskit.io.raw import check_readable, io_reason, read_exif
-from defocuskit.data.sources.fnumbers import GivenFNumbers, given_f_numbers, resolve_f_number
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
-from defocuskit.io.formats import RAW_EXTENSIONS, RASTER_EXTENSIONS, ImageError, is_raw
 from defocuskit.data.sources import DatasetSource
+from defocuskit.data.sources.fnumbers import GivenFNumbers, given_f_numbers, resolve_f_number
+from defocuskit.io.formats import RASTER_EXTENSIONS, RAW_EXTENSIONS, ImageError, is_raw
+from defocuskit.io.raw import check_readable, io_reason, read_exif
 
 NAME = "raw"
 # preference when stems collide: RAW (0) first, then lossless, then JPEG

@@ -15,8 +15,7 @@ from typing import Iterator
 
 from defocuskit.data.pairs import key_part, load_task
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
-from defocuskit.data.sources import layout
-from defocuskit.data.sources import DatasetSource
+from defocuskit.data.sources import DatasetSource, layout
 
 NAME = "realblur"
 TITLE = "RealBlur"

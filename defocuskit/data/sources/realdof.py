@@ -10,8 +10,7 @@ from typing import Iterator
 
 from defocuskit.data.pairs import key_part, list_images, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
-from defocuskit.data.sources import layout
-from defocuskit.data.sources import DatasetSource
+from defocuskit.data.sources import DatasetSource, layout
 
 NAME = "realdof"
 TITLE = "RealDOF"

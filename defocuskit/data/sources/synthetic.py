@@ -27,13 +27,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from defocuskit.data.metadata import empty_meta
 from defocuskit.data.render import (
-    PHOTOS, Scene, builtin_scene, builtin_scene_names, photo_of, render_shot, scene_camera, stable_hash,
+    PHOTOS,
+    Scene,
+    builtin_scene,
+    builtin_scene_names,
+    photo_of,
+    render_shot,
+    scene_camera,
+    stable_hash,
 )
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
-from defocuskit.data.metadata import empty_meta
-from defocuskit.io.images import from_float, linear_to_srgb
 from defocuskit.data.sources import DatasetSource
+from defocuskit.io.images import from_float, linear_to_srgb
 
 MISALIGN_SCALE = 0.01  # relative scale jitter of an injected misalignment
 

@@ -18,8 +18,7 @@ from typing import Iterator
 
 from defocuskit.data.pairs import images_by_stem, key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
-from defocuskit.data.sources import layout
-from defocuskit.data.sources import DatasetSource
+from defocuskit.data.sources import DatasetSource, layout
 
 NAME = "vabd"
 TITLE = "VABD"
