@@ -94,7 +94,7 @@ def process_task(module: str, task: Task, opts: IngestOptions) -> WorkResult:
             result.dropped += dropped
             for s in kept:
                 meta = finalize_meta(s, task)
-                result.samples.append(Encoded(s.key, shards.encode_members(s.sharp, s.blur, s.coc, meta, s.blurmask),
+                result.samples.append(Encoded(s.key, shards.encode_members(s.sharp, s.blur, s.coc, meta, s.blurmask, s.coc_signed),
                                               str(meta["source"]), shards.f_number_key(meta["f_number"])))
         keys = [e.key for e in result.samples]
         if len(set(keys)) != len(keys):

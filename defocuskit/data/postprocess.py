@@ -80,7 +80,7 @@ def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[S
             out.append(Sample(
                 key=f"{sample.key}/p{y}_{x}", sharp=None if sample.sharp is None else sample.sharp[win],
                 meta=dict(sample.meta), blur=None if sample.blur is None else sample.blur[win],
-                coc=None if sample.coc is None else sample.coc[win],
+                coc=None if sample.coc is None else sample.coc[win], coc_signed=sample.coc_signed,
                 blurmask=None if sample.blurmask is None else sample.blurmask[win],
             ))
     return out
@@ -129,6 +129,8 @@ def check_sample(sample: Sample) -> None:
                          f"{sample.sharp.dtype} differ")
     if sample.coc is not None and sample.coc.shape != sample.image.shape[:2]:
         raise ValueError(f"coc {sample.coc.shape} does not match the image {sample.image.shape[:2]}")
+    if sample.coc is not None and not sample.coc_signed and (sample.coc < 0).any():
+        raise ValueError("coc has negative values but is not marked signed (coc_signed)")
     mask = sample.blurmask
     if mask is not None and (mask.dtype != np.uint8 or mask.shape != sample.image.shape[:2]):
         raise ValueError(f"blurmask {sample.blurmask.dtype} {sample.blurmask.shape} must be uint8 of the image's "

@@ -86,7 +86,8 @@ def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
 def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A raw WebDataset sample (bytes members) -> {key, sharp, blur, coc, blurmask, meta}; 16-bit PNGs stay 16-bit.
 
-    `coc` is float32 (H, W) in pixels (or None), `blur` is None for sharp-only samples; `meta` is the Python
+    `coc` is float32 (H, W) in pixels (or None), unsigned; `coc_sign` int8 (H, W), +1 behind the focal plane and
+    -1 in front of it, where the shard records it (cocsign.png), else None (`signed_coc` combines them); `blur` is None for sharp-only samples; `meta` is the Python
     view of the metadata (`metadata.to_python`: every schema key, None where unknown, shard formats 1 and 2;
     the `json` member may be bytes, text or an already parsed dict, e.g. a `datasets` row). Blur-map samples
     (blur.png + blurmask.png, no sharp.png; e.g. CUHK blur detection) give `sharp` None and `blurmask`
@@ -107,15 +108,25 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
     meta = member("json")
     if isinstance(meta, (bytes, bytearray, str)):
         meta = json.loads(meta)
-    coc = member("coc.png")
+    coc, sign = member("coc.png"), member("cocsign.png")
     return {
         "key": key,
         "sharp": None if sharp is None else decode_image(sharp, f"{key}.sharp.png"),
         "blur": None if blur is None else decode_image(blur, f"{key}.blur.png"),
         "coc": None if coc is None else decode_image(coc, f"{key}.coc.png").astype(np.float32) / COC_SCALE,
+        "coc_sign": None if sign is None else np.where(decode_blurmask(sign, f"{key}.cocsign.png") >= 128, 1, -1)
+        .astype(np.int8),
         "blurmask": None if mask is None else decode_blurmask(mask, f"{key}.blurmask.png"),
         "meta": metadata.to_python(meta if isinstance(meta, Mapping) else None),
     }
+
+
+def signed_coc(sample: Mapping[str, Any]) -> np.ndarray | None:
+    """The sample's CoC map with its sign where the shard records one (negative in front of the focal plane)."""
+    coc, sign = sample.get("coc"), sample.get("coc_sign")
+    if coc is None or sign is None:
+        return coc
+    return (coc * sign).astype(np.float32)
 
 
 def decode_blurmask(data: bytes, name: str) -> np.ndarray:

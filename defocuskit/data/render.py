@@ -253,7 +253,8 @@ def render_defocus(
     n_layers: int = 16,
     noise: SensorNoise | None = SensorNoise(),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Render a defocused shot in linear light; returns (blurred RGB float32 [0, 1], CoC diameter map in px)."""
+    """Render a defocused shot in linear light; returns (blurred RGB float32 [0, 1], signed CoC diameter map in px:
+    negative in front of the focal plane, positive behind it)."""
     if rgb_linear.ndim != 3 or rgb_linear.shape[2] != 3:
         raise ValueError(f"render_defocus: rgb must be (H, W, 3), got {rgb_linear.shape}")
     if depth_m.shape != rgb_linear.shape[:2]:
@@ -288,7 +289,7 @@ def render_defocus(
     if noise is not None:
         photons = rng.poisson(out * noise.photons_at_white) / noise.photons_at_white  # shot noise
         out = np.clip(photons + rng.normal(0.0, noise.read_sigma, out.shape), 0.0, 1.0)  # read noise
-    return out.astype(np.float32), np.abs(coc).astype(np.float32)
+    return out.astype(np.float32), coc.astype(np.float32)
 
 
 def scene_camera(scene: Scene, focal_length_mm: float | None = None, focus_distance_m: float | None = None,

@@ -37,6 +37,9 @@ class Task:
 class Sample:
     """A decoded sample: RGB uint8/uint16 arrays of equal size, optional CoC map in pixels.
 
+    Where the depth order is known (rendered data), `coc` is signed (negative in front of the focal
+    plane, positive behind it) and `coc_signed` is True; the shard stores |coc| and the sign apart.
+
     Blur-map samples (CUHK blur detection) have no sharp reference: `sharp` None, `blur` the photo and
     `blurmask` uint8 (H, W), 255 = blurred (out of focus), 0 = in focus.
     """
@@ -46,6 +49,7 @@ class Sample:
     blur: np.ndarray | None
     meta: dict[str, Any]
     coc: np.ndarray | None = None  # float32 (H, W), circle-of-confusion diameter in pixels
+    coc_signed: bool = False  # coc carries its sign: negative in front of the focal plane, positive behind
     blurmask: np.ndarray | None = None  # uint8 (H, W), 255 = blurred; blur-map samples only
 
     @property

@@ -48,7 +48,7 @@ FORMAT = metadata.FORMAT  # shard format written into manifest.json ("format"); 
 REJECTS = "rejects.jsonl"
 RECORDS = ".records"
 LISTING_RECORD = "_listing"  # pseudo-shard holding the rejects found while listing the sources
-MEMBERS = ("blur.png", "sharp.png", "coc.png", "blurmask.png", "json")
+MEMBERS = ("blur.png", "sharp.png", "coc.png", "cocsign.png", "blurmask.png", "json")
 BLURMASK_BLURRED = 255  # blurmask.png: 255 = blurred (out of focus), 0 = in focus
 SHARD_FILE = re.compile(r"^([A-Za-z0-9_]+-\d+)\.tar$")  # split-NNNNNN.tar
 TEMP_SHARD_FILE = re.compile(r"^\.([A-Za-z0-9_]+-\d+)\.tar\.(?:partial|spool)$")
@@ -93,9 +93,11 @@ def encode_coc(coc: np.ndarray) -> np.ndarray:
 
 
 def encode_members(sharp: np.ndarray | None, blur: np.ndarray | None, coc: np.ndarray | None,
-                   meta: Mapping[str, Any], blurmask: np.ndarray | None = None) -> dict[str, bytes]:
+                   meta: Mapping[str, Any], blurmask: np.ndarray | None = None,
+                   coc_signed: bool = False) -> dict[str, bytes]:
     """The tar members of one sample: sharp.png (absent in blur-map samples), blur.png (unless sharp-only),
-    coc.png (if known), blurmask.png (blur-map samples: uint8 (H, W), 255 = blurred), json.
+    coc.png (if known: |coc|), cocsign.png (if `coc_signed`: uint8, 255 behind the focal plane, 0 in front),
+    blurmask.png (blur-map samples: uint8 (H, W), 255 = blurred), json.
 
     `meta` (Python view, None where unknown) is stored in the fixed schema (`metadata.to_stored`);
     metadata.MetadataError names a key outside the schema or a value of the wrong type."""
@@ -106,7 +108,9 @@ def encode_members(sharp: np.ndarray | None, blur: np.ndarray | None, coc: np.nd
     if blur is not None:
         members["blur.png"] = encode_png(blur)
     if coc is not None:
-        members["coc.png"] = encode_png(encode_coc(coc))
+        members["coc.png"] = encode_png(encode_coc(np.abs(coc)))
+        if coc_signed:
+            members["cocsign.png"] = encode_png(np.where(np.asarray(coc) < 0, 0, 255).astype(np.uint8))
     if blurmask is not None:
         if blurmask.dtype != np.uint8 or blurmask.ndim != 2:
             raise ValueError(f"blurmask must be uint8 (H, W), got {blurmask.dtype} {blurmask.shape}")

@@ -129,7 +129,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     if f_number is not None:
         blurred, coc_px = render_shot(built, float(f_number), camera, seed)
         blur = from_float(linear_to_srgb(blurred), depth)
-        coc = coc_px.astype(np.float32)
+        coc = coc_px.astype(np.float32)  # signed: the renderer knows the depth order
     align = {"method": "none", "score": 1.0, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]}
     if blur is not None and opts.synthetic_misalign_px > 0:
         matrix = misalignment(task.key, sharp.shape[:2], float(opts.synthetic_misalign_px), seed)
@@ -145,7 +145,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         align=align,
         gain=1.0, origin=list(task.meta.get("origin", [])),
     )
-    return [Sample(key=task.key, sharp=sharp, blur=blur, meta=meta, coc=coc)]
+    return [Sample(key=task.key, sharp=sharp, blur=blur, meta=meta, coc=coc, coc_signed=coc is not None)]
 
 
 def misalignment(key: str, shape: tuple[int, int], max_shift_px: float, seed: int) -> np.ndarray:
