@@ -15,7 +15,7 @@ import pytest
 from defocuskit.data import sources as sources_table
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.metadata import empty_meta
-from defocuskit.data.reader import decode_sample, iter_raw, iter_samples, read_manifest, shard_urls
+from defocuskit.data.reader import decode_sample, iter_raw, iter_samples, read_manifest, shard_urls, signed_coc
 from defocuskit.data.sample import IngestOptions, Sample, Task
 from defocuskit.data.shards import AtomicShard, encode_members, f_number_key
 from defocuskit.data.sources import DatasetSource
@@ -157,3 +157,16 @@ def test_manifest_is_not_complete_without_samples(shards_dir):
     empty = build_manifest([{"name": "train-000000", "split": "train", "samples": 0, "table": [], "rejects": [{}]}],
                            {}, expected_shards=1, error="no sample written")
     assert empty["complete"] is False and empty["error"] == "no sample written" and empty["rejects"] == 1
+
+
+def test_a_signed_coc_round_trips_as_coc_png_and_cocsign_png() -> None:
+    sharp = np.zeros((4, 6, 3), np.uint8)
+    coc = np.array([[-3.5, -0.25, 0.0, 0.5, 2.0, 7.75]] * 4, np.float32)
+    meta = empty_meta(source="synthetic", split="test", scene="s", height=4, width=6)
+    raw = {"__key__": "k", **encode_members(sharp, sharp, coc, meta, coc_signed=True)}
+    sample = decode_sample(raw)
+    assert sample["coc"].min() >= 0 and np.allclose(sample["coc"], np.abs(coc))
+    assert sample["coc_sign"].tolist()[0] == [-1, -1, 1, 1, 1, 1]
+    assert np.allclose(signed_coc(sample), coc)
+    unsigned = decode_sample({"__key__": "k", **encode_members(sharp, sharp, np.abs(coc), meta)})
+    assert unsigned["coc_sign"] is None and np.allclose(signed_coc(unsigned), np.abs(coc))

@@ -32,7 +32,7 @@ def input_baseline(blur: np.ndarray) -> np.ndarray:
 
 
 def wiener_coc_px(meta: dict[str, Any], width: int, coc: np.ndarray | None = None) -> float | np.ndarray:
-    """The disc diameter (pixels) for the Wiener baseline: the coc map if given, else from the f-number."""
+    """The disc diameter (pixels) for the Wiener baseline: the coc map if given (signed or not), else from the f-number."""
     if coc is not None:
         return np.asarray(coc, np.float32)
     try:
@@ -48,7 +48,7 @@ def wiener_baseline(
     from defocuskit.imaging.deconv import wiener_deblur
 
     coc_px = wiener_coc_px(meta, blur.shape[1], coc)
-    return np.clip(wiener_deblur(blur.astype(np.float32), coc_px, nsr), 0.0, 1.0)
+    return np.clip(wiener_deblur(blur.astype(np.float32), np.abs(coc_px), nsr), 0.0, 1.0)  # a disc of |CoC|
 
 
 def prox_baseline(blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | None = None) -> np.ndarray:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from defocuskit.data.reader import signed_coc
 from defocuskit.eval.config import EvalError
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.tiling import TilingOptions
@@ -61,7 +62,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     ran: Counter[str] = Counter()
 
     def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
-        coc_map = coc(blur, sample.get("meta"), sample.get("coc"), name=sample["key"]) if needs_coc and coc else None
+        coc_map = coc(blur, sample.get("meta"), signed_coc(sample), name=sample["key"]) if needs_coc and coc else None
         out = restore_image(method, recipe, model, blur, tiling=tiling, seed=sample_seed(seed, sample["key"]),
                             device=device, progress=ACTIVE_BAR.get() or False, sampler_cfg=sampler_cfg, coc=coc_map)
         ran[plan_tiling(method, recipe, model, *blur.shape[:2], tiling).describe()] += 1
@@ -94,7 +95,7 @@ def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, d
 
         def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
             meta = dict(sample.get("meta") or {}, key=sample["key"])
-            coc_map = coc(blur, meta, sample.get("coc"), name=sample["key"]) if coc is not None else sample.get("coc")
+            coc_map = coc(blur, meta, signed_coc(sample), name=sample["key"]) if coc is not None else signed_coc(sample)
             return restore(blur, meta, coc_map)
 
         desc = baselines.WIENER_ASSUMPTIONS if name == "wiener" else baselines.PROX_DESCRIPTION

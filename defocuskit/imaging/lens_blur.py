@@ -12,12 +12,15 @@ symmetric). The three models differ only in P and Q:
 - `over` (default): occlusion-aware compositing. Each layer's colour and its alpha are blurred by
   its own disc and layers are composited back to front with the "over" operator, then divided by
   the accumulated alpha (Porter & Duff; Hasinoff & Kutulakos; the renderer in data/render.py).
-  With only an unsigned CoC map the depth order is unknown: a larger CoC is taken as farther,
-  which holds for the usual photograph focused on its nearest subject.
+  The depth order comes from the CoC's sign: a signed map (negative in front of the focal plane,
+  positive behind it, as the renderer and cocsign.png record it) is monotone in depth, so layers
+  are ordered by signed CoC and each blurred by the disc of |CoC|; this is right for focus in front
+  of and behind a foreground. An unsigned map (all >= 0, e.g. from an estimator that cannot tell the
+  sides apart) is read as "larger is farther", which holds when the focus is on the nearest subject.
 - `scatter`: every pixel spreads its light over its own disc, normalised so that K 1 = 1.
 - `gather`: every pixel averages the image over its own disc (the part of it inside the image).
 
-Images are (B, C, H, W); the map is (B, 1, H, W). `prox` solves min ||K x - y||^2 + rho ||x - x0||^2
+Images are (B, C, H, W); the map is (B, 1, H, W), diameters in pixels, signed or not. `prox` solves min ||K x - y||^2 + rho ||x - x0||^2
 by conjugate gradients.
 """
 
@@ -48,7 +51,7 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def coc_levels(coc: torch.Tensor, n_levels: int) -> torch.Tensor:
-    """The CoC values (pixels) of the layers: evenly spaced over the map's range, at most `n_levels`."""
+    """The (signed) CoC values (pixels) of the layers: evenly spaced over the map's range, at most `n_levels`."""
     lo, hi = float(coc.min()), float(coc.max())
     if hi - lo < 1e-3:
         return torch.tensor([0.5 * (lo + hi)], dtype=torch.float64)
@@ -69,7 +72,8 @@ def layer_weights(coc: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 
 
 class DefocusOperator:
-    """K_c for one batch of CoC maps (B, 1, H, W): `forward` blurs, `adjoint` applies K^T, `prox` inverts."""
+    """K_c for one batch of CoC maps (B, 1, H, W), signed (depth order known) or >= 0 (larger = farther):
+    `forward` blurs, `adjoint` applies K^T, `prox` inverts."""
 
     def __init__(self, coc: torch.Tensor, model: str = "over", n_levels: int = 12):
         if coc.dim() != 4 or coc.shape[1] != 1:
@@ -78,12 +82,12 @@ class DefocusOperator:
             raise ValueError(f"DefocusOperator: unknown model '{model}' (known: {', '.join(MODELS)})")
         if n_levels < 1:
             raise ValueError(f"DefocusOperator: n_levels must be >= 1, got {n_levels}")
-        if not torch.isfinite(coc).all() or (coc < 0).any():
-            raise ValueError("DefocusOperator: the CoC map must be finite and >= 0")
+        if not torch.isfinite(coc).all():
+            raise ValueError("DefocusOperator: the CoC map must be finite")
         coc = coc.float()
         self.shape = tuple(coc.shape[-2:])
         self.levels = coc_levels(coc, n_levels)
-        discs = [torch.from_numpy(disc_psf(float(d))) for d in self.levels]
+        discs = [torch.from_numpy(disc_psf(abs(float(d)))) for d in self.levels]  # a layer's disc: |signed CoC|
         self.radius = max(k.shape[0] for k in discs) // 2
         h, w = self.shape
         self._fft_shape = (h + 2 * self.radius, w + 2 * self.radius)
@@ -112,8 +116,8 @@ class DefocusOperator:
         if model == "scatter":
             return (1.0 / coverage.sum(dim=1, keepdim=True).clamp_min(_EPS)).expand_as(q), q
         alpha = coverage.clamp(0.0, 1.0)
-        # Back to front (largest CoC first): layer k is seen through every layer nearer than it.
-        # Levels ascend in CoC, so the layers nearer than k are j < k: T_k = prod_{j<k} (1 - alpha_j).
+        # Back to front (largest signed CoC = farthest first): layer k is seen through every layer nearer
+        # than it. Levels ascend in signed CoC, so the nearer layers are j < k: T_k = prod_{j<k} (1 - alpha_j).
         transmit = torch.cumprod(1.0 - alpha, dim=1)
         transmit = torch.cat([torch.ones_like(transmit[:, :1]), transmit[:, :-1]], dim=1)
         accumulated = (1.0 - torch.prod(1.0 - alpha, dim=1, keepdim=True)).clamp_min(_EPS)

@@ -90,7 +90,8 @@ class CocFFDNet(FFDNet):
         self.coc_scale = float(cfg.coc_scale)
 
     def level(self, coc: torch.Tensor | None, like: torch.Tensor, feed: str | None = None) -> torch.Tensor:
-        """The (B, 1, H, W) level map for images `like`: coc / coc_scale, or zeros when `feed` is "none"."""
+        """The (B, 1, H, W) level map for images `like`: |coc| / coc_scale (the blur size; a signed map's sign
+        is the depth order, which a level map does not use), or zeros when `feed` is "none"."""
         feed = feed or self.level_map
         if feed == "none":
             return like.new_zeros(like.shape[0], 1, *like.shape[-2:])
@@ -100,7 +101,7 @@ class CocFFDNet(FFDNet):
         if coc.dim() != 4 or coc.shape[0] != like.shape[0] or coc.shape[1] != 1 or coc.shape[-2:] != like.shape[-2:]:
             raise ValueError(f"ffdnet: CoC map of shape {tuple(coc.shape)} does not fit images of shape "
                              f"{tuple(like.shape)} (expected (B, 1, H, W))")
-        return coc.to(device=like.device, dtype=like.dtype) / self.coc_scale
+        return coc.to(device=like.device, dtype=like.dtype).abs() / self.coc_scale
 
 
 def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
