@@ -238,7 +238,8 @@ def test_signed_coc_operator_reproduces_the_renderer_for_focus_in_front_and_behi
     from defocuskit.data.render import render_defocus
 
     rgb, depth = _occlusion_scene()
-    out, coc = render_defocus(rgb, depth, 1.8, 50.0, focus_m, 60.0, np.random.default_rng(0), n_layers=16, noise=None)
+    out, coc = render_defocus(rgb, depth, 1.8, 50.0, focus_m, 60.0, np.random.default_rng(0), n_layers=16, noise=None,
+                               compositing="normalise")
     assert (coc < 0).any() == (focus_m > 1.0)  # the foreground is in front of the focal plane
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
     inner = (slice(12, -12), slice(12, -12))  # the renderer reflects at the border, the operator pads with 0

@@ -168,6 +168,13 @@ def test_synthetic_tasks_keys_and_metadata():
                                                                                              synthetic_size=32)))
 
 
+@pytest.mark.parametrize("fraction", [0.1, 0.25, 0.5, 0.9, 0.99])
+def test_the_two_views_of_a_stereo_pair_share_a_split(fraction: float) -> None:
+    held = synthetic.test_photos(IngestOptions(test_fraction=fraction))
+    assert ("motorcycle_left" in held) == ("motorcycle_right" in held)  # one scene seen from two places
+    assert held and set(PHOTOS) - held
+
+
 def test_synthetic_rejects_other_roots():
     with pytest.raises(ValueError, match="only 'builtin'"):
         list(synthetic.list_tasks(Path("photos"), OPTS))

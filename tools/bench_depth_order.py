@@ -36,14 +36,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--f-numbers", type=float, nargs="+", default=[1.4, 2.8, 8.0])
     parser.add_argument("--scenes", type=int, default=None, help="only the first N built-in scenes")
+    parser.add_argument("--compositing", default="normalise", choices=["normalise", "extend"],
+                        help="the renderer's scheme; the operator reproduces 'normalise' exactly")
     args = parser.parse_args()
     names = builtin_scene_names()[: args.scenes]
     rows: dict[tuple[str, float], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     t0 = time.time()
     for name in names:
         scene = builtin_scene(name, args.size, 0)
-        clean = render_stack(scene, args.f_numbers, noise=None)
-        noisy = render_stack(scene, args.f_numbers)
+        clean = render_stack(scene, args.f_numbers, noise=None, n_layers=16, compositing=args.compositing)
+        noisy = render_stack(scene, args.f_numbers, n_layers=16, compositing=args.compositing)
         x = torch.from_numpy(scene.rgb).permute(2, 0, 1)[None]
         in_front = float((scene.depth_m < 0.98 * scene.focus_distance_m).mean())
         kind = "back focus" if in_front > 0.01 else "front focus"

@@ -18,6 +18,7 @@ from defocuskit.cli.options import (
     EvalCoc,
     Preset,
     Register,
+    RenderDepth,
     SplitBy,
     Ssim,
     print_version,
@@ -51,6 +52,18 @@ def ingest_cmd(
     cuhk_blur: Optional[Path] = typer.Option(None, "--cuhk-blur", help="CUHK blur detection root ({image,images}/*.jpg + gt/*.png): out-of-focus photos with binary blur maps (blur.png + blurmask.png, no sharp.png)."),
     cuhk_white_is: CuhkWhiteIs = typer.Option("auto", "--cuhk-white-is", help="--cuhk-blur: what white in gt/ marks: auto (decided from the photos' sharpness) | blurred | sharp."),
     cuhk_test_fraction: float = typer.Option(0.0, "--cuhk-test-fraction", help="--cuhk-blur: about this share of the photos (seed-free hash of the name) go to test; the rest to train."),
+    render: Optional[Path] = typer.Option(None, "--render", help="Your all-in-focus photos with depth maps ({image,depth}/ by stem, optional focal/ masks), rendered into aperture stacks through the thin-lens renderer (coc.png + cocsign.png)."),
+    render_depth: RenderDepth = typer.Option("relative", "--render-depth", help="--render: what the depth maps hold: relative (larger = farther) | inverse (disparity) | metric."),
+    render_colormap: str = typer.Option("auto", "--render-colormap", help="--render: colormap of false-colour depth maps (auto = detected, e.g. Spectral)."),
+    render_f_numbers: str = typer.Option("1.8,2.8,4,5.6,8", "--render-f-numbers", help="--render: comma-separated f-numbers to render."),
+    render_ref_f_number: float = typer.Option(16.0, "--render-ref-f-number", help="--render: the f-number the photos count as shot at."),
+    render_coc_scale: Optional[float] = typer.Option(None, "--render-coc-scale", help="--render, relative/inverse depth: CoC in px at f/1 per unit of relative CoC, at the rendered size (default: the calibrated fraction of the longer side)."),
+    render_focal_length: float = typer.Option(50.0, "--render-focal-length", help="--render, metric depth: focal length (mm)."),
+    render_sensor_width: float = typer.Option(36.0, "--render-sensor-width", help="--render, metric depth: sensor width (mm)."),
+    render_metric_scale: float = typer.Option(65.535, "--render-metric-scale", help="--render, metric depth: metres per decoded unit (a 16-bit PNG in mm: 65.535)."),
+    render_focus: str = typer.Option("auto", "--render-focus", help="--render: auto (focal/ mask where there is one, else a seeded depth percentile) | mask | sample | a depth value."),
+    render_noise: bool = typer.Option(True, "--render-noise/--no-render-noise", help="--render: sensor noise on the rendered shots."),
+    render_jpeg: Optional[int] = typer.Option(None, "--render-jpeg", min=1, max=100, help="--render: JPEG round trip at this quality."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Decoding and registration: {WORKERS_HELP}."),
     shard_size: int = typer.Option(64, "--shard-size", help="Source pairs per shard."),
     max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale so the longer side is at most this."),
@@ -83,13 +96,15 @@ def ingest_cmd(
 
     given = {"raw": raw_dir, "dpdd": dpdd, "realblur": realblur, "ded": ded, "realdof": realdof,
              "vabd": vabd, "ebb": ebb, "sdd": sdd, "pairs": pairs,
-             "synthetic": Path(synthetic) if synthetic else None, "cuhk-blur": cuhk_blur}
+             "synthetic": Path(synthetic) if synthetic else None, "cuhk-blur": cuhk_blur, "render": render}
     sources = {k: v for k, v in given.items() if v is not None}
     try:
         i, n = (int(x) for x in part.split("/"))
         f_numbers = tuple(float(x) for x in synthetic_f_numbers.split(","))
+        rendered = tuple(float(x) for x in render_f_numbers.split(","))
     except ValueError:
-        raise typer.BadParameter("--part needs I/N and --synthetic-f-numbers numbers, e.g. 1/4 and 1.4,2,2.8") from None
+        raise typer.BadParameter("--part needs I/N, --synthetic-f-numbers and --render-f-numbers numbers, "
+                                 "e.g. 1/4 and 1.4,2,2.8") from None
     if not 0.0 <= cuhk_test_fraction < 1.0:
         raise typer.BadParameter(f"--cuhk-test-fraction must be in [0, 1), not {cuhk_test_fraction}")
     opts = IngestOptions(
@@ -99,6 +114,11 @@ def ingest_cmd(
         f_number_pattern=f_number_pattern, register=value(register), min_align_score=min_align_score, part=(i - 1, n),
         strict=strict, seed=seed, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
         synthetic_misalign_px=synthetic_misalign, cuhk_white_is=value(cuhk_white_is), cuhk_test_fraction=cuhk_test_fraction,
+        render_depth_kind=value(render_depth), render_depth_colormap=render_colormap, render_f_numbers=rendered,
+        render_ref_f_number=render_ref_f_number, render_coc_scale=render_coc_scale,
+        render_focal_length_mm=render_focal_length, render_sensor_width_mm=render_sensor_width,
+        render_metric_scale=render_metric_scale,
+        render_focus=render_focus, render_noise=render_noise, render_jpeg_quality=render_jpeg,
     )
     console = Console()
     try:
@@ -161,7 +181,11 @@ def train_cmd(
         resolved = load_recipe(recipe, overrides or [])
         if dry_run:
             from defocuskit.methods import get_method
-            from defocuskit.train.checks import check_recipe, format_counts, parameter_counts
+            from defocuskit.train.checks import (
+                check_recipe,
+                format_counts,
+                parameter_counts,
+            )
 
             method = get_method(resolved.method)
             check_recipe(resolved, method)
@@ -197,7 +221,7 @@ def deblur_cmd(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler by name (hidd: released | pc | fast)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Sampler setting sampler.KEY=VALUE (repeatable)."),
     coc: Optional[DeblurCoc] = typer.Option(None, "--coc", help="CoC map for physics consistency: map (--coc-model) | "
-                                            "fnumber (the shot's optics)."),
+                                            "fnumber (the shot's optics) | edge (training-free, from edge blur)."),
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
     f_number: Optional[float] = typer.Option(None, "--f-number", help="--coc fnumber: the shot's f-number (default: EXIF)."),
     tile: Optional[int] = typer.Option(
@@ -251,7 +275,8 @@ def eval_cmd(
     set_: Optional[list[str]] = typer.Option(
         None, "--set", help="[LABEL:]sampler.KEY=VALUE (repeatable); LABEL is the checkpoint's run-folder name."),
     coc: Optional[EvalCoc] = typer.Option(None, "--coc", help="CoC map for physics consistency and baselines: map "
-                                          "(--coc-model) | oracle (the shards' coc.png) | fnumber (the shots' optics)."),
+                                          "(--coc-model) | oracle (the shards' coc.png) | fnumber (the shots' optics) | "
+                                          "edge (training-free, from edge blur)."),
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Write every output under DIR/<method>/."),
     report: Path = typer.Option(Path("report"), "--report", help="Folder for report.json, report.csv, aperture.png."),

@@ -14,6 +14,7 @@ from defocuskit.data.sample import BIT_DEPTHS, CUHK_WHITE_IS, SPLIT_BY
 from defocuskit.eval.baselines import BASELINES
 from defocuskit.eval.metrics import SSIM_VARIANTS
 from defocuskit.eval.scoring import ALIGN_MODES
+from defocuskit.imaging.depth import DEPTH_KINDS
 from defocuskit.inference.coc_source import COC_SOURCES
 
 WORKERS_HELP = ("worker processes, as PyTorch's num_workers: 0 = in the main process, N = N worker processes; "
@@ -36,6 +37,7 @@ Ssim = choices("Ssim", SSIM_VARIANTS)
 EvalCoc = choices("EvalCoc", COC_SOURCES)
 DeblurCoc = choices("DeblurCoc", [c for c in COC_SOURCES if c != "oracle"])  # oracle reads shards: eval only
 Preset = choices("Preset", PRESETS)
+RenderDepth = choices("RenderDepth", DEPTH_KINDS)
 
 
 def value(choice: Optional[Enum]) -> Optional[str]:

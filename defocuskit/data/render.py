@@ -12,7 +12,8 @@ motorcycle stereo pair (left and right views). Depth:
 - the others: generated layered depth. SLIC superpixels snap three fronto-parallel structures to
   the image: a ground plane (inverse depth linear in the row below a seeded horizon, a far wall
   above it), a seeded central "subject" ellipse and a smaller off-centre "object" ellipse in
-  between. Every superpixel takes the depth of the structure its centroid falls in.
+  between. Every superpixel takes the depth of the structure its centroid falls in; the edges between
+  superpixels are then feathered.
 
 Variants. Seven photographs are too few to train on, so every photograph also gives
 `N_VARIANTS - 1` seeded variants (`<name>_v1`, ...): a random crop (55-85 % of each side), a
@@ -25,12 +26,15 @@ as the image shrinks, so the CoC in pixels is that of the full photograph scaled
 50 mm lens focused at about 1 m for the layered scenes, 85 mm for the motorcycle (its depth spans
 only 2-5 m). At 256 px the background CoC at f/1.4 is about 10-20 px and falls as 1/N.
 
-Rendering. Occlusion-aware layered compositing in linear light: the scene is split into depth
-layers by signed CoC (soft assignment between neighbouring layers), each layer's premultiplied
-colour and its alpha are blurred by the disc PSF of that layer's CoC, and the layers are composited
-back to front with the "over" operator, then normalised by the accumulated alpha (in the manner of
-Hasinoff & Kutulakos; Wadhwa et al. 2018). Diffraction is ignored. Sensor noise is Poisson-Gaussian
-at a fixed exposure level for every aperture (exposure compensated by shutter time).
+Rendering (`render_photo.render_coc`). Occlusion-aware layered compositing in linear light: the scene
+is split into depth layers by signed CoC (at most 1 px apart, soft assignment between neighbouring
+layers), each layer is extended behind its occluders (push-pull inpainting of the hidden background),
+its premultiplied colour and alpha are blurred by the disc PSF of that layer's CoC, and the layers are
+composited back to front with the "over" operator (in the manner of Hasinoff & Kutulakos; Kraus &
+Strengert 2007; Wadhwa et al. 2018). The layered depth's superpixel edges are feathered (a Gaussian of
+EDGE_SOFTNESS px at 256 px on inverse depth) so that focus edges are not pixel staircases. Diffraction
+is ignored. Sensor noise is Poisson-Gaussian at a fixed exposure level for every aperture (exposure
+compensated by shutter time).
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from defocuskit.imaging.optics import disc_psf, pixel_pitch_um, signed_coc_diameter_mm
+from defocuskit.data.render_photo import MAX_LAYERS, SensorNoise, add_noise, render_coc
+from defocuskit.imaging.optics import pixel_pitch_um, signed_coc_diameter_mm
 from defocuskit.io.images import srgb_to_linear
 
 SENSOR_WIDTH_MM = 23.5  # APS-C
@@ -54,6 +59,7 @@ MIDDLEBURY_BASELINE_MM = 193.001
 MIDDLEBURY_DOFFS_PX = 31.086
 
 PHOTOS: tuple[str, ...] = ("astronaut", "chelsea", "coffee", "rocket", "camera", "motorcycle_left", "motorcycle_right")
+EDGE_SOFTNESS = 1.5  # px at 256 px: Gaussian feathering of the layered depth's superpixel edges
 N_VARIANTS = 4  # the photograph itself plus 3 seeded variants
 
 
@@ -68,14 +74,6 @@ class Scene:
     focal_length_mm: float
     origin: str  # where the photograph comes from, e.g. "skimage.data.astronaut"
     depth_source: str  # "disparity" or "layered"
-
-
-@dataclass(frozen=True)
-class SensorNoise:
-    """Poisson-Gaussian sensor noise: photon count at full scale, and read-noise std (linear units)."""
-
-    photons_at_white: float = 4000.0
-    read_sigma: float = 0.002
 
 
 def stable_hash(text: str) -> int:
@@ -203,7 +201,10 @@ def layered_depth(srgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
                                   (rng.uniform(0.22, 0.4), rng.uniform(0.18, 0.32)), segments)
     seg_depth = np.where(obj_mask, np.minimum(obj, seg_depth), seg_depth)
     seg_depth = np.where(subj_mask, subject, seg_depth)
-    depth = seg_depth[segments].astype(np.float32)
+    # Superpixel edges are pixel staircases: feather them (smooth inverse depth, a fraction of a CoC wide)
+    # so that the render's focus edges are anti-aliased ramps, not stair-steps.
+    inv = cv2.GaussianBlur((1.0 / seg_depth[segments]).astype(np.float32), (0, 0), EDGE_SOFTNESS * max(h, w) / 256)
+    depth = (1.0 / inv).astype(np.float32)
     return depth, {"subject": float(subject), "object": float(obj), "far": float(far)}
 
 
@@ -250,11 +251,14 @@ def render_defocus(
     focus_distance_m: float,
     pixel_pitch_um: float,
     rng: np.random.Generator,
-    n_layers: int = 16,
+    n_layers: int = MAX_LAYERS,
     noise: SensorNoise | None = SensorNoise(),
+    compositing: str = "extend",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render a defocused shot in linear light; returns (blurred RGB float32 [0, 1], signed CoC diameter map in px:
-    negative in front of the focal plane, positive behind it)."""
+    negative in front of the focal plane, positive behind it). `n_layers`: the most depth layers;
+    `compositing`: see `render_photo.render_coc` ("normalise" is the former scheme, which
+    `imaging.lens_blur.DefocusOperator` reproduces)."""
     if rgb_linear.ndim != 3 or rgb_linear.shape[2] != 3:
         raise ValueError(f"render_defocus: rgb must be (H, W, 3), got {rgb_linear.shape}")
     if depth_m.shape != rgb_linear.shape[:2]:
@@ -263,33 +267,9 @@ def render_defocus(
         raise ValueError("render_defocus: depth must be finite and positive everywhere")
     if n_layers < 1:
         raise ValueError(f"render_defocus: n_layers must be >= 1, got {n_layers}")
-    rgb = rgb_linear.astype(np.float32)
     coc = signed_coc_diameter_mm(f_number, focal_length_mm, focus_distance_m, depth_m) * 1000.0 / pixel_pitch_um
-    lo, hi = float(coc.min()), float(coc.max())
-    n = 1 if hi - lo < 1e-3 else int(min(n_layers, np.ceil((hi - lo) / 0.25) + 1))
-    levels = np.linspace(lo, hi, n) if n > 1 else np.array([0.5 * (lo + hi)])
-    pos = (coc - lo) / (hi - lo) * (n - 1) if n > 1 else np.zeros_like(coc)
-    i0 = np.clip(np.floor(pos).astype(np.int64), 0, n - 1)
-    frac = (pos - i0).astype(np.float32)
-
-    colour = np.zeros_like(rgb)
-    alpha = np.zeros(rgb.shape[:2], np.float32)
-    for k in range(n - 1, -1, -1):  # larger signed CoC = farther: back to front
-        weight = np.where(i0 == k, 1.0 - frac, 0.0) + np.where(i0 + 1 == k, frac, 0.0)
-        if not weight.any():
-            continue
-        layer = np.concatenate([rgb * weight[..., None], weight[..., None]], axis=2).astype(np.float32)
-        diameter = abs(float(levels[k]))
-        if diameter > 1.0:
-            layer = cv2.filter2D(layer, -1, disc_psf(diameter), borderType=cv2.BORDER_REFLECT)
-        a = np.clip(layer[..., 3], 0.0, 1.0)
-        colour = layer[..., :3] + (1.0 - a)[..., None] * colour  # Porter & Duff "over", premultiplied
-        alpha = a + (1.0 - a) * alpha
-    out = np.clip(colour / np.maximum(alpha, 1e-6)[..., None], 0.0, 1.0)
-    if noise is not None:
-        photons = rng.poisson(out * noise.photons_at_white) / noise.photons_at_white  # shot noise
-        out = np.clip(photons + rng.normal(0.0, noise.read_sigma, out.shape), 0.0, 1.0)  # read noise
-    return out.astype(np.float32), coc.astype(np.float32)
+    out = add_noise(render_coc(rgb_linear, coc.astype(np.float32), n_layers, compositing=compositing), rng, noise)
+    return out, coc.astype(np.float32)
 
 
 def scene_camera(scene: Scene, focal_length_mm: float | None = None, focus_distance_m: float | None = None,
@@ -308,14 +288,15 @@ def render_shot(
     f_number: float,
     camera: dict,
     seed: int = 0,
-    n_layers: int = 16,
+    n_layers: int = MAX_LAYERS,
     noise: SensorNoise | None = SensorNoise(),
+    compositing: str = "extend",
 ) -> tuple[np.ndarray, np.ndarray]:
     """One shot of a scene at `f_number` with `camera` (scene_camera); its noise stream depends only on
     (seed, scene, f-number), so a shot is the same whichever others are rendered, in whichever process."""
     rng = np.random.default_rng([seed, stable_hash(scene.name), int(round(float(f_number) * 100))])
     return render_defocus(scene.rgb, scene.depth_m, float(f_number), camera["focal_length_mm"],
-                          camera["focus_distance_m"], camera["pixel_pitch_um"], rng, n_layers, noise)
+                          camera["focus_distance_m"], camera["pixel_pitch_um"], rng, n_layers, noise, compositing)
 
 
 def render_stack(
@@ -326,8 +307,9 @@ def render_stack(
     focus_distance_m: float | None = None,
     pixel_pitch_um: float | None = None,
     seed: int = 0,
-    n_layers: int = 16,
+    n_layers: int = MAX_LAYERS,
     noise: SensorNoise | None = SensorNoise(),
+    compositing: str = "extend",
 ) -> dict:
     """Render a scene's aperture stack, deterministic for (scene, f-number, seed).
 
@@ -335,10 +317,10 @@ def render_stack(
     "sharp_coc": its CoC map, "shots": {f_number: (blurred, coc_px)}, "camera": parameters used}.
     """
     camera = scene_camera(scene, focal_length_mm, focus_distance_m, pixel_pitch_um)
-    sharp, sharp_coc = render_shot(scene, ref_f_number, camera, seed, n_layers, noise)
+    sharp, sharp_coc = render_shot(scene, ref_f_number, camera, seed, n_layers, noise, compositing)
     return {
         "sharp": sharp,
         "sharp_coc": sharp_coc,
-        "shots": {float(n): render_shot(scene, n, camera, seed, n_layers, noise) for n in f_numbers},
+        "shots": {float(n): render_shot(scene, n, camera, seed, n_layers, noise, compositing) for n in f_numbers},
         "camera": {**camera, "ref_f_number": float(ref_f_number)},
     }

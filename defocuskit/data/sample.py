@@ -114,3 +114,16 @@ class IngestOptions:
     synthetic_misalign_px: float = 0.0  # > 0: each sharp reference moved by a random shift up to this and ~1 % scale
     cuhk_white_is: str = "auto"  # CUHK blur: what white in gt/ marks: "auto" (decided from the images), "blurred", "sharp"
     cuhk_test_fraction: float = 0.0  # CUHK blur: about this share of the images (seed-free hash of the stem) to "test"
+    # --render DIR: aperture stacks rendered from all-in-focus photos with depth (sources/render.py)
+    render_depth_kind: str = "relative"  # "metric", "relative" (larger = farther) or "inverse" (disparity)
+    render_depth_colormap: str = "auto"  # false-colour depth PNGs: matplotlib colormap name, "auto" = detected
+    render_f_numbers: tuple[float, ...] = (1.8, 2.8, 4.0, 5.6, 8.0)
+    render_ref_f_number: float = 16.0  # the photo is taken to be shot at this f-number (its own residual blur)
+    render_coc_scale: float | None = None  # relative/inverse depth: k, CoC px at f/1 per unit; None = calibrated
+    render_focal_length_mm: float = 50.0  # metric depth: the camera
+    render_sensor_width_mm: float = 36.0  # metric depth: pixel pitch = sensor width / image width
+    render_metric_scale: float = 65.535  # metric depth: metres per decoded unit (16-bit PNG in mm: 65.535)
+    render_focus: str = "auto"  # "auto" (mask where focal/ has one, else sampled), "mask", "sample", or a depth value
+    render_noise: bool = True  # Poisson-Gaussian sensor noise on the rendered shot
+    render_highlights: float = 8.0  # clipped highlights boosted up to this gain in linear light (1 = off)
+    render_jpeg_quality: int | None = None  # JPEG round trip of both images at this quality (None: none)

@@ -4,6 +4,8 @@
 - `oracle`: the shard's `coc.png` (synthetic data); for studies of the sampler alone: the report says so.
 - `fnumber`: one CoC for the whole image from the f-number and the optics in the metadata
   (optics.coc_from_metadata: a background at infinity).
+- `edge`: training-free, from the blurred image alone (imaging.blur_estimate.estimate_coc: edge blur by
+  re-blurring, Zhuo & Sim 2011, spread edge-aware to every pixel); no model file.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import numpy as np
 
 from defocuskit.imaging import optics
 
-COC_SOURCES = ("map", "oracle", "fnumber")
+COC_SOURCES = ("map", "oracle", "fnumber", "edge")
 
 DESCRIPTIONS = {
     "map": "estimated from the blurred image by the defocus-map model {model}",
     "oracle": "ORACLE: the shard's ground-truth coc.png (a study of the sampler alone, not a blind result)",
     "fnumber": "one CoC per image from its f-number: " + optics.COC_FROM_METADATA,
+    "edge": "estimated from the blurred image alone, training-free: edge blur by re-blurring (Zhuo & Sim 2011) "
+            "spread edge-aware to every pixel (imaging.blur_estimate.estimate_coc)",
 }
 
 
@@ -76,7 +80,7 @@ class CocSource:
         if self.kind == "oracle":
             if coc_png is None:
                 raise CocError(f"--coc oracle: {name} has no coc.png (only synthetic shards carry the true CoC; "
-                               "use --coc map or --coc fnumber)")
+                               "use --coc map, --coc edge or --coc fnumber)")
             coc = np.asarray(coc_png, np.float32)
             if coc.shape != (h, w):
                 raise CocError(f"--coc oracle: {name}: coc.png is {coc.shape[1]}x{coc.shape[0]}, the image {w}x{h}")
@@ -89,6 +93,12 @@ class CocSource:
             return np.full((h, w), value, np.float32)
         if self._last is not None and self._last[0] == name and self._last[1] is image:
             return self._last[2]
+        if self.kind == "edge":  # imported here, as restore below: OpenCV only when the source is used
+            from defocuskit.imaging.blur_estimate import estimate_coc
+
+            coc = estimate_coc(image)
+            self._last = (name, image, coc)
+            return coc
         from defocuskit.inference.restore import restore_image
 
         method, recipe, model = self._model

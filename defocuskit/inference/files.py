@@ -134,11 +134,11 @@ def deblur_files(
     info = sampler_settings(sampler_cfg, recipe.objective)
     if coc == "oracle":
         raise ValueError("--coc oracle reads the true CoC of synthetic shards (coc.png): use it with "
-                         "`defocuskit eval`; for photographs use --coc map or --coc fnumber")
+                         "`defocuskit eval`; for photographs use --coc map, --coc edge or --coc fnumber")
     source = CocSource.create(coc, coc_model, device)
     if "coc" in info["needs"] and source is None:
-        raise ValueError(f"{checkpoint}: this model (its sampler or network) needs a CoC map: --coc map --coc-model FILE "
-                         "or --coc fnumber [--f-number N]")
+        raise ValueError(f"{checkpoint}: this model (its sampler or network) needs a CoC map: --coc map --coc-model FILE, "
+                         "--coc edge or --coc fnumber [--f-number N]")
     _check_inputs(inputs)
     optics_of: dict[Path, dict[str, Any]] = {}
     if source is not None and source.kind == "fnumber" and "coc" in info["needs"]:

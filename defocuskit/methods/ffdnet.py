@@ -5,7 +5,8 @@ What the level map is fed: FFDNet's noise-level map M becomes a BLUR-level map, 
 diameter map in pixels divided by `model.coc_scale` (so a CoC of coc_scale pixels reads 1.0), averaged
 over each 2x2 block onto the sub-image grid. Training reads it from the shards' coc.png (data kind "coc":
 synthetic shards); at restore `conditions["coc"]` supplies it, which `deblur` and `eval` take from
-`--coc map` (the defocus-map model), `--coc oracle` (coc.png) or `--coc fnumber` (one CoC per image).
+`--coc map` (the defocus-map model), `--coc edge` (training-free), `--coc oracle` (coc.png) or `--coc fnumber`
+(one CoC per image).
 
 `model.level_map: none` trains and runs with a constant zero map instead (an ablation: FFDNet without its
 map input). The method's data kind stays "coc" either way (the kind is fixed per method), so such a
@@ -30,7 +31,7 @@ from defocuskit.methods.dncnn import eval_mode
 from defocuskit.models.ffdnet import FFDNet
 
 LEVEL_MAPS = ("coc", "none")
-_COC_SOURCES = "--coc map --coc-model FILE | --coc oracle | --coc fnumber"
+_COC_SOURCES = "--coc map --coc-model FILE | --coc edge | --coc oracle | --coc fnumber"
 
 
 @dataclass

@@ -29,12 +29,13 @@ SOURCES: dict[str, str] = {
     "pairs": "defocuskit.data.sources.pairs",
     "synthetic": "defocuskit.data.sources.synthetic",
     "cuhk-blur": "defocuskit.data.sources.cuhk_blur",
+    "render": "defocuskit.data.sources.render",
 }
 # name -> the command-line option that gives its folder, for messages
 OPTIONS: dict[str, str] = {
     "raw": "--raw-dir", "dpdd": "--dpdd", "realblur": "--realblur", "ded": "--ded", "realdof": "--realdof",
     "vabd": "--vabd", "ebb": "--ebb", "sdd": "--sdd", "pairs": "--pairs", "synthetic": "--synthetic",
-    "cuhk-blur": "--cuhk-blur",
+    "cuhk-blur": "--cuhk-blur", "render": "--render",
 }
 
 

@@ -14,8 +14,8 @@ training set for JDRL and its perfectly aligned twin come from one renderer.
 
 Splits: a photograph and all its variants go to the same split (no leakage of a view between
 train and test). With `split_by="scene"` a photograph is held out for test when a stable hash of
-its name falls below `test_fraction`; at least one photograph is always held out and at least one
-kept for training. `split_by="train"` / `"test"` put everything in that split.
+its name falls below `test_fraction`, with the other view of a stereo pair (the motorcycle's left and right
+views show one scene); at least one photograph is always held out and at least one kept for training. `split_by="train"` / `"test"` put everything in that split.
 """
 
 from __future__ import annotations
@@ -66,9 +66,15 @@ def test_photos(opts: IngestOptions) -> set[str]:
     ranked = sorted(PHOTOS, key=lambda p: score[p])
     if not held:
         held = {ranked[0]}
+    held = {p for p in PHOTOS if view_group(p) in {view_group(h) for h in held}}  # both views of a stereo pair
     if len(held) == len(PHOTOS):
-        held.discard(ranked[-1])
+        held -= {p for p in PHOTOS if view_group(p) == view_group(ranked[-1])}
     return held
+
+
+def view_group(photo: str) -> str:
+    """The scene a photograph shows: the two views of a stereo pair ("motorcycle_left", "motorcycle_right") are one."""
+    return photo.rsplit("_", 1)[0] if photo.endswith(("_left", "_right")) else photo
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:

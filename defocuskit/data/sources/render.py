@@ -1,0 +1,255 @@
+"""`--render DIR`: aperture stacks rendered from your own all-in-focus photos with depth maps.
+
+Layout: `DIR/image/<stem>.*` (the photos; `input/` is read where there is no `image/`, so that a VABD or EBB
+folder renders as shipped, from its f/16 references), `DIR/depth/<stem>.*` (their depth maps, paired by
+stem) and optionally `DIR/focal/<stem>.*` (focal-plane masks, white = in focus), as VABD and EBB ship them.
+A photo without a depth map, a depth map without a photo and an unreadable file are reject lines
+naming the file; a folder without `image/` or `depth/` is one layout error.
+
+Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most
+monocular networks and the fixtures' Spectral false-colour maps give), "inverse" (disparity: larger
+= nearer) or "metric" (metres = decoded value x `render_metric_scale`). Grey 8/16-bit PNGs or
+false-colour maps (`render_depth_colormap`, "auto" = detected) are read by `imaging.depth.decode_depth`.
+
+Focus (`opts.render_focus`): "mask" (median depth under the focal mask), "sample" (a depth percentile
+drawn uniformly in 5-95 per scene from (seed, stem)), a number (a depth value in the map's units;
+metres for metric depth), or "auto" (the mask where `focal/` has one, else sampled).
+
+Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) = k / N * c with c the
+signed relative CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at
+the rendered size) the scale; by default k = DEFAULT_K_FRACTION x the longer side, the value fitted
+on the real VABD/EBB stacks (`tools/calibrate_renderer.py`, docs/benchmarks.md). Metric depth uses
+the thin lens with `render_focal_length_mm` and a sensor `render_sensor_width_mm` wide.
+
+The photo is taken to be shot at `render_ref_f_number`: its own residual blur is already in it, so it
+is rendered with the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 - CoC(ref)^2);
+`coc.png` / `cocsign.png` record the shot's full signed CoC(N). Rendering (`render_photo`): sRGB ->
+linear, clipped highlights restored (`render_highlights`), occlusion-aware layered defocus, clip,
+sensor noise (`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`). `sharp.png` is
+the photo through the same tone pipeline (no added noise). With `--max-side` the photo and its depth are
+reduced before rendering (the CoC scale is per rendered pixel).
+
+Per photo: one sample per f-number (`render_f_numbers`) plus one sharp-only sample; splits by a hash
+of the scene (`opts.split_by`, as the other sources without official splits).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from defocuskit.data.metadata import empty_meta
+from defocuskit.data.pairs import images_by_stem, key_part, relpath, split_for
+from defocuskit.data.render import stable_hash
+from defocuskit.data.render_photo import (
+    SensorNoise,
+    add_noise,
+    encode,
+    render_coc,
+    restore_highlights,
+)
+from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
+from defocuskit.data.sources import DatasetSource, layout
+from defocuskit.imaging.depth import (
+    DepthError,
+    decode_depth,
+    focus_value,
+    signed_relative_coc,
+)
+from defocuskit.imaging.optics import pixel_pitch_um, signed_coc_diameter_mm
+from defocuskit.io.formats import RASTER_EXTENSIONS, ImageError
+from defocuskit.io.images import from_float, read_image, srgb_to_linear, to_float
+
+NAME = "render"
+TITLE = "photos with depth"
+EXPECTED = "{image (or input),depth}/ (+ optional focal/), files paired by stem"
+USES = "image/ (or input/), depth/, focal/"
+CAMERA = "defocuskit thin-lens renderer"
+# k / longer side: the CoC scale (px at f/1 per unit of relative CoC), the median of the 9 real stacks
+# (VABD, EBB; 0.011-0.10 between them: a monocular depth map's units differ per scene)
+DEFAULT_K_FRACTION = 0.043
+FOCUS_PERCENTILES = (5.0, 95.0)
+
+
+def photo_folder(root: Path) -> str:
+    """The photos' folder name: `image`, or VABD's and EBB's `input` (their f/16 references) without one."""
+    return "input" if not (Path(root) / "image").is_dir() and (Path(root) / "input").is_dir() else "image"
+
+
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a --render folder, or None."""
+    root = Path(root)
+    missing = [name for name in (photo_folder(root), "depth") if not (root / name).is_dir()]
+    return f"no {' or '.join(m + '/' for m in missing)} folder" if missing else None
+
+
+def f_number_tag(f_number: float) -> str:
+    """Key-safe f-number: 2.8 -> "f2_8" (no dots in WebDataset keys)."""
+    return "f" + f"{float(f_number):g}".replace(".", "_")
+
+
+def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
+    """Per photo with a depth map: one task per f-number and a sharp-only task."""
+    root = Path(root)
+    layout.check_layout(SOURCE, root)
+    f_numbers = tuple(float(n) for n in opts.render_f_numbers)
+    if not f_numbers or any(not np.isfinite(n) or n <= 0 for n in (*f_numbers, opts.render_ref_f_number)):
+        raise ValueError(f"render f-numbers must be positive, got {f_numbers} (reference {opts.render_ref_f_number})")
+    photos = photo_folder(root)
+    yield from layout.unused_images(NAME, root, (photos, "depth", "focal"), USES)
+    images = images_by_stem(root / photos, RASTER_EXTENSIONS)
+    depths = images_by_stem(root / "depth", RASTER_EXTENSIONS)
+    focals = images_by_stem(root / "focal", RASTER_EXTENSIONS)
+    for stem in sorted(set(depths) - set(images)):
+        yield Rejected(NAME, str(depths[stem]), f"no photo {photos}/{stem}.* for this depth map")
+    for stem, image in images.items():
+        if stem not in depths:
+            yield Rejected(NAME, str(image), f"no depth map depth/{stem}.* for this photo")
+            continue
+        scene = key_part(stem)
+        files = {"image": str(image), "depth": str(depths[stem])}
+        if stem in focals:
+            files["focal"] = str(focals[stem])
+        origin = [relpath(p, root) for p in files.values()]
+        base = {"ref_f_number": float(opts.render_ref_f_number), "camera": CAMERA, "blur_type": "defocus",
+                "origin": origin}
+        split = split_for(NAME, scene, opts)
+        for f_number in (*f_numbers, None):
+            tag = "sharp" if f_number is None else f_number_tag(f_number)
+            yield Task(NAME, split, scene, f"{NAME}/{scene}/{tag}", files, {**base, "f_number": f_number},
+                       {"stem": stem, "f_number": f_number})
+
+
+def _read(path: str) -> np.ndarray:
+    try:
+        return read_image(path)
+    except ImageError as exc:
+        raise RejectError(exc.path, exc.reason) from exc
+
+
+def _shrink(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    if a.shape[:2] == shape:
+        return a
+    smaller = shape[0] * shape[1] < a.shape[0] * a.shape[1]
+    return cv2.resize(a, (shape[1], shape[0]), interpolation=cv2.INTER_AREA if smaller else cv2.INTER_LINEAR)
+
+
+def working_shape(shape: tuple[int, ...], max_side: int | None) -> tuple[int, int]:
+    """(h, w) after reducing the longer side to `max_side` (unchanged if already smaller)."""
+    h, w = shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return h, w
+    scale = max_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def read_depth(path: str, shape: tuple[int, int], colormap: str = "auto") -> np.ndarray:
+    """A depth image decoded to values (imaging.depth.decode_depth) at `shape`; RejectError if unreadable."""
+    try:
+        values = decode_depth(_read(path), colormap, name=Path(path).name)
+    except DepthError as exc:
+        raise RejectError(path, str(exc)) from exc
+    return _shrink(values.astype(np.float32), shape)
+
+
+def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """A focal-plane mask (white = in focus), boolean at `shape`."""
+    m = to_float(_read(path)).mean(axis=2)
+    return cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0.5
+
+
+def choose_focus(values: np.ndarray, how: str, mask: np.ndarray | None, seed: int, stem: str,
+                 mask_path: str | None = None) -> float:
+    """The focal plane's depth value: under the mask, a seeded percentile, or a given number."""
+    if how in ("auto", "mask") and mask is not None:
+        try:
+            return focus_value(values, mask)
+        except DepthError as exc:
+            raise RejectError(mask_path or stem, str(exc)) from exc
+    if how == "mask":
+        raise RejectError(stem, "render focus 'mask' but no focal/ mask for this photo")
+    if how in ("auto", "sample"):
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, stable_hash(f"render-focus/{stem}") & 0xFFFFFFFF])
+        return float(np.percentile(values, rng.uniform(*FOCUS_PERCENTILES)))
+    try:
+        return float(how)
+    except ValueError:
+        raise ValueError(f"render focus must be auto, mask, sample or a depth value, got {how!r}") from None
+
+
+def coc_scale(opts: IngestOptions, shape: tuple[int, int]) -> float:
+    """k: CoC px at f/1 per unit of relative CoC, at the rendered size."""
+    if opts.render_coc_scale is not None:
+        return float(opts.render_coc_scale)
+    return DEFAULT_K_FRACTION * max(shape)
+
+
+def unit_coc(values: np.ndarray, focus: float, opts: IngestOptions) -> np.ndarray:
+    """The signed CoC in px at f/1 (CoC(N) = this / N)."""
+    kind = opts.render_depth_kind
+    if kind == "metric":
+        depth_m = np.maximum(values * float(opts.render_metric_scale), 1e-3)
+        focus_m = max(focus * float(opts.render_metric_scale), 2e-3 * opts.render_focal_length_mm)
+        pitch = pixel_pitch_um(opts.render_sensor_width_mm, values.shape[1])
+        mm = signed_coc_diameter_mm(1.0, opts.render_focal_length_mm, focus_m, depth_m)
+        return (np.asarray(mm) * 1000.0 / pitch).astype(np.float32)
+    try:
+        c = signed_relative_coc(values, kind, focus)
+    except DepthError as exc:
+        raise ValueError(str(exc)) from None
+    return (coc_scale(opts, values.shape) * c).astype(np.float32)
+
+
+def added_coc(unit: np.ndarray, f_number: float, ref_f_number: float) -> np.ndarray:
+    """The CoC to add to a photo shot at `ref_f_number` to make it f/N: in quadrature, with the sign."""
+    factor = np.sqrt(max(0.0, 1.0 / float(f_number) ** 2 - 1.0 / float(ref_f_number) ** 2))
+    return (unit * factor).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _scene(files: tuple[tuple[str, str], ...], stem: str, opts: IngestOptions) -> tuple[np.ndarray, np.ndarray, float]:
+    """(linear RGB with highlights restored, signed CoC px at f/1, focus value) of a photo, once per process."""
+    paths = dict(files)
+    photo = _read(paths["image"])
+    shape = working_shape(photo.shape, opts.max_side)
+    linear = _shrink(srgb_to_linear(to_float(photo)), shape)
+    values = read_depth(paths["depth"], shape, opts.render_depth_colormap)
+    mask = read_mask(paths["focal"], shape) if "focal" in paths else None
+    focus = choose_focus(values, opts.render_focus, mask, int(opts.seed), stem, paths.get("focal"))
+    unit = unit_coc(values, focus, opts)
+    return restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus
+
+
+def load(task: Task, opts: IngestOptions) -> list[Sample]:
+    """Render the task's shot of its photo (or, for the sharp-only task, the photo through the tone pipeline)."""
+    stem, f_number = task.options["stem"], task.options.get("f_number")
+    linear, unit, focus = _scene(tuple(sorted(task.files.items())), stem, opts)
+    bits = 8 if str(opts.bit_depth) == "8" else 16
+    jpeg = opts.render_jpeg_quality
+    sharp = encode(linear, jpeg)
+    blur, coc = None, None
+    if f_number is not None:
+        rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(task.key) & 0xFFFFFFFF])
+        shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
+        noise = SensorNoise() if opts.render_noise else None
+        blur = from_float(encode(add_noise(shot, rng, noise), jpeg), bits)
+        coc = (unit / float(f_number)).astype(np.float32)
+    metric = opts.render_depth_kind == "metric"
+    meta = empty_meta(
+        source=NAME, split=task.split, scene=task.scene, f_number=f_number,
+        ref_f_number=float(opts.render_ref_f_number),
+        focal_length_mm=float(opts.render_focal_length_mm) if metric else None,
+        focus_distance_m=round(focus * float(opts.render_metric_scale), 4) if metric else None,
+        camera=CAMERA, blur_type="defocus", bit_depth=bits, height=int(sharp.shape[0]), width=int(sharp.shape[1]),
+        align={"method": "none", "score": 1.0, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]},
+        gain=1.0, origin=list(task.meta.get("origin", [])),
+    )
+    return [Sample(key=task.key, sharp=from_float(sharp, bits), blur=blur, meta=meta, coc=coc,
+                   coc_signed=coc is not None)]
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)
