@@ -1,4 +1,4 @@
-"""The SegFormer defocus-map estimator and its method."""
+"""The defocus-map estimators (SegFormer and the dilated CNN) and their method."""
 
 from __future__ import annotations
 
@@ -64,3 +64,37 @@ def test_method_learns_coc_and_restores_map():
     torch.testing.assert_close(method.loss(model, flagged, obj), first_only)
     with pytest.raises(ValueError, match="objective.loss"):
         method.build(TINY, ObjectiveConfig(loss="l2"), True)
+
+
+DILATED = ModelConfig(arch="dilated", width=8, dilations=[1, 2, 4])
+
+
+def test_dilated_arch_keeps_the_estimator_interface():
+    method = get_method("defocus-map")
+    torch.manual_seed(0)
+    model = method.build(DILATED, ObjectiveConfig(), True)
+    assert model.multiple == 1 and not model.has_blur_head
+    x = torch.rand(2, 3, 29, 37)
+    coc = model(x)
+    assert coc.shape == (2, 1, 29, 37) and coc.min() >= 0
+    assert model(x[:, :1]).shape == (2, 1, 29, 37)  # a grey image is read as RGB
+    assert set(model.maps(x)) == {"coc"}
+    with pytest.raises(ValueError, match="blur head"):
+        model.blur_logit(x)
+    headed = method.build(ModelConfig(arch="dilated", width=8, dilations=[1, 2], blur_head=True),
+                          ObjectiveConfig(blur_weight=1.0), True)
+    maps = headed.maps(x)
+    assert maps["coc"].shape == maps["blur_logit"].shape == (2, 1, 29, 37)
+    torch.testing.assert_close(headed.blur_logit(x), maps["blur_logit"])
+    # only the image's local contrast reaches the network: a brightness offset changes nothing
+    torch.testing.assert_close(model(x * 0.5), model(x * 0.5 + 0.3), rtol=0, atol=1e-6)
+
+
+def test_dilated_arch_refuses_what_it_cannot_use():
+    method = get_method("defocus-map")
+    with pytest.raises(ValueError, match="model.arch"):
+        method.build(ModelConfig(arch="unet"), ObjectiveConfig(), True)
+    with pytest.raises(ValueError, match="model.pretrained"):
+        method.build(ModelConfig(arch="dilated", pretrained="nvidia/mit-b0"), ObjectiveConfig(), True)
+    with pytest.raises(ValueError, match="dilations"):
+        method.build(ModelConfig(arch="dilated", dilations=[1, 0]), ObjectiveConfig(), True)

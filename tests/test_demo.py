@@ -36,6 +36,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert (out / "report" / "aperture.png").stat().st_size > 0
     for m in DEMO_MODELS:
         assert (out / "runs" / m.name / "model.safetensors").is_file()
+    from defocuskit.data.reader import iter_samples
+    from defocuskit.data.render import photo_of
+
+    held = {photo_of(s["meta"]["scene"]) for s in iter_samples(out / "shards", "test")}
+    seen = {photo_of(s["meta"]["scene"]) for s in iter_samples(out / "shards", "train")}
+    assert len(held) >= 2 and not held & seen  # a test split of several photographs, none of them trained on
 
 
 def _demo(out: Path, preset: str, limit: int) -> dict:

@@ -17,12 +17,20 @@ from torch import nn
 
 from defocuskit.methods.base import Batch, Method, RestoreContext, Sampler
 from defocuskit.models.defocus_map import DefocusMapEstimator
+from defocuskit.models.dilated_map import DilatedMapEstimator
+
+ARCHS = ("segformer", "dilated")
 
 
 @dataclass
 class ModelConfig:
-    """SegFormer; the defaults are MiT-b0 (SegFormer paper, Table 6) with the CoC channel only."""
+    """`arch`: "segformer" (the defaults are MiT-b0, SegFormer paper, Table 6, as RDDM's release) or "dilated"
+    (models/dilated_map.py: `width` channels, one 3x3 convolution per entry of `dilations`); the CoC channel
+    only unless `blur_head`."""
 
+    arch: str = "segformer"
+    width: int = 24  # dilated only
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 1])  # dilated only
     hidden_sizes: list[int] = field(default_factory=lambda: [32, 64, 160, 256])
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     num_attention_heads: list[int] = field(default_factory=lambda: [1, 2, 5, 8])
@@ -62,7 +70,8 @@ _LOSSES = ("l1", "charbonnier")
 
 
 def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
-    """The SegFormer estimator (random init unless `pretrained` names encoder weights, for training only)."""
+    """The estimator of `model.arch` (SegFormer: random init unless `pretrained` names encoder weights, for
+    training only)."""
     if objective_cfg.loss not in _LOSSES:
         raise ValueError(f"objective.loss: '{objective_cfg.loss}' is not one of {', '.join(_LOSSES)}")
     if objective_cfg.coc_norm <= 0:
@@ -70,6 +79,12 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     if objective_cfg.blur_weight > 0 and not model_cfg.blur_head:
         raise ValueError(f"objective.blur_weight is {objective_cfg.blur_weight} but model.blur_head is false: "
                          "the blur-detection term needs model.blur_head: true")
+    if model_cfg.arch not in ARCHS:
+        raise ValueError(f"model.arch: '{model_cfg.arch}' is not one of {', '.join(ARCHS)}")
+    if model_cfg.arch == "dilated":
+        if model_cfg.pretrained:
+            raise ValueError("model.pretrained: encoder weights are for arch segformer, not dilated")
+        return DilatedMapEstimator(model_cfg.width, model_cfg.dilations, model_cfg.coc_scale, model_cfg.blur_head)
     return DefocusMapEstimator(
         hidden_sizes=model_cfg.hidden_sizes,
         depths=model_cfg.depths,
@@ -146,7 +161,7 @@ def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.
 METHOD = Method(
     name="defocus-map",
     description=(  # one line for the model card
-        "a defocus-map estimator (SegFormer): it predicts the per-pixel circle-of-confusion diameter in "
+        "a defocus-map estimator (SegFormer or a dilated CNN): it predicts the per-pixel circle-of-confusion diameter in "
         "pixels, not a sharp image"
     ),
     data="map",

@@ -1,0 +1,149 @@
+"""Leave-one-scene-out on real aperture stacks: train a `*-cpu` recipe on renders of the other photographs, score
+it on the held-out scene's real shots.
+
+For each held-out VABD scene (fixtures VABD/train 0001-0003), through the README's commands:
+
+1. training photos: the f/16 references of every fixture stack except the held-out one (the other VABD scenes
+   and EBB train + test), with their depth maps and focal masks, linked into one `--render` folder;
+2. `defocuskit ingest --render` at `--size` (long side), once per CoC scale of `--k-fractions` (x the long
+   side; the real stacks' fitted scales span 0.011-0.10, docs/benchmarks.md "Renderer calibration"), f-numbers
+   `--render-f-numbers`, focus from the focal masks, sensor noise on;
+   with `--builtin` the built-in synthetic stacks too (`ingest --synthetic builtin`);
+3. `defocuskit train RECIPE data.train=[...]`, one process, `--minutes` at most;
+4. the held-out scene's real stack (f/1.8, f/2.8, f/8 against its f/16 reference) ingested with `--vabd` at
+   `--test-size` (registered and gain-matched as ingest does) and scored with `defocuskit eval --by-aperture`
+   beside the input; `--save-images` keeps the outputs to look at.
+
+Prints per fold and f-number the input PSNR and the model's gain, then the mean, min and max gain over the
+folds. Everything is written under `--out` (which must not exist yet).
+
+    python tools/loso_real.py --out /tmp/loso [--recipe nafnet-cpu] [--minutes 25] [--folds 0001,0002,0003]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SCENES = ("0001", "0002", "0003")
+APERTURE_FOLDERS = ("input", "1_8", "2_8", "8")
+
+
+def link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.symlink_to(src.resolve())
+
+
+def photo_sets(fixtures: Path) -> list[tuple[str, Path]]:
+    """(name prefix, folder holding input/ depth/ focal/) of every fixture set with references and depth."""
+    return [("vabd", fixtures / "VABD" / "train"), ("ebb-train", fixtures / "EBB" / "train"),
+            ("ebb-test", fixtures / "EBB" / "test")]
+
+
+def render_folder(fixtures: Path, held: str, out: Path) -> int:
+    """Link every reference photo, depth map and focal mask except the held-out VABD scene's into `out`."""
+    n = 0
+    for prefix, root in photo_sets(fixtures):
+        for image in sorted((root / "input").iterdir()):
+            stem = image.stem
+            if prefix == "vabd" and stem == held:
+                continue
+            name = f"{prefix}-{stem}"
+            link(image, out / "image" / f"{name}{image.suffix}")
+            for sub in ("depth", "focal"):
+                found = [p for p in (root / sub).glob(f"{stem}.*")]
+                if found:
+                    link(found[0], out / sub / f"{name}{found[0].suffix}")
+            n += 1
+    return n
+
+
+def test_folder(fixtures: Path, held: str, out: Path) -> None:
+    """The held-out scene's real VABD stack alone, in VABD's layout (as a test split)."""
+    root = fixtures / "VABD" / "train"
+    for sub in APERTURE_FOLDERS:
+        (src,) = list((root / sub).glob(f"{held}.*"))
+        link(src, out / "test" / sub / src.name)
+
+
+def run(cmd: list[str], log: Path, env: dict[str, str]) -> float:
+    t0 = time.time()
+    with log.open("w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
+    return time.time() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real")
+    ap.add_argument("--recipe", default="nafnet-cpu")
+    ap.add_argument("--minutes", type=float, default=25.0)
+    ap.add_argument("--folds", default=",".join(SCENES))
+    ap.add_argument("--size", type=int, default=384)
+    ap.add_argument("--test-size", type=int, default=512)
+    ap.add_argument("--k-fractions", default="0.02,0.043,0.09")
+    ap.add_argument("--render-f-numbers", default="1.8,2.8,4,5.6,8")
+    ap.add_argument("--builtin", action="store_true", help="train on the built-in synthetic stacks too")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
+    args = ap.parse_args()
+    if args.out.exists():
+        sys.exit(f"{args.out}: exists; give a new folder")
+    exe = [sys.executable, "-m", "defocuskit"]
+    env = dict(os.environ)
+    results: dict[str, dict] = {}
+    for held in args.folds.split(","):
+        fold = args.out / held
+        photos = fold / "photos"
+        n_photos = render_folder(args.fixtures, held, photos)
+        test_folder(args.fixtures, held, fold / "vabd")
+        shards, t_ingest = [], 0.0
+        for frac in (float(x) for x in args.k_fractions.split(",")):
+            dst = fold / f"render-k{frac:g}"
+            t_ingest += run([*exe, "ingest", "--render", str(photos), "--out", str(dst), "--max-side", str(args.size),
+                             "--render-coc-scale", f"{frac * args.size:.3f}", "--render-f-numbers", args.render_f_numbers,
+                             "--split-by", "train", "--seed", str(int(frac * 1000)), "--workers", "1"],
+                            fold / f"ingest-k{frac:g}.log", env)
+            shards.append(str(dst))
+        if args.builtin:
+            dst = fold / "builtin"
+            t_ingest += run([*exe, "ingest", "--synthetic", "builtin", "--out", str(dst), "--split-by", "train",
+                             "--workers", "1"], fold / "ingest-builtin.log", env)
+            shards.append(str(dst))
+        test = fold / "test-shards"
+        run([*exe, "ingest", "--vabd", str(fold / "vabd"), "--out", str(test), "--max-side", str(args.test_size),
+             "--workers", "1"], fold / "ingest-test.log", env)
+        run_dir = fold / "run"
+        t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={run_dir}",
+                       f"train.max_minutes={args.minutes}", *args.overrides], fold / "train.log", env)
+        report = fold / "report"
+        run([*exe, "eval", "--shards", str(test), "--checkpoint", str(run_dir / "model.safetensors"),
+             "--baseline", "input", "--by-aperture", "--report", str(report), "--save-images", str(fold / "images")],
+            fold / "eval.log", env)
+        rows = json.loads((report / "report.json").read_text())["rows"]
+        results[held] = {"photos": n_photos, "ingest_s": round(t_ingest), "train_s": round(t_train),
+                         "rows": [r for r in rows if r["f_number"] is not None]}
+        for r in results[held]["rows"]:
+            if r["method"] != "input":
+                print(f"{held} f/{r['f_number']:g}: input {r['psnr_input']:.2f} dB, {r['method']} "
+                      f"{r['psnr'] - r['psnr_input']:+.2f} dB (train {t_train:.0f} s)", flush=True)
+    (args.out / "loso.json").write_text(json.dumps(results, indent=1))
+    gains: dict[float, list[float]] = {}
+    for res in results.values():
+        for r in res["rows"]:
+            if r["method"] != "input":
+                gains.setdefault(r["f_number"], []).append(r["psnr"] - r["psnr_input"])
+    print("\n| f-number | folds | mean gain dB | min | max |\n|---|---:|---:|---:|---:|")
+    for f, g in sorted(gains.items()):
+        print(f"| f/{f:g} | {len(g)} | {sum(g) / len(g):+.2f} | {min(g):+.2f} | {max(g):+.2f} |")
+
+
+if __name__ == "__main__":
+    main()
