@@ -69,7 +69,44 @@ def _read_pretrained(pretrained: str) -> dict[str, torch.Tensor]:
     return {k: v for key, v in state.items() if (k := encoder_key(key)) is not None}
 
 
-class DefocusMapEstimator(nn.Module):
+class MapEstimator(nn.Module):
+    """What every defocus-map network shares: rgb (B, 3, H, W) in [0, 1] -> CoC map (B, 1, H, W) in pixels,
+    coc_scale * softplus(channel 0); with `has_blur_head`, channel 1 is a blur-detection logit (sigmoid:
+    probability that the pixel is out of focus). A network implements `logits(rgb, channels)` at the input size."""
+
+    coc_scale: float
+    has_blur_head: bool
+
+    def logits(self, rgb: torch.Tensor, channels: slice) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, rgb: torch.Tensor, output: str = "coc") -> torch.Tensor | dict[str, torch.Tensor]:
+        """The CoC map (B, 1, H, W) in pixels; `output="blur_logit"` the blur logit, `"maps"` both as in `maps`.
+
+        (Everything goes through forward so that a DistributedDataParallel wrapper sees every pass.)"""
+        if output not in OUTPUTS:
+            raise ValueError(f"defocus map: output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+        if output != "coc" and not self.has_blur_head:
+            if output == "maps":
+                return {"coc": self(rgb)}
+            raise ValueError("defocus map: this model has no blur head (train it with model.blur_head: true)")
+        if output == "blur_logit":
+            return self.logits(rgb, slice(1, 2))
+        logits = self.logits(rgb, slice(0, 1) if output == "coc" else slice(0, 2))
+        coc = self.coc_scale * F.softplus(logits[:, :1])
+        return coc if output == "coc" else {"coc": coc, "blur_logit": logits[:, 1:2]}
+
+    def blur_logit(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The blur-detection logit (B, 1, H, W) at the input size (sigmoid > 0.5: out of focus).
+        A ValueError if the model has no blur head."""
+        return self(rgb, output="blur_logit")
+
+    def maps(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{"coc": (B, 1, H, W) pixels, "blur_logit": (B, 1, H, W) (only with the blur head)}, from ONE pass."""
+        return self(rgb, output="maps")
+
+
+class DefocusMapEstimator(MapEstimator):
     """rgb (B, 3, H, W) in [0, 1] -> circle-of-confusion map (B, 1, H, W) in pixels, non-negative.
 
     SegFormer predicts its channels at 1/4 resolution; they are upsampled bilinearly to the input size.
@@ -152,38 +189,12 @@ class DefocusMapEstimator(nn.Module):
                 "random init"
             ) from None
 
-    def forward(self, rgb: torch.Tensor, output: str = "coc") -> torch.Tensor | dict[str, torch.Tensor]:
-        """The CoC map (B, 1, H, W) in pixels; `output="blur_logit"` the blur logit, `"maps"` both as in `maps`.
-
-        (Everything goes through forward so that a DistributedDataParallel wrapper sees every pass.)"""
-        if output not in OUTPUTS:
-            raise ValueError(f"defocus map: output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-        if output != "coc" and not self.has_blur_head:
-            if output == "maps":
-                return {"coc": self(rgb)}
-            raise ValueError("defocus map: this model has no blur head (train it with model.blur_head: true)")
+    def logits(self, rgb: torch.Tensor, channels: slice) -> torch.Tensor:
+        """SegFormer's output `channels` at 1/4 resolution, upsampled bilinearly to the input size."""
         h, w = rgb.shape[-2:]
         x = normalize_imagenet(rgb)
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        logits = self.segformer(pixel_values=x).logits  # (B, labels, H/4, W/4)
-        if output == "coc":
-            logits = logits[:, :1]
-        elif output == "blur_logit":
-            logits = logits[:, 1:2]
-        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]
-        if output == "blur_logit":
-            return logits
-        coc = self.coc_scale * F.softplus(logits[:, :1])
-        return coc if output == "coc" else {"coc": coc, "blur_logit": logits[:, 1:2]}
-
-    def blur_logit(self, rgb: torch.Tensor) -> torch.Tensor:
-        """The blur-detection logit (B, 1, H, W) at the input size (sigmoid > 0.5: out of focus).
-        A ValueError if the model has no blur head."""
-        return self(rgb, output="blur_logit")
-
-    def maps(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"coc": (B, 1, H, W) pixels, "blur_logit": (B, 1, H, W) (only with the blur head)}, from ONE
-        SegFormer pass."""
-        return self(rgb, output="maps")
+        logits = self.segformer(pixel_values=x).logits[:, channels]  # (B, labels, H/4, W/4)
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)[..., :h, :w]

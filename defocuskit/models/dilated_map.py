@@ -7,8 +7,8 @@ spread, that a few full-resolution convolutions with a receptive field a little 
 read (docs/benchmarks.md, "The defocus map: dilated CNN against SegFormer"). The input is the image minus its
 7x7 local mean, so that brightness and colour, which say nothing about blur, are not there to memorise.
 
-The interface is `DefocusMapEstimator`'s: forward(rgb, output="coc" | "blur_logit" | "maps"), blur_logit, maps,
-coc_scale, has_blur_head, multiple.
+The interface is `defocus_map.MapEstimator`'s (forward, blur_logit, maps, coc_scale, has_blur_head), plus
+`multiple`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-OUTPUTS = ("coc", "blur_logit", "maps")
+from defocuskit.models.defocus_map import MapEstimator
+
 CONTRAST_WINDOW = 7  # px: the local mean taken away from the input
 CONTRAST_GAIN = 4.0  # local contrast of natural images is small; scaled towards unit range
 
@@ -29,7 +30,7 @@ def local_contrast(rgb: torch.Tensor, window: int = CONTRAST_WINDOW) -> torch.Te
     return CONTRAST_GAIN * (rgb - mean)
 
 
-class DilatedMapEstimator(nn.Module):
+class DilatedMapEstimator(MapEstimator):
     """rgb (B, 3, H, W) in [0, 1] -> CoC map (B, 1, H, W) in pixels, coc_scale * softplus(logit); with
     `blur_head` a second output channel, the blur-detection logit."""
 
@@ -49,26 +50,8 @@ class DilatedMapEstimator(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(width, 2 if blur_head else 1, 1)
 
-    def forward(self, rgb: torch.Tensor, output: str = "coc") -> torch.Tensor | dict[str, torch.Tensor]:
-        """The CoC map in pixels; `output="blur_logit"` the blur logit, `"maps"` both (one pass)."""
-        if output not in OUTPUTS:
-            raise ValueError(f"defocus map: output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-        if output != "coc" and not self.has_blur_head:
-            if output == "maps":
-                return {"coc": self(rgb)}
-            raise ValueError("defocus map: this model has no blur head (train it with model.blur_head: true)")
+    def logits(self, rgb: torch.Tensor, channels: slice) -> torch.Tensor:
+        """The head's output `channels` at full resolution (a grey image is read as RGB)."""
         if rgb.shape[1] == 1:
             rgb = rgb.expand(-1, 3, -1, -1)
-        logits = self.head(self.body(local_contrast(rgb)))
-        if output == "blur_logit":
-            return logits[:, 1:2]
-        coc = self.coc_scale * F.softplus(logits[:, :1])
-        return coc if output == "coc" else {"coc": coc, "blur_logit": logits[:, 1:2]}
-
-    def blur_logit(self, rgb: torch.Tensor) -> torch.Tensor:
-        """The blur-detection logit (B, 1, H, W); a ValueError without the blur head."""
-        return self(rgb, output="blur_logit")
-
-    def maps(self, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
-        """{"coc", "blur_logit" (only with the blur head)} from one pass."""
-        return self(rgb, output="maps")
+        return self.head(self.body(local_contrast(rgb)))[:, channels]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defocuskit.diffusion.ddim_residual import ResidualSchedule, q_sample
-from defocuskit.models.defocus_map import DefocusMapEstimator, normalize_imagenet
+from defocuskit.models.defocus_map import MapEstimator, normalize_imagenet
 from defocuskit.models.nafnet import NAFNet, SimpleGate, downsample, pad_to_multiple, spatial_layer, upsample
 from defocuskit.models.pretrained import read_pretrained
 
@@ -266,7 +266,7 @@ class RDDM(nn.Module):
 
     def __init__(
         self,
-        map_estimator: DefocusMapEstimator,
+        map_estimator: MapEstimator,
         pre_deblur: PreDeblur,
         semantic: SemanticEncoder,
         denoiser: ResidualDenoiser,
