@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,6 +203,37 @@ def test_deblur_files_errors_before_work(tmp_path: Path) -> None:
     write_image(tmp_path / "sub" / "a.jpg", np.zeros((40, 40, 3), np.uint8))
     with pytest.raises(ValueError, match="rename"):
         deblur_files([tmp_path / "a.png", tmp_path / "sub" / "a.jpg"], ckpt, tmp_path / "out", progress=False)
+
+
+def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: Path) -> None:
+    pytest.importorskip("defocuskit.inference.load")
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    photos = tmp_path / "dir"
+    write_image(photos / "ok.png", np.full((24, 24, 3), 7, np.uint8))
+    original = (photos / "ok.png").read_bytes()
+    with pytest.raises(ValueError, match=r"ok\.png: the output .* would replace this input photo"):
+        deblur_files([photos / "ok.png"], ckpt, photos, progress=False)
+    with pytest.raises(ValueError, match="would replace this input photo"):
+        deblur_files([photos], ckpt, photos, progress=False)  # the folder as input, itself as --out
+    assert (photos / "ok.png").read_bytes() == original and not (photos / "deblur.json").exists()
+    out = tmp_path / "out"
+    write_image(out / "ok.png", np.zeros((8, 8, 3), np.uint8))  # the user's own file of that name
+    theirs = (out / "ok.png").read_bytes()
+    with pytest.raises(ValueError, match=r"ok\.png: exists and was not written by an earlier deblur"):
+        deblur_files([photos / "ok.png"], ckpt, out, progress=False)
+    assert (out / "ok.png").read_bytes() == theirs
+    # a folder deblur wrote into is its own: reruns and other photos add to it, deblur.json lists them all
+    mine = tmp_path / "mine"
+    write_image(photos / "other.png", np.full((24, 24, 3), 9, np.uint8))
+    deblur_files([photos / "ok.png"], ckpt, mine, progress=False)
+    deblur_files([photos / "other.png"], ckpt, mine, progress=False)
+    deblur_files([photos / "ok.png"], ckpt, mine, progress=False)
+    listed = [Path(r["output"]).name for r in json.loads((mine / "deblur.json").read_text())["images"]]
+    assert sorted(listed) == ["ok.png", "other.png"]
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "deblur.json").write_text("my notes")
+    with pytest.raises(ValueError, match=r"deblur\.json: exists and is not a deblur\.json written by defocuskit"):
+        deblur_files([photos / "ok.png"], ckpt, tmp_path / "foreign", progress=False)
 
 
 def test_defocus_map_checkpoint_writes_coc_png(tmp_path: Path) -> None:

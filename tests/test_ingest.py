@@ -413,7 +413,7 @@ def _assert_manifest_is_the_one_list(out: Path, manifest: dict) -> None:
     keys = [s["key"] for url in sorted(out.glob("train-*.tar")) for s in iter_samples(url)]
     assert len(keys) == len(set(keys)) == manifest["counts"]["by_split"]["train"]
     records = sorted(p.stem for p in (out / ".records").iterdir())
-    assert records == sorted([s["name"][:-4] for s in manifest["shards"]] + ["_listing"])
+    assert records == sorted([s["name"][:-4] for s in manifest["shards"]] + ["_listing", "_owned"])
 
 
 def test_rerun_with_other_content_options_replaces_the_shards(tmp_path, fake):
@@ -441,7 +441,7 @@ def test_fewer_inputs_leave_no_stale_shard(tmp_path, fake):
     manifest = run_ingest({NAME: root}, opts(out), progress=False)
     assert _tars(out) == ["train-000000.tar", "train-000001.tar"]
     assert sorted(keys_of(out)) == [f"fake/train/s{i:02d}" for i in range(4)]
-    assert sorted(p.stem for p in (out / ".records").iterdir()) == ["_listing", "train-000000", "train-000001"]
+    assert sorted(p.stem for p in (out / ".records").iterdir()) == ["_listing", "_owned", "train-000000", "train-000001"]
     assert manifest["counts"]["samples"] == 4
 
 
@@ -467,10 +467,14 @@ def test_a_part_keeps_what_another_part_may_be_writing(tmp_path, fake):
     theirs, stale = out / ".test-000000.tar.partial", out / ".train-000000.tar.spool"
     for path in (theirs, stale, out / "train-000007.tar"):
         path.write_bytes(b"x")
-    run_ingest({NAME: root}, opts(out, part=(1, 2)), progress=False)
-    assert theirs.exists() and not stale.exists() and not (out / "train-000007.tar").exists()
+    again = run_ingest({NAME: root}, opts(out, part=(1, 2)), progress=False)
+    assert theirs.exists() and not stale.exists()
+    # a tar named like a shard that no record, manifest or ledger lists is the user's: kept and named
+    assert (out / "train-000007.tar").read_bytes() == b"x"
+    assert again["run"]["foreign_kept"] == [str(out / "train-000007.tar")]
     merged = run_ingest({NAME: root}, opts(out, part=(0, 2)), progress=False)
     assert merged["complete"] is True and not theirs.exists()
+    (out / "train-000007.tar").unlink()  # the user moves their file away
     _assert_manifest_is_the_one_list(out, merged)
 
 
@@ -504,3 +508,85 @@ def test_no_sample_message_names_the_cause(tmp_path):
         f"no sample written: 5 inputs, all rejected (see {log}); most common reason (2 of 3): bad (e.g. /p/1.jpg)")
     assert no_sample_message(src, 2, [], 8, log, min_sharpness=0.02) == (
         "no sample written: all 8 patches of the 2 inputs are flatter than --min-sharpness 0.02")
+
+
+# ------------------------------------------------------------------ ownership of the output folder (issue 21)
+
+
+def test_files_of_the_user_are_never_removed_or_written_over(tmp_path, fake):
+    root = make_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = {"photos-2023.tar": b"holiday", "test-000099.tar": b"mine", "holiday.tar": b"h", "notes.txt": b"n"}
+    for name, data in mine.items():
+        (out / name).write_bytes(data)
+    manifest = run_ingest({NAME: root}, opts(out), progress=False)
+    assert manifest["complete"] is True
+    assert {name: (out / name).read_bytes() for name in mine} == mine
+    assert sorted(manifest["run"]["foreign_kept"]) == [str(out / "photos-2023.tar"), str(out / "test-000099.tar")]
+    # a shard of the plan would replace a tar of the user's: refused before any work, naming it
+    other = tmp_path / "out2"
+    other.mkdir()
+    (other / "train-000000.tar").write_bytes(b"the user's")
+    with pytest.raises(IngestError, match=r"train-000000\.tar: exists and was not written here"):
+        run_ingest({NAME: root}, opts(other), progress=False)
+    assert (other / "train-000000.tar").read_bytes() == b"the user's"
+    assert not (other / "manifest.json").exists()
+
+
+def test_a_folder_holding_another_dataset_is_refused_unless_overwrite(tmp_path, fake):
+    first, second = make_inputs(tmp_path / "a", n_train=4, n_test=0), make_inputs(tmp_path / "b", n_train=5, n_test=0)
+    out = tmp_path / "out"
+    run_ingest({NAME: first}, opts(out), progress=False)
+    before = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+    with pytest.raises(IngestError, match=r"holds another dataset .*--overwrite"):
+        run_ingest({NAME: second}, opts(out), progress=False)
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == before
+    (out / "backup-2024.tar").write_bytes(b"backup")
+    replaced = run_ingest({NAME: second}, opts(out, overwrite=True), progress=False)
+    assert replaced["counts"]["samples"] == 5 and (out / "backup-2024.tar").read_bytes() == b"backup"
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "manifest.json").write_text('{"name": "someone else"}')
+    with pytest.raises(IngestError, match=r"manifest\.json: is not a defocuskit manifest"):
+        run_ingest({NAME: first}, opts(foreign, overwrite=True), progress=False)
+
+
+def test_a_killed_replan_never_leaves_a_complete_manifest_beside_new_tars(tmp_path, fake):
+    root = make_inputs(tmp_path / "in", n_train=7, n_test=2)
+    out = tmp_path / "out"
+    run_ingest({NAME: root}, opts(out, shard_size=2), progress=False)
+    (root / "interrupt_at").write_text("fake/train/s04")  # the re-plan dies after its first train shard
+    with pytest.raises(KeyboardInterrupt):
+        run_ingest({NAME: root}, opts(out, shard_size=4), progress=False)
+    manifest = read_manifest(out)
+    assert manifest["complete"] is False
+    keys = keys_of(out)
+    assert len(keys) == len(set(keys)) == manifest["counts"]["samples"]
+    (root / "interrupt_at").unlink()
+    done = run_ingest({NAME: root}, opts(out, shard_size=4), progress=False)
+    assert done["complete"] is True and sorted(keys_of(out)) == sorted(
+        [f"fake/train/s{i:02d}" for i in range(7)] + ["fake/test/t00", "fake/test/t01"])
+
+
+def test_two_runs_of_different_plans_cannot_share_a_folder(tmp_path, fake):
+    from defocuskit.data import folder
+
+    root = make_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    script = ("import sys, time; from defocuskit.data import folder\n"
+              "with folder.run_lock(sys.argv[1], 'ingest', 'another-plan'):\n"
+              "    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(IngestError, match=rf"another ingest is writing this folder \(pid {holder.pid} "):
+            run_ingest({NAME: root}, opts(out), progress=False)
+        with pytest.raises(folder.FolderError, match="different inputs or options"):
+            with folder.run_lock(out, "ingest", "my-plan", part=(1, 2)):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_ingest({NAME: root}, opts(out), progress=False)["complete"] is True  # the lock died with it

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -228,6 +229,21 @@ def test_tiny_recipe_trains_both_stages_and_feeds_pseudo_coc(shards: Path, tmp_p
         assert s["coc"] is not None and s["coc"].shape == s["blur"].shape[:2]
         assert np.isfinite(s["coc"]).all() and s["coc"].min() >= 0
         assert np.array_equal(s["blur"], by_key[s["key"]]["blur"]) and s["meta"]["coc_source"] == "jdrl-reblur"
+
+    # --out is owned as ingest's is: another dataset's folder is refused, a file of the user's is kept
+    other = tmp_path / "other-ingest"
+    shutil.copytree(shards, other)
+    (other / "backup-2024.tar").write_bytes(b"backup")
+    before = {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()}
+    proc = _cli("pseudo-coc", "--checkpoint", str(run / "model.safetensors"), "--shards", str(shards),
+                "--out", str(other))
+    assert proc.returncode == 2 and "holds another dataset" in proc.stderr and "--overwrite" in proc.stderr
+    assert {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
+    proc = _cli("pseudo-coc", "--checkpoint", str(run / "model.safetensors"), "--shards", str(shards),
+                "--out", str(other), "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (other / "backup-2024.tar").read_bytes() == b"backup"
+    assert read_manifest(other)["counts"]["samples"] == len(pairs)
 
 
 def test_untrained_jdrl_returns_its_input_by_default_and_the_released_output_does_not():

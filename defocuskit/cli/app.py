@@ -80,6 +80,8 @@ def ingest_cmd(
     min_align_score: float = typer.Option(0.8, "--min-align-score", help="Reject pairs registered worse than this."),
     part: str = typer.Option("1/1", "--part", help="I/N: ingest only the I-th of N parts (job arrays); parts merge."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of recording it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace another dataset's shard folder at --out (only "
+                                   "the files its manifest and records list are removed; other files are kept)."),
     seed: int = typer.Option(0, "--seed"),
     synthetic_f_numbers: str = typer.Option("1.4,2,2.8,4,5.6,8", "--synthetic-f-numbers", help="Comma-separated f-numbers."),
     synthetic_size: int = typer.Option(256, "--synthetic-size", help="Longer side of the synthetic scenes."),
@@ -112,7 +114,7 @@ def ingest_cmd(
         min_sharpness=min_sharpness, bit_depth=value(bit_depth), split_by=value(split_by), test_fraction=test_fraction,
         scene_gap_s=scene_gap, f_number_csv=str(f_number_csv) if f_number_csv else None,
         f_number_pattern=f_number_pattern, register=value(register), min_align_score=min_align_score, part=(i - 1, n),
-        strict=strict, seed=seed, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
+        strict=strict, overwrite=overwrite, seed=seed, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
         synthetic_misalign_px=synthetic_misalign, cuhk_white_is=value(cuhk_white_is), cuhk_test_fraction=cuhk_test_fraction,
         render_depth_kind=value(render_depth), render_depth_colormap=render_colormap, render_f_numbers=rendered,
         render_ref_f_number=render_ref_f_number, render_coc_scale=render_coc_scale,
@@ -358,16 +360,19 @@ def pseudo_coc_cmd(
     out: Path = typer.Option(..., "--out", help="New shard folder: the same samples with a pseudo coc.png."),
     split: Optional[str] = typer.Option(None, "--split", help="Only this split (default: all)."),
     device: str = typer.Option("auto", "--device", help=f"{DEVICE_HELP}."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace another dataset's shard folder at --out "
+                                   "(only the files its manifest and records list are removed)."),
 ) -> None:
     """Pairs into triplets: write the JDRL reblurring module's blur map as coc.png (for defocus-map training)."""
     import sys
 
     from defocuskit.cli.pseudo_coc import write_pseudo_coc
+    from defocuskit.data.folder import FolderError
     from defocuskit.data.reader import ShardError
 
     try:
-        manifest = write_pseudo_coc(checkpoint, shards, out, split=split, device=device)
-    except (ShardError, ValueError, FileNotFoundError) as exc:
+        manifest = write_pseudo_coc(checkpoint, shards, out, split=split, device=device, overwrite=overwrite)
+    except (ShardError, FolderError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     typer.echo(f"{manifest['counts']['samples']} samples with pseudo coc.png in {out}")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from defocuskit.data import reader, shards
+from defocuskit.data import folder, reader, shards
 from defocuskit.io.images import decode_image, encode_png, to_float
 from defocuskit.train.augment import BT601
 
@@ -52,11 +52,13 @@ def coc_map(model: torch.nn.Module, blur: np.ndarray, device: str = "cpu") -> np
 
 
 def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | Path, *, split: str | None = None,
-                     device: str = "cpu") -> dict[str, Any]:
+                     device: str = "cpu", overwrite: bool = False) -> dict[str, Any]:
     """Write a shard folder `out`: the paired samples of `shards_in` with a JDRL pseudo `coc.png`; its manifest.
 
     Samples without blur.png are left out (recorded in rejects.jsonl); an existing coc.png is replaced.
     Rerunning the same command skips shards already written for the same checkpoint and input shard.
+    `out` is held and checked as ingest's is (`data.folder`): only files this tool wrote there are replaced
+    or removed; a folder of another dataset is refused unless `overwrite` (FolderError).
     """
     from defocuskit.inference.load import load_model
     from defocuskit.io.devices import resolve_device
@@ -75,16 +77,20 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
         if name in plan:
             raise ValueError(f"two input shards are named {name}.tar; give one shard folder")
         plan[name] = _digest({"model": model_stamp, "shard": _stamp(url), "rule": COC_RULE})
-    for url in urls:
-        name = Path(url).name[: -len(".tar")]
-        record = shards.read_record(out, name)
-        if record and record.get("fingerprint") == plan[name] and (out / f"{name}.tar").is_file():
-            continue
-        _convert_shard(model, url, out, name, plan[name], str(checkpoint), device)
     options = {"pseudo_coc": {"checkpoint": str(checkpoint), "shards": str(shards_in), "split": split,
                               "rule": COC_RULE}}
-    manifest = shards.regenerate(out, plan, options)
-    shards.prune(out, plan, set(plan))
+    with folder.run_lock(out, "pseudo-coc", folder.plan_digest(plan)):
+        folder.check_dataset(out, folder.dataset_identity(options), overwrite)
+        folder.check_collisions(out, plan)
+        shards.regenerate(out, plan, options)  # "complete": false until every shard of this plan is written
+        for url in urls:
+            name = Path(url).name[: -len(".tar")]
+            record = shards.read_record(out, name)
+            if record and record.get("fingerprint") == plan[name] and (out / f"{name}.tar").is_file():
+                continue
+            _convert_shard(model, url, out, name, plan[name], str(checkpoint), device)
+        shards.prune(out, plan, set(plan))
+        manifest = shards.regenerate(out, plan, options)
     return manifest
 
 
@@ -125,6 +131,4 @@ def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, finge
         "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
         "rejects": rejects, "dropped": 0,
     }
-    with shards.folder_lock(out):
-        writer.publish()
-        shards.write_record(out, record)
+    shards.publish_with_record(out, writer, record)

@@ -12,13 +12,16 @@ A shard is done when its tar and its record exist with the fingerprint of the cu
 skips it; `--part I/N` takes the groups whose global index is I-1 modulo N. manifest.json and
 rejects.jsonl are regenerated from the records (the listing's rejects are listed again every run).
 
-A rerun into the same folder with other content options (--shard-size, --max-side, --patch, ...) or
-other inputs REPLACES the folder's shards: the new plan's shards are written (a shard of the same name
-is replaced atomically when its new tar is complete), the manifest is regenerated, and only then are
-the tars and records that the new plan does not hold removed, with the temporary files of killed runs
-(`shards.prune`). After a successful run the manifest is the one list of shards: no other
-`{split}-NNNNNN.tar` is left in the folder. Parts share the plan, so a part never removes another
-part's shards (nor the temporary files it may be writing).
+A rerun into the same folder with other content options (--shard-size, --max-side, --patch, ...)
+REPLACES the folder's shards: the manifest is first rewritten for the new plan ("complete": false until
+every shard of it is written, so a killed re-plan never leaves an old manifest beside new tars), the
+new plan's shards are written (a shard of the same name is replaced atomically when its new tar is
+complete), the tars and records of this tool that the new plan does not hold are removed with the
+temporary files of killed runs (`shards.prune`), and only then is the manifest marked complete. Other
+inputs are another dataset: refused unless --overwrite. Only what this tool wrote is ever replaced or
+removed (`folder`: records, manifest, ownership ledger); a file of the user's in the way stops the run
+before any work, naming it. Parts share the plan, so a part never removes another part's shards (nor
+the temporary files it may be writing); a run of another plan into a folder in use stops at once.
 
 A plan that yields no sample is an error (IngestError naming the cause: no inputs, or every input
 rejected with the most common reason), judged at listing (no task) or, with parts, once every part
@@ -42,7 +45,7 @@ from typing import Any
 
 import cv2
 
-from defocuskit.data import shards
+from defocuskit.data import folder, shards
 from defocuskit.data.plan import (
     Group,
     check_sources,
@@ -178,12 +181,30 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
     options = {**asdict(opts), "sources": {k: str(v) for k, v in sources.items()}, **resolved_options(sources, tasks)}
     listing = listing_record(listing_rejects, options["sources"], stamps)
     plan = {g.name: g.fingerprint for g in groups} | {listing["name"]: listing["fingerprint"]}
+    try:
+        with folder.run_lock(out, "ingest", folder.plan_digest(plan), opts.part):
+            folder.check_dataset(out, folder.dataset_identity(options), opts.overwrite)
+            folder.check_collisions(out, plan)
+            return _run_plan(out, opts, sources, progress, tasks, groups, plan, options, listing, listing_rejects,
+                             stamps, t0)
+    except folder.FolderError as exc:
+        raise IngestError(str(exc)) from None
+
+
+def _run_plan(out: Path, opts: IngestOptions, sources: Mapping[str, Path], progress: bool, tasks: list[Task], groups: list[Group], plan: dict[str, str],
+              options: dict[str, Any], listing: dict[str, Any], listing_rejects: list[dict[str, Any]],
+              stamps: Stamps, t0: float) -> dict:
+    """`run_ingest` once the folder is held and checked: write what is pending, manifest, prune."""
     old = shards.read_record(out, listing["name"])
     new_rejects = 0 if old and old.get("fingerprint") == listing["fingerprint"] else len(listing_rejects)
     shards.write_record(out, listing)
+    # The manifest on disk describes this plan before any shard of it replaces one of an earlier plan, so a
+    # run killed midway leaves "complete": false, never an old manifest beside new tars.
+    shards.regenerate(out, plan, options)
     if not tasks:
         raise no_sample_error(out, plan, options, sources, 0)
 
+    part, nparts = opts.part
     mine = [g for g in groups if g.index % nparts == part]
     pending, skipped = _pending(out, mine)
     stats: Counter = Counter()
@@ -192,15 +213,16 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
     except BaseException:
         shards.regenerate(out, plan, options)
         raise
+    removed, foreign = shards.prune(out, plan, {g.name for g in mine})  # before "complete" can be written
     manifest = shards.regenerate(out, plan, options)
     if manifest["done_shards"] >= manifest["expected_shards"] and manifest["counts"]["samples"] == 0:
         raise no_sample_error(out, plan, options, sources, len(tasks))
-    removed = shards.prune(out, plan, {g.name for g in mine})
     manifest["run"] = {
         "tasks": len(tasks), "shards_planned": len(groups), "shards_written": stats["written"],
         "shards_skipped": skipped, "pairs_loaded": stats["loaded"], "samples_written": stats["samples"],
         "rejects_new": new_rejects + stats["rejects"], "dropped_flat": stats["dropped"], "workers": workers,
-        "stale_removed": len(removed), "seconds": round(time.perf_counter() - t0, 3),
+        "stale_removed": len(removed), "foreign_kept": [str(p) for p in foreign],
+        "seconds": round(time.perf_counter() - t0, 3),
     }
     return manifest
 
@@ -253,7 +275,9 @@ def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestO
             if bar:
                 bar[0].advance(bar[1])
             if task is g.tasks[-1]:  # the group is complete: commit its shard, then its record
-                _commit(out, writer, shard_record(g, counts, rejects, dropped))
+                if writer:
+                    writer.seal()
+                shards.publish_with_record(out, writer, shard_record(g, counts, rejects, dropped))
                 writer = None
                 stats["written"] += 1
                 counts, rejects, dropped = Counter(), [], 0
@@ -265,17 +289,6 @@ def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestO
         results.close()
         _stop(bar)
     return workers
-
-
-def _commit(out: Path, writer: shards.AtomicShard | None, record: dict[str, Any]) -> None:
-    """Seal the shard, then publish it and write its record together under the folder lock (so that a
-    part pruning the folder never sees a published shard without its record)."""
-    if writer:
-        writer.seal()
-    with shards.folder_lock(out):
-        if writer:
-            writer.publish()
-        shards.write_record(out, record)
 
 
 def _progress(enabled: bool, total: int) -> tuple[Any, Any] | None:

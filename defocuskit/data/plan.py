@@ -43,9 +43,9 @@ class Group:
 
 
 def content_options(opts: IngestOptions) -> dict[str, Any]:
-    """The options that change what a shard contains (not workers, part, strict or the output folder)."""
+    """The options that change what a shard contains (not workers, part, strict, overwrite or the output folder)."""
     d = asdict(opts)
-    for k in ("out", "workers", "part", "strict"):
+    for k in ("out", "workers", "part", "strict", "overwrite"):
         d.pop(k)
     for k in ("cuhk_white_is", "cuhk_test_fraction"):  # carried by the CUHK tasks (split, meta): only they change
         d.pop(k)

@@ -107,6 +107,7 @@ class IngestOptions:
     min_align_score: float = 0.8  # reject pairs whose registration score is lower
     part: tuple[int, int] = (0, 1)  # (i, n): ingest only the i-th of n parts (0-based here)
     strict: bool = False
+    overwrite: bool = False  # replace another dataset's shard folder (only the files it lists are removed)
     seed: int = 0
     synthetic_f_numbers: tuple[float, ...] = (1.4, 2.0, 2.8, 4.0, 5.6, 8.0)
     synthetic_ref_f_number: float = 22.0

@@ -30,7 +30,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,13 +40,14 @@ from webdataset import TarWriter
 
 import defocuskit
 from defocuskit.data import metadata
+from defocuskit.data.folder import LEDGER, claim, dataset_identity, folder_lock, owned, release
 from defocuskit.data.reader import COC_SCALE, MANIFEST
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.images import encode_png
 
 FORMAT = metadata.FORMAT  # shard format written into manifest.json ("format"); see the module docstring
 REJECTS = "rejects.jsonl"
-RECORDS = ".records"
+RECORDS = ".records"  # also data.folder.RECORDS
 LISTING_RECORD = "_listing"  # pseudo-shard holding the rejects found while listing the sources
 MEMBERS = ("blur.png", "sharp.png", "coc.png", "cocsign.png", "blurmask.png", "json")
 BLURMASK_BLURRED = 255  # blurmask.png: 255 = blurred (out of focus), 0 = in focus
@@ -229,37 +230,6 @@ def read_record(folder: str | Path, name: str) -> dict[str, Any] | None:
         return None
 
 
-_HELD: dict[str, int] = {}  # folders whose lock this process holds, with the nesting depth
-
-
-@contextlib.contextmanager
-def folder_lock(folder: str | Path) -> Iterator[None]:
-    """An exclusive advisory lock on the folder, so that parts finishing together merge correctly.
-
-    Re-entrant within a process (a nested `with` on the same folder does not wait for itself)."""
-    key = os.path.realpath(folder)
-    if _HELD.get(key):
-        _HELD[key] += 1
-        try:
-            yield
-        finally:
-            _HELD[key] -= 1
-        return
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: parts run one after another there
-        yield
-        return
-    with open(Path(folder) / ".lock", "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        _HELD[key] = 1
-        try:
-            yield
-        finally:
-            del _HELD[key]
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
 def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any], expected_shards: int,
                    error: str | None = None) -> dict:
     """The manifest from shard records (listing record included): counts by split, source and
@@ -289,6 +259,7 @@ def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any],
         "format": FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "options": dict(options),
+        "dataset": dataset_identity(options),
         "complete": done >= expected_shards and sum(table.values()) > 0 and error is None,
         "expected_shards": expected_shards,
         "done_shards": done,
@@ -344,37 +315,59 @@ def regenerate(folder: str | Path, plan: Mapping[str, str], options: Mapping[str
     return manifest
 
 
-def prune(folder: str | Path, plan: Mapping[str, str], mine: Collection[str]) -> list[Path]:
-    """Remove, under the folder lock, what the plan does not hold; returns the paths removed.
+def prune(folder: str | Path, plan: Mapping[str, str], mine: Collection[str]) -> tuple[list[Path], list[Path]]:
+    """Remove, under the folder lock, what this tool wrote that the plan does not hold; returns (the
+    paths removed, the foreign `split-NNNNNN.tar` files kept).
 
-    Removed: every `split-NNNNNN.tar` that no record of `plan` with samples backs (the shards of an
-    earlier plan: another --shard-size, other options or inputs), every record not of `plan`, the
-    `.tmp` files of interrupted record, manifest and rejects writes (all written under the lock), and
-    the `.partial` / `.spool` files of the shards in `mine` or in no plan (those of another part's
-    shards are kept: that part may be writing them). Call it after the manifest of a successful run.
+    Removed: every tar this tool wrote here (`folder.owned`: ledger, records, manifest) that no record of
+    `plan` with samples backs (the shards of an earlier plan: another --shard-size, other options or
+    inputs), every record not of `plan`, the `.tmp` files of interrupted record, manifest and rejects
+    writes (all written under the lock), and the `.partial` / `.spool` files of the shards in `mine` or
+    in no plan (those of another part's shards are kept: that part may be writing them). A tar that
+    looks like a shard but that this tool did not write is the user's: kept, and returned. Call it after
+    the manifest of a successful run.
     """
     folder = Path(folder)
-    removed = []
+    removed, foreign = [], []
     with folder_lock(folder):
         backed = {r["name"] for r in _plan_records(folder, plan) if r.get("samples", 0) > 0}
+        ours = owned(folder)
+        dropped = []
         for path in sorted(folder.iterdir()):
             name = path.name
             if match := SHARD_FILE.match(name):
                 stale = match.group(1) not in backed
+                if stale and match.group(1) not in ours:
+                    foreign.append(path)
+                    continue
+                if stale:
+                    dropped.append(match.group(1))
             elif match := TEMP_SHARD_FILE.match(name):
                 stale = match.group(1) not in plan or match.group(1) in mine
             else:
                 stale = bool(TEMP_JSON.match(name))
-            if stale and path.is_file():
+            if stale and path.is_file() and not path.is_symlink():
                 removed.append(path)
         records = folder / RECORDS
         for path in sorted(records.iterdir()) if records.is_dir() else ():
             if path.name.endswith(".tmp"):
                 removed.append(path)
-            elif path.suffix == ".json":
+            elif path.suffix == ".json" and path.stem != LEDGER:
                 rec = read_record(folder, path.stem)
                 if path.stem not in plan or rec is None or rec.get("fingerprint") != plan[path.stem]:
                     removed.append(path)
         for path in removed:
             path.unlink(missing_ok=True)
-    return removed
+        release(folder, dropped)
+    return removed, foreign
+
+
+def publish_with_record(folder: str | Path, writer: AtomicShard | None, record: Mapping[str, Any]) -> None:
+    """Publish a sealed shard and write its record together under the folder lock (so that a part pruning
+    the folder never sees a published shard without its record); the shard's name enters the ownership
+    ledger first, so a kill between the two steps leaves a tar the next run knows as its own."""
+    with folder_lock(folder):
+        if writer:
+            claim(folder, [record["name"]])
+            writer.publish()
+        write_record(folder, record)

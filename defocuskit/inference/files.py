@@ -92,6 +92,43 @@ def expand_inputs(items: list[str | Path] | tuple[str | Path, ...]) -> list[Path
     return list(unique.values())
 
 
+def destination(out: Path, path: Path, defocus_map: bool) -> Path:
+    """Where `deblur` writes the result of input `path`."""
+    return out / (f"{path.stem}_coc.png" if defocus_map else f"{path.stem}.png")
+
+
+def previous_records(out: Path) -> list[dict[str, Any]]:
+    """The per-image records of an earlier `deblur` into `out` (its deblur.json); [] when there is none.
+
+    Raises ValueError when out/deblur.json exists but is not one of ours (it is never overwritten)."""
+    path = out / "deblur.json"
+    if not path.exists():
+        return []
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))["images"]
+        return [r for r in records if isinstance(r, dict) and "output" in r]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{path}: exists and is not a deblur.json written by defocuskit; it is left as it is: "
+                         "give another --out") from None
+
+
+def check_destinations(inputs: list[Path], out: Path, defocus_map: bool) -> list[dict[str, Any]]:
+    """Refuse (ValueError naming the file) a run that would write over one of its inputs or over a file
+    that no earlier `deblur` into `out` wrote; returns the earlier records (see `previous_records`)."""
+    records = previous_records(out)
+    ours = {Path(r["output"]).resolve() for r in records}
+    sources = {p.resolve(): p for p in inputs}
+    for p in inputs:
+        dest = destination(out, p, defocus_map)
+        if dest.resolve() in sources:
+            raise ValueError(f"{sources[dest.resolve()]}: the output {dest} would replace this input photo; "
+                             "give another --out")
+        if dest.exists() and dest.resolve() not in ours:
+            raise ValueError(f"{dest}: exists and was not written by an earlier deblur into {out} (deblur.json "
+                             "does not list it); it is left as it is: give another --out")
+    return records
+
+
 def deblur_files(
     inputs: list[Path],
     checkpoint: Path,
@@ -117,8 +154,11 @@ def deblur_files(
     map of physics consistency comes from (coc_source.COC_SOURCES). deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
     network ran (`Tiling.record`: whole image or tiles of a size, under `tiling.max_tile_pixels`) and seconds.
-    Every check (checkpoint, sampler, CoC source, tiling, input files) runs before any image is processed:
-    an input that is missing, empty, unreadable or corrupt stops the run with every bad file named.
+    Every check (checkpoint, sampler, CoC source, tiling, input files, destinations) runs before any image
+    is processed: an input that is missing, empty, unreadable or corrupt stops the run with every bad file
+    named; an output that would replace an input, or a file in `out` that no earlier deblur wrote, is
+    refused (`check_destinations`). deblur.json keeps the records of earlier runs into `out` that this
+    run does not redo.
     """
     device = resolve_device(device)
     inputs = expand_inputs(inputs)
@@ -147,10 +187,14 @@ def deblur_files(
         if missing:
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
     check_tiling(method, recipe, model, tiling)
-    model.eval()
     out = Path(out)
+    defocus_map = method.output == "defocus_map"
+    earlier = check_destinations(inputs, out, defocus_map)
+    model.eval()
     out.mkdir(parents=True, exist_ok=True)
     written, records = [], []
+    rewritten = {destination(out, p, defocus_map).resolve() for p in inputs}
+    kept = [r for r in earlier if Path(r["output"]).resolve() not in rewritten]  # still listed: still ours
     for p in inputs:
         started = time.perf_counter()
         arr = read_image(p)
@@ -163,11 +207,10 @@ def deblur_files(
             method, recipe, model, image, tiling=tiling,
             seed=seed, device=device, progress=progress, sampler_cfg=sampler_cfg, coc=coc_map,
         )
-        if method.output == "defocus_map":
-            dest = out / f"{p.stem}_coc.png"
+        dest = destination(out, p, defocus_map)
+        if defocus_map:
             write_image(dest, encode_coc(result[:, :, 0]))  # 16-bit PNG, pixels x 256, as coc.png in the shards
         else:
-            dest = out / f"{p.stem}.png"
             write_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
         written.append(dest)
         records.append({
@@ -177,5 +220,5 @@ def deblur_files(
             "coc": source.describe() if source is not None and "coc" in info["needs"] else None,
             "seconds": round(time.perf_counter() - started, 3),
         })
-        atomic_write(out / "deblur.json", json.dumps({"images": records}, indent=2) + "\n")
+        atomic_write(out / "deblur.json", json.dumps({"images": kept + records}, indent=2) + "\n")
     return written

@@ -1,0 +1,244 @@
+"""Who may write a shard folder, and what in it is ours to remove.
+
+- `folder_lock`: a short exclusive lock taken to publish a shard with its record, merge records or prune.
+- `run_lock`: held for a whole `ingest` / `pseudo-coc` run. Runs of one plan (the `--part I/N` of one
+  command) share a folder; a run with another plan, or a second run of the same part, stops at once
+  with a message naming the holder (pid, host, command, start time).
+- Ownership: the tars this tool may replace or remove are those its own records, manifest or ownership
+  ledger (`.records/_owned.json`, written before a shard is published) name. Any other file is the
+  user's: it is never written over, never removed, and named when it is in the way.
+- `check_dataset`: a folder whose manifest belongs to another dataset (other inputs) is refused unless
+  the caller passes `overwrite`; a `manifest.json` not written by defocuskit is refused always.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from defocuskit.data.reader import MANIFEST
+from defocuskit.io.atomic import atomic_write
+
+RECORDS = ".records"
+LEDGER = "_owned"  # .records/_owned.json: every shard name this tool has published into the folder
+RUN_LOCK = ".run-{part}.lock"  # one per --part I/N ("1of1" for a whole run)
+
+
+class FolderError(Exception):
+    """The output folder cannot be used as asked (busy, another dataset's, or a file of the user's in the way)."""
+
+
+_HELD: dict[str, int] = {}  # folders whose lock this process holds, with the nesting depth
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """An exclusive advisory lock on the folder, so that parts finishing together merge correctly.
+
+    Re-entrant within a process (a nested `with` on the same folder does not wait for itself)."""
+    key = os.path.realpath(folder)
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: parts run one after another there
+        yield
+        return
+    with open(Path(folder) / ".lock", "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------------- run lock
+
+
+def _holder_path(lock: Path) -> Path:
+    return lock.with_suffix(".holder")
+
+
+def _describe(holder: Mapping[str, Any] | None) -> str:
+    if not holder:
+        return "a process that left no description"
+    return (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: "
+            f"{holder.get('command', '?')}")
+
+
+def _read_holder(lock: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(_holder_path(lock).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | Path, what: str, plan_digest: str, part: tuple[int, int] = (0, 1)) -> Iterator[None]:
+    """Hold the folder for one run of `what` (e.g. "ingest") with plan `plan_digest`, part (I-1, N).
+
+    Raises FolderError naming the holder when the same part is being written, or when a live run of
+    another plan holds the folder. The lock dies with its process (kill -9 included)."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    lock = folder / RUN_LOCK.format(part=f"{part[0] + 1}of{part[1]}")
+    mine = FileLock(lock)
+    try:
+        mine.acquire(timeout=0)
+    except Timeout:
+        raise FolderError(f"{folder}: another {what} is writing this folder ({_describe(_read_holder(lock))}); "
+                          "wait for it to finish or give another folder") from None
+    try:
+        with folder_lock(folder):
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "plan": plan_digest,
+                      "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+            atomic_write(_holder_path(lock), json.dumps(holder))
+            for other in sorted(folder.glob(RUN_LOCK.format(part="*"))):
+                if other == lock or not _is_held(other):
+                    continue
+                theirs = _read_holder(other)
+                if not theirs or theirs.get("plan") != plan_digest:
+                    raise FolderError(f"{folder}: another {theirs.get('what', 'run') if theirs else 'run'} with "
+                                      f"different inputs or options is writing this folder ({_describe(theirs)}); "
+                                      "wait for it to finish or give another folder")
+        yield
+    finally:
+        _holder_path(lock).unlink(missing_ok=True)
+        mine.release()
+
+
+def plan_digest(plan: Mapping[str, str]) -> str:
+    """One short digest of a plan (shard name -> fingerprint)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(dict(sorted(plan.items()))).encode()).hexdigest()[:16]
+
+
+def _is_held(lock: Path) -> bool:
+    """Whether a live process holds `lock` (tried without waiting)."""
+    from filelock import FileLock, Timeout
+
+    probe = FileLock(lock)
+    try:
+        probe.acquire(timeout=0)
+    except Timeout:
+        return True
+    probe.release()
+    return False
+
+
+# ------------------------------------------------------------------------------------ ownership
+
+
+def _ledger_path(folder: Path) -> Path:
+    return folder / RECORDS / f"{LEDGER}.json"
+
+
+def owned(folder: str | Path) -> set[str]:
+    """Shard names (without `.tar`) this tool wrote into `folder`: its ledger, records and manifest."""
+    folder = Path(folder)
+    names: set[str] = set()
+    with contextlib.suppress(OSError, ValueError):
+        names.update(json.loads(_ledger_path(folder).read_text(encoding="utf-8")))
+    records = folder / RECORDS
+    if records.is_dir():
+        names.update(p.stem for p in records.glob("*.json") if not p.stem.startswith("_"))
+    manifest = _own_manifest(folder)
+    if manifest:
+        names.update(str(s.get("name", ""))[: -len(".tar")] for s in manifest.get("shards", ()))
+    names.discard("")
+    return names
+
+
+def claim(folder: str | Path, names: Collection[str]) -> None:
+    """Add shard names to the ledger (before their tars are published), under the folder lock."""
+    _update_ledger(Path(folder), add=names)
+
+
+def release(folder: str | Path, names: Collection[str]) -> None:
+    """Drop shard names from the ledger (after their tars were removed), under the folder lock."""
+    _update_ledger(Path(folder), drop=names)
+
+
+def _update_ledger(folder: Path, add: Collection[str] = (), drop: Collection[str] = ()) -> None:
+    with folder_lock(folder):
+        path = _ledger_path(folder)
+        try:
+            names = set(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            names = set()
+        new = (names | set(add)) - set(drop)
+        if new != names or not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, json.dumps(sorted(new)), fsync=True)
+
+
+def check_collisions(folder: str | Path, names: Collection[str]) -> None:
+    """Refuse (FolderError naming the file) when a shard of the plan would replace a tar this tool did not write."""
+    folder = Path(folder)
+    ours = owned(folder)
+    for name in sorted(names):
+        path = folder / f"{name}.tar"
+        if name not in ours and (path.exists() or path.is_symlink()):
+            raise FolderError(f"{path}: exists and was not written here by defocuskit (no record or manifest lists "
+                              "it); it is left as it is: move it or give another output folder")
+
+
+# ------------------------------------------------------------------------------------- datasets
+
+
+def _own_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("tool") == "defocuskit" else None
+
+
+def check_dataset(folder: str | Path, dataset: Mapping[str, Any], overwrite: bool) -> None:
+    """Refuse a folder whose manifest is not defocuskit's, or (unless `overwrite`) is another dataset's.
+
+    `dataset` identifies what is being written (e.g. the sources and their resolved roots); a manifest
+    written with another identity is another dataset."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.exists():
+        return
+    manifest = _own_manifest(folder)
+    if manifest is None:
+        raise FolderError(f"{path}: is not a defocuskit manifest; it is left as it is: give another output folder")
+    theirs = manifest.get("dataset")
+    if theirs is None or theirs == dict(dataset) or overwrite:
+        return
+    raise FolderError(f"{folder}: holds another dataset ({_summary(theirs)}); give another output folder, or "
+                      "--overwrite to replace it (only the files its manifest and records list are removed)")
+
+
+def dataset_identity(options: Mapping[str, Any]) -> dict[str, str]:
+    """What a shard folder holds, from its manifest options: the inputs (a pseudo-coc folder's input
+    shards, an ingest's sources with their roots resolved), never the content options."""
+    def where(value: Any) -> str:
+        return os.path.realpath(value) if isinstance(value, str) and os.path.exists(value) else str(value)
+
+    if "pseudo_coc" in options:
+        return {"pseudo-coc": where(options["pseudo_coc"]["shards"])}
+    return {f"ingest {name}": where(root) for name, root in sorted(options.get("sources", {}).items())}
+
+
+def _summary(dataset: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(dataset.items()))
