@@ -297,3 +297,31 @@ def test_cli_eval_refuses_a_model_with_nan_weights_before_scoring(tmp_path: Path
     assert isinstance(res.exception, SystemExit)  # a clean error, no traceback
     assert str(bad) in res.output and "'intro.bias' holds 3 NaN/inf values of 8" in res.output
     assert not (tmp_path / "rep" / "report.json").exists()
+
+
+def test_a_second_eval_into_one_report_folder_stops_at_once_naming_the_first(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+
+    pairs = _crop_pairs(2)
+    shards = _write_shards(tmp_path / "shards", "test", pairs)
+    report = tmp_path / "rep"
+    script = ("import sys, time; from defocuskit.io import locks\n"
+              "with locks.hold(sys.argv[1], 'eval', 'busy'):\n"
+              "    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(report / ".eval.lock")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        res = CliRunner().invoke(app, ["eval", "--shards", str(shards), "--baseline", "input", "--report", str(report)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert res.exit_code != 0 and "another evaluation is writing it" in res.output and f"pid {holder.pid} " in res.output
+    assert not (report / "report.json").exists()
+    res = CliRunner().invoke(app, ["eval", "--shards", str(shards), "--baseline", "input", "--report", str(report)])
+    assert res.exit_code == 0 and (report / "report.json").exists(), res.output

@@ -188,3 +188,66 @@ def test_eval_bar_has_a_total_an_eta_and_the_images_inner_progress(setup: Path, 
     evaluate(setup / "shards", [], ["input"], EvalConfig(report_dir=tmp_path / "all", progress=True)
              , console=Console(file=io.StringIO()))
     assert added[-1] == ("scoring", 8)  # every pair of the split, counted from the tar headers
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_launcher_takes_its_workers_with_it_and_nothing_is_written_after(setup: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    report = tmp_path / "report"
+    proc = subprocess.Popen([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+                             "-m", "defocuskit", "eval", "--shards", str(setup / "shards"), "--checkpoint",
+                             str(setup / "hidd" / "model.safetensors"), "--steps", "400", "--report", str(report)],
+                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        started = set()
+        deadline = time.time() + 180
+        while len(started) < 2 and time.time() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            started |= {rank for rank in (0, 1) if f"eval: process {rank} of 2" in line}
+        assert started == {0, 1}, "the two workers did not start"
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 10
+        while any(_alive(w) for w in workers) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(w) for w in workers), "workers outlived the killed launcher"
+        time.sleep(1)
+        assert not (report / "report.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for w in workers or _children(proc.pid):  # a failed check leaves no orphan behind
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)

@@ -245,3 +245,22 @@ def test_lr_schedule_and_parameter_counts():
     assert [round(f(s), 3) for s in (0, 3, 4, 9, 14)] == [0.25, 1.0, 1.0, 0.5, 0.0]
     net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
     assert parameter_counts(net) == {"total": 13, "0": 9, "1": 4}
+
+
+def test_a_second_run_of_one_output_dir_stops_at_once_naming_the_first(run_a, shards):
+    script = ("import sys, time; from defocuskit.io import locks\n"
+              "with locks.hold(sys.argv[1], 'train', 'busy'):\n"
+              "    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(run_a / ".train.lock")], stdout=subprocess.PIPE,
+                              text=True, env=ENV)
+    before = sorted(p.name for p in (run_a / "checkpoints").iterdir())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(app, ["train", TINY, f"data.train={shards}", f"output_dir={run_a}",
+                                          f"max_steps={STEPS + 5}", f"checkpoint_every={EVERY}"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 1 and "another training run is using it" in result.output, result.output
+    assert f"pid {holder.pid} " in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in (run_a / "checkpoints").iterdir()) == before

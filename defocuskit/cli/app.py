@@ -379,5 +379,16 @@ def pseudo_coc_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point; a full disk anywhere is one line naming the path and its disk (exit 1)."""
+    import sys
+
+    from defocuskit.io.atomic import disk_full_line
+
+    try:
+        app()
+    except Exception as exc:
+        line = disk_full_line(exc, [a for a in sys.argv[1:] if not a.startswith("-")])
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)

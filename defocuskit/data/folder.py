@@ -16,14 +16,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import sys
-import time
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from defocuskit.data.reader import MANIFEST
+from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_write
 
 RECORDS = ".records"
@@ -69,57 +67,29 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
 # ------------------------------------------------------------------------------------- run lock
 
 
-def _holder_path(lock: Path) -> Path:
-    return lock.with_suffix(".holder")
-
-
-def _describe(holder: Mapping[str, Any] | None) -> str:
-    if not holder:
-        return "a process that left no description"
-    return (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: "
-            f"{holder.get('command', '?')}")
-
-
-def _read_holder(lock: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(_holder_path(lock).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 @contextlib.contextmanager
 def run_lock(folder: str | Path, what: str, plan_digest: str, part: tuple[int, int] = (0, 1)) -> Iterator[None]:
     """Hold the folder for one run of `what` (e.g. "ingest") with plan `plan_digest`, part (I-1, N).
 
     Raises FolderError naming the holder when the same part is being written, or when a live run of
     another plan holds the folder. The lock dies with its process (kill -9 included)."""
-    from filelock import FileLock, Timeout
-
     folder = Path(folder)
     lock = folder / RUN_LOCK.format(part=f"{part[0] + 1}of{part[1]}")
-    mine = FileLock(lock)
     try:
-        mine.acquire(timeout=0)
-    except Timeout:
-        raise FolderError(f"{folder}: another {what} is writing this folder ({_describe(_read_holder(lock))}); "
-                          "wait for it to finish or give another folder") from None
-    try:
-        with folder_lock(folder):
-            holder = {"pid": os.getpid(), "host": socket.gethostname(), "what": what, "plan": plan_digest,
-                      "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
-            atomic_write(_holder_path(lock), json.dumps(holder))
-            for other in sorted(folder.glob(RUN_LOCK.format(part="*"))):
-                if other == lock or not _is_held(other):
-                    continue
-                theirs = _read_holder(other)
-                if not theirs or theirs.get("plan") != plan_digest:
-                    raise FolderError(f"{folder}: another {theirs.get('what', 'run') if theirs else 'run'} with "
-                                      f"different inputs or options is writing this folder ({_describe(theirs)}); "
-                                      "wait for it to finish or give another folder")
-        yield
-    finally:
-        _holder_path(lock).unlink(missing_ok=True)
-        mine.release()
+        with locks.hold(lock, what, f"{folder}: another {what} is writing this folder", plan=plan_digest):
+            with folder_lock(folder):
+                for other in sorted(folder.glob(RUN_LOCK.format(part="*"))):
+                    if other == lock or not locks.is_held(other):
+                        continue
+                    theirs = locks.read_holder(other)
+                    if not theirs or theirs.get("plan") != plan_digest:
+                        kind = theirs.get("what", "run") if theirs else "run"
+                        raise FolderError(f"{folder}: another {kind} with different inputs or options is writing "
+                                          f"this folder ({locks.describe(theirs)}); wait for it to finish or give "
+                                          "another folder")
+            yield
+    except locks.LockedError as exc:
+        raise FolderError(f"{exc}; wait for it to finish or give another folder") from None
 
 
 def plan_digest(plan: Mapping[str, str]) -> str:
@@ -127,19 +97,6 @@ def plan_digest(plan: Mapping[str, str]) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(dict(sorted(plan.items()))).encode()).hexdigest()[:16]
-
-
-def _is_held(lock: Path) -> bool:
-    """Whether a live process holds `lock` (tried without waiting)."""
-    from filelock import FileLock, Timeout
-
-    probe = FileLock(lock)
-    try:
-        probe.acquire(timeout=0)
-    except Timeout:
-        return True
-    probe.release()
-    return False
 
 
 # ------------------------------------------------------------------------------------ ownership

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from contextlib import nullcontext
@@ -26,6 +27,8 @@ from defocuskit.eval.runners import (
 )
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, prepare_pair, score_pair
 from defocuskit.inference.coc_source import CocError, CocSource
+from defocuskit.io import locks
+from defocuskit.io.atomic import staged_files
 from defocuskit.io.images import from_float, to_float, write_image
 
 
@@ -220,6 +223,10 @@ def evaluate_samples(
     }
 
 
+REPORT_FILES = ["figure.png", "aperture.png", "report.csv", "report.json"]  # replaced in this order
+RUN_LOCK = ".eval.lock"  # in the report folder, held by the main process while it scores and writes
+
+
 def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config: EvalConfig = EvalConfig(),
              console: Console | None = None) -> dict[str, Any]:
     """Score checkpoints and baselines on `config.split` of a shard folder; writes report.json, report.csv,
@@ -234,6 +241,9 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     Under `accelerate launch -m defocuskit eval ...` every process scores its share of the pairs
     (`processes.shard_share`; plain "cuda" becomes the process's own GPU) and the main process writes the
     report, identical to a one-process run's; each process writes its own samples' --save-images files.
+    The report's files are written to a staging folder and replace the previous ones together (a full disk
+    leaves the previous report as it was). After every check the main process holds the report folder
+    (`.eval.lock`): a second evaluation writing the same --report stops at once, naming the first.
     """
     from defocuskit.data.reader import describe_splits, shard_urls
     from defocuskit.eval.plots import aperture_title, plot_aperture
@@ -303,70 +313,75 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     else:
         lpips_desc = (f"unavailable: no LPIPS-alex weights given (--lpips-weights or ${ENV_VAR}); "
                       "the lpips package is not installed and nothing is downloaded")
-    scoring = Scoring(ssim_variant=ssim_variant, align=align_mode, lpips_model=lpips_model)
-    urls = shard_urls(shards, split)
-    pairs = count_pairs(urls)  # the bar's total, from the tar headers
-    mine = None if pairs is None else share_of(min(pairs, limit or pairs), group.rank, group.world)
-    progress = progress and group.is_main
-    if group.world > 1:
-        print(f"eval: process {group.rank} of {group.world} on {device} scores "
-              f"{'its share' if mine is None else mine} of {'the' if pairs is None else min(pairs, limit or pairs)} "
-              "pairs", file=sys.stderr, flush=True)
-    try:
-        result = evaluate_samples(shard_share(urls, group, limit), runners, scoring=scoring, by_aperture=by_aperture,
-                                  stops=stops, save_images=save_images, progress=progress,
-                                  console=Console(stderr=True) if progress else console, total=mine,
-                                  gather=group.gather, figure=figure)
-    except CocError as exc:
-        raise EvalError(str(exc)) from None
-    tallies = group.gather({label: dict(run.ran) for label, run in runners.items() if hasattr(run, "ran")})
-    for label in infos:
-        if infos[label]["kind"] == "checkpoint":
-            counts: dict[str, int] = {}
-            for part in tallies:
-                for how, n in part.get(label, {}).items():
-                    counts[how] = counts.get(how, 0) + n
-            infos[label]["ran"] = dict(sorted(counts.items()))  # images per way the network ran
-    if result["pairs"] == 0 and not result["skipped"]:
-        raise EvalError(f"split '{split}' of {shards} has no paired samples (with blur.png and sharp.png) to score")
-    protocol = {
-        "split": split,
-        "shards": str(shards),
-        "limit": limit,
-        "psnr": metrics.PSNR_DESCRIPTION + f"; an output identical to its reference counts as {PSNR_CAP_DB:g} dB",
-        "ssim": metrics.SSIM_VARIANTS[ssim_variant],
-        "ssim_variant": ssim_variant,
-        "mae": metrics.MAE_DESCRIPTION,
-        "lpips": lpips_desc,
-        "bit_depth": result["bit_depth"],
-        "quantization": "references and inputs at their stored bit depth; outputs rounded to the reference's "
-                        "bit depth (as saved) before scoring",
-        "alignment": ALIGN_MODES[align_mode] if align_mode else "none: outputs scored as produced, pixel for pixel",
-        "grouping": ("full stops (defocuskit.imaging.optics.full_stop)" if stops else "f_number rounded to 0.1")
-                    if by_aperture else "none (--no-by-aperture): one 'all' row per method",
-        "coc": coc_source.describe() if coc_source is not None else
-               "no --coc: Wiener uses the shard's coc.png where present, else the f-number; no model needed one",
-        "methods": infos,
-        "libraries": library_versions(),
-    }
-    report = {"protocol": protocol, "rows": result["rows"], "images": result["images"],
-              "skipped": result["skipped"], "notes": result["notes"]}
-    if not group.is_main:  # one process writes; every process has the gathered report
-        return report
-    report_dir = Path(report_dir)
-    crops = report_dir / "figure.png"
-    crops.unlink(missing_ok=True)  # never leave an earlier run's figures beside this report
-    if figure and result["figure"]:
-        from defocuskit.eval.figure import write_figure
+    held = contextlib.ExitStack()  # the main process holds the report folder while it scores and writes
+    if group.is_main:
+        try:
+            held.enter_context(locks.hold(Path(report_dir) / RUN_LOCK, "eval",
+                                          f"report folder {report_dir}: another evaluation is writing it"))
+        except locks.LockedError as exc:
+            raise EvalError(f"{exc}; wait for it to finish or give another --report") from None
+    with held:
+        scoring = Scoring(ssim_variant=ssim_variant, align=align_mode, lpips_model=lpips_model)
+        urls = shard_urls(shards, split)
+        pairs = count_pairs(urls)  # the bar's total, from the tar headers
+        mine = None if pairs is None else share_of(min(pairs, limit or pairs), group.rank, group.world)
+        progress = progress and group.is_main
+        if group.world > 1:
+            print(f"eval: process {group.rank} of {group.world} on {device} scores "
+                  f"{'its share' if mine is None else mine} of {'the' if pairs is None else min(pairs, limit or pairs)} "
+                  "pairs", file=sys.stderr, flush=True)
+        try:
+            result = evaluate_samples(shard_share(urls, group, limit), runners, scoring=scoring, by_aperture=by_aperture,
+                                      stops=stops, save_images=save_images, progress=progress,
+                                      console=Console(stderr=True) if progress else console, total=mine,
+                                      gather=group.gather, figure=figure)
+        except CocError as exc:
+            raise EvalError(str(exc)) from None
+        tallies = group.gather({label: dict(run.ran) for label, run in runners.items() if hasattr(run, "ran")})
+        for label in infos:
+            if infos[label]["kind"] == "checkpoint":
+                counts: dict[str, int] = {}
+                for part in tallies:
+                    for how, n in part.get(label, {}).items():
+                        counts[how] = counts.get(how, 0) + n
+                infos[label]["ran"] = dict(sorted(counts.items()))  # images per way the network ran
+        if result["pairs"] == 0 and not result["skipped"]:
+            raise EvalError(f"split '{split}' of {shards} has no paired samples (with blur.png and sharp.png) to score")
+        protocol = {
+            "split": split,
+            "shards": str(shards),
+            "limit": limit,
+            "psnr": metrics.PSNR_DESCRIPTION + f"; an output identical to its reference counts as {PSNR_CAP_DB:g} dB",
+            "ssim": metrics.SSIM_VARIANTS[ssim_variant],
+            "ssim_variant": ssim_variant,
+            "mae": metrics.MAE_DESCRIPTION,
+            "lpips": lpips_desc,
+            "bit_depth": result["bit_depth"],
+            "quantization": "references and inputs at their stored bit depth; outputs rounded to the reference's "
+                            "bit depth (as saved) before scoring",
+            "alignment": ALIGN_MODES[align_mode] if align_mode else "none: outputs scored as produced, pixel for pixel",
+            "grouping": ("full stops (defocuskit.imaging.optics.full_stop)" if stops else "f_number rounded to 0.1")
+                        if by_aperture else "none (--no-by-aperture): one 'all' row per method",
+            "coc": coc_source.describe() if coc_source is not None else
+                   "no --coc: Wiener uses the shard's coc.png where present, else the f-number; no model needed one",
+            "methods": infos,
+            "libraries": library_versions(),
+        }
+        report = {"protocol": protocol, "rows": result["rows"], "images": result["images"],
+                  "skipped": result["skipped"], "notes": result["notes"]}
+        if not group.is_main:  # one process writes; every process has the gathered report
+            return report
+        # every file to a staging folder first: a failure (a full disk) leaves the previous report as it was
+        with staged_files(Path(report_dir), REPORT_FILES) as stage:
+            if figure and result["figure"]:
+                from defocuskit.eval.figure import write_figure
 
-        write_figure(crops, result["figure"], aperture_title(report))
-    elif figure:
-        report["notes"].append("figure.png not written: no pair that every method produced an output for")
-    write_report(report, report_dir, by_source=by_source)
-    plot = report_dir / "aperture.png"
-    plot.unlink(missing_ok=True)
-    if by_aperture and plot_aperture(report["rows"], plot, title=aperture_title(report)) is None:
-        report["notes"].append("aperture.png not written: no f-number groups")
-        write_report(report, report_dir, by_source=by_source)
-    print_table(report, console)
-    return report
+                write_figure(stage / "figure.png", result["figure"], aperture_title(report))
+            elif figure:
+                report["notes"].append("figure.png not written: no pair that every method produced an output for")
+            write_report(report, stage, by_source=by_source)
+            if by_aperture and plot_aperture(report["rows"], stage / "aperture.png", title=aperture_title(report)) is None:
+                report["notes"].append("aperture.png not written: no f-number groups")
+                write_report(report, stage, by_source=by_source)
+        print_table(report, console)
+        return report

@@ -19,6 +19,7 @@ from typing import Any
 from defocuskit.data.reader import decode_sample, iter_raw
 from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.eval.config import EvalError
+from defocuskit.io.lifeline import die_with_parent, launched_worker
 
 
 def _alone(obj: Any) -> list[Any]:
@@ -53,6 +54,8 @@ def process_group() -> ProcessGroup:
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched <= 1:
         return ProcessGroup()
+    if launched_worker():
+        die_with_parent()  # a killed `accelerate launch` takes its workers with it: nothing written after the kill
     import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object, parse_flag_from_env

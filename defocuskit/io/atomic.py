@@ -5,7 +5,9 @@ Temporary names are `.NAME.<random>.tmp` in the target's folder (the shard folde
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +15,47 @@ from pathlib import Path
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """No space left (or quota exceeded) while writing a file; the message names the path and its disk."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def mount_of(path: str | Path) -> Path:
+    """The mount point of the file system that holds `path` (or its nearest existing parent)."""
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def disk_full_message(path: str | Path) -> str:
+    """`PATH: disk full (MOUNT: N MiB free)`."""
+    mount = mount_of(path)
+    try:
+        free = f"{shutil.disk_usage(mount).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return f"{path}: disk full ({mount}: {free}); free some space and run the command again"
+
+
+@contextmanager
+def disk_full_named(path: str | Path) -> Iterator[None]:
+    """Turn a no-space OSError inside the block into DiskFullError naming `path` and its disk."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in DISK_FULL and not isinstance(exc, DiskFullError):
+            raise DiskFullError(exc.errno, disk_full_message(path)) from None
+        raise
 
 
 @contextmanager
@@ -33,9 +76,59 @@ def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
 
 def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> None:
     """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename."""
-    with atomic_path(path, mode) as tmp:
+    with disk_full_named(path), atomic_path(path, mode) as tmp:
         with open(tmp, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
+
+
+@contextmanager
+def staged_files(folder: str | Path, names: list[str]) -> Iterator[Path]:
+    """A hidden staging folder inside `folder` to write a set of files to; when the block ends without
+    error they replace their namesakes in `folder` in the order of `names` (a name not written this time
+    removes the earlier file of that name, so no earlier run's file is left beside the new ones). On any
+    error (a full disk: DiskFullError naming the folder) the earlier files are left exactly as they were."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        with disk_full_named(folder):
+            yield stage
+        for name in names:
+            if (stage / name).exists():
+                os.replace(stage / name, folder / name)
+            else:
+                (folder / name).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+_WRITE_FAILURES = ("no space left", "file write failed", "requested and", "write to closed file", "disk quota")
+
+
+def disk_full_line(exc: BaseException, paths: list[str] | tuple[str, ...] = ()) -> str | None:
+    """One line for an exception that a full disk caused, else None.
+
+    A no-space OSError anywhere in the chain names its file (or the first of `paths`); a library's write
+    failure that says no more (torch's "file write failed", safetensors' "N requested and M written") counts
+    when one of `paths` (the command's arguments) or the working folder lies on a disk with under 16 MiB free."""
+    seen: BaseException | None = exc
+    text = []
+    while seen is not None:
+        if isinstance(seen, DiskFullError):
+            return str(seen)
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
+            return disk_full_message(seen.filename or (paths[0] if paths else os.getcwd()))
+        text.append(str(seen).lower())
+        seen = seen.__cause__ or seen.__context__
+    if not any(w in t for t in text for w in _WRITE_FAILURES):
+        return None
+    for path in [*paths, os.getcwd()]:
+        try:
+            if shutil.disk_usage(mount_of(path)).free < 16 * 2**20:
+                return disk_full_message(path)
+        except OSError:
+            continue
+    return None

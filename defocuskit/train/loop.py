@@ -3,7 +3,8 @@
 Run folder (`output_dir`): recipe.yaml (resolved, written before training), metrics.jsonl,
 checkpoints/step-NNNNNNN/ (Accelerate `save_state` folders, written under a temporary name and renamed
 when complete; the loop's own state in them is safetensors and JSON, see `defocuskit.train.state`),
-model.safetensors (the EMA weights, exported at the end).
+model.safetensors (the EMA weights, exported at the end). The main process holds `.train.lock` for the
+whole run: a second run into the same output_dir stops at once, naming the first (pid, host, command).
 
 Reproducibility: before every micro-batch the global RNGs are reseeded from (seed, rank, step, micro),
 and the data of batch b is a fixed function of (seed, rank, b) (see `defocuskit.train.stream`), so a
@@ -28,7 +29,9 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import Recipe, recipe_to_dict, recipe_to_yaml
+from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_write
+from defocuskit.io.lifeline import die_with_parent, launched_worker
 from defocuskit.io.modelfile import save_model
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
@@ -50,6 +53,7 @@ from defocuskit.train.progress import flat_config, training_bar
 from defocuskit.train.state import LoopState, StepCounter
 
 MODEL_FILE = "model.safetensors"
+RUN_LOCK = ".train.lock"  # held by the main process for the whole run (io.locks)
 LOG_KEYS_ENV = "DEFOCUSKIT_LOG_KEYS"
 
 
@@ -81,6 +85,8 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
     if checkpoints:
         check_resume(checkpoints[-1][1], recipe)
 
+    if launched_worker():
+        die_with_parent()  # a killed `accelerate launch` takes its workers with it
     t = recipe.train
     handlers = []
     if len(method.phases) > 1:  # a phase leaves the other phases' parameters without gradients
@@ -91,6 +97,21 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
         gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision,
         log_with=t.log_with, project_dir=str(out), kwargs_handlers=handlers,
     )
+    if not accelerator.is_main_process:
+        return _train(recipe, resume, method, urls, checkpoints, accelerator)
+    try:
+        with locks.hold(out / RUN_LOCK, "train", f"output_dir {out}: another training run is using it"):
+            return _train(recipe, resume, method, urls, checkpoints, accelerator)
+    except locks.LockedError as exc:
+        raise TrainingError(f"{exc}; wait for it to finish or give another output_dir") from None
+
+
+def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkpoints: list[tuple[int, Path]],
+           accelerator: Any) -> Path:
+    """`train` on one process once the recipe, data and resume point are checked (and, on the main
+    process, the run folder is held)."""
+    t = recipe.train
+    out = Path(recipe.output_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)

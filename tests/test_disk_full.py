@@ -1,0 +1,110 @@
+"""A full disk: one line naming the path and its disk, and the previous outputs left as they were (issue 21)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defocuskit.io import atomic
+from defocuskit.io.atomic import DiskFullError, atomic_write, disk_full_line, staged_files
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class _FullFile:
+    """A file object whose writes fail as on a full disk."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_atomic_write_on_a_full_disk_names_the_path_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "report.json"
+    target.write_text('{"old": true}')
+    monkeypatch.setattr(atomic, "open", _FullFile, raising=False)
+    with pytest.raises(DiskFullError) as info:
+        atomic_write(target, "{}" * 10000)
+    assert str(info.value).startswith(f"{target}: disk full (") and "MiB free" in str(info.value)
+    assert target.read_text() == '{"old": true}' and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_staged_files_replace_together_or_not_at_all(tmp_path):
+    for name, text in (("a.json", "old a"), ("b.csv", "old b"), ("c.png", "old c")):
+        (tmp_path / name).write_text(text)
+    with pytest.raises(DiskFullError, match="disk full"):
+        with staged_files(tmp_path, ["c.png", "b.csv", "a.json"]) as stage:
+            (stage / "b.csv").write_text("new b")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.json": "old a", "b.csv": "old b", "c.png": "old c"}
+    with staged_files(tmp_path, ["c.png", "b.csv", "a.json"]) as stage:
+        (stage / "a.json").write_text("new a")
+        (stage / "b.csv").write_text("new b")
+    # c.png was not written this time: the earlier run's file does not stay beside the new report
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.json": "new a", "b.csv": "new b"}
+
+
+def test_library_write_failures_count_as_disk_full_only_when_the_disk_is_full(tmp_path, monkeypatch):
+    torch_style = RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
+                               "file data/0: file write failed")
+    assert disk_full_line(torch_style, [str(tmp_path)]) is None  # this disk has room: not misreported
+
+    class Usage:
+        free = 4096
+
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda path: Usage())
+    line = disk_full_line(torch_style, [str(tmp_path / "run" / "model.safetensors")])
+    assert line is not None and line.startswith(f"{tmp_path / 'run' / 'model.safetensors'}: disk full (")
+    assert disk_full_line(ValueError("bad value")) is None
+    wrapped = RuntimeError("saving failed")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.tar"))
+    assert disk_full_line(wrapped).startswith(f"{tmp_path / 'x.tar'}: disk full")
+
+
+def test_eval_on_a_full_disk_is_one_line_and_keeps_the_previous_report(tmp_path):
+    from test_eval import _crop_pairs, _write_shards
+
+    pairs = _crop_pairs(2)
+    for p, f in zip(pairs, (2.8, 8.0)):
+        p["meta"]["f_number"] = f
+    shards = _write_shards(tmp_path / "shards", "test", pairs)
+    report = tmp_path / "rep"
+    args = ["eval", "--shards", str(shards), "--baseline", "input", "--report", str(report)]
+    ok = subprocess.run([sys.executable, "-m", "defocuskit", *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    before = {p.name: p.read_bytes() for p in report.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert {"report.json", "report.csv", "aperture.png"} <= set(before)
+    script = (
+        "import errno, sys\n"
+        "from pathlib import Path\n"
+        "import defocuskit.eval.evaluate as ev\n"
+        "def full(report, folder, by_source=False):\n"
+        "    (Path(folder) / 'report.json').write_bytes(b'{' * 8192)  # what a full disk leaves\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "ev.write_report = full\n"
+        "sys.argv = ['defocuskit', *sys.argv[1:]]\n"
+        "from defocuskit.cli.app import main\n"
+        "main()\n")
+    full = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 1, full.stderr[-3000:]
+    lines = full.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: {report}: disk full (") and "Traceback" not in full.stderr
+    after = {p.name: p.read_bytes() for p in report.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert after == before
+    assert json.loads(after["report.json"])["rows"] and not [p for p in report.iterdir() if p.name.startswith(".staging")]
+    assert np.isfinite([r["psnr"] for r in json.loads(after["report.json"])["rows"]]).all()
