@@ -22,11 +22,38 @@ def load_model(
     if expect_method is not None and meta["method"] != expect_method:
         raise ValueError(f"{path}: a '{meta['method']}' model, but a '{expect_method}' model is needed")
     raw = meta["recipe"]
+    if raw.get("method") != meta["method"]:
+        raise ValueError(f"{path}: the file says it holds a '{meta['method']}' model but its recipe is for "
+                         f"'{raw.get('method')}'; the file was altered or mislabelled")
     method = get_method(str(raw.get("method")))
     recipe = resolve_recipe(method.upgrade_recipe(raw))  # files of older versions read in today's keys
+    check_shapes(method, recipe, tensors, path)  # before the network is allocated
     model = method.build(recipe.model, recipe.objective, False)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit the '{method.name}' network of its recipe: {e}") from None
     return method, recipe, model.to(device).eval()
+
+
+def check_shapes(method: Method, recipe: Recipe, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Raise ValueError naming the first parameter whose shape the recipe's network does not share with the
+    file (or a missing / unexpected key), from a network built on the meta device: nothing is allocated, so
+    metadata that declares a huge network (`model.width: 20000`) is refused before it costs memory."""
+    try:
+        with torch.device("meta"):
+            skeleton = method.build(recipe.model, recipe.objective, False)
+    except Exception:  # a network that cannot be built without data: load_state_dict judges it
+        return
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        what = (f"missing {len(missing)} (e.g. '{missing[0]}')" if missing else "") + (
+            ("; " if missing else "") + f"unexpected {len(unexpected)} (e.g. '{unexpected[0]}')" if unexpected else "")
+        raise ValueError(f"{path}: weights do not fit the '{method.name}' network of its recipe: {what}")
+    for key, shape in expected.items():
+        if tuple(tensors[key].shape) != shape:
+            raise ValueError(f"{path}: tensor '{key}' is {tuple(tensors[key].shape)} in the file but "
+                             f"{shape} in the '{method.name}' network its recipe describes; the recipe does not "
+                             "match the weights")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
 import cv2
@@ -10,6 +12,49 @@ import numpy as np
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.formats import ImageError, is_raw
 from defocuskit.io.raw import decode_raw
+
+
+MAX_PIXELS_ENV = "DEFOCUSKIT_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 200_000_000  # a 200-megapixel frame: above every camera sensor; 0 in the variable = no limit
+
+
+def max_pixels() -> int:
+    """The largest image (width x height) that is decoded: $DEFOCUSKIT_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(float(value)) if value.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ValueError(f"${MAX_PIXELS_ENV}={value!r}: not a number of pixels") from None
+
+
+def check_dimensions(source: str | Path | bytes | np.ndarray, name: str | Path) -> None:
+    """Raise ImageError naming `name` when the image's header declares more than `max_pixels()` pixels, read
+    before anything is decoded (a small file can declare a huge frame). Headers that cannot be read pass:
+    the decoder then judges the file."""
+    limit = max_pixels()
+    if limit <= 0:
+        return
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow comes with matplotlib; without it OpenCV's own limit applies
+        return
+    data = source.tobytes() if isinstance(source, np.ndarray) else source
+    stream = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
+    try:
+        bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the header only: judged below
+        try:
+            with Image.open(stream) as im:
+                width, height = im.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = bomb_limit
+    except Exception:  # not a format Pillow knows, or a damaged header
+        return
+    finally:
+        stream.close()
+    if width * height > limit:
+        raise ImageError(name, f"declares {width}x{height} pixels ({width * height / 1e6:.0f} MP), more than the "
+                               f"limit of {limit / 1e6:.0f} MP; set ${MAX_PIXELS_ENV} to a larger number (or 0) "
+                               "to decode it")
 
 
 def _to_rgb(arr: np.ndarray, path: str | Path) -> np.ndarray:
@@ -65,6 +110,7 @@ def read_image(path: str | Path) -> np.ndarray:
         _check_readable(path)
         return decode_raw(path)
     data = _read_bytes(path)
+    check_dimensions(data, path)
     try:
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     except cv2.error:
@@ -114,6 +160,7 @@ def check_image(path: str | Path) -> None:
 
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode PNG/JPEG bytes to an RGB (or single-channel, for coc maps) array, keeping 16 bits."""
+    check_dimensions(bytes(data), name)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if arr is None:
         raise ImageError(name, "cannot decode image bytes")

@@ -1,0 +1,109 @@
+"""Resource and consistency guards: image sizes judged from the header, model files judged before the network is
+allocated, the method a model file claims checked against its recipe (issue 21)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from defocuskit.io.formats import ImageError
+from defocuskit.io.images import decode_image, encode_png, read_image, write_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A small PNG whose header declares width x height (its few rows of data decode as a truncated image)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = zlib.compress(b"".join(b"\0" + bytes(width * 3) for _ in range(4)), 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def test_a_small_file_declaring_a_huge_frame_is_refused_from_its_header(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_declaring(16000, 16000))
+    assert bomb.stat().st_size < 100_000
+    started = time.perf_counter()
+    with pytest.raises(ImageError, match=r"bomb\.png: declares 16000x16000 pixels \(256 MP\), more than the limit"):
+        read_image(bomb)
+    assert time.perf_counter() - started < 2.0  # judged from the header, nothing decoded
+    with pytest.raises(ImageError, match=r"s1/blur\.png: declares 16000x16000"):
+        decode_image(bomb.read_bytes(), "s1/blur.png")  # a shard member is judged the same way
+    small = encode_png(np.zeros((20, 30, 3), np.uint8))
+    monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "500")
+    with pytest.raises(ImageError, match=r"declares 30x20 pixels .*DEFOCUSKIT_MAX_PIXELS"):
+        decode_image(small, "x.png")
+    monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "600")
+    assert decode_image(small, "x.png").shape == (20, 30, 3)
+    monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "0")  # no limit
+    write_image(tmp_path / "ok.png", np.zeros((20, 30, 3), np.uint8))
+    assert read_image(tmp_path / "ok.png").shape == (20, 30, 3)
+
+
+def test_cli_deblur_and_inspect_refuse_the_huge_frame_in_one_line(tmp_path):
+    from test_infer import _export_nafnet
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_declaring(16000, 16000))
+    model = _export_nafnet(tmp_path / "m.safetensors")
+    proc = subprocess.run([sys.executable, "-m", "defocuskit", "deblur", str(bomb), "--checkpoint", str(model),
+                           "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "declares 16000x16000 pixels" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _relabel(src: Path, dst: Path, **changes) -> Path:
+    """A copy of a model file with its metadata changed: recipe keys as dotted paths, or `method`."""
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    recipe = json.loads(meta["recipe"])
+    for key, value in changes.items():
+        if key == "method":
+            meta["method"] = value
+            continue
+        node = recipe
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    meta["recipe"] = json.dumps(recipe)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def test_model_metadata_is_checked_against_the_weights_before_allocating(tmp_path):
+    from test_infer import _export_nafnet
+
+    from defocuskit.inference.load import load_model
+
+    good = _export_nafnet(tmp_path / "m.safetensors")
+    load_model(good)
+    huge = _relabel(good, tmp_path / "huge.safetensors", **{"model.width": 20000})
+    script = ("import resource, sys\n"
+              "from defocuskit.inference.load import load_model\n"
+              "try:\n    load_model(sys.argv[1])\n"
+              "except ValueError as exc:\n    print(exc)\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(huge)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    message, peak_mib = proc.stdout.strip().splitlines()
+    assert "huge.safetensors: tensor 'intro.weight' is (8, 3, 3, 3) in the file but (20000, 3, 3, 3)" in message
+    assert int(peak_mib) < 1000, f"{peak_mib} MiB: the declared network was allocated"
+    mislabelled = _relabel(good, tmp_path / "jdrl.safetensors", method="jdrl")
+    with pytest.raises(ValueError, match=r"jdrl\.safetensors: the file says it holds a 'jdrl' model but its recipe is "
+                                         r"for 'nafnet'"):
+        load_model(mislabelled, expect_method="jdrl")
