@@ -273,3 +273,14 @@ def test_sdd_registers_by_default_and_checks_its_layout(tmp_path):
     with pytest.raises(IngestError, match=r"--sdd .*: expected \{train_patches,test\}/\{gt,blur\}/ \(SDD\); "
                                           r"no train_patches/ or test/ folder; found train/\{blur,sharp\}"):
         check_layout(sdd.SOURCE, other)
+
+
+def test_pairs_with_an_implausible_f_number_are_rejected_naming_it(tmp_path):
+    from defocuskit.data.sources.fnumbers import GivenFNumbers
+    from defocuskit.data.sources.pairs import f_number_of
+    from defocuskit.io.formats import ImageError
+
+    shot = tmp_path / "a.jpg"
+    assert f_number_of(shot, {"f_number": 2.8}, tmp_path, GivenFNumbers()) == 2.8
+    with pytest.raises(ImageError, match=r"a\.jpg: f-number 4e\+07 from EXIF is implausible"):
+        f_number_of(shot, {"f_number": 4e7}, tmp_path, GivenFNumbers())

@@ -300,3 +300,21 @@ def test_chmod_000_file_and_folder_are_rejects(tmp_path):
         str(root / "locked"): "cannot list folder: permission denied",
         str(root / "s" / "c.jpg"): "unreadable file or EXIF header: permission denied"}
 
+
+
+def test_implausible_f_numbers_are_rejects_naming_the_value(tmp_path):
+    root = tmp_path / "photos"
+    _shot(root / "s" / "ref.jpg", 16.0)
+    _shot(root / "s" / "ok.jpg", 2.8, blur=1.5)
+    _shot(root / "s" / "tag.jpg", 1000.0, blur=1.2)  # a misread or corrupt EXIF tag
+    _shot(root / "s" / "zero.jpg", 0.1, blur=1.1)
+    _, samples, rejects = _ingest(root, tmp_path / "out")
+    assert sorted(samples) == ["raw/s/ok", "raw/s/ref"]
+    reasons = _reasons(rejects)
+    assert reasons["tag.jpg"] == "f-number 1000 from EXIF is implausible (lenses span f/0.7 to f/64); not used"
+    assert reasons["zero.jpg"].startswith("f-number 0.1 from EXIF is implausible")
+    csv_path = tmp_path / "f.csv"
+    csv_path.write_text("file,f_number\ns/ok.jpg,40000000\n")
+    result = CliRunner().invoke(app, ["ingest", "--raw-dir", str(root), "--out", str(tmp_path / "o2"),
+                                      "--f-number-csv", str(csv_path), "--workers", "0"])
+    assert result.exit_code != 0 and "f.csv:2: 's/ok.jpg': f-number 4e+07 from the CSV is implausible" in result.output

@@ -25,6 +25,17 @@ class GivenFNumbers:
 
 
 
+F_NUMBER_RANGE = (0.7, 64.0)  # the lenses that exist: Zeiss Planar f/0.7 ... large-format f/64
+
+
+def implausible(f_number: float, where: str) -> str | None:
+    """The reject reason for an f-number outside F_NUMBER_RANGE (a misread or corrupt tag), else None."""
+    low, high = F_NUMBER_RANGE
+    if low <= f_number <= high:
+        return None
+    return f"f-number {f_number:g} from {where} is implausible (lenses span f/{low:g} to f/{high:g}); not used"
+
+
 def parse_f_number(text: str) -> float | None:
     """A positive finite f-number from '2.8', '2_8', 'f/2.8' or 'F2.8'; None if it is not one."""
     text = re.sub(r"^[fF]/?", "", text.strip()).replace("_", ".")
@@ -77,6 +88,8 @@ def _csv_rows(reader: Any, csv_path: Path, root: Path) -> dict[str, float]:
         f_number = parse_f_number(value)
         if f_number is None:
             raise IngestError(f"{csv_path}:{line}: f_number {value!r} of {name!r} is not a positive number")
+        if reason := implausible(f_number, "the CSV"):
+            raise IngestError(f"{csv_path}:{line}: {name!r}: {reason}")
         if rel in table:
             raise IngestError(f"{csv_path}:{line}: {name!r} is listed twice (also on line {lines[rel]})")
         table[rel], lines[rel] = f_number, line
@@ -112,7 +125,7 @@ def resolve_f_number(path: Path, exif: dict[str, Any], root: Path, given: GivenF
         exif["f_number"] = listed
         return None
     if exif["f_number"] is not None:
-        return None
+        return implausible(float(exif["f_number"]), "EXIF")
     hint = " (give it with --f-number-csv or --f-number-pattern)"
     if given.pattern is None:
         return "f-number unknown: no EXIF FNumber" + hint
@@ -125,4 +138,4 @@ def resolve_f_number(path: Path, exif: dict[str, Any], root: Path, given: GivenF
         return (f"f-number unknown: no EXIF FNumber, and --f-number-pattern found {match.group(1)!r}, "
                 "not a positive number")
     exif["f_number"] = value
-    return None
+    return implausible(value, f"--f-number-pattern ({match.group(1)!r})")

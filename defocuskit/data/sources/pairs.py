@@ -37,7 +37,7 @@ from typing import Any, Iterator
 from defocuskit.data.pairs import AS_SHOT, REGISTER_CHOICES, load_task, relpath, split_for
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
-from defocuskit.data.sources.fnumbers import GivenFNumbers, given_f_numbers, parse_f_number
+from defocuskit.data.sources.fnumbers import GivenFNumbers, given_f_numbers, implausible, parse_f_number
 from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS, safe_name
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.raw import io_reason, read_exif
@@ -163,14 +163,20 @@ def pair_names(paths: list[Path]) -> dict[Path, str]:
 
 
 def f_number_of(path: Path, exif: dict[str, Any], root: Path, given: GivenFNumbers) -> float | None:
-    """The f-number of a shot: its row of the f-number CSV, else EXIF, else the name pattern, else None."""
+    """The f-number of a shot: its row of the f-number CSV, else EXIF, else the name pattern, else None.
+    Raises ImageError naming the file for an implausible EXIF or pattern value (`fnumbers.implausible`)."""
     listed = given.table.get(relpath(path, root))
     if listed is not None:
         return listed
     if exif.get("f_number") is not None:
+        if reason := implausible(float(exif["f_number"]), "EXIF"):
+            raise ImageError(path, reason)
         return exif["f_number"]
     match = given.pattern.search(path.name) if given.pattern is not None else None
-    return parse_f_number(match.group(1)) if match and match.group(1) is not None else None
+    value = parse_f_number(match.group(1)) if match and match.group(1) is not None else None
+    if value is not None and (reason := implausible(value, f"--f-number-pattern ({match.group(1)!r})")):
+        raise ImageError(path, reason)
+    return value
 
 
 def shot_meta(blur: Path, sharp: Path, root: Path, given: GivenFNumbers) -> dict[str, Any]:
@@ -229,7 +235,8 @@ def _folder_tasks(root: Path, folder: Path, split: str | None, opts: IngestOptio
         try:
             meta = shot_meta(blur, sharp, root, given)
         except ImageError as exc:
-            yield Rejected(NAME, str(exc.path), f"unreadable file or EXIF header: {exc.reason}", key)
+            reason = exc.reason if exc.reason.startswith("f-number") else f"unreadable file or EXIF header: {exc.reason}"
+            yield Rejected(NAME, str(exc.path), reason, key)
             continue
         meta["pairing"] = pairing.mode
         yield Task(NAME, split or split_for(NAME, name, opts), name, key,
