@@ -150,14 +150,14 @@ def inspect_cmd(
     from rich.console import Console
 
     from defocuskit.data.inspect import inspect_shards, manifest_table
-    from defocuskit.data.reader import read_manifest
+    from defocuskit.data.reader import ShardError, read_manifest
 
     console = Console()
     try:
         manifest = read_manifest(folder)
         console.print(manifest_table(manifest, title=f"{folder}: defocuskit {manifest['version']}, {manifest['created']}"))
         path = inspect_shards(folder, sheet, n)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ShardError) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"contact sheet: {path}", soft_wrap=True)
@@ -198,10 +198,15 @@ def train_cmd(
         from defocuskit.train.checks import TrainingError
         from defocuskit.train.loop import train
 
+        from defocuskit.data.reader import ShardError, shard_error_line
+
         try:
             path = train(resolved, resume=not no_resume)
         except TrainingError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except ShardError as exc:  # also when a DataLoader worker met it (its message then wraps a traceback)
+            print(f"error: {shard_error_line(exc)}", file=sys.stderr)
             raise typer.Exit(1) from None
     except (RecipeError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

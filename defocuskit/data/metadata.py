@@ -289,7 +289,8 @@ def _python_group(fields: dict[str, Field], value: Any) -> Any:
 
 def to_python(stored: Mapping[str, Any] | None) -> dict[str, Any]:
     """The Python view of stored metadata (any format): every schema key, None where unknown; a group
-    with no known value is None; keys outside the schema are kept as they are."""
+    with no known value is None; keys outside the schema are kept as they are. A number key holding
+    something else (`"f_number": "abc"`) is a MetadataError naming it."""
     stored = stored or {}
     out: dict[str, Any] = {}
     for key, field in SCHEMA.items():
@@ -298,6 +299,9 @@ def to_python(stored: Mapping[str, Any] | None) -> dict[str, Any]:
             out[key] = _python_group(field, value)
         else:
             out[key] = None if _is_unknown(field, value, stored) else value
+            if field.kind in ("float", "int") and out[key] is not None and (
+                    isinstance(out[key], bool) or not isinstance(out[key], (int, float))):
+                raise MetadataError(f"json: {key} is {out[key]!r}, not a number")
     out.update({k: v for k, v in stored.items() if k not in SCHEMA})
     return out
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data import metadata
+from defocuskit.io.formats import ImageError
 from defocuskit.io.images import decode_image
 
 MANIFEST = "manifest.json"
@@ -95,7 +96,42 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
     A sample with neither sharp.png nor blur.png + blurmask.png is a ShardError naming its key.
     """
     key = raw.get("__key__", "<unknown>")
+    try:
+        return _decode(raw, key)
+    except ShardError:
+        raise
+    except Exception as exc:  # a damaged member: one line naming the shard, the sample and what is wrong
+        raise ShardError(f"{where(raw)}sample {key}: {damage(exc)}") from None
 
+
+def shard_error_line(exc: ShardError) -> str:
+    """The one-line message of a ShardError, also when a DataLoader worker re-raised it in the main process
+    (whose message is then "Caught ShardError in DataLoader worker ..." and the worker's traceback)."""
+    text = str(exc).strip()
+    if "Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    return last.split("ShardError: ", 1)[-1]
+
+
+def where(raw: Mapping[str, Any]) -> str:
+    """`SHARD: ` for a raw sample that knows its shard, else ''."""
+    url = raw.get("__url__")
+    return f"{url}: " if url else ""
+
+
+def damage(exc: BaseException) -> str:
+    """What a decoding failure says about the member it came from."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"the json member is not JSON ({exc.msg} at character {exc.pos})"
+    if isinstance(exc, ImageError):
+        return f"{exc.reason} ({Path(str(exc.path)).name})"
+    if isinstance(exc, metadata.MetadataError):
+        return str(exc)
+    return f"damaged metadata or member ({type(exc).__name__}: {exc})"
+
+
+def _decode(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
     def member(name: str) -> Any:
         value = raw.get(name)
         if isinstance(value, Mapping) and "bytes" in value:  # datasets' Image(decode=False)
@@ -104,7 +140,8 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
 
     sharp, blur, mask = member("sharp.png"), member("blur.png"), member("blurmask.png")
     if sharp is None and (blur is None or mask is None):
-        raise ShardError(f"sample {key}: no sharp.png member (nor blur.png + blurmask.png of a blur-map sample)")
+        raise ShardError(f"{where(raw)}sample {key}: no sharp.png member (nor blur.png + blurmask.png of a "
+                         "blur-map sample)")
     meta = member("json")
     if isinstance(meta, (bytes, bytearray, str)):
         meta = json.loads(meta)
@@ -141,6 +178,23 @@ def decode_blurmask(data: bytes, name: str) -> np.ndarray:
 
 def iter_raw(url: str) -> Iterator[dict[str, Any]]:
     """Raw samples of one local tar shard, grouped by key as WebDataset groups them."""
+    try:
+        yield from _iter_tar(url)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ShardError(damaged_shard(url, exc)) from None
+
+
+def damaged_shard(url: str, exc: BaseException) -> str:
+    """One line for a shard that cannot be read as a tar."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{url}: shard missing (listed, but not on disk)"
+    size = os.path.getsize(url) if os.path.isfile(url) else None
+    reason = " ".join(str(exc).split()).split(" - method")[0].rstrip(":")  # tarfile lists each method it tried
+    what = "an empty file (0 bytes)" if size == 0 else f"not a complete tar file ({reason})"
+    return f"{url}: damaged shard: {what}; ingest it again (the same command rewrites it)"
+
+
+def _iter_tar(url: str) -> Iterator[dict[str, Any]]:
     current: dict[str, Any] = {}
     with tarfile.open(url, "r") as tar:
         for info in tar:

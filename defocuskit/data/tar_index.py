@@ -57,10 +57,16 @@ def _group(infos: Iterator[tarfile.TarInfo]) -> Iterator[ShardEntry]:
 
 
 def index_shard(url: str) -> list[ShardEntry]:
-    """Every sample of a tar shard, in tar order, with its members' byte ranges."""
+    """Every sample of a tar shard, in tar order, with its members' byte ranges (ShardError naming a
+    local shard that is not a complete tar)."""
     if is_local(url):
-        with tarfile.open(url, "r:") as tar:  # plain tar: TarFile.next() seeks past each member's data
-            return list(_group(iter(tar)))
+        try:
+            with tarfile.open(url, "r:") as tar:  # plain tar: TarFile.next() seeks past each member's data
+                return list(_group(iter(tar)))
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            from defocuskit.data.reader import ShardError, damaged_shard
+
+            raise ShardError(damaged_shard(url, exc)) from None
     import webdataset as wds
 
     stream = wds.gopen(url, "rb")

@@ -1,0 +1,92 @@
+"""Damaged shards: every command that reads them stops with one line naming the shard and the sample (issue 21)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from defocuskit.cli.app import app
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.reader import ShardError, iter_samples
+from defocuskit.data.sample import IngestOptions
+
+REPO = Path(__file__).resolve().parents[1]
+SHARD = "train-000000.tar"
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dmg") / "good"
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=0, synthetic_size=48,
+                                                             synthetic_f_numbers=(2.0,), split_by="train"),
+               progress=False)
+    return out
+
+
+def _edit_first(path: Path, suffix: str, change) -> str:
+    """Rewrite the first member ending in `suffix` of the tar at `path`; returns its sample key."""
+    with tarfile.open(path) as src:
+        items = [(m, src.extractfile(m).read()) for m in src.getmembers()]
+    key = None
+    with tarfile.open(path, "w") as tar:
+        for info, data in items:
+            if key is None and info.name.endswith(suffix):
+                data, key = change(data), info.name[: -len(suffix)]
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return key
+
+
+DAMAGE = {
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[:5000]), r"damaged shard: not a complete tar file"),
+    "not a tar": (lambda p: p.write_bytes(b"not a tar " * 100), r"damaged shard: not a complete tar file"),
+    "0 bytes": (lambda p: p.write_bytes(b""), r"damaged shard: an empty file \(0 bytes\)"),
+    "json": (lambda p: _edit_first(p, ".json", lambda b: b"{oops"), r"sample .*: the json member is not JSON"),
+    "f_number": (lambda p: _edit_first(p, ".json", lambda b: json.dumps({**json.loads(b), "f_number": "abc"}).encode()),
+                 r"sample .*: json: f_number is 'abc', not a number"),
+    "png": (lambda p: _edit_first(p, ".blur.png", lambda b: b[:100]), r"sample .*: cannot decode image bytes \(.*blur\.png\)"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_shard_is_one_line_naming_it(good, tmp_path, damage):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    breaks, expected = DAMAGE[damage]
+    breaks(folder / SHARD)
+    with pytest.raises(ShardError, match=rf"^{folder / SHARD}: " + expected):
+        list(iter_samples(folder))
+    runner = CliRunner()
+    for args in (["eval", "--shards", str(folder), "--split", "train", "--baseline", "input",
+                  "--report", str(tmp_path / "report")],
+                 ["inspect", str(folder), "--sheet", str(tmp_path / "sheet.png")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code in (1, 2), (args[0], result.output)
+        lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and str(folder / SHARD) in lines[0], (args[0], result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "report" / "report.json").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_training_on_a_damaged_sample_stops_naming_it(good, tmp_path, workers):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    key = _edit_first(folder / SHARD, ".json", lambda b: b"{oops")
+    proc = subprocess.run([sys.executable, "-m", "defocuskit", "train", "nafnet-tiny", f"data.train={folder}",
+                           f"output_dir={tmp_path / 'run'}", "train.max_steps=40", f"data.num_workers={workers}"],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"error: {folder / SHARD}: sample {key}: the json member is not JSON (Expecting property name " \
+                   "enclosed in double quotes at character 1)", proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
