@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import os
 import re
 import stat
@@ -363,6 +364,11 @@ def test_save_pretrained_round_trip(nafnet, files, tmp_path) -> None:
     assert np.array_equal(loaded.deblur(x), nafnet.deblur(x))
     again = loaded.save_pretrained(tmp_path / "again")  # the eval rows travel with the folder
     assert "| f/2.8 | 2 | 32.00 |" in (again / "README.md").read_text()
+
+    # the model file is checked against the SHA-256 that config.json records
+    shutil.copy(files["hidd"], again / "model.safetensors")
+    with pytest.raises(ValueError, match=r"again/model\.safetensors: its SHA-256 is .*config\.json records .*changed"):
+        defocuskit.DeblurModel.from_pretrained(again, device="cpu")
 
 
 def test_report_rows_by_label_and_errors(hidd, nafnet, files, tmp_path) -> None:

@@ -41,7 +41,8 @@ def looks_like_repo_id(source: str) -> bool:
 
 
 def read_folder(folder: Path) -> tuple[Path, dict[str, Any] | None]:
-    """The model file of a save_pretrained folder and its config.json (None where there is none)."""
+    """The model file of a save_pretrained folder and its config.json (None where there is none); the model
+    file's SHA-256 is checked against the one config.json records (ValueError when they differ)."""
     model_file = folder / MODEL_FILE
     if not model_file.is_file():
         present = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
@@ -56,6 +57,10 @@ def read_folder(folder: Path) -> tuple[Path, dict[str, Any] | None]:
             raise ValueError(f"{config_file}: not valid JSON ({exc})") from None
         if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:
             raise ValueError(f"{config_file}: not a defocuskit model config (format {HUB_FORMAT!r} expected)")
+        expected = config.get("sha256")
+        if expected is not None and (actual := file_sha256(model_file)) != expected:
+            raise ValueError(f"{model_file}: its SHA-256 is {actual[:16]}..., config.json records {str(expected)[:16]}...: "
+                             "the model file was changed or damaged after it was saved")
     return model_file, config
 
 
