@@ -264,3 +264,20 @@ def test_a_second_run_of_one_output_dir_stops_at_once_naming_the_first(run_a, sh
     assert result.exit_code == 1 and "another training run is using it" in result.output, result.output
     assert f"pid {holder.pid} " in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in (run_a / "checkpoints").iterdir()) == before
+
+
+def test_metrics_rows_after_a_resume_are_the_uninterrupted_runs_when_log_every_does_not_divide(shards, tmp_path):
+    common = [f"data.train={shards}", "train.checkpoint_every=5", "train.log_every=3"]
+    cli(*common, f"output_dir={tmp_path / 'whole'}", "train.max_steps=10")
+    cli(*common, f"output_dir={tmp_path / 'split'}", "train.max_steps=5")
+    cli(*common, f"output_dir={tmp_path / 'split'}", "train.max_steps=10")  # resumes at step 5, mid-window
+
+    def rows(run: Path) -> list[tuple[int, float]]:
+        return [(r["step"], r["loss"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+    whole, split = rows(tmp_path / "whole"), rows(tmp_path / "split")
+    # the 5-step run logs its last step (5); the resumed run then logs 6 (the window 4..6, as the whole run), 9, 10
+    assert [s for s, _ in whole] == [3, 6, 9, 10] and [s for s, _ in split] == [3, 5, 6, 9, 10]
+    by_step = dict(split)
+    for step, loss in whole:
+        assert abs(by_step[step] - loss) <= 1e-6 * max(1.0, abs(loss)), (step, loss, by_step[step])

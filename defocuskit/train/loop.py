@@ -217,7 +217,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
     metrics = open(out / METRICS, "a") if accelerator.is_main_process else None  # noqa: SIM115
     bar = training_bar(t.max_steps, start, t.max_minutes, disable=not accelerator.is_main_process)
     t_start = t_log = time.time()
-    wait, losses, step = 0.0, [], start
+    wait, steps_here, step = 0.0, 0, start
     try:
         while step < t.max_steps:
             micro_batches = []
@@ -236,12 +236,13 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
             step += 1
             counter.step = step
             bar.update(1)
-            losses.append(stats[:, :-1].mean(0))
+            counter.window.append(stats[:, :-1].mean(0).double().tolist())
+            steps_here += 1
             stop = bool(stats[0, -1])
             if step % t.log_every == 0 or step == t.max_steps or stop:  # the last step is always logged
                 now = time.time()
-                images = len(losses) * t.grad_accum * recipe.data.batch_size * world
-                mean = torch.stack(losses).mean(0).tolist()
+                images = steps_here * t.grad_accum * recipe.data.batch_size * world
+                mean = np.mean(np.asarray(counter.window, dtype=np.float64), axis=0).tolist()  # steps since the last row
                 record = {"step": step, "loss": mean[0], "lr": lr,
                           "images_per_s": images / max(now - t_log, 1e-9), "data_wait_s": wait, "time": now}
                 if len(method.phases) > 1:
@@ -252,7 +253,9 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                     metrics.write(json.dumps(record) + "\n")
                     metrics.flush()
                 accelerator.log({k: record[k] for k in ("loss", "lr", "images_per_s", "data_wait_s")}, step=step)
-                t_log, wait, losses = now, 0.0, []
+                t_log, wait, steps_here = now, 0.0, 0
+                if step % t.log_every == 0:  # a row for the run's last step leaves its window to the resumed run
+                    counter.window = []
             if step % t.checkpoint_every == 0 and step < t.max_steps:
                 save_checkpoint(accelerator, net, recipe, step)
             if stop:

@@ -42,10 +42,12 @@ class CheckpointError(RuntimeError):
 
 
 class StepCounter:
-    """The number of optimizer steps taken."""
+    """The number of optimizer steps taken, and the losses of the steps since the last metrics row (saved in
+    checkpoints, so the first row after a resume averages the same steps as the uninterrupted run's)."""
 
     def __init__(self) -> None:
         self.step = 0
+        self.window: list[list[float]] = []
 
 
 def _scheduler_state(scheduler: Any) -> dict[str, Any]:
@@ -108,6 +110,7 @@ class LoopState:
             "format": FORMAT, "step": self.counter.step, "schedulers": {k: _scheduler_state(v) for k, v in self.schedulers.items()},
             "ema": {"decay": self.ema.decay, "num_updates": self.ema.num_updates},
             "data": self.position(self.counter.step),
+            "window": self.counter.window,
         }, indent=1))
 
     def load_hook(self, models: list, input_dir: str) -> None:
@@ -136,6 +139,7 @@ class LoopState:
         for phase, scheduler in self.schedulers.items():
             scheduler.load_state_dict({**state["schedulers"][phase], "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
         self.counter.step = int(state["step"])
+        self.counter.window = [list(map(float, row)) for row in state.get("window", [])]
         self.saved_data = state.get("data")
         rng = folder / RNG_FILE.format(rank=self.accelerator.process_index)
         if rng.is_file():
