@@ -25,14 +25,12 @@ from defocuskit.io.images import write_image
 
 H, W = 60, 80
 
-
 def _region(i: int) -> np.ndarray:
     """The blurred region of photo i (bool (H, W)), a different shape each time, 20-60 % of the pixels."""
     yy, xx = np.mgrid[:H, :W]
     shapes = [xx < W // 2, yy < H // 3, (yy - H / 2) ** 2 + (xx - W / 2) ** 2 < 22 ** 2, xx > 2 * W // 3,
               (xx < W // 2) & (yy < H // 2) | (yy > 3 * H // 4)]
     return shapes[i % len(shapes)]
-
 
 def _photo(i: int, blurred: np.ndarray) -> np.ndarray:
     """A textured RGB uint8 photo whose `blurred` pixels are Gaussian-blurred (sigma 3)."""
@@ -42,11 +40,9 @@ def _photo(i: int, blurred: np.ndarray) -> np.ndarray:
     soft = cv2.GaussianBlur(texture, (0, 0), 3)
     return np.where(blurred[..., None], soft, texture)
 
-
 def _mask(region: np.ndarray, white_is: str) -> np.ndarray:
     white = region if white_is == "blurred" else ~region
     return np.where(white, 255, 0).astype(np.uint8)
-
 
 def make_cuhk(root: Path, white_is: str, n: int = 5, image_dir: str = "image", ext: str = ".jpg",
               extras: bool = True) -> dict[str, np.ndarray]:
@@ -71,19 +67,15 @@ def make_cuhk(root: Path, white_is: str, n: int = 5, image_dir: str = "image", e
         write_image(root / "gt" / "out_of_focus0103.png", np.zeros((H + 4, W), np.uint8))
     return expected
 
-
 def ingest(*args: str) -> object:
     return CliRunner().invoke(app, ["ingest", "--workers", "0", *args])
-
 
 def samples_of(folder: Path) -> dict[str, dict]:
     return {s["key"]: s for s in reader.iter_samples(folder)}
 
-
 def rejects_of(folder: Path) -> dict[str, str]:
     lines = (folder / shards.REJECTS).read_text().splitlines()
     return {Path(r["file"]).name: r["reason"] for r in map(json.loads, lines)}
-
 
 @pytest.mark.parametrize("white_is, image_dir, ext", [("blurred", "image", ".jpg"), ("sharp", "images", ".JPG")])
 def test_auto_polarity_blur_maps_and_rejects(tmp_path, white_is, image_dir, ext):
@@ -123,7 +115,6 @@ def test_auto_polarity_blur_maps_and_rejects(tmp_path, white_is, image_dir, ext)
     assert "size mismatch" in reason and f"out_of_focus0103{ext}" in reason and f"{W}x{H + 4}" in reason
     assert len(rejects) == 6
 
-
 def test_white_is_option_forces_the_polarity(tmp_path):
     expected = make_cuhk(tmp_path / "cuhk", "blurred", n=3, extras=False)
     out = tmp_path / "out"
@@ -137,7 +128,6 @@ def test_white_is_option_forces_the_polarity(tmp_path):
     bad = ingest("--cuhk-blur", str(tmp_path / "cuhk"), "--out", str(tmp_path / "x"), "--cuhk-white-is", "white")
     assert bad.exit_code != 0
 
-
 def test_wrong_layout_fails_before_any_work(tmp_path):
     write_image(tmp_path / "ded" / "sharp" / "sharp_1.jpg", _photo(0, _region(0)))
     write_image(tmp_path / "ded" / "image" / "image_1.jpg", _photo(0, _region(0)))
@@ -148,7 +138,6 @@ def test_wrong_layout_fails_before_any_work(tmp_path):
     assert f"--cuhk-blur {tmp_path / 'ded'}" in text and "image/ (or images/) and gt/" in text
     assert "no gt/" in text and "found image/ (1 file), sharp/ (1 file)" in text and "DED (--ded)" in text
     assert not list(out.glob("*.tar")) and not (out / reader.MANIFEST).exists()
-
 
 def test_ambiguous_or_missing_evidence_asks_for_the_option(tmp_path):
     root = tmp_path / "mixed"
@@ -166,7 +155,6 @@ def test_ambiguous_or_missing_evidence_asks_for_the_option(tmp_path):
     assert result.exit_code == 1 and "only 2 photo(s)" in " ".join(result.output.split())
     ok = ingest("--cuhk-blur", str(few), "--out", str(tmp_path / "c"), "--cuhk-white-is", "blurred")
     assert ok.exit_code == 0, ok.output
-
 
 def test_test_fraction_splits_deterministically(tmp_path):
     make_cuhk(tmp_path / "cuhk", "blurred", n=12, extras=False)
@@ -186,7 +174,6 @@ def test_test_fraction_splits_deterministically(tmp_path):
     assert ingest("--cuhk-blur", str(tmp_path / "cuhk"), "--out", str(tmp_path / "c"),
                   "--cuhk-test-fraction", "1.0").exit_code != 0
 
-
 def test_decode_sample_round_trip_and_missing_members():
     blur = _photo(0, _region(0))
     mask = np.where(_region(0), 255, 0).astype(np.uint8)
@@ -201,7 +188,6 @@ def test_decode_sample_round_trip_and_missing_members():
         with pytest.raises(reader.ShardError, match="sample cuhk-blur/y: no sharp.png"):
             reader.decode_sample({"__key__": "cuhk-blur/y", "json": b"{}", **partial})
 
-
 def test_postprocess_keeps_blur_maps_aligned_and_binary():
     mask = np.where(_region(2), 255, 0).astype(np.uint8)
     s = Sample(key="cuhk-blur/a", sharp=None, blur=_photo(0, _region(2)), meta={}, blurmask=mask)
@@ -210,7 +196,6 @@ def test_postprocess_keeps_blur_maps_aligned_and_binary():
     for p in out:
         assert p.sharp is None and p.blur.dtype == np.uint16 and p.blurmask.shape == p.blur.shape[:2] == (16, 16)
         assert set(np.unique(p.blurmask)) <= {0, 255}
-
 
 def test_mixed_folder_evaluates_inspects_and_streams(tmp_path):
     from defocuskit.config.recipe import DataConfig
@@ -247,3 +232,31 @@ def test_mixed_folder_evaluates_inspects_and_streams(tmp_path):
     usable = [e.key for url in stream.urls for e in stream.usable(url)]
     assert sorted(usable) == ["realdof/test/000", "realdof/test/001"]
     assert {s["key"] for _, s in zip(range(4), stream)} <= set(usable)
+
+def test_names_that_differ_in_dots_spaces_or_encoding_stay_distinct_keys(tmp_path):
+    import os
+
+    from defocuskit.data.pairs import key_part
+
+    assert key_part("out_of_focus0001") == "out_of_focus0001"  # safe names are kept as they are
+    keys = {key_part(n) for n in ("a b", "a_b", "a.b", "a  b", " a b")}
+    assert len(keys) == 5 and all("." not in k and " " not in k for k in keys)
+    raw_name = b"caf\xe9".decode("utf-8", "surrogateescape")  # a Latin-1 file name on a UTF-8 system
+    assert key_part(raw_name).startswith("caf-") and key_part(raw_name).encode("utf-8")
+
+    root = tmp_path / "cuhk"
+    make_cuhk(root, "blurred", n=3, extras=False)
+    for i, stem in enumerate(("a b", "a_b", "a.b")):
+
+        write_image(root / "image" / f"{stem}.jpg", _photo(i, _region(i)))
+        write_image(root / "gt" / f"{stem}.png", _mask(_region(i), "blurred"))
+    latin1 = os.fsencode(root / "image") + b"/caf\xe9.jpg"
+    with open(latin1, "wb") as f:
+        f.write((root / "image" / "a_b.jpg").read_bytes())
+    with open(os.fsencode(root / "gt") + b"/caf\xe9.png", "wb") as f:
+        f.write((root / "gt" / "a_b.png").read_bytes())
+    result = ingest("--cuhk-blur", str(root), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    keys = sorted(samples_of(tmp_path / "out"))
+    assert len(keys) == 7 and len(set(keys)) == 7, keys  # 3 + a b, a_b, a.b + the Latin-1 name
+    assert all(k.encode("utf-8") for k in keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -38,9 +39,21 @@ def split_for(source: str, scene: str, opts: IngestOptions) -> str:
     return "test" if u < opts.test_fraction else "train"
 
 
+KEY_HASH_CHARS = 6  # hex digits of the name's hash appended to a key component that had to be changed
+
+
 def key_part(text: str) -> str:
-    """A webdataset-safe key component: no dots (webdataset splits member names at the first dot)."""
-    return re.sub(r"[.\s]+", "_", text.strip()).strip("_") or "_"
+    """A webdataset-safe key component, distinct for distinct names: `text` itself when it is safe, else its
+    safe form, '-' and a short hash of the name. Safe: no dots (webdataset splits member names at the first
+    dot), no white space, nothing that is not text (the undecodable bytes of a non-UTF-8 file name, control
+    characters); so `a b`, `a_b` and `a.b` stay three keys, and every key is valid UTF-8."""
+    name = unicodedata.normalize("NFC", text)
+    safe = "".join("_" if unicodedata.category(c) in ("Cs", "Cc", "Cf", "Co", "Cn") else c for c in name)
+    safe = re.sub(r"[.\s]+", "_", safe).strip("_") or "_"
+    if safe == text:
+        return safe
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:KEY_HASH_CHARS]
+    return f"{safe}-{digest}"
 
 
 def list_images(folder: Path, extensions: Iterable[str]) -> list[Path]:

@@ -23,9 +23,7 @@ same keys on every run and machine.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +42,6 @@ RASTER = {".tif": 1, ".tiff": 1, ".png": 2, ".jpg": 3, ".jpeg": 3, ".webp": 4, "
 SHOT_EXTENSIONS = RAW_EXTENSIONS | RASTER_EXTENSIONS
 # photo formats the source cannot decode: rejected by name rather than ignored
 UNSUPPORTED_EXTENSIONS = {".heic", ".heif", ".hif", ".avif", ".jxl", ".jp2", ".j2k"}
-HASH_CHARS = 6
 _SHOT_META = ("f_number", "exposure_s", "iso", "focal_length_mm", "camera", "lens", "focus_distance_m")
 
 
@@ -66,13 +63,8 @@ class Shot:
 
 
 def safe_name(name: str) -> str:
-    """`name` as a key component: itself when it is safe already, else its safe form, '-' and a short
-    hash of the name (so names differing only in dots or white space stay distinct)."""
-    name = unicodedata.normalize("NFC", name)
-    safe = key_part(name)
-    if safe == name:
-        return safe
-    return f"{safe}-{hashlib.sha256(name.encode()).hexdigest()[:HASH_CHARS]}"
+    """`name` as a key component (`pairs.key_part`: itself when safe, else its safe form and a short hash)."""
+    return key_part(name)
 
 
 def _scene_name(folder: Path, root: Path) -> str:
