@@ -59,7 +59,7 @@ def test_checkpoint_holds_no_pickle_of_ours(base_run):
     assert state["data"]["batch"] == 4 and state["data"]["workers"][0]["delivered"] == 4 * 4
 
 
-PLANT = ["model.safetensors", "optimizer.bin", "random_states_0.pkl", LOOP_STATE, EMA_FILE,
+PLANT = ["model.safetensors", "optimizer.bin", "pytorch_model.bin", "random_states_0.pkl", LOOP_STATE, EMA_FILE,
          "rng-rank0.safetensors", "recipe.json", "custom_checkpoint_0.pkl", "custom_checkpoint_2.pkl", "*"]
 
 
@@ -70,6 +70,8 @@ def test_planted_pickle_is_refused_or_ignored_never_run(target, base_run, shards
     (_, ckpt), = list_checkpoints(run)
     marker = tmp_path / "pwned"
     names = [p.name for p in ckpt.iterdir()] + ["custom_checkpoint_0.pkl"] if target == "*" else [target]
+    if target == "pytorch_model.bin":  # in place of the weights: Accelerate reads it with torch.load
+        (ckpt / "model.safetensors").unlink()
     for name in names:
         path = ckpt / name
         if name.endswith((".bin", ".pkl")):
@@ -88,6 +90,8 @@ def test_planted_pickle_is_refused_or_ignored_never_run(target, base_run, shards
         assert outcome != "ran" and ("cannot resume" in outcome or "not a readable" in outcome), outcome
     if target.startswith("custom_checkpoint"):
         assert "pickled state" in outcome and target in outcome
+    if target in ("optimizer.bin", "pytorch_model.bin"):  # the refused file is the one named
+        assert f": {target} holds objects other than tensors" in outcome, outcome
 
 
 # --------------------------------------------------------------------------------------- the stream

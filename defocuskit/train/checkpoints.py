@@ -96,13 +96,30 @@ def load_checkpoint(accelerator: Any, checkpoint: Path) -> None:
     except CheckpointError as e:
         raise TrainingError(f"cannot resume: {e}") from None
     except pickle.UnpicklingError:
+        culprit = _unsafe_pickle(checkpoint)
         raise TrainingError(
-            f"cannot resume from {checkpoint}: its optimizer.bin holds objects other than tensors and plain "
-            f"containers; refused (read with torch.load(weights_only=True), which runs no code). {advice}"
+            f"cannot resume from {checkpoint}: {culprit or 'a pickled file in it'} holds objects other than tensors "
+            f"and plain containers; refused (read with torch.load(weights_only=True), which runs no code). {advice}"
         ) from None
     except Exception as e:  # a damaged or altered checkpoint: refuse, naming it, whatever the library raised
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise TrainingError(f"cannot resume from {checkpoint}: {type(e).__name__}: {reason}. {advice}") from None
+
+
+def _unsafe_pickle(checkpoint: Path) -> str | None:
+    """The name of the first pickled file in `checkpoint` that the restricted unpickler refuses, or None."""
+    import pickle
+
+    import torch
+
+    for path in sorted(p for p in checkpoint.iterdir() if p.suffix in (".bin", ".pkl", ".pt", ".pth")):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            return path.name
+        except Exception:  # damaged in another way: not what was refused
+            continue
+    return None
 
 
 def check_data_position(accelerator: Any, saved: dict[str, Any] | None, stream: ShardStream, batch: int) -> None:
