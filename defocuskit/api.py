@@ -27,7 +27,7 @@ from defocuskit.inference.restore import resolve_sampler, restore_image, sampler
 from defocuskit.inference.tiling import TilingOptions
 from defocuskit.io import hub
 from defocuskit.io.devices import resolve_device
-from defocuskit.io.images import from_float
+from defocuskit.io.images import MAX_PIXELS_ENV, from_float, max_pixels
 
 Image = np.ndarray | torch.Tensor
 FLOAT_TOLERANCE = 1e-3  # float inputs may stray this far outside [0, 1] (resampling, rounding); they are clipped
@@ -66,8 +66,20 @@ def _to_unit(arr: np.ndarray, dtype_name: str) -> np.ndarray:
     return np.clip(x, 0.0, 1.0)
 
 
+def _check_pixels(height: int, width: int) -> None:
+    """ValueError for an image above the pixel limit (io.images.max_pixels), before any copy is made."""
+    limit = max_pixels()
+    if limit > 0 and height * width > limit:
+        raise ValueError(f"image: {width}x{height} ({height * width / 1e6:.0f} MP) is above the limit of "
+                         f"{limit / 1e6:.0f} MP; set ${MAX_PIXELS_ENV} to a larger number (or 0) to deblur it")
+
+
 def _read_input(image: Image) -> tuple[np.ndarray, _Layout]:
     """(B, H, W, C) float32 in [0, 1] and the layout of `image` (numpy HxW / HxWxC, tensor CHW / BCHW)."""
+    if isinstance(image, (np.ndarray, torch.Tensor)) and len(image.shape) >= 2:
+        channels_last = isinstance(image, np.ndarray)
+        h, w = (image.shape[0], image.shape[1]) if channels_last else (image.shape[-2], image.shape[-1])
+        _check_pixels(int(h), int(w))
     if isinstance(image, np.ndarray):
         shape = image.shape
         if image.ndim == 2:

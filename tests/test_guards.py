@@ -107,3 +107,20 @@ def test_model_metadata_is_checked_against_the_weights_before_allocating(tmp_pat
     with pytest.raises(ValueError, match=r"jdrl\.safetensors: the file says it holds a 'jdrl' model but its recipe is "
                                          r"for 'nafnet'"):
         load_model(mislabelled, expect_method="jdrl")
+
+
+def test_api_deblur_refuses_an_image_above_the_pixel_limit_before_copying_it(monkeypatch, tmp_path):
+    import torch
+
+    import defocuskit
+    from test_infer import _export_nafnet
+
+    model = defocuskit.load(_export_nafnet(tmp_path / "m.safetensors"), device="cpu")
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (20000, 20000, 3))  # 1.2 GB as a real array; a view here
+    with pytest.raises(ValueError, match=r"image: 20000x20000 \(400 MP\) is above the limit of 200 MP"):
+        model.deblur(huge)
+    monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "100")
+    with pytest.raises(ValueError, match=r"image: 16x8 .*DEFOCUSKIT_MAX_PIXELS"):
+        model.deblur(torch.zeros(3, 8, 16))
+    monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "200")
+    assert model.deblur(np.zeros((8, 16, 3), np.uint8)).shape == (8, 16, 3)
