@@ -201,3 +201,25 @@ def test_registration_quality_identity_flat_and_shapes(vabd_ref):
     assert registration_quality(flat, flat)["score"] is None
     with pytest.raises(ValueError, match="shapes"):
         registration_quality(flat, flat[:32])
+
+
+@pytest.mark.parametrize(("scale", "angle", "needle"),
+                         [(1.12, 0.0, r"scale 1\.1\d\d"), (1.0, 6.0, r"rotation -?[56]\.\d\d deg")])
+def test_a_warp_beyond_a_tripod_bracket_is_refused_however_well_it_fits(photo, scale, angle, needle):
+    ref = photo("VABD/train/input/0002.JPG")
+    h, w = ref.shape[:2]
+    shot = cv2.warpAffine(photo("VABD/train/2_8/0002.JPG"), cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale),
+                          (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    with pytest.raises(RegistrationError, match=rf"implausible warp for a tripod bracket \({needle}"):
+        align(shot, ref)
+
+
+def test_real_brackets_move_as_tripod_brackets_do(photo):
+    from defocuskit.data.register import tripod_motion
+
+    for moving, reference in (("EBB/train/target/2977.jpg", "EBB/train/input/2977.jpg"),
+                              ("VABD/train/1_8/0001.JPG", "VABD/train/input/0001.JPG")):
+        ref = photo(reference)
+        _, record = align(photo(moving), ref)  # accepted: within the bracket's limits
+        motion = tripod_motion(np.array(record["matrix"]), (ref.shape[1], ref.shape[0]))
+        assert abs(motion["scale"] - 1) < 0.01 and abs(motion["rotation_deg"]) < 1.0 and motion["shift"] < 0.01

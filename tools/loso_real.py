@@ -92,6 +92,8 @@ def main() -> None:
     ap.add_argument("--k-fractions", default="0.02,0.043,0.09")
     ap.add_argument("--render-f-numbers", default="1.8,2.8,4,5.6,8")
     ap.add_argument("--builtin", action="store_true", help="train on the built-in synthetic stacks too")
+    ap.add_argument("--render-arg", dest="render_args", action="append", default=[],
+                    help="extra `ingest --render` argument, e.g. --render-arg=--no-render-noise (repeatable)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
     args = ap.parse_args()
     if args.out.exists():
@@ -109,7 +111,7 @@ def main() -> None:
             dst = fold / f"render-k{frac:g}"
             t_ingest += run([*exe, "ingest", "--render", str(photos), "--out", str(dst), "--max-side", str(args.size),
                              "--render-coc-scale", f"{frac * args.size:.3f}", "--render-f-numbers", args.render_f_numbers,
-                             "--split-by", "train", "--seed", str(int(frac * 1000)), "--workers", "1"],
+                             "--split-by", "train", "--seed", str(int(frac * 1000)), "--workers", "1", *args.render_args],
                             fold / f"ingest-k{frac:g}.log", env)
             shards.append(str(dst))
         if args.builtin:
