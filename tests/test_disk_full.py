@@ -111,7 +111,7 @@ def test_eval_on_a_full_disk_is_one_line_and_keeps_the_previous_report(tmp_path)
 
 
 def test_the_disk_looked_at_first_is_the_one_written_to():
-    from defocuskit.cli.app import _output_paths
+    from defocuskit.cli.options import output_paths as _output_paths
 
     assert _output_paths(["ingest", "--raw-dir", "photos", "--out", "shards", "--workers", "2"])[0] == "shards"
     assert _output_paths(["train", "nafnet-tiny", "output_dir=/runs/a", "data.train=s"])[0] == "/runs/a"

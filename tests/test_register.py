@@ -215,7 +215,7 @@ def test_a_warp_beyond_a_tripod_bracket_is_refused_however_well_it_fits(photo, s
 
 
 def test_real_brackets_move_as_tripod_brackets_do(photo):
-    from defocuskit.data.register import tripod_motion
+    from defocuskit.data.bracket import tripod_motion
 
     for moving, reference in (("EBB/train/target/2977.jpg", "EBB/train/input/2977.jpg"),
                               ("VABD/train/1_8/0001.JPG", "VABD/train/input/0001.JPG")):

@@ -383,30 +383,17 @@ def pseudo_coc_cmd(
     typer.echo(f"{manifest['counts']['samples']} samples with pseudo coc.png in {out}")
 
 
-def _output_paths(argv: list[str]) -> list[str]:
-    """The paths a command line writes to (--out, --report, --save-images, --sheet, output_dir=), then its
-    other arguments: where a full disk is looked for first."""
-    outputs, others = [], []
-    for i, arg in enumerate(argv):
-        if arg in ("--out", "--report", "--save-images", "--sheet") and i + 1 < len(argv):
-            outputs.append(argv[i + 1])
-        elif arg.startswith(("--out=", "--report=", "--save-images=", "--sheet=", "output_dir=")):
-            outputs.append(arg.split("=", 1)[1])
-        elif not arg.startswith("-"):
-            others.append(arg)
-    return outputs + others
-
-
 def main() -> None:
     """Console-script entry point; a full disk anywhere is one line naming the path and its disk (exit 1)."""
     import sys
 
+    from defocuskit.cli.options import output_paths
     from defocuskit.io.atomic import disk_full_line
 
     try:
         app()
     except Exception as exc:
-        line = disk_full_line(exc, _output_paths(sys.argv[1:]))
+        line = disk_full_line(exc, output_paths(sys.argv[1:]))
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)

@@ -57,3 +57,17 @@ def print_version(value: bool) -> None:
             torch = "not installed"
         typer.echo(f"defocuskit {__version__} (torch {torch})")
         raise typer.Exit()
+
+
+def output_paths(argv: list[str]) -> list[str]:
+    """The paths a command line writes to (--out, --report, --save-images, --sheet, output_dir=), then its
+    other arguments: where a full disk is looked for first."""
+    outputs, others = [], []
+    for i, arg in enumerate(argv):
+        if arg in ("--out", "--report", "--save-images", "--sheet") and i + 1 < len(argv):
+            outputs.append(argv[i + 1])
+        elif arg.startswith(("--out=", "--report=", "--save-images=", "--sheet=", "output_dir=")):
+            outputs.append(arg.split("=", 1)[1])
+        elif not arg.startswith("-"):
+            others.append(arg)
+    return outputs + others

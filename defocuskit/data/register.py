@@ -20,7 +20,7 @@ tile. It is the lower of
 Both methods (ecc, homography) report the same scores, so one threshold serves both.
 
 Before any score, the warp must be one a tripod bracket can make (`tripod_motion`: scale within 4 %,
-rotation 1.5 deg, anisotropy 5 %, shift 5 % of the long side, little perspective); beyond it the pair is
+rotation 1.5 deg, anisotropy 5 %, shift 5 % of the long side, little perspective: `bracket`); beyond it the pair is
 refused as a wrong match (another scene, a repeated texture) whatever its correlation.
 """
 
@@ -31,6 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from defocuskit.data.bracket import beyond_bracket
 from defocuskit.io.images import linear_to_srgb, srgb_to_linear
 
 _MOTIONS = {
@@ -54,15 +55,6 @@ _Q_FAILING = 0.6  # tiles below this correlation are searched for displaced cont
 _Q_MOVED_CORR, _Q_MOVED_GAIN = 0.8, 0.25  # content found elsewhere: correlation there, and gain over in place
 _Q_MAX_DISPLACED = 0.05  # share of textured evidence found displaced that drives the score to 0
 _Q_SEARCH_LIMIT = 0.4  # above this share of failing tiles the consistency is low anyway: no search
-
-
-# What a tripod bracket can do between two shots (focus breathing, a nudged head, a settling tripod); a warp
-# beyond it is a wrong match (another scene, a repeated texture), not a registration to apply.
-_TRIPOD_SCALE = 0.04  # |scale - 1|: focus breathing of photo lenses stays within a few per cent
-_TRIPOD_ROTATION_DEG = 1.5
-_TRIPOD_SHEAR = 0.05  # anisotropy of the linear part (an affine fit across bokeh absorbs a little)
-_TRIPOD_SHIFT = 0.05  # shift of the frame centre, as a share of the long side
-_TRIPOD_PERSPECTIVE = 0.02  # change of scale across the frame from the projective terms
 
 
 class RegistrationError(RuntimeError):
@@ -191,40 +183,6 @@ def _check_plausible(m: np.ndarray) -> None:
     det = float(np.linalg.det(a))
     if not np.all(np.isfinite(m)) or not 0.5 < det < 2.0:
         raise RegistrationError(f"implausible warp (area scale {det:.3g})")
-
-
-def tripod_motion(m: np.ndarray, size: tuple[int, int]) -> dict[str, float]:
-    """The motion a full-resolution warp `m` (reference -> moving) describes for a frame of `size` (w, h):
-    scale, rotation (degrees), shear (anisotropy and skew), shift of the frame centre (share of the long
-    side), perspective (change of scale across the frame)."""
-    full = _to_3x3(np.asarray(m, dtype=np.float64))
-    w, h = size
-    a = full[:2, :2]
-    u, sv, vt = np.linalg.svd(a)
-    rot = u @ vt
-    centre = np.array([(w - 1) / 2, (h - 1) / 2, 1.0])
-    moved = full @ centre
-    moved = moved[:2] / moved[2]
-    return {"scale": float(np.sqrt(abs(np.linalg.det(a)))),
-            "rotation_deg": float(np.degrees(np.arctan2(rot[1, 0], rot[0, 0]))),
-            "shear": float(sv[0] / max(sv[1], 1e-12) - 1.0),  # anisotropy: 0 for a similarity
-            "shift": float(np.hypot(*(moved - centre[:2])) / max(w, h)),
-            "perspective": float(np.hypot(full[2, 0], full[2, 1]) * max(w, h))}
-
-
-def _check_tripod(m: np.ndarray, size: tuple[int, int]) -> None:
-    """RegistrationError naming the motion when `m` is beyond what a tripod bracket does (module constants)."""
-    mo = tripod_motion(m, size)
-    beyond = [f"scale {mo['scale']:.3f}" if abs(mo["scale"] - 1.0) > _TRIPOD_SCALE else "",
-              f"rotation {mo['rotation_deg']:.2f} deg" if abs(mo["rotation_deg"]) > _TRIPOD_ROTATION_DEG else "",
-              f"shear {mo['shear']:.3f}" if mo["shear"] > _TRIPOD_SHEAR else "",
-              f"shift {100 * mo['shift']:.1f} % of the frame" if mo["shift"] > _TRIPOD_SHIFT else "",
-              f"perspective {mo['perspective']:.3f}" if mo["perspective"] > _TRIPOD_PERSPECTIVE else ""]
-    beyond = [b for b in beyond if b]
-    if beyond:
-        raise RegistrationError(f"implausible warp for a tripod bracket ({', '.join(beyond)}; a bracket stays "
-                                f"within scale +-{100 * _TRIPOD_SCALE:g} %, {_TRIPOD_ROTATION_DEG:g} deg, shift "
-                                f"{100 * _TRIPOD_SHIFT:g} %): another scene or a wrong match")
 
 
 def _coverage(m: np.ndarray, ref_size: tuple[int, int], mov_size: tuple[int, int]) -> float:
@@ -393,7 +351,9 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
     quality = registration_quality(ref_w, _warp(mov_w, warp, size), valid)
     score = raw if quality["score"] is None else quality["score"]
     full = _rescale(warp, scale)
-    _check_tripod(full, (w, h))
+    beyond = beyond_bracket(full, (w, h))
+    if beyond:
+        raise RegistrationError(beyond)
     out = _warp(np.ascontiguousarray(moving, dtype=np.float32), full, (w, h))
     blur = quality["matched_blur"]
     record.update({
