@@ -243,13 +243,14 @@ def test_cli_render_options_reach_ingest(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and all(f"'{k}'" in bad.output for k in ("metric", "relative", "inverse"))
     result = runner.invoke(app, ["ingest", "--out", str(tmp_path / "o"), "--render", str(tmp_path), "--render-depth",
                                  "inverse", "--render-f-numbers", "2,4", "--render-coc-scale", "12", "--render-focus",
-                                 "sample", "--no-render-noise", "--render-jpeg", "90", "--render-metric-scale", "0.001"])
+                                 "sample", "--no-render-noise", "--render-jpeg", "90", "--render-metric-scale", "0.001",
+                                 "--render-noise-photons", "40000"])
     assert result.exit_code == 1 and "stop here" in result.output
     o = seen["opts"]
     assert seen["sources"] == {"render": tmp_path} and type(o.render_depth_kind) is str
     assert (o.render_depth_kind, o.render_f_numbers, o.render_coc_scale, o.render_focus, o.render_noise,
-            o.render_jpeg_quality, o.render_ref_f_number, o.render_metric_scale) == (
-        "inverse", (2.0, 4.0), 12.0, "sample", False, 90, 16.0, 0.001)
+            o.render_jpeg_quality, o.render_ref_f_number, o.render_metric_scale, o.render_noise_photons) == (
+        "inverse", (2.0, 4.0), 12.0, "sample", False, 90, 16.0, 0.001, 40000.0)
     assert not (tmp_path / "o").exists()
 
 
@@ -270,3 +271,15 @@ def test_a_vabd_folder_renders_as_shipped_from_its_f16_references(real_fixture_r
         assert np.abs(signed_coc(wide)).mean() > 4 * np.abs(signed_coc(narrow)).mean() > 0
         assert sharpness(wide["blur"]) < 0.9 * sharpness(narrow["blur"])
         assert sharpness(narrow["blur"]) <= sharpness(wide["sharp"]) + 1e-3  # f/8 adds about 1 px here, or nothing
+
+
+def test_the_noise_level_follows_the_photon_count(tmp_path):
+    root = make_folder(tmp_path / "photos")
+    shots = {}
+    for photons in (None, 400.0, 40000.0):  # None: no noise
+        out = tmp_path / f"out{photons}"
+        run_ingest({"render": root}, opts(out, render_noise=photons is not None, render_noise_photons=photons or 1.0,
+                                          render_f_numbers=(8.0,)), progress=False)
+        shots[photons] = next(v for k, v in samples(out).items() if "near" in k)["blur"].astype(np.float64)
+    spread = {p: float((shots[p] - shots[None]).std()) for p in (400.0, 40000.0)}
+    assert spread[400.0] > 3 * spread[40000.0] > 0, spread  # 100x the photons: a tenth of the shot noise (+ read noise)

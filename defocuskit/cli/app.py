@@ -63,6 +63,7 @@ def ingest_cmd(
     render_metric_scale: float = typer.Option(65.535, "--render-metric-scale", help="--render, metric depth: metres per decoded unit (a 16-bit PNG in mm: 65.535)."),
     render_focus: str = typer.Option("auto", "--render-focus", help="--render: auto (focal/ mask where there is one, else a seeded depth percentile) | mask | sample | a depth value."),
     render_noise: bool = typer.Option(True, "--render-noise/--no-render-noise", help="--render: sensor noise on the rendered shots."),
+    render_noise_photons: float = typer.Option(4000.0, "--render-noise-photons", min=1.0, help="--render: photons at full scale of the sensor noise (more photons, less noise)."),
     render_jpeg: Optional[int] = typer.Option(None, "--render-jpeg", min=1, max=100, help="--render: JPEG round trip at this quality."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Decoding and registration: {WORKERS_HELP}."),
     shard_size: int = typer.Option(64, "--shard-size", help="Source pairs per shard."),
@@ -120,7 +121,7 @@ def ingest_cmd(
         render_ref_f_number=render_ref_f_number, render_coc_scale=render_coc_scale,
         render_focal_length_mm=render_focal_length, render_sensor_width_mm=render_sensor_width,
         render_metric_scale=render_metric_scale,
-        render_focus=render_focus, render_noise=render_noise, render_jpeg_quality=render_jpeg,
+        render_focus=render_focus, render_noise=render_noise, render_noise_photons=render_noise_photons, render_jpeg_quality=render_jpeg,
     )
     console = Console()
     try:
@@ -195,10 +196,9 @@ def train_cmd(
             model = method.build(resolved.model, resolved.objective, False)
             typer.echo(f"# {method.name}: parameters\n" + "\n".join(f"#{line}" for line in format_counts(parameter_counts(model)).splitlines()))
             return
+        from defocuskit.data.reader import ShardError, shard_error_line
         from defocuskit.train.checks import TrainingError
         from defocuskit.train.loop import train
-
-        from defocuskit.data.reader import ShardError, shard_error_line
 
         try:
             path = train(resolved, resume=not no_resume)
@@ -385,16 +385,6 @@ def pseudo_coc_cmd(
 
 def main() -> None:
     """Console-script entry point; a full disk anywhere is one line naming the path and its disk (exit 1)."""
-    import sys
+    from defocuskit.cli.options import run_reporting_disk_full
 
-    from defocuskit.cli.options import output_paths
-    from defocuskit.io.atomic import disk_full_line
-
-    try:
-        app()
-    except Exception as exc:
-        line = disk_full_line(exc, output_paths(sys.argv[1:]))
-        if line is None:
-            raise
-        print(f"error: {line}", file=sys.stderr)
-        sys.exit(1)
+    run_reporting_disk_full(app)

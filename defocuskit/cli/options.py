@@ -1,10 +1,10 @@
 """The command line's shared option types: choices as enums built from the constants the code checks
-against (one list each), and the help texts several commands share."""
+against (one list each), the help texts several commands share, and the entry point's disk-full handling."""
 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import typer
 
@@ -71,3 +71,19 @@ def output_paths(argv: list[str]) -> list[str]:
         elif not arg.startswith("-"):
             others.append(arg)
     return outputs + others
+
+
+def run_reporting_disk_full(app: Any) -> None:
+    """Run the Typer `app`; an exception a full disk caused becomes one line on stderr and exit 1."""
+    import sys
+
+    from defocuskit.io.atomic import disk_full_line
+
+    try:
+        app()
+    except Exception as exc:
+        line = disk_full_line(exc, output_paths(sys.argv[1:]))
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)

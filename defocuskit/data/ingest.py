@@ -191,8 +191,8 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
         raise IngestError(str(exc)) from None
 
 
-def _run_plan(out: Path, opts: IngestOptions, sources: Mapping[str, Path], progress: bool, tasks: list[Task], groups: list[Group], plan: dict[str, str],
-              options: dict[str, Any], listing: dict[str, Any], listing_rejects: list[dict[str, Any]],
+def _run_plan(out: Path, opts: IngestOptions, sources: Mapping[str, Path], progress: bool, tasks: list[Task],
+              groups: list[Group], plan: dict[str, str], options: dict[str, Any], listing: dict[str, Any], listing_rejects: list[dict[str, Any]],
               stamps: Stamps, t0: float) -> dict:
     """`run_ingest` once the folder is held and checked: write what is pending, manifest, prune."""
     old = shards.read_record(out, listing["name"])

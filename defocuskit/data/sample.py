@@ -126,5 +126,6 @@ class IngestOptions:
     render_metric_scale: float = 65.535  # metric depth: metres per decoded unit (16-bit PNG in mm: 65.535)
     render_focus: str = "auto"  # "auto" (mask where focal/ has one, else sampled), "mask", "sample", or a depth value
     render_noise: bool = True  # Poisson-Gaussian sensor noise on the rendered shot
+    render_noise_photons: float = 4000.0  # photons at full scale (the noise level: more photons, less noise)
     render_highlights: float = 8.0  # clipped highlights boosted up to this gain in linear light (1 = off)
     render_jpeg_quality: int | None = None  # JPEG round trip of both images at this quality (None: none)

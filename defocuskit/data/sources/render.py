@@ -235,7 +235,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     if f_number is not None:
         rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(task.key) & 0xFFFFFFFF])
         shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
-        noise = SensorNoise() if opts.render_noise else None
+        noise = SensorNoise(photons_at_white=float(opts.render_noise_photons)) if opts.render_noise else None
         blur = from_float(encode(add_noise(shot, rng, noise), jpeg), bits)
         coc = (unit / float(f_number)).astype(np.float32)
     metric = opts.render_depth_kind == "metric"
