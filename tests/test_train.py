@@ -281,3 +281,14 @@ def test_metrics_rows_after_a_resume_are_the_uninterrupted_runs_when_log_every_d
     by_step = dict(split)
     for step, loss in whole:
         assert abs(by_step[step] - loss) <= 1e-6 * max(1.0, abs(loss)), (step, loss, by_step[step])
+
+
+def test_mixed_precision_comes_from_accelerate_unless_the_recipe_sets_it(shards, tmp_path):
+    env = {**ENV, "ACCELERATE_MIXED_PRECISION": "bf16"}  # what `accelerate launch --mixed_precision bf16` sets
+    proc = cli(f"data.train={shards}", f"output_dir={tmp_path / 'auto'}", "train.max_steps=4", "train.log_every=1",
+               env=env)
+    assert "mixed precision: bf16 (from Accelerate" in proc.stdout + proc.stderr
+    assert all(np.isfinite(list(losses(tmp_path / "auto").values())))  # bf16 autocast trains on a CPU
+    proc = cli(f"data.train={shards}", f"output_dir={tmp_path / 'fp32'}", "train.max_steps=2",
+               "train.mixed_precision=no", env=env)
+    assert "mixed precision: no (the recipe's train.mixed_precision)" in proc.stdout + proc.stderr

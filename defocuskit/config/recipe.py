@@ -46,7 +46,7 @@ class OptimConfig:
 class TrainConfig:
     max_steps: int = 1000
     grad_accum: int = 1
-    mixed_precision: str = "no"  # "no", "fp16", "bf16"
+    mixed_precision: str = "auto"  # "auto" (Accelerate's: `accelerate launch --mixed_precision`, its config), "no", "fp16", "bf16"
     ema_decay: float = 0.999
     checkpoint_every: int = 500
     keep_checkpoints: int = 2

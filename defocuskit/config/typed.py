@@ -70,6 +70,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
+        if value is False:  # YAML 1.1 reads an unquoted `no` (train.mixed_precision=no) as false
+            return "no"
         raise RecipeError(f"{key}: expected a string, got {value!r}")
     raise RecipeError(f"{key}: unsupported type {tp}")
 

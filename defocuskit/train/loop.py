@@ -93,10 +93,15 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
         from accelerate.utils import DistributedDataParallelKwargs
 
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    explicit = t.mixed_precision != "auto"  # else Accelerate decides: the launcher's flag, its config, the env
     accelerator = Accelerator(
-        gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision,
+        gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision if explicit else None,
         log_with=t.log_with, project_dir=str(out), kwargs_handlers=handlers,
     )
+    accelerator.print(f"mixed precision: {accelerator.mixed_precision} ("
+                      + ("the recipe's train.mixed_precision" if explicit else
+                         "from Accelerate: `accelerate launch --mixed_precision`, `accelerate config` or "
+                         "ACCELERATE_MIXED_PRECISION; the recipe's train.mixed_precision is auto") + ")")
     if not accelerator.is_main_process:
         return _train(recipe, resume, method, urls, checkpoints, accelerator)
     try:
