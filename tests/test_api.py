@@ -415,6 +415,23 @@ def test_push_to_hub_uploads_the_folder(nafnet, files, tmp_path, monkeypatch) ->
     assert calls["bytes"] == files["nafnet"].read_bytes()
 
 
+def test_push_to_hub_offline_is_one_line(nafnet, monkeypatch) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    class OfflineApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            raise OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    with pytest.raises(ConnectionError, match=r"^push_to_hub\('me/x'\): HF_HUB_OFFLINE is set \(offline mode\)") as info:
+        nafnet.push_to_hub("me/x")
+    assert "\n" not in str(info.value) and info.value.__cause__ is None
+
+
 def test_from_pretrained_hub_id_reads_the_snapshot(nafnet, tmp_path, monkeypatch) -> None:
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError

@@ -252,10 +252,23 @@ def _eval_section(ev: dict[str, Any] | None) -> list[str]:
 
 def push_folder(folder: Path, repo_id: str, *, private: bool = False, token: str | bool | None = None,
                 commit_message: str = "Upload defocuskit model") -> Any:
-    """Create the Hub model repo if needed and upload `folder` to it; returns huggingface_hub's CommitInfo."""
+    """Create the Hub model repo if needed and upload `folder` to it; returns huggingface_hub's CommitInfo.
+
+    Raises ConnectionError with one line (what failed and why: offline mode, no token, refused, network)
+    instead of the HTTP library's traceback."""
     import huggingface_hub
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     api = huggingface_hub.HfApi(token=token)
-    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    target = getattr(url, "repo_id", None) or repo_id
-    return api.upload_folder(repo_id=target, folder_path=str(folder), commit_message=commit_message, repo_type="model")
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        target = getattr(url, "repo_id", None) or repo_id
+        return api.upload_folder(repo_id=target, folder_path=str(folder), commit_message=commit_message,
+                                 repo_type="model")
+    except OfflineModeIsEnabled:
+        raise ConnectionError(f"push_to_hub('{repo_id}'): HF_HUB_OFFLINE is set (offline mode); unset it to "
+                              "upload, or keep the folder with save_pretrained") from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConnectionError(f"push_to_hub('{repo_id}'): {type(exc).__name__}: {first} (a token with write "
+                              "access: `huggingface-cli login` or token=)") from None
