@@ -324,3 +324,10 @@ def test_deblur_a_folder_and_a_glob(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out2").glob("*.png")) == ["a.png", "b.png"]
     result = _invoke("deblur", str(tmp_path / "missing"), "--checkpoint", str(model), "--out", str(tmp_path / "out3"))
     assert result.exit_code == 2 and "missing: no such file or folder" in result.output
+
+
+def test_flags_show_no_value_type_in_help():
+    for command in ("ingest", "eval", "deblur", "pseudo-coc", "train"):
+        result = _invoke(command, "--help")
+        assert result.exit_code == 0 and "<bool>" not in result.output, command
+    assert "<int>" in _invoke("ingest", "--help").output  # options that take a value still show it

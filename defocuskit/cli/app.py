@@ -21,12 +21,15 @@ from defocuskit.cli.options import (
     RenderDepth,
     SplitBy,
     Ssim,
+    hide_flag_types,
     print_version,
     value,
 )
 from defocuskit.cli.recipes import recipes_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Single-image defocus deblurring research toolkit.")
+hide_flag_types()
+
 
 @app.callback()
 def root(

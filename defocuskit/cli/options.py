@@ -87,3 +87,19 @@ def run_reporting_disk_full(app: Any) -> None:
             raise
         print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
+
+
+def hide_flag_types() -> None:
+    """Help pages show no value type for on/off flags (`--strict`, not `--strict <bool>`, which reads as if
+    `--strict true` were accepted): Typer's rich help shows the bool type of a flag; flags take no value."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "hides_flags", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        return None if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich.hides_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich
