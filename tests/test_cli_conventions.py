@@ -331,3 +331,18 @@ def test_flags_show_no_value_type_in_help():
         result = _invoke(command, "--help")
         assert result.exit_code == 0 and "<bool>" not in result.output, command
     assert "<int>" in _invoke("ingest", "--help").output  # options that take a value still show it
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["eval", "--shards", "/nope", "--baseline", "input"], "error: /nope: not a shard folder"),
+    (["deblur", "a.png", "--checkpoint", "/nope.safetensors", "--out", "o"],
+     "error: model file not found: /nope.safetensors"),
+])
+def test_a_missing_path_is_reported_before_torch_is_imported(args, message):
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom defocuskit.cli.app import main\nsys.argv = ['defocuskit', *sys.argv[1:]]\n"
+              "try:\n    main()\nexcept SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    assert proc.stderr.strip() == message and proc.stdout.strip() == "exit 2 False", (proc.stdout, proc.stderr)

@@ -248,6 +248,9 @@ def deblur_cmd(
     """Deblur images of any size: whole or in overlapping tiles (a defocus-map model writes <stem>_coc.png maps)."""
     import sys
 
+    if str(checkpoint).endswith(".safetensors") and not checkpoint.exists():  # before torch is imported (seconds)
+        print(f"error: model file not found: {checkpoint}", file=sys.stderr)
+        raise typer.Exit(2)
     from defocuskit.inference.files import deblur_files
     from defocuskit.inference.tiling import TilingOptions
 
@@ -313,6 +316,9 @@ def eval_cmd(
     import os
     import sys
 
+    if not shards.is_dir():  # before torch is imported (seconds)
+        print(f"error: {shards}: not a shard folder", file=sys.stderr)
+        raise typer.Exit(2)
     from defocuskit.data.reader import ShardError
     from defocuskit.eval.config import EvalConfig, EvalError
     from defocuskit.eval.evaluate import evaluate
