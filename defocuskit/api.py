@@ -375,14 +375,5 @@ def load(source: str | Path, *, device: str = "auto", revision: str | None = Non
     `device`: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps."""
     if not isinstance(source, (str, Path)):
         raise TypeError(f"load: a path or a Hub repo id, got {type(source).__name__}")
-    path = Path(source).expanduser()
-    if path.is_file() or path.is_dir():
-        if revision is not None:
-            kind = "file" if path.is_file() else "folder"
-            raise ValueError(f"revision= is for Hub repo ids; {source} is a local {kind}")
-        model_file, config = (path, None) if path.is_file() else hub.read_folder(path)
-        return DeblurModel(model_file, device=device, config=config, source=str(source))
-    if isinstance(source, str) and hub.looks_like_repo_id(source):
-        model_file, config = hub.read_folder(hub.download(source, revision=revision, token=token, cache_dir=cache_dir))
-        return DeblurModel(model_file, device=device, config=config, source=source)
-    raise FileNotFoundError(f"model not found: {source} (no such file or folder, and not a Hub repo id owner/name)")
+    model_file, config = hub.resolve_model(source, revision=revision, token=token, cache_dir=cache_dir)
+    return DeblurModel(model_file, device=device, config=config, source=str(source))

@@ -292,3 +292,28 @@ def test_mixed_precision_comes_from_accelerate_unless_the_recipe_sets_it(shards,
     proc = cli(f"data.train={shards}", f"output_dir={tmp_path / 'fp32'}", "train.max_steps=2",
                "train.mixed_precision=no", env=env)
     assert "mixed precision: no (the recipe's train.mixed_precision)" in proc.stdout + proc.stderr
+
+
+def test_fine_tuning_starts_from_a_model_file_or_folder_and_records_it(run_a, shards, tmp_path):
+    import defocuskit
+    from defocuskit.io.hub import file_sha256
+
+    start, _ = read_model_file(run_a / "model.safetensors")
+    folder = defocuskit.load(run_a / "model.safetensors", device="cpu").save_pretrained(tmp_path / "published")
+    for source in (run_a / "model.safetensors", folder):
+        out = tmp_path / f"ft-{Path(source).name}"
+        proc = cli(f"data.train={shards}", f"output_dir={out}", "train.max_steps=1", "optim.lr=1e-12",
+                   "train.ema_decay=0.5", f"train.init_from={source}")
+        assert f"weights from {source}" in proc.stdout + proc.stderr
+        tensors, meta = read_model_file(out / "model.safetensors")
+        for key, value in start.items():  # a step at a negligible learning rate: the starting weights come back
+            if value.is_floating_point():
+                torch.testing.assert_close(tensors[key], value, atol=1e-6, rtol=0)
+        assert meta["init_from"] == str(source)
+        assert meta["init_from_sha256"] == file_sha256(run_a / "model.safetensors")
+    bad = cli(f"data.train={shards}", f"output_dir={tmp_path / 'bad'}", "train.max_steps=1", "model.nf=16",
+              f"train.init_from={run_a / 'model.safetensors'}", check=False)
+    assert bad.returncode == 1 and "train.init_from" in bad.stderr and "in this recipe's network" in bad.stderr
+    other = cli(f"data.train={shards}", f"output_dir={tmp_path / 'other'}", "train.max_steps=1",
+                f"train.init_from={tmp_path / 'nothing.safetensors'}", check=False)
+    assert other.returncode == 1 and "train.init_from: model not found" in other.stderr

@@ -53,6 +53,7 @@ class TrainConfig:
     log_every: int = 10
     log_with: str | None = None  # an Accelerate tracker name ("tensorboard", "wandb", ...)
     max_minutes: float | None = None  # stop (and export) after this wall time
+    init_from: str | None = None  # fine-tune: a model file, save_pretrained folder or Hub id; its weights start the run
 
 
 @dataclass

@@ -81,6 +81,21 @@ def download(repo_id: str, *, revision: str | None = None, token: str | bool | N
     return Path(folder)
 
 
+def resolve_model(source: str | Path, *, revision: str | None = None, token: str | bool | None = None,
+                  cache_dir: str | Path | None = None) -> tuple[Path, dict[str, Any] | None]:
+    """(model file, config.json or None) of a `.safetensors` model file, a save_pretrained folder or (where no
+    local path has that name) a Hub repo id `owner/name` (fetched into huggingface_hub's cache)."""
+    path = Path(source).expanduser()
+    if path.is_file() or path.is_dir():
+        if revision is not None:
+            kind = "file" if path.is_file() else "folder"
+            raise ValueError(f"revision= is for Hub repo ids; {source} is a local {kind}")
+        return (path, None) if path.is_file() else read_folder(path)
+    if isinstance(source, str) and looks_like_repo_id(source):
+        return read_folder(download(source, revision=revision, token=token, cache_dir=cache_dir))
+    raise FileNotFoundError(f"model not found: {source} (no such file or folder, and not a Hub repo id owner/name)")
+
+
 def file_sha256(path: Path) -> str:
     """The SHA-256 of a file, hex."""
     digest = hashlib.sha256()

@@ -19,8 +19,10 @@ MODEL_FORMAT = "defocuskit-model-1"
 MODEL_FILE_MODE = stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH  # 0644
 
 
-def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], method: str, recipe: dict[str, Any]) -> None:
-    """Write `state_dict` as safetensors with the method and recipe in the metadata (temp file, then rename)."""
+def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], method: str, recipe: dict[str, Any],
+               extra: dict[str, str] | None = None) -> None:
+    """Write `state_dict` as safetensors with the method and recipe in the metadata (temp file, then rename);
+    `extra` adds text entries (e.g. the provenance of fine-tuned weights: init_from, init_from_sha256)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # safetensors refuses tensors that share storage (tied weights): give every entry its own copy.
@@ -30,6 +32,7 @@ def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], method: st
         "recipe": json.dumps(recipe),
         "format": MODEL_FORMAT,
         "defocuskit_version": defocuskit.__version__,
+        **{k: str(v) for k, v in (extra or {}).items()},
     }
     with atomic_path(path, MODEL_FILE_MODE) as tmp:  # readable by collaborators on shared storage, whatever the umask
         save_file(tensors, str(tmp), metadata=metadata)

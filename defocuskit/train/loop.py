@@ -3,7 +3,8 @@
 Run folder (`output_dir`): recipe.yaml (resolved, written before training), metrics.jsonl,
 checkpoints/step-NNNNNNN/ (Accelerate `save_state` folders, written under a temporary name and renamed
 when complete; the loop's own state in them is safetensors and JSON, see `defocuskit.train.state`),
-model.safetensors (the EMA weights, exported at the end). The main process holds `.train.lock` for the
+model.safetensors (the EMA weights, exported at the end; with `train.init_from` the run starts from that
+model's weights, recorded in the export's metadata). The main process holds `.train.lock` for the
 whole run: a second run into the same output_dir stops at once, naming the first (pid, host, command).
 
 Reproducibility: before every micro-batch the global RNGs are reseeded from (seed, rank, step, micro),
@@ -48,6 +49,7 @@ from defocuskit.train.checkpoints import (
 from defocuskit.train.checks import TrainingError, check_recipe, format_counts, parameter_counts, phase_params
 from defocuskit.train.data import check_data, make_loader
 from defocuskit.train.ema import EMA
+from defocuskit.train.init import init_provenance, load_initial_weights
 from defocuskit.train.optim import make_optimizer, make_scheduler
 from defocuskit.train.progress import flat_config, training_bar
 from defocuskit.train.state import LoopState, StepCounter
@@ -88,6 +90,7 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
     if launched_worker():
         die_with_parent()  # a killed `accelerate launch` takes its workers with it
     t = recipe.train
+    init = init_provenance(t.init_from) if t.init_from else None  # checked before any work
     handlers = []
     if len(method.phases) > 1:  # a phase leaves the other phases' parameters without gradients
         from accelerate.utils import DistributedDataParallelKwargs
@@ -103,18 +106,18 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
                          "from Accelerate: `accelerate launch --mixed_precision`, `accelerate config` or "
                          "ACCELERATE_MIXED_PRECISION; the recipe's train.mixed_precision is auto") + ")")
     if not accelerator.is_main_process:
-        return _train(recipe, resume, method, urls, checkpoints, accelerator)
+        return _train(recipe, resume, method, urls, checkpoints, accelerator, init)
     try:
         with locks.hold(out / RUN_LOCK, "train", f"output_dir {out}: another training run is using it"):
-            return _train(recipe, resume, method, urls, checkpoints, accelerator)
+            return _train(recipe, resume, method, urls, checkpoints, accelerator, init)
     except locks.LockedError as exc:
         raise TrainingError(f"{exc}; wait for it to finish or give another output_dir") from None
 
 
 def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkpoints: list[tuple[int, Path]],
-           accelerator: Any) -> Path:
+           accelerator: Any, init: tuple[Any, dict[str, str]] | None) -> Path:
     """`train` on one process once the recipe, data and resume point are checked (and, on the main
-    process, the run folder is held)."""
+    process, the run folder is held); `init`: the model file and provenance of `train.init_from`."""
     t = recipe.train
     out = Path(recipe.output_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -127,6 +130,10 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
 
     torch.manual_seed(recipe.seed)  # the same initial weights on every process
     model = method.build(recipe.model, recipe.objective, True)
+    if init is not None and not checkpoints:  # a resumed run has its own weights in the checkpoint
+        load_initial_weights(model, init[0], method.name, recipe.train.init_from)
+        accelerator.print(f"weights from {recipe.train.init_from} (sha256 {init[1]['init_from_sha256'][:12]}...); "
+                          "optimizer and schedule start fresh")
     accelerator.print(f"{method.name}: parameters\n{format_counts(parameter_counts(model))}")
     plain = [make_optimizer(phase_params(method, model, phase), recipe.optim) for phase in method.phases]
     schedulers = [make_scheduler(o, recipe.optim, t.max_steps) for o in plain]
@@ -165,7 +172,7 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     path = out / MODEL_FILE
     averaged = ema.averaged_state_dict(net)
     if accelerator.is_main_process:
-        save_model(path, averaged, method.name, recipe_to_dict(recipe))
+        save_model(path, averaged, method.name, recipe_to_dict(recipe), extra=init[1] if init else None)
         accelerator.print(f"exported {path} (EMA weights, step {step})")
     if log_keys:
         sums = {"step": step, "weights": _checksum(net.state_dict()), "ema": _checksum(averaged)}
