@@ -346,3 +346,34 @@ def test_a_missing_path_is_reported_before_torch_is_imported(args, message):
               "try:\n    main()\nexcept SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
     assert proc.stderr.strip() == message and proc.stdout.strip() == "exit 2 False", (proc.stdout, proc.stderr)
+
+
+def test_threads_never_oversubscribe_and_follow_the_option(monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from defocuskit.io import threads as th
+
+    for var in ("DEFOCUSKIT_THREADS", "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(th, "available_cores", lambda: 16)
+    assert th.resolve_threads() == 16 and th.resolve_threads(workers=4) == 12
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 4 processes of `accelerate launch` on this machine
+    assert th.resolve_threads() == 4 and th.resolve_threads(workers=8) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own setting stands
+    assert th.resolve_threads() is None
+    monkeypatch.setenv("DEFOCUSKIT_THREADS", "3")  # ours wins over it
+    assert th.resolve_threads() == 3
+    monkeypatch.setenv("DEFOCUSKIT_THREADS", "0")
+    with pytest.raises(ValueError, match="DEFOCUSKIT_THREADS='0'"):
+        th.resolve_threads()
+
+    script = ("import sys\nfrom defocuskit.cli.app import main\nsys.argv = ['defocuskit', *sys.argv[1:]]\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\nimport torch\nprint(torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("DEFOCUSKIT_THREADS", "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE")}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for args, expected in ((["--threads", "1"], 1), ([], cores)):  # default: one process, every core it may use
+        proc = subprocess.run([sys.executable, "-c", script, *args, "eval", "--shards", "/nope"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert int(proc.stdout.strip().splitlines()[-1]) == expected, proc.stderr

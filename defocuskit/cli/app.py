@@ -21,8 +21,11 @@ from defocuskit.cli.options import (
     RenderDepth,
     SplitBy,
     Ssim,
+    exit_before_torch,
     hide_flag_types,
     print_version,
+    run_reporting_disk_full,
+    set_threads,
     value,
 )
 from defocuskit.cli.recipes import recipes_app
@@ -35,8 +38,11 @@ hide_flag_types()
 def root(
     version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True,
                                  help="Print defocuskit's version (and torch's) and exit."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads of every command (also "
+                                          "$DEFOCUSKIT_THREADS; default: cores / processes, never more)."),
 ) -> None:
     """Single-image defocus deblurring research toolkit."""
+    set_threads(threads)
 
 
 @app.command("ingest")
@@ -248,9 +254,8 @@ def deblur_cmd(
     """Deblur images of any size: whole or in overlapping tiles (a defocus-map model writes <stem>_coc.png maps)."""
     import sys
 
-    if str(checkpoint).endswith(".safetensors") and not checkpoint.exists():  # before torch is imported (seconds)
-        print(f"error: model file not found: {checkpoint}", file=sys.stderr)
-        raise typer.Exit(2)
+    exit_before_torch(str(checkpoint).endswith(".safetensors") and not checkpoint.exists(),
+                      f"model file not found: {checkpoint}")
     from defocuskit.inference.files import deblur_files
     from defocuskit.inference.tiling import TilingOptions
 
@@ -316,9 +321,7 @@ def eval_cmd(
     import os
     import sys
 
-    if not shards.is_dir():  # before torch is imported (seconds)
-        print(f"error: {shards}: not a shard folder", file=sys.stderr)
-        raise typer.Exit(2)
+    exit_before_torch(not shards.is_dir(), f"{shards}: not a shard folder")
     from defocuskit.data.reader import ShardError
     from defocuskit.eval.config import EvalConfig, EvalError
     from defocuskit.eval.evaluate import evaluate
@@ -394,6 +397,4 @@ def pseudo_coc_cmd(
 
 def main() -> None:
     """Console-script entry point; a full disk anywhere is one line naming the path and its disk (exit 1)."""
-    from defocuskit.cli.options import run_reporting_disk_full
-
     run_reporting_disk_full(app)

@@ -103,3 +103,23 @@ def hide_flag_types() -> None:
 
     display_type_rich.hides_flags = True  # type: ignore[attr-defined]
     TyperOption.display_type_rich = display_type_rich
+
+
+def set_threads(threads: int | None) -> None:
+    """`defocuskit --threads N`: every command's CPU threads (`io.threads`), set before torch is imported."""
+    import os
+
+    from defocuskit.io.threads import THREADS_ENV, apply_threads
+
+    if threads is not None:
+        os.environ[THREADS_ENV] = str(threads)
+    apply_threads()
+
+
+def exit_before_torch(failed: bool, message: str) -> None:
+    """Exit 2 with `error: message` when `failed`: a path check that costs no torch import (seconds)."""
+    import sys
+
+    if failed:
+        print(f"error: {message}", file=sys.stderr)
+        raise typer.Exit(2)

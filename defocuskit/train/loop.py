@@ -34,6 +34,7 @@ from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.lifeline import die_with_parent, launched_worker
 from defocuskit.io.modelfile import save_model
+from defocuskit.io.threads import apply_threads
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
 from defocuskit.train.checkpoints import (
@@ -91,6 +92,7 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
         die_with_parent()  # a killed `accelerate launch` takes its workers with it
     t = recipe.train
     init = init_provenance(t.init_from) if t.init_from else None  # checked before any work
+    apply_threads(workers=recipe.data.num_workers)  # the DataLoader's worker processes count against the cores
     handlers = []
     if len(method.phases) > 1:  # a phase leaves the other phases' parameters without gradients
         from accelerate.utils import DistributedDataParallelKwargs
