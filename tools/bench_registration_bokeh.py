@@ -26,6 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from calibrate_renderer import stacks
+
 from defocuskit.data.register import RegistrationError, align
 from defocuskit.data.render_photo import encode, render_coc, restore_highlights
 from defocuskit.data.sources.render import added_coc
@@ -37,20 +39,8 @@ HELD_OUT = {"EBB test/4545", "EBB test/4546", "EBB test/4547"}
 
 
 def photos(root: Path) -> list[dict]:
-    found = []
-    vabd = root / "VABD" / "train"
-    for ref in sorted((vabd / "input").glob("*.JPG")):
-        s = ref.stem
-        found.append({"name": f"VABD {s}", "ref": ref, "depth": vabd / "depth" / f"{s}.png",
-                      "focal": vabd / "focal" / f"{s}.png",
-                      "shots": {f"f/{f.replace('_', '.')}": vabd / f / f"{s}.JPG" for f in ("1_8", "2_8", "8")}})
-    for split in ("train", "test"):
-        ebb = root / "EBB" / split
-        for ref in sorted((ebb / "input").glob("*.jpg")):
-            s = ref.stem
-            found.append({"name": f"EBB {split}/{s}", "ref": ref, "depth": ebb / "depth" / f"{s}.png",
-                          "focal": ebb / "focal" / f"{s}.jpg", "shots": {"f/1.8": ebb / "target" / f"{s}.jpg"}})
-    return found
+    """Every fixture stack (tools/calibrate_renderer.stacks), its shots keyed "f/N"."""
+    return [dict(st, shots={f"f/{n:g}": path for n, path in st["shots"].items()}) for st in stacks(root)]
 
 
 def render(photo: dict, ref: np.ndarray, f_number: float, k: float, cache: Path | None = None) -> np.ndarray:
