@@ -325,3 +325,22 @@ def test_a_second_eval_into_one_report_folder_stops_at_once_naming_the_first(tmp
     assert not (report / "report.json").exists()
     res = CliRunner().invoke(app, ["eval", "--shards", str(shards), "--baseline", "input", "--report", str(report)])
     assert res.exit_code == 0 and (report / "report.json").exists(), res.output
+
+
+def test_a_report_folder_holding_files_eval_did_not_write_is_refused(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+
+    shards = _write_shards(tmp_path / "shards", "test", _crop_pairs(1))
+    report = tmp_path / "my-results"
+    report.mkdir()
+    (report / "report.csv").write_text("my own numbers\n")
+    args = ["eval", "--shards", str(shards), "--baseline", "input", "--report", str(report)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0 and "report.csv: exists and was not written by an earlier evaluation" in res.output
+    assert (report / "report.csv").read_text() == "my own numbers\n"
+    ok = tmp_path / "rep"
+    for _ in range(2):  # a folder eval wrote is its own: a rerun replaces its report
+        res = CliRunner().invoke(app, ["eval", "--shards", str(shards), "--baseline", "input", "--report", str(ok)])
+        assert res.exit_code == 0, res.output

@@ -15,7 +15,15 @@ from rich.console import Console
 from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics
 from defocuskit.eval.config import EvalConfig, EvalError
-from defocuskit.eval.report import aggregate, group_of, library_versions, print_table, write_report
+from defocuskit.eval.report import (
+    REPORT_FILES,
+    aggregate,
+    check_report_folder,
+    group_of,
+    library_versions,
+    print_table,
+    write_report,
+)
 from defocuskit.eval.runners import (
     ACTIVE_BAR,
     Runner,
@@ -223,7 +231,6 @@ def evaluate_samples(
     }
 
 
-REPORT_FILES = ["figure.png", "aperture.png", "report.csv", "report.json"]  # replaced in this order
 RUN_LOCK = ".eval.lock"  # in the report folder, held by the main process while it scores and writes
 
 
@@ -315,6 +322,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
                       "the lpips package is not installed and nothing is downloaded")
     held = contextlib.ExitStack()  # the main process holds the report folder while it scores and writes
     if group.is_main:
+        check_report_folder(Path(report_dir))
         try:
             held.enter_context(locks.hold(Path(report_dir) / RUN_LOCK, "eval",
                                           f"report folder {report_dir}: another evaluation is writing it"))

@@ -17,6 +17,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from defocuskit.eval.config import EvalError
+
 METRICS = ("psnr", "ssim", "mae", "lpips")
 GAIN_METRICS = ("psnr", "ssim", "mae")
 STD_DESCRIPTION = ("*_std: population standard deviation (ddof=0) over the images of the row; *_gain_std: of the "
@@ -197,3 +199,19 @@ def library_versions() -> dict[str, str]:
 
     return {"numpy": np.__version__, "scikit-image": skimage.__version__, "torch": torch.__version__,
             "opencv": cv2.__version__, "defocuskit": defocuskit.__version__}
+
+
+REPORT_FILES = ["figure.png", "aperture.png", "report.csv", "report.json"]  # replaced in this order
+
+
+def check_report_folder(folder: Path) -> None:
+    """EvalError naming the file when `folder` holds a report file (report.csv, a figure) that no earlier
+    evaluation wrote there (no report.json of ours beside it): it would be replaced."""
+    try:
+        ours = "protocol" in json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    theirs = [name for name in REPORT_FILES if (folder / name).exists()]
+    if theirs and not ours:
+        raise EvalError(f"{folder / theirs[0]}: exists and was not written by an earlier evaluation (no report.json "
+                        "of defocuskit beside it); it is left as it is: give another --report")
