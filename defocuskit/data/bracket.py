@@ -15,7 +15,8 @@ _TRIPOD_PERSPECTIVE = 0.02  # change of scale across the frame from the projecti
 
 
 
-def _to_3x3(m: np.ndarray) -> np.ndarray:
+def as_3x3(m: np.ndarray) -> np.ndarray:
+    """A 2x3 affine warp as its 3x3 matrix (a 3x3 one as it is)."""
     return m if m.shape == (3, 3) else np.vstack([m, [0, 0, 1]])
 
 
@@ -23,7 +24,7 @@ def tripod_motion(m: np.ndarray, size: tuple[int, int]) -> dict[str, float]:
     """The motion a full-resolution warp `m` (reference -> moving) describes for a frame of `size` (w, h):
     scale, rotation (degrees), shear (anisotropy and skew), shift of the frame centre (share of the long
     side), perspective (change of scale across the frame)."""
-    full = _to_3x3(np.asarray(m, dtype=np.float64))
+    full = as_3x3(np.asarray(m, dtype=np.float64))
     w, h = size
     a = full[:2, :2]
     u, sv, vt = np.linalg.svd(a)

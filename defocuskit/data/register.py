@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defocuskit.data.bracket import beyond_bracket
+from defocuskit.data.bracket import as_3x3, beyond_bracket
 from defocuskit.io.images import linear_to_srgb, srgb_to_linear
 
 _MOTIONS = {
@@ -116,13 +116,9 @@ def _scale_matrix(scale: float) -> np.ndarray:
     return np.array([[scale, 0, c], [0, scale, c], [0, 0, 1]], dtype=np.float64)
 
 
-def _to_3x3(m: np.ndarray) -> np.ndarray:
-    return m if m.shape == (3, 3) else np.vstack([m, [0, 0, 1]])
-
-
 def _conjugate(m: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Express warp `m` in the coordinates x' = t x (both images rescaled alike)."""
-    out = t @ _to_3x3(m.astype(np.float64)) @ np.linalg.inv(t)
+    out = t @ as_3x3(m.astype(np.float64)) @ np.linalg.inv(t)
     return out / out[2, 2] if m.shape == (3, 3) else out[:2]
 
 
@@ -179,7 +175,7 @@ def _features(ref: np.ndarray, mov: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _check_plausible(m: np.ndarray) -> None:
-    a = _to_3x3(m)[:2, :2]
+    a = as_3x3(m)[:2, :2]
     det = float(np.linalg.det(a))
     if not np.all(np.isfinite(m)) or not 0.5 < det < 2.0:
         raise RegistrationError(f"implausible warp (area scale {det:.3g})")

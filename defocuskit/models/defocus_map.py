@@ -9,6 +9,7 @@ by transformers' `from_pretrained`), a local folder written by `save_pretrained`
 
 from __future__ import annotations
 
+import abc
 import re
 
 import torch
@@ -69,7 +70,7 @@ def _read_pretrained(pretrained: str) -> dict[str, torch.Tensor]:
     return {k: v for key, v in state.items() if (k := encoder_key(key)) is not None}
 
 
-class MapEstimator(nn.Module):
+class MapEstimator(nn.Module, abc.ABC):
     """What every defocus-map network shares: rgb (B, 3, H, W) in [0, 1] -> CoC map (B, 1, H, W) in pixels,
     coc_scale * softplus(channel 0); with `has_blur_head`, channel 1 is a blur-detection logit (sigmoid:
     probability that the pixel is out of focus). A network implements `logits(rgb, channels)` at the input size."""
@@ -77,8 +78,9 @@ class MapEstimator(nn.Module):
     coc_scale: float
     has_blur_head: bool
 
+    @abc.abstractmethod
     def logits(self, rgb: torch.Tensor, channels: slice) -> torch.Tensor:
-        raise NotImplementedError
+        """The raw output channels `channels` (B, n, H, W) of the network at the input size."""
 
     def forward(self, rgb: torch.Tensor, output: str = "coc") -> torch.Tensor | dict[str, torch.Tensor]:
         """The CoC map (B, 1, H, W) in pixels; `output="blur_logit"` the blur logit, `"maps"` both as in `maps`.
