@@ -11,6 +11,7 @@ so a pair may not lose more than 0.02 dB.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,11 @@ import pytest
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.reader import iter_samples
 from defocuskit.data.sample import IngestOptions
+from defocuskit.eval.validation import make_validator
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import restore_image
 from defocuskit.io.images import to_float
+from defocuskit.io.modelfile import read_model_file
 from defocuskit.methods.recipes import load_recipe
 from defocuskit.train.loop import train
 
@@ -44,10 +47,13 @@ def test_a_trained_model_beats_its_input_on_held_out_photographs(shards: Path, t
     train_scenes = {s["meta"]["scene"].split("_v")[0] for s in iter_samples(shards, "train")}
     test = [s for s in iter_samples(shards, "test") if s["blur"] is not None]
     assert test and not {s["meta"]["scene"].split("_v")[0] for s in test} & train_scenes  # unseen photographs
-    recipe = load_recipe("nafnet-tiny", [f"data.train={shards}/train-*.tar", f"output_dir={tmp_path / 'run'}",
+    run = tmp_path / "run"
+    recipe = load_recipe("nafnet-tiny", [f"data.train={shards}/train-*.tar", f"output_dir={run}",
                                          "train.max_steps=600", "data.image_size=48", "data.batch_size=4",
-                                         "optim.lr=2e-3", "train.log_every=1000", "train.checkpoint_every=100000"])
-    method, resolved, model = load_model(train(recipe, resume=False))
+                                         "optim.lr=2e-3", "train.log_every=1000", "train.checkpoint_every=100000",
+                                         f"data.val={shards}", "train.eval_every=300", "train.val_limit=null",
+                                         "train.keep_best=true"])
+    method, resolved, model = load_model(train(recipe, resume=False, validate=make_validator(recipe)))
     gains: dict[float, list[float]] = {n: [] for n in F_NUMBERS}
     for s in test:
         blur, sharp = to_float(s["blur"]), to_float(s["sharp"])
@@ -57,3 +63,15 @@ def test_a_trained_model_beats_its_input_on_held_out_photographs(shards: Path, t
     assert all(gains.values()), gains
     assert min(every) > -0.02, gains  # no held-out pair made worse, the nearly sharp f/8 shots included
     assert float(np.mean(every)) > 0.08, gains
+
+    # validation during the run scored the same held-out pairs with the same (EMA) weights, by f-number
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val = {r["step"]: r for r in rows if "val_psnr" in r}
+    assert sorted(val) == [300, 600] and val[600]["val_n"] == len(every)
+    assert val[600]["val_psnr_gain"] == pytest.approx(float(np.mean(every)), abs=2e-3)
+    for n in F_NUMBERS:
+        assert val[600]["val_by_f_number"][f"{n:g}"]["psnr_gain"] == pytest.approx(float(np.mean(gains[n])), abs=2e-3)
+    assert (run / "val" / "step-0000600.png").is_file()
+    best_step = max(val, key=lambda s: val[s]["val_psnr"])
+    _, meta = read_model_file(run / "best.safetensors")
+    assert meta["best_step"] == str(best_step) and float(meta["val_psnr"]) == pytest.approx(val[best_step]["val_psnr"])

@@ -137,6 +137,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(run_a, shards, tmp_path):
 
 def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
     shards = write_shards(tmp_path / "shards", n_shards=2, per_shard=6, seed=3)
+    val = write_shards(tmp_path / "val", n_shards=1, per_shard=5, paired=True, seed=4)
     out = tmp_path / "ddp"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -145,7 +146,8 @@ def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
     cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "defocuskit", "train", TINY,
            f"data.train={shards}", f"output_dir={out}", "train.max_steps=6", "train.checkpoint_every=3",
-           "train.log_every=1"]
+           "train.log_every=1", f"data.val={val}", "train.eval_every=3", "train.val_limit=4", "sampler.steps=2",
+           "sampler.consistency=identity"]
     env = {**ENV, "ACCELERATE_USE_CPU": "1", "DEFOCUSKIT_LOG_KEYS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -158,6 +160,10 @@ def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
     sums = [json.loads((out / f"weights-rank{r}.json").read_text()) for r in (0, 1)]
     assert sums[0] == sums[1] and sums[0]["step"] == 6
     assert (out / "checkpoints" / "step-0000006" / "random_states_1.pkl").is_file()
+    # validation split like eval's (pair j on process j % 2) and gathered: 4 pairs scored at steps 3 and 6
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["val_n"]) for r in rows if "val_psnr" in r] == [(3, 4), (6, 4)]
+    assert list(rows[-1]["val_by_f_number"]) == ["2.8"] and (out / "val" / "step-0000006.png").is_file()
 
 
 # ------------------------------------------------------------------------- errors before any work (in-process)
@@ -171,6 +177,8 @@ def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
         ("data.batch_size=0", "data.batch_size"),
         ("model.channels=3", "model.channels"),
         ("data.train=/nonexistent/train-*.tar", "/nonexistent/train-*.tar"),
+        ("train.eval_every=5", "data.val"),
+        ("data.val=/nonexistent/val", "data.val"),
     ],
 )
 def test_bad_recipe_or_data_is_exit_2_before_work(override, needle, shards, tmp_path):

@@ -193,11 +193,7 @@ def train_cmd(
         resolved = load_recipe(recipe, overrides or [])
         if dry_run:
             from defocuskit.methods import get_method
-            from defocuskit.train.checks import (
-                check_recipe,
-                format_counts,
-                parameter_counts,
-            )
+            from defocuskit.train.checks import check_recipe, format_counts, parameter_counts
 
             method = get_method(resolved.method)
             check_recipe(resolved, method)
@@ -206,11 +202,12 @@ def train_cmd(
             typer.echo(f"# {method.name}: parameters\n" + "\n".join(f"#{line}" for line in format_counts(parameter_counts(model)).splitlines()))
             return
         from defocuskit.data.reader import ShardError, shard_error_line
+        from defocuskit.eval.validation import make_validator
         from defocuskit.train.checks import TrainingError
         from defocuskit.train.loop import train
 
         try:
-            path = train(resolved, resume=not no_resume)
+            path = train(resolved, resume=not no_resume, validate=make_validator(resolved))
         except TrainingError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from None

@@ -28,6 +28,8 @@ class DataConfig:
     shuffle_buffer: int = 256
     resampled: bool = True  # endless stream of shards (webdataset resampled shards)
     augment: bool = True  # flips and 90-degree rotations, applied alike to every member
+    # validation shards (train.eval_every): a pattern or folder (its "test" split), or a list of them; None: none
+    val: str | list[str] | None = None
 
 
 @dataclass
@@ -54,6 +56,9 @@ class TrainConfig:
     log_with: str | None = None  # an Accelerate tracker name ("tensorboard", "wandb", ...)
     max_minutes: float | None = None  # stop (and export) after this wall time
     init_from: str | None = None  # fine-tune: a model file, save_pretrained folder or Hub id; its weights start the run
+    eval_every: int = 0  # score the EMA weights on data.val every N steps (and at the end); 0: at the end only
+    val_limit: int | None = 16  # the first N validation pairs (in shard order); None: every pair
+    keep_best: bool = False  # also export best.safetensors: the EMA weights of the best validation PSNR
 
 
 @dataclass

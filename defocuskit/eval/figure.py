@@ -84,14 +84,23 @@ def _zoom(panel: Panel, side: int) -> int:
 
 
 def write_figure(path: str | Path, rows: list[FigureRow], title: str) -> Path:
-    """Write the grid (one row per FigureRow, one cell per panel) as an RGB PNG and return its path.
+    """Write `figure_image(rows, title)` as an RGB PNG and return its path."""
+    image = figure_image(rows, title, str(path))
+    path = Path(path)
+    write_image(path, image)
+    return path
+
+
+def figure_image(rows: list[FigureRow], title: str, name: str = "figure") -> np.ndarray:
+    """The grid (one row per FigureRow, one cell per panel) as an RGB uint8 image; ValueError (naming `name`)
+    when no row has a crop.
 
     Cells share one side: the largest crop, or that crop enlarged by whole-pixel repetition to at most CELL;
     a row's crops are enlarged by one whole factor (stated in its heading). Under each crop: its label, its
     PSNR on the crop and, for each method, the gain over the input's crop.
     """
     if not rows or not any(row.panels for row in rows):
-        raise ValueError(f"{path}: no crops to draw")
+        raise ValueError(f"{name}: no crops to draw")
     rows = [row for row in rows if row.panels]
     side = _cell_side(rows)
     n_cols = max(len(row.panels) for row in rows)
@@ -122,6 +131,4 @@ def write_figure(path: str | Path, rows: list[FigureRow], title: str) -> Path:
                 line[:part.shape[0], left:left + part.shape[1]] = part
             blocks.append(line)
     blocks.append(np.full((GAP, width, 3), BACKGROUND, np.uint8))
-    path = Path(path)
-    write_image(path, np.concatenate(blocks, axis=0))
-    return path
+    return np.concatenate(blocks, axis=0)

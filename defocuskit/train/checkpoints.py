@@ -142,8 +142,11 @@ def clean_run_folder(out: Path, fresh: bool) -> None:
         for p in folder.iterdir():
             if p.name.startswith((".tmp-", ".trash-")) or (fresh and p.name.startswith("step-")):
                 shutil.rmtree(p, ignore_errors=True)
-    if fresh:
+    if fresh:  # what an earlier run wrote, by name: its metrics, validation grids and best weights
         (out / METRICS).unlink(missing_ok=True)
+        (out / "best.safetensors").unlink(missing_ok=True)
+        for grid in (out / "val").glob("step-[0-9]*.png"):
+            grid.unlink()
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -4,7 +4,10 @@ Run folder (`output_dir`): recipe.yaml (resolved, written before training), metr
 checkpoints/step-NNNNNNN/ (Accelerate `save_state` folders, written under a temporary name and renamed
 when complete; the loop's own state in them is safetensors and JSON, see `defocuskit.train.state`),
 model.safetensors (the EMA weights, exported at the end; with `train.init_from` the run starts from that
-model's weights, recorded in the export's metadata). The main process holds `.train.lock` for the
+model's weights, recorded in the export's metadata). With a validator (`data.val`, built by
+`eval.validation.make_validator`), the EMA weights are scored every `train.eval_every` steps and at the end:
+a "val_*" row in metrics.jsonl and the trackers, a grid of crops in val/step-NNNNNNN.png, and with
+`train.keep_best` best.safetensors (the EMA weights of the best validation PSNR so far). The main process holds `.train.lock` for the
 whole run: a second run into the same output_dir stops at once, naming the first (pid, host, command).
 
 Reproducibility: before every micro-batch the global RNGs are reseeded from (seed, rank, step, micro),
@@ -54,6 +57,7 @@ from defocuskit.train.init import init_provenance, load_initial_weights
 from defocuskit.train.optim import make_optimizer, make_scheduler
 from defocuskit.train.progress import flat_config, training_bar
 from defocuskit.train.state import LoopState, StepCounter
+from defocuskit.train.validation import Validate, ValidationHook
 
 MODEL_FILE = "model.safetensors"
 RUN_LOCK = ".train.lock"  # held by the main process for the whole run (io.locks)
@@ -76,10 +80,14 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def train(recipe: Recipe, resume: bool = True) -> Path:
-    """Train `recipe` (resuming from its newest checkpoint unless `resume` is False); the exported model's path."""
+def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None) -> Path:
+    """Train `recipe` (resuming from its newest checkpoint unless `resume` is False); the exported model's path.
+    `validate` (`eval.validation.make_validator(recipe)`) scores the EMA weights during the run."""
     from accelerate import Accelerator
 
+    if (recipe.train.eval_every or recipe.train.keep_best) and validate is None:
+        raise TrainingError("train.eval_every / train.keep_best need a validator: give data.val and run "
+                            "`defocuskit train` (or pass validate=eval.validation.make_validator(recipe))")
     method = get_method(recipe.method)
     check_recipe(recipe, method)
     urls = check_data(recipe, method)
@@ -108,16 +116,16 @@ def train(recipe: Recipe, resume: bool = True) -> Path:
                          "from Accelerate: `accelerate launch --mixed_precision`, `accelerate config` or "
                          "ACCELERATE_MIXED_PRECISION; the recipe's train.mixed_precision is auto") + ")")
     if not accelerator.is_main_process:
-        return _train(recipe, resume, method, urls, checkpoints, accelerator, init)
+        return _train(recipe, resume, method, urls, checkpoints, accelerator, init, validate)
     try:
         with locks.hold(out / RUN_LOCK, "train", f"output_dir {out}: another training run is using it"):
-            return _train(recipe, resume, method, urls, checkpoints, accelerator, init)
+            return _train(recipe, resume, method, urls, checkpoints, accelerator, init, validate)
     except locks.LockedError as exc:
         raise TrainingError(f"{exc}; wait for it to finish or give another output_dir") from None
 
 
 def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkpoints: list[tuple[int, Path]],
-           accelerator: Any, init: tuple[Any, dict[str, str]] | None) -> Path:
+           accelerator: Any, init: tuple[Any, dict[str, str]] | None, validate: Validate | None = None) -> Path:
     """`train` on one process once the recipe, data and resume point are checked (and, on the main
     process, the run folder is held); `init`: the model file and provenance of `train.init_from`."""
     t = recipe.train
@@ -166,7 +174,9 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     log_keys = os.environ.get(LOG_KEYS_ENV) == "1"
     step = start
     if step < t.max_steps:
-        step = _run(accelerator, model, net, optimizers, schedulers, ema, counter, recipe, method, loader, log_keys)
+        hook = ValidationHook(validate, accelerator, recipe, method, ema, net, start) if validate else None
+        step = _run(accelerator, model, net, optimizers, schedulers, ema, counter, recipe, method, loader, log_keys,
+                    hook)
     last = list_checkpoints(out)
     if not last or last[-1][0] != step:
         save_checkpoint(accelerator, net, recipe, step)
@@ -220,7 +230,8 @@ def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers:
 
 
 def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[Any], schedulers: list[Any],
-         ema: EMA, counter: StepCounter, recipe: Recipe, method: Method, loader: Any, log_keys: bool) -> int:
+         ema: EMA, counter: StepCounter, recipe: Recipe, method: Method, loader: Any, log_keys: bool,
+         hook: ValidationHook | None = None) -> int:
     """The steps from `counter.step` to `train.max_steps` (or until `train.max_minutes`); the last step done."""
     t = recipe.train
     out = Path(recipe.output_dir)
@@ -272,6 +283,8 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                     counter.window = []
             if step % t.checkpoint_every == 0 and step < t.max_steps:
                 save_checkpoint(accelerator, net, recipe, step)
+            if hook is not None and (t.eval_every and step % t.eval_every == 0 or step == t.max_steps or stop):
+                t_log += hook(step, metrics)  # validation time is not training time
             if stop:
                 accelerator.print(f"train.max_minutes ({t.max_minutes}) reached at step {step}: stopping")
                 break

@@ -1,0 +1,104 @@
+"""What the training loop does with a validation (the scoring itself is `eval.validation`, handed to the loop as a
+`Validate` callable): the metrics.jsonl row, the trackers' scalars and image, the grid file and best.safetensors."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from defocuskit.config.recipe import Recipe, recipe_to_dict
+from defocuskit.io.images import write_image
+from defocuskit.io.modelfile import save_model
+from defocuskit.methods.base import Method
+from defocuskit.train.checkpoints import METRICS
+from defocuskit.train.ema import EMA
+
+BEST_FILE = "best.safetensors"
+VAL_FOLDER = "val"  # val/step-NNNNNNN.png: crops of input, output and reference per f-number
+# (EMA state dict, step, accelerator) -> (metrics record with "val_psnr", grid image uint8 (H, W, 3) or None);
+# called on every process (the scores are gathered), the record and grid matter on the main process
+Validate = Callable[[dict[str, torch.Tensor], int, Any], tuple[dict[str, Any], "np.ndarray | None"]]
+
+
+def grid_path(out: Path, step: int) -> Path:
+    """The validation grid of `step` in the run folder `out`."""
+    return out / VAL_FOLDER / f"step-{step:07d}.png"
+
+
+def tracker_values(record: dict[str, Any]) -> dict[str, float]:
+    """The scalars of a validation record for Accelerate's trackers: "val/psnr", "val/psnr_gain", ...,
+    "val/f1.8/psnr_gain" (finite numbers only)."""
+    out = {f"val/{k[4:]}": v for k, v in record.items() if k.startswith("val_") and not isinstance(v, dict)}
+    for f, scores in record.get("val_by_f_number", {}).items():
+        out.update({f"val/f{f}/{k}": v for k, v in scores.items() if k != "n"})
+    return {k: float(v) for k, v in out.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+
+
+def best_so_far(out: Path, step: int) -> float:
+    """The best "val_psnr" that metrics.jsonl records up to `step` (a resumed run continues from it); -inf if none."""
+    best = -math.inf
+    path = out / METRICS
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("step", math.inf) <= step and row.get("val_psnr") is not None:
+                best = max(best, float(row["val_psnr"]))
+    return best
+
+
+def log_images(accelerator: Any, name: str, image: np.ndarray, step: int) -> None:
+    """Hand `image` (uint8 (H, W, 3)) to every tracker that takes images, in the form each expects."""
+    for tracker in accelerator.trackers:
+        if not hasattr(tracker, "log_images"):
+            continue
+        if getattr(tracker, "name", "") == "tensorboard":
+            tracker.log_images({name: image[None]}, step=step, dataformats="NHWC")
+        else:
+            tracker.log_images({name: [image]}, step=step)
+
+
+class ValidationHook:
+    """Called by the loop at the validation steps; returns the seconds it took (not counted as training time)."""
+
+    def __init__(self, validate: Validate, accelerator: Any, recipe: Recipe, method: Method, ema: EMA,
+                 net: nn.Module, start: int) -> None:
+        self.validate, self.accelerator, self.recipe, self.method, self.ema, self.net = (
+            validate, accelerator, recipe, method, ema, net)
+        self.out = Path(recipe.output_dir)
+        self.best = best_so_far(self.out, start) if accelerator.is_main_process else -math.inf
+
+    def __call__(self, step: int, metrics: Any) -> float:
+        t0 = time.time()
+        state = self.ema.averaged_state_dict(self.net)
+        record, grid = self.validate(state, step, self.accelerator)
+        if self.accelerator.is_main_process:
+            record = {**record, "time": time.time()}
+            if metrics is not None:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            self.accelerator.log(tracker_values(record), step=step)
+            summary = f"validation at step {step}: PSNR {record['val_psnr']:.2f} dB"
+            if record.get("val_psnr_gain") is not None:
+                summary += f" ({record['val_psnr_gain']:+.2f} over the input, {record['val_n']} pairs)"
+            if grid is not None:
+                write_image(grid_path(self.out, step), grid)
+                log_images(self.accelerator, "val/crops", grid, step)
+            psnr = record.get("val_psnr")
+            if self.recipe.train.keep_best and psnr is not None and psnr > self.best:
+                self.best = float(psnr)
+                save_model(self.out / BEST_FILE, state, self.method.name, recipe_to_dict(self.recipe),
+                           extra={"best_step": str(step), "val_psnr": f"{psnr:.4f}"})
+                summary += f"; best so far: {BEST_FILE}"
+            self.accelerator.print(summary)
+        return time.time() - t0

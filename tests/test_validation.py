@@ -1,0 +1,48 @@
+"""Validation during training: the record's scalars for trackers, images handed to trackers, the best so far."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from defocuskit.train.validation import best_so_far, log_images, tracker_values
+
+
+def test_tracker_values_flatten_the_record_by_f_number_and_drop_what_is_not_a_finite_number():
+    record = {"step": 10, "val_n": 4, "val_psnr": 25.5, "val_psnr_gain": 0.25, "val_lpips": None,
+              "val_ssim": float("nan"), "val_by_f_number": {"1.8": {"n": 2, "psnr": 24.0, "psnr_gain": 0.5}}}
+    assert tracker_values(record) == {"val/n": 4.0, "val/psnr": 25.5, "val/psnr_gain": 0.25,
+                                      "val/f1.8/psnr": 24.0, "val/f1.8/psnr_gain": 0.5}
+
+
+def test_images_go_to_each_tracker_in_its_own_form():
+    class Tracker:
+        def __init__(self, name: str) -> None:
+            self.name, self.calls = name, []
+
+        def log_images(self, values, step=None, **kwargs):
+            self.calls.append((values, step, kwargs))
+
+    class NoImages:
+        name = "csv"
+
+    board, other = Tracker("tensorboard"), Tracker("wandb")
+    accelerator = type("A", (), {"trackers": [board, NoImages(), other]})()
+    grid = np.zeros((8, 12, 3), np.uint8)
+    log_images(accelerator, "val/crops", grid, 7)
+    (values, step, kwargs), = board.calls
+    assert values["val/crops"].shape == (1, 8, 12, 3) and step == 7 and kwargs == {"dataformats": "NHWC"}
+    (values, step, kwargs), = other.calls
+    assert values["val/crops"][0] is grid and step == 7
+
+
+def test_best_so_far_reads_the_rows_up_to_the_resumed_step(tmp_path: Path):
+    rows = [{"step": 5, "loss": 1.0}, {"step": 5, "val_psnr": 20.0}, {"step": 10, "val_psnr": 22.0},
+            {"step": 15, "val_psnr": 30.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    assert best_so_far(tmp_path, 10) == 22.0
+    assert best_so_far(tmp_path, 4) == -math.inf
+    assert best_so_far(tmp_path / "missing", 10) == -math.inf
