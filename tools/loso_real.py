@@ -23,6 +23,7 @@ folds. Everything is written under `--out` (which must not exist yet).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -94,6 +95,10 @@ def main() -> None:
     ap.add_argument("--builtin", action="store_true", help="train on the built-in synthetic stacks too")
     ap.add_argument("--render-arg", dest="render_args", action="append", default=[],
                     help="extra `ingest --render` argument, e.g. --render-arg=--no-render-noise (repeatable)")
+    ap.add_argument("--render-set", dest="render_sets", action="append", default=[],
+                    help="one more set of renders per CoC scale, with these extra `ingest --render` arguments (one "
+                         "quoted string, e.g. --render-set='--no-render-noise --render-f-numbers 5.6,8,11'); "
+                         "repeatable; without it one set with --render-arg")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
     args = ap.parse_args()
     if args.out.exists():
@@ -107,12 +112,15 @@ def main() -> None:
         n_photos = render_folder(args.fixtures, held, photos)
         test_folder(args.fixtures, held, fold / "vabd")
         shards, t_ingest = [], 0.0
-        for frac in (float(x) for x in args.k_fractions.split(",")):
-            dst = fold / f"render-k{frac:g}"
+        render_sets = [s.split() for s in args.render_sets] or [[]]
+        for frac, (i, extra) in itertools.product((float(x) for x in args.k_fractions.split(",")),
+                                                  enumerate(render_sets)):
+            name = f"k{frac:g}" + (f"-set{i}" if len(render_sets) > 1 else "")
+            dst = fold / f"render-{name}"
             t_ingest += run([*exe, "ingest", "--render", str(photos), "--out", str(dst), "--max-side", str(args.size),
                              "--render-coc-scale", f"{frac * args.size:.3f}", "--render-f-numbers", args.render_f_numbers,
-                             "--split-by", "train", "--seed", str(int(frac * 1000)), "--workers", "1", *args.render_args],
-                            fold / f"ingest-k{frac:g}.log", env)
+                             "--split-by", "train", "--seed", str(int(frac * 1000) + 7 * i), "--workers", "1",
+                             *args.render_args, *extra], fold / f"ingest-{name}.log", env)
             shards.append(str(dst))
         if args.builtin:
             dst = fold / "builtin"
