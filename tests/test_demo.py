@@ -11,7 +11,7 @@ from defocuskit.cli.demo import DEMO_MODELS
 def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [sys.executable, "-m", "defocuskit", "demo", "--out", str(out), "--minutes", "0.2", "--size", "64",
+        [sys.executable, "-m", "defocuskit", "demo", "--out", str(out), "--steps-scale", "0.01", "--size", "64",
          "--limit", "6", "--workers", "0"],
         capture_output=True, text=True, timeout=600,
     )
@@ -46,7 +46,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
 
 def _demo(out: Path, preset: str, limit: int) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "defocuskit", "demo", "--preset", preset, "--out", str(out), "--minutes", "0.15",
+        [sys.executable, "-m", "defocuskit", "demo", "--preset", preset, "--out", str(out), "--steps-scale", "0.005",
          "--size", "64", "--limit", str(limit), "--workers", "0"],
         capture_output=True, text=True, timeout=600,
     )
@@ -54,12 +54,17 @@ def _demo(out: Path, preset: str, limit: int) -> dict:
     return json.loads((out / "report" / "report.json").read_text())
 
 
-def test_misaligned_preset_trains_jdrl_on_moved_references(tmp_path: Path) -> None:
-    from defocuskit.cli.demo import PRESETS
+def test_misaligned_preset_trains_jdrl_on_moved_references_and_a_second_run_gives_the_same_table(tmp_path: Path):
+    from defocuskit.cli.demo import PRESETS, planned_steps
     from defocuskit.data.reader import iter_samples
 
     out = tmp_path / "demo"
     report = _demo(out, "misaligned", 4)
+    again = _demo(tmp_path / "again", "misaligned", 4)  # budgeted in steps: the machine's load changes nothing
+    assert [{k: r[k] for k in ("method", "f_number", "psnr", "ssim")} for r in report["rows"]] == \
+        [{k: r[k] for k in ("method", "f_number", "psnr", "ssim")} for r in again["rows"]]
+    ran = json.loads((out / "demo.json").read_text())["models"]
+    assert [(m["name"], m["reached"]) for m in ran] == [(m.name, planned_steps(m, 0.005)) for m in PRESETS["misaligned"]]
     assert {row["method"] for row in report["rows"]} == {m.name for m in PRESETS["misaligned"]} | {"input"}
     moved = next(s for s in iter_samples(out / "shards-misaligned", "train") if s["blur"] is not None)
     assert moved["meta"]["align"]["method"] == "injected"

@@ -347,7 +347,9 @@ def eval_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's shards, runs and report."),
-    minutes: float = typer.Option(5.0, "--minutes", help="Training time for all models together."),
+    minutes: float = typer.Option(30.0, "--minutes", help="Safety cap on the training time of all models together "
+                                  "(each trains a fixed number of steps; a run the cap stops is named)."),
+    steps_scale: float = typer.Option(1.0, "--steps-scale", help="Multiply every model's training steps (0.01: a smoke run)."),
     size: int = typer.Option(128, "--size", help="Longer side of the synthetic scenes."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Ingest: {WORKERS_HELP}."),
     device: str = typer.Option("auto", "--device", help=f"Evaluation device: {DEVICE_HELP}."),
@@ -361,7 +363,7 @@ def demo_cmd(
     from defocuskit.cli.demo import run_demo
 
     try:
-        run_demo(out=out, minutes=minutes, size=size, workers=workers, device=device, limit=limit, preset=value(preset))
+        run_demo(out=out, minutes=minutes, steps_scale=steps_scale, size=size, workers=workers, device=device, limit=limit, preset=value(preset))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None

@@ -1,8 +1,10 @@
 """`defocuskit demo`: the whole pipeline on a fresh machine, nothing downloaded.
 
-Ingests the built-in synthetic aperture stacks, trains small models for a bounded time, and evaluates
-them by f-number beside the input, Wiener and proximal-step baselines (CoC maps from the demo's
-defocus-map model). Presets (`--preset`):
+Ingests the built-in synthetic aperture stacks, trains small models for a fixed number of steps each (so the
+table is the same on a busy and an idle machine; `--minutes` only caps the training time in all, as a safety
+net, and says so when it cuts a run short), and evaluates them by f-number beside the input, Wiener and
+proximal-step baselines (CoC maps from the demo's defocus-map model). `demo.json` in the output folder records
+each model's planned and reached steps and its training time. Presets (`--preset`):
 
   default     the toolkit's methods: defocus-map, NAFNet, RDDM, HIDD.
   misaligned  JDRL's question: the same synthetic set ingested twice, perfectly aligned and with each
@@ -15,6 +17,7 @@ defocus-map model). Presets (`--preset`):
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,34 +27,34 @@ from rich.console import Console
 
 @dataclass(frozen=True)
 class DemoModel:
-    """One model the demo trains: its run name, recipe, share of the training time and training shards."""
+    """One model the demo trains: its run name, recipe, training steps and training shards."""
 
     name: str
     recipe: str
-    share: float
+    steps: int  # about what the 2-core CPU of docs/benchmarks.md trains in the time shares of the 5-minute demo
     data: str = "aligned"  # "aligned" or "misaligned" (the preset's second ingest)
 
 
 # The defocus-map estimator comes first: RDDM loads it frozen, and it gives the CoC maps at evaluation.
 PRESETS: dict[str, tuple[DemoModel, ...]] = {
     "default": (
-        DemoModel("defocus-map", "defocus-map-tiny.yaml", 0.15),
-        DemoModel("nafnet", "nafnet-tiny.yaml", 0.25),
-        DemoModel("rddm", "rddm-tiny.yaml", 0.3),
+        DemoModel("defocus-map", "defocus-map-tiny.yaml", 2000),
+        DemoModel("nafnet", "nafnet-tiny.yaml", 2500),
+        DemoModel("rddm", "rddm-tiny.yaml", 1500),
         # HIDD deblurs with the sampler of its recipe (recipes/hidd-tiny.yaml), chosen by tools/bench_hidd_samplers.py.
-        DemoModel("hidd", "hidd-tiny.yaml", 0.3),
+        DemoModel("hidd", "hidd-tiny.yaml", 2000),
     ),
     "misaligned": (
-        DemoModel("jdrl", "jdrl-tiny.yaml", 1 / 3, "misaligned"),
-        DemoModel("nafnet-misaligned", "nafnet-tiny.yaml", 1 / 3, "misaligned"),
-        DemoModel("nafnet-aligned", "nafnet-tiny.yaml", 1 / 3),
+        DemoModel("jdrl", "jdrl-tiny.yaml", 1000, "misaligned"),
+        DemoModel("nafnet-misaligned", "nafnet-tiny.yaml", 2000, "misaligned"),
+        DemoModel("nafnet-aligned", "nafnet-tiny.yaml", 2000),
     ),
     "baselines": (
-        DemoModel("defocus-map", "defocus-map-tiny.yaml", 0.12),
-        DemoModel("dncnn", "dncnn-tiny.yaml", 0.22),
-        DemoModel("ffdnet", "ffdnet-tiny.yaml", 0.22),
-        DemoModel("cyclegan", "cyclegan-tiny.yaml", 0.22),
-        DemoModel("hidd", "hidd-tiny.yaml", 0.22),
+        DemoModel("defocus-map", "defocus-map-tiny.yaml", 1600),
+        DemoModel("dncnn", "dncnn-tiny.yaml", 2000),
+        DemoModel("ffdnet", "ffdnet-tiny.yaml", 2000),
+        DemoModel("cyclegan", "cyclegan-tiny.yaml", 1000),
+        DemoModel("hidd", "hidd-tiny.yaml", 1600),
     ),
 }
 DEMO_MODELS = PRESETS["default"]
@@ -67,9 +70,22 @@ def recipe_path(name: str) -> Path:
     return packaged_recipe(name)
 
 
+def planned_steps(model: DemoModel, steps_scale: float) -> int:
+    """The steps `model` trains for under `--steps-scale` (at least 1)."""
+    return max(1, round(model.steps * steps_scale))
+
+
+def reached_step(run: Path) -> int:
+    """The last step a run folder's metrics.jsonl records (0 when none)."""
+    path = run / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return max((int(r["step"]) for r in rows), default=0)
+
+
 def run_demo(
     out: Path = Path("demo-out"),
-    minutes: float = 5.0,
+    minutes: float = 30.0,
+    steps_scale: float = 1.0,
     size: int = 128,
     workers: int | None = None,
     device: str = "auto",
@@ -77,7 +93,9 @@ def run_demo(
     console: Console | None = None,
     preset: str = "default",
 ) -> dict:
-    """Ingest the built-in set, train the preset's models for `minutes` in all, evaluate by aperture; the report.
+    """Ingest the built-in set, train each of the preset's models for its steps (times `steps_scale`), evaluate by
+    aperture; the report. `minutes`: a cap on the training time of all models together (a safety net: a model it
+    stops is named, and demo.json records it).
 
     `workers`: ingest processes as PyTorch's num_workers (IngestOptions.workers: 0 = the main process, N >= 1 =
     N worker processes, None = one per core, at most 8);
@@ -94,6 +112,8 @@ def run_demo(
 
     if preset not in PRESETS:
         raise ValueError(f"unknown demo preset {preset!r} (known: {', '.join(PRESETS)})")
+    if steps_scale <= 0 or minutes <= 0:
+        raise ValueError("--steps-scale and --minutes must be positive")
     device = resolve_device(device)
     recipes = {dm.recipe: recipe_path(dm.recipe) for dm in PRESETS[preset]}  # every recipe found before any work
     models = PRESETS[preset]
@@ -121,19 +141,18 @@ def run_demo(
     checkpoints: list[Path] = []
     trained: dict[str, Path] = {}  # method -> its model file, for the companions of later models (RDDM's estimator)
     map_file: Path | None = None
-    total_train_s = minutes * 60.0
+    record: dict = {"preset": preset, "size": size, "steps_scale": steps_scale, "minutes_cap": minutes, "models": []}
+    trained_s = 0.0
     for i, dm in enumerate(models, 1):
-        budget_min = minutes * dm.share
-        left = max(0.0, total_train_s - sum(m.share for m in models[: i - 1]) * total_train_s)
-        console.print(
-            f"[{elapsed()}] 2/3 train {i}/{len(models)} {dm.name} ({dm.data} pairs): {budget_min:.1f} min "
-            f"(about {left / 60:.1f} min of training left in all)"
-        )
+        steps = planned_steps(dm, steps_scale)
+        cap = max(0.01, minutes - trained_s / 60.0)
+        console.print(f"[{elapsed()}] 2/3 train {i}/{len(models)} {dm.name} ({dm.data} pairs): {steps} steps")
+        run = out / "runs" / dm.name
         overrides = [
             f"data.train={data[dm.data]}",
-            f"output_dir={out / 'runs' / dm.name}",
-            "train.max_steps=1000000",
-            f"train.max_minutes={budget_min}",
+            f"output_dir={run}",
+            f"train.max_steps={steps}",
+            f"train.max_minutes={cap}",
             "train.checkpoint_every=1000000",
         ]
         recipe = load_recipe(recipes[dm.recipe], overrides)
@@ -141,7 +160,16 @@ def run_demo(
         if method.companions:  # trained earlier in the preset
             links = [f"{c.key}={trained[c.method]}" for c in method.companions]
             recipe = load_recipe(recipes[dm.recipe], overrides + links)
+        t0 = time.monotonic()
         model_path = trained[method.name] = train(recipe, resume=False)
+        seconds = time.monotonic() - t0
+        trained_s += seconds
+        reached = reached_step(run)
+        record["models"].append({"name": dm.name, "recipe": dm.recipe, "steps": steps, "reached": reached,
+                                 "train_s": round(seconds, 1)})
+        if reached < steps:
+            console.print(f"[bold red]{dm.name} stopped at step {reached} of {steps}: the --minutes cap ({minutes:g}) "
+                          "was reached; this run's table is not the demo's (give a larger --minutes)")
         if method.output == "defocus_map":
             map_file = model_path
         else:
@@ -155,6 +183,10 @@ def run_demo(
     report_dir = out / "report"
     config = EvalConfig(split="test", by_aperture=True, limit=limit, coc="map" if map_file else None,
                         coc_model=map_file, report_dir=report_dir, device=device)
+    t0 = time.monotonic()
     report = evaluate(shards, checkpoints, baselines, config)
+    record.update(train_s=round(trained_s, 1), eval_s=round(time.monotonic() - t0, 1),
+                  total_s=round(time.monotonic() - start, 1))
+    (out / "demo.json").write_text(json.dumps(record, indent=1) + "\n")
     console.print(f"[{elapsed()}] done. Report: {report_dir / 'report.json'}, {report_dir / 'report.csv'}; plot: {report_dir / 'aperture.png'}")
     return report
