@@ -24,7 +24,7 @@ from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
-from defocuskit.inference.tiling import TilingOptions
+from defocuskit.inference.tiling import TilingOptions, default_inference
 from defocuskit.io import hub
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.images import MAX_PIXELS_ENV, from_float, max_pixels
@@ -156,7 +156,7 @@ class DeblurModel:
         if config is not None and config.get("method") != self._method.name:
             raise ValueError(f"{self.source}: config.json names a '{config.get('method')}' model, but "
                              f"{self.path.name} holds a '{self._method.name}' model")
-        self._eval = (config or {}).get("eval")
+        self._saved = config or {}  # a save_pretrained folder's config.json: eval rows, datasets, license carry over
         self._default = self._recipe.sampler.resolved()
 
     @classmethod
@@ -287,8 +287,12 @@ class DeblurModel:
 
     # ------------------------------------------------------------------ the Hub layout
 
-    def _config(self, ev: dict[str, Any] | None) -> dict[str, Any]:
+    def _config(self, ev: dict[str, Any] | None, license: str | None) -> dict[str, Any]:
         from safetensors import safe_open
+
+        from defocuskit.data import names
+
+        train = self._recipe.data.train if isinstance(self._recipe.data.train, list) else [self._recipe.data.train]
 
         with safe_open(str(self.path), framework="pt", device="cpu") as f:
             meta = dict(f.metadata() or {})
@@ -300,32 +304,43 @@ class DeblurModel:
             "image_size": int(self._recipe.data.image_size),
             "exported_with": meta.get("defocuskit_version"), "defocuskit_version": defocuskit.__version__,
             "sampler": info["settings"], "nfe": info["nfe"], "needs": info["needs"], "timesteps": info.get("timesteps"),
+            "inference": default_inference(self._method, self._recipe, self._net), "license": license,
+            "datasets": self._saved.get("datasets") or names.trained_on(train),
+            "train_shards": [names.spec_name(s) for s in train],
             "recipe": self.recipe, "eval": ev,
         }
 
     def _write(self, folder: str | Path, report: str | Path | None, report_label: str | None,
-               repo_id: str | None) -> Path:
+               repo_id: str | None, license: str | None) -> Path:
+        from defocuskit.data.names import source_name
+
         if report is None and report_label is not None:
             raise ValueError("report_label= names a checkpoint of a report: give report= too")
-        ev = hub.eval_from_report(report, self.path, self.method, report_label) if report is not None else self._eval
-        return hub.write_folder(folder, self.path, self._config(ev), recipe_to_yaml(self._recipe), repo_id,
+        ev = self._saved.get("eval")
+        if report is not None:
+            ev = hub.eval_from_report(report, self.path, self.method, report_label)
+            base = Path(str(ev.get("shards") or "shards")).name
+            ev["datasets"] = list(dict.fromkeys(source_name(s, base) for s in ev["sources"])) or [base]
+        config = self._config(ev, license or self._saved.get("license") or self._recipe.license)
+        return hub.write_folder(folder, self.path, config, recipe_to_yaml(self._recipe), repo_id,
                                 self._method.description)
 
     def save_pretrained(self, folder: str | Path, report: str | Path | None = None, *,
-                        report_label: str | None = None) -> Path:
+                        report_label: str | None = None, license: str | None = None) -> Path:
         """Write the Hub layout into `folder`: model.safetensors (this model file, unchanged), config.json,
-        recipe.yaml, README.md (model card). `report`: a `defocuskit eval` report.json (or its folder) whose rows
-        for this model (found by path, or by `report_label`) go into the card; without one, the rows this model
-        was loaded with (if any) are kept. Returns the folder."""
-        return self._write(folder, report, report_label, None)
+        recipe.yaml, README.md (model card: license, datasets, model-index, how inference runs it). `report`: a
+        `defocuskit eval` report.json (or its folder) whose rows for this model (found by path, or by
+        `report_label`) go into the card; without one, the rows this model was loaded with (if any) are kept.
+        `license`: a Hub license id for the card (default: the recipe's `license`, else `other`). Returns the folder."""
+        return self._write(folder, report, report_label, None, license)
 
     def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
                     commit_message: str = "Upload defocuskit model", report: str | Path | None = None,
-                    report_label: str | None = None) -> Any:
+                    report_label: str | None = None, license: str | None = None) -> Any:
         """save_pretrained into a temporary folder, create the Hub model repo `repo_id` if needed and upload the
         folder; returns huggingface_hub's CommitInfo (its .commit_url, .oid)."""
         with tempfile.TemporaryDirectory(prefix="defocuskit-hub-") as tmp:
-            folder = self._write(Path(tmp) / "model", report, report_label, repo_id)
+            folder = self._write(Path(tmp) / "model", report, report_label, repo_id, license)
             return hub.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
 
 

@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 import defocuskit
-from defocuskit.cli import app as cli
+from defocuskit.cli import options as cli
 from defocuskit.cli.app import app
 from defocuskit.inference.files import deblur_files, expand_inputs
 from defocuskit.io.devices import resolve_device

@@ -4,11 +4,12 @@ against (one list each), the help texts several commands share, and the entry po
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import typer
 
 from defocuskit.cli.demo import PRESETS
+from defocuskit.config.typed import did_you_mean
 from defocuskit.data.pairs import REGISTER_CHOICES
 from defocuskit.data.sample import BIT_DEPTHS, CUHK_WHITE_IS, SPLIT_BY
 from defocuskit.eval.baselines import BASELINES
@@ -40,9 +41,24 @@ Preset = choices("Preset", PRESETS)
 RenderDepth = choices("RenderDepth", DEPTH_KINDS)
 
 
-def value(choice: Optional[Enum]) -> Optional[str]:
+def value(choice: Optional[Enum | str]) -> Optional[str]:
     """The plain string of a choice (None stays None)."""
-    return None if choice is None else str(choice.value)
+    return None if choice is None else str(getattr(choice, "value", choice))
+
+
+def pick(kind: type[Enum]) -> Callable[[Any], str]:
+    """The `parser=` of a choice option: the value as a plain string; any other value is refused (exit 2)
+    naming the choices and, for a misspelling, the nearest one ("did you mean")."""
+    allowed = [str(e.value) for e in kind]
+
+    def parse(text: Any) -> str:
+        text = value(text) or ""
+        if text not in allowed:
+            raise typer.BadParameter(f"{text!r} is not one of {', '.join(map(repr, allowed))}"
+                                     f"{did_you_mean(text, allowed)}")
+        return text
+
+    return parse
 
 
 def print_version(value: bool) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 recipes_app = typer.Typer(help="The recipes packaged with defocuskit: list them (no subcommand, or ls); copy one "
-                               "to edit (cp).")
+                               "to edit (cp).", epilog="Example: defocuskit recipes cp nafnet-tiny my-recipes/")
 
 
 @recipes_app.callback(invoke_without_command=True)
@@ -17,7 +17,7 @@ def recipes_cmd(ctx: typer.Context) -> None:
         recipes_ls_cmd()
 
 
-@recipes_app.command("ls")
+@recipes_app.command("ls", epilog="Example: defocuskit recipes ls  (then: defocuskit train NAME)")
 def recipes_ls_cmd() -> None:
     """List the packaged recipes: name, method and the first line of the recipe's header."""
     from rich.console import Console
@@ -37,7 +37,8 @@ def recipes_ls_cmd() -> None:
                   soft_wrap=True, markup=False)
 
 
-@recipes_app.command("cp")
+@recipes_app.command("cp", epilog="Example: defocuskit recipes cp hidd-tiny my-hidd.yaml  (then: defocuskit "
+                     "train my-hidd.yaml)")
 def recipes_cp_cmd(
     name: str = typer.Argument(..., help="A packaged recipe (`defocuskit recipes` lists them)."),
     dest: Path = typer.Argument(..., help="A folder (the copy keeps the name NAME.yaml), or the copy's file name."),

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from defocuskit.config.typed import RecipeError
+from defocuskit.config.typed import RecipeError, did_you_mean
 
 PACKAGED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # defocuskit/recipes: shipped in the wheel
 _COMMAND_LINE = re.compile(r"^(accelerate |defocuskit |python |PYTHONPATH=|Launch\b|\()")
@@ -66,6 +66,9 @@ class Recipe:
     method: str
     output_dir: str = "runs/default"
     seed: int = 0
+    # the trained weights' license as a Hub identifier (mit, apache-2.0, cc-by-nc-4.0, ...): the model card's
+    # `license`; None: not stated (the card says `other`). Mind the training data's terms.
+    license: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -84,7 +87,9 @@ def packaged_recipe(name: str) -> Path:
     stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
     path = PACKAGED_RECIPES / f"{stem}.yaml"
     if not stem or Path(stem).name != stem or not path.is_file():
-        raise RecipeError(f"no packaged recipe named '{name}' (packaged: {', '.join(packaged_recipe_names())})")
+        names = packaged_recipe_names()
+        raise RecipeError(f"no packaged recipe named '{name}' (packaged: {', '.join(names)})"
+                          f"{did_you_mean(stem, names)}")
     return path
 
 
@@ -102,8 +107,10 @@ def find_recipe(name_or_path: str | Path) -> Path:
             return packaged_recipe(path.name)
         except RecipeError:
             pass
+    names = packaged_recipe_names()
+    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
     raise RecipeError(f"recipe not found: {name_or_path} is no file, nor a packaged recipe "
-                      f"(packaged: {', '.join(packaged_recipe_names())})")
+                      f"(packaged: {', '.join(names)}){did_you_mean(stem, names)}")
 
 
 def describe_recipe(path: Path) -> dict[str, str]:

@@ -5,6 +5,7 @@ training package (recipes are built with it)."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from typing import Any
@@ -14,6 +15,18 @@ import yaml
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the key and what is wrong."""
+
+
+def nearest(word: str, choices: typing.Iterable[str]) -> str | None:
+    """The choice nearest to a misspelt `word` (difflib), or None when none is close."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str], prefix: str = "") -> str:
+    """"; did you mean 'PREFIXchoice'?" for the choice nearest to a misspelt `word`, or "" when none is close."""
+    near = nearest(word, choices)
+    return "" if near is None else f"; did you mean '{prefix}{near}'?"
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -85,8 +98,8 @@ def build_dataclass(cls: type, values: dict[str, Any] | None, prefix: str = "") 
     names = {f.name for f in dataclasses.fields(cls)}
     for k in values:
         if k not in names:
-            where = f"{prefix}.{k}" if prefix else k
-            raise RecipeError(f"unknown recipe key '{where}' (known here: {', '.join(sorted(names))})")
+            where, hint = (f"{prefix}.{k}" if prefix else k), did_you_mean(k, names, f"{prefix}." if prefix else "")
+            raise RecipeError(f"unknown recipe key '{where}' (known here: {', '.join(sorted(names))}){hint}")
     kwargs = {}
     for k, v in values.items():
         kwargs[k] = _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k)

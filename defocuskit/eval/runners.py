@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from defocuskit.config.typed import did_you_mean
 from defocuskit.data.reader import signed_coc
 from defocuskit.eval.config import EvalError
 from defocuskit.inference.coc_source import CocSource
@@ -100,7 +101,8 @@ def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, d
 
         desc = baselines.WIENER_ASSUMPTIONS if name == "wiener" else baselines.PROX_DESCRIPTION
         return run, {"kind": "baseline", "description": desc, "coc": coc.describe() if coc is not None else None}
-    raise EvalError(f"unknown baseline '{name}' (known: {', '.join(baselines.BASELINES)})")
+    raise EvalError(f"unknown baseline '{name}' (known: {', '.join(baselines.BASELINES)})"
+                    f"{did_you_mean(name, baselines.BASELINES)}")
 
 
 def split_label(item: str, labels: set[str], option: str) -> tuple[str | None, str]:
@@ -109,7 +111,8 @@ def split_label(item: str, labels: set[str], option: str) -> tuple[str | None, s
     if not sep or "=" in head:
         return None, item
     if head not in labels:
-        raise EvalError(f"{option} {item}: no checkpoint is labelled '{head}' (labels: {', '.join(sorted(labels)) or 'none'})")
+        raise EvalError(f"{option} {item}: no checkpoint is labelled '{head}' (labels: {', '.join(sorted(labels)) or 'none'})"
+                        f"{did_you_mean(head, labels)}")
     return head, rest
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from defocuskit.config.typed import did_you_mean
 from defocuskit.imaging import optics
 
 COC_SOURCES = ("map", "oracle", "fnumber", "edge")
@@ -51,7 +52,8 @@ class CocSource:
                 raise CocError("--coc-model is given without --coc map")
             return None
         if kind not in COC_SOURCES:
-            raise CocError(f"--coc: unknown CoC source '{kind}' (known: {', '.join(COC_SOURCES)})")
+            raise CocError(f"--coc: unknown CoC source '{kind}' (known: {', '.join(COC_SOURCES)})"
+                           f"{did_you_mean(kind, COC_SOURCES)}")
         if kind != "map":
             if model_path is not None:
                 raise CocError(f"--coc-model is only used with --coc map, not --coc {kind}")

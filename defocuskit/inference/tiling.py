@@ -157,3 +157,20 @@ def resolve_overlap(tile: int, overlap: int | None) -> int:
 def tile_seed(seed: int, index: int) -> int:
     """A 63-bit seed for the tile batch starting at tile `index`, from (seed, index)."""
     return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, index]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def default_inference(method: Method, recipe: Recipe, model: nn.Module) -> dict[str, Any]:
+    """How inference runs this model without tiling options (what the model card and config.json say):
+    "mode" whole or tiles, the pad multiple and pixel budget of a whole-image pass, or the tile size and
+    overlap, and a "description" in words."""
+    if method.whole_image:
+        m, budget = int(method.pad_multiple(model)), DEFAULT_MAX_TILE_PIXELS
+        side = math.isqrt(budget)
+        return {"mode": "whole", "pad_multiple": m, "max_tile_pixels": budget,
+                "description": (f"the whole image in one pass, reflect-padded to a multiple of {m} px, up to {budget} "
+                                f"pixels ({side}x{side}); larger images in the largest tiles within that budget")}
+    size = int(recipe.data.image_size)
+    overlap = resolve_overlap(size, None)
+    return {"mode": "tiles", "tile": size, "overlap": overlap,
+            "description": (f"overlapping tiles of {size}x{size} px, the training size (the network attends over its "
+                            f"input), {overlap} px overlap, blended")}

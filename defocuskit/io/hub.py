@@ -1,28 +1,28 @@
 """The Hugging Face Hub layout of a model: a folder with the model file, a config, the recipe and a model card.
 
     model.safetensors   the defocuskit model file, byte for byte (weights + method + recipe in its metadata)
-    config.json         method, formats, versions, recipe, default sampler settings and NFE, eval rows if known
+    config.json         method, formats, versions, recipe, default sampler settings and NFE, how inference runs
+                        it, license, training datasets (names), eval rows if known
     recipe.yaml         the resolved recipe
-    README.md           the model card (YAML front matter for the Hub, then what the model is and how to use it)
+    README.md           the model card (io/card.py: Hub front matter, what the model is and how to use it)
 
-Everything here is plain files and JSON; huggingface_hub is imported only to download or upload.
+Everything here is plain files and JSON; huggingface_hub is imported only to download, upload or write the card's
+front matter.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import defocuskit
 from defocuskit.io.atomic import atomic_path, atomic_write
+from defocuskit.io.card import model_card
 from defocuskit.io.modelfile import MODEL_FILE_MODE
 
 HUB_FORMAT = "defocuskit-hub-1"
@@ -146,10 +146,14 @@ def eval_from_report(report: str | Path, model_file: Path, method: str, label: s
     if not mine:
         raise ValueError(f"{report}: no rows for checkpoint '{label}'")
     keep = ("f_number", "n", "psnr", "psnr_input", "psnr_gain", "ssim", "ssim_input", "ssim_gain", "mae", "lpips")
+    sources = sorted({str(im["source"]) for im in data.get("images") or []
+                      if isinstance(im, dict) and im.get("method") == label and im.get("source")})
     return {
         "report": report.name, "label": label, "split": protocol.get("split"), "shards": protocol.get("shards"),
         "psnr": protocol.get("psnr"), "ssim": protocol.get("ssim"), "grouping": protocol.get("grouping"),
-        "settings": {k: entry.get(k) for k in ("sampler", "nfe", "timesteps", "coc", "tile", "overlap", "seed")},
+        "sources": sources,  # the shards' source names of the scored images (dpdd, raw, ...)
+        "settings": {k: entry.get(k) for k in ("sampler", "nfe", "timesteps", "coc", "tile", "overlap", "seed",
+                                                "inference")},
         "rows": [{k: r.get(k) for k in keep} for r in mine],
     }
 
@@ -185,84 +189,6 @@ def write_folder(folder: str | Path, model_file: Path, config: dict[str, Any], r
 
 def _write_text(path: Path, text: str) -> None:
     atomic_write(path, text, mode=MODEL_FILE_MODE)
-
-
-def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = None,
-               description: str | None = None) -> str:
-    """The README.md model card: Hub front matter, what the model is, how to load it, data, eval table, recipe."""
-    method = config["method"]
-    recipe = config["recipe"]
-    front = {"library_name": "defocuskit", "tags": ["defocus-deblurring", "image-to-image", method],
-             "pipeline_tag": "image-to-image"}
-    name = repo_id or "OWNER/NAME"
-    what = description or f"a '{method}' model"
-    is_map = config.get("output") == "defocus_map"
-    call = "coc = model.coc_map(image)                      # float32 (H, W): CoC diameter in pixels" if is_map else \
-        "sharp = model.deblur(image)                    # same type, dtype and shape as the input"
-    data = recipe.get("data") or {}
-    train = data.get("train")
-    shards = train if isinstance(train, list) else [train]
-    needs = config.get("needs") or []
-    lines = [
-        "---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
-        f"# defocuskit `{method}` model", "",
-        (f"A `{method}` model for single-image defocus deblurring, trained with "
-         f"defocuskit {config.get('exported_with') or ''}: {what}."), "",
-        "## Use", "",
-        "```python",
-        "import defocuskit",
-        "from defocuskit.io.images import read_image",
-        "",
-        f"model = defocuskit.load(\"{name}\")   # or a local folder / model.safetensors file",
-        "image = read_image(\"photo.png\")               # RGB uint8 / uint16; float in [0, 1], (B)CHW tensors too",
-        call,
-        "```",
-        "",
-        f"Input: {'one channel (colour images channel by channel)' if data.get('channels') == 1 else 'RGB'}, any size "
-        f"(tiled at the training size, {data.get('image_size')} px, where needed). "
-        f"Sampler: `{json.dumps(config.get('sampler') or {})}`, {config.get('nfe')} network evaluation(s) per tile."
-        + (" This sampler needs a circle-of-confusion map: `model.deblur(image, coc=map_or_defocus_map_model)` or "
-           "`f_number=N`." if "coc" in needs else ""),
-        "",
-        "## Training data", "",
-        "Shards named in the recipe (`data.train`): " + ", ".join(f"`{s}`" for s in shards)
-        + f"; {data.get('channels')} channel(s), {data.get('image_size')} px crops, "
-          f"{(recipe.get('train') or {}).get('max_steps')} steps.",
-        "",
-    ]
-    lines += _eval_section(config.get("eval"))
-    lines += ["## Recipe", "", "```yaml", recipe_yaml.rstrip(), "```", ""]
-    return "\n".join(lines)
-
-
-def _fmt(value: Any, digits: int, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _eval_section(ev: dict[str, Any] | None) -> list[str]:
-    if not ev:
-        return ["## Evaluation", "", ("No evaluation recorded (`save_pretrained(..., report=\"report/report.json\")` "
-                                      "adds the table from `defocuskit eval`)."), ""]
-    lines = ["## Evaluation", "",
-             (f"`defocuskit eval`, split `{ev.get('split')}` of `{ev.get('shards')}` (checkpoint "
-              f"`{ev.get('label')}`); grouping: {ev.get('grouping')}. PSNR: {ev.get('psnr')}. SSIM: {ev.get('ssim')}."),
-             "",
-             "| f/N | n | PSNR | input PSNR | gain | SSIM | input SSIM | gain |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in ev["rows"]:
-        f = "all" if r.get("f_number") is None else f"f/{r['f_number']:g}"
-        cells = [f, str(r.get("n")), _fmt(r.get("psnr"), 2), _fmt(r.get("psnr_input"), 2),
-                 _fmt(r.get("psnr_gain"), 2, True), _fmt(r.get("ssim"), 4), _fmt(r.get("ssim_input"), 4),
-                 _fmt(r.get("ssim_gain"), 4, True)]
-        lines.append("| " + " | ".join(cells) + " |")
-    settings = ev.get("settings") or {}
-    coc = settings.get("coc") or {}
-    lines += ["", (f"Settings of that run: sampler `{json.dumps(settings.get('sampler'))}`, "
-                   f"NFE {settings.get('nfe')}, seed {settings.get('seed')}"
-                   + (f"; CoC map: {coc.get('description')}." if coc.get("description") else ".")), ""]
-    return lines
 
 
 def push_folder(folder: Path, repo_id: str, *, private: bool = False, token: str | bool | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from defocuskit.config.typed import did_you_mean
 from defocuskit.methods.base import Method
 
 # name -> module defining METHOD; imported only when asked for, so heavy deps stay lazy.
@@ -27,5 +28,5 @@ def method_names() -> list[str]:
 def get_method(name: str) -> Method:
     """The Method called `name`; a clear error for an unknown one."""
     if name not in _MODULES:
-        raise ValueError(f"unknown method '{name}' (known: {', '.join(method_names())})")
+        raise ValueError(f"unknown method '{name}' (known: {', '.join(method_names())}){did_you_mean(name, _MODULES)}")
     return importlib.import_module(_MODULES[name]).METHOD

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from defocuskit.config.typed import did_you_mean
 from defocuskit.diffusion.consistency import DataConsistency, identity_consistency, physics_consistency
 from defocuskit.diffusion.fast_sampler import fast_sigmas, sample_fast
 from defocuskit.diffusion.pc_sampler import nfe_per_step, randn_like, sample_pc, sample_released
@@ -75,7 +76,8 @@ class SamplerConfig(Sampler):
         from defocuskit.imaging.lens_blur import MODELS
 
         if self.name not in SAMPLERS:
-            raise ValueError(f"sampler.name: unknown sampler '{self.name}' (known: {', '.join(SAMPLERS)})")
+            raise ValueError(f"sampler.name: unknown sampler '{self.name}' (known: {', '.join(SAMPLERS)})"
+                             f"{did_you_mean(self.name, SAMPLERS)}")
         if self.consistency not in KINDS:
             raise ValueError(f"sampler.consistency: '{self.consistency}' is not one of {', '.join(KINDS)}")
         if self.name == "released" and self.consistency != "identity":

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from defocuskit.config.recipe import DataConfig, OptimConfig, Recipe, TrainConfig, find_recipe
-from defocuskit.config.typed import RecipeError, apply_overrides, build_dataclass, parse_value
+from defocuskit.config.typed import RecipeError, apply_overrides, build_dataclass, nearest, parse_value
 from defocuskit.methods import get_method
 
 
@@ -31,7 +31,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
     """Give undotted keys that are not top-level recipe keys their section: `max_steps=9` -> `train.max_steps=9`.
 
-    A key found in no section is left as it is (and reported as unknown); one found in several is an error.
+    A key found in no section is left as it is (and reported as unknown), unless it is a misspelling of one
+    ("did you mean"); one found in several is an error.
     """
     top = {f.name for f in dataclasses.fields(Recipe)}
     name = raw.get("method")
@@ -46,6 +47,8 @@ def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
             method = None
         if method is not None:
             sections.update(model=method.ModelConfig, objective=method.ObjectiveConfig, sampler=method.SamplerConfig)
+    dotted = {f.name: f"{s}.{f.name}" for s, cls in reversed(sections.items()) for f in dataclasses.fields(cls)}
+    dotted.update({k: k for k in top})  # bare name -> the key to write
     out = []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -57,6 +60,8 @@ def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
                 raise RecipeError(f"override '{key}' is ambiguous: write one of {choices}")
             if owners:
                 item = f"{owners[0]}.{key}={value}"
+            elif (near := nearest(key, dotted)) is not None:
+                raise RecipeError(f"unknown recipe key '{key}' (override '{item}'); did you mean '{dotted[near]}'?")
         out.append(item)
     return out
 

@@ -1,0 +1,121 @@
+"""`defocuskit ingest`: photo folders and public datasets into aperture-tagged WebDataset shards (its ~45
+options in help panels: sources, their options, output, patches, registration, rendering, run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from defocuskit.cli.options import WORKERS_HELP, BitDepth, CuhkWhiteIs, Register, RenderDepth, SplitBy, pick, value
+
+SOURCES, SOURCE_OPTIONS, OUTPUT = "Sources (one or more)", "Source options", "Output"
+PATCHES, REGISTRATION, RENDERING, RUN = "Patches", "Registration (misaligned pairs)", "Rendering (--render)", "Run"
+INGEST_EXAMPLE = ("Example: defocuskit ingest --dpdd ~/data/DPDD --synthetic builtin --patch 256 --out shards/  "
+          "(then: defocuskit inspect shards/)")
+
+
+def ingest_cmd(
+    raw_dir: Optional[Path] = typer.Option(None, "--raw-dir", rich_help_panel=SOURCES, help="Your own captures: RAW/JPEG/TIFF, one folder per scene."),
+    dpdd: Optional[Path] = typer.Option(None, "--dpdd", rich_help_panel=SOURCES, help="DPDD root ({train_c,val_c,test_c}/{source,target})."),
+    realblur: Optional[Path] = typer.Option(None, "--realblur", rich_help_panel=SOURCES, help="RealBlur root."),
+    ded: Optional[Path] = typer.Option(None, "--ded", rich_help_panel=SOURCES, help="DED (Lytro) root."),
+    realdof: Optional[Path] = typer.Option(None, "--realdof", rich_help_panel=SOURCES, help="RealDOF root."),
+    vabd: Optional[Path] = typer.Option(None, "--vabd", rich_help_panel=SOURCES, help="VABD root."),
+    ebb: Optional[Path] = typer.Option(None, "--ebb", rich_help_panel=SOURCES, help="EBB! root."),
+    sdd: Optional[Path] = typer.Option(None, "--sdd", rich_help_panel=SOURCES, help="SDD root (JDRL, Li et al.: {train_patches,test}/{gt,blur}/, paired by file name)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", rich_help_panel=SOURCES, help="Your own misaligned pairs: DIR/{blur,sharp}/ or DIR/{train,test}/{blur,sharp}/ (paired by file stem, else by sorted order)."),
+    synthetic: Optional[str] = typer.Option(None, "--synthetic", rich_help_panel=SOURCES, help="'builtin': scikit-image photos rendered through a thin lens."),
+    cuhk_blur: Optional[Path] = typer.Option(None, "--cuhk-blur", rich_help_panel=SOURCES, help="CUHK blur detection root ({image,images}/*.jpg + gt/*.png): out-of-focus photos with binary blur maps (blur.png + blurmask.png, no sharp.png)."),
+    render: Optional[Path] = typer.Option(None, "--render", rich_help_panel=SOURCES, help="Your all-in-focus photos with depth maps ({image,depth}/ by stem, optional focal/ masks), rendered into aperture stacks through the thin-lens renderer (coc.png + cocsign.png)."),
+    out: Path = typer.Option(..., "--out", rich_help_panel=OUTPUT, help="Shard folder to write (resumable: run the same command again)."),
+    shard_size: int = typer.Option(64, "--shard-size", rich_help_panel=OUTPUT, help="Source pairs per shard."),
+    bit_depth: BitDepth = typer.Option("auto", "--bit-depth", rich_help_panel=OUTPUT, parser=pick(BitDepth), help="Sample type of the shards' images: auto (16-bit where the source has more than 8 bits), 8 or 16."),
+    split_by: SplitBy = typer.Option("scene", "--split-by", rich_help_panel=OUTPUT, parser=pick(SplitBy), help="For sources without official splits: scene (a stable hash of the scene name, --test-fraction to test) | train | test (everything there)."),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", rich_help_panel=OUTPUT, help="With --split-by scene."),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT, help="Replace another dataset's shard folder at --out (only "
+                                   "the files its manifest and records list are removed; other files are kept)."),
+    cuhk_white_is: CuhkWhiteIs = typer.Option("auto", "--cuhk-white-is", rich_help_panel=SOURCE_OPTIONS, parser=pick(CuhkWhiteIs), help="--cuhk-blur: what white in gt/ marks: auto (decided from the photos' sharpness) | blurred | sharp."),
+    cuhk_test_fraction: float = typer.Option(0.0, "--cuhk-test-fraction", rich_help_panel=SOURCE_OPTIONS, help="--cuhk-blur: about this share of the photos (seed-free hash of the name) go to test; the rest to train."),
+    scene_gap: Optional[float] = typer.Option(None, "--scene-gap", rich_help_panel=SOURCE_OPTIONS, help="RAW: split folders into scenes at capture gaps (seconds)."),
+    f_number_csv: Optional[Path] = typer.Option(None, "--f-number-csv", rich_help_panel=SOURCE_OPTIONS, help="RAW and --pairs: CSV with columns file,f_number (files relative to --raw-dir / --pairs); overrides EXIF."),
+    f_number_pattern: Optional[str] = typer.Option(None, "--f-number-pattern", rich_help_panel=SOURCE_OPTIONS, help="RAW and --pairs: regex whose first group, found in a file name, is the f-number ('_' read as '.'), for files without EXIF FNumber, e.g. 'f(\\d+(?:[._]\\d+)?)'."),
+    synthetic_f_numbers: str = typer.Option("1.4,2,2.8,4,5.6,8", "--synthetic-f-numbers", rich_help_panel=SOURCE_OPTIONS, help="--synthetic: comma-separated f-numbers."),
+    synthetic_size: int = typer.Option(256, "--synthetic-size", rich_help_panel=SOURCE_OPTIONS, help="--synthetic: longer side of the scenes."),
+    synthetic_misalign: float = typer.Option(
+        0.0, "--synthetic-misalign", rich_help_panel=SOURCE_OPTIONS, help="--synthetic: move each reference by a random shift up to this many pixels "
+        "and ~1 percent scale (misaligned training pairs, e.g. for jdrl; recorded in align)."),
+    max_side: Optional[int] = typer.Option(None, "--max-side", rich_help_panel=PATCHES, help="Downscale so the longer side is at most this."),
+    patch: Optional[int] = typer.Option(None, "--patch", rich_help_panel=PATCHES, help="Cut training patches of this size."),
+    stride: Optional[int] = typer.Option(None, "--stride", rich_help_panel=PATCHES, help="Patch stride (default: the patch size)."),
+    min_sharpness: Optional[float] = typer.Option(None, "--min-sharpness", rich_help_panel=PATCHES, help="Drop flat patches (mean luminance gradient below this, e.g. 0.01)."),
+    register: Register = typer.Option("ecc", "--register", rich_help_panel=REGISTRATION, parser=pick(Register), help="Registration of misaligned pairs (RAW, VABD, EBB, SDD, --pairs): ecc (homography fallback) | homography | none (keep pairs as shot: no warp, no gain)."),
+    min_align_score: float = typer.Option(0.8, "--min-align-score", rich_help_panel=REGISTRATION, help="Reject pairs registered worse than this."),
+    render_depth: RenderDepth = typer.Option("relative", "--render-depth", rich_help_panel=RENDERING, parser=pick(RenderDepth), help="--render: what the depth maps hold: relative (larger = farther) | inverse (disparity) | metric."),
+    render_colormap: str = typer.Option("auto", "--render-colormap", rich_help_panel=RENDERING, help="--render: colormap of false-colour depth maps (auto = detected, e.g. Spectral)."),
+    render_f_numbers: str = typer.Option("1.8,2.8,4,5.6,8", "--render-f-numbers", rich_help_panel=RENDERING, help="--render: comma-separated f-numbers to render."),
+    render_ref_f_number: float = typer.Option(16.0, "--render-ref-f-number", rich_help_panel=RENDERING, help="--render: the f-number the photos count as shot at."),
+    render_coc_scale: Optional[float] = typer.Option(None, "--render-coc-scale", rich_help_panel=RENDERING, help="--render, relative/inverse depth: CoC in px at f/1 per unit of relative CoC, at the rendered size (default: the calibrated fraction of the longer side)."),
+    render_focal_length: float = typer.Option(50.0, "--render-focal-length", rich_help_panel=RENDERING, help="--render, metric depth: focal length (mm)."),
+    render_sensor_width: float = typer.Option(36.0, "--render-sensor-width", rich_help_panel=RENDERING, help="--render, metric depth: sensor width (mm)."),
+    render_metric_scale: float = typer.Option(65.535, "--render-metric-scale", rich_help_panel=RENDERING, help="--render, metric depth: metres per decoded unit (a 16-bit PNG in mm: 65.535)."),
+    render_focus: str = typer.Option("auto", "--render-focus", rich_help_panel=RENDERING, help="--render: auto (focal/ mask where there is one, else a seeded depth percentile) | mask | sample | a depth value."),
+    render_noise: bool = typer.Option(True, "--render-noise/--no-render-noise", rich_help_panel=RENDERING, help="--render: sensor noise on the rendered shots."),
+    render_noise_photons: float = typer.Option(4000.0, "--render-noise-photons", rich_help_panel=RENDERING, min=1.0, help="--render: photons at full scale of the sensor noise (more photons, less noise)."),
+    render_jpeg: Optional[int] = typer.Option(None, "--render-jpeg", rich_help_panel=RENDERING, min=1, max=100, help="--render: JPEG round trip at this quality."),
+    workers: Optional[int] = typer.Option(None, "--workers", rich_help_panel=RUN, min=0, help=f"Decoding and registration: {WORKERS_HELP}."),
+    part: str = typer.Option("1/1", "--part", rich_help_panel=RUN, help="I/N: ingest only the I-th of N parts (job arrays); parts merge."),
+    strict: bool = typer.Option(False, "--strict", rich_help_panel=RUN, help="Stop at the first bad input instead of recording it."),
+    seed: int = typer.Option(0, "--seed", rich_help_panel=RUN, help="Seed of the scene split hash, the synthetic scenes "
+                           "and the renders' focus and noise."),
+) -> None:
+    """Turn photo folders and public datasets into aperture-tagged WebDataset shards."""
+    from rich.console import Console
+
+    from defocuskit.data.ingest import run_ingest
+    from defocuskit.data.inspect import manifest_table
+    from defocuskit.data.sample import IngestError, IngestOptions
+
+    given = {"raw": raw_dir, "dpdd": dpdd, "realblur": realblur, "ded": ded, "realdof": realdof,
+             "vabd": vabd, "ebb": ebb, "sdd": sdd, "pairs": pairs,
+             "synthetic": Path(synthetic) if synthetic else None, "cuhk-blur": cuhk_blur, "render": render}
+    sources = {k: v for k, v in given.items() if v is not None}
+    try:
+        i, n = (int(x) for x in part.split("/"))
+        f_numbers = tuple(float(x) for x in synthetic_f_numbers.split(","))
+        rendered = tuple(float(x) for x in render_f_numbers.split(","))
+    except ValueError:
+        raise typer.BadParameter("--part needs I/N, --synthetic-f-numbers and --render-f-numbers numbers, "
+                                 "e.g. 1/4 and 1.4,2,2.8") from None
+    if not 0.0 <= cuhk_test_fraction < 1.0:
+        raise typer.BadParameter(f"--cuhk-test-fraction must be in [0, 1), not {cuhk_test_fraction}")
+    opts = IngestOptions(
+        out=str(out), workers=workers, shard_size=shard_size, max_side=max_side, patch=patch, stride=stride,
+        min_sharpness=min_sharpness, bit_depth=value(bit_depth), split_by=value(split_by), test_fraction=test_fraction,
+        scene_gap_s=scene_gap, f_number_csv=str(f_number_csv) if f_number_csv else None,
+        f_number_pattern=f_number_pattern, register=value(register), min_align_score=min_align_score, part=(i - 1, n),
+        strict=strict, overwrite=overwrite, seed=seed, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
+        synthetic_misalign_px=synthetic_misalign, cuhk_white_is=value(cuhk_white_is), cuhk_test_fraction=cuhk_test_fraction,
+        render_depth_kind=value(render_depth), render_depth_colormap=render_colormap, render_f_numbers=rendered,
+        render_ref_f_number=render_ref_f_number, render_coc_scale=render_coc_scale,
+        render_focal_length_mm=render_focal_length, render_sensor_width_mm=render_sensor_width,
+        render_metric_scale=render_metric_scale,
+        render_focus=render_focus, render_noise=render_noise, render_noise_photons=render_noise_photons, render_jpeg_quality=render_jpeg,
+    )
+    console = Console()
+    try:
+        manifest = run_ingest(sources, opts)
+    except IngestError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: completed shards are kept; run the same command again to finish")
+        raise typer.Exit(130) from None
+    run = manifest["run"]
+    console.print(manifest_table(manifest))
+    console.print(f"{run['shards_written']} shards written, {run['shards_skipped']} already done, "
+                  f"{run['samples_written']} samples in {run['seconds']:.1f} s; rejects: {run['rejects_new']} new, "
+                  f"{manifest['rejects']} total (see {out / 'rejects.jsonl'})"
+                  + ("" if manifest["complete"] else "; other parts still missing"), soft_wrap=True)
+

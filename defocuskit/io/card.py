@@ -1,0 +1,167 @@
+"""The model card, README.md of a Hub model folder: YAML front matter the Hub reads (library, license, the
+training datasets, a `model-index` with the eval results), then what the model is, how to load it, how
+inference runs it, its data, license, eval table and recipe.
+
+The card names no local path: datasets by name, folders and files by their base name (`public`)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import yaml
+
+TASK = {"task_type": "image-to-image", "task_name": "Defocus deblurring"}
+METRICS = (("psnr", "PSNR", 2), ("ssim", "SSIM", 4), ("lpips", "LPIPS", 4))  # model-index: key, name, digits
+_ABSOLUTE = re.compile(r"(?<![\w.:/~\\-])(~?/[^\s`'\"()|,;\]]+|[A-Za-z]:\\[^\s`'\"()|,;\]]+)")
+
+
+def public(text: str) -> str:
+    """`text` with every absolute path (/..., ~/..., C:\\...) cut to its base name (URLs are kept)."""
+    return _ABSOLUTE.sub(lambda m: re.split(r"[\\/]", m.group(1).rstrip("/\\"))[-1] or m.group(1), text)
+
+
+def _public_data(value: Any) -> Any:
+    if isinstance(value, str):
+        return public(value)
+    if isinstance(value, dict):
+        return {k: _public_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public_data(v) for v in value]
+    return value
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: Any, digits: int, signed: bool = False) -> str:
+    if not _finite(value):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _f_label(f_number: float | None) -> str:
+    return "all" if f_number is None else f"f/{f_number:g}"
+
+
+def eval_dataset(ev: dict[str, Any]) -> tuple[str, str]:
+    """(name, Hub-style type) of the data an eval report scored: its datasets' names, else the shard folder's."""
+    names = ev.get("datasets") or [public(str(ev.get("shards") or "shards")).rstrip("/").rsplit("/", 1)[-1]]
+    ids = [re.sub(r"[^a-z0-9]+", "-", n.lower()).strip("-") or "shards" for n in names]
+    return ", ".join(names), "+".join(ids)
+
+
+def eval_results(ev: dict[str, Any] | None) -> list[Any]:
+    """huggingface_hub EvalResults of an eval record (the model-index): PSNR, SSIM and LPIPS over all images,
+    then per f-number."""
+    if not ev or not ev.get("rows"):
+        return []
+    from huggingface_hub import EvalResult
+
+    name, kind = eval_dataset(ev)
+    rows = sorted(ev["rows"], key=lambda r: r.get("f_number") is not None)  # the pooled row first (a stable sort)
+    results = []
+    for row in rows:
+        suffix = "" if row.get("f_number") is None else f" ({_f_label(row['f_number'])})"
+        for key, label, digits in METRICS:
+            if _finite(row.get(key)):
+                results.append(EvalResult(**TASK, dataset_type=kind, dataset_name=name, dataset_split=ev.get("split"),
+                                          metric_type=key, metric_value=round(float(row[key]), digits),
+                                          metric_name=label + suffix))
+    return results
+
+
+def front_matter(config: dict[str, Any], name: str) -> str:
+    """The card's YAML front matter (between the --- lines): library, license, datasets, tags, model-index."""
+    from huggingface_hub import ModelCardData
+
+    results = eval_results(config.get("eval"))
+    data = ModelCardData(library_name="defocuskit", license=config.get("license") or "other",
+                         datasets=list(config.get("datasets") or []) or None,
+                         tags=["defocus-deblurring", "image-to-image", config["method"]], pipeline_tag="image-to-image",
+                         model_name=name.rsplit("/", 1)[-1] if results else None, eval_results=results or None)
+    return data.to_yaml()
+
+
+def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = None,
+               description: str | None = None) -> str:
+    """The README.md model card of a Hub folder's config.json `config` (method, sampler, inference, datasets,
+    license, eval, recipe); its example loads `repo_id`; `description`: what the method is, one line."""
+    method, recipe = config["method"], config["recipe"]
+    name = repo_id or "OWNER/NAME"
+    is_map = config.get("output") == "defocus_map"
+    call = "coc = model.coc_map(image)                      # float32 (H, W): CoC diameter in pixels" if is_map else \
+        "sharp = model.deblur(image)                    # same type, dtype and shape as the input"
+    data = recipe.get("data") or {}
+    train = data.get("train")
+    shards = config.get("train_shards") or [public(str(s)) for s in (train if isinstance(train, list) else [train])]
+    shown = dict(recipe, data=dict(data, train=shards if isinstance(train, list) else shards[0]))
+    inference = config.get("inference") or {}
+    per = "pass" if inference.get("mode") == "whole" else "tile"
+    datasets = config.get("datasets") or []
+    lines = [
+        "---", front_matter(config, repo_id or f"defocuskit-{method}").rstrip(), "---", "",
+        f"# defocuskit `{method}` model", "",
+        (f"A `{method}` model for single-image defocus deblurring, trained with "
+         f"defocuskit {config.get('exported_with') or ''}: {description or f'a {method!r} model'}."), "",
+        "## Use", "",
+        "```python",
+        "import defocuskit",
+        "from defocuskit.io.images import read_image",
+        "",
+        f"model = defocuskit.load(\"{name}\")   # or a local folder / model.safetensors file",
+        "image = read_image(\"photo.png\")               # RGB uint8 / uint16; float in [0, 1], (B)CHW tensors too",
+        call,
+        "```",
+        "",
+        f"Input: {'one channel (colour images channel by channel)' if data.get('channels') == 1 else 'RGB'}, any size. "
+        f"Inference: {inference.get('description') or 'see defocuskit.inference.tiling'} (`tile=` or `--tile` "
+        f"changes it). Sampler: `{json.dumps(config.get('sampler') or {})}`, {config.get('nfe')} network "
+        f"evaluation(s) per {per}."
+        + (" This sampler needs a circle-of-confusion map: `model.deblur(image, coc=map_or_defocus_map_model)` or "
+           "`f_number=N`." if "coc" in (config.get("needs") or []) else ""),
+        "",
+        "## Training data", "",
+        (f"{', '.join(datasets) or 'Not recorded'} (`data.train`: " + ", ".join(f"`{s}`" for s in shards)
+         + f"); {data.get('channels')} channel(s), {data.get('image_size')} px crops, "
+           f"{(recipe.get('train') or {}).get('max_steps')} steps."),
+        "",
+        "## License", "",
+        (f"`{config['license']}` (the recipe's `license`)." if config.get("license") else
+         "Not stated: the recipe sets no `license`, so the front matter says `other`; ask the model's author, and "
+         "mind the terms of the training data."),
+        "",
+    ]
+    lines += _eval_section(config.get("eval"))
+    lines += ["## Recipe", "", "Shard folders and other paths by their base name (recipe.yaml beside this card: the "
+              "recipe as resolved).", "", "```yaml",
+              yaml.safe_dump(_public_data(shown), sort_keys=False, default_flow_style=None).rstrip(), "```", ""]
+    return public("\n".join(lines))
+
+
+def _eval_section(ev: dict[str, Any] | None) -> list[str]:
+    if not ev:
+        return ["## Evaluation", "", ("No evaluation recorded (`save_pretrained(..., report=\"report/report.json\")` "
+                                      "adds the table from `defocuskit eval`)."), ""]
+    dataset, _ = eval_dataset(ev)
+    lines = ["## Evaluation", "",
+             (f"`defocuskit eval` on {dataset}, split `{ev.get('split')}` (checkpoint `{ev.get('label')}`); "
+              f"grouping: {ev.get('grouping')}. PSNR: {ev.get('psnr')}. SSIM: {ev.get('ssim')}."),
+             "",
+             "| f/N | n | PSNR | input PSNR | gain | SSIM | input SSIM | gain |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in ev["rows"]:
+        cells = [_f_label(r.get("f_number")), str(r.get("n")), _fmt(r.get("psnr"), 2), _fmt(r.get("psnr_input"), 2),
+                 _fmt(r.get("psnr_gain"), 2, True), _fmt(r.get("ssim"), 4), _fmt(r.get("ssim_input"), 4),
+                 _fmt(r.get("ssim_gain"), 4, True)]
+        lines.append("| " + " | ".join(cells) + " |")
+    settings = ev.get("settings") or {}
+    coc = settings.get("coc") or {}
+    lines += ["", (f"Settings of that run: sampler `{json.dumps(settings.get('sampler'))}`, "
+                   f"NFE {settings.get('nfe')}, seed {settings.get('seed')}"
+                   + (f"; inference: {settings['inference']}" if settings.get("inference") else "")
+                   + (f"; CoC map: {coc.get('description')}." if coc.get("description") else ".")), ""]
+    return lines

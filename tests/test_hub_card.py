@@ -1,0 +1,123 @@
+"""The model card of save_pretrained / push_to_hub: the Hub's front matter (license from the recipe, datasets from
+the shard manifests, a model-index from a `defocuskit eval` report), the inference the model really runs, and no
+local path anywhere in it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import defocuskit
+from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.io.modelfile import save_model
+from defocuskit.methods import get_method
+from defocuskit.methods.recipes import load_recipe
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _shards(folder: Path) -> Path:
+    """A shard folder's manifest: DPDD and one's own RAW captures in train, DPDD in test."""
+    folder.mkdir(parents=True)
+    table = [{"split": "train", "source": "dpdd", "f_number": "2.8", "samples": 4},
+             {"split": "train", "source": "raw", "f_number": "8", "samples": 2},
+             {"split": "test", "source": "dpdd", "f_number": "2.8", "samples": 2}]
+    (folder / "manifest.json").write_text(json.dumps({"counts": {"table": table, "by_source": {"dpdd": 6, "raw": 2}}}))
+    return folder
+
+
+def _export(path: Path, recipe_name: str, overrides: list[str]) -> Path:
+    recipe = load_recipe(recipe_name, overrides)
+    torch.manual_seed(0)
+    net = get_method(recipe.method).build(recipe.model, recipe.objective, False)
+    save_model(path, net.state_dict(), recipe.method, recipe_to_dict(recipe))
+    return path
+
+
+def _report(path: Path, model_file: Path, shards: Path) -> Path:
+    from defocuskit.eval.report import aggregate
+
+    images = [{"method": "mine", "source": "dpdd", "f_number": f, "psnr": 30.0 + gain, "psnr_input": 30.0,
+               "ssim": ssim, "ssim_input": 0.7, "mae": 0.02, "mae_input": 0.03, "lpips": None, "lpips_input": None}
+              for f, gain, ssim in ((2.8, 2.0, 0.9), (2.8, 1.0, 0.8), (8.0, 0.5, 0.75))]
+    coc_model = str(shards.parent / "coc.safetensors")
+    protocol = {"split": "test", "shards": str(shards), "psnr": "PSNR per image", "ssim": "SSIM 7x7",
+                "grouping": "f_number rounded to 0.1",
+                "methods": {"mine": {"kind": "checkpoint", "path": str(model_file), "method": "nafnet", "sampler": {},
+                                     "nfe": 1, "seed": 0, "inference": "whole image",
+                                     "coc": {"source": "map", "model": coc_model,
+                                             "description": f"defocus-map model {coc_model}"}}}}
+    path.write_text(json.dumps({"protocol": protocol, "rows": aggregate(images, ["mine"], by_aperture=True),
+                                "images": images}))
+    return path
+
+
+def _front(card: str) -> dict:
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_card_front_matter_license_datasets_model_index_and_no_local_path(tmp_path):
+    from huggingface_hub import ModelCard
+
+    shards = _shards(tmp_path / "data" / "dpdd-shards")
+    model_file = _export(tmp_path / "runs" / "model.safetensors", "nafnet-tiny",
+                         [f"data.train={shards}", f"output_dir={tmp_path / 'runs'}", "license=apache-2.0"])
+    report = _report(tmp_path / "report.json", model_file, shards)
+    folder = defocuskit.load(model_file, device="cpu").save_pretrained(tmp_path / "hub", report=report)
+    card = (folder / "README.md").read_text()
+
+    data = ModelCard(card).data
+    assert data.license == "apache-2.0" and data.library_name == "defocuskit"
+    assert data.datasets == ["DPDD", "dpdd-shards"]  # a public source by its title, one's own photos by the folder
+    results = data.eval_results
+    assert {(r.task_type, r.task_name, r.dataset_name, r.dataset_type, r.dataset_split) for r in results} == {
+        ("image-to-image", "Defocus deblurring", "DPDD", "dpdd", "test")}
+    metrics = {r.metric_name: (r.metric_type, r.metric_value) for r in results}
+    assert metrics["PSNR"] == ("psnr", 31.17) and metrics["SSIM"] == ("ssim", 0.8167)  # the pooled row, rounded
+    assert metrics["PSNR (f/2.8)"] == ("psnr", 31.5) and metrics["PSNR (f/8)"] == ("psnr", 30.5)
+    assert metrics["SSIM (f/8)"] == ("ssim", 0.75) and "LPIPS" not in metrics  # no LPIPS in the report
+    index = _front(card)["model-index"][0]
+    assert index["results"][0]["task"] == {"type": "image-to-image", "name": "Defocus deblurring"}
+    assert index["results"][0]["metrics"][0] == {"type": "psnr", "value": 31.17, "name": "PSNR"}
+
+    assert "/tmp" not in card and str(tmp_path) not in card and str(shards) not in card
+    assert "`data.train`: `dpdd-shards`" in card and "coc.safetensors" in card  # base names stand in for paths
+    assert "| f/2.8 | 2 | 31.50 | 30.00 | +1.50 |" in card
+    config = json.loads((folder / "config.json").read_text())
+    assert config["license"] == "apache-2.0" and config["datasets"] == ["DPDD", "dpdd-shards"]
+    assert config["recipe"]["data"]["train"] == str(shards)  # recipe.yaml and config.json keep the recipe as run
+
+    again = defocuskit.load(folder, device="cpu").save_pretrained(tmp_path / "again")  # the Hub copy: no manifest
+    assert ModelCard((again / "README.md").read_text()).data.datasets == ["DPDD", "dpdd-shards"]
+
+
+def test_card_license_is_other_unless_given_and_no_model_index_without_a_report(tmp_path):
+    model_file = _export(tmp_path / "m.safetensors", "nafnet-tiny", ["data.train=shards/train-*.tar"])
+    model = defocuskit.load(model_file, device="cpu")
+    card = (model.save_pretrained(tmp_path / "a") / "README.md").read_text()
+    front = _front(card)
+    assert front["license"] == "other" and "model-index" not in front and "Not stated" in card
+    assert front["datasets"] == ["shards"]  # no manifest to read: the shard folder's name
+    card = (model.save_pretrained(tmp_path / "b", license="cc-by-nc-4.0") / "README.md").read_text()
+    assert _front(card)["license"] == "cc-by-nc-4.0"
+
+
+@pytest.mark.parametrize(("recipe", "overrides", "says", "per"), [
+    ("nafnet-tiny", [], "Inference: the whole image in one pass, reflect-padded to a multiple of 8 px", "per pass"),
+    ("hidd-tiny", [],
+     "Inference: overlapping tiles of 32x32 px, the training size", "per tile"),
+])
+def test_card_says_how_inference_really_runs(recipe, overrides, says, per, tmp_path):
+    model_file = _export(tmp_path / "m.safetensors", recipe, overrides)
+    folder = defocuskit.load(model_file, device="cpu").save_pretrained(tmp_path / "hub")
+    card = (folder / "README.md").read_text()
+    assert says in card and per in card and "tiled at" not in card
+    mode = json.loads((folder / "config.json").read_text())["inference"]["mode"]
+    assert mode == ("whole" if recipe.startswith("nafnet") else "tiles")
