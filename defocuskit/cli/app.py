@@ -28,7 +28,7 @@ from defocuskit.cli.options import (
 from defocuskit.cli.recipes import recipes_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Single-image defocus deblurring research toolkit.",
-                  epilog="Example: defocuskit demo --minutes 2  (the whole pipeline on synthetic data); each command's "
+                  epilog="Example: defocuskit demo --steps-scale 0.3  (the whole pipeline on synthetic data); each command's "
                   "--help shows its own example.")
 hide_flag_types()
 
@@ -249,7 +249,7 @@ def eval_cmd(
                    + (f"; plot: {plot}" if plot.exists() else "") + (f"; figure: {crops}" if figure and crops.exists() else ""))
 
 
-@app.command("demo", epilog="Example: defocuskit demo --minutes 2 --out demo-out/")
+@app.command("demo", epilog="Example: defocuskit demo --out demo-out/  (--steps-scale 0.2 for a quicker, weaker run)")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's shards, runs and report."),
     minutes: float = typer.Option(30.0, "--minutes", help="Safety cap on the training time of all models together "
