@@ -163,13 +163,14 @@ def test_parts_merge_into_the_one_process_result_and_a_failure_stops_every_proce
 
 def test_eval_bar_has_a_total_an_eta_and_the_images_inner_progress(setup: Path, tmp_path: Path, monkeypatch) -> None:
     from rich.console import Console
-    from rich.progress import Progress, TimeRemainingColumn
+    from rich.progress import Progress
 
     import defocuskit.eval.evaluate as evaluate_module
+    from defocuskit.eval.eta import TimeLeftColumn
 
     bars: list[Progress] = []
     added: list[tuple[str, float | None]] = []
-    make = evaluate_module._progress_bar
+    make = evaluate_module.progress_bar
 
     def recording(enabled: bool, console: Console):
         bar = make(enabled, Console(file=io.StringIO()))
@@ -178,10 +179,10 @@ def test_eval_bar_has_a_total_an_eta_and_the_images_inner_progress(setup: Path, 
         bars.append(bar)
         return bar
 
-    monkeypatch.setattr(evaluate_module, "_progress_bar", recording)
+    monkeypatch.setattr(evaluate_module, "progress_bar", recording)
     evaluate(setup / "shards", [setup / "naf" / "model.safetensors"], ["input"],
              EvalConfig(limit=5, report_dir=tmp_path / "report", progress=True), console=Console(file=io.StringIO()))
-    assert any(isinstance(c, TimeRemainingColumn) for c in bars[0].columns)
+    assert any(isinstance(c, TimeLeftColumn) for c in bars[0].columns)  # the time left from each method's cost
     assert added[0] == ("scoring", 10)  # 5 pairs x 2 methods
     inner = [d for d, _ in added[1:]]
     assert len(inner) == 10 and inner[1::2] == ["  steps"] * 5 and all(d.startswith("  whole ") for d in inner[::2])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -15,6 +14,7 @@ from rich.console import Console
 from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics
 from defocuskit.eval.config import EvalConfig, EvalError
+from defocuskit.eval.eta import CostEta, progress_bar
 from defocuskit.eval.report import (
     REPORT_FILES,
     aggregate,
@@ -44,24 +44,6 @@ def _safe_name(key: str) -> str:
     return key.replace("/", "_").replace(os.sep, "_")
 
 
-
-
-def _progress_bar(enabled: bool, console: Console) -> Any:
-    if not enabled:
-        return nullcontext(None)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=True)
-
-
 def _figure_label(group: float | None, key: str, by_aperture: bool) -> str:
     if group is not None:
         return f"f/{group:g} · {key}"
@@ -75,7 +57,8 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
     with `figure`, per f-number group (index, figure row) of the first pair every method produced an output for."""
     part: dict[str, Any] = {"images": [], "skipped": [], "depths": {}, "pairs": 0, "sharp_only": 0, "blur_map": 0,
                             "no_f": 0, "figure": {}}
-    task = bar.add_task("scoring", total=None if total is None else total * len(runners)) if bar else None
+    eta = CostEta(runners, total)  # the bar's time left, from each method's measured cost
+    task = bar.add_task("scoring", total=None if total is None else total * len(runners), eta=eta) if bar else None
     for position, sample in enumerate(samples):
         if limit is not None and part["pairs"] >= limit:
             break
@@ -88,9 +71,11 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
             part["blur_map"] += 1
             continue
         sharp, blur = sample["sharp"], sample["blur"]
+        eta.sample(blur.shape[0] * blur.shape[1])
         if sharp.shape != blur.shape:
             part["skipped"].append((index, {"key": key, "method": None, "reason": f"blur is {blur.shape[1]}x"
                                    f"{blur.shape[0]}, sharp is {sharp.shape[1]}x{sharp.shape[0]} (width x height)"}))
+            eta.skip()
             if bar is not None:
                 bar.advance(task, len(runners))
             continue
@@ -107,6 +92,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
             inp_scores = score_pair(*inp_scored, scoring)
         except (ValueError, RegistrationError) as exc:
             part["skipped"].append((index, {"key": key, "method": None, "reason": f"blurred input: {exc}"}))
+            eta.skip()
             if bar is not None:
                 bar.advance(task, len(runners))
             continue
@@ -114,6 +100,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
         for name, run in runners.items():
             if bar is not None:
                 bar.update(task, description=f"{name}: {key}")
+            eta.start(name)
             try:
                 out = run(blur_f, sample)
                 # The input baseline returns the input itself: its scores are the input's, computed once.
@@ -131,6 +118,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
                 shown = None  # a figure row needs every method's output: the next pair of this group gets it
                 continue
             finally:
+                eta.stop()
                 if bar is not None:
                     bar.advance(task)
             part["images"].append((index, {
@@ -182,7 +170,7 @@ def evaluate_samples(
     console = console or Console(stderr=True)
     gather = gather or (lambda obj: [obj])
     try:
-        with _progress_bar(progress, console) as bar:
+        with progress_bar(progress, console) as bar:
             token = ACTIVE_BAR.set(bar)
             try:
                 part = _score_samples(samples, runners, scoring, stops, by_aperture, limit, save_images, bar,
