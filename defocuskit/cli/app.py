@@ -85,8 +85,13 @@ def train_cmd(
     import os
     import sys
 
-    from defocuskit.config.recipe import recipe_to_yaml
+    from defocuskit.config.recipe import find_recipe, recipe_to_yaml
     from defocuskit.config.typed import RecipeError
+
+    try:
+        find_recipe(recipe)  # a missing recipe is named before torch is imported (seconds)
+    except RecipeError as exc:
+        exit_before_torch(True, str(exc))
     from defocuskit.methods.recipes import load_recipe
 
     try:
@@ -289,6 +294,8 @@ def pseudo_coc_cmd(
     """Pairs into triplets: write the JDRL reblurring module's blur map as coc.png (for defocus-map training)."""
     import sys
 
+    exit_before_torch(not checkpoint.is_file(), f"model file not found: {checkpoint}")
+    exit_before_torch(not shards.exists(), f"--shards {shards}: no such shard folder or file")
     from defocuskit.cli.pseudo_coc import write_pseudo_coc
     from defocuskit.data.folder import FolderError
     from defocuskit.data.reader import ShardError

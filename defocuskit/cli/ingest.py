@@ -73,6 +73,14 @@ def ingest_cmd(
     """Turn photo folders and public datasets into aperture-tagged WebDataset shards."""
     from rich.console import Console
 
+    from defocuskit.data.sources import option_of
+
+    for name, root in (("raw", raw_dir), ("dpdd", dpdd), ("realblur", realblur), ("ded", ded), ("realdof", realdof),
+                       ("vabd", vabd), ("ebb", ebb), ("sdd", sdd), ("pairs", pairs), ("cuhk-blur", cuhk_blur),
+                       ("render", render)):
+        if root is not None and not root.is_dir():  # named before torch is imported, as check_sources would
+            Console().print(f"[red]error:[/red] {option_of(name)} {root}: no such directory", soft_wrap=True)
+            raise typer.Exit(1)
     from defocuskit.data.ingest import run_ingest
     from defocuskit.data.inspect import manifest_table
     from defocuskit.data.sample import IngestError, IngestOptions
