@@ -17,6 +17,11 @@ For each held-out VABD scene (fixtures VABD/train 0001-0003), through the README
 Prints per fold and f-number the input PSNR and the model's gain, then the mean, min and max gain over the
 folds. Everything is written under `--out` (which must not exist yet).
 
+Fold `ebb` (`--folds ebb`) holds out the EBB test photographs instead: trained on renders of the VABD and EBB
+train references, scored on the real EBB test pairs (f/1.8 against the f/16 reference, not registered at
+ingest) with JDRL's protocol: the reference warped onto each output by optical flow before scoring (`eval
+--align --align-by flow`), as JDRL's evaluation of misaligned pairs does.
+
     python tools/loso_real.py --out /tmp/loso [--recipe nafnet-cpu] [--minutes 25] [--folds 0001,0002,0003]
 """
 
@@ -47,9 +52,12 @@ def photo_sets(fixtures: Path) -> list[tuple[str, Path]]:
 
 
 def render_folder(fixtures: Path, held: str, out: Path) -> int:
-    """Link every reference photo, depth map and focal mask except the held-out VABD scene's into `out`."""
+    """Link every reference photo, depth map and focal mask except the held-out VABD scene's (fold "ebb": the
+    EBB test photographs) into `out`."""
     n = 0
     for prefix, root in photo_sets(fixtures):
+        if held == "ebb" and prefix == "ebb-test":
+            continue
         for image in sorted((root / "input").iterdir()):
             stem = image.stem
             if prefix == "vabd" and stem == held:
@@ -65,7 +73,13 @@ def render_folder(fixtures: Path, held: str, out: Path) -> int:
 
 
 def test_folder(fixtures: Path, held: str, out: Path) -> None:
-    """The held-out scene's real VABD stack alone, in VABD's layout (as a test split)."""
+    """The held-out scene's real VABD stack alone, in VABD's layout (as a test split); fold "ebb": the EBB test
+    pairs in EBB's layout."""
+    if held == "ebb":
+        for sub in ("input", "target"):
+            for src in sorted((fixtures / "EBB" / "test" / sub).iterdir()):
+                link(src, out / "test" / sub / src.name)
+        return
     root = fixtures / "VABD" / "train"
     for sub in APERTURE_FOLDERS:
         (src,) = list((root / sub).glob(f"{held}.*"))
@@ -110,7 +124,7 @@ def main() -> None:
         fold = args.out / held
         photos = fold / "photos"
         n_photos = render_folder(args.fixtures, held, photos)
-        test_folder(args.fixtures, held, fold / "vabd")
+        test_folder(args.fixtures, held, fold / "real")
         shards, t_ingest = [], 0.0
         render_sets = [s.split() for s in args.render_sets] or [[]]
         for frac, (i, extra) in itertools.product((float(x) for x in args.k_fractions.split(",")),
@@ -128,14 +142,16 @@ def main() -> None:
                              "--workers", "1"], fold / "ingest-builtin.log", env)
             shards.append(str(dst))
         test = fold / "test-shards"
-        run([*exe, "ingest", "--vabd", str(fold / "vabd"), "--out", str(test), "--max-side", str(args.test_size),
-             "--workers", "1"], fold / "ingest-test.log", env)
+        source = ["--ebb", str(fold / "real"), "--register", "none"] if held == "ebb" else ["--vabd", str(fold / "real")]
+        run([*exe, "ingest", *source, "--out", str(test), "--max-side", str(args.test_size), "--workers", "1"],
+            fold / "ingest-test.log", env)
         run_dir = fold / "run"
         t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={run_dir}",
                        f"train.max_minutes={args.minutes}", *args.overrides], fold / "train.log", env)
         report = fold / "report"
         run([*exe, "eval", "--shards", str(test), "--checkpoint", str(run_dir / "model.safetensors"),
-             "--baseline", "input", "--by-aperture", "--report", str(report), "--save-images", str(fold / "images")],
+             "--baseline", "input", "--by-aperture", "--report", str(report), "--save-images", str(fold / "images"),
+             *(["--align", "--align-by", "flow"] if held == "ebb" else [])],
             fold / "eval.log", env)
         rows = json.loads((report / "report.json").read_text())["rows"]
         results[held] = {"photos": n_photos, "ingest_s": round(t_ingest), "train_s": round(t_train),
