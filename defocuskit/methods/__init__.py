@@ -25,6 +25,11 @@ def method_names() -> list[str]:
     return sorted(_MODULES)
 
 
+def release_method_names() -> list[str]:
+    """Names of the methods whose port reads the authors' published checkpoints (Method.release)."""
+    return [name for name in method_names() if get_method(name).release is not None]
+
+
 def get_method(name: str) -> Method:
     """The Method called `name`; a clear error for an unknown one."""
     if name not in _MODULES:
