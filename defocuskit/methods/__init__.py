@@ -17,6 +17,7 @@ _MODULES = {
     "dncnn": "defocuskit.methods.dncnn",
     "ffdnet": "defocuskit.methods.ffdnet",
     "cyclegan": "defocuskit.methods.cyclegan",
+    "restormer": "defocuskit.methods.restormer",
 }
 
 
