@@ -219,7 +219,11 @@ def test_the_released_networks_are_the_ports_paper_sizes():
         assert sum(p.numel() for p in net.parameters()) == count, name
     assert net.deblur.estimator is None and net.deblur.fusions is None  # VGG_Deblur: no blur map of its own
     assert sum(p.numel() for p in net.deblur.parameters()) == 31_033_411
-    assert load_recipe("restormer-finetune").model == load_recipe("restormer").model  # an import fits it
+    from defocuskit.eval.validation import make_validator
+
+    finetune = load_recipe("restormer-finetune")
+    assert finetune.model == load_recipe("restormer").model  # an imported release fits it
+    assert make_validator(finetune) is None  # runs as given (no data.val, no eval_every)
 
 
 def test_jdrl_without_a_blur_map_trains_both_stages():
