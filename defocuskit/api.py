@@ -23,6 +23,7 @@ import defocuskit
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
 from defocuskit.inference.load import load_model
+from defocuskit.inference.release import import_to_temporary
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, default_inference
 from defocuskit.io import hub
@@ -35,7 +36,6 @@ _INT_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 # ------------------------------------------------------------------------------------ images in and out
-
 
 @dataclass(frozen=True)
 class _Layout:
@@ -142,13 +142,13 @@ def _plain(key: str, value: Any) -> str:
 
 # ------------------------------------------------------------------------------------ the model
 
-
 class DeblurModel:
     """An exported defocuskit model, loaded and ready: `deblur` images (or `coc_map` for a defocus-map model),
     `save_pretrained` / `push_to_hub` in the Hub layout. Build it with `defocuskit.load`."""
 
     def __init__(self, model_file: str | Path, *, device: str = "auto", config: dict[str, Any] | None = None,
-                 source: str | None = None):
+                 source: str | None = None, keep: Any = None):
+        self._keep = keep  # what must live as long as the model (the temporary folder of an imported checkpoint)
         self.device = resolve_device(device)
         self.path = Path(model_file)
         self.source = source or str(self.path)
@@ -383,12 +383,16 @@ def _coc_maps(coc: Image | DeblurModel | None, f_number: float | None, images: n
     return [per[i if per.shape[0] > 1 else 0] for i in range(n)]
 
 
-def load(source: str | Path, *, device: str = "auto", revision: str | None = None, token: str | bool | None = None,
-         cache_dir: str | Path | None = None) -> DeblurModel:
+def load(source: str | Path, *, method: str | None = None, device: str = "auto", revision: str | None = None,
+         token: str | bool | None = None, cache_dir: str | Path | None = None) -> DeblurModel:
     """Load a model: a `.safetensors` model file, a folder written by save_pretrained, or (where no local path has
-    that name) a Hub repo id (`owner/name`, at `revision`, fetched with huggingface_hub into its cache).
+    that name) a Hub repo id (`owner/name`, at `revision`, fetched with huggingface_hub into its cache); with
+    `method=`, a published checkpoint (.pth) of that ported method, imported into a temporary model file.
     `device`: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps."""
     if not isinstance(source, (str, Path)):
         raise TypeError(f"load: a path or a Hub repo id, got {type(source).__name__}")
+    if method is not None:  # as `defocuskit import-weights`
+        model_file, folder = import_to_temporary(method, source)
+        return DeblurModel(model_file, device=device, source=str(source), keep=folder)
     model_file, config = hub.resolve_model(source, revision=revision, token=token, cache_dir=cache_dir)
     return DeblurModel(model_file, device=device, config=config, source=str(source))

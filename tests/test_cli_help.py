@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from defocuskit.cli.app import app
 
 runner = CliRunner()
-COMMANDS = [[], ["ingest"], ["inspect"], ["train"], ["deblur"], ["eval"], ["demo"], ["pseudo-coc"], ["recipes"],
+COMMANDS = [[], ["ingest"], ["inspect"], ["train"], ["deblur"], ["eval"], ["demo"], ["pseudo-coc"], ["import-weights"], ["recipes"],
             ["recipes", "ls"], ["recipes", "cp"]]
 
 

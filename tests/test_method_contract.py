@@ -39,6 +39,7 @@ PINNED_LOSSES: dict[str, list[float]] = {
     "jdrl": [0.02339928, 0.02496611, 0.01889217, 0.01182588, 0.02404393],
     "nafnet": [-11.72289, -12.09099, -12.63663, -14.38477, -15.67606],
     "rddm": [-9.846985, -12.28838, -10.96893, -11.44998, -10.12054],
+    "restormer": [0.07761008, 0.05932333, 0.06092931, 0.04945276, 0.0567015],
 }
 # (sum, weighted sum) of restore's output on a seeded 32x32 input, weights built under torch.manual_seed(0) and then
 # each moved by 0.02 N(0, 1) (seed 1), so that networks that start at the identity are not at it
@@ -51,6 +52,7 @@ PINNED_RESTORE: dict[str, tuple[float, float]] = {
     "jdrl": (1466.462093, 781.2716403),
     "nafnet": (855.7712545, 372.10356),
     "rddm": (1654.949716, 804.4821081),
+    "restormer": (1554.425354, 769.8622733),
 }
 
 

@@ -1,4 +1,4 @@
-"""Print the parameter counts of the paper-size RDDM parts, the defocus-map estimator and the NAFNet baseline.
+"""Print the parameter counts of the paper-size RDDM parts, the defocus-map estimator, NAFNet and Restormer.
 
     python tools/param_counts.py [--recipes recipes]
 
@@ -40,6 +40,7 @@ def main() -> None:
         ("RDDM trained in recipes/rddm.yaml (all but the estimator)", count(rddm) - count(rddm.map_estimator)),
         ("defocus-map estimator (recipes/defocus-map.yaml)", count(build(args.recipes / "defocus-map.yaml"))),
         ("NAFNet baseline (recipes/nafnet.yaml, width 64)", count(build(args.recipes / "nafnet.yaml"))),
+        ("Restormer (recipes/restormer.yaml, single-image defocus)", count(build(args.recipes / "restormer.yaml"))),
     ]
     width = max(len(name) for name, _ in rows)
     for name, n in rows:

@@ -26,6 +26,7 @@ from defocuskit.cli.options import (
     value,
 )
 from defocuskit.cli.recipes import recipes_app
+from defocuskit.cli.weights import IMPORT_EXAMPLE, import_weights_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Single-image defocus deblurring research toolkit.",
                   epilog="Example: defocuskit demo --steps-scale 0.3  (the whole pipeline on synthetic data); each command's "
@@ -127,6 +128,7 @@ def train_cmd(
 
 
 app.add_typer(recipes_app, name="recipes")
+app.command("import-weights", epilog=IMPORT_EXAMPLE)(import_weights_cmd)
 
 
 @app.command("deblur", epilog="Example: defocuskit deblur photos/ 'raw/*.NEF' --checkpoint "

@@ -16,6 +16,7 @@ import defocuskit
 from defocuskit.io.atomic import atomic_path
 
 MODEL_FORMAT = "defocuskit-model-1"
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")  # torch.save files: imported, never read as model files
 MODEL_FILE_MODE = stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH  # 0644
 
 
@@ -48,7 +49,9 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+        hint = (": a PyTorch checkpoint? A published one of a ported method is imported by `defocuskit import-weights "
+                "--method M` or defocuskit.load(path, method=M)") if path.suffix in CHECKPOINT_SUFFIXES else ""
+        raise ValueError(f"{path}: not a readable safetensors file ({e}){hint}") from None
     if meta.get("format") != MODEL_FORMAT or "method" not in meta or "recipe" not in meta:
         raise ValueError(f"{path}: no defocuskit metadata (not a model exported by `defocuskit train`)")
     try:

@@ -17,12 +17,18 @@ _MODULES = {
     "dncnn": "defocuskit.methods.dncnn",
     "ffdnet": "defocuskit.methods.ffdnet",
     "cyclegan": "defocuskit.methods.cyclegan",
+    "restormer": "defocuskit.methods.restormer",
 }
 
 
 def method_names() -> list[str]:
     """Names of the trainable methods."""
     return sorted(_MODULES)
+
+
+def release_method_names() -> list[str]:
+    """Names of the methods whose port reads the authors' published checkpoints (Method.release)."""
+    return [name for name in method_names() if get_method(name).release is not None]
 
 
 def get_method(name: str) -> Method:

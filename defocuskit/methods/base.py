@@ -82,6 +82,42 @@ class Companion:
     method: str
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """How a release runs its network at test time (its test script), recorded in every model file imported from
+    it. defocuskit's own inference differs where the toolkit's rules say so: it reads 16-bit sources as 16-bit and
+    reflect-pads to the network's multiple instead of cropping."""
+
+    script: str  # the released test script these facts come from
+    bit_depth: int  # test images as the release reads them (8: cv2.imread and / 255)
+    channel_order: str  # what the released network takes: "rgb", or "bgr" (cv2 order without conversion)
+    padding: str  # "none" (sizes taken as they come), "reflect" (bottom/right, to pad_multiple)
+    pad_multiple: int  # the multiple H and W must be (the network's downsamplings)
+    crop_multiple: int = 1  # the release crops test images to a multiple of this (1: no crop)
+
+
+@dataclass(frozen=True)
+class Release:
+    """A published checkpoint format of the network this method ports (`defocuskit import-weights`).
+
+    convert(checkpoint) -> state dict in the port's names: `checkpoint` is what torch.load(weights_only=True)
+        returns for the published file (io.release.find_state_dict unwraps the usual containers); raises
+        io.release.ReleaseError for a file of another network. Any change of layout (names, channel order) is here.
+    recipe, overrides: the packaged recipe and `key=value` overrides that build the released network (and name
+        the set it was trained on in data.train, for the model card); the imported model file carries that recipe.
+    optional: names (or name prefixes ending in ".") of the port's tensors that a checkpoint may lack (a
+        training-only module not every file carries); kept as built and listed in the model file.
+    """
+
+    code: str  # the released repository the port follows (owner/name@commit)
+    checkpoints: str  # the published files and where the authors link them
+    convert: Callable[[Any], dict[str, torch.Tensor]]
+    recipe: str
+    protocol: Protocol
+    overrides: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The network inside a DistributedDataParallel (.module) or torch.compile (._orig_mod) wrapper."""
     return getattr(model, "module", getattr(model, "_orig_mod", model))
@@ -146,6 +182,7 @@ class Method:
     channels_last: on a CPU, inference hands the network its input in channels-last memory format
         (oneDNN's convolutions run NHWC without reordering each layer's input; the same values to float
         rounding). True only where `tools/bench_channels_last.py` measured it faster (docs/benchmarks.md).
+    release: the published checkpoint format its port reads (Release), or None.
     """
 
     name: str
@@ -167,6 +204,7 @@ class Method:
     whole_image: bool = False
     pad_multiple: Callable[[nn.Module], int] = model_multiple
     channels_last: bool = False
+    release: Release | None = None
 
     def __post_init__(self) -> None:
         if not issubclass(self.SamplerConfig, Sampler):

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from defocuskit.imaging.flow import PRESETS
-from defocuskit.methods.base import Batch, Method, RestoreContext, Sampler, rename_key, unwrap
+from defocuskit.io.release import STATE_KEYS, ReleaseError, find_state_dict, rename_keys
+from defocuskit.methods.base import Batch, Method, Protocol, Release, RestoreContext, Sampler, rename_key, unwrap
 from defocuskit.models.jdrl import JDRL, KERNEL_NORMS, DeblurNet, ReblurModule
 
 
@@ -52,6 +53,9 @@ class ModelConfig:
     # True (sound default): the output is the blurred input plus a correction that starts at zero; False: the
     # released sigmoid image output, which a short run leaves ~3 dB below its input (measured, docs/benchmarks.md)
     global_residual: bool = True
+    # True: the deblurring net predicts its own blur map and is modulated by it (this port's reading of the paper);
+    # False: the released VGG_Deblur without one (what imported checkpoints build)
+    blur_map: bool = True
 
 
 @dataclass
@@ -85,8 +89,10 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     m = model_cfg
     if m.kernel_norm not in KERNEL_NORMS:
         raise ValueError(f"model.kernel_norm: '{m.kernel_norm}' is not one of {', '.join(KERNEL_NORMS)}")
+    if not m.blur_map and o.map_weight > 0:
+        raise ValueError("objective.map_weight > 0 needs the blur-map estimator (model.blur_map: true); set it to 0")
     deblur = DeblurNet(m.channels, m.widths, m.dropout, m.dropout_levels, m.map_channels, m.map_blocks,
-                       m.fusion_channels, m.global_residual)
+                       m.fusion_channels, m.global_residual, m.blur_map)
     reblur = ReblurModule(m.channels, m.reblur_channels, m.reblur_blocks, m.kernel_sizes, m.kernel_norm)
     return JDRL(deblur, reblur)
 
@@ -117,9 +123,11 @@ def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: 
     flow_loss = (charbonnier(mask * out["output"], mask * out["target"], o.charbonnier_eps)
                  + charbonnier(mask_back * sharp, mask_back * out["output_on_sharp"], o.charbonnier_eps))
     reblur_loss = charbonnier(out["reblurred"], blur, o.charbonnier_eps)  # reblurred output vs blurry input
+    total = flow_loss + o.reblur_weight * reblur_loss
+    if out["map"] is None:  # the released network: no blur map of its own
+        return total
     r_max = net.reblur.radii[-1]
-    map_loss = F.l1_loss(out["map"], out["reblur_map"].detach()) / r_max
-    return flow_loss + o.reblur_weight * reblur_loss + o.map_weight * map_loss
+    return total + o.map_weight * F.l1_loss(out["map"], out["reblur_map"].detach()) / r_max
 
 
 @torch.no_grad()
@@ -134,6 +142,68 @@ def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.
 def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
     """A recipe of defocuskit 0.1 (model.image_channels) in today's keys (model.channels)."""
     return rename_key(raw, "model", "image_channels", "channels")
+
+
+# ------------------------------------------------------- the released checkpoint (liyucs/JDRL, unet-jdrl-sdd.pth)
+
+# models/model_deblur.py VGG_Deblur -> DeblurNet (blur_map false): encoder.blockN, upN (Upsample, Conv2d), blockN, out
+_DEBLUR_NAMES = [
+    (r"encoder\.block([1-5])\.([02])\.(weight|bias)", lambda m: f"encoders.{int(m[1]) - 1}.{m[2]}.{m[3]}"),
+    (r"up([6-9])\.1\.(weight|bias)", lambda m: f"ups.{int(m[1]) - 6}.conv.{m[2]}"),
+    (r"block([6-9])\.([02])\.(weight|bias)", lambda m: f"decoders.{int(m[1]) - 6}.{m[2]}.{m[3]}"),
+    (r"out\.0\.(weight|bias)", r"out.\1"),
+]
+# models/kpn.py Reblur_Model -> ReblurModule: kpn (KPN) and kernel_map_gene (KERNEL_MAP), each conv_first, block1-3, out
+_BRANCHES = {"kpn": "kernel", "kernel_map_gene": "weights"}
+_REBLUR_NAMES = [
+    (r"(kpn|kernel_map_gene)\.conv_first\.(weight|bias)", lambda m: f"{_BRANCHES[m[1]]}.0.{m[2]}"),
+    (r"(kpn|kernel_map_gene)\.block([1-3])\.(conv[12])\.(weight|bias)",
+     lambda m: f"{_BRANCHES[m[1]]}.{m[2]}.{m[3]}.{m[4]}"),
+    (r"(kpn|kernel_map_gene)\.out\.(weight|bias)", lambda m: f"{_BRANCHES[m[1]]}.4.{m[2]}"),
+]
+
+
+def _to_rgb(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The released networks read and write BGR (cv2.imread without conversion, dataset.py and test_model.py):
+    the input channels of the first convolutions and the output channels of the last one reordered to RGB, so
+    that the imported network takes and gives RGB with the same values."""
+    bgr = {"deblur.encoders.0.0.weight": (1, [2, 1, 0]), "deblur.out.weight": (0, [2, 1, 0]),
+           "deblur.out.bias": (0, [2, 1, 0]), "reblur.kernel.0.weight": (1, [2, 1, 0, 5, 4, 3]),
+           "reblur.weights.0.weight": (1, [2, 1, 0, 5, 4, 3])}
+    out = dict(state)
+    for key, (dim, order) in bgr.items():
+        if key in out and out[key].dim() > dim and out[key].shape[dim] == len(order):  # else the shape check says
+            out[key] = out[key].index_select(dim, torch.tensor(order))
+    return out
+
+
+def convert_release(checkpoint: Any) -> dict[str, torch.Tensor]:
+    """A checkpoint saved by the released solver.py ({'G_state_dict', 'Reblur_state_dict', ...}, DataParallel
+    names), or a bare VGG_Deblur state dict, in this port's names and RGB order; the step counter is not in it."""
+    deblur = find_state_dict(checkpoint, ("G_state_dict", *STATE_KEYS))  # test.py: 'G_state_dict' (UNet)
+    if not any(k.startswith("encoder.block1.") for k in deblur):
+        raise ReleaseError("not JDRL's U-Net (models/model_deblur.py VGG_Deblur, unet-jdrl-sdd.pth): no "
+                           "'encoder.block1' weights; the release's MPRNet and IFAN checkpoints are other networks, "
+                           "not ported")
+    state = rename_keys(deblur, _DEBLUR_NAMES, "deblur.")
+    if isinstance(checkpoint, dict) and "Reblur_state_dict" in checkpoint:
+        state.update(rename_keys(find_state_dict(checkpoint["Reblur_state_dict"]), _REBLUR_NAMES, "reblur."))
+    return _to_rgb(state)
+
+
+RELEASE = Release(
+    code="liyucs/JDRL@c9c420e",
+    checkpoints=("unet-jdrl-sdd.pth (UNet* trained on SDD; the README's link "
+                 "https://drive.google.com/file/d/1o7tI2nj6uLEgCPmx7nh2AvziqIaFTM78/view)"),
+    convert=convert_release,
+    recipe="jdrl",
+    # the released network; data.train: the set it was trained on, as the model card names it
+    overrides=("model.blur_map=false", "model.global_residual=false", "objective.map_weight=0", "data.train=SDD"),
+    # the reblurring module trains only; checkpoints saved by solver.py carry it. The step counter is the port's.
+    optional=("reblur.", "step"),
+    protocol=Protocol(script="test_model/test_model.py (--model UNet)", bit_depth=8, channel_order="bgr",
+                      padding="none", pad_multiple=16, crop_multiple=16),
+)
 
 
 METHOD = Method(
@@ -153,4 +223,5 @@ METHOD = Method(
     whole_image=True,  # a convolutional U-Net with a convolutional map estimator: any size
     channels_last=True,  # CPU: 1.3-1.6x (tiny) / 1.2-1.3x (paper size) faster, tools/bench_channels_last.py
     pad_multiple=lambda model: unwrap(model).deblur.multiple,  # 2**(levels - 1) max-poolings
+    release=RELEASE,
 )

@@ -211,13 +211,15 @@ class DeblurNet(nn.Module):
     """The released U-Net deblurring network with a self-predicted blur map as degradation prior.
 
     forward(blur) -> (sharp estimate (in [0, 1] as released; blur + a correction with `global_residual`),
-    blur map (B, 1, H, W) in pixels of kernel radius);
+    blur map (B, 1, H, W) in pixels of kernel radius, None without `blur_map`);
     any size in (replicate-padded to a multiple of 2**(levels - 1), cropped back).
+    `blur_map=False, global_residual=False` is the released VGG_Deblur, layer for layer (what imported
+    checkpoints of liyucs/JDRL build).
     """
 
     def __init__(self, image_channels: int = 3, widths: list[int] | tuple[int, ...] = (64, 128, 256, 512, 1024),
                  dropout: float = 0.4, dropout_levels: int = 2, map_channels: int = 64, map_blocks: int = 3,
-                 fusion_channels: int = 64, global_residual: bool = False) -> None:
+                 fusion_channels: int = 64, global_residual: bool = False, blur_map: bool = True) -> None:
         super().__init__()
         self.global_residual = global_residual
         widths = list(widths)
@@ -225,14 +227,15 @@ class DeblurNet(nn.Module):
             raise ValueError(f"DeblurNet needs at least two levels, got widths {widths}")
         self.in_ch = image_channels
         self.multiple = 2 ** (len(widths) - 1)
-        self.estimator = trunk(image_channels, map_channels, map_blocks, 1)
+        self.estimator = trunk(image_channels, map_channels, map_blocks, 1) if blur_map else None
         self.encoders = nn.ModuleList()
-        self.fusions = nn.ModuleList()
+        self.fusions = nn.ModuleList() if blur_map else None
         self.drops = nn.ModuleList()
         ch = image_channels
         for i, width in enumerate(widths):
             self.encoders.append(_double_conv(ch, width))
-            self.fusions.append(MapFusion(width, fusion_channels))
+            if self.fusions is not None:
+                self.fusions.append(MapFusion(width, fusion_channels))
             deep = i >= len(widths) - dropout_levels  # drop4, drop5 in model_deblur.py
             self.drops.append(nn.Dropout(dropout) if deep and dropout > 0 else nn.Identity())
             ch = width
@@ -248,19 +251,23 @@ class DeblurNet(nn.Module):
 
     def estimate_map(self, blur: torch.Tensor) -> torch.Tensor:
         """The blur map (B, 1, H, W), kernel radius in pixels (>= 0), predicted from the blurry image."""
+        if self.estimator is None:
+            raise ValueError("this JDRL network has no blur-map estimator (model.blur_map: false)")
         return F.softplus(self.estimator(blur))
 
-    def forward(self, blur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, blur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h, w = blur.shape[-2:]
         ph, pw = (-h) % self.multiple, (-w) % self.multiple
         x = F.pad(blur, (0, pw, 0, ph), mode="replicate") if ph or pw else blur
-        blur_map = self.estimate_map(x)
+        blur_map = self.estimate_map(x) if self.estimator is not None else None
         skips = []
-        for i, (enc, fuse, drop) in enumerate(zip(self.encoders, self.fusions, self.drops)):
+        for i, (enc, drop) in enumerate(zip(self.encoders, self.drops)):
             if i > 0:
                 x = F.max_pool2d(x, 2)
-            level_map = F.avg_pool2d(blur_map, 2**i) if i > 0 else blur_map
-            x = drop(fuse(enc(x), level_map))
+            x = enc(x)
+            if blur_map is not None and self.fusions is not None:
+                x = self.fusions[i](x, F.avg_pool2d(blur_map, 2**i) if i > 0 else blur_map)
+            x = drop(x)
             skips.append(x)
         for up, dec, skip in zip(self.ups, self.decoders, reversed(skips[:-1])):
             x = dec(torch.cat([up(x), skip], dim=1))
@@ -268,7 +275,7 @@ class DeblurNet(nn.Module):
             out = F.pad(blur, (0, pw, 0, ph), mode="replicate") + self.out(x) if ph or pw else blur + self.out(x)
         else:
             out = torch.sigmoid(self.out(x))  # model_deblur.py returns sigmoid(out)
-        return out[..., :h, :w], blur_map[..., :h, :w]
+        return out[..., :h, :w], blur_map[..., :h, :w] if blur_map is not None else None
 
 
 # ------------------------------------------------------------------------------------------- JDRL

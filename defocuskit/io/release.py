@@ -1,0 +1,134 @@
+"""Published checkpoints (`.pth` files of the authors' releases) read safely: `torch.load(weights_only=True)` only,
+so a file that needs Python code to be unpickled is refused, naming what it needs. Also the layout of a checkpoint
+(nested keys -> tensor shapes), which `tools/check_release.py` writes to tests/data/ and tests fill with random
+tensors."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+# Container keys under which released training code saves the network's state dict, in the order tried:
+# BasicSR (Restormer) 'params' / 'params_ema', plain training scripts 'state_dict' / 'model' / 'net'.
+STATE_KEYS = ("params", "params_ema", "state_dict", "model", "net", "network")
+# Prefixes of wrapped modules: torch.nn.DataParallel / DistributedDataParallel, torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# A renaming rule: a regular expression matching a whole released name, and the port's name (a template with
+# \1 ... group references, or a function of the match).
+Rule = tuple[str, str | Callable[[re.Match[str]], str]]
+
+
+class ReleaseError(ValueError):
+    """A release checkpoint that cannot be read or does not fit the port; the message names the file and keys."""
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """The object a checkpoint file holds, loaded on the CPU with `torch.load(weights_only=True)` (tensors,
+    dicts, lists, numbers, strings only); ReleaseError naming the class when the file needs unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReleaseError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _GLOBAL.search(str(exc))
+        if found is None:  # not a pickle at all ("Unsupported operand", "invalid load key")
+            raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)})") from None
+        raise ReleaseError(
+            f"{path}: refused: it needs the Python object {found.group(1)} to be unpickled, i.e. code run while "
+            "loading; defocuskit reads checkpoints with torch.load(weights_only=True) only. If you trust the file, "
+            "save its state dict alone (torch.save(checkpoint['params'], 'weights.pth') in a session that loads it) "
+            "and import that"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The informative line of a torch.load error (its unpickler's own words where it gives them)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    inner = [line for line in lines if line.startswith(("Unsupported", "invalid load key", "WeightsUnpickler error: "))]
+    return (inner or lines or [f"{type(exc).__name__}: empty or cut short"])[0].removeprefix("WeightsUnpickler error: ")
+
+
+def is_state_dict(obj: Any) -> bool:
+    """Whether `obj` is a non-empty mapping of names to tensors."""
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def find_state_dict(obj: Any, keys: tuple[str, ...] = STATE_KEYS) -> dict[str, Any]:
+    """The state dict inside a checkpoint: `obj` itself when it maps names to tensors, else the first of `keys`
+    that holds one (one level of nesting followed, e.g. {'model': {'state_dict': ...}}); wrapper prefixes
+    ('module.', '_orig_mod.') stripped. ReleaseError naming the keys found otherwise."""
+    if is_state_dict(obj):
+        return strip_prefixes(obj)
+    if isinstance(obj, dict):
+        for key in keys:
+            inner = obj.get(key)
+            if is_state_dict(inner):
+                return strip_prefixes(inner)
+            if isinstance(inner, dict):
+                for sub in keys:
+                    if is_state_dict(inner.get(sub)):
+                        return strip_prefixes(inner[sub])
+        found = ", ".join(f"'{k}'" for k in list(obj)[:12]) or "none"
+        raise ReleaseError(f"no state dict under {', '.join(repr(k) for k in keys)} (its keys: {found})")
+    raise ReleaseError(f"holds a {type(obj).__name__}, not a state dict or a dict of them")
+
+
+def strip_prefixes(state: dict[str, Any], prefixes: tuple[str, ...] = WRAPPER_PREFIXES) -> dict[str, Any]:
+    """`state` with each key's wrapper prefixes removed (where every key has the prefix)."""
+    for prefix in prefixes:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def rename_keys(state: dict[str, Any], rules: list[Rule], prefix: str = "") -> dict[str, Any]:
+    """`state` with each key renamed by the first rule whose pattern matches it whole, `prefix` put in front;
+    keys no rule matches keep their name (behind `prefix`), so that a strict check reports them as unexpected."""
+    compiled = [(re.compile(pattern), new) for pattern, new in rules]
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        name = key
+        for pattern, new in compiled:
+            found = pattern.fullmatch(key)
+            if found:
+                name = new(found) if callable(new) else found.expand(new)
+                break
+        out[prefix + name] = value
+    return out
+
+
+def checkpoint_layout(obj: Any) -> Any:
+    """The layout of a checkpoint object: tensors as {"shape": [...], "dtype": "float32"}, dicts and lists
+    recursively, numbers and strings as they are (JSON-ready)."""
+    if isinstance(obj, torch.Tensor):
+        return {"shape": list(obj.shape), "dtype": str(obj.dtype).removeprefix("torch.")}
+    if isinstance(obj, dict):
+        return {str(k): checkpoint_layout(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [checkpoint_layout(v) for v in obj]
+    return obj
+
+
+def random_checkpoint(layout: Any, generator: torch.Generator | None = None) -> Any:
+    """A checkpoint object of `layout` (checkpoint_layout's form) with random normal float tensors (integer
+    tensors zero), for testing an importer without the published weights."""
+    if isinstance(layout, dict) and set(layout) == {"shape", "dtype"}:
+        dtype = getattr(torch, layout["dtype"])
+        shape = tuple(layout["shape"])
+        if dtype.is_floating_point:
+            return torch.randn(shape, generator=generator).to(dtype)
+        return torch.zeros(shape, dtype=dtype)
+    if isinstance(layout, dict):
+        return {k: random_checkpoint(v, generator) for k, v in layout.items()}
+    if isinstance(layout, list):
+        return [random_checkpoint(v, generator) for v in layout]
+    return layout

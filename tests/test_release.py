@@ -1,0 +1,257 @@
+"""Published checkpoints imported (issue 23): the released state dicts' layouts (tests/data/release-*.json, written
+by tools/check_release.py from the releases' own modules) filled with random tensors go through the importer
+strictly; bad files are refused with what is wrong; the imported model file works wherever a model file does."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import defocuskit
+from defocuskit.cli.app import app
+from defocuskit.inference.load import load_model
+from defocuskit.inference.release import import_release
+from defocuskit.io.hub import file_sha256
+from defocuskit.io.modelfile import read_model_file
+from defocuskit.io.release import ReleaseError, find_state_dict, random_checkpoint, read_checkpoint
+from defocuskit.methods import get_method, release_method_names
+from defocuskit.methods.recipes import load_recipe
+
+DATA = Path(__file__).resolve().parent / "data"
+runner = CliRunner()
+
+
+def layout(method: str) -> dict:
+    return json.loads((DATA / f"release-{method}.json").read_text())["checkpoint"]
+
+
+def release_file(folder: Path, method: str, edit=None) -> Path:
+    """A checkpoint of the release's layout with random tensors (seed 0), `edit`ed in place first."""
+    checkpoint = random_checkpoint(layout(method), torch.Generator().manual_seed(0))
+    if edit is not None:
+        edit(checkpoint)
+    path = folder / f"{method}-release.pth"
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """(release checkpoint, imported model file) per ported method."""
+    folder = tmp_path_factory.mktemp("release")
+    out = {}
+    for method in ("jdrl", "restormer"):
+        pth = release_file(folder, method)
+        import_release(method, pth, folder / f"{method}.safetensors")
+        out[method] = (pth, folder / f"{method}.safetensors")
+    return out
+
+
+def test_the_ported_methods_declare_their_release():
+    assert release_method_names() == ["jdrl", "restormer"]
+    for name in release_method_names():
+        release = get_method(name).release
+        assert release.protocol.bit_depth == 8 and release.checkpoints.count("https://") == 1
+
+
+@pytest.mark.parametrize("method", ["jdrl", "restormer"])
+def test_every_released_tensor_lands_once_in_the_port(method, imported):
+    pth, model_file = imported[method]
+    tensors, meta = read_model_file(model_file)
+    released = find_state_dict(read_checkpoint(pth), ("G_state_dict",) if method == "jdrl" else ("params",))
+    if method == "jdrl":
+        released.update(find_state_dict(read_checkpoint(pth)["Reblur_state_dict"]))
+    kept = json.loads(meta["release"])["kept_as_built"]
+    port = {k: v for k, v in tensors.items() if k not in kept}
+    assert len(port) == len(released)
+    # a renaming (and, for JDRL, a reordering of colour channels) keeps every tensor's shape and sum
+    key = lambda t: (tuple(sorted(t.shape)), round(float(t.double().sum()), 3))  # noqa: E731
+    assert sorted(map(key, port.values())) == sorted(map(key, released.values()))
+    assert meta["method"] == method and meta["source_sha256"] == file_sha256(pth)
+    release = json.loads(meta["release"])
+    assert release["checkpoint"] == pth.name and release["protocol"]["bit_depth"] == 8
+    if method == "restormer":
+        assert torch.equal(tensors["embed.weight"], released["patch_embed.proj.weight"])
+        assert torch.equal(tensors["decoders.2.0.norm1.weight"], released["decoder_level1.0.norm1.body.weight"])
+        assert release["protocol"]["padding"] == "reflect" and kept == []
+    else:  # the release reads BGR: the first conv's inputs and the last conv's outputs reordered to RGB
+        assert torch.equal(tensors["deblur.encoders.0.0.weight"], released["encoder.block1.0.weight"][:, [2, 1, 0]])
+        assert torch.equal(tensors["deblur.out.bias"], released["out.0.bias"].flip(0))
+        assert torch.equal(tensors["reblur.weights.4.bias"], released["kernel_map_gene.out.bias"])
+        assert release["protocol"]["channel_order"] == "bgr" and kept == ["step"]
+    load_model(model_file)  # strict, as deblur and eval read it
+
+
+def test_missing_unexpected_and_misshapen_tensors_are_refused_with_a_list(tmp_path):
+    def edit(checkpoint):
+        params = checkpoint["params"]
+        del params["latent.0.attn.qkv.weight"], params["output.weight"]
+        params["bogus.weight"] = torch.zeros(1)
+
+    with pytest.raises(ReleaseError) as caught:
+        import_release("restormer", release_file(tmp_path, "restormer", edit), tmp_path / "out.safetensors")
+    message = str(caught.value)
+    assert "2 missing: latent.0.attn.qkv.weight, output.weight" in message and "1 unexpected: bogus.weight" in message
+    assert not (tmp_path / "out.safetensors").exists()
+
+    def reshape(checkpoint):
+        checkpoint["G_state_dict"]["module.out.0.weight"] = torch.zeros(3, 32, 3, 3)
+
+    with pytest.raises(ReleaseError, match=r"1 tensors differ in shape .*deblur\.out\.weight \(3, 32, 3, 3\) vs "
+                                           r"\(3, 64, 3, 3\)"):
+        import_release("jdrl", release_file(tmp_path, "jdrl", reshape), tmp_path / "out.safetensors")
+
+
+def test_checkpoints_that_need_code_or_are_another_network_are_refused(tmp_path):
+    pickled = tmp_path / "pickled.pth"
+    torch.save({"params": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=1e-4)}, pickled)
+    with pytest.raises(ReleaseError, match=r"pickled\.pth: refused: it needs the Python object argparse\.Namespace"):
+        read_checkpoint(pickled)
+    result = runner.invoke(app, ["import-weights", "--method", "restormer", str(pickled), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "argparse.Namespace" in result.output
+    (tmp_path / "text.pth").write_text("not a checkpoint")
+    with pytest.raises(ReleaseError, match=r"text\.pth: not a readable PyTorch checkpoint \(Unsupported operand"):
+        read_checkpoint(tmp_path / "text.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ReleaseError, match=r"empty\.pth: not a readable PyTorch checkpoint \(EOFError"):
+        read_checkpoint(tmp_path / "empty.pth")
+    dual = {"params": {"skip_conv.weight": torch.zeros(96, 48, 1, 1), "output.weight": torch.zeros(3, 96, 3, 3)}}
+    torch.save(dual, tmp_path / "dual.pth")
+    with pytest.raises(ReleaseError, match="dual.pth: a dual-pixel Restormer"):
+        import_release("restormer", tmp_path / "dual.pth", tmp_path / "o.safetensors")
+    torch.save({"state_dict": {"shallow_feat1.0.weight": torch.zeros(1)}}, tmp_path / "mprnet.pth")
+    with pytest.raises(ReleaseError, match="not JDRL's U-Net .* MPRNet"):
+        import_release("jdrl", tmp_path / "mprnet.pth", tmp_path / "o.safetensors")
+    with pytest.raises(ValueError, match=r"'nafnet' reads no published checkpoints \(those that do: jdrl, restormer\)"):
+        import_release("nafnet", pickled, tmp_path / "o.safetensors")
+    with pytest.raises(ValueError, match="a PyTorch checkpoint.*import-weights"):  # a .pth given as a model file
+        load_model(tmp_path / "mprnet.pth")
+
+
+def test_containers_are_unwrapped():
+    t = torch.zeros(1)
+    assert find_state_dict({"module.a": t, "module.b": t}) == {"a": t, "b": t}
+    assert find_state_dict({"epoch": 3, "state_dict": {"_orig_mod.a": t}}) == {"a": t}
+    assert find_state_dict({"model": {"state_dict": {"a": t}}}) == {"a": t}
+    assert find_state_dict({"params_ema": {"e": t}, "params": {"p": t}}) == {"p": t}  # what the release's test reads
+    with pytest.raises(ReleaseError, match=r"no state dict under .* \(its keys: 'epoch', 'optimizer'\)"):
+        find_state_dict({"epoch": 3, "optimizer": {"lr": 1}})
+
+
+def test_optimizer_state_in_a_checkpoint_is_read_and_ignored(tmp_path):
+    def add_optimizer(checkpoint):  # solver.py also saves G_opt: int keys, tensors, floats, lists
+        checkpoint["G_opt"] = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(2)}},
+                               "param_groups": [{"lr": 2e-5, "betas": (0.9, 0.999), "params": [0]}]}
+        del checkpoint["Reblur_state_dict"]  # a file without the reblurring module: kept as built, and said so
+
+    done = import_release("jdrl", release_file(tmp_path, "jdrl", add_optimizer), tmp_path / "j.safetensors")
+    assert "reblur.kernel.0.weight" in done.kept and "step" in done.kept and done.parameters == 31_508_398
+
+
+def test_cli_import_weights(imported, tmp_path):
+    pth, _ = imported["restormer"]
+    out = tmp_path / "restormer.safetensors"
+    result = runner.invoke(app, ["import-weights", "--method", "restormer", str(pth), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "restormer, 494 tensors, 26,126,644 parameters" in result.output and file_sha256(pth) in result.output
+    assert "8-bit RGB images (padding: reflect, multiple of 8" in result.output
+    result = runner.invoke(app, ["import-weights", "--method", "nafnet", str(pth), "--out", str(out)])
+    assert result.exit_code == 2 and "those that do: jdrl, restormer" in result.output
+
+
+def test_the_api_loads_a_release_checkpoint_and_deblurs(imported):
+    pth, model_file = imported["jdrl"]
+    model = defocuskit.load(pth, method="jdrl", device="cpu")  # imported on the fly into a temporary model file
+    assert model.method == "jdrl" and model.path.is_file()
+    image = np.random.default_rng(0).integers(0, 256, (21, 30, 3), dtype=np.uint8)
+    sharp = model.deblur(image)
+    assert sharp.shape == image.shape and sharp.dtype == np.uint8
+    assert np.array_equal(sharp, defocuskit.load(model_file, device="cpu").deblur(image))
+    folder = model.path.parent
+    del model
+    assert not folder.exists()  # the temporary import goes with the model
+
+
+def test_an_imported_model_file_is_evaluated_and_saved_in_the_hub_layout(imported, tmp_path):
+    from test_eval import _write_shards
+
+    from defocuskit.eval.config import EvalConfig
+    from defocuskit.eval.evaluate import evaluate
+
+    _, model_file = imported["restormer"]
+    folder = defocuskit.load(model_file, device="cpu").save_pretrained(tmp_path / "hub")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["method"] == "restormer" and config["datasets"] == ["DPDD"]
+    rng = np.random.default_rng(1)
+    pairs = [{"key": f"k{i}", "sharp": rng.integers(0, 256, (24, 32, 3), dtype=np.uint8),
+              "blur": rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), "coc": None,
+              "meta": {"source": "vabd", "f_number": 2.8, "focal_length_mm": 50.0}} for i in range(2)]
+    shards = _write_shards(tmp_path / "shards", "test", pairs)
+    report = evaluate(shards, [model_file], [], EvalConfig(split="test", report_dir=tmp_path / "rep", progress=False))
+    (row,) = [r for r in report["rows"] if r["f_number"] == 2.8]
+    assert row["n"] == 2 and np.isfinite(row["psnr"])
+
+
+def test_init_from_accepts_an_imported_model(imported):
+    from defocuskit.train.init import init_provenance, load_initial_weights
+
+    _, model_file = imported["restormer"]
+    recipe = load_recipe("restormer-finetune", [f"train.init_from={model_file}"])
+    net = get_method("restormer").build(recipe.model, recipe.objective, False)
+    found, provenance = init_provenance(recipe.train.init_from)
+    load_initial_weights(net, found, "restormer", recipe.train.init_from)
+    tensors, _ = read_model_file(model_file)
+    assert all(torch.equal(v, tensors[k]) for k, v in net.state_dict().items())
+    assert provenance["init_from_sha256"] == file_sha256(model_file)
+
+
+def test_the_released_networks_are_the_ports_paper_sizes():
+    for name, count in (("restormer", 26_126_644), ("jdrl", 31_508_398)):  # release: tools/check_release.py
+        method = get_method(name)
+        recipe = load_recipe(method.release.recipe, list(method.release.overrides))
+        net = method.build(recipe.model, recipe.objective, False)
+        assert sum(p.numel() for p in net.parameters()) == count, name
+    assert net.deblur.estimator is None and net.deblur.fusions is None  # VGG_Deblur: no blur map of its own
+    assert sum(p.numel() for p in net.deblur.parameters()) == 31_033_411
+    from defocuskit.eval.validation import make_validator
+
+    finetune = load_recipe("restormer-finetune")
+    assert finetune.model == load_recipe("restormer").model  # an imported release fits it
+    assert make_validator(finetune) is None  # runs as given (no data.val, no eval_every)
+
+
+def test_jdrl_without_a_blur_map_trains_both_stages():
+    method = get_method("jdrl")
+    with pytest.raises(ValueError, match="map_weight > 0 needs the blur-map estimator"):
+        recipe = load_recipe("jdrl-tiny", ["model.blur_map=false"])
+        method.build(recipe.model, recipe.objective, True)
+    recipe = load_recipe("jdrl-tiny", ["model.blur_map=false", "objective.map_weight=0",
+                                       "objective.reblur_start_step=1"])
+    torch.manual_seed(0)
+    model = method.build(recipe.model, recipe.objective, True)
+    sharp = torch.rand(1, 3, 32, 32)
+    batch = {"blur": torch.nn.functional.avg_pool2d(sharp, 3, 1, 1), "sharp": sharp}
+    for _ in range(2):  # stage 1, then stage 2 (reblur loss, no map loss)
+        value = method.loss(model, batch, recipe.objective)
+        value.backward()
+        assert torch.isfinite(value)
+    assert model.deblur(batch["blur"])[1] is None
+
+
+def test_the_check_tools_einops_stand_in_rearranges_like_einops():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_release", DATA.parents[1] / "tools" / "check_release.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    x = torch.arange(2 * 6 * 3 * 4).reshape(2, 6, 3, 4)
+    heads = tool.rearrange(x, "b (head c) h w -> b head c (h w)", head=2)
+    assert torch.equal(heads, x.reshape(2, 2, 3, 12))
+    assert torch.equal(tool.rearrange(heads, "b head c (h w) -> b (head c) h w", head=2, h=3, w=4), x)
+    assert torch.equal(tool.rearrange(x, "b c h w -> b (h w) c"), x.flatten(2).transpose(1, 2))
