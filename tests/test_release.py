@@ -24,7 +24,7 @@ from defocuskit.methods import get_method, release_method_names
 from defocuskit.methods.recipes import load_recipe
 
 DATA = Path(__file__).resolve().parent / "data"
-PORTED = ["ifan", "jdrl", "restormer"]  # a manifest tests/data/release-NAME.json each
+PORTED = ["drbnet", "ifan", "jdrl", "restormer"]  # a manifest tests/data/release-NAME.json each
 runner = CliRunner()
 
 
@@ -49,7 +49,7 @@ def tame(checkpoint: dict) -> None:
         checkpoint[key] = value * (0.5 / value[0].numel() ** 0.5 if value.dim() > 1 else 0.01)
 
 
-TAMED = {"ifan"}  # flat state dicts whose N(0, 1) weights would overflow
+TAMED = {"drbnet", "ifan"}  # flat state dicts whose N(0, 1) weights would overflow
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,12 @@ def test_every_released_tensor_lands_once_in_the_port(method, imported):
     assert meta["method"] == method and meta["source_sha256"] == file_sha256(pth)
     release = json.loads(meta["release"])
     assert release["checkpoint"] == pth.name and release["protocol"]["bit_depth"] == 8
-    if method == "ifan":  # the trainer's DeblurNet under DataParallel: Network and the training-only reblurNet
+    if method == "drbnet":  # run.py loads a plain state dict of DRBNet_single
+        assert torch.equal(tensors["drbs.3.features.2.0.weight"], released["img_d1_feature.2.0.weight"])
+        assert torch.equal(tensors["drbs.0.residual.2.0.bias"], released["upconv3_res.2.0.bias"])
+        assert torch.equal(tensors["decoders.1.0.stem.0.2.weight"], released["upconv2_1.stem.0.2.weight"])
+        assert release["protocol"]["crop_multiple"] == 16 and kept == []
+    elif method == "ifan":  # the trainer's DeblurNet under DataParallel: Network and the training-only reblurNet
         assert torch.equal(tensors["filter_encoder.3.2.0.weight"], released["Network.kconv4_3.0.weight"])
         assert torch.equal(tensors["decoders.2.1.stem.0.2.bias"], released["Network.upconv1_2.stem.0.2.bias"])
         assert torch.equal(tensors["reblur.body.3.weight"], released["reblurNet.RBF.3.weight"])
@@ -144,7 +149,7 @@ def test_checkpoints_that_need_code_or_are_another_network_are_refused(tmp_path)
     torch.save({"state_dict": {"shallow_feat1.0.weight": torch.zeros(1)}}, tmp_path / "mprnet.pth")
     with pytest.raises(ReleaseError, match="not JDRL's U-Net .* MPRNet"):
         import_release("jdrl", tmp_path / "mprnet.pth", tmp_path / "o.safetensors")
-    with pytest.raises(ValueError, match=r"'nafnet' reads no published checkpoints \(those that do: ifan, jdrl, restormer\)"):
+    with pytest.raises(ValueError, match=r"'nafnet' reads no published checkpoints \(those that do: drbnet, ifan, jdrl, restormer\)"):
         import_release("nafnet", pickled, tmp_path / "o.safetensors")
     with pytest.raises(ValueError, match="a PyTorch checkpoint.*import-weights"):  # a .pth given as a model file
         load_model(tmp_path / "mprnet.pth")
@@ -171,6 +176,20 @@ def test_other_ifan_checkpoints_are_named(tmp_path):
 
     done = import_release("ifan", release_file(tmp_path, "ifan", cpu_saved), tmp_path / "i.safetensors")
     assert done.kept and all(k.startswith("reblur.") for k in done.kept)
+
+
+def test_the_two_single_image_defocus_deblurring_pth_files_are_told_apart(imported, tmp_path):
+    """Restormer and DRBNet both publish a single_image_defocus_deblurring.pth: each import names the other."""
+    with pytest.raises(ReleaseError, match="Restormer's single_image_defocus_deblurring.pth .* --method restormer"):
+        import_release("drbnet", imported["restormer"][0], tmp_path / "o.safetensors")
+    with pytest.raises(ReleaseError, match="DRBNet's single_image_defocus_deblurring.pth .* --method drbnet"):
+        import_release("restormer", imported["drbnet"][0], tmp_path / "o.safetensors")
+
+    def dual(checkpoint):  # DeblurNet_dual: the encoder reads both dual-pixel views
+        checkpoint["conv1_1.0.weight"] = torch.zeros(32, 6, 3, 3)
+
+    with pytest.raises(ReleaseError, match=r"a dual-pixel DRBNet \(DeblurNet_dual"):
+        import_release("drbnet", release_file(tmp_path, "drbnet", dual), tmp_path / "o.safetensors")
 
 
 def test_containers_are_unwrapped():
@@ -201,7 +220,7 @@ def test_cli_import_weights(imported, tmp_path):
     assert "restormer, 494 tensors, 26,126,644 parameters" in result.output and file_sha256(pth) in result.output
     assert "8-bit RGB images (padding: reflect, multiple of 8" in result.output
     result = runner.invoke(app, ["import-weights", "--method", "nafnet", str(pth), "--out", str(out)])
-    assert result.exit_code == 2 and "those that do: ifan, jdrl, restormer" in result.output
+    assert result.exit_code == 2 and "those that do: drbnet, ifan, jdrl, restormer" in result.output
 
 
 def test_the_api_loads_a_release_checkpoint_and_deblurs(imported):
@@ -241,22 +260,25 @@ def test_imported_model_files_are_evaluated_by_aperture_and_saved_in_the_hub_lay
             assert rows[(path.stem, f_number)]["n"] == 1 and np.isfinite(rows[(path.stem, f_number)]["psnr"])
 
 
-def test_init_from_accepts_an_imported_model(imported):
+@pytest.mark.parametrize("method", ["drbnet", "restormer"])
+def test_init_from_accepts_an_imported_model(imported, method):
+    from defocuskit.eval.validation import make_validator
     from defocuskit.train.init import init_provenance, load_initial_weights
 
-    _, model_file = imported["restormer"]
-    recipe = load_recipe("restormer-finetune", [f"train.init_from={model_file}"])
-    net = get_method("restormer").build(recipe.model, recipe.objective, False)
+    _, model_file = imported[method]
+    recipe = load_recipe(f"{method}-finetune", [f"train.init_from={model_file}"])
+    assert recipe.model == load_recipe(method).model and make_validator(recipe) is None  # runs as given
+    net = get_method(method).build(recipe.model, recipe.objective, False)
     found, provenance = init_provenance(recipe.train.init_from)
-    load_initial_weights(net, found, "restormer", recipe.train.init_from)
+    load_initial_weights(net, found, method, recipe.train.init_from)
     tensors, _ = read_model_file(model_file)
     assert all(torch.equal(v, tensors[k]) for k, v in net.state_dict().items())
     assert provenance["init_from_sha256"] == file_sha256(model_file)
 
 
 def test_the_released_networks_are_the_ports_paper_sizes():
-    for name, count in (("restormer", 26_126_644), ("jdrl", 31_508_398),
-                        ("ifan", 29_616_681)):  # release: tools/check_release.py
+    for name, count in (("restormer", 26_126_644), ("jdrl", 31_508_398), ("ifan", 29_616_681),
+                        ("drbnet", 11_689_616)):  # release: tools/check_release.py
         method = get_method(name)
         recipe = load_recipe(method.release.recipe, list(method.release.overrides))
         net = method.build(recipe.model, recipe.objective, False)

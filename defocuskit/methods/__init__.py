@@ -19,6 +19,7 @@ _MODULES = {
     "cyclegan": "defocuskit.methods.cyclegan",
     "restormer": "defocuskit.methods.restormer",
     "ifan": "defocuskit.methods.ifan",
+    "drbnet": "defocuskit.methods.drbnet",
 }
 
 
