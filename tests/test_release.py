@@ -258,6 +258,8 @@ def test_imported_model_files_are_evaluated_by_aperture_and_saved_in_the_hub_lay
     for path in files:
         for f_number in (2.8, 4.0):
             assert rows[(path.stem, f_number)]["n"] == 1 and np.isfinite(rows[(path.stem, f_number)]["psnr"])
+        sharp = defocuskit.load(path, device="cpu").deblur(pairs[0]["blur"])  # the API deblurs with it too
+        assert sharp.shape == (21, 30, 3) and sharp.dtype == np.uint8
 
 
 @pytest.mark.parametrize("method", ["drbnet", "restormer"])
