@@ -24,6 +24,7 @@ from defocuskit.methods import get_method, release_method_names
 from defocuskit.methods.recipes import load_recipe
 
 DATA = Path(__file__).resolve().parent / "data"
+PORTED = ["drbnet", "ifan", "jdrl", "restormer"]  # a manifest tests/data/release-NAME.json each
 runner = CliRunner()
 
 
@@ -41,26 +42,36 @@ def release_file(folder: Path, method: str, edit=None) -> Path:
     return path
 
 
+def tame(checkpoint: dict) -> None:
+    """N(0, 1) weights scaled by 0.5 / sqrt(fan-in) (biases by 0.01), so that the deep per-pixel filtering networks
+    (IFAN's 17 IAC iterations, DRBNet's four filter stages) give finite outputs near their input."""
+    for key, value in checkpoint.items():
+        checkpoint[key] = value * (0.5 / value[0].numel() ** 0.5 if value.dim() > 1 else 0.01)
+
+
+TAMED = {"drbnet", "ifan"}  # flat state dicts whose N(0, 1) weights would overflow
+
+
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """(release checkpoint, imported model file) per ported method."""
     folder = tmp_path_factory.mktemp("release")
     out = {}
-    for method in ("jdrl", "restormer"):
-        pth = release_file(folder, method)
+    for method in PORTED:
+        pth = release_file(folder, method, tame if method in TAMED else None)
         import_release(method, pth, folder / f"{method}.safetensors")
         out[method] = (pth, folder / f"{method}.safetensors")
     return out
 
 
 def test_the_ported_methods_declare_their_release():
-    assert release_method_names() == ["jdrl", "restormer"]
+    assert release_method_names() == PORTED
     for name in release_method_names():
         release = get_method(name).release
         assert release.protocol.bit_depth == 8 and release.checkpoints.count("https://") == 1
 
 
-@pytest.mark.parametrize("method", ["jdrl", "restormer"])
+@pytest.mark.parametrize("method", PORTED)
 def test_every_released_tensor_lands_once_in_the_port(method, imported):
     pth, model_file = imported[method]
     tensors, meta = read_model_file(model_file)
@@ -76,7 +87,17 @@ def test_every_released_tensor_lands_once_in_the_port(method, imported):
     assert meta["method"] == method and meta["source_sha256"] == file_sha256(pth)
     release = json.loads(meta["release"])
     assert release["checkpoint"] == pth.name and release["protocol"]["bit_depth"] == 8
-    if method == "restormer":
+    if method == "drbnet":  # run.py loads a plain state dict of DRBNet_single
+        assert torch.equal(tensors["drbs.3.features.2.0.weight"], released["img_d1_feature.2.0.weight"])
+        assert torch.equal(tensors["drbs.0.residual.2.0.bias"], released["upconv3_res.2.0.bias"])
+        assert torch.equal(tensors["decoders.1.0.stem.0.2.weight"], released["upconv2_1.stem.0.2.weight"])
+        assert release["protocol"]["crop_multiple"] == 16 and kept == []
+    elif method == "ifan":  # the trainer's DeblurNet under DataParallel: Network and the training-only reblurNet
+        assert torch.equal(tensors["filter_encoder.3.2.0.weight"], released["Network.kconv4_3.0.weight"])
+        assert torch.equal(tensors["decoders.2.1.stem.0.2.bias"], released["Network.upconv1_2.stem.0.2.bias"])
+        assert torch.equal(tensors["reblur.body.3.weight"], released["reblurNet.RBF.3.weight"])
+        assert release["protocol"]["crop_multiple"] == 8 and kept == []
+    elif method == "restormer":
         assert torch.equal(tensors["embed.weight"], released["patch_embed.proj.weight"])
         assert torch.equal(tensors["decoders.2.0.norm1.weight"], released["decoder_level1.0.norm1.body.weight"])
         assert release["protocol"]["padding"] == "reflect" and kept == []
@@ -128,10 +149,47 @@ def test_checkpoints_that_need_code_or_are_another_network_are_refused(tmp_path)
     torch.save({"state_dict": {"shallow_feat1.0.weight": torch.zeros(1)}}, tmp_path / "mprnet.pth")
     with pytest.raises(ReleaseError, match="not JDRL's U-Net .* MPRNet"):
         import_release("jdrl", tmp_path / "mprnet.pth", tmp_path / "o.safetensors")
-    with pytest.raises(ValueError, match=r"'nafnet' reads no published checkpoints \(those that do: jdrl, restormer\)"):
+    with pytest.raises(ValueError, match=r"'nafnet' reads no published checkpoints \(those that do: drbnet, ifan, jdrl, restormer\)"):
         import_release("nafnet", pickled, tmp_path / "o.safetensors")
     with pytest.raises(ValueError, match="a PyTorch checkpoint.*import-weights"):  # a .pth given as a model file
         load_model(tmp_path / "mprnet.pth")
+
+
+def test_other_ifan_checkpoints_are_named(tmp_path):
+    def dual(checkpoint):  # IFAN_dual.pytorch: the filter encoder reads both dual-pixel views
+        checkpoint["module.Network.kconv1_1.0.weight"] = torch.zeros(32, 6, 3, 3)
+
+    with pytest.raises(ReleaseError, match=r"a dual-pixel IFAN \(IFAN_dual\.pytorch"):
+        import_release("ifan", release_file(tmp_path, "ifan", dual), tmp_path / "o.safetensors")
+
+    def eight(checkpoint):  # IFAN_8.pytorch (paper Table 4): 8 IAC iterations
+        checkpoint["module.Network.F.3.weight"] = torch.zeros(8 * 128 * 7, 128, 1, 1)
+
+    with pytest.raises(ReleaseError, match=r"N = 8 IAC iterations .*overrides=\['model\.iterations=8'\]"):
+        import_release("ifan", release_file(tmp_path, "ifan", eight), tmp_path / "o.safetensors")
+
+    def cpu_saved(checkpoint):  # eval.py re-saves the network without DataParallel, and without the RBN
+        for key in [k for k in checkpoint if k.startswith("module.reblurNet.")]:
+            del checkpoint[key]
+        for key in list(checkpoint):
+            checkpoint[key.removeprefix("module.")] = checkpoint.pop(key)
+
+    done = import_release("ifan", release_file(tmp_path, "ifan", cpu_saved), tmp_path / "i.safetensors")
+    assert done.kept and all(k.startswith("reblur.") for k in done.kept)
+
+
+def test_the_two_single_image_defocus_deblurring_pth_files_are_told_apart(imported, tmp_path):
+    """Restormer and DRBNet both publish a single_image_defocus_deblurring.pth: each import names the other."""
+    with pytest.raises(ReleaseError, match="Restormer's single_image_defocus_deblurring.pth .* --method restormer"):
+        import_release("drbnet", imported["restormer"][0], tmp_path / "o.safetensors")
+    with pytest.raises(ReleaseError, match="DRBNet's single_image_defocus_deblurring.pth .* --method drbnet"):
+        import_release("restormer", imported["drbnet"][0], tmp_path / "o.safetensors")
+
+    def dual(checkpoint):  # DeblurNet_dual: the encoder reads both dual-pixel views
+        checkpoint["conv1_1.0.weight"] = torch.zeros(32, 6, 3, 3)
+
+    with pytest.raises(ReleaseError, match=r"a dual-pixel DRBNet \(DeblurNet_dual"):
+        import_release("drbnet", release_file(tmp_path, "drbnet", dual), tmp_path / "o.safetensors")
 
 
 def test_containers_are_unwrapped():
@@ -162,7 +220,7 @@ def test_cli_import_weights(imported, tmp_path):
     assert "restormer, 494 tensors, 26,126,644 parameters" in result.output and file_sha256(pth) in result.output
     assert "8-bit RGB images (padding: reflect, multiple of 8" in result.output
     result = runner.invoke(app, ["import-weights", "--method", "nafnet", str(pth), "--out", str(out)])
-    assert result.exit_code == 2 and "those that do: jdrl, restormer" in result.output
+    assert result.exit_code == 2 and "those that do: drbnet, ifan, jdrl, restormer" in result.output
 
 
 def test_the_api_loads_a_release_checkpoint_and_deblurs(imported):
@@ -178,45 +236,60 @@ def test_the_api_loads_a_release_checkpoint_and_deblurs(imported):
     assert not folder.exists()  # the temporary import goes with the model
 
 
-def test_an_imported_model_file_is_evaluated_and_saved_in_the_hub_layout(imported, tmp_path):
+def test_imported_model_files_are_evaluated_by_aperture_and_saved_in_the_hub_layout(imported, tmp_path):
     from test_eval import _write_shards
 
     from defocuskit.eval.config import EvalConfig
     from defocuskit.eval.evaluate import evaluate
 
-    _, model_file = imported["restormer"]
-    folder = defocuskit.load(model_file, device="cpu").save_pretrained(tmp_path / "hub")
+    files = [imported[m][1] for m in ("restormer", *sorted(TAMED))]
+    folder = defocuskit.load(files[0], device="cpu").save_pretrained(tmp_path / "hub")
     config = json.loads((folder / "config.json").read_text())
     assert config["method"] == "restormer" and config["datasets"] == ["DPDD"]
     rng = np.random.default_rng(1)
-    pairs = [{"key": f"k{i}", "sharp": rng.integers(0, 256, (24, 32, 3), dtype=np.uint8),
-              "blur": rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), "coc": None,
-              "meta": {"source": "vabd", "f_number": 2.8, "focal_length_mm": 50.0}} for i in range(2)]
+    pairs = [{"key": f"k{i}", "sharp": rng.integers(0, 256, (21, 30, 3), dtype=np.uint8),  # not multiples of 8
+              "blur": rng.integers(0, 256, (21, 30, 3), dtype=np.uint8), "coc": None,
+              "meta": {"source": "vabd", "f_number": 2.8 if i else 4.0, "focal_length_mm": 50.0}} for i in range(2)]
     shards = _write_shards(tmp_path / "shards", "test", pairs)
-    report = evaluate(shards, [model_file], [], EvalConfig(split="test", report_dir=tmp_path / "rep", progress=False))
-    (row,) = [r for r in report["rows"] if r["f_number"] == 2.8]
-    assert row["n"] == 2 and np.isfinite(row["psnr"])
+    report = evaluate(shards, files, [], EvalConfig(split="test", by_aperture=True, report_dir=tmp_path / "rep",
+                                                    progress=False))
+    assert not report["skipped"]
+    rows = {(r["method"], r["f_number"]): r for r in report["rows"]}
+    for path in files:
+        for f_number in (2.8, 4.0):
+            assert rows[(path.stem, f_number)]["n"] == 1 and np.isfinite(rows[(path.stem, f_number)]["psnr"])
+        sharp = defocuskit.load(path, device="cpu").deblur(pairs[0]["blur"])  # the API deblurs with it too
+        assert sharp.shape == (21, 30, 3) and sharp.dtype == np.uint8
 
 
-def test_init_from_accepts_an_imported_model(imported):
+@pytest.mark.parametrize("method", ["drbnet", "restormer"])
+def test_init_from_accepts_an_imported_model(imported, method):
+    from defocuskit.eval.validation import make_validator
     from defocuskit.train.init import init_provenance, load_initial_weights
 
-    _, model_file = imported["restormer"]
-    recipe = load_recipe("restormer-finetune", [f"train.init_from={model_file}"])
-    net = get_method("restormer").build(recipe.model, recipe.objective, False)
+    _, model_file = imported[method]
+    recipe = load_recipe(f"{method}-finetune", [f"train.init_from={model_file}"])
+    assert recipe.model == load_recipe(method).model and make_validator(recipe) is None  # runs as given
+    net = get_method(method).build(recipe.model, recipe.objective, False)
     found, provenance = init_provenance(recipe.train.init_from)
-    load_initial_weights(net, found, "restormer", recipe.train.init_from)
+    load_initial_weights(net, found, method, recipe.train.init_from)
     tensors, _ = read_model_file(model_file)
     assert all(torch.equal(v, tensors[k]) for k, v in net.state_dict().items())
     assert provenance["init_from_sha256"] == file_sha256(model_file)
 
 
 def test_the_released_networks_are_the_ports_paper_sizes():
-    for name, count in (("restormer", 26_126_644), ("jdrl", 31_508_398)):  # release: tools/check_release.py
+    for name, count in (("restormer", 26_126_644), ("jdrl", 31_508_398), ("ifan", 29_616_681),
+                        ("drbnet", 11_689_616)):  # release: tools/check_release.py
         method = get_method(name)
         recipe = load_recipe(method.release.recipe, list(method.release.overrides))
         net = method.build(recipe.model, recipe.objective, False)
         assert sum(p.numel() for p in net.parameters()) == count, name
+        if name == "ifan":  # without the training-only RBN: the paper's 10.48 M
+            assert count - sum(p.numel() for p in net.reblur.parameters()) == 10_476_996
+        if name == "jdrl":
+            jdrl = net
+    net = jdrl
     assert net.deblur.estimator is None and net.deblur.fusions is None  # VGG_Deblur: no blur map of its own
     assert sum(p.numel() for p in net.deblur.parameters()) == 31_033_411
     from defocuskit.eval.validation import make_validator

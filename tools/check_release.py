@@ -2,6 +2,8 @@
 
     python tools/check_release.py --method restormer --release /path/to/Restormer   # a checkout of swz30/Restormer
     python tools/check_release.py --method jdrl --release /path/to/JDRL --manifest tests/data/release-jdrl.json
+    python tools/check_release.py --method ifan --release /path/to/IFAN --manifest tests/data/release-ifan.json
+    python tools/check_release.py --method drbnet --release /path/to/DRBNet --manifest tests/data/release-drbnet.json
 
 Builds the released module from the checkout (its files imported from a scratch copy, nothing of it copied into
 defocuskit), fills it with random weights, saves them in the release's checkpoint container (as its training code
@@ -10,12 +12,15 @@ the model file and runs both networks on the same random input; prints parameter
 difference. `--manifest` writes the container's layout (keys -> shapes, no values) for the importer's tests.
 
 Stand-ins, for the check only: JDRL's reblurring module calls `.cuda()` (replaced by the identity, the check runs
-on the CPU); Restormer imports einops (a small `rearrange` below when einops is not installed).
+on the CPU); Restormer imports einops (a small `rearrange` below when einops is not installed); DRBNet.py imports
+torchvision.utils, unused by the network (an empty module when torchvision is not installed). IFAN's IAC is pure
+PyTorch in the release and runs as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import json
 import math
@@ -137,12 +142,99 @@ def _restormer(release: Path, scratch: Path) -> Built:
     return released, {"params": weights}, compare  # basicsr save_network: {'params': state dict}
 
 
+def _ifan(release: Path, scratch: Path) -> Built:
+    files = ["models/archs/IFAN.py", "models/archs/RBN.py", "models/IAC.py", "models/nn_common.py", "models/utils.py"]
+    arch = _import_release(release, scratch, files, "models.archs.IFAN")
+    rbn = importlib.import_module("models.archs.RBN")
+    option = (release / "configs/config_IFAN.py").read_text()
+    values = {"ch": 32, "res_num": 2, "Fs": 3, "N": 17, "RBFs": 3, "RBF_num": 17, "wiF": 1.5, "wiRF": 1.0}
+    for key, value in values.items():
+        assert re.search(rf"config\.{key} = {value}\b", option), key
+    config = types.SimpleNamespace(device="cpu", ks=3, **values)  # configs/config_IFAN.py, on the CPU
+    net = arch.Network(config)
+    released = nn.ModuleDict({"Network": net, "reblurNet": rbn.Network(config, net.kernel_dim)}).eval()
+    weights = random_weights(released)
+    released.load_state_dict(weights)
+    # He-scaled filters (std ~ 70) make 17 IAC iterations overflow: the two filter heads' last convs are scaled so
+    # that their outputs have std 0.3 on the check's input (a 3x3 separable kernel then keeps features bounded)
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for head in ("Network.F.3.", "reblurNet.RBF.3."):
+            filters = net(x, x, x, is_train=True)["Filter"]
+            out = filters if head.startswith("Network") else released["reblurNet"].RBF(filters)
+            for key in (f"{head}weight", f"{head}bias"):
+                weights[key] = weights[key] * (0.3 / float(out.std()))
+            released.load_state_dict(weights)
+    # ckpt_manager.py saves the trainer's DeblurNet (Network + reblurNet) as wrapped by DataParallel: "module."
+    container = {f"module.{k}": v for k, v in weights.items()}
+
+    def compare(rel: nn.Module, port: nn.Module) -> list[str]:
+        torch.manual_seed(1)
+        blur, sharp = torch.rand(2, 3, 32, 48), torch.rand(2, 3, 32, 48)  # a multiple of 8 (refine_val)
+        with torch.no_grad():
+            lines = [_line("IFAN, inference (clipped)", rel["Network"](blur)["result"], port(blur).clamp(0, 1))]
+            # the training path (dual-pixel views: the blurred image as both; only the DME loss reads them)
+            outs = rel["Network"](blur, blur, blur, is_train=True)
+            pred, filters = port.deblur_with_filters(blur)
+            lines.append(_line("IFAN, unclipped output", outs["result"], pred))
+            lines.append(_line("IAC filters (filter predictor)", outs["Filter"], filters))
+            lines.append(_line("reblurring network (RBN)", rel["reblurNet"](sharp, outs["Filter"])["SB"],
+                               port.reblur(sharp, filters)))
+            # float32 rounding, amplified over 17 IAC iterations, is all that differs: in float64 it vanishes
+            a = copy.deepcopy(rel["Network"]).double()(blur.double(), blur.double(), blur.double(), is_train=True)
+            lines.append(_line("IFAN, unclipped output in float64", a["result"],
+                               copy.deepcopy(port).double()(blur.double())))
+        return lines
+
+    return released, container, compare
+
+
+def _drbnet(release: Path, scratch: Path) -> Built:
+    try:
+        importlib.import_module("torchvision")
+    except ImportError:  # DRBNet.py imports torchvision.utils (for saving images), unused by the network
+        stub = types.ModuleType("torchvision")
+        stub.utils = types.ModuleType("torchvision.utils")  # type: ignore[attr-defined]
+        sys.modules.update({"torchvision": stub, "torchvision.utils": stub.utils})  # type: ignore[attr-defined]
+    arch = _import_release(release, scratch, ["models/DRBNet.py"], "models.DRBNet")
+    released = arch.DRBNet_single().eval()  # run.py --net_mode single
+    weights = random_weights(released)
+    released.load_state_dict(weights)
+    # He-scaled per-pixel kernels (49 taps) amplify at every scale until the output saturates the clip: each
+    # scale's kernel head (coarse to fine) is scaled so that its taps have std 0.02 on the check's input
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    for level in (3, 2, 1, 0):
+        head = getattr(released, f"upconv{level}_kernel")
+        seen: list[torch.Tensor] = []
+        hook = head.register_forward_hook(lambda module, args, out: seen.append(out))
+        with torch.no_grad():
+            released(x)
+        hook.remove()
+        for key in (f"upconv{level}_kernel.2.weight", f"upconv{level}_kernel.2.bias"):
+            weights[key] = weights[key] * (0.02 / float(seen[0].std()))
+        released.load_state_dict(weights)
+
+    def compare(rel: nn.Module, port: nn.Module) -> list[str]:
+        torch.manual_seed(1)
+        blur = torch.rand(2, 3, 32, 48)  # a multiple of 16 (crop_image)
+        with torch.no_grad():
+            out = rel(blur * 2 - 1)  # run.py: images in [-1, 1]
+            estimates = port(blur * 2 - 1)
+            lines = [_line("DRBNet, output (clipped to [-1, 1])", out, estimates[-1].clamp(-1, 1))]
+            a = copy.deepcopy(rel).double()(blur.double() * 2 - 1)
+            lines.append(_line("DRBNet, output in float64", a, copy.deepcopy(port).double()(blur.double() * 2 - 1)[-1]
+                               .clamp(-1, 1)))
+        return lines
+
+    return released, weights, compare  # run.py: network.load_state_dict(torch.load(ckpt_path)): a plain state dict
+
+
 def _line(what: str, a: torch.Tensor, b: torch.Tensor) -> str:
     return (f"{what}: max |difference| {(a - b).abs().max():.2e} (outputs: mean |x| {a.abs().mean():.3f}, "
             f"std {a.std():.3f})")
 
 
-BUILDERS = {"jdrl": _jdrl, "restormer": _restormer}
+BUILDERS = {"drbnet": _drbnet, "ifan": _ifan, "jdrl": _jdrl, "restormer": _restormer}
 
 
 def _dump(layout: Any) -> str:

@@ -15,6 +15,7 @@ from defocuskit.cli.options import (
     Baseline,
     DeblurCoc,
     EvalCoc,
+    EvalProtocolChoice,
     Preset,
     Ssim,
     exit_before_torch,
@@ -220,6 +221,10 @@ def eval_cmd(
                               help="uniform7 (skimage default) | gaussian11 (Wang et al.)."),
     lpips_weights: Optional[list[Path]] = typer.Option(
         None, "--lpips-weights", help="LPIPS-alex weight file(s); also $DEFOCUSKIT_LPIPS_WEIGHTS. Absent: LPIPS not reported."),
+    protocol: EvalProtocolChoice = typer.Option(
+        "default", "--protocol", parser=pick(EvalProtocolChoice), help="default (16-bit sources as 16-bit, outputs "
+        "rounded to the reference's depth) | dpdd8 (the published DPDD tables': images as cv2.imread reads them, "
+        "8-bit / 255, cropped to the releases' multiple, outputs clipped and scored unrounded)."),
     figure: bool = typer.Option(
         False, "--figure", help="Also write REPORT/figure.png: per f-number, crops of its first pair (input, each "
         "method's output as scored, reference) with their PSNR on the crop. With --align-by ecc the input and "
@@ -245,7 +250,8 @@ def eval_cmd(
                             limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []),
                             coc=value(coc), coc_model=coc_model, save_images=save_images, report_dir=report,
                             tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
-                            ssim_variant=value(ssim), lpips_weights=lpips_weights, by_source=by_source, figure=figure)
+                            ssim_variant=value(ssim), lpips_weights=lpips_weights, by_source=by_source, figure=figure,
+                            protocol=value(protocol) or "default")
         evaluate(shards, checkpoints, baselines, config)
     except (EvalError, ShardError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

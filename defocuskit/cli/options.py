@@ -14,6 +14,7 @@ from defocuskit.data.pairs import REGISTER_CHOICES
 from defocuskit.data.sample import BIT_DEPTHS, CUHK_WHITE_IS, SPLIT_BY
 from defocuskit.eval.baselines import BASELINES
 from defocuskit.eval.metrics import SSIM_VARIANTS
+from defocuskit.eval.protocols import PROTOCOLS
 from defocuskit.eval.scoring import ALIGN_MODES
 from defocuskit.imaging.depth import DEPTH_KINDS
 from defocuskit.inference.coc_source import COC_SOURCES
@@ -35,6 +36,7 @@ CuhkWhiteIs = choices("CuhkWhiteIs", CUHK_WHITE_IS)
 Baseline = choices("Baseline", BASELINES)
 AlignBy = choices("AlignBy", ALIGN_MODES)
 Ssim = choices("Ssim", SSIM_VARIANTS)
+EvalProtocolChoice = choices("EvalProtocolChoice", PROTOCOLS)
 EvalCoc = choices("EvalCoc", COC_SOURCES)
 DeblurCoc = choices("DeblurCoc", [c for c in COC_SOURCES if c != "oracle"])  # oracle reads shards: eval only
 Preset = choices("Preset", PRESETS)

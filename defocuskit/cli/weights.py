@@ -15,8 +15,9 @@ IMPORT_EXAMPLE = ("Example: defocuskit import-weights --method restormer single_
 def import_weights_cmd(
     checkpoint: Path = typer.Argument(..., help="The release's checkpoint file (.pth), as its authors publish it."),
     method: str = typer.Option(
-        ..., "--method", help="The ported method it belongs to: jdrl (liyucs/JDRL, unet-jdrl-sdd.pth) | restormer "
-        "(swz30/Restormer, single_image_defocus_deblurring.pth)."),
+        ..., "--method", help="The ported method it belongs to: drbnet (lingyanruan/DRBNet, "
+        "ckpts/single/single_image_defocus_deblurring.pth) | ifan (codeslake/IFAN, IFAN.pytorch) | jdrl "
+        "(liyucs/JDRL, unet-jdrl-sdd.pth) | restormer (swz30/Restormer, single_image_defocus_deblurring.pth)."),
     out: Path = typer.Option(..., "--out", help="The model file to write (.safetensors), for deblur, eval, the API, "
                              "save_pretrained and train.init_from."),
 ) -> None:

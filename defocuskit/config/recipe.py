@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # "adam" or "adamw"
+    name: str = "adam"  # "adam", "adamw" or "radam"
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8

@@ -37,3 +37,4 @@ class EvalConfig:
     by_source: bool = False  # rows per (source, f-number) as well
     figure: bool = False  # figure.png: crops of the first pair of each f-number group
     progress: bool = True
+    protocol: str = "default"  # eval.protocols.PROTOCOLS: "default" or "dpdd8" (the published DPDD tables')

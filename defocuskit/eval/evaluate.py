@@ -12,7 +12,7 @@ import numpy as np
 from rich.console import Console
 
 from defocuskit.data.register import RegistrationError
-from defocuskit.eval import metrics
+from defocuskit.eval import metrics, protocols
 from defocuskit.eval.config import EvalConfig, EvalError
 from defocuskit.eval.eta import CostEta, progress_bar
 from defocuskit.eval.report import (
@@ -88,7 +88,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
         ref = metrics.to_unit(sharp)
         blur_f = to_float(blur)
         try:
-            inp_scored = prepare_pair(blur_f, ref, depth, scoring.align)
+            inp_scored = prepare_pair(blur_f, ref, depth, scoring.align, scoring.quantize)
             inp_scores = score_pair(*inp_scored, scoring)
         except (ValueError, RegistrationError) as exc:
             part["skipped"].append((index, {"key": key, "method": None, "reason": f"blurred input: {exc}"}))
@@ -107,7 +107,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
                 if out is blur_f:
                     scores = inp_scores
                 else:
-                    scored = prepare_pair(out, ref, depth, scoring.align)
+                    scored = prepare_pair(out, ref, depth, scoring.align, scoring.quantize)
                     scores = score_pair(*scored, scoring)
                     if shown is not None:
                         shown[name] = scored[0]  # the output as scored (rounded; with ecc, registered)
@@ -263,6 +263,8 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         raise EvalError("nothing to evaluate: give at least one --checkpoint or --baseline")
     if ssim_variant not in metrics.SSIM_VARIANTS:
         raise EvalError(f"unknown SSIM variant '{ssim_variant}' (known: {', '.join(metrics.SSIM_VARIANTS)})")
+    if c.protocol not in protocols.PROTOCOLS:
+        raise EvalError(f"unknown protocol '{c.protocol}' (known: {', '.join(protocols.PROTOCOLS)})")
     if limit is not None and limit < 1:
         raise EvalError(f"--limit must be positive, got {limit}")
     if not shards.is_dir():
@@ -317,7 +319,9 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         except locks.LockedError as exc:
             raise EvalError(f"{exc}; wait for it to finish or give another --report") from None
     with held:
-        scoring = Scoring(ssim_variant=ssim_variant, align=align_mode, lpips_model=lpips_model)
+        protocol = protocols.resolve(c.protocol, list(paths.values()))
+        scoring = Scoring(ssim_variant=ssim_variant, align=align_mode, lpips_model=lpips_model,
+                          quantize=protocol.quantize)
         urls = shard_urls(shards, split)
         pairs = count_pairs(urls)  # the bar's total, from the tar headers
         mine = None if pairs is None else share_of(min(pairs, limit or pairs), group.rank, group.world)
@@ -327,9 +331,10 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
                   f"{'its share' if mine is None else mine} of {'the' if pairs is None else min(pairs, limit or pairs)} "
                   "pairs", file=sys.stderr, flush=True)
         try:
-            result = evaluate_samples(shard_share(urls, group, limit), runners, scoring=scoring, by_aperture=by_aperture,
-                                      stops=stops, save_images=save_images, progress=progress,
-                                      console=Console(stderr=True) if progress else console, total=mine,
+            result = evaluate_samples(protocols.apply(shard_share(urls, group, limit), protocol), runners,
+                                      scoring=scoring, by_aperture=by_aperture, stops=stops,
+                                      save_images=save_images, progress=progress, total=mine,
+                                      console=Console(stderr=True) if progress else console,
                                       gather=group.gather, figure=figure)
         except CocError as exc:
             raise EvalError(str(exc)) from None
@@ -343,7 +348,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
                 infos[label]["ran"] = dict(sorted(counts.items()))  # images per way the network ran
         if result["pairs"] == 0 and not result["skipped"]:
             raise EvalError(f"split '{split}' of {shards} has no paired samples (with blur.png and sharp.png) to score")
-        protocol = {
+        protocol_entries = {
             "split": split,
             "shards": str(shards),
             "limit": limit,
@@ -353,8 +358,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
             "mae": metrics.MAE_DESCRIPTION,
             "lpips": lpips_desc,
             "bit_depth": result["bit_depth"],
-            "quantization": "references and inputs at their stored bit depth; outputs rounded to the reference's "
-                            "bit depth (as saved) before scoring",
+            **protocol.describe(),  # protocol, its description, quantization, crop
             "alignment": ALIGN_MODES[align_mode] if align_mode else "none: outputs scored as produced, pixel for pixel",
             "grouping": ("full stops (defocuskit.imaging.optics.full_stop)" if stops else "f_number rounded to 0.1")
                         if by_aperture else "none (--no-by-aperture): one 'all' row per method",
@@ -363,7 +367,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
             "methods": infos,
             "libraries": library_versions(),
         }
-        report = {"protocol": protocol, "rows": result["rows"], "images": result["images"],
+        report = {"protocol": protocol_entries, "rows": result["rows"], "images": result["images"],
                   "skipped": result["skipped"], "notes": result["notes"]}
         if not group.is_main:  # one process writes; every process has the gathered report
             return report

@@ -25,6 +25,8 @@ def aperture_title(report: Mapping[str, Any]) -> str:
     text += f" · split {protocol.get('split', '?')}"
     if protocol.get("limit"):
         text += f" · first {protocol['limit']} pairs"
+    if protocol.get("protocol", "default") != "default":
+        text += f" · protocol {protocol['protocol']}"
     return text
 
 

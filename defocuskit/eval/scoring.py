@@ -22,6 +22,7 @@ class Scoring:
     ssim_variant: str = "uniform7"
     align: str | bool | None = None  # None, "ecc" (True: output registered onto the GT), "flow" (GT onto the output)
     lpips_model: Any = None  # an eval.lpips.LPIPSAlex, or None: LPIPS unavailable
+    quantize: bool = True  # outputs rounded to the reference's bit depth (False: clipped floats, --protocol dpdd8)
 
 
 def score_pair(out: np.ndarray, ref: np.ndarray, scoring: Scoring) -> dict[str, float | None]:
@@ -47,14 +48,17 @@ ALIGN_MODES = {
 }
 
 
-def prepare_pair(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None) -> tuple[np.ndarray, np.ndarray]:
-    """(output, reference) as scored: the output rounded to the reference's bit depth (as written); with
-    align "ecc" the output registered onto the reference, with "flow" the reference warped onto the output."""
+def prepare_pair(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None,
+                 quantize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(output, reference) as scored: the output clipped to [0, 1] and, where `quantize`, rounded to the reference's
+    bit depth (as written); with align "ecc" the output registered onto the reference, with "flow" the reference
+    warped onto the output."""
     if out.shape[:2] != ref.shape[:2]:
         raise ValueError(f"output is {out.shape[1]}x{out.shape[0]}, reference {ref.shape[1]}x{ref.shape[0]}")
     if not np.isfinite(out).all():
         raise ValueError("output has non-finite values (NaN or inf)")
-    unit = metrics.to_unit(from_float(np.clip(out, 0.0, 1.0), depth))
+    clipped = np.clip(out, 0.0, 1.0)
+    unit = metrics.to_unit(from_float(clipped, depth)) if quantize else clipped.astype(np.float64)
     if align is True or align == "ecc":
         from defocuskit.data.register import align as register
 

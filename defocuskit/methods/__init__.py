@@ -18,6 +18,8 @@ _MODULES = {
     "ffdnet": "defocuskit.methods.ffdnet",
     "cyclegan": "defocuskit.methods.cyclegan",
     "restormer": "defocuskit.methods.restormer",
+    "ifan": "defocuskit.methods.ifan",
+    "drbnet": "defocuskit.methods.drbnet",
 }
 
 

@@ -87,6 +87,9 @@ def convert_release(checkpoint: Any) -> dict[str, torch.Tensor]:
     """A checkpoint of the release ({'params': state dict}, as BasicSR saves it and the test scripts read it) in
     this port's names."""
     state = find_state_dict(checkpoint)
+    if "img_d8_feature.0.0.weight" in state:
+        raise ReleaseError("this is DRBNet's single_image_defocus_deblurring.pth (lingyanruan/DRBNet), which shares "
+                           "the file name: import it with --method drbnet")
     if "skip_conv.weight" in state:
         raise ReleaseError("a dual-pixel Restormer (dual_pixel_task: True, 6 input channels: "
                            "dual_pixel_defocus_deblurring.pth); defocuskit ports the single-image one "

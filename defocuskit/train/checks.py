@@ -39,7 +39,7 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
         if v < 1:
             raise RecipeError(f"{key}: must be at least 1, got {v}")
     choices = {
-        "optim.name": (o.name, ("adam", "adamw")), "optim.schedule": (o.schedule, ("constant", "cosine")),
+        "optim.name": (o.name, ("adam", "adamw", "radam")), "optim.schedule": (o.schedule, ("constant", "cosine")),
         "train.mixed_precision": (t.mixed_precision, ("auto", "no", "fp16", "bf16")), "data.channels": (d.channels, (1, 3)),
     }
     for key, (v, allowed) in choices.items():

@@ -27,7 +27,11 @@ def lr_factor(optim: OptimConfig, max_steps: int) -> Callable[[int], float]:
 
 
 def make_optimizer(params: list[nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW from the recipe's `optim` section."""
+    """Adam, AdamW or RAdam from the recipe's `optim` section (RAdam with decoupled weight decay, as the
+    torch_optimizer RAdam that IFAN's release trains with)."""
+    if optim.name == "radam":
+        return torch.optim.RAdam(params, lr=optim.lr, betas=optim.betas, eps=optim.eps,
+                                 weight_decay=optim.weight_decay, decoupled_weight_decay=True)
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[optim.name]
     return cls(params, lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
 

@@ -1,0 +1,169 @@
+"""IFAN (Lee et al., "Iterative Filter Adaptive Network for Single Image Defocus Deblurring", CVPR 2021; released
+code codeslake/IFAN) on aligned pairs, as the release trains it (models/trainers/trainer.py, mode 'IFAN'): the MSE
+of the restored image against the sharp one plus the MSE of the reblurring network's output (the sharp image
+reblurred at 1/8 resolution with filters predicted from the deblurring filters) against the blurred input
+area-downsampled to 1/8. The release's third term, the disparity map estimator's dual-pixel loss (the right view
+warped by the estimated disparity onto the left view), needs DPDD's dual-pixel views, which shards do not carry:
+it is left out, and the estimator learns through the deblurring loss alone. One forward pass at test time; the
+release's checkpoint (IFAN.pytorch) readable by `import-weights`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from defocuskit.io.release import ReleaseError, find_state_dict, rename_keys
+from defocuskit.methods.base import Batch, Method, Protocol, Release, RestoreContext, Sampler, unwrap
+from defocuskit.models.ifan import IFAN
+
+
+@dataclass
+class ModelConfig:
+    """Defaults: configs/config_IFAN.py (the network of IFAN.pytorch, Table 2 of the paper)."""
+
+    channels: int = 3  # must equal data.channels (IFAN.py: 3-channel input and output)
+    width: int = 32  # config.ch (ch1; ch2 = 2 ch, ch3 = ch4 = 4 ch)
+    res_blocks: int = 2  # config.res_num: units of the residual blocks of DME, filter predictor, fusion, RBN
+    iterations: int = 17  # config.N: IAC iterations (paper Table 4: N = 8, 17, 26, 35, 44)
+    filter_size: int = 3  # config.Fs: size of the IAC's 1-D kernels
+    # True: the IAC's separable filter uses its second kernel horizontally (paper Eq. 2; the release's README:
+    # "If you are to train the code from scratch, please update the IAC layer to use kernel1 and kernel2");
+    # False: models/IAC.py as released, the first kernel in both directions (what the published checkpoints use)
+    second_kernel: bool = True
+    reblur: bool = True  # the training-only reblurring network (RBN.py), built by trainer.py for mode 'IFAN'
+    reblur_iterations: int = 17  # config.RBF_num
+    reblur_filter_size: int = 3  # config.RBFs
+
+
+@dataclass
+class ObjectiveConfig:
+    loss: str = "mse"  # trainer.py: errs['image'] = MSE(result, GT); "l1" as an alternative
+    reblur_weight: float = 1.0  # trainer.py: errs['total'] + errs['reblur'] (weight 1); 0: no reblurring loss
+
+
+@dataclass
+class SamplerConfig(Sampler):
+    """IFAN runs one forward pass: nothing to choose."""
+
+
+_LOSSES = ("mse", "l1")
+
+
+def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
+    """The IFAN network (with its reblurring network where model.reblur)."""
+    if objective_cfg.loss not in _LOSSES:
+        raise ValueError(f"objective.loss: '{objective_cfg.loss}' is not one of {', '.join(_LOSSES)}")
+    m = model_cfg
+    if objective_cfg.reblur_weight > 0 and not m.reblur:
+        raise ValueError("objective.reblur_weight > 0 needs the reblurring network (model.reblur: true)")
+    for key, value in (("filter_size", m.filter_size), ("reblur_filter_size", m.reblur_filter_size)):
+        if value < 1 or value % 2 == 0:
+            raise ValueError(f"model.{key}: must be odd and positive, got {value}")
+    return IFAN(m.channels, m.width, m.res_blocks, m.iterations, m.filter_size, m.second_kernel, m.reblur,
+                m.reblur_iterations, m.reblur_filter_size)
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    return F.mse_loss(a, b) if kind == "mse" else (a - b).abs().mean()
+
+
+def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
+    """MSE of the (unclipped) restored image against the sharp one, + reblur_weight x MSE of the sharp image
+    reblurred by the RBN against the blurred one, both at 1/8 resolution (area-downsampled, as trainer.py)."""
+    net = unwrap(model)
+    pred, filters = net.deblur_with_filters(batch["blur"])
+    total = _distance(pred, batch["sharp"], objective_cfg.loss)
+    if objective_cfg.reblur_weight > 0:
+        target = F.interpolate(batch["blur"], scale_factor=1 / 8, mode="area")
+        total = total + objective_cfg.reblur_weight * F.mse_loss(net.reblur(batch["sharp"], filters), target)
+    return total
+
+
+@torch.no_grad()
+def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.Tensor:
+    """One forward pass, clipped to [0, 1] (IFAN.py: torch.clip(out, 0, 1.0) when not training)."""
+    out = model(blur).clamp(0, 1)
+    ctx.step(0, 1)
+    return out
+
+
+# --------------------------------------------------------- the released checkpoint (codeslake/IFAN, IFAN.pytorch)
+
+# IFAN.py Network -> models/ifan.py IFAN (the trainer's DeblurNet holds it as `Network`, the RBN as `reblurNet`)
+_NAMES = [
+    (r"conv([1-4])_([1-3])\.0\.(weight|bias)", lambda m: f"encoder.{int(m[1]) - 1}.{int(m[2]) - 1}.0.{m[3]}"),
+    (r"kconv([1-4])_([1-3])\.0\.(weight|bias)", lambda m: f"filter_encoder.{int(m[1]) - 1}.{int(m[2]) - 1}.0.{m[3]}"),
+    (r"DME\.(.+)", r"dme.\1"),
+    (r"conv_DME\.(.+)", r"dm_embed.\1"),
+    (r"conv4_4\.(.+)", r"fuse.\1"),
+    (r"F\.(.+)", r"filter_predictor.\1"),
+    (r"conv_res\.(.+)", r"reconstructor.\1"),
+    (r"upconv([1-3])_u\.(.+)", lambda m: f"ups.{3 - int(m[1])}.{m[2]}"),
+    (r"upconv([1-3])_([12])\.(.+)", lambda m: f"decoders.{3 - int(m[1])}.{int(m[2]) - 1}.{m[3]}"),
+    (r"out_res\.(.+)", r"out.\1"),
+    (r"reblurNet\.RBF\.(.+)", r"reblur.body.\1"),
+]
+RELEASED_ITERATIONS = 17  # configs/config_IFAN.py N, the network of IFAN.pytorch
+
+
+def convert_release(checkpoint: Any) -> dict[str, torch.Tensor]:
+    """A checkpoint saved by the release's ckpt_manager.py (the state dict of the trainer's DeblurNet, usually
+    under DataParallel's "module."; `Network.` and, as trained, `reblurNet.` names), in this port's names."""
+    state = find_state_dict(checkpoint)
+    state = {k.removeprefix("Network."): v for k, v in state.items()}
+    first = state.get("kconv1_1.0.weight")
+    if first is None:
+        raise ReleaseError("not IFAN's network (models/archs/IFAN.py, IFAN.pytorch): no 'kconv1_1' filter encoder")
+    if first.shape[1] == 6:
+        raise ReleaseError("a dual-pixel IFAN (IFAN_dual.pytorch, 6 input channels: the two dual-pixel views); "
+                           "defocuskit ports the single-image one (IFAN.pytorch)")
+    filters = state.get("F.3.weight")
+    if filters is not None and filters.dim() == 4:
+        deep, k = filters.shape[1], 3  # config.Fs 3 in every released config
+        n, rest = divmod(filters.shape[0], deep * (2 * k + 1))
+        if not rest and n != RELEASED_ITERATIONS:
+            raise ReleaseError(f"an IFAN with N = {n} IAC iterations (IFAN_{n}.pytorch, paper Table 4); the "
+                               f"'ifan' import builds N = {RELEASED_ITERATIONS}. Import it from Python with "
+                               f"defocuskit.inference.release.import_release('ifan', PATH, OUT, "
+                               f"overrides=['model.iterations={n}'])")
+    return rename_keys(state, _NAMES)
+
+
+RELEASE = Release(
+    code="codeslake/IFAN@66bf136",
+    checkpoints=("IFAN.pytorch in checkpoints.zip, the pretrained weights the README links: "
+                 "https://www.dropbox.com/s/qohhmr9p81u0syi/checkpoints.zip?dl=1 (or its OneDrive mirror)"),
+    convert=convert_release,
+    recipe="ifan",
+    # the published checkpoints were trained with models/IAC.py as released (README); data.train: the set it was
+    # trained on, as the model card names it
+    overrides=("model.second_kernel=false", "data.train=DPDD"),
+    optional=("reblur.",),  # the RBN trains only; checkpoints saved while training carry it
+    # eval.py: data_loader/utils.py read_frame (cv2.imread, BGR -> RGB) / 255, refine_image crops to a multiple of
+    # refine_val = 8 (configs/config_IFAN.py); the network runs on the crop as it is
+    protocol=Protocol(script="eval.py (run.py --mode IFAN --network IFAN --config config_IFAN --data DPDD)",
+                      bit_depth=8, channel_order="rgb", padding="none", pad_multiple=8, crop_multiple=8),
+)
+
+
+METHOD = Method(
+    name="ifan",
+    description=(  # one line for the model card
+        'the Iterative Filter Adaptive Network trained on aligned pairs with its reblurring loss (Lee et al., '
+        '"Iterative Filter Adaptive Network for Single Image Defocus Deblurring", CVPR 2021)'
+    ),
+    data="paired",
+    ModelConfig=ModelConfig,
+    ObjectiveConfig=ObjectiveConfig,
+    SamplerConfig=SamplerConfig,
+    build=build,
+    loss=loss,
+    restore=restore,
+    whole_image=True,  # convolutions and per-pixel filters: any size, as the release tests whole DPDD images
+    pad_multiple=lambda model: unwrap(model).multiple,  # three stride-2 levels
+    release=RELEASE,
+)
