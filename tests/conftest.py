@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
-import cv2
-import numpy as np
-import pytest
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: N workers share the cores, one thread each (and their
+    os.environ["OMP_NUM_THREADS"] = "1"   # subprocesses): torch's default threads in every worker oversubscribe
+    os.environ["DEFOCUSKIT_THREADS"] = "1"
+
+import cv2  # noqa: E402 (after the thread settings)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 REAL_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"  # ../shared beside the checkout
 

@@ -280,7 +280,10 @@ def test_device_defaults_to_auto(monkeypatch, tmp_path):
                         lambda *a, **kw: seen.setdefault("pseudo-coc", kw["device"]) and {"counts": {"samples": 0}})
     assert _invoke("deblur", "a.png", "--checkpoint", "m", "--out", str(tmp_path)).exit_code == 0
     assert _invoke("demo").exit_code == 0
-    assert _invoke("pseudo-coc", "--checkpoint", "m", "--shards", "s", "--out", "o").exit_code == 0
+    (tmp_path / "m.safetensors").write_bytes(b"")  # pseudo-coc checks that both exist before importing torch
+    (tmp_path / "s").mkdir()
+    assert _invoke("pseudo-coc", "--checkpoint", str(tmp_path / "m.safetensors"), "--shards", str(tmp_path / "s"),
+                   "--out", str(tmp_path / "o")).exit_code == 0
     assert seen == {"deblur": "auto", "demo": "auto", "pseudo-coc": "auto"}
 
 
