@@ -251,3 +251,36 @@ def test_signed_coc_operator_reproduces_the_renderer_for_focus_in_front_and_behi
     assert psnr(coc) > 100.0
     if focus_m > 1.0:  # without the sign the blurred foreground is put behind the sharp wall
         assert psnr(np.abs(coc)) < 40.0
+
+
+# ----------------------------------------------------------------------------- fast form = dense reference form
+
+
+def _focus_scenes(hi: float) -> torch.Tensor:
+    """(3, 1, 36, 44) signed CoC maps: focus on a near box (background blurred up to `hi` px), focus behind a box
+    (the box in front, negative), and a tile in focus throughout (it uses few of the batch's layers, as tiles do)."""
+    coc = torch.zeros(3, 1, 36, 44)
+    ramp = torch.linspace(0.3, 1.0, 44)
+    coc[0, 0] = hi * ramp
+    coc[0, 0, 8:24, 10:26] = 0.0  # the focused subject, nearest
+    coc[1, 0] = 0.4 * hi * ramp
+    coc[1, 0, 12:30, 4:20] = -0.8 * hi  # a box in front of the focal plane
+    coc[2, 0] = 0.5 * rand(36, 44, seed=30)  # below 1 px
+    return coc
+
+
+@pytest.mark.parametrize("hi, spatial", [(9.0, True), (17.0, False)])  # depthwise convolution / FFT paths
+@pytest.mark.parametrize("model", MODELS)
+def test_fast_operator_equals_the_reference_on_front_and_back_focus_scenes(model: str, hi: float, spatial: bool):
+    coc = _focus_scenes(hi)
+    fast, ref = DefocusOperator(coc, model), DefocusOperator(coc, model, fast=False)
+    assert fast._spatial == spatial and len(fast._k) < coc.shape[0] * len(fast.levels)  # some pairs skipped
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-6)):  # rounding (the reference: float32 OTFs)
+        x, y = rand(3, 3, 36, 44, seed=31, dtype=dtype), rand(3, 3, 36, 44, seed=32, dtype=dtype)
+        for fn in ("forward", "adjoint"):
+            got, want = getattr(fast, fn)(x), getattr(ref, fn)(x)
+            assert got.dtype == want.dtype == dtype
+            torch.testing.assert_close(got, want, atol=tol, rtol=0)
+        want = ref.prox(y, x, 0.05, 10)  # conjugate gradients amplify the rounding a little
+        torch.testing.assert_close(fast.prox(y, x, 0.05, 10), want, atol=5 * tol, rtol=0)
+        torch.testing.assert_close(fast.prox(y, x, 0.05, 10, aty=fast.adjoint(y)), want, atol=5 * tol, rtol=0)

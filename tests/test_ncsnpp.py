@@ -10,8 +10,6 @@ from defocuskit.models.layers import AttnBlock, fir_downsample2d, fir_kernel_2d,
 from defocuskit.models.ncsnpp import NCSNpp
 
 
-
-
 def tiny(**kw) -> NCSNpp:
     cfg = dict(channels=1, image_size=32, nf=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(16,))
     cfg.update(kw)
@@ -128,3 +126,20 @@ def test_paper_size_parameter_count():
     with torch.no_grad():
         out = net(torch.rand(1, 1, 64, 64), torch.tensor([10.0]))
     assert out.shape == (1, 1, 64, 64)
+
+
+def test_attention_equals_softmax_attention_written_out():
+    # AttnBlock hands torch a one-head (B, 1, N, C) layout for its fused CPU kernel: the same result as the formula
+    torch.manual_seed(0)
+    block = AttnBlock(16)
+    with torch.no_grad():
+        block.proj.weight.normal_(0.0, 0.1)  # initialised at zero: move it so the attention shows
+    x = torch.randn(3, 16, 8, 8, requires_grad=True)
+    h = block.norm(x)
+    q, k, v = (m(h).flatten(2).transpose(1, 2) for m in (block.q, block.k, block.v))  # (B, N, C)
+    attn = torch.softmax(q @ k.transpose(1, 2) / 16**0.5, dim=-1) @ v
+    want = (x + block.proj(attn.transpose(1, 2).reshape(3, 16, 8, 8))) / 2**0.5
+    got = block(x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    (g_got,), (g_want,) = torch.autograd.grad(got.sum(), x), torch.autograd.grad(want.sum(), x)
+    torch.testing.assert_close(g_got, g_want, atol=1e-5, rtol=1e-5)  # training backpropagates through it alike

@@ -42,15 +42,16 @@ def physics_consistency(
     unchanged, so the step acts on the image and not on the noise's clipping.
     """
     y = srgb_to_linear(blurred) if linear_light else blurred
+    aty = operator.adjoint(y)  # K^T y: the same in every step's normal equations
 
     def dc(x: torch.Tensor, w: float) -> torch.Tensor:
         if not 0.0 < w <= 1.0:
             raise ValueError(f"data consistency weight must be in (0, 1], got {w}")
         rho = (1.0 - w) / w
         if not linear_light:
-            return operator.prox(y, x, rho, cg_steps)
+            return operator.prox(y, x, rho, cg_steps, aty=aty)
         inside = x.clamp(0.0, 1.0)
-        solved = linear_to_srgb(operator.prox(y, srgb_to_linear(inside), rho, cg_steps))
+        solved = linear_to_srgb(operator.prox(y, srgb_to_linear(inside), rho, cg_steps, aty=aty))
         return solved + (x - inside)
 
     return dc

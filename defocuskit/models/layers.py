@@ -130,8 +130,9 @@ class AttnBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, hgt, wid = x.shape
         h = self.norm(x)
-        q, k, v = (m(h).reshape(b, c, hgt * wid).transpose(1, 2) for m in (self.q, self.k, self.v))
-        h = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(C)) v
+        # one head (B, 1, N, C), contiguous: torch's fused CPU kernel; (B, N, C) or strided inputs take its slower math path
+        q, k, v = (m(h).reshape(b, 1, c, hgt * wid).transpose(2, 3).contiguous() for m in (self.q, self.k, self.v))
+        h = F.scaled_dot_product_attention(q, k, v)[:, 0]  # softmax(q k^T / sqrt(C)) v
         h = self.proj(h.transpose(1, 2).reshape(b, c, hgt, wid))
         return (x + h) / math.sqrt(2.0)
 
