@@ -219,8 +219,13 @@ def test_cli_import_weights(imported, tmp_path):
     assert result.exit_code == 0, result.output
     assert "restormer, 494 tensors, 26,126,644 parameters" in result.output and file_sha256(pth) in result.output
     assert "8-bit RGB images (padding: reflect, multiple of 8" in result.output
-    result = runner.invoke(app, ["import-weights", "--method", "nafnet", str(pth), "--out", str(out)])
+    result = runner.invoke(app, ["import-weights", "--method", "nafnet", str(pth), "--out", str(tmp_path / "n")])
     assert result.exit_code == 2 and "those that do: drbnet, ifan, jdrl, restormer" in result.output
+    before = out.read_bytes()  # an existing file is never replaced without --force
+    result = runner.invoke(app, ["import-weights", "--method", "restormer", str(pth), "--out", str(out)])
+    assert result.exit_code == 2 and "exists: give --force" in result.output and out.read_bytes() == before
+    result = runner.invoke(app, ["import-weights", "--method", "restormer", str(pth), "--out", str(out), "--force"])
+    assert result.exit_code == 0, result.output
 
 
 def test_the_api_loads_a_release_checkpoint_and_deblurs(imported):

@@ -20,13 +20,14 @@ def import_weights_cmd(
         "(liyucs/JDRL, unet-jdrl-sdd.pth) | restormer (swz30/Restormer, single_image_defocus_deblurring.pth)."),
     out: Path = typer.Option(..., "--out", help="The model file to write (.safetensors), for deblur, eval, the API, "
                              "save_pretrained and train.init_from."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
 ) -> None:
     """Import a published checkpoint: read safely (weights only), names mapped, every shape checked."""
     from defocuskit.inference.release import import_release
     from defocuskit.methods import get_method
 
     try:
-        done = import_release(method, checkpoint, out)
+        done = import_release(method, checkpoint, out, overwrite=force)
     except (ValueError, FileNotFoundError) as exc:  # ReleaseError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None

@@ -96,13 +96,16 @@ def convert_checkpoint(method: Method, checkpoint: Path, overrides: list[str] | 
 
 
 def import_release(method_name: str, checkpoint: str | Path, out: str | Path,
-                   overrides: list[str] | tuple[str, ...] = ()) -> Imported:
+                   overrides: list[str] | tuple[str, ...] = (), overwrite: bool = False) -> Imported:
     """Import the release checkpoint of `method_name` into the model file `out` (see the module docstring);
-    `overrides`: recipe key=value settings on top of the release's (the model section must still fit)."""
+    `overrides`: recipe key=value settings on top of the release's (the model section must still fit). An
+    existing `out` is kept (ValueError) unless `overwrite`."""
     method = release_method(method_name)
     checkpoint, out = Path(checkpoint), Path(out)
     if out.resolve() == checkpoint.resolve():
         raise ValueError(f"--out {out} is the checkpoint itself")
+    if out.exists() and not overwrite:
+        raise ValueError(f"--out {out} exists: give --force to replace it")
     net, recipe, kept = convert_checkpoint(method, checkpoint, overrides)
     release = method.release
     assert release is not None
