@@ -46,3 +46,24 @@ def test_best_so_far_reads_the_rows_up_to_the_resumed_step(tmp_path: Path):
     assert best_so_far(tmp_path, 10) == 22.0
     assert best_so_far(tmp_path, 4) == -math.inf
     assert best_so_far(tmp_path / "missing", 10) == -math.inf
+
+
+def test_a_fresh_run_removes_only_the_grids_and_best_file_an_earlier_run_wrote(tmp_path: Path):
+    import torch
+    from safetensors.torch import save_file
+
+    from defocuskit.train.checkpoints import clean_run_folder
+
+    rows = [{"step": 5, "loss": 1.0}, {"step": 5, "val_psnr": 20.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "val").mkdir()
+    ours, theirs = tmp_path / "val" / "step-0000005.png", tmp_path / "val" / "step-0000007.png"
+    ours.write_bytes(b"grid")
+    theirs.write_bytes(b"a file of the user's that no validation row names")
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "best.safetensors"), metadata={"best_step": "5"})
+    clean_run_folder(tmp_path, fresh=True)
+    assert not ours.exists() and theirs.exists() and not (tmp_path / "best.safetensors").exists()
+    assert not (tmp_path / "metrics.jsonl").exists()
+    (tmp_path / "best.safetensors").write_bytes(b"the user's own file")  # no run metadata: kept
+    clean_run_folder(tmp_path, fresh=True)
+    assert (tmp_path / "best.safetensors").read_bytes() == b"the user's own file"

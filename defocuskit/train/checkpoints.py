@@ -142,11 +142,38 @@ def clean_run_folder(out: Path, fresh: bool) -> None:
         for p in folder.iterdir():
             if p.name.startswith((".tmp-", ".trash-")) or (fresh and p.name.startswith("step-")):
                 shutil.rmtree(p, ignore_errors=True)
-    if fresh:  # what an earlier run wrote, by name: its metrics, validation grids and best weights
+    if fresh:  # what an earlier run wrote: its metrics, the grids its validation rows list, its best weights
+        for step in _validated_steps(out / METRICS):
+            (out / "val" / f"step-{step:07d}.png").unlink(missing_ok=True)
+        if _written_by_a_run(out / "best.safetensors"):
+            (out / "best.safetensors").unlink()
         (out / METRICS).unlink(missing_ok=True)
-        (out / "best.safetensors").unlink(missing_ok=True)
-        for grid in (out / "val").glob("step-[0-9]*.png"):
-            grid.unlink()
+
+
+def _validated_steps(metrics: Path) -> list[int]:
+    """The steps of the validation rows ("val_psnr") of a metrics.jsonl."""
+    steps = []
+    for line in metrics.read_text().splitlines() if metrics.is_file() else []:
+        try:
+            row = json.loads(line)
+            if isinstance(row, dict) and "val_psnr" in row:
+                steps.append(int(row["step"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return steps
+
+
+def _written_by_a_run(path: Path) -> bool:
+    """True for a best.safetensors that a run exported (its metadata names the best step), not a user's file."""
+    if not path.is_file():
+        return False
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "best_step" in (f.metadata() or {})
+    except Exception:  # not a safetensors file: not ours
+        return False
 
 
 def truncate_metrics(path: Path, step: int) -> None:
