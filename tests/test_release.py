@@ -259,6 +259,9 @@ def test_imported_model_files_are_evaluated_by_aperture_and_saved_in_the_hub_lay
     report = evaluate(shards, files, [], EvalConfig(split="test", by_aperture=True, report_dir=tmp_path / "rep",
                                                     progress=False))
     assert not report["skipped"]
+    origin = report["protocol"]["methods"]["restormer"]["origin"]  # the report names where each model comes from
+    assert origin["kind"] == "release" and origin["code"].startswith("swz30/Restormer@")
+    assert origin["checkpoint"] == imported["restormer"][0].name and origin["sha256"] == file_sha256(imported["restormer"][0])
     rows = {(r["method"], r["f_number"]): r for r in report["rows"]}
     for path in files:
         for f_number in (2.8, 4.0):

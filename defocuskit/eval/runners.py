@@ -82,8 +82,27 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                           f"tiles of {size}x{size} px" + ("" if tile else " (the training size: the network attends "
                                                            "over its input)")),
             "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
-            "channels": recipe.data.channels}
+            "channels": recipe.data.channels, "origin": model_origin(path)}
     return run, desc
+
+
+def model_origin(path: Path) -> dict[str, Any]:
+    """Where a model file's weights come from, from its metadata: a published release (`import-weights`: code,
+    checkpoint, sha256) or a defocuskit training run (and the model it was fine-tuned from)."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = dict(f.metadata() or {})
+    if "release" in meta:
+        release = json.loads(meta["release"])
+        return {"kind": "release", "code": release.get("code"), "checkpoint": release.get("checkpoint"),
+                "sha256": release.get("sha256")}
+    origin = {"kind": "trained with defocuskit", "defocuskit_version": meta.get("defocuskit_version")}
+    if meta.get("init_from"):
+        origin.update(init_from=meta["init_from"], init_from_sha256=meta.get("init_from_sha256"))
+    return origin
 
 
 def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, dict[str, Any]]:
