@@ -288,14 +288,12 @@ class DeblurModel:
     # ------------------------------------------------------------------ the Hub layout
 
     def _config(self, ev: dict[str, Any] | None, license: str | None) -> dict[str, Any]:
-        from safetensors import safe_open
-
         from defocuskit.data import names
+        from defocuskit.io.modelfile import read_metadata
 
         train = self._recipe.data.train if isinstance(self._recipe.data.train, list) else [self._recipe.data.train]
 
-        with safe_open(str(self.path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
+        meta = read_metadata(self.path)
         info = self.sampler_info()
         return {
             "format": hub.HUB_FORMAT, "library_name": "defocuskit", "model_file": hub.MODEL_FILE,

@@ -60,13 +60,11 @@ class EvalProtocol:
 def release_crop_multiple(path: Path) -> int:
     """The crop multiple of the release whose network the model file `path` holds (its method's Release protocol;
     1 for a method that ports no release or a file that cannot be read)."""
-    from safetensors import safe_open
-
+    from defocuskit.io.modelfile import read_metadata
     from defocuskit.methods import get_method
 
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
+        meta = read_metadata(path)
         if "release" in meta:  # an imported file records the protocol of its release
             return int(json.loads(meta["release"])["protocol"]["crop_multiple"])
         release = get_method(str(json.loads(meta["recipe"]).get("method"))).release

@@ -91,10 +91,9 @@ def model_origin(path: Path) -> dict[str, Any]:
     checkpoint, sha256) or a defocuskit training run (and the model it was fine-tuned from)."""
     import json
 
-    from safetensors import safe_open
+    from defocuskit.io.modelfile import read_metadata
 
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = dict(f.metadata() or {})
+    meta = read_metadata(path)
     if "release" in meta:
         release = json.loads(meta["release"])
         return {"kind": "release", "code": release.get("code"), "checkpoint": release.get("checkpoint"),
@@ -139,13 +138,11 @@ def _sampler_keys(path: Path) -> set[str]:
     """The sampler keys of the model in `path`, from the file's metadata alone (no tensors are read)."""
     import json
 
-    from safetensors import safe_open
-
+    from defocuskit.io.modelfile import read_metadata
     from defocuskit.methods import get_method
 
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
+        meta = read_metadata(path)
         method = get_method(str(json.loads(meta["recipe"]).get("method")))
     except Exception as exc:  # unreadable file, missing or foreign metadata, unknown method
         raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc

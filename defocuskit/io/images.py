@@ -13,7 +13,6 @@ from defocuskit.io.atomic import atomic_write
 from defocuskit.io.formats import ImageError, is_raw
 from defocuskit.io.raw import decode_raw
 
-
 MAX_PIXELS_ENV = "DEFOCUSKIT_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 200_000_000  # a 200-megapixel frame: above every camera sensor; 0 in the variable = no limit
 

@@ -62,6 +62,15 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, meta
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The text metadata of a safetensors file, without reading its tensors; ValueError for an unreadable file."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     """Raise ValueError naming the first tensor that holds NaN or inf (and how many others do) in `path`."""
     broken: list[tuple[str, int, int]] = []

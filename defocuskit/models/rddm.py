@@ -17,7 +17,6 @@ channel attention, and uses DCNv4 on the outer levels; the output conv sees the 
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

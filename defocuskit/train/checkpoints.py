@@ -21,6 +21,8 @@ from defocuskit.train.stream import ShardStream
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
+BEST_FILE = "best.safetensors"  # train.keep_best: EMA weights of the best validation PSNR (best_step in metadata)
+VAL_FOLDER = "val"  # val/step-NNNNNNN.png: crops of input, output and reference per f-number
 # recipe keys a checkpoint must agree on to be resumed (they shape the saved state)
 RESUME_KEYS = (("method",), ("model",), ("data", "channels"), ("optim", "name"))
 
@@ -135,6 +137,11 @@ def check_data_position(accelerator: Any, saved: dict[str, Any] | None, stream: 
         )
 
 
+def grid_path(out: Path, step: int) -> Path:
+    """The validation grid of `step` in the run folder `out`."""
+    return out / VAL_FOLDER / f"step-{step:07d}.png"
+
+
 def clean_run_folder(out: Path, fresh: bool) -> None:
     """Remove temporary leftovers of killed runs; with `fresh`, also earlier checkpoints and metrics."""
     folder = out / CHECKPOINTS
@@ -144,9 +151,9 @@ def clean_run_folder(out: Path, fresh: bool) -> None:
                 shutil.rmtree(p, ignore_errors=True)
     if fresh:  # what an earlier run wrote: its metrics, the grids its validation rows list, its best weights
         for step in _validated_steps(out / METRICS):
-            (out / "val" / f"step-{step:07d}.png").unlink(missing_ok=True)
-        if _written_by_a_run(out / "best.safetensors"):
-            (out / "best.safetensors").unlink()
+            grid_path(out, step).unlink(missing_ok=True)
+        if _written_by_a_run(out / BEST_FILE):
+            (out / BEST_FILE).unlink()
         (out / METRICS).unlink(missing_ok=True)
 
 
@@ -167,12 +174,11 @@ def _written_by_a_run(path: Path) -> bool:
     """True for a best.safetensors that a run exported (its metadata names the best step), not a user's file."""
     if not path.is_file():
         return False
-    from safetensors import safe_open
+    from defocuskit.io.modelfile import read_metadata
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return "best_step" in (f.metadata() or {})
-    except Exception:  # not a safetensors file: not ours
+        return "best_step" in read_metadata(path)
+    except ValueError:  # not a safetensors file: not ours
         return False
 
 

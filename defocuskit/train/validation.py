@@ -17,19 +17,12 @@ from defocuskit.config.recipe import Recipe, recipe_to_dict
 from defocuskit.io.images import write_image
 from defocuskit.io.modelfile import save_model
 from defocuskit.methods.base import Method
-from defocuskit.train.checkpoints import METRICS
+from defocuskit.train.checkpoints import BEST_FILE, METRICS, grid_path
 from defocuskit.train.ema import EMA
 
-BEST_FILE = "best.safetensors"
-VAL_FOLDER = "val"  # val/step-NNNNNNN.png: crops of input, output and reference per f-number
 # (EMA state dict, step, accelerator) -> (metrics record with "val_psnr", grid image uint8 (H, W, 3) or None);
 # called on every process (the scores are gathered), the record and grid matter on the main process
 Validate = Callable[[dict[str, torch.Tensor], int, Any], tuple[dict[str, Any], "np.ndarray | None"]]
-
-
-def grid_path(out: Path, step: int) -> Path:
-    """The validation grid of `step` in the run folder `out`."""
-    return out / VAL_FOLDER / f"step-{step:07d}.png"
 
 
 def tracker_values(record: dict[str, Any]) -> dict[str, float]:
