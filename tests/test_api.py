@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -197,7 +197,7 @@ def test_sampler_keywords_reach_the_sampler(hidd, monkeypatch) -> None:
     assert not np.array_equal(a, hidd.deblur(x, steps=2, consistency="identity", zeta=0.1, seed=1))
     hidd.deblur(x, sampler="pc", steps=1, consistency="identity")
     assert (seen[-1].name, seen[-1].steps) == ("pc", 1)
-    assert hidd.sampler["zeta"] == 0.3 and hidd.nfe == 40  # defaults untouched
+    assert hidd.sampler["zeta"] == 1.0 and hidd.nfe == 10  # defaults untouched (hidd-tiny: fast, 10 steps)
     assert hidd.sampler_info(steps=3, zeta=0.5)["settings"]["zeta"] == 0.5
     with pytest.raises(ValueError, match=r"guidance=0\.3.*no setting 'guidance' \(known: .*zeta"):
         hidd.deblur(x, guidance=0.3)

@@ -47,7 +47,8 @@ def test_method_table_and_fields():
     assert (s.name, s.steps, s.snr, s.corrector_chains, s.weights, s.consistency) == (
         "pc", None, 0.021, 3, (0.08, 0.15), "identity")
     assert not hasattr(s, "normalize_each_step")
-    assert s.resolved().steps == 1000 and SamplerConfig(name="fast").resolved().steps == 40
+    assert s.resolved().steps == 1000 and SamplerConfig(name="fast").resolved().steps == 10
+    assert (s.sigma_start, s.zeta, s.dc_sigma, s.cg_steps) == (0.05, 1.0, 0.008, 10)  # issue 22; issue 8: 0.1, 0.3
     assert SamplerConfig(steps=7).resolved().steps == 7
     o = ObjectiveConfig()
     assert (o.sigma_min, o.sigma_max) == (0.01, 300.0)
@@ -203,7 +204,7 @@ def test_sampler_values_are_checked_when_a_recipe_resolves():
 @pytest.mark.parametrize("cfg, expected", [
     (SamplerConfig(), 4000),  # 1000 steps x (predictor + 3 corrector chains)
     (SamplerConfig(name="released"), 4000),
-    (SamplerConfig(name="fast"), 40),
+    (SamplerConfig(name="fast"), 10),
     (SamplerConfig(name="fast", steps=5, consistency="physics"), 5),
     (SamplerConfig(steps=7, corrector=False), 7),
     (SamplerConfig(name="released", steps=7, corrector=False), 7),
@@ -249,6 +250,17 @@ def test_upgrade_recipe_leaves_new_recipes_unchanged():
     assert METHOD.upgrade_recipe(METHOD.upgrade_recipe({"method": "hidd", "sampler": dict(OLD_SAMPLER)})) == \
         METHOD.upgrade_recipe({"method": "hidd", "sampler": dict(OLD_SAMPLER)})
     assert METHOD.upgrade_recipe({"method": "hidd"})["sampler"] == {}
+
+
+def test_upgrade_recipe_keeps_40_steps_for_a_file_with_the_former_fast_sampler():
+    # issue 22 changed the fast default to 10 steps; a model file of issue 8's fast settings ran 40, and still does
+    former = {"name": "fast", "steps": None, "sigma_start": 0.1, "zeta": 0.3, "consistency": "physics"}
+    upgraded = METHOD.upgrade_recipe({"method": "hidd", "sampler": former})
+    assert upgraded["sampler"]["steps"] == 40 and former["steps"] is None
+    assert resolve_recipe(upgraded).sampler.nfe() == 40
+    for change in (dict(steps=12), dict(sigma_start=0.05), dict(zeta=1.0), dict(name="pc")):
+        sampler = METHOD.upgrade_recipe({"method": "hidd", "sampler": {**former, **change}})["sampler"]
+        assert sampler.get("steps") == change.get("steps"), change  # as written, or left to the default
 
 
 # ----------------------------------------------------------------------------- why pc, not released, is the default

@@ -117,7 +117,7 @@ def test_resolve_sampler_name_and_set_are_checked_like_recipe_keys(hidd_file: Pa
     # a recipe's steps belong to its own sampler: naming another one takes that one's default
     paper = dataclasses.replace(recipe, sampler=SamplerConfig(name="pc", steps=1000))
     assert resolve_sampler(paper, name="fast").steps is None
-    assert resolve_sampler(paper, name="fast").nfe() == 40
+    assert resolve_sampler(paper, name="fast").nfe() == 10
     assert resolve_sampler(paper, name="fast", sets=["sampler.steps=12"]).steps == 12
     assert resolve_sampler(paper, name="pc").steps == 1000
     with pytest.raises(ValueError, match="sampler.name"):

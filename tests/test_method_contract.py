@@ -51,12 +51,17 @@ PINNED_RESTORE: dict[str, tuple[float, float]] = {
     "dncnn": (1554.309817, 748.682996),
     "drbnet": (1771.128093, 891.5656948),
     "ffdnet": (1564.836495, 768.4127222),
-    "hidd": (440.1124963, 223.5099254),
+    "hidd": (435.6705468, 220.8845634),  # issue 22: fast sampler 10 steps, sigma_start 0.05, zeta 1 (PINNED_FORMER: 40)
     "ifan": (1537.484124, 759.5393891),
     "jdrl": (1466.462093, 781.2716403),
     "nafnet": (855.7712545, 372.10356),
     "rddm": (1654.949716, 804.4821081),
     "restormer": (1554.425354, 769.8622733),
+}
+# (settings, checksum) of restore under a method's former sampler settings, named: they must still give the former output
+PINNED_FORMER: dict[str, tuple[list[str], tuple[float, float]]] = {
+    # the fast sampler of issue 8 (40 steps, sigma_start 0.1, zeta 0.3), the hidd-tiny default until issue 22
+    "hidd": (["sampler.steps=40", "sampler.sigma_start=0.1", "sampler.zeta=0.3"], (440.1124963, 223.5099254)),
 }
 
 
@@ -197,6 +202,16 @@ def test_pinned_restore_checksum(name, shards, companions) -> None:
     measured = (float(out.sum()), float((out * weights).sum()))
     assert name in PINNED_RESTORE, f"{name}: no pinned checksum; measured {measured}"
     np.testing.assert_allclose(measured, PINNED_RESTORE[name], rtol=RTOL, err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_FORMER))
+def test_former_sampler_settings_keep_their_pinned_checksum(name, shards, companions) -> None:
+    settings, pinned = PINNED_FORMER[name]
+    method, recipe = tiny(name, shards, companions, *settings)
+    model = built(method, recipe, seed=0, moved=True)
+    out = restore(method, recipe, model, image(recipe, 32, 32, seed=0), seed=0).double()
+    weights = torch.linspace(0.0, 1.0, out.numel(), dtype=torch.float64).reshape(out.shape)
+    np.testing.assert_allclose((float(out.sum()), float((out * weights).sum())), pinned, rtol=RTOL, err_msg=name)
 
 
 def test_every_method_has_a_tiny_recipe_and_a_description() -> None:

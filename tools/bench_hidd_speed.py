@@ -8,11 +8,11 @@ package as it was at `--baseline` (extracted with `git archive`), the others fro
 images go round the workers in turn, one image at a time, so every variant sees the same machine load;
 seconds are those of `restore_image` alone (the worker has loaded the model and warmed up). Variants:
 
-- `before`: the baseline's code with the prior's recipe sampler (fast, physics, oracle CoC);
-- `exact`: this checkout with the baseline's sampler settings (`BEFORE`): only the
-  changes that keep the result (fast operator, fused attention, K^T y kept), so its PSNR is `before`'s;
-- `new`: this checkout with the prior's recipe sampler as it now resolves (the new defaults);
-- `--extra NAME:KEY=VALUE,...`: this checkout with sampler overrides (for tuning).
+- `before`: the baseline's code with the former fast settings (`BEFORE`; fast + physics, oracle CoC throughout);
+- `exact`: this checkout with the former fast settings (`BEFORE`: 40 steps, sigma_start 0.1, zeta 0.3): only
+  the changes that keep the result (fast operator, fused attention, K^T y kept), so its PSNR is `before`'s;
+- `new`: this checkout with the fast settings of its packaged recipes (10 steps, sigma_start 0.05, zeta 1);
+- `--extra NAME:KEY=VALUE,...`: this checkout with sampler overrides (for tuning; `--split train`).
 
 Images: the first `--per-aperture` test-split pairs of every f-number in SHARDS128, and the first test
 pair of `--large` (a larger rendering), each with its oracle (signed) CoC map. Prints a markdown table
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "88a52cb"  # the last commit before the speed-up
-BEFORE = {"steps": 40}  # the baseline's fast-sampler settings where this checkout's defaults differ
+BEFORE = {"steps": 40, "sigma_start": 0.1, "zeta": 0.3}  # the fast sampler of issue 8 (the baseline's recipes)
+FAST_KEYS = ("name", "steps", "sigma_start", "dc_sigma", "zeta", "consistency", "blur_model", "blur_levels", "cg_steps",
+             "linear_light")
+
+
+def packaged_fast_settings() -> dict[str, Any]:
+    """The fast-sampler keys of this checkout's packaged recipes/hidd-tiny.yaml (every HIDD recipe has the same)."""
+    import yaml
+
+    sampler = yaml.safe_load((ROOT / "defocuskit" / "recipes" / "hidd-tiny.yaml").read_text())["sampler"]
+    return {k: sampler[k] for k in FAST_KEYS}
 
 
 def worker(tree: str, model_path: str, overrides: dict[str, Any]) -> None:
@@ -114,9 +125,9 @@ def main() -> None:
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "defocuskit"], check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive, check=True)
-    variants: dict[str, tuple[str, dict[str, Any]]] = {"before": (str(old_tree), {}),
+    variants: dict[str, tuple[str, dict[str, Any]]] = {"before": (str(old_tree), dict(BEFORE)),
                                                         "exact": (str(ROOT), dict(BEFORE)),
-                                                        "new": (str(ROOT), {})}
+                                                        "new": (str(ROOT), packaged_fast_settings())}
     for item in args.extra:
         name, _, sets = item.partition(":")
         variants[name] = (str(ROOT), {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in sets.split(",") if kv)})
@@ -159,6 +170,7 @@ def main() -> None:
     for proc in procs.values():
         proc.stdin.close()
         proc.wait()
+    shutil.rmtree(work, ignore_errors=True)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps({"variants": {k: info[k] for k in names}, "rows": rows}, indent=1))

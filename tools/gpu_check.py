@@ -14,7 +14,7 @@ the recipes' pretrained encoders are set to null). Rows:
   eval/whole     `defocuskit eval` (defocuskit.eval.evaluate) of the paper NAFNet, s / image, whole images
   eval/tileN     the same with --tile N (default 32)
   hidd/released  HIDD (recipes/hidd.yaml) on one 256x256 one-channel image, `--sampler released` (1000 steps x 4
-  hidd/fast      NFE, identity consistency) and `--sampler fast` (40 NFE): NFE/s and s / image
+  hidd/fast      NFE, identity consistency) and `--sampler fast` (10 NFE): NFE/s and s / image
   rddm/latency   paper RDDM, 2 DDIM steps on one 1680x1120 RGB image, whole or tiled as `defocuskit deblur` decides
 
 plus the peak GPU memory of each row (torch.cuda.max_memory_allocated over the measured part), the device,
