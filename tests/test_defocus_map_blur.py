@@ -155,7 +155,7 @@ def test_mixed_batch_collates_with_aligned_crops(tmp_path):
     ]
     write_shard(tmp_path / "train-000000.tar", samples)
     recipe = load_recipe(TINY_RECIPE, [f"data.train={tmp_path}", "data.num_workers=0", "data.shuffle_buffer=0",
-                                       "data.batch_size=2", "data.augment=true"])
+                                       "data.batch_size=2", "data.augment=true", "data.image_size=32"])
     batch = next(iter(make_loader(recipe, METHOD, 0, 1)))
     assert batch["key"] == ["triplet", "blurmap"]
     assert batch["blur"].shape == (2, 3, 32, 32)

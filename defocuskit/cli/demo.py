@@ -35,7 +35,9 @@ class DemoModel:
     data: str = "aligned"  # "aligned" or "misaligned" (the preset's second ingest)
 
 
-# The defocus-map estimator comes first: RDDM loads it frozen, and it gives the CoC maps at evaluation.
+# The defocus-map estimator comes first: RDDM loads it frozen, and it gives the CoC maps at evaluation. Its 2000
+# steps take 2.5-3 minutes on the 2-core CPU (the dilated CNN of issue 20; the former SegFormer about 1.3;
+# docs/benchmarks.md, "The defocus map redesigned (issue 20)"); 1000 steps score a little lower.
 PRESETS: dict[str, tuple[DemoModel, ...]] = {
     "default": (
         DemoModel("defocus-map", "defocus-map-tiny.yaml", 2000),

@@ -2,7 +2,7 @@
 with `model.blur_head`, detects blur from binary blur maps (blurmask.png, e.g. CUHK) as RDDM's release does.
 
 Data kind "map": samples with blur.png and coc.png and/or blurmask.png. The loss is
-coc_weight * (L1 or Charbonnier on CoC / coc_norm, over the samples that have coc.png)
+coc_weight * (L1, Charbonnier or a quantile's pinball loss on CoC / coc_norm, over the samples that have coc.png)
 + blur_weight * (sigmoid binary cross-entropy of the blur logit, over the samples that have blurmask.png),
 each term a mean over its own samples; a term without samples in the batch is 0 (still in the graph).
 """
@@ -10,6 +10,7 @@ each term a mean over its own samples; a term without samples in the batch is 0 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +26,15 @@ ARCHS = ("segformer", "dilated")
 @dataclass
 class ModelConfig:
     """`arch`: "segformer" (the defaults are MiT-b0, SegFormer paper, Table 6, as RDDM's release) or "dilated"
-    (models/dilated_map.py: `width` channels, one 3x3 convolution per entry of `dilations`); the CoC channel
-    only unless `blur_head`."""
+    (models/dilated_map.py: `features` averaged down by `downsample`, `width` channels, one 3x3 block per entry of
+    `dilations`, residual with GroupNorm unless `residual: false`); the CoC channel only unless `blur_head`."""
 
     arch: str = "segformer"
     width: int = 24  # dilated only
-    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 1])  # dilated only
+    dilations: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 1])  # dilated only
+    features: str = "bands"  # dilated only: "bands" (log band energies) or "contrast" (image minus its 7x7 mean)
+    downsample: int = 4  # dilated only: the network works at 1/downsample of the input size
+    residual: bool = True  # dilated only: residual blocks with GroupNorm (false: the former plain stack)
     hidden_sizes: list[int] = field(default_factory=lambda: [32, 64, 160, 256])
     depths: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     num_attention_heads: list[int] = field(default_factory=lambda: [1, 2, 5, 8])
@@ -47,9 +51,11 @@ class ModelConfig:
 
 @dataclass
 class ObjectiveConfig:
-    loss: str = "l1"  # "l1" or "charbonnier", on coc / coc_norm
+    # "l1", "charbonnier" or "quantile" (pinball loss of `quantile`, times 2: at 0.5 it is L1), on coc / coc_norm
+    loss: str = "l1"
     coc_norm: float = 4.0  # pixels; the loss compares maps divided by this
     charbonnier_eps: float = 1e-3
+    quantile: float = 0.5  # loss "quantile": the quantile of the CoC estimated (0.5 the median, as L1; lower reads less blur)
     coc_weight: float = 1.0  # weight of the CoC regression term (samples with coc.png)
     blur_weight: float = 0.0  # weight of the blur-detection BCE term (samples with blurmask.png); needs blur_head
 
@@ -59,6 +65,8 @@ class ObjectiveConfig:
                              f"(got {self.coc_weight}, {self.blur_weight})")
         if self.coc_weight == 0 and self.blur_weight == 0:
             raise ValueError("objective.coc_weight and objective.blur_weight are both 0: nothing to train")
+        if not 0 < self.quantile < 1:
+            raise ValueError(f"objective.quantile must be in (0, 1), got {self.quantile}")
 
 
 @dataclass
@@ -66,7 +74,7 @@ class SamplerConfig(Sampler):
     """The estimator runs one forward pass: nothing to choose."""
 
 
-_LOSSES = ("l1", "charbonnier")
+_LOSSES = ("l1", "charbonnier", "quantile")
 
 
 def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
@@ -84,7 +92,8 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     if model_cfg.arch == "dilated":
         if model_cfg.pretrained:
             raise ValueError("model.pretrained: encoder weights are for arch segformer, not dilated")
-        return DilatedMapEstimator(model_cfg.width, model_cfg.dilations, model_cfg.coc_scale, model_cfg.blur_head)
+        return DilatedMapEstimator(model_cfg.width, model_cfg.dilations, model_cfg.coc_scale, model_cfg.blur_head,
+                                   model_cfg.features, model_cfg.downsample, model_cfg.residual)
     return DefocusMapEstimator(
         hidden_sizes=model_cfg.hidden_sizes,
         depths=model_cfg.depths,
@@ -97,6 +106,25 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
         blur_head=model_cfg.blur_head,
         classifier_dropout_prob=model_cfg.classifier_dropout_prob,
     )
+
+
+# what a dilated estimator was before `features`, `downsample` and `residual` existed (issue 20)
+FORMER_DILATED = {"features": "contrast", "downsample": 1, "residual": False}
+
+
+def upgrade_model_section(model: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A model section of an older file in today's keys: a dilated estimator without `features` had the former
+    layout (its dilations were always written, so only the new keys are filled in)."""
+    if not isinstance(model, dict) or model.get("arch") != "dilated" or "features" in model:
+        return model
+    return {**FORMER_DILATED, **model}
+
+
+def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
+    """Model files of older versions read in today's keys (`upgrade_model_section`)."""
+    if "model" not in raw:
+        return raw
+    return {**raw, "model": upgrade_model_section(raw["model"])}
 
 
 def _rgb(blur: torch.Tensor) -> torch.Tensor:
@@ -128,6 +156,9 @@ def loss_terms(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -
         t = batch["coc"][has_coc].to(p) / objective_cfg.coc_norm
         if objective_cfg.loss == "charbonnier":
             terms["coc"] = torch.sqrt((p - t).pow(2) + objective_cfg.charbonnier_eps**2).mean()
+        elif objective_cfg.loss == "quantile":
+            q, d = objective_cfg.quantile, t - p
+            terms["coc"] = 2 * torch.maximum(q * d, (q - 1) * d).mean()
         else:
             terms["coc"] = F.l1_loss(p, t)
     else:
@@ -145,7 +176,7 @@ def loss_terms(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig) -
 
 
 def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
-    """coc_weight * CoC L1/Charbonnier + blur_weight * blur BCE with logits (see `loss_terms`)."""
+    """coc_weight * CoC L1/Charbonnier/quantile + blur_weight * blur BCE with logits (see `loss_terms`)."""
     terms = loss_terms(model, batch, objective_cfg)
     return objective_cfg.coc_weight * terms["coc"] + objective_cfg.blur_weight * terms["blur"]
 
@@ -172,6 +203,7 @@ METHOD = Method(
     loss=loss,
     restore=restore,
     output="defocus_map",
+    upgrade_recipe=upgrade_recipe,
     # each loss term learns from the samples that have its member: the shards must feed every weighted term
     terms=(("objective.coc_weight", "coc.png"), ("objective.blur_weight", "blurmask.png")),
     # SegFormer's efficient attention: memory grows with (HW)^2 / R^2: tiles of the training size

@@ -137,7 +137,8 @@ def load_map_estimator(path: str) -> tuple[nn.Module, defocus_map.ModelConfig]:
     if not isinstance(recipe, dict):
         raise ValueError(f"model.map_checkpoint: {file} has no recipe in its metadata")
     try:
-        cfg = _map_config_of(build_dataclass(defocus_map.ModelConfig, recipe.get("model"), "model"))
+        section = defocus_map.upgrade_model_section(recipe.get("model"))  # a file of an older version: today's keys
+        cfg = _map_config_of(build_dataclass(defocus_map.ModelConfig, section, "model"))
     except RecipeError as e:
         raise ValueError(f"model.map_checkpoint: {file}: its recipe does not describe an estimator: {e}") from None
     estimator = defocus_map.build(cfg, defocus_map.ObjectiveConfig(), for_training=False)
@@ -207,7 +208,8 @@ _EARLIER_KEYS = ("pre_deform_levels", "guidance_channels")  # the port's layout 
 
 
 def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
-    """Model files of the earlier RDDM layout cannot be read into today's networks: say so."""
+    """Model files of the earlier RDDM layout cannot be read into today's networks: say so; older keys renamed
+    (model.image_channels) and the map estimator's section upgraded as defocus-map files are."""
     model = raw.get("model") or {}
     old = [k for k in _EARLIER_KEYS if k in model]
     if old:
@@ -215,7 +217,10 @@ def upgrade_recipe(raw: dict[str, Any]) -> dict[str, Any]:
             f"this RDDM model has defocuskit's earlier RDDM layout (model.{old[0]}), from before the port "
             "followed the released code; retrain it with recipes/rddm.yaml"
         )
-    return rename_key(raw, "model", "image_channels", "channels")  # defocuskit 0.1: model.image_channels
+    raw = rename_key(raw, "model", "image_channels", "channels")  # defocuskit 0.1: model.image_channels
+    if isinstance(model.get("map_model"), dict):  # the estimator's section, as the defocus-map file it came from
+        raw = {**raw, "model": {**raw["model"], "map_model": defocus_map.upgrade_model_section(model["map_model"])}}
+    return raw
 
 
 def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
