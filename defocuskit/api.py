@@ -289,7 +289,7 @@ class DeblurModel:
 
     def _config(self, ev: dict[str, Any] | None, license: str | None) -> dict[str, Any]:
         from defocuskit.data import names
-        from defocuskit.io.modelfile import read_metadata
+        from defocuskit.io.modelfile import read_metadata, weights_origin
 
         train = self._recipe.data.train if isinstance(self._recipe.data.train, list) else [self._recipe.data.train]
 
@@ -305,7 +305,7 @@ class DeblurModel:
             "inference": default_inference(self._method, self._recipe, self._net), "license": license,
             "datasets": self._saved.get("datasets") or names.trained_on(train),
             "train_shards": [names.spec_name(s) for s in train],
-            "recipe": self.recipe, "eval": ev,
+            "recipe": self.recipe, "eval": ev, "origin": weights_origin(meta),
         }
 
     def _write(self, folder: str | Path, report: str | Path | None, report_label: str | None,

@@ -121,3 +121,19 @@ def test_card_says_how_inference_really_runs(recipe, overrides, says, per, tmp_p
     assert says in card and per in card and "tiled at" not in card
     mode = json.loads((folder / "config.json").read_text())["inference"]["mode"]
     assert mode == ("whole" if recipe.startswith("nafnet") else "tiles")
+
+
+def test_card_of_a_fine_tuned_model_names_what_it_was_fine_tuned_from(tmp_path):
+    recipe = load_recipe("nafnet-tiny")
+    net = get_method("nafnet").build(recipe.model, recipe.objective, False)
+    base = tmp_path / "private" / "base-model.safetensors"
+    save_model(tmp_path / "m.safetensors", net.state_dict(), "nafnet", recipe_to_dict(recipe),
+               extra={"init_from": str(base), "init_from_sha256": "ab" * 32})
+    folder = defocuskit.load(tmp_path / "m.safetensors", device="cpu").save_pretrained(tmp_path / "hub")
+    card = (folder / "README.md").read_text()
+    assert "trained with defocuskit" in card
+    assert f"Fine-tuned from `base-model.safetensors` (sha256 `{'ab' * 32}`)" in card
+    assert str(tmp_path) not in card
+    plain = _export(tmp_path / "plain.safetensors", "nafnet-tiny", [])
+    folder = defocuskit.load(plain, device="cpu").save_pretrained(tmp_path / "hub2")
+    assert "Fine-tuned" not in (folder / "README.md").read_text()

@@ -251,6 +251,10 @@ def test_imported_model_files_are_evaluated_by_aperture_and_saved_in_the_hub_lay
     folder = defocuskit.load(files[0], device="cpu").save_pretrained(tmp_path / "hub")
     config = json.loads((folder / "config.json").read_text())
     assert config["method"] == "restormer" and config["datasets"] == ["DPDD"]
+    card = (folder / "README.md").read_text()  # the card names the release the weights come from, not a training run
+    assert "the authors' release (swz30/Restormer@" in card and "defocuskit did not train them" in card
+    assert f"`{imported['restormer'][0].name}`" in card and file_sha256(imported["restormer"][0]) in card
+    assert str(imported["restormer"][0].parent) not in card and "trained with defocuskit" not in card
     rng = np.random.default_rng(1)
     pairs = [{"key": f"k{i}", "sharp": rng.integers(0, 256, (21, 30, 3), dtype=np.uint8),  # not multiples of 8
               "blur": rng.integers(0, 256, (21, 30, 3), dtype=np.uint8), "coc": None,

@@ -12,7 +12,7 @@ For each held-out VABD scene (fixtures VABD/train 0001-0003), through the README
 3. `defocuskit train RECIPE data.train=[...]`, one process, `--minutes` at most;
 4. the held-out scene's real stack (f/1.8, f/2.8, f/8 against its f/16 reference) ingested with `--vabd` at
    `--test-size` (registered and gain-matched as ingest does) and scored with `defocuskit eval --by-aperture`
-   beside the input; `--save-images` keeps the outputs to look at.
+   beside the input; the outputs are kept under FOLD/images to look at.
 
 Prints per fold and f-number the input PSNR and the model's gain, then the mean, min and max gain over the
 folds. Everything is written under `--out` (which must not exist yet).

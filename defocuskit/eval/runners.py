@@ -87,21 +87,10 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
 
 
 def model_origin(path: Path) -> dict[str, Any]:
-    """Where a model file's weights come from, from its metadata: a published release (`import-weights`: code,
-    checkpoint, sha256) or a defocuskit training run (and the model it was fine-tuned from)."""
-    import json
+    """Where a model file's weights come from (io.modelfile.weights_origin of its metadata)."""
+    from defocuskit.io.modelfile import read_metadata, weights_origin
 
-    from defocuskit.io.modelfile import read_metadata
-
-    meta = read_metadata(path)
-    if "release" in meta:
-        release = json.loads(meta["release"])
-        return {"kind": "release", "code": release.get("code"), "checkpoint": release.get("checkpoint"),
-                "sha256": release.get("sha256")}
-    origin = {"kind": "trained with defocuskit", "defocuskit_version": meta.get("defocuskit_version")}
-    if meta.get("init_from"):
-        origin.update(init_from=meta["init_from"], init_from_sha256=meta.get("init_from_sha256"))
-    return origin
+    return weights_origin(read_metadata(path))
 
 
 def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, dict[str, Any]]:

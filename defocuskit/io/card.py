@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -105,8 +106,7 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
     lines = [
         "---", front_matter(config, repo_id or f"defocuskit-{method}").rstrip(), "---", "",
         f"# defocuskit `{method}` model", "",
-        (f"A `{method}` model for single-image defocus deblurring, trained with "
-         f"defocuskit {config.get('exported_with') or ''}: {description or f'a {method!r} model'}."), "",
+        _provenance(config, description or f"a {method!r} model"), "",
         "## Use", "",
         "```python",
         "import defocuskit",
@@ -125,7 +125,9 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
            "`f_number=N`." if "coc" in (config.get("needs") or []) else ""),
         "",
         "## Training data", "",
-        (f"{', '.join(datasets) or 'Not recorded'} (`data.train`: " + ", ".join(f"`{s}`" for s in shards)
+        (("As the release was trained (its recipe below, as published; not trained by defocuskit): "
+          if (config.get("origin") or {}).get("kind") == "release" else "")
+         + f"{', '.join(datasets) or 'Not recorded'} (`data.train`: " + ", ".join(f"`{s}`" for s in shards)
          + f"); {data.get('channels')} channel(s), {data.get('image_size')} px crops, "
            f"{(recipe.get('train') or {}).get('max_steps')} steps."),
         "",
@@ -140,6 +142,21 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
               "recipe as resolved).", "", "```yaml",
               yaml.safe_dump(_public_data(shown), sort_keys=False, default_flow_style=None).rstrip(), "```", ""]
     return public("\n".join(lines))
+
+
+def _provenance(config: dict[str, Any], description: str) -> str:
+    """The card's first line: what the model is and where its weights come from (config["origin"])."""
+    method, origin = config["method"], config.get("origin") or {}
+    if origin.get("kind") == "release":
+        return (f"A `{method}` model for single-image defocus deblurring: {description}. The weights are the authors' "
+                f"release ({origin.get('code')}, checkpoint `{origin.get('checkpoint')}`, sha256 "
+                f"`{origin.get('sha256')}`), imported with `defocuskit import-weights`; defocuskit did not train them.")
+    line = (f"A `{method}` model for single-image defocus deblurring, trained with "
+            f"defocuskit {config.get('exported_with') or ''}: {description}.")
+    if origin.get("init_from"):
+        line += (f" Fine-tuned from `{Path(str(origin['init_from'])).name}` (sha256 "
+                 f"`{origin.get('init_from_sha256')}`).")
+    return line
 
 
 def _eval_section(ev: dict[str, Any] | None) -> list[str]:

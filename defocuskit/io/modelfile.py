@@ -71,6 +71,19 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
 
 
+def weights_origin(meta: dict[str, str]) -> dict[str, Any]:
+    """Where a model file's weights come from, from its metadata (read_metadata): a published release
+    (`import-weights`: code, checkpoint, sha256) or a defocuskit training run (and the model it was fine-tuned from)."""
+    if "release" in meta:
+        release = json.loads(meta["release"])
+        return {"kind": "release", "code": release.get("code"), "checkpoint": release.get("checkpoint"),
+                "sha256": release.get("sha256")}
+    origin = {"kind": "trained with defocuskit", "defocuskit_version": meta.get("defocuskit_version")}
+    if meta.get("init_from"):
+        origin.update(init_from=meta["init_from"], init_from_sha256=meta.get("init_from_sha256"))
+    return origin
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     """Raise ValueError naming the first tensor that holds NaN or inf (and how many others do) in `path`."""
     broken: list[tuple[str, int, int]] = []
