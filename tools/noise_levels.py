@@ -20,14 +20,14 @@ import cv2
 import numpy as np
 
 from defocuskit.data.render_photo import SensorNoise, add_noise, encode
+from defocuskit.imaging.blur_estimate import IMMERKAER_MASK
 from defocuskit.io.images import read_image, srgb_to_linear
 
 
 def noise_sigma(image: np.ndarray, block: int = 16, share: float = 10.0) -> float:
     """Noise std (8-bit units) of a float RGB image in [0, 1]: Immerkaer's estimate in the flattest `share` % of
     `block` px blocks, mean over channels."""
-    kernel = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)  # Immerkaer 1996, Eq. 3's mask
-    r = np.abs(np.stack([cv2.filter2D(image[..., c], -1, kernel) for c in range(3)], -1))[1:-1, 1:-1].mean(-1)
+    r = np.abs(np.stack([cv2.filter2D(image[..., c], -1, IMMERKAER_MASK) for c in range(3)], -1))[1:-1, 1:-1].mean(-1)
     hb, wb = r.shape[0] // block, r.shape[1] // block
     blocks = r[:hb * block, :wb * block].reshape(hb, block, wb, block).mean((1, 3)) * np.sqrt(np.pi / 2) / 6
     return 255.0 * float(np.percentile(blocks, share))

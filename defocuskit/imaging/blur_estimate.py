@@ -59,10 +59,12 @@ def luminance(image: np.ndarray, linear: bool = LINEAR) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+IMMERKAER_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)  # Immerkaer 1996: blind to planes
+
+
 def noise_sigma(gray: np.ndarray) -> float:
     """Std of white noise in a grey image (Immerkaer 1996: the MAD of a Laplacian-difference filter)."""
-    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    r = cv2.filter2D(gray, cv2.CV_32F, k, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
+    r = cv2.filter2D(gray, cv2.CV_32F, IMMERKAER_MASK, borderType=cv2.BORDER_REFLECT)[1:-1, 1:-1]
     return float(np.median(np.abs(r)) * 1.4826 / 6.0)  # the filter's gain on white noise is sqrt(36) = 6
 
 
