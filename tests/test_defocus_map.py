@@ -139,13 +139,16 @@ def test_dilated_arch_refuses_what_it_cannot_use():
 
 
 # ------------------------------------------------------------------------------------------- a test of learning
-# The demo's estimator (recipes/defocus-map-tiny.yaml as shipped) trained for LEARN_STEPS steps on the built-in set
+# The demo's estimator (recipes/defocus-map-tiny.yaml) trained for LEARN_STEPS steps on the built-in set
 # (LEARN_SIZE px, f/1.4 and f/2.8 only, for time) must follow the CoC of photographs it never saw: the per-image
-# correlation with coc.png on the held-out test split (the 8 chelsea pairs), not a loss going down. Measured
-# (docs/benchmarks.md, "The defocus map redesigned (issue 20)"; 2-core CPU, one thread), seeds 0, 1, 2:
+# correlation with coc.png on the held-out test split (the 8 chelsea pairs), not a loss going down. The network's
+# learning is judged at the 30th percentile (objective.quantile=0.3); the shipped 5th percentile reads 0 px over
+# much of the small blurs by design (docs/benchmarks.md, "A conservative map"), which costs correlation, and is
+# judged by what it is for: it learns, and it reads less blur than the 0.3 estimator on the unseen photographs.
+# Measured at 0.3 (docs/benchmarks.md, "The defocus map redesigned (issue 20)"; 2-core CPU, one thread), seeds 0, 1, 2:
 # untrained +0.09, +0.16, -0.12; after 100 steps +0.63, +0.63, +0.60, with 7 of the 8 images at +0.57 or more
-# and one (chelsea_v2 at f/2.8, the flattest) at +0.19, +0.26, +0.03. On an idle machine the test takes 11 s
-# (training and scoring) after a 4 s ingest; 30-40 s under load.
+# and one (chelsea_v2 at f/2.8, the flattest) at +0.19, +0.26, +0.03; at 0.05 (seed 0) +0.37. On an idle machine
+# each training takes 11 s (training and scoring) after a 4 s ingest; 30-40 s under load.
 # The former layout (the image minus its 7x7 mean at full resolution, L1) reached +0.44 in the same steps at 4x
 # the time (three images under +0.3, one negative), the tiny SegFormer -0.03.
 LEARN_SIZE = 128
@@ -166,28 +169,39 @@ def learn_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _held_out_correlations(method, recipe, model, shards: Path) -> list[float]:
-    """Per-image correlation of the estimate (as inference runs it: tiles of the training size) with coc.png."""
-    out = []
+def _held_out_correlations(method, recipe, model, shards: Path) -> tuple[list[float], float]:
+    """Per-image correlation of the estimate (as inference runs it: tiles of the training size) with coc.png, and
+    the mean estimate (pixels) over the held-out images."""
+    out, means = [], []
     for s in iter_samples(shards, "test"):
         if s["blur"] is not None and s["coc"] is not None:
             coc = restore_image(method, recipe, model, to_float(s["blur"]), progress=False)[:, :, 0]
             out.append(_correlation(coc, s["coc"]))
-    return out
+            means.append(float(coc.mean()))
+    return out, float(np.mean(means))
+
+
+def _learn(shards: Path, folder: Path, *overrides: str) -> tuple[list[float], list[float], float]:
+    """(untrained, trained) held-out correlations and the trained mean estimate of defocus-map-tiny."""
+    recipe = load_recipe("defocus-map-tiny", [f"data.train={shards}/train-*.tar", f"output_dir={folder}",
+                                              f"train.max_steps={LEARN_STEPS}", "train.log_every=1000",
+                                              "train.checkpoint_every=100000", *overrides])
+    method = get_method("defocus-map")
+    torch.manual_seed(recipe.seed)  # the loop's initial weights
+    untrained = method.build(recipe.model, recipe.objective, False).eval()
+    before, _ = _held_out_correlations(method, recipe, untrained, shards)
+    after, mean = _held_out_correlations(*load_model(train(recipe, resume=False)), shards)
+    return before, after, mean
 
 
 def test_the_tiny_estimator_learns_the_coc_of_unseen_photographs(learn_shards: Path, tmp_path: Path) -> None:
     train_scenes = {s["meta"]["scene"].split("_v")[0] for s in iter_samples(learn_shards, "train")}
     test_scenes = {s["meta"]["scene"].split("_v")[0] for s in iter_samples(learn_shards, "test")}
     assert test_scenes and not test_scenes & train_scenes  # unseen photographs
-    recipe = load_recipe("defocus-map-tiny", [f"data.train={learn_shards}/train-*.tar", f"output_dir={tmp_path}",
-                                              f"train.max_steps={LEARN_STEPS}", "train.log_every=1000",
-                                              "train.checkpoint_every=100000"])
-    method = get_method("defocus-map")
-    torch.manual_seed(recipe.seed)  # the loop's initial weights
-    untrained = method.build(recipe.model, recipe.objective, False).eval()
-    before = _held_out_correlations(method, recipe, untrained, learn_shards)
-    after = _held_out_correlations(*load_model(train(recipe, resume=False)), learn_shards)
+    before, after, median_ish = _learn(learn_shards, tmp_path / "q0.3", "objective.quantile=0.3")
     assert len(after) == 4 * len(LEARN_F_NUMBERS), after  # the 4 chelsea scenes at each f-number
     assert np.mean(after) >= 0.5 and np.mean(after) >= np.mean(before) + 0.3, (before, after)
     assert sum(r >= 0.4 for r in after) >= len(after) - 1, after  # nearly every held-out image, not only on average
+    before, after, low = _learn(learn_shards, tmp_path / "default")  # the shipped quantile (0.05)
+    assert np.mean(after) >= np.mean(before) + 0.2, (before, after)  # it learns the CoC's ordering too
+    assert low < 0.8 * median_ish, (low, median_ish)  # and reads less blur than the 30th percentile

@@ -1,6 +1,6 @@
 """How well a CoC source estimates the circle of confusion: its maps against the truth, by f-number.
 
-    python tools/check_coc_estimator.py MODEL.safetensors SHARDS [--split test] [--limit N] [--device cpu]
+    python tools/check_coc_estimator.py MODEL.safetensors SHARDS [--split test] [--limit N] [--device cpu] [--bins]
     python tools/check_coc_estimator.py --coc edge SHARDS [--split test] [--limit N]
     python tools/check_coc_estimator.py --coc edge --real DIR [--split train] [--ids 0002,0003] [--size 512]
 
@@ -10,7 +10,9 @@ training size) or `--coc edge` (training-free: imaging.blur_estimate) use it at 
 Synthetic shards: every pair of the split that has a coc.png. Printed per f-number and for all: n, the mean
 true CoC and the mean estimate (pixels of diameter), the mean absolute error (pixels, over all pixels of all
 images), the mean over images of the per-image Pearson correlation between estimate and truth (what a
-depth-varying blur model needs; a constant map scores 0), and the seconds per image. The maps drive Wiener,
+depth-varying blur model needs; a constant map scores 0), and the seconds per image. `--bins` adds, per f-number,
+the mean estimate over the pixels of each bin of true CoC (BIN_EDGES): where the map reads too much blur, which
+the deconvolving methods turn into ringing. The maps drive Wiener,
 prox, FFDNet's level map and HIDD's physics data consistency, so an estimator near 0 correlation leaves them
 all at their input.
 
@@ -38,6 +40,7 @@ from defocuskit.io.images import read_image, to_float
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG")
 VABD_APERTURES = ("8", "2_8", "1_8")
+BIN_EDGES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, float("inf"))  # true CoC, pixels of diameter
 EBB_F_NUMBER = 1.8
 
 
@@ -126,6 +129,7 @@ def check_shards(source: CocSource, args: argparse.Namespace) -> None:
     from defocuskit.data.reader import iter_samples
 
     rows: dict[float | None, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    bins: dict[tuple[float | None, int], np.ndarray] = defaultdict(lambda: np.zeros(3))  # pixels, sum true, sum est.
     n = 0
     for sample in iter_samples(args.shards, args.split):
         if sample["blur"] is None or sample["coc"] is None:
@@ -137,6 +141,10 @@ def check_shards(source: CocSource, args: argparse.Namespace) -> None:
         pred = source(to_float(sample["blur"]), name=sample["key"])
         seconds = time.perf_counter() - started
         true = sample["coc"]
+        which = np.digitize(true, BIN_EDGES[1:-1])
+        for b in np.unique(which):
+            inside = which == b
+            bins[(sample["meta"].get("f_number"), int(b))] += (inside.sum(), true[inside].sum(), pred[inside].sum())
         for key in (sample["meta"].get("f_number"), None):
             row = rows[key]
             row["true"].append(float(true.mean()))
@@ -157,6 +165,14 @@ def check_shards(source: CocSource, args: argparse.Namespace) -> None:
         mae = sum(r["abs"]) / sum(r["pixels"])
         print(f"| {label} | {len(r['true'])} | {np.mean(r['true']):.2f} | {np.mean(r['pred']):.2f} | {mae:.2f} | "
               f"{np.mean(r['corr']):+.2f} | {np.mean(r['seconds']):.2f} |")
+    if args.bins:
+        print("\n| f-number | true CoC bin (px) | pixels | true mean | estimate mean |")
+        print("|---|---|---:|---:|---:|")
+        for f_number, b in sorted(bins, key=lambda fb: (fb[0] or 0.0, fb[1])):
+            pixels, true_sum, est_sum = bins[(f_number, b)]
+            label = "?" if f_number is None else f"f/{f_number:g}"
+            print(f"| {label} | {BIN_EDGES[b]:g}-{BIN_EDGES[b + 1]:g} | {int(pixels)} | {true_sum / pixels:.2f} | "
+                  f"{est_sum / pixels:.2f} |")
 
 
 def main() -> None:
@@ -171,6 +187,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bins", action="store_true", help="shards: mean estimate per bin of true CoC, by f-number")
     args = parser.parse_args()
     wanted = (1 if args.coc == "map" else 0) + (0 if args.real else 1)
     if len(args.paths) != wanted:
