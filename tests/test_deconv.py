@@ -80,3 +80,14 @@ def test_bad_arguments_raise(sharp):
         wiener_deconvolve(sharp, np.ones((4, 4)) / 16)
     with pytest.raises(ValueError, match="float"):
         wiener_deblur((sharp * 255).astype(np.uint8), 3.0)
+
+
+def test_the_gradient_prior_keeps_the_mean_where_the_flat_one_scales_it():
+    grey = np.full((32, 48), 0.5, np.float32)  # a flat field: only the mean (DC) is there
+    flat = wiener_deconvolve(grey, disc_psf(5.0), nsr=0.1, prior="flat")
+    gradient = wiener_deconvolve(grey, disc_psf(5.0), nsr=0.1, prior="gradient")
+    np.testing.assert_allclose(flat, 0.5 / 1.1, atol=1e-4)  # X = conj(H) Y / (|H|^2 + nsr): 1 / (1 + nsr) at DC
+    np.testing.assert_allclose(gradient, 0.5, atol=1e-5)  # nsr |D|^2 is 0 at DC
+    with pytest.raises(ValueError, match="prior"):
+        wiener_deblur(grey, 3.0, prior="laplace")
+
