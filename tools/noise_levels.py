@@ -21,7 +21,7 @@ import numpy as np
 
 from defocuskit.data.render_photo import SensorNoise, add_noise, encode
 from defocuskit.imaging.blur_estimate import IMMERKAER_MASK
-from defocuskit.io.images import read_image, srgb_to_linear
+from defocuskit.io.images import read_image, srgb_to_linear, to_float
 
 
 def noise_sigma(image: np.ndarray, block: int = 16, share: float = 10.0) -> float:
@@ -35,8 +35,7 @@ def noise_sigma(image: np.ndarray, block: int = 16, share: float = 10.0) -> floa
 
 def load(path: Path, long_side: int) -> np.ndarray:
     """An image file as float RGB in [0, 1], reduced (area) to `long_side` px."""
-    raw = read_image(path)
-    im = raw.astype(np.float32) / (65535.0 if raw.dtype == np.uint16 else 255.0)
+    im = to_float(read_image(path))
     h, w = im.shape[:2]
     s = long_side / max(h, w)
     return cv2.resize(im, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
