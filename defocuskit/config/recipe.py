@@ -59,6 +59,7 @@ class TrainConfig:
     eval_every: int = 0  # score the EMA weights on data.val every N steps (and at the end); 0: at the end only
     val_limit: int | None = 16  # the first N validation pairs (in shard order); None: every pair
     keep_best: bool = False  # also export best.safetensors: the EMA weights of the best validation PSNR
+    flush_denormal: bool = True  # on a CPU, compute denormal floats as 0 (faster; docs/benchmarks.md); False: IEEE
 
 
 @dataclass

@@ -163,7 +163,9 @@ class ReblurModule(nn.Module):
         b, c, h, wd = deblurred.shape
         rmax = self.radii[-1]
         padded = F.pad(deblurred, (rmax,) * 4, mode="replicate").reshape(b * c, 1, h + 2 * rmax, wd + 2 * rmax)
-        sums = F.conv2d(padded, self.filters.to(deblurred.dtype)).view(b, c, -1, h, wd)  # image summed per orbit
+        filters = self.filters.to(deblurred.dtype)  # depthwise over copies: 4x faster backward on a CPU than 1 -> O
+        sums = F.conv2d(padded.expand(-1, filters.shape[0], -1, -1), filters, groups=filters.shape[0])
+        sums = sums.view(b, c, -1, h, wd)  # the image summed per orbit
         out = w[:, :1] * deblurred  # map0 * im_s (the identity branch)
         radius = torch.zeros_like(w[:, :1])
         for i, (r, p) in enumerate(zip(self.radii, profiles), start=1):
