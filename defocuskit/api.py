@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,114 +21,14 @@ import torch
 import defocuskit
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
+from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
+from defocuskit.inference.bands import restore_in_bands
 from defocuskit.inference.load import load_model
 from defocuskit.inference.release import import_to_temporary
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, default_inference
 from defocuskit.io import hub
 from defocuskit.io.devices import resolve_device
-from defocuskit.io.images import MAX_PIXELS_ENV, from_float, max_pixels
-
-Image = np.ndarray | torch.Tensor
-FLOAT_TOLERANCE = 1e-3  # float inputs may stray this far outside [0, 1] (resampling, rounding); they are clipped
-_INT_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
-
-
-# ------------------------------------------------------------------------------------ images in and out
-
-@dataclass(frozen=True)
-class _Layout:
-    """How an input image came: to give the result back the same way."""
-
-    kind: str  # "numpy" or "tensor"
-    shape: tuple[int, ...]
-    dtype: Any
-    device: Any = None
-
-
-def _to_unit(arr: np.ndarray, dtype_name: str) -> np.ndarray:
-    """Integer samples scaled by their full range, floats checked to be in [0, 1]: float32."""
-    if arr.size == 0:
-        raise ValueError(f"image: empty ({arr.shape})")
-    scale = _INT_SCALES.get(arr.dtype)
-    if scale is not None:
-        return arr.astype(np.float32) / np.float32(scale)
-    if arr.dtype.kind != "f":
-        raise ValueError(f"image: unsupported dtype {dtype_name} (uint8, uint16, or float in [0, 1])")
-    x = arr.astype(np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError(f"image: {dtype_name} values hold NaN or inf")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -FLOAT_TOLERANCE or hi > 1.0 + FLOAT_TOLERANCE:
-        hint = " (8-bit values as floats? divide by 255)" if hi > 1.5 else ""
-        raise ValueError(f"image: {dtype_name} values must be in [0, 1]; found [{lo:.6g}, {hi:.6g}]{hint}")
-    return np.clip(x, 0.0, 1.0)
-
-
-def _check_pixels(height: int, width: int) -> None:
-    """ValueError for an image above the pixel limit (io.images.max_pixels), before any copy is made."""
-    limit = max_pixels()
-    if limit > 0 and height * width > limit:
-        raise ValueError(f"image: {width}x{height} ({height * width / 1e6:.0f} MP) is above the limit of "
-                         f"{limit / 1e6:.0f} MP; set ${MAX_PIXELS_ENV} to a larger number (or 0) to deblur it")
-
-
-def _read_input(image: Image) -> tuple[np.ndarray, _Layout]:
-    """(B, H, W, C) float32 in [0, 1] and the layout of `image` (numpy HxW / HxWxC, tensor CHW / BCHW)."""
-    if isinstance(image, (np.ndarray, torch.Tensor)) and len(image.shape) >= 2:
-        channels_last = isinstance(image, np.ndarray)
-        h, w = (image.shape[0], image.shape[1]) if channels_last else (image.shape[-2], image.shape[-1])
-        _check_pixels(int(h), int(w))
-    if isinstance(image, np.ndarray):
-        shape = image.shape
-        if image.ndim == 2:
-            arr = image[None, :, :, None]
-        elif image.ndim == 3:
-            c = shape[2]
-            if c not in (1, 3):
-                hint = ("; it looks channels-first (C, H, W): pass image.transpose(1, 2, 0)" if shape[0] in (1, 3)
-                        else "; drop the alpha channel: image[..., :3]" if c == 4 else "")
-                raise ValueError(f"image: numpy shape {shape} has {c} channels in its last axis; expected (H, W, 1), "
-                                 f"(H, W, 3) or (H, W){hint}")
-            arr = image[None]
-        else:
-            raise ValueError(f"image: numpy shape {shape}; expected (H, W, C) with C 1 or 3, or (H, W)")
-        return _to_unit(arr, str(image.dtype)), _Layout("numpy", shape, image.dtype)
-    if isinstance(image, torch.Tensor):
-        shape = tuple(image.shape)
-        if image.dim() not in (3, 4):
-            hint = "; a grayscale (H, W) tensor: pass image[None]" if image.dim() == 2 else ""
-            raise ValueError(f"image: tensor shape {shape}; expected (C, H, W) or (B, C, H, W){hint}")
-        c = shape[-3]
-        if c not in (1, 3):
-            perm = "permute(2, 0, 1)" if image.dim() == 3 else "permute(0, 3, 1, 2)"
-            hint = f"; it looks channels-last: pass image.{perm}" if shape[-1] in (1, 3) else ""
-            raise ValueError(f"image: tensor shape {shape} has {c} channels in dim -3; expected 1 or 3 "
-                             f"(channels first: (C, H, W) or (B, C, H, W)){hint}")
-        t = image.detach()
-        if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
-            t = t.float()  # float16 / bfloat16 have no numpy twin
-        arr = t.cpu().numpy()
-        arr = (arr[None] if arr.ndim == 3 else arr).transpose(0, 2, 3, 1)
-        return _to_unit(arr, str(image.dtype)), _Layout("tensor", shape, image.dtype, image.device)
-    raise TypeError(f"image: a numpy array or a torch tensor, got {type(image).__name__} "
-                    "(a PIL image: np.asarray(img))")
-
-
-def _write_output(out: np.ndarray, layout: _Layout) -> Image:
-    """(B, H, W, C) float results back in the layout, dtype and device of the input; integers rounded."""
-    out = np.clip(out, 0.0, 1.0)
-    if layout.kind == "numpy":
-        dtype = np.dtype(layout.dtype)
-        values = from_float(out, 8 if dtype == np.uint8 else 16) if dtype in _INT_SCALES else out.astype(dtype)
-        return np.ascontiguousarray(values.reshape(layout.shape))
-    if layout.dtype == torch.uint8 or layout.dtype == getattr(torch, "uint16", None):
-        values = from_float(out, 8 if layout.dtype == torch.uint8 else 16)
-    else:
-        values = out.astype(np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(values.transpose(0, 3, 1, 2)))
-    t = t[0] if len(layout.shape) == 3 else t
-    return t.to(device=layout.device, dtype=layout.dtype)
 
 
 def _plain(key: str, value: Any) -> str:
@@ -233,15 +132,17 @@ class DeblurModel:
         keyword (`zeta=0.5`) change the sampler, checked like `--set sampler.KEY=VALUE`. A sampler that
         needs a circle-of-confusion map takes `coc`: a map in pixels ((H, W), (1, H, W) or (B, 1, H, W)) or a
         defocus-map DeblurModel, or `f_number` (one CoC per image from the thin lens). `tile`, `overlap`,
-        `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a convolutional
-        model runs whole images within a memory budget); `seed` seeds the sampler noise.
+        `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a
+        convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
+        $DEFOCUSKIT_BAND_PIXELS (default about 33.5 MP) is restored in bands of rows with 64 rows of context
+        each side (defocuskit.inference.bands), so no float copy of it is made; band k draws noise from seed + k.
         """
         if self.output != "image":
             raise ValueError(f"this '{self.method}' model estimates circle-of-confusion maps, not sharp images: "
                              "use model.coc_map(image)")
         cfg = self._sampler_cfg(sampler, steps, sampler_settings)
         needs_coc = "coc" in cfg.needs()
-        images, layout = _read_input(image)
+        raw, layout = read_raw(image)
         if not needs_coc and (coc is not None or f_number is not None):
             given = "coc" if coc is not None else "f_number"
             raise ValueError(f"{given}= is for samplers that need a circle-of-confusion map; the '{self.method}' "
@@ -249,11 +150,17 @@ class DeblurModel:
         if needs_coc and coc is None and f_number is None:
             raise ValueError(f"the '{self.method}' model with these sampler settings needs a circle-of-confusion map: "
                              "pass coc= (a map in pixels, or a defocus-map model from defocuskit.load) or f_number=")
-        maps = _coc_maps(coc, f_number, images)
-        options = {"seed": seed, "tile": tile, "overlap": overlap, "max_tile_pixels": max_tile_pixels, "batch": batch,
+        sources = _coc_sources(coc, f_number, raw.shape[:3])
+        options = {"tile": tile, "overlap": overlap, "max_tile_pixels": max_tile_pixels, "batch": batch,
                    "progress": progress}
-        out = np.stack([self._restore(x, cfg, m, **options) for x, m in zip(images, maps)])
-        return _write_output(out, layout)
+        dtype = output_dtype(layout)
+
+        def one(x: np.ndarray, source: Any) -> np.ndarray:
+            def run(band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
+                return self._restore(band, cfg, _coc_band(source, band, r0, r1), seed=seed + index, **options)
+            return restore_in_bands(x, lambda a: to_unit(a, str(layout.dtype)), run, lambda y: from_unit(y, dtype))
+
+        return give_back(_stack([one(x, src) for x, src in zip(raw, sources)]), layout)
 
     def coc_map(self, image: Image, *, tile: int | None = None, overlap: int | None = None,
                 max_tile_pixels: int | None = None, batch: int | None = None, progress: bool = False) -> Image:
@@ -262,9 +169,12 @@ class DeblurModel:
         if self.output != "defocus_map":
             raise ValueError(f"this '{self.method}' model deblurs images: use model.deblur(image); coc_map needs a "
                              "defocus-map model (recipes/defocus-map.yaml)")
-        images, layout = _read_input(image)
-        maps = np.stack([self._estimate(x, tile=tile, overlap=overlap, max_tile_pixels=max_tile_pixels, batch=batch,
-                                        progress=progress) for x in images])
+        raw, layout = read_raw(image)
+        options = {"tile": tile, "overlap": overlap, "max_tile_pixels": max_tile_pixels, "batch": batch,
+                   "progress": progress}
+        maps = _stack([restore_in_bands(x, lambda a: to_unit(a, str(layout.dtype)),
+                                        lambda band, index, r0, r1: self._estimate(band, **options)[:, :, None],
+                                        lambda y: y) for x in raw])[..., 0]
         if layout.kind == "numpy":
             return maps[0]
         t = torch.from_numpy(maps[:, None])
@@ -342,9 +252,16 @@ class DeblurModel:
             return hub.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
 
 
-def _coc_maps(coc: Image | DeblurModel | None, f_number: float | None, images: np.ndarray) -> list[np.ndarray | None]:
-    """One (H, W) float32 CoC map (pixels) per image of the (B, H, W, C) batch, or Nones without a source."""
-    n, h, w = images.shape[:3]
+def _stack(parts: list[np.ndarray]) -> np.ndarray:
+    """(B, ...) from B results; one image without a copy."""
+    return parts[0][None] if len(parts) == 1 else np.stack(parts)
+
+
+def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None,
+                 size: tuple[int, int, int]) -> list[float | np.ndarray | DeblurModel | None]:
+    """Per image of a (B, H, W) batch where its CoC map comes from: a constant (pixels, from `f_number`), an
+    (H, W) float32 map, a defocus-map model to run on each band, or None without a source."""
+    n, h, w = size
     if coc is not None and f_number is not None:
         raise ValueError("give coc= or f_number=, not both")
     if coc is None and f_number is None:
@@ -352,12 +269,11 @@ def _coc_maps(coc: Image | DeblurModel | None, f_number: float | None, images: n
     if f_number is not None:
         if not float(f_number) > 0:
             raise ValueError(f"f_number must be positive, got {f_number}")
-        value = optics.coc_from_metadata({"f_number": float(f_number), "key": "image"}, w)
-        return [np.full((h, w), value, np.float32)] * n
+        return [float(optics.coc_from_metadata({"f_number": float(f_number), "key": "image"}, w))] * n
     if isinstance(coc, DeblurModel):
         if coc.output != "defocus_map":
             raise ValueError(f"coc=: a '{coc.method}' model, not a defocus-map model (recipes/defocus-map.yaml)")
-        return [coc._estimate(x) for x in images]
+        return [coc] * n
     if isinstance(coc, torch.Tensor):
         arr = coc.detach().float().cpu().numpy()
     elif isinstance(coc, np.ndarray):
@@ -379,6 +295,17 @@ def _coc_maps(coc: Image | DeblurModel | None, f_number: float | None, images: n
     if not np.isfinite(per).all() or per.min() < 0:
         raise ValueError("coc=: the map must be finite and >= 0 (circle-of-confusion diameters in pixels)")
     return [per[i if per.shape[0] > 1 else 0] for i in range(n)]
+
+
+def _coc_band(source: float | np.ndarray | DeblurModel | None, band: np.ndarray, r0: int, r1: int) -> np.ndarray | None:
+    """The (h, w) CoC map of the band of rows r0:r1 (floats `band`) from its source."""
+    if source is None:
+        return None
+    if isinstance(source, DeblurModel):
+        return source._estimate(band)
+    if isinstance(source, np.ndarray):
+        return source[r0:r1]
+    return np.full(band.shape[:2], source, np.float32)
 
 
 def load(source: str | Path, *, method: str | None = None, device: str = "auto", revision: str | None = None,
