@@ -36,6 +36,7 @@ def ingest_cmd(
     test_fraction: float = typer.Option(0.1, "--test-fraction", rich_help_panel=OUTPUT, help="With --split-by scene."),
     overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=OUTPUT, help="Replace another dataset's shard folder at --out (only "
                                    "the files its manifest and records list are removed; other files are kept)."),
+    dual_pixel: bool = typer.Option(False, "--dual-pixel", rich_help_panel=SOURCE_OPTIONS, help="--dpdd: also store each blurred shot's dual-pixel views ({train,val,test}_l/source, _r/source) as left.png / right.png, for IFAN's disparity loss."),
     cuhk_white_is: CuhkWhiteIs = typer.Option("auto", "--cuhk-white-is", rich_help_panel=SOURCE_OPTIONS, parser=pick(CuhkWhiteIs), help="--cuhk-blur: what white in gt/ marks: auto (decided from the photos' sharpness) | blurred | sharp."),
     cuhk_test_fraction: float = typer.Option(0.0, "--cuhk-test-fraction", rich_help_panel=SOURCE_OPTIONS, help="--cuhk-blur: about this share of the photos (seed-free hash of the name) go to test; the rest to train."),
     scene_gap: Optional[float] = typer.Option(None, "--scene-gap", rich_help_panel=SOURCE_OPTIONS, help="RAW: split folders into scenes at capture gaps (seconds)."),
@@ -98,12 +99,14 @@ def ingest_cmd(
                                  "e.g. 1/4 and 1.4,2,2.8") from None
     if not 0.0 <= cuhk_test_fraction < 1.0:
         raise typer.BadParameter(f"--cuhk-test-fraction must be in [0, 1), not {cuhk_test_fraction}")
+    if dual_pixel and dpdd is None:
+        raise typer.BadParameter("--dual-pixel stores DPDD's dual-pixel views: give --dpdd DIR with it")
     opts = IngestOptions(
         out=str(out), workers=workers, shard_size=shard_size, max_side=max_side, patch=patch, stride=stride,
         min_sharpness=min_sharpness, bit_depth=value(bit_depth), split_by=value(split_by), test_fraction=test_fraction,
         scene_gap_s=scene_gap, f_number_csv=str(f_number_csv) if f_number_csv else None,
         f_number_pattern=f_number_pattern, register=value(register), min_align_score=min_align_score, part=(i - 1, n),
-        strict=strict, overwrite=overwrite, seed=seed, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
+        strict=strict, overwrite=overwrite, seed=seed, dual_pixel=dual_pixel, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
         synthetic_misalign_px=synthetic_misalign, cuhk_white_is=value(cuhk_white_is), cuhk_test_fraction=cuhk_test_fraction,
         render_depth_kind=value(render_depth), render_depth_colormap=render_colormap, render_f_numbers=rendered,
         render_ref_f_number=render_ref_f_number, render_coc_scale=render_coc_scale,

@@ -25,7 +25,8 @@ from defocuskit.data import metadata
 from defocuskit.data.reader import decode_sample
 from defocuskit.data.shards import MEMBERS
 
-DECODED = ("key", "sharp", "blur", "coc", "blurmask", "meta")  # what hf_decode gives (decode_sample's keys)
+# what hf_decode gives (decode_sample's keys)
+DECODED = ("key", "sharp", "blur", "coc", "coc_sign", "blurmask", "left", "right", "meta")
 _PNG_MEMBERS = tuple(m for m in MEMBERS if m.endswith(".png"))
 
 
@@ -79,7 +80,8 @@ def _check_members(row: Mapping[str, Any]) -> None:
 
 
 def hf_decode(example: Mapping[str, Any]) -> dict[str, Any]:
-    """A `datasets` row of `hf_features()` -> {key, sharp, blur, coc, blurmask, meta} (as `decode_sample`):
+    """A `datasets` row of `hf_features()` -> {key, sharp, blur, coc, coc_sign, blurmask, left, right, meta} (as
+    `decode_sample`):
     RGB uint8 / uint16 arrays as stored (None for members the sample lacks), coc float32 in pixels,
     blurmask uint8, meta with None where unknown.
 

@@ -97,8 +97,10 @@ def process_task(module: str, task: Task, opts: IngestOptions) -> WorkResult:
             result.dropped += dropped
             for s in kept:
                 meta = finalize_meta(s, task)
-                result.samples.append(Encoded(s.key, shards.encode_members(s.sharp, s.blur, s.coc, meta, s.blurmask, s.coc_signed),
-                                              str(meta["source"]), shards.f_number_key(meta["f_number"])))
+                views = None if s.left is None or s.right is None else (s.left, s.right)
+                members = shards.encode_members(s.sharp, s.blur, s.coc, meta, s.blurmask, s.coc_signed, views)
+                result.samples.append(Encoded(s.key, members, str(meta["source"]),
+                                              shards.f_number_key(meta["f_number"])))
         keys = [e.key for e in result.samples]
         if len(set(keys)) != len(keys):
             raise ValueError(f"the source gave duplicate sample keys for task {task.key}")

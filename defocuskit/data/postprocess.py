@@ -44,7 +44,8 @@ def resize_max_side(sample: Sample, max_side: int | None) -> Sample:
     mask = shrink(sample.blurmask)
     if mask is not None:
         mask = np.where(mask >= 128, 255, 0).astype(np.uint8)
-    return replace(sample, sharp=shrink(sample.sharp), blur=shrink(sample.blur), coc=coc, blurmask=mask)
+    return replace(sample, sharp=shrink(sample.sharp), blur=shrink(sample.blur), coc=coc, blurmask=mask,
+                   left=shrink(sample.left), right=shrink(sample.right))
 
 
 def convert_bit_depth(sample: Sample, depth: str) -> Sample:
@@ -63,11 +64,13 @@ def convert_bit_depth(sample: Sample, depth: str) -> Sample:
             return a.astype(np.uint16) * np.uint16(257)
         return a
 
-    return replace(sample, sharp=conv(sample.sharp), blur=conv(sample.blur))
+    return replace(sample, sharp=conv(sample.sharp), blur=conv(sample.blur), left=conv(sample.left),
+                   right=conv(sample.right))
 
 
 def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[Sample]:
-    """Aligned `patch` x `patch` crops of blur/sharp/coc/blurmask every `stride` pixels; keys get `/p{y}_{x}`."""
+    """Aligned `patch` x `patch` crops of blur/sharp/coc/blurmask/views every `stride` pixels; keys get
+    `/p{y}_{x}`."""
     stride = stride or patch
     h, w = sample.image.shape[:2]
     if h < patch or w < patch:
@@ -82,6 +85,8 @@ def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[S
                 meta=dict(sample.meta), blur=None if sample.blur is None else sample.blur[win],
                 coc=None if sample.coc is None else sample.coc[win], coc_signed=sample.coc_signed,
                 blurmask=None if sample.blurmask is None else sample.blurmask[win],
+                left=None if sample.left is None else sample.left[win],
+                right=None if sample.right is None else sample.right[win],
             ))
     return out
 
@@ -131,6 +136,12 @@ def check_sample(sample: Sample) -> None:
         raise ValueError(f"coc {sample.coc.shape} does not match the image {sample.image.shape[:2]}")
     if sample.coc is not None and not sample.coc_signed and (sample.coc < 0).any():
         raise ValueError("coc has negative values but is not marked signed (coc_signed)")
+    if (sample.left is None) != (sample.right is None):
+        raise ValueError("a dual-pixel sample needs both views (left and right)")
+    for role, a in (("left", sample.left), ("right", sample.right)):
+        if a is not None and (sample.blur is None or (a.shape, a.dtype) != (sample.blur.shape, sample.blur.dtype)):
+            raise ValueError(f"dual-pixel view {role} {a.shape} {a.dtype} must match blur "
+                             f"{None if sample.blur is None else (sample.blur.shape, sample.blur.dtype)}")
     mask = sample.blurmask
     if mask is not None and (mask.dtype != np.uint8 or mask.shape != sample.image.shape[:2]):
         raise ValueError(f"blurmask {sample.blurmask.dtype} {sample.blurmask.shape} must be uint8 of the image's "

@@ -93,6 +93,7 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
     the `json` member may be bytes, text or an already parsed dict, e.g. a `datasets` row). Blur-map samples
     (blur.png + blurmask.png, no sharp.png; e.g. CUHK blur detection) give `sharp` None and `blurmask`
     uint8 (H, W), 255 = blurred (out of focus), 0 = in focus; every other sample gives `blurmask` None.
+    `left`, `right`: the blurred shot's dual-pixel views where the sample holds both, else None.
     A sample with neither sharp.png nor blur.png + blurmask.png is a ShardError naming its key.
     """
     key = raw.get("__key__", "<unknown>")
@@ -146,6 +147,9 @@ def _decode(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
     if isinstance(meta, (bytes, bytearray, str)):
         meta = json.loads(meta)
     coc, sign = member("coc.png"), member("cocsign.png")
+    left, right = member("left.png"), member("right.png")
+    if left is None or right is None:  # the dual-pixel views come as a pair or not at all
+        left = right = None
     return {
         "key": key,
         "sharp": None if sharp is None else decode_image(sharp, f"{key}.sharp.png"),
@@ -154,6 +158,8 @@ def _decode(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
         "coc_sign": None if sign is None else np.where(decode_blurmask(sign, f"{key}.cocsign.png") >= 128, 1, -1)
         .astype(np.int8),
         "blurmask": None if mask is None else decode_blurmask(mask, f"{key}.blurmask.png"),
+        "left": None if left is None else decode_image(left, f"{key}.left.png"),
+        "right": None if right is None else decode_image(right, f"{key}.right.png"),
         "meta": metadata.to_python(meta if isinstance(meta, Mapping) else None),
     }
 

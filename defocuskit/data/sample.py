@@ -40,6 +40,8 @@ class Sample:
     Where the depth order is known (rendered data), `coc` is signed (negative in front of the focal
     plane, positive behind it) and `coc_signed` is True; the shard stores |coc| and the sign apart.
 
+    Dual-pixel samples (DPDD with `--dual-pixel`) also carry the two half-aperture views that add up to `blur`.
+
     Blur-map samples (CUHK blur detection) have no sharp reference: `sharp` None, `blur` the photo and
     `blurmask` uint8 (H, W), 255 = blurred (out of focus), 0 = in focus.
     """
@@ -51,6 +53,8 @@ class Sample:
     coc: np.ndarray | None = None  # float32 (H, W), circle-of-confusion diameter in pixels
     coc_signed: bool = False  # coc carries its sign: negative in front of the focal plane, positive behind
     blurmask: np.ndarray | None = None  # uint8 (H, W), 255 = blurred; blur-map samples only
+    left: np.ndarray | None = None  # the blurred shot's dual-pixel views (DPDD `--dual-pixel`): left ...
+    right: np.ndarray | None = None  # ... and right, RGB like `blur`; both or neither
 
     @property
     def image(self) -> np.ndarray:
@@ -103,6 +107,7 @@ class IngestOptions:
     scene_gap_s: float | None = None  # RAW: split a folder into scenes at capture-time gaps
     f_number_csv: str | None = None  # RAW, pairs: CSV with columns file,f_number (files relative to the source dir); beats EXIF
     f_number_pattern: str | None = None  # RAW, pairs: regex on file names, group 1 the f-number ('_' as '.'); where EXIF has none
+    dual_pixel: bool = False  # DPDD: also store the blurred shot's dual-pixel views (left.png, right.png)
     register: str = "ecc"  # "ecc", "homography" (feature based) or "none" (pairs kept as shot: no warp, no gain)
     min_align_score: float = 0.8  # reject pairs whose registration score is lower
     part: tuple[int, int] = (0, 1)  # (i, n): ingest only the i-th of n parts (0-based here)

@@ -19,7 +19,8 @@ NaN is not strict JSON. `decode_sample` gives the Python view: None where unknow
 both formats, so readers test `is None` as before.
 
 Which PNG members a sample has depends on its kind: pairs hold blur.png + sharp.png (+ coc.png where
-the CoC is known), sharp-only samples sharp.png, blur-map samples blur.png + blurmask.png; a reader
+the CoC is known; + left.png and right.png, the blurred shot's dual-pixel views, where ingested with
+`--dual-pixel`), sharp-only samples sharp.png, blur-map samples blur.png + blurmask.png; a reader
 that lines members up in columns (`datasets`) gets None for the members a sample lacks.
 """
 
@@ -49,7 +50,7 @@ FORMAT = metadata.FORMAT  # shard format written into manifest.json ("format"); 
 REJECTS = "rejects.jsonl"
 RECORDS = ".records"  # also data.folder.RECORDS
 LISTING_RECORD = "_listing"  # pseudo-shard holding the rejects found while listing the sources
-MEMBERS = ("blur.png", "sharp.png", "coc.png", "cocsign.png", "blurmask.png", "json")
+MEMBERS = ("blur.png", "sharp.png", "coc.png", "cocsign.png", "blurmask.png", "left.png", "right.png", "json")
 BLURMASK_BLURRED = 255  # blurmask.png: 255 = blurred (out of focus), 0 = in focus
 SHARD_FILE = re.compile(r"^([A-Za-z0-9_]+-\d+)\.tar$")  # split-NNNNNN.tar
 TEMP_SHARD_FILE = re.compile(r"^\.([A-Za-z0-9_]+-\d+)\.tar\.(?:partial|spool)$")
@@ -95,10 +96,11 @@ def encode_coc(coc: np.ndarray) -> np.ndarray:
 
 def encode_members(sharp: np.ndarray | None, blur: np.ndarray | None, coc: np.ndarray | None,
                    meta: Mapping[str, Any], blurmask: np.ndarray | None = None,
-                   coc_signed: bool = False) -> dict[str, bytes]:
+                   coc_signed: bool = False, views: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, bytes]:
     """The tar members of one sample: sharp.png (absent in blur-map samples), blur.png (unless sharp-only),
     coc.png (if known: |coc|), cocsign.png (if `coc_signed`: uint8, 255 behind the focal plane, 0 in front),
-    blurmask.png (blur-map samples: uint8 (H, W), 255 = blurred), json.
+    blurmask.png (blur-map samples: uint8 (H, W), 255 = blurred), left.png + right.png (`views`: the blurred
+    shot's dual-pixel views, as blur.png), json.
 
     `meta` (Python view, None where unknown) is stored in the fixed schema (`metadata.to_stored`);
     metadata.MetadataError names a key outside the schema or a value of the wrong type."""
@@ -116,6 +118,8 @@ def encode_members(sharp: np.ndarray | None, blur: np.ndarray | None, coc: np.nd
         if blurmask.dtype != np.uint8 or blurmask.ndim != 2:
             raise ValueError(f"blurmask must be uint8 (H, W), got {blurmask.dtype} {blurmask.shape}")
         members["blurmask.png"] = encode_png(blurmask)
+    if views is not None:
+        members["left.png"], members["right.png"] = encode_png(views[0]), encode_png(views[1])
     return members
 
 

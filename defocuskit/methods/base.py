@@ -23,7 +23,8 @@ MEMBERS: dict[str, Requirement] = {
 
 # A training batch: float tensors, images in [0, 1], shape (B, C, H, W), C = recipe data.channels:
 #   batch["sharp"], batch["blur"] (paired/coc), batch["coc"] (coc: (B, 1, H, W), pixels),
-#   batch["f_number"] (B,) float, NaN where unknown.
+#   batch["f_number"] (B,) float, NaN where unknown; with Method.views also batch["left"], batch["right"]
+#   (the dual-pixel views, zeros where absent) and batch["has_views"] (B,) bool.
 Batch = dict[str, torch.Tensor]
 
 # Per-sample conditions handed to `restore` beside the images (each optional):
@@ -170,6 +171,8 @@ class Method:
         a model file's recipe dict of an older version in today's keys.
     data: the kind of shard samples it trains on; `members` the shard members they need (default: the kind's),
         `terms` the loss terms (objective weight key, member) that only samples with that member feed.
+    views: its loss reads the blurred shot's dual-pixel views where a sample has them (left.png, right.png):
+        batches then carry "left", "right" (zeros where a sample has none) and "has_views" (B,) bool.
     companions: trained model files of other methods its recipe names (Companion), needed to train it.
     description: what the method is, in one line naming its paper (the Hub model card says it).
     whole_image: how inference may run the network on a large input. True: in one pass over the whole
@@ -205,6 +208,7 @@ class Method:
     pad_multiple: Callable[[nn.Module], int] = model_multiple
     channels_last: bool = False
     release: Release | None = None
+    views: bool = False
 
     def __post_init__(self) -> None:
         if not issubclass(self.SamplerConfig, Sampler):

@@ -2,10 +2,12 @@
 code codeslake/IFAN) on aligned pairs, as the release trains it (models/trainers/trainer.py, mode 'IFAN'): the MSE
 of the restored image against the sharp one plus the MSE of the reblurring network's output (the sharp image
 reblurred at 1/8 resolution with filters predicted from the deblurring filters) against the blurred input
-area-downsampled to 1/8. The release's third term, the disparity map estimator's dual-pixel loss (the right view
-warped by the estimated disparity onto the left view), needs DPDD's dual-pixel views, which shards do not carry:
-it is left out, and the estimator learns through the deblurring loss alone. One forward pass at test time; the
-release's checkpoint (IFAN.pytorch) readable by `import-weights`."""
+area-downsampled to 1/8, plus the release's third term where the shards carry DPDD's dual-pixel views (`ingest
+--dpdd D --dual-pixel`): the MSE between the right view warped by the disparity map estimator's map of it and the
+left view, both area-downsampled to 1/8 (trainer.py errs['dme'], weight 1: objective.dual_pixel_weight), over
+the samples of a batch that have views. Without views (0, the default) the estimator learns through the
+deblurring loss alone. One forward pass at test time; the release's checkpoint (IFAN.pytorch) readable by
+`import-weights`."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from torch import nn
 
 from defocuskit.io.release import ReleaseError, find_state_dict, rename_keys
 from defocuskit.methods.base import Batch, Method, Protocol, Release, RestoreContext, Sampler, unwrap
-from defocuskit.models.ifan import IFAN
+from defocuskit.models.ifan import IFAN, disparity_warp
 
 
 @dataclass
@@ -43,6 +45,9 @@ class ModelConfig:
 class ObjectiveConfig:
     loss: str = "mse"  # trainer.py: errs['image'] = MSE(result, GT); "l1" as an alternative
     reblur_weight: float = 1.0  # trainer.py: errs['total'] + errs['reblur'] (weight 1); 0: no reblurring loss
+    # trainer.py: errs['total'] + errs['dme'] (weight 1), the DME's dual-pixel loss; needs shards with left.png /
+    # right.png (`ingest --dpdd D --dual-pixel`); 0 (the default): the DME learns through the deblurring loss only
+    dual_pixel_weight: float = 0.0
 
 
 @dataclass
@@ -80,7 +85,21 @@ def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: 
     if objective_cfg.reblur_weight > 0:
         target = F.interpolate(batch["blur"], scale_factor=1 / 8, mode="area")
         total = total + objective_cfg.reblur_weight * F.mse_loss(net.reblur(batch["sharp"], filters), target)
+    if objective_cfg.dual_pixel_weight > 0 and "has_views" in batch:
+        total = total + objective_cfg.dual_pixel_weight * dual_pixel_loss(net, batch["left"], batch["right"],
+                                                                          batch["has_views"])
     return total
+
+
+def dual_pixel_loss(net: nn.Module, left: torch.Tensor, right: torch.Tensor, has_views: torch.Tensor) -> torch.Tensor:
+    """trainer.py errs['dme'] = MSE(DPD(area(R, 1/8), DME(R)), area(L, 1/8)), averaged over the samples that have
+    views (0 with a graph through the DME where none has: every parameter keeps a gradient)."""
+    right_small = F.interpolate(right, scale_factor=1 / 8, mode="area")
+    left_small = F.interpolate(left, scale_factor=1 / 8, mode="area")
+    warped = disparity_warp(right_small, net.disparity(right))  # IFAN.py: f_R_w = DPD(area(R), DM)
+    per_sample = (warped - left_small).pow(2).flatten(1).mean(1)
+    weights = has_views.to(per_sample.dtype)
+    return (per_sample * weights).sum() / weights.sum().clamp_min(1.0)
 
 
 @torch.no_grad()
@@ -166,4 +185,6 @@ METHOD = Method(
     whole_image=True,  # convolutions and per-pixel filters: any size, as the release tests whole DPDD images
     pad_multiple=lambda model: unwrap(model).multiple,  # three stride-2 levels
     release=RELEASE,
+    views=True,  # the dual-pixel loss reads left.png / right.png where a sample has them
+    terms=(("objective.dual_pixel_weight", "left.png"),),
 )

@@ -16,9 +16,9 @@
 `ReblurNet` is the released reblurring network (RBN.py), a training-only auxiliary: from the predicted filters it
 predicts reblurring filters (conv, two residual blocks, conv to N' x 3 x (2k' + 1)) that blur the SHARP image
 (nearest-downsampled to 1/8) towards the blurred one (area-downsampled), through the same IAC (no activation after
-the last iteration) and a residual. The release's third branch, the DME's dual-pixel supervision (warping the
-right view by the disparity map onto the left one), needs DPDD's dual-pixel views, which shards do not carry; the
-DME is trained here through the deblurring loss only.
+the last iteration) and a residual. The release's third branch, the DME's dual-pixel supervision, is
+`disparity_warp`: the DME's disparity map of the right view shifts that view (area-downsampled to 1/8) along
+its rows onto the left view (methods/ifan.py, where the shards carry DPDD's dual-pixel views).
 
 Parameter names follow the release where the structure is the same (`stem` of the residual blocks, `.0.` of a
 conv-activation pair); levels are lists here (`encoder`, `filter_encoder`, `ups`, `decoders`): methods/ifan.py maps
@@ -60,6 +60,17 @@ def xavier_init(module: nn.Module, gain: float) -> None:
             nn.init.xavier_uniform_(m.weight, gain=gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def disparity_warp(image: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
+    """`image` (B, C, h, w) sampled at (x + disparity, y), bilinear, zero outside: the release's DPD
+    (models/utils.py: grid_sample, align_corners=True, padding 'zeros'); disparity (B, 1, h, w) in pixels."""
+    b, _, h, w = image.shape
+    xs = torch.linspace(-1.0, 1.0, w, device=image.device, dtype=image.dtype).view(1, 1, w).expand(b, h, w)
+    ys = torch.linspace(-1.0, 1.0, h, device=image.device, dtype=image.dtype).view(1, h, 1).expand(b, h, w)
+    shift = disparity[:, 0] / ((w - 1) / 2.0) if w > 1 else torch.zeros_like(disparity[:, 0])
+    grid = torch.stack([xs + shift, ys], dim=-1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 class ReblurNet(nn.Module):

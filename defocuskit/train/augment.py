@@ -2,7 +2,9 @@
 
 Crops: a random `image_size` crop at the same place in every member (sharp, blur, coc, blurmask); images smaller
 than the crop are first padded by reflection (numpy's "reflect") to the crop size, never dropped.
-Augmentation: one of the 8 flips/90-degree rotations, the same for every member.
+Augmentation: one of the 8 flips/90-degree rotations, the same for every member. With dual-pixel views
+(left, right) only the 4 that keep their disparity horizontal (no 90-degree turn), and a transform that
+mirrors left and right swaps the two views, so that `left` is always the left half-aperture's view.
 Values: uint8 / 255 and uint16 / 65535 to float32 in [0, 1]; `data.channels: 1` gives luminance with
 the ITU-R BT.601 weights (0.299, 0.587, 0.114), what OpenCV's and PIL's grayscale conversions use.
 """
@@ -32,7 +34,8 @@ def _pad_to(arr: np.ndarray, size: int) -> np.ndarray:
 def crop_and_augment(
     images: dict[str, np.ndarray], size: int, augment: bool, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """The same random `size` crop (reflect-padded if smaller) and dihedral transform for every member."""
+    """The same random `size` crop (reflect-padded if smaller) and dihedral transform for every member
+    (members "left" and "right": see the module docstring)."""
     shapes = {v.shape[:2] for v in images.values()}
     if len(shapes) != 1:
         raise ValueError(f"members differ in size: {sorted(shapes)}")
@@ -41,12 +44,17 @@ def crop_and_augment(
     y = int(rng.integers(0, h - size + 1))
     x = int(rng.integers(0, w - size + 1))
     t = int(rng.integers(0, 8)) if augment else 0
+    views = "left" in images
+    if views:
+        t &= 6  # identity, 180 degrees, mirror, mirror + 180 degrees: the disparity stays horizontal
     out = {}
     for k, v in images.items():
         v = v[y : y + size, x : x + size]
         if t & 4:
             v = v[:, ::-1]
         out[k] = np.ascontiguousarray(np.rot90(v, t & 3))
+    if views and bool(t & 4) != bool(t & 2):  # an odd number of left-right mirrors
+        out["left"], out["right"] = out["right"], out["left"]
     return out
 
 
@@ -72,15 +80,21 @@ def _map_members(images: dict[str, np.ndarray], cfg: DataConfig) -> dict[str, An
     return out
 
 
-def to_tensors(sample: dict[str, Any], kind: DataKind, cfg: DataConfig, rng: np.random.Generator) -> dict[str, Any]:
+def to_tensors(sample: dict[str, Any], kind: DataKind, cfg: DataConfig, rng: np.random.Generator,
+               views: bool = False) -> dict[str, Any]:
     """A decoded shard sample -> the method's tensors (C, H, W) in [0, 1], coc (1, H, W) in pixels.
 
     Kind "map" gives every sample blur, coc (zeros where absent), blurmask (1, H, W) in {0, 1} (1 = blurred;
-    zeros where absent) and the bool scalars has_coc, has_blurmask."""
+    zeros where absent) and the bool scalars has_coc, has_blurmask. `views` (Method.views) gives every sample
+    of a kind with a blurred shot its dual-pixel views left, right (zeros where absent) and the bool has_views."""
     if kind == "map":
         names = ["blur"] + [n for n in ("coc", "blurmask") if sample.get(n) is not None]
     else:
         names = {"sharp": ["sharp"], "paired": ["sharp", "blur"], "coc": ["sharp", "blur", "coc"]}[kind]
+    views = views and kind in ("paired", "coc")  # the kinds whose samples hold a blurred shot and its reference
+    has_views = views and sample.get("left") is not None and sample.get("right") is not None
+    if has_views:
+        names = [*names, "left", "right"]
     images = crop_and_augment({n: sample[n] for n in names}, cfg.image_size, cfg.augment, rng)
     out: dict[str, Any] = {"key": sample["key"]}
     if kind == "map":
@@ -88,6 +102,10 @@ def to_tensors(sample: dict[str, Any], kind: DataKind, cfg: DataConfig, rng: np.
     else:
         for n in names:
             out[n] = torch.from_numpy(images[n].astype(np.float32))[None] if n == "coc" else _image(images[n], cfg)
+    if views:
+        if not has_views:
+            out["left"] = out["right"] = torch.zeros_like(out["blur"])
+        out["has_views"] = torch.tensor(has_views)
     f = sample["meta"].get("f_number")
     out["f_number"] = torch.tensor(float("nan") if f is None else float(f), dtype=torch.float32)
     return out

@@ -84,5 +84,5 @@ def make_loader(recipe: Recipe, method: Method, rank: int, world_size: int, star
     batch `start_batch`; `urls`: the shard list `check_data` returned, where the caller has it."""
     urls = check_data(recipe, method) if urls is None else urls
     stream = ShardStream(urls, recipe.data, method.data, recipe.seed, rank, world_size, start_batch,
-                         method.required_members)
+                         method.required_members, method.views)
     return DataLoader(stream, batch_size=recipe.data.batch_size, num_workers=stream.num_workers)

@@ -72,12 +72,13 @@ class ShardStream(IterableDataset):
     """The sample stream of one process (see the module docstring), as the method's tensors."""
 
     def __init__(self, urls: list[str], cfg: DataConfig, kind: DataKind, seed: int, rank: int, world_size: int,
-                 start_batch: int = 0, needed: Requirement | None = None):
+                 start_batch: int = 0, needed: Requirement | None = None, views: bool = False):
         super().__init__()
         if cfg.channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {cfg.channels}")
         self.cfg, self.kind, self.seed, self.start_batch = cfg, kind, seed, start_batch
         self.needed = MEMBERS[kind] if needed is None else needed  # the method's required members
+        self.views = views  # Method.views: hand on the dual-pixel views (zeros where a sample has none)
         if len(urls) >= world_size:
             self.urls, self.sample_stride, self.sample_offset = list(urls[rank::world_size]), 1, 0
             self.order_rank = rank
@@ -192,7 +193,7 @@ class ShardStream(IterableDataset):
             for m in range(m, self.block):
                 n = k * self.block + m
                 rng = np.random.default_rng(_seed(self.seed, self.rank, worker, n, 3))
-                yield to_tensors(decode_sample(block[perm[m]]), self.kind, self.cfg, rng)
+                yield to_tensors(decode_sample(block[perm[m]]), self.kind, self.cfg, rng, self.views)
             k, m = k + 1, 0
 
 

@@ -1,8 +1,11 @@
 """DPDD (Abuolaim & Brown, ECCV 2020): `{train_c,val_c,test_c}/{source,target}/*.png`, 16-bit, f/4 vs f/22.
 
 Source and target file names are consecutive Canon frame numbers (they differ), so pairs are formed by
-sorted order within a split, never by name. The dual-pixel views (`*_l`, `*_r` folders or files) are
-ignored. The images are aligned already (tripod, same session): no registration.
+sorted order within a split, never by name. The images are aligned already (tripod, same session): no
+registration. The dual-pixel views of the blurred shots, `{train,val,test}_l/source/` and `..._r/source/`
+(the layout IFAN's data loader reads: its configs' l_path / r_path), are stored as left.png / right.png with
+`--dual-pixel` (paired with the centre views by sorted order, as the release does), else ignored; so are
+stray `*_l` / `*_r` files beside the centre views.
 
 Layout: at least one split folder, and `source/` and `target/` in each one present, else the source
 fails (LayoutError) before any work.
@@ -10,12 +13,14 @@ fails (LayoutError) before any work.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
 from defocuskit.data.pairs import key_part, list_images, load_task, relpath
-from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
+from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
+from defocuskit.io.images import bit_depth, from_float, read_image, to_float
 
 NAME = "dpdd"
 TITLE = "DPDD"
@@ -62,19 +67,54 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
             yield Rejected(NAME, str(split_dir),
                            f"{len(sources)} source vs {len(targets)} target images: cannot pair by sorted order")
             continue
-        for blur, sharp in zip(sources, targets):
+        views: list[tuple[Path | None, Path | None]] = [(None, None)] * len(sources)
+        if opts.dual_pixel:
+            found = _dual_views(data, folder, len(sources))
+            if isinstance(found, str):
+                yield Rejected(NAME, str(data / f"{folder[:-2]}_l"), found)
+                continue
+            views = found
+        for (blur, sharp), (left, right) in zip(zip(sources, targets), views):
             scene = key_part(blur.stem)
-            meta = {
-                "f_number": F_NUMBER, "ref_f_number": REF_F_NUMBER, "camera": CAMERA,
-                "blur_type": "defocus", "origin": [relpath(blur, root), relpath(sharp, root)],
-            }
-            yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}",
-                       {"blur": str(blur), "sharp": str(sharp)}, meta, {})
+            files = {"blur": str(blur), "sharp": str(sharp)}
+            origin = [relpath(blur, root), relpath(sharp, root)]
+            if left is not None and right is not None:
+                files.update(left=str(left), right=str(right))
+                origin += [relpath(left, root), relpath(right, root)]
+            meta = {"f_number": F_NUMBER, "ref_f_number": REF_F_NUMBER, "camera": CAMERA,
+                    "blur_type": "defocus", "origin": origin}
+            yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}", files, meta, {})
+
+
+def _dual_views(data: Path, folder: str, n: int) -> list[tuple[Path | None, Path | None]] | str:
+    """The (left, right) view files of a split's n blurred shots by sorted order, or why there are none."""
+    base = folder[:-2]  # train_c -> train
+    lists = []
+    for side in ("l", "r"):
+        views = data / f"{base}_{side}" / "source"
+        if not views.is_dir():
+            return f"--dual-pixel: no {base}_{side}/source/ folder beside {folder}/"
+        lists.append(list_images(views, {".png"}))
+        if len(lists[-1]) != n:
+            return (f"--dual-pixel: {len(lists[-1])} images in {base}_{side}/source/ vs {n} in {folder}/source/: "
+                    "cannot pair by sorted order")
+    return list(zip(*lists))
 
 
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
-    """Decode the 16-bit pair as is."""
-    return load_task(task, opts)
+    """Decode the 16-bit pair as is (with its dual-pixel views where the task lists them)."""
+    samples = load_task(task, opts)
+    if "left" not in task.files:
+        return samples
+    (sample,) = samples
+    views = []
+    for side in ("left", "right"):
+        view = read_image(task.files[side])
+        if view.shape != sample.blur.shape:
+            raise RejectError(task.files[side], f"dual-pixel view {view.shape[1]}x{view.shape[0]} does not match the "
+                                                f"blurred shot {sample.blur.shape[1]}x{sample.blur.shape[0]}")
+        views.append(view if view.dtype == sample.blur.dtype else from_float(to_float(view), bit_depth(sample.blur)))
+    return [replace(sample, left=views[0], right=views[1])]
 
 
 SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)
