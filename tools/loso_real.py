@@ -23,6 +23,7 @@ ingest) with JDRL's protocol: the reference warped onto each output by optical f
 --align --align-by flow`), as JDRL's evaluation of misaligned pairs does.
 
     python tools/loso_real.py --out /tmp/loso [--recipe nafnet-cpu] [--minutes 25] [--folds 0001,0002,0003]
+    python tools/loso_real.py --out /tmp/loso-jdrl --recipe jdrl-cpu --minutes 45 --folds 0001,ebb
 """
 
 from __future__ import annotations
