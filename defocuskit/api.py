@@ -151,16 +151,13 @@ class DeblurModel:
             raise ValueError(f"the '{self.method}' model with these sampler settings needs a circle-of-confusion map: "
                              "pass coc= (a map in pixels, or a defocus-map model from defocuskit.load) or f_number=")
         sources = _coc_sources(coc, f_number, raw.shape[:3])
-        options = {"tile": tile, "overlap": overlap, "max_tile_pixels": max_tile_pixels, "batch": batch,
-                   "progress": progress}
+        options = _tiling(tile, overlap, max_tile_pixels, batch, progress)
         dtype = output_dtype(layout)
 
-        def one(x: np.ndarray, source: Any) -> np.ndarray:
-            def run(band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
-                return self._restore(band, cfg, _coc_band(source, band, r0, r1), seed=seed + index, **options)
-            return restore_in_bands(x, lambda a: to_unit(a, str(layout.dtype)), run, lambda y: from_unit(y, dtype))
+        def run(i: int, band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
+            return self._restore(band, cfg, _coc_band(sources[i], band, r0, r1), seed=seed + index, **options)
 
-        return give_back(_stack([one(x, src) for x, src in zip(raw, sources)]), layout)
+        return give_back(_banded(raw, layout, run, lambda y: from_unit(y, dtype)), layout)
 
     def coc_map(self, image: Image, *, tile: int | None = None, overlap: int | None = None,
                 max_tile_pixels: int | None = None, batch: int | None = None, progress: bool = False) -> Image:
@@ -170,11 +167,9 @@ class DeblurModel:
             raise ValueError(f"this '{self.method}' model deblurs images: use model.deblur(image); coc_map needs a "
                              "defocus-map model (recipes/defocus-map.yaml)")
         raw, layout = read_raw(image)
-        options = {"tile": tile, "overlap": overlap, "max_tile_pixels": max_tile_pixels, "batch": batch,
-                   "progress": progress}
-        maps = _stack([restore_in_bands(x, lambda a: to_unit(a, str(layout.dtype)),
-                                        lambda band, index, r0, r1: self._estimate(band, **options)[:, :, None],
-                                        lambda y: y) for x in raw])[..., 0]
+        options = _tiling(tile, overlap, max_tile_pixels, batch, progress)
+        maps = _banded(raw, layout, lambda i, band, index, r0, r1: self._estimate(band, **options)[:, :, None],
+                       lambda y: y)[..., 0]
         if layout.kind == "numpy":
             return maps[0]
         t = torch.from_numpy(maps[:, None])
@@ -252,8 +247,19 @@ class DeblurModel:
             return hub.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
 
 
-def _stack(parts: list[np.ndarray]) -> np.ndarray:
-    """(B, ...) from B results; one image without a copy."""
+def _tiling(tile: int | None, overlap: int | None, max_tile_pixels: int | None, batch: int | None,
+            progress: bool) -> dict[str, Any]:
+    """The tiling keywords of `_restore`, as deblur() and coc_map() take them."""
+    return {"tile": tile, "overlap": overlap, "max_tile_pixels": max_tile_pixels, "batch": batch, "progress": progress}
+
+
+def _banded(raw: np.ndarray, layout: Any, run: Any, store: Any) -> np.ndarray:
+    """(B, H, W, C_out) results of the (B, H, W, C) samples `raw`, each image restored band by band
+    (inference.bands): `run(image index, floats, band index, read_top, read_bottom)`, `store(kept floats)`;
+    one image is not copied again to stack it."""
+    parts = [restore_in_bands(x, lambda a: to_unit(a, str(layout.dtype)),
+                              lambda band, index, r0, r1, i=i: run(i, band, index, r0, r1), store)
+             for i, x in enumerate(raw)]
     return parts[0][None] if len(parts) == 1 else np.stack(parts)
 
 

@@ -173,8 +173,8 @@ def load_pair(task: Task, opts: IngestOptions) -> Sample:
         sharp_f = to_float(sharp) if sharp_f is None else sharp_f
         blur_f, gain = match_gain(blur_f, sharp_f)
         gain = round(gain, 6)
-    blur_out = from_float(blur_f, depth) if blur_f is not None else _as_depth(blur, depth)
-    sharp_out = _as_depth(sharp, depth)
+    blur_out = from_float(blur_f, depth) if blur_f is not None else as_depth(blur, depth)
+    sharp_out = as_depth(sharp, depth)
     meta = _meta(task)
     meta.update(bit_depth=depth, height=sharp.shape[0], width=sharp.shape[1], align=align_record, gain=gain)
     return Sample(key=task.key, sharp=sharp_out, blur=blur_out, meta=meta)
@@ -193,7 +193,8 @@ def load_task(task: Task, opts: IngestOptions) -> list[Sample]:
     return [load_pair(task, opts) if "blur" in task.files else load_sharp(task, opts)]
 
 
-def _as_depth(img: np.ndarray, depth: int) -> np.ndarray:
+def as_depth(img: np.ndarray, depth: int) -> np.ndarray:
+    """`img` at `depth` bits (8 or 16), unchanged where it is already."""
     if bit_depth(img) == depth:
         return img
     return from_float(to_float(img), depth)

@@ -4,10 +4,11 @@ kept, stored straight in the output's dtype. An image within the budget is one b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
+
+from defocuskit.io.env import env_count
 
 BAND_PIXELS_ENV = "DEFOCUSKIT_BAND_PIXELS"
 DEFAULT_BAND_PIXELS = 32 * 2**20  # about 33.5 MP: a 24 MP camera frame is restored whole
@@ -16,16 +17,8 @@ BAND_HALO = 64  # rows of context read on each side of a band and cropped away a
 
 def band_pixels() -> int:
     """The budget: $DEFOCUSKIT_BAND_PIXELS (0: always the whole image), else DEFAULT_BAND_PIXELS."""
-    given = os.environ.get(BAND_PIXELS_ENV, "").strip()
-    if not given:
-        return DEFAULT_BAND_PIXELS
-    try:
-        value = int(given)
-    except ValueError:
-        raise ValueError(f"${BAND_PIXELS_ENV}={given!r}: not a whole number of pixels") from None
-    if value < 0:
-        raise ValueError(f"${BAND_PIXELS_ENV}={given!r}: give 0 (no bands) or a positive number of pixels")
-    return value
+    value = env_count(BAND_PIXELS_ENV, 0, "pixels")
+    return DEFAULT_BAND_PIXELS if value is None else value
 
 
 def plan_bands(height: int, width: int, budget: int, halo: int = BAND_HALO) -> list[tuple[int, int, int, int]]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+from defocuskit.io.env import env_count
+
 THREADS_ENV = "DEFOCUSKIT_THREADS"
 
 
@@ -29,14 +31,8 @@ def default_threads(workers: int = 0) -> int:
 
 def resolve_threads(workers: int = 0) -> int | None:
     """$DEFOCUSKIT_THREADS, else None where the user set OMP_NUM_THREADS, else `default_threads(workers)`."""
-    given = os.environ.get(THREADS_ENV, "").strip()
-    if given:
-        try:
-            n = int(given)
-        except ValueError:
-            raise ValueError(f"${THREADS_ENV}={given!r}: not a number of threads") from None
-        if n < 1:
-            raise ValueError(f"${THREADS_ENV}={given!r}: give 1 or more threads")
+    n = env_count(THREADS_ENV, 1, "threads")
+    if n is not None:
         return n
     if os.environ.get("OMP_NUM_THREADS"):
         return None

@@ -17,10 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from defocuskit.data.pairs import key_part, list_images, load_task, relpath
+from defocuskit.data.pairs import as_depth, key_part, list_images, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
-from defocuskit.io.images import bit_depth, from_float, read_image, to_float
+from defocuskit.io.images import bit_depth, read_image
 
 NAME = "dpdd"
 TITLE = "DPDD"
@@ -113,7 +113,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         if view.shape != sample.blur.shape:
             raise RejectError(task.files[side], f"dual-pixel view {view.shape[1]}x{view.shape[0]} does not match the "
                                                 f"blurred shot {sample.blur.shape[1]}x{sample.blur.shape[0]}")
-        views.append(view if view.dtype == sample.blur.dtype else from_float(to_float(view), bit_depth(sample.blur)))
+        views.append(as_depth(view, bit_depth(sample.blur)))
     return [replace(sample, left=views[0], right=views[1])]
 
 
