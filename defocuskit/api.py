@@ -21,6 +21,8 @@ import torch
 import defocuskit
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
+from defocuskit.imaging.focus_gate import focus_gate as gated
+from defocuskit.imaging.focus_gate import gate_weight
 from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
 from defocuskit.inference.bands import restore_in_bands
 from defocuskit.inference.load import load_model
@@ -121,8 +123,8 @@ class DeblurModel:
 
     def deblur(self, image: Image, *, steps: int | None = None, sampler: str | None = None, seed: int = 0,
                tile: int | None = None, overlap: int | None = None, max_tile_pixels: int | None = None,
-               batch: int | None = None, coc: Image | DeblurModel | None = None, f_number: float | None = None,
-               progress: bool = False, **sampler_settings: Any) -> Image:
+               batch: int | None = None, coc: Image | DeblurModel | str | None = None, f_number: float | None = None,
+               focus_gate: float | None = None, progress: bool = False, **sampler_settings: Any) -> Image:
         """Deblur `image`; returns the same container type, dtype, shape and device (integers rounded, floats clipped
         to [0, 1]).
 
@@ -131,7 +133,9 @@ class DeblurModel:
         image by image, each as a single call would. `steps`, `sampler` (a name) and any sampler setting as a
         keyword (`zeta=0.5`) change the sampler, checked like `--set sampler.KEY=VALUE`. A sampler that
         needs a circle-of-confusion map takes `coc`: a map in pixels ((H, W), (1, H, W) or (B, 1, H, W)) or a
-        defocus-map DeblurModel, or `f_number` (one CoC per image from the thin lens). `tile`, `overlap`,
+        defocus-map DeblurModel, "edge" (training-free, imaging.blur_estimate), or `f_number` (one CoC per image from
+        the thin lens). `focus_gate` (pixels) weighs the model's change by the `coc` map, min(1, |CoC| / focus_gate)
+        per pixel (imaging.focus_gate): what the map reads as in focus is returned as given. `tile`, `overlap`,
         `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
         $DEFOCUSKIT_BAND_PIXELS (default about 33.5 MP) is restored in bands of rows with 64 rows of context
@@ -143,19 +147,25 @@ class DeblurModel:
         cfg = self._sampler_cfg(sampler, steps, sampler_settings)
         needs_coc = "coc" in cfg.needs()
         raw, layout = read_raw(image)
-        if not needs_coc and (coc is not None or f_number is not None):
+        if focus_gate is not None:
+            gate_weight(np.zeros((1, 1), np.float32), focus_gate)  # a bad value fails before any work
+        if not needs_coc and focus_gate is None and (coc is not None or f_number is not None):
             given = "coc" if coc is not None else "f_number"
-            raise ValueError(f"{given}= is for samplers that need a circle-of-confusion map; the '{self.method}' "
-                             "model with these settings does not use one")
-        if needs_coc and coc is None and f_number is None:
-            raise ValueError(f"the '{self.method}' model with these sampler settings needs a circle-of-confusion map: "
-                             "pass coc= (a map in pixels, or a defocus-map model from defocuskit.load) or f_number=")
+            raise ValueError(f"{given}= is for samplers that need a circle-of-confusion map (or focus_gate=); the "
+                             f"'{self.method}' model with these settings does not use one")
+        if (needs_coc or focus_gate is not None) and coc is None and f_number is None:
+            what = (f"the '{self.method}' model with these sampler settings needs" if needs_coc
+                    else "focus_gate= needs")
+            raise ValueError(f"{what} a circle-of-confusion map: pass coc= (a map in pixels, a defocus-map model "
+                             "from defocuskit.load, or \"edge\") or f_number=")
         sources = _coc_sources(coc, f_number, raw.shape[:3])
         options = _tiling(tile, overlap, max_tile_pixels, batch, progress)
         dtype = output_dtype(layout)
 
         def run(i: int, band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
-            return self._restore(band, cfg, _coc_band(sources[i], band, r0, r1), seed=seed + index, **options)
+            coc_band = _coc_band(sources[i], band, r0, r1)
+            out = self._restore(band, cfg, coc_band if needs_coc else None, seed=seed + index, **options)
+            return out if focus_gate is None else gated(band, out, coc_band, focus_gate)
 
         return give_back(_banded(raw, layout, run, lambda y: from_unit(y, dtype)), layout)
 
@@ -276,6 +286,10 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None,
         if not float(f_number) > 0:
             raise ValueError(f"f_number must be positive, got {f_number}")
         return [float(optics.coc_from_metadata({"f_number": float(f_number), "key": "image"}, w))] * n
+    if isinstance(coc, str):
+        if coc != "edge":
+            raise ValueError(f"coc={coc!r}: the only named source is \"edge\" (a map, or a defocus-map model)")
+        return ["edge"] * n
     if isinstance(coc, DeblurModel):
         if coc.output != "defocus_map":
             raise ValueError(f"coc=: a '{coc.method}' model, not a defocus-map model (recipes/defocus-map.yaml)")
@@ -303,10 +317,15 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None,
     return [per[i if per.shape[0] > 1 else 0] for i in range(n)]
 
 
-def _coc_band(source: float | np.ndarray | DeblurModel | None, band: np.ndarray, r0: int, r1: int) -> np.ndarray | None:
+def _coc_band(source: float | str | np.ndarray | DeblurModel | None, band: np.ndarray, r0: int, r1: int
+              ) -> np.ndarray | None:
     """The (h, w) CoC map of the band of rows r0:r1 (floats `band`) from its source."""
     if source is None:
         return None
+    if isinstance(source, str):  # "edge"
+        from defocuskit.imaging.blur_estimate import estimate_coc
+
+        return estimate_coc(band[:, :, 0] if band.shape[2] == 1 else band)
     if isinstance(source, DeblurModel):
         return source._estimate(band)
     if isinstance(source, np.ndarray):

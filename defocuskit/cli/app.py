@@ -147,6 +147,9 @@ def deblur_cmd(
         "shot's optics) | edge (training-free, from edge blur)."),
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
     f_number: Optional[float] = typer.Option(None, "--f-number", help="--coc fnumber: the shot's f-number (default: EXIF)."),
+    focus_gate: Optional[float] = typer.Option(
+        None, "--focus-gate", help="PX: weigh the model's change per pixel by min(1, CoC / PX) of the --coc map, so "
+        "regions it reads as in focus stay as shot (e.g. --coc edge --focus-gate 3 for the *-cpu recipes' models)."),
     tile: Optional[int] = typer.Option(
         None, "--tile", help="Tile size. Default: convolutional models run the whole image (up to --max-tile-pixels); "
         "attention models (hidd, defocus-map) tiles of their training size."),
@@ -168,7 +171,7 @@ def deblur_cmd(
 
     try:
         written = deblur_files(list(inputs), checkpoint, out, steps=steps, sampler=sampler, sets=list(set_ or []),
-                               coc=value(coc), coc_model=coc_model, f_number=f_number,
+                               coc=value(coc), coc_model=coc_model, f_number=f_number, focus_gate=focus_gate,
                                tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -205,6 +208,9 @@ def eval_cmd(
         None, "--coc", parser=pick(EvalCoc), help="CoC map for physics consistency and baselines: map (--coc-model) | "
         "oracle (the shards' coc.png) | fnumber (the shots' optics) | edge (training-free, from edge blur)."),
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
+    focus_gate: Optional[list[str]] = typer.Option(
+        None, "--focus-gate", help="[LABEL:]PX: weigh each model's change per pixel by min(1, CoC / PX) of the --coc "
+        "map, so regions it reads as in focus stay as shot (repeatable; the same --checkpoint twice compares)."),
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Write every output under DIR/<method>/."),
     report: Path = typer.Option(Path("report"), "--report", help="Folder for report.json, report.csv, aperture.png."),
     tile: Optional[int] = typer.Option(
@@ -248,7 +254,8 @@ def eval_cmd(
     try:
         config = EvalConfig(split=split, by_aperture=by_aperture, stops=stops, align=align and value(align_by),
                             limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []),
-                            coc=value(coc), coc_model=coc_model, save_images=save_images, report_dir=report,
+                            coc=value(coc), coc_model=coc_model, focus_gates=list(focus_gate or []),
+                            save_images=save_images, report_dir=report,
                             tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
                             ssim_variant=value(ssim), lpips_weights=lpips_weights, by_source=by_source, figure=figure,
                             protocol=value(protocol) or "default")

@@ -31,6 +31,7 @@ from defocuskit.eval.runners import (
     _checkpoint_runner,
     _label,
     _sampler_keys,
+    gates_per_checkpoint,
     per_checkpoint_settings,
 )
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, prepare_pair, score_pair
@@ -286,6 +287,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         paths[_label(Path(path), set(runners) | set(paths))] = Path(path)
     keys = {label: _sampler_keys(path) for label, path in paths.items()}  # each file's metadata read once
     chosen = per_checkpoint_settings(paths, keys, list(samplers or []), list(sets or []))
+    gates = gates_per_checkpoint(list(paths), list(c.focus_gates))
     steps_for = {label: steps for label in paths}
     if steps is not None:
         with_steps = {lb for lb in paths if "steps" in keys[lb]}
@@ -297,7 +299,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         name, items = chosen[label]
         runners[label], infos[label] = _checkpoint_runner(
             path, steps=steps_for[label], sampler=name, sets=items, tiling=tiling, device=device, seed=seed,
-            coc=coc_source)
+            coc=coc_source, gate_px=gates[label])
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 

@@ -13,19 +13,25 @@ import numpy as np
 from defocuskit.config.typed import did_you_mean
 from defocuskit.data.reader import signed_coc
 from defocuskit.eval.config import EvalError
+from defocuskit.imaging.focus_gate import focus_gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.tiling import TilingOptions
 
 # A runner turns one sample's blurred input (float32 (H, W, 3) in [0, 1]) into the method's output.
 Runner = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 
+GATE_DESCRIPTION = ("the model's change weighed per pixel by min(1, |CoC| / full_px) of the --coc map: the input "
+                    "where the map reads focus, the output from full_px of blur (imaging.focus_gate)")
+
 # eval's progress bar while a sample is scored: a model runner adds its tiles / steps tasks to it
 ACTIVE_BAR: ContextVar[Any] = ContextVar("defocuskit_eval_bar", default=None)
 
 
 def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tiling: TilingOptions,
-                       device: str, seed: int, coc: CocSource | None) -> tuple[Runner, dict[str, Any]]:
+                       device: str, seed: int, coc: CocSource | None, gate_px: float | None = None
+                       ) -> tuple[Runner, dict[str, Any]]:
     """Load an exported model once; a Runner that deblurs one image with it, and what the report says of it.
+    `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels).
 
     The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
     attribute counts how the network ran per image (`Tiling.describe`: whole image or tiles of a size).
@@ -55,17 +61,21 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
         hint = (f" (--steps {steps} goes to every model with steps; give each its own with "
                 "--set LABEL:sampler.steps=N)") if steps is not None else ""
         raise EvalError(f"{path}: {exc}{hint}") from exc
-    needs_coc = "coc" in info["needs"]
+    needs_coc = "coc" in info["needs"] or gate_px is not None
     if needs_coc and coc is None:
-        raise EvalError(f"{path}: this model (its sampler or network) needs a CoC map: --coc map --coc-model FILE | "
-                        "--coc oracle | --coc fnumber")
+        what = "--focus-gate needs" if gate_px is not None else "this model (its sampler or network) needs"
+        raise EvalError(f"{path}: {what} a CoC map: --coc map --coc-model FILE | --coc edge | --coc oracle | "
+                        "--coc fnumber")
     model.eval()
     ran: Counter[str] = Counter()
 
     def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
         coc_map = coc(blur, sample.get("meta"), signed_coc(sample), name=sample["key"]) if needs_coc and coc else None
         out = restore_image(method, recipe, model, blur, tiling=tiling, seed=sample_seed(seed, sample["key"]),
-                            device=device, progress=ACTIVE_BAR.get() or False, sampler_cfg=sampler_cfg, coc=coc_map)
+                            device=device, progress=ACTIVE_BAR.get() or False, sampler_cfg=sampler_cfg,
+                            coc=coc_map if "coc" in info["needs"] else None)
+        if gate_px is not None:
+            out = focus_gate(blur, out, coc_map, gate_px)
         ran[plan_tiling(method, recipe, model, *blur.shape[:2], tiling).describe()] += 1
         return out
 
@@ -81,6 +91,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                           f"most {budget} pixels; larger images in the largest tiles within that" if whole else
                           f"tiles of {size}x{size} px" + ("" if tile else " (the training size: the network attends "
                                                            "over its input)")),
+            "focus_gate": None if gate_px is None else {"full_px": gate_px, "description": GATE_DESCRIPTION},
             "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
             "channels": recipe.data.channels, "origin": model_origin(path)}
     return run, desc
@@ -110,6 +121,25 @@ def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, d
         return run, {"kind": "baseline", "description": desc, "coc": coc.describe() if coc is not None else None}
     raise EvalError(f"unknown baseline '{name}' (known: {', '.join(baselines.BASELINES)})"
                     f"{did_you_mean(name, baselines.BASELINES)}")
+
+
+def gates_per_checkpoint(labels: list[str], items: list[str]) -> dict[str, float | None]:
+    """`--focus-gate [LABEL:]PX` items -> each checkpoint label's full-weight CoC in pixels (None: not gated); an
+    item without a label goes to every checkpoint, a labelled one (later) to its checkpoint alone."""
+    gates: dict[str, float | None] = dict.fromkeys(labels)
+    for item in sorted(items, key=lambda it: split_label(it, set(labels), "--focus-gate")[0] is not None):
+        label, text = split_label(item, set(labels), "--focus-gate")
+        try:
+            px = float(text)
+        except ValueError:
+            px = float("nan")
+        if not (px > 0 and px != float("inf")):
+            raise EvalError(f"--focus-gate {item}: expected [LABEL:]PX, a positive number of pixels")
+        for lb in [label] if label else labels:
+            gates[lb] = px
+    if items and not labels:
+        raise EvalError("--focus-gate weighs a model's change: give a --checkpoint")
+    return gates
 
 
 def split_label(item: str, labels: set[str], option: str) -> tuple[str | None, str]:

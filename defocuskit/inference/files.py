@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data.shards import encode_coc
+from defocuskit.imaging.focus_gate import focus_gate as gate
+from defocuskit.imaging.focus_gate import gate_weight
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
@@ -144,6 +146,7 @@ def deblur_files(
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
+    focus_gate: float | None = None,
 ) -> list[Path]:
     """Deblur each input with the exported model; writes out/<stem>.png (input size and bit depth) and out/deblur.json.
 
@@ -151,7 +154,8 @@ def deblur_files(
 
     A defocus-map model writes out/<stem>_coc.png instead: 16-bit, CoC diameter in pixels x 256.
     `sampler`/`sets`/`steps` change the sampler (checked like recipe keys); `coc` names where the CoC
-    map of physics consistency comes from (coc_source.COC_SOURCES). deblur.json records, per input,
+    map of physics consistency comes from (coc_source.COC_SOURCES); `focus_gate` (pixels) weighs the model's change
+    by that map (imaging.focus_gate: the input where it reads focus). deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
     network ran (`Tiling.record`: whole image or tiles of a size, under `tiling.max_tile_pixels`) and seconds.
     Every check (checkpoint, sampler, CoC source, tiling, input files, destinations) runs before any image
@@ -176,12 +180,18 @@ def deblur_files(
         raise ValueError("--coc oracle reads the true CoC of synthetic shards (coc.png): use it with "
                          "`defocuskit eval`; for photographs use --coc map, --coc edge or --coc fnumber")
     source = CocSource.create(coc, coc_model, device)
-    if "coc" in info["needs"] and source is None:
-        raise ValueError(f"{checkpoint}: this model (its sampler or network) needs a CoC map: --coc map --coc-model FILE, "
-                         "--coc edge or --coc fnumber [--f-number N]")
+    uses_coc = "coc" in info["needs"] or focus_gate is not None
+    if uses_coc and source is None:
+        what = "--focus-gate needs" if "coc" not in info["needs"] else "this model (its sampler or network) needs"
+        raise ValueError(f"{checkpoint}: {what} a CoC map: --coc map --coc-model FILE, --coc edge or --coc fnumber "
+                         "[--f-number N]")
+    if focus_gate is not None:
+        gate_weight(np.zeros((1, 1), np.float32), focus_gate)  # a bad value fails before any image
+        if method.output != "image":
+            raise ValueError(f"--focus-gate weighs a deblurred image; {checkpoint} is a '{method.name}' model")
     _check_inputs(inputs)
     optics_of: dict[Path, dict[str, Any]] = {}
-    if source is not None and source.kind == "fnumber" and "coc" in info["needs"]:
+    if source is not None and source.kind == "fnumber" and uses_coc:
         optics_of = {p: _f_number_meta(p, f_number) for p in inputs}
         missing = [str(p) for p, meta in optics_of.items() if meta["f_number"] is None]
         if missing:
@@ -200,13 +210,15 @@ def deblur_files(
         arr = read_image(p)
         image = to_float(arr)
         coc_map = None
-        if source is not None and "coc" in info["needs"]:
+        if source is not None and uses_coc:
             coc_map = source(image, optics_of.get(p), name=str(p))
         plan = plan_tiling(method, recipe, model, *image.shape[:2], tiling)
         result = restore_image(
-            method, recipe, model, image, tiling=tiling,
-            seed=seed, device=device, progress=progress, sampler_cfg=sampler_cfg, coc=coc_map,
+            method, recipe, model, image, tiling=tiling, seed=seed, device=device, progress=progress,
+            sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None,
         )
+        if focus_gate is not None:
+            result = gate(image, result, coc_map, focus_gate)
         dest = destination(out, p, defocus_map)
         if defocus_map:
             write_image(dest, encode_coc(result[:, :, 0]))  # 16-bit PNG, pixels x 256, as coc.png in the shards
@@ -217,7 +229,7 @@ def deblur_files(
             "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
             "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
             **plan.record(),
-            "coc": source.describe() if source is not None and "coc" in info["needs"] else None,
+            "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
             "seconds": round(time.perf_counter() - started, 3),
         })
         atomic_write(out / "deblur.json", json.dumps({"images": kept + records}, indent=2) + "\n")

@@ -1,0 +1,161 @@
+"""The focus gate (imaging/focus_gate.py, `eval --focus-gate`): a model's change weighed by the CoC map, so what the
+map reads as in focus is returned as shot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.reader import iter_samples, signed_coc
+from defocuskit.data.sample import IngestOptions
+from defocuskit.eval.config import EvalConfig, EvalError
+from defocuskit.eval.evaluate import evaluate
+from defocuskit.eval.metrics import to_unit
+from defocuskit.imaging.focus_gate import focus_gate, gate_weight
+from defocuskit.io.images import read_image
+from defocuskit.io.modelfile import save_model
+from defocuskit.methods import get_method
+from defocuskit.methods.recipes import resolve_recipe
+
+
+def test_the_gate_keeps_the_shot_in_focus_and_the_output_in_blur() -> None:
+    rng = np.random.default_rng(0)
+    blur, restored = rng.random((4, 6, 3), np.float32), rng.random((4, 6, 3), np.float32)
+    coc = np.array([[0.0, 0.5, 1.0, 2.0, 8.0, -1.0]] * 4, np.float32)  # signed: -1 is 1 px in front of the focus
+    out = focus_gate(blur, restored, coc, full_px=2.0)
+    np.testing.assert_array_equal(out[:, 0], blur[:, 0])  # in focus: the shot
+    np.testing.assert_allclose(out[:, 3:5], restored[:, 3:5], atol=1e-7)  # at or beyond full_px: the model's output
+    np.testing.assert_allclose(out[:, 1], blur[:, 1] + 0.25 * (restored[:, 1] - blur[:, 1]), atol=1e-6)
+    np.testing.assert_allclose(out[:, 5], blur[:, 5] + 0.5 * (restored[:, 5] - blur[:, 5]), atol=1e-6)  # |CoC|
+    np.testing.assert_allclose(gate_weight(coc, 4.0)[0], [0, 0.125, 0.25, 0.5, 1, 0.25])
+
+
+@pytest.mark.parametrize("full_px", [0.0, -1.0, float("nan"), float("inf")])
+def test_the_gate_refuses_a_full_weight_that_is_not_a_positive_number(full_px: float) -> None:
+    with pytest.raises(ValueError, match="full_px"):
+        gate_weight(np.zeros((2, 2), np.float32), full_px)
+
+
+def test_the_gate_refuses_a_map_of_another_size() -> None:
+    with pytest.raises(ValueError, match="does not match the image 3x2"):
+        focus_gate(np.zeros((2, 3, 3), np.float32), np.zeros((2, 3, 3), np.float32), np.zeros((3, 2), np.float32), 1.0)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic shards and a tiny random NAFNet (not the identity: it changes every pixel)."""
+    root = tmp_path_factory.mktemp("gate")
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(root / "shards"), workers=0, synthetic_size=48,
+                                                             synthetic_f_numbers=(2.0, 8.0)), progress=False)
+    naf = resolve_recipe({"method": "nafnet", "data": {"image_size": 32},
+                          "model": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}})
+    torch.manual_seed(0)
+    net = get_method("nafnet").build(naf.model, naf.objective, False)
+    for p in net.parameters():
+        if p.dim() > 1:
+            torch.nn.init.normal_(p, std=0.05)
+    save_model(root / "naf" / "model.safetensors", net.state_dict(), "nafnet", recipe_to_dict(naf))
+    return root
+
+
+def test_eval_gates_the_labelled_checkpoint_with_the_coc_map_of_each_sample(setup: Path, tmp_path: Path) -> None:
+    """The same model twice, the second gated: each gated output is the ungated one mixed with the input by the
+    shard's CoC (--coc oracle), pixel by pixel; the report says which model was gated and how."""
+    model = setup / "naf" / "model.safetensors"
+    images = tmp_path / "images"
+    config = EvalConfig(coc="oracle", focus_gates=["naf#2:0.5"], save_images=images, report_dir=tmp_path / "report",
+                        progress=False, limit=4)
+    evaluate(setup / "shards", [model, model], [], config)
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    methods = report["protocol"]["methods"]
+    assert methods["naf"]["focus_gate"] is None
+    assert methods["naf#2"]["focus_gate"]["full_px"] == 0.5
+    checked = n_blurred = 0
+    for sample in iter_samples(setup / "shards", "test"):
+        if checked == 4:
+            break
+        key = sample["key"].replace("/", "_")
+        blur = to_unit(sample["blur"]).astype(np.float32)
+        plain = to_unit(read_image(images / "naf" / f"{key}.png")).astype(np.float32)
+        gated = to_unit(read_image(images / "naf#2" / f"{key}.png")).astype(np.float32)
+        coc = signed_coc(sample)
+        expected = focus_gate(blur, plain, coc, 0.5)
+        assert np.abs(gated - expected).max() <= 1.5 / 255  # both written as 8-bit PNGs
+        in_focus, blurred = np.abs(coc) < 0.002, np.abs(coc) >= 0.5
+        assert in_focus.any()
+        assert np.abs(gated - blur)[in_focus].max() <= 1.5 / 255  # in focus: the shot
+        assert np.abs(plain - blur)[in_focus].mean() > 5 / 255  # ... which the ungated model changed
+        if blurred.any():  # blurred: the model's output
+            assert np.abs(gated - plain)[blurred].max() <= 1.5 / 255
+            n_blurred += 1
+        checked += 1
+    assert checked == 4 and n_blurred >= 2
+
+
+def test_eval_refuses_a_gate_without_a_map_or_with_a_bad_value(setup: Path, tmp_path: Path) -> None:
+    model = setup / "naf" / "model.safetensors"
+    with pytest.raises(EvalError, match="--focus-gate needs a CoC map"):
+        evaluate(setup / "shards", [model], [], EvalConfig(focus_gates=["2"], report_dir=tmp_path / "r1"))
+    with pytest.raises(EvalError, match="--focus-gate abc: expected"):
+        evaluate(setup / "shards", [model], [], EvalConfig(coc="edge", focus_gates=["abc"], report_dir=tmp_path / "r2"))
+    with pytest.raises(EvalError, match="no checkpoint is labelled 'other'"):
+        evaluate(setup / "shards", [model], [], EvalConfig(coc="edge", focus_gates=["other:2"],
+                                                           report_dir=tmp_path / "r3"))
+
+
+def test_the_api_gates_with_a_given_map_or_the_edge_estimate(setup: Path) -> None:
+    import defocuskit
+    from defocuskit.imaging.blur_estimate import estimate_coc
+
+    model = defocuskit.load(setup / "naf" / "model.safetensors", device="cpu")
+    rng = np.random.default_rng(1)
+    image = np.clip(rng.random((40, 56, 3)) * 0.2 + np.linspace(0, 0.7, 56)[None, :, None], 0, 1).astype(np.float32)
+    plain = model.deblur(image)
+    coc = np.zeros((40, 56), np.float32)
+    coc[:, 28:] = 4.0
+    gated = model.deblur(image, coc=coc, focus_gate=2.0)
+    np.testing.assert_allclose(gated[:, :28], image[:, :28], atol=1e-6)  # the map reads focus: the image as given
+    np.testing.assert_allclose(gated[:, 28:], plain[:, 28:], atol=1e-6)  # the map reads blur: the model's output
+    edge = model.deblur(image, coc="edge", focus_gate=3.0)
+    np.testing.assert_allclose(edge, focus_gate(image, plain, estimate_coc(image), 3.0), atol=1e-6)
+    with pytest.raises(ValueError, match="focus_gate= needs a circle-of-confusion map"):
+        model.deblur(image, focus_gate=2.0)
+    with pytest.raises(ValueError, match="full_px"):
+        model.deblur(image, coc=coc, focus_gate=0.0)
+    with pytest.raises(ValueError, match="only named source is"):
+        model.deblur(image, coc="edges", focus_gate=2.0)
+
+
+def test_deblur_command_gates_with_the_edge_estimate_and_records_it(setup: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+    from defocuskit.imaging.blur_estimate import estimate_coc
+    from defocuskit.io.images import write_image
+
+    sample = next(s for s in iter_samples(setup / "shards", "test") if s.get("blur") is not None)
+    write_image(tmp_path / "in" / "shot.png", sample["blur"])
+    model = str(setup / "naf" / "model.safetensors")
+    runner = CliRunner()
+    plain = runner.invoke(app, ["deblur", str(tmp_path / "in"), "--checkpoint", model, "--out", str(tmp_path / "a"),
+                                "--device", "cpu"])
+    gated = runner.invoke(app, ["deblur", str(tmp_path / "in"), "--checkpoint", model, "--out", str(tmp_path / "b"),
+                                "--device", "cpu", "--coc", "edge", "--focus-gate", "3"])
+    assert plain.exit_code == 0 and gated.exit_code == 0, gated.output
+    image = to_unit(sample["blur"]).astype(np.float32)
+    out_a = to_unit(read_image(tmp_path / "a" / "shot.png")).astype(np.float32)
+    out_b = to_unit(read_image(tmp_path / "b" / "shot.png")).astype(np.float32)
+    assert np.abs(out_b - focus_gate(image, out_a, estimate_coc(image), 3.0)).max() <= 1.5 / 255
+    assert np.abs(out_b - out_a).max() > 5 / 255
+    record = json.loads((tmp_path / "b" / "deblur.json").read_text())["images"][0]
+    assert record["focus_gate"] == 3.0 and record["coc"]["source"] == "edge"
+    missing = runner.invoke(app, ["deblur", str(tmp_path / "in"), "--checkpoint", model, "--out", str(tmp_path / "c"),
+                                  "--device", "cpu", "--focus-gate", "3"])
+    assert missing.exit_code == 2 and "--focus-gate needs a CoC map" in missing.output
+    assert not (tmp_path / "c").exists()
