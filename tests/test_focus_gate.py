@@ -98,12 +98,34 @@ def test_eval_gates_the_labelled_checkpoint_with_the_coc_map_of_each_sample(setu
     assert checked == 4 and n_blurred >= 2
 
 
+def test_eval_gates_a_baseline_by_its_name(setup: Path, tmp_path: Path) -> None:
+    """prox gated (--focus-gate prox:1) is prox's own output mixed with the input by the CoC map."""
+    for run, gates in (("plain", []), ("gated", ["prox:1"])):
+        evaluate(setup / "shards", [], ["input", "prox"], EvalConfig(coc="oracle", focus_gates=gates, progress=False,
+                                                                     save_images=tmp_path / run, limit=3,
+                                                                     report_dir=tmp_path / f"report-{run}"))
+    report = json.loads((tmp_path / "report-gated" / "report.json").read_text())
+    assert report["protocol"]["methods"]["prox"]["focus_gate"]["full_px"] == 1.0
+    changed = 0
+    for sample in list(iter_samples(setup / "shards", "test"))[:3]:
+        key = sample["key"].replace("/", "_")
+        blur = to_unit(sample["blur"]).astype(np.float32)
+        plain = to_unit(read_image(tmp_path / "plain" / "prox" / f"{key}.png")).astype(np.float32)
+        gated = to_unit(read_image(tmp_path / "gated" / "prox" / f"{key}.png")).astype(np.float32)
+        assert np.abs(gated - focus_gate(blur, plain, signed_coc(sample), 1.0)).max() <= 1.5 / 255
+        changed += np.abs(gated - plain).max() > 2 / 255
+    assert changed >= 1
+
+
 def test_eval_refuses_a_gate_without_a_map_or_with_a_bad_value(setup: Path, tmp_path: Path) -> None:
     model = setup / "naf" / "model.safetensors"
     with pytest.raises(EvalError, match="--focus-gate needs a CoC map"):
         evaluate(setup / "shards", [model], [], EvalConfig(focus_gates=["2"], report_dir=tmp_path / "r1"))
     with pytest.raises(EvalError, match="--focus-gate abc: expected"):
         evaluate(setup / "shards", [model], [], EvalConfig(coc="edge", focus_gates=["abc"], report_dir=tmp_path / "r2"))
+    with pytest.raises(EvalError, match="the input has no change to weigh"):
+        evaluate(setup / "shards", [], ["input"], EvalConfig(coc="edge", focus_gates=["input:2"],
+                                                             report_dir=tmp_path / "r4"))
     with pytest.raises(EvalError, match="no checkpoint is labelled 'other'"):
         evaluate(setup / "shards", [model], [], EvalConfig(coc="edge", focus_gates=["other:2"],
                                                            report_dir=tmp_path / "r3"))

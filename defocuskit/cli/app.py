@@ -210,7 +210,8 @@ def eval_cmd(
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
     focus_gate: Optional[list[str]] = typer.Option(
         None, "--focus-gate", help="[LABEL:]PX: weigh each model's change per pixel by min(1, CoC / PX) of the --coc "
-        "map, so regions it reads as in focus stay as shot (repeatable; the same --checkpoint twice compares)."),
+        "map, so regions it reads as in focus stay as shot; LABEL a checkpoint's or a baseline's (prox:3) (repeatable; "
+        "the same --checkpoint twice compares)."),
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Write every output under DIR/<method>/."),
     report: Path = typer.Option(Path("report"), "--report", help="Folder for report.json, report.csv, aperture.png."),
     tile: Optional[int] = typer.Option(

@@ -280,14 +280,14 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         raise EvalError(str(exc)) from None
     runners: dict[str, Runner] = {}
     infos: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys(baselines):
-        runners[name], infos[name] = _baseline_runner(name, coc_source)
     paths: dict[str, Path] = {}
     for path in checkpoints:
-        paths[_label(Path(path), set(runners) | set(paths))] = Path(path)
+        paths[_label(Path(path), set(baselines) | set(paths))] = Path(path)
+    gates = gates_per_checkpoint(list(paths), list(c.focus_gates), tuple(dict.fromkeys(baselines)))
+    for name in dict.fromkeys(baselines):
+        runners[name], infos[name] = _baseline_runner(name, coc_source, gates[name])
     keys = {label: _sampler_keys(path) for label, path in paths.items()}  # each file's metadata read once
     chosen = per_checkpoint_settings(paths, keys, list(samplers or []), list(sets or []))
-    gates = gates_per_checkpoint(list(paths), list(c.focus_gates))
     steps_for = {label: steps for label in paths}
     if steps is not None:
         with_steps = {lb for lb in paths if "steps" in keys[lb]}

@@ -104,9 +104,14 @@ def model_origin(path: Path) -> dict[str, Any]:
     return weights_origin(read_metadata(path))
 
 
-def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, dict[str, Any]]:
+def _baseline_runner(name: str, coc: CocSource | None = None, gate_px: float | None = None
+                     ) -> tuple[Runner, dict[str, Any]]:
+    """The runner of a baseline and what the report says of it; `gate_px` as for a checkpoint (wiener, prox)."""
     from defocuskit.eval import baselines
 
+    if gate_px is not None and (name == "input" or coc is None):
+        raise EvalError(f"--focus-gate {name}:{gate_px:g}: " + ("the input has no change to weigh" if name == "input"
+                        else "needs a CoC map (--coc map --coc-model FILE | --coc edge | --coc oracle | --coc fnumber)"))
     if name == "input":
         return (lambda blur, sample: baselines.input_baseline(blur)), {"kind": "baseline", "description": "the blurred input"}
     if name in ("wiener", "prox"):
@@ -115,20 +120,24 @@ def _baseline_runner(name: str, coc: CocSource | None = None) -> tuple[Runner, d
         def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
             meta = dict(sample.get("meta") or {}, key=sample["key"])
             coc_map = coc(blur, meta, signed_coc(sample), name=sample["key"]) if coc is not None else signed_coc(sample)
-            return restore(blur, meta, coc_map)
+            out = restore(blur, meta, coc_map)
+            return out if gate_px is None else focus_gate(blur, out, coc_map, gate_px)
 
         desc = baselines.WIENER_ASSUMPTIONS if name == "wiener" else baselines.PROX_DESCRIPTION
-        return run, {"kind": "baseline", "description": desc, "coc": coc.describe() if coc is not None else None}
+        return run, {"kind": "baseline", "description": desc, "coc": coc.describe() if coc is not None else None,
+                     "focus_gate": None if gate_px is None else {"full_px": gate_px, "description": GATE_DESCRIPTION}}
     raise EvalError(f"unknown baseline '{name}' (known: {', '.join(baselines.BASELINES)})"
                     f"{did_you_mean(name, baselines.BASELINES)}")
 
 
-def gates_per_checkpoint(labels: list[str], items: list[str]) -> dict[str, float | None]:
-    """`--focus-gate [LABEL:]PX` items -> each checkpoint label's full-weight CoC in pixels (None: not gated); an
-    item without a label goes to every checkpoint, a labelled one (later) to its checkpoint alone."""
-    gates: dict[str, float | None] = dict.fromkeys(labels)
-    for item in sorted(items, key=lambda it: split_label(it, set(labels), "--focus-gate")[0] is not None):
-        label, text = split_label(item, set(labels), "--focus-gate")
+def gates_per_checkpoint(labels: list[str], items: list[str], baselines: tuple[str, ...] = ()
+                         ) -> dict[str, float | None]:
+    """`--focus-gate [LABEL:]PX` items -> the full-weight CoC in pixels (None: not gated) of each checkpoint label
+    and each of `baselines` (by name: `prox:3`); an item without a label goes to every checkpoint, a labelled one
+    (later) to its checkpoint or baseline alone."""
+    gates: dict[str, float | None] = dict.fromkeys([*labels, *baselines])
+    for item in sorted(items, key=lambda it: split_label(it, set(gates), "--focus-gate")[0] is not None):
+        label, text = split_label(item, set(gates), "--focus-gate")
         try:
             px = float(text)
         except ValueError:
@@ -137,8 +146,9 @@ def gates_per_checkpoint(labels: list[str], items: list[str]) -> dict[str, float
             raise EvalError(f"--focus-gate {item}: expected [LABEL:]PX, a positive number of pixels")
         for lb in [label] if label else labels:
             gates[lb] = px
-    if items and not labels:
-        raise EvalError("--focus-gate weighs a model's change: give a --checkpoint")
+    if any(split_label(it, set(gates), "--focus-gate")[0] is None for it in items) and not labels:
+        raise EvalError("--focus-gate PX without a label weighs every checkpoint's change: give a --checkpoint, or "
+                        "name a baseline (--focus-gate prox:PX)")
     return gates
 
 
