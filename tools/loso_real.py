@@ -24,6 +24,7 @@ ingest) with JDRL's protocol: the reference warped onto each output by optical f
 
     python tools/loso_real.py --out /tmp/loso [--recipe nafnet-cpu] [--minutes 25] [--folds 0001,0002,0003]
     python tools/loso_real.py --out /tmp/loso-jdrl --recipe jdrl-cpu --minutes 45 --folds 0001,ebb
+    python tools/loso_real.py --out /tmp/loso-gate --focus-gate 3      # the model, and the model gated (run#2)
 """
 
 from __future__ import annotations
@@ -114,6 +115,9 @@ def main() -> None:
                     help="one more set of renders per CoC scale, with these extra `ingest --render` arguments (one "
                          "quoted string, e.g. --render-set='--no-render-noise --render-f-numbers 5.6,8,11'); "
                          "repeatable; without it one set with --render-arg")
+    ap.add_argument("--focus-gate", type=float, default=None,
+                    help="also score the model gated by the training-free defocus map (`eval --coc edge --focus-gate "
+                         "run#2:PX`: its change weighed by min(1, CoC / PX)), beside it as `run#2`")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
     args = ap.parse_args()
     if args.out.exists():
@@ -150,7 +154,10 @@ def main() -> None:
         t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={run_dir}",
                        f"train.max_minutes={args.minutes}", *args.overrides], fold / "train.log", env)
         report = fold / "report"
-        run([*exe, "eval", "--shards", str(test), "--checkpoint", str(run_dir / "model.safetensors"),
+        model = str(run_dir / "model.safetensors")
+        gate = [] if args.focus_gate is None else ["--checkpoint", model, "--coc", "edge",
+                                                   "--focus-gate", f"run#2:{args.focus_gate:g}"]
+        run([*exe, "eval", "--shards", str(test), "--checkpoint", model, *gate,
              "--baseline", "input", "--by-aperture", "--report", str(report), "--save-images", str(fold / "images"),
              *(["--align", "--align-by", "flow"] if held == "ebb" else [])],
             fold / "eval.log", env)
@@ -162,14 +169,14 @@ def main() -> None:
                 print(f"{held} f/{r['f_number']:g}: input {r['psnr_input']:.2f} dB, {r['method']} "
                       f"{r['psnr'] - r['psnr_input']:+.2f} dB (train {t_train:.0f} s)", flush=True)
     (args.out / "loso.json").write_text(json.dumps(results, indent=1))
-    gains: dict[float, list[float]] = {}
+    gains: dict[tuple[str, float], list[float]] = {}
     for res in results.values():
         for r in res["rows"]:
             if r["method"] != "input":
-                gains.setdefault(r["f_number"], []).append(r["psnr"] - r["psnr_input"])
-    print("\n| f-number | folds | mean gain dB | min | max |\n|---|---:|---:|---:|---:|")
-    for f, g in sorted(gains.items()):
-        print(f"| f/{f:g} | {len(g)} | {sum(g) / len(g):+.2f} | {min(g):+.2f} | {max(g):+.2f} |")
+                gains.setdefault((r["method"], r["f_number"]), []).append(r["psnr"] - r["psnr_input"])
+    print("\n| model | f-number | folds | mean gain dB | min | max |\n|---|---|---:|---:|---:|---:|")
+    for (method, f), g in sorted(gains.items()):
+        print(f"| {method} | f/{f:g} | {len(g)} | {sum(g) / len(g):+.2f} | {min(g):+.2f} | {max(g):+.2f} |")
 
 
 if __name__ == "__main__":
