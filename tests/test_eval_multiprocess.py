@@ -27,6 +27,7 @@ from defocuskit.inference.tiling import TilingOptions
 from defocuskit.io.modelfile import save_model
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import resolve_recipe
+from tests.test_focus_gate import save_random_nafnet
 
 REPO = Path(__file__).resolve().parents[1]
 # one thread per process in both runs: accelerate gives each of its processes one; torch's CPU reductions
@@ -41,14 +42,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mp")
     run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(root / "shards"), workers=0, synthetic_size=48,
                                                              synthetic_f_numbers=(2.0, 5.6)), progress=False)
-    naf = resolve_recipe({"method": "nafnet", "data": {"image_size": 32},
-                          "model": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}})
-    torch.manual_seed(0)
-    net = get_method("nafnet").build(naf.model, naf.objective, False)
-    for p in net.parameters():
-        if p.dim() > 1:
-            torch.nn.init.normal_(p, std=0.05)  # not the identity: every pixel comes out of the network
-    save_model(root / "naf" / "model.safetensors", net.state_dict(), "nafnet", recipe_to_dict(naf))
+    save_random_nafnet(root / "naf" / "model.safetensors")
     hidd = resolve_recipe({"method": "hidd", "data": {"image_size": 32, "channels": 1},
                            "model": {"channels": 1, "image_size": 32, "nf": 8, "ch_mult": [1, 2], "num_res_blocks": 1,
                                      "attn_resolutions": [16]}, "sampler": {"name": "fast", "steps": 2}})

@@ -47,12 +47,8 @@ def test_the_gate_refuses_a_map_of_another_size() -> None:
         focus_gate(np.zeros((2, 3, 3), np.float32), np.zeros((2, 3, 3), np.float32), np.zeros((3, 2), np.float32), 1.0)
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Synthetic shards and a tiny random NAFNet (not the identity: it changes every pixel)."""
-    root = tmp_path_factory.mktemp("gate")
-    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(root / "shards"), workers=0, synthetic_size=48,
-                                                             synthetic_f_numbers=(2.0, 8.0)), progress=False)
+def save_random_nafnet(path: Path) -> None:
+    """A tiny NAFNet with random weights (not the identity: every pixel comes out of the network), exported."""
     naf = resolve_recipe({"method": "nafnet", "data": {"image_size": 32},
                           "model": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}})
     torch.manual_seed(0)
@@ -60,7 +56,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for p in net.parameters():
         if p.dim() > 1:
             torch.nn.init.normal_(p, std=0.05)
-    save_model(root / "naf" / "model.safetensors", net.state_dict(), "nafnet", recipe_to_dict(naf))
+    save_model(path, net.state_dict(), "nafnet", recipe_to_dict(naf))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic shards and a tiny random NAFNet (not the identity: it changes every pixel)."""
+    root = tmp_path_factory.mktemp("gate")
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(root / "shards"), workers=0, synthetic_size=48,
+                                                             synthetic_f_numbers=(2.0, 8.0)), progress=False)
+    save_random_nafnet(root / "naf" / "model.safetensors")
     return root
 
 
