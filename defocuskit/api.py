@@ -21,8 +21,8 @@ import torch
 import defocuskit
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
+from defocuskit.imaging.focus_gate import check_full_px
 from defocuskit.imaging.focus_gate import focus_gate as gated
-from defocuskit.imaging.focus_gate import gate_weight
 from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
 from defocuskit.inference.bands import restore_in_bands
 from defocuskit.inference.load import load_model
@@ -148,7 +148,7 @@ class DeblurModel:
         needs_coc = "coc" in cfg.needs()
         raw, layout = read_raw(image)
         if focus_gate is not None:
-            gate_weight(np.zeros((1, 1), np.float32), focus_gate)  # a bad value fails before any work
+            check_full_px(focus_gate)  # a bad value fails before any work
         if not needs_coc and focus_gate is None and (coc is not None or f_number is not None):
             given = "coc" if coc is not None else "f_number"
             raise ValueError(f"{given}= is for samplers that need a circle-of-confusion map (or focus_gate=); the "

@@ -13,7 +13,7 @@ import numpy as np
 from defocuskit.config.typed import did_you_mean
 from defocuskit.data.reader import signed_coc
 from defocuskit.eval.config import EvalError
-from defocuskit.imaging.focus_gate import focus_gate
+from defocuskit.imaging.focus_gate import check_full_px, focus_gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.tiling import TilingOptions
 
@@ -139,11 +139,9 @@ def gates_per_checkpoint(labels: list[str], items: list[str], baselines: tuple[s
     for item in sorted(items, key=lambda it: split_label(it, set(gates), "--focus-gate")[0] is not None):
         label, text = split_label(item, set(gates), "--focus-gate")
         try:
-            px = float(text)
+            px = check_full_px(float(text))
         except ValueError:
-            px = float("nan")
-        if not (px > 0 and px != float("inf")):
-            raise EvalError(f"--focus-gate {item}: expected [LABEL:]PX, a positive number of pixels")
+            raise EvalError(f"--focus-gate {item}: expected [LABEL:]PX, a positive number of pixels") from None
         for lb in [label] if label else labels:
             gates[lb] = px
     if any(split_label(it, set(gates), "--focus-gate")[0] is None for it in items) and not labels:

@@ -16,10 +16,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def gate_weight(coc: np.ndarray, full_px: float) -> np.ndarray:
-    """The (H, W) float32 weight min(1, |coc| / full_px) of the model's change; `coc` in pixels, signed or not."""
+def check_full_px(full_px: float) -> float:
+    """`full_px` as a float; a ValueError unless it is a positive, finite number of pixels."""
     if not full_px > 0 or not np.isfinite(full_px):
         raise ValueError(f"focus gate: full_px must be a positive number of pixels, got {full_px}")
+    return float(full_px)
+
+
+def gate_weight(coc: np.ndarray, full_px: float) -> np.ndarray:
+    """The (H, W) float32 weight min(1, |coc| / full_px) of the model's change; `coc` in pixels, signed or not."""
+    check_full_px(full_px)
     coc = np.asarray(coc, np.float32)
     if coc.ndim != 2:
         raise ValueError(f"focus gate: the CoC map must be (H, W), got shape {coc.shape}")

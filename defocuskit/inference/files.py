@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data.shards import encode_coc
+from defocuskit.imaging.focus_gate import check_full_px
 from defocuskit.imaging.focus_gate import focus_gate as gate
-from defocuskit.imaging.focus_gate import gate_weight
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
@@ -186,7 +186,7 @@ def deblur_files(
         raise ValueError(f"{checkpoint}: {what} a CoC map: --coc map --coc-model FILE, --coc edge or --coc fnumber "
                          "[--f-number N]")
     if focus_gate is not None:
-        gate_weight(np.zeros((1, 1), np.float32), focus_gate)  # a bad value fails before any image
+        check_full_px(focus_gate)  # a bad value fails before any image
         if method.output != "image":
             raise ValueError(f"--focus-gate weighs a deblurred image; {checkpoint} is a '{method.name}' model")
     _check_inputs(inputs)
