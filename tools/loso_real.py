@@ -25,6 +25,12 @@ ingest) with JDRL's protocol: the reference warped onto each output by optical f
     python tools/loso_real.py --out /tmp/loso [--recipe nafnet-cpu] [--minutes 25] [--folds 0001,0002,0003]
     python tools/loso_real.py --out /tmp/loso-jdrl --recipe jdrl-cpu --minutes 45 --folds 0001,ebb
     python tools/loso_real.py --out /tmp/loso-gate --focus-gate 3      # the model, and the model gated (run#2)
+    python tools/loso_real.py --out /tmp/loso-map --focus-gate 3 --gate-map learned   # gated by a fold's estimator
+
+`--gate-map learned` gates by a defocus-map estimator (`recipes/defocus-map-tiny.yaml`, `--map-steps` steps,
+`--map-set` overrides) trained per fold on the same renders, so it has not seen the held-out scene either
+(`eval --coc map --coc-model FOLD/map/model.safetensors`); the default, `edge`, is the training-free map.
+`--prox` scores the proximal-step baseline with the same map beside them.
 """
 
 from __future__ import annotations
@@ -118,6 +124,14 @@ def main() -> None:
     ap.add_argument("--focus-gate", type=float, default=None,
                     help="also score the model gated by the training-free defocus map (`eval --coc edge --focus-gate "
                          "run#2:PX`: its change weighed by min(1, CoC / PX)), beside it as `run#2`")
+    ap.add_argument("--gate-map", choices=("edge", "learned"), default="edge",
+                    help="the CoC map of --focus-gate and --prox: the training-free edge estimate, or a defocus-map "
+                         "estimator trained on this fold's renders")
+    ap.add_argument("--map-recipe", default="defocus-map-tiny")
+    ap.add_argument("--map-steps", type=int, default=2000)
+    ap.add_argument("--map-set", dest="map_overrides", action="append", default=[],
+                    help="override of the estimator's recipe KEY=VALUE, e.g. objective.quantile=0.5")
+    ap.add_argument("--prox", action="store_true", help="score the proximal-step baseline with the same map")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
     args = ap.parse_args()
     if args.out.exists():
@@ -153,16 +167,25 @@ def main() -> None:
         run_dir = fold / "run"
         t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={run_dir}",
                        f"train.max_minutes={args.minutes}", *args.overrides], fold / "train.log", env)
+        t_map = 0.0
+        coc = ["--coc", "edge"]
+        if args.gate_map == "learned" and (args.focus_gate is not None or args.prox):
+            map_dir = fold / "map"
+            t_map = run([*exe, "train", args.map_recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={map_dir}",
+                         f"train.max_steps={args.map_steps}", "train.checkpoint_every=1000000",
+                         *args.map_overrides], fold / "train-map.log", env)
+            coc = ["--coc", "map", "--coc-model", str(map_dir / "model.safetensors")]
         report = fold / "report"
         model = str(run_dir / "model.safetensors")
-        gate = [] if args.focus_gate is None else ["--checkpoint", model, "--coc", "edge",
-                                                   "--focus-gate", f"run#2:{args.focus_gate:g}"]
-        run([*exe, "eval", "--shards", str(test), "--checkpoint", model, *gate,
+        gate = [] if args.focus_gate is None else ["--checkpoint", model, "--focus-gate", f"run#2:{args.focus_gate:g}"]
+        extra = gate + (["--baseline", "prox"] if args.prox else [])
+        run([*exe, "eval", "--shards", str(test), "--checkpoint", model, *extra, *(coc if extra else []),
              "--baseline", "input", "--by-aperture", "--report", str(report), "--save-images", str(fold / "images"),
              *(["--align", "--align-by", "flow"] if held == "ebb" else [])],
             fold / "eval.log", env)
         rows = json.loads((report / "report.json").read_text())["rows"]
         results[held] = {"photos": n_photos, "ingest_s": round(t_ingest), "train_s": round(t_train),
+                         "map_train_s": round(t_map), "gate_map": args.gate_map,
                          "rows": [r for r in rows if r["f_number"] is not None]}
         for r in results[held]["rows"]:
             if r["method"] != "input":
