@@ -122,7 +122,7 @@ def main() -> None:
                          "quoted string, e.g. --render-set='--no-render-noise --render-f-numbers 5.6,8,11'); "
                          "repeatable; without it one set with --render-arg")
     ap.add_argument("--focus-gate", type=float, default=None,
-                    help="also score the model gated by the training-free defocus map (`eval --coc edge --focus-gate "
+                    help="also score the model gated by the --gate-map defocus map (`eval --coc edge --focus-gate "
                          "run#2:PX`: its change weighed by min(1, CoC / PX)), beside it as `run#2`")
     ap.add_argument("--gate-map", choices=("edge", "learned"), default="edge",
                     help="the CoC map of --focus-gate and --prox: the training-free edge estimate, or a defocus-map "
