@@ -25,6 +25,7 @@ from defocuskit.imaging.focus_gate import check_full_px
 from defocuskit.imaging.focus_gate import focus_gate as gated
 from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
 from defocuskit.inference.bands import restore_in_bands
+from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.load import load_model
 from defocuskit.inference.release import import_to_temporary
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
@@ -124,7 +125,8 @@ class DeblurModel:
     def deblur(self, image: Image, *, steps: int | None = None, sampler: str | None = None, seed: int = 0,
                tile: int | None = None, overlap: int | None = None, max_tile_pixels: int | None = None,
                batch: int | None = None, coc: Image | DeblurModel | str | None = None, f_number: float | None = None,
-               focus_gate: float | None = None, progress: bool = False, **sampler_settings: Any) -> Image:
+               focus_gate: float | None = None, ensemble: int = 1, progress: bool = False,
+               **sampler_settings: Any) -> Image:
         """Deblur `image`; returns the same container type, dtype, shape and device (integers rounded, floats clipped
         to [0, 1]).
 
@@ -135,8 +137,9 @@ class DeblurModel:
         needs a circle-of-confusion map takes `coc`: a map in pixels ((H, W), (1, H, W) or (B, 1, H, W)) or a
         defocus-map DeblurModel, "edge" (training-free, imaging.blur_estimate), or `f_number` (one CoC per image from
         the thin lens). `focus_gate` (pixels) weighs the model's change by the `coc` map, min(1, |CoC| / focus_gate)
-        per pixel (imaging.focus_gate): what the map reads as in focus is returned as given. `tile`, `overlap`,
-        `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a
+        per pixel (imaging.focus_gate): what the map reads as in focus is returned as given. `ensemble` 4 or 8
+        averages the outputs for the image's flips (and transposes), turned back (inference.ensemble). `tile`,
+        `overlap`, `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
         $DEFOCUSKIT_BAND_PIXELS (default about 33.5 MP) is restored in bands of rows with 64 rows of context
         each side (defocuskit.inference.bands), so no float copy of it is made; band k draws noise from seed + k.
@@ -147,6 +150,7 @@ class DeblurModel:
         cfg = self._sampler_cfg(sampler, steps, sampler_settings)
         needs_coc = "coc" in cfg.needs()
         raw, layout = read_raw(image)
+        check_ensemble(ensemble)
         if focus_gate is not None:
             check_full_px(focus_gate)  # a bad value fails before any work
         if not needs_coc and focus_gate is None and (coc is not None or f_number is not None):
@@ -164,7 +168,8 @@ class DeblurModel:
 
         def run(i: int, band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
             coc_band = _coc_band(sources[i], band, r0, r1)
-            out = self._restore(band, cfg, coc_band if needs_coc else None, seed=seed + index, **options)
+            out = self._restore(band, cfg, coc_band if needs_coc else None, seed=seed + index, ensemble=ensemble,
+                                **options)
             return out if focus_gate is None else gated(band, out, coc_band, focus_gate)
 
         return give_back(_banded(raw, layout, run, lambda y: from_unit(y, dtype)), layout)
@@ -186,13 +191,13 @@ class DeblurModel:
         return (t[0] if len(layout.shape) == 3 else t).to(layout.device)
 
     def _restore(self, x: np.ndarray, cfg: Any, coc: np.ndarray | None, *, seed: int = 0, progress: bool = False,
-                 **tiling: int | None) -> np.ndarray:
+                 ensemble: int = 1, **tiling: int | None) -> np.ndarray:
         """One (H, W, C) float image through restore_image; gray in, gray out (a colour model sees it as RGB)."""
         gray = x.shape[2] == 1
         net_in = np.repeat(x, 3, axis=2) if gray and self.channels == 3 else x
         options = TilingOptions(**{k: v for k, v in tiling.items() if v is not None})  # else the defaults
         out = restore_image(self._method, self._recipe, self._net, net_in, tiling=options, seed=seed,
-                            device=self.device, progress=progress, sampler_cfg=cfg, coc=coc)
+                            device=self.device, progress=progress, sampler_cfg=cfg, coc=coc, ensemble=ensemble)
         return out.mean(axis=2, keepdims=True) if gray and out.shape[2] != 1 else out
 
     def _estimate(self, x: np.ndarray, **options: Any) -> np.ndarray:

@@ -30,7 +30,8 @@ ingest) with JDRL's protocol: the reference warped onto each output by optical f
 `--gate-map learned` gates by a defocus-map estimator (`recipes/defocus-map-tiny.yaml`, `--map-steps` steps,
 `--map-set` overrides) trained per fold on the same renders, so it has not seen the held-out scene either
 (`eval --coc map --coc-model FOLD/map/model.safetensors`); the default, `edge`, is the training-free map.
-`--prox` scores the proximal-step baseline with the same map beside them.
+`--prox` scores the proximal-step baseline with the same map beside them. `--ensemble 8` scores every model as a
+geometric self-ensemble (`eval --ensemble 8`: the outputs for the 8 flips and transposes, turned back, averaged).
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ def main() -> None:
     ap.add_argument("--focus-gate", type=float, default=None,
                     help="also score the model gated by the --gate-map defocus map (`eval --coc edge --focus-gate "
                          "run#2:PX`: its change weighed by min(1, CoC / PX)), beside it as `run#2`")
+    ap.add_argument("--ensemble", type=int, choices=(1, 4, 8), default=1,
+                    help="score every model as a geometric self-ensemble of N flips / transposes (`eval --ensemble N`)")
     ap.add_argument("--gate-map", choices=("edge", "learned"), default="edge",
                     help="the CoC map of --focus-gate and --prox: the training-free edge estimate, or a defocus-map "
                          "estimator trained on this fold's renders")
@@ -181,11 +184,12 @@ def main() -> None:
         extra = gate + (["--baseline", "prox"] if args.prox else [])
         run([*exe, "eval", "--shards", str(test), "--checkpoint", model, *extra, *(coc if extra else []),
              "--baseline", "input", "--by-aperture", "--report", str(report), "--save-images", str(fold / "images"),
+             *(["--ensemble", str(args.ensemble)] if args.ensemble > 1 else []),
              *(["--align", "--align-by", "flow"] if held == "ebb" else [])],
             fold / "eval.log", env)
         rows = json.loads((report / "report.json").read_text())["rows"]
         results[held] = {"photos": n_photos, "ingest_s": round(t_ingest), "train_s": round(t_train),
-                         "map_train_s": round(t_map), "gate_map": args.gate_map,
+                         "map_train_s": round(t_map), "gate_map": args.gate_map, "ensemble": args.ensemble,
                          "rows": [r for r in rows if r["f_number"] is not None]}
         for r in results[held]["rows"]:
             if r["method"] != "input":

@@ -150,6 +150,9 @@ def deblur_cmd(
     focus_gate: Optional[float] = typer.Option(
         None, "--focus-gate", help="PX: weigh the model's change per pixel by min(1, CoC / PX) of the --coc map, so "
         "regions it reads as in focus stay as shot (e.g. --coc edge --focus-gate 3 for the *-cpu recipes' models)."),
+    ensemble: int = typer.Option(
+        1, "--ensemble", help="N: geometric self-ensemble, the outputs for the image under 4 flips (N=4) or flips and "
+        "transposes (N=8) turned back and averaged, at N times the cost (1: off)."),
     tile: Optional[int] = typer.Option(
         None, "--tile", help="Tile size. Default: convolutional models run the whole image (up to --max-tile-pixels); "
         "attention models (hidd, defocus-map) tiles of their training size."),
@@ -172,7 +175,8 @@ def deblur_cmd(
     try:
         written = deblur_files(list(inputs), checkpoint, out, steps=steps, sampler=sampler, sets=list(set_ or []),
                                coc=value(coc), coc_model=coc_model, f_number=f_number, focus_gate=focus_gate,
-                               tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed)
+                               tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
+                               ensemble=ensemble)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
@@ -212,6 +216,9 @@ def eval_cmd(
         None, "--focus-gate", help="[LABEL:]PX: weigh each model's change per pixel by min(1, CoC / PX) of the --coc "
         "map, so regions it reads as in focus stay as shot; LABEL a checkpoint's or a baseline's (prox:3) (repeatable; "
         "the same --checkpoint twice compares)."),
+    ensemble: Optional[list[str]] = typer.Option(
+        None, "--ensemble", help="[LABEL:]N: geometric self-ensemble, each model's outputs for the image under 4 flips "
+        "(N=4) or flips and transposes (N=8) turned back and averaged, at N times the cost (repeatable)."),
     save_images: Optional[Path] = typer.Option(None, "--save-images", help="Write every output under DIR/<method>/."),
     report: Path = typer.Option(Path("report"), "--report", help="Folder for report.json, report.csv, aperture.png."),
     tile: Optional[int] = typer.Option(
@@ -256,7 +263,7 @@ def eval_cmd(
         config = EvalConfig(split=split, by_aperture=by_aperture, stops=stops, align=align and value(align_by),
                             limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []),
                             coc=value(coc), coc_model=coc_model, focus_gates=list(focus_gate or []),
-                            save_images=save_images, report_dir=report,
+                            ensembles=list(ensemble or []), save_images=save_images, report_dir=report,
                             tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
                             ssim_variant=value(ssim), lpips_weights=lpips_weights, by_source=by_source, figure=figure,
                             protocol=value(protocol) or "default")

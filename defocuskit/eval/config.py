@@ -28,6 +28,7 @@ class EvalConfig:
     coc: str | None = None  # where CoC maps come from (inference.coc_source.COC_SOURCES)
     coc_model: Path | None = None  # the defocus-map model of --coc map
     focus_gates: list[str] = field(default_factory=list)  # [LABEL:]PX: a model's change weighed by the CoC map
+    ensembles: list[str] = field(default_factory=list)  # [LABEL:]N: a model's geometric self-ensemble (4 or 8)
     save_images: Path | None = None  # write every output here
     report_dir: Path = Path("report")
     tiling: TilingOptions = TilingOptions()

@@ -31,6 +31,7 @@ from defocuskit.eval.runners import (
     _checkpoint_runner,
     _label,
     _sampler_keys,
+    ensembles_per_checkpoint,
     gates_per_checkpoint,
     per_checkpoint_settings,
 )
@@ -284,6 +285,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     for path in checkpoints:
         paths[_label(Path(path), set(baselines) | set(paths))] = Path(path)
     gates = gates_per_checkpoint(list(paths), list(c.focus_gates), tuple(dict.fromkeys(baselines)))
+    ensembles = ensembles_per_checkpoint(list(paths), list(c.ensembles))
     for name in dict.fromkeys(baselines):
         runners[name], infos[name] = _baseline_runner(name, coc_source, gates[name])
     keys = {label: _sampler_keys(path) for label, path in paths.items()}  # each file's metadata read once
@@ -299,7 +301,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         name, items = chosen[label]
         runners[label], infos[label] = _checkpoint_runner(
             path, steps=steps_for[label], sampler=name, sets=items, tiling=tiling, device=device, seed=seed,
-            coc=coc_source, gate_px=gates[label])
+            coc=coc_source, gate_px=gates[label], ensemble=ensembles[label])
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 

@@ -23,15 +23,19 @@ Runner = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 GATE_DESCRIPTION = ("the model's change weighed per pixel by min(1, |CoC| / full_px) of the --coc map: the input "
                     "where the map reads focus, the output from full_px of blur (imaging.focus_gate)")
 
+ENSEMBLE_DESCRIPTION = ("geometric self-ensemble (inference.ensemble; Lim et al. 2017): the mean of the outputs for "
+                        "the image under flips (4) or flips and transposes (8), each turned back")
+
 # eval's progress bar while a sample is scored: a model runner adds its tiles / steps tasks to it
 ACTIVE_BAR: ContextVar[Any] = ContextVar("defocuskit_eval_bar", default=None)
 
 
 def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tiling: TilingOptions,
-                       device: str, seed: int, coc: CocSource | None, gate_px: float | None = None
-                       ) -> tuple[Runner, dict[str, Any]]:
+                       device: str, seed: int, coc: CocSource | None, gate_px: float | None = None,
+                       ensemble: int = 1) -> tuple[Runner, dict[str, Any]]:
     """Load an exported model once; a Runner that deblurs one image with it, and what the report says of it.
-    `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels).
+    `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels);
+    `ensemble`: the geometric self-ensemble's size (inference.ensemble; 1: off).
 
     The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
     attribute counts how the network ran per image (`Tiling.describe`: whole image or tiles of a size).
@@ -73,7 +77,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
         coc_map = coc(blur, sample.get("meta"), signed_coc(sample), name=sample["key"]) if needs_coc and coc else None
         out = restore_image(method, recipe, model, blur, tiling=tiling, seed=sample_seed(seed, sample["key"]),
                             device=device, progress=ACTIVE_BAR.get() or False, sampler_cfg=sampler_cfg,
-                            coc=coc_map if "coc" in info["needs"] else None)
+                            coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble)
         if gate_px is not None:
             out = focus_gate(blur, out, coc_map, gate_px)
         ran[plan_tiling(method, recipe, model, *blur.shape[:2], tiling).describe()] += 1
@@ -92,6 +96,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                           f"tiles of {size}x{size} px" + ("" if tile else " (the training size: the network attends "
                                                            "over its input)")),
             "focus_gate": None if gate_px is None else {"full_px": gate_px, "description": GATE_DESCRIPTION},
+            "ensemble": None if ensemble == 1 else {"size": ensemble, "description": ENSEMBLE_DESCRIPTION},
             "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
             "channels": recipe.data.channels, "origin": model_origin(path)}
     return run, desc
@@ -148,6 +153,26 @@ def gates_per_checkpoint(labels: list[str], items: list[str], baselines: tuple[s
         raise EvalError("--focus-gate PX without a label weighs every checkpoint's change: give a --checkpoint, or "
                         "name a baseline (--focus-gate prox:PX)")
     return gates
+
+
+def ensembles_per_checkpoint(labels: list[str], items: list[str]) -> dict[str, int]:
+    """`--ensemble [LABEL:]N` items -> the self-ensemble size of each checkpoint label (1: off); an item without a
+    label goes to every checkpoint, a labelled one (later) to its checkpoint alone."""
+    from defocuskit.inference.ensemble import check_ensemble
+
+    sizes = dict.fromkeys(labels, 1)
+    if items and not labels:
+        raise EvalError("--ensemble is for models: give a --checkpoint")
+    for item in sorted(items, key=lambda it: split_label(it, set(labels), "--ensemble")[0] is not None):
+        label, text = split_label(item, set(labels), "--ensemble")
+        try:
+            n = check_ensemble(int(text))
+        except ValueError as exc:
+            raise EvalError(f"--ensemble {item}: " + (str(exc) if text.strip().lstrip("-").isdigit()
+                                                      else "expected [LABEL:]N, N one of 1, 4, 8")) from None
+        for lb in [label] if label else labels:
+            sizes[lb] = n
+    return sizes
 
 
 def split_label(item: str, labels: set[str], option: str) -> tuple[str | None, str]:

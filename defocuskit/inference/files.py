@@ -16,6 +16,7 @@ from defocuskit.data.shards import encode_coc
 from defocuskit.imaging.focus_gate import check_full_px
 from defocuskit.imaging.focus_gate import focus_gate as gate
 from defocuskit.inference.coc_source import CocSource
+from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
@@ -147,6 +148,7 @@ def deblur_files(
     seed: int = 0,
     progress: bool = True,
     focus_gate: float | None = None,
+    ensemble: int = 1,
 ) -> list[Path]:
     """Deblur each input with the exported model; writes out/<stem>.png (input size and bit depth) and out/deblur.json.
 
@@ -155,7 +157,8 @@ def deblur_files(
     A defocus-map model writes out/<stem>_coc.png instead: 16-bit, CoC diameter in pixels x 256.
     `sampler`/`sets`/`steps` change the sampler (checked like recipe keys); `coc` names where the CoC
     map of physics consistency comes from (coc_source.COC_SOURCES); `focus_gate` (pixels) weighs the model's change
-    by that map (imaging.focus_gate: the input where it reads focus). deblur.json records, per input,
+    by that map (imaging.focus_gate: the input where it reads focus); `ensemble` 4 or 8 averages the outputs for
+    the image's flips (and transposes) (inference.ensemble). deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
     network ran (`Tiling.record`: whole image or tiles of a size, under `tiling.max_tile_pixels`) and seconds.
     Every check (checkpoint, sampler, CoC source, tiling, input files, destinations) runs before any image
@@ -164,6 +167,7 @@ def deblur_files(
     refused (`check_destinations`). deblur.json keeps the records of earlier runs into `out` that this
     run does not redo.
     """
+    check_ensemble(ensemble)  # a bad value fails before any work
     device = resolve_device(device)
     inputs = expand_inputs(inputs)
     if not inputs:
@@ -215,7 +219,7 @@ def deblur_files(
         plan = plan_tiling(method, recipe, model, *image.shape[:2], tiling)
         result = restore_image(
             method, recipe, model, image, tiling=tiling, seed=seed, device=device, progress=progress,
-            sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None,
+            sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble,
         )
         if focus_gate is not None:
             result = gate(image, result, coc_map, focus_gate)
@@ -230,7 +234,7 @@ def deblur_files(
             "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
             **plan.record(),
             "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
-            "seconds": round(time.perf_counter() - started, 3),
+            "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3),
         })
         atomic_write(out / "deblur.json", json.dumps({"images": kept + records}, indent=2) + "\n")
     return written

@@ -17,6 +17,7 @@ from torch import nn
 
 from defocuskit.config.recipe import Recipe, recipe_to_dict
 from defocuskit.config.typed import RecipeError, apply_overrides, build_dataclass
+from defocuskit.inference.ensemble import check_ensemble, self_ensemble
 from defocuskit.inference.tiling import TilingOptions, blend_window, plan_tiling, tile_seed, tile_starts
 from defocuskit.methods.base import Conditions, Method, RestoreContext
 
@@ -164,6 +165,7 @@ def restore_image(
     sampler_cfg: Any = None,
     coc: np.ndarray | None = None,
     channels_last: bool | None = None,
+    ensemble: int = 1,
 ) -> np.ndarray:
     """Run `method` on a float32 (H, W, C) image in [0, 1]; returns float32 (H, W, C_out).
 
@@ -184,9 +186,21 @@ def restore_image(
 
     `progress`: True shows a bar of the tiles and of the sampler's steps inside each; a rich Progress
     (eval's) gets those two tasks added, and removed when the image is done; False shows nothing.
+
+    `ensemble` 4 or 8: the geometric self-ensemble (inference.ensemble): the image and its CoC map restored under
+    4 flips (or 8 flips and transposes), each output turned back and averaged; transform k draws from seed + k.
     """
     if image.ndim != 3:
         raise ValueError(f"restore_image needs an (H, W, C) image, got shape {image.shape}")
+    if check_ensemble(ensemble) > 1:
+        def member(x: np.ndarray, coc_map: np.ndarray | None, member_seed: int) -> np.ndarray:
+            return restore_image(method, recipe, model, x, tiling=tiling, steps=steps, seed=member_seed, device=device,
+                                 progress=progress, sampler_cfg=sampler_cfg, coc=coc_map, channels_last=channels_last)
+
+        if coc is not None and coc.shape != image.shape[:2]:
+            raise ValueError(f"CoC map {coc.shape[1]}x{coc.shape[0]} does not match the image "
+                             f"{image.shape[1]}x{image.shape[0]}")
+        return self_ensemble(member, image, coc, ensemble, seed)
     sampler = (sampler_cfg if sampler_cfg is not None else resolve_sampler(recipe, steps)).resolved()
     height, width, _ = image.shape
     if "coc" in sampler.needs() and coc is None:
