@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from defocuskit.data.pairs import load_pair
+from defocuskit.data.plan import content_options
 from defocuskit.data.register import RegistrationError, align, match_gain, registration_quality
 from defocuskit.data.sample import IngestOptions, RejectError, Task
 from defocuskit.io.images import from_float, linear_to_srgb, read_image, srgb_to_linear, to_float, write_image
@@ -54,6 +55,56 @@ def test_match_gain_recovers_exposure(vabd_ref):
     assert gain == pytest.approx(2.0, rel=0.03)
     assert np.abs(restored - vabd_ref).mean() < 0.01
     assert restored.min() >= 0 and restored.max() <= 1
+
+
+def _lowpass(img: np.ndarray, frac: float = 0.03) -> np.ndarray:
+    return cv2.GaussianBlur(img, (0, 0), frac * max(img.shape[:2]))
+
+
+def test_local_gain_matches_light_and_colour_per_region(vabd_ref):
+    ref = cv2.resize(vabd_ref, (384, 256), interpolation=cv2.INTER_AREA)
+    ramp = np.linspace(0.6, 1.4, ref.shape[1], dtype=np.float32)[None, :, None]  # light falling across the scene
+    cast = np.array([1.15, 1.0, 0.85], np.float32)  # and a colour change
+    defocus = lambda lin: linear_to_srgb(cv2.GaussianBlur(np.clip(lin, 0, 1), (0, 0), 2.0))  # in linear light  # noqa: E731
+    shot, ideal = defocus(srgb_to_linear(ref) * ramp * cast), defocus(srgb_to_linear(ref))  # ideal: the light unchanged
+    one, gain_one = match_gain(shot, ref)
+    local, gain_local = match_gain(shot, ref, sigma=0.06 * 384)
+    assert gain_local == gain_one  # the recorded gain stays the global one
+    err = {name: np.abs(_lowpass(x) - _lowpass(ideal)).mean() for name, x in (("one", one), ("local", local))}
+    assert err["one"] > 0.04 and err["local"] < err["one"] / 4, err
+    # only the light is matched: the shot's defocus stays (its detail is no closer to the reference's)
+    detail = {name: np.abs((x - _lowpass(x, 0.01)) - (ref - _lowpass(ref, 0.01))).mean()
+              for name, x in (("one", one), ("local", local), ("ideal", ideal))}
+    assert detail["local"] > 0.9 * detail["ideal"], detail
+
+
+def test_ingest_local_gain_end_to_end(tmp_path, real_fixture_root):
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+    from defocuskit.data.reader import iter_samples
+
+    vabd = real_fixture_root / "VABD" / "train"
+    root = tmp_path / "vabd"
+    for sub in ("input", "8", "2_8", "1_8"):
+        (root / "train" / sub).mkdir(parents=True)
+    for sub in ("input", "2_8"):
+        (root / "train" / sub / "0003.JPG").symlink_to(vabd / sub / "0003.JPG")
+    runner, errs = CliRunner(), {}
+    for name, extra in (("one", []), ("local", ["--local-gain", "0.06"])):
+        res = runner.invoke(app, ["ingest", "--vabd", str(root), "--out", str(tmp_path / name), "--max-side", "256",
+                                  "--workers", "0", *extra])
+        assert res.exit_code == 0, res.output
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifest["options"]["local_gain"] == (0.06 if extra else 0.0)
+        (pair,) = [s for s in iter_samples(str(tmp_path / name)) if s.get("blur") is not None]
+        blur, sharp = to_float(pair["blur"]), to_float(pair["sharp"])
+        errs[name] = np.abs(_lowpass(blur) - _lowpass(sharp)).mean()
+    assert errs["local"] < 0.8 * errs["one"], errs
+    assert "local_gain" not in content_options(IngestOptions())  # off: folders ingested before keep their fingerprints
+    assert content_options(IngestOptions(local_gain=0.06))["local_gain"] == 0.06
+    res = runner.invoke(app, ["ingest", "--vabd", str(root), "--out", str(tmp_path / "bad"), "--local-gain", "2"])
+    assert res.exit_code == 2 and "--local-gain" in res.output and not (tmp_path / "bad").exists()
 
 
 def test_real_pairs_register(real_fixture_root):

@@ -171,7 +171,7 @@ def load_pair(task: Task, opts: IngestOptions) -> Sample:
     if task.options.get("gain") and not as_shot:
         blur_f = to_float(blur) if blur_f is None else blur_f
         sharp_f = to_float(sharp) if sharp_f is None else sharp_f
-        blur_f, gain = match_gain(blur_f, sharp_f)
+        blur_f, gain = match_gain(blur_f, sharp_f, sigma=opts.local_gain * max(sharp_f.shape[:2]))
         gain = round(gain, 6)
     blur_out = from_float(blur_f, depth) if blur_f is not None else as_depth(blur, depth)
     sharp_out = as_depth(sharp, depth)

@@ -66,12 +66,15 @@ class RegistrationError(RuntimeError):
 
 
 def match_gain(moving: np.ndarray, reference: np.ndarray, linear: bool = True,
-               low: float = 0.02, high: float = 0.95) -> tuple[np.ndarray, float]:
+               low: float = 0.02, high: float = 0.95, sigma: float = 0.0) -> tuple[np.ndarray, float]:
     """Scale `moving` so its exposure matches `reference`; returns (scaled and clipped image, gain).
 
     The gain is the ratio of mean intensities over pixels well exposed in both low-passed images
     (defocus preserves local means, clipping and noise floors are excluded). With `linear`, sRGB values
-    are decoded first, so the gain is an exposure ratio in linear light.
+    are decoded first, so the gain is an exposure ratio in linear light. With `sigma` > 0 (pixels) the
+    scaling is also local and per channel: the ratio of the two images' local means over those pixels
+    (a Gaussian of `sigma`), so light and colour that changed between the shots are matched region by
+    region; the returned gain is still the global one.
     """
     if moving.shape != reference.shape:
         raise ValueError(f"match_gain needs equal shapes, got {moving.shape} and {reference.shape}")
@@ -87,9 +90,25 @@ def match_gain(moving: np.ndarray, reference: np.ndarray, linear: bool = True,
     gain = float(ref_y[mask].sum()) / den if den > 0 else 1.0
     if not np.isfinite(gain) or gain <= 0:
         gain = 1.0
-    scaled = np.clip(mov * gain, 0.0, 1.0)
+    scale = _local_gain(mov, ref, mask, gain, sigma) if sigma > 0 and mov.ndim == 3 else gain
+    scaled = np.clip(mov * scale, 0.0, 1.0)
     out = linear_to_srgb(scaled) if linear else scaled.astype(np.float32)
     return out, gain
+
+
+def _local_gain(mov: np.ndarray, ref: np.ndarray, mask: np.ndarray, gain: float, sigma: float) -> np.ndarray:
+    """(H, W, C) gain: per channel, Gaussian-weighted means of `ref` over those of `mov` on `mask`
+    (normalised convolution); `gain` where the mask is too sparse nearby, within 1/4 ... 4 x `gain`."""
+    w = mask.astype(np.float32)
+    support = cv2.GaussianBlur(w, (0, 0), sigma)
+    trust = np.clip(support / 0.1, 0.0, 1.0)  # under 10 % well-exposed pixels nearby: towards the global gain
+    out = np.empty(mov.shape, np.float32)
+    for c in range(mov.shape[2]):
+        num = cv2.GaussianBlur(ref[..., c].astype(np.float32) * w, (0, 0), sigma)
+        den = cv2.GaussianBlur(mov[..., c].astype(np.float32) * w, (0, 0), sigma)
+        local = np.where(den > 1e-6, num / np.maximum(den, 1e-6), gain)
+        out[..., c] = trust * np.clip(local, gain / 4, gain * 4) + (1 - trust) * gain
+    return out
 
 
 def _smooth(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
