@@ -54,7 +54,7 @@ def test_method_table_and_fields():
     assert (o.sigma_min, o.sigma_max) == (0.01, 300.0)
 
 
-@pytest.mark.parametrize("name, channels", [("hidd", 1), ("hidd-rgb", 3), ("hidd-tiny", 1)])
+@pytest.mark.parametrize("name, channels", [("hidd", 1), ("hidd-rgb", 3), ("hidd-tiny", 1), ("hidd-cpu", 3)])
 def test_recipes_resolve(name, channels):
     path = RECIPES / f"{name}.yaml"
     assert f"accelerate launch -m defocuskit train recipes/{name}.yaml" in path.read_text()
@@ -67,7 +67,7 @@ def test_recipes_resolve(name, channels):
         assert r.optim.grad_clip == 1.0 and r.model.ch_mult == (1, 1, 2, 2, 2, 2, 2)
         assert r.sampler.steps is None and r.sampler.resolved().steps == 1000
     assert r.sampler.weights == (0.08, 0.15)
-    if name == "hidd-tiny":  # the demo's recipe: the benchmark's best sampler (docs/benchmarks.md)
+    if name in ("hidd-tiny", "hidd-cpu"):  # the demo's and the real-photo CPU recipe: the benchmark's best sampler (docs/benchmarks.md)
         assert (r.sampler.name, r.sampler.consistency) == ("fast", "physics") and r.sampler.needs() == {"coc"}
     else:  # the paper recipes: pc, the released steps without per-tile rescaling
         assert r.sampler.name == "pc" and r.sampler.consistency == "identity"

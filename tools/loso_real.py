@@ -26,12 +26,16 @@ ingest) with JDRL's protocol: the reference warped onto each output by optical f
     python tools/loso_real.py --out /tmp/loso-jdrl --recipe jdrl-cpu --minutes 45 --folds 0001,ebb
     python tools/loso_real.py --out /tmp/loso-gate --focus-gate 3      # the model, and the model gated (run#2)
     python tools/loso_real.py --out /tmp/loso-map --focus-gate 3 --gate-map learned   # gated by a fold's estimator
+    python tools/loso_real.py --out /tmp/loso-hidd --recipe hidd-cpu --minutes 45 --gate-map learned --focus-gate 3
 
 `--gate-map learned` gates by a defocus-map estimator (`recipes/defocus-map-tiny.yaml`, `--map-steps` steps,
 `--map-set` overrides) trained per fold on the same renders, so it has not seen the held-out scene either
 (`eval --coc map --coc-model FOLD/map/model.safetensors`); the default, `edge`, is the training-free map.
+`--real-pairs N` adds the real pairs of the stacks that are not held out (the other VABD scenes, the EBB train
+pairs; registered and gain-matched by ingest, `--local-gain F` per region) to the renders, weighted N times.
 `--prox` scores the proximal-step baseline with the same map beside them. `--ensemble 8` scores every model as a
 geometric self-ensemble (`eval --ensemble 8`: the outputs for the 8 flips and transposes, turned back, averaged).
+A recipe whose sampler needs a CoC map (hidd-cpu's physics step) is scored with the `--gate-map` map.
 """
 
 from __future__ import annotations
@@ -95,6 +99,19 @@ def test_folder(fixtures: Path, held: str, out: Path) -> None:
         link(src, out / "test" / sub / src.name)
 
 
+def real_pairs_folder(fixtures: Path, held: str, out: Path) -> None:
+    """The real stacks that are not held out, in their own layouts: out/vabd (the other VABD scenes; fold "ebb":
+    all three) and out/ebb (the EBB train pairs)."""
+    root = fixtures / "VABD" / "train"
+    for sub in APERTURE_FOLDERS:
+        for src in sorted((root / sub).iterdir()):
+            if src.stem != held:
+                link(src, out / "vabd" / "train" / sub / src.name)
+    for sub in ("input", "target"):
+        for src in sorted((fixtures / "EBB" / "train" / sub).iterdir()):
+            link(src, out / "ebb" / "train" / sub / src.name)
+
+
 def run(cmd: list[str], log: Path, env: dict[str, str]) -> float:
     t0 = time.time()
     with log.open("w") as fh:
@@ -102,6 +119,13 @@ def run(cmd: list[str], log: Path, env: dict[str, str]) -> float:
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
     return time.time() - t0
+
+
+def needs_coc(recipe: str, overrides: list[str]) -> bool:
+    """Whether the recipe's sampler needs a CoC map at inference (hidd-cpu's physics step)."""
+    from defocuskit.methods.recipes import load_recipe
+
+    return "coc" in load_recipe(recipe, overrides).sampler.resolved().needs()
 
 
 def main() -> None:
@@ -128,19 +152,25 @@ def main() -> None:
     ap.add_argument("--ensemble", type=int, choices=(1, 4, 8), default=1,
                     help="score every model as a geometric self-ensemble of N flips / transposes (`eval --ensemble N`)")
     ap.add_argument("--gate-map", choices=("edge", "learned"), default="edge",
-                    help="the CoC map of --focus-gate and --prox: the training-free edge estimate, or a defocus-map "
-                         "estimator trained on this fold's renders")
+                    help="the CoC map of --focus-gate, --prox and a sampler that needs one (hidd-cpu's physics step): "
+                         "the training-free edge estimate, or a defocus-map estimator trained on this fold's renders")
     ap.add_argument("--map-recipe", default="defocus-map-tiny")
     ap.add_argument("--map-steps", type=int, default=2000)
     ap.add_argument("--map-set", dest="map_overrides", action="append", default=[],
                     help="override of the estimator's recipe KEY=VALUE, e.g. objective.quantile=0.5")
     ap.add_argument("--prox", action="store_true", help="score the proximal-step baseline with the same map")
+    ap.add_argument("--real-pairs", type=int, default=0, metavar="N",
+                    help="also train on the real pairs of the stacks not held out (VABD scenes, EBB train), ingested "
+                         "at --size, their shard folder listed N times in data.train (its weight); 0: renders only")
+    ap.add_argument("--local-gain", type=float, default=0.0,
+                    help="ingest those real pairs with `--local-gain F` (exposure and colour matched per region)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
     args = ap.parse_args()
     if args.out.exists():
         sys.exit(f"{args.out}: exists; give a new folder")
     exe = [sys.executable, "-m", "defocuskit"]
     env = dict(os.environ)
+    model_coc = needs_coc(args.recipe, args.overrides)
     results: dict[str, dict] = {}
     for held in args.folds.split(","):
         fold = args.out / held
@@ -158,6 +188,13 @@ def main() -> None:
                              "--split-by", "train", "--seed", str(int(frac * 1000) + 7 * i), "--workers", "1",
                              *args.render_args, *extra], fold / f"ingest-{name}.log", env)
             shards.append(str(dst))
+        if args.real_pairs:
+            real_pairs_folder(args.fixtures, held, fold / "real-pairs")
+            dst = fold / "real-shards"
+            t_ingest += run([*exe, "ingest", "--vabd", str(fold / "real-pairs" / "vabd"), "--ebb",
+                             str(fold / "real-pairs" / "ebb"), "--out", str(dst), "--max-side", str(args.size),
+                             "--local-gain", f"{args.local_gain:g}", "--workers", "1"], fold / "ingest-real.log", env)
+            shards += [str(dst)] * args.real_pairs
         if args.builtin:
             dst = fold / "builtin"
             t_ingest += run([*exe, "ingest", "--synthetic", "builtin", "--out", str(dst), "--split-by", "train",
@@ -172,7 +209,7 @@ def main() -> None:
                        f"train.max_minutes={args.minutes}", *args.overrides], fold / "train.log", env)
         t_map = 0.0
         coc = ["--coc", "edge"]
-        if args.gate_map == "learned" and (args.focus_gate is not None or args.prox):
+        if args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc):
             map_dir = fold / "map"
             t_map = run([*exe, "train", args.map_recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={map_dir}",
                          f"train.max_steps={args.map_steps}", "train.checkpoint_every=1000000",
@@ -182,7 +219,7 @@ def main() -> None:
         model = str(run_dir / "model.safetensors")
         gate = [] if args.focus_gate is None else ["--checkpoint", model, "--focus-gate", f"run#2:{args.focus_gate:g}"]
         extra = gate + (["--baseline", "prox"] if args.prox else [])
-        run([*exe, "eval", "--shards", str(test), "--checkpoint", model, *extra, *(coc if extra else []),
+        run([*exe, "eval", "--shards", str(test), "--checkpoint", model, *extra, *(coc if extra or model_coc else []),
              "--baseline", "input", "--by-aperture", "--report", str(report), "--save-images", str(fold / "images"),
              *(["--ensemble", str(args.ensemble)] if args.ensemble > 1 else []),
              *(["--align", "--align-by", "flow"] if held == "ebb" else [])],
@@ -190,6 +227,7 @@ def main() -> None:
         rows = json.loads((report / "report.json").read_text())["rows"]
         results[held] = {"photos": n_photos, "ingest_s": round(t_ingest), "train_s": round(t_train),
                          "map_train_s": round(t_map), "gate_map": args.gate_map, "ensemble": args.ensemble,
+                         "real_pairs": args.real_pairs, "local_gain": args.local_gain,
                          "rows": [r for r in rows if r["f_number"] is not None]}
         for r in results[held]["rows"]:
             if r["method"] != "input":
