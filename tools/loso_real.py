@@ -211,7 +211,8 @@ def main() -> None:
         coc = ["--coc", "edge"]
         if args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc):
             map_dir = fold / "map"
-            t_map = run([*exe, "train", args.map_recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={map_dir}",
+            with_coc = [s for s in shards if not s.endswith("real-shards")]  # the real pairs carry no coc.png
+            t_map = run([*exe, "train", args.map_recipe, f"data.train=[{', '.join(with_coc)}]", f"output_dir={map_dir}",
                          f"train.max_steps={args.map_steps}", "train.checkpoint_every=1000000",
                          *args.map_overrides], fold / "train-map.log", env)
             coc = ["--coc", "map", "--coc-model", str(map_dir / "model.safetensors")]
