@@ -10,6 +10,7 @@ same whatever the number of processes, and the gathered rows, put back in shard 
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
 import os
@@ -66,8 +67,18 @@ def process_group() -> ProcessGroup:
         raise EvalError(f"accelerate launched {launched} processes (WORLD_SIZE={launched}) but they are not connected "
                         f"(accelerate sees {state.num_processes}: {state.distributed_type}); on CPUs give "
                         "ACCELERATE_USE_CPU=1 (with --multi_gpu --num_processes N)")
+    atexit.register(_leave_group)
     return ProcessGroup(state.process_index, state.num_processes, state.local_process_index,
                         lambda obj: list(gather_object([obj])))
+
+
+def _leave_group() -> None:
+    """Close the process group before the interpreter shuts down: left to exit, gloo's threads can abort a
+    process that has already written its share ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def sample_seed(seed: int, key: str) -> int:
