@@ -177,7 +177,7 @@ def main() -> None:
         photos = fold / "photos"
         n_photos = render_folder(args.fixtures, held, photos)
         test_folder(args.fixtures, held, fold / "real")
-        shards, t_ingest = [], 0.0
+        shards, real, t_ingest = [], [], 0.0  # real: the real pairs, apart (they carry no coc.png for the map)
         render_sets = [s.split() for s in args.render_sets] or [[]]
         for frac, (i, extra) in itertools.product((float(x) for x in args.k_fractions.split(",")),
                                                   enumerate(render_sets)):
@@ -194,7 +194,7 @@ def main() -> None:
             t_ingest += run([*exe, "ingest", "--vabd", str(fold / "real-pairs" / "vabd"), "--ebb",
                              str(fold / "real-pairs" / "ebb"), "--out", str(dst), "--max-side", str(args.size),
                              "--local-gain", f"{args.local_gain:g}", "--workers", "1"], fold / "ingest-real.log", env)
-            shards += [str(dst)] * args.real_pairs
+            real = [str(dst)] * args.real_pairs
         if args.builtin:
             dst = fold / "builtin"
             t_ingest += run([*exe, "ingest", "--synthetic", "builtin", "--out", str(dst), "--split-by", "train",
@@ -205,14 +205,13 @@ def main() -> None:
         run([*exe, "ingest", *source, "--out", str(test), "--max-side", str(args.test_size), "--workers", "1"],
             fold / "ingest-test.log", env)
         run_dir = fold / "run"
-        t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={run_dir}",
+        t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards + real)}]", f"output_dir={run_dir}",
                        f"train.max_minutes={args.minutes}", *args.overrides], fold / "train.log", env)
         t_map = 0.0
         coc = ["--coc", "edge"]
         if args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc):
             map_dir = fold / "map"
-            with_coc = [s for s in shards if not s.endswith("real-shards")]  # the real pairs carry no coc.png
-            t_map = run([*exe, "train", args.map_recipe, f"data.train=[{', '.join(with_coc)}]", f"output_dir={map_dir}",
+            t_map = run([*exe, "train", args.map_recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={map_dir}",
                          f"train.max_steps={args.map_steps}", "train.checkpoint_every=1000000",
                          *args.map_overrides], fold / "train-map.log", env)
             coc = ["--coc", "map", "--coc-model", str(map_dir / "model.safetensors")]
