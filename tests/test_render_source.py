@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from defocuskit.data.ingest import run_ingest
+from defocuskit.data.plan import content_options
 from defocuskit.data.reader import iter_samples, signed_coc
-from defocuskit.data.render_photo import render_coc, restore_highlights
+from defocuskit.data.render_photo import add_veil, render_coc, restore_highlights, veil_fraction
 from defocuskit.data.sample import IngestError, IngestOptions, RejectError
 from defocuskit.data.sources import render as source
+from defocuskit.io.images import srgb_to_linear
 
 H, W = 64, 96
 NEAR, FAR = 0.2, 0.9  # relative depth values (larger = farther)
@@ -244,13 +246,16 @@ def test_cli_render_options_reach_ingest(tmp_path, monkeypatch):
     result = runner.invoke(app, ["ingest", "--out", str(tmp_path / "o"), "--render", str(tmp_path), "--render-depth",
                                  "inverse", "--render-f-numbers", "2,4", "--render-coc-scale", "12", "--render-focus",
                                  "sample", "--no-render-noise", "--render-jpeg", "90", "--render-metric-scale", "0.001",
-                                 "--render-noise-photons", "40000"])
+                                 "--render-noise-photons", "40000", "--render-veil", "0.2"])
     assert result.exit_code == 1 and "stop here" in result.output
     o = seen["opts"]
     assert seen["sources"] == {"render": tmp_path} and type(o.render_depth_kind) is str
     assert (o.render_depth_kind, o.render_f_numbers, o.render_coc_scale, o.render_focus, o.render_noise,
             o.render_jpeg_quality, o.render_ref_f_number, o.render_metric_scale, o.render_noise_photons) == (
         "inverse", (2.0, 4.0), 12.0, "sample", False, 90, 16.0, 0.001, 40000.0)
+    assert o.render_veil == 0.2
+    too_much = runner.invoke(app, ["ingest", "--out", str(tmp_path / "o"), "--render", str(tmp_path), "--render-veil", "3"])
+    assert too_much.exit_code == 2 and "--render-veil" in too_much.output
     assert not (tmp_path / "o").exists()
 
 
@@ -283,3 +288,35 @@ def test_the_noise_level_follows_the_photon_count(tmp_path):
         shots[photons] = next(v for k, v in samples(out).items() if "near" in k)["blur"].astype(np.float64)
     spread = {p: float((shots[p] - shots[None]).std()) for p in (400.0, 40000.0)}
     assert spread[400.0] > 3 * spread[40000.0] > 0, spread  # 100x the photons: a tenth of the shot noise (+ read noise)
+
+
+def test_veiling_glare_spreads_its_share_evenly_and_keeps_each_channels_mean():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.0, 1.0, (40, 50, 3)).astype(np.float32) * np.array([0.2, 0.5, 1.0], np.float32)
+    v = veil_fraction(0.2, 2.0)
+    assert v == pytest.approx(0.05) and veil_fraction(0.2, 0.5) == 0.5 and veil_fraction(0.0, 1.8) == 0.0
+    y = add_veil(x, v)
+    np.testing.assert_allclose(y.mean(axis=(0, 1)), x.mean(axis=(0, 1)), rtol=1e-5)
+    np.testing.assert_allclose(y - x, v * (x.mean(axis=(0, 1)) - x), atol=1e-6)  # the shadows rise, highlights fall
+    assert np.array_equal(add_veil(x, 0.0), x)
+
+
+def test_render_veil_lifts_the_wide_open_shots_shadows_by_v_over_n_squared(tmp_path):
+    """--render-veil V: the rendered f/N shot carries V / N^2 (less the reference's V / 16^2) of its light spread
+    evenly; the sharp side and the CoC are unchanged, and V = 0 keeps the folder's fingerprint as before."""
+    root = make_folder(tmp_path / "photos")
+    got = {}
+    for veil in (0.0, 0.8):
+        out = tmp_path / f"out{veil}"
+        run_ingest({"render": root}, opts(out, render_veil=veil, bit_depth="16"), progress=False)
+        got[veil] = {k: v for k, v in samples(out).items() if "near" in k}
+    assert "render_veil" not in content_options(opts(tmp_path, render_veil=0.0))
+    assert content_options(opts(tmp_path, render_veil=0.8))["render_veil"] == 0.8
+    for f_key, n in (("f1_8", 1.8), ("f8", 8.0)):
+        plain, veiled = got[0.0][f"render/near/{f_key}"], got[0.8][f"render/near/{f_key}"]
+        assert np.array_equal(plain["sharp"], veiled["sharp"]) and np.array_equal(signed_coc(plain), signed_coc(veiled))
+        a = srgb_to_linear(plain["blur"].astype(np.float32) / 65535.0)
+        b = srgb_to_linear(veiled["blur"].astype(np.float32) / 65535.0)
+        lift, room = (b - a).ravel(), (a.mean(axis=(0, 1)) - a).ravel()
+        v = float(lift @ room / (room @ room))  # the share the render spread, read back from the images
+        assert v == pytest.approx(0.8 / n**2 - 0.8 / 16**2, abs=2e-3), (f_key, v)

@@ -25,8 +25,9 @@ foreground edge over an in-focus background: up to 0.11 of the colour step off; 
 
 Photometry. `restore_highlights` undoes the clipping of a tone-mapped photograph before blurring
 (small near-white areas boosted in linear light, so that a clipped specular point spreads into a
-bright bokeh disc instead of a dim grey one); `add_noise` is Poisson-Gaussian sensor noise; `encode` is the
-camera's output: sRGB tone curve, optionally a JPEG round trip.
+bright bokeh disc instead of a dim grey one); `add_veil` is the lens's veiling glare, stray light spread over
+the frame that grows as the aperture opens (off by default); `add_noise` is Poisson-Gaussian sensor noise;
+`encode` is the camera's output: sRGB tone curve, optionally a JPEG round trip.
 """
 
 from __future__ import annotations
@@ -159,6 +160,22 @@ def restore_highlights(rgb_linear: np.ndarray, threshold: float = 0.96, gain: fl
     return (rgb_linear * (1.0 + (gain - 1.0) * t * t)[..., None]).astype(np.float32)
 
 
+def veil_fraction(veil_at_f1: float, f_number: float) -> float:
+    """Share of the light a lens scatters as veiling glare at f/N: `veil_at_f1` / N^2 (stray light from the
+    aperture's rim and aberrations grows with the aperture's area), at most one half."""
+    return float(min(0.5, max(0.0, veil_at_f1) / float(f_number) ** 2))
+
+
+def add_veil(rgb_linear: np.ndarray, fraction: float) -> np.ndarray:
+    """Veiling glare in linear light: that share of each channel's light spread evenly over the frame,
+    (1 - v) x + v mean(x) (uniform stray light, the model of ISO 9358's veiling glare index); lifts the shadows,
+    keeps every channel's mean."""
+    if fraction <= 0.0:
+        return rgb_linear.astype(np.float32)
+    mean = rgb_linear.reshape(-1, rgb_linear.shape[-1]).mean(axis=0) if rgb_linear.ndim == 3 else rgb_linear.mean()
+    return ((1.0 - fraction) * rgb_linear + fraction * mean).astype(np.float32)
+
+
 def add_noise(x: np.ndarray, rng: np.random.Generator, noise: SensorNoise | None) -> np.ndarray:
     """Clip to the sensor's range and add Poisson (shot) and Gaussian (read) noise, in linear light."""
     out = np.clip(x, 0.0, 1.0)
@@ -182,11 +199,12 @@ def encode(rgb_linear: np.ndarray, jpeg_quality: int | None = None) -> np.ndarra
 
 def render_photo(srgb: np.ndarray, coc_px: np.ndarray, rng: np.random.Generator | None = None,
                  noise: SensorNoise | None = None, highlights: float = 8.0, jpeg_quality: int | None = None,
-                 max_layers: int = MAX_LAYERS) -> np.ndarray:
+                 max_layers: int = MAX_LAYERS, veil: float = 0.0) -> np.ndarray:
     """A tone-mapped photo (sRGB float in [0, 1]) defocused by a signed CoC map: decode to linear light,
-    restore highlights (gain `highlights`, 1 = off), render, clip, add noise, encode (sRGB float [0, 1])."""
+    restore highlights (gain `highlights`, 1 = off), render, add a veiling glare of share `veil`, clip, add noise,
+    encode (sRGB float [0, 1])."""
     linear = restore_highlights(srgb_to_linear(np.clip(srgb, 0.0, 1.0)), gain=highlights)
-    out = render_coc(linear, coc_px, max_layers)
+    out = add_veil(render_coc(linear, coc_px, max_layers), veil)
     if noise is not None and rng is None:
         raise ValueError("render_photo: noise needs an rng")
     return encode(add_noise(out, rng, noise), jpeg_quality)

@@ -133,5 +133,6 @@ class IngestOptions:
     render_focus: str = "auto"  # "auto" (mask where focal/ has one, else sampled), "mask", "sample", or a depth value
     render_noise: bool = True  # Poisson-Gaussian sensor noise on the rendered shot
     render_noise_photons: float = 4000.0  # photons at full scale (the noise level: more photons, less noise)
+    render_veil: float = 0.0  # veiling glare: stray-light share at f/1, v = this / N^2 at f/N (0 = none)
     render_highlights: float = 8.0  # clipped highlights boosted up to this gain in linear light (1 = off)
     render_jpeg_quality: int | None = None  # JPEG round trip of both images at this quality (None: none)

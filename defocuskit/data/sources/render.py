@@ -24,8 +24,8 @@ the thin lens with `render_focal_length_mm` and a sensor `render_sensor_width_mm
 The photo is taken to be shot at `render_ref_f_number`: its own residual blur is already in it, so it
 is rendered with the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 - CoC(ref)^2);
 `coc.png` / `cocsign.png` record the shot's full signed CoC(N). Rendering (`render_photo`): sRGB ->
-linear, clipped highlights restored (`render_highlights`), occlusion-aware layered defocus, clip,
-sensor noise (`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`). `sharp.png` is
+linear, clipped highlights restored (`render_highlights`), occlusion-aware layered defocus, veiling glare
+(`render_veil`: a share V / N^2 of the light spread evenly, less the reference's own), clip, sensor noise (`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`). `sharp.png` is
 the photo through the same tone pipeline (no added noise). With `--max-side` the photo and its depth are
 reduced before rendering (the CoC scale is per rendered pixel).
 
@@ -48,9 +48,11 @@ from defocuskit.data.render import stable_hash
 from defocuskit.data.render_photo import (
     SensorNoise,
     add_noise,
+    add_veil,
     encode,
     render_coc,
     restore_highlights,
+    veil_fraction,
 )
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
@@ -235,6 +237,9 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     if f_number is not None:
         rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(task.key) & 0xFFFFFFFF])
         shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
+        # the glare the lens adds beyond the reference's own (its f/16 share counts as part of the photo)
+        shot = add_veil(shot, max(0.0, veil_fraction(opts.render_veil, f_number)
+                                  - veil_fraction(opts.render_veil, opts.render_ref_f_number)))
         noise = SensorNoise(photons_at_white=float(opts.render_noise_photons)) if opts.render_noise else None
         blur = from_float(encode(add_noise(shot, rng, noise), jpeg), bits)
         coc = (unit / float(f_number)).astype(np.float32)
