@@ -21,7 +21,7 @@ import torch
 import defocuskit
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
-from defocuskit.imaging.focus_gate import check_full_px
+from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_full_px, check_smooth_px
 from defocuskit.imaging.focus_gate import focus_gate as gated
 from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
 from defocuskit.inference.bands import restore_in_bands
@@ -126,7 +126,7 @@ class DeblurModel:
                tile: int | None = None, overlap: int | None = None, max_tile_pixels: int | None = None,
                batch: int | None = None, coc: Image | DeblurModel | str | None = None, f_number: float | None = None,
                focus_gate: float | None = None, ensemble: int = 1, progress: bool = False,
-               **sampler_settings: Any) -> Image:
+               gate_smooth: float = GATE_SMOOTH_PX, **sampler_settings: Any) -> Image:
         """Deblur `image`; returns the same container type, dtype, shape and device (integers rounded, floats clipped
         to [0, 1]).
 
@@ -137,7 +137,8 @@ class DeblurModel:
         needs a circle-of-confusion map takes `coc`: a map in pixels ((H, W), (1, H, W) or (B, 1, H, W)) or a
         defocus-map DeblurModel, "edge" (training-free, imaging.blur_estimate), or `f_number` (one CoC per image from
         the thin lens). `focus_gate` (pixels) weighs the model's change by the `coc` map, min(1, |CoC| / focus_gate)
-        per pixel (imaging.focus_gate): what the map reads as in focus is returned as given. `ensemble` 4 or 8
+        per pixel (imaging.focus_gate): what the map reads as in focus is returned as given but for the change's
+        low-pass (a Gaussian of `gate_smooth` px, kept everywhere; 0: returned exactly as given). `ensemble` 4 or 8
         averages the outputs for the image's flips (and transposes), turned back (inference.ensemble). `tile`,
         `overlap`, `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
@@ -153,6 +154,7 @@ class DeblurModel:
         check_ensemble(ensemble)
         if focus_gate is not None:
             check_full_px(focus_gate)  # a bad value fails before any work
+            check_smooth_px(gate_smooth)
         if not needs_coc and focus_gate is None and (coc is not None or f_number is not None):
             given = "coc" if coc is not None else "f_number"
             raise ValueError(f"{given}= is for samplers that need a circle-of-confusion map (or focus_gate=); the "
@@ -170,7 +172,7 @@ class DeblurModel:
             coc_band = _coc_band(sources[i], band, r0, r1)
             out = self._restore(band, cfg, coc_band if needs_coc else None, seed=seed + index, ensemble=ensemble,
                                 **options)
-            return out if focus_gate is None else gated(band, out, coc_band, focus_gate)
+            return out if focus_gate is None else gated(band, out, coc_band, focus_gate, gate_smooth)
 
         return give_back(_banded(raw, layout, run, lambda y: from_unit(y, dtype)), layout)
 

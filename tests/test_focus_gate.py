@@ -1,5 +1,5 @@
 """The focus gate (imaging/focus_gate.py, `eval --focus-gate`): a model's change weighed by the CoC map, so what the
-map reads as in focus is returned as shot."""
+map reads as in focus is returned as shot (but for the change's low-pass, kept everywhere unless --gate-smooth 0)."""
 
 from __future__ import annotations
 
@@ -28,12 +28,31 @@ def test_the_gate_keeps_the_shot_in_focus_and_the_output_in_blur() -> None:
     rng = np.random.default_rng(0)
     blur, restored = rng.random((4, 6, 3), np.float32), rng.random((4, 6, 3), np.float32)
     coc = np.array([[0.0, 0.5, 1.0, 2.0, 8.0, -1.0]] * 4, np.float32)  # signed: -1 is 1 px in front of the focus
-    out = focus_gate(blur, restored, coc, full_px=2.0)
+    out = focus_gate(blur, restored, coc, full_px=2.0, smooth_px=0.0)
     np.testing.assert_array_equal(out[:, 0], blur[:, 0])  # in focus: the shot
     np.testing.assert_allclose(out[:, 3:5], restored[:, 3:5], atol=1e-7)  # at or beyond full_px: the model's output
     np.testing.assert_allclose(out[:, 1], blur[:, 1] + 0.25 * (restored[:, 1] - blur[:, 1]), atol=1e-6)
     np.testing.assert_allclose(out[:, 5], blur[:, 5] + 0.5 * (restored[:, 5] - blur[:, 5]), atol=1e-6)  # |CoC|
     np.testing.assert_allclose(gate_weight(coc, 4.0)[0], [0, 0.125, 0.25, 0.5, 1, 0.25])
+
+
+def test_by_default_the_gate_keeps_the_changes_low_pass_everywhere_and_gates_its_detail() -> None:
+    """A model that lifts the tone by 0.05 (the low-pass of its change) and adds a fine texture (the detail): where
+    the map reads focus the tone change stays and the texture goes; where it reads blur the output is the model's."""
+    rng = np.random.default_rng(2)
+    blur = rng.uniform(0.2, 0.7, (48, 64, 3)).astype(np.float32)
+    yy, xx = np.mgrid[0:48, 0:64]
+    texture = (0.04 * (((yy + xx) % 2) * 2 - 1))[..., None].astype(np.float32)  # a 1 px checkerboard: all detail
+    restored = blur + np.float32(0.05) + texture
+    coc = np.zeros((48, 64), np.float32)
+    coc[:, 32:] = 6.0
+    out = focus_gate(blur, restored, coc, full_px=3.0)  # default smooth_px
+    np.testing.assert_allclose(out[:, :32], blur[:, :32] + 0.05, atol=2e-3)  # in focus: the shot, its tone lifted
+    np.testing.assert_allclose(out[:, 32:], restored[:, 32:], atol=2e-3)  # out of focus: the model's output
+    whole = focus_gate(blur, restored, coc, full_px=3.0, smooth_px=0.0)
+    np.testing.assert_array_equal(whole[:, :32], blur[:, :32])  # --gate-smooth 0: the former, whole-change gate
+    with pytest.raises(ValueError, match="smooth_px"):
+        focus_gate(blur, restored, coc, 3.0, smooth_px=-1.0)
 
 
 @pytest.mark.parametrize("full_px", [0.0, -1.0, float("nan"), float("inf")])
@@ -70,17 +89,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_eval_gates_the_labelled_checkpoint_with_the_coc_map_of_each_sample(setup: Path, tmp_path: Path) -> None:
-    """The same model twice, the second gated: each gated output is the ungated one mixed with the input by the
-    shard's CoC (--coc oracle), pixel by pixel; the report says which model was gated and how."""
+    """The same model twice, the second gated (the whole change, --gate-smooth 0): each gated output is the ungated
+    one mixed with the input by the shard's CoC (--coc oracle), pixel by pixel; the report says which model was gated
+    and how."""
     model = setup / "naf" / "model.safetensors"
     images = tmp_path / "images"
     config = EvalConfig(coc="oracle", focus_gates=["naf#2:0.5"], save_images=images, report_dir=tmp_path / "report",
-                        progress=False, limit=4)
+                        progress=False, limit=4, gate_smooth=0.0)
     evaluate(setup / "shards", [model, model], [], config)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     methods = report["protocol"]["methods"]
     assert methods["naf"]["focus_gate"] is None
-    assert methods["naf#2"]["focus_gate"]["full_px"] == 0.5
+    assert methods["naf#2"]["focus_gate"]["full_px"] == 0.5 and methods["naf#2"]["focus_gate"]["smooth_px"] == 0.0
     checked = n_blurred = 0
     for sample in iter_samples(setup / "shards", "test"):
         if checked == 4:
@@ -90,7 +110,7 @@ def test_eval_gates_the_labelled_checkpoint_with_the_coc_map_of_each_sample(setu
         plain = to_unit(read_image(images / "naf" / f"{key}.png")).astype(np.float32)
         gated = to_unit(read_image(images / "naf#2" / f"{key}.png")).astype(np.float32)
         coc = signed_coc(sample)
-        expected = focus_gate(blur, plain, coc, 0.5)
+        expected = focus_gate(blur, plain, coc, 0.5, smooth_px=0.0)
         assert np.abs(gated - expected).max() <= 1.5 / 255  # both written as 8-bit PNGs
         in_focus, blurred = np.abs(coc) < 0.002, np.abs(coc) >= 0.5
         assert in_focus.any()
@@ -104,13 +124,15 @@ def test_eval_gates_the_labelled_checkpoint_with_the_coc_map_of_each_sample(setu
 
 
 def test_eval_gates_a_baseline_by_its_name(setup: Path, tmp_path: Path) -> None:
-    """prox gated (--focus-gate prox:1) is prox's own output mixed with the input by the CoC map."""
+    """prox gated (--focus-gate prox:1) is prox's own output mixed with the input by the CoC map, the low-pass of
+    its change kept (the default --gate-smooth)."""
     for run, gates in (("plain", []), ("gated", ["prox:1"])):
         evaluate(setup / "shards", [], ["input", "prox"], EvalConfig(coc="oracle", focus_gates=gates, progress=False,
                                                                      save_images=tmp_path / run, limit=3,
                                                                      report_dir=tmp_path / f"report-{run}"))
     report = json.loads((tmp_path / "report-gated" / "report.json").read_text())
     assert report["protocol"]["methods"]["prox"]["focus_gate"]["full_px"] == 1.0
+    assert report["protocol"]["methods"]["prox"]["focus_gate"]["smooth_px"] == 16.0
     changed = 0
     for sample in list(iter_samples(setup / "shards", "test"))[:3]:
         key = sample["key"].replace("/", "_")
@@ -131,6 +153,9 @@ def test_eval_refuses_a_gate_without_a_map_or_with_a_bad_value(setup: Path, tmp_
     with pytest.raises(EvalError, match="the input has no change to weigh"):
         evaluate(setup / "shards", [], ["input"], EvalConfig(coc="edge", focus_gates=["input:2"],
                                                              report_dir=tmp_path / "r4"))
+    with pytest.raises(EvalError, match="--gate-smooth -1"):
+        evaluate(setup / "shards", [model], [], EvalConfig(coc="edge", focus_gates=["2"], gate_smooth=-1.0,
+                                                           report_dir=tmp_path / "r5"))
     with pytest.raises(EvalError, match="no checkpoint is labelled 'other'"):
         evaluate(setup / "shards", [model], [], EvalConfig(coc="edge", focus_gates=["other:2"],
                                                            report_dir=tmp_path / "r3"))
@@ -146,15 +171,20 @@ def test_the_api_gates_with_a_given_map_or_the_edge_estimate(setup: Path) -> Non
     plain = model.deblur(image)
     coc = np.zeros((40, 56), np.float32)
     coc[:, 28:] = 4.0
-    gated = model.deblur(image, coc=coc, focus_gate=2.0)
+    gated = model.deblur(image, coc=coc, focus_gate=2.0, gate_smooth=0.0)
     np.testing.assert_allclose(gated[:, :28], image[:, :28], atol=1e-6)  # the map reads focus: the image as given
     np.testing.assert_allclose(gated[:, 28:], plain[:, 28:], atol=1e-6)  # the map reads blur: the model's output
+    detail = model.deblur(image, coc=coc, focus_gate=2.0)  # default: the change's low-pass kept everywhere
+    np.testing.assert_allclose(detail, focus_gate(image, plain, coc, 2.0), atol=1e-6)
+    assert np.abs(detail[:, :28] - image[:, :28]).max() > 1e-3
     edge = model.deblur(image, coc="edge", focus_gate=3.0)
     np.testing.assert_allclose(edge, focus_gate(image, plain, estimate_coc(image), 3.0), atol=1e-6)
     with pytest.raises(ValueError, match="focus_gate= needs a circle-of-confusion map"):
         model.deblur(image, focus_gate=2.0)
     with pytest.raises(ValueError, match="full_px"):
         model.deblur(image, coc=coc, focus_gate=0.0)
+    with pytest.raises(ValueError, match="smooth_px"):
+        model.deblur(image, coc=coc, focus_gate=2.0, gate_smooth=float("nan"))
     with pytest.raises(ValueError, match="only named source is"):
         model.deblur(image, coc="edges", focus_gate=2.0)
 
@@ -181,7 +211,12 @@ def test_deblur_command_gates_with_the_edge_estimate_and_records_it(setup: Path,
     assert np.abs(out_b - focus_gate(image, out_a, estimate_coc(image), 3.0)).max() <= 1.5 / 255
     assert np.abs(out_b - out_a).max() > 5 / 255
     record = json.loads((tmp_path / "b" / "deblur.json").read_text())["images"][0]
-    assert record["focus_gate"] == 3.0 and record["coc"]["source"] == "edge"
+    assert record["focus_gate"] == 3.0 and record["gate_smooth"] == 16.0 and record["coc"]["source"] == "edge"
+    whole = runner.invoke(app, ["deblur", str(tmp_path / "in"), "--checkpoint", model, "--out", str(tmp_path / "d"),
+                                "--device", "cpu", "--coc", "edge", "--focus-gate", "3", "--gate-smooth", "0"])
+    assert whole.exit_code == 0, whole.output
+    out_d = to_unit(read_image(tmp_path / "d" / "shot.png")).astype(np.float32)
+    assert np.abs(out_d - focus_gate(image, out_a, estimate_coc(image), 3.0, smooth_px=0.0)).max() <= 1.5 / 255
     missing = runner.invoke(app, ["deblur", str(tmp_path / "in"), "--checkpoint", model, "--out", str(tmp_path / "c"),
                                   "--device", "cpu", "--focus-gate", "3"])
     assert missing.exit_code == 2 and "--focus-gate needs a CoC map" in missing.output

@@ -149,6 +149,8 @@ def main() -> None:
     ap.add_argument("--focus-gate", type=float, default=None,
                     help="also score the model gated by the --gate-map defocus map (`eval --coc edge --focus-gate "
                          "run#2:PX`: its change weighed by min(1, CoC / PX)), beside it as `run#2`")
+    ap.add_argument("--gate-smooth", type=float, default=None,
+                    help="eval --gate-smooth PX with --focus-gate (default: eval's, 16; 0: gate the whole change)")
     ap.add_argument("--ensemble", type=int, choices=(1, 4, 8), default=1,
                     help="score every model as a geometric self-ensemble of N flips / transposes (`eval --ensemble N`)")
     ap.add_argument("--gate-map", choices=("edge", "learned"), default="edge",
@@ -217,7 +219,9 @@ def main() -> None:
             coc = ["--coc", "map", "--coc-model", str(map_dir / "model.safetensors")]
         report = fold / "report"
         model = str(run_dir / "model.safetensors")
-        gate = [] if args.focus_gate is None else ["--checkpoint", model, "--focus-gate", f"run#2:{args.focus_gate:g}"]
+        gate = [] if args.focus_gate is None else ["--checkpoint", model, "--focus-gate", f"run#2:{args.focus_gate:g}",
+                                                   *([] if args.gate_smooth is None else
+                                                     ["--gate-smooth", f"{args.gate_smooth:g}"])]
         extra = gate + (["--baseline", "prox"] if args.prox else [])
         run([*exe, "eval", "--shards", str(test), "--checkpoint", model, *extra, *(coc if extra or model_coc else []),
              "--baseline", "input", "--by-aperture", "--report", str(report), "--save-images", str(fold / "images"),

@@ -150,6 +150,9 @@ def deblur_cmd(
     focus_gate: Optional[float] = typer.Option(
         None, "--focus-gate", help="PX: weigh the model's change per pixel by min(1, CoC / PX) of the --coc map, so "
         "regions it reads as in focus stay as shot (e.g. --coc edge --focus-gate 3 for the *-cpu recipes' models)."),
+    gate_smooth: float = typer.Option(
+        16.0, "--gate-smooth", min=0.0, help="PX: the change's low-pass (a Gaussian of PX) that --focus-gate keeps "
+        "everywhere, so only the detail is gated (0: the whole change, regions in focus exactly as shot)."),
     ensemble: int = typer.Option(
         1, "--ensemble", help="N: geometric self-ensemble, the outputs for the image under 4 flips (N=4) or flips and "
         "transposes (N=8) turned back and averaged, at N times the cost (1: off)."),
@@ -175,7 +178,7 @@ def deblur_cmd(
     try:
         written = deblur_files(list(inputs), checkpoint, out, steps=steps, sampler=sampler, sets=list(set_ or []),
                                coc=value(coc), coc_model=coc_model, f_number=f_number, focus_gate=focus_gate,
-                               tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
+                               gate_smooth=gate_smooth, tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
                                ensemble=ensemble)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -216,6 +219,9 @@ def eval_cmd(
         None, "--focus-gate", help="[LABEL:]PX: weigh each model's change per pixel by min(1, CoC / PX) of the --coc "
         "map, so regions it reads as in focus stay as shot; LABEL a checkpoint's or a baseline's (prox:3) (repeatable; "
         "the same --checkpoint twice compares)."),
+    gate_smooth: float = typer.Option(
+        16.0, "--gate-smooth", min=0.0, help="PX: the change's low-pass (a Gaussian of PX) every --focus-gate keeps "
+        "everywhere, so only the detail is gated (0: the whole change, regions in focus exactly as shot)."),
     ensemble: Optional[list[str]] = typer.Option(
         None, "--ensemble", help="[LABEL:]N: geometric self-ensemble, each model's outputs for the image under 4 flips "
         "(N=4) or flips and transposes (N=8) turned back and averaged, at N times the cost (repeatable)."),
@@ -263,7 +269,7 @@ def eval_cmd(
         config = EvalConfig(split=split, by_aperture=by_aperture, stops=stops, align=align and value(align_by),
                             limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []),
                             coc=value(coc), coc_model=coc_model, focus_gates=list(focus_gate or []),
-                            ensembles=list(ensemble or []), save_images=save_images, report_dir=report,
+                            gate_smooth=gate_smooth, ensembles=list(ensemble or []), save_images=save_images, report_dir=report,
                             tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
                             ssim_variant=value(ssim), lpips_weights=lpips_weights, by_source=by_source, figure=figure,
                             protocol=value(protocol) or "default")

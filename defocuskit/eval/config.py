@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX
 from defocuskit.inference.tiling import TilingOptions
 
 
@@ -28,6 +29,7 @@ class EvalConfig:
     coc: str | None = None  # where CoC maps come from (inference.coc_source.COC_SOURCES)
     coc_model: Path | None = None  # the defocus-map model of --coc map
     focus_gates: list[str] = field(default_factory=list)  # [LABEL:]PX: a model's change weighed by the CoC map
+    gate_smooth: float = GATE_SMOOTH_PX  # the change's low-pass (Gaussian sigma, px) every focus gate keeps (0: none)
     ensembles: list[str] = field(default_factory=list)  # [LABEL:]N: a model's geometric self-ensemble (4 or 8)
     save_images: Path | None = None  # write every output here
     report_dir: Path = Path("report")

@@ -13,7 +13,7 @@ import numpy as np
 from defocuskit.config.typed import did_you_mean
 from defocuskit.data.reader import signed_coc
 from defocuskit.eval.config import EvalError
-from defocuskit.imaging.focus_gate import check_full_px, focus_gate
+from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_full_px, check_smooth_px, focus_gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.tiling import TilingOptions
 
@@ -21,7 +21,15 @@ from defocuskit.inference.tiling import TilingOptions
 Runner = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 
 GATE_DESCRIPTION = ("the model's change weighed per pixel by min(1, |CoC| / full_px) of the --coc map: the input "
-                    "where the map reads focus, the output from full_px of blur (imaging.focus_gate)")
+                    "where the map reads focus, the output from full_px of blur; the change's low-pass (a Gaussian of "
+                    "smooth_px; 0: none) kept everywhere (imaging.focus_gate)")
+
+
+def gate_record(gate_px: float | None, smooth_px: float) -> dict[str, Any] | None:
+    """What the report says of a focus gate (None: not gated)."""
+    if gate_px is None:
+        return None
+    return {"full_px": gate_px, "smooth_px": smooth_px, "description": GATE_DESCRIPTION}
 
 ENSEMBLE_DESCRIPTION = ("geometric self-ensemble (inference.ensemble; Lim et al. 2017): the mean of the outputs for "
                         "the image under flips (4) or flips and transposes (8), each turned back")
@@ -32,9 +40,10 @@ ACTIVE_BAR: ContextVar[Any] = ContextVar("defocuskit_eval_bar", default=None)
 
 def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tiling: TilingOptions,
                        device: str, seed: int, coc: CocSource | None, gate_px: float | None = None,
-                       ensemble: int = 1) -> tuple[Runner, dict[str, Any]]:
+                       ensemble: int = 1, gate_smooth: float = GATE_SMOOTH_PX) -> tuple[Runner, dict[str, Any]]:
     """Load an exported model once; a Runner that deblurs one image with it, and what the report says of it.
-    `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels);
+    `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels, the
+    change's low-pass of `gate_smooth` px kept);
     `ensemble`: the geometric self-ensemble's size (inference.ensemble; 1: off).
 
     The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
@@ -79,7 +88,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                             device=device, progress=ACTIVE_BAR.get() or False, sampler_cfg=sampler_cfg,
                             coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble)
         if gate_px is not None:
-            out = focus_gate(blur, out, coc_map, gate_px)
+            out = focus_gate(blur, out, coc_map, gate_px, gate_smooth)
         ran[plan_tiling(method, recipe, model, *blur.shape[:2], tiling).describe()] += 1
         return out
 
@@ -95,7 +104,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                           f"most {budget} pixels; larger images in the largest tiles within that" if whole else
                           f"tiles of {size}x{size} px" + ("" if tile else " (the training size: the network attends "
                                                            "over its input)")),
-            "focus_gate": None if gate_px is None else {"full_px": gate_px, "description": GATE_DESCRIPTION},
+            "focus_gate": gate_record(gate_px, gate_smooth),
             "ensemble": None if ensemble == 1 else {"size": ensemble, "description": ENSEMBLE_DESCRIPTION},
             "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
             "channels": recipe.data.channels, "origin": model_origin(path)}
@@ -109,8 +118,8 @@ def model_origin(path: Path) -> dict[str, Any]:
     return weights_origin(read_metadata(path))
 
 
-def _baseline_runner(name: str, coc: CocSource | None = None, gate_px: float | None = None
-                     ) -> tuple[Runner, dict[str, Any]]:
+def _baseline_runner(name: str, coc: CocSource | None = None, gate_px: float | None = None,
+                     gate_smooth: float = GATE_SMOOTH_PX) -> tuple[Runner, dict[str, Any]]:
     """The runner of a baseline and what the report says of it; `gate_px` as for a checkpoint (wiener, prox)."""
     from defocuskit.eval import baselines
 
@@ -126,11 +135,11 @@ def _baseline_runner(name: str, coc: CocSource | None = None, gate_px: float | N
             meta = dict(sample.get("meta") or {}, key=sample["key"])
             coc_map = coc(blur, meta, signed_coc(sample), name=sample["key"]) if coc is not None else signed_coc(sample)
             out = restore(blur, meta, coc_map)
-            return out if gate_px is None else focus_gate(blur, out, coc_map, gate_px)
+            return out if gate_px is None else focus_gate(blur, out, coc_map, gate_px, gate_smooth)
 
         desc = baselines.WIENER_ASSUMPTIONS if name == "wiener" else baselines.PROX_DESCRIPTION
         return run, {"kind": "baseline", "description": desc, "coc": coc.describe() if coc is not None else None,
-                     "focus_gate": None if gate_px is None else {"full_px": gate_px, "description": GATE_DESCRIPTION}}
+                     "focus_gate": gate_record(gate_px, gate_smooth)}
     raise EvalError(f"unknown baseline '{name}' (known: {', '.join(baselines.BASELINES)})"
                     f"{did_you_mean(name, baselines.BASELINES)}")
 
@@ -153,6 +162,14 @@ def gates_per_checkpoint(labels: list[str], items: list[str], baselines: tuple[s
         raise EvalError("--focus-gate PX without a label weighs every checkpoint's change: give a --checkpoint, or "
                         "name a baseline (--focus-gate prox:PX)")
     return gates
+
+
+def gate_smooth_px(smooth_px: float) -> float:
+    """`--gate-smooth PX` checked: a finite number of pixels >= 0."""
+    try:
+        return check_smooth_px(float(smooth_px))
+    except (TypeError, ValueError):
+        raise EvalError(f"--gate-smooth {smooth_px}: expected a number of pixels >= 0 (0: gate the whole change)") from None
 
 
 def ensembles_per_checkpoint(labels: list[str], items: list[str]) -> dict[str, int]:

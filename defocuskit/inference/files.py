@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data.shards import encode_coc
-from defocuskit.imaging.focus_gate import check_full_px
+from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_full_px, check_smooth_px
 from defocuskit.imaging.focus_gate import focus_gate as gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.ensemble import check_ensemble
@@ -149,6 +149,7 @@ def deblur_files(
     progress: bool = True,
     focus_gate: float | None = None,
     ensemble: int = 1,
+    gate_smooth: float = GATE_SMOOTH_PX,
 ) -> list[Path]:
     """Deblur each input with the exported model; writes out/<stem>.png (input size and bit depth) and out/deblur.json.
 
@@ -157,7 +158,8 @@ def deblur_files(
     A defocus-map model writes out/<stem>_coc.png instead: 16-bit, CoC diameter in pixels x 256.
     `sampler`/`sets`/`steps` change the sampler (checked like recipe keys); `coc` names where the CoC
     map of physics consistency comes from (coc_source.COC_SOURCES); `focus_gate` (pixels) weighs the model's change
-    by that map (imaging.focus_gate: the input where it reads focus); `ensemble` 4 or 8 averages the outputs for
+    by that map (imaging.focus_gate: the input where it reads focus, the change's low-pass of `gate_smooth` px kept
+everywhere; 0: none); `ensemble` 4 or 8 averages the outputs for
     the image's flips (and transposes) (inference.ensemble). deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
     network ran (`Tiling.record`: whole image or tiles of a size, under `tiling.max_tile_pixels`) and seconds.
@@ -191,6 +193,7 @@ def deblur_files(
                          "[--f-number N]")
     if focus_gate is not None:
         check_full_px(focus_gate)  # a bad value fails before any image
+        check_smooth_px(gate_smooth)
         if method.output != "image":
             raise ValueError(f"--focus-gate weighs a deblurred image; {checkpoint} is a '{method.name}' model")
     _check_inputs(inputs)
@@ -222,7 +225,7 @@ def deblur_files(
             sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble,
         )
         if focus_gate is not None:
-            result = gate(image, result, coc_map, focus_gate)
+            result = gate(image, result, coc_map, focus_gate, gate_smooth)
         dest = destination(out, p, defocus_map)
         if defocus_map:
             write_image(dest, encode_coc(result[:, :, 0]))  # 16-bit PNG, pixels x 256, as coc.png in the shards
@@ -234,6 +237,7 @@ def deblur_files(
             "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
             **plan.record(),
             "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
+            "gate_smooth": gate_smooth if focus_gate is not None else None,
             "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3),
         })
         atomic_write(out / "deblur.json", json.dumps({"images": kept + records}, indent=2) + "\n")
