@@ -178,8 +178,8 @@ def deblur_cmd(
     try:
         written = deblur_files(list(inputs), checkpoint, out, steps=steps, sampler=sampler, sets=list(set_ or []),
                                coc=value(coc), coc_model=coc_model, f_number=f_number, focus_gate=focus_gate,
-                               gate_smooth=gate_smooth, tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
-                               ensemble=ensemble)
+                               gate_smooth=gate_smooth, tiling=TilingOptions(tile, overlap, max_tile_pixels, batch),
+                               device=device, seed=seed, ensemble=ensemble)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
@@ -269,7 +269,8 @@ def eval_cmd(
         config = EvalConfig(split=split, by_aperture=by_aperture, stops=stops, align=align and value(align_by),
                             limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []),
                             coc=value(coc), coc_model=coc_model, focus_gates=list(focus_gate or []),
-                            gate_smooth=gate_smooth, ensembles=list(ensemble or []), save_images=save_images, report_dir=report,
+                            gate_smooth=gate_smooth, ensembles=list(ensemble or []), save_images=save_images,
+                            report_dir=report,
                             tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
                             ssim_variant=value(ssim), lpips_weights=lpips_weights, by_source=by_source, figure=figure,
                             protocol=value(protocol) or "default")

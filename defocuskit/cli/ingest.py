@@ -65,7 +65,7 @@ def ingest_cmd(
     render_focus: str = typer.Option("auto", "--render-focus", rich_help_panel=RENDERING, help="--render: auto (focal/ mask where there is one, else a seeded depth percentile) | mask | sample | a depth value."),
     render_noise: bool = typer.Option(True, "--render-noise/--no-render-noise", rich_help_panel=RENDERING, help="--render: sensor noise on the rendered shots."),
     render_noise_photons: float = typer.Option(4000.0, "--render-noise-photons", rich_help_panel=RENDERING, min=1.0, help="--render: photons at full scale of the sensor noise (more photons, less noise)."),
-    render_veil: float = typer.Option(0.0, "--render-veil", rich_help_panel=RENDERING, min=0.0, max=2.0, help="--render: veiling glare of the lens, the share of light scattered evenly at f/1 (V / N^2 at f/N; e.g. 0.15 fitted on one VABD stack by tools/fit_veil.py). 0: none."),
+    render_veil: float = typer.Option(0.0, "--render-veil", rich_help_panel=RENDERING, min=0.0, max=2.0, help="--render: veiling glare of the lens, the share of light scattered evenly at f/1 (V / N^2 at f/N; e.g. 0.125 for the VABD camera, fitted by tools/fit_veil.py). 0: none."),
     render_jpeg: Optional[int] = typer.Option(None, "--render-jpeg", rich_help_panel=RENDERING, min=1, max=100, help="--render: JPEG round trip at this quality."),
     workers: Optional[int] = typer.Option(None, "--workers", rich_help_panel=RUN, min=0, help=f"Decoding and registration: {WORKERS_HELP}."),
     part: str = typer.Option("1/1", "--part", rich_help_panel=RUN, help="I/N: ingest only the I-th of N parts (job arrays); parts merge."),

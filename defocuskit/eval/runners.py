@@ -31,6 +31,7 @@ def gate_record(gate_px: float | None, smooth_px: float) -> dict[str, Any] | Non
         return None
     return {"full_px": gate_px, "smooth_px": smooth_px, "description": GATE_DESCRIPTION}
 
+
 ENSEMBLE_DESCRIPTION = ("geometric self-ensemble (inference.ensemble; Lim et al. 2017): the mean of the outputs for "
                         "the image under flips (4) or flips and transposes (8), each turned back")
 
@@ -169,7 +170,8 @@ def gate_smooth_px(smooth_px: float) -> float:
     try:
         return check_smooth_px(float(smooth_px))
     except (TypeError, ValueError):
-        raise EvalError(f"--gate-smooth {smooth_px}: expected a number of pixels >= 0 (0: gate the whole change)") from None
+        raise EvalError(f"--gate-smooth {smooth_px}: expected a number of pixels >= 0 (0: gate the whole "
+                        "change)") from None
 
 
 def ensembles_per_checkpoint(labels: list[str], items: list[str]) -> dict[str, int]:

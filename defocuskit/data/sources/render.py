@@ -25,7 +25,8 @@ The photo is taken to be shot at `render_ref_f_number`: its own residual blur is
 is rendered with the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 - CoC(ref)^2);
 `coc.png` / `cocsign.png` record the shot's full signed CoC(N). Rendering (`render_photo`): sRGB ->
 linear, clipped highlights restored (`render_highlights`), occlusion-aware layered defocus, veiling glare
-(`render_veil`: a share V / N^2 of the light spread evenly, less the reference's own), clip, sensor noise (`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`). `sharp.png` is
+(`render_veil`: a share V / N^2 of the light spread evenly, less the reference's own), clip, sensor noise
+(`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`). `sharp.png` is
 the photo through the same tone pipeline (no added noise). With `--max-side` the photo and its depth are
 reduced before rendering (the CoC scale is per rendered pixel).
 
