@@ -43,15 +43,21 @@ def gain_matched(stack: dict, size: int) -> dict[float, np.ndarray]:
     return out
 
 
-def veiled(prep: dict, k: float, f_number: float, veil_at_f1: float) -> np.ndarray:
-    shot = render_coc(restore_highlights(prep["linear"]), added_coc(k * prep["c"], f_number, REF_F_NUMBER))
+def renders(prep: dict, k: float, f_numbers: list[float]) -> dict[float, np.ndarray]:
+    """The reference rendered at each f-number as `ingest --render` does, linear light, before any glare."""
+    linear = restore_highlights(prep["linear"])
+    return {n: render_coc(linear, added_coc(k * prep["c"], n, REF_F_NUMBER)) for n in f_numbers}
+
+
+def veiled(shot: np.ndarray, f_number: float, veil_at_f1: float) -> np.ndarray:
+    """A linear render with the glare of V = `veil_at_f1` beyond the reference's own, in sRGB."""
     v = max(0.0, veil_fraction(veil_at_f1, f_number) - veil_fraction(veil_at_f1, REF_F_NUMBER))
     return encode(add_veil(shot, v))
 
 
-def fit_v(prep: dict, k: float, shots: dict[float, np.ndarray]) -> float:
+def fit_v(rendered: dict[float, np.ndarray], shots: dict[float, np.ndarray]) -> float:
     """The V maximising the stack's mean PSNR over its apertures."""
-    scores = [np.mean([psnr(veiled(prep, k, n, v), s) for n, s in shots.items()]) for v in V_GRID]
+    scores = [np.mean([psnr(veiled(rendered[n], n, v), s) for n, s in shots.items()]) for v in V_GRID]
     return float(V_GRID[int(np.argmax(scores))])
 
 
@@ -69,7 +75,8 @@ def main() -> None:
         prep = prepare(stack, args.size)
         k = fit_k(prep, args.size)
         shots = gain_matched(stack, args.size)
-        found[stack["name"]] = (prep, k, shots, fit_v(prep, k, shots))
+        rendered = renders(prep, k, list(shots))
+        found[stack["name"]] = (prep, rendered, shots, fit_v(rendered, shots))
         print(f"  {stack['name']}: k = {k:.1f} px, V = {found[stack['name']][3]:.3f} ({time.time() - t0:.0f} s)",
               flush=True)
     tune = args.tune or ["VABD 0001", *(n for n in found if n.startswith("EBB train/"))]
@@ -83,11 +90,12 @@ def main() -> None:
     print("| stack | f/N | ref vs shot dB | render, no glare | render, own V | render, camera's V | own V |")
     print("|---|---|---|---|---|---|---|")
     totals: dict[str, dict[str, list[float]]] = {}
-    for name, (prep, k, shots, v_own) in found.items():
+    for name, (prep, rendered, shots, v_own) in found.items():
         v_tuned = v_camera.get(camera[name], 0.0)
         for n, shot in shots.items():
-            row = {"ref": psnr(prep["ref"], shot), "none": psnr(veiled(prep, k, n, 0.0), shot),
-                   "own": psnr(veiled(prep, k, n, v_own), shot), "tuned": psnr(veiled(prep, k, n, v_tuned), shot)}
+            row = {"ref": psnr(prep["ref"], shot), "none": psnr(veiled(rendered[n], n, 0.0), shot),
+                   "own": psnr(veiled(rendered[n], n, v_own), shot),
+                   "tuned": psnr(veiled(rendered[n], n, v_tuned), shot)}
             if name not in tune:
                 for key, value in row.items():
                     totals.setdefault(camera[name], {}).setdefault(key, []).append(value)
