@@ -26,7 +26,7 @@ import numpy as np
 from calibrate_renderer import REF_F_NUMBER, fit_k, prepare, psnr, shrink, stacks
 
 from defocuskit.data.register import align, match_gain
-from defocuskit.data.render_photo import add_veil, encode, render_coc, restore_highlights, veil_fraction
+from defocuskit.data.render_photo import add_veil, added_veil, encode, render_coc, restore_highlights
 from defocuskit.data.sources.render import added_coc
 from defocuskit.io.images import read_image, to_float
 
@@ -51,8 +51,7 @@ def renders(prep: dict, k: float, f_numbers: list[float]) -> dict[float, np.ndar
 
 def veiled(shot: np.ndarray, f_number: float, veil_at_f1: float) -> np.ndarray:
     """A linear render with the glare of V = `veil_at_f1` beyond the reference's own, in sRGB."""
-    v = max(0.0, veil_fraction(veil_at_f1, f_number) - veil_fraction(veil_at_f1, REF_F_NUMBER))
-    return encode(add_veil(shot, v))
+    return encode(add_veil(shot, added_veil(veil_at_f1, f_number, REF_F_NUMBER)))
 
 
 def fit_v(rendered: dict[float, np.ndarray], shots: dict[float, np.ndarray]) -> float:

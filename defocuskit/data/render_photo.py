@@ -166,6 +166,11 @@ def veil_fraction(veil_at_f1: float, f_number: float) -> float:
     return float(min(0.5, max(0.0, veil_at_f1) / float(f_number) ** 2))
 
 
+def added_veil(veil_at_f1: float, f_number: float, ref_f_number: float) -> float:
+    """The glare share to add to a photo shot at `ref_f_number` to make it f/N: its own share is already in it."""
+    return max(0.0, veil_fraction(veil_at_f1, f_number) - veil_fraction(veil_at_f1, ref_f_number))
+
+
 def add_veil(rgb_linear: np.ndarray, fraction: float) -> np.ndarray:
     """Veiling glare in linear light: that share of each channel's light spread evenly over the frame,
     (1 - v) x + v mean(x) (uniform stray light, the model of ISO 9358's veiling glare index); lifts the shadows,
@@ -199,12 +204,11 @@ def encode(rgb_linear: np.ndarray, jpeg_quality: int | None = None) -> np.ndarra
 
 def render_photo(srgb: np.ndarray, coc_px: np.ndarray, rng: np.random.Generator | None = None,
                  noise: SensorNoise | None = None, highlights: float = 8.0, jpeg_quality: int | None = None,
-                 max_layers: int = MAX_LAYERS, veil: float = 0.0) -> np.ndarray:
+                 max_layers: int = MAX_LAYERS) -> np.ndarray:
     """A tone-mapped photo (sRGB float in [0, 1]) defocused by a signed CoC map: decode to linear light,
-    restore highlights (gain `highlights`, 1 = off), render, add a veiling glare of share `veil`, clip, add noise,
-    encode (sRGB float [0, 1])."""
+    restore highlights (gain `highlights`, 1 = off), render, clip, add noise, encode (sRGB float [0, 1])."""
     linear = restore_highlights(srgb_to_linear(np.clip(srgb, 0.0, 1.0)), gain=highlights)
-    out = add_veil(render_coc(linear, coc_px, max_layers), veil)
+    out = render_coc(linear, coc_px, max_layers)
     if noise is not None and rng is None:
         raise ValueError("render_photo: noise needs an rng")
     return encode(add_noise(out, rng, noise), jpeg_quality)

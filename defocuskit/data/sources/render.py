@@ -50,10 +50,10 @@ from defocuskit.data.render_photo import (
     SensorNoise,
     add_noise,
     add_veil,
+    added_veil,
     encode,
     render_coc,
     restore_highlights,
-    veil_fraction,
 )
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
@@ -238,9 +238,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     if f_number is not None:
         rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(task.key) & 0xFFFFFFFF])
         shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
-        # the glare the lens adds beyond the reference's own (its f/16 share counts as part of the photo)
-        shot = add_veil(shot, max(0.0, veil_fraction(opts.render_veil, f_number)
-                                  - veil_fraction(opts.render_veil, opts.render_ref_f_number)))
+        shot = add_veil(shot, added_veil(opts.render_veil, f_number, opts.render_ref_f_number))
         noise = SensorNoise(photons_at_white=float(opts.render_noise_photons)) if opts.render_noise else None
         blur = from_float(encode(add_noise(shot, rng, noise), jpeg), bits)
         coc = (unit / float(f_number)).astype(np.float32)
