@@ -89,3 +89,29 @@ def test_unknown_only_name_is_a_one_line_usage_error(gpu_check, tmp_path: Path, 
     printed = capsys.readouterr()
     assert printed.err.count("\n") == 1 and printed.err.startswith("error: --only warp-drive: no such row")
     assert printed.out == "" and not (tmp_path / "w").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("name", ["drbnet-finetune", "restormer-finetune"])
+def test_fine_tuning_recipes_start_from_a_random_export_that_fits(gpu_check, tmp_path: Path, name: str) -> None:
+    """The GPU plan trains the fine-tuning recipes too: their `train.init_from` (a released model the check does not
+    have) is pointed at an export of the recipe's own network, which the loop's checks accept."""
+    import gpu_check_rows as rows
+    import torch
+
+    from defocuskit.methods import get_method
+    from defocuskit.methods.recipes import load_recipe
+    from defocuskit.train.init import init_provenance, load_initial_weights
+
+    recipe = load_recipe(name)
+    method = get_method(recipe.method)
+    ctx = rows.Context(gpu_check.make_plan(gpu_check.argparse.Namespace(
+        cpu_tiny=False, warmup=None, steps=None, hidd_steps=None, tile=32)), tmp_path)
+    links = rows.weight_links(ctx, name, method, recipe)
+    init = [x.split("=", 1)[1] for x in links if x.startswith("train.init_from=")]
+    assert len(init) == 1 and Path(init[0]).is_file()
+    linked = load_recipe(name, rows.offline(recipe) + links)
+    model_file, provenance = init_provenance(linked.train.init_from)
+    net = method.build(linked.model, linked.objective, False)
+    torch.nn.init.zeros_(next(iter(net.parameters())))
+    load_initial_weights(net, model_file, method.name, linked.train.init_from)
+    assert next(iter(net.parameters())).abs().sum() > 0 and provenance["init_from"] == init[0]

@@ -150,6 +150,16 @@ def missing_terms(method: Any, recipe: Any, shards: Path) -> list[str]:
             if not any(has_members(e, (member,)) for e in entries)]
 
 
+def weight_links(ctx: Context, recipe_name: str, method: Any, recipe: Any) -> list[str]:
+    """Overrides that point every model file the recipe reads (its companions' models, a fine-tuning recipe's
+    `train.init_from`) at exports with random weights (nothing is downloaded or needed from the user)."""
+    suffix = "-tiny" if recipe_name.endswith("-tiny") else ""
+    links = [f"{c.key}={ctx.export(c.method + suffix, 'companion-' + c.method)}" for c in method.companions]
+    if recipe.train.init_from:
+        links.append(f"train.init_from={ctx.export(recipe_name, 'init-' + recipe_name)}")
+    return links
+
+
 def train_row(ctx: Context, row: Row, recipe_name: str) -> None:
     """Train `recipe_name` for warm-up + measured steps; images/s of the measured steps from metrics.jsonl."""
     from defocuskit.train.loop import train
@@ -161,9 +171,8 @@ def train_row(ctx: Context, row: Row, recipe_name: str) -> None:
                  f"train.mixed_precision={plan.mixed_precision}"]
     recipe = load_recipe(recipe_name, overrides)
     method = get_method(recipe.method)
-    suffix = "-tiny" if recipe_name.endswith("-tiny") else ""
-    links = [f"{c.key}={ctx.export(c.method + suffix, 'companion-' + c.method)}" for c in method.companions]
-    recipe = load_recipe(recipe_name, overrides + offline(recipe) + missing_terms(method, recipe, shards) + links)
+    recipe = load_recipe(recipe_name, overrides + offline(recipe) + missing_terms(method, recipe, shards)
+                         + weight_links(ctx, recipe_name, method, recipe))
     start = ctx.start()
     with quiet(ctx.work / "logs" / f"{row.name.replace('/', '_')}.log"):
         train(recipe, resume=False)
