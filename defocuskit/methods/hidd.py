@@ -15,6 +15,7 @@ from torch import nn
 
 from defocuskit.config.typed import did_you_mean
 from defocuskit.diffusion.consistency import DataConsistency, identity_consistency, physics_consistency
+from defocuskit.diffusion.cuda_graph import graphed
 from defocuskit.diffusion.fast_sampler import fast_sigmas, sample_fast
 from defocuskit.diffusion.pc_sampler import nfe_per_step, randn_like, sample_pc, sample_released
 from defocuskit.diffusion.vesde import dsm_loss, reverse_sigmas
@@ -174,11 +175,12 @@ def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.
     `ctx.conditions["coc"]` (B, 1, H, W), pixels, feeds physics consistency."""
     cfg = ctx.sampler.resolved()
     X, coc = blur, ctx.conditions.get("coc")
+    score = graphed(model)  # on a GPU: the network's calls replayed from CUDA graphs (diffusion.cuda_graph)
     common = dict(generator=ctx.generator, callback=ctx.callback)
     if cfg.name == "fast":
         sigmas = fast_sigmas(cfg.steps, cfg.sigma_start, ctx.objective.sigma_min, device=X.device)
         start = X + cfg.sigma_start * randn_like(X, ctx.generator)  # CCDF / SDEdit warm start
-        out = sample_fast(model, start, sigmas, consistency=_consistency(cfg, X, coc), dc_sigma=cfg.dc_sigma,
+        out = sample_fast(score, start, sigmas, consistency=_consistency(cfg, X, coc), dc_sigma=cfg.dc_sigma,
                           zeta=cfg.zeta, **common)
     else:
         sigmas = reverse_sigmas(cfg.steps, ctx.objective.sigma_min, ctx.objective.sigma_max, device=X.device)
@@ -186,9 +188,9 @@ def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.
         pc = dict(weights=cfg.weights, snr=cfg.snr, predictor=cfg.predictor, corrector=cfg.corrector,
                   corrector_chains=cfg.corrector_chains, carry_mean=cfg.carry_mean, **common)
         if cfg.name == "released":
-            out = sample_released(model, start, sigmas, blurred=X, **pc)
+            out = sample_released(score, start, sigmas, blurred=X, **pc)
         else:
-            out = sample_pc(model, start, sigmas, consistency=_consistency(cfg, X, coc), **pc)
+            out = sample_pc(score, start, sigmas, consistency=_consistency(cfg, X, coc), **pc)
     return out.clamp(0.0, 1.0)
 
 

@@ -1,0 +1,32 @@
+"""tools/bench_gpu_inference.py in its --tiny CPU mode: every row it promises is measured (the GPU figures are in
+docs/benchmarks.md); this keeps the script from rotting."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_gpu_inference.py"
+
+
+def test_tiny_mode_measures_every_row(tmp_path: Path) -> None:
+    out, profile = tmp_path / "tiny.json", tmp_path / "profile.txt"
+    run = subprocess.run([sys.executable, str(TOOL), "--tiny", "--no-compile", "--repeat", "1", "--out", str(out),
+                          "--profile-out", str(profile)], capture_output=True, text=True, timeout=300,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    promised = {"rddm/fp32", "rddm/bf16", "dcn/eager", "nafnet/fp32", "nafnet/bf16", "hidd/released/fp32",
+                "hidd/released/bf16", "hidd/released-eager", "hidd/released-graphed", "hidd/fast-eager",
+                "hidd/fast-graphed", "hidd/net-eager", "hidd/net-bf16"}
+    assert set(rows) == promised
+    for name, row in rows.items():
+        main = row.get("s_per_image", row.get("ms_per_call"))
+        assert main is not None and math.isfinite(main) and main > 0, (name, row)
+    assert rows["hidd/released-graphed"]["max_abs_diff"] == 0  # on a CPU both are the eager network
+    assert 0 < rows["rddm/bf16"]["max_abs_diff"] < 0.1 and rows["nafnet/bf16"]["speedup"] > 0
+    assert "grid_sampler" in profile.read_text()  # the operator table of one RDDM image
+    assert "| rddm/fp32 |" in run.stdout
