@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -246,14 +247,14 @@ def test_cli_render_options_reach_ingest(tmp_path, monkeypatch):
     result = runner.invoke(app, ["ingest", "--out", str(tmp_path / "o"), "--render", str(tmp_path), "--render-depth",
                                  "inverse", "--render-f-numbers", "2,4", "--render-coc-scale", "12", "--render-focus",
                                  "sample", "--no-render-noise", "--render-jpeg", "90", "--render-metric-scale", "0.001",
-                                 "--render-noise-photons", "40000", "--render-veil", "0.2"])
+                                 "--render-noise-photons", "40000", "--render-veil", "0.2", "--render-veil-spread", "0.5"])
     assert result.exit_code == 1 and "stop here" in result.output
     o = seen["opts"]
     assert seen["sources"] == {"render": tmp_path} and type(o.render_depth_kind) is str
     assert (o.render_depth_kind, o.render_f_numbers, o.render_coc_scale, o.render_focus, o.render_noise,
             o.render_jpeg_quality, o.render_ref_f_number, o.render_metric_scale, o.render_noise_photons) == (
         "inverse", (2.0, 4.0), 12.0, "sample", False, 90, 16.0, 0.001, 40000.0)
-    assert o.render_veil == 0.2
+    assert o.render_veil == 0.2 and o.render_veil_spread == 0.5
     too_much = runner.invoke(app, ["ingest", "--out", str(tmp_path / "o"), "--render", str(tmp_path), "--render-veil", "3"])
     assert too_much.exit_code == 2 and "--render-veil" in too_much.output
     assert not (tmp_path / "o").exists()
@@ -299,6 +300,32 @@ def test_veiling_glare_spreads_its_share_evenly_and_keeps_each_channels_mean():
     np.testing.assert_allclose(y.mean(axis=(0, 1)), x.mean(axis=(0, 1)), rtol=1e-5)
     np.testing.assert_allclose(y - x, v * (x.mean(axis=(0, 1)) - x), atol=1e-6)  # the shadows rise, highlights fall
     assert np.array_equal(add_veil(x, 0.0), x)
+
+
+def test_render_veil_spread_draws_one_v_per_photo_for_all_its_apertures(tmp_path):
+    """--render-veil-spread S: each photo's glare V is drawn in V (1 - S ... 1 + S) from (seed, stem), the same at
+    every aperture of the photo and different between photos; read back from the rendered images."""
+    root = make_folder(tmp_path / "photos")
+    base = opts(tmp_path / "plain", bit_depth="16")
+    run_ingest({"render": root}, base, progress=False)
+    spread = opts(tmp_path / "spread", bit_depth="16", render_veil=0.8, render_veil_spread=1.0)
+    run_ingest({"render": root}, spread, progress=False)
+    plain, veiled = samples(tmp_path / "plain"), samples(tmp_path / "spread")
+    drawn = {stem: source.scene_veil(spread, stem) for stem in ("near", "far")}
+    assert all(0.0 <= v <= 1.6 for v in drawn.values()) and abs(drawn["near"] - drawn["far"]) > 0.05
+    assert drawn["near"] == source.scene_veil(dataclasses.replace(spread, out="elsewhere"), "near")  # seeded by the photo
+    assert source.scene_veil(dataclasses.replace(spread, seed=1), "near") != drawn["near"]
+    for stem, veil in drawn.items():
+        for f_key, n in (("f1_8", 1.8), ("f8", 8.0)):
+            a = srgb_to_linear(plain[f"render/{stem}/{f_key}"]["blur"].astype(np.float32) / 65535.0)
+            b = srgb_to_linear(veiled[f"render/{stem}/{f_key}"]["blur"].astype(np.float32) / 65535.0)
+            lift, room = (b - a).ravel(), (a.mean(axis=(0, 1)) - a).ravel()
+            v = float(lift @ room / (room @ room))
+            assert v == pytest.approx(veil / n**2 - veil / 16**2, abs=2e-3), (stem, f_key, v)
+    assert "render_veil_spread" not in content_options(base)
+    assert content_options(spread)["render_veil_spread"] == 1.0
+    with pytest.raises(ValueError, match="render_veil_spread"):
+        source.scene_veil(dataclasses.replace(spread, render_veil_spread=1.5), "near")
 
 
 def test_render_veil_lifts_the_wide_open_shots_shadows_by_v_over_n_squared(tmp_path):

@@ -66,6 +66,7 @@ def ingest_cmd(
     render_noise: bool = typer.Option(True, "--render-noise/--no-render-noise", rich_help_panel=RENDERING, help="--render: sensor noise on the rendered shots."),
     render_noise_photons: float = typer.Option(4000.0, "--render-noise-photons", rich_help_panel=RENDERING, min=1.0, help="--render: photons at full scale of the sensor noise (more photons, less noise)."),
     render_veil: float = typer.Option(0.0, "--render-veil", rich_help_panel=RENDERING, min=0.0, max=2.0, help="--render: veiling glare of the lens, the share of light scattered evenly at f/1 (V / N^2 at f/N; e.g. 0.125 for the VABD camera, fitted by tools/fit_veil.py). 0: none."),
+    render_veil_spread: float = typer.Option(0.0, "--render-veil-spread", rich_help_panel=RENDERING, min=0.0, max=1.0, help="--render: glare varies by scene: each photo's V drawn uniformly in V x (1 - S ... 1 + S), seeded by the photo (all its apertures alike). 0: every photo V."),
     render_jpeg: Optional[int] = typer.Option(None, "--render-jpeg", rich_help_panel=RENDERING, min=1, max=100, help="--render: JPEG round trip at this quality."),
     workers: Optional[int] = typer.Option(None, "--workers", rich_help_panel=RUN, min=0, help=f"Decoding and registration: {WORKERS_HELP}."),
     part: str = typer.Option("1/1", "--part", rich_help_panel=RUN, help="I/N: ingest only the I-th of N parts (job arrays); parts merge."),
@@ -118,7 +119,7 @@ def ingest_cmd(
         render_focal_length_mm=render_focal_length, render_sensor_width_mm=render_sensor_width,
         render_metric_scale=render_metric_scale,
         render_focus=render_focus, render_noise=render_noise, render_noise_photons=render_noise_photons, render_jpeg_quality=render_jpeg,
-        render_veil=render_veil,
+        render_veil=render_veil, render_veil_spread=render_veil_spread,
     )
     console = Console()
     try:

@@ -134,5 +134,6 @@ class IngestOptions:
     render_noise: bool = True  # Poisson-Gaussian sensor noise on the rendered shot
     render_noise_photons: float = 4000.0  # photons at full scale (the noise level: more photons, less noise)
     render_veil: float = 0.0  # veiling glare: stray-light share at f/1, v = this / N^2 at f/N (0 = none)
+    render_veil_spread: float = 0.0  # per scene V drawn uniformly in V (1 -/+ this), seeded by the photo (0: V)
     render_highlights: float = 8.0  # clipped highlights boosted up to this gain in linear light (1 = off)
     render_jpeg_quality: int | None = None  # JPEG round trip of both images at this quality (None: none)

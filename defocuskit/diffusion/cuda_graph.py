@@ -6,9 +6,8 @@ gradients off, the first WARM_UP_CALLS calls of each new (shape, dtype, autocast
 side stream (they warm cuDNN and the allocator up and return their results); the next is captured into a
 torch.cuda.CUDAGraph with static input and output buffers, and every call from then on copies its inputs in,
 replays the graph and returns a copy of the output (the same kernels on the same values: the same result as the
-eager call). Anywhere else (CPU, gradients on,
-DEFOCUSKIT_CUDA_GRAPHS=0) it is the model itself; a capture that fails falls back to the eager model for good,
-with one warning.
+eager call). Anywhere else (CPU, gradients on, DEFOCUSKIT_CUDA_GRAPHS=0) it is the model itself; a capture that
+fails falls back to the eager model for good, with one warning.
 """
 
 from __future__ import annotations

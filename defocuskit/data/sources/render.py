@@ -25,9 +25,9 @@ The photo is taken to be shot at `render_ref_f_number`: its own residual blur is
 is rendered with the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 - CoC(ref)^2);
 `coc.png` / `cocsign.png` record the shot's full signed CoC(N). Rendering (`render_photo`): sRGB ->
 linear, clipped highlights restored (`render_highlights`), occlusion-aware layered defocus, veiling glare
-(`render_veil`: a share V / N^2 of the light spread evenly, less the reference's own), clip, sensor noise
-(`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`). `sharp.png` is
-the photo through the same tone pipeline (no added noise). With `--max-side` the photo and its depth are
+(`render_veil`: a share V / N^2 of the light spread evenly, less the reference's own; `render_veil_spread`: V
+drawn per photo), clip, sensor noise (`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`).
+`sharp.png` is the photo through the same tone pipeline (no added noise). With `--max-side` the photo and its depth are
 reduced before rendering (the CoC scale is per rendered pixel).
 
 Per photo: one sample per f-number (`render_f_numbers`) plus one sharp-only sample; splits by a hash
@@ -227,6 +227,18 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str, opts: IngestOptions) -
     return restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus
 
 
+def scene_veil(opts: IngestOptions, stem: str) -> float:
+    """The photo's veiling glare V: `render_veil`, or with a spread S drawn uniformly in V (1 - S ... 1 + S) from
+    (seed, stem), the same for every aperture of the photo (glare depends on the scene's light as well as the lens)."""
+    veil, spread = float(opts.render_veil), float(opts.render_veil_spread)
+    if not 0.0 <= spread <= 1.0:
+        raise ValueError(f"render_veil_spread must be in [0, 1], got {spread}")
+    if not veil or not spread:
+        return veil
+    rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(f"render-veil/{stem}") & 0xFFFFFFFF])
+    return float(rng.uniform(veil * (1.0 - spread), veil * (1.0 + spread)))
+
+
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Render the task's shot of its photo (or, for the sharp-only task, the photo through the tone pipeline)."""
     stem, f_number = task.options["stem"], task.options.get("f_number")
@@ -238,7 +250,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     if f_number is not None:
         rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(task.key) & 0xFFFFFFFF])
         shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
-        shot = add_veil(shot, added_veil(opts.render_veil, f_number, opts.render_ref_f_number))
+        shot = add_veil(shot, added_veil(scene_veil(opts, stem), f_number, opts.render_ref_f_number))
         noise = SensorNoise(photons_at_white=float(opts.render_noise_photons)) if opts.render_noise else None
         blur = from_float(encode(add_noise(shot, rng, noise), jpeg), bits)
         coc = (unit / float(f_number)).astype(np.float32)
