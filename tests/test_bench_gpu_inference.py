@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ def test_tiny_mode_measures_every_row(tmp_path: Path) -> None:
     out, profile = tmp_path / "tiny.json", tmp_path / "profile.txt"
     run = subprocess.run([sys.executable, str(TOOL), "--tiny", "--no-compile", "--repeat", "1", "--out", str(out),
                           "--profile-out", str(profile)], capture_output=True, text=True, timeout=300,
-                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "DEFOCUSKIT_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     promised = {"rddm/fp32", "rddm/bf16", "dcn/eager", "nafnet/fp32", "nafnet/bf16", "hidd/released/fp32",
