@@ -92,7 +92,7 @@ class GraphedScore:
     def _capture(self, x: torch.Tensor, sigma: torch.Tensor) -> _Captured:
         static_x, static_sigma = x.clone(), sigma.clone()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.device(x.device), torch.cuda.graph(graph):  # on the inputs' GPU (cuda:LOCAL_RANK in eval)
             out = self.model(static_x, static_sigma)
         return _Captured(graph, static_x, static_sigma, out)
 
