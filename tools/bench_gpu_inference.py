@@ -10,7 +10,7 @@ fastest of --repeat runs after one untimed run of the same shape:
   nafnet/fp32, nafnet/bf16    paper NAFNet, one 1536x1024 image, whole (`restore_image`)
   hidd/released-fp32, -bf16   HIDD's released sampler, --hidd-steps steps x 4 NFE on one 256x256 image
   hidd/net-eager, -bf16       one network call of HIDD (256x256, batch 1): ms per call, median of 30
-  hidd/net-graph              the same call replayed from a captured CUDA graph (GPU only)
+  hidd/net-graph              the same call through diffusion.cuda_graph (a CUDA graph replay; GPU only)
   hidd/{released,fast}-eager  the samplers (released: --hidd-steps steps; fast: 10 NFE; identity consistency) with
   hidd/{...}-graphed          the network's calls eager (DEFOCUSKIT_CUDA_GRAPHS=0) and from CUDA graphs (default)
   dcn/eager, dcn/compiled     RDDM's first DCNv4 layer alone at the size it ran at (compiled: torch.compile of the
@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from defocuskit.diffusion.cuda_graph import ENV  # noqa: E402
+from defocuskit.diffusion.cuda_graph import ENV, WARM_UP_CALLS, GraphedScore  # noqa: E402
 from defocuskit.inference.restore import resolve_sampler, restore_image  # noqa: E402
 from defocuskit.methods import get_method  # noqa: E402
 from defocuskit.methods.recipes import load_recipe  # noqa: E402
@@ -122,17 +122,11 @@ def hidd_net_rows(rows: dict, model: torch.nn.Module, size: int, device: str) ->
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             rows["hidd/net-bf16"] = {"ms_per_call": median_ms(lambda: model(x, sigma))}
         if device.startswith("cuda"):
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(3):
-                    model(x, sigma)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = model(x, sigma)
-            rows["hidd/net-graph"] = {"ms_per_call": median_ms(graph.replay)}
-            rows["hidd/net-graph"]["max_abs_diff"] = float((static_out - model(x, sigma)).abs().max())
+            score = GraphedScore(model)  # as the samplers call it: warm-up calls, the capture, then replays
+            for _ in range(WARM_UP_CALLS + 1):
+                score(x, sigma)
+            rows["hidd/net-graph"] = {"ms_per_call": median_ms(lambda: score(x, sigma))}
+            rows["hidd/net-graph"]["max_abs_diff"] = float((score(x, sigma) - model(x, sigma)).abs().max())
 
 
 def graph_rows(rows: dict, recipe: Any, model: torch.nn.Module, size: int, args: argparse.Namespace,
@@ -155,9 +149,8 @@ def graph_rows(rows: dict, recipe: Any, model: torch.nn.Module, size: int, args:
         row["max_abs_diff"] = float(np.abs(outputs["graphed"] - outputs["eager"]).max())
 
 
-def dcn_rows(rows: dict, rddm: torch.nn.Module, shape: tuple[int, ...], args: argparse.Namespace) -> None:
+def dcn_rows(rows: dict, layer: torch.nn.Module, shape: tuple[int, ...], args: argparse.Namespace) -> None:
     """RDDM's first DCNv4 layer alone at the input shape it ran at: eager, and compiled (torch.compile)."""
-    layer = next(m for m in rddm.modules() if isinstance(m, DCNv4))
     x = torch.randn(shape, device=args.device)
     with torch.no_grad():
         seconds, ref = fastest(args.device, lambda: layer(x), args.repeat)
@@ -217,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     save()
     layer = next(m for m in rddm.modules() if isinstance(m, DCNv4))
     hook = layer.register_forward_hook(lambda mod, inp, out: shapes.append(tuple(inp[0].shape)))
-    rddm_method, rddm_recipe = get_method(load_recipe("rddm" + tiny).method), load_recipe("rddm" + tiny)
+    rddm_recipe = load_recipe("rddm" + tiny)
+    rddm_method = get_method(rddm_recipe.method)
     image = np.random.default_rng(0).random((*sizes["rddm"], 3), dtype=np.float32)
     restore_image(rddm_method, rddm_recipe, rddm, image, device=args.device, progress=False)
     hook.remove()
@@ -233,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             args.profile_out.write_text(prof.key_averages().table(sort_by=key, row_limit=25))
         except Exception as exc:  # noqa: BLE001 (the profile is a side product)
             args.profile_out.write_text(f"profiler failed: {type(exc).__name__}: {exc}\n")
-    dcn_rows(rows, rddm, shapes[-1], args)
+    dcn_rows(rows, layer, shapes[-1], args)
     save()
     del rddm
     image_rows(rows, "nafnet", "nafnet" + tiny, sizes["nafnet"], args)
