@@ -21,7 +21,7 @@ import torch
 import defocuskit
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
-from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_full_px, check_smooth_px
+from defocuskit.imaging.focus_gate import DEFAULT_GATE_COC, GATE_SMOOTH_PX, check_smooth_px, resolve_gate
 from defocuskit.imaging.focus_gate import focus_gate as gated
 from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
 from defocuskit.inference.bands import restore_in_bands
@@ -90,6 +90,12 @@ class DeblurModel:
         return int(self._recipe.data.channels)
 
     @property
+    def focus_gate(self) -> float | None:
+        """The model's own focus gate in pixels (its recipe's inference.focus_gate: `deblur` weighs its change by a CoC
+        map unless told focus_gate=0), or None."""
+        return self._recipe.inference.focus_gate
+
+    @property
     def sampler(self) -> dict[str, Any]:
         """The default sampler settings as they run (what `deblur` uses without sampler options)."""
         return self.sampler_info()["settings"]
@@ -138,7 +144,9 @@ class DeblurModel:
         defocus-map DeblurModel, "edge" (training-free, imaging.blur_estimate), or `f_number` (one CoC per image from
         the thin lens). `focus_gate` (pixels) weighs the model's change by the `coc` map, min(1, |CoC| / focus_gate)
         per pixel (imaging.focus_gate): what the map reads as in focus is returned as given but for the change's
-        low-pass (a Gaussian of `gate_smooth` px, kept everywhere; 0: returned exactly as given). `ensemble` 4 or 8
+        low-pass (a Gaussian of `gate_smooth` px, kept everywhere; 0: returned exactly as given); not given, the
+        model's own (its recipe's inference.focus_gate, by the "edge" estimate where no `coc` or `f_number` is given;
+        `model.focus_gate`); 0: no gate. `ensemble` 4 or 8
         averages the outputs for the image's flips (and transposes), turned back (inference.ensemble). `tile`,
         `overlap`, `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
@@ -152,9 +160,11 @@ class DeblurModel:
         needs_coc = "coc" in cfg.needs()
         raw, layout = read_raw(image)
         check_ensemble(ensemble)
+        given_gate, focus_gate = focus_gate, resolve_gate(focus_gate, self.focus_gate)  # a bad value fails here
         if focus_gate is not None:
-            check_full_px(focus_gate)  # a bad value fails before any work
             check_smooth_px(gate_smooth)
+            if given_gate is None and coc is None and f_number is None and not needs_coc:
+                coc = DEFAULT_GATE_COC  # the model's own gate, by the training-free map
         if not needs_coc and focus_gate is None and (coc is not None or f_number is not None):
             given = "coc" if coc is not None else "f_number"
             raise ValueError(f"{given}= is for samplers that need a circle-of-confusion map (or focus_gate=); the "

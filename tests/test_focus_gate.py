@@ -66,9 +66,10 @@ def test_the_gate_refuses_a_map_of_another_size() -> None:
         focus_gate(np.zeros((2, 3, 3), np.float32), np.zeros((2, 3, 3), np.float32), np.zeros((3, 2), np.float32), 1.0)
 
 
-def save_random_nafnet(path: Path) -> None:
-    """A tiny NAFNet with random weights (not the identity: every pixel comes out of the network), exported."""
-    naf = resolve_recipe({"method": "nafnet", "data": {"image_size": 32},
+def save_random_nafnet(path: Path, own_gate: float | None = None) -> None:
+    """A tiny NAFNet with random weights (not the identity: every pixel comes out of the network), exported;
+    `own_gate`: its recipe's inference.focus_gate."""
+    naf = resolve_recipe({"method": "nafnet", "data": {"image_size": 32}, "inference": {"focus_gate": own_gate},
                           "model": {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}})
     torch.manual_seed(0)
     net = get_method("nafnet").build(naf.model, naf.objective, False)
@@ -85,6 +86,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(root / "shards"), workers=0, synthetic_size=48,
                                                              synthetic_f_numbers=(2.0, 8.0)), progress=False)
     save_random_nafnet(root / "naf" / "model.safetensors")
+    save_random_nafnet(root / "own" / "model.safetensors", own_gate=3.0)
     return root
 
 
@@ -182,7 +184,8 @@ def test_the_api_gates_with_a_given_map_or_the_edge_estimate(setup: Path) -> Non
     with pytest.raises(ValueError, match="focus_gate= needs a circle-of-confusion map"):
         model.deblur(image, focus_gate=2.0)
     with pytest.raises(ValueError, match="full_px"):
-        model.deblur(image, coc=coc, focus_gate=0.0)
+        model.deblur(image, coc=coc, focus_gate=-1.0)
+    np.testing.assert_array_equal(model.deblur(image, focus_gate=0.0), plain)  # 0: no gate
     with pytest.raises(ValueError, match="smooth_px"):
         model.deblur(image, coc=coc, focus_gate=2.0, gate_smooth=float("nan"))
     with pytest.raises(ValueError, match="only named source is"):
@@ -221,3 +224,54 @@ def test_deblur_command_gates_with_the_edge_estimate_and_records_it(setup: Path,
                                   "--device", "cpu", "--focus-gate", "3"])
     assert missing.exit_code == 2 and "--focus-gate needs a CoC map" in missing.output
     assert not (tmp_path / "c").exists()
+
+
+def test_a_models_own_gate_is_the_default_of_the_api_eval_and_deblur(setup: Path, tmp_path: Path) -> None:
+    """A recipe's inference.focus_gate (nafnet-cpu's) gates its model by default: by the edge estimate where no map
+    is given, by the map given otherwise; 0 turns it off; the reports say where the gate came from."""
+    from typer.testing import CliRunner
+
+    import defocuskit
+    from defocuskit.cli.app import app
+    from defocuskit.imaging.blur_estimate import estimate_coc
+    from defocuskit.io.images import write_image
+
+    path = setup / "own" / "model.safetensors"
+    model = defocuskit.load(path, device="cpu")
+    assert model.focus_gate == 3.0 and defocuskit.load(setup / "naf" / "model.safetensors").focus_gate is None
+    sample = next(s for s in iter_samples(setup / "shards", "test") if s.get("blur") is not None)
+    image = to_unit(sample["blur"]).astype(np.float32)
+    raw = model.deblur(image, focus_gate=0)
+    assert np.abs(raw - image).max() > 5 / 255
+    np.testing.assert_allclose(model.deblur(image), focus_gate(image, raw, estimate_coc(image), 3.0), atol=1e-6)
+    coc = np.full(image.shape[:2], 1.5, np.float32)
+    np.testing.assert_allclose(model.deblur(image, coc=coc), focus_gate(image, raw, coc, 3.0), atol=1e-6)
+    np.testing.assert_allclose(model.deblur(image, coc=coc, focus_gate=1.0), focus_gate(image, raw, coc, 1.0),
+                               atol=1e-6)
+
+    images = tmp_path / "images"
+    evaluate(setup / "shards", [path, path], [], EvalConfig(focus_gates=["own#2:0"], save_images=images, limit=2,
+                                                            report_dir=tmp_path / "report", progress=False))
+    methods = json.loads((tmp_path / "report" / "report.json").read_text())["protocol"]["methods"]
+    assert methods["own"]["focus_gate"]["full_px"] == 3.0 and methods["own"]["focus_gate"]["from"] == "recipe"
+    assert methods["own"]["coc"]["source"] == "edge" and methods["own#2"]["focus_gate"] is None
+    key = sample["key"].replace("/", "_")
+    own = to_unit(read_image(images / "own" / f"{key}.png")).astype(np.float32)
+    plain = to_unit(read_image(images / "own#2" / f"{key}.png")).astype(np.float32)
+    assert np.abs(own - focus_gate(image, plain, estimate_coc(image), 3.0)).max() <= 1.5 / 255
+    assert np.abs(own - plain).max() > 5 / 255
+
+    write_image(tmp_path / "in" / "shot.png", sample["blur"])
+    runner = CliRunner()
+    for out, extra in (("a", []), ("b", ["--focus-gate", "0"])):
+        result = runner.invoke(app, ["deblur", str(tmp_path / "in"), "--checkpoint", str(path), "--out",
+                                     str(tmp_path / out), "--device", "cpu", *extra])
+        assert result.exit_code == 0, result.output
+    out_a = to_unit(read_image(tmp_path / "a" / "shot.png")).astype(np.float32)
+    out_b = to_unit(read_image(tmp_path / "b" / "shot.png")).astype(np.float32)
+    assert np.abs(out_a - focus_gate(image, out_b, estimate_coc(image), 3.0)).max() <= 1.5 / 255
+    assert np.abs(out_b - raw).max() <= 1.5 / 255
+    records = [json.loads((tmp_path / out / "deblur.json").read_text())["images"][0] for out in "ab"]
+    assert records[0]["focus_gate"] == 3.0 and records[0]["focus_gate_from"] == "recipe"
+    assert records[0]["coc"]["source"] == "edge"
+    assert records[1]["focus_gate"] is None and records[1]["coc"] is None

@@ -71,3 +71,15 @@ def test_round_trip_through_dict_and_yaml(tmp_path):
     path.write_text(recipe_to_yaml(r))
     assert yaml.safe_load(path.read_text()) == d
     assert load_recipe(path) == r
+
+
+def test_the_inference_section_holds_a_models_own_focus_gate():
+    """nafnet-cpu gates its model by default (inference.focus_gate, px); a bad value names the key; a recipe
+    without the section (every model file written before it) has no gate."""
+    assert load_recipe("recipes/nafnet-cpu.yaml").inference.focus_gate == 3.0
+    assert load_recipe("recipes/nafnet-cpu.yaml", ["focus_gate=null"]).inference.focus_gate is None
+    assert resolve_recipe({"method": "nafnet"}).inference.focus_gate is None
+    assert load_recipe("recipes/jdrl-cpu.yaml").inference.focus_gate is None
+    for bad in ("-1", "0", ".nan"):
+        with pytest.raises(RecipeError, match="inference.focus_gate: expected a positive number of pixels"):
+            load_recipe("recipes/nafnet-cpu.yaml", [f"inference.focus_gate={bad}"])

@@ -36,6 +36,8 @@ pairs; registered and gain-matched by ingest, `--local-gain F` per region) to th
 `--prox` scores the proximal-step baseline with the same map beside them. `--ensemble 8` scores every model as a
 geometric self-ensemble (`eval --ensemble 8`: the outputs for the 8 flips and transposes, turned back, averaged).
 A recipe whose sampler needs a CoC map (hidd-cpu's physics step) is scored with the `--gate-map` map.
+The row `run` is always the model's raw output (`eval --focus-gate run:0`: a recipe's own gate, nafnet-cpu's
+`inference.focus_gate`, is off there); `run#2` is the gated one.
 """
 
 from __future__ import annotations
@@ -223,7 +225,9 @@ def main() -> None:
                                                    *([] if args.gate_smooth is None else
                                                      ["--gate-smooth", f"{args.gate_smooth:g}"])]
         extra = gate + (["--baseline", "prox"] if args.prox else [])
-        run([*exe, "eval", "--shards", str(test), "--checkpoint", model, *extra, *(coc if extra or model_coc else []),
+        ungated = ["--focus-gate", "run:0"]  # the model's raw output, its recipe's own gate off (nafnet-cpu's)
+        run([*exe, "eval", "--shards", str(test), "--checkpoint", model, *ungated, *extra,
+             *(coc if extra or model_coc else []),
              "--baseline", "input", "--by-aperture", "--report", str(report), "--save-images", str(fold / "images"),
              *(["--ensemble", str(args.ensemble)] if args.ensemble > 1 else []),
              *(["--align", "--align-by", "flow"] if held == "ebb" else [])],

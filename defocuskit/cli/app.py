@@ -149,7 +149,8 @@ def deblur_cmd(
     f_number: Optional[float] = typer.Option(None, "--f-number", help="--coc fnumber: the shot's f-number (default: EXIF)."),
     focus_gate: Optional[float] = typer.Option(
         None, "--focus-gate", help="PX: weigh the model's change per pixel by min(1, CoC / PX) of the --coc map, so "
-        "regions it reads as in focus stay as shot (e.g. --coc edge --focus-gate 3 for the *-cpu recipes' models)."),
+        "regions it reads as in focus stay as shot (e.g. --coc edge --focus-gate 3); 0: none. Default: the model's "
+        "own (its recipe's inference.focus_gate, by --coc edge unless another map is given; nafnet-cpu: 3)."),
     gate_smooth: float = typer.Option(
         16.0, "--gate-smooth", min=0.0, help="PX: the change's low-pass (a Gaussian of PX) that --focus-gate keeps "
         "everywhere, so only the detail is gated (0: the whole change, regions in focus exactly as shot)."),
@@ -218,7 +219,8 @@ def eval_cmd(
     focus_gate: Optional[list[str]] = typer.Option(
         None, "--focus-gate", help="[LABEL:]PX: weigh each model's change per pixel by min(1, CoC / PX) of the --coc "
         "map, so regions it reads as in focus stay as shot; LABEL a checkpoint's or a baseline's (prox:3) (repeatable; "
-        "the same --checkpoint twice compares)."),
+        "the same --checkpoint twice compares); PX 0: none. A checkpoint not named: its model's own gate (its recipe's "
+        "inference.focus_gate, by --coc edge unless --coc is given; nafnet-cpu: 3)."),
     gate_smooth: float = typer.Option(
         16.0, "--gate-smooth", min=0.0, help="PX: the change's low-pass (a Gaussian of PX) every --focus-gate keeps "
         "everywhere, so only the detail is gated (0: the whole change, regions in focus exactly as shot)."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -63,6 +64,19 @@ class TrainConfig:
 
 
 @dataclass
+class InferenceConfig:
+    """How deblur, eval and the API run the exported model unless their options say otherwise."""
+
+    # px: weigh the model's change per pixel by min(1, |CoC| / focus_gate) of a CoC map (imaging.focus_gate): the
+    # --coc map given, else the training-free edge estimate; --focus-gate 0 (focus_gate=0) turns it off. None: no gate
+    focus_gate: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.focus_gate is not None and not (self.focus_gate > 0 and math.isfinite(self.focus_gate)):
+            raise ValueError(f"inference.focus_gate: expected a positive number of pixels or null, got {self.focus_gate}")
+
+
+@dataclass
 class Recipe:
     method: str
     output_dir: str = "runs/default"
@@ -76,6 +90,7 @@ class Recipe:
     model: Any = None  # the method's ModelConfig
     objective: Any = None  # the method's ObjectiveConfig
     sampler: Any = None  # the method's SamplerConfig
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
 def packaged_recipe_names() -> list[str]:

@@ -289,7 +289,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     smooth = gate_smooth_px(c.gate_smooth)
     ensembles = ensembles_per_checkpoint(list(paths), list(c.ensembles))
     for name in dict.fromkeys(baselines):
-        runners[name], infos[name] = _baseline_runner(name, coc_source, gates[name], smooth)
+        runners[name], infos[name] = _baseline_runner(name, coc_source, gates.get(name), smooth)
     keys = {label: _sampler_keys(path) for label, path in paths.items()}  # each file's metadata read once
     chosen = per_checkpoint_settings(paths, keys, list(samplers or []), list(sets or []))
     steps_for = {label: steps for label in paths}
@@ -303,7 +303,8 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         name, items = chosen[label]
         runners[label], infos[label] = _checkpoint_runner(
             path, steps=steps_for[label], sampler=name, sets=items, tiling=tiling, device=device, seed=seed,
-            coc=coc_source, gate_px=gates[label], ensemble=ensembles[label], gate_smooth=smooth)
+            coc=coc_source, gate_px=gates.get(label), ensemble=ensembles[label], gate_smooth=smooth,
+            gate_given=label in gates)
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 

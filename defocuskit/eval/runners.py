@@ -13,7 +13,13 @@ import numpy as np
 from defocuskit.config.typed import did_you_mean
 from defocuskit.data.reader import signed_coc
 from defocuskit.eval.config import EvalError
-from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_full_px, check_smooth_px, focus_gate
+from defocuskit.imaging.focus_gate import (
+    DEFAULT_GATE_COC,
+    GATE_SMOOTH_PX,
+    check_smooth_px,
+    focus_gate,
+    resolve_gate,
+)
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.tiling import TilingOptions
 
@@ -25,11 +31,12 @@ GATE_DESCRIPTION = ("the model's change weighed per pixel by min(1, |CoC| / full
                     "smooth_px; 0: none) kept everywhere (imaging.focus_gate)")
 
 
-def gate_record(gate_px: float | None, smooth_px: float) -> dict[str, Any] | None:
-    """What the report says of a focus gate (None: not gated)."""
+def gate_record(gate_px: float | None, smooth_px: float, origin: str = "option") -> dict[str, Any] | None:
+    """What the report says of a focus gate (None: not gated); `origin`: "option" (--focus-gate) or "recipe" (the
+    model's own, its recipe's inference.focus_gate)."""
     if gate_px is None:
         return None
-    return {"full_px": gate_px, "smooth_px": smooth_px, "description": GATE_DESCRIPTION}
+    return {"full_px": gate_px, "smooth_px": smooth_px, "from": origin, "description": GATE_DESCRIPTION}
 
 
 ENSEMBLE_DESCRIPTION = ("geometric self-ensemble (inference.ensemble; Lim et al. 2017): the mean of the outputs for "
@@ -41,10 +48,12 @@ ACTIVE_BAR: ContextVar[Any] = ContextVar("defocuskit_eval_bar", default=None)
 
 def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tiling: TilingOptions,
                        device: str, seed: int, coc: CocSource | None, gate_px: float | None = None,
-                       ensemble: int = 1, gate_smooth: float = GATE_SMOOTH_PX) -> tuple[Runner, dict[str, Any]]:
+                       ensemble: int = 1, gate_smooth: float = GATE_SMOOTH_PX,
+                       gate_given: bool = False) -> tuple[Runner, dict[str, Any]]:
     """Load an exported model once; a Runner that deblurs one image with it, and what the report says of it.
     `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels, the
-    change's low-pass of `gate_smooth` px kept);
+    change's low-pass of `gate_smooth` px kept); unless `gate_given` (--focus-gate named this model; None then: no
+    gate), the model's own gate (its recipe's inference.focus_gate), by the edge estimate where no --coc is given;
     `ensemble`: the geometric self-ensemble's size (inference.ensemble; 1: off).
 
     The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
@@ -75,6 +84,10 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
         hint = (f" (--steps {steps} goes to every model with steps; give each its own with "
                 "--set LABEL:sampler.steps=N)") if steps is not None else ""
         raise EvalError(f"{path}: {exc}{hint}") from exc
+    if not gate_given:
+        gate_px = resolve_gate(None, recipe.inference.focus_gate)
+        if gate_px is not None and coc is None and "coc" not in info["needs"]:
+            coc = CocSource.create(DEFAULT_GATE_COC)  # the model's own gate, by the training-free map
     needs_coc = "coc" in info["needs"] or gate_px is not None
     if needs_coc and coc is None:
         what = "--focus-gate needs" if gate_px is not None else "this model (its sampler or network) needs"
@@ -105,7 +118,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                           f"most {budget} pixels; larger images in the largest tiles within that" if whole else
                           f"tiles of {size}x{size} px" + ("" if tile else " (the training size: the network attends "
                                                            "over its input)")),
-            "focus_gate": gate_record(gate_px, gate_smooth),
+            "focus_gate": gate_record(gate_px, gate_smooth, "option" if gate_given else "recipe"),
             "ensemble": None if ensemble == 1 else {"size": ensemble, "description": ENSEMBLE_DESCRIPTION},
             "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
             "channels": recipe.data.channels, "origin": model_origin(path)}
@@ -147,19 +160,21 @@ def _baseline_runner(name: str, coc: CocSource | None = None, gate_px: float | N
 
 def gates_per_checkpoint(labels: list[str], items: list[str], baselines: tuple[str, ...] = ()
                          ) -> dict[str, float | None]:
-    """`--focus-gate [LABEL:]PX` items -> the full-weight CoC in pixels (None: not gated) of each checkpoint label
-    and each of `baselines` (by name: `prox:3`); an item without a label goes to every checkpoint, a labelled one
-    (later) to its checkpoint or baseline alone."""
-    gates: dict[str, float | None] = dict.fromkeys([*labels, *baselines])
-    for item in sorted(items, key=lambda it: split_label(it, set(gates), "--focus-gate")[0] is not None):
-        label, text = split_label(item, set(gates), "--focus-gate")
+    """`--focus-gate [LABEL:]PX` items -> the full-weight CoC in pixels (None: not gated, PX 0) of each checkpoint
+    label and baseline (by name: `prox:3`) they name; an item without a label goes to every checkpoint, a labelled one
+    (later) to its checkpoint or baseline alone. A label no item names is absent (a checkpoint: its model's own
+    gate; a baseline: none)."""
+    known = {*labels, *baselines}
+    gates: dict[str, float | None] = {}
+    for item in sorted(items, key=lambda it: split_label(it, known, "--focus-gate")[0] is not None):
+        label, text = split_label(item, known, "--focus-gate")
         try:
-            px = check_full_px(float(text))
+            px = resolve_gate(float(text), None)
         except ValueError:
-            raise EvalError(f"--focus-gate {item}: expected [LABEL:]PX, a positive number of pixels") from None
+            raise EvalError(f"--focus-gate {item}: expected [LABEL:]PX, a number of pixels > 0 (0: no gate)") from None
         for lb in [label] if label else labels:
             gates[lb] = px
-    if any(split_label(it, set(gates), "--focus-gate")[0] is None for it in items) and not labels:
+    if any(split_label(it, known, "--focus-gate")[0] is None for it in items) and not labels:
         raise EvalError("--focus-gate PX without a label weighs every checkpoint's change: give a --checkpoint, or "
                         "name a baseline (--focus-gate prox:PX)")
     return gates

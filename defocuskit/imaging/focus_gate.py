@@ -19,6 +19,10 @@ give the shadows and textured regions) is as wrong in focus as out of it, while 
 in the detail: on the real held-out stacks this gate is within 0.01 dB of the whole-change one or better at every
 f-number of every fold (docs/benchmarks.md, "The focus gate on the detail only"). `smooth_px` = 0 gates the
 whole change (the former behaviour).
+
+A recipe can make the gate its model's default (`inference.focus_gate`, recipes/nafnet-cpu.yaml): deblur, eval and
+the API then gate that model's output unless told otherwise (`resolve_gate`), by the edge estimate where no CoC map is
+given (DEFAULT_GATE_COC).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import cv2
 import numpy as np
 
 GATE_SMOOTH_PX = 16.0  # Gaussian sigma (px) of the change's low-pass kept ungated; chosen on fold VABD 0001
+DEFAULT_GATE_COC = "edge"  # the map of a model's default gate where none is given: training-free, any photograph
 
 
 def check_full_px(full_px: float) -> float:
@@ -34,6 +39,16 @@ def check_full_px(full_px: float) -> float:
     if not full_px > 0 or not np.isfinite(full_px):
         raise ValueError(f"focus gate: full_px must be a positive number of pixels, got {full_px}")
     return float(full_px)
+
+
+def resolve_gate(given: float | None, default: float | None) -> float | None:
+    """The gate's full-weight CoC in pixels, or None for no gate: `given` (an option; 0 turns the gate off) or, when
+    not given, `default` (the model's own: its recipe's inference.focus_gate). A ValueError for a bad `given`."""
+    if given is None:
+        return default
+    if given == 0:
+        return None
+    return check_full_px(given)
 
 
 def check_smooth_px(smooth_px: float) -> float:

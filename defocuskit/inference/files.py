@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data.shards import encode_coc
-from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_full_px, check_smooth_px
+from defocuskit.imaging.focus_gate import DEFAULT_GATE_COC, GATE_SMOOTH_PX, check_smooth_px, resolve_gate
 from defocuskit.imaging.focus_gate import focus_gate as gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.ensemble import check_ensemble
@@ -159,7 +159,8 @@ def deblur_files(
     `sampler`/`sets`/`steps` change the sampler (checked like recipe keys); `coc` names where the CoC
     map of physics consistency comes from (coc_source.COC_SOURCES); `focus_gate` (pixels) weighs the model's change
     by that map (imaging.focus_gate: the input where it reads focus, the change's low-pass of `gate_smooth` px kept
-everywhere; 0: none); `ensemble` 4 or 8 averages the outputs for
+    everywhere; 0: none); not given, the model's own (its recipe's inference.focus_gate, by the edge estimate where
+    no `coc` is given); 0: no gate. `ensemble` 4 or 8 averages the outputs for
     the image's flips (and transposes) (inference.ensemble). deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
     network ran (`Tiling.record`: whole image or tiles of a size, under `tiling.max_tile_pixels`) and seconds.
@@ -185,6 +186,10 @@ everywhere; 0: none); `ensemble` 4 or 8 averages the outputs for
     if coc == "oracle":
         raise ValueError("--coc oracle reads the true CoC of synthetic shards (coc.png): use it with "
                          "`defocuskit eval`; for photographs use --coc map, --coc edge or --coc fnumber")
+    given_gate, focus_gate = focus_gate, resolve_gate(focus_gate, recipe.inference.focus_gate)  # bad: fails here
+    if given_gate is None and focus_gate is not None and coc is None and coc_model is None \
+            and "coc" not in info["needs"]:
+        coc = DEFAULT_GATE_COC  # the model's own gate, by the training-free map
     source = CocSource.create(coc, coc_model, device)
     uses_coc = "coc" in info["needs"] or focus_gate is not None
     if uses_coc and source is None:
@@ -192,8 +197,7 @@ everywhere; 0: none); `ensemble` 4 or 8 averages the outputs for
         raise ValueError(f"{checkpoint}: {what} a CoC map: --coc map --coc-model FILE, --coc edge or --coc fnumber "
                          "[--f-number N]")
     if focus_gate is not None:
-        check_full_px(focus_gate)  # a bad value fails before any image
-        check_smooth_px(gate_smooth)
+        check_smooth_px(gate_smooth)  # a bad value fails before any image
         if method.output != "image":
             raise ValueError(f"--focus-gate weighs a deblurred image; {checkpoint} is a '{method.name}' model")
     _check_inputs(inputs)
@@ -238,6 +242,7 @@ everywhere; 0: none); `ensemble` 4 or 8 averages the outputs for
             **plan.record(),
             "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
             "gate_smooth": gate_smooth if focus_gate is not None else None,
+            "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
             "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3),
         })
         atomic_write(out / "deblur.json", json.dumps({"images": kept + records}, indent=2) + "\n")

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from defocuskit.config.recipe import DataConfig, OptimConfig, Recipe, TrainConfig, find_recipe
+from defocuskit.config.recipe import DataConfig, InferenceConfig, OptimConfig, Recipe, TrainConfig, find_recipe
 from defocuskit.config.typed import RecipeError, apply_overrides, build_dataclass, nearest, parse_value
 from defocuskit.methods import get_method
 
@@ -39,7 +39,8 @@ def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
     for item in overrides:
         if item.split("=", 1)[0].strip() == "method":
             name = parse_value(item.split("=", 1)[1])
-    sections: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig}
+    sections: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig,
+                                 "inference": InferenceConfig}
     if isinstance(name, str):
         try:
             method = get_method(name)
