@@ -21,7 +21,7 @@ import torch
 import defocuskit
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
-from defocuskit.imaging.focus_gate import DEFAULT_GATE_COC, GATE_SMOOTH_PX, check_smooth_px, resolve_gate
+from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gated
 from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
 from defocuskit.inference.bands import restore_in_bands
@@ -160,11 +160,11 @@ class DeblurModel:
         needs_coc = "coc" in cfg.needs()
         raw, layout = read_raw(image)
         check_ensemble(ensemble)
-        given_gate, focus_gate = focus_gate, resolve_gate(focus_gate, self.focus_gate)  # a bad value fails here
+        has_map = coc is not None or f_number is not None
+        focus_gate, own_map = gate_and_map(focus_gate, self.focus_gate, has_map, needs_coc)  # a bad value fails here
+        coc = own_map or coc
         if focus_gate is not None:
             check_smooth_px(gate_smooth)
-            if given_gate is None and coc is None and f_number is None and not needs_coc:
-                coc = DEFAULT_GATE_COC  # the model's own gate, by the training-free map
         if not needs_coc and focus_gate is None and (coc is not None or f_number is not None):
             given = "coc" if coc is not None else "f_number"
             raise ValueError(f"{given}= is for samplers that need a circle-of-confusion map (or focus_gate=); the "

@@ -13,13 +13,7 @@ import numpy as np
 from defocuskit.config.typed import did_you_mean
 from defocuskit.data.reader import signed_coc
 from defocuskit.eval.config import EvalError
-from defocuskit.imaging.focus_gate import (
-    DEFAULT_GATE_COC,
-    GATE_SMOOTH_PX,
-    check_smooth_px,
-    focus_gate,
-    resolve_gate,
-)
+from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, focus_gate, gate_and_map, resolve_gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.tiling import TilingOptions
 
@@ -85,9 +79,8 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                 "--set LABEL:sampler.steps=N)") if steps is not None else ""
         raise EvalError(f"{path}: {exc}{hint}") from exc
     if not gate_given:
-        gate_px = resolve_gate(None, recipe.inference.focus_gate)
-        if gate_px is not None and coc is None and "coc" not in info["needs"]:
-            coc = CocSource.create(DEFAULT_GATE_COC)  # the model's own gate, by the training-free map
+        gate_px, own_map = gate_and_map(None, recipe.inference.focus_gate, coc is not None, "coc" in info["needs"])
+        coc = CocSource.create(own_map) if own_map else coc
     needs_coc = "coc" in info["needs"] or gate_px is not None
     if needs_coc and coc is None:
         what = "--focus-gate needs" if gate_px is not None else "this model (its sampler or network) needs"

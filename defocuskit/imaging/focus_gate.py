@@ -51,6 +51,15 @@ def resolve_gate(given: float | None, default: float | None) -> float | None:
     return check_full_px(given)
 
 
+def gate_and_map(given: float | None, default: float | None, has_map: bool, needs_map: bool
+                 ) -> tuple[float | None, str | None]:
+    """`resolve_gate`'s gate, and the CoC source the caller must add for it (DEFAULT_GATE_COC: the model's own gate
+    where no map is given and the model needs none) or None."""
+    gate = resolve_gate(given, default)
+    own_without_map = given is None and gate is not None and not has_map and not needs_map
+    return gate, DEFAULT_GATE_COC if own_without_map else None
+
+
 def check_smooth_px(smooth_px: float) -> float:
     """`smooth_px` as a float; a ValueError unless it is a finite number of pixels >= 0 (0: gate the whole change)."""
     if not smooth_px >= 0 or not np.isfinite(smooth_px):

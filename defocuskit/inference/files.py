@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data.shards import encode_coc
-from defocuskit.imaging.focus_gate import DEFAULT_GATE_COC, GATE_SMOOTH_PX, check_smooth_px, resolve_gate
+from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.ensemble import check_ensemble
@@ -186,10 +186,11 @@ def deblur_files(
     if coc == "oracle":
         raise ValueError("--coc oracle reads the true CoC of synthetic shards (coc.png): use it with "
                          "`defocuskit eval`; for photographs use --coc map, --coc edge or --coc fnumber")
-    given_gate, focus_gate = focus_gate, resolve_gate(focus_gate, recipe.inference.focus_gate)  # bad: fails here
-    if given_gate is None and focus_gate is not None and coc is None and coc_model is None \
-            and "coc" not in info["needs"]:
-        coc = DEFAULT_GATE_COC  # the model's own gate, by the training-free map
+    given_gate = focus_gate
+    has_map = coc is not None or coc_model is not None
+    focus_gate, own_map = gate_and_map(focus_gate, recipe.inference.focus_gate, has_map,
+                                       "coc" in info["needs"])  # a bad value fails here
+    coc = own_map or coc
     source = CocSource.create(coc, coc_model, device)
     uses_coc = "coc" in info["needs"] or focus_gate is not None
     if uses_coc and source is None:
