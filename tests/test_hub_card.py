@@ -137,3 +137,13 @@ def test_card_of_a_fine_tuned_model_names_what_it_was_fine_tuned_from(tmp_path):
     plain = _export(tmp_path / "plain.safetensors", "nafnet-tiny", [])
     folder = defocuskit.load(plain, device="cpu").save_pretrained(tmp_path / "hub2")
     assert "Fine-tuned" not in (folder / "README.md").read_text()
+
+
+def test_card_says_when_the_model_gates_its_output_by_default(tmp_path):
+    """A recipe with inference.focus_gate (nafnet-cpu's): the card tells how to get the raw output; without, nothing."""
+    gated = _export(tmp_path / "g.safetensors", "nafnet-tiny", ["inference.focus_gate=3"])
+    card = (defocuskit.load(gated, device="cpu").save_pretrained(tmp_path / "hub") / "README.md").read_text()
+    assert "gates the output by default (`inference.focus_gate: 3`)" in card and "focus_gate=0" in card
+    plain = _export(tmp_path / "p.safetensors", "nafnet-tiny", [])
+    card = (defocuskit.load(plain, device="cpu").save_pretrained(tmp_path / "hub2") / "README.md").read_text()
+    assert "gates the output" not in card

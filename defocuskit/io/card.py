@@ -122,7 +122,8 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
         f"changes it). Sampler: `{json.dumps(config.get('sampler') or {})}`, {config.get('nfe')} network "
         f"evaluation(s) per {per}."
         + (" This sampler needs a circle-of-confusion map: `model.deblur(image, coc=map_or_defocus_map_model)` or "
-           "`f_number=N`." if "coc" in (config.get("needs") or []) else ""),
+           "`f_number=N`." if "coc" in (config.get("needs") or []) else "")
+        + _gate_sentence((recipe.get("inference") or {}).get("focus_gate")),
         "",
         "## Training data", "",
         (("As the release was trained (its recipe below, as published; not trained by defocuskit): "
@@ -142,6 +143,16 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
               "recipe as resolved).", "", "```yaml",
               yaml.safe_dump(_public_data(shown), sort_keys=False, default_flow_style=None).rstrip(), "```", ""]
     return public("\n".join(lines))
+
+
+def _gate_sentence(focus_gate: float | None) -> str:
+    """What the card says of the model's own focus gate (its recipe's inference.focus_gate), or nothing."""
+    if not focus_gate:
+        return ""
+    return (f" Its recipe gates the output by default (`inference.focus_gate: {focus_gate:g}`): the change is weighed "
+            f"per pixel by min(1, |CoC| / {focus_gate:g} px) of a circle-of-confusion map (the `coc=` given, else the "
+            "training-free edge estimate), so what the map reads as in focus keeps only the change's low-pass; "
+            "`model.deblur(image, focus_gate=0)` gives the raw output.")
 
 
 def _provenance(config: dict[str, Any], description: str) -> str:
