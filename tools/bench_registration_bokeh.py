@@ -26,12 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from calibrate_renderer import stacks
+from calibrate_renderer import depth_coc, stacks
 
 from defocuskit.data.register import RegistrationError, align
 from defocuskit.data.render_photo import encode, render_coc, restore_highlights
-from defocuskit.data.sources.render import added_coc
-from defocuskit.imaging.depth import decode_depth, focus_value, signed_relative_coc
 from defocuskit.io.images import read_image, srgb_to_linear, to_float
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
@@ -52,12 +50,8 @@ def render(photo: dict, ref: np.ndarray, f_number: float, k: float, cache: Path 
         cache.mkdir(parents=True, exist_ok=True)
         np.save(path, out)
         return out
-    values = decode_depth(read_image(photo["depth"]), "auto", name=str(photo["depth"]))
-    values = cv2.resize(values, (ref.shape[1], ref.shape[0]), interpolation=cv2.INTER_AREA)
-    mask = cv2.resize(to_float(read_image(photo["focal"])).mean(axis=2), (ref.shape[1], ref.shape[0])) > 0.5
-    unit = signed_relative_coc(values, "relative", focus_value(values, mask)) * k * max(ref.shape[:2])
     linear = restore_highlights(srgb_to_linear(ref))
-    return encode(render_coc(linear, added_coc(unit, f_number, 16.0)))
+    return encode(render_coc(linear, depth_coc(photo, ref.shape[:2], k, f_number)))
 
 
 def moved(img: np.ndarray, rng: np.random.Generator, shift: float, scale: float, angle_deg: float) -> np.ndarray:

@@ -68,6 +68,17 @@ def stacks(root: Path) -> list[dict]:
     return found
 
 
+def depth_coc(stack: dict, shape: tuple[int, int], k: float, f_number: float) -> np.ndarray:
+    """The signed CoC (px) at f/N that a stack's depth map and focal mask give on an image of `shape`, with CoC scale
+    `k` (x the long side), the f/16 reference's own blur taken off in quadrature (render.added_coc)."""
+    h, w = shape
+    values = decode_depth(read_image(stack["depth"]), "auto", name=str(stack["depth"]))
+    values = cv2.resize(values, (w, h), interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(to_float(read_image(stack["focal"])).mean(axis=2), (w, h)) > 0.5
+    unit = signed_relative_coc(values, "relative", focus_value(values, mask)) * k * max(h, w)
+    return added_coc(unit, f_number, 16.0)
+
+
 def shrink(a: np.ndarray, size: int) -> np.ndarray:
     h, w = a.shape[:2]
     scale = size / max(h, w)

@@ -17,32 +17,18 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from calibrate_renderer import stacks  # noqa: E402
+from calibrate_renderer import depth_coc, stacks  # noqa: E402
 
 from defocuskit.data.reader import iter_samples  # noqa: E402
-from defocuskit.data.sources.render import added_coc  # noqa: E402
 from defocuskit.eval.baselines import prox_baseline  # noqa: E402
 from defocuskit.eval.metrics import psnr, to_unit  # noqa: E402
 from defocuskit.imaging.blur_estimate import estimate_coc  # noqa: E402
-from defocuskit.imaging.depth import decode_depth, focus_value, signed_relative_coc  # noqa: E402
-from defocuskit.io.images import read_image, to_float  # noqa: E402
 
 K_AT_512 = {"0001": 0.0324, "0002": 0.0669, "0003": 0.0110}  # k / long side, calibrate_renderer.py --size 512
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
-
-
-def depth_coc(stack: dict, shape: tuple[int, int], k: float, f_number: float) -> np.ndarray:
-    """The signed CoC (px) the stack's depth map and focal mask give at f/N, the reference's f/16 blur taken off."""
-    h, w = shape
-    values = cv2.resize(decode_depth(read_image(stack["depth"]), "auto", name=str(stack["depth"])), (w, h),
-                        interpolation=cv2.INTER_AREA)
-    mask = cv2.resize(to_float(read_image(stack["focal"])).mean(axis=2), (w, h)) > 0.5
-    unit = signed_relative_coc(values, "relative", focus_value(values, mask)) * k * max(h, w)
-    return added_coc(unit, f_number, 16.0)
 
 
 def main() -> None:
