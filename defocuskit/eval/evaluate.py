@@ -299,12 +299,13 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
             raise EvalError(f"--steps {steps}: no 'steps' setting in the sampler of any model given "
                             f"({', '.join(str(p) for p in checkpoints)}); it applies to the diffusion methods")
         steps_for = {lb: (steps if lb in with_steps else None) for lb in paths}
+    own_maps: dict[str, CocSource] = {}  # the CoC source of the models' own gates, one for every checkpoint
     for label, path in paths.items():
         name, items = chosen[label]
         runners[label], infos[label] = _checkpoint_runner(
             path, steps=steps_for[label], sampler=name, sets=items, tiling=tiling, device=device, seed=seed,
             coc=coc_source, gate_px=gates.get(label), ensemble=ensembles[label], gate_smooth=smooth,
-            gate_given=label in gates)
+            gate_given=label in gates, own_maps=own_maps)
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 

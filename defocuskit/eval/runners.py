@@ -42,12 +42,13 @@ ACTIVE_BAR: ContextVar[Any] = ContextVar("defocuskit_eval_bar", default=None)
 
 def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tiling: TilingOptions,
                        device: str, seed: int, coc: CocSource | None, gate_px: float | None = None,
-                       ensemble: int = 1, gate_smooth: float = GATE_SMOOTH_PX,
-                       gate_given: bool = False) -> tuple[Runner, dict[str, Any]]:
+                       ensemble: int = 1, gate_smooth: float = GATE_SMOOTH_PX, gate_given: bool = False,
+                       own_maps: dict[str, CocSource] | None = None) -> tuple[Runner, dict[str, Any]]:
     """Load an exported model once; a Runner that deblurs one image with it, and what the report says of it.
     `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels, the
     change's low-pass of `gate_smooth` px kept); unless `gate_given` (--focus-gate named this model; None then: no
-    gate), the model's own gate (its recipe's inference.focus_gate), by the edge estimate where no --coc is given;
+    gate), the model's own gate (its recipe's inference.focus_gate), by the edge estimate where no --coc is given
+    (from `own_maps`, shared by the checkpoints of one run, so each image's map is estimated once);
     `ensemble`: the geometric self-ensemble's size (inference.ensemble; 1: off).
 
     The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
@@ -80,7 +81,9 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
         raise EvalError(f"{path}: {exc}{hint}") from exc
     if not gate_given:
         gate_px, own_map = gate_and_map(None, recipe.inference.focus_gate, coc is not None, "coc" in info["needs"])
-        coc = CocSource.create(own_map) if own_map else coc
+        if own_map:
+            shared = {} if own_maps is None else own_maps
+            coc = shared.setdefault(own_map, CocSource.create(own_map))
     needs_coc = "coc" in info["needs"] or gate_px is not None
     if needs_coc and coc is None:
         what = "--focus-gate needs" if gate_px is not None else "this model (its sampler or network) needs"
