@@ -10,6 +10,9 @@ occlusion-aware layers, sensor-free):
 - bad: a render paired with another scene's reference (swapped), with its in-focus subject (the focal mask)
   moved by 5 % of the frame (a moved subject), with a block of another place of the reference pasted in
   (pasted), or moved far beyond a tripod bracket (scale 1.12 / rotation 6 deg); each must be REJECTED;
+- glints: the f/1.8 render at k 0.14 with 40 or 120 small clipped points of light (sun on leaves, lamps) put in
+  the reference where the depth map says out of focus, 30x the clip level in linear light, so the shot shows
+  their bokeh discs and the reference clipped dots (moved as a tripod bracket moves): ACCEPTED;
 - the 15 real fixture pairs (VABD f/1.8, f/2.8, f/8; EBB f/1.8): ACCEPTED.
 Photos are split: VABD 0001-0003 and EBB train are the tuning part; EBB test (4545-4547) is held out and
 reported separately (`--part held-out`), to be looked at once the constants are fixed.
@@ -52,6 +55,27 @@ def render(photo: dict, ref: np.ndarray, f_number: float, k: float, cache: Path 
         return out
     linear = restore_highlights(srgb_to_linear(ref))
     return encode(render_coc(linear, depth_coc(photo, ref.shape[:2], k, f_number)))
+
+
+def with_glints(photo: dict, ref: np.ndarray, count: int, level: float, rng: np.random.Generator,
+                cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, f/1.8 render at k 0.14) with `count` glints of `level` x the clip level (linear light) placed
+    where the CoC exceeds 8 px: the reference shows them clipped, the render as bokeh discs."""
+    coc = depth_coc(photo, ref.shape[:2], 0.14, 1.8)
+    lin, shown = srgb_to_linear(ref), ref.copy()
+    ys, xs = np.nonzero(np.abs(coc) > 8)
+    for k in rng.choice(len(ys), count) if len(ys) else []:
+        radius = int(rng.integers(1, 3))
+        cv2.circle(shown, (int(xs[k]), int(ys[k])), radius, (1.0, 1.0, 1.0), -1)
+        cv2.circle(lin, (int(xs[k]), int(ys[k])), radius, (level, level, level), -1)
+    name = f"{photo['name'].replace('/', '_').replace(' ', '_')}-glints{count}-{level:g}.npy"
+    if cache is not None and (cache / name).is_file():
+        return shown, np.load(cache / name)
+    shot = encode(render_coc(restore_highlights(lin), coc))
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        np.save(cache / name, shot)
+    return shown, shot
 
 
 def moved(img: np.ndarray, rng: np.random.Generator, shift: float, scale: float, angle_deg: float) -> np.ndarray:
@@ -129,6 +153,10 @@ def main() -> None:
                     cases.append(("far from a tripod bracket", "reject", tag,
                                   moved(shot, rng, 3.0, 1.12 if f_number == 1.4 else 1.0,
                                         0.0 if f_number == 1.4 else 6.0), ref))
+        for count in (40, 120):
+            shown, shot = with_glints(photo, ref, count, 30.0, rng, args.cache)
+            cases.append(("bokeh with glints", "accept", f"{count} glints",
+                          moved(shot, rng, 3.0, 1 + rng.uniform(-0.005, 0.005), rng.uniform(-0.1, 0.1)), shown))
         for kind, want, tag, shot, reference in cases:
             if args.only and kind not in args.only.split(","):
                 continue

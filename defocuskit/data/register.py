@@ -7,17 +7,13 @@ with cv2.WARP_INVERSE_MAP.
 Registration quality. `record["raw_score"]` is the ECC correlation coefficient (Evangelidis &
 Psarakis 2008) between the pre-blurred grayscale reference and the warped moving image at the working
 resolution; the defocus blur itself lowers it, not only misregistration. `record["score"]`, which
-IngestOptions.min_align_score applies to, is `registration_quality`: a blur-aware score in [0, 1] judged
-on tiles of a coarse level (long side <= 256 px) after bringing both shots to comparable blur, tile by
-tile. It is the lower of
-  - consistency: the share of textured evidence whose blur-matched correlation, within a small local
-    tolerance (~0.8 % of the long side), supports the fit (0.5 -> none, 0.8 and above -> full); flat
-    tiles carry no evidence;
-  - 1 - displaced / 0.05: `displaced` is the share of textured evidence whose content sits, coherently
-    over neighbouring tiles, elsewhere in the reference (a moved subject, a pasted region); a twentieth
-    of the textured frame found displaced drives the score to 0 (not searched when the consistency
-    already fails).
-Both methods (ecc, homography) report the same scores, so one threshold serves both.
+IngestOptions.min_align_score applies to, is the blur-aware `reg_quality.registration_quality` (consistency
+of blur-matched tiles, content found displaced). Both methods (ecc, homography) report the same scores, so one
+threshold serves both.
+
+What the fit and the scores leave out (`highlights`): light spread from highlights the reference clipped (bokeh
+discs of glints and lamps, whose brightness neither shot records). Where the whole-frame ECC fit fails or lands
+beyond a tripod bracket, it is made again on the detail both shots share (the subject in focus).
 
 Before any score, the warp must be one a tripod bracket can make (`tripod_motion`: scale within 4 %,
 rotation 1.5 deg, anisotropy 5 %, shift 5 % of the long side, little perspective: `bracket`); beyond it the pair is
@@ -32,6 +28,8 @@ import cv2
 import numpy as np
 
 from defocuskit.data.bracket import as_3x3, beyond_bracket
+from defocuskit.data.highlights import shared_detail, unexplained_highlights
+from defocuskit.data.reg_quality import _gray, _resize, registration_quality
 from defocuskit.io.images import linear_to_srgb, srgb_to_linear
 
 _MOTIONS = {
@@ -42,20 +40,6 @@ _MOTIONS = {
 }
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-6)
 _MIN_MATCHES = 12
-
-# Blur-aware registration quality (see the module docstring); sizes are at a 256 px level and scale with it.
-_Q_SIDE = 256  # the quality is judged at this long side (or the image's, if smaller)
-_Q_TILES = 32  # tiles along the long side (8 px tiles at 256 px, ~48 px at 1536 px)
-_Q_TOLERANCE = 128  # local shift tolerance: long side / this (2 px at 256 px, ~12 px at 1536 px)
-_Q_SIGMAS = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # Gaussian blurs tried on either shot, at 256 px
-_Q_MIN_STD = 0.01  # a tile with less contrast than this (after matching) is flat: no evidence
-_Q_FULL_STD = 0.03  # contrast from which a tile counts fully
-_Q_SUPPORT = (0.5, 0.8)  # blur-matched correlation giving no / full support
-_Q_FAILING = 0.6  # tiles below this correlation are searched for displaced content
-_Q_MOVED_CORR, _Q_MOVED_GAIN = 0.8, 0.25  # content found elsewhere: correlation there, and gain over in place
-_Q_MAX_DISPLACED = 0.05  # share of textured evidence found displaced that drives the score to 0
-_Q_SEARCH_LIMIT = 0.4  # above this share of failing tiles the consistency is low anyway: no search
-
 
 class RegistrationError(RuntimeError):
     """Registration could not be estimated (no convergence, too few matches, implausible warp)."""
@@ -116,19 +100,6 @@ def _smooth(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return cv2.GaussianBlur(y.astype(np.float32), (0, 0), sigma)
 
 
-def _gray(img: np.ndarray) -> np.ndarray:
-    img = np.clip(img, 0, 1).astype(np.float32)
-    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
-
-
-def _resize(gray: np.ndarray, scale: float) -> np.ndarray:
-    if scale == 1.0:
-        return gray
-    h, w = gray.shape
-    size = (max(8, round(w * scale)), max(8, round(h * scale)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-
-
 def _scale_matrix(scale: float) -> np.ndarray:
     """Pixel-centre-preserving map from full to scaled coordinates: x_s = s (x + 0.5) - 0.5."""
     c = 0.5 * scale - 0.5
@@ -154,30 +125,61 @@ def _warp(img: np.ndarray, m: np.ndarray, size: tuple[int, int], border: int = c
     return cv2.warpAffine(img, m, size, flags=flags, borderMode=border)
 
 
-def _ecc(ref: np.ndarray, mov: np.ndarray, motion: str) -> np.ndarray:
-    """Coarse-to-fine ECC (a pyramid down to ~128 px) so that shifts of tens of pixels converge."""
+def _ecc(ref: np.ndarray, mov: np.ndarray, motion: str, mask: np.ndarray | None = None,
+         detail: np.ndarray | None = None) -> np.ndarray:
+    """Coarse-to-fine ECC (a pyramid down to ~128 px) so that shifts of tens of pixels converge; `mask` (uint8,
+    the moving image's grid) marks the pixels it may use. Where that whole-frame fit fails or lands beyond a
+    tripod bracket (bokeh everywhere: the discs of many glints pull it off) and `detail` (uint8, likewise: the
+    detail both shots share, the subject in focus) is given, the detail alone is fitted from the identity.
+
+    The whole-frame fit is kept where it holds, though it can miss the subject in focus by pixels: refining it on
+    the detail aligns the subject better but the out-of-focus background worse (EBB pairs are not tripod
+    brackets), and a model trained on such pairs gained less (docs/benchmarks.md, "Registration on strong bokeh")."""
     levels = 0
     while max(ref.shape) / 2 ** (levels + 1) >= 128 and levels < 4:
         levels += 1
-    warp = np.eye(3) if motion == "homography" else np.eye(3)[:2]
-    for level in range(levels, -1, -1):
-        scale = 0.5 ** level
-        start = _conjugate(warp, _scale_matrix(scale)).astype(np.float32)
-        _, found = cv2.findTransformECC(_resize(ref, scale), _resize(mov, scale), start,
-                                        _MOTIONS[motion], _ECC_CRITERIA, None, 5)
-        warp = _rescale(found, scale)
-    return warp
+    identity = np.eye(3) if motion == "homography" else np.eye(3)[:2]
+    try:
+        warp = identity
+        for level in range(levels, -1, -1):
+            warp = _ecc_level(ref, mov, motion, warp, 0.5 ** level, mask)
+        if detail is None or not beyond_bracket(warp, (ref.shape[1], ref.shape[0])):
+            return warp
+    except cv2.error:
+        if detail is None:
+            raise
+        warp = None
+    try:
+        fitted = identity
+        for level in range(min(levels, 2), -1, -1):
+            fitted = _ecc_level(ref, mov, motion, fitted, 0.5 ** level, detail)
+    except cv2.error:
+        if warp is None:
+            raise
+        return warp
+    return fitted
 
 
-def _features(ref: np.ndarray, mov: np.ndarray) -> tuple[np.ndarray, float]:
-    """Feature homography: SIFT (ORB where SIFT is absent), Lowe ratio test, RANSAC."""
+def _ecc_level(ref: np.ndarray, mov: np.ndarray, motion: str, warp: np.ndarray, scale: float,
+               mask: np.ndarray | None) -> np.ndarray:
+    """One ECC fit at `scale` of the working images, from `warp` (working coordinates), on `mask` if given."""
+    start = _conjugate(warp, _scale_matrix(scale)).astype(np.float32)
+    level_mask = None if mask is None else (_resize(mask.astype(np.float32), scale) > 0.5).astype(np.uint8)
+    _, found = cv2.findTransformECC(_resize(ref, scale), _resize(mov, scale), start,
+                                    _MOTIONS[motion], _ECC_CRITERIA, level_mask, 5)
+    return _rescale(found, scale)
+
+
+def _features(ref: np.ndarray, mov: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Feature homography: SIFT (ORB where SIFT is absent), Lowe ratio test, RANSAC; keypoints only where `mask`
+    (uint8, both grids alike) is set."""
     a, b = (np.clip(x * 255.0, 0, 255).astype(np.uint8) for x in (ref, mov))
     if hasattr(cv2, "SIFT_create"):
         detector, norm = cv2.SIFT_create(nfeatures=4000), cv2.NORM_L2
     else:
         detector, norm = cv2.ORB_create(nfeatures=4000), cv2.NORM_HAMMING
-    kp_a, des_a = detector.detectAndCompute(a, None)
-    kp_b, des_b = detector.detectAndCompute(b, None)
+    kp_a, des_a = detector.detectAndCompute(a, mask)
+    kp_b, des_b = detector.detectAndCompute(b, mask)
     if des_a is None or des_b is None or len(kp_a) < _MIN_MATCHES or len(kp_b) < _MIN_MATCHES:
         raise RegistrationError(f"too few features ({0 if des_a is None else len(kp_a)} / "
                                 f"{0 if des_b is None else len(kp_b)})")
@@ -191,6 +193,15 @@ def _features(ref: np.ndarray, mov: np.ndarray) -> tuple[np.ndarray, float]:
     if h is None or inliers is None or int(inliers.sum()) < _MIN_MATCHES:
         raise RegistrationError(f"RANSAC found no homography with >= {_MIN_MATCHES} inliers")
     return h.astype(np.float64), float(inliers.mean())
+
+
+def _shrink(img: np.ndarray, scale: float) -> np.ndarray:
+    """`img` (grayscale or RGB) clipped to [0, 1] and downscaled by `scale` (INTER_AREA)."""
+    img = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    if scale == 1.0:
+        return img
+    h, w = img.shape[:2]
+    return cv2.resize(img, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def _check_plausible(m: np.ndarray) -> None:
@@ -207,134 +218,15 @@ def _coverage(m: np.ndarray, ref_size: tuple[int, int], mov_size: tuple[int, int
     return float((valid > 0.999).mean())
 
 
-def _tile_mean(x: np.ndarray, t: int) -> np.ndarray:
-    """Mean of every t x t tile (the sides of `x` are multiples of t; INTER_AREA averages whole blocks)."""
-    return cv2.resize(x, (x.shape[1] // t, x.shape[0] // t), interpolation=cv2.INTER_AREA)
-
-
-def _no_evidence() -> dict[str, Any]:
-    return {"score": None, "consistency": None, "displaced": None, "tiles": 0, "matched_blur": None}
-
-
-def registration_quality(reference: np.ndarray, warped: np.ndarray,
-                         valid: np.ndarray | None = None) -> dict[str, Any]:
-    """Blur-aware quality of a registration: how well `warped` (the moving shot already warped onto the
-    reference grid) agrees with `reference` once both are brought to comparable blur, tile by tile.
-
-    Inputs are same-shaped grayscale or RGB images in [0, 1]; `valid` (> 0.999) marks the pixels whose
-    warped source lies inside the moving image (default: all). Returns {"score": the lower of
-    "consistency" and max(0, 1 - "displaced" / 0.05), in [0, 1]; "consistency": share of textured
-    evidence whose blur-matched correlation supports the fit; "displaced": share of textured evidence
-    found coherently elsewhere in the reference (None when not searched because the consistency already
-    fails); "tiles": textured tiles judged; "matched_blur": [median, 90th percentile] of the Gaussian
-    sigma, in input pixels, that matched the sharper tile to the blurrier (positive where the reference
-    was blurred)}. Without a textured tile there is no evidence: score and the rest are None.
-    """
-    ref, mov = _gray(reference), _gray(warped)
-    if ref.shape != mov.shape:
-        raise ValueError(f"registration_quality needs equal shapes, got {ref.shape} and {mov.shape}")
-    mask = np.ones_like(ref) if valid is None else (np.asarray(valid) > 0.999).astype(np.float32)
-    scale = min(1.0, _Q_SIDE / max(ref.shape))
-    a0, b0, v0 = (_resize(x, scale) for x in (ref, mov, mask))
-    side = max(a0.shape)
-    t, r = max(4, round(side / _Q_TILES)), max(1, round(side / _Q_TOLERANCE))
-    rows, cols = (a0.shape[0] - 2 * r) // t, (a0.shape[1] - 2 * r) // t
-    if rows < 1 or cols < 1:
-        return _no_evidence()
-
-    def crop(x: np.ndarray, dy: int = 0, dx: int = 0) -> np.ndarray:
-        return x[r + dy:r + dy + rows * t, r + dx:r + dx + cols * t]
-
-    sigmas = [0.0] + [s * side / _Q_SIDE for s in _Q_SIGMAS]
-    # defocus PSF approximated by a Gaussian (Pentland 1987); the sharper shot is blurred to match the
-    # blurrier, either side, one sigma per tile (defocus varies across the image)
-    refs = {s: cv2.GaussianBlur(a0, (0, 0), s) if s else a0 for s in sigmas}
-    movs = {s: cv2.GaussianBlur(b0, (0, 0), s) if s else b0 for s in sigmas}
-    candidates = [(s, 0.0) for s in sigmas] + [(0.0, s) for s in sigmas[1:]]
-    stats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-
-    def tile_stats(key: tuple, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if key not in stats:
-            m = _tile_mean(x, t)
-            stats[key] = m, np.sqrt(np.maximum(_tile_mean(x * x, t) - m * m, 0.0))
-        return stats[key]
-
-    best = np.full((rows, cols), -2.0, np.float32)  # blur-matched correlation (ZNCC) per tile
-    contrast = np.zeros((rows, cols), np.float32)
-    choice = np.zeros((rows, cols), np.int32)
-    ref_std = tile_stats(("ref", 0.0), crop(a0))[1]
-    for k, (sa, sb) in enumerate(candidates):
-        a = crop(refs[sa])
-        ma, da = tile_stats(("ref", sa), a)
-        for dy in range(-r, r + 1):  # local tolerance: the best of small shifts
-            for dx in range(-r, r + 1):
-                b = crop(movs[sb], dy, dx)
-                mb, db = tile_stats(("mov", sb, dy, dx), b)
-                corr = (_tile_mean(a * b, t) - ma * mb) / np.maximum(da * db, 1e-12)
-                # blurring only leaks contrast in from outside a tile: count no more than either had
-                mov_std = tile_stats(("mov", 0.0, dy, dx), crop(b0, dy, dx))[1]
-                evidence = np.minimum(np.minimum(da, db), np.minimum(ref_std, mov_std))
-                better = (evidence >= _Q_MIN_STD) & (corr > best)
-                best[better], contrast[better], choice[better] = corr[better], evidence[better], k
-    textured = (best > -2) & (_tile_mean(crop(v0), t) > 0.999)
-    if not textured.any():
-        return _no_evidence()
-    weight = np.minimum(contrast / _Q_FULL_STD, 1.0) * textured
-    total = float(weight.sum())
-    lo, hi = _Q_SUPPORT
-    consistency = float((weight * np.clip((best - lo) / (hi - lo), 0.0, 1.0)).sum()) / total
-
-    failing = textured & (best < _Q_FAILING)
-    displaced = None
-    if failing.sum() <= _Q_SEARCH_LIMIT * textured.sum():
-        moved = _displaced_tiles(failing, best, choice, candidates, refs, movs, t, r)
-        displaced = float((weight * moved).sum()) / total
-    score = consistency if displaced is None else min(consistency, max(0.0, 1.0 - displaced / _Q_MAX_DISPLACED))
-    signed = np.array([sa - sb for sa, sb in candidates])[choice[textured]] / scale
-    return {"score": score, "consistency": consistency, "displaced": displaced, "tiles": int(textured.sum()),
-            "matched_blur": [float(np.median(signed)), float(np.percentile(signed, 90))]}
-
-
-def _displaced_tiles(failing: np.ndarray, best: np.ndarray, choice: np.ndarray, candidates: list,
-                     refs: dict, movs: dict, t: int, r: int) -> np.ndarray:
-    """Failing tiles whose content matches well elsewhere in the reference, at the same offset as a
-    neighbouring such tile (a moved subject or pasted region; chance matches do not agree)."""
-    rows, cols = best.shape
-    offset = np.zeros((rows, cols, 2), np.int32)
-    found = np.full((rows, cols), -1.0, np.float32)
-    flat_windows: dict[float, np.ndarray] = {}
-    for i, j in zip(*np.nonzero(failing)):
-        y0, x0 = r + i * t, r + j * t
-        for k in {0, int(choice[i, j])}:  # unblurred, and the tile's matched blur
-            sa, sb = candidates[k]
-            template = movs[sb][y0:y0 + t, x0:x0 + t]
-            if template.std() < _Q_MIN_STD:
-                continue
-            res = cv2.matchTemplate(refs[sa], template, cv2.TM_CCOEFF_NORMED)  # normalized cross-correlation
-            if sa not in flat_windows:
-                m = cv2.boxFilter(refs[sa], -1, (t, t), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
-                m2 = cv2.boxFilter(refs[sa] ** 2, -1, (t, t), anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
-                flat_windows[sa] = (m2 - m * m)[:res.shape[0], :res.shape[1]] < _Q_MIN_STD ** 2
-            res[flat_windows[sa]] = -1.0
-            y, x = np.unravel_index(int(res.argmax()), res.shape)
-            if res[y, x] > found[i, j]:
-                found[i, j], offset[i, j] = res[y, x], (y - y0, x - x0)
-    elsewhere = failing & (found >= _Q_MOVED_CORR) & (found >= best + _Q_MOVED_GAIN) & (np.abs(offset).max(-1) > r)
-    coherent = np.zeros_like(elsewhere)
-    for i, j in zip(*np.nonzero(elsewhere)):
-        near = (slice(max(0, i - 1), i + 2), slice(max(0, j - 1), j + 2))
-        agree = elsewhere[near] & (np.abs(offset[near] - offset[i, j]).max(-1) <= r)
-        coherent[i, j] = agree.sum() >= 2  # itself and at least one neighbour
-    return coherent
-
-
 def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion: str = "affine",
           max_side: int = 1024, blur_sigma: float = 2.0) -> tuple[np.ndarray, dict[str, Any]]:
     """Register `moving` (the defocused shot) onto `reference`; returns (warped moving, record).
 
     Estimated on grayscale images downscaled to `max_side` and Gaussian pre-blurred (`blur_sigma`
     working pixels, so the defocus difference matters less); warped at full resolution with reflected
-    borders. record = {"method", "motion", "score" (the blur-aware `registration_quality`, in [0, 1];
+    borders. Pixels lit by clipped highlights of the reference (`unexplained_highlights`: bokeh discs of glints
+    and lamps, whose brightness neither shot records) take no part in the fit nor in its scores.
+    record = {"method", "motion", "score" (the blur-aware `registration_quality`, in [0, 1];
     the raw correlation where no tile is textured), "raw_score" (ECC correlation of the pre-blurred
     images), "consistency", "displaced", "quality_tiles", "matched_blur_px" ([median, 90th percentile]
     Gaussian sigma in full-resolution pixels that matched the sharper shot to the blurrier, positive
@@ -347,23 +239,30 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
         raise ValueError(f"ECC motion must be one of {sorted(_MOTIONS)}, got {motion!r}")
     h, w = reference.shape[:2]
     scale = min(1.0, max_side / max(h, w))
-    ref_w, mov_w = _resize(_gray(reference), scale), _resize(_gray(moving), scale)
+    ref_c, mov_c = (_shrink(x, scale) for x in (reference, moving))
+    ref_w, mov_w = _gray(ref_c), _gray(mov_c)
+    usable = detail = None
+    if ref_c.shape == mov_c.shape:  # judged before the fit: a tripod bracket moves the frame by little
+        lit = unexplained_highlights(ref_c, mov_c)
+        usable, detail = (~lit).astype(np.uint8), (shared_detail(ref_w, mov_w) & ~lit).astype(np.uint8)
     ref_g = cv2.GaussianBlur(ref_w, (0, 0), blur_sigma)
     mov_g = cv2.GaussianBlur(mov_w, (0, 0), blur_sigma)
     record: dict[str, Any] = {"method": method, "motion": "homography" if method == "homography" else motion}
     try:
         if method == "ecc":
-            warp = _ecc(ref_g, mov_g, motion)
+            warp = _ecc(ref_g, mov_g, motion, usable, detail)
         else:
-            warp, record["inliers"] = _features(ref_g, mov_g)
+            warp, record["inliers"] = _features(ref_g, mov_g, usable)
         _check_plausible(warp)
         size = (ref_g.shape[1], ref_g.shape[0])
         warped_g = _warp(mov_g, warp, size)
         valid = _warp(np.ones_like(mov_g), warp, size, border=cv2.BORDER_CONSTANT)
-        raw = float(cv2.computeECC(ref_g, warped_g, (valid > 0.999).astype(np.uint8)))
+        warped_c = _warp(mov_c, warp, size)
+        lit = unexplained_highlights(ref_c, warped_c)
+        raw = float(cv2.computeECC(ref_g, warped_g, ((valid > 0.999) & ~lit).astype(np.uint8)))
     except cv2.error as exc:
         raise RegistrationError(f"{method} did not converge ({str(exc).strip().splitlines()[-1]})") from exc
-    quality = registration_quality(ref_w, _warp(mov_w, warp, size), valid)
+    quality = registration_quality(ref_c, warped_c, valid)
     score = raw if quality["score"] is None else quality["score"]
     full = _rescale(warp, scale)
     beyond = beyond_bracket(full, (w, h))

@@ -1,0 +1,113 @@
+"""Registration of wide-aperture shots: the bokeh discs of clipped highlights are left out of the fit and the
+score, and where they still pull the whole-frame fit off, it is made on the detail both shots share."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from defocuskit.data.highlights import shared_detail, unexplained_highlights
+from defocuskit.data.register import RegistrationError, align
+from defocuskit.io.images import linear_to_srgb, read_image, srgb_to_linear, to_float
+
+
+def _texture(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 2.0)
+    return np.clip(0.15 + 2.5 * (noise - noise.mean()), 0.02, 0.6)
+
+
+def _glint_scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A dim textured background with 30 clipped glints (sRGB reference) and its defocused shot, where each
+    glint, 40x the clip level in linear light, spreads into a disc of radius 14 px; and the discs' true mask."""
+    h, w = 256, 384
+    base = _texture(h, w, seed)
+    lin = np.repeat(srgb_to_linear(base)[..., None], 3, axis=2)
+    ref_srgb = linear_to_srgb(lin)
+    glints = np.zeros((h, w), np.float32)
+    rng = np.random.default_rng(seed + 1)
+    for y, x in zip(rng.integers(20, h - 20, 30), rng.integers(20, w - 20, 30)):
+        cv2.circle(glints, (int(x), int(y)), 1, 1.0, -1)
+    ref_srgb[glints > 0] = 1.0
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (29, 29)).astype(np.float32)
+    disc /= disc.sum()
+    blurred = cv2.filter2D(lin + 40.0 * glints[..., None], -1, disc)
+    truth = cv2.filter2D(glints, -1, disc) * 40.0 > 0.1  # where the discs add more than a tenth of the clip level
+    return ref_srgb, linear_to_srgb(np.clip(blurred, 0, 1)), truth
+
+
+def test_unexplained_highlights_marks_the_glints_discs_and_little_else():
+    ref, shot, discs = _glint_scene()
+    lit = unexplained_highlights(ref, shot)
+    assert lit[discs].mean() > 0.8, lit[discs].mean()  # the discs are found
+    far = cv2.dilate(discs.astype(np.uint8), np.ones((15, 15), np.uint8)) == 0
+    assert lit[far].mean() < 0.02, lit[far].mean()  # and nothing away from them
+    # without a clipped pixel in the reference nothing is unexplained, whatever the shot's exposure
+    dim = np.clip(ref, 0, 0.9)
+    assert not unexplained_highlights(dim, np.clip(shot * 1.5, 0, 1)).any()
+    with pytest.raises(ValueError, match="equal shapes"):
+        unexplained_highlights(ref, shot[:100])
+
+
+def test_shared_detail_is_where_the_shot_is_as_sharp_as_the_reference():
+    ref = _texture(256, 384, 3)
+    shot = ref.copy()
+    shot[:, 192:] = cv2.GaussianBlur(ref, (0, 0), 6.0)[:, 192:]  # the right half out of focus
+    same = shared_detail(ref, shot)
+    assert same[:, 20:172].mean() > 0.9 and same[:, 212:].mean() < 0.1
+    flat = np.full((64, 64), 0.5, np.float32)  # nothing shared anywhere: the whole frame is returned
+    assert shared_detail(flat, flat).all()
+
+
+def _glint_render(root, stem: str, count: int, side: int = 768) -> tuple[np.ndarray, np.ndarray]:
+    """A VABD reference at `side` px with `count` clipped points of light where its depth map says out of focus
+    (reference side), and its f/1.8 render at CoC scale 0.14 with those points 30x the clip level (bokeh discs)."""
+    from defocuskit.data.render_photo import encode, render_coc, restore_highlights
+    from defocuskit.data.sources.render import added_coc
+    from defocuskit.imaging.depth import decode_depth, focus_value, signed_relative_coc
+
+    vabd = root / "VABD" / "train"
+    ref = to_float(read_image(vabd / "input" / f"{stem}.JPG"))
+    ref = cv2.resize(ref, (side, side * ref.shape[0] // ref.shape[1]), interpolation=cv2.INTER_AREA)
+    h, w = ref.shape[:2]
+    depth = cv2.resize(decode_depth(read_image(vabd / "depth" / f"{stem}.png"), "auto"), (w, h),
+                       interpolation=cv2.INTER_AREA)
+    focal = cv2.resize(to_float(read_image(vabd / "focal" / f"{stem}.png")).mean(axis=2), (w, h)) > 0.5
+    coc = added_coc(signed_relative_coc(depth, "relative", focus_value(depth, focal)) * 0.14 * side, 1.8, 16.0)
+    lin, shown = srgb_to_linear(ref), ref.copy()
+    ys, xs = np.nonzero(np.abs(coc) > 4)
+    for k in np.random.default_rng(0).choice(len(ys), count):
+        cv2.circle(shown, (int(xs[k]), int(ys[k])), 1, (1.0, 1.0, 1.0), -1)
+        cv2.circle(lin, (int(xs[k]), int(ys[k])), 1, (30.0, 30.0, 30.0), -1)
+    return shown, encode(render_coc(restore_highlights(lin), coc))
+
+
+@pytest.mark.parametrize("stem", ["0001", "0003"])
+def test_a_wide_aperture_shot_full_of_glints_is_kept_and_a_wrong_one_still_refused(real_fixture_root, stem):
+    """120 sun glints in the background: before, VABD 0001's render scored 0.78 (raw correlation 0.51) and 0003's
+    whole-frame fit landed beyond a tripod bracket; both were refused. Their discs are now left out."""
+    ref, shot = _glint_render(real_fixture_root, stem, 120)
+    _, record = align(shot, ref)
+    assert record["score"] >= 0.8 and record["raw_score"] >= 0.8, record
+    other, _ = _glint_render(real_fixture_root, "0002", 120)  # the same glints, another scene's reference
+    try:
+        _, record = align(shot, other)
+    except RegistrationError:
+        return
+    assert record["score"] < 0.8, record
+
+
+def test_ecc_falls_back_to_the_shared_detail_where_the_whole_frame_fit_fails():
+    from defocuskit.data.register import _ecc
+
+    ref = cv2.GaussianBlur(_texture(256, 384, 5), (0, 0), 1.5)
+    truth = np.array([[1.0, 0.0, 2.5], [0.0, 1.0, -1.5]])  # reference -> moving: moving(truth x) = reference(x)
+    back = np.array([[1.0, 0.0, -2.5], [0.0, 1.0, 1.5]], np.float32)  # its inverse
+    mov = cv2.warpAffine(ref, back, (384, 256), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REFLECT)
+    nothing, everything = np.zeros(ref.shape, np.uint8), np.ones(ref.shape, np.uint8)
+    with pytest.raises(cv2.error):  # no pixel to fit the whole frame on, and no detail to fall back to
+        _ecc(ref, mov, "affine", nothing)
+    np.testing.assert_allclose(_ecc(ref, mov, "affine", nothing, everything), truth, atol=0.05)
+    np.testing.assert_allclose(_ecc(ref, mov, "affine", everything, everything), truth, atol=0.05)
