@@ -7,7 +7,8 @@ unknown (a sun glint or a lamp can be a hundred times the clip level), and at a 
 bright disc. Such discs carry no information both shots share: a registration fitted to them, or a quality score
 that reads them as misplaced content, throws good wide-aperture shots away. `unexplained_highlights` marks them so
 that registration and its score leave them out. `shared_detail` marks the other thing a wide aperture changes
-least: the fine detail of the subject in focus, which both shots hold alike (data.register refines its fit there).
+least: the fine detail of the subject in focus, which both shots hold alike (data.register fits there when a fit of
+the whole frame fails).
 """
 
 from __future__ import annotations
