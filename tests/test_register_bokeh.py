@@ -109,5 +109,5 @@ def test_ecc_falls_back_to_the_shared_detail_where_the_whole_frame_fit_fails():
     nothing, everything = np.zeros(ref.shape, np.uint8), np.ones(ref.shape, np.uint8)
     with pytest.raises(cv2.error):  # no pixel to fit the whole frame on, and no detail to fall back to
         _ecc(ref, mov, "affine", nothing)
-    np.testing.assert_allclose(_ecc(ref, mov, "affine", nothing, everything), truth, atol=0.05)
-    np.testing.assert_allclose(_ecc(ref, mov, "affine", everything, everything), truth, atol=0.05)
+    np.testing.assert_allclose(_ecc(ref, mov, "affine", nothing, lambda: everything), truth, atol=0.05)
+    np.testing.assert_allclose(_ecc(ref, mov, "affine", everything, lambda: everything), truth, atol=0.05)

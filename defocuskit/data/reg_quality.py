@@ -60,14 +60,14 @@ def _no_evidence(highlights: float) -> dict[str, Any]:
             "highlights": highlights}
 
 
-def registration_quality(reference: np.ndarray, warped: np.ndarray,
-                         valid: np.ndarray | None = None) -> dict[str, Any]:
+def registration_quality(reference: np.ndarray, warped: np.ndarray, valid: np.ndarray | None = None,
+                         lit: np.ndarray | None = None) -> dict[str, Any]:
     """Blur-aware quality of a registration: how well `warped` (the moving shot already warped onto the
     reference grid) agrees with `reference` once both are brought to comparable blur, tile by tile.
 
     Inputs are same-shaped grayscale or RGB images in [0, 1] (RGB tells clipped highlights best); `valid`
     (> 0.999) marks the pixels whose warped source lies inside the moving image (default: all); pixels lit by a
-    clipped highlight (`unexplained_highlights`) are left out as well. Returns {"score": the lower of
+    clipped highlight (`unexplained_highlights`, or `lit` where the caller has it) are left out as well. Returns {"score": the lower of
     "consistency" and max(0, 1 - "displaced" / 0.05), in [0, 1]; "consistency": share of textured
     evidence whose blur-matched correlation supports the fit; "displaced": share of textured evidence
     found coherently elsewhere in the reference (None when not searched because the consistency already
@@ -80,7 +80,7 @@ def registration_quality(reference: np.ndarray, warped: np.ndarray,
     if ref.shape != mov.shape:
         raise ValueError(f"registration_quality needs equal shapes, got {ref.shape} and {mov.shape}")
     mask = np.ones_like(ref) if valid is None else (np.asarray(valid) > 0.999).astype(np.float32)
-    unexplained = unexplained_highlights(reference, warped)
+    unexplained = unexplained_highlights(reference, warped) if lit is None else np.asarray(lit, bool)
     mask[unexplained] = 0.0
     scale = min(1.0, _Q_SIDE / max(ref.shape))
     a0, b0, v0 = (_resize(x, scale) for x in (ref, mov, mask))

@@ -22,7 +22,7 @@ refused as a wrong match (another scene, a repeated texture) whatever its correl
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -126,11 +126,12 @@ def _warp(img: np.ndarray, m: np.ndarray, size: tuple[int, int], border: int = c
 
 
 def _ecc(ref: np.ndarray, mov: np.ndarray, motion: str, mask: np.ndarray | None = None,
-         detail: np.ndarray | None = None) -> np.ndarray:
+         detail: Callable[[], np.ndarray] | None = None) -> np.ndarray:
     """Coarse-to-fine ECC (a pyramid down to ~128 px) so that shifts of tens of pixels converge; `mask` (uint8,
     the moving image's grid) marks the pixels it may use. Where that whole-frame fit fails or lands beyond a
-    tripod bracket (bokeh everywhere: the discs of many glints pull it off) and `detail` (uint8, likewise: the
-    detail both shots share, the subject in focus) is given, the detail alone is fitted from the identity.
+    tripod bracket (bokeh everywhere: the discs of many glints pull it off) and `detail` is given (it returns a
+    uint8 mask, likewise: the detail both shots share, the subject in focus; made only when needed), the detail
+    alone is fitted from the identity.
 
     The whole-frame fit is kept where it holds, though it can miss the subject in focus by pixels: refining it on
     the detail aligns the subject better but the out-of-focus background worse (EBB pairs are not tripod
@@ -150,9 +151,9 @@ def _ecc(ref: np.ndarray, mov: np.ndarray, motion: str, mask: np.ndarray | None 
             raise
         warp = None
     try:
-        fitted = identity
+        fitted, shared = identity, detail()
         for level in range(min(levels, 2), -1, -1):
-            fitted = _ecc_level(ref, mov, motion, fitted, 0.5 ** level, detail)
+            fitted = _ecc_level(ref, mov, motion, fitted, 0.5 ** level, shared)
     except cv2.error:
         if warp is None:
             raise
@@ -244,7 +245,8 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
     usable = detail = None
     if ref_c.shape == mov_c.shape:  # judged before the fit: a tripod bracket moves the frame by little
         lit = unexplained_highlights(ref_c, mov_c)
-        usable, detail = (~lit).astype(np.uint8), (shared_detail(ref_w, mov_w) & ~lit).astype(np.uint8)
+        usable = (~lit).astype(np.uint8)
+        detail = lambda: (shared_detail(ref_w, mov_w) & ~lit).astype(np.uint8)  # noqa: E731
     ref_g = cv2.GaussianBlur(ref_w, (0, 0), blur_sigma)
     mov_g = cv2.GaussianBlur(mov_w, (0, 0), blur_sigma)
     record: dict[str, Any] = {"method": method, "motion": "homography" if method == "homography" else motion}
@@ -258,11 +260,11 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
         warped_g = _warp(mov_g, warp, size)
         valid = _warp(np.ones_like(mov_g), warp, size, border=cv2.BORDER_CONSTANT)
         warped_c = _warp(mov_c, warp, size)
-        lit = unexplained_highlights(ref_c, warped_c)
-        raw = float(cv2.computeECC(ref_g, warped_g, ((valid > 0.999) & ~lit).astype(np.uint8)))
+        lit_warped = unexplained_highlights(ref_c, warped_c)  # judged again on the registered grid
+        raw = float(cv2.computeECC(ref_g, warped_g, ((valid > 0.999) & ~lit_warped).astype(np.uint8)))
     except cv2.error as exc:
         raise RegistrationError(f"{method} did not converge ({str(exc).strip().splitlines()[-1]})") from exc
-    quality = registration_quality(ref_c, warped_c, valid)
+    quality = registration_quality(ref_c, warped_c, valid, lit_warped)
     score = raw if quality["score"] is None else quality["score"]
     full = _rescale(warp, scale)
     beyond = beyond_bracket(full, (w, h))
