@@ -37,7 +37,7 @@ VARIANTS = ("whole frame", "highlights masked", "refined on the detail")
 def fit(ref: np.ndarray, mov: np.ndarray, variant: str) -> np.ndarray:
     """The full-resolution warp (reference -> moving) of one variant, at `align`'s working resolution."""
     scale = min(1.0, 1024 / max(ref.shape[:2]))
-    rc, mc = reg._shrink(ref, scale), reg._shrink(mov, scale)
+    rc, mc = (reg._resize(np.clip(x, 0.0, 1.0).astype(np.float32), scale) for x in (ref, mov))
     rw, mw = reg._gray(rc), reg._gray(mc)
     rg, mg = (cv2.GaussianBlur(x, (0, 0), 2.0) for x in (rw, mw))
     lit = unexplained_highlights(rc, mc)

@@ -42,12 +42,13 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
 
 
-def _resize(gray: np.ndarray, scale: float) -> np.ndarray:
+def _resize(img: np.ndarray, scale: float) -> np.ndarray:
+    """`img` (grayscale or RGB) downscaled by `scale` (INTER_AREA; at least 8 px a side)."""
     if scale == 1.0:
-        return gray
-    h, w = gray.shape
+        return img
+    h, w = img.shape[:2]
     size = (max(8, round(w * scale)), max(8, round(h * scale)))
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
 def _tile_mean(x: np.ndarray, t: int) -> np.ndarray:
@@ -67,14 +68,14 @@ def registration_quality(reference: np.ndarray, warped: np.ndarray, valid: np.nd
 
     Inputs are same-shaped grayscale or RGB images in [0, 1] (RGB tells clipped highlights best); `valid`
     (> 0.999) marks the pixels whose warped source lies inside the moving image (default: all); pixels lit by a
-    clipped highlight (`unexplained_highlights`, or `lit` where the caller has it) are left out as well. Returns {"score": the lower of
-    "consistency" and max(0, 1 - "displaced" / 0.05), in [0, 1]; "consistency": share of textured
-    evidence whose blur-matched correlation supports the fit; "displaced": share of textured evidence
-    found coherently elsewhere in the reference (None when not searched because the consistency already
-    fails); "tiles": textured tiles judged; "matched_blur": [median, 90th percentile] of the Gaussian
-    sigma, in input pixels, that matched the sharper tile to the blurrier (positive where the reference
-    was blurred); "highlights": share of the frame left out as lit by clipped highlights}. Without a textured
-    tile there is no evidence: score and the rest are None.
+    clipped highlight (`unexplained_highlights`, or `lit` where the caller has it) are left out as well.
+    Returns {"score": the lower of "consistency" and max(0, 1 - "displaced" / 0.05), in [0, 1];
+    "consistency": share of textured evidence whose blur-matched correlation supports the fit;
+    "displaced": share of textured evidence found coherently elsewhere in the reference (None when not
+    searched because the consistency already fails); "tiles": textured tiles judged; "matched_blur":
+    [median, 90th percentile] of the Gaussian sigma, in input pixels, that matched the sharper tile to the
+    blurrier (positive where the reference was blurred); "highlights": share of the frame left out as lit by
+    clipped highlights}. Without a textured tile there is no evidence: score and the rest are None.
     """
     ref, mov = _gray(reference), _gray(warped)
     if ref.shape != mov.shape:

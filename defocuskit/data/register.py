@@ -196,15 +196,6 @@ def _features(ref: np.ndarray, mov: np.ndarray, mask: np.ndarray | None = None) 
     return h.astype(np.float64), float(inliers.mean())
 
 
-def _shrink(img: np.ndarray, scale: float) -> np.ndarray:
-    """`img` (grayscale or RGB) clipped to [0, 1] and downscaled by `scale` (INTER_AREA)."""
-    img = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
-    if scale == 1.0:
-        return img
-    h, w = img.shape[:2]
-    return cv2.resize(img, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
-
-
 def _check_plausible(m: np.ndarray) -> None:
     a = as_3x3(m)[:2, :2]
     det = float(np.linalg.det(a))
@@ -240,7 +231,7 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
         raise ValueError(f"ECC motion must be one of {sorted(_MOTIONS)}, got {motion!r}")
     h, w = reference.shape[:2]
     scale = min(1.0, max_side / max(h, w))
-    ref_c, mov_c = (_shrink(x, scale) for x in (reference, moving))
+    ref_c, mov_c = (_resize(np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0), scale) for x in (reference, moving))
     ref_w, mov_w = _gray(ref_c), _gray(mov_c)
     usable = detail = None
     if ref_c.shape == mov_c.shape:  # judged before the fit: a tripod bracket moves the frame by little
