@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +21,7 @@ from defocuskit.imaging.flow import backward_warp, consistency_mask, estimate_fl
 from defocuskit.inference.restore import restore_batch
 from defocuskit.methods import get_method
 from defocuskit.methods.base import RestoreContext
-from defocuskit.methods.jdrl import ModelConfig, ObjectiveConfig, SamplerConfig, in_reblur_stage
+from defocuskit.methods.jdrl import ModelConfig, ObjectiveConfig, SamplerConfig, charbonnier, in_reblur_stage
 from defocuskit.models.jdrl import ReblurModule, disc_radius, orbit_offsets, orbit_values, orbits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,6 +171,73 @@ def test_loss_is_finite_and_backpropagates_in_both_stages():
     assert "step" in model.state_dict()  # saved in checkpoints, EMA and the exported file
 
 
+def test_aligned_pairs_are_compared_unwarped_and_the_others_through_the_flow(monkeypatch):
+    import defocuskit.imaging.flow as flow_module
+
+    method = get_method("jdrl")
+    torch.manual_seed(3)
+    model = method.build(TINY, ObjectiveConfig(), True)
+    sharp = torch.cat([_texture(32, 32, 4), _texture(32, 32, 5)])
+    blur = F.avg_pool2d(torch.roll(sharp, 2, 3), 5, 1, 2, count_include_pad=False)  # both shifted by 2 px
+    aligned = torch.tensor([True, False])
+    sizes = []
+    real_flow = flow_module.estimate_flow
+    monkeypatch.setattr(flow_module, "estimate_flow",
+                        lambda t, m, p="medium": sizes.append(t.shape[0]) or real_flow(t, m, p))
+    for stage2 in (False, True):
+        sizes.clear()
+        out = model(blur, sharp, stage2, "medium", True, aligned)
+        assert sizes == ([1] if not stage2 else [1, 1])  # no flow estimated for the aligned pair
+        assert torch.equal(out["target"][0], sharp[0])  # the aligned pair's target: the reference, not resampled
+        assert (out["target"][1] - sharp[1]).abs().mean() > 0.02  # the other: moved onto its grid by the flow
+        if stage2:
+            assert torch.equal(out["output_on_sharp"][0], out["output"][0])
+            assert out["mask"][0].min() == 1 and out["mask_back"][0].min() == 1
+    # the loss: "auto" reads batch["aligned"], "always" (the release) warps every pair, and so does a batch without it
+    batch = {"blur": blur, "sharp": sharp, "aligned": torch.tensor([True, True])}
+    losses = {}
+    for warp in ("auto", "always"):
+        for with_flag in (True, False):
+            torch.manual_seed(4)
+            net = method.build(TINY, ObjectiveConfig(warp=warp), True)
+            b = batch if with_flag else {k: v for k, v in batch.items() if k != "aligned"}
+            losses[warp, with_flag] = float(method.loss(net, b, ObjectiveConfig(warp=warp)).detach())
+    torch.manual_seed(4)
+    net = method.build(TINY, ObjectiveConfig(), True)
+    expected = float(charbonnier(net.deblur(blur)[0], sharp).detach())  # stage 1, aligned: output against sharp
+    assert losses["auto", True] == pytest.approx(expected, rel=1e-6)
+    assert losses["always", True] == losses["always", False] == losses["auto", False] != losses["auto", True]
+    with pytest.raises(ValueError, match="objective.warp"):
+        method.build(TINY, ObjectiveConfig(warp="never"), False)
+
+
+def test_a_detached_reblur_loss_trains_the_reblurring_module_and_not_the_deblurring_net():
+    method = get_method("jdrl")
+    sharp = torch.cat([_texture(32, 32, 6), _texture(32, 32, 7)])
+    batch = {"blur": F.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False), "sharp": sharp,
+             "aligned": torch.tensor([True, True])}
+    model_cfg = dataclasses.replace(TINY, dropout=0.0)
+
+    def grads(**objective) -> dict[str, torch.Tensor]:
+        torch.manual_seed(5)
+        cfg = ObjectiveConfig(reblur_start_step=0, **objective)
+        net = method.build(model_cfg, cfg, True)
+        with torch.no_grad():
+            net.deblur.out.weight.normal_(0, 0.05)  # off the identity, so that the output depends on the net
+        method.loss(net, batch, cfg).backward()
+        return {n: p.grad.clone() for n, p in net.named_parameters()}
+
+    released, detached = grads(), grads(reblur_trains_deblur=False)  # the default: the release's
+    no_reblur = grads(reblur_weight=0.0)
+    deblur = [n for n in released if n.startswith("deblur.") and not n.startswith("deblur.estimator")]
+    for n in deblur:  # the deblurring net learns as if there were no reblur loss ...
+        torch.testing.assert_close(detached[n], no_reblur[n], rtol=1e-5, atol=1e-8)
+    assert any(not torch.allclose(released[n], detached[n]) for n in deblur)  # ... which the release's does not
+    for n in ("reblur.kernel.0.weight", "reblur.weights.0.weight"):  # the reblurring module still learns
+        torch.testing.assert_close(detached[n], released[n])
+        assert detached[n].abs().sum() > 0
+
+
 def test_restore_keeps_odd_sizes_and_the_range():
     method = get_method("jdrl")
     torch.manual_seed(2)
@@ -196,6 +263,35 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(out), workers=0, synthetic_size=64,
                                                              synthetic_f_numbers=(1.4, 4.0)), progress=False)
     return out
+
+
+def test_rendered_pairs_reach_the_loss_flagged_aligned_and_real_ones_do_not(shards: Path) -> None:
+    import tarfile
+
+    from defocuskit.config.recipe import DataConfig
+    from defocuskit.data.metadata import to_python
+    from defocuskit.train.augment import to_tensors
+
+    with tarfile.open(sorted(shards.glob("train-*.tar"))[0]) as tar:  # as --synthetic builtin writes it
+        meta = next(json.load(tar.extractfile(m)) for m in tar.getmembers() if m.name.endswith(".json"))
+    rendered = to_python(meta)
+    cases = {
+        "rendered": (rendered, True),
+        "misalignment injected": ({**rendered, "align": {"method": "injected"}}, False),
+        "ingest --render": ({**rendered, "source": "render"}, True),
+        "registered real pair": ({**rendered, "source": "vabd", "align": {"method": "ecc", "score": 0.97}}, False),
+        "as shot (--register none)": ({**rendered, "source": "ebb", "align": {"method": "none"}}, False),
+        "no record": ({"source": "dpdd"}, False),
+    }
+    cfg = DataConfig(image_size=16, augment=False)
+    img = np.zeros((16, 16, 3), np.uint8)
+    for name, (m, expected) in cases.items():
+        for kind in ("paired", "coc"):
+            sample = {"key": "k", "sharp": img, "blur": img, "coc": np.zeros((16, 16), np.float32), "meta": m}
+            out = to_tensors(sample, kind, cfg, np.random.default_rng(0))
+            assert bool(out["aligned"]) is expected, (name, kind)
+    sharp_only = to_tensors({"key": "k", "sharp": img, "meta": rendered}, "sharp", cfg, np.random.default_rng(0))
+    assert "aligned" not in sharp_only
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -38,7 +38,7 @@ PINNED_LOSSES: dict[str, list[float]] = {
     "ffdnet": [0.001832273, 0.0008856438, 0.001383565, 0.0002383788, 0.002927925],
     "hidd": [507.4241, 516.3445, 516.6092, 488.6378, 499.2297],
     "ifan": [0.0340471, 0.02546984, 0.03554488, 0.03350893, 0.04851781],
-    "jdrl": [0.02339928, 0.02496611, 0.01889217, 0.01182588, 0.02404393],
+    "jdrl": [0.02529267, 0.02174205, 0.02139505, 0.01233920, 0.02674022],  # rendered pairs unwarped (objective.warp)
     "nafnet": [-11.72289, -12.09099, -12.63663, -14.38477, -15.67606],
     "rddm": [-9.054039, -10.35033, -10.07661, -11.17359, -10.47354],  # issue 20: its map is the dilated tiny estimator
     "restormer": [0.07761008, 0.05932333, 0.06092931, 0.04945276, 0.0567015],
@@ -192,6 +192,18 @@ def test_pinned_first_training_losses(name, shards, companions, tmp_path) -> Non
     assert len(losses) == FIRST_STEPS and all(np.isfinite(losses)), losses
     assert name in PINNED_LOSSES, f"{name}: no pinned losses; measured {losses}"
     np.testing.assert_allclose(losses, PINNED_LOSSES[name], rtol=RTOL, err_msg=name)
+
+
+def test_jdrl_released_warp_gives_the_former_losses(shards, companions, tmp_path) -> None:
+    """objective.warp=always (every pair through the flow, as the release) trains as JDRL did before "auto"."""
+    from defocuskit.train.loop import train
+
+    _, recipe = tiny("jdrl", shards, companions, f"output_dir={tmp_path / 'run'}", f"train.max_steps={FIRST_STEPS}",
+                     "train.log_every=1", "train.checkpoint_every=1000", "train.max_minutes=null",
+                     "objective.warp=always")
+    train(recipe)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(losses, [0.02339928, 0.02496611, 0.01889217, 0.01182588, 0.02404393], rtol=RTOL)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -309,3 +309,15 @@ def to_python(stored: Mapping[str, Any] | None) -> dict[str, Any]:
 def known_count(stored: Mapping[str, Any]) -> int:
     """How many top-level keys hold a known value (any format): the writer puts richer samples first."""
     return sum(v is not None for v in to_python(stored).values())
+
+
+# Sources whose blurred shot and reference are rendered from one image (ingest --render, --synthetic): pixel-aligned
+# unless a misalignment was injected (align method "injected").
+RENDERED_SOURCES = ("render", "synthetic")
+
+
+def pixel_aligned(meta: Mapping[str, Any]) -> bool:
+    """Whether a sample's blurred shot and reference are aligned by construction (rendered, nothing injected);
+    registered, as-shot and injected pairs are not."""
+    align = meta.get("align") or {}
+    return meta.get("source") in RENDERED_SOURCES and align.get("method") == "none"

@@ -24,7 +24,8 @@ MEMBERS: dict[str, Requirement] = {
 # A training batch: float tensors, images in [0, 1], shape (B, C, H, W), C = recipe data.channels:
 #   batch["sharp"], batch["blur"] (paired/coc), batch["coc"] (coc: (B, 1, H, W), pixels),
 #   batch["f_number"] (B,) float, NaN where unknown; with Method.views also batch["left"], batch["right"]
-#   (the dual-pixel views, zeros where absent) and batch["has_views"] (B,) bool.
+#   (the dual-pixel views, zeros where absent) and batch["has_views"] (B,) bool; paired/coc also batch["aligned"]
+#   (B,) bool: the pair is pixel-aligned by construction (rendered; data.metadata.pixel_aligned), absent = unknown.
 Batch = dict[str, torch.Tensor]
 
 # Per-sample conditions handed to `restore` beside the images (each optional):

@@ -7,11 +7,13 @@ Training, as solver/solver.py schedules it (Charbonnier loss, eps 1e-3, utils/lo
 - stage 2: L = Charb(M * output, M * W(sharp -> output grid)) + Charb(M' * sharp, M' * W(output -> sharp grid))
            + reblur_weight * Charb(reblur(output, blurry), blurry) + map_weight * |map - reblur map| / r_max
 
-W warps by OpenCV DIS flow (defocuskit.imaging.flow; the released code uses PWC-Net), M and M' are validity masks
-(in frame, forward-backward consistent; the released code keeps pixels whose flow colour is within 35 % of
-the image mean instead). The last term is the paper's pseudo supervision ("pairs into triplets"): the
-deblurring net's own blur map learns the reblurring module's map (detached), in units of the largest
-kernel radius r_max; the released code has no such term, so `map_weight` is this port's choice.
+W warps by OpenCV DIS flow (defocuskit.imaging.flow; the released code uses PWC-Net), the identity for a
+pixel-aligned (rendered) pair unless objective.warp is "always" (the release's every-pair warp), M and M' are
+validity masks (in frame, forward-backward consistent; the released code keeps pixels whose flow colour is
+within 35 % of the image mean instead). With objective.reblur_trains_deblur false the reblurring module reblurs
+a detached output (the reblur loss trains the module alone). The last term is the paper's pseudo supervision
+("pairs into triplets"): the deblurring net's own blur map learns the reblurring module's map (detached), in
+units of the largest kernel radius r_max; the released code has no such term, so `map_weight` is this port's choice.
 
 The schedule depends on the training step, but `loss` gets no step: the model keeps a step counter as a
 registered buffer (`JDRL.step`), incremented by every call of `loss`. It travels with the weights, so a
@@ -66,6 +68,17 @@ class ObjectiveConfig:
     charbonnier_eps: float = 1e-3  # utils/losses.py CharbonnierLoss
     flow_preset: str = "medium"  # OpenCV DIS preset: ultrafast | fast | medium
     mask: str = "fb"  # stage-2 validity: "fb" (in frame + forward-backward consistent) | "frame" | "none"
+    # "auto" (sound default): pixel-aligned pairs (rendered: batch["aligned"]) are compared unwarped, every other
+    # pair through the flow; "always": every pair warped, as the released solver.py does (its pairs are all real).
+    # Warping an aligned pair only resamples its target: DIS flow between a sharp and a blurred 96 px crop is
+    # noisy, and the warped target keeps 71 % of the reference's fine detail at f/1.8 (docs/benchmarks.md).
+    warp: str = "auto"
+    # True (the release: solver.py reblurs the output itself): the reblurring loss also trains the deblurring net,
+    # the paper's supervision aligned with the input for misaligned pairs; it pulls the output towards what the
+    # module can blur into the input, the input itself while the module is young: on jdrl-cpu's 1,500-step run it
+    # undid two thirds of stage 1's gain (docs/benchmarks.md). False: the module learns from a detached output,
+    # the deblurring net from the targets and the blur-map term (recipes/jdrl-cpu.yaml).
+    reblur_trains_deblur: bool = True
 
 
 @dataclass
@@ -74,6 +87,7 @@ class SamplerConfig(Sampler):
 
 
 _MASKS = ("fb", "frame", "none")
+_WARPS = ("auto", "always")
 
 
 def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: bool = True) -> nn.Module:
@@ -81,6 +95,8 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     o = objective_cfg
     if o.mask not in _MASKS:
         raise ValueError(f"objective.mask: '{o.mask}' is not one of {', '.join(_MASKS)}")
+    if o.warp not in _WARPS:
+        raise ValueError(f"objective.warp: '{o.warp}' is not one of {', '.join(_WARPS)}")
     if o.flow_preset not in PRESETS:
         raise ValueError(f"objective.flow_preset: '{o.flow_preset}' is not one of {', '.join(PRESETS)}")
     if o.reblur_start_step < 0 or o.reblur_weight < 0 or o.map_weight < 0 or o.charbonnier_eps <= 0:
@@ -114,7 +130,8 @@ def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: 
     blur, sharp = batch["blur"], batch["sharp"]
     o = objective_cfg
     stage2 = in_reblur_stage(net, o)
-    out = model(blur, sharp, stage2, o.flow_preset, o.mask == "fb")
+    aligned = batch.get("aligned") if o.warp == "auto" else None
+    out = model(blur, sharp, stage2, o.flow_preset, o.mask == "fb", aligned, not o.reblur_trains_deblur)
     with torch.no_grad():
         net.step += 1
     if not stage2:

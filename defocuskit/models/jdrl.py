@@ -283,6 +283,29 @@ class DeblurNet(nn.Module):
 # ------------------------------------------------------------------------------------------- JDRL
 
 
+def _flow(target: torch.Tensor, moving: torch.Tensor, preset: str, aligned: torch.Tensor | None) -> torch.Tensor:
+    """Dense flow with moving(x + flow) ~ target(x); zero, and not estimated, for the samples flagged aligned."""
+    from defocuskit.imaging.flow import estimate_flow
+
+    if aligned is None or not bool(aligned.any()):
+        return estimate_flow(target, moving, preset)
+    flow = target.new_zeros(target.shape[0], 2, *target.shape[2:])
+    todo = (~aligned.bool()).nonzero().flatten()
+    if len(todo):
+        flow[todo] = estimate_flow(target[todo], moving[todo], preset)
+    return flow
+
+
+def _warp(moving: torch.Tensor, flow: torch.Tensor, aligned: torch.Tensor | None) -> torch.Tensor:
+    """`moving` warped by `flow`; the samples flagged aligned are `moving` itself, not resampled."""
+    from defocuskit.imaging.flow import backward_warp
+
+    warped = backward_warp(moving, flow)
+    if aligned is None:
+        return warped
+    return torch.where(aligned.bool().view(-1, 1, 1, 1).to(moving.device), moving, warped)
+
+
 class JDRL(nn.Module):
     """Deblurring net + reblurring module + a training-step counter (a buffer: saved in checkpoints and EMA).
 
@@ -296,7 +319,8 @@ class JDRL(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     def forward(self, blur: torch.Tensor, sharp: torch.Tensor | None = None, reblur_stage: bool = False,
-                flow_preset: str = "medium", fb_check: bool = True) -> dict[str, torch.Tensor]:
+                flow_preset: str = "medium", fb_check: bool = True, aligned: torch.Tensor | None = None,
+                reblur_detached: bool = False) -> dict[str, torch.Tensor]:
         """Deblur `blur`; with `sharp`, also everything the JDRL loss compares (one call, so that a
         DistributedDataParallel wrapper sees one forward per backward).
 
@@ -304,26 +328,29 @@ class JDRL(nn.Module):
         Stage 2: "target" = sharp warped onto the output's grid with its validity "mask", "output_on_sharp"
         = output warped onto the sharp image's grid with "mask_back", "reblurred" and "reblur_map".
         "ghost" is 0 x (sum of the parameters not used in this stage), so that all get gradients.
+        The samples flagged in `aligned` ((B,) bool) are pixel-aligned: no flow is estimated for them, their
+        warps are the identity and their masks 1. `reblur_detached`: the reblurring module reblurs the output
+        detached from the deblurring net (the reblur loss then trains the module alone).
         """
-        from defocuskit.imaging.flow import backward_warp, estimate_flow, valid_mask
+        from defocuskit.imaging.flow import valid_mask
 
         output, blur_map = self.deblur(blur)
         result = {"output": output, "map": blur_map}
         if sharp is None:
             return result
         if not reblur_stage:  # solver.py, epoch < 15: get_backwarp(im_b, im_gt): gt onto the blurry grid
-            flow = estimate_flow(blur, sharp, flow_preset)
-            result["target"] = backward_warp(sharp, flow)
+            result["target"] = _warp(sharp, _flow(blur, sharp, flow_preset, aligned), aligned)
             result["ghost"] = sum(p.sum() for p in self.reblur.parameters()) * 0.0
             return result
         # solver.py, epoch >= 15: gt onto the output (flow) and the output onto gt (flow_), masked
-        flow = estimate_flow(output, sharp, flow_preset)
-        flow_back = estimate_flow(sharp, output, flow_preset)
-        result["target"] = backward_warp(sharp, flow)
-        result["output_on_sharp"] = backward_warp(output, flow_back)
+        flow = _flow(output, sharp, flow_preset, aligned)
+        flow_back = _flow(sharp, output, flow_preset, aligned)
+        result["target"] = _warp(sharp, flow, aligned)
+        result["output_on_sharp"] = _warp(output, flow_back, aligned)
         result["mask"] = valid_mask(flow, flow_back if fb_check else None)
         result["mask_back"] = valid_mask(flow_back, flow if fb_check else None)
-        result["reblurred"], result["reblur_map"] = self.reblur(output, blur)  # reblur_model(output, im_b)
+        reblur_in = output.detach() if reblur_detached else output
+        result["reblurred"], result["reblur_map"] = self.reblur(reblur_in, blur)  # reblur_model(output, im_b)
         return result
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from defocuskit.config.recipe import DataConfig
+from defocuskit.data.metadata import pixel_aligned
 from defocuskit.io.images import to_float
 from defocuskit.methods.base import DataKind
 
@@ -86,7 +87,8 @@ def to_tensors(sample: dict[str, Any], kind: DataKind, cfg: DataConfig, rng: np.
 
     Kind "map" gives every sample blur, coc (zeros where absent), blurmask (1, H, W) in {0, 1} (1 = blurred;
     zeros where absent) and the bool scalars has_coc, has_blurmask. `views` (Method.views) gives every sample
-    of a kind with a blurred shot its dual-pixel views left, right (zeros where absent) and the bool has_views."""
+    of a kind with a blurred shot its dual-pixel views left, right (zeros where absent) and the bool has_views.
+    Kinds "paired" and "coc" also give the bool aligned (data.metadata.pixel_aligned: rendered, so no flow needed)."""
     if kind == "map":
         names = ["blur"] + [n for n in ("coc", "blurmask") if sample.get(n) is not None]
     else:
@@ -106,6 +108,8 @@ def to_tensors(sample: dict[str, Any], kind: DataKind, cfg: DataConfig, rng: np.
         if not has_views:
             out["left"] = out["right"] = torch.zeros_like(out["blur"])
         out["has_views"] = torch.tensor(has_views)
+    if kind in ("paired", "coc"):
+        out["aligned"] = torch.tensor(pixel_aligned(sample["meta"]))
     f = sample["meta"].get("f_number")
     out["f_number"] = torch.tensor(float("nan") if f is None else float(f), dtype=torch.float32)
     return out
