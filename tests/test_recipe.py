@@ -80,7 +80,7 @@ def test_the_inference_section_holds_a_models_own_focus_gate():
     assert load_recipe("recipes/nafnet-cpu.yaml", ["focus_gate=null"]).inference.focus_gate is None
     assert resolve_recipe({"method": "nafnet"}).inference.focus_gate is None
     assert load_recipe("recipes/hidd-cpu.yaml").inference.focus_gate == 3.0
-    assert load_recipe("recipes/jdrl-cpu.yaml").inference.focus_gate == 3.0  # since its reblur loss trains the module only
+    assert load_recipe("recipes/jdrl-cpu.yaml").inference.focus_gate == 3.0  # its reblur loss trains the module only
     assert load_recipe("recipes/jdrl.yaml").inference.focus_gate is None
     for bad in ("-1", "0", ".nan"):
         with pytest.raises(RecipeError, match="inference.focus_gate: expected a positive number of pixels"):

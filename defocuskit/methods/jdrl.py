@@ -71,7 +71,7 @@ class ObjectiveConfig:
     # "auto" (sound default): pixel-aligned pairs (rendered: batch["aligned"]) are compared unwarped, every other
     # pair through the flow; "always": every pair warped, as the released solver.py does (its pairs are all real).
     # Warping an aligned pair only resamples its target: DIS flow between a sharp and a blurred 96 px crop is
-    # noisy, and the warped target keeps 71 % of the reference's fine detail at f/1.8 (docs/benchmarks.md).
+    # noisy, and the warped target keeps 70 % of the reference's fine detail at f/1.8 (docs/benchmarks.md).
     warp: str = "auto"
     # True (the release: solver.py reblurs the output itself): the reblurring loss also trains the deblurring net,
     # the paper's supervision aligned with the input for misaligned pairs; it pulls the output towards what the
