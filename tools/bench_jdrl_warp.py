@@ -24,12 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from defocuskit.data.reader import iter_samples  # noqa: E402
-from defocuskit.eval.metrics import to_unit  # noqa: E402
+from defocuskit.eval.metrics import psnr, to_unit  # noqa: E402
 from defocuskit.imaging.flow import backward_warp, estimate_flow  # noqa: E402
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / max(np.mean((a - b) ** 2), 1e-12)))
 
 
 def detail(x: np.ndarray) -> float:

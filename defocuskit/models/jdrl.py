@@ -300,10 +300,12 @@ def _warp(moving: torch.Tensor, flow: torch.Tensor, aligned: torch.Tensor | None
     """`moving` warped by `flow`; the samples flagged aligned are `moving` itself, not resampled."""
     from defocuskit.imaging.flow import backward_warp
 
-    warped = backward_warp(moving, flow)
     if aligned is None:
-        return warped
-    return torch.where(aligned.bool().view(-1, 1, 1, 1).to(moving.device), moving, warped)
+        return backward_warp(moving, flow)
+    keep = aligned.bool().to(moving.device)
+    if bool(keep.all()):  # a batch of renders: nothing to resample
+        return moving
+    return torch.where(keep.view(-1, 1, 1, 1), moving, backward_warp(moving, flow))
 
 
 class JDRL(nn.Module):
