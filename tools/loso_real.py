@@ -66,14 +66,15 @@ def photo_sets(fixtures: Path) -> list[tuple[str, Path]]:
             ("ebb-test", fixtures / "EBB" / "test")]
 
 
-def render_folder(fixtures: Path, held: str, out: Path) -> int:
+def render_folder(fixtures: Path, held: str, out: Path, extra: Path | None = None) -> int:
     """Link every reference photo, depth map and focal mask except the held-out VABD scene's (fold "ebb": the
-    EBB test photographs) into `out`."""
+    EBB test photographs) into `out`, and every photo of `extra` (a `--render` folder: image/ depth/ focal/)."""
     n = 0
-    for prefix, root in photo_sets(fixtures):
+    sets = photo_sets(fixtures) + ([("extra", extra)] if extra is not None else [])
+    for prefix, root in sets:
         if held == "ebb" and prefix == "ebb-test":
             continue
-        for image in sorted((root / "input").iterdir()):
+        for image in sorted((root / ("image" if prefix == "extra" else "input")).iterdir()):
             stem = image.stem
             if prefix == "vabd" and stem == held:
                 continue
@@ -142,6 +143,9 @@ def main() -> None:
     ap.add_argument("--k-fractions", default="0.02,0.043,0.09")
     ap.add_argument("--render-f-numbers", default="1.8,2.8,4,5.6,8")
     ap.add_argument("--builtin", action="store_true", help="train on the built-in synthetic stacks too")
+    ap.add_argument("--extra-photos", type=Path, default=None,
+                    help="a --render folder (image/ depth/ focal/) whose photos join every fold's training photos, "
+                         "e.g. tools/export_builtin_photos.py's")
     ap.add_argument("--render-arg", dest="render_args", action="append", default=[],
                     help="extra `ingest --render` argument, e.g. --render-arg=--no-render-noise (repeatable)")
     ap.add_argument("--render-set", dest="render_sets", action="append", default=[],
@@ -179,7 +183,7 @@ def main() -> None:
     for held in args.folds.split(","):
         fold = args.out / held
         photos = fold / "photos"
-        n_photos = render_folder(args.fixtures, held, photos)
+        n_photos = render_folder(args.fixtures, held, photos, args.extra_photos)
         test_folder(args.fixtures, held, fold / "real")
         shards, real, t_ingest = [], [], 0.0  # real: the real pairs, apart (they carry no coc.png for the map)
         render_sets = [s.split() for s in args.render_sets] or [[]]

@@ -1,0 +1,71 @@
+"""The built-in scenes as an `ingest --render` folder: photographs with depth maps and focal masks.
+
+    python tools/export_builtin_photos.py OUT [--max-side 384] [--seed 0]
+
+Writes, for each of the 28 built-in scenes (`defocuskit.data.render`: 7 scikit-image photographs and their seeded
+crops, flips and depth layouts), OUT/image/<scene>.png (16-bit sRGB, the scene's photograph at its own resolution, no
+larger than --max-side), OUT/depth/<scene>.png (grey 16-bit, relative depth affine in inverse depth: 0 the nearest
+point, 65535 the farthest, so that `--render-depth relative` gives the thin lens's CoC, proportional to 1/s - 1/d)
+and OUT/focal/<scene>.png (white where the scene's own focus distance lies, within 5 % of the map's inverse-depth
+span). So the built-in photographs render through the same pipeline as the fixture references (veiling glare,
+highlights, noise, tone curve) and can join them in one `--render` folder (tools/loso_real.py --extra-photos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from defocuskit.data.render import _photo, builtin_scene, builtin_scene_names, photo_of, stable_hash  # noqa: E402
+from defocuskit.io.images import linear_to_srgb  # noqa: E402
+
+FOCAL_BAND = 0.05  # share of the inverse-depth span counted as in focus for the focal mask
+
+
+def native_side(name: str, seed: int) -> int:
+    """The long side of a scene's crop of its photograph, in the photograph's pixels (builtin_scene's crop)."""
+    h, w = _photo(photo_of(name))[0].shape[:2]
+    if name == photo_of(name):
+        return max(h, w)
+    frac = np.random.default_rng([seed, stable_hash(name)]).uniform(0.55, 0.85)  # builtin_scene's first draw
+    return max(int(h * frac), int(w * frac))
+
+
+def export(out: Path, max_side: int, seed: int) -> int:
+    """Write every built-in scene's photo, depth and focal mask under `out`; the number written."""
+    for sub in ("image", "depth", "focal"):
+        (out / sub).mkdir(parents=True, exist_ok=False)
+    for name in builtin_scene_names():
+        scene = builtin_scene(name, min(max_side, native_side(name, seed)), seed)
+        srgb = np.clip(linear_to_srgb(scene.rgb), 0.0, 1.0)
+        cv2.imwrite(str(out / "image" / f"{name}.png"), np.rint(srgb[..., ::-1] * 65535).astype(np.uint16))
+        inv = 1.0 / scene.depth_m.astype(np.float64)
+        span = max(float(inv.max() - inv.min()), 1e-12)
+        relative = (inv.max() - inv) / span  # larger = farther, affine in inverse depth
+        cv2.imwrite(str(out / "depth" / f"{name}.png"), np.rint(relative * 65535).astype(np.uint16))
+        focal = np.abs(inv - 1.0 / scene.focus_distance_m) <= FOCAL_BAND * span
+        if not focal.any():
+            focal = np.abs(inv - 1.0 / scene.focus_distance_m) <= np.abs(inv - 1.0 / scene.focus_distance_m).min()
+        cv2.imwrite(str(out / "focal" / f"{name}.png"), (focal * 255).astype(np.uint8))
+    return len(builtin_scene_names())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="a new folder")
+    parser.add_argument("--max-side", type=int, default=384)
+    parser.add_argument("--seed", type=int, default=0, help="the built-in scenes' seed (crops, depth layouts)")
+    args = parser.parse_args()
+    if args.out.exists():
+        sys.exit(f"{args.out}: exists; give a new folder")
+    print(f"{export(args.out, args.max_side, args.seed)} scenes written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
