@@ -9,6 +9,8 @@ For each held-out VABD scene (fixtures VABD/train 0001-0003), through the README
    side; the real stacks' fitted scales span 0.011-0.10, docs/benchmarks.md "Renderer calibration"), f-numbers
    `--render-f-numbers`, focus from the focal masks, sensor noise on;
    with `--builtin` the built-in synthetic stacks too (`ingest --synthetic builtin`);
+   with `--extra-photos DIR` the photos of another `--render` folder join the training photos of every fold
+   (e.g. the built-in scenes written by tools/export_builtin_photos.py);
 3. `defocuskit train RECIPE data.train=[...]`, one process, `--minutes` at most;
 4. the held-out scene's real stack (f/1.8, f/2.8, f/8 against its f/16 reference) ingested with `--vabd` at
    `--test-size` (registered and gain-matched as ingest does) and scored with `defocuskit eval --by-aperture`
