@@ -25,10 +25,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from defocuskit.io.images import linear_to_srgb  # noqa: E402
+
 SS = 4  # supersampling
+METRES_PER_UNIT = 20.0  # depth PNG: 65535 = 20 m (`--render-metric-scale 20`)
 
 
-def texture_fields(h, w, rng):
+def texture_fields(h: int, w: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Sharp full-band textures in [-1, 1]: 1/f noise and gratings."""
     out = []
     for _ in range(2):
@@ -39,14 +44,13 @@ def texture_fields(h, w, rng):
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for _ in range(2):
         th, period = rng.uniform(0, np.pi), rng.uniform(2.5, 20.0) * SS
-        out.append(np.sign(np.sin(2 * np.pi * (xx * np.cos(th) + yy * np.sin(th)) / period)).astype(np.float32)
-                   if rng.random() < 0.5 else
-                   np.sin(2 * np.pi * (xx * np.cos(th) + yy * np.sin(th)) / period).astype(np.float32))
+        wave = np.sin(2 * np.pi * (xx * np.cos(th) + yy * np.sin(th)) / period)
+        out.append((np.sign(wave) if rng.random() < 0.5 else wave).astype(np.float32))  # square or sine grating
     return out
 
 
-def leaves(h, w, rng, rmin, rmax, n):
-    """A label map of n leaves painted in turn (later on top); radii with density r^-3."""
+def leaves(h: int, w: int, rng: np.random.Generator, rmin: float, rmax: float, n: int) -> tuple[np.ndarray, int]:
+    """A label map of n leaves painted in turn (later on top; 0 = none; density of radii r^-3), its label count."""
     labels = np.zeros((h, w), np.int32)
     u = rng.random(n)
     radii = (rmin ** -2 - u * (rmin ** -2 - rmax ** -2)) ** -0.5
@@ -61,7 +65,8 @@ def leaves(h, w, rng, rmin, rmax, n):
     return labels, n + 1
 
 
-def layer_rgb(h, w, rng, tex):
+def layer_rgb(h: int, w: int, rng: np.random.Generator, tex: list[np.ndarray]) -> np.ndarray:
+    """One dead-leaves layer in linear RGB: coloured leaves, some textured, under a slow shading."""
     s = max(h, w)
     labels, n = leaves(h, w, rng, rmin=s * rng.uniform(0.004, 0.01), rmax=s * rng.uniform(0.1, 0.3),
                        n=int(rng.integers(1500, 4000)))
@@ -84,7 +89,7 @@ def layer_rgb(h, w, rng, tex):
     return np.clip(rgb, 0, 1).astype(np.float32)
 
 
-def blob(h, w, rng):
+def blob(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A smooth random blob mask (thresholded low-pass noise inside an ellipse envelope)."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     cy, cx = rng.uniform(0.2, 0.8) * h, rng.uniform(0.15, 0.85) * w
@@ -94,7 +99,8 @@ def blob(h, w, rng):
     return (env + 0.35 * noise) > 0
 
 
-def scene(size, rng):
+def scene(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A scene's linear RGB and metric depth (m), long side `size`."""
     h = w = size * SS
     if rng.random() < 0.5:
         h = int(size * SS * rng.uniform(0.66, 1.0))
@@ -131,10 +137,10 @@ def main() -> None:
     for i in range(n):
         rng = np.random.default_rng([seed, i])
         rgb, depth = scene(size, rng)
-        srgb = np.where(rgb <= 0.0031308, 12.92 * rgb, 1.055 * np.power(rgb, 1 / 2.4) - 0.055)
-        cv2.imwrite(str(out / "image" / f"dl{i:05d}.png"),
-                    np.rint(np.clip(srgb, 0, 1)[..., ::-1] * 65535).astype(np.uint16))
-        cv2.imwrite(str(out / "depth" / f"dl{i:05d}.png"), np.rint(depth / 20.0 * 65535).astype(np.uint16))
+        srgb = np.clip(linear_to_srgb(rgb), 0, 1)
+        cv2.imwrite(str(out / "image" / f"dl{i:05d}.png"), np.rint(srgb[..., ::-1] * 65535).astype(np.uint16))
+        cv2.imwrite(str(out / "depth" / f"dl{i:05d}.png"),
+                    np.rint(depth / METRES_PER_UNIT * 65535).astype(np.uint16))
 
 
 if __name__ == "__main__":

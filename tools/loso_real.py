@@ -76,7 +76,8 @@ def render_folder(fixtures: Path, held: str, out: Path, extra: Path | None = Non
     for prefix, root in sets:
         if held == "ebb" and prefix == "ebb-test":
             continue
-        for image in sorted((root / ("image" if prefix == "extra" else "input")).iterdir()):
+        photos = root / "image" if (root / "image").is_dir() else root / "input"  # as `ingest --render` reads it
+        for image in sorted(photos.iterdir()):
             stem = image.stem
             if prefix == "vabd" and stem == held:
                 continue
