@@ -23,6 +23,7 @@ reported separately (`--part held-out`), to be looked at once the constants are 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 from pathlib import Path
 
@@ -64,11 +65,14 @@ def with_glints(photo: dict, ref: np.ndarray, count: int, level: float, rng: np.
     coc = depth_coc(photo, ref.shape[:2], 0.14, 1.8)
     lin, shown = srgb_to_linear(ref), ref.copy()
     ys, xs = np.nonzero(np.abs(coc) > 8)
+    placed = []
     for k in rng.choice(len(ys), count) if len(ys) else []:
         radius = int(rng.integers(1, 3))
+        placed.append((int(xs[k]), int(ys[k]), radius))
         cv2.circle(shown, (int(xs[k]), int(ys[k])), radius, (1.0, 1.0, 1.0), -1)
         cv2.circle(lin, (int(xs[k]), int(ys[k])), radius, (level, level, level), -1)
-    name = f"{photo['name'].replace('/', '_').replace(' ', '_')}-glints{count}-{level:g}.npy"
+    where = hashlib.sha256(repr(placed).encode()).hexdigest()[:10]  # the cached shot must hold these glints
+    name = f"{photo['name'].replace('/', '_').replace(' ', '_')}-glints{count}-{level:g}-{where}.npy"
     if cache is not None and (cache / name).is_file():
         return shown, np.load(cache / name)
     shot = encode(render_coc(restore_highlights(lin), coc))
@@ -124,6 +128,7 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--cache", type=Path, help="keep the renders here (they take most of the time)")
     ap.add_argument("--only", default="", help="comma-separated case kinds to judge (default: all)")
+    ap.add_argument("--dump", type=Path, help="save each wrongly judged case's shot and reference here (.npz)")
     args = ap.parse_args()
     chosen = [p for p in photos(args.fixtures)
               if args.part == "all" or (p["name"] in HELD_OUT) == (args.part == "held-out")]
@@ -166,6 +171,10 @@ def main() -> None:
             row = tally.setdefault(f"{kind} ({want})", [0, 0])
             row[0] += right
             row[1] += 1
+            if args.dump is not None and not right:
+                args.dump.mkdir(parents=True, exist_ok=True)
+                stem = f"{photo['name']}-{kind}-{tag}".replace("/", "_").replace(" ", "_")
+                np.savez_compressed(args.dump / f"{stem}.npz", shot=shot, reference=reference)
             if args.verbose or not right:
                 print(f"{'ok ' if right else 'WRONG'} {photo['name']:16s} {kind:26s} {tag:14s} "
                       f"score {'-' if score is None else f'{score:.3f}'} {detail}", flush=True)
