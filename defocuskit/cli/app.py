@@ -247,6 +247,10 @@ def eval_cmd(
         "default", "--protocol", parser=pick(EvalProtocolChoice), help="default (16-bit sources as 16-bit, outputs "
         "rounded to the reference's depth) | dpdd8 (the published DPDD tables': images as cv2.imread reads them, "
         "8-bit / 255, cropped to the releases' multiple, outputs clipped and scored unrounded)."),
+    detail_band: Optional[float] = typer.Option(
+        None, "--detail-band", help="PX: score the detail only: every output's and the input's low-pass (a Gaussian of "
+        "PX) replaced by the reference's, so the slow part of exposure, tone, vignetting and glare differences between a "
+        "real shot and its reference does not count (16 at 512 px: well above the CoC). Off by default."),
     figure: bool = typer.Option(
         False, "--figure", help="Also write REPORT/figure.png: per f-number, crops of its first pair (input, each "
         "method's output as scored, reference) with their PSNR on the crop. With --align-by ecc the input and "
@@ -275,7 +279,7 @@ def eval_cmd(
                             report_dir=report,
                             tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
                             ssim_variant=value(ssim), lpips_weights=lpips_weights, by_source=by_source, figure=figure,
-                            protocol=value(protocol) or "default")
+                            protocol=value(protocol) or "default", detail_band=detail_band)
         evaluate(shards, checkpoints, baselines, config)
     except (EvalError, ShardError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

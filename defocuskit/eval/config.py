@@ -41,4 +41,5 @@ class EvalConfig:
     by_source: bool = False  # rows per (source, f-number) as well
     figure: bool = False  # figure.png: crops of the first pair of each f-number group
     progress: bool = True
+    detail_band: float | None = None  # px: score the detail only (eval.metrics.detail_band)
     protocol: str = "default"  # eval.protocols.PROTOCOLS: "default" or "dpdd8" (the published DPDD tables')

@@ -36,7 +36,7 @@ from defocuskit.eval.runners import (
     gates_per_checkpoint,
     per_checkpoint_settings,
 )
-from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, prepare_pair, score_pair
+from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, describe_band, prepare_pair, score_pair
 from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.io import locks
 from defocuskit.io.atomic import staged_files
@@ -91,7 +91,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
         ref = metrics.to_unit(sharp)
         blur_f = to_float(blur)
         try:
-            inp_scored = prepare_pair(blur_f, ref, depth, scoring.align, scoring.quantize)
+            inp_scored = prepare_pair(blur_f, ref, depth, scoring.align, scoring.quantize, scoring.detail_band)
             inp_scores = score_pair(*inp_scored, scoring)
         except (ValueError, RegistrationError) as exc:
             part["skipped"].append((index, {"key": key, "method": None, "reason": f"blurred input: {exc}"}))
@@ -110,7 +110,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
                 if out is blur_f:
                     scores = inp_scores
                 else:
-                    scored = prepare_pair(out, ref, depth, scoring.align, scoring.quantize)
+                    scored = prepare_pair(out, ref, depth, scoring.align, scoring.quantize, scoring.detail_band)
                     scores = score_pair(*scored, scoring)
                     if shown is not None:
                         shown[name] = scored[0]  # the output as scored (rounded; with ecc, registered)
@@ -270,6 +270,8 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         raise EvalError(f"unknown protocol '{c.protocol}' (known: {', '.join(protocols.PROTOCOLS)})")
     if limit is not None and limit < 1:
         raise EvalError(f"--limit must be positive, got {limit}")
+    if c.detail_band is not None and not 0 < c.detail_band < float("inf"):
+        raise EvalError(f"--detail-band must be a positive number of pixels, got {c.detail_band}")
     if not shards.is_dir():
         raise EvalError(f"{shards}: not a shard folder")
     try:
@@ -329,7 +331,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     with held:
         protocol = protocols.resolve(c.protocol, list(paths.values()))
         scoring = Scoring(ssim_variant=ssim_variant, align=align_mode, lpips_model=lpips_model,
-                          quantize=protocol.quantize)
+                          quantize=protocol.quantize, detail_band=c.detail_band)
         urls = shard_urls(shards, split)
         pairs = count_pairs(urls)  # the bar's total, from the tar headers
         mine = None if pairs is None else share_of(min(pairs, limit or pairs), group.rank, group.world)
@@ -368,6 +370,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
             "bit_depth": result["bit_depth"],
             **protocol.describe(),  # protocol, its description, quantization, crop
             "alignment": ALIGN_MODES[align_mode] if align_mode else "none: outputs scored as produced, pixel for pixel",
+            **describe_band(c.detail_band),
             "grouping": ("full stops (defocuskit.imaging.optics.full_stop)" if stops else "f_number rounded to 0.1")
                         if by_aperture else "none (--no-by-aperture): one 'all' row per method",
             "coc": coc_source.describe() if coc_source is not None else

@@ -15,6 +15,11 @@ SSIM_VARIANTS: dict[str, str] = {
 }
 PSNR_DESCRIPTION = "10*log10(1/MSE), MSE over all pixels and channels in [0,1], per image, then averaged"
 MAE_DESCRIPTION = "mean |x - y| over all pixels and channels in [0,1], per image, then averaged"
+DETAIL_BAND_DESCRIPTION = ("each output's and the blurred input's low-pass (a Gaussian of sigma {sigma:g} px per "
+                           "channel, reflected borders) replaced by the reference's before scoring: the scores count "
+                           "what a defocus blur and its restoration change (detail under the low-pass's scale), not "
+                           "the slow part of exposure, tone curve, vignetting or veiling glare (a difference in the "
+                           "detail's own contrast still counts)")
 
 
 def to_unit(arr: np.ndarray) -> np.ndarray:
@@ -26,6 +31,22 @@ def to_unit(arr: np.ndarray) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         return arr.astype(np.float64)
     raise ValueError(f"to_unit: expected uint8, uint16 or float, got {arr.dtype}")
+
+
+def detail_band(x: np.ndarray, ref: np.ndarray, sigma: float) -> np.ndarray:
+    """`x` (H, W, C) with its low-pass (a Gaussian of `sigma` px per channel) replaced by `ref`'s: x - G(x) + G(ref).
+    Float64, not clipped. A defocus blur of diameter well under `sigma` leaves the low-pass as it was, while a veil,
+    a vignette and the slow part of an exposure or tone difference live there; a change of the detail's own contrast
+    (a gain on the detail) does not, and is still counted."""
+    _check_pair(x, ref)
+    if not sigma > 0 or not np.isfinite(sigma):
+        raise ValueError(f"detail band: sigma must be a positive number of pixels, got {sigma}")
+
+    def low(a: np.ndarray) -> np.ndarray:
+        smooth = cv2.GaussianBlur(np.asarray(a, np.float64), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        return smooth.reshape(a.shape)
+
+    return np.asarray(x, np.float64) - low(x) + low(ref)
 
 
 def _check_pair(x: np.ndarray, y: np.ndarray) -> None:

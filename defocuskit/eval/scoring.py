@@ -23,6 +23,7 @@ class Scoring:
     align: str | bool | None = None  # None, "ecc" (True: output registered onto the GT), "flow" (GT onto the output)
     lpips_model: Any = None  # an eval.lpips.LPIPSAlex, or None: LPIPS unavailable
     quantize: bool = True  # outputs rounded to the reference's bit depth (False: clipped floats, --protocol dpdd8)
+    detail_band: float | None = None  # px: output's and input's low-pass replaced by the reference's
 
 
 def score_pair(out: np.ndarray, ref: np.ndarray, scoring: Scoring) -> dict[str, float | None]:
@@ -48,11 +49,23 @@ ALIGN_MODES = {
 }
 
 
+def describe_band(sigma: float | None) -> dict[str, Any]:
+    """The report's protocol entries for `Scoring.detail_band`: what was scored, and sigma in px (None: all bands)."""
+    text = "none: every band scored" if sigma is None else metrics.DETAIL_BAND_DESCRIPTION.format(sigma=sigma)
+    return {"detail_band": text, "detail_band_px": sigma}
+
+
 def prepare_pair(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None,
-                 quantize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                 quantize: bool = True, detail_band: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(output, reference) as scored: the output clipped to [0, 1] and, where `quantize`, rounded to the reference's
     bit depth (as written); with align "ecc" the output registered onto the reference, with "flow" the reference
-    warped onto the output."""
+    warped onto the output; with `detail_band` (px) the output's low-pass then replaced by the reference's."""
+    unit, ref = _aligned(out, ref, depth, align, quantize)
+    return (unit, ref) if detail_band is None else (metrics.detail_band(unit, ref, detail_band), ref)
+
+
+def _aligned(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None,
+             quantize: bool) -> tuple[np.ndarray, np.ndarray]:
     if out.shape[:2] != ref.shape[:2]:
         raise ValueError(f"output is {out.shape[1]}x{out.shape[0]}, reference {ref.shape[1]}x{ref.shape[0]}")
     if not np.isfinite(out).all():
