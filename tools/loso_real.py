@@ -39,7 +39,9 @@ pairs; registered and gain-matched by ingest, `--local-gain F` per region) to th
 geometric self-ensemble (`eval --ensemble 8`: the outputs for the 8 flips and transposes, turned back, averaged).
 A recipe whose sampler needs a CoC map (hidd-cpu's physics step) is scored with the `--gate-map` map.
 The row `run` is always the model's raw output (`eval --focus-gate run:0`: a recipe's own gate, nafnet-cpu's
-`inference.focus_gate`, is off there); `run#2` is the gated one.
+`inference.focus_gate`, is off there); `run#2` is the gated one. Every fold is scored twice: as is (FOLD/report) and
+in the detail band (`--detail-band 16`, FOLD/report-detail: the low-pass of output and shot replaced by the
+reference's, since most of a real shot's difference from its reference is glare and tone, not blur).
 """
 
 from __future__ import annotations
@@ -175,6 +177,9 @@ def main() -> None:
                          "at --size, their shard folder listed N times in data.train (its weight); 0: renders only")
     ap.add_argument("--local-gain", type=float, default=0.0,
                     help="ingest those real pairs with `--local-gain F` (exposure and colour matched per region)")
+    ap.add_argument("--detail-band", type=float, default=16.0,
+                    help="also score in the detail band (`eval --detail-band PX`: the low-pass of output and shot "
+                         "replaced by the reference's, so photometry does not count); 0: not")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
     args = ap.parse_args()
     if args.out.exists():
@@ -233,30 +238,35 @@ def main() -> None:
                                                      ["--gate-smooth", f"{args.gate_smooth:g}"])]
         extra = gate + (["--baseline", "prox"] if args.prox else [])
         ungated = ["--focus-gate", "run:0"]  # the model's raw output, its recipe's own gate off (nafnet-cpu's)
-        run([*exe, "eval", "--shards", str(test), "--checkpoint", model, *ungated, *extra,
-             *(coc if extra or model_coc else []),
-             "--baseline", "input", "--by-aperture", "--report", str(report), "--save-images", str(fold / "images"),
-             *(["--ensemble", str(args.ensemble)] if args.ensemble > 1 else []),
-             *(["--align", "--align-by", "flow"] if held == "ebb" else [])],
-            fold / "eval.log", env)
+        scoring = [*exe, "eval", "--shards", str(test), "--checkpoint", model, *ungated, *extra,
+                   *(coc if extra or model_coc else []), "--baseline", "input", "--by-aperture",
+                   *(["--ensemble", str(args.ensemble)] if args.ensemble > 1 else []),
+                   *(["--align", "--align-by", "flow"] if held == "ebb" else [])]
+        run([*scoring, "--report", str(report), "--save-images", str(fold / "images")], fold / "eval.log", env)
         rows = json.loads((report / "report.json").read_text())["rows"]
         results[held] = {"photos": n_photos, "ingest_s": round(t_ingest), "train_s": round(t_train),
                          "map_train_s": round(t_map), "gate_map": args.gate_map, "ensemble": args.ensemble,
                          "real_pairs": args.real_pairs, "local_gain": args.local_gain,
                          "rows": [r for r in rows if r["f_number"] is not None]}
-        for r in results[held]["rows"]:
-            if r["method"] != "input":
-                print(f"{held} f/{r['f_number']:g}: input {r['psnr_input']:.2f} dB, {r['method']} "
+        if args.detail_band > 0:  # the same, the photometric part left out (docs/benchmarks.md, "the detail band")
+            run([*scoring, "--detail-band", f"{args.detail_band:g}", "--report", str(fold / "report-detail")],
+                fold / "eval-detail.log", env)
+            detail = json.loads((fold / "report-detail" / "report.json").read_text())["rows"]
+            results[held]["detail_band"] = args.detail_band
+            results[held]["detail_rows"] = [r for r in detail if r["f_number"] is not None]
+        for key, band in (("rows", ""), ("detail_rows", " (detail band)")):
+            for r in (r for r in results[held].get(key, []) if r["method"] != "input"):
+                print(f"{held} f/{r['f_number']:g}{band}: input {r['psnr_input']:.2f} dB, {r['method']} "
                       f"{r['psnr'] - r['psnr_input']:+.2f} dB (train {t_train:.0f} s)", flush=True)
     (args.out / "loso.json").write_text(json.dumps(results, indent=1))
-    gains: dict[tuple[str, float], list[float]] = {}
+    gains: dict[tuple[str, str, float], list[float]] = {}
     for res in results.values():
-        for r in res["rows"]:
-            if r["method"] != "input":
-                gains.setdefault((r["method"], r["f_number"]), []).append(r["psnr"] - r["psnr_input"])
-    print("\n| model | f-number | folds | mean gain dB | min | max |\n|---|---|---:|---:|---:|---:|")
-    for (method, f), g in sorted(gains.items()):
-        print(f"| {method} | f/{f:g} | {len(g)} | {sum(g) / len(g):+.2f} | {min(g):+.2f} | {max(g):+.2f} |")
+        for key, band in (("rows", "all"), ("detail_rows", f"detail {args.detail_band:g} px")):
+            for r in (r for r in res.get(key, []) if r["method"] != "input"):
+                gains.setdefault((r["method"], band, r["f_number"]), []).append(r["psnr"] - r["psnr_input"])
+    print("\n| model | band | f-number | folds | mean gain dB | min | max |\n|---|---|---|---:|---:|---:|---:|")
+    for (method, band, f), g in sorted(gains.items()):
+        print(f"| {method} | {band} | f/{f:g} | {len(g)} | {sum(g) / len(g):+.2f} | {min(g):+.2f} | {max(g):+.2f} |")
 
 
 if __name__ == "__main__":
