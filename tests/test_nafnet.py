@@ -100,3 +100,56 @@ def test_method_trains_and_restores():
         check_recipe(resolve_recipe({"method": "nafnet", "data": {"channels": 1}}), method)
     with pytest.raises(ValueError, match="objective.loss"):
         method.build(cfg, ObjectiveConfig(loss="ssim"), True)
+
+
+def test_target_lowpass_counts_the_detail_not_the_light():
+    method = get_method("nafnet")
+    identity = torch.nn.Identity()  # a "model" that returns the shot as it is
+    gen = torch.Generator().manual_seed(0)
+    sharp = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 64, 64, generator=gen), 3, 1, 1, count_include_pad=False)
+    ramp = torch.linspace(0.0, 1.0, 64).view(1, 1, 1, 64)
+    lifted = sharp + 0.1 + 0.05 * ramp  # the same detail under other light (a veil, an exposure): no blur at all
+    blurred = torch.nn.functional.avg_pool2d(sharp, 7, 1, 3, count_include_pad=False)
+    for cfg_plain, cfg_detail in ((ObjectiveConfig(), ObjectiveConfig(target_lowpass=8.0)),
+                                  (ObjectiveConfig(loss="l1"), ObjectiveConfig(loss="l1", target_lowpass=8.0))):
+        light = [method.loss(identity, {"blur": lifted, "sharp": sharp}, c).item() for c in (cfg_plain, cfg_detail)]
+        blur = [method.loss(identity, {"blur": blurred, "sharp": sharp}, c).item() for c in (cfg_plain, cfg_detail)]
+        if cfg_plain.loss == "psnr":
+            assert light[0] > -22 and light[1] < -40  # the light no longer counts ...
+            assert abs(blur[1] - blur[0]) < 1.0 and blur[1] > -30  # ... the blur still does
+        else:
+            assert light[0] > 0.1 and light[1] < 0.01 and blur[1] > 0.5 * blur[0] > 0.005
+    cfg = ModelConfig(width=8, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1])
+    with pytest.raises(ValueError, match="target_lowpass"):
+        method.build(cfg, ObjectiveConfig(target_lowpass=-1.0), True)
+
+
+def test_a_model_trained_on_detail_targets_does_not_learn_the_pairs_light():
+    """Pairs whose shots are darker than their sharp references (0.7x) and blurred: trained on the plain target the
+    model brightens an unseen shot, trained with target_lowpass it keeps the shot's light and still sharpens it."""
+    method = get_method("nafnet")
+    cfg = ModelConfig(width=8, enc_blocks=[1, 1], middle_blocks=1, dec_blocks=[1, 1])
+
+    def pairs(seed: int) -> dict:
+        g = torch.Generator().manual_seed(seed)
+        sharp = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 32, 32, generator=g), 3, 1, 1, count_include_pad=False)
+        return {"blur": 0.7 * torch.nn.functional.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False), "sharp": sharp}
+
+    train, unseen = pairs(1), pairs(2)
+    means = {}
+    for lowpass in (0.0, 6.0):
+        torch.manual_seed(0)
+        objective = ObjectiveConfig(target_lowpass=lowpass)
+        model = method.build(cfg, objective, True)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for _ in range(60):
+            opt.zero_grad()
+            method.loss(model, train, objective).backward()
+            opt.step()
+        with torch.no_grad():
+            out = model(unseen["blur"])
+        means[lowpass] = (out.mean() / unseen["blur"].mean()).item()
+        detail = out - torch.nn.functional.avg_pool2d(out, 5, 1, 2, count_include_pad=False)
+        shot = unseen["blur"] - torch.nn.functional.avg_pool2d(unseen["blur"], 5, 1, 2, count_include_pad=False)
+        assert detail.std() > 1.1 * shot.std()  # both sharpen the unseen shots
+    assert means[0.0] > 1.2 and abs(means[6.0] - 1.0) < 0.05, means

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from defocuskit.methods.base import Batch, Method, RestoreContext, Sampler, rename_key, unwrap
+from defocuskit.models.lowpass import with_lowpass_of
 from defocuskit.models.nafnet import NAFNet, psnr_loss
 
 
@@ -26,6 +27,9 @@ class ModelConfig:
 @dataclass
 class ObjectiveConfig:
     loss: str = "psnr"  # NAFNet's PSNR loss; "l1" as the alternative
+    # px: the target's low-pass (a Gaussian of this sigma) replaced by the input's, so the loss counts the detail
+    # only and the model keeps the shot's light (exposure, tone, glare); 0: the sharp target as it is (the paper's)
+    target_lowpass: float = 0.0
 
 
 @dataclass
@@ -40,16 +44,21 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     """The NAFNet U-Net with a global residual (restores blur -> sharp)."""
     if objective_cfg.loss not in _LOSSES:
         raise ValueError(f"objective.loss: '{objective_cfg.loss}' is not one of {', '.join(_LOSSES)}")
+    if not 0 <= objective_cfg.target_lowpass < float("inf"):
+        raise ValueError(f"objective.target_lowpass: a Gaussian sigma in px >= 0, got {objective_cfg.target_lowpass}")
     c = model_cfg.channels
     return NAFNet(c, c, model_cfg.width, model_cfg.enc_blocks, model_cfg.middle_blocks, model_cfg.dec_blocks)
 
 
 def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
-    """PSNR loss (or L1) of the restored image against the sharp one."""
-    pred = model(batch["blur"])
+    """PSNR loss (or L1) of the restored image against the sharp one (with `target_lowpass`, the sharp one's detail
+    on the blurred input's low-pass)."""
+    pred, sharp = model(batch["blur"]), batch["sharp"]
+    if objective_cfg.target_lowpass > 0:
+        sharp = with_lowpass_of(sharp, batch["blur"], objective_cfg.target_lowpass)
     if objective_cfg.loss == "l1":
-        return (pred - batch["sharp"]).abs().mean()
-    return psnr_loss(pred, batch["sharp"])
+        return (pred - sharp).abs().mean()
+    return psnr_loss(pred, sharp)
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defocuskit.models.defocus_map import MapEstimator
+from defocuskit.models.lowpass import gaussian_blur
 
 FEATURES = ("bands", "contrast")
 CONTRAST_WINDOW = 7  # px: the local mean taken away from the input ("contrast")
@@ -49,17 +50,6 @@ def local_contrast(rgb: torch.Tensor, window: int = CONTRAST_WINDOW) -> torch.Te
     r = window // 2
     mean = F.avg_pool2d(F.pad(rgb, (r, r, r, r), mode="replicate"), window, stride=1)
     return CONTRAST_GAIN * (rgb - mean)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of every channel (radius ceil(3 sigma), replicate padding)."""
-    r = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def band_energies(rgb: torch.Tensor) -> torch.Tensor:
