@@ -22,19 +22,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from defocuskit.data.render import _photo, builtin_scene, builtin_scene_names, photo_of, stable_hash  # noqa: E402
+from defocuskit.data.render import builtin_scene, builtin_scene_names, native_side  # noqa: E402
 from defocuskit.io.images import linear_to_srgb  # noqa: E402
 
 FOCAL_BAND = 0.05  # share of the inverse-depth span counted as in focus for the focal mask
-
-
-def native_side(name: str, seed: int) -> int:
-    """The long side of a scene's crop of its photograph, in the photograph's pixels (builtin_scene's crop)."""
-    h, w = _photo(photo_of(name))[0].shape[:2]
-    if name == photo_of(name):
-        return max(h, w)
-    frac = np.random.default_rng([seed, stable_hash(name)]).uniform(0.55, 0.85)  # builtin_scene's first draw
-    return max(int(h * frac), int(w * frac))
 
 
 def export(out: Path, max_side: int, seed: int) -> int:
@@ -49,9 +40,8 @@ def export(out: Path, max_side: int, seed: int) -> int:
         span = max(float(inv.max() - inv.min()), 1e-12)
         relative = (inv.max() - inv) / span  # larger = farther, affine in inverse depth
         cv2.imwrite(str(out / "depth" / f"{name}.png"), np.rint(relative * 65535).astype(np.uint16))
-        focal = np.abs(inv - 1.0 / scene.focus_distance_m) <= FOCAL_BAND * span
-        if not focal.any():
-            focal = np.abs(inv - 1.0 / scene.focus_distance_m) <= np.abs(inv - 1.0 / scene.focus_distance_m).min()
+        off_focus = np.abs(inv - 1.0 / scene.focus_distance_m)
+        focal = off_focus <= max(FOCAL_BAND * span, off_focus.min())  # at least the nearest point to the focus
         cv2.imwrite(str(out / "focal" / f"{name}.png"), (focal * 255).astype(np.uint8))
     return len(builtin_scene_names())
 

@@ -208,6 +208,23 @@ def layered_depth(srgb: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
     return depth, {"subject": float(subject), "object": float(obj), "far": float(far)}
 
 
+def _crop_box(rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int]:
+    """A variant's crop of an h x w photograph, (y0, x0, height, width): 55-85 % of each side, placed at random."""
+    frac = rng.uniform(0.55, 0.85)
+    ch, cw = int(h * frac), int(w * frac)
+    return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
+
+
+def native_side(name: str, seed: int) -> int:
+    """The long side, in the photograph's own pixels, of what built-in scene `name` shows (its crop for a variant)."""
+    photo = photo_of(name)
+    h, w = _photo(photo)[0].shape[:2]
+    if name == photo:
+        return max(h, w)
+    _, _, ch, cw = _crop_box(np.random.default_rng([seed, stable_hash(name)]), h, w)
+    return max(ch, cw)
+
+
 def builtin_scene(name: str, size: int, seed: int) -> Scene:
     """One built-in scene, longer side `size`, deterministic for (name, size, seed)."""
     if size < 16:
@@ -219,10 +236,7 @@ def builtin_scene(name: str, size: int, seed: int) -> Scene:
     rng = np.random.default_rng([seed, stable_hash(name)])
     srgb, depth = _photo(photo)
     if variant:
-        h, w = srgb.shape[:2]
-        frac = rng.uniform(0.55, 0.85)
-        ch, cw = int(h * frac), int(w * frac)
-        y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        y0, x0, ch, cw = _crop_box(rng, *srgb.shape[:2])
         srgb = srgb[y0:y0 + ch, x0:x0 + cw]
         depth = None if depth is None else depth[y0:y0 + ch, x0:x0 + cw]
         if rng.random() < 0.5:
