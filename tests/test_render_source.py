@@ -16,6 +16,7 @@ from defocuskit.data.reader import iter_samples, signed_coc
 from defocuskit.data.render_photo import add_veil, render_coc, restore_highlights, veil_fraction
 from defocuskit.data.sample import IngestError, IngestOptions, RejectError
 from defocuskit.data.sources import render as source
+from defocuskit.imaging.optics import disc_mtf
 from defocuskit.io.images import srgb_to_linear
 
 H, W = 64, 96
@@ -201,6 +202,19 @@ def test_render_coc_constant_map_is_one_disc_blur_and_keeps_flat_fields():
     img = np.full((32, 48, 3), 0.4, np.float32)
     coc = np.linspace(-6, 6, 48, dtype=np.float32)[None].repeat(32, 0)
     assert np.allclose(render_coc(img, coc), 0.4, atol=1e-4)  # no darkening at layer or occlusion edges
+
+
+def test_render_coc_band_limited_disc_blurs_sub_pixel_cocs_as_their_mtf_says():
+    # a grating at a quarter of the sampling rate under a constant 0.8 px CoC: the area-sampled disc leaves it as it is,
+    # the band-limited one keeps the disc's MTF of its contrast (0.95), and both keep flat fields
+    x = np.arange(64, dtype=np.float32)
+    img = np.repeat((0.5 + 0.25 * np.cos(2 * np.pi * 0.25 * x))[None, :, None], 64, 0).repeat(3, 2)
+    coc = np.full((64, 64), 0.8, np.float32)
+    assert np.allclose(render_coc(img, coc), img, atol=1e-6)
+    band = render_coc(img, coc, psf="band")[20:44, 20:44, 0]
+    contrast = (band.max() - band.min()) / 0.5
+    assert contrast == pytest.approx(float(disc_mtf(0.8, 0.25)), abs=0.02) and contrast < 0.97
+    assert np.allclose(render_coc(np.full_like(img, 0.4), coc, psf="band"), 0.4, atol=1e-5)
 
 
 def test_render_coc_is_exact_without_blur_and_follows_the_disc_at_occlusions():

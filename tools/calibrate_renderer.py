@@ -26,7 +26,13 @@ at a working size (`--size`, long side):
 Prints one row per stack and aperture: PSNR(reference vs shot), PSNR(render vs shot) at the stack's own k and
 at the leave-one-out k, the fitted k; then the median k fraction (the `--render` default).
 
-    python tools/calibrate_renderer.py [--fixtures ../shared/fixtures/real] [--size 384]
+`--detail-band PX` adds a second table in the detail band of `eval --detail-band` (each image's low-pass, a
+Gaussian of PX, replaced by the other's: photometry and glare left out, the score symmetric): reference vs shot (the
+detail a deblurrer starts from), render vs shot at the stack's own k and at a k fitted in the band, the render vs
+the reference (the detail the modelled defocus alone takes away), and the share of the shot's detail error (MSE
+against the reference) that the render explains, 1 - MSE(render, shot) / MSE(reference, shot).
+
+    python tools/calibrate_renderer.py [--fixtures ../shared/fixtures/real] [--size 384] [--detail-band 16]
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import numpy as np
 from defocuskit.data.register import align, match_gain
 from defocuskit.data.render_photo import encode, render_coc, restore_highlights
 from defocuskit.data.sources.render import added_coc
+from defocuskit.eval.metrics import detail_band
 from defocuskit.imaging.depth import decode_depth, focus_value, signed_relative_coc
 from defocuskit.io.images import read_image, srgb_to_linear, to_float
 
@@ -104,11 +111,17 @@ def prepare(stack: dict, size: int) -> dict:
     return {"ref": small_ref, "linear": srgb_to_linear(small_ref), "c": c, "shots": shots}
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
+def mse(a: np.ndarray, b: np.ndarray, band: float = 0.0) -> float:
+    """Mean squared error with a margin left out; in the detail band of `band` px when it is > 0."""
+    if band > 0:
+        a = detail_band(a, b, band)
     h, w = a.shape[:2]
     my, mx = int(MARGIN * h), int(MARGIN * w)
-    err = np.mean((a[my:h - my, mx:w - mx].astype(np.float64) - b[my:h - my, mx:w - mx]) ** 2)
-    return float(10.0 * np.log10(1.0 / max(err, 1e-12)))
+    return float(np.mean((a[my:h - my, mx:w - mx].astype(np.float64) - b[my:h - my, mx:w - mx]) ** 2))
+
+
+def psnr(a: np.ndarray, b: np.ndarray, band: float = 0.0) -> float:
+    return float(10.0 * np.log10(1.0 / max(mse(a, b, band), 1e-12)))
 
 
 def tone_curve(ref: np.ndarray, shot: np.ndarray, bins: int = 32) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -133,13 +146,14 @@ def apply_tone(img: np.ndarray, curves: list[tuple[np.ndarray, np.ndarray]]) -> 
     return np.stack([np.interp(img[..., ch], *curves[ch]) for ch in range(3)], axis=2).astype(np.float32)
 
 
-def render(prep: dict, k: float, f_number: float, highlights: float = 8.0) -> np.ndarray:
+def render(prep: dict, k: float, f_number: float, highlights: float = 8.0, psf: str = "area") -> np.ndarray:
     linear = restore_highlights(prep["linear"], gain=highlights)
-    return encode(render_coc(linear, added_coc(k * prep["c"], f_number, REF_F_NUMBER)))
+    return encode(render_coc(linear, added_coc(k * prep["c"], f_number, REF_F_NUMBER), psf=psf))
 
 
-def score(prep: dict, k: float, highlights: float = 8.0) -> dict[float, float]:
-    return {n: psnr(apply_tone(render(prep, k, n, highlights), s["tone"]), s["image"]) for n, s in prep["shots"].items()}
+def score(prep: dict, k: float, highlights: float = 8.0, band: float = 0.0, psf: str = "area") -> dict[float, float]:
+    return {n: psnr(apply_tone(render(prep, k, n, highlights, psf), s["tone"]), s["image"], band)
+            for n, s in prep["shots"].items()}
 
 
 def baseline(prep: dict, shot: dict) -> float:
@@ -147,10 +161,11 @@ def baseline(prep: dict, shot: dict) -> float:
     return psnr(apply_tone(prep["ref"], shot["tone"]), shot["image"])
 
 
-def fit_k(prep: dict, long_side: int, grid: int = 10, iters: int = 10) -> float:
-    """The k (px at f/1) maximising the mean PSNR over the stack's apertures: log grid, then golden section."""
+def fit_k(prep: dict, long_side: int, grid: int = 10, iters: int = 10, band: float = 0.0, psf: str = "area") -> float:
+    """The k (px at f/1) maximising the mean PSNR over the stack's apertures (in the detail band of `band` px when
+    it is > 0): log grid, then golden section."""
     def loss(logk: float) -> float:
-        return -float(np.mean(list(score(prep, float(np.exp(logk))).values())))
+        return -float(np.mean(list(score(prep, float(np.exp(logk)), band=band, psf=psf).values())))
 
     lo, hi = np.log(K_RANGE[0] * long_side), np.log(K_RANGE[1] * long_side)
     xs = np.linspace(lo, hi, grid)
@@ -176,7 +191,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "shared/fixtures/real")
     parser.add_argument("--size", type=int, default=384, help="working size: the long side in pixels")
+    parser.add_argument("--detail-band", type=float, default=0.0, metavar="PX",
+                        help="also score in the detail band of this Gaussian (px at the working size); 0: off")
+    parser.add_argument("--psf", default="area", help="the detail table once per disc sampling of this list "
+                        "(optics.disc_psf: area, band); the first table always with area")
     args = parser.parse_args()
+    if args.detail_band < 0:
+        parser.error(f"--detail-band: expected 0 (off) or a positive number of pixels, got {args.detail_band:g}")
     t0 = time.time()
     preps, fitted = {}, {}
     for stack in stacks(args.fixtures):
@@ -205,6 +226,28 @@ def main() -> None:
     print(f"| mean of {len(totals['ref'])} shots | | | {means['ref']:.2f} | {means['own']:.2f} | {means['loo']:.2f} "
           f"| {means['nohl']:.2f} | | | |")
     print(f"\nmedian k / long side: {np.median(list(fitted.values())):.4f}; {time.time() - t0:.0f} s")
+    if args.detail_band > 0:
+        for psf in args.psf.split(","):
+            print(f"\nthe disc sampled as {psf!r}")
+            detail_table(preps, fitted, args.size, args.detail_band, psf)
+            print(f"{time.time() - t0:.0f} s")
+
+
+def detail_table(preps: dict, fitted: dict, size: int, band: float, psf: str = "area") -> None:
+    """The second table of `--detail-band`: how much of the shots' detail error the modelled defocus explains."""
+    print(f"\ndetail band: low-pass (Gaussian of {band:g} px) replaced by the other image's\n")
+    print("| stack | f/N | ref vs shot dB | render vs shot dB (own k) | render vs shot dB (k fitted in the band) "
+          "| k px fitted in the band | render vs ref dB | share of the shot's detail error the render explains |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, prep in preps.items():
+        k_band = fit_k(prep, size, band=band, psf=psf)
+        own, fit = score(prep, fitted[name] * size, band=band, psf=psf), score(prep, k_band, band=band, psf=psf)
+        for n, shot in prep["shots"].items():
+            ref = apply_tone(prep["ref"], shot["tone"])
+            rendered = apply_tone(render(prep, k_band, n, psf=psf), shot["tone"])
+            share = 1.0 - mse(rendered, shot["image"], band) / mse(ref, shot["image"], band)
+            print(f"| {name} | {n:g} | {psnr(ref, shot['image'], band):.2f} | {own[n]:.2f} | {fit[n]:.2f} "
+                  f"| {k_band:.1f} | {psnr(rendered, ref, band):.2f} | {share:+.2f} |")
 
 
 if __name__ == "__main__":

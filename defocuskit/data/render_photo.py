@@ -89,13 +89,14 @@ def _push_pull(c: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 
 def render_coc(rgb_linear: np.ndarray, coc_px: np.ndarray, max_layers: int = MAX_LAYERS,
-               layer_step_px: float = LAYER_STEP_PX, compositing: str = "extend") -> np.ndarray:
+               layer_step_px: float = LAYER_STEP_PX, compositing: str = "extend", psf: str = "area") -> np.ndarray:
     """Defocus a linear RGB image (values may exceed 1) by a signed CoC map in pixels (negative = in front of
     the focal plane); returns float32 linear RGB, not clipped, without noise.
 
     `compositing`: "extend" (layers extended behind their occluders, module docstring) or "normalise", the
     former scheme (`max_layers` levels at least 0.25 px apart, plain "over", divided by the accumulated alpha),
-    which `imaging.lens_blur.DefocusOperator(model="over")` reproduces exactly."""
+    which `imaging.lens_blur.DefocusOperator(model="over")` reproduces exactly. `psf`: the disc's sampling on the
+    pixel grid (`optics.disc_psf`: "area", or "band" limited, which blurs discs of 1 px and less too)."""
     if rgb_linear.ndim != 3 or rgb_linear.shape[2] != 3:
         raise ValueError(f"render: rgb must be (H, W, 3), got {rgb_linear.shape}")
     if coc_px.shape != rgb_linear.shape[:2]:
@@ -111,7 +112,7 @@ def render_coc(rgb_linear: np.ndarray, coc_px: np.ndarray, max_layers: int = MAX
     levels, i0, frac = layer_levels(coc_px, max_layers, layer_step_px)
     n = len(levels)
     if n == 1:
-        return _blur(rgb, abs(float(levels[0])))
+        return _blur(rgb, abs(float(levels[0])), psf)
     colour = np.zeros_like(rgb)
     alpha = np.zeros(rgb.shape[:2], np.float32)
     behind = np.zeros(rgb.shape[:2], np.float32)  # weight of each pixel's content at or behind the current layer
@@ -127,17 +128,17 @@ def render_coc(rgb_linear: np.ndarray, coc_px: np.ndarray, max_layers: int = MAX
             a = np.where(known, weight / np.maximum(behind, 1e-6), 0.0).astype(np.float32)  # share of what is left
             own = np.concatenate([rgb * a[..., None], a[..., None]], axis=2)
             layer = own if known.all() else _push_pull(own, known.astype(np.float32))  # extend behind occluders
-        layer = _blur(layer, abs(float(levels[k])))
+        layer = _blur(layer, abs(float(levels[k])), psf)
         a = np.clip(layer[..., 3], 0.0, 1.0)
         colour = layer[..., :3] + (1.0 - a)[..., None] * colour  # Porter & Duff "over", premultiplied
         alpha = a + (1.0 - a) * alpha
     return (colour / np.maximum(alpha, 1e-6)[..., None]).astype(np.float32)
 
 
-def _blur(x: np.ndarray, diameter: float) -> np.ndarray:
-    if diameter <= 1.0:
+def _blur(x: np.ndarray, diameter: float, psf: str = "area") -> np.ndarray:
+    if diameter <= (1.0 if psf == "area" else 0.0):
         return x
-    return cv2.filter2D(x, -1, disc_psf(diameter), borderType=cv2.BORDER_REFLECT)
+    return cv2.filter2D(x, -1, disc_psf(diameter, sampling=psf), borderType=cv2.BORDER_REFLECT)
 
 
 def restore_highlights(rgb_linear: np.ndarray, threshold: float = 0.96, gain: float = 8.0,

@@ -7,11 +7,14 @@ Units: focal length and CoC in millimetres, distances in metres, pixel pitch in 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import j1
 
 # Standard full stops (powers of sqrt(2), marked values as engraved on lenses).
 FULL_STOPS: tuple[float, ...] = (1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0, 11.0, 16.0, 22.0, 32.0)
 
 _SUPERSAMPLE = 8  # sub-pixel grid per axis used to anti-alias the disc PSF
+BAND_PAD = 3  # px kept beyond the disc of a band-limited disc's ringing (MTF within 0.045 of the disc's)
+PSF_SAMPLINGS = ("area", "band")  # disc_psf(sampling=...): area-sampled pillbox, or band-limited to the pixel grid
 
 
 def _check_positive(name: str, value: float | np.ndarray) -> None:
@@ -119,14 +122,19 @@ def psf_size(diameter_px: float) -> int:
     return 2 * int(np.ceil(diameter_px / 2.0)) + 1
 
 
-def disc_psf(diameter_px: float, size: int | None = None) -> np.ndarray:
-    """Uniform-disc (pillbox) PSF of the given diameter, anti-aliased by supersampling, summing to 1.
+def disc_psf(diameter_px: float, size: int | None = None, sampling: str = "area") -> np.ndarray:
+    """Uniform-disc (pillbox) PSF of the given diameter, summing to 1.
 
-    A diameter of at most 1 pixel gives a delta. `size` (odd) pads or crops the kernel; by default
-    it is the smallest odd size that holds the disc.
+    sampling "area": the disc's area in each pixel (supersampled); a diameter of at most 1 pixel gives a delta.
+    sampling "band": `band_disc_psf`, the disc band-limited to the pixel grid. `size` (odd) pads or crops the
+    kernel; by default it is the smallest odd size that holds the disc (for "band", BAND_PAD px more each side).
     """
     if not np.isfinite(diameter_px) or diameter_px < 0:
         raise ValueError(f"disc_psf: diameter must be finite and >= 0, got {diameter_px}")
+    if sampling not in PSF_SAMPLINGS:
+        raise ValueError(f"disc_psf: sampling must be one of {', '.join(PSF_SAMPLINGS)}, got {sampling!r}")
+    if sampling == "band":
+        return band_disc_psf(diameter_px, size)
     size = psf_size(diameter_px) if size is None else int(size)
     if size < 1 or size % 2 == 0:
         raise ValueError(f"disc_psf: size must be odd and positive, got {size}")
@@ -149,6 +157,33 @@ def disc_psf(diameter_px: float, size: int | None = None) -> np.ndarray:
         kernel[c, c] = 1.0
         return kernel
     return kernel / total
+
+
+def disc_mtf(diameter_px: float, rho: np.ndarray) -> np.ndarray:
+    """The uniform disc's MTF at radial frequencies `rho` (cycles per pixel): 2 J1(pi d rho) / (pi d rho)."""
+    x = np.pi * float(diameter_px) * np.asarray(rho, np.float64)
+    safe = np.where(x > 0, x, 1.0)
+    return np.where(x > 0, 2.0 * j1(safe) / safe, 1.0)
+
+
+def band_disc_psf(diameter_px: float, size: int | None = None) -> np.ndarray:
+    """The uniform disc band-limited to the pixel grid, summing to 1: the kernel whose frequency response is the
+    disc's MTF (`disc_mtf`) up to the Nyquist frequency, the exact defocus of a band-limited image. The area-sampled
+    disc leaves a disc of 1 px or less a delta (a 1 px disc keeps 0.72 of the contrast at Nyquist, not 1) and blurs
+    1.5-2.5 px discs too much at mid frequencies; from about 3 px the two agree within a few per cent. Negative
+    ringing of a few per cent lies just outside the disc. `size` (odd): default the disc's plus BAND_PAD each side."""
+    if not np.isfinite(diameter_px) or diameter_px < 0:
+        raise ValueError(f"band_disc_psf: diameter must be finite and >= 0, got {diameter_px}")
+    size = psf_size(max(float(diameter_px), 1.0 + 1e-6)) + 2 * BAND_PAD if size is None else int(size)
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"band_disc_psf: size must be odd and positive, got {size}")
+    n = max(64, 4 * size)
+    freq = np.fft.fftfreq(n)
+    spectrum = disc_mtf(diameter_px, np.hypot(freq[:, None], freq[None, :]))
+    full = np.fft.fftshift(np.fft.ifft2(spectrum).real)
+    c, h = n // 2, size // 2
+    kernel = full[c - h:c + h + 1, c - h:c + h + 1]
+    return (kernel / kernel.sum()).astype(np.float32)
 
 
 def gaussian_psf(sigma_px: float, size: int | None = None) -> np.ndarray:
