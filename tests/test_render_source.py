@@ -215,6 +215,8 @@ def test_render_coc_band_limited_disc_blurs_sub_pixel_cocs_as_their_mtf_says():
     contrast = (band.max() - band.min()) / 0.5
     assert contrast == pytest.approx(float(disc_mtf(0.8, 0.25)), abs=0.02) and contrast < 0.97
     assert np.allclose(render_coc(np.full_like(img, 0.4), coc, psf="band"), 0.4, atol=1e-5)
+    with pytest.raises(ValueError, match="psf must be one of area, band"):
+        render_coc(img, np.zeros((64, 64), np.float32), psf="gauss")
 
 
 def test_render_coc_is_exact_without_blur_and_follows_the_disc_at_occlusions():

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from defocuskit.imaging.optics import disc_psf
+from defocuskit.imaging.optics import PSF_SAMPLINGS, disc_psf
 from defocuskit.io.images import linear_to_srgb, srgb_to_linear
 
 MAX_LAYERS = 48
@@ -105,6 +105,8 @@ def render_coc(rgb_linear: np.ndarray, coc_px: np.ndarray, max_layers: int = MAX
         raise ValueError("render: CoC map must be finite everywhere")
     if compositing not in COMPOSITING:
         raise ValueError(f"render: compositing must be one of {', '.join(COMPOSITING)}, got {compositing!r}")
+    if psf not in PSF_SAMPLINGS:
+        raise ValueError(f"render: psf must be one of {', '.join(PSF_SAMPLINGS)}, got {psf!r}")
     rgb = rgb_linear.astype(np.float32)
     if compositing == "normalise":
         span = float(coc_px.max() - coc_px.min())

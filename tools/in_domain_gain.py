@@ -1,0 +1,109 @@
+"""How much of a leave-one-scene-out model's gain on renders of its held-out scene carries over to the real shots.
+
+    python tools/in_domain_gain.py LOSO_OUT [--folds 0001,0002,0003] [--k 0001:16.6,0002:34.3,0003:5.6]
+
+For each VABD fold of a finished `tools/loso_real.py` run (FOLD/run/model.safetensors, FOLD/report and
+FOLD/report-detail, the real shots' scores): the held-out scene's f/16 reference, depth map and focal mask are
+rendered by `ingest --render` at the test size (`--size`, 512 as loso_real's `--test-size`) and the real stack's
+apertures, at the CoC scale k fitted to that scene's own real shots (`--k`, px at f/1 at that size; the defaults are
+`tools/calibrate_renderer.py --size 512`'s: a diagnostic that knows the test scene's blur, not a test), with the
+veiling glare of the recipe's renders (`--veil`); once with the sensor noise on, as the training renders have it,
+and once without (the gain then is deblurring alone). Each is scored as loso_real scores the real shots: the model
+raw (`run`) and gated by the edge map at 3 px (`run#2`), in all bands and in the detail band (`--detail-band`).
+
+Prints per fold, f-number and band the gain (dB over the input) on noisy renders, on quiet renders and on the real
+shots side by side; what is in the renders and not carried over to the real shots is the domain gap, and what the
+quiet renders' gain leaves of the input's loss is what the model cannot undo even where the blur is the renderer's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+CALIBRATED_K = "0001:16.6,0002:34.3,0003:5.6"  # calibrate_renderer --size 512, each stack's own k (px at f/1)
+F_NUMBERS = "1.8,2.8,8"
+
+
+def run(cmd: list[str], log: Path) -> None:
+    with log.open("w") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ))
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
+
+
+def scene_folder(held: str, out: Path) -> Path:
+    """The held-out VABD scene's reference, depth map and focal mask as an `ingest --render` folder."""
+    root = FIXTURES / "VABD" / "train"
+    for sub, src_sub in (("image", "input"), ("depth", "depth"), ("focal", "focal")):
+        (src,) = list((root / src_sub).glob(f"{held}.*"))
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        (out / sub / f"vabd-{held}{src.suffix}").symlink_to(src.resolve())
+    return out
+
+
+def gains(report: Path) -> dict[tuple[str, float], float]:
+    """{(method, f-number): PSNR gain} of an eval report folder."""
+    rows = json.loads((report / "report.json").read_text())["rows"]
+    return {(r["method"], r["f_number"]): r["psnr_gain"] for r in rows if r["f_number"] is not None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("loso", type=Path, help="a finished tools/loso_real.py --out folder")
+    ap.add_argument("--folds", default="0001,0002,0003")
+    ap.add_argument("--k", default=CALIBRATED_K, help="FOLD:PX,...: the CoC scale of each scene's renders")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--veil", type=float, default=0.125, help="the renders' glare (nafnet-cpu's: 0.125)")
+    ap.add_argument("--gate", type=float, default=3.0, help="eval --focus-gate run#2:PX with --coc edge")
+    ap.add_argument("--detail-band", type=float, default=16.0)
+    args = ap.parse_args()
+    k = dict(item.split(":") for item in args.k.split(","))
+    exe = [sys.executable, "-m", "defocuskit"]
+    table = []
+    for held in args.folds.split(","):
+        fold = args.loso / held
+        model = fold / "run" / "model.safetensors"
+        if not model.is_file() or held not in k:
+            sys.exit(f"{fold}: no run/model.safetensors, or no --k for fold {held}")
+        work = fold / "in-domain"
+        if work.exists():
+            sys.exit(f"{work}: exists; remove it to score again")
+        photos = scene_folder(held, work / "photo")
+        scored: dict[str, dict[tuple[str, float], float]] = {}
+        for noise in ("noisy", "quiet"):
+            shards = work / f"{noise}-shards"
+            run([*exe, "ingest", "--render", str(photos), "--out", str(shards), "--max-side", str(args.size),
+                 "--render-coc-scale", k[held], "--render-f-numbers", F_NUMBERS, "--split-by", "test",
+                 "--workers", "1", f"--render-veil={args.veil:g}",
+                 *(["--no-render-noise"] if noise == "quiet" else [])], work / f"ingest-{noise}.log")
+            for band in ("all", "detail"):
+                report = work / f"report-{noise}-{band}"
+                run([*exe, "eval", "--shards", str(shards), "--checkpoint", str(model), "--focus-gate", "run:0",
+                     "--checkpoint", str(model), "--focus-gate", f"run#2:{args.gate:g}", "--coc", "edge",
+                     "--baseline", "input", "--by-aperture", "--report", str(report),
+                     *(["--detail-band", f"{args.detail_band:g}"] if band == "detail" else [])],
+                    work / f"eval-{noise}-{band}.log")
+                scored[f"{noise}-{band}"] = gains(report)
+        scored["real-all"] = gains(fold / "report")
+        scored["real-detail"] = gains(fold / "report-detail")
+        for band in ("all", "detail"):
+            for method in ("run", "run#2"):
+                cells = []
+                for where in ("noisy", "quiet", "real"):
+                    got = scored[f"{where}-{band}"]
+                    cells.append(" / ".join(f"{got[(method, float(n))]:+.2f}" for n in F_NUMBERS.split(",")))
+                table.append(f"| {held} | {band} | {method} | " + " | ".join(cells) + " |")
+    print(f"gain (dB) at f/{' / f/'.join(F_NUMBERS.split(','))}; renders at the scenes' own k ({args.k})\n")
+    print("| fold | band | model | renders, noise on | renders, no noise | real shots |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()
