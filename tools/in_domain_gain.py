@@ -47,10 +47,18 @@ def scene_folder(held: str, out: Path) -> Path:
     return out
 
 
-def gains(report: Path) -> dict[tuple[str, float], float]:
-    """{(method, f-number): PSNR gain} of an eval report folder."""
+IDENTICAL_DB = 50.0  # an input this close to its reference was not blurred at all (CoC under 1 px everywhere)
+
+
+def gains(report: Path) -> dict[tuple[str, float], float | None]:
+    """{(method, f-number): PSNR gain} of an eval report folder; None where the input is its reference."""
     rows = json.loads((report / "report.json").read_text())["rows"]
-    return {(r["method"], r["f_number"]): r["psnr_gain"] for r in rows if r["f_number"] is not None}
+    return {(r["method"], r["f_number"]): None if r["psnr_input"] > IDENTICAL_DB else r["psnr_gain"]
+            for r in rows if r["f_number"] is not None}
+
+
+def cell(gain: float | None) -> str:
+    return "n/a" if gain is None else f"{gain:+.2f}"
 
 
 def main() -> None:
@@ -62,6 +70,7 @@ def main() -> None:
     ap.add_argument("--veil", type=float, default=0.125, help="the renders' glare (nafnet-cpu's: 0.125)")
     ap.add_argument("--gate", type=float, default=3.0, help="eval --focus-gate run#2:PX with --coc edge")
     ap.add_argument("--detail-band", type=float, default=16.0)
+    ap.add_argument("--rescore", action="store_true", help="print the table of folds already scored, running nothing")
     args = ap.parse_args()
     k = dict(item.split(":") for item in args.k.split(","))
     exe = [sys.executable, "-m", "defocuskit"]
@@ -72,12 +81,15 @@ def main() -> None:
         if not model.is_file() or held not in k:
             sys.exit(f"{fold}: no run/model.safetensors, or no --k for fold {held}")
         work = fold / "in-domain"
-        if work.exists():
-            sys.exit(f"{work}: exists; remove it to score again")
-        photos = scene_folder(held, work / "photo")
-        scored: dict[str, dict[tuple[str, float], float]] = {}
+        if work.exists() and not args.rescore:
+            sys.exit(f"{work}: exists; remove it to score again, or --rescore to print it")
+        photos = work / "photo" if args.rescore else scene_folder(held, work / "photo")
+        scored: dict[str, dict[tuple[str, float], float | None]] = {}
         for noise in ("noisy", "quiet"):
             shards = work / f"{noise}-shards"
+            if args.rescore:
+                scored.update({f"{noise}-{band}": gains(work / f"report-{noise}-{band}") for band in ("all", "detail")})
+                continue
             run([*exe, "ingest", "--render", str(photos), "--out", str(shards), "--max-side", str(args.size),
                  "--render-coc-scale", k[held], "--render-f-numbers", F_NUMBERS, "--split-by", "test",
                  "--workers", "1", f"--render-veil={args.veil:g}",
@@ -97,12 +109,13 @@ def main() -> None:
                 cells = []
                 for where in ("noisy", "quiet", "real"):
                     got = scored[f"{where}-{band}"]
-                    cells.append(" / ".join(f"{got[(method, float(n))]:+.2f}" for n in F_NUMBERS.split(",")))
+                    cells.append(" / ".join(cell(got[(method, float(n))]) for n in F_NUMBERS.split(",")))
                 table.append(f"| {held} | {band} | {method} | " + " | ".join(cells) + " |")
     print(f"gain (dB) at f/{' / f/'.join(F_NUMBERS.split(','))}; renders at the scenes' own k ({args.k})\n")
     print("| fold | band | model | renders, noise on | renders, no noise | real shots |")
     print("|---|---|---|---|---|---|")
     print("\n".join(table))
+    print(f"\nn/a: the render's input is its reference to within {IDENTICAL_DB:g} dB (no pixel's CoC reaches 1 px)")
 
 
 if __name__ == "__main__":
