@@ -81,8 +81,9 @@ def main() -> None:
         if not model.is_file() or held not in k:
             sys.exit(f"{fold}: no run/model.safetensors, or no --k for fold {held}")
         work = fold / "in-domain"
-        if work.exists() and not args.rescore:
-            sys.exit(f"{work}: exists; remove it to score again, or --rescore to print it")
+        if work.exists() != args.rescore:
+            sys.exit(f"{work}: exists; remove it to score again, or --rescore to print it" if work.exists() else
+                     f"{work}: not scored yet; run without --rescore")
         photos = work / "photo" if args.rescore else scene_folder(held, work / "photo")
         scored: dict[str, dict[tuple[str, float], float | None]] = {}
         for noise in ("noisy", "quiet"):
