@@ -21,20 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
+
+from loso_real import link, run  # same folder: its folder linking and logged command runner
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 CALIBRATED_K = "0001:16.6,0002:34.3,0003:5.6"  # calibrate_renderer --size 512, each stack's own k (px at f/1)
 F_NUMBERS = "1.8,2.8,8"
-
-
-def run(cmd: list[str], log: Path) -> None:
-    with log.open("w") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ))
-    if proc.returncode != 0:
-        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
 
 
 def scene_folder(held: str, out: Path) -> Path:
@@ -42,8 +36,7 @@ def scene_folder(held: str, out: Path) -> Path:
     root = FIXTURES / "VABD" / "train"
     for sub, src_sub in (("image", "input"), ("depth", "depth"), ("focal", "focal")):
         (src,) = list((root / src_sub).glob(f"{held}.*"))
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        (out / sub / f"vabd-{held}{src.suffix}").symlink_to(src.resolve())
+        link(src, out / sub / f"vabd-{held}{src.suffix}")
     return out
 
 
@@ -73,7 +66,7 @@ def main() -> None:
     ap.add_argument("--rescore", action="store_true", help="print the table of folds already scored, running nothing")
     args = ap.parse_args()
     k = dict(item.split(":") for item in args.k.split(","))
-    exe = [sys.executable, "-m", "defocuskit"]
+    exe, env = [sys.executable, "-m", "defocuskit"], dict(os.environ)
     table = []
     for held in args.folds.split(","):
         fold = args.loso / held
@@ -94,14 +87,14 @@ def main() -> None:
             run([*exe, "ingest", "--render", str(photos), "--out", str(shards), "--max-side", str(args.size),
                  "--render-coc-scale", k[held], "--render-f-numbers", F_NUMBERS, "--split-by", "test",
                  "--workers", "1", f"--render-veil={args.veil:g}",
-                 *(["--no-render-noise"] if noise == "quiet" else [])], work / f"ingest-{noise}.log")
+                 *(["--no-render-noise"] if noise == "quiet" else [])], work / f"ingest-{noise}.log", env)
             for band in ("all", "detail"):
                 report = work / f"report-{noise}-{band}"
                 run([*exe, "eval", "--shards", str(shards), "--checkpoint", str(model), "--focus-gate", "run:0",
                      "--checkpoint", str(model), "--focus-gate", f"run#2:{args.gate:g}", "--coc", "edge",
                      "--baseline", "input", "--by-aperture", "--report", str(report),
                      *(["--detail-band", f"{args.detail_band:g}"] if band == "detail" else [])],
-                    work / f"eval-{noise}-{band}.log")
+                    work / f"eval-{noise}-{band}.log", env)
                 scored[f"{noise}-{band}"] = gains(report)
         scored["real-all"] = gains(fold / "report")
         scored["real-detail"] = gains(fold / "report-detail")
