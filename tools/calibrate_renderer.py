@@ -241,12 +241,13 @@ def detail_table(preps: dict, fitted: dict, size: int, band: float, psf: str = "
     print("|---|---|---|---|---|---|---|---|")
     for name, prep in preps.items():
         k_band = fit_k(prep, size, band=band, psf=psf)
-        own, fit = score(prep, fitted[name] * size, band=band, psf=psf), score(prep, k_band, band=band, psf=psf)
+        own = score(prep, fitted[name] * size, band=band, psf=psf)
         for n, shot in prep["shots"].items():
             ref = apply_tone(prep["ref"], shot["tone"])
             rendered = apply_tone(render(prep, k_band, n, psf=psf), shot["tone"])
             share = 1.0 - mse(rendered, shot["image"], band) / mse(ref, shot["image"], band)
-            print(f"| {name} | {n:g} | {psnr(ref, shot['image'], band):.2f} | {own[n]:.2f} | {fit[n]:.2f} "
+            print(f"| {name} | {n:g} | {psnr(ref, shot['image'], band):.2f} | {own[n]:.2f} "
+                  f"| {psnr(rendered, shot['image'], band):.2f} "
                   f"| {k_band:.1f} | {psnr(rendered, ref, band):.2f} | {share:+.2f} |")
 
 

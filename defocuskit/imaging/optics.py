@@ -126,7 +126,7 @@ def disc_psf(diameter_px: float, size: int | None = None, sampling: str = "area"
     """Uniform-disc (pillbox) PSF of the given diameter, summing to 1.
 
     sampling "area": the disc's area in each pixel (supersampled); a diameter of at most 1 pixel gives a delta.
-    sampling "band": `band_disc_psf`, the disc band-limited to the pixel grid. `size` (odd) pads or crops the
+    sampling "band": `_band_disc_psf`, the disc band-limited to the pixel grid. `size` (odd) pads or crops the
     kernel; by default it is the smallest odd size that holds the disc (for "band", BAND_PAD px more each side).
     """
     if not np.isfinite(diameter_px) or diameter_px < 0:
@@ -134,7 +134,7 @@ def disc_psf(diameter_px: float, size: int | None = None, sampling: str = "area"
     if sampling not in PSF_SAMPLINGS:
         raise ValueError(f"disc_psf: sampling must be one of {', '.join(PSF_SAMPLINGS)}, got {sampling!r}")
     if sampling == "band":
-        return band_disc_psf(diameter_px, size)
+        return _band_disc_psf(diameter_px, size)
     size = psf_size(diameter_px) if size is None else int(size)
     if size < 1 or size % 2 == 0:
         raise ValueError(f"disc_psf: size must be odd and positive, got {size}")
@@ -166,17 +166,15 @@ def disc_mtf(diameter_px: float, rho: np.ndarray) -> np.ndarray:
     return np.where(x > 0, 2.0 * j1(safe) / safe, 1.0)
 
 
-def band_disc_psf(diameter_px: float, size: int | None = None) -> np.ndarray:
+def _band_disc_psf(diameter_px: float, size: int | None = None) -> np.ndarray:
     """The uniform disc band-limited to the pixel grid, summing to 1: the kernel whose frequency response is the
     disc's MTF (`disc_mtf`) up to the Nyquist frequency, the exact defocus of a band-limited image. The area-sampled
     disc leaves a disc of 1 px or less a delta (a 1 px disc keeps 0.72 of the contrast at Nyquist, not 1) and blurs
     1.5-2.5 px discs too much at mid frequencies; from about 3 px the two agree within a few per cent. Negative
     ringing of a few per cent lies just outside the disc. `size` (odd): default the disc's plus BAND_PAD each side."""
-    if not np.isfinite(diameter_px) or diameter_px < 0:
-        raise ValueError(f"band_disc_psf: diameter must be finite and >= 0, got {diameter_px}")
     size = psf_size(max(float(diameter_px), 1.0 + 1e-6)) + 2 * BAND_PAD if size is None else int(size)
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"band_disc_psf: size must be odd and positive, got {size}")
+        raise ValueError(f"disc_psf: size must be odd and positive, got {size}")
     n = max(64, 4 * size)
     freq = np.fft.fftfreq(n)
     spectrum = disc_mtf(diameter_px, np.hypot(freq[:, None], freq[None, :]))
