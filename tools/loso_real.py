@@ -177,6 +177,10 @@ def main() -> None:
                          "at --size, their shard folder listed N times in data.train (its weight); 0: renders only")
     ap.add_argument("--local-gain", type=float, default=0.0,
                     help="ingest those real pairs with `--local-gain F` (exposure and colour matched per region)")
+    ap.add_argument("--real-arg", dest="real_args", action="append", default=[],
+                    help="an extra `ingest` argument for the real training pairs, e.g. --real-arg=--refine-warp=0.047")
+    ap.add_argument("--test-arg", dest="test_args", action="append", default=[],
+                    help="an extra `ingest` argument for the held-out real shots, e.g. --test-arg=--refine-warp=0.047")
     ap.add_argument("--detail-band", type=float, default=16.0,
                     help="also score in the detail band (`eval --detail-band PX`: the low-pass of output and shot "
                          "replaced by the reference's, so photometry does not count); 0: not")
@@ -209,7 +213,8 @@ def main() -> None:
             dst = fold / "real-shards"
             t_ingest += run([*exe, "ingest", "--vabd", str(fold / "real-pairs" / "vabd"), "--ebb",
                              str(fold / "real-pairs" / "ebb"), "--out", str(dst), "--max-side", str(args.size),
-                             "--local-gain", f"{args.local_gain:g}", "--workers", "1"], fold / "ingest-real.log", env)
+                             "--local-gain", f"{args.local_gain:g}", "--workers", "1", *args.real_args],
+                            fold / "ingest-real.log", env)
             real = [str(dst)] * args.real_pairs
         if args.builtin:
             dst = fold / "builtin"
@@ -218,8 +223,8 @@ def main() -> None:
             shards.append(str(dst))
         test = fold / "test-shards"
         source = ["--ebb", str(fold / "real"), "--register", "none"] if held == "ebb" else ["--vabd", str(fold / "real")]
-        run([*exe, "ingest", *source, "--out", str(test), "--max-side", str(args.test_size), "--workers", "1"],
-            fold / "ingest-test.log", env)
+        run([*exe, "ingest", *source, "--out", str(test), "--max-side", str(args.test_size), "--workers", "1",
+             *args.test_args], fold / "ingest-test.log", env)
         run_dir = fold / "run"
         t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards + real)}]", f"output_dir={run_dir}",
                        f"train.max_minutes={args.minutes}", *args.overrides], fold / "train.log", env)
@@ -247,6 +252,7 @@ def main() -> None:
         results[held] = {"photos": n_photos, "ingest_s": round(t_ingest), "train_s": round(t_train),
                          "map_train_s": round(t_map), "gate_map": args.gate_map, "ensemble": args.ensemble,
                          "real_pairs": args.real_pairs, "local_gain": args.local_gain,
+                         "real_args": args.real_args, "test_args": args.test_args,
                          "rows": [r for r in rows if r["f_number"] is not None]}
         if args.detail_band > 0:  # the same, the photometric part left out (docs/benchmarks.md, "the detail band")
             run([*scoring, "--detail-band", f"{args.detail_band:g}", "--report", str(fold / "report-detail")],

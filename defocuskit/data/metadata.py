@@ -94,6 +94,11 @@ def _judged(group: Mapping[str, Any]) -> bool:
     return isinstance(tiles, (int, float)) and not isinstance(tiles, bool) and tiles > 0
 
 
+def _refine_judged(group: Mapping[str, Any]) -> bool:
+    px = group.get("refined_px")
+    return isinstance(px, (list, tuple)) and len(px) == 2 and isinstance(px[0], (int, float)) and px[0] >= 0
+
+
 ALIGN: dict[str, Field] = {
     "method": Field("str", "ecc, homography, injected (synthetic misalignment) or none (nothing warped)",
                     default="none"),
@@ -110,6 +115,10 @@ ALIGN: dict[str, Field] = {
     "coverage": Field("float", "share of the reference covered by the warped shot, in [0, 1]"),
     "border": Field("str", "how pixels outside the warped shot were filled (reflect)"),
     "inliers": Field("int", "feature matches supporting a homography"),
+    "refined_px": Field("floats", "[median, 90th percentile] length in px of the smooth residual warp applied after "
+                                  "the fit (--refine-warp; [0, 0]: judged and not applied)", length=2),
+    "refine_corr": Field("floats", "[before, after] correlation of the shared detail that judged the residual warp",
+                         length=2, known=_refine_judged),
     "resized_from": Field("ints", "[width, height] of the blurred shot before it was resized to the reference",
                           length=2),
 }

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from defocuskit.data.metadata import empty_meta
+from defocuskit.data.refine import refine
 from defocuskit.data.register import RegistrationError, align, match_gain
 from defocuskit.data.sample import IngestOptions, RejectError, Sample, Task
 from defocuskit.io.formats import ImageError
@@ -96,11 +97,15 @@ def _resize_to(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+REFINE_MAX_SHIFT = 0.01  # the residual warp's length is bounded by this x the long side (15 px at 1536)
+
+
 def _register(blur: np.ndarray, sharp: np.ndarray, task: Task, opts: IngestOptions) -> tuple[np.ndarray, dict]:
     """Try the task's method, then its fallback; keep the best-scoring registration.
 
     The score is `align`'s blur-aware registration quality (not the raw ECC correlation, which falls with
-    the defocus blur itself); a pair scoring below opts.min_align_score is rejected.
+    the defocus blur itself); a pair scoring below opts.min_align_score is rejected. With opts.refine_warp the
+    accepted fit is refined by a smooth residual warp (`data.refine`), kept where the shared detail agrees better.
     """
     methods = [task.options["register"]]
     fallback = task.options.get("fallback")
@@ -123,6 +128,9 @@ def _register(blur: np.ndarray, sharp: np.ndarray, task: Task, opts: IngestOptio
         raise RejectError(task.files["blur"], "registration failed (" + "; ".join(errors) + ")")
     if best[1]["score"] < opts.min_align_score:
         raise RejectError(task.files["blur"], _reject_reason(best[1], opts.min_align_score))
+    if opts.refine_warp > 0:
+        warped, extra = refine(blur, sharp, best[0], best[1]["matrix"], opts.refine_warp, REFINE_MAX_SHIFT)
+        best = (warped, {**best[1], **extra})
     return best
 
 

@@ -49,7 +49,7 @@ def content_options(opts: IngestOptions) -> dict[str, Any]:
         d.pop(k)
     for k in ("cuhk_white_is", "cuhk_test_fraction"):  # carried by the CUHK tasks (split, meta): only they change
         d.pop(k)
-    for k in ("local_gain", "render_veil", "render_veil_spread"):
+    for k in ("local_gain", "refine_warp", "render_veil", "render_veil_spread"):
         if not d[k]:  # off: folders ingested before the option keep their fingerprints
             d.pop(k)
     return d
