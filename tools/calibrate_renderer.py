@@ -32,6 +32,9 @@ detail a deblurrer starts from), render vs shot at the stack's own k and at a k 
 the reference (the detail the modelled defocus alone takes away), and the share of the shot's detail error (MSE
 against the reference) that the render explains, 1 - MSE(render, shot) / MSE(reference, shot).
 
+`--refine-warp S` registers each shot as `ingest --refine-warp S` does (the rigid fit refined by a smooth residual warp
+where both shots share detail), so misregistration counts less as unexplained blur.
+
     python tools/calibrate_renderer.py [--fixtures ../shared/fixtures/real] [--size 384] [--detail-band 16]
 """
 
@@ -44,6 +47,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from defocuskit.data.pairs import REFINE_MAX_SHIFT
+from defocuskit.data.refine import refine
 from defocuskit.data.register import align, match_gain
 from defocuskit.data.render_photo import encode, render_coc, restore_highlights
 from defocuskit.data.sources.render import added_coc
@@ -92,13 +97,16 @@ def shrink(a: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(a, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
 
 
-def prepare(stack: dict, size: int) -> dict:
-    """Registered, gain-matched shots and the reference at the working size; the relative CoC map."""
+def prepare(stack: dict, size: int, refine_warp: float = 0.0) -> dict:
+    """Registered, gain-matched shots and the reference at the working size; the relative CoC map. With
+    `refine_warp` > 0 each shot's rigid fit is refined as `ingest --refine-warp` refines it."""
     ref = to_float(read_image(stack["ref"]))
     shots = {}
     for n, path in stack["shots"].items():
         shot = to_float(read_image(path))
         warped, record = align(shot, ref, "ecc", "affine")
+        if refine_warp > 0:
+            warped = refine(shot, ref, warped, record["matrix"], refine_warp, REFINE_MAX_SHIFT)[0]
         small = shrink(warped, size)
         shots[n] = {"image": small, "tone": tone_curve(shrink(ref, size), small),
                     "exposure": 1.0 / match_gain(warped, ref)[1], "score": record["score"],
@@ -193,6 +201,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=384, help="working size: the long side in pixels")
     parser.add_argument("--detail-band", type=float, default=0.0, metavar="PX",
                         help="also score in the detail band of this Gaussian (px at the working size); 0: off")
+    parser.add_argument("--refine-warp", type=float, default=0.0, metavar="S",
+                        help="register each shot as `ingest --refine-warp S` does (the rigid fit, then a smooth "
+                             "residual warp); 0: the rigid fit alone")
     parser.add_argument("--psf", default="area", help="the detail table once per disc sampling of this list "
                         "(optics.disc_psf: area, band); the first table always with area")
     args = parser.parse_args()
@@ -201,7 +212,7 @@ def main() -> None:
     t0 = time.time()
     preps, fitted = {}, {}
     for stack in stacks(args.fixtures):
-        prep = prepare(stack, args.size)
+        prep = prepare(stack, args.size, args.refine_warp)
         preps[stack["name"]] = prep
         fitted[stack["name"]] = fit_k(prep, args.size) / args.size
         print(f"  {stack['name']}: k = {fitted[stack['name']] * args.size:.1f} px ({time.time() - t0:.0f} s)", flush=True)

@@ -36,8 +36,9 @@ ingest) with JDRL's protocol: the reference warped onto each output by optical f
 `--real-pairs N` adds the real pairs of the stacks that are not held out (the other VABD scenes, the EBB train
 pairs; registered and gain-matched by ingest, `--local-gain F` per region) to the renders, weighted N times.
 `--real-arg=ARG` / `--test-arg=ARG` pass ARG to the ingest of the real training pairs / of the held-out shots
-(e.g. `--test-arg=--refine-warp=0.047`: the smooth residual warp after the rigid fit). `--prox` scores the proximal-step baseline with the same map beside them. `--ensemble 8` scores every model as a
-geometric self-ensemble (`eval --ensemble 8`: the outputs for the 8 flips and transposes, turned back, averaged).
+(e.g. `--test-arg=--refine-warp=0.047`: the smooth residual warp after the rigid fit). `--prox` scores the
+proximal-step baseline with the same map beside them. `--ensemble 8` scores every model as a geometric
+self-ensemble (`eval --ensemble 8`: the outputs for the 8 flips and transposes, turned back, averaged).
 A recipe whose sampler needs a CoC map (hidd-cpu's physics step) is scored with the `--gate-map` map.
 The row `run` is always the model's raw output (`eval --focus-gate run:0`: a recipe's own gate, nafnet-cpu's
 `inference.focus_gate`, is off there); `run#2` is the gated one. Every fold is scored twice: as is (FOLD/report) and
