@@ -103,6 +103,7 @@ def test_ingest_refine_warp_end_to_end(tmp_path, real_fixture_root):
     from typer.testing import CliRunner
 
     from defocuskit.cli.app import app
+    from defocuskit.data.inspect import sample_label
     from defocuskit.data.reader import iter_samples
 
     vabd = real_fixture_root / "VABD" / "train"
@@ -124,8 +125,9 @@ def test_ingest_refine_warp_end_to_end(tmp_path, real_fixture_root):
         refined_px = align["refined_px"]
         if extra:
             assert refined_px[0] > 0.05 and align["refine_corr"][1] > align["refine_corr"][0]
+            assert f"refined {refined_px[0]:.2f} px" in sample_label(pair)  # what `defocuskit inspect` shows
         else:
-            assert refined_px is None
+            assert refined_px is None and "refined" not in sample_label(pair)
     assert scores["refined"] > scores["rigid"] + 0.3, scores
     assert "refine_warp" not in content_options(IngestOptions())  # off: folders ingested before keep their fingerprints
     assert content_options(IngestOptions(refine_warp=0.047))["refine_warp"] == 0.047

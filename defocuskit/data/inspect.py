@@ -223,7 +223,8 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def sample_label(sample: Mapping[str, Any]) -> str:
-    """One sample's row label: key · source · split · f-number vs reference · gain · alignment."""
+    """One sample's row label: key · source · split · f-number vs reference · gain · alignment (and its residual
+    warp, where `ingest --refine-warp` applied one)."""
     meta = sample.get("meta") or {}
     f, ref = meta.get("f_number"), meta.get("ref_f_number")
     if sample.get("blur") is None:
@@ -231,10 +232,11 @@ def sample_label(sample: Mapping[str, Any]) -> str:
     else:
         aperture = ("f/?" if f is None else f"f/{f:g}") + ("" if ref is None else f" vs f/{ref:g}")
     align = meta.get("align") or {}
-    score = align.get("score")
+    score, refined = align.get("score"), align.get("refined_px")  # refined: --refine-warp's residual, median px
     return (f"{sample['key']} · {meta.get('source') or '?'} · {meta.get('split') or '?'} · {aperture}"
             f" · gain {_fmt(meta.get('gain'), '.3f')}"
-            f" · align {align.get('method') or '—'} score {_fmt(score, '.3f')}")
+            f" · align {align.get('method') or '—'} score {_fmt(score, '.3f')}"
+            + (f" · refined {refined[0]:.2f} px" if refined and refined[0] > 0 else ""))
 
 
 @dataclasses.dataclass
