@@ -86,6 +86,15 @@ def test_aligned_pair_left_exactly_as_registered(scene):
     assert out is shot and record["refined_px"] == [0.0, 0.0]
 
 
+def test_image_too_small_for_flow_keeps_the_rigid_fit():
+    """Below DIS's smallest image (12 px a side) there is no flow to judge: the rigid fit stays, nothing raises."""
+    rng = np.random.default_rng(0)
+    ref = rng.random((9, 9, 3)).astype(np.float32)
+    moving = np.roll(ref, 1, axis=1)
+    out, record = refine(moving, ref, moving, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], SMOOTH, MAX_SHIFT)
+    assert out is moving and record["refined_px"] == [0.0, 0.0]
+
+
 def test_field_bounded(scene):
     """A residual beyond the bound (a wrong match, not a bracket) is cut to `max_shift` x the long side."""
     moving = _shot(_moved(scene, _smooth_field(scene.shape[:2], 6.0)))

@@ -32,6 +32,7 @@ SUPPORT = 0.1  # the field shrinks to the rigid fit where the local detail weigh
 DETAIL_SIGMA = 4.0  # working px: the detail whose correlation judges the field (image minus this Gaussian)
 NORM_SIGMA = 8.0  # working px: the local mean and contrast taken out of both images before the flow
 NORM_FLOOR = 0.01  # added to the local standard deviation (flat regions stay flat, not amplified noise)
+DIS_MIN_SIDE = 12  # OpenCV's DIS needs a side of at least this; smaller images keep the rigid fit
 
 
 def _energy(gray: np.ndarray) -> np.ndarray:
@@ -58,6 +59,11 @@ def _detail_corr(a: np.ndarray, b: np.ndarray, weight: np.ndarray) -> float:
     return num / den if den > 0 else 0.0
 
 
+def _grid(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel x (1, W) and y (H, 1) coordinates, float32, broadcasting to the image's grid."""
+    return np.arange(shape[1], dtype=np.float32)[None, :], np.arange(shape[0], dtype=np.float32)[:, None]
+
+
 def _remap(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
     return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
@@ -76,8 +82,11 @@ def residual_field(reference: np.ndarray, registered: np.ndarray, smooth: float,
     scale = min(1.0, MAX_SIDE / max(h, w))
     ref_c, mov_c = (_resize(np.clip(np.asarray(x, np.float32), 0.0, 1.0), scale) for x in (reference, registered))
     ref_g, mov_g = (cv2.GaussianBlur(_gray(x), (0, 0), PRE_BLUR) for x in (ref_c, mov_c))
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flow = dis.calc(_normalised_u8(ref_g), _normalised_u8(mov_g), None)  # ref(x) ~ mov(x + flow)
+    if max(ref_g.shape) < DIS_MIN_SIDE:
+        flow = np.zeros((*ref_g.shape, 2), np.float32)
+    else:
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        flow = dis.calc(_normalised_u8(ref_g), _normalised_u8(mov_g), None)  # ref(x) ~ mov(x + flow)
     weight = np.minimum(_energy(ref_g), _energy(mov_g))
     if ref_c.ndim == 3:
         weight[unexplained_highlights(ref_c, mov_c)] = 0.0
@@ -88,7 +97,7 @@ def residual_field(reference: np.ndarray, registered: np.ndarray, smooth: float,
     bound = max_shift * max(ref_g.shape)
     length = np.hypot(field[..., 0], field[..., 1])
     field *= np.minimum(1.0, bound / np.maximum(length, 1e-12))[..., None]
-    gy, gx = np.mgrid[0:ref_g.shape[0], 0:ref_g.shape[1]].astype(np.float32)
+    gx, gy = _grid(ref_g.shape)
     moved = _remap(mov_g, gx + field[..., 0], gy + field[..., 1])
     before, after = _detail_corr(ref_g, mov_g, weight), _detail_corr(ref_g, moved, weight)
     full = cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR) / scale
@@ -105,8 +114,7 @@ def refine(moving: np.ndarray, reference: np.ndarray, registered: np.ndarray, ma
     record: dict[str, Any] = {"refined_px": [0.0, 0.0], "refine_corr": [round(before, 6), round(after, 6)]}
     if not after > before:
         return registered, record
-    h, w = reference.shape[:2]
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gx, gy = _grid(reference.shape)
     px, py = gx + field[..., 0], gy + field[..., 1]
     m = np.asarray(matrix, np.float64)
     m = np.vstack([m, [0.0, 0.0, 1.0]]) if m.shape == (2, 3) else m
