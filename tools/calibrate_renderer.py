@@ -47,7 +47,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from defocuskit.data.pairs import REFINE_MAX_SHIFT
 from defocuskit.data.refine import refine
 from defocuskit.data.register import align, match_gain
 from defocuskit.data.render_photo import encode, render_coc, restore_highlights
@@ -106,7 +105,7 @@ def prepare(stack: dict, size: int, refine_warp: float = 0.0) -> dict:
         shot = to_float(read_image(path))
         warped, record = align(shot, ref, "ecc", "affine")
         if refine_warp > 0:
-            warped = refine(shot, ref, warped, record["matrix"], refine_warp, REFINE_MAX_SHIFT)[0]
+            warped = refine(shot, ref, warped, record["matrix"], refine_warp)[0]
         small = shrink(warped, size)
         shots[n] = {"image": small, "tone": tone_curve(shrink(ref, size), small),
                     "exposure": 1.0 / match_gain(warped, ref)[1], "score": record["score"],

@@ -20,8 +20,7 @@ from pathlib import Path
 
 from calibrate_renderer import apply_tone, psnr, shrink, stacks, tone_curve  # same folder
 
-from defocuskit.data.pairs import REFINE_MAX_SHIFT
-from defocuskit.data.refine import refine
+from defocuskit.data.refine import MAX_SHIFT, refine
 from defocuskit.data.register import align
 from defocuskit.io.images import read_image, to_float
 
@@ -31,7 +30,7 @@ def main() -> None:
     ap.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "shared/fixtures/real")
     ap.add_argument("--size", type=int, default=512, help="scored at this long side (loso_real's test size)")
     ap.add_argument("--smooth", type=float, default=0.047, help="the field's Gaussian, x the long side")
-    ap.add_argument("--max-shift", type=float, default=REFINE_MAX_SHIFT, help="the field's bound, x the long side")
+    ap.add_argument("--max-shift", type=float, default=MAX_SHIFT, help="the field's bound, x the long side")
     ap.add_argument("--detail-band", type=float, default=16.0, help="px at --size (eval --detail-band)")
     args = ap.parse_args()
     t0 = time.time()

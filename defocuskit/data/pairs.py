@@ -97,9 +97,6 @@ def _resize_to(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-REFINE_MAX_SHIFT = 0.01  # the residual warp's length is bounded by this x the long side (15 px at 1536)
-
-
 def _register(blur: np.ndarray, sharp: np.ndarray, task: Task, opts: IngestOptions) -> tuple[np.ndarray, dict]:
     """Try the task's method, then its fallback; keep the best-scoring registration.
 
@@ -129,7 +126,7 @@ def _register(blur: np.ndarray, sharp: np.ndarray, task: Task, opts: IngestOptio
     if best[1]["score"] < opts.min_align_score:
         raise RejectError(task.files["blur"], _reject_reason(best[1], opts.min_align_score))
     if opts.refine_warp > 0:
-        warped, extra = refine(blur, sharp, best[0], best[1]["matrix"], opts.refine_warp, REFINE_MAX_SHIFT)
+        warped, extra = refine(blur, sharp, best[0], best[1]["matrix"], opts.refine_warp)
         best = (warped, {**best[1], **extra})
     return best
 

@@ -25,6 +25,7 @@ import numpy as np
 from defocuskit.data.highlights import unexplained_highlights
 from defocuskit.data.reg_quality import _gray, _resize
 
+MAX_SHIFT = 0.01  # the field's length is bounded by this x the long side (15 px at 1536 px)
 MAX_SIDE = 1024  # the flow is estimated at this long side at most (as align's fit)
 PRE_BLUR = 2.0  # working px of Gaussian on both images first (as align's blur_sigma)
 ENERGY_SIGMA = 3.0  # working px over which the gradient energy is averaged
@@ -68,7 +69,7 @@ def _remap(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
     return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def residual_field(reference: np.ndarray, registered: np.ndarray, smooth: float, max_shift: float,
+def residual_field(reference: np.ndarray, registered: np.ndarray, smooth: float, max_shift: float = MAX_SHIFT,
                    ) -> tuple[np.ndarray, float, float]:
     """The smooth residual field (H, W, 2) at the inputs' size, px, with registered(x + f(x)) ~ reference(x), and
     the detail correlation of the pair before and after it (at the working size). Both images float RGB in [0, 1]
@@ -105,7 +106,7 @@ def residual_field(reference: np.ndarray, registered: np.ndarray, smooth: float,
 
 
 def refine(moving: np.ndarray, reference: np.ndarray, registered: np.ndarray, matrix: Any, smooth: float,
-           max_shift: float) -> tuple[np.ndarray, dict[str, Any]]:
+           max_shift: float = MAX_SHIFT) -> tuple[np.ndarray, dict[str, Any]]:
     """`moving` (the shot as read) resampled once by the rigid `matrix` (reference -> moving coordinates, as
     `align` records it) composed with the residual field, when the field raises the shared detail's correlation;
     else `registered` (align's output) as it is. Returns (image, record): record = {"refined_px": [median, 90th
