@@ -108,6 +108,16 @@ def real_fixture_root() -> Path:
     return REAL_FIXTURES
 
 
+def vabd_subset(fixtures: Path, dst: Path, stem: str, folders: tuple[str, ...]) -> Path:
+    """A VABD root at `dst` (train/{input,8,2_8,1_8}/) holding only `stem`'s images of `folders`, linked from the
+    real fixtures: one scene at chosen apertures, for an ingest end to end."""
+    for sub in ("input", "8", "2_8", "1_8"):
+        (dst / "train" / sub).mkdir(parents=True)
+    for sub in folders:
+        (dst / "train" / sub / f"{stem}.JPG").symlink_to(fixtures / "VABD" / "train" / sub / f"{stem}.JPG")
+    return dst
+
+
 def copy_resized(src_root: Path, dst_root: Path, width: int = 384) -> Path:
     """Copy an image tree, resizing every image to `width` px wide (INTER_AREA), names unchanged."""
     for src in sorted(src_root.rglob("*")):

@@ -7,6 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import vabd_subset
 
 from defocuskit.data.plan import content_options
 from defocuskit.data.refine import refine, residual_field
@@ -115,12 +116,7 @@ def test_ingest_refine_warp_end_to_end(tmp_path, real_fixture_root):
     from defocuskit.data.inspect import sample_label
     from defocuskit.data.reader import iter_samples
 
-    vabd = real_fixture_root / "VABD" / "train"
-    root = tmp_path / "vabd"
-    for sub in ("input", "8", "2_8", "1_8"):
-        (root / "train" / sub).mkdir(parents=True)
-    for sub in ("input", "8"):
-        (root / "train" / sub / "0003.JPG").symlink_to(vabd / sub / "0003.JPG")
+    root = vabd_subset(real_fixture_root, tmp_path / "vabd", "0003", ("input", "8"))
     runner, scores = CliRunner(), {}
     for name, extra in (("rigid", []), ("refined", ["--refine-warp", "0.047"])):
         res = runner.invoke(app, ["ingest", "--vabd", str(root), "--out", str(tmp_path / name), "--max-side", "768",

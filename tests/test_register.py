@@ -7,6 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import vabd_subset
 
 from defocuskit.data.pairs import load_pair
 from defocuskit.data.plan import content_options
@@ -84,12 +85,7 @@ def test_ingest_local_gain_end_to_end(tmp_path, real_fixture_root):
     from defocuskit.cli.app import app
     from defocuskit.data.reader import iter_samples
 
-    vabd = real_fixture_root / "VABD" / "train"
-    root = tmp_path / "vabd"
-    for sub in ("input", "8", "2_8", "1_8"):
-        (root / "train" / sub).mkdir(parents=True)
-    for sub in ("input", "2_8"):
-        (root / "train" / sub / "0003.JPG").symlink_to(vabd / sub / "0003.JPG")
+    root = vabd_subset(real_fixture_root, tmp_path / "vabd", "0003", ("input", "2_8"))
     runner, errs = CliRunner(), {}
     for name, extra in (("one", []), ("local", ["--local-gain", "0.06"])):
         res = runner.invoke(app, ["ingest", "--vabd", str(root), "--out", str(tmp_path / name), "--max-side", "256",
