@@ -66,7 +66,7 @@ def test_field_recovered_and_pair_brought_together(scene):
 def test_rigid_warp_and_field_composed_in_one_resampling(scene):
     """Given the rigid fit's matrix, the shot as read is resampled once by the fit and the field together."""
     truth = _smooth_field(scene.shape[:2], 1.0)
-    matrix = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, -2.0]])  # reference -> moving: the shot is moved by (-3, +2)
+    matrix = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, -2.0]])  # reference -> moving: content 3 px right, 2 px up
     target = _shot(_moved(scene, truth))
     h, w = scene.shape[:2]
     shifted = cv2.warpAffine(target, np.linalg.inv(np.vstack([matrix, [0, 0, 1]]))[:2].astype(np.float32), (w, h),
