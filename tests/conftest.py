@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -116,6 +117,21 @@ def vabd_subset(fixtures: Path, dst: Path, stem: str, folders: tuple[str, ...]) 
     for sub in folders:
         (dst / "train" / sub / f"{stem}.JPG").symlink_to(fixtures / "VABD" / "train" / sub / f"{stem}.JPG")
     return dst
+
+
+def ingest_vabd_pair(root: Path, out: Path, max_side: int, *extra: str) -> tuple[dict, dict]:
+    """`defocuskit ingest --vabd root --out out` (one process, `extra` options) as a user runs it; returns the
+    manifest and the one pair it wrote (decoded). Asserts the command succeeded."""
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+    from defocuskit.data.reader import iter_samples
+
+    res = CliRunner().invoke(app, ["ingest", "--vabd", str(root), "--out", str(out), "--max-side", str(max_side),
+                                   "--workers", "0", *extra])
+    assert res.exit_code == 0, res.output
+    (pair,) = [s for s in iter_samples(str(out)) if s.get("blur") is not None]
+    return json.loads((out / "manifest.json").read_text()), pair
 
 
 def copy_resized(src_root: Path, dst_root: Path, width: int = 384) -> Path:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import cv2
 import numpy as np
 import pytest
-from conftest import vabd_subset
+from conftest import ingest_vabd_pair, vabd_subset
 
 from defocuskit.data.plan import content_options
 from defocuskit.data.refine import refine, residual_field
@@ -114,17 +112,12 @@ def test_ingest_refine_warp_end_to_end(tmp_path, real_fixture_root):
 
     from defocuskit.cli.app import app
     from defocuskit.data.inspect import sample_label
-    from defocuskit.data.reader import iter_samples
 
     root = vabd_subset(real_fixture_root, tmp_path / "vabd", "0003", ("input", "8"))
     runner, scores = CliRunner(), {}
     for name, extra in (("rigid", []), ("refined", ["--refine-warp", "0.047"])):
-        res = runner.invoke(app, ["ingest", "--vabd", str(root), "--out", str(tmp_path / name), "--max-side", "768",
-                                  "--workers", "0", *extra])
-        assert res.exit_code == 0, res.output
-        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        manifest, pair = ingest_vabd_pair(root, tmp_path / name, 768, *extra)
         assert manifest["options"]["refine_warp"] == (0.047 if extra else 0.0)
-        (pair,) = [s for s in iter_samples(str(tmp_path / name)) if s.get("blur") is not None]
         scores[name] = psnr(to_float(pair["blur"]), to_float(pair["sharp"]))
         align = pair["meta"]["align"]
         refined_px = align["refined_px"]

@@ -7,7 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import vabd_subset
+from conftest import ingest_vabd_pair, vabd_subset
 
 from defocuskit.data.pairs import load_pair
 from defocuskit.data.plan import content_options
@@ -83,17 +83,12 @@ def test_ingest_local_gain_end_to_end(tmp_path, real_fixture_root):
     from typer.testing import CliRunner
 
     from defocuskit.cli.app import app
-    from defocuskit.data.reader import iter_samples
 
     root = vabd_subset(real_fixture_root, tmp_path / "vabd", "0003", ("input", "2_8"))
     runner, errs = CliRunner(), {}
     for name, extra in (("one", []), ("local", ["--local-gain", "0.06"])):
-        res = runner.invoke(app, ["ingest", "--vabd", str(root), "--out", str(tmp_path / name), "--max-side", "256",
-                                  "--workers", "0", *extra])
-        assert res.exit_code == 0, res.output
-        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        manifest, pair = ingest_vabd_pair(root, tmp_path / name, 256, *extra)
         assert manifest["options"]["local_gain"] == (0.06 if extra else 0.0)
-        (pair,) = [s for s in iter_samples(str(tmp_path / name)) if s.get("blur") is not None]
         blur, sharp = to_float(pair["blur"]), to_float(pair["sharp"])
         errs[name] = np.abs(_lowpass(blur) - _lowpass(sharp)).mean()
     assert errs["local"] < 0.8 * errs["one"], errs
