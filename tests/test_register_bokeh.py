@@ -60,26 +60,30 @@ def test_shared_detail_is_where_the_shot_is_as_sharp_as_the_reference():
     assert shared_detail(flat, flat).all()
 
 
-def _glint_render(root, stem: str, count: int, side: int = 768) -> tuple[np.ndarray, np.ndarray]:
-    """A VABD reference at `side` px with `count` clipped points of light where its depth map says out of focus
-    (reference side), and its f/1.8 render at CoC scale 0.14 with those points 30x the clip level (bokeh discs)."""
+def _render(root, folder: str, stem: str, count: int = 0, k: float = 0.14, f_number: float = 1.8,
+            side: int = 768) -> tuple[np.ndarray, np.ndarray]:
+    """A fixture reference (`folder`: VABD/train, EBB/train, ...) at `side` px with `count` clipped points of light
+    where its depth map says out of focus (reference side), and its render at f/`f_number` with CoC scale `k` (of
+    the long side, at f/1) with those points 30x the clip level (bokeh discs)."""
     from defocuskit.data.render_photo import encode, render_coc, restore_highlights
     from defocuskit.data.sources.render import added_coc
     from defocuskit.imaging.depth import decode_depth, focus_value, signed_relative_coc
 
-    vabd = root / "VABD" / "train"
-    ref = to_float(read_image(vabd / "input" / f"{stem}.JPG"))
+    base = root / folder
+    ext = ".JPG" if folder.startswith("VABD") else ".jpg"
+    ref = to_float(read_image(base / "input" / f"{stem}{ext}"))
     ref = cv2.resize(ref, (side, side * ref.shape[0] // ref.shape[1]), interpolation=cv2.INTER_AREA)
     h, w = ref.shape[:2]
-    depth = cv2.resize(decode_depth(read_image(vabd / "depth" / f"{stem}.png"), "auto"), (w, h),
+    depth = cv2.resize(decode_depth(read_image(base / "depth" / f"{stem}.png"), "auto"), (w, h),
                        interpolation=cv2.INTER_AREA)
-    focal = cv2.resize(to_float(read_image(vabd / "focal" / f"{stem}.png")).mean(axis=2), (w, h)) > 0.5
-    coc = added_coc(signed_relative_coc(depth, "relative", focus_value(depth, focal)) * 0.14 * side, 1.8, 16.0)
+    focal_path = next((base / "focal").glob(f"{stem}.*"))
+    focal = cv2.resize(to_float(read_image(focal_path)).mean(axis=2), (w, h)) > 0.5
+    coc = added_coc(signed_relative_coc(depth, "relative", focus_value(depth, focal)) * k * side, f_number, 16.0)
     lin, shown = srgb_to_linear(ref), ref.copy()
     ys, xs = np.nonzero(np.abs(coc) > 4)
-    for k in np.random.default_rng(0).choice(len(ys), count):
-        cv2.circle(shown, (int(xs[k]), int(ys[k])), 1, (1.0, 1.0, 1.0), -1)
-        cv2.circle(lin, (int(xs[k]), int(ys[k])), 1, (30.0, 30.0, 30.0), -1)
+    for i in np.random.default_rng(0).choice(len(ys), count):
+        cv2.circle(shown, (int(xs[i]), int(ys[i])), 1, (1.0, 1.0, 1.0), -1)
+        cv2.circle(lin, (int(xs[i]), int(ys[i])), 1, (30.0, 30.0, 30.0), -1)
     return shown, encode(render_coc(restore_highlights(lin), coc))
 
 
@@ -87,15 +91,38 @@ def _glint_render(root, stem: str, count: int, side: int = 768) -> tuple[np.ndar
 def test_a_wide_aperture_shot_full_of_glints_is_kept_and_a_wrong_one_still_refused(real_fixture_root, stem):
     """120 sun glints in the background: before, VABD 0001's render scored 0.78 (raw correlation 0.51) and 0003's
     whole-frame fit landed beyond a tripod bracket; both were refused. Their discs are now left out."""
-    ref, shot = _glint_render(real_fixture_root, stem, 120)
+    ref, shot = _render(real_fixture_root, "VABD/train", stem, 120)
     _, record = align(shot, ref)
     assert record["score"] >= 0.8 and record["raw_score"] >= 0.8, record
-    other, _ = _glint_render(real_fixture_root, "0002", 120)  # the same glints, another scene's reference
+    other, _ = _render(real_fixture_root, "VABD/train", "0002", 120)  # the same glints, another scene's reference
     try:
         _, record = align(shot, other)
     except RegistrationError:
         return
     assert record["score"] < 0.8, record
+
+
+def test_close_focus_bokeh_is_matched_to_its_size_and_wrong_pairs_still_refused(real_fixture_root):
+    """EBB 2977 rendered at f/1.4 focused close (background discs of about a quarter of the long side, CoC scale
+    0.4): the score's blur matching stopped at discs of about 6 % of the long side, so the tripod-jittered shot
+    scored 0.79 and was refused. The reference's blurs now reach discs of about 15 %."""
+    ref, shot = _render(real_fixture_root, "EBB/train", "2977", k=0.4, f_number=1.4, side=512)
+    h, w = ref.shape[:2]
+    jitter = np.float32([[1, 0, 1.2], [0, 1, -0.8]])
+    shot = cv2.warpAffine(shot, jitter, (w, h), borderMode=cv2.BORDER_REFLECT)
+    _, record = align(shot, ref)
+    assert record["score"] >= 0.8, record
+    assert record["matched_blur_px"][1] > 4.0 * 512 / 256, record  # matched beyond the former ladder's end
+    pasted = shot.copy()  # a block of another place of the reference pasted in
+    s = h // 3
+    pasted[h - s - 10:h - 10, 20:20 + s] = ref[10:10 + s, w - s - 20:w - 20]
+    other, _ = _render(real_fixture_root, "EBB/train", "2978", side=512)
+    for shot_, ref_ in ((pasted, ref), (shot, other)):
+        try:
+            _, record = align(shot_, ref_)
+        except RegistrationError:
+            continue
+        assert record["score"] < 0.8, record
 
 
 def test_ecc_falls_back_to_the_shared_detail_where_the_whole_frame_fit_fails():

@@ -13,11 +13,15 @@ occlusion-aware layers, sensor-free):
 - glints: the f/1.8 render at k 0.14 with 40 or 120 small clipped points of light (sun on leaves, lamps) put in
   the reference where the depth map says out of focus, 30x the clip level in linear light, so the shot shows
   their bokeh discs and the reference clipped dots (moved as a tripod bracket moves): ACCEPTED;
+- close focus wide open: f/1.4 renders at k 0.25 and 0.4 (background discs of 12-17 % and 18-28 % of the long
+  side, as a 50 mm f/1.8 on APS-C focused at 0.35-0.5 m gives), moved as a tripod bracket moves: ACCEPTED; the
+  k 0.25 render swapped with another scene's reference, with its subject moved, or with a pasted block: REJECTED
+  (drawn from their own random generator, so the cases above are as they were);
 - the 15 real fixture pairs (VABD f/1.8, f/2.8, f/8; EBB f/1.8): ACCEPTED.
 Photos are split: VABD 0001-0003 and EBB train are the tuning part; EBB test (4545-4547) is held out and
 reported separately (`--part held-out`), to be looked at once the constants are fixed.
 
-    python tools/bench_registration_bokeh.py [--part tune|held-out|all] [--min-score 0.8]
+    python tools/bench_registration_bokeh.py [--part tune|held-out|all] [--min-score 0.8] [--ladder 0.35,...,4.0]
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ import numpy as np
 
 from calibrate_renderer import depth_coc, stacks
 
+from defocuskit.data import reg_quality
 from defocuskit.data.register import RegistrationError, align
 from defocuskit.data.render_photo import encode, render_coc, restore_highlights
 from defocuskit.io.images import read_image, srgb_to_linear, to_float
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 HELD_OUT = {"EBB test/4545", "EBB test/4546", "EBB test/4547"}
+CLOSE_FOCUS_K = (0.25, 0.4)  # f/1 CoC per unit of relative depth, as a share of the long side
 
 
 def photos(root: Path) -> list[dict]:
@@ -129,7 +135,15 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, help="keep the renders here (they take most of the time)")
     ap.add_argument("--only", default="", help="comma-separated case kinds to judge (default: all)")
     ap.add_argument("--dump", type=Path, help="save each wrongly judged case's shot and reference here (.npz)")
+    ap.add_argument("--ladder", default=None, help="comma-separated Gaussian sigmas (at 256 px) for the score's blur "
+                    "matching of either shot instead of data/reg_quality.py's _Q_SIGMAS (a variant to compare)")
+    ap.add_argument("--bokeh-ladder", default=None, help="the same for the reference's bokeh ladder (_Q_BOKEH_SIGMAS; "
+                    "'' for none, as before it)")
     args = ap.parse_args()
+    if args.ladder is not None:
+        reg_quality._Q_SIGMAS = tuple(float(v) for v in args.ladder.split(",") if v)
+    if args.bokeh_ladder is not None:
+        reg_quality._Q_BOKEH_SIGMAS = tuple(float(v) for v in args.bokeh_ladder.split(",") if v)
     chosen = [p for p in photos(args.fixtures)
               if args.part == "all" or (p["name"] in HELD_OUT) == (args.part == "held-out")]
     refs = {p["name"]: to_float(read_image(p["ref"])) for p in photos(args.fixtures)}
@@ -162,6 +176,20 @@ def main() -> None:
             shown, shot = with_glints(photo, ref, count, 30.0, rng, args.cache)
             cases.append(("bokeh with glints", "accept", f"{count} glints",
                           moved(shot, rng, 3.0, 1 + rng.uniform(-0.005, 0.005), rng.uniform(-0.1, 0.1)), shown))
+        close_rng = np.random.default_rng(1000 + i)  # its own draws: the cases above stay as they were
+        for k in CLOSE_FOCUS_K:  # close focus wide open: background discs of 12-28 % of the long side
+            shot = render(photo, ref, 1.4, k, args.cache)
+            tag = f"f/1.4 k {k}"
+            cases.append(("close-focus bokeh with tripod jitter", "accept", tag,
+                          moved(shot, close_rng, 3.0, 1 + close_rng.uniform(-0.005, 0.005),
+                                close_rng.uniform(-0.1, 0.1)), ref))
+            if k == CLOSE_FOCUS_K[0]:
+                other = refs[names[(names.index(photo["name"]) + 1) % len(names)]]
+                focal = cv2.resize(to_float(read_image(photo["focal"])).mean(axis=2),
+                                   (ref.shape[1], ref.shape[0])) > 0.5
+                cases.append(("close-focus: swapped scene", "reject", tag, shot, other))
+                cases.append(("close-focus: moved subject", "reject", tag, moved_subject(shot, focal, close_rng), ref))
+                cases.append(("close-focus: pasted block", "reject", tag, pasted(shot, ref), ref))
         for kind, want, tag, shot, reference in cases:
             if args.only and kind not in args.only.split(","):
                 continue

@@ -1,7 +1,8 @@
 """How well a registered wide-aperture shot agrees with its reference: the blur-aware registration quality.
 
 `registration_quality` judges tiles of a coarse level (long side <= 256 px) after bringing both shots to
-comparable blur, tile by tile. Its score is the lower of
+comparable blur, tile by tile (the reference as far as discs of ~13 % of the long side: a wide aperture focused
+close). Its score is the lower of
   - consistency: the share of textured evidence whose blur-matched correlation, within a small local
     tolerance (~0.8 % of the long side), supports the fit (0.5 -> none, 0.8 and above -> full); flat
     tiles carry no evidence;
@@ -28,6 +29,10 @@ _Q_SIDE = 256  # the quality is judged at this long side (or the image's, if sma
 _Q_TILES = 32  # tiles along the long side (8 px tiles at 256 px, ~48 px at 1536 px)
 _Q_TOLERANCE = 128  # local shift tolerance: long side / this (2 px at 256 px, ~12 px at 1536 px)
 _Q_SIGMAS = (0.35, 0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # Gaussian blurs tried on either shot, at 256 px
+# and on the reference only (the narrow aperture), on to a wide aperture's bokeh focused close: a Gaussian of
+# sigma ~ d / 3 stands for a disc of diameter d, so discs up to ~13 % of the long side (the ladder above stops at
+# ~5 %); displaced content is still judged on the ladder above, as a heavily blurred tile matches anywhere
+_Q_BOKEH_SIGMAS = (5.6, 8.0, 11.3)
 _Q_MIN_STD = 0.01  # a tile with less contrast than this (after matching) is flat: no evidence
 _Q_FULL_STD = 0.03  # contrast from which a tile counts fully
 _Q_SUPPORT = (0.5, 0.8)  # blur-matched correlation giving no / full support
@@ -95,11 +100,14 @@ def registration_quality(reference: np.ndarray, warped: np.ndarray, valid: np.nd
         return x[r + dy:r + dy + rows * t, r + dx:r + dx + cols * t]
 
     sigmas = [0.0] + [s * side / _Q_SIDE for s in _Q_SIGMAS]
+    bokeh = [s * side / _Q_SIDE for s in _Q_BOKEH_SIGMAS]
     # defocus PSF approximated by a Gaussian (Pentland 1987); the sharper shot is blurred to match the
-    # blurrier, either side, one sigma per tile (defocus varies across the image)
-    refs = {s: cv2.GaussianBlur(a0, (0, 0), s) if s else a0 for s in sigmas}
+    # blurrier, either side, one sigma per tile (defocus varies across the image); the reference (the narrow
+    # aperture) also as far as a wide aperture's bokeh
+    refs = {s: cv2.GaussianBlur(a0, (0, 0), s) if s else a0 for s in sigmas + bokeh}
     movs = {s: cv2.GaussianBlur(b0, (0, 0), s) if s else b0 for s in sigmas}
-    candidates = [(s, 0.0) for s in sigmas] + [(0.0, s) for s in sigmas[1:]]
+    candidates = [(s, 0.0) for s in sigmas] + [(0.0, s) for s in sigmas[1:]] + [(s, 0.0) for s in bokeh]
+    first = 2 * len(sigmas) - 1  # the candidates before the bokeh ones: the displaced-content search's
     stats: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def tile_stats(key: tuple, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,19 +120,29 @@ def registration_quality(reference: np.ndarray, warped: np.ndarray, valid: np.nd
     contrast = np.zeros((rows, cols), np.float32)
     choice = np.zeros((rows, cols), np.int32)
     ref_std = tile_stats(("ref", 0.0), crop(a0))[1]
-    for k, (sa, sb) in enumerate(candidates):
-        a = crop(refs[sa])
-        ma, da = tile_stats(("ref", sa), a)
-        for dy in range(-r, r + 1):  # local tolerance: the best of small shifts
-            for dx in range(-r, r + 1):
-                b = crop(movs[sb], dy, dx)
-                mb, db = tile_stats(("mov", sb, dy, dx), b)
-                corr = (_tile_mean(a * b, t) - ma * mb) / np.maximum(da * db, 1e-12)
-                # blurring only leaks contrast in from outside a tile: count no more than either had
-                mov_std = tile_stats(("mov", 0.0, dy, dx), crop(b0, dy, dx))[1]
-                evidence = np.minimum(np.minimum(da, db), np.minimum(ref_std, mov_std))
-                better = (evidence >= _Q_MIN_STD) & (corr > best)
-                best[better], contrast[better], choice[better] = corr[better], evidence[better], k
+
+    def match(start: int, stop: int) -> None:
+        """Keep, per tile, the best of candidates[start:stop] in best / contrast / choice."""
+        for k in range(start, stop):
+            sa, sb = candidates[k]
+            a = crop(refs[sa])
+            ma, da = tile_stats(("ref", sa), a)
+            for dy in range(-r, r + 1):  # local tolerance: the best of small shifts
+                for dx in range(-r, r + 1):
+                    b = crop(movs[sb], dy, dx)
+                    mb, db = tile_stats(("mov", sb, dy, dx), b)
+                    corr = (_tile_mean(a * b, t) - ma * mb) / np.maximum(da * db, 1e-12)
+                    # blurring only leaks contrast in from outside a tile: count no more than either had
+                    mov_std = tile_stats(("mov", 0.0, dy, dx), crop(b0, dy, dx))[1]
+                    evidence = np.minimum(np.minimum(da, db), np.minimum(ref_std, mov_std))
+                    better = (evidence >= _Q_MIN_STD) & (corr > best)
+                    best[better], contrast[better], choice[better] = corr[better], evidence[better], k
+
+    match(0, first)
+    # a heavily blurred tile matches content anywhere: no evidence of where it moved, so the displaced-content
+    # search works on the first ladder's match
+    first_best, first_choice, first_contrast = best.copy(), choice.copy(), contrast.copy()
+    match(first, len(candidates))
     textured = (best > -2) & (_tile_mean(crop(v0), t) > 0.999)
     if not textured.any():
         return _no_evidence(float(unexplained.mean()))
@@ -133,11 +151,12 @@ def registration_quality(reference: np.ndarray, warped: np.ndarray, valid: np.nd
     lo, hi = _Q_SUPPORT
     consistency = float((weight * np.clip((best - lo) / (hi - lo), 0.0, 1.0)).sum()) / total
 
-    failing = textured & (best < _Q_FAILING)
+    failing = textured & (first_best < _Q_FAILING)
     displaced = None
     if failing.sum() <= _Q_SEARCH_LIMIT * textured.sum():
-        moved = _displaced_tiles(failing, best, choice, candidates, refs, movs, t, r)
-        displaced = float((weight * moved).sum()) / total
+        moved = _displaced_tiles(failing, first_best, first_choice, candidates, refs, movs, t, r)
+        first_weight = np.minimum(first_contrast / _Q_FULL_STD, 1.0) * textured  # as textured as with all of them
+        displaced = float((first_weight * moved).sum()) / float(first_weight.sum())
     score = consistency if displaced is None else min(consistency, max(0.0, 1.0 - displaced / _Q_MAX_DISPLACED))
     signed = np.array([sa - sb for sa, sb in candidates])[choice[textured]] / scale
     return {"score": score, "consistency": consistency, "displaced": displaced, "tiles": int(textured.sum()),
