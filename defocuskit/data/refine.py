@@ -8,8 +8,9 @@ and scores a sharp output as wrong (docs/benchmarks.md, "A smooth residual warp 
 
 The refinement is judged only where both shots carry the same information, the detail they share: dense flow (OpenCV
 DIS) between the two images, each pre-blurred as `align` pre-blurs them and its local mean and contrast taken out
-(their exposure and tone curve differ), is averaged with weights min(E_ref, E_shot)
-(E: local gradient energy; clipped highlights' bokeh discs weigh nothing, `highlights.unexplained_highlights`) over a
+(their exposure and tone curve differ), is averaged with weights min(E_ref, E_shot) where the shot is about as sharp
+as the reference (`highlights.shared_detail`; E: local gradient energy; bokeh and the discs of clipped highlights,
+`highlights.unexplained_highlights`, weigh nothing) over a
 Gaussian of `smooth` x the long side, a normalised convolution that falls back to the rigid fit (zero) where no detail
 is near; its length is bounded by `max_shift` x the long side. The field is kept only if it raises the correlation of
 the two images' shared detail; the shot is then resampled once, the rigid warp and the field composed.
@@ -22,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defocuskit.data.highlights import unexplained_highlights
+from defocuskit.data.highlights import shared_detail, unexplained_highlights
 from defocuskit.data.reg_quality import _gray, _resize
 
 MAX_SHIFT = 0.01  # the field's length is bounded by this x the long side (15 px at 1536 px)
@@ -88,7 +89,9 @@ def residual_field(reference: np.ndarray, registered: np.ndarray, smooth: float,
     else:
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
         flow = dis.calc(_normalised_u8(ref_g), _normalised_u8(mov_g), None)  # ref(x) ~ mov(x + flow)
-    weight = np.minimum(_energy(ref_g), _energy(mov_g))
+    # the flow is trusted only on detail both shots hold: in a wide aperture's bokeh the blurred shapes' flow against
+    # the sharp reference is biased (on renders with a known warp it moved the out-of-focus parts by 5-10 px)
+    weight = np.minimum(_energy(ref_g), _energy(mov_g)) * shared_detail(_gray(ref_c), _gray(mov_c), min_share=0.0)
     if ref_c.ndim == 3:
         weight[unexplained_highlights(ref_c, mov_c)] = 0.0
     sigma = smooth * max(ref_g.shape)
