@@ -102,7 +102,8 @@ def _refine_judged(group: Mapping[str, Any]) -> bool:
 ALIGN: dict[str, Field] = {
     "method": Field("str", "ecc, homography, injected (synthetic misalignment) or none (nothing warped)",
                     default="none"),
-    "motion": Field("str", "ECC motion model (affine, ...) or homography"),
+    "motion": Field("str", "ECC motion model (affine, ...; bracket: shift + rotation on the shared detail) "
+                           "or homography"),
     "score": Field("float", "registration score in [0, 1] (blur-aware; what --min-align-score judges)"),
     "raw_score": Field("float", "ECC correlation of the pre-blurred images, in [-1, 1]", known=_registered),
     "consistency": Field("float", "share of textured evidence supporting the fit, in [0, 1]"),

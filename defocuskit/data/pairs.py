@@ -203,3 +203,9 @@ def as_depth(img: np.ndarray, depth: int) -> np.ndarray:
     if bit_depth(img) == depth:
         return img
     return from_float(to_float(img), depth)
+
+
+def bracket_motion(opts: IngestOptions) -> str:
+    """`align`'s motion for an aperture bracket on a tripod (VABD, RAW): "bracket" (a shift and a rotation fitted on
+    the subject in focus) with `--bracket-fit subject`, else the whole-frame "affine"."""
+    return "bracket" if opts.bracket_fit == "subject" else "affine"

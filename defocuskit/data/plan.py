@@ -52,6 +52,8 @@ def content_options(opts: IngestOptions) -> dict[str, Any]:
     for k in ("local_gain", "refine_warp", "render_veil", "render_veil_spread"):
         if not d[k]:  # off: folders ingested before the option keep their fingerprints
             d.pop(k)
+    if d["bracket_fit"] == "frame":  # likewise
+        d.pop("bracket_fit")
     return d
 
 

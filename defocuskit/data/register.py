@@ -136,9 +136,7 @@ def _ecc(ref: np.ndarray, mov: np.ndarray, motion: str, mask: np.ndarray | None 
     The whole-frame fit is kept where it holds, though it can miss the subject in focus by pixels: refining it on
     the detail aligns the subject better but the out-of-focus background worse (EBB pairs are not tripod
     brackets), and a model trained on such pairs gained less (docs/benchmarks.md, "Registration on strong bokeh")."""
-    levels = 0
-    while max(ref.shape) / 2 ** (levels + 1) >= 128 and levels < 4:
-        levels += 1
+    levels = _levels(ref.shape)
     identity = np.eye(3) if motion == "homography" else np.eye(3)[:2]
     try:
         warp = identity
@@ -159,6 +157,36 @@ def _ecc(ref: np.ndarray, mov: np.ndarray, motion: str, mask: np.ndarray | None 
             raise
         return warp
     return fitted
+
+
+def _levels(shape: tuple[int, ...]) -> int:
+    """Pyramid levels below the working size, down to ~128 px (at most 4)."""
+    levels = 0
+    while max(shape) / 2 ** (levels + 1) >= 128 and levels < 4:
+        levels += 1
+    return levels
+
+
+def _bracket(ref: np.ndarray, mov: np.ndarray, usable: np.ndarray | None,
+             detail: Callable[[], np.ndarray] | None) -> tuple[np.ndarray, str]:
+    """A tripod aperture bracket keeps its focus and focal length, so no scale and no shear: a shift, then a rotation
+    (ECC euclidean), fitted on the detail both shots hold (the subject in focus). A whole-frame affine fit is pulled by
+    the bokeh (on renders moved by a known warp it was 2-14 px RMS off at 1536 px where this is 0.3-2.2:
+    docs/benchmarks.md, "A tripod bracket fitted on its subject"). Where this fit fails or lands beyond a tripod
+    bracket: the affine whole-frame one.
+    Returns (warp, the motion used)."""
+    if detail is not None:
+        try:
+            warp, shared = np.eye(3)[:2], detail()
+            for level in range(min(_levels(ref.shape), 2), -1, -1):
+                warp = _ecc_level(ref, mov, "translation", warp, 0.5 ** level, shared)
+            for level in (1, 0):
+                warp = _ecc_level(ref, mov, "euclidean", warp, 0.5 ** level, shared)
+            if not beyond_bracket(warp, (ref.shape[1], ref.shape[0])):
+                return warp, "bracket"
+        except cv2.error:
+            pass
+    return _ecc(ref, mov, "affine", usable, detail), "affine"
 
 
 def _ecc_level(ref: np.ndarray, mov: np.ndarray, motion: str, warp: np.ndarray, scale: float,
@@ -217,8 +245,10 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
     Estimated on grayscale images downscaled to `max_side` and Gaussian pre-blurred (`blur_sigma`
     working pixels, so the defocus difference matters less); warped at full resolution with reflected
     borders. Pixels lit by clipped highlights of the reference (`unexplained_highlights`: bokeh discs of glints
-    and lamps, whose brightness neither shot records) take no part in the fit nor in its scores.
-    record = {"method", "motion", "score" (the blur-aware `registration_quality`, in [0, 1];
+    and lamps, whose brightness neither shot records) take no part in the fit nor in its scores. `motion`
+    "bracket" (a tripod aperture bracket) fits a shift and a rotation on the detail both shots hold (`_bracket`).
+    record = {"method", "motion" (for "bracket": "affine" where its fit failed and the affine one was made),
+    "score" (the blur-aware `registration_quality`, in [0, 1];
     the raw correlation where no tile is textured), "raw_score" (ECC correlation of the pre-blurred
     images), "consistency", "displaced", "quality_tiles", "matched_blur_px" ([median, 90th percentile]
     Gaussian sigma in full-resolution pixels that matched the sharper shot to the blurrier, positive
@@ -227,8 +257,8 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
     """
     if method not in ("ecc", "homography"):
         raise ValueError(f"registration method must be 'ecc' or 'homography', got {method!r}")
-    if method == "ecc" and motion not in _MOTIONS:
-        raise ValueError(f"ECC motion must be one of {sorted(_MOTIONS)}, got {motion!r}")
+    if method == "ecc" and motion not in (*_MOTIONS, "bracket"):
+        raise ValueError(f"ECC motion must be one of {sorted(_MOTIONS) + ['bracket']}, got {motion!r}")
     h, w = reference.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     ref_c, mov_c = (_resize(np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0), scale) for x in (reference, moving))
@@ -242,7 +272,9 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
     mov_g = cv2.GaussianBlur(mov_w, (0, 0), blur_sigma)
     record: dict[str, Any] = {"method": method, "motion": "homography" if method == "homography" else motion}
     try:
-        if method == "ecc":
+        if method == "ecc" and motion == "bracket":
+            warp, record["motion"] = _bracket(ref_g, mov_g, usable, detail)
+        elif method == "ecc":
             warp = _ecc(ref_g, mov_g, motion, usable, detail)
         else:
             warp, record["inliers"] = _features(ref_g, mov_g, usable)

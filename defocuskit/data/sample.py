@@ -112,6 +112,8 @@ class IngestOptions:
     min_align_score: float = 0.8  # reject pairs whose registration score is lower
     local_gain: float = 0.0  # > 0: gain matched per region and channel, a Gaussian of this x the long side; 0: one gain
     refine_warp: float = 0.0  # > 0: a smooth residual warp after the rigid fit, over a Gaussian of this x the long side
+    bracket_fit: str = "frame"  # VABD, RAW brackets: "frame" (ECC affine, whole frame) or "subject" (shift + rotation
+    # on the detail both shots hold: register.align's "bracket" motion)
     part: tuple[int, int] = (0, 1)  # (i, n): ingest only the i-th of n parts (0-based here)
     strict: bool = False
     overwrite: bool = False  # replace another dataset's shard folder (only the files it lists are removed)

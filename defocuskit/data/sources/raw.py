@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from defocuskit.data.pairs import key_part, load_task, relpath, split_for
+from defocuskit.data.pairs import bracket_motion, key_part, load_task, relpath, split_for
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource
 from defocuskit.data.sources.fnumbers import GivenFNumbers, given_f_numbers, resolve_f_number
@@ -214,7 +214,7 @@ def _scene_tasks(scene: str, shots: list[Shot], root: Path, opts: IngestOptions)
     yield Task(NAME, split, scene, _key(scene, ref), {"sharp": str(ref.path)},
                meta(ref, [relpath(ref.path, root)]), {})
     fallback = "homography" if opts.register == "ecc" else None
-    options = {"register": opts.register, "motion": "affine", "fallback": fallback, "gain": True}
+    options = {"register": opts.register, "motion": bracket_motion(opts), "fallback": fallback, "gain": True}
     for shot in sorted(shots, key=lambda s: s.path.name):
         if shot is ref:
             continue

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from defocuskit.data.pairs import images_by_stem, key_part, load_task, relpath
+from defocuskit.data.pairs import bracket_motion, images_by_stem, key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
 
@@ -74,7 +74,7 @@ def _scene_tasks(root: Path, split: str, stem: str, ref: Path, shots: dict[str, 
         if blur is None:
             continue
         meta = {**base, "f_number": f_number, "origin": [relpath(blur, root), relpath(ref, root)]}
-        options = {"register": opts.register, "motion": "affine", "gain": True}
+        options = {"register": opts.register, "motion": bracket_motion(opts), "gain": True}
         yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f{folder}",
                    {"blur": str(blur), "sharp": str(ref)}, meta, options)
 
