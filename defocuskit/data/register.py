@@ -171,7 +171,7 @@ def _bracket(ref: np.ndarray, mov: np.ndarray, usable: np.ndarray | None,
              detail: Callable[[], np.ndarray] | None) -> tuple[np.ndarray, str]:
     """A tripod aperture bracket keeps its focus and focal length, so no scale and no shear: a shift, then a rotation
     (ECC euclidean), fitted on the detail both shots hold (the subject in focus). A whole-frame affine fit is pulled by
-    the bokeh (on renders moved by a known warp it was 2-14 px RMS off at 1536 px where this is 0.3-2.2:
+    the bokeh (on renders moved by a known warp, up to 14 px RMS off at 1536 px where this is mostly within 0.3-2.2:
     docs/benchmarks.md, "A tripod bracket fitted on its subject"). Where this fit fails or lands beyond a tripod
     bracket: the affine whole-frame one.
     Returns (warp, the motion used)."""
