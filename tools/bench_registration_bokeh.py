@@ -90,17 +90,13 @@ def with_glints(photo: dict, ref: np.ndarray, count: int, level: float, rng: np.
     return shown, shot
 
 
-TRUTH: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(moved image) -> (it, the warp that made it: reference ->
-# moving coordinates); the image is held so that no other array takes its id; emptied photo by photo
-
-
-def moved(img: np.ndarray, rng: np.random.Generator, shift: float, scale: float, angle_deg: float) -> np.ndarray:
+def moved(img: np.ndarray, rng: np.random.Generator, shift: float, scale: float,
+          angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """`img` moved by a rotation, scale and random shift; and that warp (reference -> moving coordinates)."""
     h, w = img.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle_deg, scale)
     m[:, 2] += rng.uniform(-shift, shift, 2)
-    out = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    TRUTH[id(out)] = out, m
-    return out
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), m
 
 
 def fit_error(matrix: list, truth: np.ndarray, shape: tuple[int, ...]) -> float:
@@ -151,8 +147,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, help="keep the renders here (they take most of the time)")
     ap.add_argument("--only", default="", help="comma-separated case kinds to judge (default: all)")
     ap.add_argument("--dump", type=Path, help="save each wrongly judged case's shot and reference here (.npz)")
-    ap.add_argument("--motion", default="affine", help="align's motion: affine (EBB, DPDD, ...) or bracket (what "
-                    "--vabd and --raw-dir use: a shift and a rotation fitted on the subject in focus)")
+    ap.add_argument("--motion", default="affine", help="align's motion: affine (ingest's default) or bracket "
+                    "(`ingest --bracket-fit subject` for --vabd and --raw-dir: a shift and a rotation on the subject)")
     ap.add_argument("--ladder", default=None, help="comma-separated Gaussian sigmas (at 256 px) for the score's blur "
                     "matching of either shot instead of data/reg_quality.py's _Q_SIGMAS (a variant to compare)")
     ap.add_argument("--bokeh-ladder", default=None, help="the same for the reference's bokeh ladder (_Q_BOKEH_SIGMAS; "
@@ -169,47 +165,44 @@ def main() -> None:
     tally: dict[str, list[int]] = {}
     t0 = time.time()
     for i, photo in enumerate(chosen):
-        TRUTH.clear()
         rng = np.random.default_rng(i)
         ref = refs[photo["name"]]
-        cases = []
+        cases = []  # (kind, want, tag, shot, reference, the warp that moved the shot or None)
+        focal = cv2.resize(to_float(read_image(photo["focal"])).mean(axis=2), (ref.shape[1], ref.shape[0])) > 0.5
         for name, path in photo["shots"].items():
-            cases.append(("real pair", "accept", f"{name}", to_float(read_image(path)), ref))
+            cases.append(("real pair", "accept", f"{name}", to_float(read_image(path)), ref, None))
         for f_number in (1.4, 1.8):
             for k in (0.09, 0.14):
                 shot = render(photo, ref, f_number, k, args.cache)
                 tag = f"f/{f_number} k {k}"
-                cases.append(("bokeh with tripod jitter", "accept", tag,
-                              moved(shot, rng, 3.0, 1 + rng.uniform(-0.005, 0.005), rng.uniform(-0.1, 0.1)), ref))
+                jittered, m = moved(shot, rng, 3.0, 1 + rng.uniform(-0.005, 0.005), rng.uniform(-0.1, 0.1))
+                cases.append(("bokeh with tripod jitter", "accept", tag, jittered, ref, m))
                 if k == 0.14:
                     other = refs[names[(names.index(photo["name"]) + 1) % len(names)]]
-                    cases.append(("swapped scene", "reject", tag, shot, other))
-                    focal = cv2.resize(to_float(read_image(photo["focal"])).mean(axis=2),
-                                       (ref.shape[1], ref.shape[0])) > 0.5
-                    cases.append(("moved subject", "reject", tag, moved_subject(shot, focal, rng), ref))
-                    cases.append(("pasted block", "reject", tag, pasted(shot, ref), ref))
+                    cases.append(("swapped scene", "reject", tag, shot, other, None))
+                    cases.append(("moved subject", "reject", tag, moved_subject(shot, focal, rng), ref, None))
+                    cases.append(("pasted block", "reject", tag, pasted(shot, ref), ref, None))
                     cases.append(("far from a tripod bracket", "reject", tag,
                                   moved(shot, rng, 3.0, 1.12 if f_number == 1.4 else 1.0,
-                                        0.0 if f_number == 1.4 else 6.0), ref))
+                                        0.0 if f_number == 1.4 else 6.0)[0], ref, None))
         for count in (40, 120):
             shown, shot = with_glints(photo, ref, count, 30.0, rng, args.cache)
-            cases.append(("bokeh with glints", "accept", f"{count} glints",
-                          moved(shot, rng, 3.0, 1 + rng.uniform(-0.005, 0.005), rng.uniform(-0.1, 0.1)), shown))
+            jittered, m = moved(shot, rng, 3.0, 1 + rng.uniform(-0.005, 0.005), rng.uniform(-0.1, 0.1))
+            cases.append(("bokeh with glints", "accept", f"{count} glints", jittered, shown, m))
         close_rng = np.random.default_rng(1000 + i)  # its own draws: the cases above stay as they were
         for k in CLOSE_FOCUS_K:  # close focus wide open: background discs of 12-28 % of the long side
             shot = render(photo, ref, 1.4, k, args.cache)
             tag = f"f/1.4 k {k}"
-            cases.append(("close-focus bokeh with tripod jitter", "accept", tag,
-                          moved(shot, close_rng, 3.0, 1 + close_rng.uniform(-0.005, 0.005),
-                                close_rng.uniform(-0.1, 0.1)), ref))
+            jittered, m = moved(shot, close_rng, 3.0, 1 + close_rng.uniform(-0.005, 0.005),
+                                close_rng.uniform(-0.1, 0.1))
+            cases.append(("close-focus bokeh with tripod jitter", "accept", tag, jittered, ref, m))
             if k == CLOSE_FOCUS_K[0]:
                 other = refs[names[(names.index(photo["name"]) + 1) % len(names)]]
-                focal = cv2.resize(to_float(read_image(photo["focal"])).mean(axis=2),
-                                   (ref.shape[1], ref.shape[0])) > 0.5
-                cases.append(("close-focus: swapped scene", "reject", tag, shot, other))
-                cases.append(("close-focus: moved subject", "reject", tag, moved_subject(shot, focal, close_rng), ref))
-                cases.append(("close-focus: pasted block", "reject", tag, pasted(shot, ref), ref))
-        for kind, want, tag, shot, reference in cases:
+                cases.append(("close-focus: swapped scene", "reject", tag, shot, other, None))
+                cases.append(("close-focus: moved subject", "reject", tag, moved_subject(shot, focal, close_rng), ref,
+                              None))
+                cases.append(("close-focus: pasted block", "reject", tag, pasted(shot, ref), ref, None))
+        for kind, want, tag, shot, reference, truth in cases:
             if args.only and kind not in args.only.split(","):
                 continue
             score, detail, matrix = judge(shot, reference, args.motion)
@@ -218,8 +211,7 @@ def main() -> None:
             row = tally.setdefault(f"{kind} ({want})", [0, 0, []])
             row[0] += right
             row[1] += 1
-            made, truth = TRUTH.get(id(shot), (None, None))
-            if accepted and want == "accept" and made is shot:  # how far off a kept fit is
+            if accepted and truth is not None:  # how far off a kept fit is
                 row[2].append(fit_error(matrix, truth, shot.shape))
                 detail += f" fit error {row[2][-1]:.1f} px"
             if args.dump is not None and not right:
