@@ -401,3 +401,38 @@ def test_model_files_of_the_earlier_layout_are_refused_clearly(tmp_path):
               metadata={"method": "rddm", "recipe": json.dumps(old), "format": MODEL_FORMAT})
     with pytest.raises(ValueError, match="earlier RDDM layout.*retrain"):
         load_model(tmp_path / "old.safetensors")
+
+
+def test_pre_deblur_keeps_the_light_with_the_tiny_recipes_pre_weight(map_file):
+    """With the release's one residual loss nothing ties the pre-deblur's brightness: it drifts and the residual
+    denoiser has to carry the offset. The tiny recipe's PSNR loss on the pre-deblur (`pre_weight`) keeps it, and the
+    pre-deblur then beats its input on pairs it did not see (docs/benchmarks.md, "RDDM's pre-deblur")."""
+    method = get_method("rddm")
+    tiny = load_recipe(RECIPES / "rddm-tiny.yaml")
+    assert tiny.objective.pre_weight > 0
+
+    def pairs(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        sharp = torch.nn.functional.avg_pool2d(torch.rand(n, 3, 32, 32, generator=g), 3, 1, 1, count_include_pad=False)
+        return torch.nn.functional.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False), sharp
+
+    def pre_deblur_error(pre_weight: float) -> tuple[float, float]:
+        obj = ObjectiveConfig(pre_weight=pre_weight)
+        torch.manual_seed(3)
+        model = method.build(_cfg(map_file), obj, True).train()
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+        for step in range(40):
+            torch.manual_seed(step)
+            blur, sharp = pairs(step, 4)
+            opt.zero_grad()
+            method.loss(model, {"blur": blur, "sharp": sharp}, obj).backward()
+            opt.step()
+        blur, sharp = pairs(10_000, 8)  # unseen pairs
+        with torch.no_grad():
+            pre, _ = model.eval().condition(blur)
+        return float((pre - sharp).mean().abs()), float((pre - sharp).abs().mean() / (blur - sharp).abs().mean())
+
+    drift, released = pre_deblur_error(0.0)
+    offset, anchored = pre_deblur_error(tiny.objective.pre_weight)
+    assert drift > 0.01 and released > 1.0  # the release's pre-deblur: brighter or darker, worse than its input
+    assert offset < 0.005 and anchored < 1.0

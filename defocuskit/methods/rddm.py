@@ -5,7 +5,8 @@ Training as the release's `main.py`: one PSNR loss between the predicted and the
 gt - pre; the pre-deblur, the semantic encoder and the denoiser all learn from it (the gradient
 reaches the pre-deblur through the residual target, the condition and the guidance).
 `objective.pre_weight` adds a PSNR loss on the pre-deblur itself and `model.detach_pre` cuts its
-graph (this port's earlier routing; both off by default). The map estimator is trained first by
+graph (this port's earlier routing; both off by default, as released; recipes/rddm-tiny.yaml sets
+`pre_weight: 1`, which keeps the pre-deblur's light from drifting). The map estimator is trained first by
 recipes/defocus-map.yaml and loaded frozen from its .safetensors file (`model.map_checkpoint`);
 its architecture is copied into `model.map_model`, so the exported RDDM file (which holds the
 estimator's weights too) is self-contained.
