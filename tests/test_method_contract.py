@@ -40,8 +40,13 @@ PINNED_LOSSES: dict[str, list[float]] = {
     "ifan": [0.0340471, 0.02546984, 0.03554488, 0.03350893, 0.04851781],
     "jdrl": [0.02529267, 0.02174205, 0.02139505, 0.01233920, 0.02674022],  # rendered pairs unwarped (objective.warp)
     "nafnet": [-11.72289, -12.09099, -12.63663, -14.38477, -15.67606],
-    "rddm": [-9.054039, -10.35033, -10.07661, -11.17359, -10.47354],  # issue 20: its map is the dilated tiny estimator
+    "rddm": [-25.01335, -26.95034, -27.19315, -30.22980, -29.31350],  # + the pre-deblur's own PSNR (pre_weight 1)
     "restormer": [0.07761008, 0.05932333, 0.06092931, 0.04945276, 0.0567015],
+}
+# losses under a tiny recipe's former settings, named: they must still give the former losses
+PINNED_FORMER_LOSSES: dict[str, tuple[list[str], list[float]]] = {
+    # the release's one residual loss, rddm-tiny's until the twenty-second session (issue 20: the dilated tiny map)
+    "rddm": (["objective.pre_weight=0"], [-9.054039, -10.35033, -10.07661, -11.17359, -10.47354]),
 }
 # (sum, weighted sum) of restore's output on a seeded 32x32 input, weights built under torch.manual_seed(0) and then
 # each moved by 0.02 N(0, 1) (seed 1), so that networks that start at the identity are not at it
@@ -192,6 +197,18 @@ def test_pinned_first_training_losses(name, shards, companions, tmp_path) -> Non
     assert len(losses) == FIRST_STEPS and all(np.isfinite(losses)), losses
     assert name in PINNED_LOSSES, f"{name}: no pinned losses; measured {losses}"
     np.testing.assert_allclose(losses, PINNED_LOSSES[name], rtol=RTOL, err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_FORMER_LOSSES))
+def test_former_training_settings_still_give_their_losses(name, shards, companions, tmp_path) -> None:
+    from defocuskit.train.loop import train
+
+    settings, pinned = PINNED_FORMER_LOSSES[name]
+    method, recipe = tiny(name, shards, companions, f"output_dir={tmp_path / 'run'}", f"train.max_steps={FIRST_STEPS}",
+                          "train.log_every=1", "train.checkpoint_every=1000", "train.max_minutes=null", *settings)
+    train(recipe)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(losses, pinned, rtol=RTOL, err_msg=f"{name} {settings}")
 
 
 def test_jdrl_released_warp_gives_the_former_losses(shards, companions, tmp_path) -> None:
