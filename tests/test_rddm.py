@@ -406,7 +406,7 @@ def test_model_files_of_the_earlier_layout_are_refused_clearly(tmp_path):
 def test_pre_deblur_keeps_the_light_with_the_tiny_recipes_pre_weight(map_file):
     """With the release's one residual loss nothing ties the pre-deblur's brightness: it drifts and the residual
     denoiser has to carry the offset. The tiny recipe's PSNR loss on the pre-deblur (`pre_weight`) keeps it, and the
-    pre-deblur then beats its input on pairs it did not see (docs/benchmarks.md, "RDDM's pre-deblur")."""
+    pre-deblur then beats its input on pairs it did not see (docs/benchmarks.md, "RDDM's pre-deblur anchored")."""
     method = get_method("rddm")
     tiny = load_recipe(RECIPES / "rddm-tiny.yaml")
     assert tiny.objective.pre_weight > 0

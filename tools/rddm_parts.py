@@ -5,7 +5,7 @@
 For every blurred pair of the split: the mean offset from the reference (brightness) of the input, of the
 pre-deblurred image and of the output, the residual's mean against the one it should predict (reference minus
 pre-deblur), and the squared error of each after a 9 x 9 box low-pass (the light), averaged over the pairs.
-docs/benchmarks.md, "RDDM's pre-deblur".
+docs/benchmarks.md, "RDDM's pre-deblur anchored".
 """
 
 from __future__ import annotations
