@@ -45,6 +45,8 @@ PINNED_LOSSES: dict[str, list[float]] = {
 }
 # losses under a tiny recipe's former settings, named: they must still give the former losses
 PINNED_FORMER_LOSSES: dict[str, tuple[list[str], list[float]]] = {
+    # objective.warp=always (every pair through the flow, as the release): JDRL's losses before "auto"
+    "jdrl": (["objective.warp=always"], [0.02339928, 0.02496611, 0.01889217, 0.01182588, 0.02404393]),
     # the release's one residual loss, rddm-tiny's until the twenty-second session (issue 20: the dilated tiny map)
     "rddm": (["objective.pre_weight=0"], [-9.054039, -10.35033, -10.07661, -11.17359, -10.47354]),
 }
@@ -186,14 +188,19 @@ def test_export_and_reload_give_the_same_output(name, shards, companions, tmp_pa
                                rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_pinned_first_training_losses(name, shards, companions, tmp_path) -> None:
+def first_losses(name: str, shards: Path, companions: dict[str, Path], run: Path, *settings: str) -> list[float]:
+    """metrics.jsonl "loss" of the first FIRST_STEPS steps of the method's tiny recipe with `settings`."""
     from defocuskit.train.loop import train
 
-    method, recipe = tiny(name, shards, companions, f"output_dir={tmp_path / 'run'}", f"train.max_steps={FIRST_STEPS}",
-                          "train.log_every=1", "train.checkpoint_every=1000", "train.max_minutes=null")
+    _, recipe = tiny(name, shards, companions, f"output_dir={run}", f"train.max_steps={FIRST_STEPS}",
+                     "train.log_every=1", "train.checkpoint_every=1000", "train.max_minutes=null", *settings)
     train(recipe)
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pinned_first_training_losses(name, shards, companions, tmp_path) -> None:
+    losses = first_losses(name, shards, companions, tmp_path / "run")
     assert len(losses) == FIRST_STEPS and all(np.isfinite(losses)), losses
     assert name in PINNED_LOSSES, f"{name}: no pinned losses; measured {losses}"
     np.testing.assert_allclose(losses, PINNED_LOSSES[name], rtol=RTOL, err_msg=name)
@@ -201,26 +208,9 @@ def test_pinned_first_training_losses(name, shards, companions, tmp_path) -> Non
 
 @pytest.mark.parametrize("name", sorted(PINNED_FORMER_LOSSES))
 def test_former_training_settings_still_give_their_losses(name, shards, companions, tmp_path) -> None:
-    from defocuskit.train.loop import train
-
     settings, pinned = PINNED_FORMER_LOSSES[name]
-    method, recipe = tiny(name, shards, companions, f"output_dir={tmp_path / 'run'}", f"train.max_steps={FIRST_STEPS}",
-                          "train.log_every=1", "train.checkpoint_every=1000", "train.max_minutes=null", *settings)
-    train(recipe)
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = first_losses(name, shards, companions, tmp_path / "run", *settings)
     np.testing.assert_allclose(losses, pinned, rtol=RTOL, err_msg=f"{name} {settings}")
-
-
-def test_jdrl_released_warp_gives_the_former_losses(shards, companions, tmp_path) -> None:
-    """objective.warp=always (every pair through the flow, as the release) trains as JDRL did before "auto"."""
-    from defocuskit.train.loop import train
-
-    _, recipe = tiny("jdrl", shards, companions, f"output_dir={tmp_path / 'run'}", f"train.max_steps={FIRST_STEPS}",
-                     "train.log_every=1", "train.checkpoint_every=1000", "train.max_minutes=null",
-                     "objective.warp=always")
-    train(recipe)
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    np.testing.assert_allclose(losses, [0.02339928, 0.02496611, 0.01889217, 0.01182588, 0.02404393], rtol=RTOL)
 
 
 @pytest.mark.parametrize("name", NAMES)
