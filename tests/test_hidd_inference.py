@@ -288,6 +288,26 @@ def test_eval_records_sampler_nfe_and_coc_per_method(hidd_file: Path, synthetic_
     assert not report["skipped"]
 
 
+def test_the_gaussian_psf_reaches_hidds_data_step_and_the_prox_baseline(hidd_file: Path, synthetic_shards: Path,
+                                                                         tmp_path: Path) -> None:
+    """`sampler.psf=gaussian` and the `prox-gaussian` baseline deblur with Gaussian kernels: recorded in the report,
+    and their outputs differ from the disc's on the same samples and noise."""
+    from defocuskit.eval.evaluate import evaluate
+
+    evaluate(synthetic_shards, [hidd_file, hidd_file], ["prox", "prox-gaussian"],
+             EvalConfig(limit=2, report_dir=tmp_path / "r", save_images=tmp_path / "img", samplers=["fast"],
+                        sets=["sampler.steps=2", "sampler.consistency=physics", "hidd#2:sampler.psf=gaussian"],
+                        coc="oracle", progress=False))
+    methods = json.loads((tmp_path / "r" / "report.json").read_text())["protocol"]["methods"]
+    assert methods["hidd"]["sampler"]["psf"] == "disc" and methods["hidd#2"]["sampler"]["psf"] == "gaussian"
+    assert "Gaussian" in methods["prox-gaussian"]["description"] and "Gaussian" not in methods["prox"]["description"]
+    for disc, gaussian in (("hidd", "hidd#2"), ("prox", "prox-gaussian")):
+        files = sorted((tmp_path / "img" / disc).iterdir())
+        assert files
+        assert any((read_image(f).astype(np.int64) - read_image(tmp_path / "img" / gaussian / f.name)).any()
+                   for f in files), disc
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(samplers=["fast"], sets=["sampler.consistency=physics"], coc="oracle"), "coc.png"),
     (dict(samplers=["fast"], sets=["sampler.consistency=physics"], coc="fnumber"), "f_number"),
@@ -295,6 +315,7 @@ def test_eval_records_sampler_nfe_and_coc_per_method(hidd_file: Path, synthetic_
     (dict(samplers=["fast"], sets=["sampler.consistency=physics"]), "--coc"),
     (dict(samplers=["euler"]), "sampler.name"),
     (dict(sets=["sampler.nope=3"]), "nope"),
+    (dict(sets=["sampler.psf=box"]), "sampler.psf"),
     (dict(sets=["other:sampler.steps=3"]), "no checkpoint is labelled 'other'"),
 ])
 def test_eval_bad_sampler_or_coc_options_are_errors(hidd_file: Path, plain_shards: Path, tmp_path: Path,

@@ -17,7 +17,7 @@ from defocuskit.imaging.lens_blur import (
     linear_to_srgb,
     srgb_to_linear,
 )
-from defocuskit.imaging.optics import disc_psf
+from defocuskit.imaging.optics import defocus_psf, disc_psf
 
 B, C, H, W = 2, 3, 40, 50
 
@@ -32,9 +32,9 @@ def random_coc(seed: int = 0, hi: float = 9.0) -> torch.Tensor:
     return (hi * (0.7 * ramp + 0.3 * rand(B, 1, H, W, seed=seed))).clamp(0.0, hi)
 
 
-def disc_conv(x: torch.Tensor, d: float) -> torch.Tensor:
-    """Plain zero-padded convolution of every channel with disc_psf(d) (symmetric, so correlation = convolution)."""
-    k = torch.from_numpy(disc_psf(d)).to(x.dtype)
+def disc_conv(x: torch.Tensor, d: float, psf: str = "disc") -> torch.Tensor:
+    """Zero-padded convolution of every channel with defocus_psf(d, psf) (symmetric: correlation = convolution)."""
+    k = torch.from_numpy(defocus_psf(d, psf)).to(x.dtype)
     r = k.shape[0] // 2
     c = x.shape[1]
     return F.conv2d(x, k[None, None].expand(c, 1, *k.shape), padding=r, groups=c)
@@ -110,6 +110,31 @@ def test_uniform_coc_is_a_plain_disc_convolution(model: str, d: float) -> None:
     r = disc_psf(d).shape[0] // 2
     got, want = op.forward(x)[..., r:-r, r:-r], disc_conv(x, d)[..., r:-r, r:-r]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("d", [3.0, 6.5])
+def test_uniform_coc_with_the_gaussian_psf_is_a_plain_gaussian_convolution(d: float) -> None:
+    x = rand(B, C, H, W, seed=8)
+    op = DefocusOperator(torch.full((B, 1, H, W), d), "over", psf="gaussian")
+    r = defocus_psf(d, "gaussian").shape[0] // 2
+    got, want = op.forward(x)[..., r:-r, r:-r], disc_conv(x, d, "gaussian")[..., r:-r, r:-r]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert (got - disc_conv(x, d)[..., r:-r, r:-r]).abs().max() > 1e-2  # not the disc
+
+
+def test_the_gaussian_psf_deconvolves_an_overestimated_coc_without_the_discs_ringing() -> None:
+    """A disc blur of 4 px inverted with a map that reads 6 px: the disc's spectrum has zeros that the wrong
+    diameter inverts with the wrong sign; the Gaussian of the same second moment has none."""
+    x = F.avg_pool2d(rand(1, 1, 96, 96, seed=21), 3, 1, 1)  # a texture with some correlation
+    op_true = DefocusOperator(torch.full((1, 1, 96, 96), 4.0), "over")
+    y = op_true.forward(x)
+    over = torch.full((1, 1, 96, 96), 6.0)
+    errors = {}
+    for psf in ("disc", "gaussian"):
+        restored = DefocusOperator(over, "over", psf=psf).prox(y, y, 0.05, 30)
+        errors[psf] = float(((restored - x)[..., 8:-8, 8:-8] ** 2).mean())
+    blurred = float(((y - x)[..., 8:-8, 8:-8] ** 2).mean())
+    assert errors["gaussian"] < blurred < errors["disc"], (errors, blurred)
 
 
 def test_uniform_coc_over_and_scatter_are_normalised_convolutions_at_the_borders() -> None:
@@ -188,6 +213,7 @@ def test_prox_with_zero_steps_returns_x0_and_identity_prox_is_the_weighted_mean(
     (torch.full((B, 1, H, W), math.inf), {}, "finite"),
     (torch.zeros(B, 1, H, W), {"model": "box"}, "unknown model 'box'"),
     (torch.zeros(B, 1, H, W), {"n_levels": 0}, "n_levels"),
+    (torch.zeros(B, 1, H, W), {"psf": "box"}, "unknown psf 'box'"),
 ])
 def test_bad_operator_arguments_raise(coc: torch.Tensor, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):

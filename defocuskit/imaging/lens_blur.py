@@ -4,7 +4,8 @@ K_c is built from a per-pixel circle-of-confusion diameter c (pixels). The map i
 layers by CoC (soft assignment between neighbouring levels, as the synthetic renderer does), and
 every model here has the layered form
 
-    K x = sum_k P_k * (d_k conv (Q_k * x))      (d_k the disc PSF of level k, zero padding)
+    K x = sum_k P_k * (d_k conv (Q_k * x))      (d_k the disc PSF of level k, zero padding; `psf="gaussian"`:
+                                                the Gaussian of the disc's second moment, optics.defocus_psf)
 
 which is linear in x, so its adjoint is K^T y = sum_k Q_k * (d_k conv (P_k * y)) (the discs are
 symmetric). The three models differ only in P and Q:
@@ -39,7 +40,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from defocuskit.imaging.optics import disc_psf
+from defocuskit.imaging.optics import PSF_SHAPES, defocus_psf
 
 MODELS = ("over", "scatter", "gather")
 LEVEL_SPACING_PX = 0.25  # the finest CoC step between layers, as the renderer
@@ -96,21 +97,26 @@ def layer_weights(coc: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
 
 class DefocusOperator:
     """K_c for one batch of CoC maps (B, 1, H, W), signed (depth order known) or >= 0 (larger = farther):
-    `forward` blurs, `adjoint` applies K^T, `prox` inverts; `fast=False` applies the dense reference form."""
+    `forward` blurs, `adjoint` applies K^T, `prox` inverts; `fast=False` applies the dense reference form; `psf`
+    "gaussian" blurs each layer by the Gaussian of its disc's second moment instead of the disc (optics.PSF_SHAPES)."""
 
-    def __init__(self, coc: torch.Tensor, model: str = "over", n_levels: int = 12, fast: bool = True):
+    def __init__(self, coc: torch.Tensor, model: str = "over", n_levels: int = 12, fast: bool = True,
+                 psf: str = "disc"):
         if coc.dim() != 4 or coc.shape[1] != 1:
             raise ValueError(f"DefocusOperator: expected a CoC map (B, 1, H, W), got shape {tuple(coc.shape)}")
         if model not in MODELS:
             raise ValueError(f"DefocusOperator: unknown model '{model}' (known: {', '.join(MODELS)})")
         if n_levels < 1:
             raise ValueError(f"DefocusOperator: n_levels must be >= 1, got {n_levels}")
+        if psf not in PSF_SHAPES:
+            raise ValueError(f"DefocusOperator: unknown psf '{psf}' (known: {', '.join(PSF_SHAPES)})")
         if not torch.isfinite(coc).all():
             raise ValueError("DefocusOperator: the CoC map must be finite")
         coc = coc.float()
         self.shape = tuple(coc.shape[-2:])
         self.levels = coc_levels(coc, n_levels)
-        discs = [torch.from_numpy(disc_psf(abs(float(d)))) for d in self.levels]  # a layer's disc: |signed CoC|
+        # a layer's kernel: the disc (or `psf`'s Gaussian of its second moment) of |signed CoC|
+        discs = [torch.from_numpy(defocus_psf(abs(float(d)), psf)) for d in self.levels]
         self.radius = max(k.shape[0] for k in discs) // 2
         h, w = self.shape
         self._fft_shape = (h + 2 * self.radius, w + 2 * self.radius)

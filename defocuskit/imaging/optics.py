@@ -15,6 +15,9 @@ FULL_STOPS: tuple[float, ...] = (1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0, 11.0, 16.0, 
 _SUPERSAMPLE = 8  # sub-pixel grid per axis used to anti-alias the disc PSF
 BAND_PAD = 3  # px kept beyond the disc of a band-limited disc's ringing (MTF within 0.045 of the disc's)
 PSF_SAMPLINGS = ("area", "band")  # disc_psf(sampling=...): area-sampled pillbox, or band-limited to the pixel grid
+# defocus_psf(shape=...): the thin-lens pillbox, or a Gaussian of the same second moment (a deblurring step's
+# kernel where the CoC is an estimate: its spectrum has no zeros to invert with the wrong sign)
+PSF_SHAPES = ("disc", "gaussian")
 
 
 def _check_positive(name: str, value: float | np.ndarray) -> None:
@@ -113,6 +116,17 @@ def full_stop(f_number: float) -> float:
     _check_positive("f_number", f_number)
     stops = np.log2(np.asarray(FULL_STOPS) ** 2)
     return FULL_STOPS[int(np.argmin(np.abs(stops - np.log2(float(f_number) ** 2))))]
+
+
+def defocus_psf(diameter_px: float, shape: str = "disc") -> np.ndarray:
+    """The PSF of a CoC of this diameter (pixels) in one of PSF_SHAPES: `disc_psf` (area-sampled), or `gaussian_psf`
+    of the disc's second moment (sigma = diameter / 4: a disc of radius r has variance r^2 / 4 per axis). A diameter
+    of at most 1 pixel gives a delta in both."""
+    if shape not in PSF_SHAPES:
+        raise ValueError(f"defocus_psf: shape must be one of {', '.join(PSF_SHAPES)}, got {shape!r}")
+    if shape == "disc" or diameter_px <= 1.0:
+        return disc_psf(diameter_px)
+    return gaussian_psf(diameter_px / 4.0)
 
 
 def psf_size(diameter_px: float) -> int:

@@ -73,12 +73,15 @@ class SamplerConfig(Sampler):
     consistency: str = "identity"  # identity: pull towards the blurred image | physics: thin-lens blur K_c
     blur_model: str = "over"  # physics: over | scatter | gather (lens_blur.MODELS)
     blur_levels: int = 12  # physics: CoC layers
+    psf: str = "disc"  # physics: each layer's kernel, the thin-lens disc or the Gaussian of its second moment
+    # (optics.PSF_SHAPES; gaussian: no spectral zeros to invert with the wrong sign where the map is an estimate)
     cg_steps: int = 10  # physics: conjugate-gradient steps per data step (warm-started from the step's x0)
     linear_light: bool = True  # physics: solve in linear light (sRGB in and out)
 
     def __post_init__(self) -> None:
         from defocuskit.diffusion.consistency import KINDS
         from defocuskit.imaging.lens_blur import MODELS
+        from defocuskit.imaging.optics import PSF_SHAPES
 
         if self.name not in SAMPLERS:
             raise ValueError(f"sampler.name: unknown sampler '{self.name}' (known: {', '.join(SAMPLERS)})"
@@ -90,6 +93,8 @@ class SamplerConfig(Sampler):
                              "use sampler.name=pc or fast for physics")
         if self.blur_model not in MODELS:
             raise ValueError(f"sampler.blur_model: '{self.blur_model}' is not one of {', '.join(MODELS)}")
+        if self.psf not in PSF_SHAPES:
+            raise ValueError(f"sampler.psf: '{self.psf}' is not one of {', '.join(PSF_SHAPES)}")
         checks = {"steps": self.steps is None or self.steps >= 1, "sigma_start": self.sigma_start > 0,
                   "dc_sigma": self.dc_sigma > 0, "zeta": 0 <= self.zeta <= 1, "blur_levels": self.blur_levels >= 1,
                   "cg_steps": self.cg_steps >= 0, "corrector_chains": self.corrector_chains >= 0,
@@ -166,7 +171,7 @@ def _consistency(cfg: SamplerConfig, blurred: torch.Tensor, coc: torch.Tensor | 
         return identity_consistency(blurred)
     if coc is None:
         raise ValueError("sampler.consistency=physics needs a CoC map (--coc map|oracle|fnumber)")
-    operator = DefocusOperator(coc, cfg.blur_model, cfg.blur_levels)
+    operator = DefocusOperator(coc, cfg.blur_model, cfg.blur_levels, psf=cfg.psf)
     return physics_consistency(blurred, operator, cfg.cg_steps, cfg.linear_light)
 
 
