@@ -58,18 +58,21 @@ PINNED_RESTORE: dict[str, tuple[float, float]] = {
     "dncnn": (1554.309817, 748.682996),
     "drbnet": (1771.128093, 891.5656948),
     "ffdnet": (1564.836495, 768.4127222),
-    "hidd": (419.8148898, 211.8516315),  # fast sampler 10 steps, sigma_start 0.05, zeta 1 (issue 22), 1 CG step
+    "hidd": (435.5066762, 219.9557206),  # fast, 10 steps, sigma_start 0.05, zeta 1 (issue 22), 1 CG step, Gaussians
     "ifan": (1537.484124, 759.5393891),
     "jdrl": (1466.462093, 781.2716403),
     "nafnet": (855.7712545, 372.10356),
     "rddm": (1217.492433, 648.0079368),  # issue 20: its map is the dilated tiny estimator
     "restormer": (1554.425354, 769.8622733),
 }
-# (settings, checksum) of restore under a method's former sampler settings, named: they must still give the former output
-PINNED_FORMER: dict[str, tuple[list[str], tuple[float, float]]] = {
-    # the fast sampler of issue 8 (40 steps, sigma_start 0.1, zeta 0.3, 10 CG steps), the hidd-tiny default until issue 22
-    "hidd": (["sampler.steps=40", "sampler.sigma_start=0.1", "sampler.zeta=0.3", "sampler.cg_steps=10"],
-             (440.1124963, 223.5099254)),
+# (method, settings, checksum) of restore under a method's former sampler settings, named: they must still give the
+# former output
+PINNED_FORMER: dict[str, tuple[str, list[str], tuple[float, float]]] = {
+    # the fast sampler of issue 8 (40 steps, sigma_start 0.1, zeta 0.3, 10 CG steps, discs), hidd-tiny's until issue 22
+    "hidd-issue-8": ("hidd", ["sampler.steps=40", "sampler.sigma_start=0.1", "sampler.zeta=0.3", "sampler.cg_steps=10",
+                              "sampler.psf=disc"], (440.1124963, 223.5099254)),
+    # issue 22's sampler with the disc kernel, hidd-tiny's until the twenty-third session (issue 20: Gaussian kernels)
+    "hidd-discs": ("hidd", ["sampler.psf=disc"], (419.8148898, 211.8516315)),
 }
 
 
@@ -226,8 +229,8 @@ def test_pinned_restore_checksum(name, shards, companions) -> None:
 
 @pytest.mark.parametrize("name", sorted(PINNED_FORMER))
 def test_former_sampler_settings_keep_their_pinned_checksum(name, shards, companions) -> None:
-    settings, pinned = PINNED_FORMER[name]
-    method, recipe = tiny(name, shards, companions, *settings)
+    method_name, settings, pinned = PINNED_FORMER[name]
+    method, recipe = tiny(method_name, shards, companions, *settings)
     model = built(method, recipe, seed=0, moved=True)
     out = restore(method, recipe, model, image(recipe, 32, 32, seed=0), seed=0).double()
     weights = torch.linspace(0.0, 1.0, out.numel(), dtype=torch.float64).reshape(out.shape)
