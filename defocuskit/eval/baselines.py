@@ -14,13 +14,15 @@ BASELINES = ("input", "wiener", "prox", "prox-gaussian")
 DEFAULT_NSR = 0.01
 PROX_RHO, PROX_CG_STEPS = 0.2, 30
 
-PROX_DESCRIPTION = (
-    f"the thin-lens proximal step alone, no learned prior: argmin ||K_c x - y||^2 + {PROX_RHO:g} ||x - y||^2 in "
-    f"linear light (lens_blur.DefocusOperator, 'over' layers), {PROX_CG_STEPS} conjugate-gradient steps, sRGB in and "
-    "out; CoC as the Wiener baseline's"
-)
-PROX_GAUSSIAN_DESCRIPTION = PROX_DESCRIPTION.replace(
-    "'over' layers)", "'over' layers, each blurred by the Gaussian of its disc's second moment, optics.defocus_psf)")
+PROX_PSF = {"prox": "disc", "prox-gaussian": "gaussian"}  # each prox baseline's kernel (optics.PSF_SHAPES)
+_PROX_KERNEL = {"disc": "", "gaussian": ", each blurred by the Gaussian of its disc's second moment, optics.defocus_psf"}
+
+
+def prox_description(psf: str = "disc") -> str:
+    """What the report says of the prox baseline with kernel `psf`."""
+    return (f"the thin-lens proximal step alone, no learned prior: argmin ||K_c x - y||^2 + {PROX_RHO:g} ||x - y||^2 "
+            f"in linear light (lens_blur.DefocusOperator, 'over' layers{_PROX_KERNEL[psf]}), {PROX_CG_STEPS} "
+            "conjugate-gradient steps, sRGB in and out; CoC as the Wiener baseline's")
 
 WIENER_PRIOR = "gradient"  # measured: on held-out scenes +1.15 dB with the true CoC against -0.15 for the textbook
 # flat NSR in sRGB (the former baseline), docs/benchmarks.md "A conservative map"
@@ -64,8 +66,7 @@ def wiener_baseline(
 
 def prox_baseline(blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | None = None, psf: str = "disc"
                   ) -> np.ndarray:
-    """The physics data step alone (PROX_DESCRIPTION) on a float (H, W, C) image in [0, 1]; float in [0, 1]. `psf`
-    "gaussian": the `prox-gaussian` baseline (PROX_GAUSSIAN_DESCRIPTION)."""
+    """The physics data step alone (`prox_description(psf)`) on a float (H, W, C) image in [0, 1]; float in [0, 1]."""
     import torch
 
     from defocuskit.imaging.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear

@@ -139,9 +139,9 @@ def _baseline_runner(name: str, coc: CocSource | None = None, gate_px: float | N
                         else "needs a CoC map (--coc map --coc-model FILE | --coc edge | --coc oracle | --coc fnumber)"))
     if name == "input":
         return (lambda blur, sample: baselines.input_baseline(blur)), {"kind": "baseline", "description": "the blurred input"}
-    if name in ("wiener", "prox", "prox-gaussian"):
-        restore = {"wiener": baselines.wiener_baseline, "prox": baselines.prox_baseline,
-                   "prox-gaussian": functools.partial(baselines.prox_baseline, psf="gaussian")}[name]
+    if name == "wiener" or name in baselines.PROX_PSF:
+        restore = (baselines.wiener_baseline if name == "wiener"
+                   else functools.partial(baselines.prox_baseline, psf=baselines.PROX_PSF[name]))
 
         def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
             meta = dict(sample.get("meta") or {}, key=sample["key"])
@@ -149,8 +149,8 @@ def _baseline_runner(name: str, coc: CocSource | None = None, gate_px: float | N
             out = restore(blur, meta, coc_map)
             return out if gate_px is None else focus_gate(blur, out, coc_map, gate_px, gate_smooth)
 
-        desc = {"wiener": baselines.WIENER_ASSUMPTIONS, "prox": baselines.PROX_DESCRIPTION,
-                "prox-gaussian": baselines.PROX_GAUSSIAN_DESCRIPTION}[name]
+        desc = (baselines.WIENER_ASSUMPTIONS if name == "wiener"
+                else baselines.prox_description(baselines.PROX_PSF[name]))
         return run, {"kind": "baseline", "description": desc, "coc": coc.describe() if coc is not None else None,
                      "focus_gate": gate_record(gate_px, gate_smooth)}
     raise EvalError(f"unknown baseline '{name}' (known: {', '.join(baselines.BASELINES)})"
