@@ -96,6 +96,13 @@ class DeblurModel:
         return self._recipe.inference.focus_gate
 
     @property
+    def coc_bound(self) -> float | None:
+        """A defocus-map model's f-number bound (its recipe's inference.coc_bound): at f/N its map reads at most
+        coc_bound x the image's long side / N pixels where the f-number is given (imaging.optics.bound_coc); or None."""
+        bound = self._recipe.inference.coc_bound
+        return bound if isinstance(bound, float) else None
+
+    @property
     def sampler(self) -> dict[str, Any]:
         """The default sampler settings as they run (what `deblur` uses without sampler options)."""
         return self.sampler_info()["settings"]
@@ -142,11 +149,11 @@ class DeblurModel:
         keyword (`zeta=0.5`) change the sampler, checked like `--set sampler.KEY=VALUE`. A sampler that
         needs a circle-of-confusion map takes `coc`: a map in pixels ((H, W), (1, H, W) or (B, 1, H, W)) or a
         defocus-map DeblurModel, "edge" (training-free, imaging.blur_estimate), or `f_number` (one CoC per image from
-        the thin lens). `focus_gate` (pixels) weighs the model's change by the `coc` map, min(1, |CoC| / focus_gate)
-        per pixel (imaging.focus_gate): what the map reads as in focus is returned as given but for the change's
-        low-pass (a Gaussian of `gate_smooth` px, kept everywhere; 0: returned exactly as given); not given, the
-        model's own (its recipe's inference.focus_gate, by the "edge" estimate where no `coc` or `f_number` is given;
-        `model.focus_gate`); 0: no gate. `ensemble` 4 or 8
+        the thin lens); `f_number` with a defocus-map model bounds its map (`coc_map`). `focus_gate` (pixels) weighs
+        the model's change by the `coc` map, min(1, |CoC| / focus_gate) per pixel (imaging.focus_gate): what the map
+        reads as in focus is returned as given but for the change's low-pass (a Gaussian of `gate_smooth` px, kept
+        everywhere; 0: returned exactly as given); not given, the model's own (its recipe's inference.focus_gate, by
+        the "edge" estimate where no `coc` or `f_number` is given; `model.focus_gate`); 0: no gate. `ensemble` 4 or 8
         averages the outputs for the image's flips (and transposes), turned back (inference.ensemble). `tile`,
         `overlap`, `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
@@ -186,10 +193,12 @@ class DeblurModel:
 
         return give_back(_banded(raw, layout, run, lambda y: from_unit(y, dtype)), layout)
 
-    def coc_map(self, image: Image, *, tile: int | None = None, overlap: int | None = None,
-                max_tile_pixels: int | None = None, batch: int | None = None, progress: bool = False) -> Image:
+    def coc_map(self, image: Image, *, f_number: float | None = None, tile: int | None = None,
+                overlap: int | None = None, max_tile_pixels: int | None = None, batch: int | None = None,
+                progress: bool = False) -> Image:
         """A defocus-map model's circle-of-confusion map of `image`, in pixels, float32: (H, W) numpy for a numpy
-        image; for a tensor (1, H, W) or (B, 1, H, W) on its device."""
+        image; for a tensor (1, H, W) or (B, 1, H, W) on its device. `f_number`: the shot's, which cuts the map to
+        the model's `coc_bound` x the long side / f_number (where the model has a bound)."""
         if self.output != "defocus_map":
             raise ValueError(f"this '{self.method}' model deblurs images: use model.deblur(image); coc_map needs a "
                              "defocus-map model (recipes/defocus-map.yaml)")
@@ -197,6 +206,8 @@ class DeblurModel:
         options = _tiling(tile, overlap, max_tile_pixels, batch, progress)
         maps = _banded(raw, layout, lambda i, band, index, r0, r1: self._estimate(band, **options)[:, :, None],
                        lambda y: y)[..., 0]
+        if f_number is not None and self.coc_bound is not None:
+            maps = optics.bound_coc(maps, _positive_f_number(f_number), self.coc_bound, max(maps.shape[1:]))
         if layout.kind == "numpy":
             return maps[0]
         t = torch.from_numpy(maps[:, None])
@@ -291,18 +302,16 @@ def _banded(raw: np.ndarray, layout: Any, run: Any, store: Any) -> np.ndarray:
 
 
 def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None,
-                 size: tuple[int, int, int]) -> list[float | np.ndarray | DeblurModel | None]:
+                 size: tuple[int, int, int]) -> list[float | np.ndarray | DeblurModel | tuple | None]:
     """Per image of a (B, H, W) batch where its CoC map comes from: a constant (pixels, from `f_number`), an
     (H, W) float32 map, a defocus-map model to run on each band, or None without a source."""
     n, h, w = size
-    if coc is not None and f_number is not None:
-        raise ValueError("give coc= or f_number=, not both")
+    if coc is not None and f_number is not None and not isinstance(coc, DeblurModel):
+        raise ValueError("give coc= or f_number=, not both (f_number= with a defocus-map model bounds its map)")
     if coc is None and f_number is None:
         return [None] * n
-    if f_number is not None:
-        if not float(f_number) > 0:
-            raise ValueError(f"f_number must be positive, got {f_number}")
-        return [float(optics.coc_from_metadata({"f_number": float(f_number), "key": "image"}, w))] * n
+    if coc is None:
+        return [float(optics.coc_from_metadata({"f_number": _positive_f_number(f_number), "key": "image"}, w))] * n
     if isinstance(coc, str):
         if coc != "edge":
             raise ValueError(f"coc={coc!r}: the only named source is \"edge\" (a map, or a defocus-map model)")
@@ -310,6 +319,8 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None,
     if isinstance(coc, DeblurModel):
         if coc.output != "defocus_map":
             raise ValueError(f"coc=: a '{coc.method}' model, not a defocus-map model (recipes/defocus-map.yaml)")
+        if f_number is not None and coc.coc_bound is not None:  # its map bounded at the image's f-number
+            return [(coc, _positive_f_number(f_number), max(h, w))] * n
         return [coc] * n
     if isinstance(coc, torch.Tensor):
         arr = coc.detach().float().cpu().numpy()
@@ -334,7 +345,13 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None,
     return [per[i if per.shape[0] > 1 else 0] for i in range(n)]
 
 
-def _coc_band(source: float | str | np.ndarray | DeblurModel | None, band: np.ndarray, r0: int, r1: int
+def _positive_f_number(f_number: float) -> float:
+    if not float(f_number) > 0:
+        raise ValueError(f"f_number must be positive, got {f_number}")
+    return float(f_number)
+
+
+def _coc_band(source: float | str | np.ndarray | DeblurModel | tuple | None, band: np.ndarray, r0: int, r1: int
               ) -> np.ndarray | None:
     """The (h, w) CoC map of the band of rows r0:r1 (floats `band`) from its source."""
     if source is None:
@@ -345,6 +362,9 @@ def _coc_band(source: float | str | np.ndarray | DeblurModel | None, band: np.nd
         return estimate_coc(band[:, :, 0] if band.shape[2] == 1 else band)
     if isinstance(source, DeblurModel):
         return source._estimate(band)
+    if isinstance(source, tuple):  # (map model, f-number, the whole image's long side): its bounded map
+        model, f_number, long_side = source
+        return optics.bound_coc(model._estimate(band), f_number, model.coc_bound, long_side)
     if isinstance(source, np.ndarray):
         return source[r0:r1]
     return np.full(band.shape[:2], source, np.float32)

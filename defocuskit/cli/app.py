@@ -146,7 +146,12 @@ def deblur_cmd(
         None, "--coc", parser=pick(DeblurCoc), help="CoC map for physics consistency: map (--coc-model) | fnumber (the "
         "shot's optics) | edge (training-free, from edge blur)."),
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
-    f_number: Optional[float] = typer.Option(None, "--f-number", help="--coc fnumber: the shot's f-number (default: EXIF)."),
+    coc_bound: Optional[float] = typer.Option(
+        None, "--coc-bound", min=0.0, help="K: an estimated map (--coc map | edge) reads at most K x the long side / N "
+        "pixels at f/N where the f-number is known (the thin lens: CoC at f/N = CoC at f/1 / N); 0: no bound. "
+        "Default: the --coc-model's own inference.coc_bound (recipes/defocus-map-tiny.yaml: its training data's)."),
+    f_number: Optional[float] = typer.Option(
+        None, "--f-number", help="The shot's f-number for --coc fnumber and --coc-bound (default: EXIF)."),
     focus_gate: Optional[float] = typer.Option(
         None, "--focus-gate", help="PX: weigh the model's change per pixel by min(1, CoC / PX) of the --coc map, so "
         "regions it reads as in focus stay as shot (e.g. --coc edge --focus-gate 3); 0: none. Default: the model's "
@@ -178,7 +183,8 @@ def deblur_cmd(
 
     try:
         written = deblur_files(list(inputs), checkpoint, out, steps=steps, sampler=sampler, sets=list(set_ or []),
-                               coc=value(coc), coc_model=coc_model, f_number=f_number, focus_gate=focus_gate,
+                               coc=value(coc), coc_model=coc_model, coc_bound=coc_bound, f_number=f_number,
+                               focus_gate=focus_gate,
                                gate_smooth=gate_smooth, tiling=TilingOptions(tile, overlap, max_tile_pixels, batch),
                                device=device, seed=seed, ensemble=ensemble)
     except (ValueError, FileNotFoundError) as exc:
@@ -216,6 +222,10 @@ def eval_cmd(
         None, "--coc", parser=pick(EvalCoc), help="CoC map for physics consistency and baselines: map (--coc-model) | "
         "oracle (the shards' coc.png) | fnumber (the shots' optics) | edge (training-free, from edge blur)."),
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
+    coc_bound: Optional[float] = typer.Option(
+        None, "--coc-bound", min=0.0, help="K: an estimated map (--coc map | edge) reads at most K x the long side / N "
+        "pixels at f/N where the f-number is known (the thin lens: CoC at f/N = CoC at f/1 / N); 0: no bound. "
+        "Default: the --coc-model's own inference.coc_bound (recipes/defocus-map-tiny.yaml: its training data's)."),
     focus_gate: Optional[list[str]] = typer.Option(
         None, "--focus-gate", help="[LABEL:]PX: weigh each model's change per pixel by min(1, CoC / PX) of the --coc "
         "map, so regions it reads as in focus stay as shot; LABEL a checkpoint's or a baseline's (prox:3) (repeatable; "
@@ -274,7 +284,8 @@ def eval_cmd(
     try:
         config = EvalConfig(split=split, by_aperture=by_aperture, stops=stops, align=align and value(align_by),
                             limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []),
-                            coc=value(coc), coc_model=coc_model, focus_gates=list(focus_gate or []),
+                            coc=value(coc), coc_model=coc_model, coc_bound=coc_bound,
+                            focus_gates=list(focus_gate or []),
                             gate_smooth=gate_smooth, ensembles=list(ensemble or []), save_images=save_images,
                             report_dir=report,
                             tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,

@@ -70,10 +70,18 @@ class InferenceConfig:
     # px: weigh the model's change per pixel by min(1, |CoC| / focus_gate) of a CoC map (imaging.focus_gate): the
     # --coc map given, else the training-free edge estimate; --focus-gate 0 (focus_gate=0) turns it off. None: no gate
     focus_gate: float | None = None
+    # a defocus-map model's bound: where an image's f-number N is known, its map reads at most coc_bound x the image's
+    # long side / N pixels (imaging.optics.bound_coc: a scene's CoC at f/N is its CoC at f/1 over N); "auto": the
+    # largest CoC x f-number of the training shards' coc.png, resolved when training starts; None: no bound
+    coc_bound: float | str | None = None
 
     def __post_init__(self) -> None:
         if self.focus_gate is not None and not (self.focus_gate > 0 and math.isfinite(self.focus_gate)):
             raise ValueError(f"inference.focus_gate: expected a positive number of pixels or null, got {self.focus_gate}")
+        bound = self.coc_bound
+        if isinstance(bound, str) and bound != "auto" or isinstance(bound, float) and not (0 < bound < math.inf):
+            raise ValueError("inference.coc_bound: expected auto, a positive fraction of the image's long side or "
+                             f"null, got {bound!r}")
 
 
 @dataclass

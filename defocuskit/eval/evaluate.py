@@ -279,7 +279,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     except FileNotFoundError:
         raise EvalError(f"split '{split}' has no shards in {shards} (available: {describe_splits(shards)})") from None
     try:
-        coc_source = CocSource.create(coc, coc_model, device)
+        coc_source = CocSource.create(coc, coc_model, device, c.coc_bound)
     except CocError as exc:
         raise EvalError(str(exc)) from None
     runners: dict[str, Runner] = {}

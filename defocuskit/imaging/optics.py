@@ -78,6 +78,16 @@ def coc_at_infinity_px(
     return (f / float(f_number)) * f / (s - f) * 1000.0 / float(pixel_pitch_um)
 
 
+def bound_coc(coc: np.ndarray, f_number: float, bound: float, long_side: int) -> np.ndarray:
+    """A CoC map (pixels) cut to at most `bound` x `long_side` / `f_number` pixels. The thin lens gives a point's
+    blur circle c = A (d - s) / d f / (s - f) with A = f / N (signed_coc_diameter_mm), so a scene's CoC at f/N is its
+    CoC at f/1 over N; `bound` is the largest CoC at f/1 a camera and its scenes give, as a fraction of the image's
+    long side (a defocus-map model's `inference.coc_bound`: its training shards' largest CoC x f-number)."""
+    _check_positive("f_number", f_number)
+    _check_positive("bound", bound)
+    return np.minimum(coc, np.float32(bound * long_side / float(f_number))).astype(np.float32)  # c(N) = c(1) / N
+
+
 def pixel_pitch_um(sensor_width_mm: float, image_width_px: int) -> float:
     """Pixel pitch (micrometres) of a sensor of this width imaged onto `image_width_px` pixels."""
     _check_positive("sensor_width_mm", sensor_width_mm)

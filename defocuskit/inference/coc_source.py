@@ -6,6 +6,9 @@
   (optics.coc_from_metadata: a background at infinity).
 - `edge`: training-free, from the blurred image alone (imaging.blur_estimate.estimate_coc: edge blur by
   re-blurring, Zhuo & Sim 2011, spread edge-aware to every pixel); no model file.
+
+An estimated map (`map`, `edge`) is bounded where the image's f-number N is known: at most K x the long side / N
+pixels (imaging.optics.bound_coc), K the map model's `inference.coc_bound` or `--coc-bound K` (0: no bound).
 """
 
 from __future__ import annotations
@@ -41,23 +44,31 @@ class CocSource:
     kind: str
     model_path: Path | None = None
     device: str = "cpu"
+    bound: float | None = None  # K of optics.bound_coc (map and edge only), None: no bound
     _model: Any = field(default=None, repr=False)
     _last: Any = field(default=None, repr=False)  # (name, image id, map): one estimate per image, for every runner
 
     @classmethod
-    def create(cls, kind: str | None, model_path: Path | None = None, device: str = "cpu") -> CocSource | None:
-        """Check the options and load the map model once; None when no source is asked for."""
+    def create(cls, kind: str | None, model_path: Path | None = None, device: str = "cpu",
+               bound: float | None = None) -> CocSource | None:
+        """Check the options and load the map model once; None when no source is asked for. `bound` (--coc-bound):
+        K of an estimated map's f-number bound, 0 for none; None: the map model's own `inference.coc_bound`."""
         if kind is None:
-            if model_path is not None:
-                raise CocError("--coc-model is given without --coc map")
+            if model_path is not None or bound is not None:
+                raise CocError(f"{'--coc-model' if model_path is not None else '--coc-bound'} is given without --coc")
             return None
+        if bound is not None and not (0 <= bound < float("inf")):
+            raise CocError(f"--coc-bound: expected a fraction of the long side >= 0 (0: no bound), got {bound}")
+        if bound is not None and kind not in ("map", "edge"):
+            raise CocError(f"--coc-bound bounds an estimated map (--coc map or edge), not --coc {kind}")
+        given = None if not bound else float(bound)
         if kind not in COC_SOURCES:
             raise CocError(f"--coc: unknown CoC source '{kind}' (known: {', '.join(COC_SOURCES)})"
                            f"{did_you_mean(kind, COC_SOURCES)}")
         if kind != "map":
             if model_path is not None:
                 raise CocError(f"--coc-model is only used with --coc map, not --coc {kind}")
-            return cls(kind, None, device)
+            return cls(kind, None, device, given)
         if model_path is None:
             raise CocError("--coc map needs --coc-model FILE (a model trained with recipes/defocus-map.yaml)")
         from defocuskit.inference.load import load_model
@@ -68,12 +79,24 @@ class CocSource:
             raise CocError(f"--coc-model {model_path}: {exc}") from None
         if method.output != "defocus_map":
             raise CocError(f"--coc-model {model_path}: a '{method.name}' model, not a defocus-map estimator")
-        return cls(kind, Path(model_path), device, (method, recipe, model))
+        own = recipe.inference.coc_bound if isinstance(recipe.inference.coc_bound, float) else None
+        return cls(kind, Path(model_path), device, own if bound is None else given, (method, recipe, model))
 
     def describe(self) -> dict[str, Any]:
         """What the reports say of this source."""
         text = DESCRIPTIONS[self.kind].format(model=self.model_path)
-        return {"source": self.kind, "model": str(self.model_path) if self.model_path else None, "description": text}
+        if self.bound is not None:
+            text += (f"; at f/N at most {self.bound:g} x the long side / N pixels where the f-number is known "
+                     "(the thin lens: CoC at f/N = CoC at f/1 / N)")
+        return {"source": self.kind, "model": str(self.model_path) if self.model_path else None, "description": text,
+                "bound": self.bound}
+
+    def bounded(self, coc: np.ndarray, meta: dict[str, Any] | None) -> np.ndarray:
+        """`coc` cut to this source's f-number bound where `meta` gives a positive f_number, else `coc`."""
+        f_number = (meta or {}).get("f_number")
+        if self.bound is None or not isinstance(f_number, (int, float)) or not f_number > 0:
+            return coc
+        return optics.bound_coc(coc, float(f_number), self.bound, max(coc.shape[:2]))
 
     def __call__(self, image: np.ndarray, meta: dict[str, Any] | None = None, coc_png: np.ndarray | None = None,
                  name: str = "image") -> np.ndarray:
@@ -94,17 +117,16 @@ class CocSource:
                 raise CocError(f"--coc fnumber: {exc} (give --f-number, or use --coc map)") from None
             return np.full((h, w), value, np.float32)
         if self._last is not None and self._last[0] == name and self._last[1] is image:
-            return self._last[2]
+            return self.bounded(self._last[2], meta)
         if self.kind == "edge":  # imported here, as restore below: OpenCV only when the source is used
             from defocuskit.imaging.blur_estimate import estimate_coc
 
             coc = estimate_coc(image)
-            self._last = (name, image, coc)
-            return coc
-        from defocuskit.inference.restore import restore_image
+        else:
+            from defocuskit.inference.restore import restore_image
 
-        method, recipe, model = self._model
-        coc = restore_image(method, recipe, model, image, device=self.device, progress=False)[:, :, 0]
-        coc = np.clip(coc, 0.0, None).astype(np.float32)
+            method, recipe, model = self._model
+            coc = restore_image(method, recipe, model, image, device=self.device, progress=False)[:, :, 0]
+            coc = np.clip(coc, 0.0, None).astype(np.float32)
         self._last = (name, image, coc)
-        return coc
+        return self.bounded(coc, meta)

@@ -39,6 +39,13 @@ def _f_number_meta(path: Path, f_number: float | None) -> dict[str, Any]:
     return meta
 
 
+def _own_bound(recipe_bound: float | str | None, given: float | None) -> float | None:
+    """A defocus-map model's bound on its own maps: --coc-bound where given (0: none), else its recipe's."""
+    if given is not None:
+        return float(given) or None
+    return recipe_bound if isinstance(recipe_bound, float) else None
+
+
 def _check_inputs(inputs: list[Path]) -> None:
     """Raise ImageError (one bad file) or ValueError (several, each named with its fault) unless every input reads."""
     errors: list[ImageError] = []
@@ -142,6 +149,7 @@ def deblur_files(
     sets: list[str] | tuple[str, ...] = (),
     coc: str | None = None,
     coc_model: Path | None = None,
+    coc_bound: float | None = None,
     f_number: float | None = None,
     tiling: TilingOptions = TilingOptions(),
     device: str = "cpu",
@@ -191,7 +199,10 @@ def deblur_files(
     focus_gate, own_map = gate_and_map(focus_gate, recipe.inference.focus_gate, has_map,
                                        "coc" in info["needs"])  # a bad value fails here
     coc = own_map or coc
-    source = CocSource.create(coc, coc_model, device)
+    defocus_map = method.output == "defocus_map"
+    source = CocSource.create(coc, coc_model, device, None if defocus_map and coc is None else coc_bound)
+    # a defocus-map model's own maps: bounded by its inference.coc_bound (or --coc-bound) where the f-number is known
+    own_bound = CocSource("map", bound=_own_bound(recipe.inference.coc_bound, coc_bound)) if defocus_map else None
     uses_coc = "coc" in info["needs"] or focus_gate is not None
     if uses_coc and source is None:
         what = "--focus-gate needs" if "coc" not in info["needs"] else "this model (its sampler or network) needs"
@@ -203,14 +214,14 @@ def deblur_files(
             raise ValueError(f"--focus-gate weighs a deblurred image; {checkpoint} is a '{method.name}' model")
     _check_inputs(inputs)
     optics_of: dict[Path, dict[str, Any]] = {}
-    if source is not None and source.kind == "fnumber" and uses_coc:
+    bounded = (source is not None and uses_coc and source.bound is not None) or (own_bound and own_bound.bound)
+    if (source is not None and source.kind == "fnumber" and uses_coc) or bounded:
         optics_of = {p: _f_number_meta(p, f_number) for p in inputs}
         missing = [str(p) for p, meta in optics_of.items() if meta["f_number"] is None]
-        if missing:
+        if missing and source is not None and source.kind == "fnumber":
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
     check_tiling(method, recipe, model, tiling)
     out = Path(out)
-    defocus_map = method.output == "defocus_map"
     earlier = check_destinations(inputs, out, defocus_map)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
@@ -233,6 +244,7 @@ def deblur_files(
             result = gate(image, result, coc_map, focus_gate, gate_smooth)
         dest = destination(out, p, defocus_map)
         if defocus_map:
+            result = own_bound.bounded(np.clip(result, 0.0, None), optics_of.get(p))[:, :, None]
             write_image(dest, encode_coc(result[:, :, 0]))  # 16-bit PNG, pixels x 256, as coc.png in the shards
         else:
             write_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
@@ -242,6 +254,8 @@ def deblur_files(
             "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
             **plan.record(),
             "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
+            "f_number": optics_of.get(p, {}).get("f_number"),
+            "coc_bound": own_bound.bound if own_bound else source.bound if source is not None and uses_coc else None,
             "gate_smooth": gate_smooth if focus_gate is not None else None,
             "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
             "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3),

@@ -49,6 +49,9 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
         raise RecipeError("data.num_workers, data.shuffle_buffer and optim.warmup_steps must not be negative")
     if o.lr <= 0 or (o.grad_clip is not None and o.grad_clip <= 0):
         raise RecipeError(f"optim.lr and optim.grad_clip must be positive (got {o.lr}, {o.grad_clip})")
+    if recipe.inference.coc_bound is not None and method.output != "defocus_map":
+        raise RecipeError(f"inference.coc_bound bounds a defocus-map model's CoC map; '{method.name}' models "
+                          f"give {method.output}s (set it to null)")
     channels = getattr(recipe.model, "channels", None)  # the one channel check: losses see data.channels images
     if channels is not None and channels != d.channels:
         raise RecipeError(f"model.channels ({channels}) differs from data.channels ({d.channels}) for '{method.name}'")

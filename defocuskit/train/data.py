@@ -6,6 +6,7 @@ The stream itself (process/worker split, epochs, block shuffle, O(1) seeking to 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from defocuskit.config.recipe import DataConfig, Recipe
+from defocuskit.config.typed import RecipeError
+from defocuskit.data.coc_bound import coc_bound_of
 from defocuskit.data.reader import shard_urls
 from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.methods.base import Method
@@ -69,6 +72,25 @@ def check_data(recipe: Recipe, method: Method) -> list[str]:
                 raise ValueError(f"{key} is {weight} but the shards of {specs} have no sample with "
                                  f"{describe(term_needs)} (set {key}: 0, or add shards that have {member})")
     return urls
+
+
+def resolve_coc_bound(recipe: Recipe, urls: list[str]) -> tuple[Recipe, str | None]:
+    """The recipe with `inference.coc_bound: auto` replaced by its training shards' largest CoC x f-number (relative
+    to the long side, `data.coc_bound`), and a line saying so (None when there was nothing to resolve)."""
+    if recipe.inference.coc_bound != "auto":
+        return recipe, None
+    remote = [u for u in urls if not is_local(u)]
+    if remote:
+        raise RecipeError(f"inference.coc_bound: auto reads the training shards' coc.png, and {remote[0]} is not a "
+                          "local file; give a number (a fraction of the long side) or null")
+    found = coc_bound_of(urls)
+    if found.bound is None:
+        raise RecipeError("inference.coc_bound: auto found no sample with coc.png and an f-number in data.train; give "
+                          "a number (a fraction of the long side) or null")
+    bound = round(found.bound, 6)
+    line = (f"inference.coc_bound: auto -> {bound} (the largest CoC x f-number / long side of {found.samples} "
+            f"training samples, set by {found.key}): the map reads at most {bound} x the long side / N at f/N")
+    return dataclasses.replace(recipe, inference=dataclasses.replace(recipe.inference, coc_bound=bound)), line
 
 
 def _value(recipe: Recipe, dotted: str) -> Any:

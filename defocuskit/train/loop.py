@@ -52,7 +52,7 @@ from defocuskit.train.checkpoints import (
     truncate_metrics,
 )
 from defocuskit.train.checks import TrainingError, check_recipe, format_counts, parameter_counts, phase_params
-from defocuskit.train.data import check_data, make_loader
+from defocuskit.train.data import check_data, make_loader, resolve_coc_bound
 from defocuskit.train.ema import EMA
 from defocuskit.train.init import init_provenance, load_initial_weights
 from defocuskit.train.optim import make_optimizer, make_scheduler
@@ -92,6 +92,7 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
     method = get_method(recipe.method)
     check_recipe(recipe, method)
     urls = check_data(recipe, method)
+    recipe, resolved = resolve_coc_bound(recipe, urls)
     out = Path(recipe.output_dir)
     checkpoints = list_checkpoints(out) if resume else []
     if checkpoints:
@@ -116,6 +117,8 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
                       + ("the recipe's train.mixed_precision" if explicit else
                          "from Accelerate: `accelerate launch --mixed_precision`, `accelerate config` or "
                          "ACCELERATE_MIXED_PRECISION; the recipe's train.mixed_precision is auto") + ")")
+    if resolved:
+        accelerator.print(resolved)
     with flushed_denormals(accelerator.device.type == "cpu" and t.flush_denormal):
         if not accelerator.is_main_process:
             return _train(recipe, resume, method, urls, checkpoints, accelerator, init, validate)

@@ -1,0 +1,51 @@
+"""The largest CoC at f/1 that a set of shards holds: each sample's coc.png times its f-number, as a fraction of
+the image's long side (the K of `imaging.optics.bound_coc`; a defocus-map recipe's `inference.coc_bound: auto`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from defocuskit.data import metadata
+from defocuskit.data.reader import COC_SCALE, ShardError, damage, iter_raw, where
+from defocuskit.io.images import decode_image
+
+QUANTILE = 99.0  # per sample: the CoC that 1% of its pixels exceed (a stray pixel of a depth edge does not set it)
+
+
+@dataclass(frozen=True)
+class CocBound:
+    """`bound`: the largest per-sample CoC x f-number / long side (None without a sample); `samples`: how many
+    samples carried coc.png and an f-number; `key`: the sample that set it."""
+
+    bound: float | None
+    samples: int
+    key: str | None
+
+
+def coc_bound_of(urls: Iterable[str]) -> CocBound:
+    """The largest CoC x f-number of the samples of these local tar shards that carry coc.png and an f-number,
+    relative to each image's long side (per sample its QUANTILE-th percentile of coc.png); a damaged member is a
+    ShardError naming its shard and sample."""
+    best, best_key, n = None, None, 0
+    for url in urls:
+        for raw in iter_raw(url):
+            coc_png, meta = raw.get("coc.png"), raw.get("json")
+            if coc_png is None or meta is None:
+                continue
+            key = raw.get("__key__", "<unknown>")
+            try:
+                f_number = metadata.to_python(json.loads(meta)).get("f_number")
+                if not f_number:
+                    continue
+                coc = decode_image(coc_png, f"{key}.coc.png")
+            except Exception as exc:  # one line naming the shard, the sample and what is wrong
+                raise ShardError(f"{where(raw)}sample {key}: {damage(exc)}") from None
+            n += 1
+            value = float(np.percentile(coc, QUANTILE)) / COC_SCALE * float(f_number) / max(coc.shape[:2])
+            if best is None or value > best:
+                best, best_key = value, key
+    return CocBound(best, n, best_key)
