@@ -5,7 +5,8 @@
     python tools/check_coc_estimator.py --coc edge --real DIR [--split train] [--ids 0002,0003] [--size 512]
 
 The source is `defocuskit.inference.coc_source.CocSource`, as `--coc map` (a defocus-map model file, tiles of the
-training size) or `--coc edge` (training-free: imaging.blur_estimate) use it at evaluation.
+training size) or `--coc edge` (training-free: imaging.blur_estimate) use it at evaluation, with the f-number bound
+of the model (its `inference.coc_bound`) or of `--coc-bound K` (0: none) applied at each image's f-number.
 
 Synthetic shards: every pair of the split that has a coc.png. Printed per f-number and for all: n, the mean
 true CoC and the mean estimate (pixels of diameter), the mean absolute error (pixels, over all pixels of all
@@ -104,7 +105,7 @@ def check_real(source: CocSource, args: argparse.Namespace) -> None:
         image = _resize(image, size)
         ref = reference_coc(depth, focal, size)
         started = time.perf_counter()
-        pred = source(image, name=f"{stem}@f/{f_number:g}")
+        pred = source(image, {"f_number": f_number}, name=f"{stem}@f/{f_number:g}")
         seconds = time.perf_counter() - started
         r = correlation(pred, ref)
         print(f"{args.split}/{stem} f/{f_number:g}: correlation {r:+.3f} ({seconds:.2f} s)")
@@ -138,7 +139,7 @@ def check_shards(source: CocSource, args: argparse.Namespace) -> None:
             break
         n += 1
         started = time.perf_counter()
-        pred = source(to_float(sample["blur"]), name=sample["key"])
+        pred = source(to_float(sample["blur"]), sample["meta"], name=sample["key"])
         seconds = time.perf_counter() - started
         true = sample["coc"]
         which = np.digitize(true, BIN_EDGES[1:-1])
@@ -188,6 +189,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bins", action="store_true", help="shards: mean estimate per bin of true CoC, by f-number")
+    parser.add_argument("--coc-bound", type=float, default=None,
+                        help="K of the f-number bound, as `eval --coc-bound` (0: none); default: the model's own")
     args = parser.parse_args()
     wanted = (1 if args.coc == "map" else 0) + (0 if args.real else 1)
     if len(args.paths) != wanted:
@@ -196,7 +199,7 @@ def main() -> None:
     model = args.paths[0] if args.coc == "map" else None
     args.shards = None if args.real else args.paths[-1]
     try:
-        source = CocSource.create(args.coc, model, args.device)
+        source = CocSource.create(args.coc, model, args.device, args.coc_bound)
     except CocError as exc:
         raise SystemExit(str(exc)) from None
     assert source is not None

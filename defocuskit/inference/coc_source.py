@@ -57,14 +57,14 @@ class CocSource:
             if model_path is not None or bound is not None:
                 raise CocError(f"{'--coc-model' if model_path is not None else '--coc-bound'} is given without --coc")
             return None
+        if kind not in COC_SOURCES:
+            raise CocError(f"--coc: unknown CoC source '{kind}' (known: {', '.join(COC_SOURCES)})"
+                           f"{did_you_mean(kind, COC_SOURCES)}")
         if bound is not None and not (0 <= bound < float("inf")):
             raise CocError(f"--coc-bound: expected a fraction of the long side >= 0 (0: no bound), got {bound}")
         if bound is not None and kind not in ("map", "edge"):
             raise CocError(f"--coc-bound bounds an estimated map (--coc map or edge), not --coc {kind}")
         given = None if not bound else float(bound)
-        if kind not in COC_SOURCES:
-            raise CocError(f"--coc: unknown CoC source '{kind}' (known: {', '.join(COC_SOURCES)})"
-                           f"{did_you_mean(kind, COC_SOURCES)}")
         if kind != "map":
             if model_path is not None:
                 raise CocError(f"--coc-model is only used with --coc map, not --coc {kind}")
