@@ -212,3 +212,12 @@ def test_the_api_takes_a_map_model_and_the_f_number_together(tmp_path: Path) -> 
     assert _coc_sources(free, 8.0, (1, 64, 48)) == [free]  # no bound: the map as read
     with pytest.raises(ValueError, match="give coc= or f_number=, not both"):
         _coc_sources(np.zeros((64, 48), np.float32), 8.0, (1, 64, 48))
+
+
+def test_inspect_prints_each_splits_bound(render_shards: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["inspect", str(render_shards), "--coc-bound", "--sheet", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    train = coc_bound_of(shard_urls(render_shards, "train"))
+    assert f"train: largest CoC x f-number / long side {train.bound:.5f} over {train.samples} samples" in result.output
+    assert "--coc-bound" not in runner.invoke(app, ["inspect", str(render_shards), "--sheet",
+                                                    str(tmp_path / "t.png")]).output

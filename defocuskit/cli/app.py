@@ -55,6 +55,8 @@ def inspect_cmd(
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Contact sheet PNG (default FOLDER/contact_sheet.png)."),
     n: int = typer.Option(6, "--n", help="Samples on the contact sheet, one row each: exactly N (fewer only if the "
                           "shards hold fewer), distinct source / split / f-number first."),
+    coc_bound: bool = typer.Option(False, "--coc-bound", help="Also print each split's largest CoC x f-number / long "
+                                   "side (reads every coc.png): the K of `eval --coc-bound K` for a camera like these."),
 ) -> None:
     """Print a shard folder's manifest and write a contact sheet of a few pairs."""
     from rich.console import Console
@@ -66,6 +68,10 @@ def inspect_cmd(
     try:
         manifest = read_manifest(folder)
         console.print(manifest_table(manifest, title=f"{folder}: defocuskit {manifest['version']}, {manifest['created']}"))
+        if coc_bound:
+            from defocuskit.data.coc_bound import describe_bounds
+
+            console.print(describe_bounds(folder, list(manifest.get("counts", {}).get("by_split", {}))), soft_wrap=True)
         path = inspect_shards(folder, sheet, n)
     except (FileNotFoundError, ValueError, ShardError) as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from defocuskit.data import metadata
-from defocuskit.data.reader import COC_SCALE, ShardError, damage, iter_raw, where
+from defocuskit.data.reader import COC_SCALE, ShardError, damage, iter_raw, shard_urls, where
 from defocuskit.io.images import decode_image
 
 QUANTILE = 99.0  # per sample: the CoC that 1% of its pixels exceed (a stray pixel of a depth edge does not set it)
@@ -49,3 +50,14 @@ def coc_bound_of(urls: Iterable[str]) -> CocBound:
             if best is None or value > best:
                 best, best_key = value, key
     return CocBound(best, n, best_key)
+
+
+def describe_bounds(folder: Path, splits: list[str]) -> str:
+    """One line per split of a shard folder: its CocBound, or that no sample carries coc.png and an f-number."""
+    lines = []
+    for split in splits:
+        found = coc_bound_of(shard_urls(folder, split))
+        lines.append(f"{split}: largest CoC x f-number / long side {found.bound:.5f} over {found.samples} samples "
+                     f"(set by {found.key}): --coc-bound {found.bound:.5f}" if found.bound is not None else
+                     f"{split}: no sample with coc.png and an f-number")
+    return "\n".join(lines)
