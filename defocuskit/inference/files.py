@@ -254,8 +254,9 @@ def deblur_files(
             "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
             **plan.record(),
             "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
-            "f_number": optics_of.get(p, {}).get("f_number"),
-            "coc_bound": own_bound.bound if own_bound else source.bound if source is not None and uses_coc else None,
+            "f_number": optics_of.get(p, {}).get("f_number"),  # the bound applies only where it is known
+            "coc_bound": (own_bound.bound if own_bound else source.bound if source is not None and uses_coc else None)
+            if optics_of.get(p, {}).get("f_number") else None,
             "gate_smooth": gate_smooth if focus_gate is not None else None,
             "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
             "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3),
