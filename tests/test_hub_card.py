@@ -147,3 +147,14 @@ def test_card_says_when_the_model_gates_its_output_by_default(tmp_path):
     plain = _export(tmp_path / "p.safetensors", "nafnet-tiny", [])
     card = (defocuskit.load(plain, device="cpu").save_pretrained(tmp_path / "hub2") / "README.md").read_text()
     assert "gates the output" not in card
+
+
+def test_card_says_how_a_map_model_is_bounded_by_the_f_number(tmp_path):
+    """A defocus-map model with inference.coc_bound (resolved from `auto` by training): the card says how to bound its
+    map; a file whose bound was never resolved says nothing of one."""
+    bounded = _export(tmp_path / "b.safetensors", "defocus-map-tiny", ["inference.coc_bound=0.05"])
+    card = (defocuskit.load(bounded, device="cpu").save_pretrained(tmp_path / "hub") / "README.md").read_text()
+    assert "`inference.coc_bound: 0.05`" in card and "model.coc_map(image, f_number=N)" in card
+    unresolved = _export(tmp_path / "u.safetensors", "defocus-map-tiny", [])
+    card = (defocuskit.load(unresolved, device="cpu").save_pretrained(tmp_path / "hub2") / "README.md").read_text()
+    assert "bounded by the f-number" not in card

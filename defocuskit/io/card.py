@@ -123,7 +123,8 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
         f"evaluation(s) per {per}."
         + (" This sampler needs a circle-of-confusion map: `model.deblur(image, coc=map_or_defocus_map_model)` or "
            "`f_number=N`." if "coc" in (config.get("needs") or []) else "")
-        + _gate_sentence((recipe.get("inference") or {}).get("focus_gate")),
+        + _gate_sentence((recipe.get("inference") or {}).get("focus_gate"))
+        + _bound_sentence((recipe.get("inference") or {}).get("coc_bound") if is_map else None),
         "",
         "## Training data", "",
         (("As the release was trained (its recipe below, as published; not trained by defocuskit): "
@@ -153,6 +154,15 @@ def _gate_sentence(focus_gate: float | None) -> str:
             f"per pixel by min(1, |CoC| / {focus_gate:g} px) of a circle-of-confusion map (the `coc=` given, else the "
             "training-free edge estimate), so what the map reads as in focus keeps only the change's low-pass; "
             "`model.deblur(image, focus_gate=0)` gives the raw output.")
+
+
+def _bound_sentence(coc_bound: Any) -> str:
+    """What the card says of a defocus-map model's f-number bound (its recipe's inference.coc_bound), or nothing."""
+    if not isinstance(coc_bound, (int, float)):
+        return ""
+    return (f" Its maps are bounded by the f-number (`inference.coc_bound: {coc_bound:g}`, the largest CoC x f-number "
+            f"of its training data): `model.coc_map(image, f_number=N)` reads at most {coc_bound:g} x the long side / "
+            "N pixels (the thin lens: a scene's CoC at f/N is its CoC at f/1 over N).")
 
 
 def _provenance(config: dict[str, Any], description: str) -> str:
