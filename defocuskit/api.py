@@ -138,7 +138,8 @@ class DeblurModel:
     def deblur(self, image: Image, *, steps: int | None = None, sampler: str | None = None, seed: int = 0,
                tile: int | None = None, overlap: int | None = None, max_tile_pixels: int | None = None,
                batch: int | None = None, coc: Image | DeblurModel | str | None = None, f_number: float | None = None,
-               focus_gate: float | None = None, ensemble: int = 1, progress: bool = False,
+               coc_bound: float | None = None, focus_gate: float | None = None, ensemble: int = 1,
+               progress: bool = False,
                gate_smooth: float = GATE_SMOOTH_PX, **sampler_settings: Any) -> Image:
         """Deblur `image`; returns the same container type, dtype, shape and device (integers rounded, floats clipped
         to [0, 1]).
@@ -149,11 +150,13 @@ class DeblurModel:
         keyword (`zeta=0.5`) change the sampler, checked like `--set sampler.KEY=VALUE`. A sampler that
         needs a circle-of-confusion map takes `coc`: a map in pixels ((H, W), (1, H, W) or (B, 1, H, W)) or a
         defocus-map DeblurModel, "edge" (training-free, imaging.blur_estimate), or `f_number` (one CoC per image from
-        the thin lens); `f_number` with a defocus-map model bounds its map (`coc_map`). `focus_gate` (pixels) weighs
-        the model's change by the `coc` map, min(1, |CoC| / focus_gate) per pixel (imaging.focus_gate): what the map
-        reads as in focus is returned as given but for the change's low-pass (a Gaussian of `gate_smooth` px, kept
-        everywhere; 0: returned exactly as given); not given, the model's own (its recipe's inference.focus_gate, by
-        the "edge" estimate where no `coc` or `f_number` is given; `model.focus_gate`); 0: no gate. `ensemble` 4 or 8
+        the thin lens); `f_number` beside a defocus-map model bounds its map (`coc_map`), and `coc_bound` K (as
+        `--coc-bound`; 0: none; None: a map model's own) bounds a map model's or "edge" to K x the long side / N.
+        `focus_gate` (pixels) weighs the model's change by the `coc` map, min(1, |CoC| / focus_gate) per pixel
+        (imaging.focus_gate): what the map reads as in focus is returned as given but for the change's low-pass (a
+        Gaussian of `gate_smooth` px, kept everywhere; 0: returned exactly as given); not given, the model's own (its
+        recipe's inference.focus_gate, by the "edge" estimate where no `coc` or `f_number` is given;
+        `model.focus_gate`); 0: no gate. `ensemble` 4 or 8
         averages the outputs for the image's flips (and transposes), turned back (inference.ensemble). `tile`,
         `overlap`, `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
@@ -181,7 +184,7 @@ class DeblurModel:
                     else "focus_gate= needs")
             raise ValueError(f"{what} a circle-of-confusion map: pass coc= (a map in pixels, a defocus-map model "
                              "from defocuskit.load, or \"edge\") or f_number=")
-        sources = _coc_sources(coc, f_number, raw.shape[:3])
+        sources = _coc_sources(coc, f_number, raw.shape[:3], coc_bound)
         options = _tiling(tile, overlap, max_tile_pixels, batch, progress)
         dtype = output_dtype(layout)
 
@@ -301,26 +304,31 @@ def _banded(raw: np.ndarray, layout: Any, run: Any, store: Any) -> np.ndarray:
     return parts[0][None] if len(parts) == 1 else np.stack(parts)
 
 
-def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None,
-                 size: tuple[int, int, int]) -> list[float | np.ndarray | DeblurModel | tuple | None]:
+def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None, size: tuple[int, int, int],
+                 bound: float | None = None) -> list[float | np.ndarray | DeblurModel | tuple | None]:
     """Per image of a (B, H, W) batch where its CoC map comes from: a constant (pixels, from `f_number`), an
-    (H, W) float32 map, a defocus-map model to run on each band, or None without a source."""
+    (H, W) float32 map, a defocus-map model or "edge" to run on each band (as a tuple with the f-number, the long
+    side and the bound K where the map is bounded), or None without a source."""
     n, h, w = size
-    if coc is not None and f_number is not None and not isinstance(coc, DeblurModel):
-        raise ValueError("give coc= or f_number=, not both (f_number= with a defocus-map model bounds its map)")
+    estimated = isinstance(coc, DeblurModel) or isinstance(coc, str)
+    if coc is not None and f_number is not None and not estimated:
+        raise ValueError("give coc= or f_number=, not both (f_number= beside a defocus-map model or \"edge\" bounds "
+                         "its map)")
+    if bound is not None and not (estimated and 0 <= bound < float("inf")):
+        raise ValueError(f"coc_bound={bound!r}: K >= 0 (0: none) of an estimated map's bound, beside coc= a "
+                         "defocus-map model or \"edge\"")
     if coc is None and f_number is None:
         return [None] * n
     if coc is None:
         return [float(optics.coc_from_metadata({"f_number": _positive_f_number(f_number), "key": "image"}, w))] * n
-    if isinstance(coc, str):
-        if coc != "edge":
-            raise ValueError(f"coc={coc!r}: the only named source is \"edge\" (a map, or a defocus-map model)")
-        return ["edge"] * n
-    if isinstance(coc, DeblurModel):
-        if coc.output != "defocus_map":
-            raise ValueError(f"coc=: a '{coc.method}' model, not a defocus-map model (recipes/defocus-map.yaml)")
-        if f_number is not None and coc.coc_bound is not None:  # its map bounded at the image's f-number
-            return [(coc, _positive_f_number(f_number), max(h, w))] * n
+    if isinstance(coc, str) and coc != "edge":
+        raise ValueError(f"coc={coc!r}: the only named source is \"edge\" (a map, or a defocus-map model)")
+    if isinstance(coc, DeblurModel) and coc.output != "defocus_map":
+        raise ValueError(f"coc=: a '{coc.method}' model, not a defocus-map model (recipes/defocus-map.yaml)")
+    if estimated:
+        k = (coc.coc_bound if isinstance(coc, DeblurModel) else None) if bound is None else (bound or None)
+        if f_number is not None and k is not None:  # its map bounded at the image's f-number
+            return [(coc, _positive_f_number(f_number), max(h, w), k)] * n
         return [coc] * n
     if isinstance(coc, torch.Tensor):
         arr = coc.detach().float().cpu().numpy()
@@ -356,15 +364,15 @@ def _coc_band(source: float | str | np.ndarray | DeblurModel | tuple | None, ban
     """The (h, w) CoC map of the band of rows r0:r1 (floats `band`) from its source."""
     if source is None:
         return None
+    if isinstance(source, tuple):  # (map model or "edge", f-number, the whole image's long side, K): bounded
+        estimate, f_number, long_side, bound = source
+        return optics.bound_coc(_coc_band(estimate, band, r0, r1), f_number, bound, long_side)
     if isinstance(source, str):  # "edge"
         from defocuskit.imaging.blur_estimate import estimate_coc
 
         return estimate_coc(band[:, :, 0] if band.shape[2] == 1 else band)
     if isinstance(source, DeblurModel):
         return source._estimate(band)
-    if isinstance(source, tuple):  # (map model, f-number, the whole image's long side): its bounded map
-        model, f_number, long_side = source
-        return optics.bound_coc(model._estimate(band), f_number, model.coc_bound, long_side)
     if isinstance(source, np.ndarray):
         return source[r0:r1]
     return np.full(band.shape[:2], source, np.float32)

@@ -206,12 +206,19 @@ def test_the_api_takes_a_map_model_and_the_f_number_together(tmp_path: Path) -> 
     bounded = defocuskit.load(_map_file(tmp_path / "map.safetensors", 0.01), device="cpu")
     free = defocuskit.load(_map_file(tmp_path / "free.safetensors", None), device="cpu")
     (source,) = _coc_sources(bounded, 8.0, (1, 64, 48))
-    assert source == (bounded, 8.0, 64)
+    assert source == (bounded, 8.0, 64, 0.01)
     band = _blurred_texture(64)[:20, :48]  # a band of rows: bounded by the whole image's long side (64 px)
     assert _coc_band(source, band, 0, 20).max() == pytest.approx(0.01 * 64 / 8)
     assert _coc_sources(free, 8.0, (1, 64, 48)) == [free]  # no bound: the map as read
+    assert _coc_sources(bounded, 8.0, (1, 64, 48), 0) == [bounded]  # coc_bound=0: the map as read
+    (edge,) = _coc_sources("edge", 8.0, (1, 64, 48), 0.02)  # the edge estimate, bounded as --coc edge --coc-bound
+    assert edge == ("edge", 8.0, 64, 0.02)
+    raw = _coc_band("edge", band, 0, 20)
+    assert raw.max() > 0.16 and _coc_band(edge, band, 0, 20).max() == pytest.approx(0.02 * 64 / 8)
     with pytest.raises(ValueError, match="give coc= or f_number=, not both"):
         _coc_sources(np.zeros((64, 48), np.float32), 8.0, (1, 64, 48))
+    with pytest.raises(ValueError, match="coc_bound=0.1: K >= 0"):
+        _coc_sources(None, 8.0, (1, 64, 48), 0.1)
 
 
 def test_inspect_prints_each_splits_bound(render_shards: Path, tmp_path: Path) -> None:
