@@ -244,8 +244,8 @@ def deblur_files(
             result = gate(image, result, coc_map, focus_gate, gate_smooth)
         dest = destination(out, p, defocus_map)
         if defocus_map:
-            result = own_bound.bounded(np.clip(result, 0.0, None), optics_of.get(p))[:, :, None]
-            write_image(dest, encode_coc(result[:, :, 0]))  # 16-bit PNG, pixels x 256, as coc.png in the shards
+            estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))
+            write_image(dest, encode_coc(estimate))  # 16-bit PNG, pixels x 256, as coc.png in the shards
         else:
             write_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
         written.append(dest)
