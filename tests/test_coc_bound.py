@@ -228,3 +228,28 @@ def test_inspect_prints_each_splits_bound(render_shards: Path, tmp_path: Path) -
     assert f"train: largest CoC x f-number / long side {train.bound:.5f} over {train.samples} samples" in result.output
     assert "--coc-bound" not in runner.invoke(app, ["inspect", str(render_shards), "--sheet",
                                                     str(tmp_path / "t.png")]).output
+
+
+def test_the_bound_turns_an_overread_at_f8_into_a_gain() -> None:
+    """What the bound is for: a shot at f/8 blurred by 1.5 px that a map reads as 5 px (an unseen soft texture). The
+    prox step with the map as read loses to the input; cut to K x 96 / 8 = 1.5 px (K 0.125, this camera's CoC x N) it
+    beats it."""
+    from defocuskit.eval.baselines import prox_baseline
+    from defocuskit.imaging.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
+
+    rng = np.random.default_rng(3)
+    sharp = cv2.GaussianBlur(rng.random((96, 96, 3)).astype(np.float32), (0, 0), 0.7)
+    x = srgb_to_linear(torch.from_numpy(sharp.transpose(2, 0, 1))[None])  # the blur mixes light, as prox assumes
+    shot = linear_to_srgb(DefocusOperator(torch.full((1, 1, 96, 96), 1.5), "over").forward(x))
+    blurred = shot[0].numpy().transpose(1, 2, 0)
+    read = np.full((96, 96), 5.0, np.float32)
+    source = CocSource("map", bound=0.125)
+    bounded = source.bounded(read, {"f_number": 8.0})
+    assert bounded.max() == pytest.approx(1.5)
+
+    def error(image: np.ndarray) -> float:
+        return float(((image - sharp)[8:-8, 8:-8] ** 2).mean())
+
+    as_read = error(prox_baseline(blurred, {"f_number": 8.0}, read))
+    cut = error(prox_baseline(blurred, {"f_number": 8.0}, bounded))
+    assert cut < error(blurred) < as_read, (cut, error(blurred), as_read)
