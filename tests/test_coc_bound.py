@@ -30,6 +30,7 @@ from defocuskit.io.images import write_image
 from defocuskit.io.modelfile import read_model_file, save_model
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe, resolve_recipe
+from defocuskit.train.data import resolve_coc_bound
 from defocuskit.train.loop import train
 
 runner = CliRunner()
@@ -92,6 +93,12 @@ def test_the_bound_of_shards_is_their_largest_coc_times_f_number(tmp_path: Path)
     found = coc_bound_of([str(shard)])
     assert found.bound == pytest.approx(0.125) and found.samples == 2 and found.key == "a"
     assert coc_bound_of([]).bound is None
+    # `auto` over shards where no sample has both: no bound (training goes on, and says so)
+    plain = _tar(tmp_path / "plain-000000.tar", [("c", _sample(32, 32, 9.0, None)), ("d", _sample(32, 32, None, 8.0))])
+    recipe, line = resolve_coc_bound(load_recipe("defocus-map-tiny"), [str(plain)])
+    assert recipe.inference.coc_bound is None and "auto -> null (no training sample has coc.png" in line
+    recipe, line = resolve_coc_bound(load_recipe("defocus-map-tiny"), [str(shard)])
+    assert recipe.inference.coc_bound == pytest.approx(0.125) and "auto -> 0.125" in line
     broken = _tar(tmp_path / "broken-000000.tar", [("e", dict(_sample(32, 32, 1.0, 4.0), **{"coc.png": b"junk"}))])
     with pytest.raises(ShardError, match=r"broken-000000.tar: sample e: .*coc.png"):
         coc_bound_of([str(broken)])

@@ -14,7 +14,6 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from defocuskit.config.recipe import DataConfig, Recipe
-from defocuskit.config.typed import RecipeError
 from defocuskit.data.coc_bound import coc_bound_of
 from defocuskit.data.reader import shard_urls
 from defocuskit.data.tar_index import index_shard, is_local
@@ -76,21 +75,25 @@ def check_data(recipe: Recipe, method: Method) -> list[str]:
 
 def resolve_coc_bound(recipe: Recipe, urls: list[str]) -> tuple[Recipe, str | None]:
     """The recipe with `inference.coc_bound: auto` replaced by its training shards' largest CoC x f-number (relative
-    to the long side, `data.coc_bound`), and a line saying so (None when there was nothing to resolve)."""
+    to the long side, `data.coc_bound`; null where no sample has coc.png and an f-number), and a line saying so (None
+    when there was nothing to resolve)."""
     if recipe.inference.coc_bound != "auto":
         return recipe, None
     remote = [u for u in urls if not is_local(u)]
-    if remote:
-        raise RecipeError(f"inference.coc_bound: auto reads the training shards' coc.png, and {remote[0]} is not a "
-                          "local file; give a number (a fraction of the long side) or null")
-    found = coc_bound_of(urls)
-    if found.bound is None:
-        raise RecipeError("inference.coc_bound: auto found no sample with coc.png and an f-number in data.train; give "
-                          "a number (a fraction of the long side) or null")
+    found = None if remote else coc_bound_of(urls)
+    if found is None or found.bound is None:  # not read before training, or no sample to bound by
+        why = (f"{remote[0]} is not a local file, so its coc.png is not read" if remote else
+               "no training sample has coc.png and an f-number")
+        return _with_bound(recipe, None), (f"inference.coc_bound: auto -> null ({why}): the map is not bounded; give "
+                                           "a number (a fraction of the long side) to bound it")
     bound = round(found.bound, 6)
-    line = (f"inference.coc_bound: auto -> {bound} (the largest CoC x f-number / long side of {found.samples} "
-            f"training samples, set by {found.key}): the map reads at most {bound} x the long side / N at f/N")
-    return dataclasses.replace(recipe, inference=dataclasses.replace(recipe.inference, coc_bound=bound)), line
+    return _with_bound(recipe, bound), (
+        f"inference.coc_bound: auto -> {bound} (the largest CoC x f-number / long side of {found.samples} training "
+        f"samples, set by {found.key}): the map reads at most {bound} x the long side / N at f/N")
+
+
+def _with_bound(recipe: Recipe, bound: float | None) -> Recipe:
+    return dataclasses.replace(recipe, inference=dataclasses.replace(recipe.inference, coc_bound=bound))
 
 
 def _value(recipe: Recipe, dotted: str) -> Any:
