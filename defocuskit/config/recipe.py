@@ -72,7 +72,8 @@ class InferenceConfig:
     focus_gate: float | None = None
     # a defocus-map model's bound: where an image's f-number N is known, its map reads at most coc_bound x the image's
     # long side / N pixels (imaging.optics.bound_coc: a scene's CoC at f/N is its CoC at f/1 over N); "auto": the
-    # largest CoC x f-number of the training shards' coc.png, resolved when training starts; None: no bound
+    # largest CoC x f-number of the training shards' coc.png, resolved when training starts (null where no sample has
+    # coc.png and an f-number); None: no bound
     coc_bound: float | str | None = None
 
     def __post_init__(self) -> None:
