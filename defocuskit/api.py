@@ -310,7 +310,7 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None, size: 
     (H, W) float32 map, a defocus-map model or "edge" to run on each band (as a tuple with the f-number, the long
     side and the bound K where the map is bounded), or None without a source."""
     n, h, w = size
-    estimated = isinstance(coc, DeblurModel) or isinstance(coc, str)
+    estimated = isinstance(coc, (DeblurModel, str))
     if coc is not None and f_number is not None and not estimated:
         raise ValueError("give coc= or f_number=, not both (f_number= beside a defocus-map model or \"edge\" bounds "
                          "its map)")
