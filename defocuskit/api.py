@@ -99,8 +99,7 @@ class DeblurModel:
     def coc_bound(self) -> float | None:
         """A defocus-map model's f-number bound (its recipe's inference.coc_bound): at f/N its map reads at most
         coc_bound x the image's long side / N pixels where the f-number is given (imaging.optics.bound_coc); or None."""
-        bound = self._recipe.inference.coc_bound
-        return bound if isinstance(bound, float) else None
+        return self._recipe.inference.resolved_bound
 
     @property
     def sampler(self) -> dict[str, Any]:

@@ -84,6 +84,11 @@ class InferenceConfig:
             raise ValueError("inference.coc_bound: expected auto, a positive fraction of the image's long side or "
                              f"null, got {bound!r}")
 
+    @property
+    def resolved_bound(self) -> float | None:
+        """coc_bound as a number (what training resolved `auto` to), or None (no bound, or `auto` never resolved)."""
+        return self.coc_bound if isinstance(self.coc_bound, float) else None
+
 
 @dataclass
 class Recipe:

@@ -79,7 +79,7 @@ class CocSource:
             raise CocError(f"--coc-model {model_path}: {exc}") from None
         if method.output != "defocus_map":
             raise CocError(f"--coc-model {model_path}: a '{method.name}' model, not a defocus-map estimator")
-        own = recipe.inference.coc_bound if isinstance(recipe.inference.coc_bound, float) else None
+        own = recipe.inference.resolved_bound
         return cls(kind, Path(model_path), device, own if bound is None else given, (method, recipe, model))
 
     def describe(self) -> dict[str, Any]:

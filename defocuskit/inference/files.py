@@ -39,13 +39,6 @@ def _f_number_meta(path: Path, f_number: float | None) -> dict[str, Any]:
     return meta
 
 
-def _own_bound(recipe_bound: float | str | None, given: float | None) -> float | None:
-    """A defocus-map model's bound on its own maps: --coc-bound where given (0: none), else its recipe's."""
-    if given is not None:
-        return float(given) or None
-    return recipe_bound if isinstance(recipe_bound, float) else None
-
-
 def _check_inputs(inputs: list[Path]) -> None:
     """Raise ImageError (one bad file) or ValueError (several, each named with its fault) unless every input reads."""
     errors: list[ImageError] = []
@@ -202,7 +195,8 @@ def deblur_files(
     defocus_map = method.output == "defocus_map"
     source = CocSource.create(coc, coc_model, device, None if defocus_map and coc is None else coc_bound)
     # a defocus-map model's own maps: bounded by its inference.coc_bound (or --coc-bound) where the f-number is known
-    own_bound = CocSource("map", bound=_own_bound(recipe.inference.coc_bound, coc_bound)) if defocus_map else None
+    own_k = recipe.inference.resolved_bound if coc_bound is None else float(coc_bound) or None  # 0: none
+    own_bound = CocSource("map", bound=own_k) if defocus_map else None
     uses_coc = "coc" in info["needs"] or focus_gate is not None
     if uses_coc and source is None:
         what = "--focus-gate needs" if "coc" not in info["needs"] else "this model (its sampler or network) needs"
