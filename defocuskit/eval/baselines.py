@@ -64,9 +64,10 @@ def wiener_baseline(
     return np.clip(linear_to_srgb(out), 0.0, 1.0)
 
 
-def prox_baseline(blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | None = None, psf: str = "disc"
-                  ) -> np.ndarray:
-    """The physics data step alone (`prox_description(psf)`) on a float (H, W, C) image in [0, 1]; float in [0, 1]."""
+def prox_baseline(blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | None = None, psf: str = "disc",
+                  rho: float = PROX_RHO, steps: int = PROX_CG_STEPS) -> np.ndarray:
+    """The physics data step alone (`prox_description(psf)`; `rho`, `steps` for studies of it, tools/prox_noise.py)
+    on a float (H, W, C) image in [0, 1]; float in [0, 1]."""
     import torch
 
     from defocuskit.imaging.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
@@ -75,5 +76,5 @@ def prox_baseline(blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | None
     coc_map = np.array(np.broadcast_to(np.asarray(coc_px, np.float32), blur.shape[:2]))
     y = srgb_to_linear(torch.from_numpy(np.ascontiguousarray(blur.transpose(2, 0, 1), np.float32))[None])
     operator = DefocusOperator(torch.from_numpy(np.ascontiguousarray(coc_map))[None, None], psf=psf)
-    out = linear_to_srgb(operator.prox(y, y, PROX_RHO, PROX_CG_STEPS))
+    out = linear_to_srgb(operator.prox(y, y, rho, steps))
     return out[0].numpy().transpose(1, 2, 0)
