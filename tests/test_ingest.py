@@ -220,6 +220,15 @@ def test_cli_ingest_and_inspect(tmp_path, fake, monkeypatch):
     assert result.exit_code == 0, result.output
     sheet = read_image(tmp_path / "out" / "contact_sheet.png")
     assert sheet.shape[0] > 192 and sheet.shape[1] > 2 * 192
+    assert runner.invoke(app, ["inspect", str(tmp_path / "out"), "--n", "2"]).exit_code == 0  # its own sheet: replaced
+    assert read_image(tmp_path / "out" / "contact_sheet.png").shape != sheet.shape
+    photo = tmp_path / "photo.png"  # a user's file where the sheet would go: refused in one line, left as it was
+    cv2.imwrite(str(photo), np.full((8, 8, 3), 99, np.uint8))
+    before = photo.read_bytes()
+    for target, said in ((photo, "was not written by defocuskit inspect"), (tmp_path / "in", "is a folder")):
+        refused = runner.invoke(app, ["inspect", str(tmp_path / "out"), "--sheet", str(target)])
+        assert refused.exit_code == 1 and said in refused.output and "Traceback" not in refused.output, refused.output
+    assert photo.read_bytes() == before
     assert runner.invoke(app, ["inspect", str(tmp_path / "nowhere")]).exit_code == 1
 
 
@@ -550,6 +559,13 @@ def test_a_folder_holding_another_dataset_is_refused_unless_overwrite(tmp_path, 
     (foreign / "manifest.json").write_text('{"name": "someone else"}')
     with pytest.raises(IngestError, match=r"manifest\.json: is not a defocuskit manifest"):
         run_ingest({NAME: first}, opts(foreign, overwrite=True), progress=False)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "rejects.jsonl").write_text("my own notes\n")  # the user's file, no manifest or records beside it
+    with pytest.raises(IngestError, match=r"rejects\.jsonl: exists and was not written here by defocuskit"):
+        run_ingest({NAME: first}, opts(mine, overwrite=True), progress=False)
+    assert (mine / "rejects.jsonl").read_text() == "my own notes\n"
+    assert [n for n in os.listdir(mine) if n[0] != "."] == ["rejects.jsonl"]  # nothing written but the locks
 
 
 def test_a_killed_replan_never_leaves_a_complete_manifest_beside_new_tars(tmp_path, fake):

@@ -8,7 +8,8 @@
   ledger (`.records/_owned.json`, written before a shard is published) name. Any other file is the
   user's: it is never written over, never removed, and named when it is in the way.
 - `check_dataset`: a folder whose manifest belongs to another dataset (other inputs) is refused unless
-  the caller passes `overwrite`; a `manifest.json` not written by defocuskit is refused always.
+  the caller passes `overwrite`; a `manifest.json` not written by defocuskit is refused always, and so is a
+  `rejects.jsonl` with neither a manifest nor records beside it (the user's).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_write
 
 RECORDS = ".records"
+REJECTS = "rejects.jsonl"  # rewritten by every run (data.shards)
 LEDGER = "_owned"  # .records/_owned.json: every shard name this tool has published into the folder
 RUN_LOCK = ".run-{part}.lock"  # one per --part I/N ("1of1" for a whole run)
 
@@ -175,6 +177,10 @@ def check_dataset(folder: str | Path, dataset: Mapping[str, Any], overwrite: boo
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.exists():
+        rejects = folder / REJECTS
+        if (rejects.exists() or rejects.is_symlink()) and not (folder / RECORDS).is_dir():
+            raise FolderError(f"{rejects}: exists and was not written here by defocuskit (no manifest or records "
+                              "beside it); it is left as it is: move it or give another output folder")
         return
     manifest = _own_manifest(folder)
     if manifest is None:

@@ -20,13 +20,15 @@ import cv2
 import numpy as np
 
 from defocuskit.data.reader import decode_sample, iter_raw, read_manifest, shard_urls
-from defocuskit.io.images import write_image
+from defocuskit.io.atomic import atomic_write
+from defocuskit.io.tagged_png import check_replaceable, tagged_png
 
 TILE = 256  # height of a row of the contact sheet, pixels
 MAX_ASPECT = 1.5  # a whole image is at most this many TILEs wide
 GAP = 6  # pixels between cells and rows
 FONT_PX = 14  # label text size
 BACKGROUND = 32  # grey level of the sheet's background
+SHEET_TAG = "defocuskit inspect"  # the sheet's PNG text chunk: a file `inspect` may replace
 IMAGE_COLUMNS = ("blur", "sharp", "coc", "blurmask")
 
 
@@ -387,10 +389,12 @@ def inspect_shards(folder: str | Path, sheet: str | Path | None = None, n: int =
     folder = Path(folder)
     read_manifest(folder)  # a clear error when this is not a shard folder
     sheet = Path(sheet) if sheet else folder / "contact_sheet.png"
+    check_replaceable(sheet, SHEET_TAG, "--sheet")
     samples = pick_samples(folder, n)
     if not samples:
         raise FileNotFoundError(f"{folder}: the shards hold no samples")
     title = (f"{folder.name}: {len(samples)} sample(s); above each row: key · source · split · f-number · "
              "the registration's recorded gain and alignment score · the crop; the yellow box marks the crop")
-    write_image(sheet, contact_sheet(samples, title).image)
+    atomic_write(sheet, tagged_png(contact_sheet(samples, title).image, SHEET_TAG))
     return sheet
+

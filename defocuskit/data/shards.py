@@ -41,13 +41,12 @@ from webdataset import TarWriter
 
 import defocuskit
 from defocuskit.data import metadata
-from defocuskit.data.folder import LEDGER, claim, dataset_identity, folder_lock, owned, release
+from defocuskit.data.folder import LEDGER, REJECTS, claim, dataset_identity, folder_lock, owned, release
 from defocuskit.data.reader import COC_SCALE, MANIFEST
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.images import encode_png
 
 FORMAT = metadata.FORMAT  # shard format written into manifest.json ("format"); see the module docstring
-REJECTS = "rejects.jsonl"
 RECORDS = ".records"  # also data.folder.RECORDS
 LISTING_RECORD = "_listing"  # pseudo-shard holding the rejects found while listing the sources
 MEMBERS = ("blur.png", "sharp.png", "coc.png", "cocsign.png", "blurmask.png", "left.png", "right.png", "json")
