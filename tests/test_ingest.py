@@ -606,3 +606,23 @@ def test_two_runs_of_different_plans_cannot_share_a_folder(tmp_path, fake):
         holder.kill()
         holder.wait()
     assert run_ingest({NAME: root}, opts(out), progress=False)["complete"] is True  # the lock died with it
+
+
+def test_an_unfinished_ingest_is_named_by_every_reader(tmp_path, fake, capsys):
+    from defocuskit.cli.app import app
+    from defocuskit.data import reader
+
+    root = make_inputs(tmp_path / "in", n_train=4, n_test=0)
+    out = tmp_path / "out"
+    run_ingest({NAME: root}, opts(out, shard_size=2), progress=False)
+    reader.shard_urls(out)
+    assert "has not finished" not in capsys.readouterr().err  # a finished ingest: nothing said
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps(dict(manifest, complete=False)))  # as an interrupted run leaves it
+    urls = reader.shard_urls(out, "train")
+    reader.shard_urls(out)
+    err = capsys.readouterr().err
+    assert len(urls) == 2 and err.count("has not finished") == 1 and str(out) in err  # once per folder and process
+    reader._WARNED.clear()
+    result = CliRunner().invoke(app, ["inspect", str(out), "--n", "1"])
+    assert result.exit_code == 0 and "run the same ingest command again" in result.stderr

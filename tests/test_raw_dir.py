@@ -318,3 +318,16 @@ def test_implausible_f_numbers_are_rejects_naming_the_value(tmp_path):
     result = CliRunner().invoke(app, ["ingest", "--raw-dir", str(root), "--out", str(tmp_path / "o2"),
                                       "--f-number-csv", str(csv_path), "--workers", "0"])
     assert result.exit_code != 0 and "f.csv:2: 's/ok.jpg': f-number 4e+07 from the CSV is implausible" in result.output
+
+
+def test_an_ingest_that_keeps_only_references_fails_naming_the_rejects(tmp_path):
+    root = tmp_path / "photos"
+    _shot(root / "s1" / "ref.png", 16.0)
+    small = _texture(0)[:48, :80]  # the blurred shot at another size: rejected, and only the reference is left
+    exif = Image.Exif()
+    exif.get_ifd(_EXIF_IFD)[_F_NUMBER] = TiffImagePlugin.IFDRational(40, 10)
+    Image.fromarray(small).save(root / "s1" / "b.png", format="PNG", exif=exif.tobytes())
+    with pytest.raises(IngestError, match=r"no blurred shot written \(only 1 sharp reference\(s\)"):
+        _ingest(root, tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["complete"] is False and "no blurred shot written" in manifest["error"]

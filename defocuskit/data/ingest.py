@@ -217,8 +217,9 @@ def _run_plan(out: Path, opts: IngestOptions, sources: Mapping[str, Path], progr
         raise
     removed, foreign = shards.prune(out, plan, {g.name for g in mine})  # before "complete" can be written
     manifest = shards.regenerate(out, plan, options)
-    if manifest["done_shards"] >= manifest["expected_shards"] and manifest["counts"]["samples"] == 0:
-        raise no_sample_error(out, plan, options, sources, len(tasks))
+    if manifest["done_shards"] >= manifest["expected_shards"] and (manifest["counts"]["samples"] == 0
+                                                                    or manifest["counts"].get("blurred") == 0):
+        raise no_sample_error(out, plan, options, sources, len(tasks), manifest["counts"]["samples"])
     manifest["run"] = {
         "tasks": len(tasks), "shards_planned": len(groups), "shards_written": stats["written"],
         "shards_skipped": skipped, "pairs_loaded": stats["loaded"], "samples_written": stats["samples"],
@@ -261,7 +262,7 @@ def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestO
     try:
         counts: Counter = Counter()
         rejects: list[dict[str, Any]] = []
-        dropped = 0
+        dropped = blurred = 0
         for g, task in todo:
             res = WorkResult(task.key, rejects=[blocked[task.key]]) if task.key in blocked else next(results)
             if res.rejects and opts.strict:
@@ -270,6 +271,7 @@ def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestO
                 writer = writer or shards.AtomicShard(out, g.name)
                 writer.write(enc.key, enc.members)
                 counts[(enc.source, enc.f_number)] += 1
+                blurred += "blur.png" in enc.members
             rejects += res.rejects
             dropped += res.dropped
             stats.update(samples=len(res.samples), dropped=res.dropped, loaded=not res.rejects,
@@ -279,10 +281,10 @@ def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestO
             if task is g.tasks[-1]:  # the group is complete: commit its shard, then its record
                 if writer:
                     writer.seal()
-                shards.publish_with_record(out, writer, shard_record(g, counts, rejects, dropped))
+                shards.publish_with_record(out, writer, shard_record(g, counts, rejects, dropped, blurred))
                 writer = None
                 stats["written"] += 1
-                counts, rejects, dropped = Counter(), [], 0
+                counts, rejects, dropped, blurred = Counter(), [], 0, 0
     except BaseException:
         if writer:
             writer.abort()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
 import tarfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -40,6 +41,20 @@ def read_manifest(folder: str | Path) -> dict:
         raise ShardError(f"{path}: not valid JSON ({exc})") from exc
 
 
+_WARNED: set[str] = set()  # folders warned about in this process
+
+
+def warn_incomplete(folder: Path) -> None:
+    """One line on stderr (once per folder and process): the ingest that wrote `folder` has not finished."""
+    key = os.path.realpath(folder)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    print(f"warning: {folder}: its ingest has not finished (manifest.json: complete false: a run was interrupted, "
+          "or parts of a --part I/N ingest are missing); only the shards written so far are read: run the same "
+          "ingest command again to finish it", file=sys.stderr, flush=True)
+
+
 def _expand_braces(spec: str) -> list[str]:
     from braceexpand import braceexpand
 
@@ -61,7 +76,10 @@ def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
     path = Path(text)
     if not remote and path.is_dir():
         if (path / MANIFEST).is_file():
-            urls = [str(path / s["name"]) for s in read_manifest(path)["shards"]]
+            manifest = read_manifest(path)
+            if manifest.get("complete") is False:
+                warn_incomplete(path)
+            urls = [str(path / s["name"]) for s in manifest["shards"]]
         else:
             urls = sorted(glob.glob(str(path / "*.tar")))
     elif remote:

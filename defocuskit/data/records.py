@@ -15,8 +15,10 @@ from defocuskit.data.sample import IngestError
 from defocuskit.data.sources import option_of
 
 
-def shard_record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropped: int = 0) -> dict[str, Any]:
-    """The record of a completed shard: `counts` maps (source, f-number key) to samples written."""
+def shard_record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropped: int = 0,
+                 blurred: int | None = None) -> dict[str, Any]:
+    """The record of a completed shard: `counts` maps (source, f-number key) to samples written, `blurred` how many
+    of them hold a blurred image (blur.png)."""
     by_source, by_f = Counter(), Counter()
     for (src, f), n in counts.items():
         by_source[src] += n
@@ -26,18 +28,22 @@ def shard_record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropp
         "samples": sum(counts.values()), "by_source": dict(sorted(by_source.items())),
         "by_f_number": dict(sorted(by_f.items(), key=lambda kv: shards.f_sort_key(kv[0]))),
         "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
-        "rejects": rejects, "dropped": dropped,
+        "rejects": rejects, "dropped": dropped, "blurred": blurred,
     }
 
 
 def no_sample_error(out: Path, plan: Mapping[str, str], options: Mapping[str, Any], sources: Mapping[str, Path],
-                    n_tasks: int) -> IngestError:
-    """The error of a plan that yields no sample, written into the manifest ("complete": false)."""
+                    n_tasks: int, n_sharp_only: int = 0) -> IngestError:
+    """The error of a plan that yields no sample (or only `n_sharp_only` references without a blurred image),
+    written into the manifest ("complete": false)."""
     manifest = shards.regenerate(out, plan, options)  # rejects.jsonl of every part, merged
     rejects_file = out / shards.REJECTS
     rejects = [json.loads(line) for line in rejects_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     message = no_sample_message(sources, n_tasks, rejects, manifest.get("dropped_flat", 0), rejects_file,
                                 options.get("min_sharpness"))
+    if n_sharp_only:
+        message = message.replace("no sample written", f"no blurred shot written (only {n_sharp_only} sharp "
+                                  "reference(s), nothing to deblur or score)", 1)
     shards.regenerate(out, plan, options, error=message)
     return IngestError(message)
 

@@ -240,12 +240,13 @@ def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any],
 
     "complete" is true when every planned shard is done and they hold at least one sample;
     `error`, when given, says why the folder is not usable (e.g. every input was rejected)."""
-    shards, table, rejects, dropped = [], Counter(), 0, 0
+    shards, table, rejects, dropped, blurred = [], Counter(), 0, 0, 0
     for rec in records:
         rejects += len(rec.get("rejects", ()))
         if rec["name"] == LISTING_RECORD:
             continue
         dropped += rec.get("dropped", 0)
+        blurred = None if blurred is None or rec.get("blurred") is None else blurred + rec["blurred"]
         for row in rec.get("table", ()):
             table[(rec["split"], row["source"], row["f_number"])] += row["samples"]
         if rec["samples"] > 0:
@@ -269,6 +270,7 @@ def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any],
         "shards": [dict(s, name=s["name"] + ".tar") for s in shards],
         "counts": {
             "samples": sum(table.values()),
+            "blurred": blurred,  # samples with blur.png (None: a record from before this count)
             "by_split": dict(sorted(by_split.items())),
             "by_source": dict(sorted(by_source.items())),
             "by_f_number": dict(sorted(by_f.items(), key=lambda kv: f_sort_key(kv[0]))),
