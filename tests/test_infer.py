@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import DataConfig, Recipe
+from defocuskit.inference import files
 from defocuskit.inference.files import deblur_files
 from defocuskit.inference.restore import resolve_sampler, restore_image
 from defocuskit.inference.tiling import TilingOptions, blend_window, tile_starts
@@ -205,7 +205,7 @@ def test_deblur_files_errors_before_work(tmp_path: Path) -> None:
         deblur_files([tmp_path / "a.png", tmp_path / "sub" / "a.jpg"], ckpt, tmp_path / "out", progress=False)
 
 
-def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: Path) -> None:
+def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: Path, monkeypatch) -> None:
     pytest.importorskip("defocuskit.inference.load")
     ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
     photos = tmp_path / "dir"
@@ -225,11 +225,34 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
     # a folder deblur wrote into is its own: reruns and other photos add to it, deblur.json lists them all
     mine = tmp_path / "mine"
     write_image(photos / "other.png", np.full((24, 24, 3), 9, np.uint8))
+    write_image(photos / "third.png", np.full((24, 24, 3), 5, np.uint8))
     deblur_files([photos / "ok.png"], ckpt, mine, progress=False)
     deblur_files([photos / "other.png"], ckpt, mine, progress=False)
     deblur_files([photos / "ok.png"], ckpt, mine, progress=False)
     listed = [Path(r["output"]).name for r in json.loads((mine / "deblur.json").read_text())["images"]]
     assert sorted(listed) == ["ok.png", "other.png"]
+    # run from another working folder: its own outputs are still known as its own
+    with monkeypatch.context() as m:
+        m.chdir(tmp_path)
+        deblur_files([photos / "ok.png"], ckpt, Path("rel"), progress=False)  # deblur.json: "rel/ok.png"
+        m.chdir(photos)
+        deblur_files([photos / "ok.png"], ckpt, Path("..") / "rel", progress=False)
+    # killed between writing an image and its record: the listing was written first, so the rerun replaces it
+    real_write = files.write_image
+
+    def killed(path, arr):
+        real_write(path, arr)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "write_image", killed)
+    with pytest.raises(KeyboardInterrupt):
+        deblur_files([photos / "third.png"], ckpt, mine, progress=False)
+    monkeypatch.setattr(files, "write_image", real_write)
+    assert (mine / "third.png").exists()
+    deblur_files([photos / "third.png"], ckpt, mine, progress=False)
+    records = json.loads((mine / "deblur.json").read_text())["images"]
+    assert sorted(Path(r["output"]).name for r in records) == ["ok.png", "other.png", "third.png"]
+    assert not any(r.get("pending") for r in records)
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "deblur.json").write_text("my notes")
     with pytest.raises(ValueError, match=r"deblur\.json: exists and is not a deblur\.json written by defocuskit"):

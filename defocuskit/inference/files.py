@@ -119,14 +119,14 @@ def check_destinations(inputs: list[Path], out: Path, defocus_map: bool) -> list
     """Refuse (ValueError naming the file) a run that would write over one of its inputs or over a file
     that no earlier `deblur` into `out` wrote; returns the earlier records (see `previous_records`)."""
     records = previous_records(out)
-    ours = {Path(r["output"]).resolve() for r in records}
+    ours = {Path(r["output"]).name for r in records}  # outputs lie in `out` itself: named, wherever deblur ran from
     sources = {p.resolve(): p for p in inputs}
     for p in inputs:
         dest = destination(out, p, defocus_map)
         if dest.resolve() in sources:
             raise ValueError(f"{sources[dest.resolve()]}: the output {dest} would replace this input photo; "
                              "give another --out")
-        if dest.exists() and dest.resolve() not in ours:
+        if (dest.exists() or dest.is_symlink()) and dest.name not in ours:
             raise ValueError(f"{dest}: exists and was not written by an earlier deblur into {out} (deblur.json "
                              "does not list it); it is left as it is: give another --out")
     return records
@@ -220,8 +220,8 @@ def deblur_files(
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     written, records = [], []
-    rewritten = {destination(out, p, defocus_map).resolve() for p in inputs}
-    kept = [r for r in earlier if Path(r["output"]).resolve() not in rewritten]  # still listed: still ours
+    rewritten = {destination(out, p, defocus_map).name for p in inputs}
+    kept = [r for r in earlier if Path(r["output"]).name not in rewritten]  # still listed: still ours
     for p in inputs:
         started = time.perf_counter()
         arr = read_image(p)
@@ -237,6 +237,9 @@ def deblur_files(
         if focus_gate is not None:
             result = gate(image, result, coc_map, focus_gate, gate_smooth)
         dest = destination(out, p, defocus_map)
+        # listed before it is written: a run killed between the two leaves a file the next run knows as its own
+        log = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True}]}
+        atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
         if defocus_map:
             estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))
             write_image(dest, encode_coc(estimate))  # 16-bit PNG, pixels x 256, as coc.png in the shards
