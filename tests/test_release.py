@@ -226,6 +226,10 @@ def test_cli_import_weights(imported, tmp_path):
     assert result.exit_code == 2 and "exists: give --force" in result.output and out.read_bytes() == before
     result = runner.invoke(app, ["import-weights", "--method", "restormer", str(pth), "--out", str(out), "--force"])
     assert result.exit_code == 0, result.output
+    for force in ([], ["--force"]):  # a folder as --out: named as a folder, with or without --force
+        result = runner.invoke(app, ["import-weights", "--method", "restormer", str(pth), "--out", str(tmp_path),
+                                     *force])
+        assert result.exit_code == 2 and "is a folder; give the model file's name" in result.output, result.output
 
 
 def test_the_api_loads_a_release_checkpoint_and_deblurs(imported):

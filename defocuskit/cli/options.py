@@ -91,8 +91,27 @@ def output_paths(argv: list[str]) -> list[str]:
     return outputs + others
 
 
+_PATH_FAULTS = {  # an OSError that names a path the user gave, as one line (file_fault_line)
+    FileExistsError: "exists and is a file where a folder is needed; give another path",
+    NotADirectoryError: "a part of this path is a file, not a folder; give another path",
+    IsADirectoryError: "is a folder where a file is needed; give a file name",
+    PermissionError: "permission denied: it (or its folder) cannot be read or written by this user",
+}
+
+
+def file_fault_line(exc: BaseException) -> str | None:
+    """One line for an error about a path the user gave (a file where a folder goes, a read-only folder, ...);
+    None for anything else."""
+    for kind, text in _PATH_FAULTS.items():
+        if isinstance(exc, kind) and getattr(exc, "filename", None):
+            return f"{exc.filename}: {text}"
+    return None
+
+
 def run_reporting_disk_full(app: Any) -> None:
-    """Run the Typer `app`; an exception a full disk caused becomes one line on stderr and exit 1."""
+    """Run the Typer `app`; an exception a full disk caused, or a path that cannot be used as asked
+    (`file_fault_line`), becomes one line on stderr and exit 1 (DEFOCUSKIT_TRACEBACK=1: the traceback)."""
+    import os
     import sys
 
     from defocuskit.io.atomic import disk_full_line
@@ -100,8 +119,8 @@ def run_reporting_disk_full(app: Any) -> None:
     try:
         app()
     except Exception as exc:
-        line = disk_full_line(exc, output_paths(sys.argv[1:]))
-        if line is None:
+        line = disk_full_line(exc, output_paths(sys.argv[1:])) or file_fault_line(exc)
+        if line is None or os.environ.get("DEFOCUSKIT_TRACEBACK") == "1":
             raise
         print(f"error: {line}", file=sys.stderr)
         sys.exit(1)

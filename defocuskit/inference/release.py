@@ -104,6 +104,8 @@ def import_release(method_name: str, checkpoint: str | Path, out: str | Path,
     checkpoint, out = Path(checkpoint), Path(out)
     if out.resolve() == checkpoint.resolve():
         raise ValueError(f"--out {out} is the checkpoint itself")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the model file's name (e.g. {out / 'model.safetensors'})")
     if out.exists() and not overwrite:
         raise ValueError(f"--out {out} exists: give --force to replace it")
     net, recipe, kept = convert_checkpoint(method, checkpoint, overrides)

@@ -1,0 +1,41 @@
+"""A path that cannot be used as asked (a file where a folder goes, a folder where a file goes, a read-only
+folder) is one line naming it, from any command, and nothing of the user's is touched."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from defocuskit.cli.options import file_fault_line
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("exc, said", [
+    (FileExistsError(17, "File exists", "out"), "out: exists and is a file where a folder is needed"),
+    (NotADirectoryError(20, "Not a directory", "a.txt/x"), "a.txt/x: a part of this path is a file"),
+    (IsADirectoryError(21, "Is a directory", "sheet"), "sheet: is a folder where a file is needed"),
+    (PermissionError(13, "Permission denied", "ro/x"), "ro/x: permission denied"),
+])
+def test_path_faults_are_one_line_naming_the_path(exc: OSError, said: str) -> None:
+    assert file_fault_line(exc).startswith(said)
+
+
+def test_other_errors_are_not_dressed_as_path_faults() -> None:
+    assert file_fault_line(PermissionError("no filename")) is None  # nothing to name: the traceback stays
+    assert file_fault_line(ValueError("x")) is None
+
+
+def test_cli_file_where_a_folder_goes_is_one_line_and_left_alone(tmp_path: Path) -> None:
+    user = tmp_path / "notes.txt"
+    user.write_text("mine")
+    for args in (["ingest", "--synthetic", "builtin", "--synthetic-size", "32", "--out", str(user), "--workers", "0"],
+                 ["recipes", "cp", "nafnet-tiny", str(user / "x.yaml")]):
+        run = subprocess.run([sys.executable, "-m", "defocuskit", "--threads", "1", *args], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+        assert f"{user}: exists and is a file where a folder is needed" in run.stderr
+    assert user.read_text() == "mine"
