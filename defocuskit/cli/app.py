@@ -87,7 +87,8 @@ def train_cmd(
                                  "lists them): nafnet-tiny, nafnet-tiny.yaml or recipes/nafnet-tiny.yaml."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides, e.g. train.max_steps=100 data.train=shards/"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter counts, then exit."),
-    no_resume: bool = typer.Option(False, "--no-resume", help="Start over, deleting the run folder's checkpoints."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over, deleting the checkpoints and metrics "
+                                   "that earlier runs wrote in the run folder (nothing else)."),
 ) -> None:
     """Train a method from a recipe (one process, or under `accelerate launch -m defocuskit train ...`)."""
     import os
@@ -126,6 +127,15 @@ def train_cmd(
             raise typer.Exit(1) from None
         except ShardError as exc:  # also when a DataLoader worker met it (its message then wraps a traceback)
             print(f"error: {shard_error_line(exc)}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # the run folder cannot be written: permissions, a file in the way
+            from defocuskit.io.atomic import DISK_FULL
+
+            if exc.errno in DISK_FULL:  # main() names the path and its disk
+                raise
+            print(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from None
     except (RecipeError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -25,6 +26,33 @@ BEST_FILE = "best.safetensors"  # train.keep_best: EMA weights of the best valid
 VAL_FOLDER = "val"  # val/step-NNNNNNN.png: crops of input, output and reference per f-number
 # recipe keys a checkpoint must agree on to be resumed (they shape the saved state)
 RESUME_KEYS = (("method",), ("model",), ("data", "channels"), ("optim", "name"))
+# what a checkpoint folder consists of: the loop's own files (train.state) and what Accelerate's save_state writes
+CHECKPOINT_FILE = re.compile(
+    r"recipe\.json|loop_state\.json|ema\.safetensors|rng-rank\d+\.safetensors|scaler\.pt"
+    r"|(model|pytorch_model)(_\d+)?\.(safetensors|bin)|(optimizer|scheduler|sampler|dl_state_dict)(_\d+)?\.bin"
+    r"|(random_states|custom_checkpoint)_\d+\.pkl"
+)
+LEFTOVER = re.compile(r"\.tmp-step-\d+|\.trash-step-\d+-\d+")  # save_checkpoint's temporary and trash folders
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """The names in a checkpoints/step-N folder that no checkpoint consists of (all of them without recipe.json)."""
+    names = sorted(p.name for p in folder.iterdir())
+    if not (folder / "recipe.json").is_file():
+        return names or ["(no recipe.json)"]
+    return [n for n in names if not ((folder / n).is_file() and CHECKPOINT_FILE.fullmatch(n))]
+
+
+def blocking_step_folder(output_dir: str | Path, after: int, upto: int, every: int) -> Path | None:
+    """A checkpoints/step-N folder holding files defocuskit did not write where a run from step `after` to
+    `upto`, saving every `every` steps, would save its checkpoint N; None when there is none."""
+    folder = Path(output_dir) / CHECKPOINTS
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit():
+            step = int(p.name[5:])
+            if after < step <= upto and (step % every == 0 or step == upto) and foreign_files(p):
+                return p
+    return None
 
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
@@ -79,6 +107,9 @@ def save_checkpoint(accelerator: Any, model: nn.Module, recipe: Recipe, step: in
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "recipe.json").write_text(json.dumps(recipe_to_dict(recipe), indent=1))
+        if final.exists() and foreign_files(final):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise TrainingError(f"{final}: holds files defocuskit did not write; checkpoint not saved: move it away")
         if final.exists():
             _remove(final)
         os.replace(tmp, final)
@@ -142,19 +173,41 @@ def grid_path(out: Path, step: int) -> Path:
     return out / VAL_FOLDER / f"step-{step:07d}.png"
 
 
-def clean_run_folder(out: Path, fresh: bool) -> None:
-    """Remove temporary leftovers of killed runs; with `fresh`, also earlier checkpoints and metrics."""
+def clean_run_folder(out: Path, fresh: bool, say: Callable[[str], Any] = print) -> None:
+    """Remove temporary leftovers of killed runs; with `fresh`, also earlier checkpoints and metrics. Only what
+    defocuskit wrote goes: complete checkpoints (as `list_checkpoints` finds them) lose the files a checkpoint
+    consists of, and a folder left holding anything else is kept, said in one line through `say`."""
     folder = out / CHECKPOINTS
     if folder.is_dir():
         for p in folder.iterdir():
-            if p.name.startswith((".tmp-", ".trash-")) or (fresh and p.name.startswith("step-")):
+            if p.is_dir() and LEFTOVER.fullmatch(p.name):
                 shutil.rmtree(p, ignore_errors=True)
-    if fresh:  # what an earlier run wrote: its metrics, the grids its validation rows list, its best weights
-        for step in _validated_steps(out / METRICS):
-            grid_path(out, step).unlink(missing_ok=True)
-        if _written_by_a_run(out / BEST_FILE):
-            (out / BEST_FILE).unlink()
-        (out / METRICS).unlink(missing_ok=True)
+    if not fresh:
+        return
+    for _, checkpoint in list_checkpoints(out):
+        kept = remove_checkpoint(checkpoint)
+        if kept:
+            say(f"kept {checkpoint}: it holds files defocuskit did not write ({', '.join(kept[:3])}"
+                f"{', ...' if len(kept) > 3 else ''}); its checkpoint files were removed")
+    # what an earlier run wrote: its metrics, the grids its validation rows list, its best weights
+    for step in _validated_steps(out / METRICS):
+        grid_path(out, step).unlink(missing_ok=True)
+    if _written_by_a_run(out / BEST_FILE):
+        (out / BEST_FILE).unlink()
+    (out / METRICS).unlink(missing_ok=True)
+
+
+def remove_checkpoint(checkpoint: Path) -> list[str]:
+    """Delete the files a checkpoint consists of (recipe.json first, so a half-deleted folder never looks like a
+    checkpoint), then the folder if nothing else is left; the names of what was left, sorted."""
+    (checkpoint / "recipe.json").unlink(missing_ok=True)
+    for p in checkpoint.iterdir():
+        if p.is_file() and not p.is_symlink() and CHECKPOINT_FILE.fullmatch(p.name):
+            p.unlink()
+    kept = sorted(p.name for p in checkpoint.iterdir())
+    if not kept:
+        checkpoint.rmdir()
+    return kept
 
 
 def _validated_steps(metrics: Path) -> list[int]:

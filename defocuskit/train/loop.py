@@ -1,6 +1,6 @@
 """The one Accelerate training loop every method trains with (it sees only `Method.build` and `Method.loss`).
 
-Run folder (`output_dir`): recipe.yaml (resolved, written before training), metrics.jsonl,
+Run folder (`output_dir`): recipe.yaml (resolved, written when the run starts), metrics.jsonl,
 checkpoints/step-NNNNNNN/ (Accelerate `save_state` folders, written under a temporary name and renamed
 when complete; the loop's own state in them is safetensors and JSON, see `defocuskit.train.state`),
 model.safetensors (the EMA weights, exported at the end; with `train.init_from` the run starts from that
@@ -43,6 +43,7 @@ from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
 from defocuskit.train.checkpoints import (
     METRICS,
+    blocking_step_folder,
     check_data_position,
     check_resume,
     clean_run_folder,
@@ -57,6 +58,7 @@ from defocuskit.train.ema import EMA
 from defocuskit.train.init import init_provenance, load_initial_weights
 from defocuskit.train.optim import make_optimizer, make_scheduler
 from defocuskit.train.progress import flat_config, training_bar
+from defocuskit.train.runfolder import RECIPE_FILE, RECIPE_HEADER, check_run_folder
 from defocuskit.train.state import LoopState, StepCounter
 from defocuskit.train.validation import Validate, ValidationHook
 
@@ -91,12 +93,18 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
                             "`defocuskit train` (or pass validate=eval.validation.make_validator(recipe))")
     method = get_method(recipe.method)
     check_recipe(recipe, method)
+    check_run_folder(recipe.output_dir)  # before anything is written: a folder, writable, no file of the user's
     urls = check_data(recipe, method)
     recipe, resolved = resolve_coc_bound(recipe, urls)
     out = Path(recipe.output_dir)
     checkpoints = list_checkpoints(out) if resume else []
     if checkpoints:
         check_resume(checkpoints[-1][1], recipe)
+    blocking = blocking_step_folder(out, checkpoints[-1][0] if checkpoints else 0, recipe.train.max_steps,
+                                    recipe.train.checkpoint_every)
+    if blocking is not None:
+        raise TrainingError(f"{blocking}: holds files defocuskit did not write, where this run would save its "
+                            "checkpoint; nothing was written: move it away or give another output_dir")
 
     if launched_worker():
         die_with_parent()  # a killed `accelerate launch` takes its workers with it
@@ -153,19 +161,17 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     t = recipe.train
     out = Path(recipe.output_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        clean_run_folder(out, fresh=not resume)
-        header = "# resolved recipe; rerun with: defocuskit train recipe.yaml\n"
-        atomic_write(out / "recipe.yaml", header + recipe_to_yaml(recipe))
-    accelerator.wait_for_everyone()
-
     torch.manual_seed(recipe.seed)  # the same initial weights on every process
     model = method.build(recipe.model, recipe.objective, True)
     if init is not None and not checkpoints:  # a resumed run has its own weights in the checkpoint
-        load_initial_weights(model, init[0], method.name, recipe.train.init_from)
+        load_initial_weights(model, init[0], method.name, recipe.train.init_from)  # checked before any write
         accelerator.print(f"weights from {recipe.train.init_from} (sha256 {init[1]['init_from_sha256'][:12]}...); "
                           "optimizer and schedule start fresh")
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        clean_run_folder(out, fresh=not resume, say=accelerator.print)
+        atomic_write(out / RECIPE_FILE, RECIPE_HEADER + "\n" + recipe_to_yaml(recipe))
+    accelerator.wait_for_everyone()
     accelerator.print(f"{method.name}: parameters\n{format_counts(parameter_counts(model))}")
     plain = [make_optimizer(phase_params(method, model, phase), recipe.optim) for phase in method.phases]
     schedulers = [make_scheduler(o, recipe.optim, t.max_steps) for o in plain]
@@ -187,6 +193,9 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
         check_data_position(accelerator, state.saved_data, stream, counter.step * t.grad_accum)
         accelerator.print(f"resumed from {checkpoints[-1][1]} (step {counter.step})")
     start = counter.step
+    if start > t.max_steps:
+        accelerator.print(f"note: {out} already holds step {start} > train.max_steps {t.max_steps}: no training; "
+                          f"exporting the step-{start} model ({checkpoints[-1][1]}); --no-resume starts over")
     stream.start_batch = start * t.grad_accum
     if accelerator.is_main_process:
         truncate_metrics(out / METRICS, start)

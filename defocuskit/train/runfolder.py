@@ -1,0 +1,84 @@
+"""Whose files a run folder (`output_dir`) holds: before a run writes anything, the folder must be one it may
+write into, and every file it would replace (model.safetensors, recipe.yaml, metrics.jsonl) must be one an
+earlier `defocuskit train` wrote, judged by the file's own content; anything else is refused, naming it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from defocuskit.io.modelfile import MODEL_FORMAT, read_metadata
+from defocuskit.train.checks import TrainingError
+
+RECIPE_FILE = "recipe.yaml"
+RECIPE_HEADER = "# resolved recipe; rerun with: defocuskit train recipe.yaml"
+METRIC_KEYS = ("loss", "val_psnr")  # a metrics.jsonl row has its step and one of these
+
+
+def model_written_by_train(path: Path) -> bool:
+    """Whether `path` is a model file a training run exported (defocuskit metadata, not imported weights)."""
+    try:
+        meta = read_metadata(path)
+    except ValueError:
+        return False
+    return meta.get("format") == MODEL_FORMAT and "recipe" in meta and "method" in meta and "release" not in meta
+
+
+def recipe_written_by_train(path: Path) -> bool:
+    """Whether `path` is the resolved recipe a run wrote: its header line, then a mapping with a method."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return (text.splitlines()[:1] == [RECIPE_HEADER] and isinstance(data, dict)
+            and isinstance(data.get("method"), str) and isinstance(data.get("train"), dict))
+
+
+def metrics_written_by_train(path: Path) -> bool:
+    """Whether every line of `path` is a defocuskit metrics row (the last may be cut short by a kill)."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return False
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1 and i > 0:  # a row half-written when the run was killed
+                continue
+            return False
+        if not (isinstance(row, dict) and isinstance(row.get("step"), int) and any(k in row for k in METRIC_KEYS)):
+            return False
+    return True
+
+
+OWNED = {"model.safetensors": model_written_by_train, RECIPE_FILE: recipe_written_by_train,
+         "metrics.jsonl": metrics_written_by_train}
+
+
+def check_run_folder(output_dir: str | Path) -> None:
+    """TrainingError (one line, naming the path) when a run may not write into `output_dir`: a file where the
+    folder (or one above it) should be, a folder it cannot write to, or a file there that training would replace
+    and an earlier defocuskit run did not write."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"output_dir {out}: exists and is not a folder; give a folder")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TrainingError(f"output_dir {out}: {existing} is a file, not a folder; give another output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainingError(f"output_dir {out}: {existing} is not writable (permission denied); "
+                            "give another output_dir")
+    if existing != out:
+        return
+    for name, owned in OWNED.items():
+        path = out / name
+        if path.exists() and not (path.is_file() and owned(path)):
+            raise TrainingError(f"{path}: not written by an earlier `defocuskit train` run; training would replace "
+                                "it, so nothing was written: move it away or give another output_dir")

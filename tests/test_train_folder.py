@@ -1,0 +1,119 @@
+"""The run folder belongs to the user: `train` replaces or removes only what an earlier defocuskit run wrote
+there, and a folder it cannot write to is a one-line error naming it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_train import write_shards
+from typer.testing import CliRunner
+
+from defocuskit.cli.app import app
+from defocuskit.io.modelfile import read_model_file
+from defocuskit.train.checkpoints import list_checkpoints
+from defocuskit.train.runfolder import metrics_written_by_train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "recipes" / "nafnet-tiny.yaml")
+USER_FILES = {"model.safetensors": "my model\n", "recipe.yaml": "my: recipe\n", "metrics.jsonl": '{"m": 1}\n'}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> str:
+    return write_shards(tmp_path_factory.mktemp("shards"), n_shards=1, per_shard=8, paired=True)
+
+
+def train(shards: str, out: Path, *args: str):
+    return CliRunner().invoke(app, ["train", TINY, f"data.train={shards}", f"output_dir={out}", "data.image_size=32",
+                                    "train.max_steps=2", *args])
+
+
+def tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text(errors="replace") for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", sorted(USER_FILES))
+def test_a_users_file_in_output_dir_is_refused_before_anything_is_written(name, shards, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / name).write_text(USER_FILES[name])
+    result = train(shards, out)
+    assert result.exit_code == 1, result.output
+    assert str(out / name) in result.output and "not written by" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert tree(out) == {name: USER_FILES[name]}
+
+
+def test_a_runs_own_files_are_resumed_and_replaced(shards, tmp_path):
+    out = tmp_path / "run"
+    assert train(shards, out).exit_code == 0
+    with (out / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "lo')  # a row cut short by a kill
+    assert metrics_written_by_train(out / "metrics.jsonl")
+    result = train(shards, out, "train.max_steps=4")
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.output
+    assert read_model_file(out / "model.safetensors")[1]["recipe"]["train"]["max_steps"] == 4
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [2, 4]
+    result = train(shards, out, "train.max_steps=3")  # below the newest checkpoint: said, and which model
+    assert result.exit_code == 0 and "already holds step 4 > train.max_steps 3" in result.output, result.output
+    result = train(shards, out, "--no-resume")
+    assert result.exit_code == 0, result.output
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+
+
+def test_a_failing_init_from_writes_no_recipe(shards, tmp_path):
+    assert train(shards, tmp_path / "a").exit_code == 0
+    out = tmp_path / "b"
+    result = train(shards, out, "model.width=16", f"train.init_from={tmp_path / 'a' / 'model.safetensors'}")
+    assert result.exit_code == 1 and "in this recipe's network" in result.output, result.output
+    assert not (out / "recipe.yaml").exists() and not (out / "checkpoints").exists()
+
+
+def test_no_resume_removes_only_the_checkpoint_files_defocuskit_wrote(shards, tmp_path):
+    out = tmp_path / "run"
+    assert train(shards, out, "train.max_steps=3").exit_code == 0
+    mine = out / "checkpoints" / "step-0000001"
+    mine.mkdir()
+    (mine / "my.txt").write_text("data")
+    (out / "checkpoints" / "step-0000003" / "notes.txt").write_text("mine")
+    before = tree(out)
+    result = train(shards, out, "train.max_steps=3", "--no-resume")  # would save step 3 where notes.txt is
+    assert result.exit_code == 1 and "step-0000003" in result.output and "Traceback" not in result.output
+    assert tree(out) == before
+    result = train(shards, out, "train.max_steps=2", "--no-resume")
+    assert result.exit_code == 0, result.output
+    assert "kept" in result.output and "notes.txt" in result.output
+    assert (mine / "my.txt").read_text() == "data"
+    assert sorted(p.name for p in (out / "checkpoints" / "step-0000003").iterdir()) == ["notes.txt"]
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+
+
+def test_output_dir_that_is_a_file_or_cannot_be_written(shards, tmp_path, monkeypatch):
+    (tmp_path / "f").write_text("x")
+    for out in (tmp_path / "f", tmp_path / "f" / "sub"):
+        result = train(shards, out)
+        assert result.exit_code == 1 and f"output_dir {out}:" in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert (tmp_path / "f").read_text() == "x"
+
+    import defocuskit.train.runfolder as runfolder
+
+    monkeypatch.setattr(runfolder.os, "access", lambda path, mode: False)
+    result = train(shards, tmp_path / "ro")
+    assert result.exit_code == 1 and "not writable" in result.output and str(tmp_path) in result.output
+
+    monkeypatch.undo()  # the check passes (root writes anywhere) but the folder's creation fails: still one line
+    out = tmp_path / "denied"
+    real = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(out)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    result = train(shards, out)
+    assert result.exit_code == 1 and f"error: {out}: Permission denied" in result.output, result.output
