@@ -253,7 +253,9 @@ def eval_cmd(
     ensemble: Optional[list[str]] = typer.Option(
         None, "--ensemble", help="[LABEL:]N: geometric self-ensemble, each model's outputs for the image under 4 flips "
         "(N=4) or flips and transposes (N=8) turned back and averaged, at N times the cost (repeatable)."),
-    save_images: Optional[Path] = typer.Option(None, "--save-images", help="Write every output under DIR/<method>/."),
+    save_images: Optional[Path] = typer.Option(
+        None, "--save-images", help="Write every output under DIR/<method>/ (listed in "
+        "DIR/.defocuskit-eval-images.json; replaces only files listed there)."),
     report: Path = typer.Option(Path("report"), "--report", help="Folder for report.json, report.csv, aperture.png."),
     tile: Optional[int] = typer.Option(
         None, "--tile", help="Tile size for every model. Default: convolutional models run whole images (up to "

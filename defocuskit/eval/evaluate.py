@@ -16,13 +16,12 @@ from defocuskit.eval import metrics, protocols
 from defocuskit.eval.config import EvalConfig, EvalError
 from defocuskit.eval.eta import CostEta, progress_bar
 from defocuskit.eval.report import (
-    REPORT_FILES,
     aggregate,
     check_report_folder,
     group_of,
     library_versions,
     print_table,
-    write_report,
+    write_report_files,
 )
 from defocuskit.eval.runners import (
     ACTIVE_BAR,
@@ -36,15 +35,11 @@ from defocuskit.eval.runners import (
     gates_per_checkpoint,
     per_checkpoint_settings,
 )
+from defocuskit.eval.saved import SavedImages, image_names
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, describe_band, prepare_pair, score_pair
 from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.io import locks
-from defocuskit.io.atomic import staged_files
-from defocuskit.io.images import from_float, to_float, write_image
-
-
-def _safe_name(key: str) -> str:
-    return key.replace("/", "_").replace(os.sep, "_")
+from defocuskit.io.images import from_float, to_float
 
 
 def _figure_label(group: float | None, key: str, by_aperture: bool) -> str:
@@ -54,12 +49,12 @@ def _figure_label(group: float | None, key: str, by_aperture: bool) -> str:
 
 
 def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner], scoring: Scoring, stops: bool,
-                   by_aperture: bool, limit: int | None, save_images: Path | None, bar: Any,
+                   by_aperture: bool, limit: int | None, save_images: SavedImages | None, bar: Any,
                    total: int | None, figure: bool = False) -> dict[str, Any]:
     """This process's part: per-image rows and skips, each with the sample's index, bit depths and counts;
     with `figure`, per f-number group (index, figure row) of the first pair every method produced an output for."""
     part: dict[str, Any] = {"images": [], "skipped": [], "depths": {}, "pairs": 0, "sharp_only": 0, "blur_map": 0,
-                            "no_f": 0, "figure": {}}
+                            "no_f": 0, "figure": {}, "saved": save_images.written if save_images else []}
     eta = CostEta(runners, total)  # the bar's time left, from each method's measured cost
     task = bar.add_task("scoring", total=None if total is None else total * len(runners), eta=eta) if bar else None
     for position, sample in enumerate(samples):
@@ -130,8 +125,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
                 **{f"{m}_input": v for m, v in inp_scores.items()},
             }))
             if save_images is not None:
-                dest = Path(save_images) / _safe_name(name) / f"{_safe_name(key)}.png"
-                write_image(dest, from_float(np.clip(out, 0.0, 1.0), depth))
+                save_images.save(name, key, from_float(np.clip(out, 0.0, 1.0), depth))
         if shown is not None:
             from defocuskit.eval.figure import figure_row
 
@@ -149,7 +143,7 @@ def evaluate_samples(
     by_aperture: bool = True,
     stops: bool = False,
     limit: int | None = None,
-    save_images: Path | None = None,
+    save_images: Path | SavedImages | None = None,
     progress: bool = True,
     console: Console | None = None,
     total: int | None = None,
@@ -172,6 +166,8 @@ def evaluate_samples(
     """
     console = console or Console(stderr=True)
     gather = gather or (lambda obj: [obj])
+    if save_images is not None and not isinstance(save_images, SavedImages):
+        save_images = SavedImages(Path(save_images), None)
     try:
         with progress_bar(progress, console) as bar:
             token = ACTIVE_BAR.set(bar)
@@ -181,9 +177,13 @@ def evaluate_samples(
             finally:
                 ACTIVE_BAR.reset(token)
     except Exception as exc:
+        if save_images is not None and save_images.written:
+            save_images.write_manifest()  # what this process saved is the next evaluation's to replace
         gather({"error": f"{type(exc).__name__}: {exc}"})  # the other processes stop too, instead of waiting
         raise
     parts = gather(part)
+    if save_images is not None:  # every process writes the same list: of all processes' saved images
+        save_images.write_manifest([f for p in parts if "saved" in p for f in p["saved"]])
     failed = [p["error"] for p in parts if "error" in p]
     if failed:
         raise EvalError(f"another eval process failed: {failed[0]}")
@@ -242,10 +242,11 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     The report's files are written to a staging folder and replace the previous ones together (a full disk
     leaves the previous report as it was). After every check the main process holds the report folder
     (`.eval.lock`): a second evaluation writing the same --report stops at once, naming the first.
+    Only files an earlier evaluation wrote are replaced or removed: report.json's "files", the --save-images
+    folder's manifest (`saved.SavedImages`); any other file in the way is an EvalError before any work.
     """
     from defocuskit.data.reader import describe_splits, shard_urls
-    from defocuskit.eval.plots import aperture_title, plot_aperture
-    from defocuskit.eval.processes import count_pairs, process_group, shard_share, share_of
+    from defocuskit.eval.processes import count_pairs, pair_keys, process_group, shard_share, share_of
     from defocuskit.io.devices import resolve_device
 
     c = config
@@ -320,6 +321,12 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     else:
         lpips_desc = (f"unavailable: no LPIPS-alex weights given (--lpips-weights or ${ENV_VAR}); "
                       "the lpips package is not installed and nothing is downloaded")
+    saver = None
+    if save_images is not None:  # every file an output would replace is checked before any work
+        keys = pair_keys(shard_urls(shards, split))
+        saver = SavedImages(Path(save_images), None if keys is None else image_names(keys))
+        if group.is_main:
+            saver.check(runners, [] if keys is None else keys[:limit])
     held = contextlib.ExitStack()  # the main process holds the report folder while it scores and writes
     if group.is_main:
         check_report_folder(Path(report_dir))
@@ -343,7 +350,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         try:
             result = evaluate_samples(protocols.apply(shard_share(urls, group, limit), protocol), runners,
                                       scoring=scoring, by_aperture=by_aperture, stops=stops,
-                                      save_images=save_images, progress=progress, total=mine,
+                                      save_images=saver, progress=progress, total=mine,
                                       console=Console(stderr=True) if progress else console,
                                       gather=group.gather, figure=figure)
         except CocError as exc:
@@ -382,17 +389,6 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
                   "skipped": result["skipped"], "notes": result["notes"]}
         if not group.is_main:  # one process writes; every process has the gathered report
             return report
-        # every file to a staging folder first: a failure (a full disk) leaves the previous report as it was
-        with staged_files(Path(report_dir), REPORT_FILES) as stage:
-            if figure and result["figure"]:
-                from defocuskit.eval.figure import write_figure
-
-                write_figure(stage / "figure.png", result["figure"], aperture_title(report))
-            elif figure:
-                report["notes"].append("figure.png not written: no pair that every method produced an output for")
-            write_report(report, stage, by_source=by_source)
-            if by_aperture and plot_aperture(report["rows"], stage / "aperture.png", title=aperture_title(report)) is None:
-                report["notes"].append("aperture.png not written: no f-number groups")
-                write_report(report, stage, by_source=by_source)
+        write_report_files(report, Path(report_dir), result["figure"] if figure else None, by_aperture, by_source)
         print_table(report, console)
         return report

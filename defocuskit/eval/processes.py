@@ -104,6 +104,14 @@ def count_pairs(urls: list[str]) -> int | None:
     return sum(entry.has(("blur.png", "sharp.png")) for url in urls for entry in index_shard(url))
 
 
+def pair_keys(urls: list[str]) -> list[str] | None:
+    """The keys of the paired samples in local tar shards, in shard order, from the tar headers alone; None for
+    remote shards."""
+    if not all(is_local(u) for u in urls):
+        return None
+    return [entry.key for url in urls for entry in index_shard(url) if entry.has(("blur.png", "sharp.png"))]
+
+
 def share_of(pairs: int, rank: int, world: int) -> int:
     """How many of `pairs` pairs (numbered 0 ..) process `rank` of `world` scores."""
     return len(range(rank, pairs, world))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -206,16 +208,76 @@ def library_versions() -> dict[str, str]:
 
 
 REPORT_FILES = ["figure.png", "aperture.png", "report.csv", "report.json"]  # replaced in this order
+LEGACY_FILES = ["aperture.png", "report.csv", "report.json"]  # what a report.json without "files" wrote
+
+
+def written_files(report: dict[str, Any]) -> list[str]:
+    """The report files (names in REPORT_FILES) the evaluation that made `report` wrote beside it: its "files";
+    for a report.json of a version that did not record them, report.json, report.csv and (unless a note says it
+    was not written) aperture.png, never figure.png."""
+    files = report.get("files")
+    if isinstance(files, list):
+        return [f for f in files if f in REPORT_FILES]
+    notes = report.get("notes") if isinstance(report.get("notes"), list) else []
+    return [f for f in LEGACY_FILES if not any(str(n).startswith(f"{f} not written") for n in notes)]
+
+
+def _probe_writable(folder: Path) -> None:
+    """EvalError naming `folder` when it cannot be made or written to (a file, no permission, read-only)."""
+    if folder.exists() and not folder.is_dir():
+        raise EvalError(f"{folder}: exists and is not a folder; give a folder for --report")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise EvalError(f"{folder}: cannot write the report there ({exc.strerror or exc}); "
+                        "give another --report") from None
 
 
 def check_report_folder(folder: Path) -> None:
-    """EvalError naming the file when `folder` holds a report file (report.csv, a figure) that no earlier
-    evaluation wrote there (no report.json of ours beside it): it would be replaced."""
+    """EvalError naming the file when `folder` holds a report file (report.json, report.csv, a figure) that no
+    earlier evaluation wrote there (not among the files its report.json lists): it would be replaced or
+    removed. Also EvalError when `folder` is not a folder or cannot be written to."""
+    folder = Path(folder)
+    _probe_writable(folder)
     try:
-        ours = "protocol" in json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        earlier = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        ours = written_files(earlier) if isinstance(earlier, dict) and "protocol" in earlier else []
     except (OSError, ValueError, TypeError):
-        ours = False
-    theirs = [name for name in REPORT_FILES if (folder / name).exists()]
-    if theirs and not ours:
-        raise EvalError(f"{folder / theirs[0]}: exists and was not written by an earlier evaluation (no report.json "
-                        "of defocuskit beside it); it is left as it is: give another --report")
+        ours = []
+    theirs = [name for name in REPORT_FILES if (folder / name).exists() or (folder / name).is_symlink()]
+    theirs = [name for name in theirs if name not in ours]
+    if theirs:
+        why = ("not listed in the report.json of defocuskit beside it" if ours
+               else "no report.json of defocuskit beside it")
+        raise EvalError(f"{folder / theirs[0]}: exists and was not written by an earlier evaluation ({why}); "
+                        "it is left as it is: give another --report")
+
+
+def write_report_files(report: dict[str, Any], folder: Path, figure_rows: list[Any] | None, by_aperture: bool,
+                       by_source: bool) -> None:
+    """Write the report's files into `folder` together: figure.png (with `figure_rows`, the rows of `--figure`;
+    a note where there are none), aperture.png (with `by_aperture`; a note where no row has an f-number),
+    report.json (which records them in "files") and report.csv. They replace the files an earlier evaluation
+    wrote there and remove those of them this run does not write; a failure (a full disk) leaves them as they were.
+    """
+    from defocuskit.eval.plots import aperture_title, plot_aperture
+    from defocuskit.io.atomic import staged_files
+
+    with staged_files(folder, REPORT_FILES) as stage:  # every file to a staging folder first
+        if figure_rows:
+            from defocuskit.eval.figure import write_figure
+
+            write_figure(stage / "figure.png", figure_rows, aperture_title(report))
+        elif figure_rows is not None:
+            report["notes"].append("figure.png not written: no pair that every method produced an output for")
+        if by_source:
+            add_source_rows(report)  # the rows the plot and the files show
+        if by_aperture and plot_aperture(report["rows"], stage / "aperture.png", title=aperture_title(report)) is None:
+            report["notes"].append("aperture.png not written: no f-number groups")
+        # what this run wrote: the next evaluation into this folder replaces or removes these and no other file
+        report["files"] = [n for n in REPORT_FILES if (stage / n).exists() or n in ("report.csv", "report.json")]
+        write_report(report, stage)
+        check_report_folder(folder)  # again: a file put there while this run scored is left alone

@@ -1,0 +1,117 @@
+"""`eval --save-images DIR`: the file each output goes to (DIR/<method>/<name>.png, one name per sample key), and
+the manifest in DIR of what evaluations saved there: a saved image replaces only a file an earlier evaluation
+wrote."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from defocuskit.eval.config import EvalError
+from defocuskit.io.atomic import atomic_write
+from defocuskit.io.images import write_image
+
+MANIFEST = ".defocuskit-eval-images.json"  # in DIR: {"written_by": WRITER, "files": [paths relative to DIR]}
+WRITER = "defocuskit eval --save-images"
+
+
+def safe_name(key: str) -> str:
+    """A sample key or method label as one file-name part: path separators become "_"."""
+    return key.replace("/", "_").replace(os.sep, "_")
+
+
+def _hashed(key: str) -> str:
+    return f"{safe_name(key)}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:8]}"
+
+
+def image_names(keys: Iterable[str]) -> dict[str, str]:
+    """The file name (no extension) of each sample key: `safe_name(key)`, except that keys whose names would
+    coincide (ignoring case, for case-insensitive disks) each get "-" and 8 hex digits of the key's SHA-256."""
+    groups: dict[str, list[str]] = {}
+    for key in dict.fromkeys(keys):
+        groups.setdefault(safe_name(key).casefold(), []).append(key)
+    names = {key: safe_name(key) if len(group) == 1 else _hashed(key) for group in groups.values() for key in group}
+    seen: dict[str, str] = {}
+    for key, name in names.items():
+        if name.casefold() in seen:
+            raise EvalError(f"sample keys '{seen[name.casefold()]}' and '{key}' both save as {name}.png")
+        seen[name.casefold()] = key
+    return names
+
+
+class SavedImages:
+    """The outputs of one evaluation saved under `folder`; `names` maps every sample key to its file name
+    (`image_names` of the split's keys), None where the keys are not known before scoring (remote shards:
+    then a key holding a path separator always gets the hashed name)."""
+
+    def __init__(self, folder: Path, names: dict[str, str] | None) -> None:
+        self.folder = Path(folder)
+        self.names = names
+        self.owned = self._read_manifest()
+        self.written: list[str] = []
+
+    def _read_manifest(self) -> set[str]:
+        path = self.folder / MANIFEST
+        if self.folder.exists() and not self.folder.is_dir():
+            raise EvalError(f"{self.folder}: exists and is not a folder; give a folder for --save-images")
+        if not (path.exists() or path.is_symlink()):
+            return set()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("written_by") != WRITER or not isinstance(data.get("files"), list):
+                raise ValueError("not a manifest of defocuskit eval")
+            return {str(f) for f in data["files"]}
+        except (OSError, ValueError, AttributeError) as exc:
+            raise EvalError(f"{path}: cannot read it as the list of images eval saved ({exc}); "
+                            "it is left as it is: give another --save-images") from None
+
+    def path(self, method: str, key: str) -> Path:
+        """Where the output of `method` for the sample `key` goes."""
+        name = self.names.get(key) if self.names is not None else None
+        if name is None:
+            name = key if safe_name(key) == key else _hashed(key)
+        return self.folder / safe_name(method) / f"{name}.png"
+
+    def _refuse(self, path: Path) -> None:
+        rel = path.relative_to(self.folder).as_posix()
+        if path.is_dir():
+            raise EvalError(f"{path}: a folder where eval would save an image; give another --save-images")
+        if (path.exists() or path.is_symlink()) and rel not in self.owned and rel not in self.written:
+            raise EvalError(f"{path}: exists and was not written by an earlier evaluation (not listed in "
+                            f"{self.folder / MANIFEST}); it is left as it is: give another --save-images")
+
+    def check(self, methods: Iterable[str], keys: Iterable[str]) -> None:
+        """EvalError naming the first file the outputs of `methods` for `keys` would replace that no earlier
+        evaluation saved, or a folder in the way; creates the folder (EvalError when it cannot)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EvalError(f"{self.folder}: cannot save images there ({exc.strerror or exc})") from None
+        keys = list(keys)
+        for method in methods:
+            sub = self.folder / safe_name(method)
+            if sub.exists() and not sub.is_dir():
+                raise EvalError(f"{sub}: exists and is not a folder; give another --save-images")
+            for key in keys:
+                self._refuse(self.path(method, key))
+
+    def save(self, method: str, key: str, image: np.ndarray) -> None:
+        """Write one output (uint8/uint16 RGB); EvalError, nothing written, where it would replace a file no
+        evaluation saved."""
+        path = self.path(method, key)
+        self._refuse(path)
+        write_image(path, image)
+        self.written.append(path.relative_to(self.folder).as_posix())
+
+    def write_manifest(self, written: Iterable[str] | None = None) -> None:
+        """Record the files saved by earlier evaluations and `written` (default: this process's) that exist."""
+        files = self.owned | set(self.written if written is None else written)
+        files = {f for f in files if (self.folder / f).is_file()}
+        text = json.dumps({"written_by": WRITER, "files": sorted(files)}, indent=1) + "\n"
+        atomic_write(self.folder / MANIFEST, text)
+        self.owned = files

@@ -1,0 +1,143 @@
+"""`eval` replaces or removes only files an earlier evaluation wrote: report.json lists the report files it
+wrote, a manifest the images --save-images saved; distinct sample keys save to distinct files; a --report or
+--save-images that is a file (or cannot be written) is a one-line error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from defocuskit.cli.app import app
+from defocuskit.eval.saved import MANIFEST, image_names
+from defocuskit.io.images import read_image
+
+KEYS = ["raw/a/b_IMG_f2_8", "raw/a_b/IMG_f2_8", "plain_f4"]  # the first two both were raw_a_b_IMG_f2_8.png
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three small pairs, each a different flat grey (so each saved input is told apart by its value)."""
+    import webdataset as wds
+
+    from defocuskit.data.shards import encode_members
+
+    folder = tmp_path_factory.mktemp("own") / "shards"
+    folder.mkdir()
+    with wds.ShardWriter(str(folder / "test-%06d.tar"), maxcount=10, verbose=0) as sink:
+        for i, key in enumerate(KEYS):
+            sharp = np.full((24, 32, 3), 40 + 60 * i, np.uint8)
+            sink.write({"__key__": key, **encode_members(sharp, sharp, None, {"source": "t", "f_number": 2.8 + i})})
+    return folder
+
+
+def _eval(shards: Path, *extra: str):
+    res = CliRunner().invoke(app, ["eval", "--shards", str(shards), "--baseline", "input", *extra])
+    return res, res.output.replace("\n", "")
+
+
+def test_report_json_lists_its_files_and_a_figure_it_did_not_write_is_refused(shards: Path, tmp_path: Path) -> None:
+    report = tmp_path / "repH"
+    res, _ = _eval(shards, "--report", str(report))  # an earlier report, no figure
+    assert res.exit_code == 0, res.output
+    assert json.loads((report / "report.json").read_text())["files"] == ["aperture.png", "report.csv", "report.json"]
+    before = (report / "report.json").read_bytes()
+    (report / "figure.png").write_text("mine")
+    for extra in ([], ["--figure"]):  # neither removed nor overwritten: refused, naming it
+        res, out = _eval(shards, "--report", str(report), *extra)
+        assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+        assert f"{report / 'figure.png'}: exists and was not written by an earlier evaluation" in out
+        assert (report / "figure.png").read_text() == "mine" and (report / "report.json").read_bytes() == before
+    (report / "figure.png").unlink()
+    res, _ = _eval(shards, "--report", str(report), "--figure")
+    assert res.exit_code == 0 and "figure.png" in json.loads((report / "report.json").read_text())["files"]
+    res, _ = _eval(shards, "--report", str(report))  # its own figure: removed by a run without --figure
+    assert res.exit_code == 0 and not (report / "figure.png").exists()
+
+
+def test_a_report_json_without_files_owns_no_figure(shards: Path, tmp_path: Path) -> None:
+    report = tmp_path / "old"
+    assert _eval(shards, "--report", str(report))[0].exit_code == 0
+    old = json.loads((report / "report.json").read_text())
+    del old["files"]  # what an earlier version wrote
+    (report / "report.json").write_text(json.dumps(old))
+    (report / "figure.png").write_text("mine")
+    res, out = _eval(shards, "--report", str(report))
+    assert res.exit_code == 2 and "figure.png: exists and was not written" in out
+    (report / "figure.png").unlink()
+    assert _eval(shards, "--report", str(report))[0].exit_code == 0  # its report.csv, aperture.png: replaced
+
+
+def test_report_that_is_a_file_or_not_writable_is_a_one_line_error(shards: Path, tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    a_file = tmp_path / "report"
+    a_file.write_text("mine")
+    res, out = _eval(shards, "--report", str(a_file))
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    assert f"{a_file}: exists and is not a folder" in out and a_file.read_text() == "mine"
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    real = tempfile.mkstemp
+
+    def denied(*args, **kwargs):  # a read-only folder (the tests run as root, which chmod does not stop)
+        if Path(kwargs.get("dir", "")) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    res, out = _eval(shards, "--report", str(locked))
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    assert f"{locked}: cannot write the report there (Permission denied)" in out
+
+
+def test_save_images_distinct_names_manifest_and_users_files_refused(shards: Path, tmp_path: Path) -> None:
+    names = image_names(KEYS)
+    assert names["plain_f4"] == "plain_f4" and len({n.casefold() for n in names.values()}) == 3
+    assert names["raw/a/b_IMG_f2_8"].startswith("raw_a_b_IMG_f2_8-")
+    assert image_names(KEYS) == names  # deterministic
+    saved, report = tmp_path / "sv", tmp_path / "r"
+    res, _ = _eval(shards, "--report", str(report), "--save-images", str(saved))
+    assert res.exit_code == 0, res.output
+    files = sorted(p.name for p in (saved / "input").iterdir())
+    assert files == sorted(f"{n}.png" for n in names.values())  # one file per key: none overwrote another
+    values = {int(read_image(saved / "input" / f"{names[k]}.png").mean()) for k in KEYS}
+    assert values == {40, 100, 160}
+    manifest = json.loads((saved / MANIFEST).read_text())
+    assert manifest["files"] == sorted(f"input/{n}.png" for n in names.values())
+    res, _ = _eval(shards, "--report", str(report), "--save-images", str(saved))  # its own images: replaced
+    assert res.exit_code == 0, res.output
+
+    user = tmp_path / "sv2"
+    (user / "input").mkdir(parents=True)
+    (user / "input" / "plain_f4.png").write_text("mine")
+    res, out = _eval(shards, "--report", str(tmp_path / "r2"), "--save-images", str(user))
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    assert f"{user / 'input' / 'plain_f4.png'}: exists and was not written by an earlier evaluation" in out
+    assert (user / "input" / "plain_f4.png").read_text() == "mine"
+    assert sorted(p.name for p in (user / "input").iterdir()) == ["plain_f4.png"]  # refused before any work
+    assert not (tmp_path / "r2" / "report.json").exists()
+
+    a_file = tmp_path / "images"
+    a_file.write_text("mine")
+    res, out = _eval(shards, "--report", str(tmp_path / "r3"), "--save-images", str(a_file))
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    assert f"{a_file}: exists and is not a folder" in out and a_file.read_text() == "mine"
+
+
+def test_saving_without_known_keys_still_never_replaces_a_users_file(tmp_path: Path) -> None:
+    from defocuskit.eval.config import EvalError
+    from defocuskit.eval.evaluate import evaluate_samples
+
+    flat = np.full((16, 16, 3), 90, np.uint8)
+    samples = [{"key": k, "sharp": flat, "blur": flat, "coc": None, "meta": {"f_number": 4.0}} for k in KEYS]
+    (tmp_path / "id").mkdir()
+    (tmp_path / "id" / "plain_f4.png").write_text("mine")
+    with pytest.raises(EvalError, match="plain_f4.png: exists and was not written"):
+        evaluate_samples(samples, {"id": lambda b, s: b}, save_images=tmp_path, progress=False)
+    assert (tmp_path / "id" / "plain_f4.png").read_text() == "mine"
+    listed = json.loads((tmp_path / MANIFEST).read_text())["files"]  # the two saved before it: the run's own
+    assert len(listed) == 2 and len(set(listed)) == 2 and "id/plain_f4.png" not in listed
