@@ -77,3 +77,16 @@ def test_baselines_preset_scores_the_hidd_papers_baselines(tmp_path: Path) -> No
     report = _demo(tmp_path / "demo", "baselines", 1)  # one pair: HIDD's sampler is the slow part
     assert {row["method"] for row in report["rows"]} == {"dncnn", "ffdnet", "cyclegan", "hidd", "input"}
     assert report["protocol"]["coc"]["source"] == "map"  # FFDNet's level map and HIDD's physics step
+
+
+
+def test_demo_never_replaces_a_users_demo_json(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo.json").write_text('{"mine": 1}')
+    proc = subprocess.run([sys.executable, "-m", "defocuskit", "--threads", "1", "demo", "--out", str(out),
+                           "--steps-scale", "0.005", "--size", "64", "--limit", "2", "--workers", "0"],
+                          capture_output=True, text=True, timeout=600)
+    said = f"{out / 'demo.json'}: exists and was not written by an earlier `defocuskit demo`"
+    assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert (out / "demo.json").read_text() == '{"mine": 1}' and [p.name for p in out.iterdir()] == ["demo.json"]

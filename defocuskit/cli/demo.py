@@ -24,6 +24,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from defocuskit.io.atomic import atomic_write
+
 
 @dataclass(frozen=True)
 class DemoModel:
@@ -84,6 +86,20 @@ def reached_step(run: Path) -> int:
     return max((int(r["step"]) for r in rows), default=0)
 
 
+def check_demo_record(path: Path) -> None:
+    """Refuse (ValueError naming it) a demo.json that an earlier demo did not write: the demo would replace it."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        ours = not path.is_symlink() and isinstance(record, dict) and {"preset", "models", "train_s"} <= set(record)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise ValueError(f"{path}: exists and was not written by an earlier `defocuskit demo`; it is left as it is: "
+                         "give another --out")
+
+
 def run_demo(
     out: Path = Path("demo-out"),
     minutes: float = 30.0,
@@ -121,6 +137,7 @@ def run_demo(
     models = PRESETS[preset]
     console = console or Console()
     out = Path(out)
+    check_demo_record(out / "demo.json")
     start = time.monotonic()
     shards = out / "shards"
     data = {"aligned": shards, "misaligned": out / "shards-misaligned"}
@@ -189,6 +206,7 @@ def run_demo(
     report = evaluate(shards, checkpoints, baselines, config)
     record.update(train_s=round(trained_s, 1), eval_s=round(time.monotonic() - t0, 1),
                   total_s=round(time.monotonic() - start, 1))
-    (out / "demo.json").write_text(json.dumps(record, indent=1) + "\n")
+    check_demo_record(out / "demo.json")  # a file put there during the run is left alone too
+    atomic_write(out / "demo.json", json.dumps(record, indent=1) + "\n")
     console.print(f"[{elapsed()}] done. Report: {report_dir / 'report.json'}, {report_dir / 'report.csv'}; plot: {report_dir / 'aperture.png'}")
     return report
