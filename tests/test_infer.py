@@ -198,6 +198,11 @@ def test_deblur_files_errors_before_work(tmp_path: Path) -> None:
         deblur_files([tmp_path / "a.png"], tmp_path / "junk.safetensors", tmp_path / "out", progress=False)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         deblur_files([tmp_path / "a.png"], tmp_path / "missing.safetensors", tmp_path / "out", progress=False)
+    run = tmp_path / "run"  # a run folder given for its model: the model file named
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(ckpt.read_bytes())
+    with pytest.raises(FileNotFoundError, match=r"run is a folder; give .*run/model\.safetensors, the model the run"):
+        deblur_files([tmp_path / "a.png"], run, tmp_path / "out", progress=False)
     with pytest.raises(ValueError, match="no such file"):
         deblur_files([tmp_path / "nope.png"], ckpt, tmp_path / "out", progress=False)
     write_image(tmp_path / "sub" / "a.jpg", np.zeros((40, 40, 3), np.uint8))

@@ -230,6 +230,12 @@ def test_cli_ingest_and_inspect(tmp_path, fake, monkeypatch):
         assert refused.exit_code == 1 and said in refused.output and "Traceback" not in refused.output, refused.output
     assert photo.read_bytes() == before
     assert runner.invoke(app, ["inspect", str(tmp_path / "nowhere")]).exit_code == 1
+    (tmp_path / "out" / "photos-2023.tar").write_bytes(b"holiday")  # named like a shard: kept, and said so
+    again = runner.invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "out"), "--workers", "0",
+                                "--shard-size", "4"])
+    assert again.exit_code == 0 and "kept, not written by defocuskit" in again.output and "photos-2023.tar" in \
+        again.output, again.output
+    assert (tmp_path / "out" / "photos-2023.tar").read_bytes() == b"holiday"
 
 
 def test_real_synthetic_source_if_present(tmp_path):

@@ -180,3 +180,14 @@ def test_raw_scene_gap_and_hash_split(tmp_path, dng_writer):
     assert {t.split for t in raw_source.list_tasks(root, IngestOptions(test_fraction=0.0))} == {"train"}
     again = [t.split for t in raw_source.list_tasks(root, IngestOptions(scene_gap_s=60))]
     assert again == [t.split for t in tasks]
+
+
+def test_a_png_without_exif_reads_quietly(tmp_path, caplog):
+    import cv2
+
+    from defocuskit.io.raw import read_exif
+
+    cv2.imwrite(str(tmp_path / "p.png"), np.zeros((8, 8, 3), np.uint8))
+    assert read_exif(tmp_path / "p.png")["f_number"] is None
+    assert not [r for r in caplog.records if r.name == "exifread" and r.levelno >= 30]  # "PNG file does not have
+    # exif data." went to stderr on every PNG input: having no EXIF is no fault

@@ -361,7 +361,7 @@ def pseudo_coc_cmd(
     """Pairs into triplets: write the JDRL reblurring module's blur map as coc.png (for defocus-map training)."""
     import sys
 
-    exit_before_torch(not checkpoint.is_file(), f"model file not found: {checkpoint}")
+    exit_before_torch(not checkpoint.exists(), f"model file not found: {checkpoint}")
     exit_before_torch(not shards.exists(), f"--shards {shards}: no such shard folder or file")
     from defocuskit.cli.pseudo_coc import write_pseudo_coc
     from defocuskit.data.folder import FolderError

@@ -143,4 +143,7 @@ def ingest_cmd(
                   f"{run['samples_written']} samples in {run['seconds']:.1f} s; rejects: {run['rejects_new']} new, "
                   f"{manifest['rejects']} total (see {out / 'rejects.jsonl'})"
                   + ("" if manifest["complete"] else "; other parts still missing"), soft_wrap=True)
+    if run.get("foreign_kept"):
+        console.print(f"kept, not written by defocuskit (left as they are): {', '.join(run['foreign_kept'])}",
+                      soft_wrap=True)
 

@@ -42,6 +42,10 @@ def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], method: st
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors and the metadata ("method", "recipe" parsed, "format", "defocuskit_version") of a model file."""
     path = Path(path)
+    if path.is_dir():
+        inside = path / "model.safetensors"
+        hint = f"{inside}, the model the run exported" if inside.is_file() else "the .safetensors model file"
+        raise FileNotFoundError(f"model file not found: {path} is a folder; give {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     try:

@@ -146,8 +146,11 @@ def _camera(make: str | None, model: str | None) -> str | None:
 
 
 def _exif_tags(path: Path) -> dict:
+    import logging
+
     import exifread
 
+    logging.getLogger("exifread").setLevel(logging.ERROR)  # "PNG file does not have exif data.": no EXIF is no fault
     try:
         with open(path, "rb") as f:
             return exifread.process_file(f, details=False)
