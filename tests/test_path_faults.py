@@ -39,3 +39,25 @@ def test_cli_file_where_a_folder_goes_is_one_line_and_left_alone(tmp_path: Path)
         assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
         assert f"{user}: exists and is a file where a folder is needed" in run.stderr
     assert user.read_text() == "mine"
+
+
+def test_an_interrupted_command_says_how_to_go_on(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from defocuskit.cli import pseudo_coc
+    from defocuskit.cli.app import app
+    from defocuskit.inference import files
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "deblur_files", interrupted)
+    monkeypatch.setattr(pseudo_coc, "write_pseudo_coc", interrupted)
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"x")
+    for args, said in ((["deblur", str(tmp_path), "--checkpoint", str(model), "--out", str(tmp_path / "o")],
+                        "run the same command again to finish"),
+                       (["pseudo-coc", "--checkpoint", str(model), "--shards", str(tmp_path), "--out",
+                         str(tmp_path / "p")], "completed shards are kept")):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 130 and said in result.stderr, result.output

@@ -122,6 +122,11 @@ def train_cmd(
 
         try:
             path = train(resolved, resume=not no_resume, validate=make_validator(resolved))
+        except KeyboardInterrupt:
+            if os.environ.get("RANK", "0") == "0":
+                print(f"interrupted: the checkpoints in {resolved.output_dir} are kept; run the same command again to "
+                      "resume from the last one", file=sys.stderr)
+            raise typer.Exit(130) from None
         except TrainingError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from None
@@ -203,6 +208,10 @@ def deblur_cmd(
                                focus_gate=focus_gate,
                                gate_smooth=gate_smooth, tiling=TilingOptions(tile, overlap, max_tile_pixels, batch),
                                device=device, seed=seed, ensemble=ensemble)
+    except KeyboardInterrupt:
+        print(f"interrupted: the images written so far are listed in {out / 'deblur.json'}; run the same command "
+              "again to finish", file=sys.stderr)
+        raise typer.Exit(130) from None
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
@@ -369,6 +378,9 @@ def pseudo_coc_cmd(
 
     try:
         manifest = write_pseudo_coc(checkpoint, shards, out, split=split, device=device, overwrite=overwrite)
+    except KeyboardInterrupt:
+        print("interrupted: completed shards are kept; run the same command again to finish", file=sys.stderr)
+        raise typer.Exit(130) from None
     except (ShardError, FolderError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
