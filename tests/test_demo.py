@@ -90,3 +90,12 @@ def test_demo_never_replaces_a_users_demo_json(tmp_path: Path) -> None:
     said = f"{out / 'demo.json'}: exists and was not written by an earlier `defocuskit demo`"
     assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert (out / "demo.json").read_text() == '{"mine": 1}' and [p.name for p in out.iterdir()] == ["demo.json"]
+    (out / "demo.json").unlink()
+    (out / "runs" / "rddm").mkdir(parents=True)
+    (out / "runs" / "rddm" / "model.safetensors").write_bytes(b"mine")  # stops the demo before any work
+    proc = subprocess.run([sys.executable, "-m", "defocuskit", "--threads", "1", "demo", "--out", str(out),
+                           "--steps-scale", "0.005", "--size", "64", "--limit", "2", "--workers", "0"],
+                          capture_output=True, text=True, timeout=600)
+    said = f"{out / 'runs' / 'rddm' / 'model.safetensors'}: not written by an earlier `defocuskit train` run"
+    assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["runs"] and not (out / "runs" / "nafnet").exists()

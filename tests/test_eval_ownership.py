@@ -141,3 +141,34 @@ def test_saving_without_known_keys_still_never_replaces_a_users_file(tmp_path: P
     assert (tmp_path / "id" / "plain_f4.png").read_text() == "mine"
     listed = json.loads((tmp_path / MANIFEST).read_text())["files"]  # the two saved before it: the run's own
     assert len(listed) == 2 and len(set(listed)) == 2 and "id/plain_f4.png" not in listed
+
+
+def test_images_of_a_killed_evaluation_stay_its_own(tmp_path: Path, monkeypatch) -> None:
+    from defocuskit.eval import saved
+    from defocuskit.eval.config import EvalError
+
+    folder = tmp_path / "saved"
+    first = saved.SavedImages(folder, {"k/a": "k_a", "k/b": "k_b"})
+    first.check(["run1"], ["k/a", "k/b"])
+    first.save("run1", "k/a", np.zeros((4, 4, 3), np.uint8))
+    real_write = saved.write_image
+
+    def killed(path, image):
+        real_write(path, image)
+        raise KeyboardInterrupt  # written, and the run dies before it writes its list
+
+    monkeypatch.setattr(saved, "write_image", killed)
+    with pytest.raises(KeyboardInterrupt):
+        first.save("run1", "k/b", np.zeros((4, 4, 3), np.uint8))
+    monkeypatch.setattr(saved, "write_image", real_write)
+    assert not (folder / MANIFEST).exists() and (folder / "run1" / "k_b.png").is_file()
+    (folder / "run1" / "mine.png").write_bytes(b"user")  # and a file of the user's beside them
+    again = saved.SavedImages(folder, {"k/a": "k_a", "k/b": "k_b", "mine": "mine"})
+    again.check(["run1"], ["k/a", "k/b"])  # the killed run's images are the rerun's to replace
+    with pytest.raises(EvalError, match=r"mine\.png: exists and was not written by an earlier evaluation"):
+        again.check(["run1"], ["mine"])
+    again.save("run1", "k/b", np.ones((4, 4, 3), np.uint8))
+    again.write_manifest()
+    listed = json.loads((folder / MANIFEST).read_text())["files"]
+    assert listed == ["run1/k_a.png", "run1/k_b.png"] and not list(folder.glob("*.journal"))
+    assert (folder / "run1" / "mine.png").read_bytes() == b"user"

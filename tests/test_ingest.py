@@ -229,6 +229,9 @@ def test_cli_ingest_and_inspect(tmp_path, fake, monkeypatch):
         refused = runner.invoke(app, ["inspect", str(tmp_path / "out"), "--sheet", str(target)])
         assert refused.exit_code == 1 and said in refused.output and "Traceback" not in refused.output, refused.output
     assert photo.read_bytes() == before
+    deep = tmp_path / "sheets" / "new" / "s.png"  # a folder that does not exist yet is made
+    assert runner.invoke(app, ["inspect", str(tmp_path / "out"), "--sheet", str(deep)]).exit_code == 0
+    assert deep.is_file()
     assert runner.invoke(app, ["inspect", str(tmp_path / "nowhere")]).exit_code == 1
     (tmp_path / "out" / "photos-2023.tar").write_bytes(b"holiday")  # named like a shard: kept, and said so
     again = runner.invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "out"), "--workers", "0",

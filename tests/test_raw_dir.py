@@ -320,14 +320,21 @@ def test_implausible_f_numbers_are_rejects_naming_the_value(tmp_path):
     assert result.exit_code != 0 and "f.csv:2: 's/ok.jpg': f-number 4e+07 from the CSV is implausible" in result.output
 
 
-def test_an_ingest_that_keeps_only_references_fails_naming_the_rejects(tmp_path):
+def test_an_ingest_that_keeps_only_references_fails_naming_the_rejects(tmp_path, capsys):
+    from defocuskit.data import reader
+
     root = tmp_path / "photos"
     _shot(root / "s1" / "ref.png", 16.0)
     small = _texture(0)[:48, :80]  # the blurred shot at another size: rejected, and only the reference is left
     exif = Image.Exif()
     exif.get_ifd(_EXIF_IFD)[_F_NUMBER] = TiffImagePlugin.IFDRational(40, 10)
     Image.fromarray(small).save(root / "s1" / "b.png", format="PNG", exif=exif.tobytes())
-    with pytest.raises(IngestError, match=r"no blurred shot written \(only 1 sharp reference\(s\)"):
+    with pytest.raises(IngestError, match=r"no blurred shot written: only 1 sharp reference\(s\) kept, nothing to "
+                       r"deblur or score; 1 input\(s\) rejected \(most common reason \(1 of 1\): size mismatch"):
         _ingest(root, tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["complete"] is False and "no blurred shot written" in manifest["error"]
+    reader._WARNED.clear()
+    shard_urls(tmp_path / "out")  # a reader names the failure, not an unfinished run to repeat
+    err = capsys.readouterr().err
+    assert "its ingest failed: no blurred shot written" in err and "run the same ingest command" not in err

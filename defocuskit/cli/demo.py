@@ -127,6 +127,7 @@ def run_demo(
     from defocuskit.methods import get_method
     from defocuskit.methods.recipes import load_recipe
     from defocuskit.train.loop import train
+    from defocuskit.train.runfolder import check_run_folder
 
     if preset not in PRESETS:
         raise ValueError(f"unknown demo preset {preset!r} (known: {', '.join(PRESETS)})")
@@ -138,6 +139,8 @@ def run_demo(
     console = console or Console()
     out = Path(out)
     check_demo_record(out / "demo.json")
+    for dm in models:  # a file of the user's in a run folder stops the demo before any work, not after hours
+        check_run_folder(out / "runs" / dm.name)
     start = time.monotonic()
     shards = out / "shards"
     data = {"aligned": shards, "misaligned": out / "shards-misaligned"}

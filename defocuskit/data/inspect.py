@@ -20,8 +20,7 @@ import cv2
 import numpy as np
 
 from defocuskit.data.reader import decode_sample, iter_raw, read_manifest, shard_urls
-from defocuskit.io.atomic import atomic_write
-from defocuskit.io.tagged_png import check_replaceable, tagged_png
+from defocuskit.io.tagged_png import check_replaceable, write_tagged_png
 
 TILE = 256  # height of a row of the contact sheet, pixels
 MAX_ASPECT = 1.5  # a whole image is at most this many TILEs wide
@@ -395,6 +394,6 @@ def inspect_shards(folder: str | Path, sheet: str | Path | None = None, n: int =
         raise FileNotFoundError(f"{folder}: the shards hold no samples")
     title = (f"{folder.name}: {len(samples)} sample(s); above each row: key · source · split · f-number · "
              "the registration's recorded gain and alignment score · the crop; the yellow box marks the crop")
-    atomic_write(sheet, tagged_png(contact_sheet(samples, title).image, SHEET_TAG))
+    write_tagged_png(sheet, contact_sheet(samples, title).image, SHEET_TAG)
     return sheet
 

@@ -44,15 +44,19 @@ def read_manifest(folder: str | Path) -> dict:
 _WARNED: set[str] = set()  # folders warned about in this process
 
 
-def warn_incomplete(folder: Path) -> None:
-    """One line on stderr (once per folder and process): the ingest that wrote `folder` has not finished."""
+def warn_incomplete(folder: Path, manifest: Mapping[str, Any]) -> None:
+    """One line on stderr (once per folder and process): the ingest that wrote `folder` failed or has not finished."""
     key = os.path.realpath(folder)
     if key in _WARNED:
         return
     _WARNED.add(key)
+    if manifest.get("error"):
+        print(f"warning: {folder}: its ingest failed: {manifest['error']}", file=sys.stderr, flush=True)
+        return
+    listed, planned = len(manifest.get("shards", [])), manifest.get("expected_shards", "?")
     print(f"warning: {folder}: its ingest has not finished (manifest.json: complete false: a run was interrupted, "
-          "or parts of a --part I/N ingest are missing); only the shards written so far are read: run the same "
-          "ingest command again to finish it", file=sys.stderr, flush=True)
+          f"or parts of a --part I/N ingest are missing); only the {listed} of {planned} planned shards its manifest "
+          "lists are read: run the same ingest command again to finish it", file=sys.stderr, flush=True)
 
 
 def _expand_braces(spec: str) -> list[str]:
@@ -78,7 +82,7 @@ def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
         if (path / MANIFEST).is_file():
             manifest = read_manifest(path)
             if manifest.get("complete") is False:
-                warn_incomplete(path)
+                warn_incomplete(path, manifest)
             urls = [str(path / s["name"]) for s in manifest["shards"]]
         else:
             urls = sorted(glob.glob(str(path / "*.tar")))

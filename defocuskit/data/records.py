@@ -39,11 +39,13 @@ def no_sample_error(out: Path, plan: Mapping[str, str], options: Mapping[str, An
     manifest = shards.regenerate(out, plan, options)  # rejects.jsonl of every part, merged
     rejects_file = out / shards.REJECTS
     rejects = [json.loads(line) for line in rejects_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    message = no_sample_message(sources, n_tasks, rejects, manifest.get("dropped_flat", 0), rejects_file,
-                                options.get("min_sharpness"))
-    if n_sharp_only:
-        message = message.replace("no sample written", f"no blurred shot written (only {n_sharp_only} sharp "
-                                  "reference(s), nothing to deblur or score)", 1)
+    if n_sharp_only:  # every blurred shot rejected: the references alone were kept
+        message = f"no blurred shot written: only {n_sharp_only} sharp reference(s) kept, nothing to deblur or score"
+        if rejects:
+            message += f"; {len(rejects)} input(s) rejected ({_most_common(rejects)}; see {rejects_file})"
+    else:
+        message = no_sample_message(sources, n_tasks, rejects, manifest.get("dropped_flat", 0), rejects_file,
+                                    options.get("min_sharpness"))
     shards.regenerate(out, plan, options, error=message)
     return IngestError(message)
 
@@ -70,8 +72,10 @@ def no_sample_message(sources: Mapping[str, Path], n_tasks: int, rejects: list[d
                 f"of the others all flatter than --min-sharpness {min_sharpness}")
     else:
         head = f"no sample written: the sources gave no sample for their {n_tasks} inputs under {where}"
-    if not rejects:
-        return head
+    return f"{head}; {_most_common(rejects)}" if rejects else head
+
+
+def _most_common(rejects: list[dict[str, Any]]) -> str:
     reason, count = Counter(r["reason"] for r in rejects).most_common(1)[0]
     example = next(r["file"] for r in rejects if r["reason"] == reason)
-    return f"{head}; most common reason ({count} of {len(rejects)}): {reason} (e.g. {example})"
+    return f"most common reason ({count} of {len(rejects)}): {reason} (e.g. {example})"

@@ -22,6 +22,14 @@ def tagged_png(image: np.ndarray, tag: str) -> bytes:
     return buffer.getvalue()
 
 
+def write_tagged_png(path: Path, image: np.ndarray, tag: str) -> None:
+    """`tagged_png` of `image` written to `path` atomically (its folder made where missing)."""
+    from defocuskit.io.atomic import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, tagged_png(image, tag))
+
+
 def written_by(path: Path, tag: str) -> bool:
     """Whether `path` is a regular PNG file (not a link) carrying the text chunk KEY = `tag`."""
     if path.is_symlink() or not path.is_file():
