@@ -17,7 +17,7 @@ from defocuskit.io.atomic import atomic_write
 from defocuskit.io.images import write_image
 
 MANIFEST = ".defocuskit-eval-images.json"  # in DIR: {"written_by": WRITER, "files": [paths relative to DIR]}
-JOURNAL = ".defocuskit-eval-images.{pid}.journal"  # one line per image, appended before the image is written
+JOURNAL = ".defocuskit-eval-images.journal"  # one line per image, appended (by every process) before it is written
 WRITER = "defocuskit eval --save-images"
 
 
@@ -53,21 +53,17 @@ class SavedImages:
     def __init__(self, folder: Path, names: dict[str, str] | None) -> None:
         self.folder = Path(folder)
         self.names = names
-        self.journals = sorted(self.folder.glob(JOURNAL.format(pid="*"))) if self.folder.is_dir() else []
-        self.owned = self._read_manifest() | self._read_journals()
+        self.journal = self.folder / JOURNAL
+        self.owned = self._read_manifest() | self._read_journal()
         self.written: list[str] = []
-        self.journal = self.folder / JOURNAL.format(pid=os.getpid())
 
-    def _read_journals(self) -> set[str]:
-        """The images that killed evaluations began to write (their journals; a torn last line is skipped)."""
-        names: set[str] = set()
-        for path in self.journals:
-            try:
-                lines = path.read_text(encoding="utf-8").split("\n")
-            except (OSError, UnicodeDecodeError):
-                continue
-            names |= {line for line in lines[:-1] if line}  # the last piece has no newline: unfinished
-        return names
+    def _read_journal(self) -> set[str]:
+        """The images that killed evaluations began to write (the journal; a torn last line is skipped)."""
+        try:
+            lines = self.journal.read_text(encoding="utf-8").split("\n") if self.journal.is_file() else []
+        except (OSError, UnicodeDecodeError):
+            return set()
+        return {line for line in lines[:-1] if line}  # the last piece has no newline: unfinished
 
     def _read_manifest(self) -> set[str]:
         path = self.folder / MANIFEST
@@ -120,6 +116,7 @@ class SavedImages:
         path = self.path(method, key)
         self._refuse(path)
         rel = path.relative_to(self.folder).as_posix()
+        path.parent.mkdir(parents=True, exist_ok=True)  # another process may not have made the folder yet
         with open(self.journal, "a", encoding="utf-8") as journal:  # listed first: a killed run's images stay ours
             journal.write(rel + "\n")
         write_image(path, image)
@@ -132,5 +129,4 @@ class SavedImages:
         text = json.dumps({"written_by": WRITER, "files": sorted(files)}, indent=1) + "\n"
         atomic_write(self.folder / MANIFEST, text)
         self.owned = files
-        for journal in [*self.journals, self.journal]:  # folded into the list: the killed runs' and this one's
-            journal.unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)  # folded into the list
