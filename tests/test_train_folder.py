@@ -91,6 +91,17 @@ def test_no_resume_removes_only_the_checkpoint_files_defocuskit_wrote(shards, tm
     assert [s for s, _ in list_checkpoints(out)] == [2]
 
 
+def test_pruning_old_checkpoints_keeps_a_users_file_put_into_one(shards, tmp_path):
+    out = tmp_path / "run"
+    args = ("train.checkpoint_every=1", "train.keep_checkpoints=1")
+    assert train(shards, out, "train.max_steps=2", *args).exit_code == 0  # keeps step 2 only
+    (out / "checkpoints" / "step-0000002" / "notes.txt").write_text("mine")
+    result = train(shards, out, "train.max_steps=4", *args)  # resumes; step 3 prunes step 2
+    assert result.exit_code == 0 and "kept" in result.output and "notes.txt" in result.output, result.output
+    assert sorted(p.name for p in (out / "checkpoints" / "step-0000002").iterdir()) == ["notes.txt"]
+    assert [s for s, _ in list_checkpoints(out)] == [4]
+
+
 def test_output_dir_that_is_a_file_or_cannot_be_written(shards, tmp_path, monkeypatch):
     (tmp_path / "f").write_text("x")
     for out in (tmp_path / "f", tmp_path / "f" / "sub"):

@@ -114,7 +114,12 @@ def save_checkpoint(accelerator: Any, model: nn.Module, recipe: Recipe, step: in
             _remove(final)
         os.replace(tmp, final)
         for _, old in list_checkpoints(recipe.output_dir)[: -recipe.train.keep_checkpoints]:
-            _remove(old)
+            if foreign_files(old):  # someone put files into it: only the checkpoint's own go
+                kept = remove_checkpoint(old)
+                accelerator.print(f"kept {old}: it holds files defocuskit did not write ({', '.join(kept[:3])}); "
+                                  "its checkpoint files were removed")
+            else:
+                _remove(old)
     accelerator.wait_for_everyone()
     return final
 
