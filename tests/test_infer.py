@@ -258,6 +258,12 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
     records = json.loads((mine / "deblur.json").read_text())["images"]
     assert sorted(Path(r["output"]).name for r in records) == ["ok.png", "other.png", "third.png"]
     assert not any(r.get("pending") for r in records)
+    retouched = np.full((24, 24, 3), 200, np.uint8)  # the user retouches an output: a rerun leaves it alone
+    write_image(mine / "other.png", retouched)
+    edited = (mine / "other.png").read_bytes()
+    with pytest.raises(ValueError, match=r"other\.png: changed since deblur wrote it"):
+        deblur_files([photos / "other.png"], ckpt, mine, progress=False)
+    assert (mine / "other.png").read_bytes() == edited
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "deblur.json").write_text("my notes")
     with pytest.raises(ValueError, match=r"deblur\.json: exists and is not a deblur\.json written by defocuskit"):

@@ -23,6 +23,7 @@ from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
+from defocuskit.io.hub import file_sha256
 from defocuskit.io.images import bit_depth, check_image, from_float, read_image, to_float, write_image
 from defocuskit.io.raw import read_exif
 
@@ -119,16 +120,22 @@ def check_destinations(inputs: list[Path], out: Path, defocus_map: bool) -> list
     """Refuse (ValueError naming the file) a run that would write over one of its inputs or over a file
     that no earlier `deblur` into `out` wrote; returns the earlier records (see `previous_records`)."""
     records = previous_records(out)
-    ours = {Path(r["output"]).name for r in records}  # outputs lie in `out` itself: named, wherever deblur ran from
+    # outputs lie in `out` itself: known by name, wherever deblur ran from; with the SHA-256 it wrote them with
+    ours = {Path(r["output"]).name: r.get("sha256") for r in records}
     sources = {p.resolve(): p for p in inputs}
     for p in inputs:
         dest = destination(out, p, defocus_map)
         if dest.resolve() in sources:
             raise ValueError(f"{sources[dest.resolve()]}: the output {dest} would replace this input photo; "
                              "give another --out")
-        if (dest.exists() or dest.is_symlink()) and dest.name not in ours:
+        if not (dest.exists() or dest.is_symlink()):
+            continue
+        if dest.name not in ours:
             raise ValueError(f"{dest}: exists and was not written by an earlier deblur into {out} (deblur.json "
                              "does not list it); it is left as it is: give another --out")
+        if ours[dest.name] and (dest.is_symlink() or not dest.is_file() or file_sha256(dest) != ours[dest.name]):
+            raise ValueError(f"{dest}: changed since deblur wrote it (not the SHA-256 deblur.json records); it is "
+                             "left as it is: move it or give another --out")
     return records
 
 
@@ -256,7 +263,7 @@ def deblur_files(
             if optics_of.get(p, {}).get("f_number") else None,
             "gate_smooth": gate_smooth if focus_gate is not None else None,
             "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
-            "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3),
+            "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3), "sha256": file_sha256(dest),
         })
         atomic_write(out / "deblur.json", json.dumps({"images": kept + records}, indent=2) + "\n")
     return written
