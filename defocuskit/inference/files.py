@@ -18,11 +18,7 @@ from defocuskit.imaging.focus_gate import focus_gate as gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.load import load_model
-from defocuskit.inference.restore import (
-    resolve_sampler,
-    restore_image,
-    sampler_settings,
-)
+from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.devices import resolve_device
