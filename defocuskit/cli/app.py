@@ -74,7 +74,7 @@ def inspect_cmd(
             console.print(describe_bounds(folder, list(manifest.get("counts", {}).get("by_split", {}))), soft_wrap=True)
         path = inspect_shards(folder, sheet, n)
     except (FileNotFoundError, ValueError, ShardError) as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"contact sheet: {path}", soft_wrap=True)
 

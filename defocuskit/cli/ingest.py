@@ -85,7 +85,7 @@ def ingest_cmd(
                        ("vabd", vabd), ("ebb", ebb), ("sdd", sdd), ("pairs", pairs), ("cuhk-blur", cuhk_blur),
                        ("render", render)):
         if root is not None and not root.is_dir():  # named before torch is imported, as check_sources would
-            Console().print(f"[red]error:[/red] {option_of(name)} {root}: no such directory", soft_wrap=True)
+            Console(stderr=True).print(f"[red]error:[/red] {option_of(name)} {root}: no such directory", soft_wrap=True)
             raise typer.Exit(1)
     from defocuskit.data.ingest import run_ingest
     from defocuskit.data.inspect import manifest_table
@@ -132,10 +132,10 @@ def ingest_cmd(
     try:
         manifest = run_ingest(sources, opts)
     except IngestError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        console.print("interrupted: completed shards are kept; run the same command again to finish")
+        Console(stderr=True).print("interrupted: completed shards are kept; run the same command again to finish")
         raise typer.Exit(130) from None
     run = manifest["run"]
     console.print(manifest_table(manifest))
