@@ -172,3 +172,7 @@ def test_images_of_a_killed_evaluation_stay_its_own(tmp_path: Path, monkeypatch)
     listed = json.loads((folder / MANIFEST).read_text())["files"]
     assert listed == ["run1/k_a.png", "run1/k_b.png"] and not list(folder.glob("*.journal"))
     assert (folder / "run1" / "mine.png").read_bytes() == b"user"
+    (folder / "run1" / "k_a.png").write_bytes(b"retouched")  # the user's edit of a saved image: left alone
+    with pytest.raises(EvalError, match=r"k_a\.png: changed since an evaluation saved it"):
+        saved.SavedImages(folder, {"k/a": "k_a"}).check(["run1"], ["k/a"])
+    assert (folder / "run1" / "k_a.png").read_bytes() == b"retouched"

@@ -51,6 +51,9 @@ def test_an_interrupted_command_says_how_to_go_on(tmp_path: Path, monkeypatch) -
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
+    from defocuskit.eval import evaluate
+
+    monkeypatch.setattr(evaluate, "evaluate", interrupted)
     monkeypatch.setattr(files, "deblur_files", interrupted)
     monkeypatch.setattr(pseudo_coc, "write_pseudo_coc", interrupted)
     model = tmp_path / "m.safetensors"
@@ -58,6 +61,8 @@ def test_an_interrupted_command_says_how_to_go_on(tmp_path: Path, monkeypatch) -
     for args, said in ((["deblur", str(tmp_path), "--checkpoint", str(model), "--out", str(tmp_path / "o")],
                         "run the same command again to finish"),
                        (["pseudo-coc", "--checkpoint", str(model), "--shards", str(tmp_path), "--out",
-                         str(tmp_path / "p")], "completed shards are kept")):
+                         str(tmp_path / "p")], "completed shards are kept"),
+                       (["eval", "--shards", str(tmp_path), "--baseline", "input", "--report", str(tmp_path / "r")],
+                        "holds the previous report, if any, as it was")):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 130 and said in result.stderr, result.output

@@ -319,6 +319,11 @@ def eval_cmd(
                             ssim_variant=value(ssim), lpips_weights=lpips_weights, by_source=by_source, figure=figure,
                             protocol=value(protocol) or "default", detail_band=detail_band)
         evaluate(shards, checkpoints, baselines, config)
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"interrupted: {report} holds the previous report, if any, as it was; run the same command again",
+                  file=sys.stderr)
+        raise typer.Exit(130) from None
     except (EvalError, ShardError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None

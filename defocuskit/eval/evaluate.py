@@ -54,7 +54,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
     """This process's part: per-image rows and skips, each with the sample's index, bit depths and counts;
     with `figure`, per f-number group (index, figure row) of the first pair every method produced an output for."""
     part: dict[str, Any] = {"images": [], "skipped": [], "depths": {}, "pairs": 0, "sharp_only": 0, "blur_map": 0,
-                            "no_f": 0, "figure": {}, "saved": save_images.written if save_images else []}
+                            "no_f": 0, "figure": {}, "saved": save_images.written if save_images else {}}
     eta = CostEta(runners, total)  # the bar's time left, from each method's measured cost
     task = bar.add_task("scoring", total=None if total is None else total * len(runners), eta=eta) if bar else None
     for position, sample in enumerate(samples):
@@ -183,7 +183,7 @@ def evaluate_samples(
         raise
     parts = gather(part)
     if save_images is not None:  # every process writes the same list: of all processes' saved images
-        save_images.write_manifest([f for p in parts if "saved" in p for f in p["saved"]])
+        save_images.write_manifest({f: sha for p in parts for f, sha in p.get("saved", {}).items()})
     failed = [p["error"] for p in parts if "error" in p]
     if failed:
         raise EvalError(f"another eval process failed: {failed[0]}")

@@ -14,10 +14,11 @@ import numpy as np
 
 from defocuskit.eval.config import EvalError
 from defocuskit.io.atomic import atomic_write
+from defocuskit.io.hub import file_sha256
 from defocuskit.io.images import write_image
 
-MANIFEST = ".defocuskit-eval-images.json"  # in DIR: {"written_by": WRITER, "files": [paths relative to DIR]}
-JOURNAL = ".defocuskit-eval-images.journal"  # one line per image, appended (by every process) before it is written
+MANIFEST = ".defocuskit-eval-images.json"  # in DIR: {"written_by", "files": [paths in DIR], "sha256": {path: hex}}
+JOURNAL = ".defocuskit-eval-images.journal"  # "path" before an image is written, "path<TAB>sha256" after
 WRITER = "defocuskit eval --save-images"
 
 
@@ -54,28 +55,35 @@ class SavedImages:
         self.folder = Path(folder)
         self.names = names
         self.journal = self.folder / JOURNAL
-        self.owned = self._read_manifest() | self._read_journal()
-        self.written: list[str] = []
+        self.owned = {**self._read_manifest(), **self._read_journal()}  # path -> SHA-256 it was saved with (or None)
+        self.written: dict[str, str] = {}
 
-    def _read_journal(self) -> set[str]:
-        """The images that killed evaluations began to write (the journal; a torn last line is skipped)."""
+    def _read_journal(self) -> dict[str, str | None]:
+        """The images that killed evaluations wrote or began to write (the journal; a torn last line is skipped),
+        with the SHA-256 of those they finished."""
         try:
             lines = self.journal.read_text(encoding="utf-8").split("\n") if self.journal.is_file() else []
         except (OSError, UnicodeDecodeError):
-            return set()
-        return {line for line in lines[:-1] if line}  # the last piece has no newline: unfinished
+            return {}
+        found: dict[str, str | None] = {}
+        for line in lines[:-1]:  # the last piece has no newline: unfinished
+            rel, _, sha = line.partition("\t")
+            if rel:
+                found[rel] = sha or None
+        return found
 
-    def _read_manifest(self) -> set[str]:
+    def _read_manifest(self) -> dict[str, str | None]:
         path = self.folder / MANIFEST
         if self.folder.exists() and not self.folder.is_dir():
             raise EvalError(f"{self.folder}: exists and is not a folder; give a folder for --save-images")
         if not (path.exists() or path.is_symlink()):
-            return set()
+            return {}
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("written_by") != WRITER or not isinstance(data.get("files"), list):
                 raise ValueError("not a manifest of defocuskit eval")
-            return {str(f) for f in data["files"]}
+            sha = data.get("sha256") if isinstance(data.get("sha256"), dict) else {}
+            return {str(f): sha.get(f) for f in data["files"]}
         except (OSError, ValueError, AttributeError) as exc:
             raise EvalError(f"{path}: cannot read it as the list of images eval saved ({exc}); "
                             "it is left as it is: give another --save-images") from None
@@ -91,9 +99,14 @@ class SavedImages:
         rel = path.relative_to(self.folder).as_posix()
         if path.is_dir():
             raise EvalError(f"{path}: a folder where eval would save an image; give another --save-images")
-        if (path.exists() or path.is_symlink()) and rel not in self.owned and rel not in self.written:
+        if not (path.exists() or path.is_symlink()) or rel in self.written:
+            return
+        if rel not in self.owned:
             raise EvalError(f"{path}: exists and was not written by an earlier evaluation (not listed in "
                             f"{self.folder / MANIFEST}); it is left as it is: give another --save-images")
+        if self.owned[rel] and (path.is_symlink() or not path.is_file() or file_sha256(path) != self.owned[rel]):
+            raise EvalError(f"{path}: changed since an evaluation saved it (not the SHA-256 {MANIFEST} records); it "
+                            "is left as it is: move it or give another --save-images")
 
     def check(self, methods: Iterable[str], keys: Iterable[str]) -> None:
         """EvalError naming the first file the outputs of `methods` for `keys` would replace that no earlier
@@ -120,13 +133,17 @@ class SavedImages:
         with open(self.journal, "a", encoding="utf-8") as journal:  # listed first: a killed run's images stay ours
             journal.write(rel + "\n")
         write_image(path, image)
-        self.written.append(rel)
+        self.written[rel] = file_sha256(path)
+        with open(self.journal, "a", encoding="utf-8") as journal:
+            journal.write(f"{rel}\t{self.written[rel]}\n")
 
-    def write_manifest(self, written: Iterable[str] | None = None) -> None:
-        """Record the files saved by earlier evaluations and `written` (default: this process's) that exist."""
-        files = self.owned | set(self.written if written is None else written)
-        files = {f for f in files if (self.folder / f).is_file()}
-        text = json.dumps({"written_by": WRITER, "files": sorted(files)}, indent=1) + "\n"
+    def write_manifest(self, written: dict[str, str] | None = None) -> None:
+        """Record the files saved by earlier evaluations and `written` (path -> SHA-256; default: this process's)
+        that exist."""
+        files = {**self.owned, **(self.written if written is None else written)}
+        files = {f: sha for f, sha in files.items() if (self.folder / f).is_file()}
+        text = json.dumps({"written_by": WRITER, "files": sorted(files),
+                           "sha256": {f: sha for f, sha in sorted(files.items()) if sha}}, indent=1) + "\n"
         atomic_write(self.folder / MANIFEST, text)
         self.owned = files
         self.journal.unlink(missing_ok=True)  # folded into the list

@@ -63,15 +63,16 @@ def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
     """A temporary path to write the whole file to; renamed onto `path` when the block ends without error,
     removed otherwise. The file gets `mode`, else the usual permissions (0666 less the umask)."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
-        os.replace(tmp, path)
+    name = None
+    try:  # made inside the try: a Ctrl-C right after mkstemp still removes it
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        yield Path(name)
+        os.chmod(name, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
+        os.replace(name, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        if name is not None:
+            Path(name).unlink(missing_ok=True)
 
 
 def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> None:
