@@ -56,6 +56,10 @@ def test_report_json_lists_its_files_and_a_figure_it_did_not_write_is_refused(sh
     assert res.exit_code == 0 and "figure.png" in json.loads((report / "report.json").read_text())["files"]
     res, _ = _eval(shards, "--report", str(report))  # its own figure: removed by a run without --figure
     assert res.exit_code == 0 and not (report / "figure.png").exists()
+    (report / "aperture.png").write_bytes(b"my own plot")  # a user's copy over a file the run wrote: left alone
+    res, out = _eval(shards, "--report", str(report))
+    assert res.exit_code == 2 and f"{report / 'aperture.png'}: changed since the evaluation that wrote it" in out
+    assert (report / "aperture.png").read_bytes() == b"my own plot"
 
 
 def test_a_report_json_without_files_owns_no_figure(shards: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from defocuskit.eval.config import EvalError
+from defocuskit.io.hub import file_sha256
 
 METRICS = ("psnr", "ssim", "mae", "lpips")
 GAIN_METRICS = ("psnr", "ssim", "mae")
@@ -246,7 +247,13 @@ def check_report_folder(folder: Path) -> None:
         earlier = json.loads((folder / "report.json").read_text(encoding="utf-8"))
         ours = written_files(earlier) if isinstance(earlier, dict) and "protocol" in earlier else []
     except (OSError, ValueError, TypeError):
-        ours = []
+        earlier, ours = {}, []
+    recorded = earlier.get("sha256") if ours and isinstance(earlier.get("sha256"), dict) else {}
+    for name in ours:
+        path = folder / name
+        if recorded.get(name) and path.exists() and (path.is_symlink() or file_sha256(path) != recorded[name]):
+            raise EvalError(f"{path}: changed since the evaluation that wrote it (not the SHA-256 its report.json "
+                            "records); it is left as it is: move it or give another --report")
     theirs = [name for name in REPORT_FILES if (folder / name).exists() or (folder / name).is_symlink()]
     theirs = [name for name in theirs if name not in ours]
     if theirs:
@@ -279,5 +286,8 @@ def write_report_files(report: dict[str, Any], folder: Path, figure_rows: list[A
             report["notes"].append("aperture.png not written: no f-number groups")
         # what this run wrote: the next evaluation into this folder replaces or removes these and no other file
         report["files"] = [n for n in REPORT_FILES if (stage / n).exists() or n in ("report.csv", "report.json")]
+        write_report(report, stage)
+        # the others' SHA-256 in report.json: a file changed since (a user's copy over it) is not the run's to replace
+        report["sha256"] = {n: file_sha256(stage / n) for n in report["files"] if n != "report.json"}
         write_report(report, stage)
         check_report_folder(folder)  # again: a file put there while this run scored is left alone
