@@ -93,7 +93,7 @@ def test_eval_on_a_full_disk_is_one_line_and_keeps_the_previous_report(tmp_path)
         "import errno, sys\n"
         "from pathlib import Path\n"
         "import defocuskit.eval.report as ev  # write_report_files calls it\n"
-        "def full(report, folder, by_source=False):\n"
+        "def full(report, folder, by_source=False, sha256_of=None):\n"
         "    (Path(folder) / 'report.json').write_bytes(b'{' * 8192)  # what a full disk leaves\n"
         "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
         "ev.write_report = full\n"

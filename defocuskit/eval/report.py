@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from defocuskit.eval.config import EvalError
-from defocuskit.io.hub import file_sha256
+from defocuskit.io.hub import changed_since, file_sha256
 
 METRICS = ("psnr", "ssim", "mae", "lpips")
 GAIN_METRICS = ("psnr", "ssim", "mae")
@@ -173,19 +173,19 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
         console.print(f"[yellow]skipped {len(report['skipped'])} sample(s)[/yellow] (listed in report.json)")
 
 
-def write_report(report: dict[str, Any], report_dir: Path, by_source: bool = False) -> dict[str, Path]:
-    """Write report.json (everything) and report.csv (the rows); returns their paths.
+def write_report(report: dict[str, Any], report_dir: Path, by_source: bool = False,
+                 sha256_of: list[str] | None = None) -> dict[str, Path]:
+    """Write report.csv (the rows) and report.json (everything); returns their paths.
 
     With `by_source`, the rows are first recomputed per (source, f-number) from the images (`add_source_rows`).
-    The protocol records what the *_std columns are.
+    The protocol records what the *_std columns are. `sha256_of`: files of `report_dir` (report.csv among them)
+    whose SHA-256 report.json records in "sha256".
     """
     if by_source:
         add_source_rows(report)
     report.setdefault("protocol", {}).setdefault("std", STD_DESCRIPTION)
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    json_path = report_dir / "report.json"
-    json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     csv_path = report_dir / "report.csv"
     with csv_path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(ROW_KEYS), extrasaction="ignore")
@@ -193,6 +193,10 @@ def write_report(report: dict[str, Any], report_dir: Path, by_source: bool = Fal
         for row in report["rows"]:
             writer.writerow({k: (ALL if k in ("f_number", "source") and row.get(k) is None else row.get(k))
                              for k in ROW_KEYS})
+    if sha256_of is not None:
+        report["sha256"] = {name: file_sha256(report_dir / name) for name in sha256_of}
+    json_path = report_dir / "report.json"
+    json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     return {"json": json_path, "csv": csv_path}
 
 
@@ -251,7 +255,7 @@ def check_report_folder(folder: Path) -> None:
     recorded = earlier.get("sha256") if ours and isinstance(earlier.get("sha256"), dict) else {}
     for name in ours:
         path = folder / name
-        if recorded.get(name) and path.exists() and (path.is_symlink() or file_sha256(path) != recorded[name]):
+        if recorded.get(name) and (path.exists() or path.is_symlink()) and changed_since(path, recorded[name]):
             raise EvalError(f"{path}: changed since the evaluation that wrote it (not the SHA-256 its report.json "
                             "records); it is left as it is: move it or give another --report")
     theirs = [name for name in REPORT_FILES if (folder / name).exists() or (folder / name).is_symlink()]
@@ -286,8 +290,6 @@ def write_report_files(report: dict[str, Any], folder: Path, figure_rows: list[A
             report["notes"].append("aperture.png not written: no f-number groups")
         # what this run wrote: the next evaluation into this folder replaces or removes these and no other file
         report["files"] = [n for n in REPORT_FILES if (stage / n).exists() or n in ("report.csv", "report.json")]
-        write_report(report, stage)
-        # the others' SHA-256 in report.json: a file changed since (a user's copy over it) is not the run's to replace
-        report["sha256"] = {n: file_sha256(stage / n) for n in report["files"] if n != "report.json"}
-        write_report(report, stage)
+        # with the others' SHA-256: a file changed since (a user's copy over it) is not the next run's to replace
+        write_report(report, stage, sha256_of=[n for n in report["files"] if n != "report.json"])
         check_report_folder(folder)  # again: a file put there while this run scored is left alone

@@ -14,7 +14,7 @@ import numpy as np
 
 from defocuskit.eval.config import EvalError
 from defocuskit.io.atomic import atomic_write
-from defocuskit.io.hub import file_sha256
+from defocuskit.io.hub import changed_since, file_sha256
 from defocuskit.io.images import write_image
 
 MANIFEST = ".defocuskit-eval-images.json"  # in DIR: {"written_by", "files": [paths in DIR], "sha256": {path: hex}}
@@ -57,6 +57,7 @@ class SavedImages:
         self.journal = self.folder / JOURNAL
         self.owned = {**self._read_manifest(), **self._read_journal()}  # path -> SHA-256 it was saved with (or None)
         self.written: dict[str, str] = {}
+        self.verified: set[str] = set()  # earlier images found unchanged
 
     def _read_journal(self) -> dict[str, str | None]:
         """The images that killed evaluations wrote or began to write (the journal; a torn last line is skipped),
@@ -104,9 +105,10 @@ class SavedImages:
         if rel not in self.owned:
             raise EvalError(f"{path}: exists and was not written by an earlier evaluation (not listed in "
                             f"{self.folder / MANIFEST}); it is left as it is: give another --save-images")
-        if self.owned[rel] and (path.is_symlink() or not path.is_file() or file_sha256(path) != self.owned[rel]):
+        if self.owned[rel] and rel not in self.verified and changed_since(path, self.owned[rel]):
             raise EvalError(f"{path}: changed since an evaluation saved it (not the SHA-256 {MANIFEST} records); it "
                             "is left as it is: move it or give another --save-images")
+        self.verified.add(rel)  # `check` hashed it: `save` does not again
 
     def check(self, methods: Iterable[str], keys: Iterable[str]) -> None:
         """EvalError naming the first file the outputs of `methods` for `keys` would replace that no earlier

@@ -23,15 +23,8 @@ from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
-from defocuskit.io.hub import file_sha256
-from defocuskit.io.images import (
-    bit_depth,
-    check_image,
-    from_float,
-    read_image,
-    to_float,
-    write_image,
-)
+from defocuskit.io.hub import changed_since, file_sha256
+from defocuskit.io.images import bit_depth, check_image, from_float, read_image, to_float, write_image
 from defocuskit.io.raw import read_exif
 
 
@@ -140,7 +133,7 @@ def check_destinations(inputs: list[Path], out: Path, defocus_map: bool) -> list
         if dest.name not in ours:
             raise ValueError(f"{dest}: exists and was not written by an earlier deblur into {out} (deblur.json "
                              "does not list it); it is left as it is: give another --out")
-        if ours[dest.name] and (dest.is_symlink() or not dest.is_file() or file_sha256(dest) != ours[dest.name]):
+        if ours[dest.name] and changed_since(dest, ours[dest.name]):
             raise ValueError(f"{dest}: changed since deblur wrote it (not the SHA-256 deblur.json records); it is "
                              "left as it is: move it or give another --out")
     return records

@@ -105,6 +105,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def changed_since(path: Path, sha256: str) -> bool:
+    """Whether `path` is no longer the regular file whose SHA-256 was recorded as `sha256` (a link, a folder, or
+    other content): a file a command wrote that someone has since replaced or edited."""
+    return path.is_symlink() or not path.is_file() or file_sha256(path) != sha256
+
+
 # ----------------------------------------------------------------------------------------- eval rows
 
 

@@ -46,24 +46,24 @@ def foreign_files(folder: Path) -> list[str]:
 def blocking_step_folder(output_dir: str | Path, after: int, upto: int, every: int) -> Path | None:
     """A checkpoints/step-N folder holding files defocuskit did not write where a run from step `after` to
     `upto`, saving every `every` steps, would save its checkpoint N; None when there is none."""
-    folder = Path(output_dir) / CHECKPOINTS
-    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
-        if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit():
-            step = int(p.name[5:])
-            if after < step <= upto and (step % every == 0 or step == upto) and foreign_files(p):
-                return p
+    for step, p in _step_folders(output_dir):
+        if after < step <= upto and (step % every == 0 or step == upto) and foreign_files(p):
+            return p
     return None
+
+
+def _step_folders(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """Every checkpoints/step-N folder (step, folder), oldest first, complete or not."""
+    folder = Path(output_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    return sorted((int(p.name[5:]), p) for p in folder.iterdir()
+                  if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit())
 
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (step, folder), oldest first; temporary and partial folders are ignored."""
-    folder = Path(output_dir) / CHECKPOINTS
-    found = []
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit() and (p / "recipe.json").is_file():
-                found.append((int(p.name[5:]), p))
-    return sorted(found)
+    return [(step, p) for step, p in _step_folders(output_dir) if (p / "recipe.json").is_file()]
 
 
 def check_resume(checkpoint: Path, recipe: Recipe) -> None:
