@@ -295,13 +295,17 @@ def test_the_gaussian_psf_reaches_hidds_data_step_and_the_prox_baseline(hidd_fil
     and their outputs differ from the disc's on the same samples and noise."""
     from defocuskit.eval.evaluate import evaluate
 
-    evaluate(synthetic_shards, [hidd_file, hidd_file], ["prox", "prox-gaussian"],
+    evaluate(synthetic_shards, [hidd_file, hidd_file], ["prox", "prox-gaussian", "prox-plain"],
              EvalConfig(limit=2, report_dir=tmp_path / "r", save_images=tmp_path / "img", samplers=["fast"],
                         sets=["sampler.steps=2", "sampler.consistency=physics", "hidd#2:sampler.psf=gaussian"],
                         coc="oracle", progress=False))
     methods = json.loads((tmp_path / "r" / "report.json").read_text())["protocol"]["methods"]
     assert methods["hidd"]["sampler"]["psf"] == "disc" and methods["hidd#2"]["sampler"]["psf"] == "gaussian"
-    assert "Gaussian" in methods["prox-gaussian"]["description"] and "Gaussian" not in methods["prox"]["description"]
+    kernel = "the Gaussian of its disc"
+    assert kernel in methods["prox-gaussian"]["description"] and kernel not in methods["prox"]["description"]
+    weighed = "the image's own noise"  # the default prox baselines weigh their change against it; prox-plain does not
+    assert weighed in methods["prox"]["description"] and weighed in methods["prox-gaussian"]["description"]
+    assert weighed not in methods["prox-plain"]["description"]
     for disc, gaussian in (("hidd", "hidd#2"), ("prox", "prox-gaussian")):
         files = sorted((tmp_path / "img" / disc).iterdir())
         assert files

@@ -7,15 +7,18 @@ re-blur of the reference (K x, the operator's own blur of the sharp side) and sc
 
 Prints, per f-number, the mean PSNR gain over the input (sRGB, the evaluator's metric on clipped floats) of the prox
 baseline (eval/baselines.prox_baseline: argmin ||K_c x - y||^2 + rho ||x - y||^2, CG steps) for rho 0.2 (the
-baseline's), 0.5 and 1, 5 and 2 CG steps and the Gaussian kernel. With `--coc oracle` also: the baseline's gain
-scored in linear light, and its gain on the noise-free K x in place of the shot (what the step recovers when the
-operator and the CoC are exactly right and nothing else is in y). The CoC is signed where the shard records a sign,
+baseline's), 0.5 and 1, 5 and 2 CG steps and the Gaussian kernel, each without the weighing against the image's own
+noise (imaging/noise.py; `prox-plain`), and the disc and Gaussian steps with it (`prox`, `prox-gaussian`), with each
+variant's seconds per image. With `--coc oracle` also: prox-plain's gain scored in linear light, and its gain on the
+noise-free K x in place of the shot (what the step recovers when the operator and the CoC are exactly right and
+nothing else is in y). The CoC is signed where the shard records a sign,
 as the evaluator passes it. `--per-image` lists each sample whose key holds one of the comma-separated parts.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections import defaultdict
 
 import numpy as np
@@ -27,9 +30,12 @@ from defocuskit.eval.metrics import psnr, to_unit
 from defocuskit.imaging.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
 from defocuskit.inference.coc_source import CocSource
 
-VARIANTS = (("prox (rho 0.2, 30 steps)", PROX_RHO, PROX_CG_STEPS, "disc"), ("rho 0.5", 0.5, PROX_CG_STEPS, "disc"),
-            ("rho 1", 1.0, PROX_CG_STEPS, "disc"), ("5 CG steps", PROX_RHO, 5, "disc"),
-            ("2 CG steps", PROX_RHO, 2, "disc"), ("Gaussian kernel", PROX_RHO, PROX_CG_STEPS, "gaussian"))
+VARIANTS = (("prox-plain (rho 0.2, 30 steps)", PROX_RHO, PROX_CG_STEPS, "disc", False),
+            ("prox (the same, weighed against the noise)", PROX_RHO, PROX_CG_STEPS, "disc", True),
+            ("rho 0.5", 0.5, PROX_CG_STEPS, "disc", False), ("rho 1", 1.0, PROX_CG_STEPS, "disc", False),
+            ("5 CG steps", PROX_RHO, 5, "disc", False), ("2 CG steps", PROX_RHO, 2, "disc", False),
+            ("Gaussian kernel", PROX_RHO, PROX_CG_STEPS, "gaussian", False),
+            ("Gaussian kernel, weighed against the noise", PROX_RHO, PROX_CG_STEPS, "gaussian", True))
 
 
 def _chw(image: np.ndarray) -> torch.Tensor:
@@ -41,7 +47,7 @@ def _hwc(x: torch.Tensor) -> np.ndarray:
 
 
 def oracle_checks(blur: np.ndarray, sharp: np.ndarray, coc: np.ndarray) -> tuple[float, float]:
-    """(the baseline's gain in linear light, its sRGB gain on the noise-free re-blur K x of the reference)."""
+    """(prox-plain's gain in linear light, its sRGB gain on the noise-free re-blur K x of the reference)."""
     op = DefocusOperator(torch.from_numpy(np.ascontiguousarray(coc, np.float32))[None, None])
     y, x = srgb_to_linear(_chw(blur)), srgb_to_linear(_chw(sharp))
     out = op.prox(y, y, PROX_RHO, PROX_CG_STEPS)
@@ -64,14 +70,19 @@ def main() -> None:
     parts = [p for p in args.per_image.split(",") if p]
     columns = [v[0] for v in VARIANTS] + (["linear light", "noise-free K x"] if args.coc == "oracle" else [])
     gains: dict[str, dict[float | str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    seconds: dict[str, list[float]] = defaultdict(list)
     for sample in iter_samples(args.shards, args.split):
         if sample["blur"] is None or sample["sharp"] is None:
             continue
         blur, sharp, meta = to_unit(sample["blur"]), to_unit(sample["sharp"]), sample["meta"]
         coc = source(blur, meta, signed_coc(sample), name=sample["key"])
         base = psnr(blur, sharp)
-        row = [psnr(prox_baseline(blur, meta, coc, psf, rho, steps).clip(0, 1), sharp) - base
-               for _, rho, steps, psf in VARIANTS]
+        row = []
+        for name, rho, steps, psf, noise in VARIANTS:
+            start = time.perf_counter()
+            out = prox_baseline(blur, meta, coc, psf, rho, steps, noise)
+            seconds[name].append(time.perf_counter() - start)
+            row.append(psnr(out.clip(0, 1), sharp) - base)
         if args.coc == "oracle":
             row += list(oracle_checks(blur, sharp, coc))
         for name, gain in zip(columns, row):
@@ -82,10 +93,12 @@ def main() -> None:
     if not gains:
         raise SystemExit(f"{args.shards}: no pair with blur.png and sharp.png in split '{args.split}'")
     keys = sorted(k for k in gains[columns[0]] if k != "all") + ["all"]
-    print(f"\n| {args.coc} CoC: gain dB | " + " | ".join(f"f/{k:g}" if k != "all" else "all" for k in keys) + " |")
-    print("|---|" + "---:|" * len(keys))
+    print(f"\n| {args.coc} CoC: gain dB | " + " | ".join(f"f/{k:g}" if k != "all" else "all" for k in keys)
+          + " | s / image |")
+    print("|---|" + "---:|" * len(keys) + "---:|")
     for name in columns:
-        print(f"| {name} | " + " | ".join(f"{np.mean(gains[name][k]):+.2f}" for k in keys) + " |")
+        cost = f"{np.mean(seconds[name]):.2f}" if name in seconds else "-"
+        print(f"| {name} | " + " | ".join(f"{np.mean(gains[name][k]):+.2f}" for k in keys) + f" | {cost} |")
 
 
 if __name__ == "__main__":

@@ -9,20 +9,25 @@ import numpy as np
 
 from defocuskit.imaging import optics
 
-BASELINES = ("input", "wiener", "prox", "prox-gaussian")
+BASELINES = ("input", "wiener", "prox", "prox-gaussian", "prox-plain")
 
 DEFAULT_NSR = 0.01
 PROX_RHO, PROX_CG_STEPS = 0.2, 30
 
-PROX_PSF = {"prox": "disc", "prox-gaussian": "gaussian"}  # each prox baseline's kernel (optics.PSF_SHAPES)
+# each prox baseline: its kernel (optics.PSF_SHAPES) and whether its change is shrunk to what exceeds the image's own
+# noise (imaging/noise.py; measured: docs/benchmarks.md "The proximal step weighed against the image's noise").
+# "prox-plain" is the step as every figure before that section was measured.
+PROX_VARIANTS = {"prox": ("disc", True), "prox-gaussian": ("gaussian", True), "prox-plain": ("disc", False)}
 _PROX_KERNEL = {"disc": "", "gaussian": ", each blurred by the Gaussian of its disc's second moment, optics.defocus_psf"}
+_PROX_NOISE = ("; its change kept in proportion to how far it exceeds, locally, the change the image's own noise "
+               "(Poisson-Gaussian, level estimated from the image) causes through the same step (imaging/noise.py)")
 
 
-def prox_description(psf: str = "disc") -> str:
-    """What the report says of the prox baseline with kernel `psf`."""
+def prox_description(psf: str = "disc", noise: bool = True) -> str:
+    """What the report says of the prox baseline with kernel `psf`, its change shrunk against the noise or not."""
     return (f"the thin-lens proximal step alone, no learned prior: argmin ||K_c x - y||^2 + {PROX_RHO:g} ||x - y||^2 "
             f"in linear light (lens_blur.DefocusOperator, 'over' layers{_PROX_KERNEL[psf]}), {PROX_CG_STEPS} "
-            "conjugate-gradient steps, sRGB in and out; CoC as the Wiener baseline's")
+            f"conjugate-gradient steps, sRGB in and out{_PROX_NOISE if noise else ''}; CoC as the Wiener baseline's")
 
 WIENER_PRIOR = "gradient"  # measured: on held-out scenes +1.15 dB with the true CoC against -0.15 for the textbook
 # flat NSR in sRGB (the former baseline), docs/benchmarks.md "A conservative map"
@@ -65,16 +70,24 @@ def wiener_baseline(
 
 
 def prox_baseline(blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | None = None, psf: str = "disc",
-                  rho: float = PROX_RHO, steps: int = PROX_CG_STEPS) -> np.ndarray:
-    """The physics data step alone (`prox_description(psf)`; `rho`, `steps` for studies of it, tools/prox_noise.py)
-    on a float (H, W, C) image in [0, 1]; float in [0, 1]."""
+                  rho: float = PROX_RHO, steps: int = PROX_CG_STEPS, noise: bool = True) -> np.ndarray:
+    """The physics data step alone (`prox_description(psf, noise)`; `rho`, `steps` for studies of it,
+    tools/prox_noise.py) on a float (H, W, C) image in [0, 1]; float in [0, 1]."""
     import torch
 
     from defocuskit.imaging.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
+    from defocuskit.imaging.noise import shrink_to_signal
+    from defocuskit.io.images import srgb_to_linear as srgb_to_linear_np
 
     coc_px = wiener_coc_px(meta, blur.shape[1], coc)
     coc_map = np.array(np.broadcast_to(np.asarray(coc_px, np.float32), blur.shape[:2]))
-    y = srgb_to_linear(torch.from_numpy(np.ascontiguousarray(blur.transpose(2, 0, 1), np.float32))[None])
     operator = DefocusOperator(torch.from_numpy(np.ascontiguousarray(coc_map))[None, None], psf=psf)
-    out = linear_to_srgb(operator.prox(y, y, rho, steps))
-    return out[0].numpy().transpose(1, 2, 0)
+
+    def step(image: np.ndarray) -> np.ndarray:
+        y = srgb_to_linear(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), np.float32))[None])
+        return linear_to_srgb(operator.prox(y, y, rho, steps))[0].numpy().transpose(1, 2, 0)
+
+    blur = np.clip(np.asarray(blur, np.float32), 0.0, 1.0)
+    if not noise:
+        return step(blur)
+    return np.clip(shrink_to_signal(blur, step, srgb_to_linear_np(blur)), 0.0, 1.0)
