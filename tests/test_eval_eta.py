@@ -103,7 +103,7 @@ def test_evaluate_bar_shows_the_estimators_time_left(tmp_path: Path, monkeypatch
     seen: list[tuple[float, float | None, str]] = []  # (when, estimator's seconds left, what the bar shows)
     ends: list[float] = []
 
-    def slow_wiener(blur, meta, coc=None):
+    def slow_wiener(blur, meta, coc=None, noise=True):
         bar = ACTIVE_BAR.get()
         task = next(t for t in bar.tasks if "eta" in t.fields)
         column = next(c for c in bar.columns if isinstance(c, TimeLeftColumn))

@@ -8,8 +8,8 @@ re-blur of the reference (K x, the operator's own blur of the sharp side) and sc
 Prints, per f-number, the mean PSNR gain over the input (sRGB, the evaluator's metric on clipped floats) of the prox
 baseline (eval/baselines.prox_baseline: argmin ||K_c x - y||^2 + rho ||x - y||^2, CG steps) for rho 0.2 (the
 baseline's), 0.5 and 1, 5 and 2 CG steps and the Gaussian kernel, each without the weighing against the image's own
-noise (imaging/noise.py; `prox-plain`), and the disc and Gaussian steps with it (`prox`, `prox-gaussian`), with each
-variant's seconds per image. With `--coc oracle` also: prox-plain's gain scored in linear light, and its gain on the
+noise (imaging/noise.py; `prox-plain`), and the disc and Gaussian steps with it (`prox`, `prox-gaussian`); then the
+Wiener baseline without and with it (`wiener-plain`, `wiener`), with each variant's seconds per image. With `--coc oracle` also: prox-plain's gain scored in linear light, and its gain on the
 noise-free K x in place of the shot (what the step recovers when the operator and the CoC are exactly right and
 nothing else is in y). The CoC is signed where the shard records a sign,
 as the evaluator passes it. `--per-image` lists each sample whose key holds one of the comma-separated parts.
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from defocuskit.data.reader import iter_samples, signed_coc
-from defocuskit.eval.baselines import PROX_CG_STEPS, PROX_RHO, prox_baseline
+from defocuskit.eval.baselines import PROX_CG_STEPS, PROX_RHO, prox_baseline, wiener_baseline
 from defocuskit.eval.metrics import psnr, to_unit
 from defocuskit.imaging.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
 from defocuskit.inference.coc_source import CocSource
@@ -35,7 +35,9 @@ VARIANTS = (("prox-plain (rho 0.2, 30 steps)", PROX_RHO, PROX_CG_STEPS, "disc", 
             ("rho 0.5", 0.5, PROX_CG_STEPS, "disc", False), ("rho 1", 1.0, PROX_CG_STEPS, "disc", False),
             ("5 CG steps", PROX_RHO, 5, "disc", False), ("2 CG steps", PROX_RHO, 2, "disc", False),
             ("Gaussian kernel", PROX_RHO, PROX_CG_STEPS, "gaussian", False),
-            ("Gaussian kernel, weighed against the noise", PROX_RHO, PROX_CG_STEPS, "gaussian", True))
+            ("Gaussian kernel, weighed against the noise", PROX_RHO, PROX_CG_STEPS, "gaussian", True),
+            ("wiener-plain (the Wiener baseline before)", None, None, None, False),
+            ("wiener (weighed against the noise)", None, None, None, True))
 
 
 def _chw(image: np.ndarray) -> torch.Tensor:
@@ -80,7 +82,8 @@ def main() -> None:
         row = []
         for name, rho, steps, psf, noise in VARIANTS:
             start = time.perf_counter()
-            out = prox_baseline(blur, meta, coc, psf, rho, steps, noise)
+            out = (wiener_baseline(blur, meta, coc, noise=noise) if rho is None
+                   else prox_baseline(blur, meta, coc, psf, rho, steps, noise))
             seconds[name].append(time.perf_counter() - start)
             row.append(psnr(out.clip(0, 1), sharp) - base)
         if args.coc == "oracle":

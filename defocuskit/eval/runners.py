@@ -139,9 +139,10 @@ def _baseline_runner(name: str, coc: CocSource | None = None, gate_px: float | N
                         else "needs a CoC map (--coc map --coc-model FILE | --coc edge | --coc oracle | --coc fnumber)"))
     if name == "input":
         return (lambda blur, sample: baselines.input_baseline(blur)), {"kind": "baseline", "description": "the blurred input"}
-    if name == "wiener" or name in baselines.PROX_VARIANTS:
-        psf, noise = baselines.PROX_VARIANTS.get(name, ("disc", True))
-        restore = (baselines.wiener_baseline if name == "wiener"
+    if name in baselines.WIENER_VARIANTS or name in baselines.PROX_VARIANTS:
+        wiener = name in baselines.WIENER_VARIANTS
+        psf, noise = ("disc", baselines.WIENER_VARIANTS[name]) if wiener else baselines.PROX_VARIANTS[name]
+        restore = (functools.partial(baselines.wiener_baseline, noise=noise) if wiener
                    else functools.partial(baselines.prox_baseline, psf=psf, noise=noise))
 
         def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
@@ -150,8 +151,7 @@ def _baseline_runner(name: str, coc: CocSource | None = None, gate_px: float | N
             out = restore(blur, meta, coc_map)
             return out if gate_px is None else focus_gate(blur, out, coc_map, gate_px, gate_smooth)
 
-        desc = (baselines.WIENER_ASSUMPTIONS if name == "wiener"
-                else baselines.prox_description(psf, noise))
+        desc = baselines.wiener_description(noise) if wiener else baselines.prox_description(psf, noise)
         return run, {"kind": "baseline", "description": desc, "coc": coc.describe() if coc is not None else None,
                      "focus_gate": gate_record(gate_px, gate_smooth)}
     raise EvalError(f"unknown baseline '{name}' (known: {', '.join(baselines.BASELINES)})"
