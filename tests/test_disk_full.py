@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from defocuskit.io import atomic
-from defocuskit.io.atomic import DiskFullError, atomic_write, disk_full_line, staged_files
+from defocuskit.io.atomic import STAGING, DiskFullError, atomic_write, disk_full_line, staged_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,6 +56,23 @@ def test_staged_files_replace_together_or_not_at_all(tmp_path):
         (stage / "b.csv").write_text("new b")
     # c.png was not written this time: the earlier run's file does not stay beside the new report
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.json": "new a", "b.csv": "new b"}
+
+
+def test_a_staging_folder_a_killed_run_left_is_cleared_and_one_holding_anything_else_is_refused(tmp_path):
+    names = ["c.png", "b.csv", "a.json"]
+    (tmp_path / "a.json").write_text("old a")
+    (tmp_path / STAGING).mkdir()
+    (tmp_path / STAGING / "b.csv").write_text("half of a killed run's b")  # kill -9 while staging
+    with staged_files(tmp_path, names) as stage:
+        assert not (stage / "b.csv").exists()
+        (stage / "a.json").write_text("new a")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.json": "new a"}
+    (tmp_path / STAGING).mkdir()
+    (tmp_path / STAGING / "notes.txt").write_text("mine")  # not a name the report stages
+    with pytest.raises(FileExistsError, match=r"\.defocuskit-staging: in the way of the staging folder"):
+        with staged_files(tmp_path, names):
+            raise AssertionError("not reached")
+    assert (tmp_path / STAGING / "notes.txt").read_text() == "mine" and (tmp_path / "a.json").read_text() == "new a"
 
 
 def test_library_write_failures_count_as_disk_full_only_when_the_disk_is_full(tmp_path, monkeypatch):
@@ -106,7 +123,7 @@ def test_eval_on_a_full_disk_is_one_line_and_keeps_the_previous_report(tmp_path)
     assert lines[-1].startswith(f"error: {report}: disk full (") and "Traceback" not in full.stderr
     after = {p.name: p.read_bytes() for p in report.iterdir() if p.is_file() and not p.name.startswith(".")}
     assert after == before
-    assert json.loads(after["report.json"])["rows"] and not [p for p in report.iterdir() if p.name.startswith(".staging")]
+    assert json.loads(after["report.json"])["rows"] and not (report / STAGING).exists()
     assert np.isfinite([r["psnr"] for r in json.loads(after["report.json"])["rows"]]).all()
 
 

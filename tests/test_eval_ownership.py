@@ -157,8 +157,8 @@ def test_images_of_a_killed_evaluation_stay_its_own(tmp_path: Path, monkeypatch)
     first.save("run1", "k/a", np.zeros((4, 4, 3), np.uint8))
     real_write = saved.write_image
 
-    def killed(path, image):
-        real_write(path, image)
+    def killed(path, image, partial=False):
+        real_write(path, image, partial=partial)
         raise KeyboardInterrupt  # written, and the run dies before it writes its list
 
     monkeypatch.setattr(saved, "write_image", killed)
@@ -180,3 +180,36 @@ def test_images_of_a_killed_evaluation_stay_its_own(tmp_path: Path, monkeypatch)
     with pytest.raises(EvalError, match=r"k_a\.png: changed since an evaluation saved it"):
         saved.SavedImages(folder, {"k/a": "k_a"}).check(["run1"], ["k/a"])
     assert (folder / "run1" / "k_a.png").read_bytes() == b"retouched"
+
+
+def test_the_temporaries_of_a_killed_evaluation_are_removed_and_no_other(tmp_path: Path, monkeypatch) -> None:
+    from defocuskit.eval import saved
+    from defocuskit.io.atomic import partial_path
+
+    folder = tmp_path / "saved"
+    names = {"k/a": "k_a", "k/b": "k_b", "k/c": "k_c"}
+    first = saved.SavedImages(folder, names)
+    first.check(["run1"], list(names))
+
+    def killed_mid_write(path, image, partial=False):
+        partial_path(path).write_bytes(b"half a PNG")
+        raise KeyboardInterrupt  # as kill -9: the temporary stays
+
+    monkeypatch.setattr(saved, "write_image", killed_mid_write)
+    for key in ("k/a", "k/b"):  # two runs killed while writing, say
+        with pytest.raises(KeyboardInterrupt):
+            saved.SavedImages(folder, names).save("run1", key, np.zeros((4, 4, 3), np.uint8))
+    monkeypatch.undo()
+    leftovers = [partial_path(folder / "run1" / f"{n}.png") for n in ("k_a", "k_b")]
+    assert all(p.is_file() for p in leftovers)
+    theirs = partial_path(folder / "run1" / "k_c.png")
+    theirs.write_bytes(b"user's")  # the user's file at a temporary's name, not begun by any run
+    again = saved.SavedImages(folder, names)
+    again.check(["run1"], list(names))
+    again.save("run1", "k/a", np.ones((4, 4, 3), np.uint8))  # writing it again removes its temporary first
+    assert not leftovers[0].exists() and leftovers[1].is_file()
+    with pytest.raises(FileExistsError, match=r"\.k_c\.png\.defocuskit-partial: in the way"):
+        again.save("run1", "k/c", np.ones((4, 4, 3), np.uint8))
+    again.write_manifest()  # the end of the run: the temporary of the image it did not write again goes too
+    assert not leftovers[1].exists() and theirs.read_bytes() == b"user's"
+    assert json.loads((folder / MANIFEST).read_text())["files"] == ["run1/k_a.png"]

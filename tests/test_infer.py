@@ -245,8 +245,8 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
     # killed between writing an image and its record: the listing was written first, so the rerun replaces it
     real_write = files.write_image
 
-    def killed(path, arr):
-        real_write(path, arr)
+    def killed(path, arr, partial=False):
+        real_write(path, arr, partial=partial)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(files, "write_image", killed)
@@ -258,6 +258,27 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
     records = json.loads((mine / "deblur.json").read_text())["images"]
     assert sorted(Path(r["output"]).name for r in records) == ["ok.png", "other.png", "third.png"]
     assert not any(r.get("pending") for r in records)
+    # killed (kill -9) while the image's temporary was being written: listed as begun, so the rerun removes it
+    from defocuskit.io.atomic import partial_path
+
+    def killed_mid_write(path, arr, partial=False):
+        partial_path(path).write_bytes(b"half a PNG")
+        raise KeyboardInterrupt  # as kill -9: nothing cleans up
+
+    monkeypatch.setattr(files, "write_image", killed_mid_write)
+    write_image(photos / "fourth.png", np.full((24, 24, 3), 7, np.uint8))
+    with pytest.raises(KeyboardInterrupt):
+        deblur_files([photos / "fourth.png"], ckpt, mine, progress=False)
+    monkeypatch.setattr(files, "write_image", real_write)
+    assert partial_path(mine / "fourth.png").is_file()
+    deblur_files([photos / "other.png"], ckpt, mine, progress=False)  # any rerun into the folder removes it
+    assert not partial_path(mine / "fourth.png").exists() and not (mine / "fourth.png").exists()
+    # a file of the user's with that name, not listed as begun: in the way, named, left as it is
+    partial_path(mine / "third.png").write_bytes(b"user's")
+    with pytest.raises(FileExistsError, match=r"\.third\.png\.defocuskit-partial: in the way"):
+        deblur_files([photos / "third.png"], ckpt, mine, progress=False)
+    assert partial_path(mine / "third.png").read_bytes() == b"user's"
+    partial_path(mine / "third.png").unlink()
     retouched = np.full((24, 24, 3), 200, np.uint8)  # the user retouches an output: a rerun leaves it alone
     write_image(mine / "other.png", retouched)
     edited = (mine / "other.png").read_bytes()

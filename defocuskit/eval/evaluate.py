@@ -178,7 +178,7 @@ def evaluate_samples(
                 ACTIVE_BAR.reset(token)
     except Exception as exc:
         if save_images is not None and save_images.written:
-            save_images.write_manifest()  # what this process saved is the next evaluation's to replace
+            save_images.write_manifest(finished=False)  # what this process saved is the next evaluation's to replace
         gather({"error": f"{type(exc).__name__}: {exc}"})  # the other processes stop too, instead of waiting
         raise
     parts = gather(part)

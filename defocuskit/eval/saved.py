@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from defocuskit.eval.config import EvalError
-from defocuskit.io.atomic import atomic_write
+from defocuskit.io.atomic import atomic_write, partial_path
 from defocuskit.io.hub import changed_since, file_sha256
 from defocuskit.io.images import write_image
 
 MANIFEST = ".defocuskit-eval-images.json"  # in DIR: {"written_by", "files": [paths in DIR], "sha256": {path: hex}}
-JOURNAL = ".defocuskit-eval-images.journal"  # "path" before an image is written, "path<TAB>sha256" after
+JOURNAL = ".defocuskit-eval-images.journal"  # "path" before an image is written (it and its io.atomic.partial_path
+# temporary are begun), "path<TAB>sha256" after
 WRITER = "defocuskit eval --save-images"
 
 
@@ -55,7 +56,10 @@ class SavedImages:
         self.folder = Path(folder)
         self.names = names
         self.journal = self.folder / JOURNAL
-        self.owned = {**self._read_manifest(), **self._read_journal()}  # path -> SHA-256 it was saved with (or None)
+        journal = self._read_journal()
+        self.owned = {**self._read_manifest(), **journal}  # path -> SHA-256 it was saved with (or None)
+        self.begun = {rel for rel, sha in journal.items() if sha is None}  # killed runs began them: their temporaries
+        # are ours to remove
         self.written: dict[str, str] = {}
         self.verified: set[str] = set()  # earlier images found unchanged
 
@@ -132,16 +136,26 @@ class SavedImages:
         self._refuse(path)
         rel = path.relative_to(self.folder).as_posix()
         path.parent.mkdir(parents=True, exist_ok=True)  # another process may not have made the folder yet
+        if rel in self.begun:  # only the process that writes an image removes its temporary: no other writes it
+            self._remove_partial(rel)
         with open(self.journal, "a", encoding="utf-8") as journal:  # listed first: a killed run's images stay ours
             journal.write(rel + "\n")
-        write_image(path, image)
+        write_image(path, image, partial=True)
         self.written[rel] = file_sha256(path)
         with open(self.journal, "a", encoding="utf-8") as journal:
             journal.write(f"{rel}\t{self.written[rel]}\n")
 
-    def write_manifest(self, written: dict[str, str] | None = None) -> None:
+    def _remove_partial(self, rel: str) -> None:
+        leftover = partial_path(self.folder / rel)
+        if leftover.is_file() and not leftover.is_symlink():
+            leftover.unlink(missing_ok=True)  # every process clears the same list at the end
+
+    def write_manifest(self, written: dict[str, str] | None = None, finished: bool = True) -> None:
         """Record the files saved by earlier evaluations and `written` (path -> SHA-256; default: this process's)
-        that exist."""
+        that exist; `finished` (every process has stopped saving): also remove the temporaries of images killed runs
+        began that this one did not write again."""
+        for rel in self.begun if finished else ():
+            self._remove_partial(rel)
         files = {**self.owned, **(self.written if written is None else written)}
         files = {f: sha for f, sha in files.items() if (self.folder / f).is_file()}
         text = json.dumps({"written_by": WRITER, "files": sorted(files),

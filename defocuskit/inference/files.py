@@ -20,7 +20,7 @@ from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
-from defocuskit.io.atomic import atomic_write
+from defocuskit.io.atomic import atomic_write, partial_path
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.hub import changed_since, file_sha256
@@ -118,8 +118,14 @@ def previous_records(out: Path) -> list[dict[str, Any]]:
 
 def check_destinations(inputs: list[Path], out: Path, defocus_map: bool) -> list[dict[str, Any]]:
     """Refuse (ValueError naming the file) a run that would write over one of its inputs or over a file
-    that no earlier `deblur` into `out` wrote; returns the earlier records (see `previous_records`)."""
+    that no earlier `deblur` into `out` wrote; returns the earlier records (see `previous_records`). Removes the
+    temporaries (`io.atomic.partial_path`) of images a killed run listed as begun."""
     records = previous_records(out)
+    for r in records:  # the temporary of an image a killed run began: listed by that run, so its own to remove
+        leftover = out / Path(str(r.get("partial") or "")).name
+        if r.get("pending") and leftover == partial_path(out / Path(r["output"]).name) and leftover.is_file() \
+                and not leftover.is_symlink():
+            leftover.unlink()
     # outputs lie in `out` itself: known by name, wherever deblur ran from; with the SHA-256 it wrote them with
     ours = {Path(r["output"]).name: r.get("sha256") for r in records}
     sources = {p.resolve(): p for p in inputs}
@@ -244,14 +250,16 @@ def deblur_files(
         if focus_gate is not None:
             result = gate(image, result, coc_map, focus_gate, gate_smooth)
         dest = destination(out, p, defocus_map)
-        # listed before it is written: a run killed between the two leaves a file the next run knows as its own
-        log = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True}]}
+        # listed before it is written, with its temporary: a run killed between the two leaves files the next run
+        # knows as its own
+        log = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True,
+                                            "partial": partial_path(dest).name}]}
         atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
         if defocus_map:
             estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))
-            write_image(dest, encode_coc(estimate))  # 16-bit PNG, pixels x 256, as coc.png in the shards
+            write_image(dest, encode_coc(estimate), partial=True)  # 16-bit PNG, pixels x 256, as coc.png in shards
         else:
-            write_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
+            write_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)), partial=True)
         written.append(dest)
         records.append({
             "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),

@@ -1,7 +1,10 @@
 """Atomic file writes: the data goes to a temporary file beside the target, which is renamed onto it only when
 complete, so a reader (or a crash) never meets half a file and a failed write leaves the old file as it was.
 
-Temporary names are `.NAME.<random>.tmp` in the target's folder (the shard folder's clean-up knows them)."""
+Temporary names are `.NAME.<random>.tmp` in the target's folder (the shard folder's clean-up knows them), or, for a
+writer that lists each output in its own journal before writing it (deblur, eval --save-images), the fixed
+`.NAME.defocuskit-partial` (`partial_path`), which that writer's next run removes where its journal lists the output
+as begun and not finished. A set of files is staged in the fixed hidden folder `.defocuskit-staging`."""
 
 from __future__ import annotations
 
@@ -58,15 +61,39 @@ def disk_full_named(path: str | Path) -> Iterator[None]:
         raise
 
 
+PARTIAL_SUFFIX = ".defocuskit-partial"
+STAGING = ".defocuskit-staging"
+
+
+def partial_path(path: str | Path) -> Path:
+    """The fixed temporary name of `path` for writers that journal their outputs (`atomic_path(partial=True)`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+
+
+def _create_partial(path: Path) -> str:
+    name = partial_path(path)
+    try:
+        os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, f"{name}: in the way of the temporary copy of {path.name} and not listed "
+                              "as begun by an earlier run; it is left as it is: move it", str(name)) from None
+    return str(name)
+
+
 @contextmanager
-def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
+def atomic_path(path: str | Path, mode: int | None = None, partial: bool = False) -> Iterator[Path]:
     """A temporary path to write the whole file to; renamed onto `path` when the block ends without error,
-    removed otherwise. The file gets `mode`, else the usual permissions (0666 less the umask)."""
+    removed otherwise. The file gets `mode`, else the usual permissions (0666 less the umask). `partial`: the
+    temporary is `partial_path(path)` (FileExistsError naming it where a file is there), not a random name."""
     path = Path(path)
     name = None
     try:  # made inside the try: a Ctrl-C right after mkstemp still removes it
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        if partial:
+            name = _create_partial(path)
+        else:
+            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
         yield Path(name)
         os.chmod(name, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
         os.replace(name, path)
@@ -75,9 +102,11 @@ def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
             Path(name).unlink(missing_ok=True)
 
 
-def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> None:
-    """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename."""
-    with disk_full_named(path), atomic_path(path, mode) as tmp:
+def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False,
+                 partial: bool = False) -> None:
+    """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename; `partial` as
+    for `atomic_path`."""
+    with disk_full_named(path), atomic_path(path, mode, partial) as tmp:
         with open(tmp, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             if fsync:
@@ -85,15 +114,32 @@ def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None
                 os.fsync(f.fileno())
 
 
+def _clear_stage(stage: Path, names: list[str]) -> None:
+    """Remove the staging folder a killed run left (empty, or holding only files of `names`); FileExistsError naming
+    it where it holds anything else."""
+    if not (stage.exists() or stage.is_symlink()):
+        return
+    contents = list(stage.iterdir()) if stage.is_dir() and not stage.is_symlink() else None
+    if contents is None or any(p.name not in names or p.is_symlink() or not p.is_file() for p in contents):
+        raise FileExistsError(errno.EEXIST, f"{stage}: in the way of the staging folder and not one a run left (it "
+                              f"holds other than {', '.join(names)}); it is left as it is: move it", str(stage))
+    for p in contents:
+        p.unlink()
+    stage.rmdir()
+
+
 @contextmanager
 def staged_files(folder: str | Path, names: list[str]) -> Iterator[Path]:
-    """A hidden staging folder inside `folder` to write a set of files to; when the block ends without
+    """The hidden staging folder `STAGING` inside `folder` to write a set of files to; when the block ends without
     error they replace their namesakes in `folder` in the order of `names` (a name not written this time
     removes the earlier file of that name, so no earlier run's file is left beside the new ones). On any
-    error (a full disk: DiskFullError naming the folder) the earlier files are left exactly as they were."""
+    error (a full disk: DiskFullError naming the folder) the earlier files are left exactly as they were. A staging
+    folder a killed run left is removed first (`_clear_stage`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    stage = folder / STAGING
+    _clear_stage(stage, names)
+    stage.mkdir()
     try:
         with disk_full_named(folder):
             yield stage

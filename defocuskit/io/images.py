@@ -179,8 +179,9 @@ def encode_png(arr: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_image(path: str | Path, arr: np.ndarray) -> None:
-    """Write an RGB uint8/uint16 array; the format follows the extension (16-bit needs PNG or TIFF)."""
+def write_image(path: str | Path, arr: np.ndarray, partial: bool = False) -> None:
+    """Write an RGB uint8/uint16 array; the format follows the extension (16-bit needs PNG or TIFF). `partial`:
+    through the fixed temporary `io.atomic.partial_path(path)`, for writers that journal their outputs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     bgr = arr[:, :, ::-1] if arr.ndim == 3 else arr
@@ -191,7 +192,7 @@ def write_image(path: str | Path, arr: np.ndarray) -> None:
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr), params)
     if not ok:
         raise ValueError(f"{path}: cannot encode as {ext}")
-    atomic_write(path, buf.tobytes())
+    atomic_write(path, buf.tobytes(), partial=partial)
 
 
 def bit_depth(arr: np.ndarray) -> int:
