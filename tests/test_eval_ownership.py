@@ -155,16 +155,16 @@ def test_images_of_a_killed_evaluation_stay_its_own(tmp_path: Path, monkeypatch)
     first = saved.SavedImages(folder, {"k/a": "k_a", "k/b": "k_b"})
     first.check(["run1"], ["k/a", "k/b"])
     first.save("run1", "k/a", np.zeros((4, 4, 3), np.uint8))
-    real_write = saved.write_image
+    real_write = saved.atomic_write
 
-    def killed(path, image, partial=False):
-        real_write(path, image, partial=partial)
+    def killed(path, data, **options):
+        real_write(path, data, **options)
         raise KeyboardInterrupt  # written, and the run dies before it writes its list
 
-    monkeypatch.setattr(saved, "write_image", killed)
+    monkeypatch.setattr(saved, "atomic_write", killed)
     with pytest.raises(KeyboardInterrupt):
         first.save("run1", "k/b", np.zeros((4, 4, 3), np.uint8))
-    monkeypatch.setattr(saved, "write_image", real_write)
+    monkeypatch.setattr(saved, "atomic_write", real_write)
     assert not (folder / MANIFEST).exists() and (folder / "run1" / "k_b.png").is_file()
     (folder / "run1" / "mine.png").write_bytes(b"user")  # and a file of the user's beside them
     again = saved.SavedImages(folder, {"k/a": "k_a", "k/b": "k_b", "mine": "mine"})
@@ -191,11 +191,11 @@ def test_the_temporaries_of_a_killed_evaluation_are_removed_and_no_other(tmp_pat
     first = saved.SavedImages(folder, names)
     first.check(["run1"], list(names))
 
-    def killed_mid_write(path, image, partial=False):
-        partial_path(path).write_bytes(b"half a PNG")
+    def killed_mid_write(path, data, **options):
+        partial_path(path).write_bytes(data[:10])
         raise KeyboardInterrupt  # as kill -9: the temporary stays
 
-    monkeypatch.setattr(saved, "write_image", killed_mid_write)
+    monkeypatch.setattr(saved, "atomic_write", killed_mid_write)
     for key in ("k/a", "k/b"):  # two runs killed while writing, say
         with pytest.raises(KeyboardInterrupt):
             saved.SavedImages(folder, names).save("run1", key, np.zeros((4, 4, 3), np.uint8))
@@ -213,3 +213,26 @@ def test_the_temporaries_of_a_killed_evaluation_are_removed_and_no_other(tmp_pat
     again.write_manifest()  # the end of the run: the temporary of the image it did not write again goes too
     assert not leftovers[1].exists() and theirs.read_bytes() == b"user's"
     assert json.loads((folder / MANIFEST).read_text())["files"] == ["run1/k_a.png"]
+
+
+def test_a_file_put_where_a_killed_evaluation_had_not_yet_written_is_not_taken_for_its_image(tmp_path: Path,
+                                                                                           monkeypatch) -> None:
+    from defocuskit.eval import saved
+    from defocuskit.eval.config import EvalError
+
+    folder = tmp_path / "saved"
+    first = saved.SavedImages(folder, {"k/a": "k_a"})
+    first.check(["run1"], ["k/a"])
+
+    def killed_before_write(path, data, **options):
+        raise KeyboardInterrupt  # journalled, then killed before a byte is written
+
+    monkeypatch.setattr(saved, "atomic_write", killed_before_write)
+    with pytest.raises(KeyboardInterrupt):
+        first.save("run1", "k/a", np.zeros((4, 4, 3), np.uint8))
+    monkeypatch.undo()
+    assert not (folder / "run1" / "k_a.png").exists()
+    (folder / "run1" / "k_a.png").write_bytes(b"the user's")
+    with pytest.raises(EvalError, match=r"k_a\.png: changed since an evaluation saved it"):
+        saved.SavedImages(folder, {"k/a": "k_a"}).check(["run1"], ["k/a"])
+    assert (folder / "run1" / "k_a.png").read_bytes() == b"the user's"

@@ -243,16 +243,16 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
         m.chdir(photos)
         deblur_files([photos / "ok.png"], ckpt, Path("..") / "rel", progress=False)
     # killed between writing an image and its record: the listing was written first, so the rerun replaces it
-    real_write = files.write_image
+    real_write = files.write_output
 
-    def killed(path, arr, partial=False):
-        real_write(path, arr, partial=partial)
+    def killed(dest, data):
+        real_write(dest, data)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(files, "write_image", killed)
+    monkeypatch.setattr(files, "write_output", killed)
     with pytest.raises(KeyboardInterrupt):
         deblur_files([photos / "third.png"], ckpt, mine, progress=False)
-    monkeypatch.setattr(files, "write_image", real_write)
+    monkeypatch.setattr(files, "write_output", real_write)
     assert (mine / "third.png").exists()
     deblur_files([photos / "third.png"], ckpt, mine, progress=False)
     records = json.loads((mine / "deblur.json").read_text())["images"]
@@ -261,18 +261,25 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
     # killed (kill -9) while the image's temporary was being written: listed as begun, so the rerun removes it
     from defocuskit.io.atomic import partial_path
 
-    def killed_mid_write(path, arr, partial=False):
-        partial_path(path).write_bytes(b"half a PNG")
+    def killed_mid_write(dest, data):
+        partial_path(dest).write_bytes(data[:10])
         raise KeyboardInterrupt  # as kill -9: nothing cleans up
 
-    monkeypatch.setattr(files, "write_image", killed_mid_write)
+    monkeypatch.setattr(files, "write_output", killed_mid_write)
     write_image(photos / "fourth.png", np.full((24, 24, 3), 7, np.uint8))
     with pytest.raises(KeyboardInterrupt):
         deblur_files([photos / "fourth.png"], ckpt, mine, progress=False)
-    monkeypatch.setattr(files, "write_image", real_write)
+    monkeypatch.setattr(files, "write_output", real_write)
     assert partial_path(mine / "fourth.png").is_file()
     deblur_files([photos / "other.png"], ckpt, mine, progress=False)  # any rerun into the folder removes it
     assert not partial_path(mine / "fourth.png").exists() and not (mine / "fourth.png").exists()
+    # a file the user put where the killed run had not yet written: listed as begun, but not what it began
+    write_image(mine / "fourth.png", np.full((24, 24, 3), 99, np.uint8))
+    put = (mine / "fourth.png").read_bytes()
+    with pytest.raises(ValueError, match=r"fourth\.png: not the image a killed deblur began to write there"):
+        deblur_files([photos / "fourth.png"], ckpt, mine, progress=False)
+    assert (mine / "fourth.png").read_bytes() == put
+    (mine / "fourth.png").unlink()
     # a file of the user's with that name, not listed as begun: in the way, named, left as it is
     partial_path(mine / "third.png").write_bytes(b"user's")
     with pytest.raises(FileExistsError, match=r"\.third\.png\.defocuskit-partial: in the way"):

@@ -14,12 +14,13 @@ import numpy as np
 
 from defocuskit.eval.config import EvalError
 from defocuskit.io.atomic import atomic_write, partial_path
-from defocuskit.io.hub import changed_since, file_sha256
-from defocuskit.io.images import write_image
+from defocuskit.io.hub import changed_since
+from defocuskit.io.images import encode_image
 
 MANIFEST = ".defocuskit-eval-images.json"  # in DIR: {"written_by", "files": [paths in DIR], "sha256": {path: hex}}
-JOURNAL = ".defocuskit-eval-images.journal"  # "path" before an image is written (it and its io.atomic.partial_path
-# temporary are begun), "path<TAB>sha256" after
+JOURNAL = ".defocuskit-eval-images.journal"  # "path<TAB>sha256" before an image is written: it, the SHA-256 of
+# what it will hold, and its io.atomic.partial_path temporary are this run's (a bare "path": written by an older
+# version, no SHA-256)
 WRITER = "defocuskit eval --save-images"
 
 
@@ -58,14 +59,13 @@ class SavedImages:
         self.journal = self.folder / JOURNAL
         journal = self._read_journal()
         self.owned = {**self._read_manifest(), **journal}  # path -> SHA-256 it was saved with (or None)
-        self.begun = {rel for rel, sha in journal.items() if sha is None}  # killed runs began them: their temporaries
-        # are ours to remove
+        self.begun = set(journal)  # killed runs began them: their temporaries, where left, are ours to remove
         self.written: dict[str, str] = {}
         self.verified: set[str] = set()  # earlier images found unchanged
 
     def _read_journal(self) -> dict[str, str | None]:
         """The images that killed evaluations wrote or began to write (the journal; a torn last line is skipped),
-        with the SHA-256 of those they finished."""
+        with the SHA-256 of what each held or was to hold."""
         try:
             lines = self.journal.read_text(encoding="utf-8").split("\n") if self.journal.is_file() else []
         except (OSError, UnicodeDecodeError):
@@ -138,12 +138,12 @@ class SavedImages:
         path.parent.mkdir(parents=True, exist_ok=True)  # another process may not have made the folder yet
         if rel in self.begun:  # only the process that writes an image removes its temporary: no other writes it
             self._remove_partial(rel)
-        with open(self.journal, "a", encoding="utf-8") as journal:  # listed first: a killed run's images stay ours
-            journal.write(rel + "\n")
-        write_image(path, image, partial=True)
-        self.written[rel] = file_sha256(path)
-        with open(self.journal, "a", encoding="utf-8") as journal:
-            journal.write(f"{rel}\t{self.written[rel]}\n")
+        data = encode_image(path, image)
+        sha = hashlib.sha256(data).hexdigest()
+        with open(self.journal, "a", encoding="utf-8") as journal:  # listed first, with what it will hold: a killed
+            journal.write(f"{rel}\t{sha}\n")  # run's images stay ours, and a file put there since does not
+        atomic_write(path, data, partial=True)
+        self.written[rel] = sha
 
     def _remove_partial(self, rel: str) -> None:
         leftover = partial_path(self.folder / rel)

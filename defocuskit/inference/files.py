@@ -4,6 +4,7 @@ patterns, every check before the first image, outputs at the input's size and bi
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import re
 import time
@@ -23,8 +24,8 @@ from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
 from defocuskit.io.atomic import atomic_write, partial_path
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
-from defocuskit.io.hub import changed_since, file_sha256
-from defocuskit.io.images import bit_depth, check_image, from_float, read_image, to_float, write_image
+from defocuskit.io.hub import changed_since
+from defocuskit.io.images import bit_depth, check_image, encode_image, from_float, read_image, to_float
 from defocuskit.io.raw import read_exif
 
 
@@ -101,6 +102,12 @@ def destination(out: Path, path: Path, defocus_map: bool) -> Path:
     return out / (f"{path.stem}_coc.png" if defocus_map else f"{path.stem}.png")
 
 
+def write_output(dest: Path, data: bytes) -> None:
+    """Write one output's encoded bytes through its fixed temporary (`io.atomic.partial_path`)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest, data, partial=True)
+
+
 def previous_records(out: Path) -> list[dict[str, Any]]:
     """The per-image records of an earlier `deblur` into `out` (its deblur.json); [] when there is none.
 
@@ -128,6 +135,7 @@ def check_destinations(inputs: list[Path], out: Path, defocus_map: bool) -> list
             leftover.unlink()
     # outputs lie in `out` itself: known by name, wherever deblur ran from; with the SHA-256 it wrote them with
     ours = {Path(r["output"]).name: r.get("sha256") for r in records}
+    begun = {Path(r["output"]).name for r in records if r.get("pending")}
     sources = {p.resolve(): p for p in inputs}
     for p in inputs:
         dest = destination(out, p, defocus_map)
@@ -140,6 +148,10 @@ def check_destinations(inputs: list[Path], out: Path, defocus_map: bool) -> list
             raise ValueError(f"{dest}: exists and was not written by an earlier deblur into {out} (deblur.json "
                              "does not list it); it is left as it is: give another --out")
         if ours[dest.name] and changed_since(dest, ours[dest.name]):
+            if dest.name in begun:
+                raise ValueError(f"{dest}: not the image a killed deblur began to write there (not the SHA-256 "
+                                 "deblur.json records): put there since; it is left as it is: move it or give another "
+                                 "--out")
             raise ValueError(f"{dest}: changed since deblur wrote it (not the SHA-256 deblur.json records); it is "
                              "left as it is: move it or give another --out")
     return records
@@ -250,16 +262,18 @@ def deblur_files(
         if focus_gate is not None:
             result = gate(image, result, coc_map, focus_gate, gate_smooth)
         dest = destination(out, p, defocus_map)
-        # listed before it is written, with its temporary: a run killed between the two leaves files the next run
-        # knows as its own
-        log = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True,
-                                            "partial": partial_path(dest).name}]}
-        atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
         if defocus_map:
             estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))
-            write_image(dest, encode_coc(estimate), partial=True)  # 16-bit PNG, pixels x 256, as coc.png in shards
+            data = encode_image(dest, encode_coc(estimate))  # 16-bit PNG, pixels x 256, as coc.png in the shards
         else:
-            write_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)), partial=True)
+            data = encode_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
+        sha = hashlib.sha256(data).hexdigest()
+        # listed before it is written, with its temporary and the SHA-256 of what it will hold: a run killed in
+        # between leaves files the next run knows as its own, and a file put there since as not its own
+        log = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True,
+                                            "partial": partial_path(dest).name, "sha256": sha}]}
+        atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
+        write_output(dest, data)
         written.append(dest)
         records.append({
             "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
@@ -271,7 +285,7 @@ def deblur_files(
             if optics_of.get(p, {}).get("f_number") else None,
             "gate_smooth": gate_smooth if focus_gate is not None else None,
             "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
-            "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3), "sha256": file_sha256(dest),
+            "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3), "sha256": sha,
         })
         atomic_write(out / "deblur.json", json.dumps({"images": kept + records}, indent=2) + "\n")
     return written

@@ -179,11 +179,10 @@ def encode_png(arr: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_image(path: str | Path, arr: np.ndarray, partial: bool = False) -> None:
-    """Write an RGB uint8/uint16 array; the format follows the extension (16-bit needs PNG or TIFF). `partial`:
-    through the fixed temporary `io.atomic.partial_path(path)`, for writers that journal their outputs."""
+def encode_image(path: str | Path, arr: np.ndarray) -> bytes:
+    """The file `write_image(path, arr)` writes, as bytes: the format follows the extension (16-bit needs PNG or
+    TIFF)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     bgr = arr[:, :, ::-1] if arr.ndim == 3 else arr
     ext = path.suffix.lower() or ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
@@ -192,7 +191,15 @@ def write_image(path: str | Path, arr: np.ndarray, partial: bool = False) -> Non
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr), params)
     if not ok:
         raise ValueError(f"{path}: cannot encode as {ext}")
-    atomic_write(path, buf.tobytes(), partial=partial)
+    return buf.tobytes()
+
+
+def write_image(path: str | Path, arr: np.ndarray, partial: bool = False) -> None:
+    """Write an RGB uint8/uint16 array (`encode_image`). `partial`: through the fixed temporary
+    `io.atomic.partial_path(path)`, for writers that journal their outputs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, encode_image(path, arr), partial=partial)
 
 
 def bit_depth(arr: np.ndarray) -> int:
