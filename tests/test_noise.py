@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from defocuskit.imaging.noise import NoiseLevel, estimate_noise_level, signal_weight, synthetic_noise
+from defocuskit.imaging.noise import NoiseLevel, estimate_noise_level, shrink_to_signal, signal_weight, synthetic_noise
 
 
 def _scene(rng: np.random.Generator, size: int = 192) -> np.ndarray:
@@ -50,3 +50,10 @@ def test_signal_weight_drops_a_change_made_of_noise_and_keeps_one_well_above_it(
     assert weight.shape == (64, 64, 1)
     assert float(weight[8:-8, 4:24].mean()) < 0.25  # noise alone: mostly dropped
     assert float(weight[8:-8, 40:60].min()) > 0.9  # structure 10x the noise: kept
+
+
+def test_an_image_too_small_to_read_the_noise_from_gets_the_step_as_it_is() -> None:
+    tiny = np.full((6, 5, 3), 0.3, np.float32)
+    with pytest.raises(ValueError, match="at least 8x8"):
+        estimate_noise_level(tiny)
+    assert np.array_equal(shrink_to_signal(tiny, lambda x: x * 0.5, tiny), tiny * 0.5)

@@ -107,11 +107,14 @@ def shrink_to_signal(blur: np.ndarray, step: Callable[[np.ndarray], np.ndarray],
                      seed: int = NOISE_SEED) -> np.ndarray:
     """`step` (an image (H, W, C) in the space of `blur` -> its restoration, same space) applied to `blur`, its change
     weighted by `signal_weight` against the change the same noise added once more causes; `linear` is `blur` in linear
-    light (where the noise is Poisson-Gaussian), `level` its noise level (estimated from `linear` if None)."""
+    light (where the noise is Poisson-Gaussian), `level` its noise level (estimated from `linear` if None; an image
+    under 8 x 8 pixels, too small to read it from, is returned as `step` makes it)."""
     from defocuskit.io.images import linear_to_srgb
 
-    level = estimate_noise_level(linear) if level is None else level
     out = step(blur)
+    if level is None and min(np.shape(linear)[:2]) < 8:
+        return out
+    level = estimate_noise_level(linear) if level is None else level
     if level.a == 0.0 and level.b == 0.0:
         return out
     noisy_blur = np.clip(linear_to_srgb(np.clip(linear + synthetic_noise(linear, level, seed), 0.0, None)), 0.0, 1.0)
