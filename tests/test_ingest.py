@@ -46,7 +46,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     if marker.exists() and marker.read_text() == task.key:
         raise KeyboardInterrupt
     if (root / "slow").exists():
-        time.sleep(0.3)
+        time.sleep(float((root / "slow").read_text() or 0.3))
     sharp = read_image(task.files["sharp"])
     blur = cv2.GaussianBlur(sharp, (5, 5), 1.5)
     f_number = 2.8 if int(task.scene[1:]) % 2 == 0 else 4.0
@@ -133,7 +133,7 @@ def test_interrupted_run_resumes_without_duplicates_or_losses(tmp_path, fake):
 
 def test_killed_worker_pool_run_resumes(tmp_path, fake):
     root = make_inputs(tmp_path / "in", n_train=8, n_test=0)
-    (root / "slow").write_text("")
+    (root / "slow").write_text("0.8")
     out = tmp_path / "out"
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"from defocuskit.data import sources; sources.SOURCES['fake'] = 'test_ingest'; "
@@ -143,12 +143,22 @@ def test_killed_worker_pool_run_resumes(tmp_path, fake):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
     deadline = time.time() + 60
-    while not (out / ".records" / "train-000000.json").exists() and time.time() < deadline and proc.poll() is None:
+
+    def listed() -> list[str]:
+        try:
+            return [s["name"] for s in read_manifest(out)["shards"]]
+        except (OSError, ValueError, KeyError):
+            return []
+
+    while not listed() and time.time() < deadline and proc.poll() is None:  # finished shards are listed as it runs
         time.sleep(0.05)
     assert proc.poll() is None, "the ingest subprocess ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # the whole group: main process and its workers
     proc.wait()
     assert len(list(out.glob("*.tar"))) < 4  # stopped part-way
+    killed = read_manifest(out)
+    assert killed["complete"] is False and listed()  # what it finished is listed, so readers read it
+    assert len(keys_of(out)) == killed["counts"]["samples"] > 0  # and every listed sample is there to read
     (root / "slow").unlink()
     resumed = run_ingest({NAME: root}, opts(out, shard_size=2), progress=False)
     assert resumed["run"]["shards_skipped"] >= 1

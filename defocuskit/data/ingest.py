@@ -37,7 +37,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -63,6 +63,7 @@ from defocuskit.data.stamps import Stamps, stamp_files
 from defocuskit.io.formats import ImageError
 
 DEFAULT_MAX_WORKERS = 8  # without --workers: one process per core, at most this many
+LIST_EVERY_S = 1.0  # while shards are written the manifest lists the finished ones, at most this far behind
 
 
 # ---------------------------------------------------------------------------------------- worker
@@ -210,10 +211,18 @@ def _run_plan(out: Path, opts: IngestOptions, sources: Mapping[str, Path], progr
     mine = [g for g in groups if g.index % nparts == part]
     pending, skipped = _pending(out, mine)
     stats: Counter = Counter()
+    listed_at = time.monotonic()
+
+    def list_finished() -> None:  # the manifest lists each finished shard: a killed run's are read, not lost
+        nonlocal listed_at
+        if time.monotonic() - listed_at >= LIST_EVERY_S:
+            shards.regenerate(out, plan, options, final=False)
+            listed_at = time.monotonic()
+
     try:
-        workers = _write_groups(out, pending, stamps, opts, progress, stats)
+        workers = _write_groups(out, pending, stamps, opts, progress, stats, list_finished)
     except BaseException:
-        shards.regenerate(out, plan, options)
+        shards.regenerate(out, plan, options, final=False)  # not complete: an earlier plan's tars are not pruned
         raise
     removed, foreign = shards.prune(out, plan, {g.name for g in mine})  # before "complete" can be written
     manifest = shards.regenerate(out, plan, options)
@@ -248,10 +257,10 @@ def _pending(out: Path, groups: list[Group]) -> tuple[list[Group], int]:
 
 
 def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestOptions, progress: bool,
-                  stats: Counter) -> int:
+                  stats: Counter, on_shard: Callable[[], None] = lambda: None) -> int:
     """Process the pending groups' tasks in worker processes and commit each group's shard and record
-    as soon as it is complete; a task with an unreadable input file is a reject without a worker.
-    Updates `stats`; returns the number of worker processes. On any exception no partial shard is left."""
+    as soon as it is complete (then call `on_shard`); a task with an unreadable input file is a reject without a
+    worker. Updates `stats`; returns the number of worker processes. On any exception no partial shard is left."""
     todo = [(g, t) for g in pending for t in g.tasks]
     blocked = {t.key: rej for _, t in todo if (rej := _unreadable_reject(t, stamps))}
     work = [(module_of(t.source), t) for _, t in todo if t.key not in blocked]
@@ -284,6 +293,7 @@ def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestO
                 shards.publish_with_record(out, writer, shard_record(g, counts, rejects, dropped, blurred))
                 writer = None
                 stats["written"] += 1
+                on_shard()
                 counts, rejects, dropped, blurred = Counter(), [], 0, 0
     except BaseException:
         if writer:

@@ -301,19 +301,21 @@ def _plan_records(folder: Path, plan: Mapping[str, str]) -> list[dict[str, Any]]
 
 
 def regenerate(folder: str | Path, plan: Mapping[str, str], options: Mapping[str, Any],
-               error: str | None = None) -> dict:
+               error: str | None = None, final: bool = True) -> dict:
     """Rewrite manifest.json and rejects.jsonl from the records of the planned shards.
 
     `plan` maps every shard of the plan (all parts) and the listing record to its fingerprint; the
     records present whose fingerprint matches are merged, under a folder lock, so the last part to
     finish writes the full manifest and records left by an earlier, different command are ignored.
-    `error` is written into the manifest (see `build_manifest`).
+    `error` is written into the manifest (see `build_manifest`). `final` False (a listing while shards are still
+    written, or before an earlier plan's are pruned): "complete" stays false.
     """
     folder = Path(folder)
     with folder_lock(folder):
         records = _plan_records(folder, plan)
         manifest = build_manifest(records, options, expected_shards=sum(n != LISTING_RECORD for n in plan),
                                   error=error)
+        manifest["complete"] = manifest["complete"] and final
         rejects = [dict(rej, shard=rec["name"]) for rec in records for rej in rec.get("rejects", ())]
         write_json_atomic(folder / REJECTS, rejects, lines=True)
         write_json_atomic(folder / MANIFEST, manifest)
