@@ -227,7 +227,8 @@ def eval_cmd(
     checkpoint: Optional[list[Path]] = typer.Option(None, "--checkpoint", help="Exported model (repeatable)."),
     baseline: Optional[list[Baseline]] = typer.Option(
         None, "--baseline", parser=pick(Baseline), help="A baseline to score (repeatable): input (the blurred photo) | "
-        "wiener | prox (disc-PSF deconvolution) | prox-gaussian (the same with Gaussian kernels)."),
+        "wiener | prox (disc-PSF deconvolution) | prox-gaussian (Gaussian kernels), each weighed against the "
+        "photo's own noise | wiener-plain | prox-plain (not weighed)."),
     split: str = typer.Option("test", "--split", help="Which split of the shards to score."),
     by_aperture: bool = typer.Option(True, "--by-aperture/--no-by-aperture", help="One row per f-number."),
     by_source: bool = typer.Option(False, "--by-source", help="Rows per source too (each with its total): table, "
