@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from defocuskit.eval.config import EvalError
-from defocuskit.io.atomic import atomic_write, partial_path
+from defocuskit.io.atomic import atomic_write, remove_partial
 from defocuskit.io.hub import changed_since
 from defocuskit.io.images import encode_image
 
@@ -137,7 +137,7 @@ class SavedImages:
         rel = path.relative_to(self.folder).as_posix()
         path.parent.mkdir(parents=True, exist_ok=True)  # another process may not have made the folder yet
         if rel in self.begun:  # only the process that writes an image removes its temporary: no other writes it
-            self._remove_partial(rel)
+            remove_partial(self.folder / rel)
         data = encode_image(path, image)
         sha = hashlib.sha256(data).hexdigest()
         with open(self.journal, "a", encoding="utf-8") as journal:  # listed first, with what it will hold: a killed
@@ -145,17 +145,12 @@ class SavedImages:
         atomic_write(path, data, partial=True)
         self.written[rel] = sha
 
-    def _remove_partial(self, rel: str) -> None:
-        leftover = partial_path(self.folder / rel)
-        if leftover.is_file() and not leftover.is_symlink():
-            leftover.unlink(missing_ok=True)  # every process clears the same list at the end
-
     def write_manifest(self, written: dict[str, str] | None = None, finished: bool = True) -> None:
         """Record the files saved by earlier evaluations and `written` (path -> SHA-256; default: this process's)
         that exist; `finished` (every process has stopped saving): also remove the temporaries of images killed runs
         began that this one did not write again."""
         for rel in self.begun if finished else ():
-            self._remove_partial(rel)
+            remove_partial(self.folder / rel)
         files = {**self.owned, **(self.written if written is None else written)}
         files = {f: sha for f, sha in files.items() if (self.folder / f).is_file()}
         text = json.dumps({"written_by": WRITER, "files": sorted(files),

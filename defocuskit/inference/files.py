@@ -21,7 +21,7 @@ from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
-from defocuskit.io.atomic import atomic_write, partial_path
+from defocuskit.io.atomic import atomic_write, partial_path, remove_partial
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.hub import changed_since
@@ -129,10 +129,8 @@ def check_destinations(inputs: list[Path], out: Path, defocus_map: bool) -> list
     temporaries (`io.atomic.partial_path`) of images a killed run listed as begun."""
     records = previous_records(out)
     for r in records:  # the temporary of an image a killed run began: listed by that run, so its own to remove
-        leftover = out / Path(str(r.get("partial") or "")).name
-        if r.get("pending") and leftover == partial_path(out / Path(r["output"]).name) and leftover.is_file() \
-                and not leftover.is_symlink():
-            leftover.unlink()
+        if r.get("pending") and r.get("partial"):
+            remove_partial(out / Path(r["output"]).name)
     # outputs lie in `out` itself: known by name, wherever deblur ran from; with the SHA-256 it wrote them with
     ours = {Path(r["output"]).name: r.get("sha256") for r in records}
     begun = {Path(r["output"]).name for r in records if r.get("pending")}

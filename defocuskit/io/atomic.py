@@ -71,6 +71,14 @@ def partial_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
 
 
+def remove_partial(path: str | Path) -> None:
+    """Remove the temporary `partial_path(path)` a killed run left, where it is a plain file; for writers whose
+    journal lists `path` as begun (several processes may clear the same one)."""
+    leftover = partial_path(path)
+    if leftover.is_file() and not leftover.is_symlink():
+        leftover.unlink(missing_ok=True)
+
+
 def _create_partial(path: Path) -> str:
     name = partial_path(path)
     try:
