@@ -155,16 +155,16 @@ def test_images_of_a_killed_evaluation_stay_its_own(tmp_path: Path, monkeypatch)
     first = saved.SavedImages(folder, {"k/a": "k_a", "k/b": "k_b"})
     first.check(["run1"], ["k/a", "k/b"])
     first.save("run1", "k/a", np.zeros((4, 4, 3), np.uint8))
-    real_write = saved.atomic_write
+    real_write = saved.write_journalled
 
-    def killed(path, data, **options):
-        real_write(path, data, **options)
+    def killed(path, data, listed):
+        real_write(path, data, listed)
         raise KeyboardInterrupt  # written, and the run dies before it writes its list
 
-    monkeypatch.setattr(saved, "atomic_write", killed)
+    monkeypatch.setattr(saved, "write_journalled", killed)
     with pytest.raises(KeyboardInterrupt):
         first.save("run1", "k/b", np.zeros((4, 4, 3), np.uint8))
-    monkeypatch.setattr(saved, "atomic_write", real_write)
+    monkeypatch.setattr(saved, "write_journalled", real_write)
     assert not (folder / MANIFEST).exists() and (folder / "run1" / "k_b.png").is_file()
     (folder / "run1" / "mine.png").write_bytes(b"user")  # and a file of the user's beside them
     again = saved.SavedImages(folder, {"k/a": "k_a", "k/b": "k_b", "mine": "mine"})
@@ -184,35 +184,43 @@ def test_images_of_a_killed_evaluation_stay_its_own(tmp_path: Path, monkeypatch)
 
 def test_the_temporaries_of_a_killed_evaluation_are_removed_and_no_other(tmp_path: Path, monkeypatch) -> None:
     from defocuskit.eval import saved
-    from defocuskit.io.atomic import partial_path
+    from defocuskit.io import atomic
 
     folder = tmp_path / "saved"
     names = {"k/a": "k_a", "k/b": "k_b", "k/c": "k_c"}
     first = saved.SavedImages(folder, names)
     first.check(["run1"], list(names))
+    leftovers: list[Path] = []
 
-    def killed_mid_write(path, data, **options):
-        partial_path(path).write_bytes(data[:10])
-        raise KeyboardInterrupt  # as kill -9: the temporary stays
+    def killed_mid_write(path, data, listed):
+        with atomic.atomic_path(path, partial=atomic.new_token()) as tmp:
+            listed(tmp.name)
+            leftovers.append(tmp)
+            raise KeyboardInterrupt  # as kill -9 (the temporary is put back below: the block removes it)
 
-    monkeypatch.setattr(saved, "atomic_write", killed_mid_write)
+    monkeypatch.setattr(saved, "write_journalled", killed_mid_write)
     for key in ("k/a", "k/b"):  # two runs killed while writing, say
         with pytest.raises(KeyboardInterrupt):
             saved.SavedImages(folder, names).save("run1", key, np.zeros((4, 4, 3), np.uint8))
     monkeypatch.undo()
-    leftovers = [partial_path(folder / "run1" / f"{n}.png") for n in ("k_a", "k_b")]
-    assert all(p.is_file() for p in leftovers)
-    theirs = partial_path(folder / "run1" / "k_c.png")
-    theirs.write_bytes(b"user's")  # the user's file at a temporary's name, not begun by any run
+    for p in leftovers:
+        p.write_bytes(b"half an image")
+    theirs = folder / "run1" / ".k_c.png.0badcafe.defocuskit-partial"
+    theirs.write_bytes(b"user's")  # the user's file at the name a run will draw for k_c's temporary
+    monkeypatch.setattr(atomic, "new_token", lambda: "0badcafe")
     again = saved.SavedImages(folder, names)
+    again.check(["run1"], list(names))
+    with pytest.raises(FileExistsError, match=r"\.k_c\.png\.0badcafe\.defocuskit-partial: in the way"):
+        again.save("run1", "k/c", np.ones((4, 4, 3), np.uint8))
+    monkeypatch.undo()
+    again = saved.SavedImages(folder, names)  # the next run: the failed one listed nothing of the user's
     again.check(["run1"], list(names))
     again.save("run1", "k/a", np.ones((4, 4, 3), np.uint8))  # writing it again removes its temporary first
     assert not leftovers[0].exists() and leftovers[1].is_file()
-    with pytest.raises(FileExistsError, match=r"\.k_c\.png\.defocuskit-partial: in the way"):
-        again.save("run1", "k/c", np.ones((4, 4, 3), np.uint8))
     again.write_manifest()  # the end of the run: the temporary of the image it did not write again goes too
     assert not leftovers[1].exists() and theirs.read_bytes() == b"user's"
     assert json.loads((folder / MANIFEST).read_text())["files"] == ["run1/k_a.png"]
+    assert sorted(p.name for p in (folder / "run1").iterdir()) == [theirs.name, "k_a.png"]
 
 
 def test_a_file_put_where_a_killed_evaluation_had_not_yet_written_is_not_taken_for_its_image(tmp_path: Path,
@@ -224,10 +232,11 @@ def test_a_file_put_where_a_killed_evaluation_had_not_yet_written_is_not_taken_f
     first = saved.SavedImages(folder, {"k/a": "k_a"})
     first.check(["run1"], ["k/a"])
 
-    def killed_before_write(path, data, **options):
+    def killed_before_write(path, data, listed):
+        listed(".k_a.png.00000000.defocuskit-partial")
         raise KeyboardInterrupt  # journalled, then killed before a byte is written
 
-    monkeypatch.setattr(saved, "atomic_write", killed_before_write)
+    monkeypatch.setattr(saved, "write_journalled", killed_before_write)
     with pytest.raises(KeyboardInterrupt):
         first.save("run1", "k/a", np.zeros((4, 4, 3), np.uint8))
     monkeypatch.undo()

@@ -245,8 +245,8 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
     # killed between writing an image and its record: the listing was written first, so the rerun replaces it
     real_write = files.write_output
 
-    def killed(dest, data):
-        real_write(dest, data)
+    def killed(dest, data, listed):
+        real_write(dest, data, listed)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(files, "write_output", killed)
@@ -258,21 +258,26 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
     records = json.loads((mine / "deblur.json").read_text())["images"]
     assert sorted(Path(r["output"]).name for r in records) == ["ok.png", "other.png", "third.png"]
     assert not any(r.get("pending") for r in records)
-    # killed (kill -9) while the image's temporary was being written: listed as begun, so the rerun removes it
-    from defocuskit.io.atomic import partial_path
+    # killed (kill -9) while the image's temporary was being filled: listed as begun, so the rerun removes it
+    from defocuskit.io import atomic
 
-    def killed_mid_write(dest, data):
-        partial_path(dest).write_bytes(data[:10])
-        raise KeyboardInterrupt  # as kill -9: nothing cleans up
+    def killed_mid_write(dest, data, listed):
+        with atomic.atomic_path(dest, partial=atomic.new_token()) as tmp:
+            listed(tmp.name)
+            tmp.write_bytes(data[:10])
+            leftover.append(tmp)
+            raise SystemExit  # as kill -9: the temporary stays (put back below, since the block removes it)
 
+    leftover: list[Path] = []
     monkeypatch.setattr(files, "write_output", killed_mid_write)
     write_image(photos / "fourth.png", np.full((24, 24, 3), 7, np.uint8))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit):
         deblur_files([photos / "fourth.png"], ckpt, mine, progress=False)
     monkeypatch.setattr(files, "write_output", real_write)
-    assert partial_path(mine / "fourth.png").is_file()
+    leftover[0].write_bytes(b"half an image")  # what kill -9 leaves
+    assert json.loads((mine / "deblur.json").read_text())["images"][-1]["partial"] == leftover[0].name
     deblur_files([photos / "other.png"], ckpt, mine, progress=False)  # any rerun into the folder removes it
-    assert not partial_path(mine / "fourth.png").exists() and not (mine / "fourth.png").exists()
+    assert not leftover[0].exists() and not (mine / "fourth.png").exists()
     # a file the user put where the killed run had not yet written: listed as begun, but not what it began
     write_image(mine / "fourth.png", np.full((24, 24, 3), 99, np.uint8))
     put = (mine / "fourth.png").read_bytes()
@@ -280,12 +285,26 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
         deblur_files([photos / "fourth.png"], ckpt, mine, progress=False)
     assert (mine / "fourth.png").read_bytes() == put
     (mine / "fourth.png").unlink()
-    # a file of the user's with that name, not listed as begun: in the way, named, left as it is
-    partial_path(mine / "third.png").write_bytes(b"user's")
-    with pytest.raises(FileExistsError, match=r"\.third\.png\.defocuskit-partial: in the way"):
+    # a file of the user's at the name a run draws for its temporary: in the way, named, left as it is, and not
+    # listed, so the next run (another name) leaves it as well
+    monkeypatch.setattr(atomic, "new_token", lambda: "0badcafe")
+    users = mine / ".third.png.0badcafe.defocuskit-partial"
+    users.write_bytes(b"user's")
+    with pytest.raises(FileExistsError, match=r"\.third\.png\.0badcafe\.defocuskit-partial: in the way"):
         deblur_files([photos / "third.png"], ckpt, mine, progress=False)
-    assert partial_path(mine / "third.png").read_bytes() == b"user's"
-    partial_path(mine / "third.png").unlink()
+    monkeypatch.undo()
+    deblur_files([photos / "third.png"], ckpt, mine, progress=False)
+    assert users.read_bytes() == b"user's"
+    users.unlink()
+    # an older version's fixed temporary name, listed by its journal: not removed (it cannot be told from a user's)
+    old = mine / ".third.png.defocuskit-partial"
+    old.write_bytes(b"user's too")
+    log = json.loads((mine / "deblur.json").read_text())
+    log["images"].append({"input": "x", "output": str(mine / "third.png"), "pending": True, "partial": old.name})
+    (mine / "deblur.json").write_text(json.dumps(log))
+    deblur_files([photos / "other.png"], ckpt, mine, progress=False)
+    assert old.read_bytes() == b"user's too"
+    old.unlink()
     retouched = np.full((24, 24, 3), 200, np.uint8)  # the user retouches an output: a rerun leaves it alone
     write_image(mine / "other.png", retouched)
     edited = (mine / "other.png").read_bytes()

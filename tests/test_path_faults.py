@@ -24,6 +24,52 @@ def test_path_faults_are_one_line_naming_the_path(exc: OSError, said: str) -> No
     assert file_fault_line(exc).startswith(said)
 
 
+def test_defocuskit_own_words_for_a_path_in_its_way_are_kept(tmp_path: Path, monkeypatch) -> None:
+    from defocuskit.io import atomic
+
+    monkeypatch.setattr(atomic, "new_token", lambda: "0badcafe")
+    (tmp_path / ".a.png.0badcafe.defocuskit-partial").mkdir()
+    with pytest.raises(FileExistsError) as caught:
+        atomic.write_journalled(tmp_path / "a.png", b"x", lambda name: None)
+    assert file_fault_line(caught.value).startswith(f"{tmp_path}/.a.png.0badcafe.defocuskit-partial: in the way of "
+                                                     "the temporary copy of a.png")
+
+
+def test_cli_a_folder_at_an_older_temporary_name_is_left_alone_and_blocks_nothing(tmp_path: Path) -> None:
+    import numpy as np
+
+    from defocuskit.io.images import write_image
+
+    write_image(tmp_path / "a.png", np.full((16, 16, 3), 100, np.uint8))
+    out = tmp_path / "out"
+    (out / ".a.png.defocuskit-partial").mkdir(parents=True)
+    (out / ".a.png.defocuskit-partial" / "keep.txt").write_text("mine")
+    model = _tiny_model(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "defocuskit", "--threads", "1", "deblur", str(tmp_path / "a.png"),
+                          "--checkpoint", str(model), "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (out / ".a.png.defocuskit-partial" / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == [".a.png.defocuskit-partial", "a.png", "deblur.json"]
+
+
+def _tiny_model(folder: Path) -> Path:
+    """A DnCNN model file of random weights (deblur needs only a network that runs)."""
+    import torch
+
+    from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.methods import get_method
+    from defocuskit.methods.recipes import resolve_recipe
+
+    recipe = resolve_recipe({"method": "dncnn", "model": {"depth": 3, "features": 8}})
+    torch.manual_seed(0)
+    net = get_method("dncnn").build(recipe.model, recipe.objective, False)
+    path = folder / "dncnn.safetensors"
+    save_model(path, net.state_dict(), "dncnn", recipe_to_dict(recipe))
+    return path
+
+
 def test_other_errors_are_not_dressed_as_path_faults() -> None:
     assert file_fault_line(PermissionError("no filename")) is None  # nothing to name: the traceback stays
     assert file_fault_line(ValueError("x")) is None

@@ -101,10 +101,14 @@ _PATH_FAULTS = {  # an OSError that names a path the user gave, as one line (fil
 
 def file_fault_line(exc: BaseException) -> str | None:
     """One line for an error about a path the user gave (a file where a folder goes, a read-only folder, ...);
-    None for anything else."""
+    None for anything else. Where defocuskit raised it with its own words (a temporary or staging path in the way),
+    those words, which name the path."""
+    import os
+
     for kind, text in _PATH_FAULTS.items():
         if isinstance(exc, kind) and getattr(exc, "filename", None):
-            return f"{exc.filename}: {text}"
+            own = exc.strerror if exc.errno is not None and exc.strerror != os.strerror(exc.errno) else None
+            return own if own and str(exc.filename) in own else f"{exc.filename}: {text}"
     return None
 
 

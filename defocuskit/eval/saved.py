@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from defocuskit.eval.config import EvalError
-from defocuskit.io.atomic import atomic_write, remove_partial
+from defocuskit.io.atomic import atomic_write, remove_partial, write_journalled
 from defocuskit.io.hub import changed_since
 from defocuskit.io.images import encode_image
 
 MANIFEST = ".defocuskit-eval-images.json"  # in DIR: {"written_by", "files": [paths in DIR], "sha256": {path: hex}}
-JOURNAL = ".defocuskit-eval-images.journal"  # "path<TAB>sha256" before an image is written: it, the SHA-256 of
-# what it will hold, and its io.atomic.partial_path temporary are this run's (a bare "path": written by an older
-# version, no SHA-256)
+JOURNAL = ".defocuskit-eval-images.journal"  # "path<TAB>sha256<TAB>temporary" before an image is written: it, the
+# SHA-256 of what it will hold, and its io.atomic.partial_path temporary (a fresh name) are this run's (older
+# versions wrote "path<TAB>sha256" or a bare "path": no temporary of theirs is removed)
 WRITER = "defocuskit eval --save-images"
 
 
@@ -58,23 +58,24 @@ class SavedImages:
         self.names = names
         self.journal = self.folder / JOURNAL
         journal = self._read_journal()
-        self.owned = {**self._read_manifest(), **journal}  # path -> SHA-256 it was saved with (or None)
-        self.begun = set(journal)  # killed runs began them: their temporaries, where left, are ours to remove
+        self.owned = {**self._read_manifest(), **{rel: sha for rel, (sha, _) in journal.items()}}  # path -> SHA-256
+        # killed runs began them: the temporaries they listed, where left, are ours to remove
+        self.begun = {rel: temps for rel, (_, temps) in journal.items()}
         self.written: dict[str, str] = {}
         self.verified: set[str] = set()  # earlier images found unchanged
 
-    def _read_journal(self) -> dict[str, str | None]:
+    def _read_journal(self) -> dict[str, tuple[str | None, list[str]]]:
         """The images that killed evaluations wrote or began to write (the journal; a torn last line is skipped),
-        with the SHA-256 of what each held or was to hold."""
+        with the SHA-256 of what each held or was to hold and the temporaries listed for it."""
         try:
             lines = self.journal.read_text(encoding="utf-8").split("\n") if self.journal.is_file() else []
         except (OSError, UnicodeDecodeError):
             return {}
-        found: dict[str, str | None] = {}
+        found: dict[str, tuple[str | None, list[str]]] = {}
         for line in lines[:-1]:  # the last piece has no newline: unfinished
-            rel, _, sha = line.partition("\t")
+            rel, sha, temp = (line.split("\t") + ["", ""])[:3]
             if rel:
-                found[rel] = sha or None
+                found[rel] = (sha or None, found.get(rel, (None, []))[1] + ([temp] if temp else []))
         return found
 
     def _read_manifest(self) -> dict[str, str | None]:
@@ -136,21 +137,27 @@ class SavedImages:
         self._refuse(path)
         rel = path.relative_to(self.folder).as_posix()
         path.parent.mkdir(parents=True, exist_ok=True)  # another process may not have made the folder yet
-        if rel in self.begun:  # only the process that writes an image removes its temporary: no other writes it
-            remove_partial(self.folder / rel)
+        for temp in self.begun.get(rel, ()):  # only the process that writes an image removes its temporaries
+            remove_partial(self.folder / rel, temp)
         data = encode_image(path, image)
         sha = hashlib.sha256(data).hexdigest()
-        with open(self.journal, "a", encoding="utf-8") as journal:  # listed first, with what it will hold: a killed
-            journal.write(f"{rel}\t{sha}\n")  # run's images stay ours, and a file put there since does not
-        atomic_write(path, data, partial=True)
+
+        def listed(temporary: str) -> None:  # listed before it is filled, with what it will hold and its temporary
+            # (made just now: never a file that was there): a killed run's images stay ours, a file put there since
+            # does not
+            with open(self.journal, "a", encoding="utf-8") as journal:
+                journal.write(f"{rel}\t{sha}\t{temporary}\n")
+
+        write_journalled(path, data, listed)
         self.written[rel] = sha
 
     def write_manifest(self, written: dict[str, str] | None = None, finished: bool = True) -> None:
         """Record the files saved by earlier evaluations and `written` (path -> SHA-256; default: this process's)
         that exist; `finished` (every process has stopped saving): also remove the temporaries of images killed runs
         began that this one did not write again."""
-        for rel in self.begun if finished else ():
-            remove_partial(self.folder / rel)
+        for rel, temps in self.begun.items() if finished else ():
+            for temp in temps:
+                remove_partial(self.folder / rel, temp)
         files = {**self.owned, **(self.written if written is None else written)}
         files = {f: sha for f, sha in files.items() if (self.folder / f).is_file()}
         text = json.dumps({"written_by": WRITER, "files": sorted(files),

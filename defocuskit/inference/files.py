@@ -8,6 +8,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
-from defocuskit.io.atomic import atomic_write, partial_path, remove_partial
+from defocuskit.io.atomic import atomic_write, remove_partial, write_journalled
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.hub import changed_since
@@ -102,10 +103,11 @@ def destination(out: Path, path: Path, defocus_map: bool) -> Path:
     return out / (f"{path.stem}_coc.png" if defocus_map else f"{path.stem}.png")
 
 
-def write_output(dest: Path, data: bytes) -> None:
-    """Write one output's encoded bytes through its fixed temporary (`io.atomic.partial_path`)."""
+def write_output(dest: Path, data: bytes, listed: Callable[[str], None]) -> None:
+    """Write one output's encoded bytes through a fresh temporary, which `listed(its name)` journals before the
+    data goes in (`io.atomic.write_journalled`)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest, data, partial=True)
+    write_journalled(dest, data, listed)
 
 
 def previous_records(out: Path) -> list[dict[str, Any]]:
@@ -129,8 +131,8 @@ def check_destinations(inputs: list[Path], out: Path, defocus_map: bool) -> list
     temporaries (`io.atomic.partial_path`) of images a killed run listed as begun."""
     records = previous_records(out)
     for r in records:  # the temporary of an image a killed run began: listed by that run, so its own to remove
-        if r.get("pending") and r.get("partial"):
-            remove_partial(out / Path(r["output"]).name)
+        if r.get("pending") and isinstance(r.get("partial"), str):
+            remove_partial(out / Path(r["output"]).name, r["partial"])
     # outputs lie in `out` itself: known by name, wherever deblur ran from; with the SHA-256 it wrote them with
     ours = {Path(r["output"]).name: r.get("sha256") for r in records}
     begun = {Path(r["output"]).name for r in records if r.get("pending")}
@@ -266,12 +268,16 @@ def deblur_files(
         else:
             data = encode_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
         sha = hashlib.sha256(data).hexdigest()
-        # listed before it is written, with its temporary and the SHA-256 of what it will hold: a run killed in
-        # between leaves files the next run knows as its own, and a file put there since as not its own
-        log = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True,
-                                            "partial": partial_path(dest).name, "sha256": sha}]}
-        atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
-        write_output(dest, data)
+
+        def listed(temporary: str, p: Path = p, dest: Path = dest, sha: str = sha) -> None:
+            # listed before it is filled, with its temporary (made just now: never a file that was there) and the
+            # SHA-256 of what it will hold: a run killed in between leaves files the next run knows as its own,
+            # and a file put there since as not its own
+            log = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True,
+                                                "partial": temporary, "sha256": sha}]}
+            atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
+
+        write_output(dest, data, listed)
         written.append(dest)
         records.append({
             "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),

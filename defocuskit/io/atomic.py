@@ -2,17 +2,21 @@
 complete, so a reader (or a crash) never meets half a file and a failed write leaves the old file as it was.
 
 Temporary names are `.NAME.<random>.tmp` in the target's folder (the shard folder's clean-up knows them), or, for a
-writer that lists each output in its own journal before writing it (deblur, eval --save-images), the fixed
-`.NAME.defocuskit-partial` (`partial_path`), which that writer's next run removes where its journal lists the output
-as begun and not finished. A set of files is staged in the fixed hidden folder `.defocuskit-staging`."""
+writer that lists each output in its own journal before writing it (deblur, eval --save-images),
+`.NAME.<token>.defocuskit-partial` (`write_journalled`): the temporary is made first (exclusively: never a file
+that stood there), then listed in the writer's journal, then filled and renamed, so that the writer's next run
+removes exactly the temporaries killed runs listed (`remove_partial`), each one that run made. A set of files is
+staged in the fixed hidden folder `.defocuskit-staging`."""
 
 from __future__ import annotations
 
 import errno
 import os
+import re
+import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,40 +69,50 @@ PARTIAL_SUFFIX = ".defocuskit-partial"
 STAGING = ".defocuskit-staging"
 
 
-def partial_path(path: str | Path) -> Path:
-    """The fixed temporary name of `path` for writers that journal their outputs (`atomic_path(partial=True)`)."""
+def new_token() -> str:
+    """A fresh token for a journalled temporary (`partial_path`): 8 hex digits."""
+    return secrets.token_hex(4)
+
+
+def partial_path(path: str | Path, token: str) -> Path:
+    """The temporary of `path` for writers that journal their outputs: `.NAME.<token>.defocuskit-partial`."""
     path = Path(path)
-    return path.with_name(f".{path.name}{PARTIAL_SUFFIX}")
+    return path.with_name(f".{path.name}.{token}{PARTIAL_SUFFIX}")
 
 
-def remove_partial(path: str | Path) -> None:
-    """Remove the temporary `partial_path(path)` a killed run left, where it is a plain file; for writers whose
-    journal lists `path` as begun (several processes may clear the same one)."""
-    leftover = partial_path(path)
+def remove_partial(path: str | Path, name: str | None) -> None:
+    """Remove the temporary `name` of `path` that a killed run listed in its journal, where it is a plain file and
+    `name` is a `partial_path(path, token)` name (an older journal's untokenised name, or anything else, is left
+    alone); several processes may clear the same one."""
+    path = Path(path)
+    if not name or not re.fullmatch(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}{re.escape(PARTIAL_SUFFIX)}", name):
+        return
+    leftover = path.with_name(name)
     if leftover.is_file() and not leftover.is_symlink():
         leftover.unlink(missing_ok=True)
 
 
-def _create_partial(path: Path) -> str:
-    name = partial_path(path)
+def _create_partial(path: Path, token: str) -> str:
+    name = partial_path(path, token)
     try:
         os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
-        raise FileExistsError(errno.EEXIST, f"{name}: in the way of the temporary copy of {path.name} and not listed "
-                              "as begun by an earlier run; it is left as it is: move it", str(name)) from None
+        raise FileExistsError(errno.EEXIST, f"{name}: in the way of the temporary copy of {path.name}; it is left "
+                              "as it is: move it", str(name)) from None
     return str(name)
 
 
 @contextmanager
-def atomic_path(path: str | Path, mode: int | None = None, partial: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | Path, mode: int | None = None, partial: str | None = None) -> Iterator[Path]:
     """A temporary path to write the whole file to; renamed onto `path` when the block ends without error,
-    removed otherwise. The file gets `mode`, else the usual permissions (0666 less the umask). `partial`: the
-    temporary is `partial_path(path)` (FileExistsError naming it where a file is there), not a random name."""
+    removed otherwise. The file gets `mode`, else the usual permissions (0666 less the umask). `partial` (a token
+    the caller listed in its journal): the temporary is `partial_path(path, partial)` (FileExistsError naming it
+    where anything is there), not a random name."""
     path = Path(path)
     name = None
     try:  # made inside the try: a Ctrl-C right after mkstemp still removes it
         if partial:
-            name = _create_partial(path)
+            name = _create_partial(path, partial)
         else:
             fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
@@ -110,16 +124,24 @@ def atomic_path(path: str | Path, mode: int | None = None, partial: bool = False
             Path(name).unlink(missing_ok=True)
 
 
-def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False,
-                 partial: bool = False) -> None:
-    """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename; `partial` as
-    for `atomic_path`."""
-    with disk_full_named(path), atomic_path(path, mode, partial) as tmp:
+def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> None:
+    """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename."""
+    with disk_full_named(path), atomic_path(path, mode) as tmp:
         with open(tmp, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
+
+
+def write_journalled(path: str | Path, data: bytes, listed: Callable[[str], None]) -> None:
+    """Write `data` to `path` through a fresh temporary `partial_path(path, new_token())`: made exclusively first,
+    then `listed(its name)` records it in the caller's journal, then it is filled and renamed onto `path`. A kill
+    before `listed` returns leaves at most that empty, unlisted temporary, which blocks nothing."""
+    with disk_full_named(path), atomic_path(path, partial=new_token()) as tmp:
+        listed(tmp.name)
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def _clear_stage(stage: Path, names: list[str]) -> None:

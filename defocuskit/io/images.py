@@ -194,12 +194,11 @@ def encode_image(path: str | Path, arr: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_image(path: str | Path, arr: np.ndarray, partial: bool = False) -> None:
-    """Write an RGB uint8/uint16 array (`encode_image`). `partial`: through the fixed temporary
-    `io.atomic.partial_path(path)`, for writers that journal their outputs."""
+def write_image(path: str | Path, arr: np.ndarray) -> None:
+    """Write an RGB uint8/uint16 array (`encode_image`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, encode_image(path, arr), partial=partial)
+    atomic_write(path, encode_image(path, arr))
 
 
 def bit_depth(arr: np.ndarray) -> int:
