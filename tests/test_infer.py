@@ -220,7 +220,7 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
         deblur_files([photos / "ok.png"], ckpt, photos, progress=False)
     with pytest.raises(ValueError, match="would replace this input photo"):
         deblur_files([photos], ckpt, photos, progress=False)  # the folder as input, itself as --out
-    assert (photos / "ok.png").read_bytes() == original and not (photos / "deblur.json").exists()
+    assert (photos / "ok.png").read_bytes() == original and sorted(p.name for p in photos.iterdir()) == ["ok.png"]
     out = tmp_path / "out"
     write_image(out / "ok.png", np.zeros((8, 8, 3), np.uint8))  # the user's own file of that name
     theirs = (out / "ok.png").read_bytes()
@@ -311,6 +311,14 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
     with pytest.raises(ValueError, match=r"other\.png: changed since deblur wrote it"):
         deblur_files([photos / "other.png"], ckpt, mine, progress=False)
     assert (mine / "other.png").read_bytes() == edited
+    # a second deblur into a folder another one is writing stops at once, naming it, and touches nothing
+    from defocuskit.io import locks
+
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in mine.iterdir() if "deblur.lock" not in p.name)
+    with locks.hold(mine / files.RUN_LOCK, "deblur", "busy"):
+        with pytest.raises(ValueError, match=r"mine: another deblur is writing this folder \(pid \d+ .*\); wait"):
+            deblur_files([photos / "third.png"], ckpt, mine, progress=False)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in mine.iterdir() if "deblur.lock" not in p.name) == before
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "deblur.json").write_text("my notes")
     with pytest.raises(ValueError, match=r"deblur\.json: exists and is not a deblur\.json written by defocuskit"):

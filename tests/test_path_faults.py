@@ -50,7 +50,8 @@ def test_cli_a_folder_at_an_older_temporary_name_is_left_alone_and_blocks_nothin
                          timeout=300)
     assert run.returncode == 0, run.stderr
     assert (out / ".a.png.defocuskit-partial" / "keep.txt").read_text() == "mine"
-    assert sorted(p.name for p in out.iterdir()) == [".a.png.defocuskit-partial", "a.png", "deblur.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".a.png.defocuskit-partial", ".defocuskit-deblur.lock", "a.png",
+                                                     "deblur.json"]
 
 
 def _tiny_model(folder: Path) -> Path:

@@ -3,6 +3,7 @@ patterns, every check before the first image, outputs at the input's size and bi
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -22,6 +23,7 @@ from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
+from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_write, remove_partial, write_journalled
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
@@ -98,6 +100,9 @@ def expand_inputs(items: list[str | Path] | tuple[str | Path, ...]) -> list[Path
     return list(unique.values())
 
 
+RUN_LOCK = ".defocuskit-deblur.lock"  # in --out, held for a whole run (io.locks)
+
+
 def destination(out: Path, path: Path, defocus_map: bool) -> Path:
     """Where `deblur` writes the result of input `path`."""
     return out / (f"{path.stem}_coc.png" if defocus_map else f"{path.stem}.png")
@@ -125,12 +130,13 @@ def previous_records(out: Path) -> list[dict[str, Any]]:
                          "give another --out") from None
 
 
-def check_destinations(inputs: list[Path], out: Path, defocus_map: bool) -> list[dict[str, Any]]:
+def check_destinations(inputs: list[Path], out: Path, defocus_map: bool, clear: bool = True) -> list[dict[str, Any]]:
     """Refuse (ValueError naming the file) a run that would write over one of its inputs or over a file
-    that no earlier `deblur` into `out` wrote; returns the earlier records (see `previous_records`). Removes the
-    temporaries (`io.atomic.partial_path`) of images a killed run listed as begun."""
+    that no earlier `deblur` into `out` wrote; returns the earlier records (see `previous_records`). `clear` (under
+    the folder's lock): also remove the temporaries (`io.atomic.partial_path`) of images a killed run listed as
+    begun."""
     records = previous_records(out)
-    for r in records:  # the temporary of an image a killed run began: listed by that run, so its own to remove
+    for r in records if clear else ():  # the temporary of an image a killed run began: listed by it, its to remove
         if r.get("pending") and isinstance(r.get("partial"), str):
             remove_partial(out / Path(r["output"]).name, r["partial"])
     # outputs lie in `out` itself: known by name, wherever deblur ran from; with the SHA-256 it wrote them with
@@ -241,55 +247,62 @@ def deblur_files(
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
     check_tiling(method, recipe, model, tiling)
     out = Path(out)
-    earlier = check_destinations(inputs, out, defocus_map)
-    model.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    written, records = [], []
-    rewritten = {destination(out, p, defocus_map).name for p in inputs}
-    kept = [r for r in earlier if Path(r["output"]).name not in rewritten]  # still listed: still ours
-    for p in inputs:
-        started = time.perf_counter()
-        arr = read_image(p)
-        image = to_float(arr)
-        coc_map = None
-        if source is not None and uses_coc:
-            coc_map = source(image, optics_of.get(p), name=str(p))
-        plan = plan_tiling(method, recipe, model, *image.shape[:2], tiling)
-        result = restore_image(
-            method, recipe, model, image, tiling=tiling, seed=seed, device=device, progress=progress,
-            sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble,
-        )
-        if focus_gate is not None:
-            result = gate(image, result, coc_map, focus_gate, gate_smooth)
-        dest = destination(out, p, defocus_map)
-        if defocus_map:
-            estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))
-            data = encode_image(dest, encode_coc(estimate))  # 16-bit PNG, pixels x 256, as coc.png in the shards
-        else:
-            data = encode_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
-        sha = hashlib.sha256(data).hexdigest()
+    check_destinations(inputs, out, defocus_map, clear=False)  # refused before anything is made in `out`
+    with contextlib.ExitStack() as held:
+        try:  # one deblur at a time writes a folder: another one's begun images are not a killed run's
+            held.enter_context(locks.hold(out / RUN_LOCK, "deblur", f"{out}: another deblur is writing this folder"))
+        except locks.LockedError as exc:
+            raise ValueError(f"{exc}; wait for it to finish or give another --out") from None
+        earlier = check_destinations(inputs, out, defocus_map)  # again, under the lock
+        model.eval()
+        out.mkdir(parents=True, exist_ok=True)
+        written, records = [], []
+        rewritten = {destination(out, p, defocus_map).name for p in inputs}
+        kept = [r for r in earlier if Path(r["output"]).name not in rewritten]  # still listed: still ours
+        for p in inputs:
+            started = time.perf_counter()
+            arr = read_image(p)
+            image = to_float(arr)
+            coc_map = None
+            if source is not None and uses_coc:
+                coc_map = source(image, optics_of.get(p), name=str(p))
+            plan = plan_tiling(method, recipe, model, *image.shape[:2], tiling)
+            result = restore_image(
+                method, recipe, model, image, tiling=tiling, seed=seed, device=device, progress=progress,
+                sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble,
+            )
+            if focus_gate is not None:
+                result = gate(image, result, coc_map, focus_gate, gate_smooth)
+            dest = destination(out, p, defocus_map)
+            if defocus_map:
+                estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))
+                data = encode_image(dest, encode_coc(estimate))  # 16-bit PNG, pixels x 256, as coc.png in the shards
+            else:
+                data = encode_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
+            sha = hashlib.sha256(data).hexdigest()
 
-        def listed(temporary: str, p: Path = p, dest: Path = dest, sha: str = sha) -> None:
-            # listed before it is filled, with its temporary (made just now: never a file that was there) and the
-            # SHA-256 of what it will hold: a run killed in between leaves files the next run knows as its own,
-            # and a file put there since as not its own
-            log = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True,
-                                                "partial": temporary, "sha256": sha}]}
-            atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
+            def listed(temporary: str, p: Path = p, dest: Path = dest, sha: str = sha) -> None:
+                # listed before it is filled, with its temporary (made just now: never a file that was there) and the
+                # SHA-256 of what it will hold: a run killed in between leaves files the next run knows as its own,
+                # and a file put there since as not its own
+                log = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True,
+                                                    "partial": temporary, "sha256": sha}]}
+                atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
 
-        write_output(dest, data, listed)
-        written.append(dest)
-        records.append({
-            "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
-            "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
-            **plan.record(),
-            "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
-            "f_number": optics_of.get(p, {}).get("f_number"),  # the bound applies only where it is known
-            "coc_bound": (own_bound.bound if own_bound else source.bound if source is not None and uses_coc else None)
-            if optics_of.get(p, {}).get("f_number") else None,
-            "gate_smooth": gate_smooth if focus_gate is not None else None,
-            "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
-            "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3), "sha256": sha,
-        })
-        atomic_write(out / "deblur.json", json.dumps({"images": kept + records}, indent=2) + "\n")
-    return written
+            write_output(dest, data, listed)
+            written.append(dest)
+            records.append({
+                "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
+                "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
+                **plan.record(),
+                "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
+                "f_number": optics_of.get(p, {}).get("f_number"),  # the bound applies only where it is known
+                "coc_bound": (own_bound.bound if own_bound else
+                              source.bound if source is not None and uses_coc else None)
+                if optics_of.get(p, {}).get("f_number") else None,
+                "gate_smooth": gate_smooth if focus_gate is not None else None,
+                "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
+                "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3), "sha256": sha,
+            })
+            atomic_write(out / "deblur.json", json.dumps({"images": kept + records}, indent=2) + "\n")
+        return written
