@@ -114,6 +114,15 @@ def test_save_images_distinct_names_manifest_and_users_files_refused(shards: Pat
     assert manifest["files"] == sorted(f"input/{n}.png" for n in names.values())
     res, _ = _eval(shards, "--report", str(report), "--save-images", str(saved))  # its own images: replaced
     assert res.exit_code == 0, res.output
+    from defocuskit.eval.saved import SAVED_LOCK
+    from defocuskit.io import locks
+
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (saved / "input").iterdir())
+    with locks.hold(saved / SAVED_LOCK, "eval", "busy"):  # another evaluation saving there: stops at once, naming it
+        res, out = _eval(shards, "--report", str(tmp_path / "other"), "--save-images", str(saved))
+    assert res.exit_code == 2 and f"--save-images {saved}: another evaluation is saving into it (pid" in out, out
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (saved / "input").iterdir()) == before
+    assert not (tmp_path / "other" / "report.json").exists()
 
     user = tmp_path / "sv2"
     (user / "input").mkdir(parents=True)

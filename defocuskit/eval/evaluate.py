@@ -35,7 +35,7 @@ from defocuskit.eval.runners import (
     gates_per_checkpoint,
     per_checkpoint_settings,
 )
-from defocuskit.eval.saved import SavedImages, image_names
+from defocuskit.eval.saved import SAVED_LOCK, SavedImages, image_names
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, describe_band, prepare_pair, score_pair
 from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.io import locks
@@ -333,8 +333,11 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         try:
             held.enter_context(locks.hold(Path(report_dir) / RUN_LOCK, "eval",
                                           f"report folder {report_dir}: another evaluation is writing it"))
+            if saver is not None:  # and the images folder: its journal and list are one evaluation's at a time
+                held.enter_context(locks.hold(saver.folder / SAVED_LOCK, "eval",
+                                              f"--save-images {save_images}: another evaluation is saving into it"))
         except locks.LockedError as exc:
-            raise EvalError(f"{exc}; wait for it to finish or give another --report") from None
+            raise EvalError(f"{exc}; wait for it to finish or give another --report / --save-images") from None
     with held:
         protocol = protocols.resolve(c.protocol, list(paths.values()))
         scoring = Scoring(ssim_variant=ssim_variant, align=align_mode, lpips_model=lpips_model,

@@ -22,6 +22,7 @@ JOURNAL = ".defocuskit-eval-images.journal"  # "path<TAB>sha256<TAB>temporary" b
 # SHA-256 of what it will hold, and its io.atomic.partial_path temporary (a fresh name) are this run's (older
 # versions wrote "path<TAB>sha256" or a bare "path": no temporary of theirs is removed)
 WRITER = "defocuskit eval --save-images"
+SAVED_LOCK = ".defocuskit-eval-images.lock"  # in DIR, held by the main process for the whole evaluation (io.locks)
 
 
 def safe_name(key: str) -> str:
