@@ -436,3 +436,28 @@ def test_pre_deblur_keeps_the_light_with_the_tiny_recipes_pre_weight(map_file):
     offset, anchored = pre_deblur_error(tiny.objective.pre_weight)
     assert drift > 0.01 and released > 1.0  # the release's pre-deblur: brighter or darker, worse than its input
     assert offset < 0.005 and anchored < 1.0
+
+
+def test_the_cpu_recipe_trains_with_the_tiny_estimator_and_gates_its_output(tmp_path):
+    """rddm-cpu (real photos on a CPU): its estimator is defocus-map-tiny's layout, so the map that recipe trains on
+    the same renders (tools/loso_real.py) is the one it takes; no DCN; its model is gated by default as nafnet-cpu's."""
+    tiny_map = load_recipe("defocus-map-tiny")
+    estimator = _write_model(tmp_path / "map.safetensors", "defocus-map", recipe_to_dict(tiny_map)["model"])
+    recipe = load_recipe("rddm-cpu", [f"model.map_checkpoint={estimator}"])
+    assert recipe.model.map_model == tiny_map.model and recipe.model.map_head == "coc"
+    assert recipe.inference.focus_gate == 3.0 and recipe.objective.pre_weight == 1.0
+    assert "dcn" not in " ".join(recipe.model.pre_enc_dw + recipe.model.pre_dec_dw + recipe.model.enc_dw
+                                 + recipe.model.dec_dw)
+    method = get_method("rddm")
+    torch.manual_seed(0)
+    model = method.build(recipe.model, recipe.objective, True)
+    sharp = torch.rand(2, 3, 48, 48)
+    blur = torch.nn.functional.avg_pool2d(sharp, 5, 1, 2, count_include_pad=False)
+    method.loss(model, {"blur": blur, "sharp": sharp}, recipe.objective).backward()
+    model.eval()
+    out = restore_batch(method, model, torch.rand(1, 3, 30, 44), RestoreContext(recipe.sampler, recipe.objective), 3)
+    assert out.shape == (1, 3, 30, 44)
+    mismatched = {**recipe_to_dict(tiny_map)["model"], "width": 8}
+    other = _write_model(tmp_path / "other.safetensors", "defocus-map", mismatched)
+    with pytest.raises(ValueError, match="map"):
+        method.build(load_recipe("rddm-cpu", [f"model.map_checkpoint={other}"]).model, recipe.objective, True)

@@ -29,7 +29,10 @@ ingest) with JDRL's protocol: the reference warped onto each output by optical f
     python tools/loso_real.py --out /tmp/loso-gate --focus-gate 3      # the model, and the model gated (run#2)
     python tools/loso_real.py --out /tmp/loso-map --focus-gate 3 --gate-map learned   # gated by a fold's estimator
     python tools/loso_real.py --out /tmp/loso-hidd --recipe hidd-cpu --minutes 45 --gate-map learned --focus-gate 3
+    python tools/loso_real.py --out /tmp/loso-rddm --recipe rddm-cpu --minutes 30 --focus-gate 3 --real-pairs 4 ...
 
+A recipe whose method trains with a defocus-map model (rddm-cpu: `model.map_checkpoint`) gets the fold's estimator,
+trained first on the same renders (as `--gate-map learned` trains it).
 `--gate-map learned` gates by a defocus-map estimator (`recipes/defocus-map-tiny.yaml`, `--map-steps` steps,
 `--map-set` overrides) trained per fold on the same renders, so it has not seen the held-out scene either
 (`eval --coc map --coc-model FOLD/map/model.safetensors`); the default, `edge`, is the training-free map.
@@ -138,6 +141,15 @@ def needs_coc(recipe: str, overrides: list[str]) -> bool:
     return "coc" in load_recipe(recipe, overrides).sampler.resolved().needs()
 
 
+def map_companion(recipe: str, overrides: list[str]) -> str | None:
+    """The recipe key that names a defocus-map model the method trains with (rddm-cpu's model.map_checkpoint)."""
+    from defocuskit.methods import get_method
+    from defocuskit.methods.recipes import load_recipe
+
+    method = get_method(load_recipe(recipe, overrides).method)
+    return next((c.key for c in method.companions if c.method == "defocus-map"), None)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -193,6 +205,7 @@ def main() -> None:
     exe = [sys.executable, "-m", "defocuskit"]
     env = dict(os.environ)
     model_coc = needs_coc(args.recipe, args.overrides)
+    companion = map_companion(args.recipe, args.overrides)
     results: dict[str, dict] = {}
     for held in args.folds.split(","):
         fold = args.out / held
@@ -227,17 +240,19 @@ def main() -> None:
         source = ["--ebb", str(fold / "real"), "--register", "none"] if held == "ebb" else ["--vabd", str(fold / "real")]
         run([*exe, "ingest", *source, "--out", str(test), "--max-side", str(args.test_size), "--workers", "1",
              *args.test_args], fold / "ingest-test.log", env)
-        run_dir = fold / "run"
-        t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards + real)}]", f"output_dir={run_dir}",
-                       f"train.max_minutes={args.minutes}", *args.overrides], fold / "train.log", env)
         t_map = 0.0
-        coc = ["--coc", "edge"]
-        if args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc):
-            map_dir = fold / "map"
+        map_dir = fold / "map"
+        if companion or (args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc)):
             t_map = run([*exe, "train", args.map_recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={map_dir}",
                          f"train.max_steps={args.map_steps}", "train.checkpoint_every=1000000",
                          *args.map_overrides], fold / "train-map.log", env)
+        coc = ["--coc", "edge"]
+        if args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc):
             coc = ["--coc", "map", "--coc-model", str(map_dir / "model.safetensors")]
+        run_dir = fold / "run"
+        uses_map = [f"{companion}={map_dir / 'model.safetensors'}"] if companion else []  # trained on the same renders
+        t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards + real)}]", f"output_dir={run_dir}",
+                       f"train.max_minutes={args.minutes}", *uses_map, *args.overrides], fold / "train.log", env)
         report = fold / "report"
         model = str(run_dir / "model.safetensors")
         gate = [] if args.focus_gate is None else ["--checkpoint", model, "--focus-gate", f"run#2:{args.focus_gate:g}",

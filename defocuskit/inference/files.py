@@ -136,7 +136,7 @@ def check_destinations(inputs: list[Path], out: Path, defocus_map: bool, clear: 
     the folder's lock): also remove the temporaries (`io.atomic.partial_path`) of images a killed run listed as
     begun."""
     records = previous_records(out)
-    for r in records if clear else ():  # the temporary of an image a killed run began: listed by it, its to remove
+    for r in records if clear else ():  # a temporary a killed run made and listed: its own, so ours to remove
         if r.get("pending") and isinstance(r.get("partial"), str):
             remove_partial(out / Path(r["output"]).name, r["partial"])
     # outputs lie in `out` itself: known by name, wherever deblur ran from; with the SHA-256 it wrote them with
