@@ -242,13 +242,12 @@ def main() -> None:
              *args.test_args], fold / "ingest-test.log", env)
         t_map = 0.0
         map_dir = fold / "map"
-        if companion or (args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc)):
+        learned = args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc)
+        if companion or learned:
             t_map = run([*exe, "train", args.map_recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={map_dir}",
                          f"train.max_steps={args.map_steps}", "train.checkpoint_every=1000000",
                          *args.map_overrides], fold / "train-map.log", env)
-        coc = ["--coc", "edge"]
-        if args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc):
-            coc = ["--coc", "map", "--coc-model", str(map_dir / "model.safetensors")]
+        coc = ["--coc", "map", "--coc-model", str(map_dir / "model.safetensors")] if learned else ["--coc", "edge"]
         run_dir = fold / "run"
         uses_map = [f"{companion}={map_dir / 'model.safetensors'}"] if companion else []  # trained on the same renders
         t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards + real)}]", f"output_dir={run_dir}",
