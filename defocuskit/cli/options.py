@@ -3,6 +3,7 @@ against (one list each), the help texts several commands share, and the entry po
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from typing import Any, Callable, Iterable, Optional
 
@@ -103,8 +104,6 @@ def file_fault_line(exc: BaseException) -> str | None:
     """One line for an error about a path the user gave (a file where a folder goes, a read-only folder, ...);
     None for anything else. Where defocuskit raised it with its own words (a temporary or staging path in the way),
     those words, which name the path."""
-    import os
-
     for kind, text in _PATH_FAULTS.items():
         if isinstance(exc, kind) and getattr(exc, "filename", None):
             own = exc.strerror if exc.errno is not None and exc.strerror != os.strerror(exc.errno) else None
@@ -115,7 +114,6 @@ def file_fault_line(exc: BaseException) -> str | None:
 def run_reporting_disk_full(app: Any) -> None:
     """Run the Typer `app`; an exception a full disk caused, or a path that cannot be used as asked
     (`file_fault_line`), becomes one line on stderr and exit 1 (DEFOCUSKIT_TRACEBACK=1: the traceback)."""
-    import os
     import sys
 
     from defocuskit.io.atomic import disk_full_line
@@ -148,8 +146,6 @@ def hide_flag_types() -> None:
 
 def set_threads(threads: int | None) -> None:
     """`defocuskit --threads N`: every command's CPU threads (`io.threads`), set before torch is imported."""
-    import os
-
     from defocuskit.io.threads import THREADS_ENV, apply_threads
 
     if threads is not None:

@@ -130,13 +130,13 @@ def previous_records(out: Path) -> list[dict[str, Any]]:
                          "give another --out") from None
 
 
-def check_destinations(inputs: list[Path], out: Path, defocus_map: bool, clear: bool = True) -> list[dict[str, Any]]:
+def check_destinations(inputs: list[Path], out: Path, defocus_map: bool, locked: bool = True) -> list[dict[str, Any]]:
     """Refuse (ValueError naming the file) a run that would write over one of its inputs or over a file
-    that no earlier `deblur` into `out` wrote; returns the earlier records (see `previous_records`). `clear` (under
-    the folder's lock): also remove the temporaries (`io.atomic.partial_path`) of images a killed run listed as
-    begun."""
+    that no earlier `deblur` into `out` wrote; returns the earlier records (see `previous_records`). `locked` (the run
+    holds the folder's lock): also refuse an earlier output changed since (its SHA-256) and remove the temporaries
+    (`io.atomic.partial_path`) of images a killed run listed as begun."""
     records = previous_records(out)
-    for r in records if clear else ():  # a temporary a killed run made and listed: its own, so ours to remove
+    for r in records if locked else ():  # a temporary a killed run made and listed: its own, so ours to remove
         if r.get("pending") and isinstance(r.get("partial"), str):
             remove_partial(out / Path(r["output"]).name, r["partial"])
     # outputs lie in `out` itself: known by name, wherever deblur ran from; with the SHA-256 it wrote them with
@@ -153,7 +153,7 @@ def check_destinations(inputs: list[Path], out: Path, defocus_map: bool, clear: 
         if dest.name not in ours:
             raise ValueError(f"{dest}: exists and was not written by an earlier deblur into {out} (deblur.json "
                              "does not list it); it is left as it is: give another --out")
-        if ours[dest.name] and changed_since(dest, ours[dest.name]):
+        if locked and ours[dest.name] and changed_since(dest, ours[dest.name]):
             if dest.name in begun:
                 raise ValueError(f"{dest}: not the image a killed deblur began to write there (not the SHA-256 "
                                  "deblur.json records): put there since; it is left as it is: move it or give another "
@@ -247,13 +247,13 @@ def deblur_files(
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
     check_tiling(method, recipe, model, tiling)
     out = Path(out)
-    check_destinations(inputs, out, defocus_map, clear=False)  # refused before anything is made in `out`
+    check_destinations(inputs, out, defocus_map, locked=False)  # inputs and foreign files: refused before the lock
     with contextlib.ExitStack() as held:
         try:  # one deblur at a time writes a folder: another one's begun images are not a killed run's
             held.enter_context(locks.hold(out / RUN_LOCK, "deblur", f"{out}: another deblur is writing this folder"))
         except locks.LockedError as exc:
             raise ValueError(f"{exc}; wait for it to finish or give another --out") from None
-        earlier = check_destinations(inputs, out, defocus_map)  # again, under the lock
+        earlier = check_destinations(inputs, out, defocus_map)  # all of it, under the lock
         model.eval()
         out.mkdir(parents=True, exist_ok=True)
         written, records = [], []
