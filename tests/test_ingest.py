@@ -441,7 +441,7 @@ def _assert_manifest_is_the_one_list(out: Path, manifest: dict) -> None:
     keys = [s["key"] for url in sorted(out.glob("train-*.tar")) for s in iter_samples(url)]
     assert len(keys) == len(set(keys)) == manifest["counts"]["by_split"]["train"]
     records = sorted(p.stem for p in (out / ".records").iterdir())
-    assert records == sorted([s["name"][:-4] for s in manifest["shards"]] + ["_listing", "_owned"])
+    assert records == sorted([s["name"][:-4] for s in manifest["shards"]] + ["_listing", "_owned", "_temporaries"])
 
 
 def test_rerun_with_other_content_options_replaces_the_shards(tmp_path, fake):
@@ -469,32 +469,43 @@ def test_fewer_inputs_leave_no_stale_shard(tmp_path, fake):
     manifest = run_ingest({NAME: root}, opts(out), progress=False)
     assert _tars(out) == ["train-000000.tar", "train-000001.tar"]
     assert sorted(keys_of(out)) == [f"fake/train/s{i:02d}" for i in range(4)]
-    assert sorted(p.stem for p in (out / ".records").iterdir()) == ["_listing", "_owned", "train-000000", "train-000001"]
+    assert sorted(p.stem for p in (out / ".records").iterdir()) == ["_listing", "_owned", "_temporaries",
+                                                                      "train-000000", "train-000001"]
     assert manifest["counts"]["samples"] == 4
 
 
 def test_leftovers_of_killed_runs_are_removed_by_the_next_successful_run(tmp_path, fake):
+    from defocuskit.data.folder import listed_temporaries, make_temporaries
+    from defocuskit.data.shards import AtomicShard
+
     root = make_inputs(tmp_path / "in")
     out = tmp_path / "out"
     run_ingest({NAME: root}, opts(out), progress=False)
+    killed = AtomicShard(out, "train-000001")  # what a run killed while writing shard 1 and the manifest left
+    stray = AtomicShard(out, "train-000009")
+    make_temporaries(out, [out / ".manifest.json.a1b2c3d4.tmp"])
     leftovers = [out / ".records" / ".train-000001.json.k2j3h4.tmp", out / ".records" / ".stray.tmp",
-                 out / ".train-000001.tar.partial", out / ".train-000001.tar.spool",
-                 out / ".train-000009.tar.partial", out / ".manifest.json.a1b2.tmp"]
-    for path in leftovers:
+                 killed.partial, killed.spool_path, stray.partial, out / ".manifest.json.a1b2c3d4.tmp"]
+    # the same kinds of name that no run listed (the user's, or an older version's): never removed
+    users = [out / ".train-000001.tar.partial", out / ".train-000001.tar.spool", out / ".manifest.json.a1b2.tmp",
+             out / ".train-000001.0123abcd.tar.partial"]
+    for path in leftovers[:2] + users:
         path.write_bytes(b"x")
     manifest = run_ingest({NAME: root}, opts(out), progress=False)
     assert manifest["run"]["shards_skipped"] == 4
     assert not [p for p in leftovers if p.exists()]
-    assert not list((out / ".records").glob("*.tmp"))
+    assert not list((out / ".records").glob("*.tmp")) and listed_temporaries(out) == set()
+    assert all(p.read_bytes() == b"x" for p in users)
 
 
 def test_a_part_keeps_what_another_part_may_be_writing(tmp_path, fake):
     root = make_inputs(tmp_path / "in")  # 4 groups: test-0 (0), train-0 (1), train-1 (2), train-2 (3)
     out = tmp_path / "out"
     run_ingest({NAME: root}, opts(out, part=(1, 2)), progress=False)  # groups 1 and 3
-    theirs, stale = out / ".test-000000.tar.partial", out / ".train-000000.tar.spool"
-    for path in (theirs, stale, out / "train-000007.tar"):
-        path.write_bytes(b"x")
+    from defocuskit.data.shards import AtomicShard
+
+    theirs, stale = AtomicShard(out, "test-000000").partial, AtomicShard(out, "train-000000").spool_path
+    (out / "train-000007.tar").write_bytes(b"x")
     again = run_ingest({NAME: root}, opts(out, part=(1, 2)), progress=False)
     assert theirs.exists() and not stale.exists()
     # a tar named like a shard that no record, manifest or ledger lists is the user's: kept and named

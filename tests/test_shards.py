@@ -17,6 +17,7 @@ from defocuskit.data.ingest import run_ingest
 from defocuskit.data.metadata import empty_meta
 from defocuskit.data.reader import decode_sample, iter_raw, iter_samples, read_manifest, shard_urls, signed_coc
 from defocuskit.data.sample import IngestOptions, Sample, Task
+from defocuskit.data.folder import listed_temporaries, remove_temporaries
 from defocuskit.data.shards import AtomicShard, encode_members, f_number_key
 from defocuskit.data.sources import DatasetSource
 from defocuskit.io.images import decode_image
@@ -80,7 +81,31 @@ def test_atomic_shard_puts_richest_first_and_abort_leaves_nothing(tmp_path):
     w = AtomicShard(tmp_path, "train-000001")
     w.write("k/x", encode_members(small, small, None, {}))
     w.abort()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-000000.tar"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", ".records", "train-000000.tar"]
+    assert listed_temporaries(tmp_path) == set()
+
+
+def test_only_listed_temporaries_are_removed(tmp_path):
+    """A shard's temporaries are made exclusively and listed; a rerun removes those, never a file of the same
+    kind of name that no run listed (the user's, or an older version's), nor a listed name of another kind."""
+    small = np.zeros((4, 4, 3), np.uint8)
+    killed = AtomicShard(tmp_path, "train-000000")  # a run killed while it wrote this shard
+    killed.write("k/x", encode_members(small, small, None, {}))
+    made = {killed.partial.name, killed.spool_path.name}
+    assert listed_temporaries(tmp_path) == made and killed.partial.name.endswith(".tar.partial")
+    users = [tmp_path / ".train-000000.tar.partial", tmp_path / ".train-000000.0badc0de.tar.spool",
+             tmp_path / ".manifest.json.12345678.tmp", tmp_path / "photo.jpg"]
+    for path in users:
+        path.write_bytes(b"the user's")
+    (tmp_path / ".records" / "_temporaries.json").write_text(json.dumps(sorted(made | {"photo.jpg", "../x"})))
+    removed = remove_temporaries(tmp_path, lambda shard: shard == "train-000000")
+    assert sorted(p.name for p in removed) == sorted(made)
+    assert all(p.read_bytes() == b"the user's" for p in users)
+    assert listed_temporaries(tmp_path) == {"photo.jpg", "../x"}  # not names of ours: never acted on
+    other = AtomicShard(tmp_path, "train-000001")
+    assert remove_temporaries(tmp_path, lambda shard: shard == "train-000000") == [] and other.partial.exists()
+    other.commit()
+    assert listed_temporaries(tmp_path) == {"photo.jpg", "../x"}
 
 
 def test_manifest_counts_and_reader(shards_dir):
@@ -142,11 +167,12 @@ def test_publish_replaces_an_older_shard_and_the_lock_is_reentrant(tmp_path):
         w = AtomicShard(tmp_path, "train-000000")
         w.write(key, encode_members(small, small, None, {}))
         w.seal()
-        assert not (tmp_path / ".train-000000.tar.spool").exists()
+        assert not w.spool_path.exists()
         with folder_lock(tmp_path), folder_lock(tmp_path):  # nested: does not wait for itself
             w.publish()
     assert [r["__key__"] for r in iter_raw(str(tmp_path / "train-000000.tar"))] == ["k/new"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "train-000000.tar"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", ".records", "train-000000.tar"]
+    assert listed_temporaries(tmp_path) == set()
 
 
 def test_manifest_is_not_complete_without_samples(shards_dir):

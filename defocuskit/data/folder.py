@@ -5,7 +5,8 @@
   command) share a folder; a run with another plan, or a second run of the same part, stops at once
   with a message naming the holder (pid, host, command, start time).
 - Ownership: the tars this tool may replace or remove are those its own records, manifest or ownership
-  ledger (`.records/_owned.json`, written before a shard is published) name. Any other file is the
+  ledger (`.records/_owned.json`, written before a shard is published) name, and the temporaries it may remove
+  are those `.records/_temporaries.json` lists (each made exclusively first, then listed). Any other file is the
   user's: it is never written over, never removed, and named when it is in the way.
 - `check_dataset`: a folder whose manifest belongs to another dataset (other inputs) is refused unless
   the caller passes `overwrite`; a `manifest.json` not written by defocuskit is refused always, and so is a
@@ -17,17 +18,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Collection, Iterator, Mapping
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from defocuskit.data.reader import MANIFEST
 from defocuskit.io import locks
-from defocuskit.io.atomic import atomic_write
+from defocuskit.io.atomic import UMASK, atomic_write, disk_full_named, new_token
 
 RECORDS = ".records"
 REJECTS = "rejects.jsonl"  # rewritten by every run (data.shards)
 LEDGER = "_owned"  # .records/_owned.json: every shard name this tool has published into the folder
+TEMPORARIES = "_temporaries"  # .records/_temporaries.json: the temporary files runs made here and have not removed
+TEMP_SHARD_FILE = re.compile(r"\.([A-Za-z0-9_]+-\d+)\.[0-9a-f]{8}\.tar\.(?:partial|spool)")  # shards.AtomicShard's
+TEMP_FOLDER_FILE = re.compile(r"\.(?:manifest\.json|rejects\.jsonl)\.[0-9a-f]{8}\.tmp")  # write_listed's
 RUN_LOCK = ".run-{part}.lock"  # one per --part I/N ("1of1" for a whole run)
 
 
@@ -134,9 +139,85 @@ def release(folder: str | Path, names: Collection[str]) -> None:
     _update_ledger(Path(folder), drop=names)
 
 
-def _update_ledger(folder: Path, add: Collection[str] = (), drop: Collection[str] = ()) -> None:
+def listed_temporaries(folder: str | Path) -> set[str]:
+    """The names of the temporary files runs made in `folder` and listed (`list_temporaries`), not yet removed."""
+    with contextlib.suppress(OSError, ValueError):
+        return set(json.loads((Path(folder) / RECORDS / f"{TEMPORARIES}.json").read_text(encoding="utf-8")))
+    return set()
+
+
+def list_temporaries(folder: str | Path, names: Collection[str]) -> None:
+    """List temporary files (names in `folder`) this run has just made, under the folder lock."""
+    _update_ledger(Path(folder), add=names, which=TEMPORARIES)
+
+
+def unlist_temporaries(folder: str | Path, names: Collection[str]) -> None:
+    """Drop temporary files from the list (after they were renamed or removed), under the folder lock."""
+    _update_ledger(Path(folder), drop=names, which=TEMPORARIES)
+
+
+def make_temporaries(folder: str | Path, paths: Collection[Path]) -> None:
+    """Make empty temporary files in `folder`, each exclusively (FileExistsError: never one that was there), then
+    list them; on any failure those made are removed again."""
+    made = []
+    try:
+        for path in paths:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            made.append(path)
+        list_temporaries(folder, [p.name for p in made])
+    except BaseException:
+        for path in made:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def temporary_owner(name: str) -> str | None:
+    """The shard a listed temporary file name belongs to ("" for a manifest or rejects temporary); None for a
+    name no run of this tool makes (never removed, whatever a list says)."""
+    if match := TEMP_SHARD_FILE.fullmatch(name):
+        return match.group(1)
+    return "" if TEMP_FOLDER_FILE.fullmatch(name) else None
+
+
+def remove_temporaries(folder: str | Path, which: Callable[[str], bool]) -> list[Path]:
+    """Remove, under the folder lock, the temporaries runs made here and listed (killed before they finished)
+    whose owner (`temporary_owner`: a shard name, or "") `which` selects; returns the paths removed. A file of
+    such a name that no run listed (the user's, or an older version's) is left."""
+    folder, removed, done = Path(folder), [], []
     with folder_lock(folder):
-        path = _ledger_path(folder)
+        for name in sorted(listed_temporaries(folder)):
+            owner = temporary_owner(name)
+            if owner is None or not which(owner):
+                continue
+            path = folder / name
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+                removed.append(path)
+            done.append(name)
+        unlist_temporaries(folder, done)
+    return removed
+
+
+def write_listed(folder: str | Path, path: Path, data: str | bytes) -> None:
+    """Write `path` (in `folder`) atomically through a temporary `.NAME.<token>.tmp` made and listed first
+    (`make_temporaries`), so that only a killed write's own temporary is ever removed (`remove_temporaries`)."""
+    tmp = path.with_name(f".{path.name}.{new_token()}.tmp")
+    make_temporaries(folder, [tmp])
+    try:
+        with disk_full_named(path), open(tmp, "wb") as stream:
+            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        unlist_temporaries(folder, [tmp.name])
+
+
+def _update_ledger(folder: Path, add: Collection[str] = (), drop: Collection[str] = (), which: str = LEDGER) -> None:
+    with folder_lock(folder):
+        path = folder / RECORDS / f"{which}.json"
         try:
             names = set(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError):

@@ -249,10 +249,10 @@ def _pending(out: Path, groups: list[Group]) -> tuple[list[Group], int]:
         if done and (rec["samples"] == 0 or (out / f"{g.name}.tar").is_file()):
             skipped += 1
             continue
-        shards.partial_path(out, g.name).unlink(missing_ok=True)  # left by an interrupted run
-        shards.spool_path(out, g.name).unlink(missing_ok=True)
         shards.record_path(out, g.name).unlink(missing_ok=True)
         pending.append(g)
+    names = {g.name for g in pending}
+    shards.remove_temporaries(out, lambda shard: shard in names)  # the temporaries an interrupted run listed
     return pending, skipped
 
 

@@ -41,9 +41,22 @@ from webdataset import TarWriter
 
 import defocuskit
 from defocuskit.data import metadata
-from defocuskit.data.folder import LEDGER, REJECTS, claim, dataset_identity, folder_lock, owned, release
+from defocuskit.data.folder import (
+    LEDGER,
+    REJECTS,
+    TEMPORARIES,
+    claim,
+    dataset_identity,
+    folder_lock,
+    make_temporaries,
+    owned,
+    release,
+    remove_temporaries,
+    unlist_temporaries,
+    write_listed,
+)
 from defocuskit.data.reader import COC_SCALE, MANIFEST
-from defocuskit.io.atomic import atomic_write
+from defocuskit.io.atomic import atomic_write, new_token
 from defocuskit.io.images import encode_png
 
 FORMAT = metadata.FORMAT  # shard format written into manifest.json ("format"); see the module docstring
@@ -52,8 +65,6 @@ LISTING_RECORD = "_listing"  # pseudo-shard holding the rejects found while list
 MEMBERS = ("blur.png", "sharp.png", "coc.png", "cocsign.png", "blurmask.png", "left.png", "right.png", "json")
 BLURMASK_BLURRED = 255  # blurmask.png: 255 = blurred (out of focus), 0 = in focus
 SHARD_FILE = re.compile(r"^([A-Za-z0-9_]+-\d+)\.tar$")  # split-NNNNNN.tar
-TEMP_SHARD_FILE = re.compile(r"^\.([A-Za-z0-9_]+-\d+)\.tar\.(?:partial|spool)$")
-TEMP_JSON = re.compile(r"^\.(?:manifest\.json|rejects\.jsonl)\..*\.tmp$")  # left by write_json_atomic
 
 
 def shard_name(split: str, group: int) -> str:
@@ -135,19 +146,22 @@ class AtomicShard:
     """One shard, spooled while its samples arrive and written under a temporary name at commit.
 
     webdataset's `ShardWriter` writes straight to the final name and would leave a
-    half-written shard after a crash. One `TarWriter` per shard on `.{name}.tar.partial`, fsynced and
-    renamed by `commit`, gives atomic shards (a `.tar` either is complete or does not exist).
-    At commit the samples are ordered richest first (see `richness`; stable otherwise), because
-    `datasets.load_dataset("webdataset")` infers its columns and types from the first five samples:
-    pairs with coc.png and full metadata must precede sharp-only samples and sparser metadata.
+    half-written shard after a crash. One `TarWriter` per shard on `.{name}.{token}.tar.partial` (made and listed
+    with its spool at the start), fsynced and renamed by `commit`, gives atomic shards (a `.tar` either is
+    complete or does not exist). At commit the samples are ordered richest first (see `richness`; stable
+    otherwise), because `datasets.load_dataset("webdataset")` infers its columns and types from the first five
+    samples: pairs with coc.png and full metadata must precede sharp-only samples and sparser metadata.
     """
 
     def __init__(self, folder: Path, name: str):
-        self.final = Path(folder) / f"{name}.tar"
-        self.partial = partial_path(folder, name)
-        self.spool_path = spool_path(folder, name)
+        self.folder = Path(folder)
+        self.final = self.folder / f"{name}.tar"
+        token = new_token()
+        self.partial = partial_path(folder, name, token)
+        self.spool_path = spool_path(folder, name, token)
         self.samples = 0
-        self._spool = open(self.spool_path, "w+b")  # noqa: SIM115 (closed by commit/abort)
+        make_temporaries(folder, [self.spool_path, self.partial])
+        self._spool = open(self.spool_path, "r+b")  # noqa: SIM115 (closed by commit/abort)
         self._index: list[tuple[tuple[int, int], int, str, list[tuple[str, int, int]]]] = []
 
     def write(self, key: str, members: Mapping[str, bytes]) -> None:
@@ -186,6 +200,7 @@ class AtomicShard:
     def publish(self) -> Path:
         """Give the sealed tar its final name (atomically, replacing an older shard of that name)."""
         os.replace(self.partial, self.final)
+        unlist_temporaries(self.folder, [self.partial.name, self.spool_path.name])
         return self.final
 
     def abort(self) -> None:
@@ -194,22 +209,27 @@ class AtomicShard:
             self._spool.close()
         self.spool_path.unlink(missing_ok=True)
         self.partial.unlink(missing_ok=True)
+        unlist_temporaries(self.folder, [self.partial.name, self.spool_path.name])
 
 
-def spool_path(folder: str | Path, name: str) -> Path:
-    """Where shard `name` keeps its samples until it is complete."""
-    return Path(folder) / f".{name}.tar.spool"
+def spool_path(folder: str | Path, name: str, token: str) -> Path:
+    """Where shard `name` keeps its samples until it is complete (`token`: `io.atomic.new_token`)."""
+    return Path(folder) / f".{name}.{token}.tar.spool"
 
 
-def partial_path(folder: str | Path, name: str) -> Path:
-    """Where shard `name` is written before it is complete."""
-    return Path(folder) / f".{name}.tar.partial"
+def partial_path(folder: str | Path, name: str, token: str) -> Path:
+    """Where shard `name` is written before it is complete (`token`: `io.atomic.new_token`)."""
+    return Path(folder) / f".{name}.{token}.tar.partial"
+
+
+def json_text(obj: Any, *, lines: bool = False) -> str:
+    """JSON (indented), or JSON lines from a list."""
+    return "".join(dumps(item) + "\n" for item in obj) if lines else json.dumps(obj, indent=1, default=_json_default)
 
 
 def write_json_atomic(path: Path, obj: Any, *, lines: bool = False) -> None:
     """Write JSON (or JSON lines from a list) to a temporary file in the same folder, then rename."""
-    text = "".join(dumps(item) + "\n" for item in obj) if lines else json.dumps(obj, indent=1, default=_json_default)
-    atomic_write(path, text, fsync=True)
+    atomic_write(path, json_text(obj, lines=lines), fsync=True)
 
 
 def record_path(folder: str | Path, name: str) -> Path:
@@ -317,8 +337,8 @@ def regenerate(folder: str | Path, plan: Mapping[str, str], options: Mapping[str
                                   error=error)
         manifest["complete"] = manifest["complete"] and final
         rejects = [dict(rej, shard=rec["name"]) for rec in records for rej in rec.get("rejects", ())]
-        write_json_atomic(folder / REJECTS, rejects, lines=True)
-        write_json_atomic(folder / MANIFEST, manifest)
+        write_listed(folder, folder / REJECTS, json_text(rejects, lines=True))
+        write_listed(folder, folder / MANIFEST, json_text(manifest))
     return manifest
 
 
@@ -328,11 +348,12 @@ def prune(folder: str | Path, plan: Mapping[str, str], mine: Collection[str]) ->
 
     Removed: every tar this tool wrote here (`folder.owned`: ledger, records, manifest) that no record of
     `plan` with samples backs (the shards of an earlier plan: another --shard-size, other options or
-    inputs), every record not of `plan`, the `.tmp` files of interrupted record, manifest and rejects
-    writes (all written under the lock), and the `.partial` / `.spool` files of the shards in `mine` or
-    in no plan (those of another part's shards are kept: that part may be writing them). A tar that
-    looks like a shard but that this tool did not write is the user's: kept, and returned. Call it after
-    the manifest of a successful run.
+    inputs), every record not of `plan`, the `.tmp` files of interrupted record writes (in `.records/`), and
+    the temporaries killed runs listed (`remove_temporaries`): of manifest and rejects writes, and the
+    `.partial` / `.spool` of the shards in `mine` or in no plan (those of another part's shards are kept: that
+    part may be writing them). A tar that looks like a shard but that this tool did not write is the user's:
+    kept, and returned. A temporary's name that no run listed is left.
+    Call it after the manifest of a successful run.
     """
     folder = Path(folder)
     removed, foreign = [], []
@@ -341,30 +362,25 @@ def prune(folder: str | Path, plan: Mapping[str, str], mine: Collection[str]) ->
         ours = owned(folder)
         dropped = []
         for path in sorted(folder.iterdir()):
-            name = path.name
-            if match := SHARD_FILE.match(name):
-                stale = match.group(1) not in backed
-                if stale and match.group(1) not in ours:
-                    foreign.append(path)
-                    continue
-                if stale:
-                    dropped.append(match.group(1))
-            elif match := TEMP_SHARD_FILE.match(name):
-                stale = match.group(1) not in plan or match.group(1) in mine
-            else:
-                stale = bool(TEMP_JSON.match(name))
-            if stale and path.is_file() and not path.is_symlink():
+            match = SHARD_FILE.match(path.name)
+            if not match or match.group(1) in backed:
+                continue
+            if match.group(1) not in ours:
+                foreign.append(path)
+            elif path.is_file() and not path.is_symlink():
+                dropped.append(match.group(1))
                 removed.append(path)
         records = folder / RECORDS
         for path in sorted(records.iterdir()) if records.is_dir() else ():
             if path.name.endswith(".tmp"):
                 removed.append(path)
-            elif path.suffix == ".json" and path.stem != LEDGER:
+            elif path.suffix == ".json" and path.stem not in (LEDGER, TEMPORARIES):
                 rec = read_record(folder, path.stem)
                 if path.stem not in plan or rec is None or rec.get("fingerprint") != plan[path.stem]:
                     removed.append(path)
         for path in removed:
             path.unlink(missing_ok=True)
+        removed += remove_temporaries(folder, lambda shard: shard == "" or shard not in plan or shard in mine)
         release(folder, dropped)
     return removed, foreign
 

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+UMASK = os.umask(0o022)  # the process's umask (read once: setting it is the only way to read it)
+os.umask(UMASK)
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -117,7 +117,7 @@ def atomic_path(path: str | Path, mode: int | None = None, partial: str | None =
             fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
         yield Path(name)
-        os.chmod(name, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
+        os.chmod(name, 0o666 & ~UMASK if mode is None else mode)  # mkstemp makes 0600
         os.replace(name, path)
     finally:
         if name is not None:
