@@ -91,6 +91,32 @@ def test_no_resume_removes_only_the_checkpoint_files_defocuskit_wrote(shards, tm
     assert [s for s, _ in list_checkpoints(out)] == [2]
 
 
+def test_a_killed_saves_folders_lose_only_checkpoint_files(shards, tmp_path):
+    """`.tmp-step-N` and `.trash-step-N-PID` are a killed save's: the next run removes the checkpoint files in
+    them, never anything else; a user's file in the temporary of a step the run would save stops it first."""
+    out = tmp_path / "run"
+    assert train(shards, out).exit_code == 0
+    checkpoints = out / "checkpoints"
+    killed, trash, users = (checkpoints / ".tmp-step-0000003", checkpoints / ".trash-step-0000002-99",
+                            checkpoints / ".tmp-step-0000009")
+    for folder in (killed, trash, users):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"weights")
+    (killed / "random_states_0.pkl").write_bytes(b"state")
+    (users / "notes.txt").write_text("mine")
+    (users / "sub").mkdir()
+    before = tree(out)
+    result = train(shards, out, "train.max_steps=9", "--no-resume")  # would save step 9 where notes.txt is
+    assert result.exit_code == 1 and str(users) in result.output and "Traceback" not in result.output, result.output
+    assert tree(out) == before
+    result = train(shards, out, "train.max_steps=4")
+    assert result.exit_code == 0, result.output
+    assert not killed.exists() and not trash.exists()
+    assert "kept" in result.output and str(users) in result.output
+    assert sorted(p.name for p in users.iterdir()) == ["notes.txt", "sub"]
+    assert [s for s, _ in list_checkpoints(out)] == [4]
+
+
 def test_pruning_old_checkpoints_keeps_a_users_file_put_into_one(shards, tmp_path):
     out = tmp_path / "run"
     args = ("train.checkpoint_every=1", "train.keep_checkpoints=1")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,12 +42,23 @@ def foreign_files(folder: Path) -> list[str]:
     return [n for n in names if not ((folder / n).is_file() and CHECKPOINT_FILE.fullmatch(n))]
 
 
+def _not_checkpoint_files(folder: Path) -> list[str]:
+    """The names in a folder that are not files a checkpoint consists of (recipe.json or not)."""
+    return sorted(p.name for p in folder.iterdir() if not (p.is_file() and CHECKPOINT_FILE.fullmatch(p.name)))
+
+
 def blocking_step_folder(output_dir: str | Path, after: int, upto: int, every: int) -> Path | None:
-    """A checkpoints/step-N folder holding files defocuskit did not write where a run from step `after` to
-    `upto`, saving every `every` steps, would save its checkpoint N; None when there is none."""
+    """A checkpoints/step-N folder holding files defocuskit did not write, or its temporary `.tmp-step-N` holding
+    anything a checkpoint does not consist of, where a run from step `after` to `upto`, saving every `every` steps,
+    would save its checkpoint N; None when there is none."""
     for step, p in _step_folders(output_dir):
         if after < step <= upto and (step % every == 0 or step == upto) and foreign_files(p):
             return p
+    folder = Path(output_dir) / CHECKPOINTS
+    for step in range(after + 1, upto + 1):
+        tmp = folder / f".tmp-step-{step:07d}"
+        if (step % every == 0 or step == upto) and tmp.is_dir() and _not_checkpoint_files(tmp):
+            return tmp
     return None
 
 
@@ -86,9 +96,11 @@ def check_resume(checkpoint: Path, recipe: Recipe) -> None:
 
 
 def _remove(folder: Path) -> None:
+    """Remove a checkpoint that holds only its own files (moved aside first: a half-deleted folder must never look
+    like a checkpoint)."""
     trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
-    os.replace(folder, trash)  # a half-deleted folder must never look like a checkpoint
-    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(folder, trash)
+    remove_checkpoint(trash)
 
 
 def save_checkpoint(accelerator: Any, model: nn.Module, recipe: Recipe, step: int) -> Path:
@@ -100,15 +112,15 @@ def save_checkpoint(accelerator: Any, model: nn.Module, recipe: Recipe, step: in
     tmp = folder / f".tmp-step-{step:07d}"
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        if tmp.is_dir():  # a killed save's (its checkpoint files only: blocking_step_folder checked before the run)
+            remove_checkpoint(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "recipe.json").write_text(json.dumps(recipe_to_dict(recipe), indent=1))
         if final.exists() and foreign_files(final):
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_checkpoint(tmp)
             raise TrainingError(f"{final}: holds files defocuskit did not write; checkpoint not saved: move it away")
         if final.exists():
             _remove(final)
@@ -180,13 +192,14 @@ def grid_path(out: Path, step: int) -> Path:
 
 def clean_run_folder(out: Path, fresh: bool, say: Callable[[str], Any] = print) -> None:
     """Remove temporary leftovers of killed runs; with `fresh`, also earlier checkpoints and metrics. Only what
-    defocuskit wrote goes: complete checkpoints (as `list_checkpoints` finds them) lose the files a checkpoint
-    consists of, and a folder left holding anything else is kept, said in one line through `say`."""
+    defocuskit wrote goes: complete checkpoints (as `list_checkpoints` finds them) and the temporary and trash
+    folders of killed saves lose the files a checkpoint consists of, and a folder left holding anything else is
+    kept, said in one line through `say`."""
     folder = out / CHECKPOINTS
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if p.is_dir() and LEFTOVER.fullmatch(p.name):
-                shutil.rmtree(p, ignore_errors=True)
+    for p in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if p.is_dir() and not p.is_symlink() and LEFTOVER.fullmatch(p.name) and (kept := remove_checkpoint(p)):
+            say(f"kept {p}: it holds files defocuskit did not write ({', '.join(kept[:3])}"
+                f"{', ...' if len(kept) > 3 else ''}); its checkpoint files were removed")
     if not fresh:
         return
     for _, checkpoint in list_checkpoints(out):
