@@ -13,11 +13,18 @@ import numpy as np
 import pytest
 
 from defocuskit.data import sources as sources_table
+from defocuskit.data.folder import listed_temporaries, remove_temporaries
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.metadata import empty_meta
-from defocuskit.data.reader import decode_sample, iter_raw, iter_samples, read_manifest, shard_urls, signed_coc
+from defocuskit.data.reader import (
+    decode_sample,
+    iter_raw,
+    iter_samples,
+    read_manifest,
+    shard_urls,
+    signed_coc,
+)
 from defocuskit.data.sample import IngestOptions, Sample, Task
-from defocuskit.data.folder import listed_temporaries, remove_temporaries
 from defocuskit.data.shards import AtomicShard, encode_members, f_number_key
 from defocuskit.data.sources import DatasetSource
 from defocuskit.io.images import decode_image
@@ -106,6 +113,9 @@ def test_only_listed_temporaries_are_removed(tmp_path):
     assert remove_temporaries(tmp_path, lambda shard: shard == "train-000000") == [] and other.partial.exists()
     other.commit()
     assert listed_temporaries(tmp_path) == {"photo.jpg", "../x"}
+    (tmp_path / ".records" / "_temporaries.json").write_text('[1, {"a": 2}, ".x-000001.0123abcd.tar.spool"]')
+    assert listed_temporaries(tmp_path) == {".x-000001.0123abcd.tar.spool"}  # a damaged list: its names only
+    AtomicShard(tmp_path, "train-000002").abort()
 
 
 def test_manifest_counts_and_reader(shards_dir):

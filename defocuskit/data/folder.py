@@ -25,7 +25,7 @@ from typing import Any
 
 from defocuskit.data.reader import MANIFEST
 from defocuskit.io import locks
-from defocuskit.io.atomic import UMASK, atomic_write, disk_full_named, new_token
+from defocuskit.io.atomic import atomic_write, disk_full_named, new_token
 
 RECORDS = ".records"
 REJECTS = "rejects.jsonl"  # rewritten by every run (data.shards)
@@ -109,16 +109,10 @@ def plan_digest(plan: Mapping[str, str]) -> str:
 # ------------------------------------------------------------------------------------ ownership
 
 
-def _ledger_path(folder: Path) -> Path:
-    return folder / RECORDS / f"{LEDGER}.json"
-
-
 def owned(folder: str | Path) -> set[str]:
     """Shard names (without `.tar`) this tool wrote into `folder`: its ledger, records and manifest."""
     folder = Path(folder)
-    names: set[str] = set()
-    with contextlib.suppress(OSError, ValueError):
-        names.update(json.loads(_ledger_path(folder).read_text(encoding="utf-8")))
+    names = _read_names(folder / RECORDS / f"{LEDGER}.json")
     records = folder / RECORDS
     if records.is_dir():
         names.update(p.stem for p in records.glob("*.json") if not p.stem.startswith("_"))
@@ -139,11 +133,18 @@ def release(folder: str | Path, names: Collection[str]) -> None:
     _update_ledger(Path(folder), drop=names)
 
 
+def _read_names(path: Path) -> set[str]:
+    """The names a ledger file lists (none where it is missing, unreadable or not a list of names)."""
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
 def listed_temporaries(folder: str | Path) -> set[str]:
     """The names of the temporary files runs made in `folder` and listed (`list_temporaries`), not yet removed."""
-    with contextlib.suppress(OSError, ValueError):
-        return set(json.loads((Path(folder) / RECORDS / f"{TEMPORARIES}.json").read_text(encoding="utf-8")))
-    return set()
+    return _read_names(Path(folder) / RECORDS / f"{TEMPORARIES}.json")
 
 
 def list_temporaries(folder: str | Path, names: Collection[str]) -> None:
@@ -208,7 +209,6 @@ def write_listed(folder: str | Path, path: Path, data: str | bytes) -> None:
             stream.write(data.encode("utf-8") if isinstance(data, str) else data)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -218,10 +218,7 @@ def write_listed(folder: str | Path, path: Path, data: str | bytes) -> None:
 def _update_ledger(folder: Path, add: Collection[str] = (), drop: Collection[str] = (), which: str = LEDGER) -> None:
     with folder_lock(folder):
         path = folder / RECORDS / f"{which}.json"
-        try:
-            names = set(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError):
-            names = set()
+        names = _read_names(path)
         new = (names | set(add)) - set(drop)
         if new != names or not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

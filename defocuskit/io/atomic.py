@@ -1,11 +1,12 @@
 """Atomic file writes: the data goes to a temporary file beside the target, which is renamed onto it only when
 complete, so a reader (or a crash) never meets half a file and a failed write leaves the old file as it was.
 
-Temporary names are `.NAME.<random>.tmp` in the target's folder (the shard folder's clean-up knows them), or, for a
-writer that lists each output in its own journal before writing it (deblur, eval --save-images),
+Temporary names are `.NAME.<random>.tmp` in the target's folder (the shard folder's `.records/` clean-up knows
+them), or, for a writer that lists each output in its own journal before writing it (deblur, eval --save-images),
 `.NAME.<token>.defocuskit-partial` (`write_journalled`): the temporary is made first (exclusively: never a file
 that stood there), then listed in the writer's journal, then filled and renamed, so that the writer's next run
-removes exactly the temporaries killed runs listed (`remove_partial`), each one that run made. A set of files is
+removes exactly the temporaries killed runs listed (`remove_partial`), each one that run made (a shard folder's
+own temporaries are listed the same way: `data.folder.make_temporaries`). A set of files is
 staged in the fixed hidden folder `.defocuskit-staging`."""
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-UMASK = os.umask(0o022)  # the process's umask (read once: setting it is the only way to read it)
-os.umask(UMASK)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -117,7 +118,7 @@ def atomic_path(path: str | Path, mode: int | None = None, partial: str | None =
             fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
         yield Path(name)
-        os.chmod(name, 0o666 & ~UMASK if mode is None else mode)  # mkstemp makes 0600
+        os.chmod(name, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
         os.replace(name, path)
     finally:
         if name is not None:
