@@ -55,9 +55,9 @@ def blocking_step_folder(output_dir: str | Path, after: int, upto: int, every: i
         if after < step <= upto and (step % every == 0 or step == upto) and foreign_files(p):
             return p
     folder = Path(output_dir) / CHECKPOINTS
-    for step in range(after + 1, upto + 1):
-        tmp = folder / f".tmp-step-{step:07d}"
-        if (step % every == 0 or step == upto) and tmp.is_dir() and _not_checkpoint_files(tmp):
+    for tmp in sorted(folder.glob(".tmp-step-*")) if folder.is_dir() else ():
+        step = int(tmp.name[10:]) if tmp.name[10:].isdigit() else -1
+        if after < step <= upto and (step % every == 0 or step == upto) and tmp.is_dir() and _not_checkpoint_files(tmp):
             return tmp
     return None
 
