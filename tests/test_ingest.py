@@ -483,9 +483,9 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_successful_run(tmp_pat
     run_ingest({NAME: root}, opts(out), progress=False)
     killed = AtomicShard(out, "train-000001")  # what a run killed while writing shard 1 and the manifest left
     stray = AtomicShard(out, "train-000009")
-    make_temporaries(out, [out / ".manifest.json.a1b2c3d4.tmp"])
+    make_temporaries(out, [out / ".manifest.json.a1b2c3d4.defocuskit-partial"])
     leftovers = [out / ".records" / ".train-000001.json.k2j3h4.tmp", out / ".records" / ".stray.tmp",
-                 killed.partial, killed.spool_path, stray.partial, out / ".manifest.json.a1b2c3d4.tmp"]
+                 killed.partial, killed.spool_path, stray.partial, out / ".manifest.json.a1b2c3d4.defocuskit-partial"]
     # the same kinds of name that no run listed (the user's, or an older version's): never removed
     users = [out / ".train-000001.tar.partial", out / ".train-000001.tar.spool", out / ".manifest.json.a1b2.tmp",
              out / ".train-000001.0123abcd.tar.partial"]

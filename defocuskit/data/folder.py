@@ -25,14 +25,14 @@ from typing import Any
 
 from defocuskit.data.reader import MANIFEST
 from defocuskit.io import locks
-from defocuskit.io.atomic import atomic_write, disk_full_named, new_token
+from defocuskit.io.atomic import atomic_write, write_journalled
 
 RECORDS = ".records"
 REJECTS = "rejects.jsonl"  # rewritten by every run (data.shards)
 LEDGER = "_owned"  # .records/_owned.json: every shard name this tool has published into the folder
 TEMPORARIES = "_temporaries"  # .records/_temporaries.json: the temporary files runs made here and have not removed
 TEMP_SHARD_FILE = re.compile(r"\.([A-Za-z0-9_]+-\d+)\.[0-9a-f]{8}\.tar\.(?:partial|spool)")  # shards.AtomicShard's
-TEMP_FOLDER_FILE = re.compile(r"\.(?:manifest\.json|rejects\.jsonl)\.[0-9a-f]{8}\.tmp")  # write_listed's
+TEMP_FOLDER_FILE = re.compile(r"\.(?:manifest\.json|rejects\.jsonl)\.[0-9a-f]{8}\.defocuskit-partial")  # write_listed's
 RUN_LOCK = ".run-{part}.lock"  # one per --part I/N ("1of1" for a whole run)
 
 
@@ -199,20 +199,19 @@ def remove_temporaries(folder: str | Path, which: Callable[[str], bool]) -> list
     return removed
 
 
-def write_listed(folder: str | Path, path: Path, data: str | bytes) -> None:
-    """Write `path` (in `folder`) atomically through a temporary `.NAME.<token>.tmp` made and listed first
-    (`make_temporaries`), so that only a killed write's own temporary is ever removed (`remove_temporaries`)."""
-    tmp = path.with_name(f".{path.name}.{new_token()}.tmp")
-    make_temporaries(folder, [tmp])
+def write_listed(folder: str | Path, path: Path, data: str) -> None:
+    """Write `path` (in `folder`) atomically through a temporary made and listed first (`io.atomic.write_journalled`,
+    listed here), so that only a killed write's own temporary is ever removed (`remove_temporaries`)."""
+    names: list[str] = []
+
+    def listed(name: str) -> None:
+        list_temporaries(folder, [name])
+        names.append(name)
+
     try:
-        with disk_full_named(path), open(tmp, "wb") as stream:
-            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
+        write_journalled(path, data.encode("utf-8"), listed, fsync=True)
     finally:
-        tmp.unlink(missing_ok=True)
-        unlist_temporaries(folder, [tmp.name])
+        unlist_temporaries(folder, names)
 
 
 def _update_ledger(folder: Path, add: Collection[str] = (), drop: Collection[str] = (), which: str = LEDGER) -> None:

@@ -135,14 +135,18 @@ def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None
                 os.fsync(f.fileno())
 
 
-def write_journalled(path: str | Path, data: bytes, listed: Callable[[str], None]) -> None:
+def write_journalled(path: str | Path, data: bytes, listed: Callable[[str], None], fsync: bool = False) -> None:
     """Write `data` to `path` through a fresh temporary `partial_path(path, new_token())`: made exclusively first,
-    then `listed(its name)` records it in the caller's journal, then it is filled and renamed onto `path`. A kill
-    before `listed` returns leaves at most that empty, unlisted temporary, which blocks nothing."""
+    then `listed(its name)` records it in the caller's journal, then it is filled (flushed to disk with `fsync`) and
+    renamed onto `path`. A kill before `listed` returns leaves at most that empty, unlisted temporary, which blocks
+    nothing."""
     with disk_full_named(path), atomic_path(path, partial=new_token()) as tmp:
         listed(tmp.name)
         with open(tmp, "wb") as f:
             f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def _clear_stage(stage: Path, names: list[str]) -> None:
