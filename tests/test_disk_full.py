@@ -58,21 +58,58 @@ def test_staged_files_replace_together_or_not_at_all(tmp_path):
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.json": "new a", "b.csv": "new b"}
 
 
-def test_a_staging_folder_a_killed_run_left_is_cleared_and_one_holding_anything_else_is_refused(tmp_path):
+def _staging_folders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(STAGING) and p.is_dir())
+
+
+def test_only_the_staging_folders_a_killed_run_listed_are_cleared(tmp_path):
     names = ["c.png", "b.csv", "a.json"]
     (tmp_path / "a.json").write_text("old a")
-    (tmp_path / STAGING).mkdir()
-    (tmp_path / STAGING / "b.csv").write_text("half of a killed run's b")  # kill -9 while staging
+    mine = [STAGING, f"{STAGING}.0123abcd"]  # the user's: an older version's name, and one no journal lists
+    for name in mine:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "b.csv").write_text("mine")
+    killed = ("import os, sys\nfrom defocuskit.io.atomic import staged_files\n"
+              f"with staged_files(sys.argv[1], {names!r}) as stage:\n"
+              "    (stage / 'b.csv').write_text('half of a killed run b')\n"
+              "    os.kill(os.getpid(), 9)\n")
+    run = subprocess.run([sys.executable, "-c", killed, str(tmp_path)], cwd=REPO, capture_output=True, timeout=120)
+    assert run.returncode == -9, run.stderr[-2000:]
+    left = [n for n in _staging_folders(tmp_path) if n not in mine]
+    assert len(left) == 1 and json.loads((tmp_path / atomic.STAGING_JOURNAL).read_text()) == {"staging": left}
     with staged_files(tmp_path, names) as stage:
-        assert not (stage / "b.csv").exists()
+        assert stage.name not in mine + left and not (stage / "b.csv").exists()
         (stage / "a.json").write_text("new a")
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.json": "new a"}
-    (tmp_path / STAGING).mkdir()
-    (tmp_path / STAGING / "notes.txt").write_text("mine")  # not a name the report stages
-    with pytest.raises(FileExistsError, match=r"\.defocuskit-staging: in the way of the staging folder"):
+    assert _staging_folders(tmp_path) == mine and all((tmp_path / n / "b.csv").read_text() == "mine" for n in mine)
+    assert (tmp_path / "a.json").read_text() == "new a" and not (tmp_path / atomic.STAGING_JOURNAL).exists()
+
+
+def test_a_listed_staging_folder_holding_anything_else_and_a_foreign_journal_are_refused(tmp_path):
+    names = ["c.png", "b.csv", "a.json"]
+    (tmp_path / "a.json").write_text("old a")
+    stage = tmp_path / f"{STAGING}.89abcdef"
+    stage.mkdir()
+    (stage / "notes.txt").write_text("mine")  # not a name the report stages
+    journal = tmp_path / atomic.STAGING_JOURNAL
+    journal.write_text(json.dumps({"staging": [stage.name]}))
+    with pytest.raises(FileExistsError, match=r"\.defocuskit-staging\.89abcdef: a staging folder a killed run left"):
         with staged_files(tmp_path, names):
             raise AssertionError("not reached")
-    assert (tmp_path / STAGING / "notes.txt").read_text() == "mine" and (tmp_path / "a.json").read_text() == "new a"
+    assert (stage / "notes.txt").read_text() == "mine" and (tmp_path / "a.json").read_text() == "old a"
+    assert json.loads(journal.read_text()) == {"staging": [stage.name]}  # still listed: refused again next time
+    # a tampered journal is never acted on: its entries are not names this module makes
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "b.csv").write_text("mine too")
+    journal.write_text(json.dumps({"staging": ["keep", "..", "../keep", f"{STAGING}.89ABCDEF"]}))
+    with staged_files(tmp_path, names) as new:
+        (new / "a.json").write_text("new a")
+    assert (stage / "notes.txt").read_text() == "mine" and not journal.exists()
+    assert (tmp_path / "a.json").read_text() == "new a" and (tmp_path / "keep" / "b.csv").read_text() == "mine too"
+    journal.write_text("my own notes")  # a file at the journal's name that no run wrote
+    with pytest.raises(FileExistsError, match=r"\.defocuskit-staging\.json: in the way of the staging journal"):
+        with staged_files(tmp_path, names):
+            raise AssertionError("not reached")
+    assert journal.read_text() == "my own notes"
 
 
 def test_library_write_failures_count_as_disk_full_only_when_the_disk_is_full(tmp_path, monkeypatch):
@@ -123,7 +160,8 @@ def test_eval_on_a_full_disk_is_one_line_and_keeps_the_previous_report(tmp_path)
     assert lines[-1].startswith(f"error: {report}: disk full (") and "Traceback" not in full.stderr
     after = {p.name: p.read_bytes() for p in report.iterdir() if p.is_file() and not p.name.startswith(".")}
     assert after == before
-    assert json.loads(after["report.json"])["rows"] and not (report / STAGING).exists()
+    assert json.loads(after["report.json"])["rows"] and _staging_folders(report) == []
+    assert not (report / atomic.STAGING_JOURNAL).exists()
     assert np.isfinite([r["psnr"] for r in json.loads(after["report.json"])["rows"]]).all()
 
 

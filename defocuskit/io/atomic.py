@@ -6,12 +6,14 @@ them), or, for a writer that lists each output in its own journal before writing
 `.NAME.<token>.defocuskit-partial` (`write_journalled`): the temporary is made first (exclusively: never a file
 that stood there), then listed in the writer's journal, then filled and renamed, so that the writer's next run
 removes exactly the temporaries killed runs listed (`remove_partial`), each one that run made (a shard folder's
-own temporaries are listed the same way: `data.folder.make_temporaries`). A set of files is
-staged in the fixed hidden folder `.defocuskit-staging`."""
+own temporaries are listed the same way: `data.folder.make_temporaries`). A set of files is staged in a
+fresh hidden folder `.defocuskit-staging.<token>`, listed in the folder's `.defocuskit-staging.json` before it is
+made (`staged_files`): the next run clears only staging folders that journal lists."""
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import secrets
@@ -149,31 +151,88 @@ def write_journalled(path: str | Path, data: bytes, listed: Callable[[str], None
                 os.fsync(f.fileno())
 
 
+STAGING_JOURNAL = STAGING + ".json"
+
+
+def _staging_listed(folder: Path) -> list[str]:
+    """The staging folders that `folder`'s journal lists (runs that were killed before clearing theirs);
+    FileExistsError naming the journal where a file there is not one this module wrote."""
+    journal = folder / STAGING_JOURNAL
+    if not (journal.exists() or journal.is_symlink()):
+        return []
+    try:
+        if journal.is_symlink() or not journal.is_file():
+            raise ValueError
+        listed = json.loads(journal.read_text(encoding="utf-8"))["staging"]
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            raise ValueError
+    except (OSError, ValueError, TypeError, KeyError):
+        raise FileExistsError(errno.EEXIST, f"{journal}: in the way of the staging journal and not one a run "
+                              "wrote; it is left as it is: move it", str(journal)) from None
+    return listed
+
+
+def _list_staging(folder: Path, listed: list[str]) -> None:
+    """Write the journal of `folder`'s staging folders (flushed to disk); removed when none is listed."""
+    journal = folder / STAGING_JOURNAL
+    if listed:
+        atomic_write(journal, json.dumps({"staging": listed}), fsync=True)
+    else:
+        journal.unlink(missing_ok=True)
+
+
+def _is_staging_name(name: str) -> bool:
+    return re.fullmatch(rf"{re.escape(STAGING)}\.[0-9a-f]{{8}}", name) is not None
+
+
 def _clear_stage(stage: Path, names: list[str]) -> None:
-    """Remove the staging folder a killed run left (empty, or holding only files of `names`); FileExistsError naming
-    it where it holds anything else."""
+    """Remove a staging folder a killed run listed (empty, or holding only files of `names`); FileExistsError
+    naming it where it holds anything else, which is left."""
     if not (stage.exists() or stage.is_symlink()):
         return
     contents = list(stage.iterdir()) if stage.is_dir() and not stage.is_symlink() else None
     if contents is None or any(p.name not in names or p.is_symlink() or not p.is_file() for p in contents):
-        raise FileExistsError(errno.EEXIST, f"{stage}: in the way of the staging folder and not one a run left (it "
-                              f"holds other than {', '.join(names)}); it is left as it is: move it", str(stage))
+        raise FileExistsError(errno.EEXIST, f"{stage}: a staging folder a killed run left, now holding other than "
+                              f"{', '.join(names)}; it is left as it is: move it", str(stage))
     for p in contents:
         p.unlink()
     stage.rmdir()
 
 
+def _remove_stage(stage: Path, names: list[str]) -> bool:
+    """Remove this run's staging folder: the files of `names` in it, then the folder where nothing else is there
+    (True)."""
+    for name in names:
+        p = stage / name
+        if p.is_file() and not p.is_symlink():
+            p.unlink()
+    try:
+        stage.rmdir()
+    except OSError:
+        return False
+    return True
+
+
 @contextmanager
 def staged_files(folder: str | Path, names: list[str]) -> Iterator[Path]:
-    """The hidden staging folder `STAGING` inside `folder` to write a set of files to; when the block ends without
+    """A fresh hidden staging folder inside `folder` to write a set of files to; when the block ends without
     error they replace their namesakes in `folder` in the order of `names` (a name not written this time
     removes the earlier file of that name, so no earlier run's file is left beside the new ones). On any
-    error (a full disk: DiskFullError naming the folder) the earlier files are left exactly as they were. A staging
-    folder a killed run left is removed first (`_clear_stage`)."""
+    error (a full disk: DiskFullError naming the folder) the earlier files are left exactly as they were.
+
+    The staging folder (`.defocuskit-staging.<token>`) is listed in `folder`'s `.defocuskit-staging.json` before
+    it is made, and unlisted once removed; the staging folders killed runs listed there are cleared first
+    (`_clear_stage`). Nothing the journal does not list is removed (an older version's `.defocuskit-staging`
+    included). One run at a time per folder: the caller holds the folder's lock (eval's `.eval.lock`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stage = folder / STAGING
-    _clear_stage(stage, names)
+    listed = _staging_listed(folder)
+    for name in listed:
+        if _is_staging_name(name):  # a tampered entry ("..", "report.json") is never acted on
+            _clear_stage(folder / name, names)
+    stage = folder / f"{STAGING}.{new_token()}"
+    with disk_full_named(folder):
+        _list_staging(folder, [stage.name])  # listed before it exists: a kill from here on leaves it listed
     stage.mkdir()
     try:
         with disk_full_named(folder):
@@ -184,7 +243,8 @@ def staged_files(folder: str | Path, names: list[str]) -> Iterator[Path]:
             else:
                 (folder / name).unlink(missing_ok=True)
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if _remove_stage(stage, names):
+            _list_staging(folder, [])
 
 
 _WRITE_FAILURES = ("no space left", "file write failed", "requested and", "write to closed file", "disk quota")
