@@ -2,11 +2,14 @@
 
 The lock (`filelock`, an OS lock on the file) dies with its process, kill -9 included; the holder's
 description (pid, host, start time, command) sits beside it in `<lock>.holder` and is removed on release.
+A file at either name that no run made (a lock file is empty; a holder is a run's description) is never written
+over or removed: the command stops, naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -56,6 +59,31 @@ def is_held(lock: Path) -> bool:
     return False
 
 
+def _not_ours(path: Path, why: str) -> FileExistsError:
+    return FileExistsError(errno.EEXIST, f"{path}: in the way of a run lock ({why}); it is left as it is: move it",
+                           str(path))
+
+
+def _check_lock_file(lock: Path) -> None:
+    """FileExistsError naming `lock` where a file stands there that a lock never is: a lock file is an empty
+    regular file (some filelock versions truncate it when they take it)."""
+    if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+        raise _not_ours(lock, "not a regular file")
+    if lock.exists() and lock.stat().st_size > 0:
+        raise _not_ours(lock, "a lock file is empty, this one is not")
+
+
+def _check_holder_file(lock: Path) -> None:
+    """FileExistsError naming the holder file where one stands that is not a run's description (a killed run's
+    is: it is replaced)."""
+    path = holder_path(lock)
+    if not (path.exists() or path.is_symlink()):
+        return
+    holder = None if path.is_symlink() or not path.is_file() else read_holder(lock)
+    if not (isinstance(holder, dict) and {"pid", "host", "what"} <= holder.keys()):
+        raise _not_ours(path, "not the description of a run")
+
+
 @contextlib.contextmanager
 def hold(lock: str | Path, what: str, busy: str, **extra: Any) -> Iterator[dict[str, Any]]:
     """Hold `lock` for the duration of the block, or raise LockedError at once:
@@ -64,11 +92,17 @@ def hold(lock: str | Path, what: str, busy: str, **extra: Any) -> Iterator[dict[
 
     lock = Path(lock)
     lock.parent.mkdir(parents=True, exist_ok=True)
+    _check_lock_file(lock)
     mine = FileLock(lock)
     try:
         mine.acquire(timeout=0)
     except Timeout:
         raise LockedError(f"{busy} ({describe(read_holder(lock))})") from None
+    try:
+        _check_holder_file(lock)
+    except FileExistsError:
+        mine.release()
+        raise
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv), **extra}
     try:
