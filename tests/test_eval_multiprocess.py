@@ -246,3 +246,40 @@ def test_a_killed_launcher_takes_its_workers_with_it_and_nothing_is_written_afte
         for w in workers or _children(proc.pid):  # a failed check leaves no orphan behind
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
+
+
+SLOW_CHECK = """import os, sys, time
+from defocuskit.eval import saved
+check = saved.SavedImages.check
+def slow(self, *args, **kwargs):  # the main process's check of --save-images, as on a loaded machine
+    time.sleep(float(os.environ["SLOW_CHECK_S"]))
+    return check(self, *args, **kwargs)
+saved.SavedImages.check = slow
+sys.argv = ["defocuskit", *sys.argv[1:]]
+from defocuskit.cli.app import main
+main()
+"""
+
+
+def test_no_process_writes_before_the_main_one_has_checked_the_folders(setup: Path, tmp_path: Path) -> None:
+    script = tmp_path / "slow_check.py"
+    script.write_text(SLOW_CHECK)
+    env = {**ENV, "SLOW_CHECK_S": "4"}
+    # fresh folders: the other process waits for the check instead of saving its images under it (which the check
+    # then took for files of the user's, and refused)
+    ok = _launch_two([str(script), *_eval_command(setup, tmp_path / "fresh")[2:]], env)
+    assert ok.returncode == 0, ok.stderr[-4000:]
+    assert len(list((tmp_path / "fresh" / "images").rglob("*.png"))) == 24
+    # the user's files where the outputs would go: the check refuses them, and no process writes over them meanwhile
+    one = subprocess.run([sys.executable, *_eval_command(setup, tmp_path / "one")], cwd=REPO, env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-4000:]
+    mine = {p.relative_to(tmp_path / "one" / "images") for p in (tmp_path / "one" / "images").rglob("*.png")}
+    for rel in mine:
+        (tmp_path / "users" / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "users" / "images" / rel).write_bytes(b"mine")
+    refused = _launch_two([str(script), *_eval_command(setup, tmp_path / "users")[2:]], env)
+    assert refused.returncode != 0 and "exists and was not written by an earlier evaluation" in refused.stderr
+    assert "the main process stopped before scoring" in refused.stderr  # the other process stops with its verdict
+    assert all((tmp_path / "users" / "images" / rel).read_bytes() == b"mine" for rel in mine)
+    assert not (tmp_path / "users" / "report" / "report.json").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -15,9 +14,9 @@ from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics, protocols
 from defocuskit.eval.config import EvalConfig, EvalError
 from defocuskit.eval.eta import CostEta, progress_bar
+from defocuskit.eval.outputs import claim_outputs
 from defocuskit.eval.report import (
     aggregate,
-    check_report_folder,
     group_of,
     library_versions,
     print_table,
@@ -35,10 +34,9 @@ from defocuskit.eval.runners import (
     gates_per_checkpoint,
     per_checkpoint_settings,
 )
-from defocuskit.eval.saved import SAVED_LOCK, SavedImages, image_names
+from defocuskit.eval.saved import SavedImages, image_names
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, describe_band, prepare_pair, score_pair
 from defocuskit.inference.coc_source import CocError, CocSource
-from defocuskit.io import locks
 from defocuskit.io.images import from_float, to_float
 
 
@@ -222,9 +220,6 @@ def evaluate_samples(
     }
 
 
-RUN_LOCK = ".eval.lock"  # in the report folder, held by the main process while it scores and writes
-
-
 def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config: EvalConfig = EvalConfig(),
              console: Console | None = None) -> dict[str, Any]:
     """Score checkpoints and baselines on `config.split` of a shard folder; writes report.json, report.csv,
@@ -321,24 +316,13 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     else:
         lpips_desc = (f"unavailable: no LPIPS-alex weights given (--lpips-weights or ${ENV_VAR}); "
                       "the lpips package is not installed and nothing is downloaded")
-    saver = None
-    if save_images is not None:  # every file an output would replace is checked before any work
-        keys = pair_keys(shard_urls(shards, split))
-        saver = SavedImages(Path(save_images), None if keys is None else image_names(keys))
-        if group.is_main:
-            saver.check(runners, [] if keys is None else keys[:limit])
-    held = contextlib.ExitStack()  # the main process holds the report folder while it scores and writes
-    if group.is_main:
-        check_report_folder(Path(report_dir))
-        try:
-            held.enter_context(locks.hold(Path(report_dir) / RUN_LOCK, "eval",
-                                          f"report folder {report_dir}: another evaluation is writing it"))
-            if saver is not None:  # and the images folder: its journal and list are one evaluation's at a time
-                held.enter_context(locks.hold(saver.folder / SAVED_LOCK, "eval",
-                                              f"--save-images {save_images}: another evaluation is saving into it"))
-        except locks.LockedError as exc:
-            raise EvalError(f"{exc}; wait for it to finish or give another --report / --save-images") from None
-    with held:
+    saver, pairs_saved = None, None
+    if save_images is not None:
+        pairs_saved = pair_keys(shard_urls(shards, split))
+        saver = SavedImages(Path(save_images), None if pairs_saved is None else image_names(pairs_saved))
+    # the main process checks every file an output would replace and holds both folders while it scores and writes;
+    # the others wait for it before any work
+    with claim_outputs(group, Path(report_dir), saver, runners, pairs_saved, limit):
         protocol = protocols.resolve(c.protocol, list(paths.values()))
         scoring = Scoring(ssim_variant=ssim_variant, align=align_mode, lpips_model=lpips_model,
                           quantize=protocol.quantize, detail_band=c.detail_band)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import hashlib
+import itertools
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +23,8 @@ from defocuskit.data.reader import decode_sample, iter_raw
 from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.eval.config import EvalError
 from defocuskit.io.lifeline import die_with_parent, launched_worker
+
+_GATHERS = itertools.count()  # this process's gathers so far, all groups together: a fresh key for each
 
 
 def _alone(obj: Any) -> list[Any]:
@@ -59,7 +63,7 @@ def process_group() -> ProcessGroup:
         die_with_parent()  # a killed `accelerate launch` takes its workers with it: nothing written after the kill
     import torch
     from accelerate import PartialState
-    from accelerate.utils import gather_object, parse_flag_from_env
+    from accelerate.utils import parse_flag_from_env
 
     # CPU processes connect over gloo: with ACCELERATE_USE_CPU=1, or on a machine without CUDA
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
@@ -69,12 +73,28 @@ def process_group() -> ProcessGroup:
                         "ACCELERATE_USE_CPU=1 (with --multi_gpu --num_processes N)")
     atexit.register(_leave_group)
     return ProcessGroup(state.process_index, state.num_processes, state.local_process_index,
-                        lambda obj: list(gather_object([obj])))
+                        store_gather(state.process_index, state.num_processes))
+
+
+def store_gather(rank: int, world: int) -> Callable[[Any], list[Any]]:
+    """A `ProcessGroup.gather` through the launch's key-value store (the store torch.distributed was started with),
+    not a gloo or NCCL collective: the worker threads of a collective release its tensors after the call returns,
+    and where that falls into interpreter shutdown the process aborts ("terminate called without an active
+    exception", pytorch/pytorch#190489), which took a finished eval process down after its share was written."""
+    from torch.distributed import distributed_c10d
+
+    store = distributed_c10d._get_default_store()
+
+    def gather(obj: Any) -> list[Any]:
+        key = f"defocuskit-gather/{next(_GATHERS)}"  # every process gathers the same times in the same order
+        store.set(f"{key}/{rank}", pickle.dumps(obj))
+        return [pickle.loads(store.get(f"{key}/{r}")) for r in range(world)]  # get waits for the key
+
+    return gather
 
 
 def _leave_group() -> None:
-    """Close the process group before the interpreter shuts down: left to exit, gloo's threads can abort a
-    process that has already written its share ("terminate called without an active exception")."""
+    """Close the process group before the interpreter shuts down."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

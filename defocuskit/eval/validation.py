@@ -19,7 +19,7 @@ from defocuskit.config.recipe import Recipe
 from defocuskit.data.reader import describe_splits, shard_urls, signed_coc
 from defocuskit.eval.evaluate import evaluate_samples
 from defocuskit.eval.figure import figure_image
-from defocuskit.eval.processes import ProcessGroup, count_pairs, sample_seed, shard_share
+from defocuskit.eval.processes import ProcessGroup, count_pairs, sample_seed, shard_share, store_gather
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
 
@@ -98,10 +98,7 @@ class Validator:
 
         world = accelerator.num_processes
         if world > 1:
-            from accelerate.utils import gather_object
-
-            def gather(obj: Any) -> list[Any]:
-                return list(gather_object([obj]))
+            gather = store_gather(accelerator.process_index, world)
         else:
             def gather(obj: Any) -> list[Any]:
                 return [obj]
