@@ -15,13 +15,13 @@ import dataclasses
 import hashlib
 import itertools
 import os
-import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from defocuskit.data.reader import decode_sample, iter_raw
 from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.eval.config import EvalError
+from defocuskit.io import wire
 from defocuskit.io.lifeline import die_with_parent, launched_worker
 
 _GATHERS = itertools.count()  # this process's gathers so far, all groups together: a fresh key for each
@@ -80,15 +80,18 @@ def store_gather(rank: int, world: int) -> Callable[[Any], list[Any]]:
     """A `ProcessGroup.gather` through the launch's key-value store (the store torch.distributed was started with),
     not a gloo or NCCL collective: the worker threads of a collective release its tensors after the call returns,
     and where that falls into interpreter shutdown the process aborts ("terminate called without an active
-    exception", pytorch/pytorch#190489), which took a finished eval process down after its share was written."""
+    exception", pytorch/pytorch#190489), which took a finished eval process down after its share was written.
+    The objects travel as JSON (`io.wire`: plain data, arrays and the figure's rows), never as pickle."""
     from torch.distributed import distributed_c10d
+
+    from defocuskit.eval.figure import FigureRow, Panel
 
     store = distributed_c10d._get_default_store()
 
     def gather(obj: Any) -> list[Any]:
         key = f"defocuskit-gather/{next(_GATHERS)}"  # every process gathers the same times in the same order
-        store.set(f"{key}/{rank}", pickle.dumps(obj))
-        return [pickle.loads(store.get(f"{key}/{r}")) for r in range(world)]  # get waits for the key
+        store.set(f"{key}/{rank}", wire.encode(obj))
+        return [wire.decode(store.get(f"{key}/{r}"), (FigureRow, Panel)) for r in range(world)]  # get waits
 
     return gather
 
