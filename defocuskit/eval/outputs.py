@@ -19,23 +19,19 @@ RUN_LOCK = ".eval.lock"  # in the report folder, held by the main process while 
 
 def _check_and_hold(report_dir: Path, saver: SavedImages | None, runners: dict[str, Any], keys: list[str] | None,
                     limit: int | None) -> contextlib.ExitStack:
-    held = contextlib.ExitStack()
     if saver is not None:  # every file an output would replace is checked before any work
         saver.check(runners, [] if keys is None else keys[:limit])
     check_report_folder(report_dir)
-    try:
-        held.enter_context(locks.hold(report_dir / RUN_LOCK, "eval",
-                                      f"report folder {report_dir}: another evaluation is writing it"))
-        if saver is not None:  # and the images folder: its journal and list are one evaluation's at a time
-            held.enter_context(locks.hold(saver.folder / SAVED_LOCK, "eval",
-                                          f"--save-images {saver.folder}: another evaluation is saving into it"))
-    except locks.LockedError as exc:
-        held.close()
-        raise EvalError(f"{exc}; wait for it to finish or give another --report / --save-images") from None
-    except BaseException:
-        held.close()
-        raise
-    return held
+    with contextlib.ExitStack() as held:  # a lock taken is released again where the next one is refused
+        try:
+            held.enter_context(locks.hold(report_dir / RUN_LOCK, "eval",
+                                          f"report folder {report_dir}: another evaluation is writing it"))
+            if saver is not None:  # and the images folder: its journal and list are one evaluation's at a time
+                held.enter_context(locks.hold(saver.folder / SAVED_LOCK, "eval",
+                                              f"--save-images {saver.folder}: another evaluation is saving into it"))
+        except locks.LockedError as exc:
+            raise EvalError(f"{exc}; wait for it to finish or give another --report / --save-images") from None
+        return held.pop_all()
 
 
 def claim_outputs(group: ProcessGroup, report_dir: Path, saver: SavedImages | None, runners: dict[str, Any],

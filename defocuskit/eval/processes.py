@@ -89,9 +89,11 @@ def store_gather(rank: int, world: int) -> Callable[[Any], list[Any]]:
     store = distributed_c10d._get_default_store()
 
     def gather(obj: Any) -> list[Any]:
-        key = f"defocuskit-gather/{next(_GATHERS)}"  # every process gathers the same times in the same order
-        store.set(f"{key}/{rank}", wire.encode(obj))
-        return [wire.decode(store.get(f"{key}/{r}"), (FigureRow, Panel)) for r in range(world)]  # get waits
+        n = next(_GATHERS)  # every process gathers the same times in the same order
+        store.set(f"defocuskit-gather/{n}/{rank}", wire.encode(obj))
+        if n >= 2:  # every process has read this one's gather n - 2 before it could set its own n - 1
+            store.delete_key(f"defocuskit-gather/{n - 2}/{rank}")
+        return [wire.decode(store.get(f"defocuskit-gather/{n}/{r}"), (FigureRow, Panel)) for r in range(world)]
 
     return gather
 
