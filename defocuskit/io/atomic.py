@@ -194,9 +194,7 @@ def _clear_stage(stage: Path, names: list[str]) -> None:
     if contents is None or any(p.name not in names or p.is_symlink() or not p.is_file() for p in contents):
         raise FileExistsError(errno.EEXIST, f"{stage}: a staging folder a killed run left, now holding other than "
                               f"{', '.join(names)}; it is left as it is: move it", str(stage))
-    for p in contents:
-        p.unlink()
-    stage.rmdir()
+    _remove_stage(stage, names)
 
 
 def _remove_stage(stage: Path, names: list[str]) -> bool:

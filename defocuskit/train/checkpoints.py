@@ -32,19 +32,25 @@ CHECKPOINT_FILE = re.compile(
     r"|(random_states|custom_checkpoint)_\d+\.pkl"
 )
 LEFTOVER = re.compile(r"\.tmp-step-\d+|\.trash-step-\d+-\d+")  # save_checkpoint's temporary and trash folders
-
-
-def foreign_files(folder: Path) -> list[str]:
-    """The names in a checkpoints/step-N folder that no checkpoint consists of (all of them without recipe.json)."""
-    names = sorted(p.name for p in folder.iterdir())
-    if not (folder / "recipe.json").is_file():
-        return names or ["(no recipe.json)"]
-    return [n for n in names if not ((folder / n).is_file() and CHECKPOINT_FILE.fullmatch(n))]
+TMP_STEP = re.compile(r"\.tmp-step-(\d+)")  # save_checkpoint's temporary folder of step N
 
 
 def _not_checkpoint_files(folder: Path) -> list[str]:
     """The names in a folder that are not files a checkpoint consists of (recipe.json or not)."""
     return sorted(p.name for p in folder.iterdir() if not (p.is_file() and CHECKPOINT_FILE.fullmatch(p.name)))
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """The names in a checkpoints/step-N folder that no checkpoint consists of (all of them without recipe.json)."""
+    if not (folder / "recipe.json").is_file():
+        return sorted(p.name for p in folder.iterdir()) or ["(no recipe.json)"]
+    return _not_checkpoint_files(folder)
+
+
+def _kept_line(folder: Path, kept: list[str]) -> str:
+    """What a run says of a checkpoint folder that kept files defocuskit did not write."""
+    return (f"kept {folder}: it holds files defocuskit did not write ({', '.join(kept[:3])}"
+            f"{', ...' if len(kept) > 3 else ''}); its checkpoint files were removed")
 
 
 def blocking_step_folder(output_dir: str | Path, after: int, upto: int, every: int) -> Path | None:
@@ -56,7 +62,8 @@ def blocking_step_folder(output_dir: str | Path, after: int, upto: int, every: i
             return p
     folder = Path(output_dir) / CHECKPOINTS
     for tmp in sorted(folder.glob(".tmp-step-*")) if folder.is_dir() else ():
-        step = int(tmp.name[10:]) if tmp.name[10:].isdigit() else -1
+        match = TMP_STEP.fullmatch(tmp.name)
+        step = int(match.group(1)) if match else -1
         if after < step <= upto and (step % every == 0 or step == upto) and tmp.is_dir() and _not_checkpoint_files(tmp):
             return tmp
     return None
@@ -127,9 +134,7 @@ def save_checkpoint(accelerator: Any, model: nn.Module, recipe: Recipe, step: in
         os.replace(tmp, final)
         for _, old in list_checkpoints(recipe.output_dir)[: -recipe.train.keep_checkpoints]:
             if foreign_files(old):  # someone put files into it: only the checkpoint's own go
-                kept = remove_checkpoint(old)
-                accelerator.print(f"kept {old}: it holds files defocuskit did not write ({', '.join(kept[:3])}); "
-                                  "its checkpoint files were removed")
+                accelerator.print(_kept_line(old, remove_checkpoint(old)))
             else:
                 _remove(old)
     accelerator.wait_for_everyone()
@@ -198,15 +203,12 @@ def clean_run_folder(out: Path, fresh: bool, say: Callable[[str], Any] = print) 
     folder = out / CHECKPOINTS
     for p in sorted(folder.iterdir()) if folder.is_dir() else ():
         if p.is_dir() and not p.is_symlink() and LEFTOVER.fullmatch(p.name) and (kept := remove_checkpoint(p)):
-            say(f"kept {p}: it holds files defocuskit did not write ({', '.join(kept[:3])}"
-                f"{', ...' if len(kept) > 3 else ''}); its checkpoint files were removed")
+            say(_kept_line(p, kept))
     if not fresh:
         return
     for _, checkpoint in list_checkpoints(out):
-        kept = remove_checkpoint(checkpoint)
-        if kept:
-            say(f"kept {checkpoint}: it holds files defocuskit did not write ({', '.join(kept[:3])}"
-                f"{', ...' if len(kept) > 3 else ''}); its checkpoint files were removed")
+        if kept := remove_checkpoint(checkpoint):
+            say(_kept_line(checkpoint, kept))
     # what an earlier run wrote: its metrics, the grids its validation rows list, its best weights
     for step in _validated_steps(out / METRICS):
         grid_path(out, step).unlink(missing_ok=True)
