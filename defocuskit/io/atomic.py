@@ -130,11 +130,16 @@ def atomic_path(path: str | Path, mode: int | None = None, partial: str | None =
 def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> None:
     """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename."""
     with disk_full_named(path), atomic_path(path, mode) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+        _fill(tmp, data.encode("utf-8") if isinstance(data, str) else data, fsync)
+
+
+def _fill(tmp: Path, data: bytes, fsync: bool) -> None:
+    """Write `data` to the temporary `tmp`, flushed to disk with `fsync`."""
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_journalled(path: str | Path, data: bytes, listed: Callable[[str], None], fsync: bool = False) -> None:
@@ -144,11 +149,7 @@ def write_journalled(path: str | Path, data: bytes, listed: Callable[[str], None
     nothing."""
     with disk_full_named(path), atomic_path(path, partial=new_token()) as tmp:
         listed(tmp.name)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+        _fill(tmp, data, fsync)
 
 
 STAGING_JOURNAL = STAGING + ".json"
