@@ -46,6 +46,42 @@ def test_a_users_file_in_output_dir_is_refused_before_anything_is_written(name, 
     assert tree(out) == {name: USER_FILES[name]}
 
 
+VALIDATING = ("train.eval_every=2", "train.keep_best=true", "train.val_limit=2")
+
+
+@pytest.mark.parametrize("name", ["best.safetensors", "val/step-0000002.png", "val"])
+def test_a_users_best_weights_or_grid_is_refused_where_the_run_validates(name, shards, tmp_path):
+    """best.safetensors and val/step-NNNNNNN.png are written by a run that validates: a user's file there (or a
+    file named val) stops it before anything is written; a run that does not validate leaves them and goes on."""
+    out = tmp_path / "run"
+    (out / "val").mkdir(parents=True)
+    if name == "val":
+        (out / "val").rmdir()
+    (out / name).write_text("the user's own file\n")
+    result = train(shards, out, f"data.val={shards}", *VALIDATING)
+    assert result.exit_code == 1, result.output
+    assert str(out / name) in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert tree(out) == {name: "the user's own file\n"}
+    if name != "val":  # no validation: nothing of the run's lands on the user's file
+        assert train(shards, out).exit_code == 0
+        assert (out / name).read_text() == "the user's own file\n"
+
+
+def test_a_validating_runs_own_grids_and_best_weights_are_replaced_on_resume(shards, tmp_path):
+    out = tmp_path / "run"
+    assert train(shards, out, f"data.val={shards}", *VALIDATING).exit_code == 0
+    assert (out / "val" / "step-0000002.png").is_file() and (out / "best.safetensors").is_file()
+    (out / "val" / "notes.png").write_text("not a grid's name: never judged")
+    result = train(shards, out, f"data.val={shards}", *VALIDATING, "train.max_steps=4")
+    assert result.exit_code == 0, result.output
+    assert (out / "val" / "step-0000004.png").is_file()
+    assert read_model_file(out / "best.safetensors")[1]["recipe"]["train"]["max_steps"] in (2, 4)
+    result = train(shards, out, f"data.val={shards}", *VALIDATING, "train.max_steps=2", "--no-resume")
+    assert result.exit_code == 0, result.output
+    assert (out / "val" / "notes.png").read_text() == "not a grid's name: never judged"
+
+
 def test_a_runs_own_files_are_resumed_and_replaced(shards, tmp_path):
     out = tmp_path / "run"
     assert train(shards, out).exit_code == 0

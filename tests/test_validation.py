@@ -52,6 +52,7 @@ def test_a_fresh_run_removes_only_the_grids_and_best_file_an_earlier_run_wrote(t
     import torch
     from safetensors.torch import save_file
 
+    from defocuskit.io.modelfile import MODEL_FORMAT
     from defocuskit.train.checkpoints import clean_run_folder
 
     rows = [{"step": 5, "loss": 1.0}, {"step": 5, "val_psnr": 20.0}]
@@ -60,7 +61,8 @@ def test_a_fresh_run_removes_only_the_grids_and_best_file_an_earlier_run_wrote(t
     ours, theirs = tmp_path / "val" / "step-0000005.png", tmp_path / "val" / "step-0000007.png"
     ours.write_bytes(b"grid")
     theirs.write_bytes(b"a file of the user's that no validation row names")
-    save_file({"w": torch.zeros(1)}, str(tmp_path / "best.safetensors"), metadata={"best_step": "5"})
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "best.safetensors"),
+              metadata={"format": MODEL_FORMAT, "best_step": "5"})
     clean_run_folder(tmp_path, fresh=True)
     assert not ours.exists() and theirs.exists() and not (tmp_path / "best.safetensors").exists()
     assert not (tmp_path / "metrics.jsonl").exists()

@@ -15,6 +15,7 @@ from torch import nn
 
 from defocuskit.config.recipe import Recipe, recipe_to_dict
 from defocuskit.io.atomic import atomic_write
+from defocuskit.io.tagged_png import written_by
 from defocuskit.train.checks import TrainingError
 from defocuskit.train.state import CheckpointError
 from defocuskit.train.stream import ShardStream
@@ -23,6 +24,7 @@ CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 BEST_FILE = "best.safetensors"  # train.keep_best: EMA weights of the best validation PSNR (best_step in metadata)
 VAL_FOLDER = "val"  # val/step-NNNNNNN.png: crops of input, output and reference per f-number
+GRID_TAG = "defocuskit train"  # the grids' PNG text chunk: a file a later run may replace (io/tagged_png)
 # recipe keys a checkpoint must agree on to be resumed (they shape the saved state)
 RESUME_KEYS = (("method",), ("model",), ("data", "channels"), ("optim", "name"))
 # what a checkpoint folder consists of: the loop's own files (train.state) and what Accelerate's save_state writes
@@ -32,6 +34,7 @@ CHECKPOINT_FILE = re.compile(
     r"|(random_states|custom_checkpoint)_\d+\.pkl"
 )
 LEFTOVER = re.compile(r"\.tmp-step-\d+|\.trash-step-\d+-\d+")  # save_checkpoint's temporary and trash folders
+GRID_NAME = re.compile(r"step-(\d+)\.png")  # a validation grid's file name in VAL_FOLDER
 TMP_STEP = re.compile(r"\.tmp-step-(\d+)")  # save_checkpoint's temporary folder of step N
 
 
@@ -245,14 +248,28 @@ def _validated_steps(metrics: Path) -> list[int]:
 
 def _written_by_a_run(path: Path) -> bool:
     """True for a best.safetensors that a run exported (its metadata names the best step), not a user's file."""
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():
         return False
-    from defocuskit.io.modelfile import read_metadata
+    from defocuskit.io.modelfile import MODEL_FORMAT, read_metadata
 
     try:
-        return "best_step" in read_metadata(path)
+        meta = read_metadata(path)
     except ValueError:  # not a safetensors file: not ours
         return False
+    return meta.get("format") == MODEL_FORMAT and "best_step" in meta
+
+
+best_written_by_train = _written_by_a_run
+
+
+def grid_written_by_train(path: Path, metrics: Path) -> bool:
+    """True for a val/step-NNNNNNN.png a run wrote: tagged GRID_TAG, or (an older run's, untagged) the grid of a
+    step that a run's metrics.jsonl records a validation for."""
+    if written_by(path, GRID_TAG):
+        return True
+    step = GRID_NAME.fullmatch(path.name)
+    return (step is not None and path.is_file() and not path.is_symlink()
+            and int(step.group(1)) in _validated_steps(metrics))
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -93,7 +93,8 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
                             "`defocuskit train` (or pass validate=eval.validation.make_validator(recipe))")
     method = get_method(recipe.method)
     check_recipe(recipe, method)
-    check_run_folder(recipe.output_dir)  # before anything is written: a folder, writable, no file of the user's
+    # before anything is written: a folder, writable, no file of the user's
+    check_run_folder(recipe.output_dir, validates=bool(recipe.train.eval_every or recipe.train.keep_best))
     urls = check_data(recipe, method)
     recipe, resolved = resolve_coc_bound(recipe, urls)
     out = Path(recipe.output_dir)

@@ -1,6 +1,7 @@
 """Whose files a run folder (`output_dir`) holds: before a run writes anything, the folder must be one it may
-write into, and every file it would replace (model.safetensors, recipe.yaml, metrics.jsonl) must be one an
-earlier `defocuskit train` wrote, judged by the file's own content; anything else is refused, naming it."""
+write into, and every file it would replace (model.safetensors, recipe.yaml, metrics.jsonl, and where the run
+validates best.safetensors and the grids val/step-NNNNNNN.png) must be one an earlier `defocuskit train` wrote,
+judged by the file's own content; anything else is refused, naming it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ from pathlib import Path
 import yaml
 
 from defocuskit.io.modelfile import MODEL_FORMAT, read_metadata
+from defocuskit.train.checkpoints import (
+    BEST_FILE,
+    GRID_NAME,
+    METRICS,
+    VAL_FOLDER,
+    best_written_by_train,
+    grid_written_by_train,
+)
 from defocuskit.train.checks import TrainingError
 
 RECIPE_FILE = "recipe.yaml"
@@ -60,10 +69,11 @@ OWNED = {"model.safetensors": model_written_by_train, RECIPE_FILE: recipe_writte
          "metrics.jsonl": metrics_written_by_train}
 
 
-def check_run_folder(output_dir: str | Path) -> None:
+def check_run_folder(output_dir: str | Path, validates: bool = True) -> None:
     """TrainingError (one line, naming the path) when a run may not write into `output_dir`: a file where the
     folder (or one above it) should be, a folder it cannot write to, or a file there that training would replace
-    and an earlier defocuskit run did not write."""
+    and an earlier defocuskit run did not write (with `validates`, a run that validates or keeps its best weights,
+    also best.safetensors and the grids in val/)."""
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise TrainingError(f"output_dir {out}: exists and is not a folder; give a folder")
@@ -82,3 +92,21 @@ def check_run_folder(output_dir: str | Path) -> None:
         if path.exists() and not (path.is_file() and owned(path)):
             raise TrainingError(f"{path}: not written by an earlier `defocuskit train` run; training would replace "
                                 "it, so nothing was written: move it away or give another output_dir")
+    if validates:
+        _check_validation_files(out)
+
+
+def _check_validation_files(out: Path) -> None:
+    """TrainingError naming the first of best.safetensors, val/ or a val/step-NNNNNNN.png that a run would write
+    over and an earlier run did not write."""
+    _refuse = "not written by an earlier `defocuskit train` run; training would replace it, so nothing was written"
+    best = out / BEST_FILE
+    if (best.exists() or best.is_symlink()) and not best_written_by_train(best):
+        raise TrainingError(f"{best}: {_refuse}: move it away or give another output_dir")
+    val = out / VAL_FOLDER
+    if (val.exists() or val.is_symlink()) and (val.is_symlink() or not val.is_dir()):
+        raise TrainingError(f"{val}: not a folder; the run writes its validation grids there: move it away or give "
+                            "another output_dir")
+    for grid in sorted(val.iterdir()) if val.is_dir() else ():
+        if GRID_NAME.fullmatch(grid.name) and not grid_written_by_train(grid, out / METRICS):
+            raise TrainingError(f"{grid}: {_refuse}: move it away or give another output_dir")

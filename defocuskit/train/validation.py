@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import Recipe, recipe_to_dict
-from defocuskit.io.images import write_image
 from defocuskit.io.modelfile import save_model
+from defocuskit.io.tagged_png import write_tagged_png
 from defocuskit.methods.base import Method
-from defocuskit.train.checkpoints import BEST_FILE, METRICS, grid_path
+from defocuskit.train.checkpoints import BEST_FILE, GRID_TAG, METRICS, grid_path
 from defocuskit.train.ema import EMA
 
 # (EMA state dict, step, accelerator) -> (metrics record with "val_psnr", grid image uint8 (H, W, 3) or None);
@@ -85,7 +85,7 @@ class ValidationHook:
             if record.get("val_psnr_gain") is not None:
                 summary += f" ({record['val_psnr_gain']:+.2f} over the input, {record['val_n']} pairs)"
             if grid is not None:
-                write_image(grid_path(self.out, step), grid)
+                write_tagged_png(grid_path(self.out, step), grid, GRID_TAG)
                 log_images(self.accelerator, "val/crops", grid, step)
             psnr = record.get("val_psnr")
             if self.recipe.train.keep_best and psnr is not None and psnr > self.best:
