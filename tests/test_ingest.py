@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -484,7 +485,7 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_successful_run(tmp_pat
     killed = AtomicShard(out, "train-000001")  # what a run killed while writing shard 1 and the manifest left
     stray = AtomicShard(out, "train-000009")
     make_temporaries(out, [out / ".manifest.json.a1b2c3d4.defocuskit-partial"])
-    leftovers = [out / ".records" / ".train-000001.json.k2j3h4.tmp", out / ".records" / ".stray.tmp",
+    leftovers = [out / ".records" / ".train-000001.json.k2j3h4_x.tmp", out / ".records" / "._listing.json.0a9z8y7x.tmp",
                  killed.partial, killed.spool_path, stray.partial, out / ".manifest.json.a1b2c3d4.defocuskit-partial"]
     # the same kinds of name that no run listed (the user's, or an older version's): never removed
     users = [out / ".train-000001.tar.partial", out / ".train-000001.tar.spool", out / ".manifest.json.a1b2.tmp",
@@ -571,6 +572,35 @@ def test_files_of_the_user_are_never_removed_or_written_over(tmp_path, fake):
         run_ingest({NAME: root}, opts(other), progress=False)
     assert (other / "train-000000.tar").read_bytes() == b"the user's"
     assert not (other / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("name, data", [
+    ("train-000000.json", b"my notes"),  # where a shard's record goes: would be written over
+    ("_owned.json", b"my list"),  # the ledger's name
+    ("photos-2023.json", b'{"name": "photos-2023"}'),  # a record without a fingerprint: would claim photos-2023.tar
+    ("notes.txt", b"n"),
+    (".stray.tmp", b"x"),  # not the name of a record's temporary: the user's
+])
+def test_a_file_of_the_users_in_the_records_folder_is_refused_before_any_work(name, data, tmp_path, fake):
+    root = make_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    (out / ".records").mkdir(parents=True)
+    (out / ".records" / name).write_bytes(data)
+    (out / "photos-2023.tar").write_bytes(b"holiday")
+    with pytest.raises(IngestError, match=rf"\.records/{re.escape(name)}: was not written here by defocuskit"):
+        run_ingest({NAME: root}, opts(out), progress=False)
+    assert (out / ".records" / name).read_bytes() == data and (out / "photos-2023.tar").read_bytes() == b"holiday"
+    assert sorted(p.name for p in (out / ".records").iterdir()) == [name]
+    assert not list(out.glob("*-0*.tar")) and not (out / "manifest.json").exists()
+
+
+def test_a_records_path_that_is_a_file_is_refused(tmp_path, fake):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".records").write_text("mine")
+    with pytest.raises(IngestError, match=r"\.records: is not the records folder defocuskit makes"):
+        run_ingest({NAME: make_inputs(tmp_path / "in")}, opts(out), progress=False)
+    assert (out / ".records").read_text() == "mine"
 
 
 def test_a_folder_holding_another_dataset_is_refused_unless_overwrite(tmp_path, fake):

@@ -33,6 +33,7 @@ LEDGER = "_owned"  # .records/_owned.json: every shard name this tool has publis
 TEMPORARIES = "_temporaries"  # .records/_temporaries.json: the temporary files runs made here and have not removed
 TEMP_SHARD_FILE = re.compile(r"\.([A-Za-z0-9_]+-\d+)\.[0-9a-f]{8}\.tar\.(?:partial|spool)")  # shards.AtomicShard's
 TEMP_FOLDER_FILE = re.compile(r"\.(?:manifest\.json|rejects\.jsonl)\.[0-9a-f]{8}\.defocuskit-partial")  # write_listed's
+RECORD_TEMPORARY = re.compile(r"\..+\.json\.[a-z0-9_]{8}\.tmp")  # atomic_write's temporary of a record (mkstemp)
 RUN_LOCK = ".run-{part}.lock"  # one per --part I/N ("1of1" for a whole run)
 
 
@@ -238,6 +239,37 @@ def check_collisions(folder: str | Path, names: Collection[str]) -> None:
 # ------------------------------------------------------------------------------------- datasets
 
 
+def check_records(folder: str | Path) -> None:
+    """Refuse (FolderError naming it) a `.records` that is not a folder, or a file in it that this tool did not
+    write, judged by its content: a shard record names itself and its fingerprint, a ledger is a list of names, a
+    temporary is an atomic write's. Such a file would be replaced, or would claim a tar of the user's as ours."""
+    records = Path(folder) / RECORDS
+    if records.is_symlink() or (records.exists() and not records.is_dir()):
+        raise FolderError(f"{records}: is not the records folder defocuskit makes; it is left as it is: move it or "
+                          "give another output folder")
+    for path in sorted(records.iterdir()) if records.is_dir() else ():
+        if not _written_here(path):
+            raise FolderError(f"{path}: was not written here by defocuskit (not a shard record or ledger); it is "
+                              "left as it is: move it or give another output folder")
+
+
+def _written_here(path: Path) -> bool:
+    """Whether a file of `.records/` is one this tool writes (see `check_records`)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    if RECORD_TEMPORARY.fullmatch(path.name):
+        return True
+    if path.suffix != ".json":
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if path.stem in (LEDGER, TEMPORARIES):
+        return isinstance(data, list) and all(isinstance(name, str) for name in data)
+    return isinstance(data, dict) and data.get("name") == path.stem and isinstance(data.get("fingerprint"), str)
+
+
 def _own_manifest(folder: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
@@ -247,11 +279,13 @@ def _own_manifest(folder: Path) -> dict[str, Any] | None:
 
 
 def check_dataset(folder: str | Path, dataset: Mapping[str, Any], overwrite: bool) -> None:
-    """Refuse a folder whose manifest is not defocuskit's, or (unless `overwrite`) is another dataset's.
+    """Refuse a folder whose manifest is not defocuskit's, or (unless `overwrite`) is another dataset's, and one
+    whose `.records/` holds a file this tool did not write (`check_records`).
 
     `dataset` identifies what is being written (e.g. the sources and their resolved roots); a manifest
     written with another identity is another dataset."""
     folder = Path(folder)
+    check_records(folder)
     path = folder / MANIFEST
     if not path.exists():
         rejects = folder / REJECTS

@@ -43,6 +43,7 @@ import defocuskit
 from defocuskit.data import metadata
 from defocuskit.data.folder import (
     LEDGER,
+    RECORD_TEMPORARY,
     REJECTS,
     TEMPORARIES,
     claim,
@@ -372,7 +373,7 @@ def prune(folder: str | Path, plan: Mapping[str, str], mine: Collection[str]) ->
                 removed.append(path)
         records = folder / RECORDS
         for path in sorted(records.iterdir()) if records.is_dir() else ():
-            if path.name.endswith(".tmp"):
+            if RECORD_TEMPORARY.fullmatch(path.name):
                 removed.append(path)
             elif path.suffix == ".json" and path.stem not in (LEDGER, TEMPORARIES):
                 rec = read_record(folder, path.stem)
