@@ -304,3 +304,28 @@ def test_images_vabd_and_ebb_do_not_read_get_reject_lines(tmp_path):
     assert any(r.file.endswith("0009.jpg") and "no f/16 reference" in r.reason for r in rejected)
     _, rejected = _split(list(ebb.list_tasks(tmp_path, OPTS)))
     assert {Path(r.file).relative_to(tmp_path).as_posix() for r in rejected} == {"val", "train/8", "train/0002.jpg"}
+
+
+def test_two_files_of_one_name_use_the_first_and_reject_the_other(tmp_path):
+    """`2978.png` beside `2978.jpg` in one folder: the first by name is used, the other gets a reject line naming it
+    (it was dropped without a word before), in VABD, EBB and a --render folder alike."""
+    from defocuskit.data.sources import render
+
+    for folder in ("input", "8", "target"):
+        write_image(tmp_path / "train" / folder / "0001.jpg", _img(0))
+        write_image(tmp_path / "train" / folder / "0001.png", _img(1))
+    for module, folders, keys in ((vabd, ("input", "8"), ["vabd/train/0001/f16", "vabd/train/0001/f8"]),
+                                  (ebb, ("input", "target"), ["ebb/train/0001"])):
+        tasks, rejected = _split(list(module.list_tasks(tmp_path, OPTS)))
+        assert [t.key for t in tasks] == keys
+        assert {f for t in tasks for f in t.files.values()} == {str(tmp_path / "train" / f / "0001.jpg")
+                                                                for f in folders}
+        twins = {Path(r.file).relative_to(tmp_path).as_posix(): r.reason for r in rejected if "same name" in r.reason}
+        assert twins == {f"train/{f}/0001.png": "another file of the same name is used: 0001.jpg" for f in folders}
+    photos = tmp_path / "photos"
+    for folder in ("image", "depth"):
+        write_image(photos / folder / "a.png", _img(2))
+        write_image(photos / folder / "a.tif", _img(3))
+    tasks, rejected = _split(list(render.list_tasks(photos, OPTS)))
+    assert tasks and all(t.files["image"].endswith("a.png") and t.files["depth"].endswith("a.png") for t in tasks)
+    assert sorted(Path(r.file).relative_to(photos).as_posix() for r in rejected) == ["depth/a.tif", "image/a.tif"]

@@ -15,7 +15,7 @@ import numpy as np
 from defocuskit.data.metadata import empty_meta
 from defocuskit.data.refine import refine
 from defocuskit.data.register import RegistrationError, align, match_gain
-from defocuskit.data.sample import IngestOptions, RejectError, Sample, Task
+from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.io.formats import ImageError
 from defocuskit.io.images import bit_depth, from_float, read_image, to_float
 
@@ -65,9 +65,17 @@ def list_images(folder: Path, extensions: Iterable[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
 
 
-def images_by_stem(folder: Path, extensions: Iterable[str]) -> dict[str, Path]:
-    """`list_images` keyed by file stem (for layouts that pair files by name across folders)."""
-    return {p.stem: p for p in list_images(folder, extensions)}
+def images_by_stem(folder: Path, extensions: Iterable[str], source: str) -> tuple[dict[str, Path], list[Rejected]]:
+    """`list_images` keyed by file stem (for layouts that pair files by name across folders), and a reject line of
+    `source` for every other file of a stem already taken (`2978.png` beside `2978.jpg`: the first by name is used)."""
+    found: dict[str, Path] = {}
+    twins = []
+    for p in list_images(folder, extensions):
+        if p.stem in found:
+            twins.append(Rejected(source, str(p), f"another file of the same name is used: {found[p.stem].name}"))
+        else:
+            found[p.stem] = p
+    return found, twins
 
 
 def relpath(path: str | Path, root: Path) -> str:

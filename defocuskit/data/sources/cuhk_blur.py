@@ -33,7 +33,14 @@ import numpy as np
 
 from defocuskit.data.metadata import empty_meta
 from defocuskit.data.pairs import key_part, list_images, relpath
-from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Sample, Task
+from defocuskit.data.sample import (
+    IngestError,
+    IngestOptions,
+    Rejected,
+    RejectError,
+    Sample,
+    Task,
+)
 from defocuskit.data.sources import DatasetSource, layout
 from defocuskit.io.formats import RASTER_EXTENSIONS, ImageError
 from defocuskit.io.images import read_image

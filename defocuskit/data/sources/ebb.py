@@ -50,8 +50,9 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     yield from layout.unused_images(NAME, root, SPLITS, "train/, test/", depth=2)
     for split in (s for s in SPLITS if (root / s).is_dir()):
         yield from layout.unused_images(NAME, root / split, (*FOLDERS, *IGNORED), USES)
-        refs = images_by_stem(root / split / "input", EXTENSIONS)
-        targets = images_by_stem(root / split / "target", EXTENSIONS)
+        refs, twins = images_by_stem(root / split / "input", EXTENSIONS, NAME)
+        targets, target_twins = images_by_stem(root / split / "target", EXTENSIONS, NAME)
+        yield from twins + target_twins
         for stem in sorted(set(targets) - set(refs)):
             yield Rejected(NAME, str(targets[stem]), f"no f/16 reference {split}/input/{stem}.*")
         for stem, ref in refs.items():

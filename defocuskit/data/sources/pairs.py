@@ -34,10 +34,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from defocuskit.data.pairs import AS_SHOT, REGISTER_CHOICES, load_task, relpath, split_for
+from defocuskit.data.pairs import (
+    AS_SHOT,
+    REGISTER_CHOICES,
+    load_task,
+    relpath,
+    split_for,
+)
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
-from defocuskit.data.sources.fnumbers import GivenFNumbers, given_f_numbers, implausible, parse_f_number
+from defocuskit.data.sources.fnumbers import (
+    GivenFNumbers,
+    given_f_numbers,
+    implausible,
+    parse_f_number,
+)
 from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS, safe_name
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.raw import io_reason, read_exif

@@ -29,10 +29,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from defocuskit.data.pairs import bracket_motion, key_part, load_task, relpath, split_for
+from defocuskit.data.pairs import (
+    bracket_motion,
+    key_part,
+    load_task,
+    relpath,
+    split_for,
+)
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource
-from defocuskit.data.sources.fnumbers import GivenFNumbers, given_f_numbers, resolve_f_number
+from defocuskit.data.sources.fnumbers import (
+    GivenFNumbers,
+    given_f_numbers,
+    resolve_f_number,
+)
 from defocuskit.io.formats import RASTER_EXTENSIONS, RAW_EXTENSIONS, ImageError, is_raw
 from defocuskit.io.raw import check_readable, io_reason, read_exif
 

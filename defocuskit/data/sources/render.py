@@ -104,9 +104,10 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
         raise ValueError(f"render f-numbers must be positive, got {f_numbers} (reference {opts.render_ref_f_number})")
     photos = photo_folder(root)
     yield from layout.unused_images(NAME, root, (photos, "depth", "focal"), USES)
-    images = images_by_stem(root / photos, RASTER_EXTENSIONS)
-    depths = images_by_stem(root / "depth", RASTER_EXTENSIONS)
-    focals = images_by_stem(root / "focal", RASTER_EXTENSIONS)
+    images, twins = images_by_stem(root / photos, RASTER_EXTENSIONS, NAME)
+    depths, depth_twins = images_by_stem(root / "depth", RASTER_EXTENSIONS, NAME)
+    focals, focal_twins = images_by_stem(root / "focal", RASTER_EXTENSIONS, NAME)
+    yield from twins + depth_twins + focal_twins
     for stem in sorted(set(depths) - set(images)):
         yield Rejected(NAME, str(depths[stem]), f"no photo {photos}/{stem}.* for this depth map")
     for stem, image in images.items():

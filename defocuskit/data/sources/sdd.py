@@ -35,7 +35,12 @@ from defocuskit.data.pairs import load_task
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
 from defocuskit.data.sources.fnumbers import GivenFNumbers
-from defocuskit.data.sources.pairs import folder_images, pair_names, pair_options, shot_meta
+from defocuskit.data.sources.pairs import (
+    folder_images,
+    pair_names,
+    pair_options,
+    shot_meta,
+)
 from defocuskit.io.formats import ImageError
 
 NAME = "sdd"

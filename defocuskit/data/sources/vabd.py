@@ -16,7 +16,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from defocuskit.data.pairs import bracket_motion, images_by_stem, key_part, load_task, relpath
+from defocuskit.data.pairs import (
+    bracket_motion,
+    images_by_stem,
+    key_part,
+    load_task,
+    relpath,
+)
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
 
@@ -53,8 +59,12 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     yield from layout.unused_images(NAME, root, SPLITS, "train/, test/", depth=2)
     for split in (s for s in SPLITS if (root / s).is_dir()):
         yield from layout.unused_images(NAME, root / split, (REF_FOLDER, *APERTURES, *IGNORED), USES)
-        refs = images_by_stem(root / split / REF_FOLDER, EXTENSIONS)
-        shots = {folder: images_by_stem(root / split / folder, EXTENSIONS) for folder in APERTURES}
+        refs, twins = images_by_stem(root / split / REF_FOLDER, EXTENSIONS, NAME)
+        yield from twins
+        shots = {}
+        for folder in APERTURES:
+            shots[folder], twins = images_by_stem(root / split / folder, EXTENSIONS, NAME)
+            yield from twins
         for folder, files in shots.items():
             for stem in sorted(set(files) - set(refs)):
                 yield Rejected(NAME, str(files[stem]), f"no f/16 reference {split}/{REF_FOLDER}/{stem}.*")
