@@ -686,3 +686,25 @@ def test_an_unfinished_ingest_is_named_by_every_reader(tmp_path, fake, capsys):
     reader._WARNED.clear()
     result = CliRunner().invoke(app, ["inspect", str(out), "--n", "1"])
     assert result.exit_code == 0 and "run the same ingest command again" in result.stderr
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--synthetic-f-numbers", "0.1,2", "--synthetic-f-numbers 0.1: not an f-number a lens has"),
+    ("--synthetic-f-numbers", "2,99", "--synthetic-f-numbers 99: not an f-number a lens has"),
+    ("--synthetic-f-numbers", "nan", "--synthetic-f-numbers nan: not an f-number a lens has"),
+    ("--render-f-numbers", "0.2,2", "--render-f-numbers 0.2: not an f-number a lens has"),
+    ("--render-f-numbers", "2,22", "--render-f-numbers 22: not wider than the reference's f/16"),
+    ("--test-fraction", "1.5", "--test-fraction 1.5: a share of the scenes, from 0 to 1"),
+    ("--test-fraction", "-0.5", "--test-fraction -0.5: a share of the scenes"),
+    ("--test-fraction", "nan", "--test-fraction nan: a share of the scenes"),
+])
+def test_impossible_numbers_on_the_command_line_are_refused_naming_the_option(option, value, needle, tmp_path):
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["ingest", "--synthetic", "builtin", "--synthetic-size", "32", "--workers", "0",
+                                      "--out", str(out), option, value])
+    assert result.exit_code != 0 and needle in result.output, result.output
+    assert "Traceback" not in result.output and not list(out.glob("*.tar")) and not (out / "manifest.json").exists()

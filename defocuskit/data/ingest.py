@@ -59,6 +59,7 @@ from defocuskit.data.postprocess import check_sample, finalize_meta, postprocess
 from defocuskit.data.records import no_sample_error, shard_record
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Task
 from defocuskit.data.sources import module_of, source_in
+from defocuskit.data.sources.fnumbers import F_NUMBER_RANGE
 from defocuskit.data.stamps import Stamps, stamp_files
 from defocuskit.io.formats import ImageError
 
@@ -175,6 +176,7 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
         raise IngestError(f"--part must be I/N with 1 <= I <= N, got {part + 1}/{nparts}")
     if opts.workers is not None and opts.workers < 0:
         raise IngestError(f"--workers must be 0 (work in the main process) or a number of processes, got {opts.workers}")
+    check_numbers(opts)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     tasks, listing_rejects = list_all(sources, opts)
@@ -192,6 +194,23 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
                              stamps, t0)
     except folder.FolderError as exc:
         raise IngestError(str(exc)) from None
+
+
+def check_numbers(opts: IngestOptions) -> None:
+    """IngestError naming the option and the value: an f-number to render outside the lenses that exist
+    (F_NUMBER_RANGE) or, for --render, not wider than its reference; a --test-fraction outside [0, 1]."""
+    low, high = F_NUMBER_RANGE
+    given = [("--synthetic-f-numbers", n) for n in opts.synthetic_f_numbers]
+    given += [("--render-f-numbers", n) for n in opts.render_f_numbers]
+    for option, n in [*given, ("--render-ref-f-number", opts.render_ref_f_number)]:
+        if not low <= n <= high:  # NaN fails too
+            raise IngestError(f"{option} {n:g}: not an f-number a lens has (f/{low:g} to f/{high:g})")
+    for n in opts.render_f_numbers:
+        if n >= opts.render_ref_f_number:
+            raise IngestError(f"--render-f-numbers {n:g}: not wider than the reference's "
+                              f"f/{opts.render_ref_f_number:g} (--render-ref-f-number): no defocus to render")
+    if not 0.0 <= opts.test_fraction <= 1.0:
+        raise IngestError(f"--test-fraction {opts.test_fraction:g}: a share of the scenes, from 0 to 1")
 
 
 def _run_plan(out: Path, opts: IngestOptions, sources: Mapping[str, Path], progress: bool, tasks: list[Task],
