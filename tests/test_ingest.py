@@ -548,6 +548,17 @@ def test_no_sample_message_names_the_cause(tmp_path):
         f"no sample written: 5 inputs, all rejected (see {log}); most common reason (2 of 3): bad (e.g. /p/1.jpg)")
     assert no_sample_message(src, 2, [], 8, log, min_sharpness=0.02) == (
         "no sample written: all 8 patches of the 2 inputs are flatter than --min-sharpness 0.02")
+    # reasons that differ only by their file's name or a number are one reason: counted together
+    rejects = [{"file": "/v/1_8", "reason": "folder not used (3 images): ..."},
+               {"file": "/v/2_8", "reason": "folder not used (3 images): ..."},
+               {"file": "/v/8", "reason": "folder not used (3 images): ..."}]
+    rejects += [{"file": f"/v/depth/000{i}.png", "reason": f"000{i}.png: a colour depth image in no known colormap"}
+                for i in (1, 1, 2, 2, 3, 3)]
+    assert no_sample_message(src, 6, rejects, 0, log).endswith(
+        "most common reason (6 of 9): 0001.png: a colour depth image in no known colormap (e.g. /v/depth/0001.png)")
+    scores = [{"file": f"/p/{i}.jpg", "reason": f"registration score {s} < 0.8"} for i, s in enumerate((0.7, 0.3))]
+    assert "most common reason (2 of 3): registration score 0.7 < 0.8" in no_sample_message(
+        src, 3, [*scores, {"file": "/p/x.jpg", "reason": "unreadable"}], 0, log)
 
 
 # ------------------------------------------------------------------ ownership of the output folder (issue 21)

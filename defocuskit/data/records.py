@@ -4,6 +4,7 @@ f-number, rejects, flat patches dropped) and the error of a plan that yields no 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,6 +77,18 @@ def no_sample_message(sources: Mapping[str, Path], n_tasks: int, rejects: list[d
 
 
 def _most_common(rejects: list[dict[str, Any]]) -> str:
-    reason, count = Counter(r["reason"] for r in rejects).most_common(1)[0]
-    example = next(r["file"] for r in rejects if r["reason"] == reason)
-    return f"most common reason ({count} of {len(rejects)}): {reason} (e.g. {example})"
+    """The reason most rejects share, counted as one kind of reason whatever file names and numbers it holds."""
+    kinds = [reason_kind(r) for r in rejects]
+    kind, count = Counter(kinds).most_common(1)[0]
+    example = rejects[kinds.index(kind)]
+    return f"most common reason ({count} of {len(rejects)}): {example['reason']} (e.g. {example['file']})"
+
+
+def reason_kind(reject: Mapping[str, Any]) -> str:
+    """A reject's reason without the name of its file and with every number as '#': the kind of reason it is
+    ("0001.png: a colour depth image ..." and "0002.png: ..." are one kind; so are "score 0.74 < 0.8" and "0.36")."""
+    reason = str(reject.get("reason", ""))
+    name = Path(str(reject.get("file", ""))).name
+    if name:
+        reason = reason.replace(name, "")
+    return re.sub(r"\d+(?:\.\d+)?", "#", reason)

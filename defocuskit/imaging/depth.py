@@ -81,7 +81,7 @@ def decode_depth(image: np.ndarray, colormap: str | None = "auto", name: str = "
     cmap = detect_colormap(a) if colormap == "auto" else colormap
     if cmap is None:
         raise DepthError(f"{name}: a colour depth image in no known colormap ({', '.join(COLORMAPS)}); "
-                         "name it with the depth colormap option")
+                         "name its colormap (ingest --render-colormap NAME)")
     rgb = a.astype(np.float32) * (255.0 / 65535.0 if a.dtype == np.uint16 else 1.0)
     values, err = _invert_lut(rgb, colormap_lut(cmap))
     if err > 3 * _LUT_TOLERANCE:
