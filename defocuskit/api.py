@@ -385,6 +385,8 @@ def load(source: str | Path, *, method: str | None = None, device: str = "auto",
     `device`: auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps."""
     if not isinstance(source, (str, Path)):
         raise TypeError(f"load: a path or a Hub repo id, got {type(source).__name__}")
+    if isinstance(source, str) and not source.strip():
+        raise ValueError("load: an empty name; give a model file, a save_pretrained folder or a Hub repo id")
     if method is not None:  # as `defocuskit import-weights`
         model_file, folder = import_to_temporary(method, source)
         return DeblurModel(model_file, device=device, source=str(source), keep=folder)

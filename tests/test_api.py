@@ -287,6 +287,9 @@ def test_load_errors_and_devices(files, tmp_path) -> None:
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match=r"other.safetensors: no defocuskit metadata"):
         defocuskit.load(tmp_path / "other.safetensors")
+    for empty in ("", "  "):  # not the working folder
+        with pytest.raises(ValueError, match="load: an empty name"):
+            defocuskit.load(empty)
     with pytest.raises(ValueError, match="revision= is for Hub repo ids"):
         defocuskit.load(files["nafnet"], revision="main")
     from defocuskit.io.devices import resolve_device

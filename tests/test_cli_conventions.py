@@ -341,6 +341,7 @@ def test_flags_show_no_value_type_in_help():
     (["deblur", "a.png", "--checkpoint", "/nope.safetensors", "--out", "o"],
      "error: model file not found: /nope.safetensors", 2),
     (["ingest", "--dpdd", "/nope", "--out", "o"], "error: --dpdd /nope: no such directory", 1),
+    (["ingest", "--ebb", "/etc/hostname", "--out", "o"], "error: --ebb /etc/hostname: a file, not a folder", 1),
     (["train", "/nope.yaml"], "error: recipe not found: /nope.yaml is no file", 2),
     (["pseudo-coc", "--checkpoint", "/nope.safetensors", "--shards", "s", "--out", "o"],
      "error: model file not found: /nope.safetensors", 2),
@@ -385,3 +386,20 @@ def test_threads_never_oversubscribe_and_follow_the_option(monkeypatch):
         proc = subprocess.run([sys.executable, "-c", script, *args, "eval", "--shards", "/nope"], env=env,
                               capture_output=True, text=True, timeout=60)
         assert int(proc.stdout.strip().splitlines()[-1]) == expected, proc.stderr
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--part", "abc", "--part abc: give I/N"),
+    ("--render-f-numbers", "2,x", "--render-f-numbers 2,x: give comma-separated numbers"),
+    ("--synthetic-f-numbers", "", "--synthetic-f-numbers : give comma-separated numbers"),
+])
+def test_a_malformed_ingest_option_is_named_alone(option, value, message, tmp_path):
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+
+    result = CliRunner().invoke(app, ["ingest", "--synthetic", "builtin", "--out", str(tmp_path / "o"), option, value],
+                                terminal_width=400)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "o").exists()
+

@@ -171,3 +171,8 @@ def test_the_disk_looked_at_first_is_the_one_written_to():
     assert _output_paths(["ingest", "--raw-dir", "photos", "--out", "shards", "--workers", "2"])[0] == "shards"
     assert _output_paths(["train", "nafnet-tiny", "output_dir=/runs/a", "data.train=s"])[0] == "/runs/a"
     assert _output_paths(["eval", "--shards", "s", "--report=rep"])[0] == "rep"
+
+
+def test_free_space_under_a_mebibyte_is_said_in_kibibytes_or_bytes():
+    assert [atomic._size(n) for n in (600 * 2**10, 3 * 2**20 + 1, 100, 0)] == ["600 KiB", "3 MiB", "100 bytes",
+                                                                               "0 bytes"]

@@ -79,6 +79,14 @@ def test_cli_lists_and_copies_recipes(tmp_path, monkeypatch):
     assert copy_recipe("hidd.yaml", "mine/my-hidd.yaml") == Path("mine/my-hidd.yaml")  # a file name
     assert copy_recipe("hidd", "configs") == Path("configs/hidd.yaml")  # no suffix: a folder, made
     assert copy_recipe("hidd", "more/") == Path("more/hidd.yaml")
+    (tmp_path / "elsewhere.yaml").write_text("the user's")
+    for link, to in (("dangling.yaml", "nothing-here.yaml"), ("link.yaml", "elsewhere.yaml")):
+        (tmp_path / link).symlink_to(to)
+        result = runner.invoke(app, ["recipes", "cp", "nafnet-tiny", link])
+        assert result.exit_code == 2 and f"{link} is a link" in result.output, result.output
+        assert (tmp_path / link).is_symlink() and not (tmp_path / "nothing-here.yaml").exists()
+    assert runner.invoke(app, ["recipes", "cp", "nafnet-tiny", "link.yaml", "--force"]).exit_code == 0
+    assert not (tmp_path / "link.yaml").is_symlink() and (tmp_path / "elsewhere.yaml").read_text() == "the user's"
 
 
 def test_train_dry_run_by_name_from_another_folder(tmp_path, monkeypatch):
@@ -148,3 +156,14 @@ def test_installed_wheel_finds_its_recipes_outside_the_repository(tmp_path):
 
     assert demo.strip() == str(sorted({str(site / "defocuskit" / "recipes" / m.recipe)
                                        for ms in PRESETS.values() for m in ms}))
+
+
+def test_a_recipe_that_is_not_yaml_is_one_line_naming_where(tmp_path):
+    from defocuskit.config.typed import RecipeError
+    from defocuskit.methods.recipes import load_recipe
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: nafnet\ntrain:\n  max_steps: [1\n  x: 2\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(bad)
+    assert str(info.value) == f"{bad}: not valid YAML: line 4, column 4: expected ',' or ']', but got ':'"

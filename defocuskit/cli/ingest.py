@@ -85,7 +85,8 @@ def ingest_cmd(
                        ("vabd", vabd), ("ebb", ebb), ("sdd", sdd), ("pairs", pairs), ("cuhk-blur", cuhk_blur),
                        ("render", render)):
         if root is not None and not root.is_dir():  # named before torch is imported, as check_sources would
-            Console(stderr=True).print(f"[red]error:[/red] {option_of(name)} {root}: no such directory", soft_wrap=True)
+            what = "a file, not a folder" if root.exists() else "no such directory"
+            Console(stderr=True).print(f"[red]error:[/red] {option_of(name)} {root}: {what}", soft_wrap=True)
             raise typer.Exit(1)
     from defocuskit.data.ingest import run_ingest
     from defocuskit.data.inspect import manifest_table
@@ -97,11 +98,10 @@ def ingest_cmd(
     sources = {k: v for k, v in given.items() if v is not None}
     try:
         i, n = (int(x) for x in part.split("/"))
-        f_numbers = tuple(float(x) for x in synthetic_f_numbers.split(","))
-        rendered = tuple(float(x) for x in render_f_numbers.split(","))
     except ValueError:
-        raise typer.BadParameter("--part needs I/N, --synthetic-f-numbers and --render-f-numbers numbers, "
-                                 "e.g. 1/4 and 1.4,2,2.8") from None
+        raise typer.BadParameter(f"--part {part}: give I/N, e.g. 1/4") from None
+    f_numbers = numbers(synthetic_f_numbers, "--synthetic-f-numbers")
+    rendered = numbers(render_f_numbers, "--render-f-numbers")
     if not 0.0 <= cuhk_test_fraction < 1.0:
         raise typer.BadParameter(f"--cuhk-test-fraction must be in [0, 1), not {cuhk_test_fraction}")
     if not 0.0 <= refine_warp <= 0.5:
@@ -147,3 +147,11 @@ def ingest_cmd(
         console.print(f"kept, not written by defocuskit (left as they are): {', '.join(run['foreign_kept'])}",
                       soft_wrap=True)
 
+
+
+def numbers(text: str, option: str) -> tuple[float, ...]:
+    """Comma-separated numbers of `option`; typer.BadParameter naming the option and the value otherwise."""
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{option} {text}: give comma-separated numbers, e.g. 1.4,2,2.8") from None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import yaml
 
 from defocuskit.config.typed import RecipeError, did_you_mean
+from defocuskit.io.atomic import atomic_write
 
 PACKAGED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # defocuskit/recipes: shipped in the wheel
 _COMMAND_LINE = re.compile(r"^(accelerate |defocuskit |python |PYTHONPATH=|Launch\b|\()")
@@ -171,16 +171,21 @@ def copy_recipe(name: str, dest: str | Path, force: bool = False) -> Path:
     """Copy the packaged recipe `name` to `dest` to edit it; the file written.
 
     `dest` is a folder (kept name) when it is one, ends with a slash or has no suffix; else the new file's
-    name. An existing file is kept (RecipeError) unless `force`.
+    name. An existing file, or a link (even one to nothing), is kept (RecipeError) unless `force`, which replaces
+    that name with the copy (a link's own target is never written).
     """
     source = packaged_recipe(name)
     dest = Path(dest)
     folder = dest.is_dir() or str(dest).endswith(("/", "\\")) or (not dest.exists() and not dest.suffix)
     target = dest / source.name if folder else dest
+    if target.is_symlink() and not force:
+        raise RecipeError(f"{target} is a link: give --force to replace the link with the copy")
     if target.exists() and not force:
         raise RecipeError(f"{target} exists: give --force to overwrite it")
+    if target.is_dir():
+        raise RecipeError(f"{target} is a folder: give the copy another name")
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    atomic_write(target, source.read_bytes())
     return target
 
 

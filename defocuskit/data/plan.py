@@ -136,7 +136,8 @@ def check_sources(sources: Mapping[str, Path]) -> None:
             if str(root) != "builtin":
                 raise IngestError(f"--synthetic {root}: only 'builtin' is available")
         elif not Path(root).is_dir():
-            raise IngestError(f"{option_of(name)} {root}: no such directory")
+            what = "a file, not a folder" if Path(root).exists() else "no such directory"
+            raise IngestError(f"{option_of(name)} {root}: {what}")
         else:
             try:
                 check_layout(source, Path(root))

@@ -37,7 +37,8 @@ DEFAULT_GATE_COC = "edge"  # the map of a model's default gate where none is giv
 def check_full_px(full_px: float) -> float:
     """`full_px` as a float; a ValueError unless it is a positive, finite number of pixels."""
     if not full_px > 0 or not np.isfinite(full_px):
-        raise ValueError(f"focus gate: full_px must be a positive number of pixels, got {full_px}")
+        raise ValueError(f"focus gate (--focus-gate): the CoC at full weight must be a positive number of pixels, "
+                         f"got {full_px}")
     return float(full_px)
 
 

@@ -48,10 +48,10 @@ def mount_of(path: str | Path) -> Path:
 
 
 def disk_full_message(path: str | Path) -> str:
-    """`PATH: disk full (MOUNT: N MiB free)`."""
+    """`PATH: disk full (MOUNT: N MiB free)` (KiB or bytes under 1 MiB)."""
     mount = mount_of(path)
     try:
-        free = f"{shutil.disk_usage(mount).free / 2**20:.0f} MiB free"
+        free = f"{_size(shutil.disk_usage(mount).free)} free"
     except OSError:
         free = "free space unknown"
     return f"{path}: disk full ({mount}: {free}); free some space and run the command again"
@@ -131,6 +131,14 @@ def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None
     """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename."""
     with disk_full_named(path), atomic_path(path, mode) as tmp:
         _fill(tmp, data.encode("utf-8") if isinstance(data, str) else data, fsync)
+
+
+def _size(n: int) -> str:
+    """Bytes as "N MiB", or under 1 MiB "N KiB" or "N bytes" (a full disk is rarely a round number of MiB)."""
+    for unit, scale in (("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.0f} {unit}"
+    return f"{n} bytes"
 
 
 def _fill(tmp: Path, data: bytes, fsync: bool) -> None:
