@@ -352,8 +352,8 @@ def contact_sheet(samples: list[Mapping[str, Any]], title: str | None = None) ->
 
 def _group(raw: Mapping[str, Any]) -> tuple[Any, ...]:
     try:
-        meta = json.loads(raw["json"]) if "json" in raw else {}
-    except (TypeError, ValueError):
+        meta = dict(json.loads(raw["json"]))  # no json object (or none at all): decode_sample names what is wrong
+    except (KeyError, TypeError, ValueError):
         meta = {}
     return meta.get("source"), meta.get("split"), meta.get("f_number"), "blurmask.png" in raw
 
