@@ -12,6 +12,7 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -19,6 +20,7 @@ from defocuskit.cli.app import app
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.reader import ShardError, iter_samples
 from defocuskit.data.sample import IngestOptions
+from defocuskit.io.images import encode_png
 
 REPO = Path(__file__).resolve().parents[1]
 SHARD = "train-000000.tar"
@@ -52,6 +54,11 @@ def _edit_first(path: Path, suffix: str, change) -> str:
 
 def _set_json(**values: object) -> Callable[[Path], str]:
     return lambda p: _edit_first(p, ".json", lambda b: json.dumps({**json.loads(b), **values}).encode())
+
+
+def _tiny_sharp(path: Path) -> str:
+    """Replace the first sample's sharp.png by a 10 x 10 image (its blur.png stays 48 x 48); returns its key."""
+    return _edit_first(path, ".sharp.png", lambda b: encode_png(np.zeros((10, 10, 3), np.uint8)))
 
 
 DAMAGE = {
@@ -117,14 +124,28 @@ def test_the_unknown_f_number_still_reads_as_unknown(good, tmp_path):
     assert sample["meta"]["f_number"] is None and sample["meta"]["ref_f_number"] is None
 
 
-@pytest.mark.parametrize("damage", ["f_number 1000", "json list"])
+def test_inspect_names_the_sample_whose_images_differ_in_size(good, tmp_path):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    key = _tiny_sharp(folder / SHARD)
+    result = CliRunner().invoke(app, ["inspect", str(folder), "--sheet", str(tmp_path / "sheet.png")])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
+    assert lines == [f"error: {folder / SHARD}: sample {key}: members differ in size (width x height): blur 48x48, "
+                     "sharp 10x10"], result.output
+
+
+@pytest.mark.parametrize("damage", ["sizes", "f_number 1000", "json list"])
 def test_training_names_the_sample_whose_members_or_metadata_are_wrong(good, tmp_path, damage):
     folder = tmp_path / "shards"
     shutil.copytree(good, folder)
-    key = DAMAGE[damage][0](folder / SHARD)
-    expected = {"f_number 1000": "json: f_number is 1000.0, not an f-number lenses have (f/0.7 to f/64; -1 when "
-                                 "unknown)",
-                "json list": "the json member is a list, not a JSON object"}[damage]
+    if damage == "sizes":
+        key, expected = _tiny_sharp(folder / SHARD), "members differ in size (width x height): blur 48x48, sharp 10x10"
+    else:
+        key = DAMAGE[damage][0](folder / SHARD)
+        expected = {"f_number 1000": "json: f_number is 1000.0, not an f-number lenses have (f/0.7 to f/64; -1 when "
+                                     "unknown)",
+                    "json list": "the json member is a list, not a JSON object"}[damage]
     proc = subprocess.run([sys.executable, "-m", "defocuskit", "train", "nafnet-tiny", f"data.train={folder}",
                            f"output_dir={tmp_path / 'run'}", "train.max_steps=40", "data.num_workers=0"],
                           cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,

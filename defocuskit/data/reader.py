@@ -130,6 +130,24 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise ShardError(f"{where(raw)}sample {key}: {damage(exc)}") from None
 
 
+def sizes_differ(images: Mapping[str, np.ndarray | None]) -> str | None:
+    """What is wrong where image members differ in size ("members differ in size (width x height): blur 256x171,
+    sharp 10x10"), else None; absent members (None) are left out."""
+    sizes = {name: image.shape[:2] for name, image in sorted(images.items()) if image is not None}
+    if len(set(sizes.values())) <= 1:
+        return None
+    return "members differ in size (width x height): " + ", ".join(f"{n} {w}x{h}" for n, (h, w) in sizes.items())
+
+
+def decode_same_size(raw: Mapping[str, Any], names: tuple[str, ...] = ("blur", "sharp")) -> dict[str, Any]:
+    """`decode_sample`, and a ShardError naming the shard and sample where its members `names` differ in size."""
+    sample = decode_sample(raw)
+    wrong = sizes_differ({name: sample[name] for name in names})
+    if wrong:
+        raise ShardError(f"{where(raw)}sample {sample['key']}: {wrong}")
+    return sample
+
+
 def shard_error_line(exc: ShardError) -> str:
     """The one-line message of a ShardError, also when a DataLoader worker re-raised it in the main process
     (whose message is then "Caught ShardError in DataLoader worker ..." and the worker's traceback)."""
