@@ -9,8 +9,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -18,6 +20,7 @@ from defocuskit.cli.app import app
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.reader import ShardError, iter_samples
 from defocuskit.data.sample import IngestOptions
+from defocuskit.io.images import encode_png
 
 REPO = Path(__file__).resolve().parents[1]
 SHARD = "train-000000.tar"
@@ -33,7 +36,8 @@ def good(tmp_path_factory) -> Path:
 
 
 def _edit_first(path: Path, suffix: str, change) -> str:
-    """Rewrite the first member ending in `suffix` of the tar at `path`; returns its sample key."""
+    """Rewrite the first member ending in `suffix` of the tar at `path` (`change` giving None drops it); returns its
+    sample key."""
     with tarfile.open(path) as src:
         items = [(m, src.extractfile(m).read()) for m in src.getmembers()]
     key = None
@@ -41,9 +45,20 @@ def _edit_first(path: Path, suffix: str, change) -> str:
         for info, data in items:
             if key is None and info.name.endswith(suffix):
                 data, key = change(data), info.name[: -len(suffix)]
+                if data is None:
+                    continue
                 info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
     return key
+
+
+def _set_json(**values: object) -> Callable[[Path], str]:
+    return lambda p: _edit_first(p, ".json", lambda b: json.dumps({**json.loads(b), **values}).encode())
+
+
+def _tiny_sharp(path: Path) -> str:
+    """Replace the first sample's sharp.png by a 10 x 10 image (its blur.png stays 48 x 48); returns its key."""
+    return _edit_first(path, ".sharp.png", lambda b: encode_png(np.zeros((10, 10, 3), np.uint8)))
 
 
 DAMAGE = {
@@ -53,7 +68,16 @@ DAMAGE = {
     "json": (lambda p: _edit_first(p, ".json", lambda b: b"{oops"), r"sample .*: the json member is not JSON"),
     "f_number": (lambda p: _edit_first(p, ".json", lambda b: json.dumps({**json.loads(b), "f_number": "abc"}).encode()),
                  r"sample .*: json: f_number is 'abc', not a number"),
-    "png": (lambda p: _edit_first(p, ".blur.png", lambda b: b[:100]), r"sample .*: cannot decode image bytes \(.*blur\.png\)"),
+    "f_number 1000": (_set_json(f_number=1000.0), r"sample .*: json: f_number is 1000\.0, not an f-number lenses have "
+                                                  r"\(f/0\.7 to f/64; -1 when unknown\)"),
+    "f_number -5": (_set_json(f_number=-5.0), r"sample .*: json: f_number is -5\.0, not an f-number lenses have"),
+    "ref_f_number 0": (_set_json(ref_f_number=0), r"sample .*: json: ref_f_number is 0, not an f-number lenses have"),
+    "iso -3": (_set_json(iso=-3), r"sample .*: json: iso is -3, not a number >= 0 \(-1 when unknown\)"),
+    "json list": (lambda p: _edit_first(p, ".json", lambda b: b"[1, 2]"),
+                  r"sample .*: the json member is a list, not a JSON object"),
+    "json missing": (lambda p: _edit_first(p, ".json", lambda b: None), r"sample .*: no json member"),
+    "png": (lambda p: _edit_first(p, ".blur.png", lambda b: b[:100]),
+            r"sample .*: cannot decode image bytes \(.*blur\.png\)"),
 }
 
 
@@ -89,4 +113,44 @@ def test_training_on_a_damaged_sample_stops_naming_it(good, tmp_path, workers):
     last = proc.stderr.strip().splitlines()[-1]
     assert last == f"error: {folder / SHARD}: sample {key}: the json member is not JSON (Expecting property name " \
                    "enclosed in double quotes at character 1)", proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_unknown_f_number_still_reads_as_unknown(good, tmp_path):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    key = _set_json(f_number=-1.0, ref_f_number=-1)(folder / SHARD)
+    sample = next(s for s in iter_samples(folder) if s["key"] == key)
+    assert sample["meta"]["f_number"] is None and sample["meta"]["ref_f_number"] is None
+
+
+def test_inspect_names_the_sample_whose_images_differ_in_size(good, tmp_path):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    key = _tiny_sharp(folder / SHARD)
+    result = CliRunner().invoke(app, ["inspect", str(folder), "--sheet", str(tmp_path / "sheet.png")])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
+    assert lines == [f"error: {folder / SHARD}: sample {key}: members differ in size (width x height): blur 48x48, "
+                     "sharp 10x10"], result.output
+
+
+@pytest.mark.parametrize("damage", ["sizes", "f_number 1000", "json list"])
+def test_training_names_the_sample_whose_members_or_metadata_are_wrong(good, tmp_path, damage):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    if damage == "sizes":
+        key, expected = _tiny_sharp(folder / SHARD), "members differ in size (width x height): blur 48x48, sharp 10x10"
+    else:
+        key = DAMAGE[damage][0](folder / SHARD)
+        expected = {"f_number 1000": "json: f_number is 1000.0, not an f-number lenses have (f/0.7 to f/64; -1 when "
+                                     "unknown)",
+                    "json list": "the json member is a list, not a JSON object"}[damage]
+    proc = subprocess.run([sys.executable, "-m", "defocuskit", "train", "nafnet-tiny", f"data.train={folder}",
+                           f"output_dir={tmp_path / 'run'}", "train.max_steps=40", "data.num_workers=0"],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {folder / SHARD}: sample {key}: {expected}", \
+        proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr

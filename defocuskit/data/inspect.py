@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defocuskit.data.reader import decode_sample, iter_raw, read_manifest, shard_urls
+from defocuskit.data.reader import decode_same_size, iter_raw, read_manifest, shard_urls
 from defocuskit.io.tagged_png import check_replaceable, write_tagged_png
 
 TILE = 256  # height of a row of the contact sheet, pixels
@@ -352,8 +352,8 @@ def contact_sheet(samples: list[Mapping[str, Any]], title: str | None = None) ->
 
 def _group(raw: Mapping[str, Any]) -> tuple[Any, ...]:
     try:
-        meta = json.loads(raw["json"]) if "json" in raw else {}
-    except (TypeError, ValueError):
+        meta = dict(json.loads(raw["json"]))  # no json object (or none at all): decode_sample names what is wrong
+    except (KeyError, TypeError, ValueError):
         meta = {}
     return meta.get("source"), meta.get("split"), meta.get("f_number"), "blurmask.png" in raw
 
@@ -380,7 +380,7 @@ def pick_samples(folder: str | Path, n: int, scan: int = 16) -> list[dict[str, A
                 break
         if len(chosen) >= n or budget <= 0:
             break
-    return [decode_sample(raw) for raw in (chosen + spare)[:n]]
+    return [decode_same_size(raw) for raw in (chosen + spare)[:n]]
 
 
 def inspect_shards(folder: str | Path, sheet: str | Path | None = None, n: int = 6) -> Path:

@@ -40,6 +40,8 @@ FORMAT = 2  # shard format: 1 = metadata with null for unknown; 2 = this fixed s
 UNKNOWN_NUMBER = -1
 UNKNOWN_TEXT = ""
 IDENTITY = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+F_NUMBER_RANGE = (0.7, 64.0)  # the lenses that exist: Zeiss Planar f/0.7 ... large-format f/64
+F_NUMBER_KEYS = ("f_number", "ref_f_number")
 _UNSET = object()
 
 
@@ -255,7 +257,7 @@ def to_stored(meta: Mapping[str, Any]) -> dict[str, Any]:
 
     Accepts the Python view (None where unknown, numpy arrays and scalars allowed) and the stored form
     itself (to_stored(to_stored(m)) == to_stored(m)). MetadataError names a key outside the schema or a
-    value of the wrong type."""
+    value of the wrong type (an f-number outside F_NUMBER_RANGE included), which readers would refuse."""
     extra = sorted(set(meta) - set(SCHEMA))
     if extra:
         raise MetadataError(f"metadata keys {extra} are not in the shard schema (defocuskit.data.metadata.SCHEMA)")
@@ -265,6 +267,10 @@ def to_stored(meta: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = _stored_group(key, field, meta.get(key))
         else:
             out[key] = _stored(key, field, meta.get(key))
+        low, high = F_NUMBER_RANGE
+        if key in F_NUMBER_KEYS and out[key] != UNKNOWN_NUMBER and not low <= out[key] <= high:
+            raise _fail(key, meta.get(key), f"expected an f-number lenses have, f/{low:g} to f/{high:g} (or None when "
+                                            "unknown)")
     return out
 
 
@@ -297,23 +303,48 @@ def _python_group(fields: dict[str, Field], value: Any) -> Any:
     return None if all(v is None for v in out.values()) else out
 
 
+def _wrong_number(key: str, field: Field, value: Any) -> str | None:
+    """What is wrong with a known value of a number key (not a number, negative, not an f-number), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"json: {key} is {value!r}, not a number"
+    low, high = F_NUMBER_RANGE
+    if key in F_NUMBER_KEYS and not low <= value <= high:
+        return f"json: {key} is {value!r}, not an f-number lenses have (f/{low:g} to f/{high:g}; -1 when unknown)"
+    if not math.isfinite(value):
+        return f"json: {key} is {value!r}, not a finite number"
+    if field.known is None and value < 0:
+        return f"json: {key} is {value!r}, not a number >= 0 ({UNKNOWN_NUMBER} when unknown)"
+    return None
+
+
 def to_python(stored: Mapping[str, Any] | None) -> dict[str, Any]:
     """The Python view of stored metadata (any format): every schema key, None where unknown; a group
-    with no known value is None; keys outside the schema are kept as they are. A number key holding
-    something else (`"f_number": "abc"`) is a MetadataError naming it."""
+    with no known value is None; keys outside the schema are kept as they are. Stored metadata that is not
+    a JSON object, and a number key holding something else (`"f_number": "abc"`), a negative other than the
+    unknown -1, or an f-number outside F_NUMBER_RANGE, are a MetadataError naming it."""
+    if stored is not None and not isinstance(stored, Mapping):
+        raise MetadataError(f"the json member is a {_json_type(stored)}, not a JSON object")
     stored = stored or {}
     out: dict[str, Any] = {}
     for key, field in SCHEMA.items():
         value = stored.get(key)
         if isinstance(field, dict):
             out[key] = _python_group(field, value)
-        else:
-            out[key] = None if _is_unknown(field, value, stored) else value
-            if field.kind in ("float", "int") and out[key] is not None and (
-                    isinstance(out[key], bool) or not isinstance(out[key], (int, float))):
-                raise MetadataError(f"json: {key} is {out[key]!r}, not a number")
+            continue
+        if isinstance(value, float) and math.isnan(value):
+            value = None  # what the writer stores as unknown (-1), as Python's json reads a NaN
+        out[key] = None if _is_unknown(field, value, stored) else value
+        wrong = _wrong_number(key, field, out[key]) if field.kind in ("float", "int") and out[key] is not None else None
+        if wrong:
+            raise MetadataError(wrong)
     out.update({k: v for k, v in stored.items() if k not in SCHEMA})
     return out
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type (list, string, number, ...)."""
+    names = {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
 
 
 def known_count(stored: Mapping[str, Any]) -> int:

@@ -110,13 +110,16 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
     """A raw WebDataset sample (bytes members) -> {key, sharp, blur, coc, blurmask, meta}; 16-bit PNGs stay 16-bit.
 
     `coc` is float32 (H, W) in pixels (or None), unsigned; `coc_sign` int8 (H, W), +1 behind the focal plane and
-    -1 in front of it, where the shard records it (cocsign.png), else None (`signed_coc` combines them); `blur` is None for sharp-only samples; `meta` is the Python
-    view of the metadata (`metadata.to_python`: every schema key, None where unknown, shard formats 1 and 2;
-    the `json` member may be bytes, text or an already parsed dict, e.g. a `datasets` row). Blur-map samples
+    -1 in front of it, where the shard records it (cocsign.png), else None (`signed_coc` combines them); `blur` is
+    None for sharp-only samples; `meta` is the Python view of the metadata (`metadata.to_python`: every schema key,
+    None where unknown, shard formats 1 and 2; the `json` member may be bytes, text or an already parsed dict,
+    e.g. a `datasets` row). Blur-map samples
     (blur.png + blurmask.png, no sharp.png; e.g. CUHK blur detection) give `sharp` None and `blurmask`
     uint8 (H, W), 255 = blurred (out of focus), 0 = in focus; every other sample gives `blurmask` None.
     `left`, `right`: the blurred shot's dual-pixel views where the sample holds both, else None.
-    A sample with neither sharp.png nor blur.png + blurmask.png is a ShardError naming its key.
+    A sample with neither sharp.png nor blur.png + blurmask.png, without a json member, or whose metadata
+    `metadata.to_python` refuses (not a JSON object, a number that is not one, an implausible f-number) is a
+    ShardError naming its shard and key.
     """
     key = raw.get("__key__", "<unknown>")
     try:
@@ -125,6 +128,24 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
         raise
     except Exception as exc:  # a damaged member: one line naming the shard, the sample and what is wrong
         raise ShardError(f"{where(raw)}sample {key}: {damage(exc)}") from None
+
+
+def sizes_differ(images: Mapping[str, np.ndarray | None]) -> str | None:
+    """What is wrong where image members differ in size ("members differ in size (width x height): blur 256x171,
+    sharp 10x10"), else None; absent members (None) are left out."""
+    sizes = {name: image.shape[:2] for name, image in sorted(images.items()) if image is not None}
+    if len(set(sizes.values())) <= 1:
+        return None
+    return "members differ in size (width x height): " + ", ".join(f"{n} {w}x{h}" for n, (h, w) in sizes.items())
+
+
+def decode_same_size(raw: Mapping[str, Any], names: tuple[str, ...] = ("blur", "sharp")) -> dict[str, Any]:
+    """`decode_sample`, and a ShardError naming the shard and sample where its members `names` differ in size."""
+    sample = decode_sample(raw)
+    wrong = sizes_differ({name: sample[name] for name in names})
+    if wrong:
+        raise ShardError(f"{where(raw)}sample {sample['key']}: {wrong}")
+    return sample
 
 
 def shard_error_line(exc: ShardError) -> str:
@@ -166,6 +187,8 @@ def _decode(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
         raise ShardError(f"{where(raw)}sample {key}: no sharp.png member (nor blur.png + blurmask.png of a "
                          "blur-map sample)")
     meta = member("json")
+    if meta is None:
+        raise ShardError(f"{where(raw)}sample {key}: no json member (the sample's metadata)")
     if isinstance(meta, (bytes, bytearray, str)):
         meta = json.loads(meta)
     coc, sign = member("coc.png"), member("cocsign.png")
@@ -182,7 +205,7 @@ def _decode(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
         "blurmask": None if mask is None else decode_blurmask(mask, f"{key}.blurmask.png"),
         "left": None if left is None else decode_image(left, f"{key}.left.png"),
         "right": None if right is None else decode_image(right, f"{key}.right.png"),
-        "meta": metadata.to_python(meta if isinstance(meta, Mapping) else None),
+        "meta": metadata.to_python(meta),
     }
 
 

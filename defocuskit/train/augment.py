@@ -18,6 +18,7 @@ import torch
 
 from defocuskit.config.recipe import DataConfig
 from defocuskit.data.metadata import pixel_aligned
+from defocuskit.data.reader import sizes_differ
 from defocuskit.io.images import to_float
 from defocuskit.methods.base import DataKind
 
@@ -37,9 +38,9 @@ def crop_and_augment(
 ) -> dict[str, np.ndarray]:
     """The same random `size` crop (reflect-padded if smaller) and dihedral transform for every member
     (members "left" and "right": see the module docstring)."""
-    shapes = {v.shape[:2] for v in images.values()}
-    if len(shapes) != 1:
-        raise ValueError(f"members differ in size: {sorted(shapes)}")
+    wrong = sizes_differ(images)
+    if wrong:
+        raise ValueError(wrong)
     images = {k: _pad_to(v, size) for k, v in images.items()}
     h, w = next(iter(images.values())).shape[:2]
     y = int(rng.integers(0, h - size + 1))

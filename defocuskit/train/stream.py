@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from defocuskit.config.recipe import DataConfig
-from defocuskit.data.reader import decode_sample
+from defocuskit.data.reader import ShardError, decode_sample, where
 from defocuskit.data.tar_index import ShardEntry, index_shard, read_samples
 from defocuskit.methods.base import MEMBERS, DataKind, Requirement
 from defocuskit.train.augment import to_tensors
@@ -193,7 +193,12 @@ class ShardStream(IterableDataset):
             for m in range(m, self.block):
                 n = k * self.block + m
                 rng = np.random.default_rng(_seed(self.seed, self.rank, worker, n, 3))
-                yield to_tensors(decode_sample(block[perm[m]]), self.kind, self.cfg, rng, self.views)
+                raw_sample = block[perm[m]]
+                try:
+                    item = to_tensors(decode_sample(raw_sample), self.kind, self.cfg, rng, self.views)
+                except ValueError as exc:  # members that do not fit together (sizes): name the shard and sample
+                    raise ShardError(f"{where(raw_sample)}sample {raw_sample.get('__key__')}: {exc}") from None
+                yield item
             k, m = k + 1, 0
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from defocuskit.data.metadata import F_NUMBER_RANGE  # defined with the shard schema, which readers check
 from defocuskit.data.pairs import relpath
 from defocuskit.data.sample import IngestError, IngestOptions
 from defocuskit.io.formats import IMAGE_EXTENSIONS
@@ -22,10 +23,6 @@ class GivenFNumbers:
 
     table: dict[str, float] = field(default_factory=dict)
     pattern: re.Pattern | None = None
-
-
-
-F_NUMBER_RANGE = (0.7, 64.0)  # the lenses that exist: Zeiss Planar f/0.7 ... large-format f/64
 
 
 def implausible(f_number: float, where: str) -> str | None:
