@@ -215,7 +215,7 @@ def clean_run_folder(out: Path, fresh: bool, say: Callable[[str], Any] = print) 
     # what an earlier run wrote: its metrics, the grids its validation rows list, its best weights
     for step in _validated_steps(out / METRICS):
         grid_path(out, step).unlink(missing_ok=True)
-    if _written_by_a_run(out / BEST_FILE):
+    if best_written_by_train(out / BEST_FILE):
         (out / BEST_FILE).unlink()
     (out / METRICS).unlink(missing_ok=True)
 
@@ -246,7 +246,7 @@ def _validated_steps(metrics: Path) -> list[int]:
     return steps
 
 
-def _written_by_a_run(path: Path) -> bool:
+def best_written_by_train(path: Path) -> bool:
     """True for a best.safetensors that a run exported (its metadata names the best step), not a user's file."""
     if path.is_symlink() or not path.is_file():
         return False
@@ -258,8 +258,6 @@ def _written_by_a_run(path: Path) -> bool:
         return False
     return meta.get("format") == MODEL_FORMAT and "best_step" in meta
 
-
-best_written_by_train = _written_by_a_run
 
 
 def grid_written_by_train(path: Path, metrics: Path) -> bool:
