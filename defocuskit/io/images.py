@@ -150,10 +150,20 @@ def _read_bytes(path: Path) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as an RGB uint8 or uint16 array (H, W, 3); RAW goes through the ingest decoder.
+    """Read an image as an RGB uint8 or uint16 array (H, W, 3): gray repeated, alpha dropped; RAW goes through the
+    ingest decoder.
 
     A missing, empty, unreadable (permissions), truncated or corrupt file raises ImageError naming it.
     """
+    arr = read_image_channels(path)
+    if arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3]) if arr.shape[2] == 4 else arr
+
+
+def read_image_channels(path: str | Path) -> np.ndarray:
+    """Read an image in the channels it has: (H, W, 1) gray, (H, W, 3) RGB or (H, W, 4) RGBA, uint8 or uint16
+    (a camera RAW file: RGB); the errors of `read_image`."""
     path = Path(path)
     if is_raw(path):
         _check_readable(path)
@@ -171,7 +181,10 @@ def read_image(path: str | Path) -> np.ndarray:
             arr = np.clip(np.rint(arr * 65535.0), 0, 65535).astype(np.uint16)
         else:
             raise ImageError(path, f"unsupported sample type {arr.dtype}")
-    return _to_rgb(arr, path)
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageError(path, f"unsupported image shape {arr.shape}")
+    return arr if arr.shape[2] == 1 else np.ascontiguousarray(arr[:, :, [2, 1, 0, 3][:arr.shape[2]]])  # BGR(A)
 
 
 def _check_readable(path: Path) -> None:
@@ -231,9 +244,9 @@ def encode_png(arr: np.ndarray) -> bytes:
 
 def encode_image(path: str | Path, arr: np.ndarray) -> bytes:
     """The file `write_image(path, arr)` writes, as bytes: the format follows the extension (16-bit needs PNG or
-    TIFF)."""
+    TIFF); `arr` is gray (H, W) or (H, W, 1), RGB (H, W, 3) or RGBA (H, W, 4)."""
     path = Path(path)
-    bgr = arr[:, :, ::-1] if arr.ndim == 3 else arr
+    bgr = arr[:, :, [2, 1, 0, 3][:arr.shape[2]]] if arr.ndim == 3 and arr.shape[2] in (3, 4) else arr
     ext = path.suffix.lower() or ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
     if arr.dtype == np.uint16 and ext in (".jpg", ".jpeg"):
@@ -245,7 +258,7 @@ def encode_image(path: str | Path, arr: np.ndarray) -> bytes:
 
 
 def write_image(path: str | Path, arr: np.ndarray) -> None:
-    """Write an RGB uint8/uint16 array (`encode_image`)."""
+    """Write a gray, RGB or RGBA uint8/uint16 array (`encode_image`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, encode_image(path, arr))
