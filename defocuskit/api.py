@@ -28,7 +28,7 @@ from defocuskit.inference.bands import restore_in_bands
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.load import load_model
 from defocuskit.inference.release import import_to_temporary
-from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
+from defocuskit.inference.restore import resolve_sampler, restore_in_channels, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, default_inference
 from defocuskit.io import hub
 from defocuskit.io.devices import resolve_device
@@ -217,13 +217,10 @@ class DeblurModel:
 
     def _restore(self, x: np.ndarray, cfg: Any, coc: np.ndarray | None, *, seed: int = 0, progress: bool = False,
                  ensemble: int = 1, **tiling: int | None) -> np.ndarray:
-        """One (H, W, C) float image through restore_image; gray in, gray out (a colour model sees it as RGB)."""
-        gray = x.shape[2] == 1
-        net_in = np.repeat(x, 3, axis=2) if gray and self.channels == 3 else x
+        """One (H, W, C) float image through restore_in_channels: gray in, gray out (a colour model sees RGB)."""
         options = TilingOptions(**{k: v for k, v in tiling.items() if v is not None})  # else the defaults
-        out = restore_image(self._method, self._recipe, self._net, net_in, tiling=options, seed=seed,
-                            device=self.device, progress=progress, sampler_cfg=cfg, coc=coc, ensemble=ensemble)
-        return out.mean(axis=2, keepdims=True) if gray and out.shape[2] != 1 else out
+        return restore_in_channels(self._method, self._recipe, self._net, x, tiling=options, seed=seed,
+                                   device=self.device, progress=progress, sampler_cfg=cfg, coc=coc, ensemble=ensemble)
 
     def _estimate(self, x: np.ndarray, **options: Any) -> np.ndarray:
         """The (H, W) float32 CoC map (pixels, >= 0) of one float (H, W, C) image by this defocus-map model."""

@@ -183,13 +183,13 @@ def test_bad_images_are_refused_clearly(nafnet) -> None:
 
 def test_sampler_keywords_reach_the_sampler(hidd, monkeypatch) -> None:
     seen = []
-    real = api.restore_image
+    real = api.restore_in_channels
 
     def spy(*args, **kwargs):
         seen.append(kwargs["sampler_cfg"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(api, "restore_image", spy)
+    monkeypatch.setattr(api, "restore_in_channels", spy)
     x = _rgb(32, 40)
     a = hidd.deblur(x, steps=2, consistency="identity", zeta=0.9, seed=1)
     assert (seen[-1].steps, seen[-1].consistency, seen[-1].zeta, seen[-1].name) == (2, "identity", 0.9, "fast")
@@ -209,13 +209,13 @@ def test_sampler_keywords_reach_the_sampler(hidd, monkeypatch) -> None:
 
 def test_tiling_options_pass_through_only_when_given(nafnet, monkeypatch) -> None:
     seen = []
-    real = api.restore_image
+    real = api.restore_in_channels
 
     def spy(*args, **kwargs):
         seen.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(api, "restore_image", spy)
+    monkeypatch.setattr(api, "restore_in_channels", spy)
     x = _rgb(40, 52)
     whole = nafnet.deblur(x)
     assert seen[-1]["tiling"] == TilingOptions()  # restore_image's own defaults

@@ -229,6 +229,38 @@ def test_checkpoints_side_by_side_and_bad_checkpoint(tmp_path: Path) -> None:
         evaluate(shards, [], [], EvalConfig(split="test", report_dir=tmp_path / "r2", progress=False))
 
 
+def test_a_training_checkpoint_or_a_run_folder_is_named_as_deblur_names_it(tmp_path: Path) -> None:
+    import re
+
+    import torch
+    from safetensors.torch import save_file
+
+    from defocuskit.inference.files import deblur_files
+    from defocuskit.io.images import write_image
+
+    pairs = _crop_pairs(1)
+    pairs[0]["meta"]["f_number"] = 4.0
+    shards = _write_shards(tmp_path / "shards", "test", pairs)
+    run = tmp_path / "run"
+    export_identity_nafnet(run / "model.safetensors")
+    step = run / "checkpoints" / "step-5" / "model.safetensors"  # a training checkpoint's weights: no model metadata
+    step.parent.mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(step))
+    write_image(tmp_path / "a.png", np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ValueError) as deblur_said:
+        deblur_files([tmp_path / "a.png"], step, tmp_path / "out", progress=False)
+    for given, said in ((step, str(deblur_said.value)), (run, r"run is a folder; give .*run/model\.safetensors")):
+        with pytest.raises(EvalError) as caught:
+            evaluate(shards, [given], [], EvalConfig(split="test", report_dir=tmp_path / "rep", progress=False))
+        message = str(caught.value)
+        assert "\n" not in message and "recipe'" not in message and "os error" not in message, message
+        if given == step:
+            assert message == said
+        else:
+            assert re.search(said, message), message
+    assert "no defocuskit metadata" in str(deblur_said.value)
+
+
 def test_cli_eval_defaults_and_errors(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

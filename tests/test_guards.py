@@ -53,6 +53,57 @@ def test_a_small_file_declaring_a_huge_frame_is_refused_from_its_header(tmp_path
     assert read_image(tmp_path / "ok.png").shape == (20, 30, 3)
 
 
+def _radiance_declaring(width: int, height: int) -> bytes:
+    """A Radiance HDR stream (which Pillow does not read) declaring width x height, run-length coded: a 4 MP frame
+    in about 130 kB."""
+    line = bytearray(b"\x02\x02" + bytes([width >> 8, width & 255]))
+    for component in range(4):
+        left = width
+        while left:
+            n = min(127, left)
+            line += bytes([128 + n, 100 if component < 3 else 128])
+            left -= n
+    return b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y %d +X %d\n" % (height, width) + bytes(line) * height
+
+
+def test_a_frame_pillow_cannot_size_is_judged_from_its_own_header_or_refused(tmp_path, monkeypatch):
+    import cv2
+
+    monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "1000000")
+    bomb = tmp_path / "bomb.png"  # a Radiance stream under a .png name: OpenCV decodes it by its content
+    bomb.write_bytes(_radiance_declaring(2000, 2000))
+    with pytest.raises(ImageError, match=r"bomb\.png: declares 2000x2000 pixels \(4 MP\), more than the limit"):
+        read_image(bomb)
+    with pytest.raises(ImageError, match=r"m/blur\.png: declares 2000x2000"):
+        decode_image(bomb.read_bytes(), "m/blur.png")
+    unknown = tmp_path / "odd.png"  # OpenCV's encoding of a format whose header nothing here parses
+    unknown.write_bytes(b"\x76\x2f\x31\x01" + bytes(200))
+    with pytest.raises(ImageError, match=r"odd\.png: not a readable image: cannot read its dimensions from the header"):
+        read_image(unknown)
+    # every format read_image reads is sized from its header: read under the limit, refused above it
+    rng = np.random.default_rng(0)
+    formats = [(".png", np.uint8, 1), (".png", np.uint16, 1), (".png", np.uint8, 3), (".png", np.uint16, 3),
+               (".png", np.uint8, 4), (".png", np.uint16, 4), (".jpg", np.uint8, 1), (".jpg", np.uint8, 3),
+               (".tif", np.uint8, 3), (".tif", np.uint16, 1), (".tif", np.uint16, 3), (".tif", np.uint16, 4),
+               (".tif", np.float32, 3), (".tif", np.float32, 1), (".bmp", np.uint8, 3), (".webp", np.uint8, 3),
+               (".pfm", np.float32, 3), (".pfm", np.float32, 1), (".hdr", np.float32, 3)]
+    for ext, dtype, channels in formats:
+        shape = (20, 30) if channels == 1 else (20, 30, channels)
+        arr = (rng.random(shape) if dtype == np.float32 else rng.integers(0, 200, shape)).astype(dtype)
+        ok, data = cv2.imencode(ext, arr)
+        assert ok
+        path = tmp_path / f"{dtype.__name__}x{channels}{ext}"
+        path.write_bytes(data.tobytes())
+        monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "600")
+        assert read_image(path).shape == (20, 30, 3), path
+        monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "599")
+        with pytest.raises(ImageError, match=r"declares 30x20 pixels"):
+            read_image(path)
+    big_tiff = cv2.imencode(".tif", np.zeros((40, 30, 3), np.float32))[1].tobytes()  # its IFD after the samples
+    with pytest.raises(ImageError, match=r"declares 30x40 pixels"):
+        decode_image(big_tiff, "f.tif")
+
+
 def test_cli_deblur_and_inspect_refuse_the_huge_frame_in_one_line(tmp_path):
     from test_infer import _export_nafnet
 

@@ -186,6 +186,31 @@ def test_deblur_files_keeps_size_and_bit_depth(tmp_path: Path) -> None:
     assert np.abs(out8.astype(np.int64) - jpg).max() <= 1
 
 
+def test_deblur_files_keeps_gray_as_gray_and_carries_alpha_through(tmp_path: Path) -> None:
+    import cv2
+
+    import defocuskit
+
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    rng = np.random.default_rng(0)
+    gray16 = rng.integers(0, 65535, (40, 50), dtype=np.uint16)
+    bgra8 = rng.integers(0, 255, (40, 50, 4), dtype=np.uint8)
+    bgra16 = rng.integers(0, 65535, (40, 50, 4), dtype=np.uint16)
+    (tmp_path / "in").mkdir()
+    for name, arr in (("gray16", gray16), ("rgba8", bgra8), ("rgba16", bgra16)):
+        cv2.imwrite(str(tmp_path / "in" / f"{name}.png"), arr)
+    deblur_files([tmp_path / "in"], ckpt, tmp_path / "out", progress=False)
+    out = {n: cv2.imread(str(tmp_path / "out" / f"{n}.png"), cv2.IMREAD_UNCHANGED) for n in ("gray16", "rgba8", "rgba16")}
+    assert out["gray16"].shape == gray16.shape and out["gray16"].dtype == np.uint16
+    api = defocuskit.load(ckpt, device="cpu").deblur(gray16)  # the API gives gray back for gray: the same image
+    assert np.abs(out["gray16"].astype(np.int64) - api).max() <= 1
+    assert np.abs(out["gray16"].astype(np.int64) - gray16).max() <= 1  # the identity network
+    for name, given in (("rgba8", bgra8), ("rgba16", bgra16)):
+        assert out[name].shape == given.shape and out[name].dtype == given.dtype
+        assert np.array_equal(out[name][:, :, 3], given[:, :, 3])  # alpha carried through unchanged
+        assert np.abs(out[name][:, :, :3].astype(np.int64) - given[:, :, :3]).max() <= 1  # colours in their order
+
+
 def test_deblur_files_errors_before_work(tmp_path: Path) -> None:
     pytest.importorskip("defocuskit.inference.load")
     ckpt = _export_nafnet(tmp_path / "nafnet.safetensors", identity=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,39 @@ def test_checkpoints_that_need_code_or_are_another_network_are_refused(tmp_path)
         import_release("nafnet", pickled, tmp_path / "o.safetensors")
     with pytest.raises(ValueError, match="a PyTorch checkpoint.*import-weights"):  # a .pth given as a model file
         load_model(tmp_path / "mprnet.pth")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo PWNED",))
+
+
+def test_a_checkpoint_that_runs_code_is_refused_naming_the_global_never_advising_weights_only_false(
+        tmp_path, monkeypatch):
+    evil = tmp_path / "evil.pth"
+    torch.save({"params": _RunsCode()}, evil)
+    with pytest.raises(ReleaseError) as caught:
+        read_checkpoint(evil)
+    message = str(caught.value)
+    assert message.startswith(f"{evil}: refused: it needs the Python object posix.system"), message
+    assert "\n" not in message and "False" not in message and "likely succeed" not in message, message
+    result = runner.invoke(app, ["import-weights", "--method", "drbnet", str(evil), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "posix.system" in result.output and "likely succeed" not in result.output
+    assert not (tmp_path / "o").exists()
+
+    def new_wording(*args, **kwargs):  # a torch whose wording no pattern knows: refused all the same, in one line
+        raise pickle.UnpicklingError("Weights only load failed. Re-running `torch.load` with `weights_only` set to "
+                                     "`False` will likely succeed, but it can result in arbitrary code execution.\n\n"
+                                     "Some new way of saying what was found.\n\nCheck the documentation")
+
+    monkeypatch.setattr(torch, "load", new_wording)
+    with pytest.raises(ReleaseError) as caught:
+        read_checkpoint(evil)
+    message = str(caught.value)
+    assert message.startswith(f"{evil}: refused: ") and "weights_only=True" in message, message
+    assert "\n" not in message and "False" not in message and "likely succeed" not in message, message
 
 
 def test_other_ifan_checkpoints_are_named(tmp_path):

@@ -67,9 +67,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     try:
         method, recipe, model = load_model(path, device=device)
     except (ValueError, FileNotFoundError, OSError) as exc:
-        if isinstance(exc, ValueError) and str(exc).startswith(f"{path}: "):  # already names the file and the fault
-            raise EvalError(str(exc)) from exc
-        raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
+        raise model_error(path, exc) from exc
     if method.output != "image":
         raise EvalError(f"{path}: a '{method.name}' model estimates {method.output.replace('_', ' ')}s; eval scores images")
     try:
@@ -222,17 +220,23 @@ def split_label(item: str, labels: set[str], option: str) -> tuple[str | None, s
 
 def _sampler_keys(path: Path) -> set[str]:
     """The sampler keys of the model in `path`, from the file's metadata alone (no tensors are read)."""
-    import json
-
-    from defocuskit.io.modelfile import read_metadata
+    from defocuskit.io.modelfile import read_model_metadata
     from defocuskit.methods import get_method
 
-    try:
-        meta = read_metadata(path)
-        method = get_method(str(json.loads(meta["recipe"]).get("method")))
+    try:  # the checks and messages of loading the model (deblur's): a folder, a file no model was exported to
+        method = get_method(str(read_model_metadata(path)["recipe"].get("method")))
     except Exception as exc:  # unreadable file, missing or foreign metadata, unknown method
-        raise EvalError(f"{path}: cannot be read as a defocuskit model ({exc})") from exc
+        raise model_error(path, exc) from exc
     return {f.name for f in dataclasses.fields(method.SamplerConfig)}
+
+
+def model_error(path: Path, exc: Exception) -> EvalError:
+    """The one-line EvalError of a model file that cannot be loaded: the loader's own message where it names the
+    file (as `deblur` gives it), else this one naming it."""
+    message = str(exc).strip()
+    if isinstance(exc, (ValueError, OSError)) and str(path) in message and "\n" not in message:
+        return EvalError(message)
+    return EvalError(f"{path}: cannot be read as a defocuskit model ({message or type(exc).__name__})")
 
 
 def per_checkpoint_settings(paths: dict[str, Path], keys: dict[str, set[str]], samplers: list[str], sets: list[str]

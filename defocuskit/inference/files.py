@@ -1,5 +1,6 @@
 """Deblurring image files with an exported model (`defocuskit deblur`): inputs named by files, folders or
-patterns, every check before the first image, outputs at the input's size and bit depth, and deblur.json."""
+patterns, every check before the first image, outputs at the input's size, bit depth and channels (gray, RGB, RGB
+with the input's alpha), and deblur.json."""
 
 from __future__ import annotations
 
@@ -21,14 +22,14 @@ from defocuskit.imaging.focus_gate import focus_gate as gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.load import load_model
-from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
+from defocuskit.inference.restore import resolve_sampler, restore_in_channels, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
 from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_write, remove_partial, write_journalled
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.hub import changed_since
-from defocuskit.io.images import bit_depth, check_image, encode_image, from_float, read_image, to_float
+from defocuskit.io.images import bit_depth, check_image, encode_image, from_float, read_image_channels, to_float
 from defocuskit.io.raw import read_exif
 
 
@@ -183,7 +184,8 @@ def deblur_files(
     ensemble: int = 1,
     gate_smooth: float = GATE_SMOOTH_PX,
 ) -> list[Path]:
-    """Deblur each input with the exported model; writes out/<stem>.png (input size and bit depth) and out/deblur.json.
+    """Deblur each input with the exported model; writes out/<stem>.png (the input's size, bit
+    depth and channels: gray stays gray, an alpha channel is carried through unchanged) and out/deblur.json.
 
     `inputs`: image files, folders of images or glob patterns (`expand_inputs`).
 
@@ -261,13 +263,15 @@ def deblur_files(
         kept = [r for r in earlier if Path(r["output"]).name not in rewritten]  # still listed: still ours
         for p in inputs:
             started = time.perf_counter()
-            arr = read_image(p)
-            image = to_float(arr)
+            arr = read_image_channels(p)  # gray, RGB or RGBA: written back in the same channels
+            alpha = arr[:, :, 3:] if arr.shape[2] == 4 else None
+            image = to_float(arr[:, :, :3])
             coc_map = None
-            if source is not None and uses_coc:
-                coc_map = source(image, optics_of.get(p), name=str(p))
+            if source is not None and uses_coc:  # CoC sources read colour: gray as RGB
+                coc_map = source(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image, optics_of.get(p),
+                                 name=str(p))
             plan = plan_tiling(method, recipe, model, *image.shape[:2], tiling)
-            result = restore_image(
+            result = restore_in_channels(  # gray in, gray out, as the Python API's deblur
                 method, recipe, model, image, tiling=tiling, seed=seed, device=device, progress=progress,
                 sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble,
             )
@@ -278,7 +282,9 @@ def deblur_files(
                 estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))
                 data = encode_image(dest, encode_coc(estimate))  # 16-bit PNG, pixels x 256, as coc.png in the shards
             else:
-                data = encode_image(dest, from_float(np.clip(result, 0.0, 1.0), bit_depth(arr)))
+                pixels = from_float(np.clip(result, 0.0, 1.0), bit_depth(arr))
+                pixels = pixels[:, :, 0] if alpha is None and pixels.shape[2] == 1 else pixels
+                data = encode_image(dest, pixels if alpha is None else np.concatenate([pixels, alpha], axis=2))
             sha = hashlib.sha256(data).hexdigest()
 
             def listed(temporary: str, p: Path = p, dest: Path = dest, sha: str = sha) -> None:

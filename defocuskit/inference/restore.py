@@ -150,6 +150,16 @@ def restore_batch(method: Method, model: nn.Module, blur: torch.Tensor, ctx: Res
     return out.to(device=blur.device, dtype=blur.dtype)
 
 
+def restore_in_channels(method: Method, recipe: Recipe, model: nn.Module, image: np.ndarray, **options: Any
+                        ) -> np.ndarray:
+    """`restore_image(..., **options)` of a float (H, W, 1) gray or (H, W, 3) colour image, with the result in the
+    image's channels: a colour network (data.channels 3) sees gray as RGB and gives back its channels' mean."""
+    gray = image.shape[2] == 1
+    net_in = np.repeat(image, 3, axis=2) if gray and int(recipe.data.channels) == 3 else image
+    out = restore_image(method, recipe, model, net_in, **options)
+    return out.mean(axis=2, keepdims=True) if gray and out.shape[2] != 1 else out
+
+
 @torch.no_grad()
 def restore_image(
     method: Method,

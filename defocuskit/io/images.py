@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import struct
 from pathlib import Path
 
 import cv2
@@ -28,32 +30,80 @@ def max_pixels() -> int:
 
 def check_dimensions(source: str | Path | bytes | np.ndarray, name: str | Path) -> None:
     """Raise ImageError naming `name` when the image's header declares more than `max_pixels()` pixels, read
-    before anything is decoded (a small file can declare a huge frame). Headers that cannot be read pass:
-    the decoder then judges the file."""
+    before anything is decoded (a small file can declare a huge frame), or when no header gives its dimensions
+    (not an image, or a format OpenCV decodes whose size nothing here reads: it is not decoded unjudged)."""
     limit = max_pixels()
     if limit <= 0:
         return
-    try:
-        from PIL import Image
-    except ImportError:  # Pillow comes with matplotlib; without it OpenCV's own limit applies
-        return
-    data = source.tobytes() if isinstance(source, np.ndarray) else source
-    stream = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
-    try:
-        bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the header only: judged below
-        try:
-            with Image.open(stream) as im:
-                width, height = im.size
-        finally:
-            Image.MAX_IMAGE_PIXELS = bomb_limit
-    except Exception:  # not a format Pillow knows, or a damaged header
-        return
-    finally:
-        stream.close()
+    if isinstance(source, np.ndarray):
+        data = source.tobytes()
+    else:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    size = _pillow_size(data) or header_size(data)
+    if size is None:
+        raise ImageError(name, "not a readable image: cannot read its dimensions from the header (not an image, "
+                               f"damaged, or a format whose size is known only once decoded; ${MAX_PIXELS_ENV}=0 "
+                               "decodes it unjudged)")
+    width, height = size
     if width * height > limit:
         raise ImageError(name, f"declares {width}x{height} pixels ({width * height / 1e6:.0f} MP), more than the "
                                f"limit of {limit / 1e6:.0f} MP; set ${MAX_PIXELS_ENV} to a larger number (or 0) "
                                "to decode it")
+
+
+def _pillow_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header, as Pillow reads it (PNG, JPEG, TIFF of integer samples, BMP, WebP, ...)."""
+    from PIL import Image  # a dependency of matplotlib's
+
+    bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the header only: judged by the caller
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:  # not a format Pillow knows, or a damaged header
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = bomb_limit
+
+
+_RADIANCE_SIZE = re.compile(rb"\r?\n\r?\n([-+])([XY]) +(\d+) +[-+]([XY]) +(\d+)\r?\n")
+_PFM_SIZE = re.compile(rb"P[Ff]\s+(\d+)\s+(\d+)\s")
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of the formats OpenCV decodes and Pillow does not size: Radiance HDR (its
+    resolution line), PFM, TIFF (float samples; BigTIFF); None for anything else."""
+    if data.startswith(b"#?"):
+        found = _RADIANCE_SIZE.search(data[:65536])
+        if found is None or found[2] == found[4]:
+            return None
+        first, second = int(found[3]), int(found[5])
+        return (second, first) if found[2] == b"Y" else (first, second)  # "-Y H +X W": rows first
+    if data[:2] in (b"PF", b"Pf"):
+        found = _PFM_SIZE.match(data[:256])
+        return (int(found[1]), int(found[2])) if found else None
+    if data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        return _tiff_size(data)
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth x ImageLength of a TIFF's (or BigTIFF's) first image file directory; None where it has none."""
+    order = "<" if data[:2] == b"II" else ">"
+    big = data[2:4] in (b"+\0", b"\0+")
+    offset_of, count_of, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
+    found: dict[int, int] = {}
+    try:
+        (ifd,) = struct.unpack_from(order + offset_of, data, 8 if big else 4)
+        (count,) = struct.unpack_from(order + count_of, data, ifd)
+        first = ifd + struct.calcsize(count_of)
+        for i in range(min(count, 4096)):
+            tag, kind = struct.unpack_from(order + "HH", data, first + entry * i)
+            if tag in (256, 257) and kind in (3, 4, 16):  # SHORT, LONG, LONG8
+                fmt = {3: "H", 4: "I", 16: "Q"}[kind]
+                found[tag] = struct.unpack_from(order + fmt, data, first + entry * i + value_at)[0]
+    except struct.error:  # cut short
+        return None
+    return (found[256], found[257]) if len(found) == 2 else None
 
 
 def _to_rgb(arr: np.ndarray, path: str | Path) -> np.ndarray:
@@ -100,10 +150,20 @@ def _read_bytes(path: Path) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as an RGB uint8 or uint16 array (H, W, 3); RAW goes through the ingest decoder.
+    """Read an image as an RGB uint8 or uint16 array (H, W, 3): gray repeated, alpha dropped; RAW goes through the
+    ingest decoder.
 
     A missing, empty, unreadable (permissions), truncated or corrupt file raises ImageError naming it.
     """
+    arr = read_image_channels(path)
+    if arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3]) if arr.shape[2] == 4 else arr
+
+
+def read_image_channels(path: str | Path) -> np.ndarray:
+    """Read an image in the channels it has: (H, W, 1) gray, (H, W, 3) RGB or (H, W, 4) RGBA, uint8 or uint16
+    (a camera RAW file: RGB); the errors of `read_image`."""
     path = Path(path)
     if is_raw(path):
         _check_readable(path)
@@ -121,7 +181,10 @@ def read_image(path: str | Path) -> np.ndarray:
             arr = np.clip(np.rint(arr * 65535.0), 0, 65535).astype(np.uint16)
         else:
             raise ImageError(path, f"unsupported sample type {arr.dtype}")
-    return _to_rgb(arr, path)
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ImageError(path, f"unsupported image shape {arr.shape}")
+    return arr if arr.shape[2] == 1 else np.ascontiguousarray(arr[:, :, [2, 1, 0, 3][:arr.shape[2]]])  # BGR(A)
 
 
 def _check_readable(path: Path) -> None:
@@ -181,9 +244,9 @@ def encode_png(arr: np.ndarray) -> bytes:
 
 def encode_image(path: str | Path, arr: np.ndarray) -> bytes:
     """The file `write_image(path, arr)` writes, as bytes: the format follows the extension (16-bit needs PNG or
-    TIFF)."""
+    TIFF); `arr` is gray (H, W) or (H, W, 1), RGB (H, W, 3) or RGBA (H, W, 4)."""
     path = Path(path)
-    bgr = arr[:, :, ::-1] if arr.ndim == 3 else arr
+    bgr = arr[:, :, [2, 1, 0, 3][:arr.shape[2]]] if arr.ndim == 3 and arr.shape[2] in (3, 4) else arr
     ext = path.suffix.lower() or ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
     if arr.dtype == np.uint16 and ext in (".jpg", ".jpeg"):
@@ -195,7 +258,7 @@ def encode_image(path: str | Path, arr: np.ndarray) -> bytes:
 
 
 def write_image(path: str | Path, arr: np.ndarray) -> None:
-    """Write an RGB uint8/uint16 array (`encode_image`)."""
+    """Write a gray, RGB or RGBA uint8/uint16 array (`encode_image`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, encode_image(path, arr))

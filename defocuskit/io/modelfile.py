@@ -41,6 +41,32 @@ def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], method: st
 
 def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The tensors and the metadata ("method", "recipe" parsed, "format", "defocuskit_version") of a model file."""
+    path = _model_path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise _unreadable(path, e) from None
+    meta = _model_metadata(meta, path)
+    check_finite(tensors, path)
+    return tensors, meta
+
+
+def read_model_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a model file as `read_model_file` gives it, without reading its tensors; the same errors
+    (a folder, a missing file, a file that is not an exported model)."""
+    path = _model_path(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise _unreadable(path, e) from None
+    return _model_metadata(meta, path)
+
+
+def _model_path(path: str | Path) -> Path:
+    """`path` as a Path; FileNotFoundError for a missing file, and for a folder naming the model file inside it."""
     path = Path(path)
     if path.is_dir():
         inside = path / "model.safetensors"
@@ -48,22 +74,24 @@ def read_model_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise FileNotFoundError(f"model file not found: {path} is a folder; give {hint}")
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        hint = (": a PyTorch checkpoint? A published one of a ported method is imported by `defocuskit import-weights "
-                "--method M` or defocuskit.load(path, method=M)") if path.suffix in CHECKPOINT_SUFFIXES else ""
-        raise ValueError(f"{path}: not a readable safetensors file ({e}){hint}") from None
+    return path
+
+
+def _model_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
+    """A model file's metadata with its recipe parsed; ValueError where it is not an exported model's."""
     if meta.get("format") != MODEL_FORMAT or "method" not in meta or "recipe" not in meta:
         raise ValueError(f"{path}: no defocuskit metadata (not a model exported by `defocuskit train`)")
     try:
-        meta["recipe"] = json.loads(meta["recipe"])
+        return {**meta, "recipe": json.loads(meta["recipe"])}
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: the recipe in the metadata is not valid JSON ({e})") from None
-    check_finite(tensors, path)
-    return tensors, meta
+
+
+def _unreadable(path: Path, e: Exception) -> ValueError:
+    """The one-line error for a model file that safetensors cannot read."""
+    hint = (": a PyTorch checkpoint? A published one of a ported method is imported by `defocuskit import-weights "
+            "--method M` or defocuskit.load(path, method=M)") if path.suffix in CHECKPOINT_SUFFIXES else ""
+    return ValueError(f"{path}: not a readable safetensors file ({e}){hint}")
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -17,7 +17,11 @@ import torch
 STATE_KEYS = ("params", "params_ema", "state_dict", "model", "net", "network")
 # Prefixes of wrapped modules: torch.nn.DataParallel / DistributedDataParallel, torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# What torch.load(weights_only=True) names when a pickle needs code: "Unsupported global: GLOBAL argparse.Namespace
+# was not an allowed global" (torch <= 2.12 and classes), "unsupported GLOBAL posix.system whose module posix is
+# blocked" (torch 2.13, functions of blocked modules), "Unsupported class numpy.dtype" (older torch).
+_GLOBAL = re.compile(r"unsupported (?:global:? +)?(?:GLOBAL|class) +([\w.]+)", re.IGNORECASE)
+_WEIGHTS_ONLY = "Weights only load failed"  # torch's opening words when weights_only=True refused the file
 # A renaming rule: a regular expression matching a whole released name, and the port's name (a template with
 # \1 ... group references, or a function of the match).
 Rule = tuple[str, str | Callable[[re.Match[str]], str]]
@@ -37,23 +41,35 @@ def read_checkpoint(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = _GLOBAL.search(str(exc))
-        if found is None:  # not a pickle at all ("Unsupported operand", "invalid load key")
-            raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)})") from None
+        reason = _reason(exc)
+        if found is None and (reason is not None or _WEIGHTS_ONLY not in str(exc)):  # "Unsupported operand", ...
+            raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({reason or _first_line(exc)})") from None
+        needs = f"the Python object {found.group(1).rstrip('.')}" if found else "Python objects other than tensors"
         raise ReleaseError(
-            f"{path}: refused: it needs the Python object {found.group(1)} to be unpickled, i.e. code run while "
-            "loading; defocuskit reads checkpoints with torch.load(weights_only=True) only. If you trust the file, "
-            "save its state dict alone (torch.save(checkpoint['params'], 'weights.pth') in a session that loads it) "
-            "and import that"
+            f"{path}: refused: it needs {needs} to be unpickled, i.e. code run while loading; defocuskit reads "
+            "checkpoints with torch.load(weights_only=True) only. If you trust the file, save its state dict alone "
+            "(torch.save(checkpoint['params'], 'weights.pth') in a session that loads it) and import that"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
+        raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc) or _first_line(exc)})") from None
 
 
-def _reason(exc: BaseException) -> str:
-    """The informative line of a torch.load error (its unpickler's own words where it gives them)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    inner = [line for line in lines if line.startswith(("Unsupported", "invalid load key", "WeightsUnpickler error: "))]
-    return (inner or lines or [f"{type(exc).__name__}: empty or cut short"])[0].removeprefix("WeightsUnpickler error: ")
+def _reason(exc: BaseException) -> str | None:
+    """The unpickler's own words in a torch.load error ("Unsupported operand 149", "invalid load key"); None where
+    it gives none."""
+    for line in str(exc).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error: ").strip()
+        if line.startswith(("Unsupported", "invalid load key")):
+            return line
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error that is not torch's advice on weights_only (never relayed: it suggests running the
+    file's code)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "weights_only" not in line
+             and _WEIGHTS_ONLY not in line]
+    return lines[0] if lines else f"{type(exc).__name__}: empty or cut short"
 
 
 def is_state_dict(obj: Any) -> bool:
