@@ -44,8 +44,12 @@ def test_a_small_file_declaring_a_huge_frame_is_refused_from_its_header(tmp_path
         decode_image(bomb.read_bytes(), "s1/blur.png")  # a shard member is judged the same way
     small = encode_png(np.zeros((20, 30, 3), np.uint8))
     monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "500")
-    with pytest.raises(ImageError, match=r"declares 30x20 pixels .*DEFOCUSKIT_MAX_PIXELS"):
+    with pytest.raises(ImageError, match=r"declares 30x20 pixels \(0.0006 MP\), more than the limit of 0.0005 MP"):
         decode_image(small, "x.png")
+    for bad in ("-1", "abc", "inf"):  # never read as "no limit"
+        monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", bad)
+        with pytest.raises(ValueError, match=r"DEFOCUSKIT_MAX_PIXELS=.*: not a number of pixels >= 0"):
+            decode_image(small, "x.png")
     monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "600")
     assert decode_image(small, "x.png").shape == (20, 30, 3)
     monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "0")  # no limit
@@ -162,6 +166,12 @@ def test_model_metadata_is_checked_against_the_weights_before_allocating(tmp_pat
     with pytest.raises(ValueError, match=r"jdrl\.safetensors: the file says it holds a 'jdrl' model but its recipe is "
                                          r"for 'nafnet'"):
         load_model(mislabelled, expect_method="jdrl")
+    with safe_open(str(good), framework="pt") as f:  # a method this version does not have, in file and recipe alike
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    meta["method"], meta["recipe"] = "foo", json.dumps({**json.loads(meta["recipe"]), "method": "foo"})
+    save_file(tensors, str(tmp_path / "foo.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match=r"foo\.safetensors: unknown method 'foo' \(known: "):
+        load_model(tmp_path / "foo.safetensors")
 
 
 def test_api_deblur_refuses_an_image_above_the_pixel_limit_before_copying_it(monkeypatch, tmp_path):

@@ -25,7 +25,10 @@ def load_model(
     if raw.get("method") != meta["method"]:
         raise ValueError(f"{path}: the file says it holds a '{meta['method']}' model but its recipe is for "
                          f"'{raw.get('method')}'; the file was altered or mislabelled")
-    method = get_method(str(raw.get("method")))
+    try:
+        method = get_method(str(raw.get("method")))
+    except ValueError as exc:  # a method this version does not have (a newer file, or an altered one)
+        raise ValueError(f"{path}: {exc}") from None
     recipe = resolve_recipe(method.upgrade_recipe(raw))  # files of older versions read in today's keys
     check_shapes(method, recipe, tensors, path)  # before the network is allocated
     model = method.build(recipe.model, recipe.objective, False)

@@ -23,9 +23,17 @@ def max_pixels() -> int:
     """The largest image (width x height) that is decoded: $DEFOCUSKIT_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
     value = os.environ.get(MAX_PIXELS_ENV, "")
     try:
-        return int(float(value)) if value.strip() else DEFAULT_MAX_PIXELS
-    except ValueError:
-        raise ValueError(f"${MAX_PIXELS_ENV}={value!r}: not a number of pixels") from None
+        limit = int(float(value)) if value.strip() else DEFAULT_MAX_PIXELS
+    except (ValueError, OverflowError):
+        limit = -1
+    if limit < 0:
+        raise ValueError(f"${MAX_PIXELS_ENV}={value!r}: not a number of pixels >= 0 (0: no limit)")
+    return limit
+
+
+def _megapixels(n: int) -> str:
+    """A pixel count as megapixels, with the digits that tell small numbers apart ("4 MP", "0.002 MP")."""
+    return f"{n / 1e6:.0f} MP" if n >= 10**6 else f"{n / 1e6:.3g} MP"
 
 
 def check_dimensions(source: str | Path | bytes | np.ndarray, name: str | Path) -> None:
@@ -46,14 +54,14 @@ def check_dimensions(source: str | Path | bytes | np.ndarray, name: str | Path) 
                                "decodes it unjudged)")
     width, height = size
     if width * height > limit:
-        raise ImageError(name, f"declares {width}x{height} pixels ({width * height / 1e6:.0f} MP), more than the "
-                               f"limit of {limit / 1e6:.0f} MP; set ${MAX_PIXELS_ENV} to a larger number (or 0) "
+        raise ImageError(name, f"declares {width}x{height} pixels ({_megapixels(width * height)}), more than the "
+                               f"limit of {_megapixels(limit)}; set ${MAX_PIXELS_ENV} to a larger number (or 0) "
                                "to decode it")
 
 
 def _pillow_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header, as Pillow reads it (PNG, JPEG, TIFF of integer samples, BMP, WebP, ...)."""
-    from PIL import Image  # a dependency of matplotlib's
+    from PIL import Image
 
     bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the header only: judged by the caller
     try:
