@@ -374,6 +374,34 @@ def test_save_pretrained_round_trip(nafnet, files, tmp_path) -> None:
         defocuskit.DeblurModel.from_pretrained(again, device="cpu")
 
 
+def test_save_pretrained_replaces_only_its_own_unchanged_files(nafnet, files, tmp_path) -> None:
+    folder = nafnet.save_pretrained(tmp_path / "hub")
+    assert nafnet.save_pretrained(folder) == folder  # its own files, unchanged: replaced
+    users = {"README.md": "my own card\n", "config.json": '{"mine": true}\n', "recipe.yaml": "my: notes\n",
+             "model.safetensors": "another model of mine\n"}
+    for name, text in users.items():
+        mine = tmp_path / f"mine-{name}"
+        mine.mkdir()
+        (mine / "keep.txt").write_text("kept")
+        (mine / name).write_text(text)
+        with pytest.raises(FileExistsError, match=rf"mine-{re.escape(name)}/{re.escape(name)}: not written by an "
+                                                  "earlier save_pretrained"):
+            nafnet.save_pretrained(mine)
+        assert sorted(p.name for p in mine.iterdir()) == sorted([name, "keep.txt"])
+        assert (mine / name).read_text() == text
+    (folder / "README.md").write_text((folder / "README.md").read_text() + "my notes\n")  # edited since: kept
+    with pytest.raises(FileExistsError, match=r"hub/README\.md: not written by an earlier save_pretrained, or "
+                                              "changed since"):
+        nafnet.save_pretrained(folder)
+    assert (folder / "README.md").read_text().endswith("my notes\n")
+    run = files["nafnet"].parent  # a training run's folder: its recipe.yaml is train's, not save_pretrained's
+    if (run / "recipe.yaml").exists():
+        before = (run / "recipe.yaml").read_bytes()
+        with pytest.raises(FileExistsError, match=r"recipe\.yaml: not written by an earlier save_pretrained"):
+            nafnet.save_pretrained(run)
+        assert (run / "recipe.yaml").read_bytes() == before
+
+
 def test_report_rows_by_label_and_errors(hidd, nafnet, files, tmp_path) -> None:
     report = _report(tmp_path, files["nafnet"])
     card = (hidd.save_pretrained(tmp_path / "h", report=report, report_label="hidd") / "README.md").read_text()

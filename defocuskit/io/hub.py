@@ -176,21 +176,59 @@ def _same_file(path: str | None, model_file: Path) -> bool:
 # ----------------------------------------------------------------------------------------- the folder
 
 
+RECIPE_HEADER = "# resolved recipe; retrain with: defocuskit train recipe.yaml\n"
+
+
 def write_folder(folder: str | Path, model_file: Path, config: dict[str, Any], recipe_yaml: str,
                  repo_id: str | None = None, description: str | None = None) -> Path:
-    """Write the Hub layout into `folder` (created; files replaced): the model file copied byte for byte, config.json,
-    recipe.yaml and README.md (whose example loads `repo_id`; `description`: what the method is, one line), every
-    file 0644. Returns the folder."""
+    """Write the Hub layout into `folder` (created): the model file copied byte for byte, config.json, recipe.yaml
+    and README.md (whose example loads `repo_id`; `description`: what the method is, one line), every file 0644;
+    config.json records the SHA-256 of each file written, so a later save replaces only files unchanged since
+    (`check_folder`). Returns the folder."""
     folder = Path(folder)
+    check_folder(folder, model_file)
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / MODEL_FILE
     if not (dest.exists() and os.path.samefile(dest, model_file)):
         with atomic_path(dest, MODEL_FILE_MODE) as tmp:
             shutil.copyfile(model_file, tmp)
-    _write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, allow_nan=False) + "\n")
-    _write_text(folder / RECIPE_FILE, "# resolved recipe; retrain with: defocuskit train recipe.yaml\n" + recipe_yaml)
-    _write_text(folder / CARD_FILE, model_card(config, recipe_yaml, repo_id, description))
+    texts = {RECIPE_FILE: RECIPE_HEADER + recipe_yaml, CARD_FILE: model_card(config, recipe_yaml, repo_id, description)}
+    for name, text in texts.items():
+        _write_text(folder / name, text)
+    written = {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()}
+    _write_text(folder / CONFIG_FILE, json.dumps({**config, "files": written}, indent=2, allow_nan=False) + "\n")
     return folder
+
+
+def check_folder(folder: Path, model_file: Path) -> None:
+    """FileExistsError naming the first file of the Hub layout in `folder` that save_pretrained would replace and
+    an earlier save_pretrained did not write, or that was changed since (its SHA-256 is not the one that save's
+    config.json records): a user's README.md, a training run's recipe.yaml, another model."""
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder}: exists and is not a folder; give a folder for the model")
+    earlier = _own_config(folder / CONFIG_FILE)
+    recorded = {MODEL_FILE: (earlier or {}).get("sha256"), **((earlier or {}).get("files") or {})}
+    for name in (CONFIG_FILE, MODEL_FILE, RECIPE_FILE, CARD_FILE):
+        path = folder / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if name == MODEL_FILE and path.is_file() and os.path.samefile(path, model_file):
+            continue  # the model saved into its own folder: left as it is
+        ours = earlier is not None and not path.is_symlink() and path.is_file() and (
+            name == CONFIG_FILE or recorded.get(name) == file_sha256(path))
+        if not ours:
+            raise FileExistsError(f"{path}: not written by an earlier save_pretrained, or changed since; it is left "
+                                  "as it is: move it or save into another folder")
+
+
+def _own_config(path: Path) -> dict[str, Any] | None:
+    """A save_pretrained config.json (its format and library), or None."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(config, dict) and config.get("format") == HUB_FORMAT and config.get("library_name") == "defocuskit"
+    return config if ok else None
 
 
 def _write_text(path: Path, text: str) -> None:
