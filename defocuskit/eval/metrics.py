@@ -6,6 +6,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from defocuskit.imaging.lowpass import gaussian_lowpass
+
 # What each SSIM variant computes, as written into report protocols.
 SSIM_VARIANTS: dict[str, str] = {
     "uniform7": "skimage.metrics.structural_similarity(channel_axis=-1, data_range=1): "
@@ -42,11 +44,8 @@ def detail_band(x: np.ndarray, ref: np.ndarray, sigma: float) -> np.ndarray:
     if not sigma > 0 or not np.isfinite(sigma):
         raise ValueError(f"detail band: sigma must be a positive number of pixels, got {sigma}")
 
-    def low(a: np.ndarray) -> np.ndarray:
-        smooth = cv2.GaussianBlur(np.asarray(a, np.float64), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-        return smooth.reshape(a.shape)
-
-    return np.asarray(x, np.float64) - low(x) + low(ref)
+    x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
+    return x - gaussian_lowpass(x, sigma) + gaussian_lowpass(ref, sigma)
 
 
 def _check_pair(x: np.ndarray, y: np.ndarray) -> None:

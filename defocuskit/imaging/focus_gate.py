@@ -27,8 +27,9 @@ given (DEFAULT_GATE_COC).
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from defocuskit.imaging.lowpass import gaussian_lowpass
 
 GATE_SMOOTH_PX = 16.0  # Gaussian sigma (px) of the change's low-pass kept ungated; chosen on fold VABD 0001
 DEFAULT_GATE_COC = "edge"  # the map of a model's default gate where none is given: training-free, any photograph
@@ -94,5 +95,5 @@ def focus_gate(blur: np.ndarray, restored: np.ndarray, coc: np.ndarray, full_px:
     change = np.asarray(restored, np.float32) - blur
     if check_smooth_px(smooth_px) == 0:
         return (blur + w * change).astype(np.float32)
-    low = cv2.GaussianBlur(change, (0, 0), smooth_px, borderType=cv2.BORDER_REFLECT).reshape(change.shape)
+    low = gaussian_lowpass(change, smooth_px)
     return np.clip(blur + low + w * (change - low), 0.0, 1.0).astype(np.float32)
