@@ -196,6 +196,19 @@ def test_a_budget_below_the_image_gives_the_largest_tiles_within_it() -> None:
         plan_tiling(method, recipe, net, 70, 53, tiling=TilingOptions(max_tile_pixels=40))
 
 
+def test_a_tile_beyond_the_image_runs_the_image_not_a_frame_padded_to_the_tile() -> None:
+    method, recipe, net = _tiny("nafnet")  # multiple 8, any size
+    plan = plan_tiling(method, recipe, net, 70, 53, tiling=TilingOptions(tile=100_000))
+    assert plan.tile == (72, 56) and plan.padded == (72, 56) and plan.tiles == 1  # was a 100000 x 100000 frame
+    assert plan_tiling(method, recipe, net, 70, 53, tiling=TilingOptions(tile=64)).tile == (64, 56)
+    recorded, shapes = _recording(method)
+    out = restore_image(recorded, recipe, net, _photo(70, 53), progress=False, tiling=TilingOptions(tile=100_000))
+    assert out.shape == (70, 53, 3) and shapes == [(1, 3, 72, 56)]
+    tiled, t_recipe, t_net = _tiny("hidd")  # a method that tiles: never below its training size
+    size = int(t_recipe.data.image_size)
+    assert plan_tiling(tiled, t_recipe, t_net, 10, 12, tiling=TilingOptions(tile=100_000)).tile == (size, size)
+
+
 def test_deblur_json_records_what_ran(tmp_path: Path) -> None:
     from defocuskit.config.recipe import recipe_to_dict
     from defocuskit.io.modelfile import save_model

@@ -114,7 +114,9 @@ def check_tiling(method: Method, recipe: Recipe, model: nn.Module, tiling: Tilin
 
 def plan_tiling(method: Method, recipe: Recipe, model: nn.Module, height: int, width: int,
                 tiling: TilingOptions = TilingOptions()) -> Tiling:
-    """How an image of (height, width) is run. An explicit `tiling.tile`: tiles of that size. A method that tiles
+    """How an image of (height, width) is run. An explicit `tiling.tile`: tiles of that size (on an axis the image
+    is shorter than the tile, the image's side rounded up to the network's multiple, or a tiling method's training
+    size if larger: never a frame padded up to a tile far beyond the image). A method that tiles
     (`Method.whole_image` False): tiles of the recipe's training size. Otherwise the whole image, padded to
     the network's multiple, in one pass while it has at most `tiling.max_tile_pixels` (default
     DEFAULT_MAX_TILE_PIXELS) pixels; beyond that, tiles of the largest size (multiples of that multiple)
@@ -128,10 +130,13 @@ def plan_tiling(method: Method, recipe: Recipe, model: nn.Module, height: int, w
         n = len(tile_starts(ph, th, ov)) * len(tile_starts(pw, tw, ov))
         return Tiling(False, (th, tw), ov, (ph, pw), n, budget)
 
+    m = int(method.pad_multiple(model))
     if tile is not None or not method.whole_image:
         t = int(tile or recipe.data.image_size)
+        if tile is not None:  # a tile beyond the image: as large as the image needs, not a padded frame of that size
+            least = 1 if method.whole_image else int(recipe.data.image_size)
+            return tiles(min(t, max(_round_up(height, m), least)), min(t, max(_round_up(width, m), least)), None)
         return tiles(t, t, None)
-    m = int(method.pad_multiple(model))
     budget = DEFAULT_MAX_TILE_PIXELS if max_tile_pixels is None else int(max_tile_pixels)
     ph, pw = _round_up(height, m), _round_up(width, m)
     if ph * pw <= budget:
