@@ -463,6 +463,32 @@ def test_push_to_hub_offline_is_one_line(nafnet, monkeypatch) -> None:
     assert "\n" not in str(info.value) and info.value.__cause__ is None
 
 
+@pytest.mark.parametrize("error, kind, needle", [
+    (lambda: __import__("socket").gaierror(-2, "Name or service not known"), ConnectionError,
+     r"could not reach the Hub \(gaierror: \[Errno -2\] Name or service not known\); check the network"),
+    (lambda: type("ConnectError", (Exception,), {"__module__": "httpx"})("[Errno -2] Name or service not known"),
+     ConnectionError, r"could not reach the Hub \(ConnectError: \[Errno -2\]"),
+    (lambda: __import__("huggingface_hub.errors", fromlist=["x"]).HFValidationError("Repo id must be in the form"),
+     ValueError, r"not a Hub repo id \(Repo id must be in the form\); give owner/name"),
+])
+def test_push_to_hub_without_a_network_or_with_a_bad_id_is_one_line(nafnet, monkeypatch, error, kind, needle) -> None:
+    """The HTTP stack's own errors (httpx's, with no network) are one line too, and a bad id is not a network
+    error."""
+    import huggingface_hub
+
+    class FailingApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            raise error()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FailingApi)
+    with pytest.raises(kind, match=r"^push_to_hub\('me/x'\): " + needle) as info:
+        nafnet.push_to_hub("me/x")
+    assert "\n" not in str(info.value) and info.value.__cause__ is None
+
+
 def test_from_pretrained_hub_id_reads_the_snapshot(nafnet, tmp_path, monkeypatch) -> None:
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError

@@ -242,7 +242,7 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False, token: str
     Raises ConnectionError with one line (what failed and why: offline mode, no token, refused, network)
     instead of the HTTP library's traceback."""
     import huggingface_hub
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 
     api = huggingface_hub.HfApi(token=token)
     try:
@@ -253,7 +253,18 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = False, token: str
     except OfflineModeIsEnabled:
         raise ConnectionError(f"push_to_hub('{repo_id}'): HF_HUB_OFFLINE is set (offline mode); unset it to "
                               "upload, or keep the folder with save_pretrained") from None
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ConnectionError(f"push_to_hub('{repo_id}'): {type(exc).__name__}: {first} (a token with write "
-                              "access: `huggingface-cli login` or token=)") from None
+    except HFValidationError as exc:
+        raise ValueError(f"push_to_hub('{repo_id}'): not a Hub repo id ({_first_line(exc)}); give owner/name") from None
+    except HfHubHTTPError as exc:
+        raise ConnectionError(f"push_to_hub('{repo_id}'): the Hub refused it: {_first_line(exc)} (a token with "
+                              "write access: `huggingface-cli login` or token=)") from None
+    except Exception as exc:  # the HTTP stack's own errors (httpx, requests, sockets): no network, no such host
+        raise ConnectionError(f"push_to_hub('{repo_id}'): could not reach the Hub ({type(exc).__name__}: "
+                              f"{_first_line(exc)}); check the network, or keep the folder with save_pretrained"
+                              ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name where it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
