@@ -62,11 +62,25 @@ def test_report_json_lists_its_files_and_a_figure_it_did_not_write_is_refused(sh
     assert (report / "aperture.png").read_bytes() == b"my own plot"
 
 
+def test_a_report_json_edited_since_is_left_as_it_is(shards: Path, tmp_path: Path) -> None:
+    report = tmp_path / "edited"
+    assert _eval(shards, "--report", str(report))[0].exit_code == 0
+    assert _eval(shards, "--report", str(report))[0].exit_code == 0  # its own, unchanged: replaced
+    data = json.loads((report / "report.json").read_text())
+    data["my_analysis"] = "hand-written notes, keep me"
+    (report / "report.json").write_text(json.dumps(data, indent=2))
+    edited = (report / "report.json").read_bytes()
+    res, out = _eval(shards, "--report", str(report))
+    assert res.exit_code == 2 and f"{report / 'report.json'}: changed since the evaluation that wrote it" in out, out
+    assert (report / "report.json").read_bytes() == edited
+
+
 def test_a_report_json_without_files_owns_no_figure(shards: Path, tmp_path: Path) -> None:
     report = tmp_path / "old"
     assert _eval(shards, "--report", str(report))[0].exit_code == 0
     old = json.loads((report / "report.json").read_text())
-    del old["files"]  # what an earlier version wrote
+    del old["files"]  # what an earlier version wrote (nor the SHA-256 of itself)
+    old["sha256"].pop("report.json")
     (report / "report.json").write_text(json.dumps(old))
     (report / "figure.png").write_text("mine")
     res, out = _eval(shards, "--report", str(report))

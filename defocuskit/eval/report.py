@@ -7,6 +7,7 @@ ddof=0), for the method, for the blurred input and for the per-image gain (metho
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -195,9 +196,20 @@ def write_report(report: dict[str, Any], report_dir: Path, by_source: bool = Fal
                              for k in ROW_KEYS})
     if sha256_of is not None:
         report["sha256"] = {name: file_sha256(report_dir / name) for name in sha256_of}
+        report["sha256"]["report.json"] = _report_sha256(report)  # of the file without this entry: edits show
     json_path = report_dir / "report.json"
-    json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    json_path.write_text(_report_text(report))
     return {"json": json_path, "csv": csv_path}
+
+
+def _report_text(report: dict[str, Any]) -> str:
+    return json.dumps(report, indent=2, allow_nan=False) + "\n"
+
+
+def _report_sha256(report: dict[str, Any]) -> str:
+    """The SHA-256 of report.json's text as written without its own entry in "sha256" (the entry records this)."""
+    own = {k: v for k, v in report["sha256"].items() if k != "report.json"}
+    return hashlib.sha256(_report_text({**report, "sha256": own}).encode("utf-8")).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -253,9 +265,12 @@ def check_report_folder(folder: Path) -> None:
     except (OSError, ValueError, TypeError):
         earlier, ours = {}, []
     recorded = earlier.get("sha256") if ours and isinstance(earlier.get("sha256"), dict) else {}
+    if recorded.get("report.json") and _report_sha256(earlier) != recorded["report.json"]:
+        raise EvalError(f"{folder / 'report.json'}: changed since the evaluation that wrote it (not the SHA-256 it "
+                        "records of itself); it is left as it is: move it or give another --report")
     for name in ours:
         path = folder / name
-        if recorded.get(name) and (path.exists() or path.is_symlink()) and changed_since(path, recorded[name]):
+        if name != "report.json" and recorded.get(name) and (path.exists() or path.is_symlink()) and changed_since(path, recorded[name]):
             raise EvalError(f"{path}: changed since the evaluation that wrote it (not the SHA-256 its report.json "
                             "records); it is left as it is: move it or give another --report")
     theirs = [name for name in REPORT_FILES if (folder / name).exists() or (folder / name).is_symlink()]
