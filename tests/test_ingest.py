@@ -236,10 +236,12 @@ def test_cli_ingest_and_inspect(tmp_path, fake, monkeypatch):
     photo = tmp_path / "photo.png"  # a user's file where the sheet would go: refused in one line, left as it was
     cv2.imwrite(str(photo), np.full((8, 8, 3), 99, np.uint8))
     before = photo.read_bytes()
-    for target, said in ((photo, "was not written by defocuskit inspect"), (tmp_path / "in", "is a folder")):
+    for target, said in ((photo, "was not written by defocuskit inspect"), (tmp_path / "in", "is a folder"),
+                         (tmp_path / "sheets", "the file is a PNG; give a name ending in .png"),  # `sheets/` too
+                         (tmp_path / "sheet.jpg", "the file is a PNG; give a name ending in .png")):
         refused = runner.invoke(app, ["inspect", str(tmp_path / "out"), "--sheet", str(target)])
         assert refused.exit_code == 1 and said in refused.output and "Traceback" not in refused.output, refused.output
-    assert photo.read_bytes() == before
+    assert photo.read_bytes() == before and not (tmp_path / "sheets").exists() and not (tmp_path / "sheet.jpg").exists()
     deep = tmp_path / "sheets" / "new" / "s.png"  # a folder that does not exist yet is made
     assert runner.invoke(app, ["inspect", str(tmp_path / "out"), "--sheet", str(deep)]).exit_code == 0
     assert deep.is_file()

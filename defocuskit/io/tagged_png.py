@@ -44,9 +44,12 @@ def written_by(path: Path, tag: str) -> bool:
 
 
 def check_replaceable(path: Path, tag: str, option: str) -> None:
-    """Refuse (ValueError naming it) a target that is a folder, or a file that `tag`'s command did not write."""
+    """Refuse (ValueError naming it) a target that is a folder, not named .png, or a file that `tag`'s command did not
+    write."""
     if path.is_dir():
         raise ValueError(f"{option} {path}: is a folder; give a PNG file name")
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{option} {path}: the file is a PNG; give a name ending in .png")
     if (path.exists() or path.is_symlink()) and not written_by(path, tag):
         raise ValueError(f"{path}: exists and was not written by {tag}; it is left as it is: move it or give "
                          f"{option} another file name")
