@@ -168,6 +168,8 @@ class DeblurModel:
         cfg = self._sampler_cfg(sampler, steps, sampler_settings)
         needs_coc = "coc" in cfg.needs()
         raw, layout = read_raw(image)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed= must be an integer, got {seed!r}")
         check_ensemble(ensemble)
         has_map = coc is not None or f_number is not None
         focus_gate, own_map = gate_and_map(focus_gate, self.focus_gate, has_map, needs_coc)  # a bad value fails here

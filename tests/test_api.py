@@ -176,6 +176,12 @@ def test_bad_images_are_refused_clearly(nafnet) -> None:
         nafnet.deblur(np.zeros((3, 40, 52), np.uint8))
     with pytest.raises(TypeError, match="numpy array or a torch tensor, got list"):
         nafnet.deblur([[0.0]])
+    for empty in (np.zeros((0, 0, 3), np.uint8), torch.rand(0, 3, 20, 30)):  # the shape as given
+        with pytest.raises(ValueError, match=re.escape(f"image: empty (shape {tuple(empty.shape)})")):
+            nafnet.deblur(empty)
+    for seed in ("x", 1.5, None, True):
+        with pytest.raises(TypeError, match=r"seed= must be an integer, got "):
+            nafnet.deblur(x, seed=seed)
 
 
 # --------------------------------------------------------------------------------- sampler keywords, CoC maps

@@ -74,7 +74,7 @@ def read_raw(image: Image) -> tuple[np.ndarray, Layout]:
             arr = image[None]
         else:
             raise ValueError(f"image: numpy shape {shape}; expected (H, W, C) with C 1 or 3, or (H, W)")
-        _check_dtype(arr, str(image.dtype))
+        _check_dtype(arr, str(image.dtype), shape)
         return arr, Layout("numpy", shape, image.dtype)
     if isinstance(image, torch.Tensor):
         shape = tuple(image.shape)
@@ -92,16 +92,17 @@ def read_raw(image: Image) -> tuple[np.ndarray, Layout]:
             t = t.float()  # float16 / bfloat16 have no numpy twin
         arr = t.cpu().numpy()
         arr = (arr[None] if arr.ndim == 3 else arr).transpose(0, 2, 3, 1)
-        _check_dtype(arr, str(image.dtype))
+        _check_dtype(arr, str(image.dtype), shape)
         return arr, Layout("tensor", shape, image.dtype, image.device)
     raise TypeError(f"image: a numpy array or a torch tensor, got {type(image).__name__} "
                     "(a PIL image: np.asarray(img))")
 
 
-def _check_dtype(arr: np.ndarray, dtype_name: str) -> None:
-    """The dtype and size checks of `to_unit` that need no conversion, made before any work."""
+def _check_dtype(arr: np.ndarray, dtype_name: str, given: tuple[int, ...]) -> None:
+    """The dtype and size checks of `to_unit` that need no conversion, made before any work; `given`: the shape
+    as the caller passed it (for the message)."""
     if arr.size == 0:
-        raise ValueError(f"image: empty ({arr.shape})")
+        raise ValueError(f"image: empty (shape {tuple(given)})")
     if arr.dtype not in INT_SCALES and arr.dtype.kind != "f":
         raise ValueError(f"image: unsupported dtype {dtype_name} (uint8, uint16, or float in [0, 1])")
 
