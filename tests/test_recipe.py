@@ -31,6 +31,10 @@ def test_short_key_routing():
         expand_short_keys(raw, ["channels=3"])
     with pytest.raises(RecipeError, match="key=value"):
         apply_overrides({}, ["novalue"])
+    for whole in ("model=null", "model={}", "model=5", "model={width: 8}"):  # never a whole section reset silently
+        with pytest.raises(RecipeError, match=r"'model' is a section; set its keys \(model\.KEY=VALUE\)"):
+            apply_overrides({"model": {"width": 8}}, [whole])
+    assert apply_overrides({}, ["sampler={}"]) == {"sampler": {}}  # a section the recipe does not have: given
 
 
 @pytest.mark.parametrize(

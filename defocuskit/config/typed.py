@@ -130,5 +130,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(node[p], dict):
                 raise RecipeError(f"override '{key}': '{p}' is not a section")
             node = node[p]
+        if isinstance(node.get(parts[-1]), dict):  # `model=null`, `model={}` would reset a whole section silently
+            raise RecipeError(f"override '{item}': '{key.strip()}' is a section; set its keys "
+                              f"({key.strip()}.KEY=VALUE), not the section")
         node[parts[-1]] = parse_value(text)
     return out
