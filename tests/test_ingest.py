@@ -710,6 +710,10 @@ def test_an_unfinished_ingest_is_named_by_every_reader(tmp_path, fake, capsys):
     ("--test-fraction", "1.5", "--test-fraction 1.5: a share of the scenes, from 0 to 1"),
     ("--test-fraction", "-0.5", "--test-fraction -0.5: a share of the scenes"),
     ("--test-fraction", "nan", "--test-fraction nan: a share of the scenes"),
+    ("--max-side", "-10", "--max-side -10: at least 8 pixels"),  # wrote 1x1 images before
+    ("--max-side", "1", "--max-side 1: at least 8 pixels"),
+    ("--patch", "-5", "--patch -5: at least 8 pixels (an image or patch that small holds no blur to learn; 0: no"),
+    ("--stride", "-3", "--stride -3: at least 8 pixels"),
 ])
 def test_impossible_numbers_on_the_command_line_are_refused_naming_the_option(option, value, needle, tmp_path):
     from typer.testing import CliRunner

@@ -196,9 +196,13 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
         raise IngestError(str(exc)) from None
 
 
+MIN_SIDE_PX = 8  # --max-side, --patch, --stride below this: refused (a 1x1 "pair" was written before)
+
+
 def check_numbers(opts: IngestOptions) -> None:
     """IngestError naming the option and the value: an f-number to render outside the lenses that exist
-    (F_NUMBER_RANGE) or, for --render, not wider than its reference; a --test-fraction outside [0, 1]."""
+    (F_NUMBER_RANGE) or, for --render, not wider than its reference; a --test-fraction outside [0, 1]; a --max-side,
+    --patch or --stride under MIN_SIDE_PX."""
     low, high = F_NUMBER_RANGE
     given = [("--synthetic-f-numbers", n) for n in opts.synthetic_f_numbers]
     given += [("--render-f-numbers", n) for n in opts.render_f_numbers]
@@ -211,6 +215,11 @@ def check_numbers(opts: IngestOptions) -> None:
                               f"f/{opts.render_ref_f_number:g} (--render-ref-f-number): no defocus to render")
     if not 0.0 <= opts.test_fraction <= 1.0:
         raise IngestError(f"--test-fraction {opts.test_fraction:g}: a share of the scenes, from 0 to 1")
+    for option, size in (("--max-side", opts.max_side), ("--patch", opts.patch), ("--stride", opts.stride)):
+        if size is not None and size < MIN_SIDE_PX and not (option == "--patch" and size == 0):
+            zero = "; 0: no patches" if option == "--patch" else ""
+            raise IngestError(f"{option} {size}: at least {MIN_SIDE_PX} pixels (an image or patch that small holds no "
+                              f"blur to learn{zero})")
 
 
 def _run_plan(out: Path, opts: IngestOptions, sources: Mapping[str, Path], progress: bool, tasks: list[Task],
