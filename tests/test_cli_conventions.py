@@ -403,3 +403,16 @@ def test_a_malformed_ingest_option_is_named_alone(option, value, message, tmp_pa
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "o").exists()
 
+
+
+@pytest.mark.parametrize(("value", "said"), [("0", "give 1 or more threads"), ("-1", "give 1 or more threads"),
+                                             ("abc", "not a whole number of threads")])
+def test_a_bad_defocuskit_threads_is_one_line(value, said, monkeypatch):
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+
+    monkeypatch.setenv("DEFOCUSKIT_THREADS", value)
+    result = CliRunner().invoke(app, ["recipes"])
+    assert result.exit_code == 2 and result.output.strip() == f"error: $DEFOCUSKIT_THREADS='{value}': {said}", \
+        result.output

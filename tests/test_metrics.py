@@ -164,6 +164,25 @@ def test_lpips_missing_tensors_named(tmp_path: Path) -> None:
         load_lpips([tmp_path / "alex.pth"])
     with pytest.raises(FileNotFoundError):
         load_lpips([tmp_path / "nope.pth"])
+    (tmp_path / "page.pth").write_text("<html>Google Drive - virus scan warning</html>")  # a failed download
+    (tmp_path / "page.safetensors").write_text("<html>")
+    import os
+    import pickle
+
+    class Runs:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"params": Runs()}, tmp_path / "evil.pth")  # as a release would be saved
+    (tmp_path / "evil5.pth").write_bytes(pickle.dumps(Runs(), protocol=5))
+    for name, said in (("page.pth", "not a readable PyTorch checkpoint"), ("evil.pth", "refused: it needs the Python "
+                       "object"), ("evil5.pth", "not a readable PyTorch checkpoint"),
+                      ("page.safetensors", "not a readable safetensors file")):
+        with pytest.raises(ValueError) as info:
+            load_lpips([tmp_path / name])
+        message = str(info.value)
+        assert message.startswith(f"{tmp_path / name}: {said}") and "\n" not in message, message
+        assert "weights_only" not in message.replace("weights_only=True", "")  # never torch's advice to unpickle
 
 
 @pytest.mark.parametrize("shape", [(9, 7, 1), (31, 50, 3), (200, 131, 3), (6, 40, 3)])

@@ -150,7 +150,10 @@ def set_threads(threads: int | None) -> None:
 
     if threads is not None:
         os.environ[THREADS_ENV] = str(threads)
-    apply_threads()
+    try:
+        apply_threads()
+    except ValueError as exc:  # $DEFOCUSKIT_THREADS=abc, 0, -1: one line, as --threads 0 is
+        exit_before_torch(True, str(exc))
 
 
 def exit_before_torch(failed: bool, message: str) -> None:

@@ -65,8 +65,13 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors' own errors: a header too large, a file cut short
+            raise ValueError(f"{path}: not a readable safetensors file ({str(exc).strip().splitlines()[0]})") from None
+    from defocuskit.io.release import read_checkpoint
+
+    state = read_checkpoint(path)  # weights only; one line naming the file, never torch's advice to unpickle
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a state dict")
     return state
