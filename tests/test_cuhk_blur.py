@@ -128,6 +128,19 @@ def test_white_is_option_forces_the_polarity(tmp_path):
     bad = ingest("--cuhk-blur", str(tmp_path / "cuhk"), "--out", str(tmp_path / "x"), "--cuhk-white-is", "white")
     assert bad.exit_code != 0
 
+def test_a_mask_stored_as_zero_and_one_reads_as_black_and_white(tmp_path):
+    """Label maps saved as 0 / 1 (8- or 16-bit) were read as all black: 'all in focus', without a word."""
+    expected = make_cuhk(tmp_path / "cuhk", "blurred", n=4, extras=False)
+    for i, path in enumerate(sorted((tmp_path / "cuhk" / "gt").glob("*.png"))):
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 127
+        cv2.imwrite(str(path), mask.astype(np.uint16 if i % 2 else np.uint8))
+    out = tmp_path / "out"
+    result = ingest("--cuhk-blur", str(tmp_path / "cuhk"), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    for stem, region in expected.items():
+        assert np.array_equal(samples_of(out)[f"cuhk-blur/{stem}"]["blurmask"], np.where(region, 255, 0))
+
+
 def test_wrong_layout_fails_before_any_work(tmp_path):
     write_image(tmp_path / "ded" / "sharp" / "sharp_1.jpg", _photo(0, _region(0)))
     write_image(tmp_path / "ded" / "image" / "image_1.jpg", _photo(0, _region(0)))

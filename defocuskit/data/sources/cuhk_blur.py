@@ -82,8 +82,11 @@ def layout_problem(root: Path) -> str | None:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A mask file as uint8 grey (H, W) (16-bit scaled down, colour averaged); ImageError if unreadable."""
+    """A mask file as uint8 grey (H, W) (16-bit scaled down, colour averaged; a mask stored as 0 / 1, as label maps
+    often are, as 0 / 255); ImageError if unreadable."""
     arr = read_image(path)
+    if arr.max() == 1:  # labels 0 and 1 (any bit depth): white is 1, not a level under the 128 threshold
+        arr = arr * (65535 if arr.dtype == np.uint16 else 255)
     if arr.dtype == np.uint16:
         arr = (arr >> 8).astype(np.uint8)
     return arr.mean(axis=2).round().astype(np.uint8) if arr.ndim == 3 else arr
