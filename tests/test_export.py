@@ -58,6 +58,12 @@ def test_bad_files(tmp_path):
     save_file({"w": torch.zeros(2)}, str(plain))
     with pytest.raises(ValueError, match="no defocuskit metadata"):
         read_model_file(plain)
+    release = tmp_path / "net_g.pth"  # a published checkpoint given where a model file goes (train.init_from=)
+    torch.save({"w": torch.zeros(2)}, release)
+    from defocuskit.io.modelfile import read_metadata
+
+    with pytest.raises(ValueError, match=r"net_g\.pth: not a readable safetensors file .*defocuskit import-weights"):
+        read_metadata(release)
 
 
 def test_weights_that_do_not_fit_the_recipe(exported, tmp_path):

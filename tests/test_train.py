@@ -179,6 +179,7 @@ def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
         ("data.train=/nonexistent/train-*.tar", "/nonexistent/train-*.tar"),
         ("train.eval_every=5", "data.val"),
         ("data.val=/nonexistent/val", "data.val"),
+        ("output_dir=", "output_dir: empty; give the run folder"),  # trained into the working folder before
     ],
 )
 def test_bad_recipe_or_data_is_exit_2_before_work(override, needle, shards, tmp_path):

@@ -210,8 +210,8 @@ def _features(ref: np.ndarray, mov: np.ndarray, mask: np.ndarray | None = None) 
     kp_a, des_a = detector.detectAndCompute(a, mask)
     kp_b, des_b = detector.detectAndCompute(b, mask)
     if des_a is None or des_b is None or len(kp_a) < _MIN_MATCHES or len(kp_b) < _MIN_MATCHES:
-        raise RegistrationError(f"too few features ({0 if des_a is None else len(kp_a)} / "
-                                f"{0 if des_b is None else len(kp_b)})")
+        raise RegistrationError(f"too few features: {0 if des_a is None else len(kp_a)} in the reference, "
+                                f"{0 if des_b is None else len(kp_b)} in the shot ({_MIN_MATCHES} needed in each)")
     knn = cv2.BFMatcher(norm).knnMatch(des_a, des_b, k=2)
     good = [p[0] for p in knn if len(p) == 2 and p[0].distance < 0.75 * p[1].distance]
     if len(good) < _MIN_MATCHES:

@@ -100,7 +100,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+        raise _unreadable(Path(path), e) from None
 
 
 def weights_origin(meta: dict[str, str]) -> dict[str, Any]:

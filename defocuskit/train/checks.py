@@ -30,6 +30,8 @@ def format_counts(counts: dict[str, int]) -> str:
 def check_recipe(recipe: Recipe, method: Method) -> None:
     """Values the loop cannot use, named by key (RecipeError)."""
     d, o, t = recipe.data, recipe.optim, recipe.train
+    if not str(recipe.output_dir).strip():  # `output_dir=` would train into the working folder without a word
+        raise RecipeError("output_dir: empty; give the run folder (e.g. output_dir=runs/NAME)")
     positive = {
         "data.image_size": d.image_size, "data.batch_size": d.batch_size, "train.max_steps": t.max_steps,
         "train.grad_accum": t.grad_accum, "train.checkpoint_every": t.checkpoint_every,
