@@ -170,6 +170,9 @@ def test_restore_rejects_mismatched_channels():
     (dict(steps=0), "sampler.steps"),
     (dict(name="fast", steps=-2), "sampler.steps"),
     (dict(sigma_start=0.0), "sampler.sigma_start"),
+    (dict(sigma_start=float("inf")), "sampler.sigma_start"),  # reached the sampler, which named itself
+    (dict(dc_sigma=float("inf")), "sampler.dc_sigma"),
+    (dict(snr=float("inf")), "sampler.snr"),
     (dict(dc_sigma=-0.05), "sampler.dc_sigma"),
     (dict(zeta=1.5), "sampler.zeta"),
     (dict(zeta=-0.1), "sampler.zeta"),

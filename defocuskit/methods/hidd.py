@@ -7,6 +7,7 @@ sampler with data-consistency steps towards the defocused input.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,11 +96,14 @@ class SamplerConfig(Sampler):
             raise ValueError(f"sampler.blur_model: '{self.blur_model}' is not one of {', '.join(MODELS)}")
         if self.psf not in PSF_SHAPES:
             raise ValueError(f"sampler.psf: '{self.psf}' is not one of {', '.join(PSF_SHAPES)}")
-        checks = {"steps": self.steps is None or self.steps >= 1, "sigma_start": self.sigma_start > 0,
-                  "dc_sigma": self.dc_sigma > 0, "zeta": 0 <= self.zeta <= 1, "blur_levels": self.blur_levels >= 1,
+        finite = math.isfinite
+        checks = {"steps": self.steps is None or self.steps >= 1,
+                  "sigma_start": self.sigma_start > 0 and finite(self.sigma_start),
+                  "dc_sigma": self.dc_sigma > 0 and finite(self.dc_sigma), "zeta": 0 <= self.zeta <= 1,
+                  "blur_levels": self.blur_levels >= 1,
                   "cg_steps": self.cg_steps >= 0, "corrector_chains": self.corrector_chains >= 0,
                   "weights": len(self.weights) == 2 and all(0 <= w <= 1 for w in self.weights),
-                  "snr": self.snr > 0}
+                  "snr": self.snr > 0 and finite(self.snr)}
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"sampler.{key}: out of range ({getattr(self, key)!r})")
