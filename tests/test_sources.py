@@ -329,3 +329,29 @@ def test_two_files_of_one_name_use_the_first_and_reject_the_other(tmp_path):
     tasks, rejected = _split(list(render.list_tasks(photos, OPTS)))
     assert tasks and all(t.files["image"].endswith("a.png") and t.files["depth"].endswith("a.png") for t in tasks)
     assert sorted(Path(r.file).relative_to(photos).as_posix() for r in rejected) == ["depth/a.tif", "image/a.tif"]
+
+
+APPLE_DOUBLE = b"\x00\x05\x16\x07" + b"\0" * 60  # what macOS leaves beside a file copied to a non-HFS disk
+
+
+def test_hidden_files_are_skipped_with_a_reject_line_by_dpdd_ded_and_realdof(tmp_path):
+    """`._1.png` (macOS AppleDouble) is no image: DED took it for number 1 and dropped the good file, DPDD and
+    RealDOF counted it and lost the split; now each skips it with the reject line --pairs and --sdd give."""
+    hidden = "hidden file (name starts with '.'): not used"
+    for n in (1, 2, 3):
+        write_image(tmp_path / "ded" / "sharp" / f"sharp_{n}.jpg", _img(n))
+        write_image(tmp_path / "ded" / "image" / f"image_{n}.jpg", _img(10 + n))
+        write_image(tmp_path / "dpdd" / "test_c" / "source" / f"{n}.png", _img(20 + n))
+        write_image(tmp_path / "dpdd" / "test_c" / "target" / f"{n}.png", _img(30 + n))
+        write_image(tmp_path / "rdof" / "source" / f"{n}.png", _img(40 + n))
+        write_image(tmp_path / "rdof" / "target" / f"{n}.png", _img(50 + n))
+    cases = ((ded, "ded", "sharp/._sharp_1.jpg", "ded/1"), (dpdd, "dpdd", "test_c/target/._1.png", "dpdd/test/1"),
+             (realdof, "rdof", "source/._2.png", "realdof/test/1"))
+    for module, folder, bad, key in cases:
+        (tmp_path / folder / bad).write_bytes(APPLE_DOUBLE)
+        tasks, rejected = _split(list(module.list_tasks(tmp_path / folder, IngestOptions(split_by="train"))))
+        assert len(tasks) == 3 and tasks[0].key == key
+        assert not any(Path(f).name.startswith(".") for t in tasks for f in t.files.values())
+        assert [(r.file, r.reason) for r in rejected] == [(str(tmp_path / folder / bad), hidden)]
+    (sample,) = ded.load(next(t for t in ded.list_tasks(tmp_path / "ded", OPTS) if isinstance(t, Task)), OPTS)
+    np.testing.assert_array_equal(sample.sharp, read_image(tmp_path / "ded" / "sharp" / "sharp_1.jpg"))
