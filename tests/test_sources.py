@@ -355,3 +355,19 @@ def test_hidden_files_are_skipped_with_a_reject_line_by_dpdd_ded_and_realdof(tmp
         assert [(r.file, r.reason) for r in rejected] == [(str(tmp_path / folder / bad), hidden)]
     (sample,) = ded.load(next(t for t in ded.list_tasks(tmp_path / "ded", OPTS) if isinstance(t, Task)), OPTS)
     np.testing.assert_array_equal(sample.sharp, read_image(tmp_path / "ded" / "sharp" / "sharp_1.jpg"))
+
+
+def test_ded_two_files_of_one_number_use_the_first_and_reject_the_other(tmp_path):
+    """`image_01.jpg` beside `image_1.jpg`, `sharp_2.png` beside `sharp_2.jpg`: the first by name is used, the
+    other gets a reject line naming it (it was dropped without a word before)."""
+    for n in (1, 2):
+        write_image(tmp_path / "sharp" / f"sharp_{n}.jpg", _img(n))
+        write_image(tmp_path / "image" / f"image_{n}.jpg", _img(10 + n))
+    write_image(tmp_path / "image" / "image_01.jpg", _img(20))
+    write_image(tmp_path / "sharp" / "sharp_2.png", _img(21))
+    tasks, rejected = _split(list(ded.list_tasks(tmp_path, IngestOptions(split_by="train"))))
+    assert [(t.key, Path(t.files["blur"]).name, Path(t.files["sharp"]).name) for t in tasks] == [
+        ("ded/1", "image_01.jpg", "sharp_1.jpg"), ("ded/2", "image_2.jpg", "sharp_2.jpg")]
+    assert sorted((Path(r.file).relative_to(tmp_path).as_posix(), r.reason) for r in rejected) == [
+        ("image/image_1.jpg", "another file of the same number is used: image_01.jpg"),
+        ("sharp/sharp_2.png", "another file of the same number is used: sharp_2.jpg")]

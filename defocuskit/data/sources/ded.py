@@ -4,7 +4,8 @@ Layout: `sharp/<prefix>_<n>.jpg` (the all-in-focus ground truth), `image/image_<
 shot) and `filtered/defocus_filterd_<n>.png` (sic; a filtered defocus map, recorded in origin only, not
 used as a CoC map), paired by the number <n>; scene subfolders, where present, are kept. No official
 split: opts.split_by decides. Hidden files (`._sharp_1.jpg`, macOS AppleDouble) get reject lines and
-take no number.
+take no number; of two files of one number in a folder (`image_01.jpg` beside `image_1.jpg`, `sharp_2.png`
+beside `sharp_2.jpg`) the first by name is used and the other gets a reject line.
 
 Layout: `sharp/` and `image/` must exist, else the source fails (LayoutError) before any work.
 """
@@ -35,8 +36,8 @@ def _number(path: Path) -> str | None:
 
 
 def _index(folder: Path, suffixes: set[str]) -> tuple[dict[tuple[str, str], Path], list[Rejected]]:
-    """(scene subfolder, number) -> file, for every image under `folder` outside hidden folders; and reject
-    lines for the hidden image files."""
+    """(scene subfolder, number) -> file, for every image under `folder` outside hidden folders (of two files
+    of one number, the first by name); and reject lines for the hidden image files and the unused twins."""
     found: dict[tuple[str, str], Path] = {}
     rejects: list[Rejected] = []
     if not folder.is_dir():
@@ -49,7 +50,12 @@ def _index(folder: Path, suffixes: set[str]) -> tuple[dict[tuple[str, str], Path
         if path.name.startswith("."):
             rejects.append(Rejected(NAME, str(path), HIDDEN_FILE))
         elif (n := _number(path)) is not None:
-            found.setdefault((path.parent.relative_to(folder).as_posix(), n), path)
+            where = (path.parent.relative_to(folder).as_posix(), n)
+            if where in found:
+                reason = f"another file of the same number is used: {found[where].name}"
+                rejects.append(Rejected(NAME, str(path), reason))
+            else:
+                found[where] = path
     return found, rejects
 
 
