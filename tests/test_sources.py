@@ -140,9 +140,10 @@ def test_realdof_and_size_mismatch(tmp_path):
         realdof.load(tasks[1], OPTS)
     assert "64x50" in info.value.reason and "64x48" in info.value.reason and "001_gt.png" in info.value.reason
     assert info.value.file.endswith("001_blur.png")
-    (tmp_path / "target" / "002_gt.png").unlink()
-    _, rejected = _split(list(realdof.list_tasks(tmp_path, OPTS)))
-    assert "3 source vs 2 target" in rejected[0].reason
+    (tmp_path / "target" / "002_gt.png").unlink()  # paired by number: the one left over gets the reject line
+    tasks, rejected = _split(list(realdof.list_tasks(tmp_path, OPTS)))
+    assert len(tasks) == 2 and [(Path(r.file).name, r.reason) for r in rejected] == [
+        ("002_blur.png", "no target image numbered 2")]
 
 
 def test_vabd_real_photos(tmp_path, real_fixture_root):
@@ -371,3 +372,34 @@ def test_ded_two_files_of_one_number_use_the_first_and_reject_the_other(tmp_path
     assert sorted((Path(r.file).relative_to(tmp_path).as_posix(), r.reason) for r in rejected) == [
         ("image/image_1.jpg", "another file of the same number is used: image_01.jpg"),
         ("sharp/sharp_2.png", "another file of the same number is used: sharp_2.jpg")]
+
+
+def test_realdof_pairs_by_number_or_stem_before_sorted_order(tmp_path):
+    """`source/{1,2,10}.png` with `target/{1,2,10}_gt.png`: sorted order paired 1 with 10_gt; now the names' numbers
+    pair them, a file with no partner gets a reject line, and sorted order is left for names with no numbers."""
+    for n in (1, 2, 10):
+        write_image(tmp_path / "source" / f"{n}.png", _img(n))
+        write_image(tmp_path / "target" / f"{n}_gt.png", _img(10 + n))
+    write_image(tmp_path / "source" / "11.png", _img(4))
+    tasks, rejected = _split(list(realdof.list_tasks(tmp_path, OPTS)))
+    assert [(t.key, Path(t.files["sharp"]).name) for t in tasks] == [
+        ("realdof/test/1", "1_gt.png"), ("realdof/test/2", "2_gt.png"), ("realdof/test/10", "10_gt.png")]
+    assert [(Path(r.file).name, r.reason) for r in rejected] == [("11.png", "no target image numbered 11")]
+    names = tmp_path / "names"
+    for stem in ("beach", "desk"):  # no numbers: by stem, `_gt` stripped
+        write_image(names / "source" / f"{stem}.png", _img(5))
+        write_image(names / "target" / f"{stem}_gt.png", _img(6))
+    write_image(names / "target" / "lamp_gt.png", _img(7))
+    tasks, rejected = _split(list(realdof.list_tasks(names, OPTS)))
+    assert [(t.key, Path(t.files["sharp"]).name) for t in tasks] == [
+        ("realdof/test/beach", "beach_gt.png"), ("realdof/test/desk", "desk_gt.png")]
+    assert [(Path(r.file).name, r.reason) for r in rejected] == [("lamp_gt.png", "no source image named lamp")]
+    other = tmp_path / "other"
+    for blur, sharp in (("a", "x"), ("b", "y")):  # nothing in common: sorted order, counts must agree
+        write_image(other / "source" / f"{blur}.png", _img(8))
+        write_image(other / "target" / f"{sharp}.png", _img(9))
+    tasks, rejected = _split(list(realdof.list_tasks(other, OPTS)))
+    assert [Path(t.files["sharp"]).name for t in tasks] == ["x.png", "y.png"] and not rejected
+    write_image(other / "target" / "z.png", _img(9))
+    tasks, rejected = _split(list(realdof.list_tasks(other, OPTS)))
+    assert not tasks and "2 source vs 3 target" in rejected[0].reason
