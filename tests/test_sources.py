@@ -140,9 +140,10 @@ def test_realdof_and_size_mismatch(tmp_path):
         realdof.load(tasks[1], OPTS)
     assert "64x50" in info.value.reason and "64x48" in info.value.reason and "001_gt.png" in info.value.reason
     assert info.value.file.endswith("001_blur.png")
-    (tmp_path / "target" / "002_gt.png").unlink()
-    _, rejected = _split(list(realdof.list_tasks(tmp_path, OPTS)))
-    assert "3 source vs 2 target" in rejected[0].reason
+    (tmp_path / "target" / "002_gt.png").unlink()  # paired by number: the one left over gets the reject line
+    tasks, rejected = _split(list(realdof.list_tasks(tmp_path, OPTS)))
+    assert len(tasks) == 2 and [(Path(r.file).name, r.reason) for r in rejected] == [
+        ("002_blur.png", "no target image numbered 2")]
 
 
 def test_vabd_real_photos(tmp_path, real_fixture_root):
@@ -329,3 +330,76 @@ def test_two_files_of_one_name_use_the_first_and_reject_the_other(tmp_path):
     tasks, rejected = _split(list(render.list_tasks(photos, OPTS)))
     assert tasks and all(t.files["image"].endswith("a.png") and t.files["depth"].endswith("a.png") for t in tasks)
     assert sorted(Path(r.file).relative_to(photos).as_posix() for r in rejected) == ["depth/a.tif", "image/a.tif"]
+
+
+APPLE_DOUBLE = b"\x00\x05\x16\x07" + b"\0" * 60  # what macOS leaves beside a file copied to a non-HFS disk
+
+
+def test_hidden_files_are_skipped_with_a_reject_line_by_dpdd_ded_and_realdof(tmp_path):
+    """`._1.png` (macOS AppleDouble) is no image: DED took it for number 1 and dropped the good file, DPDD and
+    RealDOF counted it and lost the split; now each skips it with the reject line --pairs and --sdd give."""
+    hidden = "hidden file (name starts with '.'): not used"
+    for n in (1, 2, 3):
+        write_image(tmp_path / "ded" / "sharp" / f"sharp_{n}.jpg", _img(n))
+        write_image(tmp_path / "ded" / "image" / f"image_{n}.jpg", _img(10 + n))
+        write_image(tmp_path / "dpdd" / "test_c" / "source" / f"{n}.png", _img(20 + n))
+        write_image(tmp_path / "dpdd" / "test_c" / "target" / f"{n}.png", _img(30 + n))
+        write_image(tmp_path / "rdof" / "source" / f"{n}.png", _img(40 + n))
+        write_image(tmp_path / "rdof" / "target" / f"{n}.png", _img(50 + n))
+    cases = ((ded, "ded", "sharp/._sharp_1.jpg", "ded/1"), (dpdd, "dpdd", "test_c/target/._1.png", "dpdd/test/1"),
+             (realdof, "rdof", "source/._2.png", "realdof/test/1"))
+    for module, folder, bad, key in cases:
+        (tmp_path / folder / bad).write_bytes(APPLE_DOUBLE)
+        tasks, rejected = _split(list(module.list_tasks(tmp_path / folder, IngestOptions(split_by="train"))))
+        assert len(tasks) == 3 and tasks[0].key == key
+        assert not any(Path(f).name.startswith(".") for t in tasks for f in t.files.values())
+        assert [(r.file, r.reason) for r in rejected] == [(str(tmp_path / folder / bad), hidden)]
+    (sample,) = ded.load(next(t for t in ded.list_tasks(tmp_path / "ded", OPTS) if isinstance(t, Task)), OPTS)
+    np.testing.assert_array_equal(sample.sharp, read_image(tmp_path / "ded" / "sharp" / "sharp_1.jpg"))
+
+
+def test_ded_two_files_of_one_number_use_the_first_and_reject_the_other(tmp_path):
+    """`image_01.jpg` beside `image_1.jpg`, `sharp_2.png` beside `sharp_2.jpg`: the first by name is used, the
+    other gets a reject line naming it (it was dropped without a word before)."""
+    for n in (1, 2):
+        write_image(tmp_path / "sharp" / f"sharp_{n}.jpg", _img(n))
+        write_image(tmp_path / "image" / f"image_{n}.jpg", _img(10 + n))
+    write_image(tmp_path / "image" / "image_01.jpg", _img(20))
+    write_image(tmp_path / "sharp" / "sharp_2.png", _img(21))
+    tasks, rejected = _split(list(ded.list_tasks(tmp_path, IngestOptions(split_by="train"))))
+    assert [(t.key, Path(t.files["blur"]).name, Path(t.files["sharp"]).name) for t in tasks] == [
+        ("ded/1", "image_01.jpg", "sharp_1.jpg"), ("ded/2", "image_2.jpg", "sharp_2.jpg")]
+    assert sorted((Path(r.file).relative_to(tmp_path).as_posix(), r.reason) for r in rejected) == [
+        ("image/image_1.jpg", "another file of the same number is used: image_01.jpg"),
+        ("sharp/sharp_2.png", "another file of the same number is used: sharp_2.jpg")]
+
+
+def test_realdof_pairs_by_number_or_stem_before_sorted_order(tmp_path):
+    """`source/{1,2,10}.png` with `target/{1,2,10}_gt.png`: sorted order paired 1 with 10_gt; now the names' numbers
+    pair them, a file with no partner gets a reject line, and sorted order is left for names with no numbers."""
+    for n in (1, 2, 10):
+        write_image(tmp_path / "source" / f"{n}.png", _img(n))
+        write_image(tmp_path / "target" / f"{n}_gt.png", _img(10 + n))
+    write_image(tmp_path / "source" / "11.png", _img(4))
+    tasks, rejected = _split(list(realdof.list_tasks(tmp_path, OPTS)))
+    assert [(t.key, Path(t.files["sharp"]).name) for t in tasks] == [
+        ("realdof/test/1", "1_gt.png"), ("realdof/test/2", "2_gt.png"), ("realdof/test/10", "10_gt.png")]
+    assert [(Path(r.file).name, r.reason) for r in rejected] == [("11.png", "no target image numbered 11")]
+    names = tmp_path / "names"
+    for stem in ("beach", "desk"):  # no numbers: by stem, `_gt` stripped
+        write_image(names / "source" / f"{stem}.png", _img(5))
+        write_image(names / "target" / f"{stem}_gt.png", _img(6))
+    write_image(names / "target" / "lamp_gt.png", _img(7))
+    tasks, rejected = _split(list(realdof.list_tasks(names, OPTS)))
+    assert [(t.key, Path(t.files["sharp"]).name) for t in tasks] == [
+        ("realdof/test/beach", "beach_gt.png"), ("realdof/test/desk", "desk_gt.png")]
+    assert [(Path(r.file).name, r.reason) for r in rejected] == [("lamp_gt.png", "no source image named lamp")]
+    other = tmp_path / "other"
+    for blur, sharp in (("a", "x"), ("b", "y")):  # nothing in common: sorted order, counts must agree
+        write_image(other / "source" / f"{blur}.png", _img(8))
+        write_image(other / "target" / f"{sharp}.png", _img(9))
+    tasks, rejected = _split(list(realdof.list_tasks(other, OPTS)))
+    assert [Path(t.files["sharp"]).name for t in tasks] == ["x.png", "y.png"] and not rejected
+    write_image(other / "target" / "z.png", _img(9))
+    tasks, rejected = _split(list(realdof.list_tasks(other, OPTS)))
+    assert not tasks and "2 source vs 3 target" in rejected[0].reason

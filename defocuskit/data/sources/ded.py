@@ -3,7 +3,9 @@
 Layout: `sharp/<prefix>_<n>.jpg` (the all-in-focus ground truth), `image/image_<n>.jpg` (the defocused
 shot) and `filtered/defocus_filterd_<n>.png` (sic; a filtered defocus map, recorded in origin only, not
 used as a CoC map), paired by the number <n>; scene subfolders, where present, are kept. No official
-split: opts.split_by decides.
+split: opts.split_by decides. Hidden files (`._sharp_1.jpg`, macOS AppleDouble) get reject lines and
+take no number; of two files of one number in a folder (`image_01.jpg` beside `image_1.jpg`, `sharp_2.png`
+beside `sharp_2.jpg`) the first by name is used and the other gets a reject line.
 
 Layout: `sharp/` and `image/` must exist, else the source fails (LayoutError) before any work.
 """
@@ -17,12 +19,14 @@ from typing import Iterator
 from defocuskit.data.pairs import key_part, load_task, relpath, split_for
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
+from defocuskit.data.sources.pairs import HIDDEN_FILE
 
 NAME = "ded"
 TITLE = "DED"
 EXPECTED = "sharp/, image/ and optionally filtered/"
 F_NUMBER = 2.0  # Lytro Illum, fixed aperture
 CAMERA = "Lytro Illum"
+IMAGES = {".jpg", ".jpeg", ".png"}
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
@@ -31,15 +35,28 @@ def _number(path: Path) -> str | None:
     return str(int(match.group(1))) if match else None
 
 
-def _index(folder: Path, suffixes: set[str]) -> dict[tuple[str, str], Path]:
-    """(scene subfolder, number) -> file, for every image under `folder`."""
+def _index(folder: Path, suffixes: set[str]) -> tuple[dict[tuple[str, str], Path], list[Rejected]]:
+    """(scene subfolder, number) -> file, for every image under `folder` outside hidden folders (of two files
+    of one number, the first by name); and reject lines for the hidden image files and the unused twins."""
     found: dict[tuple[str, str], Path] = {}
+    rejects: list[Rejected] = []
     if not folder.is_dir():
-        return found
+        return found, rejects
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.suffix.lower() in suffixes and (n := _number(path)) is not None:
-            found.setdefault((path.parent.relative_to(folder).as_posix(), n), path)
-    return found
+        if not path.is_file() or path.suffix.lower() not in suffixes:
+            continue
+        if any(part.startswith(".") for part in path.relative_to(folder).parent.parts):
+            continue  # inside a hidden folder: not searched
+        if path.name.startswith("."):
+            rejects.append(Rejected(NAME, str(path), HIDDEN_FILE))
+        elif (n := _number(path)) is not None:
+            where = (path.parent.relative_to(folder).as_posix(), n)
+            if where in found:
+                reason = f"another file of the same number is used: {found[where].name}"
+                rejects.append(Rejected(NAME, str(path), reason))
+            else:
+                found[where] = path
+    return found, rejects
 
 
 def layout_problem(root: Path) -> str | None:
@@ -52,9 +69,9 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per sharp image that has a defocused image of the same number."""
     root = Path(root)
     layout.check_layout(SOURCE, root)
-    sharp = _index(root / "sharp", {".jpg", ".jpeg", ".png"})
-    image = _index(root / "image", {".jpg", ".jpeg", ".png"})
-    filtered = _index(root / "filtered", {".png"})
+    (sharp, rejects), (image, more) = _index(root / "sharp", IMAGES), _index(root / "image", IMAGES)
+    filtered, hidden_maps = _index(root / "filtered", {".png"})
+    yield from rejects + more + hidden_maps
     if not sharp:
         yield Rejected(NAME, str(root / "sharp"), "no sharp images found")
         return

@@ -8,7 +8,8 @@ registration. The dual-pixel views of the blurred shots, `{train,val,test}_l/sou
 stray `*_l` / `*_r` files beside the centre views.
 
 Layout: at least one split folder, and `source/` and `target/` in each one present, else the source
-fails (LayoutError) before any work.
+fails (LayoutError) before any work. Hidden files (`._1.png`, macOS AppleDouble) and subfolders holding
+images get reject lines and are not counted.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from defocuskit.data.pairs import as_depth, key_part, list_images, load_task, relpath
+from defocuskit.data.pairs import as_depth, key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
+from defocuskit.data.sources.pairs import folder_images
 from defocuskit.io.images import bit_depth, read_image
 
 NAME = "dpdd"
@@ -37,8 +39,18 @@ def _dataset_root(root: Path) -> Path:
     return root
 
 
-def _centre_views(folder: Path) -> list[Path]:
-    return [p for p in list_images(folder, {".png"}) if not p.stem.lower().endswith(("_l", "_r"))]
+USES = "{train_c,val_c,test_c}/{source,target}/*.png"
+
+
+def _pngs(folder: Path) -> tuple[list[Path], list[Rejected]]:
+    """The PNG files lying directly in `folder`, sorted by name, and reject lines for the hidden ones."""
+    images, rejects = folder_images(NAME, folder, USES)
+    return [p for p in images if p.suffix.lower() == ".png"], rejects
+
+
+def _centre_views(folder: Path) -> tuple[list[Path], list[Rejected]]:
+    images, rejects = _pngs(folder)
+    return [p for p in images if not p.stem.lower().endswith(("_l", "_r"))], rejects
 
 
 def layout_problem(root: Path) -> str | None:
@@ -62,14 +74,16 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
         split_dir = data / folder
         if not split_dir.is_dir():
             continue
-        sources, targets = _centre_views(split_dir / "source"), _centre_views(split_dir / "target")
+        (sources, rejects), (targets, more) = _centre_views(split_dir / "source"), _centre_views(split_dir / "target")
+        yield from rejects + more
         if len(sources) != len(targets):
             yield Rejected(NAME, str(split_dir),
                            f"{len(sources)} source vs {len(targets)} target images: cannot pair by sorted order")
             continue
-        views: list[tuple[Path | None, Path | None]] = [(None, None)] * len(sources)
+        views: Views = [(None, None)] * len(sources)
         if opts.dual_pixel:
-            found = _dual_views(data, folder, len(sources))
+            found, rejects = _dual_views(data, folder, len(sources))
+            yield from rejects
             if isinstance(found, str):
                 yield Rejected(NAME, str(data / f"{folder[:-2]}_l"), found)
                 continue
@@ -86,19 +100,25 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
             yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}", files, meta, {})
 
 
-def _dual_views(data: Path, folder: str, n: int) -> list[tuple[Path | None, Path | None]] | str:
-    """The (left, right) view files of a split's n blurred shots by sorted order, or why there are none."""
+Views = list[tuple[Path | None, Path | None]]
+
+
+def _dual_views(data: Path, folder: str, n: int) -> tuple[Views | str, list[Rejected]]:
+    """The (left, right) view files of a split's n blurred shots by sorted order, or why there are none; and
+    reject lines for the hidden files beside them."""
     base = folder[:-2]  # train_c -> train
-    lists = []
+    lists, rejects = [], []
     for side in ("l", "r"):
         views = data / f"{base}_{side}" / "source"
         if not views.is_dir():
-            return f"--dual-pixel: no {base}_{side}/source/ folder beside {folder}/"
-        lists.append(list_images(views, {".png"}))
+            return f"--dual-pixel: no {base}_{side}/source/ folder beside {folder}/", rejects
+        images, more = _pngs(views)
+        lists.append(images)
+        rejects += more
         if len(lists[-1]) != n:
             return (f"--dual-pixel: {len(lists[-1])} images in {base}_{side}/source/ vs {n} in {folder}/source/: "
-                    "cannot pair by sorted order")
-    return list(zip(*lists))
+                    "cannot pair by sorted order"), rejects
+    return list(zip(*lists)), rejects
 
 
 def load(task: Task, opts: IngestOptions) -> list[Sample]:

@@ -103,6 +103,9 @@ def layout_problem(root: Path) -> str | None:
 # ------------------------------------------------------------------------------------------- files
 
 
+HIDDEN_FILE = "hidden file (name starts with '.'): not used"  # the reject reason of an image file named `.*`
+
+
 def folder_images(source: str, folder: Path, uses: str) -> tuple[list[Path], list[Rejected]]:
     """The images lying directly in `folder`, sorted by name, and reject lines for the images there that
     cannot be used (hidden, unsupported format) and for subfolders holding images."""
@@ -119,7 +122,7 @@ def folder_images(source: str, folder: Path, uses: str) -> tuple[list[Path], lis
         elif suffix not in IMAGE_EXTENSIONS:
             continue  # sidecars, notes: not images
         elif path.name.startswith("."):
-            rejects.append(Rejected(source, str(path), "hidden file (name starts with '.'): not used"))
+            rejects.append(Rejected(source, str(path), HIDDEN_FILE))
         else:
             images.append(path)
     return images, rejects

@@ -1,21 +1,71 @@
-"""RealDOF (Lee et al., CVPR 2021): `{source,target}/*.png`, 50 pairs, paired by sorted order, test only.
+"""RealDOF (Lee et al., CVPR 2021): `{source,target}/*.png`, 50 pairs, test only.
 
-Layout: `source/` and `target/` must exist, else the source fails (LayoutError) before any work.
+Pairing: by the number in the file names (the last run of digits, `1.png` with `1_gt.png`, `000_blur.png`
+with `000_gt.png`) where every file has one, unique in its folder, and the folders share numbers; else by
+stem (a target's `_gt` suffix stripped) where the folders share stems; a file with no partner then gets a
+reject line. Only names with nothing in common are paired by sorted order, and then only when the counts
+agree (else one reject line and no pairs).
+
+Layout: `source/` and `target/` must exist, else the source fails (LayoutError) before any work. Hidden
+files (`._1.png`, macOS AppleDouble) and subfolders holding images get reject lines and are not counted.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from defocuskit.data.pairs import key_part, list_images, load_task, relpath
+from defocuskit.data.pairs import key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
+from defocuskit.data.sources.pairs import folder_images
 
 NAME = "realdof"
 TITLE = "RealDOF"
 EXPECTED = "source/ and target/"
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+USES = "source/*.png, target/*.png"
+_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def _number(path: Path) -> str | None:
+    match = _NUMBER.search(path.stem)
+    return str(int(match.group(1))) if match else None
+
+
+def _stem(path: Path) -> str:
+    return path.stem[:-3] if path.stem.lower().endswith("_gt") else path.stem
+
+
+def _keyed(paths: list[Path], key: Callable[[Path], str | None]) -> dict[str, Path] | None:
+    """`paths` by `key`, or None where a file has no key or two share one."""
+    found = {k: p for p in paths if (k := key(p)) is not None}
+    return found if len(found) == len(paths) else None
+
+
+def _pair(root: Path, sources: list[Path], targets: list[Path]) -> tuple[list[tuple[Path, Path]], list[Rejected]]:
+    """(blur, sharp) pairs by number, else by stem, else by sorted order; reject lines for what stays unpaired."""
+    for key, what in ((_number, "numbered"), (_stem, "named")):
+        blurs, sharps = _keyed(sources, key), _keyed(targets, key)
+        if blurs is None or sharps is None or not set(blurs) & set(sharps):
+            continue
+        order = sorted(set(blurs) | set(sharps), key=lambda k: (int(k), k) if what == "numbered" else (0, k))
+        pairs = [(blurs[k], sharps[k]) for k in order if k in blurs and k in sharps]
+        rejects = [Rejected(NAME, str(blurs[k]), f"no target image {what} {k}") for k in order if k not in sharps]
+        rejects += [Rejected(NAME, str(sharps[k]), f"no source image {what} {k}") for k in order if k not in blurs]
+        return pairs, rejects
+    if len(sources) != len(targets):
+        reason = (f"{len(sources)} source vs {len(targets)} target images: names share no number or stem, "
+                  "cannot pair by sorted order")
+        return [], [Rejected(NAME, str(root), reason)]
+    return list(zip(sources, targets)), []
+
+
+def _images(folder: Path) -> tuple[list[Path], list[Rejected]]:
+    """The images lying directly in `folder`, sorted by name, and reject lines for the hidden ones."""
+    images, rejects = folder_images(NAME, folder, USES)
+    return [p for p in images if p.suffix.lower() in EXTENSIONS], rejects
 
 
 def layout_problem(root: Path) -> str | None:
@@ -25,18 +75,17 @@ def layout_problem(root: Path) -> str | None:
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
-    """One test pair per source/target image, in sorted order."""
+    """One test pair per source/target image pair (by number, else stem, else sorted order)."""
     root = Path(root)
     layout.check_layout(SOURCE, root)
-    sources, targets = list_images(root / "source", EXTENSIONS), list_images(root / "target", EXTENSIONS)
+    (sources, rejects), (targets, more) = _images(root / "source"), _images(root / "target")
+    yield from rejects + more
     if not sources and not targets:
         yield Rejected(NAME, str(root), "no source/ and target/ images found")
         return
-    if len(sources) != len(targets):
-        yield Rejected(NAME, str(root),
-                       f"{len(sources)} source vs {len(targets)} target images: cannot pair by sorted order")
-        return
-    for blur, sharp in zip(sources, targets):
+    pairs, rejects = _pair(root, sources, targets)
+    yield from rejects
+    for blur, sharp in pairs:
         scene = key_part(blur.stem)
         meta = {"blur_type": "defocus", "origin": [relpath(blur, root), relpath(sharp, root)]}
         yield Task(NAME, "test", scene, f"{NAME}/test/{scene}", {"blur": str(blur), "sharp": str(sharp)}, meta, {})
