@@ -403,3 +403,10 @@ def test_realdof_pairs_by_number_or_stem_before_sorted_order(tmp_path):
     write_image(other / "target" / "z.png", _img(9))
     tasks, rejected = _split(list(realdof.list_tasks(other, OPTS)))
     assert not tasks and "2 source vs 3 target" in rejected[0].reason
+    frames = tmp_path / "frames"  # frame numbers that meet once by chance: not a pairing, sorted order as before
+    for blur, sharp in ((100, 101), (102, 103), (104, 100)):
+        write_image(frames / "source" / f"DSC{blur:05d}.png", _img(1))
+        write_image(frames / "target" / f"DSC{sharp:05d}.png", _img(2))
+    tasks, rejected = _split(list(realdof.list_tasks(frames, OPTS)))
+    assert [Path(t.files["sharp"]).name for t in tasks] == ["DSC00100.png", "DSC00101.png", "DSC00103.png"]
+    assert not rejected

@@ -1,8 +1,8 @@
 """RealDOF (Lee et al., CVPR 2021): `{source,target}/*.png`, 50 pairs, test only.
 
 Pairing: by the number in the file names (the last run of digits, `1.png` with `1_gt.png`, `000_blur.png`
-with `000_gt.png`) where every file has one, unique in its folder, and the folders share numbers; else by
-stem (a target's `_gt` suffix stripped) where the folders share stems; a file with no partner then gets a
+with `000_gt.png`) where every file has one, unique in its folder, and one folder's numbers are all found in the
+other; else by stem (a target's `_gt` suffix stripped) on the same terms; a file with no partner then gets a
 reject line. Only names with nothing in common are paired by sorted order, and then only when the counts
 agree (else one reject line and no pairs).
 
@@ -48,8 +48,8 @@ def _pair(root: Path, sources: list[Path], targets: list[Path]) -> tuple[list[tu
     """(blur, sharp) pairs by number, else by stem, else by sorted order; reject lines for what stays unpaired."""
     for key, what in ((_number, "numbered"), (_stem, "named")):
         blurs, sharps = _keyed(sources, key), _keyed(targets, key)
-        if blurs is None or sharps is None or not set(blurs) & set(sharps):
-            continue
+        if blurs is None or sharps is None or not (set(blurs) <= set(sharps) or set(sharps) <= set(blurs)):
+            continue  # keys that do not cover one folder (a chance overlap of frame numbers) pair nothing
         order = sorted(set(blurs) | set(sharps), key=lambda k: (int(k), k) if what == "numbered" else (0, k))
         pairs = [(blurs[k], sharps[k]) for k in order if k in blurs and k in sharps]
         rejects = [Rejected(NAME, str(blurs[k]), f"no target image {what} {k}") for k in order if k not in sharps]
