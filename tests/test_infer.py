@@ -186,6 +186,26 @@ def test_deblur_files_keeps_size_and_bit_depth(tmp_path: Path) -> None:
     assert np.abs(out8.astype(np.int64) - jpg).max() <= 1
 
 
+def test_deblur_writes_a_turned_jpeg_as_it_displays(tmp_path: Path) -> None:
+    """A camera JPEG stored sideways with EXIF Orientation 6 comes out upright: the displayed (H, W), not the stored."""
+    from PIL import Image, ImageOps
+
+    crop = read_image(VABD / "2_8" / "0003.JPG")[500:545, 700:770]  # 45 x 70, displayed
+    image = Image.fromarray(np.ascontiguousarray(np.rot90(crop, 1)))  # stored 70 x 45, shown turned back
+    exif = image.getexif()
+    exif[0x0112] = 6
+    (tmp_path / "in").mkdir()
+    image.save(tmp_path / "in" / "portrait.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "in" / "portrait.jpg") as im:
+        assert ImageOps.exif_transpose(im).size == (70, 45)
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    (written,) = deblur_files([tmp_path / "in" / "portrait.jpg"], ckpt, tmp_path / "out", progress=False)
+    out = read_image(written)
+    assert out.shape == (45, 70, 3)
+    assert np.abs(out.astype(np.int64) - read_image(tmp_path / "in" / "portrait.jpg")).max() <= 1  # identity net
+    assert np.abs(out.astype(np.float64) - crop).mean() < 3  # upright: the crop it was made from, up to JPEG
+
+
 def test_deblur_files_keeps_gray_as_gray_and_carries_alpha_through(tmp_path: Path) -> None:
     import cv2
 

@@ -1,4 +1,5 @@
-"""Image files in and out: 8/16-bit PNG, JPEG, TIFF and camera RAW, always RGB, never cropped."""
+"""Image files in and out: 8/16-bit PNG, JPEG, TIFF and camera RAW, always RGB, never cropped, read as they
+display (EXIF orientation applied)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,11 @@ def check_dimensions(source: str | Path | bytes | np.ndarray, name: str | Path) 
         data = source.tobytes()
     else:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    size = _pillow_size(data) or header_size(data)
+    _judge_size(_pillow_header(data)[0] or header_size(data), name, limit)
+
+
+def _judge_size(size: tuple[int, int] | None, name: str | Path, limit: int) -> None:
+    """The ImageError of `check_dimensions` for an image whose header gives `size` (None: no header gives it)."""
     if size is None:
         raise ImageError(name, "not a readable image: cannot read its dimensions from the header (not an image, "
                                f"damaged, or a format whose size is known only once decoded; ${MAX_PIXELS_ENV}=0 "
@@ -59,18 +64,51 @@ def check_dimensions(source: str | Path | bytes | np.ndarray, name: str | Path) 
                                "to decode it")
 
 
-def _pillow_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header, as Pillow reads it (PNG, JPEG, TIFF of integer samples, BMP, WebP, ...)."""
+def _pillow_header(data: bytes) -> tuple[tuple[int, int] | None, int]:
+    """(width, height) from the header, as Pillow reads it (PNG, JPEG, TIFF of integer samples, BMP, WebP, ...;
+    None for others), and the EXIF Orientation it declares (1-8; 1 where it has none or a damaged one)."""
     from PIL import Image
 
     bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the header only: judged by the caller
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return im.size
+            size = im.size
+            try:
+                if im.format == "PNG" and "exif" not in im.info:  # an eXIf chunk after the pixels: Pillow would
+                    im.info["exif"] = _png_exif(data)  # decode them all to reach it
+                orientation = im.getexif().get(0x0112, 1)
+            except Exception:  # a damaged EXIF block: the pixels as stored
+                orientation = 1
     except Exception:  # not a format Pillow knows, or a damaged header
-        return None
+        return None, 1
     finally:
         Image.MAX_IMAGE_PIXELS = bomb_limit
+    return size, orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+
+
+def _png_exif(data: bytes) -> bytes | None:
+    """The contents of a PNG's eXIf chunk, found by the chunk lengths alone; None where it has none."""
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, at)
+        if kind == b"eXIf":
+            return data[at + 8:at + 8 + length]
+        if kind == b"IEND":
+            break
+        at += 12 + length
+    return None
+
+
+# EXIF Orientation -> the stored pixels turned as they display (what PIL.ImageOps.exif_transpose does)
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: a[::-1].transpose(1, 0, 2),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: a[:, ::-1].transpose(1, 0, 2),
+}
 
 
 _RADIANCE_SIZE = re.compile(rb"\r?\n\r?\n([-+])([XY]) +(\d+) +[-+]([XY]) +(\d+)\r?\n")
@@ -89,29 +127,50 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     if data[:2] in (b"PF", b"Pf"):
         found = _PFM_SIZE.match(data[:256])
         return (int(found[1]), int(found[2])) if found else None
-    if data[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+    if data[:4] in _TIFF_MAGIC:
         return _tiff_size(data)
     return None
 
 
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """ImageWidth x ImageLength of a TIFF's (or BigTIFF's) first image file directory; None where it has none."""
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def _tiff_tags(data: bytes) -> dict[int, tuple[int, int, str]]:
+    """ImageWidth (256), ImageLength (257) and Orientation (274) of a TIFF's (or BigTIFF's) first image file
+    directory, as tag -> (value, where the value lies, its struct format); those it has."""
     order = "<" if data[:2] == b"II" else ">"
     big = data[2:4] in (b"+\0", b"\0+")
     offset_of, count_of, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
-    found: dict[int, int] = {}
+    found: dict[int, tuple[int, int, str]] = {}
     try:
         (ifd,) = struct.unpack_from(order + offset_of, data, 8 if big else 4)
         (count,) = struct.unpack_from(order + count_of, data, ifd)
         first = ifd + struct.calcsize(count_of)
         for i in range(min(count, 4096)):
             tag, kind = struct.unpack_from(order + "HH", data, first + entry * i)
-            if tag in (256, 257) and kind in (3, 4, 16):  # SHORT, LONG, LONG8
-                fmt = {3: "H", 4: "I", 16: "Q"}[kind]
-                found[tag] = struct.unpack_from(order + fmt, data, first + entry * i + value_at)[0]
+            if tag in (256, 257, 274) and kind in (3, 4, 16):  # SHORT, LONG, LONG8
+                fmt, at = order + {3: "H", 4: "I", 16: "Q"}[kind], first + entry * i + value_at
+                found[tag] = (struct.unpack_from(fmt, data, at)[0], at, fmt)
     except struct.error:  # cut short
-        return None
-    return (found[256], found[257]) if len(found) == 2 else None
+        pass
+    return found
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth x ImageLength of a TIFF's (or BigTIFF's) first image file directory; None where it has none."""
+    found = _tiff_tags(data)
+    return (found[256][0], found[257][0]) if 256 in found and 257 in found else None
+
+
+def _tiff_as_stored(data: bytes) -> tuple[bytes, int]:
+    """A TIFF's bytes with its Orientation set to 1 (OpenCV's decoder turns some TIFFs itself, not all: this way
+    it turns none), and the orientation it had (1-8)."""
+    value, at, fmt = _tiff_tags(data).get(274, (1, 0, "H"))
+    if not 2 <= value <= 8:
+        return data, 1
+    patched = bytearray(data)
+    struct.pack_into(fmt, patched, at, 1)
+    return bytes(patched), value
 
 
 def _to_rgb(arr: np.ndarray, path: str | Path) -> np.ndarray:
@@ -158,8 +217,8 @@ def _read_bytes(path: Path) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as an RGB uint8 or uint16 array (H, W, 3): gray repeated, alpha dropped; RAW goes through the
-    ingest decoder.
+    """Read an image as an RGB uint8 or uint16 array (H, W, 3), as it displays (EXIF orientation applied): gray
+    repeated, alpha dropped; RAW goes through the ingest decoder.
 
     A missing, empty, unreadable (permissions), truncated or corrupt file raises ImageError naming it.
     """
@@ -171,15 +230,21 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def read_image_channels(path: str | Path) -> np.ndarray:
     """Read an image in the channels it has: (H, W, 1) gray, (H, W, 3) RGB or (H, W, 4) RGBA, uint8 or uint16
-    (a camera RAW file: RGB); the errors of `read_image`."""
+    (a camera RAW file: RGB), turned as it displays (its EXIF Orientation applied, as for RAW); the errors of
+    `read_image`."""
     path = Path(path)
     if is_raw(path):
         _check_readable(path)
         return decode_raw(path)
-    data = _read_bytes(path)
-    check_dimensions(data, path)
+    data = _read_bytes(path).tobytes()
+    size, orientation = _pillow_header(data)
+    if (limit := max_pixels()) > 0:
+        _judge_size(size or header_size(data), path, limit)
+    if data[:4] in _TIFF_MAGIC:
+        data, orientation = _tiff_as_stored(data)
     try:
-        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+        flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR  # orientation not applied: below
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:
         arr = None
     if arr is None or arr.size == 0:
@@ -192,7 +257,8 @@ def read_image_channels(path: str | Path) -> np.ndarray:
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
         raise ImageError(path, f"unsupported image shape {arr.shape}")
-    return arr if arr.shape[2] == 1 else np.ascontiguousarray(arr[:, :, [2, 1, 0, 3][:arr.shape[2]]])  # BGR(A)
+    arr = _ORIENT[orientation](arr) if orientation in _ORIENT else arr
+    return np.ascontiguousarray(arr if arr.shape[2] == 1 else arr[:, :, [2, 1, 0, 3][:arr.shape[2]]])  # BGR(A)
 
 
 def _check_readable(path: Path) -> None:
