@@ -128,6 +128,14 @@ def test_resolve_sampler_name_and_set_are_checked_like_recipe_keys(hidd_file: Pa
         resolve_sampler(recipe, sets=["sampler.zeta=abc"])
     with pytest.raises(ValueError, match="only sampler settings"):
         resolve_sampler(recipe, sets=["model.nf=4"])
+    # the same setting given twice with two values: refused, never one of them silently (pc and 2 ran before)
+    with pytest.raises(ValueError, match=r"--sampler fast and --set sampler.name=pc disagree; give the name once"):
+        resolve_sampler(recipe, name="fast", sets=["sampler.name=pc"])
+    with pytest.raises(ValueError, match=r"--steps 2 and --set sampler.steps=3 disagree; give the steps once"):
+        resolve_sampler(recipe, 2, sets=["sampler.steps=3"])
+    assert resolve_sampler(recipe, 2, sets=["sampler.steps=2"]).steps == 2  # the same value twice: no conflict
+    with pytest.raises(ValueError, match=r"a label \(LABEL:sampler.KEY=VALUE\) picks one of eval's checkpoints"):
+        resolve_sampler(recipe, sets=["hrun:sampler.steps=2"])
 
 
 def test_rddm_steps_out_of_range_is_refused_when_resolved() -> None:

@@ -29,6 +29,9 @@ def _override_key(item: str, option: str) -> tuple[str, str]:
         raise ValueError(f"{option} '{item}' is not of the form sampler.KEY=VALUE")
     if key.startswith("sampler."):
         key = key[len("sampler."):]
+    elif ":" in key.split(".", 1)[0]:  # eval's LABEL:sampler.KEY=VALUE, given where one model runs
+        raise ValueError(f"{option} '{item}': a label (LABEL:sampler.KEY=VALUE) picks one of eval's checkpoints; "
+                         "here one model runs: sampler.KEY=VALUE")
     elif "." in key:
         raise ValueError(f"{option} '{item}': only sampler settings can be changed at inference (sampler.KEY=VALUE)")
     return key, value
@@ -48,6 +51,10 @@ def resolve_sampler(recipe: Recipe, steps: int | None = None, *, name: str | Non
     items = [*([f"name={name}"] if name is not None else []), *sets, *([f"steps={steps}"] if steps is not None else [])]
     if not items:
         return sampler
+    for option, value, key in (("--sampler", name, "name"), ("--steps", steps, "steps")):
+        said = [v.strip() for k, v in (_override_key(item, "--set") for item in sets) if k == key]
+        if value is not None and said and said[-1] != str(value):  # which one runs would be a guess: neither
+            raise ValueError(f"{option} {value} and --set sampler.{key}={said[-1]} disagree; give the {key} once")
     known = {f.name for f in dataclasses.fields(sampler)} if dataclasses.is_dataclass(sampler) else set()
     raw = dict(recipe_to_dict(recipe).get("sampler") or {})
     updates = []
