@@ -39,4 +39,5 @@ def import_weights_cmd(
     typer.echo(f"the release tests {p.bit_depth}-bit {p.channel_order.upper()} images (padding: {p.padding}, "
                f"multiple of {p.pad_multiple}; crop to a multiple of {p.crop_multiple}) in {p.script}")
     if done.kept:
-        typer.echo(f"not in the checkpoint, kept as built: {', '.join(done.kept)}")
+        typer.echo(f"not in the checkpoint, so left as the port builds them (training-only parts; deblurring does "
+                   f"not use them): {', '.join(done.kept)}")
