@@ -93,6 +93,17 @@ def test_realblur_lists(tmp_path):
     _check_sample(sample, tasks[2])
     assert sample.meta["blur_type"] == "motion" and sample.meta["f_number"] is None and sample.meta["bit_depth"] == 8
     np.testing.assert_array_equal(sample.blur, _img(15))
+    # a line repeated, and a pair in both splits' lists: the first listing is used, the others said (silent before)
+    (tmp_path / "RealBlur_J_train_list.txt").write_text(line(j, "scene001", 1) * 2 + line(j, "scene002", 5))
+    tasks, rejected = _split(list(realblur.list_tasks(tmp_path, OPTS)))
+    assert [(t.key, t.split) for t in tasks][:2] == [("realblur/J/scene001/gt_1", "train"),
+                                                     ("realblur/J/scene002/gt_5", "train")]
+    again = {Path(r.file).name: r.reason for r in rejected if "listed again" in r.reason}
+    assert again == {
+        "RealBlur_J_train_list.txt:2": f"{j}/scene001/gt/gt_1.png listed again; the first listing is used "
+                                       "(RealBlur_J_train_list.txt:1)",
+        "RealBlur_J_test_list.txt:1": f"{j}/scene002/gt/gt_5.png listed again; the first listing is used "
+                                      "(RealBlur_J_train_list.txt:3)"}
 
 
 def test_ded_pairs_by_number(tmp_path):

@@ -51,7 +51,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     root = Path(root)
     layout.check_layout(SOURCE, root)
     lists = _list_files(root)
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # key -> where it was first listed
     for variant, split, list_file in lists:
         if not list_file.is_file():
             continue
@@ -67,9 +67,11 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
                 continue
             scene = key_part(gt.parent.parent.name)
             key = f"{NAME}/{variant}/{scene}/{key_part(gt.stem)}"
-            if key in seen:
+            if key in seen:  # a repeated line, or a pair in both splits' lists: the first listing is used
+                yield Rejected(NAME, f"{list_file}:{lineno}", f"{gt_rel} listed again; the first listing is used "
+                                                              f"({seen[key]})")
                 continue
-            seen.add(key)
+            seen[key] = f"{list_file.name}:{lineno}"
             meta = {"f_number": None, "blur_type": "motion", "origin": [blur_rel, gt_rel]}
             yield Task(NAME, split, f"{variant}/{scene}", key, {"blur": str(blur), "sharp": str(gt)}, meta, {})
 
