@@ -195,6 +195,12 @@ def test_patches_and_sharpness_filter(tmp_path, fake):
     assert "fake/train/s00/p16_0" in keys and "fake/train/s02/p16_0" not in keys
     sample = next(iter_samples(tmp_path / "out"))
     assert sample["sharp"].shape == (16, 16, 3) and sample["meta"]["height"] == 16
+    # patches are for training: the test split stays whole (it was cut, and its flat parts dropped, before)
+    root = make_inputs(tmp_path / "in2", n_train=1, n_test=1)
+    run_ingest({NAME: root}, opts(tmp_path / "out2", patch=16, stride=16, min_sharpness=0.01), progress=False)
+    shapes = {s["key"]: s["sharp"].shape for s in iter_samples(tmp_path / "out2", split="test")}
+    assert shapes == {"fake/test/t00": (32, 32, 3)}
+    assert {s["sharp"].shape for s in iter_samples(tmp_path / "out2", split="train")} == {(16, 16, 3)}
 
 
 def test_postprocess_functions():
@@ -210,6 +216,7 @@ def test_postprocess_functions():
     assert [p.key for p in out[:2]] == ["k/a/p0_0", "k/a/p0_10"]
     assert sharpness(np.zeros((8, 8, 3), np.uint8)) == 0.0 < sharpness(sharp)
     assert len(cut_patches(s, 40)) == 1
+    assert [p.sharp.shape for p in postprocess(s, IngestOptions(patch=20), split="test")[0]] == [(40, 60, 3)]
 
 
 def test_cli_ingest_and_inspect(tmp_path, fake, monkeypatch):

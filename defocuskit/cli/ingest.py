@@ -12,7 +12,7 @@ from defocuskit.cli.options import WORKERS_HELP, BitDepth, CuhkWhiteIs, Register
 
 SOURCES, SOURCE_OPTIONS, OUTPUT = "Sources (one or more)", "Source options", "Output"
 PATCHES, REGISTRATION, RENDERING, RUN = "Patches", "Registration (misaligned pairs)", "Rendering (--render)", "Run"
-INGEST_EXAMPLE = ("Example: defocuskit ingest --dpdd ~/data/DPDD --synthetic builtin --patch 256 --out shards/  "
+INGEST_EXAMPLE = ("Example: defocuskit ingest --dpdd ~/data/DPDD --synthetic builtin --patch 128 --out shards/  "
           "(then: defocuskit inspect shards/)")
 
 

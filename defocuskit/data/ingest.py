@@ -95,7 +95,7 @@ def process_task(module: str, task: Task, opts: IngestOptions) -> WorkResult:
         result = WorkResult(task.key)
         for raw in samples:
             check_sample(raw)
-            kept, dropped = postprocess(raw, opts)
+            kept, dropped = postprocess(raw, opts, raw.meta.get("split") or task.split)
             result.dropped += dropped
             for s in kept:
                 meta = finalize_meta(s, task)

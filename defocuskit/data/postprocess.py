@@ -91,11 +91,15 @@ def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[S
     return out
 
 
-def postprocess(sample: Sample, opts: IngestOptions) -> tuple[list[Sample], int]:
+def postprocess(sample: Sample, opts: IngestOptions, split: str | None = "train") -> tuple[list[Sample], int]:
     """--max-side, --bit-depth, --patch/--stride and --min-sharpness; returns (samples, flat ones dropped).
 
-    --min-sharpness judges the sharp reference; blur-map samples have none and are all kept."""
+    Patches and the flat-patch filter are for training: a sample of another `split` (test, val) stays whole, as
+    evaluation scores whole images. --min-sharpness judges the sharp reference; blur-map samples have none and are
+    all kept."""
     sample = convert_bit_depth(resize_max_side(sample, opts.max_side), opts.bit_depth)
+    if split != "train":
+        return [sample], 0
     pieces = cut_patches(sample, opts.patch, opts.stride) if opts.patch else [sample]
     if opts.min_sharpness is None:
         return pieces, 0
