@@ -268,3 +268,32 @@ def test_a_file_put_where_a_killed_evaluation_had_not_yet_written_is_not_taken_f
     with pytest.raises(EvalError, match=r"k_a\.png: changed since an evaluation saved it"):
         saved.SavedImages(folder, {"k/a": "k_a"}).check(["run1"], ["k/a"])
     assert (folder / "run1" / "k_a.png").read_bytes() == b"the user's"
+
+
+def test_a_folder_an_ingest_is_writing_or_rewrote_while_scored_is_not_reported(shards: Path, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """An eval of a shard folder that an ingest re-plans mixes the two plans' shards (exit 0 before): refused while
+    the ingest runs, naming it, and refused when the shards changed while they were scored."""
+    import shutil
+
+    import defocuskit.eval.evaluate as evaluate
+    from defocuskit.data.folder import run_lock, shard_folder_state
+
+    folder = tmp_path / "shards"
+    shutil.copytree(shards, folder)
+    with run_lock(folder, "ingest", "plan-digest"):
+        res, out = _eval(folder, "--report", str(tmp_path / "busy"))
+    assert res.exit_code == 2 and f"{folder}: ingest is writing it now (pid" in out, out
+    assert not (tmp_path / "busy" / "report.json").exists()
+    calls = []
+
+    def rewritten_midway(path):
+        calls.append(path)
+        if len(calls) == 2:  # what a re-plan does between the first read and the report
+            (folder / "test-000000.tar").write_bytes((folder / "test-000000.tar").read_bytes() + b"\0" * 1024)
+        return shard_folder_state(path)
+
+    monkeypatch.setattr(evaluate, "shard_folder_state", rewritten_midway)
+    res, out = _eval(folder, "--report", str(tmp_path / "mixed"))
+    assert res.exit_code == 2 and "its shards changed while they were scored" in out and len(calls) == 2, out
+    assert not (tmp_path / "mixed" / "report.json").exists()

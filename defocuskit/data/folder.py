@@ -100,6 +100,26 @@ def run_lock(folder: str | Path, what: str, plan_digest: str, part: tuple[int, i
         raise FolderError(f"{exc}; wait for it to finish or give another folder") from None
 
 
+def shard_folder_state(folder: str | Path) -> tuple[tuple[str, int, int], ...]:
+    """What a reader of the shard folder `folder` can compare before and after reading it: (name, size, mtime_ns) of
+    its manifest and tars. FolderError naming the run when an ingest or pseudo-coc is writing it now (a reader
+    would mix the old plan's shards with the new one's)."""
+    folder = Path(folder)
+    for lock in sorted(folder.glob(RUN_LOCK.format(part="*"))):
+        if locks.is_held(lock):
+            holder = locks.read_holder(lock)
+            raise FolderError(f"{folder}: {(holder or {}).get('what', 'a run')} is writing it now "
+                              f"({locks.describe(holder)}); wait for it to finish")
+    found = []
+    for path in sorted(folder.glob("*.tar")) + [folder / MANIFEST]:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        found.append((path.name, st.st_size, st.st_mtime_ns))
+    return tuple(found)
+
+
 def plan_digest(plan: Mapping[str, str]) -> str:
     """One short digest of a plan (shard name -> fingerprint)."""
     import hashlib

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from rich.console import Console
 
+from defocuskit.data.folder import FolderError, shard_folder_state
 from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics, protocols
 from defocuskit.eval.config import EvalConfig, EvalError
@@ -271,6 +272,10 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     if not shards.is_dir():
         raise EvalError(f"{shards}: not a shard folder")
     try:
+        state = shard_folder_state(shards)  # compared again before the report is written
+    except FolderError as exc:
+        raise EvalError(str(exc)) from None
+    try:
         shard_urls(shards, split)
     except FileNotFoundError:
         raise EvalError(f"split '{split}' has no shards in {shards} (available: {describe_splits(shards)})") from None
@@ -376,6 +381,9 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
                   "skipped": result["skipped"], "notes": result["notes"]}
         if not group.is_main:  # one process writes; every process has the gathered report
             return report
+        if shard_folder_state(shards) != state:  # an ingest re-planned the folder while it was read: two datasets
+            raise EvalError(f"{shards}: its shards changed while they were scored (another ingest wrote the folder); "
+                            "nothing was written: run the evaluation again")
         write_report_files(report, Path(report_dir), result["figure"] if figure else None, by_aperture, by_source)
         print_table(report, console)
         return report
