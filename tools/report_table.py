@@ -1,6 +1,8 @@
-"""Print an eval report (report.json) as a markdown table: PSNR / SSIM per method and f-number, and the gain over the input.
+"""Print an eval report (report.json) as a markdown table: one metric (--metric: PSNR, SSIM or MAE) per method and
+f-number, and the gain over the input; the rows over every source (an `eval --by-source` report's per-source rows
+with `--source NAME`).
 
-    python tools/report_table.py demo-out/report/report.json [--metric psnr]
+    python tools/report_table.py demo-out/report/report.json [--metric psnr] [--source dpdd]
 
 Used for the demo figures in README.md and docs/benchmarks.md.
 """
@@ -12,9 +14,13 @@ import json
 from pathlib import Path
 
 
-def table(report: dict, metric: str = "psnr") -> str:
-    """Rows: methods; columns: f-numbers then "all"; cells: metric (gain over the input in parentheses)."""
-    rows = report["rows"]
+def table(report: dict, metric: str = "psnr", source: str | None = None) -> str:
+    """Rows: methods; columns: f-numbers then "all"; cells: metric (gain over the input in parentheses). The rows of
+    `source` (None: those over every source; a report without --by-source holds only those)."""
+    rows = [r for r in report["rows"] if r.get("source") == source]
+    if not rows:
+        known = sorted({str(r.get("source")) for r in report["rows"] if r.get("source") is not None})
+        raise SystemExit(f"error: no rows for source {source!r} (the report's sources: {', '.join(known) or 'none'})")
     f_numbers = sorted({r["f_number"] for r in rows if r["f_number"] is not None})
     columns = [*f_numbers, None]
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -41,8 +47,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("report", type=Path)
     ap.add_argument("--metric", default="psnr", choices=("psnr", "ssim", "mae"))
+    ap.add_argument("--source", default=None, help="an `eval --by-source` report's rows of this source")
     args = ap.parse_args()
-    print(table(json.loads(args.report.read_text()), args.metric))
+    try:
+        report = json.loads(args.report.read_text(encoding="utf-8"))
+        if not isinstance(report, dict) or not isinstance(report.get("rows"), list):
+            raise ValueError("no 'rows': not a defocuskit eval report.json")
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: {args.report}: {str(exc).splitlines()[0]}") from None
+    print(table(report, args.metric, args.source))
 
 
 if __name__ == "__main__":
