@@ -521,6 +521,14 @@ def test_from_pretrained_hub_id_reads_the_snapshot(nafnet, tmp_path, monkeypatch
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(FileNotFoundError, match=r"'me/missing' is no local file or folder.*offline mode"):
         defocuskit.load("me/missing")
+    partial = tmp_path / "cache" / "partial"  # a download cut short: the model file's link points at no blob
+    partial.mkdir()
+    shutil.copy(snapshot / "config.json", partial / "config.json")
+    (partial / "model.safetensors").symlink_to(tmp_path / "cache" / "blobs" / "0123abcd")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kwargs: str(partial))
+    with pytest.raises(FileNotFoundError, match=r"'me/cut': the cached download in .*partial is incomplete \(no "
+                                                r"model\.safetensors\); download it again"):
+        defocuskit.load("me/cut")
     config = json.loads((snapshot / "config.json").read_text())
     (snapshot / "config.json").write_text(json.dumps(dict(config, method="hidd")))
     with pytest.raises(ValueError, match="config.json names a 'hidd' model"):

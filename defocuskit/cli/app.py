@@ -363,7 +363,7 @@ def demo_cmd(
 
 
 @app.command("pseudo-coc", epilog="Example: defocuskit pseudo-coc --checkpoint runs/jdrl/model.safetensors "
-             "--shards shards/ --out shards-coc/  (then train recipes/defocus-map.yaml on shards-coc/)")
+             "--shards shards/ --out shards-coc/  (then: defocuskit train defocus-map-tiny data.train=shards-coc/)")
 def pseudo_coc_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A trained JDRL model (.safetensors)."),
     shards: Path = typer.Option(..., "--shards", help="Shard folder with paired samples."),

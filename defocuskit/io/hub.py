@@ -92,7 +92,13 @@ def resolve_model(source: str | Path, *, revision: str | None = None, token: str
             raise ValueError(f"revision= is for Hub repo ids; {source} is a local {kind}")
         return (path, None) if path.is_file() else read_folder(path)
     if isinstance(source, str) and looks_like_repo_id(source):
-        return read_folder(download(source, revision=revision, token=token, cache_dir=cache_dir))
+        snapshot = download(source, revision=revision, token=token, cache_dir=cache_dir)
+        missing = [name for name in DOWNLOADED if (snapshot / name).is_symlink() and not (snapshot / name).exists()]
+        if missing or not (snapshot / MODEL_FILE).is_file():
+            raise FileNotFoundError(f"'{source}': the cached download in {snapshot} is incomplete (no "
+                                    f"{', '.join(missing or [MODEL_FILE])}); download it again (online, without "
+                                    "HF_HUB_OFFLINE), or remove that snapshot from the huggingface_hub cache")
+        return read_folder(snapshot)
     raise FileNotFoundError(f"model not found: {source} (no such file or folder, and not a Hub repo id owner/name)")
 
 
