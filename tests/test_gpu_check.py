@@ -91,6 +91,20 @@ def test_unknown_only_name_is_a_one_line_usage_error(gpu_check, tmp_path: Path, 
     assert printed.out == "" and not (tmp_path / "w").exists()  # nothing ran
 
 
+def test_an_out_or_work_it_cannot_use_is_refused_before_any_row(gpu_check, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "notes.json").write_text("my precious notes")  # written over after the first row, before
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "wfile").write_text("x")
+    for args, said in ((["--out", str(tmp_path / "notes.json")], "exists and was not written by gpu_check"),
+                       (["--out", str(tmp_path / "adir")], "is a folder; give a JSON file name"),
+                       (["--work", str(tmp_path / "wfile")], "is a file; give a folder")):
+        assert gpu_check.main(["--cpu-tiny", "--only", "eval/whole", *args]) == 2
+        printed = capsys.readouterr()
+        assert printed.err.count("\n") == 1 and said in printed.err and printed.out == "", printed.err
+    assert (tmp_path / "notes.json").read_text() == "my precious notes"
+
+
 @pytest.mark.parametrize("name", ["drbnet-finetune", "restormer-finetune"])
 def test_fine_tuning_recipes_start_from_a_random_export_that_fits(gpu_check, tmp_path: Path, name: str) -> None:
     """The GPU plan trains the fine-tuning recipes too: their `train.init_from` (a released model the check does not

@@ -141,6 +141,23 @@ def run_row(ctx: Context, name: str, fn: Callable[[Context, Row], None]) -> Row:
     return row
 
 
+def check_paths(out: Path | None, work: Path | None) -> None:
+    """ValueError (one line) for an --out that is a folder or a file an earlier gpu_check did not write (it is
+    written after every row), and a --work that is a file; before any row runs."""
+    if out is not None and out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; give a JSON file name")
+    if out is not None and (out.exists() or out.is_symlink()):
+        try:
+            ours = {"machine", "command", "mode", "plan", "rows"} <= set(json.loads(out.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise ValueError(f"--out {out}: exists and was not written by gpu_check; it is left as it is: give "
+                             "another file name")
+    if work is not None and work.exists() and not work.is_dir():
+        raise ValueError(f"--work {work}: is a file; give a folder")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the check; 0 when every row was measured, 1 when a row failed, 2 for a usage error."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -159,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = select(all_rows(plan), args.only)
         if plan.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("no CUDA device is visible: run on a GPU machine, or --cpu-tiny on the CPU")
+        check_paths(args.out, args.work)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
