@@ -190,3 +190,14 @@ def test_output_dir_that_is_a_file_or_cannot_be_written(shards, tmp_path, monkey
     monkeypatch.setattr(Path, "mkdir", mkdir)
     result = train(shards, out)
     assert result.exit_code == 1 and f"error: {out}: Permission denied" in result.output, result.output
+
+
+def test_a_shard_folder_an_ingest_is_writing_is_not_trained_on(shards, tmp_path):
+    """Its shards would change under the run (a re-plan removed one mid-run: 'No such file or directory')."""
+    from defocuskit.data.folder import run_lock
+
+    out = tmp_path / "run"
+    with run_lock(shards, "ingest", "plan-digest"):
+        result = train(shards, out)
+    assert result.exit_code == 2 and f"{shards}: ingest is writing it now (pid" in result.output, result.output
+    assert not out.exists()

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from defocuskit.config.recipe import DataConfig, Recipe
 from defocuskit.data.coc_bound import coc_bound_of
+from defocuskit.data.folder import FolderError, shard_folder_state
 from defocuskit.data.reader import shard_urls
 from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.methods.base import Method
@@ -33,8 +34,12 @@ def train_specs(cfg: DataConfig) -> list[tuple[str, str]]:
 def _spec_urls(label: str, spec: str) -> list[str]:
     split = "train" if Path(spec).is_dir() else None  # a folder means its `train` split
     try:
+        if split is not None:
+            shard_folder_state(spec)  # an ingest writing the folder now: its shards would change under the run
         return shard_urls(spec, split)
     except FileNotFoundError as e:
+        raise FileNotFoundError(f"{label}: {e}") from None
+    except FolderError as e:
         raise FileNotFoundError(f"{label}: {e}") from None
 
 
