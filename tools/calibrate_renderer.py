@@ -62,7 +62,8 @@ K_RANGE = (0.002, 0.3)  # k / long side searched
 
 
 def stacks(root: Path) -> list[dict]:
-    """Every stack of the fixtures: name, reference, depth, focal mask, {f_number: shot}."""
+    """Every stack of the fixtures: name, reference, depth, focal mask, {f_number: shot}; SystemExit (one line) where
+    `root` holds none (a table of no stack, and nan, is no measurement)."""
     found = []
     vabd = root / "VABD" / "train"
     for ref in sorted((vabd / "input").glob("*.JPG")):
@@ -76,6 +77,9 @@ def stacks(root: Path) -> list[dict]:
             s = ref.stem
             found.append({"name": f"EBB {split}/{s}", "ref": ref, "depth": ebb / "depth" / f"{s}.png",
                           "focal": ebb / "focal" / f"{s}.jpg", "shots": {1.8: ebb / "target" / f"{s}.jpg"}})
+    if not found:
+        raise SystemExit(f"error: {root}: no fixture stacks (VABD/train/input/*.JPG, EBB/{{train,test}}/input/*.jpg); "
+                         "give --fixtures")
     return found
 
 

@@ -134,6 +134,26 @@ def run(cmd: list[str], log: Path, env: dict[str, str]) -> float:
     return time.time() - t0
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Exit with one line for arguments no fold can run with: fixtures without the VABD stacks, an unknown recipe,
+    a fold that is neither a VABD scene nor `ebb`, a time limit that is not positive."""
+    from defocuskit.config.recipe import find_recipe
+    from defocuskit.config.typed import RecipeError
+
+    if not (args.fixtures / "VABD" / "train" / "input").is_dir():
+        sys.exit(f"error: --fixtures {args.fixtures}: no VABD/train/input/ (the real fixture stacks)")
+    for name in (args.recipe, args.map_recipe):
+        try:
+            find_recipe(name)
+        except (RecipeError, FileNotFoundError) as exc:
+            sys.exit(f"error: {exc}")
+    unknown = [f for f in args.folds.split(",") if f not in (*SCENES, "ebb")]
+    if unknown:
+        sys.exit(f"error: --folds {args.folds}: {', '.join(unknown)} is not a fold (known: {', '.join(SCENES)}, ebb)")
+    if not args.minutes > 0:
+        sys.exit(f"error: --minutes {args.minutes:g}: give a positive time limit")
+
+
 def needs_coc(recipe: str, overrides: list[str]) -> bool:
     """Whether the recipe's sampler needs a CoC map at inference (hidd-cpu's physics step)."""
     from defocuskit.methods.recipes import load_recipe
@@ -202,6 +222,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.out.exists():
         sys.exit(f"{args.out}: exists; give a new folder")
+    check_args(args)  # before --out is made
     exe = [sys.executable, "-m", "defocuskit"]
     env = dict(os.environ)
     model_coc = needs_coc(args.recipe, args.overrides)

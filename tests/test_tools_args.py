@@ -1,0 +1,35 @@
+"""The benchmark tools the README and docs/benchmarks.md point to stop in one line on arguments they cannot run
+with, before they make anything (a table of nan with exit 0, or a traceback after --out was made, before)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--fixtures", "/nonexistent"], "error: --fixtures /nonexistent: no VABD/train/input/"),
+    (["--recipe", "nafnet-cpuu"], "did you mean 'nafnet-cpu'?"),
+    (["--folds", "0009"], "error: --folds 0009: 0009 is not a fold (known: 0001, 0002, 0003, ebb)"),
+    (["--minutes", "-1"], "error: --minutes -1: give a positive time limit"),
+])
+def test_loso_real_refuses_what_no_fold_can_run_before_making_out(args, said, tmp_path):
+    out = tmp_path / "out"
+    base = ["--fixtures", str(FIXTURES)] if args[0] != "--fixtures" else []
+    proc = subprocess.run([sys.executable, str(TOOLS / "loso_real.py"), "--out", str(out), *base, *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not out.exists()
+
+
+def test_calibrate_renderer_without_fixtures_is_an_error_not_a_table_of_nan(tmp_path):
+    proc = subprocess.run([sys.executable, str(TOOLS / "calibrate_renderer.py"), "--fixtures", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and f"error: {tmp_path}: no fixture stacks" in proc.stderr, proc.stderr
+    assert "nan" not in proc.stdout
