@@ -33,3 +33,17 @@ def test_calibrate_renderer_without_fixtures_is_an_error_not_a_table_of_nan(tmp_
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and f"error: {tmp_path}: no fixture stacks" in proc.stderr, proc.stderr
     assert "nan" not in proc.stdout
+
+
+@pytest.mark.parametrize(("tool", "args", "said"), [
+    ("dead_leaves.py", ["--size", "-5"], "error: --count 400 --size -5: give at least 1 scene of at least 16 px"),
+    ("dead_leaves.py", ["--count", "0"], "error: --count 0 --size 128: give at least 1 scene"),  # wrote an empty set
+    ("check_coc_estimator.py", ["--coc", "edge", "/nonexistent"], "error: no shards match"),
+])
+def test_more_tools_refuse_in_one_line(tool, args, said, tmp_path):
+    out = tmp_path / "dl"
+    lead = [str(out)] if tool == "dead_leaves.py" else []
+    proc = subprocess.run([sys.executable, str(TOOLS / tool), *lead, *args], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not out.exists()

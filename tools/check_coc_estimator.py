@@ -203,10 +203,13 @@ def main() -> None:
     except CocError as exc:
         raise SystemExit(str(exc)) from None
     assert source is not None
-    if args.real is not None:
-        check_real(source, args)
-    else:
-        check_shards(source, args)
+    try:
+        if args.real is not None:
+            check_real(source, args)
+        else:
+            check_shards(source, args)
+    except FileNotFoundError as exc:  # no such shard folder or split, no real photographs: one line
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

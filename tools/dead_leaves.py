@@ -131,6 +131,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.out.exists():
         sys.exit(f"{args.out}: exists; give a new folder")
+    if args.count < 1 or args.size < 16:  # no scene, or one too small to hold a disc: no dataset to write
+        sys.exit(f"error: --count {args.count} --size {args.size}: give at least 1 scene of at least 16 px")
     out, n, size, seed = args.out, args.count, args.size, args.seed
     (out / "image").mkdir(parents=True)
     (out / "depth").mkdir()
