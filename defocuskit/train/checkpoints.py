@@ -8,7 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import torch
 from torch import nn
@@ -213,7 +213,7 @@ def clean_run_folder(out: Path, fresh: bool, say: Callable[[str], Any] = print) 
         if kept := remove_checkpoint(checkpoint):
             say(_kept_line(checkpoint, kept))
     # what an earlier run wrote: its metrics, the grids its validation rows list, its best weights
-    for step in _validated_steps(out / METRICS):
+    for step in validated_steps(out / METRICS):
         grid_path(out, step).unlink(missing_ok=True)
     if best_written_by_train(out / BEST_FILE):
         (out / BEST_FILE).unlink()
@@ -233,7 +233,7 @@ def remove_checkpoint(checkpoint: Path) -> list[str]:
     return kept
 
 
-def _validated_steps(metrics: Path) -> list[int]:
+def validated_steps(metrics: Path) -> list[int]:
     """The steps of the validation rows ("val_psnr") of a metrics.jsonl."""
     steps = []
     for line in metrics.read_text().splitlines() if metrics.is_file() else []:
@@ -260,14 +260,13 @@ def best_written_by_train(path: Path) -> bool:
 
 
 
-def grid_written_by_train(path: Path, metrics: Path) -> bool:
+def grid_written_by_train(path: Path, validated: Collection[int]) -> bool:
     """True for a val/step-NNNNNNN.png a run wrote: tagged GRID_TAG, or (an older run's, untagged) the grid of a
-    step that a run's metrics.jsonl records a validation for."""
+    step in `validated`, the steps a run's metrics.jsonl records a validation for (`validated_steps`)."""
     if written_by(path, GRID_TAG):
         return True
     step = GRID_NAME.fullmatch(path.name)
-    return (step is not None and path.is_file() and not path.is_symlink()
-            and int(step.group(1)) in _validated_steps(metrics))
+    return step is not None and path.is_file() and not path.is_symlink() and int(step.group(1)) in validated
 
 
 def truncate_metrics(path: Path, step: int) -> None:

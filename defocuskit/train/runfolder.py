@@ -19,6 +19,7 @@ from defocuskit.train.checkpoints import (
     VAL_FOLDER,
     best_written_by_train,
     grid_written_by_train,
+    validated_steps,
 )
 from defocuskit.train.checks import TrainingError
 
@@ -107,6 +108,7 @@ def _check_validation_files(out: Path) -> None:
     if (val.exists() or val.is_symlink()) and (val.is_symlink() or not val.is_dir()):
         raise TrainingError(f"{val}: not a folder; the run writes its validation grids there: move it away or give "
                             "another output_dir")
+    validated = set(validated_steps(out / METRICS))  # read once, not per grid
     for grid in sorted(val.iterdir()) if val.is_dir() else ():
-        if GRID_NAME.fullmatch(grid.name) and not grid_written_by_train(grid, out / METRICS):
+        if GRID_NAME.fullmatch(grid.name) and not grid_written_by_train(grid, validated):
             raise TrainingError(f"{grid}: {_refuse}: move it away or give another output_dir")
