@@ -326,3 +326,21 @@ def test_fine_tuning_starts_from_a_model_file_or_folder_and_records_it(run_a, sh
     other = cli(f"data.train={shards}", f"output_dir={tmp_path / 'other'}", "train.max_steps=1",
                 f"train.init_from={tmp_path / 'nothing.safetensors'}", check=False)
     assert other.returncode == 1 and "train.init_from: model not found" in other.stderr
+
+
+def test_dry_run_checks_the_weights_init_from_names(run_a, tmp_path):
+    """`--dry-run` checks `train.init_from` as the run would before any work: a missing file, a model of another
+    method or weights that do not fit the recipe's network are one line (exit 1), and a fitting one passes."""
+    good = run_a / "model.safetensors"
+    runner = CliRunner()
+    ok = runner.invoke(app, ["train", TINY, f"output_dir={tmp_path / 'ok'}", f"train.init_from={good}", "--dry-run"])
+    assert ok.exit_code == 0 and "# hidd: parameters" in ok.output, ok.output
+    assert not (tmp_path / "ok").exists()  # a dry run writes nothing
+    cases = [(TINY, [f"train.init_from={good}", "model.nf=16"], f"train.init_from {good}: tensor"),
+             (TINY, [f"train.init_from={tmp_path / 'nothing.safetensors'}"], "train.init_from: model not found"),
+             ("nafnet-tiny", [f"train.init_from={good}"],
+              f"train.init_from {good}: a 'hidd' model, but this recipe trains 'nafnet'")]
+    for recipe, extra, said in cases:
+        result = runner.invoke(app, ["train", recipe, f"output_dir={tmp_path / 'bad'}", *extra, "--dry-run"])
+        assert result.exit_code == 1 and said in result.output and "Traceback" not in result.output, result.output
+        assert not (tmp_path / "bad").exists()

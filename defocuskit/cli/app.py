@@ -27,6 +27,7 @@ from defocuskit.cli.options import (
     value,
 )
 from defocuskit.cli.recipes import recipes_app
+from defocuskit.cli.train import TRAIN_EXAMPLE, train_cmd
 from defocuskit.cli.weights import IMPORT_EXAMPLE, import_weights_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Single-image defocus deblurring research toolkit.",
@@ -79,75 +80,7 @@ def inspect_cmd(
     console.print(f"contact sheet: {path}", soft_wrap=True)
 
 
-@app.command("train", context_settings={"allow_interspersed_args": True},
-             epilog="Example: defocuskit train nafnet-tiny data.train=shards/ train.max_steps=200  (on several GPUs: "
-             "accelerate launch -m defocuskit train nafnet data.train=shards/)")
-def train_cmd(
-    recipe: str = typer.Argument(..., help="A recipe YAML file, or a packaged recipe by name (`defocuskit recipes` "
-                                 "lists them): nafnet-tiny, nafnet-tiny.yaml or recipes/nafnet-tiny.yaml."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides, e.g. train.max_steps=100 data.train=shards/"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter counts, then exit."),
-    no_resume: bool = typer.Option(False, "--no-resume", help="Start over, deleting the checkpoints and metrics "
-                                   "that earlier runs wrote in the run folder (nothing else)."),
-) -> None:
-    """Train a method from a recipe (one process, or under `accelerate launch -m defocuskit train ...`)."""
-    import os
-    import sys
-
-    from defocuskit.config.recipe import find_recipe, recipe_to_yaml
-    from defocuskit.config.typed import RecipeError
-
-    try:
-        find_recipe(recipe)  # a missing recipe is named before torch is imported (seconds)
-    except RecipeError as exc:
-        exit_before_torch(True, str(exc))
-    from defocuskit.methods.recipes import load_recipe
-
-    try:
-        resolved = load_recipe(recipe, overrides or [])
-        if dry_run:
-            from defocuskit.methods import get_method
-            from defocuskit.train.checks import check_recipe, format_counts, parameter_counts
-
-            method = get_method(resolved.method)
-            check_recipe(resolved, method)
-            typer.echo(recipe_to_yaml(resolved), nl=False)
-            model = method.build(resolved.model, resolved.objective, False)
-            typer.echo(f"# {method.name}: parameters\n" + "\n".join(f"#{line}" for line in format_counts(parameter_counts(model)).splitlines()))
-            return
-        from defocuskit.data.reader import ShardError, shard_error_line
-        from defocuskit.eval.validation import make_validator
-        from defocuskit.train.checks import TrainingError
-        from defocuskit.train.loop import train
-
-        try:
-            path = train(resolved, resume=not no_resume, validate=make_validator(resolved))
-        except KeyboardInterrupt:
-            if os.environ.get("RANK", "0") == "0":
-                print(f"interrupted: the checkpoints in {resolved.output_dir} are kept; run the same command again to "
-                      "resume from the last one", file=sys.stderr)
-            raise typer.Exit(130) from None
-        except TrainingError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(1) from None
-        except ShardError as exc:  # also when a DataLoader worker met it (its message then wraps a traceback)
-            print(f"error: {shard_error_line(exc)}", file=sys.stderr)
-            raise typer.Exit(1) from None
-        except FileNotFoundError:
-            raise
-        except OSError as exc:  # the run folder cannot be written: permissions, a file in the way
-            from defocuskit.io.atomic import DISK_FULL
-
-            if exc.errno in DISK_FULL:  # main() names the path and its disk
-                raise
-            print(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", file=sys.stderr)
-            raise typer.Exit(1) from None
-    except (RecipeError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
-    if os.environ.get("RANK", "0") == "0":  # once under `accelerate launch`
-        typer.echo(f"model: {path}")
-
+app.command("train", context_settings={"allow_interspersed_args": True}, epilog=TRAIN_EXAMPLE)(train_cmd)
 
 app.add_typer(recipes_app, name="recipes")
 app.command("import-weights", epilog=IMPORT_EXAMPLE)(import_weights_cmd)

@@ -1,0 +1,99 @@
+"""`defocuskit train`: the one training loop from a recipe, and `--dry-run`'s check of everything it names."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from defocuskit.cli.options import exit_before_torch
+
+TRAIN_EXAMPLE = ("Example: defocuskit train nafnet-tiny data.train=shards/ train.max_steps=200  (on several GPUs: "
+                 "accelerate launch -m defocuskit train nafnet data.train=shards/)")
+
+
+def dry_run_report(resolved: Any) -> None:
+    """`--dry-run`: check the recipe (and the weights `train.init_from` names against its network), then print the
+    resolved recipe and the parameter counts; a TrainingError or RecipeError names what is wrong."""
+    import sys
+
+    from defocuskit.config.recipe import recipe_to_yaml
+    from defocuskit.methods import get_method
+    from defocuskit.train.checks import TrainingError, check_recipe, format_counts, parameter_counts
+    from defocuskit.train.init import init_provenance, load_initial_weights
+
+    method = get_method(resolved.method)
+    check_recipe(resolved, method)
+    model = method.build(resolved.model, resolved.objective, False)
+    try:
+        if resolved.train.init_from:  # what the run would check before any work, checked now
+            model_file, _ = init_provenance(resolved.train.init_from)
+            load_initial_weights(model, model_file, method.name, resolved.train.init_from)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    typer.echo(recipe_to_yaml(resolved), nl=False)
+    counts = format_counts(parameter_counts(model)).splitlines()
+    typer.echo(f"# {method.name}: parameters\n" + "\n".join(f"#{line}" for line in counts))
+
+
+def train_cmd(
+    recipe: str = typer.Argument(..., help="A recipe YAML file, or a packaged recipe by name (`defocuskit recipes` "
+                                 "lists them): nafnet-tiny, nafnet-tiny.yaml or recipes/nafnet-tiny.yaml."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides, e.g. train.max_steps=100 "
+                                                    "data.train=shards/"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter counts, then exit."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over, deleting the checkpoints and metrics "
+                                   "that earlier runs wrote in the run folder (nothing else)."),
+) -> None:
+    """Train a method from a recipe (one process, or under `accelerate launch -m defocuskit train ...`)."""
+    import os
+    import sys
+
+    from defocuskit.config.recipe import find_recipe
+    from defocuskit.config.typed import RecipeError
+
+    try:
+        find_recipe(recipe)  # a missing recipe is named before torch is imported (seconds)
+    except RecipeError as exc:
+        exit_before_torch(True, str(exc))
+    from defocuskit.methods.recipes import load_recipe
+
+    try:
+        resolved = load_recipe(recipe, overrides or [])
+        if dry_run:
+            dry_run_report(resolved)
+            return
+        from defocuskit.data.reader import ShardError, shard_error_line
+        from defocuskit.eval.validation import make_validator
+        from defocuskit.train.checks import TrainingError
+        from defocuskit.train.loop import train
+
+        try:
+            path = train(resolved, resume=not no_resume, validate=make_validator(resolved))
+        except KeyboardInterrupt:
+            if os.environ.get("RANK", "0") == "0":
+                print(f"interrupted: the checkpoints in {resolved.output_dir} are kept; run the same command again to "
+                      "resume from the last one", file=sys.stderr)
+            raise typer.Exit(130) from None
+        except TrainingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except ShardError as exc:  # also when a DataLoader worker met it (its message then wraps a traceback)
+            print(f"error: {shard_error_line(exc)}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # the run folder cannot be written: permissions, a file in the way
+            from defocuskit.io.atomic import DISK_FULL
+
+            if exc.errno in DISK_FULL:  # main() names the path and its disk
+                raise
+            print(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", file=sys.stderr)
+            raise typer.Exit(1) from None
+    except (RecipeError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    if os.environ.get("RANK", "0") == "0":  # once under `accelerate launch`
+        typer.echo(f"model: {path}")
+
