@@ -416,3 +416,31 @@ def test_a_bad_defocuskit_threads_is_one_line(value, said, monkeypatch):
     result = CliRunner().invoke(app, ["recipes"])
     assert result.exit_code == 2 and result.output.strip() == f"error: $DEFOCUSKIT_THREADS='{value}': {said}", \
         result.output
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_more_threads_than_cores_is_one_line(how, monkeypatch):
+    """`--threads 1000000` (or $DEFOCUSKIT_THREADS) is refused naming the cores, not passed on to OpenMP."""
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+    from defocuskit.io.threads import available_cores
+
+    monkeypatch.delenv("DEFOCUSKIT_THREADS", raising=False)
+    cores = available_cores()
+    if how == "env":
+        monkeypatch.setenv("DEFOCUSKIT_THREADS", "1000000")
+    args = ["--threads", "1000000", "recipes"] if how == "option" else ["recipes"]
+    result = CliRunner().invoke(app, args)
+    named = "--threads 1000000" if how == "option" else "$DEFOCUSKIT_THREADS='1000000'"
+    assert result.exit_code == 2 and result.output.strip() == \
+        f"error: {named}: this process may use {cores} cores; give at most {cores} threads", result.output
+    import torch
+
+    before = torch.get_num_threads()
+    try:  # as many as the cores is accepted (and set in this process: put back after)
+        ok = CliRunner().invoke(app, ["--threads", str(cores), "recipes"] if how == "option" else ["recipes"],
+                                env={"DEFOCUSKIT_THREADS": str(cores)} if how == "env" else None)
+    finally:
+        torch.set_num_threads(before)
+    assert ok.exit_code == 0, ok.output

@@ -152,8 +152,9 @@ def set_threads(threads: int | None) -> None:
         os.environ[THREADS_ENV] = str(threads)
     try:
         apply_threads()
-    except ValueError as exc:  # $DEFOCUSKIT_THREADS=abc, 0, -1: one line, as --threads 0 is
-        exit_before_torch(True, str(exc))
+    except ValueError as exc:  # $DEFOCUSKIT_THREADS=abc, 0, -1, 10**6: one line, as --threads 0 is
+        given = f"${THREADS_ENV}='{threads}'"
+        exit_before_torch(True, str(exc).replace(given, f"--threads {threads}") if threads is not None else str(exc))
 
 
 def exit_before_torch(failed: bool, message: str) -> None:

@@ -30,9 +30,13 @@ def default_threads(workers: int = 0) -> int:
 
 
 def resolve_threads(workers: int = 0) -> int | None:
-    """$DEFOCUSKIT_THREADS, else None where the user set OMP_NUM_THREADS, else `default_threads(workers)`."""
+    """$DEFOCUSKIT_THREADS (1 to the cores this process may use), else None where the user set OMP_NUM_THREADS,
+    else `default_threads(workers)`."""
     n = env_count(THREADS_ENV, 1, "threads")
     if n is not None:
+        cores = available_cores()
+        if n > cores:  # more threads than cores only slows every step; a huge count makes the OS refuse threads
+            raise ValueError(f"${THREADS_ENV}='{n}': this process may use {cores} cores; give at most {cores} threads")
         return n
     if os.environ.get("OMP_NUM_THREADS"):
         return None
