@@ -40,8 +40,8 @@ hide_flag_types()
 def root(
     version: bool = typer.Option(False, "--version", callback=print_version, is_eager=True,
                                  help="Print defocuskit's version (and torch's) and exit."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads of every command, at most the cores (also "
-                                          "$DEFOCUSKIT_THREADS; default: cores / processes, never more)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads of every command, at most the "
+                                          "cores (also $DEFOCUSKIT_THREADS; default: cores / processes, never more)."),
 ) -> None:
     """Single-image defocus deblurring research toolkit."""
     set_threads(threads)
