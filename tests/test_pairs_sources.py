@@ -284,3 +284,26 @@ def test_pairs_with_an_implausible_f_number_are_rejected_naming_it(tmp_path):
     assert f_number_of(shot, {"f_number": 2.8}, tmp_path, GivenFNumbers()) == 2.8
     with pytest.raises(ImageError, match=r"a\.jpg: f-number 4e\+07 from EXIF is implausible"):
         f_number_of(shot, {"f_number": 4e7}, tmp_path, GivenFNumbers())
+
+
+def test_a_gray_shot_beside_a_colour_one_is_a_reject_line(tmp_path):
+    """A gray blurred shot (one channel, or three equal ones) paired with a colour reference, or the other way
+    round, is refused naming both files; a pair that is gray on both sides is kept."""
+    data = tmp_path / "SDD"
+    colour = _texture(1)
+    gray = cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY)
+    cases = {"1.png": (gray, colour), "2.png": (np.repeat(gray[:, :, None], 3, axis=2), colour),
+             "3.png": (colour, gray), "4.png": (gray, gray), "5.png": (colour, colour)}
+    for name, (blur, sharp) in cases.items():
+        for folder, arr in (("blur", blur), ("gt", sharp)):
+            (data / "test" / folder).mkdir(parents=True, exist_ok=True)
+            assert cv2.imwrite(str(data / "test" / folder / name), arr if arr.ndim == 2 else arr[:, :, ::-1])
+    _, samples, rejects = _ingest({"sdd": tmp_path}, tmp_path / "out", register="none")
+    assert sorted(samples) == ["sdd/test/4", "sdd/test/5"]
+    np.testing.assert_array_equal(samples["sdd/test/4"]["blur"], np.repeat(gray[:, :, None], 3, axis=2))
+    said = {Path(r["file"]).name: r["reason"] for r in rejects}
+    assert sorted(said) == ["1.png", "2.png", "3.png"], said
+    assert said["1.png"] == (f"blur is gray and sharp is colour: blur {data / 'test/blur/1.png'} vs sharp "
+                             f"{data / 'test/gt/1.png'}; a pair must share its colours")
+    assert said["2.png"].startswith("blur is gray and sharp is colour")
+    assert said["3.png"].startswith("sharp is gray and blur is colour")

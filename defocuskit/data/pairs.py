@@ -17,7 +17,7 @@ from defocuskit.data.refine import refine
 from defocuskit.data.register import RegistrationError, align, match_gain
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.io.formats import ImageError
-from defocuskit.io.images import bit_depth, from_float, read_image, to_float
+from defocuskit.io.images import as_rgb, bit_depth, from_float, is_monochrome, read_image, read_image_channels, to_float
 
 RESIZE_TOLERANCE = 0.02  # registered pairs may differ in size by less than this (focus breathing, crops)
 NO_ALIGN: dict[str, Any] = {"method": "none", "score": None, "matrix": None}
@@ -93,6 +93,21 @@ def _read(path: str) -> np.ndarray:
         raise RejectError(exc.path, exc.reason) from exc
 
 
+def _read_pair(blur_path: str, sharp_path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both shots of a pair as RGB; RejectError where one carries colour and the other none (a gray shot beside a
+    colour one would teach a model to drop or invent colour)."""
+    try:
+        blur, sharp = read_image_channels(blur_path), read_image_channels(sharp_path)
+    except ImageError as exc:
+        raise RejectError(exc.path, exc.reason) from exc
+    gray = [name for name, arr in (("blur", blur), ("sharp", sharp)) if is_monochrome(arr)]
+    if len(gray) == 1:
+        other = "sharp" if gray[0] == "blur" else "blur"
+        raise RejectError(blur_path, f"{gray[0]} is gray and {other} is colour: blur {blur_path} vs sharp "
+                                     f"{sharp_path}; a pair must share its colours")
+    return as_rgb(blur), as_rgb(sharp)
+
+
 def _meta(task: Task) -> dict[str, Any]:
     meta = empty_meta(source=task.source, split=task.split, scene=task.scene)
     meta.update({k: v for k, v in task.meta.items() if k in meta and v is not None})
@@ -157,7 +172,7 @@ def load_pair(task: Task, opts: IngestOptions) -> Sample:
     Raises RejectError naming the file and the reason.
     """
     blur_path, sharp_path = task.files["blur"], task.files["sharp"]
-    blur, sharp = _read(blur_path), _read(sharp_path)
+    blur, sharp = _read_pair(blur_path, sharp_path)
     depth = max(bit_depth(blur), bit_depth(sharp))
     method = task.options.get("register") or None
     as_shot = method == AS_SHOT

@@ -222,10 +222,21 @@ def read_image(path: str | Path) -> np.ndarray:
 
     A missing, empty, unreadable (permissions), truncated or corrupt file raises ImageError naming it.
     """
-    arr = read_image_channels(path)
+    return as_rgb(read_image_channels(path))
+
+
+def as_rgb(arr: np.ndarray) -> np.ndarray:
+    """An (H, W, 1|3|4) image of `read_image_channels` as (H, W, 3): gray repeated, alpha dropped."""
     if arr.shape[2] == 1:
         return np.repeat(arr, 3, axis=2)
     return np.ascontiguousarray(arr[:, :, :3]) if arr.shape[2] == 4 else arr
+
+
+def is_monochrome(arr: np.ndarray) -> bool:
+    """True for an image that carries no colour: one channel, or red, green and blue equal at every pixel."""
+    if arr.shape[2] < 3:
+        return True
+    return bool(np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 1], arr[:, :, 2]))
 
 
 def read_image_channels(path: str | Path) -> np.ndarray:
