@@ -249,6 +249,32 @@ def test_stream_resumes_exactly_and_splits_samples_when_few_shards(tmp_path):
     assert not set(keys[0]) & set(keys[1]) and len(set(keys[0] + keys[1])) == 8
 
 
+@pytest.mark.parametrize("how", ["removed", "rewritten"])
+def test_a_shard_removed_or_rewritten_while_training_is_named(how, tmp_path):
+    """An ingest re-planning data.train while a run reads it: the next read of a shard that is gone, or is no
+    longer the one indexed, stops the run with a ShardError naming it (was a bare "No such file")."""
+    from defocuskit.data.reader import ShardError
+
+    write_shards(tmp_path / "d", n_shards=2, per_shard=4)
+    recipe = load_recipe(TINY, [f"data.train={tmp_path / 'd'}", "data.num_workers=0", "data.shuffle_buffer=0",
+                                "data.resampled=false"])
+    urls = [str(p) for p in sorted((tmp_path / "d").glob("*.tar"))]
+    stream = iter(ShardStream(urls, recipe.data, "sharp", 0, 0, 1))
+    first = next(stream)["key"]  # s0-000 or s1-000: the epoch's first shard
+    other = urls[1] if first.startswith("s0-") else urls[0]
+    if how == "removed":
+        os.remove(other)
+    else:  # a new plan written under the same name: a tar of other samples
+        write_shards(tmp_path / "new", n_shards=2, per_shard=3, seed=5)
+        os.replace(tmp_path / "new" / Path(other).name, other)
+    with pytest.raises(ShardError) as caught:
+        for _ in range(8):
+            next(stream)
+    assert str(caught.value) == (f"{other}: {how} while this run was reading it (a `defocuskit ingest` writing "
+                                 f"{tmp_path / 'd'}?); the checkpoints are kept: run the same command again once "
+                                 "the shards are final")
+
+
 def test_lr_schedule_and_parameter_counts():
     f = lr_factor(OptimConfig(warmup_steps=4, schedule="cosine"), max_steps=14)
     assert [round(f(s), 3) for s in (0, 3, 4, 9, 14)] == [0.25, 1.0, 1.0, 0.5, 0.0]

@@ -39,7 +39,7 @@ from torch.utils.data import IterableDataset
 
 from defocuskit.config.recipe import DataConfig
 from defocuskit.data.reader import ShardError, decode_sample, where
-from defocuskit.data.tar_index import ShardEntry, index_shard, read_samples
+from defocuskit.data.tar_index import ShardEntry, index_shard, is_local, read_samples
 from defocuskit.methods.base import MEMBERS, DataKind, Requirement
 from defocuskit.train.augment import to_tensors
 
@@ -89,14 +89,33 @@ class ShardStream(IterableDataset):
         self.num_workers = max(0, min(cfg.num_workers, len(self.urls)))
         self.block = max(1, cfg.shuffle_buffer)
         self._usable: dict[str, list[ShardEntry]] = {}
+        self._stamps: dict[str, tuple[int, int]] = {}  # (size, mtime) of each local shard when it was indexed
 
     # ----------------------------------------------------------------------------- sequential stream
 
     def usable(self, url: str) -> list[ShardEntry]:
         """The samples of shard `url` that have the members the method needs (indexed once, cached)."""
         if url not in self._usable:
+            stamp = _stamp(url) if is_local(url) else None
             self._usable[url] = [e for e in index_shard(url) if has_members(e, self.needed)]
+            if stamp is not None:
+                self._stamps[url] = stamp
         return self._usable[url]
+
+    def _read(self, url: str, entries: list[ShardEntry]) -> Iterator[dict[str, Any]]:
+        """`read_samples`, after checking that a local shard is still the one indexed: a ShardError naming it
+        where it was removed or rewritten since (an ingest re-planning the folder while this run reads it)."""
+        if url in self._stamps:
+            try:
+                changed = _stamp(url) != self._stamps[url]
+            except FileNotFoundError:
+                raise ShardError(_moved(url, "removed")) from None
+            if changed:
+                raise ShardError(_moved(url, "rewritten"))
+        try:
+            yield from read_samples(url, entries)
+        except FileNotFoundError:
+            raise ShardError(_moved(url, "removed")) from None
 
     def _order(self, urls: list[str], worker: int, epoch: int) -> list[str]:
         rng = random.Random(_seed(self.seed, self.order_rank, worker, epoch, 1))
@@ -148,7 +167,7 @@ class ShardStream(IterableDataset):
             for url in self._order(urls, worker, epoch)[i:]:
                 entries = self.usable(url)
                 first = j + (self.sample_offset - start - j) % self.sample_stride
-                yield from read_samples(url, entries[first::self.sample_stride])
+                yield from self._read(url, entries[first::self.sample_stride])
                 start += len(entries)
                 j = 0
             epoch, i, start = epoch + 1, 0, 0
@@ -200,6 +219,17 @@ class ShardStream(IterableDataset):
                     raise ShardError(f"{where(raw_sample)}sample {raw_sample.get('__key__')}: {exc}") from None
                 yield item
             k, m = k + 1, 0
+
+
+def _stamp(url: str) -> tuple[int, int]:
+    st = os.stat(url)
+    return st.st_size, st.st_mtime_ns
+
+
+def _moved(url: str, how: str) -> str:
+    folder = os.path.dirname(url) or "."
+    return (f"{url}: {how} while this run was reading it (a `defocuskit ingest` writing {folder}?); the checkpoints "
+            "are kept: run the same command again once the shards are final")
 
 
 def shard_digest(urls: list[str]) -> str:
