@@ -96,4 +96,3 @@ def train_cmd(
         raise typer.Exit(2) from None
     if os.environ.get("RANK", "0") == "0":  # once under `accelerate launch`
         typer.echo(f"model: {path}")
-
