@@ -623,6 +623,21 @@ def test_a_records_path_that_is_a_file_is_refused(tmp_path, fake):
     assert (out / ".records").read_text() == "mine"
 
 
+@pytest.mark.parametrize("target", ["dangling", "a file of the user's"])
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_left_alone(target, tmp_path, fake):
+    """`--out/.lock` a link: opening it for the lock would make (or hold) the link's target outside the folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere.txt"
+    if target != "dangling":
+        elsewhere.write_text("mine")
+    (out / ".lock").symlink_to(elsewhere)
+    with pytest.raises(IngestError, match=rf"{re.escape(str(out / '.lock'))}: a link where the folder's own lock"):
+        run_ingest({NAME: make_inputs(tmp_path / "in")}, opts(out), progress=False)
+    assert (elsewhere.read_text() if elsewhere.exists() else None) == (None if target == "dangling" else "mine")
+    assert not list(out.glob("*.tar")) and not (out / "manifest.json").exists()
+
+
 def test_a_folder_holding_another_dataset_is_refused_unless_overwrite(tmp_path, fake):
     first, second = make_inputs(tmp_path / "a", n_train=4, n_test=0), make_inputs(tmp_path / "b", n_train=5, n_test=0)
     out = tmp_path / "out"

@@ -62,7 +62,10 @@ def folder_lock(folder: str | Path) -> Iterator[None]:
     except ImportError:  # not POSIX: parts run one after another there
         yield
         return
-    with open(Path(folder) / ".lock", "a+") as f:
+    lock = Path(folder) / ".lock"
+    if lock.is_symlink():  # opened for the lock, a link's target (a user's file elsewhere) would be made or held
+        raise FolderError(f"{lock}: a link where the folder's own lock file goes; remove it or give another --out")
+    with open(lock, "a+") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         _HELD[key] = 1
         try:
