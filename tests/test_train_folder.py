@@ -46,6 +46,24 @@ def test_a_users_file_in_output_dir_is_refused_before_anything_is_written(name, 
     assert tree(out) == {name: USER_FILES[name]}
 
 
+@pytest.mark.parametrize("target", ["dangling", "a run's metrics"])
+def test_metrics_jsonl_that_is_a_link_is_refused_and_nothing_is_written_through_it(target, shards, tmp_path):
+    """A link at metrics.jsonl (dangling, or to another run's own metrics elsewhere): the run would append its rows
+    to the link's target outside the run folder; it is refused before anything is written."""
+    other = tmp_path / "other-run"
+    assert train(shards, other).exit_code == 0
+    elsewhere = other / "metrics.jsonl" if target != "dangling" else tmp_path / "elsewhere.jsonl"
+    before = elsewhere.read_text() if elsewhere.exists() else None
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").symlink_to(elsewhere)
+    result = train(shards, out)
+    assert result.exit_code == 1 and f"{out / 'metrics.jsonl'}: a link" in result.output, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert (elsewhere.read_text() if elsewhere.exists() else None) == before
+    assert [p.name for p in out.iterdir()] == ["metrics.jsonl"]
+
+
 VALIDATING = ("train.eval_every=2", "train.keep_best=true", "train.val_limit=2")
 
 

@@ -88,6 +88,10 @@ def check_run_folder(output_dir: str | Path, validates: bool = True) -> None:
                             "give another output_dir")
     if existing != out:
         return
+    for path in [out / METRICS, *out.glob("seen-keys-rank*.jsonl")]:  # appended to: never through a link
+        if path.is_symlink():
+            raise TrainingError(f"{path}: a link; the run appends its own rows there and never writes through a "
+                                "link, so nothing was written: move it away or give another output_dir")
     for name, owned in OWNED.items():
         path = out / name
         if path.exists() and not (path.is_file() and owned(path)):
