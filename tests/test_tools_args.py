@@ -47,3 +47,26 @@ def test_more_tools_refuse_in_one_line(tool, args, said, tmp_path):
                           timeout=120)
     assert proc.returncode == 1 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("tool", "args"), [
+    ("bench_hidd_speed.py", ["--model", "m.safetensors", "--shards", "s"]),
+    ("bench_hidd_samplers.py", ["--model", "m.safetensors", "--map-model", "c.safetensors", "--synthetic", "s"]),
+])
+def test_a_users_results_json_in_out_is_refused_before_any_work(tool, args, tmp_path):
+    """--out holding a results.json the tool did not write (or a link there): one line, exit 2, the file intact
+    (it was written over at the end of the run)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text('{"mine": 1}')
+    (tmp_path / "elsewhere.json").write_text("theirs")
+    for case in ("file", "link"):
+        if case == "link":
+            (out / "results.json").unlink()
+            (out / "results.json").symlink_to(tmp_path / "elsewhere.json")
+        proc = subprocess.run([sys.executable, str(TOOLS / tool), *args, "--out", str(out)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and f"{out / 'results.json'}: exists and was not written by {tool}" in proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+    assert (tmp_path / "elsewhere.json").read_text() == "theirs" and sorted(p.name for p in out.iterdir()) == [
+        "results.json"]

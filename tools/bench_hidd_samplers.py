@@ -73,6 +73,17 @@ def variants(recipe: Any, full_steps: int) -> dict[str, Any]:
     }
 
 
+def foreign_results(path: Path, keys: set[str]) -> str | None:
+    """Why `path` may not be written: a link, a folder, or a file this tool did not write (JSON with these keys)."""
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        ours = not path.is_symlink() and set(json.loads(path.read_text(encoding="utf-8"))) == keys
+    except (OSError, ValueError, TypeError):
+        ours = False
+    return None if ours else f"{path}: exists and was not written by bench_hidd_samplers.py; it is left as it is: give another --out"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="the HIDD prior (.safetensors)")
@@ -93,6 +104,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
+    if args.out is not None and (fault := foreign_results(args.out / "results.json", {"machine", "args", "sampler", "rows"})):
+        parser.error(fault)  # one line, exit 2, before any work
     method, recipe, model = load_model(args.model, device=args.device, expect_method="hidd")
     tile = int(args.tile or recipe.data.image_size)
     overlap = resolve_overlap(tile, None)
