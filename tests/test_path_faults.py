@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
     (NotADirectoryError(20, "Not a directory", "a.txt/x"), "a.txt/x: a part of this path is a file"),
     (IsADirectoryError(21, "Is a directory", "sheet"), "sheet: is a folder where a file is needed"),
     (PermissionError(13, "Permission denied", "ro/x"), "ro/x: permission denied"),
+    (OSError(36, "File name too long", "n" * 300), "n" * 300 + ": a name in this path is longer than the file system"),
+    (OSError(40, "Too many levels of symbolic links", "loop/x"), "loop/x: a loop of symbolic links"),
 ])
 def test_path_faults_are_one_line_naming_the_path(exc: OSError, said: str) -> None:
     assert file_fault_line(exc).startswith(said)
@@ -146,3 +148,13 @@ def test_cli_deblur_of_a_photo_whose_name_is_255_bytes(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == [".defocuskit-deblur.lock", photo.name, "deblur.json"]
+
+
+def test_cli_an_output_name_over_255_bytes_is_one_line(tmp_path: Path) -> None:
+    name = tmp_path / ("r" * 260 + ".yaml")
+    run = subprocess.run([sys.executable, "-m", "defocuskit", "recipes", "cp", "nafnet-tiny", str(name)], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip() == f"error: {name}: a name in this path is longer than the file system allows (255 " \
+                                 "bytes); give a shorter one"
+    assert list(tmp_path.iterdir()) == []
