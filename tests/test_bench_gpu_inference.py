@@ -31,3 +31,22 @@ def test_tiny_mode_measures_every_row(tmp_path: Path) -> None:
     assert 0 < rows["rddm/bf16"]["max_abs_diff"] < 0.1 and rows["nafnet/bf16"]["speedup"] > 0
     assert "grid_sampler" in profile.read_text()  # the operator table of one RDDM image
     assert "| rddm/fp32 |" in run.stdout
+    again = subprocess.run([sys.executable, str(TOOL), "--tiny", "--no-compile", "--repeat", "1", "--out", str(out),
+                            "--profile-out", str(profile), "--hidd-steps", "1"], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "DEFOCUSKIT_THREADS": "1"})
+    assert again.returncode == 0, again.stderr[-2000:]  # its own files: replaced
+
+
+def test_a_users_file_or_a_folder_at_out_is_refused_before_any_row(tmp_path: Path) -> None:
+    notes, folder = tmp_path / "notes.json", tmp_path / "folder"
+    notes.write_text('{"my": "results"}')
+    folder.mkdir()
+    for args, said in ((["--out", str(notes)], f"--out {notes}: exists and was not written by bench_gpu_inference"),
+                       (["--profile-out", str(notes)], f"--profile-out {notes}: exists and was not written by"),
+                       (["--out", str(folder)], f"--out {folder}: is a folder"),
+                       (["--out", str(notes / "x.json")], f"--out {notes / 'x.json'}: {notes} is not a folder")):
+        run = subprocess.run([sys.executable, str(TOOL), "--tiny", "--repeat", "1", *args], capture_output=True,
+                             text=True, timeout=300)
+        assert run.returncode == 2 and run.stderr.startswith(f"error: {said}"), run.stderr
+        assert len(run.stderr.strip().splitlines()) == 1 and run.stdout == ""
+    assert notes.read_text() == '{"my": "results"}' and list(folder.iterdir()) == []

@@ -99,3 +99,13 @@ def test_demo_never_replaces_a_users_demo_json(tmp_path: Path) -> None:
     said = f"{out / 'runs' / 'rddm' / 'model.safetensors'}: not written by an earlier `defocuskit train` run"
     assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["runs"] and not (out / "runs" / "nafnet").exists()
+    (out / "runs").rename(tmp_path / "runs-of-the-user")
+    (out / "report").mkdir()
+    (out / "report" / "report.json").write_text('{"mine": 1}')  # stops it before any work too, not after training
+    proc = subprocess.run([sys.executable, "-m", "defocuskit", "--threads", "1", "demo", "--out", str(out),
+                           "--steps-scale", "0.005", "--size", "64", "--limit", "2", "--workers", "0"],
+                          capture_output=True, text=True, timeout=600)
+    said = f"{out / 'report' / 'report.json'}: exists and was not written by an earlier evaluation"
+    assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["report"]
+    assert (out / "report" / "report.json").read_text() == '{"mine": 1}'

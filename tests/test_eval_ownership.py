@@ -170,6 +170,20 @@ def test_saving_without_known_keys_still_never_replaces_a_users_file(tmp_path: P
     assert len(listed) == 2 and len(set(listed)) == 2 and "id/plain_f4.png" not in listed
 
 
+def test_saved_images_of_keys_from_the_longest_file_names_fit_a_file_name(tmp_path: Path) -> None:
+    from defocuskit.eval.evaluate import evaluate_samples
+
+    long = ["pairs/" + "q" * 250, "pairs/" + "q" * 249 + "r", "raw/" + "é" * 125]  # photo names of 250 bytes
+    names = image_names(long)
+    assert len({n.casefold() for n in names.values()}) == 3
+    assert all(len(f"{n}.png".encode()) <= 255 for n in names.values())
+    flat = np.full((16, 16, 3), 90, np.uint8)
+    samples = [{"key": k, "sharp": flat, "blur": flat, "coc": None, "meta": {"f_number": 4.0}} for k in long]
+    evaluate_samples(samples, {"id": lambda b, s: b}, save_images=tmp_path, progress=False)
+    assert len(list((tmp_path / "id").iterdir())) == 3
+    assert len(json.loads((tmp_path / MANIFEST).read_text())["files"]) == 3
+
+
 def test_images_of_a_killed_evaluation_stay_its_own(tmp_path: Path, monkeypatch) -> None:
     from defocuskit.eval import saved
     from defocuskit.eval.config import EvalError

@@ -342,6 +342,27 @@ def test_tiny_recipe_trains_both_stages_and_feeds_pseudo_coc(shards: Path, tmp_p
     assert read_manifest(other)["counts"]["samples"] == len(pairs)
 
 
+def test_pseudo_coc_never_writes_over_its_input_shard_named_inside_out(shards: Path, tmp_path: Path) -> None:
+    from defocuskit.cli.pseudo_coc import write_pseudo_coc
+    from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.methods.recipes import load_recipe
+
+    recipe = load_recipe("jdrl-tiny")
+    model = tmp_path / "jdrl.safetensors"
+    save_model(model, get_method("jdrl").build(recipe.model, recipe.objective, False).state_dict(), "jdrl",
+               recipe_to_dict(recipe))
+    folder = tmp_path / "shards"
+    shutil.copytree(shards, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "one.tar").symlink_to(sorted(folder.glob("train-*.tar"))[0])
+    for given in (sorted(folder.glob("train-*.tar"))[0], folder / "*.tar", tmp_path / "links" / "one.tar"):
+        with pytest.raises(ValueError, match=r"a shard in --out .*, which would replace it; give a new folder"):
+            write_pseudo_coc(model, given, folder, overwrite=True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
 def test_untrained_jdrl_returns_its_input_by_default_and_the_released_output_does_not():
     from defocuskit.methods import get_method
 

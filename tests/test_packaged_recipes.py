@@ -79,6 +79,12 @@ def test_cli_lists_and_copies_recipes(tmp_path, monkeypatch):
     assert copy_recipe("hidd.yaml", "mine/my-hidd.yaml") == Path("mine/my-hidd.yaml")  # a file name
     assert copy_recipe("hidd", "configs") == Path("configs/hidd.yaml")  # no suffix: a folder, made
     assert copy_recipe("hidd", "more/") == Path("more/hidd.yaml")
+    assert copy_recipe("hidd", "my.recipes/") == Path("my.recipes/hidd.yaml")  # a slash: a folder, dot or not
+    result = runner.invoke(app, ["recipes", "cp", "nafnet-tiny", "v1.2/"])
+    assert result.exit_code == 0 and (tmp_path / "v1.2" / "nafnet-tiny.yaml").is_file(), result.output
+    (tmp_path / "notes.txt").write_text("the user's")
+    result = runner.invoke(app, ["recipes", "cp", "nafnet-tiny", "notes.txt/", "--force"])  # a folder was asked for
+    assert result.exit_code != 0 and (tmp_path / "notes.txt").read_text() == "the user's"
     (tmp_path / "elsewhere.yaml").write_text("the user's")
     for link, to in (("dangling.yaml", "nothing-here.yaml"), ("link.yaml", "elsewhere.yaml")):
         (tmp_path / link).symlink_to(to)

@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
     (NotADirectoryError(20, "Not a directory", "a.txt/x"), "a.txt/x: a part of this path is a file"),
     (IsADirectoryError(21, "Is a directory", "sheet"), "sheet: is a folder where a file is needed"),
     (PermissionError(13, "Permission denied", "ro/x"), "ro/x: permission denied"),
+    (OSError(36, "File name too long", "n" * 300), "n" * 300 + ": a name in this path is longer than the file system"),
+    (OSError(40, "Too many levels of symbolic links", "loop/x"), "loop/x: a loop of symbolic links"),
 ])
 def test_path_faults_are_one_line_naming_the_path(exc: OSError, said: str) -> None:
     assert file_fault_line(exc).startswith(said)
@@ -113,3 +115,46 @@ def test_an_interrupted_command_says_how_to_go_on(tmp_path: Path, monkeypatch) -
                         "holds the previous report, if any, as it was")):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 130 and said in result.stderr, result.output
+
+
+def test_a_name_of_255_bytes_has_its_temporaries_beside_it(tmp_path: Path) -> None:
+    from defocuskit.io import atomic
+
+    long = tmp_path / ("é" * 125 + "a.png")  # 255 bytes: a name the disk takes, its temporary's name would not
+    atomic.atomic_write(long, b"one")
+    listed: list[str] = []
+    atomic.write_journalled(long, b"two", listed.append)
+    assert long.read_bytes() == b"two" and sorted(p.name for p in tmp_path.iterdir()) == [long.name]
+    assert all(len(n.encode()) <= 255 for n in listed)
+    left = atomic.partial_path(long, "0badcafe")
+    left.write_bytes(b"killed")
+    other = atomic.partial_path(tmp_path / ("é" * 125 + "b.png"), "0badcafe")  # the same first characters
+    atomic.remove_partial(long, other.name)  # another file's temporary: not this file's to remove
+    assert left.exists()
+    atomic.remove_partial(long, left.name)
+    assert not left.exists()
+
+
+def test_cli_deblur_of_a_photo_whose_name_is_255_bytes(tmp_path: Path) -> None:
+    import numpy as np
+
+    from defocuskit.io.images import write_image
+
+    photo = tmp_path / ("a" * 251 + ".png")
+    write_image(photo, np.full((16, 16, 3), 100, np.uint8))
+    run = subprocess.run([sys.executable, "-m", "defocuskit", "--threads", "1", "deblur", str(photo), "--checkpoint",
+                          str(_tiny_model(tmp_path)), "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == [".defocuskit-deblur.lock", photo.name, "deblur.json"]
+
+
+def test_cli_an_output_name_over_255_bytes_is_one_line(tmp_path: Path) -> None:
+    name = tmp_path / ("r" * 260 + ".yaml")
+    run = subprocess.run([sys.executable, "-m", "defocuskit", "recipes", "cp", "nafnet-tiny", str(name)], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.strip() == f"error: {name}: a name in this path is longer than the file system allows (255 " \
+                                 "bytes); give a shorter one"
+    assert list(tmp_path.iterdir()) == []

@@ -264,6 +264,10 @@ def test_cli_import_weights(imported, tmp_path):
         result = runner.invoke(app, ["import-weights", "--method", "restormer", str(pth), "--out", str(tmp_path),
                                      *force])
         assert result.exit_code == 2 and "is a folder; give the model file's name" in result.output, result.output
+    result = runner.invoke(app, ["import-weights", "--method", "restormer", str(pth), "--out", f"{tmp_path}/models/"])
+    assert result.exit_code == 2 and f"--out {tmp_path}/models/ names a folder; give the model file's name (e.g. " \
+        f"{tmp_path}/models/model.safetensors)" in result.output.replace("\n", ""), result.output
+    assert not (tmp_path / "models").exists()  # not a model file written under the folder's name
 
 
 def test_the_api_loads_a_release_checkpoint_and_deblurs(imported):

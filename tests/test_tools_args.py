@@ -70,3 +70,24 @@ def test_a_users_results_json_in_out_is_refused_before_any_work(tool, args, tmp_
         assert "Traceback" not in proc.stderr, proc.stderr
     assert (tmp_path / "elsewhere.json").read_text() == "theirs" and sorted(p.name for p in out.iterdir()) == [
         "results.json"]
+
+
+@pytest.mark.parametrize(("tool", "args"), [
+    ("bench_resume.py", ["--steps", "1", "--repeats", "0"]),
+    ("bench_misaligned.py", ["--fixtures", "/nonexistent"]),
+])
+def test_a_work_folder_of_the_users_is_never_removed(tool, args, tmp_path):
+    work = tmp_path / "mine"
+    work.mkdir()
+    (work / "thesis.tex").write_text("precious")
+    proc = subprocess.run([sys.executable, str(TOOLS / tool), "--work", str(work), *args], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"error: --work {work}: holds files {tool} did not make" in proc.stderr
+    assert [p.name for p in work.iterdir()] == ["thesis.tex"] and (work / "thesis.tex").read_text() == "precious"
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    proc = subprocess.run([sys.executable, str(TOOLS / tool), "--work", str(a_file), *args], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and f"error: --work {a_file}: exists and is not a folder" in proc.stderr
+    assert a_file.read_text() == "mine"

@@ -177,6 +177,37 @@ def compiled_row(rows: dict, layer: torch.nn.Module, x: torch.Tensor, ref: torch
                             "speedup": rows["dcn/eager"]["ms_per_call"] / (1000 * seconds)}
 
 
+def check_outputs(out: Path | None, profile_out: Path | None) -> str | None:
+    """The one-line error for an --out or --profile-out this tool may not write (before any row runs): a folder, a
+    path under a file, or a file it did not write (--out: its JSON rows; --profile-out: a profiler table)."""
+    for option, path, ours in (("--out", out, _rows_file), ("--profile-out", profile_out, _profile_file)):
+        if path is None:
+            continue
+        if path.is_dir():
+            return f"{option} {path}: is a folder; give a file name"
+        if not path.parent.is_dir():
+            return f"{option} {path}: {path.parent} is not a folder"
+        if (path.exists() or path.is_symlink()) and (path.is_symlink() or not ours(path)):
+            return f"{option} {path}: exists and was not written by bench_gpu_inference; it is left as it is: give " \
+                   "another file name"
+    return None
+
+
+def _rows_file(path: Path) -> bool:
+    try:
+        return set(json.loads(path.read_text(encoding="utf-8"))) == {"device", "torch", "rows"}
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _profile_file(path: Path) -> bool:
+    try:
+        first = path.read_text(encoding="utf-8").split("\n", 1)[0]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.startswith("profiler failed:") or (first.startswith("-") and set(first) <= {"-", " "})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="the -tiny recipes at small sizes on the CPU")
@@ -187,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="time a compiled DCNv4 too (default: on a GPU)")
     args = parser.parse_args(argv)
+    if (fault := check_outputs(args.out, args.profile_out)) is not None:
+        print(f"error: {fault}", file=sys.stderr)
+        return 2
     tiny = "-tiny" if args.tiny else ""
     args.device = "cpu" if args.tiny else "cuda"
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -123,6 +123,7 @@ def run_demo(
     from defocuskit.data.sample import IngestOptions
     from defocuskit.eval.config import EvalConfig
     from defocuskit.eval.evaluate import evaluate
+    from defocuskit.eval.report import check_report_folder
     from defocuskit.io.devices import resolve_device
     from defocuskit.methods import get_method
     from defocuskit.methods.recipes import load_recipe
@@ -141,6 +142,7 @@ def run_demo(
     check_demo_record(out / "demo.json")
     for dm in models:  # a file of the user's in a run folder stops the demo before any work, not after hours
         check_run_folder(out / "runs" / dm.name)
+    check_report_folder(out / "report")  # and one in the report folder
     start = time.monotonic()
     shards = out / "shards"
     data = {"aligned": shards, "misaligned": out / "shards-misaligned"}

@@ -3,6 +3,7 @@ against (one list each), the help texts several commands share, and the entry po
 
 from __future__ import annotations
 
+import errno
 import os
 from enum import Enum
 from typing import Any, Callable, Iterable, Optional
@@ -98,6 +99,10 @@ _PATH_FAULTS = {  # an OSError that names a path the user gave, as one line (fil
     IsADirectoryError: "is a folder where a file is needed; give a file name",
     PermissionError: "permission denied: it (or its folder) cannot be read or written by this user",
 }
+_ERRNO_FAULTS = {  # the same, for OSErrors that have no class of their own
+    errno.ENAMETOOLONG: "a name in this path is longer than the file system allows (255 bytes); give a shorter one",
+    errno.ELOOP: "a loop of symbolic links in this path; give another path",
+}
 
 
 def file_fault_line(exc: BaseException) -> str | None:
@@ -108,6 +113,8 @@ def file_fault_line(exc: BaseException) -> str | None:
         if isinstance(exc, kind) and getattr(exc, "filename", None):
             own = exc.strerror if exc.errno is not None and exc.strerror != os.strerror(exc.errno) else None
             return own if own and str(exc.filename) in own else f"{exc.filename}: {text}"
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_FAULTS and getattr(exc, "filename", None):
+        return f"{exc.filename}: {_ERRNO_FAULTS[exc.errno]}"
     return None
 
 

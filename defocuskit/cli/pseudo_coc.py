@@ -69,6 +69,9 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
         raise ValueError(f"--out must be a new folder, not the input shard folder {shards_in}")
     _, _, model = load_model(checkpoint, device=device, expect_method="jdrl")
     urls = reader.shard_urls(shards_in, split)
+    for url in urls:  # a shard of --out named by its file, a pattern or a link: it would be replaced by its output
+        if not (url.startswith("pipe:") or "://" in url) and Path(url).resolve().parent == out.resolve():
+            raise ValueError(f"--shards {url}: a shard in --out {out}, which would replace it; give a new folder")
     out.mkdir(parents=True, exist_ok=True)
     model_stamp = _stamp(checkpoint)
     plan = {}

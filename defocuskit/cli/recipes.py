@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 recipes_app = typer.Typer(help="The recipes packaged with defocuskit: list them (no subcommand, or ls); copy one "
@@ -41,7 +39,8 @@ def recipes_ls_cmd() -> None:
                      "train my-hidd.yaml)")
 def recipes_cp_cmd(
     name: str = typer.Argument(..., help="A packaged recipe (`defocuskit recipes` lists them)."),
-    dest: Path = typer.Argument(..., help="A folder (the copy keeps the name NAME.yaml), or the copy's file name."),
+    dest: str = typer.Argument(..., help="A folder (the copy keeps the name NAME.yaml; a name ending in / is one), or "
+                               "the copy's file name."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
 ) -> None:
     """Copy a packaged recipe to edit it, then train it with `defocuskit train FILE`."""

@@ -18,7 +18,7 @@ def import_weights_cmd(
         ..., "--method", help="The ported method it belongs to: drbnet (lingyanruan/DRBNet, "
         "ckpts/single/single_image_defocus_deblurring.pth) | ifan (codeslake/IFAN, IFAN.pytorch) | jdrl "
         "(liyucs/JDRL, unet-jdrl-sdd.pth) | restormer (swz30/Restormer, single_image_defocus_deblurring.pth)."),
-    out: Path = typer.Option(..., "--out", help="The model file to write (.safetensors), for deblur, eval, the API, "
+    out: str = typer.Option(..., "--out", help="The model file to write (.safetensors), for deblur, eval, the API, "
                              "save_pretrained and train.init_from."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
 ) -> None:

@@ -175,8 +175,9 @@ def copy_recipe(name: str, dest: str | Path, force: bool = False) -> Path:
     that name with the copy (a link's own target is never written).
     """
     source = packaged_recipe(name)
+    slash = str(dest).endswith(("/", "\\"))  # read before Path drops it: "my.recipes/" names a folder
     dest = Path(dest)
-    folder = dest.is_dir() or str(dest).endswith(("/", "\\")) or (not dest.exists() and not dest.suffix)
+    folder = dest.is_dir() or slash or (not dest.exists() and not dest.suffix)
     target = dest / source.name if folder else dest
     if target.is_symlink() and not force:
         raise RecipeError(f"{target} is a link: give --force to replace the link with the copy")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from defocuskit.eval.config import EvalError
-from defocuskit.io.atomic import atomic_write, remove_partial, write_journalled
+from defocuskit.io.atomic import NAME_MAX, atomic_write, name_within, remove_partial, write_journalled
 from defocuskit.io.hub import changed_since
 from defocuskit.io.images import encode_image
 
@@ -34,13 +34,20 @@ def _hashed(key: str) -> str:
     return f"{safe_name(key)}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:8]}"
 
 
+def _fits(name: str) -> str:
+    """`name` where `name`.png fits in a file name (NAME_MAX bytes), else cut with a hash of it (`name_within`)."""
+    return name_within(name, NAME_MAX - len(".png"))
+
+
 def image_names(keys: Iterable[str]) -> dict[str, str]:
     """The file name (no extension) of each sample key: `safe_name(key)`, except that keys whose names would
-    coincide (ignoring case, for case-insensitive disks) each get "-" and 8 hex digits of the key's SHA-256."""
+    coincide (ignoring case, for case-insensitive disks) each get "-" and 8 hex digits of the key's SHA-256, and a
+    name too long for a file (a photo's name of 250 bytes) is cut, with a hash of it (`_fits`)."""
     groups: dict[str, list[str]] = {}
     for key in dict.fromkeys(keys):
         groups.setdefault(safe_name(key).casefold(), []).append(key)
-    names = {key: safe_name(key) if len(group) == 1 else _hashed(key) for group in groups.values() for key in group}
+    names = {key: _fits(safe_name(key) if len(group) == 1 else _hashed(key)) for group in groups.values()
+             for key in group}
     seen: dict[str, str] = {}
     for key, name in names.items():
         if name.casefold() in seen:
@@ -99,7 +106,7 @@ class SavedImages:
         """Where the output of `method` for the sample `key` goes."""
         name = self.names.get(key) if self.names is not None else None
         if name is None:
-            name = key if safe_name(key) == key else _hashed(key)
+            name = _fits(key if safe_name(key) == key else _hashed(key))
         return self.folder / safe_name(method) / f"{name}.png"
 
     def _refuse(self, path: Path) -> None:

@@ -101,11 +101,13 @@ def import_release(method_name: str, checkpoint: str | Path, out: str | Path,
     `overrides`: recipe key=value settings on top of the release's (the model section must still fit). An
     existing `out` is kept (ValueError) unless `overwrite`."""
     method = release_method(method_name)
+    slash = str(out).endswith(("/", "\\"))  # read before Path drops it: "models/" names a folder
     checkpoint, out = Path(checkpoint), Path(out)
     if out.resolve() == checkpoint.resolve():
         raise ValueError(f"--out {out} is the checkpoint itself")
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give the model file's name (e.g. {out / 'model.safetensors'})")
+    if out.is_dir() or slash:
+        raise ValueError(f"--out {out}{'/' if slash else ''} {'is' if out.is_dir() else 'names'} a folder; give the "
+                         f"model file's name (e.g. {out / 'model.safetensors'})")
     if out.exists() and not overwrite:
         raise ValueError(f"--out {out} exists: give --force to replace it")
     net, recipe, kept = convert_checkpoint(method, checkpoint, overrides)

@@ -1,18 +1,20 @@
 """Atomic file writes: the data goes to a temporary file beside the target, which is renamed onto it only when
 complete, so a reader (or a crash) never meets half a file and a failed write leaves the old file as it was.
 
-Temporary names are `.NAME.<random>.tmp` in the target's folder (the shard folder's `.records/` clean-up knows
-them), or, for a writer that lists each output in its own journal before writing it (deblur, eval --save-images),
-`.NAME.<token>.defocuskit-partial` (`write_journalled`): the temporary is made first (exclusively: never a file
-that stood there), then listed in the writer's journal, then filled and renamed, so that the writer's next run
-removes exactly the temporaries killed runs listed (`remove_partial`), each one that run made (a shard folder's
-own temporaries are listed the same way: `data.folder.make_temporaries`). A set of files is staged in a
-fresh hidden folder `.defocuskit-staging.<token>`, listed in the folder's `.defocuskit-staging.json` before it is
-made (`staged_files`): the next run clears only staging folders that journal lists."""
+Temporary names are `.NAME.<random>.tmp` in the target's folder (the shard folder's `.records/` clean-up knows them;
+a NAME too long for a temporary beside it is cut, with a hash of it: `name_within`), or, for a writer that lists
+each output in its own journal before writing it (deblur, eval --save-images), `.NAME.<token>.defocuskit-partial`
+(`write_journalled`): the temporary is made first (exclusively: never a file that stood there), then listed in the
+writer's journal, then filled and renamed, so that the writer's next run removes exactly the temporaries killed runs
+listed (`remove_partial`), each one that run made (a shard folder's own temporaries are listed the same way:
+`data.folder.make_temporaries`). A set of files is staged in a fresh hidden folder `.defocuskit-staging.<token>`,
+listed in the folder's `.defocuskit-staging.json` before it is made (`staged_files`): the next run clears only
+staging folders that journal lists."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -70,6 +72,23 @@ def disk_full_named(path: str | Path) -> Iterator[None]:
 
 PARTIAL_SUFFIX = ".defocuskit-partial"
 STAGING = ".defocuskit-staging"
+NAME_MAX = 255  # bytes of one file name (ext4, XFS, Btrfs, APFS, tmpfs)
+
+
+def name_within(name: str, room: int) -> str:
+    """`name` where its bytes fit in `room`, else its first characters and "~" with 8 hex digits of the whole
+    name's SHA-256 (the part of a temporary's name that its target lends it: a target of up to NAME_MAX bytes still
+    has a temporary beside it)."""
+    raw = os.fsencode(name)
+    if len(raw) <= room:
+        return name
+    tag = "~" + hashlib.sha256(raw).hexdigest()[:8]
+    kept = ""
+    for ch in name:
+        if len(os.fsencode(kept + ch)) > room - len(tag):
+            break
+        kept += ch
+    return kept + tag
 
 
 def new_token() -> str:
@@ -80,7 +99,8 @@ def new_token() -> str:
 def partial_path(path: str | Path, token: str) -> Path:
     """The temporary of `path` for writers that journal their outputs: `.NAME.<token>.defocuskit-partial`."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{token}{PARTIAL_SUFFIX}")
+    room = NAME_MAX - len(f"..{token}{PARTIAL_SUFFIX}")
+    return path.with_name(f".{name_within(path.name, room)}.{token}{PARTIAL_SUFFIX}")
 
 
 def remove_partial(path: str | Path, name: str | None) -> None:
@@ -88,7 +108,8 @@ def remove_partial(path: str | Path, name: str | None) -> None:
     `name` is a `partial_path(path, token)` name (an older journal's untokenised name, or anything else, is left
     alone); several processes may clear the same one."""
     path = Path(path)
-    if not name or not re.fullmatch(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}{re.escape(PARTIAL_SUFFIX)}", name):
+    token = re.search(rf"\.([0-9a-f]{{8}}){re.escape(PARTIAL_SUFFIX)}$", name or "")
+    if not name or not token or name != partial_path(path, token.group(1)).name:
         return
     leftover = path.with_name(name)
     if leftover.is_file() and not leftover.is_symlink():
@@ -117,7 +138,8 @@ def atomic_path(path: str | Path, mode: int | None = None, partial: str | None =
         if partial:
             name = _create_partial(path, partial)
         else:
-            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            room = NAME_MAX - len("..XXXXXXXX.tmp")  # mkstemp's 8 random characters
+            fd, name = tempfile.mkstemp(prefix=f".{name_within(path.name, room)}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
         yield Path(name)
         os.chmod(name, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
