@@ -721,6 +721,17 @@ def test_an_unfinished_ingest_is_named_by_every_reader(tmp_path, fake, capsys):
     ("--max-side", "1", "--max-side 1: at least 8 pixels"),
     ("--patch", "-5", "--patch -5: at least 8 pixels (an image or patch that small holds no blur to learn; 0: no"),
     ("--stride", "-3", "--stride -3: at least 8 pixels"),
+    ("--synthetic-size", "0", "--synthetic-size 0: the scenes' longer side, 16 to 4096"),  # a traceback before
+    ("--synthetic-size", "100000", "--synthetic-size 100000: the scenes' longer side"),  # asked for 120 GB
+    ("--synthetic-misalign", "nan", "--synthetic-misalign nan: 0 to 32 pixels"),  # ignored without a word
+    ("--synthetic-misalign", "inf", "--synthetic-misalign inf: 0 to 32 pixels"),  # every pair rejected, after work
+    ("--min-align-score", "nan", "--min-align-score nan: a registration score, from 0 to 1"),  # accepted every pair
+    ("--min-sharpness", "nan", "--min-sharpness nan: a mean gradient >= 0"),  # every train sample dropped, exit 0
+    ("--scene-gap", "-1", "--scene-gap -1: a positive number of seconds"),
+    ("--render-focus", "banana", "--render-focus banana: auto, mask, sample or a depth value"),
+    ("--render-coc-scale", "1e9", "--render-coc-scale 1e+09: CoC pixels at f/1"),  # petabyte kernels, per input
+    ("--render-metric-scale", "0", "--render-metric-scale 0: a positive number of metres"),
+    ("--workers", "100000", "--workers 100000: at most"),  # one process per input was started
 ])
 def test_impossible_numbers_on_the_command_line_are_refused_naming_the_option(option, value, needle, tmp_path):
     from typer.testing import CliRunner
