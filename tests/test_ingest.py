@@ -253,6 +253,10 @@ def test_cli_ingest_and_inspect(tmp_path, fake, monkeypatch):
     assert runner.invoke(app, ["inspect", str(tmp_path / "out"), "--sheet", str(deep)]).exit_code == 0
     assert deep.is_file()
     assert runner.invoke(app, ["inspect", str(tmp_path / "nowhere")]).exit_code == 1
+    for n in ("0", "100000"):  # after the manifest's table, exit 1 (0); every sample decoded for one sheet (100000)
+        refused = runner.invoke(app, ["inspect", str(tmp_path / "out"), "--n", n, "--sheet", str(tmp_path / "n.png")])
+        assert refused.exit_code == 2 and refused.output == f"error: --n {n}: samples on the contact sheet, 1 to 64\n"
+    assert not (tmp_path / "n.png").exists()
     (tmp_path / "out" / "photos-2023.tar").write_bytes(b"holiday")  # named like a shard: kept, and said so
     again = runner.invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "out"), "--workers", "0",
                                 "--shard-size", "4"])
