@@ -109,3 +109,24 @@ def test_demo_never_replaces_a_users_demo_json(tmp_path: Path) -> None:
     assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["report"]
     assert (out / "report" / "report.json").read_text() == '{"mine": 1}'
+
+
+def test_demo_refuses_numbers_it_cannot_use_before_any_work(tmp_path: Path) -> None:
+    """NaN or inf for --steps-scale or --minutes (a traceback after the ingest, or every model stopped at its first
+    steps with exit 0), a --size no synthetic scene has (a traceback or 120 GB asked) and a --limit below 1 (refused
+    only after every model had trained): one line naming the option, exit 2, nothing written."""
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+
+    out = tmp_path / "demo"
+    for option, value, said in [("--steps-scale", "nan", "--steps-scale nan: a finite number above 0"),
+                                ("--steps-scale", "inf", "--steps-scale inf: a finite number above 0"),
+                                ("--minutes", "nan", "--minutes nan: a finite number above 0"),
+                                ("--size", "0", "--size 0: the scenes' longer side, 16 to 4096 pixels"),
+                                ("--size", "100000", "--size 100000: the scenes' longer side"),
+                                ("--limit", "0", "--limit 0: at least 1 test pair")]:
+        result = CliRunner().invoke(app, ["demo", "--out", str(out), "--workers", "0", "--device", "cpu",
+                                          option, value])
+        assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
+        assert not out.exists()

@@ -108,6 +108,21 @@ def test_a_frame_pillow_cannot_size_is_judged_from_its_own_header_or_refused(tmp
         decode_image(big_tiff, "f.tif")
 
 
+def test_float_images_outside_0_to_1_are_refused_naming_the_file(tmp_path):
+    """A float TIFF of 0..255 values (or NaN) read as all white before, exit 0; one inside [0, 1] is read."""
+    import cv2
+
+    rgb = np.random.default_rng(0).random((20, 30, 3)).astype(np.float32)
+    for name, arr, said in [("eight.tif", rgb * 255, r"eight\.tif: float samples from .* to .*: read as 0 to 1"),
+                            ("nan.tif", np.where(rgb > 0.5, np.nan, rgb).astype(np.float32),
+                             r"nan\.tif: float samples hold NaN or inf")]:
+        (tmp_path / name).write_bytes(cv2.imencode(".tif", arr)[1].tobytes())
+        with pytest.raises(ImageError, match=said):
+            read_image(tmp_path / name)
+    (tmp_path / "unit.tif").write_bytes(cv2.imencode(".tif", rgb)[1].tobytes())
+    np.testing.assert_array_equal(read_image(tmp_path / "unit.tif"), np.rint(rgb * 65535).astype(np.uint16)[..., ::-1])
+
+
 def test_cli_deblur_and_inspect_refuse_the_huge_frame_in_one_line(tmp_path):
     from test_infer import _export_nafnet
 

@@ -411,6 +411,12 @@ def test_cli_deblur(tmp_path: Path) -> None:
     res = runner.invoke(app, ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
                               "--tile", "32", "--overlap", "40"])
     assert res.exit_code == 2 and "overlap" in res.output
+    for value in ("inf", "nan", "0.01", "-2"):  # inf ran (deblur.json got `Infinity`); nan failed unnamed at the gate
+        res = runner.invoke(app, ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out",
+                                  str(tmp_path / "f"), "--coc", "fnumber", "--focus-gate", "3", "--f-number", value])
+        assert res.exit_code == 2 and f"--f-number {value}: not an f-number a lens has (f/0.7 to f/64)" in res.output, \
+            res.output
+        assert not (tmp_path / "f").exists()
 
 
 # ----------------------------------------------------------------------- broken models and image files

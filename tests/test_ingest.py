@@ -253,6 +253,10 @@ def test_cli_ingest_and_inspect(tmp_path, fake, monkeypatch):
     assert runner.invoke(app, ["inspect", str(tmp_path / "out"), "--sheet", str(deep)]).exit_code == 0
     assert deep.is_file()
     assert runner.invoke(app, ["inspect", str(tmp_path / "nowhere")]).exit_code == 1
+    for n in ("0", "100000"):  # after the manifest's table, exit 1 (0); every sample decoded for one sheet (100000)
+        refused = runner.invoke(app, ["inspect", str(tmp_path / "out"), "--n", n, "--sheet", str(tmp_path / "n.png")])
+        assert refused.exit_code == 2 and refused.output == f"error: --n {n}: samples on the contact sheet, 1 to 64\n"
+    assert not (tmp_path / "n.png").exists()
     (tmp_path / "out" / "photos-2023.tar").write_bytes(b"holiday")  # named like a shard: kept, and said so
     again = runner.invoke(app, ["ingest", "--dpdd", str(root), "--out", str(tmp_path / "out"), "--workers", "0",
                                 "--shard-size", "4"])
@@ -736,6 +740,17 @@ def test_an_unfinished_ingest_is_named_by_every_reader(tmp_path, fake, capsys):
     ("--max-side", "1", "--max-side 1: at least 8 pixels"),
     ("--patch", "-5", "--patch -5: at least 8 pixels (an image or patch that small holds no blur to learn; 0: no"),
     ("--stride", "-3", "--stride -3: at least 8 pixels"),
+    ("--synthetic-size", "0", "--synthetic-size 0: the scenes' longer side, 16 to 4096"),  # a traceback before
+    ("--synthetic-size", "100000", "--synthetic-size 100000: the scenes' longer side"),  # asked for 120 GB
+    ("--synthetic-misalign", "nan", "--synthetic-misalign nan: 0 to 32 pixels"),  # ignored without a word
+    ("--synthetic-misalign", "inf", "--synthetic-misalign inf: 0 to 32 pixels"),  # every pair rejected, after work
+    ("--min-align-score", "nan", "--min-align-score nan: a registration score, from 0 to 1"),  # accepted every pair
+    ("--min-sharpness", "nan", "--min-sharpness nan: a mean gradient >= 0"),  # every train sample dropped, exit 0
+    ("--scene-gap", "-1", "--scene-gap -1: a positive number of seconds"),
+    ("--render-focus", "banana", "--render-focus banana: auto, mask, sample or a depth value"),
+    ("--render-coc-scale", "1e9", "--render-coc-scale 1e+09: CoC pixels at f/1"),  # petabyte kernels, per input
+    ("--render-metric-scale", "0", "--render-metric-scale 0: a positive number of metres"),
+    ("--workers", "100000", "--workers 100000: at most"),  # one process per input was started
 ])
 def test_impossible_numbers_on_the_command_line_are_refused_naming_the_option(option, value, needle, tmp_path):
     from typer.testing import CliRunner

@@ -27,6 +27,8 @@ def test_a_sigma_far_beyond_the_image_is_the_widest_low_pass_it_allows():
     wide, huge = gaussian_lowpass(a, 1e3), gaussian_lowpass(a, 1e6)
     assert np.abs(huge - wide).max() < 1e-3 and abs(huge.mean() - a.mean()) < 1e-9 and huge.std() < 0.01
     assert gaussian_lowpass(np.ones((1, 1, 3)), 1e6).shape == (1, 1, 3)
+    # the largest floats (eval --detail-band 1e308, --gate-smooth 1e308) were an OverflowError traceback
+    assert np.abs(gaussian_lowpass(a, 1e308) - huge).max() < 1e-6
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="sigma must be a positive number"):
             gaussian_lowpass(a, bad)

@@ -211,6 +211,26 @@ def test_dry_run_prints_resolved_recipe_and_parameters(shards, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+
+@pytest.mark.parametrize("override, said", [
+    ("optim.lr=nan", "optim.lr and optim.grad_clip must be positive (got nan"),
+    ("optim.lr=inf", "optim.lr and optim.grad_clip must be positive (got inf"),
+    ("optim.grad_clip=nan", "optim.lr and optim.grad_clip must be positive (got 0.001, nan)"),
+    ("train.ema_decay=2", "train.ema_decay: in [0, 1), got 2.0"),
+    ("train.max_minutes=nan", "train.max_minutes: a positive number of minutes (null: none), got nan"),
+    ("train.max_minutes=-1", "train.max_minutes: a positive number of minutes (null: none), got -1.0"),
+    ("optim.eps=nan", "optim.eps: a small positive number"),
+    ("optim.betas=[0.9,1.5]", "optim.betas: two numbers in [0, 1), got 1.5"),
+    ("data.image_size=1000000", "data.batch_size x data.image_size^2 = 2 x 1000000^2"),
+    ("data.batch_size=100000000", "above the limit of 200 MP"),
+])
+def test_dry_run_refuses_numbers_the_run_cannot_use(tmp_path, override, said):
+    """A NaN, infinite or out-of-range optimizer, EMA or time-budget value (the run failed at its first step, or, for
+    train.max_minutes=-1, trained one step and exited 0) and a batch of terabytes are one line naming the key."""
+    result = CliRunner().invoke(app, ["train", "nafnet-tiny", "--dry-run", override, f"output_dir={tmp_path / 'x'}"])
+    assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "x").exists()
+
 # --------------------------------------------------------------------------------------- data and schedule
 
 

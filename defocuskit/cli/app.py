@@ -54,17 +54,18 @@ app.command("ingest", epilog=INGEST_EXAMPLE)(ingest_cmd)
 def inspect_cmd(
     folder: Path = typer.Argument(..., help="A shard folder written by `defocuskit ingest`."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Contact sheet PNG (default FOLDER/contact_sheet.png)."),
-    n: int = typer.Option(6, "--n", help="Samples on the contact sheet, one row each: exactly N (fewer only if the "
-                          "shards hold fewer), distinct source / split / f-number first."),
+    n: int = typer.Option(6, "--n", help="Samples on the contact sheet (1 to 64), one row each: exactly N (fewer "
+                          "only if the shards hold fewer), distinct source / split / f-number first."),
     coc_bound: bool = typer.Option(False, "--coc-bound", help="Also print each split's largest CoC x f-number / long "
                                    "side (reads every coc.png): the K of `eval --coc-bound K` for a camera like these."),
 ) -> None:
     """Print a shard folder's manifest and write a contact sheet of a few pairs."""
     from rich.console import Console
 
-    from defocuskit.data.inspect import inspect_shards, manifest_table
+    from defocuskit.data.inspect import MAX_ROWS, inspect_shards, manifest_table
     from defocuskit.data.reader import ShardError, read_manifest
 
+    exit_before_torch(not 1 <= n <= MAX_ROWS, f"--n {n}: samples on the contact sheet, 1 to {MAX_ROWS}")
     console = Console()
     try:
         manifest = read_manifest(folder)

@@ -18,6 +18,7 @@ each model's planned and reached steps and its training time. Presets (`--preset
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,21 @@ def check_demo_record(path: Path) -> None:
                          "give another --out")
 
 
+def check_numbers(minutes: float, steps_scale: float, size: int, limit: int | None) -> None:
+    """ValueError naming the option, before any work: --steps-scale and --minutes not a finite positive number (NaN
+    and inf failed after the ingest, or stopped every model at its first steps with exit 0), --size outside the
+    synthetic scenes' sides, --limit below 1 (refused by the evaluation only after every model had trained)."""
+    from defocuskit.data.ingest import MAX_SYNTHETIC_SIDE
+
+    for option, value in (("--steps-scale", steps_scale), ("--minutes", minutes)):
+        if not 0 < value < math.inf:
+            raise ValueError(f"{option} {value:g}: a finite number above 0")
+    if not 16 <= size <= MAX_SYNTHETIC_SIDE:
+        raise ValueError(f"--size {size}: the scenes' longer side, 16 to {MAX_SYNTHETIC_SIDE} pixels")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit {limit}: at least 1 test pair")
+
+
 def run_demo(
     out: Path = Path("demo-out"),
     minutes: float = 30.0,
@@ -132,8 +148,7 @@ def run_demo(
 
     if preset not in PRESETS:
         raise ValueError(f"unknown demo preset {preset!r} (known: {', '.join(PRESETS)})")
-    if steps_scale <= 0 or minutes <= 0:
-        raise ValueError("--steps-scale and --minutes must be positive")
+    check_numbers(minutes, steps_scale, size, limit)
     device = resolve_device(device)
     recipes = {dm.recipe: recipe_path(dm.recipe) for dm in PRESETS[preset]}  # every recipe found before any work
     models = PRESETS[preset]

@@ -29,6 +29,7 @@ FONT_PX = 14  # label text size
 BACKGROUND = 32  # grey level of the sheet's background
 SHEET_TAG = "defocuskit inspect"  # the sheet's PNG text chunk: a file `inspect` may replace
 IMAGE_COLUMNS = ("blur", "sharp", "coc", "blurmask")
+MAX_ROWS = 64  # --n: a sheet holds at most this many samples (each decoded whole first: 100000 took them all)
 
 
 # ----------------------------------------------------------------------------- drawing primitives
@@ -361,8 +362,8 @@ def _group(raw: Mapping[str, Any]) -> tuple[Any, ...]:
 def pick_samples(folder: str | Path, n: int, scan: int = 16) -> list[dict[str, Any]]:
     """Exactly `n` decoded samples (fewer only when the shards hold fewer), preferring distinct
     (source, split, f-number), from the first `n * scan` samples of the shards in manifest order."""
-    if n < 1:
-        raise ValueError(f"the number of samples to show must be positive, got {n}")
+    if not 1 <= n <= MAX_ROWS:
+        raise ValueError(f"--n {n}: samples on the contact sheet, 1 to {MAX_ROWS}")
     chosen: list[dict[str, Any]] = []
     spare: list[dict[str, Any]] = []
     seen = set()

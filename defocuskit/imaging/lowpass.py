@@ -16,6 +16,7 @@ def gaussian_lowpass(image: np.ndarray, sigma: float) -> np.ndarray:
     if not sigma > 0 or not np.isfinite(sigma):
         raise ValueError(f"low-pass: sigma must be a positive number of pixels, got {sigma}")
     h, w = image.shape[:2]
-    full = int(round(sigma * 4)) * 2 + 1  # OpenCV's kernel for float images
+    full = int(round(min(sigma * 4, max(h, w)))) * 2 + 1  # OpenCV's kernel for float images (a sigma near the
+    # float maximum, 1e308, has no integer kernel: it is cut to the image first)
     ksize = (min(full, 2 * (w - 1) + 1), min(full, 2 * (h - 1) + 1))
     return cv2.GaussianBlur(image, ksize, sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT).reshape(image.shape)

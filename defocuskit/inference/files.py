@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.data.shards import encode_coc
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gate
@@ -205,6 +206,9 @@ def deblur_files(
     run does not redo.
     """
     check_ensemble(ensemble)  # a bad value fails before any work
+    low, high = F_NUMBER_RANGE
+    if f_number is not None and not low <= f_number <= high:  # NaN fails too; inf was written to deblur.json
+        raise ValueError(f"--f-number {f_number:g}: not an f-number a lens has (f/{low:g} to f/{high:g})")
     device = resolve_device(device)
     inputs = expand_inputs(inputs)
     if not inputs:

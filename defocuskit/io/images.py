@@ -17,6 +17,7 @@ from defocuskit.io.formats import ImageError, is_raw
 from defocuskit.io.raw import decode_raw
 
 MAX_PIXELS_ENV = "DEFOCUSKIT_MAX_PIXELS"
+FLOAT_SLACK = 1e-3  # float samples may stray this far outside [0, 1] (rounding), as the API's arrays may
 DEFAULT_MAX_PIXELS = 200_000_000  # a 200-megapixel frame: above every camera sensor; 0 in the variable = no limit
 
 
@@ -262,6 +263,12 @@ def read_image_channels(path: str | Path) -> np.ndarray:
         raise ImageError(path, "not a readable image (corrupt, truncated or not an image)")
     if arr.dtype not in (np.uint8, np.uint16):
         if arr.dtype in (np.float32, np.float64):
+            if not np.isfinite(arr).all():
+                raise ImageError(path, "float samples hold NaN or inf")
+            lo, hi = float(arr.min()), float(arr.max())
+            if not (-FLOAT_SLACK <= lo and hi <= 1.0 + FLOAT_SLACK):  # 0..255 floats read as all white before
+                raise ImageError(path, f"float samples from {lo:.6g} to {hi:.6g}: read as 0 to 1 (scale it into "
+                                       "[0, 1], or save it with 8 or 16-bit samples)")
             arr = np.clip(np.rint(arr * 65535.0), 0, 65535).astype(np.uint16)
         else:
             raise ImageError(path, f"unsupported sample type {arr.dtype}")

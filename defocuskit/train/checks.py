@@ -3,10 +3,13 @@ the error it stops with, and the parameter counts it prints."""
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from defocuskit.config.recipe import Recipe
 from defocuskit.config.typed import RecipeError
+from defocuskit.io.images import MAX_PIXELS_ENV, max_pixels
 from defocuskit.methods.base import Method
 
 
@@ -49,14 +52,39 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
             raise RecipeError(f"{key}: must be one of {', '.join(map(str, allowed))}, got {v!r}")
     if d.num_workers < 0 or d.shuffle_buffer < 0 or o.warmup_steps < 0:
         raise RecipeError("data.num_workers, data.shuffle_buffer and optim.warmup_steps must not be negative")
-    if o.lr <= 0 or (o.grad_clip is not None and o.grad_clip <= 0):
+    if not 0 < o.lr < math.inf or (o.grad_clip is not None and not o.grad_clip > 0):  # NaN fails too
         raise RecipeError(f"optim.lr and optim.grad_clip must be positive (got {o.lr}, {o.grad_clip})")
+    check_numbers(recipe)
     if recipe.inference.coc_bound is not None and method.output != "defocus_map":
         raise RecipeError(f"inference.coc_bound bounds a defocus-map model's CoC map; '{method.name}' models "
                           f"give {method.output}s (set it to null)")
     channels = getattr(recipe.model, "channels", None)  # the one channel check: losses see data.channels images
     if channels is not None and channels != d.channels:
         raise RecipeError(f"model.channels ({channels}) differs from data.channels ({d.channels}) for '{method.name}'")
+
+
+def check_numbers(recipe: Recipe) -> None:
+    """RecipeError naming the key: a float the optimizer, the EMA or the time budget cannot use (NaN, infinite or out
+    of its range: the run would fail at its first step, or train a step and exit 0), and a batch whose pixels
+    (data.batch_size x data.image_size^2) are above the image pixel limit (a typo's terabytes)."""
+    d, o, t = recipe.data, recipe.optim, recipe.train
+    beta = next((b for b in o.betas if not 0.0 <= b < 1.0), o.betas[0])  # the first out of range, if any
+    ranges = {  # key: (value, lowest, whether the lowest is allowed, highest (never allowed), the range in words)
+        "optim.eps": (o.eps, 0.0, False, 1.0, "a small positive number, e.g. 1e-8"),
+        "optim.weight_decay": (o.weight_decay, 0.0, True, math.inf, "a finite number >= 0"),
+        "optim.betas": (beta, 0.0, True, 1.0, "two numbers in [0, 1)"),
+        "train.ema_decay": (t.ema_decay, 0.0, True, 1.0, "in [0, 1)"),
+    }
+    if t.max_minutes is not None:
+        ranges["train.max_minutes"] = (t.max_minutes, 0.0, False, math.inf, "a positive number of minutes (null: none)")
+    for key, (v, low, closed, high, words) in ranges.items():
+        if not ((low <= v) if closed else (low < v)) or not v < high:  # NaN fails too
+            raise RecipeError(f"{key}: {words}, got {v}")
+    pixels, limit = d.batch_size * d.image_size ** 2, max_pixels()
+    if limit and pixels > limit:
+        raise RecipeError(f"data.batch_size x data.image_size^2 = {d.batch_size} x {d.image_size}^2 is "
+                          f"{pixels / 1e6:.0f} MP a batch, above the limit of {limit / 1e6:.0f} MP "
+                          f"(${MAX_PIXELS_ENV}); lower data.image_size or data.batch_size")
 
 
 def phase_params(method: Method, model: nn.Module, phase: str) -> list[nn.Parameter]:
