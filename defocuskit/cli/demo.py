@@ -105,7 +105,7 @@ def check_numbers(minutes: float, steps_scale: float, size: int, limit: int | No
     """ValueError naming the option, before any work: --steps-scale and --minutes not a finite positive number (NaN
     and inf failed after the ingest, or stopped every model at its first steps with exit 0), --size outside the
     synthetic scenes' sides, --limit below 1 (refused by the evaluation only after every model had trained)."""
-    from defocuskit.data.ingest import MAX_SYNTHETIC_SIDE
+    from defocuskit.data.ingest_checks import MAX_SYNTHETIC_SIDE
 
     for option, value in (("--steps-scale", steps_scale), ("--minutes", minutes)):
         if not 0 < value < math.inf:

@@ -1,0 +1,89 @@
+"""The checks of an ingest's options before any work: every number one line naming the option and its range
+(a NaN, a 1x1 "pair", an impossible f-number or a disc of petabytes was caught only as every input's reject line,
+or not at all), and the worker processes it may start."""
+
+from __future__ import annotations
+
+import math
+
+from defocuskit.data.metadata import F_NUMBER_RANGE
+from defocuskit.data.sample import IngestError, IngestOptions
+from defocuskit.io.threads import available_cores
+
+DEFAULT_MAX_WORKERS = 8  # without --workers: one process per core, at most this many
+
+
+def max_workers() -> int:
+    """The most --workers an ingest starts: 4 per core this process may use, at least DEFAULT_MAX_WORKERS."""
+    return max(DEFAULT_MAX_WORKERS, 4 * available_cores())
+
+
+def check_workers(workers: int | None) -> None:
+    """IngestError for a negative --workers, or more than `max_workers()` (one process per input was started)."""
+    if workers is not None and workers < 0:
+        raise IngestError(f"--workers must be 0 (work in the main process) or a number of processes, got {workers}")
+    if workers is not None and workers > (most := max_workers()):
+        raise IngestError(f"--workers {workers}: at most {most} here (4 per core this process may use, at least "
+                          f"{DEFAULT_MAX_WORKERS}): more processes share the same cores, each holding its own images")
+
+
+MIN_SIDE_PX = 8  # --max-side, --patch, --stride below this: refused (a 1x1 "pair" was written before)
+
+
+def check_numbers(opts: IngestOptions) -> None:
+    """IngestError naming the option and the value: an f-number to render outside the lenses that exist
+    (F_NUMBER_RANGE) or, for --render, not wider than its reference; a --test-fraction outside [0, 1]; a --max-side,
+    --patch or --stride under MIN_SIDE_PX."""
+    low, high = F_NUMBER_RANGE
+    given = [("--synthetic-f-numbers", n) for n in opts.synthetic_f_numbers]
+    given += [("--render-f-numbers", n) for n in opts.render_f_numbers]
+    for option, n in [*given, ("--render-ref-f-number", opts.render_ref_f_number)]:
+        if not low <= n <= high:  # NaN fails too
+            raise IngestError(f"{option} {n:g}: not an f-number a lens has (f/{low:g} to f/{high:g})")
+    for n in opts.render_f_numbers:
+        if n >= opts.render_ref_f_number:
+            raise IngestError(f"--render-f-numbers {n:g}: not wider than the reference's "
+                              f"f/{opts.render_ref_f_number:g} (--render-ref-f-number): no defocus to render")
+    if not 0.0 <= opts.test_fraction <= 1.0:
+        raise IngestError(f"--test-fraction {opts.test_fraction:g}: a share of the scenes, from 0 to 1")
+    for option, size in (("--max-side", opts.max_side), ("--patch", opts.patch), ("--stride", opts.stride)):
+        if size is not None and size < MIN_SIDE_PX and not (option == "--patch" and size == 0):
+            zero = "; 0: no patches" if option == "--patch" else ""
+            raise IngestError(f"{option} {size}: at least {MIN_SIDE_PX} pixels (an image or patch that small holds no "
+                              f"blur to learn{zero})")
+    check_workers(opts.workers)
+    _check_ranges(opts)
+
+
+MAX_SYNTHETIC_SIDE = 4096  # --synthetic-size above it: the built-in photographs (at most 741 px) only upscaled
+MAX_RENDER_COC_SCALE = 4096.0  # --render-coc-scale above it: discs of thousands of px, kernels of gigabytes
+
+
+def _check_ranges(opts: IngestOptions) -> None:
+    """IngestError naming the option: a number outside what it means, NaN included (a NaN --min-align-score
+    accepted every pair; the sources refused others only as every input's reject line)."""
+    size = opts.synthetic_size
+    if not 16 <= size <= MAX_SYNTHETIC_SIDE:
+        raise IngestError(f"--synthetic-size {size}: the scenes' longer side, 16 to {MAX_SYNTHETIC_SIDE} pixels")
+    numbers = [  # (option, value, lowest, the lowest allowed, highest allowed, the range in words); finite only
+        ("--synthetic-misalign", opts.synthetic_misalign_px, 0.0, True, float(size), f"0 to {size} pixels"),
+        ("--min-align-score", opts.min_align_score, 0.0, True, 1.0, "a registration score, from 0 to 1"),
+        ("--min-sharpness", opts.min_sharpness, 0.0, True, math.inf, "a mean gradient >= 0"),
+        ("--scene-gap", opts.scene_gap_s, 0.0, False, math.inf, "a positive number of seconds"),
+        ("--render-coc-scale", opts.render_coc_scale, 0.0, False, MAX_RENDER_COC_SCALE,
+         f"CoC pixels at f/1, above 0 and at most {MAX_RENDER_COC_SCALE:g}"),
+        ("--render-focal-length", opts.render_focal_length_mm, 0.0, False, math.inf, "a positive number of mm"),
+        ("--render-sensor-width", opts.render_sensor_width_mm, 0.0, False, math.inf, "a positive number of mm"),
+        ("--render-metric-scale", opts.render_metric_scale, 0.0, False, math.inf, "a positive number of metres"),
+    ]
+    if opts.render_focus not in ("auto", "mask", "sample"):
+        try:
+            focus = float(opts.render_focus)
+        except ValueError:
+            focus = math.nan
+        numbers.append(("--render-focus", focus, -math.inf, False, math.inf, "auto, mask, sample or a depth value"))
+    for option, value, low, closed, high, words in numbers:
+        if value is not None and not ((low <= value if closed else low < value) and value <= high
+                                      and math.isfinite(value)):
+            shown = opts.render_focus if option == "--render-focus" else f"{value:g}"
+            raise IngestError(f"{option} {shown}: {words}")
