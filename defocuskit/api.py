@@ -20,6 +20,7 @@ import torch
 
 import defocuskit
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
+from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.imaging import optics
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gated
@@ -211,7 +212,7 @@ class DeblurModel:
         maps = _banded(raw, layout, lambda i, band, index, r0, r1: self._estimate(band, **options)[:, :, None],
                        lambda y: y)[..., 0]
         if f_number is not None and self.coc_bound is not None:
-            maps = optics.bound_coc(maps, _positive_f_number(f_number), self.coc_bound, max(maps.shape[1:]))
+            maps = optics.bound_coc(maps, _lens_f_number(f_number), self.coc_bound, max(maps.shape[1:]))
         if layout.kind == "numpy":
             return maps[0]
         t = torch.from_numpy(maps[:, None])
@@ -317,8 +318,10 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None, size: 
                          "defocus-map model or \"edge\"")
     if coc is None and f_number is None:
         return [None] * n
+    if f_number is not None:
+        _lens_f_number(f_number)
     if coc is None:
-        return [float(optics.coc_from_metadata({"f_number": _positive_f_number(f_number), "key": "image"}, w))] * n
+        return [float(optics.coc_from_metadata({"f_number": _lens_f_number(f_number), "key": "image"}, w))] * n
     if isinstance(coc, str) and coc != "edge":
         raise ValueError(f"coc={coc!r}: the only named source is \"edge\" (a map, or a defocus-map model)")
     if isinstance(coc, DeblurModel) and coc.output != "defocus_map":
@@ -326,7 +329,7 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None, size: 
     if estimated:
         k = (coc.coc_bound if isinstance(coc, DeblurModel) else None) if bound is None else (bound or None)
         if f_number is not None and k is not None:  # its map bounded at the image's f-number
-            return [(coc, _positive_f_number(f_number), max(h, w), k)] * n
+            return [(coc, _lens_f_number(f_number), max(h, w), k)] * n
         return [coc] * n
     if isinstance(coc, torch.Tensor):
         arr = coc.detach().float().cpu().numpy()
@@ -351,9 +354,11 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None, size: 
     return [per[i if per.shape[0] > 1 else 0] for i in range(n)]
 
 
-def _positive_f_number(f_number: float) -> float:
-    if not float(f_number) > 0:
-        raise ValueError(f"f_number must be positive, got {f_number}")
+def _lens_f_number(f_number: float) -> float:
+    """`f_number` as a float; ValueError where no lens has it (NaN and inf too: inf made every CoC zero)."""
+    low, high = F_NUMBER_RANGE
+    if not low <= float(f_number) <= high:
+        raise ValueError(f"f_number={f_number!r}: not an f-number a lens has (f/{low:g} to f/{high:g})")
     return float(f_number)
 
 

@@ -255,6 +255,11 @@ def test_coc_from_f_number_a_map_or_a_defocus_map_model(hidd, files) -> None:
         hidd.deblur(x, steps=2, coc=flat[:, :30])
     with pytest.raises(ValueError, match="not both"):
         hidd.deblur(x, steps=2, coc=flat, f_number=2)
+    for bad in (float("inf"), float("nan"), 0.01, 0, -2, 1000):  # inf gave a zero CoC, exit as if all were well
+        with pytest.raises(ValueError, match=r"f_number=.*: not an f-number a lens has \(f/0\.7 to f/64\)"):
+            hidd.deblur(x, steps=2, f_number=bad)
+        with pytest.raises(ValueError, match=r"not an f-number a lens has"):
+            hidd.deblur(x, steps=2, coc="edge", f_number=bad)  # beside an estimated map too
 
     coc_model = defocuskit.load(files["coc"], device="cpu")
     assert coc_model.output == "defocus_map"
