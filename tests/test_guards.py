@@ -123,6 +123,13 @@ def test_float_images_outside_0_to_1_are_refused_naming_the_file(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "unit.tif"), np.rint(rgb * 65535).astype(np.uint16)[..., ::-1])
 
 
+def test_a_tiff_of_half_floats_is_named_as_one_not_as_corrupt(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "half.tif", np.random.default_rng(0).random((8, 9, 3)).astype(np.float16))
+    with pytest.raises(ImageError, match=r"half\.tif: .*or a TIFF of samples it does not read, e\.g\. 16-bit floats"):
+        read_image(tmp_path / "half.tif")
+
+
 def test_cli_deblur_and_inspect_refuse_the_huge_frame_in_one_line(tmp_path):
     from test_infer import _export_nafnet
 

@@ -260,7 +260,8 @@ def read_image_channels(path: str | Path) -> np.ndarray:
     except cv2.error:
         arr = None
     if arr is None or arr.size == 0:
-        raise ImageError(path, "not a readable image (corrupt, truncated or not an image)")
+        kinds = " or a TIFF of samples it does not read, e.g. 16-bit floats" if data[:4] in _TIFF_MAGIC else ""
+        raise ImageError(path, f"not a readable image (corrupt, truncated or not an image{kinds})")
     if arr.dtype not in (np.uint8, np.uint16):
         if arr.dtype in (np.float32, np.float64):
             if not np.isfinite(arr).all():
