@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from tool_folders import foreign_results  # noqa: E402  (tools/, first on sys.path when run as a script)
 
 from defocuskit.data.ingest import run_ingest  # noqa: E402
 from defocuskit.data.reader import iter_samples  # noqa: E402
@@ -73,17 +74,6 @@ def variants(recipe: Any, full_steps: int) -> dict[str, Any]:
     }
 
 
-def foreign_results(path: Path, keys: set[str]) -> str | None:
-    """Why `path` may not be written: a link, a folder, or a file this tool did not write (JSON with these keys)."""
-    if not (path.exists() or path.is_symlink()):
-        return None
-    try:
-        ours = not path.is_symlink() and set(json.loads(path.read_text(encoding="utf-8"))) == keys
-    except (OSError, ValueError, TypeError):
-        ours = False
-    return None if ours else f"{path}: exists and was not written by bench_hidd_samplers.py; it is left as it is: give another --out"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="the HIDD prior (.safetensors)")
@@ -104,7 +94,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
 
-    if args.out is not None and (fault := foreign_results(args.out / "results.json", {"machine", "args", "sampler", "rows"})):
+    keys = {"machine", "args", "sampler", "rows"}
+    if args.out is not None and (fault := foreign_results(args.out / "results.json", keys, Path(__file__).name)):
         parser.error(fault)  # one line, exit 2, before any work
     method, recipe, model = load_model(args.model, device=args.device, expect_method="hidd")
     tile = int(args.tile or recipe.data.image_size)

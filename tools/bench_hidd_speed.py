@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tool_folders import foreign_results  # tools/, first on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "88a52cb"  # the last commit before the speed-up
@@ -96,17 +97,6 @@ def images(shards: Path, per_aperture: int, limit: int | None, split: str = "tes
     return out
 
 
-def foreign_results(path: Path, keys: set[str]) -> str | None:
-    """Why `path` may not be written: a link, a folder, or a file this tool did not write (JSON with these keys)."""
-    if not (path.exists() or path.is_symlink()):
-        return None
-    try:
-        ours = not path.is_symlink() and set(json.loads(path.read_text(encoding="utf-8"))) == keys
-    except (OSError, ValueError, TypeError):
-        ours = False
-    return None if ours else f"{path}: exists and was not written by bench_hidd_speed.py; it is left as it is: give another --out"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="a HIDD prior (.safetensors)")
@@ -125,7 +115,8 @@ def main() -> None:
         return
     if args.model is None or args.shards is None:
         parser.error("--model and --shards are required")
-    if args.out is not None and (fault := foreign_results(args.out / "results.json", {"variants", "rows"})):
+    keys = {"variants", "rows"}
+    if args.out is not None and (fault := foreign_results(args.out / "results.json", keys, Path(__file__).name)):
         parser.error(fault)  # one line, exit 2, before any work
     import yaml
 

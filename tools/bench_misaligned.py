@@ -15,36 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
+from tool_folders import fresh_work  # noqa: E402
 
 MARK = ".bench-misaligned"  # in --work: this tool made the folder
 OWN = ("shards-as-shot", "shards-registered", "runs", "report")  # what it makes there
-
-
-def fresh_work(work: Path, own: tuple[str, ...]) -> None:
-    """Make `work` ready for a run: a new or empty folder, or one this tool made before (its MARK file), of which
-    only the names in `own` (glob patterns) are removed. Anything else stops the tool in one line naming it: a
-    folder of the user's is never removed."""
-    if work.exists():
-        if not work.is_dir():
-            sys.exit(f"error: --work {work}: exists and is not a folder; give a new folder")
-        if not (work / MARK).is_file() and any(work.iterdir()):
-            sys.exit(f"error: --work {work}: holds files {Path(__file__).name} did not make (no {MARK} in it); it is "
-                     "left as it is: give a new or empty folder")
-    for pattern in own:
-        for p in sorted(work.glob(pattern)):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-    work.mkdir(parents=True, exist_ok=True)
-    (work / MARK).write_text("made by tools/" + Path(__file__).name + "; a rerun replaces only what it makes\n")
 
 
 def main() -> None:
@@ -63,7 +43,7 @@ def main() -> None:
     ap.add_argument("--fixtures", type=Path, default=REPO.parent / "shared" / "fixtures" / "real")
     ap.add_argument("--max-side", type=int, default=384)
     args = ap.parse_args()
-    fresh_work(args.work, OWN)
+    fresh_work(args.work, OWN, MARK, Path(__file__).name)
     sources = {"vabd": args.fixtures / "VABD", "ebb": args.fixtures / "EBB"}
     shards = {}
     for name, register in (("as-shot", "none"), ("registered", "ecc")):

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tool_folders import fresh_work  # tools/, first on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = str(REPO / "recipes" / "hidd-tiny.yaml")
@@ -31,26 +32,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 MARK = ".bench-resume"  # in --work: this tool made the folder
 OWN = ("shards", "run", "trial", "at-*")  # what it makes there
-
-
-def fresh_work(work: Path, own: tuple[str, ...]) -> None:
-    """Make `work` ready for a run: a new or empty folder, or one this tool made before (its MARK file), of which
-    only the names in `own` (glob patterns) are removed. Anything else stops the tool in one line naming it: a
-    folder of the user's is never removed."""
-    if work.exists():
-        if not work.is_dir():
-            sys.exit(f"error: --work {work}: exists and is not a folder; give a new folder")
-        if not (work / MARK).is_file() and any(work.iterdir()):
-            sys.exit(f"error: --work {work}: holds files {Path(__file__).name} did not make (no {MARK} in it); it is "
-                     "left as it is: give a new or empty folder")
-    for pattern in own:
-        for p in sorted(work.glob(pattern)):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-    work.mkdir(parents=True, exist_ok=True)
-    (work / MARK).write_text("made by tools/" + Path(__file__).name + "; a rerun replaces only what it makes\n")
 
 
 def write_shards(folder: Path, n_shards: int = 8, per_shard: int = 64) -> str:
@@ -105,7 +86,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
-    fresh_work(args.work, OWN)
+    fresh_work(args.work, OWN, MARK, Path(__file__).name)
     shards = write_shards(args.work / "shards")
     run = args.work / "run"
     for s in steps:

@@ -1,0 +1,42 @@
+"""What the benchmark tools may write: a --work folder they made (never a user's), a results file they wrote.
+
+Imported by the tools run as scripts (`python tools/NAME.py`, whose folder is then first on sys.path)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+
+def fresh_work(work: Path, own: tuple[str, ...], mark: str, tool: str) -> None:
+    """Make `work` ready for a run of `tool`: a new or empty folder, or one the tool made before (its `mark` file),
+    of which only the names in `own` (glob patterns) are removed. Anything else stops the tool in one line naming
+    it: a folder of the user's is never removed."""
+    if work.exists():
+        if not work.is_dir():
+            sys.exit(f"error: --work {work}: exists and is not a folder; give a new folder")
+        if not (work / mark).is_file() and any(work.iterdir()):
+            sys.exit(f"error: --work {work}: holds files {tool} did not make (no {mark} in it); it is left as it is: "
+                     "give a new or empty folder")
+    for pattern in own:
+        for p in sorted(work.glob(pattern)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    work.mkdir(parents=True, exist_ok=True)
+    (work / mark).write_text(f"made by tools/{tool}; a rerun replaces only what it makes\n")
+
+
+def foreign_results(path: Path, keys: set[str], tool: str) -> str | None:
+    """Why `path` may not be written by `tool`: a link, a folder, or a file it did not write (JSON with these
+    keys); None where it may."""
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        ours = not path.is_symlink() and set(json.loads(path.read_text(encoding="utf-8"))) == keys
+    except (OSError, ValueError, TypeError):
+        ours = False
+    return None if ours else f"{path}: exists and was not written by {tool}; it is left as it is: give another --out"
