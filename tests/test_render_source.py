@@ -167,6 +167,21 @@ def test_layout_error_and_unreadable_depth(tmp_path):
     assert {k.split("/")[1] for k in samples(tmp_path / "o2")} == {"far"}
 
 
+def test_a_coc_no_camera_gives_is_a_reject_line_not_a_render(tmp_path):
+    """A CoC more than twice the photo's long side (depth units or lens settings that do not fit the photo; with
+    metric depth and a long lens, discs of gigabytes) is the photo's reject line at that f-number; others render."""
+    root = make_folder(tmp_path / "photos")
+    out = tmp_path / "out"
+    run_ingest({"render": root}, opts(out, render_coc_scale=2000.0), progress=False)  # ~750 px at f/1.8, ~170 at f/8
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    wide = [r for r in rejects if "more than twice the image's long side (96 px)" in r["reason"]]
+    assert sorted((Path(r["file"]).name, r["reason"].split(":")[0]) for r in wide) == [
+        ("far.jpg", "at f/1.8"), ("near.png", "at f/1.8")], rejects
+    assert sorted(s["meta"]["f_number"] for s in samples(out).values() if s["meta"]["f_number"]) == [8.0, 8.0]
+    with pytest.raises(ValueError, match=r"render: a CoC of 300 px, more than twice the image's long side \(96 px\)"):
+        render_coc(np.zeros((H, W, 3), np.float32), np.full((H, W), -300.0, np.float32))
+
+
 def test_focus_choices_and_depth_kinds():
     values = depth_values()
     mask = values == NEAR

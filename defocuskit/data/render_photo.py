@@ -103,6 +103,10 @@ def render_coc(rgb_linear: np.ndarray, coc_px: np.ndarray, max_layers: int = MAX
         raise ValueError(f"render: CoC/depth map {coc_px.shape} does not match image {rgb_linear.shape[:2]}")
     if not np.all(np.isfinite(coc_px)):
         raise ValueError("render: CoC map must be finite everywhere")
+    widest, side = float(np.abs(coc_px).max(initial=0.0)), max(coc_px.shape)
+    if widest > 2 * side:  # its disc's kernel alone would take (widest px)^2 floats
+        raise ValueError(f"render: a CoC of {widest:.0f} px, more than twice the image's long side ({side} px): no "
+                         "camera blurs that much; check the depth units and the lens settings")
     if compositing not in COMPOSITING:
         raise ValueError(f"render: compositing must be one of {', '.join(COMPOSITING)}, got {compositing!r}")
     if psf not in PSF_SAMPLINGS:

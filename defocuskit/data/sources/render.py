@@ -250,7 +250,10 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     blur, coc = None, None
     if f_number is not None:
         rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(task.key) & 0xFFFFFFFF])
-        shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
+        try:
+            shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
+        except ValueError as exc:  # a CoC no camera gives (metric depth with an odd lens): this photo's reject line
+            raise RejectError(task.files["image"], f"at f/{f_number:g}: {exc}") from None
         shot = add_veil(shot, added_veil(scene_veil(opts, stem), f_number, opts.render_ref_f_number))
         noise = SensorNoise(photons_at_white=float(opts.render_noise_photons)) if opts.render_noise else None
         blur = from_float(encode(add_noise(shot, rng, noise), jpeg), bits)
