@@ -48,3 +48,29 @@ def test_eval_stops_in_one_line_at_a_users_file_at_the_holders_name(tmp_path):
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
     assert run.stderr.strip().splitlines()[-1].startswith(f"error: {report / '.eval.holder'}: in the way of a run lock")
     assert (report / ".eval.holder").read_text() == "mine" and not (report / "report.json").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX flock")
+def test_readers_probing_a_lock_at_once_never_see_each_other_as_its_holder(tmp_path):
+    """Two evaluations checking one shard folder at once each probe its run lock: a probe must not read the other
+    probe as a writer ("a run is writing it now"), and a writer starting during a probe must not be turned away."""
+    import fcntl
+    import os
+    import threading
+
+    lock = tmp_path / ".run-1of1.lock"
+    lock.touch()
+    other = os.open(lock, os.O_RDONLY)
+    fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)  # another reader's probe, this instant
+    ended = threading.Timer(0.3, os.close, [other])  # the probe ends a moment later
+    try:
+        assert not locks.is_held(lock)
+        ended.start()
+        with locks.hold(lock, "ingest", "the folder is busy") as holder:
+            assert holder["what"] == "ingest" and locks.is_held(lock)
+    finally:
+        if ended.ident is not None:
+            ended.join()  # the timer closes the probe's descriptor
+        else:
+            os.close(other)
+    assert not locks.is_held(lock)

@@ -46,16 +46,34 @@ def describe(holder: dict[str, Any] | None) -> str:
             f"{holder.get('command', '?')}")
 
 
-def is_held(lock: Path) -> bool:
-    """Whether a live process holds `lock` (tried without waiting)."""
-    from filelock import FileLock, Timeout
+GRACE_S = 1.0  # how long a run waits for a lock before it names the holder: a reader's probe holds it for microseconds
 
-    probe = FileLock(lock)
+
+def is_held(lock: Path) -> bool:
+    """Whether a live process holds `lock` (tried without waiting). On POSIX the probe takes a shared lock, so two
+    readers probing at once never see each other as the holder."""
     try:
-        probe.acquire(timeout=0)
-    except Timeout:
+        import fcntl
+    except ImportError:  # not POSIX: an exclusive probe
+        from filelock import FileLock, Timeout
+
+        probe = FileLock(lock)
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            return True
+        probe.release()
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    probe.release()
+    finally:
+        os.close(fd)  # closing drops the probe's lock
     return False
 
 
@@ -86,7 +104,7 @@ def _check_holder_file(lock: Path) -> None:
 
 @contextlib.contextmanager
 def hold(lock: str | Path, what: str, busy: str, **extra: Any) -> Iterator[dict[str, Any]]:
-    """Hold `lock` for the duration of the block, or raise LockedError at once:
+    """Hold `lock` for the duration of the block, or raise LockedError (within GRACE_S):
     "{busy} ({holder}); wait for it to finish or ...". `extra` goes into the holder's description."""
     from filelock import FileLock, Timeout
 
@@ -95,7 +113,7 @@ def hold(lock: str | Path, what: str, busy: str, **extra: Any) -> Iterator[dict[
     _check_lock_file(lock)
     mine = FileLock(lock)
     try:
-        mine.acquire(timeout=0)
+        mine.acquire(timeout=GRACE_S)  # not 0: a reader's probe (`is_held`) is not a holder
     except Timeout:
         raise LockedError(f"{busy} ({describe(read_holder(lock))})") from None
     try:
