@@ -126,12 +126,29 @@ def _create_partial(path: Path, token: str) -> str:
     return str(name)
 
 
+def _publish_new(name: str, path: Path) -> None:
+    """Put the finished temporary `name` at `path` only where nothing is there (FileExistsError naming it): a hard
+    link never replaces, unlike a rename; a file system without hard links gets a rename after a last look."""
+    try:
+        os.link(name, path)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, f"{path}: exists (it appeared while this command ran); it is left as it "
+                              "is", str(path)) from None
+    except OSError:
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, f"{path}: exists (it appeared while this command ran); it is left as "
+                                  "it is", str(path)) from None
+        os.replace(name, path)
+
+
 @contextmanager
-def atomic_path(path: str | Path, mode: int | None = None, partial: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | Path, mode: int | None = None, partial: str | None = None,
+                exclusive: bool = False) -> Iterator[Path]:
     """A temporary path to write the whole file to; renamed onto `path` when the block ends without error,
     removed otherwise. The file gets `mode`, else the usual permissions (0666 less the umask). `partial` (a token
     the caller listed in its journal): the temporary is `partial_path(path, partial)` (FileExistsError naming it
-    where anything is there), not a random name."""
+    where anything is there), not a random name. `exclusive`: never over a file at `path`, even one that appeared
+    while the caller wrote (FileExistsError naming it), for a command told not to replace one."""
     path = Path(path)
     name = None
     try:  # made inside the try: a Ctrl-C right after mkstemp still removes it
@@ -143,7 +160,10 @@ def atomic_path(path: str | Path, mode: int | None = None, partial: str | None =
             os.close(fd)
         yield Path(name)
         os.chmod(name, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
-        os.replace(name, path)
+        if exclusive:
+            _publish_new(name, path)
+        else:
+            os.replace(name, path)
     finally:
         if name is not None:
             Path(name).unlink(missing_ok=True)
