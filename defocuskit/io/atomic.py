@@ -169,9 +169,11 @@ def atomic_path(path: str | Path, mode: int | None = None, partial: str | None =
             Path(name).unlink(missing_ok=True)
 
 
-def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> None:
-    """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename."""
-    with disk_full_named(path), atomic_path(path, mode) as tmp:
+def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False,
+                 exclusive: bool = False) -> None:
+    """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename; `exclusive`:
+    never over a file at `path` (FileExistsError naming it, see `atomic_path`)."""
+    with disk_full_named(path), atomic_path(path, mode, exclusive=exclusive) as tmp:
         _fill(tmp, data.encode("utf-8") if isinstance(data, str) else data, fsync)
 
 
