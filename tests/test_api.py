@@ -413,6 +413,58 @@ def test_save_pretrained_replaces_only_its_own_unchanged_files(nafnet, files, tm
         assert (run / "recipe.yaml").read_bytes() == before
 
 
+def test_a_killed_save_pretrained_is_not_loaded_and_the_next_save_finishes_it(nafnet, files, tmp_path) -> None:
+    """kill -9 after the model file was renamed in: the folder loaded as a model (or refused its model file as changed)
+    and every later save_pretrained into it refused the killed save's own model file; now the folder is refused in
+    one line until a save finishes it, and that save replaces the killed one's files."""
+    folder = tmp_path / "hub"
+    killed = ("import os, sys, defocuskit\n"
+              "model = defocuskit.load(sys.argv[1], device='cpu')\n"
+              "real = os.replace\n"
+              "def replace(src, dst):\n"
+              "    real(src, dst)\n"
+              "    if str(dst).endswith('model.safetensors'):\n"
+              "        os.kill(os.getpid(), 9)\n"
+              "os.replace = replace\n"
+              "model.save_pretrained(sys.argv[2])\n")
+    for first in (None, files["identity"]):  # into a new folder, and over an earlier save of another model
+        shutil.rmtree(folder, ignore_errors=True)
+        if first is not None:
+            defocuskit.load(first, device="cpu").save_pretrained(folder)
+        run = subprocess.run([sys.executable, "-c", killed, str(files["nafnet"]), str(folder)], cwd=ROOT,
+                             capture_output=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert run.returncode == -9, run.stderr[-2000:]
+        with pytest.raises(ValueError, match=r"hub: a save_pretrained into it did not finish"):
+            defocuskit.load(folder, device="cpu")
+        assert nafnet.save_pretrained(folder) == folder
+        assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                            "recipe.yaml"]
+        assert (folder / "model.safetensors").read_bytes() == files["nafnet"].read_bytes()
+        assert defocuskit.load(folder, device="cpu").method == "nafnet"
+
+
+def test_two_save_pretrained_into_one_folder_do_not_interleave(nafnet, hidd, tmp_path, monkeypatch) -> None:
+    """A second save into a folder one is writing stops at once, naming it (both wrote, the last one's files won)."""
+    from defocuskit.io import hub
+
+    folder, seen = tmp_path / "hub", {}
+    real = shutil.copyfile
+
+    def copy_then_another_save(src, dst, *args, **kwargs):
+        if seen:  # the second save's own copy, where it is not refused
+            return real(src, dst, *args, **kwargs)
+        seen["inside"] = True
+        with pytest.raises(BlockingIOError, match=r"hub: another save_pretrained is writing it \(pid \d+ on"):
+            hidd.save_pretrained(folder)
+        seen["refused"] = True
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(hub.shutil, "copyfile", copy_then_another_save)
+    nafnet.save_pretrained(folder)
+    assert seen == {"inside": True, "refused": True} and json.loads((folder / "config.json").read_text())["method"] == "nafnet"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "recipe.yaml"]
+
+
 def test_report_rows_by_label_and_errors(hidd, nafnet, files, tmp_path) -> None:
     report = _report(tmp_path, files["nafnet"])
     card = (hidd.save_pretrained(tmp_path / "h", report=report, report_label="hidd") / "README.md").read_text()

@@ -130,3 +130,38 @@ def test_demo_refuses_numbers_it_cannot_use_before_any_work(tmp_path: Path) -> N
                                           option, value])
         assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
         assert not out.exists()
+
+
+def test_a_killed_rerun_does_not_leave_the_earlier_runs_demo_json_as_if_finished(tmp_path: Path, monkeypatch) -> None:
+    """A rerun stopped after it had replaced some models left the earlier run's demo.json, which named the steps of
+    models no longer there, as a finished demo's; now demo.json says "complete": false until a run ends."""
+    import io
+
+    from rich.console import Console
+
+    import defocuskit.train.loop as loop
+    from defocuskit.cli.demo import run_demo
+
+    out = tmp_path / "demo"
+    quiet = Console(file=io.StringIO())
+    run_demo(out, steps_scale=0.002, size=32, workers=0, limit=2, console=quiet)
+    assert json.loads((out / "demo.json").read_text())["models"]
+    real, calls = loop.train, []
+
+    def train_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # Ctrl-C while the second model trains: the first is already the rerun's
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train", train_then_stop)
+    try:
+        run_demo(out, steps_scale=0.004, size=32, workers=0, limit=2, console=quiet)
+    except KeyboardInterrupt:
+        pass
+    record = json.loads((out / "demo.json").read_text())
+    assert record.get("complete") is False and record["steps_scale"] == 0.004 and record["models"] == []
+    monkeypatch.setattr(loop, "train", real)
+    run_demo(out, steps_scale=0.004, size=32, workers=0, limit=2, console=quiet)  # the same command again finishes
+    record = json.loads((out / "demo.json").read_text())
+    assert record["complete"] is True and [m["steps"] for m in record["models"]] == [8, 10, 6, 8]

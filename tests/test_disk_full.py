@@ -112,6 +112,44 @@ def test_a_listed_staging_folder_holding_anything_else_and_a_foreign_journal_are
     assert journal.read_text() == "my own notes"
 
 
+def test_a_report_killed_while_its_files_replace_the_earlier_ones_is_finished_by_the_next_run(tmp_path):
+    """kill -9 between two renames of the report's files left a new report.csv beside the old report.json: the next
+    eval refused the folder ("report.csv: changed since"), for good; now it sees and finishes the killed run's files."""
+    from defocuskit.eval.report import check_report_folder, write_report_files
+
+    def report(method):
+        return {"protocol": {"split": "test"}, "rows": [{"method": method}], "images": [], "notes": []}
+
+    write_report_files(report("first"), tmp_path, None, False, False)
+    killed = ("import os, sys\nfrom pathlib import Path\nfrom defocuskit.eval.report import write_report_files\n"
+              "real = os.replace\n"
+              "def replace(src, dst):\n"
+              "    real(src, dst)\n"
+              "    if str(dst).endswith('report.csv'):\n"
+              "        os.kill(os.getpid(), 9)  # before report.json replaces the earlier one\n"
+              "os.replace = replace\n"
+              "write_report_files({'protocol': {'split': 'test'}, 'rows': [{'method': 'killed'}], 'images': [], "
+              "'notes': []}, Path(sys.argv[1]), None, False, False)\n")
+    run = subprocess.run([sys.executable, "-c", killed, str(tmp_path)], cwd=REPO, capture_output=True, timeout=120)
+    assert run.returncode == -9, run.stderr[-2000:]
+    assert "killed" in (tmp_path / "report.csv").read_text() and "first" in (tmp_path / "report.json").read_text()
+    check_report_folder(tmp_path)  # the killed run's files, as they will be: not "changed since"
+    write_report_files(report("third"), tmp_path, None, False, False)
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["rows"] == [{"method": "third"}] and "third" in (tmp_path / "report.csv").read_text()
+    assert written["sha256"]["report.csv"] == atomic._sha256(tmp_path / "report.csv")
+    assert _staging_folders(tmp_path) == [] and not (tmp_path / atomic.STAGING_JOURNAL).exists()
+    # and a run killed there with nothing after it: the next staged_files finishes the killed one's files first
+    run = subprocess.run([sys.executable, "-c", killed, str(tmp_path)], cwd=REPO, capture_output=True, timeout=120)
+    assert run.returncode == -9, run.stderr[-2000:]
+    with pytest.raises(RuntimeError, match="stopped"):
+        with staged_files(tmp_path, ["figure.png", "aperture.png", "report.csv", "report.json"]):
+            assert "killed" in (tmp_path / "report.json").read_text()
+            raise RuntimeError("stopped")  # this run's own files: not written
+    assert "killed" in (tmp_path / "report.csv").read_text() and "killed" in (tmp_path / "report.json").read_text()
+    check_report_folder(tmp_path)
+
+
 def test_library_write_failures_count_as_disk_full_only_when_the_disk_is_full(tmp_path, monkeypatch):
     torch_style = RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
                                "file data/0: file write failed")

@@ -95,6 +95,25 @@ def test_cli_lists_and_copies_recipes(tmp_path, monkeypatch):
     assert not (tmp_path / "link.yaml").is_symlink() and (tmp_path / "elsewhere.yaml").read_text() == "the user's"
 
 
+def test_recipes_cp_never_writes_over_a_file_that_appears_after_its_look(tmp_path, monkeypatch):
+    """The destination was looked at once, before the copy: a file put there meanwhile was written over without
+    --force, exit 0; now it is kept and named."""
+    from defocuskit.config.typed import RecipeError
+
+    dest, real = tmp_path / "mine.yaml", Path.read_bytes
+
+    def read_then_a_file_appears(self):
+        if self.name == "nafnet-tiny.yaml" and not dest.exists():
+            dest.write_text("my own recipe\n")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_then_a_file_appears)
+    with pytest.raises(RecipeError, match=r"mine\.yaml exists: give --force to overwrite it"):
+        copy_recipe("nafnet-tiny", dest)
+    assert dest.read_text() == "my own recipe\n" and [p.name for p in tmp_path.iterdir()] == ["mine.yaml"]
+    assert copy_recipe("nafnet-tiny", dest, force=True) == dest and dest.read_text() != "my own recipe\n"
+
+
 def test_train_dry_run_by_name_from_another_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["train", "nafnet-tiny", "train.max_steps=7", "--dry-run"])

@@ -270,6 +270,29 @@ def test_cli_import_weights(imported, tmp_path):
     assert not (tmp_path / "models").exists()  # not a model file written under the folder's name
 
 
+def test_import_weights_never_writes_over_a_file_that_appears_while_it_converts(imported, tmp_path, monkeypatch):
+    """--out was looked at once, before the conversion: a file put there meanwhile (the user's, a second import's)
+    was replaced without --force, exit 0; now it is kept and named, exit 2 (with --force it is replaced)."""
+    from defocuskit.inference import release as release_module
+
+    pth, _ = imported["drbnet"]
+    out = tmp_path / "drbnet.safetensors"
+    real = release_module.convert_checkpoint
+
+    def convert_then_a_file_appears(*args, **kwargs):
+        converted = real(*args, **kwargs)
+        out.write_text("the user's own notes\n")
+        return converted
+
+    monkeypatch.setattr(release_module, "convert_checkpoint", convert_then_a_file_appears)
+    result = runner.invoke(app, ["import-weights", "--method", "drbnet", str(pth), "--out", str(out)])
+    assert result.exit_code == 2 and "exists (it appeared while the checkpoint was converted)" in result.output
+    assert out.read_text() == "the user's own notes\n" and [p.name for p in tmp_path.iterdir()] == [out.name]
+    result = runner.invoke(app, ["import-weights", "--method", "drbnet", str(pth), "--out", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert read_model_file(out)[1]["method"] == "drbnet"
+
+
 def test_the_api_loads_a_release_checkpoint_and_deblurs(imported):
     pth, model_file = imported["jdrl"]
     model = defocuskit.load(pth, method="jdrl", device="cpu")  # imported on the fly into a temporary model file

@@ -189,6 +189,31 @@ def test_contact_sheet_honours_n_labels_and_native_crops(tmp_path: Path, per_sha
     assert len(pick_samples(folder, 20)) == 9  # never more than the shards hold
 
 
+def test_inspect_never_writes_over_a_sheet_put_there_while_it_picks_samples(tmp_path: Path, monkeypatch) -> None:
+    """--sheet was looked at once, before the samples were read: a file of the user's put there meanwhile was
+    written over, exit 0; now it is kept and named (and the inspect's own earlier sheet is still replaced)."""
+    import defocuskit.data.inspect as inspect_module
+
+    folder = _shards(tmp_path / "shards", 3, 3)
+    sheet, real = tmp_path / "sheet.png", inspect_module.pick_samples
+
+    def pick_then_a_file_appears(*args, **kwargs):
+        picked = real(*args, **kwargs)
+        if not sheet.exists():
+            sheet.write_bytes(b"my own sheet")
+        return picked
+
+    monkeypatch.setattr(inspect_module, "pick_samples", pick_then_a_file_appears)
+    with pytest.raises(ValueError, match=r"sheet\.png: exists and was not written by defocuskit inspect"):
+        inspect_module.inspect_shards(folder, sheet, 2)
+    assert sheet.read_bytes() == b"my own sheet"
+    sheet.unlink()
+    monkeypatch.setattr(inspect_module, "pick_samples", real)
+    assert inspect_module.inspect_shards(folder, sheet, 2) == sheet
+    assert inspect_module.inspect_shards(folder, sheet, 3) == sheet  # its own sheet: replaced
+    assert read_image(sheet).shape[0] > 2 * TILE
+
+
 def test_write_figure_grid_and_crop_psnr(tmp_path: Path) -> None:
     from defocuskit.data.inspect import GAP
 

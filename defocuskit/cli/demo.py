@@ -4,7 +4,9 @@ Ingests the built-in synthetic aperture stacks, trains small models for a fixed 
 table is the same on a busy and an idle machine; `--minutes` only caps the training time in all, as a safety
 net, and says so when it cuts a run short), and evaluates them by f-number beside the input, Wiener and
 proximal-step baselines (CoC maps from the demo's defocus-map model). `demo.json` in the output folder records
-each model's planned and reached steps and its training time. Presets (`--preset`):
+each model's planned and reached steps and its training time; it says `"complete": false` from the start of a
+run until its end, so a killed rerun's folder (some models of the earlier run replaced) is not read as a finished
+demo. Presets (`--preset`):
 
   default     the toolkit's methods: defocus-map, NAFNet, RDDM, HIDD.
   misaligned  JDRL's question: the same synthetic set ingested twice, perfectly aligned and with each
@@ -158,6 +160,10 @@ def run_demo(
     for dm in models:  # a file of the user's in a run folder stops the demo before any work, not after hours
         check_run_folder(out / "runs" / dm.name)
     check_report_folder(out / "report")  # and one in the report folder
+    record: dict = {"preset": preset, "size": size, "steps_scale": steps_scale, "minutes_cap": minutes, "models": [],
+                    "complete": False, "train_s": None}
+    out.mkdir(parents=True, exist_ok=True)  # an earlier run's record no longer describes the runs this one replaces
+    atomic_write(out / "demo.json", json.dumps(record, indent=1) + "\n")
     start = time.monotonic()
     shards = out / "shards"
     data = {"aligned": shards, "misaligned": out / "shards-misaligned"}
@@ -180,7 +186,6 @@ def run_demo(
     checkpoints: list[Path] = []
     trained: dict[str, Path] = {}  # method -> its model file, for the companions of later models (RDDM's estimator)
     map_file: Path | None = None
-    record: dict = {"preset": preset, "size": size, "steps_scale": steps_scale, "minutes_cap": minutes, "models": []}
     trained_s = 0.0
     for i, dm in enumerate(models, 1):
         steps = planned_steps(dm, steps_scale)
@@ -225,7 +230,7 @@ def run_demo(
     t0 = time.monotonic()
     report = evaluate(shards, checkpoints, baselines, config)
     record.update(train_s=round(trained_s, 1), eval_s=round(time.monotonic() - t0, 1),
-                  total_s=round(time.monotonic() - start, 1))
+                  total_s=round(time.monotonic() - start, 1), complete=True)
     check_demo_record(out / "demo.json")  # a file put there during the run is left alone too
     atomic_write(out / "demo.json", json.dumps(record, indent=1) + "\n")
     console.print(f"[{elapsed()}] done. Report: {report_dir / 'report.json'}, {report_dir / 'report.csv'}; plot: {report_dir / 'aperture.png'}")

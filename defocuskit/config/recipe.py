@@ -186,7 +186,10 @@ def copy_recipe(name: str, dest: str | Path, force: bool = False) -> Path:
     if target.is_dir():
         raise RecipeError(f"{target} is a folder: give the copy another name")
     target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, source.read_bytes())
+    try:  # without `force` never over a file, one that appeared since the look above included
+        atomic_write(target, source.read_bytes(), exclusive=not force)
+    except FileExistsError:
+        raise RecipeError(f"{target} exists: give --force to overwrite it") from None
     return target
 
 

@@ -395,6 +395,6 @@ def inspect_shards(folder: str | Path, sheet: str | Path | None = None, n: int =
         raise FileNotFoundError(f"{folder}: the shards hold no samples")
     title = (f"{folder.name}: {len(samples)} sample(s); above each row: key · source · split · f-number · "
              "the registration's recorded gain and alignment score · the crop; the yellow box marks the crop")
-    write_tagged_png(sheet, contact_sheet(samples, title).image, SHEET_TAG)
+    write_tagged_png(sheet, contact_sheet(samples, title).image, SHEET_TAG, "--sheet")  # looked at again
     return sheet
 

@@ -256,24 +256,36 @@ def _probe_writable(folder: Path) -> None:
 def check_report_folder(folder: Path) -> None:
     """EvalError naming the file when `folder` holds a report file (report.json, report.csv, a figure) that no
     earlier evaluation wrote there (not among the files its report.json lists): it would be replaced or
-    removed. Also EvalError when `folder` is not a folder or cannot be written to."""
+    removed. Also EvalError when `folder` is not a folder or cannot be written to. The files of an evaluation killed
+    while they replaced the earlier ones are judged as they will be once the next run has finished replacing them."""
+    from defocuskit.io.atomic import staged_pending
+
     folder = Path(folder)
     _probe_writable(folder)
     try:
-        earlier = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+        pending = staged_pending(folder, REPORT_FILES)
+    except FileExistsError as exc:
+        raise EvalError(exc.strerror) from None
+
+    def at(name: str) -> Path | None:  # where the file `name` will be read from (None: it will be removed)
+        return pending[name] if name in pending else folder / name
+
+    try:
+        earlier = json.loads(at("report.json").read_text(encoding="utf-8"))  # type: ignore[union-attr]
         ours = written_files(earlier) if isinstance(earlier, dict) and "protocol" in earlier else []
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, AttributeError):
         earlier, ours = {}, []
     recorded = earlier.get("sha256") if ours and isinstance(earlier.get("sha256"), dict) else {}
     if recorded.get("report.json") and _report_sha256(earlier) != recorded["report.json"]:
         raise EvalError(f"{folder / 'report.json'}: changed since the evaluation that wrote it (not the SHA-256 it "
                         "records of itself); it is left as it is: move it or give another --report")
     for name in ours:
-        path = folder / name
-        if name != "report.json" and recorded.get(name) and (path.exists() or path.is_symlink()) and changed_since(path, recorded[name]):
-            raise EvalError(f"{path}: changed since the evaluation that wrote it (not the SHA-256 its report.json "
-                            "records); it is left as it is: move it or give another --report")
-    theirs = [name for name in REPORT_FILES if (folder / name).exists() or (folder / name).is_symlink()]
+        path = at(name)
+        if name != "report.json" and recorded.get(name) and path is not None and (path.exists() or path.is_symlink()) \
+                and changed_since(path, recorded[name]):
+            raise EvalError(f"{folder / name}: changed since the evaluation that wrote it (not the SHA-256 its "
+                            "report.json records); it is left as it is: move it or give another --report")
+    theirs = [name for name in REPORT_FILES if (p := at(name)) is not None and (p.exists() or p.is_symlink())]
     theirs = [name for name in theirs if name not in ours]
     if theirs:
         why = ("not listed in the report.json of defocuskit beside it" if ours

@@ -117,8 +117,13 @@ def import_release(method_name: str, checkpoint: str | Path, out: str | Path,
     provenance = {"code": release.code, "checkpoint": checkpoint.name, "sha256": sha,
                   "protocol": dataclasses.asdict(release.protocol), "kept_as_built": list(kept)}
     state = net.state_dict()
-    save_model(out, state, method.name, recipe_to_dict(recipe),
-               extra={"source_checkpoint": checkpoint.name, "source_sha256": sha, "release": json.dumps(provenance)})
+    try:  # without `overwrite` never over a file, one that appeared during the conversion included
+        save_model(out, state, method.name, recipe_to_dict(recipe), exclusive=not overwrite,
+                   extra={"source_checkpoint": checkpoint.name, "source_sha256": sha,
+                          "release": json.dumps(provenance)})
+    except FileExistsError:
+        raise ValueError(f"--out {out} exists (it appeared while the checkpoint was converted): it is left as it is; "
+                         "give --force to replace it") from None
     return Imported(out, method.name, len(state), sum(p.numel() for p in net.parameters()), sha, kept)
 
 

@@ -126,12 +126,29 @@ def _create_partial(path: Path, token: str) -> str:
     return str(name)
 
 
+def _publish_new(name: str, path: Path) -> None:
+    """Put the finished temporary `name` at `path` only where nothing is there (FileExistsError naming it): a hard
+    link never replaces, unlike a rename; a file system without hard links gets a rename after a last look."""
+    try:
+        os.link(name, path)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, f"{path}: exists (it appeared while this command ran); it is left as it "
+                              "is", str(path)) from None
+    except OSError:
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, f"{path}: exists (it appeared while this command ran); it is left as "
+                                  "it is", str(path)) from None
+        os.replace(name, path)
+
+
 @contextmanager
-def atomic_path(path: str | Path, mode: int | None = None, partial: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | Path, mode: int | None = None, partial: str | None = None,
+                exclusive: bool = False) -> Iterator[Path]:
     """A temporary path to write the whole file to; renamed onto `path` when the block ends without error,
     removed otherwise. The file gets `mode`, else the usual permissions (0666 less the umask). `partial` (a token
     the caller listed in its journal): the temporary is `partial_path(path, partial)` (FileExistsError naming it
-    where anything is there), not a random name."""
+    where anything is there), not a random name. `exclusive`: never over a file at `path`, even one that appeared
+    while the caller wrote (FileExistsError naming it), for a command told not to replace one."""
     path = Path(path)
     name = None
     try:  # made inside the try: a Ctrl-C right after mkstemp still removes it
@@ -143,15 +160,20 @@ def atomic_path(path: str | Path, mode: int | None = None, partial: str | None =
             os.close(fd)
         yield Path(name)
         os.chmod(name, 0o666 & ~_UMASK if mode is None else mode)  # mkstemp makes 0600
-        os.replace(name, path)
+        if exclusive:
+            _publish_new(name, path)
+        else:
+            os.replace(name, path)
     finally:
         if name is not None:
             Path(name).unlink(missing_ok=True)
 
 
-def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False) -> None:
-    """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename."""
-    with disk_full_named(path), atomic_path(path, mode) as tmp:
+def atomic_write(path: str | Path, data: str | bytes, *, mode: int | None = None, fsync: bool = False,
+                 exclusive: bool = False) -> None:
+    """Write text (UTF-8) or bytes to `path` atomically; `fsync` flushes it to disk before the rename; `exclusive`:
+    never over a file at `path` (FileExistsError naming it, see `atomic_path`)."""
+    with disk_full_named(path), atomic_path(path, mode, exclusive=exclusive) as tmp:
         _fill(tmp, data.encode("utf-8") if isinstance(data, str) else data, fsync)
 
 
@@ -185,29 +207,86 @@ def write_journalled(path: str | Path, data: bytes, listed: Callable[[str], None
 STAGING_JOURNAL = STAGING + ".json"
 
 
-def _staging_listed(folder: Path) -> list[str]:
-    """The staging folders that `folder`'s journal lists (runs that were killed before clearing theirs);
-    FileExistsError naming the journal where a file there is not one this module wrote."""
+def _staging_journal(folder: Path) -> dict:
+    """`folder`'s staging journal: {"staging": [the staging folders of runs killed before clearing theirs]} and, where
+    a run was killed while replacing the files, "committing": {"stage", "files": the names it staged, "remove":
+    {name: SHA-256 of the earlier file it removes}}; FileExistsError naming the journal where a file there is not
+    one this module wrote."""
     journal = folder / STAGING_JOURNAL
     if not (journal.exists() or journal.is_symlink()):
-        return []
+        return {"staging": []}
     try:
         if journal.is_symlink() or not journal.is_file():
             raise ValueError
-        listed = json.loads(journal.read_text(encoding="utf-8"))["staging"]
+        data = json.loads(journal.read_text(encoding="utf-8"))
+        listed, commit = data["staging"], data.get("committing")
         if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
             raise ValueError
-    except (OSError, ValueError, TypeError, KeyError):
+        if commit is not None and not (isinstance(commit, dict) and commit.get("stage") in listed
+                                       and isinstance(commit.get("files"), list)
+                                       and all(isinstance(n, str) for n in commit["files"])
+                                       and isinstance(commit.get("remove"), dict)
+                                       and all(isinstance(v, str) for v in commit["remove"].values())):
+            raise ValueError
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         raise FileExistsError(errno.EEXIST, f"{journal}: in the way of the staging journal and not one a run "
                               "wrote; it is left as it is: move it", str(journal)) from None
-    return listed
+    return data
 
 
-def _list_staging(folder: Path, listed: list[str]) -> None:
-    """Write the journal of `folder`'s staging folders (flushed to disk); removed when none is listed."""
+def _staging_listed(folder: Path) -> list[str]:
+    """The staging folders that `folder`'s journal lists (runs that were killed before clearing theirs)."""
+    return _staging_journal(folder)["staging"]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def staged_pending(folder: str | Path, names: list[str]) -> dict[str, Path | None]:
+    """What the run killed while replacing `folder`'s files with its staged ones leaves to finish (the next
+    `staged_files` finishes it): name -> the staged file that will replace it, or None where the earlier file (still
+    the one recorded) will be removed. Empty where no run was killed there. A checker sees the files as they will
+    be, not a mix of two runs' files."""
+    folder = Path(folder)
+    commit = _staging_journal(folder).get("committing")
+    if not commit or not _is_staging_name(commit["stage"]):
+        return {}
+    stage = folder / commit["stage"]
+    pending: dict[str, Path | None] = {}
+    for name in names:
+        if name in commit["files"] and _plain_file(stage / name):
+            pending[name] = stage / name
+        elif name not in commit["files"] and name in commit["remove"] and _plain_file(folder / name) \
+                and _sha256(folder / name) == commit["remove"][name]:
+            pending[name] = None
+    return pending
+
+
+def _finish_commit(folder: Path, names: list[str]) -> None:
+    """Finish replacing the files of a run killed while it did (`staged_pending`), so that they are its files
+    together, never a mix with the run before it."""
+    for name, staged in staged_pending(folder, names).items():
+        if staged is None:
+            (folder / name).unlink(missing_ok=True)
+        else:
+            os.replace(staged, folder / name)
+
+
+def _list_staging(folder: Path, listed: list[str], commit: dict | None = None) -> None:
+    """Write the journal of `folder`'s staging folders (flushed to disk), with the `commit` under way; removed when
+    none is listed."""
     journal = folder / STAGING_JOURNAL
     if listed:
-        atomic_write(journal, json.dumps({"staging": listed}), fsync=True)
+        atomic_write(journal, json.dumps({"staging": listed, **({"committing": commit} if commit else {})}), fsync=True)
     else:
         journal.unlink(missing_ok=True)
 
@@ -251,10 +330,14 @@ def staged_files(folder: str | Path, names: list[str]) -> Iterator[Path]:
 
     The staging folder (`.defocuskit-staging.<token>`) is listed in `folder`'s `.defocuskit-staging.json` before
     it is made, and unlisted once removed; the staging folders killed runs listed there are cleared first
-    (`_clear_stage`). Nothing the journal does not list is removed (an older version's `.defocuskit-staging`
-    included). One run at a time per folder: the caller holds the folder's lock (eval's `.eval.lock`)."""
+    (`_clear_stage`). Before the files replace their namesakes the journal records which (`"committing"`), so that
+    a run killed while they do is finished by the next one (`staged_pending`: what a checker sees meanwhile), never
+    left as a mix of two runs' files. Nothing the journal does not list is removed (an older version's
+    `.defocuskit-staging` included). One run at a time per folder: the caller holds the folder's lock (eval's
+    `.eval.lock`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    _finish_commit(folder, names)  # a run killed while replacing the files: its files first, together
     listed = _staging_listed(folder)
     for name in listed:
         if _is_staging_name(name):  # a tampered entry ("..", "report.json") is never acted on
@@ -263,16 +346,23 @@ def staged_files(folder: str | Path, names: list[str]) -> Iterator[Path]:
     with disk_full_named(folder):
         _list_staging(folder, [stage.name])  # listed before it exists: a kill from here on leaves it listed
     stage.mkdir()
+    committing = False
     try:
         with disk_full_named(folder):
             yield stage
+        files = [name for name in names if (stage / name).exists()]
+        remove = {name: _sha256(folder / name) for name in names if name not in files and _plain_file(folder / name)}
+        with disk_full_named(folder):  # a kill from here on: the next run finishes these replacements
+            _list_staging(folder, [stage.name], {"stage": stage.name, "files": files, "remove": remove})
+        committing = True  # stopped from here on (Ctrl-C), the stage and its journal are kept for the next run
         for name in names:
             if (stage / name).exists():
                 os.replace(stage / name, folder / name)
             else:
                 (folder / name).unlink(missing_ok=True)
+        committing = False
     finally:
-        if _remove_stage(stage, names):
+        if not committing and _remove_stage(stage, names):
             _list_staging(folder, [])
 
 

@@ -12,15 +12,21 @@ front matter.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import defocuskit
+from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_path, atomic_write
 from defocuskit.io.card import model_card
 from defocuskit.io.modelfile import MODEL_FILE_MODE
@@ -31,6 +37,7 @@ CONFIG_FILE = "config.json"
 RECIPE_FILE = "recipe.yaml"
 CARD_FILE = "README.md"
 DOWNLOADED = [MODEL_FILE, CONFIG_FILE]  # what `load` fetches of a Hub repo (the card and recipe are for people)
+SAVE_JOURNAL = ".defocuskit-save.json"  # the SHA-256 of each file a save is writing (and who), until all are written
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -44,6 +51,9 @@ def read_folder(folder: Path) -> tuple[Path, dict[str, Any] | None]:
     """The model file of a save_pretrained folder and its config.json (None where there is none); the model
     file's SHA-256 is checked against the one config.json records (ValueError when they differ)."""
     model_file = folder / MODEL_FILE
+    if (folder / SAVE_JOURNAL).exists():
+        raise ValueError(f"{folder}: a save_pretrained into it did not finish ({SAVE_JOURNAL} lists the files it was "
+                         "writing); save into it again")
     if not model_file.is_file():
         present = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
         raise FileNotFoundError(f"{folder}: no {MODEL_FILE} in this folder (found: {present}); a model folder is "
@@ -190,28 +200,95 @@ def write_folder(folder: str | Path, model_file: Path, config: dict[str, Any], r
     """Write the Hub layout into `folder` (created): the model file copied byte for byte, config.json, recipe.yaml
     and README.md (whose example loads `repo_id`; `description`: what the method is, one line), every file 0644;
     config.json records the SHA-256 of each file written, so a later save replaces only files unchanged since
-    (`check_folder`). Returns the folder."""
+    (`check_folder`). One save at a time (the folder itself is locked: BlockingIOError naming the holder); the
+    SHA-256 of every file it writes is listed in `SAVE_JOURNAL` first and the journal removed last, so a killed
+    save's folder is not loaded as a model and the next save replaces what it wrote. Returns the folder."""
     folder = Path(folder)
     check_folder(folder, model_file)
     folder.mkdir(parents=True, exist_ok=True)
+    with _folder_held(folder):
+        _write_held(folder, model_file, config, recipe_yaml, repo_id, description)
+    return folder
+
+
+@contextlib.contextmanager
+def _folder_held(folder: Path) -> Iterator[None]:
+    """An exclusive OS lock on the folder itself (no lock file is left in the Hub layout), or BlockingIOError naming
+    the save that holds it (from its journal). It dies with its process, kill -9 included."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _journal(folder).get("holder")
+            raise BlockingIOError(f"{folder}: another save_pretrained is writing it ({locks.describe(holder)}); wait "
+                                  "for it to finish or save into another folder") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_held(folder: Path, model_file: Path, config: dict[str, Any], recipe_yaml: str, repo_id: str | None,
+                description: str | None) -> None:
+    check_folder(folder, model_file)  # again, holding the folder: what another save wrote meanwhile
+    texts = {RECIPE_FILE: RECIPE_HEADER + recipe_yaml, CARD_FILE: model_card(config, recipe_yaml, repo_id, description)}
+    written = {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()}
+    config_text = json.dumps({**config, "files": written}, indent=2, allow_nan=False) + "\n"
+    writing = {MODEL_FILE: file_sha256(model_file), **written,
+               CONFIG_FILE: hashlib.sha256(config_text.encode("utf-8")).hexdigest()}
+    pending = _pending(folder)  # a killed save's files stay replaceable should this one be killed too
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "what": "save_pretrained",
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+    atomic_write(folder / SAVE_JOURNAL, json.dumps({"writing": {n: sorted({*pending.get(n, []), sha})
+                                                                 for n, sha in writing.items()}, "holder": holder}),
+                 fsync=True)
     dest = folder / MODEL_FILE
     if not (dest.exists() and os.path.samefile(dest, model_file)):
         with atomic_path(dest, MODEL_FILE_MODE) as tmp:
             shutil.copyfile(model_file, tmp)
-    texts = {RECIPE_FILE: RECIPE_HEADER + recipe_yaml, CARD_FILE: model_card(config, recipe_yaml, repo_id, description)}
     for name, text in texts.items():
         _write_text(folder / name, text)
-    written = {name: hashlib.sha256(text.encode("utf-8")).hexdigest() for name, text in texts.items()}
-    _write_text(folder / CONFIG_FILE, json.dumps({**config, "files": written}, indent=2, allow_nan=False) + "\n")
-    return folder
+    _write_text(folder / CONFIG_FILE, config_text)
+    (folder / SAVE_JOURNAL).unlink()
+
+
+def _journal(folder: Path) -> dict[str, Any]:
+    """The journal (`SAVE_JOURNAL`) of the save writing `folder` now or killed there, {} where there is none;
+    FileExistsError naming it where a file there is not one a save wrote."""
+    path = folder / SAVE_JOURNAL
+    if not (path.exists() or path.is_symlink()):
+        return {}
+    try:
+        journal = json.loads(path.read_text(encoding="utf-8")) if not path.is_symlink() else None
+        writing = journal["writing"]
+        ok = isinstance(writing, dict) and all(isinstance(v, list) and all(isinstance(x, str) for x in v)
+                                               for v in writing.values())
+    except (OSError, ValueError, TypeError, KeyError):
+        ok = False
+    if not ok:
+        raise FileExistsError(f"{path}: in the way of save_pretrained's journal and not one it wrote; it is left as "
+                              "it is: move it or save into another folder")
+    return journal
+
+
+def _pending(folder: Path) -> dict[str, list[str]]:
+    """{name: SHA-256s} of the files that saves killed in `folder` were writing."""
+    return _journal(folder).get("writing", {})
 
 
 def check_folder(folder: Path, model_file: Path) -> None:
     """FileExistsError naming the first file of the Hub layout in `folder` that save_pretrained would replace and
     an earlier save_pretrained did not write, or that was changed since (its SHA-256 is not the one that save's
-    config.json records): a user's README.md, a training run's recipe.yaml, another model."""
+    config.json records, nor one a killed save listed in its journal): a user's README.md, a training run's
+    recipe.yaml, another model."""
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder}: exists and is not a folder; give a folder for the model")
+    pending = _pending(folder)
     earlier = _own_config(folder / CONFIG_FILE)
     recorded = {MODEL_FILE: (earlier or {}).get("sha256"), **((earlier or {}).get("files") or {})}
     for name in (CONFIG_FILE, MODEL_FILE, RECIPE_FILE, CARD_FILE):
@@ -220,8 +297,9 @@ def check_folder(folder: Path, model_file: Path) -> None:
             continue
         if name == MODEL_FILE and path.is_file() and os.path.samefile(path, model_file):
             continue  # the model saved into its own folder: left as it is
-        ours = earlier is not None and not path.is_symlink() and path.is_file() and (
-            name == CONFIG_FILE or recorded.get(name) == file_sha256(path))
+        sha = file_sha256(path) if path.is_file() and not path.is_symlink() else None
+        ours = sha is not None and (sha in pending.get(name, []) or earlier is not None and (
+            name == CONFIG_FILE or recorded.get(name) == sha))
         if not ours:
             raise FileExistsError(f"{path}: not written by an earlier save_pretrained, or changed since; it is left "
                                   "as it is: move it or save into another folder")

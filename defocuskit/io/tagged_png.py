@@ -22,12 +22,23 @@ def tagged_png(image: np.ndarray, tag: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_tagged_png(path: Path, image: np.ndarray, tag: str) -> None:
-    """`tagged_png` of `image` written to `path` atomically (its folder made where missing)."""
+def write_tagged_png(path: Path, image: np.ndarray, tag: str, option: str | None = None) -> None:
+    """`tagged_png` of `image` written to `path` atomically (its folder made where missing). With `option` (the
+    command's option naming `path`), looked at again as it is written: only over a file `tag`'s command wrote
+    (`check_replaceable`'s ValueError otherwise), and never over one put there since (its own look at the start)."""
     from defocuskit.io.atomic import atomic_write
 
+    data = tagged_png(image, tag)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, tagged_png(image, tag))
+    if option is None:
+        atomic_write(path, data)
+        return
+    check_replaceable(path, tag, option)
+    try:
+        atomic_write(path, data, exclusive=not (path.exists() or path.is_symlink()))
+    except FileExistsError:  # put there just now: the user's is refused, naming it; the same command's is replaced
+        check_replaceable(path, tag, option)
+        atomic_write(path, data)
 
 
 def written_by(path: Path, tag: str) -> bool:
