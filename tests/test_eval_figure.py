@@ -14,12 +14,12 @@ from typer.testing import CliRunner
 
 from defocuskit.cli.app import app
 from defocuskit.config.recipe import recipe_to_dict
-from defocuskit.data.inspect import GAP, pick_crop, repeat_pixels, to_display
 from defocuskit.data.reader import iter_samples, shard_urls
 from defocuskit.eval import metrics
 from defocuskit.eval.evaluate import evaluate_samples
 from defocuskit.eval.figure import CELL
 from defocuskit.eval.processes import ProcessGroup, shard_share
+from defocuskit.imaging.drawing import GAP, pick_crop, repeat_pixels, to_display
 from defocuskit.io.images import read_image
 from defocuskit.io.modelfile import save_model
 from defocuskit.methods import get_method

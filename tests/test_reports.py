@@ -11,20 +11,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from defocuskit.data.inspect import (
-    TILE,
-    contact_sheet,
-    crop_size,
-    pick_crop,
-    pick_samples,
-    repeat_pixels,
-    sample_label,
-    to_display,
-)
+from defocuskit.data.inspect import TILE, contact_sheet, crop_size, pick_samples, sample_label
 from defocuskit.eval import metrics
 from defocuskit.eval.figure import CELL, figure_row, write_figure
 from defocuskit.eval.plots import aperture_figure, plot_aperture
 from defocuskit.eval.report import ROW_KEYS, aggregate, print_table, write_report
+from defocuskit.imaging.drawing import pick_crop, repeat_pixels, to_display
 from defocuskit.io.images import read_image
 
 # Hand-made per-image scores: (method, source, f-number, psnr, input psnr).
@@ -215,7 +207,7 @@ def test_inspect_never_writes_over_a_sheet_put_there_while_it_picks_samples(tmp_
 
 
 def test_write_figure_grid_and_crop_psnr(tmp_path: Path) -> None:
-    from defocuskit.data.inspect import GAP
+    from defocuskit.imaging.drawing import GAP
 
     rows, outputs, float_outs = [], [], []
     for f in (2.8, 8.0):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from defocuskit.data.inspect import BACKGROUND, FONT_PX, GAP, pick_crop, repeat_pixels, text_strip, to_display
 from defocuskit.eval import metrics
+from defocuskit.imaging.drawing import BACKGROUND, FONT_PX, GAP, pick_crop, repeat_pixels, text_strip, to_display
 from defocuskit.io.images import write_image
 
 __all__ = ["CELL", "CROP", "FigureRow", "Panel", "crop_panel", "figure_row", "pick_crop", "write_figure"]
