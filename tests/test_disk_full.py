@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from defocuskit.io import atomic
-from defocuskit.io.atomic import STAGING, DiskFullError, atomic_write, disk_full_line, staged_files
+from defocuskit.io import atomic, staging
+from defocuskit.io.atomic import DiskFullError, atomic_write, disk_full_line
+from defocuskit.io.staging import STAGING, staged_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,19 +70,19 @@ def test_only_the_staging_folders_a_killed_run_listed_are_cleared(tmp_path):
     for name in mine:
         (tmp_path / name).mkdir()
         (tmp_path / name / "b.csv").write_text("mine")
-    killed = ("import os, sys\nfrom defocuskit.io.atomic import staged_files\n"
+    killed = ("import os, sys\nfrom defocuskit.io.staging import staged_files\n"
               f"with staged_files(sys.argv[1], {names!r}) as stage:\n"
               "    (stage / 'b.csv').write_text('half of a killed run b')\n"
               "    os.kill(os.getpid(), 9)\n")
     run = subprocess.run([sys.executable, "-c", killed, str(tmp_path)], cwd=REPO, capture_output=True, timeout=120)
     assert run.returncode == -9, run.stderr[-2000:]
     left = [n for n in _staging_folders(tmp_path) if n not in mine]
-    assert len(left) == 1 and json.loads((tmp_path / atomic.STAGING_JOURNAL).read_text()) == {"staging": left}
+    assert len(left) == 1 and json.loads((tmp_path / staging.STAGING_JOURNAL).read_text()) == {"staging": left}
     with staged_files(tmp_path, names) as stage:
         assert stage.name not in mine + left and not (stage / "b.csv").exists()
         (stage / "a.json").write_text("new a")
     assert _staging_folders(tmp_path) == mine and all((tmp_path / n / "b.csv").read_text() == "mine" for n in mine)
-    assert (tmp_path / "a.json").read_text() == "new a" and not (tmp_path / atomic.STAGING_JOURNAL).exists()
+    assert (tmp_path / "a.json").read_text() == "new a" and not (tmp_path / staging.STAGING_JOURNAL).exists()
 
 
 def test_a_listed_staging_folder_holding_anything_else_and_a_foreign_journal_are_refused(tmp_path):
@@ -90,7 +91,7 @@ def test_a_listed_staging_folder_holding_anything_else_and_a_foreign_journal_are
     stage = tmp_path / f"{STAGING}.89abcdef"
     stage.mkdir()
     (stage / "notes.txt").write_text("mine")  # not a name the report stages
-    journal = tmp_path / atomic.STAGING_JOURNAL
+    journal = tmp_path / staging.STAGING_JOURNAL
     journal.write_text(json.dumps({"staging": [stage.name]}))
     with pytest.raises(FileExistsError, match=r"\.defocuskit-staging\.89abcdef: a staging folder a killed run left"):
         with staged_files(tmp_path, names):
@@ -137,8 +138,8 @@ def test_a_report_killed_while_its_files_replace_the_earlier_ones_is_finished_by
     write_report_files(report("third"), tmp_path, None, False, False)
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["rows"] == [{"method": "third"}] and "third" in (tmp_path / "report.csv").read_text()
-    assert written["sha256"]["report.csv"] == atomic._sha256(tmp_path / "report.csv")
-    assert _staging_folders(tmp_path) == [] and not (tmp_path / atomic.STAGING_JOURNAL).exists()
+    assert written["sha256"]["report.csv"] == staging._sha256(tmp_path / "report.csv")
+    assert _staging_folders(tmp_path) == [] and not (tmp_path / staging.STAGING_JOURNAL).exists()
     # and a run killed there with nothing after it: the next staged_files finishes the killed one's files first
     run = subprocess.run([sys.executable, "-c", killed, str(tmp_path)], cwd=REPO, capture_output=True, timeout=120)
     assert run.returncode == -9, run.stderr[-2000:]
@@ -199,7 +200,7 @@ def test_eval_on_a_full_disk_is_one_line_and_keeps_the_previous_report(tmp_path)
     after = {p.name: p.read_bytes() for p in report.iterdir() if p.is_file() and not p.name.startswith(".")}
     assert after == before
     assert json.loads(after["report.json"])["rows"] and _staging_folders(report) == []
-    assert not (report / atomic.STAGING_JOURNAL).exists()
+    assert not (report / staging.STAGING_JOURNAL).exists()
     assert np.isfinite([r["psnr"] for r in json.loads(after["report.json"])["rows"]]).all()
 
 

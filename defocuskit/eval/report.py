@@ -258,7 +258,7 @@ def check_report_folder(folder: Path) -> None:
     earlier evaluation wrote there (not among the files its report.json lists): it would be replaced or
     removed. Also EvalError when `folder` is not a folder or cannot be written to. The files of an evaluation killed
     while they replaced the earlier ones are judged as they will be once the next run has finished replacing them."""
-    from defocuskit.io.atomic import staged_pending
+    from defocuskit.io.staging import staged_pending
 
     folder = Path(folder)
     _probe_writable(folder)
@@ -302,7 +302,7 @@ def write_report_files(report: dict[str, Any], folder: Path, figure_rows: list[A
     wrote there and remove those of them this run does not write; a failure (a full disk) leaves them as they were.
     """
     from defocuskit.eval.plots import aperture_title, plot_aperture
-    from defocuskit.io.atomic import staged_files
+    from defocuskit.io.staging import staged_files
 
     with staged_files(folder, REPORT_FILES) as stage:  # every file to a staging folder first
         if figure_rows:
