@@ -762,3 +762,14 @@ def test_impossible_numbers_on_the_command_line_are_refused_naming_the_option(op
                                       "--out", str(out), option, value])
     assert result.exit_code != 0 and needle in result.output, result.output
     assert "Traceback" not in result.output and not list(out.glob("*.tar")) and not (out / "manifest.json").exists()
+
+
+def test_an_unfinished_pseudo_coc_folder_is_named_as_pseudo_cocs(tmp_path, capsys):
+    """A killed pseudo-coc leaves complete: false; the warning names the command to run again, not ingest."""
+    from defocuskit.data.reader import warn_incomplete
+
+    manifest = {"options": {"pseudo_coc": {"checkpoint": "jdrl.safetensors"}}, "shards": [{}], "expected_shards": 3}
+    warn_incomplete(tmp_path / "pc", manifest)
+    err = capsys.readouterr().err
+    assert "its pseudo-coc has not finished" in err and "run the same pseudo-coc command again" in err, err
+    assert "ingest" not in err and "only the 1 of 3 planned shards" in err

@@ -45,18 +45,22 @@ _WARNED: set[str] = set()  # folders warned about in this process
 
 
 def warn_incomplete(folder: Path, manifest: Mapping[str, Any]) -> None:
-    """One line on stderr (once per folder and process): the ingest that wrote `folder` failed or has not finished."""
+    """One line on stderr (once per folder and process): the ingest (or pseudo-coc) that wrote `folder` failed or has
+    not finished."""
     key = os.path.realpath(folder)
     if key in _WARNED:
         return
     _WARNED.add(key)
+    options = manifest.get("options")
+    writer = "pseudo-coc" if isinstance(options, Mapping) and "pseudo_coc" in options else "ingest"
     if manifest.get("error"):
-        print(f"warning: {folder}: its ingest failed: {manifest['error']}", file=sys.stderr, flush=True)
+        print(f"warning: {folder}: its {writer} failed: {manifest['error']}", file=sys.stderr, flush=True)
         return
     listed, planned = len(manifest.get("shards", [])), manifest.get("expected_shards", "?")
-    print(f"warning: {folder}: its ingest has not finished (manifest.json: complete false: a run was interrupted, "
-          f"or parts of a --part I/N ingest are missing); only the {listed} of {planned} planned shards its manifest "
-          "lists are read: run the same ingest command again to finish it", file=sys.stderr, flush=True)
+    parts = ", or parts of a --part I/N ingest are missing" if writer == "ingest" else ""
+    print(f"warning: {folder}: its {writer} has not finished (manifest.json: complete false: a run was interrupted"
+          f"{parts}); only the {listed} of {planned} planned shards its manifest lists are read: run the same "
+          f"{writer} command again to finish it", file=sys.stderr, flush=True)
 
 
 def _expand_braces(spec: str) -> list[str]:
