@@ -134,7 +134,8 @@ def test_demo_refuses_numbers_it_cannot_use_before_any_work(tmp_path: Path) -> N
 
 def test_a_killed_rerun_does_not_leave_the_earlier_runs_demo_json_as_if_finished(tmp_path: Path, monkeypatch) -> None:
     """A rerun stopped after it had replaced some models left the earlier run's demo.json, which named the steps of
-    models no longer there, as a finished demo's; now demo.json says "complete": false until a run ends."""
+    models no longer there, as a finished demo's, and its report of those models; now demo.json says "complete":
+    false until a run ends, and the earlier report is removed as the run starts."""
     import io
 
     from rich.console import Console
@@ -161,6 +162,7 @@ def test_a_killed_rerun_does_not_leave_the_earlier_runs_demo_json_as_if_finished
         pass
     record = json.loads((out / "demo.json").read_text())
     assert record.get("complete") is False and record["steps_scale"] == 0.004 and record["models"] == []
+    assert sorted(p.name for p in (out / "report").iterdir() if not p.name.startswith(".")) == []  # no stale report
     monkeypatch.setattr(loop, "train", real)
     run_demo(out, steps_scale=0.004, size=32, workers=0, limit=2, console=quiet)  # the same command again finishes
     record = json.loads((out / "demo.json").read_text())

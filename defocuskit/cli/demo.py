@@ -141,6 +141,7 @@ def run_demo(
     from defocuskit.data.sample import IngestOptions
     from defocuskit.eval.config import EvalConfig
     from defocuskit.eval.evaluate import evaluate
+    from defocuskit.eval.outputs import retire_report
     from defocuskit.eval.report import check_report_folder
     from defocuskit.io.devices import resolve_device
     from defocuskit.methods import get_method
@@ -164,6 +165,7 @@ def run_demo(
                     "complete": False, "train_s": None}
     out.mkdir(parents=True, exist_ok=True)  # an earlier run's record no longer describes the runs this one replaces
     atomic_write(out / "demo.json", json.dumps(record, indent=1) + "\n")
+    retire_report(out / "report")  # nor does its report: a run stopped before its evaluation leaves none
     start = time.monotonic()
     shards = out / "shards"
     data = {"aligned": shards, "misaligned": out / "shards-misaligned"}

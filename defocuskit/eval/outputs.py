@@ -52,3 +52,23 @@ def claim_outputs(group: ProcessGroup, report_dir: Path, saver: SavedImages | No
         if verdict is not None:
             raise EvalError(f"the main process stopped before scoring: {verdict}")
     return held
+
+
+def retire_report(report_dir: Path) -> None:
+    """Remove the report files an earlier evaluation wrote into `report_dir` (every one checked to be its own and
+    unchanged, as `check_report_folder` does; a file of the user's stops it with EvalError), holding the folder's
+    lock: for a command that is about to replace the models that report scored (`demo`), so that a run of it killed
+    before its evaluation leaves no report of models no longer there."""
+    from defocuskit.eval.report import REPORT_FILES
+    from defocuskit.io.staging import staged_files
+
+    report_dir = Path(report_dir)
+    if not report_dir.is_dir():
+        return
+    try:
+        with locks.hold(report_dir / RUN_LOCK, "eval", f"report folder {report_dir}: an evaluation is writing it"):
+            check_report_folder(report_dir)
+            with staged_files(report_dir, REPORT_FILES):
+                pass  # nothing staged: the earlier files are removed together
+    except locks.LockedError as exc:
+        raise EvalError(f"{exc}; wait for it to finish") from None
