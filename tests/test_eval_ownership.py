@@ -170,6 +170,36 @@ def test_saving_without_known_keys_still_never_replaces_a_users_file(tmp_path: P
     assert len(listed) == 2 and len(set(listed)) == 2 and "id/plain_f4.png" not in listed
 
 
+def test_a_key_held_by_two_pairs_is_refused_before_one_output_saves_over_the_other(tmp_path: Path) -> None:
+    """Two shards with a pair each under one key: both were scored and the second one's output silently replaced
+    the first one's file (exit 0, one image fewer than the report's rows)."""
+    import webdataset as wds
+
+    from defocuskit.data.shards import encode_members
+    from defocuskit.eval.config import EvalError
+    from defocuskit.eval.evaluate import evaluate_samples
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for shard, grey in enumerate((40, 160)):
+        with wds.TarWriter(str(folder / f"test-{shard:06d}.tar")) as sink:
+            flat = np.full((24, 32, 3), grey, np.uint8)
+            sink.write({"__key__": "same", **encode_members(flat, flat, None, {"source": "t", "f_number": 2.8})})
+    saved, report = tmp_path / "sv", tmp_path / "r"
+    res, out = _eval(folder, "--report", str(report), "--save-images", str(saved))
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit), res.output
+    assert "sample key 'same' is held by two pairs of the split" in out
+    assert not saved.exists() and not (report / "report.json").exists()  # before any work
+    res, _ = _eval(folder, "--report", str(report))  # the report alone names each pair's rows: scored
+    assert res.exit_code == 0, res.output
+    # keys not known before scoring (remote shards): the second output is refused, the first one kept
+    flat = np.full((16, 16, 3), 90, np.uint8)
+    samples = [{"key": "same", "sharp": flat, "blur": flat + i, "coc": None, "meta": {"f_number": 4.0}} for i in (0, 9)]
+    with pytest.raises(EvalError, match="sample key 'same' is held by two pairs"):
+        evaluate_samples(samples, {"id": lambda b, s: b}, save_images=tmp_path / "sv2", progress=False)
+    assert int(read_image(tmp_path / "sv2" / "id" / "same.png").mean()) == 90
+
+
 def test_saved_images_of_keys_from_the_longest_file_names_fit_a_file_name(tmp_path: Path) -> None:
     from defocuskit.eval.evaluate import evaluate_samples
 

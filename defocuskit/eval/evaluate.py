@@ -128,7 +128,8 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
         if shown is not None:
             from defocuskit.eval.figure import figure_row
 
-            registered = scoring.align is True or scoring.align == "ecc"  # the input as scored, registered too
+            # the input as scored where the outputs shown are changed for scoring (registered, or their detail band)
+            registered = scoring.align is True or scoring.align == "ecc" or scoring.detail_band is not None
             part["figure"][group] = (index, figure_row(_figure_label(group, key, by_aperture),
                                                        inp_scored[0] if registered else blur, sharp, shown))
     return part

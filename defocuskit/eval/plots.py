@@ -74,11 +74,14 @@ def aperture_figure(rows: list[dict[str, Any]], title: str | None = None) -> Any
     methods = [m for m in dict.fromkeys(r["method"] for r in grouped) if m != "input"]
     f_numbers = sorted({r["f_number"] for r in grouped})
     ns = {f: {int(r["n"]) for r in grouped if r["f_number"] == f} for f in f_numbers}
-    # The input's score per group: identical across methods scoring the same images; take the first found.
+    # The input's score per group: the input baseline's row where it was scored, else the row of the method that
+    # scored the most of the group's images (a method that skipped some holds the input's score on those it scored)
     inputs: dict[float, dict[str, Any]] = {}
     for r in grouped:
         if r["psnr_input"] is not None:
-            inputs.setdefault(r["f_number"], r)
+            best = inputs.get(r["f_number"])
+            if best is None or (best["method"] != "input" and (r["method"] == "input" or r["n"] > best["n"])):
+                inputs[r["f_number"]] = r
     offsets = {name: (i - len(methods) / 2) * DODGE for i, name in enumerate(["input", *methods])}
 
     fig, (ax, gain_ax) = plt.subplots(1, 2, figsize=(11, 4.8), sharex=True, constrained_layout=True)

@@ -125,12 +125,19 @@ class SavedImages:
 
     def check(self, methods: Iterable[str], keys: Iterable[str]) -> None:
         """EvalError naming the first file the outputs of `methods` for `keys` would replace that no earlier
-        evaluation saved, or a folder in the way; creates the folder (EvalError when it cannot)."""
+        evaluation saved, or a folder in the way, or a key held by two pairs (their outputs would save as one file);
+        creates the folder (EvalError when it cannot)."""
+        keys = list(keys)
+        seen: set[str] = set()
+        for key in keys:  # two samples, one file: the first one's output would be lost
+            if key in seen:
+                raise EvalError(f"sample key '{key}' is held by two pairs of the split: their outputs would save as "
+                                "one file; give each sample its own key (or leave out --save-images)")
+            seen.add(key)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EvalError(f"{self.folder}: cannot save images there ({exc.strerror or exc})") from None
-        keys = list(keys)
         for method in methods:
             sub = self.folder / safe_name(method)
             if sub.exists() and not sub.is_dir():
@@ -142,8 +149,11 @@ class SavedImages:
         """Write one output (uint8/uint16 RGB); EvalError, nothing written, where it would replace a file no
         evaluation saved."""
         path = self.path(method, key)
-        self._refuse(path)
         rel = path.relative_to(self.folder).as_posix()
+        if rel in self.written:  # keys not known before scoring (remote shards): a second pair with this key
+            raise EvalError(f"sample key '{key}' is held by two pairs of the split: their outputs would save as one "
+                            f"file ({path}); give each sample its own key (or leave out --save-images)")
+        self._refuse(path)
         path.parent.mkdir(parents=True, exist_ok=True)  # another process may not have made the folder yet
         for temp in self.begun.get(rel, ()):  # only the process that writes an image removes its temporaries
             remove_partial(self.folder / rel, temp)
