@@ -307,6 +307,31 @@ def test_lpips_column_with_weights_and_nan_output_skipped(tmp_path: Path, monkey
     assert result["rows"] == []
 
 
+def test_every_pair_skipped_is_an_error_not_an_empty_report(tmp_path: Path, monkeypatch) -> None:
+    """A method that scored none of the pairs (here: LPIPS on images under its 31 px, a traceback before, then every
+    pair a skip with exit 0 and an empty report) stops the evaluation naming the most common reason; one that scored
+    some keeps its report with the skips listed (test_mismatched_pair_is_a_reported_skip)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from defocuskit.eval.config import EvalError
+    from defocuskit.eval.lpips import ENV_VAR, LPIPSAlex, lpips_distance
+
+    torch.manual_seed(0)
+    net = LPIPSAlex()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items() if k not in ("shift", "scale")},
+              tmp_path / "lpips.safetensors")
+    small = np.zeros((30, 40, 3), np.float32)
+    with pytest.raises(ValueError, match=r"LPIPS-alex needs images of at least 31 px a side .* got 40x30"):
+        lpips_distance(net, small, small)
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "lpips.safetensors"))
+    shards = _write_shards(tmp_path / "shards", "test", _crop_pairs(2, size=(24, 32)))
+    with pytest.raises(EvalError, match=r"^input: none of the 2 pairs of split 'test' of .* was scored \(most common "
+                                        r"reason: blurred input: LPIPS-alex needs images of at least 31 px a side"):
+        evaluate(shards, [], ["input"], EvalConfig(split="test", report_dir=tmp_path / "rep", progress=False))
+    assert not (tmp_path / "rep" / "report.json").exists()
+
+
 def test_cli_eval_refuses_a_model_with_nan_weights_before_scoring(tmp_path: Path, monkeypatch) -> None:
     from typer.testing import CliRunner
 

@@ -18,6 +18,7 @@ from defocuskit.eval.eta import CostEta, progress_bar
 from defocuskit.eval.outputs import claim_outputs
 from defocuskit.eval.report import (
     aggregate,
+    check_scored,
     group_of,
     library_versions,
     print_table,
@@ -358,6 +359,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
                 infos[label]["ran"] = dict(sorted(counts.items()))  # images per way the network ran
         if result["pairs"] == 0 and not result["skipped"]:
             raise EvalError(f"split '{split}' of {shards} has no paired samples (with blur.png and sharp.png) to score")
+        check_scored(result, list(runners), f"split '{split}' of {shards}")
         protocol_entries = {
             "split": split,
             "shards": str(shards),

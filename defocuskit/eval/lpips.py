@@ -20,6 +20,7 @@ from torch import nn
 ENV_VAR = "DEFOCUSKIT_LPIPS_WEIGHTS"
 _CONV = {0: (3, 64, 11, 4, 2), 3: (64, 192, 5, 1, 2), 6: (192, 384, 3, 1, 1), 8: (384, 256, 3, 1, 1), 10: (256, 256, 3, 1, 1)}
 _TAPS = (1, 4, 7, 9, 11)  # ReLU outputs compared (end of lpips' slice1..slice5)
+MIN_SIDE = 31  # the smallest side AlexNet's stride-4 convolution and two 3x3/2 poolings leave a feature of
 
 
 class LPIPSAlex(nn.Module):
@@ -118,6 +119,9 @@ def lpips_distance(model: LPIPSAlex, x: np.ndarray, y: np.ndarray) -> float:
     """LPIPS between two float (H, W, 3) images in [0, 1]."""
     if x.shape != y.shape or x.ndim != 3 or x.shape[2] != 3:
         raise ValueError(f"LPIPS needs two (H, W, 3) images of one size, got {x.shape} and {y.shape}")
+    if min(x.shape[:2]) < MIN_SIDE:
+        raise ValueError(f"LPIPS-alex needs images of at least {MIN_SIDE} px a side (AlexNet's two poolings), got "
+                         f"{x.shape[1]}x{x.shape[0]}; score these without --lpips-weights")
     device = model.shift.device
     tx = torch.from_numpy(np.ascontiguousarray(x, np.float32)).permute(2, 0, 1)[None].to(device)
     ty = torch.from_numpy(np.ascontiguousarray(y, np.float32)).permute(2, 0, 1)[None].to(device)

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,20 @@ def _row(method: str, source: str | None, f_number: float | None, images: list[d
         gains = [None if im[m] is None or im[f"{m}_input"] is None else im[m] - im[f"{m}_input"] for im in images]
         row[f"{m}_gain"], row[f"{m}_gain_std"] = _stats(gains)
     return row
+
+
+def check_scored(result: dict[str, Any], methods: list[str], where: str) -> None:
+    """EvalError where a method scored none of the pairs (every one skipped): a report without its rows would be an
+    empty result; the message names the most common reason."""
+    if not result["pairs"]:
+        return
+    scored = {image["method"] for image in result["images"]}
+    empty = [m for m in methods if m not in scored]
+    if empty:
+        reasons = Counter(s["reason"] for s in result["skipped"] if s["method"] is None or s["method"] in empty)
+        why = f" (most common reason: {reasons.most_common(1)[0][0]})" if reasons else ""
+        raise EvalError(f"{', '.join(empty)}: none of the {result['pairs']} pairs of {where} was scored{why}; no "
+                        "report was written")
 
 
 def source_of(image: dict[str, Any]) -> str:
