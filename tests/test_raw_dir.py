@@ -189,6 +189,25 @@ def test_f_numbers_from_csv_and_name_pattern_through_the_cli(tmp_path):
         "nothing.jpg": f"f-number unknown: no EXIF FNumber, and the name does not match --f-number-pattern {pattern!r}"}
 
 
+def test_a_name_pattern_matching_several_f_numbers_is_a_reject_not_the_first(tmp_path):
+    """README's pattern on Fujifilm names: 'dscf0018_f1_8.jpg' read as f/18 became the scene's reference and the
+    f/16 shot was paired onto it as a blurred shot, exit 0; a name with two different values is now a reject."""
+    root = tmp_path / "photos"
+    _shot(root / "s" / "dscf0016_f16.jpg")  # both matches say 16: used
+    _shot(root / "s" / "dscf0017_f2_8.jpg", blur=1.5)  # 17 or 2.8: rejected
+    _shot(root / "s" / "dscf0018_f1_8.jpg", blur=2.0)  # 18 or 1.8: rejected
+    _shot(root / "s" / "IMG_0019_f4.jpg", blur=1.0)  # one match: f/4
+    pattern = r"f(\d+(?:[._]\d+)?)"
+    _, samples, rejects = _ingest(root, tmp_path / "out", f_number_pattern=pattern)
+    f_numbers = {m["origin"][0]: (m["f_number"], m["ref_f_number"]) for m in samples.values()}
+    assert f_numbers == {"s/dscf0016_f16.jpg": (16.0, 16.0), "s/IMG_0019_f4.jpg": (4.0, 16.0)}
+    assert _reasons(rejects) == {
+        "dscf0017_f2_8.jpg": f"f-number unknown: no EXIF FNumber, and --f-number-pattern {pattern!r} matches the name "
+                             "2 times with different f-numbers ('0017', '2_8'); make it match only the f-number",
+        "dscf0018_f1_8.jpg": f"f-number unknown: no EXIF FNumber, and --f-number-pattern {pattern!r} matches the name "
+                             "2 times with different f-numbers ('0018', '1_8'); make it match only the f-number"}
+
+
 @pytest.mark.parametrize(("text", "error"), [
     ("name,f\ns/b.jpg,2.8\n", r"f\.csv:1: missing column file, f_number"),
     ("file,f_number\ns/b.jpg,2.8\ns/ref.jpg,wide\n",

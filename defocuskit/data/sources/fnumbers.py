@@ -126,13 +126,18 @@ def resolve_f_number(path: Path, exif: dict[str, Any], root: Path, given: GivenF
     hint = " (give it with --f-number-csv or --f-number-pattern)"
     if given.pattern is None:
         return "f-number unknown: no EXIF FNumber" + hint
-    match = given.pattern.search(path.name)
-    if match is None or match.group(1) is None:
+    found = [m.group(1) for m in given.pattern.finditer(path.name) if m.group(1) is not None]
+    if not found:
         return ("f-number unknown: no EXIF FNumber, and the name does not match --f-number-pattern "
                 f"{given.pattern.pattern!r}")
-    value = parse_f_number(match.group(1))
+    value = parse_f_number(found[0])
     if value is None:
-        return (f"f-number unknown: no EXIF FNumber, and --f-number-pattern found {match.group(1)!r}, "
+        return (f"f-number unknown: no EXIF FNumber, and --f-number-pattern found {found[0]!r}, "
                 "not a positive number")
+    values = {parse_f_number(text) for text in found} - {None}
+    if len(values) > 1:  # 'dscf0017_f2_8.jpg' with 'f(\d+...)': f/17 or f/2.8; the first match is a guess
+        return (f"f-number unknown: no EXIF FNumber, and --f-number-pattern {given.pattern.pattern!r} matches the "
+                f"name {len(found)} times with different f-numbers ({', '.join(map(repr, found))}); make it match "
+                "only the f-number")
     exif["f_number"] = value
-    return implausible(value, f"--f-number-pattern ({match.group(1)!r})")
+    return implausible(value, f"--f-number-pattern ({found[0]!r})")
