@@ -33,8 +33,9 @@ def _texture(seed: int = 0) -> np.ndarray:
     return np.rint(255 * (base - base.min()) / (base.max() - base.min())).astype(np.uint8)
 
 
-def _shot(path: Path, f_number: float | None = None, blur: float = 0.0, seed: int = 0) -> Path:
-    """Write the scene `seed` (Gaussian-blurred by `blur` pixels) to path; EXIF FNumber when given."""
+def _shot(path: Path, f_number: float | None = None, blur: float = 0.0, seed: int = 0, when: str | None = None) -> Path:
+    """Write the scene `seed` (Gaussian-blurred by `blur` pixels) to path; EXIF FNumber and DateTimeOriginal when
+    given."""
     img = _texture(seed)
     if blur:
         img = cv2.GaussianBlur(img, (0, 0), blur)
@@ -46,6 +47,8 @@ def _shot(path: Path, f_number: float | None = None, blur: float = 0.0, seed: in
     exif = Image.Exif()
     if f_number is not None:
         exif.get_ifd(_EXIF_IFD)[_F_NUMBER] = TiffImagePlugin.IFDRational(round(f_number * 10), 10)
+    if when is not None:
+        exif.get_ifd(_EXIF_IFD)[0x9003] = when  # DateTimeOriginal
     fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
     Image.fromarray(img).save(path, format=fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
     return path
@@ -112,6 +115,30 @@ def test_scene_folders_differing_in_spaces_stay_distinct(tmp_path):
 
 
 # ------------------------------------------------------------------------ scenes without a pair
+
+
+def test_made_up_scene_names_never_take_a_subfolders_keys(tmp_path):
+    """The root's own shots (scene: the root's name) beside a subfolder of that name, and a folder split by
+    --scene-gap into t00/t01 beside a subfolder t00: the subfolder's shots were rejected as 'duplicate key', exit 0."""
+    root = tmp_path / "photos"
+    for folder, seed in ((root, 0), (root / "photos", 1)):
+        _shot(folder / "IMG_1.jpg", 16.0, seed=seed)
+        _shot(folder / "IMG_2.jpg", 2.8, blur=1.5, seed=seed)
+    _, samples, rejects = _ingest(root, tmp_path / "out")
+    assert rejects == []
+    made_up = f"photos-{_short_hash('photos')}"
+    assert {k: m["origin"][0] for k, m in samples.items()} == {
+        f"raw/{made_up}/IMG_1": "IMG_1.jpg", f"raw/{made_up}/IMG_2": "IMG_2.jpg",
+        "raw/photos/IMG_1": "photos/IMG_1.jpg", "raw/photos/IMG_2": "photos/IMG_2.jpg"}
+    root = tmp_path / "gap"
+    for folder, seed, hour in ((root / "x", 0, 10), (root / "x", 1, 12), (root / "x" / "t00", 2, 14)):
+        _shot(folder / f"a{seed}.jpg", 16.0, seed=seed, when=f"2024:05:01 {hour}:00:00")
+        _shot(folder / f"b{seed}.jpg", 2.8, blur=1.5, seed=seed, when=f"2024:05:01 {hour}:00:05")
+    tasks = [t for t in raw_source.list_tasks(root, IngestOptions(scene_gap_s=60)) if isinstance(t, Task)]
+    t00 = f"x/t00-{_short_hash('t00')}"
+    assert [(t.key, Path(t.files.get("blur", t.files["sharp"])).relative_to(root).as_posix()) for t in tasks] == [
+        (f"raw/{t00}/a0", "x/a0.jpg"), (f"raw/{t00}/b0", "x/b0.jpg"), ("raw/x/t01/a1", "x/a1.jpg"),
+        ("raw/x/t01/b1", "x/b1.jpg"), ("raw/x/t00/a2", "x/t00/a2.jpg"), ("raw/x/t00/b2", "x/t00/b2.jpg")]
 
 
 def test_single_shot_scene_is_rejected_not_a_reference(tmp_path):

@@ -18,11 +18,14 @@ ignored without one (a hidden folder itself gets one line).
 Keys are `raw/<scene>/<stem>`: a folder or file name that is not already a safe key component (it
 holds dots or white space) is written in its safe form plus '-' and six hex digits of the SHA-256 of the
 (NFC-normalised) original name, so `a b.JPG`, `a_b.JPG` and `a.b.jpeg` stay three samples, with the
-same keys on every run and machine.
+same keys on every run and machine. The root's own shots are the scene named after the root, and a folder split
+by opts.scene_gap_s has the scenes `<folder>/t00`, `t01`, ...: where a subfolder's scene already has such a
+name (`photos/photos/`, `x/t00/`), the made-up one gets '-' and a short hash, so two scenes never share keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,8 +80,18 @@ def safe_name(name: str) -> str:
     return key_part(name)
 
 
-def _scene_name(folder: Path, root: Path) -> str:
-    rel = folder.relative_to(root).parts or (root.resolve().name,)
+def _free(part: str, taken: set[str]) -> str:
+    """A made-up scene name component (the root's name, a time group's `t00`), or where a subfolder's scene
+    already has it (`taken`), that name with '-' and a short hash, until it is free."""
+    while part in taken:
+        part = f"{part}-{hashlib.sha256(part.encode()).hexdigest()[:6]}"
+    return part
+
+
+def _scene_name(folder: Path, root: Path, taken: set[str]) -> str:
+    rel = folder.relative_to(root).parts
+    if not rel:  # the root's own shots: named after it, unless a subfolder of it has that name
+        return _free(safe_name(root.resolve().name), taken)
     return "/".join(safe_name(part) for part in rel)
 
 
@@ -123,8 +136,9 @@ def _classify(entry: os.DirEntry) -> tuple[str, Rejected | None]:
     return "file", None
 
 
-def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[tuple[Path, list[Path]] | Rejected]:
-    """Depth first, sorted by name: each folder with its shot files, and reject lines for what is skipped."""
+def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[tuple[Path, list[Path], set[str]] | Rejected]:
+    """Depth first, sorted by name: each folder with its shot files and its subfolders' scene name components,
+    and reject lines for what is skipped."""
     try:
         st = folder.stat()
         entries = _entries(folder)
@@ -144,7 +158,7 @@ def _walk(folder: Path, seen: set[tuple[int, int]]) -> Iterator[tuple[Path, list
         elif kind == "dir":
             subfolders.append(Path(entry.path))
     if files:
-        yield folder, files
+        yield folder, files, {safe_name(sub.name) for sub in subfolders}
     for sub in subfolders:
         yield from _walk(sub, seen)
 
@@ -236,7 +250,7 @@ def _scene_tasks(scene: str, shots: list[Shot], root: Path, opts: IngestOptions)
                    meta(shot, [relpath(shot.path, root), relpath(ref.path, root)]), dict(options))
 
 
-def _folder_items(folder: Path, files: list[Path], root: Path, opts: IngestOptions,
+def _folder_items(folder: Path, files: list[Path], taken: set[str], root: Path, opts: IngestOptions,
                   given: GivenFNumbers) -> Iterator[Task | Rejected]:
     """One folder's reject lines and tasks (one scene, or several with opts.scene_gap_s)."""
     used, twins = _one_per_stem(files)
@@ -249,10 +263,10 @@ def _folder_items(folder: Path, files: list[Path], root: Path, opts: IngestOptio
             shots.append(item)
     if not shots:
         return
-    scene = _scene_name(folder, root)
+    scene = _scene_name(folder, root, taken)
     groups = [shots] if opts.scene_gap_s is None else _by_time_gaps(shots, opts.scene_gap_s)
     for i, group in enumerate(groups):
-        name = scene if len(groups) == 1 else f"{scene}/t{i:02d}"
+        name = scene if len(groups) == 1 else f"{scene}/{_free(f't{i:02d}', taken)}"
         yield from _scene_tasks(name, group, root, opts)
 
 
