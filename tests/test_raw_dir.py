@@ -174,6 +174,9 @@ def test_every_image_file_is_used_or_has_a_reject_line(tmp_path):
     _shot(scene / "d.tif")  # TIFF without EXIF
     _shot(scene / "e.tiff")
     _shot(scene / "e.jpg", 4.0)  # the JPEG twin of e.tiff: the TIFF is preferred
+    _shot(scene / "g.png", 4.0, blur=1.0)
+    _shot(scene / "G.JPG", 4.0, blur=1.0)  # the same shot whatever the case of its name ...
+    _shot(scene / "g.png.jpg", 4.0, blur=1.0)  # ... and as an export named after it: one sample, not three
     (scene / "f.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
     (scene / "._ref.jpg").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble metadata
     (scene / "ref.xmp").write_text("<x:xmpmeta/>")  # sidecars are not photos: ignored without a line
@@ -181,9 +184,11 @@ def test_every_image_file_is_used_or_has_a_reject_line(tmp_path):
     (root / ".thumbnails").mkdir()
     _shot(root / ".thumbnails" / "t.jpg", 2.8)
     _, samples, rejects = _ingest(root, tmp_path / "out")
-    assert sorted(samples) == ["raw/s/b", "raw/s/ref"]
+    assert sorted(samples) == ["raw/s/b", "raw/s/g", "raw/s/ref"]
     reasons = _reasons(rejects)
-    assert set(reasons) == {"c.png", "d.tif", "e.tiff", "e.jpg", "f.heic", "._ref.jpg", ".thumbnails"}
+    assert set(reasons) == {"c.png", "d.tif", "e.tiff", "e.jpg", "f.heic", "._ref.jpg", ".thumbnails", "G.JPG",
+                            "g.png.jpg"}
+    assert reasons["G.JPG"] == reasons["g.png.jpg"] == "another file of the same shot is used: g.png"
     hint = " (give it with --f-number-csv or --f-number-pattern)"
     assert reasons["c.png"] == reasons["d.tif"] == reasons["e.tiff"] == "f-number unknown: no EXIF FNumber" + hint
     assert reasons["e.jpg"] == "another file of the same shot is used: e.tiff"

@@ -167,11 +167,20 @@ def _rank(path: Path) -> tuple[int, str]:
     return (0 if is_raw(path) else RASTER.get(path.suffix.lower(), 5), path.name)
 
 
+def shot_stem(path: Path) -> str:
+    """The shot a file holds, by its name: its stem with case folded, and an export's second extension dropped
+    (`IMG_2.CR2`, `img_2.jpg` and `IMG_2.CR2.jpg` are one shot)."""
+    stem = path.stem
+    if Path(stem).suffix.lower() in SHOT_EXTENSIONS:
+        stem = Path(stem).stem
+    return stem.casefold()
+
+
 def _one_per_stem(files: list[Path]) -> tuple[list[Path], list[Rejected]]:
-    """One file per stem (RAW, then TIFF, PNG, JPEG), sorted by name; the others as reject lines."""
+    """One file per shot (`shot_stem`: RAW, then TIFF, PNG, JPEG), sorted by name; the others as reject lines."""
     stems: dict[str, list[Path]] = {}
     for path in files:
-        stems.setdefault(path.stem, []).append(path)
+        stems.setdefault(shot_stem(path), []).append(path)
     used, rejects = [], []
     for twins in stems.values():
         best, *rest = sorted(twins, key=_rank)
