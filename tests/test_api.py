@@ -184,6 +184,18 @@ def test_bad_images_are_refused_clearly(nafnet) -> None:
             nafnet.deblur(x, seed=seed)
 
 
+
+def test_numpy_subclasses_are_read_as_the_plain_arrays_they_hold(nafnet, tmp_path) -> None:
+    """np.matrix indexed to (1, H, W, 1) crashed the interpreter (a segfault in numpy); a memmap is read, not
+    given back as one."""
+    gray = _rgb()[:, :, 0].copy()
+    out = nafnet.deblur(np.matrix(gray))
+    assert type(out) is np.ndarray and out.shape == gray.shape and np.array_equal(out, nafnet.deblur(gray))
+    np.save(tmp_path / "a.npy", gray)
+    out = nafnet.deblur(np.load(tmp_path / "a.npy", mmap_mode="r"))
+    assert type(out) is np.ndarray and np.array_equal(out, nafnet.deblur(gray))
+
+
 # --------------------------------------------------------------------------------- sampler keywords, CoC maps
 
 

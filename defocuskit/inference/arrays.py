@@ -55,7 +55,10 @@ def check_pixels(height: int, width: int) -> None:
 
 def read_raw(image: Image) -> tuple[np.ndarray, Layout]:
     """(B, H, W, C) samples of `image` in its own dtype (a view where it can be: no float copy) and its layout
-    (numpy HxW / HxWxC, tensor CHW / BCHW); `to_unit` of any slice gives float32 in [0, 1]."""
+    (numpy HxW / HxWxC, tensor CHW / BCHW); `to_unit` of any slice gives float32 in [0, 1]. A numpy subclass is
+    read as the plain array it holds (np.matrix: indexed to 4-D it crashed numpy; memmap)."""
+    if isinstance(image, np.ndarray) and type(image) is not np.ndarray:
+        image = image.view(np.ndarray)
     if isinstance(image, (np.ndarray, torch.Tensor)) and len(image.shape) >= 2:
         channels_last = isinstance(image, np.ndarray)
         h, w = (image.shape[0], image.shape[1]) if channels_last else (image.shape[-2], image.shape[-1])
