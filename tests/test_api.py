@@ -194,6 +194,8 @@ def test_numpy_subclasses_are_read_as_the_plain_arrays_they_hold(nafnet, tmp_pat
     np.save(tmp_path / "a.npy", gray)
     out = nafnet.deblur(np.load(tmp_path / "a.npy", mmap_mode="r"))
     assert type(out) is np.ndarray and np.array_equal(out, nafnet.deblur(gray))
+    with pytest.raises(TypeError, match=r"image: a masked array; its mask is not used: pass image\.filled"):
+        nafnet.deblur(np.ma.masked_array(gray, mask=gray > 0.9))  # was deblurred with its masked samples, mask lost
 
 
 # --------------------------------------------------------------------------------- sampler keywords, CoC maps

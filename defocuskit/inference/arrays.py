@@ -57,6 +57,8 @@ def read_raw(image: Image) -> tuple[np.ndarray, Layout]:
     """(B, H, W, C) samples of `image` in its own dtype (a view where it can be: no float copy) and its layout
     (numpy HxW / HxWxC, tensor CHW / BCHW); `to_unit` of any slice gives float32 in [0, 1]. A numpy subclass is
     read as the plain array it holds (np.matrix: indexed to 4-D it crashed numpy; memmap)."""
+    if isinstance(image, np.ma.MaskedArray):  # its mask would be dropped: the masked samples deblurred as data
+        raise TypeError("image: a masked array; its mask is not used: pass image.filled(value) or image.data")
     if isinstance(image, np.ndarray) and type(image) is not np.ndarray:
         image = image.view(np.ndarray)
     if isinstance(image, (np.ndarray, torch.Tensor)) and len(image.shape) >= 2:
