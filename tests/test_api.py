@@ -244,6 +244,32 @@ def test_tiling_options_pass_through_only_when_given(nafnet, monkeypatch) -> Non
     assert tiled.shape == whole.shape and not np.array_equal(tiled, whole)
 
 
+def test_keyword_numbers_are_checked_by_type(nafnet, hidd, files) -> None:
+    """A string, bool, float or NaN where a number goes was a comparison's TypeError from inside inference.tiling
+    (batch=2.5: 'slice indices must be integers'; tile=nan: 'cannot convert float NaN to integer'), or ran: tile=32.5
+    as 32, focus_gate=True as 1 px, f_number='2.8'; coc_map(f_number=nan) of a model without a bound was ignored."""
+    x = _rgb(32, 40)
+    for key in ("tile", "overlap", "max_tile_pixels", "batch"):
+        for bad in ("32", 32.5, float("nan"), float("inf"), True, [32]):
+            with pytest.raises(TypeError, match=rf"^{key}= must be a whole number, got "):
+                nafnet.deblur(x, **{key: bad})
+    for bad in ("2", 2.5, True):
+        with pytest.raises(TypeError, match=r"^steps= must be a whole number, got "):
+            hidd.sampler_info(steps=bad)
+    for key, extra in (("focus_gate", {"coc": "edge"}), ("gate_smooth", {"coc": "edge", "focus_gate": 2}),
+                       ("f_number", {}), ("coc_bound", {"coc": "edge", "f_number": 2.8})):
+        for bad in ("3", True, [3.0], 2j):
+            with pytest.raises(TypeError, match=rf"^{key}= must be a number, got "):
+                (hidd if key in ("f_number", "coc_bound") else nafnet).deblur(x, **{**extra, key: bad})
+    out = nafnet.deblur(x, tile=np.int64(32), overlap=torch.tensor(8), batch=np.int32(2), focus_gate=np.float32(3),
+                        coc="edge")  # numpy and one-number tensors stand for numbers
+    assert out.shape == x.shape
+    coc_model = defocuskit.load(files["coc"], device="cpu")
+    for bad in (float("nan"), 0, 100):
+        with pytest.raises(ValueError, match=r"f_number=.*: not an f-number a lens has"):
+            coc_model.coc_map(x, f_number=bad)
+
+
 def test_methods_without_steps_or_settings(nafnet) -> None:
     x = _rgb(32, 32)
     with pytest.raises(ValueError, match=r"steps=5: the 'nafnet' sampler has no 'steps' setting"):
