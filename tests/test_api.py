@@ -256,6 +256,8 @@ def test_keyword_numbers_are_checked_by_type(nafnet, hidd, files) -> None:
     for bad in ("2", 2.5, True):
         with pytest.raises(TypeError, match=r"^steps= must be a whole number, got "):
             hidd.sampler_info(steps=bad)
+    with pytest.raises(ValueError, match=r"sampler\.steps: HIDD samples in 1 to 100000 steps, got 1000000000"):
+        hidd.sampler_info(steps=10**9)  # deblur() asked 8 GB for the noise levels and the process was killed
     for key, extra in (("focus_gate", {"coc": "edge"}), ("gate_smooth", {"coc": "edge", "focus_gate": 2}),
                        ("f_number", {}), ("coc_bound", {"coc": "edge", "f_number": 2.8})):
         for bad in ("3", True, [3.0], 2j):
