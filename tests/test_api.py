@@ -455,6 +455,19 @@ def test_save_pretrained_replaces_only_its_own_unchanged_files(nafnet, files, tm
         assert (run / "recipe.yaml").read_bytes() == before
 
 
+def test_save_pretrained_expands_the_home_folder_as_load_does(nafnet, files, tmp_path, monkeypatch) -> None:
+    """save_pretrained("~/hub") wrote into a folder named "~" under the working folder, where load("~/hub") does not
+    look; report="~/..." was not found."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    report = _report(tmp_path, files["nafnet"])
+    (tmp_path / "home").mkdir()
+    folder = nafnet.save_pretrained("~/hub", report="~/../report/report.json")
+    assert folder == tmp_path / "home" / "hub" and not (tmp_path / "~").exists()
+    assert "| f/2.8 | 2 | 32.00 |" in (folder / "README.md").read_text()
+    assert defocuskit.load("~/hub", device="cpu").method == "nafnet"
+
+
 def test_a_killed_save_pretrained_is_not_loaded_and_the_next_save_finishes_it(nafnet, files, tmp_path) -> None:
     """kill -9 after the model file was renamed in: the folder loaded as a model (or refused its model file as changed)
     and every later save_pretrained into it refused the killed save's own model file; now the folder is refused in

@@ -136,7 +136,7 @@ def eval_from_report(report: str | Path, model_file: Path, method: str, label: s
     The model is found among the report's checkpoints by `label` (its name in the report) or, without one,
     by the checkpoint path (the same file as `model_file`).
     """
-    report = Path(report)
+    report = Path(report).expanduser()
     if report.is_dir():
         report = report / "report.json"
     try:
@@ -202,8 +202,9 @@ def write_folder(folder: str | Path, model_file: Path, config: dict[str, Any], r
     config.json records the SHA-256 of each file written, so a later save replaces only files unchanged since
     (`check_folder`). One save at a time (the folder itself is locked: BlockingIOError naming the holder); the
     SHA-256 of every file it writes is listed in `SAVE_JOURNAL` first and the journal removed last, so a killed
-    save's folder is not loaded as a model and the next save replaces what it wrote. Returns the folder."""
-    folder = Path(folder)
+    save's folder is not loaded as a model and the next save replaces what it wrote. Returns the folder ("~" expanded,
+    as load expands it)."""
+    folder = Path(folder).expanduser()
     check_folder(folder, model_file)
     folder.mkdir(parents=True, exist_ok=True)
     with _folder_held(folder):
