@@ -532,6 +532,16 @@ def test_report_rows_by_label_and_errors(hidd, nafnet, files, tmp_path) -> None:
         hidd.save_pretrained(tmp_path / "x", report=report, report_label="nafnet")
     with pytest.raises(FileNotFoundError, match="report not found"):
         nafnet.save_pretrained(tmp_path / "x", report=tmp_path / "nothing.json")
+    data = json.loads(report.read_text())
+    broken = {"rows": dict(data, rows=[1, 2]), "images": dict(data, images=5),  # AttributeError, TypeError
+              "psnr": dict(data, rows=[dict(r, psnr="x") for r in data["rows"]]),  # the card's format: ValueError
+              "nan": dict(data, rows=[dict(r, psnr=float("nan")) for r in data["rows"]])}  # json.dumps' ValueError
+    for name, bad in broken.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=rf"{name}\.json: (not a defocuskit eval report|a row of checkpoint "
+                                             r"'nafnet' has psnr=.*, not a finite number)"):
+            nafnet.save_pretrained(tmp_path / f"out-{name}", report=tmp_path / f"{name}.json")
+        assert not (tmp_path / f"out-{name}").exists()
 
 
 def test_push_to_hub_uploads_the_folder(nafnet, files, tmp_path, monkeypatch) -> None:
