@@ -185,6 +185,13 @@ def test_bad_images_are_refused_clearly(nafnet) -> None:
 
 
 
+def test_big_endian_integers_are_read_and_given_back_in_their_byte_order(nafnet) -> None:
+    """'>u2' (FITS, raw PGM) was refused as 'unsupported dtype >u2 (uint8, uint16, ...)'."""
+    u16 = np.rint(_rgb() * 65535).astype(np.uint16)
+    out = nafnet.deblur(u16.astype(">u2"))
+    assert out.dtype == np.dtype(">u2") and np.array_equal(out, nafnet.deblur(u16))
+
+
 def test_numpy_subclasses_are_read_as_the_plain_arrays_they_hold(nafnet, tmp_path) -> None:
     """np.matrix indexed to (1, H, W, 1) crashed the interpreter (a segfault in numpy); a memmap is read, not
     given back as one."""

@@ -30,7 +30,7 @@ def to_unit(arr: np.ndarray, dtype_name: str) -> np.ndarray:
     """Integer samples scaled by their full range, floats checked to be in [0, 1]: float32."""
     if arr.size == 0:
         raise ValueError(f"image: empty ({arr.shape})")
-    scale = INT_SCALES.get(arr.dtype)
+    scale = INT_SCALES.get(arr.dtype.newbyteorder("="))  # big-endian ('>u2') too
     if scale is not None:
         return arr.astype(np.float32) / np.float32(scale)
     if arr.dtype.kind != "f":
@@ -108,7 +108,7 @@ def _check_dtype(arr: np.ndarray, dtype_name: str, given: tuple[int, ...]) -> No
     as the caller passed it (for the message)."""
     if arr.size == 0:
         raise ValueError(f"image: empty (shape {tuple(given)})")
-    if arr.dtype not in INT_SCALES and arr.dtype.kind != "f":
+    if arr.dtype.newbyteorder("=") not in INT_SCALES and arr.dtype.kind != "f":
         raise ValueError(f"image: unsupported dtype {dtype_name} (uint8, uint16, or float in [0, 1])")
 
 
@@ -126,8 +126,8 @@ def output_dtype(layout: Layout) -> np.dtype:
 def from_unit(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Float results in `dtype`: clipped to [0, 1], integers rounded."""
     out = np.clip(out, 0.0, 1.0)
-    if dtype in INT_SCALES:
-        return from_float(out, 8 if dtype == np.uint8 else 16)
+    if dtype.newbyteorder("=") in INT_SCALES:  # in the caller's byte order
+        return from_float(out, 8 if dtype.itemsize == 1 else 16).astype(dtype, copy=False)
     return out.astype(dtype)
 
 
