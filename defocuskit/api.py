@@ -27,6 +27,7 @@ from defocuskit.imaging.focus_gate import focus_gate as gated
 from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
 from defocuskit.inference.bands import restore_in_bands
 from defocuskit.inference.ensemble import check_ensemble
+from defocuskit.inference.keywords import real, tiling_keywords, whole
 from defocuskit.inference.load import load_model
 from defocuskit.inference.release import import_to_temporary
 from defocuskit.inference.restore import resolve_sampler, restore_in_channels, sampler_settings
@@ -126,7 +127,7 @@ class DeblurModel:
             if key not in known:
                 raise ValueError(f"{key}={value!r}: the '{self.method}' sampler has no setting '{key}' "
                                  f"(known: {listing})")
-        if steps is not None and "steps" not in known:
+        if (steps := whole("steps", steps)) is not None and "steps" not in known:
             raise ValueError(f"steps={steps}: the '{self.method}' sampler has no 'steps' setting (known: {listing})")
         if steps is not None and steps < 1:
             raise ValueError(f"steps must be positive, got {steps}")
@@ -173,6 +174,7 @@ class DeblurModel:
             raise TypeError(f"seed= must be an integer, got {seed!r}")
         check_ensemble(ensemble)
         has_map = coc is not None or f_number is not None
+        focus_gate, gate_smooth = real("focus_gate", focus_gate), real("gate_smooth", gate_smooth)
         focus_gate, own_map = gate_and_map(focus_gate, self.focus_gate, has_map, needs_coc)  # a bad value fails here
         coc = own_map or coc
         if focus_gate is not None:
@@ -187,7 +189,7 @@ class DeblurModel:
             raise ValueError(f"{what} a circle-of-confusion map: pass coc= (a map in pixels, a defocus-map model "
                              "from defocuskit.load, or \"edge\") or f_number=")
         sources = _coc_sources(coc, f_number, raw.shape[:3], coc_bound)
-        options = _tiling(tile, overlap, max_tile_pixels, batch, progress)
+        options = tiling_keywords(tile, overlap, max_tile_pixels, batch, progress)
         dtype = output_dtype(layout)
 
         def run(i: int, band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
@@ -208,10 +210,10 @@ class DeblurModel:
             raise ValueError(f"this '{self.method}' model deblurs images: use model.deblur(image); coc_map needs a "
                              "defocus-map model (recipes/defocus-map.yaml)")
         raw, layout = read_raw(image)
-        options = _tiling(tile, overlap, max_tile_pixels, batch, progress)
+        options = tiling_keywords(tile, overlap, max_tile_pixels, batch, progress)
         maps = _banded(raw, layout, lambda i, band, index, r0, r1: self._estimate(band, **options)[:, :, None],
                        lambda y: y)[..., 0]
-        if f_number is not None and self.coc_bound is not None:
+        if f_number is not None and _lens_f_number(f_number) and self.coc_bound is not None:  # checked without one
             maps = optics.bound_coc(maps, _lens_f_number(f_number), self.coc_bound, max(maps.shape[1:]))
         if layout.kind == "numpy":
             return maps[0]
@@ -287,12 +289,6 @@ class DeblurModel:
             return hub.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
 
 
-def _tiling(tile: int | None, overlap: int | None, max_tile_pixels: int | None, batch: int | None,
-            progress: bool) -> dict[str, Any]:
-    """The tiling keywords of `_restore`, as deblur() and coc_map() take them."""
-    return {"tile": tile, "overlap": overlap, "max_tile_pixels": max_tile_pixels, "batch": batch, "progress": progress}
-
-
 def _banded(raw: np.ndarray, layout: Any, run: Any, store: Any) -> np.ndarray:
     """(B, H, W, C_out) results of the (B, H, W, C) samples `raw`, each image restored band by band
     (inference.bands): `run(image index, floats, band index, read_top, read_bottom)`, `store(kept floats)`;
@@ -313,7 +309,7 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None, size: 
     if coc is not None and f_number is not None and not estimated:
         raise ValueError("give coc= or f_number=, not both (f_number= beside a defocus-map model or \"edge\" bounds "
                          "its map)")
-    if bound is not None and not (estimated and 0 <= bound < float("inf")):
+    if (bound := real("coc_bound", bound)) is not None and not (estimated and 0 <= bound < float("inf")):
         raise ValueError(f"coc_bound={bound!r}: K >= 0 (0: none) of an estimated map's bound, beside coc= a "
                          "defocus-map model or \"edge\"")
     if coc is None and f_number is None:
@@ -357,7 +353,7 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None, size: 
 def _lens_f_number(f_number: float) -> float:
     """`f_number` as a float; ValueError where no lens has it (NaN and inf too: inf made every CoC zero)."""
     low, high = F_NUMBER_RANGE
-    if not low <= float(f_number) <= high:
+    if not low <= real("f_number", f_number) <= high:
         raise ValueError(f"f_number={f_number!r}: not an f-number a lens has (f/{low:g} to f/{high:g})")
     return float(f_number)
 

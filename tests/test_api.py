@@ -184,6 +184,27 @@ def test_bad_images_are_refused_clearly(nafnet) -> None:
             nafnet.deblur(x, seed=seed)
 
 
+
+def test_big_endian_integers_are_read_and_given_back_in_their_byte_order(nafnet) -> None:
+    """'>u2' (FITS, raw PGM) was refused as 'unsupported dtype >u2 (uint8, uint16, ...)'."""
+    u16 = np.rint(_rgb() * 65535).astype(np.uint16)
+    out = nafnet.deblur(u16.astype(">u2"))
+    assert out.dtype == np.dtype(">u2") and np.array_equal(out, nafnet.deblur(u16))
+
+
+def test_numpy_subclasses_are_read_as_the_plain_arrays_they_hold(nafnet, tmp_path) -> None:
+    """np.matrix indexed to (1, H, W, 1) crashed the interpreter (a segfault in numpy); a memmap is read, not
+    given back as one."""
+    gray = _rgb()[:, :, 0].copy()
+    out = nafnet.deblur(np.matrix(gray))
+    assert type(out) is np.ndarray and out.shape == gray.shape and np.array_equal(out, nafnet.deblur(gray))
+    np.save(tmp_path / "a.npy", gray)
+    out = nafnet.deblur(np.load(tmp_path / "a.npy", mmap_mode="r"))
+    assert type(out) is np.ndarray and np.array_equal(out, nafnet.deblur(gray))
+    with pytest.raises(TypeError, match=r"image: a masked array; its mask is not used: pass image\.filled"):
+        nafnet.deblur(np.ma.masked_array(gray, mask=gray > 0.9))  # was deblurred with its masked samples, mask lost
+
+
 # --------------------------------------------------------------------------------- sampler keywords, CoC maps
 
 
@@ -228,6 +249,34 @@ def test_tiling_options_pass_through_only_when_given(nafnet, monkeypatch) -> Non
     tiled = nafnet.deblur(x, tile=32, overlap=8, batch=2, max_tile_pixels=4096)
     assert dataclasses.asdict(seen[-1]["tiling"]) == {"tile": 32, "overlap": 8, "batch": 2, "max_tile_pixels": 4096}
     assert tiled.shape == whole.shape and not np.array_equal(tiled, whole)
+
+
+def test_keyword_numbers_are_checked_by_type(nafnet, hidd, files) -> None:
+    """A string, bool, float or NaN where a number goes was a comparison's TypeError from inside inference.tiling
+    (batch=2.5: 'slice indices must be integers'; tile=nan: 'cannot convert float NaN to integer'), or ran: tile=32.5
+    as 32, focus_gate=True as 1 px, f_number='2.8'; coc_map(f_number=nan) of a model without a bound was ignored."""
+    x = _rgb(32, 40)
+    for key in ("tile", "overlap", "max_tile_pixels", "batch"):
+        for bad in ("32", 32.5, float("nan"), float("inf"), True, [32]):
+            with pytest.raises(TypeError, match=rf"^{key}= must be a whole number, got "):
+                nafnet.deblur(x, **{key: bad})
+    for bad in ("2", 2.5, True):
+        with pytest.raises(TypeError, match=r"^steps= must be a whole number, got "):
+            hidd.sampler_info(steps=bad)
+    with pytest.raises(ValueError, match=r"sampler\.steps: HIDD samples in 1 to 100000 steps, got 1000000000"):
+        hidd.sampler_info(steps=10**9)  # deblur() asked 8 GB for the noise levels and the process was killed
+    for key, extra in (("focus_gate", {"coc": "edge"}), ("gate_smooth", {"coc": "edge", "focus_gate": 2}),
+                       ("f_number", {}), ("coc_bound", {"coc": "edge", "f_number": 2.8})):
+        for bad in ("3", True, [3.0], 2j):
+            with pytest.raises(TypeError, match=rf"^{key}= must be a number, got "):
+                (hidd if key in ("f_number", "coc_bound") else nafnet).deblur(x, **{**extra, key: bad})
+    out = nafnet.deblur(x, tile=np.int64(32), overlap=torch.tensor(8), batch=np.int32(2), focus_gate=np.float32(3),
+                        coc="edge")  # numpy and one-number tensors stand for numbers
+    assert out.shape == x.shape
+    coc_model = defocuskit.load(files["coc"], device="cpu")
+    for bad in (float("nan"), 0, 100):
+        with pytest.raises(ValueError, match=r"f_number=.*: not an f-number a lens has"):
+            coc_model.coc_map(x, f_number=bad)
 
 
 def test_methods_without_steps_or_settings(nafnet) -> None:
@@ -413,6 +462,19 @@ def test_save_pretrained_replaces_only_its_own_unchanged_files(nafnet, files, tm
         assert (run / "recipe.yaml").read_bytes() == before
 
 
+def test_save_pretrained_expands_the_home_folder_as_load_does(nafnet, files, tmp_path, monkeypatch) -> None:
+    """save_pretrained("~/hub") wrote into a folder named "~" under the working folder, where load("~/hub") does not
+    look; report="~/..." was not found."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    report = _report(tmp_path, files["nafnet"])
+    (tmp_path / "home").mkdir()
+    folder = nafnet.save_pretrained("~/hub", report="~/../report/report.json")
+    assert folder == tmp_path / "home" / "hub" and not (tmp_path / "~").exists()
+    assert "| f/2.8 | 2 | 32.00 |" in (folder / "README.md").read_text()
+    assert defocuskit.load("~/hub", device="cpu").method == "nafnet"
+
+
 def test_a_killed_save_pretrained_is_not_loaded_and_the_next_save_finishes_it(nafnet, files, tmp_path) -> None:
     """kill -9 after the model file was renamed in: the folder loaded as a model (or refused its model file as changed)
     and every later save_pretrained into it refused the killed save's own model file; now the folder is refused in
@@ -477,6 +539,16 @@ def test_report_rows_by_label_and_errors(hidd, nafnet, files, tmp_path) -> None:
         hidd.save_pretrained(tmp_path / "x", report=report, report_label="nafnet")
     with pytest.raises(FileNotFoundError, match="report not found"):
         nafnet.save_pretrained(tmp_path / "x", report=tmp_path / "nothing.json")
+    data = json.loads(report.read_text())
+    broken = {"rows": dict(data, rows=[1, 2]), "images": dict(data, images=5),  # AttributeError, TypeError
+              "psnr": dict(data, rows=[dict(r, psnr="x") for r in data["rows"]]),  # the card's format: ValueError
+              "nan": dict(data, rows=[dict(r, psnr=float("nan")) for r in data["rows"]])}  # json.dumps' ValueError
+    for name, bad in broken.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=rf"{name}\.json: (not a defocuskit eval report|a row of checkpoint "
+                                             r"'nafnet' has psnr=.*, not a finite number)"):
+            nafnet.save_pretrained(tmp_path / f"out-{name}", report=tmp_path / f"{name}.json")
+        assert not (tmp_path / f"out-{name}").exists()
 
 
 def test_push_to_hub_uploads_the_folder(nafnet, files, tmp_path, monkeypatch) -> None:

@@ -169,6 +169,7 @@ def test_restore_rejects_mismatched_channels():
     (dict(blur_model="box"), "sampler.blur_model"),
     (dict(steps=0), "sampler.steps"),
     (dict(name="fast", steps=-2), "sampler.steps"),
+    (dict(name="fast", steps=10**9), "sampler.steps"),  # 8 GB of noise levels: the process was killed
     (dict(sigma_start=0.0), "sampler.sigma_start"),
     (dict(sigma_start=float("inf")), "sampler.sigma_start"),  # reached the sampler, which named itself
     (dict(dc_sigma=float("inf")), "sampler.dc_sigma"),

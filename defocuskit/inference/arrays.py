@@ -30,7 +30,7 @@ def to_unit(arr: np.ndarray, dtype_name: str) -> np.ndarray:
     """Integer samples scaled by their full range, floats checked to be in [0, 1]: float32."""
     if arr.size == 0:
         raise ValueError(f"image: empty ({arr.shape})")
-    scale = INT_SCALES.get(arr.dtype)
+    scale = INT_SCALES.get(arr.dtype.newbyteorder("="))  # big-endian ('>u2') too
     if scale is not None:
         return arr.astype(np.float32) / np.float32(scale)
     if arr.dtype.kind != "f":
@@ -55,7 +55,12 @@ def check_pixels(height: int, width: int) -> None:
 
 def read_raw(image: Image) -> tuple[np.ndarray, Layout]:
     """(B, H, W, C) samples of `image` in its own dtype (a view where it can be: no float copy) and its layout
-    (numpy HxW / HxWxC, tensor CHW / BCHW); `to_unit` of any slice gives float32 in [0, 1]."""
+    (numpy HxW / HxWxC, tensor CHW / BCHW); `to_unit` of any slice gives float32 in [0, 1]. A numpy subclass is
+    read as the plain array it holds (np.matrix: indexed to 4-D it crashed numpy; memmap)."""
+    if isinstance(image, np.ma.MaskedArray):  # its mask would be dropped: the masked samples deblurred as data
+        raise TypeError("image: a masked array; its mask is not used: pass image.filled(value) or image.data")
+    if isinstance(image, np.ndarray) and type(image) is not np.ndarray:
+        image = image.view(np.ndarray)
     if isinstance(image, (np.ndarray, torch.Tensor)) and len(image.shape) >= 2:
         channels_last = isinstance(image, np.ndarray)
         h, w = (image.shape[0], image.shape[1]) if channels_last else (image.shape[-2], image.shape[-1])
@@ -103,7 +108,7 @@ def _check_dtype(arr: np.ndarray, dtype_name: str, given: tuple[int, ...]) -> No
     as the caller passed it (for the message)."""
     if arr.size == 0:
         raise ValueError(f"image: empty (shape {tuple(given)})")
-    if arr.dtype not in INT_SCALES and arr.dtype.kind != "f":
+    if arr.dtype.newbyteorder("=") not in INT_SCALES and arr.dtype.kind != "f":
         raise ValueError(f"image: unsupported dtype {dtype_name} (uint8, uint16, or float in [0, 1])")
 
 
@@ -121,8 +126,8 @@ def output_dtype(layout: Layout) -> np.dtype:
 def from_unit(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Float results in `dtype`: clipped to [0, 1], integers rounded."""
     out = np.clip(out, 0.0, 1.0)
-    if dtype in INT_SCALES:
-        return from_float(out, 8 if dtype == np.uint8 else 16)
+    if dtype.newbyteorder("=") in INT_SCALES:  # in the caller's byte order
+        return from_float(out, 8 if dtype.itemsize == 1 else 16).astype(dtype, copy=False)
     return out.astype(dtype)
 
 

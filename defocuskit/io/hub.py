@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -136,7 +137,7 @@ def eval_from_report(report: str | Path, model_file: Path, method: str, label: s
     The model is found among the report's checkpoints by `label` (its name in the report) or, without one,
     by the checkpoint path (the same file as `model_file`).
     """
-    report = Path(report)
+    report = Path(report).expanduser()
     if report.is_dir():
         report = report / "report.json"
     try:
@@ -149,6 +150,9 @@ def eval_from_report(report: str | Path, model_file: Path, method: str, label: s
     try:
         protocol, rows = data["protocol"], data["rows"]
         entries = {k: v for k, v in protocol["methods"].items() if v.get("kind") == "checkpoint"}
+        if not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+                and isinstance(data.get("images") or [], list)):
+            raise TypeError("rows or images")
     except (KeyError, TypeError, AttributeError):
         raise ValueError(f"{report}: not a defocuskit eval report (needs protocol.methods and rows)") from None
     listing = ", ".join(f"{k} ({v.get('path')})" for k, v in entries.items()) or "none"
@@ -168,6 +172,12 @@ def eval_from_report(report: str | Path, model_file: Path, method: str, label: s
     if not mine:
         raise ValueError(f"{report}: no rows for checkpoint '{label}'")
     keep = ("f_number", "n", "psnr", "psnr_input", "psnr_gain", "ssim", "ssim_input", "ssim_gain", "mae", "lpips")
+    for row in mine:  # the card prints them as numbers: a string or NaN failed there, after the folder was made
+        bad = next((k for k in keep if row.get(k) is not None and not (isinstance(row[k], (int, float))
+                                                                    and not isinstance(row[k], bool)
+                                                                    and math.isfinite(row[k]))), None)
+        if bad is not None:
+            raise ValueError(f"{report}: a row of checkpoint '{label}' has {bad}={row[bad]!r}, not a finite number")
     sources = sorted({str(im["source"]) for im in data.get("images") or []
                       if isinstance(im, dict) and im.get("method") == label and im.get("source")})
     return {
@@ -202,8 +212,9 @@ def write_folder(folder: str | Path, model_file: Path, config: dict[str, Any], r
     config.json records the SHA-256 of each file written, so a later save replaces only files unchanged since
     (`check_folder`). One save at a time (the folder itself is locked: BlockingIOError naming the holder); the
     SHA-256 of every file it writes is listed in `SAVE_JOURNAL` first and the journal removed last, so a killed
-    save's folder is not loaded as a model and the next save replaces what it wrote. Returns the folder."""
-    folder = Path(folder)
+    save's folder is not loaded as a model and the next save replaces what it wrote. Returns the folder ("~" expanded,
+    as load expands it)."""
+    folder = Path(folder).expanduser()
     check_folder(folder, model_file)
     folder.mkdir(parents=True, exist_ok=True)
     with _folder_held(folder):
