@@ -475,6 +475,26 @@ def test_save_pretrained_expands_the_home_folder_as_load_does(nafnet, files, tmp
     assert defocuskit.load("~/hub", device="cpu").method == "nafnet"
 
 
+def test_odd_folders_and_sources_are_one_line_naming_the_argument(nafnet, tmp_path, monkeypatch) -> None:
+    """save_pretrained("") wrote the Hub layout into the working folder (load("") is refused); save_pretrained(3),
+    load(revision=3), a 5,000-character name and a loop of links were errors from pathlib or huggingface_hub that
+    named no argument."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"save_pretrained: a folder for the model, got ''"):
+        nafnet.save_pretrained("")
+    with pytest.raises(TypeError, match=r"save_pretrained: a folder for the model, got 3"):
+        nafnet.save_pretrained(3)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError, match=r"revision=: a branch, tag or commit of the Hub repo \(a string\), got 3"):
+        defocuskit.load("owner/name", revision=3)
+    with pytest.raises(ValueError, match=r"^x{80}\.\.\.: a name in it is too long"):
+        defocuskit.load("x" * 5000)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(ValueError, match=r"a: a loop of links"):
+        defocuskit.load(str(tmp_path / "a"))
+
+
 def test_a_killed_save_pretrained_is_not_loaded_and_the_next_save_finishes_it(nafnet, files, tmp_path) -> None:
     """kill -9 after the model file was renamed in: the folder loaded as a model (or refused its model file as changed)
     and every later save_pretrained into it refused the killed save's own model file; now the folder is refused in

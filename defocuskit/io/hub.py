@@ -13,6 +13,7 @@ front matter.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -96,7 +97,16 @@ def resolve_model(source: str | Path, *, revision: str | None = None, token: str
                   cache_dir: str | Path | None = None) -> tuple[Path, dict[str, Any] | None]:
     """(model file, config.json or None) of a `.safetensors` model file, a save_pretrained folder or (where no
     local path has that name) a Hub repo id `owner/name` (fetched into huggingface_hub's cache)."""
+    if revision is not None and not isinstance(revision, str):
+        raise TypeError(f"revision=: a branch, tag or commit of the Hub repo (a string), got {revision!r}")
     path = Path(source).expanduser()
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):  # a name no file system holds, a loop of links
+            raise ValueError(f"{str(source)[:80]}{'...' if len(str(source)) > 80 else ''}: "
+                             f"{'a name in it is too long' if exc.errno == errno.ENAMETOOLONG else 'a loop of links'}"
+                             "; give a model file, a save_pretrained folder or a Hub repo id") from None
     if path.is_file() or path.is_dir():
         if revision is not None:
             kind = "file" if path.is_file() else "folder"
@@ -214,6 +224,9 @@ def write_folder(folder: str | Path, model_file: Path, config: dict[str, Any], r
     SHA-256 of every file it writes is listed in `SAVE_JOURNAL` first and the journal removed last, so a killed
     save's folder is not loaded as a model and the next save replaces what it wrote. Returns the folder ("~" expanded,
     as load expands it)."""
+    if not isinstance(folder, (str, Path)) or not str(folder).strip():
+        raise (TypeError if not isinstance(folder, (str, Path)) else ValueError)(
+            f"save_pretrained: a folder for the model, got {folder!r}")
     folder = Path(folder).expanduser()
     check_folder(folder, model_file)
     folder.mkdir(parents=True, exist_ok=True)
