@@ -89,3 +89,21 @@ def test_the_inference_section_holds_a_models_own_focus_gate():
     for bad in ("-1", "0", ".nan"):
         with pytest.raises(RecipeError, match="inference.focus_gate: expected a positive number of pixels"):
             load_recipe("recipes/nafnet-cpu.yaml", [f"inference.focus_gate={bad}"])
+
+
+@pytest.mark.parametrize("value", ["*.tar", "[a", "!x", "@x", "!!python/object/apply:os.system [true]"])
+def test_an_override_value_that_is_not_yaml_is_one_line_naming_it(value):
+    """`data.train=*.tar` (an alias to YAML) stopped in a ScannerError traceback."""
+    with pytest.raises(RecipeError) as info:
+        load_recipe(TINY, [f"data.train={value}"])
+    said = str(info.value)
+    assert said.startswith(f"override 'data.train={value}': the value is not YAML (") and "\n" not in said
+
+
+def test_yaml_nested_too_deeply_is_one_line_naming_the_file(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("method: hidd\nseed: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(RecipeError, match=f"^{deep}: not valid YAML: nested too deeply$"):
+        load_recipe(deep)
+    with pytest.raises(RecipeError, match=r"^override 'seed=\[\[\[.*nested too deeply"):
+        load_recipe(TINY, ["seed=" + "[" * 5000])

@@ -111,8 +111,34 @@ def build_dataclass(cls: type, values: dict[str, Any] | None, prefix: str = "") 
         raise RecipeError(str(e)) from None
 
 
-def parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: where (line and column of the file) and what, without the echoed source."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
+
+
+def read_yaml(text: str | bytes) -> Any:
+    """YAML text as plain data (yaml.safe_load: no tag runs code); yaml.YAMLError for what is not YAML, also for
+    nesting too deep for the parser (RecursionError)."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+
+
+def parse_value(text: str, key: str = "KEY") -> Any:
+    """The value of override `key=text` as YAML; RecipeError naming it where it is none (`*.tar`, `[a`, `!x`)."""
+    if text == "":
+        return ""
+    try:
+        return read_yaml(text)
+    except yaml.YAMLError as e:
+        plain = text.isprintable() and "'" not in text  # one line, and quotable as it stands
+        hint = f"; quote it: {key}=\"'{text}'\"" if plain else ""
+        raise RecipeError(f"override '{key}={text if text.isprintable() else ascii(text)[1:-1]}': the value is not "
+                          f"YAML ({yaml_problem(e)}){hint}") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -133,5 +159,5 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         if isinstance(node.get(parts[-1]), dict):  # `model=null`, `model={}` would reset a whole section silently
             raise RecipeError(f"override '{item}': '{key.strip()}' is a section; set its keys "
                               f"({key.strip()}.KEY=VALUE), not the section")
-        node[parts[-1]] = parse_value(text)
+        node[parts[-1]] = parse_value(text, key.strip())
     return out

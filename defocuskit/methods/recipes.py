@@ -10,7 +10,15 @@ from typing import Any
 import yaml
 
 from defocuskit.config.recipe import DataConfig, InferenceConfig, OptimConfig, Recipe, TrainConfig, find_recipe
-from defocuskit.config.typed import RecipeError, apply_overrides, build_dataclass, nearest, parse_value
+from defocuskit.config.typed import (
+    RecipeError,
+    apply_overrides,
+    build_dataclass,
+    nearest,
+    parse_value,
+    read_yaml,
+    yaml_problem,
+)
 from defocuskit.methods import get_method
 
 
@@ -19,21 +27,13 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     it against the method's config classes."""
     path = find_recipe(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise RecipeError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of sections")
     raw = apply_overrides(raw, expand_short_keys(raw, list(overrides)))
     return resolve_recipe(raw)
-
-
-def yaml_problem(error: yaml.YAMLError) -> str:
-    """A YAML parse error in one line: where (line and column of the file) and what, without the echoed source."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return where + " ".join(str(problem).split())
 
 
 def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
@@ -46,7 +46,7 @@ def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:
     name = raw.get("method")
     for item in overrides:
         if item.split("=", 1)[0].strip() == "method":
-            name = parse_value(item.split("=", 1)[1])
+            name = parse_value(item.split("=", 1)[1], "method")
     sections: dict[str, type] = {"data": DataConfig, "optim": OptimConfig, "train": TrainConfig,
                                  "inference": InferenceConfig}
     if isinstance(name, str):
