@@ -107,3 +107,23 @@ def test_yaml_nested_too_deeply_is_one_line_naming_the_file(tmp_path):
         load_recipe(deep)
     with pytest.raises(RecipeError, match=r"^override 'seed=\[\[\[.*nested too deeply"):
         load_recipe(TINY, ["seed=" + "[" * 5000])
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path):
+    """YAML keeps the last of two equal keys silently: a second `train:` section dropped the first's keys."""
+    text = TINY.read_text()
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(text + "train:\n  max_steps: 3\n")
+    line = len(text.splitlines()) + 1
+    with pytest.raises(RecipeError, match=f"^{twice}: not valid YAML: line {line}, column 1: key 'train' given twice"):
+        load_recipe(twice)
+    twice.write_text(text.replace("train:\n", "train:\n  seed: 1\n  seed: 2\n", 1))
+    with pytest.raises(RecipeError, match="key 'seed' given twice in one mapping"):
+        load_recipe(twice)
+    merged = tmp_path / "merged.yaml"  # a key a merge brings may be set again: the mapping's own wins, as YAML says
+    merged.write_text("method: hidd\ntrain: &t {max_steps: 5, log_every: 2}\ninference: {}\n"
+                      "optim: {}\nsampler: {}\ndata: {}\n")
+    assert load_recipe(merged).train.max_steps == 5
+    merged.write_text("method: hidd\ntrain:\n  <<: {max_steps: 5, log_every: 2}\n  max_steps: 9\n")
+    r = load_recipe(merged)
+    assert (r.train.max_steps, r.train.log_every) == (9, 2)

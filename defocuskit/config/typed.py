@@ -119,11 +119,32 @@ def yaml_problem(error: yaml.YAMLError) -> str:
     return where + " ".join(str(problem).split())
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (YAML keeps the last one silently: a second
+    `train:` section dropped the first's keys); a key a merge (`<<: *defaults`) brings may be set again."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                twice = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: construct_mapping names it
+                continue
+            if twice:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' given twice in one mapping",
+                                                        key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(text: str | bytes) -> Any:
-    """YAML text as plain data (yaml.safe_load: no tag runs code); yaml.YAMLError for what is not YAML, also for
-    nesting too deep for the parser (RecursionError)."""
+    """YAML text as plain data (a safe loader: no tag runs code); yaml.YAMLError for what is not YAML, also for
+    a key given twice in one mapping and nesting too deep for the parser (RecursionError)."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_RecipeLoader)
     except RecursionError:
         raise yaml.YAMLError("nested too deeply") from None
 
