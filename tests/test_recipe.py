@@ -127,3 +127,16 @@ def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path):
     merged.write_text("method: hidd\ntrain:\n  <<: {max_steps: 5, log_every: 2}\n  max_steps: 9\n")
     r = load_recipe(merged)
     assert (r.train.max_steps, r.train.log_every) == (9, 2)
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    """A "billion laughs" (aliases of aliases, 9^9 strings) took a minute and every byte of memory (MemoryError)."""
+    levels = ["&a0 [x, x, x, x, x, x, x, x, x]"] + [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]"
+                                                  for i in range(1, 7)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(f"method: hidd\nseed: [{', '.join(levels)}]\n")
+    with pytest.raises(RecipeError, match=f"^{bomb}: not valid YAML: its aliases expand to more than 100,000 values"):
+        load_recipe(bomb)
+    shared = tmp_path / "shared.yaml"  # a few aliases are YAML as usual
+    shared.write_text("method: hidd\noptim: {betas: &b [0.5, 0.9]}\nsampler: {}\ndata: {}\ntrain: {}\n")
+    assert load_recipe(shared).optim.betas == (0.5, 0.9)

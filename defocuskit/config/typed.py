@@ -144,9 +144,27 @@ def read_yaml(text: str | bytes) -> Any:
     """YAML text as plain data (a safe loader: no tag runs code); yaml.YAMLError for what is not YAML, also for
     a key given twice in one mapping and nesting too deep for the parser (RecursionError)."""
     try:
-        return yaml.load(text, Loader=_RecipeLoader)
+        data = yaml.load(text, Loader=_RecipeLoader)
     except RecursionError:
         raise yaml.YAMLError("nested too deeply") from None
+    if _expanded_size(data, {}) > MAX_YAML_VALUES:
+        raise yaml.YAMLError(f"its aliases expand to more than {MAX_YAML_VALUES:,} values (an alias bomb?)")
+    return data
+
+
+MAX_YAML_VALUES = 100_000  # values a recipe may hold once its aliases are expanded (a packaged one: under 300)
+
+
+def _expanded_size(data: Any, sizes: dict[int, int]) -> int:
+    """How many values `data` holds with every alias expanded (a list or mapping YAML shares is counted where each
+    alias puts it), in time linear in the distinct lists and mappings (`sizes`: each one's, by id)."""
+    if not isinstance(data, (list, dict)):
+        return 1
+    if id(data) not in sizes:
+        sizes[id(data)] = 1  # a recursive alias counts once
+        items = [v for kv in data.items() for v in kv] if isinstance(data, dict) else data
+        sizes[id(data)] = 1 + sum(_expanded_size(v, sizes) for v in items)
+    return sizes[id(data)]
 
 
 def parse_value(text: str, key: str = "KEY") -> Any:
