@@ -140,3 +140,10 @@ def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
     shared = tmp_path / "shared.yaml"  # a few aliases are YAML as usual
     shared.write_text("method: hidd\noptim: {betas: &b [0.5, 0.9]}\nsampler: {}\ndata: {}\ntrain: {}\n")
     assert load_recipe(shared).optim.betas == (0.5, 0.9)
+
+
+@pytest.mark.parametrize("method", ["[hidd]", "{a: 1}"])
+def test_a_method_that_is_no_name_is_one_line(method):
+    """`method: [hidd]` stopped in TypeError: unhashable type: 'list'."""
+    with pytest.raises(ValueError, match=r"^unknown method .* \(known: "):
+        load_recipe(TINY, [f"method={method}"])

@@ -35,6 +35,6 @@ def release_method_names() -> list[str]:
 
 def get_method(name: str) -> Method:
     """The Method called `name`; a clear error for an unknown one."""
-    if name not in _MODULES:
+    if not isinstance(name, str) or name not in _MODULES:  # a YAML list or mapping is no name (nor hashable)
         raise ValueError(f"unknown method '{name}' (known: {', '.join(method_names())}){did_you_mean(name, _MODULES)}")
     return importlib.import_module(_MODULES[name]).METHOD
