@@ -135,3 +135,23 @@ def test_model_file_is_readable_by_others_whatever_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644
+
+
+def test_a_malformed_recipe_in_the_metadata_is_one_line_naming_the_file(exported, tmp_path):
+    """A recipe that is JSON but no mapping stopped load_model in AttributeError ('list' object has no attribute
+    'get'), one nested too deeply in RecursionError; one that does not type named its key but not the file."""
+    path, _, _ = exported
+    tensors, meta = read_model_file(path)
+    altered = tmp_path / "altered.safetensors"
+    for recipe, said in (([1, 2], "not a mapping of sections (JSON array)"),
+                         (None, "not a mapping of sections (JSON null)"),
+                         ({**meta["recipe"], "seed": "x"}, "the recipe in its metadata: seed: expected an integer"),
+                         ({**meta["recipe"], "bogus": 1}, "the recipe in its metadata: unknown recipe key 'bogus'")):
+        save_model(altered, tensors, "hidd", recipe)
+        with pytest.raises(ValueError) as info:
+            load_model(altered)
+        assert str(info.value).startswith(f"{altered}: ") and said in str(info.value)
+    deep = {k: v for k, v in read_model_file(path)[1].items() if k != "recipe"}
+    save_file(tensors, str(altered), metadata={**deep, "recipe": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(ValueError, match=f"^{altered}: the recipe in the metadata is nested too deeply$"):
+        load_model(altered)

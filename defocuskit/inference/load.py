@@ -29,7 +29,10 @@ def load_model(
         method = get_method(str(raw.get("method")))
     except ValueError as exc:  # a method this version does not have (a newer file, or an altered one)
         raise ValueError(f"{path}: {exc}") from None
-    recipe = resolve_recipe(method.upgrade_recipe(raw))  # files of older versions read in today's keys
+    try:
+        recipe = resolve_recipe(method.upgrade_recipe(raw))  # files of older versions read in today's keys
+    except ValueError as exc:  # a RecipeError names the key, not the file
+        raise ValueError(f"{path}: the recipe in its metadata: {exc}") from None
     check_shapes(method, recipe, tensors, path)  # before the network is allocated
     model = method.build(recipe.model, recipe.objective, False)
     try:

@@ -84,9 +84,18 @@ def _model_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
     if meta.get("format") != MODEL_FORMAT or "method" not in meta or "recipe" not in meta:
         raise ValueError(f"{path}: no defocuskit metadata (not a model exported by `defocuskit train`)")
     try:
-        return {**meta, "recipe": json.loads(meta["recipe"])}
+        recipe = json.loads(meta["recipe"])
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: the recipe in the metadata is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: the recipe in the metadata is nested too deeply") from None
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path}: the recipe in the metadata is not a mapping of sections (JSON "
+                         f"{_JSON_KINDS.get(type(recipe), 'value')}); the file was altered")
+    return {**meta, "recipe": recipe}
+
+
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
 def _unreadable(path: Path, e: Exception) -> ValueError:
