@@ -147,3 +147,11 @@ def test_a_method_that_is_no_name_is_one_line(method):
     """`method: [hidd]` stopped in TypeError: unhashable type: 'list'."""
     with pytest.raises(ValueError, match=r"^unknown method .* \(known: "):
         load_recipe(TINY, [f"method={method}"])
+
+
+def test_a_recipe_that_is_not_utf8_is_one_line_naming_the_file(tmp_path):
+    """A Latin-1 recipe said only "'utf-8' codec can't decode byte 0xe9 in position 33: ...", naming no file."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("method: hidd\noutput_dir: runs/café\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match=f"^{latin}: not UTF-8 text \\(byte 0xe9 at offset 33\\); save it as UTF-8$"):
+        load_recipe(latin)
