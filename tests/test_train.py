@@ -211,6 +211,15 @@ def test_dry_run_prints_resolved_recipe_and_parameters(shards, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_dry_run_under_accelerate_launch_prints_from_the_main_process_only(monkeypatch, tmp_path):
+    """Every process of `accelerate launch ... train --dry-run` printed the recipe: `> recipe.yaml` held it twice."""
+    monkeypatch.setenv("RANK", "1")
+    result = CliRunner().invoke(app, ["train", TINY, "--dry-run", f"output_dir={tmp_path / 'x'}"])
+    assert result.exit_code == 0 and result.output == "", result.output
+    result = CliRunner().invoke(app, ["train", TINY, "--dry-run", "optim.lr=nan", f"output_dir={tmp_path / 'x'}"])
+    assert result.exit_code == 2 and "optim.lr" in result.output  # still checked on every process
+
+
 
 @pytest.mark.parametrize("override, said", [
     ("optim.lr=nan", "optim.lr and optim.grad_clip must be positive (got nan"),

@@ -15,6 +15,7 @@ TRAIN_EXAMPLE = ("Example: defocuskit train nafnet-tiny data.train=shards/ train
 def dry_run_report(resolved: Any) -> None:
     """`--dry-run`: check the recipe (and the weights `train.init_from` names against its network), then print the
     resolved recipe and the parameter counts; a TrainingError or RecipeError names what is wrong."""
+    import os
     import sys
 
     from defocuskit.config.recipe import recipe_to_yaml
@@ -32,6 +33,8 @@ def dry_run_report(resolved: Any) -> None:
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(1) from None
+    if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`: checked by every process, printed by one
+        return
     typer.echo(recipe_to_yaml(resolved), nl=False)
     counts = format_counts(parameter_counts(model)).splitlines()
     typer.echo(f"# {method.name}: parameters\n" + "\n".join(f"#{line}" for line in counts))

@@ -74,6 +74,10 @@ class ValidationHook:
     def __call__(self, step: int, metrics: Any) -> float:
         t0 = time.time()
         state = self.ema.averaged_state_dict(self.net)
+        if self.accelerator.num_processes > 1:  # each process updates its own BatchNorm running statistics: all
+            from accelerate.utils import broadcast  # score the main process's weights, the ones it exports
+
+            state = broadcast({k: v.clone() for k, v in state.items()}, from_process=0)
         record, grid = self.validate(state, step, self.accelerator)
         if self.accelerator.is_main_process:
             record = {**record, "time": time.time()}
