@@ -155,3 +155,21 @@ def test_a_recipe_that_is_not_utf8_is_one_line_naming_the_file(tmp_path):
     latin.write_bytes("method: hidd\noutput_dir: runs/café\n".encode("latin-1"))
     with pytest.raises(RecipeError, match=f"^{latin}: not UTF-8 text \\(byte 0xe9 at offset 33\\); save it as UTF-8$"):
         load_recipe(latin)
+
+
+def test_plain_scalars_read_as_yaml_1_2_not_1_1(tmp_path):
+    """PyYAML reads YAML 1.1: `output_dir: off` (or the override output_dir=no) became false and then the string
+    'no', `max_steps: 020` octal 16, `1:20` base-60 80, and a quoted '1_0' the number 10, all silently."""
+    r = load_recipe(TINY, ["output_dir=off", "train.max_steps=020", "train.log_every=0x4", "optim.lr=1e-3"])
+    assert (r.output_dir, r.train.max_steps, r.train.log_every, r.optim.lr) == ("off", 20, 4, 1e-3)
+    assert load_recipe(TINY, ["output_dir=no"]).output_dir == "no"
+    with pytest.raises(RecipeError, match=r"train.max_steps: expected an integer, got '1:20'"):
+        load_recipe(TINY, ["train.max_steps=1:20"])
+    with pytest.raises(RecipeError, match=r"data.augment: expected true or false, got 'yes'"):
+        load_recipe(TINY, ["data.augment=yes"])  # a boolean is true or false: 'yes' was read as true, 'no' as false
+    with pytest.raises(RecipeError, match=r"optim.lr: expected a number, got '1_0'"):
+        load_recipe(TINY, ["optim.lr='1_0'"])
+    assert load_recipe(TINY, ["data.augment=false", "train.mixed_precision=no"]).train.mixed_precision == "no"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(TINY.read_text().replace("output_dir: runs/hidd-tiny", "output_dir: off", 1))
+    assert load_recipe(recipe).output_dir == "off"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any
@@ -74,7 +75,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):
+        if isinstance(value, str) and "_" not in value:  # '1e-3' quoted; not '1_0', which Python reads as 10
             try:
                 return float(value)
             except ValueError:
@@ -121,7 +122,10 @@ def yaml_problem(error: yaml.YAMLError) -> str:
 
 class _RecipeLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping (YAML keeps the last one silently: a second
-    `train:` section dropped the first's keys); a key a merge (`<<: *defaults`) brings may be set again."""
+    `train:` section dropped the first's keys); a key a merge (`<<: *defaults`) brings may be set again. Plain
+    scalars resolve as YAML 1.2's core schema does, not 1.1's: `true`/`false` are the booleans (`no`, `off`, `yes`,
+    `on` stay strings: `output_dir: off` was the string 'no' of false), `020` is twenty (not octal 16) and `1:20`
+    a string (not base-60 80)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -138,6 +142,26 @@ class _RecipeLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(None, None, f"key '{key}' given twice in one mapping",
                                                         key_node.start_mark)
         return super().construct_mapping(node, deep)
+
+
+_YAML_11 = {f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float")}
+_RecipeLoader.yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag not in _YAML_11]
+                                         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_FLOAT_12 = (r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+             r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+for _tag, _pattern, _first in (  # YAML 1.2 core schema (section 10.3.2)
+        ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+        ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+        ("float", _FLOAT_12, "-+0123456789.")):
+    _RecipeLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    return int(text[2:], 8) if text.startswith("0o") else int(text[2:], 16) if text.startswith("0x") else int(text)
+
+
+_RecipeLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def read_yaml(text: str | bytes) -> Any:
