@@ -173,3 +173,11 @@ def test_plain_scalars_read_as_yaml_1_2_not_1_1(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(TINY.read_text().replace("output_dir: runs/hidd-tiny", "output_dir: off", 1))
     assert load_recipe(recipe).output_dir == "off"
+
+
+def test_an_override_with_a_comment_in_it_is_refused_not_cut(tmp_path):
+    """`output_dir=a # b` was the folder 'a' (YAML reads ' #' on as a comment), silently."""
+    with pytest.raises(RecipeError, match=r"override 'output_dir=a # b': YAML reads ' #' and what follows as a comment"):
+        load_recipe(TINY, ["output_dir=a # b"])
+    assert load_recipe(TINY, ["output_dir='a # b'"]).output_dir == "a # b"
+    assert load_recipe(TINY, ["output_dir=a#b"]).output_dir == "a#b"

@@ -195,6 +195,10 @@ def parse_value(text: str, key: str = "KEY") -> Any:
     """The value of override `key=text` as YAML; RecipeError naming it where it is none (`*.tar`, `[a`, `!x`)."""
     if text == "":
         return ""
+    quoted = text.lstrip().startswith(("'", '"'))
+    if not quoted and (" #" in text or "\t#" in text):  # YAML reads the rest as a comment: `output_dir=a # b` was 'a'
+        raise RecipeError(f"override '{key}={text}': YAML reads ' #' and what follows as a comment; quote the value "
+                          f"({key}=\"'{text}'\") or drop the comment")
     try:
         return read_yaml(text)
     except yaml.YAMLError as e:
