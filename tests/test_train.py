@@ -399,3 +399,16 @@ def test_dry_run_checks_the_weights_init_from_names(run_a, tmp_path):
         result = runner.invoke(app, ["train", recipe, f"output_dir={tmp_path / 'bad'}", *extra, "--dry-run"])
         assert result.exit_code == 1 and said in result.output and "Traceback" not in result.output, result.output
         assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize(("override", "said"), [
+    ("model.width=-8", "negative dimension"), ("model.width=0", "groups must be a positive integer"),
+    ("model.width=100000000", "allocate"),
+])
+def test_a_model_section_that_builds_no_network_is_one_line(override, said, tmp_path):
+    """A negative or zero width was a torch traceback; 10^8 asked for 80 PB in one: RecipeError naming the section."""
+    result = CliRunner().invoke(app, ["train", "nafnet-tiny", override, f"output_dir={tmp_path / 'run'}", "--dry-run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.startswith("error: model: this section does not build a nafnet network (") and said in \
+        result.output, result.output
+    assert not (tmp_path / "run").exists()

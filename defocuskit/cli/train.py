@@ -20,12 +20,12 @@ def dry_run_report(resolved: Any) -> None:
 
     from defocuskit.config.recipe import recipe_to_yaml
     from defocuskit.methods import get_method
-    from defocuskit.train.checks import TrainingError, check_recipe, format_counts, parameter_counts
+    from defocuskit.train.checks import TrainingError, build_network, check_recipe, format_counts, parameter_counts
     from defocuskit.train.init import init_provenance, load_initial_weights
 
     method = get_method(resolved.method)
     check_recipe(resolved, method)
-    model = method.build(resolved.model, resolved.objective, False)
+    model = build_network(method, resolved, False)
     try:
         if resolved.train.init_from:  # what the run would check before any work, checked now
             model_file, _ = init_provenance(resolved.train.init_from)

@@ -87,6 +87,16 @@ def check_numbers(recipe: Recipe) -> None:
                           f"(${MAX_PIXELS_ENV}); lower data.image_size or data.batch_size")
 
 
+def build_network(method: Method, recipe: Recipe, training: bool) -> nn.Module:
+    """The method's network from the recipe's model section; RecipeError naming the section where it cannot be
+    built (a negative or zero width was a torch traceback, 10^8 a request for 80 PB)."""
+    try:
+        return method.build(recipe.model, recipe.objective, training)
+    except (RuntimeError, ValueError, TypeError, MemoryError, OverflowError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise RecipeError(f"model: this section does not build a {method.name} network ({reason[:300]})") from None
+
+
 def phase_params(method: Method, model: nn.Module, phase: str) -> list[nn.Parameter]:
     """The trainable parameters that `phase`'s optimizer updates (RecipeError when there are none)."""
     params = [p for p in method.phase_parameters(model, phase) if p.requires_grad]

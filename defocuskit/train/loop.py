@@ -52,7 +52,14 @@ from defocuskit.train.checkpoints import (
     save_checkpoint,
     truncate_metrics,
 )
-from defocuskit.train.checks import TrainingError, check_recipe, format_counts, parameter_counts, phase_params
+from defocuskit.train.checks import (
+    TrainingError,
+    build_network,
+    check_recipe,
+    format_counts,
+    parameter_counts,
+    phase_params,
+)
 from defocuskit.train.data import check_data, make_loader, resolve_coc_bound
 from defocuskit.train.ema import EMA
 from defocuskit.train.init import init_provenance, load_initial_weights
@@ -163,7 +170,7 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     out = Path(recipe.output_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(recipe.seed)  # the same initial weights on every process
-    model = method.build(recipe.model, recipe.objective, True)
+    model = build_network(method, recipe, True)
     if init is not None and not checkpoints:  # a resumed run has its own weights in the checkpoint
         load_initial_weights(model, init[0], method.name, recipe.train.init_from)  # checked before any write
         accelerator.print(f"weights from {recipe.train.init_from} (sha256 {init[1]['init_from_sha256'][:12]}...); "
