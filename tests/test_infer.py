@@ -370,6 +370,46 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
         deblur_files([photos / "ok.png"], ckpt, tmp_path / "foreign", progress=False)
 
 
+def test_deblur_never_writes_over_a_file_put_in_out_while_it_runs(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("defocuskit.inference.load")
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    for name in ("a", "b"):
+        write_image(tmp_path / "in" / f"{name}.png", np.full((24, 24, 3), 9, np.uint8))
+    out, real_write = tmp_path / "out", files.write_output
+
+    def put_while_a_runs(content: bytes):
+        def write(dest, data, listed):
+            real_write(dest, data, listed)
+            if dest.name == "a.png":  # after every check: the user saves a file where b's output goes
+                (out / "b.png").write_bytes(content)
+        return write
+
+    monkeypatch.setattr(files, "write_output", put_while_a_runs(b"the user's"))
+    with pytest.raises(ValueError, match=r"b\.png: put there or changed while this deblur ran; it is left as it is"):
+        deblur_files([tmp_path / "in"], ckpt, out, progress=False)
+    assert (out / "b.png").read_bytes() == b"the user's"
+    assert [Path(r["output"]).name for r in json.loads((out / "deblur.json").read_text())["images"]] == ["a.png"]
+    (out / "b.png").unlink()
+    monkeypatch.setattr(files, "write_output", real_write)
+    deblur_files([tmp_path / "in"], ckpt, out, progress=False)  # the same command finishes it
+    monkeypatch.setattr(files, "write_output", put_while_a_runs(b"retouched"))  # an earlier output edited meanwhile
+    with pytest.raises(ValueError, match=r"b\.png: put there or changed while this deblur ran"):
+        deblur_files([tmp_path / "in"], ckpt, out, progress=False)
+    assert (out / "b.png").read_bytes() == b"retouched"
+    (out / "b.png").unlink()
+
+    def put_as_it_is_listed(dest, data, listed):  # the last moment: between the look and the rename
+        def listing(temporary):
+            listed(temporary)
+            dest.write_bytes(b"just now")
+        real_write(dest, data, listing)
+
+    monkeypatch.setattr(files, "write_output", put_as_it_is_listed)
+    with pytest.raises(FileExistsError, match=r"b\.png: exists \(it appeared while this command ran\)"):
+        deblur_files([tmp_path / "in" / "b.png"], ckpt, out, progress=False)
+    assert (out / "b.png").read_bytes() == b"just now"
+
+
 def test_defocus_map_checkpoint_writes_coc_png(tmp_path: Path) -> None:
     from defocuskit.config.recipe import recipe_to_dict
     from defocuskit.io.modelfile import save_model

@@ -8,6 +8,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -112,9 +113,19 @@ def destination(out: Path, path: Path, defocus_map: bool) -> Path:
 
 def write_output(dest: Path, data: bytes, listed: Callable[[str], None]) -> None:
     """Write one output's encoded bytes through a fresh temporary, which `listed(its name)` journals before the
-    data goes in (`io.atomic.write_journalled`)."""
+    data goes in (`io.atomic.write_journalled`); where nothing is at `dest`, never over a file put there meanwhile."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    write_journalled(dest, data, listed)
+    write_journalled(dest, data, listed, exclusive=not os.path.lexists(dest))
+
+
+def _signature(path: Path) -> tuple[int, ...] | None:
+    """What `path` is now (inode, size, modification time), None where nothing is there: a file put or changed
+    since is told by it without reading it again."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
 def previous_records(out: Path) -> list[dict[str, Any]]:
@@ -259,6 +270,8 @@ def deblur_files(
             held.enter_context(locks.hold(out / RUN_LOCK, "deblur", f"{out}: another deblur is writing this folder"))
         except locks.LockedError as exc:
             raise ValueError(f"{exc}; wait for it to finish or give another --out") from None
+        dests = [destination(out, p, defocus_map) for p in inputs]
+        seen = {d: _signature(d) for d in dests}  # as checked: each is looked at again just before it is written
         earlier = check_destinations(inputs, out, defocus_map)  # all of it, under the lock
         model.eval()
         out.mkdir(parents=True, exist_ok=True)
@@ -299,6 +312,9 @@ def deblur_files(
                                                     "partial": temporary, "sha256": sha}]}
                 atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
 
+            if _signature(dest) != seen[dest]:  # put there, or an earlier output changed, while this run worked
+                raise ValueError(f"{dest}: put there or changed while this deblur ran; it is left as it is: move it "
+                                 "and run the same command again to finish")
             write_output(dest, data, listed)
             written.append(dest)
             records.append({
