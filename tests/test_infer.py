@@ -368,6 +368,13 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
     (tmp_path / "foreign" / "deblur.json").write_text("my notes")
     with pytest.raises(ValueError, match=r"deblur\.json: exists and is not a deblur\.json written by defocuskit"):
         deblur_files([photos / "ok.png"], ckpt, tmp_path / "foreign", progress=False)
+    # one that is JSON but not ours (no list of records, an output that is no path, nested past Python's stack)
+    for text in ('{"images": {"output": "ok.png"}}', '{"images": [{"output": 5}]}', '{"images": [{"output": null}]}',
+                 '{"images": [' + "[" * 100000 + "]" * 100000 + "]}"):
+        (tmp_path / "foreign" / "deblur.json").write_text(text)
+        with pytest.raises(ValueError, match=r"deblur\.json: exists and is not a deblur\.json written by defocuskit"):
+            deblur_files([photos / "ok.png"], ckpt, tmp_path / "foreign", progress=False)
+        assert (tmp_path / "foreign" / "deblur.json").read_text() == text
 
 
 def test_deblur_never_writes_over_a_file_put_in_out_while_it_runs(tmp_path: Path, monkeypatch) -> None:

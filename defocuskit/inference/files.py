@@ -137,8 +137,11 @@ def previous_records(out: Path) -> list[dict[str, Any]]:
         return []
     try:
         records = json.loads(path.read_text(encoding="utf-8"))["images"]
+        if not isinstance(records, list) or any(isinstance(r, dict) and not isinstance(r.get("output", ""), str)
+                                                 for r in records):
+            raise TypeError("not a list of records, each output a path")
         return [r for r in records if isinstance(r, dict) and "output" in r]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise ValueError(f"{path}: exists and is not a deblur.json written by defocuskit; it is left as it is: "
                          "give another --out") from None
 
