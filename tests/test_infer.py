@@ -206,6 +206,32 @@ def test_deblur_writes_a_turned_jpeg_as_it_displays(tmp_path: Path) -> None:
     assert np.abs(out.astype(np.float64) - crop).mean() < 3  # upright: the crop it was made from, up to JPEG
 
 
+def test_deblur_carries_the_photos_colour_profile(tmp_path: Path) -> None:
+    """A photo's ICC profile (a phone's Display P3, a camera's Adobe RGB) goes into the PNG deblur writes, so the
+    output displays in the photo's colours; a profile of another colour space than the output's is left out."""
+    from PIL import Image, ImageCms
+
+    rgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert rgb_profile[16:20] == b"RGB "
+    crop = read_image(VABD / "2_8" / "0003.JPG")[500:540, 700:760]
+    (tmp_path / "in").mkdir()
+    Image.fromarray(crop).save(tmp_path / "in" / "tagged.jpg", icc_profile=rgb_profile, quality=95)
+    Image.fromarray(crop).save(tmp_path / "in" / "plain.jpg", quality=95)
+    gray = Image.fromarray(crop[:, :, 0])
+    gray.save(tmp_path / "in" / "gray.png", icc_profile=rgb_profile)  # a profile that does not fit: not carried
+    rgba = np.dstack([crop, np.full(crop.shape[:2], 200, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "in" / "alpha.png", icc_profile=rgb_profile)
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    deblur_files([tmp_path / "in"], ckpt, tmp_path / "out", progress=False)
+    for name, profile in (("tagged", rgb_profile), ("plain", None), ("gray", None), ("alpha", rgb_profile)):
+        with Image.open(tmp_path / "out" / f"{name}.png") as im:
+            assert im.info.get("icc_profile") == profile, name
+            im.load()  # the chunk is well formed
+        assert read_image(tmp_path / "out" / f"{name}.png").shape[:2] == (40, 60)
+    assert np.abs(read_image(tmp_path / "out" / "tagged.png").astype(int) - read_image(tmp_path / "in" / "tagged.jpg")
+                  ).max() <= 1  # identity net: the pixels as before
+
+
 def test_deblur_files_keeps_gray_as_gray_and_carries_alpha_through(tmp_path: Path) -> None:
     import cv2
 

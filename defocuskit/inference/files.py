@@ -31,6 +31,7 @@ from defocuskit.io.atomic import atomic_write, remove_partial, write_journalled
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.hub import changed_since
+from defocuskit.io.icc import png_with_icc, read_icc
 from defocuskit.io.images import bit_depth, check_image, encode_image, from_float, read_image_channels, to_float
 from defocuskit.io.raw import read_exif
 
@@ -304,7 +305,8 @@ def deblur_files(
             else:
                 pixels = from_float(np.clip(result, 0.0, 1.0), bit_depth(arr))
                 pixels = pixels[:, :, 0] if alpha is None and pixels.shape[2] == 1 else pixels
-                data = encode_image(dest, pixels if alpha is None else np.concatenate([pixels, alpha], axis=2))
+                pixels = pixels if alpha is None else np.concatenate([pixels, alpha], axis=2)
+                data = png_with_icc(encode_image(dest, pixels), read_icc(p), pixels.shape[2] if pixels.ndim == 3 else 1)
             sha = hashlib.sha256(data).hexdigest()
 
             def listed(temporary: str, p: Path = p, dest: Path = dest, sha: str = sha) -> None:
