@@ -206,6 +206,32 @@ def test_deblur_writes_a_turned_jpeg_as_it_displays(tmp_path: Path) -> None:
     assert np.abs(out.astype(np.float64) - crop).mean() < 3  # upright: the crop it was made from, up to JPEG
 
 
+def test_deblur_carries_the_photos_colour_profile(tmp_path: Path) -> None:
+    """A photo's ICC profile (a phone's Display P3, a camera's Adobe RGB) goes into the PNG deblur writes, so the
+    output displays in the photo's colours; a profile of another colour space than the output's is left out."""
+    from PIL import Image, ImageCms
+
+    rgb_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    assert rgb_profile[16:20] == b"RGB "
+    crop = read_image(VABD / "2_8" / "0003.JPG")[500:540, 700:760]
+    (tmp_path / "in").mkdir()
+    Image.fromarray(crop).save(tmp_path / "in" / "tagged.jpg", icc_profile=rgb_profile, quality=95)
+    Image.fromarray(crop).save(tmp_path / "in" / "plain.jpg", quality=95)
+    gray = Image.fromarray(crop[:, :, 0])
+    gray.save(tmp_path / "in" / "gray.png", icc_profile=rgb_profile)  # a profile that does not fit: not carried
+    rgba = np.dstack([crop, np.full(crop.shape[:2], 200, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "in" / "alpha.png", icc_profile=rgb_profile)
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    deblur_files([tmp_path / "in"], ckpt, tmp_path / "out", progress=False)
+    for name, profile in (("tagged", rgb_profile), ("plain", None), ("gray", None), ("alpha", rgb_profile)):
+        with Image.open(tmp_path / "out" / f"{name}.png") as im:
+            assert im.info.get("icc_profile") == profile, name
+            im.load()  # the chunk is well formed
+        assert read_image(tmp_path / "out" / f"{name}.png").shape[:2] == (40, 60)
+    assert np.abs(read_image(tmp_path / "out" / "tagged.png").astype(int) - read_image(tmp_path / "in" / "tagged.jpg")
+                  ).max() <= 1  # identity net: the pixels as before
+
+
 def test_deblur_files_keeps_gray_as_gray_and_carries_alpha_through(tmp_path: Path) -> None:
     import cv2
 
@@ -368,6 +394,53 @@ def test_deblur_never_writes_over_an_input_or_a_file_it_did_not_write(tmp_path: 
     (tmp_path / "foreign" / "deblur.json").write_text("my notes")
     with pytest.raises(ValueError, match=r"deblur\.json: exists and is not a deblur\.json written by defocuskit"):
         deblur_files([photos / "ok.png"], ckpt, tmp_path / "foreign", progress=False)
+    # one that is JSON but not ours (no list of records, an output that is no path, nested past Python's stack)
+    for text in ('{"images": {"output": "ok.png"}}', '{"images": [{"output": 5}]}', '{"images": [{"output": null}]}',
+                 '{"images": [' + "[" * 100000 + "]" * 100000 + "]}"):
+        (tmp_path / "foreign" / "deblur.json").write_text(text)
+        with pytest.raises(ValueError, match=r"deblur\.json: exists and is not a deblur\.json written by defocuskit"):
+            deblur_files([photos / "ok.png"], ckpt, tmp_path / "foreign", progress=False)
+        assert (tmp_path / "foreign" / "deblur.json").read_text() == text
+
+
+def test_deblur_never_writes_over_a_file_put_in_out_while_it_runs(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("defocuskit.inference.load")
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    for name in ("a", "b"):
+        write_image(tmp_path / "in" / f"{name}.png", np.full((24, 24, 3), 9, np.uint8))
+    out, real_write = tmp_path / "out", files.write_output
+
+    def put_while_a_runs(content: bytes):
+        def write(dest, data, listed):
+            real_write(dest, data, listed)
+            if dest.name == "a.png":  # after every check: the user saves a file where b's output goes
+                (out / "b.png").write_bytes(content)
+        return write
+
+    monkeypatch.setattr(files, "write_output", put_while_a_runs(b"the user's"))
+    with pytest.raises(ValueError, match=r"b\.png: put there or changed while this deblur ran; it is left as it is"):
+        deblur_files([tmp_path / "in"], ckpt, out, progress=False)
+    assert (out / "b.png").read_bytes() == b"the user's"
+    assert [Path(r["output"]).name for r in json.loads((out / "deblur.json").read_text())["images"]] == ["a.png"]
+    (out / "b.png").unlink()
+    monkeypatch.setattr(files, "write_output", real_write)
+    deblur_files([tmp_path / "in"], ckpt, out, progress=False)  # the same command finishes it
+    monkeypatch.setattr(files, "write_output", put_while_a_runs(b"retouched"))  # an earlier output edited meanwhile
+    with pytest.raises(ValueError, match=r"b\.png: put there or changed while this deblur ran"):
+        deblur_files([tmp_path / "in"], ckpt, out, progress=False)
+    assert (out / "b.png").read_bytes() == b"retouched"
+    (out / "b.png").unlink()
+
+    def put_as_it_is_listed(dest, data, listed):  # the last moment: between the look and the rename
+        def listing(temporary):
+            listed(temporary)
+            dest.write_bytes(b"just now")
+        real_write(dest, data, listing)
+
+    monkeypatch.setattr(files, "write_output", put_as_it_is_listed)
+    with pytest.raises(FileExistsError, match=r"b\.png: exists \(it appeared while this command ran\)"):
+        deblur_files([tmp_path / "in" / "b.png"], ckpt, out, progress=False)
+    assert (out / "b.png").read_bytes() == b"just now"
 
 
 def test_defocus_map_checkpoint_writes_coc_png(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from defocuskit.io.atomic import atomic_write, remove_partial, write_journalled
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.hub import changed_since
+from defocuskit.io.icc import png_with_icc, read_icc
 from defocuskit.io.images import bit_depth, check_image, encode_image, from_float, read_image_channels, to_float
 from defocuskit.io.raw import read_exif
 
@@ -112,9 +114,19 @@ def destination(out: Path, path: Path, defocus_map: bool) -> Path:
 
 def write_output(dest: Path, data: bytes, listed: Callable[[str], None]) -> None:
     """Write one output's encoded bytes through a fresh temporary, which `listed(its name)` journals before the
-    data goes in (`io.atomic.write_journalled`)."""
+    data goes in (`io.atomic.write_journalled`); where nothing is at `dest`, never over a file put there meanwhile."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    write_journalled(dest, data, listed)
+    write_journalled(dest, data, listed, exclusive=not os.path.lexists(dest))
+
+
+def _signature(path: Path) -> tuple[int, ...] | None:
+    """What `path` is now (inode, size, modification time), None where nothing is there: a file put or changed
+    since is told by it without reading it again."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
 def previous_records(out: Path) -> list[dict[str, Any]]:
@@ -126,8 +138,11 @@ def previous_records(out: Path) -> list[dict[str, Any]]:
         return []
     try:
         records = json.loads(path.read_text(encoding="utf-8"))["images"]
+        if not isinstance(records, list) or any(isinstance(r, dict) and not isinstance(r.get("output", ""), str)
+                                                 for r in records):
+            raise TypeError("not a list of records, each output a path")
         return [r for r in records if isinstance(r, dict) and "output" in r]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise ValueError(f"{path}: exists and is not a deblur.json written by defocuskit; it is left as it is: "
                          "give another --out") from None
 
@@ -259,6 +274,8 @@ def deblur_files(
             held.enter_context(locks.hold(out / RUN_LOCK, "deblur", f"{out}: another deblur is writing this folder"))
         except locks.LockedError as exc:
             raise ValueError(f"{exc}; wait for it to finish or give another --out") from None
+        dests = [destination(out, p, defocus_map) for p in inputs]
+        seen = {d: _signature(d) for d in dests}  # as checked: each is looked at again just before it is written
         earlier = check_destinations(inputs, out, defocus_map)  # all of it, under the lock
         model.eval()
         out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +305,8 @@ def deblur_files(
             else:
                 pixels = from_float(np.clip(result, 0.0, 1.0), bit_depth(arr))
                 pixels = pixels[:, :, 0] if alpha is None and pixels.shape[2] == 1 else pixels
-                data = encode_image(dest, pixels if alpha is None else np.concatenate([pixels, alpha], axis=2))
+                pixels = pixels if alpha is None else np.concatenate([pixels, alpha], axis=2)
+                data = png_with_icc(encode_image(dest, pixels), read_icc(p), pixels.shape[2] if pixels.ndim == 3 else 1)
             sha = hashlib.sha256(data).hexdigest()
 
             def listed(temporary: str, p: Path = p, dest: Path = dest, sha: str = sha) -> None:
@@ -299,6 +317,9 @@ def deblur_files(
                                                     "partial": temporary, "sha256": sha}]}
                 atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
 
+            if _signature(dest) != seen[dest]:  # put there, or an earlier output changed, while this run worked
+                raise ValueError(f"{dest}: put there or changed while this deblur ran; it is left as it is: move it "
+                                 "and run the same command again to finish")
             write_output(dest, data, listed)
             written.append(dest)
             records.append({

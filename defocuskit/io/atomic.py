@@ -191,12 +191,13 @@ def _fill(tmp: Path, data: bytes, fsync: bool) -> None:
             os.fsync(f.fileno())
 
 
-def write_journalled(path: str | Path, data: bytes, listed: Callable[[str], None], fsync: bool = False) -> None:
+def write_journalled(path: str | Path, data: bytes, listed: Callable[[str], None], fsync: bool = False,
+                     exclusive: bool = False) -> None:
     """Write `data` to `path` through a fresh temporary `partial_path(path, new_token())`: made exclusively first,
     then `listed(its name)` records it in the caller's journal, then it is filled (flushed to disk with `fsync`) and
-    renamed onto `path`. A kill before `listed` returns leaves at most that empty, unlisted temporary, which blocks
-    nothing."""
-    with disk_full_named(path), atomic_path(path, partial=new_token()) as tmp:
+    renamed onto `path` (`exclusive`: never over a file there, see `atomic_path`). A kill before `listed` returns
+    leaves at most that empty, unlisted temporary, which blocks nothing."""
+    with disk_full_named(path), atomic_path(path, partial=new_token(), exclusive=exclusive) as tmp:
         listed(tmp.name)
         _fill(tmp, data, fsync)
 
