@@ -224,8 +224,8 @@ def test_images_of_a_killed_evaluation_stay_its_own(tmp_path: Path, monkeypatch)
     first.save("run1", "k/a", np.zeros((4, 4, 3), np.uint8))
     real_write = saved.write_journalled
 
-    def killed(path, data, listed):
-        real_write(path, data, listed)
+    def killed(path, data, listed, **kwargs):
+        real_write(path, data, listed, **kwargs)
         raise KeyboardInterrupt  # written, and the run dies before it writes its list
 
     monkeypatch.setattr(saved, "write_journalled", killed)
@@ -259,7 +259,7 @@ def test_the_temporaries_of_a_killed_evaluation_are_removed_and_no_other(tmp_pat
     first.check(["run1"], list(names))
     leftovers: list[Path] = []
 
-    def killed_mid_write(path, data, listed):
+    def killed_mid_write(path, data, listed, **_):
         with atomic.atomic_path(path, partial=atomic.new_token()) as tmp:
             listed(tmp.name)
             leftovers.append(tmp)
@@ -299,7 +299,7 @@ def test_a_file_put_where_a_killed_evaluation_had_not_yet_written_is_not_taken_f
     first = saved.SavedImages(folder, {"k/a": "k_a"})
     first.check(["run1"], ["k/a"])
 
-    def killed_before_write(path, data, listed):
+    def killed_before_write(path, data, listed, **_):
         listed(".k_a.png.00000000.defocuskit-partial")
         raise KeyboardInterrupt  # journalled, then killed before a byte is written
 
@@ -341,3 +341,25 @@ def test_a_folder_an_ingest_is_writing_or_rewrote_while_scored_is_not_reported(s
     res, out = _eval(folder, "--report", str(tmp_path / "mixed"))
     assert res.exit_code == 2 and "its shards changed while they were scored" in out and len(calls) == 2, out
     assert not (tmp_path / "mixed" / "report.json").exists()
+
+
+def test_an_image_put_where_an_output_goes_while_it_is_saved_is_left_alone(tmp_path: Path, monkeypatch) -> None:
+    """A file appearing at an output's name between the check and the write was replaced (os.replace)."""
+    from defocuskit.eval import saved
+
+    folder = tmp_path / "saved"
+    images = saved.SavedImages(folder, {"k/a": "k_a"})
+    images.check(["run1"], ["k/a"])
+    real = saved.encode_image
+
+    def user_writes_meanwhile(path, image):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"mine")
+        return real(path, image)
+
+    monkeypatch.setattr(saved, "encode_image", user_writes_meanwhile)
+    from defocuskit.eval.config import EvalError
+
+    with pytest.raises(EvalError, match=r"k_a\.png: put there while this evaluation ran; it is left as it is"):
+        images.save("run1", "k/a", np.zeros((4, 4, 3), np.uint8))
+    assert (folder / "run1" / "k_a.png").read_bytes() == b"mine"

@@ -154,6 +154,7 @@ class SavedImages:
             raise EvalError(f"sample key '{key}' is held by two pairs of the split: their outputs would save as one "
                             f"file ({path}); give each sample its own key (or leave out --save-images)")
         self._refuse(path)
+        new = not (path.exists() or path.is_symlink())  # as judged: a file put there from now on is not replaced
         path.parent.mkdir(parents=True, exist_ok=True)  # another process may not have made the folder yet
         for temp in self.begun.get(rel, ()):  # only the process that writes an image removes its temporaries
             remove_partial(self.folder / rel, temp)
@@ -166,7 +167,13 @@ class SavedImages:
             with open(self.journal, "a", encoding="utf-8") as journal:
                 journal.write(f"{rel}\t{sha}\t{temporary}\n")
 
-        write_journalled(path, data, listed)
+        try:  # where nothing stood at the check: never over a file put there since (a hard link never replaces)
+            write_journalled(path, data, listed, exclusive=new)
+        except FileExistsError as exc:
+            if exc.filename != str(path):  # a file in the way of its temporary: named as it is
+                raise
+            raise EvalError(f"{path}: put there while this evaluation ran; it is left as it is: move it and run the "
+                            "evaluation again") from None
         self.written[rel] = sha
 
     def write_manifest(self, written: dict[str, str] | None = None, finished: bool = True) -> None:
