@@ -209,3 +209,19 @@ def test_a_manifest_that_disagrees_with_the_tars_is_one_line_naming_it(good, tmp
         lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and str(where) in lines[0], (args[0], result.output)
         assert "Traceback" not in result.output and not (tmp_path / "report" / "report.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo"])
+def test_a_shard_that_is_not_a_file_is_one_line_not_a_hang(good, tmp_path, kind):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    (folder / SHARD).unlink()
+    os.symlink("/dev/zero", folder / SHARD) if kind == "link to /dev/zero" else os.mkfifo(folder / SHARD)
+    for args in (["eval", "--shards", str(folder), "--split", "train", "--baseline", "input",
+                  "--report", str(tmp_path / "report")],
+                 ["inspect", str(folder), "--sheet", str(tmp_path / "sheet.png")]):
+        proc = subprocess.run([sys.executable, "-m", "defocuskit", *args], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)  # was: reading forever
+        assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {folder / SHARD}: not a tar file but a "
+                                                               "device, FIFO or socket"), proc.stderr[-3000:]

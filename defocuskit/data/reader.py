@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import re
+import stat
 import sys
 import tarfile
 from collections.abc import Iterator, Mapping
@@ -290,9 +291,19 @@ def decode_blurmask(data: bytes, name: str) -> np.ndarray:
 def iter_raw(url: str) -> Iterator[dict[str, Any]]:
     """Raw samples of one local tar shard, grouped by key as WebDataset groups them."""
     try:
+        check_regular(url)
         yield from _iter_tar(url)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ShardError(damaged_shard(url, exc)) from None
+
+
+def check_regular(url: str) -> None:
+    """A ShardError where a local shard (or what its link points to) is not a file: a device (`/dev/zero` reads
+    forever), a FIFO (blocks until written) or a socket; OSError where it cannot be looked at."""
+    mode = os.stat(url).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a folder: damaged_shard says "Is a directory"
+        raise ShardError(f"{url}: not a tar file but a device, FIFO or socket{' (via a link)' * os.path.islink(url)}; "
+                         "a shard is a regular file")
 
 
 def damaged_shard(url: str, exc: BaseException) -> str:
