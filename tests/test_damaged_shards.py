@@ -154,3 +154,74 @@ def test_training_names_the_sample_whose_members_or_metadata_are_wrong(good, tmp
     assert proc.stderr.strip().splitlines()[-1] == f"error: {folder / SHARD}: sample {key}: {expected}", \
         proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+
+
+def _manifest(**changes: Callable[[dict], object]) -> Callable[[Path], None]:
+    """Rewrite manifest.json of a shard folder: each key set to change(manifest) (a key set to None is removed)."""
+    def edit(folder: Path) -> None:
+        m = json.loads((folder / "manifest.json").read_text())
+        for key, change in changes.items():
+            m[key] = change(m)
+        (folder / "manifest.json").write_text(json.dumps({k: v for k, v in m.items() if v is not None}))
+    return edit
+
+
+def _unlisted(folder: Path) -> None:
+    shutil.copyfile(folder / SHARD, folder / "train-000099.tar")
+
+
+MANIFEST_DAMAGE = {  # a manifest that disagrees with the tars, or that is not what ingest writes
+    "listed twice": (_manifest(shards=lambda m: m["shards"] + m["shards"][:1]),
+                     rf"shards\[1\]: {SHARD} is listed twice"),
+    "split": (_manifest(shards=lambda m: [{**m["shards"][0], "split": "test"}]),
+              rf"shards\[0\]: {SHARD} is listed as split 'test', not 'train'"),
+    "format 99": (_manifest(format=lambda m: 99), r"format 99: this defocuskit reads shard formats 1 and 2"),
+    "shards text": (_manifest(shards=lambda m: SHARD), rf"'shards' is '{SHARD}', not a list of shards"),
+    "no shards": (_manifest(shards=lambda m: None), r"'shards' is None, not a list of shards"),
+    "name number": (_manifest(shards=lambda m: [{**m["shards"][0], "name": 5}]), r"shards\[0\] names 5, not a shard"),
+    "name outside": (_manifest(shards=lambda m: [{**m["shards"][0], "name": f"../good/{SHARD}"}]),
+                     rf"shards\[0\] names '\.\./good/{SHARD}', not a shard file of this folder"),
+    "counts list": (_manifest(counts=lambda m: []), r"'counts' is not \{samples, by_split"),
+    "complete text": (_manifest(complete=lambda m: "false"), r"'complete' is 'false', not true or false"),
+    "not an object": (lambda f: (f / "manifest.json").write_text("[1]"), r"not a JSON object but a list"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(MANIFEST_DAMAGE) + ["unlisted shard"])
+def test_a_manifest_that_disagrees_with_the_tars_is_one_line_naming_it(good, tmp_path, damage):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    if damage == "unlisted shard":  # a shard the manifest omits: its samples would be silently left out
+        _unlisted(folder)
+        where, expected = folder / "train-000099.tar", r"a shard in the folder that its manifest\.json does not list"
+    else:
+        breaks, expected = MANIFEST_DAMAGE[damage]
+        breaks(folder)
+        where = folder / "manifest.json"
+    with pytest.raises(ShardError, match=rf"^{where}: " + expected):
+        list(iter_samples(folder))
+    runner = CliRunner()
+    for args in (["eval", "--shards", str(folder), "--split", "train", "--baseline", "input",
+                  "--report", str(tmp_path / "report")],
+                 ["inspect", str(folder), "--sheet", str(tmp_path / "sheet.png")]):
+        result = runner.invoke(app, args)
+        assert result.exit_code in (1, 2), (args[0], result.output)
+        lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and str(where) in lines[0], (args[0], result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "report" / "report.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo"])
+def test_a_shard_that_is_not_a_file_is_one_line_not_a_hang(good, tmp_path, kind):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    (folder / SHARD).unlink()
+    os.symlink("/dev/zero", folder / SHARD) if kind == "link to /dev/zero" else os.mkfifo(folder / SHARD)
+    for args in (["eval", "--shards", str(folder), "--split", "train", "--baseline", "input",
+                  "--report", str(tmp_path / "report")],
+                 ["inspect", str(folder), "--sheet", str(tmp_path / "sheet.png")]):
+        proc = subprocess.run([sys.executable, "-m", "defocuskit", *args], cwd=REPO, capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)  # was: reading forever
+        assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {folder / SHARD}: not a tar file but a "
+                                                               "device, FIFO or socket"), proc.stderr[-3000:]

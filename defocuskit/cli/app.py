@@ -69,7 +69,8 @@ def inspect_cmd(
     console = Console()
     try:
         manifest = read_manifest(folder)
-        console.print(manifest_table(manifest, title=f"{folder}: defocuskit {manifest['version']}, {manifest['created']}"))
+        console.print(manifest_table(manifest, title=f"{folder}: defocuskit {manifest.get('version', '?')}, "
+                                                            f"{manifest.get('created', '?')}"))
         if coc_bound:
             from defocuskit.data.coc_bound import describe_bounds
 

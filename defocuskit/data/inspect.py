@@ -50,9 +50,9 @@ def manifest_table(manifest: Mapping[str, Any], title: str | None = None) -> Any
     """A rich Table: samples by split, source and f-number, with totals and the reject count."""
     from rich.table import Table
 
-    counts = manifest["counts"]
-    table = Table(title=title or f"{counts['samples']} samples in {len(manifest['shards'])} shards, "
-                                 f"{manifest['rejects']} rejects")
+    counts = {"samples": 0, "by_split": {}, "table": [], **manifest.get("counts", {})}  # read_manifest checked them
+    rejects = manifest.get("rejects", "?")
+    table = Table(title=title or f"{counts['samples']} samples in {len(manifest['shards'])} shards, {rejects} rejects")
     for col in ("split", "source", "f-number"):
         table.add_column(col)
     table.add_column("samples", justify="right")
@@ -63,7 +63,7 @@ def manifest_table(manifest: Mapping[str, Any], title: str | None = None) -> Any
     for split, n in counts["by_split"].items():
         table.add_row(split, "all", "all", str(n))
     table.add_row("total", "", "", str(counts["samples"]))
-    table.add_row("rejects", "", "", str(manifest["rejects"]))
+    table.add_row("rejects", "", "", str(rejects))
     return table
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
+import stat
 import sys
 import tarfile
 from collections.abc import Iterator, Mapping
@@ -36,9 +38,57 @@ def read_manifest(folder: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest (not a shard folder written by `defocuskit ingest`?)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ShardError(f"{path}: not valid JSON ({exc})") from exc
+    wrong = manifest_wrong(manifest)
+    if wrong:
+        raise ShardError(f"{path}: {wrong}; ingest the folder again (the same command rewrites the manifest)")
+    return manifest
+
+
+_SHARD_NAME = re.compile(r"[^./\\][^/\\]*-[0-9]+\.tar")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def manifest_wrong(manifest: Any) -> str | None:
+    """What makes a parsed manifest unusable (a field of the wrong type, a format this reader does not know, a shard
+    listed twice, a shard name that is not a file of the folder named SPLIT-NNNNNN.tar, a split that is not its
+    name's prefix), else None."""
+    if not isinstance(manifest, dict):
+        return f"not a JSON object but a {type(manifest).__name__}"
+    fmt = manifest.get("format", 1)
+    if fmt not in (1, metadata.FORMAT) or isinstance(fmt, bool):
+        return f"format {fmt!r}: this defocuskit reads shard formats 1 and {metadata.FORMAT}"
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        return f"'shards' is {shards!r}, not a list of shards"
+    seen: set[str] = set()
+    for i, entry in enumerate(shards):
+        name = entry.get("name") if isinstance(entry, dict) else entry
+        if not isinstance(name, str) or not _SHARD_NAME.fullmatch(name):
+            return f"shards[{i}] names {name!r}, not a shard file of this folder (SPLIT-NNNNNN.tar)"
+        if name in seen:
+            return f"shards[{i}]: {name} is listed twice"
+        seen.add(name)
+        if "split" in entry and entry["split"] != _split_of(name):
+            return f"shards[{i}]: {name} is listed as split {entry['split']!r}, not {_split_of(name)!r}"
+        if "samples" in entry and not _count(entry["samples"]):
+            return f"shards[{i}]: {name} holds {entry['samples']!r} samples, not a count"
+    counts = manifest.get("counts", {})
+    by_split = counts.get("by_split", {}) if isinstance(counts, dict) else None
+    table = counts.get("table", []) if isinstance(counts, dict) else None
+    if (not isinstance(counts, dict) or not _count(counts.get("samples", 0)) or not isinstance(by_split, dict)
+            or not all(_count(v) for v in by_split.values()) or not isinstance(table, list)
+            or not all(isinstance(r, dict) and {"split", "source", "f_number"} <= set(r) and _count(r.get("samples"))
+                       for r in table)):
+        return "'counts' is not {samples, by_split: {split: count}, table: [{split, source, f_number, samples}]}"
+    if "complete" in manifest and not isinstance(manifest["complete"], bool):
+        return f"'complete' is {manifest['complete']!r}, not true or false"
+    return None
 
 
 _WARNED: set[str] = set()  # folders warned about in this process
@@ -88,6 +138,13 @@ def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
             if manifest.get("complete") is False:
                 warn_incomplete(path, manifest)
             urls = [str(path / s["name"]) for s in manifest["shards"]]
+            listed = {s["name"] for s in manifest["shards"]}
+            unlisted = sorted(t.name for t in path.glob("*.tar")
+                              if _SHARD_NAME.fullmatch(t.name) and t.name not in listed)
+            if unlisted and manifest.get("complete") is not False:
+                raise ShardError(f"{path / unlisted[0]}: a shard in the folder that its manifest.json does not list "
+                                 f"({len(unlisted)} such); ingest the folder again (the same command rewrites the "
+                                 "manifest), or move the file out")
         else:
             urls = sorted(glob.glob(str(path / "*.tar")))
     elif remote:
@@ -234,9 +291,19 @@ def decode_blurmask(data: bytes, name: str) -> np.ndarray:
 def iter_raw(url: str) -> Iterator[dict[str, Any]]:
     """Raw samples of one local tar shard, grouped by key as WebDataset groups them."""
     try:
+        check_regular(url)
         yield from _iter_tar(url)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ShardError(damaged_shard(url, exc)) from None
+
+
+def check_regular(url: str) -> None:
+    """A ShardError where a local shard (or what its link points to) is not a file: a device (`/dev/zero` reads
+    forever), a FIFO (blocks until written) or a socket; OSError where it cannot be looked at."""
+    mode = os.stat(url).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a folder: damaged_shard says "Is a directory"
+        raise ShardError(f"{url}: not a tar file but a device, FIFO or socket{' (via a link)' * os.path.islink(url)}; "
+                         "a shard is a regular file")
 
 
 def damaged_shard(url: str, exc: BaseException) -> str:

@@ -60,12 +60,13 @@ def index_shard(url: str) -> list[ShardEntry]:
     """Every sample of a tar shard, in tar order, with its members' byte ranges (ShardError naming a
     local shard that is not a complete tar)."""
     if is_local(url):
+        from defocuskit.data.reader import ShardError, check_regular, damaged_shard
+
         try:
+            check_regular(url)
             with tarfile.open(url, "r:") as tar:  # plain tar: TarFile.next() seeks past each member's data
                 return list(_group(iter(tar)))
         except (tarfile.TarError, EOFError, OSError) as exc:
-            from defocuskit.data.reader import ShardError, damaged_shard
-
             raise ShardError(damaged_shard(url, exc)) from None
     import webdataset as wds
 
