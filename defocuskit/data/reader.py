@@ -137,14 +137,7 @@ def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
             manifest = read_manifest(path)
             if manifest.get("complete") is False:
                 warn_incomplete(path, manifest)
-            urls = [str(path / s["name"]) for s in manifest["shards"]]
-            listed = {s["name"] for s in manifest["shards"]}
-            unlisted = sorted(t.name for t in path.glob("*.tar")
-                              if _SHARD_NAME.fullmatch(t.name) and t.name not in listed)
-            if unlisted and manifest.get("complete") is not False:
-                raise ShardError(f"{path / unlisted[0]}: a shard in the folder that its manifest.json does not list "
-                                 f"({len(unlisted)} such); ingest the folder again (the same command rewrites the "
-                                 "manifest), or move the file out")
+            urls = [str(path / s["name"]) for s in manifest["shards"]]  # a tar it does not list (the user's) unread
         else:
             urls = sorted(glob.glob(str(path / "*.tar")))
     elif remote:
