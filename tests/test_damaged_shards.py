@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -211,6 +212,35 @@ def test_a_tar_the_manifest_does_not_list_is_neither_read_nor_refused(good, tmp_
     keys = [s["key"] for s in iter_samples(folder)]
     (folder / "test-000099.tar").write_bytes(b"the user's")
     assert [s["key"] for s in iter_samples(folder)] == keys
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "directory"])
+def test_a_member_that_is_a_link_or_a_folder_is_one_line_not_a_sharp_only_sample(good, tmp_path, kind):
+    """A sample's blur.png given as a link (to /etc/passwd, say) or a directory was skipped, so the pair read as a
+    sharp-only sample and eval scored fewer pairs, exit 0: now one line naming the shard and the member."""
+    import tarfile
+
+    from defocuskit.data.tar_index import index_shard
+
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    with tarfile.open(good / SHARD) as src, tarfile.open(folder / SHARD, "w") as dst:
+        replaced = None
+        for info in src:
+            if replaced is None and info.name.endswith(".blur.png"):
+                replaced = info.name
+                link = tarfile.TarInfo(info.name)
+                link.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "directory": tarfile.DIRTYPE}[kind]
+                link.linkname = "/etc/passwd" if kind != "directory" else ""
+                dst.addfile(link)
+                continue
+            dst.addfile(info, src.extractfile(info))
+    said = {"symlink": "a symbolic link", "hardlink": "a hard link", "directory": "a directory"}[kind]
+    expected = rf"^{folder / SHARD}: member '{re.escape(replaced)}' is {said}: a shard holds"
+    with pytest.raises(ShardError, match=expected):
+        list(iter_samples(folder))
+    with pytest.raises(ShardError, match=expected):
+        index_shard(str(folder / SHARD))
 
 
 @pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo"])

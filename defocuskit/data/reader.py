@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data import metadata
+from defocuskit.data.tar_index import not_a_file_member
 from defocuskit.io.formats import ImageError
 from defocuskit.io.images import decode_image
 
@@ -313,6 +314,8 @@ def _iter_tar(url: str) -> Iterator[dict[str, Any]]:
     current: dict[str, Any] = {}
     with tarfile.open(url, "r") as tar:
         for info in tar:
+            if (wrong := not_a_file_member(info)) is not None:
+                raise ShardError(f"{url}: {wrong}")
             if not info.isfile():
                 continue
             base = os.path.basename(info.name)
