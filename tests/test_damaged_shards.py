@@ -230,7 +230,8 @@ def test_a_member_that_is_a_link_or_a_folder_is_one_line_not_a_sharp_only_sample
             if replaced is None and info.name.endswith(".blur.png"):
                 replaced = info.name
                 link = tarfile.TarInfo(info.name)
-                link.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "directory": tarfile.DIRTYPE}[kind]
+                types = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE, "directory": tarfile.DIRTYPE}
+                link.type = types[kind]
                 link.linkname = "/etc/passwd" if kind != "directory" else ""
                 dst.addfile(link)
                 continue

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data import metadata
-from defocuskit.data.tar_index import not_a_file_member
 from defocuskit.io.formats import ImageError
 from defocuskit.io.images import decode_image
 
@@ -308,6 +307,18 @@ def damaged_shard(url: str, exc: BaseException) -> str:
     reason = " ".join(str(exc).split()).split(" - method")[0].rstrip(":")  # tarfile lists each method it tried
     what = "an empty file (0 bytes)" if size == 0 else f"not a complete tar file ({reason})"
     return f"{url}: damaged shard: {what}; ingest it again (the same command rewrites it)"
+
+
+def not_a_file_member(info: tarfile.TarInfo) -> str | None:
+    """Why a tar member named as a sample's member (`KEY.blur.png`) is not one: a link (symbolic or hard) or a
+    directory where a file goes (it was skipped, the sample read as if it had no such member); None for a file, and
+    for entries no sample claims (a directory `train/`)."""
+    base = os.path.basename(info.name)
+    if info.isfile() or "." not in base or base.startswith("."):
+        return None
+    kind = "a symbolic link" if info.issym() else "a hard link" if info.islnk() else \
+        "a directory" if info.isdir() else "not a regular file"
+    return f"member {info.name!r} is {kind}: a shard holds its samples' members as regular files"
 
 
 def _iter_tar(url: str) -> Iterator[dict[str, Any]]:

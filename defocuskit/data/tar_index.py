@@ -42,23 +42,12 @@ def _split_name(name: str) -> tuple[str, str] | None:
     return os.path.join(os.path.dirname(name), stem), ext
 
 
-def not_a_file_member(info: tarfile.TarInfo) -> str | None:
-    """Why a tar member named as a sample's member (`KEY.blur.png`) is not one: a link (symbolic or hard) or a
-    directory where a file goes (it was skipped, the sample read as if it had no such member); None for a file, and
-    for entries no sample claims (a directory `train/`)."""
-    if info.isfile() or _split_name(info.name) is None:
-        return None
-    kind = "a symbolic link" if info.issym() else "a hard link" if info.islnk() else \
-        "a directory" if info.isdir() else "not a regular file"
-    return f"member {info.name!r} is {kind}: a shard holds its samples' members as regular files"
-
-
 def _group(infos: Iterator[tarfile.TarInfo], url: str = "") -> Iterator[ShardEntry]:
+    from defocuskit.data.reader import ShardError, not_a_file_member
+
     key, members = None, {}
     for info in infos:
         if (wrong := not_a_file_member(info)) is not None:
-            from defocuskit.data.reader import ShardError
-
             raise ShardError(f"{url}: {wrong}")
         if not info.isfile() or (split := _split_name(info.name)) is None:
             continue
