@@ -82,13 +82,9 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_a_damaged_shard_is_one_line_naming_it(good, tmp_path, damage):
-    folder = tmp_path / "shards"
-    shutil.copytree(good, folder)
-    breaks, expected = DAMAGE[damage]
-    breaks(folder / SHARD)
-    with pytest.raises(ShardError, match=rf"^{folder / SHARD}: " + expected):
+def _one_line_from_every_reader(folder: Path, where: Path, expected: str, tmp_path: Path) -> None:
+    """The reader, eval and inspect each stop with one line naming `where`, and write no report."""
+    with pytest.raises(ShardError, match=rf"^{where}: " + expected):
         list(iter_samples(folder))
     runner = CliRunner()
     for args in (["eval", "--shards", str(folder), "--split", "train", "--baseline", "input",
@@ -97,8 +93,17 @@ def test_a_damaged_shard_is_one_line_naming_it(good, tmp_path, damage):
         result = runner.invoke(app, args)
         assert result.exit_code in (1, 2), (args[0], result.output)
         lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
-        assert len(lines) == 1 and str(folder / SHARD) in lines[0], (args[0], result.output)
+        assert len(lines) == 1 and str(where) in lines[0], (args[0], result.output)
         assert "Traceback" not in result.output and not (tmp_path / "report" / "report.json").exists()
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_shard_is_one_line_naming_it(good, tmp_path, damage):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    breaks, expected = DAMAGE[damage]
+    breaks(folder / SHARD)
+    _one_line_from_every_reader(folder, folder / SHARD, expected, tmp_path)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -191,17 +196,7 @@ def test_a_manifest_that_disagrees_with_the_tars_is_one_line_naming_it(good, tmp
     breaks, expected = MANIFEST_DAMAGE[damage]
     breaks(folder)
     where = folder / "manifest.json"
-    with pytest.raises(ShardError, match=rf"^{where}: " + expected):
-        list(iter_samples(folder))
-    runner = CliRunner()
-    for args in (["eval", "--shards", str(folder), "--split", "train", "--baseline", "input",
-                  "--report", str(tmp_path / "report")],
-                 ["inspect", str(folder), "--sheet", str(tmp_path / "sheet.png")]):
-        result = runner.invoke(app, args)
-        assert result.exit_code in (1, 2), (args[0], result.output)
-        lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
-        assert len(lines) == 1 and str(where) in lines[0], (args[0], result.output)
-        assert "Traceback" not in result.output and not (tmp_path / "report" / "report.json").exists()
+    _one_line_from_every_reader(folder, where, expected, tmp_path)
 
 
 def test_a_tar_the_manifest_does_not_list_is_neither_read_nor_refused(good, tmp_path):

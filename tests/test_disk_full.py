@@ -138,7 +138,7 @@ def test_a_report_killed_while_its_files_replace_the_earlier_ones_is_finished_by
     write_report_files(report("third"), tmp_path, None, False, False)
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["rows"] == [{"method": "third"}] and "third" in (tmp_path / "report.csv").read_text()
-    assert written["sha256"]["report.csv"] == staging._sha256(tmp_path / "report.csv")
+    assert written["sha256"]["report.csv"] == staging.file_sha256(tmp_path / "report.csv")
     assert _staging_folders(tmp_path) == [] and not (tmp_path / staging.STAGING_JOURNAL).exists()
     # and a run killed there with nothing after it: the next staged_files finishes the killed one's files first
     run = subprocess.run([sys.executable, "-c", killed, str(tmp_path)], cwd=REPO, capture_output=True, timeout=120)

@@ -6,7 +6,6 @@ finishes the replacement of a run killed while it renamed (`staged_pending`)."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -15,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from defocuskit.io.atomic import atomic_write, disk_full_named, new_token
+from defocuskit.io.hub import file_sha256
 
 STAGING = ".defocuskit-staging"
 STAGING_JOURNAL = STAGING + ".json"
@@ -52,14 +52,6 @@ def _staging_listed(folder: Path) -> list[str]:
     return _staging_journal(folder)["staging"]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _plain_file(path: Path) -> bool:
     return path.is_file() and not path.is_symlink()
 
@@ -79,7 +71,7 @@ def staged_pending(folder: str | Path, names: list[str]) -> dict[str, Path | Non
         if name in commit["files"] and _plain_file(stage / name):
             pending[name] = stage / name
         elif name not in commit["files"] and name in commit["remove"] and _plain_file(folder / name) \
-                and _sha256(folder / name) == commit["remove"][name]:
+                and file_sha256(folder / name) == commit["remove"][name]:
             pending[name] = None
     return pending
 
@@ -164,7 +156,8 @@ def staged_files(folder: str | Path, names: list[str]) -> Iterator[Path]:
         with disk_full_named(folder):
             yield stage
         files = [name for name in names if (stage / name).exists()]
-        remove = {name: _sha256(folder / name) for name in names if name not in files and _plain_file(folder / name)}
+        remove = {name: file_sha256(folder / name) for name in names
+                  if name not in files and _plain_file(folder / name)}
         with disk_full_named(folder):  # a kill from here on: the next run finishes these replacements
             _list_staging(folder, [stage.name], {"stage": stage.name, "files": files, "remove": remove})
         committing = True  # stopped from here on (Ctrl-C), the stage and its journal are kept for the next run
