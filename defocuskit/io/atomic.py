@@ -152,7 +152,7 @@ def atomic_path(path: str | Path, mode: int | None = None, partial: str | None =
         if partial:
             name = _create_partial(path, partial)
         else:
-            room = NAME_MAX - len("..XXXXXXXX.tmp")  # mkstemp's 8 random characters
+            room = NAME_MAX - len("..") - 8 - len(".tmp")  # the dots, mkstemp's 8 random characters, the suffix
             fd, name = tempfile.mkstemp(prefix=f".{name_within(path.name, room)}.", suffix=".tmp", dir=path.parent)
             os.close(fd)
         yield Path(name)
