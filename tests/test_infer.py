@@ -490,6 +490,11 @@ def test_cli_deblur(tmp_path: Path) -> None:
         assert res.exit_code == 2 and f"--f-number {value}: not an f-number a lens has (f/0.7 to f/64)" in res.output, \
             res.output
         assert not (tmp_path / "f").exists()
+    for coc in ("edge", "fnumber"):  # a NAFNet without a gate uses no map: --coc was silently ignored, exit 0
+        res = runner.invoke(app, ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out",
+                                  str(tmp_path / "c"), "--coc", coc, "--f-number", "2.8"])
+        assert res.exit_code == 2 and "uses no CoC map and has no focus gate; leave --coc out" in res.output, res.output
+        assert not (tmp_path / "c").exists()
 
 
 # ----------------------------------------------------------------------- broken models and image files

@@ -250,6 +250,9 @@ def deblur_files(
     own_k = recipe.inference.resolved_bound if coc_bound is None else float(coc_bound) or None  # 0: none
     own_bound = CocSource("map", bound=own_k) if defocus_map else None
     uses_coc = "coc" in info["needs"] or focus_gate is not None
+    if has_map and not uses_coc and not defocus_map:  # as the API refuses coc= there: it was silently ignored
+        raise ValueError(f"--coc: {checkpoint} ('{method.name}') uses no CoC map and has no focus gate; leave --coc "
+                         "out, or give --focus-gate PX to weigh its change by the map")
     if uses_coc and source is None:
         what = "--focus-gate needs" if "coc" not in info["needs"] else "this model (its sampler or network) needs"
         raise ValueError(f"{checkpoint}: {what} a CoC map: --coc map --coc-model FILE, --coc edge or --coc fnumber "
