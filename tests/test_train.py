@@ -135,16 +135,21 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(run_a, shards, tmp_path):
     assert not (out / "model.safetensors").exists()
 
 
-def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
-    shards = write_shards(tmp_path / "shards", n_shards=2, per_shard=6, seed=3)
-    val = write_shards(tmp_path / "val", n_shards=1, per_shard=5, paired=True, seed=4)
-    out = tmp_path / "ddp"
+def launch_two() -> list[str]:
+    """`accelerate launch` of two CPU processes on a free port, up to `-m defocuskit` (set ACCELERATE_USE_CPU=1)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "defocuskit", "train", TINY,
+    return [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "defocuskit"]
+
+
+def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
+    shards = write_shards(tmp_path / "shards", n_shards=2, per_shard=6, seed=3)
+    val = write_shards(tmp_path / "val", n_shards=1, per_shard=5, paired=True, seed=4)
+    out = tmp_path / "ddp"
+    cmd = [*launch_two(), "train", TINY,
            f"data.train={shards}", f"output_dir={out}", "train.max_steps=6", "train.checkpoint_every=3",
            "train.log_every=1", f"data.val={val}", "train.eval_every=3", "train.val_limit=4", "sampler.steps=2",
            "sampler.consistency=identity"]

@@ -74,25 +74,16 @@ def test_a_fresh_run_removes_only_the_grids_and_best_file_an_earlier_run_wrote(t
 def test_two_processes_validate_with_the_main_processes_batchnorm_statistics(tmp_path: Path):
     """DnCNN's BatchNorm running statistics differ between processes (each updates its own): pair 1, scored on
     process 1, must be scored with the weights the main process exports, as a one-process eval of the model does."""
-    import shutil
-    import socket
     import subprocess
-    import sys
 
-    from test_train import ENV, REPO, write_shards
+    from test_train import ENV, REPO, launch_two, write_shards
     from typer.testing import CliRunner
 
     from defocuskit.cli.app import app
 
     shards = write_shards(tmp_path / "shards", n_shards=2, per_shard=4, paired=True, seed=5)
     out = tmp_path / "run"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    proc = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-                           "-m", "defocuskit", "train", "dncnn-tiny", f"data.train={shards}", f"output_dir={out}",
+    proc = subprocess.run([*launch_two(), "train", "dncnn-tiny", f"data.train={shards}", f"output_dir={out}",
                            "train.max_steps=3", f"data.val={shards}", "train.val_limit=2"],
                           cwd=REPO, env={**ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
