@@ -189,6 +189,21 @@ def test_align_registers_before_scoring() -> None:
     assert aligned["rows"][0]["psnr"] > plain["rows"][0]["psnr"] + 5.0
 
 
+@pytest.mark.parametrize("side", [64, 128, 256])
+def test_align_leaves_a_registered_pair_as_produced(side: int) -> None:
+    """An output already on the reference's grid scores as without --align: a sub-pixel fit would only interpolate
+    it (ECC found warps that cost 0.02-3.4 dB on these crops, or none at all, skipping the pair)."""
+    full = read_image(FIXTURES / "EBB" / "test" / "target" / "4545.jpg").astype(np.float64) / 255.0
+    scale = side / max(full.shape[:2])
+    sharp = cv2.resize(full, (round(full.shape[1] * scale), round(full.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    sharp = np.round(sharp * 255.0).astype(np.uint8)
+    blur = np.round(cv2.GaussianBlur(sharp / 255.0, (0, 0), 1.0) * 255.0).astype(np.uint8)
+    sample = {"key": "on-grid", "sharp": sharp, "blur": blur, "coc": None, "meta": {"f_number": 1.8}}
+    plain = evaluate_samples([sample], {"input": lambda b, s: b}, progress=False)
+    aligned = evaluate_samples([sample], {"input": lambda b, s: b}, scoring=Scoring(align=True), progress=False)
+    assert not aligned["skipped"] and aligned["rows"][0]["psnr"] == plain["rows"][0]["psnr"]
+
+
 def test_identity_output_scores_inputs_exactly_16bit() -> None:
     rng = np.random.default_rng(0)
     pairs = _crop_pairs(2)

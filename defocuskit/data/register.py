@@ -239,7 +239,8 @@ def _coverage(m: np.ndarray, ref_size: tuple[int, int], mov_size: tuple[int, int
 
 
 def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion: str = "affine",
-          max_side: int = 1024, blur_sigma: float = 2.0) -> tuple[np.ndarray, dict[str, Any]]:
+          max_side: int = 1024, blur_sigma: float = 2.0,
+          keep_identity: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """Register `moving` (the defocused shot) onto `reference`; returns (warped moving, record).
 
     Estimated on grayscale images downscaled to `max_side` and Gaussian pre-blurred (`blur_sigma`
@@ -254,6 +255,10 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
     Gaussian sigma in full-resolution pixels that matched the sharper shot to the blurrier, positive
     where the reference was blurred), "matrix" (full-resolution, reference -> moving), "coverage",
     "border", and "inliers" for feature homographies}. Raises RegistrationError.
+
+    `keep_identity` (for pairs registered already, such as an output scored against its reference): the identity is
+    a candidate too, kept where its correlation (the fit's own objective, on the same pixels) is at least the fit's
+    or where no fit is found, and `moving` is then returned as given, with record["identity"] the reason.
     """
     if method not in ("ecc", "homography"):
         raise ValueError(f"registration method must be 'ecc' or 'homography', got {method!r}")
@@ -272,27 +277,37 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
     mov_g = cv2.GaussianBlur(mov_w, (0, 0), blur_sigma)
     record: dict[str, Any] = {"method": method, "motion": "homography" if method == "homography" else motion}
     try:
-        if method == "ecc" and motion == "bracket":
-            warp, record["motion"] = _bracket(ref_g, mov_g, usable, detail)
-        elif method == "ecc":
-            warp = _ecc(ref_g, mov_g, motion, usable, detail)
-        else:
-            warp, record["inliers"] = _features(ref_g, mov_g, usable)
-        _check_plausible(warp)
-        size = (ref_g.shape[1], ref_g.shape[0])
-        warped_g = _warp(mov_g, warp, size)
-        valid = _warp(np.ones_like(mov_g), warp, size, border=cv2.BORDER_CONSTANT)
-        warped_c = _warp(mov_c, warp, size)
-        lit_warped = unexplained_highlights(ref_c, warped_c)  # judged again on the registered grid
-        raw = float(cv2.computeECC(ref_g, warped_g, ((valid > 0.999) & ~lit_warped).astype(np.uint8)))
-    except cv2.error as exc:
-        raise RegistrationError(f"{method} did not converge ({str(exc).strip().splitlines()[-1]})") from exc
+        try:
+            if method == "ecc" and motion == "bracket":
+                warp, record["motion"] = _bracket(ref_g, mov_g, usable, detail)
+            elif method == "ecc":
+                warp = _ecc(ref_g, mov_g, motion, usable, detail)
+            else:
+                warp, record["inliers"] = _features(ref_g, mov_g, usable)
+            _check_plausible(warp)
+            size = (ref_g.shape[1], ref_g.shape[0])
+            warped_g = _warp(mov_g, warp, size)
+            valid = _warp(np.ones_like(mov_g), warp, size, border=cv2.BORDER_CONSTANT)
+            warped_c = _warp(mov_c, warp, size)
+            lit_warped = unexplained_highlights(ref_c, warped_c)  # judged again on the registered grid
+            raw = float(cv2.computeECC(ref_g, warped_g, ((valid > 0.999) & ~lit_warped).astype(np.uint8)))
+        except cv2.error as exc:
+            raise RegistrationError(f"{method} did not converge ({str(exc).strip().splitlines()[-1]})") from exc
+        full = _rescale(warp, scale)
+        beyond = beyond_bracket(full, (w, h))
+        if beyond:
+            raise RegistrationError(beyond)
+        if keep_identity and ref_c.shape == mov_c.shape:  # both on the pixels either may use
+            both = ((valid > 0.999) & ~lit_warped & ~unexplained_highlights(ref_c, mov_c)).astype(np.uint8)
+            fitted, unmoved = (float(cv2.computeECC(ref_g, x, both)) for x in (warped_g, mov_g))
+            if unmoved >= fitted:
+                raise RegistrationError(f"the identity correlates as well ({unmoved:.6f} >= {fitted:.6f})")
+    except RegistrationError as exc:
+        if not (keep_identity and reference.shape == moving.shape):
+            raise
+        return _unmoved(moving, reference, record, exc.reason)
     quality = registration_quality(ref_c, warped_c, valid, lit_warped)
     score = raw if quality["score"] is None else quality["score"]
-    full = _rescale(warp, scale)
-    beyond = beyond_bracket(full, (w, h))
-    if beyond:
-        raise RegistrationError(beyond)
     out = _warp(np.ascontiguousarray(moving, dtype=np.float32), full, (w, h))
     blur = quality["matched_blur"]
     record.update({
@@ -307,3 +322,10 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
         "border": "reflect",
     })
     return np.clip(out, 0.0, 1.0), record
+
+
+def _unmoved(moving: np.ndarray, reference: np.ndarray, record: dict[str, Any], reason: str) -> tuple[np.ndarray,
+                                                                                                      dict[str, Any]]:
+    """`moving` as given, recorded as the identity `align(..., keep_identity=True)` kept, with the reason."""
+    record.update({"identity": reason, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], "coverage": 1.0})
+    return np.asarray(moving), record

@@ -42,7 +42,8 @@ def score_pair(out: np.ndarray, ref: np.ndarray, scoring: Scoring) -> dict[str, 
 
 ALIGN_MODES = {
     "ecc": "each output, and the blurred input, registered to the sharp reference before scoring "
-           "(defocuskit.data.register.align, ECC affine, reflected borders)",
+           "(defocuskit.data.register.align, ECC affine, reflected borders); scored as produced where the fit "
+           "correlates no better than the identity or none is found",
     "flow": "JDRL's protocol on misaligned test pairs (Li et al.; liyucs/JDRL test_model.py): the sharp reference "
             "warped onto each output, and onto the blurred input, by dense optical flow (defocuskit.imaging.flow, OpenCV "
             "DIS on luminance, bilinear; where the flow leaves the frame the reference is kept as is) before scoring",
@@ -75,8 +76,8 @@ def _aligned(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | N
     if align is True or align == "ecc":
         from defocuskit.data.register import align as register
 
-        unit, _ = register(unit, ref, method="ecc", motion="affine")
-        return np.asarray(unit, np.float64), ref
+        moved, record = register(unit, ref, method="ecc", motion="affine", keep_identity=True)
+        return (unit if "identity" in record else np.asarray(moved, np.float64)), ref
     if align == "flow":
         return unit, flow_aligned_reference(unit, ref)
     return unit, ref
