@@ -144,6 +144,38 @@ def test_made_up_scene_names_never_take_a_subfolders_keys(tmp_path):
         ("raw/x/t01/b1", "x/b1.jpg"), ("raw/x/t00/a2", "x/t00/a2.jpg"), ("raw/x/t00/b2", "x/t00/b2.jpg")]
 
 
+def test_scene_gap_stops_when_capture_times_run_against_the_file_numbers(tmp_path):
+    """One scene shot across a camera clock reset (IMG_0003 'taken' months before IMG_0002): --scene-gap split it in
+    two and paired the f/1.8 shot with the f/2.8 one as its reference, exit 0. Now it stops before writing anything,
+    naming both files and their times; names with another prefix (a second camera) are not compared."""
+    root = tmp_path / "photos"
+    _shot(root / "s" / "IMG_0001.jpg", 16.0, when="2024:05:01 12:00:00")
+    _shot(root / "s" / "IMG_0002.jpg", 8.0, blur=0.8, when="2024:05:01 12:00:02")
+    _shot(root / "s" / "IMG_0003.jpg", 2.8, blur=1.5, when="2024:01:01 00:00:00")
+    _shot(root / "s" / "IMG_0004.jpg", 1.8, blur=2.0, when="2024:01:01 00:00:02")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["ingest", "--raw-dir", str(root), "--out", str(out), "--workers", "0",
+                                      "--split-by", "train", "--scene-gap", "60"])
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert (f"--scene-gap: {root / 's' / 'IMG_0003.jpg'} (taken 2024-01-01 00:00:00) is numbered after IMG_0002.jpg "
+            "(taken 2024-05-01 12:00:02) but was taken before it") in message
+    assert "put each scene in its own subfolder, or drop --scene-gap" in message
+    assert not out.exists() or not any(out.iterdir())
+    # without --scene-gap the folder is one scene, as it is
+    _, samples, rejects = _ingest(root, out)
+    assert rejects == [] and {m["ref_f_number"] for m in samples.values()} == {16.0}
+    # another camera's names (DSC_) in the same session folder are not compared with IMG_ ones
+    other = tmp_path / "two"
+    _shot(other / "s" / "IMG_0001.jpg", 16.0, when="2024:05:01 12:00:00")
+    _shot(other / "s" / "IMG_0002.jpg", 2.8, blur=1.5, when="2024:05:01 12:00:02")
+    _shot(other / "s" / "DSC_0001.jpg", 16.0, seed=1, when="2024:05:01 14:00:00")
+    _shot(other / "s" / "DSC_0002.jpg", 2.8, blur=1.5, seed=1, when="2024:05:01 14:00:03")
+    tasks = [t for t in raw_source.list_tasks(other, IngestOptions(scene_gap_s=60)) if isinstance(t, Task)]
+    assert sorted(t.key for t in tasks) == ["raw/s/t00/IMG_0001", "raw/s/t00/IMG_0002", "raw/s/t01/DSC_0001",
+                                            "raw/s/t01/DSC_0002"]
+
+
 def test_single_shot_scene_is_rejected_not_a_reference(tmp_path):
     root = tmp_path / "photos"
     _pair_scene(root / "good", {"b.jpg": 2.8})
