@@ -24,7 +24,7 @@ from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.imaging import optics
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gated
-from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
+from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, plain_tensor, read_raw, to_unit
 from defocuskit.inference.bands import restore_in_bands
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.keywords import real, tiling_keywords, whole
@@ -159,7 +159,7 @@ class DeblurModel:
         recipe's inference.focus_gate, by the "edge" estimate where no `coc` or `f_number` is given;
         `model.focus_gate`); 0: no gate. `ensemble` 4 or 8
         averages the outputs for the image's flips (and transposes), turned back (inference.ensemble). `tile`,
-        `overlap`, `max_tile_pixels`, `batch` (tiles per pass) default to defocuskit.inference.restore.restore_image's (a
+        `overlap`, `max_tile_pixels`, `batch` (tiles per pass) default to inference.restore.restore_image's (a
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
         $DEFOCUSKIT_BAND_PIXELS (default about 33.5 MP) is restored in bands of rows with 64 rows of context
         each side (defocuskit.inference.bands), so no float copy of it is made; band k draws noise from seed + k.
@@ -328,7 +328,7 @@ def _coc_sources(coc: Image | DeblurModel | None, f_number: float | None, size: 
             return [(coc, _lens_f_number(f_number), max(h, w), k)] * n
         return [coc] * n
     if isinstance(coc, torch.Tensor):
-        arr = coc.detach().float().cpu().numpy()
+        arr = plain_tensor(coc, "coc=").detach().float().cpu().numpy()
     elif isinstance(coc, np.ndarray):
         arr = coc.astype(np.float32)
     else:

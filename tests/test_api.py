@@ -205,6 +205,34 @@ def test_numpy_subclasses_are_read_as_the_plain_arrays_they_hold(nafnet, tmp_pat
         nafnet.deblur(np.ma.masked_array(gray, mask=gray > 0.9))  # was deblurred with its masked samples, mask lost
 
 
+
+def test_negative_views_are_deblurred_and_tensors_without_plain_values_refused(nafnet, hidd) -> None:
+    """A negative view (the neg bit), a conjugate view, sparse, meta and nested tensors ended in torch's own
+    tracebacks ('Can't call numpy() on Tensor that has negative bit set', 'NestedTensorImpl doesn't support sizes')."""
+    x = torch.from_numpy(_rgb(32, 40).transpose(2, 0, 1).copy())
+    neg = torch._neg_view(-x)
+    assert neg.is_neg()
+    assert torch.equal(nafnet.deblur(neg), nafnet.deblur(x))
+    as_complex = torch.complex(x, torch.zeros_like(x))
+    with pytest.warns(UserWarning, match="nested"):
+        nested = torch.nested.nested_tensor([x, x[:, :16]])
+    for bad, error, message in (
+            (x.to_sparse(), TypeError, r"image: a sparse tensor \(layout torch\.sparse_coo\); pass image\.to_dense"),
+            (torch.empty(3, 32, 40, device="meta"), ValueError, r"image: a tensor on the 'meta' device holds no value"),
+            (nested, TypeError, r"image: a nested tensor; pass a \(C, H, W\) or \(B, C, H, W\) tensor"),
+            (as_complex, TypeError, r"image: a complex tensor \(torch\.complex64\); pass its real part"),
+            (as_complex.conj(), TypeError, r"image: a complex tensor")):
+        with pytest.raises(error, match=message):
+            nafnet.deblur(bad)
+    from defocuskit.imaging import optics
+
+    flat = torch.full((32, 40), optics.coc_from_metadata({"f_number": 1.4}, 40))
+    img = _rgb(32, 40)
+    assert np.array_equal(hidd.deblur(img, steps=2, coc=torch._neg_view(-flat)), hidd.deblur(img, steps=2, coc=flat))
+    with pytest.raises(TypeError, match=r"coc=: a sparse tensor \(layout torch\.sparse_coo\); pass coc\.to_dense"):
+        hidd.deblur(img, steps=2, coc=flat.to_sparse())
+
+
 # --------------------------------------------------------------------------------- sampler keywords, CoC maps
 
 
@@ -467,7 +495,7 @@ def test_save_pretrained_expands_the_home_folder_as_load_does(nafnet, files, tmp
     look; report="~/..." was not found."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
-    report = _report(tmp_path, files["nafnet"])
+    _report(tmp_path, files["nafnet"])
     (tmp_path / "home").mkdir()
     folder = nafnet.save_pretrained("~/hub", report="~/../report/report.json")
     assert folder == tmp_path / "home" / "hub" and not (tmp_path / "~").exists()
@@ -543,7 +571,8 @@ def test_two_save_pretrained_into_one_folder_do_not_interleave(nafnet, hidd, tmp
 
     monkeypatch.setattr(hub.shutil, "copyfile", copy_then_another_save)
     nafnet.save_pretrained(folder)
-    assert seen == {"inside": True, "refused": True} and json.loads((folder / "config.json").read_text())["method"] == "nafnet"
+    assert seen == {"inside": True, "refused": True}
+    assert json.loads((folder / "config.json").read_text())["method"] == "nafnet"
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "recipe.yaml"]
 
 
@@ -613,7 +642,8 @@ def test_push_to_hub_offline_is_one_line(nafnet, monkeypatch) -> None:
             raise OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.")
 
     monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
-    with pytest.raises(ConnectionError, match=r"^push_to_hub\('me/x'\): HF_HUB_OFFLINE is set \(offline mode\)") as info:
+    offline = r"^push_to_hub\('me/x'\): HF_HUB_OFFLINE is set \(offline mode\)"
+    with pytest.raises(ConnectionError, match=offline) as info:
         nafnet.push_to_hub("me/x")
     assert "\n" not in str(info.value) and info.value.__cause__ is None
 

@@ -33,9 +33,10 @@ def _texture(seed: int = 0) -> np.ndarray:
     return np.rint(255 * (base - base.min()) / (base.max() - base.min())).astype(np.uint8)
 
 
-def _shot(path: Path, f_number: float | None = None, blur: float = 0.0, seed: int = 0, when: str | None = None) -> Path:
-    """Write the scene `seed` (Gaussian-blurred by `blur` pixels) to path; EXIF FNumber and DateTimeOriginal when
-    given."""
+def _shot(path: Path, f_number: float | str | None = None, blur: float = 0.0, seed: int = 0,
+          when: str | None = None) -> Path:
+    """Write the scene `seed` (Gaussian-blurred by `blur` pixels) to path; EXIF FNumber (a rational, or text when
+    given as a str) and DateTimeOriginal when given."""
     img = _texture(seed)
     if blur:
         img = cv2.GaussianBlur(img, (0, 0), blur)
@@ -45,7 +46,9 @@ def _shot(path: Path, f_number: float | None = None, blur: float = 0.0, seed: in
         cv2.imwrite(str(path), img[:, :, ::-1])
         return path
     exif = Image.Exif()
-    if f_number is not None:
+    if isinstance(f_number, str):  # an ASCII tag, as some writers store it
+        exif.get_ifd(_EXIF_IFD)[_F_NUMBER] = f_number
+    elif f_number is not None:
         exif.get_ifd(_EXIF_IFD)[_F_NUMBER] = TiffImagePlugin.IFDRational(round(f_number * 10), 10)
     if when is not None:
         exif.get_ifd(_EXIF_IFD)[0x9003] = when  # DateTimeOriginal
@@ -141,6 +144,38 @@ def test_made_up_scene_names_never_take_a_subfolders_keys(tmp_path):
         ("raw/x/t01/b1", "x/b1.jpg"), ("raw/x/t00/a2", "x/t00/a2.jpg"), ("raw/x/t00/b2", "x/t00/b2.jpg")]
 
 
+def test_scene_gap_stops_when_capture_times_run_against_the_file_numbers(tmp_path):
+    """One scene shot across a camera clock reset (IMG_0003 'taken' months before IMG_0002): --scene-gap split it in
+    two and paired the f/1.8 shot with the f/2.8 one as its reference, exit 0. Now it stops before writing anything,
+    naming both files and their times; names with another prefix (a second camera) are not compared."""
+    root = tmp_path / "photos"
+    _shot(root / "s" / "IMG_0001.jpg", 16.0, when="2024:05:01 12:00:00")
+    _shot(root / "s" / "IMG_0002.jpg", 8.0, blur=0.8, when="2024:05:01 12:00:02")
+    _shot(root / "s" / "IMG_0003.jpg", 2.8, blur=1.5, when="2024:01:01 00:00:00")
+    _shot(root / "s" / "IMG_0004.jpg", 1.8, blur=2.0, when="2024:01:01 00:00:02")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["ingest", "--raw-dir", str(root), "--out", str(out), "--workers", "0",
+                                      "--split-by", "train", "--scene-gap", "60"])
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert (f"--scene-gap: {root / 's' / 'IMG_0003.jpg'} (taken 2024-01-01 00:00:00) is numbered after IMG_0002.jpg "
+            "(taken 2024-05-01 12:00:02) but was taken before it") in message
+    assert "put each scene in its own subfolder, or drop --scene-gap" in message
+    assert not out.exists() or not any(out.iterdir())
+    # without --scene-gap the folder is one scene, as it is
+    _, samples, rejects = _ingest(root, out)
+    assert rejects == [] and {m["ref_f_number"] for m in samples.values()} == {16.0}
+    # another camera's names (DSC_) in the same session folder are not compared with IMG_ ones
+    other = tmp_path / "two"
+    _shot(other / "s" / "IMG_0001.jpg", 16.0, when="2024:05:01 12:00:00")
+    _shot(other / "s" / "IMG_0002.jpg", 2.8, blur=1.5, when="2024:05:01 12:00:02")
+    _shot(other / "s" / "DSC_0001.jpg", 16.0, seed=1, when="2024:05:01 14:00:00")
+    _shot(other / "s" / "DSC_0002.jpg", 2.8, blur=1.5, seed=1, when="2024:05:01 14:00:03")
+    tasks = [t for t in raw_source.list_tasks(other, IngestOptions(scene_gap_s=60)) if isinstance(t, Task)]
+    assert sorted(t.key for t in tasks) == ["raw/s/t00/IMG_0001", "raw/s/t00/IMG_0002", "raw/s/t01/DSC_0001",
+                                            "raw/s/t01/DSC_0002"]
+
+
 def test_single_shot_scene_is_rejected_not_a_reference(tmp_path):
     root = tmp_path / "photos"
     _pair_scene(root / "good", {"b.jpg": 2.8})
@@ -197,6 +232,25 @@ def test_every_image_file_is_used_or_has_a_reject_line(tmp_path):
 
 
 # ----------------------------------------------------------------------------- given f-numbers
+
+
+def test_a_text_exif_f_number_is_read_or_rejected_naming_the_value(tmp_path):
+    """An EXIF FNumber stored as the text 'f/2.8' or 'F2.8' was rejected as 'no EXIF FNumber'; text that is an
+    f-number is now read, and text that is not one is a reject line quoting it (a CSV row still overrides it)."""
+    root = tmp_path / "photos"
+    _shot(root / "s" / "ref.jpg", "f/16")
+    for i, (name, text) in enumerate({"a.jpg": "F2.8", "b.jpg": "f4", "c.jpg": "5.6", "d.jpg": "F/8"}.items()):
+        _shot(root / "s" / name, text, blur=1.0 + 0.2 * i)
+    _shot(root / "s" / "bad.jpg", "abc", blur=1.5)
+    _shot(root / "s" / "fixed.jpg", "f/ two", blur=1.6)  # the CSV gives it
+    csv_path = tmp_path / "f.csv"
+    csv_path.write_text("file,f_number\ns/fixed.jpg,2\n")
+    _, samples, rejects = _ingest(root, tmp_path / "out", f_number_csv=str(csv_path))
+    f_numbers = {m["origin"][0]: (m["f_number"], m["ref_f_number"]) for m in samples.values()}
+    assert f_numbers == {"s/ref.jpg": (16.0, 16.0), "s/a.jpg": (2.8, 16.0), "s/b.jpg": (4.0, 16.0),
+                         "s/c.jpg": (5.6, 16.0), "s/d.jpg": (8.0, 16.0), "s/fixed.jpg": (2.0, 16.0)}
+    assert _reasons(rejects) == {"bad.jpg": "EXIF FNumber 'abc' is not a number (give it with --f-number-csv)"}
+    assert [r["file"] for r in rejects] == [str(root / "s" / "bad.jpg")]
 
 
 def test_f_numbers_from_csv_and_name_pattern_through_the_cli(tmp_path):

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,8 @@ from defocuskit.io.release import ReleaseError, find_state_dict, random_checkpoi
 from defocuskit.methods import get_method, release_method_names
 from defocuskit.methods.recipes import load_recipe
 
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
 PORTED = ["drbnet", "ifan", "jdrl", "restormer"]  # a manifest tests/data/release-NAME.json each
 runner = CliRunner()
 
@@ -150,7 +154,8 @@ def test_checkpoints_that_need_code_or_are_another_network_are_refused(tmp_path)
     torch.save({"state_dict": {"shallow_feat1.0.weight": torch.zeros(1)}}, tmp_path / "mprnet.pth")
     with pytest.raises(ReleaseError, match="not JDRL's U-Net .* MPRNet"):
         import_release("jdrl", tmp_path / "mprnet.pth", tmp_path / "o.safetensors")
-    with pytest.raises(ValueError, match=r"'nafnet' reads no published checkpoints \(those that do: drbnet, ifan, jdrl, restormer\)"):
+    with pytest.raises(ValueError, match=r"'nafnet' reads no published checkpoints \(those that do: drbnet, ifan, "
+                                         r"jdrl, restormer\)"):
         import_release("nafnet", pickled, tmp_path / "o.safetensors")
     with pytest.raises(ValueError, match="a PyTorch checkpoint.*import-weights"):  # a .pth given as a model file
         load_model(tmp_path / "mprnet.pth")
@@ -293,6 +298,54 @@ def test_import_weights_never_writes_over_a_file_that_appears_while_it_converts(
     assert read_model_file(out)[1]["method"] == "drbnet"
 
 
+_KILLED_MID_WRITE = ("import os, sys\n"
+                     "from defocuskit.io import modelfile\n"
+                     "def save_file(tensors, name, metadata=None):\n"
+                     "    open(name, 'wb').write(b'half a model')\n"
+                     "    os.kill(os.getpid(), 9)\n"
+                     "modelfile.save_file = save_file\n"
+                     "from defocuskit.cli.app import app\n"
+                     "app(['import-weights', '--method', 'drbnet', sys.argv[1], '--out', sys.argv[2]])\n")
+
+
+def test_a_killed_import_leaves_a_temporary_the_next_import_of_that_file_removes(imported, tmp_path):
+    """kill -9 while import-weights wrote its --out left a hidden `.NAME.XXXX.tmp` with a random name that nothing
+    listed, so nothing ever removed it; now the temporary is listed in a journal beside the output first, and the next
+    import of the same file removes it (and only it: a file of the user's that looks alike is left)."""
+    pth, _ = imported["drbnet"]
+    out = tmp_path / "drbnet.safetensors"
+    run = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, str(pth), str(out)], cwd=ROOT, capture_output=True,
+                         timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == -9, run.stderr[-2000:]
+    left = [p.name for p in tmp_path.iterdir()]
+    assert not out.exists() and left and all(name.startswith(".drbnet.safetensors.") for name in left), left
+    lookalike = tmp_path / ".drbnet.safetensors.0badc0de.defocuskit-partial"  # not the one the journal lists
+    lookalike.write_text("the user's\n")
+    result = runner.invoke(app, ["import-weights", "--method", "drbnet", str(pth), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, lookalike.name])
+    assert read_model_file(out)[1]["method"] == "drbnet" and lookalike.read_text() == "the user's\n"
+
+
+def test_an_import_of_a_file_another_import_writes_stops_naming_it(imported, tmp_path):
+    """A second import-weights of the same --out while one writes it stops in one line naming the first; a file of
+    the user's at the journal's name is never written over or removed."""
+    from defocuskit.io.output_journal import journal_path, journalled_output
+
+    pth, _ = imported["drbnet"]
+    out = tmp_path / "drbnet.safetensors"
+    with journalled_output(out, "import-weights") as token:
+        result = runner.invoke(app, ["import-weights", "--method", "drbnet", str(pth), "--out", str(out)])
+        assert result.exit_code == 2 and f"{out}: another import-weights is writing it (pid {os.getpid()}" in \
+            result.output.replace("\n", ""), result.output
+        assert token in journal_path(out).read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    journal_path(out).write_text("my notes\n")
+    result = runner.invoke(app, ["import-weights", "--method", "drbnet", str(pth), "--out", str(out)])
+    assert result.exit_code == 2 and "in the way of the output's journal and not one a run wrote" in result.output
+    assert journal_path(out).read_text() == "my notes\n" and not out.exists()
+
+
 def test_the_api_loads_a_release_checkpoint_and_deblurs(imported):
     pth, model_file = imported["jdrl"]
     model = defocuskit.load(pth, method="jdrl", device="cpu")  # imported on the fly into a temporary model file
@@ -330,7 +383,8 @@ def test_imported_model_files_are_evaluated_by_aperture_and_saved_in_the_hub_lay
     assert not report["skipped"]
     origin = report["protocol"]["methods"]["restormer"]["origin"]  # the report names where each model comes from
     assert origin["kind"] == "release" and origin["code"].startswith("swz30/Restormer@")
-    assert origin["checkpoint"] == imported["restormer"][0].name and origin["sha256"] == file_sha256(imported["restormer"][0])
+    pth = imported["restormer"][0]
+    assert origin["checkpoint"] == pth.name and origin["sha256"] == file_sha256(pth)
     rows = {(r["method"], r["f_number"]): r for r in report["rows"]}
     for path in files:
         for f_number in (2.8, 4.0):

@@ -53,6 +53,24 @@ def check_pixels(height: int, width: int) -> None:
                          f"{limit / 1e6:.0f} MP; set ${MAX_PIXELS_ENV} to a larger number (or 0) to deblur it")
 
 
+def plain_tensor(t: torch.Tensor, name: str = "image") -> torch.Tensor:
+    """`t` as a dense tensor that holds its values (a negative or conjugate view resolved); TypeError for a nested,
+    sparse or complex tensor and ValueError for a meta one, naming the argument `name` ('image', 'coc=')."""
+    arg = name.rstrip("=")
+    if t.is_nested:
+        raise TypeError(f"{name}: a nested tensor; pass a (C, H, W) or (B, C, H, W) tensor: images of one size "
+                        "stacked (torch.stack), images of different sizes one call each")
+    if t.layout != torch.strided:
+        kind = "sparse" if "sparse" in str(t.layout) else "non-dense"
+        raise TypeError(f"{name}: a {kind} tensor (layout {t.layout}); pass {arg}.to_dense()")
+    if t.is_meta:
+        raise ValueError(f"{name}: a tensor on the 'meta' device holds no values; make it on 'cpu' or a GPU")
+    if t.is_complex():
+        raise TypeError(f"{name}: a complex tensor ({t.dtype}); pass its real part ({arg}.real) or magnitude "
+                        f"({arg}.abs())")
+    return t.resolve_neg().resolve_conj()
+
+
 def read_raw(image: Image) -> tuple[np.ndarray, Layout]:
     """(B, H, W, C) samples of `image` in its own dtype (a view where it can be: no float copy) and its layout
     (numpy HxW / HxWxC, tensor CHW / BCHW); `to_unit` of any slice gives float32 in [0, 1]. A numpy subclass is
@@ -61,6 +79,8 @@ def read_raw(image: Image) -> tuple[np.ndarray, Layout]:
         raise TypeError("image: a masked array; its mask is not used: pass image.filled(value) or image.data")
     if isinstance(image, np.ndarray) and type(image) is not np.ndarray:
         image = image.view(np.ndarray)
+    if isinstance(image, torch.Tensor):
+        image = plain_tensor(image)
     if isinstance(image, (np.ndarray, torch.Tensor)) and len(image.shape) >= 2:
         channels_last = isinstance(image, np.ndarray)
         h, w = (image.shape[0], image.shape[1]) if channels_last else (image.shape[-2], image.shape[-1])

@@ -4,7 +4,8 @@ The method's `Release` (methods/base.py) maps the release's names onto its port;
 against the port's network built from the release's recipe (no key missing, none unexpected, every shape equal)
 and the weights are written as a normal model file (io/modelfile.py) whose metadata also records the source
 checkpoint's name and sha256, the released code and its test-time protocol. `deblur`, `eval`, the API and
-`train.init_from` read that file as they read any other.
+`train.init_from` read that file as they read any other. It is written through a temporary that a journal beside it
+lists first (io/output_journal.py): the next import of the same file removes what an import killed mid-write left.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from defocuskit.config.recipe import recipe_to_dict
 from defocuskit.io.hub import file_sha256
 from defocuskit.io.modelfile import check_finite, save_model
+from defocuskit.io.output_journal import journalled_output
 from defocuskit.io.release import ReleaseError, read_checkpoint
 from defocuskit.methods import get_method, release_method_names
 from defocuskit.methods.base import Method
@@ -118,9 +120,10 @@ def import_release(method_name: str, checkpoint: str | Path, out: str | Path,
                   "protocol": dataclasses.asdict(release.protocol), "kept_as_built": list(kept)}
     state = net.state_dict()
     try:  # without `overwrite` never over a file, one that appeared during the conversion included
-        save_model(out, state, method.name, recipe_to_dict(recipe), exclusive=not overwrite,
-                   extra={"source_checkpoint": checkpoint.name, "source_sha256": sha,
-                          "release": json.dumps(provenance)})
+        with journalled_output(out, "import-weights") as token:  # a killed import's temporary: cleared by the next
+            save_model(out, state, method.name, recipe_to_dict(recipe), exclusive=not overwrite, partial=token,
+                       extra={"source_checkpoint": checkpoint.name, "source_sha256": sha,
+                              "release": json.dumps(provenance)})
     except FileExistsError:
         raise ValueError(f"--out {out} exists (it appeared while the checkpoint was converted): it is left as it is; "
                          "give --force to replace it") from None

@@ -21,10 +21,11 @@ MODEL_FILE_MODE = stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH  # 0
 
 
 def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], method: str, recipe: dict[str, Any],
-               extra: dict[str, str] | None = None, exclusive: bool = False) -> None:
+               extra: dict[str, str] | None = None, exclusive: bool = False, partial: str | None = None) -> None:
     """Write `state_dict` as safetensors with the method and recipe in the metadata (temp file, then rename);
     `extra` adds text entries (e.g. the provenance of fine-tuned weights: init_from, init_from_sha256); `exclusive`:
-    never over a file at `path` (FileExistsError naming it, even for one that appeared meanwhile)."""
+    never over a file at `path` (FileExistsError naming it, even for one that appeared meanwhile); `partial`: the
+    token of the temporary that the caller's journal lists (`atomic.atomic_path`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # safetensors refuses tensors that share storage (tied weights): give every entry its own copy.
@@ -37,7 +38,7 @@ def save_model(path: str | Path, state_dict: dict[str, torch.Tensor], method: st
         **{k: str(v) for k, v in (extra or {}).items()},
     }
     # readable by collaborators on shared storage, whatever the umask
-    with atomic_path(path, MODEL_FILE_MODE, exclusive=exclusive) as tmp:
+    with atomic_path(path, MODEL_FILE_MODE, partial=partial, exclusive=exclusive) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,8 @@ RAW_SETTINGS: dict[str, Any] = {
     "half_size": False,
 }
 
-EXIF_KEYS = ("f_number", "exposure_s", "iso", "focal_length_mm", "camera", "lens", "focus_distance_m", "datetime")
+EXIF_KEYS = ("f_number", "exposure_s", "iso", "focal_length_mm", "camera", "lens", "focus_distance_m", "datetime",
+             "f_number_text")
 
 _EXIF_TIME_FORMAT = "%Y:%m:%d %H:%M:%S"
 # Tags are looked up in the EXIF sub-IFD first, then in IFD0 (TIFF/EP and some DNG writers put them there).
@@ -40,6 +42,8 @@ _TAGS = {
     "focus_distance_m": ("EXIF SubjectDistance", "Image SubjectDistance"),
     "datetime": ("EXIF DateTimeOriginal", "Image DateTimeOriginal", "EXIF DateTimeDigitized", "Image DateTime"),
 }
+# an FNumber some writers store as text: '2.8', 'f2.8', 'f/2.8', 'F/2.8'
+_F_NUMBER_TEXT = re.compile(r"(?:[fF]/?)?(\d+(?:\.\d*)?|\.\d+)")
 _MAGIC = (b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"\x89PNG", b"BM", b"RIFF")
 
 
@@ -62,7 +66,8 @@ def decode_raw(path: str | Path) -> np.ndarray:
         with rawpy.imread(str(path)) as raw:
             rgb = raw.postprocess(**_rawpy_kwargs())
     except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
-        raise ImageError(path, f"cannot decode RAW: corrupt, truncated or not a RAW file ({_libraw_reason(exc)})") from exc
+        reason = f"cannot decode RAW: corrupt, truncated or not a RAW file ({_libraw_reason(exc)})"
+        raise ImageError(path, reason) from exc
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint16 or rgb.size == 0:
         raise ImageError(path, f"RAW decoded to an unexpected array {rgb.shape} {rgb.dtype}")
     return np.ascontiguousarray(rgb)
@@ -123,6 +128,19 @@ def _text(tag: Any) -> str | None:
     return text or None
 
 
+def _text_f_number(tag: Any, exif: dict[str, Any]) -> None:
+    """An FNumber stored as text: its f-number when it is unambiguously one, else the text in f_number_text."""
+    text = _text(tag)
+    if text is None:
+        return
+    match = _F_NUMBER_TEXT.fullmatch(text)
+    value = float(match.group(1)) if match else None
+    if value is not None and value > 0 and np.isfinite(value):
+        exif["f_number"] = value
+    elif value is None:
+        exif["f_number_text"] = text
+
+
 def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -169,7 +187,8 @@ def _rawpy_fallback(path: Path, exif: dict[str, Any]) -> None:
             other = raw.other
             lens = raw.lens
     except (rawpy.LibRawError, OSError, ValueError) as exc:
-        raise ImageError(path, f"LibRaw cannot open it: corrupt, truncated or not a RAW file ({_libraw_reason(exc)})") from exc
+        reason = f"LibRaw cannot open it: corrupt, truncated or not a RAW file ({_libraw_reason(exc)})"
+        raise ImageError(path, reason) from exc
     fallback = {
         "f_number": other.aperture,
         "exposure_s": other.shutter_speed,
@@ -188,9 +207,10 @@ def _rawpy_fallback(path: Path, exif: dict[str, Any]) -> None:
 def read_exif(path: str | Path) -> dict[str, Any]:
     """The shot's EXIF: f_number, exposure_s, iso, focal_length_mm, camera, lens, focus_distance_m, datetime.
 
-    Missing values are None; rationals are floats; datetime is a `datetime`. RAW files fall back to
-    LibRaw's metadata for missing fields. Raises ImageError for missing or unreadable files (permissions
-    included) and corrupt headers.
+    Missing values are None; rationals are floats; datetime is a `datetime`. An FNumber stored as text
+    ('f/2.8', 'F2.8', '2.8') is read as its number; text that is not one is kept in f_number_text (else None).
+    RAW files fall back to LibRaw's metadata for missing fields. Raises ImageError for missing or unreadable
+    files (permissions included) and corrupt headers.
     """
     path = Path(path)
     check_readable(path)
@@ -209,6 +229,10 @@ def read_exif(path: str | Path) -> dict[str, Any]:
         exif[key] = _number(tag) if tag is not None else None
         if exif[key] is not None and exif[key] <= 0:
             exif[key] = None
+    tag = _first(tags, _TAGS["f_number"])
+    if tag is not None and isinstance(getattr(tag, "values", None), str):
+        exif["f_number"] = None
+        _text_f_number(tag, exif)
     if exif["iso"] is not None:
         exif["iso"] = round(exif["iso"])
     exif["lens"] = _text(_first(tags, _TAGS["lens"]))

@@ -116,13 +116,16 @@ def given_f_numbers(root: Path, opts: IngestOptions) -> GivenFNumbers:
 
 
 def resolve_f_number(path: Path, exif: dict[str, Any], root: Path, given: GivenFNumbers) -> str | None:
-    """Set exif["f_number"] from the CSV, EXIF or the name pattern; the reject reason when there is none."""
+    """Set exif["f_number"] from the CSV, EXIF or the name pattern; the reject reason when there is none
+    (or EXIF holds a text FNumber that is not a number)."""
     listed = given.table.get(relpath(path, root))
     if listed is not None:
         exif["f_number"] = listed
         return None
     if exif["f_number"] is not None:
         return implausible(float(exif["f_number"]), "EXIF")
+    if exif.get("f_number_text") is not None:  # a text tag that is not an f-number: corrupt, not missing
+        return f"EXIF FNumber {exif['f_number_text']!r} is not a number (give it with --f-number-csv)"
     hint = " (give it with --f-number-csv or --f-number-pattern)"
     if given.pattern is None:
         return "f-number unknown: no EXIF FNumber" + hint

@@ -1,7 +1,8 @@
 """The user's own aperture brackets (--raw-dir): camera RAW files and PNG/JPEG/TIFF, one scene per folder.
 
 Each folder is a scene (with opts.scene_gap_s, a folder's shots sorted by capture time are split into
-scenes at larger gaps). The f-number of a shot comes from, in this order: a row of opts.f_number_csv
+scenes at larger gaps; where capture times run against the file numbers, a clock reset, it raises
+IngestError rather than guess). The f-number of a shot comes from, in this order: a row of opts.f_number_csv
 (overrides EXIF), EXIF FNumber (LibRaw's metadata as a fallback for RAW files), opts.f_number_pattern
 matched against the file name; a shot with none is rejected. Per scene, the shot with the largest
 f-number is the reference (ties: earliest, then by name): it becomes a sharp-only sample, and every
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +41,7 @@ from defocuskit.data.pairs import (
     relpath,
     split_for,
 )
-from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
+from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource
 from defocuskit.data.sources.fnumbers import (
     GivenFNumbers,
@@ -55,6 +57,7 @@ RASTER = {".tif": 1, ".tiff": 1, ".png": 2, ".jpg": 3, ".jpeg": 3, ".webp": 4, "
 SHOT_EXTENSIONS = RAW_EXTENSIONS | RASTER_EXTENSIONS
 # photo formats the source cannot decode: rejected by name rather than ignored
 UNSUPPORTED_EXTENSIONS = {".heic", ".heif", ".hif", ".avif", ".jxl", ".jp2", ".j2k"}
+_NUMBERED = re.compile(r"(\D*)(\d+)")  # a camera's file name: a prefix and the shot counter ('IMG_0042')
 _SHOT_META = ("f_number", "exposure_s", "iso", "focal_length_mm", "camera", "lens", "focus_distance_m")
 
 
@@ -220,6 +223,26 @@ def _by_time_gaps(shots: list[Shot], gap_s: float) -> list[list[Shot]]:
     return groups
 
 
+def check_time_order(folder: Path, shots: list[Shot]) -> None:
+    """IngestError naming two files when capture times run against the file numbers (same prefix): a camera
+    clock reset (or a second camera) between shots, so capture-time gaps cannot tell the scenes apart."""
+    numbered: dict[str, list[tuple[int, Shot]]] = {}
+    for shot in shots:
+        if match := _NUMBERED.fullmatch(shot_stem(shot.path)):
+            numbered.setdefault(match.group(1), []).append((int(match.group(2)), shot))
+    for run in numbered.values():
+        latest: Shot | None = None  # the latest-taken shot among those numbered before
+        for _, shot in sorted(run, key=lambda item: (item[0], item[1].path.name)):
+            if latest is not None and shot.exif["datetime"] < latest.exif["datetime"]:
+                raise IngestError(
+                    f"--scene-gap: {shot.path} (taken {shot.exif['datetime']}) is numbered after {latest.path.name} "
+                    f"(taken {latest.exif['datetime']}) but was taken before it (a camera clock reset?), so capture "
+                    f"times cannot tell the scenes of {folder.name or folder} apart: put each scene in its own "
+                    "subfolder, or drop --scene-gap")
+            if latest is None or shot.exif["datetime"] > latest.exif["datetime"]:
+                latest = shot
+
+
 def _scene_rejects(scene: str, shots: list[Shot]) -> list[Rejected] | None:
     """Reject lines for every shot of a scene that has no reference to pair with, else None."""
     if len(shots) == 1:
@@ -273,6 +296,8 @@ def _folder_items(folder: Path, files: list[Path], taken: set[str], root: Path, 
     if not shots:
         return
     scene = _scene_name(folder, root, taken)
+    if opts.scene_gap_s is not None:
+        check_time_order(folder, shots)
     groups = [shots] if opts.scene_gap_s is None else _by_time_gaps(shots, opts.scene_gap_s)
     for i, group in enumerate(groups):
         name = scene if len(groups) == 1 else f"{scene}/{_free(f't{i:02d}', taken)}"
@@ -281,7 +306,8 @@ def _folder_items(folder: Path, files: list[Path], taken: set[str], root: Path, 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """Per scene: the reference as a sharp-only task, then one pair task per other shot; reject lines
-    for every image file not used. Raises IngestError for a bad f-number CSV or pattern."""
+    for every image file not used. Raises IngestError for a bad f-number CSV or pattern, and with
+    opts.scene_gap_s for capture times that run against the file numbers (`check_time_order`)."""
     root = Path(root)
     given = given_f_numbers(root, opts)
     found = False
