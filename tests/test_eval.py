@@ -204,6 +204,17 @@ def test_align_leaves_a_registered_pair_as_produced(side: int) -> None:
     assert not aligned["skipped"] and aligned["rows"][0]["psnr"] == plain["rows"][0]["psnr"]
 
 
+def test_align_names_outputs_it_found_no_registration_for() -> None:
+    """Where ECC finds no fit (here a flat output), the output is scored as produced and the report's notes say so."""
+    sharp = read_image(VABD / "train" / "input" / "0002.JPG")[300:428, 500:660]
+    sample = {"key": "flat", "sharp": sharp, "blur": sharp, "coc": None, "meta": {"f_number": 2.8}}
+    flat = lambda b, s: np.full_like(b, 0.5)  # noqa: E731
+    result = evaluate_samples([sample], {"flat": flat}, scoring=Scoring(align=True), progress=False)
+    plain = evaluate_samples([sample], {"flat": flat}, progress=False)
+    assert not result["skipped"] and result["rows"][0]["psnr"] == plain["rows"][0]["psnr"]
+    assert [n for n in result["notes"] if n.startswith("scored as produced, no registration found: flat (flat): ")]
+
+
 def test_identity_output_scores_inputs_exactly_16bit() -> None:
     rng = np.random.default_rng(0)
     pairs = _crop_pairs(2)

@@ -49,6 +49,10 @@ class RegistrationError(RuntimeError):
         super().__init__(reason)
 
 
+class _IdentityAsGood(RegistrationError):
+    """The fit correlates no better than the identity (`align(..., keep_identity=True)`)."""
+
+
 def match_gain(moving: np.ndarray, reference: np.ndarray, linear: bool = True,
                low: float = 0.02, high: float = 0.95, sigma: float = 0.0) -> tuple[np.ndarray, float]:
     """Scale `moving` so its exposure matches `reference`; returns (scaled and clipped image, gain).
@@ -258,7 +262,8 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
 
     `keep_identity` (for pairs registered already, such as an output scored against its reference): the identity is
     a candidate too, kept where its correlation (the fit's own objective, on the same pixels) is at least the fit's
-    or where no fit is found, and `moving` is then returned as given, with record["identity"] the reason.
+    or where no fit is found, and `moving` is then returned as given, with record["identity"] the reason and
+    record["fit_found"] False where there was no fit.
     """
     if method not in ("ecc", "homography"):
         raise ValueError(f"registration method must be 'ecc' or 'homography', got {method!r}")
@@ -301,11 +306,11 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
             both = ((valid > 0.999) & ~lit_warped & ~unexplained_highlights(ref_c, mov_c)).astype(np.uint8)
             fitted, unmoved = (float(cv2.computeECC(ref_g, x, both)) for x in (warped_g, mov_g))
             if unmoved >= fitted:
-                raise RegistrationError(f"the identity correlates as well ({unmoved:.6f} >= {fitted:.6f})")
+                raise _IdentityAsGood(f"the identity correlates as well ({unmoved:.6f} >= {fitted:.6f})")
     except RegistrationError as exc:
         if not (keep_identity and reference.shape == moving.shape):
             raise
-        return _unmoved(moving, reference, record, exc.reason)
+        return _unmoved(moving, record, exc.reason, fit_found=isinstance(exc, _IdentityAsGood))
     quality = registration_quality(ref_c, warped_c, valid, lit_warped)
     score = raw if quality["score"] is None else quality["score"]
     out = _warp(np.ascontiguousarray(moving, dtype=np.float32), full, (w, h))
@@ -324,8 +329,10 @@ def align(moving: np.ndarray, reference: np.ndarray, method: str = "ecc", motion
     return np.clip(out, 0.0, 1.0), record
 
 
-def _unmoved(moving: np.ndarray, reference: np.ndarray, record: dict[str, Any], reason: str) -> tuple[np.ndarray,
-                                                                                                      dict[str, Any]]:
-    """`moving` as given, recorded as the identity `align(..., keep_identity=True)` kept, with the reason."""
-    record.update({"identity": reason, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], "coverage": 1.0})
+def _unmoved(moving: np.ndarray, record: dict[str, Any], reason: str,
+             fit_found: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """`moving` as given, recorded as the identity `align(..., keep_identity=True)` kept, with the reason and whether
+    a fit was found at all."""
+    record.update({"identity": reason, "fit_found": fit_found, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                   "coverage": 1.0})
     return np.asarray(moving), record

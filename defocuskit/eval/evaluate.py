@@ -15,9 +15,9 @@ from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics, protocols
 from defocuskit.eval.config import EvalConfig, EvalError
 from defocuskit.eval.eta import CostEta, progress_bar
+from defocuskit.eval.merge import merge_parts
 from defocuskit.eval.outputs import claim_outputs
 from defocuskit.eval.report import (
-    aggregate,
     check_scored,
     group_of,
     library_versions,
@@ -53,8 +53,8 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
                    total: int | None, figure: bool = False) -> dict[str, Any]:
     """This process's part: per-image rows and skips, each with the sample's index, bit depths and counts;
     with `figure`, per f-number group (index, figure row) of the first pair every method produced an output for."""
-    part: dict[str, Any] = {"images": [], "skipped": [], "depths": {}, "pairs": 0, "sharp_only": 0, "blur_map": 0,
-                            "no_f": 0, "figure": {}, "saved": save_images.written if save_images else {}}
+    part: dict[str, Any] = {"images": [], "skipped": [], "unregistered": [], "depths": {}, "pairs": 0, "sharp_only": 0,
+                            "blur_map": 0, "no_f": 0, "figure": {}, "saved": save_images.written if save_images else {}}
     eta = CostEta(runners, total)  # the bar's time left, from each method's measured cost
     task = bar.add_task("scoring", total=None if total is None else total * len(runners), eta=eta) if bar else None
     for position, sample in enumerate(samples):
@@ -85,8 +85,12 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
         part["no_f"] += f_number is None
         ref = metrics.to_unit(sharp)
         blur_f = to_float(blur)
+        how = (scoring.align, scoring.quantize, scoring.detail_band)
+
+        def note(who: str | None) -> Callable[[str], None]:  # an output scored as produced: no registration found
+            return lambda why: part["unregistered"].append((index, key + (f" ({who})" if who else "") + f": {why}"))
         try:
-            inp_scored = prepare_pair(blur_f, ref, depth, scoring.align, scoring.quantize, scoring.detail_band)
+            inp_scored = prepare_pair(blur_f, ref, depth, *how, note(None))
             inp_scores = score_pair(*inp_scored, scoring)
         except (ValueError, RegistrationError) as exc:
             part["skipped"].append((index, {"key": key, "method": None, "reason": f"blurred input: {exc}"}))
@@ -105,7 +109,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
                 if out is blur_f:
                     scores = inp_scores
                 else:
-                    scored = prepare_pair(out, ref, depth, scoring.align, scoring.quantize, scoring.detail_band)
+                    scored = prepare_pair(out, ref, depth, *how, note(name))
                     scores = score_pair(*scored, scoring)
                     if shown is not None:
                         shown[name] = scored[0]  # the output as scored (rounded; with ecc, registered)
@@ -188,39 +192,7 @@ def evaluate_samples(
     failed = [p["error"] for p in parts if "error" in p]
     if failed:
         raise EvalError(f"another eval process failed: {failed[0]}")
-    images = [row for _, row in sorted((r for p in parts for r in p["images"]), key=lambda r: r[0])]
-    skipped = [s for _, s in sorted((s for p in parts for s in p["skipped"]), key=lambda s: s[0])]
-    depths: dict[str, set[int]] = {}
-    for p in parts:
-        for source, found in p["depths"].items():
-            depths.setdefault(source, set()).update(found)
-    firsts: dict[float | None, tuple[int, Any]] = {}
-    for p in parts:  # per group, the row of the pair a single process would have met first
-        for group, (index, row) in p["figure"].items():
-            if group not in firsts or index < firsts[group][0]:
-                firsts[group] = (index, row)
-    n_pairs, n_sharp_only, n_blur_map, n_no_f = (sum(p[k] for p in parts)
-                                                 for k in ("pairs", "sharp_only", "blur_map", "no_f"))
-    notes: list[str] = []
-    if n_sharp_only:
-        notes.append(f"{n_sharp_only} sharp-only sample(s) (no blur.png) were not scored")
-    if n_blur_map:
-        notes.append(f"{n_blur_map} blur-map sample(s) (no sharp.png reference) were not scored")
-    if by_aperture and n_pairs and n_no_f == n_pairs:
-        notes.append("no sample has an f_number: --by-aperture falls back to one 'all' row per method")
-    elif by_aperture and n_no_f:
-        notes.append(f"{n_no_f} sample(s) without an f_number are counted only in the 'all' rows")
-    for s in skipped:
-        notes.append(f"skipped {s['key']}" + (f" ({s['method']})" if s["method"] else "") + f": {s['reason']}")
-    return {
-        "rows": aggregate(images, list(runners), by_aperture),
-        "images": images,
-        "skipped": skipped,
-        "notes": notes,
-        "bit_depth": {k: sorted(v) for k, v in sorted(depths.items())},
-        "pairs": n_pairs,
-        "figure": [firsts[g][1] for g in sorted(firsts, key=lambda g: (g is None, g or 0.0))],
-    }
+    return merge_parts(parts, list(runners), by_aperture)
 
 
 def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config: EvalConfig = EvalConfig(),

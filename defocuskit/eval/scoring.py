@@ -5,7 +5,7 @@ flow), then PSNR, SSIM, MAE and LPIPS where its weights are given."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -57,16 +57,19 @@ def describe_band(sigma: float | None) -> dict[str, Any]:
 
 
 def prepare_pair(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None,
-                 quantize: bool = True, detail_band: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 quantize: bool = True, detail_band: float | None = None,
+                 unregistered: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(output, reference) as scored: the output clipped to [0, 1] and, where `quantize`, rounded to the reference's
-    bit depth (as written); with align "ecc" the output registered onto the reference, with "flow" the reference
-    warped onto the output; with `detail_band` (px) the output's low-pass then replaced by the reference's."""
-    unit, ref = _aligned(out, ref, depth, align, quantize)
+    bit depth (as written); with align "ecc" the output registered onto the reference (as produced where the fit
+    correlates no better than the identity, or where no fit is found: then `unregistered` gets the reason), with
+    "flow" the reference warped onto the output; with `detail_band` (px) the output's low-pass then replaced by the
+    reference's."""
+    unit, ref = _aligned(out, ref, depth, align, quantize, unregistered)
     return (unit, ref) if detail_band is None else (metrics.detail_band(unit, ref, detail_band), ref)
 
 
-def _aligned(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None,
-             quantize: bool) -> tuple[np.ndarray, np.ndarray]:
+def _aligned(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None, quantize: bool,
+             unregistered: Callable[[str], None] | None) -> tuple[np.ndarray, np.ndarray]:
     if out.shape[:2] != ref.shape[:2]:
         raise ValueError(f"output is {out.shape[1]}x{out.shape[0]}, reference {ref.shape[1]}x{ref.shape[0]}")
     if not np.isfinite(out).all():
@@ -77,7 +80,11 @@ def _aligned(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | N
         from defocuskit.data.register import align as register
 
         moved, record = register(unit, ref, method="ecc", motion="affine", keep_identity=True)
-        return (unit if "identity" in record else np.asarray(moved, np.float64)), ref
+        if "identity" not in record:
+            return np.asarray(moved, np.float64), ref
+        if not record["fit_found"] and unregistered is not None:
+            unregistered(record["identity"])
+        return unit, ref
     if align == "flow":
         return unit, flow_aligned_reference(unit, ref)
     return unit, ref
