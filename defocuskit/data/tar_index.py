@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from defocuskit.data.tar_checks import SampleRuns
+
 
 @dataclass(frozen=True)
 class ShardEntry:
@@ -46,11 +48,14 @@ def _group(infos: Iterator[tarfile.TarInfo], url: str = "") -> Iterator[ShardEnt
     from defocuskit.data.reader import ShardError, not_a_file_member
 
     key, members = None, {}
+    runs = SampleRuns(url)  # a sample written twice, a member twice in one, a count the manifest does not list
     for info in infos:
         if (wrong := not_a_file_member(info)) is not None:
             raise ShardError(f"{url}: {wrong}")
         if not info.isfile() or (split := _split_name(info.name)) is None:
             continue
+        if (wrong := runs.add(info.name, *split)) is not None:
+            raise ShardError(wrong)
         if key is not None and split[0] != key:
             yield ShardEntry(key, members)
             members = {}
@@ -58,6 +63,8 @@ def _group(infos: Iterator[tarfile.TarInfo], url: str = "") -> Iterator[ShardEnt
         members[split[1]] = (info.offset_data, info.size)
     if key is not None:
         yield ShardEntry(key, members)
+    if (wrong := runs.end()) is not None:
+        raise ShardError(wrong)
 
 
 def index_shard(url: str) -> list[ShardEntry]:
