@@ -282,7 +282,8 @@ def decode_blurmask(data: bytes, name: str) -> np.ndarray:
 
 
 def iter_raw(url: str) -> Iterator[dict[str, Any]]:
-    """Raw samples of one local tar shard, grouped by key as WebDataset groups them."""
+    """Raw samples of one local tar shard, grouped by key as WebDataset groups them (what `tar_checks` refuses is
+    a ShardError)."""
     try:
         check_regular(url)
         yield from _iter_tar(url)

@@ -69,7 +69,8 @@ def _group(infos: Iterator[tarfile.TarInfo], url: str = "") -> Iterator[ShardEnt
 
 def index_shard(url: str) -> list[ShardEntry]:
     """Every sample of a tar shard, in tar order, with its members' byte ranges (ShardError naming a
-    local shard that is not a complete tar)."""
+    local shard that is not a complete tar, and what `tar_checks` refuses: a sample written twice or holding a
+    member twice, a sample count that is not the one the manifest lists)."""
     if is_local(url):
         from defocuskit.data.reader import ShardError, check_regular, damaged_shard
 
