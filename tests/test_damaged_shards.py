@@ -253,3 +253,120 @@ def test_a_shard_that_is_not_a_file_is_one_line_not_a_hang(good, tmp_path, kind)
         assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {folder / SHARD}: not a tar file but a "
                                                                "device, FIFO or socket"), proc.stderr[-3000:]
+
+
+def _rewrite(path: Path, edit: Callable[[list[tuple[str, bytes]]], list[tuple[str, bytes]]]) -> str:
+    """Rewrite the tar at `path` as `edit` gives its (member name, bytes) back; returns the first sample's key."""
+    with tarfile.open(path) as src:
+        items = [(m.name, src.extractfile(m).read()) for m in src.getmembers()]
+    with tarfile.open(path, "w") as tar:
+        for name, data in edit(items):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return items[0][0].split(".", 1)[0]
+
+
+def _after_first_json(extra: Callable[[str, bytes], tuple[str, bytes]]):
+    def edit(items: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+        at = next(i for i, (name, _) in enumerate(items) if name.endswith(".json")) + 1
+        return items[:at] + [extra(*items[at - 1])] + items[at:]
+    return edit
+
+
+SAMPLE_DAMAGE = {  # (edit of the tar, what the line says after "SHARD: sample KEY: "; {key} is the first sample's)
+    "written twice": (lambda items: items + [(n, d) for n, d in items if n.split(".")[0] == items[0][0].split(".")[0]],
+                      "written twice (a second run of its members starts at member '{key}.blur.png'); a shard holds "
+                      "each sample once"),
+    "json twice": (_after_first_json(lambda name, data: (name, data)),
+                   "two json members (its metadata), '{key}.json' and '{key}.json'; a sample holds each member once"),
+    "json and JSON": (_after_first_json(lambda name, data: (name[:-4] + "JSON", b'{"f_number": 2.0}')),
+                      "two json members (its metadata), '{key}.json' and '{key}.JSON'"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(SAMPLE_DAMAGE))
+def test_a_sample_written_twice_or_with_two_json_members_is_one_line_naming_it(good, tmp_path, damage):
+    """A sample whose members come in two runs of one shard was read (and scored) twice; a second json member (or
+    `k.JSON`, WebDataset's `json` too) silently replaced the first: now every reader names the shard and the key."""
+    from defocuskit.data.tar_index import index_shard
+
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    edit, said = SAMPLE_DAMAGE[damage]
+    key = _rewrite(folder / SHARD, edit)
+    expected = re.escape(f"sample {key}: " + said.format(key=key))
+    with pytest.raises(ShardError, match=rf"^{re.escape(str(folder / SHARD))}: {expected}"):
+        index_shard(str(folder / SHARD))  # the training stream's and eval's index
+    _one_line_from_every_reader(folder, folder / SHARD, expected, tmp_path)
+    _inspect_one_sample_refuses(folder, folder / SHARD, tmp_path)
+
+
+def _inspect_one_sample_refuses(folder: Path, where: Path, tmp_path: Path) -> None:
+    """`inspect --n 1` reads 16 samples, not the whole shard (nor the damage at its end), yet stops naming `where`."""
+    result = CliRunner().invoke(app, ["inspect", str(folder), "--n", "1", "--sheet", str(tmp_path / "one.png")])
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("error:")]
+    assert result.exit_code == 1 and len(lines) == 1 and str(where) in lines[0], result.output
+    assert not (tmp_path / "one.png").exists()
+
+
+def _listed_samples(change: Callable[[int], int]) -> Callable[[Path], int]:
+    """Set the manifest's sample count of SHARD to change(count); returns the count its tar holds."""
+    def edit(folder: Path) -> int:
+        m = json.loads((folder / "manifest.json").read_text())
+        held = m["shards"][0]["samples"]
+        m["shards"][0]["samples"] = change(held)
+        (folder / "manifest.json").write_text(json.dumps(m))
+        return held
+    return edit
+
+
+@pytest.mark.parametrize("listed", ["fewer", "more"])
+def test_a_manifest_count_that_is_not_the_shards_is_one_line_naming_both(good, tmp_path, listed):
+    """manifest.json listing 2 samples fewer (or more) than the shard holds was read without complaint."""
+    from defocuskit.data.tar_index import index_shard
+
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    held = _listed_samples(lambda n: n - 2 if listed == "fewer" else n + 2)(folder)
+    says = held - 2 if listed == "fewer" else held + 2
+    expected = re.escape(f"lists {SHARD} with {says} samples, but {folder / SHARD} holds {held}: ")
+    with pytest.raises(ShardError, match=rf"^{re.escape(str(folder / 'manifest.json'))}: {expected}"):
+        index_shard(str(folder / SHARD))
+    with pytest.raises(ShardError, match=expected):  # a glob names the listed shard too
+        list(iter_samples(str(folder / "train-*.tar")))
+    _one_line_from_every_reader(folder, folder / "manifest.json", expected, tmp_path)
+    _inspect_one_sample_refuses(folder, folder / "manifest.json", tmp_path)
+
+
+def test_a_tar_the_manifest_does_not_list_is_not_counted(good, tmp_path):
+    """Only the shards the manifest lists are counted: a tar of the user's beside them, named by a glob, is read."""
+    from defocuskit.data.tar_index import index_shard
+
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    _rewrite(folder / SHARD, lambda items: [(n, d) for n, d in items if n.split(".")[0] != items[-1][0].split(".")[0]])
+    shutil.move(folder / SHARD, folder / "train-000099.tar")
+    shutil.copy(good / SHARD, folder / SHARD)
+    held = json.loads((folder / "manifest.json").read_text())["shards"][0]["samples"]
+    assert len(index_shard(str(folder / "train-000099.tar"))) == held - 1
+    assert len(list(iter_samples(str(folder / "train-*.tar")))) == 2 * held - 1
+
+
+@pytest.mark.parametrize("damage", ["written twice", "manifest"])
+def test_training_on_a_sample_written_twice_or_a_miscounted_shard_stops_naming_it(good, tmp_path, damage):
+    folder = tmp_path / "shards"
+    shutil.copytree(good, folder)
+    if damage == "manifest":
+        held = _listed_samples(lambda n: n - 1)(folder)
+        expected = f"error: {folder / 'manifest.json'}: lists {SHARD} with {held - 1} samples, but {folder / SHARD} " \
+                   f"holds {held}: "
+    else:
+        key = _rewrite(folder / SHARD, SAMPLE_DAMAGE[damage][0])
+        expected = f"error: {folder / SHARD}: sample {key}: written twice "
+    proc = subprocess.run([sys.executable, "-m", "defocuskit", "train", "nafnet-tiny", f"data.train={folder}",
+                           f"output_dir={tmp_path / 'run'}", "train.max_steps=4", "data.num_workers=0"],
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(expected), proc.stderr[-3000:]

@@ -18,7 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from defocuskit.data.reader import decode_same_size, iter_raw, read_manifest, shard_urls
+from defocuskit.data.reader import decode_same_size, read_manifest, shard_urls
+from defocuskit.data.tar_index import index_shard, read_samples
 from defocuskit.imaging.drawing import (
     BACKGROUND,
     FONT_PX,
@@ -255,7 +256,8 @@ def pick_samples(folder: str | Path, n: int, scan: int = 16) -> list[dict[str, A
     seen = set()
     budget = n * max(1, scan)
     for url in shard_urls(folder):
-        for raw in iter_raw(url):
+        entries = index_shard(url)  # the tar's headers: a sample written twice, a count the manifest does not list
+        for raw in read_samples(url, entries[:budget]):
             budget -= 1
             group = _group(raw)
             if group not in seen:

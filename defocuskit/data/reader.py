@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data import metadata
+from defocuskit.data.tar_checks import MANIFEST, SampleRuns
 from defocuskit.io.formats import ImageError
 from defocuskit.io.images import decode_image
 
-MANIFEST = "manifest.json"
 COC_SCALE = 256.0  # coc.png stores the circle-of-confusion diameter in pixels x 256, 16-bit
 
 
@@ -282,7 +282,8 @@ def decode_blurmask(data: bytes, name: str) -> np.ndarray:
 
 
 def iter_raw(url: str) -> Iterator[dict[str, Any]]:
-    """Raw samples of one local tar shard, grouped by key as WebDataset groups them."""
+    """Raw samples of one local tar shard, grouped by key as WebDataset groups them (what `tar_checks` refuses is
+    a ShardError)."""
     try:
         check_regular(url)
         yield from _iter_tar(url)
@@ -323,6 +324,7 @@ def not_a_file_member(info: tarfile.TarInfo) -> str | None:
 
 def _iter_tar(url: str) -> Iterator[dict[str, Any]]:
     current: dict[str, Any] = {}
+    runs = SampleRuns(url)  # a sample written twice, a member twice in one, a count the manifest does not list
     with tarfile.open(url, "r") as tar:
         for info in tar:
             if (wrong := not_a_file_member(info)) is not None:
@@ -334,6 +336,8 @@ def _iter_tar(url: str) -> Iterator[dict[str, Any]]:
                 continue
             stem, ext = base.split(".", 1)
             key = os.path.join(os.path.dirname(info.name), stem)
+            if (wrong := runs.add(info.name, key, ext)) is not None:
+                raise ShardError(wrong)
             if current and current["__key__"] != key:
                 yield current
                 current = {}
@@ -342,6 +346,8 @@ def _iter_tar(url: str) -> Iterator[dict[str, Any]]:
             current[ext] = tar.extractfile(info).read()
     if current:
         yield current
+    if (wrong := runs.end()) is not None:
+        raise ShardError(wrong)
 
 
 def iter_samples(spec: str | Path, split: str | None = None) -> Iterator[dict[str, Any]]:

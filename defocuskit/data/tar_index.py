@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from defocuskit.data.tar_checks import SampleRuns
+
 
 @dataclass(frozen=True)
 class ShardEntry:
@@ -46,11 +48,14 @@ def _group(infos: Iterator[tarfile.TarInfo], url: str = "") -> Iterator[ShardEnt
     from defocuskit.data.reader import ShardError, not_a_file_member
 
     key, members = None, {}
+    runs = SampleRuns(url)  # a sample written twice, a member twice in one, a count the manifest does not list
     for info in infos:
         if (wrong := not_a_file_member(info)) is not None:
             raise ShardError(f"{url}: {wrong}")
         if not info.isfile() or (split := _split_name(info.name)) is None:
             continue
+        if (wrong := runs.add(info.name, *split)) is not None:
+            raise ShardError(wrong)
         if key is not None and split[0] != key:
             yield ShardEntry(key, members)
             members = {}
@@ -58,11 +63,14 @@ def _group(infos: Iterator[tarfile.TarInfo], url: str = "") -> Iterator[ShardEnt
         members[split[1]] = (info.offset_data, info.size)
     if key is not None:
         yield ShardEntry(key, members)
+    if (wrong := runs.end()) is not None:
+        raise ShardError(wrong)
 
 
 def index_shard(url: str) -> list[ShardEntry]:
     """Every sample of a tar shard, in tar order, with its members' byte ranges (ShardError naming a
-    local shard that is not a complete tar)."""
+    local shard that is not a complete tar, and what `tar_checks` refuses: a sample written twice or holding a
+    member twice, a sample count that is not the one the manifest lists)."""
     if is_local(url):
         from defocuskit.data.reader import ShardError, check_regular, damaged_shard
 
