@@ -1,0 +1,71 @@
+"""`ingest --render` with depth maps and masks that do not fit their photo: a reject line naming the file, never a
+silently wrong render."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.reader import iter_samples
+from defocuskit.data.sample import IngestOptions
+from defocuskit.imaging.depth import DepthError, colormap_lut, decode_depth
+
+H, W = 48, 64
+
+
+def photo() -> np.ndarray:
+    return (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
+
+
+def ramp(h: int = H, w: int = W) -> np.ndarray:
+    return np.tile(np.linspace(0, 255, w), (h, 1)).astype(np.uint8)
+
+
+def folder(root: Path, depths: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None = None) -> Path:
+    for sub in ("image", "depth", "focal"):
+        (root / sub).mkdir(parents=True)
+    for stem, depth in depths.items():
+        assert cv2.imwrite(str(root / "image" / f"{stem}.png"), photo())
+        assert cv2.imwrite(str(root / "depth" / f"{stem}.png"), depth)
+    for stem, mask in (masks or {}).items():
+        assert cv2.imwrite(str(root / "focal" / f"{stem}.png"), mask)
+    return root
+
+
+def ingest(root: Path, out: Path, **kw) -> tuple[set[str], dict[str, str]]:
+    """(the scenes written, {file name under root: reject reason})."""
+    opts = IngestOptions(out=str(out), workers=0, render_f_numbers=(2.8,), render_noise=False, split_by="train", **kw)
+    run_ingest({"render": root}, opts, progress=False)
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    scenes = {s["key"].split("/")[1] for s in iter_samples(out)}
+    return scenes, {str(Path(r["file"]).relative_to(root)): r["reason"] for r in rejects}
+
+
+def test_a_colour_depth_image_of_many_colours_decodes_in_bounded_memory():
+    """Each distinct colour was compared with all 256 colormap entries at once: 3 KiB per colour, gigabytes for a
+    photo (or a JPEG-compressed map) in depth/. Now a block at a time, and an image in no colormap is refused from
+    a sample of its pixels."""
+    rng = np.random.default_rng(0)
+    v = np.tile(np.linspace(0.0, 1.0, 320), (320, 1))
+    lut = colormap_lut("Spectral")
+    noisy = np.clip(np.rint(lut[np.rint(v * 255).astype(int)] + rng.integers(-5, 6, (320, 320, 3))), 0, 255)
+    noisy = noisy.astype(np.uint8)  # ~57k distinct colours, each within 9/255 of the map: a compressed map
+    tracemalloc.start()
+    try:
+        values = decode_depth(noisy, "Spectral")
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        with pytest.raises(DepthError, match="away from colormap 'Spectral'"):
+            decode_depth((rng.random((320, 320, 3)) * 255).astype(np.uint8), "Spectral")
+        _, refused_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.abs(values - v).mean() < 0.01 and np.abs(values - v).max() < 0.15
+    assert peak < 100 * 2**20, peak / 2**20
+    assert refused_peak < 100 * 2**20, refused_peak / 2**20
