@@ -47,6 +47,33 @@ def ingest(root: Path, out: Path, **kw) -> tuple[set[str], dict[str, str]]:
     return scenes, {str(Path(r["file"]).relative_to(root)): r["reason"] for r in rejects}
 
 
+def test_a_depth_map_or_mask_of_another_aspect_ratio_is_a_reject_line_not_stretched(tmp_path):
+    """A map of another shape than its photo (a square crop, a map turned 90 degrees as for an EXIF-rotated photo,
+    a mask of another framing) was stretched over the photo without a word; a smaller copy still renders."""
+    turned = np.ascontiguousarray(cv2.resize(ramp(), (H, W)))
+    root = folder(tmp_path / "photos", {"square": ramp(H, H), "turned": turned, "masked": ramp(),
+                                        "half": ramp(H // 2, W // 2), "slightly": ramp(H, W + 1)},
+                  {"masked": np.full((20, 20), 255, np.uint8)})
+    scenes, rejects = ingest(root, tmp_path / "out")
+    assert scenes == {"half", "slightly"}
+    assert f"depth map {H}x{H} is not the shape of its photo {W}x{H}" in rejects["depth/square.png"]
+    assert "turned 90 degrees" in rejects["depth/turned.png"]
+    assert "focal mask 20x20 is not the shape of its photo" in rejects["focal/masked.png"]
+
+
+def test_a_constant_depth_map_is_a_reject_line_not_unblurred_shots(tmp_path):
+    """One depth value everywhere (a blank export) with the focus taken from the map rendered every aperture as
+    the photo itself, labelled f/2.8, exit 0; a focus given off that value still blurs it evenly."""
+    root = folder(tmp_path / "photos", {"blank": np.zeros((H, W), np.uint8), "grey": np.full((H, W), 128, np.uint8),
+                                        "tiny": np.full((1, 1), 9, np.uint8), "ramp": ramp()})
+    scenes, rejects = ingest(root, tmp_path / "out")
+    assert scenes == {"ramp"}
+    for stem in ("blank", "grey", "tiny"):
+        assert "every aperture would render the photo unchanged" in rejects[f"depth/{stem}.png"]
+    scenes, _ = ingest(root, tmp_path / "given", render_focus="0.25", render_coc_scale=10.0)
+    assert scenes == {"blank", "grey", "tiny", "ramp"}
+
+
 def test_a_colour_depth_image_of_many_colours_decodes_in_bounded_memory():
     """Each distinct colour was compared with all 256 colormap entries at once: 3 KiB per colour, gigabytes for a
     photo (or a JPEG-compressed map) in depth/. Now a block at a time, and an image in no colormap is refused from
