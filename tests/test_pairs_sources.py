@@ -89,6 +89,18 @@ def test_an_image_with_a_side_under_8_px_is_a_reject_line_not_a_sample(tmp_path)
                                     "to learn")
 
 
+def test_a_gif_is_a_reject_line_not_passed_over(tmp_path):
+    """GIF (256 colours, often animated) is no format the sources read: it was passed over without a word."""
+    for sub in ("blur", "sharp"):
+        (tmp_path / "p" / sub).mkdir(parents=True)
+        Image.fromarray(_texture(2, (48, 64))).save(tmp_path / "p" / sub / "a.gif")
+        write_image(tmp_path / "p" / sub / "b.png", _texture(2, (48, 64)))
+    _, samples, rejects = _ingest({"pairs": tmp_path / "p"}, tmp_path / "out", register="none")
+    assert set(samples) == {"pairs/b"}
+    assert sorted((Path(r["file"]).parent.name, r["reason"]) for r in rejects) == [
+        (sub, "unsupported image format (.gif): convert it to TIFF, PNG or JPEG") for sub in ("blur", "sharp")]
+
+
 def test_pairs_by_stem_registered_by_default(tmp_path):
     root = tmp_path / "mine"
     written = {stem: _pair(root / "blur" / f"{stem}.png", root / "sharp" / f"{stem}.png", seed)

@@ -96,3 +96,17 @@ def test_a_colour_depth_image_of_many_colours_decodes_in_bounded_memory():
     assert np.abs(values - v).mean() < 0.01 and np.abs(values - v).max() < 0.15
     assert peak < 100 * 2**20, peak / 2**20
     assert refused_peak < 100 * 2**20, refused_peak / 2**20
+
+
+def test_a_photo_or_map_in_a_format_the_renderer_cannot_read_is_a_reject_line(tmp_path):
+    """HEIC, AVIF, GIF, ... in image/, depth/ or focal/ were passed over without a word (exit 0 on the rest), the
+    depth map of such a photo rejected as having no photo."""
+    root = folder(tmp_path / "photos", {"ok": ramp()})
+    (root / "image" / "phone.heic").write_bytes(b"\0\0\0\x18ftypheic" + bytes(64))
+    (root / "depth" / "phone.png").write_bytes((root / "depth" / "ok.png").read_bytes())
+    (root / "image" / "anim.gif").write_bytes(b"GIF89a" + bytes(64))
+    (root / "focal" / "ok.avif").write_bytes(b"\0\0\0\x1cftypavif" + bytes(64))
+    scenes, rejects = ingest(root, tmp_path / "out")
+    assert scenes == {"ok"}
+    for name in ("image/phone.heic", "image/anim.gif", "focal/ok.avif"):
+        assert rejects[name].startswith(f"unsupported image format ({Path(name).suffix})"), rejects

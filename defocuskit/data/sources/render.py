@@ -3,10 +3,10 @@
 Layout: `DIR/image/<stem>.*` (the photos; `input/` is read where there is no `image/`, so that a VABD or EBB
 folder renders as shipped, from its f/16 references), `DIR/depth/<stem>.*` (their depth maps, paired by
 stem) and optionally `DIR/focal/<stem>.*` (focal-plane masks, white = in focus), as VABD and EBB ship them.
-A photo without a depth map, a depth map without a photo and an unreadable file are reject lines
-naming the file; so are a depth map or mask of another aspect ratio than its photo (a smaller copy is resized;
-another shape would be stretched) and a depth map of one value where the focus is (no blur to render);
-a folder without `image/` or `depth/` is one layout error.
+A photo without a depth map, a depth map without a photo, an unreadable file and one in a format no source
+reads (HEIC, AVIF, GIF, ...) are reject lines naming the file; so are a depth map or mask of another aspect
+ratio than its photo (a smaller copy is resized; another shape would be stretched) and a depth map of one
+value where the focus is (no blur to render); a folder without `image/` or `depth/` is one layout error.
 
 Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most
 monocular networks and the fixtures' Spectral false-colour maps give), "inverse" (disparity: larger
@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from defocuskit.data.metadata import empty_meta
-from defocuskit.data.pairs import images_by_stem, key_part, relpath, split_for
+from defocuskit.data.pairs import images_by_stem, key_part, list_images, relpath, split_for
 from defocuskit.data.render import stable_hash
 from defocuskit.data.render_photo import (
     SensorNoise,
@@ -59,6 +59,7 @@ from defocuskit.data.render_photo import (
 )
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
+from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS
 from defocuskit.imaging.depth import (
     DepthError,
     decode_depth,
@@ -112,6 +113,9 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     depths, depth_twins = images_by_stem(root / "depth", RASTER_EXTENSIONS, NAME)
     focals, focal_twins = images_by_stem(root / "focal", RASTER_EXTENSIONS, NAME)
     yield from twins + depth_twins + focal_twins
+    for path in (p for sub in (photos, "depth", "focal") for p in list_images(root / sub, UNSUPPORTED_EXTENSIONS)):
+        yield Rejected(NAME, str(path), f"unsupported image format ({path.suffix.lower()}): convert it to TIFF, PNG "
+                                        "or JPEG")
     for stem in sorted(set(depths) - set(images)):
         yield Rejected(NAME, str(depths[stem]), f"no photo {photos}/{stem}.* for this depth map")
     for stem, image in images.items():
