@@ -72,6 +72,35 @@ def _split(items) -> tuple[list[Task], list[Rejected]]:
 # ------------------------------------------------------------------------------------------- --pairs
 
 
+def test_an_image_with_a_side_under_8_px_is_a_reject_line_not_a_sample(tmp_path):
+    """A 1x1 photo, or a 3x2000 strip that --max-side 128 makes 128x1, was written as a "pair", exit 0 (the
+    option itself is refused under 8 px); now the pair's reject line, and the others are written."""
+    for sub in ("blur", "sharp"):
+        (tmp_path / "p" / sub).mkdir(parents=True)
+    for stem, shape in (("dot", (1, 1)), ("strip", (3, 2000)), ("ok", (48, 64))):
+        img = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+        for sub in ("blur", "sharp"):
+            write_image(tmp_path / "p" / sub / f"{stem}.png", img)
+    _, samples, rejects = _ingest({"pairs": tmp_path / "p"}, tmp_path / "out", register="none", max_side=128)
+    assert set(samples) == {"pairs/ok"}
+    reasons = {Path(r["file"]).name: r["reason"] for r in rejects}
+    assert reasons["dot.png"] == "image 1x1 px: a side under 8 px holds no blur to learn"
+    assert reasons["strip.png"] == ("image 128x1 px as written with --max-side 128: a side under 8 px holds no blur "
+                                    "to learn")
+
+
+def test_a_gif_is_a_reject_line_not_passed_over(tmp_path):
+    """GIF (256 colours, often animated) is no format the sources read: it was passed over without a word."""
+    for sub in ("blur", "sharp"):
+        (tmp_path / "p" / sub).mkdir(parents=True)
+        Image.fromarray(_texture(2, (48, 64))).save(tmp_path / "p" / sub / "a.gif")
+        write_image(tmp_path / "p" / sub / "b.png", _texture(2, (48, 64)))
+    _, samples, rejects = _ingest({"pairs": tmp_path / "p"}, tmp_path / "out", register="none")
+    assert set(samples) == {"pairs/b"}
+    assert sorted((Path(r["file"]).parent.name, r["reason"]) for r in rejects) == [
+        (sub, "unsupported image format (.gif): convert it to TIFF, PNG or JPEG") for sub in ("blur", "sharp")]
+
+
 def test_pairs_by_stem_registered_by_default(tmp_path):
     root = tmp_path / "mine"
     written = {stem: _pair(root / "blur" / f"{stem}.png", root / "sharp" / f"{stem}.png", seed)

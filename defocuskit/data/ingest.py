@@ -56,7 +56,7 @@ from defocuskit.data.plan import (
     plan_groups,
     resolved_options,
 )
-from defocuskit.data.postprocess import check_sample, finalize_meta, postprocess
+from defocuskit.data.postprocess import check_sample, check_side, finalize_meta, postprocess
 from defocuskit.data.records import no_sample_error, shard_record
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Task
 from defocuskit.data.sources import module_of, source_in
@@ -95,6 +95,7 @@ def process_task(module: str, task: Task, opts: IngestOptions) -> WorkResult:
         for raw in samples:
             check_sample(raw)
             kept, dropped = postprocess(raw, opts, raw.meta.get("split") or task.split)
+            check_side(kept, first_file(task), opts.max_side)
             result.dropped += dropped
             for s in kept:
                 meta = finalize_meta(s, task)

@@ -9,6 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from defocuskit.data.ingest_checks import MIN_SIDE_PX
 from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.sample import IngestOptions, RejectError, Sample, Task
 from defocuskit.io.images import bit_depth, to_float
@@ -105,6 +106,16 @@ def postprocess(sample: Sample, opts: IngestOptions, split: str | None = "train"
         return pieces, 0
     kept = [p for p in pieces if p.sharp is None or sharpness(p.sharp) >= opts.min_sharpness]
     return kept, len(pieces) - len(kept)
+
+
+def check_side(samples: list[Sample], file: str, max_side: int | None = None) -> None:
+    """RejectError naming `file` where a sample to write has a side under MIN_SIDE_PX, as read or after --max-side
+    (a 1x1 photo, a 3x10000 strip): no blur to learn or score in it."""
+    for s in samples:
+        h, w = s.image.shape[:2]
+        if min(h, w) < MIN_SIDE_PX:
+            written = f" as written with --max-side {max_side}" if max_side and max(h, w) == max_side else ""
+            raise RejectError(file, f"image {w}x{h} px{written}: a side under {MIN_SIDE_PX} px holds no blur to learn")
 
 
 def finalize_meta(sample: Sample, task: Task) -> dict[str, Any]:

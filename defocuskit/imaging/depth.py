@@ -18,6 +18,7 @@ import numpy as np
 DEPTH_KINDS = ("metric", "relative", "inverse")
 COLORMAPS = ("Spectral", "magma", "inferno", "plasma", "viridis", "turbo", "jet")
 _LUT_TOLERANCE = 4.0  # max RGB distance (0-255) of a pixel from its colormap entry to call the map that colormap
+_LUT_BLOCK = 1 << 13  # colours compared with a colormap at once (8192 x 256 x 3 float32: 24 MiB)
 
 
 class DepthError(ValueError):
@@ -38,13 +39,15 @@ def colormap_lut(name: str) -> np.ndarray:
 
 def _invert_lut(rgb: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, float]:
     """Per-pixel value in [0, 1] of the nearest LUT entry, and the largest distance to it."""
-    q = np.clip(np.rint(rgb.reshape(-1, 3)), 0, 255).astype(np.int64)
+    q = np.clip(np.rint(rgb.reshape(-1, 3)), 0, 255).astype(np.int32)
     codes, inverse = np.unique((q[:, 0] << 16) | (q[:, 1] << 8) | q[:, 2], return_inverse=True)
     colours = np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], axis=1).astype(np.float32)
-    dist = ((colours[:, None, :] - lut[None]) ** 2).sum(-1)
-    nearest = dist.argmin(1)
-    err = float(np.sqrt(dist[np.arange(len(colours)), nearest]).max())
-    return (nearest[inverse.ravel()] / 255.0).reshape(rgb.shape[:2]).astype(np.float32), err
+    nearest, worst = np.empty(len(colours), np.int64), 0.0
+    for i in range(0, len(colours), _LUT_BLOCK):  # a photo holds millions of colours: distances a block at a time
+        dist = ((colours[i:i + _LUT_BLOCK, None, :] - lut[None]) ** 2).sum(-1)
+        nearest[i:i + _LUT_BLOCK] = best = dist.argmin(1)
+        worst = max(worst, float(dist[np.arange(len(best)), best].max()))
+    return (nearest[inverse.ravel()] / 255.0).reshape(rgb.shape[:2]).astype(np.float32), float(np.sqrt(worst))
 
 
 def detect_colormap(rgb: np.ndarray) -> str | None:
@@ -83,7 +86,10 @@ def decode_depth(image: np.ndarray, colormap: str | None = "auto", name: str = "
         raise DepthError(f"{name}: a colour depth image in no known colormap ({', '.join(COLORMAPS)}); "
                          "name its colormap (ingest --render-colormap NAME)")
     rgb = a.astype(np.float32) * (255.0 / 65535.0 if a.dtype == np.uint16 else 1.0)
-    values, err = _invert_lut(rgb, colormap_lut(cmap))
+    lut = colormap_lut(cmap)
+    err = _invert_lut(rgb[:: max(1, rgb.shape[0] // 128), :: max(1, rgb.shape[1] // 128)], lut)[1]
+    if err <= 3 * _LUT_TOLERANCE:  # judged on a sample first: an image in no colormap is refused before its pixels
+        values, err = _invert_lut(rgb, lut)
     if err > 3 * _LUT_TOLERANCE:
         raise DepthError(f"{name}: colours up to {err:.0f}/255 away from colormap {cmap!r}")
     return values

@@ -24,7 +24,7 @@ EBB) and gain-matched; `--register none` keeps it as shot (no warp, no gain). Ke
 
 Layout: `blur/` and `sharp/` in DIR, or in each of `train/`, `test/` present, else the source fails
 (LayoutError) before any work. Every image not used gets a reject line: unpaired files, images in
-other folders or in subfolders of `blur/` and `sharp/`, hidden files, HEIC/AVIF/JPEG XL.
+other folders or in subfolders of `blur/` and `sharp/`, hidden files, HEIC/AVIF/JPEG XL/GIF.
 """
 
 from __future__ import annotations

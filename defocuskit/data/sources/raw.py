@@ -55,8 +55,8 @@ NAME = "raw"
 # preference when stems collide: RAW (0) first, then lossless, then JPEG
 RASTER = {".tif": 1, ".tiff": 1, ".png": 2, ".jpg": 3, ".jpeg": 3, ".webp": 4, ".bmp": 4}
 SHOT_EXTENSIONS = RAW_EXTENSIONS | RASTER_EXTENSIONS
-# photo formats the source cannot decode: rejected by name rather than ignored
-UNSUPPORTED_EXTENSIONS = {".heic", ".heif", ".hif", ".avif", ".jxl", ".jp2", ".j2k"}
+# photo formats the sources cannot decode: rejected by name rather than ignored (a GIF: 256 colours, often animated)
+UNSUPPORTED_EXTENSIONS = {".heic", ".heif", ".hif", ".avif", ".jxl", ".jp2", ".j2k", ".gif"}
 _NUMBERED = re.compile(r"(\D*)(\d+)")  # a camera's file name: a prefix and the shot counter ('IMG_0042')
 _SHOT_META = ("f_number", "exposure_s", "iso", "focal_length_mm", "camera", "lens", "focus_distance_m")
 

@@ -3,8 +3,10 @@
 Layout: `DIR/image/<stem>.*` (the photos; `input/` is read where there is no `image/`, so that a VABD or EBB
 folder renders as shipped, from its f/16 references), `DIR/depth/<stem>.*` (their depth maps, paired by
 stem) and optionally `DIR/focal/<stem>.*` (focal-plane masks, white = in focus), as VABD and EBB ship them.
-A photo without a depth map, a depth map without a photo and an unreadable file are reject lines
-naming the file; a folder without `image/` or `depth/` is one layout error.
+A photo without a depth map, a depth map without a photo, an unreadable file and one in a format no source
+reads (HEIC, AVIF, GIF, ...) are reject lines naming the file; so are a depth map or mask of another aspect
+ratio than its photo (a smaller copy is resized; another shape would be stretched) and a depth map of one
+value where the focus is (no blur to render); a folder without `image/` or `depth/` is one layout error.
 
 Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most
 monocular networks and the fixtures' Spectral false-colour maps give), "inverse" (disparity: larger
@@ -44,7 +46,7 @@ import cv2
 import numpy as np
 
 from defocuskit.data.metadata import empty_meta
-from defocuskit.data.pairs import images_by_stem, key_part, relpath, split_for
+from defocuskit.data.pairs import images_by_stem, key_part, list_images, relpath, split_for
 from defocuskit.data.render import stable_hash
 from defocuskit.data.render_photo import (
     SensorNoise,
@@ -57,6 +59,7 @@ from defocuskit.data.render_photo import (
 )
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
+from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS
 from defocuskit.imaging.depth import (
     DepthError,
     decode_depth,
@@ -76,6 +79,8 @@ CAMERA = "defocuskit thin-lens renderer"
 # (VABD, EBB; 0.011-0.10 between them: a monocular depth map's units differ per scene)
 DEFAULT_K_FRACTION = 0.043
 FOCUS_PERCENTILES = (5.0, 95.0)
+ASPECT_SLACK = 0.03  # a depth map's or mask's aspect ratio may differ this much from its photo's (a network's
+# output sides rounded to a multiple of 14 or 32); more is another framing or a turned map, not a smaller copy
 
 
 def photo_folder(root: Path) -> str:
@@ -108,6 +113,9 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     depths, depth_twins = images_by_stem(root / "depth", RASTER_EXTENSIONS, NAME)
     focals, focal_twins = images_by_stem(root / "focal", RASTER_EXTENSIONS, NAME)
     yield from twins + depth_twins + focal_twins
+    for path in (p for sub in (photos, "depth", "focal") for p in list_images(root / sub, UNSUPPORTED_EXTENSIONS)):
+        yield Rejected(NAME, str(path), f"unsupported image format ({path.suffix.lower()}): convert it to TIFF, PNG "
+                                        "or JPEG")
     for stem in sorted(set(depths) - set(images)):
         yield Rejected(NAME, str(depths[stem]), f"no photo {photos}/{stem}.* for this depth map")
     for stem, image in images.items():
@@ -151,18 +159,38 @@ def working_shape(shape: tuple[int, ...], max_side: int | None) -> tuple[int, in
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def read_depth(path: str, shape: tuple[int, int], colormap: str = "auto") -> np.ndarray:
-    """A depth image decoded to values (imaging.depth.decode_depth) at `shape`; RejectError if unreadable."""
+def check_aspect(path: str, what: str, size: tuple[int, ...], photo: tuple[int, ...] | None) -> None:
+    """RejectError naming `path` when its (h, w) `size` is not the `photo`'s shape: another aspect ratio than
+    resizing (up to ASPECT_SLACK and a pixel of rounding) explains would stretch the map over the photo."""
+    if photo is None:
+        return
+    (h, w), (ph, pw) = size[:2], photo[:2]
+    slack = np.log1p(ASPECT_SLACK + 1.0 / min(h, w))
+    if abs(np.log((w / h) / (pw / ph))) <= slack:
+        return
+    turned = abs(np.log((w / h) / (ph / pw))) <= slack
+    hint = (" (turned 90 degrees from it: an EXIF-rotated photo whose map was made from its stored pixels?)"
+            if turned else "")
+    raise RejectError(path, f"{what} {w}x{h} is not the shape of its photo {pw}x{ph}{hint}: it would be stretched "
+                            "over the photo; give the map at the photo's size or aspect ratio")
+
+
+def read_depth(path: str, shape: tuple[int, int], colormap: str = "auto",
+               photo: tuple[int, ...] | None = None) -> np.ndarray:
+    """A depth image decoded to values (imaging.depth.decode_depth) at `shape`; RejectError if unreadable or
+    (given the `photo`'s shape) of another aspect ratio."""
     try:
         values = decode_depth(_read(path), colormap, name=Path(path).name)
     except DepthError as exc:
         raise RejectError(path, str(exc)) from exc
+    check_aspect(path, "depth map", values.shape, photo)
     return _shrink(values.astype(np.float32), shape)
 
 
-def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
-    """A focal-plane mask (white = in focus), boolean at `shape`."""
+def read_mask(path: str, shape: tuple[int, int], photo: tuple[int, ...] | None = None) -> np.ndarray:
+    """A focal-plane mask (white = in focus), boolean at `shape`; RejectError as `read_depth`."""
     m = to_float(_read(path)).mean(axis=2)
+    check_aspect(path, "focal mask", m.shape, photo)
     return cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0.5
 
 
@@ -221,10 +249,13 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str, opts: IngestOptions) -
     photo = _read(paths["image"])
     shape = working_shape(photo.shape, opts.max_side)
     linear = _shrink(srgb_to_linear(to_float(photo)), shape)
-    values = read_depth(paths["depth"], shape, opts.render_depth_colormap)
-    mask = read_mask(paths["focal"], shape) if "focal" in paths else None
+    values = read_depth(paths["depth"], shape, opts.render_depth_colormap, photo.shape)
+    mask = read_mask(paths["focal"], shape, photo.shape) if "focal" in paths else None
     focus = choose_focus(values, opts.render_focus, mask, int(opts.seed), stem, paths.get("focal"))
     unit = unit_coc(values, focus, opts)
+    if not np.abs(unit).max() >= 1e-3:  # under a thousandth of a pixel at f/1 everywhere: no blur to render
+        raise RejectError(paths["depth"], f"one depth value ({focus:.4g}) everywhere, where the focus is: every "
+                                          "aperture would render the photo unchanged (a blank depth map?)")
     return restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus
 
 
