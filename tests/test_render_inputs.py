@@ -110,3 +110,14 @@ def test_a_photo_or_map_in_a_format_the_renderer_cannot_read_is_a_reject_line(tm
     assert scenes == {"ok"}
     for name in ("image/phone.heic", "image/anim.gif", "focal/ok.avif"):
         assert rejects[name].startswith(f"unsupported image format ({Path(name).suffix})"), rejects
+
+
+def test_a_depth_array_file_is_a_reject_line_naming_it(tmp_path):
+    """A depth map saved as .npy (or .exr, .pfm) was passed over: its photo's line said "no depth map depth/a.*"
+    with depth/a.npy right there."""
+    root = folder(tmp_path / "photos", {"ok": ramp(), "arr": ramp()})
+    (root / "depth" / "arr.png").unlink()
+    np.save(root / "depth" / "arr.npy", np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64))
+    scenes, rejects = ingest(root, tmp_path / "out")
+    assert scenes == {"ok"}
+    assert rejects["depth/arr.npy"].startswith("a depth array (.npy) is not read: save it as a 16-bit PNG"), rejects

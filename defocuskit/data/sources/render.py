@@ -79,6 +79,7 @@ CAMERA = "defocuskit thin-lens renderer"
 # (VABD, EBB; 0.011-0.10 between them: a monocular depth map's units differ per scene)
 DEFAULT_K_FRACTION = 0.043
 FOCUS_PERCENTILES = (5.0, 95.0)
+DEPTH_ARRAYS = (".npy", ".npz", ".exr", ".pfm", ".h5", ".hdf5", ".mat")  # depth formats of other tools, not read
 ASPECT_SLACK = 0.03  # a depth map's or mask's aspect ratio may differ this much from its photo's (a network's
 # output sides rounded to a multiple of 14 or 32); more is another framing or a turned map, not a smaller copy
 
@@ -116,6 +117,9 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     for path in (p for sub in (photos, "depth", "focal") for p in list_images(root / sub, UNSUPPORTED_EXTENSIONS)):
         yield Rejected(NAME, str(path), f"unsupported image format ({path.suffix.lower()}): convert it to TIFF, PNG "
                                         "or JPEG")
+    for path in list_images(root / "depth", DEPTH_ARRAYS):
+        yield Rejected(NAME, str(path), f"a depth array ({path.suffix.lower()}) is not read: save it as a 16-bit PNG "
+                                        "or a float TIFF (values in 0-1)")
     for stem in sorted(set(depths) - set(images)):
         yield Rejected(NAME, str(depths[stem]), f"no photo {photos}/{stem}.* for this depth map")
     for stem, image in images.items():
