@@ -35,6 +35,7 @@ def _invoke(*args: str):
     (["ingest", "--out", "o", "--synthetic", "builtin", "--register", "sift"], "--register", ["ecc", "homography", "none"]),
     (["ingest", "--out", "o", "--synthetic", "builtin", "--split-by", "foo"], "--split-by", ["scene", "train", "test"]),
     (["ingest", "--out", "o", "--synthetic", "builtin", "--bit-depth", "12"], "--bit-depth", ["auto", "8", "16"]),
+    (["ingest", "--out", "o", "--vabd", "v", "--bracket-fit", "subjct"], "--bracket-fit", ["frame", "subject"]),
     (["ingest", "--out", "o", "--cuhk-blur", "c", "--cuhk-white-is", "grey"], "--cuhk-white-is", ["auto", "blurred", "sharp"]),
     (["eval", "--baseline", "input", "--baseline", "bm3d"], "--baseline", ["input", "wiener", "prox"]),
     (["eval", "--align", "--align-by", "sift"], "--align-by", ["ecc", "flow"]),

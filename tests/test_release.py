@@ -157,6 +157,8 @@ def test_checkpoints_that_need_code_or_are_another_network_are_refused(tmp_path)
     with pytest.raises(ValueError, match=r"'nafnet' reads no published checkpoints \(those that do: drbnet, ifan, "
                                          r"jdrl, restormer\)"):
         import_release("nafnet", pickled, tmp_path / "o.safetensors")
+    with pytest.raises(ValueError, match=r"'restormr' reads no .* jdrl, restormer\); did you mean 'restormer'"):
+        import_release("restormr", pickled, tmp_path / "o.safetensors")  # it listed all eleven methods as "known"
     with pytest.raises(ValueError, match="a PyTorch checkpoint.*import-weights"):  # a .pth given as a model file
         load_model(tmp_path / "mprnet.pth")
 

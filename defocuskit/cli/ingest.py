@@ -8,7 +8,17 @@ from typing import Optional
 
 import typer
 
-from defocuskit.cli.options import WORKERS_HELP, BitDepth, CuhkWhiteIs, Register, RenderDepth, SplitBy, pick, value
+from defocuskit.cli.options import (
+    WORKERS_HELP,
+    BitDepth,
+    BracketFit,
+    CuhkWhiteIs,
+    Register,
+    RenderDepth,
+    SplitBy,
+    pick,
+    value,
+)
 
 SOURCES, SOURCE_OPTIONS, OUTPUT = "Sources (one or more)", "Source options", "Output"
 PATCHES, REGISTRATION, RENDERING, RUN = "Patches", "Registration (misaligned pairs)", "Rendering (--render)", "Run"
@@ -53,7 +63,7 @@ def ingest_cmd(
     min_sharpness: Optional[float] = typer.Option(None, "--min-sharpness", rich_help_panel=PATCHES, help="Drop flat patches (mean luminance gradient below this, e.g. 0.01)."),
     register: Register = typer.Option("ecc", "--register", rich_help_panel=REGISTRATION, parser=pick(Register), help="Registration of misaligned pairs (RAW, VABD, EBB, SDD, --pairs): ecc (homography fallback) | homography | none (keep pairs as shot: no warp, no gain)."),
     min_align_score: float = typer.Option(0.8, "--min-align-score", rich_help_panel=REGISTRATION, help="Reject pairs registered worse than this."),
-    bracket_fit: str = typer.Option("frame", "--bracket-fit", rich_help_panel=REGISTRATION, help="How an aperture bracket (--vabd, --raw-dir) is fitted: frame (ECC affine on the whole frame) or subject (a shift and a rotation on the detail both shots hold: the bokeh pulls a whole-frame fit off by pixels when its discs reach 5-10 % of the frame)."),
+    bracket_fit: BracketFit = typer.Option("frame", "--bracket-fit", rich_help_panel=REGISTRATION, parser=pick(BracketFit), help="How an aperture bracket (--vabd, --raw-dir) is fitted: frame (ECC affine on the whole frame) or subject (a shift and a rotation on the detail both shots hold: the bokeh pulls a whole-frame fit off by pixels when its discs reach 5-10 % of the frame)."),
     refine_warp: float = typer.Option(0.0, "--refine-warp", rich_help_panel=REGISTRATION, help="After the rigid fit, a smooth residual warp where both shots share detail, over a Gaussian of this x the long side (e.g. 0.047), kept only where the shared detail then agrees better: for brackets the bokeh pulled off the subject and pairs shot off a tripod. 0: the rigid fit alone."),
     local_gain: float = typer.Option(0.0, "--local-gain", rich_help_panel=REGISTRATION, help="Match exposure and colour per region, not with one gain: per channel, over a Gaussian of this x the long side (e.g. 0.06), for training pairs whose light changed between shots. 0: one gain."),
     render_depth: RenderDepth = typer.Option("relative", "--render-depth", rich_help_panel=RENDERING, parser=pick(RenderDepth), help="--render: what the depth maps hold: relative (larger = farther) | inverse (disparity) | metric."),
@@ -106,8 +116,6 @@ def ingest_cmd(
         raise typer.BadParameter(f"--cuhk-test-fraction must be in [0, 1), not {cuhk_test_fraction}")
     if not 0.0 <= refine_warp <= 0.5:
         raise typer.BadParameter(f"--refine-warp is a fraction of the long side in [0, 0.5], not {refine_warp}")
-    if bracket_fit not in ("frame", "subject"):
-        raise typer.BadParameter(f"--bracket-fit is frame or subject, not {bracket_fit!r}")
     if not 0.0 <= local_gain <= 0.5:
         raise typer.BadParameter(f"--local-gain is a fraction of the long side in [0, 0.5], not {local_gain}")
     if dual_pixel and dpdd is None:
@@ -117,7 +125,7 @@ def ingest_cmd(
         min_sharpness=min_sharpness, bit_depth=value(bit_depth), split_by=value(split_by), test_fraction=test_fraction,
         scene_gap_s=scene_gap, f_number_csv=str(f_number_csv) if f_number_csv else None,
         f_number_pattern=f_number_pattern, register=value(register), min_align_score=min_align_score, local_gain=local_gain,
-        refine_warp=refine_warp, bracket_fit=bracket_fit,
+        refine_warp=refine_warp, bracket_fit=value(bracket_fit),
         part=(i - 1, n),
         strict=strict, overwrite=overwrite, seed=seed, dual_pixel=dual_pixel, synthetic_f_numbers=f_numbers, synthetic_size=synthetic_size,
         synthetic_misalign_px=synthetic_misalign, cuhk_white_is=value(cuhk_white_is), cuhk_test_fraction=cuhk_test_fraction,

@@ -13,7 +13,7 @@ import typer
 from defocuskit.cli.demo import PRESETS
 from defocuskit.config.typed import did_you_mean
 from defocuskit.data.pairs import REGISTER_CHOICES
-from defocuskit.data.sample import BIT_DEPTHS, CUHK_WHITE_IS, SPLIT_BY
+from defocuskit.data.sample import BIT_DEPTHS, BRACKET_FITS, CUHK_WHITE_IS, SPLIT_BY
 from defocuskit.eval.baselines import BASELINES
 from defocuskit.eval.metrics import SSIM_VARIANTS
 from defocuskit.eval.protocols import PROTOCOLS
@@ -34,6 +34,7 @@ def choices(name: str, values: Iterable[str]) -> type[Enum]:
 BitDepth = choices("BitDepth", BIT_DEPTHS)
 SplitBy = choices("SplitBy", SPLIT_BY)
 Register = choices("Register", REGISTER_CHOICES)
+BracketFit = choices("BracketFit", BRACKET_FITS)
 CuhkWhiteIs = choices("CuhkWhiteIs", CUHK_WHITE_IS)
 Baseline = choices("Baseline", BASELINES)
 AlignBy = choices("AlignBy", ALIGN_MODES)

@@ -87,6 +87,7 @@ class RejectError(Exception):
 # The values of the IngestOptions fields with a fixed set of them (the CLI's choices).
 BIT_DEPTHS = ("auto", "8", "16")  # bit_depth (--bit-depth)
 SPLIT_BY = ("scene", "train", "test")  # split_by (--split-by)
+BRACKET_FITS = ("frame", "subject")  # bracket_fit (--bracket-fit)
 CUHK_WHITE_IS = ("auto", "blurred", "sharp")  # cuhk_white_is (--cuhk-white-is), as sources/cuhk_blur.WHITE_IS
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import recipe_to_dict
+from defocuskit.config.typed import did_you_mean
 from defocuskit.io.hub import file_sha256
 from defocuskit.io.modelfile import check_finite, save_model
 from defocuskit.io.output_journal import journalled_output
@@ -46,11 +47,10 @@ class Imported:
 
 def release_method(name: str) -> Method:
     """The method `name`, which must read published checkpoints; ValueError naming those that do."""
-    method = get_method(name)
-    if method.release is None:
-        raise ValueError(f"method '{name}' reads no published checkpoints (those that do: "
-                         f"{', '.join(release_method_names())})")
-    return method
+    if name not in (known := release_method_names()):
+        raise ValueError(f"method {name!r} reads no published checkpoints (those that do: {', '.join(known)})"
+                         f"{did_you_mean(name, known)}")
+    return get_method(name)
 
 
 def _listing(keys: list[str]) -> str:
