@@ -60,10 +60,11 @@ def train_cmd(
         find_recipe(recipe)  # a missing recipe is named before torch is imported (seconds)
     except RecipeError as exc:
         exit_before_torch(True, str(exc))
-    from defocuskit.methods.recipes import load_recipe
+    from defocuskit.methods.recipes import load_recipe_source
 
+    source = None  # where the recipe's values came from, once it is read: named in the errors of later checks
     try:
-        resolved = load_recipe(recipe, overrides or [])
+        resolved, source = load_recipe_source(recipe, overrides or [])
         if dry_run:
             dry_run_report(resolved)
             return
@@ -95,6 +96,8 @@ def train_cmd(
             print(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from None
     except (RecipeError, ValueError, FileNotFoundError) as exc:
+        if isinstance(exc, RecipeError) and source is not None:
+            exc = source.locate(exc)
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     if os.environ.get("RANK", "0") == "0":  # once under `accelerate launch`
