@@ -234,6 +234,10 @@ def test_deblur_with_a_defocus_map_model(hidd_file: Path, photo: Path, tmp_path:
     (dict(sampler="heun"), "sampler.name"),
     (dict(sets=["sampler.sigma_strat=0.2"]), "sigma_strat"),
     (dict(sampler="released", sets=["consistency=physics"]), "released"),
+    # 10^9 never ended, or ran out of memory
+    (dict(sampler="fast", sets=["steps=1", "cg_steps=1001", "consistency=physics"], coc="fnumber", f_number=2.8),
+     r"sampler\.cg_steps: 0 to 1000 conjugate-gradient steps"),
+    (dict(sets=["steps=1", "corrector_chains=301"]), r"sampler\.corrector_chains: 0 to 300"),
 ])
 def test_deblur_bad_options_fail_before_any_output(hidd_file: Path, photo: Path, tmp_path: Path, kwargs: dict,
                                                    message: str) -> None:

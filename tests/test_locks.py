@@ -74,3 +74,84 @@ def test_readers_probing_a_lock_at_once_never_see_each_other_as_its_holder(tmp_p
         else:
             os.close(other)
     assert not locks.is_held(lock)
+
+
+def test_a_failed_eval_leaves_no_lock_in_the_folders_it_made(tmp_path, monkeypatch):
+    """An eval that failed after it took its locks (here: no pair scored) left `.eval.lock` (and the images
+    folder's lock) in folders it had made: removed, and the folders with them where nothing else is in them; a
+    folder that was there before keeps what it holds, and its lock file (empty: a lock dies with its process) does
+    not stop the next eval."""
+    import torch
+    from safetensors.torch import save_file
+    from test_eval import _crop_pairs, _write_shards
+
+    from defocuskit.eval.config import EvalConfig, EvalError
+    from defocuskit.eval.evaluate import evaluate
+    from defocuskit.eval.lpips import ENV_VAR, LPIPSAlex
+
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in LPIPSAlex().state_dict().items() if k not in ("shift", "scale")},
+              tmp_path / "lpips.safetensors")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "lpips.safetensors"))  # LPIPS on pairs under its 31 px: none scored
+    bad = _write_shards(tmp_path / "bad", "test", _crop_pairs(1, size=(24, 32)))
+    new = tmp_path / "new"
+    config = EvalConfig(split="test", report_dir=new / "rep", save_images=new / "images", progress=False)
+    with pytest.raises(EvalError, match="none of the 1 pairs"):
+        evaluate(bad, [], ["input"], config)
+    assert [p.name for p in new.iterdir()] == ["images"]  # the report folder removed
+    assert [p.name for p in (new / "images").iterdir()] == [".defocuskit-eval-images.json"]  # the run's list kept
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(EvalError, match="none of the 1 pairs"):
+        evaluate(bad, [], ["input"], EvalConfig(split="test", report_dir=mine / "rep", progress=False))
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "mine"
+    with pytest.raises(EvalError, match="none of the 1 pairs"):
+        evaluate(bad, [], ["input"], EvalConfig(split="test", report_dir=mine, progress=False))
+    assert sorted(p.name for p in mine.iterdir()) == [".eval.lock", "notes.txt"]  # not this run's folder: left
+    assert not locks.is_held(mine / ".eval.lock")
+    monkeypatch.delenv(ENV_VAR)
+    report = evaluate(bad, [], ["input"], EvalConfig(split="test", report_dir=mine, progress=False))
+    assert report["rows"] and (mine / "report.json").is_file() and (mine / "notes.txt").read_text() == "mine"
+
+
+def test_a_folder_the_failed_eval_made_is_kept_with_what_another_wrote_in_it(tmp_path, monkeypatch):
+    from test_eval import _crop_pairs, _write_shards
+
+    import defocuskit.eval.evaluate as evaluate_module
+    from defocuskit.eval.config import EvalConfig
+
+    report = tmp_path / "new" / "rep"
+
+    def fails(*args, **kwargs):
+        (report / "theirs.txt").write_text("written meanwhile")
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(evaluate_module, "evaluate_samples", fails)
+    shards = _write_shards(tmp_path / "shards", "test", _crop_pairs(1))
+    with pytest.raises(RuntimeError, match="stopped"):
+        evaluate_module.evaluate(shards, [], ["input"], EvalConfig(split="test", report_dir=report, progress=False))
+    assert [p.name for p in report.iterdir()] == ["theirs.txt"]  # the lock removed, the folder and the file kept
+
+
+def test_a_run_waiting_on_a_lock_its_holder_removes_holds_the_file_at_the_name(tmp_path, monkeypatch):
+    """`hold(remove_on_error=True)` removes the lock file while it holds it: a run that waited on that file then
+    holds the one at the lock's name, so a third run is refused, not let in beside it."""
+    lock = tmp_path / "rep" / ".eval.lock"
+    script = ("import sys, time; from defocuskit.io import locks\n"
+              "with locks.hold(sys.argv[1], 'eval', 'busy', remove_on_error=True):\n"
+              "    print('held', flush=True); time.sleep(0.5); raise SystemExit(3)\n")
+    monkeypatch.setattr(locks, "GRACE_S", 60.0)  # this run waits for the first one however slow the machine
+    first = subprocess.Popen([sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        with locks.hold(lock, "eval", "busy") as holder:  # waits (GRACE_S) for the first to fail and let go
+            assert first.wait(timeout=60) == 3
+            assert lock.exists() and locks.is_held(lock) and holder["pid"] != first.pid
+            monkeypatch.setattr(locks, "GRACE_S", 0.2)
+            with pytest.raises(locks.LockedError, match="busy"):
+                with locks.hold(lock, "eval", "busy"):
+                    raise AssertionError("two holders")
+    finally:
+        first.kill()
+        first.wait()

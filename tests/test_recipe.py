@@ -181,3 +181,59 @@ def test_an_override_with_a_comment_in_it_is_refused_not_cut(tmp_path):
         load_recipe(TINY, ["output_dir=a # b"])
     assert load_recipe(TINY, ["output_dir='a # b'"]).output_dir == "a # b"
     assert load_recipe(TINY, ["output_dir=a#b"]).output_dir == "a#b"
+
+
+def test_a_recipe_error_names_the_file_or_the_override_that_set_the_value(tmp_path):
+    """A value the recipe cannot use was named by its key alone (`optim.lr must be ...`), not by the file it was
+    read from nor the override that set it."""
+    for name, train, said in (("type", {"max_steps": "many"}, "train.max_steps: expected an integer, got 'many'"),
+                              ("unknown", {"max_stepz": 3}, "unknown recipe key 'train.max_stepz' (known here: "),
+                              ("string", {"mixed_precision": 2}, "train.mixed_precision: expected a string, got 2")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"method": "hidd", "train": train}))
+        with pytest.raises(RecipeError) as info:
+            load_recipe(path)
+        assert str(info.value).startswith(f"{path}: {said}")
+    path = tmp_path / "gate.yaml"
+    path.write_text(yaml.safe_dump({"method": "nafnet", "inference": {"focus_gate": -1}}))
+    with pytest.raises(RecipeError, match=f"^{path}: inference.focus_gate: expected a positive number"):
+        load_recipe(path)  # a config's own range check
+    with pytest.raises(RecipeError, match=r"^train\.max_steps: expected an integer, got 'x' \(override "
+                                          r"'max_steps=x'\)$"):
+        load_recipe(TINY, ["seed=1", "max_steps=x"])  # a short key named as given
+    with pytest.raises(RecipeError, match=r"^unknown recipe key 'optim\.lrr' \(known here: .*\) \(override "
+                                          r"'optim\.lrr=1'\); did you mean 'optim\.lr'\?$"):
+        load_recipe("hidd-tiny", ["optim.lrr=1"])
+    with pytest.raises(RecipeError, match=r"^packaged recipe nafnet-tiny: unknown recipe key 'model\.\w+' \(known"):
+        load_recipe("nafnet-tiny", ["method=hidd"])  # the packaged recipe's own key, by its name
+    with pytest.raises(RecipeError, match=r"^override 'data\.train=\*\.tar': the value is not YAML"):
+        load_recipe(TINY, ["data.train=*.tar"])  # an override's own error names it once
+
+
+def test_the_checks_before_training_name_the_file_or_the_override(tmp_path):
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+
+    nan = tmp_path / "nan.yaml"
+    nan.write_text((TINY.parent / "nafnet-tiny.yaml").read_text().replace("lr: 1.0e-3", "lr: .nan"))
+    out = f"output_dir={tmp_path / 'run'}"
+    positive = "optim.lr and optim.grad_clip must be positive"
+    for args, said in (
+        ([str(nan)], f"{nan}: {positive} (got nan, 1.0)\n"),
+        (["nafnet-tiny", "optim.betas=[0.9,2]"], "optim.betas: two numbers in [0, 1), got 2.0 (override "
+                                                 "'optim.betas=[0.9,2]')\n"),
+        (["nafnet-tiny", "lr=.nan", "optim.grad_clip=-1"], f"{positive} (got nan, -1.0) (overrides 'lr=.nan', "
+                                                           "'optim.grad_clip=-1')\n"),
+        ([str(nan), "optim.grad_clip=2"], f"{nan}: {positive} (got nan, 2.0) (override 'optim.grad_clip=2')\n"),
+        (["nafnet-tiny", "optim.lr=.nan"], f"packaged recipe nafnet-tiny: {positive} (got nan, 1.0) (override "
+                                           "'optim.lr=.nan')\n"),
+    ):
+        for dry in (["--dry-run"], []):  # checked by --dry-run and by the run before any work
+            result = CliRunner().invoke(app, ["train", *args, out, *dry])
+            assert result.exit_code == 2 and result.output == f"error: {said}", result.output
+    result = CliRunner().invoke(app, ["train", "nafnet-tiny", "model.width=-3", out, "--dry-run"])
+    assert result.exit_code == 2 and result.output.startswith("error: model: this section does not build a nafnet "
+                                                              "network (") and \
+        result.output.endswith(") (override 'model.width=-3')\n"), result.output
+    assert not (tmp_path / "run").exists()

@@ -237,6 +237,7 @@ def test_dry_run_under_accelerate_launch_prints_from_the_main_process_only(monke
     ("optim.betas=[0.9,1.5]", "optim.betas: two numbers in [0, 1), got 1.5"),
     ("data.image_size=1000000", "data.batch_size x data.image_size^2 = 2 x 1000000^2"),
     ("data.batch_size=100000000", "above the limit of 200 MP"),
+    ("train.grad_accum=1000000000", "train.grad_accum: 1 to 4096 micro-batches an optimizer step, got 1000000000"),
 ])
 def test_dry_run_refuses_numbers_the_run_cannot_use(tmp_path, override, said):
     """A NaN, infinite or out-of-range optimizer, EMA or time-budget value (the run failed at its first step, or, for

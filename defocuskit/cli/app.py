@@ -261,8 +261,9 @@ def eval_cmd(
                   file=sys.stderr)
         raise typer.Exit(130) from None
     except (EvalError, ShardError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        from defocuskit.cli.once import fail
+
+        fail(str(exc), 2)  # once under `accelerate launch` where the main process stopped with it too
     if os.environ.get("RANK", "0") == "0":  # once under `accelerate launch`: the main process wrote the report
         plot, crops = report / "aperture.png", report / "figure.png"
         typer.echo(f"report: {report / 'report.json'}, {report / 'report.csv'}"

@@ -166,9 +166,9 @@ def set_threads(threads: int | None) -> None:
 
 
 def exit_before_torch(failed: bool, message: str) -> None:
-    """Exit 2 with `error: message` when `failed`: a path check that costs no torch import (seconds)."""
-    import sys
-
+    """Exit 2 with `error: message` when `failed`: a path check that costs no torch import (seconds); said once
+    under `accelerate launch` (`once.fail`)."""
     if failed:
-        print(f"error: {message}", file=sys.stderr)
-        raise typer.Exit(2)
+        from defocuskit.cli.once import fail
+
+        fail(message, 2)

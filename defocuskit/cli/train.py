@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import typer
 
+from defocuskit.cli.once import fail
 from defocuskit.cli.options import exit_before_torch
 
 TRAIN_EXAMPLE = ("Example: defocuskit train nafnet-tiny data.train=shards/ train.max_steps=200  (on several GPUs: "
@@ -16,7 +17,6 @@ def dry_run_report(resolved: Any) -> None:
     """`--dry-run`: check the recipe (and the weights `train.init_from` names against its network), then print the
     resolved recipe and the parameter counts; a TrainingError or RecipeError names what is wrong."""
     import os
-    import sys
 
     from defocuskit.config.recipe import recipe_to_yaml
     from defocuskit.methods import get_method
@@ -31,8 +31,7 @@ def dry_run_report(resolved: Any) -> None:
             model_file, _ = init_provenance(resolved.train.init_from)
             load_initial_weights(model, model_file, method.name, resolved.train.init_from)
     except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(1) from None
+        fail(str(exc), 1)  # once under `accelerate launch`: every process checks the same weights
     if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`: checked by every process, printed by one
         return
     typer.echo(recipe_to_yaml(resolved), nl=False)
@@ -60,10 +59,11 @@ def train_cmd(
         find_recipe(recipe)  # a missing recipe is named before torch is imported (seconds)
     except RecipeError as exc:
         exit_before_torch(True, str(exc))
-    from defocuskit.methods.recipes import load_recipe
+    from defocuskit.methods.recipes import load_recipe_source
 
+    source = None  # where the recipe's values came from, once it is read: named in the errors of later checks
     try:
-        resolved = load_recipe(recipe, overrides or [])
+        resolved, source = load_recipe_source(recipe, overrides or [])
         if dry_run:
             dry_run_report(resolved)
             return
@@ -94,8 +94,9 @@ def train_cmd(
                 raise
             print(f"error: {exc.filename}: {exc.strerror}" if exc.filename else f"error: {exc}", file=sys.stderr)
             raise typer.Exit(1) from None
-    except (RecipeError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+    except (RecipeError, ValueError, FileNotFoundError) as exc:  # before any work: the same on every process
+        if isinstance(exc, RecipeError) and source is not None:
+            exc = source.locate(exc)
+        fail(str(exc), 2)
     if os.environ.get("RANK", "0") == "0":  # once under `accelerate launch`
         typer.echo(f"model: {path}")

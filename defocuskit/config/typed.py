@@ -17,6 +17,8 @@ import yaml
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the key and what is wrong."""
 
+    located = False  # True once the message says where the value came from (config.source.RecipeSource.locate)
+
 
 def nearest(word: str, choices: typing.Iterable[str]) -> str | None:
     """The choice nearest to a misspelt `word` (difflib), or None when none is close."""

@@ -5,6 +5,7 @@ process waits for its verdict, so no process writes an image before the check ha
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +18,49 @@ from defocuskit.io import locks
 RUN_LOCK = ".eval.lock"  # in the report folder, held by the main process while it scores and writes
 
 
+def _missing(folder: Path) -> list[Path]:
+    """`folder` and its parents that do not exist yet, innermost first: the folders a run writing there makes."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
+            break
+        missing.append(path)
+    return missing
+
+
+def _unmade(made: list[Path]) -> Callable[..., bool]:
+    """An ExitStack exit callback: where the block failed, the folders in `made` (innermost first) removed again,
+    each only while empty (a file anyone wrote in it keeps it and the folders above)."""
+
+    def remove(kind: type[BaseException] | None, *_: Any) -> bool:
+        for folder in made if kind is not None else []:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        return False
+
+    return remove
+
+
 def _check_and_hold(report_dir: Path, saver: SavedImages | None, runners: dict[str, Any], keys: list[str] | None,
                     limit: int | None) -> contextlib.ExitStack:
-    if saver is not None:  # every file an output would replace is checked before any work
-        saver.check(runners, [] if keys is None else keys[:limit])
-    check_report_folder(report_dir)
+    # the folders this run makes: where it fails it leaves no lock in them, nor them where they are empty
+    made_report, made_saved = _missing(report_dir), [] if saver is None else _missing(saver.folder)
     with contextlib.ExitStack() as held:  # a lock taken is released again where the next one is refused
+        held.push(_unmade(made_report))  # after the locks are released
+        held.push(_unmade(made_saved))
+        if saver is not None:  # every file an output would replace is checked before any work
+            saver.check(runners, [] if keys is None else keys[:limit])
+        check_report_folder(report_dir)
         try:
             held.enter_context(locks.hold(report_dir / RUN_LOCK, "eval",
-                                          f"report folder {report_dir}: another evaluation is writing it"))
+                                          f"report folder {report_dir}: another evaluation is writing it",
+                                          remove_on_error=bool(made_report)))
             if saver is not None:  # and the images folder: its journal and list are one evaluation's at a time
                 held.enter_context(locks.hold(saver.folder / SAVED_LOCK, "eval",
-                                              f"--save-images {saver.folder}: another evaluation is saving into it"))
+                                              f"--save-images {saver.folder}: another evaluation is saving into it",
+                                              remove_on_error=bool(made_saved)))
         except locks.LockedError as exc:
             raise EvalError(f"{exc}; wait for it to finish or give another --report / --save-images") from None
         return held.pop_all()

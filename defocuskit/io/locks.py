@@ -102,20 +102,51 @@ def _check_holder_file(lock: Path) -> None:
         raise _not_ours(path, "not the description of a run")
 
 
-@contextlib.contextmanager
-def hold(lock: str | Path, what: str, busy: str, **extra: Any) -> Iterator[dict[str, Any]]:
-    """Hold `lock` for the duration of the block, or raise LockedError (within GRACE_S):
-    "{busy} ({holder}); wait for it to finish or ...". `extra` goes into the holder's description."""
+def _removed(mine: Any, lock: Path) -> bool:
+    """Whether the file `mine` locked is no longer the one at `lock`: its last holder removed it while this process
+    waited (`hold(remove_on_error=True)`); a lock on it would exclude nobody."""
+    try:
+        here = os.stat(lock)
+    except FileNotFoundError:
+        return True
+    fd = getattr(getattr(mine, "_context", None), "lock_file_fd", None)  # filelock's own descriptor, where it shows it
+    try:
+        return isinstance(fd, int) and not os.path.samestat(here, os.fstat(fd))
+    except OSError:
+        return False
+
+
+def _acquire(lock: Path, busy: str) -> Any:
+    """`lock` held (a FileLock), or LockedError naming its holder once GRACE_S has passed."""
     from filelock import FileLock, Timeout
 
+    deadline = time.monotonic() + GRACE_S  # not 0: a reader's probe (`is_held`) is not a holder
+    while True:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        mine = FileLock(lock)
+        try:
+            mine.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        except Timeout:
+            raise LockedError(f"{busy} ({describe(read_holder(lock))})") from None
+        except FileNotFoundError:  # its folder was removed with the file by the last holder: made again
+            if time.monotonic() > deadline:
+                raise
+            continue
+        if not _removed(mine, lock):
+            return mine
+        mine.release()  # the file its last holder removed: the one at the name now
+
+
+@contextlib.contextmanager
+def hold(lock: str | Path, what: str, busy: str, *, remove_on_error: bool = False,
+         **extra: Any) -> Iterator[dict[str, Any]]:
+    """Hold `lock` for the duration of the block, or raise LockedError (within GRACE_S):
+    "{busy} ({holder}); wait for it to finish or ...". `extra` goes into the holder's description.
+    `remove_on_error`: where the block raises, the lock file is removed as well (still held, so that no other run
+    holds it): for a lock in a folder this run made, which a failed run leaves as it found it."""
     lock = Path(lock)
-    lock.parent.mkdir(parents=True, exist_ok=True)
     _check_lock_file(lock)
-    mine = FileLock(lock)
-    try:
-        mine.acquire(timeout=GRACE_S)  # not 0: a reader's probe (`is_held`) is not a holder
-    except Timeout:
-        raise LockedError(f"{busy} ({describe(read_holder(lock))})") from None
+    mine = _acquire(lock, busy)
     try:
         _check_holder_file(lock)
     except FileExistsError:
@@ -126,6 +157,11 @@ def hold(lock: str | Path, what: str, busy: str, **extra: Any) -> Iterator[dict[
     try:
         atomic_write(holder_path(lock), json.dumps(holder))
         yield holder
+    except BaseException:
+        if remove_on_error:
+            with contextlib.suppress(OSError):  # a system that keeps a held file (Windows): its release removes it
+                lock.unlink(missing_ok=True)
+        raise
     finally:
         holder_path(lock).unlink(missing_ok=True)
         mine.release()

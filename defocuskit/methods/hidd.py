@@ -50,6 +50,10 @@ SAMPLERS = ("released", "pc", "fast")
 # former 40 steps on the train and test splits, docs/benchmarks.md; steps=40 gives the former sampler)
 DEFAULT_STEPS = {"released": 1000, "pc": 1000, "fast": 10}
 MAX_STEPS = 100_000  # 100 x the paper's: more would only cost time, and 10^9 asked 8 GB for the noise levels alone
+# the other counts a sampler runs, each from its least to 100 x its default (12, 10, 3), as steps is bounded (10^9 ran
+# out of memory or never ended): key: (least, most, what is counted)
+COUNTS = {"blur_levels": (1, 1200, "CoC layers"), "cg_steps": (0, 1000, "conjugate-gradient steps a data step"),
+          "corrector_chains": (0, 300, "corrector chains")}
 FORMER_FAST = (40, 0.1, 0.3)  # issue 8's fast sampler: steps, sigma_start, zeta
 
 
@@ -99,11 +103,12 @@ class SamplerConfig(Sampler):
             raise ValueError(f"sampler.psf: '{self.psf}' is not one of {', '.join(PSF_SHAPES)}")
         if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"sampler.steps: HIDD samples in 1 to {MAX_STEPS} steps, got {self.steps}")
+        for key, (least, most, what) in COUNTS.items():
+            if not least <= getattr(self, key) <= most:
+                raise ValueError(f"sampler.{key}: {least} to {most} {what}, got {getattr(self, key)}")
         finite = math.isfinite
         checks = {"sigma_start": self.sigma_start > 0 and finite(self.sigma_start),
                   "dc_sigma": self.dc_sigma > 0 and finite(self.dc_sigma), "zeta": 0 <= self.zeta <= 1,
-                  "blur_levels": self.blur_levels >= 1,
-                  "cg_steps": self.cg_steps >= 0, "corrector_chains": self.corrector_chains >= 0,
                   "weights": len(self.weights) == 2 and all(0 <= w <= 1 for w in self.weights),
                   "snr": self.snr > 0 and finite(self.snr)}
         for key, ok in checks.items():

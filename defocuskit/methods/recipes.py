@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from defocuskit.config.recipe import DataConfig, InferenceConfig, OptimConfig, Recipe, TrainConfig, find_recipe
+from defocuskit.config.source import RecipeSource
 from defocuskit.config.typed import (
     RecipeError,
     apply_overrides,
@@ -24,7 +25,14 @@ from defocuskit.methods import get_method
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a recipe YAML (a file, or a packaged recipe by name: `find_recipe`), apply overrides, and resolve
-    it against the method's config classes."""
+    it against the method's config classes; a RecipeError names the file, or the override, that set the value."""
+    return load_recipe_source(path, overrides)[0]
+
+
+def load_recipe_source(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Recipe, RecipeSource]:
+    """`load_recipe`, and where the recipe's values came from: to name in the errors of later checks
+    (`RecipeSource.locate`)."""
+    given = Path(path)
     path = find_recipe(path)
     try:
         raw = read_yaml(path.read_text()) or {}
@@ -35,8 +43,14 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
                           "as UTF-8") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of sections")
-    raw = apply_overrides(raw, expand_short_keys(raw, list(overrides)))
-    return resolve_recipe(raw)
+    expanded = expand_short_keys(raw, list(overrides))
+    source = RecipeSource(str(given) if given.is_file() else f"packaged recipe {path.stem}",
+                          tuple((item.partition("=")[0].strip(), str(original))
+                                for item, original in zip(expanded, overrides)))
+    try:
+        return resolve_recipe(apply_overrides(raw, expanded)), source
+    except RecipeError as exc:
+        raise source.locate(exc) from None
 
 
 def expand_short_keys(raw: dict[str, Any], overrides: list[str]) -> list[str]:

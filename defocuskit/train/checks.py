@@ -12,6 +12,9 @@ from defocuskit.config.typed import RecipeError
 from defocuskit.io.images import MAX_PIXELS_ENV, max_pixels
 from defocuskit.methods.base import Method
 
+MAX_GRAD_ACCUM = 4096  # micro-batches an optimizer step: an effective batch of 4096 x data.batch_size (10^9 never
+# finished its first step)
+
 
 class TrainingError(RuntimeError):
     """Training stopped (non-finite loss or weights); the message names the step and the last good checkpoint."""
@@ -43,6 +46,9 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
     for key, v in positive.items():
         if v < 1:
             raise RecipeError(f"{key}: must be at least 1, got {v}")
+    if t.grad_accum > MAX_GRAD_ACCUM:
+        raise RecipeError(f"train.grad_accum: 1 to {MAX_GRAD_ACCUM} micro-batches an optimizer step, "
+                          f"got {t.grad_accum}")
     choices = {
         "optim.name": (o.name, ("adam", "adamw", "radam")), "optim.schedule": (o.schedule, ("constant", "cosine")),
         "train.mixed_precision": (t.mixed_precision, ("auto", "no", "fp16", "bf16")), "data.channels": (d.channels, (1, 3)),
