@@ -384,6 +384,7 @@ def test_fine_tuning_starts_from_a_model_file_or_folder_and_records_it(run_a, sh
     bad = cli(f"data.train={shards}", f"output_dir={tmp_path / 'bad'}", "train.max_steps=1", "model.nf=16",
               f"train.init_from={run_a / 'model.safetensors'}", check=False)
     assert bad.returncode == 1 and "train.init_from" in bad.stderr and "in this recipe's network" in bad.stderr
+    assert not (tmp_path / "bad").exists()  # the run had made it for its lock: a failed init_from writes nothing
     other = cli(f"data.train={shards}", f"output_dir={tmp_path / 'other'}", "train.max_steps=1",
                 f"train.init_from={tmp_path / 'nothing.safetensors'}", check=False)
     assert other.returncode == 1 and "train.init_from: model not found" in other.stderr

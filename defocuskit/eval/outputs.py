@@ -5,7 +5,6 @@ process waits for its verdict, so no process writes an image before the check ha
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,38 +17,13 @@ from defocuskit.io import locks
 RUN_LOCK = ".eval.lock"  # in the report folder, held by the main process while it scores and writes
 
 
-def _missing(folder: Path) -> list[Path]:
-    """`folder` and its parents that do not exist yet, innermost first: the folders a run writing there makes."""
-    missing = []
-    for path in (folder, *folder.parents):
-        if path.exists() or path.is_symlink():
-            break
-        missing.append(path)
-    return missing
-
-
-def _unmade(made: list[Path]) -> Callable[..., bool]:
-    """An ExitStack exit callback: where the block failed, the folders in `made` (innermost first) removed again,
-    each only while empty (a file anyone wrote in it keeps it and the folders above)."""
-
-    def remove(kind: type[BaseException] | None, *_: Any) -> bool:
-        for folder in made if kind is not None else []:
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        return False
-
-    return remove
-
-
 def _check_and_hold(report_dir: Path, saver: SavedImages | None, runners: dict[str, Any], keys: list[str] | None,
                     limit: int | None) -> contextlib.ExitStack:
     # the folders this run makes: where it fails it leaves no lock in them, nor them where they are empty
-    made_report, made_saved = _missing(report_dir), [] if saver is None else _missing(saver.folder)
+    made_report, made_saved = locks.folders_to_make(report_dir), [] if saver is None else locks.folders_to_make(saver.folder)
     with contextlib.ExitStack() as held:  # a lock taken is released again where the next one is refused
-        held.push(_unmade(made_report))  # after the locks are released
-        held.push(_unmade(made_saved))
+        held.push(locks.unmake_on_error(made_report))  # after the locks are released
+        held.push(locks.unmake_on_error(made_saved))
         if saver is not None:  # every file an output would replace is checked before any work
             saver.check(runners, [] if keys is None else keys[:limit])
         check_report_folder(report_dir)

@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,3 +165,28 @@ def hold(lock: str | Path, what: str, busy: str, *, remove_on_error: bool = Fals
     finally:
         holder_path(lock).unlink(missing_ok=True)
         mine.release()
+
+
+def folders_to_make(folder: Path) -> list[Path]:
+    """`folder` and its parents that do not exist yet, innermost first: the folders a run writing there makes."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists() or path.is_symlink():
+            break
+        missing.append(path)
+    return missing
+
+
+def unmake_on_error(made: list[Path]) -> Callable[..., bool]:
+    """An ExitStack exit callback: where the block failed, the folders in `made` (innermost first) removed again,
+    each only while empty (a file anyone wrote in it keeps it and the folders above)."""
+
+    def remove(kind: type[BaseException] | None, *_: Any) -> bool:
+        for folder in made if kind is not None else []:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        return False
+
+    return remove

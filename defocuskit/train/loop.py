@@ -138,8 +138,12 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
     with flushed_denormals(accelerator.device.type == "cpu" and t.flush_denormal):
         if not accelerator.is_main_process:
             return _train(recipe, resume, method, urls, checkpoints, accelerator, init, validate)
+        made = locks.folders_to_make(out)  # where the run fails, no lock left in them, nor them where empty
         try:
-            with locks.hold(out / RUN_LOCK, "train", f"output_dir {out}: another training run is using it"):
+            with contextlib.ExitStack() as held:
+                held.push(locks.unmake_on_error(made))
+                held.enter_context(locks.hold(out / RUN_LOCK, "train", f"output_dir {out}: another training run is "
+                                              "using it", remove_on_error=bool(made)))
                 return _train(recipe, resume, method, urls, checkpoints, accelerator, init, validate)
         except locks.LockedError as exc:
             raise TrainingError(f"{exc}; wait for it to finish or give another output_dir") from None
