@@ -238,6 +238,10 @@ def test_dry_run_under_accelerate_launch_prints_from_the_main_process_only(monke
     ("data.image_size=1000000", "data.batch_size x data.image_size^2 = 2 x 1000000^2"),
     ("data.batch_size=100000000", "above the limit of 200 MP"),
     ("train.grad_accum=1000000000", "train.grad_accum: 1 to 4096 micro-batches an optimizer step, got 1000000000"),
+    ("train.log_with=tensorbord", "train.log_with: 'tensorbord' is no Accelerate tracker (known: aim,"),
+    pytest.param("train.log_with=tensorboard", "train.log_with: tensorboard is not installed (pip install tensorboard)",
+                 marks=pytest.mark.skipif(__import__("importlib").util.find_spec("tensorboard") is not None,
+                                          reason="tensorboard is installed here")),
 ])
 def test_dry_run_refuses_numbers_the_run_cannot_use(tmp_path, override, said):
     """A NaN, infinite or out-of-range optimizer, EMA or time-budget value (the run failed at its first step, or, for

@@ -8,7 +8,7 @@ import math
 from torch import nn
 
 from defocuskit.config.recipe import Recipe
-from defocuskit.config.typed import RecipeError
+from defocuskit.config.typed import RecipeError, did_you_mean
 from defocuskit.io.images import MAX_PIXELS_ENV, max_pixels
 from defocuskit.methods.base import Method
 
@@ -18,6 +18,24 @@ MAX_GRAD_ACCUM = 4096  # micro-batches an optimizer step: an effective batch of 
 
 class TrainingError(RuntimeError):
     """Training stopped (non-finite loss or weights); the message names the step and the last good checkpoint."""
+
+
+def check_tracker(name: str | None) -> None:
+    """RecipeError where `train.log_with` names no Accelerate tracker, or one whose package is not installed (the run
+    would log nothing, with a warning lost among its output)."""
+    if name is None:
+        return
+    import accelerate.utils
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    known = list(LOGGER_TYPE_TO_CLASS)
+    if name not in known:
+        raise RecipeError(f"train.log_with: {name!r} is no Accelerate tracker (known: {', '.join(known)})"
+                          f"{did_you_mean(name, known)}")
+    available = getattr(accelerate.utils, f"is_{name}_available", None)
+    if available is not None and not available():
+        raise RecipeError(f"train.log_with: {name} is not installed (pip install {name.replace('_', '-')}), so the "
+                          "run would log nothing to it; install it or set train.log_with=null")
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -61,6 +79,7 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
     if not 0 < o.lr < math.inf or (o.grad_clip is not None and not o.grad_clip > 0):  # NaN fails too
         raise RecipeError(f"optim.lr and optim.grad_clip must be positive (got {o.lr}, {o.grad_clip})")
     check_numbers(recipe)
+    check_tracker(t.log_with)
     if recipe.inference.coc_bound is not None and method.output != "defocus_map":
         raise RecipeError(f"inference.coc_bound bounds a defocus-map model's CoC map; '{method.name}' models "
                           f"give {method.output}s (set it to null)")
