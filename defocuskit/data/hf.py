@@ -6,7 +6,7 @@
     ds = datasets.load_dataset("webdataset", data_files={"train": urls}, split="train", features=hf_features())
     pairs = ds.filter(lambda blur, sharp: blur is not None and sharp is not None,
                       input_columns=["blur.png", "sharp.png"])
-    row = pairs.with_transform(hf_decode)[0]   # {key, sharp, blur, coc, blurmask, meta}; arrays uint8 / uint16
+    row = pairs.with_transform(hf_decode)[0]   # {key, sharp, blur, coc, coc_sign, blurmask, left, right, meta}
 
 Why features: without them `datasets` infers the columns from the first five samples of the first
 shard and decodes `.png` members with `datasets.Image`, i.e. through PIL, which turns 16-bit RGB into
@@ -79,15 +79,22 @@ def _check_members(row: Mapping[str, Any]) -> None:
                         "decodes through PIL, which turns 16-bit PNGs into 8-bit)")
 
 
+def _is_batch(example: Mapping[str, Any]) -> bool:
+    """Whether `example` is a batch (a list per column) rather than one row, whichever columns it holds."""
+    return any(isinstance(example.get(c), list) for c in ("__key__", "__url__", *_PNG_MEMBERS))
+
+
 def hf_decode(example: Mapping[str, Any]) -> dict[str, Any]:
     """A `datasets` row of `hf_features()` -> {key, sharp, blur, coc, coc_sign, blurmask, left, right, meta} (as
     `decode_sample`):
     RGB uint8 / uint16 arrays as stored (None for members the sample lacks), coc float32 in pixels,
     blurmask uint8, meta with None where unknown.
 
-    Takes one row (`ds.map`, `IterableDataset.map`) or a batch, a dict of lists (`ds.with_transform`,
-    `map(batched=True)`), and returns the same shape."""
-    if isinstance(example.get("__key__"), list):
+    Takes one row (`ds[i]`, `IterableDataset.map`) or a batch, a dict of lists (`ds.with_transform`,
+    `IterableDataset.map(batched=True)`), any subset of the columns, and returns the same shape. `Dataset.map`
+    stores what it returns in Arrow (arrays become nested lists; 8- and 16-bit images, or a member some rows lack,
+    cannot share a column): there, call hf_decode inside the mapped function and return what you compute."""
+    if _is_batch(example):
         columns = list(example)
         rows = [dict(zip(columns, values)) for values in zip(*(example[c] for c in columns))]
         decoded = [hf_decode(row) for row in rows]
