@@ -211,6 +211,36 @@ def test_readme_datasets_recipe(mixed, tmp_path, monkeypatch):
     assert ns["row"]["blur"].dtype == np.uint16 and ns["row"]["meta"]["source"] == "t"
 
 
+def test_hf_decode_of_a_batch_without_the_key_column_equals_the_rows(mixed, tmp_path):
+    """A batch is told from a row by its lists, not by `__key__`: select_columns / with_transform(columns=...)."""
+    ds = _load([str(mixed)], tmp_path / "hf", features=hf_features())
+    rows = [hf_decode(ds[i]) for i in range(len(ds))]
+    columns = ["blur.png", "sharp.png", "coc.png", "blurmask.png", "json"]
+    for batch in (ds.select_columns(columns).with_transform(hf_decode)[:], ds.with_transform(hf_decode, columns)[:]):
+        assert len(batch["blur"]) == len(rows) == 4
+        for i, row in enumerate(rows):
+            for name in ("sharp", "blur", "coc", "blurmask"):
+                assert (batch[name][i] is None) == (row[name] is None), (name, row["key"])
+                if row[name] is not None:
+                    assert batch[name][i].dtype == row[name].dtype and np.array_equal(batch[name][i], row[name])
+            assert batch["meta"][i] == row["meta"]
+
+
+def test_decode_sample_of_already_decoded_members_says_so(mixed):
+    """`.decode(...)` before `.map(decode_sample)`: one line naming the shard, the sample and the member, not a
+    'damaged image'."""
+    import webdataset as wds
+
+    from defocuskit.data.reader import ShardError
+    from defocuskit.io.images import decode_image
+
+    decoded = wds.WebDataset(str(mixed), shardshuffle=False).decode(wds.handle_extension("png", decode_image))
+    with pytest.raises(ShardError, match=r"train-000000\.tar: sample t/\w+: member \w+\.png is a ndarray, not the "
+                       r"PNG's bytes") as err:
+        list(decoded.map(decode_sample))
+    assert "\n" not in str(err.value) and "damaged" not in str(err.value)
+
+
 # ------------------------------------------------------------------------------ old shards, bad metadata
 
 

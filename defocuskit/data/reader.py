@@ -161,7 +161,8 @@ def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
 
 
 def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A raw WebDataset sample (bytes members) -> {key, sharp, blur, coc, blurmask, meta}; 16-bit PNGs stay 16-bit.
+    """A raw WebDataset sample (bytes members) -> {key, sharp, blur, coc, coc_sign, blurmask, left, right, meta};
+    16-bit PNGs stay 16-bit.
 
     `coc` is float32 (H, W) in pixels (or None), unsigned; `coc_sign` int8 (H, W), +1 behind the focal plane and
     -1 in front of it, where the shard records it (cocsign.png), else None (`signed_coc` combines them); `blur` is
@@ -172,8 +173,9 @@ def decode_sample(raw: Mapping[str, Any]) -> dict[str, Any]:
     uint8 (H, W), 255 = blurred (out of focus), 0 = in focus; every other sample gives `blurmask` None.
     `left`, `right`: the blurred shot's dual-pixel views where the sample holds both, else None.
     A sample with neither sharp.png nor blur.png + blurmask.png, without a json member, or whose metadata
-    `metadata.to_python` refuses (not a JSON object, a number that is not one, an implausible f-number) is a
-    ShardError naming its shard and key.
+    `metadata.to_python` refuses (not a JSON object, a number that is not one, an implausible f-number), or whose
+    PNG members are already decoded (webdataset's `.decode()`, `datasets.Image`) is a ShardError naming its shard and
+    key.
     """
     key = raw.get("__key__", "<unknown>")
     try:
@@ -236,6 +238,11 @@ def _decode(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
             value = value["bytes"]
         return value
 
+    for name, value in raw.items():  # a member webdataset's .decode() (or datasets.Image) already turned into an image
+        if name.endswith(".png") and value is not None and not isinstance(member(name), (bytes, bytearray, memoryview)):
+            raise ShardError(f"{where(raw)}sample {key}: member {name} is a {type(value).__name__}, not the PNG's "
+                             "bytes: decode_sample decodes the members itself; give it undecoded samples (map it "
+                             "in place of webdataset's .decode())")
     sharp, blur, mask = member("sharp.png"), member("blur.png"), member("blurmask.png")
     if sharp is None and (blur is None or mask is None):
         raise ShardError(f"{where(raw)}sample {key}: no sharp.png member (nor blur.png + blurmask.png of a "
