@@ -1,0 +1,94 @@
+"""Resuming a run folder with a changed recipe or a tampered folder: exact, or said in one line naming the key (old
+and new values), or refused before any work; nothing of the earlier run lost or silently mixed in."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from test_train import write_shards
+from typer.testing import CliRunner
+
+from defocuskit.cli.app import app
+from defocuskit.methods.recipes import load_recipe
+from defocuskit.train.checkpoints import list_checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "recipes" / "nafnet-tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> str:
+    return write_shards(tmp_path_factory.mktemp("shards"), n_shards=1, per_shard=8, paired=True)
+
+
+def train(shards: str, out: Path, *args: str):
+    return CliRunner().invoke(app, ["train", TINY, f"data.train={shards}", f"output_dir={out}", "data.image_size=32",
+                                    "optim.schedule=constant", "train.checkpoint_every=2", "train.log_every=1", *args])
+
+
+def warnings(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "differs from the checkpoint's" in line]
+
+
+@pytest.fixture(scope="module")
+def two_steps(shards, tmp_path_factory) -> Path:
+    """A run stopped at its step-2 checkpoint, copied by each test that resumes it."""
+    out = tmp_path_factory.mktemp("runs") / "two"
+    assert train(shards, out, "train.max_steps=2").exit_code == 0
+    return out
+
+
+def test_changed_training_keys_are_named_in_one_line_with_both_values(two_steps, shards, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    result = train(shards, out, "train.max_steps=4", "seed=1", "data.batch_size=3", "train.ema_decay=0.5")
+    assert result.exit_code == 0, result.output
+    (line,) = warnings(result.output)
+    for said in ("seed 0 -> 1", "data.batch_size 2 -> 3", "train.ema_decay 0.9 -> 0.5", "from step 2"):
+        assert said in line, line
+    assert line.index("differs") < result.output.index("resumed from")  # said before the steps
+    # keys that change no weight (the checkpoints, the rows, a longer constant schedule): nothing said
+    result = train(shards, out, "train.max_steps=6", "seed=1", "data.batch_size=3", "train.ema_decay=0.5",
+                   "train.log_every=3", "train.keep_checkpoints=3")
+    assert result.exit_code == 0 and warnings(result.output) == [], result.output
+
+
+def test_a_longer_cosine_schedule_or_another_lr_is_said(two_steps, shards):
+    # imported here: the rest of the file also runs on code without the module
+    from defocuskit.train.resume import check_resume
+
+    saved = two_steps / "checkpoints" / "step-0000002"
+    recipe = load_recipe(TINY, [f"data.train={shards}", f"output_dir={two_steps}", "data.image_size=32",
+                                "train.checkpoint_every=2", "train.log_every=1", "train.max_steps=2"])
+    assert "optim.schedule 'constant' -> 'cosine'" in check_resume(saved, recipe)
+    constant = load_recipe(TINY, [f"data.train={shards}", f"output_dir={two_steps}", "data.image_size=32",
+                                  "optim.schedule=constant", "train.checkpoint_every=2", "train.log_every=1",
+                                  "train.max_steps=9", "optim.lr=0.01"])
+    line = check_resume(saved, constant)
+    assert "optim.lr 0.001 -> 0.01" in line and "max_steps" not in line, line
+
+
+def test_init_from_added_on_resume_is_refused_naming_it(two_steps, shards, tmp_path):
+    """A resumed run continues the checkpoint's weights: an init_from it would ignore, while its export recorded
+    the file as the weights' origin, is refused before any work."""
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    before = sorted(p.name for p in out.rglob("*"))
+    result = train(shards, out, "train.max_steps=4", f"train.init_from={two_steps / 'model.safetensors'}")
+    assert result.exit_code == 2, result.output
+    assert "train.init_from=None" in result.output and "--no-resume" in result.output
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_a_renamed_checkpoint_folder_is_refused_not_taken_for_its_new_step(two_steps, shards, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    assert train(shards, out, "train.max_steps=4", "train.keep_checkpoints=2").exit_code == 0
+    assert [s for s, _ in list_checkpoints(out)] == [2, 4]
+    (out / "checkpoints" / "step-0000002").rename(out / "checkpoints" / "step-0000009")
+    result = train(shards, out, "train.max_steps=12", "train.keep_checkpoints=2")
+    assert result.exit_code == 2, result.output
+    assert "step-0000009: holds the state of step 2, not 9" in result.output
+    assert [s for s, _ in list_checkpoints(out)] == [4, 9]  # the step-4 checkpoint is not pruned
