@@ -3,6 +3,7 @@ and new values), or refused before any work; nothing of the earlier run lost or 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from test_train import write_shards
 from typer.testing import CliRunner
 
 from defocuskit.cli.app import app
+from defocuskit.io.modelfile import read_metadata, read_model_file, save_model
 from defocuskit.methods.recipes import load_recipe
 from defocuskit.train.checkpoints import list_checkpoints
 
@@ -92,3 +94,34 @@ def test_a_renamed_checkpoint_folder_is_refused_not_taken_for_its_new_step(two_s
     assert result.exit_code == 2, result.output
     assert "step-0000009: holds the state of step 2, not 9" in result.output
     assert [s for s, _ in list_checkpoints(out)] == [4, 9]  # the step-4 checkpoint is not pruned
+
+
+def test_keep_best_without_a_best_file_keeps_the_best_from_the_resume_on(shards, tmp_path):
+    """keep_best turned on at a resume (or best.safetensors removed): the earlier validations' best weights are
+    gone, so the run keeps the best of its own validations, saying so, instead of never writing best.safetensors."""
+    out = tmp_path / "run"
+    val = (f"data.val={shards}", "train.eval_every=2", "train.val_limit=2")
+    assert train(shards, out, *val, "train.max_steps=2").exit_code == 0
+    metrics = out / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    for row in rows:  # an earlier validation better than any to come (a peak, then overfitting)
+        row["val_psnr"] = 99.0 if "val_psnr" in row else row.get("val_psnr")
+    metrics.write_text("".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n" for r in rows))
+    result = train(shards, out, *val, "train.max_steps=4", "train.keep_best=true")
+    assert result.exit_code == 0, result.output
+    assert (out / "best.safetensors").is_file(), result.output  # (before: never written)
+    assert read_metadata(out / "best.safetensors")["best_step"] == "4"
+    assert "best.safetensors is missing" in result.output and "99.00 dB" in result.output
+
+
+def test_a_best_file_counts_where_metrics_jsonl_was_removed(shards, tmp_path):
+    """best.safetensors records its PSNR: a resume without the metrics rows does not replace it with worse weights."""
+    out = tmp_path / "run"
+    val = (f"data.val={shards}", "train.eval_every=2", "train.val_limit=2", "train.keep_best=true")
+    assert train(shards, out, *val, "train.max_steps=2").exit_code == 0
+    tensors, meta = read_model_file(out / "best.safetensors")
+    save_model(out / "best.safetensors", tensors, meta["method"], meta["recipe"],
+               extra={"best_step": "2", "val_psnr": "99.0000"})  # a peak no later validation reaches
+    (out / "metrics.jsonl").unlink()
+    assert train(shards, out, *val, "train.max_steps=4").exit_code == 0
+    assert read_metadata(out / "best.safetensors")["best_step"] == "2"
