@@ -125,3 +125,30 @@ def test_a_best_file_counts_where_metrics_jsonl_was_removed(shards, tmp_path):
     (out / "metrics.jsonl").unlink()
     assert train(shards, out, *val, "train.max_steps=4").exit_code == 0
     assert read_metadata(out / "best.safetensors")["best_step"] == "2"
+
+
+def test_a_run_stopped_during_a_validation_redoes_it_on_resume(shards, tmp_path, monkeypatch):
+    """Ctrl-C (or a kill) while the step-4 validation runs: the resumed run still records that validation (its
+    row, grid and best weights), as the uninterrupted run does; the step-4 checkpoint is saved after it."""
+    import defocuskit.eval.validation as validation
+
+    out = tmp_path / "run"
+    val = (f"data.val={shards}", "train.eval_every=2", "train.val_limit=2", "train.keep_best=true")
+    make = validation.make_validator
+
+    def interrupted(recipe):
+        validate = make(recipe)
+
+        def once(state, step, accelerator):
+            if step == 4:
+                raise KeyboardInterrupt
+            return validate(state, step, accelerator)
+        return once
+
+    monkeypatch.setattr(validation, "make_validator", interrupted)
+    assert train(shards, out, *val, "train.max_steps=6").exit_code != 0
+    monkeypatch.setattr(validation, "make_validator", make)
+    assert train(shards, out, *val, "train.max_steps=6").exit_code == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_psnr" in r] == [2, 4, 6]
+    assert (out / "val" / "step-0000004.png").is_file()

@@ -329,10 +329,11 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                 t_log, wait, steps_here = now, 0.0, 0
                 if step % t.log_every == 0:  # a row for the run's last step leaves its window to the resumed run
                     counter.window = []
-            if step % t.checkpoint_every == 0 and step < t.max_steps:
-                save_checkpoint(accelerator, net, recipe, step)
+            # the validation first: a run stopped during it resumes from the checkpoint before and does it again
             if hook is not None and (t.eval_every and step % t.eval_every == 0 or step == t.max_steps or stop):
                 t_log += hook(step, metrics)  # validation time is not training time
+            if step % t.checkpoint_every == 0 and step < t.max_steps:
+                save_checkpoint(accelerator, net, recipe, step)
             if stop:
                 accelerator.print(f"train.max_minutes ({t.max_minutes}) reached at step {step}: stopping")
                 break
