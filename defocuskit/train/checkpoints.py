@@ -25,8 +25,6 @@ METRICS = "metrics.jsonl"
 BEST_FILE = "best.safetensors"  # train.keep_best: EMA weights of the best validation PSNR (best_step in metadata)
 VAL_FOLDER = "val"  # val/step-NNNNNNN.png: crops of input, output and reference per f-number
 GRID_TAG = "defocuskit train"  # the grids' PNG text chunk: a file a later run may replace (io/tagged_png)
-# recipe keys a checkpoint must agree on to be resumed (they shape the saved state)
-RESUME_KEYS = (("method",), ("model",), ("data", "channels"), ("optim", "name"))
 # what a checkpoint folder consists of: the loop's own files (train.state) and what Accelerate's save_state writes
 CHECKPOINT_FILE = re.compile(
     r"recipe\.json|loop_state\.json|ema\.safetensors|rng-rank\d+\.safetensors|scaler\.pt"
@@ -84,25 +82,6 @@ def _step_folders(output_dir: str | Path) -> list[tuple[int, Path]]:
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (step, folder), oldest first; temporary and partial folders are ignored."""
     return [(step, p) for step, p in _step_folders(output_dir) if (p / "recipe.json").is_file()]
-
-
-def check_resume(checkpoint: Path, recipe: Recipe) -> None:
-    """A clear error when `checkpoint` was written by another method or an incompatible recipe."""
-    try:
-        saved = json.loads((checkpoint / "recipe.json").read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{checkpoint}: not a readable defocuskit checkpoint ({e})") from None
-    now = recipe_to_dict(recipe)
-    for path in RESUME_KEYS:
-        a, b = saved, now
-        for p in path:
-            a, b = (a or {}).get(p), (b or {}).get(p)
-        if a != b:
-            key = ".".join(path)
-            raise ValueError(
-                f"{checkpoint}: checkpoint has {key}={a!r} but the recipe has {key}={b!r}; "
-                f"use another output_dir or --no-resume"
-            )
 
 
 def _remove(folder: Path) -> None:

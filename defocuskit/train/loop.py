@@ -45,7 +45,6 @@ from defocuskit.train.checkpoints import (
     METRICS,
     blocking_step_folder,
     check_data_position,
-    check_resume,
     clean_run_folder,
     list_checkpoints,
     load_checkpoint,
@@ -65,6 +64,7 @@ from defocuskit.train.ema import EMA
 from defocuskit.train.init import init_provenance, load_initial_weights
 from defocuskit.train.optim import make_optimizer, make_scheduler
 from defocuskit.train.progress import flat_config, training_bar
+from defocuskit.train.resume import check_resume, check_steps
 from defocuskit.train.runfolder import RECIPE_FILE, RECIPE_HEADER, check_run_folder
 from defocuskit.train.state import LoopState, StepCounter
 from defocuskit.train.validation import Validate, ValidationHook
@@ -106,8 +106,11 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
     recipe, resolved = resolve_coc_bound(recipe, urls)
     out = Path(recipe.output_dir)
     checkpoints = list_checkpoints(out) if resume else []
+    changed = None  # the line saying where a resume is not the exact continuation (said where it trains)
     if checkpoints:
-        check_resume(checkpoints[-1][1], recipe)
+        check_steps(checkpoints)
+        changed = check_resume(checkpoints[-1][1], recipe)
+        changed = changed if checkpoints[-1][0] < recipe.train.max_steps else None
     blocking = blocking_step_folder(out, checkpoints[-1][0] if checkpoints else 0, recipe.train.max_steps,
                                     recipe.train.checkpoint_every)
     if blocking is not None:
@@ -135,6 +138,8 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
                          "ACCELERATE_MIXED_PRECISION; the recipe's train.mixed_precision is auto") + ")")
     if resolved:
         accelerator.print(resolved)
+    if changed:
+        accelerator.print(changed)
     with flushed_denormals(accelerator.device.type == "cpu" and t.flush_denormal):
         if not accelerator.is_main_process:
             return _train(recipe, resume, method, urls, checkpoints, accelerator, init, validate)
@@ -324,10 +329,11 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                 t_log, wait, steps_here = now, 0.0, 0
                 if step % t.log_every == 0:  # a row for the run's last step leaves its window to the resumed run
                     counter.window = []
-            if step % t.checkpoint_every == 0 and step < t.max_steps:
-                save_checkpoint(accelerator, net, recipe, step)
+            # the validation first: a run stopped during it resumes from the checkpoint before and does it again
             if hook is not None and (t.eval_every and step % t.eval_every == 0 or step == t.max_steps or stop):
                 t_log += hook(step, metrics)  # validation time is not training time
+            if step % t.checkpoint_every == 0 and step < t.max_steps:
+                save_checkpoint(accelerator, net, recipe, step)
             if stop:
                 accelerator.print(f"train.max_minutes ({t.max_minutes}) reached at step {step}: stopping")
                 break

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import Recipe, recipe_to_dict
-from defocuskit.io.modelfile import save_model
+from defocuskit.io.modelfile import read_metadata, save_model
 from defocuskit.io.tagged_png import write_tagged_png
 from defocuskit.methods.base import Method
-from defocuskit.train.checkpoints import BEST_FILE, GRID_TAG, METRICS, grid_path
+from defocuskit.train.checkpoints import BEST_FILE, GRID_TAG, METRICS, best_written_by_train, grid_path
 from defocuskit.train.ema import EMA
 
 # (EMA state dict, step, accelerator) -> (metrics record with "val_psnr", grid image uint8 (H, W, 3) or None);
@@ -50,6 +50,29 @@ def best_so_far(out: Path, step: int) -> float:
     return best
 
 
+def resumed_best(out: Path, step: int, keep_best: bool) -> tuple[float, str | None]:
+    """The validation PSNR a run resumed at `step` must beat to replace best.safetensors, and the line to say where
+    the best of the earlier validations is not kept: with `keep_best`, its best.safetensors (of a step up to `step`)
+    counts even without metrics.jsonl; a run whose best.safetensors is missing (removed, or keep_best was off) keeps
+    the best of the validations from here on, said in one line, instead of never writing one."""
+    best = best_so_far(out, step)
+    path = out / BEST_FILE
+    if not keep_best:
+        return best, None
+    if not best_written_by_train(path):
+        if best == -math.inf:
+            return best, None
+        return -math.inf, (f"note: {path} is missing (removed, or train.keep_best was off) while metrics.jsonl records "
+                           f"validations up to step {step} (best PSNR {best:.2f} dB): it keeps the best of the "
+                           "validations from here on")
+    meta = read_metadata(path)
+    try:
+        saved_step, saved_psnr = int(meta["best_step"]), float(meta["val_psnr"])
+    except (KeyError, ValueError):
+        return best, None
+    return (max(best, saved_psnr) if saved_step <= step else best), None
+
+
 def log_images(accelerator: Any, name: str, image: np.ndarray, step: int) -> None:
     """Hand `image` (uint8 (H, W, 3)) to every tracker that takes images, in the form each expects."""
     for tracker in accelerator.trackers:
@@ -69,7 +92,11 @@ class ValidationHook:
         self.validate, self.accelerator, self.recipe, self.method, self.ema, self.net = (
             validate, accelerator, recipe, method, ema, net)
         self.out = Path(recipe.output_dir)
-        self.best = best_so_far(self.out, start) if accelerator.is_main_process else -math.inf
+        self.best = -math.inf
+        if accelerator.is_main_process:
+            self.best, note = resumed_best(self.out, start, recipe.train.keep_best)
+            if note:
+                accelerator.print(note)
 
     def __call__(self, step: int, metrics: Any) -> float:
         t0 = time.time()

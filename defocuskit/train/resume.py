@@ -1,0 +1,88 @@
+"""Whether a run folder's newest checkpoint can be resumed with the recipe given now, judged before any work.
+
+The checkpoint's recipe (its recipe.json) is compared with the recipe key by key:
+  * keys that shape the saved state (method, model, data.channels, optim.name) or the weights' provenance
+    (train.init_from: a resumed run continues the checkpoint's weights, not the init_from file's) must agree:
+    otherwise the resume is refused, naming the key with both values;
+  * keys that change what the steps from the checkpoint on compute (seed, data.batch_size, optim.lr, ...) may
+    change: the run goes on with the new values and says so in one line naming each key, old -> new, since it is
+    not the exact continuation of the interrupted run;
+  * keys that change no weight (train.checkpoint_every, log_every, eval_every, ...) are not mentioned (the shards,
+    their split and the DataLoader workers are judged by `checkpoints.check_data_position`).
+A checkpoint folder whose saved step is not the one its name says (a renamed folder) is refused too: the run
+would go on from the wrong step and prune the real newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from defocuskit.config.recipe import Recipe, recipe_to_dict
+
+# recipe keys a checkpoint must agree on to be resumed (they shape the saved state, or the weights' provenance)
+RESUME_KEYS = ("method", "model", "data.channels", "optim.name", "train.init_from")
+# keys that change no weight a run computes (the data's files and workers: check_data_position)
+NO_EFFECT = ("output_dir", "license", "data.train", "data.num_workers", "train.checkpoint_every",
+             "train.keep_checkpoints", "train.log_every", "train.log_with", "train.max_minutes", "train.eval_every",
+             "train.keep_best")
+# keys that change only what a validation scores: named where the run validates (data.val given)
+VALIDATION = ("data.val", "train.val_limit", "sampler", "inference")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested recipe dict as {"data.batch_size": 4, ...} (lists are values)."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _saved_step(checkpoint: Path) -> int | None:
+    """The step a checkpoint's loop_state.json records (None where it cannot be read: the load names why)."""
+    try:
+        step = json.loads((checkpoint / "loop_state.json").read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
+def check_steps(checkpoints: list[tuple[int, Path]]) -> None:
+    """ValueError naming the first checkpoint folder whose saved step is not the step of its name."""
+    for step, folder in checkpoints:
+        saved = _saved_step(folder)
+        if saved is not None and saved != step:
+            raise ValueError(f"{folder}: holds the state of step {saved}, not {step} (renamed?); a resume would take "
+                             f"it for step {step} (and go on from the wrong step, or prune it as an old one): name it "
+                             f"step-{saved:07d} or move it out of checkpoints/")
+
+
+def check_resume(checkpoint: Path, recipe: Recipe) -> str | None:
+    """ValueError (naming the key, both values) when `checkpoint` cannot be resumed with `recipe`; else the one line
+    to say where the run will not be the exact continuation of the interrupted run (None when it will be)."""
+    try:
+        saved = flatten(json.loads((checkpoint / "recipe.json").read_text()))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{checkpoint}: not a readable defocuskit checkpoint ({e})") from None
+    now = flatten(recipe_to_dict(recipe))
+    changed = [k for k in {**saved, **now} if saved.get(k) != now.get(k)]
+    for key in changed:
+        if _under(key, RESUME_KEYS):
+            raise ValueError(f"{checkpoint}: checkpoint has {key}={saved.get(key)!r} but the recipe has "
+                             f"{key}={now.get(key)!r}; use another output_dir or --no-resume")
+    cosine = "cosine" in (saved.get("optim.schedule"), now.get("optim.schedule"))
+    skip = NO_EFFECT + (() if cosine else ("train.max_steps",)) + (() if recipe.data.val else VALIDATION)
+    said = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed if not _under(k, skip)]
+    if not said:
+        return None
+    step = _saved_step(checkpoint)
+    return (f"warning: the recipe differs from the checkpoint's ({', '.join(said)}): the run goes on with the new "
+            f"values from step {step if step is not None else checkpoint.name[5:].lstrip('0') or 0}, not the exact "
+            "continuation of the interrupted run")

@@ -1,0 +1,154 @@
+"""Resuming a run folder with a changed recipe or a tampered folder: exact, or said in one line naming the key (old
+and new values), or refused before any work; nothing of the earlier run lost or silently mixed in."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from test_train import write_shards
+from typer.testing import CliRunner
+
+from defocuskit.cli.app import app
+from defocuskit.io.modelfile import read_metadata, read_model_file, save_model
+from defocuskit.methods.recipes import load_recipe
+from defocuskit.train.checkpoints import list_checkpoints
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = str(REPO / "recipes" / "nafnet-tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> str:
+    return write_shards(tmp_path_factory.mktemp("shards"), n_shards=1, per_shard=8, paired=True)
+
+
+def train(shards: str, out: Path, *args: str):
+    return CliRunner().invoke(app, ["train", TINY, f"data.train={shards}", f"output_dir={out}", "data.image_size=32",
+                                    "optim.schedule=constant", "train.checkpoint_every=2", "train.log_every=1", *args])
+
+
+def warnings(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "differs from the checkpoint's" in line]
+
+
+@pytest.fixture(scope="module")
+def two_steps(shards, tmp_path_factory) -> Path:
+    """A run stopped at its step-2 checkpoint, copied by each test that resumes it."""
+    out = tmp_path_factory.mktemp("runs") / "two"
+    assert train(shards, out, "train.max_steps=2").exit_code == 0
+    return out
+
+
+def test_changed_training_keys_are_named_in_one_line_with_both_values(two_steps, shards, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    result = train(shards, out, "train.max_steps=4", "seed=1", "data.batch_size=3", "train.ema_decay=0.5")
+    assert result.exit_code == 0, result.output
+    (line,) = warnings(result.output)
+    for said in ("seed 0 -> 1", "data.batch_size 2 -> 3", "train.ema_decay 0.9 -> 0.5", "from step 2"):
+        assert said in line, line
+    assert line.index("differs") < result.output.index("resumed from")  # said before the steps
+    # keys that change no weight (the checkpoints, the rows, a longer constant schedule): nothing said
+    result = train(shards, out, "train.max_steps=6", "seed=1", "data.batch_size=3", "train.ema_decay=0.5",
+                   "train.log_every=3", "train.keep_checkpoints=3")
+    assert result.exit_code == 0 and warnings(result.output) == [], result.output
+
+
+def test_a_longer_cosine_schedule_or_another_lr_is_said(two_steps, shards):
+    # imported here: the rest of the file also runs on code without the module
+    from defocuskit.train.resume import check_resume
+
+    saved = two_steps / "checkpoints" / "step-0000002"
+    recipe = load_recipe(TINY, [f"data.train={shards}", f"output_dir={two_steps}", "data.image_size=32",
+                                "train.checkpoint_every=2", "train.log_every=1", "train.max_steps=2"])
+    assert "optim.schedule 'constant' -> 'cosine'" in check_resume(saved, recipe)
+    constant = load_recipe(TINY, [f"data.train={shards}", f"output_dir={two_steps}", "data.image_size=32",
+                                  "optim.schedule=constant", "train.checkpoint_every=2", "train.log_every=1",
+                                  "train.max_steps=9", "optim.lr=0.01"])
+    line = check_resume(saved, constant)
+    assert "optim.lr 0.001 -> 0.01" in line and "max_steps" not in line, line
+
+
+def test_init_from_added_on_resume_is_refused_naming_it(two_steps, shards, tmp_path):
+    """A resumed run continues the checkpoint's weights: an init_from it would ignore, while its export recorded
+    the file as the weights' origin, is refused before any work."""
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    before = sorted(p.name for p in out.rglob("*"))
+    result = train(shards, out, "train.max_steps=4", f"train.init_from={two_steps / 'model.safetensors'}")
+    assert result.exit_code == 2, result.output
+    assert "train.init_from=None" in result.output and "--no-resume" in result.output
+    assert sorted(p.name for p in out.rglob("*")) == before
+
+
+def test_a_renamed_checkpoint_folder_is_refused_not_taken_for_its_new_step(two_steps, shards, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    assert train(shards, out, "train.max_steps=4", "train.keep_checkpoints=2").exit_code == 0
+    assert [s for s, _ in list_checkpoints(out)] == [2, 4]
+    (out / "checkpoints" / "step-0000002").rename(out / "checkpoints" / "step-0000009")
+    result = train(shards, out, "train.max_steps=12", "train.keep_checkpoints=2")
+    assert result.exit_code == 2, result.output
+    assert "step-0000009: holds the state of step 2, not 9" in result.output
+    assert [s for s, _ in list_checkpoints(out)] == [4, 9]  # the step-4 checkpoint is not pruned
+
+
+def test_keep_best_without_a_best_file_keeps_the_best_from_the_resume_on(shards, tmp_path):
+    """keep_best turned on at a resume (or best.safetensors removed): the earlier validations' best weights are
+    gone, so the run keeps the best of its own validations, saying so, instead of never writing best.safetensors."""
+    out = tmp_path / "run"
+    val = (f"data.val={shards}", "train.eval_every=2", "train.val_limit=2")
+    assert train(shards, out, *val, "train.max_steps=2").exit_code == 0
+    metrics = out / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    for row in rows:  # an earlier validation better than any to come (a peak, then overfitting)
+        row["val_psnr"] = 99.0 if "val_psnr" in row else row.get("val_psnr")
+    metrics.write_text("".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n" for r in rows))
+    result = train(shards, out, *val, "train.max_steps=4", "train.keep_best=true")
+    assert result.exit_code == 0, result.output
+    assert (out / "best.safetensors").is_file(), result.output  # (before: never written)
+    assert read_metadata(out / "best.safetensors")["best_step"] == "4"
+    assert "best.safetensors is missing" in result.output and "99.00 dB" in result.output
+
+
+def test_a_best_file_counts_where_metrics_jsonl_was_removed(shards, tmp_path):
+    """best.safetensors records its PSNR: a resume without the metrics rows does not replace it with worse weights."""
+    out = tmp_path / "run"
+    val = (f"data.val={shards}", "train.eval_every=2", "train.val_limit=2", "train.keep_best=true")
+    assert train(shards, out, *val, "train.max_steps=2").exit_code == 0
+    tensors, meta = read_model_file(out / "best.safetensors")
+    save_model(out / "best.safetensors", tensors, meta["method"], meta["recipe"],
+               extra={"best_step": "2", "val_psnr": "99.0000"})  # a peak no later validation reaches
+    (out / "metrics.jsonl").unlink()
+    assert train(shards, out, *val, "train.max_steps=4").exit_code == 0
+    assert read_metadata(out / "best.safetensors")["best_step"] == "2"
+
+
+def test_a_run_stopped_during_a_validation_redoes_it_on_resume(shards, tmp_path, monkeypatch):
+    """Ctrl-C (or a kill) while the step-4 validation runs: the resumed run still records that validation (its
+    row, grid and best weights), as the uninterrupted run does; the step-4 checkpoint is saved after it."""
+    import defocuskit.eval.validation as validation
+
+    out = tmp_path / "run"
+    val = (f"data.val={shards}", "train.eval_every=2", "train.val_limit=2", "train.keep_best=true")
+    make = validation.make_validator
+
+    def interrupted(recipe):
+        validate = make(recipe)
+
+        def once(state, step, accelerator):
+            if step == 4:
+                raise KeyboardInterrupt
+            return validate(state, step, accelerator)
+        return once
+
+    monkeypatch.setattr(validation, "make_validator", interrupted)
+    assert train(shards, out, *val, "train.max_steps=6").exit_code != 0
+    monkeypatch.setattr(validation, "make_validator", make)
+    assert train(shards, out, *val, "train.max_steps=6").exit_code == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_psnr" in r] == [2, 4, 6]
+    assert (out / "val" / "step-0000004.png").is_file()
