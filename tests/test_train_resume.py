@@ -152,3 +152,17 @@ def test_a_run_stopped_during_a_validation_redoes_it_on_resume(shards, tmp_path,
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "val_psnr" in r] == [2, 4, 6]
     assert (out / "val" / "step-0000004.png").is_file()
+
+
+def test_a_resume_refused_at_loading_leaves_the_run_folder_as_it_was(two_steps, shards, tmp_path):
+    """A damaged newest checkpoint is refused when it is loaded; recipe.yaml was already rewritten with the new
+    command's recipe by then, so the folder described a run that never happened."""
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    before = (out / "recipe.yaml").read_text()
+    (_, newest), = list_checkpoints(out)[-1:]
+    weights = sorted(p for p in newest.iterdir() if p.suffix == ".safetensors")[0]
+    weights.write_bytes(weights.read_bytes()[:100])  # cut short, as by a full disk
+    result = train(shards, out, "train.max_steps=4", "seed=3")
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert (out / "recipe.yaml").read_text() == before

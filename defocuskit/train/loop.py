@@ -187,7 +187,6 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         clean_run_folder(out, fresh=not resume, say=accelerator.print)
-        atomic_write(out / RECIPE_FILE, RECIPE_HEADER + "\n" + recipe_to_yaml(recipe))
     accelerator.wait_for_everyone()
     accelerator.print(f"{method.name}: parameters\n{format_counts(parameter_counts(model))}")
     plain = [make_optimizer(phase_params(method, model, phase), recipe.optim) for phase in method.phases]
@@ -209,6 +208,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
         state.schedulers = dict(zip(method.phases, schedulers))
         check_data_position(accelerator, state.saved_data, stream, counter.step * t.grad_accum)
         accelerator.print(f"resumed from {checkpoints[-1][1]} (step {counter.step})")
+    if accelerator.is_main_process:  # once the checkpoint loaded: a resume refused leaves the run's recipe as it was
+        atomic_write(out / RECIPE_FILE, RECIPE_HEADER + "\n" + recipe_to_yaml(recipe))
     start = counter.step
     if start > t.max_steps:
         accelerator.print(f"note: {out} already holds step {start} > train.max_steps {t.max_steps}: no training; "
