@@ -70,7 +70,8 @@ def test_deblur_refuses_one_sampler_key_set_twice_with_other_values() -> None:
     recipe = resolve_recipe({"method": "hidd", "data": {"image_size": 32, "channels": 1},
                              "model": {"channels": 1, "image_size": 32, "nf": 8, "ch_mult": [1, 2],
                                        "num_res_blocks": 1, "attn_resolutions": [16]}})
-    with pytest.raises(ValueError, match=r"^--set sampler.steps=5 and --set steps=6 disagree; give sampler.steps once$"):
+    with pytest.raises(ValueError, match=r"^--set sampler.steps=5 and --set steps=6 disagree; give sampler.steps "
+                                         r"once$"):
         resolve_sampler(recipe, sets=["sampler.steps=5", "steps=6"])
     assert resolve_sampler(recipe, sets=["sampler.steps=5", "steps=5"]).steps == 5
 
