@@ -288,12 +288,13 @@ def demo_cmd(
     import sys
 
     from defocuskit.cli.demo import run_demo
+    from defocuskit.data.reader import ShardError
     from defocuskit.data.sample import IngestError
     from defocuskit.train.checks import TrainingError
 
     try:
         run_demo(out=out, minutes=minutes, steps_scale=steps_scale, size=size, workers=workers, device=device, limit=limit, preset=value(preset))
-    except (ValueError, FileNotFoundError, IngestError, TrainingError) as exc:
+    except (ValueError, FileNotFoundError, IngestError, TrainingError, ShardError) as exc:  # a damaged shard: one line
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
 
