@@ -62,13 +62,14 @@ def inspect_cmd(
     """Print a shard folder's manifest and write a contact sheet of a few pairs."""
     from rich.console import Console
 
-    from defocuskit.data.inspect import MAX_ROWS, inspect_shards, manifest_table
+    from defocuskit.data.inspect import MAX_ROWS, check_sheet, inspect_shards, manifest_table
     from defocuskit.data.reader import ShardError, read_manifest
 
     exit_before_torch(not 1 <= n <= MAX_ROWS, f"--n {n}: samples on the contact sheet, 1 to {MAX_ROWS}")
     console = Console()
     try:
         manifest = read_manifest(folder)
+        check_sheet(folder, sheet)  # before the table and the --coc-bound scan of every coc.png
         console.print(manifest_table(manifest, title=f"{folder}: defocuskit {manifest.get('version', '?')}, "
                                                             f"{manifest.get('created', '?')}"))
         if coc_bound:
