@@ -260,3 +260,21 @@ def test_the_bound_turns_an_overread_at_f8_into_a_gain() -> None:
     as_read = error(prox_baseline(blurred, {"f_number": 8.0}, read))
     cut = error(prox_baseline(blurred, {"f_number": 8.0}, bounded))
     assert cut < error(blurred) < as_read, (cut, error(blurred), as_read)
+
+
+def test_inspect_refuses_a_sheet_of_the_users_before_the_table_and_the_scan(render_shards: Path, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """--sheet naming a file no inspect wrote was refused only after the table and --coc-bound's read of every
+    coc.png; now before either."""
+    import defocuskit.data.coc_bound as coc_bound
+    from defocuskit.cli.app import app
+
+    def scanned(*args, **kwargs):
+        raise AssertionError("every coc.png was read before --sheet was judged")
+
+    monkeypatch.setattr(coc_bound, "describe_bounds", scanned)
+    mine = tmp_path / "photo.png"
+    mine.write_bytes(b"\x89PNG\r\n\x1a\nmine")
+    res = CliRunner().invoke(app, ["inspect", str(render_shards), "--coc-bound", "--sheet", str(mine)])
+    assert res.exit_code == 1 and "exists and was not written by defocuskit inspect" in res.output, res.output
+    assert "┃ split" not in res.output and mine.read_bytes() == b"\x89PNG\r\n\x1a\nmine"  # no table printed first

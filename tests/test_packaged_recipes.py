@@ -192,3 +192,20 @@ def test_a_recipe_that_is_not_yaml_is_one_line_naming_where(tmp_path):
     with pytest.raises(RecipeError) as info:
         load_recipe(bad)
     assert str(info.value) == f"{bad}: not valid YAML: line 4, column 4: expected ',' or ']', but got ':'"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_recipes_cp_force_never_replaces_a_pipe_and_a_path_it_cannot_make_is_one_line(tmp_path):
+    """--force replaced a named pipe (as root, /dev/null alike) with the copy; a DEST below a file was a traceback."""
+    import stat
+
+    pipe = tmp_path / "pipe.yaml"
+    os.mkfifo(pipe)
+    with pytest.raises(RecipeError, match=r"pipe\.yaml is not a regular file"):
+        copy_recipe("nafnet-tiny", pipe, force=True)
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    result = CliRunner().invoke(app, ["recipes", "cp", "nafnet-tiny", str(tmp_path / "notes.txt" / "sub" / "x.yaml")])
+    assert result.exit_code == 2 and "cannot be made a folder for the copy (a file stands where a folder is needed)" \
+        in result.output, result.output
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"

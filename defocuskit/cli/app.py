@@ -62,13 +62,14 @@ def inspect_cmd(
     """Print a shard folder's manifest and write a contact sheet of a few pairs."""
     from rich.console import Console
 
-    from defocuskit.data.inspect import MAX_ROWS, inspect_shards, manifest_table
+    from defocuskit.data.inspect import MAX_ROWS, check_sheet, inspect_shards, manifest_table
     from defocuskit.data.reader import ShardError, read_manifest
 
     exit_before_torch(not 1 <= n <= MAX_ROWS, f"--n {n}: samples on the contact sheet, 1 to {MAX_ROWS}")
     console = Console()
     try:
         manifest = read_manifest(folder)
+        check_sheet(folder, sheet)  # before the table and the --coc-bound scan of every coc.png
         console.print(manifest_table(manifest, title=f"{folder}: defocuskit {manifest.get('version', '?')}, "
                                                             f"{manifest.get('created', '?')}"))
         if coc_bound:
@@ -288,12 +289,13 @@ def demo_cmd(
     import sys
 
     from defocuskit.cli.demo import run_demo
+    from defocuskit.data.reader import ShardError
     from defocuskit.data.sample import IngestError
     from defocuskit.train.checks import TrainingError
 
     try:
         run_demo(out=out, minutes=minutes, steps_scale=steps_scale, size=size, workers=workers, device=device, limit=limit, preset=value(preset))
-    except (ValueError, FileNotFoundError, IngestError, TrainingError) as exc:
+    except (ValueError, FileNotFoundError, IngestError, TrainingError, ShardError) as exc:  # a damaged shard: one line
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
 

@@ -19,6 +19,7 @@ demo. Presets (`--preset`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -27,7 +28,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_write
+
+DEMO_LOCK = ".demo.lock"  # in --out, held for a whole demo (io.locks): a second demo there stops at once
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,22 @@ def check_numbers(minutes: float, steps_scale: float, size: int, limit: int | No
         raise ValueError(f"--limit {limit}: at least 1 test pair")
 
 
+def check_shard_folders(folders: list[Path]) -> None:
+    """Refuse (ValueError naming it, before any work) a demo shard folder that is a file, holds another dataset,
+    or holds a tar (or a record) that no defocuskit run wrote there."""
+    from defocuskit.data import folder
+
+    identity = folder.dataset_identity({"sources": {"synthetic": "builtin"}})
+    for path in folders:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path}: exists and is not a folder; it is left as it is: give another --out")
+        try:
+            folder.check_dataset(path, identity, overwrite=False)
+            folder.check_collisions(path, [t.name[:-len(".tar")] for t in path.glob("*.tar")])
+        except folder.FolderError as exc:
+            raise ValueError(str(exc)) from None
+
+
 def run_demo(
     out: Path = Path("demo-out"),
     minutes: float = 30.0,
@@ -137,30 +157,49 @@ def run_demo(
     N worker processes, None = one per core, at most 8);
     `device`: the evaluation device (devices.resolve_device: "auto" = CUDA, else MPS, else CPU), checked first.
     """
+    from defocuskit.data.ingest_checks import check_workers
+    from defocuskit.io.devices import resolve_device
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown demo preset {preset!r} (known: {', '.join(PRESETS)})")
+    check_numbers(minutes, steps_scale, size, limit)
+    check_workers(workers)  # refused by the ingest only after demo.json was marked unfinished
+    device = resolve_device(device)
+    out = Path(out)
+    made = locks.folders_to_make(out)  # where the demo stops, no lock it made left, nor the folders it made
+    fresh = not (out / DEMO_LOCK).exists()
+    with contextlib.ExitStack() as held:
+        held.push(locks.unmake_on_error(made))
+        try:  # a second demo into the same --out: each would train and score the other's models
+            held.enter_context(locks.hold(out / DEMO_LOCK, "demo", f"--out {out}: another demo is writing this folder",
+                                          remove_on_error=fresh))
+        except locks.LockedError as exc:
+            raise ValueError(f"{exc}; wait for it to finish or give another --out") from None
+        return _run_held(out, minutes, steps_scale, size, workers, device, limit, console or Console(), preset)
+
+
+def _run_held(out: Path, minutes: float, steps_scale: float, size: int, workers: int | None, device: str,
+              limit: int | None, console: Console, preset: str) -> dict:
+    """`run_demo` once --out is held: checks of everything it would write, then the pipeline."""
     from defocuskit.data.ingest import run_ingest
     from defocuskit.data.sample import IngestOptions
     from defocuskit.eval.config import EvalConfig
     from defocuskit.eval.evaluate import evaluate
     from defocuskit.eval.outputs import retire_report
     from defocuskit.eval.report import check_report_folder
-    from defocuskit.io.devices import resolve_device
     from defocuskit.methods import get_method
     from defocuskit.methods.recipes import load_recipe
     from defocuskit.train.loop import train
     from defocuskit.train.runfolder import check_run_folder
 
-    if preset not in PRESETS:
-        raise ValueError(f"unknown demo preset {preset!r} (known: {', '.join(PRESETS)})")
-    check_numbers(minutes, steps_scale, size, limit)
-    device = resolve_device(device)
     recipes = {dm.recipe: recipe_path(dm.recipe) for dm in PRESETS[preset]}  # every recipe found before any work
     models = PRESETS[preset]
-    console = console or Console()
-    out = Path(out)
     check_demo_record(out / "demo.json")
     for dm in models:  # a file of the user's in a run folder stops the demo before any work, not after hours
         check_run_folder(out / "runs" / dm.name)
-    check_report_folder(out / "report")  # and one in the report folder
+    check_shard_folders([out / "shards", *([out / "shards-misaligned"] if any(m.data == "misaligned" for m in models)
+                                           else [])])
+    check_report_folder(out / "report")  # and one in the report folder (last: its probe makes the folder)
     record: dict = {"preset": preset, "size": size, "steps_scale": steps_scale, "minutes_cap": minutes, "models": [],
                     "complete": False, "train_s": None}
     out.mkdir(parents=True, exist_ok=True)  # an earlier run's record no longer describes the runs this one replaces

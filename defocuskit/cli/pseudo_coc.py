@@ -72,6 +72,10 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
     for url in urls:  # a shard of --out named by its file, a pattern or a link: it would be replaced by its output
         if not (url.startswith("pipe:") or "://" in url) and Path(url).resolve().parent == out.resolve():
             raise ValueError(f"--shards {url}: a shard in --out {out}, which would replace it; give a new folder")
+    if not _has_pairs(urls):  # every sample would be a reject: an empty dataset, not a result
+        raise ValueError(f"--shards {shards_in}{f' (split {split!r})' if split else ''}: no paired sample (blur.png "
+                         "with sharp.png); pseudo-coc writes a CoC map beside each pair (shards of --synthetic, "
+                         "--pairs, --dpdd, ...)")
     out.mkdir(parents=True, exist_ok=True)
     model_stamp = _stamp(checkpoint)
     plan = {}
@@ -94,7 +98,19 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
             _convert_shard(model, url, out, name, plan[name], str(checkpoint), device)
         shards.prune(out, plan, set(plan))
         manifest = shards.regenerate(out, plan, options)
+    if not manifest["counts"]["samples"]:  # remote shards, not looked into before
+        raise ValueError(f"--shards {shards_in}: no paired sample (blur.png with sharp.png) was found; {out} "
+                         "holds none")
     return manifest
+
+
+def _has_pairs(urls: list[str]) -> bool:
+    """Whether the shards hold a sample with blur.png and sharp.png, from the tar headers (True for remote shards)."""
+    from defocuskit.data.tar_index import index_shard, is_local
+
+    if not all(is_local(u) for u in urls):
+        return True
+    return any(entry.has(("blur.png", "sharp.png")) for url in urls for entry in index_shard(url))
 
 
 def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, fingerprint: str, checkpoint: str,

@@ -272,12 +272,19 @@ def pick_samples(folder: str | Path, n: int, scan: int = 16) -> list[dict[str, A
     return [decode_same_size(raw) for raw in (chosen + spare)[:n]]
 
 
+def check_sheet(folder: str | Path, sheet: str | Path | None = None) -> Path:
+    """The contact sheet's path (default `folder/contact_sheet.png`), refused (ValueError naming it) where a file
+    stands there that no earlier inspect wrote, or the name is not a PNG's: judged before the shards are read."""
+    sheet = Path(sheet) if sheet else Path(folder) / "contact_sheet.png"
+    check_replaceable(sheet, SHEET_TAG, "--sheet")
+    return sheet
+
+
 def inspect_shards(folder: str | Path, sheet: str | Path | None = None, n: int = 6) -> Path:
     """Write a contact sheet of `n` samples of the shard folder (default `folder/contact_sheet.png`)."""
     folder = Path(folder)
     read_manifest(folder)  # a clear error when this is not a shard folder
-    sheet = Path(sheet) if sheet else folder / "contact_sheet.png"
-    check_replaceable(sheet, SHEET_TAG, "--sheet")
+    sheet = check_sheet(folder, sheet)
     samples = pick_samples(folder, n)
     if not samples:
         raise FileNotFoundError(f"{folder}: the shards hold no samples")

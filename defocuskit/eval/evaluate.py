@@ -272,9 +272,10 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     steps_for = {label: steps for label in paths}
     if steps is not None:
         with_steps = {lb for lb in paths if "steps" in keys[lb]}
-        if checkpoints and not with_steps:
+        if not with_steps:  # baselines alone have no sampler: the option would be ignored
             raise EvalError(f"--steps {steps}: no 'steps' setting in the sampler of any model given "
-                            f"({', '.join(str(p) for p in checkpoints)}); it applies to the diffusion methods")
+                            f"({', '.join(str(p) for p in checkpoints) or 'baselines only'}); it applies to the "
+                            "diffusion methods")
         steps_for = {lb: (steps if lb in with_steps else None) for lb in paths}
     own_maps: dict[str, CocSource] = {}  # the CoC source of the models' own gates, one for every checkpoint
     for label, path in paths.items():

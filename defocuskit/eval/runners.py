@@ -164,12 +164,14 @@ def gates_per_checkpoint(labels: list[str], items: list[str], baselines: tuple[s
     gate; a baseline: none)."""
     known = {*labels, *baselines}
     gates: dict[str, float | None] = {}
-    for item in sorted(items, key=lambda it: split_label(it, known, "--focus-gate")[0] is not None):
+    given: dict[Any, tuple[Any, str]] = {}
+    for item in _labelled_last(items, known, "--focus-gate"):
         label, text = split_label(item, known, "--focus-gate")
         try:
             px = resolve_gate(float(text), None)
         except ValueError:
             raise EvalError(f"--focus-gate {item}: expected [LABEL:]PX, a number of pixels > 0 (0: no gate)") from None
+        _once(given, label, px, item, "--focus-gate")
         for lb in [label] if label else labels:
             gates[lb] = px
     if any(split_label(it, known, "--focus-gate")[0] is None for it in items) and not labels:
@@ -195,20 +197,35 @@ def ensembles_per_checkpoint(labels: list[str], items: list[str]) -> dict[str, i
     sizes = dict.fromkeys(labels, 1)
     if items and not labels:
         raise EvalError("--ensemble is for models: give a --checkpoint")
-    for item in sorted(items, key=lambda it: split_label(it, set(labels), "--ensemble")[0] is not None):
+    given: dict[Any, tuple[Any, str]] = {}
+    for item in _labelled_last(items, set(labels), "--ensemble"):
         label, text = split_label(item, set(labels), "--ensemble")
         try:
             n = check_ensemble(int(text))
         except ValueError as exc:
             raise EvalError(f"--ensemble {item}: " + (str(exc) if text.strip().lstrip("-").isdigit()
                                                       else "expected [LABEL:]N, N one of 1, 4, 8")) from None
+        _once(given, label, n, item, "--ensemble")
         for lb in [label] if label else labels:
             sizes[lb] = n
     return sizes
 
 
+def _once(given: dict[Any, tuple[Any, str]], where: Any, value: Any, item: str, option: str) -> None:
+    """Refuse (EvalError naming both) a second item that sets what an earlier one set (the same label, or both
+    without one) to another value: which one runs would be a guess."""
+    first_value, first = given.setdefault(where, (value, item))
+    if first_value != value:
+        raise EvalError(f"{option} {first} and {option} {item} disagree; give it once")
+
+
 def split_label(item: str, labels: set[str], option: str) -> tuple[str | None, str]:
-    """`LABEL:rest` -> (LABEL, rest) for a known label; `rest` alone -> (None, rest); an unknown label is an error."""
+    """`LABEL:rest` -> (LABEL, rest) for a known label (the longest that fits: a run folder named `a:b` is a label
+    too); `rest` alone -> (None, rest); an unknown label is an error."""
+    fits = [lb for lb in labels if lb and item.startswith(f"{lb}:")]
+    if fits:
+        label = max(fits, key=len)
+        return label, item[len(label) + 1:]
     head, sep, rest = item.partition(":")
     if not sep or "=" in head:
         return None, item
@@ -239,16 +256,24 @@ def model_error(path: Path, exc: Exception) -> EvalError:
     return EvalError(f"{path}: cannot be read as a defocuskit model ({message or type(exc).__name__})")
 
 
+def _labelled_last(items: list[str], labels: set[str], option: str) -> list[str]:
+    """`items` in the order given, those with a label after those without (applied last, so they win)."""
+    return sorted(items, key=lambda item: split_label(item, labels, option)[0] is not None)
+
+
 def per_checkpoint_settings(paths: dict[str, Path], keys: dict[str, set[str]], samplers: list[str], sets: list[str]
                             ) -> dict[str, tuple[str | None, list[str]]]:
     """For each checkpoint label, its `--sampler` NAME and `--set` items.
 
-    A `LABEL:` prefix aims an item at one checkpoint; an item without it goes to every checkpoint
-    whose sampler has that key (`name` for --sampler), and is an error when none has.
+    A `LABEL:` prefix aims an item at one checkpoint, over an item without it (given before or after), which goes
+    to every checkpoint whose sampler has that key (`name` for --sampler) and is an error when none has.
     """
     chosen: dict[str, tuple[str | None, list[str]]] = {label: (None, []) for label in paths}
+    given: dict[Any, tuple[Any, str]] = {}
+    samplers, sets = _labelled_last(samplers, set(paths), "--sampler"), _labelled_last(sets, set(paths), "--set")
     for item in samplers:
         label, name = split_label(item, set(paths), "--sampler")
+        _once(given, label, name.strip(), item, "--sampler")
         targets = [label] if label else [lb for lb in paths if "name" in keys[lb]]
         if not targets:
             raise EvalError(f"--sampler {item}: no model given has named samplers")
@@ -256,13 +281,18 @@ def per_checkpoint_settings(paths: dict[str, Path], keys: dict[str, set[str]], s
             chosen[lb] = (name, chosen[lb][1])
     for item in sets:
         label, rest = split_label(item, set(paths), "--set")
-        key = rest.partition("=")[0].strip().removeprefix("sampler.")
+        key = _set_key(rest)
+        _once(given, (label, "--set", key), rest.partition("=")[2].strip(), item, "--set")
         targets = [label] if label else [lb for lb in paths if key in keys[lb]]
         if not targets:
             raise EvalError(f"--set {item}: no model given has a sampler key '{key}'")
-        for lb in targets:
-            chosen[lb][1].append(rest)
+        for lb in targets:  # one item a key: a labelled one replaces the one every checkpoint got
+            chosen[lb][1][:] = [*(it for it in chosen[lb][1] if _set_key(it) != key), rest]
     return chosen
+
+
+def _set_key(item: str) -> str:
+    return item.partition("=")[0].strip().removeprefix("sampler.")
 
 
 def _label(path: Path, taken: set[str]) -> str:

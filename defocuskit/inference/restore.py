@@ -51,6 +51,12 @@ def resolve_sampler(recipe: Recipe, steps: int | None = None, *, name: str | Non
     items = [*([f"name={name}"] if name is not None else []), *sets, *([f"steps={steps}"] if steps is not None else [])]
     if not items:
         return sampler
+    said_of: dict[str, tuple[str, str]] = {}
+    for item in sets:  # the same key twice: which value runs would be a guess
+        key, value = _override_key(item, "--set")
+        first_value, first = said_of.setdefault(key, (value.strip(), item))
+        if first_value != value.strip():
+            raise ValueError(f"--set {first} and --set {item} disagree; give sampler.{key} once")
     for option, value, key in (("--sampler", name, "name"), ("--steps", steps, "steps")):
         said = [v.strip() for k, v in (_override_key(item, "--set") for item in sets) if k == key]
         if value is not None and said and said[-1] != str(value):  # which one runs would be a guess: neither

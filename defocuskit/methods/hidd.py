@@ -54,6 +54,10 @@ MAX_STEPS = 100_000  # 100 x the paper's: more would only cost time, and 10^9 as
 # out of memory or never ended): key: (least, most, what is counted)
 COUNTS = {"blur_levels": (1, 1200, "CoC layers"), "cg_steps": (0, 1000, "conjugate-gradient steps a data step"),
           "corrector_chains": (0, 300, "corrector chains")}
+# Noise levels above every recipe's sigma_max (300; 378 as released) on images in [0, 1], and a corrector snr 5,000
+# x HIDD's 0.021: beyond them the float32 steps overflowed into a black image, exit 0 (sigma_start or dc_sigma 1e30,
+# snr 1e308), or into a traceback (dc_sigma 1e300).
+MOST = {"sigma_start": 1000.0, "dc_sigma": 1000.0, "snr": 100.0}
 FORMER_FAST = (40, 0.1, 0.3)  # issue 8's fast sampler: steps, sigma_start, zeta
 
 
@@ -107,6 +111,9 @@ class SamplerConfig(Sampler):
             if not least <= getattr(self, key) <= most:
                 raise ValueError(f"sampler.{key}: {least} to {most} {what}, got {getattr(self, key)}")
         finite = math.isfinite
+        for key, most in MOST.items():
+            if finite(getattr(self, key)) and getattr(self, key) > most:
+                raise ValueError(f"sampler.{key}: above 0, at most {most:g}, got {getattr(self, key)!r}")
         checks = {"sigma_start": self.sigma_start > 0 and finite(self.sigma_start),
                   "dc_sigma": self.dc_sigma > 0 and finite(self.dc_sigma), "zeta": 0 <= self.zeta <= 1,
                   "weights": len(self.weights) == 2 and all(0 <= w <= 1 for w in self.weights),

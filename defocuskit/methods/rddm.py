@@ -89,6 +89,8 @@ class SamplerConfig(Sampler):
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= MAX_STEPS:
             raise ValueError(f"sampler.steps: RDDM samples in 1 to {MAX_STEPS} steps, got {self.steps}")
+        if not 0.0 <= self.eta <= 1.0:  # DDIM's: 0 deterministic, 1 DDPM; beyond, the steps gave NaN images, exit 0
+            raise ValueError(f"sampler.eta: DDIM's eta, 0 (deterministic) to 1 (DDPM's noise), got {self.eta!r}")
         if self.timestep_spacing not in ("leading", "trailing", "linspace"):
             raise ValueError(f"sampler.timestep_spacing: '{self.timestep_spacing}' is not leading, trailing or linspace")
 
