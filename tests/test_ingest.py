@@ -24,7 +24,7 @@ from defocuskit.data import sources as sources_table
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.metadata import empty_meta
 from defocuskit.data.postprocess import cut_patches, postprocess, resize_max_side, sharpness
-from defocuskit.data.reader import iter_samples, read_manifest, shard_urls
+from defocuskit.data.reader import ShardError, iter_samples, read_manifest, shard_urls
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource
 from defocuskit.io.images import read_image, write_image
@@ -130,6 +130,22 @@ def test_interrupted_run_resumes_without_duplicates_or_losses(tmp_path, fake):
     assert len(keys) == len(set(keys))
     assert sorted(keys) == sorted(keys_of(tmp_path / "ref"))
     assert resumed["counts"] == reference["counts"] and resumed["shards"] == reference["shards"]
+
+
+def test_a_rerun_writes_anew_a_shard_cut_short_since(tmp_path, fake):
+    """A reader names a damaged shard and says to run the command that wrote the folder again; the rerun took the
+    truncated tar for done (its record's fingerprint matched), so it stayed damaged."""
+    root = make_inputs(tmp_path / "in")
+    out = tmp_path / "out"
+    run_ingest({NAME: root}, opts(out), progress=False)
+    expected = sorted(keys_of(out))
+    tar = out / "train-000001.tar"
+    tar.write_bytes(tar.read_bytes()[:3000])
+    with pytest.raises(ShardError, match="train-000001.tar: damaged shard: .*run the command that wrote the folder"):
+        keys_of(out)
+    again = run_ingest({NAME: root}, opts(out), progress=False)
+    assert again["run"]["shards_skipped"] == len(again["shards"]) - 1
+    assert sorted(keys_of(out)) == expected
 
 
 def test_killed_worker_pool_run_resumes(tmp_path, fake):

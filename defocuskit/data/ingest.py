@@ -57,7 +57,7 @@ from defocuskit.data.plan import (
     resolved_options,
 )
 from defocuskit.data.postprocess import check_sample, check_side, finalize_meta, postprocess
-from defocuskit.data.records import no_sample_error, shard_record
+from defocuskit.data.records import no_sample_error, shard_record, tar_intact
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Task
 from defocuskit.data.sources import module_of, source_in
 from defocuskit.data.stamps import Stamps, stamp_files
@@ -241,12 +241,13 @@ def _run_plan(out: Path, opts: IngestOptions, sources: Mapping[str, Path], progr
 
 def _pending(out: Path, groups: list[Group]) -> tuple[list[Group], int]:
     """The groups without a tar and record of their fingerprint (leftovers of theirs removed), and how
-    many are done. An older tar of the same name stays until the new one replaces it (or `prune`)."""
+    many are done (a tar whose size is not its record's, cut short or changed since, is not). An older tar of the
+    same name stays until the new one replaces it (or `prune`)."""
     pending, skipped = [], 0
     for g in groups:
         rec = shards.read_record(out, g.name)
         done = rec and rec.get("fingerprint") == g.fingerprint
-        if done and (rec["samples"] == 0 or (out / f"{g.name}.tar").is_file()):
+        if done and (rec["samples"] == 0 or tar_intact(rec, out / f"{g.name}.tar")):
             skipped += 1
             continue
         shards.record_path(out, g.name).unlink(missing_ok=True)
@@ -290,7 +291,8 @@ def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestO
             if task is g.tasks[-1]:  # the group is complete: commit its shard, then its record
                 if writer:
                     writer.seal()
-                shards.publish_with_record(out, writer, shard_record(g, counts, rejects, dropped, blurred))
+                record = shard_record(g, counts, rejects, dropped, blurred, writer.partial if writer else None)
+                shards.publish_with_record(out, writer, record)
                 writer = None
                 stats["written"] += 1
                 on_shard()

@@ -314,7 +314,7 @@ def damaged_shard(url: str, exc: BaseException) -> str:
     size = os.path.getsize(url) if os.path.isfile(url) else None
     reason = " ".join(str(exc).split()).split(" - method")[0].rstrip(":")  # tarfile lists each method it tried
     what = "an empty file (0 bytes)" if size == 0 else f"not a complete tar file ({reason})"
-    return f"{url}: damaged shard: {what}; ingest it again (the same command rewrites it)"
+    return f"{url}: damaged shard: {what}; run the command that wrote the folder again (it writes the shard anew)"
 
 
 def not_a_file_member(info: tarfile.TarInfo) -> str | None:

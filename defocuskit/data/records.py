@@ -17,9 +17,9 @@ from defocuskit.data.sources import option_of
 
 
 def shard_record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropped: int = 0,
-                 blurred: int | None = None) -> dict[str, Any]:
+                 blurred: int | None = None, tar: Path | None = None) -> dict[str, Any]:
     """The record of a completed shard: `counts` maps (source, f-number key) to samples written, `blurred` how many
-    of them hold a blurred image (blur.png)."""
+    of them hold a blurred image (blur.png), `tar` the sealed tar (its size is recorded: `tar_intact`)."""
     by_source, by_f = Counter(), Counter()
     for (src, f), n in counts.items():
         by_source[src] += n
@@ -30,7 +30,18 @@ def shard_record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropp
         "by_f_number": dict(sorted(by_f.items(), key=lambda kv: shards.f_sort_key(kv[0]))),
         "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
         "rejects": rejects, "dropped": dropped, "blurred": blurred,
+        **({"tar_bytes": tar.stat().st_size} if tar is not None else {}),
     }
+
+
+def tar_intact(record: Mapping[str, Any], tar: Path) -> bool:
+    """Whether the shard `tar` is as the run that wrote it left it, as far as its recorded size tells (a tar cut
+    short or grown since is not: a rerun writes it anew); records of older runs, without a size, count as intact."""
+    size = record.get("tar_bytes")
+    try:
+        return not isinstance(size, int) or tar.stat().st_size == size
+    except OSError:
+        return False
 
 
 def no_sample_error(out: Path, plan: Mapping[str, str], options: Mapping[str, Any], sources: Mapping[str, Path],
