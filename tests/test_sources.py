@@ -87,8 +87,10 @@ def test_realblur_lists(tmp_path):
     assert [(t.key, t.split) for t in tasks] == [
         ("realblur/J/scene001/gt_1", "train"), ("realblur/J/scene001/gt_2", "train"),
         ("realblur/J/scene002/gt_5", "test"), ("realblur/R/scene001/gt_1", "test")]  # scene003: in no list
-    assert len(rejected) == 1 and rejected[0].file.endswith("scene002/gt/gt_9.png")
+    assert len(rejected) == 2 and rejected[0].file.endswith("scene002/gt/gt_9.png")
     assert "missing" in rejected[0].reason and "RealBlur_J_test_list.txt:2" in rejected[0].reason
+    assert (Path(rejected[1].file).relative_to(tmp_path).as_posix(), rejected[1].reason) == (
+        f"{j}/scene003", "folder not used (2 images): in no RealBlur list")  # was dropped without a word
     (sample,) = realblur.load(tasks[2], OPTS)
     _check_sample(sample, tasks[2])
     assert sample.meta["blur_type"] == "motion" and sample.meta["f_number"] is None and sample.meta["bit_depth"] == 8

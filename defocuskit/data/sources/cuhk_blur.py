@@ -6,7 +6,9 @@ masks. There is no sharp reference, so every sample is a *blur-map* sample: `blu
 8-bit) + `blurmask.png` (uint8, 255 = blurred / out of focus, 0 = in focus) + `json`, and no `sharp.png`.
 
 Only the out-of-focus photos are ingested; each `motion*` photo gets a reject line, as does every photo
-without a mask (or mask without a photo). At load time a mask of another size than its photo, or one
+without a mask (or mask without a photo), every hidden file (`._out_of_focus0001.jpg`, macOS AppleDouble) or
+file in a format it does not read, and the images in other folders (`images/` beside `image/`) or in the root.
+At load time a mask of another size than its photo, or one
 with more than 5 % of its pixels strictly between 16 and 239 ("not a binary blur map"), is a reject;
 other masks are thresholded at 128.
 
@@ -32,7 +34,7 @@ import cv2
 import numpy as np
 
 from defocuskit.data.metadata import empty_meta
-from defocuskit.data.pairs import key_part, list_images, relpath
+from defocuskit.data.pairs import key_part, relpath
 from defocuskit.data.sample import (
     IngestError,
     IngestOptions,
@@ -42,6 +44,7 @@ from defocuskit.data.sample import (
     Task,
 )
 from defocuskit.data.sources import DatasetSource, layout
+from defocuskit.data.sources.pairs import folder_images
 from defocuskit.io.formats import RASTER_EXTENSIONS, ImageError
 from defocuskit.io.images import read_image
 
@@ -50,6 +53,7 @@ TITLE = "CUHK blur detection"
 EXPECTED = "image/ (or images/) and gt/"
 IMAGE_DIRS = ("image", "images")
 MASK_DIR = "gt"
+USES = "image/ (or images/) and gt/"
 WHITE_IS = ("auto", "blurred", "sharp")
 MOTION_REASON = "motion blur: --cuhk-blur takes the out-of-focus images"
 NOT_BINARY = 0.05  # reject a mask with more than this share of pixels strictly between GREY_LOW and GREY_HIGH
@@ -199,6 +203,15 @@ def _by_stem(paths: list[Path]) -> tuple[dict[str, Path], list[Path]]:
     return found, extra
 
 
+def _files(folder: Path) -> tuple[list[Path], list[Rejected]]:
+    """The raster images lying directly in `folder`, sorted by name, and reject lines for the other images there
+    (hidden, a format it does not read) and for subfolders holding images."""
+    images, rejects = folder_images(NAME, folder, USES)
+    rejects += [Rejected(NAME, str(p), f"a {p.suffix} file: {TITLE} reads {USES} as PNG, JPEG, TIFF, BMP or WebP")
+                for p in images if p.suffix.lower() not in RASTER_EXTENSIONS]
+    return [p for p in images if p.suffix.lower() in RASTER_EXTENSIONS], rejects
+
+
 def _is_motion(stem: str) -> bool:
     return stem.lower().startswith("motion")
 
@@ -213,9 +226,12 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
         raise IngestError(f"--cuhk-white-is must be {' | '.join(WHITE_IS)}, not {opts.cuhk_white_is!r}")
     split_of("", opts.cuhk_test_fraction)  # checks the fraction before any work
     images_dir = image_dir(root)
-    images, extra_images = _by_stem(list_images(images_dir, RASTER_EXTENSIONS))
-    masks, extra_masks = _by_stem(list_images(root / MASK_DIR, RASTER_EXTENSIONS))
-    rejects: list[Rejected] = []
+    uses = f"{images_dir.name}/ and {MASK_DIR}/"  # images/ beside image/ is a folder not used
+    rejects: list[Rejected] = list(layout.unused_images(NAME, root, (images_dir.name, MASK_DIR), uses, depth=2))
+    (image_files, more), (mask_files, masks_more) = _files(images_dir), _files(root / MASK_DIR)
+    rejects += more + masks_more
+    images, extra_images = _by_stem(image_files)
+    masks, extra_masks = _by_stem(mask_files)
     for p in extra_images + extra_masks:
         rejects.append(Rejected(NAME, str(p), f"another file with the stem {p.stem!r} is already used"))
     pairs: list[tuple[str, Path, Path]] = []

@@ -5,7 +5,8 @@ shot) and `filtered/defocus_filterd_<n>.png` (sic; a filtered defocus map, recor
 used as a CoC map), paired by the number <n>; scene subfolders, where present, are kept. No official
 split: opts.split_by decides. Hidden files (`._sharp_1.jpg`, macOS AppleDouble) get reject lines and
 take no number; of two files of one number in a folder (`image_01.jpg` beside `image_1.jpg`, `sharp_2.png`
-beside `sharp_2.jpg`) the first by name is used and the other gets a reject line.
+beside `sharp_2.jpg`) the first by name is used and the other gets a reject line; so do images in another
+format (`sharp_4.tif`) or with no number in the name, images in folders DED does not have and images lying in the root.
 
 Layout: `sharp/` and `image/` must exist, else the source fails (LayoutError) before any work.
 """
@@ -20,6 +21,7 @@ from defocuskit.data.pairs import key_part, load_task, relpath, split_for
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
 from defocuskit.data.sources.pairs import HIDDEN_FILE
+from defocuskit.io.formats import IMAGE_EXTENSIONS
 
 NAME = "ded"
 TITLE = "DED"
@@ -27,6 +29,8 @@ EXPECTED = "sharp/, image/ and optionally filtered/"
 F_NUMBER = 2.0  # Lytro Illum, fixed aperture
 CAMERA = "Lytro Illum"
 IMAGES = {".jpg", ".jpeg", ".png"}
+FOLDERS = ("sharp", "image", "filtered")
+USES = "sharp/, image/ (.jpg, .jpeg, .png) and filtered/ (.png)"
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
@@ -37,25 +41,27 @@ def _number(path: Path) -> str | None:
 
 def _index(folder: Path, suffixes: set[str]) -> tuple[dict[tuple[str, str], Path], list[Rejected]]:
     """(scene subfolder, number) -> file, for every image under `folder` outside hidden folders (of two files
-    of one number, the first by name); and reject lines for the hidden image files and the unused twins."""
+    of one number, the first by name); and reject lines for the other images there (hidden, another format, no
+    number, the unused twin)."""
     found: dict[tuple[str, str], Path] = {}
     rejects: list[Rejected] = []
     if not folder.is_dir():
         return found, rejects
     for path in sorted(folder.rglob("*")):
-        if not path.is_file() or path.suffix.lower() not in suffixes:
+        if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
             continue
         if any(part.startswith(".") for part in path.relative_to(folder).parent.parts):
             continue  # inside a hidden folder: not searched
         if path.name.startswith("."):
             rejects.append(Rejected(NAME, str(path), HIDDEN_FILE))
-        elif (n := _number(path)) is not None:
-            where = (path.parent.relative_to(folder).as_posix(), n)
-            if where in found:
-                reason = f"another file of the same number is used: {found[where].name}"
-                rejects.append(Rejected(NAME, str(path), reason))
-            else:
-                found[where] = path
+        elif path.suffix.lower() not in suffixes:
+            rejects.append(Rejected(NAME, str(path), f"a {path.suffix} file: DED reads {USES}"))
+        elif (n := _number(path)) is None:
+            rejects.append(Rejected(NAME, str(path), "no number in the name: DED pairs its files by the number"))
+        elif (where := (path.parent.relative_to(folder).as_posix(), n)) in found:
+            rejects.append(Rejected(NAME, str(path), f"another file of the same number is used: {found[where].name}"))
+        else:
+            found[where] = path
     return found, rejects
 
 
@@ -69,6 +75,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per sharp image that has a defocused image of the same number."""
     root = Path(root)
     layout.check_layout(SOURCE, root)
+    yield from layout.unused_images(NAME, root, FOLDERS, USES, depth=2)
     (sharp, rejects), (image, more) = _index(root / "sharp", IMAGES), _index(root / "image", IMAGES)
     filtered, hidden_maps = _index(root / "filtered", {".png"})
     yield from rejects + more + hidden_maps

@@ -8,8 +8,9 @@ registration. The dual-pixel views of the blurred shots, `{train,val,test}_l/sou
 stray `*_l` / `*_r` files beside the centre views.
 
 Layout: at least one split folder, and `source/` and `target/` in each one present, else the source
-fails (LayoutError) before any work. Hidden files (`._1.png`, macOS AppleDouble) and subfolders holding
-images get reject lines and are not counted.
+fails (LayoutError) before any work. Hidden files (`._1.png`, macOS AppleDouble), images in another format
+than PNG, subfolders holding images and images in folders DPDD does not have get reject lines and are not
+counted.
 """
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ def _dataset_root(root: Path) -> Path:
 
 
 USES = "{train_c,val_c,test_c}/{source,target}/*.png"
+VIEW_FOLDERS = tuple(f"{d[:-2]}_{side}" for d, _ in SPLITS for side in ("l", "r"))  # train_l, ...: dual-pixel views
 
 
 def _pngs(folder: Path) -> tuple[list[Path], list[Rejected]]:
-    """The PNG files lying directly in `folder`, sorted by name, and reject lines for the hidden ones."""
+    """The PNG files lying directly in `folder`, sorted by name, and reject lines for the images there that are
+    not used (hidden, another format)."""
     images, rejects = folder_images(NAME, folder, USES)
+    rejects += [Rejected(NAME, str(p), f"not a PNG: DPDD reads {USES}") for p in images if p.suffix.lower() != ".png"]
     return [p for p in images if p.suffix.lower() == ".png"], rejects
 
 
@@ -70,10 +74,12 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     root = Path(root)
     layout.check_layout(SOURCE, root)
     data = _dataset_root(root)
+    yield from layout.unused_images(NAME, data, [d for d, _ in SPLITS] + list(VIEW_FOLDERS), USES, depth=2)
     for folder, split in SPLITS:
         split_dir = data / folder
         if not split_dir.is_dir():
             continue
+        yield from layout.unused_images(NAME, split_dir, ("source", "target"), USES)
         (sources, rejects), (targets, more) = _centre_views(split_dir / "source"), _centre_views(split_dir / "target")
         yield from rejects + more
         if len(sources) != len(targets):

@@ -7,7 +7,8 @@ reject line. Only names with nothing in common are paired by sorted order, and t
 agree (else one reject line and no pairs).
 
 Layout: `source/` and `target/` must exist, else the source fails (LayoutError) before any work. Hidden
-files (`._1.png`, macOS AppleDouble) and subfolders holding images get reject lines and are not counted.
+files (`._1.png`, macOS AppleDouble), images in a format it does not read (`.bmp`, `.webp`), subfolders
+holding images, other folders holding images and images lying in the root get reject lines and are not counted.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ NAME = "realdof"
 TITLE = "RealDOF"
 EXPECTED = "source/ and target/"
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
-USES = "source/*.png, target/*.png"
+USES = "source/, target/ (.png, .jpg, .jpeg, .tif, .tiff)"
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
@@ -63,8 +64,11 @@ def _pair(root: Path, sources: list[Path], targets: list[Path]) -> tuple[list[tu
 
 
 def _images(folder: Path) -> tuple[list[Path], list[Rejected]]:
-    """The images lying directly in `folder`, sorted by name, and reject lines for the hidden ones."""
+    """The images lying directly in `folder`, sorted by name, and reject lines for those not used (hidden, another
+    format)."""
     images, rejects = folder_images(NAME, folder, USES)
+    rejects += [Rejected(NAME, str(p), f"a {p.suffix} file: RealDOF reads {USES}") for p in images
+                if p.suffix.lower() not in EXTENSIONS]
     return [p for p in images if p.suffix.lower() in EXTENSIONS], rejects
 
 
@@ -78,6 +82,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One test pair per source/target image pair (by number, else stem, else sorted order)."""
     root = Path(root)
     layout.check_layout(SOURCE, root)
+    yield from layout.unused_images(NAME, root, ("source", "target"), USES, depth=2)
     (sources, rejects), (targets, more) = _images(root / "source"), _images(root / "target")
     yield from rejects + more
     if not sources and not targets:

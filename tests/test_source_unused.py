@@ -1,0 +1,93 @@
+"""DPDD, DED, RealDOF and CUHK: every image a source does not use gets a reject line naming it (they were
+dropped without a word: another format, a folder the dataset does not have, an image in the root, a hidden twin)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from defocuskit.data.sample import IngestOptions, Rejected, Task
+from defocuskit.data.sources import cuhk_blur, ded, dpdd, realdof
+from defocuskit.io.images import write_image
+
+OPTS = IngestOptions(split_by="train")
+HIDDEN = "hidden file (name starts with '.'): not used"
+
+
+def _img(seed: int, depth: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    top = 65535 if depth == 16 else 255
+    return rng.integers(0, top, (48, 64, 3), dtype=np.uint16 if depth == 16 else np.uint8)
+
+
+def _listed(module, root: Path, opts: IngestOptions = OPTS) -> tuple[list[Task], dict[str, str]]:
+    items = list(module.list_tasks(root, opts))
+    rejects = {Path(r.file).relative_to(root).as_posix(): r.reason for r in items if isinstance(r, Rejected)}
+    return [t for t in items if isinstance(t, Task)], rejects
+
+
+def test_dpdd_rejects_the_images_it_does_not_read(tmp_path):
+    """A JPEG in source/, a folder beside the split folders and an image in the root were dropped without a word."""
+    data = tmp_path / "dd_dp_dataset_png"
+    for n in (1, 2):
+        write_image(data / "test_c" / "source" / f"1P0A100{2 * n + 1}.png", _img(n, 16))
+        write_image(data / "test_c" / "target" / f"1P0A100{2 * n}.png", _img(n, 16))
+        write_image(data / "test_l" / "source" / f"1P0A100{2 * n + 1}_L.png", _img(n, 16))  # known: not rejected
+    write_image(data / "test_c" / "source" / "1P0A1009.JPG", _img(3))
+    write_image(data / "test_c" / "source_8bit" / "1P0A1003.png", _img(4))
+    write_image(data / "extra" / "1P0A1003.png", _img(5))
+    write_image(data / "1P0A1003.png", _img(6))
+    tasks, rejects = _listed(dpdd, tmp_path)
+    assert [t.key for t in tasks] == ["dpdd/test/1P0A1003", "dpdd/test/1P0A1005"]
+    assert set(rejects) == {"dd_dp_dataset_png/test_c/source/1P0A1009.JPG", "dd_dp_dataset_png/test_c/source_8bit",
+                            "dd_dp_dataset_png/extra", "dd_dp_dataset_png/1P0A1003.png"}
+    assert rejects["dd_dp_dataset_png/test_c/source/1P0A1009.JPG"].startswith("not a PNG: DPDD reads")
+    assert rejects["dd_dp_dataset_png/extra"].startswith("folder not used (1 image)")
+
+
+def test_ded_rejects_other_formats_unnumbered_names_and_other_folders(tmp_path):
+    for n in (1, 2):
+        write_image(tmp_path / "sharp" / f"sharp_{n}.jpg", _img(n))
+        write_image(tmp_path / "image" / f"image_{n}.jpg", _img(10 + n))
+    write_image(tmp_path / "sharp" / "sharp_3.tif", _img(3))  # a pair in another format: was dropped silently
+    write_image(tmp_path / "image" / "image_3.bmp", _img(4))
+    write_image(tmp_path / "sharp" / "cover.jpg", _img(5))  # no number
+    write_image(tmp_path / "depth" / "depth_1.png", _img(6))
+    write_image(tmp_path / "loose.jpg", _img(7))
+    tasks, rejects = _listed(ded, tmp_path)
+    assert [t.key for t in tasks] == ["ded/1", "ded/2"]
+    assert set(rejects) == {"sharp/sharp_3.tif", "image/image_3.bmp", "sharp/cover.jpg", "depth", "loose.jpg"}
+    assert rejects["sharp/sharp_3.tif"].startswith("a .tif file: DED reads")
+    assert rejects["sharp/cover.jpg"] == "no number in the name: DED pairs its files by the number"
+
+
+def test_realdof_rejects_other_formats_and_other_folders(tmp_path):
+    for n in range(2):
+        write_image(tmp_path / "source" / f"{n:03d}.png", _img(n))
+        write_image(tmp_path / "target" / f"{n:03d}.png", _img(10 + n))
+    write_image(tmp_path / "source" / "002.bmp", _img(2))
+    write_image(tmp_path / "target" / "002.webp", _img(3))
+    write_image(tmp_path / "RealDOF_preview" / "000.png", _img(4))
+    write_image(tmp_path / "000.png", _img(5))
+    tasks, rejects = _listed(realdof, tmp_path)
+    assert [t.key for t in tasks] == ["realdof/test/000", "realdof/test/001"]
+    assert set(rejects) == {"source/002.bmp", "target/002.webp", "RealDOF_preview", "000.png"}
+    assert rejects["target/002.webp"].startswith("a .webp file: RealDOF reads")
+
+
+def test_cuhk_hidden_files_and_other_folders_get_reject_lines(tmp_path):
+    """macOS `._x.jpg` / `._x.png` twins were paired as a photo and its mask (the load then failed on the photo,
+    the mask had no line); `images/` beside `image/`, other folders and loose images were dropped silently."""
+    for n in (1, 2):
+        write_image(tmp_path / "image" / f"out_of_focus000{n}.jpg", _img(n))
+        write_image(tmp_path / "gt" / f"out_of_focus000{n}.png", np.zeros((48, 64), np.uint8))
+    (tmp_path / "image" / "._out_of_focus0001.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\0" * 60)
+    (tmp_path / "gt" / "._out_of_focus0001.png").write_bytes(b"\x00\x05\x16\x07" + b"\0" * 60)
+    write_image(tmp_path / "images" / "out_of_focus0003.jpg", _img(3))
+    write_image(tmp_path / "out_of_focus0004.jpg", _img(4))
+    tasks, rejects = _listed(cuhk_blur, tmp_path, IngestOptions(cuhk_white_is="blurred"))
+    assert [t.key for t in tasks] == ["cuhk-blur/out_of_focus0001", "cuhk-blur/out_of_focus0002"]
+    assert rejects == {"image/._out_of_focus0001.jpg": HIDDEN, "gt/._out_of_focus0001.png": HIDDEN,
+                       "images": "folder not used (1 image): CUHK blur detection reads image/ and gt/",
+                       "out_of_focus0004.jpg": "image outside the folders CUHK blur detection reads (image/ and gt/)"}
