@@ -80,3 +80,19 @@ def test_a_config_json_that_cannot_be_read_is_named(folder, tmp_path):
     bare = _edit(folder, tmp_path / "bare")
     (bare / "config.json").unlink()  # a folder of one's own with only the model file: loads, unvouched
     assert defocuskit.load(bare, device="cpu").method == "nafnet"
+
+
+def test_save_pretrained_into_a_file_name_makes_no_folder_of_it(folder, tmp_path):
+    """save_pretrained("out/model.safetensors") made a folder named model.safetensors; an existing file is kept."""
+    model = defocuskit.load(folder, device="cpu")
+    for name in ("out/model.safetensors", "out/config.json"):
+        with pytest.raises(ValueError, match=rf"save_pretrained: .*{name} names a file; it writes a folder"):
+            model.save_pretrained(tmp_path / name)
+    assert not (tmp_path / "out").exists()
+    mine = tmp_path / "mine.safetensors"
+    mine.write_text("my notes")
+    with pytest.raises(ValueError, match="mine.safetensors names a file"):
+        model.save_pretrained(mine)
+    assert mine.read_text() == "my notes"
+    again = model.save_pretrained(folder)
+    assert defocuskit.load(again, device="cpu").method == "nafnet"

@@ -245,6 +245,9 @@ def write_folder(folder: str | Path, model_file: Path, config: dict[str, Any], r
         raise (TypeError if not isinstance(folder, (str, Path)) else ValueError)(
             f"save_pretrained: a folder for the model, got {folder!r}")
     folder = Path(folder).expanduser()
+    if folder.suffix in (".safetensors", ".json", ".yaml", ".md") and not folder.is_dir():  # not made a folder
+        raise ValueError(f"save_pretrained: {folder} names a file; it writes a folder ({MODEL_FILE}, {CONFIG_FILE}, "
+                         f"{RECIPE_FILE}, {CARD_FILE}): give the folder's name")
     check_folder(folder, model_file)
     folder.mkdir(parents=True, exist_ok=True)
     with _folder_held(folder):
