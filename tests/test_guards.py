@@ -211,3 +211,63 @@ def test_api_deblur_refuses_an_image_above_the_pixel_limit_before_copying_it(mon
         model.deblur(torch.zeros(3, 8, 16))
     monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", "200")
     assert model.deblur(np.zeros((8, 16, 3), np.uint8)).shape == (8, 16, 3)
+
+
+def _retyped(src: Path, dst: Path, dtype, nudge: float = 0.0) -> Path:
+    """A copy of a model file with every tensor in `dtype` (the first one nudged by `nudge`)."""
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k).to(dtype) for k in f.keys()}
+    first = next(iter(tensors))
+    tensors[first] = tensors[first] + nudge if nudge else tensors[first]
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def test_a_recipe_of_more_blocks_than_the_file_has_tensors_is_refused_while_building(tmp_path):
+    """Block counts cost Python objects even on the meta device (20000 NAFNet middle blocks: 30 s and 800 MB before
+    the keys were compared): the network is stopped once it has more parameters than the file has tensors."""
+    from test_infer import _export_nafnet
+
+    from defocuskit.inference.load import load_model
+
+    good = _export_nafnet(tmp_path / "m.safetensors")
+    deep = _relabel(good, tmp_path / "deep.safetensors", **{"model.middle_blocks": 2000})
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"deep\.safetensors: the recipe in its metadata describes a 'nafnet' network "
+                                         r"of more parameters than a network of the file's \d+ tensors has"):
+        load_model(deep)
+    assert time.perf_counter() - start < 2.0
+    # a recipe value no network can be built of: one line naming the file (was a 12-line TypeError from torch.empty)
+    absurd = _relabel(good, tmp_path / "absurd.safetensors", **{"model.width": 10 ** 30})
+    with pytest.raises(ValueError, match=r"absurd\.safetensors: the recipe in its metadata does not build a 'nafnet' "
+                                         r"network \(TypeError: ") as info:
+        load_model(absurd)
+    assert "\n" not in str(info.value)
+
+
+def test_weights_of_another_dtype_load_only_where_the_network_holds_them_exactly(tmp_path):
+    """int / bool weights were cast into the float network silently (and float64 ones rounded): refused, naming the
+    tensor, by load and by train.init_from; float16 / bfloat16 / float32-valued float64 load as they are."""
+    import torch
+    from test_infer import _export_nafnet
+
+    from defocuskit.inference.load import load_model
+    from defocuskit.train.checks import TrainingError
+    from defocuskit.train.init import load_initial_weights
+
+    good = _export_nafnet(tmp_path / "m.safetensors", identity=False)
+    _, _, reference = load_model(good)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        _, _, net = load_model(_retyped(good, tmp_path / f"{dtype}.safetensors", dtype))
+        for key, value in net.state_dict().items():
+            assert value.dtype == torch.float32 and torch.equal(value, reference.state_dict()[key].to(dtype).float())
+    for dtype, nudge in ((torch.int32, 0.0), (torch.uint8, 0.0), (torch.bool, 0.0), (torch.float64, 1e-12)):
+        bad = _retyped(good, tmp_path / f"bad-{str(dtype)[6:]}.safetensors", dtype, nudge)
+        kind = ("in the file but float32 in the network" if nudge == 0
+                else "in the file with values float32, the network's dtype")
+        with pytest.raises(ValueError, match=rf"bad-{str(dtype)[6:]}\.safetensors: tensor '[\w.]+' is "
+                                             rf"{str(dtype)[6:]} {kind}"):
+            load_model(bad)
+        with pytest.raises(TrainingError, match=rf"train.init_from src: tensor '[\w.]+' is {str(dtype)[6:]} {kind}"):
+            load_initial_weights(reference, bad, "nafnet", "src")

@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,13 @@ def test_a_checkpoint_that_runs_code_is_refused_naming_the_global_never_advising
     result = runner.invoke(app, ["import-weights", "--method", "drbnet", str(evil), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "posix.system" in result.output and "likely succeed" not in result.output
     assert not (tmp_path / "o").exists()
+
+    plain = tmp_path / "plain.pth"  # pickle.dump, not torch.save: torch's protocol warning made it three lines
+    plain.write_bytes(pickle.dumps({"params": _RunsCode()}, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ReleaseError, match=r"plain\.pth: not a readable PyTorch checkpoint \(Unsupported operand"):
+            read_checkpoint(plain)
 
     def new_wording(*args, **kwargs):  # a torch whose wording no pattern knows: refused all the same, in one line
         raise pickle.UnpicklingError("Weights only load failed. Re-running `torch.load` with `weights_only` set to "

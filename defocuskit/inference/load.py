@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
+    register_module_module_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
 from defocuskit.config.recipe import Recipe
-from defocuskit.io.modelfile import read_model_file
+from defocuskit.io.modelfile import dtype_misfit, read_model_file
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
 from defocuskit.methods.recipes import resolve_recipe
@@ -43,23 +51,62 @@ def load_model(
 
 
 def check_shapes(method: Method, recipe: Recipe, tensors: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Raise ValueError naming the first parameter whose shape the recipe's network does not share with the
+    """Raise ValueError naming the first parameter whose shape or dtype the recipe's network does not share with the
     file (or a missing / unexpected key), from a network built on the meta device: nothing is allocated, so
-    metadata that declares a huge network (`model.width: 20000`) is refused before it costs memory."""
+    metadata that declares a huge network (`model.width: 20000`) is refused before it costs memory, and one of more
+    modules than the file has tensors for (`model.middle_blocks: 20000`) is refused while it is being built."""
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _at_most(len(tensors)):
             skeleton = method.build(recipe.model, recipe.objective, False)
-    except Exception:  # a network that cannot be built without data: load_state_dict judges it
-        return
-    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    except _Oversized as exc:
+        raise ValueError(f"{path}: the recipe in its metadata describes a '{method.name}' network of more {exc} "
+                         f"than a network of the file's {len(tensors)} tensors has; the recipe does not match the "
+                         "weights") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of a recipe's network is the file's, said in one line
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: the recipe in its metadata does not build a '{method.name}' network "
+                         f"({type(exc).__name__}: {first})") from None
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         what = (f"missing {len(missing)} (e.g. '{missing[0]}')" if missing else "") + (
             ("; " if missing else "") + f"unexpected {len(unexpected)} (e.g. '{unexpected[0]}')" if unexpected else "")
         raise ValueError(f"{path}: weights do not fit the '{method.name}' network of its recipe: {what}")
-    for key, shape in expected.items():
+    for key, (shape, dtype) in expected.items():
         if tuple(tensors[key].shape) != shape:
             raise ValueError(f"{path}: tensor '{key}' is {tuple(tensors[key].shape)} in the file but "
                              f"{shape} in the '{method.name}' network its recipe describes; the recipe does not "
                              "match the weights")
+        if (problem := dtype_misfit(key, tensors[key], dtype)) is not None:
+            raise ValueError(f"{path}: {problem}")
+
+
+class _Oversized(Exception):
+    """A network under construction outgrew the model file (its message: what there is more of)."""
+
+
+@contextlib.contextmanager
+def _at_most(n_tensors: int) -> Iterator[None]:
+    """Stop (_Oversized) a network being built in this thread once it registers more parameters than `n_tensors`
+    (each parameter is a tensor of its state dict), or more modules and buffers than a network of that many tensors
+    has (8 per tensor, and 256): a recipe's block counts cost Python objects even on the meta device."""
+    thread, counts = threading.get_ident(), {"parameters": 0, "modules and buffers": 0}
+    limits = {"parameters": n_tensors, "modules and buffers": 8 * n_tensors + 256}
+
+    def count(what: str) -> Callable[..., None]:
+        def hook(*_: object) -> None:
+            if threading.get_ident() == thread:
+                counts[what] += 1
+                if counts[what] > limits[what]:
+                    raise _Oversized(what)
+        return hook
+
+    handles = [register_module_parameter_registration_hook(count("parameters")),
+               register_module_buffer_registration_hook(count("modules and buffers")),
+               register_module_module_registration_hook(count("modules and buffers"))]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

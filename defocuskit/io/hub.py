@@ -58,22 +58,39 @@ def read_folder(folder: Path) -> tuple[Path, dict[str, Any] | None]:
                          "writing); save into it again")
     if not model_file.is_file():
         present = ", ".join(sorted(p.name for p in folder.iterdir())[:8]) or "nothing"
-        raise FileNotFoundError(f"{folder}: no {MODEL_FILE} in this folder (found: {present}); a model folder is "
-                                "what `save_pretrained` writes, or give the .safetensors file itself")
-    config = None
+        what = f"{MODEL_FILE} there is not a file" if model_file.exists() else f"no {MODEL_FILE} in this folder"
+        raise FileNotFoundError(f"{folder}: {what} (found: {present}); a model folder is what `save_pretrained` "
+                                "writes, or give the .safetensors file itself")
     config_file = folder / CONFIG_FILE
-    if config_file.is_file():
-        try:
-            config = json.loads(config_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{config_file}: not valid JSON ({exc})") from None
-        if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:
-            raise ValueError(f"{config_file}: not a defocuskit model config (format {HUB_FORMAT!r} expected)")
-        expected = config.get("sha256")
-        if expected is not None and (actual := file_sha256(model_file)) != expected:
-            raise ValueError(f"{model_file}: its SHA-256 is {actual[:16]}..., config.json records {str(expected)[:16]}...: "
-                             "the model file was changed or damaged after it was saved")
+    if not (config_file.exists() or config_file.is_symlink()):
+        return model_file, None
+    config = _saved_config(config_file)
+    if (actual := file_sha256(model_file)) != (expected := config["sha256"]):
+        raise ValueError(f"{model_file}: its SHA-256 is {actual[:16]}..., config.json records {expected[:16]}...: the "
+                         "model file was changed or damaged after it was saved")
     return model_file, config
+
+
+def _saved_config(config_file: Path) -> dict[str, Any]:
+    """The config.json that save_pretrained wrote beside a model file; ValueError naming it where it is not one:
+    unreadable, not JSON, another format, or without the model's method and the SHA-256 that vouches for the model
+    file (a config.json without it would load any weights put beside it)."""
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{config_file}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ValueError(f"{config_file}: cannot be read ({exc.strerror or exc})") from None
+    if not isinstance(config, dict) or config.get("format") != HUB_FORMAT:
+        raise ValueError(f"{config_file}: not a defocuskit model config (format {HUB_FORMAT!r} expected)")
+    sha = config.get("sha256")
+    if not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+        raise ValueError(f"{config_file}: records no SHA-256 of {MODEL_FILE} (its 'sha256' is {sha!r}): the file "
+                         "was edited; save the model into the folder again")
+    if not isinstance(config.get("method"), str):
+        raise ValueError(f"{config_file}: names no method (its 'method' is {config.get('method')!r}): the file was "
+                         "edited; save the model into the folder again")
+    return config
 
 
 def download(repo_id: str, *, revision: str | None = None, token: str | bool | None = None,
@@ -228,6 +245,9 @@ def write_folder(folder: str | Path, model_file: Path, config: dict[str, Any], r
         raise (TypeError if not isinstance(folder, (str, Path)) else ValueError)(
             f"save_pretrained: a folder for the model, got {folder!r}")
     folder = Path(folder).expanduser()
+    if folder.suffix in (".safetensors", ".json", ".yaml", ".md") and not folder.is_dir():  # not made a folder
+        raise ValueError(f"save_pretrained: {folder} names a file; it writes a folder ({MODEL_FILE}, {CONFIG_FILE}, "
+                         f"{RECIPE_FILE}, {CARD_FILE}): give the folder's name")
     check_folder(folder, model_file)
     folder.mkdir(parents=True, exist_ok=True)
     with _folder_held(folder):

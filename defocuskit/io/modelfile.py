@@ -143,3 +143,23 @@ def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     others = f" (and {len(broken) - 1} more tensor{'s' if len(broken) > 2 else ''})" if len(broken) > 1 else ""
     raise ValueError(f"{path}: tensor '{name}' holds {bad} NaN/inf value{'s' if bad != 1 else ''} of {total}{others}; "
                      "the model is broken (was training diverging?)")
+
+
+def dtype_misfit(name: str, tensor: torch.Tensor, dtype: torch.dtype) -> str | None:
+    """What is wrong with tensor `name` of a model file for a network that holds it as `dtype`, or None where it
+    loads unchanged: integers or booleans for floating-point weights (or the reverse), and values `dtype` does not
+    hold exactly (float16 and bfloat16 load into float32 as they are; float64 only where every value is a float32)."""
+    if tensor.dtype == dtype:
+        return None
+    if tensor.is_floating_point() != dtype.is_floating_point or tensor.is_complex() != dtype.is_complex:
+        return (f"tensor '{name}' is {_dtype_name(tensor.dtype)} in the file but {_dtype_name(dtype)} in the "
+                "network; the file was altered (a model file holds the network's own dtypes)")
+    if not torch.equal(tensor.to(dtype).to(tensor.dtype), tensor):
+        return (f"tensor '{name}' is {_dtype_name(tensor.dtype)} in the file with values {_dtype_name(dtype)}, the "
+                "network's dtype, does not hold: loading would change the model; convert the weights to "
+                f"{_dtype_name(dtype)} yourself if that is meant")
+    return None
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

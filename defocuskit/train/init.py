@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from defocuskit.io import hub
-from defocuskit.io.modelfile import read_model_file
+from defocuskit.io.modelfile import dtype_misfit, read_model_file
 from defocuskit.train.checks import TrainingError
 
 
@@ -26,7 +26,7 @@ def init_provenance(source: str) -> tuple[Any, dict[str, str]]:
 
 
 def load_initial_weights(net: nn.Module, model_file: Any, method: str, source: str) -> None:
-    """Load the weights of `model_file` into `net` (strict), after checking its method and every shape."""
+    """Load the weights of `model_file` into `net` (strict), after checking its method and every shape and dtype."""
     try:
         tensors, meta = read_model_file(model_file)
     except (FileNotFoundError, ValueError) as exc:
@@ -45,4 +45,6 @@ def load_initial_weights(net: nn.Module, model_file: Any, method: str, source: s
             raise TrainingError(f"train.init_from {source}: tensor '{key}' is {tuple(tensors[key].shape)} there "
                                 f"but {tuple(value.shape)} in this recipe's network; give the model section of the "
                                 "recipe it was trained with")
+        if (problem := dtype_misfit(key, tensors[key], value.dtype)) is not None:
+            raise TrainingError(f"train.init_from {source}: {problem}")
     net.load_state_dict(tensors, strict=True)
