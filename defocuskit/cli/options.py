@@ -99,10 +99,12 @@ _PATH_FAULTS = {  # an OSError that names a path the user gave, as one line (fil
     NotADirectoryError: "a part of this path is a file, not a folder; give another path",
     IsADirectoryError: "is a folder where a file is needed; give a file name",
     PermissionError: "permission denied: it (or its folder) cannot be read or written by this user",
+    FileNotFoundError: "no such file or folder, and none can be made there; give another path",
 }
 _ERRNO_FAULTS = {  # the same, for OSErrors that have no class of their own
     errno.ENAMETOOLONG: "a name in this path is longer than the file system allows (255 bytes); give a shorter one",
     errno.ELOOP: "a loop of symbolic links in this path; give another path",
+    errno.EROFS: "on a read-only file system; give another path",
 }
 
 

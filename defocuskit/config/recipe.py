@@ -187,18 +187,11 @@ def copy_recipe(name: str, dest: str | Path, force: bool = False) -> Path:
         raise RecipeError(f"{target} is a folder: give the copy another name")
     if target.exists() and not target.is_symlink() and not target.is_file():  # a device, a pipe, a socket
         raise RecipeError(f"{target} is not a regular file (a device, pipe or socket): give the copy another name")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file where a folder is needed, a folder that cannot be made
-        why = ("a file stands where a folder is needed" if isinstance(exc, (FileExistsError, NotADirectoryError))
-               else exc.strerror or exc)
-        raise RecipeError(f"{target.parent}: cannot be made a folder for the copy ({why})") from None
+    target.parent.mkdir(parents=True, exist_ok=True)  # a file in the way: the CLI's one line (cli/app.py)
     try:  # without `force` never over a file, one that appeared since the look above included
         atomic_write(target, source.read_bytes(), exclusive=not force)
     except FileExistsError:
         raise RecipeError(f"{target} exists: give --force to overwrite it") from None
-    except OSError as exc:
-        raise RecipeError(f"{target}: cannot write the copy ({exc.strerror or exc})") from None
     return target
 
 
