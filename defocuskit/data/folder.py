@@ -83,12 +83,15 @@ def run_lock(folder: str | Path, what: str, plan_digest: str, part: tuple[int, i
     """Hold the folder for one run of `what` (e.g. "ingest") with plan `plan_digest`, part (I-1, N).
 
     Raises FolderError naming the holder when the same part is being written, or when a live run of
-    another plan holds the folder. The lock dies with its process (kill -9 included)."""
+    another plan holds the folder. The lock dies with its process (kill -9 included). A part's lock is taken and
+    its holder described under the folder lock, so a part starting beside it never sees it held undescribed."""
     folder = Path(folder)
     lock = folder / RUN_LOCK.format(part=f"{part[0] + 1}of{part[1]}")
     try:
-        with locks.hold(lock, what, f"{folder}: another {what} is writing this folder", plan=plan_digest):
+        with contextlib.ExitStack() as held:
             with folder_lock(folder):
+                held.enter_context(locks.hold(lock, what, f"{folder}: another {what} is writing this folder",
+                                              plan=plan_digest))
                 for other in sorted(folder.glob(RUN_LOCK.format(part="*"))):
                     if other == lock or not locks.is_held(other):
                         continue

@@ -1,0 +1,48 @@
+"""Ingest run more than once into one folder: parts side by side, reruns after the folder changed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.reader import read_manifest
+from defocuskit.data.sample import IngestOptions
+from defocuskit.io import locks
+
+SYNTHETIC = {"synthetic": Path("builtin")}
+
+
+def synthetic_opts(out: Path, **kw) -> IngestOptions:
+    return IngestOptions(out=str(out), workers=0, synthetic_size=32, shard_size=kw.pop("shard_size", 16), **kw)
+
+
+def test_a_part_starting_while_another_describes_itself_is_not_taken_for_another_plan(tmp_path):
+    """Parts started together: one found another's run lock held before its holder's description was written and
+    stopped with 'another run with different inputs or options' (8 parts at once: 3 of them)."""
+    out = tmp_path / "out"
+    single = run_ingest(SYNTHETIC, synthetic_opts(tmp_path / "one"), progress=False)
+    code = ("import time; import defocuskit.io.locks as L; from pathlib import Path; "
+            "from defocuskit.data.ingest import run_ingest; from defocuskit.data.sample import IngestOptions\n"
+            "write = L.atomic_write\n"
+            "def slow(path, *a, **k):\n"
+            "    if str(path).endswith('.holder'): time.sleep(2.0)\n"
+            "    return write(path, *a, **k)\n"
+            "L.atomic_write = slow\n"
+            f"run_ingest({{'synthetic': Path('builtin')}}, IngestOptions(out={str(out)!r}, workers=0, "
+            "synthetic_size=32, shard_size=16, part=(0, 2)), progress=False)")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    first = subprocess.Popen([sys.executable, "-c", code], env=env)
+    lock, deadline = out / ".run-1of2.lock", time.time() + 60
+    while not locks.is_held(lock) and time.time() < deadline and first.poll() is None:
+        time.sleep(0.01)
+    assert locks.is_held(lock), "the first part ended before the second could start beside it"
+    second = run_ingest(SYNTHETIC, synthetic_opts(out, part=(1, 2)), progress=False)
+    assert first.wait(60) == 0
+    assert second["counts"]["samples"] > 0
+    merged = read_manifest(out)
+    assert merged["complete"] is True
+    assert merged["counts"] == single["counts"] and merged["shards"] == single["shards"]
