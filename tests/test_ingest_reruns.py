@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+from test_ingest import NAME, keys_of, make_inputs, opts
+
+from defocuskit.data import sources as sources_table
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.reader import read_manifest
 from defocuskit.data.sample import IngestOptions
 from defocuskit.io import locks
 
 SYNTHETIC = {"synthetic": Path("builtin")}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """test_ingest's fake source (every `*.png` of the root a scene) as the source NAME."""
+    monkeypatch.setitem(sources_table.SOURCES, NAME, "test_ingest")
 
 
 def synthetic_opts(out: Path, **kw) -> IngestOptions:
@@ -46,3 +57,19 @@ def test_a_part_starting_while_another_describes_itself_is_not_taken_for_another
     merged = read_manifest(out)
     assert merged["complete"] is True
     assert merged["counts"] == single["counts"] and merged["shards"] == single["shards"]
+
+
+def test_a_shard_replaced_by_another_of_the_same_size_is_written_anew(tmp_path, fake):
+    """A tar copied over another of the same size was taken for done (only the size was recorded): the folder held
+    one sample twice, lost the other, and its manifest said complete."""
+    root = make_inputs(tmp_path / "in", n_train=4, n_test=0)
+    shutil.copy(root / "s00.png", root / "s02.png")  # two scenes alike: their shards have the same size
+    out = tmp_path / "out"
+    run_ingest({NAME: root}, opts(out, shard_size=1), progress=False)
+    expected = sorted(keys_of(out))
+    first, third = out / "train-000000.tar", out / "train-000002.tar"
+    assert first.stat().st_size == third.stat().st_size and first.read_bytes() != third.read_bytes()
+    shutil.copy(first, third)
+    again = run_ingest({NAME: root}, opts(out, shard_size=1), progress=False)
+    assert again["run"]["shards_written"] == 1 and again["complete"] is True
+    assert sorted(keys_of(out)) == expected

@@ -14,12 +14,14 @@ from defocuskit.data import shards
 from defocuskit.data.plan import Group
 from defocuskit.data.sample import IngestError
 from defocuskit.data.sources import option_of
+from defocuskit.data.stamps import content_hash
 
 
 def shard_record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropped: int = 0,
                  blurred: int | None = None, tar: Path | None = None) -> dict[str, Any]:
     """The record of a completed shard: `counts` maps (source, f-number key) to samples written, `blurred` how many
-    of them hold a blurred image (blur.png), `tar` the sealed tar (its size is recorded: `tar_intact`)."""
+    of them hold a blurred image (blur.png), `tar` the sealed tar (its size and content hash are recorded:
+    `tar_intact`)."""
     by_source, by_f = Counter(), Counter()
     for (src, f), n in counts.items():
         by_source[src] += n
@@ -30,16 +32,25 @@ def shard_record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropp
         "by_f_number": dict(sorted(by_f.items(), key=lambda kv: shards.f_sort_key(kv[0]))),
         "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
         "rejects": rejects, "dropped": dropped, "blurred": blurred,
-        **({"tar_bytes": tar.stat().st_size} if tar is not None else {}),
+        **(_tar_stamp(tar) if tar is not None else {}),
     }
 
 
+def _tar_stamp(tar: Path) -> dict[str, Any]:
+    """What `tar_intact` compares: the tar's size and the hash of its size, first and last MiB."""
+    size = tar.stat().st_size
+    return {"tar_bytes": size, "tar_hash": content_hash(str(tar), size)}
+
+
 def tar_intact(record: Mapping[str, Any], tar: Path) -> bool:
-    """Whether the shard `tar` is as the run that wrote it left it, as far as its recorded size tells (a tar cut
-    short or grown since is not: a rerun writes it anew); records of older runs, without a size, count as intact."""
-    size = record.get("tar_bytes")
+    """Whether the shard `tar` is as the run that wrote it left it, as far as its recorded size and content hash
+    tell (a tar cut short or grown since, or replaced by another, of the same size too, is not: a rerun writes it
+    anew); what a record of an older run lacks (the size, the hash) is not compared."""
+    size, digest = record.get("tar_bytes"), record.get("tar_hash")
     try:
-        return not isinstance(size, int) or tar.stat().st_size == size
+        if isinstance(size, int) and tar.stat().st_size != size:
+            return False
+        return not isinstance(digest, str) or content_hash(str(tar), tar.stat().st_size) == digest
     except OSError:
         return False
 
