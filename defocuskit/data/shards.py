@@ -184,8 +184,8 @@ class AtomicShard:
         order = sorted(self._index, key=lambda r: (-r[0][0], -r[0][1], r[1]))
         self._spool.flush()
         with open(self.partial, "wb") as stream:
-            # PAX headers: keys of user RAW folders may exceed the 100-character USTAR name limit.
-            tar = TarWriter(stream, encoder=False, format="PAX_FORMAT")
+            # PAX headers: RAW keys may exceed USTAR's 100 characters; one mtime (2000-01-01): one plan, one tar's bytes
+            tar = TarWriter(stream, encoder=False, format="PAX_FORMAT", mtime=946684800)
             for _, _, key, entries in order:
                 sample = {"__key__": key}
                 for member, offset, size in entries:
