@@ -87,6 +87,7 @@ def run_lock(folder: str | Path, what: str, plan_digest: str, part: tuple[int, i
     its holder described under the folder lock, so a part starting beside it never sees it held undescribed."""
     folder = Path(folder)
     lock = folder / RUN_LOCK.format(part=f"{part[0] + 1}of{part[1]}")
+    folder.mkdir(parents=True, exist_ok=True)  # as the lock's own folder was made where it was missing
     try:
         with contextlib.ExitStack() as held:
             with folder_lock(folder):
