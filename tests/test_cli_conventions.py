@@ -445,3 +445,25 @@ def test_more_threads_than_cores_is_one_line(how, monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert ok.exit_code == 0, ok.output
+
+
+def test_a_single_value_option_given_twice_is_refused(tmp_path):
+    """`--pairs A --pairs B` ingested only B, exit 0 (the CLI library keeps the last value of a single-value option);
+    the same value twice is harmless, options that take several (--baseline) may repeat."""
+    import typer.main
+
+    from defocuskit.cli.options import command_of, repeated_option
+
+    run = subprocess.run([sys.executable, "-m", "defocuskit", "ingest", "--pairs", str(tmp_path / "a"), "--pairs",
+                          str(tmp_path / "b"), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--pairs given twice" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert not (tmp_path / "o").exists()
+    group = typer.main.get_command(app)
+    for argv, said in ((["--threads", "1", "demo", "--preset", "default", "--preset", "misaligned"], "--preset"),
+                       (["recipes", "cp", "nafnet-tiny", "x.yaml"], None),
+                       (["eval", "--baseline", "input", "--baseline", "wiener", "--report", "r"], None),
+                       (["ingest", "--out=o", "--pairs", "a", "--out", "o"], None),
+                       (["ingest", "--out=o", "--pairs", "--out", "--out", "p"], "--out")):
+        command, rest = command_of(group, argv)
+        line = repeated_option(command, rest)
+        assert (line is None) if said is None else line.startswith(f"{said} given twice"), (argv, line)

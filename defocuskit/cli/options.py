@@ -121,13 +121,56 @@ def file_fault_line(exc: BaseException) -> str | None:
     return None
 
 
+def repeated_option(command: Any, args: list[str]) -> str | None:
+    """The line refusing a single-value option of the click `command` given twice in `args` (the arguments after
+    the command's name), else None: the CLI library keeps the last value and drops the first without a word
+    (`--pairs A --pairs B` ingested only B)."""
+    takes: dict[str, tuple[str, int, bool]] = {}  # option string -> (its first name, values it takes, single)
+    for param in getattr(command, "params", []):
+        if getattr(param, "param_type_name", "") == "option":
+            values = 0 if param.is_flag or getattr(param, "count", False) else param.nargs
+            for name in (*param.opts, *param.secondary_opts):
+                takes[name] = (param.opts[0], values, not param.multiple and values > 0)
+    seen: dict[str, str] = {}
+    i = 0
+    while i < len(args) and args[i] != "--":
+        name, eq, given = args[i].partition("=")
+        first, values, single = takes.get(name, ("", 0, False))
+        value = given if eq else " ".join(args[i + 1:i + 1 + values])
+        if single and first in seen and seen[first] != value:
+            return f"{first} given twice ({seen[first]!r} and {value!r}); it takes one value: give it once"
+        if single:
+            seen[first] = value
+        i += 1 + (0 if eq else values)
+    return None
+
+
+def command_of(group: Any, args: list[str]) -> tuple[Any, list[str]]:
+    """The click command `args` (a command line without the program) invokes in `group`, and the arguments after its
+    name; (None, []) where none is named (the group's own options --threads N and flags are skipped)."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] == "--threads" else 1
+    command = group.commands.get(args[i]) if i < len(args) else None
+    if command is not None and hasattr(command, "commands"):
+        return command_of(command, args[i + 1:])
+    return command, args[i + 1:]
+
+
 def run_reporting_disk_full(app: Any) -> None:
     """Run the Typer `app`; an exception a full disk caused, or a path that cannot be used as asked
-    (`file_fault_line`), becomes one line on stderr and exit 1 (DEFOCUSKIT_TRACEBACK=1: the traceback)."""
+    (`file_fault_line`), becomes one line on stderr and exit 1 (DEFOCUSKIT_TRACEBACK=1: the traceback); a
+    single-value option given twice (`repeated_option`) is refused first (exit 2)."""
     import sys
+
+    import typer.main
 
     from defocuskit.io.atomic import disk_full_line
 
+    command, rest = command_of(typer.main.get_command(app), sys.argv[1:])
+    if command is not None and (twice := repeated_option(command, rest)) is not None:
+        print(f"error: {twice}", file=sys.stderr)
+        sys.exit(2)
     try:
         app()
     except Exception as exc:
