@@ -154,6 +154,14 @@ def check_args(args: argparse.Namespace) -> None:
         sys.exit(f"error: --minutes {args.minutes:g}: give a positive time limit")
 
 
+def layered(base: list[str], extra: list[str]) -> list[str]:
+    """`base` (option, value pairs of this tool's command line) without the options `extra` gives, then `extra`: the
+    user's arguments replace the tool's own (defocuskit refuses a single-value option given twice)."""
+    given = {arg.split("=", 1)[0] for arg in extra if arg.startswith("--")}
+    kept = [pair for pair in zip(base[::2], base[1::2]) if pair[0] not in given]
+    return [arg for pair in kept for arg in pair] + list(extra)
+
+
 def needs_coc(recipe: str, overrides: list[str]) -> bool:
     """Whether the recipe's sampler needs a CoC map at inference (hidd-cpu's physics step)."""
     from defocuskit.methods.recipes import load_recipe
@@ -239,18 +247,18 @@ def main() -> None:
                                                   enumerate(render_sets)):
             name = f"k{frac:g}" + (f"-set{i}" if len(render_sets) > 1 else "")
             dst = fold / f"render-{name}"
-            t_ingest += run([*exe, "ingest", "--render", str(photos), "--out", str(dst), "--max-side", str(args.size),
-                             "--render-coc-scale", f"{frac * args.size:.3f}", "--render-f-numbers", args.render_f_numbers,
-                             "--split-by", "train", "--seed", str(int(frac * 1000) + 7 * i), "--workers", "1",
-                             *args.render_args, *extra], fold / f"ingest-{name}.log", env)
+            own = ["--max-side", str(args.size), "--render-coc-scale", f"{frac * args.size:.3f}", "--render-f-numbers",
+                   args.render_f_numbers, "--split-by", "train", "--seed", str(int(frac * 1000) + 7 * i), "--workers", "1"]
+            t_ingest += run([*exe, "ingest", "--render", str(photos), "--out", str(dst),
+                             *layered(own, [*args.render_args, *extra])], fold / f"ingest-{name}.log", env)
             shards.append(str(dst))
         if args.real_pairs:
             real_pairs_folder(args.fixtures, held, fold / "real-pairs")
             dst = fold / "real-shards"
             t_ingest += run([*exe, "ingest", "--vabd", str(fold / "real-pairs" / "vabd"), "--ebb",
-                             str(fold / "real-pairs" / "ebb"), "--out", str(dst), "--max-side", str(args.size),
-                             "--local-gain", f"{args.local_gain:g}", "--workers", "1", *args.real_args],
-                            fold / "ingest-real.log", env)
+                             str(fold / "real-pairs" / "ebb"), "--out", str(dst), *layered(
+                                 ["--max-side", str(args.size), "--local-gain", f"{args.local_gain:g}", "--workers",
+                                  "1"], args.real_args)], fold / "ingest-real.log", env)
             real = [str(dst)] * args.real_pairs
         if args.builtin:
             dst = fold / "builtin"
@@ -259,8 +267,8 @@ def main() -> None:
             shards.append(str(dst))
         test = fold / "test-shards"
         source = ["--ebb", str(fold / "real"), "--register", "none"] if held == "ebb" else ["--vabd", str(fold / "real")]
-        run([*exe, "ingest", *source, "--out", str(test), "--max-side", str(args.test_size), "--workers", "1",
-             *args.test_args], fold / "ingest-test.log", env)
+        own = ["--max-side", str(args.test_size), "--workers", "1"]
+        run([*exe, "ingest", *source, "--out", str(test), *layered(own, args.test_args)], fold / "ingest-test.log", env)
         t_map = 0.0
         map_dir = fold / "map"
         learned = args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc)
