@@ -40,3 +40,14 @@ def foreign_results(path: Path, keys: set[str], tool: str) -> str | None:
     except (OSError, ValueError, TypeError):
         ours = False
     return None if ours else f"{path}: exists and was not written by {tool}; it is left as it is: give another --out"
+
+
+def not_new_folder(path: Path) -> str | None:
+    """Why `path` cannot become a new folder of a tool's outputs (it exists, or a file stands where a folder above
+    it must be); None where it can."""
+    if path.exists() or path.is_symlink():
+        return f"{path}: exists; give a new folder"
+    above = path.absolute().parent
+    while not (above.exists() or above.is_symlink()):
+        above = above.parent
+    return None if above.is_dir() else f"{path}: {above} is a file, not a folder; give a new folder"
