@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 
 
-def fresh_work(work: Path, own: tuple[str, ...], mark: str, tool: str) -> None:
+def fresh_work(work: Path, own: tuple[str, ...], mark: str, tool: str, arg: str = "--work") -> None:
     """Make `work` ready for a run of `tool`: a new or empty folder, or one the tool made before (its `mark` file),
     of which only the names in `own` (glob patterns) are removed. Anything else stops the tool in one line naming
-    it: a folder of the user's is never removed."""
+    it (as the argument `arg`): a folder of the user's is never removed."""
     if work.exists():
         if not work.is_dir():
-            sys.exit(f"error: --work {work}: exists and is not a folder; give a new folder")
+            sys.exit(f"error: {arg} {work}: exists and is not a folder; give a new folder")
         if not (work / mark).is_file() and any(work.iterdir()):
-            sys.exit(f"error: --work {work}: holds files {tool} did not make (no {mark} in it); it is left as it is: "
+            sys.exit(f"error: {arg} {work}: holds files {tool} did not make (no {mark} in it); it is left as it is: "
                      "give a new or empty folder")
     for pattern in own:
         for p in sorted(work.glob(pattern)):
