@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tool_args import whole, whole_list
 
 from defocuskit.data.register import RegistrationError, align
 from defocuskit.eval import metrics
@@ -65,8 +66,8 @@ def _cell(values: list[float | str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", type=Path, default=REPO.parent / "shared" / "fixtures" / "real")
-    ap.add_argument("--sides", default="64,128,256")
-    ap.add_argument("--count", type=int, default=8)
+    ap.add_argument("--sides", type=whole_list(16), default="64,128,256")
+    ap.add_argument("--count", type=whole(1), default=8)
     args = ap.parse_args()
     photos = _photos(args.fixtures, args.count)
     if not photos:

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from calibrate_renderer import depth_coc, stacks
+from tool_args import choice_list, finite, number_list
 
 from defocuskit.data import reg_quality
 from defocuskit.data.register import RegistrationError, align
@@ -138,22 +138,40 @@ def judge(shot: np.ndarray, ref: np.ndarray, motion: str = "affine") -> tuple[fl
                           f"{rec.get('level', '')}"), rec["matrix"]
 
 
+KINDS = ("real pair", "bokeh with tripod jitter", "swapped scene", "moved subject", "pasted block",
+         "far from a tripod bracket", "bokeh with glints", "close-focus bokeh with tripod jitter",
+         "close-focus: swapped scene", "close-focus: moved subject", "close-focus: pasted block")  # --only's names
+MOTIONS = ("affine", "bracket", "translation", "euclidean", "homography")  # register.align's ECC motions
+
+
+def _ladder(text: str) -> str:
+    """A --ladder: '' (none) or a comma-separated list of positive sigmas."""
+    return text if text == "" else number_list()(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fixtures", type=Path, default=ROOT)
     ap.add_argument("--part", choices=("tune", "held-out", "all"), default="tune")
-    ap.add_argument("--min-score", type=float, default=0.8)
+    ap.add_argument("--min-score", type=finite(), default=0.8)
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--cache", type=Path, help="keep the renders here (they take most of the time)")
-    ap.add_argument("--only", default="", help="comma-separated case kinds to judge (default: all)")
+    ap.add_argument("--only", type=lambda t: t and choice_list(KINDS)(t), default="",
+                    help="comma-separated case kinds to judge (default: all)")
     ap.add_argument("--dump", type=Path, help="save each wrongly judged case's shot and reference here (.npz)")
-    ap.add_argument("--motion", default="affine", help="align's motion: affine (ingest's default) or bracket "
+    ap.add_argument("--motion", choices=MOTIONS, default="affine",
+                    help="align's motion: affine (ingest's default) or bracket "
                     "(`ingest --bracket-fit subject` for --vabd and --raw-dir: a shift and a rotation on the subject)")
-    ap.add_argument("--ladder", default=None, help="comma-separated Gaussian sigmas (at 256 px) for the score's blur "
+    ap.add_argument("--ladder", type=_ladder, default=None,
+                    help="comma-separated Gaussian sigmas (at 256 px) for the score's blur "
                     "matching of either shot instead of data/reg_quality.py's _Q_SIGMAS (a variant to compare)")
-    ap.add_argument("--bokeh-ladder", default=None, help="the same for the reference's bokeh ladder (_Q_BOKEH_SIGMAS; "
+    ap.add_argument("--bokeh-ladder", type=_ladder, default=None,
+                    help="the same for the reference's bokeh ladder (_Q_BOKEH_SIGMAS; "
                     "'' for none, as before it)")
     args = ap.parse_args()
+    for name, folder in (("--cache", args.cache), ("--dump", args.dump)):
+        if folder is not None and (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+            ap.error(f"argument {name}: {folder}: exists and is not a folder")
     if args.ladder is not None:
         reg_quality._Q_SIGMAS = tuple(float(v) for v in args.ladder.split(",") if v)
     if args.bokeh_ladder is not None:

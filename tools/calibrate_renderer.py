@@ -46,6 +46,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tool_args import choice_list, finite, whole
 
 from defocuskit.data.refine import refine
 from defocuskit.data.register import align, match_gain
@@ -53,6 +54,7 @@ from defocuskit.data.render_photo import encode, render_coc, restore_highlights
 from defocuskit.data.sources.render import added_coc
 from defocuskit.eval.metrics import detail_band
 from defocuskit.imaging.depth import decode_depth, focus_value, signed_relative_coc
+from defocuskit.imaging.optics import PSF_SAMPLINGS
 from defocuskit.io.images import read_image, srgb_to_linear, to_float
 
 REF_F_NUMBER = 16.0
@@ -201,14 +203,15 @@ def fit_k(prep: dict, long_side: int, grid: int = 10, iters: int = 10, band: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "shared/fixtures/real")
-    parser.add_argument("--size", type=int, default=384, help="working size: the long side in pixels")
-    parser.add_argument("--detail-band", type=float, default=0.0, metavar="PX",
+    parser.add_argument("--size", type=whole(16), default=384, help="working size: the long side in pixels")
+    parser.add_argument("--detail-band", type=finite(), default=0.0, metavar="PX",
                         help="also score in the detail band of this Gaussian (px at the working size); 0: off")
-    parser.add_argument("--refine-warp", type=float, default=0.0, metavar="S",
+    parser.add_argument("--refine-warp", type=finite(0.0, high=0.5), default=0.0, metavar="S",
                         help="register each shot as `ingest --refine-warp S` does (the rigid fit, then a smooth "
                              "residual warp); 0: the rigid fit alone")
-    parser.add_argument("--psf", default="area", help="the detail table once per disc sampling of this list "
-                        "(optics.disc_psf: area, band); the first table always with area")
+    parser.add_argument("--psf", type=choice_list(PSF_SAMPLINGS), default="area",
+                        help="the detail table once per disc sampling of this list (optics.disc_psf: area, band); "
+                        "the first table always with area")
     args = parser.parse_args()
     if args.detail_band < 0:
         parser.error(f"--detail-band: expected 0 (off) or a positive number of pixels, got {args.detail_band:g}")

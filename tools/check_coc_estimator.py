@@ -35,6 +35,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tool_args import whole
 
 from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.io.images import read_image, to_float
@@ -184,9 +185,9 @@ def main() -> None:
     parser.add_argument("--coc", choices=("map", "edge"), default="map")
     parser.add_argument("--real", type=Path, default=None, help="real photographs with depth/ and focal/ (see above)")
     parser.add_argument("--ids", default=None, help="--real: comma-separated file stems (default: all)")
-    parser.add_argument("--size", type=int, default=512, help="--real: working size, the longer side in pixels")
+    parser.add_argument("--size", type=whole(16), default=512, help="--real: working size, the longer side in pixels")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--limit", type=whole(1), default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bins", action="store_true", help="shards: mean estimate per bin of true CoC, by f-number")
     parser.add_argument("--coc-bound", type=float, default=None,

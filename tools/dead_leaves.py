@@ -27,9 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from tool_folders import not_new_folder  # noqa: E402  (same folder)
+
 from defocuskit.io.images import linear_to_srgb  # noqa: E402
 
 SS = 4  # supersampling
+MAX_SIZE = 4096  # long side: a scene is drawn at SS x this, in float64 layers
 METRES_PER_UNIT = 20.0  # depth PNG: 65535 = 20 m (`--render-metric-scale 20`)
 
 
@@ -129,8 +132,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="long side (px)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.out.exists():
-        sys.exit(f"{args.out}: exists; give a new folder")
+    why = not_new_folder(args.out)
+    if why is not None:
+        sys.exit(f"error: {why}")
+    if args.seed < 0:
+        sys.exit(f"error: --seed {args.seed}: give a seed of at least 0")
+    if args.size > MAX_SIZE:
+        sys.exit(f"error: --size {args.size}: at most {MAX_SIZE} px")
     if args.count < 1 or args.size < 16:  # no scene, or one too small to hold a disc: no dataset to write
         sys.exit(f"error: --count {args.count} --size {args.size}: give at least 1 scene of at least 16 px")
     out, n, size, seed = args.out, args.count, args.size, args.seed

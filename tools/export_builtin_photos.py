@@ -22,6 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from tool_args import whole  # noqa: E402  (same folder)
+from tool_folders import not_new_folder  # noqa: E402
+
 from defocuskit.data.render import builtin_scene, builtin_scene_names, native_side  # noqa: E402
 from defocuskit.io.images import linear_to_srgb  # noqa: E402
 
@@ -49,11 +52,12 @@ def export(out: Path, max_side: int, seed: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="a new folder")
-    parser.add_argument("--max-side", type=int, default=384)
-    parser.add_argument("--seed", type=int, default=0, help="the built-in scenes' seed (crops, depth layouts)")
+    parser.add_argument("--max-side", type=whole(16), default=384)
+    parser.add_argument("--seed", type=whole(0), default=0, help="the built-in scenes' seed (crops, depth layouts)")
     args = parser.parse_args()
-    if args.out.exists():
-        sys.exit(f"{args.out}: exists; give a new folder")
+    why = not_new_folder(args.out)
+    if why is not None:
+        sys.exit(f"error: {why}")
     print(f"{export(args.out, args.max_side, args.seed)} scenes written to {args.out}")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from calibrate_renderer import REF_F_NUMBER, fit_k, prepare, psnr, shrink, stacks
+from tool_args import whole
 
 from defocuskit.data.register import align, match_gain
 from defocuskit.data.render_photo import add_veil, added_veil, encode, render_coc, restore_highlights
@@ -63,14 +64,20 @@ def fit_v(rendered: dict[float, np.ndarray], shots: dict[float, np.ndarray]) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2] / "shared/fixtures/real")
-    parser.add_argument("--size", type=int, default=384, help="working size: the long side in pixels")
+    parser.add_argument("--size", type=whole(16), default=384, help="working size: the long side in pixels")
     parser.add_argument("--tune", action="append", default=[],
                         help="a stack the camera's V is fitted on (repeatable; default: VABD 0001 for the VABD "
                              "camera, the EBB train stacks for EBB's)")
     args = parser.parse_args()
     t0 = time.time()
     found = {}
-    for stack in stacks(args.fixtures):
+    every = stacks(args.fixtures)
+    names = [stack["name"] for stack in every]
+    tune = args.tune or ["VABD 0001", *(n for n in names if n.startswith("EBB train/"))]
+    missing = [t for t in tune if t not in names]
+    if missing:  # before minutes of fitting every stack
+        raise SystemExit(f"error: --tune: no stack named {missing[0]!r} (stacks: {', '.join(names)})")
+    for stack in every:
         prep = prepare(stack, args.size)
         k = fit_k(prep, args.size)
         shots = gain_matched(stack, args.size)
@@ -78,10 +85,6 @@ def main() -> None:
         found[stack["name"]] = (prep, rendered, shots, fit_v(rendered, shots))
         print(f"  {stack['name']}: k = {k:.1f} px, V = {found[stack['name']][3]:.3f} ({time.time() - t0:.0f} s)",
               flush=True)
-    tune = args.tune or ["VABD 0001", *(n for n in found if n.startswith("EBB train/"))]
-    missing = [t for t in tune if t not in found]
-    if missing:
-        raise SystemExit(f"--tune: no stack named {missing[0]!r} (stacks: {', '.join(found)})")
     camera = {name: name.split()[0] for name in found}  # the fixtures' two cameras: VABD's and EBB's
     v_camera = {c: float(np.median([found[t][3] for t in tune if camera[t] == c])) for c in {camera[t] for t in tune}}
     print(f"\nworking size {args.size} px; V per camera, fitted on {', '.join(tune)}: "

@@ -24,7 +24,8 @@ import os
 import sys
 from pathlib import Path
 
-from loso_real import link, run  # same folder: its folder linking and logged command runner
+from loso_real import SCENES, link, run  # same folder: its folder linking and logged command runner
+from tool_args import finite, whole
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 CALIBRATED_K = "0001:16.6,0002:34.3,0003:5.6"  # calibrate_renderer --size 512, each stack's own k (px at f/1)
@@ -50,6 +51,43 @@ def gains(report: Path) -> dict[tuple[str, float], float | None]:
             for r in rows if r["f_number"] is not None}
 
 
+def check_folds(args: argparse.Namespace) -> dict[str, str]:
+    """{fold: k} of --folds and --k; SystemExit in one line for a fold that cannot be scored, before any is: not a
+    VABD scene, given twice, no k, no model, or real-shot reports without the model raw and gated (loso_real
+    without --focus-gate) or without the detail band (loso_real --detail-band 0)."""
+    k: dict[str, str] = {}
+    for item in args.k.split(","):
+        fold, _, px = item.partition(":")
+        try:
+            ok = float(px) > 0 and float(px) < float("inf")
+        except ValueError:
+            ok = False
+        if not ok:
+            sys.exit(f"error: --k {args.k}: {item!r} is not FOLD:PX with PX a positive number")
+        k[fold] = px
+    folds = args.folds.split(",")
+    for held in folds:
+        fold = args.loso / held
+        why = ("not a VABD fold (" + ", ".join(SCENES) + ")" if held not in SCENES else
+               "given twice" if folds.count(held) > 1 else f"no --k for it ({args.k})" if held not in k else
+               f"no {fold / 'run' / 'model.safetensors'}" if not (fold / "run" / "model.safetensors").is_file()
+               else None)
+        for report in ("report", "report-detail"):
+            try:
+                rows = gains(fold / report) if why is None else {}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                why = f"{fold / report / 'report.json'}: {str(exc).splitlines()[0]}"
+                break
+            lacking = [f"{m} f/{n}" for m in ("run", "run#2") for n in F_NUMBERS.split(",")
+                       if (m, float(n)) not in rows]
+            if why is None and lacking:
+                why = f"{fold / report / 'report.json'} has no {lacking[0]} row (a loso_real run with --focus-gate)"
+                break
+        if why is not None:
+            sys.exit(f"error: --folds {args.folds}: {held}: {why}")
+    return k
+
+
 def cell(gain: float | None) -> str:
     return "n/a" if gain is None else f"{gain:+.2f}"
 
@@ -59,13 +97,13 @@ def main() -> None:
     ap.add_argument("loso", type=Path, help="a finished tools/loso_real.py --out folder")
     ap.add_argument("--folds", default="0001,0002,0003")
     ap.add_argument("--k", default=CALIBRATED_K, help="FOLD:PX,...: the CoC scale of each scene's renders")
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--veil", type=float, default=0.125, help="the renders' glare (nafnet-cpu's: 0.125)")
-    ap.add_argument("--gate", type=float, default=3.0, help="eval --focus-gate run#2:PX with --coc edge")
-    ap.add_argument("--detail-band", type=float, default=16.0)
+    ap.add_argument("--size", type=whole(16), default=512)
+    ap.add_argument("--veil", type=finite(), default=0.125, help="the renders' glare (nafnet-cpu's: 0.125)")
+    ap.add_argument("--gate", type=finite(0.0, True), default=3.0, help="eval --focus-gate run#2:PX with --coc edge")
+    ap.add_argument("--detail-band", type=finite(0.0, True), default=16.0)
     ap.add_argument("--rescore", action="store_true", help="print the table of folds already scored, running nothing")
     args = ap.parse_args()
-    k = dict(item.split(":") for item in args.k.split(","))
+    k = check_folds(args)
     exe, env = [sys.executable, "-m", "defocuskit"], dict(os.environ)
     table = []
     for held in args.folds.split(","):

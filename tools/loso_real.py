@@ -54,11 +54,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tool_args import finite, number_list, whole  # same folder
+from tool_folders import not_new_folder
 
 SCENES = ("0001", "0002", "0003")
 APERTURE_FOLDERS = ("input", "1_8", "2_8", "8")
@@ -142,6 +146,12 @@ def check_args(args: argparse.Namespace) -> None:
 
     if not (args.fixtures / "VABD" / "train" / "input").is_dir():
         sys.exit(f"error: --fixtures {args.fixtures}: no VABD/train/input/ (the real fixture stacks)")
+    lacking = next((root for _, root in photo_sets(args.fixtures) if not (root / "input").is_dir()), None)
+    if lacking is not None:  # every fold renders every set's references
+        sys.exit(f"error: --fixtures {args.fixtures}: no {lacking.relative_to(args.fixtures)}/input/")
+    extra = args.extra_photos
+    if extra is not None and not ((extra / "image").is_dir() or (extra / "input").is_dir()):
+        sys.exit(f"error: --extra-photos {extra}: no image/ or input/ folder (an `ingest --render` folder)")
     for name in (args.recipe, args.map_recipe):
         try:
             find_recipe(name)
@@ -150,7 +160,10 @@ def check_args(args: argparse.Namespace) -> None:
     unknown = [f for f in args.folds.split(",") if f not in (*SCENES, "ebb")]
     if unknown:
         sys.exit(f"error: --folds {args.folds}: {', '.join(unknown)} is not a fold (known: {', '.join(SCENES)}, ebb)")
-    if not args.minutes > 0:
+    folds = args.folds.split(",")
+    if len(set(folds)) < len(folds):
+        sys.exit(f"error: --folds {args.folds}: a fold given twice")
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
         sys.exit(f"error: --minutes {args.minutes:g}: give a positive time limit")
 
 
@@ -185,10 +198,10 @@ def main() -> None:
     ap.add_argument("--recipe", default="nafnet-cpu")
     ap.add_argument("--minutes", type=float, default=25.0)
     ap.add_argument("--folds", default=",".join(SCENES))
-    ap.add_argument("--size", type=int, default=384)
-    ap.add_argument("--test-size", type=int, default=512)
-    ap.add_argument("--k-fractions", default="0.02,0.043,0.09")
-    ap.add_argument("--render-f-numbers", default="1.8,2.8,4,5.6,8")
+    ap.add_argument("--size", type=whole(16), default=384)
+    ap.add_argument("--test-size", type=whole(16), default=512)
+    ap.add_argument("--k-fractions", type=number_list(0.0, True, 1.0), default="0.02,0.043,0.09")
+    ap.add_argument("--render-f-numbers", type=number_list(), default="1.8,2.8,4,5.6,8")
     ap.add_argument("--builtin", action="store_true", help="train on the built-in synthetic stacks too")
     ap.add_argument("--extra-photos", type=Path, default=None,
                     help="a --render folder (image/ depth/ focal/) whose photos join every fold's training photos, "
@@ -199,10 +212,10 @@ def main() -> None:
                     help="one more set of renders per CoC scale, with these extra `ingest --render` arguments (one "
                          "quoted string, e.g. --render-set='--no-render-noise --render-f-numbers 5.6,8,11'); "
                          "repeatable; without it one set with --render-arg")
-    ap.add_argument("--focus-gate", type=float, default=None,
+    ap.add_argument("--focus-gate", type=finite(), default=None,
                     help="also score the model gated by the --gate-map defocus map (`eval --coc edge --focus-gate "
                          "run#2:PX`: its change weighed by min(1, CoC / PX)), beside it as `run#2`")
-    ap.add_argument("--gate-smooth", type=float, default=None,
+    ap.add_argument("--gate-smooth", type=finite(), default=None,
                     help="eval --gate-smooth PX with --focus-gate (default: eval's, 16; 0: gate the whole change)")
     ap.add_argument("--ensemble", type=int, choices=(1, 4, 8), default=1,
                     help="score every model as a geometric self-ensemble of N flips / transposes (`eval --ensemble N`)")
@@ -210,26 +223,27 @@ def main() -> None:
                     help="the CoC map of --focus-gate, --prox and a sampler that needs one (hidd-cpu's physics step): "
                          "the training-free edge estimate, or a defocus-map estimator trained on this fold's renders")
     ap.add_argument("--map-recipe", default="defocus-map-tiny")
-    ap.add_argument("--map-steps", type=int, default=2000)
+    ap.add_argument("--map-steps", type=whole(1), default=2000)
     ap.add_argument("--map-set", dest="map_overrides", action="append", default=[],
                     help="override of the estimator's recipe KEY=VALUE, e.g. objective.quantile=0.5")
     ap.add_argument("--prox", action="store_true", help="score the proximal-step baseline with the same map")
-    ap.add_argument("--real-pairs", type=int, default=0, metavar="N",
+    ap.add_argument("--real-pairs", type=whole(0), default=0, metavar="N",
                     help="also train on the real pairs of the stacks not held out (VABD scenes, EBB train), ingested "
                          "at --size, their shard folder listed N times in data.train (its weight); 0: renders only")
-    ap.add_argument("--local-gain", type=float, default=0.0,
+    ap.add_argument("--local-gain", type=finite(), default=0.0,
                     help="ingest those real pairs with `--local-gain F` (exposure and colour matched per region)")
     ap.add_argument("--real-arg", dest="real_args", action="append", default=[],
                     help="an extra `ingest` argument for the real training pairs, e.g. --real-arg=--refine-warp=0.047")
     ap.add_argument("--test-arg", dest="test_args", action="append", default=[],
                     help="an extra `ingest` argument for the held-out real shots, e.g. --test-arg=--refine-warp=0.047")
-    ap.add_argument("--detail-band", type=float, default=16.0,
+    ap.add_argument("--detail-band", type=finite(), default=16.0,
                     help="also score in the detail band (`eval --detail-band PX`: the low-pass of output and shot "
                          "replaced by the reference's, so photometry does not count); 0: not")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="recipe override KEY=VALUE")
     args = ap.parse_args()
-    if args.out.exists():
-        sys.exit(f"{args.out}: exists; give a new folder")
+    why = not_new_folder(args.out)
+    if why is not None:
+        sys.exit(f"error: --out {why}")
     check_args(args)  # before --out is made
     exe = [sys.executable, "-m", "defocuskit"]
     env = dict(os.environ)

@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling tools
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from check_coc_estimator import correlation  # noqa: E402
-from tune_map_quantile import RECIPE, defocuskit, split_by_scene  # noqa: E402
+from tool_args import finite, whole  # noqa: E402
+from tool_folders import fresh_work  # noqa: E402
+from tune_map_quantile import RECIPE, check_hold, defocuskit, split_by_scene  # noqa: E402
 
 from defocuskit.data.reader import iter_samples  # noqa: E402
 from defocuskit.inference.coc_source import CocSource  # noqa: E402
@@ -65,10 +67,13 @@ def main() -> None:
     parser.add_argument("shards", type=Path, help="an `ingest --synthetic builtin` output")
     parser.add_argument("out", type=Path)
     parser.add_argument("--hold", default="chelsea,coffee,rocket,camera")
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--quantile", type=float, default=0.3, help="the estimator's objective.quantile")
+    parser.add_argument("--steps", type=whole(1), default=2000)
+    parser.add_argument("--quantile", type=finite(0.0, True, 1.0), default=0.3,
+                        help="the estimator's objective.quantile")
     args = parser.parse_args()
     shards, out = args.shards.resolve(), args.out.resolve()
+    check_hold(shards, args.hold.split(","), ("train", "test"))
+    fresh_work(out, ("split-*", "map-*", "*.log"), ".map_by_photo", "map_by_photo.py", "OUT")
     in_test = {photo(s["key"]) for s in iter_samples(shards, "test")}
     table = {}
     for name in args.hold.split(","):

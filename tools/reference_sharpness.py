@@ -11,6 +11,7 @@ target all the same, so a method that deblurs what the map reads as blurred ther
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -19,9 +20,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from defocuskit.data.reader import iter_samples  # noqa: E402
+from defocuskit.data.reader import iter_samples, shard_urls  # noqa: E402
 from defocuskit.eval.metrics import to_unit  # noqa: E402
 from defocuskit.imaging.blur_estimate import estimate_coc  # noqa: E402
+
+
+def photograph(key: str) -> str:
+    """The photograph of a sample key: its scene without the variant (synthetic/chelsea_v2/sharp -> chelsea,
+    vabd/test/0001/f16 -> 0001)."""
+    parts = key.split("/")
+    return re.sub(r"_v\d+$", "", parts[-2]) if len(parts) >= 2 else key
 
 
 def main() -> None:
@@ -29,14 +37,23 @@ def main() -> None:
     ap.add_argument("shards", type=Path)
     ap.add_argument("--splits", default="train,test")
     args = ap.parse_args()
+    splits = args.splits.split(",")
+    for split in splits:  # every split checked before the first is read
+        try:
+            shard_urls(args.shards, split)
+        except FileNotFoundError as exc:
+            ap.error(f"{exc}; give an ingest --out folder and --splits among its splits")
     rows: dict[tuple[str, str], list[tuple[float, float, float]]] = defaultdict(list)
-    for split in args.splits.split(","):
+    for split in splits:
         for sample in iter_samples(args.shards, split):
             if sample["blur"] is not None:
                 continue
-            photo = sample["key"].split("/")[1].split("_v")[0]
+            photo = photograph(sample["key"])
             coc = estimate_coc(to_unit(sample["sharp"]).astype(np.float32))
             rows[(split, photo)].append(((coc > 2).mean(), float(np.median(coc)), float(np.percentile(coc, 90))))
+    if not rows:  # a table of no reference is no measurement
+        sys.exit(f"error: {args.shards}: no reference (a sample with no blurred image) in split "
+                 f"{', '.join(splits)}; `ingest --synthetic` writes one per scene")
     print("| split | photograph | references | area read > 2 px | median px | 90th percentile px |")
     print("|---|---|---:|---:|---:|---:|")
     for (split, photo), values in sorted(rows.items()):

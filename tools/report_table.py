@@ -11,7 +11,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_rows(report: dict, metric: str) -> None:
+    """ValueError naming the first row that is not an eval report's: a mapping with a method, an f-number (or
+    None), a pair count and the metric for the method and the input (None where the eval had none)."""
+    for i, r in enumerate(report["rows"]):
+        if not isinstance(r, dict) or not isinstance(r.get("method"), str):
+            raise ValueError(f"row {i} has no method: not a defocuskit eval report.json")
+        missing = [k for k in ("f_number", "n", metric, f"{metric}_input") if k not in r]
+        if missing:
+            raise ValueError(f"row {i} ({r['method']}) has no {', '.join(missing)}: not a defocuskit eval report.json")
+        bad = next((k for k in ("f_number", metric, f"{metric}_input") if r[k] is not None and not _number(r[k])),
+                   None)
+        if bad is not None or not (isinstance(r["n"], int) and not isinstance(r["n"], bool)):
+            bad = bad or "n"
+            raise ValueError(f"row {i} ({r['method']}) has {bad}={r[bad]!r}, not a number")
 
 
 def table(report: dict, metric: str = "psnr", source: str | None = None) -> str:
@@ -34,8 +55,12 @@ def table(report: dict, metric: str = "psnr", source: str | None = None) -> str:
             if r is None:
                 cells.append("")
                 continue
-            gain = r[metric] - r[f"{metric}_input"]
-            cells.append(f"{r[metric]:.2f}" if m == "input" else f"{r[metric]:.2f} ({gain:+.2f})")
+            if r[metric] is None:  # not scored (an eval without this metric)
+                cells.append("-")
+                continue
+            known = r[f"{metric}_input"] is not None
+            gain = f" ({r[metric] - r[f'{metric}_input']:+.2f})" if known and m != "input" else ""
+            cells.append(f"{r[metric]:.2f}{gain}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     n = {f: cell[("input", f)]["n"] for f in columns if ("input", f) in cell}
     lines.append("")
@@ -53,6 +78,7 @@ def main() -> None:
         report = json.loads(args.report.read_text(encoding="utf-8"))
         if not isinstance(report, dict) or not isinstance(report.get("rows"), list):
             raise ValueError("no 'rows': not a defocuskit eval report.json")
+        check_rows(report, args.metric)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"error: {args.report}: {str(exc).splitlines()[0]}") from None
     print(table(report, args.metric, args.source))

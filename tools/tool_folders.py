@@ -10,15 +10,15 @@ import sys
 from pathlib import Path
 
 
-def fresh_work(work: Path, own: tuple[str, ...], mark: str, tool: str) -> None:
+def fresh_work(work: Path, own: tuple[str, ...], mark: str, tool: str, arg: str = "--work") -> None:
     """Make `work` ready for a run of `tool`: a new or empty folder, or one the tool made before (its `mark` file),
     of which only the names in `own` (glob patterns) are removed. Anything else stops the tool in one line naming
-    it: a folder of the user's is never removed."""
+    it (as the argument `arg`): a folder of the user's is never removed."""
     if work.exists():
         if not work.is_dir():
-            sys.exit(f"error: --work {work}: exists and is not a folder; give a new folder")
+            sys.exit(f"error: {arg} {work}: exists and is not a folder; give a new folder")
         if not (work / mark).is_file() and any(work.iterdir()):
-            sys.exit(f"error: --work {work}: holds files {tool} did not make (no {mark} in it); it is left as it is: "
+            sys.exit(f"error: {arg} {work}: holds files {tool} did not make (no {mark} in it); it is left as it is: "
                      "give a new or empty folder")
     for pattern in own:
         for p in sorted(work.glob(pattern)):
@@ -40,3 +40,14 @@ def foreign_results(path: Path, keys: set[str], tool: str) -> str | None:
     except (OSError, ValueError, TypeError):
         ours = False
     return None if ours else f"{path}: exists and was not written by {tool}; it is left as it is: give another --out"
+
+
+def not_new_folder(path: Path) -> str | None:
+    """Why `path` cannot become a new folder of a tool's outputs (it exists, or a file stands where a folder above
+    it must be); None where it can."""
+    if path.exists() or path.is_symlink():
+        return f"{path}: exists; give a new folder"
+    above = path.absolute().parent
+    while not (above.exists() or above.is_symlink()):
+        above = above.parent
+    return None if above.is_dir() else f"{path}: {above} is a file, not a folder; give a new folder"

@@ -25,6 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from tool_args import number_list, whole  # noqa: E402  (same folder)
+from tool_folders import fresh_work  # noqa: E402
+
 from defocuskit.data.reader import shard_urls  # noqa: E402
 
 RECIPE = "recipes/defocus-map-tiny.yaml"
@@ -46,6 +49,42 @@ def split_by_scene(shards: Path, hold: list[str], out: Path) -> dict[str, int]:
     if not counts["test"]:
         raise SystemExit(f"--hold {','.join(hold)}: no pair of {shards}'s train split belongs to these scenes")
     return counts
+
+
+def scenes(shards: Path, split: str) -> set[str]:
+    """The built-in scene names of a split's samples (synthetic/<name>[_vN]/...), read from the shards' member
+    names; SystemExit naming SHARDS where it has no such split."""
+    try:
+        urls = shard_urls(shards, split)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: SHARDS {exc}: give an `ingest --synthetic builtin` output") from None
+    found = set()
+    for url in urls:
+        with tarfile.open(url) as tar:
+            found.update(n.split("/")[1].split("_v")[0] for n in tar.getnames() if n.startswith("synthetic/"))
+    return found
+
+
+def check_hold(shards: Path, hold: list[str], splits: tuple[str, ...]) -> None:
+    """SystemExit in one line where a --hold name is no built-in scene of these splits of SHARDS (before any
+    estimator is trained: a later name was found missing only after the earlier ones had trained)."""
+    known = set().union(*(scenes(shards, split) for split in splits))
+    wrong = [name for name in hold if name not in known]
+    if wrong:
+        raise SystemExit(f"error: --hold {','.join(hold)}: {wrong[0]!r} is no scene of {shards}'s "
+                         f"{'/'.join(splits)} split (scenes: {', '.join(sorted(known)) or 'none'})")
+
+
+def check_model(path: Path, method: str, arg: str) -> None:
+    """SystemExit in one line where `path` is not a model file of `method`."""
+    from defocuskit.io.modelfile import read_model_metadata
+
+    try:
+        found = read_model_metadata(path)["method"]
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: {arg} {exc}") from None
+    if found != method:
+        raise SystemExit(f"error: {arg} {path}: a '{found}' model, not a '{method}' one")
 
 
 def defocuskit(*args: str, log: Path) -> None:
@@ -73,12 +112,16 @@ def main() -> None:
     parser.add_argument("shards", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--hold", default="coffee,astronaut", help="scenes held out of the estimator's training")
-    parser.add_argument("--quantiles", default="0.3,0.15,0.05")
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--quantiles", type=number_list(0.0, True, 1.0), default="0.3,0.15,0.05")
+    parser.add_argument("--steps", type=whole(1), default=2000)
     parser.add_argument("--hidd", type=Path, default=None, help="a HIDD model file to score with each map")
     parser.add_argument("--set", nargs="*", default=[], help="sampler overrides for HIDD (eval --set)")
     args = parser.parse_args()
     out = args.out.resolve()
+    check_hold(args.shards.resolve(), args.hold.split(","), ("train",))
+    if args.hidd is not None:
+        check_model(args.hidd, "hidd", "--hidd")
+    fresh_work(out, ("split", "maps", "eval"), ".tune_map_quantile", "tune_map_quantile.py", "OUT")
     split = out / "split"
     counts = split_by_scene(args.shards.resolve(), args.hold.split(","), split)
     print(f"held out {args.hold}: {counts['test']} members; estimator trains on {counts['train']}", flush=True)
