@@ -36,15 +36,22 @@ def _focus_and_focal_mm(focus_distance_m: float, focal_length_mm: float) -> tupl
 def signed_coc_diameter_mm(
     f_number: float, focal_length_mm: float, focus_distance_m: float, depth_m: float | np.ndarray
 ) -> float | np.ndarray:
-    """Signed blur-circle diameter on the sensor: negative in front of the focus plane, positive behind it."""
+    """Signed blur-circle diameter on the sensor: negative in front of the focus plane, positive behind it. A focus
+    or a depth at infinity (np.inf) gives the limit: focused at infinity, c = -A f / d; a depth at infinity,
+    A f / (s - f) (coc_at_infinity_px)."""
     _check_positive("f_number", f_number)
     _check_positive("focal_length_mm", focal_length_mm)
     _check_positive("depth_m", depth_m)
     s, f = _focus_and_focal_mm(focus_distance_m, focal_length_mm)
     d = np.asarray(depth_m, dtype=np.float64) * 1000.0
     aperture = f / float(f_number)  # entrance-pupil diameter A = f / N
-    # Thin lens (1/f = 1/s + 1/s'): blur circle c = A * (d - s) / d * f / (s - f)
-    c = aperture * (d - s) / d * f / (s - f)
+    # Thin lens (1/f = 1/s + 1/s'): blur circle c = A * (d - s) / d * f / (s - f); its limits at infinity:
+    # c = -A f / d focused at infinity (s -> inf), c = A f / (s - f) for a depth at infinity (d -> inf)
+    if np.isinf(s):
+        c = -aperture * f / d
+    else:
+        with np.errstate(invalid="ignore"):
+            c = np.where(np.isinf(d), aperture * f / (s - f), aperture * (d - s) / d * f / (s - f))
     return float(c) if c.ndim == 0 else c
 
 

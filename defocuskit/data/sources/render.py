@@ -229,7 +229,9 @@ def unit_coc(values: np.ndarray, focus: float, opts: IngestOptions) -> np.ndarra
     kind = opts.render_depth_kind
     if kind == "metric":
         depth_m = np.maximum(values * float(opts.render_metric_scale), 1e-3)
-        focus_m = max(focus * float(opts.render_metric_scale), 2e-3 * opts.render_focal_length_mm)
+        # the focus as given: any distance beyond the focal length images (a focus at or before it has no real
+        # image: signed_coc_diameter_mm's ValueError, this photo's reject line)
+        focus_m = focus * float(opts.render_metric_scale)
         pitch = pixel_pitch_um(opts.render_sensor_width_mm, values.shape[1])
         mm = signed_coc_diameter_mm(1.0, opts.render_focal_length_mm, focus_m, depth_m)
         return (np.asarray(mm) * 1000.0 / pitch).astype(np.float32)
@@ -256,7 +258,10 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str, opts: IngestOptions) -
     values = read_depth(paths["depth"], shape, opts.render_depth_colormap, photo.shape)
     mask = read_mask(paths["focal"], shape, photo.shape) if "focal" in paths else None
     focus = choose_focus(values, opts.render_focus, mask, int(opts.seed), stem, paths.get("focal"))
-    unit = unit_coc(values, focus, opts)
+    try:
+        unit = unit_coc(values, focus, opts)
+    except ValueError as exc:  # metric: a focus at or before the focal length
+        raise RejectError(paths["depth"], f"focus {focus:.4g}: {exc}") from None
     if not np.abs(unit).max() >= 1e-3:  # under a thousandth of a pixel at f/1 everywhere: no blur to render
         raise RejectError(paths["depth"], f"one depth value ({focus:.4g}) everywhere, where the focus is: every "
                                           "aperture would render the photo unchanged (a blank depth map?)")
