@@ -141,6 +141,8 @@ SCHEMA: dict[str, Field | dict[str, Field]] = {
     "f_number": Field("float", "f-number of the blurred shot (of the reference in a sharp-only sample)"),
     "ref_f_number": Field("float", "f-number of the sharp reference"),
     "focal_length_mm": Field("float", "focal length in mm"),
+    "sensor_width_mm": Field("float", "width in mm of the sensor area the image covers (the thin lens's pixel pitch = "
+                                      "this / width; unknown: optics.coc_from_metadata assumes 36 mm, full frame)"),
     "exposure_s": Field("float", "exposure time in seconds"),
     "iso": Field("int", "ISO sensitivity"),
     "camera": Field("str", "camera make and model"),

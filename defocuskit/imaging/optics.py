@@ -105,18 +105,20 @@ def pixel_pitch_um(sensor_width_mm: float, image_width_px: int) -> float:
 # Assumptions where the metadata is silent (stated wherever they are used).
 DEFAULT_FOCAL_LENGTH_MM = 50.0
 DEFAULT_FOCUS_DISTANCE_M = 2.0
-DEFAULT_SENSOR_WIDTH_MM = 36.0  # full-frame equivalent: pixel pitch = 36 mm / image width
+DEFAULT_SENSOR_WIDTH_MM = 36.0  # full-frame width: pixel pitch = 36 mm / image width where the sensor is unknown
 
 COC_FROM_METADATA = (
     "the thin-lens CoC of a background at infinity, optics.coc_at_infinity_px(f_number, focal_length_mm, "
     f"focus_distance_m, pitch), with focal length {DEFAULT_FOCAL_LENGTH_MM:g} mm and focus distance "
-    f"{DEFAULT_FOCUS_DISTANCE_M:g} m where the metadata has none, and pitch = {DEFAULT_SENSOR_WIDTH_MM:g} mm "
-    "(full-frame width) / image width"
+    f"{DEFAULT_FOCUS_DISTANCE_M:g} m where the metadata has none, and pitch = sensor_width_mm (the metadata's; "
+    f"{DEFAULT_SENSOR_WIDTH_MM:g} mm, full frame, where it has none) / image width"
 )
 
 
 def coc_from_metadata(meta: dict, width: int) -> float:
-    """One CoC diameter (pixels) for a whole shot from its f-number and optics (see COC_FROM_METADATA)."""
+    """One CoC diameter (pixels) for a whole shot from its f-number and optics (see COC_FROM_METADATA): the camera's
+    own sensor width where `meta["sensor_width_mm"]` knows it, else DEFAULT_SENSOR_WIDTH_MM (36 mm, full frame:
+    an APS-C camera or a phone then gets a CoC too small by its crop factor)."""
     f_number = meta.get("f_number")
     if f_number is None:
         raise ValueError(f"sample '{meta.get('scene') or meta.get('key') or '?'}' has no f_number")
@@ -124,7 +126,10 @@ def coc_from_metadata(meta: dict, width: int) -> float:
     distance = float(meta.get("focus_distance_m") or DEFAULT_FOCUS_DISTANCE_M)
     if distance * 1000.0 <= focal:
         distance = DEFAULT_FOCUS_DISTANCE_M
-    pitch = pixel_pitch_um(DEFAULT_SENSOR_WIDTH_MM, width)
+    sensor = meta.get("sensor_width_mm")
+    known = isinstance(sensor, (int, float)) and not isinstance(sensor, bool) and bool(np.isfinite(sensor))
+    known = known and sensor > 0
+    pitch = pixel_pitch_um(float(sensor) if known else DEFAULT_SENSOR_WIDTH_MM, width)
     return float(coc_at_infinity_px(float(f_number), focal, distance, pitch))
 
 

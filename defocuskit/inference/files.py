@@ -42,7 +42,7 @@ def _f_number_meta(path: Path, f_number: float | None) -> dict[str, Any]:
         exif = read_exif(path)
     except ImageError:
         exif = {}
-    meta = {k: exif.get(k) for k in ("f_number", "focal_length_mm", "focus_distance_m")}
+    meta = {k: exif.get(k) for k in ("f_number", "focal_length_mm", "sensor_width_mm", "focus_distance_m")}
     if f_number is not None:
         meta["f_number"] = float(f_number)
     return meta

@@ -27,8 +27,8 @@ RAW_SETTINGS: dict[str, Any] = {
     "half_size": False,
 }
 
-EXIF_KEYS = ("f_number", "exposure_s", "iso", "focal_length_mm", "camera", "lens", "focus_distance_m", "datetime",
-             "f_number_text")
+EXIF_KEYS = ("f_number", "exposure_s", "iso", "focal_length_mm", "sensor_width_mm", "camera", "lens",
+             "focus_distance_m", "datetime", "f_number_text")
 
 _EXIF_TIME_FORMAT = "%Y:%m:%d %H:%M:%S"
 # Tags are looked up in the EXIF sub-IFD first, then in IFD0 (TIFF/EP and some DNG writers put them there).
@@ -42,6 +42,21 @@ _TAGS = {
     "focus_distance_m": ("EXIF SubjectDistance", "Image SubjectDistance"),
     "datetime": ("EXIF DateTimeOriginal", "Image DateTimeOriginal", "EXIF DateTimeDigitized", "Image DateTime"),
 }
+# The sensor width, which EXIF does not record as such, from one of (EXIF 2.3, CIPA DC-008):
+# - FocalLengthIn35mmFilm (0xA405): the focal length giving the same angle of view on a 36 x 24 mm frame, so
+#   width = 36 mm x FocalLength / FocalLengthIn35mmFilm (exact for a 3:2 sensor; makers that match the diagonal
+#   give a 4:3 phone sensor a width a few per cent too wide); it does not change when the image is resized;
+# - FocalPlaneXResolution (0xA20E) pixels per FocalPlaneResolutionUnit (0xA210: 2 inch, 3 cm, 4 mm, 5 um) with
+#   the image width PixelXDimension (0xA002, exifread's ExifImageWidth): width = pixels / resolution.
+_SENSOR_TAGS = {
+    "equivalent": ("EXIF FocalLengthIn35mmFilm", "Image FocalLengthIn35mmFilm"),
+    "resolution": ("EXIF FocalPlaneXResolution", "Image FocalPlaneXResolution"),
+    "unit": ("EXIF FocalPlaneResolutionUnit", "Image FocalPlaneResolutionUnit"),
+    "width": ("EXIF ExifImageWidth",),
+}
+_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
+FULL_FRAME_WIDTH_MM = 36.0
+SENSOR_WIDTH_RANGE_MM = (1.0, 100.0)  # a phone's few mm to medium format; outside it the tags are wrong
 # an FNumber some writers store as text: '2.8', 'f2.8', 'f/2.8', 'F/2.8'
 _F_NUMBER_TEXT = re.compile(r"(?:[fF]/?)?(\d+(?:\.\d*)?|\.\d+)")
 _MAGIC = (b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"\x89PNG", b"BM", b"RIFF")
@@ -178,14 +193,37 @@ def _exif_tags(path: Path) -> dict:
         raise ImageError(path, f"corrupt EXIF header ({type(exc).__name__}: {exc})") from exc
 
 
-def _rawpy_fallback(path: Path, exif: dict[str, Any]) -> None:
-    """Fill missing EXIF fields from LibRaw's parsed metadata (rawpy's `other` and `lens`)."""
+def sensor_width_mm(tags: dict, focal_length_mm: float | None, width_px: float | None = None) -> float | None:
+    """The sensor width (mm) the EXIF `tags` (exifread's) imply (see _SENSOR_TAGS), None where they do not give a
+    plausible one; `width_px`: the image width where the tags lack PixelXDimension."""
+    low, high = SENSOR_WIDTH_RANGE_MM
+    equivalent = _first(tags, _SENSOR_TAGS["equivalent"])
+    equivalent = _number(equivalent) if equivalent is not None else None
+    if focal_length_mm and equivalent and equivalent > 0:
+        width = FULL_FRAME_WIDTH_MM * float(focal_length_mm) / equivalent
+        if low <= width <= high:
+            return round(width, 4)
+    resolution, unit = (_first(tags, _SENSOR_TAGS[k]) for k in ("resolution", "unit"))
+    resolution = _number(resolution) if resolution is not None else None
+    unit_mm = _UNIT_MM.get(round(_number(unit) or 0)) if unit is not None else _UNIT_MM[2]  # the standard's default
+    pixels = _first(tags, _SENSOR_TAGS["width"])
+    pixels = _number(pixels) if pixels is not None else width_px
+    if resolution and resolution > 0 and unit_mm and pixels and pixels > 0:
+        width = float(pixels) / resolution * unit_mm
+        if low <= width <= high:
+            return round(width, 4)
+    return None
+
+
+def _rawpy_fallback(path: Path, exif: dict[str, Any], tags: dict) -> None:
+    """Fill missing EXIF fields from LibRaw's parsed metadata (rawpy's `other`, `lens` and `sizes`)."""
     import rawpy
 
     try:
         with rawpy.imread(str(path)) as raw:
             other = raw.other
             lens = raw.lens
+            width_px = raw.sizes.width
     except (rawpy.LibRawError, OSError, ValueError) as exc:
         reason = f"LibRaw cannot open it: corrupt, truncated or not a RAW file ({_libraw_reason(exc)})"
         raise ImageError(path, reason) from exc
@@ -202,10 +240,14 @@ def _rawpy_fallback(path: Path, exif: dict[str, Any]) -> None:
         exif["lens"] = lens.model.strip() or None
     if exif["datetime"] is None and other.timestamp is not None and other.timestamp.year > 1970:
         exif["datetime"] = other.timestamp
+    if exif["sensor_width_mm"] is None:
+        exif["sensor_width_mm"] = sensor_width_mm(tags, exif["focal_length_mm"], width_px)
 
 
 def read_exif(path: str | Path) -> dict[str, Any]:
-    """The shot's EXIF: f_number, exposure_s, iso, focal_length_mm, camera, lens, focus_distance_m, datetime.
+    """The shot's EXIF: f_number, exposure_s, iso, focal_length_mm, sensor_width_mm (from the tags of
+    `sensor_width_mm`), camera,
+    lens, focus_distance_m, datetime.
 
     Missing values are None; rationals are floats; datetime is a `datetime`. An FNumber stored as text
     ('f/2.8', 'F2.8', '2.8') is read as its number; text that is not one is kept in f_number_text (else None).
@@ -238,6 +280,7 @@ def read_exif(path: str | Path) -> dict[str, Any]:
     exif["lens"] = _text(_first(tags, _TAGS["lens"]))
     exif["camera"] = _camera(_text(tags.get("Image Make")), _text(tags.get("Image Model")))
     exif["datetime"] = _parse_time(_text(_first(tags, _TAGS["datetime"])))
+    exif["sensor_width_mm"] = sensor_width_mm(tags, exif["focal_length_mm"])
     if is_raw(path):
-        _rawpy_fallback(path, exif)
+        _rawpy_fallback(path, exif, tags)
     return exif

@@ -28,6 +28,7 @@ EXPECTED = "{train,test}/{input,target}/"
 USES = "input/, target/ (depth/, focal/ ignored)"
 F_NUMBER, REF_F_NUMBER = 1.8, 16.0
 CAMERA, FOCAL_LENGTH_MM = "Canon 7D", 50.0
+SENSOR_WIDTH_MM = 22.3  # the EOS 7D's APS-C sensor (22.3 x 14.9 mm)
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
 
@@ -61,7 +62,8 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
 
 def _task(root: Path, split: str, stem: str, ref: Path, blur: Path | None, opts: IngestOptions) -> Task:
     scene = key_part(stem)
-    base = {"camera": CAMERA, "focal_length_mm": FOCAL_LENGTH_MM, "blur_type": "defocus",
+    base = {"camera": CAMERA, "focal_length_mm": FOCAL_LENGTH_MM, "sensor_width_mm": SENSOR_WIDTH_MM,
+            "blur_type": "defocus",
             "ref_f_number": REF_F_NUMBER}
     if blur is None:
         return Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f16", {"sharp": str(ref)},

@@ -59,7 +59,7 @@ SPLITS = ("train", "test")
 FOLDERS = ("blur", "sharp")
 EXPECTED = "{blur,sharp}/ or {train,test}/{blur,sharp}/"
 USES = "blur/, sharp/"
-_SHOT_META = ("exposure_s", "iso", "focal_length_mm", "camera", "lens", "focus_distance_m")
+_SHOT_META = ("exposure_s", "iso", "focal_length_mm", "sensor_width_mm", "camera", "lens", "focus_distance_m")
 
 
 @dataclass

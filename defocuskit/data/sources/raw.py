@@ -58,7 +58,8 @@ SHOT_EXTENSIONS = RAW_EXTENSIONS | RASTER_EXTENSIONS
 # photo formats the sources cannot decode: rejected by name rather than ignored (a GIF: 256 colours, often animated)
 UNSUPPORTED_EXTENSIONS = {".heic", ".heif", ".hif", ".avif", ".jxl", ".jp2", ".j2k", ".gif"}
 _NUMBERED = re.compile(r"(\D*)(\d+)")  # a camera's file name: a prefix and the shot counter ('IMG_0042')
-_SHOT_META = ("f_number", "exposure_s", "iso", "focal_length_mm", "camera", "lens", "focus_distance_m")
+_SHOT_META = ("f_number", "exposure_s", "iso", "focal_length_mm", "sensor_width_mm", "camera", "lens",
+              "focus_distance_m")
 
 
 @dataclass(frozen=True)

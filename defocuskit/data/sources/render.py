@@ -303,6 +303,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         source=NAME, split=task.split, scene=task.scene, f_number=f_number,
         ref_f_number=float(opts.render_ref_f_number),
         focal_length_mm=float(opts.render_focal_length_mm) if metric else None,
+        sensor_width_mm=float(opts.render_sensor_width_mm) if metric else None,
         focus_distance_m=round(focus * float(opts.render_metric_scale), 4) if metric else None,
         camera=CAMERA, blur_type="defocus", bit_depth=bits, height=int(sharp.shape[0]), width=int(sharp.shape[1]),
         align={"method": "none", "score": 1.0, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]},

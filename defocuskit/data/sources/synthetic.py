@@ -30,6 +30,7 @@ import numpy as np
 from defocuskit.data.metadata import empty_meta
 from defocuskit.data.render import (
     PHOTOS,
+    SENSOR_WIDTH_MM,
     Scene,
     builtin_scene,
     builtin_scene_names,
@@ -91,7 +92,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
         split = "test" if photo_of(scene) in held else "train"
         rendered = builtin_scene(scene, int(opts.synthetic_size), int(opts.seed))  # ~0.05 s: depth layout, focus
         base = {"ref_f_number": float(opts.synthetic_ref_f_number), "camera": CAMERA, "blur_type": "defocus",
-                "focal_length_mm": rendered.focal_length_mm,
+                "focal_length_mm": rendered.focal_length_mm, "sensor_width_mm": SENSOR_WIDTH_MM,
                 "focus_distance_m": round(rendered.focus_distance_m, 4),
                 "origin": [f"skimage.data/{photo_of(scene)}"]}
         for f_number in (*opts.synthetic_f_numbers, None):
@@ -145,7 +146,8 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         source=NAME, split=task.split, scene=scene,
         f_number=None if f_number is None else float(f_number),
         ref_f_number=float(opts.synthetic_ref_f_number),
-        focal_length_mm=camera["focal_length_mm"], focus_distance_m=round(camera["focus_distance_m"], 4),
+        focal_length_mm=camera["focal_length_mm"], sensor_width_mm=camera["sensor_width_mm"],
+        focus_distance_m=round(camera["focus_distance_m"], 4),
         camera=CAMERA, lens=f"{camera['focal_length_mm']:g} mm thin lens", blur_type="defocus",
         bit_depth=depth, height=int(sharp.shape[0]), width=int(sharp.shape[1]),
         align=align,

@@ -35,6 +35,7 @@ IGNORED = ("depth", "focal")
 EXPECTED = "{train,test}/{input,8,2_8,1_8}/"
 USES = "input/, 8/, 2_8/, 1_8/ (depth/, focal/ ignored)"
 CAMERA, FOCAL_LENGTH_MM = "Canon EOS 70D", 50.0
+SENSOR_WIDTH_MM = 22.5  # the EOS 70D's APS-C sensor (22.5 x 15.0 mm); the JPEGs carry no EXIF
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
 
@@ -75,7 +76,8 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
 def _scene_tasks(root: Path, split: str, stem: str, ref: Path, shots: dict[str, dict[str, Path]],
                  opts: IngestOptions) -> Iterator[Task]:
     scene = key_part(stem)
-    base = {"camera": CAMERA, "focal_length_mm": FOCAL_LENGTH_MM, "blur_type": "defocus",
+    base = {"camera": CAMERA, "focal_length_mm": FOCAL_LENGTH_MM, "sensor_width_mm": SENSOR_WIDTH_MM,
+            "blur_type": "defocus",
             "ref_f_number": REF_F_NUMBER}
     yield Task(NAME, split, scene, f"{NAME}/{split}/{scene}/f16", {"sharp": str(ref)},
                {**base, "f_number": REF_F_NUMBER, "origin": [relpath(ref, root)]}, {})
