@@ -366,10 +366,10 @@ def _coc_band(source: float | str | np.ndarray | DeblurModel | tuple | None, ban
     if isinstance(source, tuple):  # (map model or "edge", f-number, the whole image's long side, K): bounded
         estimate, f_number, long_side, bound = source
         return optics.bound_coc(_coc_band(estimate, band, r0, r1), f_number, bound, long_side)
-    if isinstance(source, str):  # "edge"
-        from defocuskit.imaging.blur_estimate import estimate_coc
+    if isinstance(source, str):  # "edge": gray read as RGB, as deblur and eval read it
+        from defocuskit.inference.coc_source import edge_coc
 
-        return estimate_coc(band[:, :, 0] if band.shape[2] == 1 else band)
+        return edge_coc(band)
     if isinstance(source, DeblurModel):
         return source._estimate(band)
     if isinstance(source, np.ndarray):

@@ -275,3 +275,25 @@ def test_a_models_own_gate_is_the_default_of_the_api_eval_and_deblur(setup: Path
     assert records[0]["focus_gate"] == 3.0 and records[0]["focus_gate_from"] == "recipe"
     assert records[0]["coc"]["source"] == "edge"
     assert records[1]["focus_gate"] is None and records[1]["coc"] is None
+
+
+def test_a_gray_image_is_gated_by_the_same_edge_map_in_the_api_as_in_deblur(setup: Path, tmp_path: Path) -> None:
+    """The edge estimate reads a gray image as RGB in the API as `deblur` and eval do (the API once fed it the gray
+    plane, whose map differs: outputs 3-21 levels apart)."""
+    from typer.testing import CliRunner
+
+    import defocuskit
+    from defocuskit.cli.app import app
+    from defocuskit.io.images import write_image
+
+    sample = next(s for s in iter_samples(setup / "shards", "test") if s.get("blur") is not None)
+    gray = sample["blur"][:, :, 1]
+    write_image(tmp_path / "in" / "gray.png", gray)
+    model = str(setup / "naf" / "model.safetensors")
+    done = CliRunner().invoke(app, ["deblur", str(tmp_path / "in"), "--checkpoint", model, "--out",
+                                    str(tmp_path / "out"), "--device", "cpu", "--coc", "edge", "--focus-gate", "3"])
+    assert done.exit_code == 0, done.output
+    written = read_image(tmp_path / "out" / "gray.png")[:, :, 0]  # gray written as gray, read as RGB
+    api = defocuskit.load(model, device="cpu").deblur(gray, coc="edge", focus_gate=3)
+    assert api.dtype == gray.dtype and api.shape == gray.shape
+    assert np.array_equal(api, written)

@@ -33,6 +33,14 @@ DESCRIPTIONS = {
 }
 
 
+def edge_coc(image: np.ndarray) -> np.ndarray:
+    """The training-free edge estimate (imaging.blur_estimate.estimate_coc) of a float (H, W, 3) or gray (H, W, 1)
+    image, gray read as RGB, as every CoC source reads it: the same map from deblur, eval and the Python API."""
+    from defocuskit.imaging.blur_estimate import estimate_coc  # OpenCV only when the source is used
+
+    return estimate_coc(np.repeat(image, 3, axis=2) if image.ndim == 3 and image.shape[2] == 1 else image)
+
+
 class CocError(ValueError):
     """A CoC source that cannot give a map; the message names the option and the sample or file."""
 
@@ -118,10 +126,8 @@ class CocSource:
             return np.full((h, w), value, np.float32)
         if self._last is not None and self._last[0] == name and self._last[1] is image:
             return self.bounded(self._last[2], meta)
-        if self.kind == "edge":  # imported here, as restore below: OpenCV only when the source is used
-            from defocuskit.imaging.blur_estimate import estimate_coc
-
-            coc = estimate_coc(image)
+        if self.kind == "edge":
+            coc = edge_coc(image)
         else:
             from defocuskit.inference.restore import restore_image
 
