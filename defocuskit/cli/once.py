@@ -44,7 +44,17 @@ def say_error(message: str) -> None:
                     return
         except Exception:  # noqa: BLE001 (no word from the main process in time: this process says its error)
             pass
-    print(f"error: {message}", file=sys.stderr)
+    _say(f"error: {message}\n")
+
+
+def _say(line: str) -> None:
+    """`line` on stderr in one write: two processes failing at once must not run their lines together."""
+    try:
+        sys.stderr.flush()
+        os.write(sys.stderr.fileno(), line.encode("utf-8", "replace"))
+    except (AttributeError, OSError, ValueError):  # a captured stderr (no file descriptor)
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
