@@ -342,16 +342,22 @@ def test_tiny_recipe_trains_both_stages_and_feeds_pseudo_coc(shards: Path, tmp_p
     assert read_manifest(other)["counts"]["samples"] == len(pairs)
 
 
-def test_pseudo_coc_never_writes_over_its_input_shard_named_inside_out(shards: Path, tmp_path: Path) -> None:
-    from defocuskit.cli.pseudo_coc import write_pseudo_coc
+def jdrl_model_file(path: Path) -> Path:
+    """A jdrl-tiny model file with the network's initial weights at `path`."""
     from defocuskit.config.recipe import recipe_to_dict
     from defocuskit.io.modelfile import save_model
     from defocuskit.methods.recipes import load_recipe
 
     recipe = load_recipe("jdrl-tiny")
-    model = tmp_path / "jdrl.safetensors"
-    save_model(model, get_method("jdrl").build(recipe.model, recipe.objective, False).state_dict(), "jdrl",
+    save_model(path, get_method("jdrl").build(recipe.model, recipe.objective, False).state_dict(), "jdrl",
                recipe_to_dict(recipe))
+    return path
+
+
+def test_pseudo_coc_never_writes_over_its_input_shard_named_inside_out(shards: Path, tmp_path: Path) -> None:
+    from defocuskit.cli.pseudo_coc import write_pseudo_coc
+
+    model = jdrl_model_file(tmp_path / "jdrl.safetensors")
     folder = tmp_path / "shards"
     shutil.copytree(shards, folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}

@@ -7,11 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from defocuskit.config.recipe import recipe_to_dict
-from defocuskit.io.modelfile import save_model
-from defocuskit.methods import get_method
-from defocuskit.methods.recipes import load_recipe
+from test_jdrl import jdrl_model_file
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +34,7 @@ def blur_only_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_shards_without_pairs_are_refused_before_any_work(blur_only_shards: Path, tmp_path: Path) -> None:
     from defocuskit.cli.pseudo_coc import write_pseudo_coc
 
-    recipe = load_recipe("jdrl-tiny")
-    model = tmp_path / "jdrl.safetensors"
-    save_model(model, get_method("jdrl").build(recipe.model, recipe.objective, False).state_dict(), "jdrl",
-               recipe_to_dict(recipe))
+    model = jdrl_model_file(tmp_path / "jdrl.safetensors")
     out = tmp_path / "coc"
     with pytest.raises(ValueError, match=r"^--shards .*: no paired sample \(blur.png with sharp.png\)"):
         write_pseudo_coc(model, blur_only_shards, out)
