@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import defocuskit
+from defocuskit.api.coc import camera as _camera
 from defocuskit.api.coc import coc_band as _coc_band
 from defocuskit.api.coc import coc_sources as _coc_sources
 from defocuskit.api.coc import lens_f_number as _lens_f_number
@@ -141,8 +142,9 @@ class DeblurModel:
     def deblur(self, image: Image, *, steps: int | None = None, sampler: str | None = None, seed: int = 0,
                tile: int | None = None, overlap: int | None = None, max_tile_pixels: int | None = None,
                batch: int | None = None, coc: Image | DeblurModel | str | None = None, f_number: float | None = None,
-               coc_bound: float | None = None, focus_gate: float | None = None, ensemble: int = 1,
-               progress: bool = False,
+               sensor_width_mm: float | None = None, focal_length_mm: float | None = None,
+               focus_distance_m: float | None = None, coc_bound: float | None = None, focus_gate: float | None = None,
+               ensemble: int = 1, progress: bool = False,
                gate_smooth: float = GATE_SMOOTH_PX, **sampler_settings: Any) -> Image:
         """Deblur `image`; returns the same container type, dtype, shape and device (integers rounded, floats clipped
         to [0, 1]).
@@ -152,8 +154,12 @@ class DeblurModel:
         image by image, each as a single call would. `steps`, `sampler` (a name) and any sampler setting as a
         keyword (`zeta=0.5`) change the sampler, checked like `--set sampler.KEY=VALUE`. A sampler that
         needs a circle-of-confusion map takes `coc`: a map in pixels ((H, W), (1, H, W) or (B, 1, H, W)) or a
-        defocus-map DeblurModel, "edge" (training-free, imaging.blur_estimate), or `f_number` (one CoC per image from
-        the thin lens); `f_number` beside a defocus-map model bounds its map (`coc_map`), and `coc_bound` K (as
+        defocus-map DeblurModel, "edge" (training-free, imaging.blur_estimate), or `f_number` (one CoC per image:
+        the thin lens's of a background at infinity, optics.coc_from_metadata, for the camera of `sensor_width_mm`
+        (the width of the sensor area the image covers, 1 to 100; default 36, full frame: an APS-C or phone image
+        then gets a CoC too small by its crop factor), `focal_length_mm` (1 to 2000; default 50) and
+        `focus_distance_m` (0.01 to 10000, beyond the focal length; default 2)); `f_number` beside a defocus-map
+        model bounds its map (`coc_map`), and `coc_bound` K (as
         `--coc-bound`; 0: none; None: a map model's own) bounds a map model's or "edge" to K x the long side / N.
         `focus_gate` (pixels) weighs the model's change by the `coc` map, min(1, |CoC| / focus_gate) per pixel
         (imaging.focus_gate): what the map reads as in focus is returned as given but for the change's low-pass (a
@@ -190,7 +196,9 @@ class DeblurModel:
                     else "focus_gate= needs")
             raise ValueError(f"{what} a circle-of-confusion map: pass coc= (a map in pixels, a defocus-map model "
                              "from defocuskit.load, or \"edge\") or f_number=")
-        sources = _coc_sources(coc, f_number, raw.shape[:3], coc_bound)
+        lens = _camera({"sensor_width_mm": sensor_width_mm, "focal_length_mm": focal_length_mm,
+                        "focus_distance_m": focus_distance_m})
+        sources = _coc_sources(coc, f_number, raw.shape[:3], coc_bound, lens)
         options = tiling_keywords(tile, overlap, max_tile_pixels, batch, progress)
         dtype = output_dtype(layout)
 

@@ -12,6 +12,15 @@ from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.imaging import optics
 from defocuskit.inference.arrays import Image, plain_tensor
 from defocuskit.inference.keywords import real
+from defocuskit.io.raw import SENSOR_WIDTH_RANGE_MM
+
+# the camera keywords of deblur's f_number= CoC (the shard metadata keys optics.coc_from_metadata reads): (lowest,
+# highest, the words of the range); not given: optics' defaults (36 mm full frame, 50 mm, 2 m)
+CAMERA: dict[str, tuple[float, float, str]] = {
+    "sensor_width_mm": (*SENSOR_WIDTH_RANGE_MM, "a sensor width a camera has, {low:g} to {high:g} mm"),
+    "focal_length_mm": (1.0, 2000.0, "a focal length a lens has, {low:g} to {high:g} mm"),
+    "focus_distance_m": (0.01, 10000.0, "a focus distance, {low:g} to {high:g} m, beyond the focal length"),
+}
 
 
 @runtime_checkable
@@ -25,12 +34,36 @@ class MapModel(Protocol):
     def _estimate(self, x: np.ndarray) -> np.ndarray: ...
 
 
+def camera(given: dict[str, object]) -> dict[str, float]:
+    """The camera keywords given (not None) as the metadata optics.coc_from_metadata reads, each a finite number in
+    its CAMERA range and the focus beyond the focal length; else a one-line ValueError naming the keyword."""
+    meta = {}
+    for key, value in given.items():
+        if (number := real(key, value)) is None:
+            continue
+        low, high, words = CAMERA[key]
+        if not low <= number <= high:
+            raise ValueError(f"{key}={value!r}: not {words.format(low=low, high=high)}")
+        meta[key] = number
+    focal = meta.get("focal_length_mm", optics.DEFAULT_FOCAL_LENGTH_MM)
+    focus = meta.get("focus_distance_m", optics.DEFAULT_FOCUS_DISTANCE_M)
+    if focus * 1000.0 <= focal:
+        named = "focus_distance_m" if "focus_distance_m" in meta else "focal_length_mm"
+        raise ValueError(f"{named}={given[named]!r}: the focus ({focus:g} m) must lie beyond the focal length "
+                         f"({focal:g} mm){'' if named == 'focus_distance_m' else '; give focus_distance_m='}")
+    return meta
+
+
 def coc_sources(coc: Image | MapModel | None, f_number: float | None, size: tuple[int, int, int],
-                 bound: float | None = None) -> list[float | np.ndarray | MapModel | tuple | None]:
-    """Per image of a (B, H, W) batch where its CoC map comes from: a constant (pixels, from `f_number`), an
-    (H, W) float32 map, a defocus-map model or "edge" to run on each band (as a tuple with the f-number, the long
-    side and the bound K where the map is bounded), or None without a source."""
+                bound: float | None = None, lens: dict[str, float] | None = None
+                ) -> list[float | np.ndarray | MapModel | tuple | None]:
+    """Per image of a (B, H, W) batch where its CoC map comes from: a constant (pixels, from `f_number` and the
+    camera `lens`, see camera()), an (H, W) float32 map, a defocus-map model or "edge" to run on each band (as a
+    tuple with the f-number, the long side and the bound K where the map is bounded), or None without a source."""
     n, h, w = size
+    if lens and (coc is not None or f_number is None):
+        raise ValueError(f"{next(iter(lens))}= is for the thin-lens CoC of f_number= (without coc=); "
+                         "here it would not be used")
     estimated = isinstance(coc, (MapModel, str))
     if coc is not None and f_number is not None and not estimated:
         raise ValueError("give coc= or f_number=, not both (f_number= beside a defocus-map model or \"edge\" bounds "
@@ -43,7 +76,7 @@ def coc_sources(coc: Image | MapModel | None, f_number: float | None, size: tupl
     if f_number is not None:
         lens_f_number(f_number)
     if coc is None:
-        return [float(optics.coc_from_metadata({"f_number": lens_f_number(f_number), "key": "image"}, w))] * n
+        return [float(optics.coc_from_metadata(dict(lens or {}, f_number=lens_f_number(f_number), key="image"), w))] * n
     if isinstance(coc, str) and coc != "edge":
         raise ValueError(f"coc={coc!r}: the only named source is \"edge\" (a map, or a defocus-map model)")
     if isinstance(coc, MapModel) and coc.output != "defocus_map":
