@@ -28,9 +28,9 @@ INGEST_EXAMPLE = ("Example: defocuskit ingest --dpdd ~/data/DPDD --synthetic bui
 
 def ingest_cmd(
     raw_dir: Optional[Path] = typer.Option(None, "--raw-dir", rich_help_panel=SOURCES, help="Your own captures: RAW/JPEG/TIFF, one folder per scene."),
-    dpdd: Optional[Path] = typer.Option(None, "--dpdd", rich_help_panel=SOURCES, help="DPDD root ({train_c,val_c,test_c}/{source,target})."),
-    realblur: Optional[Path] = typer.Option(None, "--realblur", rich_help_panel=SOURCES, help="RealBlur root."),
-    ded: Optional[Path] = typer.Option(None, "--ded", rich_help_panel=SOURCES, help="DED (Lytro) root."),
+    dpdd: Optional[Path] = typer.Option(None, "--dpdd", rich_help_panel=SOURCES, help="DPDD root ({train_c,val_c,test_c}/{source,target}), or the folder holding it."),
+    realblur: Optional[Path] = typer.Option(None, "--realblur", rich_help_panel=SOURCES, help="RealBlur root, or the folder holding it."),
+    ded: Optional[Path] = typer.Option(None, "--ded", rich_help_panel=SOURCES, help="DED (Lytro) root, or the folder holding it."),
     realdof: Optional[Path] = typer.Option(None, "--realdof", rich_help_panel=SOURCES, help="RealDOF root."),
     vabd: Optional[Path] = typer.Option(None, "--vabd", rich_help_panel=SOURCES, help="VABD root."),
     ebb: Optional[Path] = typer.Option(None, "--ebb", rich_help_panel=SOURCES, help="EBB! root."),
@@ -137,6 +137,11 @@ def ingest_cmd(
         render_veil=render_veil, render_veil_spread=render_veil_spread,
     )
     console = Console()
+    from defocuskit.data.sources.layout import read_inside
+
+    for name, root in sources.items():  # a parent folder given: which dataset folder inside it is read
+        if name != "synthetic" and (line := read_inside(name, root)) is not None:
+            console.print(line, soft_wrap=True)
     try:
         manifest = run_ingest(sources, opts)
     except IngestError as exc:

@@ -1,8 +1,10 @@
 """The datasets `ingest` understands (their layouts: README "Sources"): an explicit table, imported on demand.
 
-Each source module defines `SOURCE = DatasetSource(...)`: its name, how it lists its tasks and loads one, and, for a dataset with a fixed layout, its title, the expected layout in words and
-`layout_problem(root)` (what keeps `root` from being that dataset, or None). `ingest` checks every given
-source's layout (`layout.check_layout`) before listing any.
+Each source module defines `SOURCE = DatasetSource(...)`: its name, how it lists its tasks and loads one, and, for a
+dataset with a fixed layout, its title, the expected layout in words and `layout_problem(root)` (what keeps `root` from
+being that dataset, or None); a source that also takes the parent folder of its dataset (`layout.parent_problem`)
+gives `root_of(root)`, the folder it reads. `ingest` checks every given source's layout (`layout.check_layout`) before
+listing any.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class DatasetSource:
     title: str = ""  # "VABD", for messages
     expected: str = ""  # the layout it expects, in words, for LayoutError
     layout_problem: Callable[[Path], str | None] | None = None  # None: any folder (no fixed layout)
+    # the dataset folder that a given folder names: itself, or the one dataset folder in a parent (layout.dataset_root)
+    root_of: Callable[[Path], Path] | None = None
     manifest_options: Callable[[list[Task]], dict[str, Any]] | None = None  # what listing decided, for manifest.json
 
 

@@ -8,7 +8,9 @@ take no number; of two files of one number in a folder (`image_01.jpg` beside `i
 beside `sharp_2.jpg`) the first by name is used and the other gets a reject line; so do images in another
 format (`sharp_4.tif`) or with no number in the name, images in folders DED does not have and images lying in the root.
 
-Layout: `sharp/` and `image/` must exist, else the source fails (LayoutError) before any work.
+Layout: `sharp/` and `image/` must exist, else the source fails (LayoutError) before any work; a parent folder
+holding exactly one such folder is read as that one, origins (relative to the folder given) then starting with its
+name (a parent of several names them).
 """
 
 from __future__ import annotations
@@ -65,22 +67,33 @@ def _index(folder: Path, suffixes: set[str]) -> tuple[dict[tuple[str, str], Path
     return found, rejects
 
 
-def layout_problem(root: Path) -> str | None:
-    """What keeps `root` from being a DED folder, or None."""
-    lacking = layout.missing(Path(root), ("sharp", "image"))
+def _problem(data: Path) -> str | None:
+    """What keeps `data` itself from being a DED folder (sharp/ and image/ in it), or None."""
+    lacking = layout.missing(data, ("sharp", "image"))
     return f"no {' or '.join(lacking)}" if lacking else None
+
+
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a DED folder or the parent of one, or None."""
+    return layout.parent_problem(NAME, Path(root), _problem)
+
+
+def root_of(root: Path) -> Path:
+    """The DED folder `root` names: itself, or the one inside it."""
+    return layout.dataset_root(Path(root), _problem)
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per sharp image that has a defocused image of the same number."""
     root = Path(root)
     layout.check_layout(SOURCE, root)
-    yield from layout.unused_images(NAME, root, FOLDERS, USES, depth=2)
-    (sharp, rejects), (image, more) = _index(root / "sharp", IMAGES), _index(root / "image", IMAGES)
-    filtered, hidden_maps = _index(root / "filtered", {".png"})
+    data = root_of(root)
+    yield from layout.unused_images(NAME, data, FOLDERS, USES, depth=2)
+    (sharp, rejects), (image, more) = _index(data / "sharp", IMAGES), _index(data / "image", IMAGES)
+    filtered, hidden_maps = _index(data / "filtered", {".png"})
     yield from rejects + more + hidden_maps
     if not sharp:
-        yield Rejected(NAME, str(root / "sharp"), "no sharp images found")
+        yield Rejected(NAME, str(data / "sharp"), "no sharp images found")
         return
     for (sub, n), blur in sorted(image.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
         if (sub, n) not in sharp:
@@ -104,4 +117,5 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     return load_task(task, opts)
 
 
-SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem,
+                       root_of=root_of)

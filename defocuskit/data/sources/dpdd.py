@@ -8,9 +8,10 @@ registration. The dual-pixel views of the blurred shots, `{train,val,test}_l/sou
 stray `*_l` / `*_r` files beside the centre views.
 
 Layout: at least one split folder, and `source/` and `target/` in each one present, else the source
-fails (LayoutError) before any work. Hidden files (`._1.png`, macOS AppleDouble), images in another format
-than PNG, subfolders holding images and images in folders DPDD does not have get reject lines and are not
-counted.
+fails (LayoutError) before any work; a parent folder holding exactly one such folder (`dd_dp_dataset_canon/`
+holding `dd_dp_dataset_png/`) is read as that one (a parent of several names them). Hidden files (`._1.png`,
+macOS AppleDouble), images in another format than PNG, subfolders holding images and images in folders DPDD does
+not have get reject lines and are not counted.
 """
 
 from __future__ import annotations
@@ -33,13 +34,6 @@ F_NUMBER, REF_F_NUMBER = 4.0, 22.0  # DPDD paper: source f/4, target f/22
 CAMERA = "Canon EOS 5D Mark IV"
 
 
-def _dataset_root(root: Path) -> Path:
-    """Accept the folder holding the split folders, or its parent `dd_dp_dataset_canon`."""
-    if not any((root / d).is_dir() for d, _ in SPLITS) and (root / "dd_dp_dataset_png").is_dir():
-        return root / "dd_dp_dataset_png"
-    return root
-
-
 USES = "{train_c,val_c,test_c}/{source,target}/*.png"
 VIEW_FOLDERS = tuple(f"{d[:-2]}_{side}" for d, _ in SPLITS for side in ("l", "r"))  # train_l, ...: dual-pixel views
 
@@ -57,9 +51,8 @@ def _centre_views(folder: Path) -> tuple[list[Path], list[Rejected]]:
     return [p for p in images if not p.stem.lower().endswith(("_l", "_r"))], rejects
 
 
-def layout_problem(root: Path) -> str | None:
-    """What keeps `root` from being a DPDD folder, or None."""
-    data = _dataset_root(Path(root))
+def _problem(data: Path) -> str | None:
+    """What keeps `data` itself from being a DPDD folder (the split folders in it), or None."""
     present = [d for d, _ in SPLITS if (data / d).is_dir()]
     if not present:
         return "no train_c/, val_c/ or test_c/ folder"
@@ -69,11 +62,22 @@ def layout_problem(root: Path) -> str | None:
     return None
 
 
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a DPDD folder or the parent of one (`dd_dp_dataset_canon/` holding
+    `dd_dp_dataset_png/`), or None."""
+    return layout.parent_problem(NAME, Path(root), _problem)
+
+
+def root_of(root: Path) -> Path:
+    """The DPDD folder `root` names: itself, or the one inside it."""
+    return layout.dataset_root(Path(root), _problem)
+
+
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per source/target image pair of every split folder present."""
     root = Path(root)
     layout.check_layout(SOURCE, root)
-    data = _dataset_root(root)
+    data = root_of(root)
     yield from layout.unused_images(NAME, data, [d for d, _ in SPLITS] + list(VIEW_FOLDERS), USES, depth=2)
     for folder, split in SPLITS:
         split_dir = data / folder
@@ -143,4 +147,5 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     return [replace(sample, left=views[0], right=views[1])]
 
 
-SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem,
+                       root_of=root_of)

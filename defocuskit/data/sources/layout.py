@@ -12,7 +12,7 @@ given source before listing any, and each `list_tasks` checks its own root too.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 from defocuskit.data.sample import IngestError, Rejected
@@ -62,6 +62,60 @@ def matching_sources(root: Path, exclude: str) -> list[str]:
     if not fits and exclude != "raw" and _holds_images(root, depth=2):
         fits.append(f"your own captures ({option_of('raw')})")
     return fits
+
+
+# -------------------------------------------------------------------------------- a parent folder given
+
+Problem = Callable[[Path], str | None]  # what keeps a folder from being the dataset itself, or None
+
+
+def roots_inside(root: Path, problem: Problem) -> list[Path]:
+    """The subfolders of `root` (hidden ones left out, sorted) that `problem` finds no fault with: the dataset
+    folders lying in a parent folder (a download folder holding RealBlur/)."""
+    try:
+        dirs, _ = _children(Path(root))
+    except OSError:
+        return []
+    return [d for d in dirs if _fits(d, problem)]
+
+
+def _fits(folder: Path, problem: Problem) -> bool:
+    try:
+        return problem(folder) is None
+    except OSError:
+        return False
+
+
+def dataset_root(root: Path, problem: Problem) -> Path:
+    """The dataset folder that `root` names: `root` itself where `problem` finds no fault with it, else the one
+    dataset folder inside it (a parent folder given), else `root` (whose layout check then fails)."""
+    if _fits(Path(root), problem):
+        return Path(root)
+    inside = roots_inside(root, problem)
+    return inside[0] if len(inside) == 1 else Path(root)
+
+
+def parent_problem(name: str, root: Path, problem: Problem) -> str | None:
+    """What keeps `root` from being dataset `name`'s folder or the parent of exactly one (see dataset_root), or
+    None; a parent of several says to give one of them."""
+    fault = problem(Path(root))
+    if fault is None:
+        return None
+    inside = roots_inside(root, problem)
+    if len(inside) == 1:
+        return None
+    if inside:
+        fault += (f"; it holds {len(inside)} {get_source(name).title} folders: give {option_of(name)} one of them ("
+                  + ", ".join(str(d) for d in inside) + ")")
+    return fault
+
+
+def read_inside(name: str, root: Path) -> str | None:
+    """One line where source `name` given `root` reads the dataset folder inside it, else None."""
+    root_of = get_source(name).root_of
+    if root_of is None or not Path(root).is_dir() or (used := root_of(Path(root))) == Path(root):
+        return None
+    return f"{option_of(name)} {root}: reading the {get_source(name).title} folder inside it, {used}"
 
 
 # -------------------------------------------------------------------------------- what is there

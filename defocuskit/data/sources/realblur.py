@@ -7,7 +7,9 @@ UTF-8 or, by its byte-order mark, UTF-16; CRLF line ends too; a list that cannot
 The pairs are registered by the authors already. Images in no list get reject lines: one per scene folder
 none of whose images is listed, one per other image (a folder beside the `RealBlur-*` ones: one per folder).
 
-Layout: at least one list file must exist, else the source fails (LayoutError) before any work.
+Layout: at least one list file must exist, else the source fails (LayoutError) before any work; a parent folder
+holding exactly one such folder (a download folder holding `RealBlur/`) is read as that one, origins then starting
+with its name (a parent of several, `RealBlur_J/` and `RealBlur_R/` each with its lists, names them).
 """
 
 from __future__ import annotations
@@ -59,18 +61,30 @@ def _list_files(root: Path) -> list[tuple[str, str, Path]]:
     return [(v, s, Path(root) / f"RealBlur_{v}_{s}_list.txt") for v in VARIANTS for s in SPLITS]
 
 
-def layout_problem(root: Path) -> str | None:
-    """What keeps `root` from being a RealBlur folder, or None."""
-    if not any(f.is_file() for _, _, f in _list_files(root)):
+def _problem(data: Path) -> str | None:
+    """What keeps `data` itself from being a RealBlur folder (its lists in it), or None."""
+    if not any(f.is_file() for _, _, f in _list_files(data)):
         return "no RealBlur_{J,R}_{train,test}_list.txt"
     return None
+
+
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a RealBlur folder or the parent of one, or None."""
+    return layout.parent_problem(NAME, Path(root), _problem)
+
+
+def root_of(root: Path) -> Path:
+    """The RealBlur folder `root` names: itself, or the one inside it."""
+    return layout.dataset_root(Path(root), _problem)
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per list line of every RealBlur_{J,R}_{train,test}_list.txt present."""
     root = Path(root)
     layout.check_layout(SOURCE, root)
-    lists = _list_files(root)
+    data = root_of(root)
+    inside = "" if data == root else f"{data.name}/"  # origin stays relative to the folder given
+    lists = _list_files(data)
     seen: dict[str, str] = {}  # key -> where it was first listed
     listed: set[Path] = set()
     for variant, split, list_file in lists:
@@ -81,7 +95,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
                 yield item
                 continue
             lineno, gt_rel, blur_rel = item
-            gt, blur = root / gt_rel, root / blur_rel
+            gt, blur = data / gt_rel, data / blur_rel
             missing = [p for p in (gt, blur) if not p.is_file()]
             if missing:
                 yield Rejected(NAME, str(missing[0]), f"listed in {list_file.name}:{lineno} but missing")
@@ -94,9 +108,9 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
                 continue
             seen[key] = f"{list_file.name}:{lineno}"
             listed.update((gt.resolve(), blur.resolve()))
-            meta = {"f_number": None, "blur_type": "motion", "origin": [blur_rel, gt_rel]}
+            meta = {"f_number": None, "blur_type": "motion", "origin": [inside + blur_rel, inside + gt_rel]}
             yield Task(NAME, split, f"{variant}/{scene}", key, {"blur": str(blur), "sharp": str(gt)}, meta, {})
-    yield from _unlisted(root, listed)
+    yield from _unlisted(data, listed)
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -125,4 +139,4 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
 
 
 SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED,
-                       layout_problem=layout_problem)
+                       layout_problem=layout_problem, root_of=root_of)
