@@ -91,7 +91,8 @@ def build_manifest(records: list[Mapping[str, Any]], options: Mapping[str, Any],
         for row in rec.get("table", ()):
             table[(rec["split"], row["source"], row["f_number"])] += row["samples"]
         if rec["samples"] > 0:
-            listed.append({k: rec[k] for k in ("name", "split", "samples", "by_source", "by_f_number")})
+            entry = {k: rec[k] for k in ("name", "split", "samples", "by_source", "by_f_number")}
+            listed.append(entry | ({"bytes": rec["tar_bytes"]} if "tar_bytes" in rec else {}))  # the readers check it
     by_split, by_source, by_f = Counter(), Counter(), Counter()
     for (split, source, f), n in table.items():
         by_split[split] += n
