@@ -7,6 +7,7 @@ import io
 import os
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -61,15 +62,21 @@ def judge_size(size: tuple[int, int] | None, name: str | Path, limit: int) -> No
                                "to decode it")
 
 
-def pillow_header(data: bytes) -> tuple[tuple[int, int] | None, int]:
+ANIMATED = ("PNG", "WEBP", "GIF")  # formats whose frames Pillow counts from the headers (APNG's acTL, WebP's ANIM)
+
+
+def pillow_header(data: bytes) -> tuple[tuple[int, int] | None, int, int]:
     """(width, height) from the header, as Pillow reads it (PNG, JPEG, TIFF of integer samples, BMP, WebP, ...;
-    None for others), and the EXIF Orientation it declares (1-8; 1 where it has none or a damaged one)."""
+    None for others), the EXIF Orientation it declares (1-8; 1 where it has none or a damaged one) and the frames of
+    an animated PNG, WebP or GIF (1 for any other file: a JPEG's MPF previews are no frames; TIFF: `tiff_pages`)."""
     from PIL import Image
 
     bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the header only: judged by the caller
     try:
         with Image.open(io.BytesIO(data)) as im:
             size = im.size
+            animated = im.format in ANIMATED and getattr(im, "is_animated", False)
+            frames = im.n_frames if animated and isinstance(getattr(im, "n_frames", 1), int) else 1
             try:
                 if im.format == "PNG" and "exif" not in im.info:  # an eXIf chunk after the pixels: Pillow would
                     im.info["exif"] = _png_exif(data)  # decode them all to reach it
@@ -77,10 +84,23 @@ def pillow_header(data: bytes) -> tuple[tuple[int, int] | None, int]:
             except Exception:  # a damaged EXIF block: the pixels as stored
                 orientation = 1
     except Exception:  # not a format Pillow knows, or a damaged header
-        return None, 1
+        return None, 1, 1
     finally:
         Image.MAX_IMAGE_PIXELS = bomb_limit
-    return size, orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+    return size, orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1, frames
+
+
+def frames_wrong(data: bytes, animated: int) -> str | None:
+    """Why a file that holds several pictures is not one photograph (the reason of an ImageError), else None: an
+    animated PNG, WebP or GIF (`animated`: the frames `pillow_header` counted), a TIFF of several full-size pages
+    (`tiff_pages`). Read from the headers alone; without this only the first frame was read."""
+    tiff = data[:4] in TIFF_MAGIC
+    frames = tiff_pages(data) if tiff else animated
+    if frames <= 1:
+        return None
+    kind = f"a TIFF of {frames} full-size pages" if tiff else f"an animated image of {frames} frames"
+    return (f"{kind}, not a photograph of one scene: save the frame you mean as an image of its own (only the first "
+            "would be read)")
 
 
 def _png_exif(data: bytes) -> bytes | None:
@@ -121,25 +141,45 @@ def header_size(data: bytes) -> tuple[int, int] | None:
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
-def _tiff_tags(data: bytes) -> dict[int, tuple[int, int, str]]:
-    """ImageWidth (256), ImageLength (257) and Orientation (274) of a TIFF's (or BigTIFF's) first image file
-    directory, as tag -> (value, where the value lies, its struct format); those it has."""
+_Tags = dict[int, tuple[int, int, str]]  # tag -> (value, where the value lies, its struct format)
+MAX_PAGES = 1024  # a TIFF's image file directories followed at most (a chain that loops ends where it meets itself)
+
+
+def _tiff_ifds(data: bytes, tags: tuple[int, ...]) -> Iterator[_Tags]:
+    """The `tags` (of integer values) of each image file directory in a TIFF's (or BigTIFF's) chain, those it has;
+    the chain ends where the file is cut short, loops, or after MAX_PAGES."""
     order = "<" if data[:2] == b"II" else ">"
     big = data[2:4] in (b"+\0", b"\0+")
     offset_of, count_of, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
-    found: dict[int, tuple[int, int, str]] = {}
+    seen: set[int] = set()
     try:
         (ifd,) = struct.unpack_from(order + offset_of, data, 8 if big else 4)
-        (count,) = struct.unpack_from(order + count_of, data, ifd)
-        first = ifd + struct.calcsize(count_of)
-        for i in range(min(count, 4096)):
-            tag, kind = struct.unpack_from(order + "HH", data, first + entry * i)
-            if tag in (256, 257, 274) and kind in (3, 4, 16):  # SHORT, LONG, LONG8
-                fmt, at = order + {3: "H", 4: "I", 16: "Q"}[kind], first + entry * i + value_at
-                found[tag] = (struct.unpack_from(fmt, data, at)[0], at, fmt)
+        while ifd and ifd not in seen and len(seen) < MAX_PAGES:
+            seen.add(ifd)
+            (count,) = struct.unpack_from(order + count_of, data, ifd)
+            first = ifd + struct.calcsize(count_of)
+            found: _Tags = {}
+            for i in range(min(count, 4096)):
+                tag, kind = struct.unpack_from(order + "HH", data, first + entry * i)
+                if tag in tags and kind in (3, 4, 16):  # SHORT, LONG, LONG8
+                    fmt, at = order + {3: "H", 4: "I", 16: "Q"}[kind], first + entry * i + value_at
+                    found[tag] = (struct.unpack_from(fmt, data, at)[0], at, fmt)
+            yield found
+            (ifd,) = struct.unpack_from(order + offset_of, data, first + entry * count)
     except struct.error:  # cut short
-        pass
-    return found
+        return
+
+
+def _tiff_tags(data: bytes) -> _Tags:
+    """ImageWidth (256), ImageLength (257) and Orientation (274) of a TIFF's (or BigTIFF's) first image file
+    directory, as tag -> (value, where the value lies, its struct format); those it has."""
+    return next(_tiff_ifds(data, (256, 257, 274)), {})
+
+
+def tiff_pages(data: bytes) -> int:
+    """The full-size pictures of a TIFF: its image file directories whose NewSubfileType (254) marks neither a
+    reduced-resolution copy (a thumbnail, a preview) nor a mask; at least 1."""
+    return max(1, sum(not ifd.get(254, (0,))[0] & 0b101 for ifd in _tiff_ifds(data, (254,))))
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:

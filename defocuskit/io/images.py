@@ -15,6 +15,7 @@ from defocuskit.io.image_headers import (  # noqa: F401 (MAX_PIXELS_ENV, DEFAULT
     MAX_PIXELS_ENV,
     TIFF_MAGIC,
     check_dimensions,
+    frames_wrong,
     header_size,
     judge_size,
     max_pixels,
@@ -112,9 +113,11 @@ def read_image_channels(path: str | Path) -> np.ndarray:
         _check_readable(path)
         return decode_raw(path)
     data = _read_bytes(path).tobytes()
-    size, orientation = pillow_header(data)
+    size, orientation, frames = pillow_header(data)
     if (limit := max_pixels()) > 0:
         judge_size(size or header_size(data), path, limit)
+    if (wrong := frames_wrong(data, frames)) is not None:
+        raise ImageError(path, wrong)
     if data[:4] in TIFF_MAGIC:
         data, orientation = tiff_as_stored(data)
     try:
