@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from defocuskit.cli.app import app
 from defocuskit.data import reader, shards
+from defocuskit.data.folder import REJECTS
 from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.postprocess import postprocess
 from defocuskit.data.sample import IngestOptions, Sample
@@ -74,7 +75,7 @@ def samples_of(folder: Path) -> dict[str, dict]:
     return {s["key"]: s for s in reader.iter_samples(folder)}
 
 def rejects_of(folder: Path) -> dict[str, str]:
-    lines = (folder / shards.REJECTS).read_text().splitlines()
+    lines = (folder / REJECTS).read_text().splitlines()
     return {Path(r["file"]).name: r["reason"] for r in map(json.loads, lines)}
 
 @pytest.mark.parametrize("white_is, image_dir, ext", [("blurred", "image", ".jpg"), ("sharp", "images", ".JPG")])

@@ -170,7 +170,7 @@ def test_webdataset_and_datasets_load_the_same_samples(shards_dir, tmp_path):
 
 
 def test_publish_replaces_an_older_shard_and_the_lock_is_reentrant(tmp_path):
-    from defocuskit.data.shards import folder_lock
+    from defocuskit.data.folder import folder_lock
 
     small = np.zeros((4, 4, 3), np.uint8)
     for key in ("k/old", "k/new"):
@@ -186,7 +186,7 @@ def test_publish_replaces_an_older_shard_and_the_lock_is_reentrant(tmp_path):
 
 
 def test_manifest_is_not_complete_without_samples(shards_dir):
-    from defocuskit.data.shards import build_manifest
+    from defocuskit.data.manifest import build_manifest
 
     m = read_manifest(shards_dir)
     assert m["complete"] is True and m["done_shards"] == m["expected_shards"] == 3 and "error" not in m

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from defocuskit.data import folder, reader, shards
+from defocuskit.data.manifest import prune, publish_with_record, read_record, regenerate
 from defocuskit.io.images import decode_image, encode_png, to_float
 from defocuskit.train.augment import BT601
 
@@ -89,15 +90,15 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
     with folder.run_lock(out, "pseudo-coc", folder.plan_digest(plan)):
         folder.check_dataset(out, folder.dataset_identity(options), overwrite)
         folder.check_collisions(out, plan)
-        shards.regenerate(out, plan, options)  # "complete": false until every shard of this plan is written
+        regenerate(out, plan, options)  # "complete": false until every shard of this plan is written
         for url in urls:
             name = Path(url).name[: -len(".tar")]
-            record = shards.read_record(out, name)
+            record = read_record(out, name)
             if record and record.get("fingerprint") == plan[name] and (out / f"{name}.tar").is_file():
                 continue
             _convert_shard(model, url, out, name, plan[name], str(checkpoint), device)
-        shards.prune(out, plan, set(plan))
-        manifest = shards.regenerate(out, plan, options)
+        prune(out, plan, set(plan))
+        manifest = regenerate(out, plan, options)
     if not manifest["counts"]["samples"]:  # remote shards, not looked into before
         raise ValueError(f"--shards {shards_in}: no paired sample (blur.png with sharp.png) was found; {out} "
                          "holds none")
@@ -150,4 +151,4 @@ def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, finge
         "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
         "rejects": rejects, "dropped": 0,
     }
-    shards.publish_with_record(out, writer, record)
+    publish_with_record(out, writer, record)

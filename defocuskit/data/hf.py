@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from defocuskit.data import metadata
-from defocuskit.data.reader import decode_sample
+from defocuskit.data.reader import ShardError, decode_sample
 from defocuskit.data.shards import MEMBERS
+from defocuskit.data.tar_checks import size_wrong
 
 # what hf_decode gives (decode_sample's keys)
 DECODED = ("key", "sharp", "blur", "coc", "coc_sign", "blurmask", "left", "right", "meta")
@@ -93,11 +94,16 @@ def hf_decode(example: Mapping[str, Any]) -> dict[str, Any]:
     Takes one row (`ds[i]`, `IterableDataset.map`) or a batch, a dict of lists (`ds.with_transform`,
     `IterableDataset.map(batched=True)`), any subset of the columns, and returns the same shape. `Dataset.map`
     stores what it returns in Arrow (arrays become nested lists; 8- and 16-bit images, or a member some rows lack,
-    cannot share a column): there, call hf_decode inside the mapped function and return what you compute."""
+    cannot share a column): there, call hf_decode inside the mapped function and return what you compute.
+    A row of a local shard whose size is not the one its folder's manifest lists is a ShardError naming the shard
+    (`datasets` reads a tar cut short at a member's header as a shorter tar)."""
     if _is_batch(example):
         columns = list(example)
         rows = [dict(zip(columns, values)) for values in zip(*(example[c] for c in columns))]
         decoded = [hf_decode(row) for row in rows]
         return {k: [d[k] for d in decoded] for k in DECODED}
     _check_members(example)
+    url = example.get("__url__")
+    if isinstance(url, str) and (wrong := size_wrong(url)) is not None:  # datasets reads a cut tar as a shorter one
+        raise ShardError(wrong)
     return decode_sample(example)

@@ -17,7 +17,7 @@ REPLACES the folder's shards: the manifest is first rewritten for the new plan (
 every shard of it is written, so a killed re-plan never leaves an old manifest beside new tars), the
 new plan's shards are written (a shard of the same name is replaced atomically when its new tar is
 complete), the tars and records of this tool that the new plan does not hold are removed with the
-temporary files of killed runs (`shards.prune`), and only then is the manifest marked complete. Other
+temporary files of killed runs (`manifest.prune`), and only then is the manifest marked complete. Other
 inputs are another dataset: refused unless --overwrite. Only what this tool wrote is ever replaced or
 removed (`folder`: records, manifest, ownership ledger); a file of the user's in the way stops the run
 before any work, naming it. Parts share the plan, so a part never removes another part's shards (nor
@@ -47,6 +47,7 @@ import cv2
 
 from defocuskit.data import folder, shards
 from defocuskit.data.ingest_checks import DEFAULT_MAX_WORKERS, check_numbers
+from defocuskit.data.manifest import prune, publish_with_record, read_record, record_path, regenerate, write_record
 from defocuskit.data.plan import (
     Group,
     check_sources,
@@ -167,7 +168,7 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
     removed, seconds. Raises IngestError (completed shards kept, no partial shard left) under --strict,
     for a source whose layout is not its dataset's (before any work), and when the whole plan (all
     parts) yields no sample (manifest.json and rejects.jsonl are written first, "complete" false).
-    A successful run removes the shards, records and temporary files of earlier plans (`shards.prune`).
+    A successful run removes the shards, records and temporary files of earlier plans (`manifest.prune`).
     """
     t0 = time.perf_counter()
     check_sources(sources)
@@ -198,12 +199,12 @@ def _run_plan(out: Path, opts: IngestOptions, sources: Mapping[str, Path], progr
               groups: list[Group], plan: dict[str, str], options: dict[str, Any], listing: dict[str, Any], listing_rejects: list[dict[str, Any]],
               stamps: Stamps, t0: float) -> dict:
     """`run_ingest` once the folder is held and checked: write what is pending, manifest, prune."""
-    old = shards.read_record(out, listing["name"])
+    old = read_record(out, listing["name"])
     new_rejects = 0 if old and old.get("fingerprint") == listing["fingerprint"] else len(listing_rejects)
-    shards.write_record(out, listing)
+    write_record(out, listing)
     # The manifest on disk describes this plan before any shard of it replaces one of an earlier plan, so a
     # run killed midway leaves "complete": false, never an old manifest beside new tars.
-    shards.regenerate(out, plan, options)
+    regenerate(out, plan, options)
     if not tasks:
         raise no_sample_error(out, plan, options, sources, 0)
 
@@ -216,16 +217,16 @@ def _run_plan(out: Path, opts: IngestOptions, sources: Mapping[str, Path], progr
     def list_finished() -> None:  # the manifest lists each finished shard: a killed run's are read, not lost
         nonlocal listed_at
         if time.monotonic() - listed_at >= LIST_EVERY_S:
-            shards.regenerate(out, plan, options, final=False)
+            regenerate(out, plan, options, final=False)
             listed_at = time.monotonic()
 
     try:
         workers = _write_groups(out, pending, stamps, opts, progress, stats, list_finished)
     except BaseException:
-        shards.regenerate(out, plan, options, final=False)  # not complete: an earlier plan's tars are not pruned
+        regenerate(out, plan, options, final=False)  # not complete: an earlier plan's tars are not pruned
         raise
-    removed, foreign = shards.prune(out, plan, {g.name for g in mine})  # before "complete" can be written
-    manifest = shards.regenerate(out, plan, options)
+    removed, foreign = prune(out, plan, {g.name for g in mine})  # before "complete" can be written
+    manifest = regenerate(out, plan, options)
     if manifest["done_shards"] >= manifest["expected_shards"] and (manifest["counts"]["samples"] == 0
                                                                     or manifest["counts"].get("blurred") == 0):
         raise no_sample_error(out, plan, options, sources, len(tasks), manifest["counts"]["samples"])
@@ -245,15 +246,15 @@ def _pending(out: Path, groups: list[Group]) -> tuple[list[Group], int]:
     same name stays until the new one replaces it (or `prune`)."""
     pending, skipped = [], 0
     for g in groups:
-        rec = shards.read_record(out, g.name)
+        rec = read_record(out, g.name)
         done = rec and rec.get("fingerprint") == g.fingerprint
         if done and (rec["samples"] == 0 or tar_intact(rec, out / f"{g.name}.tar")):
             skipped += 1
             continue
-        shards.record_path(out, g.name).unlink(missing_ok=True)
+        record_path(out, g.name).unlink(missing_ok=True)
         pending.append(g)
     names = {g.name for g in pending}
-    shards.remove_temporaries(out, lambda shard: shard in names)  # the temporaries an interrupted run listed
+    folder.remove_temporaries(out, lambda shard: shard in names)  # the temporaries an interrupted run listed
     return pending, skipped
 
 
@@ -292,7 +293,7 @@ def _write_groups(out: Path, pending: list[Group], stamps: Stamps, opts: IngestO
                 if writer:
                     writer.seal()
                 record = shard_record(g, counts, rejects, dropped, blurred, writer.partial if writer else None)
-                shards.publish_with_record(out, writer, record)
+                publish_with_record(out, writer, record)
                 writer = None
                 stats["written"] += 1
                 on_shard()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from defocuskit.data import shards
+from defocuskit.data.manifest import LISTING_RECORD
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, Task
 from defocuskit.data.sources import OPTIONS, SOURCES, get_source, option_of
 from defocuskit.data.sources.layout import check_layout
@@ -153,4 +154,4 @@ def listing_record(rejects: list[dict[str, Any]], sources: Mapping[str, str], st
     """The pseudo-shard record of the listing's rejects, fingerprinted with the rejected files' stamps."""
     seen = [stamps.of.get(r["file"]) for r in rejects]
     fingerprint = digest({"rejects": rejects, "sources": sources, "stamps": seen})
-    return {"name": shards.LISTING_RECORD, "split": None, "samples": 0, "rejects": rejects, "fingerprint": fingerprint}
+    return {"name": LISTING_RECORD, "split": None, "samples": 0, "rejects": rejects, "fingerprint": fingerprint}

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data import metadata
-from defocuskit.data.tar_checks import MANIFEST, SampleRuns
+from defocuskit.data.tar_checks import MANIFEST, SampleRuns, size_wrong
 from defocuskit.io.formats import ImageError
 from defocuskit.io.images import decode_image
 
@@ -78,6 +78,8 @@ def manifest_wrong(manifest: Any) -> str | None:
             return f"shards[{i}]: {name} is listed as split {entry['split']!r}, not {_split_of(name)!r}"
         if "samples" in entry and not _count(entry["samples"]):
             return f"shards[{i}]: {name} holds {entry['samples']!r} samples, not a count"
+        if "bytes" in entry and not _count(entry["bytes"]):
+            return f"shards[{i}]: {name} is listed as {entry['bytes']!r} bytes, not a size"
     counts = manifest.get("counts", {})
     by_split = counts.get("by_split", {}) if isinstance(counts, dict) else None
     table = counts.get("table", []) if isinstance(counts, dict) else None
@@ -127,7 +129,8 @@ def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
     """Shard paths from a shard folder, a glob pattern or a brace pattern ("shards/train-{000000..000003}.tar").
 
     A folder uses its manifest (or globs `*.tar` without one); `split` keeps the shards of that split.
-    Remote specs (`pipe:`, `s3://`, ...) are brace-expanded but not checked.
+    Remote specs (`pipe:`, `s3://`, ...) are brace-expanded but not checked; a local shard whose size is not the
+    one its manifest lists is a ShardError (`tar_checks.size_wrong`).
     """
     text = str(spec)
     remote = text.startswith("pipe:") or "://" in text
@@ -157,6 +160,9 @@ def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
         urls = [u for u in urls if _split_of(u) == split]
     if not urls:
         raise FileNotFoundError(f"no shards match {spec!s}" + (f" (split {split!r})" if split else ""))
+    for url in urls if not remote else ():  # before any sample is read: a shard cut short reads as a shorter tar
+        if (wrong := size_wrong(url)) is not None:
+            raise ShardError(wrong)
     return urls
 
 
@@ -290,9 +296,11 @@ def decode_blurmask(data: bytes, name: str) -> np.ndarray:
 
 def iter_raw(url: str) -> Iterator[dict[str, Any]]:
     """Raw samples of one local tar shard, grouped by key as WebDataset groups them (what `tar_checks` refuses is
-    a ShardError)."""
+    a ShardError, and a size that is not the one the manifest lists)."""
     try:
         check_regular(url)
+        if (wrong := size_wrong(url)) is not None:
+            raise ShardError(wrong)
         yield from _iter_tar(url)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ShardError(damaged_shard(url, exc)) from None

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from defocuskit.data import shards
+from defocuskit.data.manifest import REJECTS, regenerate
 from defocuskit.data.plan import Group
 from defocuskit.data.sample import IngestError
 from defocuskit.data.sources import option_of
@@ -59,8 +60,8 @@ def no_sample_error(out: Path, plan: Mapping[str, str], options: Mapping[str, An
                     n_tasks: int, n_sharp_only: int = 0) -> IngestError:
     """The error of a plan that yields no sample (or only `n_sharp_only` references without a blurred image),
     written into the manifest ("complete": false)."""
-    manifest = shards.regenerate(out, plan, options)  # rejects.jsonl of every part, merged
-    rejects_file = out / shards.REJECTS
+    manifest = regenerate(out, plan, options)  # rejects.jsonl of every part, merged
+    rejects_file = out / REJECTS
     rejects = [json.loads(line) for line in rejects_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if n_sharp_only:  # every blurred shot rejected: the references alone were kept
         message = f"no blurred shot written: only {n_sharp_only} sharp reference(s) kept, nothing to deblur or score"
@@ -69,7 +70,7 @@ def no_sample_error(out: Path, plan: Mapping[str, str], options: Mapping[str, An
     else:
         message = no_sample_message(sources, n_tasks, rejects, manifest.get("dropped_flat", 0), rejects_file,
                                     options.get("min_sharpness"))
-    shards.regenerate(out, plan, options, error=message)
+    regenerate(out, plan, options, error=message)
     return IngestError(message)
 
 

@@ -1,21 +1,26 @@
 """What every reader of a tar shard checks while it groups the members into samples (`reader.iter_raw`,
 `tar_index.index_shard`): a sample written twice (its key in two separate runs of members), one member twice in a
 sample (`k.json` twice, or `k.json` and `k.JSON`, which WebDataset both reads as the `json` member), and a shard
-whose sample count differs from the one its folder's manifest.json lists for it.
+whose sample count differs from the one its folder's manifest.json lists for it; and, before any of its samples is
+read (`size_wrong`), a shard whose size differs from the one the manifest lists ("bytes"): a tar cut short at a
+member's header is a valid, shorter tar, whose last sample lacks members or whose last samples are gone.
 
 Each check gives the one line to raise (a `reader.ShardError`), or None; a tar the manifest does not list (the
-user's, beside the shards) and a shard without a manifest beside it are not counted.
+user's, beside the shards), a shard without a manifest beside it and a manifest entry without the number (written
+before it was recorded, or by hand) are not checked.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from typing import Any
 
 MANIFEST = "manifest.json"
 
-_LISTED: dict[str, tuple[tuple[int, int, int], dict[str, int]]] = {}  # manifest path -> (stat, {shard: samples})
+_Listed = dict[str, dict[str, int]]  # {shard: {"samples": n, "bytes": n}}, the counts a manifest lists for it
+_LISTED: dict[str, tuple[tuple[int, int, int], _Listed]] = {}  # manifest path -> (its stat, what it lists)
 
 
 class SampleRuns:
@@ -62,8 +67,38 @@ class SampleRuns:
 def listed_samples(url: str) -> int | None:
     """The sample count the manifest.json beside local shard `url` lists for it; None where there is no readable
     manifest, it does not list the shard, or gives it no count."""
-    if url.startswith("pipe:") or "://" in url:
+    return _listed(url).get("samples")
+
+
+def listed_bytes(url: str) -> int | None:
+    """The size in bytes the manifest.json beside local shard `url` lists for it (as the run that wrote it left it);
+    None where there is no readable manifest, it does not list the shard, or gives it no size."""
+    return _listed(url).get("bytes")
+
+
+def size_wrong(url: str) -> str | None:
+    """The line saying that local shard `url` is not of the size the manifest beside it lists (cut short, grown or
+    replaced since it was written), else None (also where the manifest gives no size, or the shard is not there or
+    not a regular file: reading it says so)."""
+    listed = listed_bytes(url)
+    if listed is None:
         return None
+    try:
+        st = os.stat(url)
+    except OSError:
+        return None
+    if st.st_size == listed or not stat.S_ISREG(st.st_mode):
+        return None
+    what = "cut short or changed" if st.st_size < listed else "grown or replaced"
+    manifest = os.path.join(os.path.dirname(url), MANIFEST)
+    return (f"{url}: {st.st_size} bytes, but {manifest} records {listed} for it: the shard was {what} after it was "
+            "written; run the command that wrote the folder again (it writes the shard anew)")
+
+
+def _listed(url: str) -> dict[str, int]:
+    """What the manifest.json beside local shard `url` lists for it ({} where nothing)."""
+    if url.startswith("pipe:") or "://" in url:
+        return {}
     path = os.path.join(os.path.dirname(url), MANIFEST)
     try:
         st = os.stat(path)
@@ -73,17 +108,20 @@ def listed_samples(url: str) -> int | None:
             with open(path, encoding="utf-8") as f:
                 cached = _LISTED[path] = (stamp, _counts(json.load(f)))
     except (OSError, ValueError):
-        return None
-    return cached[1].get(os.path.basename(url))
+        return {}
+    return cached[1].get(os.path.basename(url), {})
 
 
-def _counts(manifest: Any) -> dict[str, int]:
-    """{shard name: samples} of the shards a parsed manifest lists with a count."""
+def _counts(manifest: Any) -> _Listed:
+    """{shard name: {"samples": n, "bytes": n}} of the shards a parsed manifest lists (each number where it gives
+    one)."""
     shards = manifest.get("shards") if isinstance(manifest, dict) else None
-    counts: dict[str, int] = {}
+    counts: _Listed = {}
     for entry in shards if isinstance(shards, list) else ():
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            samples = entry.get("samples")
-            if isinstance(samples, int) and not isinstance(samples, bool) and samples >= 0:
-                counts.setdefault(entry["name"], samples)
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"] not in counts:
+            counts[entry["name"]] = {k: v for k in ("samples", "bytes") if _count(v := entry.get(k))}
     return counts
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

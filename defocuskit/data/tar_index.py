@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from defocuskit.data.tar_checks import SampleRuns
+from defocuskit.data.tar_checks import SampleRuns, size_wrong
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,14 @@ def _group(infos: Iterator[tarfile.TarInfo], url: str = "") -> Iterator[ShardEnt
 def index_shard(url: str) -> list[ShardEntry]:
     """Every sample of a tar shard, in tar order, with its members' byte ranges (ShardError naming a
     local shard that is not a complete tar, and what `tar_checks` refuses: a sample written twice or holding a
-    member twice, a sample count that is not the one the manifest lists)."""
+    member twice, a sample count or a local shard's size that is not the one the manifest lists)."""
     if is_local(url):
         from defocuskit.data.reader import ShardError, check_regular, damaged_shard
 
         try:
             check_regular(url)
+            if (wrong := size_wrong(url)) is not None:
+                raise ShardError(wrong)
             with tarfile.open(url, "r:") as tar:  # plain tar: TarFile.next() seeks past each member's data
                 return list(_group(iter(tar), url))
         except (tarfile.TarError, EOFError, OSError) as exc:

@@ -3,10 +3,6 @@ display (EXIF orientation applied)."""
 
 from __future__ import annotations
 
-import io
-import os
-import re
-import struct
 from pathlib import Path
 
 import cv2
@@ -14,91 +10,21 @@ import numpy as np
 
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.formats import ImageError, is_raw
+from defocuskit.io.image_headers import (  # noqa: F401 (MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS: imported from here too)
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_ENV,
+    TIFF_MAGIC,
+    check_dimensions,
+    frames_wrong,
+    header_size,
+    judge_size,
+    max_pixels,
+    pillow_header,
+    tiff_as_stored,
+)
 from defocuskit.io.raw import decode_raw
 
-MAX_PIXELS_ENV = "DEFOCUSKIT_MAX_PIXELS"
 FLOAT_SLACK = 1e-3  # float samples may stray this far outside [0, 1] (rounding), as the API's arrays may
-DEFAULT_MAX_PIXELS = 200_000_000  # a 200-megapixel frame: above every camera sensor; 0 in the variable = no limit
-
-
-def max_pixels() -> int:
-    """The largest image (width x height) that is decoded: $DEFOCUSKIT_MAX_PIXELS, else DEFAULT_MAX_PIXELS."""
-    value = os.environ.get(MAX_PIXELS_ENV, "")
-    try:
-        limit = int(float(value)) if value.strip() else DEFAULT_MAX_PIXELS
-    except (ValueError, OverflowError):
-        limit = -1
-    if limit < 0:
-        raise ValueError(f"${MAX_PIXELS_ENV}={value!r}: not a number of pixels >= 0 (0: no limit)")
-    return limit
-
-
-def _megapixels(n: int) -> str:
-    """A pixel count as megapixels, with the digits that tell small numbers apart ("4 MP", "0.002 MP")."""
-    return f"{n / 1e6:.0f} MP" if n >= 10**6 else f"{n / 1e6:.3g} MP"
-
-
-def check_dimensions(source: str | Path | bytes | np.ndarray, name: str | Path) -> None:
-    """Raise ImageError naming `name` when the image's header declares more than `max_pixels()` pixels, read
-    before anything is decoded (a small file can declare a huge frame), or when no header gives its dimensions
-    (not an image, or a format OpenCV decodes whose size nothing here reads: it is not decoded unjudged)."""
-    limit = max_pixels()
-    if limit <= 0:
-        return
-    if isinstance(source, np.ndarray):
-        data = source.tobytes()
-    else:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    _judge_size(_pillow_header(data)[0] or header_size(data), name, limit)
-
-
-def _judge_size(size: tuple[int, int] | None, name: str | Path, limit: int) -> None:
-    """The ImageError of `check_dimensions` for an image whose header gives `size` (None: no header gives it)."""
-    if size is None:
-        raise ImageError(name, "not a readable image: cannot read its dimensions from the header (not an image, "
-                               f"damaged, or a format whose size is known only once decoded; ${MAX_PIXELS_ENV}=0 "
-                               "decodes it unjudged)")
-    width, height = size
-    if width * height > limit:
-        raise ImageError(name, f"declares {width}x{height} pixels ({_megapixels(width * height)}), more than the "
-                               f"limit of {_megapixels(limit)}; set ${MAX_PIXELS_ENV} to a larger number (or 0) "
-                               "to decode it")
-
-
-def _pillow_header(data: bytes) -> tuple[tuple[int, int] | None, int]:
-    """(width, height) from the header, as Pillow reads it (PNG, JPEG, TIFF of integer samples, BMP, WebP, ...;
-    None for others), and the EXIF Orientation it declares (1-8; 1 where it has none or a damaged one)."""
-    from PIL import Image
-
-    bomb_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the header only: judged by the caller
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            size = im.size
-            try:
-                if im.format == "PNG" and "exif" not in im.info:  # an eXIf chunk after the pixels: Pillow would
-                    im.info["exif"] = _png_exif(data)  # decode them all to reach it
-                orientation = im.getexif().get(0x0112, 1)
-            except Exception:  # a damaged EXIF block: the pixels as stored
-                orientation = 1
-    except Exception:  # not a format Pillow knows, or a damaged header
-        return None, 1
-    finally:
-        Image.MAX_IMAGE_PIXELS = bomb_limit
-    return size, orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
-
-
-def _png_exif(data: bytes) -> bytes | None:
-    """The contents of a PNG's eXIf chunk, found by the chunk lengths alone; None where it has none."""
-    at = 8
-    while at + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, at)
-        if kind == b"eXIf":
-            return data[at + 8:at + 8 + length]
-        if kind == b"IEND":
-            break
-        at += 12 + length
-    return None
-
 
 # EXIF Orientation -> the stored pixels turned as they display (what PIL.ImageOps.exif_transpose does)
 _ORIENT = {
@@ -110,68 +36,6 @@ _ORIENT = {
     7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
     8: lambda a: a[:, ::-1].transpose(1, 0, 2),
 }
-
-
-_RADIANCE_SIZE = re.compile(rb"\r?\n\r?\n([-+])([XY]) +(\d+) +[-+]([XY]) +(\d+)\r?\n")
-_PFM_SIZE = re.compile(rb"P[Ff]\s+(\d+)\s+(\d+)\s")
-
-
-def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header of the formats OpenCV decodes and Pillow does not size: Radiance HDR (its
-    resolution line), PFM, TIFF (float samples; BigTIFF); None for anything else."""
-    if data.startswith(b"#?"):
-        found = _RADIANCE_SIZE.search(data[:65536])
-        if found is None or found[2] == found[4]:
-            return None
-        first, second = int(found[3]), int(found[5])
-        return (second, first) if found[2] == b"Y" else (first, second)  # "-Y H +X W": rows first
-    if data[:2] in (b"PF", b"Pf"):
-        found = _PFM_SIZE.match(data[:256])
-        return (int(found[1]), int(found[2])) if found else None
-    if data[:4] in _TIFF_MAGIC:
-        return _tiff_size(data)
-    return None
-
-
-_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
-
-
-def _tiff_tags(data: bytes) -> dict[int, tuple[int, int, str]]:
-    """ImageWidth (256), ImageLength (257) and Orientation (274) of a TIFF's (or BigTIFF's) first image file
-    directory, as tag -> (value, where the value lies, its struct format); those it has."""
-    order = "<" if data[:2] == b"II" else ">"
-    big = data[2:4] in (b"+\0", b"\0+")
-    offset_of, count_of, entry, value_at = ("Q", "Q", 20, 12) if big else ("I", "H", 12, 8)
-    found: dict[int, tuple[int, int, str]] = {}
-    try:
-        (ifd,) = struct.unpack_from(order + offset_of, data, 8 if big else 4)
-        (count,) = struct.unpack_from(order + count_of, data, ifd)
-        first = ifd + struct.calcsize(count_of)
-        for i in range(min(count, 4096)):
-            tag, kind = struct.unpack_from(order + "HH", data, first + entry * i)
-            if tag in (256, 257, 274) and kind in (3, 4, 16):  # SHORT, LONG, LONG8
-                fmt, at = order + {3: "H", 4: "I", 16: "Q"}[kind], first + entry * i + value_at
-                found[tag] = (struct.unpack_from(fmt, data, at)[0], at, fmt)
-    except struct.error:  # cut short
-        pass
-    return found
-
-
-def _tiff_size(data: bytes) -> tuple[int, int] | None:
-    """ImageWidth x ImageLength of a TIFF's (or BigTIFF's) first image file directory; None where it has none."""
-    found = _tiff_tags(data)
-    return (found[256][0], found[257][0]) if 256 in found and 257 in found else None
-
-
-def _tiff_as_stored(data: bytes) -> tuple[bytes, int]:
-    """A TIFF's bytes with its Orientation set to 1 (OpenCV's decoder turns some TIFFs itself, not all: this way
-    it turns none), and the orientation it had (1-8)."""
-    value, at, fmt = _tiff_tags(data).get(274, (1, 0, "H"))
-    if not 2 <= value <= 8:
-        return data, 1
-    patched = bytearray(data)
-    struct.pack_into(fmt, patched, at, 1)
-    return bytes(patched), value
 
 
 def _to_rgb(arr: np.ndarray, path: str | Path) -> np.ndarray:
@@ -249,18 +113,20 @@ def read_image_channels(path: str | Path) -> np.ndarray:
         _check_readable(path)
         return decode_raw(path)
     data = _read_bytes(path).tobytes()
-    size, orientation = _pillow_header(data)
+    size, orientation, frames = pillow_header(data)
     if (limit := max_pixels()) > 0:
-        _judge_size(size or header_size(data), path, limit)
-    if data[:4] in _TIFF_MAGIC:
-        data, orientation = _tiff_as_stored(data)
+        judge_size(size or header_size(data), path, limit)
+    if (wrong := frames_wrong(data, frames)) is not None:
+        raise ImageError(path, wrong)
+    if data[:4] in TIFF_MAGIC:
+        data, orientation = tiff_as_stored(data)
     try:
         flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR  # orientation not applied: below
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:
         arr = None
     if arr is None or arr.size == 0:
-        kinds = " or a TIFF of samples it does not read, e.g. 16-bit floats" if data[:4] in _TIFF_MAGIC else ""
+        kinds = " or a TIFF of samples it does not read, e.g. 16-bit floats" if data[:4] in TIFF_MAGIC else ""
         raise ImageError(path, f"not a readable image (corrupt, truncated or not an image{kinds})")
     if arr.dtype not in (np.uint8, np.uint16):
         if arr.dtype in (np.float32, np.float64):
