@@ -269,3 +269,16 @@ def test_a_callers_own_overrides_give_way_to_the_users():
                                                                    "max_steps=9", "seed=4"]
     assert layered_overrides(own, []) == own
     assert load_recipe(TINY, layered_overrides(own, ["train.max_minutes=7"])).train.max_minutes == 7
+
+
+def test_an_import_override_of_a_key_the_release_sets_replaces_it(tmp_path):
+    """The release's own overrides (restormer: data.train=DPDD) give way to the caller's of the same key: a key given
+    twice with two values is refused, so both would stop the import."""
+    from test_release import release_file
+
+    from defocuskit.inference.release import convert_checkpoint
+    from defocuskit.methods import get_method
+
+    checkpoint = release_file(tmp_path, "restormer")
+    _, recipe, _ = convert_checkpoint(get_method("restormer"), checkpoint, ["data.train=my-shards", "seed=3"])
+    assert recipe.data.train == "my-shards" and recipe.seed == 3

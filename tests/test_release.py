@@ -469,14 +469,3 @@ def test_the_check_tools_einops_stand_in_rearranges_like_einops():
     assert torch.equal(heads, x.reshape(2, 2, 3, 12))
     assert torch.equal(tool.rearrange(heads, "b head c (h w) -> b (head c) h w", head=2, h=3, w=4), x)
     assert torch.equal(tool.rearrange(x, "b c h w -> b (h w) c"), x.flatten(2).transpose(1, 2))
-
-
-def test_an_import_override_of_a_key_the_release_sets_replaces_it(tmp_path):
-    """The release's own overrides (restormer: data.train=DPDD) give way to the caller's of the same key: a key given
-    twice with two values is refused, so both would stop the import."""
-    from defocuskit.inference.release import convert_checkpoint
-    from defocuskit.methods import get_method
-
-    checkpoint = release_file(tmp_path, "restormer")
-    _, recipe, _ = convert_checkpoint(get_method("restormer"), checkpoint, ["data.train=my-shards", "seed=3"])
-    assert recipe.data.train == "my-shards" and recipe.seed == 3
