@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from defocuskit.cli.demo import DEMO_MODELS
 
 
@@ -167,3 +169,48 @@ def test_a_killed_rerun_does_not_leave_the_earlier_runs_demo_json_as_if_finished
     run_demo(out, steps_scale=0.004, size=32, workers=0, limit=2, console=quiet)  # the same command again finishes
     record = json.loads((out / "demo.json").read_text())
     assert record["complete"] is True and [m["steps"] for m in record["models"]] == [8, 10, 6, 8]
+
+
+def test_the_minutes_budget_holds_the_training_of_every_model_or_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """At --minutes 1 the first model took the whole minute and every later one its setup and export on top (68.7 s
+    of training on the 2-core CPU; 0.2: 22.6 s of 12). Here each model costs 3 s besides its steps (the most measured)
+    on a clock of the test's; a budget below what the demo can keep is refused, naming the smallest."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    import defocuskit.cli.demo as demo
+    import defocuskit.data.ingest as ingest
+    import defocuskit.eval.evaluate as evaluate
+    import defocuskit.train.loop as loop
+
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(demo, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    monkeypatch.setattr(ingest, "run_ingest", lambda *args, **kwargs: None)
+    monkeypatch.setattr(evaluate, "evaluate", lambda *args, **kwargs: {})
+
+    def train(recipe, resume=True):  # 3 s of setup and export, then 0.1 s a step until max_minutes (and one more)
+        t, out = recipe.train, Path(recipe.output_dir)
+        steps = min(t.max_steps, int(t.max_minutes * 600) + 1)
+        clock.now += 3.0 + 0.1 * steps
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text(json.dumps({"step": steps}) + "\n")
+        return out / "model.safetensors"
+
+    monkeypatch.setattr(loop, "train", train)
+    quiet = Console(file=io.StringIO())
+    for minutes in (1.0, 0.5):  # 0.5: the smallest the default preset keeps
+        out = tmp_path / f"demo-{minutes:g}"
+        demo.run_demo(out, minutes=minutes, size=32, workers=0, device="cpu", console=quiet)
+        record = json.loads((out / "demo.json").read_text())
+        assert record["train_s"] <= minutes * 60, record
+        assert all(m["reached"] >= 1 for m in record["models"])
+    assert demo.smallest_minutes("default") == 0.5
+    with pytest.raises(ValueError, match=r"^--minutes 0\.2: below the smallest training budget the default preset "
+                                         r"keeps, 0\.5 \(4 models, .*\); give --minutes 0\.5 or more$"):
+        demo.run_demo(tmp_path / "small", minutes=0.2, size=32, workers=0, device="cpu", console=quiet)
+    assert not (tmp_path / "small").exists()
+    demo.run_demo(tmp_path / "default", size=32, workers=0, device="cpu", console=quiet)  # 30 minutes
+    record = json.loads((tmp_path / "default" / "demo.json").read_text())
+    assert [m["reached"] for m in record["models"]] == [m.steps for m in DEMO_MODELS]  # every model its steps

@@ -237,3 +237,48 @@ def test_the_checks_before_training_name_the_file_or_the_override(tmp_path):
                                                               "network (") and \
         result.output.endswith(") (override 'model.width=-3')\n"), result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_an_override_key_given_twice_with_two_values_is_refused_naming_both(tmp_path):
+    """`train max_steps=10 train.max_steps=20` trained 20 steps without a word about the 10; the same value twice
+    passes."""
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+
+    with pytest.raises(RecipeError, match=r"^override train\.max_steps given twice \('max_steps=10' and "
+                                          r"'train\.max_steps=20'\); it takes one value: give it once$"):
+        load_recipe(TINY, ["max_steps=10", "seed=1", "train.max_steps=20"])
+    with pytest.raises(RecipeError, match=r"given twice \('data\.augment=1' and 'data\.augment=true'\)"):
+        load_recipe(TINY, ["data.augment=1", "data.augment=true"])  # YAML's 1 is no bool
+    assert load_recipe(TINY, ["train.max_steps=7", "max_steps=7", "train.max_steps= 7"]).train.max_steps == 7
+    out = f"output_dir={tmp_path / 'run'}"
+    result = CliRunner().invoke(app, ["train", "nafnet-tiny", "train.max_steps=10", "train.max_steps=20", out,
+                                      "--dry-run"])
+    assert result.exit_code == 2 and result.output == ("error: override train.max_steps given twice ('train.max_steps="
+                                                       "10' and 'train.max_steps=20'); it takes one value: give it "
+                                                       "once\n"), result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_callers_own_overrides_give_way_to_the_users():
+    from defocuskit.config.typed import layered_overrides
+
+    own = ["data.train=a", "train.max_steps=5", "seed=3", "train.max_minutes=2"]
+    assert layered_overrides(own, ["max_steps=9", "seed=4"]) == ["data.train=a", "train.max_minutes=2",
+                                                                   "max_steps=9", "seed=4"]
+    assert layered_overrides(own, []) == own
+    assert load_recipe(TINY, layered_overrides(own, ["train.max_minutes=7"])).train.max_minutes == 7
+
+
+def test_an_import_override_of_a_key_the_release_sets_replaces_it(tmp_path):
+    """The release's own overrides (restormer: data.train=DPDD) give way to the caller's of the same key: a key given
+    twice with two values is refused, so both would stop the import."""
+    from test_release import release_file
+
+    from defocuskit.inference.release import convert_checkpoint
+    from defocuskit.methods import get_method
+
+    checkpoint = release_file(tmp_path, "restormer")
+    _, recipe, _ = convert_checkpoint(get_method("restormer"), checkpoint, ["data.train=my-shards", "seed=3"])
+    assert recipe.data.train == "my-shards" and recipe.seed == 3

@@ -1,18 +1,23 @@
 """tools/loso_real.py hands the user's --render-arg / --render-set / --real-arg / --test-arg to defocuskit ingest over
-its own options: since the CLI refuses a single-value option given twice, the user's must replace the tool's."""
+its own options, and its --set / --map-set to defocuskit train over its own recipe overrides: since the CLI refuses a
+single-value option, and a recipe key, given twice with two values, the user's must replace the tool's."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import pytest
+
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 sys.path.insert(0, str(TOOLS))
 
-from loso_real import layered  # noqa: E402
+from loso_real import layered, layered_overrides  # noqa: E402
 
 from defocuskit.cli.app import app  # noqa: E402
 from defocuskit.cli.options import command_of, repeated_option  # noqa: E402
+from defocuskit.config.typed import RecipeError  # noqa: E402
+from defocuskit.methods.recipes import load_recipe  # noqa: E402
 
 
 def test_the_users_ingest_arguments_replace_the_tools_own():
@@ -26,3 +31,13 @@ def test_the_users_ingest_arguments_replace_the_tools_own():
     assert repeated_option(command, rest) is None  # the command line the tool runs is one the CLI takes
     command, rest = command_of(typer.main.get_command(app), ["ingest", "--render", "p", "--out", "o", *own, *extra])
     assert repeated_option(command, rest).startswith("--render-f-numbers given twice")  # as it was before
+
+
+def test_the_users_recipe_overrides_replace_the_tools_own(tmp_path):
+    own = [f"data.train=[{tmp_path / 'a'}]", f"output_dir={tmp_path / 'run'}", "train.max_minutes=25.0"]
+    user = ["train.max_minutes=5", "seed=2"]  # loso_real --set train.max_minutes=5 --set seed=2
+    recipe = load_recipe("nafnet-tiny", layered_overrides(own, user))  # the overrides the tool's train is given
+    assert recipe.train.max_minutes == 5 and recipe.seed == 2 and recipe.output_dir == str(tmp_path / "run")
+    assert layered_overrides(own, ["max_minutes=5"]) == own[:2] + ["max_minutes=5"]  # a short key too
+    with pytest.raises(RecipeError, match="override train.max_minutes given twice"):
+        load_recipe("nafnet-tiny", [*own, *user])  # both, as the tool passed them before

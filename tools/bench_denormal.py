@@ -18,13 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+from defocuskit.config.typed import layered_overrides
+
 
 def run(recipe: str, shards: list[str], out: Path, steps: int, flush: bool, overrides: list[str]) -> dict:
     """Train once; wall seconds, images/s per logged window and the last logged loss."""
-    cmd = [sys.executable, "-m", "defocuskit", "train", recipe, f"data.train=[{','.join(shards)}]",
-           f"output_dir={out}", f"train.max_steps={steps}", f"train.log_every={max(1, steps // 5)}",
-           f"train.checkpoint_every={steps}", "train.max_minutes=null", f"train.flush_denormal={str(flush).lower()}",
-           *overrides]
+    own = [f"data.train=[{','.join(shards)}]", f"output_dir={out}", f"train.max_steps={steps}",
+           f"train.log_every={max(1, steps // 5)}", f"train.checkpoint_every={steps}", "train.max_minutes=null",
+           f"train.flush_denormal={str(flush).lower()}"]
+    # the user's --set replaces the tool's value of its key (defocuskit train refuses a key given twice)
+    cmd = [sys.executable, "-m", "defocuskit", "train", recipe, *layered_overrides(own, overrides)]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0

@@ -64,6 +64,8 @@ from pathlib import Path
 from tool_args import finite, number_list, whole  # same folder
 from tool_folders import not_new_folder
 
+from defocuskit.config.typed import layered_overrides  # the user's --set / --map-set replace the tool's own
+
 SCENES = ("0001", "0002", "0003")
 APERTURE_FOLDERS = ("input", "1_8", "2_8", "8")
 
@@ -287,14 +289,16 @@ def main() -> None:
         map_dir = fold / "map"
         learned = args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc)
         if companion or learned:
-            t_map = run([*exe, "train", args.map_recipe, f"data.train=[{', '.join(shards)}]", f"output_dir={map_dir}",
-                         f"train.max_steps={args.map_steps}", "train.checkpoint_every=1000000",
-                         *args.map_overrides], fold / "train-map.log", env)
+            own = [f"data.train=[{', '.join(shards)}]", f"output_dir={map_dir}", f"train.max_steps={args.map_steps}",
+                   "train.checkpoint_every=1000000"]
+            t_map = run([*exe, "train", args.map_recipe, *layered_overrides(own, args.map_overrides)],
+                        fold / "train-map.log", env)
         coc = ["--coc", "map", "--coc-model", str(map_dir / "model.safetensors")] if learned else ["--coc", "edge"]
         run_dir = fold / "run"
         uses_map = [f"{companion}={map_dir / 'model.safetensors'}"] if companion else []  # trained on the same renders
-        t_train = run([*exe, "train", args.recipe, f"data.train=[{', '.join(shards + real)}]", f"output_dir={run_dir}",
-                       f"train.max_minutes={args.minutes}", *uses_map, *args.overrides], fold / "train.log", env)
+        own = [f"data.train=[{', '.join(shards + real)}]", f"output_dir={run_dir}", f"train.max_minutes={args.minutes}",
+               *uses_map]
+        t_train = run([*exe, "train", args.recipe, *layered_overrides(own, args.overrides)], fold / "train.log", env)
         report = fold / "report"
         model = str(run_dir / "model.safetensors")
         gate = [] if args.focus_gate is None else ["--checkpoint", model, "--focus-gate", f"run#2:{args.focus_gate:g}",

@@ -275,7 +275,8 @@ def eval_cmd(
 def demo_cmd(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Folder for the demo's shards, runs and report."),
     minutes: float = typer.Option(30.0, "--minutes", help="Safety cap on the training time of all models together "
-                                  "(each trains a fixed number of steps; a run the cap stops is named)."),
+                                  "(each trains a fixed number of steps; a run the cap stops is named); at least 0.5 "
+                                  "(misaligned: 0.4): about 5 s of it is kept for each model's setup and export."),
     steps_scale: float = typer.Option(1.0, "--steps-scale", help="Multiply every model's training steps (0.01: a smoke run)."),
     size: int = typer.Option(128, "--size", help="Longer side of the synthetic scenes."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help=f"Ingest: {WORKERS_HELP}."),

@@ -2,7 +2,8 @@
 
 Ingests the built-in synthetic aperture stacks, trains small models for a fixed number of steps each (so the
 table is the same on a busy and an idle machine; `--minutes` only caps the training time in all, as a safety
-net, and says so when it cuts a run short), and evaluates them by f-number beside the input, Wiener and
+net, and says so when it cuts a run short; it keeps MODEL_RESERVE_S of it for each model's setup and export, and
+refuses a budget below `smallest_minutes`), and evaluates them by f-number beside the input, Wiener and
 proximal-step baselines (CoC maps from the demo's defocus-map model). `demo.json` in the output folder records
 each model's planned and reached steps and its training time; it says `"complete": false` from the start of a
 run until its end, so a killed rerun's folder (some models of the earlier run replaced) is not read as a finished
@@ -69,6 +70,10 @@ PRESETS: dict[str, tuple[DemoModel, ...]] = {
     ),
 }
 DEMO_MODELS = PRESETS["default"]
+# What each model's training takes besides the steps train.max_minutes times: building it (the first one to need them
+# imports torch._dynamo or transformers), its data loader, its last step and its export; at most about 3 s on the
+# 2-core CPU of docs/benchmarks.md. The --minutes budget keeps this much for every model still to train.
+MODEL_RESERVE_S = 5.0
 # Held out for the test split: chelsea and rocket (8 scenes of 2 photographs; data/sources/synthetic.py test_photos),
 # not the 4 variants of one photograph that the ingest default (0.1) holds out.
 DEMO_TEST_FRACTION = 0.2
@@ -84,6 +89,18 @@ def recipe_path(name: str) -> Path:
 def planned_steps(model: DemoModel, steps_scale: float) -> int:
     """The steps `model` trains for under `--steps-scale` (at least 1)."""
     return max(1, round(model.steps * steps_scale))
+
+
+def smallest_minutes(preset: str) -> float:
+    """The smallest --minutes whose training the demo keeps for `preset`: every model's reserve and one more for
+    their steps, in tenths of a minute rounded up."""
+    return math.ceil((len(PRESETS[preset]) + 1) * MODEL_RESERVE_S / 6.0) / 10.0
+
+
+def model_cap(minutes: float, spent_s: float, models_left: int) -> float:
+    """train.max_minutes of the next model: what is left of `minutes` after `spent_s` seconds of training, less the
+    reserve (MODEL_RESERVE_S) of the `models_left` models still to train, this one included; at least 0.01."""
+    return max(0.01, minutes - (spent_s + models_left * MODEL_RESERVE_S) / 60.0)
 
 
 def reached_step(run: Path) -> int:
@@ -107,15 +124,20 @@ def check_demo_record(path: Path) -> None:
                          "give another --out")
 
 
-def check_numbers(minutes: float, steps_scale: float, size: int, limit: int | None) -> None:
+def check_numbers(minutes: float, steps_scale: float, size: int, limit: int | None, preset: str = "default") -> None:
     """ValueError naming the option, before any work: --steps-scale and --minutes not a finite positive number (NaN
-    and inf failed after the ingest, or stopped every model at its first steps with exit 0), --size outside the
+    and inf failed after the ingest, or stopped every model at its first steps with exit 0), --minutes below the
+    smallest budget the preset's training keeps (`smallest_minutes`: 0.2 trained for twice that), --size outside the
     synthetic scenes' sides, --limit below 1 (refused by the evaluation only after every model had trained)."""
     from defocuskit.data.ingest_checks import MAX_SYNTHETIC_SIDE
 
     for option, value in (("--steps-scale", steps_scale), ("--minutes", minutes)):
         if not 0 < value < math.inf:
             raise ValueError(f"{option} {value:g}: a finite number above 0")
+    if minutes < (least := smallest_minutes(preset)):
+        raise ValueError(f"--minutes {minutes:g}: below the smallest training budget the {preset} preset keeps, "
+                         f"{least:g} ({len(PRESETS[preset])} models, each about {MODEL_RESERVE_S:g} s to build and "
+                         f"export besides its steps); give --minutes {least:g} or more")
     if not 16 <= size <= MAX_SYNTHETIC_SIDE:
         raise ValueError(f"--size {size}: the scenes' longer side, 16 to {MAX_SYNTHETIC_SIDE} pixels")
     if limit is not None and limit < 1:
@@ -162,7 +184,7 @@ def run_demo(
 
     if preset not in PRESETS:
         raise ValueError(f"unknown demo preset {preset!r} (known: {', '.join(PRESETS)})")
-    check_numbers(minutes, steps_scale, size, limit)
+    check_numbers(minutes, steps_scale, size, limit, preset)
     check_workers(workers)  # refused by the ingest only after demo.json was marked unfinished
     device = resolve_device(device)
     out = Path(out)
@@ -230,7 +252,7 @@ def _run_held(out: Path, minutes: float, steps_scale: float, size: int, workers:
     trained_s = 0.0
     for i, dm in enumerate(models, 1):
         steps = planned_steps(dm, steps_scale)
-        cap = max(0.01, minutes - trained_s / 60.0)
+        cap = model_cap(minutes, trained_s, len(models) - i + 1)
         console.print(f"[{elapsed()}] 2/3 train {i}/{len(models)} {dm.name} ({dm.data} pairs): {steps} steps")
         run = out / "runs" / dm.name
         overrides = [

@@ -25,11 +25,13 @@ import torch
 
 from defocuskit.data import folder, reader, shards
 from defocuskit.data.manifest import prune, publish_with_record, read_record, regenerate
+from defocuskit.inference.tiling import run_in_tiles
 from defocuskit.io.images import decode_image, encode_png, to_float
 from defocuskit.train.augment import BT601
 
 COC_SOURCE = "jdrl-reblur"
 COC_RULE = "coc = 2 x expected disc-equivalent kernel radius of the JDRL reblurring module"
+TILE_BATCH = 4  # tiles through the network at once (restore_image's default --batch)
 
 
 def _stamp(path: str | Path) -> dict[str, Any]:
@@ -42,14 +44,22 @@ def _digest(obj: Any) -> str:
 
 
 @torch.no_grad()
-def coc_map(model: torch.nn.Module, blur: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """The pseudo CoC diameter (H, W) in pixels of a blurry uint8/uint16 (H, W, C) image."""
+def coc_map(model: torch.nn.Module, blur: np.ndarray, device: str = "cpu", tile: int | None = None,
+            batch: int = TILE_BATCH) -> np.ndarray:
+    """The pseudo CoC diameter (H, W) in pixels of a blurry uint8/uint16 (H, W, C) image: the network run in
+    overlapping tiles of `tile` px (`write_pseudo_coc`: the model's training size; None: the whole image at once),
+    blended as eval blends a tiled model's (`inference.tiling.run_in_tiles`), so its memory is bounded by the tile,
+    not the image (a whole 2048 x 2048 image took 8 GB with jdrl-tiny)."""
     x = to_float(blur)
     if model.deblur.in_ch == 1 and x.shape[2] == 3:
         x = (x @ BT601)[..., None]  # the model was trained on luminance (data.channels 1)
-    t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].float().to(device)
-    _, radius = model.pseudo_map(t)
-    return (2.0 * radius[0, 0]).float().cpu().numpy()
+
+    def diameter(tiles: np.ndarray) -> np.ndarray:  # (B, h, w, C) -> (B, h, w, 1)
+        t = torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2))).float().to(device)
+        _, radius = model.pseudo_map(t)
+        return (2.0 * radius).float().cpu().numpy().transpose(0, 2, 3, 1)
+
+    return run_in_tiles(diameter, np.asarray(x, np.float32), tile, batch=batch)[:, :, 0]
 
 
 def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | Path, *, split: str | None = None,
@@ -68,7 +78,8 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
     out = Path(out)
     if Path(shards_in).resolve() == out.resolve():
         raise ValueError(f"--out must be a new folder, not the input shard folder {shards_in}")
-    _, _, model = load_model(checkpoint, device=device, expect_method="jdrl")
+    _, recipe, model = load_model(checkpoint, device=device, expect_method="jdrl")
+    tile = int(recipe.data.image_size)  # the size it trained on, as eval runs a tiled model: memory bounded
     urls = reader.shard_urls(shards_in, split)
     for url in urls:  # a shard of --out named by its file, a pattern or a link: it would be replaced by its output
         if not (url.startswith("pipe:") or "://" in url) and Path(url).resolve().parent == out.resolve():
@@ -84,7 +95,7 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
         name = Path(url).name[: -len(".tar")]
         if name in plan:
             raise ValueError(f"two input shards are named {name}.tar; give one shard folder")
-        plan[name] = _digest({"model": model_stamp, "shard": _stamp(url), "rule": COC_RULE})
+        plan[name] = _digest({"model": model_stamp, "shard": _stamp(url), "rule": COC_RULE, "tile": tile})
     options = {"pseudo_coc": {"checkpoint": str(checkpoint), "shards": str(shards_in), "split": split,
                               "rule": COC_RULE}}
     with folder.run_lock(out, "pseudo-coc", folder.plan_digest(plan)):
@@ -96,7 +107,7 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
             record = read_record(out, name)
             if record and record.get("fingerprint") == plan[name] and (out / f"{name}.tar").is_file():
                 continue
-            _convert_shard(model, url, out, name, plan[name], str(checkpoint), device)
+            _convert_shard(model, url, out, name, plan[name], str(checkpoint), device, tile)
         prune(out, plan, set(plan))
         manifest = regenerate(out, plan, options)
     if not manifest["counts"]["samples"]:  # remote shards, not looked into before
@@ -115,8 +126,9 @@ def _has_pairs(urls: list[str]) -> bool:
 
 
 def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, fingerprint: str, checkpoint: str,
-                   device: str) -> None:
-    """One input shard -> one output shard of the same name, committed with its record."""
+                   device: str, tile: int | None) -> None:
+    """One input shard -> one output shard of the same name (the maps in tiles of `tile` px), committed with its
+    record."""
     writer = shards.AtomicShard(out, name)
     counts: Counter = Counter()
     rejects: list[dict[str, Any]] = []
@@ -129,7 +141,7 @@ def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, finge
                 continue
             meta = json.loads(raw["json"]) if "json" in raw else {}
             blur = decode_image(raw["blur.png"], f"{key}.blur.png")
-            coc = coc_map(model, blur, device)
+            coc = coc_map(model, blur, device, tile)
             meta = dict(meta, coc_source=COC_SOURCE, coc_model=Path(checkpoint).name)
             members = {"blur.png": raw["blur.png"], "sharp.png": raw["sharp.png"],
                        "coc.png": encode_png(shards.encode_coc(coc)),

@@ -41,7 +41,7 @@ class RecipeSource:
         given: dict[str, str] = {}
         for key, item in self.overrides:
             if _names(about, key):
-                given[key] = item  # a key overridden twice: the last one holds
+                given[key] = item  # a key overridden twice (to the same value: no other passes): the last one
         overridden = {key for key, _ in self.overrides}
         if not given or any(key not in overridden for key in _SECTION_KEY.findall(about)):  # a value of the file's
             text = f"{self.name}: {text}"

@@ -230,3 +230,46 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                               f"({key.strip()}.KEY=VALUE), not the section")
         node[parts[-1]] = parse_value(text, key.strip())
     return out
+
+
+def override_key(item: str) -> str:
+    """The dotted key that the override `item` (`key=value`) sets."""
+    return item.partition("=")[0].strip()
+
+
+def _same_value(text: str, key: str) -> Any:
+    """What decides whether two overrides of `key` agree: the value as YAML, with its type (`1` is not `true`); the
+    text where it is no YAML (its own error comes later)."""
+    try:
+        value = parse_value(text, key)
+    except RecipeError:
+        return ("text", text.strip())
+    return (type(value).__name__, value)
+
+
+def repeated_override(overrides: list[str], given: list[str] | None = None) -> str | None:
+    """The line refusing a dotted key that `overrides` set twice to different values (the last would hold without a
+    word), else None; the same value twice passes. `given`: the overrides as the user wrote them (`max_steps=9` for
+    `train.max_steps=9`), named in the line."""
+    seen: dict[str, tuple[Any, str]] = {}
+    for item, original in zip(overrides, overrides if given is None else given):
+        key, sep, text = item.partition("=")
+        if not sep:
+            continue  # not key=value: apply_overrides says so
+        key = key.strip()
+        value = _same_value(text, key)
+        if key in seen and seen[key][0] != value:
+            return (f"override {key} given twice ('{seen[key][1]}' and '{original}'); it takes one value: "
+                    "give it once")
+        seen.setdefault(key, (value, str(original)))
+    return None
+
+
+def layered_overrides(base: list[str] | tuple[str, ...], extra: list[str] | tuple[str, ...]) -> list[str]:
+    """`base` (a caller's own overrides) without those whose key `extra` (the user's) sets, then `extra`: the user's
+    replace the caller's, as one override each (a key given twice with two values is refused). An undotted key of
+    `extra` (`max_steps=9`) replaces the dotted one it stands for (`train.max_steps`)."""
+    given = {override_key(item) for item in extra}
+    short = {key for key in given if "." not in key}
+    return [item for item in base if override_key(item) not in given
+            and override_key(item).rpartition(".")[2] not in short] + list(extra)

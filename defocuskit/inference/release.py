@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import recipe_to_dict
-from defocuskit.config.typed import did_you_mean
+from defocuskit.config.typed import did_you_mean, layered_overrides
 from defocuskit.io.hub import file_sha256
 from defocuskit.io.modelfile import check_finite, save_model
 from defocuskit.io.output_journal import journalled_output
@@ -73,7 +73,7 @@ def convert_checkpoint(method: Method, checkpoint: Path, overrides: list[str] | 
     except ReleaseError as exc:
         message = str(exc)
         raise ReleaseError(message if message.startswith(str(checkpoint)) else f"{checkpoint}: {message}") from None
-    recipe = load_recipe(release.recipe, [*release.overrides, *overrides])
+    recipe = load_recipe(release.recipe, layered_overrides(release.overrides, overrides))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the port's tensors a checkpoint may lack are built the same way every time
         net = method.build(recipe.model, recipe.objective, False)

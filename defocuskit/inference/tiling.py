@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -157,6 +157,33 @@ def resolve_overlap(tile: int, overlap: int | None) -> int:
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, tile={tile}), got {overlap}")
     return int(overlap)
+
+
+def run_in_tiles(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: int | None,
+                 overlap: int | None = None, batch: int = 4) -> np.ndarray:
+    """`fn` (a (B, h, w, C) float32 batch of tiles -> (B, h, w, K)) over a float32 (H, W, C) image in overlapping
+    tiles of `tile` px (on an axis the image is shorter, the image's side; None: the whole image in one call),
+    blended with raised-cosine weights as `restore_image` blends its tiles; (H, W, K) float32. `batch` tiles per
+    call: the memory `fn` takes is bounded by tile x tile x batch, whatever the image's size. An image within one
+    tile is `fn`'s output as it is."""
+    height, width = image.shape[:2]
+    th, tw = (height, width) if tile is None else (min(tile, height), min(tile, width))
+    ov = resolve_overlap(min(th, tw), overlap) if min(th, tw) > 1 else 0
+    ys, xs = tile_starts(height, th, ov), tile_starts(width, tw, ov)
+    window = blend_window((th, tw), (ov if len(ys) > 1 else 0, ov if len(xs) > 1 else 0))
+    boxes = [(y, x) for y in ys for x in xs]
+    weight = np.zeros((height, width), np.float32)
+    acc: np.ndarray | None = None
+    for b in range(0, len(boxes), max(1, batch)):
+        chunk = boxes[b : b + max(1, batch)]
+        out = np.asarray(fn(np.stack([image[y : y + th, x : x + tw] for y, x in chunk])), np.float32)
+        if acc is None:
+            acc = np.zeros((height, width, out.shape[3]), np.float32)
+        for (y, x), t in zip(chunk, out):
+            acc[y : y + th, x : x + tw] += t * window[:, :, None]
+            weight[y : y + th, x : x + tw] += window
+    assert acc is not None
+    return acc / weight[:, :, None]
 
 
 def tile_seed(seed: int, index: int) -> int:

@@ -18,6 +18,7 @@ from defocuskit.config.typed import (
     nearest,
     parse_value,
     read_yaml,
+    repeated_override,
     yaml_problem,
 )
 from defocuskit.methods import get_method
@@ -44,6 +45,9 @@ def load_recipe_source(path: str | Path, overrides: list[str] | tuple[str, ...] 
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of sections")
     expanded = expand_short_keys(raw, list(overrides))
+    twice = repeated_override(expanded, list(overrides))
+    if twice is not None:
+        raise RecipeError(twice)
     source = RecipeSource(str(given) if given.is_file() else f"packaged recipe {path.stem}",
                           tuple((item.partition("=")[0].strip(), str(original))
                                 for item, original in zip(expanded, overrides)))
