@@ -136,15 +136,15 @@ def _tiny_ingest(tmp_path: Path, name: str, workers):
 
 def test_workers_follow_pytorch_num_workers(tmp_path, monkeypatch):
     import defocuskit.data.ingest as ingest
+    import defocuskit.data.workers as workers_module
 
     pools = []
 
-    class Context:
-        def Pool(self, n, **kw):  # noqa: N802 (multiprocessing's name)
-            pools.append(n)
-            raise _PoolStarted
+    def pool(n, **kw):
+        pools.append(n)
+        raise _PoolStarted
 
-    monkeypatch.setattr(ingest.multiprocessing, "get_context", lambda *a: Context())
+    monkeypatch.setattr(workers_module, "ProcessPoolExecutor", pool)
     manifest = _tiny_ingest(tmp_path, "main", 0)  # 0: all the work in the main process, no pool
     assert pools == [] and manifest["run"]["workers"] == 0 and manifest["counts"]["samples"] > 2
     for workers, expected in ((1, 1), (3, 3), (None, 2)):  # N: N processes; default: ingest.default_workers()
@@ -167,19 +167,15 @@ def _members(tar_path: Path) -> list[tuple[str, bytes]]:
 
 def test_cli_workers_one_runs_one_worker_process(tmp_path, monkeypatch):
     """--workers 1 really starts a pool of one process, and its shards hold what --workers 0 writes."""
-    import defocuskit.data.ingest as ingest
+    import defocuskit.data.workers as workers_module
 
-    real_get_context, pools = ingest.multiprocessing.get_context, []
+    real_pool, pools = workers_module.ProcessPoolExecutor, []
 
-    class Recording:  # the real context; its Pool sizes are recorded
-        def __init__(self, *args):
-            self.ctx = real_get_context(*args)
+    def recording(n, **kw):  # the real pool; its sizes are recorded
+        pools.append(n)
+        return real_pool(n, **kw)
 
-        def Pool(self, n, **kw):  # noqa: N802 (multiprocessing's name)
-            pools.append(n)
-            return self.ctx.Pool(n, **kw)
-
-    monkeypatch.setattr(ingest.multiprocessing, "get_context", Recording)
+    monkeypatch.setattr(workers_module, "ProcessPoolExecutor", recording)
     tars = {}
     for workers in ("0", "1"):
         out = tmp_path / f"w{workers}"

@@ -48,6 +48,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         raise KeyboardInterrupt
     if (root / "slow").exists():
         time.sleep(float((root / "slow").read_text() or 0.3))
+    _crash(root, task.key)
     sharp = read_image(task.files["sharp"])
     blur = cv2.GaussianBlur(sharp, (5, 5), 1.5)
     f_number = 2.8 if int(task.scene[1:]) % 2 == 0 else 4.0
@@ -57,6 +58,20 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
 
 
 SOURCE = DatasetSource(NAME, list_tasks, load)  # this module stands in for a source module
+
+
+def _crash(root: Path, key: str) -> None:
+    """A worker process (never the test's own) dies as a decoder's crash kills it: at the task named by the file
+    `crash_at` every time, at the one named by `crash_once_at` the first time only."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        return
+    once, flag = root / "crash_once_at", root / "crashed_once"
+    if ((root / "crash_at").exists() and (root / "crash_at").read_text() == key) or (
+            once.exists() and once.read_text() == key and not flag.exists()):
+        flag.touch()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def make_inputs(root: Path, n_train: int = 7, n_test: int = 2, size: int = 32, corrupt: bool = False) -> Path:
@@ -147,6 +162,44 @@ def test_a_rerun_writes_anew_a_shard_cut_short_since(tmp_path, fake):
     again = run_ingest({NAME: root}, opts(out), progress=False)
     assert again["run"]["shards_skipped"] == len(again["shards"]) - 1
     assert sorted(keys_of(out)) == expected
+
+
+def _ingest_in_subprocess(root: Path, out: Path, workers: int) -> subprocess.CompletedProcess:
+    """run_ingest of the fake source in a child process (so a pool that waits for ever fails the test by its
+    timeout instead of hanging the suite); prints the run's numbers as JSON."""
+    code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"from defocuskit.data import sources; sources.SOURCES['fake'] = 'test_ingest'; "
+            f"from pathlib import Path; from defocuskit.data.ingest import run_ingest; "
+            f"from defocuskit.data.sample import IngestOptions; "
+            f"m = run_ingest({{'fake': Path({str(root)!r})}}, IngestOptions(out={str(out)!r}, workers={workers}, "
+            f"shard_size=2), progress=False); print(json.dumps(m['run']))")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_input_whose_worker_dies_is_rejected_and_the_rest_ingested(tmp_path, workers):
+    root = make_inputs(tmp_path / "in", n_train=6, n_test=0)
+    (root / "crash_at").write_text("fake/train/s02")  # its worker is killed every time it reads it (a segfault)
+    out = tmp_path / "out"
+    done = _ingest_in_subprocess(root, out, workers)  # before, the pool lost the task and waited for ever
+    assert done.returncode == 0, done.stderr
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [(Path(r["file"]).name, r["key"]) for r in rejects] == [("s02.png", "fake/train/s02")]
+    assert "the process reading it died" in rejects[0]["reason"]
+    assert sorted(keys_of(out)) == [f"fake/train/s{i:02d}" for i in range(6) if i != 2]
+    assert read_manifest(out)["complete"] is True
+
+
+def test_an_input_whose_worker_died_once_is_read_again(tmp_path):
+    root = make_inputs(tmp_path / "in", n_train=6, n_test=0)
+    (root / "crash_once_at").write_text("fake/train/s03")  # killed once (the out-of-memory killer), then fine
+    out = tmp_path / "out"
+    done = _ingest_in_subprocess(root, out, 2)
+    assert done.returncode == 0, done.stderr
+    assert (root / "crashed_once").exists()  # the worker did die
+    assert not (out / "rejects.jsonl").read_text().strip()
+    assert sorted(keys_of(out)) == [f"fake/train/s{i:02d}" for i in range(6)]
 
 
 def test_killed_worker_pool_run_resumes(tmp_path, fake):

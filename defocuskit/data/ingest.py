@@ -33,13 +33,11 @@ This module runs the work (workers, shard writing, resume); `plan` lists and gro
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +60,7 @@ from defocuskit.data.records import no_sample_error, shard_record, tar_intact
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Task
 from defocuskit.data.sources import module_of, source_in
 from defocuskit.data.stamps import Stamps, stamp_files
+from defocuskit.data.workers import ordered_results
 from defocuskit.io.formats import ImageError
 
 LIST_EVERY_S = 1.0  # while shards are written the manifest lists the finished ones, at most this far behind
@@ -130,23 +129,23 @@ def default_workers() -> int:
 
 
 def _results(jobs: list[tuple[str, Task]], opts: IngestOptions, workers: int) -> Iterator[WorkResult]:
-    """Results in job order, as PyTorch's num_workers: in the main process for workers 0, else a Pool of
-    `workers` processes (one for 1) fed a bounded ordered window (the equivalent of imap with chunksize 1
-    that cannot pile up encoded images in memory)."""
+    """Results in job order, as PyTorch's num_workers: in the main process for workers 0, else in `workers`
+    processes (one for 1) fed a bounded ordered window (`workers.ordered_results`); an input whose worker dies
+    (a decoder's crash, the out-of-memory killer) is that input's reject, not a run that waits for ever."""
     if workers == 0:
         for module, task in jobs:
             yield process_task(module, task, opts)
         return
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    with ctx.Pool(workers, initializer=_init_worker) as pool:
-        feed = iter(jobs)
-        window = deque(pool.apply_async(process_task, (m, t, opts)) for m, t in islice(feed, 2 * workers))
-        while window:
-            result = window.popleft().get()
-            for m, t in islice(feed, 1):
-                window.append(pool.apply_async(process_task, (m, t, opts)))
-            yield result
+    yield from ordered_results(process_task, [(m, t, opts) for m, t in jobs], workers, _dead_worker_result,
+                               initializer=_init_worker)
+
+
+def _dead_worker_result(job: tuple[str, Task, IngestOptions]) -> WorkResult:
+    """The reject of a task whose worker process died twice, in the pool and alone."""
+    task = job[1]
+    reason = ("the process reading it died, twice (a crash in the decoder, or killed: out of memory?); the other "
+              "inputs were read")
+    return WorkResult(task.key, rejects=[Rejected(task.source, first_file(task), reason, task.key).to_json()])
 
 
 def _unreadable_reject(task: Task, stamps: Stamps) -> dict[str, Any] | None:
