@@ -43,6 +43,7 @@ from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
 from defocuskit.train.checkpoints import (
     METRICS,
+    MODEL_FILE,
     blocking_step_folder,
     check_data_position,
     clean_run_folder,
@@ -69,7 +70,6 @@ from defocuskit.train.runfolder import RECIPE_FILE, RECIPE_HEADER, check_run_fol
 from defocuskit.train.state import LoopState, StepCounter
 from defocuskit.train.validation import Validate, ValidationHook
 
-MODEL_FILE = "model.safetensors"
 RUN_LOCK = ".train.lock"  # held by the main process for the whole run (io.locks)
 LOG_KEYS_ENV = "DEFOCUSKIT_LOG_KEYS"
 
