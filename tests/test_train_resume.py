@@ -166,3 +166,33 @@ def test_a_resume_refused_at_loading_leaves_the_run_folder_as_it_was(two_steps, 
     result = train(shards, out, "train.max_steps=4", "seed=3")
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
     assert (out / "recipe.yaml").read_text() == before
+
+
+def test_the_key_log_of_a_resumed_run_is_the_uninterrupted_runs(shards, tmp_path, monkeypatch):
+    """DEFOCUSKIT_LOG_KEYS: a run stopped after training steps 3 and 4 (its last checkpoint: step 2) logged their keys,
+    and the resume logged them again as it trained them again; the log is cut back to the checkpoint's step, as
+    metrics.jsonl is. A fresh start (--no-resume) logs from step 1 again."""
+    import defocuskit.train.loop as loop
+
+    monkeypatch.setenv("DEFOCUSKIT_LOG_KEYS", "1")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert train(shards, whole, "train.max_steps=4").exit_code == 0
+    save = loop.save_checkpoint
+
+    def stopped_at_4(accelerator, net, recipe, step):
+        if step == 4:  # Ctrl-C after step 4 was trained, before its checkpoint
+            raise KeyboardInterrupt
+        return save(accelerator, net, recipe, step)
+
+    monkeypatch.setattr(loop, "save_checkpoint", stopped_at_4)
+    assert train(shards, split, "train.max_steps=6").exit_code == 130
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    assert train(shards, split, "train.max_steps=4").exit_code == 0
+
+    def log(run: Path) -> list[dict]:
+        return [json.loads(line) for line in (run / "seen-keys-rank0.jsonl").read_text().splitlines()]
+
+    assert [row["step"] for row in log(whole)] == [1, 2, 3, 4]
+    assert log(split) == log(whole)
+    assert train(shards, split, "train.max_steps=4", "--no-resume").exit_code == 0
+    assert log(split) == log(whole)

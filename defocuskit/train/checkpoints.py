@@ -286,7 +286,8 @@ def grid_written_by_train(path: Path, validated: Collection[int]) -> bool:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines after `step` (written by a run that was stopped after its last checkpoint)."""
+    """Drop the rows of `step`s after `step` from metrics.jsonl or a key log (written by a run that was stopped after
+    its last checkpoint), and any row that is not one (cut short by a kill)."""
     if not path.is_file():
         return
     keep = []

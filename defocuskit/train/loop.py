@@ -15,7 +15,8 @@ and the data of batch b is a fixed function of (seed, rank, b) (see `defocuskit.
 resumed run continues exactly the stream and the loss curve of the uninterrupted one, and starts at
 once: the stream seeks to its position, whatever the step.
 With DEFOCUSKIT_LOG_KEYS=1 each process also records the sample keys it trained on
-(seen-keys-rank{R}.jsonl) and a checksum of its final weights (weights-rank{R}.json).
+(seen-keys-rank{R}.jsonl, cut back to the resumed step as metrics.jsonl is) and a checksum of its final weights
+(weights-rank{R}.json).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from defocuskit.train.validation import Validate, ValidationHook
 
 RUN_LOCK = ".train.lock"  # held by the main process for the whole run (io.locks)
 LOG_KEYS_ENV = "DEFOCUSKIT_LOG_KEYS"
+KEYS_FILE = "seen-keys-rank{rank}.jsonl"  # with LOG_KEYS_ENV: the sample keys process R trained on, by step
 
 
 def reseed(seed: int, rank: int, step: int, micro: int) -> None:
@@ -217,10 +219,12 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     stream.start_batch = start * t.grad_accum
     if accelerator.is_main_process:
         truncate_metrics(out / METRICS, start)
+    log_keys = os.environ.get(LOG_KEYS_ENV) == "1"
+    if log_keys:  # the keys of steps trained after the checkpoint are logged again as they are trained again
+        truncate_metrics(out / KEYS_FILE.format(rank=rank), start)
     if t.log_with:
         accelerator.init_trackers("defocuskit", config=flat_config(recipe_to_dict(recipe)))
 
-    log_keys = os.environ.get(LOG_KEYS_ENV) == "1"
     step = start
     if step < t.max_steps:
         hook = ValidationHook(validate, accelerator, recipe, method, ema, net, start) if validate else None
@@ -287,7 +291,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     start = counter.step
     batches = iter(loader)
-    keys_file = open(out / f"seen-keys-rank{rank}.jsonl", "a") if log_keys else None  # noqa: SIM115
+    keys_file = open(out / KEYS_FILE.format(rank=rank), "a") if log_keys else None  # noqa: SIM115
     metrics = open(out / METRICS, "a") if accelerator.is_main_process else None  # noqa: SIM115
     bar = training_bar(t.max_steps, start, t.max_minutes, disable=not accelerator.is_main_process)
     t_start = t_log = time.time()
