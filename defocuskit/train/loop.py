@@ -108,11 +108,9 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
     recipe, resolved = resolve_coc_bound(recipe, urls)
     out = Path(recipe.output_dir)
     checkpoints = list_checkpoints(out) if resume else []
-    changed = None  # the line saying where a resume is not the exact continuation (said where it trains)
     if checkpoints:
         check_steps(checkpoints)
-        changed = check_resume(checkpoints[-1][1], recipe)
-        changed = changed if checkpoints[-1][0] < recipe.train.max_steps else None
+        check_resume(checkpoints[-1][1], recipe)  # refused before any work (what changed: said once it trains)
     blocking = blocking_step_folder(out, checkpoints[-1][0] if checkpoints else 0, recipe.train.max_steps,
                                     recipe.train.checkpoint_every)
     if blocking is not None:
@@ -140,8 +138,10 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
                          "ACCELERATE_MIXED_PRECISION; the recipe's train.mixed_precision is auto") + ")")
     if resolved:
         accelerator.print(resolved)
-    if changed:
-        accelerator.print(changed)
+    if checkpoints and checkpoints[-1][0] < t.max_steps:  # where a resume is not the exact continuation
+        changed = check_resume(checkpoints[-1][1], recipe, precision=accelerator.mixed_precision)
+        if changed:
+            accelerator.print(changed)
     with flushed_denormals(accelerator.device.type == "cpu" and t.flush_denormal):
         if not accelerator.is_main_process:
             return _train(recipe, resume, method, urls, checkpoints, accelerator, init, validate)
