@@ -29,7 +29,7 @@ def dry_run_report(resolved: Any) -> None:
     try:
         if resolved.train.init_from:  # what the run would check before any work, checked now
             model_file, _ = init_provenance(resolved.train.init_from)
-            load_initial_weights(model, model_file, method.name, resolved.train.init_from)
+            load_initial_weights(model, model_file, method.name, resolved.train.init_from, resolved)
     except TrainingError as exc:
         fail(str(exc), 1)  # once under `accelerate launch`: every process checks the same weights
     if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`: checked by every process, printed by one

@@ -183,7 +183,7 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     torch.manual_seed(recipe.seed)  # the same initial weights on every process
     model = build_network(method, recipe, True)
     if init is not None and not checkpoints:  # a resumed run has its own weights in the checkpoint
-        load_initial_weights(model, init[0], method.name, recipe.train.init_from)  # checked before any write
+        load_initial_weights(model, init[0], method.name, recipe.train.init_from, recipe)  # checked before any write
         accelerator.print(f"weights from {recipe.train.init_from} (sha256 {init[1]['init_from_sha256'][:12]}...); "
                           "optimizer and schedule start fresh")
     if accelerator.is_main_process:
