@@ -198,6 +198,7 @@ def test_the_key_log_of_a_resumed_run_is_the_uninterrupted_runs(shards, tmp_path
     assert train(shards, split, "train.max_steps=4", "--no-resume").exit_code == 0
     assert log(split) == log(whole)
 
+
 def test_mixed_precision_auto_resolved_otherwise_on_resume_is_said_with_both_values(two_steps, shards, tmp_path):
     """train.mixed_precision `auto` is resolved where the run starts (the launcher, `accelerate config`, the
     environment): a checkpoint written in fp32 resumed in bf16 (or the reverse) is not the exact continuation, and

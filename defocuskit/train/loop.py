@@ -7,8 +7,9 @@ model.safetensors (the EMA weights, exported at the end; with `train.init_from` 
 model's weights, recorded in the export's metadata). With a validator (`data.val`, built by
 `eval.validation.make_validator`), the EMA weights are scored every `train.eval_every` steps and at the end:
 a "val_*" row in metrics.jsonl and the trackers, a grid of crops in val/step-NNNNNNN.png, and with
-`train.keep_best` best.safetensors (the EMA weights of the best validation PSNR so far). The main process holds `.train.lock` for the
-whole run: a second run into the same output_dir stops at once, naming the first (pid, host, command).
+`train.keep_best` best.safetensors (the EMA weights of the best validation PSNR so far). The main process holds
+`.train.lock` for the whole run: a second run into the same output_dir stops at once, naming the first (pid, host,
+command).
 
 Reproducibility: before every micro-batch the global RNGs are reseeded from (seed, rank, step, micro),
 and the data of batch b is a fixed function of (seed, rank, b) (see `defocuskit.train.stream`), so a
@@ -320,7 +321,8 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
             if step % t.log_every == 0 or step == t.max_steps or stop:  # the last step is always logged
                 now = time.time()
                 images = steps_here * t.grad_accum * recipe.data.batch_size * world
-                mean = np.mean(np.asarray(counter.window, dtype=np.float64), axis=0).tolist()  # steps since the last row
+                # the mean of the steps since the last row
+                mean = np.mean(np.asarray(counter.window, dtype=np.float64), axis=0).tolist()
                 record = {"step": step, "loss": mean[0], "lr": lr,
                           "images_per_s": images / max(now - t_log, 1e-9), "data_wait_s": wait, "time": now}
                 if len(method.phases) > 1:
