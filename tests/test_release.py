@@ -413,7 +413,7 @@ def test_init_from_accepts_an_imported_model(imported, method):
     assert recipe.model == load_recipe(method).model and make_validator(recipe) is None  # runs as given
     net = get_method(method).build(recipe.model, recipe.objective, False)
     found, provenance = init_provenance(recipe.train.init_from)
-    load_initial_weights(net, found, method, recipe.train.init_from)
+    load_initial_weights(net, found, method, recipe.train.init_from, recipe)  # the release's network, key by key
     tensors, _ = read_model_file(model_file)
     assert all(torch.equal(v, tensors[k]) for k, v in net.state_dict().items())
     assert provenance["init_from_sha256"] == file_sha256(model_file)

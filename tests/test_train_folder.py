@@ -210,6 +210,68 @@ def test_output_dir_that_is_a_file_or_cannot_be_written(shards, tmp_path, monkey
     assert result.exit_code == 1 and f"error: {out}: Permission denied" in result.output, result.output
 
 
+def stop_after_checkpoint(monkeypatch, step: int) -> None:
+    """Ctrl-C (KeyboardInterrupt) once the run has saved its checkpoint of `step`."""
+    import defocuskit.train.loop as loop
+
+    save = loop.save_checkpoint
+
+    def saved_then_stopped(accelerator, net, recipe, at):
+        path = save(accelerator, net, recipe, at)
+        if at == step:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(loop, "save_checkpoint", saved_then_stopped)
+
+
+def test_no_resume_removes_the_earlier_export_so_a_stopped_run_leaves_no_old_model(shards, tmp_path, monkeypatch):
+    """The earlier run's model.safetensors stayed until the fresh run exported: stopped after a checkpoint, the folder
+    held the new run's checkpoints and metrics beside the old run's model, which `eval OUT/model.safetensors` scored
+    as the new one. A fresh start removes the export train wrote into this folder, and only that: a model it did not
+    export here (copied from another run folder) is kept, said in one line."""
+    out, other = tmp_path / "run", tmp_path / "other"
+    first = train(shards, out, "seed=1")
+    assert first.exit_code == 0, first.output
+    assert train(shards, other).exit_code == 0
+    stop_after_checkpoint(monkeypatch, 2)
+    result = train(shards, out, "train.max_steps=4", "train.checkpoint_every=2", "--no-resume")
+    assert result.exit_code == 130, result.output
+    assert [s for s, _ in list_checkpoints(out)] == [2] and not (out / "model.safetensors").exists()
+    assert "run the same command without --no-resume to resume" in result.output, result.output  # not: again
+    theirs = (other / "model.safetensors").read_bytes()
+    (out / "model.safetensors").write_bytes(theirs)  # another folder's export: not provably this folder's
+    result = train(shards, out, "train.max_steps=4", "train.checkpoint_every=2", "--no-resume")
+    assert result.exit_code == 130 and (out / "model.safetensors").read_bytes() == theirs, result.output
+    said = [line for line in result.output.splitlines() if line.startswith(f"kept {out / 'model.safetensors'}: ")]
+    assert len(said) == 1 and "did not export it into this folder" in said[0], result.output
+
+
+def test_a_resume_stopped_before_its_export_keeps_the_runs_earlier_export(shards, tmp_path, monkeypatch):
+    """A resume (no --no-resume) stopped before it exports leaves the export of the same run's earlier step: kept, and
+    the interruption says to run the same command again (which resumes and then replaces it)."""
+    out = tmp_path / "run"
+    assert train(shards, out, "train.checkpoint_every=2").exit_code == 0
+    before = (out / "model.safetensors").read_bytes()
+    stop_after_checkpoint(monkeypatch, 4)
+    result = train(shards, out, "train.max_steps=6", "train.checkpoint_every=2")
+    assert result.exit_code == 130 and "run the same command again to resume" in result.output, result.output
+    assert (out / "model.safetensors").read_bytes() == before and f"kept {out}" not in result.output
+
+
+
+def test_a_fresh_start_removes_only_the_weight_checksums_a_run_wrote(tmp_path):
+    """DEFOCUSKIT_LOG_KEYS: weights-rankR.json (a run's checksums of its final weights) go with the export they
+    describe; a file of that name with other content is not a run's and stays."""
+    from defocuskit.train.checkpoints import clean_run_folder
+
+    ours, theirs = tmp_path / "weights-rank0.json", tmp_path / "weights-rank1.json"
+    ours.write_text(json.dumps({"step": 2, "weights": "ab", "ema": "cd"}))
+    theirs.write_text('{"my": "notes"}')
+    clean_run_folder(tmp_path, fresh=True)
+    assert not ours.exists() and theirs.read_text() == '{"my": "notes"}'
+
+# last: it leaves a folder named like the shard pattern in the module's shards (run_lock of the pattern)
 def test_a_shard_folder_an_ingest_is_writing_is_not_trained_on(shards, tmp_path):
     """Its shards would change under the run (a re-plan removed one mid-run: 'No such file or directory')."""
     from defocuskit.data.folder import run_lock

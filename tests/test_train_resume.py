@@ -4,6 +4,7 @@ and new values), or refused before any work; nothing of the earlier run lost or 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -166,3 +167,67 @@ def test_a_resume_refused_at_loading_leaves_the_run_folder_as_it_was(two_steps, 
     result = train(shards, out, "train.max_steps=4", "seed=3")
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
     assert (out / "recipe.yaml").read_text() == before
+
+
+def test_the_key_log_of_a_resumed_run_is_the_uninterrupted_runs(shards, tmp_path, monkeypatch):
+    """DEFOCUSKIT_LOG_KEYS: a run stopped after training steps 3 and 4 (its last checkpoint: step 2) logged their keys,
+    and the resume logged them again as it trained them again; the log is cut back to the checkpoint's step, as
+    metrics.jsonl is. A fresh start (--no-resume) logs from step 1 again."""
+    import defocuskit.train.loop as loop
+
+    monkeypatch.setenv("DEFOCUSKIT_LOG_KEYS", "1")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert train(shards, whole, "train.max_steps=4").exit_code == 0
+    save = loop.save_checkpoint
+
+    def stopped_at_4(accelerator, net, recipe, step):
+        if step == 4:  # Ctrl-C after step 4 was trained, before its checkpoint
+            raise KeyboardInterrupt
+        return save(accelerator, net, recipe, step)
+
+    monkeypatch.setattr(loop, "save_checkpoint", stopped_at_4)
+    assert train(shards, split, "train.max_steps=6").exit_code == 130
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    assert train(shards, split, "train.max_steps=4").exit_code == 0
+
+    def log(run: Path) -> list[dict]:
+        return [json.loads(line) for line in (run / "seen-keys-rank0.jsonl").read_text().splitlines()]
+
+    assert [row["step"] for row in log(whole)] == [1, 2, 3, 4]
+    assert log(split) == log(whole)
+    assert train(shards, split, "train.max_steps=4", "--no-resume").exit_code == 0
+    assert log(split) == log(whole)
+
+
+def test_mixed_precision_auto_resolved_otherwise_on_resume_is_said_with_both_values(two_steps, shards, tmp_path):
+    """train.mixed_precision `auto` is resolved where the run starts (the launcher, `accelerate config`, the
+    environment): a checkpoint written in fp32 resumed in bf16 (or the reverse) is not the exact continuation, and
+    the one line of changed keys says so with what auto resolved to each time; the same resolution says nothing."""
+    import subprocess
+    import sys
+
+    from defocuskit.train.resume import check_resume
+
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)  # trained in fp32: auto resolved to "no"
+    check = tmp_path / "step-0000002"
+    shutil.copytree(out / "checkpoints" / "step-0000002", check)  # the resume below prunes it (keep_checkpoints: 1)
+    env = {**os.environ, "ACCELERATE_MIXED_PRECISION": "bf16", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "defocuskit", "train", TINY, f"data.train={shards}",
+                           f"output_dir={out}", "data.image_size=32", "optim.schedule=constant",
+                           "train.checkpoint_every=2", "train.log_every=1", "train.max_steps=4"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = warnings(proc.stdout + proc.stderr)
+    assert "train.mixed_precision 'auto' (no) -> 'auto' (bf16)" in line and "from step 2" in line, line
+    newest = out / "checkpoints" / "step-0000004"
+    assert [json.loads((c / "loop_state.json").read_text())["mixed_precision"] for c in (check, newest)] == \
+        ["no", "bf16"]
+    recipe = load_recipe(TINY, [f"data.train={shards}", f"output_dir={out}", "data.image_size=32",
+                                "optim.schedule=constant", "train.checkpoint_every=2", "train.log_every=1",
+                                "train.max_steps=4"])
+    assert check_resume(check, recipe, precision="no") is None
+    recipe.train.mixed_precision = "bf16"  # the key changed, the precision too: said as before
+    assert "train.mixed_precision 'auto' (no) -> 'bf16'" in check_resume(check, recipe, precision="bf16")
+    recipe.train.mixed_precision = "no"  # the key changed, the precision not: the exact continuation
+    assert check_resume(check, recipe, precision="no") is None

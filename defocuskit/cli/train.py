@@ -29,7 +29,7 @@ def dry_run_report(resolved: Any) -> None:
     try:
         if resolved.train.init_from:  # what the run would check before any work, checked now
             model_file, _ = init_provenance(resolved.train.init_from)
-            load_initial_weights(model, model_file, method.name, resolved.train.init_from)
+            load_initial_weights(model, model_file, method.name, resolved.train.init_from, resolved)
     except TrainingError as exc:
         fail(str(exc), 1)  # once under `accelerate launch`: every process checks the same weights
     if os.environ.get("RANK", "0") != "0":  # under `accelerate launch`: checked by every process, printed by one
@@ -45,8 +45,8 @@ def train_cmd(
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted key=value overrides, e.g. train.max_steps=100 "
                                                     "data.train=shards/"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and parameter counts, then exit."),
-    no_resume: bool = typer.Option(False, "--no-resume", help="Start over, deleting the checkpoints and metrics "
-                                   "that earlier runs wrote in the run folder (nothing else)."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over, deleting the checkpoints, metrics "
+                                   "and exported models that earlier runs wrote in the run folder (nothing else)."),
 ) -> None:
     """Train a method from a recipe (one process, or under `accelerate launch -m defocuskit train ...`)."""
     import os
@@ -76,8 +76,9 @@ def train_cmd(
             path = train(resolved, resume=not no_resume, validate=make_validator(resolved))
         except KeyboardInterrupt:
             if os.environ.get("RANK", "0") == "0":
-                print(f"interrupted: the checkpoints in {resolved.output_dir} are kept; run the same command again to "
-                      "resume from the last one", file=sys.stderr)
+                again = "the same command without --no-resume" if no_resume else "the same command again"
+                print(f"interrupted: the checkpoints in {resolved.output_dir} are kept; run {again} to resume from "
+                      "the last one", file=sys.stderr)
             raise typer.Exit(130) from None
         except TrainingError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """The run folder's checkpoints: Accelerate `save_state` folders written under a temporary name and renamed when
 complete, the newest kept; resuming from one (with a clear error for a damaged or foreign one); the leftovers
-of killed runs; metrics.jsonl cut back to the resumed step."""
+of killed runs; metrics.jsonl cut back to the resumed step; a fresh start's removal of what earlier runs wrote."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from defocuskit.train.stream import ShardStream
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
+MODEL_FILE = "model.safetensors"  # the run's export: the EMA weights when the run ends
+WEIGHT_SUMS = re.compile(r"weights-rank\d+\.json")  # DEFOCUSKIT_LOG_KEYS: each process's checksums of its weights
 BEST_FILE = "best.safetensors"  # train.keep_best: EMA weights of the best validation PSNR (best_step in metadata)
 VAL_FOLDER = "val"  # val/step-NNNNNNN.png: crops of input, output and reference per f-number
 GRID_TAG = "defocuskit train"  # the grids' PNG text chunk: a file a later run may replace (io/tagged_png)
@@ -178,10 +180,11 @@ def grid_path(out: Path, step: int) -> Path:
 
 
 def clean_run_folder(out: Path, fresh: bool, say: Callable[[str], Any] = print) -> None:
-    """Remove temporary leftovers of killed runs; with `fresh`, also earlier checkpoints and metrics. Only what
-    defocuskit wrote goes: complete checkpoints (as `list_checkpoints` finds them) and the temporary and trash
-    folders of killed saves lose the files a checkpoint consists of, and a folder left holding anything else is
-    kept, said in one line through `say`."""
+    """Remove temporary leftovers of killed runs; with `fresh`, also earlier checkpoints, metrics and exports (so a
+    run stopped before its own export leaves no earlier run's model beside its checkpoints). Only what defocuskit
+    wrote goes: complete checkpoints (as `list_checkpoints` finds them) and the temporary and trash folders of
+    killed saves lose the files a checkpoint consists of, and a folder left holding anything else is kept, said in
+    one line through `say`; so is a model.safetensors that train did not export into this folder."""
     folder = out / CHECKPOINTS
     for p in sorted(folder.iterdir()) if folder.is_dir() else ():
         if p.is_dir() and not p.is_symlink() and LEFTOVER.fullmatch(p.name) and (kept := remove_checkpoint(p)):
@@ -197,6 +200,15 @@ def clean_run_folder(out: Path, fresh: bool, say: Callable[[str], Any] = print) 
     if best_written_by_train(out / BEST_FILE):
         (out / BEST_FILE).unlink()
     (out / METRICS).unlink(missing_ok=True)
+    model = out / MODEL_FILE
+    if export_written_here(model, out):
+        model.unlink()
+    elif model.exists() or model.is_symlink():
+        say(f"kept {model}: `defocuskit train` did not export it into this folder (a link, or a model of another "
+            "output_dir); it is not this run's model until the run exports, which replaces it")
+    for sums in sorted(out.iterdir()):
+        if WEIGHT_SUMS.fullmatch(sums.name) and sums_written_by_train(sums):
+            sums.unlink()
 
 
 def remove_checkpoint(checkpoint: Path) -> list[str]:
@@ -238,6 +250,31 @@ def best_written_by_train(path: Path) -> bool:
     return meta.get("format") == MODEL_FORMAT and "best_step" in meta
 
 
+def export_written_here(path: Path, out: Path) -> bool:
+    """True for a model.safetensors that a run exported into the run folder `out`: a plain file with a run's
+    metadata (format, method, recipe; not an imported release) whose recipe's output_dir is `out`."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    from defocuskit.io.modelfile import MODEL_FORMAT, read_metadata
+
+    try:
+        meta = read_metadata(path)
+        folder = json.loads(meta.get("recipe", "null")).get("output_dir")
+        return (meta.get("format") == MODEL_FORMAT and "method" in meta and "release" not in meta
+                and isinstance(folder, str) and bool(folder) and os.path.samefile(folder, out))
+    except (ValueError, RecursionError, AttributeError, OSError):  # not a run's export, or its folder is gone
+        return False
+
+
+def sums_written_by_train(path: Path) -> bool:
+    """True for a weights-rankR.json that a run wrote (DEFOCUSKIT_LOG_KEYS): its step and two checksums."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return not path.is_symlink() and path.is_file() and isinstance(data, dict) and set(data) == {
+        "step", "weights", "ema"}
+
 
 def grid_written_by_train(path: Path, validated: Collection[int]) -> bool:
     """True for a val/step-NNNNNNN.png a run wrote: tagged GRID_TAG, or (an older run's, untagged) the grid of a
@@ -249,7 +286,8 @@ def grid_written_by_train(path: Path, validated: Collection[int]) -> bool:
 
 
 def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines after `step` (written by a run that was stopped after its last checkpoint)."""
+    """Drop the rows of `step`s after `step` from metrics.jsonl or a key log (written by a run that was stopped after
+    its last checkpoint), and any row that is not one (cut short by a kill)."""
     if not path.is_file():
         return
     keep = []

@@ -1,8 +1,11 @@
 """Fine-tuning: a run's weights taken from an exported model (`train.init_from`), checked against the recipe.
 
 Weights only: the optimizer, LR schedule, EMA counters and data stream start fresh. The model must be of the
-recipe's method and every tensor must fit the recipe's network (same keys, same shapes); the exported model
-records where its starting weights came from (`init_from`, `init_from_sha256` in its metadata).
+recipe's method, every tensor must fit the recipe's network (same keys, same shapes), and the model section of the
+file's recipe must be the recipe's, but for the keys that only shape how training starts or regularises
+(TRAINING_ONLY): same-shaped weights of another network (model.second_kernel, model.global_residual,
+model.coc_scale, ...) compute something else. The exported model records where its starting weights came from
+(`init_from`, `init_from_sha256` in its metadata).
 """
 
 from __future__ import annotations
@@ -11,9 +14,19 @@ from typing import Any
 
 from torch import nn
 
+from defocuskit.config.recipe import Recipe, recipe_to_dict
 from defocuskit.io import hub
 from defocuskit.io.modelfile import dtype_misfit, read_model_file
+from defocuskit.methods import get_method
+from defocuskit.methods.recipes import resolve_recipe
 from defocuskit.train.checks import TrainingError
+from defocuskit.train.resume import flatten
+
+# model keys (the last part of the name, at any depth) that change how a run starts or regularises, not what the
+# trained weights compute: initialisation and the pretrained parts it loads, dropout, what is frozen or detached
+TRAINING_ONLY = frozenset({"identity_init", "pretrained", "resnet_pretrained", "map_checkpoint", "dropout",
+                           "dropout_levels", "drop_path_rate", "classifier_dropout_prob", "resnet_trainable",
+                           "detach_pre"})
 
 
 def init_provenance(source: str) -> tuple[Any, dict[str, str]]:
@@ -25,8 +38,23 @@ def init_provenance(source: str) -> tuple[Any, dict[str, str]]:
     return model_file, {"init_from": str(source), "init_from_sha256": hub.file_sha256(model_file)}
 
 
-def load_initial_weights(net: nn.Module, model_file: Any, method: str, source: str) -> None:
-    """Load the weights of `model_file` into `net` (strict), after checking its method and every shape and dtype."""
+def model_mismatch(raw: dict[str, Any], recipe: Recipe) -> str | None:
+    """The first key of the model section where a model file's recipe (`raw`, from its metadata) and `recipe`
+    differ, with both values ("model.k: a in the file, b in this recipe"); None where they agree but for
+    TRAINING_ONLY keys. ValueError where the file's recipe cannot be read."""
+    method = get_method(recipe.method)
+    theirs = flatten(recipe_to_dict(resolve_recipe(method.upgrade_recipe(raw))).get("model") or {}, "model")
+    ours = flatten(recipe_to_dict(recipe).get("model") or {}, "model")
+    for key in sorted(set(theirs) | set(ours)):
+        if key.rsplit(".", 1)[-1] not in TRAINING_ONLY and theirs.get(key) != ours.get(key):
+            return f"{key}: {theirs.get(key)!r} in the file, {ours.get(key)!r} in this recipe"
+    return None
+
+
+def load_initial_weights(net: nn.Module, model_file: Any, method: str, source: str,
+                         recipe: Recipe | None = None) -> None:
+    """Load the weights of `model_file` into `net` (strict), after checking its method, every shape and dtype, and
+    (given the run's `recipe`) that the file's model section describes the same network."""
     try:
         tensors, meta = read_model_file(model_file)
     except (FileNotFoundError, ValueError) as exc:
@@ -47,4 +75,11 @@ def load_initial_weights(net: nn.Module, model_file: Any, method: str, source: s
                                 "recipe it was trained with")
         if (problem := dtype_misfit(key, tensors[key], value.dtype)) is not None:
             raise TrainingError(f"train.init_from {source}: {problem}")
+    try:
+        differs = model_mismatch(meta["recipe"], recipe) if recipe is not None else None
+    except ValueError as exc:  # a RecipeError names the key, not the file
+        raise TrainingError(f"train.init_from {source}: the recipe in its metadata: {exc}") from None
+    if differs:
+        raise TrainingError(f"train.init_from {source}: its weights were trained for another network ({differs}); "
+                            "give the model section of the recipe it was trained with")
     net.load_state_dict(tensors, strict=True)

@@ -7,15 +7,17 @@ model.safetensors (the EMA weights, exported at the end; with `train.init_from` 
 model's weights, recorded in the export's metadata). With a validator (`data.val`, built by
 `eval.validation.make_validator`), the EMA weights are scored every `train.eval_every` steps and at the end:
 a "val_*" row in metrics.jsonl and the trackers, a grid of crops in val/step-NNNNNNN.png, and with
-`train.keep_best` best.safetensors (the EMA weights of the best validation PSNR so far). The main process holds `.train.lock` for the
-whole run: a second run into the same output_dir stops at once, naming the first (pid, host, command).
+`train.keep_best` best.safetensors (the EMA weights of the best validation PSNR so far). The main process holds
+`.train.lock` for the whole run: a second run into the same output_dir stops at once, naming the first (pid, host,
+command).
 
 Reproducibility: before every micro-batch the global RNGs are reseeded from (seed, rank, step, micro),
 and the data of batch b is a fixed function of (seed, rank, b) (see `defocuskit.train.stream`), so a
 resumed run continues exactly the stream and the loss curve of the uninterrupted one, and starts at
 once: the stream seeks to its position, whatever the step.
 With DEFOCUSKIT_LOG_KEYS=1 each process also records the sample keys it trained on
-(seen-keys-rank{R}.jsonl) and a checksum of its final weights (weights-rank{R}.json).
+(seen-keys-rank{R}.jsonl, cut back to the resumed step as metrics.jsonl is) and a checksum of its final weights
+(weights-rank{R}.json).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
 from defocuskit.train.checkpoints import (
     METRICS,
+    MODEL_FILE,
     blocking_step_folder,
     check_data_position,
     clean_run_folder,
@@ -69,9 +72,9 @@ from defocuskit.train.runfolder import RECIPE_FILE, RECIPE_HEADER, check_run_fol
 from defocuskit.train.state import LoopState, StepCounter
 from defocuskit.train.validation import Validate, ValidationHook
 
-MODEL_FILE = "model.safetensors"
 RUN_LOCK = ".train.lock"  # held by the main process for the whole run (io.locks)
 LOG_KEYS_ENV = "DEFOCUSKIT_LOG_KEYS"
+KEYS_FILE = "seen-keys-rank{rank}.jsonl"  # with LOG_KEYS_ENV: the sample keys process R trained on, by step
 
 
 def reseed(seed: int, rank: int, step: int, micro: int) -> None:
@@ -106,11 +109,9 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
     recipe, resolved = resolve_coc_bound(recipe, urls)
     out = Path(recipe.output_dir)
     checkpoints = list_checkpoints(out) if resume else []
-    changed = None  # the line saying where a resume is not the exact continuation (said where it trains)
     if checkpoints:
         check_steps(checkpoints)
-        changed = check_resume(checkpoints[-1][1], recipe)
-        changed = changed if checkpoints[-1][0] < recipe.train.max_steps else None
+        check_resume(checkpoints[-1][1], recipe)  # refused before any work (what changed: said once it trains)
     blocking = blocking_step_folder(out, checkpoints[-1][0] if checkpoints else 0, recipe.train.max_steps,
                                     recipe.train.checkpoint_every)
     if blocking is not None:
@@ -138,8 +139,10 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
                          "ACCELERATE_MIXED_PRECISION; the recipe's train.mixed_precision is auto") + ")")
     if resolved:
         accelerator.print(resolved)
-    if changed:
-        accelerator.print(changed)
+    if checkpoints and checkpoints[-1][0] < t.max_steps:  # where a resume is not the exact continuation
+        changed = check_resume(checkpoints[-1][1], recipe, precision=accelerator.mixed_precision)
+        if changed:
+            accelerator.print(changed)
     with flushed_denormals(accelerator.device.type == "cpu" and t.flush_denormal):
         if not accelerator.is_main_process:
             return _train(recipe, resume, method, urls, checkpoints, accelerator, init, validate)
@@ -181,7 +184,7 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     torch.manual_seed(recipe.seed)  # the same initial weights on every process
     model = build_network(method, recipe, True)
     if init is not None and not checkpoints:  # a resumed run has its own weights in the checkpoint
-        load_initial_weights(model, init[0], method.name, recipe.train.init_from)  # checked before any write
+        load_initial_weights(model, init[0], method.name, recipe.train.init_from, recipe)  # checked before any write
         accelerator.print(f"weights from {recipe.train.init_from} (sha256 {init[1]['init_from_sha256'][:12]}...); "
                           "optimizer and schedule start fresh")
     if accelerator.is_main_process:
@@ -217,10 +220,12 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     stream.start_batch = start * t.grad_accum
     if accelerator.is_main_process:
         truncate_metrics(out / METRICS, start)
+    log_keys = os.environ.get(LOG_KEYS_ENV) == "1"
+    if log_keys:  # the keys of steps trained after the checkpoint are logged again as they are trained again
+        truncate_metrics(out / KEYS_FILE.format(rank=rank), start)
     if t.log_with:
         accelerator.init_trackers("defocuskit", config=flat_config(recipe_to_dict(recipe)))
 
-    log_keys = os.environ.get(LOG_KEYS_ENV) == "1"
     step = start
     if step < t.max_steps:
         hook = ValidationHook(validate, accelerator, recipe, method, ema, net, start) if validate else None
@@ -287,7 +292,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     start = counter.step
     batches = iter(loader)
-    keys_file = open(out / f"seen-keys-rank{rank}.jsonl", "a") if log_keys else None  # noqa: SIM115
+    keys_file = open(out / KEYS_FILE.format(rank=rank), "a") if log_keys else None  # noqa: SIM115
     metrics = open(out / METRICS, "a") if accelerator.is_main_process else None  # noqa: SIM115
     bar = training_bar(t.max_steps, start, t.max_minutes, disable=not accelerator.is_main_process)
     t_start = t_log = time.time()
@@ -316,7 +321,8 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
             if step % t.log_every == 0 or step == t.max_steps or stop:  # the last step is always logged
                 now = time.time()
                 images = steps_here * t.grad_accum * recipe.data.batch_size * world
-                mean = np.mean(np.asarray(counter.window, dtype=np.float64), axis=0).tolist()  # steps since the last row
+                # the mean of the steps since the last row
+                mean = np.mean(np.asarray(counter.window, dtype=np.float64), axis=0).tolist()
                 record = {"step": step, "loss": mean[0], "lr": lr,
                           "images_per_s": images / max(now - t_log, 1e-9), "data_wait_s": wait, "time": now}
                 if len(method.phases) > 1:

@@ -9,6 +9,10 @@ The checkpoint's recipe (its recipe.json) is compared with the recipe key by key
     not the exact continuation of the interrupted run;
   * keys that change no weight (train.checkpoint_every, log_every, eval_every, ...) are not mentioned (the shards,
     their split and the DataLoader workers are judged by `checkpoints.check_data_position`).
+train.mixed_precision is judged by the precision the steps compute in: `auto` resolves where the run starts
+(`accelerate launch --mixed_precision`, `accelerate config`, the environment, the machine), so a resume of an `auto`
+checkpoint that resolves otherwise is said with both resolved values (the checkpoint's loop_state.json records its
+own), and `bf16` -> `auto` resolving to bf16 again is the exact continuation.
 A checkpoint folder whose saved step is not the one its name says (a renamed folder) is refused too: the run
 would go on from the wrong step and prune the real newest checkpoint.
 """
@@ -29,6 +33,7 @@ NO_EFFECT = ("output_dir", "license", "data.train", "data.num_workers", "train.c
              "train.keep_best")
 # keys that change only what a validation scores: named where the run validates (data.val given)
 VALIDATION = ("data.val", "train.val_limit", "sampler", "inference")
+PRECISION = "train.mixed_precision"  # judged by what it resolves to (precision_change)
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -45,13 +50,33 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def _saved_step(checkpoint: Path) -> int | None:
-    """The step a checkpoint's loop_state.json records (None where it cannot be read: the load names why)."""
+def _loop_state(checkpoint: Path, key: str) -> Any:
+    """The value of `key` in a checkpoint's loop_state.json (None where it cannot be read: the load names why)."""
     try:
-        step = json.loads((checkpoint / "loop_state.json").read_text()).get("step")
+        return json.loads((checkpoint / "loop_state.json").read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _saved_step(checkpoint: Path) -> int | None:
+    """The step a checkpoint's loop_state.json records (None where it cannot be read: the load names why)."""
+    step = _loop_state(checkpoint, "step")
     return step if isinstance(step, int) else None
+
+
+def precision_change(old: Any, new: Any, old_resolved: Any, new_resolved: Any) -> str | None:
+    """"train.mixed_precision OLD -> NEW", `auto` with what it resolved to, where the precision the steps compute in
+    changes (or may: a side not known, and the key changed); None where it stays."""
+    old_resolved = old_resolved if isinstance(old_resolved, str) else (old if old != "auto" else None)
+    new_resolved = new_resolved if isinstance(new_resolved, str) else (new if new != "auto" else None)
+    same = old_resolved == new_resolved if old_resolved and new_resolved else old == new  # unknown: by the key
+    if same:
+        return None
+
+    def shown(value: Any, resolved: Any) -> str:
+        return f"{value!r} ({resolved})" if value == "auto" and resolved else repr(value)
+
+    return f"{PRECISION} {shown(old, old_resolved)} -> {shown(new, new_resolved)}"
 
 
 def check_steps(checkpoints: list[tuple[int, Path]]) -> None:
@@ -64,9 +89,10 @@ def check_steps(checkpoints: list[tuple[int, Path]]) -> None:
                              f"step-{saved:07d} or move it out of checkpoints/")
 
 
-def check_resume(checkpoint: Path, recipe: Recipe) -> str | None:
+def check_resume(checkpoint: Path, recipe: Recipe, precision: str | None = None) -> str | None:
     """ValueError (naming the key, both values) when `checkpoint` cannot be resumed with `recipe`; else the one line
-    to say where the run will not be the exact continuation of the interrupted run (None when it will be)."""
+    to say where the run will not be the exact continuation of the interrupted run (None when it will be).
+    `precision`: the mixed precision this run computes in (Accelerate's, once the recipe's `auto` is resolved)."""
     try:
         saved = flatten(json.loads((checkpoint / "recipe.json").read_text()))
     except (OSError, ValueError) as e:
@@ -79,7 +105,9 @@ def check_resume(checkpoint: Path, recipe: Recipe) -> str | None:
                              f"{key}={now.get(key)!r}; use another output_dir or --no-resume")
     cosine = "cosine" in (saved.get("optim.schedule"), now.get("optim.schedule"))
     skip = NO_EFFECT + (() if cosine else ("train.max_steps",)) + (() if recipe.data.val else VALIDATION)
-    said = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed if not _under(k, skip)]
+    said = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed if not _under(k, skip + (PRECISION,))]
+    said += [x] if (x := precision_change(saved.get(PRECISION), now.get(PRECISION),
+                                          _loop_state(checkpoint, "mixed_precision"), precision)) else []
     if not said:
         return None
     step = _saved_step(checkpoint)

@@ -5,7 +5,8 @@ unpickles them with torch.load and weights_only off: a file planted in a run fol
 resume. Instead the loop registers save/load hooks (`Accelerator.register_save_state_pre_hook` and
 `register_load_state_pre_hook`) that write and read, beside Accelerate's files:
 
-    loop_state.json            step, LR schedulers (one per optimizer phase), EMA counters, data position
+    loop_state.json            step, LR schedulers (one per optimizer phase), EMA counters, data position,
+                               the mixed precision the steps computed in
     ema.safetensors            the EMA's float32 shadow weights and buffers
     rng-rank{R}.safetensors    the torch / numpy / python RNG states of process R
 
@@ -107,10 +108,12 @@ class LoopState:
         tensors |= {f"buffers/{k}": v.detach().cpu().contiguous().clone() for k, v in self.ema.buffers.items()}
         save_file(tensors, str(out / EMA_FILE))
         atomic_write(out / LOOP_STATE, json.dumps({
-            "format": FORMAT, "step": self.counter.step, "schedulers": {k: _scheduler_state(v) for k, v in self.schedulers.items()},
+            "format": FORMAT, "step": self.counter.step,
+            "schedulers": {k: _scheduler_state(v) for k, v in self.schedulers.items()},
             "ema": {"decay": self.ema.decay, "num_updates": self.ema.num_updates},
             "data": self.position(self.counter.step),
             "window": self.counter.window,
+            "mixed_precision": acc.mixed_precision,  # what train.mixed_precision `auto` resolved to (resume.py)
         }, indent=1))
 
     def load_hook(self, models: list, input_dir: str) -> None:
