@@ -26,8 +26,11 @@ def shards(tmp_path_factory) -> str:
 
 
 def train(shards: str, out: Path, *args: str):
-    return CliRunner().invoke(app, ["train", TINY, f"data.train={shards}", f"output_dir={out}", "data.image_size=32",
-                                    "train.max_steps=2", *args])
+    """`defocuskit train` of the tiny recipe for 2 steps; `args` (options, or overrides that replace these)."""
+    from defocuskit.config.typed import layered_overrides
+
+    return CliRunner().invoke(app, ["train", TINY, *layered_overrides(
+        [f"data.train={shards}", f"output_dir={out}", "data.image_size=32", "train.max_steps=2"], list(args))])
 
 
 def tree(folder: Path) -> dict[str, str]:

@@ -27,8 +27,12 @@ def shards(tmp_path_factory) -> str:
 
 
 def train(shards: str, out: Path, *args: str):
-    return CliRunner().invoke(app, ["train", TINY, f"data.train={shards}", f"output_dir={out}", "data.image_size=32",
-                                    "optim.schedule=constant", "train.checkpoint_every=2", "train.log_every=1", *args])
+    """`defocuskit train` of the tiny recipe; `args` (options, or overrides that replace these)."""
+    from defocuskit.config.typed import layered_overrides
+
+    return CliRunner().invoke(app, ["train", TINY, *layered_overrides(
+        [f"data.train={shards}", f"output_dir={out}", "data.image_size=32", "optim.schedule=constant",
+         "train.checkpoint_every=2", "train.log_every=1"], list(args))])
 
 
 def warnings(output: str) -> list[str]:
