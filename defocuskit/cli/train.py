@@ -70,6 +70,7 @@ def train_cmd(
         from defocuskit.data.reader import ShardError, shard_error_line
         from defocuskit.eval.validation import make_validator
         from defocuskit.train.checks import TrainingError
+        from defocuskit.train.data import dead_loader_worker
         from defocuskit.train.loop import train
 
         try:
@@ -85,6 +86,13 @@ def train_cmd(
             raise typer.Exit(1) from None
         except ShardError as exc:  # also when a DataLoader worker met it (its message then wraps a traceback)
             print(f"error: {shard_error_line(exc)}", file=sys.stderr)
+            raise typer.Exit(1) from None
+        except RuntimeError as exc:  # PyTorch's error where a DataLoader worker died: a traceback of its internals
+            if (died := dead_loader_worker(exc)) is None:
+                raise
+            again = "the same command without --no-resume" if no_resume else "the same command again"
+            print(f"error: {died}; the checkpoints in {resolved.output_dir} are kept: run {again} to resume from the "
+                  "last one", file=sys.stderr)
             raise typer.Exit(1) from None
         except FileNotFoundError:
             raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,19 @@ def make_loader(recipe: Recipe, method: Method, rank: int, world_size: int, star
     stream = ShardStream(urls, recipe.data, method.data, recipe.seed, rank, world_size, start_batch,
                          method.required_members, method.views)
     return DataLoader(stream, batch_size=recipe.data.batch_size, num_workers=stream.num_workers)
+
+
+_DEAD_WORKER = re.compile(r"DataLoader worker \(pids?\(?s?\)? ?[^)]*\) (?:is killed by signal: (?P<signal>[^.]+)|"
+                          r"exited unexpectedly(?: with exit code (?P<code>-?\d+))?)")
+
+
+def dead_loader_worker(exc: BaseException) -> str | None:
+    """What PyTorch's error says where a DataLoader worker process died (the out-of-memory killer, a crash in a
+    decoder), in words for one line; None for any other error."""
+    found = _DEAD_WORKER.search(str(exc)) if isinstance(exc, RuntimeError) else None
+    if found is None:
+        return None
+    how = (f"killed by signal {found['signal'].strip()}" if found["signal"] else
+           f"exited with code {found['code']}" if found["code"] else "exited unexpectedly")
+    return (f"a data-loading worker process died ({how}{': out of memory?' if 'Kill' in how else ''}); with "
+            "data.num_workers=0 the shards are read in the training process")
