@@ -25,6 +25,7 @@ import torch
 
 from defocuskit.data import folder, reader, shards
 from defocuskit.data.manifest import prune, publish_with_record, read_record, regenerate
+from defocuskit.data.records import tar_intact, tar_stamp
 from defocuskit.inference.tiling import run_in_tiles
 from defocuskit.io.images import decode_image, encode_png, to_float
 from defocuskit.train.augment import BT601
@@ -67,7 +68,8 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
     """Write a shard folder `out`: the paired samples of `shards_in` with a JDRL pseudo `coc.png`; its manifest.
 
     Samples without blur.png are left out (recorded in rejects.jsonl); an existing coc.png is replaced.
-    Rerunning the same command skips shards already written for the same checkpoint and input shard.
+    Rerunning the same command skips shards already written for the same checkpoint and input shard, unless the
+    shard is no longer as written (its size or content hash not its record's: cut short, grown, replaced).
     `out` is held and checked as ingest's is (`data.folder`): only files this tool wrote there are replaced
     or removed; a folder of another dataset is refused unless `overwrite` (FolderError).
     """
@@ -105,7 +107,8 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
         for url in urls:
             name = Path(url).name[: -len(".tar")]
             record = read_record(out, name)
-            if record and record.get("fingerprint") == plan[name] and (out / f"{name}.tar").is_file():
+            tar = out / f"{name}.tar"
+            if record and record.get("fingerprint") == plan[name] and tar.is_file() and tar_intact(record, tar):
                 continue
             _convert_shard(model, url, out, name, plan[name], str(checkpoint), device, tile)
         prune(out, plan, set(plan))
@@ -161,6 +164,6 @@ def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, finge
         "by_source": dict(sorted(by_source.items())),
         "by_f_number": dict(sorted(by_f.items(), key=lambda kv: shards.f_sort_key(kv[0]))),
         "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
-        "rejects": rejects, "dropped": 0,
+        "rejects": rejects, "dropped": 0, **tar_stamp(writer.partial),  # the readers check its size
     }
     publish_with_record(out, writer, record)

@@ -33,12 +33,13 @@ def shard_record(g: Group, counts: Counter, rejects: list[dict[str, Any]], dropp
         "by_f_number": dict(sorted(by_f.items(), key=lambda kv: shards.f_sort_key(kv[0]))),
         "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
         "rejects": rejects, "dropped": dropped, "blurred": blurred,
-        **(_tar_stamp(tar) if tar is not None else {}),
+        **(tar_stamp(tar) if tar is not None else {}),
     }
 
 
-def _tar_stamp(tar: Path) -> dict[str, Any]:
-    """What `tar_intact` compares: the tar's size and the hash of its size, first and last MiB."""
+def tar_stamp(tar: Path) -> dict[str, Any]:
+    """What `tar_intact` compares, for a shard's record: the sealed tar's size ("tar_bytes", which the manifest lists
+    as "bytes" for the readers to check) and the hash of its size, first and last MiB ("tar_hash")."""
     size = tar.stat().st_size
     return {"tar_bytes": size, "tar_hash": content_hash(str(tar), size)}
 

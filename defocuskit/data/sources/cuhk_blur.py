@@ -8,6 +8,8 @@ masks. There is no sharp reference, so every sample is a *blur-map* sample: `blu
 Only the out-of-focus photos are ingested; each `motion*` photo gets a reject line, as does every photo
 without a mask (or mask without a photo), every hidden file (`._out_of_focus0001.jpg`, macOS AppleDouble) or
 file in a format it does not read, and the images in other folders (`images/` beside `image/`) or in the root.
+A parent folder holding exactly one such folder (a download folder holding `CUHK/`) is read as that one, origins
+(relative to the folder given) then starting with its name (a parent of several names them).
 At load time a mask of another size than its photo, or one
 with more than 5 % of its pixels strictly between 16 and 239 ("not a binary blur map"), is a reject;
 other masks are thresholded at 128.
@@ -75,11 +77,21 @@ def image_dir(root: Path) -> Path | None:
     return None
 
 
-def layout_problem(root: Path) -> str | None:
-    """What keeps `root` from being a CUHK blur detection folder, or None."""
-    lacking = [] if image_dir(root) is not None else ["image/ (or images/)"]
-    lacking += layout.missing(Path(root), (MASK_DIR,))
+def _problem(data: Path) -> str | None:
+    """What keeps `data` itself from being a CUHK blur detection folder (image/ and gt/ in it), or None."""
+    lacking = [] if image_dir(data) is not None else ["image/ (or images/)"]
+    lacking += layout.missing(data, (MASK_DIR,))
     return f"no {' or '.join(lacking)}" if lacking else None
+
+
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a CUHK blur detection folder or the parent of one, or None."""
+    return layout.parent_problem(NAME, Path(root), _problem)
+
+
+def root_of(root: Path) -> Path:
+    """The CUHK blur detection folder `root` names: itself, or the one inside it."""
+    return layout.dataset_root(Path(root), _problem)
 
 
 # -------------------------------------------------------------------------------------- masks
@@ -225,10 +237,11 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     if opts.cuhk_white_is not in WHITE_IS:
         raise IngestError(f"--cuhk-white-is must be {' | '.join(WHITE_IS)}, not {opts.cuhk_white_is!r}")
     split_of("", opts.cuhk_test_fraction)  # checks the fraction before any work
-    images_dir = image_dir(root)
+    data = root_of(root)
+    images_dir = image_dir(data)
     uses = f"{images_dir.name}/ and {MASK_DIR}/"  # images/ beside image/ is a folder not used
-    rejects: list[Rejected] = list(layout.unused_images(NAME, root, (images_dir.name, MASK_DIR), uses, depth=2))
-    (image_files, more), (mask_files, masks_more) = _files(images_dir), _files(root / MASK_DIR)
+    rejects: list[Rejected] = list(layout.unused_images(NAME, data, (images_dir.name, MASK_DIR), uses, depth=2))
+    (image_files, more), (mask_files, masks_more) = _files(images_dir), _files(data / MASK_DIR)
     rejects += more + masks_more
     images, extra_images = _by_stem(image_files)
     masks, extra_masks = _by_stem(mask_files)
@@ -248,7 +261,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     yield from rejects
     if not pairs:
         if not images and not masks:
-            yield Rejected(NAME, str(root), f"no images under {images_dir.name}/ and {MASK_DIR}/")
+            yield Rejected(NAME, str(data), f"no images under {images_dir.name}/ and {MASK_DIR}/")
         return
     if opts.cuhk_white_is == "auto":
         white_is, evidence, _ = decide_white_is(((i, m) for _, i, m in pairs), root)
@@ -295,4 +308,4 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
 
 
 SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED,
-                       layout_problem=layout_problem, manifest_options=manifest_options)
+                       layout_problem=layout_problem, root_of=root_of, manifest_options=manifest_options)

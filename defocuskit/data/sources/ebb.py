@@ -6,8 +6,9 @@ falling back to a feature homography, and gain-matched. An input without a targe
 sharp-only sample. depth/ and focal/ are ignored.
 
 Layout: every split folder present needs `input/` and `target/`, else the source fails (LayoutError)
-before any work. Images in a folder the adapter does not know (e.g. VABD's `8/`) or lying loose in
-a split folder get reject lines.
+before any work; a parent folder holding exactly one such folder (a download folder holding `EBB/`) is read as
+that one, origins (relative to the folder given) then starting with its name (a parent of several names them).
+Images in a folder the adapter does not know (e.g. VABD's `8/`) or lying loose in a split folder get reject lines.
 """
 
 from __future__ import annotations
@@ -32,27 +33,37 @@ SENSOR_WIDTH_MM = 22.3  # the EOS 7D's APS-C sensor (22.3 x 14.9 mm)
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
 
-def layout_problem(root: Path) -> str | None:
-    """What keeps `root` from being an EBB folder, or None."""
-    root = Path(root)
-    present = [s for s in SPLITS if (root / s).is_dir()]
+def _problem(data: Path) -> str | None:
+    """What keeps `data` itself from being an EBB folder (its split folders in it), or None."""
+    present = [s for s in SPLITS if (data / s).is_dir()]
     if not present:
         return "no train/ or test/ folder"
     for split in present:
-        if lacking := layout.missing(root / split, FOLDERS):
+        if lacking := layout.missing(data / split, FOLDERS):
             return f"{split}/ has no {' or '.join(lacking)}"
     return None
+
+
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being an EBB folder or the parent of one, or None."""
+    return layout.parent_problem(NAME, Path(root), _problem)
+
+
+def root_of(root: Path) -> Path:
+    """The EBB folder `root` names: itself, or the one inside it."""
+    return layout.dataset_root(Path(root), _problem)
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per input/target pair (matched by name); unmatched inputs are sharp-only tasks."""
     root = Path(root)
     layout.check_layout(SOURCE, root)
-    yield from layout.unused_images(NAME, root, SPLITS, "train/, test/", depth=2)
-    for split in (s for s in SPLITS if (root / s).is_dir()):
-        yield from layout.unused_images(NAME, root / split, (*FOLDERS, *IGNORED), USES)
-        refs, twins = images_by_stem(root / split / "input", EXTENSIONS, NAME)
-        targets, target_twins = images_by_stem(root / split / "target", EXTENSIONS, NAME)
+    data = root_of(root)
+    yield from layout.unused_images(NAME, data, SPLITS, "train/, test/", depth=2)
+    for split in (s for s in SPLITS if (data / s).is_dir()):
+        yield from layout.unused_images(NAME, data / split, (*FOLDERS, *IGNORED), USES)
+        refs, twins = images_by_stem(data / split / "input", EXTENSIONS, NAME)
+        targets, target_twins = images_by_stem(data / split / "target", EXTENSIONS, NAME)
         yield from twins + target_twins
         for stem in sorted(set(targets) - set(refs)):
             yield Rejected(NAME, str(targets[stem]), f"no f/16 reference {split}/input/{stem}.*")
@@ -78,4 +89,5 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     return load_task(task, opts)
 
 
-SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem,
+                       root_of=root_of)

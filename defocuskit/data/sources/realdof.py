@@ -6,7 +6,10 @@ other; else by stem (a target's `_gt` suffix stripped) on the same terms; a file
 reject line. Only names with nothing in common are paired by sorted order, and then only when the counts
 agree (else one reject line and no pairs).
 
-Layout: `source/` and `target/` must exist, else the source fails (LayoutError) before any work. Hidden
+Layout: `source/` and `target/` must exist, else the source fails (LayoutError) before any work. Unlike `--dpdd`,
+`--vabd`, ..., it does not read the one dataset folder inside a parent folder: a DPDD split folder
+(`test_c/{source,target}/`) has RealDOF's layout, so a DPDD folder would be read as RealDOF instead of refused with
+"is this DPDD (--dpdd)?". Hidden
 files (`._1.png`, macOS AppleDouble), images in a format it does not read (`.bmp`, `.webp`), subfolders
 holding images, other folders holding images and images lying in the root get reject lines and are not counted.
 """

@@ -17,9 +17,11 @@ Not established from those sources, so left null: the camera, the lens, the f-nu
 (f_number and ref_f_number come from EXIF where the files carry it, else null), the file extension (any
 image format is read), how the training patches were cut and named (each patch is its own scene here).
 
-Splits: `train_patches/` -> train, `test/` -> test. Keys `sdd/<split>/<file stem>`. The parent folder that
-holds `SDD/` is accepted too. Pairs are registered per opts.register (ECC affine with a homography
-fallback by default, gain-matched, as EBB); JDRL trains on the pairs as shot: use `--register none`.
+Splits: `train_patches/` -> train, `test/` -> test. Keys `sdd/<split>/<file stem>`. A parent folder holding
+exactly one such folder (`./` holding `SDD/`, as the JDRL code expects) is read as that one, origins (relative to the
+folder given) then starting with its name (a parent of several names them). Pairs are registered per
+opts.register (ECC affine with a homography fallback by default, gain-matched, as EBB); JDRL trains on the pairs as
+shot: use `--register none`.
 
 Layout: at least one of `train_patches/`, `test/`, each present one with `gt/` and `blur/`, else the source
 fails (LayoutError) before any work. A file without its same-name partner, images in other folders or in
@@ -52,16 +54,8 @@ USES = "gt/, blur/"
 PAIRED_BY = "SDD pairs gt/ and blur/ by identical file name"
 
 
-def _dataset_root(root: Path) -> Path:
-    """Accept the folder holding the split folders, or its parent holding `SDD/`."""
-    if not any((root / d).is_dir() for d, _ in SPLITS) and (root / "SDD").is_dir():
-        return root / "SDD"
-    return root
-
-
-def layout_problem(root: Path) -> str | None:
-    """What keeps `root` from being an SDD folder, or None."""
-    data = _dataset_root(Path(root))
+def _problem(data: Path) -> str | None:
+    """What keeps `data` itself from being an SDD folder (its split folders in it), or None."""
     present = [d for d, _ in SPLITS if (data / d).is_dir()]
     if not present:
         return "no train_patches/ or test/ folder"
@@ -71,12 +65,28 @@ def layout_problem(root: Path) -> str | None:
     return None
 
 
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being an SDD folder or the parent of one, or None; of a parent holding an `SDD/` that
+    is not one (and no SDD folder), what that `SDD/` lacks."""
+    root = Path(root)
+    problem = layout.parent_problem(NAME, root, _problem)
+    if (problem is not None and (root / "SDD").is_dir() and not any((root / d).is_dir() for d, _ in SPLITS)
+            and not layout.roots_inside(root, _problem)):
+        return f"in SDD/: {_problem(root / 'SDD')}"
+    return problem
+
+
+def root_of(root: Path) -> Path:
+    """The SDD folder `root` names: itself, or the one inside it."""
+    return layout.dataset_root(Path(root), _problem)
+
+
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """One pair task per gt/blur pair of the same file name; reject lines for every image not used."""
     root = Path(root)
     layout.check_layout(SOURCE, root)
     options = pair_options(opts)
-    data = _dataset_root(root)
+    data = root_of(root)
     yield from layout.unused_images(NAME, data, [d for d, _ in SPLITS], "train_patches/, test/", depth=2)
     for folder, split in SPLITS:
         if (data / folder).is_dir():
@@ -112,4 +122,5 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     return load_task(task, opts)
 
 
-SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem,
+                       root_of=root_of)

@@ -7,8 +7,10 @@ each pair is registered (opts.register, ECC affine by default) and gain-matched.
 are ignored.
 
 Layout: every split folder present needs `input/` and at least one aperture folder, else the source
-fails (LayoutError) before any work. Images in a folder the adapter does not know (e.g. EBB's
-`target/`) or lying loose in a split folder get reject lines.
+fails (LayoutError) before any work; a parent folder holding exactly one such folder (a download folder
+holding `VABD/`) is read as that one, origins (relative to the folder given) then starting with its name (a parent
+of several names them). Images in a folder the adapter does not know (e.g. EBB's `target/`) or lying loose in a
+split folder get reject lines.
 """
 
 from __future__ import annotations
@@ -39,32 +41,42 @@ SENSOR_WIDTH_MM = 22.5  # the EOS 70D's APS-C sensor (22.5 x 15.0 mm); the JPEGs
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
 
-def layout_problem(root: Path) -> str | None:
-    """What keeps `root` from being a VABD folder, or None."""
-    root = Path(root)
-    present = [s for s in SPLITS if (root / s).is_dir()]
+def _problem(data: Path) -> str | None:
+    """What keeps `data` itself from being a VABD folder (its split folders in it), or None."""
+    present = [s for s in SPLITS if (data / s).is_dir()]
     if not present:
         return "no train/ or test/ folder"
     for split in present:
-        if not (root / split / REF_FOLDER).is_dir():
+        if not (data / split / REF_FOLDER).is_dir():
             return f"{split}/ has no {REF_FOLDER}/ (the f/16 references)"
-        if not any((root / split / folder).is_dir() for folder in APERTURES):
+        if not any((data / split / folder).is_dir() for folder in APERTURES):
             return f"{split}/ has none of 8/, 2_8/, 1_8/ (the defocused shots)"
     return None
+
+
+def layout_problem(root: Path) -> str | None:
+    """What keeps `root` from being a VABD folder or the parent of one, or None."""
+    return layout.parent_problem(NAME, Path(root), _problem)
+
+
+def root_of(root: Path) -> Path:
+    """The VABD folder `root` names: itself, or the one inside it."""
+    return layout.dataset_root(Path(root), _problem)
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     """Per scene: the f/16 reference as a sharp-only task, then one pair task per defocused aperture."""
     root = Path(root)
     layout.check_layout(SOURCE, root)
-    yield from layout.unused_images(NAME, root, SPLITS, "train/, test/", depth=2)
-    for split in (s for s in SPLITS if (root / s).is_dir()):
-        yield from layout.unused_images(NAME, root / split, (REF_FOLDER, *APERTURES, *IGNORED), USES)
-        refs, twins = images_by_stem(root / split / REF_FOLDER, EXTENSIONS, NAME)
+    data = root_of(root)
+    yield from layout.unused_images(NAME, data, SPLITS, "train/, test/", depth=2)
+    for split in (s for s in SPLITS if (data / s).is_dir()):
+        yield from layout.unused_images(NAME, data / split, (REF_FOLDER, *APERTURES, *IGNORED), USES)
+        refs, twins = images_by_stem(data / split / REF_FOLDER, EXTENSIONS, NAME)
         yield from twins
         shots = {}
         for folder in APERTURES:
-            shots[folder], twins = images_by_stem(root / split / folder, EXTENSIONS, NAME)
+            shots[folder], twins = images_by_stem(data / split / folder, EXTENSIONS, NAME)
             yield from twins
         for folder, files in shots.items():
             for stem in sorted(set(files) - set(refs)):
@@ -96,4 +108,5 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     return load_task(task, opts)
 
 
-SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem,
+                       root_of=root_of)
