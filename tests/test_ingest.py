@@ -177,6 +177,46 @@ def _ingest_in_subprocess(root: Path, out: Path, workers: int) -> subprocess.Com
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
 
 
+def _session(sid: int) -> list[int]:
+    """The pids of the running processes (not zombies) of session `sid`, read from /proc."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_a_killed_ingest_leaves_no_worker_process_behind(tmp_path):
+    root = make_inputs(tmp_path / "in", n_train=8, n_test=0)
+    (root / "slow").write_text("5")
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"from defocuskit.data import sources; sources.SOURCES['fake'] = 'test_ingest'; "
+            f"from pathlib import Path; from defocuskit.data.ingest import run_ingest; "
+            f"from defocuskit.data.sample import IngestOptions; "
+            f"run_ingest({{'fake': Path({str(root)!r})}}, IngestOptions(out={str(tmp_path / 'out')!r}, workers=2, "
+            f"shard_size=2), progress=False)")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    deadline = time.time() + 60
+    while len(_session(proc.pid)) < 4 and time.time() < deadline:  # main, fork server, 2 workers (+ tracker)
+        time.sleep(0.1)
+    assert len(_session(proc.pid)) >= 4, "the workers did not start"
+    os.kill(proc.pid, signal.SIGKILL)  # the main process alone, as the out-of-memory killer or `kill -9 PID` does
+    proc.wait()
+    deadline = time.time() + 10
+    while _session(proc.pid) and time.time() < deadline:
+        time.sleep(0.1)
+    left = _session(proc.pid)
+    for pid in left:  # not to leave them running if the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "before, the fork server and its idle workers stayed for ever"
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_an_input_whose_worker_dies_is_rejected_and_the_rest_ingested(tmp_path, workers):
     root = make_inputs(tmp_path / "in", n_train=6, n_test=0)

@@ -33,6 +33,7 @@ This module runs the work (workers, shard writing, resume); `plan` lists and gro
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import Counter
@@ -62,6 +63,7 @@ from defocuskit.data.sources import module_of, source_in
 from defocuskit.data.stamps import Stamps, stamp_files
 from defocuskit.data.workers import ordered_results
 from defocuskit.io.formats import ImageError
+from defocuskit.io.lifeline import die_with
 
 LIST_EVERY_S = 1.0  # while shards are written the manifest lists the finished ones, at most this far behind
 
@@ -116,11 +118,12 @@ def process_task(module: str, task: Task, opts: IngestOptions) -> WorkResult:
     return WorkResult(task.key, rejects=[rej.to_json()])
 
 
-def _init_worker() -> None:
+def _init_worker(main_pid: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the main process
     cv2.setNumThreads(1)  # one process per core already
+    die_with(main_pid)  # a killed ingest leaves no worker behind (its parent is the fork server, which outlives it)
 
 
 def default_workers() -> int:
@@ -137,7 +140,7 @@ def _results(jobs: list[tuple[str, Task]], opts: IngestOptions, workers: int) ->
             yield process_task(module, task, opts)
         return
     yield from ordered_results(process_task, [(m, t, opts) for m, t in jobs], workers, _dead_worker_result,
-                               initializer=_init_worker)
+                               initializer=functools.partial(_init_worker, os.getpid()))
 
 
 def _dead_worker_result(job: tuple[str, Task, IngestOptions]) -> WorkResult:

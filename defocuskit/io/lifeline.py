@@ -43,3 +43,32 @@ def die_with_parent(poll_s: float = 0.2) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: os.kill said it is there
+
+
+def die_with(pid: int, poll_s: float = 0.5) -> None:
+    """End this process (SIGKILL) within `poll_s` of process `pid` ending: for a worker whose parent is not the
+    process it works for (a multiprocessing fork server's child outlives a killed main process, idle, for ever)."""
+    if not _alive(pid):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def watch() -> None:
+        while _alive(pid):
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with", daemon=True).start()
