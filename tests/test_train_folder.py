@@ -4,6 +4,7 @@ there, and a folder it cannot write to is a one-line error naming it."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -274,13 +275,17 @@ def test_a_fresh_start_removes_only_the_weight_checksums_a_run_wrote(tmp_path):
     clean_run_folder(tmp_path, fresh=True)
     assert not ours.exists() and theirs.read_text() == '{"my": "notes"}'
 
-# last: it leaves a folder named like the shard pattern in the module's shards (run_lock of the pattern)
 def test_a_shard_folder_an_ingest_is_writing_is_not_trained_on(shards, tmp_path):
-    """Its shards would change under the run (a re-plan removed one mid-run: 'No such file or directory')."""
+    """Its shards would change under the run (a re-plan removed one mid-run: 'No such file or directory'), whether
+    data.train names the folder or a pattern of its shards. The ingest holds its --out folder (a copy here: the
+    module's shards stay as they are, and nothing is made from the pattern's name)."""
     from defocuskit.data.folder import run_lock
 
+    folder = tmp_path / "shards"
+    shutil.copytree(Path(shards).parent, folder)
     out = tmp_path / "run"
-    with run_lock(shards, "ingest", "plan-digest"):
-        result = train(shards, out)
-    assert result.exit_code == 2 and f"{shards}: ingest is writing it now (pid" in result.output, result.output
-    assert not out.exists()
+    with run_lock(folder, "ingest", "plan-digest"):
+        for spec in (str(folder), str(folder / "train-*.tar"), str(folder / "train-000000.tar")):
+            result = train(spec, out)
+            assert result.exit_code == 2 and f"{folder}: ingest is writing it now (pid" in result.output, result.output
+    assert not out.exists() and not [p for p in folder.iterdir() if p.is_dir()]

@@ -3,8 +3,10 @@ network; same-shaped tensors of another network (a key that changes what they co
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from test_train import write_shards
 from typer.testing import CliRunner
 
@@ -13,6 +15,7 @@ from defocuskit.config.recipe import recipe_to_dict
 from defocuskit.io.modelfile import save_model
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe
+from defocuskit.train.resume import check_resume
 
 
 def export(recipe_name: str, path: Path, *overrides: str) -> Path:
@@ -51,3 +54,37 @@ def test_init_from_with_other_initialisation_or_dropout_is_accepted(tmp_path):
     result = CliRunner().invoke(app, ["train", "dncnn-tiny", f"output_dir={tmp_path / 'b'}", "model.identity_init=true",
                                       f"train.init_from={trained}", "--dry-run"])
     assert result.exit_code == 0, result.output
+
+
+def test_init_from_weights_of_another_noise_schedule_is_refused_and_a_loss_weight_may_change(tmp_path):
+    """RDDM's denoiser takes an integer timestep that indexes the noise schedule (objective.num_train_timesteps,
+    beta_start, beta_end): weights trained under another schedule read the same t as another noise level, so a
+    fine-tune from them is refused naming the key; objective.pre_weight only weighs a loss term: accepted."""
+    runner = CliRunner()
+    for override, said in (("objective.num_train_timesteps=1000", "objective.num_train_timesteps: 1000 in the file, "
+                                                                   "1300 in this recipe"),
+                           ("objective.beta_end=0.012", "objective.beta_end: 0.012 in the file, 0.02 in this recipe")):
+        trained = export("rddm-tiny", tmp_path / override.split("=")[0] / "model.safetensors", override)
+        result = runner.invoke(app, ["train", "rddm-tiny", f"output_dir={tmp_path / 'tuned'}", "--dry-run",
+                                     f"train.init_from={trained}"])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert f"train.init_from {trained}: " in result.output and said in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    trained = export("rddm-tiny", tmp_path / "pre" / "model.safetensors", "objective.pre_weight=0.0")
+    result = runner.invoke(app, ["train", "rddm-tiny", f"output_dir={tmp_path / 'tuned'}", "--dry-run",
+                                 "objective.pre_weight=1.0", f"train.init_from={trained}"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_resume_under_another_noise_schedule_is_refused_naming_the_key(tmp_path):
+    """The same keys on a resume: the checkpoint's weights read the timestep under its own schedule."""
+    checkpoint = tmp_path / "checkpoints" / "step-0000002"
+    checkpoint.mkdir(parents=True)
+    saved = load_recipe("rddm-tiny", [f"output_dir={tmp_path}"])
+    (checkpoint / "recipe.json").write_text(json.dumps(recipe_to_dict(saved)))
+    now = load_recipe("rddm-tiny", [f"output_dir={tmp_path}", "objective.beta_start=0.0002"])
+    with pytest.raises(ValueError, match=r"checkpoint has objective.beta_start=0.0001 but the recipe has "
+                                         r"objective.beta_start=0.0002; use another output_dir or --no-resume"):
+        check_resume(checkpoint, now)
+    weighed = load_recipe("rddm-tiny", [f"output_dir={tmp_path}", "objective.pre_weight=0.5"])
+    assert "objective.pre_weight 1.0 -> 0.5" in check_resume(checkpoint, weighed)

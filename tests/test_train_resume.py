@@ -235,3 +235,31 @@ def test_mixed_precision_auto_resolved_otherwise_on_resume_is_said_with_both_val
     assert "train.mixed_precision 'auto' (no) -> 'bf16'" in check_resume(check, recipe, precision="bf16")
     recipe.train.mixed_precision = "no"  # the key changed, the precision not: the exact continuation
     assert check_resume(check, recipe, precision="no") is None
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_resume_whose_checkpoints_were_deleted_is_refused_beside_the_earlier_export(shards, tmp_path):
+    """No checkpoint left but the run's own export: a resume would start at step 0 and, stopped before its export,
+    leave the earlier run's model beside its own checkpoints. Refused in one line naming --no-resume; nothing
+    written. --no-resume starts over (removing that export), as it says."""
+    out = tmp_path / "run"
+    assert train(shards, out, "train.max_steps=2").exit_code == 0  # (a copied folder's export names its own)
+    shutil.rmtree(out / "checkpoints")
+    before = tree_bytes(out)
+    result = train(shards, out, "train.max_steps=4", "seed=1")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert f"{out / 'model.safetensors'}: exported by an earlier run of this output_dir" in result.output
+    assert "no checkpoint to resume from" in result.output and "--no-resume" in result.output
+    assert tree_bytes(out) == before
+    tensors, meta = read_model_file(out / "model.safetensors")  # the best weights of a run killed before a save
+    save_model(out / "best.safetensors", tensors, meta["method"], meta["recipe"],
+               extra={"best_step": "1", "val_psnr": "20.0000"})
+    (out / "model.safetensors").unlink()
+    assert "best.safetensors: exported by an earlier run" in train(shards, out, "train.max_steps=4").output
+    assert train(shards, out, "train.max_steps=4", "seed=1", "--no-resume").exit_code == 0
+    assert json.loads(read_metadata(out / "model.safetensors")["recipe"])["seed"] == 1
+    assert not (out / "best.safetensors").exists()

@@ -1,6 +1,7 @@
 """The run folder's checkpoints: Accelerate `save_state` folders written under a temporary name and renamed when
 complete, the newest kept; resuming from one (with a clear error for a damaged or foreign one); the leftovers
-of killed runs; metrics.jsonl cut back to the resumed step; a fresh start's removal of what earlier runs wrote."""
+of killed runs; metrics.jsonl cut back to the resumed step; a fresh start's removal of what earlier runs wrote, and
+the weights an earlier run exported (`earlier_weights`), which a resume without a checkpoint must not start beside."""
 
 from __future__ import annotations
 
@@ -264,6 +265,14 @@ def export_written_here(path: Path, out: Path) -> bool:
                 and isinstance(folder, str) and bool(folder) and os.path.samefile(folder, out))
     except (ValueError, RecursionError, AttributeError, OSError):  # not a run's export, or its folder is gone
         return False
+
+
+def earlier_weights(out: Path) -> Path | None:
+    """The model.safetensors or best.safetensors that a run exported into the run folder `out` (what a fresh start
+    removes), or None."""
+    best = out / BEST_FILE
+    return next((p for p in (out / MODEL_FILE, best) if export_written_here(p, out)
+                 and (p != best or best_written_by_train(best))), None)
 
 
 def sums_written_by_train(path: Path) -> bool:

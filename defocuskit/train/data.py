@@ -35,9 +35,15 @@ def train_specs(cfg: DataConfig) -> list[tuple[str, str]]:
 def _spec_urls(label: str, spec: str) -> list[str]:
     split = "train" if Path(spec).is_dir() else None  # a folder means its `train` split
     try:
-        if split is not None:
-            shard_folder_state(spec)  # an ingest writing the folder now: its shards would change under the run
-        return shard_urls(spec, split)
+        # an ingest writing a folder now: its shards would change under the run. Checked in the folder given, or the
+        # one a pattern or file names (before it is expanded: a re-plan may have removed the shards), then in every
+        # folder holding a shard it matched; the check only reads (a pattern is never taken for a folder to lock)
+        if split is not None or (is_local(spec) and Path(spec).parent.is_dir()):
+            shard_folder_state(spec if split is not None else Path(spec).parent)
+        urls = shard_urls(spec, split)
+        for folder in sorted({os.path.dirname(u) for u in urls if is_local(u)}):
+            shard_folder_state(folder or ".")
+        return urls
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{label}: {e}") from None
     except FolderError as e:

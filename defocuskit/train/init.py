@@ -4,7 +4,9 @@ Weights only: the optimizer, LR schedule, EMA counters and data stream start fre
 recipe's method, every tensor must fit the recipe's network (same keys, same shapes), and the model section of the
 file's recipe must be the recipe's, but for the keys that only shape how training starts or regularises
 (TRAINING_ONLY): same-shaped weights of another network (model.second_kernel, model.global_residual,
-model.coc_scale, ...) compute something else. The exported model records where its starting weights came from
+model.coc_scale, ...) compute something else. So must the objective keys that fix what the network's inputs and
+outputs mean (`resume.MEANING_KEYS`, e.g. RDDM's noise schedule: the timestep input's noise level); the keys that
+only weigh or choose the loss may change. The exported model records where its starting weights came from
 (`init_from`, `init_from_sha256` in its metadata).
 """
 
@@ -20,7 +22,7 @@ from defocuskit.io.modelfile import dtype_misfit, read_model_file
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import resolve_recipe
 from defocuskit.train.checks import TrainingError
-from defocuskit.train.resume import flatten
+from defocuskit.train.resume import MEANING_KEYS, flatten
 
 # model keys (the last part of the name, at any depth) that change how a run starts or regularises, not what the
 # trained weights compute: initialisation and the pretrained parts it loads, dropout, what is frozen or detached
@@ -39,16 +41,23 @@ def init_provenance(source: str) -> tuple[Any, dict[str, str]]:
 
 
 def model_mismatch(raw: dict[str, Any], recipe: Recipe) -> str | None:
-    """The first key of the model section where a model file's recipe (`raw`, from its metadata) and `recipe`
-    differ, with both values ("model.k: a in the file, b in this recipe"); None where they agree but for
-    TRAINING_ONLY keys. ValueError where the file's recipe cannot be read."""
+    """The first key of the model section, then of the method's MEANING_KEYS, where a model file's recipe (`raw`,
+    from its metadata) and `recipe` differ, with both values ("model.k: a in the file, b in this recipe"); None
+    where they agree but for TRAINING_ONLY keys. ValueError where the file's recipe cannot be read."""
     method = get_method(recipe.method)
-    theirs = flatten(recipe_to_dict(resolve_recipe(method.upgrade_recipe(raw))).get("model") or {}, "model")
-    ours = flatten(recipe_to_dict(recipe).get("model") or {}, "model")
-    for key in sorted(set(theirs) | set(ours)):
-        if key.rsplit(".", 1)[-1] not in TRAINING_ONLY and theirs.get(key) != ours.get(key):
+    theirs = _flat_sections(recipe_to_dict(resolve_recipe(method.upgrade_recipe(raw))))
+    ours = _flat_sections(recipe_to_dict(recipe))
+    model = [k for k in sorted(set(theirs) | set(ours)) if k.startswith("model.")
+             and k.rsplit(".", 1)[-1] not in TRAINING_ONLY]
+    for key in model + list(MEANING_KEYS.get(method.name, ())):
+        if theirs.get(key) != ours.get(key):
             return f"{key}: {theirs.get(key)!r} in the file, {ours.get(key)!r} in this recipe"
     return None
+
+
+def _flat_sections(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The model and objective sections of a recipe dict, flattened ("model.width": 8, "objective.beta_end": ...)."""
+    return {**flatten(recipe.get("model") or {}, "model"), **flatten(recipe.get("objective") or {}, "objective")}
 
 
 def load_initial_weights(net: nn.Module, model_file: Any, method: str, source: str,
@@ -79,6 +88,10 @@ def load_initial_weights(net: nn.Module, model_file: Any, method: str, source: s
         differs = model_mismatch(meta["recipe"], recipe) if recipe is not None else None
     except ValueError as exc:  # a RecipeError names the key, not the file
         raise TrainingError(f"train.init_from {source}: the recipe in its metadata: {exc}") from None
+    if differs and differs.startswith("objective."):
+        raise TrainingError(f"train.init_from {source}: its weights were trained where the network's inputs or "
+                            f"outputs mean something else ({differs}); give the objective section of the recipe it "
+                            "was trained with")
     if differs:
         raise TrainingError(f"train.init_from {source}: its weights were trained for another network ({differs}); "
                             "give the model section of the recipe it was trained with")

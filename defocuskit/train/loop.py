@@ -49,6 +49,7 @@ from defocuskit.train.checkpoints import (
     blocking_step_folder,
     check_data_position,
     clean_run_folder,
+    earlier_weights,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
@@ -112,6 +113,11 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
     if checkpoints:
         check_steps(checkpoints)
         check_resume(checkpoints[-1][1], recipe)  # refused before any work (what changed: said once it trains)
+    elif resume and (earlier := earlier_weights(out)) is not None:  # its checkpoints deleted: not resumable
+        raise TrainingError(f"{earlier}: exported by an earlier run of this output_dir, which holds no checkpoint to "
+                            "resume from (checkpoints/ removed?); a run would start at step 0 beside it, so nothing "
+                            "was written: give --no-resume to start over (it removes that run's files) or another "
+                            "output_dir")
     blocking = blocking_step_folder(out, checkpoints[-1][0] if checkpoints else 0, recipe.train.max_steps,
                                     recipe.train.checkpoint_every)
     if blocking is not None:

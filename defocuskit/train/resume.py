@@ -1,9 +1,10 @@
 """Whether a run folder's newest checkpoint can be resumed with the recipe given now, judged before any work.
 
 The checkpoint's recipe (its recipe.json) is compared with the recipe key by key:
-  * keys that shape the saved state (method, model, data.channels, optim.name) or the weights' provenance
-    (train.init_from: a resumed run continues the checkpoint's weights, not the init_from file's) must agree:
-    otherwise the resume is refused, naming the key with both values;
+  * keys that shape the saved state (method, model, data.channels, optim.name), the weights' provenance
+    (train.init_from: a resumed run continues the checkpoint's weights, not the init_from file's) or what the
+    network's inputs and outputs mean (MEANING_KEYS, e.g. RDDM's noise schedule) must agree: otherwise the resume
+    is refused, naming the key with both values;
   * keys that change what the steps from the checkpoint on compute (seed, data.batch_size, optim.lr, ...) may
     change: the run goes on with the new values and says so in one line naming each key, old -> new, since it is
     not the exact continuation of the interrupted run;
@@ -27,6 +28,22 @@ from defocuskit.config.recipe import Recipe, recipe_to_dict
 
 # recipe keys a checkpoint must agree on to be resumed (they shape the saved state, or the weights' provenance)
 RESUME_KEYS = ("method", "model", "data.channels", "optim.name", "train.init_from")
+# objective keys that fix what the numbers going into or coming out of a method's network mean: weights trained under
+# other values read the same tensors as something else, so a resume (and a fine-tune, train.init_from: train/init.py)
+# is refused where they differ, as where a model key does. Where each is used:
+MEANING_KEYS: dict[str, tuple[str, ...]] = {
+    # methods/rddm.py schedule_of -> diffusion/ddim_residual.make_scheduler: the denoiser's integer timestep input t
+    # indexes this noise schedule (models/rddm.py q_sample in training, the DDIM steps in methods/rddm.py restore):
+    # under another schedule the same t is another noise level
+    "rddm": ("objective.num_train_timesteps", "objective.beta_start", "objective.beta_end"),
+}
+# Every other objective key weighs or chooses the loss, which a fine-tune may change: rddm pre_weight; hidd sigma_min,
+# sigma_max (NCSN++ takes sigma itself, models/ncsnpp.py: the range says which levels are trained and sampled, not
+# what a level means), reduce_mean; defocus_map coc_norm (methods/defocus_map.py divides prediction and target alike:
+# the output stays in pixels), loss, quantile, charbonnier_eps, coc_weight, blur_weight; nafnet loss, target_lowpass
+# (which target the image is fitted to, not its scale); restormer, ifan, drbnet loss and weights; jdrl's stage
+# schedule, weights, flow and mask; cyclegan's lambdas (models/cyclegan.py: loss weights) and unpaired; dncnn and
+# ffdnet have none.
 # keys that change no weight a run computes (the data's files and workers: check_data_position)
 NO_EFFECT = ("output_dir", "license", "data.train", "data.num_workers", "train.checkpoint_every",
              "train.keep_checkpoints", "train.log_every", "train.log_with", "train.max_minutes", "train.eval_every",
@@ -100,7 +117,7 @@ def check_resume(checkpoint: Path, recipe: Recipe, precision: str | None = None)
     now = flatten(recipe_to_dict(recipe))
     changed = [k for k in {**saved, **now} if saved.get(k) != now.get(k)]
     for key in changed:
-        if _under(key, RESUME_KEYS):
+        if _under(key, RESUME_KEYS + MEANING_KEYS.get(recipe.method, ())):
             raise ValueError(f"{checkpoint}: checkpoint has {key}={saved.get(key)!r} but the recipe has "
                              f"{key}={now.get(key)!r}; use another output_dir or --no-resume")
     cosine = "cosine" in (saved.get("optim.schedule"), now.get("optim.schedule"))
