@@ -188,11 +188,13 @@ def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
     ],
 )
 def test_bad_recipe_or_data_is_exit_2_before_work(override, needle, shards, tmp_path):
+    from defocuskit.config.typed import layered_overrides
+
     out = tmp_path / "run"
-    args = ["train", TINY, f"data.train={shards}", f"output_dir={out}", override]
+    args = ["train", TINY, *layered_overrides([f"data.train={shards}", f"output_dir={out}"], [override])]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
-    assert needle in result.output and "Traceback" not in result.output
+    assert needle in result.output and "Traceback" not in result.output and "given twice" not in result.output
     assert not out.exists()
 
 
