@@ -164,17 +164,23 @@ def test_a_rerun_writes_anew_a_shard_cut_short_since(tmp_path, fake):
     assert sorted(keys_of(out)) == expected
 
 
-def _ingest_in_subprocess(root: Path, out: Path, workers: int) -> subprocess.CompletedProcess:
-    """run_ingest of the fake source in a child process (so a pool that waits for ever fails the test by its
-    timeout instead of hanging the suite); prints the run's numbers as JSON."""
+def _ingest_command(root: Path, out: Path, workers: int) -> tuple[list[str], dict[str, str]]:
+    """(argv, environment) of a child process that runs run_ingest of the fake source (shard size 2) and prints the
+    run's numbers as JSON."""
     code = (f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"from defocuskit.data import sources; sources.SOURCES['fake'] = 'test_ingest'; "
             f"from pathlib import Path; from defocuskit.data.ingest import run_ingest; "
             f"from defocuskit.data.sample import IngestOptions; "
             f"m = run_ingest({{'fake': Path({str(root)!r})}}, IngestOptions(out={str(out)!r}, workers={workers}, "
             f"shard_size=2), progress=False); print(json.dumps(m['run']))")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return [sys.executable, "-c", code], dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+
+
+def _ingest_in_subprocess(root: Path, out: Path, workers: int) -> subprocess.CompletedProcess:
+    """_ingest_command run to its end (so a pool that waits for ever fails the test by its timeout instead of
+    hanging the suite)."""
+    argv, env = _ingest_command(root, out, workers)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
 
 
 def _session(sid: int) -> list[int]:
@@ -194,14 +200,8 @@ def _session(sid: int) -> list[int]:
 def test_a_killed_ingest_leaves_no_worker_process_behind(tmp_path):
     root = make_inputs(tmp_path / "in", n_train=8, n_test=0)
     (root / "slow").write_text("5")
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"from defocuskit.data import sources; sources.SOURCES['fake'] = 'test_ingest'; "
-            f"from pathlib import Path; from defocuskit.data.ingest import run_ingest; "
-            f"from defocuskit.data.sample import IngestOptions; "
-            f"run_ingest({{'fake': Path({str(root)!r})}}, IngestOptions(out={str(tmp_path / 'out')!r}, workers=2, "
-            f"shard_size=2), progress=False)")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    argv, env = _ingest_command(root, tmp_path / "out", 2)
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)
     deadline = time.time() + 60
     while len(_session(proc.pid)) < 4 and time.time() < deadline:  # main, fork server, 2 workers (+ tracker)
         time.sleep(0.1)
@@ -246,13 +246,8 @@ def test_killed_worker_pool_run_resumes(tmp_path, fake):
     root = make_inputs(tmp_path / "in", n_train=8, n_test=0)
     (root / "slow").write_text("0.8")
     out = tmp_path / "out"
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"from defocuskit.data import sources; sources.SOURCES['fake'] = 'test_ingest'; "
-            f"from pathlib import Path; from defocuskit.data.ingest import run_ingest; "
-            f"from defocuskit.data.sample import IngestOptions; "
-            f"run_ingest({{'fake': Path({str(root)!r})}}, IngestOptions(out={str(out)!r}, workers=2, shard_size=2), progress=False)")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    argv, env = _ingest_command(root, out, 2)
+    proc = subprocess.Popen(argv, env=env, start_new_session=True)
     deadline = time.time() + 60
 
     def listed() -> list[str]:
