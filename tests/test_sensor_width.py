@@ -145,3 +145,46 @@ def test_a_metric_render_records_its_sensor_width_and_a_relative_one_none(tmp_pa
     assert metric and {s["meta"]["sensor_width_mm"] for s in metric} == {23.5}
     run_ingest({"render": root}, opts(tmp_path / "relative"), progress=False)
     assert {s["meta"]["sensor_width_mm"] for s in samples(tmp_path / "relative").values()} == {None}
+
+
+def test_deblur_takes_the_camera_for_coc_fnumber_from_its_options(tmp_path):
+    """`deblur --coc fnumber --sensor-width/--focal-length/--focus-distance`: the CoC is the thin lens's of the camera
+    given (an image without EXIF had the 36 mm, 50 mm, 2 m default and nothing to change it); the focus gate weighs
+    the model's change by min(1, CoC / 3), so the change scales with the CoC the camera gives."""
+    from test_infer import _export_nafnet
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+    from defocuskit.io.images import read_image, write_image
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 60, 3)) * 255).astype(np.uint8)
+    write_image(tmp_path / "x.png", image)
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors", identity=False)
+    runner = CliRunner()
+
+    def deblur(name: str, *camera: str) -> tuple[np.ndarray, dict]:
+        args = ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out", str(tmp_path / name),
+                "--coc", "fnumber", "--f-number", "2.8", "--focus-gate", "3", "--gate-smooth", "0", *camera]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        record = json.loads((tmp_path / name / "deblur.json").read_text())["images"][0]
+        return read_image(tmp_path / name / "x.png").astype(float) - image, record
+
+    full, record = deblur("default")
+    assert record["camera"] == {"focal_length_mm": None, "sensor_width_mm": None, "focus_distance_m": None}
+    small, record = deblur("small", "--sensor-width", "12", "--focal-length", "50", "--focus-distance", "2")
+    assert record["camera"] == {"focal_length_mm": 50.0, "sensor_width_mm": 12.0, "focus_distance_m": 2.0}
+    coc_full, coc_small = thin_lens_px(2.8, 50, 2, 36, 60), thin_lens_px(2.8, 50, 2, 12, 60)  # 0.76 and 2.29 px
+    assert coc_small < 3
+    ratio = np.abs(small).sum() / np.abs(full).sum()
+    assert ratio == pytest.approx(coc_small / coc_full, rel=0.1)  # 3: a third of the sensor, three times the CoC
+    for bad, words in ((["--sensor-width", "0.1"], "--sensor-width 0.1: not a sensor width a camera has"),
+                       (["--focal-length", "200", "--focus-distance", "0.1"], "--focus-distance 0.1: the focus"),
+                       (["--focal-length", "85"], None)):
+        result = runner.invoke(app, ["deblur", str(tmp_path / "x.png"), "--checkpoint", str(ckpt), "--out",
+                                     str(tmp_path / "bad"), "--coc", "edge", "--focus-gate", "3", *bad])
+        assert result.exit_code == 2, result.output
+        assert (words or "--focal-length: the camera of --coc fnumber's thin-lens CoC; with --coc edge it would "
+                "not be used") in result.output, result.output
+        assert not (tmp_path / "bad").exists()

@@ -34,23 +34,28 @@ class MapModel(Protocol):
     def _estimate(self, x: np.ndarray) -> np.ndarray: ...
 
 
-def camera(given: dict[str, object]) -> dict[str, float]:
+def camera(given: dict[str, object], names: dict[str, str] | None = None) -> dict[str, float]:
     """The camera keywords given (not None) as the metadata optics.coc_from_metadata reads, each a finite number in
-    its CAMERA range and the focus beyond the focal length; else a one-line ValueError naming the keyword."""
+    its CAMERA range and the focus beyond the focal length; else a one-line ValueError naming the keyword (as
+    `names` spells it: the CLI's options, {"sensor_width_mm": "--sensor-width", ...}; default `key=`)."""
+    def spelled(key: str) -> str:
+        return f"{names[key]} " if names and key in names else f"{key}="
+
     meta = {}
     for key, value in given.items():
         if (number := real(key, value)) is None:
             continue
         low, high, words = CAMERA[key]
         if not low <= number <= high:
-            raise ValueError(f"{key}={value!r}: not {words.format(low=low, high=high)}")
+            raise ValueError(f"{spelled(key)}{value!r}: not {words.format(low=low, high=high)}")
         meta[key] = number
     focal = meta.get("focal_length_mm", optics.DEFAULT_FOCAL_LENGTH_MM)
     focus = meta.get("focus_distance_m", optics.DEFAULT_FOCUS_DISTANCE_M)
     if focus * 1000.0 <= focal:
         named = "focus_distance_m" if "focus_distance_m" in meta else "focal_length_mm"
-        raise ValueError(f"{named}={given[named]!r}: the focus ({focus:g} m) must lie beyond the focal length "
-                         f"({focal:g} mm){'' if named == 'focus_distance_m' else '; give focus_distance_m='}")
+        advice = "" if named == "focus_distance_m" else f"; give {spelled('focus_distance_m').strip()}"
+        raise ValueError(f"{spelled(named)}{given[named]!r}: the focus ({focus:g} m) must lie beyond the focal length "
+                         f"({focal:g} mm){advice}")
     return meta
 
 

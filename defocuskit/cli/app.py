@@ -34,6 +34,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Single-image
                   epilog="Example: defocuskit demo --steps-scale 0.3  (the whole pipeline on synthetic data); each command's "
                   "--help shows its own example.")
 hide_flag_types()
+# deblur's options for the camera of --coc fnumber, by the keyword the API gives it (api.coc.CAMERA)
+CAMERA_OPTIONS = {"sensor_width_mm": "--sensor-width", "focal_length_mm": "--focal-length",
+                  "focus_distance_m": "--focus-distance"}
 
 
 @app.callback()
@@ -109,6 +112,12 @@ def deblur_cmd(
         "Default: the --coc-model's own inference.coc_bound (recipes/defocus-map-tiny.yaml: its training data's)."),
     f_number: Optional[float] = typer.Option(
         None, "--f-number", help="The shot's f-number for --coc fnumber and --coc-bound (default: EXIF)."),
+    sensor_width: Optional[float] = typer.Option(
+        None, "--sensor-width", help="MM: the camera's sensor width for --coc fnumber (default: from EXIF, else 36)."),
+    focal_length: Optional[float] = typer.Option(
+        None, "--focal-length", help="MM: the lens's focal length for --coc fnumber (default: EXIF, else 50)."),
+    focus_distance: Optional[float] = typer.Option(
+        None, "--focus-distance", help="M: the focus distance for --coc fnumber (default: EXIF, else 2)."),
     focus_gate: Optional[float] = typer.Option(
         None, "--focus-gate", help="PX: weigh the model's change per pixel by min(1, CoC / PX) of the --coc map, so "
         "regions it reads as in focus stay as shot (e.g. --coc edge --focus-gate 3); 0: none. Default: the model's "
@@ -135,13 +144,16 @@ def deblur_cmd(
 
     exit_before_torch(str(checkpoint).endswith(".safetensors") and not checkpoint.exists(),
                       f"model file not found: {checkpoint}")
+    from defocuskit.api.coc import camera
     from defocuskit.inference.files import deblur_files
     from defocuskit.inference.tiling import TilingOptions
 
     try:
+        lens = camera({"sensor_width_mm": sensor_width, "focal_length_mm": focal_length,
+                       "focus_distance_m": focus_distance}, CAMERA_OPTIONS)
         written = deblur_files(list(inputs), checkpoint, out, steps=steps, sampler=sampler, sets=list(set_ or []),
                                coc=value(coc), coc_model=coc_model, coc_bound=coc_bound, f_number=f_number,
-                               focus_gate=focus_gate,
+                               camera=lens, focus_gate=focus_gate,
                                gate_smooth=gate_smooth, tiling=TilingOptions(tile, overlap, max_tile_pixels, batch),
                                device=device, seed=seed, ensemble=ensemble)
     except KeyboardInterrupt:

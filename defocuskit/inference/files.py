@@ -11,7 +11,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,9 @@ from defocuskit.io.images import bit_depth, check_image, encode_image, from_floa
 from defocuskit.io.raw import read_exif
 
 
-def _f_number_meta(path: Path, f_number: float | None) -> dict[str, Any]:
-    """The optics that `--coc fnumber` reads: --f-number where given, else the file's EXIF."""
+def _f_number_meta(path: Path, f_number: float | None, camera: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The optics that `--coc fnumber` reads: --f-number and the `camera` values given (--sensor-width, ...), else the
+    file's EXIF."""
     try:
         exif = read_exif(path)
     except ImageError:
@@ -45,6 +46,7 @@ def _f_number_meta(path: Path, f_number: float | None) -> dict[str, Any]:
     meta = {k: exif.get(k) for k in ("f_number", "focal_length_mm", "sensor_width_mm", "focus_distance_m")}
     if f_number is not None:
         meta["f_number"] = float(f_number)
+    meta.update(camera or {})
     return meta
 
 
@@ -192,6 +194,7 @@ def deblur_files(
     coc_model: Path | None = None,
     coc_bound: float | None = None,
     f_number: float | None = None,
+    camera: Mapping[str, float] | None = None,
     tiling: TilingOptions = TilingOptions(),
     device: str = "cpu",
     seed: int = 0,
@@ -221,6 +224,11 @@ def deblur_files(
     run does not redo.
     """
     check_ensemble(ensemble)  # a bad value fails before any work
+    if camera and coc != "fnumber":
+        options = {"sensor_width_mm": "--sensor-width", "focal_length_mm": "--focal-length",
+                   "focus_distance_m": "--focus-distance"}
+        raise ValueError(f"{', '.join(options.get(k, k) for k in camera)}: the camera of --coc fnumber's thin-lens "
+                         f"CoC; with {'--coc ' + coc if coc else 'no --coc'} it would not be used")
     low, high = F_NUMBER_RANGE
     if f_number is not None and not low <= f_number <= high:  # NaN fails too; inf was written to deblur.json
         raise ValueError(f"--f-number {f_number:g}: not an f-number a lens has (f/{low:g} to f/{high:g})")
@@ -265,7 +273,7 @@ def deblur_files(
     optics_of: dict[Path, dict[str, Any]] = {}
     bounded = (source is not None and uses_coc and source.bound is not None) or (own_bound and own_bound.bound)
     if (source is not None and source.kind == "fnumber" and uses_coc) or bounded:
-        optics_of = {p: _f_number_meta(p, f_number) for p in inputs}
+        optics_of = {p: _f_number_meta(p, f_number, camera) for p in inputs}
         missing = [str(p) for p, meta in optics_of.items() if meta["f_number"] is None]
         if missing and source is not None and source.kind == "fnumber":
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
@@ -331,6 +339,8 @@ def deblur_files(
                 **plan.record(),
                 "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
                 "f_number": optics_of.get(p, {}).get("f_number"),  # the bound applies only where it is known
+                "camera": {k: v for k, v in optics_of.get(p, {}).items() if k != "f_number"}
+                if source is not None and source.kind == "fnumber" and uses_coc else None,
                 "coc_bound": (own_bound.bound if own_bound else
                               source.bound if source is not None and uses_coc else None)
                 if optics_of.get(p, {}).get("f_number") else None,
