@@ -60,6 +60,10 @@ def test_a_tiffs_thumbnail_page_is_not_a_second_picture(tmp_path):
         tif.write(photo, photometric="rgb")
         tif.write(photo[::4, ::4], photometric="rgb", subfiletype=1)  # a reduced-resolution copy
     np.testing.assert_array_equal(read_image(tmp_path / "shot.tif"), photo)
+    with tifffile.TiffWriter(tmp_path / "unmarked.tif") as tif:  # a thumbnail some writers leave unmarked
+        tif.write(photo, photometric="rgb")
+        tif.write(photo[::4, ::4], photometric="rgb")
+    np.testing.assert_array_equal(read_image(tmp_path / "unmarked.tif"), photo)
     with tifffile.TiffWriter(tmp_path / "pages.tif") as tif:
         for frame in _frames(2):
             tif.write(frame, photometric="rgb")

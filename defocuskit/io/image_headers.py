@@ -178,8 +178,15 @@ def _tiff_tags(data: bytes) -> _Tags:
 
 def tiff_pages(data: bytes) -> int:
     """The full-size pictures of a TIFF: its image file directories whose NewSubfileType (254) marks neither a
-    reduced-resolution copy (a thumbnail, a preview) nor a mask; at least 1."""
-    return max(1, sum(not ifd.get(254, (0,))[0] & 0b101 for ifd in _tiff_ifds(data, (254,))))
+    reduced-resolution copy (a thumbnail, a preview) nor a mask, and (a thumbnail left unmarked, as some writers leave
+    it) that hold at least half the first one's pixels; at least 1."""
+    pages = [ifd for ifd in _tiff_ifds(data, (254, 256, 257)) if not ifd.get(254, (0,))[0] & 0b101]
+
+    def pixels(ifd: _Tags) -> int:
+        return ifd.get(256, (0,))[0] * ifd.get(257, (0,))[0]
+
+    first = pixels(pages[0]) if pages else 0
+    return max(1, sum(pixels(ifd) * 2 >= first for ifd in pages))
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
