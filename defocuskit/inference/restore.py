@@ -18,7 +18,7 @@ from torch import nn
 from defocuskit.config.recipe import Recipe, recipe_to_dict
 from defocuskit.config.typed import RecipeError, apply_overrides, build_dataclass
 from defocuskit.inference.ensemble import check_ensemble, self_ensemble
-from defocuskit.inference.tiling import TilingOptions, blend_window, plan_tiling, tile_seed, tile_starts
+from defocuskit.inference.tiling import TileBlend, TilingOptions, plan_tiling, tile_seed
 from defocuskit.methods.base import Conditions, Method, RestoreContext
 
 
@@ -243,12 +243,8 @@ def restore_image(
         image = np.pad(image, ((0, ph - height), (0, pw - width), (0, 0)), mode=mode)
         if coc is not None:
             coc = np.pad(coc, ((0, ph - height), (0, pw - width)), mode=mode)
-    ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
-    boxes = [(y, x) for y in ys for x in xs]
-    # raised-cosine ramps along an axis with several tiles; an axis in one tile keeps weight 1 (output exact)
-    window = blend_window((th, tw), (overlap if len(ys) > 1 else 0, overlap if len(xs) > 1 else 0))
-    weight = np.zeros((ph, pw), np.float32)
-    acc: np.ndarray | None = None
+    blend = TileBlend((ph, pw), (th, tw), overlap)
+    boxes = blend.boxes
     n_batches = math.ceil(len(boxes) / batch)
     with _progress(progress) as bar:
         tiles_task = bar.add_task(f"  {plan.describe()}", total=len(boxes)) if bar else None
@@ -274,17 +270,11 @@ def restore_image(
                 out = out.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
                 if out.shape[1:3] != (th, tw):
                     raise ValueError(f"method '{method.name}' returned tiles of {out.shape[1:3]}, expected {(th, tw)}")
-                if acc is None:
-                    acc = np.zeros((ph, pw, out.shape[3]), np.float32)
-                for (y, x), t in zip(chunk, out):
-                    acc[y : y + th, x : x + tw] += t * window[:, :, None]
-                    weight[y : y + th, x : x + tw] += window
+                blend.add(chunk, out)
                 if bar is not None:
                     bar.update(tiles_task, advance=len(chunk))
         finally:
             if bar is not None and bar is progress:  # the caller's bar keeps only its own tasks
                 bar.remove_task(tiles_task)
                 bar.remove_task(steps_task)
-    assert acc is not None
-    result = acc / weight[:, :, None]
-    return np.ascontiguousarray(result[:height, :width])
+    return np.ascontiguousarray(blend.result()[:height, :width])

@@ -159,31 +159,47 @@ def resolve_overlap(tile: int, overlap: int | None) -> int:
     return int(overlap)
 
 
+class TileBlend:
+    """Overlapping tiles' outputs summed into one image under raised-cosine weights (`blend_window`; an axis held in
+    one tile keeps weight 1, so its output is exact): the tiles at `boxes` (their top-left corners, `tile_starts`
+    along each axis) of size `tile` in an image of `size` (H, W)."""
+
+    def __init__(self, size: tuple[int, int], tile: tuple[int, int], overlap: int) -> None:
+        (self.height, self.width), (self.th, self.tw) = size, tile
+        ys, xs = tile_starts(self.height, self.th, overlap), tile_starts(self.width, self.tw, overlap)
+        self.boxes = [(y, x) for y in ys for x in xs]
+        self.window = blend_window(tile, (overlap if len(ys) > 1 else 0, overlap if len(xs) > 1 else 0))
+        self.weight = np.zeros(size, np.float32)
+        self.acc: np.ndarray | None = None
+
+    def add(self, boxes: list[tuple[int, int]], out: np.ndarray) -> None:
+        """Add the (B, h, w, K) outputs of the tiles at `boxes`."""
+        if self.acc is None:
+            self.acc = np.zeros((self.height, self.width, out.shape[3]), np.float32)
+        for (y, x), t in zip(boxes, out):
+            self.acc[y : y + self.th, x : x + self.tw] += t * self.window[:, :, None]
+            self.weight[y : y + self.th, x : x + self.tw] += self.window
+
+    def result(self) -> np.ndarray:
+        """The blended (H, W, K) float32 image of every tile added."""
+        assert self.acc is not None
+        return self.acc / self.weight[:, :, None]
+
+
 def run_in_tiles(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: int | None,
                  overlap: int | None = None, batch: int = 4) -> np.ndarray:
     """`fn` (a (B, h, w, C) float32 batch of tiles -> (B, h, w, K)) over a float32 (H, W, C) image in overlapping
     tiles of `tile` px (on an axis the image is shorter, the image's side; None: the whole image in one call),
-    blended with raised-cosine weights as `restore_image` blends its tiles; (H, W, K) float32. `batch` tiles per
-    call: the memory `fn` takes is bounded by tile x tile x batch, whatever the image's size. An image within one
-    tile is `fn`'s output as it is."""
+    blended with raised-cosine weights as `restore_image` blends its tiles (TileBlend); (H, W, K) float32. `batch`
+    tiles per call: the memory `fn` takes is bounded by tile x tile x batch, whatever the image's size. An image
+    within one tile is `fn`'s output as it is."""
     height, width = image.shape[:2]
     th, tw = (height, width) if tile is None else (min(tile, height), min(tile, width))
-    ov = resolve_overlap(min(th, tw), overlap) if min(th, tw) > 1 else 0
-    ys, xs = tile_starts(height, th, ov), tile_starts(width, tw, ov)
-    window = blend_window((th, tw), (ov if len(ys) > 1 else 0, ov if len(xs) > 1 else 0))
-    boxes = [(y, x) for y in ys for x in xs]
-    weight = np.zeros((height, width), np.float32)
-    acc: np.ndarray | None = None
-    for b in range(0, len(boxes), max(1, batch)):
-        chunk = boxes[b : b + max(1, batch)]
-        out = np.asarray(fn(np.stack([image[y : y + th, x : x + tw] for y, x in chunk])), np.float32)
-        if acc is None:
-            acc = np.zeros((height, width, out.shape[3]), np.float32)
-        for (y, x), t in zip(chunk, out):
-            acc[y : y + th, x : x + tw] += t * window[:, :, None]
-            weight[y : y + th, x : x + tw] += window
-    assert acc is not None
-    return acc / weight[:, :, None]
+    blend = TileBlend((height, width), (th, tw), resolve_overlap(min(th, tw), overlap) if min(th, tw) > 1 else 0)
+    for b in range(0, len(blend.boxes), max(1, batch)):
+        chunk = blend.boxes[b : b + max(1, batch)]
+        blend.add(chunk, np.asarray(fn(np.stack([image[y : y + th, x : x + tw] for y, x in chunk])), np.float32))
+    return blend.result()
 
 
 def tile_seed(seed: int, index: int) -> int:
