@@ -34,9 +34,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Single-image
                   epilog="Example: defocuskit demo --steps-scale 0.3  (the whole pipeline on synthetic data); each command's "
                   "--help shows its own example.")
 hide_flag_types()
-# deblur's options for the camera of --coc fnumber, by the keyword the API gives it (api.coc.CAMERA)
-CAMERA_OPTIONS = {"sensor_width_mm": "--sensor-width", "focal_length_mm": "--focal-length",
-                  "focus_distance_m": "--focus-distance"}
 
 
 @app.callback()
@@ -145,7 +142,7 @@ def deblur_cmd(
     exit_before_torch(str(checkpoint).endswith(".safetensors") and not checkpoint.exists(),
                       f"model file not found: {checkpoint}")
     from defocuskit.api.coc import camera
-    from defocuskit.inference.files import deblur_files
+    from defocuskit.inference.files import CAMERA_OPTIONS, deblur_files
     from defocuskit.inference.tiling import TilingOptions
 
     try:

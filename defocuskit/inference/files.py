@@ -35,6 +35,10 @@ from defocuskit.io.icc import png_with_icc, read_icc
 from defocuskit.io.images import bit_depth, check_image, encode_image, from_float, read_image_channels, to_float
 from defocuskit.io.raw import read_exif
 
+# deblur's options for the camera of --coc fnumber, by the keyword the API gives it (api.coc.CAMERA)
+CAMERA_OPTIONS = {"sensor_width_mm": "--sensor-width", "focal_length_mm": "--focal-length",
+                  "focus_distance_m": "--focus-distance"}
+
 
 def _f_number_meta(path: Path, f_number: float | None, camera: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The optics that `--coc fnumber` reads: --f-number and the `camera` values given (--sensor-width, ...), else the
@@ -225,10 +229,8 @@ def deblur_files(
     """
     check_ensemble(ensemble)  # a bad value fails before any work
     if camera and coc != "fnumber":
-        options = {"sensor_width_mm": "--sensor-width", "focal_length_mm": "--focal-length",
-                   "focus_distance_m": "--focus-distance"}
-        raise ValueError(f"{', '.join(options.get(k, k) for k in camera)}: the camera of --coc fnumber's thin-lens "
-                         f"CoC; with {'--coc ' + coc if coc else 'no --coc'} it would not be used")
+        raise ValueError(f"{', '.join(CAMERA_OPTIONS.get(k, k) for k in camera)}: the camera of --coc fnumber's "
+                         f"thin-lens CoC; with {'--coc ' + coc if coc else 'no --coc'} it would not be used")
     low, high = F_NUMBER_RANGE
     if f_number is not None and not low <= f_number <= high:  # NaN fails too; inf was written to deblur.json
         raise ValueError(f"--f-number {f_number:g}: not an f-number a lens has (f/{low:g} to f/{high:g})")
