@@ -44,14 +44,7 @@ def _problem(data: Path) -> str | None:
     return None
 
 
-def layout_problem(root: Path) -> str | None:
-    """What keeps `root` from being an EBB folder or the parent of one, or None."""
-    return layout.parent_problem(NAME, Path(root), _problem)
-
-
-def root_of(root: Path) -> Path:
-    """The EBB folder `root` names: itself, or the one inside it."""
-    return layout.dataset_root(Path(root), _problem)
+layout_problem, root_of = layout.parent_rule(NAME, _problem)  # the folder itself, or the parent of one
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:

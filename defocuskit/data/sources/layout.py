@@ -110,6 +110,18 @@ def parent_problem(name: str, root: Path, problem: Problem) -> str | None:
     return fault
 
 
+def parent_rule(name: str, problem: Problem) -> tuple[Callable[[Path], str | None], Callable[[Path], Path]]:
+    """(layout_problem, root_of) of source `name` whose dataset folder `problem` judges: the folder itself or the
+    parent of exactly one such folder (parent_problem, dataset_root), one rule for every source that takes a parent."""
+    def layout_problem(root: Path) -> str | None:
+        return parent_problem(name, Path(root), problem)
+
+    def root_of(root: Path) -> Path:
+        return dataset_root(Path(root), problem)
+
+    return layout_problem, root_of
+
+
 def read_inside(name: str, root: Path) -> str | None:
     """One line where source `name` given `root` reads the dataset folder inside it, else None."""
     root_of = get_source(name).root_of

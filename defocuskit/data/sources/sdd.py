@@ -76,9 +76,7 @@ def layout_problem(root: Path) -> str | None:
     return problem
 
 
-def root_of(root: Path) -> Path:
-    """The SDD folder `root` names: itself, or the one inside it."""
-    return layout.dataset_root(Path(root), _problem)
+_, root_of = layout.parent_rule(NAME, _problem)  # the SDD folder `root` names: itself, or the one in it
 
 
 def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
