@@ -122,15 +122,30 @@ def coc_from_metadata(meta: dict, width: int) -> float:
     f_number = meta.get("f_number")
     if f_number is None:
         raise ValueError(f"sample '{meta.get('scene') or meta.get('key') or '?'}' has no f_number")
-    focal = float(meta.get("focal_length_mm") or DEFAULT_FOCAL_LENGTH_MM)
-    distance = float(meta.get("focus_distance_m") or DEFAULT_FOCUS_DISTANCE_M)
-    if distance * 1000.0 <= focal:
-        distance = DEFAULT_FOCUS_DISTANCE_M
+    used, _ = camera_of(meta)
+    pitch = pixel_pitch_um(used["sensor_width_mm"], width)
+    return float(coc_at_infinity_px(float(f_number), used["focal_length_mm"], used["focus_distance_m"], pitch))
+
+
+def camera_of(meta: dict) -> tuple[dict[str, float], list[str]]:
+    """The sensor width, focal length and focus distance coc_from_metadata uses for `meta`, and the keys of those
+    that are its defaults (36 mm, 50 mm, 2 m: the metadata has none, or a focus not beyond the focal length)."""
+    defaults: list[str] = []
     sensor = meta.get("sensor_width_mm")
     known = isinstance(sensor, (int, float)) and not isinstance(sensor, bool) and bool(np.isfinite(sensor))
-    known = known and sensor > 0
-    pitch = pixel_pitch_um(float(sensor) if known else DEFAULT_SENSOR_WIDTH_MM, width)
-    return float(coc_at_infinity_px(float(f_number), focal, distance, pitch))
+    if not (known and sensor > 0):
+        sensor = DEFAULT_SENSOR_WIDTH_MM
+        defaults.append("sensor_width_mm")
+    focal = meta.get("focal_length_mm")
+    if not focal:
+        focal = DEFAULT_FOCAL_LENGTH_MM
+        defaults.append("focal_length_mm")
+    distance = meta.get("focus_distance_m")
+    if not distance or float(distance) * 1000.0 <= float(focal):
+        distance = DEFAULT_FOCUS_DISTANCE_M
+        defaults.append("focus_distance_m")
+    return {"sensor_width_mm": float(sensor), "focal_length_mm": float(focal),
+            "focus_distance_m": float(distance)}, defaults
 
 
 def full_stop(f_number: float) -> float:
