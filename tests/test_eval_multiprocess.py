@@ -71,10 +71,11 @@ def _launch_two(command: list[str], env: dict[str, str]) -> subprocess.Completed
 
 
 def test_two_processes_write_the_report_of_one_byte_for_byte(setup: Path, tmp_path: Path) -> None:
-    one = subprocess.run([sys.executable, *_eval_command(setup, tmp_path / "one")], cwd=REPO, env=ENV,
+    fnumber = ["--baseline", "wiener", "--coc", "fnumber", "--sensor-width", "30"]  # each process counts its samples
+    one = subprocess.run([sys.executable, *_eval_command(setup, tmp_path / "one"), *fnumber], cwd=REPO, env=ENV,
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-4000:]
-    two = _launch_two(_eval_command(setup, tmp_path / "two")[1:], ENV)
+    two = _launch_two([*_eval_command(setup, tmp_path / "two")[1:], *fnumber], ENV)
     assert two.returncode == 0, two.stderr[-4000:]
     for name in ("report.json", "report.csv", "figure.png"):  # figure.png: per f-number, the first pair's crops
         assert (tmp_path / "one" / "report" / name).read_bytes() == (tmp_path / "two" / "report" / name).read_bytes()
@@ -83,14 +84,17 @@ def test_two_processes_write_the_report_of_one_byte_for_byte(setup: Path, tmp_pa
     assert two.stdout.count("report: ") == 1  # the main process alone reports
     report = json.loads((tmp_path / "one" / "report" / "report.json").read_text())
     totals = {r["method"]: r["n"] for r in report["rows"] if r["f_number"] is None}
-    assert totals == {"input": 8, "naf": 8, "hidd": 8}  # 4 pairs on each process
+    assert totals == {"input": 8, "naf": 8, "hidd": 8, "wiener": 8}  # 4 pairs on each process
+    camera = report["protocol"]["coc"]["camera"]  # the 8 samples' own 23.5 mm, replaced on both processes
+    assert camera["samples"] == 8 and camera["given_over_metadata"]["sensor_width_mm"] == 8
+    assert camera["used_default"] == {"sensor_width_mm": 0, "focal_length_mm": 0, "focus_distance_m": 0}
     methods = report["protocol"]["methods"]
     assert sum(methods["naf"]["ran"].values()) == 8 and all(k.startswith("whole ") for k in methods["naf"]["ran"])
     assert methods["hidd"]["ran"] == {"tiles 32x32 overlap 8": 8}
     assert "4 sharp-only sample(s) (no blur.png) were not scored" in report["notes"]  # counted once, by process 0
     # each process wrote its own samples' outputs: together, the same files with the same pixels
     saved = {p.relative_to(tmp_path / "one" / "images"): p.read_bytes() for p in (tmp_path / "one" / "images").rglob("*.png")}
-    assert len(saved) == 24
+    assert len(saved) == 32
     assert saved == {p.relative_to(tmp_path / "two" / "images"): p.read_bytes()
                      for p in (tmp_path / "two" / "images").rglob("*.png")}
 

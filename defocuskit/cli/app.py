@@ -142,7 +142,8 @@ def deblur_cmd(
     exit_before_torch(str(checkpoint).endswith(".safetensors") and not checkpoint.exists(),
                       f"model file not found: {checkpoint}")
     from defocuskit.api.coc import camera
-    from defocuskit.inference.files import CAMERA_OPTIONS, deblur_files
+    from defocuskit.inference.coc_source import CAMERA_OPTIONS
+    from defocuskit.inference.files import deblur_files
     from defocuskit.inference.tiling import TilingOptions
 
     try:
@@ -197,6 +198,15 @@ def eval_cmd(
         None, "--coc-bound", min=0.0, help="K: an estimated map (--coc map | edge) reads at most K x the long side / N "
         "pixels at f/N where the f-number is known (the thin lens: CoC at f/N = CoC at f/1 / N); 0: no bound. "
         "Default: the --coc-model's own inference.coc_bound (recipes/defocus-map-tiny.yaml: its training data's)."),
+    sensor_width: Optional[float] = typer.Option(
+        None, "--sensor-width", help="MM: the camera's sensor width for --coc fnumber, used over every sample's "
+        "metadata value, as deblur's over the EXIF (default: the metadata's, else 36)."),
+    focal_length: Optional[float] = typer.Option(
+        None, "--focal-length", help="MM: the lens's focal length for --coc fnumber, over the metadata's (default: "
+        "the metadata's, else 50)."),
+    focus_distance: Optional[float] = typer.Option(
+        None, "--focus-distance", help="M: the focus distance for --coc fnumber, over the metadata's (default: the "
+        "metadata's, else 2)."),
     focus_gate: Optional[list[str]] = typer.Option(
         None, "--focus-gate", help="[LABEL:]PX: weigh each model's change per pixel by min(1, CoC / PX) of the --coc "
         "map, so regions it reads as in focus stay as shot; LABEL a checkpoint's or a baseline's (prox:3) (repeatable; "
@@ -245,9 +255,11 @@ def eval_cmd(
     import sys
 
     exit_before_torch(not shards.is_dir(), f"{shards}: not a shard folder")
+    from defocuskit.api.coc import camera
     from defocuskit.data.reader import ShardError
     from defocuskit.eval.config import EvalConfig, EvalError
     from defocuskit.eval.evaluate import evaluate
+    from defocuskit.inference.coc_source import CAMERA_OPTIONS
     from defocuskit.inference.tiling import TilingOptions
 
     checkpoints, baselines = list(checkpoint or []), [value(b) for b in baseline or []]
@@ -255,9 +267,11 @@ def eval_cmd(
         baselines = ["input", "wiener"]
         print("no --checkpoint or --baseline given: evaluating the input and wiener baselines", file=sys.stderr)
     try:
+        lens = camera({"sensor_width_mm": sensor_width, "focal_length_mm": focal_length,
+                       "focus_distance_m": focus_distance}, CAMERA_OPTIONS)
         config = EvalConfig(split=split, by_aperture=by_aperture, stops=stops, align=align and value(align_by),
                             limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []),
-                            coc=value(coc), coc_model=coc_model, coc_bound=coc_bound,
+                            coc=value(coc), coc_model=coc_model, coc_bound=coc_bound, camera=lens,
                             focus_gates=list(focus_gate or []),
                             gate_smooth=gate_smooth, ensembles=list(ensemble or []), save_images=save_images,
                             report_dir=report,

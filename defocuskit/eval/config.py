@@ -29,6 +29,7 @@ class EvalConfig:
     coc: str | None = None  # where CoC maps come from (inference.coc_source.COC_SOURCES)
     coc_model: Path | None = None  # the defocus-map model of --coc map
     coc_bound: float | None = None  # K of an estimated map's f-number bound (0: none); None: the map model's own
+    camera: dict[str, float] = field(default_factory=dict)  # --coc fnumber's camera given (api.coc.camera checked it)
     focus_gates: list[str] = field(default_factory=list)  # [LABEL:]PX: a model's change weighed by the CoC map
     gate_smooth: float = GATE_SMOOTH_PX  # the change's low-pass (Gaussian sigma, px) every focus gate keeps (0: none)
     ensembles: list[str] = field(default_factory=list)  # [LABEL:]N: a model's geometric self-ensemble (4 or 8)

@@ -38,7 +38,7 @@ from defocuskit.eval.runners import (
 )
 from defocuskit.eval.saved import SavedImages, image_names
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, describe_band, prepare_pair, score_pair
-from defocuskit.inference.coc_source import CocError, CocSource
+from defocuskit.inference.coc_source import CocError, CocSource, camera_notes
 from defocuskit.io.images import from_float, to_float
 
 
@@ -254,7 +254,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     except FileNotFoundError:
         raise EvalError(f"split '{split}' has no shards in {shards} (available: {describe_splits(shards)})") from None
     try:
-        coc_source = CocSource.create(coc, coc_model, device, c.coc_bound)
+        coc_source = CocSource.create(coc, coc_model, device, c.coc_bound, c.camera)
     except CocError as exc:
         raise EvalError(str(exc)) from None
     runners: dict[str, Runner] = {}
@@ -322,12 +322,13 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
                                       gather=group.gather, figure=figure)
         except CocError as exc:
             raise EvalError(str(exc)) from None
-        tallies = group.gather({label: dict(run.ran) for label, run in runners.items() if hasattr(run, "ran")})
+        tallies = group.gather({"ran": {label: dict(run.ran) for label, run in runners.items() if hasattr(run, "ran")},
+                                "coc": coc_source.tally() if coc_source is not None else None})
         for label in infos:
             if infos[label]["kind"] == "checkpoint":
                 counts: dict[str, int] = {}
                 for part in tallies:
-                    for how, n in part.get(label, {}).items():
+                    for how, n in part["ran"].get(label, {}).items():
                         counts[how] = counts.get(how, 0) + n
                 infos[label]["ran"] = dict(sorted(counts.items()))  # images per way the network ran
         if result["pairs"] == 0 and not result["skipped"]:
@@ -348,11 +349,13 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
             **describe_band(c.detail_band),
             "grouping": ("full stops (defocuskit.imaging.optics.full_stop)" if stops else "f_number rounded to 0.1")
                         if by_aperture else "none (--no-by-aperture): one 'all' row per method",
-            "coc": coc_source.describe() if coc_source is not None else
+            "coc": coc_source.describe([part["coc"] for part in tallies]) if coc_source is not None else
                    "no --coc: Wiener uses the shard's coc.png where present, else the f-number; no model needed one",
             "methods": infos,
             "libraries": library_versions(),
         }
+        if coc_source is not None and coc_source.kind == "fnumber":  # the camera values that were defaults
+            result["notes"] += camera_notes(protocol_entries["coc"]["camera"])
         report = {"protocol": protocol_entries, "rows": result["rows"], "images": result["images"],
                   "skipped": result["skipped"], "notes": result["notes"]}
         if not group.is_main:  # one process writes; every process has the gathered report

@@ -3,7 +3,7 @@
 - `map`: a trained defocus-map model (`--coc-model FILE`) estimates it from the blurred image.
 - `oracle`: the shard's `coc.png` (synthetic data); for studies of the sampler alone: the report says so.
 - `fnumber`: one CoC for the whole image from the f-number and the optics in the metadata
-  (optics.coc_from_metadata: a background at infinity).
+  (optics.coc_from_metadata: a background at infinity); the camera options (CAMERA_OPTIONS) used over its values.
 - `edge`: training-free, from the blurred image alone (imaging.blur_estimate.estimate_coc: edge blur by
   re-blurring, Zhuo & Sim 2011, spread edge-aware to every pixel); no model file.
 
@@ -13,6 +13,7 @@ pixels (imaging.optics.bound_coc), K the map model's `inference.coc_bound` or `-
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ from defocuskit.config.typed import did_you_mean
 from defocuskit.imaging import optics
 
 COC_SOURCES = ("map", "oracle", "fnumber", "edge")
+
+# the options (deblur's, eval's) that give the camera of --coc fnumber, by the metadata key they fill (api.coc.CAMERA)
+CAMERA_OPTIONS = {"sensor_width_mm": "--sensor-width", "focal_length_mm": "--focal-length",
+                  "focus_distance_m": "--focus-distance"}
 
 DESCRIPTIONS = {
     "map": "estimated from the blurred image by the defocus-map model {model}",
@@ -45,6 +50,38 @@ class CocError(ValueError):
     """A CoC source that cannot give a map; the message names the option and the sample or file."""
 
 
+def check_camera_use(camera: Mapping[str, float] | None, kind: str | None) -> None:
+    """CocError naming the options unless the `camera` given (--sensor-width, ...) has a use: --coc fnumber."""
+    if camera and kind != "fnumber":
+        raise CocError(f"{', '.join(CAMERA_OPTIONS.get(k, k) for k in camera)}: the camera of --coc fnumber's "
+                       f"thin-lens CoC; with {'--coc ' + kind if kind else 'no --coc'} it would not be used")
+
+
+def camera_tally(parts: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The `CocSource.tally` of several processes (each scored other samples) as one."""
+    total: dict[str, Any] = {"samples": 0, "used_default": dict.fromkeys(CAMERA_OPTIONS, 0),
+                             "given_over_metadata": dict.fromkeys(CAMERA_OPTIONS, 0)}
+    for part in (p for p in parts if p):
+        total["samples"] += part["samples"]
+        for what in ("used_default", "given_over_metadata"):
+            for key, n in part[what].items():
+                total[what][key] += n
+    return total
+
+
+def camera_notes(record: dict[str, Any]) -> list[str]:
+    """The report's notes of an fnumber source's `describe()["camera"]` with its tallies: the values that came from
+    the defaults, and the metadata values a given one replaced, each with its count of samples."""
+    words = {"sensor_width_mm": "sensor width {:g} mm", "focal_length_mm": "focal length {:g} mm",
+             "focus_distance_m": "focus distance {:g} m"}
+    used = [f"{n} the default {words[k].format(record['defaults'][k])} ({CAMERA_OPTIONS[k]})"
+            for k, n in record["used_default"].items() if n]
+    notes = [f"--coc fnumber: of {record['samples']} sample(s), " + ", ".join(used)] if used else []
+    notes += [f"--coc fnumber: {CAMERA_OPTIONS[k]} {record['given'][k]:g} replaced the metadata's own value in {n} "
+              "sample(s)" for k, n in record["given_over_metadata"].items() if n]
+    return notes
+
+
 @dataclass
 class CocSource:
     """A chosen CoC source; call it on one image to get its (H, W) map in pixels."""
@@ -53,14 +90,19 @@ class CocSource:
     model_path: Path | None = None
     device: str = "cpu"
     bound: float | None = None  # K of optics.bound_coc (map and edge only), None: no bound
+    camera: dict[str, float] = field(default_factory=dict)  # fnumber: values given over the metadata's (CAMERA_OPTIONS)
     _model: Any = field(default=None, repr=False)
     _last: Any = field(default=None, repr=False)  # (name, image id, map): one estimate per image, for every runner
+    _tally: Any = field(default=None, repr=False)  # fnumber: (last name, last image, tally) of the images it served
 
     @classmethod
     def create(cls, kind: str | None, model_path: Path | None = None, device: str = "cpu",
-               bound: float | None = None) -> CocSource | None:
+               bound: float | None = None, camera: Mapping[str, float] | None = None) -> CocSource | None:
         """Check the options and load the map model once; None when no source is asked for. `bound` (--coc-bound):
-        K of an estimated map's f-number bound, 0 for none; None: the map model's own `inference.coc_bound`."""
+        K of an estimated map's f-number bound, 0 for none; None: the map model's own `inference.coc_bound`.
+        `camera` (fnumber only): sensor_width_mm, focal_length_mm, focus_distance_m as api.coc.camera checked them,
+        each used over the sample's metadata value (as deblur's over the EXIF)."""
+        check_camera_use(camera, kind)
         if kind is None:
             if model_path is not None or bound is not None:
                 raise CocError(f"{'--coc-model' if model_path is not None else '--coc-bound'} is given without --coc")
@@ -76,7 +118,7 @@ class CocSource:
         if kind != "map":
             if model_path is not None:
                 raise CocError(f"--coc-model is only used with --coc map, not --coc {kind}")
-            return cls(kind, None, device, given)
+            return cls(kind, None, device, given, camera=dict(camera or {}))
         if model_path is None:
             raise CocError("--coc map needs --coc-model FILE (a model trained with recipes/defocus-map.yaml)")
         from defocuskit.inference.load import load_model
@@ -88,16 +130,44 @@ class CocSource:
         if method.output != "defocus_map":
             raise CocError(f"--coc-model {model_path}: a '{method.name}' model, not a defocus-map estimator")
         own = recipe.inference.resolved_bound
-        return cls(kind, Path(model_path), device, own if bound is None else given, (method, recipe, model))
+        return cls(kind, Path(model_path), device, own if bound is None else given, _model=(method, recipe, model))
 
-    def describe(self) -> dict[str, Any]:
-        """What the reports say of this source."""
+    def describe(self, tallies: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
+        """What the reports say of this source; fnumber: the camera given and, with the `tally` of every process,
+        how many of the images it served used a default value or had their metadata's replaced by a given one."""
         text = DESCRIPTIONS[self.kind].format(model=self.model_path)
         if self.bound is not None:
             text += (f"; at f/N at most {self.bound:g} x the long side / N pixels where the f-number is known "
                      "(the thin lens: CoC at f/N = CoC at f/1 / N)")
-        return {"source": self.kind, "model": str(self.model_path) if self.model_path else None, "description": text,
-                "bound": self.bound}
+        entry = {"source": self.kind, "model": str(self.model_path) if self.model_path else None,
+                 "description": text, "bound": self.bound}
+        if self.kind == "fnumber":
+            entry["camera"] = {"given": {k: self.camera.get(k) for k in CAMERA_OPTIONS},
+                               "defaults": {"sensor_width_mm": optics.DEFAULT_SENSOR_WIDTH_MM,
+                                            "focal_length_mm": optics.DEFAULT_FOCAL_LENGTH_MM,
+                                            "focus_distance_m": optics.DEFAULT_FOCUS_DISTANCE_M},
+                               **(camera_tally(tallies) if tallies is not None else {})}
+        return entry
+
+    def tally(self) -> dict[str, Any] | None:
+        """fnumber: of the images this process served (each once, however many methods asked), how many used each
+        default ("used_default") and how many had a metadata value a given one replaced ("given_over_metadata")."""
+        if self.kind != "fnumber":
+            return None
+        return camera_tally([self._tally[2] if self._tally else None])
+
+    def _count(self, image: np.ndarray, meta: dict[str, Any], name: str, defaults: list[str]) -> None:
+        """Count an fnumber image once: the methods of one sample ask for its map in turn with the same array."""
+        if self._tally is not None and self._tally[0] == name and self._tally[1] is image:
+            return
+        tally = self._tally[2] if self._tally else camera_tally([])
+        tally["samples"] += 1
+        for key in defaults:
+            tally["used_default"][key] += 1
+        own, own_defaults = optics.camera_of(meta)
+        for key, value in self.camera.items():
+            tally["given_over_metadata"][key] += int(key not in own_defaults and own[key] != value)
+        self._tally = (name, image, tally)
 
     def bounded(self, coc: np.ndarray, meta: dict[str, Any] | None) -> np.ndarray:
         """`coc` cut to this source's f-number bound where `meta` gives a positive f_number, else `coc`."""
@@ -119,10 +189,12 @@ class CocSource:
                 raise CocError(f"--coc oracle: {name}: coc.png is {coc.shape[1]}x{coc.shape[0]}, the image {w}x{h}")
             return coc
         if self.kind == "fnumber":
+            full = dict(meta or {}, **self.camera, key=name)
             try:
-                value = optics.coc_from_metadata(dict(meta or {}, key=name), w)
+                value = optics.coc_from_metadata(full, w)
             except ValueError as exc:
                 raise CocError(f"--coc fnumber: {exc} (give --f-number, or use --coc map)") from None
+            self._count(image, meta or {}, name, optics.camera_of(full)[1])
             return np.full((h, w), value, np.float32)
         if self._last is not None and self._last[0] == name and self._last[1] is image:
             return self.bounded(self._last[2], meta)

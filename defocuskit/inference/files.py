@@ -21,7 +21,7 @@ from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.data.shards import encode_coc
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gate
-from defocuskit.inference.coc_source import CocSource
+from defocuskit.inference.coc_source import CocSource, check_camera_use
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_in_channels, sampler_settings
@@ -34,10 +34,6 @@ from defocuskit.io.hub import changed_since
 from defocuskit.io.icc import png_with_icc, read_icc
 from defocuskit.io.images import bit_depth, check_image, encode_image, from_float, read_image_channels, to_float
 from defocuskit.io.raw import read_exif
-
-# deblur's options for the camera of --coc fnumber, by the keyword the API gives it (api.coc.CAMERA)
-CAMERA_OPTIONS = {"sensor_width_mm": "--sensor-width", "focal_length_mm": "--focal-length",
-                  "focus_distance_m": "--focus-distance"}
 
 
 def _f_number_meta(path: Path, f_number: float | None, camera: Mapping[str, float] | None = None) -> dict[str, Any]:
@@ -228,9 +224,7 @@ def deblur_files(
     run does not redo.
     """
     check_ensemble(ensemble)  # a bad value fails before any work
-    if camera and coc != "fnumber":
-        raise ValueError(f"{', '.join(CAMERA_OPTIONS.get(k, k) for k in camera)}: the camera of --coc fnumber's "
-                         f"thin-lens CoC; with {'--coc ' + coc if coc else 'no --coc'} it would not be used")
+    check_camera_use(camera, coc)
     low, high = F_NUMBER_RANGE
     if f_number is not None and not low <= f_number <= high:  # NaN fails too; inf was written to deblur.json
         raise ValueError(f"--f-number {f_number:g}: not an f-number a lens has (f/{low:g} to f/{high:g})")
