@@ -191,6 +191,25 @@ def test_pairs_f_numbers_from_exif_csv_and_pattern(tmp_path):
         "pairs/a": (2.8, 11.0), "pairs/b_f4": (4.0, 16.0)}
 
 
+def test_f_numbers_from_the_csv_for_a_copy_whose_files_are_links(tmp_path):
+    """A git-annex or DVC copy (every file a link into a store elsewhere): --f-number-csv refused its rows ("is
+    outside" the folder, judged where the links point) and the origins were the links' absolute paths; the files
+    are read as a plain copy's, f-numbers and origins alike."""
+    store, root = tmp_path / "store", tmp_path / "annexed"
+    sharp = _texture(0)
+    _jpeg(store / "blur" / "a.jpg", _shifted_blur(sharp), None)
+    _jpeg(store / "sharp" / "a.jpg", sharp, None)
+    for name in ("blur/a.jpg", "sharp/a.jpg"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(store / name)
+    csv_path = tmp_path / "f.csv"
+    csv_path.write_text("file,f_number\nblur/a.jpg,2.8\nsharp/a.jpg,16\n")
+    opts = IngestOptions(split_by="train", f_number_csv=str(csv_path))
+    tasks, rejected = _split(pairs.list_tasks(root, opts))
+    assert rejected == [] and [(t.key, t.meta["f_number"], t.meta["ref_f_number"], t.meta["origin"]) for t in tasks] \
+        == [("pairs/a", 2.8, 16.0, ["blur/a.jpg", "sharp/a.jpg"])]
+
+
 @pytest.mark.parametrize(("make", "problem"), [
     (lambda r: [(r / d).mkdir(parents=True) for d in ("input", "target")], "no blur/ and sharp/ folders"),
     (lambda r: (r / "blur").mkdir(parents=True), "no sharp/"),

@@ -177,3 +177,52 @@ def test_a_parent_of_the_real_vabd_folder_gives_its_samples(tmp_path, real_fixtu
             assert sample[image] is None or np.array_equal(sample[image], parent[key][image])
         assert parent[key]["meta"]["origin"] == [f"VABD/{p}" for p in sample["meta"]["origin"]]
         assert {**parent[key]["meta"], "origin": None} == {**sample["meta"], "origin": None}
+
+
+def _keys_and_origins(module, given: Path) -> list[tuple[str, list[str]]]:
+    tasks, _ = _split(list(module.list_tasks(given, OPTS)))
+    return [(t.key, t.meta["origin"]) for t in tasks]
+
+
+@pytest.mark.parametrize("module, build, folder", SOURCES)
+def test_a_linked_dataset_folder_gives_the_keys_and_origins_of_a_plain_copy(tmp_path, module, build, folder) -> None:
+    """parent/DPDD -> /data/dpdd_v1 (or every file a link, as in a git-annex or DVC copy): the files resolved outside
+    the folder given, and their origins became absolute paths of this machine (what the links point to) where a
+    plain copy gives paths relative to the folder given. A link is read, and not followed for the origins."""
+    build(tmp_path / "store")
+    shutil.copytree(tmp_path / "store", tmp_path / "plain" / folder)
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / folder).symlink_to(tmp_path / "store")
+    for f in sorted((tmp_path / "store").rglob("*")):  # the annexed copy: folders of links to the files
+        if f.is_file():
+            (tmp_path / "annexed" / f.relative_to(tmp_path / "store")).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "annexed" / f.relative_to(tmp_path / "store")).symlink_to(f)
+    parent = _keys_and_origins(module, tmp_path / "plain")
+    itself = _keys_and_origins(module, tmp_path / "plain" / folder)
+    assert len(parent) == 2 and all(not p.startswith("/") for _, origin in parent + itself for p in origin)
+    assert _keys_and_origins(module, tmp_path / "linked") == parent  # the parent of a link
+    assert _keys_and_origins(module, tmp_path / "linked" / folder) == itself  # the link itself
+    assert _keys_and_origins(module, tmp_path / "annexed") == itself
+
+
+def test_an_ingest_of_a_linked_dataset_writes_the_shards_of_a_plain_copy(tmp_path) -> None:
+    """Through the CLI, a download folder holding a link to the DED folder: read (not refused), and the same sample
+    keys and metadata (origin included) in the shards as a plain copy's."""
+    from typer.testing import CliRunner
+
+    from defocuskit.cli.app import app
+    from defocuskit.data.reader import iter_samples
+
+    _ded(tmp_path / "store")
+    shutil.copytree(tmp_path / "store", tmp_path / "plain" / "DED")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "DED").symlink_to(tmp_path / "store")
+    shards = {}
+    for name in ("plain", "linked"):
+        out = tmp_path / f"out-{name}"
+        result = CliRunner().invoke(app, ["ingest", "--ded", str(tmp_path / name), "--out", str(out),
+                                          "--split-by", "train", "--workers", "0"])
+        assert result.exit_code == 0 and "2 samples" in result.output, result.output
+        shards[name] = {s["key"]: s["meta"] for s in iter_samples(out)}
+    assert shards["linked"] == shards["plain"] and len(shards["plain"]) == 2
+    assert sorted(m["origin"][0] for m in shards["plain"].values()) == [f"DED/image/image_{n}.jpg" for n in (1, 2)]

@@ -251,6 +251,33 @@ def test_no_resume_removes_the_earlier_export_so_a_stopped_run_leaves_no_old_mod
     assert len(said) == 1 and "did not export it into this folder" in said[0], result.output
 
 
+def test_an_export_is_its_folders_whatever_the_working_folder_and_a_copy_is_not(shards, tmp_path, monkeypatch):
+    """A run given a relative output_dir (runs/a, from x/) recorded only that in its exports, which a later command
+    from y/ resolved against y/: its own export was not known (--no-resume kept it, "not exported into this folder";
+    a resume with its checkpoints gone started beside it), and a copy into y/runs/a was known as y/runs/a's. An
+    export records its absolute run folder: known from any working folder, and a copy elsewhere is not."""
+    from defocuskit.train.checkpoints import earlier_weights, export_written_here
+
+    x, y = tmp_path / "x", tmp_path / "y"
+    x.mkdir(), y.mkdir()
+    monkeypatch.chdir(x)
+    assert train(shards, Path("runs/a"), f"data.val={shards}", *VALIDATING).exit_code == 0
+    out, copy = x / "runs" / "a", y / "runs" / "a"
+    monkeypatch.chdir(y)
+    assert earlier_weights(out) == out / "model.safetensors"
+    assert earlier_weights(Path("../x/runs/a")) == Path("../x/runs/a/model.safetensors")
+    (out / "model.safetensors").rename(tmp_path / "aside")
+    assert earlier_weights(out) == out / "best.safetensors"  # train.keep_best's weights record it too
+    (tmp_path / "aside").rename(out / "model.safetensors")
+    copy.mkdir(parents=True)
+    shutil.copy(out / "model.safetensors", copy / "model.safetensors")  # the same relative output_dir, from y/
+    assert not export_written_here(copy / "model.safetensors", Path("runs/a")) and earlier_weights(copy) is None
+    stop_after_checkpoint(monkeypatch, 2)
+    result = train(shards, out, "train.max_steps=4", "train.checkpoint_every=2", "--no-resume")
+    assert result.exit_code == 130 and f"kept {out / 'model.safetensors'}" not in result.output, result.output
+    assert not (out / "model.safetensors").exists() and not (out / "best.safetensors").exists()
+
+
 def test_a_resume_stopped_before_its_export_keeps_the_runs_earlier_export(shards, tmp_path, monkeypatch):
     """A resume (no --no-resume) stopped before it exports leaves the export of the same run's earlier step: kept, and
     the interruption says to run the same command again (which resumes and then replaces it)."""

@@ -4,6 +4,7 @@ split assignment for sources without official splits, and deterministic file lis
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -78,8 +79,22 @@ def images_by_stem(folder: Path, extensions: Iterable[str], source: str) -> tupl
     return found, twins
 
 
+def inside_root(path: str | Path, root: str | Path) -> str | None:
+    """`path` relative to `root` by its names, with forward slashes ('..' taken away by name), or None where it lies
+    outside: a link inside `root` (the dataset folder in a parent given, a file of a git-annex copy) is not followed,
+    so a linked dataset gives the paths of a plain copy, never the machine's path of what the link points to."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(root)).as_posix()
+    except ValueError:
+        return None
+
+
 def relpath(path: str | Path, root: Path) -> str:
-    """`path` relative to the source root, with forward slashes."""
+    """`path` relative to the source root, with forward slashes (`inside_root`; as the links resolve where it
+    lies outside by name, else `path` itself)."""
+    rel = inside_root(path, root)
+    if rel is not None:
+        return rel
     try:
         return Path(path).resolve().relative_to(root.resolve()).as_posix()
     except ValueError:

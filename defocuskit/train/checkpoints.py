@@ -26,6 +26,7 @@ METRICS = "metrics.jsonl"
 MODEL_FILE = "model.safetensors"  # the run's export: the EMA weights when the run ends
 WEIGHT_SUMS = re.compile(r"weights-rank\d+\.json")  # DEFOCUSKIT_LOG_KEYS: each process's checksums of its weights
 BEST_FILE = "best.safetensors"  # train.keep_best: EMA weights of the best validation PSNR (best_step in metadata)
+RUN_FOLDER = "run_folder"  # an export's metadata: the absolute run folder it was exported into (export_written_here)
 VAL_FOLDER = "val"  # val/step-NNNNNNN.png: crops of input, output and reference per f-number
 GRID_TAG = "defocuskit train"  # the grids' PNG text chunk: a file a later run may replace (io/tagged_png)
 # what a checkpoint folder consists of: the loop's own files (train.state) and what Accelerate's save_state writes
@@ -251,18 +252,29 @@ def best_written_by_train(path: Path) -> bool:
     return meta.get("format") == MODEL_FORMAT and "best_step" in meta
 
 
+def run_folder_metadata(out: Path) -> dict[str, str]:
+    """The metadata entry an export into the run folder `out` records: the folder as an absolute, resolved path (the
+    recipe's output_dir may be relative to the working folder of the run, which a later command need not share)."""
+    return {RUN_FOLDER: str(Path(out).resolve())}
+
+
 def export_written_here(path: Path, out: Path) -> bool:
     """True for a model.safetensors that a run exported into the run folder `out`: a plain file with a run's
-    metadata (format, method, recipe; not an imported release) whose recipe's output_dir is `out`."""
+    metadata (format, method, recipe; not an imported release) whose recorded run folder is `out`, whatever the
+    working folder now; for an export that records none (written before it did), its recipe's output_dir."""
     if path.is_symlink() or not path.is_file():
         return False
     from defocuskit.io.modelfile import MODEL_FORMAT, read_metadata
 
     try:
         meta = read_metadata(path)
+        if meta.get("format") != MODEL_FORMAT or "method" not in meta or "release" in meta:
+            return False
+        if RUN_FOLDER in meta:  # absolute: a copy of the file into another folder names the folder it came from
+            folder = meta[RUN_FOLDER]
+            return os.path.isabs(folder) and os.path.samefile(folder, out)
         folder = json.loads(meta.get("recipe", "null")).get("output_dir")
-        return (meta.get("format") == MODEL_FORMAT and "method" in meta and "release" not in meta
-                and isinstance(folder, str) and bool(folder) and os.path.samefile(folder, out))
+        return isinstance(folder, str) and bool(folder) and os.path.samefile(folder, out)
     except (ValueError, RecursionError, AttributeError, OSError):  # not a run's export, or its folder is gone
         return False
 

@@ -52,6 +52,7 @@ from defocuskit.train.checkpoints import (
     earlier_weights,
     list_checkpoints,
     load_checkpoint,
+    run_folder_metadata,
     save_checkpoint,
     truncate_metrics,
 )
@@ -244,7 +245,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     path = out / MODEL_FILE
     averaged = ema.averaged_state_dict(net)
     if accelerator.is_main_process:
-        save_model(path, averaged, method.name, recipe_to_dict(recipe), extra=init[1] if init else None)
+        save_model(path, averaged, method.name, recipe_to_dict(recipe),
+                   extra={**(init[1] if init else {}), **run_folder_metadata(out)})
         accelerator.print(f"exported {path} (EMA weights, step {step})")
     if log_keys:
         sums = {"step": step, "weights": _checksum(net.state_dict()), "ema": _checksum(averaged)}

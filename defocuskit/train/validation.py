@@ -17,7 +17,14 @@ from defocuskit.config.recipe import Recipe, recipe_to_dict
 from defocuskit.io.modelfile import read_metadata, save_model
 from defocuskit.io.tagged_png import write_tagged_png
 from defocuskit.methods.base import Method
-from defocuskit.train.checkpoints import BEST_FILE, GRID_TAG, METRICS, best_written_by_train, grid_path
+from defocuskit.train.checkpoints import (
+    BEST_FILE,
+    GRID_TAG,
+    METRICS,
+    best_written_by_train,
+    grid_path,
+    run_folder_metadata,
+)
 from defocuskit.train.ema import EMA
 
 # (EMA state dict, step, accelerator) -> (metrics record with "val_psnr", grid image uint8 (H, W, 3) or None);
@@ -122,7 +129,8 @@ class ValidationHook:
             if self.recipe.train.keep_best and psnr is not None and psnr > self.best:
                 self.best = float(psnr)
                 save_model(self.out / BEST_FILE, state, self.method.name, recipe_to_dict(self.recipe),
-                           extra={"best_step": str(step), "val_psnr": f"{psnr:.4f}"})
+                           extra={"best_step": str(step), "val_psnr": f"{psnr:.4f}",
+                                  **run_folder_metadata(self.out)})
                 summary += f"; best so far: {BEST_FILE}"
             self.accelerator.print(summary)
         return time.time() - t0

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from defocuskit.data.metadata import F_NUMBER_RANGE  # defined with the shard schema, which readers check
-from defocuskit.data.pairs import relpath
+from defocuskit.data.pairs import inside_root, relpath
 from defocuskit.data.sample import IngestError, IngestOptions
 from defocuskit.io.formats import IMAGE_EXTENSIONS
 from defocuskit.io.raw import io_reason
@@ -102,10 +102,10 @@ def _csv_file(csv_path: Path, line: int, name: str, root: Path) -> str:
         raise IngestError(f"{csv_path}:{line}: no such file {name!r} under {root}")
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise IngestError(f"{csv_path}:{line}: {name!r} is not an image file --raw-dir reads")
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        raise IngestError(f"{csv_path}:{line}: {name!r} is outside {root}") from None
+    rel = inside_root(path, root)  # by name, as the sources' relpath looks the files up (a link is not followed)
+    if rel is None:
+        raise IngestError(f"{csv_path}:{line}: {name!r} is outside {root}")
+    return rel
 
 
 def given_f_numbers(root: Path, opts: IngestOptions) -> GivenFNumbers:
