@@ -186,6 +186,26 @@ def test_pruning_old_checkpoints_keeps_a_users_file_put_into_one(shards, tmp_pat
     assert [s for s, _ in list_checkpoints(out)] == [4]
 
 
+def test_a_checkpoint_of_another_run_linked_in_is_resumed_but_nothing_is_removed_through_it(shards, tmp_path):
+    """Another run's checkpoint linked into checkpoints/ to resume from it: pruning it (train.keep_checkpoints)
+    deleted that run's files through the link, then failed on it; a fresh run that would save its step replaced it
+    the same way. The link is kept (said once) and its files stay; a run that would save its step is refused."""
+    other, out = tmp_path / "other", tmp_path / "run"
+    assert train(shards, other).exit_code == 0
+    theirs = other / "checkpoints" / "step-0000002"
+    before = tree(theirs)
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "step-0000002").symlink_to(theirs)
+    result = train(shards, out, "--no-resume")  # would save its step 2 there
+    assert result.exit_code == 1 and f"{out / 'checkpoints' / 'step-0000002'}: a link" in result.output, result.output
+    assert "Traceback" not in result.output and tree(theirs) == before
+    result = train(shards, out, "train.max_steps=4", "train.checkpoint_every=1", "train.keep_checkpoints=1")
+    assert result.exit_code == 0 and "resumed from" in result.output, result.output
+    assert tree(theirs) == before and (out / "checkpoints" / "step-0000002").is_symlink()
+    assert result.output.count("a link (to") == 1, result.output
+    assert [s for s, _ in list_checkpoints(out)] == [2, 4]
+
+
 def test_output_dir_that_is_a_file_or_cannot_be_written(shards, tmp_path, monkeypatch):
     (tmp_path / "f").write_text("x")
     for out in (tmp_path / "f", tmp_path / "f" / "sub"):

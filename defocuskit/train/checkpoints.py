@@ -46,16 +46,27 @@ def _not_checkpoint_files(folder: Path) -> list[str]:
 
 
 def foreign_files(folder: Path) -> list[str]:
-    """The names in a checkpoints/step-N folder that no checkpoint consists of (all of them without recipe.json)."""
+    """The names in a checkpoints/step-N folder that no checkpoint consists of (all of them without recipe.json);
+    ["(a link)"] for a link, which train never writes (another run's checkpoint linked in: its files are that run's)."""
+    if folder.is_symlink():
+        return ["(a link)"]
     if not (folder / "recipe.json").is_file():
         return sorted(p.name for p in folder.iterdir()) or ["(no recipe.json)"]
     return _not_checkpoint_files(folder)
 
 
 def _kept_line(folder: Path, kept: list[str]) -> str:
-    """What a run says of a checkpoint folder that kept files defocuskit did not write."""
+    """What a run says of a checkpoint folder that kept files defocuskit did not write, or of a link to one."""
+    if folder.is_symlink():
+        return (f"kept {folder}: a link (to {os.readlink(folder)}), which defocuskit did not write; nothing was "
+                "removed through it")
     return (f"kept {folder}: it holds files defocuskit did not write ({', '.join(kept[:3])}"
             f"{', ...' if len(kept) > 3 else ''}); its checkpoint files were removed")
+
+
+def not_ours(folder: Path) -> str:
+    """Why a checkpoints/step-N folder (or its temporary) is not one a run may replace: a link, or its files."""
+    return "a link, which defocuskit did not write" if folder.is_symlink() else "holds files defocuskit did not write"
 
 
 def blocking_step_folder(output_dir: str | Path, after: int, upto: int, every: int) -> Path | None:
@@ -69,7 +80,8 @@ def blocking_step_folder(output_dir: str | Path, after: int, upto: int, every: i
     for tmp in sorted(folder.glob(".tmp-step-*")) if folder.is_dir() else ():
         match = TMP_STEP.fullmatch(tmp.name)
         step = int(match.group(1)) if match else -1
-        if after < step <= upto and (step % every == 0 or step == upto) and tmp.is_dir() and _not_checkpoint_files(tmp):
+        if after < step <= upto and (step % every == 0 or step == upto) and (
+                tmp.is_symlink() or tmp.is_dir() and _not_checkpoint_files(tmp)):
             return tmp
     return None
 
@@ -112,14 +124,18 @@ def save_checkpoint(accelerator: Any, model: nn.Module, recipe: Recipe, step: in
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "recipe.json").write_text(json.dumps(recipe_to_dict(recipe), indent=1))
-        if final.exists() and foreign_files(final):
+        if (final.exists() or final.is_symlink()) and foreign_files(final):
             remove_checkpoint(tmp)
-            raise TrainingError(f"{final}: holds files defocuskit did not write; checkpoint not saved: move it away")
+            raise TrainingError(f"{final}: {not_ours(final)}; checkpoint not saved: move it away")
         if final.exists():
             _remove(final)
         os.replace(tmp, final)
-        for _, old in list_checkpoints(recipe.output_dir)[: -recipe.train.keep_checkpoints]:
-            if foreign_files(old):  # someone put files into it: only the checkpoint's own go
+        pruned = list_checkpoints(recipe.output_dir)[: -recipe.train.keep_checkpoints]
+        for i, (_, old) in enumerate(pruned):
+            if old.is_symlink():  # a link stays a checkpoint: said once, when it leaves the kept ones
+                if i == len(pruned) - 1:
+                    accelerator.print(_kept_line(old, []))
+            elif foreign_files(old):  # someone put files into it: only the checkpoint's own go
                 accelerator.print(_kept_line(old, remove_checkpoint(old)))
             else:
                 _remove(old)
@@ -215,7 +231,10 @@ def clean_run_folder(out: Path, fresh: bool, say: Callable[[str], Any] = print) 
 
 def remove_checkpoint(checkpoint: Path) -> list[str]:
     """Delete the files a checkpoint consists of (recipe.json first, so a half-deleted folder never looks like a
-    checkpoint), then the folder if nothing else is left; the names of what was left, sorted."""
+    checkpoint), then the folder if nothing else is left; the names of what was left, sorted. Nothing is removed
+    through a link (["(a link)"])."""
+    if checkpoint.is_symlink():
+        return ["(a link)"]
     (checkpoint / "recipe.json").unlink(missing_ok=True)
     for p in checkpoint.iterdir():
         if p.is_file() and not p.is_symlink() and CHECKPOINT_FILE.fullmatch(p.name):

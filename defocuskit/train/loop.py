@@ -52,6 +52,7 @@ from defocuskit.train.checkpoints import (
     earlier_weights,
     list_checkpoints,
     load_checkpoint,
+    not_ours,
     run_folder_metadata,
     save_checkpoint,
     truncate_metrics,
@@ -122,8 +123,8 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
     blocking = blocking_step_folder(out, checkpoints[-1][0] if checkpoints else 0, recipe.train.max_steps,
                                     recipe.train.checkpoint_every)
     if blocking is not None:
-        raise TrainingError(f"{blocking}: holds files defocuskit did not write, where this run would save its "
-                            "checkpoint; nothing was written: move it away or give another output_dir")
+        raise TrainingError(f"{blocking}: {not_ours(blocking)}, where this run would save its checkpoint; nothing "
+                            "was written: move it away or give another output_dir")
 
     if launched_worker():
         die_with_parent()  # a killed `accelerate launch` takes its workers with it
