@@ -276,7 +276,7 @@ def test_an_export_is_its_folders_whatever_the_working_folder_and_a_copy_is_not(
     from y/ resolved against y/: its own export was not known (--no-resume kept it, "not exported into this folder";
     a resume with its checkpoints gone started beside it), and a copy into y/runs/a was known as y/runs/a's. An
     export records its absolute run folder: known from any working folder, and a copy elsewhere is not."""
-    from defocuskit.train.checkpoints import earlier_weights, export_written_here
+    from defocuskit.train.checkpoints import earlier_weights, written_here
 
     x, y = tmp_path / "x", tmp_path / "y"
     x.mkdir(), y.mkdir()
@@ -291,7 +291,7 @@ def test_an_export_is_its_folders_whatever_the_working_folder_and_a_copy_is_not(
     (tmp_path / "aside").rename(out / "model.safetensors")
     copy.mkdir(parents=True)
     shutil.copy(out / "model.safetensors", copy / "model.safetensors")  # the same relative output_dir, from y/
-    assert not export_written_here(copy / "model.safetensors", Path("runs/a")) and earlier_weights(copy) is None
+    assert not written_here(copy / "model.safetensors", Path("runs/a")) and earlier_weights(copy) is None
     stop_after_checkpoint(monkeypatch, 2)
     result = train(shards, out, "train.max_steps=4", "train.checkpoint_every=2", "--no-resume")
     assert result.exit_code == 130 and f"kept {out / 'model.safetensors'}" not in result.output, result.output

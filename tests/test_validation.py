@@ -61,8 +61,9 @@ def test_a_fresh_run_removes_only_the_grids_and_best_file_an_earlier_run_wrote(t
     ours, theirs = tmp_path / "val" / "step-0000005.png", tmp_path / "val" / "step-0000007.png"
     ours.write_bytes(b"grid")
     theirs.write_bytes(b"a file of the user's that no validation row names")
-    save_file({"w": torch.zeros(1)}, str(tmp_path / "best.safetensors"),
-              metadata={"format": MODEL_FORMAT, "best_step": "5"})
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "best.safetensors"),  # as train.keep_best writes it here
+              metadata={"format": MODEL_FORMAT, "method": "nafnet", "recipe": "{}", "best_step": "5",
+                        "run_folder": str(tmp_path)})
     clean_run_folder(tmp_path, fresh=True)
     assert not ours.exists() and theirs.exists() and not (tmp_path / "best.safetensors").exists()
     assert not (tmp_path / "metrics.jsonl").exists()

@@ -26,7 +26,7 @@ METRICS = "metrics.jsonl"
 MODEL_FILE = "model.safetensors"  # the run's export: the EMA weights when the run ends
 WEIGHT_SUMS = re.compile(r"weights-rank\d+\.json")  # DEFOCUSKIT_LOG_KEYS: each process's checksums of its weights
 BEST_FILE = "best.safetensors"  # train.keep_best: EMA weights of the best validation PSNR (best_step in metadata)
-RUN_FOLDER = "run_folder"  # an export's metadata: the absolute run folder it was exported into (export_written_here)
+RUN_FOLDER = "run_folder"  # an export's metadata: the absolute run folder it was exported into (written_here)
 VAL_FOLDER = "val"  # val/step-NNNNNNN.png: crops of input, output and reference per f-number
 GRID_TAG = "defocuskit train"  # the grids' PNG text chunk: a file a later run may replace (io/tagged_png)
 # what a checkpoint folder consists of: the loop's own files (train.state) and what Accelerate's save_state writes
@@ -201,8 +201,9 @@ def clean_run_folder(out: Path, fresh: bool, say: Callable[[str], Any] = print) 
     """Remove temporary leftovers of killed runs; with `fresh`, also earlier checkpoints, metrics and exports (so a
     run stopped before its own export leaves no earlier run's model beside its checkpoints). Only what defocuskit
     wrote goes: complete checkpoints (as `list_checkpoints` finds them) and the temporary and trash folders of
-    killed saves lose the files a checkpoint consists of, and a folder left holding anything else is kept, said in
-    one line through `say`; so is a model.safetensors that train did not export into this folder."""
+    killed saves lose the files a checkpoint consists of, and a folder left holding anything else, or a link, is
+    kept, said in one line through `say`; so is a model.safetensors or best.safetensors that train did not write
+    into this folder (`written_here`)."""
     folder = out / CHECKPOINTS
     for p in sorted(folder.iterdir()) if folder.is_dir() else ():
         if p.is_dir() and not p.is_symlink() and LEFTOVER.fullmatch(p.name) and (kept := remove_checkpoint(p)):
@@ -213,13 +214,19 @@ def clean_run_folder(out: Path, fresh: bool, say: Callable[[str], Any] = print) 
         if kept := remove_checkpoint(checkpoint):
             say(_kept_line(checkpoint, kept))
     # what an earlier run wrote: its metrics, the grids its validation rows list, its best weights
-    for step in validated_steps(out / METRICS):
-        grid_path(out, step).unlink(missing_ok=True)
-    if best_written_by_train(out / BEST_FILE):
-        (out / BEST_FILE).unlink()
+    validated = validated_steps(out / METRICS)
+    for grid in (grid_path(out, step) for step in validated):
+        if grid_written_by_train(grid, validated):  # not a link or a folder of that name
+            grid.unlink()
     (out / METRICS).unlink(missing_ok=True)
+    best = out / BEST_FILE
+    if written_here(best, out, BEST_FILE):
+        best.unlink()
+    elif best_written_by_train(best):  # another run folder's (copied in): not this run's best
+        say(f"kept {best}: `defocuskit train` wrote it into another output_dir ({_written_into(best)}), not this "
+            "one; it is not this run's best, and a run with train.keep_best replaces it with its own")
     model = out / MODEL_FILE
-    if export_written_here(model, out):
+    if written_here(model, out):
         model.unlink()
     elif model.exists() or model.is_symlink():
         say(f"kept {model}: `defocuskit train` did not export it into this folder (a link, or a model of another "
@@ -277,10 +284,11 @@ def run_folder_metadata(out: Path) -> dict[str, str]:
     return {RUN_FOLDER: str(Path(out).resolve())}
 
 
-def export_written_here(path: Path, out: Path) -> bool:
-    """True for a model.safetensors that a run exported into the run folder `out`: a plain file with a run's
-    metadata (format, method, recipe; not an imported release) whose recorded run folder is `out`, whatever the
-    working folder now; for an export that records none (written before it did), its recipe's output_dir."""
+def written_here(path: Path, out: Path, kind: str = MODEL_FILE) -> bool:
+    """True for a file that a run wrote into the run folder `out` as `kind`: MODEL_FILE, its export (a run's
+    metadata: format, method, recipe; not an imported release), or BEST_FILE, train.keep_best's weights (the same,
+    and best_step); a plain file whose recorded run folder is `out`, whatever the working folder
+    now, or, for one that records none (written before they did), whose recipe's output_dir is `out`."""
     if path.is_symlink() or not path.is_file():
         return False
     from defocuskit.io.modelfile import MODEL_FORMAT, read_metadata
@@ -288,6 +296,8 @@ def export_written_here(path: Path, out: Path) -> bool:
     try:
         meta = read_metadata(path)
         if meta.get("format") != MODEL_FORMAT or "method" not in meta or "release" in meta:
+            return False
+        if kind == BEST_FILE and "best_step" not in meta:
             return False
         if RUN_FOLDER in meta:  # absolute: a copy of the file into another folder names the folder it came from
             folder = meta[RUN_FOLDER]
@@ -298,12 +308,21 @@ def export_written_here(path: Path, out: Path) -> bool:
         return False
 
 
+def _written_into(path: Path) -> str:
+    """The run folder a run's model file records (its run_folder, else its recipe's output_dir), for a message."""
+    from defocuskit.io.modelfile import read_metadata
+
+    meta = read_metadata(path)
+    try:
+        return meta.get(RUN_FOLDER) or str(json.loads(meta.get("recipe", "null"))["output_dir"])
+    except (ValueError, TypeError, KeyError):
+        return "no folder recorded"
+
+
 def earlier_weights(out: Path) -> Path | None:
     """The model.safetensors or best.safetensors that a run exported into the run folder `out` (what a fresh start
     removes), or None."""
-    best = out / BEST_FILE
-    return next((p for p in (out / MODEL_FILE, best) if export_written_here(p, out)
-                 and (p != best or best_written_by_train(best))), None)
+    return next((out / name for name in (MODEL_FILE, BEST_FILE) if written_here(out / name, out, name)), None)
 
 
 def sums_written_by_train(path: Path) -> bool:
