@@ -91,3 +91,38 @@ def test_a_link_or_folder_where_a_validated_steps_grid_would_be_is_kept(tmp_path
     assert (out / "val" / "step-0000002.png").is_symlink() and theirs.read_bytes() == b"another run's grid"
     assert (out / "val" / "step-0000004.png" / "notes.txt").read_text() == "mine"
     assert not (out / "val" / "step-0000006.png").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_the_only_copy_of_another_run_folders_weights_is_refused_before_the_run_replaces_it(tmp_path):
+    """A model.safetensors (or, where the run validates, best.safetensors) that train wrote into another run folder,
+    copied into this one and since gone from there (moved out, or replaced by that folder's next run), was replaced
+    by this run's export (or first validation): the user's only copy lost. Refused before anything is written,
+    naming the file and the folder it records. Still passing: a copy whose original is still there byte for byte (a
+    copied run folder resumed: replacing the copy loses nothing), this folder's own, and the own file of a run
+    folder since renamed (the folder it records is gone)."""
+    import pytest
+
+    from defocuskit.train.checks import TrainingError
+    from defocuskit.train.runfolder import check_run_folder
+
+    out, other = tmp_path / "run", tmp_path / "other"
+    for name, validates in (("model.safetensors", False), ("best.safetensors", True)):
+        original = best_weights(other / name, other, other)
+        copy = out / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(original.read_bytes())
+        check_run_folder(out, validates=validates)  # the original is still there
+        original.unlink()
+        with pytest.raises(TrainingError, match=f"{name}: .* another run folder, {other}, which no longer holds it"):
+            check_run_folder(out, validates=validates)
+        best_weights(original, other, other).write_bytes(b"that folder's next run")
+        with pytest.raises(TrainingError, match="the only copy"):
+            check_run_folder(out, validates=validates)
+        assert copy.read_bytes() != b"that folder's next run" and copy.stat().st_size > 0
+        if validates:  # a run that does not validate writes no best.safetensors
+            check_run_folder(out, validates=False)
+        best_weights(copy, out, out)  # this folder's own
+        check_run_folder(out, validates=validates)
+        best_weights(copy, tmp_path / "renamed", tmp_path / "renamed")  # its folder since renamed to `out`
+        check_run_folder(out, validates=validates)
+        copy.unlink()

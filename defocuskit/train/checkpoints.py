@@ -5,6 +5,7 @@ the weights an earlier run exported (`earlier_weights`), which a resume without 
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import re
@@ -317,6 +318,28 @@ def _written_into(path: Path) -> str:
         return meta.get(RUN_FOLDER) or str(json.loads(meta.get("recipe", "null"))["output_dir"])
     except (ValueError, TypeError, KeyError):
         return "no folder recorded"
+
+
+def another_run_folder(path: Path, out: Path) -> str | None:
+    """The run folder a plain model file records (its absolute run_folder) where that folder still exists, is not
+    `out`, and no longer holds the same file under its name: a copy of another run's export or best weights that is
+    now the only one, which a run in `out` would replace; else None (no such file, none recorded, a folder since
+    moved or removed, as a renamed run folder's own export records, or a copied run folder whose original still
+    holds the file byte for byte, so that replacing the copy loses nothing)."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    from defocuskit.io.modelfile import read_metadata
+
+    try:
+        folder = read_metadata(path).get(RUN_FOLDER)
+        if not (isinstance(folder, str) and os.path.isabs(folder) and os.path.isdir(folder)):
+            return None
+        original = Path(folder) / path.name
+        if os.path.samefile(folder, out) or original.is_file() and filecmp.cmp(original, path, shallow=False):
+            return None
+        return folder
+    except (ValueError, OSError):
+        return None
 
 
 def earlier_weights(out: Path) -> Path | None:

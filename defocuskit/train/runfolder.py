@@ -16,7 +16,9 @@ from defocuskit.train.checkpoints import (
     BEST_FILE,
     GRID_NAME,
     METRICS,
+    MODEL_FILE,
     VAL_FOLDER,
+    another_run_folder,
     best_written_by_train,
     grid_written_by_train,
     validated_steps,
@@ -97,6 +99,11 @@ def check_run_folder(output_dir: str | Path, validates: bool = True) -> None:
         if path.exists() and not (path.is_file() and owned(path)):
             raise TrainingError(f"{path}: not written by an earlier `defocuskit train` run; training would replace "
                                 "it, so nothing was written: move it away or give another output_dir")
+    for name in (MODEL_FILE, BEST_FILE) if validates else (MODEL_FILE,):
+        if other := another_run_folder(out / name, out):  # a copy: the run would replace the user's file
+            raise TrainingError(f"{out / name}: `defocuskit train` wrote it into another run folder, {other}, which "
+                                "no longer holds it; this run would replace the only copy, so nothing was written: "
+                                "move it away or give another output_dir")
     if validates:
         _check_validation_files(out)
 
