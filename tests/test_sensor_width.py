@@ -175,6 +175,9 @@ def test_deblur_takes_the_camera_for_coc_fnumber_from_its_options(tmp_path):
     assert record["camera"] == {"focal_length_mm": None, "sensor_width_mm": None, "focus_distance_m": None}
     small, record = deblur("small", "--sensor-width", "12", "--focal-length", "50", "--focus-distance", "2")
     assert record["camera"] == {"focal_length_mm": 50.0, "sensor_width_mm": 12.0, "focus_distance_m": 2.0}
+    # the CoC source's record says the same camera (it said none was given: null for each option)
+    assert record["coc"]["camera"]["given"] == {"sensor_width_mm": 12.0, "focal_length_mm": 50.0,
+                                                "focus_distance_m": 2.0}
     coc_full, coc_small = thin_lens_px(2.8, 50, 2, 36, 60), thin_lens_px(2.8, 50, 2, 12, 60)  # 0.76 and 2.29 px
     assert coc_small < 3
     ratio = np.abs(small).sum() / np.abs(full).sum()

@@ -249,7 +249,8 @@ def deblur_files(
                                        "coc" in info["needs"])  # a bad value fails here
     coc = own_map or coc
     defocus_map = method.output == "defocus_map"
-    source = CocSource.create(coc, coc_model, device, None if defocus_map and coc is None else coc_bound)
+    source = CocSource.create(coc, coc_model, device, None if defocus_map and coc is None else coc_bound,
+                              camera)  # fnumber: recorded in deblur.json's coc.camera.given, as eval's
     # a defocus-map model's own maps: bounded by its inference.coc_bound (or --coc-bound) where the f-number is known
     own_k = recipe.inference.resolved_bound if coc_bound is None else float(coc_bound) or None  # 0: none
     own_bound = CocSource("map", bound=own_k) if defocus_map else None
