@@ -88,3 +88,22 @@ def test_a_resume_under_another_noise_schedule_is_refused_naming_the_key(tmp_pat
         check_resume(checkpoint, now)
     weighed = load_recipe("rddm-tiny", [f"output_dir={tmp_path}", "objective.pre_weight=0.5"])
     assert "objective.pre_weight 1.0 -> 0.5" in check_resume(checkpoint, weighed)
+
+
+def test_weights_with_a_tensor_more_name_only_what_differs(tmp_path):
+    """A file holding every tensor of the network and one more said "0 missing (e.g. [])": the message names only
+    the kinds of difference there are."""
+    import torch
+    from safetensors.torch import load_file
+
+    from defocuskit.train.checks import TrainingError
+    from defocuskit.train.init import load_initial_weights
+
+    path = export("nafnet-tiny", tmp_path / "a" / "model.safetensors")
+    recipe = load_recipe("nafnet-tiny", [f"output_dir={tmp_path / 'b'}"])
+    net = get_method(recipe.method).build(recipe.model, recipe.objective, False)
+    tensors = {**load_file(str(path)), "extra.weight": torch.zeros(1)}
+    save_model(path, tensors, recipe.method, recipe_to_dict(recipe))
+    with pytest.raises(TrainingError) as exc:
+        load_initial_weights(net, path, recipe.method, str(path))
+    assert "1 unexpected (e.g. ['extra.weight'])" in str(exc.value) and "missing" not in str(exc.value), exc.value

@@ -56,7 +56,7 @@ class DeblurModel:
     def __init__(self, model_file: str | Path, *, device: str = "auto", config: dict[str, Any] | None = None,
                  source: str | None = None, keep: Any = None):
         self._keep = keep  # what must live as long as the model (the temporary folder of an imported checkpoint)
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, "device=")
         self.path = Path(model_file)
         self.source = source or str(self.path)
         self._method, self._recipe, self._net = load_model(self.path, device=self.device)

@@ -22,12 +22,17 @@ def available_devices() -> list[str]:
     return found + ["cpu"]
 
 
-def resolve_device(name: str = "auto") -> str:
+def resolve_device(name: str = "auto", option: str = "--device") -> str:
     """The torch device string for a `--device` value: auto = cuda if available, else mps, else cpu.
 
     cuda, cuda:N and mps are checked: one that this machine or PyTorch build lacks raises a one-line
-    ValueError naming it and what this machine has.
+    ValueError naming it (as `option` spells it: "--device" on the command line, "device=" in the Python API) and
+    what this machine has.
     """
+    def spelled(value: str) -> str:  # --device cuda:1, or device='cuda:1'
+        return f"{option} {value}" if option.startswith("--") else f"{option}{value!r}"
+
+    given = spelled(name)
     text = str(name).strip().lower()
     if text == "auto":
         if torch.cuda.is_available():
@@ -39,17 +44,17 @@ def resolve_device(name: str = "auto") -> str:
     cuda = _CUDA.fullmatch(text)
     if cuda:
         if torch.version.cuda is None:
-            raise ValueError(f"--device {name}: this PyTorch build has no CUDA (torch {torch.__version__}); "
-                             "use --device cpu or auto")
+            raise ValueError(f"{given}: this PyTorch build has no CUDA (torch {torch.__version__}); "
+                             f"use {spelled('cpu')} or auto")
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: no CUDA device is visible (torch {torch.__version__}, CUDA "
+            raise ValueError(f"{given}: no CUDA device is visible (torch {torch.__version__}, CUDA "
                              f"{torch.version.cuda}; check the driver and CUDA_VISIBLE_DEVICES); {here}")
         index = cuda.group(1)
         if index is not None and int(index) >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: no such CUDA device; {here}")
+            raise ValueError(f"{given}: no such CUDA device; {here}")
         return text
     if text == "mps":
         if not _mps_available():
-            raise ValueError(f"--device {name}: MPS (Apple GPU) is not available; {here}")
+            raise ValueError(f"{given}: MPS (Apple GPU) is not available; {here}")
         return "mps"
-    raise ValueError(f"--device {name}: not a device name; use auto, cpu, cuda, cuda:N or mps")
+    raise ValueError(f"{given}: not a device name; use auto, cpu, cuda, cuda:N or mps")

@@ -74,9 +74,10 @@ def load_initial_weights(net: nn.Module, model_file: Any, method: str, source: s
     own = net.state_dict()
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     if missing or unexpected:
+        parts = [f"{len(keys)} {what} (e.g. {keys[:2]})" for what, keys in (("missing", missing),
+                                                                           ("unexpected", unexpected)) if keys]
         raise TrainingError(f"train.init_from {source}: its weights do not fit this recipe's network: "
-                            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
-                            f"(e.g. {unexpected[:2]}); give the model section of the recipe it was trained with")
+                            f"{', '.join(parts)}; give the model section of the recipe it was trained with")
     for key, value in own.items():
         if tuple(tensors[key].shape) != tuple(value.shape):
             raise TrainingError(f"train.init_from {source}: tensor '{key}' is {tuple(tensors[key].shape)} there "
