@@ -46,7 +46,8 @@ def read_checkpoint(path: str | Path) -> Any:
         found = _GLOBAL.search(str(exc))
         reason = _reason(exc)
         if found is None and (reason is not None or _WEIGHTS_ONLY not in str(exc)):  # "Unsupported operand", ...
-            raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({reason or _first_line(exc)})") from None
+            raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({reason or _first_line(exc)})"
+                               f"{_plain_pickle(path)}") from None
         needs = f"the Python object {found.group(1).rstrip('.')}" if found else "Python objects other than tensors"
         raise ReleaseError(
             f"{path}: refused: it needs {needs} to be unpickled, i.e. code run while loading; defocuskit reads "
@@ -55,6 +56,18 @@ def read_checkpoint(path: str | Path) -> Any:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
         raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc) or _first_line(exc)})") from None
+
+
+def _plain_pickle(path: Path) -> str:
+    """What to say of a file that opens as a pickle of protocol 4 or 5 (pickle.dump's; torch.save writes a zip, or
+    protocol 2 in its legacy format), which the weights-only unpickler cannot read; else ""."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if len(head) == 2 and head[0] == 0x80 and head[1] in (4, 5):
+        return (f": a Python pickle of protocol {head[1]} (pickle.dump), not torch.save's format; defocuskit does "
+                "not unpickle it, which could run its code. If you trust the file, load it where you do and "
+                "torch.save its state dict, then import that")
+    return ""
 
 
 def _reason(exc: BaseException) -> str | None:
