@@ -54,6 +54,16 @@ def test_a_bad_choice_exits_2_naming_the_choices(args, option, choices, tmp_path
     assert not (tmp_path / "o").exists()  # refused before any work
 
 
+def test_eval_align_by_without_align_is_refused(tmp_path, monkeypatch):
+    """--align-by flow without --align scored the outputs unregistered and exited 0."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shards").mkdir()
+    result = _invoke("eval", "--shards", "shards", "--baseline", "input", "--align-by", "flow", "--report", "rep")
+    assert result.exit_code == 2, result.output
+    assert result.output == "error: --align-by flow: how --align registers; without --align it would not be used\n"
+    assert not (tmp_path / "rep").exists()
+
+
 def test_choices_come_from_where_the_code_defines_them():
     from defocuskit.cli.demo import PRESETS
     from defocuskit.data.pairs import REGISTER_CHOICES

@@ -838,6 +838,9 @@ def test_an_unfinished_ingest_is_named_by_every_reader(tmp_path, fake, capsys):
     ("--synthetic-f-numbers", "nan", "--synthetic-f-numbers nan: not an f-number a lens has"),
     ("--render-f-numbers", "0.2,2", "--render-f-numbers 0.2: not an f-number a lens has"),
     ("--render-f-numbers", "2,22", "--render-f-numbers 22: not wider than the reference's f/16"),
+    ("--render-f-numbers", "2,4,2.0", "--render-f-numbers 2,4,2: f/2 given twice"),  # a reject line per scene, exit 0
+    ("--synthetic-f-numbers", "2,2", "--synthetic-f-numbers 2,2: f/2 given twice"),
+    ("--render-colormap", "bogus", "--render-colormap bogus: unknown colormap 'bogus'"),  # ignored for grey maps
     ("--test-fraction", "1.5", "--test-fraction 1.5: a share of the scenes, from 0 to 1"),
     ("--test-fraction", "-0.5", "--test-fraction -0.5: a share of the scenes"),
     ("--test-fraction", "nan", "--test-fraction nan: a share of the scenes"),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import ingest_vabd_pair, vabd_subset
 
+from defocuskit.data.metadata import to_stored
 from defocuskit.data.pairs import load_pair
 from defocuskit.data.plan import content_options
 from defocuskit.data.register import RegistrationError, align, match_gain, registration_quality
@@ -41,6 +42,18 @@ def test_known_affine_recovered_full_size(vabd_ref, method):
     inner = (slice(40, -40), slice(40, -40))
     assert np.abs(warped[inner] - vabd_ref[inner]).mean() < 0.01
     assert record["border"] == "reflect" and 0.9 < record["coverage"] < 1.0
+
+
+def test_homography_record_fits_the_shard_schema():
+    """align.inliers is a count (schema int): the share of matches once failed every homography pair's metadata, so
+    `ingest --register homography` (and ECC's homography fallback) rejected every pair with a MetadataError."""
+    from skimage import data
+
+    truth = np.array([[1.0, 0.0, 6.0], [0.0, 1.0, -4.0]])
+    small = cv2.resize(to_float(data.astronaut()), (256, 256), interpolation=cv2.INTER_AREA)
+    _, record = align(_warp(small, truth), small, method="homography")
+    assert isinstance(record["inliers"], int) and record["inliers"] >= 12
+    assert to_stored({"align": record})["align"]["inliers"] == record["inliers"]
 
 
 def test_translation_on_downscaled_estimate(vabd_ref):

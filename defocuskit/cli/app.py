@@ -254,6 +254,8 @@ def eval_cmd(
     import os
     import sys
 
+    exit_before_torch(not align and value(align_by) != "ecc",  # scored unregistered, exit 0, before
+                      f"--align-by {value(align_by)}: how --align registers; without --align it would not be used")
     exit_before_torch(not shards.is_dir(), f"{shards}: not a shard folder")
     from defocuskit.api.coc import camera
     from defocuskit.data.reader import ShardError

@@ -8,6 +8,7 @@ import math
 
 from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.data.sample import IngestError, IngestOptions
+from defocuskit.imaging.depth import DepthError, colormap_lut
 from defocuskit.io.threads import available_cores
 
 DEFAULT_MAX_WORKERS = 8  # without --workers: one process per core, at most this many
@@ -32,14 +33,20 @@ MIN_SIDE_PX = 8  # --max-side, --patch, --stride below this: refused (a 1x1 "pai
 
 def check_numbers(opts: IngestOptions) -> None:
     """IngestError naming the option and the value: an f-number to render outside the lenses that exist
-    (F_NUMBER_RANGE) or, for --render, not wider than its reference; a --test-fraction outside [0, 1]; a --max-side,
-    --patch or --stride under MIN_SIDE_PX."""
+    (F_NUMBER_RANGE), given twice (that was a reject line per scene) or, for --render, not wider than its reference;
+    a --test-fraction outside [0, 1]; a --max-side, --patch or --stride under MIN_SIDE_PX."""
     low, high = F_NUMBER_RANGE
     given = [("--synthetic-f-numbers", n) for n in opts.synthetic_f_numbers]
     given += [("--render-f-numbers", n) for n in opts.render_f_numbers]
     for option, n in [*given, ("--render-ref-f-number", opts.render_ref_f_number)]:
         if not low <= n <= high:  # NaN fails too
             raise IngestError(f"{option} {n:g}: not an f-number a lens has (f/{low:g} to f/{high:g})")
+    for option, values in (("--synthetic-f-numbers", opts.synthetic_f_numbers),
+                           ("--render-f-numbers", opts.render_f_numbers)):
+        tags = [f"{n:g}" for n in values]  # as the sample keys spell them: f/2 and f/2.0 are one key
+        if twice := next((t for i, t in enumerate(tags) if t in tags[:i]), None):
+            raise IngestError(f"{option} {','.join(tags)}: f/{twice} given twice (each f-number is one shot of a "
+                              "scene: give it once)")
     for n in opts.render_f_numbers:
         if n >= opts.render_ref_f_number:
             raise IngestError(f"--render-f-numbers {n:g}: not wider than the reference's "
@@ -61,7 +68,8 @@ MAX_RENDER_COC_SCALE = 4096.0  # --render-coc-scale above it: discs of thousands
 
 def _check_ranges(opts: IngestOptions) -> None:
     """IngestError naming the option: a number outside what it means, NaN included (a NaN --min-align-score
-    accepted every pair; the sources refused others only as every input's reject line)."""
+    accepted every pair; the sources refused others only as every input's reject line), and a --render-colormap
+    matplotlib does not have (ignored without a word where the depth maps are grey)."""
     size = opts.synthetic_size
     if not 16 <= size <= MAX_SYNTHETIC_SIDE:
         raise IngestError(f"--synthetic-size {size}: the scenes' longer side, 16 to {MAX_SYNTHETIC_SIDE} pixels")
@@ -76,6 +84,11 @@ def _check_ranges(opts: IngestOptions) -> None:
         ("--render-sensor-width", opts.render_sensor_width_mm, 0.0, False, math.inf, "a positive number of mm"),
         ("--render-metric-scale", opts.render_metric_scale, 0.0, False, math.inf, "a positive number of metres"),
     ]
+    if opts.render_depth_colormap != "auto":
+        try:
+            colormap_lut(opts.render_depth_colormap)
+        except DepthError as exc:
+            raise IngestError(f"--render-colormap {opts.render_depth_colormap}: {exc}") from None
     if opts.render_focus not in ("auto", "mask", "sample"):
         try:
             focus = float(opts.render_focus)

@@ -203,9 +203,9 @@ def _ecc_level(ref: np.ndarray, mov: np.ndarray, motion: str, warp: np.ndarray, 
     return _rescale(found, scale)
 
 
-def _features(ref: np.ndarray, mov: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Feature homography: SIFT (ORB where SIFT is absent), Lowe ratio test, RANSAC; keypoints only where `mask`
-    (uint8, both grids alike) is set."""
+def _features(ref: np.ndarray, mov: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Feature homography and its number of RANSAC inliers: SIFT (ORB where SIFT is absent), Lowe ratio test,
+    RANSAC; keypoints only where `mask` (uint8, both grids alike) is set."""
     a, b = (np.clip(x * 255.0, 0, 255).astype(np.uint8) for x in (ref, mov))
     if hasattr(cv2, "SIFT_create"):
         detector, norm = cv2.SIFT_create(nfeatures=4000), cv2.NORM_L2
@@ -225,7 +225,8 @@ def _features(ref: np.ndarray, mov: np.ndarray, mask: np.ndarray | None = None) 
     h, inliers = cv2.findHomography(src, dst, cv2.RANSAC, 3.0)
     if h is None or inliers is None or int(inliers.sum()) < _MIN_MATCHES:
         raise RegistrationError(f"RANSAC found no homography with >= {_MIN_MATCHES} inliers")
-    return h.astype(np.float64), float(inliers.mean())
+    return h.astype(np.float64), int(inliers.sum())  # a count, as align.inliers in the shard schema (the share
+    # of matches returned before failed the metadata check of every pair registered by a homography)
 
 
 def _check_plausible(m: np.ndarray) -> None:
