@@ -866,8 +866,12 @@ def test_impossible_numbers_on_the_command_line_are_refused_naming_the_option(op
     from defocuskit.cli.app import app
 
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["ingest", "--synthetic", "builtin", "--synthetic-size", "32", "--workers", "0",
-                                      "--out", str(out), option, value])
+    source = ["--synthetic", "builtin", "--synthetic-size", "32"]
+    if option.startswith("--render-"):  # a render option's value, given with the source that reads it
+        for sub in ("image", "depth"):
+            (tmp_path / "photos" / sub).mkdir(parents=True)
+        source = ["--render", str(tmp_path / "photos")]
+    result = CliRunner().invoke(app, ["ingest", *source, "--workers", "0", "--out", str(out), option, value])
     assert result.exit_code != 0 and needle in result.output, result.output
     assert "Traceback" not in result.output and not list(out.glob("*.tar")) and not (out / "manifest.json").exists()
 

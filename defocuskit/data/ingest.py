@@ -45,7 +45,7 @@ from typing import Any
 import cv2
 
 from defocuskit.data import folder, shards
-from defocuskit.data.ingest_checks import DEFAULT_MAX_WORKERS, check_numbers
+from defocuskit.data.ingest_checks import DEFAULT_MAX_WORKERS, check_numbers, check_unused
 from defocuskit.data.manifest import prune, publish_with_record, read_record, record_path, regenerate, write_record
 from defocuskit.data.plan import (
     Group,
@@ -178,6 +178,7 @@ def run_ingest(sources: Mapping[str, Path], opts: IngestOptions, *, progress: bo
     if not (nparts >= 1 and 0 <= part < nparts):
         raise IngestError(f"--part must be I/N with 1 <= I <= N, got {part + 1}/{nparts}")
     check_numbers(opts)
+    check_unused(sources, opts)
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     tasks, listing_rejects = list_all(sources, opts)

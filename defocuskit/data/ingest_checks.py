@@ -1,12 +1,15 @@
 """The checks of an ingest's options before any work: every number one line naming the option and its range
 (a NaN, a 1x1 "pair", an impossible f-number or a disc of petabytes was caught only as every input's reject line,
-or not at all), and the worker processes it may start."""
+or not at all), the worker processes it may start, and the options given that no source given would use."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import fields
+from typing import Mapping
 
 from defocuskit.data.metadata import F_NUMBER_RANGE
+from defocuskit.data.pairs import AS_SHOT
 from defocuskit.data.sample import IngestError, IngestOptions
 from defocuskit.imaging.depth import DepthError, colormap_lut
 from defocuskit.io.threads import available_cores
@@ -100,3 +103,50 @@ def _check_ranges(opts: IngestOptions) -> None:
                                       and math.isfinite(value)):
             shown = opts.render_focus if option == "--render-focus" else f"{value:g}"
             raise IngestError(f"{option} {shown}: {words}")
+
+
+F_NUMBER_SOURCES = ("raw", "pairs")  # the sources that read --f-number-csv and --f-number-pattern
+REGISTERED_SOURCES = ("raw", "vabd", "ebb", "sdd", "pairs")  # the sources whose pairs --register registers
+OPTION_NAMES = {  # IngestOptions fields whose option is not "--" + the field's name with dashes
+    "render_depth_kind": "--render-depth", "render_depth_colormap": "--render-colormap",
+    "render_focal_length_mm": "--render-focal-length", "render_sensor_width_mm": "--render-sensor-width",
+    "render_jpeg_quality": "--render-jpeg", "render_noise": "--no-render-noise",
+    "render_highlights": "render_highlights (IngestOptions; no option)",
+}
+
+
+def option_name(field: str) -> str:
+    """The ingest option that sets IngestOptions `field`, e.g. "--render-depth" for render_depth_kind."""
+    return OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
+
+
+def _given(opts: IngestOptions, names: list[str]) -> list[str]:
+    """The options of the fields `names` whose value is not the IngestOptions default (given by the user)."""
+    defaults = {f.name: f.default for f in fields(IngestOptions)}
+    return [option_name(n) for n in names if getattr(opts, n) != defaults[n]]
+
+
+def check_unused(sources: Mapping[str, object], opts: IngestOptions) -> None:
+    """IngestError, one line naming the options given (not their default) that no source given would use, and
+    what they need: --render-* without --render, --f-number-csv / --f-number-pattern without --raw-dir or
+    --pairs, --refine-warp / --local-gain with --register none or without a source whose pairs are registered
+    (each was ignored, exit 0, and the manifest recorded it as if applied)."""
+    names = [f.name for f in fields(IngestOptions)]
+    unused = []
+    if "render" not in sources and (given := _given(opts, [n for n in names if n.startswith("render_")])):
+        unused.append(_needs(given, "--render DIR (nothing is rendered without it)"))
+    if not set(F_NUMBER_SOURCES) & set(sources) and (given := _given(opts, ["f_number_csv", "f_number_pattern"])):
+        unused.append(_needs(given, "--raw-dir or --pairs (the sources that read f-numbers from files)"))
+    if given := _given(opts, ["refine_warp", "local_gain"]):
+        if opts.register == AS_SHOT:
+            unused.append(_needs(given, "a registration: --register none keeps the pairs as shot (no warp, no gain)"))
+        elif not set(REGISTERED_SOURCES) & set(sources):
+            unused.append(_needs(given, "a source whose pairs are registered (--raw-dir, --vabd, --ebb, --sdd or "
+                                        "--pairs)"))
+    if unused:
+        raise IngestError("given but not used: " + "; ".join(unused))
+
+
+def _needs(options: list[str], what: str) -> str:
+    """E.g. "--render-focus, --render-jpeg need --render DIR (...)"."""
+    return f"{', '.join(options)} {'needs' if len(options) == 1 else 'need'} {what}"
