@@ -41,3 +41,30 @@ def test_the_users_recipe_overrides_replace_the_tools_own(tmp_path):
     assert layered_overrides(own, ["max_minutes=5"]) == own[:2] + ["max_minutes=5"]  # a short key too
     with pytest.raises(RecipeError, match="override train.max_minutes given twice"):
         load_recipe("nafnet-tiny", [*own, *user])  # both, as the tool passed them before
+
+
+def test_the_ebb_folds_shots_get_no_registration_option(tmp_path, monkeypatch):
+    """Fold `ebb` ingests its shots with --register none, which ingest refuses beside --refine-warp / --local-gain
+    (given but not used): the tool leaves them out there, in either spelling, and keeps the user's others."""
+    from loso_real import without_registration
+    from typer.testing import CliRunner
+
+    from defocuskit.data import ingest
+
+    user = ["--refine-warp=0.047", "--bit-depth", "16", "--local-gain", "0.06", "--max-side=256"]
+    kept, dropped = without_registration(user)
+    assert kept == ["--bit-depth", "16", "--max-side=256"]
+    assert dropped == ["--refine-warp=0.047", "--local-gain", "0.06"]
+    assert without_registration(["--max-side", "64"]) == (["--max-side", "64"], [])
+    for sub in ("input", "target"):
+        (tmp_path / "ebb" / "test" / sub).mkdir(parents=True)
+
+    def stop(*args, **kwargs):  # the checks before any work passed
+        raise ingest.IngestError("stop here")
+
+    monkeypatch.setattr(ingest, "list_all", stop)
+    base = ["ingest", "--ebb", str(tmp_path / "ebb"), "--register", "none", "--out", str(tmp_path / "o")]
+    own = ["--max-side", "512", "--workers", "1"]
+    for args, said in ((kept, "stop here"), (user, "given but not used: --refine-warp, --local-gain")):
+        result = CliRunner().invoke(app, [*base, *layered(own, args)], terminal_width=400)
+        assert result.exit_code == 1 and said in result.output, result.output

@@ -39,7 +39,8 @@ trained first on the same renders (as `--gate-map learned` trains it).
 `--real-pairs N` adds the real pairs of the stacks that are not held out (the other VABD scenes, the EBB train
 pairs; registered and gain-matched by ingest, `--local-gain F` per region) to the renders, weighted N times.
 `--real-arg=ARG` / `--test-arg=ARG` pass ARG to the ingest of the real training pairs / of the held-out shots
-(e.g. `--test-arg=--refine-warp=0.047`: the smooth residual warp after the rigid fit). `--prox` scores the
+(e.g. `--test-arg=--refine-warp=0.047`: the smooth residual warp after the rigid fit; not passed to fold `ebb`,
+whose shots are not registered: `--register none`). `--prox` scores the
 proximal-step baseline with the same map beside them. `--ensemble 8` scores every model as a geometric
 self-ensemble (`eval --ensemble 8`: the outputs for the 8 flips and transposes, turned back, averaged).
 A recipe whose sampler needs a CoC map (hidd-cpu's physics step) is scored with the `--gate-map` map.
@@ -177,6 +178,25 @@ def layered(base: list[str], extra: list[str]) -> list[str]:
     return [arg for pair in kept for arg in pair] + list(extra)
 
 
+REGISTRATION_ONLY = ("--refine-warp", "--local-gain")  # ingest refuses them with --register none (nothing registered)
+
+
+def without_registration(extra: list[str]) -> tuple[list[str], list[str]]:
+    """The ingest arguments `extra` less REGISTRATION_ONLY options (as --opt=V or --opt V), and those left out: the
+    EBB fold's shots are ingested with `--register none`, which a --test-arg=--refine-warp=S must not reach."""
+    kept, dropped, skip = [], [], False
+    for i, arg in enumerate(extra):
+        if skip:
+            skip = False
+            dropped.append(arg)
+        elif arg.split("=", 1)[0] in REGISTRATION_ONLY:
+            dropped.append(arg)
+            skip = "=" not in arg and i + 1 < len(extra)
+        else:
+            kept.append(arg)
+    return kept, dropped
+
+
 def needs_coc(recipe: str, overrides: list[str]) -> bool:
     """Whether the recipe's sampler needs a CoC map at inference (hidd-cpu's physics step)."""
     from defocuskit.methods.recipes import load_recipe
@@ -284,7 +304,10 @@ def main() -> None:
         test = fold / "test-shards"
         source = ["--ebb", str(fold / "real"), "--register", "none"] if held == "ebb" else ["--vabd", str(fold / "real")]
         own = ["--max-side", str(args.test_size), "--workers", "1"]
-        run([*exe, "ingest", *source, "--out", str(test), *layered(own, args.test_args)], fold / "ingest-test.log", env)
+        test_args, dropped = without_registration(args.test_args) if held == "ebb" else (args.test_args, [])
+        if dropped:
+            print(f"fold ebb: {' '.join(dropped)} not passed: its shots are ingested with --register none")
+        run([*exe, "ingest", *source, "--out", str(test), *layered(own, test_args)], fold / "ingest-test.log", env)
         t_map = 0.0
         map_dir = fold / "map"
         learned = args.gate_map == "learned" and (args.focus_gate is not None or args.prox or model_coc)
