@@ -94,3 +94,16 @@ def test_eval_refuses_a_camera_out_of_range_or_without_coc_fnumber(shards: Path,
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: {said}") and result.output.count("\n") == 1, result.output
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_camera_given_from_python_is_checked_where_the_source_is_made():
+    """evaluate() and deblur_files() called from Python handed `camera=` to the CoC source unchecked (only the CLI and
+    the API's deblur checked it): a sensor width of 0.1 mm became the 36 mm default without a word. CocSource.create
+    checks it, naming the keyword as Python spells it."""
+    from defocuskit.inference.coc_source import CocError, CocSource
+
+    with pytest.raises(CocError, match=r"^sensor_width_mm=0\.1: not a sensor width a camera has"):
+        CocSource.create("fnumber", camera={"sensor_width_mm": 0.1})
+    with pytest.raises(CocError, match=r"^focus_distance_m=0\.02: the focus \(0\.02 m\) must lie beyond"):
+        CocSource.create("fnumber", camera={"focus_distance_m": 0.02})
+    assert CocSource.create("fnumber", camera={"sensor_width_mm": 23.5}).camera == {"sensor_width_mm": 23.5}

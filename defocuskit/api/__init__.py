@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 import defocuskit
-from defocuskit.api.coc import camera as _camera
 from defocuskit.api.coc import coc_band as _coc_band
 from defocuskit.api.coc import coc_sources as _coc_sources
 from defocuskit.api.coc import lens_f_number as _lens_f_number
@@ -29,6 +28,7 @@ from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_
 from defocuskit.imaging.focus_gate import focus_gate as gated
 from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
 from defocuskit.inference.bands import restore_in_bands
+from defocuskit.inference.coc_source import checked_camera as _camera
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.keywords import real, tiling_keywords, whole
 from defocuskit.inference.load import load_model

@@ -12,15 +12,6 @@ from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.imaging import optics
 from defocuskit.inference.arrays import Image, plain_tensor
 from defocuskit.inference.keywords import real
-from defocuskit.io.raw import SENSOR_WIDTH_RANGE_MM
-
-# the camera keywords of deblur's f_number= CoC (the shard metadata keys optics.coc_from_metadata reads): (lowest,
-# highest, the words of the range); not given: optics' defaults (36 mm full frame, 50 mm, 2 m)
-CAMERA: dict[str, tuple[float, float, str]] = {
-    "sensor_width_mm": (*SENSOR_WIDTH_RANGE_MM, "a sensor width a camera has, {low:g} to {high:g} mm"),
-    "focal_length_mm": (1.0, 2000.0, "a focal length a lens has, {low:g} to {high:g} mm"),
-    "focus_distance_m": (0.01, 10000.0, "a focus distance, {low:g} to {high:g} m, beyond the focal length"),
-}
 
 
 @runtime_checkable
@@ -32,31 +23,6 @@ class MapModel(Protocol):
     coc_bound: float | None
 
     def _estimate(self, x: np.ndarray) -> np.ndarray: ...
-
-
-def camera(given: dict[str, object], names: dict[str, str] | None = None) -> dict[str, float]:
-    """The camera keywords given (not None) as the metadata optics.coc_from_metadata reads, each a finite number in
-    its CAMERA range and the focus beyond the focal length; else a one-line ValueError naming the keyword (as
-    `names` spells it: the CLI's options, {"sensor_width_mm": "--sensor-width", ...}; default `key=`)."""
-    def spelled(key: str) -> str:
-        return f"{names[key]} " if names and key in names else f"{key}="
-
-    meta = {}
-    for key, value in given.items():
-        if (number := real(key, value)) is None:
-            continue
-        low, high, words = CAMERA[key]
-        if not low <= number <= high:
-            raise ValueError(f"{spelled(key)}{value!r}: not {words.format(low=low, high=high)}")
-        meta[key] = number
-    focal = meta.get("focal_length_mm", optics.DEFAULT_FOCAL_LENGTH_MM)
-    focus = meta.get("focus_distance_m", optics.DEFAULT_FOCUS_DISTANCE_M)
-    if focus * 1000.0 <= focal:
-        named = "focus_distance_m" if "focus_distance_m" in meta else "focal_length_mm"
-        advice = "" if named == "focus_distance_m" else f"; give {spelled('focus_distance_m').strip()}"
-        raise ValueError(f"{spelled(named)}{given[named]!r}: the focus ({focus:g} m) must lie beyond the focal length "
-                         f"({focal:g} mm){advice}")
-    return meta
 
 
 def coc_sources(coc: Image | MapModel | None, f_number: float | None, size: tuple[int, int, int],

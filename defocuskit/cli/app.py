@@ -141,8 +141,8 @@ def deblur_cmd(
 
     exit_before_torch(str(checkpoint).endswith(".safetensors") and not checkpoint.exists(),
                       f"model file not found: {checkpoint}")
-    from defocuskit.api.coc import camera
     from defocuskit.inference.coc_source import CAMERA_OPTIONS
+    from defocuskit.inference.coc_source import checked_camera as camera
     from defocuskit.inference.files import deblur_files
     from defocuskit.inference.tiling import TilingOptions
 
@@ -257,11 +257,11 @@ def eval_cmd(
     exit_before_torch(not align and value(align_by) != "ecc",  # scored unregistered, exit 0, before
                       f"--align-by {value(align_by)}: how --align registers; without --align it would not be used")
     exit_before_torch(not shards.is_dir(), f"{shards}: not a shard folder")
-    from defocuskit.api.coc import camera
     from defocuskit.data.reader import ShardError
     from defocuskit.eval.config import EvalConfig, EvalError
     from defocuskit.eval.evaluate import evaluate
     from defocuskit.inference.coc_source import CAMERA_OPTIONS
+    from defocuskit.inference.coc_source import checked_camera as camera
     from defocuskit.inference.tiling import TilingOptions
 
     checkpoints, baselines = list(checkpoint or []), [value(b) for b in baseline or []]

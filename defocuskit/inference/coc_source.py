@@ -22,12 +22,23 @@ import numpy as np
 
 from defocuskit.config.typed import did_you_mean
 from defocuskit.imaging import optics
+from defocuskit.inference.keywords import real
+from defocuskit.io.raw import SENSOR_WIDTH_RANGE_MM
 
 COC_SOURCES = ("map", "oracle", "fnumber", "edge")
 
-# the options (deblur's, eval's) that give the camera of --coc fnumber, by the metadata key they fill (api.coc.CAMERA)
+# the options (deblur's, eval's) that give the camera of --coc fnumber, by the metadata key they fill (CAMERA)
 CAMERA_OPTIONS = {"sensor_width_mm": "--sensor-width", "focal_length_mm": "--focal-length",
                   "focus_distance_m": "--focus-distance"}
+
+# the camera keywords of deblur's f_number= CoC (the shard metadata keys optics.coc_from_metadata reads): (lowest,
+# highest, the words of the range); not given: optics' defaults (36 mm full frame, 50 mm, 2 m)
+CAMERA: dict[str, tuple[float, float, str]] = {
+    "sensor_width_mm": (*SENSOR_WIDTH_RANGE_MM, "a sensor width a camera has, {low:g} to {high:g} mm"),
+    "focal_length_mm": (1.0, 2000.0, "a focal length a lens has, {low:g} to {high:g} mm"),
+    "focus_distance_m": (0.01, 10000.0, "a focus distance, {low:g} to {high:g} m, beyond the focal length"),
+}
+
 
 DESCRIPTIONS = {
     "map": "estimated from the blurred image by the defocus-map model {model}",
@@ -48,6 +59,31 @@ def edge_coc(image: np.ndarray) -> np.ndarray:
 
 class CocError(ValueError):
     """A CoC source that cannot give a map; the message names the option and the sample or file."""
+
+
+def checked_camera(given: Mapping[str, object], names: Mapping[str, str] | None = None) -> dict[str, float]:
+    """The camera keywords given (not None) as the metadata optics.coc_from_metadata reads, each a finite number in
+    its CAMERA range and the focus beyond the focal length; else a one-line ValueError naming the keyword (as
+    `names` spells it: the CLI's options, {"sensor_width_mm": "--sensor-width", ...}; default `key=`)."""
+    def spelled(key: str) -> str:
+        return f"{names[key]} " if names and key in names else f"{key}="
+
+    meta = {}
+    for key, value in given.items():
+        if (number := real(key, value)) is None:
+            continue
+        low, high, words = CAMERA[key]
+        if not low <= number <= high:
+            raise ValueError(f"{spelled(key)}{value!r}: not {words.format(low=low, high=high)}")
+        meta[key] = number
+    focal = meta.get("focal_length_mm", optics.DEFAULT_FOCAL_LENGTH_MM)
+    focus = meta.get("focus_distance_m", optics.DEFAULT_FOCUS_DISTANCE_M)
+    if focus * 1000.0 <= focal:
+        named = "focus_distance_m" if "focus_distance_m" in meta else "focal_length_mm"
+        advice = "" if named == "focus_distance_m" else f"; give {spelled('focus_distance_m').strip()}"
+        raise ValueError(f"{spelled(named)}{given[named]!r}: the focus ({focus:g} m) must lie beyond the focal length "
+                         f"({focal:g} mm){advice}")
+    return meta
 
 
 def check_camera_use(camera: Mapping[str, float] | None, kind: str | None) -> None:
@@ -103,6 +139,10 @@ class CocSource:
         `camera` (fnumber only): sensor_width_mm, focal_length_mm, focus_distance_m as api.coc.camera checked them,
         each used over the sample's metadata value (as deblur's over the EXIF)."""
         check_camera_use(camera, kind)
+        try:  # as the CLI and the API check it; here for a caller from Python
+            camera = checked_camera(camera or {})
+        except ValueError as exc:
+            raise CocError(str(exc)) from None
         if kind is None:
             if model_path is not None or bound is not None:
                 raise CocError(f"{'--coc-model' if model_path is not None else '--coc-bound'} is given without --coc")
