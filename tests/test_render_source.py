@@ -277,15 +277,23 @@ def test_cli_render_options_reach_ingest(tmp_path, monkeypatch):
     assert bad.exit_code == 2 and all(f"'{k}'" in bad.output for k in ("metric", "relative", "inverse"))
     result = runner.invoke(app, ["ingest", "--out", str(tmp_path / "o"), "--render", str(tmp_path), "--render-depth",
                                  "inverse", "--render-f-numbers", "2,4", "--render-coc-scale", "12", "--render-focus",
-                                 "sample", "--no-render-noise", "--render-jpeg", "90", "--render-metric-scale", "0.001",
-                                 "--render-noise-photons", "40000", "--render-veil", "0.2", "--render-veil-spread", "0.5"])
+                                 "sample", "--no-render-noise", "--render-jpeg", "90", "--render-noise-photons", "40000",
+                                 "--render-veil", "0.2", "--render-veil-spread", "0.5"])
     assert result.exit_code == 1 and "stop here" in result.output
     o = seen["opts"]
     assert seen["sources"] == {"render": tmp_path} and type(o.render_depth_kind) is str
     assert (o.render_depth_kind, o.render_f_numbers, o.render_coc_scale, o.render_focus, o.render_noise,
-            o.render_jpeg_quality, o.render_ref_f_number, o.render_metric_scale, o.render_noise_photons) == (
-        "inverse", (2.0, 4.0), 12.0, "sample", False, 90, 16.0, 0.001, 40000.0)
+            o.render_jpeg_quality, o.render_ref_f_number, o.render_noise_photons) == (
+        "inverse", (2.0, 4.0), 12.0, "sample", False, 90, 16.0, 40000.0)
     assert o.render_veil == 0.2 and o.render_veil_spread == 0.5
+    # metric depth's camera (ingest refuses it beside relative or inverse depth: given but not used)
+    result = runner.invoke(app, ["ingest", "--out", str(tmp_path / "o"), "--render", str(tmp_path), "--render-depth",
+                                 "metric", "--render-metric-scale", "0.001", "--render-focal-length", "35",
+                                 "--render-sensor-width", "23.5"])
+    assert result.exit_code == 1 and "stop here" in result.output
+    o = seen["opts"]
+    assert (o.render_depth_kind, o.render_metric_scale, o.render_focal_length_mm, o.render_sensor_width_mm) == (
+        "metric", 0.001, 35.0, 23.5)
     too_much = runner.invoke(app, ["ingest", "--out", str(tmp_path / "o"), "--render", str(tmp_path), "--render-veil", "3"])
     assert too_much.exit_code == 2 and "--render-veil" in too_much.output
     assert not (tmp_path / "o").exists()

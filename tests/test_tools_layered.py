@@ -56,6 +56,8 @@ def test_the_ebb_folds_shots_get_no_registration_option(tmp_path, monkeypatch):
     assert kept == ["--bit-depth", "16", "--max-side=256"]
     assert dropped == ["--refine-warp=0.047", "--local-gain", "0.06"]
     assert without_registration(["--max-side", "64"]) == (["--max-side", "64"], [])
+    assert without_registration(["--bracket-fit=subject", "--min-align-score", "0.5"]) == (
+        [], ["--bracket-fit=subject", "--min-align-score", "0.5"])
     for sub in ("input", "target"):
         (tmp_path / "ebb" / "test" / sub).mkdir(parents=True)
 

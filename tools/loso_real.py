@@ -39,8 +39,9 @@ trained first on the same renders (as `--gate-map learned` trains it).
 `--real-pairs N` adds the real pairs of the stacks that are not held out (the other VABD scenes, the EBB train
 pairs; registered and gain-matched by ingest, `--local-gain F` per region) to the renders, weighted N times.
 `--real-arg=ARG` / `--test-arg=ARG` pass ARG to the ingest of the real training pairs / of the held-out shots
-(e.g. `--test-arg=--refine-warp=0.047`: the smooth residual warp after the rigid fit; not passed to fold `ebb`,
-whose shots are not registered: `--register none`). `--prox` scores the
+(e.g. `--test-arg=--refine-warp=0.047`: the smooth residual warp after the rigid fit; it, `--local-gain`,
+`--min-align-score` and `--bracket-fit` are not passed to fold `ebb`, whose shots are not registered: `--register
+none`). `--prox` scores the
 proximal-step baseline with the same map beside them. `--ensemble 8` scores every model as a geometric
 self-ensemble (`eval --ensemble 8`: the outputs for the 8 flips and transposes, turned back, averaged).
 A recipe whose sampler needs a CoC map (hidd-cpu's physics step) is scored with the `--gate-map` map.
@@ -178,7 +179,8 @@ def layered(base: list[str], extra: list[str]) -> list[str]:
     return [arg for pair in kept for arg in pair] + list(extra)
 
 
-REGISTRATION_ONLY = ("--refine-warp", "--local-gain")  # ingest refuses them with --register none (nothing registered)
+# ingest refuses them with --register none (nothing registered): given but not used
+REGISTRATION_ONLY = ("--refine-warp", "--local-gain", "--min-align-score", "--bracket-fit")
 
 
 def without_registration(extra: list[str]) -> tuple[list[str], list[str]]:

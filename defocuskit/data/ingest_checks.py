@@ -107,11 +107,27 @@ def _check_ranges(opts: IngestOptions) -> None:
 
 F_NUMBER_SOURCES = ("raw", "pairs")  # the sources that read --f-number-csv and --f-number-pattern
 REGISTERED_SOURCES = ("raw", "vabd", "ebb", "sdd", "pairs")  # the sources whose pairs --register registers
+BRACKET_SOURCES = ("raw", "vabd")  # the sources of aperture brackets, fitted as --bracket-fit says
+SOURCE_FIELDS = (  # (the sources that read them; IngestOptions fields, a name or a prefix ending "_"; what they need)
+    (("render",), ("render_",), "--render DIR (nothing is rendered without it)"),
+    (("synthetic",), ("synthetic_",), "--synthetic builtin (the scenes they shape)"),
+    (("cuhk-blur",), ("cuhk_",), "--cuhk-blur DIR (the source whose blur maps they read)"),
+    (("raw",), ("scene_gap_s",), "--raw-dir (the source whose folders it splits at capture gaps)"),
+    (F_NUMBER_SOURCES, ("f_number_csv", "f_number_pattern"), "--raw-dir or --pairs (the sources that read f-numbers "
+                                                            "from files)"),
+    (REGISTERED_SOURCES, ("min_align_score", "refine_warp", "local_gain"),
+     "a source whose pairs are registered (--raw-dir, --vabd, --ebb, --sdd or --pairs)"),
+    (BRACKET_SOURCES, ("bracket_fit",), "--vabd or --raw-dir (the sources of aperture brackets)"),
+)
+REGISTRATION_FIELDS = ("min_align_score", "refine_warp", "local_gain", "bracket_fit")  # read only when registering
+METRIC_FIELDS = ("render_focal_length_mm", "render_sensor_width_mm", "render_metric_scale")  # metric depth's camera
 OPTION_NAMES = {  # IngestOptions fields whose option is not "--" + the field's name with dashes
     "render_depth_kind": "--render-depth", "render_depth_colormap": "--render-colormap",
     "render_focal_length_mm": "--render-focal-length", "render_sensor_width_mm": "--render-sensor-width",
     "render_jpeg_quality": "--render-jpeg", "render_noise": "--no-render-noise",
     "render_highlights": "render_highlights (IngestOptions; no option)",
+    "synthetic_misalign_px": "--synthetic-misalign", "scene_gap_s": "--scene-gap",
+    "synthetic_ref_f_number": "synthetic_ref_f_number (IngestOptions; no option)",
 }
 
 
@@ -120,7 +136,7 @@ def option_name(field: str) -> str:
     return OPTION_NAMES.get(field, "--" + field.replace("_", "-"))
 
 
-def _given(opts: IngestOptions, names: list[str]) -> list[str]:
+def _given(opts: IngestOptions, names: list[str] | tuple[str, ...]) -> list[str]:
     """The options of the fields `names` whose value is not the IngestOptions default (given by the user)."""
     defaults = {f.name: f.default for f in fields(IngestOptions)}
     return [option_name(n) for n in names if getattr(opts, n) != defaults[n]]
@@ -128,23 +144,35 @@ def _given(opts: IngestOptions, names: list[str]) -> list[str]:
 
 def check_unused(sources: Mapping[str, object], opts: IngestOptions) -> None:
     """IngestError, one line naming the options given (not their default) that no source given would use, and
-    what they need: --render-* without --render, --f-number-csv / --f-number-pattern without --raw-dir or
-    --pairs, --refine-warp / --local-gain with --register none or without a source whose pairs are registered
-    (each was ignored, exit 0, and the manifest recorded it as if applied)."""
+    what they need: a source's own options without it (--render-*, --synthetic-*, --cuhk-*, --scene-gap without
+    --raw-dir, --f-number-csv / --f-number-pattern without --raw-dir or --pairs, --bracket-fit without --vabd or
+    --raw-dir), the registration's (--min-align-score, --refine-warp, --local-gain, --bracket-fit) with --register
+    none or without a source whose pairs are registered, and the camera of metric depth with relative or inverse
+    depth or --render-coc-scale with metric (each was ignored, exit 0, and the manifest recorded it as applied)."""
     names = [f.name for f in fields(IngestOptions)]
     unused = []
-    if "render" not in sources and (given := _given(opts, [n for n in names if n.startswith("render_")])):
-        unused.append(_needs(given, "--render DIR (nothing is rendered without it)"))
-    if not set(F_NUMBER_SOURCES) & set(sources) and (given := _given(opts, ["f_number_csv", "f_number_pattern"])):
-        unused.append(_needs(given, "--raw-dir or --pairs (the sources that read f-numbers from files)"))
-    if given := _given(opts, ["refine_warp", "local_gain"]):
-        if opts.register == AS_SHOT:
-            unused.append(_needs(given, "a registration: --register none keeps the pairs as shot (no warp, no gain)"))
-        elif not set(REGISTERED_SOURCES) & set(sources):
-            unused.append(_needs(given, "a source whose pairs are registered (--raw-dir, --vabd, --ebb, --sdd or "
-                                        "--pairs)"))
+    as_shot = _given(opts, REGISTRATION_FIELDS) if opts.register == AS_SHOT else []
+    if as_shot:
+        unused.append(_needs(as_shot, "a registration: --register none keeps the pairs as shot (no warp, no gain)"))
+    for readers, wanted, what in SOURCE_FIELDS:
+        chosen = [n for n in names if n in wanted or any(w.endswith("_") and n.startswith(w) for w in wanted)]
+        if not set(readers) & set(sources) and (given := [o for o in _given(opts, chosen) if o not in as_shot]):
+            unused.append(_needs(given, what))
+    if "render" in sources:
+        unused += _unused_by_depth(opts)
     if unused:
         raise IngestError("given but not used: " + "; ".join(unused))
+
+
+def _unused_by_depth(opts: IngestOptions) -> list[str]:
+    """--render's camera options that its depth kind does not read: the metric camera with relative or inverse
+    depth (their CoC is --render-coc-scale x the relative CoC), --render-coc-scale with metric (the thin lens)."""
+    metric = opts.render_depth_kind == "metric"
+    if not (given := _given(opts, ["render_coc_scale"] if metric else METRIC_FIELDS)):
+        return []
+    return [_needs(given, "--render-depth relative or inverse (metric depth's CoC is the thin lens's)" if metric else
+                   f"--render-depth metric (with {opts.render_depth_kind} depth the CoC is --render-coc-scale x the "
+                   "relative CoC)")]
 
 
 def _needs(options: list[str], what: str) -> str:
