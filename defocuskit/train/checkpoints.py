@@ -300,24 +300,30 @@ def written_here(path: Path, out: Path, kind: str = MODEL_FILE) -> bool:
             return False
         if kind == BEST_FILE and "best_step" not in meta:
             return False
-        if RUN_FOLDER in meta:  # absolute: a copy of the file into another folder names the folder it came from
-            folder = meta[RUN_FOLDER]
-            return os.path.isabs(folder) and os.path.samefile(folder, out)
-        folder = json.loads(meta.get("recipe", "null")).get("output_dir")
-        return isinstance(folder, str) and bool(folder) and os.path.samefile(folder, out)
-    except (ValueError, RecursionError, AttributeError, OSError):  # not a run's export, or its folder is gone
+        folder = recorded_folder(meta)
+        return folder is not None and os.path.samefile(folder, out)
+    except (ValueError, RecursionError, OSError):  # not a run's export, or its folder is gone
         return False
 
 
+def recorded_folder(meta: dict[str, str]) -> str | None:
+    """The run folder a run's model file records in its metadata `meta`: its run_folder (absolute: a copy of the file
+    into another folder names the folder it came from), else, for a file written before exports recorded it, its
+    recipe's output_dir (as given: relative to the working folder of that run); None where it records neither."""
+    if RUN_FOLDER in meta:
+        return meta[RUN_FOLDER] if os.path.isabs(meta[RUN_FOLDER]) else None
+    try:
+        folder = json.loads(meta.get("recipe", "null")).get("output_dir")
+    except (ValueError, RecursionError, AttributeError):
+        return None
+    return folder if isinstance(folder, str) and folder else None
+
+
 def _written_into(path: Path) -> str:
-    """The run folder a run's model file records (its run_folder, else its recipe's output_dir), for a message."""
+    """The run folder a run's model file records (recorded_folder), for a message."""
     from defocuskit.io.modelfile import read_metadata
 
-    meta = read_metadata(path)
-    try:
-        return meta.get(RUN_FOLDER) or str(json.loads(meta.get("recipe", "null"))["output_dir"])
-    except (ValueError, TypeError, KeyError):
-        return "no folder recorded"
+    return recorded_folder(read_metadata(path)) or "no folder recorded"
 
 
 def another_run_folder(path: Path, out: Path) -> str | None:
@@ -331,8 +337,9 @@ def another_run_folder(path: Path, out: Path) -> str | None:
     from defocuskit.io.modelfile import read_metadata
 
     try:
-        folder = read_metadata(path).get(RUN_FOLDER)
-        if not (isinstance(folder, str) and os.path.isabs(folder) and os.path.isdir(folder)):
+        meta = read_metadata(path)
+        folder = recorded_folder(meta) if RUN_FOLDER in meta else None  # a recipe's output_dir may be relative
+        if folder is None or not os.path.isdir(folder):
             return None
         original = Path(folder) / path.name
         if os.path.samefile(folder, out) or original.is_file() and filecmp.cmp(original, path, shallow=False):
