@@ -74,3 +74,19 @@ def test_choices_and_labels_in_messages_below_the_cli():
         CocSource.create("edgee")
     with pytest.raises(EvalError, match=r"no checkpoint is labelled 'nafent' .*; did you mean 'nafnet'\?$"):
         split_label("nafent:fast", {"nafnet", "hidd"}, "--sampler")
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["train"], "Missing argument 'recipe'"),
+    (["eval", "--bogus"], "No such option: --bogus"),
+    (["ingest", "--out", "o", "--render-f-numbers", "abc"], "--render-f-numbers abc: give comma-separated numbers"),
+    (["deblur", "a.png", "--out", "o"], "Missing option '--checkpoint'"),
+    (["eval", "--baseline", "wiener", "--workers", "0"], "--workers"),
+])
+def test_usage_errors_are_one_line_naming_the_command(args, said, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args, prog_name="defocuskit")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith("error: ") and said in lines[0], lines[0]
+    assert lines[0].endswith(f"(see 'defocuskit {args[0]} --help')"), lines[0]

@@ -20,6 +20,7 @@ from defocuskit.cli.options import (
     Ssim,
     exit_before_torch,
     hide_flag_types,
+    one_line_usage_errors,
     pick,
     print_version,
     run_reporting_disk_full,
@@ -34,6 +35,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Single-image
                   epilog="Example: defocuskit demo --steps-scale 0.3  (the whole pipeline on synthetic data); each command's "
                   "--help shows its own example.")
 hide_flag_types()
+one_line_usage_errors()
 
 
 @app.callback()

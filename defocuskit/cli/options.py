@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 from enum import Enum
 from typing import Any, Callable, Iterable, Optional
 
@@ -195,6 +196,27 @@ def hide_flag_types() -> None:
 
     display_type_rich.hides_flags = True  # type: ignore[attr-defined]
     TyperOption.display_type_rich = display_type_rich
+
+
+def one_line_usage_errors() -> None:
+    """A usage error (missing argument, unknown option, bad value) is one line on stderr, `error: MESSAGE (see
+    'defocuskit CMD --help')`, as every other refusal is, instead of Typer's usage lines and boxed panel, which wraps
+    the message over several lines at the terminal's width; the exit code stays click's (2)."""
+    from typer import rich_utils
+
+    if getattr(rich_utils.rich_format_error, "one_line", False):
+        return
+
+    def format_error(exc: Any) -> None:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help page is the answer (Typer prints it)
+            return
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        print(f"error: {message[:-1] if message.endswith('.') else message}{hint}", file=sys.stderr)
+
+    format_error.one_line = True  # type: ignore[attr-defined]
+    rich_utils.rich_format_error = format_error
 
 
 def set_threads(threads: int | None) -> None:
