@@ -443,3 +443,17 @@ def test_an_ingest_that_keeps_only_references_fails_naming_the_rejects(tmp_path,
     shard_urls(tmp_path / "out")  # a reader names the failure, not an unfinished run to repeat
     err = capsys.readouterr().err
     assert "its ingest failed: no blurred shot written" in err and "run the same ingest command" not in err
+
+
+def test_the_roots_own_shots_are_named_after_the_folder_as_given(tmp_path, monkeypatch):
+    """A link to a card's folder names the scene after the link the user gave, not the card's `100CANON`; `.` after
+    the working folder."""
+    card = tmp_path / "card" / "100CANON"
+    _shot(card / "IMG_1.jpg", 16.0)
+    _shot(card / "IMG_2.jpg", 2.8, blur=1.5)
+    (tmp_path / "garden").symlink_to(card, target_is_directory=True)
+    keys = [t.key for t in raw_source.list_tasks(tmp_path / "garden", IngestOptions()) if isinstance(t, Task)]
+    assert keys == ["raw/garden/IMG_1", "raw/garden/IMG_2"], keys
+    monkeypatch.chdir(card)
+    assert [t.key for t in raw_source.list_tasks(Path("."), IngestOptions()) if isinstance(t, Task)] == \
+        ["raw/100CANON/IMG_1", "raw/100CANON/IMG_2"]

@@ -94,8 +94,8 @@ def _free(part: str, taken: set[str]) -> str:
 
 def _scene_name(folder: Path, root: Path, taken: set[str]) -> str:
     rel = folder.relative_to(root).parts
-    if not rel:  # the root's own shots: named after it, unless a subfolder of it has that name
-        return _free(safe_name(root.resolve().name), taken)
+    if not rel:  # the root's own shots: named after it as given ('.' made absolute; a link is not followed to its
+        return _free(safe_name(Path(os.path.abspath(root)).name), taken)  # target's name), unless a subfolder has it
     return "/".join(safe_name(part) for part in rel)
 
 
