@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from defocuskit.cli.app import app
 from defocuskit.config.recipe import DataConfig
 from defocuskit.data import reader
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.sample import IngestError, IngestOptions
 from defocuskit.io.images import write_image
 from defocuskit.methods import get_method
 from defocuskit.methods.ifan import dual_pixel_loss
@@ -62,7 +64,10 @@ def test_ingest_stores_the_views_only_when_asked(tmp_path):
         np.testing.assert_array_equal(s["right"], right)
         assert any(o.endswith("_L.png") for o in s["meta"]["origin"])
     res = ingest("--synthetic", "builtin", "--dual-pixel", "--out", str(tmp_path / "no"))
-    assert res.exit_code == 2 and "--dual-pixel stores DPDD's dual-pixel views" in res.output
+    assert res.exit_code == 1 and "--dual-pixel needs --dpdd DIR (it stores DPDD's dual-pixel views)" in res.output
+    assert not (tmp_path / "no").exists()
+    with pytest.raises(IngestError, match="--dual-pixel needs --dpdd"):  # from Python too, where it was ignored
+        run_ingest({"synthetic": "builtin"}, IngestOptions(out=str(tmp_path / "py"), dual_pixel=True))
     res = ingest("--dpdd", str(tmp_path / "dpdd"), "--out", str(tmp_path / "plain"), "--max-side", "24")
     assert res.exit_code == 0, res.output
     assert all(s["left"] is None and s["right"] is None for s in reader.iter_samples(tmp_path / "plain"))

@@ -118,8 +118,6 @@ def ingest_cmd(
         raise typer.BadParameter(f"--refine-warp is a fraction of the long side in [0, 0.5], not {refine_warp}")
     if not 0.0 <= local_gain <= 0.5:
         raise typer.BadParameter(f"--local-gain is a fraction of the long side in [0, 0.5], not {local_gain}")
-    if dual_pixel and dpdd is None:
-        raise typer.BadParameter("--dual-pixel stores DPDD's dual-pixel views: give --dpdd DIR with it")
     opts = IngestOptions(
         out=str(out), workers=workers, shard_size=shard_size, max_side=max_side, patch=patch, stride=stride,
         min_sharpness=min_sharpness, bit_depth=value(bit_depth), split_by=value(split_by), test_fraction=test_fraction,

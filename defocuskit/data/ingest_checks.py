@@ -118,6 +118,7 @@ SOURCE_FIELDS = (  # (the sources that read them; IngestOptions fields, a name o
     (REGISTERED_SOURCES, ("min_align_score", "refine_warp", "local_gain"),
      "a source whose pairs are registered (--raw-dir, --vabd, --ebb, --sdd or --pairs)"),
     (BRACKET_SOURCES, ("bracket_fit",), "--vabd or --raw-dir (the sources of aperture brackets)"),
+    (("dpdd",), ("dual_pixel",), "--dpdd DIR (it stores DPDD's dual-pixel views)"),
 )
 REGISTRATION_FIELDS = ("min_align_score", "refine_warp", "local_gain", "bracket_fit")  # read only when registering
 METRIC_FIELDS = ("render_focal_length_mm", "render_sensor_width_mm", "render_metric_scale")  # metric depth's camera
@@ -146,9 +147,10 @@ def check_unused(sources: Mapping[str, object], opts: IngestOptions) -> None:
     """IngestError, one line naming the options given (not their default) that no source given would use, and
     what they need: a source's own options without it (--render-*, --synthetic-*, --cuhk-*, --scene-gap without
     --raw-dir, --f-number-csv / --f-number-pattern without --raw-dir or --pairs, --bracket-fit without --vabd or
-    --raw-dir), the registration's (--min-align-score, --refine-warp, --local-gain, --bracket-fit) with --register
-    none or without a source whose pairs are registered, and the camera of metric depth with relative or inverse
-    depth or --render-coc-scale with metric (each was ignored, exit 0, and the manifest recorded it as applied)."""
+    --raw-dir, --dual-pixel without --dpdd), the registration's (--min-align-score, --refine-warp, --local-gain,
+    --bracket-fit) with --register none or without a source whose pairs are registered, and the camera of metric
+    depth with relative or inverse depth or --render-coc-scale with metric (each was ignored, exit 0, and the
+    manifest recorded it as applied)."""
     names = [f.name for f in fields(IngestOptions)]
     unused = []
     as_shot = _given(opts, REGISTRATION_FIELDS) if opts.register == AS_SHOT else []
