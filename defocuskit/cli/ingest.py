@@ -73,7 +73,7 @@ def ingest_cmd(
     render_coc_scale: Optional[float] = typer.Option(None, "--render-coc-scale", rich_help_panel=RENDERING, help="--render, relative/inverse depth: CoC in px at f/1 per unit of relative CoC, at the rendered size (default: the calibrated fraction of the longer side)."),
     render_focal_length: float = typer.Option(50.0, "--render-focal-length", rich_help_panel=RENDERING, help="--render, metric depth: focal length (mm)."),
     render_sensor_width: float = typer.Option(36.0, "--render-sensor-width", rich_help_panel=RENDERING, help="--render, metric depth: sensor width (mm)."),
-    render_metric_scale: float = typer.Option(65.535, "--render-metric-scale", rich_help_panel=RENDERING, help="--render, metric depth: metres per decoded unit (a 16-bit PNG in mm: 65.535)."),
+    render_metric_scale: Optional[float] = typer.Option(None, "--render-metric-scale", rich_help_panel=RENDERING, help="--render, metric depth: metres per decoded unit (default by the map's sample type: 1 for a float TIFF or .npy array, read as its values, in metres; 65.535 for an 8/16-bit image, read as 0-1: a 16-bit PNG in mm)."),
     render_focus: str = typer.Option("auto", "--render-focus", rich_help_panel=RENDERING, help="--render: auto (focal/ mask where there is one, else a seeded depth percentile) | mask | sample | a depth value."),
     render_noise: bool = typer.Option(True, "--render-noise/--no-render-noise", rich_help_panel=RENDERING, help="--render: sensor noise on the rendered shots."),
     render_noise_photons: float = typer.Option(4000.0, "--render-noise-photons", rich_help_panel=RENDERING, min=1.0, help="--render: photons at full scale of the sensor noise (more photons, less noise)."),
