@@ -158,3 +158,18 @@ def test_a_float_or_16_bit_false_colour_depth_decodes_as_its_8_bit_copy():
     assert np.abs(decode_depth(np.rint(rgb * 65535).astype(np.uint16), "auto") - eight).max() <= 1 / 255 + 1e-6
     with pytest.raises(DepthError, match="d.tif: a float colour depth image with samples from"):
         decode_depth(rgb * 300, "Spectral", name="d.tif")
+
+
+def test_a_relative_map_beyond_1_needs_its_coc_scale_and_a_metric_focus_value_is_metres(tmp_path):
+    """A relative map of 0 to 300 with the default --render-coc-scale (fitted on maps in 0-1) would render 300 times
+    the blur: a reject line saying what to give. A metric `--render-focus 4` is 4 m, for a 16-bit PNG in mm (it was
+    4 x 65.535 m) as for a float map in metres."""
+    shots, rejects = ingest(folder(tmp_path / "rel", {"a.tif": RELATIVE * 300, "b.tif": RELATIVE}), tmp_path / "o1")
+    assert set(shots) == {"b"} and "give --render-coc-scale" in rejects["depth/a.tif"], rejects
+    for kind, depth in (("png", np.rint(METRES * 1000).astype(np.uint16)), ("tif", METRES)):
+        shots, rejects = ingest(folder(tmp_path / kind, {f"a.{kind}": depth}), tmp_path / f"o-{kind}", **METRIC,
+                                render_focus="4")
+        assert not rejects and shots["a"]["meta"]["focus_distance_m"] == pytest.approx(4.0, abs=1e-3), rejects
+        coc = signed_coc(shots["a"])
+        in_focus = np.argmin(np.abs(METRES[0] - 4.0))
+        assert abs(coc[:, in_focus]).max() < 0.3 < abs(coc[:, 0]).min(), kind  # sharp at 4 m, not at 1.5 m

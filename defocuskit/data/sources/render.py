@@ -17,7 +17,7 @@ monocular networks and the fixtures' Spectral false-colour maps give), "inverse"
 
 Focus (`opts.render_focus`): "mask" (median depth under the focal mask), "sample" (a depth percentile
 drawn uniformly in 5-95 per scene from (seed, stem)), a number (a depth value in the map's units;
-metres for metric depth), or "auto" (the mask where `focal/` has one, else sampled).
+metres for metric depth, whatever `render_metric_scale`), or "auto" (the mask where `focal/` has one, else sampled).
 
 Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) = k / N * c with c the
 signed relative CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at
@@ -82,6 +82,7 @@ CAMERA = "defocuskit thin-lens renderer"
 # (VABD, EBB; 0.011-0.10 between them: a monocular depth map's units differ per scene)
 DEFAULT_K_FRACTION = 0.043
 FOCUS_PERCENTILES = (5.0, 95.0)
+FOCUS_CHOICES = ("auto", "mask", "sample")  # --render-focus by the map; else a depth value
 DEPTH_ARRAYS = (".npz", ".exr", ".pfm", ".h5", ".hdf5", ".mat")  # depth formats of other tools, not read
 INTEGER_METRES_PER_UNIT = 65.535  # metric depth of an 8/16-bit image (decoded to 0-1): a 16-bit PNG in mm
 VALUE_METRES_PER_UNIT = 1.0  # metric depth read as values (float TIFF, .npy): metres
@@ -236,6 +237,19 @@ def coc_scale(opts: IngestOptions, shape: tuple[int, int]) -> float:
     return DEFAULT_K_FRACTION * max(shape)
 
 
+def check_units(path: str, values: np.ndarray, as_values: bool, opts: IngestOptions) -> None:
+    """RejectError naming `path` for a relative or inverse map read as its values (a float TIFF, a .npy array) that
+    reaches beyond 0-1 while `render_coc_scale` is its default: that scale was fitted on maps in 0-1, so such a map's
+    units would set the blur (a depth estimator's 0-300 map: 300 times too much)."""
+    if not as_values or opts.render_depth_kind == "metric" or opts.render_coc_scale is not None:
+        return
+    lo, hi = float(values.min()), float(values.max())
+    if lo < -1e-3 or hi > 1.0 + 1e-3:
+        raise RejectError(path, f"{opts.render_depth_kind} depth values from {lo:.4g} to {hi:.4g}: the default "
+                                "--render-coc-scale is for maps in 0-1; give --render-coc-scale (CoC px at f/1 per "
+                                "unit of these values) or scale the map into 0-1")
+
+
 def metric_scale(opts: IngestOptions, as_values: bool = False) -> float:
     """Metres per decoded unit of a metric depth map: `render_metric_scale`, or by default by the map's sample type:
     VALUE_METRES_PER_UNIT for a map read as its values (`as_values`: a float TIFF, a .npy array, in metres), else
@@ -282,8 +296,11 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str,
     linear = _shrink(srgb_to_linear(to_float(photo)), shape)
     values, as_values = read_depth(paths["depth"], shape, opts.render_depth_colormap, photo.shape)
     scale = metric_scale(opts, as_values)
+    check_units(paths["depth"], values, as_values, opts)
     mask = read_mask(paths["focal"], shape, photo.shape) if "focal" in paths else None
     focus = choose_focus(values, opts.render_focus, mask, int(opts.seed), stem, paths.get("focal"))
+    if opts.render_depth_kind == "metric" and opts.render_focus not in FOCUS_CHOICES:
+        focus /= scale  # a metric focus is given in metres: in the map's units
     try:
         unit = unit_coc(values, focus, opts, scale)
     except ValueError as exc:  # metric: a focus at or before the focal length
