@@ -113,11 +113,12 @@ def test_a_photo_or_map_in_a_format_the_renderer_cannot_read_is_a_reject_line(tm
 
 
 def test_a_depth_array_file_is_a_reject_line_naming_it(tmp_path):
-    """A depth map saved as .npy (or .exr, .pfm) was passed over: its photo's line said "no depth map depth/a.*"
-    with depth/a.npy right there."""
+    """A depth map saved as .exr or .pfm (.npy is read: test_render_depth_files) was passed over: its photo's line
+    said "no depth map depth/a.*" with depth/a.pfm right there."""
     root = folder(tmp_path / "photos", {"ok": ramp(), "arr": ramp()})
     (root / "depth" / "arr.png").unlink()
-    np.save(root / "depth" / "arr.npy", np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64))
+    (root / "depth" / "arr.pfm").write_bytes(b"Pf\n64 48\n-1.0\n" + bytes(4 * 48 * 64))
     scenes, rejects = ingest(root, tmp_path / "out")
     assert scenes == {"ok"}
-    assert rejects["depth/arr.npy"].startswith("a depth array (.npy) is not read: save it as a 16-bit PNG"), rejects
+    assert rejects["depth/arr.pfm"].startswith("a depth array (.pfm) is not read: save it as a 16-bit PNG, a float "
+                                               "TIFF or a .npy array"), rejects

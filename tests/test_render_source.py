@@ -286,6 +286,7 @@ def test_cli_render_options_reach_ingest(tmp_path, monkeypatch):
             o.render_jpeg_quality, o.render_ref_f_number, o.render_noise_photons) == (
         "inverse", (2.0, 4.0), 12.0, "sample", False, 90, 16.0, 40000.0)
     assert o.render_veil == 0.2 and o.render_veil_spread == 0.5
+    assert o.render_metric_scale is None  # by the depth map's sample type (not given: not refused as unused)
     # metric depth's camera (ingest refuses it beside relative or inverse depth: given but not used)
     result = runner.invoke(app, ["ingest", "--out", str(tmp_path / "o"), "--render", str(tmp_path), "--render-depth",
                                  "metric", "--render-metric-scale", "0.001", "--render-focal-length", "35",

@@ -25,6 +25,7 @@ from defocuskit.data.sources.layout import check_layout
 from defocuskit.data.stamps import Stamps
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
+OLD_METRIC_SCALE = 65.535  # IngestOptions.render_metric_scale's default before None (by the depth map's sample type)
 
 
 def first_file(task: Task) -> str:
@@ -55,6 +56,10 @@ def content_options(opts: IngestOptions) -> dict[str, Any]:
             d.pop(k)
     if d["bracket_fit"] == "frame":  # likewise
         d.pop("bracket_fit")
+    if d["render_metric_scale"] is None and d["render_depth_kind"] != "metric":
+        # not read without metric depth: fingerprinted as its old default, so folders ingested before keep their
+        # fingerprints (metric depth's None renders again: a float map's 1 m per unit was 65.535 m before)
+        d["render_metric_scale"] = OLD_METRIC_SCALE
     return d
 
 

@@ -133,7 +133,8 @@ class IngestOptions:
     render_coc_scale: float | None = None  # relative/inverse depth: k, CoC px at f/1 per unit; None = calibrated
     render_focal_length_mm: float = 50.0  # metric depth: the camera
     render_sensor_width_mm: float = 36.0  # metric depth: pixel pitch = sensor width / image width
-    render_metric_scale: float = 65.535  # metric depth: metres per decoded unit (16-bit PNG in mm: 65.535)
+    render_metric_scale: float | None = None  # metric depth: metres per decoded unit; None: by the map's sample type
+    # (1 for a float TIFF or .npy array in metres, 65.535 for an 8/16-bit image: a 16-bit PNG in mm)
     render_focus: str = "auto"  # "auto" (mask where focal/ has one, else sampled), "mask", "sample", or a depth value
     render_noise: bool = True  # Poisson-Gaussian sensor noise on the rendered shot
     render_noise_photons: float = 4000.0  # photons at full scale (the noise level: more photons, less noise)

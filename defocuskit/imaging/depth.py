@@ -51,7 +51,7 @@ def _invert_lut(rgb: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def detect_colormap(rgb: np.ndarray) -> str | None:
-    """The colormap of COLORMAPS that explains a false-colour depth image (RGB), or None. A map and its
+    """The colormap of COLORMAPS that explains a false-colour depth image (RGB in 0-255), or None. A map and its
     reverse ("_r") hold the same colours: the direction is the plain map's (value 0 at its first colour)."""
     best, best_err = None, _LUT_TOLERANCE
     sample = rgb[:: max(1, rgb.shape[0] // 128), :: max(1, rgb.shape[1] // 128)]
@@ -65,8 +65,9 @@ def detect_colormap(rgb: np.ndarray) -> str | None:
 def decode_depth(image: np.ndarray, colormap: str | None = "auto", name: str = "depth") -> np.ndarray:
     """A depth image (H, W) or (H, W, 3) RGB -> float32 (H, W) values.
 
-    Grey 8/16-bit images give value / (2^bits - 1); float images are kept; colour images are inverted
-    through `colormap` ("auto": detected among COLORMAPS) to [0, 1]. `name` is used in errors.
+    Grey 8/16-bit images give value / (2^bits - 1); grey float images (a float TIFF's or an array's values, any
+    range) are kept; colour images (8/16-bit, or float in 0-1) are inverted through `colormap` ("auto": detected
+    among COLORMAPS) to [0, 1]. `name` is used in errors.
     """
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[2] == 4:
@@ -81,11 +82,18 @@ def decode_depth(image: np.ndarray, colormap: str | None = "auto", name: str = "
         return a.astype(np.float32)
     if a.ndim != 3 or a.shape[2] != 3:
         raise DepthError(f"{name}: expected a grey or RGB depth image, got shape {a.shape}")
-    cmap = detect_colormap(a) if colormap == "auto" else colormap
+    if a.dtype.kind == "f":  # a float false-colour image: its colours in 0-1
+        lo, hi = float(a.min()), float(a.max())
+        if not (-1e-3 <= lo and hi <= 1.0 + 1e-3):
+            raise DepthError(f"{name}: a float colour depth image with samples from {lo:.6g} to {hi:.6g}: a "
+                             "false-colour map's colours are 0 to 1 (a depth of values is one grey channel)")
+        rgb = np.clip(a.astype(np.float32), 0.0, 1.0) * 255.0
+    else:
+        rgb = a.astype(np.float32) * (255.0 / 65535.0 if a.dtype == np.uint16 else 1.0)
+    cmap = detect_colormap(rgb) if colormap == "auto" else colormap  # in 0-255 (a 16-bit map's were clipped)
     if cmap is None:
         raise DepthError(f"{name}: a colour depth image in no known colormap ({', '.join(COLORMAPS)}); "
                          "name its colormap (ingest --render-colormap NAME)")
-    rgb = a.astype(np.float32) * (255.0 / 65535.0 if a.dtype == np.uint16 else 1.0)
     lut = colormap_lut(cmap)
     err = _invert_lut(rgb[:: max(1, rgb.shape[0] // 128), :: max(1, rgb.shape[1] // 128)], lut)[1]
     if err <= 3 * _LUT_TOLERANCE:  # judged on a sample first: an image in no colormap is refused before its pixels

@@ -104,10 +104,11 @@ def is_monochrome(arr: np.ndarray) -> bool:
     return bool(np.array_equal(arr[:, :, 0], arr[:, :, 1]) and np.array_equal(arr[:, :, 1], arr[:, :, 2]))
 
 
-def read_image_channels(path: str | Path) -> np.ndarray:
+def read_image_channels(path: str | Path, float_values: bool = False) -> np.ndarray:
     """Read an image in the channels it has: (H, W, 1) gray, (H, W, 3) RGB or (H, W, 4) RGBA, uint8 or uint16
     (a camera RAW file: RGB), turned as it displays (its EXIF Orientation applied, as for RAW); the errors of
-    `read_image`."""
+    `read_image`. Float samples (a float TIFF) are read as 0 to 1 (16 bits); with `float_values` they are kept as
+    float32 values of any range (depth maps), NaN and inf refused either way."""
     path = Path(path)
     if is_raw(path):
         _check_readable(path)
@@ -132,6 +133,8 @@ def read_image_channels(path: str | Path) -> np.ndarray:
         if arr.dtype in (np.float32, np.float64):
             if not np.isfinite(arr).all():
                 raise ImageError(path, "float samples hold NaN or inf")
+            if float_values:
+                return _oriented(arr.astype(np.float32), orientation, path)
             lo, hi = float(arr.min()), float(arr.max())
             if not (-FLOAT_SLACK <= lo and hi <= 1.0 + FLOAT_SLACK):  # 0..255 floats read as all white before
                 raise ImageError(path, f"float samples from {lo:.6g} to {hi:.6g}: read as 0 to 1 (scale it into "
@@ -139,6 +142,11 @@ def read_image_channels(path: str | Path) -> np.ndarray:
             arr = np.clip(np.rint(arr * 65535.0), 0, 65535).astype(np.uint16)
         else:
             raise ImageError(path, f"unsupported sample type {arr.dtype}")
+    return _oriented(arr, orientation, path)
+
+
+def _oriented(arr: np.ndarray, orientation: int, path: str | Path) -> np.ndarray:
+    """OpenCV's decoded (H, W) or (H, W, 1|3|4) BGR(A) as (H, W, C) RGB(A), turned as EXIF `orientation` says."""
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
         raise ImageError(path, f"unsupported image shape {arr.shape}")

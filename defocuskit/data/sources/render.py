@@ -10,12 +10,14 @@ value where the focus is (no blur to render); a folder without `image/` or `dept
 
 Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most
 monocular networks and the fixtures' Spectral false-colour maps give), "inverse" (disparity: larger
-= nearer) or "metric" (metres = decoded value x `render_metric_scale`). Grey 8/16-bit PNGs or
-false-colour maps (`render_depth_colormap`, "auto" = detected) are read by `imaging.depth.decode_depth`.
+= nearer) or "metric" (metres = decoded value x `render_metric_scale`; None: by the map's sample type,
+`metric_scale`). Grey 8/16-bit images decode to value / (2^bits - 1), false-colour maps
+(`render_depth_colormap`, "auto" = detected) to 0-1 (`imaging.depth.decode_depth`); float TIFFs and
+`.npy` arrays are read as their values (`io.depth_files`).
 
 Focus (`opts.render_focus`): "mask" (median depth under the focal mask), "sample" (a depth percentile
 drawn uniformly in 5-95 per scene from (seed, stem)), a number (a depth value in the map's units;
-metres for metric depth), or "auto" (the mask where `focal/` has one, else sampled).
+metres for metric depth, whatever `render_metric_scale`), or "auto" (the mask where `focal/` has one, else sampled).
 
 Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) = k / N * c with c the
 signed relative CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at
@@ -67,8 +69,9 @@ from defocuskit.imaging.depth import (
     signed_relative_coc,
 )
 from defocuskit.imaging.optics import pixel_pitch_um, signed_coc_diameter_mm
+from defocuskit.io.depth_files import ARRAY_EXTENSIONS, read_depth_file
 from defocuskit.io.formats import RASTER_EXTENSIONS, ImageError
-from defocuskit.io.images import from_float, read_image, srgb_to_linear, to_float
+from defocuskit.io.images import as_rgb, from_float, is_monochrome, read_image, srgb_to_linear, to_float
 
 NAME = "render"
 TITLE = "photos with depth"
@@ -79,7 +82,10 @@ CAMERA = "defocuskit thin-lens renderer"
 # (VABD, EBB; 0.011-0.10 between them: a monocular depth map's units differ per scene)
 DEFAULT_K_FRACTION = 0.043
 FOCUS_PERCENTILES = (5.0, 95.0)
-DEPTH_ARRAYS = (".npy", ".npz", ".exr", ".pfm", ".h5", ".hdf5", ".mat")  # depth formats of other tools, not read
+FOCUS_CHOICES = ("auto", "mask", "sample")  # --render-focus by the map; else a depth value
+DEPTH_ARRAYS = (".npz", ".exr", ".pfm", ".h5", ".hdf5", ".mat")  # depth formats of other tools, not read
+INTEGER_METRES_PER_UNIT = 65.535  # metric depth of an 8/16-bit image (decoded to 0-1): a 16-bit PNG in mm
+VALUE_METRES_PER_UNIT = 1.0  # metric depth read as values (float TIFF, .npy): metres
 ASPECT_SLACK = 0.03  # a depth map's or mask's aspect ratio may differ this much from its photo's (a network's
 # output sides rounded to a multiple of 14 or 32); more is another framing or a turned map, not a smaller copy
 
@@ -111,15 +117,15 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     photos = photo_folder(root)
     yield from layout.unused_images(NAME, root, (photos, "depth", "focal"), USES)
     images, twins = images_by_stem(root / photos, RASTER_EXTENSIONS, NAME)
-    depths, depth_twins = images_by_stem(root / "depth", RASTER_EXTENSIONS, NAME)
+    depths, depth_twins = images_by_stem(root / "depth", {*RASTER_EXTENSIONS, *ARRAY_EXTENSIONS}, NAME)
     focals, focal_twins = images_by_stem(root / "focal", RASTER_EXTENSIONS, NAME)
     yield from twins + depth_twins + focal_twins
     for path in (p for sub in (photos, "depth", "focal") for p in list_images(root / sub, UNSUPPORTED_EXTENSIONS)):
         yield Rejected(NAME, str(path), f"unsupported image format ({path.suffix.lower()}): convert it to TIFF, PNG "
                                         "or JPEG")
     for path in list_images(root / "depth", DEPTH_ARRAYS):
-        yield Rejected(NAME, str(path), f"a depth array ({path.suffix.lower()}) is not read: save it as a 16-bit PNG "
-                                        "or a float TIFF (values in 0-1)")
+        yield Rejected(NAME, str(path), f"a depth array ({path.suffix.lower()}) is not read: save it as a 16-bit PNG, "
+                                        "a float TIFF or a .npy array (numpy.save)")
     for stem in sorted(set(depths) - set(images)):
         yield Rejected(NAME, str(depths[stem]), f"no photo {photos}/{stem}.* for this depth map")
     for stem, image in images.items():
@@ -180,15 +186,22 @@ def check_aspect(path: str, what: str, size: tuple[int, ...], photo: tuple[int, 
 
 
 def read_depth(path: str, shape: tuple[int, int], colormap: str = "auto",
-               photo: tuple[int, ...] | None = None) -> np.ndarray:
-    """A depth image decoded to values (imaging.depth.decode_depth) at `shape`; RejectError if unreadable or
-    (given the `photo`'s shape) of another aspect ratio."""
+               photo: tuple[int, ...] | None = None) -> tuple[np.ndarray, bool]:
+    """A depth map decoded to values (imaging.depth.decode_depth) at `shape`, and whether they are the file's own
+    values (a float TIFF, a .npy array) rather than an 8/16-bit image's 0-1; RejectError if unreadable, NaN or inf,
+    or (given the `photo`'s shape) of another aspect ratio."""
     try:
-        values = decode_depth(_read(path), colormap, name=Path(path).name)
+        samples = read_depth_file(path)
+    except ImageError as exc:
+        raise RejectError(exc.path, exc.reason) from exc
+    as_values = samples.dtype == np.float32 and is_monochrome(samples)  # a float colour map decodes to 0-1
+    try:
+        values = decode_depth(samples[:, :, 0] if samples.shape[2] == 1 else as_rgb(samples), colormap,
+                              name=Path(path).name)
     except DepthError as exc:
         raise RejectError(path, str(exc)) from exc
     check_aspect(path, "depth map", values.shape, photo)
-    return _shrink(values.astype(np.float32), shape)
+    return _shrink(values.astype(np.float32), shape), as_values
 
 
 def read_mask(path: str, shape: tuple[int, int], photo: tuple[int, ...] | None = None) -> np.ndarray:
@@ -224,14 +237,38 @@ def coc_scale(opts: IngestOptions, shape: tuple[int, int]) -> float:
     return DEFAULT_K_FRACTION * max(shape)
 
 
-def unit_coc(values: np.ndarray, focus: float, opts: IngestOptions) -> np.ndarray:
-    """The signed CoC in px at f/1 (CoC(N) = this / N)."""
+def check_units(path: str, values: np.ndarray, as_values: bool, opts: IngestOptions) -> None:
+    """RejectError naming `path` for a relative or inverse map read as its values (a float TIFF, a .npy array) that
+    reaches beyond 0-1 while `render_coc_scale` is its default: that scale was fitted on maps in 0-1, so such a map's
+    units would set the blur (a depth estimator's 0-300 map: 300 times too much)."""
+    if not as_values or opts.render_depth_kind == "metric" or opts.render_coc_scale is not None:
+        return
+    lo, hi = float(values.min()), float(values.max())
+    if lo < -1e-3 or hi > 1.0 + 1e-3:
+        raise RejectError(path, f"{opts.render_depth_kind} depth values from {lo:.4g} to {hi:.4g}: the default "
+                                "--render-coc-scale is for maps in 0-1; give --render-coc-scale (CoC px at f/1 per "
+                                "unit of these values) or scale the map into 0-1")
+
+
+def metric_scale(opts: IngestOptions, as_values: bool = False) -> float:
+    """Metres per decoded unit of a metric depth map: `render_metric_scale`, or by default by the map's sample type:
+    VALUE_METRES_PER_UNIT for a map read as its values (`as_values`: a float TIFF, a .npy array, in metres), else
+    INTEGER_METRES_PER_UNIT (an 8/16-bit image decoded to 0-1: a 16-bit PNG in mm)."""
+    if opts.render_metric_scale is not None:
+        return float(opts.render_metric_scale)
+    return VALUE_METRES_PER_UNIT if as_values else INTEGER_METRES_PER_UNIT
+
+
+def unit_coc(values: np.ndarray, focus: float, opts: IngestOptions, scale: float | None = None) -> np.ndarray:
+    """The signed CoC in px at f/1 (CoC(N) = this / N); metric depth in metres = value x `scale` (None: that of
+    an 8/16-bit image, `metric_scale`)."""
     kind = opts.render_depth_kind
     if kind == "metric":
-        depth_m = np.maximum(values * float(opts.render_metric_scale), 1e-3)
+        scale = metric_scale(opts) if scale is None else float(scale)
+        depth_m = np.maximum(values * scale, 1e-3)
         # the focus as given: any distance beyond the focal length images (a focus at or before it has no real
         # image: signed_coc_diameter_mm's ValueError, this photo's reject line)
-        focus_m = focus * float(opts.render_metric_scale)
+        focus_m = focus * scale
         pitch = pixel_pitch_um(opts.render_sensor_width_mm, values.shape[1])
         mm = signed_coc_diameter_mm(1.0, opts.render_focal_length_mm, focus_m, depth_m)
         return (np.asarray(mm) * 1000.0 / pitch).astype(np.float32)
@@ -249,23 +286,29 @@ def added_coc(unit: np.ndarray, f_number: float, ref_f_number: float) -> np.ndar
 
 
 @functools.lru_cache(maxsize=4)
-def _scene(files: tuple[tuple[str, str], ...], stem: str, opts: IngestOptions) -> tuple[np.ndarray, np.ndarray, float]:
-    """(linear RGB with highlights restored, signed CoC px at f/1, focus value) of a photo, once per process."""
+def _scene(files: tuple[tuple[str, str], ...], stem: str,
+           opts: IngestOptions) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(linear RGB with highlights restored, signed CoC px at f/1, focus value, metres per depth unit (metric
+    depth: `metric_scale`)) of a photo, once per process."""
     paths = dict(files)
     photo = _read(paths["image"])
     shape = working_shape(photo.shape, opts.max_side)
     linear = _shrink(srgb_to_linear(to_float(photo)), shape)
-    values = read_depth(paths["depth"], shape, opts.render_depth_colormap, photo.shape)
+    values, as_values = read_depth(paths["depth"], shape, opts.render_depth_colormap, photo.shape)
+    scale = metric_scale(opts, as_values)
+    check_units(paths["depth"], values, as_values, opts)
     mask = read_mask(paths["focal"], shape, photo.shape) if "focal" in paths else None
     focus = choose_focus(values, opts.render_focus, mask, int(opts.seed), stem, paths.get("focal"))
+    if opts.render_depth_kind == "metric" and opts.render_focus not in FOCUS_CHOICES:
+        focus /= scale  # a metric focus is given in metres: in the map's units
     try:
-        unit = unit_coc(values, focus, opts)
+        unit = unit_coc(values, focus, opts, scale)
     except ValueError as exc:  # metric: a focus at or before the focal length
         raise RejectError(paths["depth"], f"focus {focus:.4g}: {exc}") from None
     if not np.abs(unit).max() >= 1e-3:  # under a thousandth of a pixel at f/1 everywhere: no blur to render
         raise RejectError(paths["depth"], f"one depth value ({focus:.4g}) everywhere, where the focus is: every "
                                           "aperture would render the photo unchanged (a blank depth map?)")
-    return restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus
+    return restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus, scale
 
 
 def scene_veil(opts: IngestOptions, stem: str) -> float:
@@ -283,7 +326,7 @@ def scene_veil(opts: IngestOptions, stem: str) -> float:
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Render the task's shot of its photo (or, for the sharp-only task, the photo through the tone pipeline)."""
     stem, f_number = task.options["stem"], task.options.get("f_number")
-    linear, unit, focus = _scene(tuple(sorted(task.files.items())), stem, opts)
+    linear, unit, focus, scale = _scene(tuple(sorted(task.files.items())), stem, opts)
     bits = 8 if str(opts.bit_depth) == "8" else 16
     jpeg = opts.render_jpeg_quality
     sharp = encode(linear, jpeg)
@@ -293,7 +336,10 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         try:
             shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
         except ValueError as exc:  # a CoC no camera gives (metric depth with an odd lens): this photo's reject line
-            raise RejectError(task.files["image"], f"at f/{f_number:g}: {exc}") from None
+            units = ("" if opts.render_depth_kind == "metric" else f" ({opts.render_depth_kind} depth: the CoC is "
+                     "--render-coc-scale px at f/1 per unit of the depth values; a map of values beyond 0-1 needs a "
+                     "smaller one)")
+            raise RejectError(task.files["image"], f"at f/{f_number:g}: {exc}{units}") from None
         shot = add_veil(shot, added_veil(scene_veil(opts, stem), f_number, opts.render_ref_f_number))
         noise = SensorNoise(photons_at_white=float(opts.render_noise_photons)) if opts.render_noise else None
         blur = from_float(encode(add_noise(shot, rng, noise), jpeg), bits)
@@ -304,7 +350,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         ref_f_number=float(opts.render_ref_f_number),
         focal_length_mm=float(opts.render_focal_length_mm) if metric else None,
         sensor_width_mm=float(opts.render_sensor_width_mm) if metric else None,
-        focus_distance_m=round(focus * float(opts.render_metric_scale), 4) if metric else None,
+        focus_distance_m=round(focus * scale, 4) if metric else None,
         camera=CAMERA, blur_type="defocus", bit_depth=bits, height=int(sharp.shape[0]), width=int(sharp.shape[1]),
         align={"method": "none", "score": 1.0, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]},
         gain=1.0, origin=list(task.meta.get("origin", [])),
