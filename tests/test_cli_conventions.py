@@ -344,7 +344,10 @@ def test_flags_show_no_value_type_in_help():
 
 
 @pytest.mark.parametrize(("args", "message", "code"), [
-    (["eval", "--shards", "/nope", "--baseline", "input"], "error: /nope: not a shard folder", 2),
+    (["eval", "--shards", "/nope", "--baseline", "input"], "error: /nope: no such folder: give --shards DIR", 2),
+    (["eval", "--baseline", "input"],
+     "error: shards: no such folder: give --shards DIR, a folder `defocuskit ingest --out DIR` wrote "
+     "(default: ./shards)", 2),
     (["deblur", "a.png", "--checkpoint", "/nope.safetensors", "--out", "o"],
      "error: model file not found: /nope.safetensors", 2),
     (["ingest", "--dpdd", "/nope", "--out", "o"], "error: --dpdd /nope: no such directory", 1),
@@ -353,13 +356,14 @@ def test_flags_show_no_value_type_in_help():
     (["pseudo-coc", "--checkpoint", "/nope.safetensors", "--shards", "s", "--out", "o"],
      "error: model file not found: /nope.safetensors", 2),
 ])
-def test_a_missing_path_is_reported_before_torch_is_imported(args, message, code):
+def test_a_missing_path_is_reported_before_torch_is_imported(args, message, code, tmp_path):
     import subprocess
     import sys
 
     script = ("import sys\nfrom defocuskit.cli.app import main\nsys.argv = ['defocuskit', *sys.argv[1:]]\n"
               "try:\n    main()\nexcept SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)\n")
-    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)  # no ./shards there
     printed = proc.stderr.strip()  # every command's error goes to stderr
     assert printed.startswith(message) and proc.stdout.strip().endswith(f"exit {code} False"), (proc.stdout, proc.stderr)
 

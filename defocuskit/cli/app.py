@@ -258,7 +258,8 @@ def eval_cmd(
 
     exit_before_torch(not align and value(align_by) != "ecc",  # scored unregistered, exit 0, before
                       f"--align-by {value(align_by)}: how --align registers; without --align it would not be used")
-    exit_before_torch(not shards.is_dir(), f"{shards}: not a shard folder")
+    exit_before_torch(not shards.is_dir(), f"{shards}: {'not a folder' if shards.exists() else 'no such folder'}: give "
+                      "--shards DIR, a folder `defocuskit ingest --out DIR` wrote (default: ./shards)")
     from defocuskit.data.reader import ShardError
     from defocuskit.eval.config import EvalConfig, EvalError
     from defocuskit.eval.evaluate import evaluate
