@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from defocuskit.inference.files import deblur_files
 from defocuskit.io.images import write_image
 from tests.test_infer import _export_nafnet
 
@@ -41,3 +43,55 @@ def test_an_empty_value_or_argument_is_refused_not_taken_for_the_working_folder(
             f"error: {said}: an empty {'value' if said.startswith('--') else 'argument'} (an unset shell " \
             "variable?); nothing was done: give one", (args, run.stderr)
         assert sorted(p.name for p in work.iterdir()) == before and not (tmp_path / "o").exists(), args
+
+def test_deblur_out_named_like_an_image_file_is_refused(tmp_path: Path) -> None:
+    """`deblur photo.jpg --out photo-sharp.png` made a folder named photo-sharp.png (exit 0), as save_pretrained
+    refuses to; now it is refused before any work, and `NAME.png/` (or an existing folder of that name) is a folder."""
+    model = _export_nafnet(tmp_path / "model.safetensors")
+    write_image(tmp_path / "a.png", np.full((24, 32, 3), 90, np.uint8))
+    with pytest.raises(ValueError, match=r"--out .*a-sharp\.png: names a file, but deblur writes a folder"):
+        deblur_files([tmp_path / "a.png"], model, tmp_path / "a-sharp.png", progress=False)
+    assert not (tmp_path / "a-sharp.png").exists()
+    written = deblur_files([tmp_path / "a.png"], model, f"{tmp_path / 'a-sharp.png'}/", progress=False)
+    assert written == [tmp_path / "a-sharp.png" / "a.png"]
+    assert deblur_files([tmp_path / "a.png"], model, tmp_path / "a-sharp.png", progress=False) == written
+
+def test_deblur_into_the_photos_own_folder_runs_again(tmp_path: Path, monkeypatch) -> None:
+    """`deblur photos/ --out photos/` wrote photos/a.png for photos/a.jpg; the same command again (after a kill, as
+    the README says it finishes one) took a.png for a photo and stopped: 'a.png and a.jpg would both be written as
+    a.png; rename one'. A folder or pattern no longer takes the outputs --out's deblur.json lists."""
+    from defocuskit.inference import files
+
+    model = _export_nafnet(tmp_path / "model.safetensors")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b"):
+        write_image(photos / f"{name}.jpg", np.full((24, 32, 3), 90, np.uint8))
+    real = files.write_output
+    calls = []
+
+    def killed_after_one(dest, data, listed):
+        if calls:
+            raise KeyboardInterrupt  # the run stops after its first image, as a kill would
+        calls.append(dest)
+        real(dest, data, listed)
+
+    monkeypatch.setattr(files, "write_output", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        deblur_files([photos], model, photos, progress=False)
+    monkeypatch.setattr(files, "write_output", real)
+    assert sorted(p.name for p in photos.iterdir() if not p.name.startswith(".")) == \
+        ["a.jpg", "a.png", "b.jpg", "deblur.json"]
+    written = deblur_files([photos], model, photos, progress=False)  # the same command finishes it
+    assert sorted(p.name for p in written) == ["a.png", "b.png"]
+    with pytest.raises(ValueError, match=r"\*\.png: no such file, and no image file matches it as a pattern but the "
+                                         r"outputs of an earlier deblur into --out"):
+        deblur_files([str(photos / "*.png")], model, photos, progress=False)
+
+def test_deblur_names_a_pipe_given_as_a_photo_as_one(tmp_path: Path) -> None:
+    """A pipe (or /dev/null) given as an input was 'no such file or folder'; it is there, and is named as what it
+    is."""
+    model = _export_nafnet(tmp_path / "model.safetensors")
+    os.mkfifo(tmp_path / "f.png")
+    with pytest.raises(ValueError, match=r"f\.png: not a regular file or folder \(a device, pipe or socket\)"):
+        deblur_files([tmp_path / "f.png"], model, tmp_path / "o", progress=False)
