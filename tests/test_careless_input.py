@@ -44,6 +44,7 @@ def test_an_empty_value_or_argument_is_refused_not_taken_for_the_working_folder(
             "variable?); nothing was done: give one", (args, run.stderr)
         assert sorted(p.name for p in work.iterdir()) == before and not (tmp_path / "o").exists(), args
 
+
 def test_deblur_out_named_like_an_image_file_is_refused(tmp_path: Path) -> None:
     """`deblur photo.jpg --out photo-sharp.png` made a folder named photo-sharp.png (exit 0), as save_pretrained
     refuses to; now it is refused before any work, and `NAME.png/` (or an existing folder of that name) is a folder."""
@@ -55,6 +56,7 @@ def test_deblur_out_named_like_an_image_file_is_refused(tmp_path: Path) -> None:
     written = deblur_files([tmp_path / "a.png"], model, f"{tmp_path / 'a-sharp.png'}/", progress=False)
     assert written == [tmp_path / "a-sharp.png" / "a.png"]
     assert deblur_files([tmp_path / "a.png"], model, tmp_path / "a-sharp.png", progress=False) == written
+
 
 def test_deblur_into_the_photos_own_folder_runs_again(tmp_path: Path, monkeypatch) -> None:
     """`deblur photos/ --out photos/` wrote photos/a.png for photos/a.jpg; the same command again (after a kill, as
@@ -88,6 +90,7 @@ def test_deblur_into_the_photos_own_folder_runs_again(tmp_path: Path, monkeypatc
                                          r"outputs of an earlier deblur into --out"):
         deblur_files([str(photos / "*.png")], model, photos, progress=False)
 
+
 def test_deblur_names_a_pipe_given_as_a_photo_as_one(tmp_path: Path) -> None:
     """A pipe (or /dev/null) given as an input was 'no such file or folder'; it is there, and is named as what it
     is."""
@@ -95,3 +98,25 @@ def test_deblur_names_a_pipe_given_as_a_photo_as_one(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "f.png")
     with pytest.raises(ValueError, match=r"f\.png: not a regular file or folder \(a device, pipe or socket\)"):
         deblur_files([tmp_path / "f.png"], model, tmp_path / "o", progress=False)
+
+
+def test_import_weights_out_under_a_file_and_a_folder_as_checkpoint_are_named(tmp_path: Path) -> None:
+    """--out afile/m.safetensors (afile a file) was converted in full, then refused as '--out ... exists (it appeared
+    while the checkpoint was converted)'; a folder given as the checkpoint was 'fold: checkpoint not found: fold'."""
+    from defocuskit.inference.release import import_release
+
+    user = tmp_path / "afile"
+    user.write_text("mine\n")
+    checkpoint = tmp_path / "release.pth"
+    checkpoint.write_bytes(b"not read: --out is refused first")
+    with pytest.raises(ValueError, match=rf"^--out {user}/m\.safetensors: {user} is a file, not a folder; give "):
+        import_release("jdrl", checkpoint, user / "m.safetensors")
+    with pytest.raises(ValueError, match=rf"^--out {user}/x/m\.safetensors: {user} is a file, not a folder"):
+        import_release("jdrl", checkpoint, user / "x" / "m.safetensors")
+    assert user.read_text() == "mine\n"
+    (tmp_path / "ckpt").mkdir()
+    with pytest.raises(ValueError, match=r"ckpt: a folder, not a checkpoint file; give the \.pth file in it$"):
+        import_release("jdrl", tmp_path / "ckpt", tmp_path / "m.safetensors")
+    with pytest.raises(ValueError, match=r"nope\.pth: checkpoint not found$"):
+        import_release("jdrl", tmp_path / "nope.pth", tmp_path / "m.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "ckpt", "release.pth"]
