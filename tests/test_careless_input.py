@@ -120,3 +120,43 @@ def test_import_weights_out_under_a_file_and_a_folder_as_checkpoint_are_named(tm
     with pytest.raises(ValueError, match=r"nope\.pth: checkpoint not found$"):
         import_release("jdrl", tmp_path / "nope.pth", tmp_path / "m.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "ckpt", "release.pth"]
+
+
+def test_demo_into_a_project_folder_leaves_its_training_run_and_report_alone(tmp_path: Path) -> None:
+    """`demo --out .` in a project whose `train nafnet` wrote runs/nafnet (the recipe's own output_dir) removed that
+    run's checkpoints and model and trained the demo's NAFNet there, exit 0; so with `eval`'s default report/. Now a
+    training run or a report that no earlier demo into --out wrote (its demo.json lists the runs it writes as it
+    starts) stops the demo before any work, naming it."""
+    import io
+
+    from rich.console import Console
+
+    from defocuskit.cli.demo import run_demo
+    from defocuskit.data.ingest import run_ingest
+    from defocuskit.data.sample import IngestOptions
+    from defocuskit.eval.config import EvalConfig
+    from defocuskit.eval.evaluate import evaluate
+
+    run = tmp_path / "runs" / "nafnet"
+    run.mkdir(parents=True)
+    _export_nafnet(run / "model.safetensors")  # the user's run: its export and metrics
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(tmp_path)): p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+
+    before = files()
+    quiet = Console(file=io.StringIO())
+    with pytest.raises(ValueError, match=rf"^{run}: a training run that no earlier demo into {tmp_path} wrote \(its "
+                                         r"demo.json does not list it\)"):
+        run_demo(tmp_path, steps_scale=0.002, size=32, workers=0, limit=1, console=quiet)
+    assert files() == before and sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    run.rename(tmp_path / "nafnet-of-the-user")
+    (tmp_path / "runs").rmdir()
+    shards = tmp_path / "nafnet-of-the-user" / "shards"
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(shards), workers=0, synthetic_size=32))
+    evaluate(shards, [], ["input"], EvalConfig(split="test", limit=1, report_dir=tmp_path / "report"))
+    before = files()  # report/ of `eval`'s default --report
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'report'}: written by another command, not by a demo"):
+        run_demo(tmp_path, steps_scale=0.002, size=32, workers=0, limit=1, console=quiet)
+    assert files() == before
