@@ -97,7 +97,7 @@ def deblur_cmd(
     inputs: list[Path] = typer.Argument(..., help="Images (PNG 8/16-bit, JPEG, TIFF or camera RAW), folders of them, "
                                         "or quoted glob patterns such as 'shots/*.NEF'."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="An exported model (.safetensors from `defocuskit train`)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: <stem>.png at the input's size and bit depth."),
+    out: str = typer.Option(..., "--out", help="Output folder: <stem>.png at the input's size and bit depth."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (diffusion methods)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler by name (hidd: released | pc | fast)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Sampler setting sampler.KEY=VALUE (repeatable)."),
@@ -157,15 +157,15 @@ def deblur_cmd(
                                gate_smooth=gate_smooth, tiling=TilingOptions(tile, overlap, max_tile_pixels, batch),
                                device=device, seed=seed, ensemble=ensemble)
     except KeyboardInterrupt:
-        print(f"interrupted: the images written so far are listed in {out / 'deblur.json'}; run the same command "
-              "again to finish", file=sys.stderr)
+        print(f"interrupted: the images written so far are listed in {Path(out) / 'deblur.json'}; run the same "
+              "command again to finish", file=sys.stderr)
         raise typer.Exit(130) from None
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
     for path in written:
         typer.echo(str(path))
-    typer.echo(f"provenance: {out / 'deblur.json'}", err=True)
+    typer.echo(f"provenance: {Path(out) / 'deblur.json'}", err=True)
 
 
 @app.command("eval", epilog="Example: defocuskit eval --shards shards/ --checkpoint runs/nafnet-tiny/model.safetensors "

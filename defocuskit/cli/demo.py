@@ -124,6 +124,37 @@ def check_demo_record(path: Path) -> None:
                          "give another --out")
 
 
+RUN_FILES = ("model.safetensors", "best.safetensors", "metrics.jsonl", "recipe.yaml", "checkpoints")  # a run's
+# (train's own files), which a demo into a run folder that holds them would remove as it starts afresh
+
+
+def check_others_work(out: Path, models: tuple[DemoModel, ...], markers: tuple[str, ...]) -> list[str]:
+    """The run folders (names under out/runs) an earlier demo into `out` wrote, as its demo.json lists them (its
+    `runs`, written as it starts, and its finished `models`). Refuses (ValueError naming it, before any work) a run
+    folder of `models` holding a training run that no earlier demo wrote (`demo --out .` in a project whose
+    `train nafnet` wrote runs/nafnet was removed and trained afresh, exit 0), and, where no demo wrote `out` (no
+    demo.json), the report or shards whose `markers` (report/report.json, ...) stand there (`eval`'s default
+    --report, an ingest's folder)."""
+    path = out / "demo.json"  # check_demo_record: absent, or an earlier demo's
+    earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    listed: set[str] = set()
+    if isinstance(earlier, dict):
+        runs, done = earlier.get("runs"), earlier.get("models")
+        listed |= {n for n in runs if isinstance(n, str)} if isinstance(runs, list) else set()
+        listed |= {m.get("name") for m in done if isinstance(m, dict)} if isinstance(done, list) else set()
+    for dm in models:
+        run = out / "runs" / dm.name
+        if dm.name not in listed and any((run / n).exists() or (run / n).is_symlink() for n in RUN_FILES):
+            raise ValueError(f"{run}: a training run that no earlier demo into {out} wrote (its demo.json does not "
+                             "list it); the demo would replace it, so it is left as it is: give another --out")
+    for marker in markers:
+        if earlier is None and ((out / marker).exists() or (out / marker).is_symlink()):
+            place = Path(marker).parent
+            raise ValueError(f"{out / place}: written by another command, not by a demo (no demo.json in {out}); the "
+                             "demo would replace it, so it is left as it is: give another --out")
+    return sorted(n for n in listed if isinstance(n, str))
+
+
 def check_numbers(minutes: float, steps_scale: float, size: int, limit: int | None, preset: str = "default") -> None:
     """ValueError naming the option, before any work: --steps-scale and --minutes not a finite positive number (NaN
     and inf failed after the ingest, or stopped every model at its first steps with exit 0), --minutes below the
@@ -221,9 +252,13 @@ def _run_held(out: Path, minutes: float, steps_scale: float, size: int, workers:
         check_run_folder(out / "runs" / dm.name)
     check_shard_folders([out / "shards", *([out / "shards-misaligned"] if any(m.data == "misaligned" for m in models)
                                            else [])])
+    # a training run, shards or a report that another command wrote where the demo writes its own (`--out .`)
+    listed = check_others_work(out, models, ("shards/manifest.json", "shards-misaligned/manifest.json"))
     check_report_folder(out / "report")  # and one in the report folder (last: its probe makes the folder)
+    check_others_work(out, (), ("report/report.json",))  # an evaluation's: not the demo's to replace
+    runs = sorted({*listed, *(dm.name for dm in models)})  # demo.json lists them before any is written
     record: dict = {"preset": preset, "size": size, "steps_scale": steps_scale, "minutes_cap": minutes, "models": [],
-                    "complete": False, "train_s": None}
+                    "runs": runs, "complete": False, "train_s": None}
     out.mkdir(parents=True, exist_ok=True)  # an earlier run's record no longer describes the runs this one replaces
     atomic_write(out / "demo.json", json.dumps(record, indent=1) + "\n")
     retire_report(out / "report")  # nor does its report: a run stopped before its evaluation leaves none

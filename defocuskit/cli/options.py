@@ -146,6 +146,38 @@ def repeated_option(command: Any, args: list[str]) -> str | None:
     return None
 
 
+def empty_value(command: Any, args: list[str]) -> str | None:
+    """The line refusing an empty value in `args` (the arguments after the click `command`'s name), else None: `--out
+    ""` or an empty argument, what an unset shell variable gives (`--out "$OUT"`), stood for the working folder (deblur
+    wrote there, ingest made it a shard folder, eval saved its report and images there), exit 0."""
+    takes: dict[str, tuple[str, int]] = {}  # option string -> (its first name, values it takes)
+    arguments: list[Any] = []
+    for param in getattr(command, "params", []):
+        if getattr(param, "param_type_name", "") == "argument":
+            arguments.append(param)
+        elif getattr(param, "param_type_name", "") == "option":
+            values = 0 if param.is_flag or getattr(param, "count", False) else param.nargs
+            takes.update({name: (param.opts[0], values) for name in (*param.opts, *param.secondary_opts)})
+    position, i, options = 0, 0, True
+    while i < len(args):
+        if options and args[i] == "--":
+            options, i = False, i + 1
+            continue
+        if options and args[i].startswith("-") and args[i] != "-":
+            name, eq, given = args[i].partition("=")
+            first, values = takes.get(name, (name, 0))
+            if "" in ([given] if eq else args[i + 1:i + 1 + values]):
+                return f"{first} '': an empty value (an unset shell variable?); nothing was done: give one"
+            i += 1 + (0 if eq else values)
+            continue
+        if args[i] == "":
+            named = [p for k, p in enumerate(arguments) if k == position or (k < position and p.nargs == -1)]
+            what = named[0].name.upper() if named else "argument"
+            return f"{what} '': an empty argument (an unset shell variable?); nothing was done: give one"
+        position, i = position + 1, i + 1
+    return None
+
+
 def command_of(group: Any, args: list[str]) -> tuple[Any, list[str]]:
     """The click command `args` (a command line without the program) invokes in `group`, and the arguments after its
     name; (None, []) where none is named (the group's own options --threads N and flags are skipped)."""
@@ -160,8 +192,8 @@ def command_of(group: Any, args: list[str]) -> tuple[Any, list[str]]:
 
 def run_reporting_disk_full(app: Any) -> None:
     """Run the Typer `app`; an exception a full disk caused, or a path that cannot be used as asked
-    (`file_fault_line`), becomes one line on stderr and exit 1 (DEFOCUSKIT_TRACEBACK=1: the traceback); a
-    single-value option given twice (`repeated_option`) is refused first (exit 2)."""
+    (`file_fault_line`), becomes one line on stderr and exit 1 (DEFOCUSKIT_TRACEBACK=1: the traceback); an empty
+    value (`empty_value`) or a single-value option given twice (`repeated_option`) is refused first (exit 2)."""
     import sys
 
     import typer.main
@@ -169,9 +201,10 @@ def run_reporting_disk_full(app: Any) -> None:
     from defocuskit.io.atomic import disk_full_line
 
     command, rest = command_of(typer.main.get_command(app), sys.argv[1:])
-    if command is not None and (twice := repeated_option(command, rest)) is not None:
-        print(f"error: {twice}", file=sys.stderr)
-        sys.exit(2)
+    for refused in (empty_value, repeated_option):
+        if command is not None and (line := refused(command, rest)) is not None:
+            print(f"error: {line}", file=sys.stderr)
+            sys.exit(2)
     try:
         app()
     except Exception as exc:

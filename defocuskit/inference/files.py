@@ -65,16 +65,23 @@ def _check_inputs(inputs: list[Path]) -> None:
                          + "\n".join(f"  {e}" for e in errors))
 
 
-def expand_inputs(items: list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+def expand_inputs(items: list[str | Path] | tuple[str | Path, ...], outputs: frozenset[Path] = frozenset()
+                  ) -> list[Path]:
     """The image files that `deblur` arguments name: a file as given; a folder -> its image files (not
-    recursive, sorted); a glob pattern (quoted, so that the shell left it) -> its image files, sorted.
+    recursive, sorted); a glob pattern (quoted, so that the shell left it) -> its image files, sorted; neither
+    taking the files of `outputs` (resolved paths: the outputs an earlier deblur into --out lists, where --out is
+    the folder of the photos themselves).
 
     Raises ImageError (one bad item) or ValueError (several, each named) for an item that is neither an
     existing file, a folder with images, nor a pattern with image matches.
     """
     def images(paths: list[Path]) -> list[Path]:
         return sorted(p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                      and not p.name.startswith("."))
+                      and not p.name.startswith(".") and p.resolve() not in outputs)
+
+    def only_outputs(paths: list[Path]) -> str:
+        return " but the outputs of an earlier deblur into --out (its deblur.json lists them)" if any(
+            p.resolve() in outputs for p in paths) else ""
 
     found: list[Path] = []
     errors: list[ImageError] = []
@@ -84,15 +91,19 @@ def expand_inputs(items: list[str | Path] | tuple[str | Path, ...]) -> list[Path
         if path.is_file():
             found.append(path)
         elif path.is_dir():
-            inside = images(list(path.iterdir()))
+            inside = images(listed := list(path.iterdir()))
             found += inside
             if not inside:
-                errors.append(ImageError(path, f"a folder without image files (looked for {kinds})"))
+                errors.append(ImageError(path, f"a folder without image files{only_outputs(listed)} (looked for "
+                                               f"{kinds})"))
+        elif path.exists():  # a pipe or a device: there, so not "no such file"
+            errors.append(ImageError(path, "not a regular file or folder (a device, pipe or socket)"))
         elif re.search(r"[*?[]", str(item)):
-            matched = images([Path(m) for m in glob.glob(str(item), recursive=True)])
+            matched = images(globbed := [Path(m) for m in glob.glob(str(item), recursive=True)])
             found += matched
             if not matched:
-                errors.append(ImageError(item, "no such file, and no image file matches it as a pattern"))
+                errors.append(ImageError(item, "no such file, and no image file matches it as a pattern"
+                                               + only_outputs(globbed)))
         else:
             errors.append(ImageError(path, "no such file or folder"))
     if len(errors) == 1:
@@ -112,6 +123,16 @@ RUN_LOCK = ".defocuskit-deblur.lock"  # in --out, held for a whole run (io.locks
 def destination(out: Path, path: Path, defocus_map: bool) -> Path:
     """Where `deblur` writes the result of input `path`."""
     return out / (f"{path.stem}_coc.png" if defocus_map else f"{path.stem}.png")
+
+
+def check_out_folder(out: str | Path) -> None:
+    """Refuse (ValueError) an `out` that does not exist yet and is named as an image file (`sharp.png`, `x.json`): it
+    was made a folder of that name (out/<stem>.png, deblur.json), exit 0. A name ending in a slash is a folder."""
+    path = Path(out)
+    slash = str(out).endswith(("/", "\\"))  # read before Path drops it: "shots.png/" names a folder
+    if not slash and not (path.exists() or path.is_symlink()) and path.suffix.lower() in (*IMAGE_EXTENSIONS, ".json"):
+        raise ValueError(f"--out {out}: names a file, but deblur writes a folder (<stem>.png for each input, "
+                         f"deblur.json): give the folder's name (or {out}/ for a folder of that name)")
 
 
 def write_output(dest: Path, data: bytes, listed: Callable[[str], None]) -> None:
@@ -185,7 +206,7 @@ def check_destinations(inputs: list[Path], out: Path, defocus_map: bool, locked:
 def deblur_files(
     inputs: list[Path],
     checkpoint: Path,
-    out: Path,
+    out: str | Path,
     *,
     steps: int | None = None,
     sampler: str | None = None,
@@ -224,12 +245,14 @@ def deblur_files(
     run does not redo.
     """
     check_ensemble(ensemble)  # a bad value fails before any work
+    check_out_folder(out)
     check_camera_use(camera, coc)
     low, high = F_NUMBER_RANGE
     if f_number is not None and not low <= f_number <= high:  # NaN fails too; inf was written to deblur.json
         raise ValueError(f"--f-number {f_number:g}: not an f-number a lens has (f/{low:g} to f/{high:g})")
     device = resolve_device(device)
-    inputs = expand_inputs(inputs)
+    own = frozenset((Path(out) / Path(r["output"]).name).resolve() for r in previous_records(Path(out)))
+    inputs = expand_inputs(inputs, own)  # `deblur photos/ --out photos/` again: its outputs are not photos
     if not inputs:
         raise ValueError("no input images given")
     stems: dict[str, Path] = {}

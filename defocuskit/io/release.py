@@ -36,8 +36,12 @@ def read_checkpoint(path: str | Path) -> Any:
     """The object a checkpoint file holds, loaded on the CPU with `torch.load(weights_only=True)` (tensors,
     dicts, lists, numbers, strings only); ReleaseError naming the class when the file needs unpickling code."""
     path = Path(path)
+    if path.is_dir():  # an unzipped release's folder: "not found" sent the user looking for a missing file
+        raise ReleaseError(f"{path}: a folder, not a checkpoint file; give the .pth file in it")
+    if path.exists() and not path.is_file():
+        raise ReleaseError(f"{path}: not a regular file (a device, pipe or socket); give the checkpoint file")
     if not path.is_file():
-        raise ReleaseError(f"checkpoint not found: {path}")
+        raise ReleaseError(f"{path}: checkpoint not found")
     try:
         with warnings.catch_warnings():  # a plain pickle (not torch.save's) is refused below in one line, unannounced
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
