@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -239,14 +240,17 @@ def test_pasted_block_fails(photo, scene):
 
 
 def test_pair_reject_reason_names_scores(tmp_path, photo, real_fixture_root):
-    ref, shot = photo("VABD/train/input/0003.JPG"), photo("VABD/train/1_8/0003.JPG")
+    shot = photo("VABD/train/1_8/0003.JPG")
     write_image(tmp_path / "moved.png", from_float(_moved(shot, (100, 1024, 700, 1300), 40), 8))
     task = Task("vabd", "train", "0003", "vabd/train/0003/f1_8",
                 {"blur": str(tmp_path / "moved.png"), "sharp": str(real_fixture_root / "VABD/train/input/0003.JPG")},
                 {"f_number": 1.8}, {"register": "ecc", "motion": "affine", "gain": True})
     with pytest.raises(RejectError, match=r"registration score 0\.\d\d < 0\.8 \(raw correlation 0\.9\d, \d+% of the "
-                                          r"textured area displaced\)"):
+                                          r"textured area displaced\); if the two show the same view \(look at them\), "
+                                          r"--min-align-score 0\.\d\d keeps it") as refused:
         load_pair(task, IngestOptions())
+    keeps = float(re.search(r"--min-align-score (0\.\d\d) keeps it", str(refused.value)).group(1))
+    assert load_pair(task, IngestOptions(min_align_score=keeps)) is not None  # the value named keeps the pair
 
 
 def test_registration_quality_identity_flat_and_shapes(vabd_ref):

@@ -4,6 +4,7 @@ split assignment for sources without official splits, and deterministic file lis
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import unicodedata
@@ -170,11 +171,15 @@ def _register(blur: np.ndarray, sharp: np.ndarray, task: Task, opts: IngestOptio
 
 
 def _reject_reason(record: dict, threshold: float) -> str:
-    """E.g. "registration score 0.52 < 0.8 (raw correlation 0.41, 7% of the textured area displaced)"."""
+    """E.g. "registration score 0.52 < 0.8 (raw correlation 0.41, 7% of the textured area displaced); if the two
+    show the same view (look at them), --min-align-score 0.52 keeps it": the score was fitted on a few stacks, so
+    a right pair it refuses (a wide aperture's bokeh) is the user's to keep, the value that keeps it named."""
     details = [f"raw correlation {record['raw_score']:.2f}"] if record.get("raw_score") is not None else []
     if record.get("displaced"):
         details.append(f"{100 * record['displaced']:.0f}% of the textured area displaced")
-    return f"registration score {record['score']:.2f} < {threshold}" + (f" ({', '.join(details)})" if details else "")
+    keeps = math.floor(float(record["score"]) * 100) / 100  # at most the score: a value that keeps this pair
+    return (f"registration score {record['score']:.2f} < {threshold}" + (f" ({', '.join(details)})" if details else "")
+            + f"; if the two show the same view (look at them), --min-align-score {keeps:.2f} keeps it")
 
 
 def load_pair(task: Task, opts: IngestOptions) -> Sample:
