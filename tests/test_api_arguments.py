@@ -59,6 +59,10 @@ def test_push_to_hub_names_a_repo_id_that_is_not_one(model) -> None:
     for bad, error in ((None, TypeError), (3, TypeError), ("", ValueError), ("  ", ValueError)):
         with pytest.raises(error, match=r"^push_to_hub: repo_id= is the Hub model repo's id"):
             model.push_to_hub(bad)
+    with pytest.raises(TypeError, match=r"^push_to_hub: private= is True or False, got 'no'"):  # was sent as it is
+        model.push_to_hub("someone/model", private="no")
+    with pytest.raises(TypeError, match=r"^token=: .* got int"):  # was 'could not reach the Hub'
+        model.push_to_hub("someone/model", token=3)
 
 
 def test_load_names_a_cache_dir_or_token_of_the_wrong_kind(model_file) -> None:

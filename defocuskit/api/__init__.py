@@ -300,6 +300,9 @@ class DeblurModel:
         if not isinstance(repo_id, str) or not repo_id.strip():  # None was 'could not reach the Hub', after the save
             raise (ValueError if isinstance(repo_id, str) else TypeError)(
                 f"push_to_hub: repo_id= is the Hub model repo's id (owner/name), got {repo_id!r}")
+        if not isinstance(private, bool):
+            raise TypeError(f"push_to_hub: private= is True or False, got {private!r}")
+        _check_token(token)
         with tempfile.TemporaryDirectory(prefix="defocuskit-hub-") as tmp:
             folder = self._write(Path(tmp) / "model", report, report_label, repo_id, license)
             return hub.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
@@ -315,6 +318,12 @@ def _check_license(license: Any) -> None:
     if not license.strip() or any(c.isspace() for c in license):
         raise ValueError(f"license={license!r}: not a Hub license id (one word such as 'mit', 'apache-2.0', "
                          "'cc-by-nc-4.0' or 'other')")
+
+
+def _check_token(token: Any) -> None:
+    """TypeError naming token= where it is no Hub token (a str), bool or None (its value is not repeated)."""
+    if token is not None and not isinstance(token, (str, bool)):
+        raise TypeError(f"token=: a Hub access token (a str), True or False, got {type(token).__name__}")
 
 
 def _banded(raw: np.ndarray, layout: Any, run: Any, store: Any) -> np.ndarray:
@@ -339,8 +348,7 @@ def load(source: str | Path, *, method: str | None = None, device: str = "auto",
         raise ValueError("load: an empty name; give a model file, a save_pretrained folder or a Hub repo id")
     if cache_dir is not None:  # "" downloaded into the working folder
         cache_dir = path_argument("cache_dir", cache_dir, "the huggingface_hub cache folder")
-    if token is not None and not isinstance(token, (str, bool)):
-        raise TypeError(f"token=: a Hub access token (a str), True or False, got {type(token).__name__}")
+    _check_token(token)
     if method is not None:  # as `defocuskit import-weights`
         model_file, folder = import_to_temporary(method, source)
         return DeblurModel(model_file, device=device, source=str(source), keep=folder)
