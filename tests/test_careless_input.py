@@ -160,3 +160,37 @@ def test_demo_into_a_project_folder_leaves_its_training_run_and_report_alone(tmp
     with pytest.raises(ValueError, match=rf"^{tmp_path / 'report'}: written by another command, not by a demo"):
         run_demo(tmp_path, steps_scale=0.002, size=32, workers=0, limit=1, console=quiet)
     assert files() == before
+
+
+def test_python_calls_refuse_an_empty_path_and_a_lone_name(tmp_path: Path, monkeypatch) -> None:
+    """The CLI refuses empty values; called from Python, deblur_files([""]) deblurred the working folder's photos,
+    out="" and evaluate's report_dir="" wrote there (exit 0), one name given alone for the list was read letter by
+    letter ('20 of 21 inputs name no image'; 'model file not found: / is a folder'), f_number='2' was a comparison's
+    TypeError. Each is now one error naming the argument, before any work."""
+    from defocuskit.data.ingest import run_ingest
+    from defocuskit.data.sample import IngestOptions
+    from defocuskit.eval.config import EvalConfig
+    from defocuskit.eval.evaluate import evaluate
+
+    model = _export_nafnet(tmp_path / "model.safetensors")
+    shards = tmp_path / "shards"
+    run_ingest({"synthetic": Path("builtin")}, IngestOptions(out=str(shards), workers=0, synthetic_size=32))
+    work = tmp_path / "work"
+    work.mkdir()
+    write_image(work / "a.png", np.full((24, 32, 3), 90, np.uint8))
+    monkeypatch.chdir(work)
+    for inputs, out, error, said in (([""], tmp_path / "o", ValueError, "inputs=: an empty name"),
+                                     ([work / "a.png"], "", ValueError, "out=: an empty name"),
+                                     ([work / "a.png"], None, TypeError, "out=: the output folder"),
+                                     (str(work / "a.png"), tmp_path / "o", TypeError, "inputs=: a list of image")):
+        with pytest.raises(error, match=f"^{said}"):
+            deblur_files(inputs, model, out, progress=False)
+    with pytest.raises(TypeError, match="^f_number= must be a number"):
+        deblur_files([work / "a.png"], model, tmp_path / "o", f_number="2", progress=False)
+    with pytest.raises(ValueError, match="^report_dir=: an empty name"):
+        evaluate(shards, [model], [], EvalConfig(limit=1, report_dir=""))
+    with pytest.raises(TypeError, match=r"^checkpoints=: a list of model files, got one str"):
+        evaluate(shards, str(model), [], EvalConfig(limit=1, report_dir=tmp_path / "r"))
+    with pytest.raises(ValueError, match="^shards=: an empty name"):
+        evaluate("", [model], [], EvalConfig(limit=1, report_dir=tmp_path / "r"))
+    assert sorted(p.name for p in work.iterdir()) == ["a.png"] and not (tmp_path / "o").exists()

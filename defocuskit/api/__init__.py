@@ -37,6 +37,7 @@ from defocuskit.inference.restore import resolve_sampler, restore_in_channels, s
 from defocuskit.inference.tiling import TilingOptions, default_inference
 from defocuskit.io import hub
 from defocuskit.io.devices import resolve_device
+from defocuskit.io.paths import path_argument
 
 
 def _plain(key: str, value: Any) -> str:
@@ -180,7 +181,7 @@ class DeblurModel:
         raw, layout = read_raw(image)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed= must be an integer, got {seed!r}")
-        check_ensemble(ensemble)
+        check_ensemble(whole("ensemble", ensemble))
         has_map = coc is not None or f_number is not None
         focus_gate, gate_smooth = real("focus_gate", focus_gate), real("gate_smooth", gate_smooth)
         focus_gate, own_map = gate_and_map(focus_gate, self.focus_gate, has_map, needs_coc)  # a bad value fails here
@@ -271,8 +272,10 @@ class DeblurModel:
 
         if report is None and report_label is not None:
             raise ValueError("report_label= names a checkpoint of a report: give report= too")
+        _check_license(license)
         ev = self._saved.get("eval")
         if report is not None:
+            report = path_argument("report", report, "a `defocuskit eval` report.json or its folder")
             ev = hub.eval_from_report(report, self.path, self.method, report_label)
             base = Path(str(ev.get("shards") or "shards")).name
             ev["datasets"] = list(dict.fromkeys(source_name(s, base) for s in ev["sources"])) or [base]
@@ -294,9 +297,33 @@ class DeblurModel:
                     report_label: str | None = None, license: str | None = None) -> Any:
         """save_pretrained into a temporary folder, create the Hub model repo `repo_id` if needed and upload the
         folder; returns huggingface_hub's CommitInfo (its .commit_url, .oid)."""
+        if not isinstance(repo_id, str) or not repo_id.strip():  # None was 'could not reach the Hub', after the save
+            raise (ValueError if isinstance(repo_id, str) else TypeError)(
+                f"push_to_hub: repo_id= is the Hub model repo's id (owner/name), got {repo_id!r}")
+        if not isinstance(private, bool):
+            raise TypeError(f"push_to_hub: private= is True or False, got {private!r}")
+        _check_token(token)
         with tempfile.TemporaryDirectory(prefix="defocuskit-hub-") as tmp:
             folder = self._write(Path(tmp) / "model", report, report_label, repo_id, license)
             return hub.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
+
+
+def _check_license(license: Any) -> None:
+    """None, or a Hub license id (mit, apache-2.0, other, ...) for the card's front matter; else TypeError or
+    ValueError naming license= (license=3 was written to the card as `license: 3`, "" read as not given)."""
+    if license is None:
+        return
+    if not isinstance(license, str):
+        raise TypeError(f"license=: a Hub license id such as 'mit' or 'apache-2.0' (a str), got {license!r}")
+    if not license.strip() or any(c.isspace() for c in license):
+        raise ValueError(f"license={license!r}: not a Hub license id (one word such as 'mit', 'apache-2.0', "
+                         "'cc-by-nc-4.0' or 'other')")
+
+
+def _check_token(token: Any) -> None:
+    """TypeError naming token= where it is no Hub token (a str), bool or None (its value is not repeated)."""
+    if token is not None and not isinstance(token, (str, bool)):
+        raise TypeError(f"token=: a Hub access token (a str), True or False, got {type(token).__name__}")
 
 
 def _banded(raw: np.ndarray, layout: Any, run: Any, store: Any) -> np.ndarray:
@@ -319,6 +346,9 @@ def load(source: str | Path, *, method: str | None = None, device: str = "auto",
         raise TypeError(f"load: a path or a Hub repo id, got {type(source).__name__}")
     if isinstance(source, str) and not source.strip():
         raise ValueError("load: an empty name; give a model file, a save_pretrained folder or a Hub repo id")
+    if cache_dir is not None:  # "" downloaded into the working folder
+        cache_dir = path_argument("cache_dir", cache_dir, "the huggingface_hub cache folder")
+    _check_token(token)
     if method is not None:  # as `defocuskit import-weights`
         model_file, folder = import_to_temporary(method, source)
         return DeblurModel(model_file, device=device, source=str(source), keep=folder)

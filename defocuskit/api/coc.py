@@ -59,7 +59,11 @@ def coc_sources(coc: Image | MapModel | None, f_number: float | None, size: tupl
         return [coc] * n
     if isinstance(coc, torch.Tensor):
         arr = plain_tensor(coc, "coc=").detach().float().cpu().numpy()
-    elif isinstance(coc, np.ndarray):
+    elif isinstance(coc, np.ndarray):  # strings failed inside numpy, complex lost its imaginary part with a warning
+        if isinstance(coc, np.ma.MaskedArray) or coc.dtype.kind not in "biuf":
+            what = "a masked array (its mask would be lost: pass coc.filled(value))" if isinstance(
+                coc, np.ma.MaskedArray) else f"an array of dtype {coc.dtype}"
+            raise TypeError(f"coc=: a map of numbers (CoC diameters in pixels), got {what}")
         arr = coc.astype(np.float32)
     else:
         raise TypeError(f"coc=: a numpy array, a torch tensor or a defocus-map DeblurModel, got {type(coc).__name__}")

@@ -40,6 +40,7 @@ from defocuskit.eval.saved import SavedImages, image_names
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, describe_band, prepare_pair, score_pair
 from defocuskit.inference.coc_source import CocError, CocSource, camera_notes
 from defocuskit.io.images import from_float, to_float
+from defocuskit.io.paths import path_argument
 
 
 def _figure_label(group: float | None, key: str, by_aperture: bool) -> str:
@@ -195,6 +196,22 @@ def evaluate_samples(
     return merge_parts(parts, list(runners), by_aperture)
 
 
+def _path_arguments(shards: Any, checkpoints: Any, report_dir: Any, save_images: Any) -> list[Any]:
+    """The checkpoints as a list, every path argument checked (io.paths.path_argument): "" was the working folder
+    (report_dir="" wrote the report there), one checkpoint's name given alone was read letter by letter."""
+    path_argument("shards", shards, "the shard folder")
+    if isinstance(checkpoints, (str, os.PathLike)):
+        raise TypeError(f"checkpoints=: a list of model files, got one {type(checkpoints).__name__}: pass "
+                        f"[{str(checkpoints)!r}]")
+    checkpoints = list(checkpoints)
+    for item in checkpoints:
+        path_argument("checkpoints", item, "a model file")
+    path_argument("report_dir", report_dir, "the report folder")
+    if save_images is not None:
+        path_argument("save_images", save_images, "a folder for the saved images")
+    return checkpoints
+
+
 def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config: EvalConfig = EvalConfig(),
              console: Console | None = None) -> dict[str, Any]:
     """Score checkpoints and baselines on `config.split` of a shard folder; writes report.json, report.csv,
@@ -226,6 +243,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     seed, ssim_variant, lpips_weights, by_source, figure, progress = c.seed, c.ssim_variant, c.lpips_weights, \
         c.by_source, c.figure, c.progress
     samplers, sets = c.samplers, c.sets
+    checkpoints = _path_arguments(shards, checkpoints, report_dir, save_images)
     group = process_group()
     device = group.device(resolve_device(device))
     console = console or Console()

@@ -23,6 +23,7 @@ from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_
 from defocuskit.imaging.focus_gate import focus_gate as gate
 from defocuskit.inference.coc_source import CocSource, check_camera_use
 from defocuskit.inference.ensemble import check_ensemble
+from defocuskit.inference.keywords import real
 from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_in_channels, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
@@ -33,6 +34,7 @@ from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.hub import changed_since
 from defocuskit.io.icc import png_with_icc, read_icc
 from defocuskit.io.images import bit_depth, check_image, encode_image, from_float, read_image_channels, to_float
+from defocuskit.io.paths import path_argument
 from defocuskit.io.raw import read_exif
 
 
@@ -245,6 +247,15 @@ def deblur_files(
     run does not redo.
     """
     check_ensemble(ensemble)  # a bad value fails before any work
+    if isinstance(inputs, (str, os.PathLike)):  # one name was read letter by letter
+        raise TypeError(f"inputs=: a list of image files, folders or patterns, got one {type(inputs).__name__}: "
+                        f"pass [{str(inputs)!r}]")
+    inputs = list(inputs)
+    for item in inputs:  # "" was the working folder: its photos deblurred
+        path_argument("inputs", item, "an image file, folder or pattern")
+    path_argument("out", out, "the output folder")  # "" wrote into the working folder
+    path_argument("checkpoint", checkpoint, "a model file")
+    f_number = real("f_number", f_number)  # '2' was a comparison's TypeError
     check_out_folder(out)
     check_camera_use(camera, coc)
     low, high = F_NUMBER_RANGE
