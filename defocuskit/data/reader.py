@@ -35,6 +35,11 @@ class ShardError(RuntimeError):
 def read_manifest(folder: str | Path) -> dict:
     """The manifest of a shard folder."""
     path = Path(folder) / MANIFEST
+    expected = "(expected a shard folder written by `defocuskit ingest`)"
+    if not Path(folder).exists():
+        raise FileNotFoundError(f"{folder}: does not exist {expected}")
+    if not Path(folder).is_dir():
+        raise ShardError(f"{folder}: a file, not a folder {expected}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest (not a shard folder written by `defocuskit ingest`?)")
     try:
