@@ -28,7 +28,8 @@ def shards(tmp_path_factory) -> Path:
 
 
 def train(*args: str):
-    return CliRunner().invoke(app, ["train", TINY, "train.max_steps=2", *args])
+    steps = [] if any(a.startswith("train.max_steps=") for a in args) else ["train.max_steps=2"]
+    return CliRunner().invoke(app, ["train", TINY, *steps, *args])
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -46,6 +47,11 @@ def test_a_shard_folder_or_the_packaged_recipes_as_output_dir_is_refused(shards,
     result = train(f"data.train={shards}", f"output_dir={shards}")  # it trained into the shards, exit 0
     assert result.exit_code == 1 and one_line(result).startswith(f"error: output_dir {shards}: a shard folder")
     assert files(shards) == before
+    run = tmp_path / "run"  # a run's folder that shards were written into since (pseudo-coc --out run/): resumed
+    assert train(f"data.train={shards}", f"output_dir={run}").exit_code == 0
+    for name in ("manifest.json", "train-000000.tar"):
+        shutil.copy(shards / name, run)
+    assert train(f"data.train={shards}", f"output_dir={run}", "train.max_steps=3").exit_code == 0
     import defocuskit.config.recipe as recipe
 
     packaged = tmp_path / "recipes"  # the package's own folder, stood in for by a copy

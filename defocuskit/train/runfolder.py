@@ -116,13 +116,14 @@ def check_run_folder(output_dir: str | Path, validates: bool = True) -> None:
 
 def _not_a_run_folder(out: Path) -> str | None:
     """Why `out` may hold no run, where it may not: the packaged recipes folder (or one in it: every YAML file there,
-    the run's recipe.yaml too, is listed as a recipe) or a shard folder `defocuskit ingest` wrote (its dataset)."""
+    the run's recipe.yaml too, is listed as a recipe) or a shard folder `defocuskit ingest` wrote (its dataset) that
+    holds no run yet."""
     package = recipes.PACKAGED_RECIPES.resolve()
     real = out.resolve()
     if real == package or package in real.parents:
         return f"inside defocuskit's packaged recipes ({package}), the package's own folder (its YAML files are " \
             "listed as recipes: the run's recipe.yaml would be one)"
-    if not (out / MANIFEST).is_file():
+    if not (out / MANIFEST).is_file() or recipe_written_by_train(out / RECIPE_FILE):  # a run's, shards put in since
         return None
     try:
         read_manifest(out)
