@@ -101,3 +101,20 @@ def test_a_folder_without_the_split_names_the_splits_it_has(shards, tmp_path):
     result = train(f"data.train={only_test}", f"output_dir={tmp_path / 'run'}")
     assert result.exit_code == 2 and one_line(result) == f"error: data.train: no shards match {only_test} (split " \
         "'train'; its splits: test)"
+
+
+@pytest.mark.parametrize("override, said", [
+    ("train.init_from=", "train.init_from: empty; give the model file to start from, or null for none"),  # exit 0
+    ("data.val=", "data.val: empty; give a shard folder or pattern, or null for none"),  # "no shards match  (split"
+    ("data.train=", "data.train: empty; give a shard folder or pattern"),  # the working folder's train split
+    ("data.train=[SHARDS, '']", "data.train[1]: empty; give a shard folder or pattern"),
+])
+def test_an_empty_path_is_refused_naming_its_key(shards, tmp_path, override, said):
+    """`train.init_from=$MODEL` with MODEL unset trained from scratch, exit 0; an empty data.train or data.val was read
+    as the working folder."""
+    override = override.replace("SHARDS", str(shards))
+    for dry in ([], ["--dry-run"]):
+        result = train(f"data.train={shards}" if "data.train" not in override else override,
+                       f"output_dir={tmp_path / 'run'}", *([override] if "data.train" not in override else []), *dry)
+        assert result.exit_code == 2 and one_line(result).startswith(f"error: {said}"), result.output
+    assert not (tmp_path / "run").exists()

@@ -75,10 +75,12 @@ def train_cmd(
             return
         from defocuskit.data.reader import ShardError, shard_error_line
         from defocuskit.eval.validation import make_validator
-        from defocuskit.train.checks import TrainingError
+        from defocuskit.methods import get_method
+        from defocuskit.train.checks import TrainingError, check_recipe
         from defocuskit.train.data import dead_loader_worker
         from defocuskit.train.loop import train
 
+        check_recipe(resolved, get_method(resolved.method))  # before the validator reads data.val
         try:
             path = train(resolved, resume=not no_resume, validate=make_validator(resolved))
         except KeyboardInterrupt:

@@ -9,7 +9,7 @@ import warnings
 
 from torch import nn
 
-from defocuskit.config.recipe import Recipe
+from defocuskit.config.recipe import Recipe, empty_value
 from defocuskit.config.typed import RecipeError, did_you_mean
 from defocuskit.io.images import MAX_PIXELS_ENV, max_pixels
 from defocuskit.methods.base import Method
@@ -56,8 +56,8 @@ def format_counts(counts: dict[str, int]) -> str:
 def check_recipe(recipe: Recipe, method: Method) -> None:
     """Values the loop cannot use, named by key (RecipeError)."""
     d, o, t = recipe.data, recipe.optim, recipe.train
-    if not str(recipe.output_dir).strip():  # `output_dir=` would train into the working folder without a word
-        raise RecipeError("output_dir: empty; give the run folder (e.g. output_dir=runs/NAME)")
+    if (empty := empty_value(recipe)) is not None:  # `output_dir=`, `data.train=`: the working folder, without a word
+        raise RecipeError(empty)
     positive = {
         "data.image_size": d.image_size, "data.batch_size": d.batch_size, "train.max_steps": t.max_steps,
         "train.grad_accum": t.grad_accum, "train.checkpoint_every": t.checkpoint_every,
