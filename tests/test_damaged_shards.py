@@ -377,3 +377,13 @@ def test_training_on_a_sample_written_twice_or_a_miscounted_shard_stops_naming_i
                           timeout=300)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(expected), proc.stderr[-3000:]
+
+
+def test_inspect_of_a_file_or_a_missing_path_says_so_not_no_manifest(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    for path, said in ((tmp_path / "notes.txt", "a file, not a folder"), (tmp_path / "nope", "does not exist")):
+        result = CliRunner().invoke(app, ["inspect", str(path)])
+        line = result.output.strip()  # it said "notes.txt/manifest.json: no manifest"
+        assert result.exit_code != 0 and line == f"error: {path}: {said} (expected a shard folder written by " \
+            "`defocuskit ingest`)", line
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / "nope").exists()

@@ -158,3 +158,43 @@ def test_cli_an_output_name_over_255_bytes_is_one_line(tmp_path: Path) -> None:
     assert run.stderr.strip() == f"error: {name}: a name in this path is longer than the file system allows (255 " \
                                  "bytes); give a shorter one"
     assert list(tmp_path.iterdir()) == []
+
+
+_KILLED_AT = """
+import os, signal, sys
+from pathlib import Path
+import defocuskit.io.atomic as atomic
+fill, where, nth = atomic._fill, sys.argv[1], int(sys.argv[2])
+seen = []
+def killing_fill(tmp, data, fsync):  # kill -9 as the nth write of deblur.json (or of an image) begins
+    seen.append(Path(tmp).name.startswith(".deblur.json.") == (where == "journal"))
+    if sum(seen) == nth and seen[-1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return fill(tmp, data, fsync)
+atomic._fill = killing_fill
+from defocuskit.cli.app import app
+app(sys.argv[3:])
+"""
+
+
+@pytest.mark.parametrize("where, nth", [("journal", 1), ("journal", 2), ("journal", 3), ("image", 2)])
+def test_a_deblur_killed_at_any_write_leaves_nothing_the_next_run_does_not_remove(tmp_path: Path, where, nth) -> None:
+    """kill -9 while deblur.json lists an image (before the image's temporary is made: it was made first, and left
+    unlisted) or while the image is written; the first deblur.json's own temporary too (`.deblur.json.*.tmp`)."""
+    import numpy as np
+
+    from defocuskit.io.images import write_image
+
+    for name, value in (("a.png", 100), ("b.png", 50)):
+        write_image(tmp_path / name, np.full((16, 16, 3), value, np.uint8))
+    out = tmp_path / "out"
+    args = ["deblur", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--checkpoint", str(_tiny_model(tmp_path)),
+            "--out", str(out)]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT, where, str(nth), *args], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert any(p.name.startswith((".a.png", ".b.png", ".deblur.json")) for p in out.iterdir())
+    run = subprocess.run([sys.executable, "-m", "defocuskit", "--threads", "1", *args], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".defocuskit-deblur.lock", "a.png", "b.png", "deblur.json"]

@@ -14,17 +14,23 @@ TRAIN_EXAMPLE = ("Example: defocuskit train nafnet-tiny data.train=shards/ train
 
 
 def dry_run_report(resolved: Any) -> None:
-    """`--dry-run`: check the recipe (and the weights `train.init_from` names against its network), then print the
-    resolved recipe and the parameter counts; a TrainingError or RecipeError names what is wrong."""
+    """`--dry-run`: check the recipe, its output_dir (`train.runfolder.check_run_folder`) and the weights
+    `train.init_from` names against its network, then print the resolved recipe and the parameter counts; a
+    TrainingError or RecipeError names what is wrong."""
     import os
 
     from defocuskit.config.recipe import recipe_to_yaml
     from defocuskit.methods import get_method
     from defocuskit.train.checks import TrainingError, build_network, check_recipe, format_counts, parameter_counts
     from defocuskit.train.init import init_provenance, load_initial_weights
+    from defocuskit.train.runfolder import check_run_folder
 
     method = get_method(resolved.method)
     check_recipe(resolved, method)
+    try:  # the run folder as the run checks it before any work (read only): a file there, the user's files
+        check_run_folder(resolved.output_dir, validates=bool(resolved.train.eval_every or resolved.train.keep_best))
+    except TrainingError as exc:
+        fail(str(exc), 1)
     model = build_network(method, resolved, False)
     try:
         if resolved.train.init_from:  # what the run would check before any work, checked now
@@ -69,10 +75,12 @@ def train_cmd(
             return
         from defocuskit.data.reader import ShardError, shard_error_line
         from defocuskit.eval.validation import make_validator
-        from defocuskit.train.checks import TrainingError
+        from defocuskit.methods import get_method
+        from defocuskit.train.checks import TrainingError, check_recipe
         from defocuskit.train.data import dead_loader_worker
         from defocuskit.train.loop import train
 
+        check_recipe(resolved, get_method(resolved.method))  # before the validator reads data.val
         try:
             path = train(resolved, resume=not no_resume, validate=make_validator(resolved))
         except KeyboardInterrupt:

@@ -107,6 +107,20 @@ class Recipe:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
+def empty_value(recipe: Recipe) -> str | None:
+    """The line naming a path key given as an empty string (`data.train=$UNSET`), else None: the run read it as the
+    working folder (output_dir, data.train, data.val) or as none at all (train.init_from, a fresh start)."""
+    givens = [("output_dir", recipe.output_dir, "the run folder (e.g. output_dir=runs/NAME)"),
+              ("train.init_from", recipe.train.init_from, "the model file to start from, or null for none")]
+    for key in ("train", "val"):
+        value = getattr(recipe.data, key)
+        what = "a shard folder or pattern" + (" (e.g. data.train=shards/)" if key == "train" else ", or null for none")
+        givens += [(f"data.{key}" + (f"[{i}]" if isinstance(value, list) else ""), v, what)
+                   for i, v in enumerate(value if isinstance(value, list) else [value])]
+    return next((f"{key}: empty; give {what}" for key, v, what in givens if isinstance(v, str) and not v.strip()),
+                None)
+
+
 def packaged_recipe_names() -> list[str]:
     """The names of the recipes shipped inside the package (their file names without .yaml), sorted."""
     return sorted(p.stem for p in PACKAGED_RECIPES.glob("*.yaml"))

@@ -228,7 +228,7 @@ def remove_temporaries(folder: str | Path, which: Callable[[str], bool]) -> list
 
 
 def write_listed(folder: str | Path, path: Path, data: str) -> None:
-    """Write `path` (in `folder`) atomically through a temporary made and listed first (`io.atomic.write_journalled`,
+    """Write `path` (in `folder`) atomically through a temporary listed first, then made (`io.atomic.write_journalled`,
     listed here), so that only a killed write's own temporary is ever removed (`remove_temporaries`)."""
     names: list[str] = []
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data import metadata
-from defocuskit.data.tar_checks import MANIFEST, SampleRuns, size_wrong
+from defocuskit.data.tar_checks import MANIFEST, SampleRuns, damaged_shard, size_wrong
 from defocuskit.io.formats import ImageError
 from defocuskit.io.images import decode_image
 
@@ -35,6 +35,11 @@ class ShardError(RuntimeError):
 def read_manifest(folder: str | Path) -> dict:
     """The manifest of a shard folder."""
     path = Path(folder) / MANIFEST
+    expected = "(expected a shard folder written by `defocuskit ingest`)"
+    if not Path(folder).exists():
+        raise FileNotFoundError(f"{folder}: does not exist {expected}")
+    if not Path(folder).is_dir():
+        raise ShardError(f"{folder}: a file, not a folder {expected}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest (not a shard folder written by `defocuskit ingest`?)")
     try:
@@ -159,7 +164,8 @@ def shard_urls(spec: str | Path, split: str | None = None) -> list[str]:
     if split is not None:
         urls = [u for u in urls if _split_of(u) == split]
     if not urls:
-        raise FileNotFoundError(f"no shards match {spec!s}" + (f" (split {split!r})" if split else ""))
+        splits = f"; its splits: {describe_splits(path)}" if split and not remote and path.is_dir() else ""
+        raise FileNotFoundError(f"no shards match {spec!s}" + (f" (split {split!r}{splits})" if split else ""))
     for url in urls if not remote else ():  # before any sample is read: a shard cut short reads as a shorter tar
         if (wrong := size_wrong(url)) is not None:
             raise ShardError(wrong)
@@ -313,16 +319,6 @@ def check_regular(url: str) -> None:
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a folder: damaged_shard says "Is a directory"
         raise ShardError(f"{url}: not a tar file but a device, FIFO or socket{' (via a link)' * os.path.islink(url)}; "
                          "a shard is a regular file")
-
-
-def damaged_shard(url: str, exc: BaseException) -> str:
-    """One line for a shard that cannot be read as a tar."""
-    if isinstance(exc, FileNotFoundError):
-        return f"{url}: shard missing (listed, but not on disk)"
-    size = os.path.getsize(url) if os.path.isfile(url) else None
-    reason = " ".join(str(exc).split()).split(" - method")[0].rstrip(":")  # tarfile lists each method it tried
-    what = "an empty file (0 bytes)" if size == 0 else f"not a complete tar file ({reason})"
-    return f"{url}: damaged shard: {what}; run the command that wrote the folder again (it writes the shard anew)"
 
 
 def not_a_file_member(info: tarfile.TarInfo) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import tarfile
 from typing import Any
 
 MANIFEST = "manifest.json"
@@ -95,8 +96,42 @@ def size_wrong(url: str) -> str | None:
             "written; run the command that wrote the folder again (it writes the shard anew)")
 
 
+def damaged_shard(url: str, exc: BaseException) -> str:
+    """One line for a shard that cannot be read as a tar: a damaged shard of an ingest's, or (a file no manifest
+    beside it lists) not a shard."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{url}: shard missing (listed, but not on disk)"
+    size = os.path.getsize(url) if os.path.isfile(url) else None
+    reason = " ".join(str(exc).split()).split(" - method")[0].rstrip(":")  # tarfile lists each method it tried
+    what = "an empty file (0 bytes)" if size == 0 else f"not a complete tar file ({reason})"
+    if size and not is_listed(url):  # a file the user named that no ingest wrote: rerunning one would not help
+        what = what if _tar_header(url) else "not a tar file (it begins with no tar header)"
+        return f"{url}: not a shard: {what}; shards are the tar files `defocuskit ingest` writes"
+    return f"{url}: damaged shard: {what}; run the command that wrote the folder again (it writes the shard anew)"
+
+
+def _tar_header(url: str) -> bool:
+    """Whether the file at `url` begins with a tar header."""
+    try:
+        with open(url, "rb") as f:
+            tarfile.TarInfo.frombuf(f.read(tarfile.BLOCKSIZE), "utf-8", "surrogateescape")
+    except (OSError, tarfile.TarError):
+        return False
+    return True
+
+
+def is_listed(url: str) -> bool:
+    """Whether the manifest.json beside local shard `url` lists it (a shard an ingest wrote there)."""
+    return os.path.basename(url) in _listing(url)
+
+
 def _listed(url: str) -> dict[str, int]:
     """What the manifest.json beside local shard `url` lists for it ({} where nothing)."""
+    return _listing(url).get(os.path.basename(url), {})
+
+
+def _listing(url: str) -> _Listed:
+    """What the manifest.json beside local shard `url` lists ({} where there is none it can read)."""
     if url.startswith("pipe:") or "://" in url:
         return {}
     path = os.path.join(os.path.dirname(url), MANIFEST)
@@ -109,7 +144,7 @@ def _listed(url: str) -> dict[str, int]:
                 cached = _LISTED[path] = (stamp, _counts(json.load(f)))
     except (OSError, ValueError):
         return {}
-    return cached[1].get(os.path.basename(url), {})
+    return cached[1]
 
 
 def _counts(manifest: Any) -> _Listed:

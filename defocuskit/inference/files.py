@@ -28,7 +28,14 @@ from defocuskit.inference.load import load_model
 from defocuskit.inference.restore import resolve_sampler, restore_in_channels, sampler_settings
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
 from defocuskit.io import locks
-from defocuskit.io.atomic import atomic_write, remove_partial, write_journalled
+from defocuskit.io.atomic import (
+    NEXT_TEMPORARY,
+    new_token,
+    remove_named_next,
+    remove_partial,
+    write_journalled,
+    write_naming_next,
+)
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.hub import changed_since
@@ -312,13 +319,20 @@ def deblur_files(
     out = Path(out)
     check_destinations(inputs, out, defocus_map, locked=False)  # inputs and foreign files: refused before the lock
     with contextlib.ExitStack() as held:
+        stale = locks.read_holder(out / RUN_LOCK)  # a killed run's names its first deblur.json's temporary
+        first = new_token()  # this run's, where it writes the first deblur.json: named before it is made
         try:  # one deblur at a time writes a folder: another one's begun images are not a killed run's
-            held.enter_context(locks.hold(out / RUN_LOCK, "deblur", f"{out}: another deblur is writing this folder"))
+            held.enter_context(locks.hold(out / RUN_LOCK, "deblur", f"{out}: another deblur is writing this folder",
+                                          **{NEXT_TEMPORARY: first}))
         except locks.LockedError as exc:
             raise ValueError(f"{exc}; wait for it to finish or give another --out") from None
         dests = [destination(out, p, defocus_map) for p in inputs]
         seen = {d: _signature(d) for d in dests}  # as checked: each is looked at again just before it is written
         earlier = check_destinations(inputs, out, defocus_map)  # all of it, under the lock
+        log = out / "deblur.json"  # written through the temporary its last version names: a killed write's removed
+        remove_named_next(log, stale)  # held now: the run that wrote it has ended
+        earlier_log = json.loads(log.read_text(encoding="utf-8")) if log.is_file() else None  # ours: checked above
+        token = {"next": remove_named_next(log, earlier_log) if earlier_log is not None else first}
         model.eval()
         out.mkdir(parents=True, exist_ok=True)
         written, records = [], []
@@ -355,9 +369,9 @@ def deblur_files(
                 # listed before it is filled, with its temporary (made just now: never a file that was there) and the
                 # SHA-256 of what it will hold: a run killed in between leaves files the next run knows as its own,
                 # and a file put there since as not its own
-                log = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True,
-                                                    "partial": temporary, "sha256": sha}]}
-                atomic_write(out / "deblur.json", json.dumps(log, indent=2) + "\n")
+                begun = {"images": kept + records + [{"input": str(p), "output": str(dest), "pending": True,
+                                                      "partial": temporary, "sha256": sha}]}
+                token["next"] = write_naming_next(log, begun, token["next"])
 
             if _signature(dest) != seen[dest]:  # put there, or an earlier output changed, while this run worked
                 raise ValueError(f"{dest}: put there or changed while this deblur ran; it is left as it is: move it "
@@ -379,5 +393,5 @@ def deblur_files(
                 "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
                 "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3), "sha256": sha,
             })
-            atomic_write(out / "deblur.json", json.dumps({"images": kept + records}, indent=2) + "\n")
+            token["next"] = write_naming_next(log, {"images": kept + records}, token["next"])
         return written

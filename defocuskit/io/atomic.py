@@ -4,16 +4,18 @@ complete, so a reader (or a crash) never meets half a file and a failed write le
 Temporary names are `.NAME.<random>.tmp` in the target's folder (the shard folder's `.records/` clean-up knows them;
 a NAME too long for a temporary beside it is cut, with a hash of it: `name_within`), or, for a writer that lists
 each output in its own journal before writing it (deblur, eval --save-images), `.NAME.<token>.defocuskit-partial`
-(`write_journalled`): the temporary is made first (exclusively: never a file that stood there), then listed in the
-writer's journal, then filled and renamed, so that the writer's next run removes exactly the temporaries killed runs
-listed (`remove_partial`), each one that run made (a shard folder's own temporaries are listed the same way:
-`data.folder.make_temporaries`). A set of files replaced together is staged in a folder of its own first
-(`io.staging.staged_files`)."""
+(`write_journalled`): its fresh random name (where nothing is) is listed in the writer's journal first, then the file
+is made there (exclusively: never a file that stood there), filled and renamed, so that the writer's next run removes
+exactly the temporaries killed runs listed (`remove_partial`), each one that run made, and a kill leaves none it
+does not know (a shard folder's own temporaries are listed the same way: `data.folder.make_temporaries`). A journal
+that is itself a JSON file names the temporary of its own next write inside (`write_naming_next`). A set of files
+replaced together is staged in a folder of its own first (`io.staging.staged_files`)."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -22,6 +24,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -113,13 +116,17 @@ def remove_partial(path: str | Path, name: str | None) -> None:
         leftover.unlink(missing_ok=True)
 
 
+def _in_the_way(path: Path, name: Path) -> FileExistsError:
+    return FileExistsError(errno.EEXIST, f"{name}: in the way of the temporary copy of {path.name}; it is left as it "
+                           "is: move it", str(name))
+
+
 def _create_partial(path: Path, token: str) -> str:
     name = partial_path(path, token)
     try:
         os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
-        raise FileExistsError(errno.EEXIST, f"{name}: in the way of the temporary copy of {path.name}; it is left "
-                              "as it is: move it", str(name)) from None
+        raise _in_the_way(path, name) from None
     return str(name)
 
 
@@ -193,13 +200,47 @@ def _fill(tmp: Path, data: bytes, fsync: bool) -> None:
 
 def write_journalled(path: str | Path, data: bytes, listed: Callable[[str], None], fsync: bool = False,
                      exclusive: bool = False) -> None:
-    """Write `data` to `path` through a fresh temporary `partial_path(path, new_token())`: made exclusively first,
-    then `listed(its name)` records it in the caller's journal, then it is filled (flushed to disk with `fsync`) and
-    renamed onto `path` (`exclusive`: never over a file there, see `atomic_path`). A kill before `listed` returns
-    leaves at most that empty, unlisted temporary, which blocks nothing."""
-    with disk_full_named(path), atomic_path(path, partial=new_token(), exclusive=exclusive) as tmp:
-        listed(tmp.name)
+    """Write `data` to `path` through a fresh temporary `partial_path(path, new_token())`: a name nothing holds,
+    which `listed(name)` records in the caller's journal first; then the file is made there exclusively (never one
+    that stood there), filled (flushed to disk with `fsync`) and renamed onto `path` (`exclusive`: never over a file
+    there, see `atomic_path`). A kill at any point leaves at most that listed temporary: the caller's next run
+    removes it (`remove_partial`; a temporary made before it was listed stayed behind, known to no run)."""
+    path, token = Path(path), new_token()
+    if os.path.lexists(partial_path(path, token)):  # not this run's: never listed, left as it is
+        raise _in_the_way(path, partial_path(path, token))
+    listed(partial_path(path, token).name)
+    with disk_full_named(path), atomic_path(path, partial=token, exclusive=exclusive) as tmp:
         _fill(tmp, data, fsync)
+
+
+NEXT_TEMPORARY = "next_temporary"  # the key of a self-journalling JSON file naming its next write's temporary
+
+
+def write_naming_next(path: str | Path, data: dict[str, Any], token: str | None) -> str:
+    """Write the JSON object `data` to `path` atomically through the temporary `partial_path(path, token)` (the
+    token the file it replaces names; a fresh one where None), with a fresh token of its own under NEXT_TEMPORARY:
+    a run killed while it writes the next version leaves a temporary the file still there names, which the next run
+    removes (`remove_named_next`). Returns the new token."""
+    following = new_token()
+    text = json.dumps({**data, NEXT_TEMPORARY: following}, indent=2) + "\n"
+    with disk_full_named(path), atomic_path(path, partial=token or new_token()) as tmp:
+        _fill(tmp, text.encode("utf-8"), False)
+    return following
+
+
+def named_next(data: Any) -> str | None:
+    """The token under NEXT_TEMPORARY of a parsed self-journalling file (`write_naming_next`), else None."""
+    token = data.get(NEXT_TEMPORARY) if isinstance(data, dict) else None
+    return token if isinstance(token, str) and re.fullmatch(r"[0-9a-f]{8}", token) else None
+
+
+def remove_named_next(path: str | Path, data: Any) -> str | None:
+    """Remove the temporary of `path` that its parsed content `data` names (a killed write's, `write_naming_next`)
+    and return its token, to write `path` through next; None where it names none."""
+    token = named_next(data)
+    if token is not None:
+        remove_partial(path, partial_path(path, token).name)
+    return token
 
 
 _WRITE_FAILURES = ("no space left", "file write failed", "requested and", "write to closed file", "disk quota")

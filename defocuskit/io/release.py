@@ -50,28 +50,54 @@ def read_checkpoint(path: str | Path) -> Any:
         found = _GLOBAL.search(str(exc))
         reason = _reason(exc)
         if found is None and (reason is not None or _WEIGHTS_ONLY not in str(exc)):  # "Unsupported operand", ...
-            raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({reason or _first_line(exc)})"
-                               f"{_plain_pickle(path)}") from None
+            raise _not_a_checkpoint(path) from None
         needs = f"the Python object {found.group(1).rstrip('.')}" if found else "Python objects other than tensors"
         raise ReleaseError(
             f"{path}: refused: it needs {needs} to be unpickled, i.e. code run while loading; defocuskit reads "
             "checkpoints with torch.load(weights_only=True) only. If you trust the file, save its state dict alone "
             "(torch.save(checkpoint['params'], 'weights.pth') in a session that loads it) and import that"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
-        raise ReleaseError(f"{path}: not a readable PyTorch checkpoint ({_reason(exc) or _first_line(exc)})") from None
+    except OSError as exc:
+        raise ReleaseError(f"{path}: cannot be read ({exc.strerror or _first_line(exc)})") from None
+    except Exception:  # bytes that are no checkpoint raise anything: KeyError(101), IndexError, struct)
+        raise _not_a_checkpoint(path) from None
 
 
-def _plain_pickle(path: Path) -> str:
-    """What to say of a file that opens as a pickle of protocol 4 or 5 (pickle.dump's; torch.save writes a zip, or
-    protocol 2 in its legacy format), which the weights-only unpickler cannot read; else ""."""
+def _not_a_checkpoint(path: Path) -> ReleaseError:
+    """The error for a file torch.load cannot read: what its first bytes show it is, and what was expected."""
     with open(path, "rb") as f:
-        head = f.read(2)
-    if len(head) == 2 and head[0] == 0x80 and head[1] in (4, 5):
-        return (f": a Python pickle of protocol {head[1]} (pickle.dump), not torch.save's format; defocuskit does "
-                "not unpickle it, which could run its code. If you trust the file, load it where you do and "
+        head = f.read(64)
+    return ReleaseError(f"{path}: not a readable PyTorch checkpoint: {_describe_head(head)}; expected a checkpoint "
+                        "torch.save wrote (a zip archive, or a pickle in its legacy format)")
+
+
+def _describe_head(head: bytes) -> str:
+    """What a file that begins with `head` is, in a few words (a text file, a zip archive, a pickle, ...)."""
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive that is cut short or damaged, or not torch.save's"
+    if head[0] == 0x80 and len(head) > 1 and head[1] in (4, 5):
+        return (f"a Python pickle of protocol {head[1]} (pickle.dump), not torch.save's format, which defocuskit "
+                "does not unpickle (it could run its code); if you trust the file, load it where you do and "
                 "torch.save its state dict, then import that")
-    return ""
+    if head[0] == 0x80 and len(head) > 1 and head[1] == 2:
+        return "a pickle of protocol 2 (torch.save's legacy format) that is cut short or damaged"
+    text = _as_text(head)
+    if text is not None:
+        return f"a text file (it begins {' '.join(text.split())[:40]!r})"
+    return f"neither a zip archive nor a pickle (it begins {head[:8].hex(' ')})"
+
+
+def _as_text(head: bytes) -> str | None:
+    """`head` as text when it is printable UTF-8 (a character cut at its end allowed); else None."""
+    for cut in range(4):
+        try:
+            text = head[:len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return text if text and all(c.isprintable() or c in "\t\r\n" for c in text) else None
+    return None
 
 
 def _reason(exc: BaseException) -> str | None:

@@ -3,11 +3,13 @@ the error it stops with, and the parameter counts it prints."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 
 from torch import nn
 
-from defocuskit.config.recipe import Recipe
+from defocuskit.config.recipe import Recipe, empty_value
 from defocuskit.config.typed import RecipeError, did_you_mean
 from defocuskit.io.images import MAX_PIXELS_ENV, max_pixels
 from defocuskit.methods.base import Method
@@ -54,8 +56,8 @@ def format_counts(counts: dict[str, int]) -> str:
 def check_recipe(recipe: Recipe, method: Method) -> None:
     """Values the loop cannot use, named by key (RecipeError)."""
     d, o, t = recipe.data, recipe.optim, recipe.train
-    if not str(recipe.output_dir).strip():  # `output_dir=` would train into the working folder without a word
-        raise RecipeError("output_dir: empty; give the run folder (e.g. output_dir=runs/NAME)")
+    if (empty := empty_value(recipe)) is not None:  # `output_dir=`, `data.train=`: the working folder, without a word
+        raise RecipeError(empty)
     positive = {
         "data.image_size": d.image_size, "data.batch_size": d.batch_size, "train.max_steps": t.max_steps,
         "train.grad_accum": t.grad_accum, "train.checkpoint_every": t.checkpoint_every,
@@ -116,10 +118,26 @@ def build_network(method: Method, recipe: Recipe, training: bool) -> nn.Module:
     """The method's network from the recipe's model section; RecipeError naming the section where it cannot be
     built (a negative or zero width was a torch traceback, 10^8 a request for 80 PB)."""
     try:
-        return method.build(recipe.model, recipe.objective, training)
+        with warnings.catch_warnings():  # a zero width: torch's "Initializing zero-element tensors" before the error
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors", category=UserWarning)
+            return method.build(recipe.model, recipe.objective, training)
     except (RuntimeError, ValueError, TypeError, MemoryError, OverflowError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise RecipeError(f"model: this section does not build a {method.name} network ({reason[:300]})") from None
+        key = next(iter(not_positive(recipe.model)), None)
+        said = f"{key}: {not_positive(recipe.model)[key]} is no positive size; the model section" if key else \
+            "model: this section"
+        raise RecipeError(f"{said} does not build a {method.name} network ({reason[:300]})") from None
+
+
+def not_positive(section: object) -> dict[str, object]:
+    """The keys of a dataclass section whose integer value (or one of a list's) is below 1 (`model.width`: 0)."""
+    found: dict[str, object] = {}
+    for f in dataclasses.fields(section) if dataclasses.is_dataclass(section) else ():
+        value = getattr(section, f.name)
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in items):
+            found[f"model.{f.name}"] = value
+    return found
 
 
 def phase_params(method: Method, model: nn.Module, phase: str) -> list[nn.Parameter]:

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import yaml
 
+from defocuskit.config import recipe as recipes
+from defocuskit.data.reader import ShardError, read_manifest
+from defocuskit.data.tar_checks import MANIFEST
 from defocuskit.io.modelfile import MODEL_FORMAT, read_metadata
 from defocuskit.train.checkpoints import (
     BEST_FILE,
@@ -74,12 +77,15 @@ OWNED = {"model.safetensors": model_written_by_train, RECIPE_FILE: recipe_writte
 
 def check_run_folder(output_dir: str | Path, validates: bool = True) -> None:
     """TrainingError (one line, naming the path) when a run may not write into `output_dir`: a file where the
-    folder (or one above it) should be, a folder it cannot write to, or a file there that training would replace
+    folder (or one above it) should be, a folder it cannot write to, a shard folder or the packaged recipes (no run
+    folder, `_not_a_run_folder`), or a file there that training would replace
     and an earlier defocuskit run did not write (with `validates`, a run that validates or keeps its best weights,
     also best.safetensors and the grids in val/)."""
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise TrainingError(f"output_dir {out}: exists and is not a folder; give a folder")
+    if (why := _not_a_run_folder(out)) is not None:
+        raise TrainingError(f"output_dir {out}: {why}, so nothing was written: give another output_dir")
     existing = out
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -106,6 +112,24 @@ def check_run_folder(output_dir: str | Path, validates: bool = True) -> None:
                                 "move it away or give another output_dir")
     if validates:
         _check_validation_files(out)
+
+
+def _not_a_run_folder(out: Path) -> str | None:
+    """Why `out` may hold no run, where it may not: the packaged recipes folder (or one in it: every YAML file there,
+    the run's recipe.yaml too, is listed as a recipe) or a shard folder `defocuskit ingest` wrote (its dataset) that
+    holds no run yet."""
+    package = recipes.PACKAGED_RECIPES.resolve()
+    real = out.resolve()
+    if real == package or package in real.parents:
+        return f"inside defocuskit's packaged recipes ({package}), the package's own folder (its YAML files are " \
+            "listed as recipes: the run's recipe.yaml would be one)"
+    if not (out / MANIFEST).is_file() or recipe_written_by_train(out / RECIPE_FILE):  # a run's, shards put in since
+        return None
+    try:
+        read_manifest(out)
+    except (FileNotFoundError, ShardError):
+        return None  # a manifest.json of the user's, which a run leaves alone
+    return "a shard folder (its manifest.json is ingest's): the run's files would be mixed into its dataset"
 
 
 def _check_validation_files(out: Path) -> None:
