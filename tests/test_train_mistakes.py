@@ -145,3 +145,18 @@ def test_no_method_default_or_packaged_recipe_holds_a_negative_model_number():
         assert negative_numbers(get_method(name).ModelConfig()) == {}, name
     for name in packaged_recipe_names():
         assert negative_numbers(load_recipe_source(name, [])[0].model) == {}, name
+
+
+@pytest.mark.parametrize(("content", "what"), [
+    (b"my notes\n" * 20, "a text file (it begins 'my notes my notes my notes my notes my n')"),  # 'header too large'
+    (b"", "an empty file"),  # was 'header too small'
+    (bytes(range(200, 256)) * 4, "binary data (it begins c8 c9 ca cb cc cd ce cf)"),
+])
+def test_init_from_a_file_that_is_no_safetensors_says_what_it_is_and_what_is_expected(content, what, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(content)
+    result = train(f"train.init_from={notes}", f"output_dir={tmp_path / 'run'}", "--dry-run")
+    line = one_line(result)
+    assert result.exit_code == 1 and line == f"error: train.init_from: {notes}: not a safetensors file: {what}; " \
+        "expected a .safetensors model file (`defocuskit train` exports model.safetensors)", line
+    assert notes.read_bytes() == content and not (tmp_path / "run").exists()
