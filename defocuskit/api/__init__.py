@@ -27,17 +27,29 @@ from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gated
-from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
+from defocuskit.inference.arrays import (
+    Image,
+    from_unit,
+    give_back,
+    output_dtype,
+    read_raw,
+    to_unit,
+)
 from defocuskit.inference.bands import restore_in_bands
 from defocuskit.inference.coc_source import checked_camera as _camera
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.keywords import real, tiling_keywords, whole
 from defocuskit.inference.load import load_model
 from defocuskit.inference.release import import_to_temporary
-from defocuskit.inference.restore import resolve_sampler, restore_in_channels, sampler_settings
+from defocuskit.inference.restore import (
+    resolve_sampler,
+    restore_in_channels,
+    sampler_settings,
+)
 from defocuskit.inference.tiling import TilingOptions, default_inference
 from defocuskit.io import hub
 from defocuskit.io.devices import resolve_device
+from defocuskit.io.hub_eval import eval_from_report
 from defocuskit.io.paths import path_argument
 
 
@@ -280,7 +292,7 @@ class DeblurModel:
         ev = self._saved.get("eval")
         if report is not None:
             report = path_argument("report", report, "a `defocuskit eval` report.json or its folder")
-            ev = hub.eval_from_report(report, self.path, self.method, report_label)
+            ev = eval_from_report(report, self.path, self.method, report_label)
             base = Path(str(ev.get("shards") or "shards")).name
             ev["datasets"] = list(dict.fromkeys(source_name(s, base) for s in ev["sources"])) or [base]
         config = self._config(ev, license or self._saved.get("license") or self._recipe.license)
