@@ -257,9 +257,13 @@ def check_folder(folder: Path, model_file: Path) -> None:
     """FileExistsError naming the first file of the Hub layout in `folder` that save_pretrained would replace and
     an earlier save_pretrained did not write, or that was changed since (its SHA-256 is not the one that save's
     config.json records, nor one a killed save listed in its journal): a user's README.md, a training run's
-    recipe.yaml, another model."""
+    recipe.yaml, another model. ValueError where a path above `folder` is a file ("afile/sub")."""
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder}: exists and is not a folder; give a folder for the model")
+    above = next((p for p in reversed(folder.parents) if (p.exists() or p.is_symlink()) and not p.is_dir()), None)
+    if above is not None:  # save_pretrained("afile/sub") was a plain NotADirectoryError: [Errno 20]
+        raise ValueError(f"save_pretrained: {above} is a file, not a folder, so {folder} cannot be made inside it; "
+                         "give a folder for the model elsewhere")
     pending = _pending(folder)
     earlier = _own_config(folder / CONFIG_FILE)
     recorded = {MODEL_FILE: (earlier or {}).get("sha256"), **((earlier or {}).get("files") or {})}
