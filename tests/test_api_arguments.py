@@ -4,6 +4,7 @@ folder), and nothing is written or uploaded before the refusal."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,36 @@ def test_ensemble_is_a_whole_number(model) -> None:
         with pytest.raises(TypeError, match=r"^ensemble= must be a whole number"):
             model.deblur(x, ensemble=bad)
     assert model.deblur(x, ensemble=np.int64(4)).shape == x.shape
+
+
+def test_yes_or_no_keywords_take_true_or_false_only(model, tmp_path) -> None:
+    """progress='no' was read as true (a bar drawn), progress=0 as false, silently: every bool keyword of the public
+    API is True or False (push_to_hub's private= is checked above)."""
+    from test_api import _export
+
+    x = np.zeros((16, 16, 3), np.float32)
+    coc = defocuskit.load(_export(tmp_path / "coc.safetensors", "defocus-map-tiny.yaml"), device="cpu")
+    for bad in ("no", "False", 0, 1, None):
+        with pytest.raises(TypeError, match=rf"^progress= must be True or False, got {re.escape(repr(bad))}$"):
+            model.deblur(x, progress=bad)
+        with pytest.raises(TypeError, match=r"^progress= must be True or False"):
+            coc.coc_map(x, progress=bad)
+    assert model.deblur(x, progress=np.bool_(False)).shape == x.shape
+
+
+def test_a_nan_gate_smooth_is_refused_with_or_without_a_gate(model) -> None:
+    """gate_smooth=nan was accepted where no gate is used (focus_gate=0, or none), refused only beside a gate."""
+    x = np.zeros((16, 16, 3), np.float32)
+    for extra in ({}, {"focus_gate": 0}, {"coc": "edge", "focus_gate": 2}):
+        for bad in (float("nan"), -1.0, float("inf")):
+            with pytest.raises(ValueError, match=r"^gate_smooth= must be a number of pixels >= 0 .*smooth_px"):
+                model.deblur(x, gate_smooth=bad, **extra)
+    assert model.deblur(x, gate_smooth=0.0).shape == x.shape
+
+
+def test_load_refuses_an_empty_revision(model_file) -> None:
+    """revision="" was sent to the Hub as the revision (a Hub id), or called a revision given for a local file."""
+    for source in ("someone/some-model", model_file):
+        for bad in ("", "  "):
+            with pytest.raises(ValueError, match=r"^load: revision= is an empty name"):
+                defocuskit.load(source, revision=bad)

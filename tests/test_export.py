@@ -62,7 +62,8 @@ def test_bad_files(tmp_path):
     torch.save({"w": torch.zeros(2)}, release)
     from defocuskit.io.modelfile import read_metadata
 
-    with pytest.raises(ValueError, match=r"net_g\.pth: not a readable safetensors file .*defocuskit import-weights"):
+    with pytest.raises(ValueError, match=r"net_g\.pth: not a safetensors file: a zip archive or a pickle, as "
+                                         r"torch\.save writes; .*defocuskit import-weights"):
         read_metadata(release)
 
 

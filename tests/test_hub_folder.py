@@ -96,3 +96,15 @@ def test_save_pretrained_into_a_file_name_makes_no_folder_of_it(folder, tmp_path
     assert mine.read_text() == "my notes"
     again = model.save_pretrained(folder)
     assert defocuskit.load(again, device="cpu").method == "nafnet"
+
+
+def test_save_pretrained_below_a_file_names_that_file(folder, tmp_path):
+    """save_pretrained("afile/sub") where afile is a file was a plain NotADirectoryError: [Errno 20]."""
+    model = defocuskit.load(folder, device="cpu")
+    afile = tmp_path / "afile"
+    afile.write_text("my notes")
+    for target in (afile / "sub", afile / "sub" / "deeper"):
+        with pytest.raises(ValueError, match=rf"^save_pretrained: {afile} is a file, not a folder, so {target} "
+                                             "cannot be made inside it"):
+            model.save_pretrained(target)
+    assert afile.read_text() == "my notes"

@@ -118,3 +118,45 @@ def test_an_empty_path_is_refused_naming_its_key(shards, tmp_path, override, sai
                        f"output_dir={tmp_path / 'run'}", *([override] if "data.train" not in override else []), *dry)
         assert result.exit_code == 2 and one_line(result).startswith(f"error: {said}"), result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("override", "said"), [
+    ("model.enc_blocks=[1,-1,1]", "model.enc_blocks: [1, -1, 1] holds a negative number"),  # built 0 blocks there
+    ("model.middle_blocks=-2", "model.middle_blocks: -2 is negative"),
+    ("model.width=-8", "model.width: -8 is negative"),  # a torch traceback, then 'no positive size'
+])
+@pytest.mark.parametrize("dry", [["--dry-run"], []])
+def test_a_negative_model_number_is_one_line_naming_the_key_before_any_work(override, said, dry, tmp_path):
+    result = train(override, f"output_dir={tmp_path / 'run'}", *dry)
+    line = one_line(result)
+    assert result.exit_code == 2 and line == f"error: {said}; no model key takes a negative number (counts and " \
+        f"sizes are 0 or more) (override '{override}')", line
+    assert not (tmp_path / "run").exists()
+
+
+def test_no_method_default_or_packaged_recipe_holds_a_negative_model_number():
+    """The check above refuses every negative model number: no method's defaults nor packaged recipe may hold one."""
+    from defocuskit.config.recipe import packaged_recipe_names
+    from defocuskit.methods import get_method, method_names
+    from defocuskit.methods.recipes import load_recipe_source
+    from defocuskit.train.checks import negative_numbers
+
+    for name in method_names():
+        assert negative_numbers(get_method(name).ModelConfig()) == {}, name
+    for name in packaged_recipe_names():
+        assert negative_numbers(load_recipe_source(name, [])[0].model) == {}, name
+
+
+@pytest.mark.parametrize(("content", "what"), [
+    (b"my notes\n" * 20, "a text file (it begins 'my notes my notes my notes my notes my n')"),  # 'header too large'
+    (b"", "an empty file"),  # was 'header too small'
+    (bytes(range(200, 256)) * 4, "binary data (it begins c8 c9 ca cb cc cd ce cf)"),
+])
+def test_init_from_a_file_that_is_no_safetensors_says_what_it_is_and_what_is_expected(content, what, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(content)
+    result = train(f"train.init_from={notes}", f"output_dir={tmp_path / 'run'}", "--dry-run")
+    line = one_line(result)
+    assert result.exit_code == 1 and line == f"error: train.init_from: {notes}: not a safetensors file: {what}; " \
+        "expected a .safetensors model file (`defocuskit train` exports model.safetensors)", line
+    assert notes.read_bytes() == content and not (tmp_path / "run").exists()

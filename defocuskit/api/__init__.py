@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -26,17 +27,29 @@ from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.imaging import optics
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gated
-from defocuskit.inference.arrays import Image, from_unit, give_back, output_dtype, read_raw, to_unit
+from defocuskit.inference.arrays import (
+    Image,
+    from_unit,
+    give_back,
+    output_dtype,
+    read_raw,
+    to_unit,
+)
 from defocuskit.inference.bands import restore_in_bands
 from defocuskit.inference.coc_source import checked_camera as _camera
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.keywords import real, tiling_keywords, whole
 from defocuskit.inference.load import load_model
 from defocuskit.inference.release import import_to_temporary
-from defocuskit.inference.restore import resolve_sampler, restore_in_channels, sampler_settings
+from defocuskit.inference.restore import (
+    resolve_sampler,
+    restore_in_channels,
+    sampler_settings,
+)
 from defocuskit.inference.tiling import TilingOptions, default_inference
 from defocuskit.io import hub
 from defocuskit.io.devices import resolve_device
+from defocuskit.io.hub_eval import eval_from_report
 from defocuskit.io.paths import path_argument
 
 
@@ -182,8 +195,12 @@ class DeblurModel:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed= must be an integer, got {seed!r}")
         check_ensemble(whole("ensemble", ensemble))
+        options = tiling_keywords(tile, overlap, max_tile_pixels, batch, progress)  # judged before any work
         has_map = coc is not None or f_number is not None
         focus_gate, gate_smooth = real("focus_gate", focus_gate), real("gate_smooth", gate_smooth)
+        if gate_smooth is not None and not 0 <= gate_smooth < math.inf:  # NaN too, used by a gate or not
+            raise ValueError(f"gate_smooth= must be a number of pixels >= 0 (the focus gate's smooth_px), got "
+                             f"{gate_smooth}")
         focus_gate, own_map = gate_and_map(focus_gate, self.focus_gate, has_map, needs_coc)  # a bad value fails here
         coc = own_map or coc
         if focus_gate is not None:
@@ -200,7 +217,6 @@ class DeblurModel:
         lens = _camera({"sensor_width_mm": sensor_width_mm, "focal_length_mm": focal_length_mm,
                         "focus_distance_m": focus_distance_m})
         sources = _coc_sources(coc, f_number, raw.shape[:3], coc_bound, lens)
-        options = tiling_keywords(tile, overlap, max_tile_pixels, batch, progress)
         dtype = output_dtype(layout)
 
         def run(i: int, band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
@@ -276,7 +292,7 @@ class DeblurModel:
         ev = self._saved.get("eval")
         if report is not None:
             report = path_argument("report", report, "a `defocuskit eval` report.json or its folder")
-            ev = hub.eval_from_report(report, self.path, self.method, report_label)
+            ev = eval_from_report(report, self.path, self.method, report_label)
             base = Path(str(ev.get("shards") or "shards")).name
             ev["datasets"] = list(dict.fromkeys(source_name(s, base) for s in ev["sources"])) or [base]
         config = self._config(ev, license or self._saved.get("license") or self._recipe.license)
@@ -349,6 +365,9 @@ def load(source: str | Path, *, method: str | None = None, device: str = "auto",
     if cache_dir is not None:  # "" downloaded into the working folder
         cache_dir = path_argument("cache_dir", cache_dir, "the huggingface_hub cache folder")
     _check_token(token)
+    if isinstance(revision, str) and not revision.strip():  # was fetched as the empty revision, or refused for a file
+        raise ValueError("load: revision= is an empty name; give a branch, tag or commit of the Hub repo, or leave it "
+                         "out")
     if method is not None:  # as `defocuskit import-weights`
         model_file, folder = import_to_temporary(method, source)
         return DeblurModel(model_file, device=device, source=str(source), keep=folder)

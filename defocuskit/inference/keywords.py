@@ -1,6 +1,7 @@
 """The numbers the Python API's keywords take, judged by their type before their range: a string, a bool, a list, or a
 float where a whole number goes is a TypeError naming the keyword (it was a comparison's TypeError from deep inside,
-a float silently truncated, NaN failing as 'cannot convert float NaN to integer', a bool read as 1)."""
+a float silently truncated, NaN failing as 'cannot convert float NaN to integer', a bool read as 1); and the yes-or-no
+keywords, where only True or False goes ('no' was read as true)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,16 @@ def real(name: str, value: Any) -> float | None:
     raise TypeError(f"{name}= must be a number, got {value!r}")
 
 
+def flag(name: str, value: Any) -> bool:
+    """`value` as a bool: True or False (a numpy bool too); anything else is a TypeError naming `name=` (the string
+    'no' was read as true, 0 and None as false)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name}= must be True or False, got {value!r}")
+
+
 def tiling_keywords(tile: Any, overlap: Any, max_tile_pixels: Any, batch: Any, progress: Any) -> dict[str, Any]:
     """The tiling keywords of deblur() and coc_map() as whole numbers (or None), for DeblurModel._restore; their
     ranges are judged by inference.tiling.check_tiling."""
-    return {"tile": whole("tile", tile), "overlap": whole("overlap", overlap), "progress": progress,
+    return {"tile": whole("tile", tile), "overlap": whole("overlap", overlap), "progress": flag("progress", progress),
             "max_tile_pixels": whole("max_tile_pixels", max_tile_pixels), "batch": whole("batch", batch)}

@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 import defocuskit
 from defocuskit.io.atomic import atomic_path
+from defocuskit.io.release import describe_head
 
 MODEL_FORMAT = "defocuskit-model-1"
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")  # torch.save files: imported, never read as model files
@@ -100,10 +101,24 @@ _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", boo
 
 
 def _unreadable(path: Path, e: Exception) -> ValueError:
-    """The one-line error for a model file that safetensors cannot read."""
+    """The one-line error for a model file that safetensors cannot read: what the file is where its first bytes
+    show it is no safetensors file (a text file, an empty one, a checkpoint), and what was expected."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        head = b"\x00" * 8 + b"{"  # unreadable now: said in safetensors' own words below
+    checkpoint = path.suffix in CHECKPOINT_SUFFIXES or head.startswith((b"PK\x03\x04", b"\x80"))
     hint = (": a PyTorch checkpoint? A published one of a ported method is imported by `defocuskit import-weights "
-            "--method M` or defocuskit.load(path, method=M)") if path.suffix in CHECKPOINT_SUFFIXES else ""
-    return ValueError(f"{path}: not a readable safetensors file ({e}){hint}")
+            "--method M` or defocuskit.load(path, method=M)") if checkpoint else ""
+    if len(head) > 8 and head[8:9] == b"{":  # safetensors' header length, then its JSON header: a damaged one
+        return ValueError(f"{path}: not a readable safetensors file ({e}){hint}")
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        what = "a zip archive or a pickle, as torch.save writes"
+    else:
+        what = describe_head(head) or f"binary data (it begins {head[:8].hex(' ')})"
+    return ValueError(f"{path}: not a safetensors file: {what}; expected a .safetensors model file (`defocuskit "
+                      f"train` exports model.safetensors){hint}")
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -73,20 +73,25 @@ def _not_a_checkpoint(path: Path) -> ReleaseError:
 
 def _describe_head(head: bytes) -> str:
     """What a file that begins with `head` is, in a few words (a text file, a zip archive, a pickle, ...)."""
-    if not head:
-        return "an empty file"
     if head.startswith(b"PK\x03\x04"):
         return "a zip archive that is cut short or damaged, or not torch.save's"
-    if head[0] == 0x80 and len(head) > 1 and head[1] in (4, 5):
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] in (4, 5):
         return (f"a Python pickle of protocol {head[1]} (pickle.dump), not torch.save's format, which defocuskit "
                 "does not unpickle (it could run its code); if you trust the file, load it where you do and "
                 "torch.save its state dict, then import that")
-    if head[0] == 0x80 and len(head) > 1 and head[1] == 2:
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] == 2:
         return "a pickle of protocol 2 (torch.save's legacy format) that is cut short or damaged"
+    return describe_head(head) or f"neither a zip archive nor a pickle (it begins {head[:8].hex(' ')})"
+
+
+def describe_head(head: bytes) -> str | None:
+    """What a file that begins with `head` (its first 64 bytes or so) is where no binary format is expected of it:
+    "an empty file", "a text file (it begins '...')"; None for other bytes. Shared by the readers of checkpoints and
+    of model files, which say what they expected instead."""
+    if not head:
+        return "an empty file"
     text = _as_text(head)
-    if text is not None:
-        return f"a text file (it begins {' '.join(text.split())[:40]!r})"
-    return f"neither a zip archive nor a pickle (it begins {head[:8].hex(' ')})"
+    return None if text is None else f"a text file (it begins {' '.join(text.split())[:40]!r})"
 
 
 def _as_text(head: bytes) -> str | None:

@@ -58,6 +58,11 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
     d, o, t = recipe.data, recipe.optim, recipe.train
     if (empty := empty_value(recipe)) is not None:  # `output_dir=`, `data.train=`: the working folder, without a word
         raise RecipeError(empty)
+    if (negative := next(iter(negative_numbers(recipe.model).items()), None)) is not None:  # enc_blocks=[1,-1,1]
+        key, value = negative  # built 0 blocks there, without a word
+        said = "holds a negative number" if isinstance(value, (list, tuple)) else "is negative"
+        raise RecipeError(f"{key}: {value} {said}; no model key takes a negative number (counts and sizes are 0 or "
+                          "more)")
     positive = {
         "data.image_size": d.image_size, "data.batch_size": d.batch_size, "train.max_steps": t.max_steps,
         "train.grad_accum": t.grad_accum, "train.checkpoint_every": t.checkpoint_every,
@@ -137,6 +142,21 @@ def not_positive(section: object) -> dict[str, object]:
         items = value if isinstance(value, list) else [value]
         if any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in items):
             found[f"model.{f.name}"] = value
+    return found
+
+
+def negative_numbers(section: object, prefix: str = "model") -> dict[str, object]:
+    """The keys of a dataclass section (and of the sections inside it) whose number, or one of a list's, is below
+    0: every model key is a count, a size, a rate or a scale (`model.enc_blocks`: [1, -1, 1])."""
+    found: dict[str, object] = {}
+    for f in dataclasses.fields(section) if dataclasses.is_dataclass(section) else ():
+        value, key = getattr(section, f.name), f"{prefix}.{f.name}"
+        if dataclasses.is_dataclass(value):
+            found.update(negative_numbers(value, key))
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0 for v in items):
+            found[key] = value
     return found
 
 
