@@ -128,7 +128,8 @@ def test_map_tools_check_shards_scenes_and_out_before_training(tool, builtin, tm
     if tool == "tune_map_quantile.py":
         model = tmp_path / "m.safetensors"
         model.write_text("not a model")
-        cases.append(([str(shards), str(out), "--hidd", str(model)], f"error: --hidd {model}: not a readable"))
+        cases.append(([str(shards), str(out), "--hidd", str(model)],
+                      f"error: --hidd {model}: not a safetensors file: a text file"))
     for args, said in cases:
         proc = _run(tool, *args)
         assert proc.returncode != 0 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
