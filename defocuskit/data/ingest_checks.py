@@ -10,7 +10,7 @@ from typing import Mapping
 
 from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.data.pairs import AS_SHOT
-from defocuskit.data.sample import IngestError, IngestOptions
+from defocuskit.data.sample import RENDER_FOCUS_BY_MAP, IngestError, IngestOptions
 from defocuskit.imaging.depth import DepthError, colormap_lut
 from defocuskit.io.threads import available_cores
 
@@ -92,7 +92,7 @@ def _check_ranges(opts: IngestOptions) -> None:
             colormap_lut(opts.render_depth_colormap)
         except DepthError as exc:
             raise IngestError(f"--render-colormap {opts.render_depth_colormap}: {exc}") from None
-    if opts.render_focus not in ("auto", "mask", "sample"):
+    if opts.render_focus not in RENDER_FOCUS_BY_MAP:
         try:
             focus = float(opts.render_focus)
         except ValueError:

@@ -89,6 +89,7 @@ BIT_DEPTHS = ("auto", "8", "16")  # bit_depth (--bit-depth)
 SPLIT_BY = ("scene", "train", "test")  # split_by (--split-by)
 BRACKET_FITS = ("frame", "subject")  # bracket_fit (--bracket-fit)
 CUHK_WHITE_IS = ("auto", "blurred", "sharp")  # cuhk_white_is (--cuhk-white-is), as sources/cuhk_blur.WHITE_IS
+RENDER_FOCUS_BY_MAP = ("auto", "mask", "sample")  # render_focus (--render-focus) chosen by the map; else a depth
 
 
 @dataclass(frozen=True)

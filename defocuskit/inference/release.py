@@ -25,6 +25,7 @@ from defocuskit.config.typed import did_you_mean, layered_overrides
 from defocuskit.io.hub import file_sha256
 from defocuskit.io.modelfile import check_finite, save_model
 from defocuskit.io.output_journal import journalled_output
+from defocuskit.io.paths import nearest_existing
 from defocuskit.io.release import ReleaseError, read_checkpoint
 from defocuskit.methods import get_method, release_method_names
 from defocuskit.methods.base import Method
@@ -97,11 +98,6 @@ def convert_checkpoint(method: Method, checkpoint: Path, overrides: list[str] | 
     return net, recipe, kept
 
 
-def _nearest_existing(path: Path) -> Path | None:
-    """`path` or its nearest parent that exists (a link to nothing counts), None where none does."""
-    return next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)
-
-
 def import_release(method_name: str, checkpoint: str | Path, out: str | Path,
                    overrides: list[str] | tuple[str, ...] = (), overwrite: bool = False) -> Imported:
     """Import the release checkpoint of `method_name` into the model file `out` (see the module docstring);
@@ -117,7 +113,7 @@ def import_release(method_name: str, checkpoint: str | Path, out: str | Path,
                          f"model file's name (e.g. {out / 'model.safetensors'})")
     if out.exists() and not overwrite:
         raise ValueError(f"--out {out} exists: give --force to replace it")
-    if (above := _nearest_existing(out.parent)) is not None and not above.is_dir():  # before the conversion, which
+    if (above := nearest_existing(out.parent)) is not None and not above.is_dir():  # before the conversion, which
         raise ValueError(f"--out {out}: {above} is a file, not a folder; give another path")  # was then misnamed
     net, recipe, kept = convert_checkpoint(method, checkpoint, overrides)
     release = method.release

@@ -31,6 +31,7 @@ from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_path, atomic_write
 from defocuskit.io.card import model_card
 from defocuskit.io.modelfile import MODEL_FILE_MODE
+from defocuskit.io.paths import nearest_existing
 
 HUB_FORMAT = "defocuskit-hub-1"
 MODEL_FILE = "model.safetensors"
@@ -260,8 +261,8 @@ def check_folder(folder: Path, model_file: Path) -> None:
     recipe.yaml, another model. ValueError where a path above `folder` is a file ("afile/sub")."""
     if folder.exists() and not folder.is_dir():
         raise FileExistsError(f"{folder}: exists and is not a folder; give a folder for the model")
-    above = next((p for p in reversed(folder.parents) if (p.exists() or p.is_symlink()) and not p.is_dir()), None)
-    if above is not None:  # save_pretrained("afile/sub") was a plain NotADirectoryError: [Errno 20]
+    above = nearest_existing(folder.parent)
+    if above is not None and not above.is_dir():  # save_pretrained("afile/sub"): NotADirectoryError [Errno 20]
         raise ValueError(f"save_pretrained: {above} is a file, not a folder, so {folder} cannot be made inside it; "
                          "give a folder for the model elsewhere")
     pending = _pending(folder)

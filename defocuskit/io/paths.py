@@ -17,3 +17,9 @@ def path_argument(name: str, value: Any, what: str = "a path") -> Path:
     if not os.fspath(value).strip():
         raise ValueError(f"{name}=: an empty name, which would stand for the working folder; give {what}")
     return Path(value).expanduser()
+
+
+def nearest_existing(path: Path) -> Path | None:
+    """`path` or its nearest parent that exists (a link to nothing counts: nothing can be made through it), None
+    where none does; where it is no folder, nothing can be made at `path`."""
+    return next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), None)

@@ -59,7 +59,7 @@ from defocuskit.data.render_photo import (
     render_coc,
     restore_highlights,
 )
-from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
+from defocuskit.data.sample import RENDER_FOCUS_BY_MAP, IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
 from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS
 from defocuskit.imaging.depth import (
@@ -82,7 +82,6 @@ CAMERA = "defocuskit thin-lens renderer"
 # (VABD, EBB; 0.011-0.10 between them: a monocular depth map's units differ per scene)
 DEFAULT_K_FRACTION = 0.043
 FOCUS_PERCENTILES = (5.0, 95.0)
-FOCUS_CHOICES = ("auto", "mask", "sample")  # --render-focus by the map; else a depth value
 DEPTH_ARRAYS = (".npz", ".exr", ".pfm", ".h5", ".hdf5", ".mat")  # depth formats of other tools, not read
 INTEGER_METRES_PER_UNIT = 65.535  # metric depth of an 8/16-bit image (decoded to 0-1): a 16-bit PNG in mm
 VALUE_METRES_PER_UNIT = 1.0  # metric depth read as values (float TIFF, .npy): metres
@@ -299,7 +298,7 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str,
     check_units(paths["depth"], values, as_values, opts)
     mask = read_mask(paths["focal"], shape, photo.shape) if "focal" in paths else None
     focus = choose_focus(values, opts.render_focus, mask, int(opts.seed), stem, paths.get("focal"))
-    if opts.render_depth_kind == "metric" and opts.render_focus not in FOCUS_CHOICES:
+    if opts.render_depth_kind == "metric" and opts.render_focus not in RENDER_FOCUS_BY_MAP:
         focus /= scale  # a metric focus is given in metres: in the map's units
     try:
         unit = unit_coc(values, focus, opts, scale)
