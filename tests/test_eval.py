@@ -110,7 +110,7 @@ def test_vabd_by_aperture_input_baseline(vabd_shards: Path, tmp_path: Path) -> N
     assert "structural_similarity" in proto["ssim"] and proto["ssim_variant"] == "uniform7"
     assert proto["lpips"].startswith("unavailable:")
     assert proto["bit_depth"] == {"vabd": [8]}
-    assert proto["alignment"].startswith("none") and proto["grouping"] == "f_number rounded to 0.1"
+    assert proto["alignment"].startswith("none") and proto["grouping"] == "f_number rounded to 0.1 (0.01 below f/1)"
     assert {"numpy", "scikit-image", "torch", "defocuskit"} <= set(proto["libraries"])
     with (rep / "report.csv").open() as fh:
         table = list(csv.DictReader(fh))
@@ -165,6 +165,20 @@ def test_mismatched_pair_is_a_reported_skip(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["skipped"][0]["key"] == "s1"
 
 
+@pytest.mark.parametrize("stops, groups", [
+    (False, {0.7: 1, 0.95: 1, 1.0: 1, 45.0: 1, 64.0: 1, None: 5}),
+    (True, {0.7: 1, 1.0: 2, 45.0: 1, 64.0: 1, None: 5}),
+])
+def test_f_numbers_below_f1_and_beyond_f32_are_rows_of_their_own(stops: bool, groups: dict) -> None:
+    # a shard may record f/0.7 to f/64: f/0.95 was reported as f/0.9, and with --stops f/0.7 was f/1, f/64 f/32
+    rng = np.random.default_rng(0)
+    pairs = [{"key": f"s{i}", "sharp": (sharp := (rng.random((12, 12, 3)) * 255).astype(np.uint8)),
+              "blur": np.clip(sharp.astype(np.int16) + 3, 0, 255).astype(np.uint8), "coc": None,
+              "meta": {"source": "x", "f_number": f}} for i, f in enumerate((0.7, 0.95, 1.0, 45.0, 64.0))]
+    result = evaluate_samples(pairs, {"input": _baseline("input")}, stops=stops, progress=False)
+    assert {r["f_number"]: r["n"] for r in result["rows"]} == groups
+
+
 def test_wiener_without_f_number_or_coc_is_skipped_per_method(tmp_path: Path) -> None:
     pairs = _crop_pairs(2)
     pairs[0]["meta"]["f_number"] = 2.8
@@ -174,9 +188,13 @@ def test_wiener_without_f_number_or_coc_is_skipped_per_method(tmp_path: Path) ->
 
 
 def _wiener():
+    return _baseline("wiener")
+
+
+def _baseline(name: str):
     from defocuskit.eval.runners import _baseline_runner
 
-    return _baseline_runner("wiener")[0]
+    return _baseline_runner(name)[0]
 
 
 def test_align_registers_before_scoring() -> None:

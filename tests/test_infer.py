@@ -497,6 +497,32 @@ def test_cli_deblur(tmp_path: Path) -> None:
         assert not (tmp_path / "c").exists()
 
 
+def test_coc_fnumber_of_a_portrait_photo_is_its_landscape_twins(tmp_path: Path, monkeypatch) -> None:
+    # a camera's sensor width spans the photo's long side: a phone held upright (EXIF orientation 6, read turned) got
+    # the sensor width across its short side, a CoC 1.5x too small; so did a portrait with the turn in its pixels
+    from PIL import Image
+
+    ckpt = _export_nafnet(tmp_path / "nafnet.safetensors")
+    rgb = (np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "land.png")
+    Image.fromarray(np.ascontiguousarray(np.rot90(rgb))).save(tmp_path / "upright.png")
+    turned = Image.fromarray(rgb)
+    exif = turned.getexif()
+    exif[0x0112] = 6
+    turned.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    seen: dict[tuple[int, int], float] = {}
+
+    def spy(image, result, coc_map, gate_px, smooth):
+        seen.setdefault(image.shape[:2], set()).add(float(coc_map.max()))
+        return result
+
+    monkeypatch.setattr(files, "gate", spy)
+    deblur_files([tmp_path / n for n in ("land.png", "upright.png", "phone.jpg")], ckpt, tmp_path / "o", coc="fnumber",
+                 f_number=2.0, focus_gate=1.0, progress=False, camera={"sensor_width_mm": 24.0})
+    (landscape,), portrait = seen[(32, 48)], seen[(48, 32)]
+    assert portrait == {landscape} and landscape == pytest.approx(50 / 2 * 50 / (2000 - 50) / (24 / 48), rel=1e-4)
+
+
 # ----------------------------------------------------------------------- broken models and image files
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.imaging.optics import (
     FULL_STOPS,
     coc_at_infinity_px,
@@ -64,6 +65,8 @@ def test_full_stop():
     assert full_stop(1.2) == 1.4
     assert full_stop(22) == 22.0
     assert all(full_stop(n) == n for n in FULL_STOPS)
+    low, high = F_NUMBER_RANGE  # every f-number a shard may record has its own stop: f/64 was f/32, f/0.7 f/1
+    assert (full_stop(low), full_stop(45), full_stop(high), full_stop(0.95)) == (0.7, 45.0, 64.0, 1.0)
 
 
 @pytest.mark.parametrize("d", [0.0, 0.5, 1.0])

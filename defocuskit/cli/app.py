@@ -112,7 +112,8 @@ def deblur_cmd(
     f_number: Optional[float] = typer.Option(
         None, "--f-number", help="The shot's f-number for --coc fnumber and --coc-bound (default: EXIF)."),
     sensor_width: Optional[float] = typer.Option(
-        None, "--sensor-width", help="MM: the camera's sensor width for --coc fnumber (default: from EXIF, else 36)."),
+        None, "--sensor-width", help="MM: the camera's sensor width for --coc fnumber, spanned by the photo's long "
+                                   "side, portrait or landscape (default: from EXIF, else 36)."),
     focal_length: Optional[float] = typer.Option(
         None, "--focal-length", help="MM: the lens's focal length for --coc fnumber (default: EXIF, else 50)."),
     focus_distance: Optional[float] = typer.Option(

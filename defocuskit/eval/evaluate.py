@@ -18,6 +18,7 @@ from defocuskit.eval.eta import CostEta, progress_bar
 from defocuskit.eval.merge import merge_parts
 from defocuskit.eval.outputs import claim_outputs
 from defocuskit.eval.report import (
+    GROUPING,
     check_scored,
     group_of,
     library_versions,
@@ -365,7 +366,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
             **protocol.describe(),  # protocol, its description, quantization, crop
             "alignment": ALIGN_MODES[align_mode] if align_mode else "none: outputs scored as produced, pixel for pixel",
             **describe_band(c.detail_band),
-            "grouping": ("full stops (defocuskit.imaging.optics.full_stop)" if stops else "f_number rounded to 0.1")
+            "grouping": ("full stops (defocuskit.imaging.optics.full_stop)" if stops else GROUPING)
                         if by_aperture else "none (--no-by-aperture): one 'all' row per method",
             "coc": coc_source.describe([part["coc"] for part in tallies]) if coc_source is not None else
                    "no --coc: Wiener uses the shard's coc.png where present, else the f-number; no model needed one",

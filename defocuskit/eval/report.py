@@ -34,18 +34,20 @@ ROW_KEYS = (
     *(k for m in METRICS for k in (f"{m}_input", f"{m}_input_std")),
     *(k for m in GAIN_METRICS for k in (f"{m}_gain", f"{m}_gain_std")),
 )
+GROUPING = "f_number rounded to 0.1 (0.01 below f/1)"  # `group_of` without stops, as the protocol names it
 ALL = "all"  # how report.csv and the table write a pooled f-number or source (None in the rows)
 
 
 def group_of(f_number: float | None, stops: bool) -> float | None:
-    """The reporting group of an f-number: rounded to 0.1, or the nearest full stop; None where unknown."""
+    """The reporting group of an f-number: rounded to 0.1 (0.01 below f/1: f/0.95 is no f/0.9), or the nearest full
+    stop; None where unknown."""
     if f_number is None or not math.isfinite(float(f_number)) or float(f_number) <= 0:
         return None
     if stops:
         from defocuskit.imaging.optics import full_stop
 
         return float(full_stop(float(f_number)))
-    return round(float(f_number), 1)
+    return round(float(f_number), 2 if float(f_number) < 1.0 else 1)
 
 
 def _stats(values: list[float | None]) -> tuple[float | None, float | None]:

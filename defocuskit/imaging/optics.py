@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import j1
 
-# Standard full stops (powers of sqrt(2), marked values as engraved on lenses).
-FULL_STOPS: tuple[float, ...] = (1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0, 11.0, 16.0, 22.0, 32.0)
+# Standard full stops (powers of sqrt(2), marked values as engraved on lenses), from f/0.7 to f/64: every f-number a
+# shard may record (data.metadata.F_NUMBER_RANGE), so that none is put in a stop one or two away (f/64 was f/32).
+FULL_STOPS: tuple[float, ...] = (0.7, 1.0, 1.4, 2.0, 2.8, 4.0, 5.6, 8.0, 11.0, 16.0, 22.0, 32.0, 45.0, 64.0)
 
 _SUPERSAMPLE = 8  # sub-pixel grid per axis used to anti-alias the disc PSF
 BAND_PAD = 3  # px kept beyond the disc of a band-limited disc's ringing (MTF within 0.045 of the disc's)

@@ -217,8 +217,9 @@ class CocSource:
         return optics.bound_coc(coc, float(f_number), self.bound, max(coc.shape[:2]))
 
     def __call__(self, image: np.ndarray, meta: dict[str, Any] | None = None, coc_png: np.ndarray | None = None,
-                 name: str = "image") -> np.ndarray:
-        """The (H, W) float32 CoC map in pixels for a float (H, W, C) image; `name` is used in errors."""
+                 name: str = "image", sensor_px: int | None = None) -> np.ndarray:
+        """The (H, W) float32 CoC map in pixels for a float (H, W, C) image; `name` is used in errors. fnumber:
+        `sensor_px` is how many of the image's pixels span the metadata's sensor width (default: its width)."""
         h, w = image.shape[:2]
         if self.kind == "oracle":
             if coc_png is None:
@@ -231,7 +232,7 @@ class CocSource:
         if self.kind == "fnumber":
             full = dict(meta or {}, **self.camera, key=name)
             try:
-                value = optics.coc_from_metadata(full, w)
+                value = optics.coc_from_metadata(full, sensor_px or w)
             except ValueError as exc:
                 raise CocError(f"--coc fnumber: {exc} (give --f-number, or use --coc map)") from None
             self._count(image, meta or {}, name, optics.camera_of(full)[1])

@@ -346,7 +346,8 @@ def deblur_files(
             coc_map = None
             if source is not None and uses_coc:  # CoC sources read colour: gray as RGB
                 coc_map = source(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image, optics_of.get(p),
-                                 name=str(p))
+                                 name=str(p), sensor_px=max(image.shape[:2]))  # a camera's sensor width: its long
+                # side, which a photo's long side spans, portrait (EXIF-turned or not) or landscape
             plan = plan_tiling(method, recipe, model, *image.shape[:2], tiling)
             result = restore_in_channels(  # gray in, gray out, as the Python API's deblur
                 method, recipe, model, image, tiling=tiling, seed=seed, device=device, progress=progress,
