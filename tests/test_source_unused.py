@@ -91,3 +91,20 @@ def test_cuhk_hidden_files_and_other_folders_get_reject_lines(tmp_path):
     assert rejects == {"image/._out_of_focus0001.jpg": HIDDEN, "gt/._out_of_focus0001.png": HIDDEN,
                        "images": "folder not used (1 image): CUHK blur detection reads image/ and gt/",
                        "out_of_focus0004.jpg": "image outside the folders CUHK blur detection reads (image/ and gt/)"}
+
+
+def test_realdof_a_copy_of_one_image_in_another_format_shifts_no_pair(tmp_path):
+    """`source/1.jpg` beside `1.png` (a converted copy) left the number 1 twice in source/, so the pairs fell back to
+    sorted order: with an extra target the counts agreed and 2.png was paired with 3_gt.png, 3.png with 4_gt.png,
+    silently. The copy now gets a reject line and the numbers pair the rest."""
+    for n in (1, 2, 3):
+        write_image(tmp_path / "source" / f"{n}.png", _img(n))
+        write_image(tmp_path / "target" / f"{n}_gt.png", _img(10 + n))
+    write_image(tmp_path / "source" / "1.jpg", _img(1))
+    write_image(tmp_path / "target" / "4_gt.png", _img(14))
+    tasks, rejects = _listed(realdof, tmp_path)
+    assert [(t.key, Path(t.files["blur"]).name, Path(t.files["sharp"]).name) for t in tasks] == [
+        ("realdof/test/1", "1.png", "1_gt.png"), ("realdof/test/2", "2.png", "2_gt.png"),
+        ("realdof/test/3", "3.png", "3_gt.png")]
+    assert rejects == {"source/1.jpg": "another file of the same name is used: 1.png",
+                       "target/4_gt.png": "no source image numbered 4"}
