@@ -1,5 +1,6 @@
-"""DPDD, DED, RealDOF and CUHK: every image a source does not use gets a reject line naming it (they were
-dropped without a word: another format, a folder the dataset does not have, an image in the root, a hidden twin)."""
+"""DPDD, DED, RealDOF and CUHK (hidden files: EBB, VABD and --render too): every image a source does not use gets a
+reject line naming it (they were dropped without a word: another format, a folder the dataset does not have, an image
+in the root, a hidden twin)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from defocuskit.data.sample import IngestOptions, Rejected, Task
-from defocuskit.data.sources import cuhk_blur, ded, dpdd, realdof
+from defocuskit.data.sources import cuhk_blur, ded, dpdd, ebb, realdof, render, vabd
 from defocuskit.io.images import write_image
 
 OPTS = IngestOptions(split_by="train")
@@ -91,3 +92,36 @@ def test_cuhk_hidden_files_and_other_folders_get_reject_lines(tmp_path):
     assert rejects == {"image/._out_of_focus0001.jpg": HIDDEN, "gt/._out_of_focus0001.png": HIDDEN,
                        "images": "folder not used (1 image): CUHK blur detection reads image/ and gt/",
                        "out_of_focus0004.jpg": "image outside the folders CUHK blur detection reads (image/ and gt/)"}
+
+
+def test_realdof_a_copy_of_one_image_in_another_format_shifts_no_pair(tmp_path):
+    """`source/1.jpg` beside `1.png` (a converted copy) left the number 1 twice in source/, so the pairs fell back to
+    sorted order: with an extra target the counts agreed and 2.png was paired with 3_gt.png, 3.png with 4_gt.png,
+    silently. The copy now gets a reject line and the numbers pair the rest."""
+    for n in (1, 2, 3):
+        write_image(tmp_path / "source" / f"{n}.png", _img(n))
+        write_image(tmp_path / "target" / f"{n}_gt.png", _img(10 + n))
+    write_image(tmp_path / "source" / "1.jpg", _img(1))
+    write_image(tmp_path / "target" / "4_gt.png", _img(14))
+    tasks, rejects = _listed(realdof, tmp_path)
+    assert [(t.key, Path(t.files["blur"]).name, Path(t.files["sharp"]).name) for t in tasks] == [
+        ("realdof/test/1", "1.png", "1_gt.png"), ("realdof/test/2", "2.png", "2_gt.png"),
+        ("realdof/test/3", "3.png", "3_gt.png")]
+    assert rejects == {"source/1.jpg": "another file of the same name is used: 1.png",
+                       "target/4_gt.png": "no source image numbered 4"}
+
+
+def test_ebb_vabd_and_render_name_hidden_files_as_hidden(tmp_path):
+    """macOS `._0001.jpg` twins (AppleDouble: a copy onto a USB disk or a network share) were paired across the
+    folders like photos: the load failed and named one of them a damaged image, the other got no line at all."""
+    apple = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\0" * 64
+    ebb_root, vabd_root, render_root = tmp_path / "EBB", tmp_path / "VABD", tmp_path / "render"
+    folders = [(ebb, ebb_root, ("train/input", "train/target")), (vabd, vabd_root, ("train/input", "train/8")),
+               (render, render_root, ("image", "depth"))]
+    for module, root, subs in folders:
+        for sub in subs:
+            write_image(root / sub / "0001.jpg", _img(1))
+            (root / sub / "._0001.jpg").write_bytes(apple)
+        tasks, rejects = _listed(module, root)
+        assert rejects == {f"{sub}/._0001.jpg": HIDDEN for sub in subs}, module.NAME
+        assert tasks and all("._" not in path for t in tasks for path in t.files.values()), module.NAME

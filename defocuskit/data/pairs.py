@@ -67,13 +67,20 @@ def list_images(folder: Path, extensions: Iterable[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
 
 
+HIDDEN_FILE = "hidden file (name starts with '.'): not used"  # the reject reason of an image file named `.*`
+
+
 def images_by_stem(folder: Path, extensions: Iterable[str], source: str) -> tuple[dict[str, Path], list[Rejected]]:
     """`list_images` keyed by file stem (for layouts that pair files by name across folders), and a reject line of
-    `source` for every other file of a stem already taken (`2978.png` beside `2978.jpg`: the first by name is used)."""
+    `source` for every other file of a stem already taken (`2978.png` beside `2978.jpg`: the first by name is used)
+    and for every hidden file (`._2978.jpg`, macOS AppleDouble: no image, whose twin in the other folder made a pair
+    that failed to load, named as a damaged image)."""
     found: dict[str, Path] = {}
     twins = []
     for p in list_images(folder, extensions):
-        if p.stem in found:
+        if p.name.startswith("."):
+            twins.append(Rejected(source, str(p), HIDDEN_FILE))
+        elif p.stem in found:
             twins.append(Rejected(source, str(p), f"another file of the same name is used: {found[p.stem].name}"))
         else:
             found[p.stem] = p

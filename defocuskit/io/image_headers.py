@@ -176,6 +176,13 @@ def _tiff_tags(data: bytes) -> _Tags:
     return next(_tiff_ifds(data, (256, 257, 274)), {})
 
 
+def tiff_planar(data: bytes) -> bool:
+    """True for a TIFF whose first picture stores its channels in separate planes (PlanarConfiguration 2, with more
+    than one sample per pixel: what tifffile writes from a channel-first array, Photoshop's "Per Channel" order)."""
+    found = next(_tiff_ifds(data, (277, 284)), {})
+    return found.get(284, (1,))[0] == 2 and found.get(277, (1,))[0] > 1
+
+
 def tiff_pages(data: bytes) -> int:
     """The full-size pictures of a TIFF: its image file directories whose NewSubfileType (254) marks neither a
     reduced-resolution copy (a thumbnail, a preview) nor a mask, and (a thumbnail left unmarked, as some writers leave

@@ -1,8 +1,10 @@
 """Image files in and out: 8/16-bit PNG, JPEG, TIFF and camera RAW, always RGB, never cropped, read as they
-display (EXIF orientation applied)."""
+display (EXIF orientation applied). A TIFF of channels in separate planes is decoded by tifffile (OpenCV's decoder
+gives noise for one)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import cv2
@@ -21,6 +23,7 @@ from defocuskit.io.image_headers import (  # noqa: F401 (MAX_PIXELS_ENV, DEFAULT
     max_pixels,
     pillow_header,
     tiff_as_stored,
+    tiff_planar,
 )
 from defocuskit.io.raw import decode_raw
 
@@ -123,7 +126,8 @@ def read_image_channels(path: str | Path, float_values: bool = False) -> np.ndar
         data, orientation = tiff_as_stored(data)
     try:
         flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR  # orientation not applied: below
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        planar = data[:4] in TIFF_MAGIC and tiff_planar(data)
+        arr = _planar_tiff(data, path) if planar else cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     except cv2.error:
         arr = None
     if arr is None or arr.size == 0:
@@ -143,6 +147,29 @@ def read_image_channels(path: str | Path, float_values: bool = False) -> np.ndar
         else:
             raise ImageError(path, f"unsupported sample type {arr.dtype}")
     return _oriented(arr, orientation, path)
+
+
+def _planar_tiff(data: bytes, path: str | Path) -> np.ndarray:
+    """The first picture of a TIFF whose channels lie in separate planes, decoded with tifffile as OpenCV's (H, W)
+    or (H, W, 3|4) BGR(A) would be: OpenCV's decoder interleaves the planes wrongly (16-bit and float samples, an
+    alpha plane: noise, no error). ImageError where tifffile cannot decode it."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            arr, axes, photometric = page.asarray(), page.axes, int(page.photometric)
+    except Exception as exc:  # a codec tifffile lacks (LZW, JPEG without imagecodecs), damaged strips
+        raise ImageError(path, f"a TIFF of channels in separate planes that cannot be decoded ({type(exc).__name__}"
+                               f": {exc}); save it with interleaved channels") from None
+    if photometric not in (1, 2) or axes[-2:] != "YX" or arr.ndim != 3:  # MinIsBlack, RGB; planes first
+        raise ImageError(path, f"a TIFF of channels in separate planes of photometric {photometric} ({axes}): save "
+                               "it as interleaved RGB")
+    arr = np.moveaxis(arr, 0, -1)
+    arr = arr.astype(arr.dtype.newbyteorder("="))
+    if photometric == 1 or arr.shape[2] == 2:  # grey (+ alpha): the grey plane
+        return np.ascontiguousarray(arr[:, :, 0])
+    return np.ascontiguousarray(arr[:, :, [2, 1, 0, 3][:arr.shape[2]]])  # RGB(A) -> OpenCV's BGR(A)
 
 
 def _oriented(arr: np.ndarray, orientation: int, path: str | Path) -> np.ndarray:

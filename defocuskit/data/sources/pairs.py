@@ -36,6 +36,7 @@ from typing import Any, Iterator
 
 from defocuskit.data.pairs import (
     AS_SHOT,
+    HIDDEN_FILE,
     REGISTER_CHOICES,
     load_task,
     relpath,
@@ -103,7 +104,6 @@ def layout_problem(root: Path) -> str | None:
 # ------------------------------------------------------------------------------------------- files
 
 
-HIDDEN_FILE = "hidden file (name starts with '.'): not used"  # the reject reason of an image file named `.*`
 
 
 def folder_images(source: str, folder: Path, uses: str) -> tuple[list[Path], list[Rejected]]:
@@ -249,7 +249,8 @@ def _folder_tasks(root: Path, folder: Path, split: str | None, opts: IngestOptio
         try:
             meta = shot_meta(blur, sharp, root, given)
         except ImageError as exc:
-            reason = exc.reason if exc.reason.startswith("f-number") else f"unreadable file or EXIF header: {exc.reason}"
+            reason = (exc.reason if exc.reason.startswith("f-number")
+                      else f"unreadable file or EXIF header: {exc.reason}")
             yield Rejected(NAME, str(exc.path), reason, key)
             continue
         meta["pairing"] = pairing.mode

@@ -4,7 +4,8 @@ Pairing: by the number in the file names (the last run of digits, `1.png` with `
 with `000_gt.png`) where every file has one, unique in its folder, and one folder's numbers are all found in the
 other; else by stem (a target's `_gt` suffix stripped) on the same terms; a file with no partner then gets a
 reject line. Only names with nothing in common are paired by sorted order, and then only when the counts
-agree (else one reject line and no pairs).
+agree (else one reject line and no pairs). Of two files of one stem in a folder (`1.png` beside a `1.jpg` copy) one
+is used (PNG or TIFF before JPEG) and the other gets a reject line.
 
 Layout: `source/` and `target/` must exist, else the source fails (LayoutError) before any work. Unlike `--dpdd`,
 `--vabd`, ..., it does not read the one dataset folder inside a parent folder: a DPDD split folder
@@ -72,7 +73,23 @@ def _images(folder: Path) -> tuple[list[Path], list[Rejected]]:
     images, rejects = folder_images(NAME, folder, USES)
     rejects += [Rejected(NAME, str(p), f"a {p.suffix} file: RealDOF reads {USES}") for p in images
                 if p.suffix.lower() not in EXTENSIONS]
-    return [p for p in images if p.suffix.lower() in EXTENSIONS], rejects
+    used, twins = one_per_stem([p for p in images if p.suffix.lower() in EXTENSIONS])
+    return used, rejects + twins
+
+
+def one_per_stem(paths: list[Path]) -> tuple[list[Path], list[Rejected]]:
+    """One file per stem (`1.png` beside a `1.jpg` copy: PNG or TIFF before JPEG, then the first by name), sorted by
+    name, and a reject line for each other one: a stem held twice left no number or stem unique, and the pairs fell
+    back to sorted order, every later pair shifted by one."""
+    by_stem: dict[str, list[Path]] = {}
+    for path in paths:
+        by_stem.setdefault(path.stem, []).append(path)
+    used, rejects = [], []
+    for twins in by_stem.values():
+        best, *rest = sorted(twins, key=lambda p: (p.suffix.lower() in (".jpg", ".jpeg"), p.name))
+        used.append(best)
+        rejects += [Rejected(NAME, str(p), f"another file of the same name is used: {best.name}") for p in rest]
+    return sorted(used), rejects
 
 
 def layout_problem(root: Path) -> str | None:

@@ -3,9 +3,9 @@
 Layout: `DIR/image/<stem>.*` (the photos; `input/` is read where there is no `image/`, so that a VABD or EBB
 folder renders as shipped, from its f/16 references), `DIR/depth/<stem>.*` (their depth maps, paired by
 stem) and optionally `DIR/focal/<stem>.*` (focal-plane masks, white = in focus), as VABD and EBB ship them.
-A photo without a depth map, a depth map without a photo, an unreadable file and one in a format no source
-reads (HEIC, AVIF, GIF, ...) are reject lines naming the file; so are a depth map or mask of another aspect
-ratio than its photo (a smaller copy is resized; another shape would be stretched) and a depth map of one
+A photo without a depth map, a depth map without a photo, an unreadable file, a hidden one (`._x.jpg`) and one in
+a format no source reads (HEIC, AVIF, GIF, ...) are reject lines naming the file; so are a depth map or mask of another
+aspect ratio than its photo (a smaller copy is resized; another shape would be stretched) and a depth map of one
 value where the focus is (no blur to render); a folder without `image/` or `depth/` is one layout error.
 
 Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most
