@@ -416,7 +416,7 @@ def test_dry_run_checks_the_weights_init_from_names(run_a, tmp_path):
 
 @pytest.mark.parametrize(("override", "said"), [
     ("model.width=0", "groups must be a positive integer"),
-    ("model.width=100000000", "allocate"),
+    ("model.width=100000000", "GiB, more than this machine's"),
 ])
 def test_a_model_section_that_builds_no_network_is_one_line(override, said, tmp_path):
     """A negative or zero width was a torch traceback; 10^8 asked for 80 PB in one: RecipeError naming the section."""

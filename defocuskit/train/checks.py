@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import warnings
 
+import torch
 from torch import nn
 
 from defocuskit.config.recipe import Recipe, empty_value
@@ -121,10 +123,12 @@ def check_numbers(recipe: Recipe) -> None:
 
 def build_network(method: Method, recipe: Recipe, training: bool) -> nn.Module:
     """The method's network from the recipe's model section; RecipeError naming the section where it cannot be
-    built (a negative or zero width was a torch traceback, 10^8 a request for 80 PB)."""
+    built (a negative or zero width was a torch traceback) or whose weights alone exceed this machine's memory (10^8
+    wrote 10 GB of its first layer, then asked for 80 PB)."""
     try:
         with warnings.catch_warnings():  # a zero width: torch's "Initializing zero-element tensors" before the error
             warnings.filterwarnings("ignore", message="Initializing zero-element tensors", category=UserWarning)
+            check_fits(method, recipe, physical_memory())  # 10^8 wrote 10 GB of its first layer before it failed
             return method.build(recipe.model, recipe.objective, training)
     except (RuntimeError, ValueError, TypeError, MemoryError, OverflowError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -132,6 +136,29 @@ def build_network(method: Method, recipe: Recipe, training: bool) -> nn.Module:
         said = f"{key}: {not_positive(recipe.model)[key]} is no positive size; the model section" if key else \
             "model: this section"
         raise RecipeError(f"{said} does not build a {method.name} network ({reason[:300]})") from None
+
+
+def check_fits(method: Method, recipe: Recipe, memory: int | None) -> None:
+    """MemoryError where the weights of the recipe's network alone exceed `memory` bytes, from the network built for
+    inference on the meta device (nothing allocated, no pretrained weights read); where that build fails, the real one
+    says why."""
+    try:
+        with torch.device("meta"):
+            network = method.build(recipe.model, recipe.objective, False)
+    except Exception:  # noqa: BLE001 - said by the build that follows
+        return
+    size = sum(t.numel() * t.element_size() for t in (*network.parameters(), *network.buffers()))
+    if memory and size > memory:
+        raise MemoryError(f"its {sum(p.numel() for p in network.parameters()):.3g} parameters take {size / 2**30:.3g} "
+                          f"GiB, more than this machine's {memory / 2**30:.3g} GiB of memory")
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def not_positive(section: object) -> dict[str, object]:

@@ -104,8 +104,6 @@ def layout_problem(root: Path) -> str | None:
 # ------------------------------------------------------------------------------------------- files
 
 
-
-
 def folder_images(source: str, folder: Path, uses: str) -> tuple[list[Path], list[Rejected]]:
     """The images lying directly in `folder`, sorted by name, and reject lines for the images there that
     cannot be used (hidden, unsupported format) and for subfolders holding images."""
