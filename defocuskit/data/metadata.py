@@ -142,7 +142,10 @@ SCHEMA: dict[str, Field | dict[str, Field]] = {
     "ref_f_number": Field("float", "f-number of the sharp reference"),
     "focal_length_mm": Field("float", "focal length in mm"),
     "sensor_width_mm": Field("float", "width in mm of the sensor area the image covers (the thin lens's pixel pitch = "
-                                      "this / width; unknown: optics.coc_from_metadata assumes 36 mm, full frame)"),
+                                      "this / width; a camera's sensor width, from EXIF or its specification, spans "
+                                      "the photo's long side, so a portrait's is the sensor's short side: "
+                                      "optics.sensor_width_across; unknown: optics.coc_from_metadata assumes 36 mm, "
+                                      "full frame)"),
     "exposure_s": Field("float", "exposure time in seconds"),
     "iso": Field("int", "ISO sensitivity"),
     "camera": Field("str", "camera make and model"),

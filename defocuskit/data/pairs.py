@@ -18,6 +18,7 @@ from defocuskit.data.metadata import empty_meta
 from defocuskit.data.refine import refine
 from defocuskit.data.register import RegistrationError, align, match_gain
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
+from defocuskit.imaging.optics import sensor_width_across
 from defocuskit.io.formats import ImageError
 from defocuskit.io.images import as_rgb, bit_depth, from_float, is_monochrome, read_image, read_image_channels, to_float
 
@@ -131,9 +132,14 @@ def _read_pair(blur_path: str, sharp_path: str) -> tuple[np.ndarray, np.ndarray]
     return as_rgb(blur), as_rgb(sharp)
 
 
-def _meta(task: Task) -> dict[str, Any]:
+def _meta(task: Task, image: np.ndarray) -> dict[str, Any]:
+    """The sample's metadata from the task's, for the stored `image`: its size, and the camera's sensor width
+    (the task's: its long side) as the width in mm the image's width covers (optics.sensor_width_across)."""
     meta = empty_meta(source=task.source, split=task.split, scene=task.scene)
     meta.update({k: v for k, v in task.meta.items() if k in meta and v is not None})
+    height, width = image.shape[:2]
+    meta.update(height=height, width=width,
+                sensor_width_mm=sensor_width_across(meta["sensor_width_mm"], height, width))
     return meta
 
 
@@ -230,21 +236,25 @@ def load_pair(task: Task, opts: IngestOptions) -> Sample:
         gain = round(gain, 6)
     blur_out = from_float(blur_f, depth) if blur_f is not None else as_depth(blur, depth)
     sharp_out = as_depth(sharp, depth)
-    meta = _meta(task)
-    meta.update(bit_depth=depth, height=sharp.shape[0], width=sharp.shape[1], align=align_record, gain=gain)
+    meta = _meta(task, sharp)
+    meta.update(bit_depth=depth, align=align_record, gain=gain)
     return Sample(key=task.key, sharp=sharp_out, blur=blur_out, meta=meta)
 
 
 def load_sharp(task: Task, opts: IngestOptions) -> Sample:
     """Decode a sharp-only sample (the reference shot; no blur.png)."""
     sharp = _read(task.files["sharp"])
-    meta = _meta(task)
-    meta.update(bit_depth=bit_depth(sharp), height=sharp.shape[0], width=sharp.shape[1], align=dict(NO_ALIGN))
+    meta = _meta(task, sharp)
+    meta.update(bit_depth=bit_depth(sharp), align=dict(NO_ALIGN))
     return Sample(key=task.key, sharp=sharp, blur=None, meta=meta)
 
 
 def load_task(task: Task, opts: IngestOptions) -> list[Sample]:
-    """A source's `load`: a pair when the task has a blurred file, else a sharp-only sample."""
+    """A source's `load`: a pair when the task has a blurred file, else a sharp-only sample. A task's
+    `sensor_width_mm` is its camera's sensor width (the long side: EXIF, the camera's specification), which spans
+    the photo's long side; the sample's is the width in mm its stored image's width covers, so a portrait's (a
+    camera held upright, turned by EXIF orientation or in its pixels) is the sensor's short side
+    (optics.sensor_width_across)."""
     return [load_pair(task, opts) if "blur" in task.files else load_sharp(task, opts)]
 
 

@@ -103,6 +103,17 @@ def pixel_pitch_um(sensor_width_mm: float, image_width_px: int) -> float:
     return float(sensor_width_mm) * 1000.0 / float(image_width_px)
 
 
+def sensor_width_across(camera_sensor_mm: float | None, height: int, width: int) -> float | None:
+    """The width in mm that an image of `height` x `width` pixels covers, shot by a camera whose sensor width
+    (`camera_sensor_mm`: its long side, as EXIF and camera specifications give it) spans the photo's long side:
+    that width for a landscape or square image, that width x `width` / `height` for a portrait one (a camera held
+    upright, turned by EXIF orientation or in its pixels). None stays None (unknown)."""
+    if camera_sensor_mm is None or height <= width:
+        return camera_sensor_mm
+    _check_positive("width", width)
+    return round(float(camera_sensor_mm) * width / height, 4)
+
+
 # Assumptions where the metadata is silent (stated wherever they are used).
 DEFAULT_FOCAL_LENGTH_MM = 50.0
 DEFAULT_FOCUS_DISTANCE_M = 2.0

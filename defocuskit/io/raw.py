@@ -194,8 +194,9 @@ def _exif_tags(path: Path) -> dict:
 
 
 def sensor_width_mm(tags: dict, focal_length_mm: float | None, width_px: float | None = None) -> float | None:
-    """The sensor width (mm) the EXIF `tags` (exifread's) imply (see _SENSOR_TAGS), None where they do not give a
-    plausible one; `width_px`: the image width where the tags lack PixelXDimension."""
+    """The sensor width (mm) the EXIF `tags` (exifread's) imply (see _SENSOR_TAGS): the sensor's long side, which
+    a photo's long side spans, portrait or landscape; None where they do not give a plausible one; `width_px`: the
+    image width where the tags lack PixelXDimension."""
     low, high = SENSOR_WIDTH_RANGE_MM
     equivalent = _first(tags, _SENSOR_TAGS["equivalent"])
     equivalent = _number(equivalent) if equivalent is not None else None

@@ -29,7 +29,8 @@ EXPECTED = "{train,test}/{input,target}/"
 USES = "input/, target/ (depth/, focal/ ignored)"
 F_NUMBER, REF_F_NUMBER = 1.8, 16.0
 CAMERA, FOCAL_LENGTH_MM = "Canon 7D", 50.0
-SENSOR_WIDTH_MM = 22.3  # the EOS 7D's APS-C sensor (22.3 x 14.9 mm)
+# the EOS 7D's APS-C sensor (22.3 x 14.9 mm): its long side, a portrait's 22.3 x its width / height (load_task)
+SENSOR_WIDTH_MM = 22.3
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
 

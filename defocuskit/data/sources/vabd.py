@@ -37,7 +37,9 @@ IGNORED = ("depth", "focal")
 EXPECTED = "{train,test}/{input,8,2_8,1_8}/"
 USES = "input/, 8/, 2_8/, 1_8/ (depth/, focal/ ignored)"
 CAMERA, FOCAL_LENGTH_MM = "Canon EOS 70D", 50.0
-SENSOR_WIDTH_MM = 22.5  # the EOS 70D's APS-C sensor (22.5 x 15.0 mm); the JPEGs carry no EXIF
+# the EOS 70D's APS-C sensor (22.5 x 15.0 mm): its long side, a portrait's 22.5 x its width / height (load_task);
+# the JPEGs carry no EXIF
+SENSOR_WIDTH_MM = 22.5
 EXTENSIONS = {".jpg", ".jpeg", ".png"}
 
 
