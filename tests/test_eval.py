@@ -233,6 +233,27 @@ def test_align_names_outputs_it_found_no_registration_for() -> None:
     assert [n for n in result["notes"] if n.startswith("scored as produced, no registration found: flat (flat): ")]
 
 
+def test_an_aligned_report_says_so_in_its_table_and_plot_title(tmp_path: Path) -> None:
+    """--align changes the scores (+0.3 to +0.4 dB on some VABD f/1.8 crops); the table and aperture.png named the
+    protocol and the detail band but not the alignment, so aligned scores were shown as the plain ones."""
+    from rich.console import Console
+
+    from defocuskit.eval.plots import aperture_title
+
+    pairs = _crop_pairs(2)
+    for p in pairs:
+        p["meta"]["f_number"] = 2.8
+    shards = _write_shards(tmp_path / "shards", "test", pairs)
+    console = Console(record=True, width=200)
+    report = evaluate(shards, [], ["input"], EvalConfig(split="test", report_dir=tmp_path / "rep", progress=False,
+                                                         align=True), console=console)
+    assert report["protocol"]["align"] == "ecc"
+    assert "defocuskit eval: split 'test', aligned to the reference (ecc)" in console.export_text()
+    assert aperture_title(report).endswith(" · aligned (ecc)")
+    plain = evaluate(shards, [], ["input"], EvalConfig(split="test", report_dir=tmp_path / "plain", progress=False))
+    assert plain["protocol"]["align"] is None and "aligned" not in aperture_title(plain)
+
+
 def test_identity_output_scores_inputs_exactly_16bit() -> None:
     rng = np.random.default_rng(0)
     pairs = _crop_pairs(2)

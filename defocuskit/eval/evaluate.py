@@ -364,6 +364,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
             "lpips": lpips_desc,
             "bit_depth": result["bit_depth"],
             **protocol.describe(),  # protocol, its description, quantization, crop
+            "align": align_mode,  # None, "ecc" or "flow"
             "alignment": ALIGN_MODES[align_mode] if align_mode else "none: outputs scored as produced, pixel for pixel",
             **describe_band(c.detail_band),
             "grouping": ("full stops (defocuskit.imaging.optics.full_stop)" if stops else GROUPING)

@@ -27,6 +27,8 @@ def aperture_title(report: Mapping[str, Any]) -> str:
         text += f" · first {protocol['limit']} pairs"
     if protocol.get("protocol", "default") != "default":
         text += f" · protocol {protocol['protocol']}"
+    if protocol.get("align"):
+        text += f" · aligned ({protocol['align']})"
     if protocol.get("detail_band_px"):
         text += f" · detail band ({protocol['detail_band_px']:g} px)"
     return text

@@ -173,8 +173,9 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     sources = list(dict.fromkeys(r["source"] for r in rows if r.get("source") is not None))
     scope = "all sources" if sources else ""
     chosen = report["protocol"].get("protocol", "default")
-    band = report["protocol"].get("detail_band_px")
+    band, align = report["protocol"].get("detail_band_px"), report["protocol"].get("align")
     scope = ", ".join(p for p in (scope, f"protocol {chosen}" if chosen != "default" else "",
+                                  f"aligned to the reference ({align})" if align else "",
                                   f"detail band (low-pass {band:g} px from the reference)" if band else "") if p)
     console.print(_table(pooled, f"defocuskit eval: split '{split}'" + (f", {scope}" if scope else ""),
                          caption="Δ: gain over the blurred input; sd: std over images"))

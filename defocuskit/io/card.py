@@ -64,9 +64,11 @@ def eval_results(ev: dict[str, Any] | None) -> list[Any]:
 
     name, kind = eval_dataset(ev)
     rows = sorted(ev["rows"], key=lambda r: r.get("f_number") is not None)  # the pooled row first (a stable sort)
+    scoring = [str(t) for t in ev.get("scoring") or []]  # e.g. "detail band 16 px": not the plain PSNR
     results = []
     for row in rows:
-        suffix = "" if row.get("f_number") is None else f" ({_f_label(row['f_number'])})"
+        terms = ([] if row.get("f_number") is None else [_f_label(row["f_number"])]) + scoring
+        suffix = f" ({'; '.join(terms)})" if terms else ""
         for key, label, digits in METRICS:
             if _finite(row.get(key)):
                 results.append(EvalResult(**TASK, dataset_type=kind, dataset_name=name, dataset_split=ev.get("split"),
@@ -146,6 +148,18 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
     return public("\n".join(lines))
 
 
+def _run_terms(settings: dict[str, Any]) -> str:
+    """The eval run's focus gate and self-ensemble, where it used them ("; ..."), else ""."""
+    gate, ensemble = settings.get("focus_gate"), settings.get("ensemble")
+    text = ""
+    if isinstance(gate, dict) and _finite(gate.get("full_px")):
+        origin = "its recipe's" if gate.get("from") == "recipe" else "eval --focus-gate"
+        text += f"; focus gate {gate['full_px']:g} px ({origin})"
+    if isinstance(ensemble, dict) and ensemble.get("size"):
+        text += f"; self-ensemble of {ensemble['size']} (eval --ensemble)"
+    return text
+
+
 def _gate_sentence(focus_gate: float | None) -> str:
     """What the card says of the model's own focus gate (its recipe's inference.focus_gate), or nothing."""
     if not focus_gate:
@@ -187,7 +201,9 @@ def _eval_section(ev: dict[str, Any] | None) -> list[str]:
     dataset, _ = eval_dataset(ev)
     lines = ["## Evaluation", "",
              (f"`defocuskit eval` on {dataset}, split `{ev.get('split')}` (checkpoint `{ev.get('label')}`); "
-              f"grouping: {ev.get('grouping')}. PSNR: {ev.get('psnr')}. SSIM: {ev.get('ssim')}."),
+              f"grouping: {ev.get('grouping')}. PSNR: {ev.get('psnr')}. SSIM: {ev.get('ssim')}."
+              + (f" Scores: {'; '.join(map(str, ev['scoring']))}, not the default protocol's (every pixel of each "
+                 "output as produced, at the sources' bit depth)." if ev.get("scoring") else "")),
              "",
              "| f/N | n | PSNR | input PSNR | gain | SSIM | input SSIM | gain |",
              "|---|---|---|---|---|---|---|---|"]
@@ -201,5 +217,6 @@ def _eval_section(ev: dict[str, Any] | None) -> list[str]:
     lines += ["", (f"Settings of that run: sampler `{json.dumps(settings.get('sampler'))}`, "
                    f"NFE {settings.get('nfe')}, seed {settings.get('seed')}"
                    + (f"; inference: {settings['inference']}" if settings.get("inference") else "")
+                   + _run_terms(settings)
                    + (f"; CoC map: {coc.get('description')}." if coc.get("description") else ".")), ""]
     return lines

@@ -62,11 +62,27 @@ def eval_from_report(report: str | Path, model_file: Path, method: str, label: s
     return {
         "report": report.name, "label": label, "split": protocol.get("split"), "shards": protocol.get("shards"),
         "psnr": protocol.get("psnr"), "ssim": protocol.get("ssim"), "grouping": protocol.get("grouping"),
+        "scoring": scoring_terms(protocol),  # how the scores differ from the default protocol's
         "sources": sources,  # the shards' source names of the scored images (dpdd, raw, ...)
         "settings": {k: entry.get(k) for k in ("sampler", "nfe", "timesteps", "coc", "tile", "overlap", "seed",
-                                                "inference")},
+                                                "inference", "focus_gate", "ensemble")},
         "rows": [{k: r.get(k) for k in keep} for r in mine],
     }
+
+
+def scoring_terms(protocol: dict[str, Any]) -> list[str]:
+    """What a report's scores are, where they are not the default protocol's plain PSNR/SSIM of the images as
+    produced: its protocol (dpdd8), alignment to the reference, the detail band; [] for the default."""
+    terms = []
+    if protocol.get("protocol") not in (None, "default"):
+        terms.append(f"protocol {protocol['protocol']}")
+    align, text = protocol.get("align"), str(protocol.get("alignment") or "none")
+    if align or not text.startswith("none"):  # reports before "align" was recorded say it only in "alignment"
+        terms.append(f"aligned to the reference ({align})" if align else "aligned to the reference")
+    band = protocol.get("detail_band_px")
+    if isinstance(band, (int, float)) and not isinstance(band, bool):
+        terms.append(f"detail band {band:g} px")
+    return terms
 
 
 def _same_file(path: str | None, model_file: Path) -> bool:
