@@ -117,6 +117,15 @@ def sensor_width_across(camera_sensor_mm: float | None, height: int, width: int)
     return round(float(camera_sensor_mm) * width / height, 4)
 
 
+def sensor_width_of_crop(sensor_width_mm: float | None, crop_width: int, width: int) -> float | None:
+    """The width in mm that a crop `crop_width` pixels wide covers of an image `width` pixels wide covering
+    `sensor_width_mm` (a training patch's: the pixel pitch stays the image's). None stays None (unknown)."""
+    if sensor_width_mm is None:
+        return None
+    _check_positive("width", width)
+    return round(float(sensor_width_mm) * crop_width / width, 6)
+
+
 # Assumptions where the metadata is silent (stated wherever they are used).
 DEFAULT_FOCAL_LENGTH_MM = 50.0
 DEFAULT_FOCUS_DISTANCE_M = 2.0
