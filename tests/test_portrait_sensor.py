@@ -85,7 +85,7 @@ def test_a_portrait_shot_stores_the_width_its_image_covers_and_evaluates_as_its_
     assert tall_meta["sensor_width_mm"] == pytest.approx(24.0)  # was 36: the sensor's long side across the short
     want = _fnumber_coc(wide_meta, wide)
     assert _fnumber_coc(tall_meta, tall) == pytest.approx(want, rel=1e-4)  # was 1.5x too small
-    assert wiener_coc_px(tall_meta, tall.shape[1]) == pytest.approx(wiener_coc_px(wide_meta, wide.shape[1]),
+    assert wiener_coc_px(tall_meta, tall.shape[:2]) == pytest.approx(wiener_coc_px(wide_meta, wide.shape[:2]),
                                                                     rel=1e-4)
 
 

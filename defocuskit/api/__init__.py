@@ -170,8 +170,9 @@ class DeblurModel:
         needs a circle-of-confusion map takes `coc`: a map in pixels ((H, W), (1, H, W) or (B, 1, H, W)) or a
         defocus-map DeblurModel, "edge" (training-free, imaging.blur_estimate), or `f_number` (one CoC per image:
         the thin lens's of a background at infinity, optics.coc_from_metadata, for the camera of `sensor_width_mm`
-        (the width of the sensor area the image covers, 1 to 100; default 36, full frame: an APS-C or phone image
-        then gets a CoC too small by its crop factor), `focal_length_mm` (1 to 2000; default 50) and
+        (the camera's sensor width, spanned by the image's long side, portrait or landscape, as deblur's
+        --sensor-width; 1 to 100; default 36, full frame: an APS-C or phone image then gets a CoC too small by its
+        crop factor), `focal_length_mm` (1 to 2000; default 50) and
         `focus_distance_m` (0.01 to 10000, beyond the focal length; default 2)); `f_number` beside a defocus-map
         model bounds its map (`coc_map`), and `coc_bound` K (as
         `--coc-bound`; 0: none; None: a map model's own) bounds a map model's or "edge" to K x the long side / N.

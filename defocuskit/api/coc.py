@@ -47,7 +47,8 @@ def coc_sources(coc: Image | MapModel | None, f_number: float | None, size: tupl
     if f_number is not None:
         lens_f_number(f_number)
     if coc is None:
-        return [float(optics.coc_from_metadata(dict(lens or {}, f_number=lens_f_number(f_number), key="image"), w))] * n
+        meta = dict(lens or {}, f_number=lens_f_number(f_number), key="image")  # a camera's: across the long side
+        return [float(optics.coc_from_metadata(meta, optics.sensor_span_px(meta, h, w, given=True)))] * n
     if isinstance(coc, str) and coc != "edge":
         raise ValueError(f"coc={coc!r}: the only named source is \"edge\" (a map, or a defocus-map model)")
     if isinstance(coc, MapModel) and coc.output != "defocus_map":

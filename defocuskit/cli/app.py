@@ -202,8 +202,9 @@ def eval_cmd(
         "pixels at f/N where the f-number is known (the thin lens: CoC at f/N = CoC at f/1 / N); 0: no bound. "
         "Default: the --coc-model's own inference.coc_bound (recipes/defocus-map-tiny.yaml: its training data's)."),
     sensor_width: Optional[float] = typer.Option(
-        None, "--sensor-width", help="MM: the camera's sensor width for --coc fnumber, used over every sample's "
-        "metadata value, as deblur's over the EXIF (default: the metadata's, else 36)."),
+        None, "--sensor-width", help="MM: the camera's sensor width for --coc fnumber, spanned by each image's long "
+        "side as deblur's, used over every sample's metadata value (default: the metadata's, the width its image "
+        "covers, across its width; else 36 across the long side)."),
     focal_length: Optional[float] = typer.Option(
         None, "--focal-length", help="MM: the lens's focal length for --coc fnumber, over the metadata's (default: "
         "the metadata's, else 50)."),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 from defocuskit.data.ingest_checks import MIN_SIDE_PX
 from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.sample import IngestOptions, RejectError, Sample, Task
+from defocuskit.imaging.optics import sensor_width_of_crop
 from defocuskit.io.images import bit_depth, to_float
 
 
@@ -69,9 +71,34 @@ def convert_bit_depth(sample: Sample, depth: str) -> Sample:
                    right=conv(sample.right))
 
 
+def patch_meta(meta: Mapping[str, Any], y: int, x: int, patch: int, width: int) -> dict[str, Any]:
+    """The metadata of the `patch` px patch at (y, x) of an image `width` px wide: the image's, but for what is
+    measured across the image: `sensor_width_mm` is the width in mm the patch covers (optics.sensor_width_of_crop:
+    the pixel pitch, sensor_width_mm / width, stays the image's, and so does a thin-lens CoC in pixels), and
+    `align.matrix` maps the patch's pixel coordinates (`matrix_in_crop`). Pixel lengths (align's matched_blur_px,
+    refined_px) are the same in a patch; the registration's scores describe the whole shot it was cut from."""
+    out = dict(meta)
+    if "sensor_width_mm" in meta:
+        out["sensor_width_mm"] = sensor_width_of_crop(meta["sensor_width_mm"], patch, width)
+    align = meta.get("align")
+    if isinstance(align, Mapping) and align.get("matrix") is not None:
+        out["align"] = {**align, "matrix": matrix_in_crop(align["matrix"], y, x)}
+    return out
+
+
+def matrix_in_crop(matrix: Any, y: int, x: int) -> list[list[float]]:
+    """A 2 x 3 or 3 x 3 warp between two images' pixel coordinates as the warp between their crops with the corner
+    (y, x): T(-x, -y) M T(x, y), the same rows (a point p of a crop is p + (x, y) of its image)."""
+    m = np.asarray(matrix, np.float64)
+    full = np.vstack([m, [0.0, 0.0, 1.0]]) if m.shape == (2, 3) else m
+    shift = np.array([[1.0, 0.0, x], [0.0, 1.0, y], [0.0, 0.0, 1.0]])
+    back = np.array([[1.0, 0.0, -x], [0.0, 1.0, -y], [0.0, 0.0, 1.0]])
+    return (back @ full @ shift)[:m.shape[0]].tolist()
+
+
 def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[Sample]:
     """Aligned `patch` x `patch` crops of blur/sharp/coc/blurmask/views every `stride` pixels; keys get
-    `/p{y}_{x}`."""
+    `/p{y}_{x}`, metadata `patch_meta`."""
     stride = stride or patch
     h, w = sample.image.shape[:2]
     if h < patch or w < patch:
@@ -83,7 +110,7 @@ def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[S
             win = (slice(y, y + patch), slice(x, x + patch))
             out.append(Sample(
                 key=f"{sample.key}/p{y}_{x}", sharp=None if sample.sharp is None else sample.sharp[win],
-                meta=dict(sample.meta), blur=None if sample.blur is None else sample.blur[win],
+                meta=patch_meta(sample.meta, y, x, patch, w), blur=None if sample.blur is None else sample.blur[win],
                 coc=None if sample.coc is None else sample.coc[win], coc_signed=sample.coc_signed,
                 blurmask=None if sample.blurmask is None else sample.blurmask[win],
                 left=None if sample.left is None else sample.left[win],

@@ -62,12 +62,14 @@ def input_baseline(blur: np.ndarray) -> np.ndarray:
     return blur
 
 
-def wiener_coc_px(meta: dict[str, Any], width: int, coc: np.ndarray | None = None) -> float | np.ndarray:
-    """The disc diameter (pixels) for the Wiener baseline: the coc map if given (signed or not), else from the f-number."""
+def wiener_coc_px(meta: dict[str, Any], size: tuple[int, int], coc: np.ndarray | None = None) -> float | np.ndarray:
+    """The disc diameter (pixels) for the Wiener baseline of an image of `size` (H, W): the coc map if given (signed
+    or not), else from the f-number (its sensor width across the width, or 36 mm across the long side where the
+    metadata has none: optics.sensor_span_px)."""
     if coc is not None:
         return np.asarray(coc, np.float32)
     try:
-        return optics.coc_from_metadata(meta, width)
+        return optics.coc_from_metadata(meta, optics.sensor_span_px(meta, *size))
     except ValueError as exc:
         raise ValueError(f"the Wiener baseline needs coc.png or an f_number: {exc}") from None
 
@@ -79,7 +81,7 @@ def wiener_baseline(blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | No
     from defocuskit.imaging.deconv import wiener_deblur
     from defocuskit.io.images import linear_to_srgb, srgb_to_linear
 
-    coc_px = np.abs(wiener_coc_px(meta, blur.shape[1], coc))  # a disc of |CoC|
+    coc_px = np.abs(wiener_coc_px(meta, blur.shape[:2], coc))  # a disc of |CoC|
 
     def step(image: np.ndarray) -> np.ndarray:
         linear = srgb_to_linear(image)  # defocus blur mixes light, not sRGB values
@@ -96,7 +98,7 @@ def prox_baseline(blur: np.ndarray, meta: dict[str, Any], coc: np.ndarray | None
 
     from defocuskit.imaging.lens_blur import DefocusOperator, linear_to_srgb, srgb_to_linear
 
-    coc_px = wiener_coc_px(meta, blur.shape[1], coc)
+    coc_px = wiener_coc_px(meta, blur.shape[:2], coc)
     coc_map = np.array(np.broadcast_to(np.asarray(coc_px, np.float32), blur.shape[:2]))
     operator = DefocusOperator(torch.from_numpy(np.ascontiguousarray(coc_map))[None, None], psf=psf)
 

@@ -6,6 +6,9 @@ Units: focal length and CoC in millimetres, distances in metres, pixel pitch in 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from scipy.special import j1
 
@@ -114,6 +117,15 @@ def sensor_width_across(camera_sensor_mm: float | None, height: int, width: int)
     return round(float(camera_sensor_mm) * width / height, 4)
 
 
+def sensor_width_of_crop(sensor_width_mm: float | None, crop_width: int, width: int) -> float | None:
+    """The width in mm that a crop `crop_width` pixels wide covers of an image `width` pixels wide covering
+    `sensor_width_mm` (a training patch's: the pixel pitch stays the image's). None stays None (unknown)."""
+    if sensor_width_mm is None:
+        return None
+    _check_positive("width", width)
+    return round(float(sensor_width_mm) * crop_width / width, 6)
+
+
 # Assumptions where the metadata is silent (stated wherever they are used).
 DEFAULT_FOCAL_LENGTH_MM = 50.0
 DEFAULT_FOCUS_DISTANCE_M = 2.0
@@ -122,15 +134,27 @@ DEFAULT_SENSOR_WIDTH_MM = 36.0  # full-frame width: pixel pitch = 36 mm / image 
 COC_FROM_METADATA = (
     "the thin-lens CoC of a background at infinity, optics.coc_at_infinity_px(f_number, focal_length_mm, "
     f"focus_distance_m, pitch), with focal length {DEFAULT_FOCAL_LENGTH_MM:g} mm and focus distance "
-    f"{DEFAULT_FOCUS_DISTANCE_M:g} m where the metadata has none, and pitch = sensor_width_mm (the metadata's; "
-    f"{DEFAULT_SENSOR_WIDTH_MM:g} mm, full frame, where it has none) / image width"
+    f"{DEFAULT_FOCUS_DISTANCE_M:g} m where the metadata has none, and pitch = sensor_width_mm / image width where it "
+    "is the metadata's (the width the image covers), or a camera's sensor width (one given; "
+    f"{DEFAULT_SENSOR_WIDTH_MM:g} mm, full frame, where the metadata has none) / the image's long side"
 )
 
 
-def coc_from_metadata(meta: dict, width: int) -> float:
-    """One CoC diameter (pixels) for a whole shot from its f-number and optics (see COC_FROM_METADATA): the camera's
-    own sensor width where `meta["sensor_width_mm"]` knows it, else DEFAULT_SENSOR_WIDTH_MM (36 mm, full frame:
-    an APS-C camera or a phone then gets a CoC too small by its crop factor)."""
+def sensor_span_px(meta: Mapping[str, Any], height: int, width: int, given: bool = False) -> int:
+    """How many pixels of a `height` x `width` image the sensor width coc_from_metadata reads in `meta` spans: the
+    width where it is the sample's own `sensor_width_mm` (the width in mm its image covers, as ingest stores it); the
+    long side where it is a camera's, whose long side spans a photo's long side, portrait or landscape: one `given`
+    over the metadata (eval's --sensor-width, deblur's and the API's, EXIF's) or DEFAULT_SENSOR_WIDTH_MM where the
+    metadata has none."""
+    camera = given or "sensor_width_mm" in camera_of(meta)[1]
+    return max(int(height), int(width)) if camera else int(width)
+
+
+def coc_from_metadata(meta: Mapping[str, Any], width: int) -> float:
+    """One CoC diameter (pixels) for a whole shot from its f-number and optics (see COC_FROM_METADATA), `width`
+    pixels spanning its sensor width (sensor_span_px): the camera's own sensor width where `meta["sensor_width_mm"]`
+    knows it, else DEFAULT_SENSOR_WIDTH_MM (36 mm, full frame: an APS-C camera or a phone then gets a CoC too small
+    by its crop factor)."""
     f_number = meta.get("f_number")
     if f_number is None:
         raise ValueError(f"sample '{meta.get('scene') or meta.get('key') or '?'}' has no f_number")
@@ -139,7 +163,7 @@ def coc_from_metadata(meta: dict, width: int) -> float:
     return float(coc_at_infinity_px(float(f_number), used["focal_length_mm"], used["focus_distance_m"], pitch))
 
 
-def camera_of(meta: dict) -> tuple[dict[str, float], list[str]]:
+def camera_of(meta: Mapping[str, Any]) -> tuple[dict[str, float], list[str]]:
     """The sensor width, focal length and focus distance coc_from_metadata uses for `meta`, and the keys of those
     that are its defaults (36 mm, 50 mm, 2 m: the metadata has none, or a focus not beyond the focal length)."""
     defaults: list[str] = []

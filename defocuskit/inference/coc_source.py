@@ -4,6 +4,8 @@
 - `oracle`: the shard's `coc.png` (synthetic data); for studies of the sampler alone: the report says so.
 - `fnumber`: one CoC for the whole image from the f-number and the optics in the metadata
   (optics.coc_from_metadata: a background at infinity); the camera options (CAMERA_OPTIONS) used over its values.
+  A metadata sensor width spans the image's width (the width it covers, as ingest stores it), a camera's (given, or
+  the 36 mm default) its long side (optics.sensor_span_px).
 - `edge`: training-free, from the blurred image alone (imaging.blur_estimate.estimate_coc: edge blur by
   re-blurring, Zhuo & Sim 2011, spread edge-aware to every pixel); no model file.
 
@@ -219,7 +221,9 @@ class CocSource:
     def __call__(self, image: np.ndarray, meta: dict[str, Any] | None = None, coc_png: np.ndarray | None = None,
                  name: str = "image", sensor_px: int | None = None) -> np.ndarray:
         """The (H, W) float32 CoC map in pixels for a float (H, W, C) image; `name` is used in errors. fnumber:
-        `sensor_px` is how many of the image's pixels span the metadata's sensor width (default: its width)."""
+        `sensor_px` is how many of the image's pixels span the sensor width (deblur: the long side, EXIF's being a
+        camera's); default optics.sensor_span_px: the width for the sample's own metadata value, the long side for a
+        camera's (--sensor-width given, or the 36 mm default)."""
         h, w = image.shape[:2]
         if self.kind == "oracle":
             if coc_png is None:
@@ -232,7 +236,8 @@ class CocSource:
         if self.kind == "fnumber":
             full = dict(meta or {}, **self.camera, key=name)
             try:
-                value = optics.coc_from_metadata(full, sensor_px or w)
+                span = sensor_px or optics.sensor_span_px(meta or {}, h, w, given="sensor_width_mm" in self.camera)
+                value = optics.coc_from_metadata(full, span)
             except ValueError as exc:
                 raise CocError(f"--coc fnumber: {exc} (give --f-number, or use --coc map)") from None
             self._count(image, meta or {}, name, optics.camera_of(full)[1])
