@@ -96,3 +96,14 @@ def test_a_stream_by_samples_resumes_exactly_with_workers(uneven):
 
     full = batches(0, 12)
     assert batches(5, 7) == full[5:]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_no_reader_is_left_without_samples_where_they_are_few(world, tmp_path):
+    # before: 3 processes, 2 workers each, over shards of 2 and 1 samples: "no sample with sharp.png" (worker 1)
+    _shard(tmp_path / "t" / "train-000000.tar", ["t0", "t1"])
+    _shard(tmp_path / "t" / "train-000001.tar", ["t2"])
+    recipe = _recipe(str(tmp_path / "t"), "data.num_workers=2")
+    parts = [_keys(recipe, rank, world, 3) for rank in range(world)]
+    assert set().union(*parts) == {"t0", "t1", "t2"}
+    assert not set().union(*[p[:1] for p in parts[1:]]) & set(parts[0][:1])

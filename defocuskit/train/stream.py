@@ -10,8 +10,8 @@ one reader), so that they see disjoint samples and every usable sample is drawn 
     `readers`-th usable sample of each epoch (by position). Readers' own shards of unequal sizes (a folder's short
     last shard) would make the samples of the smaller ones come round more often: two samples of a last shard on
     a worker of their own were half of every batch.
-A process never starts more workers than it has shards (a worker without shards would stall the DataLoader's
-round-robin). Samples without the members the method needs are skipped.
+A process never starts more workers than it has shards, nor, by samples, than its share of the samples (a worker
+without any would stall the DataLoader's round-robin). Samples without the members the method needs are skipped.
 
 A reader's *sequential* stream is a sequence of epochs. Epoch e visits the reader's shards in an order
 drawn from an RNG seeded by (seed, rank, worker, e) (by samples: the same order for every reader): a permutation
@@ -118,6 +118,9 @@ class ShardStream(IterableDataset):
         # by samples every process reads every shard, in the same order, and keeps its readers' share of samples
         self.urls = list(urls[rank::world_size]) if self.split == "shards" else list(urls)
         self.num_workers = max(0, min(cfg.num_workers, len(self.urls)))
+        if self.split == "samples" and self.num_workers > 1 and all(is_local(u) for u in self.urls):
+            samples = sum(len(self.usable(u)) for u in self.urls)  # no more readers than samples to share
+            self.num_workers = max(1, min(self.num_workers, samples // world_size))
 
     def _choose_split(self, urls: list[str]) -> str:
         """"shards" or "samples" (see the module docstring); local shards are indexed to count their samples."""
