@@ -70,7 +70,7 @@ def first_batch_seconds(shards: str, start: int, reread: bool) -> float:
     t0 = time.perf_counter()
     if reread:  # the former resume: read (not decode) every sample the stream had delivered
         stream = ShardStream(urls, recipe.data, "sharp", 0, 0, 1)
-        raw = stream.sequential(urls, 0)
+        raw = stream.sequential(stream.share(0, 1), 0)
         for _ in range(start * recipe.data.batch_size):
             next(raw)
         next(raw)

@@ -184,8 +184,9 @@ def check_data_position(accelerator: Any, saved: dict[str, Any] | None, stream: 
     """Warn when the data stream cannot continue where the checkpoint left it (other shards or layout)."""
     if saved is None or not accelerator.is_main_process:
         return
-    now = stream.position(batch)
-    changed = [k for k in ("shards", "world_size", "num_workers", "shuffle_block") if saved.get(k) != now.get(k)]
+    now, saved = stream.position(batch), {"split": stream.former_split(), **saved}  # older records have no split
+    keys = ("shards", "world_size", "num_workers", "shuffle_block", "split")
+    changed = [k for k in keys if saved.get(k) != now.get(k)]
     if changed:
         accelerator.print(
             f"warning: the training data differ from the checkpoint's ({', '.join(changed)} changed): the run goes "

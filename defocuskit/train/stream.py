@@ -1,20 +1,25 @@
 """The endless, deterministic training sample stream of one process, seekable to any batch in O(1).
 
-How the stream is split, so that processes see disjoint samples:
-  * at least as many shards as processes: each process reads its own shards (`urls[rank::world_size]`,
-    what `webdataset.split_by_node` does, with the rank given explicitly);
-  * fewer shards than processes: every process reads all shards in the same order and keeps every
-    `world_size`-th usable sample of each epoch (by position), so the processes still see disjoint samples.
-Within a process the shards are split among the DataLoader workers like `webdataset.split_by_worker`;
-a process never starts more workers than it has shards (a worker without shards would stall the
-DataLoader's round-robin). Samples without the members the method needs are skipped.
+How the stream is split among its readers (every DataLoader worker of every process; a process without workers is
+one reader), so that they see disjoint samples and every usable sample is drawn equally often:
+  * by shards (`split` "shards"): each process reads its own shards (`urls[rank::world_size]`, what
+    `webdataset.split_by_node` does, with the rank given explicitly), and each of its workers its own of those
+    (`webdataset.split_by_worker`). Used where that gives every reader the same number of usable samples per worker
+    of its process (then every reader's epoch takes as long), and for remote shards (only ever streamed);
+  * by samples (`split` "samples"), everywhere else: every reader reads all shards in the same order and keeps every
+    `readers`-th usable sample of each epoch (by position). Readers' own shards of unequal sizes (a folder's short
+    last shard) would make the samples of the smaller ones come round more often: two samples of a last shard on
+    a worker of their own were half of every batch.
+A process never starts more workers than it has shards, nor, by samples, than its share of the samples (a worker
+without any would stall the DataLoader's round-robin). Samples without the members the method needs are skipped.
 
-A worker's *sequential* stream is a sequence of epochs. Epoch e visits the worker's shards in an order
-drawn from an RNG seeded by (seed, rank, worker, e): a permutation (`data.resampled: false`) or
-len(shards) draws with replacement (`data.resampled: true`, webdataset's resampled shards), and every
-usable sample of each shard in tar order. Shuffling is a block shuffle: the n-th delivered sample is
-sequential sample B*(n // B) + pi_k(n mod B), with pi_k a permutation seeded by (seed, rank, worker, k)
-and B = `data.shuffle_buffer` (the same memory as webdataset's shuffle buffer, and the same locality).
+A reader's *sequential* stream is a sequence of epochs. Epoch e visits the reader's shards in an order
+drawn from an RNG seeded by (seed, rank, worker, e) (by samples: the same order for every reader): a permutation
+(`data.resampled: false`) or len(shards) draws with replacement (`data.resampled: true`, webdataset's resampled
+shards), and every usable sample of each shard in tar order (by samples: the reader's share of them).
+Shuffling is a block shuffle: the n-th delivered sample is sequential sample B*(n // B) + pi_k(n mod B), with pi_k
+a permutation seeded by (seed, rank, worker, k) and B = `data.shuffle_buffer` (the same memory as webdataset's
+shuffle buffer, and the same locality).
 
 Seeking: the sample counts of the shards come from their tar headers (`defocuskit.data.tar_index`),
 so the position of delivered sample n -- (epoch, shard in the epoch's order, sample within the shard) --
@@ -30,6 +35,7 @@ import hashlib
 import os
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -68,6 +74,31 @@ def _kept(start: int, stop: int, stride: int, offset: int) -> int:
     return upto(stop) - upto(start)
 
 
+def even_shard_split(counts: list[int], world_size: int, num_workers: int) -> bool:
+    """Whether splitting shards of `counts` usable samples by process, then by DataLoader worker, gives every
+    reader the same epoch length in batches of its process (its samples times its process's workers)."""
+    if len(counts) < world_size:
+        return False
+    lengths = set()
+    for rank in range(world_size):
+        mine = counts[rank::world_size]
+        workers = max(1, min(num_workers, len(mine)))
+        lengths.update(workers * sum(mine[w::workers]) for w in range(workers))
+    return len(lengths) == 1
+
+
+@dataclass(frozen=True)
+class Share:
+    """What one reader reads: its shards, and of their usable samples in epoch order the positions p with
+    p % stride == offset; `order`: the (rank, worker) that seed its epochs' shard order."""
+
+    urls: list[str]
+    stride: int
+    offset: int
+    order: tuple[int, int]
+    worker: int
+
+
 class ShardStream(IterableDataset):
     """The sample stream of one process (see the module docstring), as the method's tensors."""
 
@@ -79,17 +110,41 @@ class ShardStream(IterableDataset):
         self.cfg, self.kind, self.seed, self.start_batch = cfg, kind, seed, start_batch
         self.needed = MEMBERS[kind] if needed is None else needed  # the method's required members
         self.views = views  # Method.views: hand on the dual-pixel views (zeros where a sample has none)
-        if len(urls) >= world_size:
-            self.urls, self.sample_stride, self.sample_offset = list(urls[rank::world_size]), 1, 0
-            self.order_rank = rank
-        else:  # every process reads every shard, in the same order, and keeps its share of samples
-            self.urls, self.sample_stride, self.sample_offset = list(urls), world_size, rank
-            self.order_rank = -1
         self.rank, self.world_size = rank, world_size
-        self.num_workers = max(0, min(cfg.num_workers, len(self.urls)))
         self.block = max(1, cfg.shuffle_buffer)
         self._usable: dict[str, list[ShardEntry]] = {}
         self._stamps: dict[str, tuple[int, int]] = {}  # (size, mtime) of each local shard when it was indexed
+        self.split = self._choose_split(list(urls))
+        # by samples every process reads every shard, in the same order, and keeps its readers' share of samples
+        self.urls = list(urls[rank::world_size]) if self.split == "shards" else list(urls)
+        self.num_workers = max(0, min(cfg.num_workers, len(self.urls)))
+        if self.split == "samples" and self.num_workers > 1 and all(is_local(u) for u in self.urls):
+            samples = sum(len(self.usable(u)) for u in self.urls)  # no more readers than samples to share
+            self.num_workers = max(1, min(self.num_workers, samples // world_size))
+
+    def _choose_split(self, urls: list[str]) -> str:
+        """"shards" or "samples" (see the module docstring); local shards are indexed to count their samples."""
+        if len(urls) < self.world_size:
+            return "samples"
+        if not all(is_local(u) for u in urls):  # counting a remote shard's samples would stream all of it
+            return "shards"
+        counts = [len(self.usable(u)) for u in urls]
+        return "shards" if even_shard_split(counts, self.world_size, self.cfg.num_workers) else "samples"
+
+    def share(self, worker: int, nworkers: int) -> Share:
+        """What worker `worker` of this process's `nworkers` reads (nworkers 1: the process itself)."""
+        if self.split == "shards":
+            return Share(self.urls[worker::nworkers], 1, 0, (self.rank, worker), worker)
+        readers = self.world_size * nworkers
+        return Share(self.urls, readers, self.rank * nworkers + worker, (-1, 0), worker)
+
+    def former_split(self) -> str:
+        """The split of these shards before checkpoints recorded it (what a data position without `split` used):
+        by shards where there were at least as many as processes, else by samples (the same as today's with at most
+        one worker; with more, each worker read its own of the shards)."""
+        if self.split == "shards" or len(self.urls) >= self.world_size:
+            return "shards"
+        return "samples" if self.num_workers <= 1 else "samples, each worker its own shards"
 
     # ----------------------------------------------------------------------------- sequential stream
 
@@ -117,65 +172,63 @@ class ShardStream(IterableDataset):
         except FileNotFoundError:
             raise ShardError(_moved(url, "removed")) from None
 
-    def _order(self, urls: list[str], worker: int, epoch: int) -> list[str]:
-        rng = random.Random(_seed(self.seed, self.order_rank, worker, epoch, 1))
+    def _order(self, share: Share, epoch: int) -> list[str]:
+        rng = random.Random(_seed(self.seed, *share.order, epoch, 1))
         if self.cfg.resampled:
-            return [rng.choice(urls) for _ in urls]
-        order = list(urls)
+            return [rng.choice(share.urls) for _ in share.urls]
+        order = list(share.urls)
         rng.shuffle(order)
         return order
 
-    def _epoch_kept(self, order: list[str]) -> int:
-        return _kept(0, sum(len(self.usable(u)) for u in order), self.sample_stride, self.sample_offset)
+    def _epoch_kept(self, share: Share, order: list[str]) -> int:
+        return _kept(0, sum(len(self.usable(u)) for u in order), share.stride, share.offset)
 
-    def _no_sample(self, urls: list[str], worker: int) -> ValueError:
+    def _no_sample(self, share: Share) -> ValueError:
+        urls = share.urls
         return ValueError(
             f"data.train: no sample with {describe(self.needed)} in shards {urls[:3]}"
-            f"{' ...' if len(urls) > 3 else ''} (process {self.rank}, worker {worker})"
+            f"{' ...' if len(urls) > 3 else ''} (process {self.rank}, worker {share.worker})"
         )
 
-    def locate(self, urls: list[str], worker: int, r: int) -> tuple[int, int, int, int]:
-        """Sequential sample r of a worker -> (epoch, shard position in the epoch's order, sample index in
+    def locate(self, share: Share, r: int) -> tuple[int, int, int, int]:
+        """Sequential sample r of a reader -> (epoch, shard position in the epoch's order, sample index in
         the shard's usable samples, epoch position of that shard's first usable sample)."""
-        if self._epoch_kept(sorted(set(urls))) == 0:
-            raise self._no_sample(urls, worker)
+        if self._epoch_kept(share, sorted(set(share.urls))) == 0:
+            raise self._no_sample(share)
         if not self.cfg.resampled:  # every epoch visits every shard once: the same count per epoch
-            epoch, r = divmod(r, self._epoch_kept(urls))
+            epoch, r = divmod(r, self._epoch_kept(share, share.urls))
         else:
             epoch, empty = 0, 0
-            while r >= (kept := self._epoch_kept(self._order(urls, worker, epoch))):
+            while r >= (kept := self._epoch_kept(share, self._order(share, epoch))):
                 r -= kept
                 epoch += 1
                 empty = empty + 1 if kept == 0 else 0
                 if empty > _MAX_EMPTY_EPOCHS:
-                    raise self._no_sample(urls, worker)
+                    raise self._no_sample(share)
         start = 0
-        for i, url in enumerate(self._order(urls, worker, epoch)):
+        for i, url in enumerate(self._order(share, epoch)):
             n = len(self.usable(url))
-            kept = _kept(start, start + n, self.sample_stride, self.sample_offset)
+            kept = _kept(start, start + n, share.stride, share.offset)
             if r < kept:
-                first = start + (self.sample_offset - start) % self.sample_stride
-                return epoch, i, first - start + r * self.sample_stride, start
+                first = start + (share.offset - start) % share.stride
+                return epoch, i, first - start + r * share.stride, start
             r -= kept
             start += n
         raise AssertionError("unreachable: r lies within the epoch")
 
-    def sequential(self, urls: list[str], worker: int, r: int = 0) -> Iterator[dict[str, Any]]:
-        """Raw samples of a worker's sequential stream from sample r on (seeking, not reading, to r)."""
-        epoch, i, j, start = self.locate(urls, worker, r)
+    def sequential(self, share: Share, r: int = 0) -> Iterator[dict[str, Any]]:
+        """Raw samples of a reader's sequential stream from sample r on (seeking, not reading, to r)."""
+        epoch, i, j, start = self.locate(share, r)
         while True:
-            for url in self._order(urls, worker, epoch)[i:]:
+            for url in self._order(share, epoch)[i:]:
                 entries = self.usable(url)
-                first = j + (self.sample_offset - start - j) % self.sample_stride
-                yield from self._read(url, entries[first::self.sample_stride])
+                first = j + (share.offset - start - j) % share.stride
+                yield from self._read(url, entries[first::share.stride])
                 start += len(entries)
                 j = 0
             epoch, i, start = epoch + 1, 0, 0
 
     # ----------------------------------------------------------------------------------- delivered
-
-    def _worker_urls(self, worker: int, nworkers: int) -> list[str]:
-        return self.urls[worker::nworkers]
 
     def delivered_before(self, batch: int, worker: int, nworkers: int) -> int:
         """Samples worker `worker` delivered before the process's batch `batch` (round-robin batches)."""
@@ -186,14 +239,15 @@ class ShardStream(IterableDataset):
         nworkers = max(1, self.num_workers)
         workers = []
         for w in range(nworkers):
-            urls = self._worker_urls(w, nworkers)
+            share = self.share(w, nworkers)
             n = self.delivered_before(batch, w, nworkers)
-            epoch, i, j, _ = self.locate(urls, w, self.block * (n // self.block))
+            epoch, i, j, _ = self.locate(share, self.block * (n // self.block))
             workers.append({"worker": w, "delivered": n, "epoch": epoch, "shard_index": i,
-                            "shard": os.path.basename(self._order(urls, w, epoch)[i]), "offset": j,
+                            "shard": os.path.basename(self._order(share, epoch)[i]), "offset": j,
                             "in_block": n % self.block})
         return {"batch": batch, "rank": self.rank, "world_size": self.world_size, "num_workers": self.num_workers,
-                "shuffle_block": self.block, "shards": shard_digest(self.urls), "workers": workers}
+                "shuffle_block": self.block, "split": self.split, "shards": shard_digest(self.urls),
+                "workers": workers}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
@@ -201,10 +255,9 @@ class ShardStream(IterableDataset):
         # the DataLoader asks its worker 0 first: it serves batch start_batch, which worker
         # start_batch % nworkers served in the uninterrupted run
         worker = 0 if info is None else (info.id + self.start_batch) % nworkers
-        urls = self._worker_urls(worker, nworkers)
         n = self.delivered_before(self.start_batch, worker, nworkers)
         k, m = divmod(n, self.block)
-        raw = self.sequential(urls, worker, k * self.block)
+        raw = self.sequential(self.share(worker, nworkers), k * self.block)
         while True:
             block = list(islice(raw, self.block))
             perm = list(range(self.block))
