@@ -387,3 +387,23 @@ def test_render_veil_lifts_the_wide_open_shots_shadows_by_v_over_n_squared(tmp_p
         lift, room = (b - a).ravel(), (a.mean(axis=(0, 1)) - a).ravel()
         v = float(lift @ room / (room @ room))  # the share the render spread, read back from the images
         assert v == pytest.approx(0.8 / n**2 - 0.8 / 16**2, abs=2e-3), (f_key, v)
+
+
+def test_a_coc_beyond_what_coc_png_holds_is_a_reject_line_not_a_clipped_map(tmp_path):
+    """coc.png holds at most 255.996 px (16-bit, pixels x 256): a render whose CoC is larger had it stored as
+    255.996, a wrong target for every method trained on it; it is the photo's reject line at that f-number."""
+    root = tmp_path / "photos"
+    for sub in ("image", "depth"):
+        (root / sub).mkdir(parents=True)
+    big = cv2.resize(photo(), (240, 160), interpolation=cv2.INTER_NEAREST)  # long side 240: 256-480 px renderable
+    write_rgb(root / "image" / "big.png", big)
+    cv2.imwrite(str(root / "depth" / "big.png"), cv2.resize(np.rint(depth_values() * 255).astype(np.uint8), (240, 160),
+                                                            interpolation=cv2.INTER_NEAREST))
+    out = tmp_path / "out"
+    run_ingest({"render": root}, opts(out, render_coc_scale=800.0, render_focus="0.2"), progress=False)
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert [(Path(r["file"]).name, r["reason"].split(":")[0]) for r in rejects] == [("big.png", "at f/1.8")], rejects
+    assert "more than the 255.996 px coc.png holds" in rejects[0]["reason"], rejects
+    kept = [s for s in samples(out).values() if s["meta"]["f_number"]]
+    assert [s["meta"]["f_number"] for s in kept] == [8.0]
+    assert 40 < float(kept[0]["coc"].max()) < 255  # the f/8 map as rendered, not clipped

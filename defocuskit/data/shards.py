@@ -75,6 +75,9 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, default=json_default, sort_keys=False)
 
 
+COC_PNG_MAX_PX = 65535 / COC_SCALE  # the largest CoC (px) coc.png holds: 255.996; a larger one would be stored as it
+
+
 def encode_coc(coc: np.ndarray) -> np.ndarray:
     """Circle-of-confusion diameters (pixels, float) -> uint16 pixels x 256, clipped to the 16-bit range."""
     return np.clip(np.rint(np.asarray(coc, np.float64) * COC_SCALE), 0, 65535).astype(np.uint16)

@@ -60,6 +60,7 @@ from defocuskit.data.render_photo import (
     restore_highlights,
 )
 from defocuskit.data.sample import RENDER_FOCUS_BY_MAP, IngestOptions, Rejected, RejectError, Sample, Task
+from defocuskit.data.shards import COC_PNG_MAX_PX
 from defocuskit.data.sources import DatasetSource, layout
 from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS
 from defocuskit.imaging.depth import (
@@ -332,6 +333,12 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     blur, coc = None, None
     if f_number is not None:
         rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(task.key) & 0xFFFFFFFF])
+        coc = (unit / float(f_number)).astype(np.float32)
+        widest = float(np.abs(coc).max())  # above 2x the long side: render_coc's reject line (no camera gives it)
+        if COC_PNG_MAX_PX < widest <= 2 * max(coc.shape):  # coc.png would hold 255.996 where it is larger
+            raise RejectError(task.files["image"], f"at f/{f_number:g}: a CoC of up to {widest:.0f} px, more than the "
+                              f"{COC_PNG_MAX_PX:.3f} px coc.png holds (16-bit, pixels x 256): give a smaller "
+                              "--max-side or --render-coc-scale")
         try:
             shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
         except ValueError as exc:  # a CoC no camera gives (metric depth with an odd lens): this photo's reject line
@@ -342,7 +349,6 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         shot = add_veil(shot, added_veil(scene_veil(opts, stem), f_number, opts.render_ref_f_number))
         noise = SensorNoise(photons_at_white=float(opts.render_noise_photons)) if opts.render_noise else None
         blur = from_float(encode(add_noise(shot, rng, noise), jpeg), bits)
-        coc = (unit / float(f_number)).astype(np.float32)
     metric = opts.render_depth_kind == "metric"
     meta = empty_meta(
         source=NAME, split=task.split, scene=task.scene, f_number=f_number,
