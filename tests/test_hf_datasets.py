@@ -25,6 +25,7 @@ from defocuskit.io.images import write_image
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 KINDS = {"float": float, "int": int, "str": str}
+ALWAYS = {k: f for k, f in metadata.SCHEMA.items() if k not in metadata.OPTIONAL_KEYS}  # in every sample's json
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -92,8 +93,8 @@ def test_every_sample_of_every_source_has_the_whole_schema(folders):
         for url in shard_urls(folders[name]):
             for raw in iter_raw(url):
                 stored = json.loads(raw["json"])
-                assert list(stored) == list(metadata.SCHEMA), raw["__key__"]
-                _check_stored(stored, metadata.SCHEMA, raw["__key__"])
+                assert list(stored) == list(ALWAYS), raw["__key__"]  # a whole image has no patch_of
+                _check_stored(stored, ALWAYS, raw["__key__"])
                 assert stored["origin"], raw["__key__"]  # never empty: no list<null> column either
     pair = json.loads(next(iter_raw(shard_urls(folders["pairs"])[0]))["json"])
     assert pair["f_number"] == -1.0 and pair["camera"] == "" and pair["gain"] == -1.0
@@ -121,6 +122,24 @@ def test_two_separate_ingests_load_together_in_one_call(folders):
     coc = {r["__key__"]: r["coc.png"] is not None for r in members}
     blur = {r["__key__"]: r["blur.png"] is not None for r in members}
     assert coc["pairs/desk"] is False and coc[scene] is True and blur[scene.replace("/f2_8", "/sharp")] is False
+
+
+def test_patches_load_with_whole_images_and_say_what_they_were_cut_from(folders, tmp_path):
+    """--patch writes the optional `patch_of` in every patch (the whole schema, in order), and one call loads patches
+    and whole images with hf_features(): a whole image's patch_of is None."""
+    patched = tmp_path / "patched"
+    run_ingest({"pairs": folders["pairs"].parent / "mine"}, IngestOptions(out=str(patched), workers=0,
+               split_by="train", register="none", patch=16), progress=False)
+    for raw in iter_raw(shard_urls(patched)[0]):
+        stored = json.loads(raw["json"])
+        assert list(stored) == list(metadata.SCHEMA), raw["__key__"]
+        _check_stored(stored, metadata.SCHEMA, raw["__key__"])
+    ds = _load(shard_urls(folders["pairs"]) + shard_urls(patched), tmp_path / "hf", features=hf_features())
+    rows = {r["__key__"]: r for r in ds}
+    assert len(rows) == 2 + 2 * 12 and rows["pairs/beach"]["json"]["patch_of"] is None
+    assert rows["pairs/beach/p32_48"]["json"]["patch_of"] == {"height": 48, "width": 64, "y": 32, "x": 48}
+    assert hf_decode(rows["pairs/desk/p0_16"])["meta"]["patch_of"] == {"height": 48, "width": 64, "y": 0, "x": 16}
+    assert hf_decode(rows["pairs/desk"])["meta"]["patch_of"] is None
 
 
 def test_hf_features_and_hf_decode_keep_16_bits(folders):

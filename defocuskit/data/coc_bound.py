@@ -1,5 +1,6 @@
 """The largest CoC at f/1 that a set of shards holds: each sample's coc.png times its f-number, as a fraction of
-the image's long side (the K of `imaging.optics.bound_coc`; a defocus-map recipe's `inference.coc_bound: auto`)."""
+the photo's long side (a training patch's: the image it was cut from, `optics.source_long_side`; the K of
+`imaging.optics.bound_coc`; a defocus-map recipe's `inference.coc_bound: auto`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from defocuskit.data import metadata
 from defocuskit.data.reader import COC_SCALE, ShardError, damage, iter_raw, shard_urls, where
+from defocuskit.imaging import optics
 from defocuskit.io.images import decode_image
 
 QUANTILE = 99.0  # per sample: the CoC that 1% of its pixels exceed (a stray pixel of a depth edge does not set it)
@@ -29,8 +31,8 @@ class CocBound:
 
 def coc_bound_of(urls: Iterable[str]) -> CocBound:
     """The largest CoC x f-number of the samples of these local tar shards that carry coc.png and an f-number,
-    relative to each image's long side (per sample its QUANTILE-th percentile of coc.png); a damaged member is a
-    ShardError naming its shard and sample."""
+    relative to each photo's long side (a patch's: its `patch_of` image's; per sample the QUANTILE-th percentile of
+    its coc.png); a damaged member is a ShardError naming its shard and sample."""
     best, best_key, n = None, None, 0
     for url in urls:
         for raw in iter_raw(url):
@@ -39,14 +41,16 @@ def coc_bound_of(urls: Iterable[str]) -> CocBound:
                 continue
             key = raw.get("__key__", "<unknown>")
             try:
-                f_number = metadata.to_python(json.loads(meta)).get("f_number")
+                info = metadata.to_python(json.loads(meta))
+                f_number = info.get("f_number")
                 if not f_number:
                     continue
                 coc = decode_image(coc_png, f"{key}.coc.png")
             except Exception as exc:  # one line naming the shard, the sample and what is wrong
                 raise ShardError(f"{where(raw)}sample {key}: {damage(exc)}") from None
             n += 1
-            value = float(np.percentile(coc, QUANTILE)) / COC_SCALE * float(f_number) / max(coc.shape[:2])
+            long_side = optics.source_long_side(info, *coc.shape[:2])
+            value = float(np.percentile(coc, QUANTILE)) / COC_SCALE * float(f_number) / long_side
             if best is None or value > best:
                 best, best_key = value, key
     return CocBound(best, n, best_key)

@@ -113,7 +113,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def sample_label(sample: Mapping[str, Any]) -> str:
     """One sample's row label: key · source · split · f-number vs reference · gain · alignment (and its residual
-    warp, where `ingest --refine-warp` applied one)."""
+    warp, where `ingest --refine-warp` applied one; and for a training patch, the image it was cut from)."""
     meta = sample.get("meta") or {}
     f, ref = meta.get("f_number"), meta.get("ref_f_number")
     if sample.get("blur") is None:
@@ -125,7 +125,9 @@ def sample_label(sample: Mapping[str, Any]) -> str:
     return (f"{sample['key']} · {meta.get('source') or '?'} · {meta.get('split') or '?'} · {aperture}"
             f" · gain {_fmt(meta.get('gain'), '.3f')}"
             f" · align {align.get('method') or '—'} score {_fmt(score, '.3f')}"
-            + (f" · refined {refined[0]:.2f} px" if refined and refined[0] > 0 else ""))
+            + (f" · refined {refined[0]:.2f} px" if refined and refined[0] > 0 else "")
+            + (f" · patch at (x {source['x']}, y {source['y']}) of {source['width']}x{source['height']}"
+               if isinstance(source := meta.get("patch_of"), Mapping) else ""))
 
 
 @dataclasses.dataclass

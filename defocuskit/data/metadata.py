@@ -21,6 +21,9 @@ Unknown values (what a format-1 shard wrote as null):
 -1 is valid JSON and cannot be mistaken for a value of a quantity that is never negative. Check
 `value >= 0` (or use `to_python`, which gives None) before averaging.
 
+One key is optional (`OPTIONAL_KEYS`): `patch_of`, what a training patch (ingest --patch) was cut from, is stored in
+every patch and in no whole image; where it is absent its Python view (and an `hf_features` row's) is None.
+
 `to_stored` turns a source's Python view (None where unknown) into the stored form and rejects keys
 that are not in the schema and values of the wrong type, naming the key and the value; `to_python`
 turns any stored form back into the Python view (None where unknown, every key present), format-1
@@ -132,7 +135,14 @@ BLURMASK: dict[str, Field] = {
     "evidence": Field("float", "share of the photos that agreed with the automatic decision"),
 }
 
-GROUPS: dict[str, dict[str, Field]] = {"align": ALIGN, "blurmask": BLURMASK}
+PATCH_OF: dict[str, Field] = {
+    "height": Field("int", "height in pixels of the image the patch was cut from, as ingested (after --max-side)"),
+    "width": Field("int", "width in pixels of the image the patch was cut from"),
+    "y": Field("int", "row of the patch's top-left pixel in that image"),
+    "x": Field("int", "column of the patch's top-left pixel in that image"),
+}
+
+GROUPS: dict[str, dict[str, Field]] = {"align": ALIGN, "blurmask": BLURMASK, "patch_of": PATCH_OF}
 
 SCHEMA: dict[str, Field | dict[str, Field]] = {
     "source": Field("str", "the source (dpdd, raw, synthetic, ...)"),
@@ -162,7 +172,9 @@ SCHEMA: dict[str, Field | dict[str, Field]] = {
     "blurmask": BLURMASK,
     "coc_source": Field("str", "what wrote coc.png where not the source itself (jdrl-reblur: defocuskit pseudo-coc)"),
     "coc_model": Field("str", "the model file that wrote coc.png (pseudo-coc)"),
+    "patch_of": PATCH_OF,  # a training patch's source image (optics.source_long_side); absent in a whole image
 }
+OPTIONAL_KEYS: tuple[str, ...] = ("patch_of",)  # stored only where known (every patch), else left out
 
 META_KEYS: tuple[str, ...] = tuple(SCHEMA)
 
@@ -268,6 +280,8 @@ def to_stored(meta: Mapping[str, Any]) -> dict[str, Any]:
         raise MetadataError(f"metadata keys {extra} are not in the shard schema (defocuskit.data.metadata.SCHEMA)")
     out: dict[str, Any] = {}
     for key, field in SCHEMA.items():
+        if key in OPTIONAL_KEYS and meta.get(key) is None:
+            continue
         if isinstance(field, dict):
             out[key] = _stored_group(key, field, meta.get(key))
         else:
@@ -276,7 +290,21 @@ def to_stored(meta: Mapping[str, Any]) -> dict[str, Any]:
         if key in F_NUMBER_KEYS and out[key] != UNKNOWN_NUMBER and not low <= out[key] <= high:
             raise _fail(key, meta.get(key), f"expected an f-number lenses have, f/{low:g} to f/{high:g} (or None when "
                                             "unknown)")
+    if wrong := patch_wrong(out):
+        raise MetadataError(f"metadata {wrong}")
     return out
+
+
+def patch_wrong(meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with a sample's `patch_of` (stored form or Python view), else None: it holds the source image's
+    height and width (> 0) and the patch's corner y, x (>= 0), and the sample's `height` x `width` lies inside."""
+    src, ph, pw = meta.get("patch_of"), meta.get("height"), meta.get("width")
+    h, w, y, x = [src.get(k) for k in PATCH_OF] if isinstance(src, Mapping) else [None] * 4
+    if src is not None and not (all(type(v) is int for v in (h, w, y, x)) and min(h, w) > 0 and min(y, x) >= 0):
+        return f"patch_of: expected the source image's height, width (> 0) and the patch's corner y, x, got {src!r}"
+    if src is not None and type(ph) is int and type(pw) is int and min(ph, pw) > 0 and (y + ph > h or x + pw > w):
+        return f"patch_of: a {pw}x{ph} patch at (x {x}, y {y}) does not lie inside a {w}x{h} image, got {src!r}"
+    return None
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -325,8 +353,8 @@ def _wrong_number(key: str, field: Field, value: Any) -> str | None:
 def to_python(stored: Mapping[str, Any] | None) -> dict[str, Any]:
     """The Python view of stored metadata (any format): every schema key, None where unknown; a group
     with no known value is None; keys outside the schema are kept as they are. Stored metadata that is not
-    a JSON object, and a number key holding something else (`"f_number": "abc"`), a negative other than the
-    unknown -1, or an f-number outside F_NUMBER_RANGE, are a MetadataError naming it."""
+    a JSON object, a number key holding something else (`"f_number": "abc"`), a negative other than the unknown
+    -1, an f-number outside F_NUMBER_RANGE, or a `patch_of` that `patch_wrong` refuses: a MetadataError naming it."""
     if stored is not None and not isinstance(stored, Mapping):
         raise MetadataError(f"the json member is a {_json_type(stored)}, not a JSON object")
     stored = stored or {}
@@ -342,6 +370,8 @@ def to_python(stored: Mapping[str, Any] | None) -> dict[str, Any]:
         wrong = _wrong_number(key, field, out[key]) if field.kind in ("float", "int") and out[key] is not None else None
         if wrong:
             raise MetadataError(wrong)
+    if wrong := patch_wrong(out):
+        raise MetadataError(f"json: {wrong}")
     out.update({k: v for k, v in stored.items() if k not in SCHEMA})
     return out
 

@@ -71,13 +71,15 @@ def convert_bit_depth(sample: Sample, depth: str) -> Sample:
                    right=conv(sample.right))
 
 
-def patch_meta(meta: Mapping[str, Any], y: int, x: int, patch: int, width: int) -> dict[str, Any]:
-    """The metadata of the `patch` px patch at (y, x) of an image `width` px wide: the image's, but for what is
+def patch_meta(meta: Mapping[str, Any], y: int, x: int, patch: int, height: int, width: int) -> dict[str, Any]:
+    """The metadata of the `patch` px patch at (y, x) of an image `height` x `width` px: the image's, but for what is
     measured across the image: `sensor_width_mm` is the width in mm the patch covers (optics.sensor_width_of_crop:
     the pixel pitch, sensor_width_mm / width, stays the image's, and so does a thin-lens CoC in pixels), and
-    `align.matrix` maps the patch's pixel coordinates (`matrix_in_crop`). Pixel lengths (align's matched_blur_px,
-    refined_px) are the same in a patch; the registration's scores describe the whole shot it was cut from."""
-    out = dict(meta)
+    `align.matrix` maps the patch's pixel coordinates (`matrix_in_crop`); `patch_of` records the image's size and the
+    patch's corner, so what is relative to a photo's long side (a camera's sensor width, the f-number bound K) reads
+    the image's (optics.source_long_side). Pixel lengths (align's matched_blur_px, refined_px) are the same in a
+    patch; the registration's scores describe the whole shot it was cut from."""
+    out = dict(meta, patch_of={"height": int(height), "width": int(width), "y": int(y), "x": int(x)})
     if "sensor_width_mm" in meta:
         out["sensor_width_mm"] = sensor_width_of_crop(meta["sensor_width_mm"], patch, width)
     align = meta.get("align")
@@ -110,7 +112,7 @@ def cut_patches(sample: Sample, patch: int, stride: int | None = None) -> list[S
             win = (slice(y, y + patch), slice(x, x + patch))
             out.append(Sample(
                 key=f"{sample.key}/p{y}_{x}", sharp=None if sample.sharp is None else sample.sharp[win],
-                meta=patch_meta(sample.meta, y, x, patch, w), blur=None if sample.blur is None else sample.blur[win],
+                meta=patch_meta(sample.meta, y, x, patch, h, w), blur=None if sample.blur is None else sample.blur[win],
                 coc=None if sample.coc is None else sample.coc[win], coc_signed=sample.coc_signed,
                 blurmask=None if sample.blurmask is None else sample.blurmask[win],
                 left=None if sample.left is None else sample.left[win],

@@ -136,18 +136,30 @@ COC_FROM_METADATA = (
     f"focus_distance_m, pitch), with focal length {DEFAULT_FOCAL_LENGTH_MM:g} mm and focus distance "
     f"{DEFAULT_FOCUS_DISTANCE_M:g} m where the metadata has none, and pitch = sensor_width_mm / image width where it "
     "is the metadata's (the width the image covers), or a camera's sensor width (one given; "
-    f"{DEFAULT_SENSOR_WIDTH_MM:g} mm, full frame, where the metadata has none) / the image's long side"
+    f"{DEFAULT_SENSOR_WIDTH_MM:g} mm, full frame, where the metadata has none) / the photo's long side (a training "
+    "patch's: the image it was cut from)"
 )
+
+
+def source_long_side(meta: Mapping[str, Any], height: int, width: int) -> int:
+    """The long side in pixels of the photo a `height` x `width` sample shows: for a training patch (ingest --patch)
+    the image it was cut from, as its metadata's `patch_of` records it; else the sample's own."""
+    source = meta.get("patch_of")
+    if isinstance(source, Mapping):
+        sides = [source.get("height"), source.get("width")]
+        if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
+            return max(sides)
+    return max(int(height), int(width))
 
 
 def sensor_span_px(meta: Mapping[str, Any], height: int, width: int, given: bool = False) -> int:
     """How many pixels of a `height` x `width` image the sensor width coc_from_metadata reads in `meta` spans: the
     width where it is the sample's own `sensor_width_mm` (the width in mm its image covers, as ingest stores it); the
-    long side where it is a camera's, whose long side spans a photo's long side, portrait or landscape: one `given`
-    over the metadata (eval's --sensor-width, deblur's and the API's, EXIF's) or DEFAULT_SENSOR_WIDTH_MM where the
-    metadata has none."""
+    photo's long side where it is a camera's, whose long side spans a photo's long side, portrait or landscape: one
+    `given` over the metadata (eval's --sensor-width, deblur's and the API's, EXIF's) or DEFAULT_SENSOR_WIDTH_MM where
+    the metadata has none. A training patch's photo is the image it was cut from (`source_long_side`)."""
     camera = given or "sensor_width_mm" in camera_of(meta)[1]
-    return max(int(height), int(width)) if camera else int(width)
+    return source_long_side(meta, height, width) if camera else int(width)
 
 
 def coc_from_metadata(meta: Mapping[str, Any], width: int) -> float:

@@ -10,7 +10,8 @@
   re-blurring, Zhuo & Sim 2011, spread edge-aware to every pixel); no model file.
 
 An estimated map (`map`, `edge`) is bounded where the image's f-number N is known: at most K x the long side / N
-pixels (imaging.optics.bound_coc), K the map model's `inference.coc_bound` or `--coc-bound K` (0: no bound).
+pixels (imaging.optics.bound_coc), K the map model's `inference.coc_bound` or `--coc-bound K` (0: no bound). A
+training patch's long side, here and for a camera's sensor width, is its photo's (optics.source_long_side).
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ class CocSource:
         f_number = (meta or {}).get("f_number")
         if self.bound is None or not isinstance(f_number, (int, float)) or not f_number > 0:
             return coc
-        return optics.bound_coc(coc, float(f_number), self.bound, max(coc.shape[:2]))
+        return optics.bound_coc(coc, float(f_number), self.bound, optics.source_long_side(meta or {}, *coc.shape[:2]))
 
     def __call__(self, image: np.ndarray, meta: dict[str, Any] | None = None, coc_png: np.ndarray | None = None,
                  name: str = "image", sensor_px: int | None = None) -> np.ndarray:
