@@ -58,6 +58,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     from collections import Counter
 
     from defocuskit.eval.processes import sample_seed
+    from defocuskit.inference.bands import band_pixels, plan_bands, restore_in_bands
     from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
     from defocuskit.inference.tiling import DEFAULT_MAX_TILE_PIXELS, check_tiling, plan_tiling, resolve_overlap
 
@@ -88,18 +89,26 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
         what = "--focus-gate needs" if gate_px is not None else "this model (its sampler or network) needs"
         raise EvalError(f"{path}: {what} a CoC map: --coc map --coc-model FILE | --coc edge | --coc oracle | "
                         "--coc fnumber")
+    band_pixels()  # a bad $DEFOCUSKIT_BAND_PIXELS fails before any sample
     model.eval()
     ran: Counter[str] = Counter()
 
     def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
-        coc_map = coc(blur, sample.get("meta"), signed_coc(sample), name=sample["key"]) if needs_coc and coc else None
-        out = restore_image(method, recipe, model, blur, tiling=tiling, seed=sample_seed(seed, sample["key"]),
-                            device=device, progress=ACTIVE_BAR.get() or False, sampler_cfg=sampler_cfg,
-                            coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble)
-        if gate_px is not None:
-            out = focus_gate(blur, out, coc_map, gate_px, gate_smooth)
-        ran[plan_tiling(method, recipe, model, *blur.shape[:2], tiling).describe()] += 1
-        return out
+        coc_png, first = signed_coc(sample), sample_seed(seed, sample["key"])
+
+        def restore_band(band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
+            coc_map = coc(blur, sample.get("meta"), coc_png, name=sample["key"], rows=(r0, r1)) \
+                if needs_coc and coc else None
+            out = restore_image(method, recipe, model, band, tiling=tiling, seed=first + index, device=device,
+                                progress=ACTIVE_BAR.get() or False, sampler_cfg=sampler_cfg,
+                                coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble)
+            return out if gate_px is None else focus_gate(band, out, coc_map, gate_px, gate_smooth)
+
+        # by bands of rows above the API's budget, as DeblurModel.deblur and `deblur`: the image they give is scored
+        bands = len(plan_bands(*blur.shape[:2], band_pixels()))
+        ran[plan_tiling(method, recipe, model, *blur.shape[:2], tiling).describe()
+            + (f" in {bands} bands of rows" if bands > 1 else "")] += 1
+        return restore_in_bands(blur, lambda rows: rows, restore_band, lambda out: out)
 
     run.ran = ran  # type: ignore[attr-defined]
     whole = tile is None and method.whole_image

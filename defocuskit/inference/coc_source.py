@@ -131,7 +131,8 @@ class CocSource:
     bound: float | None = None  # K of optics.bound_coc (map and edge only), None: no bound
     camera: dict[str, float] = field(default_factory=dict)  # fnumber: values given over the metadata's (CAMERA_OPTIONS)
     _model: Any = field(default=None, repr=False)
-    _last: Any = field(default=None, repr=False)  # (name, image id, map): one estimate per image, for every runner
+    _last: Any = field(default=None, repr=False)  # (name, rows, image, map): one estimate per image
+    # (or band of its rows), for every runner
     _tally: Any = field(default=None, repr=False)  # fnumber: (last name, last image, tally) of the images it served
 
     @classmethod
@@ -212,20 +213,26 @@ class CocSource:
             tally["given_over_metadata"][key] += int(key not in own_defaults and own[key] != value)
         self._tally = (name, image, tally)
 
-    def bounded(self, coc: np.ndarray, meta: dict[str, Any] | None) -> np.ndarray:
-        """`coc` cut to this source's f-number bound where `meta` gives a positive f_number, else `coc`."""
+    def bounded(self, coc: np.ndarray, meta: dict[str, Any] | None, long_side: int | None = None) -> np.ndarray:
+        """`coc` cut to this source's f-number bound where `meta` gives a positive f_number, else `coc`;
+        `long_side`: the photo's (default optics.source_long_side of the map: a band of rows is bounded by its whole
+        image's, a training patch by the image it was cut from)."""
         f_number = (meta or {}).get("f_number")
         if self.bound is None or not isinstance(f_number, (int, float)) or not f_number > 0:
             return coc
-        return optics.bound_coc(coc, float(f_number), self.bound, optics.source_long_side(meta or {}, *coc.shape[:2]))
+        side = long_side or optics.source_long_side(meta or {}, *coc.shape[:2])
+        return optics.bound_coc(coc, float(f_number), self.bound, side)
 
     def __call__(self, image: np.ndarray, meta: dict[str, Any] | None = None, coc_png: np.ndarray | None = None,
-                 name: str = "image", sensor_px: int | None = None) -> np.ndarray:
+                 name: str = "image", sensor_px: int | None = None, rows: tuple[int, int] | None = None) -> np.ndarray:
         """The (H, W) float32 CoC map in pixels for a float (H, W, C) image; `name` is used in errors. fnumber:
         `sensor_px` is how many of the image's pixels span the sensor width (deblur: the long side, EXIF's being a
         camera's); default optics.sensor_span_px: the width for the sample's own metadata value, the long side for a
-        camera's (--sensor-width given, or the 36 mm default)."""
+        camera's (--sensor-width given, or the 36 mm default). `rows` (r0, r1): the map of that band of the image's
+        rows alone (inference.bands), an estimate made from those rows, as DeblurModel.deblur makes it, with the
+        whole image's sensor span and f-number bound."""
         h, w = image.shape[:2]
+        r0, r1 = rows or (0, h)
         if self.kind == "oracle":
             if coc_png is None:
                 raise CocError(f"--coc oracle: {name} has no coc.png (only synthetic shards carry the true CoC; "
@@ -233,7 +240,7 @@ class CocSource:
             coc = np.asarray(coc_png, np.float32)
             if coc.shape != (h, w):
                 raise CocError(f"--coc oracle: {name}: coc.png is {coc.shape[1]}x{coc.shape[0]}, the image {w}x{h}")
-            return coc
+            return coc[r0:r1]
         if self.kind == "fnumber":
             full = dict(meta or {}, **self.camera, key=name)
             try:
@@ -242,16 +249,17 @@ class CocSource:
             except ValueError as exc:
                 raise CocError(f"--coc fnumber: {exc} (give --f-number, or use --coc map)") from None
             self._count(image, meta or {}, name, optics.camera_of(full)[1])
-            return np.full((h, w), value, np.float32)
-        if self._last is not None and self._last[0] == name and self._last[1] is image:
-            return self.bounded(self._last[2], meta)
+            return np.full((r1 - r0, w), value, np.float32)
+        if self._last is not None and self._last[:2] == (name, (r0, r1)) and self._last[2] is image:
+            return self.bounded(self._last[3], meta, optics.source_long_side(meta or {}, h, w))
+        part = image[r0:r1]
         if self.kind == "edge":
-            coc = edge_coc(image)
+            coc = edge_coc(part)
         else:
             from defocuskit.inference.restore import restore_image
 
             method, recipe, model = self._model
-            coc = restore_image(method, recipe, model, image, device=self.device, progress=False)[:, :, 0]
+            coc = restore_image(method, recipe, model, part, device=self.device, progress=False)[:, :, 0]
             coc = np.clip(coc, 0.0, None).astype(np.float32)
-        self._last = (name, image, coc)
-        return self.bounded(coc, meta)
+        self._last = (name, (r0, r1), image, coc)
+        return self.bounded(coc, meta, optics.source_long_side(meta or {}, h, w))

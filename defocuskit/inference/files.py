@@ -21,6 +21,7 @@ from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.data.shards import encode_coc
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gate
+from defocuskit.inference.bands import band_pixels, plan_bands, restore_in_bands
 from defocuskit.inference.coc_source import CocSource, check_camera_use
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.keywords import real
@@ -177,7 +178,9 @@ def deblur_files(
     no `coc` is given); 0: no gate. `ensemble` 4 or 8 averages the outputs for
     the image's flips (and transposes) (inference.ensemble). deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
-    network ran (`Tiling.record`: whole image or tiles of a size, under `tiling.max_tile_pixels`) and seconds.
+    network ran (`Tiling.record`: whole image or tiles of a size, under `tiling.max_tile_pixels`; `bands`: an image
+    above $DEFOCUSKIT_BAND_PIXELS is restored by bands of rows, band k seeded seed + k, as the Python API restores it)
+    and seconds.
     Every check (checkpoint, sampler, CoC source, tiling, input files, destinations) runs before any image
     is processed: an input that is missing, empty, unreadable or corrupt stops the run with every bad file
     named; an output that would replace an input, or a file in `out` that no earlier deblur wrote, is
@@ -247,6 +250,7 @@ def deblur_files(
         if missing and source is not None and source.kind == "fnumber":
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
     check_tiling(method, recipe, model, tiling)
+    band_pixels()  # a bad $DEFOCUSKIT_BAND_PIXELS fails before any image
     out = Path(out)
     check_destinations(inputs, out, defocus_map, locked=False)  # inputs and foreign files: refused before the lock
     with contextlib.ExitStack() as held:
@@ -274,18 +278,24 @@ def deblur_files(
             arr = read_image_channels(p)  # gray, RGB or RGBA: written back in the same channels
             alpha = arr[:, :, 3:] if arr.shape[2] == 4 else None
             image = to_float(arr[:, :, :3])
-            coc_map = None
-            if source is not None and uses_coc:  # CoC sources read colour: gray as RGB
-                coc_map = source(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image, optics_of.get(p),
-                                 name=str(p), sensor_px=max(image.shape[:2]))  # a camera's sensor width: its long
-                # side, which a photo's long side spans, portrait (EXIF-turned or not) or landscape
+            colour = np.repeat(image, 3, axis=2) if image.shape[2] == 1 and source is not None and uses_coc else image
+
+            def restore_band(band: np.ndarray, index: int, r0: int, r1: int, p: Path = p, image: np.ndarray = image,
+                             colour: np.ndarray = colour) -> np.ndarray:
+                coc_map = None
+                if source is not None and uses_coc:  # CoC sources read colour: gray as RGB
+                    coc_map = source(colour, optics_of.get(p), name=str(p), sensor_px=max(image.shape[:2]),
+                                     rows=(r0, r1))  # a camera's sensor width: its long side, which a photo's long
+                    # side spans, portrait (EXIF-turned or not) or landscape
+                out = restore_in_channels(  # gray in, gray out, as the Python API's deblur
+                    method, recipe, model, band, tiling=tiling, seed=seed + index, device=device, progress=progress,
+                    sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble,
+                )
+                return out if focus_gate is None else gate(band, out, coc_map, focus_gate, gate_smooth)
+
             plan = plan_tiling(method, recipe, model, *image.shape[:2], tiling)
-            result = restore_in_channels(  # gray in, gray out, as the Python API's deblur
-                method, recipe, model, image, tiling=tiling, seed=seed, device=device, progress=progress,
-                sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble,
-            )
-            if focus_gate is not None:
-                result = gate(image, result, coc_map, focus_gate, gate_smooth)
+            # by bands of rows above the API's budget, as DeblurModel.deblur: the same image from both
+            result = restore_in_bands(image, lambda rows: rows, restore_band, lambda out: out)
             dest = destination(out, p, defocus_map)
             if defocus_map:
                 estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))
@@ -313,7 +323,7 @@ def deblur_files(
             records.append({
                 "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
                 "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
-                **plan.record(),
+                **plan.record(), "bands": len(plan_bands(*image.shape[:2], band_pixels())),
                 "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
                 "f_number": optics_of.get(p, {}).get("f_number"),  # the bound applies only where it is known
                 "camera": {k: v for k, v in optics_of.get(p, {}).items() if k != "f_number"}
