@@ -116,3 +116,29 @@ def test_coc_maps_are_cut_with_the_bands(tmp_path, monkeypatch) -> None:
     seen.clear()
     model.deblur(image, f_number=2.8)
     assert all(c is not None and c.shape == s[:2] and np.ptp(c) == 0 for s, c, _ in seen)
+
+
+def test_two_bands_results_are_cross_faded_across_their_edge(tmp_path, monkeypatch) -> None:
+    """A band's own noise seed, map or tile grid gives it a result of its own: at the edge between two bands the
+    image stepped from one to the other (a seam across the photo); their results are now cross-faded over the
+    blend width, so no row differs from the next by more than the step over that width."""
+    from defocuskit.inference.bands import BAND_HALO, blend_widths, restore_in_bands
+
+    image = np.zeros((300, 20, 3), np.float32)
+
+    def by_band(x: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
+        return x + float(index)  # each band's result its own: the band's index
+
+    out = restore_in_bands(image, lambda rows: rows, by_band, lambda rows: rows, budget=150 * 20)
+    bands = plan_bands(300, 20, 150 * 20)
+    widths = blend_widths(bands)
+    assert len(bands) >= 3 and widths[0] == BAND_HALO // 2 and all(0 < w <= BAND_HALO // 2 for w in widths)
+    column = out[:, 0, 0]
+    steps = np.diff(column)
+    assert np.all(steps >= 0) and steps.max() <= 1.0 / (2 * min(widths)) + 1e-6, steps.max()  # was a step of 1
+    for (_, _, k0, k1), index in zip(bands, range(len(bands))):  # away from the edges: the band's own result
+        inner = column[k0 + (widths[index - 1] if index else 0) : k1 - (widths[index] if index < len(widths) else 0)]
+        assert np.all(inner == index)
+    as_uint8 = restore_in_bands((image * 255).astype(np.uint8), lambda rows: rows.astype(np.float32), by_band,
+                                lambda rows: np.rint(rows * 50).astype(np.uint8), budget=150 * 20)
+    assert np.abs(np.diff(as_uint8[:, 0, 0].astype(int))).max() <= 2  # stored in the output's dtype, no seam

@@ -64,7 +64,7 @@ def test_deblur_and_the_python_api_give_one_image(hidd: Path, tmp_path: Path, mo
     written = read_image(tmp_path / "out" / "photo.png")
     model = defocuskit.load(hidd, device="cpu")
     api = model.deblur(blur, seed=3, f_number=F_NUMBER, **keywords)
-    assert np.abs(api.astype(np.int64) - blur).max() > 1000  # the sampler changes the image
+    assert np.abs(api.astype(np.int64) - blur).max() > 500  # the sampler changes the image
     assert np.array_equal(written, api), f"deblur and the API differ by up to {np.abs(written - api.astype(int)).max()}"
     record = json.loads((tmp_path / "out" / "deblur.json").read_text())["images"][0]
     assert record["bands"] == (1 if budget == "0" else 3)
