@@ -10,7 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from defocuskit.cli.app import app
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.reader import iter_samples
 from defocuskit.data.sample import IngestOptions
@@ -122,3 +124,14 @@ def test_a_depth_array_file_is_a_reject_line_naming_it(tmp_path):
     assert scenes == {"ok"}
     assert rejects["depth/arr.pfm"].startswith("a depth array (.pfm) is not read: save it as a 16-bit PNG, a float "
                                                "TIFF or a .npy array"), rejects
+
+
+def test_a_dataset_folder_given_to_render_names_its_split_folders(tmp_path: Path):
+    """`--render VABD/` (as `--vabd VABD/` is given) said only 'is this VABD (--vabd)?'; the photos are in train/."""
+    for split in ("train", "test"):
+        for sub in ("input", "depth"):
+            (tmp_path / "VABD" / split / sub).mkdir(parents=True)
+    result = CliRunner().invoke(app, ["ingest", "--render", str(tmp_path / "VABD"), "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "test/, train/ each have that layout: give --render " \
+        f"{tmp_path / 'VABD' / 'test'}" in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out").exists()

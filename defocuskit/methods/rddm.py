@@ -121,6 +121,15 @@ def _map_config_of(cfg: defocus_map.ModelConfig) -> defocus_map.ModelConfig:
     return dataclasses.replace(cfg, pretrained=None)
 
 
+def map_config_difference(recipe: defocus_map.ModelConfig, file: defocus_map.ModelConfig) -> str:
+    """"model.map_model.arch: 'segformer' here, 'dilated' in the file; ..." for the keys that differ (the two whole
+    configs, printed side by side, were cut before the keys that differ or what to do)."""
+    keys = [f.name for f in dataclasses.fields(recipe) if getattr(recipe, f.name) != getattr(file, f.name)]
+    said = "; ".join(f"model.map_model.{k}: {getattr(recipe, k)!r} here, {getattr(file, k)!r} in the file"
+                     for k in keys[:3])
+    return said + (f"; and {len(keys) - 3} more key(s)" if len(keys) > 3 else "")
+
+
 def load_map_estimator(path: str) -> tuple[nn.Module, defocus_map.ModelConfig]:
     """The frozen map estimator and its ModelConfig from a defocus-map .safetensors file."""
     file = Path(path)
@@ -167,7 +176,8 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
         elif _map_config_of(model_cfg.map_model) != map_cfg:
             raise ValueError(
                 f"model.map_model does not match the estimator in {model_cfg.map_checkpoint}: "
-                f"{_map_config_of(model_cfg.map_model)} vs {map_cfg} (remove model.map_model to take the file's)"
+                f"{map_config_difference(_map_config_of(model_cfg.map_model), map_cfg)} (remove model.map_model "
+                "to take the file's)"
             )
     else:
         if model_cfg.map_model is None:

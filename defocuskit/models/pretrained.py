@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,27 @@ def read_pretrained(pretrained: str, model_class: Any) -> dict[str, torch.Tensor
         return load_file(str(path))
     if path.is_dir() or (_HUB_ID.match(pretrained) and not pretrained.endswith(".safetensors")):
         try:  # task-model checkpoints (…ForImageClassification) load as their base model
-            return model_class.from_pretrained(str(path) if path.is_dir() else pretrained).state_dict()
+            with quiet_hub():
+                return model_class.from_pretrained(str(path) if path.is_dir() else pretrained).state_dict()
         except Exception as e:  # noqa: BLE001 (no network, unknown id, broken folder: all say the same)
-            cause = " ".join(str(e).split()).rstrip(".")  # one line
-            raise ValueError(f"from_pretrained failed: {type(e).__name__}: {cause}") from None
+            raise ValueError(f"from_pretrained failed: {type(e).__name__}: {first_sentence(str(e))}") from None
     raise ValueError(f"no such file or folder: {path}")
+
+
+def first_sentence(message: str) -> str:
+    """The first sentence of a library's message, on one line: transformers' offline error goes on with a link
+    to its docs, which pushed the caller's own advice out of a clipped line."""
+    line = next((" ".join(line.split()) for line in message.splitlines() if line.strip()), "")
+    return re.split(r"(?<=[.!?])\s", line, maxsplit=1)[0].rstrip(".")
+
+
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """huggingface_hub's warnings held back: offline it logged ten 'Retrying in Ns' lines before the one error."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

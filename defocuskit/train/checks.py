@@ -135,7 +135,16 @@ def build_network(method: Method, recipe: Recipe, training: bool) -> nn.Module:
         key = next(iter(not_positive(recipe.model)), None)
         said = f"{key}: {not_positive(recipe.model)[key]} is no positive size; the model section" if key else \
             "model: this section"
-        raise RecipeError(f"{said} does not build a {method.name} network ({reason[:300]})") from None
+        raise RecipeError(f"{said} does not build a {method.name} network ({clip_middle(reason)})") from None
+
+
+def clip_middle(text: str, limit: int = 400) -> str:
+    """`text` within `limit` characters, its middle cut out where it is longer: a method's reason ends with what to
+    do (model.pretrained: null, remove model.map_model), which cutting the end lost."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
 
 
 def check_fits(method: Method, recipe: Recipe, memory: int | None) -> None:

@@ -1,8 +1,8 @@
 """`--render DIR`: aperture stacks rendered from your own all-in-focus photos with depth maps.
 
 Layout: `DIR/image/<stem>.*` (the photos; `input/` is read where there is no `image/`, so that a VABD or EBB
-folder renders as shipped, from its f/16 references), `DIR/depth/<stem>.*` (their depth maps, paired by
-stem) and optionally `DIR/focal/<stem>.*` (focal-plane masks, white = in focus), as VABD and EBB ship them.
+split folder, VABD/train, renders as shipped, from its f/16 references), `DIR/depth/<stem>.*` (their depth maps,
+paired by stem) and optionally `DIR/focal/<stem>.*` (focal-plane masks, white = in focus), as VABD and EBB ship them.
 A photo without a depth map, a depth map without a photo, an unreadable file, a hidden one (`._x.jpg`) and one in
 a format no source reads (HEIC, AVIF, GIF, ...) are reject lines naming the file; so are a depth map or mask of another
 aspect ratio than its photo (a smaller copy is resized; another shape would be stretched) and a depth map of one
@@ -96,10 +96,22 @@ def photo_folder(root: Path) -> str:
 
 
 def layout_problem(root: Path) -> str | None:
-    """What keeps `root` from being a --render folder, or None."""
+    """What keeps `root` from being a --render folder, or None; naming the subfolders that are one (VABD/ and EBB/
+    hold train/ and test/), so the error says which folder to give."""
     root = Path(root)
-    missing = [name for name in (photo_folder(root), "depth") if not (root / name).is_dir()]
-    return f"no {' or '.join(m + '/' for m in missing)} folder" if missing else None
+    missing = _missing(root)
+    if not missing:
+        return None
+    problem = f"no {' or '.join(m + '/' for m in missing)} folder"
+    inside = layout.roots_inside(root, lambda d: "missing" if _missing(d) else None)
+    if inside:
+        problem += (f"; {', '.join(d.name + '/' for d in inside)} {'has' if len(inside) == 1 else 'each have'} "
+                    f"that layout: give --render {inside[0]}")
+    return problem
+
+
+def _missing(root: Path) -> list[str]:
+    return [name for name in (photo_folder(root), "depth") if not (root / name).is_dir()]
 
 
 def f_number_tag(f_number: float) -> str:
