@@ -26,6 +26,15 @@ def readme_block(needle: str) -> str:
     return blocks[0]
 
 
+def run_readme_block(needle: str, placeholder: str, url: object) -> dict:
+    """The namespace after running that block as written, with its shard pattern `placeholder` replaced by `url`."""
+    code = readme_block(needle)
+    assert placeholder in code
+    ns: dict = {}
+    exec(compile(code.replace(placeholder, repr(str(url))), "README.md", "exec"), ns)  # noqa: S102
+    return ns
+
+
 def rgb16(rng: np.random.Generator) -> np.ndarray:
     """16-bit RGB whose channels differ and whose low bytes are not zero (an 8-bit cut or BGR would show)."""
     return (rng.integers(0, 65535, (H, W, 3)) | np.array([1, 3, 5])).astype(np.uint16)
@@ -62,11 +71,7 @@ def _same(got: np.ndarray | None, want: np.ndarray | None, what: str) -> None:
 def test_readme_webdataset_recipe_gives_the_readers_arrays(shard):
     pytest.importorskip("webdataset")
     url, truth = shard
-    code = readme_block("wds.WebDataset")
-    placeholder = '"shards/train-{000000..000003}.tar"'
-    assert placeholder in code
-    ns: dict = {}
-    exec(compile(code.replace(placeholder, repr(str(url))), "README.md", "exec"), ns)  # noqa: S102
+    ns = run_readme_block("wds.WebDataset", '"shards/train-{000000..000003}.tar"', url)
     for name, what in (("decode_png", "the PNG decoder (16 bits, RGB) for readers without defocuskit"),
                        ("with_coc", "the pipeline of pairs with their CoC in pixels and its sign")):
         assert name in ns, f"README's webdataset recipe: no {name}, {what}"
@@ -108,11 +113,7 @@ def test_readme_datasets_recipe_gives_the_readers_arrays(shard, tmp_path, monkey
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     url, _ = shard
-    code = readme_block("load_dataset")
-    placeholder = '"shards/train-*.tar"'
-    assert placeholder in code
-    ns: dict = {}
-    exec(compile(code.replace(placeholder, repr(str(url))), "README.md", "exec"), ns)  # noqa: S102
+    ns = run_readme_block("load_dataset", '"shards/train-*.tar"', url)
     ours = {s["key"]: s for s in (decode_sample(raw) for raw in iter_raw(str(url)))}
     rows = ns["pairs"].with_transform(ns["hf_decode"])
     assert sorted(rows[i]["key"] for i in range(len(rows))) == ["t/grey", "t/signed", "t/unsigned"]
