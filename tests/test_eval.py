@@ -366,6 +366,9 @@ def test_lpips_column_with_weights_and_nan_output_skipped(tmp_path: Path, monkey
     report = evaluate(shards, [], ["input"], EvalConfig(split="test", report_dir=tmp_path / "rep", progress=False))
     row = report["rows"][0]
     assert row["lpips"] is not None and row["lpips"] == pytest.approx(row["lpips_input"])
+    assert row["lpips_gain"] == pytest.approx(0.0, abs=1e-7) and row["lpips_gain_std"] == pytest.approx(0.0, abs=1e-7)
+    csv_head = (tmp_path / "rep" / "report.csv").read_text().splitlines()[0].split(",")
+    assert {"lpips_gain", "lpips_gain_std"} <= set(csv_head)  # every metric's gain, as the README says
     assert report["protocol"]["lpips"].startswith("LPIPS")
     result = evaluate_samples(pairs, {"bad": lambda b, s: b * np.nan}, progress=False)
     assert [s["reason"] for s in result["skipped"]] == ["output has non-finite values (NaN or inf)"] * 2

@@ -25,7 +25,7 @@ from defocuskit.eval.config import EvalError
 from defocuskit.io.hub import changed_since, file_sha256
 
 METRICS = ("psnr", "ssim", "mae", "lpips")
-GAIN_METRICS = ("psnr", "ssim", "mae")
+GAIN_METRICS = METRICS  # every metric's per-image gain (method minus input; for MAE and LPIPS lower is better)
 STD_DESCRIPTION = ("*_std: population standard deviation (ddof=0) over the images of the row; *_gain_std: of the "
                    "per-image gain (method minus blurred input on the same image)")
 ROW_KEYS = (
