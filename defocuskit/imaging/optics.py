@@ -111,19 +111,19 @@ def sensor_width_across(camera_sensor_mm: float | None, height: int, width: int)
     (`camera_sensor_mm`: its long side, as EXIF and camera specifications give it) spans the photo's long side:
     that width for a landscape or square image, that width x `width` / `height` for a portrait one (a camera held
     upright, turned by EXIF orientation or in its pixels). None stays None (unknown)."""
-    if camera_sensor_mm is None or height <= width:
+    if height <= width:
         return camera_sensor_mm
-    _check_positive("width", width)
-    return round(float(camera_sensor_mm) * width / height, 4)
+    return sensor_width_of_crop(camera_sensor_mm, width, height, digits=4)
 
 
-def sensor_width_of_crop(sensor_width_mm: float | None, crop_width: int, width: int) -> float | None:
+def sensor_width_of_crop(sensor_width_mm: float | None, crop_width: int, width: int, digits: int = 6) -> float | None:
     """The width in mm that a crop `crop_width` pixels wide covers of an image `width` pixels wide covering
-    `sensor_width_mm` (a training patch's: the pixel pitch stays the image's). None stays None (unknown)."""
+    `sensor_width_mm` (a training patch's: the pixel pitch stays the image's), rounded to `digits`. None stays None
+    (unknown)."""
     if sensor_width_mm is None:
         return None
     _check_positive("width", width)
-    return round(float(sensor_width_mm) * crop_width / width, 6)
+    return round(float(sensor_width_mm) * crop_width / width, digits)
 
 
 # Assumptions where the metadata is silent (stated wherever they are used).
