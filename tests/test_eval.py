@@ -469,3 +469,20 @@ def test_a_report_folder_holding_files_eval_did_not_write_is_refused(tmp_path: P
     for _ in range(2):  # a folder eval wrote is its own: a rerun replaces its report
         res = CliRunner().invoke(app, ["eval", "--shards", str(shards), "--baseline", "input", "--report", str(ok)])
         assert res.exit_code == 0, res.output
+
+
+def test_a_row_pooling_pairs_against_different_references_is_named() -> None:
+    # eval groups by the shot's f-number only: f/2.8 against f/8 and against f/16 fell into one row, unsaid
+    rng = np.random.default_rng(1)
+    refs = (8.0, 16.0, 16.0, None, 16.0, 16.0)
+    pairs = [{"key": f"s{i}", "sharp": (sharp := (rng.random((12, 12, 3)) * 255).astype(np.uint8)),
+              "blur": np.clip(sharp.astype(np.int16) + 3, 0, 255).astype(np.uint8), "coc": None,
+              "meta": {"source": "x", "f_number": f, "ref_f_number": r}}
+             for i, (f, r) in enumerate(zip((2.8, 2.8, 2.8, 2.8, 4.0, 4.0), refs))]
+    result = evaluate_samples(pairs, {"input": _baseline("input"), "wiener": _wiener()}, progress=False)
+    mixed = [n for n in result["notes"] if "different references" in n]
+    assert mixed == ["f/2.8 pools pairs against different references (f/8: 1, f/16: 2, none recorded: 1): its gain "
+                     "mixes easier and harder pairs; each image's ref_f_number_recorded is in report.json"]
+    assert [im["ref_f_number_recorded"] for im in result["images"] if im["method"] == "input"] == list(refs)
+    assert not [n for n in evaluate_samples(pairs[4:], {"input": _baseline("input")}, progress=False)["notes"]
+                if "references" in n]

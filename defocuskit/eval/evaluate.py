@@ -127,7 +127,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
                     bar.advance(task)
             part["images"].append((index, {
                 "key": key, "method": name, "source": meta.get("source"), "f_number": group,
-                "f_number_recorded": f_number, **scores,
+                "f_number_recorded": f_number, "ref_f_number_recorded": meta.get("ref_f_number"), **scores,
                 **{f"{m}_input": v for m, v in inp_scores.items()},
             }))
             if save_images is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from defocuskit.eval.report import aggregate
+from defocuskit.eval.report import aggregate, group_of
 
 
 def merge_parts(parts: list[dict[str, Any]], methods: list[str], by_aperture: bool) -> dict[str, Any]:
@@ -32,6 +32,8 @@ def merge_parts(parts: list[dict[str, Any]], methods: list[str], by_aperture: bo
         notes.append("no sample has an f_number: --by-aperture falls back to one 'all' row per method")
     elif by_aperture and n_no_f:
         notes.append(f"{n_no_f} sample(s) without an f_number are counted only in the 'all' rows")
+    if by_aperture:
+        notes += mixed_references(images)
     for s in skipped:
         notes.append(f"skipped {s['key']}" + (f" ({s['method']})" if s["method"] else "") + f": {s['reason']}")
     unregistered = sorted((u for p in parts for u in p["unregistered"]), key=lambda u: u[0])
@@ -45,3 +47,28 @@ def merge_parts(parts: list[dict[str, Any]], methods: list[str], by_aperture: bo
         "pairs": n_pairs,
         "figure": [firsts[g][1] for g in sorted(firsts, key=lambda g: (g is None, g or 0.0))],
     }
+
+
+def mixed_references(images: list[dict[str, Any]]) -> list[str]:
+    """A note per f-number row whose pairs were shot against different reference f-numbers (`ref_f_number`): the
+    row's gain then pools easier and harder pairs (an f/2.8 shot is closer to an f/8 reference than to f/16)."""
+    refs: dict[float, dict[str, str]] = {}
+    for image in images:  # one entry per pair: every method's row of a pair names the same reference
+        if image["f_number"] is not None:
+            ref = group_of(image.get("ref_f_number_recorded"), False)
+            refs.setdefault(image["f_number"], {})[image["key"]] = "none recorded" if ref is None else f"f/{ref:g}"
+    notes = []
+    for group, by_key in sorted(refs.items()):
+        counts: dict[str, int] = {}
+        for name in by_key.values():
+            counts[name] = counts.get(name, 0) + 1
+        if len(counts) > 1:
+            listed = ", ".join(f"{name}: {n}" for name, n in sorted(counts.items(), key=_reference_order))
+            notes.append(f"f/{group:g} pools pairs against different references ({listed}): its gain mixes easier "
+                         "and harder pairs; each image's ref_f_number_recorded is in report.json")
+    return notes
+
+
+def _reference_order(item: tuple[str, int]) -> tuple[bool, float]:
+    name = item[0]
+    return (name == "none recorded", float(name[2:]) if name.startswith("f/") else 0.0)
