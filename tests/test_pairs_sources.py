@@ -355,3 +355,24 @@ def test_a_gray_shot_beside_a_colour_one_is_a_reject_line(tmp_path):
                              f"{data / 'test/gt/1.png'}; a pair must share its colours")
     assert said["2.png"].startswith("blur is gray and sharp is colour")
     assert said["3.png"].startswith("sharp is gray and blur is colour")
+
+
+def test_a_stem_held_twice_is_rejected_not_paired_by_shifted_sorted_order(tmp_path):
+    # blur/{a.jpg,a.png,b.png} with sharp/{a,b,c}.png: the counts agree, so sorted order paired a.png with b.png and
+    # b.png with c.png, kept as shot under --register none
+    root = tmp_path / "mine"
+    blur_b, sharp_b = _pair(root / "blur" / "b.png", root / "sharp" / "b.png", 1)
+    _pair(root / "blur" / "a.png", root / "sharp" / "a.png", 0)
+    write_image(root / "blur" / "a.jpg", _texture(0))
+    write_image(root / "sharp" / "c.png", _texture(2))
+    tasks, rejected = _split(pairs.list_tasks(root, IngestOptions(split_by="train", register="none")))
+    assert [(Path(t.files["blur"]).name, Path(t.files["sharp"]).name) for t in tasks] == [("b.png", "b.png")]
+    why = "one folder's file stems are all in the other, so they are paired by file stem"
+    assert sorted((Path(r.file).relative_to(root).as_posix(), r.reason) for r in rejected) == [
+        ("blur/a.jpg", f"the file stem 'a' is held by more than one image: cannot tell which pairs ({why})"),
+        ("blur/a.png", f"the file stem 'a' is held by more than one image: cannot tell which pairs ({why})"),
+        ("sharp/a.png", f"the file stem 'a' is held by more than one image: cannot tell which pairs ({why})"),
+        ("sharp/c.png", f"no blur/c.* ({why})")]
+    (sample,) = pairs.load(tasks[0], IngestOptions(split_by="train", register="none"))
+    np.testing.assert_array_equal(sample.blur, blur_b)
+    np.testing.assert_array_equal(sample.sharp, sharp_b)

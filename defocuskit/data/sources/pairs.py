@@ -8,10 +8,12 @@ hash of the pair's name, or everything in one split).
 Pairing, per folder pair (recorded in each sample's metadata as `pairing`):
   - "stem": when every file stem of `blur/` is a file stem of `sharp/` and the other way round
     (`blur/IMG_1.jpg` with `sharp/IMG_1.png`);
-  - "order": else, when both folders hold the same number of images: the n-th file of `blur/` with the
+  - "order": else, when both folders hold the same number of images and neither folder's stems are all
+    stems of the other (names that differ, `IMG_1.jpg` with `DSC_7.jpg`): the n-th file of `blur/` with the
     n-th of `sharp/`, both sorted by name;
   - else "stem" for the stems the two folders share; every other image gets a reject line.
-A file stem held twice in one folder (`a.jpg`, `a.png`) cannot be paired by stem.
+A file stem held twice in one folder (`a.jpg`, `a.png`) cannot be paired by stem: both get a reject line (sorted
+order would have shifted every later pair by one).
 
 f-numbers (`f_number` of the blurred shot, `ref_f_number` of the reference) come, as for --raw-dir, from a
 row of opts.f_number_csv (files relative to DIR), else EXIF FNumber, else opts.f_number_pattern on the
@@ -134,14 +136,18 @@ def pair_files(blurs: list[Path], sharps: list[Path]) -> Pairing:
     if unique and set(blur_stems) == set(sharp_stems):
         by_stem = {p.stem: p for p in sharps}
         return Pairing([(b, by_stem[b.stem]) for b in sorted(blurs)], "stem")
-    if len(blurs) == len(sharps):
+    named_alike = bool(blur_stems) and bool(sharp_stems) and (set(blur_stems) <= set(sharp_stems)
+                                                               or set(sharp_stems) <= set(blur_stems))
+    if len(blurs) == len(sharps) and not named_alike:
         return Pairing(list(zip(sorted(blurs), sorted(sharps))), "order")
-    return _pair_shared_stems(blurs, sharps, blur_stems, sharp_stems)
+    return _pair_shared_stems(blurs, sharps, blur_stems, sharp_stems, named_alike)
 
 
-def _pair_shared_stems(blurs: list[Path], sharps: list[Path], blur_stems: Counter, sharp_stems: Counter) -> Pairing:
+def _pair_shared_stems(blurs: list[Path], sharps: list[Path], blur_stems: Counter, sharp_stems: Counter,
+                       named_alike: bool) -> Pairing:
     why = (f"blur/ and sharp/ hold different numbers of images ({len(blurs)} vs {len(sharps)}), "
-           "so they are paired by file stem")
+           "so they are paired by file stem" if len(blurs) != len(sharps) or not named_alike else
+           "one folder's file stems are all in the other, so they are paired by file stem")
     pairing = Pairing([], "stem")
     sharp_of = {p.stem: p for p in sharps}
     for path in sorted(blurs):
