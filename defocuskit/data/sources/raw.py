@@ -8,7 +8,11 @@ matched against the file name; a shot with none is rejected. Per scene, the shot
 f-number is the reference (ties: earliest, then by name): it becomes a sharp-only sample, and every
 shot at a smaller f-number a pair registered (opts.register) and gain-matched onto it. A scene needs
 two f-numbers: a single shot, or shots that all share one f-number, are rejected (none of them is an
-all-in-focus reference), as are further shots at the reference's f-number.
+all-in-focus reference), as are further shots at the reference's f-number. The reference must be
+readable: a PNG/JPEG/TIFF one is decoded once while listing (a RAW file was opened by LibRaw already,
+`read_exif`), and one that cannot be (truncated, corrupt) gets one reject line saying why, the next shot
+in that order serving instead under the same rules (it needs a shot at a smaller f-number), so a damaged
+reference loses one file, not its scene.
 
 Where a RAW file and a TIFF/PNG/JPEG share a stem, only the RAW file is used (then TIFF, PNG, JPEG).
 Every image file that is not used gets a reject line with the reason: unreadable files and folders
@@ -49,6 +53,7 @@ from defocuskit.data.sources.fnumbers import (
     resolve_f_number,
 )
 from defocuskit.io.formats import RASTER_EXTENSIONS, RAW_EXTENSIONS, ImageError, is_raw
+from defocuskit.io.images import check_image
 from defocuskit.io.raw import check_readable, io_reason, read_exif
 
 NAME = "raw"
@@ -255,13 +260,58 @@ def _scene_rejects(scene: str, shots: list[Shot]) -> list[Rejected] | None:
     return None
 
 
+def _unreadable(shot: Shot) -> str | None:
+    """Why the image of `shot` cannot be read (truncated, corrupt), else None. A RAW file is not decoded again:
+    LibRaw opened and unpacked it when its EXIF was read (`read_exif`), as `check_image` would."""
+    if is_raw(shot.path):
+        return None
+    try:
+        check_image(shot.path)
+    except ImageError as exc:
+        return exc.reason
+    return None
+
+
+def _reference(shots: list[Shot]) -> tuple[Shot | None, list[tuple[Shot, str]]]:
+    """The reference of a scene of two or more f-numbers: its first readable shot by largest f-number (ties:
+    earliest, then by name) among those with a shot at a smaller f-number, or None; and the shots passed over,
+    each with why it cannot be read."""
+    widest = min(s.f_number for s in shots)
+    passed: list[tuple[Shot, str]] = []
+    for shot in sorted(shots, key=lambda s: (-s.f_number, *s.order)):
+        if shot.f_number == widest:
+            break
+        reason = _unreadable(shot)
+        if reason is None:
+            return shot, passed
+        passed.append((shot, reason))
+    return None, passed
+
+
+def _unreadable_rejects(scene: str, ref: Shot | None, passed: list[tuple[Shot, str]],
+                        shots: list[Shot]) -> list[Rejected]:
+    """One reject line per shot passed over as the reference (naming what serves instead), and where none
+    serves, one per remaining shot of the scene saying so."""
+    if ref is not None:
+        instead = f"{ref.path.name} (f/{ref.f_number:g}) is the reference instead"
+        return [_reject(s.path, f"{why}: cannot be the reference of scene {scene!r}; {instead}") for s, why in passed]
+    narrower = f"no shot of scene {scene!r} narrower than f/{min(s.f_number for s in shots):g} can be read"
+    names = ", ".join(s.path.name for s, _ in passed)
+    left = sorted((s for s in shots if all(s is not p for p, _ in passed)), key=lambda s: s.path.name)
+    return ([_reject(s.path, f"{why}: cannot be the reference, and {narrower}") for s, why in passed]
+            + [_reject(s.path, f"no reference: {narrower} ({names})") for s in left])
+
+
 def _scene_tasks(scene: str, shots: list[Shot], root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     rejects = _scene_rejects(scene, shots)
     if rejects is not None:
         yield from rejects
         return
+    ref, passed = _reference(shots)
+    yield from _unreadable_rejects(scene, ref, passed, shots)
+    if ref is None:
+        return
     split = split_for(NAME, scene, opts)
-    ref = min(shots, key=lambda s: (-s.f_number, *s.order))
     ref_f = ref.f_number
 
     def meta(shot: Shot, origin: list[str]) -> dict[str, Any]:
@@ -273,7 +323,7 @@ def _scene_tasks(scene: str, shots: list[Shot], root: Path, opts: IngestOptions)
     fallback = "homography" if opts.register == "ecc" else None
     options = {"register": opts.register, "motion": bracket_motion(opts), "fallback": fallback, "gain": True}
     for shot in sorted(shots, key=lambda s: s.path.name):
-        if shot is ref:
+        if shot is ref or any(shot is p for p, _ in passed):
             continue
         if shot.f_number == ref_f:
             reason = f"same f-number as the reference {ref.path.name} (f/{ref_f:g}): not a defocus pair"
