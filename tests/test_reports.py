@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from defocuskit.data.inspect import TILE, contact_sheet, crop_size, pick_samples, sample_label
+from defocuskit.data.inspect import TILE, contact_sheet, crop_size, pick_samples, sample_label, sample_row
 from defocuskit.eval import metrics
 from defocuskit.eval.figure import CELL, figure_row, write_figure
 from defocuskit.eval.plots import aperture_figure, plot_aperture
@@ -219,6 +219,36 @@ def test_inspect_never_writes_over_a_sheet_put_there_while_it_picks_samples(tmp_
     assert inspect_module.inspect_shards(folder, sheet, 2) == sheet
     assert inspect_module.inspect_shards(folder, sheet, 3) == sheet  # its own sheet: replaced
     assert read_image(sheet).shape[0] > 2 * TILE
+
+
+def test_inspect_sheet_says_it_shows_a_few_of_the_folders_samples(tmp_path: Path, monkeypatch) -> None:
+    """The sheet's title said "shards: 2 sample(s)" for a folder of 9: read alone, the sheet passed for the whole."""
+    import defocuskit.data.inspect as inspect_module
+
+    titles, real = [], inspect_module.contact_sheet
+    monkeypatch.setattr(inspect_module, "contact_sheet", lambda samples, title=None: titles.append(title) or
+                        real(samples, title))
+    inspect_module.inspect_shards(_shards(tmp_path / "shards", 9, 4), tmp_path / "sheet.png", 2)
+    assert titles[0].startswith("shards: 2 of its 9 samples (distinct source / split / f-number first")
+
+
+def test_contact_sheet_shows_the_sign_of_a_signed_coc(tmp_path: Path) -> None:
+    """The CoC panel shows |CoC| (coc.png): a shard that records the sign (cocsign.png) drew a background 5 px behind
+    the focus and a foreground 5 px before it alike; the sign now has its own column (white = behind)."""
+    from defocuskit.data.reader import decode_sample
+    from defocuskit.data.shards import encode_members
+
+    coc = np.full((16, 24), 5.0, np.float32)
+    coc[:, :8] = -5.0  # the left third in front of the focal plane
+    sharp = _textured(0, 16, 24)
+    meta = {"source": "fake", "split": "test", "f_number": 2.8}
+    sample = decode_sample({"__key__": "s", **encode_members(sharp, sharp, coc, meta, coc_signed=True)})
+    sheet = contact_sheet([sample])
+    assert sheet.columns == ["blur", "sharp", "coc", "coc sign", "blur crop", "sharp crop"]
+    view = sample_row(sample).cells["coc sign"]
+    assert view.shape[:2] == (16 * 16, 24 * 16)  # the map's pixels, each 16 x 16
+    assert (view[-8:, :8 * 16] == 0).all() and (view[-8:, 8 * 16:] == 255).all()
+    assert contact_sheet([dict(sample, coc_sign=None)]).columns == ["blur", "sharp", "coc", "blur crop", "sharp crop"]
 
 
 def test_write_figure_grid_and_crop_psnr(tmp_path: Path) -> None:

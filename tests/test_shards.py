@@ -65,6 +65,16 @@ def test_f_number_key():
     assert [f_number_key(f) for f in (2, 2.8, 1.4 * 3, 16, None, "x")] == ["2.0", "2.8", "4.2", "16.0", "none", "none"]
 
 
+def test_f_number_key_is_evals_group():
+    """The manifest (and `inspect`'s table) counted f/0.95 shots as f/0.9, merged with real f/0.9 ones, where eval
+    reports f/0.95 and f/0.9 apart (0.01 below f/1): one key per eval row, holding that row's f-number."""
+    from defocuskit.eval.report import group_of
+
+    assert [f_number_key(f) for f in (0.95, 0.9, 0.7, 0.999, 1.0, 1.04)] == ["0.95", "0.9", "0.7", "1.0", "1.0", "1.0"]
+    for f in (*np.round(np.arange(0.5, 1.2, 0.001), 4), 1.25, 2.8, 5.6, 22, 64):
+        assert float(f_number_key(f)) == group_of(float(f), stops=False), f
+
+
 def test_members_round_trip_keeps_16_bits_and_coc():
     sharp = np.arange(2 * 3 * 3, dtype=np.uint16).reshape(2, 3, 3) * 3000
     coc = np.array([[0.0, 1.5, 3.25], [10.0, 100.0, 255.99]], np.float32)

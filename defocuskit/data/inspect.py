@@ -1,7 +1,7 @@
 """`defocuskit inspect`: a shard folder's manifest as a table, and a contact sheet of samples.
 
 The sheet has one row per sample: a label (key, source, split, f-number, the registration's recorded gain
-and alignment score), the whole images (blur / sharp / coc / blurmask, as present) fitted to one height,
+and alignment score), the whole images (blur / sharp / |coc| and its sign / blurmask, as present) fitted to one height,
 and crops of blur and sharp in native pixels (enlarged only by pixel repetition, never resampled) of the
 region that shows the defocus best (`pick_crop`). Blur-map samples show the photo and its mask (white =
 blurred). The drawing primitives (`imaging.drawing`: `pick_crop`, `text_strip`, `to_display`, `repeat_pixels`) also
@@ -35,7 +35,7 @@ from defocuskit.io.tagged_png import check_replaceable, write_tagged_png
 TILE = 256  # height of a row of the contact sheet, pixels
 MAX_ASPECT = 1.5  # a whole image is at most this many TILEs wide
 SHEET_TAG = "defocuskit inspect"  # the sheet's PNG text chunk: a file `inspect` may replace
-IMAGE_COLUMNS = ("blur", "sharp", "coc", "blurmask")
+IMAGE_COLUMNS = ("blur", "sharp", "coc", "coc sign", "blurmask")
 MAX_ROWS = 64  # --n: a sheet holds at most this many samples (each decoded whole first: 100000 took them all)
 
 
@@ -165,6 +165,11 @@ def sample_row(sample: Mapping[str, Any], coc_scale: float | None = None) -> She
         view, _ = _fit(_coc_view(coc, coc_scale if coc_scale is not None else top))
         cells["coc"] = _annotate(view, f"CoC max {top:.1f} px" + (f" (colours 0–{coc_scale:.1f} px)"
                                                                   if coc_scale is not None else ""))
+    sign = sample.get("coc_sign")
+    if coc is not None and sign is not None:  # cocsign.png: the |CoC| panel alone shows front and back alike
+        behind = np.asarray(sign) > 0
+        view, _ = _fit(to_display(np.where(behind, 255, 0).astype(np.uint8)))
+        cells["coc sign"] = _annotate(view, f"{100 * (1 - behind.mean()):.0f} % in front of the focus")
     if mask is not None:
         cells["blurmask"], _ = _fit(to_display(np.asarray(mask, np.uint8)))
     for name, image in (("blur", blur), ("sharp", sharp)):
@@ -180,7 +185,8 @@ def _columns(rows: list[SheetRow]) -> list[str]:
     return [name for name in order if name in present]
 
 
-COLUMN_TITLES = {"blur": "blur (whole)", "sharp": "sharp (whole)", "coc": "CoC map (whole, viridis)",
+COLUMN_TITLES = {"blur": "blur (whole)", "sharp": "sharp (whole)", "coc": "|CoC| map (whole, viridis)",
+                 "coc sign": "CoC sign (white = behind the focus)",
                  "blurmask": "blur map (white = blurred)", "blur crop": "blur crop (native pixels)",
                  "sharp crop": "sharp crop (native pixels)"}
 
@@ -285,13 +291,15 @@ def check_sheet(folder: str | Path, sheet: str | Path | None = None) -> Path:
 def inspect_shards(folder: str | Path, sheet: str | Path | None = None, n: int = 6) -> Path:
     """Write a contact sheet of `n` samples of the shard folder (default `folder/contact_sheet.png`)."""
     folder = Path(folder)
-    read_manifest(folder)  # a clear error when this is not a shard folder
+    manifest = read_manifest(folder)  # a clear error when this is not a shard folder
     sheet = check_sheet(folder, sheet)
     samples = pick_samples(folder, n)
     if not samples:
         raise FileNotFoundError(f"{folder}: the shards hold no samples")
-    title = (f"{folder.name}: {len(samples)} sample(s); above each row: key · source · split · f-number · "
-             "the registration's recorded gain and alignment score · the crop; the yellow box marks the crop")
+    total = manifest.get("counts", {}).get("samples", "?")  # the sheet alone must not read as the whole folder
+    title = (f"{folder.name}: {len(samples)} of its {total} samples (distinct source / split / f-number first, in "
+             "shard order); above each row: key · source · split · f-number · the registration's recorded gain and "
+             "alignment score · the crop; the yellow box marks the crop")
     write_tagged_png(sheet, contact_sheet(samples, title).image, SHEET_TAG, "--sheet")  # looked at again
     return sheet
 

@@ -48,15 +48,17 @@ def shard_name(split: str, group: int) -> str:
 
 
 def f_number_key(f_number: Any) -> str:
-    """The manifest's f-number key: rounded to one decimal ("2.8", "16.0"), or "none" when unknown
-    (None, the stored -1, anything not a positive number)."""
+    """The manifest's f-number key: the group eval reports it in (`eval.report.GROUPING`: rounded to one decimal,
+    "2.8", "16.0"; to two below f/1, "0.95", so f/0.95 is not counted as f/0.9), or "none" when unknown (None, the
+    stored -1, anything not a positive number)."""
     try:
         value = float(f_number)
     except (TypeError, ValueError):
         return "none"
     if not value > 0 or value == float("inf"):
         return "none"
-    return f"{round(value, 1):.1f}"
+    group = round(value, 2 if value < 1.0 else 1)
+    return f"{group:.1f}" if group == round(group, 1) else f"{group:.2f}"
 
 
 def json_default(obj: Any) -> Any:
