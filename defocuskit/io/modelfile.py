@@ -143,6 +143,17 @@ def weights_origin(meta: dict[str, str]) -> dict[str, Any]:
     return origin
 
 
+def trained_steps(meta: dict[str, str]) -> int | None:
+    """The training steps a model file's weights are from, from its metadata (read_metadata): the export's "steps",
+    train.keep_best's "best_step"; None where the file does not record them (an older export, an imported release)."""
+    for key in ("steps", "best_step"):
+        try:
+            return int(meta[key])
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     """Raise ValueError naming the first tensor that holds NaN or inf (and how many others do) in `path`."""
     broken: list[tuple[str, int, int]] = []

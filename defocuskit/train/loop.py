@@ -247,7 +247,7 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     averaged = ema.averaged_state_dict(net)
     if accelerator.is_main_process:
         save_model(path, averaged, method.name, recipe_to_dict(recipe),
-                   extra={**(init[1] if init else {}), **run_folder_metadata(out)})
+                   extra={**(init[1] if init else {}), **run_folder_metadata(out), "steps": str(step)})
         accelerator.print(f"exported {path} (EMA weights, step {step})")
     if log_keys:
         sums = {"step": step, "weights": _checksum(net.state_dict()), "ema": _checksum(averaged)}
