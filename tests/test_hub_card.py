@@ -242,7 +242,8 @@ def test_card_gives_the_steps_the_model_file_records_not_the_recipes_max_steps(t
     """A run stopped by train.max_minutes at step 7 of 20: the card said "20 steps" (the recipe's train.max_steps)."""
     recipe = load_recipe("nafnet-tiny", [])
     net = get_method(recipe.method).build(recipe.model, recipe.objective, False)
-    save_model(tmp_path / "m.safetensors", net.state_dict(), recipe.method, recipe_to_dict(recipe), extra={"steps": "7"})
+    save_model(tmp_path / "m.safetensors", net.state_dict(), recipe.method, recipe_to_dict(recipe),
+               extra={"steps": "7"})
     card = (defocuskit.load(tmp_path / "m.safetensors", device="cpu").save_pretrained(tmp_path / "hub")
             / "README.md").read_text()
     assert "32 px crops, 7 steps (the recipe's `train.max_steps`: 20)." in card
