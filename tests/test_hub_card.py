@@ -251,3 +251,16 @@ def test_card_gives_the_steps_the_model_file_records_not_the_recipes_max_steps(t
     unrecorded = _export(tmp_path / "u.safetensors", "nafnet-tiny", [])  # an older export: no steps recorded
     card = (defocuskit.load(unrecorded, device="cpu").save_pretrained(tmp_path / "hub2") / "README.md").read_text()
     assert "up to 20 steps (the recipe's `train.max_steps`; the model file does not record the steps trained)" in card
+
+
+def test_card_names_the_datasets_the_model_file_records_not_what_the_folder_holds_now(tmp_path):
+    """The card named the training data from the shard folders' manifests when it was made: a folder moved, deleted
+    or ingested anew since (or a relative data.train read from another working folder) named other data. An export
+    records the names (`datasets` metadata); the card takes them from the file."""
+    recipe = load_recipe("nafnet-tiny", [f"data.train={tmp_path / 'gone' / 'dpdd-shards'}"])
+    net = get_method(recipe.method).build(recipe.model, recipe.objective, False)
+    save_model(tmp_path / "m.safetensors", net.state_dict(), recipe.method, recipe_to_dict(recipe),
+               extra={"datasets": json.dumps(["DPDD", "my-photos"])})  # as train's export records them
+    folder = defocuskit.load(tmp_path / "m.safetensors", device="cpu").save_pretrained(tmp_path / "hub")
+    assert _front((folder / "README.md").read_text())["datasets"] == ["DPDD", "my-photos"]
+    assert "DPDD, my-photos (`data.train`: `dpdd-shards`)" in (folder / "README.md").read_text()

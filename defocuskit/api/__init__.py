@@ -264,7 +264,7 @@ class DeblurModel:
 
     def _config(self, ev: dict[str, Any] | None, license: str | None, sha256: str) -> dict[str, Any]:
         from defocuskit.data import names
-        from defocuskit.io.modelfile import read_metadata, trained_steps, weights_origin
+        from defocuskit.io.modelfile import read_metadata, recorded_datasets, trained_steps, weights_origin
 
         train = self._recipe.data.train if isinstance(self._recipe.data.train, list) else [self._recipe.data.train]
 
@@ -278,7 +278,7 @@ class DeblurModel:
             "exported_with": meta.get("defocuskit_version"), "defocuskit_version": defocuskit.__version__,
             "sampler": info["settings"], "nfe": info["nfe"], "needs": info["needs"], "timesteps": info.get("timesteps"),
             "inference": default_inference(self._method, self._recipe, self._net), "license": license,
-            "datasets": self._saved.get("datasets") or names.trained_on(train),
+            "datasets": self._saved.get("datasets") or recorded_datasets(meta) or names.trained_on(train),
             "train_shards": [names.spec_name(s) for s in train],
             "recipe": self.recipe, "eval": ev, "origin": weights_origin(meta),
         }

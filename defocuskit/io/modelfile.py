@@ -154,6 +154,21 @@ def trained_steps(meta: dict[str, str]) -> int | None:
     return None
 
 
+def datasets_entry(names: list[str]) -> dict[str, str]:
+    """The metadata entry of the datasets a run trained on (data.names.trained_on, read from the shard manifests when
+    it exports): a model card names them from the file, not from whatever the folders hold when the card is made."""
+    return {"datasets": json.dumps(list(names))}
+
+
+def recorded_datasets(meta: dict[str, str]) -> list[str] | None:
+    """The dataset names a model file's metadata records (`datasets_entry`), or None (an older export, a release)."""
+    try:
+        names = json.loads(meta["datasets"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return names if isinstance(names, list) and names and all(isinstance(n, str) for n in names) else None
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     """Raise ValueError naming the first tensor that holds NaN or inf (and how many others do) in `path`."""
     broken: list[tuple[str, int, int]] = []
