@@ -264,3 +264,26 @@ def test_card_names_the_datasets_the_model_file_records_not_what_the_folder_hold
     folder = defocuskit.load(tmp_path / "m.safetensors", device="cpu").save_pretrained(tmp_path / "hub")
     assert _front((folder / "README.md").read_text())["datasets"] == ["DPDD", "my-photos"]
     assert "DPDD, my-photos (`data.train`: `dpdd-shards`)" in (folder / "README.md").read_text()
+
+
+def test_model_index_names_an_ssim_of_another_window(tmp_path):
+    """`eval --ssim gaussian11` (Wang et al.'s 11x11 Gaussian window) reads higher than the default 7x7 uniform one;
+    the model-index named both "SSIM". The other window is named now; PSNR's names are unchanged."""
+    from test_eval import _write_shards, export_identity_nafnet
+
+    from defocuskit.eval.config import EvalConfig
+    from defocuskit.eval.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    blur = np.clip(sharp.astype(np.int16) + rng.integers(-20, 20, sharp.shape), 0, 255).astype(np.uint8)
+    shards = _write_shards(tmp_path / "shards", "test", [{"key": "k", "sharp": sharp, "blur": blur, "coc": None,
+                                                          "meta": {"source": "x", "f_number": 2.8}}])
+    model_file = export_identity_nafnet(tmp_path / "runs" / "naf" / "model.safetensors")
+    evaluate(shards, [model_file], [], EvalConfig(report_dir=tmp_path / "scored", progress=False,
+                                                  ssim_variant="gaussian11"))
+    card = (defocuskit.load(model_file, device="cpu").save_pretrained(tmp_path / "hub", report=tmp_path / "scored")
+            / "README.md").read_text()
+    assert {m["name"] for m in _front(card)["model-index"][0]["results"][0]["metrics"]} == {
+        "PSNR", "SSIM (gaussian11 window: eval --ssim gaussian11)", "PSNR (f/2.8)",
+        "SSIM (f/2.8; gaussian11 window: eval --ssim gaussian11)"}

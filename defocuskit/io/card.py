@@ -66,14 +66,16 @@ def eval_results(ev: dict[str, Any] | None) -> list[Any]:
     rows = sorted(ev["rows"], key=lambda r: r.get("f_number") is not None)  # the pooled row first (a stable sort)
     scoring = [str(t) for t in ev.get("scoring") or []]  # e.g. "detail band 16 px": not the plain PSNR
     results = []
+    variant = ev.get("ssim_variant")  # eval --ssim gaussian11 reads higher than the default uniform7's "SSIM"
+    own = {"ssim": [f"{variant} window: eval --ssim {variant}"] if variant not in (None, "uniform7") else []}
     for row in rows:
         terms = ([] if row.get("f_number") is None else [_f_label(row["f_number"])]) + scoring
-        suffix = f" ({'; '.join(terms)})" if terms else ""
         for key, label, digits in METRICS:
             if _finite(row.get(key)):
+                named = terms + own.get(key, [])
                 results.append(EvalResult(**TASK, dataset_type=kind, dataset_name=name, dataset_split=ev.get("split"),
                                           metric_type=key, metric_value=round(float(row[key]), digits),
-                                          metric_name=label + suffix))
+                                          metric_name=label + (f" ({'; '.join(named)})" if named else "")))
     return results
 
 

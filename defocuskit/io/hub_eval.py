@@ -74,6 +74,7 @@ def eval_from_report(report: str | Path, model_file: Path, method: str, label: s
         "report": report.name, "label": label, "split": protocol.get("split"), "shards": protocol.get("shards"),
         "limit": protocol.get("limit"), "skipped": len(skipped),  # the split scored in part: its first N, pairs skipped
         "psnr": protocol.get("psnr"), "ssim": protocol.get("ssim"), "grouping": protocol.get("grouping"),
+        "ssim_variant": protocol.get("ssim_variant"),  # eval --ssim: the SSIM's window (uniform7, the default)
         "scoring": scoring_terms(protocol),  # how the scores differ from the default protocol's
         "sources": sources,  # the shards' source names of the scored images (dpdd, raw, ...)
         "settings": {k: entry.get(k) for k in ("sampler", "nfe", "timesteps", "coc", "tile", "overlap", "seed",
