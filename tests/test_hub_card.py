@@ -191,3 +191,99 @@ def test_card_says_how_the_report_scored_beyond_the_default_protocol(tmp_path):
     assert "Scores:" not in card and "self-ensemble" not in card  # the default protocol: nothing to add
     assert {m["name"] for m in _front(card)["model-index"][0]["results"][0]["metrics"]} == {
         "PSNR", "SSIM", "PSNR (f/2.8)", "SSIM (f/2.8)"}
+
+
+def _gated_run(tmp_path: Path, gates: list[str]) -> tuple[Path, str]:
+    """(model file of a recipe gated by default, its card from an eval report run with `gates`)."""
+    from test_eval import _write_shards
+
+    from defocuskit.eval.config import EvalConfig
+    from defocuskit.eval.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    pairs = [{"key": f"k{i}", "sharp": (sharp := rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)),
+              "blur": np.clip(sharp.astype(np.int16) + rng.integers(-20, 20, sharp.shape), 0, 255).astype(np.uint8),
+              "coc": None, "meta": {"source": "x", "f_number": 2.8}} for i in range(2)]
+    shards = _write_shards(tmp_path / "shards", "test", pairs)
+    model_file = _export(tmp_path / "gated" / "model.safetensors", "nafnet-tiny", ["inference.focus_gate=3"])
+    evaluate(shards, [model_file], [], EvalConfig(report_dir=tmp_path / "scored", progress=False, focus_gates=gates,
+                                                 limit=1))
+    model = defocuskit.load(model_file, device="cpu")
+    return model_file, (model.save_pretrained(tmp_path / "hub", report=tmp_path / "scored") / "README.md").read_text()
+
+
+def test_card_says_the_report_ran_the_model_ungated_where_it_did(tmp_path):
+    """A model whose recipe gates by default, scored with `eval --focus-gate LABEL:0`: the card said "Its recipe gates
+    the output by default" and nothing of the gate beside the scores, which read as gated; it says they are not."""
+    _, card = _gated_run(tmp_path, ["gated:0"])
+    settings = next(line for line in card.splitlines() if line.startswith("Settings of that run"))
+    assert ("no focus gate: the model's raw output (its recipe's default gate, `inference.focus_gate: 3`, turned off "
+            "by eval --focus-gate 0)") in settings and "focus gate 3 px" not in settings
+
+
+def test_card_says_the_gate_and_its_low_pass_and_the_part_of_the_split_scored(tmp_path):
+    """Gated by its recipe: the gate's size and the low-pass it keeps; `eval --limit 1` scored one pair of two, which
+    the card presented as the split."""
+    _, card = _gated_run(tmp_path, [])
+    assert "; focus gate 3 px (its recipe's; the change's low-pass of 16 px kept)" in card
+    assert "split `test` (its first 1 pair alone: eval --limit 1; checkpoint `gated`)" in card
+
+
+def test_a_report_of_another_file_at_the_models_path_is_refused(tmp_path):
+    """A model trained again at the path a report scored: its card showed the earlier model's scores as its own."""
+    model_file, _ = _gated_run(tmp_path, [])
+    _export(model_file, "nafnet-tiny", ["inference.focus_gate=3", "model.width=4"])  # retrained, same path
+    with pytest.raises(ValueError, match=r"checkpoint 'gated' is not this model: the report scored a file of SHA-256"):
+        defocuskit.load(model_file, device="cpu").save_pretrained(tmp_path / "hub2", report=tmp_path / "scored")
+    assert not (tmp_path / "hub2").exists()
+
+
+def test_card_gives_the_steps_the_model_file_records_not_the_recipes_max_steps(tmp_path):
+    """A run stopped by train.max_minutes at step 7 of 20: the card said "20 steps" (the recipe's train.max_steps)."""
+    recipe = load_recipe("nafnet-tiny", [])
+    net = get_method(recipe.method).build(recipe.model, recipe.objective, False)
+    save_model(tmp_path / "m.safetensors", net.state_dict(), recipe.method, recipe_to_dict(recipe),
+               extra={"steps": "7"})
+    card = (defocuskit.load(tmp_path / "m.safetensors", device="cpu").save_pretrained(tmp_path / "hub")
+            / "README.md").read_text()
+    assert "32 px crops, 7 steps (the recipe's `train.max_steps`: 20)." in card
+    assert json.loads((tmp_path / "hub" / "config.json").read_text())["train_steps"] == 7
+    unrecorded = _export(tmp_path / "u.safetensors", "nafnet-tiny", [])  # an older export: no steps recorded
+    card = (defocuskit.load(unrecorded, device="cpu").save_pretrained(tmp_path / "hub2") / "README.md").read_text()
+    assert "up to 20 steps (the recipe's `train.max_steps`; the model file does not record the steps trained)" in card
+
+
+def test_card_names_the_datasets_the_model_file_records_not_what_the_folder_holds_now(tmp_path):
+    """The card named the training data from the shard folders' manifests when it was made: a folder moved, deleted
+    or ingested anew since (or a relative data.train read from another working folder) named other data. An export
+    records the names (`datasets` metadata); the card takes them from the file."""
+    recipe = load_recipe("nafnet-tiny", [f"data.train={tmp_path / 'gone' / 'dpdd-shards'}"])
+    net = get_method(recipe.method).build(recipe.model, recipe.objective, False)
+    save_model(tmp_path / "m.safetensors", net.state_dict(), recipe.method, recipe_to_dict(recipe),
+               extra={"datasets": json.dumps(["DPDD", "my-photos"])})  # as train's export records them
+    folder = defocuskit.load(tmp_path / "m.safetensors", device="cpu").save_pretrained(tmp_path / "hub")
+    assert _front((folder / "README.md").read_text())["datasets"] == ["DPDD", "my-photos"]
+    assert "DPDD, my-photos (`data.train`: `dpdd-shards`)" in (folder / "README.md").read_text()
+
+
+def test_model_index_names_an_ssim_of_another_window(tmp_path):
+    """`eval --ssim gaussian11` (Wang et al.'s 11x11 Gaussian window) reads higher than the default 7x7 uniform one;
+    the model-index named both "SSIM". The other window is named now; PSNR's names are unchanged."""
+    from test_eval import _write_shards, export_identity_nafnet
+
+    from defocuskit.eval.config import EvalConfig
+    from defocuskit.eval.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    sharp = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    blur = np.clip(sharp.astype(np.int16) + rng.integers(-20, 20, sharp.shape), 0, 255).astype(np.uint8)
+    shards = _write_shards(tmp_path / "shards", "test", [{"key": "k", "sharp": sharp, "blur": blur, "coc": None,
+                                                          "meta": {"source": "x", "f_number": 2.8}}])
+    model_file = export_identity_nafnet(tmp_path / "runs" / "naf" / "model.safetensors")
+    evaluate(shards, [model_file], [], EvalConfig(report_dir=tmp_path / "scored", progress=False,
+                                                  ssim_variant="gaussian11"))
+    card = (defocuskit.load(model_file, device="cpu").save_pretrained(tmp_path / "hub", report=tmp_path / "scored")
+            / "README.md").read_text()
+    assert {m["name"] for m in _front(card)["model-index"][0]["results"][0]["metrics"]} == {
+        "PSNR", "SSIM (gaussian11 window: eval --ssim gaussian11)", "PSNR (f/2.8)",
+        "SSIM (f/2.8; gaussian11 window: eval --ssim gaussian11)"}

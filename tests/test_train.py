@@ -85,7 +85,7 @@ def run_a(shards, tmp_path_factory) -> Path:
     return out
 
 
-def test_loss_falls_and_model_exported(run_a):
+def test_loss_falls_and_model_exported(run_a, shards):
     curve = losses(run_a)
     assert sorted(curve) == list(range(1, STEPS + 1))
     first = np.mean([curve[s] for s in range(1, 6)])
@@ -93,6 +93,8 @@ def test_loss_falls_and_model_exported(run_a):
     assert last < 0.95 * first, (first, last)
     tensors, meta = read_model_file(run_a / "model.safetensors")
     assert meta["method"] == "hidd" and meta["recipe"]["train"]["max_steps"] == STEPS
+    assert meta["steps"] == str(STEPS)  # the steps the weights are from (a model card says them, not max_steps)
+    assert json.loads(meta["datasets"]) == [Path(shards).parent.name]  # no manifest: the shard folder's name
     assert all(torch.isfinite(t).all() for t in tensors.values())
     assert (run_a / "recipe.yaml").read_text().count("max_steps: 30") == 1
     assert [s for s, _ in list_checkpoints(run_a)] == [STEPS - EVERY, STEPS]  # keep_checkpoints=2

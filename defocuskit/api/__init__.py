@@ -262,9 +262,9 @@ class DeblurModel:
 
     # ------------------------------------------------------------------ the Hub layout
 
-    def _config(self, ev: dict[str, Any] | None, license: str | None) -> dict[str, Any]:
+    def _config(self, ev: dict[str, Any] | None, license: str | None, sha256: str) -> dict[str, Any]:
         from defocuskit.data import names
-        from defocuskit.io.modelfile import read_metadata, weights_origin
+        from defocuskit.io.modelfile import read_metadata, recorded_datasets, trained_steps, weights_origin
 
         train = self._recipe.data.train if isinstance(self._recipe.data.train, list) else [self._recipe.data.train]
 
@@ -272,13 +272,13 @@ class DeblurModel:
         info = self.sampler_info()
         return {
             "format": hub.HUB_FORMAT, "library_name": "defocuskit", "model_file": hub.MODEL_FILE,
-            "model_format": meta.get("format"), "sha256": hub.file_sha256(self.path),
+            "model_format": meta.get("format"), "sha256": sha256, "train_steps": trained_steps(meta),
             "method": self.method, "output": self.output, "channels": self.channels,
             "image_size": int(self._recipe.data.image_size),
             "exported_with": meta.get("defocuskit_version"), "defocuskit_version": defocuskit.__version__,
             "sampler": info["settings"], "nfe": info["nfe"], "needs": info["needs"], "timesteps": info.get("timesteps"),
             "inference": default_inference(self._method, self._recipe, self._net), "license": license,
-            "datasets": self._saved.get("datasets") or names.trained_on(train),
+            "datasets": self._saved.get("datasets") or recorded_datasets(meta) or names.trained_on(train),
             "train_shards": [names.spec_name(s) for s in train],
             "recipe": self.recipe, "eval": ev, "origin": weights_origin(meta),
         }
@@ -290,13 +290,13 @@ class DeblurModel:
         if report is None and report_label is not None:
             raise ValueError("report_label= names a checkpoint of a report: give report= too")
         _check_license(license)
-        ev = self._saved.get("eval")
+        ev, sha256 = self._saved.get("eval"), hub.file_sha256(self.path)
         if report is not None:
             report = path_argument("report", report, "a `defocuskit eval` report.json or its folder")
-            ev = eval_from_report(report, self.path, self.method, report_label)
+            ev = eval_from_report(report, self.path, self.method, report_label, sha256)
             base = Path(str(ev.get("shards") or "shards")).name
             ev["datasets"] = list(dict.fromkeys(source_name(s, base) for s in ev["sources"])) or [base]
-        config = self._config(ev, license or self._saved.get("license") or self._recipe.license)
+        config = self._config(ev, license or self._saved.get("license") or self._recipe.license, sha256)
         return hub.write_folder(folder, self.path, config, recipe_to_yaml(self._recipe), repo_id,
                                 self._method.description)
 

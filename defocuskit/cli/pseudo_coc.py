@@ -6,8 +6,9 @@ disc-equivalent radius R (pixels; `ReblurModule.forward`) gives the circle-of-co
 
     coc = 2 R
 
-written as `coc.png` into a new shard folder beside the sample's untouched blur.png, sharp.png and its
-metadata (plus "coc_source"), so that `defocus-map` (data kind "coc") trains on real misaligned pairs.
+written as `coc.png` into a new shard folder beside the sample's untouched blur.png, sharp.png, other members
+(dual-pixel views) and its metadata (plus "coc_source"), so that `defocus-map` (data kind "coc") trains on real
+misaligned pairs.
 Only the blurry image is used: the sharp image may be misaligned and is not needed.
 """
 
@@ -33,6 +34,8 @@ from defocuskit.train.augment import BT601
 COC_SOURCE = "jdrl-reblur"
 COC_RULE = "coc = 2 x expected disc-equivalent kernel radius of the JDRL reblurring module"
 TILE_BATCH = 4  # tiles through the network at once (restore_image's default --batch)
+REPLACED = ("coc.png", "cocsign.png")  # the input's own CoC map and its sign: the pseudo map replaces both
+KEPT = "every member but coc.png, cocsign.png"  # in the shards' fingerprint: older versions kept blur and sharp alone
 
 
 def _stamp(path: str | Path) -> dict[str, Any]:
@@ -67,7 +70,8 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
                      device: str = "cpu", overwrite: bool = False) -> dict[str, Any]:
     """Write a shard folder `out`: the paired samples of `shards_in` with a JDRL pseudo `coc.png`; its manifest.
 
-    Samples without blur.png are left out (recorded in rejects.jsonl); an existing coc.png is replaced.
+    Samples without blur.png are left out (recorded in rejects.jsonl); an existing coc.png is replaced and its sign
+    (cocsign.png) left out; every other member (the dual-pixel views left.png, right.png) is kept as it is.
     Rerunning the same command skips shards already written for the same checkpoint and input shard, unless the
     shard is no longer as written (its size or content hash not its record's: cut short, grown, replaced).
     `out` is held and checked as ingest's is (`data.folder`): only files this tool wrote there are replaced
@@ -97,7 +101,8 @@ def write_pseudo_coc(checkpoint: str | Path, shards_in: str | Path, out: str | P
         name = Path(url).name[: -len(".tar")]
         if name in plan:
             raise ValueError(f"two input shards are named {name}.tar; give one shard folder")
-        plan[name] = _digest({"model": model_stamp, "shard": _stamp(url), "rule": COC_RULE, "tile": tile})
+        plan[name] = _digest({"model": model_stamp, "shard": _stamp(url), "rule": COC_RULE, "tile": tile,
+                              "keeps": KEPT})  # a shard an older version wrote without the views is written anew
     options = {"pseudo_coc": {"checkpoint": str(checkpoint), "shards": str(shards_in), "split": split,
                               "rule": COC_RULE}}
     with folder.run_lock(out, "pseudo-coc", folder.plan_digest(plan)):
@@ -128,6 +133,14 @@ def _has_pairs(urls: list[str]) -> bool:
     return any(entry.has(("blur.png", "sharp.png")) for url in urls for entry in index_shard(url))
 
 
+def kept_members(raw: dict[str, Any]) -> dict[str, bytes]:
+    """The members of an input sample the output sample keeps as they are: all but the CoC map and its sign (the
+    pseudo map has none) and the metadata (rewritten): blur.png, sharp.png, the dual-pixel views left.png and
+    right.png, any other."""
+    return {name: data for name, data in raw.items()
+            if not name.startswith("__") and name not in REPLACED and name != "json"}
+
+
 def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, fingerprint: str, checkpoint: str,
                    device: str, tile: int | None) -> None:
     """One input shard -> one output shard of the same name (the maps in tiles of `tile` px), committed with its
@@ -146,10 +159,8 @@ def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, finge
             blur = decode_image(raw["blur.png"], f"{key}.blur.png")
             coc = coc_map(model, blur, device, tile)
             meta = dict(meta, coc_source=COC_SOURCE, coc_model=Path(checkpoint).name)
-            members = {"blur.png": raw["blur.png"], "sharp.png": raw["sharp.png"],
-                       "coc.png": encode_png(shards.encode_coc(coc)),
-                       "json": shards.dumps(meta).encode("utf-8")}
-            writer.write(key, members)
+            writer.write(key, kept_members(raw) | {"coc.png": encode_png(shards.encode_coc(coc)),
+                                                   "json": shards.dumps(meta).encode("utf-8")})
             counts[(str(meta.get("source")), shards.f_number_key(meta.get("f_number")))] += 1
         writer.seal()
     except BaseException:
@@ -164,6 +175,7 @@ def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, finge
         "by_source": dict(sorted(by_source.items())),
         "by_f_number": dict(sorted(by_f.items(), key=lambda kv: shards.f_sort_key(kv[0]))),
         "table": [{"source": s, "f_number": f, "samples": n} for (s, f), n in sorted(counts.items())],
-        "rejects": rejects, "dropped": 0, **tar_stamp(writer.partial),  # the readers check its size
+        "rejects": rejects, "dropped": 0, "blurred": sum(counts.values()),  # every sample written holds blur.png
+        **tar_stamp(writer.partial),  # the readers check its size
     }
     publish_with_record(out, writer, record)

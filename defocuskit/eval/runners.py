@@ -17,6 +17,7 @@ from defocuskit.eval.config import EvalError
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, focus_gate, gate_and_map, resolve_gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.tiling import TilingOptions
+from defocuskit.io.hub import file_sha256
 
 # A runner turns one sample's blurred input (float32 (H, W, 3) in [0, 1]) into the method's output.
 Runner = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
@@ -125,7 +126,8 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
             "focus_gate": gate_record(gate_px, gate_smooth, "option" if gate_given else "recipe"),
             "ensemble": None if ensemble == 1 else {"size": ensemble, "description": ENSEMBLE_DESCRIPTION},
             "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
-            "channels": recipe.data.channels, "origin": model_origin(path)}
+            "channels": recipe.data.channels, "origin": model_origin(path),
+            "sha256": file_sha256(path)}  # the file scored: a model card takes these scores for this file alone
     return run, desc
 
 

@@ -66,14 +66,16 @@ def eval_results(ev: dict[str, Any] | None) -> list[Any]:
     rows = sorted(ev["rows"], key=lambda r: r.get("f_number") is not None)  # the pooled row first (a stable sort)
     scoring = [str(t) for t in ev.get("scoring") or []]  # e.g. "detail band 16 px": not the plain PSNR
     results = []
+    variant = ev.get("ssim_variant")  # eval --ssim gaussian11 reads higher than the default uniform7's "SSIM"
+    own = {"ssim": [f"{variant} window: eval --ssim {variant}"] if variant not in (None, "uniform7") else []}
     for row in rows:
         terms = ([] if row.get("f_number") is None else [_f_label(row["f_number"])]) + scoring
-        suffix = f" ({'; '.join(terms)})" if terms else ""
         for key, label, digits in METRICS:
             if _finite(row.get(key)):
+                named = terms + own.get(key, [])
                 results.append(EvalResult(**TASK, dataset_type=kind, dataset_name=name, dataset_split=ev.get("split"),
                                           metric_type=key, metric_value=round(float(row[key]), digits),
-                                          metric_name=label + suffix))
+                                          metric_name=label + (f" ({'; '.join(named)})" if named else "")))
     return results
 
 
@@ -133,7 +135,8 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
           if (config.get("origin") or {}).get("kind") == "release" else "")
          + f"{', '.join(datasets) or 'Not recorded'} (`data.train`: " + ", ".join(f"`{s}`" for s in shards)
          + f"); {data.get('channels')} channel(s), {data.get('image_size')} px crops, "
-           f"{(recipe.get('train') or {}).get('max_steps')} steps."),
+         + _steps_text(config.get("train_steps"), (recipe.get("train") or {}).get("max_steps"),
+                       (config.get("origin") or {}).get("kind") == "release") + "."),
         "",
         "## License", "",
         (f"`{config['license']}` (the recipe's `license`)." if config.get("license") else
@@ -141,20 +144,48 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
          "mind the terms of the training data."),
         "",
     ]
-    lines += _eval_section(config.get("eval"))
+    lines += _eval_section(config.get("eval"), (recipe.get("inference") or {}).get("focus_gate"))
     lines += ["## Recipe", "", "Shard folders and other paths by their base name (recipe.yaml beside this card: the "
               "recipe as resolved).", "", "```yaml",
               yaml.safe_dump(_public_data(shown), sort_keys=False, default_flow_style=None).rstrip(), "```", ""]
     return public("\n".join(lines))
 
 
-def _run_terms(settings: dict[str, Any]) -> str:
-    """The eval run's focus gate and self-ensemble, where it used them ("; ..."), else ""."""
+def _part_terms(ev: dict[str, Any]) -> list[str]:
+    """Where the report scored part of the split: its first N pairs alone (eval --limit), pairs not scored."""
+    limit, skipped = ev.get("limit"), ev.get("skipped")
+    terms = [f"its first {limit} pair{'s' * (limit != 1)} alone: eval --limit {limit}"] if _finite(limit) and limit \
+        else []
+    if _finite(skipped) and skipped:
+        terms.append(f"{skipped} pair(s) of it not scored: report.json `skipped`")
+    return terms
+
+
+def _steps_text(trained: Any, max_steps: Any, release: bool) -> str:
+    """How long the model trained: the steps its file records (an export, train.keep_best's best step), else the
+    recipe's train.max_steps said as such (a run stopped by train.max_minutes trained fewer)."""
+    if isinstance(trained, int) and not isinstance(trained, bool):
+        recipe = f" (the recipe's `train.max_steps`: {max_steps})" if trained != max_steps else ""
+        return f"{trained} step{'s' * (trained != 1)}{recipe}"
+    if release:
+        return f"{max_steps} steps"
+    return f"up to {max_steps} steps (the recipe's `train.max_steps`; the model file does not record the steps trained)"
+
+
+def _run_terms(settings: dict[str, Any], own_gate: Any = None, gate_recorded: bool = False) -> str:
+    """The eval run's focus gate (on, with its settings, or off where the report says so) and self-ensemble, where it
+    used one ("; ..."), else ""; `own_gate`: the recipe's inference.focus_gate, the gate the run did without."""
     gate, ensemble = settings.get("focus_gate"), settings.get("ensemble")
     text = ""
     if isinstance(gate, dict) and _finite(gate.get("full_px")):
         origin = "its recipe's" if gate.get("from") == "recipe" else "eval --focus-gate"
-        text += f"; focus gate {gate['full_px']:g} px ({origin})"
+        smooth = gate.get("smooth_px")
+        text += (f"; focus gate {gate['full_px']:g} px ({origin}" + (f"; the change's low-pass of {smooth:g} px kept"
+                                                                    if _finite(smooth) else "") + ")")
+    elif gate_recorded and gate is None:
+        text += "; no focus gate: the model's raw output" + (
+            f" (its recipe's default gate, `inference.focus_gate: {own_gate:g}`, turned off by eval --focus-gate 0)"
+            if _finite(own_gate) else "")
     if isinstance(ensemble, dict) and ensemble.get("size"):
         text += f"; self-ensemble of {ensemble['size']} (eval --ensemble)"
     return text
@@ -194,13 +225,16 @@ def _provenance(config: dict[str, Any], description: str) -> str:
     return line
 
 
-def _eval_section(ev: dict[str, Any] | None) -> list[str]:
+def _eval_section(ev: dict[str, Any] | None, own_gate: Any = None) -> list[str]:
+    """The card's eval section: how the report scored (its protocol, the part of the split, the run's settings) and
+    this model's rows; `own_gate`: the recipe's inference.focus_gate."""
     if not ev:
         return ["## Evaluation", "", ("No evaluation recorded (`save_pretrained(..., report=\"report/report.json\")` "
                                       "adds the table from `defocuskit eval`)."), ""]
     dataset, _ = eval_dataset(ev)
     lines = ["## Evaluation", "",
-             (f"`defocuskit eval` on {dataset}, split `{ev.get('split')}` (checkpoint `{ev.get('label')}`); "
+             (f"`defocuskit eval` on {dataset}, split `{ev.get('split')}` ("
+              + "; ".join([*_part_terms(ev), f"checkpoint `{ev.get('label')}`"]) + "); "
               f"grouping: {ev.get('grouping')}. PSNR: {ev.get('psnr')}. SSIM: {ev.get('ssim')}."
               + (f" Scores: {'; '.join(map(str, ev['scoring']))}, not the default protocol's (every pixel of each "
                  "output as produced, at the sources' bit depth)." if ev.get("scoring") else "")),
@@ -217,6 +251,6 @@ def _eval_section(ev: dict[str, Any] | None) -> list[str]:
     lines += ["", (f"Settings of that run: sampler `{json.dumps(settings.get('sampler'))}`, "
                    f"NFE {settings.get('nfe')}, seed {settings.get('seed')}"
                    + (f"; inference: {settings['inference']}" if settings.get("inference") else "")
-                   + _run_terms(settings)
+                   + _run_terms(settings, own_gate, bool(ev.get("gate_recorded")))
                    + (f"; CoC map: {coc.get('description')}." if coc.get("description") else ".")), ""]
     return lines

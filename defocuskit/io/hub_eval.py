@@ -9,12 +9,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from defocuskit.io.hub import file_sha256
 
-def eval_from_report(report: str | Path, model_file: Path, method: str, label: str | None = None) -> dict[str, Any]:
+
+def eval_from_report(report: str | Path, model_file: Path, method: str, label: str | None = None,
+                     model_sha256: str | None = None) -> dict[str, Any]:
     """This model's rows of a `defocuskit eval` report.json, with the split, protocol and its settings.
 
     The model is found among the report's checkpoints by `label` (its name in the report) or, without one,
-    by the checkpoint path (the same file as `model_file`).
+    by the checkpoint path (the same file as `model_file`). A report that records the SHA-256 of the file it scored
+    (eval since it does) must have scored this one (`model_sha256`, else `model_file`'s): ValueError where that file
+    was another (a model retrained at the same path, a label naming another model of the method).
     """
     report = Path(report).expanduser()
     if report.is_dir():
@@ -47,6 +52,11 @@ def eval_from_report(report: str | Path, model_file: Path, method: str, label: s
     if entry.get("method") != method:
         raise ValueError(f"{report}: checkpoint '{label}' is a '{entry.get('method')}' model, "
                          f"this one a '{method}' model")
+    scored = entry.get("sha256")
+    if isinstance(scored, str) and scored != (this := model_sha256 or file_sha256(model_file)):
+        raise ValueError(f"{report}: checkpoint '{label}' is not this model: the report scored a file of SHA-256 "
+                         f"{scored[:12]}..., this one is {this[:12]}... (trained again, or another file); its scores "
+                         "are another model's: evaluate this one")
     mine = [r for r in rows if r.get("method") == label and r.get("source") is None]  # pooled rows, not --by-source
     if not mine:
         raise ValueError(f"{report}: no rows for checkpoint '{label}'")
@@ -59,13 +69,17 @@ def eval_from_report(report: str | Path, model_file: Path, method: str, label: s
             raise ValueError(f"{report}: a row of checkpoint '{label}' has {bad}={row[bad]!r}, not a finite number")
     sources = sorted({str(im["source"]) for im in data.get("images") or []
                       if isinstance(im, dict) and im.get("method") == label and im.get("source")})
+    skipped = [s for s in data.get("skipped") or [] if isinstance(s, dict) and s.get("method") in (None, label)]
     return {
         "report": report.name, "label": label, "split": protocol.get("split"), "shards": protocol.get("shards"),
+        "limit": protocol.get("limit"), "skipped": len(skipped),  # the split scored in part: its first N, pairs skipped
         "psnr": protocol.get("psnr"), "ssim": protocol.get("ssim"), "grouping": protocol.get("grouping"),
+        "ssim_variant": protocol.get("ssim_variant"),  # eval --ssim: the SSIM's window (uniform7, the default)
         "scoring": scoring_terms(protocol),  # how the scores differ from the default protocol's
         "sources": sources,  # the shards' source names of the scored images (dpdd, raw, ...)
         "settings": {k: entry.get(k) for k in ("sampler", "nfe", "timesteps", "coc", "tile", "overlap", "seed",
                                                 "inference", "focus_gate", "ensemble")},
+        "gate_recorded": "focus_gate" in entry,  # a report before eval recorded the gate says nothing of it
         "rows": [{k: r.get(k) for k in keep} for r in mine],
     }
 

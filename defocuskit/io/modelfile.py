@@ -143,6 +143,32 @@ def weights_origin(meta: dict[str, str]) -> dict[str, Any]:
     return origin
 
 
+def trained_steps(meta: dict[str, str]) -> int | None:
+    """The training steps a model file's weights are from, from its metadata (read_metadata): the export's "steps",
+    train.keep_best's "best_step"; None where the file does not record them (an older export, an imported release)."""
+    for key in ("steps", "best_step"):
+        try:
+            return int(meta[key])
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def datasets_entry(names: list[str]) -> dict[str, str]:
+    """The metadata entry of the datasets a run trained on (data.names.trained_on, read from the shard manifests when
+    it exports): a model card names them from the file, not from whatever the folders hold when the card is made."""
+    return {"datasets": json.dumps(list(names))}
+
+
+def recorded_datasets(meta: dict[str, str]) -> list[str] | None:
+    """The dataset names a model file's metadata records (`datasets_entry`), or None (an older export, a release)."""
+    try:
+        names = json.loads(meta["datasets"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return names if isinstance(names, list) and names and all(isinstance(n, str) for n in names) else None
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     """Raise ValueError naming the first tensor that holds NaN or inf (and how many others do) in `path`."""
     broken: list[tuple[str, int, int]] = []

@@ -36,10 +36,11 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import Recipe, recipe_to_dict, recipe_to_yaml
+from defocuskit.data.names import trained_on
 from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.lifeline import die_with_parent, launched_worker
-from defocuskit.io.modelfile import save_model
+from defocuskit.io.modelfile import datasets_entry, save_model
 from defocuskit.io.threads import apply_threads
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
@@ -247,7 +248,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     averaged = ema.averaged_state_dict(net)
     if accelerator.is_main_process:
         save_model(path, averaged, method.name, recipe_to_dict(recipe),
-                   extra={**(init[1] if init else {}), **run_folder_metadata(out)})
+                   extra={**(init[1] if init else {}), **run_folder_metadata(out), "steps": str(step),
+                          **datasets_entry(trained_on(recipe.data.train))})
         accelerator.print(f"exported {path} (EMA weights, step {step})")
     if log_keys:
         sums = {"step": step, "weights": _checksum(net.state_dict()), "ema": _checksum(averaged)}

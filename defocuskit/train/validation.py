@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import Recipe, recipe_to_dict
-from defocuskit.io.modelfile import read_metadata, save_model
+from defocuskit.data.names import trained_on
+from defocuskit.io.modelfile import datasets_entry, read_metadata, save_model
 from defocuskit.io.tagged_png import write_tagged_png
 from defocuskit.methods.base import Method
 from defocuskit.train.checkpoints import (
@@ -130,7 +131,8 @@ class ValidationHook:
                 self.best = float(psnr)
                 save_model(self.out / BEST_FILE, state, self.method.name, recipe_to_dict(self.recipe),
                            extra={"best_step": str(step), "val_psnr": f"{psnr:.4f}",
-                                  **run_folder_metadata(self.out)})
+                                  **run_folder_metadata(self.out),
+                                  **datasets_entry(trained_on(self.recipe.data.train))})
                 summary += f"; best so far: {BEST_FILE}"
             self.accelerator.print(summary)
         return time.time() - t0
