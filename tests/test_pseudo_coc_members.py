@@ -40,3 +40,51 @@ def test_an_input_coc_sign_is_not_kept_beside_the_pseudo_map() -> None:
     raw = {"__key__": "k", "__url__": "u.tar", "blur.png": b"b", "sharp.png": b"s", "coc.png": b"c",
            "cocsign.png": b"+", "left.png": b"l", "right.png": b"r", "json": b"{}"}
     assert kept_members(raw) == {"blur.png": b"b", "sharp.png": b"s", "left.png": b"l", "right.png": b"r"}
+
+
+def _hand_made_shard(folder: Path, meta: dict, blur: np.ndarray) -> Path:
+    """One shard of one pair as an older version or a script wrote it: the given json, the given blur.png."""
+    import json
+
+    import webdataset as wds
+
+    from defocuskit.io.images import encode_png
+
+    folder.mkdir(parents=True)
+    sharp = np.full((24, 32, 3), 120, np.uint8)
+    with wds.TarWriter(str(folder / "train-000000.tar")) as sink:
+        sink.write({"__key__": "mine/a", "blur.png": encode_png(blur), "sharp.png": encode_png(sharp),
+                    "json": json.dumps(meta).encode()})
+    return folder
+
+
+def test_an_older_inputs_json_is_written_in_the_format_the_output_manifest_names(tmp_path: Path) -> None:
+    # a format-1 input (null for unknown) was copied as it was into a folder whose manifest says format 2 (no null)
+    import json
+
+    from defocuskit.cli.pseudo_coc import write_pseudo_coc
+    from defocuskit.data import metadata, reader
+
+    given = {"source": "mine", "split": "train", "f_number": None, "ref_f_number": 16.0, "focal_length_mm": None,
+             "my_note": "kept"}
+    blur = np.random.default_rng(0).integers(0, 255, (24, 32, 3), np.uint8)
+    shards = _hand_made_shard(tmp_path / "in", given, blur)
+    manifest = write_pseudo_coc(jdrl_model_file(tmp_path / "jdrl.safetensors"), shards, tmp_path / "out")
+    (raw,) = list(reader.iter_raw(str(tmp_path / "out" / "train-000000.tar")))
+    stored = json.loads(raw["json"])
+    assert manifest["format"] == metadata.FORMAT and None not in stored.values()
+    assert stored == {**metadata.to_stored({**{k: v for k, v in given.items() if k != "my_note"},
+                                            "coc_source": "jdrl-reblur", "coc_model": "jdrl.safetensors"}),
+                      "my_note": "kept"}
+    (sample,) = list(reader.iter_samples(tmp_path / "out"))
+    assert sample["meta"]["f_number"] is None and sample["meta"]["ref_f_number"] == 16.0
+
+
+def test_a_grey_blur_gets_the_map_of_its_rgb_twin(tmp_path: Path) -> None:
+    # a grey blur.png crashed coc_map (x.shape[2] of a 2-D array)
+    from defocuskit.cli.pseudo_coc import coc_map
+    from defocuskit.inference.load import load_model
+
+    _, _, model = load_model(jdrl_model_file(tmp_path / "jdrl.safetensors"), device="cpu", expect_method="jdrl")
+    grey = np.random.default_rng(1).integers(0, 255, (24, 32), np.uint8)
+    np.testing.assert_array_equal(coc_map(model, grey), coc_map(model, np.repeat(grey[..., None], 3, axis=2)))

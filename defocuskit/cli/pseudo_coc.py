@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from defocuskit.data import folder, reader, shards
+from defocuskit.data import folder, metadata, reader, shards
 from defocuskit.data.manifest import prune, publish_with_record, read_record, regenerate
 from defocuskit.data.records import tar_intact, tar_stamp
 from defocuskit.inference.tiling import run_in_tiles
@@ -55,6 +55,8 @@ def coc_map(model: torch.nn.Module, blur: np.ndarray, device: str = "cpu", tile:
     blended as eval blends a tiled model's (`inference.tiling.run_in_tiles`), so its memory is bounded by the tile,
     not the image (a whole 2048 x 2048 image took 8 GB with jdrl-tiny)."""
     x = to_float(blur)
+    if x.ndim == 2:  # a grey blur.png (a hand-made shard): its one channel is R = G = B
+        x = np.repeat(x[..., None], 1 if model.deblur.in_ch == 1 else 3, axis=2)
     if model.deblur.in_ch == 1 and x.shape[2] == 3:
         x = (x @ BT601)[..., None]  # the model was trained on luminance (data.channels 1)
 
@@ -141,6 +143,19 @@ def kept_members(raw: dict[str, Any]) -> dict[str, bytes]:
             if not name.startswith("__") and name not in REPLACED and name != "json"}
 
 
+def stored_meta(raw: dict[str, Any], coc_source: str, coc_model: str, where: str) -> dict[str, Any]:
+    """The output sample's metadata: the input's in the stored form of the shard format the output's manifest
+    names (an older input's nulls as the schema's unknowns), keys outside the schema kept as they are, and what
+    wrote the CoC map. A json member the schema refuses: ValueError naming `where`."""
+    try:
+        given = metadata.to_python(json.loads(raw["json"]) if "json" in raw else {})
+    except (ValueError, metadata.MetadataError) as exc:
+        raise ValueError(f"{where}: json: {exc}") from None
+    extra = {k: v for k, v in given.items() if k not in metadata.SCHEMA}
+    known = {k: v for k, v in given.items() if k in metadata.SCHEMA}
+    return {**metadata.to_stored({**known, "coc_source": coc_source, "coc_model": coc_model}), **extra}
+
+
 def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, fingerprint: str, checkpoint: str,
                    device: str, tile: int | None) -> None:
     """One input shard -> one output shard of the same name (the maps in tiles of `tile` px), committed with its
@@ -155,10 +170,9 @@ def _convert_shard(model: torch.nn.Module, url: str, out: Path, name: str, finge
             if "blur.png" not in raw or "sharp.png" not in raw:
                 rejects.append({"file": f"{url}:{key}", "reason": "no blur.png/sharp.png pair: no pseudo CoC"})
                 continue
-            meta = json.loads(raw["json"]) if "json" in raw else {}
+            meta = stored_meta(raw, COC_SOURCE, Path(checkpoint).name, f"{url}:{key}")
             blur = decode_image(raw["blur.png"], f"{key}.blur.png")
             coc = coc_map(model, blur, device, tile)
-            meta = dict(meta, coc_source=COC_SOURCE, coc_model=Path(checkpoint).name)
             writer.write(key, kept_members(raw) | {"coc.png": encode_png(shards.encode_coc(coc)),
                                                    "json": shards.dumps(meta).encode("utf-8")})
             counts[(str(meta.get("source")), shards.f_number_key(meta.get("f_number")))] += 1
