@@ -25,6 +25,7 @@ from defocuskit.io.image_headers import (  # noqa: F401 (MAX_PIXELS_ENV, DEFAULT
     tiff_as_stored,
     tiff_planar,
 )
+from defocuskit.io.jpeg_damage import decode_with_jpeg_damage, is_jpeg
 from defocuskit.io.raw import decode_raw
 
 FLOAT_SLACK = 1e-3  # float samples may stray this far outside [0, 1] (rounding), as the API's arrays may
@@ -88,7 +89,9 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image as an RGB uint8 or uint16 array (H, W, 3), as it displays (EXIF orientation applied): gray
     repeated, alpha dropped; RAW goes through the ingest decoder.
 
-    A missing, empty, unreadable (permissions), truncated or corrupt file raises ImageError naming it.
+    A missing, empty, unreadable (permissions), truncated or corrupt file raises ImageError naming it, as does a
+    JPEG whose compressed data libjpeg reports damaged (bytes overwritten or cut out in the middle: it decodes the
+    rest as garbage or gray and only prints a warning).
     """
     return as_rgb(read_image_channels(path))
 
@@ -127,7 +130,7 @@ def read_image_channels(path: str | Path, float_values: bool = False) -> np.ndar
     try:
         flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR  # orientation not applied: below
         planar = data[:4] in TIFF_MAGIC and tiff_planar(data)
-        arr = _planar_tiff(data, path) if planar else cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        arr = _planar_tiff(data, path) if planar else _imdecode(data, flags, path)
     except cv2.error:
         arr = None
     if arr is None or arr.size == 0:
@@ -147,6 +150,18 @@ def read_image_channels(path: str | Path, float_values: bool = False) -> np.ndar
         else:
             raise ImageError(path, f"unsupported sample type {arr.dtype}")
     return _oriented(arr, orientation, path)
+
+
+def _imdecode(data: bytes, flags: int, name: str | Path) -> np.ndarray | None:
+    """`cv2.imdecode` of `data`; ImageError naming `name` for a JPEG that libjpeg decoded while reporting its
+    compressed data damaged (one warning line on stderr, the pixels after the damage garbage or gray)."""
+    buf = np.frombuffer(data, np.uint8)
+    if not is_jpeg(data):
+        return cv2.imdecode(buf, flags)
+    arr, damage = decode_with_jpeg_damage(lambda: cv2.imdecode(buf, flags))
+    if damage is not None and arr is not None:  # nothing decoded: the caller's "not a readable image"
+        raise ImageError(name, f"damaged JPEG data (libjpeg: {damage})")
+    return arr
 
 
 def _planar_tiff(data: bytes, path: str | Path) -> np.ndarray:
@@ -216,8 +231,9 @@ def check_image(path: str | Path) -> None:
 
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode PNG/JPEG bytes to an RGB (or single-channel, for coc maps) array, keeping 16 bits."""
-    check_dimensions(bytes(data), name)
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    data = bytes(data)
+    check_dimensions(data, name)
+    arr = _imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, name)
     if arr is None:
         raise ImageError(name, "cannot decode image bytes")
     if arr.ndim == 2:
