@@ -59,14 +59,17 @@ def decode_with_jpeg_damage(decode: Callable[[], T]) -> tuple[T, str | None]:
         with caught:
             try:
                 os.dup2(caught.fileno(), 2)
-                try:
-                    result = decode()
-                finally:
-                    os.dup2(saved, 2)
-            finally:
+                result = decode()
+            finally:  # stderr back, and what was written meanwhile passed on, whatever the decode did
+                os.dup2(saved, 2)
                 os.close(saved)
-            caught.seek(0)
-            text = caught.read().decode("utf-8", "replace")
+                caught.seek(0)
+                damage = _pass_on(caught.read().decode("utf-8", "replace"))
+    return result, damage
+
+
+def _pass_on(text: str) -> str | None:
+    """`damage_line(text)`; the other lines of `text` written to stderr."""
     damage = damage_line(text)
     rest = "".join(line for line in text.splitlines(keepends=True) if line.strip() != damage)
     if rest:
@@ -74,4 +77,4 @@ def decode_with_jpeg_damage(decode: Callable[[], T]) -> tuple[T, str | None]:
             os.write(2, rest.encode("utf-8", "replace"))
         except OSError:
             pass
-    return result, damage
+    return damage
