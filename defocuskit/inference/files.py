@@ -1,5 +1,5 @@
 """Deblurring image files with an exported model (`defocuskit deblur`): inputs named by files, folders or
-patterns, every check before the first image, outputs at the input's size, bit depth and channels (gray, RGB, RGB
+patterns, every check before the first image, outputs at the input's size, bit depth and channels (gray, RGB, either
 with the input's alpha), and deblur.json."""
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from defocuskit.io.images import (
     check_image,
     encode_image,
     from_float,
+    png_is_gray,
     read_image_channels,
     to_float,
 )
@@ -166,7 +167,8 @@ def deblur_files(
     gate_smooth: float = GATE_SMOOTH_PX,
 ) -> list[Path]:
     """Deblur each input with the exported model; writes out/<stem>.png (the input's size, bit
-    depth and channels: gray stays gray, an alpha channel is carried through unchanged) and out/deblur.json.
+    depth and channels: gray stays gray, an alpha channel is carried through unchanged, a PNG's tRNS transparency
+    as an alpha channel: gray + alpha for a gray PNG, RGBA for a palette or RGB one) and out/deblur.json.
 
     `inputs`: image files, folders of images or glob patterns (`expand_inputs`).
 
@@ -277,7 +279,8 @@ def deblur_files(
             started = time.perf_counter()
             arr = read_image_channels(p)  # gray, RGB or RGBA: written back in the same channels
             alpha = arr[:, :, 3:] if arr.shape[2] == 4 else None
-            image = to_float(arr[:, :, :3])
+            gray_alpha = alpha is not None and png_is_gray(p)  # gray + alpha, or a tRNS value: gray + alpha out
+            image = to_float(arr[:, :, :1] if gray_alpha else arr[:, :, :3])
             colour = np.repeat(image, 3, axis=2) if image.shape[2] == 1 and source is not None and uses_coc else image
 
             def restore_band(band: np.ndarray, index: int, r0: int, r1: int, p: Path = p, image: np.ndarray = image,

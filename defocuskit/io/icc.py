@@ -7,7 +7,7 @@ import struct
 import zlib
 from pathlib import Path
 
-_SPACE = {1: b"GRAY", 3: b"RGB ", 4: b"RGB "}  # an output's channels -> the profile's data colour space
+_SPACE = {1: b"GRAY", 2: b"GRAY", 3: b"RGB ", 4: b"RGB "}  # an output's channels -> the profile's data colour space
 
 
 def read_icc(path: str | Path) -> bytes | None:
@@ -32,7 +32,8 @@ def read_icc(path: str | Path) -> bytes | None:
 
 def png_with_icc(png: bytes, icc: bytes | None, channels: int) -> bytes:
     """`png` with `icc` in an iCCP chunk after its IHDR, where the profile is one of the colour space of a
-    `channels`-channel PNG (GRAY for 1, RGB for 3 and 4); otherwise (a CMYK or Lab profile, none) `png` as it is."""
+    `channels`-channel PNG (GRAY for 1 and 2, RGB for 3 and 4); otherwise (a CMYK or Lab profile, none) `png` as it
+    is."""
     if not icc or len(icc) < 20 or icc[16:20] != _SPACE.get(channels):
         return png
     end = 8 + 8 + 13 + 4  # signature, IHDR's length and type, its 13 bytes, its CRC

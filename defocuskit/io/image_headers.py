@@ -105,15 +105,42 @@ def frames_wrong(data: bytes, animated: int) -> str | None:
 
 def _png_exif(data: bytes) -> bytes | None:
     """The contents of a PNG's eXIf chunk, found by the chunk lengths alone; None where it has none."""
+    return _png_chunk(data, b"eXIf", b"IEND")
+
+
+def _png_chunk(data: bytes, wanted: bytes, last: bytes) -> bytes | None:
+    """The contents of a PNG's first `wanted` chunk before its `last` chunk, found by the chunk lengths alone."""
     at = 8
     while at + 8 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, at)
-        if kind == b"eXIf":
+        if kind == wanted:
             return data[at + 8:at + 8 + length]
-        if kind == b"IEND":
+        if kind == last or kind == b"IEND":
             break
         at += 12 + length
     return None
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def png_colour_type(data: bytes) -> int | None:
+    """A PNG's colour type from its header (0 gray, 2 RGB, 3 palette, 4 gray + alpha, 6 RGBA); None for another
+    file."""
+    return data[25] if data[:8] == PNG_MAGIC and len(data) >= 26 and data[12:16] == b"IHDR" else None
+
+
+def png_gray_key(data: bytes) -> int | None:
+    """The sample a gray PNG's tRNS chunk marks transparent, as OpenCV decodes it (samples of 1, 2 or 4 bits scaled
+    to 0-255); None for another file, a gray PNG without one, or a key outside its bit depth. (OpenCV drops a gray
+    PNG's tRNS; a palette or RGB PNG's it reads as an alpha channel itself.)"""
+    if png_colour_type(data) != 0 or (trns := _png_chunk(data, b"tRNS", b"IDAT")) is None or len(trns) < 2:
+        return None
+    depth, (key,) = data[24], struct.unpack_from(">H", trns)
+    top = (1 << depth) - 1
+    if key > top:
+        return None
+    return key * 255 // top if depth < 8 else key
 
 
 

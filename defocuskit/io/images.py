@@ -5,6 +5,8 @@ gives noise for one)."""
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -15,6 +17,7 @@ from defocuskit.io.formats import ImageError, is_raw
 from defocuskit.io.image_headers import (  # noqa: F401 (MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS: imported from here too)
     DEFAULT_MAX_PIXELS,
     MAX_PIXELS_ENV,
+    PNG_MAGIC,
     TIFF_MAGIC,
     check_dimensions,
     frames_wrong,
@@ -22,9 +25,12 @@ from defocuskit.io.image_headers import (  # noqa: F401 (MAX_PIXELS_ENV, DEFAULT
     judge_size,
     max_pixels,
     pillow_header,
+    png_colour_type,
+    png_gray_key,
     tiff_as_stored,
     tiff_planar,
 )
+from defocuskit.io.jpeg_damage import decode_with_jpeg_damage, is_jpeg
 from defocuskit.io.raw import decode_raw
 
 FLOAT_SLACK = 1e-3  # float samples may stray this far outside [0, 1] (rounding), as the API's arrays may
@@ -88,7 +94,9 @@ def read_image(path: str | Path) -> np.ndarray:
     """Read an image as an RGB uint8 or uint16 array (H, W, 3), as it displays (EXIF orientation applied): gray
     repeated, alpha dropped; RAW goes through the ingest decoder.
 
-    A missing, empty, unreadable (permissions), truncated or corrupt file raises ImageError naming it.
+    A missing, empty, unreadable (permissions), truncated or corrupt file raises ImageError naming it, as does a
+    JPEG whose compressed data libjpeg reports damaged (bytes overwritten or cut out in the middle: it decodes the
+    rest as garbage or gray and only prints a warning).
     """
     return as_rgb(read_image_channels(path))
 
@@ -109,9 +117,10 @@ def is_monochrome(arr: np.ndarray) -> bool:
 
 def read_image_channels(path: str | Path, float_values: bool = False) -> np.ndarray:
     """Read an image in the channels it has: (H, W, 1) gray, (H, W, 3) RGB or (H, W, 4) RGBA, uint8 or uint16
-    (a camera RAW file: RGB), turned as it displays (its EXIF Orientation applied, as for RAW); the errors of
-    `read_image`. Float samples (a float TIFF) are read as 0 to 1 (16 bits); with `float_values` they are kept as
-    float32 values of any range (depth maps), NaN and inf refused either way."""
+    (a camera RAW file: RGB; a gray PNG with alpha, or with a tRNS chunk marking one gray value transparent: RGBA,
+    the gray repeated, as a palette or RGB PNG's tRNS is read), turned as it displays (its EXIF Orientation applied,
+    as for RAW); the errors of `read_image`. Float samples (a float TIFF) are read as 0 to 1 (16 bits); with
+    `float_values` they are kept as float32 values of any range (depth maps), NaN and inf refused either way."""
     path = Path(path)
     if is_raw(path):
         _check_readable(path)
@@ -127,9 +136,11 @@ def read_image_channels(path: str | Path, float_values: bool = False) -> np.ndar
     try:
         flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR  # orientation not applied: below
         planar = data[:4] in TIFF_MAGIC and tiff_planar(data)
-        arr = _planar_tiff(data, path) if planar else cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+        arr = _planar_tiff(data, path) if planar else _imdecode(data, flags, path)
     except cv2.error:
         arr = None
+    if arr is not None and arr.ndim == 2 and (key := png_gray_key(data)) is not None:
+        arr = _with_key_alpha(arr, key)
     if arr is None or arr.size == 0:
         kinds = " or a TIFF of samples it does not read, e.g. 16-bit floats" if data[:4] in TIFF_MAGIC else ""
         raise ImageError(path, f"not a readable image (corrupt, truncated or not an image{kinds})")
@@ -147,6 +158,34 @@ def read_image_channels(path: str | Path, float_values: bool = False) -> np.ndar
         else:
             raise ImageError(path, f"unsupported sample type {arr.dtype}")
     return _oriented(arr, orientation, path)
+
+
+def _imdecode(data: bytes, flags: int, name: str | Path) -> np.ndarray | None:
+    """`cv2.imdecode` of `data`; ImageError naming `name` for a JPEG that libjpeg decoded while reporting its
+    compressed data damaged (one warning line on stderr, the pixels after the damage garbage or gray)."""
+    buf = np.frombuffer(data, np.uint8)
+    if not is_jpeg(data):
+        return cv2.imdecode(buf, flags)
+    arr, damage = decode_with_jpeg_damage(lambda: cv2.imdecode(buf, flags))
+    if damage is not None and arr is not None:  # nothing decoded: the caller's "not a readable image"
+        raise ImageError(name, f"damaged JPEG data (libjpeg: {damage})")
+    return arr
+
+
+def _with_key_alpha(gray: np.ndarray, key: int) -> np.ndarray:
+    """An (H, W) gray image whose `key` sample is transparent (a PNG's tRNS) as (H, W, 4): the gray repeated and
+    an alpha of 0 at the key, full elsewhere (as OpenCV reads a gray + alpha PNG)."""
+    alpha = np.where(gray == key, 0, np.iinfo(gray.dtype).max).astype(gray.dtype)
+    return np.stack([gray, gray, gray, alpha], axis=2)
+
+
+def png_is_gray(path: str | Path) -> bool:
+    """Whether `path` is a gray PNG (with or without alpha or a tRNS value), from its header."""
+    try:
+        with open(path, "rb") as f:
+            return png_colour_type(f.read(26)) in (0, 4)
+    except OSError:
+        return False
 
 
 def _planar_tiff(data: bytes, path: str | Path) -> np.ndarray:
@@ -216,8 +255,9 @@ def check_image(path: str | Path) -> None:
 
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode PNG/JPEG bytes to an RGB (or single-channel, for coc maps) array, keeping 16 bits."""
-    check_dimensions(bytes(data), name)
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    data = bytes(data)
+    check_dimensions(data, name)
+    arr = _imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR, name)
     if arr is None:
         raise ImageError(name, "cannot decode image bytes")
     if arr.ndim == 2:
@@ -238,8 +278,12 @@ def encode_png(arr: np.ndarray) -> bytes:
 
 def encode_image(path: str | Path, arr: np.ndarray) -> bytes:
     """The file `write_image(path, arr)` writes, as bytes: the format follows the extension (16-bit needs PNG or
-    TIFF); `arr` is gray (H, W) or (H, W, 1), RGB (H, W, 3) or RGBA (H, W, 4)."""
+    TIFF); `arr` is gray (H, W) or (H, W, 1), gray + alpha (H, W, 2: PNG only), RGB (H, W, 3) or RGBA (H, W, 4)."""
     path = Path(path)
+    if arr.ndim == 3 and arr.shape[2] == 2:
+        if path.suffix.lower() not in (".png", "") or arr.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"{path}: gray + alpha is written as an 8 or 16-bit .png, not {path.suffix} {arr.dtype}")
+        return _gray_alpha_png(arr)
     bgr = arr[:, :, [2, 1, 0, 3][:arr.shape[2]]] if arr.ndim == 3 and arr.shape[2] in (3, 4) else arr
     ext = path.suffix.lower() or ".png"
     params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext in (".jpg", ".jpeg") else []
@@ -249,6 +293,24 @@ def encode_image(path: str | Path, arr: np.ndarray) -> bytes:
     if not ok:
         raise ValueError(f"{path}: cannot encode as {ext}")
     return buf.tobytes()
+
+
+def _gray_alpha_png(arr: np.ndarray) -> bytes:
+    """PNG bytes of colour type 4 (gray and alpha, 8 or 16 bits as `arr`) of an (H, W, 2) array: OpenCV writes no
+    two-channel PNG. Rows filtered by Sub, compressed at zlib level 1 as `encode_png`'s."""
+    h, w = arr.shape[:2]
+    wide = arr.dtype == np.uint16
+    rows = np.ascontiguousarray(arr, dtype=">u2" if wide else np.uint8).view(np.uint8).reshape(h, -1)
+    step = 4 if wide else 2  # bytes per pixel
+    sub = rows.copy()
+    sub[:, step:] -= rows[:, :-step]  # each byte less the same byte of the pixel before it, modulo 256
+    body = zlib.compress(np.concatenate([np.ones((h, 1), np.uint8), sub], axis=1).tobytes(), 1)
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", w, h, 16 if wide else 8, 4, 0, 0, 0)
+    return PNG_MAGIC + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 def write_image(path: str | Path, arr: np.ndarray) -> None:
