@@ -108,3 +108,26 @@ def test_save_pretrained_below_a_file_names_that_file(folder, tmp_path):
                                              "cannot be made inside it"):
             model.save_pretrained(target)
     assert afile.read_text() == "my notes"
+
+
+def test_save_pretrained_refuses_a_model_file_replaced_since_it_was_loaded(folder, tmp_path):
+    """save_pretrained copied the file now at the model's path: after the run exported again (or a folder's file was
+    swapped), the folder held another model than the one in hand, with that one's license and eval rows."""
+    from test_infer import _export_nafnet
+
+    x = np.random.default_rng(0).random((24, 32, 3)).astype(np.float32)
+    run = _export_nafnet(tmp_path / "run" / "model.safetensors", identity=True)
+    model = defocuskit.load(run, device="cpu")
+    _export_nafnet(run, identity=False)  # trained again into the same path
+    with pytest.raises(ValueError, match=rf"^{run}: replaced, changed or removed since this model was loaded"):
+        model.save_pretrained(tmp_path / "saved")
+    assert not (tmp_path / "saved").exists()
+    with pytest.raises(ValueError, match="replaced, changed or removed since"):  # before any upload is tried
+        model.push_to_hub("someone/model")
+    held = defocuskit.load(folder, device="cpu")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="replaced, changed or removed since"):
+        held.save_pretrained(tmp_path / "copy")
+    fresh = defocuskit.load(run, device="cpu")  # loaded again: saved, and the folder deblurs as the file does
+    saved = defocuskit.load(fresh.save_pretrained(tmp_path / "saved"), device="cpu")
+    assert np.array_equal(saved.deblur(x), fresh.deblur(x)) and not np.array_equal(saved.deblur(x), model.deblur(x))

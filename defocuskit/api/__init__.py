@@ -73,6 +73,7 @@ class DeblurModel:
         self.device = resolve_device(device, "device=")
         self.path = Path(model_file)
         self.source = source or str(self.path)
+        self._state = hub.file_state(self.path)  # before reading: the file this model is, for save_pretrained
         self._method, self._recipe, self._net = load_model(self.path, device=self.device)
         if config is not None and config.get("method") != self._method.name:
             raise ValueError(f"{self.source}: config.json names a '{config.get('method')}' model, but "
@@ -290,6 +291,9 @@ class DeblurModel:
         if report is None and report_label is not None:
             raise ValueError("report_label= names a checkpoint of a report: give report= too")
         _check_license(license)
+        if hub.file_state(self.path) != self._state:  # the folder would hold that file, not this model
+            raise ValueError(f"{self.path}: replaced, changed or removed since this model was loaded from it, so "
+                             "saving would copy another model than this one; load it again and save that")
         ev, sha256 = self._saved.get("eval"), hub.file_sha256(self.path)
         if report is not None:
             report = path_argument("report", report, "a `defocuskit eval` report.json or its folder")

@@ -14,6 +14,8 @@ shard and decodes `.png` members with `datasets.Image`, i.e. through PIL, which 
 the fixed metadata schema (`defocuskit.data.metadata`), so any mix of shards loads in one call (a
 member a sample lacks is None: `blur.png` of a sharp-only sample, `sharp.png` of a blur-map sample,
 `coc.png` where no CoC is known) and `hf_decode` decodes the PNGs with OpenCV.
+A `json` key outside the schema (a hand-made shard's own, kept by `pseudo-coc`) is no column, so `datasets`
+drops it where `iter_samples` keeps it.
 """
 
 from __future__ import annotations

@@ -149,6 +149,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_state(path: Path) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, modification time in ns) of a file, which a replacement (a new export moved over it) or
+    a rewrite changes; None where it cannot be looked at (gone)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def changed_since(path: Path, sha256: str) -> bool:
     """Whether `path` is no longer the regular file whose SHA-256 was recorded as `sha256` (a link, a folder, or
     other content): a file a command wrote that someone has since replaced or edited."""
