@@ -121,8 +121,8 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
             "max_tile_pixels": budget,
             "inference": (f"whole image, reflect-padded to a multiple of {method.pad_multiple(model)}, while it has at "
                           f"most {budget} pixels; larger images in the largest tiles within that" if whole else
-                          f"tiles of {size}x{size} px" + ("" if tile else " (the training size: the network attends "
-                                                           "over its input)")),
+                          f"tiles of {size}x{size} px" + ("" if tile else " (the training size: what its context "
+                                                           "was learnt on)")),
             "focus_gate": gate_record(gate_px, gate_smooth, "option" if gate_given else "recipe"),
             "ensemble": None if ensemble == 1 else {"size": ensemble, "description": ENSEMBLE_DESCRIPTION},
             "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",

@@ -220,5 +220,5 @@ def default_inference(method: Method, recipe: Recipe, model: nn.Module) -> dict[
     size = int(recipe.data.image_size)
     overlap = resolve_overlap(size, None)
     return {"mode": "tiles", "tile": size, "overlap": overlap,
-            "description": (f"overlapping tiles of {size}x{size} px, the training size (the network attends over its "
-                            f"input), {overlap} px overlap, blended")}
+            "description": (f"overlapping tiles of {size}x{size} px, the training size (what its context was learnt "
+                            f"on), {overlap} px overlap, blended")}
