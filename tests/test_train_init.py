@@ -107,3 +107,42 @@ def test_weights_with_a_tensor_more_name_only_what_differs(tmp_path):
     with pytest.raises(TrainingError) as exc:
         load_initial_weights(net, path, recipe.method, str(path))
     assert "1 unexpected (e.g. ['extra.weight'])" in str(exc.value) and "missing" not in str(exc.value), exc.value
+
+
+def test_a_resume_keeps_the_init_from_it_started_from_and_does_not_need_the_file(tmp_path):
+    # a resume recomputed the provenance from the file as it was then: gone, the run failed; re-exported, the model
+    # recorded the new file's SHA-256, which the run never started from
+    from defocuskit.io.hub import file_sha256
+    from defocuskit.io.modelfile import read_metadata
+
+    init = export("dncnn-tiny", tmp_path / "pre" / "model.safetensors")
+    started_from = file_sha256(init)
+    shards = write_shards(tmp_path / "shards", n_shards=1, per_shard=4, paired=True)
+    out = tmp_path / "tuned"
+    args = ["train", "dncnn-tiny", f"data.train={shards}", f"output_dir={out}", "train.checkpoint_every=2",
+            f"train.init_from={init}"]
+    runner = CliRunner()
+    first = runner.invoke(app, [*args, "train.max_steps=2"])
+    assert first.exit_code == 0, first.output
+    init.unlink()
+    resumed = runner.invoke(app, [*args, "train.max_steps=4"])
+    assert resumed.exit_code == 0 and "resumed from" in resumed.output, resumed.output
+    assert read_metadata(out / "model.safetensors")["init_from_sha256"] == started_from
+    export("dncnn-tiny", init, "seed=7")  # another file at the same path: its SHA-256 is not what the run started from
+    assert file_sha256(init) != started_from
+    again = runner.invoke(app, [*args, "train.max_steps=6"])
+    assert again.exit_code == 0, again.output
+    assert read_metadata(out / "model.safetensors")["init_from_sha256"] == started_from
+
+
+def test_an_init_from_file_changed_after_its_check_is_refused(tmp_path):
+    from defocuskit.io.hub import file_sha256
+    from defocuskit.train.checks import TrainingError
+    from defocuskit.train.init import load_initial_weights
+
+    init = export("dncnn-tiny", tmp_path / "pre" / "model.safetensors")
+    recipe = load_recipe("dncnn-tiny", [f"output_dir={tmp_path / 'run'}"])
+    net = get_method("dncnn").build(recipe.model, recipe.objective, False)
+    with pytest.raises(TrainingError, match=r"changed since the run checked it \(sha256 000000000000\.\.\.\)"):
+        load_initial_weights(net, init, "dncnn", str(init), recipe, sha256="0" * 64)
+    load_initial_weights(net, init, "dncnn", str(init), recipe, sha256=file_sha256(init))

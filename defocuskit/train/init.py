@@ -61,11 +61,14 @@ def _flat_sections(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_initial_weights(net: nn.Module, model_file: Any, method: str, source: str,
-                         recipe: Recipe | None = None) -> None:
+                         recipe: Recipe | None = None, sha256: str | None = None) -> None:
     """Load the weights of `model_file` into `net` (strict), after checking its method, every shape and dtype, and
-    (given the run's `recipe`) that the file's model section describes the same network."""
+    (given the run's `recipe`) that the file's model section describes the same network; given `sha256` (what
+    `init_provenance` recorded), that the file read is still that file."""
     try:
         tensors, meta = read_model_file(model_file)
+        if sha256 is not None and hub.file_sha256(model_file) != sha256:
+            raise ValueError(f"{model_file} changed since the run checked it (sha256 {sha256[:12]}...): start again")
     except (FileNotFoundError, ValueError) as exc:
         raise TrainingError(f"train.init_from: {exc}") from None
     if meta["method"] != method:

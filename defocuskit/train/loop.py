@@ -71,7 +71,7 @@ from defocuskit.train.ema import EMA
 from defocuskit.train.init import init_provenance, load_initial_weights
 from defocuskit.train.optim import make_optimizer, make_scheduler
 from defocuskit.train.progress import flat_config, training_bar
-from defocuskit.train.resume import check_resume, check_steps
+from defocuskit.train.resume import check_resume, check_steps, recorded_init
 from defocuskit.train.runfolder import RECIPE_FILE, RECIPE_HEADER, check_run_folder
 from defocuskit.train.state import LoopState, StepCounter
 from defocuskit.train.validation import Validate, ValidationHook
@@ -130,7 +130,9 @@ def train(recipe: Recipe, resume: bool = True, validate: Validate | None = None)
     if launched_worker():
         die_with_parent()  # a killed `accelerate launch` takes its workers with it
     t = recipe.train
-    init = init_provenance(t.init_from) if t.init_from else None  # checked before any work
+    # checked before any work; a resume keeps the provenance its run started from (the file may since be gone or new)
+    recorded = recorded_init(checkpoints[-1][1]) if t.init_from and checkpoints else None
+    init = (None, recorded) if recorded else init_provenance(t.init_from) if t.init_from else None
     apply_threads(workers=recipe.data.num_workers)  # the DataLoader's worker processes count against the cores
     handlers = []
     if len(method.phases) > 1:  # a phase leaves the other phases' parameters without gradients
@@ -193,7 +195,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     torch.manual_seed(recipe.seed)  # the same initial weights on every process
     model = build_network(method, recipe, True)
     if init is not None and not checkpoints:  # a resumed run has its own weights in the checkpoint
-        load_initial_weights(model, init[0], method.name, recipe.train.init_from, recipe)  # checked before any write
+        load_initial_weights(model, init[0], method.name, recipe.train.init_from, recipe,  # checked before any write
+                             sha256=init[1]["init_from_sha256"])
         accelerator.print(f"weights from {recipe.train.init_from} (sha256 {init[1]['init_from_sha256'][:12]}...); "
                           "optimizer and schedule start fresh")
     if accelerator.is_main_process:
@@ -212,6 +215,7 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     stream = loader.dataset
     state = LoopState(accelerator, dict(zip(method.phases, schedulers)), ema, counter,
                       lambda step: stream.position(step * t.grad_accum))
+    state.init = init[1] if init else None
     state.register()  # scheduler, EMA, step, data position and RNG as safetensors/JSON: nothing is unpickled
 
     if checkpoints:

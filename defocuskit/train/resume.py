@@ -67,6 +67,14 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
+def recorded_init(checkpoint: Path) -> dict[str, str] | None:
+    """The provenance of train.init_from (`init_from`, `init_from_sha256`) that the run a checkpoint is of started
+    from, as recorded then; None where it records none (no init_from, or a checkpoint written before the record)."""
+    init = _loop_state(checkpoint, "init")
+    ok = isinstance(init, dict) and all(isinstance(init.get(k), str) for k in ("init_from", "init_from_sha256"))
+    return {k: init[k] for k in ("init_from", "init_from_sha256")} if ok else None
+
+
 def _loop_state(checkpoint: Path, key: str) -> Any:
     """The value of `key` in a checkpoint's loop_state.json (None where it cannot be read: the load names why)."""
     try:

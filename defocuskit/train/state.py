@@ -91,6 +91,7 @@ class LoopState:
         self.accelerator, self.schedulers, self.ema, self.counter = accelerator, schedulers, ema, counter
         self.position = position  # batch -> JSON-able data position (ShardStream.position)
         self.saved_data: dict[str, Any] | None = None  # the data position of the loaded checkpoint
+        self.init: dict[str, str] | None = None  # train.init_from's provenance, kept for a resume (resume.recorded_init)
 
     def register(self) -> None:
         """Install the hooks on the accelerator."""
@@ -114,6 +115,7 @@ class LoopState:
             "data": self.position(self.counter.step),
             "window": self.counter.window,
             "mixed_precision": acc.mixed_precision,  # what train.mixed_precision `auto` resolved to (resume.py)
+            **({"init": self.init} if self.init else {}),
         }, indent=1))
 
     def load_hook(self, models: list, input_dir: str) -> None:
