@@ -91,7 +91,7 @@ class LoopState:
         self.accelerator, self.schedulers, self.ema, self.counter = accelerator, schedulers, ema, counter
         self.position = position  # batch -> JSON-able data position (ShardStream.position)
         self.saved_data: dict[str, Any] | None = None  # the data position of the loaded checkpoint
-        self.init: dict[str, str] | None = None  # train.init_from's provenance, kept for a resume (resume.recorded_init)
+        self.init: dict[str, str] | None = None  # train.init_from provenance (resume.recorded_init)
 
     def register(self) -> None:
         """Install the hooks on the accelerator."""
