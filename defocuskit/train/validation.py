@@ -102,6 +102,8 @@ class ValidationHook:
         self.out = Path(recipe.output_dir)
         self.best = -math.inf
         if accelerator.is_main_process:
+            for line in getattr(validate, "notes", []):  # e.g. validation shards that are training shards too
+                accelerator.print(line)
             self.best, note = resumed_best(self.out, start, recipe.train.keep_best)
             if note:
                 accelerator.print(note)
@@ -123,6 +125,8 @@ class ValidationHook:
             summary = f"validation at step {step}: PSNR {record['val_psnr']:.2f} dB"
             if record.get("val_psnr_gain") is not None:
                 summary += f" ({record['val_psnr_gain']:+.2f} over the input, {record['val_n']} pairs)"
+            if record.get("val_skipped"):  # pairs eval would skip too (its notes): not in the scores
+                summary += f"; {record['val_skipped']} pair(s) not scored (first: {record['val_skipped_first']})"
             if grid is not None:
                 write_tagged_png(grid_path(self.out, step), grid, GRID_TAG)
                 log_images(self.accelerator, "val/crops", grid, step)
