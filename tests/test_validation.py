@@ -203,3 +203,32 @@ def test_validation_shards_that_are_training_shards_are_said(tmp_path: Path):
     other = _val_shards(tmp_path / "other")
     recipe, _ = load_recipe_source("nafnet-tiny", [f"data.train={shards}", f"data.val={other}"])
     assert make_validator(recipe).notes == []
+
+
+def test_a_sampler_that_needs_a_coc_map_is_refused_shards_without_coc_png_before_training(tmp_path: Path):
+    """hidd-tiny's sampler reads the shards' coc.png: validation shards without it trained the whole run, then
+    stopped at its first validation (no pair scored), or scored the pairs that had one without a word."""
+    import webdataset as wds
+
+    from defocuskit.eval.validation import make_validator
+    from defocuskit.methods.recipes import load_recipe_source
+
+    shards = _val_shards(tmp_path / "shards")
+    with wds.TarWriter(str(shards / "test-000001.tar")) as w:  # a second shard: one pair without coc.png
+        w.write({"__key__": "plain", "sharp.png": encode(np.zeros((8, 8, 3), np.uint8)),
+                 "blur.png": encode(np.zeros((8, 8, 3), np.uint8)), "json": b'{"f_number": 4}'})
+    recipe, _ = load_recipe_source("hidd-tiny", [f"data.val={shards}"])
+    try:
+        make_validator(recipe)
+    except ValueError as exc:
+        assert "pair plain of" in str(exc) and "test-000001.tar" in str(exc) and "coc.png" in str(exc)
+    else:
+        raise AssertionError("validation shards without coc.png were accepted for a sampler that needs them")
+    recipe, _ = load_recipe_source("hidd-tiny", [f"data.val={shards}", "train.val_limit=3"])
+    assert make_validator(recipe) is not None  # the first 3 pairs, the ones scored, have coc.png
+
+
+def encode(image: np.ndarray) -> bytes:
+    from defocuskit.io.images import encode_png
+
+    return encode_png(image)

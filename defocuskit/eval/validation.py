@@ -17,6 +17,7 @@ from torch import nn
 
 from defocuskit.config.recipe import Recipe
 from defocuskit.data.reader import describe_splits, shard_urls
+from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.eval.config import EvalConfig
 from defocuskit.eval.evaluate import evaluate_samples
 from defocuskit.eval.figure import figure_image
@@ -167,7 +168,29 @@ def make_validator(recipe: Recipe) -> Validator | None:
     if pairs == 0:
         raise ValueError(f"data.val: the shards {urls[0]} ... hold no pair (blur.png with sharp.png) to score")
     needs = sampler_settings(resolve_sampler(recipe).resolved(), recipe.objective)["needs"]
+    if "coc" in needs and (missing := pair_without_coc(urls, t.val_limit)):
+        raise ValueError(f"data.val: the '{method.name}' sampler needs a CoC map and validation gives it the shards' "
+                         f"coc.png, which pair {missing} has not: give data.val shards with coc.png (synthetic or "
+                         "rendered), or a sampler that needs none (sampler.consistency)")
     return Validator(recipe, method, urls, needs_coc="coc" in needs, notes=shared_with_training(recipe, urls))
+
+
+def pair_without_coc(urls: list[str], limit: int | None) -> str | None:
+    """'KEY of SHARD' of the first of the first `limit` pairs without coc.png, from the tar headers; None where every
+    one has it (or the shards are remote)."""
+    if not all(is_local(u) for u in urls):
+        return None
+    pairs = 0
+    for url in urls:
+        for entry in index_shard(url):
+            if not entry.has(("blur.png", "sharp.png")):
+                continue
+            if limit is not None and pairs >= limit:
+                return None
+            pairs += 1
+            if not entry.has(("coc.png",)):
+                return f"{entry.key} of {url}"
+    return None
 
 
 def shared_with_training(recipe: Recipe, urls: list[str]) -> list[str]:
