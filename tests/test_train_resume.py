@@ -132,6 +132,37 @@ def test_a_best_file_counts_where_metrics_jsonl_was_removed(shards, tmp_path):
     assert read_metadata(out / "best.safetensors")["best_step"] == "2"
 
 
+def test_a_best_file_of_a_step_after_the_resumed_checkpoint_is_replaced_by_the_resumed_weights(shards, tmp_path):
+    """A run stopped after its step-4 validation wrote best.safetensors, before its step-4 checkpoint: resumed from
+    step 2, whose validation was the best up to there, with steps that now score lower (a recipe changed, or a
+    different replay), the stopped run's step-4 file stayed, named the best while metrics.jsonl said otherwise."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    val = (f"data.val={shards}", "train.eval_every=2", "train.val_limit=2", "train.keep_best=true",
+           "train.keep_checkpoints=3")
+    assert train(shards, out, *val, "train.max_steps=4").exit_code == 0
+    shutil.rmtree(out / "checkpoints" / "step-0000004")  # stopped before its step-4 checkpoint and the export
+    (out / "model.safetensors").unlink()
+    tensors, meta = read_model_file(out / "best.safetensors")
+    save_model(out / "best.safetensors", tensors, meta["method"], meta["recipe"],  # the stopped run's best: step 4
+               extra={"best_step": "4", "val_psnr": "99.0000", "run_folder": str(out.resolve())})
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:  # the step-2 validation: better than any to come
+        row["val_psnr"] = 98.0 if row.get("val_psnr") is not None and row["step"] == 2 else row.get("val_psnr")
+    (out / "metrics.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if v is not None}) + "\n"
+                                               for r in rows))
+    result = train(shards, out, *val, "train.max_steps=6")
+    assert result.exit_code == 0, result.output
+    meta = read_metadata(out / "best.safetensors")
+    assert (meta["best_step"], meta["val_psnr"]) == ("2", "98.0000"), result.output
+    assert "was of step 4, after step 2 this run resumes from" in result.output
+    ema = load_file(str(out / "checkpoints" / "step-0000002" / "ema.safetensors"))
+    best, _ = read_model_file(out / "best.safetensors")
+    shadow = {k.removeprefix("shadow/"): v for k, v in ema.items() if k.startswith("shadow/")}
+    assert shadow and all(best[k].equal(v) for k, v in shadow.items())  # the step-2 EMA weights
+
+
 def test_a_run_stopped_during_a_validation_redoes_it_on_resume(shards, tmp_path, monkeypatch):
     """Ctrl-C (or a kill) while the step-4 validation runs: the resumed run still records that validation (its
     row, grid and best weights), as the uninterrupted run does; the step-4 checkpoint is saved after it."""

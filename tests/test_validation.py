@@ -96,3 +96,139 @@ def test_two_processes_validate_with_the_main_processes_batchnorm_statistics(tmp
     row, = [r for r in json.loads((tmp_path / "rep" / "report.json").read_text())["rows"]
             if r["f_number"] is None and r.get("source") is None and r["method"] != "input"]
     assert (val["step"], val["val_n"], val["val_psnr"]) == (3, 2, row["psnr"])
+
+
+def _val_shards(folder: Path, gray: int | None = None) -> Path:
+    """A shard folder's test split without manifest: 3 pairs of 40x48 (f/2.8, f/2.8, f/8) with coc.png; pair `gray`
+    (if given) in one channel, as a hand-written shard may hold it."""
+    import webdataset as wds
+
+    from defocuskit.io.images import encode_png
+
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True)
+    with wds.TarWriter(str(folder / "test-000000.tar")) as w:
+        for i, f_number in enumerate((2.8, 2.8, 8.0)):
+            sharp = np.kron(rng.random((11, 13, 3)), np.ones((4, 4, 1)))[:40, :48]
+            blur = 0.5 * sharp + 0.25
+            coc = np.kron(rng.random((5, 6)) * 6, np.ones((8, 8)))
+            if i == gray:
+                sharp, blur = sharp.mean(2), blur.mean(2)
+            w.write({"__key__": f"v{i}", "sharp.png": encode_png(np.round(sharp * 255).astype(np.uint8)),
+                     "blur.png": encode_png(np.round(blur * 255).astype(np.uint8)),
+                     "coc.png": encode_png(np.round(coc * 256).astype(np.uint16)),
+                     "json": json.dumps({"f_number": f_number}).encode()})
+    return folder
+
+
+class _OneProcess:
+    """What a Validator asks of Accelerate's accelerator, for one CPU process."""
+    device, num_processes, process_index, local_process_index, is_main_process = "cpu", 1, 0, 0, True
+
+
+def _validate(recipe_name: str, shards: Path, tmp_path: Path, *overrides: str):
+    """(the validation record of a random network of `recipe_name`, that network exported as a model file)."""
+    import torch
+
+    from defocuskit.config.recipe import recipe_to_dict
+    from defocuskit.eval.validation import make_validator
+    from defocuskit.io.modelfile import save_model
+    from defocuskit.methods import get_method
+    from defocuskit.methods.recipes import load_recipe_source
+
+    recipe, _ = load_recipe_source(recipe_name, [f"data.val={shards}", f"output_dir={tmp_path / 'run'}", *overrides])
+    method = get_method(recipe.method)
+    torch.manual_seed(1)
+    state = method.build(recipe.model, recipe.objective, False).state_dict()
+    record, _grid = make_validator(recipe)(state, 7, _OneProcess())
+    save_model(tmp_path / "model.safetensors", state, method.name, recipe_to_dict(recipe))
+    return record, tmp_path / "model.safetensors"
+
+
+def _eval_rows(shards: Path, model: Path, tmp_path: Path, **options) -> dict:
+    """eval's rows of `model` by f-number ("all" for the pooled row), with eval's defaults but `options`."""
+    from defocuskit.eval.config import EvalConfig
+    from defocuskit.eval.evaluate import evaluate
+
+    report = evaluate(shards, [model], [], EvalConfig(report_dir=tmp_path / "report", progress=False, **options))
+    return {"all" if r["f_number"] is None else f"{r['f_number']:g}": r for r in report["rows"]}
+
+
+def _assert_same_scores(record: dict, rows: dict) -> None:
+    assert (record["val_n"], record["val_psnr"], record["val_ssim"], record["val_mae"]) == \
+        (rows["all"]["n"], rows["all"]["psnr"], rows["all"]["ssim"], rows["all"]["mae"])
+    assert record["val_psnr_input"] == rows["all"]["psnr_input"]
+    assert {f: (s["n"], s["psnr"], s["mae"]) for f, s in record["val_by_f_number"].items()} == \
+        {f: (r["n"], r["psnr"], r["mae"]) for f, r in rows.items() if f != "all"}
+
+
+def test_validation_scores_with_the_recipes_own_focus_gate_as_eval_does(tmp_path: Path):
+    """nafnet-cpu (and jdrl-, rddm-, hidd-cpu) gate their change by default (inference.focus_gate): eval of the
+    exported model gates it by the edge CoC map; validation scored the ungated output (-1.3 dB off on a real run)."""
+    shards = _val_shards(tmp_path / "shards")
+    record, model = _validate("nafnet-tiny", shards, tmp_path, "inference.focus_gate=3")
+    _assert_same_scores(record, _eval_rows(shards, model, tmp_path))
+    assert record["val_protocol"]["focus_gate"]["full_px"] == 3 and record["val_protocol"]["coc"] == "edge"
+
+
+def test_sampler_validation_is_evals_default_seed_and_records_its_settings(tmp_path: Path):
+    """A recipe's seed (hidd-cpu's 42) seeded validation's sampler noise: eval of the exported model (--seed 0 by
+    default) scored other numbers; the record now says the sampler settings, NFE and seed it ran with."""
+    shards = _val_shards(tmp_path / "shards")
+    record, model = _validate("hidd-tiny", shards, tmp_path, "seed=7", "sampler.steps=2")
+    _assert_same_scores(record, _eval_rows(shards, model, tmp_path, coc="oracle"))
+    protocol = record["val_protocol"]
+    assert (protocol["seed"], protocol["sampler"]["steps"], protocol["nfe"], protocol["coc"]) == (0, 2, 2, "oracle")
+
+
+def test_a_validation_pair_left_unscored_is_counted_and_said(tmp_path: Path):
+    """A pair eval skips (here a gray one, which no scoring takes) was dropped from validation without a word."""
+    shards = _val_shards(tmp_path / "shards", gray=1)
+    record, _ = _validate("nafnet-tiny", shards, tmp_path)
+    assert record["val_n"] == 2 and record["val_skipped"] == 1
+    assert record["val_skipped_first"].startswith("v1: blurred input: expected (H, W, C)")
+
+
+def test_validation_shards_that_are_training_shards_are_said(tmp_path: Path):
+    """data.val as a pattern naming the training shards scored training samples without a word."""
+    from defocuskit.eval.validation import make_validator
+    from defocuskit.methods.recipes import load_recipe_source
+
+    shards = _val_shards(tmp_path / "shards")
+    (shards / "test-000000.tar").rename(shards / "train-000000.tar")
+    pattern = str(shards / "train-*.tar")
+    recipe, _ = load_recipe_source("nafnet-tiny", [f"data.train={shards}", f"data.val={pattern}"])
+    note, = make_validator(recipe).notes
+    assert "1 of its 1 shard(s)" in note and "scores samples the model trains on" in note
+    other = _val_shards(tmp_path / "other")
+    recipe, _ = load_recipe_source("nafnet-tiny", [f"data.train={shards}", f"data.val={other}"])
+    assert make_validator(recipe).notes == []
+
+
+def test_a_sampler_that_needs_a_coc_map_is_refused_shards_without_coc_png_before_training(tmp_path: Path):
+    """hidd-tiny's sampler reads the shards' coc.png: validation shards without it trained the whole run, then
+    stopped at its first validation (no pair scored), or scored the pairs that had one without a word."""
+    import webdataset as wds
+
+    from defocuskit.eval.validation import make_validator
+    from defocuskit.methods.recipes import load_recipe_source
+
+    shards = _val_shards(tmp_path / "shards")
+    with wds.TarWriter(str(shards / "test-000001.tar")) as w:  # a second shard: one pair without coc.png
+        w.write({"__key__": "plain", "sharp.png": encode(np.zeros((8, 8, 3), np.uint8)),
+                 "blur.png": encode(np.zeros((8, 8, 3), np.uint8)), "json": b'{"f_number": 4}'})
+    recipe, _ = load_recipe_source("hidd-tiny", [f"data.val={shards}"])
+    try:
+        make_validator(recipe)
+    except ValueError as exc:
+        assert "pair plain of" in str(exc) and "test-000001.tar" in str(exc) and "coc.png" in str(exc)
+    else:
+        raise AssertionError("validation shards without coc.png were accepted for a sampler that needs them")
+    recipe, _ = load_recipe_source("hidd-tiny", [f"data.val={shards}", "train.val_limit=3"])
+    assert make_validator(recipe) is not None  # the first 3 pairs, the ones scored, have coc.png
+
+
+def encode(image: np.ndarray) -> bytes:
+    from defocuskit.io.images import encode_png
+
+    return encode_png(image)

@@ -46,25 +46,10 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
                        device: str, seed: int, coc: CocSource | None, gate_px: float | None = None,
                        ensemble: int = 1, gate_smooth: float = GATE_SMOOTH_PX, gate_given: bool = False,
                        own_maps: dict[str, CocSource] | None = None) -> tuple[Runner, dict[str, Any]]:
-    """Load an exported model once; a Runner that deblurs one image with it, and what the report says of it.
-    `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels, the
-    change's low-pass of `gate_smooth` px kept); unless `gate_given` (--focus-gate named this model; None then: no
-    gate), the model's own gate (its recipe's inference.focus_gate), by the edge estimate where no --coc is given
-    (from `own_maps`, shared by the checkpoints of one run, so each image's map is estimated once);
-    `ensemble`: the geometric self-ensemble's size (inference.ensemble; 1: off).
-
-    The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
-    attribute counts how the network ran per image (`Tiling.describe`: whole image or tiles of a size).
-    """
-    from collections import Counter
-
-    from defocuskit.eval.processes import sample_seed
-    from defocuskit.inference.bands import band_pixels, plan_bands, restore_in_bands
-    from defocuskit.inference.restore import resolve_sampler, restore_image, sampler_settings
-    from defocuskit.inference.tiling import DEFAULT_MAX_TILE_PIXELS, check_tiling, plan_tiling, resolve_overlap
-
-    tile, overlap, max_tile_pixels = tiling.tile, tiling.overlap, tiling.max_tile_pixels
+    """Load an exported model once; `model_runner` of it (the options are its), and what the report says of it."""
     from defocuskit.inference.load import load_model
+    from defocuskit.inference.restore import resolve_sampler, sampler_settings
+    from defocuskit.inference.tiling import check_tiling
 
     try:
         method, recipe, model = load_model(path, device=device)
@@ -74,12 +59,47 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
         raise EvalError(f"{path}: a '{method.name}' model estimates {method.output.replace('_', ' ')}s; eval scores images")
     try:
         sampler_cfg = resolve_sampler(recipe, steps, name=sampler, sets=sets).resolved()
-        info = sampler_settings(sampler_cfg, recipe.objective)
+        sampler_settings(sampler_cfg, recipe.objective)
         check_tiling(method, recipe, model, tiling)
     except ValueError as exc:
         hint = (f" (--steps {steps} goes to every model with steps; give each its own with "
                 "--set LABEL:sampler.steps=N)") if steps is not None else ""
         raise EvalError(f"{path}: {exc}{hint}") from exc
+    try:
+        run, desc = model_runner(method, recipe, model, sampler_cfg, tiling=tiling, device=device, seed=seed, coc=coc,
+                                 gate_px=gate_px, ensemble=ensemble, gate_smooth=gate_smooth, gate_given=gate_given,
+                                 own_maps=own_maps)
+    except EvalError as exc:
+        raise EvalError(f"{path}: {exc}") from None
+    return run, {"kind": "checkpoint", "path": str(path), **desc, "origin": model_origin(path),
+                 "sha256": file_sha256(path)}  # the file scored: a model card takes these scores for this file alone
+
+
+def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tiling: TilingOptions, device: str,
+                 seed: int, coc: CocSource | None, gate_px: float | None = None, ensemble: int = 1,
+                 gate_smooth: float = GATE_SMOOTH_PX, gate_given: bool = False,
+                 own_maps: dict[str, CocSource] | None = None) -> tuple[Runner, dict[str, Any]]:
+    """A Runner that deblurs one image with `model` (its Method and Recipe; the resolved `sampler_cfg`), and what the
+    report says of how (from "method" to "channels"): eval's for a model file, and training's validation's.
+    `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels, the
+    change's low-pass of `gate_smooth` px kept); unless `gate_given` (--focus-gate named this model; None then: no
+    gate), the model's own gate (its recipe's inference.focus_gate), by the edge estimate where no --coc is given
+    (from `own_maps`, shared by the checkpoints of one run, so each image's map is estimated once);
+    `ensemble`: the geometric self-ensemble's size (inference.ensemble; 1: off). EvalError (without the file's name)
+    where the model needs a CoC map and `coc` is None.
+
+    The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
+    attribute counts how the network ran per image (`Tiling.describe`: whole image or tiles of a size).
+    """
+    from collections import Counter
+
+    from defocuskit.eval.processes import sample_seed
+    from defocuskit.inference.bands import band_pixels, plan_bands, restore_in_bands
+    from defocuskit.inference.restore import restore_image, sampler_settings
+    from defocuskit.inference.tiling import DEFAULT_MAX_TILE_PIXELS, plan_tiling, resolve_overlap
+
+    tile, overlap, max_tile_pixels = tiling.tile, tiling.overlap, tiling.max_tile_pixels
+    info = sampler_settings(sampler_cfg, recipe.objective)
     if not gate_given:
         gate_px, own_map = gate_and_map(None, recipe.inference.focus_gate, coc is not None, "coc" in info["needs"])
         if own_map:
@@ -88,8 +108,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     needs_coc = "coc" in info["needs"] or gate_px is not None
     if needs_coc and coc is None:
         what = "--focus-gate needs" if gate_px is not None else "this model (its sampler or network) needs"
-        raise EvalError(f"{path}: {what} a CoC map: --coc map --coc-model FILE | --coc edge | --coc oracle | "
-                        "--coc fnumber")
+        raise EvalError(f"{what} a CoC map: --coc map --coc-model FILE | --coc edge | --coc oracle | --coc fnumber")
     band_pixels()  # a bad $DEFOCUSKIT_BAND_PIXELS fails before any sample
     model.eval()
     ran: Counter[str] = Counter()
@@ -115,8 +134,8 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     whole = tile is None and method.whole_image
     size = None if whole else int(tile or recipe.data.image_size)
     budget = (DEFAULT_MAX_TILE_PIXELS if max_tile_pixels is None else int(max_tile_pixels)) if whole else None
-    desc = {"kind": "checkpoint", "path": str(path), "method": method.name, "sampler": info["settings"],
-            "nfe": info["nfe"], "timesteps": info.get("timesteps"), "coc": coc.describe() if needs_coc and coc else None,
+    desc = {"method": method.name, "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"),
+            "coc": coc.describe() if needs_coc and coc else None,
             "tile": size, "overlap": overlap if size is None else resolve_overlap(size, overlap),
             "max_tile_pixels": budget,
             "inference": (f"whole image, reflect-padded to a multiple of {method.pad_multiple(model)}, while it has at "
@@ -126,8 +145,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
             "focus_gate": gate_record(gate_px, gate_smooth, "option" if gate_given else "recipe"),
             "ensemble": None if ensemble == 1 else {"size": ensemble, "description": ENSEMBLE_DESCRIPTION},
             "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
-            "channels": recipe.data.channels, "origin": model_origin(path),
-            "sha256": file_sha256(path)}  # the file scored: a model card takes these scores for this file alone
+            "channels": recipe.data.channels}
     return run, desc
 
 

@@ -16,15 +16,20 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import Recipe
-from defocuskit.data.reader import describe_splits, shard_urls, signed_coc
+from defocuskit.data.reader import describe_splits, shard_urls
+from defocuskit.data.tar_index import index_shard, is_local
+from defocuskit.eval.config import EvalConfig
 from defocuskit.eval.evaluate import evaluate_samples
 from defocuskit.eval.figure import figure_image
-from defocuskit.eval.processes import ProcessGroup, count_pairs, sample_seed, shard_share, store_gather
+from defocuskit.eval.processes import ProcessGroup, count_pairs, shard_share, store_gather
+from defocuskit.eval.runners import model_runner
+from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
 
 VAL_SPLIT = "test"  # a shard folder named in data.val means this split of it
 SUMMARY_METRICS = ("psnr", "ssim", "mae")
+EVAL_DEFAULTS = EvalConfig()  # validation runs the model as `defocuskit eval` does unless told otherwise
 
 
 def val_urls(recipe: Recipe) -> list[str]:
@@ -64,12 +69,19 @@ def summarise(rows: list[dict[str, Any]], method: str, step: int) -> dict[str, A
 
 
 class Validator:
-    """Scores a state dict of the recipe's network on the validation pairs (see the module docstring)."""
+    """Scores a state dict of the recipe's network on the validation pairs (see the module docstring): as
+    `defocuskit eval` scores the exported model with its defaults (the model's own focus gate, its recipe's sampler,
+    seed 0, whole images or tiles as eval runs them); `--coc oracle` (the shards' coc.png) where the sampler needs a
+    CoC map."""
 
-    def __init__(self, recipe: Recipe, method: Method, urls: list[str], needs_coc: bool) -> None:
+    def __init__(self, recipe: Recipe, method: Method, urls: list[str], needs_coc: bool,
+                 notes: list[str] | None = None) -> None:
         self.recipe, self.method, self.urls, self.needs_coc = recipe, method, urls, needs_coc
         self.limit = recipe.train.val_limit
         self.net: nn.Module | None = None
+        self.notes = list(notes or [])  # said once, before the first validation (the loop's hook prints them)
+        self.coc = CocSource.create("oracle") if needs_coc else None
+        self.own_maps: dict[str, CocSource] = {}  # the edge estimate of the model's own gate, made once
 
     def _network(self, state: dict[str, torch.Tensor], device: torch.device) -> nn.Module:
         if self.net is None:  # built once, as an exported model is rebuilt (no frozen parts read from files)
@@ -82,20 +94,14 @@ class Validator:
                  ) -> tuple[dict[str, Any], np.ndarray | None]:
         """(the metrics record, a grid of crops per f-number: input, output, reference) on every process; every
         process must call it (the rows are gathered)."""
-        from defocuskit.inference.restore import resolve_sampler, restore_image
+        from defocuskit.inference.restore import resolve_sampler
 
         device = accelerator.device
         net = self._network(state, device)
-        sampler_cfg = resolve_sampler(self.recipe).resolved()
-        seed, name = self.recipe.seed, self.method.name
-
-        def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
-            coc = signed_coc(sample) if self.needs_coc else None
-            if self.needs_coc and coc is None:
-                raise ValueError("the sampler needs a CoC map and the sample has no coc.png")
-            return restore_image(self.method, self.recipe, net, blur, seed=sample_seed(seed, sample["key"]),
-                                 device=str(device), progress=False, sampler_cfg=sampler_cfg, coc=coc)
-
+        name = self.method.name
+        run, desc = model_runner(self.method, self.recipe, net, resolve_sampler(self.recipe).resolved(),
+                                 tiling=EVAL_DEFAULTS.tiling, device=str(device), seed=EVAL_DEFAULTS.seed,
+                                 coc=self.coc, own_maps=self.own_maps)
         world = accelerator.num_processes
         if world > 1:
             gather = store_gather(accelerator.process_index, world)
@@ -107,21 +113,40 @@ class Validator:
         try:
             result = evaluate_samples(shard_share(self.urls, group, self.limit), {name: run}, progress=False,
                                       gather=gather, figure=True)
+        except CocError as exc:
+            raise ValueError(f"data.val: {exc}") from None
         finally:
             torch.set_rng_state(rng)
         if not result["rows"]:
             raise ValueError(f"data.val: no validation pair was scored ({'; '.join(result['notes']) or 'none found'})")
-        record = summarise(result["rows"], name, step)
+        record = {**summarise(result["rows"], name, step), **skipped(result["skipped"]),
+                  "val_protocol": protocol_record(desc)}
         grid = None
         if accelerator.is_main_process and result["figure"]:
             grid = figure_image(result["figure"], f"{name}: validation at step {step} (EMA weights)", "validation")
         return record, grid
 
 
+def skipped(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record's count of the pairs left unscored ("val_skipped") and the first one's key and reason."""
+    if not rows:
+        return {"val_skipped": 0}
+    return {"val_skipped": len({r["key"] for r in rows}), "val_skipped_first": f"{rows[0]['key']}: {rows[0]['reason']}"}
+
+
+def protocol_record(desc: dict[str, Any]) -> dict[str, Any]:
+    """How the validation ran, from what eval's report says of a model (`runners.model_runner`): the sampler settings,
+    NFE and seed, the CoC map (source name; None: none), the focus gate, the tiles."""
+    coc = desc.get("coc")
+    return {"seed": desc["seed"], "sampler": desc["sampler"], "nfe": desc["nfe"], "timesteps": desc.get("timesteps"),
+            "coc": coc["source"] if coc else None, "focus_gate": desc["focus_gate"], "inference": desc["inference"],
+            "ensemble": desc["ensemble"]}
+
+
 def make_validator(recipe: Recipe) -> Validator | None:
     """The validator of `recipe`: None without `data.val`; ValueError (naming the key) where the recipe asks for
     validation it cannot run: `train.eval_every` without `data.val`, a method whose output is not an image, or
-    validation shards without pairs."""
+    validation shards without pairs. Its `notes` say where the validation shards are training shards too."""
     from defocuskit.inference.restore import resolve_sampler, sampler_settings
 
     t = recipe.train
@@ -143,4 +168,46 @@ def make_validator(recipe: Recipe) -> Validator | None:
     if pairs == 0:
         raise ValueError(f"data.val: the shards {urls[0]} ... hold no pair (blur.png with sharp.png) to score")
     needs = sampler_settings(resolve_sampler(recipe).resolved(), recipe.objective)["needs"]
-    return Validator(recipe, method, urls, needs_coc="coc" in needs)
+    if "coc" in needs and (missing := pair_without_coc(urls, t.val_limit)):
+        raise ValueError(f"data.val: the '{method.name}' sampler needs a CoC map and validation gives it the shards' "
+                         f"coc.png, which pair {missing} has not: give data.val shards with coc.png (synthetic or "
+                         "rendered), or a sampler that needs none (sampler.consistency)")
+    return Validator(recipe, method, urls, needs_coc="coc" in needs, notes=shared_with_training(recipe, urls))
+
+
+def pair_without_coc(urls: list[str], limit: int | None) -> str | None:
+    """'KEY of SHARD' of the first of the first `limit` pairs without coc.png, from the tar headers; None where every
+    one has it (or the shards are remote)."""
+    if not all(is_local(u) for u in urls):
+        return None
+    pairs = 0
+    for url in urls:
+        for entry in index_shard(url):
+            if not entry.has(("blur.png", "sharp.png")):
+                continue
+            if limit is not None and pairs >= limit:
+                return None
+            pairs += 1
+            if not entry.has(("coc.png",)):
+                return f"{entry.key} of {url}"
+    return None
+
+
+def shared_with_training(recipe: Recipe, urls: list[str]) -> list[str]:
+    """The note to print where validation shards are also training shards (a pattern naming both, the same files):
+    its scores are then of samples the model trains on; [] where they share none (or data.train cannot be read:
+    training names that itself)."""
+    import os
+
+    from defocuskit.train.data import train_urls
+
+    try:
+        train = {os.path.realpath(u) for u in train_urls(recipe.data) if "://" not in u and not u.startswith("pipe:")}
+    except (FileNotFoundError, ValueError):
+        return []
+    shared = [u for u in urls if os.path.realpath(u) in train]
+    if not shared:
+        return []
+    more = ", ..." if len(shared) > 1 else ""
+    return [f"note: data.val: {len(shared)} of its {len(urls)} shard(s) ({shared[0]}{more}) are data.train's too: "
+            "validation scores samples the model trains on"]

@@ -43,9 +43,10 @@ def tracker_values(record: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
 
 
-def best_so_far(out: Path, step: int) -> float:
-    """The best "val_psnr" that metrics.jsonl records up to `step` (a resumed run continues from it); -inf if none."""
-    best = -math.inf
+def best_row(out: Path, step: int) -> tuple[float, int | None]:
+    """The best "val_psnr" that metrics.jsonl records up to `step` (a resumed run continues from it), and the step of
+    that row; (-inf, None) if none."""
+    best, at = -math.inf, None
     path = out / METRICS
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -54,31 +55,48 @@ def best_so_far(out: Path, step: int) -> float:
             except ValueError:
                 continue
             if isinstance(row, dict) and row.get("step", math.inf) <= step and row.get("val_psnr") is not None:
-                best = max(best, float(row["val_psnr"]))
-    return best
+                if float(row["val_psnr"]) > best:
+                    best, at = float(row["val_psnr"]), int(row["step"])
+    return best, at
 
 
-def resumed_best(out: Path, step: int, keep_best: bool) -> tuple[float, str | None]:
-    """The validation PSNR a run resumed at `step` must beat to replace best.safetensors, and the line to say where
-    the best of the earlier validations is not kept: with `keep_best`, its best.safetensors (of a step up to `step`)
-    counts even without metrics.jsonl; a run whose best.safetensors is missing (removed, or keep_best was off) keeps
-    the best of the validations from here on, said in one line, instead of never writing one."""
-    best = best_so_far(out, step)
+def best_so_far(out: Path, step: int) -> float:
+    """The best "val_psnr" that metrics.jsonl records up to `step` (a resumed run continues from it); -inf if none."""
+    return best_row(out, step)[0]
+
+
+def resumed_best(out: Path, step: int, keep_best: bool) -> tuple[float, str | None, bool]:
+    """The validation PSNR a run resumed at `step` must beat to replace best.safetensors, the line to say where
+    the best of the earlier validations is not kept, and whether to write best.safetensors now from the resumed
+    weights: with `keep_best`, its best.safetensors (of a step up to `step`) counts even without metrics.jsonl; a run
+    whose best.safetensors is missing (removed, or keep_best was off) keeps the best of the validations from here on,
+    said in one line, instead of never writing one. A best.safetensors of a step after `step` (a run stopped after it,
+    resumed from an earlier checkpoint: its steps are redone, or changed by the recipe given now) is not this run's:
+    the resumed weights replace it where the validation at `step` is the best up to it (they are its weights), else
+    the validations from here on do, said in one line."""
+    best, at = best_row(out, step)
     path = out / BEST_FILE
     if not keep_best:
-        return best, None
+        return best, None, False
     if not best_written_by_train(path):
         if best == -math.inf:
-            return best, None
+            return best, None, False
         return -math.inf, (f"note: {path} is missing (removed, or train.keep_best was off) while metrics.jsonl records "
                            f"validations up to step {step} (best PSNR {best:.2f} dB): it keeps the best of the "
-                           "validations from here on")
+                           "validations from here on"), False
     meta = read_metadata(path)
     try:
         saved_step, saved_psnr = int(meta["best_step"]), float(meta["val_psnr"])
     except (KeyError, ValueError):
-        return best, None
-    return (max(best, saved_psnr) if saved_step <= step else best), None
+        return best, None, False
+    if saved_step <= step:
+        return max(best, saved_psnr), None, False
+    if at == step:
+        return best, (f"note: {path} was of step {saved_step}, after step {step} this run resumes from: replaced by "
+                      f"the step-{step} weights, the best validation up to it ({best:.2f} dB)"), True
+    return -math.inf, (f"note: {path} is of step {saved_step}, after step {step} this run resumes from, and the best "
+                       "validation up to it is not of the resumed weights: the validations from here on replace "
+                       "it"), False
 
 
 def log_images(accelerator: Any, name: str, image: np.ndarray, step: int) -> None:
@@ -102,9 +120,19 @@ class ValidationHook:
         self.out = Path(recipe.output_dir)
         self.best = -math.inf
         if accelerator.is_main_process:
-            self.best, note = resumed_best(self.out, start, recipe.train.keep_best)
+            for line in getattr(validate, "notes", []):  # e.g. validation shards that are training shards too
+                accelerator.print(line)
+            self.best, note, now = resumed_best(self.out, start, recipe.train.keep_best)
+            if now:  # the main process's EMA weights: the ones it validated at `start` and exports
+                self.save_best(self.ema.averaged_state_dict(net), start, self.best)
             if note:
                 accelerator.print(note)
+
+    def save_best(self, state: dict[str, torch.Tensor], step: int, psnr: float) -> None:
+        """Write best.safetensors: `state`, with the step and validation PSNR in its metadata."""
+        save_model(self.out / BEST_FILE, state, self.method.name, recipe_to_dict(self.recipe),
+                   extra={"best_step": str(step), "val_psnr": f"{psnr:.4f}", **run_folder_metadata(self.out),
+                          **datasets_entry(trained_on(self.recipe.data.train))})
 
     def __call__(self, step: int, metrics: Any) -> float:
         t0 = time.time()
@@ -123,16 +151,15 @@ class ValidationHook:
             summary = f"validation at step {step}: PSNR {record['val_psnr']:.2f} dB"
             if record.get("val_psnr_gain") is not None:
                 summary += f" ({record['val_psnr_gain']:+.2f} over the input, {record['val_n']} pairs)"
+            if record.get("val_skipped"):  # pairs eval would skip too (its notes): not in the scores
+                summary += f"; {record['val_skipped']} pair(s) not scored (first: {record['val_skipped_first']})"
             if grid is not None:
                 write_tagged_png(grid_path(self.out, step), grid, GRID_TAG)
                 log_images(self.accelerator, "val/crops", grid, step)
             psnr = record.get("val_psnr")
             if self.recipe.train.keep_best and psnr is not None and psnr > self.best:
                 self.best = float(psnr)
-                save_model(self.out / BEST_FILE, state, self.method.name, recipe_to_dict(self.recipe),
-                           extra={"best_step": str(step), "val_psnr": f"{psnr:.4f}",
-                                  **run_folder_metadata(self.out),
-                                  **datasets_entry(trained_on(self.recipe.data.train))})
+                self.save_best(state, step, self.best)
                 summary += f"; best so far: {BEST_FILE}"
             self.accelerator.print(summary)
         return time.time() - t0
