@@ -120,7 +120,8 @@ def test_a_resume_keeps_the_init_from_it_started_from_and_does_not_need_the_file
     shards = write_shards(tmp_path / "shards", n_shards=1, per_shard=4, paired=True)
     out = tmp_path / "tuned"
     args = ["train", "dncnn-tiny", f"data.train={shards}", f"output_dir={out}", "train.checkpoint_every=2",
-            f"train.init_from={init}"]
+            f"train.init_from={init}", f"data.val={shards}", "train.eval_every=2", "train.keep_best=true",
+            "train.val_limit=2"]
     runner = CliRunner()
     first = runner.invoke(app, [*args, "train.max_steps=2"])
     assert first.exit_code == 0, first.output
@@ -128,6 +129,7 @@ def test_a_resume_keeps_the_init_from_it_started_from_and_does_not_need_the_file
     resumed = runner.invoke(app, [*args, "train.max_steps=4"])
     assert resumed.exit_code == 0 and "resumed from" in resumed.output, resumed.output
     assert read_metadata(out / "model.safetensors")["init_from_sha256"] == started_from
+    assert read_metadata(out / "best.safetensors")["init_from_sha256"] == started_from  # it had none
     export("dncnn-tiny", init, "seed=7")  # another file at the same path: its SHA-256 is not what the run started from
     assert file_sha256(init) != started_from
     again = runner.invoke(app, [*args, "train.max_steps=6"])

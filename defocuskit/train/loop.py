@@ -241,7 +241,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
 
     step = start
     if step < t.max_steps:
-        hook = ValidationHook(validate, accelerator, recipe, method, ema, net, start) if validate else None
+        hook = ValidationHook(validate, accelerator, recipe, method, ema, net, start,
+                              init[1] if init else None) if validate else None
         step = _run(accelerator, model, net, optimizers, schedulers, ema, counter, recipe, method, loader, log_keys,
                     hook)
     last = list_checkpoints(out)

@@ -114,9 +114,10 @@ class ValidationHook:
     """Called by the loop at the validation steps; returns the seconds it took (not counted as training time)."""
 
     def __init__(self, validate: Validate, accelerator: Any, recipe: Recipe, method: Method, ema: EMA,
-                 net: nn.Module, start: int) -> None:
+                 net: nn.Module, start: int, init: dict[str, str] | None = None) -> None:
         self.validate, self.accelerator, self.recipe, self.method, self.ema, self.net = (
             validate, accelerator, recipe, method, ema, net)
+        self.init = dict(init or {})  # train.init_from's provenance: best.safetensors carries it as model.safetensors
         self.out = Path(recipe.output_dir)
         self.best = -math.inf
         if accelerator.is_main_process:
@@ -131,8 +132,8 @@ class ValidationHook:
     def save_best(self, state: dict[str, torch.Tensor], step: int, psnr: float) -> None:
         """Write best.safetensors: `state`, with the step and validation PSNR in its metadata."""
         save_model(self.out / BEST_FILE, state, self.method.name, recipe_to_dict(self.recipe),
-                   extra={"best_step": str(step), "val_psnr": f"{psnr:.4f}", **run_folder_metadata(self.out),
-                          **datasets_entry(trained_on(self.recipe.data.train))})
+                   extra={**self.init, "best_step": str(step), "val_psnr": f"{psnr:.4f}",
+                          **run_folder_metadata(self.out), **datasets_entry(trained_on(self.recipe.data.train))})
 
     def __call__(self, step: int, metrics: Any) -> float:
         t0 = time.time()
