@@ -234,6 +234,22 @@ def test_the_key_log_of_a_resumed_run_is_the_uninterrupted_runs(shards, tmp_path
     assert log(split) == log(whole)
 
 
+def test_a_resume_with_another_grad_accum_still_steps_the_optimizer(two_steps, shards, tmp_path):
+    """train.grad_accum 1 -> 3 on resume (said as a changed key): every step after it updates the weights. Before,
+    Accelerate's own micro-batch counter, restored from the checkpoint (2), decided which micro-batch ended an
+    accumulation (every third from 0): no step's last micro-batch did, so the optimizer skipped every step while the
+    schedule, the EMA and the step counter went on, and the run exported the step-2 weights as step 4's."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    result = train(shards, out, "train.max_steps=4", "train.grad_accum=3", "train.keep_checkpoints=2")
+    assert result.exit_code == 0, result.output
+    assert "train.grad_accum 1 -> 3" in warnings(result.output)[0]
+    before, after = (load_file(str(out / "checkpoints" / f"step-000000{s}" / "model.safetensors")) for s in (2, 4))
+    assert max((after[k] - before[k]).abs().max().item() for k in before) > 0
+
+
 def test_mixed_precision_auto_resolved_otherwise_on_resume_is_said_with_both_values(two_steps, shards, tmp_path):
     """train.mixed_precision `auto` is resolved where the run starts (the launcher, `accelerate config`, the
     environment): a checkpoint written in fp32 resumed in bf16 (or the reverse) is not the exact continuation, and

@@ -274,6 +274,10 @@ def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers:
     gathered = []
     for p, (phase, optimizer, scheduler) in enumerate(zip(method.phases, optimizers, schedulers)):
         micro_losses = []
+        # Accelerate ends an accumulation (gradients all-reduced, its prepared optimizer steps) where its own
+        # micro-batch counter reaches a multiple of grad_accum; a checkpoint restores that counter, so a resume with
+        # another train.grad_accum (or a process without its random_states file) skipped every step: counted here
+        accelerator.step = 0
         for micro, batch in enumerate(micro_batches):
             reseed(recipe.seed, rank, step, p * t.grad_accum + micro)
             with accelerator.accumulate(model):
@@ -290,6 +294,8 @@ def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers:
                 f"{what} is {stats[:, 0].tolist()} (not finite) at step {step + 1}; stopped without saving. "
                 f"Last good checkpoint: {good[-1][1] if good else 'none'}"
             )
+        if not accelerator.sync_gradients:  # the optimizer would skip the step while the schedule and EMA go on
+            raise TrainingError(f"step {step + 1}: the accumulated gradients were not synchronised; no step taken")
         if recipe.optim.grad_clip is not None:
             accelerator.clip_grad_norm_(phase_params(method, model, phase), recipe.optim.grad_clip)
         optimizer.step()
