@@ -250,6 +250,23 @@ def test_a_resume_with_another_grad_accum_still_steps_the_optimizer(two_steps, s
     assert max((after[k] - before[k]).abs().max().item() for k in before) > 0
 
 
+def test_a_checkpoint_of_two_processes_resumed_by_one_says_so_only_where_it_trains(two_steps, shards, tmp_path):
+    """The data position of a checkpoint written by 2 processes (as `accelerate launch --num_processes 2` writes it):
+    a resume by 1 process that trains says the processes changed (not the shards); one with nothing left to train
+    (max_steps reached) says nothing of a stream it never draws."""
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    state_file = out / "checkpoints" / "step-0000002" / "loop_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "data": {**state["data"], "world_size": 2}}))
+    result = train(shards, out, "train.max_steps=2")
+    assert result.exit_code == 0 and "training data differ" not in result.output, result.output
+    result = train(shards, out, "train.max_steps=4")
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in result.output.splitlines() if "training data differ" in x]
+    assert "(processes 2 -> 1)" in line and "from batch 2 of the new stream" in line, line
+
+
 def test_mixed_precision_auto_resolved_otherwise_on_resume_is_said_with_both_values(two_steps, shards, tmp_path):
     """train.mixed_precision `auto` is resolved where the run starts (the launcher, `accelerate config`, the
     environment): a checkpoint written in fp32 resumed in bf16 (or the reverse) is not the exact continuation, and

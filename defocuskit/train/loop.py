@@ -222,7 +222,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
         load_checkpoint(accelerator, checkpoints[-1][1])
         schedulers = [make_scheduler(o, recipe.optim, t.max_steps, counter.step) for o in plain]  # from the step
         state.schedulers = dict(zip(method.phases, schedulers))
-        check_data_position(accelerator, state.saved_data, stream, counter.step * t.grad_accum)
+        if counter.step < t.max_steps:  # a run that trains no step draws no data
+            check_data_position(accelerator, state.saved_data, stream, counter.step * t.grad_accum)
         accelerator.print(f"resumed from {checkpoints[-1][1]} (step {counter.step})")
     if accelerator.is_main_process:  # once the checkpoint loaded: a resume refused leaves the run's recipe as it was
         atomic_write(out / RECIPE_FILE, RECIPE_HEADER + "\n" + recipe_to_yaml(recipe))
