@@ -170,6 +170,9 @@ def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
     # validation split like eval's (pair j on process j % 2) and gathered: 4 pairs scored at steps 3 and 6
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["val_n"]) for r in rows if "val_psnr" in r] == [(3, 4), (6, 4)]
+    # each row says the batch it trained on: data.batch_size is per process
+    batch = load_recipe(TINY).data.batch_size
+    assert {(r["processes"], r["samples_per_step"]) for r in rows if "loss" in r} == {(2, 2 * batch)}
     assert list(rows[-1]["val_by_f_number"]) == ["2.8"] and (out / "val" / "step-0000006.png").is_file()
 
 

@@ -248,6 +248,8 @@ def test_a_resume_with_another_grad_accum_still_steps_the_optimizer(two_steps, s
     assert "train.grad_accum 1 -> 3" in warnings(result.output)[0]
     before, after = (load_file(str(out / "checkpoints" / f"step-000000{s}" / "model.safetensors")) for s in (2, 4))
     assert max((after[k] - before[k]).abs().max().item() for k in before) > 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["samples_per_step"]) for r in rows] == [(1, 2), (2, 2), (3, 6), (4, 6)]  # batch 2 x accum
 
 
 def test_a_checkpoint_of_two_processes_resumed_by_one_says_so_only_where_it_trains(two_steps, shards, tmp_path):

@@ -347,7 +347,8 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                 # the mean of the steps since the last row
                 mean = np.mean(np.asarray(counter.window, dtype=np.float64), axis=0).tolist()
                 record = {"step": step, "loss": mean[0], "lr": lr,
-                          "images_per_s": images / max(now - t_log, 1e-9), "data_wait_s": wait, "time": now}
+                          "images_per_s": images / max(now - t_log, 1e-9), "data_wait_s": wait, "time": now,
+                          "processes": world, "samples_per_step": t.grad_accum * recipe.data.batch_size * world}
                 if len(method.phases) > 1:
                     record["losses"] = dict(zip(method.phases, mean))
                 postfix = {"loss": f"{record['loss']:.4g}", "lr": f"{lr:.3g}", "img_s": f"{record['images_per_s']:.1f}"}
