@@ -330,6 +330,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                 keys = batch.pop("key")
                 if keys_file is not None:
                     keys_file.write(json.dumps({"step": step + 1, "micro": micro, "keys": list(keys)}) + "\n")
+                    keys_file.flush()  # a killed run's steps stay in the log: the resume cuts back to its checkpoint
                 micro_batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
             timed_out = t.max_minutes is not None and (time.time() - t_start) / 60.0 >= t.max_minutes
             lr = optimizers[0].param_groups[0]["lr"]
