@@ -136,6 +136,28 @@ def test_the_disparity_loss_reaches_the_estimator_only_through_samples_with_view
     assert float(none.detach()) == 0.0
 
 
+def test_the_disparity_loss_runs_through_the_models_forward():
+    """Under several processes `model` is DistributedDataParallel, which averages the gradients of a backward through
+    its forward only: the DME's term, as the others, must reach the weights through it (not through `unwrap`)."""
+    import copy
+
+    class Wrapper(torch.nn.Module):  # DDP's stand-in: `module` (what unwrap returns) is a copy
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net, self.module = net, copy.deepcopy(net)
+
+        def forward(self, *args):
+            return self.net(*args)
+
+    torch.manual_seed(0)
+    model = Wrapper(IFAN(3, 4, 1, 2, 3, True, True, 2, 3))
+    objective = load_recipe("ifan-tiny", ["objective.dual_pixel_weight=1"]).objective
+    batch = {name: torch.rand(2, 3, 32, 32) for name in ("blur", "sharp", "left", "right")}
+    get_method("ifan").loss(model, {**batch, "has_views": torch.tensor([True, False])}, objective).backward()
+    assert model.net.dme[0][0].weight.grad.abs().sum() > 0 and model.net.reblur.body[0][0].weight.grad is not None
+    assert all(p.grad is None for p in model.module.parameters())
+
+
 def test_ifan_trains_with_the_disparity_loss_through_the_loop(tmp_path):
     weight = 1.0
     make_dpdd(tmp_path / "dpdd")

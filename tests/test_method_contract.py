@@ -156,6 +156,34 @@ def test_loss_is_finite_and_every_phase_backpropagates(name, shards, companions)
         assert all(g is None or torch.isfinite(g).all() for g in grads), (name, phase)
 
 
+class Wrapper(torch.nn.Module):
+    """Stands for DistributedDataParallel: its forward runs the network, and `module` (what `unwrap` returns) is a
+    copy of it. DDP averages the processes' gradients only of a backward through its forward: a loss that called the
+    unwrapped network trained each process's copy on its own data (IFAN's did: the weights diverged silently)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        import copy
+
+        super().__init__()
+        self.net, self.module = net, copy.deepcopy(net)
+
+    def forward(self, *args, **kwargs):
+        return self.net(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_loss_reaches_the_weights_through_the_wrappers_forward(name, shards, companions) -> None:
+    method, recipe = tiny(name, shards, companions)
+    model = Wrapper(built(method, recipe))
+    batch = next(iter(make_loader(recipe, method, 0, 1)))
+    batch.pop("key")
+    for phase in method.phases:
+        torch.manual_seed(1)
+        method.loss(model, batch, recipe.objective, phase).backward()
+    assert any(p.grad is not None for p in model.net.parameters()), name
+    assert not [k for k, p in model.module.named_parameters() if p.grad is not None][:3], name
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_restore_keeps_shape_and_dtype_on_odd_sizes(name, shards, companions) -> None:
     method, recipe = tiny(name, shards, companions)

@@ -82,7 +82,35 @@ def test_shards_of_equal_size_keep_their_split_and_resumes_warn_where_the_split_
     stream = ShardStream(short, _recipe(short[0], "data.num_workers=2").data, "sharp", 0, 0, 1)
     assert stream.split == "samples"
     check_data_position(Main(), {k: v for k, v in stream.position(3).items() if k != "split"}, stream, 3)
-    assert len(said) == 1 and "split changed" in said[0] and "not the exact continuation" in said[0]
+    assert len(said) == 1 and "split 'shards' -> 'samples'" in said[0], said
+    assert "not the exact continuation" in said[0]
+
+
+def test_a_resume_with_another_number_of_processes_names_them_not_the_shards(tmp_path):
+    """The same four shards, the checkpoint written by 2 processes (the main one reading shards 0 and 2), resumed by
+    1 or 3: the line names the processes with both values. Before, it said the shards changed too ("shards, world_size
+    changed"): the main process's record digests its own share of them, which another count of processes changes."""
+    for i in range(4):
+        _shard(tmp_path / "e" / f"train-{i:06d}.tar", [f"e{i}{j}" for j in range(3)])
+    urls = sorted(str(p) for p in (tmp_path / "e").glob("*.tar"))
+    cfg = _recipe(urls[0], "data.num_workers=0").data
+    saved = ShardStream(urls, cfg, "sharp", 0, 0, 2).position(3)
+    assert saved["split"] == "shards"
+    said: list[str] = []
+
+    class Main:
+        is_main_process = True
+        print = staticmethod(said.append)
+
+    for world in (1, 3):
+        check_data_position(Main(), saved, ShardStream(urls, cfg, "sharp", 0, 0, world), 3)
+    assert len(said) == 2 and all("shards" not in line.split(":")[0] for line in said), said
+    assert "(processes 2 -> 1)" in said[0] and "processes 2 -> 3" in said[1], said
+    check_data_position(Main(), saved, ShardStream(urls[:3], cfg, "sharp", 0, 0, 2), 3)  # a shard fewer: said
+    assert "(shards, split 'shards' -> 'samples')" in said[2], said
+    older = {k: v for k, v in saved.items() if k != "all_shards"}  # a checkpoint of the former code
+    check_data_position(Main(), older, ShardStream(urls, cfg, "sharp", 0, 0, 1), 3)
+    assert "(processes 2 -> 1)" in said[3], said
 
 
 def test_a_stream_by_samples_resumes_exactly_with_workers(uneven):

@@ -103,11 +103,12 @@ def test_loss_falls_and_model_exported(run_a, shards):
 def test_resume_after_stop_and_kill_continues_the_curve(run_a, shards, tmp_path):
     out = tmp_path / "b"
     common = [f"data.train={shards}", f"output_dir={out}", f"train.checkpoint_every={EVERY}", "train.log_every=1"]
-    cli(*common, "train.max_steps=15")
+    env = {**ENV, "DEFOCUSKIT_LOG_KEYS": "1"}  # each step's sample keys, the record of the data order
+    cli(*common, "train.max_steps=15", env=env)
     assert [s for s, _ in list_checkpoints(out)][-1] == 15
     # resume towards 30, killed (SIGKILL) right after the step-20 checkpoint appears
     proc = subprocess.Popen([sys.executable, "-m", "defocuskit", "train", TINY, *common, f"train.max_steps={STEPS}"],
-                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (out / "checkpoints" / "step-0000020").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -117,9 +118,12 @@ def test_resume_after_stop_and_kill_continues_the_curve(run_a, shards, tmp_path)
     assert step >= 20
     weights = load_file(str(newest / "model.safetensors"))
     assert weights and all(torch.isfinite(t).all() for t in weights.values())
-    cli(*common, f"train.max_steps={STEPS}")  # the same command again resumes from the newest checkpoint
+    cli(*common, f"train.max_steps={STEPS}", env=env)  # the same command again resumes from the newest checkpoint
     a, b = losses(run_a), losses(out)
     assert sorted(b) == list(range(1, STEPS + 1))
+    # the key log holds every step once: before, the killed run's lines were still buffered and lost with it
+    logged = [json.loads(x)["step"] for x in (out / "seen-keys-rank0.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, STEPS + 1)), logged
     for s in range(1, STEPS + 1):
         assert abs(a[s] - b[s]) <= 1e-5 * max(1.0, abs(a[s])), (s, a[s], b[s])
 
@@ -170,6 +174,9 @@ def test_two_cpu_processes_disjoint_data_identical_weights(tmp_path):
     # validation split like eval's (pair j on process j % 2) and gathered: 4 pairs scored at steps 3 and 6
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["val_n"]) for r in rows if "val_psnr" in r] == [(3, 4), (6, 4)]
+    # each row says the batch it trained on: data.batch_size is per process
+    batch = load_recipe(TINY).data.batch_size
+    assert {(r["processes"], r["samples_per_step"]) for r in rows if "loss" in r} == {(2, 2 * batch)}
     assert list(rows[-1]["val_by_f_number"]) == ["2.8"] and (out / "val" / "step-0000006.png").is_file()
 
 

@@ -234,6 +234,41 @@ def test_the_key_log_of_a_resumed_run_is_the_uninterrupted_runs(shards, tmp_path
     assert log(split) == log(whole)
 
 
+def test_a_resume_with_another_grad_accum_still_steps_the_optimizer(two_steps, shards, tmp_path):
+    """train.grad_accum 1 -> 3 on resume (said as a changed key): every step after it updates the weights. Before,
+    Accelerate's own micro-batch counter, restored from the checkpoint (2), decided which micro-batch ended an
+    accumulation (every third from 0): no step's last micro-batch did, so the optimizer skipped every step while the
+    schedule, the EMA and the step counter went on, and the run exported the step-2 weights as step 4's."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    result = train(shards, out, "train.max_steps=4", "train.grad_accum=3", "train.keep_checkpoints=2")
+    assert result.exit_code == 0, result.output
+    assert "train.grad_accum 1 -> 3" in warnings(result.output)[0]
+    before, after = (load_file(str(out / "checkpoints" / f"step-000000{s}" / "model.safetensors")) for s in (2, 4))
+    assert max((after[k] - before[k]).abs().max().item() for k in before) > 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["samples_per_step"]) for r in rows] == [(1, 2), (2, 2), (3, 6), (4, 6)]  # batch 2 x accum
+
+
+def test_a_checkpoint_of_two_processes_resumed_by_one_says_so_only_where_it_trains(two_steps, shards, tmp_path):
+    """The data position of a checkpoint written by 2 processes (as `accelerate launch --num_processes 2` writes it):
+    a resume by 1 process that trains says the processes changed (not the shards); one with nothing left to train
+    (max_steps reached) says nothing of a stream it never draws."""
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    state_file = out / "checkpoints" / "step-0000002" / "loop_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "data": {**state["data"], "world_size": 2}}))
+    result = train(shards, out, "train.max_steps=2")
+    assert result.exit_code == 0 and "training data differ" not in result.output, result.output
+    result = train(shards, out, "train.max_steps=4")
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in result.output.splitlines() if "training data differ" in x]
+    assert "(processes 2 -> 1)" in line and "from batch 2 of the new stream" in line, line
+
+
 def test_mixed_precision_auto_resolved_otherwise_on_resume_is_said_with_both_values(two_steps, shards, tmp_path):
     """train.mixed_precision `auto` is resolved where the run starts (the launcher, `accelerate config`, the
     environment): a checkpoint written in fp32 resumed in bf16 (or the reverse) is not the exact continuation, and

@@ -159,6 +159,9 @@ class Method:
     loss(model, batch, objective_cfg, phase) -> scalar tensor
         the training objective of `phase`; randomness from torch's global RNG (the loop reseeds it per step).
         The batch's images have data.channels channels, which recipe validation checked against model.channels.
+        The weights must get their gradients through `model`'s forward (under several processes `model` is
+        DistributedDataParallel, which averages the processes' gradients of a backward through its forward only):
+        read attributes through `unwrap(model)`, never run its network that way.
     phases: the optimizers, by name, each stepped once per training step in this order on the same
         micro-batches (one, "main", for most methods; "generator", "discriminator" for a GAN). Each has
         its own optimizer and LR schedule from the recipe's `optim` section, checkpointed and restored.

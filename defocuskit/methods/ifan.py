@@ -79,24 +79,30 @@ def _distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
 def loss(model: nn.Module, batch: Batch, objective_cfg: ObjectiveConfig, phase: str = "main") -> torch.Tensor:
     """MSE of the (unclipped) restored image against the sharp one, + reblur_weight x MSE of the sharp image
     reblurred by the RBN against the blurred one, both at 1/8 resolution (area-downsampled, as trainer.py)."""
-    net = unwrap(model)
-    pred, filters = net.deblur_with_filters(batch["blur"])
-    total = _distance(pred, batch["sharp"], objective_cfg.loss)
-    if objective_cfg.reblur_weight > 0:
+    # one forward through `model` (DistributedDataParallel under several processes: it averages the gradients of a
+    # backward through its forward only); the RBN runs wherever the network has it (with reblur_weight 0 its
+    # gradients are zeros), so that every parameter is used in every step, as DDP expects
+    views = objective_cfg.dual_pixel_weight > 0 and "has_views" in batch
+    out = model(batch["blur"], batch["sharp"], batch["right"] if views else None)
+    total = _distance(out["output"], batch["sharp"], objective_cfg.loss)
+    if out["reblurred"] is not None:
         target = F.interpolate(batch["blur"], scale_factor=1 / 8, mode="area")
-        total = total + objective_cfg.reblur_weight * F.mse_loss(net.reblur(batch["sharp"], filters), target)
-    if objective_cfg.dual_pixel_weight > 0 and "has_views" in batch:
-        total = total + objective_cfg.dual_pixel_weight * dual_pixel_loss(net, batch["left"], batch["right"],
-                                                                          batch["has_views"])
+        total = total + objective_cfg.reblur_weight * F.mse_loss(out["reblurred"], target)
+    if views:
+        total = total + objective_cfg.dual_pixel_weight * dual_pixel_loss(
+            unwrap(model), batch["left"], batch["right"], batch["has_views"], out["disparity"])
     return total
 
 
-def dual_pixel_loss(net: nn.Module, left: torch.Tensor, right: torch.Tensor, has_views: torch.Tensor) -> torch.Tensor:
+def dual_pixel_loss(net: nn.Module, left: torch.Tensor, right: torch.Tensor, has_views: torch.Tensor,
+                    disparity: torch.Tensor | None = None) -> torch.Tensor:
     """trainer.py errs['dme'] = MSE(DPD(area(R, 1/8), DME(R)), area(L, 1/8)), averaged over the samples that have
-    views (0 with a graph through the DME where none has: every parameter keeps a gradient)."""
+    views (0 with a graph through the DME where none has: every parameter keeps a gradient); `disparity`: DME(R)
+    where the caller has it (computed in the training forward), else net.disparity(right)."""
     right_small = F.interpolate(right, scale_factor=1 / 8, mode="area")
     left_small = F.interpolate(left, scale_factor=1 / 8, mode="area")
-    warped = disparity_warp(right_small, net.disparity(right))  # IFAN.py: f_R_w = DPD(area(R), DM)
+    disparity = net.disparity(right) if disparity is None else disparity
+    warped = disparity_warp(right_small, disparity)  # IFAN.py: f_R_w = DPD(area(R), DM)
     per_sample = (warped - left_small).pow(2).flatten(1).mean(1)
     weights = has_views.to(per_sample.dtype)
     return (per_sample * weights).sum() / weights.sum().clamp_min(1.0)

@@ -157,5 +157,15 @@ class IFAN(nn.Module):
             f = dec(up(f) + skips.pop())
         return self.out(f) + x, filters
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.deblur_with_filters(x)[0]
+    def forward(self, x: torch.Tensor, sharp: torch.Tensor | None = None,
+                right: torch.Tensor | None = None) -> torch.Tensor | dict[str, torch.Tensor | None]:
+        """x -> the restored image. With `sharp` or `right` (training: the loss runs the network through this
+        forward, so that DistributedDataParallel averages the processes' gradients) a dict: "output", "reblurred"
+        (the RBN's reblur of `sharp` with x's filters; None without the RBN) and "disparity" (the DME's map of the
+        right view `right`, or None)."""
+        out, filters = self.deblur_with_filters(x)
+        if sharp is None and right is None:
+            return out
+        reblurred = self.reblur(sharp, filters) if sharp is not None and self.reblur is not None else None
+        disparity = self.disparity(right) if right is not None else None
+        return {"output": out, "reblurred": reblurred, "disparity": disparity}

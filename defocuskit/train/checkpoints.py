@@ -39,6 +39,8 @@ CHECKPOINT_FILE = re.compile(
 LEFTOVER = re.compile(r"\.tmp-step-\d+|\.trash-step-\d+-\d+")  # save_checkpoint's temporary and trash folders
 GRID_NAME = re.compile(r"step-(\d+)\.png")  # a validation grid's file name in VAL_FOLDER
 TMP_STEP = re.compile(r"\.tmp-step-(\d+)")  # save_checkpoint's temporary folder of step N
+WORDS = {"world_size": "processes", "num_workers": "DataLoader workers", "shuffle_block": "data.shuffle_buffer",
+         "split": "split"}  # a data position's keys as check_data_position names them
 
 
 def _not_checkpoint_files(folder: Path) -> list[str]:
@@ -181,15 +183,16 @@ def _unsafe_pickle(checkpoint: Path) -> str | None:
 
 
 def check_data_position(accelerator: Any, saved: dict[str, Any] | None, stream: ShardStream, batch: int) -> None:
-    """Warn when the data stream cannot continue where the checkpoint left it (other shards or layout)."""
+    """Warn when the data stream cannot continue where the checkpoint left it (other shards or layout), naming what
+    changed with both values; the same shards read by another number of processes are not called other shards."""
     if saved is None or not accelerator.is_main_process:
         return
     now, saved = stream.position(batch), {"split": stream.former_split(), **saved}  # older records have no split
-    keys = ("shards", "world_size", "num_workers", "shuffle_block", "split")
-    changed = [k for k in keys if saved.get(k) != now.get(k)]
-    if changed:
+    said = [] if stream.same_shards(saved) else ["shards"]
+    said += [f"{word} {saved.get(k)!r} -> {now.get(k)!r}" for k, word in WORDS.items() if saved.get(k) != now.get(k)]
+    if said:
         accelerator.print(
-            f"warning: the training data differ from the checkpoint's ({', '.join(changed)} changed): the run goes "
+            f"warning: the training data differ from the checkpoint's ({', '.join(said)}): the run goes "
             f"on from batch {batch} of the new stream, not the exact continuation of the interrupted run"
         )
 

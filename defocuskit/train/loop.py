@@ -222,7 +222,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
         load_checkpoint(accelerator, checkpoints[-1][1])
         schedulers = [make_scheduler(o, recipe.optim, t.max_steps, counter.step) for o in plain]  # from the step
         state.schedulers = dict(zip(method.phases, schedulers))
-        check_data_position(accelerator, state.saved_data, stream, counter.step * t.grad_accum)
+        if counter.step < t.max_steps:  # a run that trains no step draws no data
+            check_data_position(accelerator, state.saved_data, stream, counter.step * t.grad_accum)
         accelerator.print(f"resumed from {checkpoints[-1][1]} (step {counter.step})")
     if accelerator.is_main_process:  # once the checkpoint loaded: a resume refused leaves the run's recipe as it was
         atomic_write(out / RECIPE_FILE, RECIPE_HEADER + "\n" + recipe_to_yaml(recipe))
@@ -274,6 +275,10 @@ def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers:
     gathered = []
     for p, (phase, optimizer, scheduler) in enumerate(zip(method.phases, optimizers, schedulers)):
         micro_losses = []
+        # Accelerate ends an accumulation (gradients all-reduced, its prepared optimizer steps) where its own
+        # micro-batch counter reaches a multiple of grad_accum; a checkpoint restores that counter, so a resume with
+        # another train.grad_accum (or a process without its random_states file) skipped every step: counted here
+        accelerator.step = 0
         for micro, batch in enumerate(micro_batches):
             reseed(recipe.seed, rank, step, p * t.grad_accum + micro)
             with accelerator.accumulate(model):
@@ -290,6 +295,8 @@ def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers:
                 f"{what} is {stats[:, 0].tolist()} (not finite) at step {step + 1}; stopped without saving. "
                 f"Last good checkpoint: {good[-1][1] if good else 'none'}"
             )
+        if not accelerator.sync_gradients:  # the optimizer would skip the step while the schedule and EMA go on
+            raise TrainingError(f"step {step + 1}: the accumulated gradients were not synchronised; no step taken")
         if recipe.optim.grad_clip is not None:
             accelerator.clip_grad_norm_(phase_params(method, model, phase), recipe.optim.grad_clip)
         optimizer.step()
@@ -323,6 +330,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                 keys = batch.pop("key")
                 if keys_file is not None:
                     keys_file.write(json.dumps({"step": step + 1, "micro": micro, "keys": list(keys)}) + "\n")
+                    keys_file.flush()  # a killed run's steps stay in the log: the resume cuts back to its checkpoint
                 micro_batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
             timed_out = t.max_minutes is not None and (time.time() - t_start) / 60.0 >= t.max_minutes
             lr = optimizers[0].param_groups[0]["lr"]
@@ -340,7 +348,8 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                 # the mean of the steps since the last row
                 mean = np.mean(np.asarray(counter.window, dtype=np.float64), axis=0).tolist()
                 record = {"step": step, "loss": mean[0], "lr": lr,
-                          "images_per_s": images / max(now - t_log, 1e-9), "data_wait_s": wait, "time": now}
+                          "images_per_s": images / max(now - t_log, 1e-9), "data_wait_s": wait, "time": now,
+                          "processes": world, "samples_per_step": t.grad_accum * recipe.data.batch_size * world}
                 if len(method.phases) > 1:
                     record["losses"] = dict(zip(method.phases, mean))
                 postfix = {"loss": f"{record['loss']:.4g}", "lr": f"{lr:.3g}", "img_s": f"{record['images_per_s']:.1f}"}

@@ -114,6 +114,7 @@ class ShardStream(IterableDataset):
         self.block = max(1, cfg.shuffle_buffer)
         self._usable: dict[str, list[ShardEntry]] = {}
         self._stamps: dict[str, tuple[int, int]] = {}  # (size, mtime) of each local shard when it was indexed
+        self.all_urls = list(urls)
         self.split = self._choose_split(list(urls))
         # by samples every process reads every shard, in the same order, and keeps its readers' share of samples
         self.urls = list(urls[rank::world_size]) if self.split == "shards" else list(urls)
@@ -145,6 +146,15 @@ class ShardStream(IterableDataset):
         if self.split == "shards" or len(self.urls) >= self.world_size:
             return "shards"
         return "samples" if self.num_workers <= 1 else "samples, each worker its own shards"
+
+    def same_shards(self, saved: dict[str, Any]) -> bool:
+        """Whether the main process's position record `saved` was written for these shards, whatever the number of
+        processes that read them then (its `shards` digests the main process's share, which that number sets)."""
+        if "all_shards" in saved:
+            return saved["all_shards"] == shard_digest(self.all_urls)
+        world, split = saved.get("world_size"), saved.get("split")  # an older record: its main process's share
+        share = self.all_urls[0::world] if split == "shards" and isinstance(world, int) and world >= 1 else None
+        return saved.get("shards") in (shard_digest(self.urls), shard_digest(share if share else self.all_urls))
 
     # ----------------------------------------------------------------------------- sequential stream
 
@@ -247,6 +257,7 @@ class ShardStream(IterableDataset):
                             "in_block": n % self.block})
         return {"batch": batch, "rank": self.rank, "world_size": self.world_size, "num_workers": self.num_workers,
                 "shuffle_block": self.block, "split": self.split, "shards": shard_digest(self.urls),
+                "all_shards": shard_digest(self.all_urls),  # every process's: `shards` is this process's share
                 "workers": workers}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
