@@ -10,7 +10,9 @@ not kept (`--pool_size 0`): its contents would be training state outside the wei
 resume; the discriminators see fakes of the generators just updated (the released code reuses the
 fakes of the same iteration, made before the G step). Pairs come from paired shards; with
 `objective.unpaired` (default) each blurred image is matched with another sample's sharp image (the
-batch's sharp images rolled by one), so the model never sees a blur with its own reference.
+batch's sharp images rolled by one). No loss term couples a blur with the sharp image of its index and each is a
+mean over the batch, so the roll changes no loss or gradient (to rounding): a step's sharp images are those of
+its own blurs either way, where the release draws them at random (`--serial_batches` off).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class ModelConfig:
 class ObjectiveConfig:
     lambda_cycle: float = 10.0  # lambda in eq. (3) (released --lambda_A / --lambda_B 10)
     lambda_identity: float = 0.5  # identity loss weight relative to lambda (released --lambda_identity 0.5)
-    unpaired: bool = True  # match each blur with another sample's sharp image
+    unpaired: bool = True  # roll the batch's sharp images by one (changes no loss: see the module docstring)
 
 
 @dataclass

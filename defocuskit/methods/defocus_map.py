@@ -25,7 +25,8 @@ ARCHS = ("segformer", "dilated")
 
 @dataclass
 class ModelConfig:
-    """`arch`: "segformer" (the defaults are MiT-b0, SegFormer paper, Table 6, as RDDM's release) or "dilated"
+    """`arch`: "segformer" (the defaults are MiT-b0, SegFormer paper, Table 6; RDDM's release configures MiT-b1's
+    widths, recipes/defocus-map.yaml) or "dilated"
     (models/dilated_map.py: `features` averaged down by `downsample`, `width` channels, one 3x3 block per entry of
     `dilations`, residual with GroupNorm unless `residual: false`); the CoC channel only unless `blur_head`."""
 

@@ -42,7 +42,8 @@ MAX_STEPS = 4
 
 @dataclass
 class ModelConfig:
-    """Defaults: the released model (option/NAFNetAlign_guidance.yaml, Predelur_network.py, DenoisingNetwork.py)."""
+    """Defaults: the released model (option/NAFNetAlign_guidance.yaml, Predelur_network.py, DenoisingNetwork.py),
+    except map_head, map_normalize and pre_global_residual (this port's, each with the release's as a value)."""
 
     map_checkpoint: str | None = None  # defocus-map .safetensors, loaded frozen for training
     map_model: defocus_map.ModelConfig | None = None  # the estimator's architecture (copied from map_checkpoint)
