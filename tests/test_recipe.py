@@ -165,7 +165,7 @@ def test_plain_scalars_read_as_yaml_1_2_not_1_1(tmp_path):
     assert load_recipe(TINY, ["output_dir=no"]).output_dir == "no"
     with pytest.raises(RecipeError, match=r"train.max_steps: expected an integer, got '1:20'"):
         load_recipe(TINY, ["train.max_steps=1:20"])
-    with pytest.raises(RecipeError, match=r"data.augment: expected true or false, got 'yes'"):
+    with pytest.raises(RecipeError, match=r"data.augment: expected true or false, or one of 'hflip', got 'yes'"):
         load_recipe(TINY, ["data.augment=yes"])  # a boolean is true or false: 'yes' was read as true, 'no' as false
     with pytest.raises(RecipeError, match=r"optim.lr: expected a number, got '1_0'"):
         load_recipe(TINY, ["optim.lr='1_0'"])
@@ -281,3 +281,21 @@ def test_an_import_override_of_a_key_the_release_sets_replaces_it(tmp_path):
     checkpoint = release_file(tmp_path, "restormer")
     _, recipe, _ = convert_checkpoint(get_method("restormer"), checkpoint, ["data.train=my-shards", "seed=3"])
     assert recipe.data.train == "my-shards" and recipe.seed == 3
+
+
+def test_augment_hflip_mirrors_left_right_only_as_the_releases_do():
+    # RDDM's and CycleGAN's releases flip horizontally only; data.augment had no way to reproduce it
+    import numpy as np
+
+    from defocuskit.train.augment import crop_and_augment
+
+    assert load_recipe(TINY, ["data.augment=hflip"]).data.augment == "hflip"
+    img = np.arange(6 * 6 * 3, dtype=np.uint16).reshape(6, 6, 3)
+    drawn = set()
+    for seed in range(32):
+        out = crop_and_augment({"blur": img, "sharp": img + 1}, 6, "hflip", np.random.default_rng(seed))
+        mirrored = bool(np.array_equal(out["blur"], img[:, ::-1]))
+        assert mirrored or np.array_equal(out["blur"], img)  # never turned, never flipped upside down
+        assert np.array_equal(out["sharp"], out["blur"] + 1)  # alike for every member
+        drawn.add(mirrored)
+    assert drawn == {True, False}

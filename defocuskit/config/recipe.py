@@ -7,7 +7,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -28,7 +28,9 @@ class DataConfig:
     num_workers: int = 2
     shuffle_buffer: int = 256
     resampled: bool = True  # endless stream of shards (webdataset resampled shards)
-    augment: bool = True  # flips and 90-degree rotations, applied alike to every member
+    # true: one of the 8 flips and 90-degree rotations, alike for every member; "hflip": a left-right mirror or not
+    # (RDDM's and CycleGAN's releases); false: none
+    augment: bool | Literal["hflip"] = True
     # validation shards (train.eval_every): a pattern or folder (its "test" split), or a list of them; None: none
     val: str | list[str] | None = None
 

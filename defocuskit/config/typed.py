@@ -49,7 +49,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except RecipeError as e:
                 errors.append(str(e))
+        named = [c for a in args if typing.get_origin(a) is typing.Literal for c in typing.get_args(a)]
+        if errors and named and ", got " in errors[0]:  # the first alternative's words, and the values named too
+            errors[0] = errors[0].split(", got ")[0] + f", or one of {', '.join(map(repr, named))}, got {value!r}"
         raise RecipeError(errors[0] if errors else f"{key}: wrong type")
+    if origin is typing.Literal:  # one of the named values, of their own types ("hflip", not True or 1)
+        for choice in typing.get_args(tp):
+            if type(value) is type(choice) and value == choice:
+                return value
+        raise RecipeError(f"{key}: expected one of {', '.join(map(repr, typing.get_args(tp)))}, got {value!r}")
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):

@@ -2,7 +2,8 @@
 
 Crops: a random `image_size` crop at the same place in every member (sharp, blur, coc, blurmask); images smaller
 than the crop are first padded by reflection (numpy's "reflect") to the crop size, never dropped.
-Augmentation: one of the 8 flips/90-degree rotations, the same for every member. With dual-pixel views
+Augmentation (`data.augment`): one of the 8 flips/90-degree rotations, the same for every member, or with "hflip" a
+left-right mirror or none (the releases of RDDM and CycleGAN). With dual-pixel views
 (left, right) only the 4 that keep their disparity horizontal (no 90-degree turn), and a transform that
 mirrors left and right swaps the two views, so that `left` is always the left half-aperture's view.
 Values: uint8 / 255 and uint16 / 65535 to float32 in [0, 1]; `data.channels: 1` gives luminance with
@@ -23,6 +24,7 @@ from defocuskit.io.images import to_float
 from defocuskit.methods.base import DataKind
 
 BT601 = np.array([0.299, 0.587, 0.114], np.float32)
+HFLIP = "hflip"  # data.augment: left-right mirrors only
 
 
 def _pad_to(arr: np.ndarray, size: int) -> np.ndarray:
@@ -34,10 +36,10 @@ def _pad_to(arr: np.ndarray, size: int) -> np.ndarray:
 
 
 def crop_and_augment(
-    images: dict[str, np.ndarray], size: int, augment: bool, rng: np.random.Generator
+    images: dict[str, np.ndarray], size: int, augment: bool | str, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """The same random `size` crop (reflect-padded if smaller) and dihedral transform for every member
-    (members "left" and "right": see the module docstring)."""
+    """The same random `size` crop (reflect-padded if smaller) and dihedral transform (`augment` True), left-right
+    mirror ("hflip") or none (False) for every member (members "left" and "right": see the module docstring)."""
     wrong = sizes_differ(images)
     if wrong:
         raise ValueError(wrong)
@@ -45,7 +47,7 @@ def crop_and_augment(
     h, w = next(iter(images.values())).shape[:2]
     y = int(rng.integers(0, h - size + 1))
     x = int(rng.integers(0, w - size + 1))
-    t = int(rng.integers(0, 8)) if augment else 0
+    t = 4 * int(rng.integers(0, 2)) if augment == HFLIP else int(rng.integers(0, 8)) if augment else 0
     views = "left" in images
     if views:
         t &= 6  # identity, 180 degrees, mirror, mirror + 180 degrees: the disparity stays horizontal

@@ -15,6 +15,7 @@ from defocuskit.config.recipe import Recipe, empty_value
 from defocuskit.config.typed import RecipeError, did_you_mean
 from defocuskit.io.images import MAX_PIXELS_ENV, max_pixels
 from defocuskit.methods.base import Method
+from defocuskit.train.augment import HFLIP
 
 MAX_GRAD_ACCUM = 4096  # micro-batches an optimizer step: an effective batch of 4096 x data.batch_size (10^9 never
 # finished its first step)
@@ -83,6 +84,9 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
     for key, (v, allowed) in choices.items():
         if v not in allowed:
             raise RecipeError(f"{key}: must be one of {', '.join(map(str, allowed))}, got {v!r}")
+    if d.augment not in (True, False, HFLIP):
+        raise RecipeError(f"data.augment: true (the 8 flips and 90-degree rotations), false or {HFLIP} (left-right "
+                          f"mirrors only, as RDDM's and CycleGAN's releases), got {d.augment!r}")
     if d.num_workers < 0 or d.shuffle_buffer < 0 or o.warmup_steps < 0:
         raise RecipeError("data.num_workers, data.shuffle_buffer and optim.warmup_steps must not be negative")
     if not 0 < o.lr < math.inf or (o.grad_clip is not None and not o.grad_clip > 0):  # NaN fails too
