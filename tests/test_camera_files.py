@@ -86,3 +86,19 @@ def test_deblur_keeps_the_adobe_rgb_a_camera_marks_in_its_exif(tmp_path: Path) -
     want = 255 * np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
     assert np.abs(got - want).max() <= 1.0
     assert np.abs(got - pixels).max() >= 20  # not sRGB: shown as sRGB, these colours were that far off
+
+
+def test_deblur_carries_the_profile_of_a_float_tiff(tmp_path: Path) -> None:
+    # an HDR merge saved as a 32-bit float TIFF carries its (often linear) profile; PIL does not open float RGB TIFFs,
+    # so the profile was lost and the PNG showed as sRGB (a linear one: far too dark)
+    import tifffile
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    pixels = np.random.default_rng(0).random((16, 24, 3)).astype(np.float32)
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "hdr.tif", pixels, photometric="rgb", extratags=[(34675, "B", len(icc), icc,
+                                                                                         True)])
+    (written,) = deblur_files([tmp_path / "in" / "hdr.tif"], _export_nafnet(tmp_path / "nafnet.safetensors"),
+                              tmp_path / "out", progress=False)
+    with Image.open(written) as im:
+        assert im.info.get("icc_profile") == icc

@@ -36,10 +36,24 @@ def read_icc(path: str | Path) -> bytes | None:
             if not icc and im.format in ("JPEG", "MPO", "TIFF") and _dcf_adobe_rgb(im):
                 icc = adobe_rgb_profile()  # a camera's Adobe RGB JPEG, marked in its EXIF alone: shown as sRGB before
     except (OSError, UnidentifiedImageError, ValueError):
-        return None
+        return _tiff_icc(path)  # a TIFF PIL does not open (float samples: an HDR merge's, whose profile is linear)
     finally:
         Image.MAX_IMAGE_PIXELS = bomb_limit
     return bytes(icc) if icc else None
+
+
+def _tiff_icc(path: str | Path) -> bytes | None:
+    """The ICC profile (tag 34675, InterColorProfile) of the first page of the TIFF at `path`, read by tifffile; None
+    where there is none or it is no TIFF tifffile reads."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            tag = tif.pages[0].tags.get(34675)
+            icc = tag.value if tag is not None else None
+    except Exception:  # not a TIFF, or a damaged one: no profile to carry
+        return None
+    return bytes(icc) if isinstance(icc, (bytes, bytearray)) and icc else None
 
 
 def _dcf_adobe_rgb(im: object) -> bool:
