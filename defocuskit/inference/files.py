@@ -64,14 +64,34 @@ from defocuskit.io.paths import path_argument
 from defocuskit.io.raw import read_exif
 
 
-def _f_number_meta(path: Path, f_number: float | None, camera: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """The optics that `--coc fnumber` reads: --f-number and the `camera` values given (--sensor-width, ...), else the
-    file's EXIF."""
+def _exif_optics(path: Path) -> dict[str, Any]:
+    """The optics in the EXIF of `path` (f_number, focal_length_mm, sensor_width_mm, focus_distance_m; None where
+    unknown or unreadable), as ingest reads them (io.raw.read_exif)."""
     try:
         exif = read_exif(path)
     except ImageError:
         exif = {}
-    meta = {k: exif.get(k) for k in ("f_number", "focal_length_mm", "sensor_width_mm", "focus_distance_m")}
+    return {k: exif.get(k) for k in ("f_number", "focal_length_mm", "sensor_width_mm", "focus_distance_m")}
+
+
+def _implausible(exif: Mapping[str, Any]) -> str | None:
+    """Why the EXIF f-number is not used (outside the lenses that exist, F_NUMBER_RANGE: a misread or corrupt tag,
+    as ingest rejects the shot), else None."""
+    low, high = F_NUMBER_RANGE
+    value = exif.get("f_number")
+    if value is None or low <= value <= high:
+        return None
+    return f"its f/{value:g} is implausible: lenses span f/{low:g} to f/{high:g}"
+
+
+def _f_number_meta(path: Path, f_number: float | None, camera: Mapping[str, float] | None = None,
+                   exif: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The optics that `--coc fnumber` reads: --f-number and the `camera` values given (--sensor-width, ...), else the
+    file's EXIF (`exif`: `_exif_optics` of it, read here where not given); an EXIF f-number outside F_NUMBER_RANGE
+    is unknown (None), as ingest does not use it."""
+    meta = dict(_exif_optics(path) if exif is None else exif)
+    if _implausible(meta):
+        meta["f_number"] = None
     if f_number is not None:
         meta["f_number"] = float(f_number)
     meta.update(camera or {})
@@ -247,10 +267,12 @@ def deblur_files(
     optics_of: dict[Path, dict[str, Any]] = {}
     bounded = (source is not None and uses_coc and source.bound is not None) or (own_bound and own_bound.bound)
     if (source is not None and source.kind == "fnumber" and uses_coc) or bounded:
-        optics_of = {p: _f_number_meta(p, f_number, camera) for p in inputs}
-        missing = [str(p) for p, meta in optics_of.items() if meta["f_number"] is None]
-        if missing and source is not None and source.kind == "fnumber":
-            raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(missing)}; give --f-number N")
+        exifs = {p: _exif_optics(p) for p in inputs}
+        optics_of = {p: _f_number_meta(p, f_number, camera, exifs[p]) for p in inputs}
+        missing = [p for p, meta in optics_of.items() if meta["f_number"] is None]
+        if missing and source is not None and source.kind == "fnumber":  # f/0.5 from a corrupt tag was used
+            named = [f"{p} ({why})" if (why := _implausible(exifs[p])) else str(p) for p in missing]
+            raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(named)}; give --f-number N")
     check_tiling(method, recipe, model, tiling)
     band_pixels()  # a bad $DEFOCUSKIT_BAND_PIXELS fails before any image
     out = Path(out)
