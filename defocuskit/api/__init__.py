@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from defocuskit.inference.restore import (
     restore_in_channels,
     sampler_settings,
 )
+from defocuskit.inference.scale import API_REMEDY, scale_note, trained_long_side
 from defocuskit.inference.tiling import TilingOptions, default_inference
 from defocuskit.io import hub
 from defocuskit.io.devices import resolve_device
@@ -80,6 +82,7 @@ class DeblurModel:
                              f"{self.path.name} holds a '{self._method.name}' model")
         self._saved = config or {}  # a save_pretrained folder's config.json: eval rows, datasets, license carry over
         self._default = self._recipe.sampler.resolved()
+        self._trained = trained_long_side(self.path)  # the training images' long side (px), where recorded
 
     @classmethod
     def from_pretrained(cls, source: str | Path, **kwargs: Any) -> DeblurModel:
@@ -187,6 +190,8 @@ class DeblurModel:
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
         $DEFOCUSKIT_BAND_PIXELS (default about 33.5 MP) is restored in bands of rows with 64 rows of context
         each side (defocuskit.inference.bands), so no float copy of it is made; band k draws noise from seed + k.
+        An image more than twice the long side of the model's training images (its train_long_side_px) gets a
+        UserWarning: defocus is measured in pixels, so downscaled to that size it is deblurred at the training scale.
         """
         if self.output != "image":
             raise ValueError(f"this '{self.method}' model estimates circle-of-confusion maps, not sharp images: "
@@ -220,6 +225,8 @@ class DeblurModel:
                         "focus_distance_m": focus_distance_m})
         sources = _coc_sources(coc, f_number, raw.shape[:3], coc_bound, lens)
         dtype = output_dtype(layout)
+        if note := scale_note("image", max(raw.shape[1:3]), self._trained, API_REMEDY):
+            warnings.warn(note, UserWarning, stacklevel=2)
 
         def run(i: int, band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
             coc_band = _coc_band(sources[i], band, r0, r1)
@@ -265,7 +272,12 @@ class DeblurModel:
 
     def _config(self, ev: dict[str, Any] | None, license: str | None, sha256: str) -> dict[str, Any]:
         from defocuskit.data import names
-        from defocuskit.io.modelfile import read_metadata, recorded_datasets, trained_steps, weights_origin
+        from defocuskit.io.modelfile import (
+            read_metadata,
+            recorded_datasets,
+            trained_steps,
+            weights_origin,
+        )
 
         train = self._recipe.data.train if isinstance(self._recipe.data.train, list) else [self._recipe.data.train]
 

@@ -97,7 +97,8 @@ def deblur_cmd(
     inputs: list[Path] = typer.Argument(..., help="Images (PNG 8/16-bit, JPEG, TIFF or camera RAW), folders of them, "
                                         "or quoted glob patterns such as 'shots/*.NEF'."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="An exported model (.safetensors from `defocuskit train`)."),
-    out: str = typer.Option(..., "--out", help="Output folder: <stem>.png at the input's size and bit depth."),
+    out: str = typer.Option(..., "--out", help="Output folder: <stem>.png at the input's size (or --max-side's) and "
+                            "bit depth."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (diffusion methods)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Sampler by name (hidd: released | pc | fast)."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Sampler setting sampler.KEY=VALUE (repeatable)."),
@@ -138,6 +139,10 @@ def deblur_cmd(
     batch: int = typer.Option(4, "--batch", help="Tiles per forward pass."),
     device: str = typer.Option("auto", "--device", help=f"{DEVICE_HELP}."),
     seed: int = typer.Option(0, "--seed", help="Seed of the samplers' noise (per tile batch)."),
+    max_side: Optional[int] = typer.Option(
+        None, "--max-side", help="PX: downscale each input (INTER_AREA, as ingest --max-side) so its long side is at "
+        "most PX before deblurring; the output is written at that size. Defocus is measured in pixels: give the "
+        "model's training scale (the note deblur prints for an input over twice its training images' long side)."),
 ) -> None:
     """Deblur images of any size: whole or in overlapping tiles (a defocus-map model writes <stem>_coc.png maps)."""
     import sys
@@ -156,7 +161,7 @@ def deblur_cmd(
                                coc=value(coc), coc_model=coc_model, coc_bound=coc_bound, f_number=f_number,
                                camera=lens, focus_gate=focus_gate,
                                gate_smooth=gate_smooth, tiling=TilingOptions(tile, overlap, max_tile_pixels, batch),
-                               device=device, seed=seed, ensemble=ensemble)
+                               device=device, seed=seed, ensemble=ensemble, max_side=max_side)
     except KeyboardInterrupt:
         print(f"interrupted: the images written so far are listed in {Path(out) / 'deblur.json'}; run the same "
               "command again to finish", file=sys.stderr)

@@ -29,17 +29,32 @@ def sharpness(image: np.ndarray) -> float:
     return float(np.mean(np.hypot(gx, gy)))
 
 
+def max_side_size(height: int, width: int, max_side: int | None) -> tuple[int, int] | None:
+    """The (width, height) a `height` x `width` image has once its longer side is at most `max_side` (--max-side:
+    ingest's, deblur's), or None where it already is (or no `max_side` is given)."""
+    if not max_side or max(height, width) <= max_side:
+        return None
+    scale = max_side / max(height, width)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize_area(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`a` (H, W) or (H, W, C) resized to `size` (width, height) by INTER_AREA, as --max-side downscales; a
+    single channel keeps its axis."""
+    out = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+    return out[:, :, None] if a.ndim == 3 and out.ndim == 2 else out
+
+
 def resize_max_side(sample: Sample, max_side: int | None) -> Sample:
     """Downscale (INTER_AREA) so the longer side is at most `max_side`; coc diameters scale along, a
     blur map is averaged and thresholded again at 128 (it stays 0/255)."""
     h, w = sample.image.shape[:2]
-    if not max_side or max(h, w) <= max_side:
+    size = max_side_size(h, w, max_side)
+    if size is None:
         return sample
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
 
     def shrink(a: np.ndarray | None) -> np.ndarray | None:
-        return None if a is None else cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+        return None if a is None else resize_area(a, size)
 
     coc = shrink(sample.coc)
     if coc is not None:

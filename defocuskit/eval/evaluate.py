@@ -40,6 +40,7 @@ from defocuskit.eval.runners import (
 from defocuskit.eval.saved import SavedImages, image_names
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, describe_band, prepare_pair, score_pair
 from defocuskit.inference.coc_source import CocError, CocSource, camera_notes
+from defocuskit.inference.scale import eval_notes
 from defocuskit.io.images import from_float, to_float
 from defocuskit.io.paths import path_argument
 
@@ -376,6 +377,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         }
         if coc_source is not None and coc_source.kind == "fnumber":  # the camera values that were defaults
             result["notes"] += camera_notes(protocol_entries["coc"]["camera"])
+        result["notes"] += eval_notes(paths, urls)  # images far larger than a model's training images
         report = {"protocol": protocol_entries, "rows": result["rows"], "images": result["images"],
                   "skipped": result["skipped"], "notes": result["notes"]}
         if not group.is_main:  # one process writes; every process has the gathered report

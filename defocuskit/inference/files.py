@@ -1,6 +1,6 @@
 """Deblurring image files with an exported model (`defocuskit deblur`): inputs named by files, folders or
-patterns, every check before the first image, outputs at the input's size, bit depth and channels (gray, RGB, either
-with the input's alpha), and deblur.json."""
+patterns, every check before the first image, outputs at the input's size (or --max-side's), bit depth and channels
+(gray, RGB, either with the input's alpha), and deblur.json."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +40,12 @@ from defocuskit.inference.restore import (
     resolve_sampler,
     restore_in_channels,
     sampler_settings,
+)
+from defocuskit.inference.scale import (
+    check_max_side,
+    downscaled,
+    scale_note,
+    trained_long_side,
 )
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
 from defocuskit.io import locks
@@ -185,6 +192,7 @@ def deblur_files(
     focus_gate: float | None = None,
     ensemble: int = 1,
     gate_smooth: float = GATE_SMOOTH_PX,
+    max_side: int | None = None,
 ) -> list[Path]:
     """Deblur each input with the exported model; writes out/<stem>.png (the input's size, bit
     depth and channels: gray stays gray, an alpha channel is carried through unchanged, a PNG's tRNS transparency
@@ -198,7 +206,11 @@ def deblur_files(
     by that map (imaging.focus_gate: the input where it reads focus, the change's low-pass of `gate_smooth` px kept
     everywhere; 0: none); not given, the model's own (its recipe's inference.focus_gate, by the edge estimate where
     no `coc` is given); 0: no gate. `ensemble` 4 or 8 averages the outputs for
-    the image's flips (and transposes) (inference.ensemble). deblur.json records, per input,
+    the image's flips (and transposes) (inference.ensemble). `max_side`: each input downscaled (INTER_AREA, as ingest's
+    --max-side) so its long side is at most that before it is deblurred, its CoC map (--coc fnumber's thin lens, map,
+    edge) made for it as deblurred, and its output written at that size. An input more than twice the long side of
+    the model's training images (its metadata's train_long_side_px) is said once per run on stderr (inference.scale)
+    and noted in its record. deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
     network ran (`Tiling.record`: whole image or tiles of a size, under `tiling.max_tile_pixels`; `bands`: an image
     above $DEFOCUSKIT_BAND_PIXELS is restored by bands of rows, band k seeded seed + k, as the Python API restores it)
@@ -210,6 +222,7 @@ def deblur_files(
     run does not redo.
     """
     check_ensemble(ensemble)  # a bad value fails before any work
+    max_side = check_max_side(max_side)
     if isinstance(inputs, (str, os.PathLike)):  # one name was read letter by letter
         raise TypeError(f"inputs=: a list of image files, folders or patterns, got one {type(inputs).__name__}: "
                         f"pass [{str(inputs)!r}]")
@@ -235,6 +248,7 @@ def deblur_files(
             raise ValueError(f"{p} and {stems[p.stem]} would both be written as {p.stem}.png; rename one")
         stems[p.stem] = p
     method, recipe, model = load_model(Path(checkpoint), device=device)
+    trained, said = trained_long_side(checkpoint), False  # the training images' scale; the note said once per run
     sampler_cfg = resolve_sampler(recipe, steps, name=sampler, sets=sets).resolved()
     info = sampler_settings(sampler_cfg, recipe.objective)
     if coc == "oracle":
@@ -300,6 +314,12 @@ def deblur_files(
         for p in inputs:
             started = time.perf_counter()
             arr = read_image_channels(p)  # gray, RGB or RGBA: written back in the same channels
+            read_size = [int(arr.shape[1]), int(arr.shape[0])]
+            arr = downscaled(arr, max_side)  # --max-side: deblurred, its CoC made and written at that size
+            note = scale_note(str(p), max(arr.shape[:2]), trained)
+            if note and not said:
+                print(f"note: {note}", file=sys.stderr)
+                said = True
             alpha = arr[:, :, 3:] if arr.shape[2] == 4 else None
             gray_alpha = alpha is not None and png_is_gray(p)  # gray + alpha, or a tRNS value: gray + alpha out
             image = to_float(arr[:, :, :1] if gray_alpha else arr[:, :, :3])
@@ -358,7 +378,9 @@ def deblur_files(
                 if optics_of.get(p, {}).get("f_number") else None,
                 "gate_smooth": gate_smooth if focus_gate is not None else None,
                 "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
-                "ensemble": ensemble, "seconds": round(time.perf_counter() - started, 3), "sha256": sha,
+                "ensemble": ensemble, "max_side": max_side, "input_size": read_size,
+                "size": [int(arr.shape[1]), int(arr.shape[0])], "train_long_side_px": trained, "scale_note": note,
+                "seconds": round(time.perf_counter() - started, 3), "sha256": sha,
             })
             token["next"] = write_naming_next(log, {"images": kept + records}, token["next"])
         return written

@@ -169,6 +169,25 @@ def recorded_datasets(meta: dict[str, str]) -> list[str] | None:
     return names if isinstance(names, list) and names and all(isinstance(n, str) for n in names) else None
 
 
+TRAIN_LONG_SIDE = "train_long_side_px"  # the training images' median long side in pixels (data.image_scale)
+
+
+def long_side_entry(long_side: int | None) -> dict[str, str]:
+    """The metadata entry of the training images' scale, the median long side in pixels of the photos its samples
+    show (data.image_scale.median_long_side); empty where it is unknown (remote shards)."""
+    return {TRAIN_LONG_SIDE: str(int(long_side))} if long_side else {}
+
+
+def recorded_long_side(meta: dict[str, str]) -> int | None:
+    """The training images' long side in pixels a model file's metadata records (`long_side_entry`), or None (an
+    older export, an imported release, remote training shards)."""
+    try:
+        value = int(meta[TRAIN_LONG_SIDE])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return value if value > 0 else None
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     """Raise ValueError naming the first tensor that holds NaN or inf (and how many others do) in `path`."""
     broken: list[tuple[str, int, int]] = []

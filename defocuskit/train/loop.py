@@ -36,11 +36,12 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import Recipe, recipe_to_dict, recipe_to_yaml
+from defocuskit.data.image_scale import median_long_side
 from defocuskit.data.names import trained_on
 from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.lifeline import die_with_parent, launched_worker
-from defocuskit.io.modelfile import datasets_entry, save_model
+from defocuskit.io.modelfile import datasets_entry, long_side_entry, save_model
 from defocuskit.io.threads import apply_threads
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
@@ -192,6 +193,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     t = recipe.train
     out = Path(recipe.output_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
+    # the training images' scale (their median long side), recorded in model.safetensors and best.safetensors
+    scale = long_side_entry(median_long_side(urls)) if accelerator.is_main_process else {}
     torch.manual_seed(recipe.seed)  # the same initial weights on every process
     model = build_network(method, recipe, True)
     if init is not None and not checkpoints:  # a resumed run has its own weights in the checkpoint
@@ -243,7 +246,7 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     step = start
     if step < t.max_steps:
         hook = ValidationHook(validate, accelerator, recipe, method, ema, net, start,
-                              init[1] if init else None) if validate else None
+                              {**(init[1] if init else {}), **scale}) if validate else None
         step = _run(accelerator, model, net, optimizers, schedulers, ema, counter, recipe, method, loader, log_keys,
                     hook)
     last = list_checkpoints(out)
@@ -255,7 +258,7 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     if accelerator.is_main_process:
         save_model(path, averaged, method.name, recipe_to_dict(recipe),
                    extra={**(init[1] if init else {}), **run_folder_metadata(out), "steps": str(step),
-                          **datasets_entry(trained_on(recipe.data.train))})
+                          **datasets_entry(trained_on(recipe.data.train)), **scale})
         accelerator.print(f"exported {path} (EMA weights, step {step})")
     if log_keys:
         sums = {"step": step, "weights": _checksum(net.state_dict()), "ema": _checksum(averaged)}

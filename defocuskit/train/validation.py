@@ -117,7 +117,8 @@ class ValidationHook:
                  net: nn.Module, start: int, init: dict[str, str] | None = None) -> None:
         self.validate, self.accelerator, self.recipe, self.method, self.ema, self.net = (
             validate, accelerator, recipe, method, ema, net)
-        self.init = dict(init or {})  # train.init_from's provenance: best.safetensors carries it as model.safetensors
+        # train.init_from's provenance and the training images' scale: best.safetensors carries them as the export
+        self.init = dict(init or {})
         self.out = Path(recipe.output_dir)
         self.best = -math.inf
         if accelerator.is_main_process:

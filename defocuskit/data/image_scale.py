@@ -1,0 +1,62 @@
+"""The scale of a set of shards' images: the median long side in pixels of the whole photos their samples show (a
+training patch's: the image it was cut from, `optics.source_long_side`). Defocus blur is measured in pixels, so a
+model has seen the blur of that scale: an export records it (io.modelfile.long_side_entry), and deblur, eval and the
+API say where an input is far larger (inference.scale)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from defocuskit.data.reader import ShardError
+from defocuskit.data.tar_index import index_shard, is_local
+from defocuskit.imaging import optics
+
+SAMPLES = 256  # the samples read, spread over the shards: their json members alone
+
+
+def sample_long_sides(urls: Sequence[str], limit: int = SAMPLES) -> list[int]:
+    """The photo long sides (pixels) of up to `limit` samples of these local tar shards, about as many from each
+    shard, read from their json metadata's height and width (a patch's `patch_of`); samples without them are
+    passed over. Empty where any shard is remote (not read before training) or a shard cannot be read."""
+    if not urls or not all(is_local(u) for u in urls):
+        return []
+    quota = max(1, math.ceil(limit / len(urls)))
+    sides: list[int] = []
+    try:
+        for url in urls:
+            if len(sides) >= limit:
+                break
+            entries = [e for e in index_shard(url) if "json" in e.members][:quota]
+            with open(url, "rb") as f:
+                for entry in entries[:limit - len(sides)]:
+                    offset, size = entry.members["json"]
+                    f.seek(offset)
+                    side = _long_side(f.read(size))
+                    if side is not None:
+                        sides.append(side)
+    except (ShardError, OSError):
+        return []
+    return sides
+
+
+def _long_side(data: bytes) -> int | None:
+    """The photo long side a sample's json member records, or None where it has no usable height and width."""
+    try:
+        meta = json.loads(data)
+        h, w = meta["height"], meta["width"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (h, w)):
+            return None
+        return optics.source_long_side(meta, h, w)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return None
+
+
+def median_long_side(urls: Sequence[str], limit: int = SAMPLES) -> int | None:
+    """The median photo long side in pixels of up to `limit` samples of the shards (`sample_long_sides`), or None
+    where none could be read (remote shards, no sample with a height and width)."""
+    sides = sample_long_sides(urls, limit)
+    return int(round(float(np.median(sides)))) if sides else None

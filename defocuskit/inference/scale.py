@@ -1,0 +1,74 @@
+"""An input far larger than the model's training images, said in one line, and deblur's --max-side. Defocus blur is
+measured in pixels: a model trained on images of about 512 px on their long side has seen the blur of that scale,
+and a camera's full frame holds the same defocus many times wider. An export records its training images' median
+long side (io.modelfile.long_side_entry, data.image_scale); an input more than RATIO times larger is named, with the
+--max-side that deblurs it at the training scale (OpenCV INTER_AREA, as ingest's --max-side)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from defocuskit.data.postprocess import max_side_size, resize_area
+from defocuskit.inference.keywords import whole
+from defocuskit.io.modelfile import read_metadata, recorded_long_side
+
+RATIO = 2.0  # an input's long side above RATIO x the training images': said
+MIN_MAX_SIDE = 8  # as ingest's --max-side (data.ingest_checks.MIN_SIDE_PX)
+
+
+def trained_long_side(model_file: str | Path) -> int | None:
+    """The long side in pixels of the images a model file was trained on, as its metadata records it; None where
+    it does not (an older export, an imported release, remote shards) or the file's metadata cannot be read."""
+    try:
+        return recorded_long_side(read_metadata(model_file))
+    except (ValueError, OSError):
+        return None
+
+
+CLI_REMEDY = "`--max-side {trained}` deblurs it at the training scale"
+API_REMEDY = ("downscaled to {trained} px on its long side (cv2.INTER_AREA, as `defocuskit deblur --max-side "
+              "{trained}`) it is deblurred at the training scale")
+
+
+def scale_note(name: str, long_side: int, trained: int | None, remedy: str = CLI_REMEDY) -> str | None:
+    """One line where an input of `long_side` px (its long side) is more than RATIO times the training images'
+    `trained` px, with `remedy` (deblur's --max-side; the API's: downscale it); else None (the scale not recorded, or
+    comparable)."""
+    if not trained or long_side <= RATIO * trained:
+        return None
+    return (f"{name}: {long_side} px on its long side, the model trained on images of about {trained} px: its defocus "
+            f"is about {long_side / trained:.1f}x wider in pixels than the model saw; "
+            + remedy.format(trained=trained))
+
+
+def eval_notes(checkpoints: dict[str, Path], urls: list[str]) -> list[str]:
+    """eval's note per checkpoint whose training images are under half the long side of the shards' images (their
+    median photo long side, data.image_scale): one line each, for report.json's notes."""
+    from defocuskit.data.image_scale import median_long_side
+
+    trained = {label: trained_long_side(path) for label, path in checkpoints.items()}
+    side = median_long_side(urls) if any(trained.values()) else None
+    return [f"{label}: the images scored are {side} px on their long side (median), the model trained on images of "
+            f"about {t} px: their defocus is about {side / t:.1f}x wider in pixels than the model saw; shards ingested "
+            f"with `--max-side {t}` score it at the training scale"
+            for label, t in trained.items() if side and t and side > RATIO * t]
+
+
+def check_max_side(max_side: Any, option: str = "--max-side") -> int | None:
+    """`max_side` as a whole number of at least MIN_MAX_SIDE pixels, or None; TypeError (not a whole number) or
+    ValueError naming `option`."""
+    value = whole(option.strip("-").replace("-", "_"), max_side)
+    if value is not None and value < MIN_MAX_SIDE:
+        raise ValueError(f"{option} {value}: at least {MIN_MAX_SIDE} pixels (an image that small holds no blur to "
+                         "deblur)")
+    return value
+
+
+def downscaled(pixels: np.ndarray, max_side: int | None) -> np.ndarray:
+    """`pixels` (H, W, C) downscaled by INTER_AREA so that its long side is at most `max_side` (ingest's
+    --max-side resize: the same size and pixels), in its own dtype and channels; as given where it already is."""
+    size = max_side_size(*pixels.shape[:2], max_side)
+    return pixels if size is None else resize_area(pixels, size)
