@@ -41,7 +41,7 @@ class ModelConfig:
 @dataclass
 class ObjectiveConfig:
     sigma_min: float = 0.01
-    sigma_max: float = 300.0  # the paper's text; HIDD-DM's config notes "train 378" (its values: test placeholders)
+    sigma_max: float = 300.0  # the paper's text; HIDD-DM's config notes "train 378" (the values there are for testing)
     reduce_mean: bool = False  # False: 0.5 * per-image sum, as score_sde's reduce_mean=False in HIDD-DM
 
 
