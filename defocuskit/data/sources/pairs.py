@@ -129,8 +129,9 @@ def folder_images(source: str, folder: Path, uses: str) -> tuple[list[Path], lis
 
 
 def pair_files(blurs: list[Path], sharps: list[Path]) -> Pairing:
-    """Pair two folders' images: by file stem when the stems match one to one, else by sorted order when
-    the counts match, else by the stems they share (the rest left over with the reason)."""
+    """Pair two folders' images: by file stem when the stems match one to one or one folder's stems are all in
+    the other, else by sorted order when the counts match, else by the stems they share (the rest left over with
+    the reason)."""
     blur_stems, sharp_stems = Counter(p.stem for p in blurs), Counter(p.stem for p in sharps)
     unique = max(blur_stems.values(), default=1) == 1 and max(sharp_stems.values(), default=1) == 1
     if unique and set(blur_stems) == set(sharp_stems):
