@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from defocuskit.eval.report import aggregate, group_of
@@ -59,9 +60,7 @@ def mixed_references(images: list[dict[str, Any]]) -> list[str]:
             refs.setdefault(image["f_number"], {})[image["key"]] = "none recorded" if ref is None else f"f/{ref:g}"
     notes = []
     for group, by_key in sorted(refs.items()):
-        counts: dict[str, int] = {}
-        for name in by_key.values():
-            counts[name] = counts.get(name, 0) + 1
+        counts = Counter(by_key.values())
         if len(counts) > 1:
             listed = ", ".join(f"{name}: {n}" for name, n in sorted(counts.items(), key=_reference_order))
             notes.append(f"f/{group:g} pools pairs against different references ({listed}): its gain mixes easier "
