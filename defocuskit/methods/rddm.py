@@ -58,7 +58,7 @@ class ModelConfig:
     pre_dec_dw: list[str] = field(default_factory=lambda: ["conv", "dcn", "dcn", "dcn_norm"])
     pre_scale: int = 1  # 1: full resolution, as released; 8: pixel-unshuffled 1/8 (an earlier reading of the paper)
     pre_global_residual: bool = True  # pre = blur + net; the release (False) lost to its input at small budgets
-    detach_pre: bool = False  # True: the residual loss does not reach the pre-deblur (not the release)
+    detach_pre: bool = False  # True: the residual loss does not reach the pre-deblur, trained by pre_weight's loss alone
     width: int = 64
     enc_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 14])
     middle_blocks: int = 1
@@ -169,6 +169,9 @@ def build(model_cfg: ModelConfig, objective_cfg: ObjectiveConfig, for_training: 
     if model_cfg.channels != 3:
         raise ValueError(f"model.channels: RDDM works on RGB (3), got {model_cfg.channels}")
     if for_training:
+        if model_cfg.detach_pre and not objective_cfg.pre_weight:
+            raise ValueError("model.detach_pre: true cuts the residual loss from the pre-deblur, so with "
+                             "objective.pre_weight 0 nothing trains it; set objective.pre_weight (e.g. 1.0)")
         if not model_cfg.map_checkpoint:
             raise ValueError("model.map_checkpoint: RDDM needs a trained defocus-map estimator (.safetensors)")
         estimator, map_cfg = load_map_estimator(model_cfg.map_checkpoint)

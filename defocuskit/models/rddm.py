@@ -305,9 +305,13 @@ class RDDM(nn.Module):
     def condition(self, blur: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(pre-deblurred image, cond = [pre, map of the pre-deblurred image]) for a blurred batch."""
         pre = self.pre_deblur(blur, self.defocus_map(blur))
-        if self.detach_pre:
-            pre = pre.detach()
-        return pre, torch.cat([pre, self.defocus_map(pre)], dim=1)  # released: the map of the pre-deblurred image
+        base = self.residual_base(pre)
+        return pre, torch.cat([base, self.defocus_map(base)], dim=1)  # released: the map of the pre-deblurred image
+
+    def residual_base(self, pre: torch.Tensor) -> torch.Tensor:
+        """What the residual stage starts from: the pre-deblurred image, cut from its graph with `detach_pre` (the
+        pre-deblur then learns from its own loss alone, which the returned `pre` keeps)."""
+        return pre.detach() if self.detach_pre else pre
 
     def forward(
         self, blur: torch.Tensor, sharp: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
@@ -315,9 +319,11 @@ class RDDM(nn.Module):
         """Training pass (through the module, so DDP sees it): (pre-deblurred, predicted r_0, true r_0).
 
         As released, r_0 = sharp - pre, the condition and the guidance all keep their graph to the
-        pre-deblur, which learns only through the residual loss (`detach_pre` cuts that).
+        pre-deblur, which learns only through the residual loss (`detach_pre` cuts that; the returned `pre` keeps its
+        graph for `objective.pre_weight`'s loss).
         """
         pre, cond = self.condition(blur)
-        r0 = sharp - pre
+        base = self.residual_base(pre)
+        r0 = sharp - base
         r_t = q_sample(r0, t, noise, self.schedule)
-        return pre, self.denoiser(r_t, t, cond, self.semantic(pre)), r0
+        return pre, self.denoiser(r_t, t, cond, self.semantic(base)), r0
