@@ -58,7 +58,7 @@ class ModelConfig:
     pre_dec_dw: list[str] = field(default_factory=lambda: ["conv", "dcn", "dcn", "dcn_norm"])
     pre_scale: int = 1  # 1: full resolution, as released; 8: pixel-unshuffled 1/8 (an earlier reading of the paper)
     pre_global_residual: bool = True  # pre = blur + net; the release (False) lost to its input at small budgets
-    detach_pre: bool = False  # True: the residual loss does not reach the pre-deblur, trained by pre_weight's loss alone
+    detach_pre: bool = False  # True: the residual loss does not reach the pre-deblur; pre_weight's loss alone trains it
     width: int = 64
     enc_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 14])
     middle_blocks: int = 1
