@@ -75,12 +75,19 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def coc_levels(coc: torch.Tensor, n_levels: int) -> torch.Tensor:
-    """The (signed) CoC values (pixels) of the layers: evenly spaced over the map's range, at most `n_levels`."""
+    """The (signed) CoC values (pixels) of the layers: evenly spaced over the map's range, at most `n_levels`. A signed
+    map with pixels on both sides of the focal plane gets the focal plane, CoC 0, as a level (its grid shifted, one
+    level spent, so that it still covers the range): else its in-focus pixels were shared between a front and a back
+    level of half a spacing (1.5 px on a -16..16 px map in 12 levels) and blurred by their discs."""
     lo, hi = float(coc.min()), float(coc.max())
     if hi - lo < 1e-3:
         return torch.tensor([0.5 * (lo + hi)], dtype=torch.float64)
-    n = int(min(n_levels, math.ceil((hi - lo) / LEVEL_SPACING_PX) + 1))
-    return torch.linspace(lo, hi, max(n, 2), dtype=torch.float64)
+    n = max(2, int(min(n_levels, math.ceil((hi - lo) / LEVEL_SPACING_PX) + 1)))
+    if lo < 0.0 < hi and n >= 3:  # levels k * step, k = -below .. n - 1 - below: the first <= lo, the last > hi
+        step = (hi - lo) / (n - 2)
+        below = math.ceil(-lo / step)
+        return (torch.arange(n, dtype=torch.float64) - below) * step
+    return torch.linspace(lo, hi, n, dtype=torch.float64)
 
 
 def layer_weights(coc: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
