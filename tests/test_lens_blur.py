@@ -189,7 +189,7 @@ def test_signed_map_across_the_focal_plane_leaves_its_in_focus_pixels_sharp(mode
     coc = torch.zeros(1, 1, 48, 96)
     coc[..., :32], coc[..., 64:] = lo, hi
     levels = coc_levels(coc, 12)
-    assert len(levels) == 12 and 0.0 in levels.tolist() and levels[0] <= lo and levels[-1] >= hi
+    assert len(levels) <= 13 and 0.0 in levels.tolist() and levels[0] <= lo and levels[-1] >= hi
     x = rand(1, 3, 48, 96, seed=3)
     out = DefocusOperator(coc, model, 12).forward(x)
     inside = (..., slice(32 + 12, 64 - 12))  # beyond the reach of the planes' discs
@@ -290,10 +290,7 @@ def test_signed_coc_operator_reproduces_the_renderer_for_focus_in_front_and_behi
         y = DefocusOperator(torch.from_numpy(c)[None, None], n_levels=16).forward(x)[0].permute(1, 2, 0).numpy()
         return float(10 * np.log10(1.0 / max(((y[inner] - out[inner]) ** 2).mean(), 1e-20)))
 
-    # where the map lies on both sides of the focal plane (2 m: no pixel in focus) the operator's levels have CoC 0
-    # among them and the renderer's do not: they differ by the layering alone (the renderer's 16 and 48 layers
-    # differ by as much, 54 dB), not by the exact 140 dB of the same grid
-    assert psnr(coc) > (50.0 if coc.min() < 0 < coc.max() else 100.0)
+    assert psnr(coc) > 100.0  # the same layers (CoC 0 among them where the map spans the focal plane)
     if focus_m > 1.0:  # without the sign the blurred foreground is put behind the sharp wall
         assert psnr(np.abs(coc)) < 40.0
 
