@@ -26,3 +26,16 @@ def test_rddm_eta_outside_ddims_range_is_refused(eta: float) -> None:
     with pytest.raises(ValueError, match=r"^sampler.eta: DDIM's eta, 0 \(deterministic\) to 1 \(DDPM's noise\), got "):
         RddmSampler(eta=eta)
     assert RddmSampler(eta=0.0).eta == 0.0 and RddmSampler(eta=1.0).eta == 1.0
+
+
+def test_fast_sigma_start_below_the_models_sigma_min_is_named_before_any_image() -> None:
+    """sigma_start 0.005 under sigma_min 0.01 failed inside the sampler ('need 0 < sigma_end <= sigma_start'), per
+    image (eval: every pair unscored), after the model was loaded and the output folder locked."""
+    from defocuskit.inference.restore import sampler_settings
+    from defocuskit.methods.hidd import ObjectiveConfig
+
+    objective = ObjectiveConfig(sigma_min=0.01)
+    with pytest.raises(ValueError, match=r"^sampler.sigma_start: 0.005 is below this model's objective.sigma_min 0.01"):
+        sampler_settings(HiddSampler(name="fast", sigma_start=0.005), objective)
+    assert sampler_settings(HiddSampler(name="fast", sigma_start=0.01), objective)["nfe"] == 10
+    assert sampler_settings(HiddSampler(name="pc", sigma_start=0.005, steps=2), objective)["nfe"] == 8  # unused there

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from defocuskit.imaging.optics import PSF_SAMPLINGS, disc_psf
+from defocuskit.imaging.optics import PSF_SAMPLINGS, disc_psf, layer_grid, layer_index
 from defocuskit.io.images import linear_to_srgb, srgb_to_linear
 
 MAX_LAYERS = 48
@@ -63,10 +63,9 @@ def layer_levels(coc: np.ndarray, max_layers: int = MAX_LAYERS,
     if hi - lo < 1e-3 or max_layers == 1:
         return np.array([0.5 * (lo + hi)]), np.zeros(coc.shape, np.int64), np.zeros(coc.shape, np.float32)
     n = max(2, int(max_layers if step_px <= 0 else min(max_layers, np.ceil((hi - lo) / step_px) + 1)))
-    levels = np.linspace(lo, hi, n)
-    pos = (coc.astype(np.float64) - lo) / (hi - lo) * (n - 1)
-    i0 = np.clip(np.floor(pos).astype(np.int64), 0, n - 2)
-    return levels, i0, np.clip(pos - i0, 0.0, 1.0).astype(np.float32)
+    levels = layer_grid(lo, hi, n)  # the focal plane (CoC 0) a layer of its own where the map spans it
+    i0, frac = layer_index(coc.astype(np.float64), levels)
+    return levels, i0, np.clip(frac, 0.0, 1.0).astype(np.float32)
 
 
 def _push_pull(c: np.ndarray, a: np.ndarray) -> np.ndarray:

@@ -299,3 +299,21 @@ def gaussian_psf(sigma_px: float, size: int | None = None) -> np.ndarray:
     g = np.exp(-(ax**2) / (2.0 * sigma_px**2))
     kernel = np.outer(g, g).astype(np.float32)
     return kernel / kernel.sum()
+
+
+def layer_grid(lo: float, hi: float, n: int) -> np.ndarray:
+    """Signed CoC levels (px, ascending): `n` >= 2 evenly spaced from lo to hi, and CoC 0 as one more where the
+    range lies across the focal plane (lo < 0 < hi) and has no level there, so that what lies in the focal plane is
+    rendered sharp, not as a mix of a front and a back disc."""
+    levels = np.linspace(lo, hi, n, dtype=np.float64)
+    if lo < 0.0 < hi and np.abs(levels).min() > 1e-9 * (hi - lo):
+        levels = np.sort(np.append(levels, 0.0))
+    return levels
+
+
+def layer_index(coc: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's lower level index i0 (0 .. L - 2) among ascending `levels` (L >= 2) and its weight on the next
+    one, linear in CoC between the two."""
+    i0 = np.searchsorted(levels[1:-1], coc, side="right")
+    lower, upper = levels[i0], levels[i0 + 1]
+    return i0.astype(np.int64), (coc - lower) / (upper - lower)

@@ -87,6 +87,8 @@ def sampler_settings(sampler: Any, objective: Any = None) -> dict[str, Any]:
     """The full sampler settings as they run, with the NFE per tile and, where a scheduler sets them (and the
     recipe's `objective` is given), the timesteps visited: what deblur.json and report.json record."""
     resolved = sampler.resolved()
+    if objective is not None:
+        resolved.check(objective)  # a setting the model's noise schedule cannot run: named before any image
     settings = {f.name: _plain(getattr(resolved, f.name)) for f in dataclasses.fields(resolved)} \
         if dataclasses.is_dataclass(resolved) else {}
     info = {"settings": settings, "nfe": int(resolved.nfe()), "needs": sorted(resolved.needs())}

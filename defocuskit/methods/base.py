@@ -53,6 +53,9 @@ class Sampler:
         """The conditions (Conditions keys) restore requires with this config."""
         return frozenset()
 
+    def check(self, objective: Any) -> None:
+        """ValueError, naming the sampler key, where these settings cannot run with the recipe's `objective`."""
+
     def timesteps(self, objective: Any) -> list[int] | None:
         """The training timesteps the sampler visits, in order, where a scheduler sets them (recorded in deblur.json
         and report.json); else None."""

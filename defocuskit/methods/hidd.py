@@ -133,6 +133,13 @@ class SamplerConfig(Sampler):
             return int(cfg.steps)
         return int(cfg.steps) * nfe_per_step(cfg.predictor, cfg.corrector, cfg.corrector_chains)
 
+    def check(self, objective: ObjectiveConfig) -> None:
+        """The fast sampler's steps run from sigma_start down to the model's objective.sigma_min: none below it."""
+        if self.name == "fast" and self.sigma_start < objective.sigma_min:
+            raise ValueError(f"sampler.sigma_start: {self.sigma_start:g} is below this model's objective.sigma_min "
+                             f"{objective.sigma_min:g}, where the fast sampler's steps end (the least noise the "
+                             f"network learnt); give at least {objective.sigma_min:g}")
+
     def needs(self) -> frozenset[str]:
         """Per-sample conditions the sampler needs: a CoC map for physics consistency."""
         return frozenset({"coc"}) if self.consistency == "physics" else frozenset()
@@ -197,6 +204,7 @@ def restore(model: nn.Module, blur: torch.Tensor, ctx: RestoreContext) -> torch.
     """Deblur (B, C, H, W) images in [0, 1] with the named sampler; returns the same shape, clamped to [0, 1].
     `ctx.conditions["coc"]` (B, 1, H, W), pixels, feeds physics consistency."""
     cfg = ctx.sampler.resolved()
+    cfg.check(ctx.objective)
     X, coc = blur, ctx.conditions.get("coc")
     score = graphed(model)  # on a GPU: the network's calls replayed from CUDA graphs (diffusion.cuda_graph)
     common = dict(generator=ctx.generator, callback=ctx.callback)
