@@ -36,3 +36,13 @@ def test_a_by_source_report_shows_the_overall_rows_or_the_source_asked_for(tmp_p
                        ([str(tmp_path / "nope.json")], "nope.json: [Errno 2]"), ([str(TOOL)], "report_table.py: ")):
         proc = subprocess.run([sys.executable, str(TOOL), *args], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_ssim_and_mae_keep_the_digits_their_gains_are_in():
+    """SSIM and MAE gains are thousandths: at two decimals every MAE gain read -0.00 and SSIM rounded to 0.01."""
+    rows = [{"method": m, "f_number": 1.8, "source": None, "n": 3, "ssim": s, "ssim_input": 0.8171, "mae": a,
+             "mae_input": 0.0360} for m, s, a in (("input", 0.8171, 0.0360), ("wiener", 0.8548, 0.0315))]
+    assert "| wiener | 0.8548 (+0.0377) |" in _tool().table({"rows": rows}, "ssim")
+    assert "| wiener | 0.0315 (-0.0045) |" in _tool().table({"rows": rows}, "mae")
+    assert "| wiener | 0.0315 (-0.0045) |" not in _tool().table({"rows": [dict(r, psnr=20.0, psnr_input=19.0)
+                                                                          for r in rows]}, "psnr")

@@ -14,6 +14,8 @@ import json
 import math
 from pathlib import Path
 
+DIGITS = {"psnr": 2, "ssim": 4, "mae": 4}  # as `defocuskit eval` prints them: SSIM and MAE gains are thousandths
+
 
 def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -36,7 +38,8 @@ def check_rows(report: dict, metric: str) -> None:
 
 
 def table(report: dict, metric: str = "psnr", source: str | None = None) -> str:
-    """Rows: methods; columns: f-numbers then "all"; cells: metric (gain over the input in parentheses). The rows of
+    """Rows: methods; columns: f-numbers then "all"; cells: metric (gain over the input in parentheses; PSNR to 2
+    decimals, SSIM and MAE to 4, as `defocuskit eval` prints them). The rows of
     `source` (None: those over every source; a report without --by-source holds only those)."""
     rows = [r for r in report["rows"] if r.get("source") == source]
     if not rows:
@@ -58,9 +61,9 @@ def table(report: dict, metric: str = "psnr", source: str | None = None) -> str:
             if r[metric] is None:  # not scored (an eval without this metric)
                 cells.append("-")
                 continue
-            known = r[f"{metric}_input"] is not None
-            gain = f" ({r[metric] - r[f'{metric}_input']:+.2f})" if known and m != "input" else ""
-            cells.append(f"{r[metric]:.2f}{gain}")
+            known, digits = r[f"{metric}_input"] is not None, DIGITS[metric]
+            gain = f" ({r[metric] - r[f'{metric}_input']:+.{digits}f})" if known and m != "input" else ""
+            cells.append(f"{r[metric]:.{digits}f}{gain}")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     n = {f: cell[("input", f)]["n"] for f in columns if ("input", f) in cell}
     lines.append("")

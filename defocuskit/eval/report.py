@@ -189,7 +189,15 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     for note in report.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}")
     if report.get("skipped"):
-        console.print(f"[yellow]skipped {len(report['skipped'])} sample(s)[/yellow] (listed in report.json)")
+        console.print(skipped_line(report["skipped"]))
+
+
+def skipped_line(skipped: list[dict[str, Any]]) -> str:
+    """"skipped 3 sample(s) ...": the samples (by key) left out of one method's rows or more, and where a sample was
+    skipped for several methods, how many (sample, method) scores are missing in all."""
+    samples = len({s["key"] for s in skipped})
+    scores = "" if samples == len(skipped) else f", {len(skipped)} scores of (sample, method) in all"
+    return f"[yellow]skipped {samples} sample(s)[/yellow] (listed in report.json{scores})"
 
 
 def write_report(report: dict[str, Any], report_dir: Path, by_source: bool = False,
