@@ -1,5 +1,5 @@
 """What the training stream hands the methods from a shard's members: gray images, the CoC map's encoding, and a
-shard named twice by data.train."""
+folder that data.train names twice (its weight)."""
 
 from __future__ import annotations
 
@@ -53,15 +53,11 @@ def test_the_16_bit_coc_png_reads_in_pixels():
     assert float(sample["coc"].max()) == 12.0
 
 
-def test_a_shard_named_twice_by_data_train_is_refused(tmp_path):
-    # before: [folder, its shard] read that shard twice an epoch, its samples twice as often as the others'
+def test_a_folder_named_twice_by_data_train_is_read_twice_its_weight(tmp_path):
+    # an entry repeated is how a list weights a folder (tools/loso_real.py --real-pairs N lists the real pairs N times)
     (tmp_path / "s").mkdir()
     with wds.TarWriter(str(tmp_path / "s" / "train-000000.tar")) as w:
         w.write(_raw(sharp=np.zeros((8, 8, 3), np.uint8), blur=np.zeros((8, 8, 3), np.uint8)))
-    shard = tmp_path / "s" / "train-000000.tar"
-    method = get_method("nafnet")
-    for spec, words in ((f"[{tmp_path / 's'}, {shard}]", "data.train.1.: the shard .* is named by data.train.0. too"),
-                        (f"[{shard}, {tmp_path}/s/../s/train-000000.tar]", "named by data.train.0. too")):
-        with pytest.raises(ValueError, match=words):
-            check_data(load_recipe(TINY, [f"data.train={spec}"]), method)
-    assert check_data(load_recipe(TINY, [f"data.train={shard}"]), method) == [str(shard)]
+    shard = str(tmp_path / "s" / "train-000000.tar")
+    urls = check_data(load_recipe(TINY, [f"data.train=[{tmp_path / 's'}, {tmp_path / 's'}]"]), get_method("nafnet"))
+    assert urls == [shard, shard]

@@ -61,11 +61,9 @@ def check_data(recipe: Recipe, method: Method) -> list[str]:
     needed = method.required_members
     urls: list[str] = []
     local_all: list[str] = []
-    named: dict[str, str] = {}  # the real path of each local shard -> the entry that named it first
     for label, spec in train_specs(recipe.data):
         spec_urls = _spec_urls(label, spec)
         local = [u for u in spec_urls if is_local(u)]
-        _check_named_once(label, local, named)
         missing = [u for u in local if not os.path.isfile(u)]
         if missing:
             raise FileNotFoundError(f"{label}: shard not found: {missing[0]}")
@@ -85,19 +83,6 @@ def check_data(recipe: Recipe, method: Method) -> list[str]:
                 raise ValueError(f"{key} is {weight} but the shards of {specs} have no sample with "
                                  f"{describe(term_needs)} (set {key}: 0, or add shards that have {member})")
     return urls
-
-
-def _check_named_once(label: str, local: list[str], named: dict[str, str]) -> None:
-    """ValueError where entry `label` names a shard that it or an earlier entry of data.train named already (a folder
-    and a pattern into it, or one folder twice): that shard would be read twice an epoch, its samples drawn twice as
-    often as the others; `named` collects the shards named so far."""
-    for url in local:
-        real = os.path.realpath(url)
-        if real in named:
-            also = "twice" if named[real] == label else f"by {named[real]} too"
-            raise ValueError(f"{label}: the shard {url} is named {also}: it would be read twice an epoch, its samples "
-                             "twice as often as the others; name each shard once")
-        named[real] = label
 
 
 def resolve_coc_bound(recipe: Recipe, urls: list[str]) -> tuple[Recipe, str | None]:
