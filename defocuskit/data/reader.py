@@ -272,7 +272,7 @@ def _decode(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
         "key": key,
         "sharp": None if sharp is None else decode_image(sharp, f"{key}.sharp.png"),
         "blur": None if blur is None else decode_image(blur, f"{key}.blur.png"),
-        "coc": None if coc is None else decode_image(coc, f"{key}.coc.png").astype(np.float32) / COC_SCALE,
+        "coc": None if coc is None else decode_coc(coc, f"{key}.coc.png"),
         "coc_sign": None if sign is None else np.where(decode_blurmask(sign, f"{key}.cocsign.png") >= 128, 1, -1)
         .astype(np.int8),
         "blurmask": None if mask is None else decode_blurmask(mask, f"{key}.blurmask.png"),
@@ -288,6 +288,18 @@ def signed_coc(sample: Mapping[str, Any]) -> np.ndarray | None:
     if coc is None or sign is None:
         return coc
     return (coc * sign).astype(np.float32)
+
+
+def decode_coc(data: bytes, name: str) -> np.ndarray:
+    """coc.png bytes -> float32 (H, W), the CoC diameter in pixels; ImageError where the PNG is not 16-bit grey (an
+    8-bit map read as pixels x 256 would be at most 0.996 px, silently: a hand-made shard's map in plain pixels)."""
+    coc = decode_image(data, name)
+    if coc.dtype != np.uint16 or coc.ndim != 2:
+        bits = coc.dtype.itemsize * 8
+        depth = f"{'an' if bits == 8 else 'a'} {bits}-bit {'grey' if coc.ndim == 2 else 'colour'}"
+        raise ImageError(name, f"coc.png is {depth} PNG, not 16-bit grey (the CoC diameter in pixels x "
+                         f"{COC_SCALE:g}, as `defocuskit.data.shards.encode_coc` writes it)")
+    return coc.astype(np.float32) / COC_SCALE
 
 
 def decode_blurmask(data: bytes, name: str) -> np.ndarray:

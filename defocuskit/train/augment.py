@@ -7,7 +7,8 @@ left-right mirror or none (the releases of RDDM and CycleGAN). With dual-pixel v
 (left, right) only the 4 that keep their disparity horizontal (no 90-degree turn), and a transform that
 mirrors left and right swaps the two views, so that `left` is always the left half-aperture's view.
 Values: uint8 / 255 and uint16 / 65535 to float32 in [0, 1]; `data.channels: 1` gives luminance with
-the ITU-R BT.601 weights (0.299, 0.587, 0.114), what OpenCV's and PIL's grayscale conversions use.
+the ITU-R BT.601 weights (0.299, 0.587, 0.114), what OpenCV's and PIL's grayscale conversions use. A gray PNG (a
+hand-made shard's) is its own luminance, and RGB with three equal channels for `data.channels: 3`.
 """
 
 from __future__ import annotations
@@ -63,9 +64,12 @@ def crop_and_augment(
 
 
 def _image(x: np.ndarray, cfg: DataConfig) -> torch.Tensor:
-    """An image (H, W[, C]) of any bit depth -> float (C, H, W) in [0, 1], luminance when data.channels is 1."""
+    """An image (H, W[, C]) of any bit depth -> float (C, H, W) in [0, 1], luminance when data.channels is 1; a gray
+    image (H, W) is its own luminance, and RGB with three equal channels for data.channels 3 (as inference reads it)."""
     x = to_float(x)
-    if cfg.channels == 1:
+    if x.ndim == 2:
+        x = x[..., None] if cfg.channels == 1 else np.repeat(x[..., None], 3, axis=2)
+    elif cfg.channels == 1:
         x = (x @ BT601)[..., None]  # ITU-R BT.601 luma weights
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
