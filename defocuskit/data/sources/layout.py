@@ -229,3 +229,19 @@ def nested_images(source: str, folder: Path, uses: str, depth: int = 2) -> Itera
         if n := _count_images(d, depth):
             yield Rejected(source, str(d), f"folder not used ({_count(n, 'image')}): "
                                            f"{get_source(source).title} reads {uses}")
+
+
+def unread_images(source: str, folder: Path, extensions: Collection[str], uses: str) -> Iterator[Rejected]:
+    """Reject lines for the images in `folder` that an adapter reading only the files there with one of
+    `extensions` would pass over without a word: subfolders holding images (an archive extracted one level
+    deeper, `target/target/`), and image files of another format (`.tif`, a camera's RAW file)."""
+    yield from nested_images(source, folder, uses)
+    try:
+        _, files = _children(folder)
+    except OSError:
+        return
+    read = {e.lower() for e in extensions}
+    for f in files:
+        if _is_image(f) and f.suffix.lower() not in read:
+            yield Rejected(source, str(f), f"a {f.suffix} file: {get_source(source).title} reads {uses} "
+                                           f"({', '.join(sorted(read))})")
