@@ -376,3 +376,27 @@ def test_a_stem_held_twice_is_rejected_not_paired_by_shifted_sorted_order(tmp_pa
     (sample,) = pairs.load(tasks[0], IngestOptions(split_by="train", register="none"))
     np.testing.assert_array_equal(sample.blur, blur_b)
     np.testing.assert_array_equal(sample.sharp, sharp_b)
+
+
+def test_sorted_order_compares_the_numbers_in_names_as_numbers(tmp_path):
+    """blur/{1,2,10,11}.png with sharp/{1,2,10,11}_gt.png (a script's output, not zero-padded): by plain name order
+    `1.png, 10.png, 11.png, 2.png` lined up with `10_gt.png, 11_gt.png, 1_gt.png, 2_gt.png`, every pair the wrong
+    scene, kept as shot under --register none with exit 0. RealDOF's sorted-order fallback (`a1..a10` with
+    `b11..b20`) likewise."""
+    from defocuskit.data.sources import realdof
+
+    root = tmp_path / "mine"
+    for n in (1, 2, 10, 11):
+        _pair(root / "blur" / f"{n}.png", root / "sharp" / f"{n}_gt.png", n)
+    tasks, rejected = _split(pairs.list_tasks(root, IngestOptions(split_by="train", register="none")))
+    assert rejected == []
+    assert [(Path(t.files["blur"]).name, Path(t.files["sharp"]).name) for t in tasks] == [
+        ("1.png", "1_gt.png"), ("2.png", "2_gt.png"), ("10.png", "10_gt.png"), ("11.png", "11_gt.png")]
+    dof = tmp_path / "realdof"
+    for a, b in ((1, 11), (2, 12), (10, 20)):
+        write_image(dof / "source" / f"a{a}.png", _texture(a))
+        write_image(dof / "target" / f"b{b}.png", _texture(a))
+    tasks, rejected = _split(realdof.list_tasks(dof, IngestOptions()))
+    assert rejected == []
+    assert [(Path(t.files["blur"]).name, Path(t.files["sharp"]).name) for t in tasks] == [
+        ("a1.png", "b11.png"), ("a2.png", "b12.png"), ("a10.png", "b20.png")]

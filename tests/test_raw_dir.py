@@ -457,3 +457,22 @@ def test_the_roots_own_shots_are_named_after_the_folder_as_given(tmp_path, monke
     monkeypatch.chdir(card)
     assert [t.key for t in raw_source.list_tasks(Path("."), IngestOptions()) if isinstance(t, Task)] == \
         ["raw/100CANON/IMG_1", "raw/100CANON/IMG_2"]
+
+
+def test_an_exif_f_number_stored_as_a_double_is_read(tmp_path):
+    """Pillow writes a Python float as an EXIF DOUBLE (`exif.get_ifd(0x8769)[FNumber] = 2.8`, a script stamping the
+    f-numbers onto exported shots); exifread gives it as `[(2.8,)]`, which read as no FNumber: every shot a reject
+    'f-number unknown: no EXIF FNumber', the focal length silently null."""
+    root = tmp_path / "photos"
+    for name, f_number, blur in (("ref.jpg", 16.0, 0.0), ("wide.jpg", 2.8, 1.5)):
+        img = _texture(0)
+        img = cv2.GaussianBlur(img, (0, 0), blur) if blur else img
+        exif = Image.Exif()
+        exif.get_ifd(_EXIF_IFD)[_F_NUMBER] = f_number
+        exif.get_ifd(_EXIF_IFD)[0x920A] = 50.0  # FocalLength
+        (root / "s").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(root / "s" / name, format="JPEG", exif=exif.tobytes(), quality=95)
+    _, samples, rejects = _ingest(root, tmp_path / "out")
+    assert rejects == []
+    assert {m["origin"][0]: (m["f_number"], m["ref_f_number"], m["focal_length_mm"]) for m in samples.values()} == {
+        "s/ref.jpg": (16.0, 16.0, 50.0), "s/wide.jpg": (2.8, 16.0, 50.0)}

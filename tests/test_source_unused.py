@@ -125,3 +125,27 @@ def test_ebb_vabd_and_render_name_hidden_files_as_hidden(tmp_path):
         tasks, rejects = _listed(module, root)
         assert rejects == {f"{sub}/._0001.jpg": HIDDEN for sub in subs}, module.NAME
         assert tasks and all("._" not in path for t in tasks for path in t.files.values()), module.NAME
+
+
+def test_ebb_vabd_and_render_name_nested_folders_and_other_formats(tmp_path):
+    """An archive extracted one level deeper (`train/target/target/*.jpg`) or a shot in another format (`.tif`) was
+    passed over without a word: EBB's inputs became sharp-only samples, VABD's scene lost its f/8 pair, --render lost
+    its focal mask, exit 0 and no reject line."""
+    ebb_root, vabd_root, render_root = tmp_path / "EBB", tmp_path / "VABD", tmp_path / "render"
+    folders = [(ebb, ebb_root, "train/input", "train/target"), (vabd, vabd_root, "train/input", "train/8"),
+               (render, render_root, "image", "focal")]
+    for module, root, read, nested in folders:
+        write_image(root / read / "0001.jpg", _img(1))
+        write_image(root / nested / nested.split("/")[-1] / "0001.jpg", _img(2))
+        other = "0002.CR2" if module is render else "0002.tif"  # --render reads TIFF, not a camera's RAW file
+        if module is render:
+            (root / read / other).write_bytes(b"II*\0" + bytes(64))
+            write_image(root / "depth" / "0001.png", _img(4))
+        else:
+            write_image(root / read / other, _img(3))
+        tasks, rejects = _listed(module, root)
+        nested_dir = f"{nested}/{nested.split('/')[-1]}"
+        assert set(rejects) == {nested_dir, f"{read}/{other}"}, module.NAME
+        assert rejects[nested_dir].startswith("folder not used (1 image)"), module.NAME
+        assert rejects[f"{read}/{other}"].startswith(f"a {other[-4:]} file:"), module.NAME
+        assert tasks, module.NAME

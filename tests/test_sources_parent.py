@@ -107,19 +107,20 @@ def test_a_parent_of_several_is_refused_naming_them(tmp_path, module, build) -> 
         list(module.list_tasks(tmp_path, OPTS))
 
 
-def test_a_parent_with_no_dataset_folder_still_fails_as_before(tmp_path) -> None:
+def test_a_parent_with_no_dataset_folder_fails_naming_what_its_one_folder_lacks(tmp_path) -> None:
     write_image(tmp_path / "DED" / "sharp" / "sharp_1.jpg", _img(1))  # half a layout: not a DED folder
-    with pytest.raises(LayoutError, match=r"\(DED\); no sharp/ or image/; found DED/sharp$"):
+    with pytest.raises(LayoutError, match=r"\(DED\); no sharp/ or image/; in DED/: no image/; found DED/sharp$"):
         check_layout(ded.SOURCE, tmp_path)
 
 
 @pytest.mark.parametrize("module, build, problem", [
     (vabd, lambda r: (r / "VABD" / "train" / "input").mkdir(parents=True),
-     r"\(VABD\); no train/ or test/ folder; found VABD/train$"),
+     r"\(VABD\); no train/ or test/ folder; in VABD/: train/ has none of 8/, 2_8/, 1_8/ \(the defocused shots\); "
+     r"found VABD/train$"),
     (ebb, lambda r: (r / "EBB" / "test" / "input").mkdir(parents=True),
-     r"\(EBB\); no train/ or test/ folder; found EBB/test$"),
+     r"\(EBB\); no train/ or test/ folder; in EBB/: test/ has no target/; found EBB/test$"),
     (cuhk_blur, lambda r: (r / "CUHK" / "image").mkdir(parents=True),
-     r"\(CUHK blur detection\); no image/ \(or images/\) or gt/; found CUHK/image$"),
+     r"\(CUHK blur detection\); no image/ \(or images/\) or gt/; in CUHK/: no gt/; found CUHK/image$"),
     (sdd, lambda r: (r / "SDD" / "test" / "gt").mkdir(parents=True),  # the SDD/ of the JDRL code: what it lacks
      r"\(SDD\); in SDD/: test/ has no blur/; found SDD/test$")])
 def test_a_parent_holding_half_a_layout_fails_naming_what_is_missing(tmp_path, module, build, problem) -> None:

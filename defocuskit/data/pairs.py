@@ -68,6 +68,17 @@ def list_images(folder: Path, extensions: Iterable[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+def name_order(path: Path) -> tuple[list[str | int], str]:
+    """Sort key of a file by its name with runs of digits compared as numbers (`IMG_9` before `IMG_10`, `2_gt.png`
+    before `10_gt.png`), then by the name itself: the order in which two folders of differently named files are
+    paired, n-th with n-th (by plain name `1.png, 10.png, 2.png` lines up with `10_gt.png, 1_gt.png, 2_gt.png`)."""
+    parts = _DIGITS.split(path.name)
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)], path.name
+
+
 HIDDEN_FILE = "hidden file (name starts with '.'): not used"  # the reject reason of an image file named `.*`
 
 

@@ -117,8 +117,10 @@ def _libraw_reason(exc: Exception) -> str:
 
 
 def _number(tag: Any) -> float | None:
+    """The first value of a numeric tag as a float (a rational divided out), or None. exifread gives a DOUBLE or
+    FLOAT tag (what Pillow writes for a Python float: `exif[FNumber] = 2.8`) as a list of 1-tuples, `[(2.8,)]`."""
     values = getattr(tag, "values", tag)
-    if isinstance(values, (list, tuple)):
+    while isinstance(values, (list, tuple)):
         if not values:
             return None
         values = values[0]

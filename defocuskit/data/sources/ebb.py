@@ -8,7 +8,8 @@ sharp-only sample. depth/ and focal/ are ignored.
 Layout: every split folder present needs `input/` and `target/`, else the source fails (LayoutError)
 before any work; a parent folder holding exactly one such folder (a download folder holding `EBB/`) is read as
 that one, origins (relative to the folder given) then starting with its name (a parent of several names them).
-Images in a folder the adapter does not know (e.g. VABD's `8/`) or lying loose in a split folder get reject lines.
+Images in a folder the adapter does not know (e.g. VABD's `8/`) or lying loose in a split folder get reject lines;
+so do subfolders of input/ and target/ holding images (`target/target/`) and images in another format there.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
         refs, twins = images_by_stem(data / split / "input", EXTENSIONS, NAME)
         targets, target_twins = images_by_stem(data / split / "target", EXTENSIONS, NAME)
         yield from twins + target_twins
+        for folder in FOLDERS:
+            yield from layout.unread_images(NAME, data / split / folder, EXTENSIONS, USES)
         for stem in sorted(set(targets) - set(refs)):
             yield Rejected(NAME, str(targets[stem]), f"no f/16 reference {split}/input/{stem}.*")
         for stem, ref in refs.items():

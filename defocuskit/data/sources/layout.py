@@ -107,7 +107,27 @@ def parent_problem(name: str, root: Path, problem: Problem) -> str | None:
     if inside:
         fault += (f"; it holds {len(inside)} {get_source(name).title} folders: give {option_of(name)} one of them ("
                   + ", ".join(str(d) for d in inside) + ")")
+    elif len(near := near_misses(root, problem, fault)) == 1:
+        fault += f"; in {near[0][0].name}/: {near[0][1]}"
     return fault
+
+
+def near_misses(root: Path, problem: Problem, fault: str) -> list[tuple[Path, str]]:
+    """The subfolders of `root` that `problem` faults for another reason than `fault` (the root's own): the dataset
+    folder of a parent given, which a deeper fault (`VABD/test/test/input/`) keeps from being read; with theirs."""
+    try:
+        dirs, _ = _children(Path(root))
+    except OSError:
+        return []
+    found = []
+    for d in dirs:
+        try:
+            why = problem(d)
+        except OSError:
+            continue
+        if why is not None and why != fault:
+            found.append((d, why))
+    return found
 
 
 def parent_rule(name: str, problem: Problem) -> tuple[Callable[[Path], str | None], Callable[[Path], Path]]:
@@ -229,3 +249,19 @@ def nested_images(source: str, folder: Path, uses: str, depth: int = 2) -> Itera
         if n := _count_images(d, depth):
             yield Rejected(source, str(d), f"folder not used ({_count(n, 'image')}): "
                                            f"{get_source(source).title} reads {uses}")
+
+
+def unread_images(source: str, folder: Path, extensions: Collection[str], uses: str) -> Iterator[Rejected]:
+    """Reject lines for the images in `folder` that an adapter reading only the files there with one of
+    `extensions` would pass over without a word: subfolders holding images (an archive extracted one level
+    deeper, `target/target/`), and image files of another format (`.tif`, a camera's RAW file)."""
+    yield from nested_images(source, folder, uses)
+    try:
+        _, files = _children(folder)
+    except OSError:
+        return
+    read = {e.lower() for e in extensions}
+    for f in files:
+        if _is_image(f) and f.suffix.lower() not in read:
+            yield Rejected(source, str(f), f"a {f.suffix} file: {get_source(source).title} reads {uses} "
+                                           f"({', '.join(sorted(read))})")

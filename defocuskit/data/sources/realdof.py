@@ -3,9 +3,9 @@
 Pairing: by the number in the file names (the last run of digits, `1.png` with `1_gt.png`, `000_blur.png`
 with `000_gt.png`) where every file has one, unique in its folder, and one folder's numbers are all found in the
 other; else by stem (a target's `_gt` suffix stripped) on the same terms; a file with no partner then gets a
-reject line. Only names with nothing in common are paired by sorted order, and then only when the counts
-agree (else one reject line and no pairs). Of two files of one stem in a folder (`1.png` beside a `1.jpg` copy) one
-is used (PNG or TIFF before JPEG) and the other gets a reject line.
+reject line. Only names with nothing in common are paired by sorted order (digits compared as numbers: `a9`
+before `a10`), and then only when the counts agree (else one reject line and no pairs). Of two files of one stem
+in a folder (`1.png` beside a `1.jpg` copy) one is used (PNG or TIFF before JPEG) and the other gets a reject line.
 
 Layout: `source/` and `target/` must exist, else the source fails (LayoutError) before any work. Unlike `--dpdd`,
 `--vabd`, ..., it does not read the one dataset folder inside a parent folder: a DPDD split folder
@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator
 
-from defocuskit.data.pairs import key_part, load_task, relpath
+from defocuskit.data.pairs import key_part, load_task, name_order, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
 from defocuskit.data.sources.pairs import folder_images
@@ -64,7 +64,7 @@ def _pair(root: Path, sources: list[Path], targets: list[Path]) -> tuple[list[tu
         reason = (f"{len(sources)} source vs {len(targets)} target images: names share no number or stem, "
                   "cannot pair by sorted order")
         return [], [Rejected(NAME, str(root), reason)]
-    return list(zip(sources, targets)), []
+    return list(zip(sorted(sources, key=name_order), sorted(targets, key=name_order))), []
 
 
 def _images(folder: Path) -> tuple[list[Path], list[Rejected]]:

@@ -4,9 +4,10 @@ Layout: `DIR/image/<stem>.*` (the photos; `input/` is read where there is no `im
 split folder, VABD/train, renders as shipped, from its f/16 references), `DIR/depth/<stem>.*` (their depth maps,
 paired by stem) and optionally `DIR/focal/<stem>.*` (focal-plane masks, white = in focus), as VABD and EBB ship them.
 A photo without a depth map, a depth map without a photo, an unreadable file, a hidden one (`._x.jpg`) and one in
-a format no source reads (HEIC, AVIF, GIF, ...) are reject lines naming the file; so are a depth map or mask of another
-aspect ratio than its photo (a smaller copy is resized; another shape would be stretched) and a depth map of one
-value where the focus is (no blur to render); a folder without `image/` or `depth/` is one layout error.
+a format no source reads (HEIC, AVIF, GIF, ...) or --render does not (a camera's RAW file) are reject lines naming
+the file, as are subfolders of image/, depth/, focal/ holding images (`focal/focal/`); so are a depth map or mask
+of another aspect ratio than its photo (a smaller copy is resized; another shape would be stretched) and a depth
+map of one value where the focus is (no blur to render); a folder without `image/` or `depth/` is one layout error.
 
 Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most
 monocular networks and the fixtures' Spectral false-colour maps give), "inverse" (disparity: larger
@@ -132,6 +133,9 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
     depths, depth_twins = images_by_stem(root / "depth", {*RASTER_EXTENSIONS, *ARRAY_EXTENSIONS}, NAME)
     focals, focal_twins = images_by_stem(root / "focal", RASTER_EXTENSIONS, NAME)
     yield from twins + depth_twins + focal_twins
+    for sub, read in ((photos, RASTER_EXTENSIONS), ("depth", {*RASTER_EXTENSIONS, *ARRAY_EXTENSIONS}),
+                      ("focal", RASTER_EXTENSIONS)):
+        yield from layout.unread_images(NAME, root / sub, read, USES)
     for path in (p for sub in (photos, "depth", "focal") for p in list_images(root / sub, UNSUPPORTED_EXTENSIONS)):
         yield Rejected(NAME, str(path), f"unsupported image format ({path.suffix.lower()}): convert it to TIFF, PNG "
                                         "or JPEG")

@@ -10,7 +10,8 @@ Layout: every split folder present needs `input/` and at least one aperture fold
 fails (LayoutError) before any work; a parent folder holding exactly one such folder (a download folder
 holding `VABD/`) is read as that one, origins (relative to the folder given) then starting with its name (a parent
 of several names them). Images in a folder the adapter does not know (e.g. EBB's `target/`) or lying loose in a
-split folder get reject lines.
+split folder get reject lines; so do subfolders of input/ and the aperture folders holding images (`8/8/`) and
+images in another format there.
 """
 
 from __future__ import annotations
@@ -69,10 +70,12 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
         yield from layout.unused_images(NAME, data / split, (REF_FOLDER, *APERTURES, *IGNORED), USES)
         refs, twins = images_by_stem(data / split / REF_FOLDER, EXTENSIONS, NAME)
         yield from twins
+        yield from layout.unread_images(NAME, data / split / REF_FOLDER, EXTENSIONS, USES)
         shots = {}
         for folder in APERTURES:
             shots[folder], twins = images_by_stem(data / split / folder, EXTENSIONS, NAME)
             yield from twins
+            yield from layout.unread_images(NAME, data / split / folder, EXTENSIONS, USES)
         for folder, files in shots.items():
             for stem in sorted(set(files) - set(refs)):
                 yield Rejected(NAME, str(files[stem]), f"no f/16 reference {split}/{REF_FOLDER}/{stem}.*")
