@@ -59,6 +59,7 @@ from defocuskit.data.render_photo import (
     encode,
     render_coc,
     restore_highlights,
+    spread_highlights,
 )
 from defocuskit.data.sample import RENDER_FOCUS_BY_MAP, IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.shards import COC_PNG_MAX_PX
@@ -303,9 +304,9 @@ def added_coc(unit: np.ndarray, f_number: float, ref_f_number: float) -> np.ndar
 
 @functools.lru_cache(maxsize=4)
 def _scene(files: tuple[tuple[str, str], ...], stem: str,
-           opts: IngestOptions) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(linear RGB with highlights restored, signed CoC px at f/1, focus value, metres per depth unit (metric
-    depth: `metric_scale`)) of a photo, once per process."""
+           opts: IngestOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """(linear RGB, the same with highlights restored, signed CoC px at f/1, focus value, metres per depth unit
+    (metric depth: `metric_scale`)) of a photo, once per process."""
     paths = dict(files)
     photo = _read(paths["image"])
     shape = working_shape(photo.shape, opts.max_side)
@@ -324,7 +325,7 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str,
     if not np.abs(unit).max() >= 1e-3:  # under a thousandth of a pixel at f/1 everywhere: no blur to render
         raise RejectError(paths["depth"], f"one depth value ({focus:.4g}) everywhere, where the focus is: every "
                                           "aperture would render the photo unchanged (a blank depth map?)")
-    return restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus, scale
+    return linear, restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus, scale
 
 
 def scene_veil(opts: IngestOptions, stem: str) -> float:
@@ -342,10 +343,10 @@ def scene_veil(opts: IngestOptions, stem: str) -> float:
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Render the task's shot of its photo (or, for the sharp-only task, the photo through the tone pipeline)."""
     stem, f_number = task.options["stem"], task.options.get("f_number")
-    linear, unit, focus, scale = _scene(tuple(sorted(task.files.items())), stem, opts)
+    linear, restored, unit, focus, scale = _scene(tuple(sorted(task.files.items())), stem, opts)
     bits = 8 if str(opts.bit_depth) == "8" else 16
     jpeg = opts.render_jpeg_quality
-    sharp = encode(linear, jpeg)
+    sharp = encode(linear, jpeg)  # the photo: its restored highlights are light for the blur to spread
     blur, coc = None, None
     if f_number is not None:
         rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(task.key) & 0xFFFFFFFF])
@@ -356,7 +357,8 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
                               f"{COC_PNG_MAX_PX:.3f} px coc.png holds (16-bit, pixels x 256): give a smaller "
                               "--max-side or --render-coc-scale")
         try:
-            shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
+            added = added_coc(unit, f_number, opts.render_ref_f_number)
+            shot = render_coc(spread_highlights(linear, restored, added), added)
         except ValueError as exc:  # a CoC no camera gives (metric depth with an odd lens): this photo's reject line
             units = ("" if opts.render_depth_kind == "metric" else f" ({opts.render_depth_kind} depth: the CoC is "
                      "--render-coc-scale px at f/1 per unit of the depth values; a map of values beyond 0-1 needs a "

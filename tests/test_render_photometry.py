@@ -1,0 +1,47 @@
+"""`ingest --render`: what a render keeps of its photo (the sharp reference, what stays in focus) and the thin lens
+of metric depth as a camera's sensor gives it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from defocuskit.data.ingest import run_ingest
+from defocuskit.data.reader import iter_samples, signed_coc
+from defocuskit.data.sample import IngestOptions
+from defocuskit.io.images import srgb_to_linear
+
+H, W = 48, 72
+
+
+def run(root: Path, out: Path, **kw) -> dict[str, dict]:
+    base = {"out": str(out), "workers": 0, "render_f_numbers": (2.0,), "render_noise": False, "split_by": "train"}
+    run_ingest({"render": root}, IngestOptions(**{**base, **kw}), progress=False)
+    return {s["key"]: s for s in iter_samples(out)}
+
+
+def test_near_white_highlights_keep_their_colour_in_the_reference_and_in_focus(tmp_path):
+    """Restored highlights are light for the blur to spread: the sharp reference is the photo, and a near-white
+    highlight in focus keeps its colour in the blurred shot (it was (255, 153, 153) for (250, 140, 140)), while one
+    in the blurred background still spreads its restored light."""
+    root = tmp_path / "photos"
+    for sub in ("image", "depth", "focal"):
+        (root / sub).mkdir(parents=True)
+    bgr = np.full((H, W, 3), 90, np.uint8)
+    bgr[23, 13] = bgr[23, 55] = (140, 140, 250)  # near-white point highlights, in focus and behind
+    depth = np.full((H, W), 230, np.uint8)
+    depth[:, : W // 2] = 50
+    assert cv2.imwrite(str(root / "image" / "h.png"), bgr) and cv2.imwrite(str(root / "depth" / "h.png"), depth)
+    assert cv2.imwrite(str(root / "focal" / "h.png"), np.where(depth == 50, 255, 0).astype(np.uint8))
+    got = run(root, tmp_path / "out", render_coc_scale=24.0)
+    photo = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float64)
+    sharp, blur = got["render/h/sharp"]["sharp"] / 257.0, got["render/h/f2"]["blur"] / 257.0
+    assert np.abs(sharp - photo).max() <= 0.6
+    assert np.abs(blur[18:29, 8:19] - photo[18:29, 8:19]).max() <= 0.6
+    plain = run(root, tmp_path / "plain", render_coc_scale=24.0, render_highlights=1.0)["render/h/f2"]["blur"] / 257.0
+    behind = (slice(16, 31), slice(48, 63))
+    light = [float(srgb_to_linear(b[behind] / 255.0).sum() - srgb_to_linear(90 / 255.0) * b[behind].size)
+             for b in (blur, plain)]
+    assert light[0] > 1.5 * light[1]
