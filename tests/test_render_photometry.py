@@ -45,3 +45,32 @@ def test_near_white_highlights_keep_their_colour_in_the_reference_and_in_focus(t
     light = [float(srgb_to_linear(b[behind] / 255.0).sum() - srgb_to_linear(90 / 255.0) * b[behind].size)
              for b in (blur, plain)]
     assert light[0] > 1.5 * light[1]
+
+
+def thin_lens_px(f_number: float, depth_m: float, focus_m: float, focal_mm: float, sensor_mm: float,
+                 long_side: int) -> float:
+    """The textbook blur circle c = A |S2 - S1| / S2 f / (S1 - f), A = f / N, on a sensor `sensor_mm` wide across
+    `long_side` pixels."""
+    s1, s2, f = focus_m * 1000.0, depth_m * 1000.0, focal_mm
+    return (f / f_number) * abs(s2 - s1) / s2 * f / (s1 - f) / sensor_mm * long_side
+
+
+def test_metric_depth_spans_the_camera_sensor_over_the_long_side_of_a_portrait_photo(tmp_path):
+    """--render-sensor-width is the camera's (36 mm full frame): a portrait photo's long side spans it as a
+    landscape one's does, so the same scene gives the same CoC in pixels (a portrait's was 2/3 of it)."""
+    for name, (h, w) in {"land": (H, W), "port": (W, H)}.items():
+        root = tmp_path / name
+        for sub in ("image", "depth"):
+            (root / sub).mkdir(parents=True)
+        assert cv2.imwrite(str(root / "image" / "a.png"), np.full((h, w, 3), 120, np.uint8))
+        depth = np.full((h, w), 5.0, np.float32)
+        depth[: h // 2] = 1.0
+        np.save(root / "depth" / "a.npy", depth)
+        got = run(root, tmp_path / f"{name}-out", render_depth_kind="metric", render_focus="2",
+                  render_focal_length_mm=50.0, render_sensor_width_mm=36.0)["render/a/f2"]
+        coc = signed_coc(got)
+        for row, depth_m in ((2, 1.0), (h - 3, 5.0)):
+            want = thin_lens_px(2.0, depth_m, 2.0, 50.0, 36.0, max(h, w))
+            assert abs(abs(coc[row, w // 2]) - want) < 0.01  # coc.png holds 1/256 px
+        assert coc[2, w // 2] < 0 < coc[h - 3, w // 2]  # in front of the focal plane negative
+        assert got["meta"]["sensor_width_mm"] == round(36.0 * w / max(h, w), 4)

@@ -24,7 +24,8 @@ Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) =
 signed relative CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at
 the rendered size) the scale; by default k = DEFAULT_K_FRACTION x the longer side, the value fitted
 on the real VABD/EBB stacks (`tools/calibrate_renderer.py`, docs/benchmarks.md). Metric depth uses
-the thin lens with `render_focal_length_mm` and a sensor `render_sensor_width_mm` wide.
+the thin lens with `render_focal_length_mm` and a sensor `render_sensor_width_mm` wide (the camera's: its long
+side spans the photo's long side, portrait or landscape).
 
 The photo is taken to be shot at `render_ref_f_number`: its own residual blur is already in it, so it
 is rendered with the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 - CoC(ref)^2);
@@ -71,7 +72,7 @@ from defocuskit.imaging.depth import (
     focus_value,
     signed_relative_coc,
 )
-from defocuskit.imaging.optics import pixel_pitch_um, signed_coc_diameter_mm
+from defocuskit.imaging.optics import pixel_pitch_um, sensor_width_across, signed_coc_diameter_mm
 from defocuskit.io.depth_files import ARRAY_EXTENSIONS, read_depth_file
 from defocuskit.io.formats import RASTER_EXTENSIONS, ImageError
 from defocuskit.io.images import as_rgb, from_float, is_monochrome, read_image, srgb_to_linear, to_float
@@ -276,6 +277,12 @@ def metric_scale(opts: IngestOptions, as_values: bool = False) -> float:
     return VALUE_METRES_PER_UNIT if as_values else INTEGER_METRES_PER_UNIT
 
 
+def covered_width(opts: IngestOptions, shape: tuple[int, ...]) -> float:
+    """The width in mm an image of this (h, w) covers of the camera's sensor `render_sensor_width_mm` (its long side,
+    spanning the photo's long side: a portrait photo's width is the sensor's short side)."""
+    return float(sensor_width_across(float(opts.render_sensor_width_mm), shape[0], shape[1]))
+
+
 def unit_coc(values: np.ndarray, focus: float, opts: IngestOptions, scale: float | None = None) -> np.ndarray:
     """The signed CoC in px at f/1 (CoC(N) = this / N); metric depth in metres = value x `scale` (None: that of
     an 8/16-bit image, `metric_scale`)."""
@@ -286,7 +293,7 @@ def unit_coc(values: np.ndarray, focus: float, opts: IngestOptions, scale: float
         # the focus as given: any distance beyond the focal length images (a focus at or before it has no real
         # image: signed_coc_diameter_mm's ValueError, this photo's reject line)
         focus_m = focus * scale
-        pitch = pixel_pitch_um(opts.render_sensor_width_mm, values.shape[1])
+        pitch = pixel_pitch_um(covered_width(opts, values.shape), values.shape[1])
         mm = signed_coc_diameter_mm(1.0, opts.render_focal_length_mm, focus_m, depth_m)
         return (np.asarray(mm) * 1000.0 / pitch).astype(np.float32)
     try:
@@ -372,7 +379,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         source=NAME, split=task.split, scene=task.scene, f_number=f_number,
         ref_f_number=float(opts.render_ref_f_number),
         focal_length_mm=float(opts.render_focal_length_mm) if metric else None,
-        sensor_width_mm=float(opts.render_sensor_width_mm) if metric else None,
+        sensor_width_mm=covered_width(opts, sharp.shape) if metric else None,
         focus_distance_m=round(focus * scale, 4) if metric else None,
         camera=CAMERA, blur_type="defocus", bit_depth=bits, height=int(sharp.shape[0]), width=int(sharp.shape[1]),
         align={"method": "none", "score": 1.0, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]},
