@@ -3,14 +3,16 @@ of metric depth as a camera's sensor gives it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.reader import iter_samples, signed_coc
-from defocuskit.data.sample import IngestOptions
+from defocuskit.data.sample import IngestError, IngestOptions
 from defocuskit.io.images import srgb_to_linear
 
 H, W = 48, 72
@@ -74,3 +76,22 @@ def test_metric_depth_spans_the_camera_sensor_over_the_long_side_of_a_portrait_p
             assert abs(abs(coc[row, w // 2]) - want) < 0.01  # coc.png holds 1/256 px
         assert coc[2, w // 2] < 0 < coc[h - 3, w // 2]  # in front of the focal plane negative
         assert got["meta"]["sensor_width_mm"] == round(36.0 * w / max(h, w), 4)
+
+
+def test_metric_depth_with_no_data_zeros_is_one_line_naming_the_depth_map(tmp_path):
+    """A 16-bit depth PNG in mm with 0 where the depth camera saw nothing: one reject line naming the map and its
+    zeros for every sample of the photo (it was a CoC 'more than twice the long side' naming the photo, at every
+    f-number, with the sharp reference kept)."""
+    root = tmp_path / "photos"
+    for sub in ("image", "depth"):
+        (root / sub).mkdir(parents=True)
+    assert cv2.imwrite(str(root / "image" / "z.png"), np.full((H, W, 3), 120, np.uint8))
+    depth = np.full((H, W), 5000, np.uint16)
+    depth[:, : W // 2], depth[:3, :3] = 2000, 0
+    assert cv2.imwrite(str(root / "depth" / "z.png"), depth)
+    out = tmp_path / "out"
+    with pytest.raises(IngestError):
+        run(root, out, render_depth_kind="metric", render_focus="2", render_f_numbers=(2.0, 8.0))
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == 3 and {r["file"] for r in rejects} == {str(root / "depth" / "z.png")}
+    assert all("metric depth of 0 or less at 9 of" in r["reason"] for r in rejects)

@@ -204,10 +204,11 @@ def check_aspect(path: str, what: str, size: tuple[int, ...], photo: tuple[int, 
 
 
 def read_depth(path: str, shape: tuple[int, int], colormap: str = "auto",
-               photo: tuple[int, ...] | None = None) -> tuple[np.ndarray, bool]:
+               photo: tuple[int, ...] | None = None, metric: bool = False) -> tuple[np.ndarray, bool]:
     """A depth map decoded to values (imaging.depth.decode_depth) at `shape`, and whether they are the file's own
     values (a float TIFF, a .npy array) rather than an 8/16-bit image's 0-1; RejectError if unreadable, NaN or inf,
-    or (given the `photo`'s shape) of another aspect ratio."""
+    (given the `photo`'s shape) of another aspect ratio, or `metric` with a distance of 0 or less (a depth
+    camera's "no data": it would render as 1 mm from the lens, or be averaged into its neighbours)."""
     try:
         samples = read_depth_file(path)
     except ImageError as exc:
@@ -219,6 +220,9 @@ def read_depth(path: str, shape: tuple[int, int], colormap: str = "auto",
     except DepthError as exc:
         raise RejectError(path, str(exc)) from exc
     check_aspect(path, "depth map", values.shape, photo)
+    if metric and (bad := int((values <= 0).sum())):
+        raise RejectError(path, f"metric depth of 0 or less at {bad} of {values.size} pixels (no data?): every "
+                                "distance must be positive; fill those pixels (e.g. from their neighbours)")
     return _shrink(values.astype(np.float32), shape), as_values
 
 
@@ -318,7 +322,8 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str,
     photo = _read(paths["image"])
     shape = working_shape(photo.shape, opts.max_side)
     linear = _shrink(srgb_to_linear(to_float(photo)), shape)
-    values, as_values = read_depth(paths["depth"], shape, opts.render_depth_colormap, photo.shape)
+    values, as_values = read_depth(paths["depth"], shape, opts.render_depth_colormap, photo.shape,
+                                   opts.render_depth_kind == "metric")
     scale = metric_scale(opts, as_values)
     check_units(paths["depth"], values, as_values, opts)
     mask = read_mask(paths["focal"], shape, photo.shape) if "focal" in paths else None
