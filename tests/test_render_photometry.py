@@ -95,3 +95,21 @@ def test_metric_depth_with_no_data_zeros_is_one_line_naming_the_depth_map(tmp_pa
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == 3 and {r["file"] for r in rejects} == {str(root / "depth" / "z.png")}
     assert all("metric depth of 0 or less at 9 of" in r["reason"] for r in rejects)
+
+
+def test_a_mask_marking_nothing_in_focus_says_so(tmp_path):
+    """A 0/1 mask (black in a viewer) is a reject line saying that nothing is marked in focus and how bright it
+    is, not 'empty or does not match the depth map (48, 72)' beside a map of the same shape."""
+    root = tmp_path / "photos"
+    for sub in ("image", "depth", "focal"):
+        (root / sub).mkdir(parents=True)
+    assert cv2.imwrite(str(root / "image" / "m.png"), np.full((H, W, 3), 120, np.uint8))
+    assert cv2.imwrite(str(root / "depth" / "m.png"), np.tile(np.arange(W, dtype=np.uint8) * 3, (H, 1)))
+    mask = np.zeros((H, W), np.uint8)
+    mask[:, :10] = 1
+    assert cv2.imwrite(str(root / "focal" / "m.png"), mask)
+    with pytest.raises(IngestError):
+        run(root, tmp_path / "out")
+    reasons = {json.loads(line)["reason"] for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()}
+    assert reasons == {"focal mask with no pixel marked in focus (brightest 1 of 255): white (above half) marks what "
+                       "is in focus"}

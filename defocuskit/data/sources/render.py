@@ -230,6 +230,9 @@ def read_mask(path: str, shape: tuple[int, int], photo: tuple[int, ...] | None =
     """A focal-plane mask (white = in focus), boolean at `shape`; RejectError as `read_depth`."""
     m = to_float(_read(path)).mean(axis=2)
     check_aspect(path, "focal mask", m.shape, photo)
+    if not (m > 0.5).any():  # a 0/1 mask reads as black
+        raise RejectError(path, f"focal mask with no pixel marked in focus (brightest {m.max() * 255:.0f} of 255): "
+                                "white (above half) marks what is in focus")
     return cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0.5
 
 
