@@ -113,3 +113,22 @@ def test_a_mask_marking_nothing_in_focus_says_so(tmp_path):
     reasons = {json.loads(line)["reason"] for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()}
     assert reasons == {"focal mask with no pixel marked in focus (brightest 1 of 255): white (above half) marks what "
                        "is in focus"}
+
+
+def test_a_focus_value_beyond_an_8_bit_maps_0_to_1_is_a_reject_line(tmp_path):
+    """--render-focus 128 meant in 8-bit units, on a grey PNG read as 0-1: a reject line naming the map (it put
+    nothing in focus: f/2 rejected as 'a CoC of 196 px', f/8 written with everything blurred by ~49 px)."""
+    root = tmp_path / "photos"
+    for sub in ("image", "depth"):
+        (root / sub).mkdir(parents=True)
+    assert cv2.imwrite(str(root / "image" / "v.png"), np.full((H, W, 3), 120, np.uint8))
+    depth = np.full((H, W), 200, np.uint8)
+    depth[:, : W // 2] = 50
+    assert cv2.imwrite(str(root / "depth" / "v.png"), depth)
+    with pytest.raises(IngestError):
+        run(root, tmp_path / "out", render_focus="128", render_f_numbers=(2.0, 8.0))
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == 3 and {r["file"] for r in rejects} == {str(root / "depth" / "v.png")}
+    assert all(r["reason"].startswith("--render-focus 128 is beyond this map's 0-1") for r in rejects)
+    got = run(root, tmp_path / "ok", render_focus="0.2", render_f_numbers=(8.0,))  # 51/255: the left half in focus
+    assert np.abs(signed_coc(got["render/v/f8"])[:, : W // 2]).max() < 0.01

@@ -23,9 +23,8 @@ metres for metric depth, whatever `render_metric_scale`), or "auto" (the mask wh
 Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) = k / N * c with c the
 signed relative CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at
 the rendered size) the scale; by default k = DEFAULT_K_FRACTION x the longer side, the value fitted
-on the real VABD/EBB stacks (`tools/calibrate_renderer.py`, docs/benchmarks.md). Metric depth uses
-the thin lens with `render_focal_length_mm` and a sensor `render_sensor_width_mm` wide (the camera's: its long
-side spans the photo's long side, portrait or landscape).
+on the real VABD/EBB stacks (`tools/calibrate_renderer.py`, docs/benchmarks.md). Metric depth uses the thin lens
+with `render_focal_length_mm` and the camera's sensor `render_sensor_width_mm` wide across the photo's long side.
 
 The photo is taken to be shot at `render_ref_f_number`: its own residual blur is already in it, so it
 is rendered with the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 - CoC(ref)^2);
@@ -33,8 +32,8 @@ is rendered with the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 
 linear, clipped highlights restored (`render_highlights`), occlusion-aware layered defocus, veiling glare
 (`render_veil`: a share V / N^2 of the light spread evenly, less the reference's own; `render_veil_spread`: V
 drawn per photo), clip, sensor noise (`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`).
-`sharp.png` is the photo through the same tone pipeline (no added noise). With `--max-side` the photo and its depth are
-reduced before rendering (the CoC scale is per rendered pixel).
+`sharp.png` is the photo through the same tone pipeline (no added noise, no restored highlights: light that only the
+blur spreads, `spread_highlights`). `--max-side` reduces photo and depth first (the CoC scale is per rendered pixel).
 
 Per photo: one sample per f-number (`render_f_numbers`) plus one sharp-only sample; splits by a hash
 of the scene (`opts.split_by`, as the other sources without official splits).
@@ -89,8 +88,7 @@ FOCUS_PERCENTILES = (5.0, 95.0)
 DEPTH_ARRAYS = (".npz", ".exr", ".pfm", ".h5", ".hdf5", ".mat")  # depth formats of other tools, not read
 INTEGER_METRES_PER_UNIT = 65.535  # metric depth of an 8/16-bit image (decoded to 0-1): a 16-bit PNG in mm
 VALUE_METRES_PER_UNIT = 1.0  # metric depth read as values (float TIFF, .npy): metres
-ASPECT_SLACK = 0.03  # a depth map's or mask's aspect ratio may differ this much from its photo's (a network's
-# output sides rounded to a multiple of 14 or 32); more is another framing or a turned map, not a smaller copy
+ASPECT_SLACK = 0.03  # a map's aspect ratio off its photo's (sides rounded to 14 or 32 px); more: another framing
 
 
 def photo_folder(root: Path) -> str:
@@ -265,7 +263,12 @@ def coc_scale(opts: IngestOptions, shape: tuple[int, int]) -> float:
 def check_units(path: str, values: np.ndarray, as_values: bool, opts: IngestOptions) -> None:
     """RejectError naming `path` for a relative or inverse map read as its values (a float TIFF, a .npy array) that
     reaches beyond 0-1 while `render_coc_scale` is its default: that scale was fitted on maps in 0-1, so such a map's
-    units would set the blur (a depth estimator's 0-300 map: 300 times too much)."""
+    units would set the blur (a depth estimator's 0-300 map: 300 times too much); and for a --render-focus value
+    beyond 0-1 where the map reads as 0-1 (an 8/16-bit image: 128 meant as 8-bit is 0.502, else nothing in focus)."""
+    given = opts.render_focus not in RENDER_FOCUS_BY_MAP and opts.render_depth_kind != "metric"
+    if given and not as_values and not 0.0 <= float(opts.render_focus) <= 1.0:
+        raise RejectError(path, f"--render-focus {opts.render_focus} is beyond this map's 0-1 (an 8/16-bit or "
+                                "false-colour map reads as value / (2^bits - 1): 128 of 255 is 0.502)")
     if not as_values or opts.render_depth_kind == "metric" or opts.render_coc_scale is not None:
         return
     lo, hi = float(values.min()), float(values.max())
