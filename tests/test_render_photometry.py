@@ -132,3 +132,16 @@ def test_a_focus_value_beyond_an_8_bit_maps_0_to_1_is_a_reject_line(tmp_path):
     assert all(r["reason"].startswith("--render-focus 128 is beyond this map's 0-1") for r in rejects)
     got = run(root, tmp_path / "ok", render_focus="0.2", render_f_numbers=(8.0,))  # 51/255: the left half in focus
     assert np.abs(signed_coc(got["render/v/f8"])[:, : W // 2]).max() < 0.01
+
+
+def test_a_sampled_or_given_focus_renders_past_a_mask_it_does_not_use(tmp_path):
+    """--render-focus sample (or a value) does not read focal/: a blank mask there no longer rejects the photo."""
+    root = tmp_path / "photos"
+    for sub in ("image", "depth", "focal"):
+        (root / sub).mkdir(parents=True)
+    assert cv2.imwrite(str(root / "image" / "s.png"), np.full((H, W, 3), 120, np.uint8))
+    assert cv2.imwrite(str(root / "depth" / "s.png"), np.tile(np.arange(W, dtype=np.uint8) * 3, (H, 1)))
+    assert cv2.imwrite(str(root / "focal" / "s.png"), np.zeros((H, W), np.uint8))
+    for focus in ("sample", "0.5"):
+        got = run(root, tmp_path / focus, render_focus=focus)
+        assert set(got) == {"render/s/f2", "render/s/sharp"}

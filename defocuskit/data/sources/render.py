@@ -263,8 +263,7 @@ def coc_scale(opts: IngestOptions, shape: tuple[int, int]) -> float:
 def check_units(path: str, values: np.ndarray, as_values: bool, opts: IngestOptions) -> None:
     """RejectError naming `path` for a relative or inverse map read as its values (a float TIFF, a .npy array) that
     reaches beyond 0-1 while `render_coc_scale` is its default: that scale was fitted on maps in 0-1, so such a map's
-    units would set the blur (a depth estimator's 0-300 map: 300 times too much); and for a --render-focus value
-    beyond 0-1 where the map reads as 0-1 (an 8/16-bit image: 128 meant as 8-bit is 0.502, else nothing in focus)."""
+    units would set the blur (a depth estimator's 0-300 map: 300x too much); or a focus beyond 0-1 on a 0-1 map."""
     given = opts.render_focus not in RENDER_FOCUS_BY_MAP and opts.render_depth_kind != "metric"
     if given and not as_values and not 0.0 <= float(opts.render_focus) <= 1.0:
         raise RejectError(path, f"--render-focus {opts.render_focus} is beyond this map's 0-1 (an 8/16-bit or "
@@ -332,7 +331,8 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str,
                                    opts.render_depth_kind == "metric")
     scale = metric_scale(opts, as_values)
     check_units(paths["depth"], values, as_values, opts)
-    mask = read_mask(paths["focal"], shape, photo.shape) if "focal" in paths else None
+    used = "focal" in paths and opts.render_focus in ("auto", "mask")  # a sampled or given focus reads no mask
+    mask = read_mask(paths["focal"], shape, photo.shape) if used else None
     focus = choose_focus(values, opts.render_focus, mask, int(opts.seed), stem, paths.get("focal"))
     if opts.render_depth_kind == "metric" and opts.render_focus not in RENDER_FOCUS_BY_MAP:
         focus /= scale  # a metric focus is given in metres: in the map's units
