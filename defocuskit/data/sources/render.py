@@ -9,34 +9,33 @@ the file, as are subfolders of image/, depth/, focal/ holding images (`focal/foc
 of another aspect ratio than its photo (a smaller copy is resized; another shape would be stretched) and a depth
 map of one value where the focus is (no blur to render); a folder without `image/` or `depth/` is one layout error.
 
-Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most
-monocular networks and the fixtures' Spectral false-colour maps give), "inverse" (disparity: larger
-= nearer) or "metric" (metres = decoded value x `render_metric_scale`; None: by the map's sample type,
-`metric_scale`). Grey 8/16-bit images decode to value / (2^bits - 1), false-colour maps
-(`render_depth_colormap`, "auto" = detected) to 0-1 (`imaging.depth.decode_depth`); float TIFFs and
-`.npy` arrays are read as their values (`io.depth_files`).
+Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most monocular networks and
+the fixtures' Spectral false-colour maps give), "inverse" (disparity: larger = nearer) or "metric" (metres = decoded
+value x `render_metric_scale`; None: by the map's sample type, `metric_scale`). Grey 8/16-bit images decode to value /
+(2^bits - 1), false-colour maps (`render_depth_colormap`, "auto" = detected) to 0-1 (`imaging.depth.decode_depth`);
+float TIFFs and `.npy` arrays are read as their values (`io.depth_files`).
 
-Focus (`opts.render_focus`): "mask" (median depth under the focal mask), "sample" (a depth percentile
-drawn uniformly in 5-95 per scene from (seed, stem)), a number (a depth value in the map's units;
-metres for metric depth, whatever `render_metric_scale`), or "auto" (the mask where `focal/` has one, else sampled).
+Focus (`opts.render_focus`): "mask" (median depth under the focal mask), "sample" (a depth percentile drawn uniformly
+in 5-95 per scene from (seed, stem)), a number (a depth value in the map's units; metres for metric depth, whatever
+`render_metric_scale`), or "auto" (the mask where `focal/` has one, else sampled).
 
-Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) = k / N * c with c the
-signed relative CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at
-the rendered size) the scale; by default k = DEFAULT_K_FRACTION x the longer side, the value fitted
-on the real VABD/EBB stacks (`tools/calibrate_renderer.py`, docs/benchmarks.md). Metric depth uses the thin lens
-with `render_focal_length_mm` and the camera's sensor `render_sensor_width_mm` wide across the photo's long side.
+Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) = k / N * c with c the signed relative
+CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at the rendered size) the scale; by
+default k = DEFAULT_K_FRACTION x the longer side, the value fitted on the real VABD/EBB stacks
+(`tools/calibrate_renderer.py`, docs/benchmarks.md). Metric depth uses the thin lens with `render_focal_length_mm` and
+the camera's sensor `render_sensor_width_mm` wide across the photo's long side.
 
-The photo is taken to be shot at `render_ref_f_number`: its own residual blur is already in it, so it
-is rendered with the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 - CoC(ref)^2);
-`coc.png` / `cocsign.png` record the shot's full signed CoC(N). Rendering (`render_photo`): sRGB ->
-linear, clipped highlights restored (`render_highlights`), occlusion-aware layered defocus, veiling glare
-(`render_veil`: a share V / N^2 of the light spread evenly, less the reference's own; `render_veil_spread`: V
-drawn per photo), clip, sensor noise (`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`).
-`sharp.png` is the photo through the same tone pipeline (no added noise, no restored highlights: light that only the
-blur spreads, `spread_highlights`). `--max-side` reduces photo and depth first (the CoC scale is per rendered pixel).
+The photo is taken to be shot at `render_ref_f_number`: its own residual blur is already in it, so it is rendered with
+the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 - CoC(ref)^2); `coc.png` / `cocsign.png` record the
+shot's full signed CoC(N). Rendering (`render_photo`): sRGB -> linear, clipped highlights restored
+(`render_highlights`), occlusion-aware layered defocus, veiling glare (`render_veil`: a share V / N^2 of the light
+spread evenly, less the reference's own; `render_veil_spread`: V drawn per photo), clip, sensor noise
+(`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`). `sharp.png` is the photo through the same
+tone pipeline (no added noise, no restored highlights: light that only the blur spreads, `spread_highlights`).
+`--max-side` reduces photo and depth first (the CoC scale is per rendered pixel).
 
-Per photo: one sample per f-number (`render_f_numbers`) plus one sharp-only sample; splits by a hash
-of the scene (`opts.split_by`, as the other sources without official splits).
+Per photo: one sample per f-number (`render_f_numbers`) plus one sharp-only sample; splits by a hash of the scene
+(`opts.split_by`, as the other sources without official splits).
 """
 
 from __future__ import annotations
@@ -286,12 +285,6 @@ def metric_scale(opts: IngestOptions, as_values: bool = False) -> float:
     return VALUE_METRES_PER_UNIT if as_values else INTEGER_METRES_PER_UNIT
 
 
-def covered_width(opts: IngestOptions, shape: tuple[int, ...]) -> float:
-    """The width in mm an image of this (h, w) covers of the camera's sensor `render_sensor_width_mm` (its long side,
-    spanning the photo's long side: a portrait photo's width is the sensor's short side)."""
-    return float(sensor_width_across(float(opts.render_sensor_width_mm), shape[0], shape[1]))
-
-
 def unit_coc(values: np.ndarray, focus: float, opts: IngestOptions, scale: float | None = None) -> np.ndarray:
     """The signed CoC in px at f/1 (CoC(N) = this / N); metric depth in metres = value x `scale` (None: that of
     an 8/16-bit image, `metric_scale`)."""
@@ -302,7 +295,8 @@ def unit_coc(values: np.ndarray, focus: float, opts: IngestOptions, scale: float
         # the focus as given: any distance beyond the focal length images (a focus at or before it has no real
         # image: signed_coc_diameter_mm's ValueError, this photo's reject line)
         focus_m = focus * scale
-        pitch = pixel_pitch_um(covered_width(opts, values.shape), values.shape[1])
+        # the camera's sensor spans the photo's long side: a portrait's width is its short side
+        pitch = pixel_pitch_um(sensor_width_across(float(opts.render_sensor_width_mm), *values.shape), values.shape[1])
         mm = signed_coc_diameter_mm(1.0, opts.render_focal_length_mm, focus_m, depth_m)
         return (np.asarray(mm) * 1000.0 / pitch).astype(np.float32)
     try:
@@ -390,7 +384,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         source=NAME, split=task.split, scene=task.scene, f_number=f_number,
         ref_f_number=float(opts.render_ref_f_number),
         focal_length_mm=float(opts.render_focal_length_mm) if metric else None,
-        sensor_width_mm=covered_width(opts, sharp.shape) if metric else None,
+        sensor_width_mm=sensor_width_across(float(opts.render_sensor_width_mm), *sharp.shape[:2]) if metric else None,
         focus_distance_m=round(focus * scale, 4) if metric else None,
         camera=CAMERA, blur_type="defocus", bit_depth=bits, height=int(sharp.shape[0]), width=int(sharp.shape[1]),
         align={"method": "none", "score": 1.0, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]},
