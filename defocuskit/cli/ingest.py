@@ -72,7 +72,7 @@ def ingest_cmd(
     render_ref_f_number: float = typer.Option(16.0, "--render-ref-f-number", rich_help_panel=RENDERING, help="--render: the f-number the photos count as shot at."),
     render_coc_scale: Optional[float] = typer.Option(None, "--render-coc-scale", rich_help_panel=RENDERING, help="--render, relative/inverse depth: CoC in px at f/1 per unit of relative CoC, at the rendered size (default: the calibrated fraction of the longer side)."),
     render_focal_length: float = typer.Option(50.0, "--render-focal-length", rich_help_panel=RENDERING, help="--render, metric depth: focal length (mm)."),
-    render_sensor_width: float = typer.Option(36.0, "--render-sensor-width", rich_help_panel=RENDERING, help="--render, metric depth: sensor width (mm)."),
+    render_sensor_width: float = typer.Option(36.0, "--render-sensor-width", rich_help_panel=RENDERING, help="--render, metric depth: the camera's sensor width (mm), spanned by the photo's long side."),
     render_metric_scale: Optional[float] = typer.Option(None, "--render-metric-scale", rich_help_panel=RENDERING, help="--render, metric depth: metres per decoded unit (default by the map's sample type: 1 for a float TIFF or .npy array, read as its values, in metres; 65.535 for an 8/16-bit image, read as 0-1: a 16-bit PNG in mm)."),
     render_focus: str = typer.Option("auto", "--render-focus", rich_help_panel=RENDERING, help="--render: auto (focal/ mask where there is one, else a seeded depth percentile) | mask | sample | a depth value (metres for metric depth, else in the map's units)."),
     render_noise: bool = typer.Option(True, "--render-noise/--no-render-noise", rich_help_panel=RENDERING, help="--render: sensor noise on the rendered shots."),

@@ -25,7 +25,8 @@ foreground edge over an in-focus background: up to 0.11 of the colour step off; 
 
 Photometry. `restore_highlights` undoes the clipping of a tone-mapped photograph before blurring
 (small near-white areas boosted in linear light, so that a clipped specular point spreads into a
-bright bokeh disc instead of a dim grey one); `add_veil` is the lens's veiling glare, stray light spread over
+bright bokeh disc instead of a dim grey one; `spread_highlights` keeps that light to what the CoC spreads,
+so what stays sharp is the photo's); `add_veil` is the lens's veiling glare, stray light spread over
 the frame that grows as the aperture opens (off by default); `add_noise` is Poisson-Gaussian sensor noise;
 `encode` is the camera's output: sRGB tone curve, optionally a JPEG round trip.
 """
@@ -166,6 +167,15 @@ def restore_highlights(rgb_linear: np.ndarray, threshold: float = 0.96, gain: fl
     return (rgb_linear * (1.0 + (gain - 1.0) * t * t)[..., None]).astype(np.float32)
 
 
+def spread_highlights(linear: np.ndarray, restored: np.ndarray, coc_px: np.ndarray) -> np.ndarray:
+    """The image to defocus by the signed `coc_px`: the photo (`linear`) plus its restored highlights' extra light
+    (`restored` - `linear`) where the CoC spreads it (none at |CoC| <= 1 px, a delta, all from 2 px). Where a pixel
+    stays sharp, the sensor's clip gives the restored value back as the photo's only where every channel was white:
+    a near-white highlight in focus (250, 140, 140) would come out (255, 153, 153), not as the reference shows it."""
+    share = np.clip(np.abs(coc_px) - 1.0, 0.0, 1.0)[..., None]
+    return (linear + (restored - linear) * share).astype(np.float32)
+
+
 def veil_fraction(veil_at_f1: float, f_number: float) -> float:
     """Share of the light a lens scatters as veiling glare at f/N: `veil_at_f1` / N^2 (stray light from the
     aperture's rim and aberrations grows with the aperture's area), at most one half."""
@@ -213,8 +223,8 @@ def render_photo(srgb: np.ndarray, coc_px: np.ndarray, rng: np.random.Generator 
                  max_layers: int = MAX_LAYERS) -> np.ndarray:
     """A tone-mapped photo (sRGB float in [0, 1]) defocused by a signed CoC map: decode to linear light,
     restore highlights (gain `highlights`, 1 = off), render, clip, add noise, encode (sRGB float [0, 1])."""
-    linear = restore_highlights(srgb_to_linear(np.clip(srgb, 0.0, 1.0)), gain=highlights)
-    out = render_coc(linear, coc_px, max_layers)
+    linear = srgb_to_linear(np.clip(srgb, 0.0, 1.0))
+    out = render_coc(spread_highlights(linear, restore_highlights(linear, gain=highlights), coc_px), coc_px, max_layers)
     if noise is not None and rng is None:
         raise ValueError("render_photo: noise needs an rng")
     return encode(add_noise(out, rng, noise), jpeg_quality)

@@ -133,7 +133,7 @@ class IngestOptions:
     render_ref_f_number: float = 16.0  # the photo is taken to be shot at this f-number (its own residual blur)
     render_coc_scale: float | None = None  # relative/inverse depth: k, CoC px at f/1 per unit; None = calibrated
     render_focal_length_mm: float = 50.0  # metric depth: the camera
-    render_sensor_width_mm: float = 36.0  # metric depth: pixel pitch = sensor width / image width
+    render_sensor_width_mm: float = 36.0  # metric depth: the camera's; pixel pitch = it / the long side
     render_metric_scale: float | None = None  # metric depth: metres per decoded unit; None: by the map's sample type
     # (1 for a float TIFF or .npy array in metres, 65.535 for an 8/16-bit image: a 16-bit PNG in mm)
     render_focus: str = "auto"  # "auto" (mask where focal/ has one, else sampled), "mask", "sample", or a depth value

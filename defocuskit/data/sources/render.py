@@ -9,34 +9,33 @@ the file, as are subfolders of image/, depth/, focal/ holding images (`focal/foc
 of another aspect ratio than its photo (a smaller copy is resized; another shape would be stretched) and a depth
 map of one value where the focus is (no blur to render); a folder without `image/` or `depth/` is one layout error.
 
-Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most
-monocular networks and the fixtures' Spectral false-colour maps give), "inverse" (disparity: larger
-= nearer) or "metric" (metres = decoded value x `render_metric_scale`; None: by the map's sample type,
-`metric_scale`). Grey 8/16-bit images decode to value / (2^bits - 1), false-colour maps
-(`render_depth_colormap`, "auto" = detected) to 0-1 (`imaging.depth.decode_depth`); float TIFFs and
-`.npy` arrays are read as their values (`io.depth_files`).
+Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most monocular networks and
+the fixtures' Spectral false-colour maps give), "inverse" (disparity: larger = nearer) or "metric" (metres = decoded
+value x `render_metric_scale`; None: by the map's sample type, `metric_scale`). Grey 8/16-bit images decode to value /
+(2^bits - 1), false-colour maps (`render_depth_colormap`, "auto" = detected) to 0-1 (`imaging.depth.decode_depth`);
+float TIFFs and `.npy` arrays are read as their values (`io.depth_files`).
 
-Focus (`opts.render_focus`): "mask" (median depth under the focal mask), "sample" (a depth percentile
-drawn uniformly in 5-95 per scene from (seed, stem)), a number (a depth value in the map's units;
-metres for metric depth, whatever `render_metric_scale`), or "auto" (the mask where `focal/` has one, else sampled).
+Focus (`opts.render_focus`): "mask" (median depth under the focal mask), "sample" (a depth percentile drawn uniformly
+in 5-95 per scene from (seed, stem)), a number (a depth value in the map's units; metres for metric depth, whatever
+`render_metric_scale`), or "auto" (the mask where `focal/` has one, else sampled).
 
-Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) = k / N * c with c the
-signed relative CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at
-the rendered size) the scale; by default k = DEFAULT_K_FRACTION x the longer side, the value fitted
-on the real VABD/EBB stacks (`tools/calibrate_renderer.py`, docs/benchmarks.md). Metric depth uses
-the thin lens with `render_focal_length_mm` and a sensor `render_sensor_width_mm` wide.
+Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) = k / N * c with c the signed relative
+CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at the rendered size) the scale; by
+default k = DEFAULT_K_FRACTION x the longer side, the value fitted on the real VABD/EBB stacks
+(`tools/calibrate_renderer.py`, docs/benchmarks.md). Metric depth uses the thin lens with `render_focal_length_mm` and
+the camera's sensor `render_sensor_width_mm` wide across the photo's long side.
 
-The photo is taken to be shot at `render_ref_f_number`: its own residual blur is already in it, so it
-is rendered with the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 - CoC(ref)^2);
-`coc.png` / `cocsign.png` record the shot's full signed CoC(N). Rendering (`render_photo`): sRGB ->
-linear, clipped highlights restored (`render_highlights`), occlusion-aware layered defocus, veiling glare
-(`render_veil`: a share V / N^2 of the light spread evenly, less the reference's own; `render_veil_spread`: V
-drawn per photo), clip, sensor noise (`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`).
-`sharp.png` is the photo through the same tone pipeline (no added noise). With `--max-side` the photo and its depth are
-reduced before rendering (the CoC scale is per rendered pixel).
+The photo is taken to be shot at `render_ref_f_number`: its own residual blur is already in it, so it is rendered with
+the CoC that adds to it in quadrature, sign(c) * sqrt(CoC(N)^2 - CoC(ref)^2); `coc.png` / `cocsign.png` record the
+shot's full signed CoC(N). Rendering (`render_photo`): sRGB -> linear, clipped highlights restored
+(`render_highlights`), occlusion-aware layered defocus, veiling glare (`render_veil`: a share V / N^2 of the light
+spread evenly, less the reference's own; `render_veil_spread`: V drawn per photo), clip, sensor noise
+(`render_noise`), sRGB tone curve, optional JPEG (`render_jpeg_quality`). `sharp.png` is the photo through the same
+tone pipeline (no added noise, no restored highlights: light that only the blur spreads, `spread_highlights`).
+`--max-side` reduces photo and depth first (the CoC scale is per rendered pixel).
 
-Per photo: one sample per f-number (`render_f_numbers`) plus one sharp-only sample; splits by a hash
-of the scene (`opts.split_by`, as the other sources without official splits).
+Per photo: one sample per f-number (`render_f_numbers`) plus one sharp-only sample; splits by a hash of the scene
+(`opts.split_by`, as the other sources without official splits).
 """
 
 from __future__ import annotations
@@ -59,6 +58,7 @@ from defocuskit.data.render_photo import (
     encode,
     render_coc,
     restore_highlights,
+    spread_highlights,
 )
 from defocuskit.data.sample import RENDER_FOCUS_BY_MAP, IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.shards import COC_PNG_MAX_PX
@@ -70,7 +70,7 @@ from defocuskit.imaging.depth import (
     focus_value,
     signed_relative_coc,
 )
-from defocuskit.imaging.optics import pixel_pitch_um, signed_coc_diameter_mm
+from defocuskit.imaging.optics import pixel_pitch_um, sensor_width_across, signed_coc_diameter_mm
 from defocuskit.io.depth_files import ARRAY_EXTENSIONS, read_depth_file
 from defocuskit.io.formats import RASTER_EXTENSIONS, ImageError
 from defocuskit.io.images import as_rgb, from_float, is_monochrome, read_image, srgb_to_linear, to_float
@@ -87,8 +87,7 @@ FOCUS_PERCENTILES = (5.0, 95.0)
 DEPTH_ARRAYS = (".npz", ".exr", ".pfm", ".h5", ".hdf5", ".mat")  # depth formats of other tools, not read
 INTEGER_METRES_PER_UNIT = 65.535  # metric depth of an 8/16-bit image (decoded to 0-1): a 16-bit PNG in mm
 VALUE_METRES_PER_UNIT = 1.0  # metric depth read as values (float TIFF, .npy): metres
-ASPECT_SLACK = 0.03  # a depth map's or mask's aspect ratio may differ this much from its photo's (a network's
-# output sides rounded to a multiple of 14 or 32); more is another framing or a turned map, not a smaller copy
+ASPECT_SLACK = 0.03  # a map's aspect ratio off its photo's (sides rounded to 14 or 32 px); more: another framing
 
 
 def photo_folder(root: Path) -> str:
@@ -202,10 +201,11 @@ def check_aspect(path: str, what: str, size: tuple[int, ...], photo: tuple[int, 
 
 
 def read_depth(path: str, shape: tuple[int, int], colormap: str = "auto",
-               photo: tuple[int, ...] | None = None) -> tuple[np.ndarray, bool]:
+               photo: tuple[int, ...] | None = None, metric: bool = False) -> tuple[np.ndarray, bool]:
     """A depth map decoded to values (imaging.depth.decode_depth) at `shape`, and whether they are the file's own
     values (a float TIFF, a .npy array) rather than an 8/16-bit image's 0-1; RejectError if unreadable, NaN or inf,
-    or (given the `photo`'s shape) of another aspect ratio."""
+    (given the `photo`'s shape) of another aspect ratio, or `metric` with a distance of 0 or less (a depth
+    camera's "no data": it would render as 1 mm from the lens, or be averaged into its neighbours)."""
     try:
         samples = read_depth_file(path)
     except ImageError as exc:
@@ -217,6 +217,9 @@ def read_depth(path: str, shape: tuple[int, int], colormap: str = "auto",
     except DepthError as exc:
         raise RejectError(path, str(exc)) from exc
     check_aspect(path, "depth map", values.shape, photo)
+    if metric and (bad := int((values <= 0).sum())):
+        raise RejectError(path, f"metric depth of 0 or less at {bad} of {values.size} pixels (no data?): every "
+                                "distance must be positive; fill those pixels (e.g. from their neighbours)")
     return _shrink(values.astype(np.float32), shape), as_values
 
 
@@ -224,6 +227,9 @@ def read_mask(path: str, shape: tuple[int, int], photo: tuple[int, ...] | None =
     """A focal-plane mask (white = in focus), boolean at `shape`; RejectError as `read_depth`."""
     m = to_float(_read(path)).mean(axis=2)
     check_aspect(path, "focal mask", m.shape, photo)
+    if not (m > 0.5).any():  # a 0/1 mask reads as black
+        raise RejectError(path, f"focal mask with no pixel marked in focus (brightest {m.max() * 255:.0f} of 255): "
+                                "white (above half) marks what is in focus")
     return cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0.5
 
 
@@ -256,7 +262,11 @@ def coc_scale(opts: IngestOptions, shape: tuple[int, int]) -> float:
 def check_units(path: str, values: np.ndarray, as_values: bool, opts: IngestOptions) -> None:
     """RejectError naming `path` for a relative or inverse map read as its values (a float TIFF, a .npy array) that
     reaches beyond 0-1 while `render_coc_scale` is its default: that scale was fitted on maps in 0-1, so such a map's
-    units would set the blur (a depth estimator's 0-300 map: 300 times too much)."""
+    units would set the blur (a depth estimator's 0-300 map: 300x too much); or a focus beyond 0-1 on a 0-1 map."""
+    given = opts.render_focus not in RENDER_FOCUS_BY_MAP and opts.render_depth_kind != "metric"
+    if given and not as_values and not 0.0 <= float(opts.render_focus) <= 1.0:
+        raise RejectError(path, f"--render-focus {opts.render_focus} is beyond this map's 0-1 (an 8/16-bit or "
+                                "false-colour map reads as value / (2^bits - 1): 128 of 255 is 0.502)")
     if not as_values or opts.render_depth_kind == "metric" or opts.render_coc_scale is not None:
         return
     lo, hi = float(values.min()), float(values.max())
@@ -285,7 +295,8 @@ def unit_coc(values: np.ndarray, focus: float, opts: IngestOptions, scale: float
         # the focus as given: any distance beyond the focal length images (a focus at or before it has no real
         # image: signed_coc_diameter_mm's ValueError, this photo's reject line)
         focus_m = focus * scale
-        pitch = pixel_pitch_um(opts.render_sensor_width_mm, values.shape[1])
+        # the camera's sensor spans the photo's long side: a portrait's width is its short side
+        pitch = pixel_pitch_um(sensor_width_across(float(opts.render_sensor_width_mm), *values.shape), values.shape[1])
         mm = signed_coc_diameter_mm(1.0, opts.render_focal_length_mm, focus_m, depth_m)
         return (np.asarray(mm) * 1000.0 / pitch).astype(np.float32)
     try:
@@ -303,17 +314,19 @@ def added_coc(unit: np.ndarray, f_number: float, ref_f_number: float) -> np.ndar
 
 @functools.lru_cache(maxsize=4)
 def _scene(files: tuple[tuple[str, str], ...], stem: str,
-           opts: IngestOptions) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(linear RGB with highlights restored, signed CoC px at f/1, focus value, metres per depth unit (metric
-    depth: `metric_scale`)) of a photo, once per process."""
+           opts: IngestOptions) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """(linear RGB, the same with highlights restored, signed CoC px at f/1, focus value, metres per depth unit
+    (metric depth: `metric_scale`)) of a photo, once per process."""
     paths = dict(files)
     photo = _read(paths["image"])
     shape = working_shape(photo.shape, opts.max_side)
     linear = _shrink(srgb_to_linear(to_float(photo)), shape)
-    values, as_values = read_depth(paths["depth"], shape, opts.render_depth_colormap, photo.shape)
+    values, as_values = read_depth(paths["depth"], shape, opts.render_depth_colormap, photo.shape,
+                                   opts.render_depth_kind == "metric")
     scale = metric_scale(opts, as_values)
     check_units(paths["depth"], values, as_values, opts)
-    mask = read_mask(paths["focal"], shape, photo.shape) if "focal" in paths else None
+    used = "focal" in paths and opts.render_focus in ("auto", "mask")  # a sampled or given focus reads no mask
+    mask = read_mask(paths["focal"], shape, photo.shape) if used else None
     focus = choose_focus(values, opts.render_focus, mask, int(opts.seed), stem, paths.get("focal"))
     if opts.render_depth_kind == "metric" and opts.render_focus not in RENDER_FOCUS_BY_MAP:
         focus /= scale  # a metric focus is given in metres: in the map's units
@@ -324,7 +337,7 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str,
     if not np.abs(unit).max() >= 1e-3:  # under a thousandth of a pixel at f/1 everywhere: no blur to render
         raise RejectError(paths["depth"], f"one depth value ({focus:.4g}) everywhere, where the focus is: every "
                                           "aperture would render the photo unchanged (a blank depth map?)")
-    return restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus, scale
+    return linear, restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus, scale
 
 
 def scene_veil(opts: IngestOptions, stem: str) -> float:
@@ -342,10 +355,10 @@ def scene_veil(opts: IngestOptions, stem: str) -> float:
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
     """Render the task's shot of its photo (or, for the sharp-only task, the photo through the tone pipeline)."""
     stem, f_number = task.options["stem"], task.options.get("f_number")
-    linear, unit, focus, scale = _scene(tuple(sorted(task.files.items())), stem, opts)
+    linear, restored, unit, focus, scale = _scene(tuple(sorted(task.files.items())), stem, opts)
     bits = 8 if str(opts.bit_depth) == "8" else 16
     jpeg = opts.render_jpeg_quality
-    sharp = encode(linear, jpeg)
+    sharp = encode(linear, jpeg)  # the photo: its restored highlights are light for the blur to spread
     blur, coc = None, None
     if f_number is not None:
         rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(task.key) & 0xFFFFFFFF])
@@ -356,7 +369,8 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
                               f"{COC_PNG_MAX_PX:.3f} px coc.png holds (16-bit, pixels x 256): give a smaller "
                               "--max-side or --render-coc-scale")
         try:
-            shot = render_coc(linear, added_coc(unit, f_number, opts.render_ref_f_number))
+            added = added_coc(unit, f_number, opts.render_ref_f_number)
+            shot = render_coc(spread_highlights(linear, restored, added), added)
         except ValueError as exc:  # a CoC no camera gives (metric depth with an odd lens): this photo's reject line
             units = ("" if opts.render_depth_kind == "metric" else f" ({opts.render_depth_kind} depth: the CoC is "
                      "--render-coc-scale px at f/1 per unit of the depth values; a map of values beyond 0-1 needs a "
@@ -370,7 +384,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         source=NAME, split=task.split, scene=task.scene, f_number=f_number,
         ref_f_number=float(opts.render_ref_f_number),
         focal_length_mm=float(opts.render_focal_length_mm) if metric else None,
-        sensor_width_mm=float(opts.render_sensor_width_mm) if metric else None,
+        sensor_width_mm=sensor_width_across(float(opts.render_sensor_width_mm), *sharp.shape[:2]) if metric else None,
         focus_distance_m=round(focus * scale, 4) if metric else None,
         camera=CAMERA, blur_type="defocus", bit_depth=bits, height=int(sharp.shape[0]), width=int(sharp.shape[1]),
         align={"method": "none", "score": 1.0, "matrix": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]},
