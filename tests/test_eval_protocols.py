@@ -84,3 +84,26 @@ def test_dpdd8_scores_8bit_crops_and_says_so_in_the_report(tmp_path):
     assert default["protocol"]["crop"].startswith("none")
     bad = runner.invoke(app, ["eval", "--shards", str(shards), "--baseline", "input", "--protocol", "dpdd16"])
     assert bad.exit_code == 2 and "dpdd8" in bad.output
+
+
+def test_dpdd8_crop_keeps_the_whole_images_thin_lens_coc_and_bound():
+    """The crop cut a 70 px wide sample to 64 px, its metadata left as it was: --coc fnumber read the whole image's
+    23.5 mm over the 64 px kept (a CoC 9% small: 1.7458 px for 1.9094), and a camera's sensor width and the f-number
+    bound the crop's long side. Now the crop's metadata is a patch's (the width it covers, the image it was cut
+    from)."""
+    from defocuskit.inference.coc_source import CocSource
+
+    meta = {"f_number": 2.0, "focal_length_mm": 50.0, "focus_distance_m": 2.0, "sensor_width_mm": 23.5,
+            "height": 50, "width": 70}
+    whole = {"key": "k", "blur": np.zeros((50, 70, 3), np.uint16), "sharp": np.zeros((50, 70, 3), np.uint16),
+             "meta": meta}
+    (cut,) = apply([whole], EvalProtocol("dpdd8", 16, eight_bit=True, quantize=False))
+    assert cut["blur"].shape[:2] == (48, 64) and meta["sensor_width_mm"] == 23.5  # the shard's own left as it was
+    for camera in ({}, {"sensor_width_mm": 36.0}):  # the metadata's width, a camera's across the long side
+        source = CocSource.create("fnumber", camera=camera)
+        expected = source(np.zeros((50, 70, 3), np.float32), meta, name="whole")[0, 0]
+        assert source(np.zeros((48, 64, 3), np.float32), cut["meta"], name="cut")[0, 0] == pytest.approx(expected)
+    bounded = CocSource("edge", bound=0.1).bounded(np.full((48, 64), 100.0, np.float32), cut["meta"])
+    assert bounded.max() == pytest.approx(0.1 * 70 / 2.0)  # K x the whole image's long side / N
+    (same,) = apply([whole], EvalProtocol("dpdd8", 10, eight_bit=True, quantize=False))  # nothing cut: as it was
+    assert same["meta"] is meta

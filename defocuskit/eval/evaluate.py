@@ -304,6 +304,9 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
             path, steps=steps_for[label], sampler=name, sets=items, tiling=tiling, device=device, seed=seed,
             coc=coc_source, gate_px=gates.get(label), ensemble=ensembles[label], gate_smooth=smooth,
             gate_given=label in gates, own_maps=own_maps)
+    if coc_source is not None and not any(info.get("coc") for info in infos.values()):  # the report named it
+        raise EvalError(f"--coc {coc_source.kind}: no method given uses a CoC map (a model whose sampler needs one, a "
+                        "focus gate, or the wiener/prox baselines); leave --coc out, or give --focus-gate PX")
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+
+from defocuskit.imaging import optics
 
 PROTOCOLS = {
     "default": "defocuskit's: sources at their stored bit depth (16-bit read as 16-bit), whole images (padded for "
@@ -110,4 +113,24 @@ def apply(samples: Iterable[dict[str, Any]], protocol: EvalProtocol) -> Iterator
             for key in _MAPS:
                 if sample.get(key) is not None:
                     sample[key] = crop(sample[key], protocol.crop_multiple)
+            if sample.get("blur") is not None and isinstance(sample.get("meta"), Mapping):
+                sample["meta"] = cropped_meta(sample["meta"], *sample["blur"].shape[:2])
         yield sample
+
+
+def cropped_meta(meta: Mapping[str, Any], height: int, width: int) -> Mapping[str, Any]:
+    """The metadata of a sample cropped (top left kept) to `height` x `width` px, as ingest's patches record theirs:
+    `sensor_width_mm` the width the crop covers, `patch_of` the image it was cut from (where it was none's patch),
+    so --coc fnumber's pixel pitch and what is relative to a photo's long side (a camera's sensor width, the f-number
+    bound K) stay the whole image's (optics.sensor_span_px, optics.source_long_side)."""
+    old_h, old_w = meta.get("height"), meta.get("width")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (old_h, old_w)) or (
+            old_h, old_w) == (height, width):
+        return meta
+    out = dict(meta, height=int(height), width=int(width))
+    if not isinstance(meta.get("patch_of"), Mapping):
+        out["patch_of"] = {"height": old_h, "width": old_w, "y": 0, "x": 0}
+    sensor = meta.get("sensor_width_mm")
+    if isinstance(sensor, (int, float)) and not isinstance(sensor, bool):
+        out["sensor_width_mm"] = optics.sensor_width_of_crop(float(sensor), int(width), old_w)
+    return out

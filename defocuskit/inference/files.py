@@ -260,6 +260,10 @@ def deblur_files(
                                        "coc" in info["needs"])  # a bad value fails here
     coc = own_map or coc
     defocus_map = method.output == "defocus_map"
+    if defocus_map and has_map:  # its own map is what it writes: --coc was ignored, deblur.json said coc: null
+        raise ValueError(f"{'--coc' if coc is not None else '--coc-model'}: {checkpoint} is a '{method.name}' model, "
+                         "which writes its own CoC map; --coc gives a deblurring model its map (--f-number N "
+                         "bounds this model's map)")
     source = CocSource.create(coc, coc_model, device, None if defocus_map and coc is None else coc_bound,
                               camera)  # fnumber: recorded in deblur.json's coc.camera.given, as eval's
     # a defocus-map model's own maps: bounded by its inference.coc_bound (or --coc-bound) where the f-number is known
