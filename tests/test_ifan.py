@@ -3,10 +3,17 @@ first kernel twice; and the paper's separable form), the network's shapes and si
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from defocuskit.inference.load import load_model
+from defocuskit.inference.release import import_release
+from defocuskit.io.release import ReleaseError, random_checkpoint
 from defocuskit.methods import get_method
 from defocuskit.methods.recipes import load_recipe
 from defocuskit.models.filter_layers import iac, iac_channels, separable_filter
@@ -79,3 +86,28 @@ def test_ifan_shapes_sizes_and_a_training_step():
         method.build(no_rbn.model, no_rbn.objective, True)
     assert load_recipe("ifan").model.second_kernel and not load_recipe(
         "ifan", list(method.release.overrides)).model.second_kernel  # imports build the released IAC
+
+
+def test_an_ifan_of_table_4_is_imported_by_the_call_its_refusal_advises(tmp_path: Path) -> None:
+    """IFAN_8.pytorch (configs/config_IFAN_8.py: N 8 and RBF_num 8; IFAN_26: RBF_num 9): the plain import refuses it
+    in one line naming the overrides that build it, and the advised call with exactly those imports it."""
+    layout = json.loads((Path(__file__).parent / "data" / "release-ifan.json").read_text())["checkpoint"]
+    filters = 8 * 128 * 7  # N x ch4 x (2 Fs + 1)
+    for key, axis, size in (("module.Network.F.3.weight", 0, filters), ("module.Network.F.3.bias", 0, filters),
+                            ("module.reblurNet.RBF.0.0.weight", 1, filters), ("module.reblurNet.RBF.3.weight", 0, 168),
+                            ("module.reblurNet.RBF.3.bias", 0, 168)):  # RBF_num x 3 x (2 RBFs + 1)
+        layout[key]["shape"][axis] = size
+    pth, out = tmp_path / "IFAN_8.pytorch", tmp_path / "ifan8.safetensors"
+    torch.save(random_checkpoint(layout, torch.Generator().manual_seed(0)), pth)
+    with pytest.raises(ReleaseError) as caught:
+        import_release("ifan", pth, out)
+    message = str(caught.value)
+    assert "\n" not in message and "N = 8 IAC iterations" in message, message
+    advised = re.search(r"overrides=\[(.*)\]\)$", message)
+    assert advised, message
+    overrides = [o.strip().strip("'") for o in advised[1].split(",")]
+    assert overrides == ["model.iterations=8", "model.reblur_iterations=8"], message
+    import_release("ifan", pth, out, overrides=overrides)
+    _, recipe, net = load_model(out)
+    assert (recipe.model.iterations, recipe.model.reblur_iterations, net.iterations) == (8, 8, 8)
+    assert not recipe.model.second_kernel  # still the release's IAC

@@ -497,3 +497,29 @@ def test_a_file_that_is_no_checkpoint_is_named_with_what_it_is_and_what_was_expe
     result = runner.invoke(app, ["import-weights", "--method", "restormer", str(path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and result.output.count(str(path)) == 1 and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_the_check_tools_torchvision_stand_in_is_gone_once_drbnet_py_is_imported(tmp_path, monkeypatch):
+    """DRBNet.py imports torchvision.utils; without torchvision the tool stands an empty module in for it, which left
+    in sys.modules (no __spec__) made diffusers' probe of torchvision, on importing defocuskit's methods, raise
+    'ValueError: torchvision.__spec__ is None': `check_release.py --method drbnet` crashed."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: the tool needs no stand-in")
+    spec = importlib.util.spec_from_file_location("check_release", DATA.parents[1] / "tools" / "check_release.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    release = tmp_path / "DRBNet"
+    (release / "models").mkdir(parents=True)
+    (release / "models" / "DRBNet.py").write_text(  # a stand-in release: the import, then a network that stops
+        "import torchvision.utils as vutils\n\ndef DRBNet_single():\n    raise LookupError('stand-in release')\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    try:
+        with pytest.raises(LookupError, match="stand-in release"):
+            tool._drbnet(release, tmp_path / "scratch")
+    finally:
+        for name in ("models.DRBNet", "models"):
+            sys.modules.pop(name, None)
+    assert "torchvision" not in sys.modules and "torchvision.utils" not in sys.modules
+    assert importlib.util.find_spec("torchvision") is None  # what diffusers asks

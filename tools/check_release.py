@@ -190,13 +190,20 @@ def _ifan(release: Path, scratch: Path) -> Built:
 
 
 def _drbnet(release: Path, scratch: Path) -> Built:
+    stubbed = False
     try:
         importlib.import_module("torchvision")
     except ImportError:  # DRBNet.py imports torchvision.utils (for saving images), unused by the network
         stub = types.ModuleType("torchvision")
         stub.utils = types.ModuleType("torchvision.utils")  # type: ignore[attr-defined]
         sys.modules.update({"torchvision": stub, "torchvision.utils": stub.utils})  # type: ignore[attr-defined]
-    arch = _import_release(release, scratch, ["models/DRBNet.py"], "models.DRBNet")
+        stubbed = True
+    try:
+        arch = _import_release(release, scratch, ["models/DRBNet.py"], "models.DRBNet")
+    finally:  # the stub (no __spec__) only for that import: diffusers, imported by defocuskit, probes torchvision
+        if stubbed:
+            for name in ("torchvision", "torchvision.utils"):
+                sys.modules.pop(name, None)
     released = arch.DRBNet_single().eval()  # run.py --net_mode single
     weights = random_weights(released)
     released.load_state_dict(weights)

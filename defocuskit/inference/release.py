@@ -75,6 +75,11 @@ def convert_checkpoint(method: Method, checkpoint: Path, overrides: list[str] | 
         message = str(exc)
         raise ReleaseError(message if message.startswith(str(checkpoint)) else f"{checkpoint}: {message}") from None
     recipe = load_recipe(release.recipe, layered_overrides(release.overrides, overrides))
+    if release.fits is not None:  # another published configuration (IFAN_8.pytorch): the overrides that build it
+        try:
+            release.fits(tensors, recipe)
+        except ReleaseError as exc:
+            raise ReleaseError(f"{checkpoint}: {exc}") from None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the port's tensors a checkpoint may lack are built the same way every time
         net = method.build(recipe.model, recipe.objective, False)

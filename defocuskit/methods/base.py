@@ -112,6 +112,9 @@ class Release:
         the set it was trained on in data.train, for the model card); the imported model file carries that recipe.
     optional: names (or name prefixes ending in ".") of the port's tensors that a checkpoint may lack (a
         training-only module not every file carries); kept as built and listed in the model file.
+    fits(tensors, recipe): where a file is another published configuration of the network than `recipe` (the
+        release's, with the caller's overrides) builds, a ReleaseError naming the overrides that build it; it sees
+        the overrides, which `convert` does not.
     """
 
     code: str  # the released repository the port follows (owner/name@commit)
@@ -121,6 +124,7 @@ class Release:
     protocol: Protocol
     overrides: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
+    fits: Callable[[dict[str, torch.Tensor], Any], None] | None = None
 
 
 def unwrap(model: nn.Module) -> nn.Module:

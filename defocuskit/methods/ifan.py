@@ -132,7 +132,6 @@ _NAMES = [
     (r"out_res\.(.+)", r"out.\1"),
     (r"reblurNet\.RBF\.(.+)", r"reblur.body.\1"),
 ]
-RELEASED_ITERATIONS = 17  # configs/config_IFAN.py N, the network of IFAN.pytorch
 
 
 def convert_release(checkpoint: Any) -> dict[str, torch.Tensor]:
@@ -146,16 +145,36 @@ def convert_release(checkpoint: Any) -> dict[str, torch.Tensor]:
     if first.shape[1] == 6:
         raise ReleaseError("a dual-pixel IFAN (IFAN_dual.pytorch, 6 input channels: the two dual-pixel views); "
                            "defocuskit ports the single-image one (IFAN.pytorch)")
-    filters = state.get("F.3.weight")
-    if filters is not None and filters.dim() == 4:
-        deep, k = filters.shape[1], 3  # config.Fs 3 in every released config
-        n, rest = divmod(filters.shape[0], deep * (2 * k + 1))
-        if not rest and n != RELEASED_ITERATIONS:
-            raise ReleaseError(f"an IFAN with N = {n} IAC iterations (IFAN_{n}.pytorch, paper Table 4); the "
-                               f"'ifan' import builds N = {RELEASED_ITERATIONS}. Import it from Python with "
-                               f"defocuskit.inference.release.import_release('ifan', PATH, OUT, "
-                               f"overrides=['model.iterations={n}'])")
     return rename_keys(state, _NAMES)
+
+
+def _iterations(weight: torch.Tensor | None, channels: int, k: int) -> int | None:
+    """N of a filter head's last conv (N x channels x (2k + 1) outputs: IAC.py's layout); None where it is not one."""
+    if weight is None or weight.dim() != 4:
+        return None
+    n, rest = divmod(weight.shape[0], channels * (2 * k + 1))
+    return n if not rest and n > 0 else None
+
+
+def fits_recipe(tensors: dict[str, torch.Tensor], recipe: Any) -> None:
+    """ReleaseError where the checkpoint's IAC iterations (config.N: IFAN_8 ... IFAN_44.pytorch, paper Table 4) or
+    its RBN's (config.RBF_num: 8 for IFAN_8, 9 for IFAN_26) are not the recipe's, naming the overrides that fit."""
+    m = recipe.model
+    filters = tensors.get("filter_predictor.3.weight")
+    n = _iterations(filters, filters.shape[1], m.filter_size) if filters is not None and filters.dim() == 4 else None
+    rbf = _iterations(tensors.get("reblur.body.3.weight"), m.channels, m.reblur_filter_size)
+    fit = [f"model.{key}={v}" for key, v, built in (("iterations", n, m.iterations),
+                                                      ("reblur_iterations", rbf, m.reblur_iterations))
+           if v is not None and v != built]
+    if fit:
+        listed = ", ".join(f"'{f}'" for f in fit)
+        has = f"N = {n} IAC iterations" if n is not None else "an IAC"
+        builds = f"N = {m.iterations}"
+        if rbf is not None:
+            has, builds = f"{has} and {rbf} in its reblurring network", f"{builds} and {m.reblur_iterations}"
+        raise ReleaseError(f"an IFAN with {has} ({f'IFAN_{n}.pytorch, ' if n is not None else ''}paper Table 4); "
+                           f"this import builds {builds}. Import it from Python with "
+                           f"defocuskit.inference.release.import_release('ifan', PATH, OUT, overrides=[{listed}])")
 
 
 RELEASE = Release(
@@ -168,6 +187,7 @@ RELEASE = Release(
     # trained on, as the model card names it
     overrides=("model.second_kernel=false", "data.train=DPDD"),
     optional=("reblur.",),  # the RBN trains only; checkpoints saved while training carry it
+    fits=fits_recipe,
     # eval.py: data_loader/utils.py read_frame (cv2.imread, BGR -> RGB) / 255, refine_image crops to a multiple of
     # refine_val = 8 (configs/config_IFAN.py); the network runs on the crop as it is
     protocol=Protocol(script="eval.py (run.py --mode IFAN --network IFAN --config config_IFAN --data DPDD)",
