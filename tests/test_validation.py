@@ -98,9 +98,9 @@ def test_two_processes_validate_with_the_main_processes_batchnorm_statistics(tmp
     assert (val["step"], val["val_n"], val["val_psnr"]) == (3, 2, row["psnr"])
 
 
-def _val_shards(folder: Path, gray: int | None = None) -> Path:
-    """A shard folder's test split without manifest: 3 pairs of 40x48 (f/2.8, f/2.8, f/8) with coc.png; pair `gray`
-    (if given) in one channel, as a hand-written shard may hold it."""
+def _val_shards(folder: Path, gray: int | None = None, coc_png: bool = True) -> Path:
+    """A shard folder's test split without manifest: 3 pairs of 40x48 (f/2.8, f/2.8, f/8) with coc.png (unless not
+    `coc_png`); pair `gray` (if given) in one channel, as a hand-written shard may hold it."""
     import webdataset as wds
 
     from defocuskit.io.images import encode_png
@@ -114,10 +114,11 @@ def _val_shards(folder: Path, gray: int | None = None) -> Path:
             coc = np.kron(rng.random((5, 6)) * 6, np.ones((8, 8)))
             if i == gray:
                 sharp, blur = sharp.mean(2), blur.mean(2)
-            w.write({"__key__": f"v{i}", "sharp.png": encode_png(np.round(sharp * 255).astype(np.uint8)),
-                     "blur.png": encode_png(np.round(blur * 255).astype(np.uint8)),
-                     "coc.png": encode_png(np.round(coc * 256).astype(np.uint16)),
-                     "json": json.dumps({"f_number": f_number}).encode()})
+            sample = {"__key__": f"v{i}", "sharp.png": encode_png(np.round(sharp * 255).astype(np.uint8)),
+                      "blur.png": encode_png(np.round(blur * 255).astype(np.uint8)),
+                      "coc.png": encode_png(np.round(coc * 256).astype(np.uint16)),
+                      "json": json.dumps({"f_number": f_number}).encode()}
+            w.write(sample if coc_png else {k: v for k, v in sample.items() if k != "coc.png"})
     return folder
 
 
@@ -232,3 +233,13 @@ def encode(image: np.ndarray) -> bytes:
     from defocuskit.io.images import encode_png
 
     return encode_png(image)
+
+
+def test_an_ffdnet_trained_without_its_level_map_validates_on_pairs_without_coc_png(tmp_path: Path):
+    """ffdnet's model.level_map=none (the documented ablation, which needs no --coc at deblur or eval time) was
+    refused real validation pairs before training: "the 'ffdnet' sampler needs a CoC map" (its sampler.level_map
+    null was not read as the exported file reads it, from model.level_map)."""
+    shards = _val_shards(tmp_path / "shards", coc_png=False)
+    record, model = _validate("ffdnet-tiny", shards, tmp_path, "model.level_map=none")
+    _assert_same_scores(record, _eval_rows(shards, model, tmp_path))
+    assert record["val_n"] == 3 and record["val_protocol"]["coc"] is None

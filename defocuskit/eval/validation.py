@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from defocuskit.config.recipe import Recipe
+from defocuskit.config.recipe import Recipe, recipe_to_dict
 from defocuskit.data.reader import describe_splits, shard_urls
 from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.eval.config import EvalConfig
@@ -26,6 +26,7 @@ from defocuskit.eval.runners import model_runner
 from defocuskit.inference.coc_source import CocError, CocSource
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
+from defocuskit.methods.recipes import resolve_recipe
 
 VAL_SPLIT = "test"  # a shard folder named in data.val means this split of it
 SUMMARY_METRICS = ("psnr", "ssim", "mae")
@@ -143,6 +144,12 @@ def protocol_record(desc: dict[str, Any]) -> dict[str, Any]:
             "ensemble": desc["ensemble"]}
 
 
+def as_exported(method: Method, recipe: Recipe) -> Recipe:
+    """`recipe` as the exported model file's recipe is read back (`Method.upgrade_recipe`): what `eval` runs, e.g.
+    FFDNet's sampler.level_map null filled from model.level_map (a model trained with level_map none needs no map)."""
+    return resolve_recipe(method.upgrade_recipe(recipe_to_dict(recipe)))
+
+
 def make_validator(recipe: Recipe) -> Validator | None:
     """The validator of `recipe`: None without `data.val`; ValueError (naming the key) where the recipe asks for
     validation it cannot run: `train.eval_every` without `data.val`, a method whose output is not an image, or
@@ -160,6 +167,7 @@ def make_validator(recipe: Recipe) -> Validator | None:
     if t.eval_every < 0 or (t.val_limit is not None and t.val_limit < 1):
         raise ValueError("train.eval_every must be >= 0 and train.val_limit >= 1 (or null: every pair)")
     method = get_method(recipe.method)
+    recipe = as_exported(method, recipe)
     if method.output != "image":
         raise ValueError(f"data.val: a '{method.name}' model estimates {method.output.replace('_', ' ')}s; "
                          "validation scores deblurred images")
@@ -171,7 +179,8 @@ def make_validator(recipe: Recipe) -> Validator | None:
     if "coc" in needs and (missing := pair_without_coc(urls, t.val_limit)):
         raise ValueError(f"data.val: the '{method.name}' sampler needs a CoC map and validation gives it the shards' "
                          f"coc.png, which pair {missing} has not: give data.val shards with coc.png (synthetic or "
-                         "rendered), or a sampler that needs none (sampler.consistency)")
+                         "rendered), or sampler settings that need none (hidd: sampler.consistency; ffdnet: "
+                         "sampler.level_map)")
     return Validator(recipe, method, urls, needs_coc="coc" in needs, notes=shared_with_training(recipe, urls))
 
 
