@@ -29,26 +29,28 @@ FIRST_STEPS = 5
 # rtol of the pinned values: CPU reductions may round differently with the number of threads
 RTOL = 1e-4
 
-# metrics.jsonl "loss" of steps 1..5 of `defocuskit train NAME-tiny` on the synthetic shards below
+# metrics.jsonl "loss" of steps 1..5 of `defocuskit train NAME-tiny` on the synthetic shards below (re-pinned in the
+# thirty-ninth session: CoC 0 a layer of the renders changed 9 of their 336 members; the new code gives the former
+# pins on the former shards and these on the new ones)
 PINNED_LOSSES: dict[str, list[float]] = {
-    "cyclegan": [2.311581, 2.271197, 3.097608, 2.401491, 2.119364],
+    "cyclegan": [2.309441, 2.279201, 3.062732, 2.427059, 2.124946],
     "defocus-map": [0.333294, 0.08009280, 0.04261494, 0.04733379, 0.04677876],  # quantile 0.05 (the README's defect)
-    "drbnet": [0.3114327, 0.252325, 0.2694467, 0.3199586, 0.3496102],
-    "dncnn": [0.001832273, 0.0009553666, 0.00140334, 0.0002361243, 0.002958996],
-    "ffdnet": [0.001832273, 0.0008856438, 0.001383565, 0.0002383788, 0.002927925],
+    "drbnet": [0.3112851, 0.2523188, 0.2693193, 0.3198862, 0.3494411],
+    "dncnn": [0.00183433, 0.0009553583, 0.001405217, 0.0002359985, 0.00295748],
+    "ffdnet": [0.00183433, 0.0009042271, 0.001383442, 0.0002353472, 0.002931637],
     "hidd": [507.4241, 516.3445, 516.6092, 488.6378, 499.2297],
-    "ifan": [0.0340471, 0.02546984, 0.03554488, 0.03350893, 0.04851781],
-    "jdrl": [0.02529267, 0.02174205, 0.02139505, 0.01233920, 0.02674022],  # rendered pairs unwarped (objective.warp)
+    "ifan": [0.03403118, 0.02546993, 0.03554855, 0.03350868, 0.04851858],
+    "jdrl": [0.02533381, 0.02208337, 0.0211757, 0.0123587, 0.02679255],  # rendered pairs unwarped (objective.warp)
     "nafnet": [-11.72289, -12.09099, -12.63663, -14.38477, -15.67606],
-    "rddm": [-25.01335, -26.95034, -27.19315, -30.22980, -29.31350],  # + the pre-deblur's own PSNR (pre_weight 1)
-    "restormer": [0.07761008, 0.05932333, 0.06092931, 0.04945276, 0.0567015],
+    "rddm": [-25.01638, -26.95033, -27.19599, -30.23013, -29.31375],  # + the pre-deblur's own PSNR (pre_weight 1)
+    "restormer": [0.07759658, 0.05932227, 0.06084075, 0.04949606, 0.05674485],
 }
 # losses under a tiny recipe's former settings, named: they must still give the former losses
 PINNED_FORMER_LOSSES: dict[str, tuple[list[str], list[float]]] = {
     # objective.warp=always (every pair through the flow, as the release): JDRL's losses before "auto"
-    "jdrl": (["objective.warp=always"], [0.02339928, 0.02496611, 0.01889217, 0.01182588, 0.02404393]),
+    "jdrl": (["objective.warp=always"], [0.0235389, 0.02490563, 0.01889687, 0.01182282, 0.02403048]),
     # the release's one residual loss, rddm-tiny's until the twenty-second session (issue 20: the dilated tiny map)
-    "rddm": (["objective.pre_weight=0"], [-9.054039, -10.35033, -10.07661, -11.17359, -10.47354]),
+    "rddm": (["objective.pre_weight=0"], [-9.055148, -10.35033, -10.07462, -11.17424, -10.47399]),
 }
 # (sum, weighted sum) of restore's output on a seeded 32x32 input, weights built under torch.manual_seed(0) and then
 # each moved by 0.02 N(0, 1) (seed 1), so that networks that start at the identity are not at it
