@@ -50,7 +50,7 @@ from tool_args import choice_list, finite, whole
 
 from defocuskit.data.refine import refine
 from defocuskit.data.register import align, match_gain
-from defocuskit.data.render_photo import encode, render_coc, restore_highlights, spread_highlights
+from defocuskit.data.render_photo import encode, render_shot, restore_highlights
 from defocuskit.data.sources.render import added_coc
 from defocuskit.eval.metrics import detail_band
 from defocuskit.imaging.depth import decode_depth, focus_value, signed_relative_coc
@@ -161,8 +161,7 @@ def apply_tone(img: np.ndarray, curves: list[tuple[np.ndarray, np.ndarray]]) -> 
 
 def render(prep: dict, k: float, f_number: float, highlights: float = 8.0, psf: str = "area") -> np.ndarray:
     coc = added_coc(k * prep["c"], f_number, REF_F_NUMBER)  # as ingest --render renders it
-    linear = spread_highlights(prep["linear"], restore_highlights(prep["linear"], gain=highlights), coc)
-    return encode(render_coc(linear, coc, psf=psf))
+    return encode(render_shot(prep["linear"], restore_highlights(prep["linear"], gain=highlights), coc, psf=psf))
 
 
 def score(prep: dict, k: float, highlights: float = 8.0, band: float = 0.0, psf: str = "area") -> dict[float, float]:

@@ -27,14 +27,7 @@ from calibrate_renderer import REF_F_NUMBER, fit_k, prepare, psnr, shrink, stack
 from tool_args import whole
 
 from defocuskit.data.register import align, match_gain
-from defocuskit.data.render_photo import (
-    add_veil,
-    added_veil,
-    encode,
-    render_coc,
-    restore_highlights,
-    spread_highlights,
-)
+from defocuskit.data.render_photo import add_veil, added_veil, encode, render_shot, restore_highlights
 from defocuskit.data.sources.render import added_coc
 from defocuskit.io.images import read_image, to_float
 
@@ -53,11 +46,8 @@ def gain_matched(stack: dict, size: int) -> dict[float, np.ndarray]:
 
 def renders(prep: dict, k: float, f_numbers: list[float]) -> dict[float, np.ndarray]:
     """The reference rendered at each f-number as `ingest --render` does, linear light, before any glare."""
-    restored, out = restore_highlights(prep["linear"]), {}
-    for n in f_numbers:
-        coc = added_coc(k * prep["c"], n, REF_F_NUMBER)
-        out[n] = render_coc(spread_highlights(prep["linear"], restored, coc), coc)
-    return out
+    restored = restore_highlights(prep["linear"])
+    return {n: render_shot(prep["linear"], restored, added_coc(k * prep["c"], n, REF_F_NUMBER)) for n in f_numbers}
 
 
 def veiled(shot: np.ndarray, f_number: float, veil_at_f1: float) -> np.ndarray:

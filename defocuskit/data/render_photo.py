@@ -34,6 +34,7 @@ the frame that grows as the aperture opens (off by default); `add_noise` is Pois
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -176,6 +177,12 @@ def spread_highlights(linear: np.ndarray, restored: np.ndarray, coc_px: np.ndarr
     return (linear + (restored - linear) * share).astype(np.float32)
 
 
+def render_shot(linear: np.ndarray, restored: np.ndarray, coc_px: np.ndarray, **options: Any) -> np.ndarray:
+    """`render_coc` (its keyword `options`) of the photo `linear` by the signed `coc_px`, with the light of its
+    restored highlights (`restored`, `restore_highlights`) where the CoC spreads it (`spread_highlights`)."""
+    return render_coc(spread_highlights(linear, restored, coc_px), coc_px, **options)
+
+
 def veil_fraction(veil_at_f1: float, f_number: float) -> float:
     """Share of the light a lens scatters as veiling glare at f/N: `veil_at_f1` / N^2 (stray light from the
     aperture's rim and aberrations grows with the aperture's area), at most one half."""
@@ -224,7 +231,7 @@ def render_photo(srgb: np.ndarray, coc_px: np.ndarray, rng: np.random.Generator 
     """A tone-mapped photo (sRGB float in [0, 1]) defocused by a signed CoC map: decode to linear light,
     restore highlights (gain `highlights`, 1 = off), render, clip, add noise, encode (sRGB float [0, 1])."""
     linear = srgb_to_linear(np.clip(srgb, 0.0, 1.0))
-    out = render_coc(spread_highlights(linear, restore_highlights(linear, gain=highlights), coc_px), coc_px, max_layers)
+    out = render_shot(linear, restore_highlights(linear, gain=highlights), coc_px, max_layers=max_layers)
     if noise is not None and rng is None:
         raise ValueError("render_photo: noise needs an rng")
     return encode(add_noise(out, rng, noise), jpeg_quality)

@@ -56,9 +56,8 @@ from defocuskit.data.render_photo import (
     add_veil,
     added_veil,
     encode,
-    render_coc,
+    render_shot,
     restore_highlights,
-    spread_highlights,
 )
 from defocuskit.data.sample import RENDER_FOCUS_BY_MAP, IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.shards import COC_PNG_MAX_PX
@@ -370,7 +369,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
                               "--max-side or --render-coc-scale")
         try:
             added = added_coc(unit, f_number, opts.render_ref_f_number)
-            shot = render_coc(spread_highlights(linear, restored, added), added)
+            shot = render_shot(linear, restored, added)
         except ValueError as exc:  # a CoC no camera gives (metric depth with an odd lens): this photo's reject line
             units = ("" if opts.render_depth_kind == "metric" else f" ({opts.render_depth_kind} depth: the CoC is "
                      "--render-coc-scale px at f/1 per unit of the depth values; a map of values beyond 0-1 needs a "
