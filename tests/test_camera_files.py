@@ -12,7 +12,8 @@ import pytest
 from PIL import Image, ImageCms
 
 from defocuskit.data.sources.fnumbers import GivenFNumbers, resolve_f_number
-from defocuskit.inference.files import _f_number_meta, deblur_files
+from defocuskit.inference.files import deblur_files
+from defocuskit.inference.inputs import f_number_meta as _f_number_meta
 from defocuskit.io.raw import read_exif
 from tests.test_infer import _export_nafnet
 from tests.test_sensor_width import _jpeg

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 import defocuskit
 from defocuskit.cli import options as cli
 from defocuskit.cli.app import app
-from defocuskit.inference.files import deblur_files, expand_inputs
+from defocuskit.inference.files import deblur_files
+from defocuskit.inference.inputs import expand_inputs
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.formats import ImageError
 from defocuskit.io.images import write_image

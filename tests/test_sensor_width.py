@@ -22,7 +22,7 @@ from defocuskit.data.sources import pairs, synthetic
 from defocuskit.data.sources.fnumbers import GivenFNumbers
 from defocuskit.imaging import optics
 from defocuskit.inference.coc_source import CocSource
-from defocuskit.inference.files import _f_number_meta
+from defocuskit.inference.inputs import f_number_meta as _f_number_meta
 from defocuskit.io.raw import read_exif
 
 OPTS = IngestOptions(synthetic_size=48, synthetic_f_numbers=(2.8,))

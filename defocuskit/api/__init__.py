@@ -10,7 +10,6 @@ Images come back in the container, dtype, shape and (tensors) device they came i
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import tempfile
 import warnings
@@ -21,10 +20,13 @@ import numpy as np
 import torch
 
 import defocuskit
+from defocuskit.api.checks import check_license, check_token, sampler_text
 from defocuskit.api.coc import coc_band as _coc_band
 from defocuskit.api.coc import coc_sources as _coc_sources
 from defocuskit.api.coc import lens_f_number as _lens_f_number
+from defocuskit.api.coc import work_source as _work_source
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
+from defocuskit.data.postprocess import max_side_size
 from defocuskit.imaging import optics
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gated
@@ -47,21 +49,12 @@ from defocuskit.inference.restore import (
     restore_in_channels,
     sampler_settings,
 )
-from defocuskit.inference.scale import API_REMEDY, scale_note, trained_long_side
+from defocuskit.inference.scale import API_REMEDY, resolve_work_side, scale_note, trained_long_side, work_side_restore
 from defocuskit.inference.tiling import TilingOptions, default_inference
 from defocuskit.io import hub
 from defocuskit.io.devices import resolve_device
 from defocuskit.io.hub_eval import eval_from_report
 from defocuskit.io.paths import path_argument
-
-
-def _plain(key: str, value: Any) -> str:
-    """A sampler setting as the YAML text `sampler.KEY=VALUE` carries."""
-    try:
-        return json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else list(o))
-    except TypeError:
-        raise ValueError(f"sampler setting {key}={value!r}: not a number, string, bool, None or list") from None
-
 
 # ------------------------------------------------------------------------------------ the model
 
@@ -154,7 +147,7 @@ class DeblurModel:
             raise ValueError(f"steps must be positive, got {steps}")
         if sampler is not None and "name" not in known:
             raise ValueError(f"sampler={sampler!r}: the '{self.method}' model has no named samplers")
-        sets = [f"sampler.{k}={_plain(k, v)}" for k, v in settings.items()]
+        sets = [f"sampler.{k}={sampler_text(k, v)}" for k, v in settings.items()]
         return resolve_sampler(self._recipe, steps, name=sampler, sets=sets).resolved()
 
     def deblur(self, image: Image, *, steps: int | None = None, sampler: str | None = None, seed: int = 0,
@@ -162,8 +155,8 @@ class DeblurModel:
                batch: int | None = None, coc: Image | DeblurModel | str | None = None, f_number: float | None = None,
                sensor_width_mm: float | None = None, focal_length_mm: float | None = None,
                focus_distance_m: float | None = None, coc_bound: float | None = None, focus_gate: float | None = None,
-               ensemble: int = 1, progress: bool = False,
-               gate_smooth: float = GATE_SMOOTH_PX, **sampler_settings: Any) -> Image:
+               ensemble: int = 1, progress: bool = False, gate_smooth: float = GATE_SMOOTH_PX,
+               work_side: int | str | None = None, **sampler_settings: Any) -> Image:
         """Deblur `image`; returns the same container type, dtype, shape and device (integers rounded, floats clipped
         to [0, 1]).
 
@@ -190,8 +183,12 @@ class DeblurModel:
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
         $DEFOCUSKIT_BAND_PIXELS (default about 33.5 MP) is restored in bands of rows with 64 rows of context
         each side (defocuskit.inference.bands), so no float copy of it is made; band k draws noise from seed + k.
-        An image more than twice the long side of the model's training images (its train_long_side_px) gets a
-        UserWarning: defocus is measured in pixels, so downscaled to that size it is deblurred at the training scale.
+        `work_side` (pixels, or "trained": the model's training images' long side, `train_long_side_px`): an image
+        larger than that is deblurred at that long side (its CoC map and gate made there: a `coc` map given in the
+        image's pixels is shrunk with it) and given back at its own size, the model's change upsampled onto it
+        (inference.scale.work_side_restore; as `deblur --work-side`); a float copy of the whole image is made.
+        An image deblurred at more than twice the long side of the model's training images gets a UserWarning:
+        defocus is measured in pixels, so at that size (work_side="trained") it is deblurred at the training scale.
         """
         if self.output != "image":
             raise ValueError(f"this '{self.method}' model estimates circle-of-confusion maps, not sharp images: "
@@ -225,16 +222,27 @@ class DeblurModel:
                         "focus_distance_m": focus_distance_m})
         sources = _coc_sources(coc, f_number, raw.shape[:3], coc_bound, lens)
         dtype = output_dtype(layout)
-        if note := scale_note("image", max(raw.shape[1:3]), self._trained, API_REMEDY):
+        work = resolve_work_side(work_side, self._trained, self.source, "work_side=")
+        size = max_side_size(*raw.shape[1:3], work)  # (width, height) deblurred at; None: the image's own
+        if note := scale_note("image", max(size or raw.shape[1:3]), self._trained, API_REMEDY):
             warnings.warn(note, UserWarning, stacklevel=2)
 
-        def run(i: int, band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
-            coc_band = _coc_band(sources[i], band, r0, r1)
+        def run(source: Any, band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
+            coc_band = _coc_band(source, band, r0, r1)
             out = self._restore(band, cfg, coc_band if needs_coc else None, seed=seed + index, ensemble=ensemble,
                                 **options)
             return out if focus_gate is None else gated(band, out, coc_band, focus_gate, gate_smooth)
 
-        return give_back(_banded(raw, layout, run, lambda y: from_unit(y, dtype)), layout)
+        if size is None:
+            banded = _banded(raw, layout, lambda i, *band: run(sources[i], *band), lambda y: from_unit(y, dtype))
+            return give_back(banded, layout)
+        outs = []
+        for x, source in zip(raw, sources):
+            small = _work_source(source, raw.shape[1:3], size)  # the CoC source in the smaller image's pixels
+            outs.append(from_unit(work_side_restore(lambda s, small=small: restore_in_bands(
+                s, lambda a: a, lambda *band: run(small, *band), lambda y: y), to_unit(x, str(layout.dtype)), work),
+                dtype))
+        return give_back(np.stack(outs), layout)
 
     def coc_map(self, image: Image, *, f_number: float | None = None, tile: int | None = None,
                 overlap: int | None = None, max_tile_pixels: int | None = None, batch: int | None = None,
@@ -302,7 +310,7 @@ class DeblurModel:
 
         if report is None and report_label is not None:
             raise ValueError("report_label= names a checkpoint of a report: give report= too")
-        _check_license(license)
+        check_license(license)
         if hub.file_state(self.path) != self._state:  # the folder would hold that file, not this model
             raise ValueError(f"{self.path}: replaced, changed or removed since this model was loaded from it, so "
                              "saving would copy another model than this one; load it again and save that")
@@ -335,28 +343,10 @@ class DeblurModel:
                 f"push_to_hub: repo_id= is the Hub model repo's id (owner/name), got {repo_id!r}")
         if not isinstance(private, bool):
             raise TypeError(f"push_to_hub: private= is True or False, got {private!r}")
-        _check_token(token)
+        check_token(token)
         with tempfile.TemporaryDirectory(prefix="defocuskit-hub-") as tmp:
             folder = self._write(Path(tmp) / "model", report, report_label, repo_id, license)
             return hub.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message)
-
-
-def _check_license(license: Any) -> None:
-    """None, or a Hub license id (mit, apache-2.0, other, ...) for the card's front matter; else TypeError or
-    ValueError naming license= (license=3 was written to the card as `license: 3`, "" read as not given)."""
-    if license is None:
-        return
-    if not isinstance(license, str):
-        raise TypeError(f"license=: a Hub license id such as 'mit' or 'apache-2.0' (a str), got {license!r}")
-    if not license.strip() or any(c.isspace() for c in license):
-        raise ValueError(f"license={license!r}: not a Hub license id (one word such as 'mit', 'apache-2.0', "
-                         "'cc-by-nc-4.0' or 'other')")
-
-
-def _check_token(token: Any) -> None:
-    """TypeError naming token= where it is no Hub token (a str), bool or None (its value is not repeated)."""
-    if token is not None and not isinstance(token, (str, bool)):
-        raise TypeError(f"token=: a Hub access token (a str), True or False, got {type(token).__name__}")
 
 
 def _banded(raw: np.ndarray, layout: Any, run: Any, store: Any) -> np.ndarray:
@@ -381,7 +371,7 @@ def load(source: str | Path, *, method: str | None = None, device: str = "auto",
         raise ValueError("load: an empty name; give a model file, a save_pretrained folder or a Hub repo id")
     if cache_dir is not None:  # "" downloaded into the working folder
         cache_dir = path_argument("cache_dir", cache_dir, "the huggingface_hub cache folder")
-    _check_token(token)
+    check_token(token)
     if isinstance(revision, str) and not revision.strip():  # was fetched as the empty revision, or refused for a file
         raise ValueError("load: revision= is an empty name; give a branch, tag or commit of the Hub repo, or leave it "
                          "out")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from defocuskit.data.metadata import F_NUMBER_RANGE
+from defocuskit.data.postprocess import resize_area
 from defocuskit.imaging import optics
 from defocuskit.inference.arrays import Image, plain_tensor
 from defocuskit.inference.keywords import real
@@ -110,3 +111,19 @@ def coc_band(source: float | str | np.ndarray | MapModel | tuple | None, band: n
     if isinstance(source, np.ndarray):
         return source[r0:r1]
     return np.full(band.shape[:2], source, np.float32)
+
+
+def work_source(source: float | str | np.ndarray | MapModel | tuple | None, shape: tuple[int, int],
+                size: tuple[int, int]) -> float | str | np.ndarray | MapModel | tuple | None:
+    """A `coc_sources` entry of an image of `shape` (H, W) for that image at `size` (width, height, as work_side
+    deblurs it): a constant or a map in the smaller image's pixels, a bounded estimate with its long side; a model or
+    "edge" as it is (it estimates from the smaller image)."""
+    ratio = 0.5 * (size[0] / shape[1] + size[1] / shape[0])  # as ingest's --max-side scales coc.png
+    if isinstance(source, tuple):
+        estimate, f_number, _, bound = source
+        return estimate, f_number, max(size), bound
+    if isinstance(source, np.ndarray):
+        return resize_area(source, size) * np.float32(ratio)
+    if isinstance(source, (int, float)):
+        return float(source) * ratio
+    return source

@@ -143,6 +143,10 @@ def deblur_cmd(
         None, "--max-side", help="PX: downscale each input (INTER_AREA, as ingest --max-side) so its long side is at "
         "most PX before deblurring; the output is written at that size. Defocus is measured in pixels: give the "
         "model's training scale (the note deblur prints for an input over twice its training images' long side)."),
+    work_side: Optional[str] = typer.Option(
+        None, "--work-side", help="PX | trained: deblur each input at PX on its long side (trained: the model's "
+        "training images', from its file) and write it at its own size, the model's change upsampled onto it: the "
+        "defocus at the width in pixels the model learnt, the photo's own detail kept (docs/benchmarks.md)."),
 ) -> None:
     """Deblur images of any size: whole or in overlapping tiles (a defocus-map model writes <stem>_coc.png maps)."""
     import sys
@@ -161,7 +165,8 @@ def deblur_cmd(
                                coc=value(coc), coc_model=coc_model, coc_bound=coc_bound, f_number=f_number,
                                camera=lens, focus_gate=focus_gate,
                                gate_smooth=gate_smooth, tiling=TilingOptions(tile, overlap, max_tile_pixels, batch),
-                               device=device, seed=seed, ensemble=ensemble, max_side=max_side)
+                               device=device, seed=seed, ensemble=ensemble, max_side=max_side,
+                               work_side=work_side)
     except KeyboardInterrupt:
         print(f"interrupted: the images written so far are listed in {Path(out) / 'deblur.json'}; run the same "
               "command again to finish", file=sys.stderr)
@@ -227,6 +232,10 @@ def eval_cmd(
     ensemble: Optional[list[str]] = typer.Option(
         None, "--ensemble", help="[LABEL:]N: geometric self-ensemble, each model's outputs for the image under 4 flips "
         "(N=4) or flips and transposes (N=8) turned back and averaged, at N times the cost (repeatable)."),
+    work_side: Optional[list[str]] = typer.Option(
+        None, "--work-side", help="[LABEL:]PX | [LABEL:]trained: each model deblurs the images at PX on their long "
+        "side (trained: its training images', from its file) and is scored at the shards' size, its change upsampled "
+        "onto the input (repeatable; the same --checkpoint twice compares)."),
     save_images: Optional[Path] = typer.Option(
         None, "--save-images", help="Write every output under DIR/<method>/ (listed in "
         "DIR/.defocuskit-eval-images.json; replaces only files listed there)."),
@@ -285,7 +294,8 @@ def eval_cmd(
                             limit=limit, steps=steps, samplers=list(sampler or []), sets=list(set_ or []),
                             coc=value(coc), coc_model=coc_model, coc_bound=coc_bound, camera=lens,
                             focus_gates=list(focus_gate or []),
-                            gate_smooth=gate_smooth, ensembles=list(ensemble or []), save_images=save_images,
+                            gate_smooth=gate_smooth, ensembles=list(ensemble or []), work_sides=list(work_side or []),
+                            save_images=save_images,
                             report_dir=report,
                             tiling=TilingOptions(tile, overlap, max_tile_pixels, batch), device=device, seed=seed,
                             ssim_variant=value(ssim), lpips_weights=lpips_weights, by_source=by_source, figure=figure,

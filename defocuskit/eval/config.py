@@ -33,6 +33,7 @@ class EvalConfig:
     focus_gates: list[str] = field(default_factory=list)  # [LABEL:]PX: a model's change weighed by the CoC map
     gate_smooth: float = GATE_SMOOTH_PX  # the change's low-pass (Gaussian sigma, px) every focus gate keeps (0: none)
     ensembles: list[str] = field(default_factory=list)  # [LABEL:]N: a model's geometric self-ensemble (4 or 8)
+    work_sides: list[str] = field(default_factory=list)  # [LABEL:]PX|trained: a model deblurs at that long side
     save_images: Path | None = None  # write every output here
     report_dir: Path = Path("report")
     tiling: TilingOptions = TilingOptions()

@@ -36,6 +36,7 @@ from defocuskit.eval.runners import (
     gate_smooth_px,
     gates_per_checkpoint,
     per_checkpoint_settings,
+    work_sides_per_checkpoint,
 )
 from defocuskit.eval.saved import SavedImages, image_names
 from defocuskit.eval.scoring import ALIGN_MODES, PSNR_CAP_DB, Scoring, describe_band, prepare_pair, score_pair
@@ -285,6 +286,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     gates = gates_per_checkpoint(list(paths), list(c.focus_gates), tuple(dict.fromkeys(baselines)))
     smooth = gate_smooth_px(c.gate_smooth)
     ensembles = ensembles_per_checkpoint(list(paths), list(c.ensembles))
+    work_sides = work_sides_per_checkpoint(paths, list(c.work_sides))
     for name in dict.fromkeys(baselines):
         runners[name], infos[name] = _baseline_runner(name, coc_source, gates.get(name), smooth)
     keys = {label: _sampler_keys(path) for label, path in paths.items()}  # each file's metadata read once
@@ -303,7 +305,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         runners[label], infos[label] = _checkpoint_runner(
             path, steps=steps_for[label], sampler=name, sets=items, tiling=tiling, device=device, seed=seed,
             coc=coc_source, gate_px=gates.get(label), ensemble=ensembles[label], gate_smooth=smooth,
-            gate_given=label in gates, own_maps=own_maps)
+            gate_given=label in gates, own_maps=own_maps, work_side=work_sides[label])
     if coc_source is not None and not any(info.get("coc") for info in infos.values()):  # the report named it
         raise EvalError(f"--coc {coc_source.kind}: no method given uses a CoC map (a model whose sampler needs one, a "
                         "focus gate, or the wiener/prox baselines); leave --coc out, or give --focus-gate PX")
@@ -380,7 +382,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         }
         if coc_source is not None and coc_source.kind == "fnumber":  # the camera values that were defaults
             result["notes"] += camera_notes(protocol_entries["coc"]["camera"])
-        result["notes"] += eval_notes(paths, urls)  # images far larger than a model's training images
+        result["notes"] += eval_notes({lb: p for lb, p in paths.items() if work_sides[lb] is None}, urls)  # too large
         report = {"protocol": protocol_entries, "rows": result["rows"], "images": result["images"],
                   "skipped": result["skipped"], "notes": result["notes"]}
         if not group.is_main:  # one process writes; every process has the gathered report

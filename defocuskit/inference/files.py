@@ -5,11 +5,9 @@ patterns, every check before the first image, outputs at the input's size (or --
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping
@@ -19,12 +17,14 @@ from typing import Any
 import numpy as np
 
 from defocuskit.data.metadata import F_NUMBER_RANGE
+from defocuskit.data.postprocess import max_side_size
 from defocuskit.data.shards import encode_coc
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gate
 from defocuskit.inference.bands import band_pixels, plan_bands, restore_in_bands
 from defocuskit.inference.coc_source import CocSource, check_camera_use
 from defocuskit.inference.ensemble import check_ensemble
+from defocuskit.inference.inputs import check_inputs, exif_optics, expand_inputs, f_number_meta, implausible
 from defocuskit.inference.keywords import real
 from defocuskit.inference.load import load_model
 from defocuskit.inference.outputs import (
@@ -44,8 +44,10 @@ from defocuskit.inference.restore import (
 from defocuskit.inference.scale import (
     check_max_side,
     downscaled,
+    resolve_work_side,
     scale_note,
     trained_long_side,
+    work_side_restore,
 )
 from defocuskit.inference.tiling import TilingOptions, check_tiling, plan_tiling
 from defocuskit.io import locks
@@ -56,11 +58,9 @@ from defocuskit.io.atomic import (
     write_naming_next,
 )
 from defocuskit.io.devices import resolve_device
-from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
 from defocuskit.io.icc import png_with_icc, read_icc
 from defocuskit.io.images import (
     bit_depth,
-    check_image,
     encode_image,
     from_float,
     png_is_gray,
@@ -68,108 +68,6 @@ from defocuskit.io.images import (
     to_float,
 )
 from defocuskit.io.paths import path_argument
-from defocuskit.io.raw import read_exif
-
-
-def _exif_optics(path: Path) -> dict[str, Any]:
-    """The optics in the EXIF of `path` (f_number, focal_length_mm, sensor_width_mm, focus_distance_m; None where
-    unknown or unreadable), as ingest reads them (io.raw.read_exif)."""
-    try:
-        exif = read_exif(path)
-    except ImageError:
-        exif = {}
-    return {k: exif.get(k) for k in ("f_number", "focal_length_mm", "sensor_width_mm", "focus_distance_m")}
-
-
-def _implausible(exif: Mapping[str, Any]) -> str | None:
-    """Why the EXIF f-number is not used (outside the lenses that exist, F_NUMBER_RANGE: a misread or corrupt tag,
-    as ingest rejects the shot), else None."""
-    low, high = F_NUMBER_RANGE
-    value = exif.get("f_number")
-    if value is None or low <= value <= high:
-        return None
-    return f"its f/{value:g} is implausible: lenses span f/{low:g} to f/{high:g}"
-
-
-def _f_number_meta(path: Path, f_number: float | None, camera: Mapping[str, float] | None = None,
-                   exif: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The optics that `--coc fnumber` reads: --f-number and the `camera` values given (--sensor-width, ...), else the
-    file's EXIF (`exif`: `_exif_optics` of it, read here where not given); an EXIF f-number outside F_NUMBER_RANGE
-    is unknown (None), as ingest does not use it."""
-    meta = dict(_exif_optics(path) if exif is None else exif)
-    if _implausible(meta):
-        meta["f_number"] = None
-    if f_number is not None:
-        meta["f_number"] = float(f_number)
-    meta.update(camera or {})
-    return meta
-
-
-def _check_inputs(inputs: list[Path]) -> None:
-    """Raise ImageError (one bad file) or ValueError (several, each named with its fault) unless every input reads."""
-    errors: list[ImageError] = []
-    for p in inputs:
-        try:
-            check_image(p)
-        except ImageError as exc:
-            errors.append(exc)
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise ValueError(f"{len(errors)} of {len(inputs)} input images cannot be read; nothing was deblurred:\n"
-                         + "\n".join(f"  {e}" for e in errors))
-
-
-def expand_inputs(items: list[str | Path] | tuple[str | Path, ...], outputs: frozenset[Path] = frozenset()
-                  ) -> list[Path]:
-    """The image files that `deblur` arguments name: a file as given; a folder -> its image files (not
-    recursive, sorted); a glob pattern (quoted, so that the shell left it) -> its image files, sorted; neither
-    taking the files of `outputs` (resolved paths: the outputs an earlier deblur into --out lists, where --out is
-    the folder of the photos themselves).
-
-    Raises ImageError (one bad item) or ValueError (several, each named) for an item that is neither an
-    existing file, a folder with images, nor a pattern with image matches.
-    """
-    def images(paths: list[Path]) -> list[Path]:
-        return sorted(p for p in paths if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                      and not p.name.startswith(".") and p.resolve() not in outputs)
-
-    def only_outputs(paths: list[Path]) -> str:
-        return " but the outputs of an earlier deblur into --out (its deblur.json lists them)" if any(
-            p.resolve() in outputs for p in paths) else ""
-
-    found: list[Path] = []
-    errors: list[ImageError] = []
-    kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
-    for item in items:
-        path = Path(item)
-        if path.is_file():
-            found.append(path)
-        elif path.is_dir():
-            inside = images(listed := list(path.iterdir()))
-            found += inside
-            if not inside:
-                errors.append(ImageError(path, f"a folder without image files{only_outputs(listed)} (looked for "
-                                               f"{kinds})"))
-        elif path.exists():  # a pipe or a device: there, so not "no such file"
-            errors.append(ImageError(path, "not a regular file or folder (a device, pipe or socket)"))
-        elif re.search(r"[*?[]", str(item)):
-            matched = images(globbed := [Path(m) for m in glob.glob(str(item), recursive=True)])
-            found += matched
-            if not matched:
-                errors.append(ImageError(item, "no such file, and no image file matches it as a pattern"
-                                               + only_outputs(globbed)))
-        else:
-            errors.append(ImageError(path, "no such file or folder"))
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise ValueError(f"{len(errors)} of {len(items)} inputs name no image; nothing was deblurred:\n"
-                         + "\n".join(f"  {e}" for e in errors))
-    unique: dict[Path, Path] = {}
-    for p in found:
-        unique.setdefault(p.resolve(), p)  # a file named twice (itself and by its folder) is deblurred once
-    return list(unique.values())
 
 
 def deblur_files(
@@ -193,6 +91,7 @@ def deblur_files(
     ensemble: int = 1,
     gate_smooth: float = GATE_SMOOTH_PX,
     max_side: int | None = None,
+    work_side: int | str | None = None,
 ) -> list[Path]:
     """Deblur each input with the exported model; writes out/<stem>.png (the input's size, bit
     depth and channels: gray stays gray, an alpha channel is carried through unchanged, a PNG's tRNS transparency
@@ -208,9 +107,11 @@ def deblur_files(
     no `coc` is given); 0: no gate. `ensemble` 4 or 8 averages the outputs for
     the image's flips (and transposes) (inference.ensemble). `max_side`: each input downscaled (INTER_AREA, as ingest's
     --max-side) so its long side is at most that before it is deblurred, its CoC map (--coc fnumber's thin lens, map,
-    edge) made for it as deblurred, and its output written at that size. An input more than twice the long side of
-    the model's training images (its metadata's train_long_side_px) is said once per run on stderr (inference.scale)
-    and noted in its record. deblur.json records, per input,
+    edge) made for it as deblurred, and its output written at that size. `work_side` (pixels, or "trained": the
+    model's training images' long side): deblurred at that size, CoC map and gate there too, and written at the
+    input's (or `max_side`'s) size with the model's change upsampled (inference.scale.work_side_restore). An input
+    deblurred at more than twice the long side of the model's training images (its metadata's train_long_side_px)
+    is said once per run on stderr (inference.scale) and noted in its record. deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
     network ran (`Tiling.record`: whole image or tiles of a size, under `tiling.max_tile_pixels`; `bands`: an image
     above $DEFOCUSKIT_BAND_PIXELS is restored by bands of rows, band k seeded seed + k, as the Python API restores it)
@@ -249,6 +150,7 @@ def deblur_files(
         stems[p.stem] = p
     method, recipe, model = load_model(Path(checkpoint), device=device)
     trained, said = trained_long_side(checkpoint), False  # the training images' scale; the note said once per run
+    work_side = resolve_work_side(work_side, trained, str(checkpoint))
     sampler_cfg = resolve_sampler(recipe, steps, name=sampler, sets=sets).resolved()
     info = sampler_settings(sampler_cfg, recipe.objective)
     if coc == "oracle":
@@ -277,19 +179,22 @@ def deblur_files(
         what = "--focus-gate needs" if "coc" not in info["needs"] else "this model (its sampler or network) needs"
         raise ValueError(f"{checkpoint}: {what} a CoC map: --coc map --coc-model FILE, --coc edge or --coc fnumber "
                          "[--f-number N]")
+    if work_side is not None and defocus_map:
+        raise ValueError(f"--work-side: {checkpoint} is a '{method.name}' model, whose map is written at the size it "
+                         "is made; give --max-side to make it at a smaller size")
     if focus_gate is not None:
         check_smooth_px(gate_smooth)  # a bad value fails before any image
         if method.output != "image":
             raise ValueError(f"--focus-gate weighs a deblurred image; {checkpoint} is a '{method.name}' model")
-    _check_inputs(inputs)
+    check_inputs(inputs)
     optics_of: dict[Path, dict[str, Any]] = {}
     bounded = (source is not None and uses_coc and source.bound is not None) or (own_bound and own_bound.bound)
     if (source is not None and source.kind == "fnumber" and uses_coc) or bounded:
-        exifs = {p: _exif_optics(p) for p in inputs}
-        optics_of = {p: _f_number_meta(p, f_number, camera, exifs[p]) for p in inputs}
+        exifs = {p: exif_optics(p) for p in inputs}
+        optics_of = {p: f_number_meta(p, f_number, camera, exifs[p]) for p in inputs}
         missing = [p for p, meta in optics_of.items() if meta["f_number"] is None]
         if missing and source is not None and source.kind == "fnumber":  # f/0.5 from a corrupt tag was used
-            named = [f"{p} ({why})" if (why := _implausible(exifs[p])) else str(p) for p in missing]
+            named = [f"{p} ({why})" if (why := implausible(exifs[p])) else str(p) for p in missing]
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(named)}; give --f-number N")
     check_tiling(method, recipe, model, tiling)
     band_pixels()  # a bad $DEFOCUSKIT_BAND_PIXELS fails before any image
@@ -320,31 +225,38 @@ def deblur_files(
             arr = read_image_channels(p)  # gray, RGB or RGBA: written back in the same channels
             read_size = [int(arr.shape[1]), int(arr.shape[0])]
             arr = downscaled(arr, max_side)  # --max-side: deblurred, its CoC made and written at that size
-            note = scale_note(str(p), max(arr.shape[:2]), trained)
+            work = max_side_size(*arr.shape[:2], work_side)  # (width, height) deblurred at, where --work-side is
+            note = scale_note(str(p), max(work or arr.shape[:2]), trained)
             if note and not said:
                 print(f"note: {note}", file=sys.stderr)
                 said = True
             alpha = arr[:, :, 3:] if arr.shape[2] == 4 else None
             gray_alpha = alpha is not None and png_is_gray(p)  # gray + alpha, or a tRNS value: gray + alpha out
             image = to_float(arr[:, :, :1] if gray_alpha else arr[:, :, :3])
-            colour = np.repeat(image, 3, axis=2) if image.shape[2] == 1 and source is not None and uses_coc else image
 
-            def restore_band(band: np.ndarray, index: int, r0: int, r1: int, p: Path = p, image: np.ndarray = image,
-                             colour: np.ndarray = colour) -> np.ndarray:
-                coc_map = None
-                if source is not None and uses_coc:  # CoC sources read colour: gray as RGB
-                    coc_map = source(colour, optics_of.get(p), name=str(p), sensor_px=max(image.shape[:2]),
-                                     rows=(r0, r1))  # a camera's sensor width: its long side, which a photo's long
-                    # side spans, portrait (EXIF-turned or not) or landscape
-                out = restore_in_channels(  # gray in, gray out, as the Python API's deblur
-                    method, recipe, model, band, tiling=tiling, seed=seed + index, device=device, progress=progress,
-                    sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None, ensemble=ensemble,
-                )
-                return out if focus_gate is None else gate(band, out, coc_map, focus_gate, gate_smooth)
+            def restore_whole(image: np.ndarray, p: Path = p) -> np.ndarray:  # at the input's size or the work side
+                colour = np.repeat(image, 3, axis=2) if image.shape[2] == 1 and source is not None and uses_coc \
+                    else image
 
-            plan = plan_tiling(method, recipe, model, *image.shape[:2], tiling)
-            # by bands of rows above the API's budget, as DeblurModel.deblur: the same image from both
-            result = restore_in_bands(image, lambda rows: rows, restore_band, lambda out: out)
+                def restore_band(band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
+                    coc_map = None
+                    if source is not None and uses_coc:  # CoC sources read colour: gray as RGB
+                        coc_map = source(colour, optics_of.get(p), name=str(p), sensor_px=max(image.shape[:2]),
+                                         rows=(r0, r1))  # a camera's sensor width: its long side, which a photo's
+                        # long side spans, portrait (EXIF-turned or not) or landscape
+                    out = restore_in_channels(  # gray in, gray out, as the Python API's deblur
+                        method, recipe, model, band, tiling=tiling, seed=seed + index, device=device,
+                        progress=progress, sampler_cfg=sampler_cfg, coc=coc_map if "coc" in info["needs"] else None,
+                        ensemble=ensemble,
+                    )
+                    return out if focus_gate is None else gate(band, out, coc_map, focus_gate, gate_smooth)
+
+                # by bands of rows above the API's budget, as DeblurModel.deblur: the same image from both
+                return restore_in_bands(image, lambda rows: rows, restore_band, lambda out: out)
+
+            ran = (work[1], work[0]) if work else image.shape[:2]  # the size the network ran at
+            plan = plan_tiling(method, recipe, model, *ran, tiling)
+            result = work_side_restore(restore_whole, image, work_side)
             dest = destination(out, p, defocus_map)
             if defocus_map:
                 estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))
@@ -372,7 +284,7 @@ def deblur_files(
             records.append({
                 "input": str(p), "output": str(dest), "method": method.name, "checkpoint": str(checkpoint),
                 "sampler": info["settings"], "nfe": info["nfe"], "timesteps": info.get("timesteps"), "seed": seed,
-                **plan.record(), "bands": len(plan_bands(*image.shape[:2], band_pixels())),
+                **plan.record(), "bands": len(plan_bands(*ran, band_pixels())),
                 "coc": source.describe() if source is not None and uses_coc else None, "focus_gate": focus_gate,
                 "f_number": optics_of.get(p, {}).get("f_number"),  # the bound applies only where it is known
                 "camera": {k: v for k, v in optics_of.get(p, {}).items() if k != "f_number"}
@@ -382,7 +294,7 @@ def deblur_files(
                 if optics_of.get(p, {}).get("f_number") else None,
                 "gate_smooth": gate_smooth if focus_gate is not None else None,
                 "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
-                "ensemble": ensemble, "max_side": max_side, "input_size": read_size,
+                "ensemble": ensemble, "max_side": max_side, "work_side": work_side, "input_size": read_size,
                 "size": [int(arr.shape[1]), int(arr.shape[0])], "train_long_side_px": trained, "scale_note": note,
                 "seconds": round(time.perf_counter() - started, 3), "sha256": sha,
             })

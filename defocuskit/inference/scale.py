@@ -2,13 +2,16 @@
 measured in pixels: a model trained on images of about 512 px on their long side has seen the blur of that scale,
 and a camera's full frame holds the same defocus many times wider. An export records its training images' median
 long side (io.modelfile.long_side_entry, data.image_scale); an input more than RATIO times larger is named, with the
---max-side that deblurs it at the training scale (OpenCV INTER_AREA, as ingest's --max-side)."""
+--max-side that deblurs it at the training scale (OpenCV INTER_AREA, as ingest's --max-side), or the --work-side that
+deblurs it there and gives the image back at its own size (`work_side_restore`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from defocuskit.data.postprocess import max_side_size, resize_area
@@ -28,9 +31,9 @@ def trained_long_side(model_file: str | Path) -> int | None:
         return None
 
 
-CLI_REMEDY = "`--max-side {trained}` deblurs it at the training scale"
-API_REMEDY = ("downscaled to {trained} px on its long side (cv2.INTER_AREA, as `defocuskit deblur --max-side "
-              "{trained}`) it is deblurred at the training scale")
+CLI_REMEDY = ("`--work-side trained` deblurs it at the training scale and writes it at its own size (`--max-side "
+              "{trained}`: at that size)")
+API_REMEDY = "work_side='trained' deblurs it at the training scale and gives it back at its own size"
 
 
 def scale_note(name: str, long_side: int, trained: int | None, remedy: str = CLI_REMEDY) -> str | None:
@@ -53,7 +56,7 @@ def eval_notes(checkpoints: dict[str, Path], urls: list[str]) -> list[str]:
     side = median_long_side(urls) if any(trained.values()) else None
     return [f"{label}: the images scored are {side} px on their long side (median), the model trained on images of "
             f"about {t} px: their defocus is about {side / t:.1f}x wider in pixels than the model saw; shards ingested "
-            f"with `--max-side {t}` score it at the training scale"
+            f"with `--max-side {t}`, or `--work-side {label}:trained`, score it at the training scale"
             for label, t in trained.items() if side and t and side > RATIO * t]
 
 
@@ -72,3 +75,35 @@ def downscaled(pixels: np.ndarray, max_side: int | None) -> np.ndarray:
     --max-side resize: the same size and pixels), in its own dtype and channels; as given where it already is."""
     size = max_side_size(*pixels.shape[:2], max_side)
     return pixels if size is None else resize_area(pixels, size)
+
+
+def resolve_work_side(work_side: Any, trained: int | None, model: str, option: str = "--work-side") -> int | None:
+    """`work_side` (a whole number of pixels, at least MIN_MAX_SIDE; "trained": the model file's training images'
+    long side, `trained`; None) as pixels or None; ValueError naming `option` (and `model` where it records no
+    training scale)."""
+    if isinstance(work_side, str) and work_side.strip().lower() == "trained":
+        if not trained:
+            raise ValueError(f"{option} trained: {model} records no training image size (an older export, an imported "
+                             "release, or trained on remote shards); give the long side in pixels")
+        return int(trained)
+    if isinstance(work_side, str):
+        try:
+            work_side = int(work_side)
+        except ValueError:
+            raise ValueError(f"{option} {work_side}: expected a long side in pixels or 'trained'") from None
+    return check_max_side(work_side, option)
+
+
+def work_side_restore(restore: Callable[[np.ndarray], np.ndarray], image: np.ndarray, work_side: int | None
+                      ) -> np.ndarray:
+    """`image` (H, W, C) float, deblurred by `restore` at `work_side` px on its long side and given back at its own
+    size: x + U(restore(D x) - D x), D INTER_AREA (as --max-side), U bicubic. The model works at the scale of its
+    training images, where the defocus has the width in pixels it learnt; what it changes there is added to the
+    whole-size image, whose own detail stays. As given to `restore` where the image is no larger than `work_side`."""
+    size = max_side_size(*image.shape[:2], work_side)
+    if size is None:
+        return restore(image)
+    small = resize_area(image, size)
+    change = restore(small) - small
+    up = cv2.resize(change, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_CUBIC)
+    return image + (up[:, :, None] if up.ndim == 2 else up)

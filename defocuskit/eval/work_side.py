@@ -1,0 +1,39 @@
+"""eval's --work-side: each checkpoint's images deblurred at a smaller long side and scored at the shards' size
+(inference.scale.work_side_restore), with the sample as the model sees it there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from defocuskit.data.postprocess import max_side_size, resize_area
+
+WORK_SIDE_DESCRIPTION = ("deblurred at work_px on its long side (INTER_AREA) and scored at its own size: the input "
+                         "plus the model's change upsampled (bicubic), inference.scale.work_side_restore")
+
+
+def work_sample(sample: dict[str, Any], shape: tuple[int, ...], size: tuple[int, int]) -> dict[str, Any]:
+    """`sample`, whose input has `shape` (H, W, ...), as the model sees it at `size` (width, height): its CoC map
+    (coc.png, in pixels) shrunk with the image and a training patch's photo (`patch_of`) with it, so every CoC source
+    reads the smaller image's pixels."""
+    height, width = shape[:2]
+    ratio = 0.5 * (size[0] / width + size[1] / height)  # as ingest's --max-side scales coc.png
+    small = dict(sample)
+    if sample.get("coc") is not None:
+        small["coc"] = resize_area(np.asarray(sample["coc"], np.float32), size) * np.float32(ratio)
+    if sample.get("coc_sign") is not None:
+        small["coc_sign"] = np.sign(resize_area(np.asarray(sample["coc_sign"], np.float32), size))
+    meta = sample.get("meta")
+    if isinstance(meta, dict) and isinstance(meta.get("patch_of"), dict):
+        patch_of = dict(meta["patch_of"])
+        for key in ("height", "width"):
+            if isinstance(patch_of.get(key), int):
+                patch_of[key] = max(1, round(patch_of[key] * ratio))
+        small["meta"] = {**meta, "patch_of": patch_of}
+    return small
+
+
+def work_size(blur: np.ndarray, work_side: int | None) -> tuple[int, int] | None:
+    """The (width, height) `blur` is deblurred at under `work_side`, or None where at its own size."""
+    return max_side_size(*blur.shape[:2], work_side)
