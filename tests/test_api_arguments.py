@@ -121,7 +121,7 @@ def test_a_nan_gate_smooth_is_refused_with_or_without_a_gate(model) -> None:
         for bad in (float("nan"), -1.0, float("inf")):
             with pytest.raises(ValueError, match=r"^gate_smooth= must be a number of pixels >= 0 .*smooth_px"):
                 model.deblur(x, gate_smooth=bad, **extra)
-    assert model.deblur(x, gate_smooth=0.0).shape == x.shape
+    assert model.deblur(x, coc="edge", focus_gate=2, gate_smooth=0.0).shape == x.shape  # without a gate: refused
 
 
 def test_load_refuses_an_empty_revision(model_file) -> None:

@@ -216,8 +216,10 @@ def test_the_api_takes_a_map_model_and_the_f_number_together(tmp_path: Path) -> 
     assert source == (bounded, 8.0, 64, 0.01)
     band = _blurred_texture(64)[:20, :48]  # a band of rows: bounded by the whole image's long side (64 px)
     assert _coc_band(source, band, 0, 20).max() == pytest.approx(0.01 * 64 / 8)
-    assert _coc_sources(free, 8.0, (1, 64, 48)) == [free]  # no bound: the map as read
-    assert _coc_sources(bounded, 8.0, (1, 64, 48), 0) == [bounded]  # coc_bound=0: the map as read
+    assert _coc_sources(free, None, (1, 64, 48)) == [free]  # no bound: the map as read
+    for model, k in ((free, None), (bounded, 0)):  # no bound, coc_bound=0: f_number= would not be used (was dropped)
+        with pytest.raises(ValueError, match=r"^f_number=8.0: beside coc= it bounds the map by K .* none is set"):
+            _coc_sources(model, 8.0, (1, 64, 48), k)
     (edge,) = _coc_sources("edge", 8.0, (1, 64, 48), 0.02)  # the edge estimate, bounded as --coc edge --coc-bound
     assert edge == ("edge", 8.0, 64, 0.02)
     raw = _coc_band("edge", band, 0, 20)

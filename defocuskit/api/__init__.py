@@ -28,8 +28,8 @@ from defocuskit.api.coc import work_source as _work_source
 from defocuskit.config.recipe import recipe_to_dict, recipe_to_yaml
 from defocuskit.data.postprocess import max_side_size
 from defocuskit.imaging import optics
-from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gated
+from defocuskit.imaging.focus_gate import gate_and_map, resolve_smooth
 from defocuskit.inference.arrays import (
     Image,
     from_unit,
@@ -155,7 +155,7 @@ class DeblurModel:
                batch: int | None = None, coc: Image | DeblurModel | str | None = None, f_number: float | None = None,
                sensor_width_mm: float | None = None, focal_length_mm: float | None = None,
                focus_distance_m: float | None = None, coc_bound: float | None = None, focus_gate: float | None = None,
-               ensemble: int = 1, progress: bool = False, gate_smooth: float = GATE_SMOOTH_PX,
+               ensemble: int = 1, progress: bool = False, gate_smooth: float | None = None,
                work_side: int | str | None = None, **sampler_settings: Any) -> Image:
         """Deblur `image`; returns the same container type, dtype, shape and device (integers rounded, floats clipped
         to [0, 1]).
@@ -172,12 +172,13 @@ class DeblurModel:
         crop factor), `focal_length_mm` (1 to 2000; default 50) and
         `focus_distance_m` (0.01 to 10000, beyond the focal length; default 2)); `f_number` beside a defocus-map
         model bounds its map (`coc_map`), and `coc_bound` K (as
-        `--coc-bound`; 0: none; None: a map model's own) bounds a map model's or "edge" to K x the long side / N.
+        `--coc-bound`; 0: none; None: a map model's own) bounds a map model's or "edge" to K x the long side / N (an
+        `f_number` with no K, or a K without `f_number`, would not be used: refused).
         `focus_gate` (pixels) weighs the model's change by the `coc` map, min(1, |CoC| / focus_gate) per pixel
         (imaging.focus_gate): what the map reads as in focus is returned as given but for the change's low-pass (a
-        Gaussian of `gate_smooth` px, kept everywhere; 0: returned exactly as given); not given, the model's own (its
-        recipe's inference.focus_gate, by the "edge" estimate where no `coc` or `f_number` is given;
-        `model.focus_gate`); 0: no gate. `ensemble` 4 or 8
+        Gaussian of `gate_smooth` px, default 16, kept everywhere; 0: returned exactly as given; refused where no gate
+        runs); not given, the model's own (its recipe's inference.focus_gate, by the "edge" estimate where no `coc` or
+        `f_number` is given; `model.focus_gate`); 0: no gate. `ensemble` 4 or 8
         averages the outputs for the image's flips (and transposes), turned back (inference.ensemble). `tile`,
         `overlap`, `max_tile_pixels`, `batch` (tiles per pass) default to inference.restore.restore_image's (a
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
@@ -207,8 +208,7 @@ class DeblurModel:
                              f"{gate_smooth}")
         focus_gate, own_map = gate_and_map(focus_gate, self.focus_gate, has_map, needs_coc)  # a bad value fails here
         coc = own_map or coc
-        if focus_gate is not None:
-            check_smooth_px(gate_smooth)
+        gate_smooth = resolve_smooth(gate_smooth, focus_gate, "gate_smooth=", "focus_gate=")  # given, no gate: refused
         if not needs_coc and focus_gate is None and (coc is not None or f_number is not None):
             given = "coc" if coc is not None else "f_number"
             raise ValueError(f"{given}= is for samplers that need a circle-of-confusion map (or focus_gate=); the "
@@ -249,15 +249,18 @@ class DeblurModel:
                 progress: bool = False) -> Image:
         """A defocus-map model's circle-of-confusion map of `image`, in pixels, float32: (H, W) numpy for a numpy
         image; for a tensor (1, H, W) or (B, 1, H, W) on its device. `f_number`: the shot's, which cuts the map to
-        the model's `coc_bound` x the long side / f_number (where the model has a bound)."""
+        the model's `coc_bound` x the long side / f_number (refused for a model without a bound)."""
         if self.output != "defocus_map":
             raise ValueError(f"this '{self.method}' model deblurs images: use model.deblur(image); coc_map needs a "
                              "defocus-map model (recipes/defocus-map.yaml)")
+        if f_number is not None and _lens_f_number(f_number) and self.coc_bound is None:  # was checked, then dropped
+            raise ValueError(f"f_number={f_number!r}: bounds the map by the model's coc_bound, and this "
+                             f"'{self.method}' model has none (its recipe's inference.coc_bound); leave it out")
         raw, layout = read_raw(image)
         options = tiling_keywords(tile, overlap, max_tile_pixels, batch, progress)
         maps = _banded(raw, layout, lambda i, band, index, r0, r1: self._estimate(band, **options)[:, :, None],
                        lambda y: y)[..., 0]
-        if f_number is not None and _lens_f_number(f_number) and self.coc_bound is not None:  # checked without one
+        if f_number is not None:
             maps = optics.bound_coc(maps, _lens_f_number(f_number), self.coc_bound, max(maps.shape[1:]))
         if layout.kind == "numpy":
             return maps[0]

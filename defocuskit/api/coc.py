@@ -58,6 +58,12 @@ def coc_sources(coc: Image | MapModel | None, f_number: float | None, size: tupl
         k = (coc.coc_bound if isinstance(coc, MapModel) else None) if bound is None else (bound or None)
         if f_number is not None and k is not None:  # its map bounded at the image's f-number
             return [(coc, lens_f_number(f_number), max(h, w), k)] * n
+        if f_number is not None:  # no bound: the f-number was checked, then dropped
+            raise ValueError(f"f_number={f_number!r}: beside coc= it bounds the map by K (coc_bound=, or a defocus-map "
+                             "model's own coc_bound), and none is set here; leave it out, or give coc_bound=K")
+        if bound:  # K with no f-number to bound at
+            raise ValueError(f"coc_bound={bound!r}: bounds the map at the image's f_number=, and none is given; "
+                             "give f_number=, or leave it out")
         return [coc] * n
     if isinstance(coc, torch.Tensor):
         arr = plain_tensor(coc, "coc=").detach().float().cpu().numpy()

@@ -111,7 +111,8 @@ def deblur_cmd(
         "pixels at f/N where the f-number is known (the thin lens: CoC at f/N = CoC at f/1 / N); 0: no bound. "
         "Default: the --coc-model's own inference.coc_bound (recipes/defocus-map-tiny.yaml: its training data's)."),
     f_number: Optional[float] = typer.Option(
-        None, "--f-number", help="The shot's f-number for --coc fnumber and --coc-bound (default: EXIF)."),
+        None, "--f-number", help="The shot's f-number for --coc fnumber and an estimated map's bound (--coc-bound, "
+        "or the map model's own) (default: EXIF); refused where nothing uses it."),
     sensor_width: Optional[float] = typer.Option(
         None, "--sensor-width", help="MM: the camera's sensor width for --coc fnumber, spanned by the photo's long "
                                    "side, portrait or landscape (default: from EXIF, else 36)."),
@@ -123,9 +124,10 @@ def deblur_cmd(
         None, "--focus-gate", help="PX: weigh the model's change per pixel by min(1, CoC / PX) of the --coc map, so "
         "regions it reads as in focus stay as shot (e.g. --coc edge --focus-gate 3); 0: none. Default: the model's "
         "own (its recipe's inference.focus_gate, by --coc edge unless another map is given; nafnet-cpu: 3)."),
-    gate_smooth: float = typer.Option(
-        16.0, "--gate-smooth", min=0.0, help="PX: the change's low-pass (a Gaussian of PX) that --focus-gate keeps "
-        "everywhere, so only the detail is gated (0: the whole change, regions in focus exactly as shot)."),
+    gate_smooth: Optional[float] = typer.Option(
+        None, "--gate-smooth", min=0.0, help="PX: the change's low-pass (a Gaussian of PX) that --focus-gate keeps "
+        "everywhere, so only the detail is gated (default 16; 0: the whole change, regions in focus exactly as shot); "
+        "refused where no focus gate runs."),
     ensemble: int = typer.Option(
         1, "--ensemble", help="N: geometric self-ensemble, the outputs for the image under 4 flips (N=4) or flips and "
         "transposes (N=8) turned back and averaged, at N times the cost (1: off)."),
@@ -226,9 +228,10 @@ def eval_cmd(
         "map, so regions it reads as in focus stay as shot; LABEL a checkpoint's or a baseline's (prox:3) (repeatable; "
         "the same --checkpoint twice compares); PX 0: none. A checkpoint not named: its model's own gate (its recipe's "
         "inference.focus_gate, by --coc edge unless --coc is given; nafnet-cpu: 3)."),
-    gate_smooth: float = typer.Option(
-        16.0, "--gate-smooth", min=0.0, help="PX: the change's low-pass (a Gaussian of PX) every --focus-gate keeps "
-        "everywhere, so only the detail is gated (0: the whole change, regions in focus exactly as shot)."),
+    gate_smooth: Optional[float] = typer.Option(
+        None, "--gate-smooth", min=0.0, help="PX: the change's low-pass (a Gaussian of PX) every --focus-gate keeps "
+        "everywhere, so only the detail is gated (default 16; 0: the whole change, regions in focus exactly as shot); "
+        "refused where no method is gated."),
     ensemble: Optional[list[str]] = typer.Option(
         None, "--ensemble", help="[LABEL:]N: geometric self-ensemble, each model's outputs for the image under 4 flips "
         "(N=4) or flips and transposes (N=8) turned back and averaged, at N times the cost (repeatable)."),

@@ -13,7 +13,7 @@ from rich.console import Console
 from defocuskit.data.folder import FolderError, shard_folder_state
 from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics, protocols
-from defocuskit.eval.config import EvalConfig, EvalError
+from defocuskit.eval.config import EvalConfig, EvalError, check_options_used
 from defocuskit.eval.eta import CostEta, progress_bar
 from defocuskit.eval.merge import merge_parts
 from defocuskit.eval.outputs import claim_outputs
@@ -309,6 +309,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     if coc_source is not None and not any(info.get("coc") for info in infos.values()):  # the report named it
         raise EvalError(f"--coc {coc_source.kind}: no method given uses a CoC map (a model whose sampler needs one, a "
                         "focus gate, or the wiener/prox baselines); leave --coc out, or give --focus-gate PX")
+    check_options_used(c, len(paths), any(info.get("focus_gate") for info in infos.values()))
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 

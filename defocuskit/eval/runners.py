@@ -222,10 +222,10 @@ def gates_per_checkpoint(labels: list[str], items: list[str], baselines: tuple[s
     return gates
 
 
-def gate_smooth_px(smooth_px: float) -> float:
-    """`--gate-smooth PX` checked: a finite number of pixels >= 0."""
+def gate_smooth_px(smooth_px: float | None) -> float:
+    """`--gate-smooth PX` checked: a finite number of pixels >= 0; not given (None), GATE_SMOOTH_PX."""
     try:
-        return check_smooth_px(float(smooth_px))
+        return check_smooth_px(GATE_SMOOTH_PX if smooth_px is None else float(smooth_px))
     except (TypeError, ValueError):
         raise EvalError(f"--gate-smooth {smooth_px}: expected a number of pixels >= 0 (0: gate the whole "
                         "change)") from None

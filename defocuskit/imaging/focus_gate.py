@@ -69,6 +69,19 @@ def check_smooth_px(smooth_px: float) -> float:
     return float(smooth_px)
 
 
+def resolve_smooth(given: float | None, gate: float | None, option: str = "--gate-smooth ",
+                   gate_option: str = "--focus-gate ") -> float:
+    """A gate's smooth_px: `given` (an option, checked) or, not given, GATE_SMOOTH_PX; a ValueError naming `option`
+    where it is given and no gate runs (`gate` None): it would not be used."""
+    if given is None:
+        return GATE_SMOOTH_PX
+    smooth = check_smooth_px(given)
+    if gate is None:
+        raise ValueError(f"{option}{given:g}: the change's low-pass a focus gate keeps, but no focus gate runs here "
+                         f"(none given by {gate_option}PX or by the model's recipe, or {gate_option}0); leave it out")
+    return smooth
+
+
 def gate_weight(coc: np.ndarray, full_px: float) -> np.ndarray:
     """The (H, W) float32 weight min(1, |coc| / full_px) of the model's change; `coc` in pixels, signed or not."""
     check_full_px(full_px)

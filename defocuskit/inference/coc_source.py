@@ -96,6 +96,13 @@ def check_camera_use(camera: Mapping[str, float] | None, kind: str | None) -> No
                        f"thin-lens CoC; with {'--coc ' + kind if kind else 'no --coc'} it would not be used")
 
 
+def unused_f_number(f_number: float) -> CocError:
+    """The CocError of `--f-number` given where nothing in the run reads it (deblur.json recorded f_number null)."""
+    return CocError(f"--f-number {f_number:g}: nothing in this run uses it (it gives --coc fnumber its thin-lens CoC, "
+                    "and bounds an estimated map where a bound K is set: --coc-bound K, or a map model's "
+                    "inference.coc_bound); leave it out")
+
+
 def camera_tally(parts: list[dict[str, Any] | None]) -> dict[str, Any]:
     """The `CocSource.tally` of several processes (each scored other samples) as one."""
     total: dict[str, Any] = {"samples": 0, "used_default": dict.fromkeys(CAMERA_OPTIONS, 0),

@@ -19,10 +19,10 @@ import numpy as np
 from defocuskit.data.metadata import F_NUMBER_RANGE
 from defocuskit.data.postprocess import max_side_size
 from defocuskit.data.shards import encode_coc
-from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, gate_and_map
 from defocuskit.imaging.focus_gate import focus_gate as gate
+from defocuskit.imaging.focus_gate import gate_and_map, resolve_smooth
 from defocuskit.inference.bands import band_pixels, plan_bands, restore_in_bands
-from defocuskit.inference.coc_source import CocSource, check_camera_use
+from defocuskit.inference.coc_source import CocSource, check_camera_use, unused_f_number
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.inputs import check_inputs, exif_optics, expand_inputs, f_number_meta, implausible
 from defocuskit.inference.keywords import real
@@ -89,7 +89,7 @@ def deblur_files(
     progress: bool = True,
     focus_gate: float | None = None,
     ensemble: int = 1,
-    gate_smooth: float = GATE_SMOOTH_PX,
+    gate_smooth: float | None = None,
     max_side: int | None = None,
     work_side: int | str | None = None,
 ) -> list[Path]:
@@ -103,8 +103,8 @@ def deblur_files(
     `sampler`/`sets`/`steps` change the sampler (checked like recipe keys); `coc` names where the CoC
     map of physics consistency comes from (coc_source.COC_SOURCES); `focus_gate` (pixels) weighs the model's change
     by that map (imaging.focus_gate: the input where it reads focus, the change's low-pass of `gate_smooth` px kept
-    everywhere; 0: none); not given, the model's own (its recipe's inference.focus_gate, by the edge estimate where
-    no `coc` is given); 0: no gate. `ensemble` 4 or 8 averages the outputs for
+    everywhere, default GATE_SMOOTH_PX; 0: none); not given, the model's own (its recipe's inference.focus_gate, by
+    the edge estimate where no `coc` is given); 0: no gate. `ensemble` 4 or 8 averages the outputs for
     the image's flips (and transposes) (inference.ensemble). `max_side`: each input downscaled (INTER_AREA, as ingest's
     --max-side) so its long side is at most that before it is deblurred, its CoC map (--coc fnumber's thin lens, map,
     edge) made for it as deblurred, and its output written at that size. `work_side` (pixels, or "trained": the
@@ -119,8 +119,8 @@ def deblur_files(
     Every check (checkpoint, sampler, CoC source, tiling, input files, destinations) runs before any image
     is processed: an input that is missing, empty, unreadable or corrupt stops the run with every bad file
     named; an output that would replace an input, or a file in `out` that no earlier deblur wrote, is
-    refused (`check_destinations`). deblur.json keeps the records of earlier runs into `out` that this
-    run does not redo.
+    refused (`check_destinations`), as is `f_number` or `gate_smooth` where nothing in the run uses it. deblur.json
+    keeps the records of earlier runs into `out` that this run does not redo.
     """
     check_ensemble(ensemble)  # a bad value fails before any work
     max_side = check_max_side(max_side)
@@ -182,8 +182,8 @@ def deblur_files(
     if work_side is not None and defocus_map:
         raise ValueError(f"--work-side: {checkpoint} is a '{method.name}' model, whose map is written at the size it "
                          "is made; give --max-side to make it at a smaller size")
+    gate_smooth = resolve_smooth(gate_smooth, focus_gate)  # given where no gate runs: refused, not dropped
     if focus_gate is not None:
-        check_smooth_px(gate_smooth)  # a bad value fails before any image
         if method.output != "image":
             raise ValueError(f"--focus-gate weighs a deblurred image; {checkpoint} is a '{method.name}' model")
     check_inputs(inputs)
@@ -196,6 +196,8 @@ def deblur_files(
         if missing and source is not None and source.kind == "fnumber":  # f/0.5 from a corrupt tag was used
             named = [f"{p} ({why})" if (why := implausible(exifs[p])) else str(p) for p in missing]
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(named)}; give --f-number N")
+    elif f_number is not None:  # no fnumber map and no bound: it was dropped (deblur.json said f_number null)
+        raise unused_f_number(f_number)
     check_tiling(method, recipe, model, tiling)
     band_pixels()  # a bad $DEFOCUSKIT_BAND_PIXELS fails before any image
     out = Path(out)
