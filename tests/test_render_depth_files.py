@@ -110,7 +110,7 @@ def test_nan_depth_or_an_npy_of_another_shape_or_type_is_one_reject_line_naming_
     monkeypatch.setenv("DEFOCUSKIT_MAX_PIXELS", str(H * W + 2))  # the limit images have: the photos under it
     np.save(root / "depth" / "huge.npy", np.ones((H * 2, W * 2), np.float32))  # a map may be larger than its photo
     assert cv2.imwrite(str(root / "image" / "huge.png"), photo())
-    shots, rejects = ingest(root, tmp_path / "out", render_depth_kind="metric")
+    shots, rejects = ingest(root, tmp_path / "out", **METRIC)  # a camera that blurs 32 px (36 mm: under a pixel)
     assert set(shots) == {"ok"}
     assert set(rejects) == {f"depth/{n}" for n in ("nantif.tif", "nan.npy", "inf.npy", "rgb.npy", "flags.npy",
                                                    "flat.npy", "objects.npy", "broken.npy", "huge.npy")}, rejects

@@ -11,7 +11,8 @@ map of one value where the focus is (no blur to render); a folder without `image
 
 Depth (`opts.render_depth_kind`): "relative" (larger = farther, up to an affine map: what most monocular networks and
 the fixtures' Spectral false-colour maps give), "inverse" (disparity: larger = nearer) or "metric" (metres = decoded
-value x `render_metric_scale`; None: by the map's sample type, `metric_scale`). Grey 8/16-bit images decode to value /
+value x `render_metric_scale`; None: by the map's sample type, `metric_scale`; a metric map that no camera
+photographs, as one in other units than read, is a reject line: `render_units`). Grey 8/16-bit images decode to value /
 (2^bits - 1), false-colour maps (`render_depth_colormap`, "auto" = detected) to 0-1 (`imaging.depth.decode_depth`);
 float TIFFs and `.npy` arrays are read as their values (`io.depth_files`).
 
@@ -63,13 +64,14 @@ from defocuskit.data.sample import RENDER_FOCUS_BY_MAP, IngestOptions, Rejected,
 from defocuskit.data.shards import COC_PNG_MAX_PX
 from defocuskit.data.sources import DatasetSource, layout
 from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS
+from defocuskit.data.sources.render_units import check_metric_depth, check_units, metric_scale, metric_unit_coc
 from defocuskit.imaging.depth import (
     DepthError,
     decode_depth,
     focus_value,
     signed_relative_coc,
 )
-from defocuskit.imaging.optics import pixel_pitch_um, sensor_width_across, signed_coc_diameter_mm
+from defocuskit.imaging.optics import sensor_width_across
 from defocuskit.io.depth_files import ARRAY_EXTENSIONS, read_depth_file
 from defocuskit.io.formats import RASTER_EXTENSIONS, ImageError
 from defocuskit.io.images import as_rgb, from_float, is_monochrome, read_image, srgb_to_linear, to_float
@@ -84,8 +86,6 @@ CAMERA = "defocuskit thin-lens renderer"
 DEFAULT_K_FRACTION = 0.043
 FOCUS_PERCENTILES = (5.0, 95.0)
 DEPTH_ARRAYS = (".npz", ".exr", ".pfm", ".h5", ".hdf5", ".mat")  # depth formats of other tools, not read
-INTEGER_METRES_PER_UNIT = 65.535  # metric depth of an 8/16-bit image (decoded to 0-1): a 16-bit PNG in mm
-VALUE_METRES_PER_UNIT = 1.0  # metric depth read as values (float TIFF, .npy): metres
 ASPECT_SLACK = 0.03  # a map's aspect ratio off its photo's (sides rounded to 14 or 32 px); more: another framing
 
 
@@ -199,12 +199,12 @@ def check_aspect(path: str, what: str, size: tuple[int, ...], photo: tuple[int, 
                             "over the photo; give the map at the photo's size or aspect ratio")
 
 
-def read_depth(path: str, shape: tuple[int, int], colormap: str = "auto",
+def read_depth(path: str, shape: tuple[int, int] | None, colormap: str = "auto",
                photo: tuple[int, ...] | None = None, metric: bool = False) -> tuple[np.ndarray, bool]:
-    """A depth map decoded to values (imaging.depth.decode_depth) at `shape`, and whether they are the file's own
-    values (a float TIFF, a .npy array) rather than an 8/16-bit image's 0-1; RejectError if unreadable, NaN or inf,
-    (given the `photo`'s shape) of another aspect ratio, or `metric` with a distance of 0 or less (a depth
-    camera's "no data": it would render as 1 mm from the lens, or be averaged into its neighbours)."""
+    """A depth map decoded to values (imaging.depth.decode_depth) at `shape` (None: its own), and whether they are
+    the file's own values (a float TIFF, a .npy array) rather than an 8/16-bit image's 0-1; RejectError if unreadable,
+    NaN or inf, (given the `photo`'s shape) of another aspect ratio, or `metric` with a distance of 0 or less (a
+    depth camera's "no data": it would render as 1 mm from the lens, or be averaged into its neighbours)."""
     try:
         samples = read_depth_file(path)
     except ImageError as exc:
@@ -218,8 +218,10 @@ def read_depth(path: str, shape: tuple[int, int], colormap: str = "auto",
     check_aspect(path, "depth map", values.shape, photo)
     if metric and (bad := int((values <= 0).sum())):
         raise RejectError(path, f"metric depth of 0 or less at {bad} of {values.size} pixels (no data?): every "
-                                "distance must be positive; fill those pixels (e.g. from their neighbours)")
-    return _shrink(values.astype(np.float32), shape), as_values
+                                "distance must be positive; fill those pixels (e.g. from their neighbours), or "
+                                "declare a relative map (0 = nearest) --render-depth relative")
+    values = values.astype(np.float32)
+    return (values if shape is None else _shrink(values, shape)), as_values
 
 
 def read_mask(path: str, shape: tuple[int, int], photo: tuple[int, ...] | None = None) -> np.ndarray:
@@ -258,46 +260,14 @@ def coc_scale(opts: IngestOptions, shape: tuple[int, int]) -> float:
     return DEFAULT_K_FRACTION * max(shape)
 
 
-def check_units(path: str, values: np.ndarray, as_values: bool, opts: IngestOptions) -> None:
-    """RejectError naming `path` for a relative or inverse map read as its values (a float TIFF, a .npy array) that
-    reaches beyond 0-1 while `render_coc_scale` is its default: that scale was fitted on maps in 0-1, so such a map's
-    units would set the blur (a depth estimator's 0-300 map: 300x too much); or a focus beyond 0-1 on a 0-1 map."""
-    given = opts.render_focus not in RENDER_FOCUS_BY_MAP and opts.render_depth_kind != "metric"
-    if given and not as_values and not 0.0 <= float(opts.render_focus) <= 1.0:
-        raise RejectError(path, f"--render-focus {opts.render_focus} is beyond this map's 0-1 (an 8/16-bit or "
-                                "false-colour map reads as value / (2^bits - 1): 128 of 255 is 0.502)")
-    if not as_values or opts.render_depth_kind == "metric" or opts.render_coc_scale is not None:
-        return
-    lo, hi = float(values.min()), float(values.max())
-    if lo < -1e-3 or hi > 1.0 + 1e-3:
-        raise RejectError(path, f"{opts.render_depth_kind} depth values from {lo:.4g} to {hi:.4g}: the default "
-                                "--render-coc-scale is for maps in 0-1; give --render-coc-scale (CoC px at f/1 per "
-                                "unit of these values) or scale the map into 0-1")
-
-
-def metric_scale(opts: IngestOptions, as_values: bool = False) -> float:
-    """Metres per decoded unit of a metric depth map: `render_metric_scale`, or by default by the map's sample type:
-    VALUE_METRES_PER_UNIT for a map read as its values (`as_values`: a float TIFF, a .npy array, in metres), else
-    INTEGER_METRES_PER_UNIT (an 8/16-bit image decoded to 0-1: a 16-bit PNG in mm)."""
-    if opts.render_metric_scale is not None:
-        return float(opts.render_metric_scale)
-    return VALUE_METRES_PER_UNIT if as_values else INTEGER_METRES_PER_UNIT
-
-
 def unit_coc(values: np.ndarray, focus: float, opts: IngestOptions, scale: float | None = None) -> np.ndarray:
     """The signed CoC in px at f/1 (CoC(N) = this / N); metric depth in metres = value x `scale` (None: that of
     an 8/16-bit image, `metric_scale`)."""
     kind = opts.render_depth_kind
     if kind == "metric":
         scale = metric_scale(opts) if scale is None else float(scale)
-        depth_m = np.maximum(values * scale, 1e-3)
-        # the focus as given: any distance beyond the focal length images (a focus at or before it has no real
-        # image: signed_coc_diameter_mm's ValueError, this photo's reject line)
-        focus_m = focus * scale
-        # the camera's sensor spans the photo's long side: a portrait's width is its short side
-        pitch = pixel_pitch_um(sensor_width_across(float(opts.render_sensor_width_mm), *values.shape), values.shape[1])
-        mm = signed_coc_diameter_mm(1.0, opts.render_focal_length_mm, focus_m, depth_m)
-        return (np.asarray(mm) * 1000.0 / pitch).astype(np.float32)
+        # a focus at or before the focal length has no real image: metric_unit_coc's ValueError, a reject line
+        return metric_unit_coc(values * scale, focus * scale, opts)
     try:
         c = signed_relative_coc(values, kind, focus)
     except DepthError as exc:
@@ -320,8 +290,9 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str,
     photo = _read(paths["image"])
     shape = working_shape(photo.shape, opts.max_side)
     linear = _shrink(srgb_to_linear(to_float(photo)), shape)
-    values, as_values = read_depth(paths["depth"], shape, opts.render_depth_colormap, photo.shape,
-                                   opts.render_depth_kind == "metric")
+    depth, as_values = read_depth(paths["depth"], None, opts.render_depth_colormap, photo.shape,
+                                  opts.render_depth_kind == "metric")
+    values = _shrink(depth, shape)
     scale = metric_scale(opts, as_values)
     check_units(paths["depth"], values, as_values, opts)
     used = "focal" in paths and opts.render_focus in ("auto", "mask")  # a sampled or given focus reads no mask
@@ -329,13 +300,20 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str,
     focus = choose_focus(values, opts.render_focus, mask, int(opts.seed), stem, paths.get("focal"))
     if opts.render_depth_kind == "metric" and opts.render_focus not in RENDER_FOCUS_BY_MAP:
         focus /= scale  # a metric focus is given in metres: in the map's units
+    # metric depth in other units than metres (mm read as m) is named (render_units), after a blank map's line
+    metric = opts.render_depth_kind == "metric"
+    check_metric = functools.partial(check_metric_depth, paths["depth"], depth, shape, focus, scale, as_values, opts)
     try:
         unit = unit_coc(values, focus, opts, scale)
-    except ValueError as exc:  # metric: a focus at or before the focal length
+    except ValueError as exc:  # metric: a focus at or before the focal length (the map's own: in other units?)
+        if metric:
+            check_metric()
         raise RejectError(paths["depth"], f"focus {focus:.4g}: {exc}") from None
     if not np.abs(unit).max() >= 1e-3:  # under a thousandth of a pixel at f/1 everywhere: no blur to render
         raise RejectError(paths["depth"], f"one depth value ({focus:.4g}) everywhere, where the focus is: every "
                                           "aperture would render the photo unchanged (a blank depth map?)")
+    if metric:
+        check_metric()
     return linear, restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus, scale
 
 
@@ -358,7 +336,7 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     bits = 8 if str(opts.bit_depth) == "8" else 16
     jpeg = opts.render_jpeg_quality
     sharp = encode(linear, jpeg)  # the photo: its restored highlights are light for the blur to spread
-    blur, coc = None, None
+    blur, coc, metric = None, None, opts.render_depth_kind == "metric"
     if f_number is not None:
         rng = np.random.default_rng([int(opts.seed) & 0xFFFFFFFF, stable_hash(task.key) & 0xFFFFFFFF])
         coc = (unit / float(f_number)).astype(np.float32)
@@ -366,7 +344,8 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         if COC_PNG_MAX_PX < widest <= 2 * max(coc.shape):  # coc.png would hold 255.996 where it is larger
             raise RejectError(task.files["image"], f"at f/{f_number:g}: a CoC of up to {widest:.0f} px, more than the "
                               f"{COC_PNG_MAX_PX:.3f} px coc.png holds (16-bit, pixels x 256): give a smaller "
-                              "--max-side or --render-coc-scale")
+                              "--max-side or " + ("check the depth units and the lens" if metric else
+                                                  "--render-coc-scale"))
         try:
             added = added_coc(unit, f_number, opts.render_ref_f_number)
             shot = render_shot(linear, restored, added)
@@ -378,7 +357,6 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
         shot = add_veil(shot, added_veil(scene_veil(opts, stem), f_number, opts.render_ref_f_number))
         noise = SensorNoise(photons_at_white=float(opts.render_noise_photons)) if opts.render_noise else None
         blur = from_float(encode(add_noise(shot, rng, noise), jpeg), bits)
-    metric = opts.render_depth_kind == "metric"
     meta = empty_meta(
         source=NAME, split=task.split, scene=task.scene, f_number=f_number,
         ref_f_number=float(opts.render_ref_f_number),

@@ -1,0 +1,152 @@
+"""`--render`: the units of a depth map, and the checks that its values are in the units declared.
+
+Metric depth is metres = decoded value x `metric_scale`. A map stored in other units (a float map in millimetres,
+a 16-bit PNG in centimetres read as millimetres, a relative 0-1 map declared metric) still renders, but as no
+camera photographs it: `check_metric_depth` refuses such a map by physics, not by fitted ranges:
+
+- every point must lie beyond the lens's focal length (thin lens 1/f = 1/s + 1/s': an object at s <= f forms no
+  real image, so no photograph records it; a map in centimetres read as millimetres puts a room's near wall at
+  4.5 cm, nearer than a 50 mm lens's focal length);
+- the widest f-number asked must blur some point by more than POINT_PX, the diameter up to which the renderer's
+  disc is one pixel (area-sampled `optics.disc_psf` is a delta there, and `render_photo.spread_highlights` spreads
+  no light): else every shot is the photo unchanged and the pair carries no defocus to learn (a map in
+  millimetres read as metres puts a room 450 m to 12 km away, where a 50 mm lens at f/1.8 blurs nothing).
+
+The reject line names the depth range read and, where reading the map in another unit depth maps are stored in
+(metres, centimetres, millimetres) passes both checks, that unit and the `--render-metric-scale` that reads it so.
+A relative map (`check_units`) has no physical units: its values beyond 0-1 need their CoC scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from defocuskit.data.sample import RENDER_FOCUS_BY_MAP, IngestOptions, RejectError
+from defocuskit.imaging.optics import pixel_pitch_um, sensor_width_across, signed_coc_diameter_mm
+
+INTEGER_METRES_PER_UNIT = 65.535  # metric depth of an 8/16-bit image (decoded to 0-1): a 16-bit PNG in mm
+VALUE_METRES_PER_UNIT = 1.0  # metric depth read as values (float TIFF, .npy): metres
+# The diameter (px) up to which the renderer's disc is a single pixel: optics.disc_psf (area sampling, the
+# renderer's) gives a delta for a diameter of at most 1 px and render_photo.spread_highlights spreads no restored
+# light there, so a CoC map within +-1 px renders the photo unchanged (to float precision).
+POINT_PX = 1.0
+# Units depth maps are stored in, as metres per unit: what another reading of the map is tried in.
+UNITS = {"millimetres": 0.001, "centimetres": 0.01, "metres": 1.0}
+
+
+def metric_scale(opts: IngestOptions, as_values: bool = False) -> float:
+    """Metres per decoded unit of a metric depth map: `render_metric_scale`, or by default by the map's sample type:
+    VALUE_METRES_PER_UNIT for a map read as its values (`as_values`: a float TIFF, a .npy array, in metres), else
+    INTEGER_METRES_PER_UNIT (an 8/16-bit image decoded to 0-1: a 16-bit PNG in mm)."""
+    if opts.render_metric_scale is not None:
+        return float(opts.render_metric_scale)
+    return VALUE_METRES_PER_UNIT if as_values else INTEGER_METRES_PER_UNIT
+
+
+def check_units(path: str, values: np.ndarray, as_values: bool, opts: IngestOptions) -> None:
+    """RejectError naming `path` for a relative or inverse map read as its values (a float TIFF, a .npy array) that
+    reaches beyond 0-1 while `render_coc_scale` is its default: that scale was fitted on maps in 0-1, so such a map's
+    units would set the blur (a depth estimator's 0-300 map: 300x too much); or a focus beyond 0-1 on a 0-1 map."""
+    given = opts.render_focus not in RENDER_FOCUS_BY_MAP and opts.render_depth_kind != "metric"
+    if given and not as_values and not 0.0 <= float(opts.render_focus) <= 1.0:
+        raise RejectError(path, f"--render-focus {opts.render_focus} is beyond this map's 0-1 (an 8/16-bit or "
+                                "false-colour map reads as value / (2^bits - 1): 128 of 255 is 0.502)")
+    if not as_values or opts.render_depth_kind == "metric" or opts.render_coc_scale is not None:
+        return
+    lo, hi = float(values.min()), float(values.max())
+    if lo < -1e-3 or hi > 1.0 + 1e-3:
+        raise RejectError(path, f"{opts.render_depth_kind} depth values from {lo:.4g} to {hi:.4g}: the default "
+                                "--render-coc-scale is for maps in 0-1; give --render-coc-scale (CoC px at f/1 per "
+                                "unit of these values) or scale the map into 0-1")
+
+
+def metric_unit_coc(depth_m: np.ndarray, focus_m: float, opts: IngestOptions,
+                    shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The signed CoC in px at f/1 of metric depth in metres (thin lens, `render_focal_length_mm`; the camera's
+    `render_sensor_width_mm` spans the long side of the rendered `shape`, by default the map's); ValueError for a
+    focus at or before the focal length."""
+    h, w = shape or depth_m.shape
+    pitch = pixel_pitch_um(sensor_width_across(float(opts.render_sensor_width_mm), h, w), w)
+    mm = signed_coc_diameter_mm(1.0, opts.render_focal_length_mm, focus_m, np.maximum(depth_m, 1e-3))
+    return (np.asarray(mm) * 1000.0 / pitch).astype(np.float32)
+
+
+def widest_blur_px(lo: float, hi: float, focus_m: float, shape: tuple[int, int],
+                   opts: IngestOptions) -> tuple[float, float]:
+    """(the widest f-number asked, the largest CoC in px that it adds, rendered at `shape`, to the photo shot at
+    `render_ref_f_number` (in quadrature, as the renderer adds it) over depths `lo` to `hi` m: the CoC grows
+    with 1 - focus / depth, so it is largest at one end)."""
+    widest = min(float(n) for n in opts.render_f_numbers)
+    factor = np.sqrt(max(0.0, 1.0 / widest**2 - 1.0 / float(opts.render_ref_f_number) ** 2))
+    ends = metric_unit_coc(np.array([lo, hi], np.float64), focus_m, opts, shape)
+    return widest, float(np.abs(ends).max()) * factor
+
+
+def metric_problem(depth_m: np.ndarray, focus_m: float, shape: tuple[int, int], opts: IngestOptions) -> str | None:
+    """Why metric depth in metres is no scene that `opts`' camera photographs at `shape` (module docstring), or
+    None."""
+    focal_mm = float(opts.render_focal_length_mm)
+    if near := int((depth_m <= focal_mm / 1000.0).sum()):
+        return (f"{near} of {depth_m.size} pixels are nearer than the {focal_mm:g} mm focal length, where a lens "
+                "forms no image (thin lens)")
+    try:
+        widest, most = widest_blur_px(float(depth_m.min()), float(depth_m.max()), focus_m, shape, opts)
+    except ValueError:  # a given focus at or before the focal length: unit_coc's reject line says so
+        return None
+    if most <= POINT_PX:
+        return (f"at f/{widest:g}, the widest asked, no point is blurred by more than {most:.2g} px (a {focal_mm:g} "
+                f"mm lens; the renderer's disc of {POINT_PX:g} px or less is a point): every shot would be the photo "
+                "unchanged, no defocus to learn")
+    return None
+
+
+def _num(x: float) -> str:
+    return np.format_float_positional(float(x), precision=4, unique=True, fractional=False, trim="-")
+
+
+def other_readings(depth_m: np.ndarray, focus_m: float, shape: tuple[int, int], scale: float, as_values: bool,
+                   opts: IngestOptions) -> list[str]:
+    """'<unit>? (...)' for each unit of UNITS in which the map passes `metric_problem` and renders (a CoC within twice
+    the long side, render_photo.render_coc's bound), with the --render-metric-scale that reads it so; none where
+    the scale was given (its unit is the user's)."""
+    if opts.render_metric_scale is not None:
+        return []
+    assumed = UNITS["metres"] if as_values else UNITS["millimetres"]  # metric_scale's defaults
+    given_focus = opts.render_focus not in RENDER_FOCUS_BY_MAP  # in metres, whatever the map's unit
+    found = []
+    for unit, metres in UNITS.items():
+        ratio = metres / assumed
+        if ratio == 1.0:
+            continue
+        depth, focus = depth_m * ratio, focus_m if given_focus else focus_m * ratio
+        if metric_problem(depth, focus, shape, opts) is not None:
+            continue
+        widest, most = widest_blur_px(float(depth.min()), float(depth.max()), focus, shape, opts)
+        if most <= 2 * max(shape):
+            found.append(f"{unit}? (--render-metric-scale {scale * ratio:g} reads {_num(depth.min())}-"
+                         f"{_num(depth.max())} m: up to {most:.3g} px of blur at f/{widest:g})")
+    return found
+
+
+def check_metric_depth(path: str, values: np.ndarray, shape: tuple[int, int], focus: float, scale: float,
+                       as_values: bool, opts: IngestOptions) -> None:
+    """RejectError naming the depth map `path` where its metric depth (`values` x `scale` metres, as read, focused at
+    `focus` x `scale`, rendered at `shape`) is no scene the camera photographs (`metric_problem`): the range read,
+    why, and the likely cause."""
+    depth_m, focus_m = values.astype(np.float64) * scale, float(focus) * scale
+    problem = metric_problem(depth_m, focus_m, shape, opts)
+    if problem is None:
+        return
+    lo, hi = _num(depth_m.min()), _num(depth_m.max())
+    if opts.render_metric_scale is not None:
+        read = f"{lo}-{hi} read (values x {scale:g}, --render-metric-scale)"
+    elif as_values:
+        read = f"values {lo}-{hi} read (a float map is read in metres)"
+    else:
+        read = f"{lo}-{hi} read (an 8/16-bit map as 16-bit millimetres: value / (2^bits - 1) x {scale:g})"
+    causes = "; ".join(other_readings(depth_m, focus_m, shape, scale, as_values, opts))
+    raise RejectError(path, f"metric depth in metres: {read}; {problem}. "
+                            f"{causes + '; ' if causes else 'Another unit or '}a relative map declared metric? "
+                            "Convert the map to metres or give --render-metric-scale (metres per value), check "
+                            f"--render-focal-length ({float(opts.render_focal_length_mm):g} mm), or declare "
+                            "--render-depth relative")
