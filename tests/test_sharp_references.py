@@ -82,6 +82,9 @@ def test_a_folder_named_twice_still_counts_twice(tmp_path):
     _write(other / "train-000000.tar", [_sample("dpdd/train/9", 99, True, _meta("dpdd", "s9"))])
     keys = _keys("hidd", f"[{folder}, {folder}, {other}]", 2 * len(REFERENCES) + 1)
     assert Counter(keys) == {**{k: 2 for k in REFERENCES}, "dpdd/train/9": 1}, Counter(keys)
+    urls = sorted(str(p) for p in folder.glob("*.tar")) * 2 + [str(other / "train-000000.tar")]
+    stream = ShardStream(urls, load_recipe("hidd-tiny", [f"data.train={folder}"]).data, "sharp", 0, 0, 1)
+    assert "2 shard(s) named more than once in data.train, read as often as named" in stream.references.line("hidd")
 
 
 def test_two_processes_share_the_references_disjointly(tmp_path):

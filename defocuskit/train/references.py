@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +37,7 @@ class References:
     kept: dict[str, list[ShardEntry]]
     samples: int  # usable samples of the distinct local shards
     remote: int  # remote shards, every sample kept
+    repeated: int = 0  # shards data.train names more than once (each listing read)
 
     @property
     def count(self) -> int:
@@ -51,9 +52,10 @@ class References:
         """The train log's line: how many references were kept of how many samples."""
         remote = (f"; {self.remote} remote shard(s) not read ahead: every sample of theirs kept" if self.remote
                   else "")
+        repeated = (f"; {self.repeated} shard(s) named more than once in data.train, read as often as named"
+                    if self.repeated else "")
         return (f"{method} learns from sharp images alone: {self.count} distinct references kept of {self.samples} "
-                "samples (a stack's pairs share its scene's reference: each reference once per pass; a folder named "
-                f"twice in data.train counts twice){remote}")
+                f"samples (a stack's pairs share its scene's reference: each one once a pass){repeated}{remote}")
 
 
 def scene_key(meta: Any) -> SceneKey | None:
@@ -93,9 +95,12 @@ def _folder_kept(urls: list[str], entries_of: Callable[[str], list[ShardEntry]])
     left = [it for it in items if not (it[3] in has_reference and "blur.png" in it[2].members)]
     left.sort(key=lambda it: "blur.png" in it[2].members)  # stable: a sharp-only sample first, then tar order
     by_size: dict[int, list[tuple[str, int, ShardEntry, SceneKey | None]]] = defaultdict(list)
-    for it in left:
-        by_size[it[2].members["sharp.png"][1]].append(it)
     kept: set[tuple[str, int]] = set()
+    for it in left:
+        if "sharp.png" in it[2].members:
+            by_size[it[2].members["sharp.png"][1]].append(it)
+        else:  # nothing to compare (a method whose members name no sharp.png): kept as it is
+            kept.add((it[0], it[1]))
     for same in by_size.values():
         seen: set[bytes] = set()
         for url, i, entry, _ in same:
@@ -120,4 +125,5 @@ def distinct_references(urls: list[str], entries_of: Callable[[str], list[ShardE
     for folder_urls in folders.values():
         kept.update(_folder_kept(folder_urls, entries_of))
     samples = sum(len(entries_of(u)) for u in kept)
-    return References(kept, samples, sum(1 for u in distinct if not is_local(u)))
+    repeated = sum(1 for n in Counter(urls).values() if n > 1)
+    return References(kept, samples, sum(1 for u in distinct if not is_local(u)), repeated)
