@@ -22,11 +22,18 @@ from defocuskit.train.stream import ShardStream
 TINY = str(Path(__file__).resolve().parents[1] / "recipes" / "hidd-tiny.yaml")
 
 
+def _image(key: str) -> np.ndarray:
+    """An 8x8 image of its own per key (a sharp-only method reads each distinct sharp image once)."""
+    flat = np.zeros(8 * 8 * 3, np.uint8)
+    flat[:len(key)] = np.frombuffer(key.encode(), np.uint8)
+    return flat.reshape(8, 8, 3)
+
+
 def _shard(path: Path, keys: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with wds.TarWriter(str(path)) as w:
         for key in keys:
-            w.write({"__key__": key, "sharp.png": encode_png(np.full((8, 8, 3), 9, np.uint8)),
+            w.write({"__key__": key, "sharp.png": encode_png(_image(key)),
                      "json": json.dumps({"f_number": 2.8}).encode()})
 
 

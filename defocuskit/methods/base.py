@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 # What a method needs from the shards:
-#   "sharp":  sharp images only (sharp-only and paired samples both give sharp.png)
+#   "sharp":  sharp images only (sharp-only and paired samples both give sharp.png; the stream keeps each distinct
+#             reference once: a stack's pairs share their scene's, train/references.py)
 #   "paired": samples with blur.png and sharp.png
 #   "coc":    samples with blur.png and coc.png (the circle-of-confusion ground truth)
 #   "map":    samples with blur.png and coc.png or blurmask.png (a binary blur map): the defocus-map estimator

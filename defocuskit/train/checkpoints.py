@@ -40,7 +40,7 @@ LEFTOVER = re.compile(r"\.tmp-step-\d+|\.trash-step-\d+-\d+")  # save_checkpoint
 GRID_NAME = re.compile(r"step-(\d+)\.png")  # a validation grid's file name in VAL_FOLDER
 TMP_STEP = re.compile(r"\.tmp-step-(\d+)")  # save_checkpoint's temporary folder of step N
 WORDS = {"world_size": "processes", "num_workers": "DataLoader workers", "shuffle_block": "data.shuffle_buffer",
-         "split": "split"}  # a data position's keys as check_data_position names them
+         "split": "split", "references": "distinct sharp references kept"}  # a data position's keys, as named
 
 
 def _not_checkpoint_files(folder: Path) -> list[str]:
@@ -189,7 +189,8 @@ def check_data_position(accelerator: Any, saved: dict[str, Any] | None, stream: 
         return
     now, saved = stream.position(batch), {"split": stream.former_split(), **saved}  # older records have no split
     said = [] if stream.same_shards(saved) else ["shards"]
-    said += [f"{word} {saved.get(k)!r} -> {now.get(k)!r}" for k, word in WORDS.items() if saved.get(k) != now.get(k)]
+    said += [f"{word} {saved.get(k)!r} -> {now.get(k)!r}" for k, word in WORDS.items()
+             if saved.get(k) != now.get(k) and not (k == "references" and said)]  # other shards: other references
     if said:
         accelerator.print(
             f"warning: the training data differ from the checkpoint's ({', '.join(said)}): the run goes "

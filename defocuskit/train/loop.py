@@ -216,6 +216,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     counter = StepCounter()
     loader = make_loader(recipe, method, rank, world, urls=urls)
     stream = loader.dataset
+    if stream.references is not None:  # a sharp-only method: how many distinct references of how many samples
+        accelerator.print(stream.references.line(method.name))
     state = LoopState(accelerator, dict(zip(method.phases, schedulers)), ema, counter,
                       lambda step: stream.position(step * t.grad_accum))
     state.init = init[1] if init else None

@@ -11,7 +11,9 @@ one reader), so that they see disjoint samples and every usable sample is drawn 
     last shard) would make the samples of the smaller ones come round more often: two samples of a last shard on
     a worker of their own were half of every batch.
 A process never starts more workers than it has shards, nor, by samples, than its share of the samples (a worker
-without any would stall the DataLoader's round-robin). Samples without the members the method needs are skipped.
+without any would stall the DataLoader's round-robin). Samples without the members the method needs are skipped; a
+method that learns from sharp images alone (kind "sharp") reads each distinct reference once (`train.references`:
+a stack's pairs and its sharp-only sample share one), judged before the split.
 
 A reader's *sequential* stream is a sequence of epochs. Epoch e visits the reader's shards in an order
 drawn from an RNG seeded by (seed, rank, worker, e) (by samples: the same order for every reader): a permutation
@@ -48,6 +50,7 @@ from defocuskit.data.reader import ShardError, decode_sample, where
 from defocuskit.data.tar_index import ShardEntry, index_shard, is_local, read_samples
 from defocuskit.methods.base import MEMBERS, DataKind, Requirement
 from defocuskit.train.augment import to_tensors
+from defocuskit.train.references import References, distinct_references
 
 _MAX_EMPTY_EPOCHS = 10_000  # resampled epochs in a row that draw no usable sample before giving up
 
@@ -113,8 +116,13 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.block = max(1, cfg.shuffle_buffer)
         self._usable: dict[str, list[ShardEntry]] = {}
+        self._members: dict[str, list[ShardEntry]] = {}
         self._stamps: dict[str, tuple[int, int]] = {}  # (size, mtime) of each local shard when it was indexed
         self.all_urls = list(urls)
+        self.references: References | None = None  # kind "sharp": the distinct references kept
+        if kind == "sharp":
+            self.references = distinct_references(self.all_urls, self._with_members)
+            self._usable.update(self.references.kept)
         self.split = self._choose_split(list(urls))
         # by samples every process reads every shard, in the same order, and keeps its readers' share of samples
         self.urls = list(urls[rank::world_size]) if self.split == "shards" else list(urls)
@@ -159,13 +167,20 @@ class ShardStream(IterableDataset):
     # ----------------------------------------------------------------------------- sequential stream
 
     def usable(self, url: str) -> list[ShardEntry]:
-        """The samples of shard `url` that have the members the method needs (indexed once, cached)."""
+        """The samples of shard `url` that the method reads: those with the members it needs (indexed once, cached),
+        for kind "sharp" the distinct references among them."""
         if url not in self._usable:
+            self._usable[url] = self._with_members(url)
+        return self._usable[url]
+
+    def _with_members(self, url: str) -> list[ShardEntry]:
+        """The samples of shard `url` that have the members the method needs (indexed once, cached)."""
+        if url not in self._members:
             stamp = _stamp(url) if is_local(url) else None
-            self._usable[url] = [e for e in index_shard(url) if has_members(e, self.needed)]
+            self._members[url] = [e for e in index_shard(url) if has_members(e, self.needed)]
             if stamp is not None:
                 self._stamps[url] = stamp
-        return self._usable[url]
+        return self._members[url]
 
     def _read(self, url: str, entries: list[ShardEntry]) -> Iterator[dict[str, Any]]:
         """`read_samples`, after checking that a local shard is still the one indexed: a ShardError naming it
@@ -194,10 +209,12 @@ class ShardStream(IterableDataset):
         return _kept(0, sum(len(self.usable(u)) for u in order), share.stride, share.offset)
 
     def _no_sample(self, share: Share) -> ValueError:
-        urls = share.urls
+        urls, refs = share.urls, self.references
+        deduped = (f"; {refs.record()} samples kept, one per distinct sharp reference, for {self.world_size} "
+                   "process(es)" if refs is not None and refs.count < refs.samples else "")
         return ValueError(
             f"data.train: no sample with {describe(self.needed)} in shards {urls[:3]}"
-            f"{' ...' if len(urls) > 3 else ''} (process {self.rank}, worker {share.worker})"
+            f"{' ...' if len(urls) > 3 else ''} (process {self.rank}, worker {share.worker}{deduped})"
         )
 
     def locate(self, share: Share, r: int) -> tuple[int, int, int, int]:
@@ -258,7 +275,7 @@ class ShardStream(IterableDataset):
         return {"batch": batch, "rank": self.rank, "world_size": self.world_size, "num_workers": self.num_workers,
                 "shuffle_block": self.block, "split": self.split, "shards": shard_digest(self.urls),
                 "all_shards": shard_digest(self.all_urls),  # every process's: `shards` is this process's share
-                "workers": workers}
+                "workers": workers, **({"references": self.references.record()} if self.references else {})}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
