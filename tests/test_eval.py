@@ -222,15 +222,16 @@ def test_align_leaves_a_registered_pair_as_produced(side: int) -> None:
     assert not aligned["skipped"] and aligned["rows"][0]["psnr"] == plain["rows"][0]["psnr"]
 
 
-def test_align_names_outputs_it_found_no_registration_for() -> None:
-    """Where ECC finds no fit (here a flat output), the output is scored as produced and the report's notes say so."""
+def test_align_names_samples_it_found_no_registration_for() -> None:
+    """Where ECC finds no fit for a sample's input (here a flat one), the input and every output are scored as
+    produced and the report's notes name the sample (the warp is the sample's, not each output's)."""
     sharp = read_image(VABD / "train" / "input" / "0002.JPG")[300:428, 500:660]
-    sample = {"key": "flat", "sharp": sharp, "blur": sharp, "coc": None, "meta": {"f_number": 2.8}}
-    flat = lambda b, s: np.full_like(b, 0.5)  # noqa: E731
-    result = evaluate_samples([sample], {"flat": flat}, scoring=Scoring(align=True), progress=False)
-    plain = evaluate_samples([sample], {"flat": flat}, progress=False)
-    assert not result["skipped"] and result["rows"][0]["psnr"] == plain["rows"][0]["psnr"]
-    assert [n for n in result["notes"] if n.startswith("scored as produced, no registration found: flat (flat): ")]
+    sample = {"key": "flat", "sharp": sharp, "blur": np.full_like(sharp, 128), "coc": None, "meta": {"f_number": 2.8}}
+    methods = {"input": lambda b, s: b, "sharp": lambda b, s: s["sharp"].astype(np.float64) / 255.0}
+    result = evaluate_samples([sample], methods, scoring=Scoring(align=True), progress=False)
+    plain = evaluate_samples([sample], methods, progress=False)
+    assert not result["skipped"] and [r["psnr"] for r in result["rows"]] == [r["psnr"] for r in plain["rows"]]
+    assert [n for n in result["notes"] if n.startswith("scored as produced, no registration found: flat: no fit")]
 
 
 def test_an_aligned_report_says_so_in_its_table_and_plot_title(tmp_path: Path) -> None:
@@ -248,6 +249,7 @@ def test_an_aligned_report_says_so_in_its_table_and_plot_title(tmp_path: Path) -
     report = evaluate(shards, [], ["input"], EvalConfig(split="test", report_dir=tmp_path / "rep", progress=False,
                                                          align=True), console=console)
     assert report["protocol"]["align"] == "ecc"
+    assert report["protocol"]["alignment"].startswith("one warp per sample, fitted once from the blurred input")
     assert "defocuskit eval: split 'test', aligned to the reference (ecc)" in console.export_text()
     assert aperture_title(report).endswith(" · aligned (ecc)")
     plain = evaluate(shards, [], ["input"], EvalConfig(split="test", report_dir=tmp_path / "plain", progress=False))

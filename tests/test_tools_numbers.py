@@ -64,6 +64,7 @@ def test_loso_real_refuses_folds_folders_and_time_it_cannot_use(args, said, tmp_
     ("bench_eval_align.py", ["--sides", "0"], "argument --sides: 0: give a whole number at least 16"),
     ("bench_eval_align.py", ["--sides", "64,abc"], "argument --sides: 64,abc: 'abc': give a whole number"),
     ("bench_eval_align.py", ["--count", "0"], "argument --count: 0: give a whole number at least 1"),
+    ("bench_eval_warp.py", ["--sides", "32"], "argument --sides: 32: give a whole number at least 64"),
     ("check_coc_estimator.py", ["--coc", "edge", "--real", "x", "--size", "0"], "argument --size: 0: give a whole"),
     ("check_coc_estimator.py", ["--coc", "edge", "x", "--limit", "0"], "argument --limit: 0: give a whole number"),
 ])

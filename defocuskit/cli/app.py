@@ -195,10 +195,11 @@ def eval_cmd(
     by_source: bool = typer.Option(False, "--by-source", help="Rows per source too (each with its total): table, "
                                    "report.json, report.csv."),
     stops: bool = typer.Option(False, "--stops", help="Group by full stops instead of the recorded f-number."),
-    align: bool = typer.Option(False, "--align", help="Register outputs to the reference before scoring (misaligned sets)."),
+    align: bool = typer.Option(False, "--align", help="Register input and outputs to the reference before scoring (misaligned sets)."),
     align_by: AlignBy = typer.Option(
-        "ecc", "--align-by", parser=pick(AlignBy), help="With --align: ecc (output registered onto the reference, "
-        "affine) | flow (the reference warped onto each output by optical flow: JDRL's protocol)."),
+        "ecc", "--align-by", parser=pick(AlignBy), help="With --align: ecc (one warp per sample, fitted "
+        "from its input, moves the input and every output onto the reference) | flow (the reference warped onto "
+        "each output by optical flow: JDRL's protocol)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Score at most N pairs."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampler steps (every model whose sampler has steps)."),
     sampler: Optional[list[str]] = typer.Option(

@@ -20,7 +20,7 @@ class EvalConfig:
     split: str = "test"
     by_aperture: bool = True  # rows per f-number (False: one 'all' row per method)
     stops: bool = False  # group f-numbers into full stops
-    align: bool | str = False  # False | True or "ecc" (outputs registered onto the reference) | "flow"
+    align: bool | str = False  # False | True or "ecc" (one warp per sample onto the reference) | "flow"
     limit: int | None = None  # the first N paired samples in shard order
     steps: int | None = None  # sampler steps of every model that has them
     samplers: list[str] = field(default_factory=list)  # [LABEL:]NAME: the sampler of each model

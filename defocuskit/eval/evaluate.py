@@ -91,10 +91,11 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
         blur_f = to_float(blur)
         how = (scoring.align, scoring.quantize, scoring.detail_band)
 
-        def note(who: str | None) -> Callable[[str], None]:  # an output scored as produced: no registration found
-            return lambda why: part["unregistered"].append((index, key + (f" ({who})" if who else "") + f": {why}"))
+        def note(why: str) -> None:  # a sample scored as produced: no registration found
+            part["unregistered"].append((index, f"{key}: {why}"))
         try:
-            inp_scored = prepare_pair(blur_f, ref, depth, *how, note(None))
+            warp = scoring.sample_warp(blur_f, ref, depth, note)  # ecc: one warp per sample, from its input
+            inp_scored = prepare_pair(blur_f, ref, depth, *how, warp=warp)
             inp_scores = score_pair(*inp_scored, scoring)
         except (ValueError, RegistrationError) as exc:
             part["skipped"].append((index, {"key": key, "method": None, "reason": f"blurred input: {exc}"}))
@@ -113,7 +114,7 @@ def _score_samples(samples: Iterable[dict[str, Any]], runners: dict[str, Runner]
                 if out is blur_f:
                     scores = inp_scores
                 else:
-                    scored = prepare_pair(out, ref, depth, *how, note(name))
+                    scored = prepare_pair(out, ref, depth, *how, warp=warp)  # the input's warp (ecc)
                     scores = score_pair(*scored, scoring)
                     if shown is not None:
                         shown[name] = scored[0]  # the output as scored (rounded; with ecc, registered)
@@ -222,8 +223,9 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     method, reference).
 
     Every check (shard folder, split, models, options) runs before any sample is scored. `config.align`: False,
-    True or "ecc" (outputs registered onto the reference), "flow" (the reference warped onto each output:
-    JDRL's protocol for misaligned test pairs). `config.limit`: the first N paired samples in shard order.
+    True or "ecc" (one warp per sample, from its input, moves input and outputs), "flow" (the reference warped
+    onto each output: JDRL's protocol for misaligned test pairs). `config.limit`: the first N paired samples in
+    shard order.
     `config.by_source`: the rows per (source, f-number) as well as pooled (report.add_source_rows).
 
     Under `accelerate launch -m defocuskit eval ...` every process scores its share of the pairs

@@ -1,6 +1,7 @@
 """How one output is scored against its reference (the evaluation protocol's choices): rounded to the reference's
-bit depth as it would be written, optionally aligned (ECC onto the reference, or the reference warped onto it by
-flow), then PSNR, SSIM, MAE and LPIPS where its weights are given."""
+bit depth as it would be written, optionally aligned (the sample's one warp onto the reference, fitted from its input
+by ECC, or the reference warped onto the output by flow), then PSNR, SSIM, MAE and LPIPS where its weights are
+given."""
 
 from __future__ import annotations
 
@@ -20,10 +21,15 @@ class Scoring:
     """How outputs are scored (the evaluation protocol's choices)."""
 
     ssim_variant: str = "uniform7"
-    align: str | bool | None = None  # None, "ecc" (True: output registered onto the GT), "flow" (GT onto the output)
+    align: str | bool | None = None  # None, "ecc" (True: the sample's one warp onto the GT), "flow" (GT onto outputs)
     lpips_model: Any = None  # an eval.lpips.LPIPSAlex, or None: LPIPS unavailable
     quantize: bool = True  # outputs rounded to the reference's bit depth (False: clipped floats, --protocol dpdd8)
     detail_band: float | None = None  # px: output's and input's low-pass replaced by the reference's
+
+    def sample_warp(self, inp: np.ndarray, ref: np.ndarray, depth: int,
+                    unregistered: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+        """The sample's one warp under this scoring (module function `sample_warp`), for `prepare_pair`."""
+        return sample_warp(inp, ref, depth, self.align, self.quantize, unregistered)
 
 
 def score_pair(out: np.ndarray, ref: np.ndarray, scoring: Scoring) -> dict[str, float | None]:
@@ -41,9 +47,10 @@ def score_pair(out: np.ndarray, ref: np.ndarray, scoring: Scoring) -> dict[str, 
 
 
 ALIGN_MODES = {
-    "ecc": "each output, and the blurred input, registered to the sharp reference before scoring "
-           "(defocuskit.data.register.align, ECC affine, reflected borders); scored as produced where the fit "
-           "correlates no better than the identity or none is found",
+    "ecc": "one warp per sample, fitted once from the blurred input against the sharp reference and applied alike "
+           "to the input and to every method's output before scoring (defocuskit.data.sample_warp: of the identity, "
+           "ECC's tripod-bracket fit and its whole-frame affine fit, the one that correlates best on the detail both "
+           "shots hold; bilinear, reflected borders); the identity where no fit correlates better or none is found",
     "flow": "JDRL's protocol on misaligned test pairs (Li et al.; liyucs/JDRL test_model.py): the sharp reference "
             "warped onto each output, and onto the blurred input, by dense optical flow (defocuskit.imaging.flow, OpenCV "
             "DIS on luminance, bilinear; where the flow leaves the frame the reference is kept as is) before scoring",
@@ -56,38 +63,49 @@ def describe_band(sigma: float | None) -> dict[str, Any]:
     return {"detail_band": text, "detail_band_px": sigma}
 
 
+def sample_warp(inp: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None, quantize: bool = True,
+                unregistered: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """The sample's one warp for align "ecc" (`data.sample_warp.fit_sample_warp` of the input as scored, rounded
+    where `quantize`, against the reference), given to `prepare_pair` for the input and every output; where no fit
+    is found `unregistered` gets the reason. None for the other alignments (flow warps the reference per output)."""
+    if not (align is True or align == "ecc"):
+        return None
+    from defocuskit.data.sample_warp import fit_sample_warp
+
+    record = fit_sample_warp(_as_scored(inp, ref, depth, quantize), ref)
+    if not record["fit_found"] and unregistered is not None:
+        unregistered(record["identity"])
+    return record
+
+
 def prepare_pair(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None,
                  quantize: bool = True, detail_band: float | None = None,
-                 unregistered: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 unregistered: Callable[[str], None] | None = None,
+                 warp: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(output, reference) as scored: the output clipped to [0, 1] and, where `quantize`, rounded to the reference's
-    bit depth (as written); with align "ecc" the output registered onto the reference (as produced where the fit
-    correlates no better than the identity, or where no fit is found: then `unregistered` gets the reason), with
-    "flow" the reference warped onto the output; with `detail_band` (px) the output's low-pass then replaced by the
-    reference's."""
-    unit, ref = _aligned(out, ref, depth, align, quantize, unregistered)
+    bit depth (as written); with align "ecc" the output moved onto the reference by the sample's `warp` (`sample_warp`;
+    where None, fitted from `out` itself, the input), with "flow" the reference warped onto the output; with
+    `detail_band` (px) the output's low-pass then replaced by the reference's."""
+    unit = _as_scored(out, ref, depth, quantize)
+    if align is True or align == "ecc":
+        from defocuskit.data.sample_warp import apply_warp
+
+        warp = sample_warp(unit, ref, depth, align, False, unregistered) if warp is None else warp
+        unit = apply_warp(unit, warp["matrix"])
+    elif align == "flow":
+        ref = flow_aligned_reference(unit, ref)
     return (unit, ref) if detail_band is None else (metrics.detail_band(unit, ref, detail_band), ref)
 
 
-def _aligned(out: np.ndarray, ref: np.ndarray, depth: int, align: str | bool | None, quantize: bool,
-             unregistered: Callable[[str], None] | None) -> tuple[np.ndarray, np.ndarray]:
+def _as_scored(out: np.ndarray, ref: np.ndarray, depth: int, quantize: bool) -> np.ndarray:
+    """`out` checked against `ref` (its size, finite values), clipped to [0, 1], rounded to `depth` bits where
+    `quantize`, float64."""
     if out.shape[:2] != ref.shape[:2]:
         raise ValueError(f"output is {out.shape[1]}x{out.shape[0]}, reference {ref.shape[1]}x{ref.shape[0]}")
     if not np.isfinite(out).all():
         raise ValueError("output has non-finite values (NaN or inf)")
     clipped = np.clip(out, 0.0, 1.0)
-    unit = metrics.to_unit(from_float(clipped, depth)) if quantize else clipped.astype(np.float64)
-    if align is True or align == "ecc":
-        from defocuskit.data.register import align as register
-
-        moved, record = register(unit, ref, method="ecc", motion="affine", keep_identity=True)
-        if "identity" not in record:
-            return np.asarray(moved, np.float64), ref
-        if not record["fit_found"] and unregistered is not None:
-            unregistered(record["identity"])
-        return unit, ref
-    if align == "flow":
-        return unit, flow_aligned_reference(unit, ref)
-    return unit, ref
+    return metrics.to_unit(from_float(clipped, depth)) if quantize else clipped.astype(np.float64)
 
 
 def flow_aligned_reference(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
