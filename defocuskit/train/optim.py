@@ -1,5 +1,12 @@
-"""The optimizers of the loop and their learning-rate schedule: a pure factor of the optimizer step, built into a
-LambdaLR at the start and rebuilt at resume from the restored step (the recipe's optim values win)."""
+"""The optimizers of the loop and their learning-rate schedule: a pure factor of the optimizer steps taken, built
+into a LambdaLR at the start and rebuilt at resume from the restored scheduler's position (the recipe's optim values
+win).
+
+The schedule counts the optimizer steps taken, as Accelerate's prepared scheduler does: a step the fp16 GradScaler
+skips (non-finite gradients) does not move it (nor the EMA), while it counts toward train.max_steps, as in the
+diffusers and transformers training loops (their global_step), since the data stream and the reseeding follow the
+loop's step. A run with k skipped steps ends k steps short of its schedule's end (cosine, linear_decay: lr above 0).
+"""
 
 from __future__ import annotations
 
