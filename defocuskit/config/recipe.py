@@ -43,7 +43,12 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    schedule: str = "constant"  # "constant" or "cosine" (after warm-up)
+    # after warm-up: "constant", "cosine" (to 0 at train.max_steps) or "linear_decay" (constant until decay_start,
+    # then linearly to 0 at train.max_steps: CycleGAN's, train/optim.py)
+    schedule: str = "constant"
+    # linear_decay only: where the decay starts, a fraction of train.max_steps (a float in [0, 1), e.g. 0.5) or a
+    # step (an integer below train.max_steps)
+    decay_start: int | float | None = None
     grad_clip: float | None = 1.0
 
 

@@ -11,11 +11,14 @@ import warnings
 import torch
 from torch import nn
 
-from defocuskit.config.recipe import Recipe, empty_value
+from defocuskit.config.recipe import OptimConfig, Recipe, empty_value
 from defocuskit.config.typed import RecipeError, did_you_mean
 from defocuskit.io.images import MAX_PIXELS_ENV, max_pixels
 from defocuskit.methods.base import Method
 from defocuskit.train.augment import HFLIP
+from defocuskit.train.optim import decay_step
+
+SCHEDULES = ("constant", "cosine", "linear_decay")  # optim.schedule (train/optim.py lr_factor)
 
 MAX_GRAD_ACCUM = 4096  # micro-batches an optimizer step: an effective batch of 4096 x data.batch_size (10^9 never
 # finished its first step)
@@ -78,7 +81,7 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
         raise RecipeError(f"train.grad_accum: 1 to {MAX_GRAD_ACCUM} micro-batches an optimizer step, "
                           f"got {t.grad_accum}")
     choices = {
-        "optim.name": (o.name, ("adam", "adamw", "radam")), "optim.schedule": (o.schedule, ("constant", "cosine")),
+        "optim.name": (o.name, ("adam", "adamw", "radam")), "optim.schedule": (o.schedule, SCHEDULES),
         "train.mixed_precision": (t.mixed_precision, ("auto", "no", "fp16", "bf16")), "data.channels": (d.channels, (1, 3)),
     }
     for key, (v, allowed) in choices.items():
@@ -92,6 +95,7 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
     if not 0 < o.lr < math.inf or (o.grad_clip is not None and not o.grad_clip > 0):  # NaN fails too
         raise RecipeError(f"optim.lr and optim.grad_clip must be positive (got {o.lr}, {o.grad_clip})")
     check_numbers(recipe)
+    check_decay_start(o, t.max_steps)
     check_tracker(t.log_with)
     if recipe.inference.coc_bound is not None and method.output != "defocus_map":
         raise RecipeError(f"inference.coc_bound bounds a defocus-map model's CoC map; '{method.name}' models "
@@ -99,6 +103,25 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
     channels = getattr(recipe.model, "channels", None)  # the one channel check: losses see data.channels images
     if channels is not None and channels != d.channels:
         raise RecipeError(f"model.channels ({channels}) differs from data.channels ({d.channels}) for '{method.name}'")
+
+
+def check_decay_start(optim: OptimConfig, max_steps: int) -> None:
+    """RecipeError naming optim.decay_start: missing under linear_decay, given under another schedule (nothing would
+    read it), or not a step of the run after the warm-up."""
+    start, what = optim.decay_start, ("a fraction of train.max_steps in [0, 1) (a float, e.g. 0.5) or a step below "
+                                      f"train.max_steps {max_steps} (an integer)")
+    if optim.schedule != "linear_decay":
+        if start is not None:
+            raise RecipeError(f"optim.decay_start: only optim.schedule linear_decay reads it (the schedule is "
+                              f"{optim.schedule!r}); remove it or set optim.schedule=linear_decay")
+        return
+    if start is None:
+        raise RecipeError(f"optim.decay_start: optim.schedule linear_decay needs the step its decay starts at: {what}")
+    if not (0.0 <= start < 1.0 if isinstance(start, float) else 0 <= start < max_steps):  # NaN fails too
+        raise RecipeError(f"optim.decay_start: {what}, got {start!r}")
+    if decay_step(optim, max_steps) < optim.warmup_steps:
+        raise RecipeError(f"optim.decay_start: the decay would start at step {decay_step(optim, max_steps)}, inside "
+                          f"the warm-up (optim.warmup_steps {optim.warmup_steps}); start it at or after the warm-up")
 
 
 def check_numbers(recipe: Recipe) -> None:

@@ -225,7 +225,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
 
     if checkpoints:
         load_checkpoint(accelerator, checkpoints[-1][1])
-        schedulers = [make_scheduler(o, recipe.optim, t.max_steps, counter.step) for o in plain]  # from the step
+        # each from its optimizer steps taken (a step the fp16 GradScaler skipped is none: train/optim.py)
+        schedulers = [make_scheduler(o, recipe.optim, t.max_steps, s.last_epoch) for o, s in zip(plain, schedulers)]
         state.schedulers = dict(zip(method.phases, schedulers))
         if counter.step < t.max_steps:  # a run that trains no step draws no data
             check_data_position(accelerator, state.saved_data, stream, counter.step * t.grad_accum)
@@ -272,12 +273,14 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
 
 def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers: list[Any],
           micro_batches: list[dict[str, torch.Tensor]], recipe: Recipe, method: Method, step: int,
-          timed_out: bool) -> torch.Tensor:
+          timed_out: bool) -> tuple[torch.Tensor, bool]:
     """One optimizer step of every phase in turn on the same micro-batches; the gathered (world, phases + 1)
-    losses and time-out flags. Stops (TrainingError) before stepping on a non-finite loss."""
+    losses and time-out flags, and whether any phase's optimizer stepped (fp16: the GradScaler skips a step whose
+    gradients are not finite; that phase's schedule then stays). Stops (TrainingError) before stepping on a
+    non-finite loss."""
     t, rank, device = recipe.train, accelerator.process_index, accelerator.device
     single = len(method.phases) == 1
-    gathered = []
+    gathered, stepped = [], False
     for p, (phase, optimizer, scheduler) in enumerate(zip(method.phases, optimizers, schedulers)):
         micro_losses = []
         # Accelerate ends an accumulation (gradients all-reduced, its prepared optimizer steps) where its own
@@ -306,9 +309,11 @@ def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers:
             accelerator.clip_grad_norm_(phase_params(method, model, phase), recipe.optim.grad_clip)
         optimizer.step()
         model.zero_grad(set_to_none=True)  # every parameter: a phase leaves gradients on the others' too
-        scheduler.step()
+        if not getattr(optimizer, "step_was_skipped", False):  # Accelerate's optimizer_step_was_skipped, per phase
+            scheduler.step()
+            stepped = True
         gathered.append(stats[:, 0])
-    return torch.stack(gathered + [stats[:, 1]], dim=1)
+    return torch.stack(gathered + [stats[:, 1]], dim=1), stepped
 
 
 def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[Any], schedulers: list[Any],
@@ -339,8 +344,10 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                 micro_batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
             timed_out = t.max_minutes is not None and (time.time() - t_start) / 60.0 >= t.max_minutes
             lr = optimizers[0].param_groups[0]["lr"]
-            stats = _step(accelerator, model, optimizers, schedulers, micro_batches, recipe, method, step, timed_out)
-            ema.update(net)
+            stats, stepped = _step(accelerator, model, optimizers, schedulers, micro_batches, recipe, method, step,
+                                   timed_out)
+            if stepped:  # else no weight moved (fp16 skip): the EMA stays; the step counts (train/optim.py)
+                ema.update(net)
             step += 1
             counter.step = step
             bar.update(1)

@@ -128,8 +128,8 @@ def check_resume(checkpoint: Path, recipe: Recipe, precision: str | None = None)
         if _under(key, RESUME_KEYS + MEANING_KEYS.get(recipe.method, ())):
             raise ValueError(f"{checkpoint}: checkpoint has {key}={saved.get(key)!r} but the recipe has "
                              f"{key}={now.get(key)!r}; use another output_dir or --no-resume")
-    cosine = "cosine" in (saved.get("optim.schedule"), now.get("optim.schedule"))
-    skip = NO_EFFECT + (() if cosine else ("train.max_steps",)) + (() if recipe.data.val else VALIDATION)
+    by_length = {"cosine", "linear_decay"} & {saved.get("optim.schedule"), now.get("optim.schedule")}  # to 0 there
+    skip = NO_EFFECT + (() if by_length else ("train.max_steps",)) + (() if recipe.data.val else VALIDATION)
     said = [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed if not _under(k, skip + (PRECISION,))]
     said += [x] if (x := precision_change(saved.get(PRECISION), now.get(PRECISION),
                                           _loop_state(checkpoint, "mixed_precision"), precision)) else []
