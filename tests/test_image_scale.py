@@ -7,6 +7,7 @@ import json
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import webdataset as wds
@@ -53,13 +54,19 @@ def test_export_records_the_training_images_long_side(tmp_path: Path) -> None:
     with wds.TarWriter(str(paired)) as w:
         for i in range(4):
             img = (np.random.default_rng(i).random((36, 48, 3)) * 255).astype(np.uint8)
-            w.write({"__key__": f"s{i}", "sharp.png": encode_png(img), "blur.png": encode_png(img),
+            soft = cv2.GaussianBlur(img, (0, 0), 2.0)  # a blur the export reads (train_blur_px)
+            w.write({"__key__": f"s{i}", "sharp.png": encode_png(img), "blur.png": encode_png(soft),
                      "json": json.dumps({"f_number": 2.8, "height": 36, "width": 48,
                                          "patch_of": {"height": 360, "width": 480, "y": 0, "x": 0}}).encode()})
     recipe, _ = load_recipe_source("nafnet-tiny", [f"data.train={paired}", f"output_dir={tmp_path / 'run'}",
                                                    "train.max_steps=1", "data.batch_size=1", "data.num_workers=0"])
     path = train(recipe, resume=False)
-    assert read_metadata(path)["train_long_side_px"] == "480"
+    meta = read_metadata(path)
+    assert meta["train_long_side_px"] == "480"
+    from defocuskit.data.image_scale import median_blur_px
+
+    assert float(meta["train_blur_px"]) == pytest.approx(median_blur_px([str(paired)]), rel=1e-3)
+    assert float(meta["train_blur_px"]) > 1.0  # a blur of sigma 2 px reads wider than a pixel
 
 
 def _model(tmp_path: Path, trained: int | None) -> Path:

@@ -70,13 +70,50 @@ def test_work_side_adds_the_change_made_at_the_smaller_size_and_keeps_the_photos
     np.testing.assert_allclose(gray, expected, atol=1e-6)
 
 
+def _texture(size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    sharp = _filtered(rng.random((size, size, 3)).astype(np.float32), 1.0)
+    return (sharp - sharp.min()) / (sharp.max() - sharp.min())
+
+
+def test_the_blur_matched_side_of_a_scene_does_not_depend_on_its_resolution() -> None:
+    from defocuskit.data.image_scale import blur_px
+    from defocuskit.inference.scale import blur_matched_side
+
+    big = _filtered(_texture(256), 4.0)  # a scene's blur at 256 px; the same photo at 128 px is blurred half as wide
+    small = resize_area(big, (128, 128))
+    assert blur_px(big) == pytest.approx(2 * blur_px(small), rel=0.2)
+    trained = blur_px(_filtered(_texture(128, seed=5), 1.5))  # another scene, as the model's training inputs read
+    sides = [blur_matched_side(big, trained), blur_matched_side(small, trained)]
+    assert sides[0] == pytest.approx(sides[1], rel=0.15) and sides[1] < 128, sides  # both deblurred at one size
+    assert blur_matched_side(_filtered(_texture(128), 1.0), trained) is None  # no wider than trained: its own size
+
+
+def test_auto_deblurs_each_photo_where_its_blur_is_the_models(tmp_path: Path) -> None:
+    from defocuskit.data.image_scale import blur_px
+    from defocuskit.inference.scale import side_for
+
+    model = _gaussian_wiener(2.0)  # undoes a Gaussian of 2 px and no other
+    trained = blur_px(_filtered(_texture(128, seed=7), 2.0))  # its training inputs, another scene
+    sharp = _texture(128)
+    for sigma in (2.0, 4.0):  # one photo whose blur is the model's, one twice as wide
+        blur = _filtered(sharp, sigma)
+        gains = {name: _psnr(np.clip(work_side_restore(model, blur, side), 0, 1), sharp) - _psnr(blur, sharp)
+                 for name, side in (("whole", None), ("half", 64), ("auto", side_for("auto", blur, trained)))}
+        best = max(gains["whole"], gains["half"])
+        assert gains["auto"] > best - 0.6 and gains["auto"] > min(gains["whole"], gains["half"]) + 1.0, (sigma, gains)
+
+
 def test_resolve_work_side_names_what_is_wrong() -> None:
     assert resolve_work_side("trained", 384, "m.safetensors") == 384
     assert resolve_work_side("512", None, "m") == 512 and resolve_work_side(None, 384, "m") is None
     with pytest.raises(ValueError, match="m.safetensors records no training image size"):
         resolve_work_side("trained", None, "m.safetensors")
-    with pytest.raises(ValueError, match="--work-side big: expected a long side in pixels or 'trained'"):
+    with pytest.raises(ValueError, match="--work-side big: expected a long side in pixels, 'trained' or 'auto'"):
         resolve_work_side("big", 384, "m")
+    assert resolve_work_side("auto", None, "m", blur=3.5) == "auto"
+    with pytest.raises(ValueError, match="--work-side auto: m.safetensors records no training blur"):
+        resolve_work_side("auto", 384, "m.safetensors")
     with pytest.raises(ValueError, match="--work-side 4: at least 8 pixels"):
         resolve_work_side(4, 384, "m")
 
@@ -188,3 +225,29 @@ def test_eval_work_side_per_checkpoint_scores_at_the_shards_size(tmp_path: Path,
                                                                   work_sides=["trained"]))
     with pytest.raises(EvalError, match="--work-side is for models"):
         evaluate(shards, [], ["input"], EvalConfig(report_dir=tmp_path / "r3", progress=False, work_sides=["24"]))
+
+
+def test_deblur_and_eval_work_side_auto_read_the_models_training_blur(tmp_path: Path, monkeypatch) -> None:
+    from defocuskit.eval.config import EvalConfig
+    from defocuskit.eval.evaluate import evaluate
+    from defocuskit.io.modelfile import read_model_file, save_model
+
+    plain = _model(tmp_path, 16)
+    tensors, meta = read_model_file(plain)
+    model = tmp_path / "blur.safetensors"  # as if its training inputs' blur read 0.5 px: every photo reads wider
+    save_model(model, tensors, meta["method"], meta["recipe"], extra={"train_long_side_px": "16",
+                                                                     "train_blur_px": "0.5"})
+    img = (_filtered(np.random.default_rng(0).random((40, 60, 3)).astype(np.float32), 2.0) * 255).astype(np.uint8)
+    write_image(tmp_path / "soft.png", img)
+    from defocuskit.inference.scale import blur_matched_side
+
+    expected = blur_matched_side(img.astype(np.float32) / 255, 0.5)
+    assert expected is not None and expected < 60
+    deblur_files([tmp_path / "soft.png"], model, tmp_path / "o", progress=False, work_side="auto")
+    record, = json.loads((tmp_path / "o" / "deblur.json").read_text())["images"]
+    assert (record["work_side"], record["work_px"], record["scale_note"]) == ("auto", expected, None)
+    assert read_image(tmp_path / "o" / "soft.png").shape == img.shape
+    shards = _shards(tmp_path / "shards")
+    report = evaluate(shards, [model], [], EvalConfig(report_dir=tmp_path / "r", progress=False,
+                                                      work_sides=["auto"]))
+    assert report["protocol"]["methods"]["blur"]["work_side"]["train_blur_px"] == 0.5

@@ -49,7 +49,15 @@ from defocuskit.inference.restore import (
     restore_in_channels,
     sampler_settings,
 )
-from defocuskit.inference.scale import API_REMEDY, resolve_work_side, scale_note, trained_long_side, work_side_restore
+from defocuskit.inference.scale import (
+    API_REMEDY,
+    resolve_work_side,
+    scale_note,
+    side_for,
+    trained_blur,
+    trained_long_side,
+    work_side_restore,
+)
 from defocuskit.inference.tiling import TilingOptions, default_inference
 from defocuskit.io import hub
 from defocuskit.io.devices import resolve_device
@@ -76,6 +84,7 @@ class DeblurModel:
         self._saved = config or {}  # a save_pretrained folder's config.json: eval rows, datasets, license carry over
         self._default = self._recipe.sampler.resolved()
         self._trained = trained_long_side(self.path)  # the training images' long side (px), where recorded
+        self._blur = trained_blur(self.path)  # how wide its training inputs' blur reads (px), where recorded
 
     @classmethod
     def from_pretrained(cls, source: str | Path, **kwargs: Any) -> DeblurModel:
@@ -184,12 +193,11 @@ class DeblurModel:
         convolutional model runs whole images within a memory budget); `seed` seeds the sampler noise. An image above
         $DEFOCUSKIT_BAND_PIXELS (default about 33.5 MP) is restored in bands of rows with 64 rows of context
         each side (defocuskit.inference.bands), so no float copy of it is made; band k draws noise from seed + k.
-        `work_side` (pixels, or "trained": the model's training images' long side, `train_long_side_px`): an image
-        larger than that is deblurred at that long side (its CoC map and gate made there: a `coc` map given in the
-        image's pixels is shrunk with it) and given back at its own size, the model's change upsampled onto it
-        (inference.scale.work_side_restore; as `deblur --work-side`); a float copy of the whole image is made.
-        An image deblurred at more than twice the long side of the model's training images gets a UserWarning:
-        defocus is measured in pixels, so at that size (work_side="trained") it is deblurred at the training scale.
+        `work_side` (pixels; "trained": the training images' long side, `train_long_side_px`; "auto": where the
+        image's blur reads as wide as the training inputs', inference.scale.blur_matched_side): a larger image is
+        deblurred at that long side (CoC map and gate there, a `coc` map shrunk with it) and given back at its own
+        size, the model's change upsampled onto it (as `deblur --work-side`; a float copy of the image is made).
+        An image deblurred at over twice the training images' long side gets a UserWarning (inference.scale).
         """
         if self.output != "image":
             raise ValueError(f"this '{self.method}' model estimates circle-of-confusion maps, not sharp images: "
@@ -222,9 +230,10 @@ class DeblurModel:
                         "focus_distance_m": focus_distance_m})
         sources = _coc_sources(coc, f_number, raw.shape[:3], coc_bound, lens)
         dtype = output_dtype(layout)
-        work = resolve_work_side(work_side, self._trained, self.source, "work_side=")
-        size = max_side_size(*raw.shape[1:3], work)  # (width, height) deblurred at; None: the image's own
-        if note := scale_note("image", max(size or raw.shape[1:3]), self._trained, API_REMEDY):
+        work = resolve_work_side(work_side, self._trained, self.source, "work_side=", self._blur)
+        size = max_side_size(*raw.shape[1:3], work) if work != "auto" else None  # (width, height) deblurred at
+        note = scale_note("image", max(size or raw.shape[1:3]), self._trained, API_REMEDY) if work != "auto" else None
+        if note:
             warnings.warn(note, UserWarning, stacklevel=2)
 
         def run(source: Any, band: np.ndarray, index: int, r0: int, r1: int) -> np.ndarray:
@@ -233,15 +242,17 @@ class DeblurModel:
                                 **options)
             return out if focus_gate is None else gated(band, out, coc_band, focus_gate, gate_smooth)
 
-        if size is None:
+        if size is None and work != "auto":
             banded = _banded(raw, layout, lambda i, *band: run(sources[i], *band), lambda y: from_unit(y, dtype))
             return give_back(banded, layout)
         outs = []
         for x, source in zip(raw, sources):
-            small = _work_source(source, raw.shape[1:3], size)  # the CoC source in the smaller image's pixels
+            full = to_unit(x, str(layout.dtype))
+            side = side_for(work, full, self._blur)  # "auto": where its blur reads as the training inputs'
+            small = max_side_size(*full.shape[:2], side)
+            small = source if small is None else _work_source(source, full.shape[:2], small)  # in its pixels
             outs.append(from_unit(work_side_restore(lambda s, small=small: restore_in_bands(
-                s, lambda a: a, lambda *band: run(small, *band), lambda y: y), to_unit(x, str(layout.dtype)), work),
-                dtype))
+                s, lambda a: a, lambda *band: run(small, *band), lambda y: y), full, side), dtype))
         return give_back(np.stack(outs), layout)
 
     def coc_map(self, image: Image, *, f_number: float | None = None, tile: int | None = None,

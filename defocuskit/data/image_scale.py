@@ -1,7 +1,8 @@
 """The scale of a set of shards' images: the median long side in pixels of the whole photos their samples show (a
 training patch's: the image it was cut from, `optics.source_long_side`). Defocus blur is measured in pixels, so a
 model has seen the blur of that scale: an export records it (io.modelfile.long_side_entry), and deblur, eval and the
-API say where an input is far larger (inference.scale)."""
+API say where an input is far larger (inference.scale). It also records how wide the blur of its training inputs reads
+(`median_blur_px`): the blur a photo is deblurred at by `--work-side auto` (inference.scale.blur_matched_side)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,43 @@ def median_long_side(urls: Sequence[str], limit: int = SAMPLES) -> int | None:
     where none could be read (remote shards, no sample with a height and width)."""
     sides = sample_long_sides(urls, limit)
     return int(round(float(np.median(sides)))) if sides else None
+
+
+BLUR_SAMPLES = 32  # the blurred inputs whose blur is read (decoded), spread over the shards
+BLUR_PERCENTILE = 90.0  # the width of an image's blur: this percentile of its edge-estimated CoC map (px)
+
+
+def blur_px(image: np.ndarray) -> float:
+    """How wide an image's blur reads, in its own pixels: the BLUR_PERCENTILE-th percentile of the training-free
+    edge estimate of its CoC map (imaging.blur_estimate.estimate_coc), the wider blur of a photo (its background)."""
+    from defocuskit.imaging.blur_estimate import estimate_coc
+
+    return float(np.percentile(estimate_coc(image), BLUR_PERCENTILE))
+
+
+def median_blur_px(urls: Sequence[str], limit: int = BLUR_SAMPLES) -> float | None:
+    """The median `blur_px` of up to `limit` blurred inputs (blur.png) of these local tar shards, about as many from
+    each; None where none could be read (remote shards, no blur.png: a sharp-only method's data)."""
+    from defocuskit.io.formats import ImageError
+    from defocuskit.io.images import decode_image, to_float
+
+    if not urls or not all(is_local(u) for u in urls):
+        return None
+    quota = max(1, math.ceil(limit / len(urls)))
+    widths: list[float] = []
+    try:
+        for url in urls:
+            blurred = [e for e in index_shard(url) if "blur.png" in e.members]
+            entries = blurred[::max(1, len(blurred) // quota)][:quota]  # spread over the shard, not its first
+            with open(url, "rb") as f:
+                for entry in entries[:limit - len(widths)]:
+                    offset, size = entry.members["blur.png"]
+                    f.seek(offset)
+                    image = to_float(decode_image(f.read(size), f"{url}:{entry.key}.blur.png"))
+                    if min(image.shape[:2]) >= 8:
+                        widths.append(blur_px(image))
+            if len(widths) >= limit:
+                break
+    except (ShardError, OSError, ImageError):
+        return None
+    return float(np.median(widths)) if widths else None

@@ -46,11 +46,12 @@ ACTIVE_BAR: ContextVar[Any] = ContextVar("defocuskit_eval_bar", default=None)
 def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tiling: TilingOptions,
                        device: str, seed: int, coc: CocSource | None, gate_px: float | None = None,
                        ensemble: int = 1, gate_smooth: float = GATE_SMOOTH_PX, gate_given: bool = False,
-                       own_maps: dict[str, CocSource] | None = None, work_side: int | None = None
+                       own_maps: dict[str, CocSource] | None = None, work_side: int | str | None = None
                        ) -> tuple[Runner, dict[str, Any]]:
     """Load an exported model once; `model_runner` of it (the options are its), and what the report says of it."""
     from defocuskit.inference.load import load_model
     from defocuskit.inference.restore import resolve_sampler, sampler_settings
+    from defocuskit.inference.scale import trained_blur
     from defocuskit.inference.tiling import check_tiling
 
     try:
@@ -70,7 +71,8 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     try:
         run, desc = model_runner(method, recipe, model, sampler_cfg, tiling=tiling, device=device, seed=seed, coc=coc,
                                  gate_px=gate_px, ensemble=ensemble, gate_smooth=gate_smooth, gate_given=gate_given,
-                                 own_maps=own_maps, work_side=work_side)
+                                 own_maps=own_maps, work_side=work_side,
+                                 train_blur=trained_blur(path) if work_side == "auto" else None)
     except EvalError as exc:
         raise EvalError(f"{path}: {exc}") from None
     return run, {"kind": "checkpoint", "path": str(path), **desc, "origin": model_origin(path),
@@ -80,8 +82,8 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
 def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tiling: TilingOptions, device: str,
                  seed: int, coc: CocSource | None, gate_px: float | None = None, ensemble: int = 1,
                  gate_smooth: float = GATE_SMOOTH_PX, gate_given: bool = False,
-                 own_maps: dict[str, CocSource] | None = None, work_side: int | None = None
-                 ) -> tuple[Runner, dict[str, Any]]:
+                 own_maps: dict[str, CocSource] | None = None, work_side: int | str | None = None,
+                 train_blur: float | None = None) -> tuple[Runner, dict[str, Any]]:
     """A Runner that deblurs one image with `model` (its Method and Recipe; the resolved `sampler_cfg`), and what the
     report says of how (from "method" to "channels"): eval's for a model file, and training's validation's.
     `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels, the
@@ -89,7 +91,8 @@ def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tili
     gate), the model's own gate (its recipe's inference.focus_gate), by the edge estimate where no --coc is given
     (from `own_maps`, shared by the checkpoints of one run, so each image's map is estimated once);
     `ensemble`: the geometric self-ensemble's size (inference.ensemble; 1: off); `work_side`: images deblurred at
-    that long side and given back at their own (eval.work_side, inference.scale.work_side_restore). EvalError
+    that long side ("auto": where their blur reads as wide as the training inputs', `train_blur` px) and given back
+    at their own (eval.work_side, inference.scale.work_side_restore). EvalError
     (without the file's name) where the model needs a CoC map and `coc` is None.
 
     The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
@@ -100,7 +103,7 @@ def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tili
     from defocuskit.eval.processes import sample_seed
     from defocuskit.inference.bands import band_pixels, plan_bands, restore_in_bands
     from defocuskit.inference.restore import restore_image, sampler_settings
-    from defocuskit.inference.scale import work_side_restore
+    from defocuskit.inference.scale import side_for, work_side_restore
     from defocuskit.inference.tiling import DEFAULT_MAX_TILE_PIXELS, plan_tiling, resolve_overlap
 
     tile, overlap, max_tile_pixels = tiling.tile, tiling.overlap, tiling.max_tile_pixels
@@ -119,11 +122,12 @@ def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tili
     ran: Counter[str] = Counter()
 
     def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
-        size = work_size(blur, work_side)
+        side = side_for(work_side, blur, train_blur)
+        size = work_size(blur, side)
         if size is None:
             return run_at(blur, sample)
         small = work_sample(sample, blur.shape, size)  # its CoC maps in the smaller image's pixels
-        return work_side_restore(lambda x: run_at(x, small), blur, work_side)
+        return work_side_restore(lambda x: run_at(x, small), blur, side)
 
     def run_at(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
         coc_png, first = signed_coc(sample), sample_seed(seed, sample["key"])
@@ -156,7 +160,8 @@ def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tili
                                                            "was learnt on)")),
             "focus_gate": gate_record(gate_px, gate_smooth, "option" if gate_given else "recipe"),
             "ensemble": None if ensemble == 1 else {"size": ensemble, "description": ENSEMBLE_DESCRIPTION},
-            "work_side": None if work_side is None else {"work_px": work_side, "description": WORK_SIDE_DESCRIPTION},
+            "work_side": None if work_side is None else {"work_px": work_side, "train_blur_px": train_blur,
+                                                         "description": WORK_SIDE_DESCRIPTION},
             "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
             "channels": recipe.data.channels}
     return run, desc
@@ -253,13 +258,14 @@ def ensembles_per_checkpoint(labels: list[str], items: list[str]) -> dict[str, i
     return sizes
 
 
-def work_sides_per_checkpoint(paths: dict[str, Path], items: list[str]) -> dict[str, int | None]:
+def work_sides_per_checkpoint(paths: dict[str, Path], items: list[str]) -> dict[str, int | str | None]:
     """`--work-side [LABEL:]PX|trained` items -> each checkpoint label's work side in pixels (None: its images' own
     size); an item without a label goes to every checkpoint, a labelled one (later) to its checkpoint alone;
-    "trained" is each model file's training images' long side (inference.scale.trained_long_side)."""
-    from defocuskit.inference.scale import resolve_work_side, trained_long_side
+    "trained" is each model file's training images' long side (inference.scale.trained_long_side), "auto" each
+    image's blur-matched side (inference.scale.blur_matched_side)."""
+    from defocuskit.inference.scale import resolve_work_side, trained_blur, trained_long_side
 
-    sides: dict[str, int | None] = dict.fromkeys(paths)
+    sides: dict[str, int | str | None] = dict.fromkeys(paths)
     if items and not paths:
         raise EvalError("--work-side is for models: give a --checkpoint")
     given: dict[Any, tuple[Any, str]] = {}
@@ -268,7 +274,8 @@ def work_sides_per_checkpoint(paths: dict[str, Path], items: list[str]) -> dict[
         _once(given, label, text.strip().lower(), item, "--work-side")
         for lb in [label] if label else list(paths):
             try:
-                sides[lb] = resolve_work_side(text, trained_long_side(paths[lb]), str(paths[lb]))
+                sides[lb] = resolve_work_side(text, trained_long_side(paths[lb]), str(paths[lb]),
+                                              blur=trained_blur(paths[lb]))
             except (TypeError, ValueError) as exc:
                 raise EvalError(f"--work-side {item}: {exc}") from None
     return sides

@@ -9,8 +9,10 @@ import numpy as np
 
 from defocuskit.data.postprocess import max_side_size, resize_area
 
-WORK_SIDE_DESCRIPTION = ("deblurred at work_px on its long side (INTER_AREA) and scored at its own size: the input "
-                         "plus the model's change upsampled (bicubic), inference.scale.work_side_restore")
+WORK_SIDE_DESCRIPTION = ("deblurred at work_px on its long side (INTER_AREA; auto: per image, where its blur reads as "
+                         "wide as the model's training inputs' train_blur_px, inference.scale.blur_matched_side) and "
+                         "scored at its own size: the input plus the model's change upsampled (bicubic), "
+                         "inference.scale.work_side_restore")
 
 
 def work_sample(sample: dict[str, Any], shape: tuple[int, ...], size: tuple[int, int]) -> dict[str, Any]:

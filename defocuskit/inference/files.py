@@ -46,6 +46,8 @@ from defocuskit.inference.scale import (
     downscaled,
     resolve_work_side,
     scale_note,
+    side_for,
+    trained_blur,
     trained_long_side,
     work_side_restore,
 )
@@ -107,8 +109,9 @@ def deblur_files(
     the edge estimate where no `coc` is given); 0: no gate. `ensemble` 4 or 8 averages the outputs for
     the image's flips (and transposes) (inference.ensemble). `max_side`: each input downscaled (INTER_AREA, as ingest's
     --max-side) so its long side is at most that before it is deblurred, its CoC map (--coc fnumber's thin lens, map,
-    edge) made for it as deblurred, and its output written at that size. `work_side` (pixels, or "trained": the
-    model's training images' long side): deblurred at that size, CoC map and gate there too, and written at the
+    edge) made for it as deblurred, and its output written at that size. `work_side` (pixels, "trained": the
+    model's training images' long side, or "auto": where its blur reads as wide as the model's training inputs',
+    inference.scale.blur_matched_side): deblurred at that size, CoC map and gate there too, and written at the
     input's (or `max_side`'s) size with the model's change upsampled (inference.scale.work_side_restore). An input
     deblurred at more than twice the long side of the model's training images (its metadata's train_long_side_px)
     is said once per run on stderr (inference.scale) and noted in its record. deblur.json records, per input,
@@ -150,7 +153,8 @@ def deblur_files(
         stems[p.stem] = p
     method, recipe, model = load_model(Path(checkpoint), device=device)
     trained, said = trained_long_side(checkpoint), False  # the training images' scale; the note said once per run
-    work_side = resolve_work_side(work_side, trained, str(checkpoint))
+    blur = trained_blur(checkpoint)  # how wide its training inputs' blur reads (--work-side auto)
+    work_side = resolve_work_side(work_side, trained, str(checkpoint), blur=blur)
     sampler_cfg = resolve_sampler(recipe, steps, name=sampler, sets=sets).resolved()
     info = sampler_settings(sampler_cfg, recipe.objective)
     if coc == "oracle":
@@ -227,14 +231,15 @@ def deblur_files(
             arr = read_image_channels(p)  # gray, RGB or RGBA: written back in the same channels
             read_size = [int(arr.shape[1]), int(arr.shape[0])]
             arr = downscaled(arr, max_side)  # --max-side: deblurred, its CoC made and written at that size
-            work = max_side_size(*arr.shape[:2], work_side)  # (width, height) deblurred at, where --work-side is
-            note = scale_note(str(p), max(work or arr.shape[:2]), trained)
-            if note and not said:
-                print(f"note: {note}", file=sys.stderr)
-                said = True
             alpha = arr[:, :, 3:] if arr.shape[2] == 4 else None
             gray_alpha = alpha is not None and png_is_gray(p)  # gray + alpha, or a tRNS value: gray + alpha out
             image = to_float(arr[:, :, :1] if gray_alpha else arr[:, :, :3])
+            side = side_for(work_side, image, blur)  # the long side it is deblurred at (--work-side), None: its own
+            work = max_side_size(*arr.shape[:2], side)  # (width, height) deblurred at, where smaller
+            note = scale_note(str(p), max(work or arr.shape[:2]), trained) if work_side != "auto" else None
+            if note and not said:
+                print(f"note: {note}", file=sys.stderr)
+                said = True
 
             def restore_whole(image: np.ndarray, p: Path = p) -> np.ndarray:  # at the input's size or the work side
                 colour = np.repeat(image, 3, axis=2) if image.shape[2] == 1 and source is not None and uses_coc \
@@ -258,7 +263,7 @@ def deblur_files(
 
             ran = (work[1], work[0]) if work else image.shape[:2]  # the size the network ran at
             plan = plan_tiling(method, recipe, model, *ran, tiling)
-            result = work_side_restore(restore_whole, image, work_side)
+            result = work_side_restore(restore_whole, image, side)
             dest = destination(out, p, defocus_map)
             if defocus_map:
                 estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))
@@ -296,7 +301,8 @@ def deblur_files(
                 if optics_of.get(p, {}).get("f_number") else None,
                 "gate_smooth": gate_smooth if focus_gate is not None else None,
                 "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
-                "ensemble": ensemble, "max_side": max_side, "work_side": work_side, "input_size": read_size,
+                "ensemble": ensemble, "max_side": max_side, "work_side": work_side, "work_px": side,
+                "input_size": read_size,
                 "size": [int(arr.shape[1]), int(arr.shape[0])], "train_long_side_px": trained, "scale_note": note,
                 "seconds": round(time.perf_counter() - started, 3), "sha256": sha,
             })

@@ -3,7 +3,9 @@ measured in pixels: a model trained on images of about 512 px on their long side
 and a camera's full frame holds the same defocus many times wider. An export records its training images' median
 long side (io.modelfile.long_side_entry, data.image_scale); an input more than RATIO times larger is named, with the
 --max-side that deblurs it at the training scale (OpenCV INTER_AREA, as ingest's --max-side), or the --work-side that
-deblurs it there and gives the image back at its own size (`work_side_restore`)."""
+deblurs it there and gives the image back at its own size (`work_side_restore`). Scenes differ in how wide their blur
+is for their size: `--work-side auto` deblurs each image where its blur reads as wide as the training inputs' did
+(`blur_matched_side`)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from defocuskit.data.postprocess import max_side_size, resize_area
 from defocuskit.inference.keywords import whole
-from defocuskit.io.modelfile import read_metadata, recorded_long_side
+from defocuskit.io.modelfile import read_metadata, recorded_blur, recorded_long_side
 
 RATIO = 2.0  # an input's long side above RATIO x the training images': said
 MIN_MAX_SIDE = 8  # as ingest's --max-side (data.ingest_checks.MIN_SIDE_PX)
@@ -31,9 +33,10 @@ def trained_long_side(model_file: str | Path) -> int | None:
         return None
 
 
-CLI_REMEDY = ("`--work-side trained` deblurs it at the training scale and writes it at its own size (`--max-side "
-              "{trained}`: at that size)")
-API_REMEDY = "work_side='trained' deblurs it at the training scale and gives it back at its own size"
+CLI_REMEDY = ("`--work-side auto` deblurs it where its blur reads as wide as the training inputs' (`trained`: at "
+              "{trained} px) and writes it at its own size (`--max-side {trained}`: at that size)")
+API_REMEDY = ("work_side='auto' deblurs it where its blur reads as wide as the training inputs' ('trained': at "
+              "{trained} px) and gives it back at its own size")
 
 
 def scale_note(name: str, long_side: int, trained: int | None, remedy: str = CLI_REMEDY) -> str | None:
@@ -77,21 +80,60 @@ def downscaled(pixels: np.ndarray, max_side: int | None) -> np.ndarray:
     return pixels if size is None else resize_area(pixels, size)
 
 
-def resolve_work_side(work_side: Any, trained: int | None, model: str, option: str = "--work-side") -> int | None:
+def trained_blur(model_file: str | Path) -> float | None:
+    """How wide the blur of a model's training inputs reads (px, data.image_scale.median_blur_px), as its metadata
+    records it (train_blur_px); None where it does not or cannot be read."""
+    try:
+        return recorded_blur(read_metadata(model_file))
+    except (ValueError, OSError):
+        return None
+
+
+def resolve_work_side(work_side: Any, trained: int | None, model: str, option: str = "--work-side",
+                      blur: float | None = None) -> int | str | None:
     """`work_side` (a whole number of pixels, at least MIN_MAX_SIDE; "trained": the model file's training images'
-    long side, `trained`; None) as pixels or None; ValueError naming `option` (and `model` where it records no
-    training scale)."""
-    if isinstance(work_side, str) and work_side.strip().lower() == "trained":
+    long side, `trained`; "auto": kept, each image's `blur_matched_side`, which needs the training inputs' `blur`;
+    None) as pixels, "auto" or None; ValueError naming `option` (and `model` where it records neither)."""
+    word = work_side.strip().lower() if isinstance(work_side, str) else None
+    if word == "trained":
         if not trained:
             raise ValueError(f"{option} trained: {model} records no training image size (an older export, an imported "
                              "release, or trained on remote shards); give the long side in pixels")
         return int(trained)
+    if word == "auto":
+        if not blur:
+            raise ValueError(f"{option} auto: {model} records no training blur (train_blur_px: an export before it was "
+                             "recorded, an imported release, remote shards or sharp images alone); give the long side "
+                             "in pixels or 'trained'")
+        return "auto"
     if isinstance(work_side, str):
         try:
             work_side = int(work_side)
         except ValueError:
-            raise ValueError(f"{option} {work_side}: expected a long side in pixels or 'trained'") from None
+            raise ValueError(f"{option} {work_side}: expected a long side in pixels, 'trained' or 'auto'") from None
     return check_max_side(work_side, option)
+
+
+def blur_matched_side(image: np.ndarray, blur: float) -> int | None:
+    """The long side at which `image`'s blur reads as wide as the model's training inputs' (`blur` px,
+    data.image_scale.median_blur_px): W = L x blur / blur_px(image), as CoC in pixels scales with the size; None
+    (its own size) where that is not smaller than L (a photo whose blur reads no wider than the training data's)
+    or its blur reads 0."""
+    from defocuskit.data.image_scale import blur_px
+
+    width, long_side = blur_px(image), max(image.shape[:2])
+    if not width > 0:
+        return None
+    side = max(MIN_MAX_SIDE, round(long_side * blur / width))
+    return side if side < long_side else None
+
+
+def side_for(work_side: int | str | None, image: np.ndarray, blur: float | None) -> int | None:
+    """The long side `image` (float (H, W, C)) is deblurred at: `work_side` px, "auto": `blur_matched_side` of it
+    for the training inputs' `blur`; None: its own."""
+    if work_side == "auto":
+        return blur_matched_side(image, float(blur or 0.0)) if blur else None
+    return work_side if isinstance(work_side, int) else None
 
 
 def work_side_restore(restore: Callable[[np.ndarray], np.ndarray], image: np.ndarray, work_side: int | None

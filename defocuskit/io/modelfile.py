@@ -188,6 +188,24 @@ def recorded_long_side(meta: dict[str, str]) -> int | None:
     return value if value > 0 else None
 
 
+TRAIN_BLUR = "train_blur_px"  # how wide its training inputs' blur reads, px (data.image_scale.median_blur_px)
+
+
+def blur_entry(blur_px: float | None) -> dict[str, str]:
+    """The metadata entry of how wide the training inputs' blur reads in their own pixels
+    (data.image_scale.median_blur_px); empty where it is unknown (remote shards, no blurred inputs)."""
+    return {TRAIN_BLUR: f"{float(blur_px):.4g}"} if blur_px and blur_px > 0 else {}
+
+
+def recorded_blur(meta: dict[str, str]) -> float | None:
+    """How wide the training inputs' blur reads (`blur_entry`), in pixels, or None where not recorded."""
+    try:
+        value = float(meta[TRAIN_BLUR])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return value if value > 0 and value < float("inf") else None
+
+
 def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
     """Raise ValueError naming the first tensor that holds NaN or inf (and how many others do) in `path`."""
     broken: list[tuple[str, int, int]] = []

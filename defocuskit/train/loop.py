@@ -36,12 +36,12 @@ import torch
 from torch import nn
 
 from defocuskit.config.recipe import Recipe, recipe_to_dict, recipe_to_yaml
-from defocuskit.data.image_scale import median_long_side
+from defocuskit.data.image_scale import median_blur_px, median_long_side
 from defocuskit.data.names import trained_on
 from defocuskit.io import locks
 from defocuskit.io.atomic import atomic_write
 from defocuskit.io.lifeline import die_with_parent, launched_worker
-from defocuskit.io.modelfile import datasets_entry, long_side_entry, save_model
+from defocuskit.io.modelfile import blur_entry, datasets_entry, long_side_entry, save_model
 from defocuskit.io.threads import apply_threads
 from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
@@ -194,7 +194,8 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     out = Path(recipe.output_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
     # the training images' scale (their median long side), recorded in model.safetensors and best.safetensors
-    scale = long_side_entry(median_long_side(urls)) if accelerator.is_main_process else {}
+    scale = {**long_side_entry(median_long_side(urls)), **blur_entry(median_blur_px(urls))} \
+        if accelerator.is_main_process else {}  # and how wide their inputs' blur reads (--work-side auto)
     torch.manual_seed(recipe.seed)  # the same initial weights on every process
     model = build_network(method, recipe, True)
     if init is not None and not checkpoints:  # a resumed run has its own weights in the checkpoint
