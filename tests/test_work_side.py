@@ -251,3 +251,27 @@ def test_deblur_and_eval_work_side_auto_read_the_models_training_blur(tmp_path: 
     report = evaluate(shards, [model], [], EvalConfig(report_dir=tmp_path / "r", progress=False,
                                                       work_sides=["auto"]))
     assert report["protocol"]["methods"]["blur"]["work_side"]["train_blur_px"] == 0.5
+
+
+def test_bench_work_side_scores_the_three_sizes_side_by_side(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "bench_work_side.py"
+    shards = _shards(tmp_path / "shards")
+    train = tmp_path / "renders"
+    train.mkdir()
+    with wds.TarWriter(str(train / "train-000000.tar")) as w:
+        for i in range(3):
+            img = (np.random.default_rng(10 + i).random((32, 32, 3)) * 255).astype(np.uint8)
+            w.write({"__key__": f"r{i}", "sharp.png": encode_png(img),
+                     "blur.png": encode_png(cv2.GaussianBlur(img, (0, 0), 1.5)), "json": b"{}"})
+    run = [sys.executable, str(tool), "--checkpoint", str(_model(tmp_path, 16)), "--shards", str(shards)]
+    refused = subprocess.run([*run, "--report", str(tmp_path / "r0")], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "records no train_blur_px: give --train-shards" in refused.stderr
+    done = subprocess.run([*run, "--report", str(tmp_path / "r"), "--train-shards", str(train)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "r" / "gains.json").read_text())
+    assert {r["method"] for r in rows} == {"r", "r#2", "r#3"} and all(r["n"] >= 1 for r in rows)
+    assert "whole" in done.stdout and "trained" in done.stdout and "auto" in done.stdout
