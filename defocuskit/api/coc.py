@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from defocuskit.data.metadata import F_NUMBER_RANGE
-from defocuskit.data.postprocess import resize_area
+from defocuskit.data.postprocess import resize_area, size_ratio
 from defocuskit.imaging import optics
 from defocuskit.inference.arrays import Image, plain_tensor
 from defocuskit.inference.keywords import real
@@ -124,7 +124,7 @@ def work_source(source: float | str | np.ndarray | MapModel | tuple | None, shap
     """A `coc_sources` entry of an image of `shape` (H, W) for that image at `size` (width, height, as work_side
     deblurs it): a constant or a map in the smaller image's pixels, a bounded estimate with its long side; a model or
     "edge" as it is (it estimates from the smaller image)."""
-    ratio = 0.5 * (size[0] / shape[1] + size[1] / shape[0])  # as ingest's --max-side scales coc.png
+    ratio = size_ratio(shape[0], shape[1], size)  # as ingest's --max-side scales coc.png
     if isinstance(source, tuple):
         estimate, f_number, _, bound = source
         return estimate, f_number, max(size), bound

@@ -38,6 +38,12 @@ def max_side_size(height: int, width: int, max_side: int | None) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def size_ratio(height: int, width: int, size: tuple[int, int]) -> float:
+    """How much a `height` x `width` image shrinks resized to `size` (width, height): the mean of the two sides'
+    ratios, by which its CoC diameters in pixels scale (--max-side's coc.png, --work-side's CoC maps)."""
+    return 0.5 * (size[0] / width + size[1] / height)
+
+
 def resize_area(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """`a` (H, W) or (H, W, C) resized to `size` (width, height) by INTER_AREA, as --max-side downscales; a
     single channel keeps its axis."""
@@ -58,7 +64,7 @@ def resize_max_side(sample: Sample, max_side: int | None) -> Sample:
 
     coc = shrink(sample.coc)
     if coc is not None:
-        coc = coc.astype(np.float32) * np.float32(0.5 * (size[0] / w + size[1] / h))
+        coc = coc.astype(np.float32) * np.float32(size_ratio(h, w, size))
     mask = shrink(sample.blurmask)
     if mask is not None:
         mask = np.where(mask >= 128, 255, 0).astype(np.uint8)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from defocuskit.data.postprocess import max_side_size, resize_area
+from defocuskit.data.postprocess import max_side_size, resize_area, size_ratio
 
 WORK_SIDE_DESCRIPTION = ("deblurred at work_px on its long side (INTER_AREA; auto: per image, where its blur reads as "
                          "wide as the model's training inputs' train_blur_px, inference.scale.blur_matched_side) and "
@@ -20,7 +20,7 @@ def work_sample(sample: dict[str, Any], shape: tuple[int, ...], size: tuple[int,
     (coc.png, in pixels) shrunk with the image and a training patch's photo (`patch_of`) with it, so every CoC source
     reads the smaller image's pixels."""
     height, width = shape[:2]
-    ratio = 0.5 * (size[0] / width + size[1] / height)  # as ingest's --max-side scales coc.png
+    ratio = size_ratio(height, width, size)  # as ingest's --max-side scales coc.png
     small = dict(sample)
     if sample.get("coc") is not None:
         small["coc"] = resize_area(np.asarray(sample["coc"], np.float32), size) * np.float32(ratio)
