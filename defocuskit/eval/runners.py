@@ -14,7 +14,7 @@ import numpy as np
 from defocuskit.config.typed import did_you_mean
 from defocuskit.data.reader import signed_coc
 from defocuskit.eval.config import EvalError
-from defocuskit.eval.work_side import WORK_SIDE_DESCRIPTION, work_sample, work_size
+from defocuskit.eval.work_side import WORK_SIDE_DESCRIPTION, work_sample
 from defocuskit.imaging.focus_gate import GATE_SMOOTH_PX, check_smooth_px, focus_gate, gate_and_map, resolve_gate
 from defocuskit.inference.coc_source import CocSource
 from defocuskit.inference.tiling import TilingOptions
@@ -100,6 +100,7 @@ def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tili
     """
     from collections import Counter
 
+    from defocuskit.data.postprocess import max_side_size
     from defocuskit.eval.processes import sample_seed
     from defocuskit.inference.bands import band_pixels, plan_bands, restore_in_bands
     from defocuskit.inference.restore import restore_image, sampler_settings
@@ -123,7 +124,7 @@ def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tili
 
     def run(blur: np.ndarray, sample: dict[str, Any]) -> np.ndarray:
         side = side_for(work_side, blur, train_blur)
-        size = work_size(blur, side)
+        size = max_side_size(*blur.shape[:2], side)  # (width, height) deblurred at, where smaller
         if size is None:
             return run_at(blur, sample)
         small = work_sample(sample, blur.shape, size)  # its CoC maps in the smaller image's pixels
@@ -274,8 +275,9 @@ def work_sides_per_checkpoint(paths: dict[str, Path], items: list[str]) -> dict[
         _once(given, label, text.strip().lower(), item, "--work-side")
         for lb in [label] if label else list(paths):
             try:
+                auto = text.strip().lower() == "auto"  # the training blur is read where it is used
                 sides[lb] = resolve_work_side(text, trained_long_side(paths[lb]), str(paths[lb]),
-                                              blur=trained_blur(paths[lb]))
+                                              blur=trained_blur(paths[lb]) if auto else None)
             except (TypeError, ValueError) as exc:
                 raise EvalError(f"--work-side {item}: {exc}") from None
     return sides

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from defocuskit.data.postprocess import max_side_size, resize_area, size_ratio
+from defocuskit.data.postprocess import resize_area, size_ratio
 
 WORK_SIDE_DESCRIPTION = ("deblurred at work_px on its long side (INTER_AREA; auto: per image, where its blur reads as "
                          "wide as the model's training inputs' train_blur_px, inference.scale.blur_matched_side) and "
@@ -34,8 +34,3 @@ def work_sample(sample: dict[str, Any], shape: tuple[int, ...], size: tuple[int,
                 patch_of[key] = max(1, round(patch_of[key] * ratio))
         small["meta"] = {**meta, "patch_of": patch_of}
     return small
-
-
-def work_size(blur: np.ndarray, work_side: int | None) -> tuple[int, int] | None:
-    """The (width, height) `blur` is deblurred at under `work_side`, or None where at its own size."""
-    return max_side_size(*blur.shape[:2], work_side)

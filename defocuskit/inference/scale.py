@@ -132,7 +132,7 @@ def side_for(work_side: int | str | None, image: np.ndarray, blur: float | None)
     """The long side `image` (float (H, W, C)) is deblurred at: `work_side` px, "auto": `blur_matched_side` of it
     for the training inputs' `blur`; None: its own."""
     if work_side == "auto":
-        return blur_matched_side(image, float(blur or 0.0)) if blur else None
+        return blur_matched_side(image, blur) if blur else None
     return work_side if isinstance(work_side, int) else None
 
 
