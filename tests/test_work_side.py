@@ -89,6 +89,18 @@ def test_the_blur_matched_side_of_a_scene_does_not_depend_on_its_resolution() ->
     assert blur_matched_side(_filtered(_texture(128), 1.0), trained) is None  # no wider than trained: its own size
 
 
+def test_a_blur_wider_than_the_estimator_reads_at_its_size_is_read_at_a_smaller_one() -> None:
+    from defocuskit.data.image_scale import blur_px
+    from defocuskit.imaging.blur_estimate import estimate_coc
+
+    sharp = _texture(512, seed=3)
+    wide, quarter = _filtered(sharp, 12.0), _filtered(resize_area(sharp, (128, 128)), 3.0)  # one scene, two sizes
+    once = float(np.percentile(estimate_coc(wide), 90))  # read at 512 px alone: the estimator's widest, ~21 px
+    assert blur_px(wide) == pytest.approx(4 * blur_px(quarter), rel=0.2) and blur_px(wide) > 1.4 * once
+    mild = _filtered(sharp, 2.0)  # well inside the estimator's range: read once, at the photo's own size
+    assert blur_px(mild) == float(np.percentile(estimate_coc(mild), 90))
+
+
 def test_auto_deblurs_each_photo_where_its_blur_is_the_models(tmp_path: Path) -> None:
     from defocuskit.data.image_scale import blur_px
     from defocuskit.inference.scale import side_for

@@ -177,6 +177,17 @@ def sparse_coc(gray: np.ndarray, noise: float | None = None, edge_snr: float = D
     return out, weight
 
 
+def widest_reading(gain: float = DEFAULT_GAIN, scales: tuple[tuple[float, float], ...] = SCALES,
+                   reach: float = DEFAULT_REACH, intrinsic: float = DEFAULT_INTRINSIC) -> float:
+    """The widest disc diameter (px of the working image) `sparse_coc` can answer for an edge: its coarsest pair's
+    reach (Gaussian sigma `reach` x s2) through that pair's calibration, less the intrinsic blur, times the gain.
+    Edges blurred wider are left unread, so a map whose blur nears this width reads too narrow."""
+    s1, s2 = scales[-1]
+    table_s, table_c = calibration(s1, s2)
+    c = float(np.interp(reach * s2, table_s, table_c))
+    return gain * float(np.sqrt(max(c * c - intrinsic * intrinsic, 0.0)))
+
+
 def _recursive_pass(data: np.ndarray, a_pow: np.ndarray) -> np.ndarray:
     """One horizontal pass (left-right then right-left) of the domain-transform recursive filter; a_pow (H, W)
     is the feedback a^d between column j-1 and j (Gastal & Oliveira 2011, Eq. 21)."""
