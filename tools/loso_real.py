@@ -13,7 +13,8 @@ For each held-out VABD scene (fixtures VABD/train 0001-0003), through the README
    (e.g. the built-in scenes written by tools/export_builtin_photos.py);
 3. `defocuskit train RECIPE data.train=[...]`, one process, `--minutes` at most;
 4. the held-out scene's real stack (f/1.8, f/2.8, f/8 against its f/16 reference) ingested with `--vabd` at
-   `--test-size` (registered and gain-matched as ingest does) and scored with `defocuskit eval --by-aperture`
+   `--test-size` (0: their own 1536 px; registered and gain-matched as ingest does) and scored with `defocuskit
+   eval --by-aperture` (`--work-side auto`: each shot deblurred where its blur reads as the renders' did)
    beside the input; the outputs are kept under FOLD/images to look at.
 
 Prints per fold and f-number the input PSNR and the model's gain, then the mean, min and max gain over the
@@ -27,6 +28,7 @@ ingest) with JDRL's protocol: the reference warped onto each output by optical f
     python tools/loso_real.py --out /tmp/loso [--recipe nafnet-cpu] [--minutes 25] [--folds 0001,0002,0003]
     python tools/loso_real.py --out /tmp/loso-jdrl --recipe jdrl-cpu --minutes 45 --folds 0001,ebb
     python tools/loso_real.py --out /tmp/loso-gate --focus-gate 3      # the model, and the model gated (run#2)
+    python tools/loso_real.py --out /tmp/loso-full --test-size 0 --work-side auto  # the shots at their own size
     python tools/loso_real.py --out /tmp/loso-map --focus-gate 3 --gate-map learned   # gated by a fold's estimator
     python tools/loso_real.py --out /tmp/loso-hidd --recipe hidd-cpu --minutes 45 --gate-map learned --focus-gate 3
     python tools/loso_real.py --out /tmp/loso-rddm --recipe rddm-cpu --minutes 30 --focus-gate 3 --real-pairs 4 ...
@@ -167,6 +169,11 @@ def check_args(args: argparse.Namespace) -> None:
     folds = args.folds.split(",")
     if len(set(folds)) < len(folds):
         sys.exit(f"error: --folds {args.folds}: a fold given twice")
+    side = args.work_side
+    if side is not None and side not in ("trained", "auto") and not (side.isdigit() and int(side) >= 8):
+        sys.exit(f"error: --work-side {side}: give a long side of at least 8 px, trained or auto")
+    if 0 < args.test_size < 16:
+        sys.exit(f"error: --test-size {args.test_size}: give at least 16 px, or 0 for the shots' own size")
     if not (math.isfinite(args.minutes) and args.minutes > 0):
         sys.exit(f"error: --minutes {args.minutes:g}: give a positive time limit")
 
@@ -223,7 +230,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=25.0)
     ap.add_argument("--folds", default=",".join(SCENES))
     ap.add_argument("--size", type=whole(16), default=384)
-    ap.add_argument("--test-size", type=whole(16), default=512)
+    ap.add_argument("--test-size", type=whole(0), default=512, help="the held-out shots' long side (0: their own)")
+    ap.add_argument("--work-side", default=None, help="eval --work-side for every model (PX | trained | auto)")
     ap.add_argument("--k-fractions", type=number_list(0.0, True, 1.0), default="0.02,0.043,0.09")
     ap.add_argument("--render-f-numbers", type=number_list(), default="1.8,2.8,4,5.6,8")
     ap.add_argument("--builtin", action="store_true", help="train on the built-in synthetic stacks too")
@@ -305,7 +313,7 @@ def main() -> None:
             shards.append(str(dst))
         test = fold / "test-shards"
         source = ["--ebb", str(fold / "real"), "--register", "none"] if held == "ebb" else ["--vabd", str(fold / "real")]
-        own = ["--max-side", str(args.test_size), "--workers", "1"]
+        own = (["--max-side", str(args.test_size)] if args.test_size else []) + ["--workers", "1"]
         test_args, dropped = without_registration(args.test_args) if held == "ebb" else (args.test_args, [])
         if dropped:
             print(f"fold ebb: {' '.join(dropped)} not passed: its shots are ingested with --register none")
@@ -334,6 +342,7 @@ def main() -> None:
         scoring = [*exe, "eval", "--shards", str(test), "--checkpoint", model, *ungated, *extra,
                    *(coc if extra or model_coc else []), "--baseline", "input", "--by-aperture",
                    *(["--ensemble", str(args.ensemble)] if args.ensemble > 1 else []),
+                   *(["--work-side", args.work_side] if args.work_side else []),
                    *(["--align", "--align-by", "flow"] if held == "ebb" else [])]
         run([*scoring, "--report", str(report), "--save-images", str(fold / "images")], fold / "eval.log", env)
         rows = json.loads((report / "report.json").read_text())["rows"]

@@ -146,8 +146,9 @@ def deblur_cmd(
         "most PX before deblurring; the output is written at that size. Defocus is measured in pixels: give the "
         "model's training scale (the note deblur prints for an input over twice its training images' long side)."),
     work_side: Optional[str] = typer.Option(
-        None, "--work-side", help="PX | trained: deblur each input at PX on its long side (trained: the model's "
-        "training images', from its file) and write it at its own size, the model's change upsampled onto it: the "
+        None, "--work-side", help="PX | trained | auto: deblur each input at PX on its long side (trained: the "
+        "model's training images', from its file; auto: where its blur reads as wide as the training inputs') "
+        "and write it at its own size, the model's change upsampled onto it: the "
         "defocus at the width in pixels the model learnt, the photo's own detail kept (docs/benchmarks.md)."),
 ) -> None:
     """Deblur images of any size: whole or in overlapping tiles (a defocus-map model writes <stem>_coc.png maps)."""
@@ -237,8 +238,9 @@ def eval_cmd(
         None, "--ensemble", help="[LABEL:]N: geometric self-ensemble, each model's outputs for the image under 4 flips "
         "(N=4) or flips and transposes (N=8) turned back and averaged, at N times the cost (repeatable)."),
     work_side: Optional[list[str]] = typer.Option(
-        None, "--work-side", help="[LABEL:]PX | [LABEL:]trained: each model deblurs the images at PX on their long "
-        "side (trained: its training images', from its file) and is scored at the shards' size, its change upsampled "
+        None, "--work-side", help="[LABEL:]PX | [LABEL:]trained | [LABEL:]auto: each model deblurs the images at PX on "
+        "their long side (trained: its training images', from its file; auto: per image, where its blur reads as "
+        "wide as the training inputs') and is scored at the shards' size, its change upsampled "
         "onto the input (repeatable; the same --checkpoint twice compares)."),
     save_images: Optional[Path] = typer.Option(
         None, "--save-images", help="Write every output under DIR/<method>/ (listed in "
