@@ -74,6 +74,7 @@ from defocuskit.train.optim import make_optimizer, make_scheduler
 from defocuskit.train.progress import flat_config, training_bar
 from defocuskit.train.resume import check_resume, check_steps, recorded_init
 from defocuskit.train.runfolder import RECIPE_FILE, RECIPE_HEADER, check_run_folder
+from defocuskit.train.running_stats import average_running_stats, running_stats
 from defocuskit.train.state import LoopState, StepCounter
 from defocuskit.train.validation import Validate, ValidationHook
 
@@ -331,6 +332,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
     bar = training_bar(t.max_steps, start, t.max_minutes, disable=not accelerator.is_main_process)
     t_start = t_log = time.time()
     wait, steps_here, step = 0.0, 0, start
+    norms = running_stats(net)  # BatchNorm's running statistics: averaged over the processes every step
     try:
         while step < t.max_steps:
             micro_batches = []
@@ -347,6 +349,7 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
             lr = optimizers[0].param_groups[0]["lr"]
             stats, stepped = _step(accelerator, model, optimizers, schedulers, micro_batches, recipe, method, step,
                                    timed_out)
+            average_running_stats(accelerator, norms)  # BatchNorm's: every process's data, the same everywhere
             if stepped:  # else no weight moved (fp16 skip): the EMA stays; the step counts (train/optim.py)
                 ema.update(net)
             step += 1

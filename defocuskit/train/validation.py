@@ -139,8 +139,8 @@ class ValidationHook:
     def __call__(self, step: int, metrics: Any) -> float:
         t0 = time.time()
         state = self.ema.averaged_state_dict(self.net)
-        if self.accelerator.num_processes > 1:  # each process updates its own BatchNorm running statistics: all
-            from accelerate.utils import broadcast  # score the main process's weights, the ones it exports
+        if self.accelerator.num_processes > 1:  # the same on every process (BatchNorm's running statistics are
+            from accelerate.utils import broadcast  # averaged every step): all score the bits the main one exports
 
             state = broadcast({k: v.clone() for k, v in state.items()}, from_process=0)
         record, grid = self.validate(state, step, self.accelerator)
