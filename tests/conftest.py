@@ -1,4 +1,4 @@
-"""Shared fixtures: DNG files with real EXIF (pidng) and downsized copies of the real photo fixtures."""
+"""Shared fixtures: DNG files with real EXIF (pidng, dng_files.py) and downsized copies of the real photo fixtures."""
 
 from __future__ import annotations
 
@@ -13,92 +13,19 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: N workers share the 
     os.environ["DEFOCUSKIT_THREADS"] = "1"
 
 import cv2  # noqa: E402 (after the thread settings)
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from dng_files import write_dng  # noqa: E402
 
 REAL_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"  # ../shared beside the checkout
-
-
-def _pidng():
-    pidng_core = pytest.importorskip("pidng.core")
-    from pidng.dng import Type, dngIFD, dngTag
-
-    class ExifIFDTag(dngTag):
-        """pidng 4.0.9 builds IFD-typed tags from a str, which breaks its padding; use bytes."""
-
-        def setValue(self, value):  # noqa: N802 (pidng's name)
-            if self.DataType == Type.IFD:
-                self.Value = b"\x00\x00\x00\x00"
-                self.subIFD = value[0]
-            else:
-                super().setValue(value)
-
-    return pidng_core, dngIFD, dngTag, ExifIFDTag
-
-
-def mosaic_rggb(rgb: np.ndarray, exposure: float = 1.0, white: int = 4095) -> np.ndarray:
-    """An RGGB Bayer mosaic (uint16, 0..white) of an sRGB float image in linear light, times `exposure`."""
-    lin = exposure * np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    h, w = lin.shape[:2]
-    cfa = np.empty((h, w), np.float64)
-    cfa[0::2, 0::2] = lin[0::2, 0::2, 0]
-    cfa[0::2, 1::2] = lin[0::2, 1::2, 1]
-    cfa[1::2, 0::2] = lin[1::2, 0::2, 1]
-    cfa[1::2, 1::2] = lin[1::2, 1::2, 2]
-    return np.clip(np.rint(cfa * white), 0, white).astype(np.uint16)
 
 
 @pytest.fixture
 def dng_writer() -> Callable[..., Path]:
     """write(path, cfa, f_number=..., exposure=(1, 250), iso=200, focal=50, when="2024:05:01 10:00:00", ...)
-    -> Path of a DNG whose EXIF sub-IFD carries FNumber, ExposureTime, ISO, FocalLength, DateTimeOriginal."""
-    core, dngIFD, dngTag, ExifIFDTag = _pidng()
-    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, Orientation, PhotometricInterpretation
-
-    Tag = core.Tag
-
-    def write(path: Path, cfa: np.ndarray, f_number: float | None = 4.0, exposure: tuple[int, int] = (1, 250),
-              iso: int = 200, focal: float = 50.0, when: str | None = "2024:05:01 10:00:00",
-              make: str = "Canon", model: str = "Canon EOS 70D", lens: str = "EF50mm f/1.8 STM") -> Path:
-        h, w = cfa.shape
-        t = core.DNGTags()
-        t.set(Tag.ImageWidth, w)
-        t.set(Tag.ImageLength, h)
-        t.set(Tag.TileWidth, w)
-        t.set(Tag.TileLength, h)
-        t.set(Tag.Orientation, Orientation.Horizontal)
-        t.set(Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array)
-        t.set(Tag.SamplesPerPixel, 1)
-        t.set(Tag.BitsPerSample, 16)
-        t.set(Tag.CFARepeatPatternDim, [2, 2])
-        t.set(Tag.CFAPattern, CFAPattern.RGGB)
-        t.set(Tag.BlackLevel, 0)
-        t.set(Tag.WhiteLevel, 4095)
-        t.set(Tag.ColorMatrix1, [[1, 1], [0, 1], [0, 1], [0, 1], [1, 1], [0, 1], [0, 1], [0, 1], [1, 1]])
-        t.set(Tag.CalibrationIlluminant1, CalibrationIlluminant.D65)
-        t.set(Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]])
-        t.set(Tag.Make, make)
-        t.set(Tag.Model, model)
-        t.set(Tag.UniqueCameraModel, model)
-        t.set(Tag.DNGVersion, DNGVersion.V1_4)
-        t.set(Tag.DNGBackwardVersion, DNGVersion.V1_2)
-        exif = dngIFD()
-        if f_number is not None:  # None: a manual lens without electronic contacts records no FNumber
-            exif.tags.append(dngTag(Tag.FNumber, [[round(f_number * 10), 10]]))
-        exif.tags.append(dngTag(Tag.FocalLength, [[round(focal * 10), 10]]))
-        exif.tags.append(dngTag(Tag.ExposureTime, [list(exposure)]))
-        exif.tags.append(dngTag(Tag.PhotographicSensitivity, [iso]))
-        exif.tags.append(dngTag(Tag.EXIFPhotoLensModel, lens))
-        if when:
-            exif.tags.append(dngTag(Tag.DateTimeOriginal, when))
-        t.__tags__[Tag.EXIF_IFD] = ExifIFDTag(Tag.EXIF_IFD, [exif])
-        converter = core.RAW2DNG()
-        converter.options(t, path="", compress=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out = Path(converter.convert(np.ascontiguousarray(cfa, dtype=np.uint16), filename=str(path.with_suffix(""))))
-        return out
-
-    return write
+    -> Path of a DNG whose EXIF sub-IFD carries FNumber, ExposureTime, ISO, FocalLength, DateTimeOriginal
+    (`dng_files.write_dng`; skips where pidng is not installed)."""
+    pytest.importorskip("pidng.core")
+    return write_dng
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import mosaic_rggb
+from dng_files import mosaic_rggb
 
 from defocuskit.data.metadata import META_KEYS
 from defocuskit.data.register import match_gain

@@ -12,7 +12,7 @@ import numpy as np
 
 from defocuskit.io.formats import ImageError, is_raw
 
-# The one LibRaw configuration every RAW file is decoded with; written into the shard manifest.
+# The LibRaw configuration RAW files are decoded with (`raw_settings`: DNG_SETTINGS for a DNG).
 # Camera white balance, no auto-brightening, 16-bit output, sRGB primaries with the sRGB tone curve
 # (gamma 2.4 with a linear toe of slope 12.92), AHD demosaicing, orientation as the camera recorded it.
 RAW_SETTINGS: dict[str, Any] = {
@@ -25,7 +25,14 @@ RAW_SETTINGS: dict[str, Any] = {
     "demosaic_algorithm": "AHD",
     "user_flip": None,  # None: LibRaw applies the camera's orientation flag
     "half_size": False,
+    # LibRaw's default: where a shot's brightest raw value lies within 75 % of the white level LibRaw knows for the
+    # camera, that value is taken as white (its tables can state a level above where a sensor clips, which turns
+    # clipped highlights magenta), so such a shot decodes up to 4/3 brighter than the same light in another
+    "adjust_maximum_thr": 0.75,
 }
+# A DNG states its white level (WhiteLevel, where the writer found the sensor to clip): every DNG is decoded
+# against it, so the same light decodes to the same level in every shot of a bracket, whatever else is in frame.
+DNG_SETTINGS: dict[str, Any] = {**RAW_SETTINGS, "adjust_maximum_thr": 0.0}
 
 EXIF_KEYS = ("f_number", "exposure_s", "iso", "focal_length_mm", "sensor_width_mm", "camera", "lens",
              "focus_distance_m", "datetime", "f_number_text")
@@ -62,24 +69,43 @@ _F_NUMBER_TEXT = re.compile(r"(?:[fF]/?)?(\d+(?:\.\d*)?|\.\d+)")
 _MAGIC = (b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"\x89PNG", b"BM", b"RIFF")
 
 
-def _rawpy_kwargs() -> dict[str, Any]:
+def raw_settings(path: str | Path) -> dict[str, Any]:
+    """The LibRaw settings the RAW file `path` is decoded with: DNG_SETTINGS for a .dng, else RAW_SETTINGS."""
+    return DNG_SETTINGS if Path(path).suffix.lower() == ".dng" else RAW_SETTINGS
+
+
+def decode_option(paths: list[str | Path]) -> dict[str, Any]:
+    """A task option naming the settings its RAW files among `paths` are decoded with where they differ from
+    RAW_SETTINGS (a DNG's), for the task's fingerprint: shards written before DNGs had their own are decoded again
+    on a rerun. {} where there are none."""
+    changed = {k: v for p in paths if is_raw(p) for k, v in raw_settings(p).items() if RAW_SETTINGS[k] != v}
+    return {"raw_decode": changed} if changed else {}
+
+
+def settings_record(paths: list[str | Path]) -> dict[str, Any]:
+    """The settings the RAW files among `paths` are decoded with, for manifest.json: by kind ("dng", "raw")."""
+    kinds = {"dng" if raw_settings(p) is DNG_SETTINGS else "raw" for p in paths if is_raw(p)}
+    return {kind: dict(DNG_SETTINGS if kind == "dng" else RAW_SETTINGS) for kind in sorted(kinds)}
+
+
+def _rawpy_kwargs(settings: dict[str, Any]) -> dict[str, Any]:
     import rawpy
 
-    kwargs = dict(RAW_SETTINGS)
-    kwargs["output_color"] = getattr(rawpy.ColorSpace, RAW_SETTINGS["output_color"])
-    kwargs["demosaic_algorithm"] = getattr(rawpy.DemosaicAlgorithm, RAW_SETTINGS["demosaic_algorithm"])
+    kwargs = dict(settings)
+    kwargs["output_color"] = getattr(rawpy.ColorSpace, settings["output_color"])
+    kwargs["demosaic_algorithm"] = getattr(rawpy.DemosaicAlgorithm, settings["demosaic_algorithm"])
     return kwargs
 
 
 def decode_raw(path: str | Path) -> np.ndarray:
-    """Decode a camera RAW file to an RGB uint16 array (H, W, 3) with RAW_SETTINGS."""
+    """Decode a camera RAW file to an RGB uint16 array (H, W, 3) with `raw_settings(path)`."""
     import rawpy
 
     path = Path(path)
     check_readable(path)
     try:
         with rawpy.imread(str(path)) as raw:
-            rgb = raw.postprocess(**_rawpy_kwargs())
+            rgb = raw.postprocess(**_rawpy_kwargs(raw_settings(path)))
     except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
         reason = f"cannot decode RAW: corrupt, truncated or not a RAW file ({_libraw_reason(exc)})"
         raise ImageError(path, reason) from exc

@@ -54,9 +54,9 @@ from defocuskit.data.sources.fnumbers import (
     implausible,
     parse_f_number,
 )
-from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS, safe_name
+from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS, manifest_options, safe_name
 from defocuskit.io.formats import IMAGE_EXTENSIONS, ImageError
-from defocuskit.io.raw import io_reason, read_exif
+from defocuskit.io.raw import decode_option, io_reason, read_exif
 
 NAME = "pairs"
 TITLE = "blur/sharp pairs"
@@ -262,7 +262,7 @@ def _folder_tasks(root: Path, folder: Path, split: str | None, opts: IngestOptio
             continue
         meta["pairing"] = pairing.mode
         yield Task(NAME, split or split_for(NAME, name, opts), name, key,
-                   {"blur": str(blur), "sharp": str(sharp)}, meta, dict(options))
+                   {"blur": str(blur), "sharp": str(sharp)}, meta, {**options, **decode_option([blur, sharp])})
 
 
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
@@ -274,4 +274,5 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     return samples
 
 
-SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem)
+SOURCE = DatasetSource(NAME, list_tasks, load, title=TITLE, expected=EXPECTED, layout_problem=layout_problem,
+                       manifest_options=manifest_options)  # the LibRaw settings of its RAW files, as --raw-dir's

@@ -54,7 +54,7 @@ from defocuskit.data.sources.fnumbers import (
 )
 from defocuskit.io.formats import RASTER_EXTENSIONS, RAW_EXTENSIONS, ImageError, is_raw
 from defocuskit.io.images import check_image
-from defocuskit.io.raw import check_readable, io_reason, read_exif
+from defocuskit.io.raw import check_readable, decode_option, io_reason, read_exif, settings_record
 
 NAME = "raw"
 # preference when stems collide: RAW (0) first, then lossless, then JPEG
@@ -262,7 +262,8 @@ def _scene_rejects(scene: str, shots: list[Shot]) -> list[Rejected] | None:
 
 def _unreadable(shot: Shot) -> str | None:
     """Why the image of `shot` cannot be read (truncated, corrupt), else None. A RAW file is not decoded again:
-    LibRaw opened and unpacked it when its EXIF was read (`read_exif`), as `check_image` would."""
+    LibRaw opened it when its EXIF was read (`read_exif`), as `check_image` does, and opening checks that the
+    raw data lies within the file (a DNG cut short fails there, uncompressed or lossless-JPEG)."""
     if is_raw(shot.path):
         return None
     try:
@@ -319,7 +320,7 @@ def _scene_tasks(scene: str, shots: list[Shot], root: Path, opts: IngestOptions)
         return {**known, "ref_f_number": ref_f, "blur_type": "defocus", "origin": origin}
 
     yield Task(NAME, split, scene, _key(scene, ref), {"sharp": str(ref.path)},
-               meta(ref, [relpath(ref.path, root)]), {})
+               meta(ref, [relpath(ref.path, root)]), decode_option([ref.path]))
     fallback = "homography" if opts.register == "ecc" else None
     options = {"register": opts.register, "motion": bracket_motion(opts), "fallback": fallback, "gain": True}
     for shot in sorted(shots, key=lambda s: s.path.name):
@@ -330,7 +331,8 @@ def _scene_tasks(scene: str, shots: list[Shot], root: Path, opts: IngestOptions)
             yield _reject(shot.path, reason)
             continue
         yield Task(NAME, split, scene, _key(scene, shot), {"blur": str(shot.path), "sharp": str(ref.path)},
-                   meta(shot, [relpath(shot.path, root), relpath(ref.path, root)]), dict(options))
+                   meta(shot, [relpath(shot.path, root), relpath(ref.path, root)]),
+                   {**options, **decode_option([shot.path, ref.path])})
 
 
 def _folder_items(folder: Path, files: list[Path], taken: set[str], root: Path, opts: IngestOptions,
@@ -373,7 +375,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
 
 
 def load(task: Task, opts: IngestOptions) -> list[Sample]:
-    """Decode (RAW -> 16-bit with RAW_SETTINGS, JPEG -> 8-bit); pairs are registered and gain-matched.
+    """Decode (RAW -> 16-bit with io.raw.raw_settings, JPEG -> 8-bit); pairs are registered and gain-matched.
     A file that cannot be read (permissions) raises RejectError naming it."""
     for path in task.files.values():
         try:
@@ -383,4 +385,10 @@ def load(task: Task, opts: IngestOptions) -> list[Sample]:
     return load_task(task, opts)
 
 
-SOURCE = DatasetSource(NAME, list_tasks, load)
+def manifest_options(tasks: list[Task]) -> dict[str, Any]:
+    """manifest.json's options entry: the LibRaw settings the RAW files were decoded with, by kind."""
+    record = settings_record([p for t in tasks for p in t.files.values()])
+    return {"raw_decode": record} if record else {}
+
+
+SOURCE = DatasetSource(NAME, list_tasks, load, manifest_options=manifest_options)
