@@ -117,3 +117,42 @@ def test_the_point_bound_is_the_renderers_and_the_check_follows_it():
     for f_number, problem in ((at_f1 * 0.99, False), (at_f1 * 1.01, True)):  # 1 px of CoC at f/at_f1
         wide = IngestOptions(render_f_numbers=(f_number,), render_sensor_width_mm=4.0, render_ref_f_number=1e6)
         assert (render_units.metric_problem(depth, 2.0, (H, W), wide) is not None) == problem
+
+
+def test_a_metric_focus_far_outside_the_map_is_a_reject_line_and_one_a_little_outside_renders(tmp_path):
+    """--render-focus 500 (metres) on a room of 0.45-12 m rendered every shot blurred all over, focused on nothing in
+    it (a focus in mm or cm given as metres, or a typo), with exit 0; now a reject line naming the map, the value, its
+    depth range and the focus that renders, per scene: a street of 3-300 m focused at 500 m renders. A focus a
+    little nearer than the room's nearest point, or beyond its farthest, still renders."""
+    street = np.tile(np.linspace(3.0, 300.0, W, dtype=np.float32), (H, 1))
+    root = folder(tmp_path / "p", {"street.npy": street, "desk.npy": ROOM * 0.3})
+    shots, rejects = ingest(root, tmp_path / "far", render_focus="500")
+    assert set(shots) == {"street"} and shots["street"]["meta"]["focus_distance_m"] == 500.0
+    assert rejects["depth/ok.npy"] == (
+        "--render-focus 500: 500 m is far outside this map's metric depth (0.45-12 m), over twice its farthest "
+        "point's distance: the focal plane nearer infinity than the scene; the focus lies on nothing in the photo "
+        "and every shot would be blurred all over. A focus in another unit than metres, or a typo? Give one within "
+        "0.25-23.95 m")
+    shots, rejects = ingest(root, tmp_path / "near", render_focus="0.2")  # under (0.45 m + 50 mm) / 2
+    assert set(shots) == {"desk"} and "0.2 m is far outside this map's metric depth (0.45-12 m), under half its " \
+                                      "nearest point's distance" in rejects["depth/ok.npy"]
+    for focus in ("0.4", "20"):  # a subject a little nearer than the map's nearest point; beyond its farthest
+        shots, rejects = ingest(root, tmp_path / f"ok{focus}", render_focus=focus)
+        assert "ok" in shots and "depth/ok.npy" not in rejects
+        assert shots["ok"]["meta"]["focus_distance_m"] == float(focus)
+
+
+def test_the_focus_range_is_the_thin_lens_s():
+    """At the near end the map's nearest point is as blurred as with the lens at infinity; at the far end its farthest
+    point gets half of that (the CoC's thin lens, imaging.optics)."""
+    from defocuskit.data.sources.render_units import focus_range_m  # (new: imported here, as above)
+    from defocuskit.imaging.optics import signed_coc_diameter_mm
+
+    low, high = focus_range_m(0.45, 12.0, 50.0)
+    assert (low, high) == pytest.approx((0.25, 23.95))
+
+    def coc(focus: float, depth: float) -> float:
+        return abs(signed_coc_diameter_mm(2.8, 50.0, focus, depth))
+
+    assert coc(low, 0.45) == pytest.approx(coc(np.inf, 0.45))
+    assert coc(high, 12.0) == pytest.approx(coc(np.inf, 12.0) / 2)

@@ -100,6 +100,6 @@ def test_a_bad_band_budget_stops_deblur_before_any_image(hidd: Path, tmp_path: P
     monkeypatch.setenv(BAND_PIXELS_ENV, "lots")
     write_image(tmp_path / "photo.png", _pair()[1])
     res = CliRunner().invoke(app, ["deblur", str(tmp_path / "photo.png"), "--checkpoint", str(hidd), "--out",
-                                   str(tmp_path / "out"), "--device", "cpu", *HIDD[0]])
+                                   str(tmp_path / "out"), "--device", "cpu", *HIDD[0], "--f-number", str(F_NUMBER)])
     assert res.exit_code == 2 and BAND_PIXELS_ENV in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

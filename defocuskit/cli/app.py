@@ -108,7 +108,8 @@ def deblur_cmd(
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
     coc_bound: Optional[float] = typer.Option(
         None, "--coc-bound", min=0.0, help="K: an estimated map (--coc map | edge) reads at most K x the long side / N "
-        "pixels at f/N where the f-number is known (the thin lens: CoC at f/N = CoC at f/1 / N); 0: no bound. "
+        "pixels at f/N where the f-number is known (the thin lens: CoC at f/N = CoC at f/1 / N), refused where no "
+        "input has one; 0: no bound. "
         "Default: the --coc-model's own inference.coc_bound (recipes/defocus-map-tiny.yaml: its training data's)."),
     f_number: Optional[float] = typer.Option(
         None, "--f-number", help="The shot's f-number for --coc fnumber and an estimated map's bound (--coc-bound, "
@@ -213,7 +214,8 @@ def eval_cmd(
     coc_model: Optional[Path] = typer.Option(None, "--coc-model", help="Defocus-map model for --coc map."),
     coc_bound: Optional[float] = typer.Option(
         None, "--coc-bound", min=0.0, help="K: an estimated map (--coc map | edge) reads at most K x the long side / N "
-        "pixels at f/N where the f-number is known (the thin lens: CoC at f/N = CoC at f/1 / N); 0: no bound. "
+        "pixels at f/N where the f-number is known (the thin lens: CoC at f/N = CoC at f/1 / N), refused where no "
+        "input has one; 0: no bound. "
         "Default: the --coc-model's own inference.coc_bound (recipes/defocus-map-tiny.yaml: its training data's)."),
     sensor_width: Optional[float] = typer.Option(
         None, "--sensor-width", help="MM: the camera's sensor width for --coc fnumber, spanned by each image's long "

@@ -13,18 +13,12 @@ from rich.console import Console
 from defocuskit.data.folder import FolderError, shard_folder_state
 from defocuskit.data.register import RegistrationError
 from defocuskit.eval import metrics, protocols
+from defocuskit.eval.bound import bound_notes, check_bound_used
 from defocuskit.eval.config import EvalConfig, EvalError, check_options_used
 from defocuskit.eval.eta import CostEta, progress_bar
 from defocuskit.eval.merge import merge_parts
 from defocuskit.eval.outputs import claim_outputs
-from defocuskit.eval.report import (
-    GROUPING,
-    check_scored,
-    group_of,
-    library_versions,
-    print_table,
-    write_report_files,
-)
+from defocuskit.eval.report import GROUPING, check_scored, group_of, library_versions, print_table, write_report_files
 from defocuskit.eval.runners import (
     ACTIVE_BAR,
     Runner,
@@ -312,6 +306,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         raise EvalError(f"--coc {coc_source.kind}: no method given uses a CoC map (a model whose sampler needs one, a "
                         "focus gate, or the wiener/prox baselines); leave --coc out, or give --focus-gate PX")
     check_options_used(c, len(paths), any(info.get("focus_gate") for info in infos.values()))
+    check_bound_used(c.coc_bound, coc_source, shard_urls(shards, split), limit)  # K where no sample has an f-number
     lpips_model, lpips_desc = None, None
     from defocuskit.eval.lpips import ENV_VAR, load_lpips
 
@@ -385,6 +380,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         }
         if coc_source is not None and coc_source.kind == "fnumber":  # the camera values that were defaults
             result["notes"] += camera_notes(protocol_entries["coc"]["camera"])
+        result["notes"] += bound_notes(c.coc_bound, coc_source, result["images"])  # samples K did not bound
         result["notes"] += eval_notes({lb: p for lb, p in paths.items() if work_sides[lb] is None}, urls)  # too large
         report = {"protocol": protocol_entries, "rows": result["rows"], "images": result["images"],
                   "skipped": result["skipped"], "notes": result["notes"]}

@@ -14,10 +14,12 @@ import atexit
 import dataclasses
 import hashlib
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
+from defocuskit.data import metadata
 from defocuskit.data.reader import decode_sample, iter_raw
 from defocuskit.data.tar_index import index_shard, is_local
 from defocuskit.eval.config import EvalError
@@ -135,6 +137,35 @@ def pair_keys(urls: list[str]) -> list[str] | None:
     if not all(is_local(u) for u in urls):
         return None
     return [entry.key for url in urls for entry in index_shard(url) if entry.has(("blur.png", "sharp.png"))]
+
+
+def pairs_without_f_number(urls: list[str], limit: int | None = None) -> tuple[list[str], int] | None:
+    """The keys of the paired samples (the first `limit`) of local tar shards whose metadata gives no f-number, and
+    how many pairs there are, from the tar headers and the json members alone (metadata that does not read counts as
+    giving one: scoring names it); None for remote shards."""
+    if not all(is_local(u) for u in urls):
+        return None
+    missing, pairs = [], 0
+    for url in urls:
+        with open(url, "rb") as f:
+            for entry in index_shard(url):
+                if not entry.has(("blur.png", "sharp.png")):
+                    continue
+                if limit is not None and pairs >= limit:
+                    return missing, pairs
+                pairs += 1
+                if "json" in entry.members and _no_f_number(f, *entry.members["json"]):
+                    missing.append(entry.key)
+    return missing, pairs
+
+
+def _no_f_number(f: BinaryIO, offset: int, size: int) -> bool:
+    """Whether the json member at `offset` reads as metadata with no f-number (False where it does not read)."""
+    f.seek(offset)
+    try:
+        return metadata.to_python(json.loads(f.read(size))).get("f_number") is None
+    except Exception:  # a damaged member: decode_sample names it when the sample is scored
+        return False
 
 
 def share_of(pairs: int, rank: int, world: int) -> int:

@@ -103,6 +103,23 @@ def unused_f_number(f_number: float) -> CocError:
                     "inference.coc_bound); leave it out")
 
 
+def unused_bound(given: float, kind: str, known: str, fix: str) -> CocError:
+    """The CocError of `--coc-bound K` given where no input of the run (`kind`: input, sample) has an f-number
+    (`known`: where one is read) to bound its map at: K would not be used (the record said coc_bound null)."""
+    return CocError(f"--coc-bound {given:g}: bounds an estimated map at its image's f-number, and no {kind} of this "
+                    f"run has one ({known}); it would not be used: {fix}")
+
+
+def unbounded_note(given: float | None, missing: list[str], total: int, kind: str, shown: int = 10) -> str | None:
+    """With `--coc-bound K` given (not a map model's own K, which stays silent): the note naming the `missing` of
+    `total` inputs (`kind`: input, sample) that have no f-number, whose maps were used as read, unbounded; else None."""
+    if not given or not missing:
+        return None
+    more = f", and {len(missing) - shown} more" if len(missing) > shown else ""
+    return (f"--coc-bound {given:g}: {len(missing)} of {total} {kind}(s) have no f-number, their maps used as read "
+            f"(not bounded): {', '.join(missing[:shown])}{more}")
+
+
 def camera_tally(parts: list[dict[str, Any] | None]) -> dict[str, Any]:
     """The `CocSource.tally` of several processes (each scored other samples) as one."""
     total: dict[str, Any] = {"samples": 0, "used_default": dict.fromkeys(CAMERA_OPTIONS, 0),

@@ -22,7 +22,13 @@ from defocuskit.data.shards import encode_coc
 from defocuskit.imaging.focus_gate import focus_gate as gate
 from defocuskit.imaging.focus_gate import gate_and_map, resolve_smooth
 from defocuskit.inference.bands import band_pixels, plan_bands, restore_in_bands
-from defocuskit.inference.coc_source import CocSource, check_camera_use, unused_f_number
+from defocuskit.inference.coc_source import (
+    CocSource,
+    check_camera_use,
+    unbounded_note,
+    unused_bound,
+    unused_f_number,
+)
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.inputs import check_inputs, exif_optics, expand_inputs, f_number_meta, implausible
 from defocuskit.inference.keywords import real
@@ -122,8 +128,9 @@ def deblur_files(
     Every check (checkpoint, sampler, CoC source, tiling, input files, destinations) runs before any image
     is processed: an input that is missing, empty, unreadable or corrupt stops the run with every bad file
     named; an output that would replace an input, or a file in `out` that no earlier deblur wrote, is
-    refused (`check_destinations`), as is `f_number` or `gate_smooth` where nothing in the run uses it. deblur.json
-    keeps the records of earlier runs into `out` that this run does not redo.
+    refused (`check_destinations`), as is `f_number` or `gate_smooth` where nothing in the run uses it, and
+    `coc_bound` K > 0 where no input has an f-number to bound at (some without one: a note, and `bound_note`).
+    deblur.json keeps the records of earlier runs into `out` that this run does not redo.
     """
     check_ensemble(ensemble)  # a bad value fails before any work
     max_side = check_max_side(max_side)
@@ -192,14 +199,22 @@ def deblur_files(
             raise ValueError(f"--focus-gate weighs a deblurred image; {checkpoint} is a '{method.name}' model")
     check_inputs(inputs)
     optics_of: dict[Path, dict[str, Any]] = {}
+    bound_note = None  # --coc-bound K given, and some inputs have no f-number: said once, and in their records
     bounded = (source is not None and uses_coc and source.bound is not None) or (own_bound and own_bound.bound)
     if (source is not None and source.kind == "fnumber" and uses_coc) or bounded:
         exifs = {p: exif_optics(p) for p in inputs}
         optics_of = {p: f_number_meta(p, f_number, camera, exifs[p]) for p in inputs}
         missing = [p for p, meta in optics_of.items() if meta["f_number"] is None]
+        named = [f"{p} ({why})" if (why := implausible(exifs[p])) else str(p) for p in missing]
         if missing and source is not None and source.kind == "fnumber":  # f/0.5 from a corrupt tag was used
-            named = [f"{p} ({why})" if (why := implausible(exifs[p])) else str(p) for p in missing]
             raise ValueError(f"--coc fnumber: no f-number in the EXIF of {', '.join(named)}; give --f-number N")
+        if bounded and coc_bound:  # K given: where no input has an f-number it was dropped (coc_bound: null), exit 0
+            if len(missing) == len(inputs):
+                raise unused_bound(coc_bound, "input", "no EXIF FNumber, no --f-number",
+                                   "give --f-number N, or leave --coc-bound out")
+            bound_note = unbounded_note(coc_bound, named, len(inputs), "input")
+            if bound_note:
+                print(f"note: {bound_note}", file=sys.stderr)
     elif f_number is not None:  # no fnumber map and no bound: it was dropped (deblur.json said f_number null)
         raise unused_f_number(f_number)
     check_tiling(method, recipe, model, tiling)
@@ -299,6 +314,7 @@ def deblur_files(
                 "coc_bound": (own_bound.bound if own_bound else
                               source.bound if source is not None and uses_coc else None)
                 if optics_of.get(p, {}).get("f_number") else None,
+                "bound_note": bound_note if bound_note and not optics_of[p]["f_number"] else None,
                 "gate_smooth": gate_smooth if focus_gate is not None else None,
                 "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
                 "ensemble": ensemble, "max_side": max_side, "work_side": work_side, "work_px": side,

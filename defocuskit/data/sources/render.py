@@ -18,7 +18,8 @@ float TIFFs and `.npy` arrays are read as their values (`io.depth_files`).
 
 Focus (`opts.render_focus`): "mask" (median depth under the focal mask), "sample" (a depth percentile drawn uniformly
 in 5-95 per scene from (seed, stem)), a number (a depth value in the map's units; metres for metric depth, whatever
-`render_metric_scale`), or "auto" (the mask where `focal/` has one, else sampled).
+`render_metric_scale`, a reject line where far outside the map's depth: `render_units.check_metric_focus`), or "auto"
+(the mask where `focal/` has one, else sampled).
 
 Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) = k / N * c with c the signed relative
 CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at the rendered size) the scale; by
@@ -64,7 +65,13 @@ from defocuskit.data.sample import RENDER_FOCUS_BY_MAP, IngestOptions, Rejected,
 from defocuskit.data.shards import COC_PNG_MAX_PX
 from defocuskit.data.sources import DatasetSource, layout
 from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS
-from defocuskit.data.sources.render_units import check_metric_depth, check_units, metric_scale, metric_unit_coc
+from defocuskit.data.sources.render_units import (
+    check_metric_depth,
+    check_metric_focus,
+    check_units,
+    metric_scale,
+    metric_unit_coc,
+)
 from defocuskit.imaging.depth import (
     DepthError,
     decode_depth,
@@ -313,7 +320,9 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str,
         raise RejectError(paths["depth"], f"one depth value ({focus:.4g}) everywhere, where the focus is: every "
                                           "aperture would render the photo unchanged (a blank depth map?)")
     if metric:
-        check_metric()
+        check_metric()  # a map in other units first: a focus then reads outside it too
+        if opts.render_focus not in RENDER_FOCUS_BY_MAP:  # a given focus; the map's own lies within it
+            check_metric_focus(paths["depth"], depth * scale, focus * scale, opts.render_focus, opts)
     return linear, restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus, scale
 
 

@@ -15,6 +15,8 @@ camera photographs it: `check_metric_depth` refuses such a map by physics, not b
 The reject line names the depth range read and, where reading the map in another unit depth maps are stored in
 (metres, centimetres, millimetres) passes both checks, that unit and the `--render-metric-scale` that reads it so.
 A relative map (`check_units`) has no physical units: its values beyond 0-1 need their CoC scale.
+A metric focus given (`--render-focus VALUE`, metres) far outside the map's depth is a reject line too
+(`check_metric_focus`: by the thin lens, about a factor 2 beyond its nearest or farthest point).
 """
 
 from __future__ import annotations
@@ -102,6 +104,39 @@ def metric_problem(depth_m: np.ndarray, focus_m: float, shape: tuple[int, int], 
 
 def _num(x: float) -> str:
     return np.format_float_positional(float(x), precision=4, unique=True, fractional=False, trim="-")
+
+
+def focus_range_m(near_m: float, far_m: float, focal_mm: float) -> tuple[float, float]:
+    """The metric focus distances (m) that lie on a scene whose depth spans `near_m` to `far_m`, by the thin lens
+    (a CoC c = A f s / (s - f) x |1/s - 1/d| at depth d, focus s, focal length f, aperture A):
+
+    - nearer than (d_near + f) / 2 the scene's sharpest point, its nearest, is blurred more than it is with the lens
+      focused at infinity (c = A f / d_near), which is the most that any focus on the scene or beyond it blurs any of
+      its points: no point of the photo is near the focal plane;
+    - farther than 2 d_far - f the focal plane lies nearer infinity than the scene in dioptres, its farthest point
+      blurred by more than half of what focusing at infinity gives it: the focus is on nothing in the scene.
+
+    Both ends are about a factor 2 beyond the map's range (f is small beside d): a subject slightly outside it (a
+    smoothed or clipped map's nearest point) renders, a unit slip (centimetres or millimetres given as metres: x100,
+    x1000, or the reverse) or a typo does not; the shots it made were blurred all over, nothing in focus."""
+    f = focal_mm / 1000.0
+    return (near_m + f) / 2.0, 2.0 * far_m - f
+
+
+def check_metric_focus(path: str, depth_m: np.ndarray, focus_m: float, given: str, opts: IngestOptions) -> None:
+    """RejectError naming the depth map `path` where the metric focus `given` (--render-focus, `focus_m` metres) is
+    far outside its depth `depth_m` (`focus_range_m`), with the map's range and the focus that would render."""
+    near, far = float(depth_m.min()), float(depth_m.max())
+    low, high = focus_range_m(near, far, float(opts.render_focal_length_mm))
+    if low <= focus_m <= high:
+        return
+    why = ("under half its nearest point's distance: that point, the sharpest, blurred more than with the lens "
+           "focused at infinity" if focus_m < low else "over twice its farthest point's distance: the focal plane "
+           "nearer infinity than the scene")
+    raise RejectError(path, f"--render-focus {given}: {_num(focus_m)} m is far outside this map's metric depth "
+                            f"({_num(near)}-{_num(far)} m), {why}; the focus lies on nothing in the photo and every "
+                            "shot would be blurred all over. A focus in another unit than metres, or a typo? Give one "
+                            f"within {_num(low)}-{_num(high)} m")
 
 
 def other_readings(depth_m: np.ndarray, focus_m: float, shape: tuple[int, int], scale: float, as_values: bool,
