@@ -18,8 +18,9 @@ float TIFFs and `.npy` arrays are read as their values (`io.depth_files`).
 
 Focus (`opts.render_focus`): "mask" (median depth under the focal mask), "sample" (a depth percentile drawn uniformly
 in 5-95 per scene from (seed, stem)), a number (a depth value in the map's units; metres for metric depth, whatever
-`render_metric_scale`, a reject line where far outside the map's depth: `render_units.check_metric_focus`), or "auto"
-(the mask where `focal/` has one, else sampled).
+`render_metric_scale`; a reject line where far outside the map's depth: `render_units.check_metric_focus`, or for
+relative and inverse depth its values: `check_relative_focus`), or "auto" (the mask where `focal/` has one, else
+sampled).
 
 Camera. Relative / inverse depth fixes the CoC only up to one scale: CoC_px(N) = k / N * c with c the signed relative
 CoC (`imaging.depth.signed_relative_coc`) and k (`render_coc_scale`, pixels at f/1 at the rendered size) the scale; by
@@ -68,6 +69,7 @@ from defocuskit.data.sources.raw import UNSUPPORTED_EXTENSIONS
 from defocuskit.data.sources.render_units import (
     check_metric_depth,
     check_metric_focus,
+    check_relative_focus,
     check_units,
     metric_scale,
     metric_unit_coc,
@@ -323,6 +325,8 @@ def _scene(files: tuple[tuple[str, str], ...], stem: str,
         check_metric()  # a map in other units first: a focus then reads outside it too
         if opts.render_focus not in RENDER_FOCUS_BY_MAP:  # a given focus; the map's own lies within it
             check_metric_focus(paths["depth"], depth * scale, focus * scale, opts.render_focus, opts)
+    elif opts.render_focus not in RENDER_FOCUS_BY_MAP:  # relative or inverse: far outside the map's values
+        check_relative_focus(paths["depth"], depth, focus, opts.render_focus, as_values, opts)
     return linear, restore_highlights(linear, gain=float(opts.render_highlights)), unit, focus, scale
 
 

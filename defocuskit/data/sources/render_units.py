@@ -16,7 +16,8 @@ The reject line names the depth range read and, where reading the map in another
 (metres, centimetres, millimetres) passes both checks, that unit and the `--render-metric-scale` that reads it so.
 A relative map (`check_units`) has no physical units: its values beyond 0-1 need their CoC scale.
 A metric focus given (`--render-focus VALUE`, metres) far outside the map's depth is a reject line too
-(`check_metric_focus`: by the thin lens, about a factor 2 beyond its nearest or farthest point).
+(`check_metric_focus`: by the thin lens, about a factor 2 beyond its nearest or farthest point), as is a relative
+or inverse focus beyond the map's values by more than their span (`check_relative_focus`).
 """
 
 from __future__ import annotations
@@ -137,6 +138,48 @@ def check_metric_focus(path: str, depth_m: np.ndarray, focus_m: float, given: st
                             f"({_num(near)}-{_num(far)} m), {why}; the focus lies on nothing in the photo and every "
                             "shot would be blurred all over. A focus in another unit than metres, or a typo? Give one "
                             f"within {_num(low)}-{_num(high)} m")
+
+
+def relative_focus_range(lo: float, hi: float, as_values: bool) -> tuple[float, float]:
+    """The relative or inverse focus values that lie on a scene whose map holds values `lo` to `hi`, by the CoC the
+    renderer gives them (imaging.depth.signed_relative_coc: c = k (g(focus) - g(value)), g the value or its negative,
+    linear in the value with no known infinity, so the map's span S = hi - lo is the one scale it has):
+
+    - a focus on the map (lo to hi) blurs no point by more than k S, what the far end gets with the near end in focus;
+    - a focus beyond either end by more than S blurs the map's sharpest point, that end, by more than k S: more than
+      any focus on the scene blurs any of its points, so no point of the photo is near the focal plane.
+
+    So lo - S to hi + S (within 0-1 for a map not read `as_values`, an 8/16-bit or false-colour one: beyond it
+    `check_units`' line). A subject a little outside the map (a smoothed or clipped map's end) renders; a focus on a
+    0-1 scale for a map that spans part of it, or a typo, does not: its shots were blurred all over."""
+    span = hi - lo
+    low, high = lo - span, hi + span
+    return (low, high) if as_values else (max(low, 0.0), min(high, 1.0))
+
+
+def _range(a: float, b: float) -> str:
+    return f"{_num(a)}-{_num(b)}" if a >= 0 else f"{_num(a)} to {_num(b)}"
+
+
+def check_relative_focus(path: str, values: np.ndarray, focus: float, given: str, as_values: bool,
+                         opts: IngestOptions) -> None:
+    """RejectError naming the depth map `path` where the relative or inverse focus `given` (--render-focus, `focus`
+    in the map's units) is far outside the map's `values` (`relative_focus_range`), with the map's range and the
+    focus that would render, as `check_metric_focus`; none for a map of one value."""
+    lo, hi = float(values.min()), float(values.max())
+    low, high = relative_focus_range(lo, hi, as_values)
+    if low <= focus <= high or hi == lo:  # a map of one value, a flat subject, has no span: a focus off it blurs
+        return  # it evenly, as asked (at it: render's "one depth value everywhere" line)
+    kind = opts.render_depth_kind
+    end = "farthest" if (focus > high) == (kind == "relative") else "nearest"  # relative: larger = farther
+    units = ("" if as_values else " (an 8/16-bit or false-colour map reads as value / (2^bits - 1): 128 of 255 is "
+             "0.502)")
+    raise RejectError(path, f"--render-focus {given} is far outside this map's {kind} depth values "
+                            f"({_range(lo, hi)}), beyond its {end} point by more than the map's span "
+                            f"({_num(hi - lo)}): that point, the sharpest, blurred more than any point is with the "
+                            "focus on the map; the focus lies on nothing in the photo and every shot would be blurred "
+                            f"all over. A value on another scale than the map's{units}, or a typo? Give one within "
+                            f"{_range(low, high)}")
 
 
 def other_readings(depth_m: np.ndarray, focus_m: float, shape: tuple[int, int], scale: float, as_values: bool,
