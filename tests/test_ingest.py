@@ -814,7 +814,7 @@ def test_two_runs_of_different_plans_cannot_share_a_folder(tmp_path, fake):
 
 def test_an_unfinished_ingest_is_named_by_every_reader(tmp_path, fake, capsys):
     from defocuskit.cli.app import app
-    from defocuskit.data import reader
+    from defocuskit.data import manifest_checks, reader
 
     root = make_inputs(tmp_path / "in", n_train=4, n_test=0)
     out = tmp_path / "out"
@@ -827,7 +827,7 @@ def test_an_unfinished_ingest_is_named_by_every_reader(tmp_path, fake, capsys):
     reader.shard_urls(out)
     err = capsys.readouterr().err
     assert len(urls) == 2 and err.count("has not finished") == 1 and str(out) in err  # once per folder and process
-    reader._WARNED.clear()
+    manifest_checks._WARNED.clear()
     result = CliRunner().invoke(app, ["inspect", str(out), "--n", "1"])
     assert result.exit_code == 0 and "run the same ingest command again" in result.stderr
 
@@ -878,7 +878,7 @@ def test_impossible_numbers_on_the_command_line_are_refused_naming_the_option(op
 
 def test_an_unfinished_pseudo_coc_folder_is_named_as_pseudo_cocs(tmp_path, capsys):
     """A killed pseudo-coc leaves complete: false; the warning names the command to run again, not ingest."""
-    from defocuskit.data.reader import warn_incomplete
+    from defocuskit.data.manifest_checks import warn_incomplete
 
     manifest = {"options": {"pseudo_coc": {"checkpoint": "jdrl.safetensors"}}, "shards": [{}], "expected_shards": 3}
     warn_incomplete(tmp_path / "pc", manifest)

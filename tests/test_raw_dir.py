@@ -426,7 +426,7 @@ def test_implausible_f_numbers_are_rejects_naming_the_value(tmp_path):
 
 
 def test_an_ingest_that_keeps_only_references_fails_naming_the_rejects(tmp_path, capsys):
-    from defocuskit.data import reader
+    from defocuskit.data import manifest_checks
 
     root = tmp_path / "photos"
     _shot(root / "s1" / "ref.png", 16.0)
@@ -439,7 +439,7 @@ def test_an_ingest_that_keeps_only_references_fails_naming_the_rejects(tmp_path,
         _ingest(root, tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["complete"] is False and "no blurred shot written" in manifest["error"]
-    reader._WARNED.clear()
+    manifest_checks._WARNED.clear()
     shard_urls(tmp_path / "out")  # a reader names the failure, not an unfinished run to repeat
     err = capsys.readouterr().err
     assert "its ingest failed: no blurred shot written" in err and "run the same ingest command" not in err

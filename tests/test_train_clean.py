@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from defocuskit.io.modelfile import MODEL_FORMAT
-from defocuskit.train.checkpoints import clean_run_folder, earlier_weights
+from defocuskit.train.checkpoints import clean_run_folder
+from defocuskit.train.exports import earlier_weights
 
 
 def best_weights(path: Path, output_dir: Path, run_folder: Path | None) -> Path:

@@ -276,7 +276,7 @@ def test_an_export_is_its_folders_whatever_the_working_folder_and_a_copy_is_not(
     from y/ resolved against y/: its own export was not known (--no-resume kept it, "not exported into this folder";
     a resume with its checkpoints gone started beside it), and a copy into y/runs/a was known as y/runs/a's. An
     export records its absolute run folder: known from any working folder, and a copy elsewhere is not."""
-    from defocuskit.train.checkpoints import earlier_weights, written_here
+    from defocuskit.train.exports import earlier_weights, written_here
 
     x, y = tmp_path / "x", tmp_path / "y"
     x.mkdir(), y.mkdir()

@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,15 +46,12 @@ from defocuskit.methods import get_method
 from defocuskit.methods.base import Method
 from defocuskit.train.checkpoints import (
     METRICS,
-    MODEL_FILE,
     blocking_step_folder,
     check_data_position,
     clean_run_folder,
-    earlier_weights,
     list_checkpoints,
     load_checkpoint,
     not_ours,
-    run_folder_metadata,
     save_checkpoint,
     truncate_metrics,
 )
@@ -69,6 +65,7 @@ from defocuskit.train.checks import (
 )
 from defocuskit.train.data import check_data, make_loader, resolve_coc_bound
 from defocuskit.train.ema import EMA
+from defocuskit.train.exports import MODEL_FILE, earlier_weights, run_folder_metadata
 from defocuskit.train.init import init_provenance, load_initial_weights
 from defocuskit.train.optim import make_optimizer, make_scheduler
 from defocuskit.train.progress import flat_config, training_bar
@@ -76,19 +73,12 @@ from defocuskit.train.resume import check_resume, check_steps, recorded_init
 from defocuskit.train.runfolder import RECIPE_FILE, RECIPE_HEADER, check_run_folder
 from defocuskit.train.running_stats import average_running_stats, running_stats
 from defocuskit.train.state import LoopState, StepCounter
+from defocuskit.train.step import train_step
 from defocuskit.train.validation import Validate, ValidationHook
 
 RUN_LOCK = ".train.lock"  # held by the main process for the whole run (io.locks)
 LOG_KEYS_ENV = "DEFOCUSKIT_LOG_KEYS"
 KEYS_FILE = "seen-keys-rank{rank}.jsonl"  # with LOG_KEYS_ENV: the sample keys process R trained on, by step
-
-
-def reseed(seed: int, rank: int, step: int, micro: int) -> None:
-    """Seed torch, numpy and random from (seed, rank, step, micro)."""
-    s = int(np.random.SeedSequence([seed & 0xFFFFFFFF, rank, step, micro]).generate_state(1)[0])
-    torch.manual_seed(s)
-    np.random.seed(s)
-    random.seed(s)
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
@@ -273,51 +263,6 @@ def _train(recipe: Recipe, resume: bool, method: Method, urls: list[str], checkp
     return path
 
 
-def _step(accelerator: Any, model: nn.Module, optimizers: list[Any], schedulers: list[Any],
-          micro_batches: list[dict[str, torch.Tensor]], recipe: Recipe, method: Method, step: int,
-          timed_out: bool) -> tuple[torch.Tensor, bool]:
-    """One optimizer step of every phase in turn on the same micro-batches; the gathered (world, phases + 1)
-    losses and time-out flags, and whether any phase's optimizer stepped (fp16: the GradScaler skips a step whose
-    gradients are not finite; that phase's schedule then stays). Stops (TrainingError) before stepping on a
-    non-finite loss."""
-    t, rank, device = recipe.train, accelerator.process_index, accelerator.device
-    single = len(method.phases) == 1
-    gathered, stepped = [], False
-    for p, (phase, optimizer, scheduler) in enumerate(zip(method.phases, optimizers, schedulers)):
-        micro_losses = []
-        # Accelerate ends an accumulation (gradients all-reduced, its prepared optimizer steps) where its own
-        # micro-batch counter reaches a multiple of grad_accum; a checkpoint restores that counter, so a resume with
-        # another train.grad_accum (or a process without its random_states file) skipped every step: counted here
-        accelerator.step = 0
-        for micro, batch in enumerate(micro_batches):
-            reseed(recipe.seed, rank, step, p * t.grad_accum + micro)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    loss = method.loss(model, batch, recipe.objective, phase)
-                accelerator.backward(loss)
-            micro_losses.append(loss.detach().float())
-        local = torch.stack([torch.stack(micro_losses).mean(), torch.tensor(float(timed_out), device=device)])
-        stats = accelerator.gather(local).view(-1, 2)
-        if not torch.isfinite(stats[:, 0]).all():
-            good = list_checkpoints(recipe.output_dir)
-            what = "loss" if single else f"{phase} loss"
-            raise TrainingError(
-                f"{what} is {stats[:, 0].tolist()} (not finite) at step {step + 1}; stopped without saving. "
-                f"Last good checkpoint: {good[-1][1] if good else 'none'}"
-            )
-        if not accelerator.sync_gradients:  # the optimizer would skip the step while the schedule and EMA go on
-            raise TrainingError(f"step {step + 1}: the accumulated gradients were not synchronised; no step taken")
-        if recipe.optim.grad_clip is not None:
-            accelerator.clip_grad_norm_(phase_params(method, model, phase), recipe.optim.grad_clip)
-        optimizer.step()
-        model.zero_grad(set_to_none=True)  # every parameter: a phase leaves gradients on the others' too
-        if not getattr(optimizer, "step_was_skipped", False):  # Accelerate's optimizer_step_was_skipped, per phase
-            scheduler.step()
-            stepped = True
-        gathered.append(stats[:, 0])
-    return torch.stack(gathered + [stats[:, 1]], dim=1), stepped
-
-
 def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[Any], schedulers: list[Any],
          ema: EMA, counter: StepCounter, recipe: Recipe, method: Method, loader: Any, log_keys: bool,
          hook: ValidationHook | None = None) -> int:
@@ -347,8 +292,8 @@ def _run(accelerator: Any, model: nn.Module, net: nn.Module, optimizers: list[An
                 micro_batches.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
             timed_out = t.max_minutes is not None and (time.time() - t_start) / 60.0 >= t.max_minutes
             lr = optimizers[0].param_groups[0]["lr"]
-            stats, stepped = _step(accelerator, model, optimizers, schedulers, micro_batches, recipe, method, step,
-                                   timed_out)
+            stats, stepped = train_step(accelerator, model, optimizers, schedulers, micro_batches, recipe, method,
+                                        step, timed_out)
             average_running_stats(accelerator, norms)  # BatchNorm's: every process's data, the same everywhere
             if stepped:  # else no weight moved (fp16 skip): the EMA stays; the step counts (train/optim.py)
                 ema.update(net)

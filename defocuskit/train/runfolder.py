@@ -15,18 +15,9 @@ from defocuskit.config import recipe as recipes
 from defocuskit.data.reader import ShardError, read_manifest
 from defocuskit.data.tar_checks import MANIFEST
 from defocuskit.io.modelfile import MODEL_FORMAT, read_metadata
-from defocuskit.train.checkpoints import (
-    BEST_FILE,
-    GRID_NAME,
-    METRICS,
-    MODEL_FILE,
-    VAL_FOLDER,
-    another_run_folder,
-    best_written_by_train,
-    grid_written_by_train,
-    validated_steps,
-)
+from defocuskit.train.checkpoints import GRID_NAME, METRICS, VAL_FOLDER, grid_written_by_train, validated_steps
 from defocuskit.train.checks import TrainingError
+from defocuskit.train.exports import BEST_FILE, MODEL_FILE, another_run_folder, best_written_by_train
 
 RECIPE_FILE = "recipe.yaml"
 RECIPE_HEADER = "# resolved recipe; rerun with: defocuskit train recipe.yaml"

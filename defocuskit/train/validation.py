@@ -18,15 +18,9 @@ from defocuskit.data.names import trained_on
 from defocuskit.io.modelfile import datasets_entry, read_metadata, save_model
 from defocuskit.io.tagged_png import write_tagged_png
 from defocuskit.methods.base import Method
-from defocuskit.train.checkpoints import (
-    BEST_FILE,
-    GRID_TAG,
-    METRICS,
-    best_written_by_train,
-    grid_path,
-    run_folder_metadata,
-)
+from defocuskit.train.checkpoints import GRID_TAG, METRICS, grid_path
 from defocuskit.train.ema import EMA
+from defocuskit.train.exports import BEST_FILE, best_written_by_train, run_folder_metadata
 
 # (EMA state dict, step, accelerator) -> (metrics record with "val_psnr", grid image uint8 (H, W, 3) or None);
 # called on every process (the scores are gathered), the record and grid matter on the main process
