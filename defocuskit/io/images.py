@@ -31,7 +31,7 @@ from defocuskit.io.image_headers import (  # noqa: F401 (MAX_PIXELS_ENV, DEFAULT
     tiff_planar,
 )
 from defocuskit.io.jpeg_damage import decode_with_jpeg_damage, is_jpeg
-from defocuskit.io.raw import decode_raw
+from defocuskit.io.raw import decode_raw, libraw_reason, libraw_stderr
 
 FLOAT_SLACK = 1e-3  # float samples may stray this far outside [0, 1] (rounding), as the API's arrays may
 
@@ -246,11 +246,11 @@ def check_image(path: str | Path) -> None:
     import rawpy
 
     try:
-        with rawpy.imread(str(path)):
+        with libraw_stderr(path) as said, rawpy.imread(str(path)):
             pass
     except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
         raise ImageError(path, "cannot decode RAW: corrupt, truncated or not a RAW file "
-                               f"({type(exc).__name__})") from None
+                               f"({libraw_reason(exc, said)})") from None
 
 
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:

@@ -23,7 +23,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 # libjpeg's warnings (jerror.h JWRN_*) that mean decoded pixels are not the file's: damaged or missing data
 DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Inconsistent progression sequence")
 NOT_PIXELS = ("bad ICC marker",)  # a "Corrupt JPEG data" warning about metadata only
-_LOCK = threading.Lock()  # fd 2 is the process's: one capture at a time
+FD2_LOCK = threading.Lock()  # fd 2 is the process's: one capture at a time (io.raw's of LibRaw takes it too)
 
 
 def is_jpeg(data: bytes) -> bool:
@@ -42,7 +42,7 @@ def damage_line(text: str) -> str | None:
 def decode_with_jpeg_damage(decode: Callable[[], T]) -> tuple[T, str | None]:
     """`decode()`'s result and the libjpeg warning it printed that says the pixels are damaged (None: none). The
     other lines printed meanwhile go on to stderr. Where fd 2 cannot be redirected, the result and None."""
-    with _LOCK:
+    with FD2_LOCK:
         try:
             sys.stderr.flush()  # Python's own pending output goes where it was meant to
         except (AttributeError, OSError, ValueError):

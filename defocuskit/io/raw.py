@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import stat
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from defocuskit.io.formats import ImageError, is_raw
+from defocuskit.io.jpeg_damage import FD2_LOCK
 
 # The LibRaw configuration RAW files are decoded with (`raw_settings`: DNG_SETTINGS for a DNG).
 # Camera white balance, no auto-brightening, 16-bit output, sRGB primaries with the sRGB tone curve
@@ -67,6 +73,72 @@ SENSOR_WIDTH_RANGE_MM = (1.0, 100.0)  # a phone's few mm to medium format; outsi
 # an FNumber some writers store as text: '2.8', 'f2.8', 'f/2.8', 'F/2.8'
 _F_NUMBER_TEXT = re.compile(r"(?:[fF]/?)?(\d+(?:\.\d*)?|\.\d+)")
 _MAGIC = (b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"\x89PNG", b"BM", b"RIFF")
+LIBRAW_SAID_CHARS = 160  # LibRaw's own words in a reason are cut to this
+
+
+@contextmanager
+def libraw_stderr(path: str | Path) -> Iterator[list[str]]:
+    """Keep what LibRaw prints to the process's stderr about `path` off the console while rawpy works on it inside.
+
+    LibRaw reports a damaged file ("<path>: Unexpected end of file", "<path>: Corrupt data near 0x...") on file
+    descriptor 2 itself, beside the exception rawpy raises (or beside a decode that succeeds), and rawpy cannot turn
+    that off. Inside this block fd 2 points at a temporary file; on leaving it (exception or not) fd 2 is restored,
+    LibRaw's lines about `path` are put in the yielded list, their "<path>: " taken off, for the caller to fold into
+    its one-line reason or drop, and any other line written meanwhile is passed on to stderr. fd 2 is the process's:
+    one block at a time (FD2_LOCK, shared with io.jpeg_damage), held for the whole rawpy call. Where fd 2 cannot be
+    redirected the block runs as it is and the list stays empty."""
+    said: list[str] = []
+    with FD2_LOCK:
+        try:
+            sys.stderr.flush()  # Python's own pending output goes where it was meant to
+        except (AttributeError, OSError, ValueError):
+            pass
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr: nothing to keep off it
+            yield said
+            return
+        try:
+            caught = tempfile.TemporaryFile()
+        except OSError:
+            os.close(saved)
+            yield said
+            return
+        with caught:
+            try:
+                os.dup2(caught.fileno(), 2)
+                yield said
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                caught.seek(0)
+                said.extend(_pass_on(caught.read().decode("utf-8", "replace"), f"{path}: "))
+
+
+def _pass_on(text: str, prefix: str) -> list[str]:
+    """The lines of `text` that begin with `prefix` (LibRaw's about one file), without it; the others written to
+    stderr."""
+    ours = [line[len(prefix):].strip() for line in text.splitlines() if line.startswith(prefix)]
+    rest = "".join(line for line in text.splitlines(keepends=True) if not line.startswith(prefix))
+    if rest:
+        try:
+            os.write(2, rest.encode("utf-8", "replace"))
+        except OSError:
+            pass
+    return [line for line in ours if line]
+
+
+def libraw_reason(exc: Exception, said: Sequence[str] = ()) -> str:
+    """A one-line reason for rawpy's `exc`: what LibRaw printed about the file first (`said`, from
+    `libraw_stderr`; shortened), then the exception's type and message."""
+    detail = exc.args[0] if exc.args else ""
+    if isinstance(detail, bytes):
+        detail = detail.decode(errors="replace")
+    reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    words = "; ".join(dict.fromkeys(" ".join(line.split()) for line in said))
+    if len(words) > LIBRAW_SAID_CHARS:
+        words = words[:LIBRAW_SAID_CHARS - 3].rstrip() + "..."
+    return f"{words}; {reason}" if words else reason
 
 
 def raw_settings(path: str | Path) -> dict[str, Any]:
@@ -104,10 +176,10 @@ def decode_raw(path: str | Path) -> np.ndarray:
     path = Path(path)
     check_readable(path)
     try:
-        with rawpy.imread(str(path)) as raw:
+        with libraw_stderr(path) as said, rawpy.imread(str(path)) as raw:
             rgb = raw.postprocess(**_rawpy_kwargs(raw_settings(path)))
     except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
-        reason = f"cannot decode RAW: corrupt, truncated or not a RAW file ({_libraw_reason(exc)})"
+        reason = f"cannot decode RAW: corrupt, truncated or not a RAW file ({libraw_reason(exc, said)})"
         raise ImageError(path, reason) from exc
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint16 or rgb.size == 0:
         raise ImageError(path, f"RAW decoded to an unexpected array {rgb.shape} {rgb.dtype}")
@@ -133,13 +205,6 @@ def check_readable(path: str | Path) -> None:
             f.read(1)
     except OSError as exc:
         raise ImageError(path, io_reason(exc)) from None
-
-
-def _libraw_reason(exc: Exception) -> str:
-    detail = exc.args[0] if exc.args else ""
-    if isinstance(detail, bytes):
-        detail = detail.decode(errors="replace")
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
 def _number(tag: Any) -> float | None:
@@ -249,12 +314,12 @@ def _rawpy_fallback(path: Path, exif: dict[str, Any], tags: dict) -> None:
     import rawpy
 
     try:
-        with rawpy.imread(str(path)) as raw:
+        with libraw_stderr(path) as said, rawpy.imread(str(path)) as raw:
             other = raw.other
             lens = raw.lens
             width_px = raw.sizes.width
     except (rawpy.LibRawError, OSError, ValueError) as exc:
-        reason = f"LibRaw cannot open it: corrupt, truncated or not a RAW file ({_libraw_reason(exc)})"
+        reason = f"LibRaw cannot open it: corrupt, truncated or not a RAW file ({libraw_reason(exc, said)})"
         raise ImageError(path, reason) from exc
     fallback = {
         "f_number": other.aperture,
