@@ -20,7 +20,7 @@ def _run(tool: str, *args: str, cwd: Path | None = None) -> subprocess.Completed
 
 @pytest.mark.parametrize(("args", "said"), [
     (["--size", "-5"], "argument --size: -5: give a whole number at least 16"),  # ingest failed after --out was made
-    (["--test-size", "0"], "argument --test-size: 0: give a whole number at least 16"),  # after training
+    (["--test-size", "-1"], "argument --test-size: -1: give a whole number at least 0"),  # after training
     (["--k-fractions", "0.02,abc"], "argument --k-fractions: 0.02,abc: 'abc': give a number more than 0"),
     (["--k-fractions", "nan"], "argument --k-fractions: nan: give a finite number more than 0, at most 1"),
     (["--render-f-numbers", "abc"], "argument --render-f-numbers: 'abc': give a number more than 0"),
