@@ -10,12 +10,10 @@ Damage that libjpeg decodes without noticing (a run of bytes that still reads as
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
-import threading
 from collections.abc import Callable
 from typing import TypeVar
+
+from defocuskit.io.fd2 import captured_fd2
 
 T = TypeVar("T")
 
@@ -23,7 +21,6 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 # libjpeg's warnings (jerror.h JWRN_*) that mean decoded pixels are not the file's: damaged or missing data
 DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file", "Inconsistent progression sequence")
 NOT_PIXELS = ("bad ICC marker",)  # a "Corrupt JPEG data" warning about metadata only
-FD2_LOCK = threading.Lock()  # fd 2 is the process's: one capture at a time (io.raw's of LibRaw takes it too)
 
 
 def is_jpeg(data: bytes) -> bool:
@@ -40,41 +37,8 @@ def damage_line(text: str) -> str | None:
 
 
 def decode_with_jpeg_damage(decode: Callable[[], T]) -> tuple[T, str | None]:
-    """`decode()`'s result and the libjpeg warning it printed that says the pixels are damaged (None: none). The
-    other lines printed meanwhile go on to stderr. Where fd 2 cannot be redirected, the result and None."""
-    with FD2_LOCK:
-        try:
-            sys.stderr.flush()  # Python's own pending output goes where it was meant to
-        except (AttributeError, OSError, ValueError):
-            pass
-        try:
-            saved = os.dup(2)
-        except OSError:  # no stderr: nothing to read the warning from
-            return decode(), None
-        try:
-            caught = tempfile.TemporaryFile()
-        except OSError:  # no temporary file: nowhere to read it from
-            os.close(saved)
-            return decode(), None
-        with caught:
-            try:
-                os.dup2(caught.fileno(), 2)
-                result = decode()
-            finally:  # stderr back, and what was written meanwhile passed on, whatever the decode did
-                os.dup2(saved, 2)
-                os.close(saved)
-                caught.seek(0)
-                damage = _pass_on(caught.read().decode("utf-8", "replace"))
-    return result, damage
-
-
-def _pass_on(text: str) -> str | None:
-    """`damage_line(text)`; the other lines of `text` written to stderr."""
-    damage = damage_line(text)
-    rest = "".join(line for line in text.splitlines(keepends=True) if line.strip() != damage)
-    if rest:
-        try:
-            os.write(2, rest.encode("utf-8", "replace"))
-        except OSError:
-            pass
-    return damage
+    """`decode()`'s result and the first libjpeg warning it printed that says the pixels are damaged (None: none).
+    The other lines printed meanwhile go on to stderr. Where fd 2 cannot be redirected, the result and None."""
+    with captured_fd2(lambda line: damage_line(line)) as damage:
+        result = decode()
+    return result, damage[0] if damage else None

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 import stat
-import sys
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from defocuskit.io.fd2 import captured_fd2
 from defocuskit.io.formats import ImageError, is_raw
-from defocuskit.io.jpeg_damage import FD2_LOCK
 
 # The LibRaw configuration RAW files are decoded with (`raw_settings`: DNG_SETTINGS for a DNG).
 # Camera white balance, no auto-brightening, 16-bit output, sRGB primaries with the sRGB tone curve
@@ -76,56 +73,18 @@ _MAGIC = (b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"\x89PNG", b"BM", b"RIFF")
 LIBRAW_SAID_CHARS = 160  # LibRaw's own words in a reason are cut to this
 
 
-@contextmanager
-def libraw_stderr(path: str | Path) -> Iterator[list[str]]:
-    """Keep what LibRaw prints to the process's stderr about `path` off the console while rawpy works on it inside.
+def libraw_stderr(path: str | Path) -> AbstractContextManager[list[str]]:
+    """Keep what LibRaw prints to the process's stderr about `path` ("<path>: Unexpected end of file", "<path>: Corrupt
+    data near 0x...", beside the exception rawpy raises or a decode that succeeds; rawpy cannot turn it off) off the
+    console while rawpy works on it inside the block: on leaving it, LibRaw's lines about `path`, their "<path>: "
+    taken off, are in the yielded list for the caller to fold into its one-line reason or drop; any other line
+    written meanwhile is passed on to stderr (io.fd2.captured_fd2, one capture at a time)."""
+    prefix = f"{path}: "
 
-    LibRaw reports a damaged file ("<path>: Unexpected end of file", "<path>: Corrupt data near 0x...") on file
-    descriptor 2 itself, beside the exception rawpy raises (or beside a decode that succeeds), and rawpy cannot turn
-    that off. Inside this block fd 2 points at a temporary file; on leaving it (exception or not) fd 2 is restored,
-    LibRaw's lines about `path` are put in the yielded list, their "<path>: " taken off, for the caller to fold into
-    its one-line reason or drop, and any other line written meanwhile is passed on to stderr. fd 2 is the process's:
-    one block at a time (FD2_LOCK, shared with io.jpeg_damage), held for the whole rawpy call. Where fd 2 cannot be
-    redirected the block runs as it is and the list stays empty."""
-    said: list[str] = []
-    with FD2_LOCK:
-        try:
-            sys.stderr.flush()  # Python's own pending output goes where it was meant to
-        except (AttributeError, OSError, ValueError):
-            pass
-        try:
-            saved = os.dup(2)
-        except OSError:  # no stderr: nothing to keep off it
-            yield said
-            return
-        try:
-            caught = tempfile.TemporaryFile()
-        except OSError:
-            os.close(saved)
-            yield said
-            return
-        with caught:
-            try:
-                os.dup2(caught.fileno(), 2)
-                yield said
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                caught.seek(0)
-                said.extend(_pass_on(caught.read().decode("utf-8", "replace"), f"{path}: "))
+    def select(line: str) -> str | None:
+        return line[len(prefix):].strip() if line.startswith(prefix) else None
 
-
-def _pass_on(text: str, prefix: str) -> list[str]:
-    """The lines of `text` that begin with `prefix` (LibRaw's about one file), without it; the others written to
-    stderr."""
-    ours = [line[len(prefix):].strip() for line in text.splitlines() if line.startswith(prefix)]
-    rest = "".join(line for line in text.splitlines(keepends=True) if not line.startswith(prefix))
-    if rest:
-        try:
-            os.write(2, rest.encode("utf-8", "replace"))
-        except OSError:
-            pass
-    return [line for line in ours if line]
+    return captured_fd2(select)
 
 
 def libraw_reason(exc: Exception, said: Sequence[str] = ()) -> str:
@@ -135,7 +94,7 @@ def libraw_reason(exc: Exception, said: Sequence[str] = ()) -> str:
     if isinstance(detail, bytes):
         detail = detail.decode(errors="replace")
     reason = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-    words = "; ".join(dict.fromkeys(" ".join(line.split()) for line in said))
+    words = "; ".join(dict.fromkeys(" ".join(line.split()) for line in said if line.strip()))
     if len(words) > LIBRAW_SAID_CHARS:
         words = words[:LIBRAW_SAID_CHARS - 3].rstrip() + "..."
     return f"{words}; {reason}" if words else reason
