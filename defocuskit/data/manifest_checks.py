@@ -12,12 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from defocuskit.data import metadata
+from defocuskit.data.tar_checks import is_count
 
 _SHARD_NAME = re.compile(r"[^./\\][^/\\]*-[0-9]+\.tar")
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def manifest_wrong(manifest: Any) -> str | None:
@@ -42,16 +39,16 @@ def manifest_wrong(manifest: Any) -> str | None:
         seen.add(name)
         if "split" in entry and entry["split"] != split_of(name):
             return f"shards[{i}]: {name} is listed as split {entry['split']!r}, not {split_of(name)!r}"
-        if "samples" in entry and not _count(entry["samples"]):
+        if "samples" in entry and not is_count(entry["samples"]):
             return f"shards[{i}]: {name} holds {entry['samples']!r} samples, not a count"
-        if "bytes" in entry and not _count(entry["bytes"]):
+        if "bytes" in entry and not is_count(entry["bytes"]):
             return f"shards[{i}]: {name} is listed as {entry['bytes']!r} bytes, not a size"
     counts = manifest.get("counts", {})
     by_split = counts.get("by_split", {}) if isinstance(counts, dict) else None
     table = counts.get("table", []) if isinstance(counts, dict) else None
-    if (not isinstance(counts, dict) or not _count(counts.get("samples", 0)) or not isinstance(by_split, dict)
-            or not all(_count(v) for v in by_split.values()) or not isinstance(table, list)
-            or not all(isinstance(r, dict) and {"split", "source", "f_number"} <= set(r) and _count(r.get("samples"))
+    if (not isinstance(counts, dict) or not is_count(counts.get("samples", 0)) or not isinstance(by_split, dict)
+            or not all(is_count(v) for v in by_split.values()) or not isinstance(table, list)
+            or not all(isinstance(r, dict) and {"split", "source", "f_number"} <= set(r) and is_count(r.get("samples"))
                        for r in table)):
         return "'counts' is not {samples, by_split: {split: count}, table: [{split, source, f_number, samples}]}"
     if "complete" in manifest and not isinstance(manifest["complete"], bool):

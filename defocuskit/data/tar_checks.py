@@ -154,9 +154,10 @@ def _counts(manifest: Any) -> _Listed:
     counts: _Listed = {}
     for entry in shards if isinstance(shards, list) else ():
         if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"] not in counts:
-            counts[entry["name"]] = {k: v for k in ("samples", "bytes") if _count(v := entry.get(k))}
+            counts[entry["name"]] = {k: v for k in ("samples", "bytes") if is_count(v := entry.get(k))}
     return counts
 
 
-def _count(value: Any) -> bool:
+def is_count(value: Any) -> bool:
+    """Whether a manifest's count (samples, bytes) is a whole number of at least 0 (a bool is not)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -72,7 +72,8 @@ def index_shard(url: str) -> list[ShardEntry]:
     local shard that is not a complete tar, and what `tar_checks` refuses: a sample written twice or holding a
     member twice, a sample count or a local shard's size that is not the one the manifest lists)."""
     if is_local(url):
-        from defocuskit.data.reader import ShardError, check_regular, damaged_shard
+        from defocuskit.data.reader import ShardError, check_regular
+        from defocuskit.data.tar_checks import damaged_shard
 
         try:
             check_regular(url)
