@@ -39,6 +39,6 @@ def damage_line(text: str) -> str | None:
 def decode_with_jpeg_damage(decode: Callable[[], T]) -> tuple[T, str | None]:
     """`decode()`'s result and the first libjpeg warning it printed that says the pixels are damaged (None: none).
     The other lines printed meanwhile go on to stderr. Where fd 2 cannot be redirected, the result and None."""
-    with captured_fd2(lambda line: damage_line(line)) as damage:
+    with captured_fd2(damage_line) as damage:
         result = decode()
     return result, damage[0] if damage else None
