@@ -23,10 +23,16 @@ CAMERA = {"render_depth_kind": "metric", "render_sensor_width_mm": 4.0}  # 50 mm
 
 def folder(root: Path, depths: dict[str, np.ndarray]) -> Path:
     """A --render folder: a photo per depth map (`a.npy`, `b.png`, ...), and `ok.npy`, the room in metres."""
+    return render_folder(root, {"ok.npy": ROOM, **depths}, (H, W))
+
+
+def render_folder(root: Path, depths: dict[str, np.ndarray], shape: tuple[int, int]) -> Path:
+    """A --render folder: a random photo of `shape` per depth map (`.npy` saved as an array, else written as an
+    image by OpenCV)."""
     for sub in ("image", "depth"):
         (root / sub).mkdir(parents=True)
-    for name, depth in {"ok.npy": ROOM, **depths}.items():
-        photo = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
+    for name, depth in depths.items():
+        photo = (np.random.default_rng(0).random((*shape, 3)) * 255).astype(np.uint8)
         assert cv2.imwrite(str(root / "image" / f"{Path(name).stem}.png"), photo)
         if name.endswith(".npy"):
             np.save(root / "depth" / name, depth)

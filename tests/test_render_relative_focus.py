@@ -7,29 +7,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from defocuskit.data.ingest import run_ingest
 from defocuskit.data.reader import iter_samples, signed_coc
 from defocuskit.data.sample import IngestError, IngestOptions
+from tests.test_render_depth_units import render_folder
 
 H, W = 16, 24
 
 
 def folder(root: Path, depths: dict[str, np.ndarray]) -> Path:
     """A --render folder: a photo per depth map (`near.png` 8-bit grey, `disp.npy` a float array, ...)."""
-    for sub in ("image", "depth"):
-        (root / sub).mkdir(parents=True)
-    for name, depth in depths.items():
-        photo = (np.random.default_rng(0).random((H, W, 3)) * 255).astype(np.uint8)
-        assert cv2.imwrite(str(root / "image" / f"{Path(name).stem}.png"), photo)
-        if name.endswith(".npy"):
-            np.save(root / "depth" / name, depth)
-        else:
-            assert cv2.imwrite(str(root / "depth" / name), depth)
-    return root
+    return render_folder(root, depths, (H, W))
 
 
 def ingest(root: Path, out: Path, **kw) -> tuple[dict[str, dict], dict[str, str]]:
@@ -88,7 +79,9 @@ def test_an_inverse_float_maps_focus_is_checked_in_its_own_values(tmp_path):
 def test_the_relative_focus_range_is_where_the_sharpest_point_is_as_blurred_as_any_on_the_map():
     """At either end of the range the map's sharpest point gets the CoC that its far end gets with the focus at its
     near end, the most any focus on the map gives (imaging.depth.signed_relative_coc, for both kinds)."""
-    from defocuskit.data.sources.render_units import relative_focus_range  # (new: imported here)
+    from defocuskit.data.sources.render_units import (
+        relative_focus_range,  # (new: imported here)
+    )
     from defocuskit.imaging.depth import signed_relative_coc
 
     values = np.linspace(0.1, 0.5, 9)
