@@ -19,7 +19,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
     (["--folds", "0009"], "error: --folds 0009: 0009 is not a fold (known: 0001, 0002, 0003, ebb)"),
     (["--minutes", "-1"], "error: --minutes -1: give a positive time limit"),
     (["--test-size", "8"], "error: --test-size 8: give at least 16 px, or 0 for the shots' own size"),
-    (["--work-side", "autp"], "error: --work-side autp: give a long side of at least 8 px, trained or auto"),
+    (["--work-side", "autp"],
+     "error: --work-side autp: give a long side of at least 8 px, trained, auto or 0 (own size)"),
 ])
 def test_loso_real_refuses_what_no_fold_can_run_before_making_out(args, said, tmp_path):
     out = tmp_path / "out"

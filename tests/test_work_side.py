@@ -121,7 +121,7 @@ def test_resolve_work_side_names_what_is_wrong() -> None:
     assert resolve_work_side("512", None, "m") == 512 and resolve_work_side(None, 384, "m") is None
     with pytest.raises(ValueError, match="m.safetensors records no training image size"):
         resolve_work_side("trained", None, "m.safetensors")
-    with pytest.raises(ValueError, match="--work-side big: expected a long side in pixels, 'trained' or 'auto'"):
+    with pytest.raises(ValueError, match="--work-side big: expected a long side in pixels, 'trained', 'auto' or 0"):
         resolve_work_side("big", 384, "m")
     assert resolve_work_side("auto", None, "m", blur=3.5) == "auto"
     with pytest.raises(ValueError, match="--work-side auto: m.safetensors records no training blur"):

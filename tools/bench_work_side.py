@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train_blur_px {recorded} from {len(urls)} training shard(s)", file=sys.stderr)
     base = model.parent.name if model.stem == "model" else model.stem  # eval's label (eval.runners._label)
     config = EvalConfig(split=args.split, report_dir=args.report / "report", progress=False,
-                        work_sides=[f"{base}#2:trained", f"{base}#3:auto"], align=args.align_by or False)
+                        work_sides=[f"{base}:0", f"{base}#2:trained", f"{base}#3:auto"], align=args.align_by or False)
     report = evaluate(args.shards, [model, model, model], ["input"], config)
     names = {base: "whole", f"{base}#2": "trained", f"{base}#3": "auto"}
     rows = [r for r in report["rows"] if r["method"] in names]

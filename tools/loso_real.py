@@ -170,8 +170,8 @@ def check_args(args: argparse.Namespace) -> None:
     if len(set(folds)) < len(folds):
         sys.exit(f"error: --folds {args.folds}: a fold given twice")
     side = args.work_side
-    if side is not None and side not in ("trained", "auto") and not (side.isdigit() and int(side) >= 8):
-        sys.exit(f"error: --work-side {side}: give a long side of at least 8 px, trained or auto")
+    if side is not None and side not in ("trained", "auto", "0") and not (side.isdigit() and int(side) >= 8):
+        sys.exit(f"error: --work-side {side}: give a long side of at least 8 px, trained, auto or 0 (own size)")
     if 0 < args.test_size < 16:
         sys.exit(f"error: --test-size {args.test_size}: give at least 16 px, or 0 for the shots' own size")
     if not (math.isfinite(args.minutes) and args.minutes > 0):
@@ -231,7 +231,8 @@ def main() -> None:
     ap.add_argument("--folds", default=",".join(SCENES))
     ap.add_argument("--size", type=whole(16), default=384)
     ap.add_argument("--test-size", type=whole(0), default=512, help="the held-out shots' long side (0: their own)")
-    ap.add_argument("--work-side", default=None, help="eval --work-side for every model (PX | trained | auto)")
+    ap.add_argument("--work-side", default=None, help="eval --work-side for every model (PX | trained | auto | 0; "
+                    "default: each recipe's own inference.work_side)")
     ap.add_argument("--k-fractions", type=number_list(0.0, True, 1.0), default="0.02,0.043,0.09")
     ap.add_argument("--render-f-numbers", type=number_list(), default="1.8,2.8,4,5.6,8")
     ap.add_argument("--builtin", action="store_true", help="train on the built-in synthetic stacks too")

@@ -50,7 +50,7 @@ from defocuskit.inference.restore import (
 )
 from defocuskit.inference.scale import (
     API_REMEDY,
-    resolve_work_side,
+    own_work_side,
     scale_note,
     side_for,
     trained_blur,
@@ -125,6 +125,12 @@ class DeblurModel(HubLayout):
         return self._recipe.inference.resolved_bound
 
     @property
+    def work_side(self) -> int | str | None:
+        """The long side the model deblurs an image at unless told work_side= (its recipe's inference.work_side:
+        "auto", "trained" or pixels), or None: the image's own."""
+        return self._recipe.inference.work_side if self.output == "image" else None
+
+    @property
     def sampler(self) -> dict[str, Any]:
         """The default sampler settings as they run (what `deblur` uses without sampler options)."""
         return self.sampler_info()["settings"]
@@ -194,7 +200,8 @@ class DeblurModel(HubLayout):
         `work_side` (pixels; "trained": the training images' long side, `train_long_side_px`; "auto": where the
         image's blur reads as wide as the training inputs', inference.scale.blur_matched_side): a larger image is
         deblurred at that long side (CoC map and gate there, a `coc` map shrunk with it) and given back at its own
-        size, the model's change upsampled onto it (as `deblur --work-side`; a float copy of the image is made).
+        size, the model's change upsampled onto it (as `deblur --work-side`; a float copy of the image is made); not
+        given, the model's own (`model.work_side`, its recipe's inference.work_side); 0: the image's own size.
         An image deblurred at over twice the training images' long side gets a UserWarning (inference.scale).
         """
         if self.output != "image":
@@ -228,7 +235,9 @@ class DeblurModel(HubLayout):
                         "focus_distance_m": focus_distance_m})
         sources = _coc_sources(coc, f_number, raw.shape[:3], coc_bound, lens)
         dtype = output_dtype(layout)
-        work = resolve_work_side(work_side, self._trained, self.source, "work_side=", self._blur)
+        work, side_note = own_work_side(work_side, self.work_side, self._trained, self._blur, self.source, "work_side=")
+        if side_note:  # its recipe's work side needs what the file does not record
+            warnings.warn(side_note, UserWarning, stacklevel=2)
         size = max_side_size(*raw.shape[1:3], work) if work != "auto" else None  # (width, height) deblurred at
         note = scale_note("image", max(size or raw.shape[1:3]), self._trained, API_REMEDY) if work != "auto" else None
         if note:

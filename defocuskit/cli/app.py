@@ -150,7 +150,8 @@ def deblur_cmd(
         None, "--work-side", help="PX | trained | auto: deblur each input at PX on its long side (trained: the "
         "model's training images', from its file; auto: where its blur reads as wide as the training inputs') "
         "and write it at its own size, the model's change upsampled onto it: the "
-        "defocus at the width in pixels the model learnt, the photo's own detail kept (docs/benchmarks.md)."),
+        "defocus at the width in pixels the model learnt, the photo's own detail kept (docs/benchmarks.md). "
+        "Default: the model's own (its recipe's inference.work_side; nafnet-cpu: auto); 0: its own size."),
 ) -> None:
     """Deblur images of any size: whole or in overlapping tiles (a defocus-map model writes <stem>_coc.png maps)."""
     import sys
@@ -243,7 +244,8 @@ def eval_cmd(
         None, "--work-side", help="[LABEL:]PX | [LABEL:]trained | [LABEL:]auto: each model deblurs the images at PX on "
         "their long side (trained: its training images', from its file; auto: per image, where its blur reads as "
         "wide as the training inputs') and is scored at the shards' size, its change upsampled "
-        "onto the input (repeatable; the same --checkpoint twice compares)."),
+        "onto the input (repeatable; the same --checkpoint twice compares). Default: each model's own (its "
+        "recipe's inference.work_side; nafnet-cpu: auto); 0: the images' own size."),
     save_images: Optional[Path] = typer.Option(
         None, "--save-images", help="Write every output under DIR/<method>/ (listed in "
         "DIR/.defocuskit-eval-images.json; replaces only files listed there)."),

@@ -15,6 +15,7 @@ from defocuskit.config.typed import RecipeError, did_you_mean
 from defocuskit.io.atomic import atomic_write
 
 PACKAGED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"  # defocuskit/recipes: shipped in the wheel
+MIN_WORK_SIDE = 8  # px, as ingest's --max-side (inference.scale.MIN_MAX_SIDE)
 _COMMAND_LINE = re.compile(r"^(accelerate |defocuskit |python |PYTHONPATH=|Launch\b|\()")
 
 
@@ -82,6 +83,10 @@ class InferenceConfig:
     # largest CoC x f-number of the training shards' coc.png, resolved when training starts (null where no sample has
     # coc.png and an f-number); None: no bound
     coc_bound: float | str | None = None
+    # the long side an image is deblurred at unless deblur, eval or the API say otherwise (inference.scale): "auto",
+    # where its blur reads as wide as the training inputs' did; "trained", the training images' long side; pixels;
+    # None: its own size (as --work-side 0 / work_side=0 asks of a model that has one)
+    work_side: int | Literal["auto", "trained"] | None = None
 
     def __post_init__(self) -> None:
         if self.focus_gate is not None and not (self.focus_gate > 0 and math.isfinite(self.focus_gate)):
@@ -90,6 +95,10 @@ class InferenceConfig:
         if isinstance(bound, str) and bound != "auto" or isinstance(bound, float) and not (0 < bound < math.inf):
             raise ValueError("inference.coc_bound: expected auto, a positive fraction of the image's long side or "
                              f"null, got {bound!r}")
+        side = self.work_side
+        if isinstance(side, bool) or isinstance(side, int) and side < MIN_WORK_SIDE:
+            raise ValueError(f"inference.work_side: expected auto, trained, a long side of at least {MIN_WORK_SIDE} "
+                             f"pixels or null, got {side!r}")
 
     @property
     def resolved_bound(self) -> float | None:

@@ -181,7 +181,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
     gates = gates_per_checkpoint(list(paths), list(c.focus_gates), tuple(dict.fromkeys(baselines)))
     smooth = gate_smooth_px(c.gate_smooth)
     ensembles = ensembles_per_checkpoint(list(paths), list(c.ensembles))
-    work_sides = work_sides_per_checkpoint(paths, list(c.work_sides))
+    work_sides, work_from, work_notes = work_sides_per_checkpoint(paths, list(c.work_sides))
     for name in dict.fromkeys(baselines):
         runners[name], infos[name] = _baseline_runner(name, coc_source, gates.get(name), smooth)
     keys = {label: _sampler_keys(path) for label, path in paths.items()}  # each file's metadata read once
@@ -200,7 +200,8 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
         runners[label], infos[label] = _checkpoint_runner(
             path, steps=steps_for[label], sampler=name, sets=items, tiling=tiling, device=device, seed=seed,
             coc=coc_source, gate_px=gates.get(label), ensemble=ensembles[label], gate_smooth=smooth,
-            gate_given=label in gates, own_maps=own_maps, work_side=work_sides[label])
+            gate_given=label in gates, own_maps=own_maps, work_side=work_sides[label],
+            work_side_from=work_from.get(label, "option"))
     if coc_source is not None and not any(info.get("coc") for info in infos.values()):  # the report named it
         raise EvalError(f"--coc {coc_source.kind}: no method given uses a CoC map (a model whose sampler needs one, a "
                         "focus gate, or the wiener/prox baselines); leave --coc out, or give --focus-gate PX")
@@ -281,6 +282,7 @@ def evaluate(shards: Path, checkpoints: list[Path], baselines: list[str], config
             result["notes"] += camera_notes(protocol_entries["coc"]["camera"])
         result["notes"] += bound_notes(c.coc_bound, coc_source, result["images"])  # samples K did not bound
         result["notes"] += eval_notes({lb: p for lb, p in paths.items() if work_sides[lb] is None}, urls)  # too large
+        result["notes"] += work_notes  # a model's own work side that its file could not run
         report = {"protocol": protocol_entries, "rows": result["rows"], "images": result["images"],
                   "skipped": result["skipped"], "notes": result["notes"]}
         if not group.is_main:  # one process writes; every process has the gathered report

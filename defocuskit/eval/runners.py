@@ -46,8 +46,8 @@ ACTIVE_BAR: ContextVar[Any] = ContextVar("defocuskit_eval_bar", default=None)
 def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, sets: list[str], tiling: TilingOptions,
                        device: str, seed: int, coc: CocSource | None, gate_px: float | None = None,
                        ensemble: int = 1, gate_smooth: float = GATE_SMOOTH_PX, gate_given: bool = False,
-                       own_maps: dict[str, CocSource] | None = None, work_side: int | str | None = None
-                       ) -> tuple[Runner, dict[str, Any]]:
+                       own_maps: dict[str, CocSource] | None = None, work_side: int | str | None = None,
+                       work_side_from: str = "option") -> tuple[Runner, dict[str, Any]]:
     """Load an exported model once; `model_runner` of it (the options are its), and what the report says of it."""
     from defocuskit.inference.load import load_model
     from defocuskit.inference.restore import resolve_sampler, sampler_settings
@@ -71,7 +71,7 @@ def _checkpoint_runner(path: Path, *, steps: int | None, sampler: str | None, se
     try:
         run, desc = model_runner(method, recipe, model, sampler_cfg, tiling=tiling, device=device, seed=seed, coc=coc,
                                  gate_px=gate_px, ensemble=ensemble, gate_smooth=gate_smooth, gate_given=gate_given,
-                                 own_maps=own_maps, work_side=work_side,
+                                 own_maps=own_maps, work_side=work_side, work_side_from=work_side_from,
                                  train_blur=trained_blur(path) if work_side == "auto" else None)
     except EvalError as exc:
         raise EvalError(f"{path}: {exc}") from None
@@ -83,7 +83,7 @@ def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tili
                  seed: int, coc: CocSource | None, gate_px: float | None = None, ensemble: int = 1,
                  gate_smooth: float = GATE_SMOOTH_PX, gate_given: bool = False,
                  own_maps: dict[str, CocSource] | None = None, work_side: int | str | None = None,
-                 train_blur: float | None = None) -> tuple[Runner, dict[str, Any]]:
+                 train_blur: float | None = None, work_side_from: str = "option") -> tuple[Runner, dict[str, Any]]:
     """A Runner that deblurs one image with `model` (its Method and Recipe; the resolved `sampler_cfg`), and what the
     report says of how (from "method" to "channels"): eval's for a model file, and training's validation's.
     `gate_px`: the model's change weighed by the CoC map (imaging.focus_gate, full weight from gate_px pixels, the
@@ -92,7 +92,8 @@ def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tili
     (from `own_maps`, shared by the checkpoints of one run, so each image's map is estimated once);
     `ensemble`: the geometric self-ensemble's size (inference.ensemble; 1: off); `work_side`: images deblurred at
     that long side ("auto": where their blur reads as wide as the training inputs', `train_blur` px) and given back
-    at their own (eval.work_side, inference.scale.work_side_restore). EvalError
+    at their own (eval.work_side, inference.scale.work_side_restore; `work_side_from`: "option" or "recipe", the
+    model's own inference.work_side). EvalError
     (without the file's name) where the model needs a CoC map and `coc` is None.
 
     The runner's noise is seeded per sample from (seed, sample key) (`processes.sample_seed`); its `ran`
@@ -162,7 +163,7 @@ def model_runner(method: Any, recipe: Any, model: Any, sampler_cfg: Any, *, tili
             "focus_gate": gate_record(gate_px, gate_smooth, "option" if gate_given else "recipe"),
             "ensemble": None if ensemble == 1 else {"size": ensemble, "description": ENSEMBLE_DESCRIPTION},
             "work_side": None if work_side is None else {"work_px": work_side, "train_blur_px": train_blur,
-                                                         "description": WORK_SIDE_DESCRIPTION},
+                                                         "from": work_side_from, "description": WORK_SIDE_DESCRIPTION},
             "batch": tiling.batch, "seed": seed, "seeds": "sampler noise per sample, seeded from (seed, sample key)",
             "channels": recipe.data.channels}
     return run, desc
@@ -259,28 +260,41 @@ def ensembles_per_checkpoint(labels: list[str], items: list[str]) -> dict[str, i
     return sizes
 
 
-def work_sides_per_checkpoint(paths: dict[str, Path], items: list[str]) -> dict[str, int | str | None]:
-    """`--work-side [LABEL:]PX|trained` items -> each checkpoint label's work side in pixels (None: its images' own
-    size); an item without a label goes to every checkpoint, a labelled one (later) to its checkpoint alone;
-    "trained" is each model file's training images' long side (inference.scale.trained_long_side), "auto" each
-    image's blur-matched side (inference.scale.blur_matched_side)."""
-    from defocuskit.inference.scale import resolve_work_side, trained_blur, trained_long_side
+def work_sides_per_checkpoint(paths: dict[str, Path], items: list[str]
+                              ) -> tuple[dict[str, int | str | None], dict[str, str], list[str]]:
+    """`--work-side [LABEL:]PX|trained|auto|0` items -> each checkpoint label's work side in pixels or "auto" (None:
+    its images' own size), where it comes from ("option", or "recipe": not given, the model's own
+    inference.work_side) and the notes of models whose own could not run; an item without a label goes to every
+    checkpoint, a labelled one (later) to its checkpoint alone; "trained" is each model file's training images' long
+    side (inference.scale.trained_long_side), "auto" each image's blur-matched side (inference.scale
+    .blur_matched_side), 0 the images' own size."""
+    from defocuskit.inference.scale import own_work_side, recipe_work_side, trained_blur, trained_long_side
 
     sides: dict[str, int | str | None] = dict.fromkeys(paths)
     if items and not paths:
         raise EvalError("--work-side is for models: give a --checkpoint")
     given: dict[Any, tuple[Any, str]] = {}
+    texts: dict[str, str] = {}
     for item in _labelled_last(items, set(paths), "--work-side"):
         label, text = split_label(item, set(paths), "--work-side")
         _once(given, label, text.strip().lower(), item, "--work-side")
-        for lb in [label] if label else list(paths):
-            try:
-                auto = text.strip().lower() == "auto"  # the training blur is read where it is used
-                sides[lb] = resolve_work_side(text, trained_long_side(paths[lb]), str(paths[lb]),
-                                              blur=trained_blur(paths[lb]) if auto else None)
-            except (TypeError, ValueError) as exc:
-                raise EvalError(f"--work-side {item}: {exc}") from None
-    return sides
+        texts.update({lb: item for lb in ([label] if label else list(paths))})
+    origin: dict[str, str] = {}
+    notes: list[str] = []
+    for lb, path in paths.items():
+        item = texts.get(lb)
+        own = None if item is not None else recipe_work_side(path)
+        if item is None and own is None:
+            continue
+        text = split_label(item, set(paths), "--work-side")[1] if item is not None else None
+        try:
+            sides[lb], note = own_work_side(text, own, trained_long_side(path), trained_blur(path), str(path))
+        except (TypeError, ValueError) as exc:
+            raise EvalError(f"--work-side {item}: {exc}") from None
+        notes += [f"{lb}: {note}"] if note else []
+        if sides[lb] is not None:
+            origin[lb] = "option" if item is not None else "recipe"
+    return sides, origin, notes
 
 
 def _once(given: dict[Any, tuple[Any, str]], where: Any, value: Any, item: str, option: str) -> None:

@@ -50,7 +50,7 @@ from defocuskit.inference.restore import (
 from defocuskit.inference.scale import (
     check_max_side,
     downscaled,
-    resolve_work_side,
+    own_work_side,
     scale_note,
     side_for,
     trained_blur,
@@ -118,7 +118,8 @@ def deblur_files(
     edge) made for it as deblurred, and its output written at that size. `work_side` (pixels, "trained": the
     model's training images' long side, or "auto": where its blur reads as wide as the model's training inputs',
     inference.scale.blur_matched_side): deblurred at that size, CoC map and gate there too, and written at the
-    input's (or `max_side`'s) size with the model's change upsampled (inference.scale.work_side_restore). An input
+    input's (or `max_side`'s) size with the model's change upsampled (inference.scale.work_side_restore); not given,
+    the model's own (its recipe's inference.work_side; deblur.json: work_side_from); 0: its own size. An input
     deblurred at more than twice the long side of the model's training images (its metadata's train_long_side_px)
     is said once per run on stderr (inference.scale) and noted in its record. deblur.json records, per input,
     the output, method, checkpoint, resolved sampler settings, NFE per tile, CoC source, how the
@@ -161,7 +162,11 @@ def deblur_files(
     method, recipe, model = load_model(Path(checkpoint), device=device)
     trained, said = trained_long_side(checkpoint), False  # the training images' scale; the note said once per run
     blur = trained_blur(checkpoint)  # how wide its training inputs' blur reads (--work-side auto)
-    work_side = resolve_work_side(work_side, trained, str(checkpoint), blur=blur)
+    given_side = work_side
+    work_side, side_note = own_work_side(work_side, recipe.inference.work_side if method.output == "image" else None,
+                                         trained, blur, str(checkpoint))  # not given: the model's own
+    if side_note:
+        print(f"note: {side_note}", file=sys.stderr)
     sampler_cfg = resolve_sampler(recipe, steps, name=sampler, sets=sets).resolved()
     info = sampler_settings(sampler_cfg, recipe.objective)
     if coc == "oracle":
@@ -318,6 +323,8 @@ def deblur_files(
                 "gate_smooth": gate_smooth if focus_gate is not None else None,
                 "focus_gate_from": None if focus_gate is None else ("option" if given_gate else "recipe"),
                 "ensemble": ensemble, "max_side": max_side, "work_side": work_side, "work_px": side,
+                "work_side_from": None if work_side is None else ("option" if given_side is not None else "recipe"),
+                "work_side_note": side_note,
                 "input_size": read_size,
                 "size": [int(arr.shape[1]), int(arr.shape[0])], "train_long_side_px": trained, "scale_note": note,
                 "seconds": round(time.perf_counter() - started, 3), "sha256": sha,

@@ -18,7 +18,7 @@ import numpy as np
 
 from defocuskit.data.postprocess import max_side_size, resize_area
 from defocuskit.inference.keywords import whole
-from defocuskit.io.modelfile import read_metadata, recorded_blur, recorded_long_side
+from defocuskit.io.modelfile import read_metadata, read_model_metadata, recorded_blur, recorded_long_side
 
 RATIO = 2.0  # an input's long side above RATIO x the training images': said
 MIN_MAX_SIDE = 8  # as ingest's --max-side (data.ingest_checks.MIN_SIDE_PX)
@@ -110,8 +110,39 @@ def resolve_work_side(work_side: Any, trained: int | None, model: str, option: s
         try:
             work_side = int(work_side)
         except ValueError:
-            raise ValueError(f"{option} {work_side}: expected a long side in pixels, 'trained' or 'auto'") from None
+            raise ValueError(f"{option} {work_side}: expected a long side in pixels, 'trained', 'auto' or 0 (its own "
+                             "size)") from None
     return check_max_side(work_side, option)
+
+
+def recipe_work_side(model_file: str | Path) -> int | str | None:
+    """A model file's own work side, its recipe's inference.work_side as the metadata states it ("auto", "trained",
+    pixels); None where it states none or the metadata cannot be read (loading the model names what is wrong)."""
+    try:
+        recipe = read_model_metadata(model_file).get("recipe")
+    except (ValueError, OSError):
+        return None
+    side = (recipe.get("inference") or {}).get("work_side") if isinstance(recipe, dict) else None
+    return side if side in ("auto", "trained") or type(side) is int else None
+
+
+def own_work_side(given: Any, own: int | str | None, trained: int | None, blur: float | None, model: str,
+                  option: str = "--work-side") -> tuple[int | str | None, str | None]:
+    """The work side in force and, where the model's own could not run, a note: `given` (as `resolve_work_side`;
+    0: the image's own size) or, not given, the model's `own` (its recipe's inference.work_side), which falls back to
+    the image's own size with a one-line note where the file records no `trained` size or `blur` it needs."""
+    if given is not None:
+        if not isinstance(given, bool) and (given == 0 or isinstance(given, str) and given.strip() == "0"):
+            return None, None
+        return resolve_work_side(given, trained, model, option, blur), None
+    if own is None:
+        return None, None
+    try:
+        return resolve_work_side(own, trained, model, option, blur), None
+    except ValueError:
+        needs = "train_blur_px" if own == "auto" else "train_long_side_px"
+        return None, (f"{model}: its recipe deblurs at inference.work_side {own}, but the file records no {needs}; "
+                      "images deblurred at their own size")
 
 
 def blur_matched_side(image: np.ndarray, blur: float) -> int | None:

@@ -128,6 +128,7 @@ def model_card(config: dict[str, Any], recipe_yaml: str, repo_id: str | None = N
         + (" This sampler needs a circle-of-confusion map: `model.deblur(image, coc=map_or_defocus_map_model)` or "
            "`f_number=N`." if "coc" in (config.get("needs") or []) else "")
         + _gate_sentence((recipe.get("inference") or {}).get("focus_gate"))
+        + _work_side_sentence((recipe.get("inference") or {}).get("work_side") if not is_map else None)
         + _bound_sentence((recipe.get("inference") or {}).get("coc_bound") if is_map else None),
         "",
         "## Training data", "",
@@ -188,7 +189,22 @@ def _run_terms(settings: dict[str, Any], own_gate: Any = None, gate_recorded: bo
             if _finite(own_gate) else "")
     if isinstance(ensemble, dict) and ensemble.get("size"):
         text += f"; self-ensemble of {ensemble['size']} (eval --ensemble)"
+    work = settings.get("work_side")
+    if isinstance(work, dict) and isinstance(work.get("work_px"), (int, str)) and not isinstance(work["work_px"], bool):
+        origin = "its recipe's" if work.get("from") == "recipe" else "eval --work-side"
+        text += f"; deblurred at work side {work['work_px']} ({origin}), scored at the images' own size"
     return text
+
+
+def _work_side_sentence(work_side: Any) -> str:
+    """What the card says of the model's own work side (its recipe's inference.work_side), or nothing."""
+    if not (work_side in ("auto", "trained") or type(work_side) is int):
+        return ""
+    where = {"auto": "where its blur reads as wide as the training inputs' did",
+             "trained": "at its training images' long side"}.get(work_side, f"at {work_side} px on its long side")
+    return (f" Its recipe deblurs each image {where} by default (`inference.work_side: {work_side}`), the change "
+            "upsampled onto the image at its own size; `model.deblur(image, work_side=0)` deblurs at the image's "
+            "own size.")
 
 
 def _gate_sentence(focus_gate: float | None) -> str:

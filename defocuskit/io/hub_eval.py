@@ -78,7 +78,7 @@ def eval_from_report(report: str | Path, model_file: Path, method: str, label: s
         "scoring": scoring_terms(protocol),  # how the scores differ from the default protocol's
         "sources": sources,  # the shards' source names of the scored images (dpdd, raw, ...)
         "settings": {k: entry.get(k) for k in ("sampler", "nfe", "timesteps", "coc", "tile", "overlap", "seed",
-                                                "inference", "focus_gate", "ensemble")},
+                                                "inference", "focus_gate", "ensemble", "work_side")},
         "gate_recorded": "focus_gate" in entry,  # a report before eval recorded the gate says nothing of it
         "rows": [{k: r.get(k) for k in keep} for r in mine],
     }
