@@ -147,7 +147,7 @@ def test_api_deblurs_at_the_models_own_work_side_unless_told_0(tmp_path: Path, m
 
 
 def test_the_cpu_recipes_measured_at_full_size_deblur_where_their_blur_is_the_renders() -> None:
-    for name in ("nafnet-cpu", "jdrl-cpu", "rddm-cpu"):  # docs/benchmarks.md, "Deblurring at the blur the model learnt"
+    for name in ("nafnet-cpu", "jdrl-cpu", "rddm-cpu", "hidd-cpu"):  # docs/benchmarks.md, "Deblurring at the blur the model learnt"
         assert load_recipe(f"recipes/{name}.yaml").inference.work_side == "auto", name
 
 
