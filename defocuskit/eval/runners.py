@@ -274,19 +274,18 @@ def work_sides_per_checkpoint(paths: dict[str, Path], items: list[str]
     if items and not paths:
         raise EvalError("--work-side is for models: give a --checkpoint")
     given: dict[Any, tuple[Any, str]] = {}
-    texts: dict[str, str] = {}
+    texts: dict[str, tuple[str, str]] = {}  # label -> (the item, its value)
     for item in _labelled_last(items, set(paths), "--work-side"):
         label, text = split_label(item, set(paths), "--work-side")
         _once(given, label, text.strip().lower(), item, "--work-side")
-        texts.update({lb: item for lb in ([label] if label else list(paths))})
+        texts.update({lb: (item, text) for lb in ([label] if label else list(paths))})
     origin: dict[str, str] = {}
     notes: list[str] = []
     for lb, path in paths.items():
-        item = texts.get(lb)
+        item, text = texts.get(lb, (None, None))
         own = None if item is not None else recipe_work_side(path)
         if item is None and own is None:
             continue
-        text = split_label(item, set(paths), "--work-side")[1] if item is not None else None
         try:
             sides[lb], note = own_work_side(text, own, trained_long_side(path), trained_blur(path), str(path))
         except (TypeError, ValueError) as exc:
