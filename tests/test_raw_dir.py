@@ -176,6 +176,36 @@ def test_scene_gap_stops_when_capture_times_run_against_the_file_numbers(tmp_pat
                                             "raw/s/t01/DSC_0002"]
 
 
+def test_scene_gap_takes_a_counter_wrap_for_no_clock_reset(tmp_path):
+    """A bracket shot as the camera's counter wraps (IMG_9998, IMG_9999, IMG_0001, IMG_0002 in capture order) sorted
+    by name as 0001, 0002, 9998, 9999, so --scene-gap stopped with "a camera clock reset?" (exit 1) on a normal
+    folder. Now the counters are ordered round their wrap: one scene, three pairs on the f/16 reference; a real reset
+    across the same names still stops."""
+    root = tmp_path / "photos"
+    for name, f_number, blur, when in (("IMG_9998", 16.0, 0.0, "12:00:00"), ("IMG_9999", 8.0, 0.8, "12:00:02"),
+                                       ("IMG_0001", 2.8, 1.5, "12:00:04"), ("IMG_0002", 1.8, 2.0, "12:00:06")):
+        _shot(root / "s" / f"{name}.jpg", f_number, blur=blur, when=f"2024:05:01 {when}")
+    tasks = [t for t in raw_source.list_tasks(root, IngestOptions(scene_gap_s=60)) if isinstance(t, Task)]
+    assert sorted(t.key for t in tasks) == ["raw/s/IMG_0001", "raw/s/IMG_0002", "raw/s/IMG_9998", "raw/s/IMG_9999"]
+    assert {t.meta["ref_f_number"] for t in tasks} == {16.0}
+    _shot(root / "s" / "IMG_0003.jpg", 1.8, blur=2.0, seed=1, when="2024:01:01 00:00:00")  # the clock set back
+    with pytest.raises(IngestError, match="IMG_0003.jpg .* is numbered after IMG_0002.jpg"):
+        list(raw_source.list_tasks(root, IngestOptions(scene_gap_s=60)))
+
+
+@pytest.mark.parametrize(("counters", "order"), [
+    (["0001", "0002", "0003"], ["0001", "0002", "0003"]),
+    (["0001", "0002", "9998", "9999"], ["9998", "9999", "0001", "0002"]),
+    (["00002", "99999", "00001"], ["99999", "00001", "00002"]),  # a five-digit counter (Sony's DSC00001)
+    (["0010", "5010"], ["0010", "5010"]),  # no wrap to be seen: numeric order
+    (["0001", "0001", "9999"], ["9999", "0001", "0001"]),
+])
+def test_counter_order_follows_the_camera_round_its_wrap(counters, order):
+    from defocuskit.data.sources.counters import counter_order
+
+    assert counter_order([(c, c) for c in counters]) == order
+
+
 def test_single_shot_scene_is_rejected_not_a_reference(tmp_path):
     root = tmp_path / "photos"
     _pair_scene(root / "good", {"b.jpg": 2.8})

@@ -30,7 +30,8 @@ RAW_SETTINGS: dict[str, Any] = {
     "half_size": False,
     # LibRaw's default: where a shot's brightest raw value lies within 75 % of the white level LibRaw knows for the
     # camera, that value is taken as white (its tables can state a level above where a sensor clips, which turns
-    # clipped highlights magenta), so such a shot decodes up to 4/3 brighter than the same light in another
+    # clipped highlights magenta), so such a shot decodes up to 4/3 brighter than the same light in another shot of
+    # its bracket whose brightest value lies lower; ingest's per-pair gain match takes most of that out
     "adjust_maximum_thr": 0.75,
 }
 # A DNG states its white level (WhiteLevel, where the writer found the sensor to clip): every DNG is decoded

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +46,7 @@ from defocuskit.data.pairs import (
 )
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource
+from defocuskit.data.sources.counters import NUMBERED, counter_order
 from defocuskit.data.sources.fnumbers import (
     GivenFNumbers,
     given_f_numbers,
@@ -62,7 +62,6 @@ RASTER = {".tif": 1, ".tiff": 1, ".png": 2, ".jpg": 3, ".jpeg": 3, ".webp": 4, "
 SHOT_EXTENSIONS = RAW_EXTENSIONS | RASTER_EXTENSIONS
 # photo formats the sources cannot decode: rejected by name rather than ignored (a GIF: 256 colours, often animated)
 UNSUPPORTED_EXTENSIONS = {".heic", ".heif", ".hif", ".avif", ".jxl", ".jp2", ".j2k", ".gif"}
-_NUMBERED = re.compile(r"(\D*)(\d+)")  # a camera's file name: a prefix and the shot counter ('IMG_0042')
 _SHOT_META = ("f_number", "exposure_s", "iso", "focal_length_mm", "sensor_width_mm", "camera", "lens",
               "focus_distance_m")
 
@@ -230,15 +229,16 @@ def _by_time_gaps(shots: list[Shot], gap_s: float) -> list[list[Shot]]:
 
 
 def check_time_order(folder: Path, shots: list[Shot]) -> None:
-    """IngestError naming two files when capture times run against the file numbers (same prefix): a camera
-    clock reset (or a second camera) between shots, so capture-time gaps cannot tell the scenes apart."""
-    numbered: dict[str, list[tuple[int, Shot]]] = {}
-    for shot in shots:
-        if match := _NUMBERED.fullmatch(shot_stem(shot.path)):
-            numbered.setdefault(match.group(1), []).append((int(match.group(2)), shot))
+    """IngestError naming two files when capture times run against the file numbers (same prefix, in the order the
+    camera numbered them: `counters.counter_order`, across the counter's wrap from 9999 to 0001): a camera clock
+    reset (or a second camera) between shots, so capture-time gaps cannot tell the scenes apart."""
+    numbered: dict[str, list[tuple[str, Shot]]] = {}
+    for shot in sorted(shots, key=lambda s: s.path.name):  # equal counters (IMG_2, img_02) in name order
+        if match := NUMBERED.fullmatch(shot_stem(shot.path)):
+            numbered.setdefault(match.group(1), []).append((match.group(2), shot))
     for run in numbered.values():
         latest: Shot | None = None  # the latest-taken shot among those numbered before
-        for _, shot in sorted(run, key=lambda item: (item[0], item[1].path.name)):
+        for shot in counter_order(run):  # a counter's wrap (9999 -> 0001) is no clock reset
             if latest is not None and shot.exif["datetime"] < latest.exif["datetime"]:
                 raise IngestError(
                     f"--scene-gap: {shot.path} (taken {shot.exif['datetime']}) is numbered after {latest.path.name} "
