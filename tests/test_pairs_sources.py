@@ -154,6 +154,25 @@ def test_pairs_by_sorted_order_when_stems_differ(tmp_path):
         np.testing.assert_array_equal(sample.sharp, sharp)
 
 
+def test_pairs_by_order_across_the_cameras_counter_wrap(tmp_path):
+    """Your own pairs shot as the camera's counter wrapped (blurred IMG_9997 with its reference IMG_9998, IMG_9999
+    with IMG_0001): sorted by name, IMG_9997 was paired with IMG_0001 and IMG_9999 with IMG_9998, each the wrong
+    photo. Ordered round the wrap, each blurred shot keeps the reference taken next to it."""
+    root = tmp_path / "mine"
+    written = [_pair(root / "blur" / "IMG_9997.png", root / "sharp" / "IMG_9998.png", 0),
+               _pair(root / "blur" / "IMG_9999.png", root / "sharp" / "IMG_0001.png", 1),
+               _pair(root / "blur" / "IMG_0002.png", root / "sharp" / "IMG_0003.png", 2)]
+    opts = IngestOptions(split_by="train", register="none")
+    tasks, rejected = _split(pairs.list_tasks(root, opts))
+    assert rejected == []
+    assert [(Path(t.files["blur"]).stem, Path(t.files["sharp"]).stem) for t in tasks] == [
+        ("IMG_9997", "IMG_9998"), ("IMG_9999", "IMG_0001"), ("IMG_0002", "IMG_0003")]
+    for task, (blur, sharp) in zip(tasks, written):
+        (sample,) = pairs.load(task, opts)
+        np.testing.assert_array_equal(sample.blur, blur)
+        np.testing.assert_array_equal(sample.sharp, sharp)
+
+
 def test_pairs_explicit_splits_and_every_unused_image_rejected(tmp_path):
     root = tmp_path / "mine"
     _pair(root / "train" / "blur" / "a.png", root / "train" / "sharp" / "a.png", 0)

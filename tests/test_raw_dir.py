@@ -196,7 +196,7 @@ def test_scene_gap_takes_a_counter_wrap_for_no_clock_reset(tmp_path):
 @pytest.mark.parametrize(("counters", "order"), [
     (["0001", "0002", "0003"], ["0001", "0002", "0003"]),
     (["0001", "0002", "9998", "9999"], ["9998", "9999", "0001", "0002"]),
-    (["00002", "99999", "00001"], ["99999", "00001", "00002"]),  # a five-digit counter (Sony's DSC00001)
+    (["00002", "99999", "00001"], ["99999", "00001", "00002"]),  # a five-digit counter
     (["0010", "5010"], ["0010", "5010"]),  # no wrap to be seen: numeric order
     (["0001", "0001", "9999"], ["9999", "0001", "0001"]),
 ])
@@ -204,6 +204,30 @@ def test_counter_order_follows_the_camera_round_its_wrap(counters, order):
     from defocuskit.data.sources.counters import counter_order
 
     assert counter_order([(c, c) for c in counters]) == order
+
+
+@pytest.mark.parametrize(("stem", "counter"), [
+    ("IMG_0042", ("IMG_", "0042")), ("DSC09999", ("DSC0", "9999")), ("1P0A0917", ("1P0A", "0917")),
+    ("_DSC0042", ("_DSC", "0042")), ("DSC_12", ("DSC_", "12")), ("20240501", ("", "20240501")),
+    ("scene_2_f1.8", None), ("tree", None),
+])
+def test_camera_counter_reads_dcf_names(stem, counter):
+    """DCF names count in their last four digits (Sony's DSC09999 wraps to DSC00001, not at 99999; a Canon with a
+    custom prefix, 1P0A0917, is numbered too)."""
+    from defocuskit.data.sources.counters import camera_counter
+
+    assert camera_counter(stem) == counter
+
+
+def test_scene_gap_takes_a_dcf_counter_wrap_for_no_clock_reset(tmp_path):
+    """Sony's DSC09999 then DSC00001: read as five-digit counters 09999 and 00001 they did not wrap, so the later
+    shot came first and --scene-gap stopped with "a camera clock reset?"."""
+    root = tmp_path / "photos"
+    for name, f_number, blur, when in (("DSC09998", 16.0, 0.0, "12:00:00"), ("DSC09999", 2.8, 1.5, "12:00:02"),
+                                       ("DSC00001", 1.8, 2.0, "12:00:04")):
+        _shot(root / "s" / f"{name}.jpg", f_number, blur=blur, when=f"2024:05:01 {when}")
+    tasks = [t for t in raw_source.list_tasks(root, IngestOptions(scene_gap_s=60)) if isinstance(t, Task)]
+    assert sorted(t.key for t in tasks) == ["raw/s/DSC00001", "raw/s/DSC09998", "raw/s/DSC09999"]
 
 
 def test_single_shot_scene_is_rejected_not_a_reference(tmp_path):

@@ -70,6 +70,32 @@ def test_dpdd_pairs_by_sorted_order(tmp_path):
         assert sample.meta["origin"][0].startswith("dd_dp_dataset_png/train_c/source/")
 
 
+def test_dpdd_pairs_across_the_frame_counters_wrap(tmp_path):
+    """A split whose Canon frames run on from 1P0A9999 to 1P0A0001: sorted by name, the sources 0002, 9997, 9999
+    lined up with the targets 0001, 0003, 9998, every pair the wrong scene (exit 0). Ordered by the counter round
+    its wrap, cut at one place for both folders (and for the dual-pixel views), each source keeps its own target."""
+    root = tmp_path / "dpdd"
+    names = [("1P0A9997", "1P0A9998"), ("1P0A9999", "1P0A0001"), ("1P0A0002", "1P0A0003")]
+    written = {}
+    for i, (src, tgt) in enumerate(names):
+        written[src] = (_img(i, 16), _img(100 + i, 16), _img(200 + i, 16))
+        write_image(root / "test_c" / "source" / f"{src}.png", written[src][0])
+        write_image(root / "test_c" / "target" / f"{tgt}.png", written[src][1])
+        for side in ("l", "r"):
+            write_image(root / f"test_{side}" / "source" / f"{src}.png", written[src][2])
+    for opts in (OPTS, IngestOptions(dual_pixel=True)):
+        tasks, rejected = _split(list(dpdd.list_tasks(root, opts)))
+        assert rejected == []
+        assert [(t.scene, Path(t.files["sharp"]).stem) for t in tasks] == names
+        for task in tasks:
+            (sample,) = dpdd.load(task, opts)
+            blur, sharp, view = written[task.scene]
+            np.testing.assert_array_equal(sample.blur, blur)
+            np.testing.assert_array_equal(sample.sharp, sharp)
+            if opts.dual_pixel:
+                np.testing.assert_array_equal(sample.left, view)
+
+
 def test_realblur_lists(tmp_path):
     j, r = "RealBlur-J_ECC_IMCORR_centroid_itensity_ref", "RealBlur-R_BM3D_ECC_IMCORR_centroid_itensity_ref"
     for variant, scene, k in [(j, "scene001", 1), (j, "scene001", 2), (j, "scene002", 5), (j, "scene003", 1),

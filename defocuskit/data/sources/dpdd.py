@@ -1,11 +1,13 @@
 """DPDD (Abuolaim & Brown, ECCV 2020): `{train_c,val_c,test_c}/{source,target}/*.png`, 16-bit, f/4 vs f/22.
 
 Source and target file names are consecutive Canon frame numbers (they differ), so pairs are formed by
-sorted order within a split, never by name. The images are aligned already (tripod, same session): no
-registration. The dual-pixel views of the blurred shots, `{train,val,test}_l/source/` and `..._r/source/`
-(the layout IFAN's data loader reads: its configs' l_path / r_path), are stored as left.png / right.png with
-`--dual-pixel` (paired with the centre views by sorted order, as the release does), else ignored; so are
-stray `*_l` / `*_r` files beside the centre views.
+sorted order within a split, never by name: by the frame counter, round its wrap where a split's frames run from 9999
+on to 0001 (`counters.paired_order`; sorted by name, every pair after the wrap would be shifted by one). The
+images are aligned already (tripod, same session): no registration. The dual-pixel views of the blurred shots,
+`{train,val,test}_l/source/` and `..._r/source/` (the layout IFAN's data loader reads: its configs' l_path /
+r_path), are stored as left.png / right.png with `--dual-pixel` (paired with the centre views by sorted order, as
+the release does, cut round a wrap at the same place), else ignored; so are stray `*_l` / `*_r` files beside the
+centre views.
 
 Layout: at least one split folder, and `source/` and `target/` in each one present, else the source
 fails (LayoutError) before any work; a parent folder holding exactly one such folder (`dd_dp_dataset_canon/`
@@ -23,6 +25,7 @@ from typing import Iterator
 from defocuskit.data.pairs import as_depth, key_part, load_task, relpath
 from defocuskit.data.sample import IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
+from defocuskit.data.sources.counters import paired_order
 from defocuskit.data.sources.pairs import folder_images
 from defocuskit.io.images import bit_depth, read_image
 
@@ -89,7 +92,10 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
             if isinstance(found, str):
                 yield Rejected(NAME, str(data / f"{folder[:-2]}_l"), found)
                 continue
-            views = found
+            sources, targets, lefts, rights = paired_order([sources, targets, *found])
+            views = list(zip(lefts, rights))
+        else:
+            sources, targets = paired_order([sources, targets])
         for (blur, sharp), (left, right) in zip(zip(sources, targets), views):
             scene = key_part(blur.stem)
             files = {"blur": str(blur), "sharp": str(sharp)}
@@ -105,9 +111,9 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
 Views = list[tuple[Path | None, Path | None]]
 
 
-def _dual_views(data: Path, folder: str, n: int) -> tuple[Views | str, list[Rejected]]:
-    """The (left, right) view files of a split's n blurred shots by sorted order, or why there are none; and
-    reject lines for the hidden files beside them."""
+def _dual_views(data: Path, folder: str, n: int) -> tuple[list[list[Path]] | str, list[Rejected]]:
+    """The left and the right view files of a split's n blurred shots, or why there are none; and reject lines
+    for the hidden files beside them."""
     base = folder[:-2]  # train_c -> train
     lists, rejects = [], []
     for side in ("l", "r"):
@@ -120,7 +126,7 @@ def _dual_views(data: Path, folder: str, n: int) -> tuple[Views | str, list[Reje
         if len(lists[-1]) != n:
             return (f"--dual-pixel: {len(lists[-1])} images in {base}_{side}/source/ vs {n} in {folder}/source/: "
                     "cannot pair by sorted order"), rejects
-    return list(zip(*lists)), rejects
+    return lists, rejects
 
 
 def load(task: Task, opts: IngestOptions) -> list[Sample]:

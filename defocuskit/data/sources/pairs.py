@@ -11,7 +11,9 @@ Pairing, per folder pair (recorded in each sample's metadata as `pairing`):
   - "order": else, when both folders hold the same number of images and neither folder's stems are all
     stems of the other (names that differ, `IMG_1.jpg` with `DSC_7.jpg`): the n-th file of `blur/` with the
     n-th of `sharp/`, both sorted by name with runs of digits compared as numbers (`pairs.name_order`: `9.png`,
-    `10.png` with `9_gt.png`, `10_gt.png`; plain name order lined up `10.png` with `10_gt.png` only by chance);
+    `10.png` with `9_gt.png`, `10_gt.png`; plain name order lined up `10.png` with `10_gt.png` only by chance), or,
+    where every name is one camera's counter, round the counter's wrap (`counters.paired_order`: `IMG_9999` and
+    its reference `IMG_0001` stay a pair, and come before `IMG_0002`);
   - else "stem" for the stems the two folders share; every other image gets a reject line.
 A file stem held twice in one folder (`a.jpg`, `a.png`) cannot be paired by stem: both get a reject line (sorted
 order would have shifted every later pair by one).
@@ -42,12 +44,12 @@ from defocuskit.data.pairs import (
     HIDDEN_FILE,
     REGISTER_CHOICES,
     load_task,
-    name_order,
     relpath,
     split_for,
 )
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, Sample, Task
 from defocuskit.data.sources import DatasetSource, layout
+from defocuskit.data.sources.counters import paired_order
 from defocuskit.data.sources.fnumbers import (
     GivenFNumbers,
     given_f_numbers,
@@ -132,7 +134,7 @@ def folder_images(source: str, folder: Path, uses: str) -> tuple[list[Path], lis
 
 def pair_files(blurs: list[Path], sharps: list[Path]) -> Pairing:
     """Pair two folders' images: by file stem when the stems match one to one or one folder's stems are all in
-    the other, else by sorted order (`name_order`) when the counts match, else by the stems they share (the rest
+    the other, else by sorted order (`paired_order`) when the counts match, else by the stems they share (the rest
     left over with the reason)."""
     blur_stems, sharp_stems = Counter(p.stem for p in blurs), Counter(p.stem for p in sharps)
     unique = max(blur_stems.values(), default=1) == 1 and max(sharp_stems.values(), default=1) == 1
@@ -142,7 +144,7 @@ def pair_files(blurs: list[Path], sharps: list[Path]) -> Pairing:
     named_alike = bool(blur_stems) and bool(sharp_stems) and (set(blur_stems) <= set(sharp_stems)
                                                                or set(sharp_stems) <= set(blur_stems))
     if len(blurs) == len(sharps) and not named_alike:
-        return Pairing(list(zip(sorted(blurs, key=name_order), sorted(sharps, key=name_order))), "order")
+        return Pairing(list(zip(*paired_order([blurs, sharps]))), "order")  # across a camera counter's wrap
     return _pair_shared_stems(blurs, sharps, blur_stems, sharp_stems, named_alike)
 
 

@@ -46,7 +46,7 @@ from defocuskit.data.pairs import (
 )
 from defocuskit.data.sample import IngestError, IngestOptions, Rejected, RejectError, Sample, Task
 from defocuskit.data.sources import DatasetSource
-from defocuskit.data.sources.counters import NUMBERED, counter_order
+from defocuskit.data.sources.counters import camera_counter, counter_order
 from defocuskit.data.sources.fnumbers import (
     GivenFNumbers,
     given_f_numbers,
@@ -234,8 +234,8 @@ def check_time_order(folder: Path, shots: list[Shot]) -> None:
     reset (or a second camera) between shots, so capture-time gaps cannot tell the scenes apart."""
     numbered: dict[str, list[tuple[str, Shot]]] = {}
     for shot in sorted(shots, key=lambda s: s.path.name):  # equal counters (IMG_2, img_02) in name order
-        if match := NUMBERED.fullmatch(shot_stem(shot.path)):
-            numbered.setdefault(match.group(1), []).append((match.group(2), shot))
+        if counter := camera_counter(shot_stem(shot.path)):
+            numbered.setdefault(counter[0], []).append((counter[1], shot))
     for run in numbered.values():
         latest: Shot | None = None  # the latest-taken shot among those numbered before
         for shot in counter_order(run):  # a counter's wrap (9999 -> 0001) is no clock reset
