@@ -81,8 +81,8 @@ def test_dpdd_pairs_across_the_frame_counters_wrap(tmp_path):
         written[src] = (_img(i, 16), _img(100 + i, 16), _img(200 + i, 16))
         write_image(root / "test_c" / "source" / f"{src}.png", written[src][0])
         write_image(root / "test_c" / "target" / f"{tgt}.png", written[src][1])
-        for side in ("l", "r"):
-            write_image(root / f"test_{side}" / "source" / f"{src}.png", written[src][2])
+        for side in ("l", "r"):  # the views named as their shot, with a view mark
+            write_image(root / f"test_{side}" / "source" / f"{src}_{side.upper()}.png", written[src][2])
     for opts in (OPTS, IngestOptions(dual_pixel=True)):
         tasks, rejected = _split(list(dpdd.list_tasks(root, opts)))
         assert rejected == []

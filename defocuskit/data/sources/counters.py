@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from defocuskit.data.pairs import name_order
 
@@ -45,20 +45,20 @@ def counter_order(numbered: Sequence[tuple[str, T]]) -> list[T]:
     return [numbered[i][1] for _, i in ranked[start:] + ranked[:start]]
 
 
-def paired_order(folders: Sequence[Sequence[Path]]) -> list[list[Path]]:
+def paired_order(folders: Sequence[Sequence[Path]], stem: Callable[[Path], str] = lambda p: p.stem) -> list[list[Path]]:
     """Several folders' files, each in the order their n-th files are paired in (the shots taken together: a blurred
     shot and its reference numbered next to it). By `name_order`, unless every name in them is one prefix's camera
     counter (`camera_counter`): then by counter, every folder cut round the counter's wrap at one place, the one
     `counter_order` finds for all their counters together, so a pair numbered 9999 and 0001 stays a pair and the
-    shots after the wrap follow those before it."""
+    shots after the wrap follow those before it. `stem`: the part of a file's name that holds its counter."""
     ordered = [sorted(files, key=name_order) for files in folders]
-    counters = [camera_counter(path.stem) for files in ordered for path in files]
+    counters = [camera_counter(stem(path)) for files in ordered for path in files]
     if not counters or None in counters or len({prefix for prefix, _ in counters}) != 1:
         return ordered
     modulus = 10 ** max(len(digits) for _, digits in counters)
     first = int(counter_order([(digits, digits) for _, digits in counters])[0])
 
     def turn(path: Path) -> int:  # the counter's distance round the circle from the first shot
-        return (int(camera_counter(path.stem)[1]) - first) % modulus
+        return (int(camera_counter(stem(path))[1]) - first) % modulus
 
     return [sorted(files, key=turn) for files in ordered]  # stable: equal counters keep their name order

@@ -18,6 +18,7 @@ not have get reject lines and are not counted.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
@@ -52,6 +53,11 @@ def _pngs(folder: Path) -> tuple[list[Path], list[Rejected]]:
 def _centre_views(folder: Path) -> tuple[list[Path], list[Rejected]]:
     images, rejects = _pngs(folder)
     return [p for p in images if not p.stem.lower().endswith(("_l", "_r"))], rejects
+
+
+def _shot_stem(path: Path) -> str:
+    """A file's stem without a dual-pixel view's mark (`1P0A0917_L` -> `1P0A0917`): the part holding its counter."""
+    return re.sub(r"_[lLrR]$", "", path.stem)
 
 
 def _problem(data: Path) -> str | None:
@@ -92,7 +98,7 @@ def list_tasks(root: Path, opts: IngestOptions) -> Iterator[Task | Rejected]:
             if isinstance(found, str):
                 yield Rejected(NAME, str(data / f"{folder[:-2]}_l"), found)
                 continue
-            sources, targets, lefts, rights = paired_order([sources, targets, *found])
+            sources, targets, lefts, rights = paired_order([sources, targets, *found], stem=_shot_stem)
             views = list(zip(lefts, rights))
         else:
             sources, targets = paired_order([sources, targets])
