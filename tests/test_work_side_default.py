@@ -62,12 +62,12 @@ def test_recipe_work_side_refuses_what_is_no_size(text: str) -> None:
         load_recipe("recipes/nafnet-tiny.yaml", [f"inference.work_side={text}"])
 
 
-def test_a_defocus_map_recipe_has_no_work_side() -> None:
+def test_a_defocus_map_recipe_takes_a_work_side_to_read_its_map_at() -> None:
     from defocuskit.methods import get_method
     from defocuskit.train.checks import check_recipe
 
-    recipe = load_recipe("recipes/defocus-map-tiny.yaml", ["inference.work_side=auto"])
-    with pytest.raises(RecipeError, match="inference.work_side: a 'defocus-map' model's defocus map"):
+    for side in ("auto", "trained", "256", "null"):  # tests/test_map_work_side.py: where the map is read
+        recipe = load_recipe("recipes/defocus-map-tiny.yaml", [f"inference.work_side={side}"])
         check_recipe(recipe, get_method("defocus-map"))
 
 

@@ -39,6 +39,7 @@ from defocuskit.inference.arrays import (
 )
 from defocuskit.inference.bands import restore_in_bands
 from defocuskit.inference.coc_source import checked_camera as _camera
+from defocuskit.inference.coc_source import map_work_side
 from defocuskit.inference.ensemble import check_ensemble
 from defocuskit.inference.keywords import real, tiling_keywords, whole
 from defocuskit.inference.load import load_model
@@ -51,6 +52,7 @@ from defocuskit.inference.restore import (
 from defocuskit.inference.scale import (
     API_REMEDY,
     own_work_side,
+    read_at_side,
     scale_note,
     side_for,
     trained_blur,
@@ -83,6 +85,8 @@ class DeblurModel(HubLayout):
         self._default = self._recipe.sampler.resolved()
         self._trained = trained_long_side(self.path)  # the training images' long side (px), where recorded
         self._blur = trained_blur(self.path)  # how wide its training inputs' blur reads (px), where recorded
+        self._map_side = (map_work_side(self.path, self._recipe.inference.work_side)[0]
+                          if self.output == "defocus_map" else None)  # the long side a map model reads images at
 
     @classmethod
     def from_pretrained(cls, source: str | Path, **kwargs: Any) -> DeblurModel:
@@ -127,8 +131,9 @@ class DeblurModel(HubLayout):
     @property
     def work_side(self) -> int | str | None:
         """The long side the model deblurs an image at unless told work_side= (its recipe's inference.work_side:
-        "auto", "trained" or pixels), or None: the image's own."""
-        return self._recipe.inference.work_side if self.output == "image" else None
+        "auto", "trained" or pixels; a defocus-map model: where it reads an image's map, given back at the image's
+        size), or None: the image's own."""
+        return self._recipe.inference.work_side
 
     @property
     def sampler(self) -> dict[str, Any]:
@@ -293,9 +298,13 @@ class DeblurModel(HubLayout):
                                    device=self.device, progress=progress, sampler_cfg=cfg, coc=coc, ensemble=ensemble)
 
     def _estimate(self, x: np.ndarray, **options: Any) -> np.ndarray:
-        """The (H, W) float32 CoC map (pixels, >= 0) of one float (H, W, C) image by this defocus-map model."""
-        out = self._restore(x, self._default, None, **options)[:, :, 0]
-        return np.clip(out, 0.0, None).astype(np.float32)
+        """The (H, W) float32 CoC map (pixels, >= 0) of one float (H, W, C) image by this defocus-map model, read at
+        its work side where its recipe sets one (`work_side`), given back at the image's size."""
+        def read(image: np.ndarray) -> np.ndarray:
+            out = self._restore(image, self._default, None, **options)[:, :, 0]
+            return np.clip(out, 0.0, None).astype(np.float32)
+
+        return read_at_side(read, x, side_for(self._map_side, x, self._blur))
 
 
 def _banded(raw: np.ndarray, layout: Any, run: Any, store: Any) -> np.ndarray:

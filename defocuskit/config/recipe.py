@@ -85,7 +85,8 @@ class InferenceConfig:
     coc_bound: float | str | None = None
     # the long side an image is deblurred at unless deblur, eval or the API say otherwise (inference.scale): "auto",
     # where its blur reads as wide as the training inputs' did; "trained", the training images' long side; pixels;
-    # None: its own size (as --work-side 0 / work_side=0 asks of a model that has one)
+    # None: its own size (as --work-side 0 / work_side=0 asks of a model that has one). A defocus-map model reads its
+    # map there and gives it back at the image's size (inference.scale.read_at_side), by --coc map, deblur and the API
     work_side: int | Literal["auto", "trained"] | None = None
 
     def __post_init__(self) -> None:

@@ -9,6 +9,10 @@
 - `edge`: training-free, from the blurred image alone (imaging.blur_estimate.estimate_coc: edge blur by
   re-blurring, Zhuo & Sim 2011, spread edge-aware to every pixel); no model file.
 
+A map model reads each image at its own inference.work_side, where its recipe sets one (`trained`: at its training
+images' long side; `auto`: where the image's blur reads as wide as its training inputs' did), the map given back at
+the image's size in its pixels (inference.scale.read_at_side); none (the default): at the image's own size.
+
 An estimated map (`map`, `edge`) is bounded where the image's f-number N is known: at most K x the long side / N
 pixels (imaging.optics.bound_coc), K the map model's `inference.coc_bound` or `--coc-bound K` (0: no bound). A
 training patch's long side, here and for a camera's sensor width, is its photo's (optics.source_long_side).
@@ -50,6 +54,22 @@ DESCRIPTIONS = {
     "edge": "estimated from the blurred image alone, training-free: edge blur by re-blurring (Zhuo & Sim 2011) "
             "spread edge-aware to every pixel (imaging.blur_estimate.estimate_coc)",
 }
+
+
+def map_work_side(model_path: Path, own: int | str | None) -> tuple[int | str | None, float | None]:
+    """A map model's work side in force (its recipe's inference.work_side `own`, resolved against what the file
+    records: "trained" as pixels) and its training inputs' blur (px, for "auto"); where the file lacks what its work
+    side needs, the image's own size, with a UserWarning saying so."""
+    import warnings
+
+    from defocuskit.inference.scale import own_work_side, trained_blur, trained_long_side
+
+    blur = trained_blur(model_path)
+    work, note = own_work_side(None, own, trained_long_side(model_path), blur, f"--coc-model {model_path}")
+    if note:
+        warnings.warn(note.replace("deblurs at", "reads its map at").replace("images deblurred", "maps read"),
+                      UserWarning, stacklevel=3)
+    return work, blur
 
 
 def edge_coc(image: np.ndarray) -> np.ndarray:
@@ -154,6 +174,8 @@ class CocSource:
     device: str = "cpu"
     bound: float | None = None  # K of optics.bound_coc (map and edge only), None: no bound
     camera: dict[str, float] = field(default_factory=dict)  # fnumber: values given over the metadata's (CAMERA_OPTIONS)
+    work_side: int | str | None = None  # map: the long side it reads an image at (px or "auto"; None: the image's own)
+    blur: float | None = None  # map: how wide its training inputs' blur reads (px; work_side "auto")
     _model: Any = field(default=None, repr=False)
     _last: Any = field(default=None, repr=False)  # (name, rows, image, map): one estimate per image
     # (or band of its rows), for every runner
@@ -198,17 +220,24 @@ class CocSource:
         if method.output != "defocus_map":
             raise CocError(f"--coc-model {model_path}: a '{method.name}' model, not a defocus-map estimator")
         own = recipe.inference.resolved_bound
-        return cls(kind, Path(model_path), device, own if bound is None else given, _model=(method, recipe, model))
+        work, blur = map_work_side(Path(model_path), recipe.inference.work_side)
+        return cls(kind, Path(model_path), device, own if bound is None else given, work_side=work, blur=blur,
+                   _model=(method, recipe, model))
 
     def describe(self, tallies: list[dict[str, Any] | None] | None = None) -> dict[str, Any]:
         """What the reports say of this source; fnumber: the camera given and, with the `tally` of every process,
         how many of the images it served used a default value or had their metadata's replaced by a given one."""
         text = DESCRIPTIONS[self.kind].format(model=self.model_path)
+        if self.work_side is not None:
+            text += (f"; read at {self.work_side} px on the long side" if isinstance(self.work_side, int) else
+                     "; read where each image's blur reads as wide as its training inputs' did") + \
+                " (its inference.work_side), the map given back at the image's size"
         if self.bound is not None:
             text += (f"; at f/N at most {self.bound:g} x the long side / N pixels where the f-number is known "
                      "(the thin lens: CoC at f/N = CoC at f/1 / N)")
         entry = {"source": self.kind, "model": str(self.model_path) if self.model_path else None,
-                 "description": text, "bound": self.bound}
+                 "description": text, "bound": self.bound,
+                 **({"work_side": self.work_side} if self.work_side is not None else {})}
         if self.kind == "fnumber":
             entry["camera"] = {"given": {k: self.camera.get(k) for k in CAMERA_OPTIONS},
                                "defaults": {"sensor_width_mm": optics.DEFAULT_SENSOR_WIDTH_MM,
@@ -281,9 +310,14 @@ class CocSource:
             coc = edge_coc(part)
         else:
             from defocuskit.inference.restore import restore_image
+            from defocuskit.inference.scale import read_at_side, side_for
 
             method, recipe, model = self._model
-            coc = restore_image(method, recipe, model, part, device=self.device, progress=False)[:, :, 0]
-            coc = np.clip(coc, 0.0, None).astype(np.float32)
+
+            def estimate(x: np.ndarray) -> np.ndarray:
+                coc = restore_image(method, recipe, model, x, device=self.device, progress=False)[:, :, 0]
+                return np.clip(coc, 0.0, None).astype(np.float32)
+
+            coc = read_at_side(estimate, part, side_for(self.work_side, part, self.blur))
         self._last = (name, (r0, r1), image, coc)
         return self.bounded(coc, meta, optics.source_long_side(meta or {}, h, w))

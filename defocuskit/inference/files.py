@@ -51,6 +51,7 @@ from defocuskit.inference.scale import (
     check_max_side,
     downscaled,
     own_work_side,
+    read_at_side,
     scale_note,
     side_for,
     trained_blur,
@@ -163,8 +164,8 @@ def deblur_files(
     trained, said = trained_long_side(checkpoint), False  # the training images' scale; the note said once per run
     blur = trained_blur(checkpoint)  # how wide its training inputs' blur reads (--work-side auto)
     given_side = work_side
-    work_side, side_note = own_work_side(work_side, recipe.inference.work_side if method.output == "image" else None,
-                                         trained, blur, str(checkpoint))  # not given: the model's own
+    work_side, side_note = own_work_side(work_side, recipe.inference.work_side, trained, blur,
+                                         str(checkpoint))  # not given: the model's own (a map model: reads its map)
     if side_note:
         print(f"note: {side_note}", file=sys.stderr)
     sampler_cfg = resolve_sampler(recipe, steps, name=sampler, sets=sets).resolved()
@@ -195,9 +196,6 @@ def deblur_files(
         what = "--focus-gate needs" if "coc" not in info["needs"] else "this model (its sampler or network) needs"
         raise ValueError(f"{checkpoint}: {what} a CoC map: --coc map --coc-model FILE, --coc edge or --coc fnumber "
                          "[--f-number N]")
-    if work_side is not None and defocus_map:
-        raise ValueError(f"--work-side: {checkpoint} is a '{method.name}' model, whose map is written at the size it "
-                         "is made; give --max-side to make it at a smaller size")
     gate_smooth = resolve_smooth(gate_smooth, focus_gate)  # given where no gate runs: refused, not dropped
     if focus_gate is not None:
         if method.output != "image":
@@ -283,7 +281,10 @@ def deblur_files(
 
             ran = (work[1], work[0]) if work else image.shape[:2]  # the size the network ran at
             plan = plan_tiling(method, recipe, model, *ran, tiling)
-            result = work_side_restore(restore_whole, image, side)
+            if defocus_map:  # read at the work side, written at the input's size in its pixels
+                result = read_at_side(lambda x: restore_whole(x)[:, :, 0], image, side)[:, :, None]
+            else:
+                result = work_side_restore(restore_whole, image, side)
             dest = destination(out, p, defocus_map)
             if defocus_map:
                 estimate = own_bound.bounded(np.clip(result[:, :, 0], 0.0, None), optics_of.get(p))

@@ -180,3 +180,16 @@ def work_side_restore(restore: Callable[[np.ndarray], np.ndarray], image: np.nda
     change = restore(small) - small
     up = cv2.resize(change, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_CUBIC)
     return image + (up[:, :, None] if up.ndim == 2 else up)
+
+
+def read_at_side(estimate: Callable[[np.ndarray], np.ndarray], image: np.ndarray, side: int | None) -> np.ndarray:
+    """The (H, W) CoC map of `image` (H, W, C) float read by `estimate` at `side` px on its long side and given back
+    at the image's own size, in its pixels: U(estimate(D x)) x L / l (a CoC in pixels scales with the size), D
+    INTER_AREA, U bilinear; `estimate(image)` where the image is no larger than `side`. A defocus-map model reads
+    blur as its training images showed it (`trained`: at their long side)."""
+    size = max_side_size(*image.shape[:2], side)
+    if size is None:
+        return estimate(image)
+    small = resize_area(image, size)
+    coc = cv2.resize(estimate(small), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return (coc * np.float32(max(image.shape[:2]) / max(small.shape[:2]))).astype(np.float32)

@@ -100,9 +100,6 @@ def check_recipe(recipe: Recipe, method: Method) -> None:
     if recipe.inference.coc_bound is not None and method.output != "defocus_map":
         raise RecipeError(f"inference.coc_bound bounds a defocus-map model's CoC map; '{method.name}' models "
                           f"give {method.output}s (set it to null)")
-    if recipe.inference.work_side is not None and method.output != "image":
-        raise RecipeError(f"inference.work_side: a '{method.name}' model's {method.output.replace('_', ' ')} is made "
-                          "at the size it is written (set it to null)")
     channels = getattr(recipe.model, "channels", None)  # the one channel check: losses see data.channels images
     if channels is not None and channels != d.channels:
         raise RecipeError(f"model.channels ({channels}) differs from data.channels ({d.channels}) for '{method.name}'")
