@@ -85,7 +85,7 @@ class DeblurModel(HubLayout):
         self._default = self._recipe.sampler.resolved()
         self._trained = trained_long_side(self.path)  # the training images' long side (px), where recorded
         self._blur = trained_blur(self.path)  # how wide its training inputs' blur reads (px), where recorded
-        self._map_side = (map_work_side(self.path, self._recipe.inference.work_side)[0]
+        self._map_side = (map_work_side(self.source, self._recipe.inference.work_side, self._trained, self._blur)
                           if self.output == "defocus_map" else None)  # the long side a map model reads images at
 
     @classmethod

@@ -56,20 +56,19 @@ DESCRIPTIONS = {
 }
 
 
-def map_work_side(model_path: Path, own: int | str | None) -> tuple[int | str | None, float | None]:
-    """A map model's work side in force (its recipe's inference.work_side `own`, resolved against what the file
-    records: "trained" as pixels) and its training inputs' blur (px, for "auto"); where the file lacks what its work
-    side needs, the image's own size, with a UserWarning saying so."""
+def map_work_side(model: str, own: int | str | None, trained: int | None, blur: float | None) -> int | str | None:
+    """A map model's work side in force: its recipe's inference.work_side `own`, resolved against what its file
+    records (`trained`: its training images' long side; `blur`: their blur, for "auto"); where the file lacks what
+    the work side needs, None (the image's own size), with a UserWarning naming `model`."""
     import warnings
 
-    from defocuskit.inference.scale import own_work_side, trained_blur, trained_long_side
+    from defocuskit.inference.scale import own_work_side
 
-    blur = trained_blur(model_path)
-    work, note = own_work_side(None, own, trained_long_side(model_path), blur, f"--coc-model {model_path}")
+    work, note = own_work_side(None, own, trained, blur, model)
     if note:
         warnings.warn(note.replace("deblurs at", "reads its map at").replace("images deblurred", "maps read"),
                       UserWarning, stacklevel=3)
-    return work, blur
+    return work
 
 
 def edge_coc(image: np.ndarray) -> np.ndarray:
@@ -220,7 +219,11 @@ class CocSource:
         if method.output != "defocus_map":
             raise CocError(f"--coc-model {model_path}: a '{method.name}' model, not a defocus-map estimator")
         own = recipe.inference.resolved_bound
-        work, blur = map_work_side(Path(model_path), recipe.inference.work_side)
+        from defocuskit.inference.scale import trained_blur, trained_long_side
+
+        blur = trained_blur(model_path)
+        work = map_work_side(f"--coc-model {model_path}", recipe.inference.work_side, trained_long_side(model_path),
+                             blur)
         return cls(kind, Path(model_path), device, own if bound is None else given, work_side=work, blur=blur,
                    _model=(method, recipe, model))
 
