@@ -21,8 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_renderer import depth_coc, stacks  # noqa: E402
+from tool_folders import vabd_shards_problem  # noqa: E402
 
-from defocuskit.data.reader import iter_samples, shard_urls  # noqa: E402
+from defocuskit.data.reader import iter_samples  # noqa: E402
 from defocuskit.eval.baselines import prox_baseline  # noqa: E402
 from defocuskit.eval.metrics import psnr, to_unit  # noqa: E402
 from defocuskit.imaging.blur_estimate import estimate_coc  # noqa: E402
@@ -38,18 +39,9 @@ def main() -> None:
     args = ap.parse_args()
     by_name = {s["name"]: s for s in stacks(args.fixtures)}
     for item in args.shards:  # every fold checked before the first is scored
-        stack_id, _, folder = item.partition("=")
-        if stack_id not in K_AT_512 or f"VABD {stack_id}" not in by_name:
-            ap.error(f"argument --shards: {item}: give ID=DIR with ID a VABD stack of --fixtures that "
-                     f"tools/calibrate_renderer.py fitted ({', '.join(K_AT_512)})")
-        try:
-            shard_urls(folder, "test")
-        except FileNotFoundError as exc:
-            ap.error(f"argument --shards: {item}: {exc}")
-        keys = [sample["key"] for sample in iter_samples(folder, "test")]
-        if not keys or any(key.split("/")[:1] != ["vabd"] or stack_id not in key.split("/") for key in keys):
-            ap.error(f"argument --shards: {item}: not the real VABD {stack_id} shots (`ingest --vabd`; keys "
-                     f"{', '.join(keys[:2]) or 'none'}): their depth map would score other photographs")
+        problem = vabd_shards_problem(item, K_AT_512, set(by_name))
+        if problem is not None:
+            ap.error(f"argument --shards: {problem}")
     print("| stack | f/N | shot dB | mean abs CoC px | prox, depth map | prox, half of it | prox, edge map |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for item in args.shards:

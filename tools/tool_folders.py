@@ -51,3 +51,24 @@ def not_new_folder(path: Path) -> str | None:
     while not (above.exists() or above.is_symlink()):
         above = above.parent
     return None if above.is_dir() else f"{path}: {above} is a file, not a folder; give a new folder"
+
+
+def vabd_shards_problem(item: str, calibrated: dict[str, float], stack_names: set[str]) -> str | None:
+    """Why `item` (--shards ID=DIR) is not the real shots of a calibrated VABD stack (`calibrated`: the stacks' k;
+    `stack_names`: calibrate_renderer.stacks' names): an ID with no k, no shards in DIR, or shards of other
+    photographs, whose depth map would describe a different scene; None where it is."""
+    from defocuskit.data.reader import iter_samples, shard_urls
+
+    stack_id, _, folder = item.partition("=")
+    if stack_id not in calibrated or f"VABD {stack_id}" not in stack_names:
+        return (f"{item}: give ID=DIR with ID a VABD stack of --fixtures that tools/calibrate_renderer.py fitted "
+                f"({', '.join(calibrated)})")
+    try:
+        shard_urls(folder, "test")
+    except FileNotFoundError as exc:
+        return f"{item}: {exc}"
+    keys = [sample["key"] for sample in iter_samples(folder, "test")]
+    if not keys or any(key.split("/")[:1] != ["vabd"] or stack_id not in key.split("/") for key in keys):
+        return (f"{item}: not the real VABD {stack_id} shots (`ingest --vabd`; keys {', '.join(keys[:2]) or 'none'}): "
+                "their depth map would describe other photographs")
+    return None
