@@ -26,10 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_renderer import depth_coc, stacks  # noqa: E402
-from tool_folders import vabd_shards_problem  # noqa: E402
+from tool_folders import vabd_shards_problem, vabd_shots  # noqa: E402
 
-from defocuskit.data.reader import iter_samples  # noqa: E402
-from defocuskit.eval.metrics import to_unit  # noqa: E402
 from defocuskit.imaging.lens_blur import linear_to_srgb, srgb_to_linear  # noqa: E402
 from defocuskit.imaging.optics import disc_psf  # noqa: E402
 
@@ -79,33 +77,26 @@ def main() -> None:
     print("| stack | f/N | thin-lens CoC px | area | error share | best added disc px | thin lens added px | map px | "
           "prox dB |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
-    for item in args.shards:
-        stack_id, _, folder = item.partition("=")
-        stack = known[f"VABD {stack_id}"]
-        for sample in iter_samples(folder, "test"):
-            if sample["blur"] is None:
-                continue
-            shot, reference = (to_unit(sample[k]).astype(np.float32) for k in ("blur", "sharp"))
-            n = float(sample["meta"]["f_number"])
-            total = np.abs(depth_coc(stack, shot.shape[:2], K_AT_384[stack_id], n)) / np.sqrt(1 - (n / 16) ** 2)
-            added = total * np.sqrt(1 - (n / 16) ** 2)  # render.added_coc's quadrature
-            bins = [(lo, hi, (total >= lo) & (total < hi)) for lo, hi in zip(BIN_EDGES[:-1], BIN_EDGES[1:])]
-            bins = [b for b in bins if b[2].mean() >= MIN_AREA]
-            err0 = ((shot - reference) ** 2).mean(-1)
-            coc = source(shot, sample["meta"], name=sample["key"]) if source is not None else None
-            err1 = None
-            if args.prox:
-                from defocuskit.eval.baselines import prox_baseline
+    for stack_id, stack, sample, shot, reference, n in vabd_shots(args.shards, known):
+        total = np.abs(depth_coc(stack, shot.shape[:2], K_AT_384[stack_id], n)) / np.sqrt(1 - (n / 16) ** 2)
+        added = total * np.sqrt(1 - (n / 16) ** 2)  # render.added_coc's quadrature
+        bins = [(lo, hi, (total >= lo) & (total < hi)) for lo, hi in zip(BIN_EDGES[:-1], BIN_EDGES[1:])]
+        bins = [b for b in bins if b[2].mean() >= MIN_AREA]
+        err0 = ((shot - reference) ** 2).mean(-1)
+        coc = source(shot, sample["meta"], name=sample["key"]) if source is not None else None
+        err1 = None
+        if args.prox:
+            from defocuskit.eval.baselines import prox_baseline
 
-                err1 = ((prox_baseline(shot, sample["meta"], coc=coc) - reference) ** 2).mean(-1)
-            discs = best_discs(reference, shot, [b[2] for b in bins])
-            for (lo, hi, region), disc in zip(bins, discs):
-                cells = [f"{np.median(coc[region]):.1f}" if coc is not None else ""]
-                cells.append(f"{-10 * np.log10(1 + (err1[region].sum() - err0[region].sum()) / err0.sum()):+.3f}"
-                             if err1 is not None else "")
-                print(f"| VABD {stack_id} | f/{n:g} | {lo:g}-{hi:g} | {region.mean():.2f} | "
-                      f"{err0[region].sum() / err0.sum():.2f} | {disc:g} | {np.median(added[region]):.1f} | "
-                      + " | ".join(cells) + " |", flush=True)
+            err1 = ((prox_baseline(shot, sample["meta"], coc=coc) - reference) ** 2).mean(-1)
+        discs = best_discs(reference, shot, [b[2] for b in bins])
+        for (lo, hi, region), disc in zip(bins, discs):
+            cells = [f"{np.median(coc[region]):.1f}" if coc is not None else ""]
+            cells.append(f"{-10 * np.log10(1 + (err1[region].sum() - err0[region].sum()) / err0.sum()):+.3f}"
+                         if err1 is not None else "")
+            print(f"| VABD {stack_id} | f/{n:g} | {lo:g}-{hi:g} | {region.mean():.2f} | "
+                  f"{err0[region].sum() / err0.sum():.2f} | {disc:g} | {np.median(added[region]):.1f} | "
+                  + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

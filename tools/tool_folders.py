@@ -1,4 +1,5 @@
-"""What the benchmark tools may write: a --work folder they made (never a user's), a results file they wrote.
+"""What the benchmark tools may write: a --work folder they made (never a user's), a results file they wrote; and
+the real VABD shots of a --shards ID=DIR they may read.
 
 Imported by the tools run as scripts (`python tools/NAME.py`, whose folder is then first on sys.path)."""
 
@@ -72,3 +73,20 @@ def vabd_shards_problem(item: str, calibrated: dict[str, float], stack_names: se
         return (f"{item}: not the real VABD {stack_id} shots (`ingest --vabd`; keys {', '.join(keys[:2]) or 'none'}): "
                 "their depth map would describe other photographs")
     return None
+
+
+def vabd_shots(items: list[str], stacks_by_name: dict[str, dict]):
+    """(stack id, stack, sample, shot, reference, f-number) for every blurred sample of each checked --shards ID=DIR,
+    shot and reference float32 in [0, 1]."""
+    import numpy as np
+
+    from defocuskit.data.reader import iter_samples
+    from defocuskit.eval.metrics import to_unit
+
+    for item in items:
+        stack_id, _, folder = item.partition("=")
+        for sample in iter_samples(folder, "test"):
+            if sample["blur"] is not None:
+                shot, reference = (to_unit(sample[k]).astype(np.float32) for k in ("blur", "sharp"))
+                yield (stack_id, stacks_by_name[f"VABD {stack_id}"], sample, shot, reference,
+                       float(sample["meta"]["f_number"]))
