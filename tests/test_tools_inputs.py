@@ -106,11 +106,12 @@ def test_bench_registration_bokeh_refuses_in_one_line(args, said, tmp_path):
     assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
-def test_prox_depth_coc_refuses_shards_of_another_scene_or_kind(builtin):
+@pytest.mark.parametrize("tool", ["prox_depth_coc.py", "blur_by_region.py"])
+def test_vabd_region_tools_refuse_shards_of_another_scene_or_kind(tool, builtin):
     for item, said in (("0009=x", "0009=x: give ID=DIR with ID a VABD stack"),  # KeyError, before
                        ("0001=/nonexistent", "0001=/nonexistent: no shards match /nonexistent"),
                        (f"0001={builtin / 'shards'}", "not the real VABD 0001 shots")):  # a table of other photos
-        proc = _run("prox_depth_coc.py", "--shards", item)
+        proc = _run(tool, "--shards", item)
         assert proc.returncode == 2 and said in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
         assert proc.stdout == ""
 

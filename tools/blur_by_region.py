@@ -26,9 +26,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_renderer import depth_coc, stacks  # noqa: E402
+from tool_folders import vabd_shards_problem, vabd_shots  # noqa: E402
 
-from defocuskit.data.reader import iter_samples, shard_urls  # noqa: E402
-from defocuskit.eval.metrics import to_unit  # noqa: E402
 from defocuskit.imaging.lens_blur import linear_to_srgb, srgb_to_linear  # noqa: E402
 from defocuskit.imaging.optics import disc_psf  # noqa: E402
 
@@ -53,22 +52,6 @@ def best_discs(reference: np.ndarray, shot: np.ndarray, regions: list[np.ndarray
     return [float(DISCS[i]) for i in np.argmin(np.array(errors), axis=0)]
 
 
-def check_shards(ap: argparse.ArgumentParser, items: list[str], known: dict[str, dict]) -> None:
-    """Refuse (one line) an ID=DIR that is not the real shots of a calibrated VABD stack."""
-    for item in items:
-        stack_id, _, folder = item.partition("=")
-        if stack_id not in K_AT_384 or f"VABD {stack_id}" not in known:
-            ap.error(f"argument --shards: {item}: give ID=DIR with ID a calibrated VABD stack ({', '.join(K_AT_384)})")
-        try:
-            shard_urls(folder, "test")
-        except FileNotFoundError as exc:
-            ap.error(f"argument --shards: {item}: {exc}")
-        keys = [s["key"] for s in iter_samples(folder, "test")]
-        if not keys or any(key.split("/")[:1] != ["vabd"] or stack_id not in key.split("/") for key in keys):
-            ap.error(f"argument --shards: {item}: not the real VABD {stack_id} shots (`ingest --vabd`; keys "
-                     f"{', '.join(keys[:2]) or 'none'}): their depth map would describe other photographs")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", action="append", required=True, metavar="ID=DIR", help="a VABD fold's test shards")
@@ -79,7 +62,10 @@ def main() -> None:
     if args.prox and args.coc_model is None:
         ap.error("argument --prox: needs --coc-model (the map the proximal step is driven by)")
     known = {s["name"]: s for s in stacks(args.fixtures)}
-    check_shards(ap, args.shards, known)
+    for item in args.shards:  # every stack checked before the first is fitted
+        problem = vabd_shards_problem(item, K_AT_384, set(known))
+        if problem is not None:
+            ap.error(f"argument --shards: {problem}")
     source = None
     if args.coc_model is not None:
         from defocuskit.inference.coc_source import CocError, CocSource
@@ -91,33 +77,26 @@ def main() -> None:
     print("| stack | f/N | thin-lens CoC px | area | error share | best added disc px | thin lens added px | map px | "
           "prox dB |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
-    for item in args.shards:
-        stack_id, _, folder = item.partition("=")
-        stack = known[f"VABD {stack_id}"]
-        for sample in iter_samples(folder, "test"):
-            if sample["blur"] is None:
-                continue
-            shot, reference = (to_unit(sample[k]).astype(np.float32) for k in ("blur", "sharp"))
-            n = float(sample["meta"]["f_number"])
-            total = np.abs(depth_coc(stack, shot.shape[:2], K_AT_384[stack_id], n)) / np.sqrt(1 - (n / 16) ** 2)
-            added = total * np.sqrt(1 - (n / 16) ** 2)  # render.added_coc's quadrature
-            bins = [(lo, hi, (total >= lo) & (total < hi)) for lo, hi in zip(BIN_EDGES[:-1], BIN_EDGES[1:])]
-            bins = [b for b in bins if b[2].mean() >= MIN_AREA]
-            err0 = ((shot - reference) ** 2).mean(-1)
-            coc = source(shot, sample["meta"], name=sample["key"]) if source is not None else None
-            err1 = None
-            if args.prox:
-                from defocuskit.eval.baselines import prox_baseline
+    for stack_id, stack, sample, shot, reference, n in vabd_shots(args.shards, known):
+        total = np.abs(depth_coc(stack, shot.shape[:2], K_AT_384[stack_id], n)) / np.sqrt(1 - (n / 16) ** 2)
+        added = total * np.sqrt(1 - (n / 16) ** 2)  # render.added_coc's quadrature
+        bins = [(lo, hi, (total >= lo) & (total < hi)) for lo, hi in zip(BIN_EDGES[:-1], BIN_EDGES[1:])]
+        bins = [b for b in bins if b[2].mean() >= MIN_AREA]
+        err0 = ((shot - reference) ** 2).mean(-1)
+        coc = source(shot, sample["meta"], name=sample["key"]) if source is not None else None
+        err1 = None
+        if args.prox:
+            from defocuskit.eval.baselines import prox_baseline
 
-                err1 = ((prox_baseline(shot, sample["meta"], coc=coc) - reference) ** 2).mean(-1)
-            discs = best_discs(reference, shot, [b[2] for b in bins])
-            for (lo, hi, region), disc in zip(bins, discs):
-                cells = [f"{np.median(coc[region]):.1f}" if coc is not None else ""]
-                cells.append(f"{-10 * np.log10(1 + (err1[region].sum() - err0[region].sum()) / err0.sum()):+.3f}"
-                             if err1 is not None else "")
-                print(f"| VABD {stack_id} | f/{n:g} | {lo:g}-{hi:g} | {region.mean():.2f} | "
-                      f"{err0[region].sum() / err0.sum():.2f} | {disc:g} | {np.median(added[region]):.1f} | "
-                      + " | ".join(cells) + " |", flush=True)
+            err1 = ((prox_baseline(shot, sample["meta"], coc=coc) - reference) ** 2).mean(-1)
+        discs = best_discs(reference, shot, [b[2] for b in bins])
+        for (lo, hi, region), disc in zip(bins, discs):
+            cells = [f"{np.median(coc[region]):.1f}" if coc is not None else ""]
+            cells.append(f"{-10 * np.log10(1 + (err1[region].sum() - err0[region].sum()) / err0.sum()):+.3f}"
+                         if err1 is not None else "")
+            print(f"| VABD {stack_id} | f/{n:g} | {lo:g}-{hi:g} | {region.mean():.2f} | "
+                  f"{err0[region].sum() / err0.sum():.2f} | {disc:g} | {np.median(added[region]):.1f} | "
+                  + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

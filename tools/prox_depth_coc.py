@@ -21,10 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_renderer import depth_coc, stacks  # noqa: E402
+from tool_folders import vabd_shards_problem, vabd_shots  # noqa: E402
 
-from defocuskit.data.reader import iter_samples, shard_urls  # noqa: E402
 from defocuskit.eval.baselines import prox_baseline  # noqa: E402
-from defocuskit.eval.metrics import psnr, to_unit  # noqa: E402
+from defocuskit.eval.metrics import psnr  # noqa: E402
 from defocuskit.imaging.blur_estimate import estimate_coc  # noqa: E402
 
 K_AT_512 = {"0001": 0.0324, "0002": 0.0669, "0003": 0.0110}  # k / long side, calibrate_renderer.py --size 512
@@ -38,34 +38,18 @@ def main() -> None:
     args = ap.parse_args()
     by_name = {s["name"]: s for s in stacks(args.fixtures)}
     for item in args.shards:  # every fold checked before the first is scored
-        stack_id, _, folder = item.partition("=")
-        if stack_id not in K_AT_512 or f"VABD {stack_id}" not in by_name:
-            ap.error(f"argument --shards: {item}: give ID=DIR with ID a VABD stack of --fixtures that "
-                     f"tools/calibrate_renderer.py fitted ({', '.join(K_AT_512)})")
-        try:
-            shard_urls(folder, "test")
-        except FileNotFoundError as exc:
-            ap.error(f"argument --shards: {item}: {exc}")
-        keys = [sample["key"] for sample in iter_samples(folder, "test")]
-        if not keys or any(key.split("/")[:1] != ["vabd"] or stack_id not in key.split("/") for key in keys):
-            ap.error(f"argument --shards: {item}: not the real VABD {stack_id} shots (`ingest --vabd`; keys "
-                     f"{', '.join(keys[:2]) or 'none'}): their depth map would score other photographs")
+        problem = vabd_shards_problem(item, K_AT_512, set(by_name))
+        if problem is not None:
+            ap.error(f"argument --shards: {problem}")
     print("| stack | f/N | shot dB | mean abs CoC px | prox, depth map | prox, half of it | prox, edge map |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for item in args.shards:
-        stack_id, _, folder = item.partition("=")
-        stack = by_name[f"VABD {stack_id}"]
-        for sample in iter_samples(folder, "test"):
-            if sample["blur"] is None:
-                continue
-            blur, sharp = (to_unit(sample[k]).astype(np.float32) for k in ("blur", "sharp"))
-            f_number = float(sample["meta"]["f_number"])
-            coc = depth_coc(stack, blur.shape[:2], K_AT_512[stack_id], f_number)
-            base = psnr(blur, sharp)
-            gains = [psnr(prox_baseline(blur, sample["meta"], m), sharp) - base
-                     for m in (coc, 0.5 * coc, estimate_coc(blur))]
-            print(f"| VABD {stack_id} | f/{f_number:g} | {base:.2f} | {np.abs(coc).mean():.2f} | "
-                  + " | ".join(f"{g:+.2f}" for g in gains) + " |", flush=True)
+    for stack_id, stack, sample, blur, sharp, f_number in vabd_shots(args.shards, by_name):
+        coc = depth_coc(stack, blur.shape[:2], K_AT_512[stack_id], f_number)
+        base = psnr(blur, sharp)
+        gains = [psnr(prox_baseline(blur, sample["meta"], m), sharp) - base
+                 for m in (coc, 0.5 * coc, estimate_coc(blur))]
+        print(f"| VABD {stack_id} | f/{f_number:g} | {base:.2f} | {np.abs(coc).mean():.2f} | "
+              + " | ".join(f"{g:+.2f}" for g in gains) + " |", flush=True)
 
 
 if __name__ == "__main__":

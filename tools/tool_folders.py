@@ -1,4 +1,5 @@
-"""What the benchmark tools may write: a --work folder they made (never a user's), a results file they wrote.
+"""What the benchmark tools may write: a --work folder they made (never a user's), a results file they wrote; and
+the real VABD shots of a --shards ID=DIR they may read.
 
 Imported by the tools run as scripts (`python tools/NAME.py`, whose folder is then first on sys.path)."""
 
@@ -51,3 +52,41 @@ def not_new_folder(path: Path) -> str | None:
     while not (above.exists() or above.is_symlink()):
         above = above.parent
     return None if above.is_dir() else f"{path}: {above} is a file, not a folder; give a new folder"
+
+
+def vabd_shards_problem(item: str, calibrated: dict[str, float], stack_names: set[str]) -> str | None:
+    """Why `item` (--shards ID=DIR) is not the real shots of a calibrated VABD stack (`calibrated`: the stacks' k;
+    `stack_names`: calibrate_renderer.stacks' names): an ID with no k, no shards in DIR, or shards of other
+    photographs, whose depth map would describe a different scene; None where it is."""
+    from defocuskit.data.reader import iter_samples, shard_urls
+
+    stack_id, _, folder = item.partition("=")
+    if stack_id not in calibrated or f"VABD {stack_id}" not in stack_names:
+        return (f"{item}: give ID=DIR with ID a VABD stack of --fixtures that tools/calibrate_renderer.py fitted "
+                f"({', '.join(calibrated)})")
+    try:
+        shard_urls(folder, "test")
+    except FileNotFoundError as exc:
+        return f"{item}: {exc}"
+    keys = [sample["key"] for sample in iter_samples(folder, "test")]
+    if not keys or any(key.split("/")[:1] != ["vabd"] or stack_id not in key.split("/") for key in keys):
+        return (f"{item}: not the real VABD {stack_id} shots (`ingest --vabd`; keys {', '.join(keys[:2]) or 'none'}): "
+                "their depth map would describe other photographs")
+    return None
+
+
+def vabd_shots(items: list[str], stacks_by_name: dict[str, dict]):
+    """(stack id, stack, sample, shot, reference, f-number) for every blurred sample of each checked --shards ID=DIR,
+    shot and reference float32 in [0, 1]."""
+    import numpy as np
+
+    from defocuskit.data.reader import iter_samples
+    from defocuskit.eval.metrics import to_unit
+
+    for item in items:
+        stack_id, _, folder = item.partition("=")
+        for sample in iter_samples(folder, "test"):
+            if sample["blur"] is not None:
+                shot, reference = (to_unit(sample[k]).astype(np.float32) for k in ("blur", "sharp"))
+                yield (stack_id, stacks_by_name[f"VABD {stack_id}"], sample, shot, reference,
+                       float(sample["meta"]["f_number"]))
