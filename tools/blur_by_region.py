@@ -78,8 +78,8 @@ def main() -> None:
           "prox dB |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for stack_id, stack, sample, shot, reference, n in vabd_shots(args.shards, known):
-        total = np.abs(depth_coc(stack, shot.shape[:2], K_AT_384[stack_id], n)) / np.sqrt(1 - (n / 16) ** 2)
-        added = total * np.sqrt(1 - (n / 16) ** 2)  # render.added_coc's quadrature
+        added = np.abs(depth_coc(stack, shot.shape[:2], K_AT_384[stack_id], n))  # render.added_coc's quadrature
+        total = added / np.sqrt(1 - (n / 16) ** 2)  # the thin lens's whole CoC at f/N, which the regions bin
         bins = [(lo, hi, (total >= lo) & (total < hi)) for lo, hi in zip(BIN_EDGES[:-1], BIN_EDGES[1:])]
         bins = [b for b in bins if b[2].mean() >= MIN_AREA]
         err0 = ((shot - reference) ** 2).mean(-1)
